@@ -1,0 +1,1 @@
+"""Local development stack: control plane, Postgres, libvirt, test image."""

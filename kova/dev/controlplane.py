@@ -1,0 +1,390 @@
+"""A local Kubernetes control plane without Docker.
+
+Runs etcd + kube-apiserver (+ kube-controller-manager) as plain processes on
+free loopback ports, the way envtest does, with RBAC on, static tokens for an
+admin and for the controller manager, service-account signing keys, and a
+kubeconfig.  The binaries come from ``hack/build-control-plane.sh``, which
+builds them from the Go module proxy and caches them under
+``~/.cache/kova/bin``.
+
+Used by ``kova dev up`` (persistent, under ``KOVA_STATE``) and by the test
+session fixture (throw-away, under a temporary directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kova.dev import paths
+from kova.dev.pki import ensure_pki
+
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+
+
+class ControlPlaneError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_binaries(progress=print) -> Path:
+    """Build (first time) or reuse the cached control-plane binaries."""
+    bindir = paths.bin_dir()
+    if all((bindir / b).exists() for b in BINARIES):
+        return bindir
+    script = paths.hack_dir() / "build-control-plane.sh"
+    if not script.exists():
+        raise ControlPlaneError(
+            f"control-plane binaries missing in {bindir} and {script} not found"
+        )
+    progress(f"[kova] building the control plane (cached in {bindir}) ...")
+    subprocess.run(["bash", str(script)], check=True)
+    return bindir
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child still "exists": look at its state
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+def _stop_pid(pid: int, timeout: float = 15.0) -> None:
+    if not _pid_alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not _pid_alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+@dataclass
+class ControlPlane:
+    """One etcd + kube-apiserver (+ controller manager) on loopback.
+
+    ``workdir`` holds everything: etcd data, PKI, tokens, logs, the kubeconfig
+    and ``state.json`` (ports and pids), so another process -- ``kova dev
+    status`` / ``down`` -- can find and stop a running stack.
+    """
+
+    workdir: Path
+    controller_manager: bool = True
+    bindir: Path | None = None
+    etcd_port: int = 0
+    etcd_peer_port: int = 0
+    apiserver_port: int = 0
+    kcm_port: int = 0
+    admin_token: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def token(self) -> str:
+        return self.admin_token
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "pki" / "ca.crt"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / "state.json"
+
+    # ------------------------------------------------------------------ state
+    def _save_state(self) -> None:
+        self.state_file.write_text(
+            json.dumps(
+                {
+                    "etcd_port": self.etcd_port,
+                    "etcd_peer_port": self.etcd_peer_port,
+                    "apiserver_port": self.apiserver_port,
+                    "kcm_port": self.kcm_port,
+                    "admin_token": self.admin_token,
+                    "pids": self.pids,
+                },
+                indent=2,
+            )
+        )
+        self.state_file.chmod(0o600)
+
+    @classmethod
+    def load(cls, workdir: Path) -> "ControlPlane | None":
+        state_file = workdir / "state.json"
+        if not state_file.exists():
+            return None
+        data = json.loads(state_file.read_text())
+        cp = cls(workdir=workdir)
+        cp.etcd_port = data["etcd_port"]
+        cp.etcd_peer_port = data["etcd_peer_port"]
+        cp.apiserver_port = data["apiserver_port"]
+        cp.kcm_port = data.get("kcm_port", 0)
+        cp.admin_token = data["admin_token"]
+        cp.pids = {k: int(v) for k, v in data.get("pids", {}).items()}
+        return cp
+
+    def running(self) -> dict[str, bool]:
+        return {name: _pid_alive(pid) for name, pid in self.pids.items()}
+
+    # -------------------------------------------------------------- lifecycle
+    def _spawn(self, name: str, argv: list[str]) -> int:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.workdir,
+        )
+        log.close()
+        self.pids[name] = proc.pid
+        self._save_state()
+        return proc.pid
+
+    def _tokens(self) -> Path:
+        """Static tokens: an admin (system:masters) and the controller manager."""
+        token_file = self.workdir / "tokens.csv"
+        if token_file.exists():
+            rows = [line.split(",") for line in token_file.read_text().splitlines() if line]
+            by_user = {r[1]: r[0] for r in rows}
+            self.admin_token = by_user["kova-admin"]
+            return token_file
+        self.admin_token = secrets.token_hex(24)
+        kcm_token = secrets.token_hex(24)
+        token_file.write_text(
+            f'{self.admin_token},kova-admin,kova-admin,"system:masters"\n'
+            f"{kcm_token},system:kube-controller-manager,system:kube-controller-manager\n"
+        )
+        token_file.chmod(0o600)
+        return token_file
+
+    def _token_for(self, user: str) -> str:
+        for line in (self.workdir / "tokens.csv").read_text().splitlines():
+            parts = line.split(",")
+            if len(parts) > 1 and parts[1] == user:
+                return parts[0]
+        raise KeyError(user)
+
+    def write_kubeconfig(self, path: Path, token: str, user: str = "kova-admin") -> Path:
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "kova-dev",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.ca_file),
+                    },
+                }
+            ],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [
+                {"name": "kova-dev", "context": {"cluster": "kova-dev", "user": user}}
+            ],
+            "current-context": "kova-dev",
+        }
+        path.write_text(json.dumps(cfg, indent=2))
+        path.chmod(0o600)
+        return path
+
+    def start(self, timeout: float = 120.0, progress=lambda msg: None) -> "ControlPlane":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        bindir = self.bindir or ensure_binaries(progress)
+        pki = ensure_pki(self.workdir / "pki")
+        token_file = self._tokens()
+        self.etcd_port = self.etcd_port or free_port()
+        self.etcd_peer_port = self.etcd_peer_port or free_port()
+        self.apiserver_port = self.apiserver_port or free_port()
+        self.kcm_port = self.kcm_port or free_port()
+
+        etcd_url = f"http://127.0.0.1:{self.etcd_port}"
+        peer_url = f"http://127.0.0.1:{self.etcd_peer_port}"
+        progress(f"[kova] starting etcd on {etcd_url}")
+        self._spawn(
+            "etcd",
+            [
+                str(bindir / "etcd"),
+                "--name", "kova",
+                "--data-dir", str(self.workdir / "etcd"),
+                "--listen-client-urls", etcd_url,
+                "--advertise-client-urls", etcd_url,
+                "--listen-peer-urls", peer_url,
+                "--initial-advertise-peer-urls", peer_url,
+                "--initial-cluster", f"kova={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level", "warn",
+            ],
+        )
+        self._wait(lambda: self._http_ok(f"{etcd_url}/health"), timeout, "etcd")
+
+        progress(f"[kova] starting kube-apiserver on {self.server}")
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(bindir / "kube-apiserver"),
+                "--etcd-servers", etcd_url,
+                "--bind-address", "127.0.0.1",
+                "--advertise-address", "127.0.0.1",
+                "--secure-port", str(self.apiserver_port),
+                "--tls-cert-file", str(pki["apiserver_crt"]),
+                "--tls-private-key-file", str(pki["apiserver_key"]),
+                "--client-ca-file", str(pki["ca_crt"]),
+                "--token-auth-file", str(token_file),
+                "--authorization-mode", "RBAC",
+                "--service-account-issuer", "https://kubernetes.default.svc",
+                "--service-account-key-file", str(pki["sa_pub"]),
+                "--service-account-signing-key-file", str(pki["sa_key"]),
+                "--api-audiences", "https://kubernetes.default.svc",
+                "--service-cluster-ip-range", "10.0.0.0/24",
+                "--allow-privileged",
+                "--enable-priority-and-fairness=false",
+                "--cert-dir", str(self.workdir / "apiserver-certs"),
+                "--v", "1",
+            ],
+        )
+        self.write_kubeconfig(self.kubeconfig, self.admin_token)
+        self._wait(self._apiserver_ready, timeout, "kube-apiserver")
+
+        if self.controller_manager:
+            progress("[kova] starting kube-controller-manager")
+            kcm_kubeconfig = self.write_kubeconfig(
+                self.workdir / "kcm.kubeconfig",
+                self._token_for("system:kube-controller-manager"),
+                user="system:kube-controller-manager",
+            )
+            self._spawn(
+                "kube-controller-manager",
+                [
+                    str(bindir / "kube-controller-manager"),
+                    "--kubeconfig", str(kcm_kubeconfig),
+                    "--bind-address", "127.0.0.1",
+                    "--secure-port", str(self.kcm_port),
+                    "--leader-elect=false",
+                    "--use-service-account-credentials=true",
+                    "--service-account-private-key-file", str(pki["sa_key"]),
+                    "--root-ca-file", str(pki["ca_crt"]),
+                    "--cluster-signing-cert-file", str(pki["ca_crt"]),
+                    "--cluster-signing-key-file", str(pki["ca_key"]),
+                    "--controllers", "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,-route,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-ephemeral-volume,-bootstrapsigner,-tokencleaner",
+                    "--v", "1",
+                ],
+            )
+            self._wait(self._kcm_alive, 15, "kube-controller-manager", settle=True)
+        progress(f"[kova] control plane ready; kubeconfig: {self.kubeconfig}")
+        return self
+
+    def stop(self) -> None:
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            pid = self.pids.get(name)
+            if pid:
+                _stop_pid(pid)
+        self.pids = {}
+        if self.workdir.exists():
+            self._save_state()
+
+    def destroy(self) -> None:
+        """Stop everything and remove the working directory."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ---------------------------------------------------------------- helpers
+    @staticmethod
+    def _http_ok(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _apiserver_ready(self) -> bool:
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        req = urllib.request.Request(
+            f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=3, context=ctx) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _kcm_alive(self) -> bool:
+        pid = self.pids.get("kube-controller-manager")
+        return bool(pid) and _pid_alive(pid)
+
+    def _wait(self, check, timeout: float, what: str, settle: bool = False) -> None:
+        deadline = time.monotonic() + timeout
+        if settle:  # the process must stay up for a moment
+            time.sleep(1.0)
+        while time.monotonic() < deadline:
+            for name, pid in self.pids.items():
+                if not _pid_alive(pid):
+                    tail = self._log_tail(name)
+                    raise ControlPlaneError(f"{name} exited during start-up:\n{tail}")
+            if check():
+                return
+            time.sleep(0.2)
+        raise ControlPlaneError(f"{what} not ready after {timeout:.0f}s:\n{self._log_tail(what)}")
+
+    def _log_tail(self, name: str, lines: int = 30) -> str:
+        log = self.log_dir / f"{name}.log"
+        if not log.exists():
+            return "(no log)"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])

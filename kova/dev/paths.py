@@ -1,0 +1,32 @@
+"""Where the local stack keeps its cache and its state.
+
+``KOVA_CACHE`` (default ``~/.cache/kova``) holds slow builds that are reused
+across runs: the Go-built control plane binaries, the Go module and build
+caches and the bootable test image.  ``KOVA_STATE`` (default
+``~/.local/state/kova``) holds the running local stack started by
+``kova dev up``: data directories, logs, kubeconfig and pid files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KOVA_CACHE", Path.home() / ".cache" / "kova"))
+
+
+def bin_dir() -> Path:
+    return cache_dir() / "bin"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("KOVA_STATE", Path.home() / ".local" / "state" / "kova"))
+
+
+def hack_dir() -> Path:
+    """The repository's ``hack/`` scripts (only present in a source checkout)."""
+    return REPO_ROOT / "hack"

@@ -1,0 +1,3 @@
+"""What the operator package is; importable as ``kova.operator.about``."""
+
+COMPONENT = "operator"

@@ -1,0 +1,34 @@
+"""Shared test configuration.
+
+Fixtures live in ``tests/fixtures/`` as plugins, one per real component:
+
+* ``controlplane`` -- one etcd + kube-apiserver (+ controller manager) per test
+  session; ``k8s`` (the running ControlPlane), ``kubeconfig``, ``k8s_client``
+  (a ``kubernetes.client.ApiClient``), ``namespace`` (fresh per test, deleted
+  afterwards) and ``kubectl`` (runs the real kubectl against it).
+* ``postgres`` -- the local Postgres 15 server; ``postgres_server_url`` and
+  ``pg_database`` (a fresh database per test module, dropped afterwards).
+* ``libvirt`` -- ``libvirt_test_conn`` (``test:///default``), ``libvirt_qemu_conn``
+  (``qemu:///system`` on the locally started libvirtd) and ``test_image``.
+
+Tiers are pytest markers: ``unit``, ``integration``, ``e2e``.  A test module
+without a marker is marked ``unit`` automatically.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = [
+    "tests.fixtures.controlplane",
+    "tests.fixtures.postgres",
+    "tests.fixtures.libvirt",
+]
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(pytest.mark.unit)
