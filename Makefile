@@ -1,0 +1,21 @@
+# Kova: the two commands (see README.md).
+#   make demo   run Kova's main job end to end on this machine
+#   make test   run the test suite
+# Both install what they need first (hack/setup.sh, idempotent, cached).
+
+VENV ?= .venv
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test down bench
+
+setup:
+	bash hack/setup.sh
+
+demo: setup
+	$(VENV)/bin/kova dev up
+
+down:
+	$(VENV)/bin/kova dev down
+
+test: setup
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

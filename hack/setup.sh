@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Everything Kova's tests and demo need on this machine, from nothing:
+# Debian packages, the Python virtualenv, the Go-built control plane,
+# Postgres 15, libvirtd + virtlogd and the bootable test image.
+# Idempotent; slow builds are cached under ${KOVA_CACHE:-~/.cache/kova}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${KOVA_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+step() { printf '\n[kova] === %s (%s)\n' "$1" "$(date +%H:%M:%S)" >&2; }
+t0=$(date +%s)
+
+step "system packages"
+bash hack/install-system-packages.sh
+
+step "python virtualenv ${VENV}"
+if [ ! -x "${VENV}/bin/python" ]; then
+  "${PYTHON}" -m venv "${VENV}"
+fi
+stamp="${VENV}/.kova-installed"
+want="$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
+if [ "$(cat "${stamp}" 2>/dev/null)" != "${want}" ]; then
+  "${VENV}/bin/python" -m pip install -q --upgrade pip
+  "${VENV}/bin/python" -m pip install -q -e '.[test,libvirt]'
+  echo "${want}" > "${stamp}"
+else
+  echo "[kova] python packages up to date" >&2
+fi
+
+step "control plane binaries (etcd, kube-apiserver, kube-controller-manager)"
+bash hack/build-control-plane.sh
+
+step "postgres"
+bash hack/start-postgres.sh
+
+step "libvirtd"
+bash hack/start-libvirt.sh
+
+step "test image"
+bash hack/build-test-image.sh
+
+for extra in hack/setup.d/*.sh; do
+  [ -e "$extra" ] || continue
+  step "$(basename "$extra" .sh)"
+  bash "$extra"
+done
+
+echo "[kova] setup done in $(( $(date +%s) - t0 ))s" >&2
