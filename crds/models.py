@@ -1,0 +1,921 @@
+"""The Kova API, group ``kova.dev``, version ``v1alpha1``.
+
+These pydantic models are the single source of truth for the
+CustomResourceDefinitions: ``kova crds generate`` turns them into the YAML under
+``crds/generated/`` (see :mod:`kova.crds.generate`).  Docstrings and field
+descriptions become ``kubectl explain`` text, so they are written for users.
+
+Five kinds:
+
+* :class:`Instance` (namespaced, ``inst``) -- a virtual machine;
+* :class:`Flavor` (cluster, ``flv``) -- a named size;
+* :class:`Image` (cluster, ``img``) -- a bootable disk image;
+* :class:`Host` (cluster, ``hv``) -- a hypervisor node, registered by its agent;
+* :class:`ServerGroup` (namespaced, ``sg``) -- an (anti-)affinity group.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .common import (
+    DNS_LABEL,
+    MAX_LABEL,
+    MAX_NAME,
+    MAX_TRAIT,
+    MAX_TRAITS,
+    RESOURCE_CLASS_NAME,
+    SHA256,
+    Condition,
+    CRDInfo,
+    CustomTrait,
+    KovaModel,
+    KovaObject,
+    Label,
+    Name,
+    ObjectRef,
+    ResourceAmounts,
+    Resources,
+    SecretKeyRef,
+    Trait,
+    TraitRequirements,
+    cel,
+    conditions_field,
+    immutable,
+    k8s,
+    model_config,
+    observed_generation_field,
+)
+
+#: A label value, as used for availability zones (``topology.kubernetes.io/zone``).
+ZONE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+Zone = Annotated[str, Field(min_length=1, max_length=MAX_LABEL, pattern=ZONE)]
+
+#: An OpenSSH public key line: type, base64 blob, optional comment; one line.
+SSH_KEY = (
+    r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)"
+    r"|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$"
+)
+SSHKey = Annotated[str, Field(min_length=16, max_length=16384, pattern=SSH_KEY)]
+
+#: 64 KiB: Nova's limit for user data.
+MAX_USER_DATA = 65536
+
+
+def _presence_immutable(field: str) -> dict[str, str]:
+    """A spec-level transition rule: an optional field may be neither added
+    nor removed after creation (the field-level ``self == oldSelf`` rule only
+    runs when both old and new values exist)."""
+    return cel(
+        f"has(self.{field}) == has(oldSelf.{field})",
+        f"{field} cannot be added or removed after creation",
+        field_path=f".{field}",
+    )
+
+
+# ==========================================================================
+# Flavor
+
+
+class CPUPolicy(str, Enum):
+    """How guest vCPUs map onto host CPUs."""
+
+    SHARED = "shared"
+    DEDICATED = "dedicated"
+
+
+class FlavorExtraSpecs(KovaModel):
+    """Scheduling and tuning details beyond the three standard sizes (Nova's
+    flavor extra specs)."""
+
+    model_config = model_config()
+
+    traits: TraitRequirements | None = Field(
+        default=None,
+        description="Traits the host must have (required) or must not have (forbidden); "
+        "merged with the Instance's own spec.traits.",
+    )
+    resources: dict[str, int] | None = Field(
+        default=None,
+        max_length=32,
+        description="Additional Placement resources each instance of this flavor consumes, "
+        "by resource class, e.g. {CUSTOM_GPU: 1} or {VGPU: 1}. VCPU, PCPU, MEMORY_MB and "
+        "DISK_GB come from the flavor's own fields and may not be listed.",
+        json_schema_extra={
+            "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
+            **k8s(
+                validations=[
+                    cel(
+                        "self.all(k, size(k) <= 255 && k.matches('" + RESOURCE_CLASS_NAME + "'))",
+                        "resource class names must be upper case letters, digits and "
+                        "underscores, e.g. CUSTOM_GPU",
+                    ),
+                    cel(
+                        "self.all(k, !(k in ['VCPU', 'PCPU', 'MEMORY_MB', 'DISK_GB']))",
+                        "VCPU, PCPU, MEMORY_MB and DISK_GB are set by vcpus, cpuPolicy, "
+                        "memoryMiB and diskGiB, not by extraSpecs.resources",
+                    ),
+                ]
+            ),
+        },
+    )
+    cpu_policy: CPUPolicy | None = Field(
+        default=None,
+        description="shared (default): vCPUs float over the host's CPUs and consume VCPU; "
+        "dedicated: each vCPU is pinned to its own host CPU and consumes PCPU.",
+    )
+
+
+class FlavorSpec(KovaModel):
+    """The size of an instance. vcpus, memoryMiB and diskGiB are immutable, as
+    in Nova: create a new Flavor to offer a new size."""
+
+    model_config = model_config()
+
+    vcpus: int = Field(
+        ge=1,
+        le=1024,
+        description="Number of virtual CPUs. Immutable.",
+        json_schema_extra=k8s(validations=[immutable("vcpus")]),
+    )
+    memory_mib: int = Field(
+        alias="memoryMiB",
+        ge=16,
+        le=16 * 1024 * 1024,
+        description="Memory in MiB. Immutable.",
+        json_schema_extra=k8s(validations=[immutable("memoryMiB")]),
+    )
+    disk_gib: int = Field(
+        alias="diskGiB",
+        ge=1,
+        le=64 * 1024,
+        description="Root disk size in GiB; the image is grown to this size and must "
+        "fit in it (Image spec.minDiskGiB). Immutable.",
+        json_schema_extra=k8s(validations=[immutable("diskGiB")]),
+    )
+    description: str | None = Field(
+        default=None, max_length=1024, description="Free text shown to users."
+    )
+    disabled: bool = Field(
+        default=False,
+        description="A disabled flavor stays valid for existing instances but new "
+        "Instances referring to it are not scheduled.",
+    )
+    extra_specs: FlavorExtraSpecs | None = Field(
+        default=None, description="Scheduling and tuning details beyond the sizes."
+    )
+
+
+class FlavorStatus(KovaModel):
+    """Observed state of a Flavor."""
+
+    observed_generation: int | None = observed_generation_field()
+    conditions: list[Condition] | None = conditions_field("No types are defined yet.")
+
+
+class Flavor(KovaObject):
+    """Flavor is a named instance size (vCPUs, memory, disk and extra specs),
+    cluster-scoped like Nova's flavors. Instances refer to it with
+    spec.flavorRef."""
+
+    crd = CRDInfo(
+        kind="Flavor",
+        plural="flavors",
+        singular="flavor",
+        scope="Cluster",
+        short_names=("flv",),
+        printer_columns=(
+            ("VCPUs", "integer", ".spec.vcpus", "Number of virtual CPUs.", 0),
+            ("Memory", "integer", ".spec.memoryMiB", "Memory in MiB.", 0),
+            ("Disk", "integer", ".spec.diskGiB", "Root disk in GiB.", 0),
+            ("Disabled", "boolean", ".spec.disabled", "Whether new instances may use it.", 1),
+        ),
+    )
+
+    kind: Literal["Flavor"] = "Flavor"
+    spec: FlavorSpec
+    status: FlavorStatus | None = None
+
+
+# ==========================================================================
+# Image
+
+
+class ImageFormat(str, Enum):
+    """The disk format of the image file."""
+
+    QCOW2 = "qcow2"
+    RAW = "raw"
+
+
+class Architecture(str, Enum):
+    """CPU architecture the image is built for."""
+
+    X86_64 = "x86_64"
+    AARCH64 = "aarch64"
+
+
+class Firmware(str, Enum):
+    """Firmware the guest boots with."""
+
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+class OSType(str, Enum):
+    """Operating system family of the guest."""
+
+    LINUX = "linux"
+    WINDOWS = "windows"
+
+
+class ImageSource(KovaModel):
+    """Where the compute agent gets the image file. Exactly one of url and
+    hostPath."""
+
+    model_config = model_config(
+        cel(
+            "has(self.url) != has(self.hostPath)",
+            "exactly one of url and hostPath must be set",
+        ),
+    )
+
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s/?#]+[^\s]*$",
+        description="An http:// or https:// URL the agent downloads the image from "
+        "(once per host; cached by sha256 or URL).",
+    )
+    host_path: str | None = Field(
+        default=None,
+        max_length=4096,
+        pattern=r"^/[^\x00]*$",
+        description="An absolute path to the image file on every hypervisor host, e.g. "
+        "/var/lib/kova/images/kova-test.qcow2. Must not contain '..' components.",
+        json_schema_extra=k8s(
+            validations=[
+                cel(
+                    "!self.matches('(^|/)\\\\.\\\\.(/|$)')",
+                    "hostPath must not contain '..' components",
+                )
+            ]
+        ),
+    )
+
+
+class ImageProperties(KovaModel):
+    """Properties of the guest inside the image (Glance image properties)."""
+
+    architecture: Architecture = Field(
+        default=Architecture.X86_64, description="CPU architecture the image needs."
+    )
+    firmware: Firmware = Field(default=Firmware.BIOS, description="bios or uefi.")
+    os_type: OSType = Field(default=OSType.LINUX, description="linux or windows.")
+    os_distro: str | None = Field(
+        default=None,
+        max_length=MAX_LABEL,
+        pattern=DNS_LABEL,
+        description="Distribution, lower case, e.g. debian, ubuntu, cirros.",
+    )
+    os_version: str | None = Field(
+        default=None,
+        max_length=MAX_LABEL,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9._]*$",
+        description="Distribution version, e.g. 12 or 24.04.",
+    )
+
+
+class ImageSpec(KovaModel):
+    """A bootable disk image. source, format and sha256 are immutable: an Image
+    names one exact file."""
+
+    model_config = model_config(_presence_immutable("sha256"))
+
+    source: ImageSource = Field(
+        description="Where the image file comes from. Immutable.",
+        json_schema_extra=k8s(validations=[immutable("source")]),
+    )
+    format: ImageFormat = Field(
+        default=ImageFormat.QCOW2,
+        description="Disk format of the file: qcow2 (default) or raw. Immutable.",
+        json_schema_extra=k8s(validations=[immutable("format")]),
+    )
+    sha256: str | None = Field(
+        default=None,
+        min_length=64,
+        max_length=64,
+        pattern=SHA256,
+        description="Lower-case hex SHA-256 of the file; when set, the agent refuses a "
+        "file that does not match. Immutable.",
+        json_schema_extra=k8s(validations=[immutable("sha256")]),
+    )
+    min_disk_gib: int = Field(
+        default=0,
+        alias="minDiskGiB",
+        ge=0,
+        le=64 * 1024,
+        description="Smallest root disk (GiB) the image boots from; instances whose "
+        "disk is smaller fail scheduling.",
+    )
+    min_memory_mib: int = Field(
+        default=0,
+        alias="minMemoryMiB",
+        ge=0,
+        le=16 * 1024 * 1024,
+        description="Least memory (MiB) the image boots with.",
+    )
+    properties: ImageProperties | None = Field(
+        default=None, description="What the guest needs from the virtual hardware."
+    )
+
+
+class ImageStatus(KovaModel):
+    """Observed state of an Image."""
+
+    observed_generation: int | None = observed_generation_field()
+    size_bytes: int | None = Field(default=None, ge=0, description="Size of the file in bytes.")
+    virtual_size_bytes: int | None = Field(
+        default=None, ge=0, description="Size of the disk the image holds, in bytes."
+    )
+    cached_on: list[str] | None = Field(
+        default=None,
+        max_length=4096,
+        description="Hosts that hold a verified copy of the image.",
+        json_schema_extra=k8s(list_type="set"),
+    )
+    conditions: list[Condition] | None = conditions_field(
+        "Available: the image was fetched and verified on at least one host."
+    )
+
+
+class Image(KovaObject):
+    """Image is a bootable disk image (qcow2 or raw) that instances boot from,
+    cluster-scoped like a public Glance image. The compute agent fetches it
+    from an HTTP(S) URL or a path on the host, caches it and boots each
+    instance from a copy-on-write overlay."""
+
+    crd = CRDInfo(
+        kind="Image",
+        plural="images",
+        singular="image",
+        scope="Cluster",
+        short_names=("img",),
+        printer_columns=(
+            ("Format", "string", ".spec.format", "Disk format.", 0),
+            ("Arch", "string", ".spec.properties.architecture", "CPU architecture.", 0),
+            ("MinDisk", "integer", ".spec.minDiskGiB", "Smallest root disk in GiB.", 0),
+            ("URL", "string", ".spec.source.url", "Download URL.", 1),
+            ("Path", "string", ".spec.source.hostPath", "Path on the hosts.", 1),
+        ),
+    )
+
+    kind: Literal["Image"] = "Image"
+    spec: ImageSpec
+    status: ImageStatus | None = None
+
+
+# ==========================================================================
+# ServerGroup
+
+
+class ServerGroupPolicy(str, Enum):
+    """How the members of a server group are spread over hosts."""
+
+    AFFINITY = "affinity"
+    ANTI_AFFINITY = "anti-affinity"
+    SOFT_AFFINITY = "soft-affinity"
+    SOFT_ANTI_AFFINITY = "soft-anti-affinity"
+
+
+class ServerGroupSpec(KovaModel):
+    """The placement policy of a server group. Immutable, as in Nova."""
+
+    model_config = model_config(
+        cel(
+            "!has(self.maxServerPerHost) || self.policy == 'anti-affinity'",
+            "maxServerPerHost is only allowed with policy anti-affinity",
+            field_path=".maxServerPerHost",
+            reason="FieldValueForbidden",
+        ),
+        _presence_immutable("maxServerPerHost"),
+    )
+
+    policy: ServerGroupPolicy = Field(
+        description="affinity: all members on one host; anti-affinity: each member on "
+        "a different host (up to maxServerPerHost per host); soft-affinity and "
+        "soft-anti-affinity: preferred, not required. Immutable.",
+        json_schema_extra=k8s(validations=[immutable("policy")]),
+    )
+    max_server_per_host: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="With policy anti-affinity only: how many members one host may run "
+        "(default 1). Immutable.",
+        json_schema_extra=k8s(validations=[immutable("maxServerPerHost")]),
+    )
+
+
+class ServerGroupStatus(KovaModel):
+    """Observed state of a ServerGroup."""
+
+    observed_generation: int | None = observed_generation_field()
+    members: list[Name] | None = Field(
+        default=None,
+        max_length=4096,
+        description="Names of the Instances in the group (same namespace).",
+        json_schema_extra=k8s(list_type="set"),
+    )
+    hosts: list[Name] | None = Field(
+        default=None,
+        max_length=4096,
+        description="Hosts the members were placed on.",
+        json_schema_extra=k8s(list_type="set"),
+    )
+    conditions: list[Condition] | None = conditions_field(
+        "PolicySatisfied: the members' hosts satisfy the policy."
+    )
+
+
+class ServerGroup(KovaObject):
+    """ServerGroup places a set of Instances on the same host (affinity) or on
+    different hosts (anti-affinity). Instances join it with
+    spec.serverGroupRef at creation."""
+
+    crd = CRDInfo(
+        kind="ServerGroup",
+        plural="servergroups",
+        singular="servergroup",
+        scope="Namespaced",
+        short_names=("sg",),
+        printer_columns=(
+            ("Policy", "string", ".spec.policy", "Placement policy.", 0),
+            ("MaxPerHost", "integer", ".spec.maxServerPerHost", "Members per host.", 0),
+            ("Members", "string", ".status.members", "Member Instances.", 0),
+        ),
+    )
+
+    kind: Literal["ServerGroup"] = "ServerGroup"
+    spec: ServerGroupSpec
+    status: ServerGroupStatus | None = None
+
+
+# ==========================================================================
+# Instance
+
+
+class RunStrategy(str, Enum):
+    """Whether and when the virtual machine should be running (KubeVirt's run
+    strategies)."""
+
+    ALWAYS = "Always"
+    HALTED = "Halted"
+    MANUAL = "Manual"
+    RERUN_ON_FAILURE = "RerunOnFailure"
+    ONCE = "Once"
+
+
+class InstancePhase(str, Enum):
+    """Coarse lifecycle phase of an Instance."""
+
+    PENDING = "Pending"
+    SCHEDULING = "Scheduling"
+    SCHEDULED = "Scheduled"
+    BUILDING = "Building"
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    PAUSED = "Paused"
+    MIGRATING = "Migrating"
+    DELETING = "Deleting"
+    ERROR = "Error"
+
+
+class PowerState(str, Enum):
+    """Power state of the libvirt domain, as Nova reports it."""
+
+    NO_STATE = "NoState"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    SHUTDOWN = "Shutdown"
+    CRASHED = "Crashed"
+    SUSPENDED = "Suspended"
+
+
+class UserData(KovaModel):
+    """cloud-init user data for the instance: inline text or a Secret key.
+    Exactly one of inline and secretRef."""
+
+    model_config = model_config(
+        cel(
+            "has(self.inline) != has(self.secretRef)",
+            "exactly one of inline and secretRef must be set",
+        ),
+    )
+
+    inline: str | None = Field(
+        default=None,
+        max_length=MAX_USER_DATA,
+        description="User data as text (e.g. a #cloud-config document or a shell script "
+        "starting with #!), at most 64 KiB. Visible to anyone who can read the "
+        "Instance: put secrets in a Secret and use secretRef.",
+    )
+    secret_ref: SecretKeyRef | None = Field(
+        default=None, description="A key of a Secret in the Instance's namespace."
+    )
+
+
+class SchedulingHints(KovaModel):
+    """Nova-style scheduler hints; they apply to every scheduling decision
+    (first placement, rescheduling, evacuation)."""
+
+    model_config = model_config(
+        cel(
+            "!has(self.sameHost) || !has(self.differentHost) || "
+            "!self.sameHost.exists(n, n in self.differentHost)",
+            "an instance cannot be in both sameHost and differentHost",
+            field_path=".differentHost",
+        ),
+    )
+
+    same_host: list[Label] | None = Field(
+        default=None,
+        max_length=MAX_TRAITS,
+        description="Place on the same host as these Instances (names, same namespace).",
+        json_schema_extra=k8s(list_type="set"),
+    )
+    different_host: list[Label] | None = Field(
+        default=None,
+        max_length=MAX_TRAITS,
+        description="Place on a host running none of these Instances (names, same namespace).",
+        json_schema_extra=k8s(list_type="set"),
+    )
+    requested_host: Name | None = Field(
+        default=None,
+        description="Consider only this Host (Nova's requested destination). Placement "
+        "must still have room on it.",
+    )
+
+
+class InstanceSpec(KovaModel):
+    """The desired state of an Instance. The size (flavorRef or resources),
+    imageRef, serverGroupRef and availabilityZone are fixed at creation;
+    resizing will get its own field."""
+
+    model_config = model_config(
+        cel(
+            "has(self.flavorRef) != has(self.resources)",
+            "exactly one of flavorRef and resources must be set",
+        ),
+        _presence_immutable("flavorRef"),
+        _presence_immutable("resources"),
+        _presence_immutable("serverGroupRef"),
+        _presence_immutable("availabilityZone"),
+    )
+
+    flavor_ref: ObjectRef | None = Field(
+        default=None,
+        description="The Flavor (cluster-scoped) giving the size. Exactly one of "
+        "flavorRef and resources. Immutable.",
+        json_schema_extra=k8s(validations=[immutable("flavorRef")]),
+    )
+    resources: Resources | None = Field(
+        default=None,
+        description="An inline size instead of a Flavor. Exactly one of flavorRef and "
+        "resources. Immutable.",
+        json_schema_extra=k8s(validations=[immutable("resources")]),
+    )
+    image_ref: ObjectRef = Field(
+        description="The Image (cluster-scoped) the root disk is created from. Immutable.",
+        json_schema_extra=k8s(validations=[immutable("imageRef")]),
+    )
+    user_data: UserData | None = Field(
+        default=None,
+        description="cloud-init user data, served through a NoCloud seed disk.",
+    )
+    ssh_keys: list[SSHKey] | None = Field(
+        default=None,
+        max_length=32,
+        description="OpenSSH public keys (one line each, e.g. 'ssh-ed25519 AAAA... "
+        "me@laptop') installed for the default user through cloud-init.",
+        json_schema_extra=k8s(list_type="set"),
+    )
+    hostname: Label | None = Field(
+        default=None,
+        description="Host name of the guest (a DNS label); defaults to metadata.name.",
+    )
+    run_strategy: RunStrategy = Field(
+        default=RunStrategy.ALWAYS,
+        description="Always: keep it running, restart it whenever it stops. Halted: keep "
+        "it stopped. Manual: start it once, then leave power to the user. "
+        "RerunOnFailure: restart it only when it crashed or failed, not when the "
+        "guest shut down cleanly. Once: run it once, never restart.",
+    )
+    availability_zone: Zone | None = Field(
+        default=None,
+        description="Only hosts in this availability zone (Host spec.availabilityZone) "
+        "are considered. Immutable.",
+        json_schema_extra=k8s(validations=[immutable("availabilityZone")]),
+    )
+    server_group_ref: ObjectRef | None = Field(
+        default=None,
+        description="The ServerGroup (same namespace) whose policy constrains the host. "
+        "Immutable.",
+        json_schema_extra=k8s(validations=[immutable("serverGroupRef")]),
+    )
+    traits: TraitRequirements | None = Field(
+        default=None,
+        description="Traits the host must or must not have, in addition to the "
+        "Flavor's extraSpecs.traits.",
+    )
+    scheduling_hints: SchedulingHints | None = Field(
+        default=None, description="Nova-style scheduler hints."
+    )
+
+
+class AddressFamily(str, Enum):
+    """IP address family."""
+
+    IPV4 = "IPv4"
+    IPV6 = "IPv6"
+
+
+class InstanceAddress(KovaModel):
+    """One IP address of the guest."""
+
+    address: str = Field(max_length=64, description="The IP address.")
+    family: AddressFamily | None = Field(default=None, description="IPv4 or IPv6.")
+    mac: str | None = Field(
+        default=None,
+        max_length=17,
+        pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$",
+        description="MAC address of the interface (lower case).",
+    )
+    interface: str | None = Field(
+        default=None, max_length=64, description="Interface name inside the guest or on the host."
+    )
+
+
+class ConsoleStatus(KovaModel):
+    """Where to read the instance's serial console."""
+
+    log_path: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Path of the serial console log file on status.host.",
+    )
+
+
+class InstanceStatus(KovaModel):
+    """The observed state of an Instance, written by the operator and the
+    compute agent."""
+
+    observed_generation: int | None = observed_generation_field()
+    phase: InstancePhase | None = Field(
+        default=None,
+        description="Coarse lifecycle phase: Pending, Scheduling, Scheduled, Building, "
+        "Running, Stopped, Paused, Migrating, Deleting or Error. Conditions carry the "
+        "details.",
+    )
+    host: Name | None = Field(default=None, description="The Host the instance is placed on.")
+    alternate_hosts: list[Name] | None = Field(
+        default=None,
+        max_length=16,
+        description="Other candidate Hosts the scheduler found, tried in order when "
+        "building on status.host fails.",
+    )
+    attempts: int | None = Field(
+        default=None, ge=0, description="How many times the instance was built so far."
+    )
+    resources: Resources | None = Field(
+        default=None,
+        description="The size claimed in Placement (resolved from the Flavor at scheduling).",
+    )
+    power_state: PowerState | None = Field(
+        default=None, description="Power state of the domain as seen by the compute agent."
+    )
+    addresses: list[InstanceAddress] | None = Field(
+        default=None,
+        max_length=64,
+        description="IP addresses of the guest; the first one is the primary address.",
+    )
+    console: ConsoleStatus | None = Field(default=None, description="Serial console.")
+    conditions: list[Condition] | None = conditions_field(
+        "Scheduled: a host was chosen and resources claimed. Ready: the guest is "
+        "running. Reasons and messages explain failures."
+    )
+
+
+class Instance(KovaObject):
+    """Instance is a virtual machine: a size (a Flavor or inline resources), an
+    Image to boot, cloud-init user data and SSH keys, and scheduling
+    constraints. Kova schedules it onto a Host and its compute agent runs it
+    with libvirt/QEMU."""
+
+    crd = CRDInfo(
+        kind="Instance",
+        plural="instances",
+        singular="instance",
+        scope="Namespaced",
+        short_names=("inst",),
+        printer_columns=(
+            ("Phase", "string", ".status.phase", "Lifecycle phase.", 0),
+            ("Host", "string", ".status.host", "Host the instance runs on.", 0),
+            ("Flavor", "string", ".spec.flavorRef.name", "Flavor name.", 0),
+            ("IP", "string", ".status.addresses[0].address", "Primary IP address.", 0),
+            ("Image", "string", ".spec.imageRef.name", "Image name.", 1),
+            ("Power", "string", ".status.powerState", "Power state.", 1),
+            (
+                "Ready",
+                "string",
+                '.status.conditions[?(@.type=="Ready")].status',
+                "Ready condition.",
+                1,
+            ),
+        ),
+        root_validations=(
+            cel(
+                "size(self.metadata.name) <= 63 && "
+                "self.metadata.name.matches('" + DNS_LABEL + "')",
+                "metadata.name must be a DNS label (at most 63 lower case letters, "
+                "digits and '-'): it becomes the guest's default host name",
+            ),
+        ),
+    )
+
+    kind: Literal["Instance"] = "Instance"
+    spec: InstanceSpec
+    status: InstanceStatus | None = None
+
+
+# ==========================================================================
+# Host
+
+
+class HostState(str, Enum):
+    """Liveness of the host's compute agent (from its heartbeat Lease)."""
+
+    UP = "Up"
+    DOWN = "Down"
+    UNKNOWN = "Unknown"
+
+
+class Maintenance(KovaModel):
+    """Maintenance mode: no new instances are placed on the host."""
+
+    model_config = model_config(
+        cel(
+            "!self.enabled || (has(self.reason) && size(self.reason) > 0)",
+            "reason is required when maintenance is enabled",
+            field_path=".reason",
+            reason="FieldValueRequired",
+        ),
+    )
+
+    enabled: bool = Field(default=False, description="Whether the host is in maintenance.")
+    reason: str | None = Field(
+        default=None, max_length=255, description="Why; required when enabled."
+    )
+
+
+class AllocationRatios(KovaModel):
+    """Overcommit ratios: Placement capacity is (total - reserved) * ratio."""
+
+    vcpu: float = Field(default=4.0, gt=0, le=1024, description="VCPU allocation ratio (default 4.0).")
+    memory: float = Field(
+        default=1.0, gt=0, le=1024, description="MEMORY_MB allocation ratio (default 1.0)."
+    )
+    disk: float = Field(default=1.0, gt=0, le=1024, description="DISK_GB allocation ratio (default 1.0).")
+
+
+class ReservedResources(KovaModel):
+    """Host resources kept back for the host itself."""
+
+    vcpus: int = Field(default=0, ge=0, le=4096, description="Reserved VCPU.")
+    memory_mib: int = Field(
+        default=512, alias="memoryMiB", ge=0, description="Reserved memory in MiB (default 512)."
+    )
+    disk_gib: int = Field(default=0, alias="diskGiB", ge=0, description="Reserved disk in GiB.")
+
+
+class HostSpec(KovaModel):
+    """Operator-controlled settings of a hypervisor host."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Whether new instances may be scheduled to the host (Nova's "
+        "compute service enabled/disabled). Running instances are not affected.",
+    )
+    disabled_reason: str | None = Field(
+        default=None, max_length=255, description="Why the host is disabled."
+    )
+    maintenance: Maintenance | None = Field(
+        default=None, description="Maintenance mode, with a reason."
+    )
+    availability_zone: Zone | None = Field(
+        default=None,
+        description="The availability zone the host belongs to (a Placement aggregate).",
+    )
+    allocation_ratios: AllocationRatios = Field(
+        default_factory=AllocationRatios,
+        description="Overcommit ratios per resource class.",
+        json_schema_extra={"default": {}},
+    )
+    reserved: ReservedResources = Field(
+        default_factory=ReservedResources,
+        description="Resources kept back for the host operating system.",
+        json_schema_extra={"default": {}},
+    )
+    traits: list[CustomTrait] | None = Field(
+        default=None,
+        max_length=MAX_TRAITS,
+        description="Custom traits (CUSTOM_*) added to the host's resource provider, "
+        "next to the traits the agent detects.",
+        json_schema_extra=k8s(list_type="set"),
+    )
+
+
+class HypervisorInfo(KovaModel):
+    """What the compute agent found on the host."""
+
+    type: str | None = Field(default=None, max_length=64, description="QEMU or KVM.")
+    version: str | None = Field(default=None, max_length=64, description="QEMU version.")
+    libvirt_version: str | None = Field(default=None, max_length=64, description="libvirt version.")
+    hostname: str | None = Field(default=None, max_length=MAX_NAME, description="Host name.")
+    cpu_arch: str | None = Field(default=None, max_length=64, description="CPU architecture.")
+    cpu_model: str | None = Field(default=None, max_length=255, description="Host CPU model.")
+
+
+class HostStatus(KovaModel):
+    """Observed state of a host, written by its compute agent and the host
+    monitor."""
+
+    observed_generation: int | None = observed_generation_field()
+    state: HostState | None = Field(
+        default=None,
+        description="Up while the agent's heartbeat Lease is renewed; Down once it expired.",
+    )
+    capacity: ResourceAmounts | None = Field(
+        default=None, description="Total resources found on the host."
+    )
+    allocated: ResourceAmounts | None = Field(
+        default=None, description="Resources allocated in Placement to instances on the host."
+    )
+    instance_count: int | None = Field(
+        default=None, ge=0, description="Number of instances placed on the host."
+    )
+    hypervisor: HypervisorInfo | None = Field(default=None, description="Hypervisor details.")
+    resource_provider_uuid: uuid.UUID | None = Field(
+        default=None,
+        alias="resourceProviderUUID",
+        description="UUID of the host's Placement resource provider.",
+    )
+    traits: list[Annotated[str, Field(max_length=MAX_TRAIT)]] | None = Field(
+        default=None,
+        max_length=1024,
+        description="Traits of the resource provider (detected and custom).",
+        json_schema_extra=k8s(list_type="set"),
+    )
+    last_heartbeat_time: dt.datetime | None = Field(
+        default=None, description="When the agent last renewed its heartbeat."
+    )
+    conditions: list[Condition] | None = conditions_field(
+        "Ready: the agent is up and the resource provider is in sync; False with "
+        "reason Down when its heartbeat expired."
+    )
+
+
+class Host(KovaObject):
+    """Host is a hypervisor node, cluster-scoped and named after its Kubernetes
+    Node. The compute agent registers it and reports capacity; operators set
+    enabled, maintenance, availability zone, allocation ratios and reserved
+    resources in spec."""
+
+    crd = CRDInfo(
+        kind="Host",
+        plural="hosts",
+        singular="host",
+        scope="Cluster",
+        short_names=("hv",),
+        printer_columns=(
+            ("Enabled", "boolean", ".spec.enabled", "Accepts new instances.", 0),
+            ("State", "string", ".status.state", "Agent liveness.", 0),
+            ("Zone", "string", ".spec.availabilityZone", "Availability zone.", 0),
+            ("Instances", "integer", ".status.instanceCount", "Instances on the host.", 0),
+            ("Maintenance", "boolean", ".spec.maintenance.enabled", "In maintenance.", 1),
+            ("Hypervisor", "string", ".status.hypervisor.type", "Hypervisor type.", 1),
+        ),
+    )
+
+    kind: Literal["Host"] = "Host"
+    spec: HostSpec = Field(default_factory=HostSpec)
+    status: HostStatus | None = None
+
+
+#: Every kind, in the order the CRD files are written and documented.
+KINDS: tuple[type[KovaObject], ...] = (Instance, Flavor, Image, Host, ServerGroup)
