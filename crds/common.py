@@ -286,8 +286,9 @@ class CRDInfo(BaseModel):
     categories: tuple[str, ...] = ("kova",)
     #: (name, type, jsonPath, description, priority) -- Age is appended.
     printer_columns: tuple[tuple[str, str, str, str, int], ...] = ()
-    #: Extra CEL rules on the object root (may see metadata.name).
-    root_validations: tuple[dict[str, str], ...] = ()
+    #: Restrictions on metadata.name beyond a DNS subdomain (the only
+    #: metadata field a CRD schema may restrict, with generateName).
+    metadata_name: dict[str, object] | None = None
 
     @property
     def name(self) -> str:

@@ -202,8 +202,10 @@ def openapi_schema(model: type[KovaObject]) -> dict[str, Any]:
     }
     if "spec" in raw.get("required", []):
         schema["required"] = ["spec"]
-    if model.crd.root_validations:
-        schema["x-kubernetes-validations"] = [dict(v) for v in model.crd.root_validations]
+    if model.crd.metadata_name:
+        properties["metadata"]["properties"] = {
+            "name": {"type": "string", **model.crd.metadata_name}
+        }
     return _sorted(schema)
 
 

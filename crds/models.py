@@ -59,7 +59,7 @@ Zone = Annotated[str, Field(min_length=1, max_length=MAX_LABEL, pattern=ZONE)]
 #: An OpenSSH public key line: type, base64 blob, optional comment; one line.
 SSH_KEY = (
     r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)"
-    r"|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$"
+    r"|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) AAAA[A-Za-z0-9+/]{8,}={0,3}( [^\r\n]*)?$"
 )
 SSHKey = Annotated[str, Field(min_length=16, max_length=16384, pattern=SSH_KEY)]
 
@@ -738,14 +738,9 @@ class Instance(KovaObject):
                 1,
             ),
         ),
-        root_validations=(
-            cel(
-                "size(self.metadata.name) <= 63 && "
-                "self.metadata.name.matches('" + DNS_LABEL + "')",
-                "metadata.name must be a DNS label (at most 63 lower case letters, "
-                "digits and '-'): it becomes the guest's default host name",
-            ),
-        ),
+        # The name becomes the guest's default host name and the libvirt
+        # domain's name: a DNS label, not the default DNS subdomain.
+        metadata_name={"maxLength": MAX_LABEL, "pattern": DNS_LABEL},
     )
 
     kind: Literal["Instance"] = "Instance"
