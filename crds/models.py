@@ -343,7 +343,7 @@ class ImageStatus(KovaModel):
     virtual_size_bytes: int | None = Field(
         default=None, ge=0, description="Size of the disk the image holds, in bytes."
     )
-    cached_on: list[str] | None = Field(
+    cached_on: list[Name] | None = Field(
         default=None,
         max_length=4096,
         description="Hosts that hold a verified copy of the image.",
