@@ -30,6 +30,8 @@ fi
 
 step "control plane binaries (etcd, kube-apiserver, kube-controller-manager)"
 bash hack/build-control-plane.sh
+# the matching kubectl (v1.36) goes into the venv, ahead of Debian's older one
+ln -sf "$(bash hack/build-control-plane.sh --print-bin-dir)/kubectl" "${VENV}/bin/kubectl"
 
 step "postgres"
 bash hack/start-postgres.sh
