@@ -1,0 +1,138 @@
+"""Authentication: who may call which method.
+
+``X-Auth-Token`` (or ``Authorization: Bearer``) is checked against a static
+token file; a token has the role ``admin`` (everything) or ``reader``
+(``GET`` only).  The token file is plain text, one token per line::
+
+    # role   token
+    admin    s3cret-admin-token
+    reader   s3cret-read-only-token
+
+A missing or unknown token is a 401, a reader calling a write method a 403.
+``NoAuth`` (``--no-auth``) lets everything through, for local development.
+``TokenReviewAuth`` asks the Kubernetes API (TokenReview) whether a service
+account bearer token is valid and maps service accounts to roles.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from pathlib import Path
+
+from kova.placement import errors
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ROLES = ("admin", "reader")
+
+
+def _token_from(req) -> str | None:
+    token = req.headers.get("x-auth-token")
+    if token:
+        return token.strip()
+    authz = req.headers.get("authorization", "")
+    if authz.lower().startswith("bearer "):
+        return authz[7:].strip()
+    return None
+
+
+class Authenticator:
+    def role_for(self, token: str) -> str | None:
+        raise NotImplementedError
+
+    def check(self, req) -> None:
+        token = _token_from(req)
+        if not token:
+            raise errors.Unauthorized(
+                "The request you have made requires authentication.")
+        role = self.role_for(token)
+        if role is None:
+            raise errors.Unauthorized(
+                "The request you have made requires authentication.")
+        req.role = role
+        if role != "admin" and req.method not in READ_METHODS:
+            raise errors.Forbidden(
+                "Policy does not allow this operation to be performed by a "
+                "read-only token.")
+
+
+class NoAuth(Authenticator):
+    def check(self, req) -> None:
+        req.role = "admin"
+
+
+def parse_token_file(text: str) -> dict[str, str]:
+    tokens: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[0] not in ROLES:
+            raise ValueError(f"token file line {lineno}: expected '<admin|reader> <token>'")
+        tokens[parts[1]] = parts[0]
+    return tokens
+
+
+class StaticTokenAuth(Authenticator):
+    """Tokens from a file, re-read when its modification time changes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._mtime = None
+        self._tokens: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._reload()
+
+    def _reload(self) -> None:
+        mtime = self.path.stat().st_mtime
+        if mtime != self._mtime:
+            with self._lock:
+                self._tokens = parse_token_file(self.path.read_text())
+                self._mtime = mtime
+
+    def role_for(self, token: str) -> str | None:
+        try:
+            self._reload()
+        except OSError:
+            pass
+        for known, role in self._tokens.items():
+            if hmac.compare_digest(known.encode(), token.encode()):
+                return role
+        return None
+
+
+class TokenReviewAuth(Authenticator):
+    """Kubernetes service-account tokens verified with the TokenReview API.
+
+    ``roles`` maps ``system:serviceaccount:<ns>:<name>`` usernames to a role;
+    ``default_role`` applies to other authenticated users (None: refuse).
+    Verdicts are cached for ``ttl`` seconds.
+    """
+
+    def __init__(self, api_client, roles: dict[str, str], default_role: str | None = None,
+                 audiences: list[str] | None = None, ttl: float = 60.0) -> None:
+        self.api_client = api_client
+        self.roles = roles
+        self.default_role = default_role
+        self.audiences = audiences
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, str | None]] = {}
+
+    def role_for(self, token: str) -> str | None:
+        now = time.monotonic()
+        hit = self._cache.get(token)
+        if hit and hit[0] > now:
+            return hit[1]
+        from kubernetes import client
+
+        spec = client.V1TokenReviewSpec(token=token, audiences=self.audiences)
+        review = client.AuthenticationV1Api(self.api_client).create_token_review(
+            client.V1TokenReview(spec=spec))
+        role = None
+        if review.status and review.status.authenticated:
+            username = review.status.user.username if review.status.user else ""
+            role = self.roles.get(username, self.default_role)
+        self._cache[token] = (now + self.ttl, role)
+        return role

@@ -1,0 +1,332 @@
+"""Allocation candidates computed over an in-memory ``Snapshot``.
+
+Semantics follow OpenStack Placement's documented behaviour:
+
+* a granular (suffixed) group is satisfied by one provider;
+* the unsuffixed group may be spread over the providers of one tree plus
+  sharing providers (``MISC_SHARES_VIA_AGGREGATE``) that share an aggregate
+  with that tree; its required traits are satisfied by the union of the
+  traits of the providers it uses and none of them may have a forbidden one;
+* candidates of all groups are combined per anchor (tree root), filtered by
+  ``group_policy=isolate`` and ``same_subtree``, consolidated and checked
+  against capacity and ``max_unit`` once more.
+
+Unlike OpenStack Placement 16.0.0 every candidate allocates exactly the
+amounts requested (amounts are never shared mutable objects), and the order
+is deterministic: trees by provider id, then providers by id.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from kova.placement.cache import Provider, Snapshot
+
+
+@dataclass
+class RequestGroup:
+    suffix: str = ""
+    use_same_provider: bool = False
+    resources: dict[str, int] = field(default_factory=dict)
+    required: list[frozenset[str]] = field(default_factory=list)
+    forbidden: set[str] = field(default_factory=set)
+    member_of: list[set[str]] = field(default_factory=list)
+    forbidden_aggs: set[str] = field(default_factory=set)
+    in_tree: str | None = None
+
+
+@dataclass
+class RequestWide:
+    limit: int | None = None
+    group_policy: str | None = None
+    root_required: set[str] = field(default_factory=set)
+    root_forbidden: set[str] = field(default_factory=set)
+    same_subtrees: list[set[str]] = field(default_factory=list)
+
+
+class AReq:
+    """One allocation request: amounts per (provider, class) and mappings."""
+
+    __slots__ = ("anchor", "amounts", "mappings", "same_provider")
+
+    def __init__(self, anchor: int, amounts: dict, mappings: dict, same_provider: bool):
+        self.anchor = anchor
+        self.amounts = amounts            # {(provider_id, rc): amount}
+        self.mappings = mappings          # {suffix: (provider_id, ...)}
+        self.same_provider = same_provider
+
+    def key(self):
+        return (frozenset(self.amounts.items()),
+                frozenset((s, frozenset(ids)) for s, ids in self.mappings.items()))
+
+    def provider_ids(self) -> set[int]:
+        return {pid for pid, _rc in self.amounts}
+
+
+def _traits_ok(traits, required, forbidden) -> bool:
+    if forbidden and not forbidden.isdisjoint(traits):
+        return False
+    for any_of in required:
+        if any_of.isdisjoint(traits):
+            return False
+    return True
+
+
+def _agg_sets(snap: Snapshot, group: RequestGroup):
+    in_aggs = snap.providers_in_aggs(group.member_of) if group.member_of else None
+    bad: set[int] = set()
+    for agg in group.forbidden_aggs:
+        bad |= snap.agg_members.get(agg, set())
+    return in_aggs, bad
+
+
+def _single_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | None,
+                     tree_root: int | None) -> list[AReq]:
+    """Each provider alone satisfying all of the group (granular groups)."""
+    in_aggs, bad = _agg_sets(snap, group)
+    if in_aggs is not None and not in_aggs:
+        return []
+    items = list(group.resources.items())
+    if items:
+        first = min(items, key=lambda kv: len(snap.by_rc.get(kv[0], ())))[0]
+        pool = snap.by_rc.get(first, [])
+    else:
+        pool = list(snap.by_id.values())
+    required, forbidden = group.required, group.forbidden
+    suffix = group.suffix
+    out: list[AReq] = []
+    for p in pool:
+        if tree_root is not None and p.root_id != tree_root:
+            continue
+        if in_aggs is not None and p.id not in in_aggs:
+            continue
+        if bad and p.id in bad:
+            continue
+        if (required or forbidden) and not _traits_ok(p.traits, required, forbidden):
+            continue
+        inv = p.inv
+        used = p.used
+        ok = True
+        for rc, amount in items:
+            i = inv.get(rc)
+            if (i is None or amount < i.min_unit or amount > i.max_unit
+                    or amount % i.step_size or used.get(rc, 0) + amount > i.capacity):
+                ok = False
+                break
+        if not ok:
+            continue
+        amounts = {(p.id, rc): amount for rc, amount in items}
+        mappings = {suffix: (p.id,)}
+        if anchors is None or p.root_id in anchors:
+            out.append(AReq(p.root_id, amounts, mappings, group.use_same_provider))
+        if p.traits and "MISC_SHARES_VIA_AGGREGATE" in p.traits and tree_root is None:
+            for anchor in snap.anchors(p):
+                if anchor == p.root_id or (anchors is not None and anchor not in anchors):
+                    continue
+                out.append(AReq(anchor, amounts, mappings, group.use_same_provider))
+    return out
+
+
+def _multi_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | None,
+                    tree_root: int | None) -> list[AReq]:
+    """The unsuffixed group spread over a tree and its sharing providers."""
+    in_aggs, bad = _agg_sets(snap, group)
+    if in_aggs is not None and not in_aggs:
+        return []
+    # per class: {root_id: [providers]} of providers that can give the amount
+    per_rc: list[tuple[str, int, dict[int, list[Provider]]]] = []
+    common: set[int] | None = None
+    for rc, amount in group.resources.items():
+        by_root: dict[int, list[Provider]] = {}
+        for p in snap.by_rc.get(rc, ()):
+            if tree_root is not None and p.root_id != tree_root:
+                continue
+            if not p.can_fit(rc, amount):
+                continue
+            roots = [p.root_id]
+            if tree_root is None and "MISC_SHARES_VIA_AGGREGATE" in p.traits:
+                roots += [a for a in snap.anchors(p) if a != p.root_id]
+            for root in roots:
+                if anchors is not None and root not in anchors:
+                    continue
+                if in_aggs is not None and p.id not in in_aggs and root not in in_aggs:
+                    continue
+                if bad and (p.id in bad or root in bad):
+                    continue
+                by_root.setdefault(root, []).append(p)
+        if not by_root:
+            return []
+        common = set(by_root) if common is None else common & set(by_root)
+        if not common:
+            return []
+        per_rc.append((rc, amount, by_root))
+    out: list[AReq] = []
+    required, forbidden = group.required, group.forbidden
+    for root in sorted(common or ()):
+        lists = [by_root[root] for _rc, _amount, by_root in per_rc]
+        for combo in itertools.product(*lists):
+            if required or forbidden:
+                traits: set[str] = set()
+                bad_trait = False
+                for p in combo:
+                    if forbidden and not forbidden.isdisjoint(p.traits):
+                        bad_trait = True
+                        break
+                    traits |= p.traits
+                if bad_trait or any(any_of.isdisjoint(traits) for any_of in required):
+                    continue
+            amounts = {}
+            for (rc, amount, _), p in zip(per_rc, combo):
+                amounts[(p.id, rc)] = amount
+            ids = tuple(sorted({p.id for p in combo}))
+            out.append(AReq(root, amounts, {group.suffix: ids}, False))
+    return out
+
+
+def _ancestors(snap: Snapshot, pid: int) -> set[int]:
+    out = set()
+    cur = snap.by_id.get(pid)
+    while cur is not None:
+        out.add(cur.id)
+        cur = snap.by_id.get(cur.parent_id) if cur.parent_id is not None else None
+    return out
+
+
+def _same_subtree_ok(snap: Snapshot, combo, same_subtrees) -> bool:
+    for suffixes in same_subtrees:
+        ids: set[int] = set()
+        for areq in combo:
+            for suffix in suffixes:
+                ids.update(areq.mappings.get(suffix, ()))
+        if len(ids) <= 1:
+            continue
+        common = set.intersection(*(_ancestors(snap, i) for i in ids))
+        if not common & ids:
+            return False
+    return True
+
+
+def find(snap: Snapshot, groups: dict[str, RequestGroup], rw: RequestWide,
+         nested_aware: bool) -> tuple[list[AReq], list[Provider]]:
+    """Return (allocation requests, provider summaries)."""
+    anchors = None
+    if rw.root_required or rw.root_forbidden:
+        anchors = {p.id for p in snap.by_id.values() if p.parent_id is None
+                   and rw.root_required <= p.traits
+                   and rw.root_forbidden.isdisjoint(p.traits)}
+        if not anchors:
+            return [], []
+    per_group: dict[str, list[AReq]] = {}
+    for suffix, group in groups.items():
+        tree_root = None
+        if group.in_tree:
+            tree = snap.by_uuid.get(group.in_tree)
+            if tree is None:
+                return [], []
+            tree_root = tree.root_id
+        multi = not group.use_same_provider and (
+            snap.has_trees or any(rc_p.inv.keys() & group.resources.keys()
+                                  for rc_p in snap.sharing))
+        if multi and group.resources:
+            areqs = _multi_provider(snap, group, anchors, tree_root)
+        else:
+            areqs = _single_provider(snap, group, anchors, tree_root)
+        if not areqs:
+            return [], []
+        per_group[suffix] = areqs
+
+    if len(per_group) == 1:
+        results = _dedupe(snap, next(iter(per_group.values())))
+    else:
+        results = _merge(snap, per_group, rw)
+
+    if not nested_aware and snap.has_trees:
+        kept = []
+        for areq in results:
+            pids = areq.provider_ids()
+            if len(pids) == len({snap.by_id[i].root_id for i in pids}):
+                kept.append(areq)
+        results = kept
+        if rw.limit is not None:
+            results = results[:rw.limit]
+        used = set()
+        for areq in results:
+            used |= areq.provider_ids()
+        return results, [snap.by_id[i] for i in sorted(used)]
+
+    if rw.limit is not None:
+        results = results[:rw.limit]
+    roots: set[int] = set()
+    for areq in results:
+        for pid, _rc in areq.amounts:
+            roots.add(snap.by_id[pid].root_id)
+        for ids in areq.mappings.values():
+            for pid in ids:
+                roots.add(snap.by_id[pid].root_id)
+    summaries = [p for root in sorted(roots) for p in snap.tree_members[root]]
+    return results, summaries
+
+
+def _dedupe(snap: Snapshot, areqs: list[AReq]) -> list[AReq]:
+    """Drop repeats (a sharing provider appears once per anchor tree)."""
+    if not snap.sharing:
+        return areqs
+    seen = set()
+    out = []
+    for areq in areqs:
+        key = areq.key()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(areq)
+    return out
+
+
+def _merge(snap: Snapshot, per_group: dict[str, list[AReq]], rw: RequestWide) -> list[AReq]:
+    suffixes = list(per_group)
+    by_anchor: dict[int, dict[str, list[AReq]]] = {}
+    for suffix, areqs in per_group.items():
+        for areq in areqs:
+            by_anchor.setdefault(areq.anchor, {}).setdefault(suffix, []).append(areq)
+    granular = [s for s in suffixes if s]
+    isolate = rw.group_policy == "isolate"
+    out: list[AReq] = []
+    seen = set()
+    for anchor in sorted(by_anchor):
+        lists = by_anchor[anchor]
+        if len(lists) != len(suffixes):
+            continue
+        for combo in itertools.product(*(lists[s] for s in suffixes)):
+            if isolate:
+                used = set()
+                for areq in combo:
+                    if areq.same_provider:
+                        used.update(next(iter(areq.mappings.values())))
+                if len(used) != len(granular):
+                    continue
+            if rw.same_subtrees and not _same_subtree_ok(snap, combo, rw.same_subtrees):
+                continue
+            amounts: dict = {}
+            mappings: dict = {}
+            for areq in combo:
+                for key, amount in areq.amounts.items():
+                    amounts[key] = amounts.get(key, 0) + amount
+                for suffix, ids in areq.mappings.items():
+                    mappings[suffix] = tuple(sorted(set(mappings.get(suffix, ())) | set(ids)))
+            fits = True
+            for (pid, rc), amount in amounts.items():
+                p = snap.by_id[pid]
+                inv = p.inv[rc]
+                if p.used.get(rc, 0) + amount > inv.capacity or amount > inv.max_unit:
+                    fits = False
+                    break
+            if not fits:
+                continue
+            merged = AReq(anchor, amounts, mappings, False)
+            key = merged.key()
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(merged)
+    return out

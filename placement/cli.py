@@ -1,0 +1,77 @@
+"""``kova placement serve`` and ``kova placement db upgrade``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import click
+
+from kova.placement.db.engine import default_database_url
+
+ENV_URL = "KOVA_PLACEMENT_DATABASE_URL"
+ENV_TOKEN_FILE = "KOVA_PLACEMENT_TOKEN_FILE"
+
+
+def _factory():
+    """uvicorn --factory entry point for multi-worker serving (reads env)."""
+    from kova.placement.app import create_app
+    from kova.placement.auth import NoAuth, StaticTokenAuth
+
+    url = os.environ.get(ENV_URL) or default_database_url()
+    token_file = os.environ.get(ENV_TOKEN_FILE)
+    auth = StaticTokenAuth(token_file) if token_file else NoAuth()
+    return create_app(url, auth=auth, migrate=False,
+                      pool_size=int(os.environ.get("KOVA_PLACEMENT_POOL_SIZE", "10")))
+
+
+def register(group: click.Group) -> None:
+    @group.command("serve")
+    @click.option("--database-url", envvar=ENV_URL, default=None,
+                  help="SQLAlchemy URL (default: sqlite:///$KOVA_STATE/placement.db; "
+                       "production: postgresql+psycopg://user@host/db).")
+    @click.option("--host", default="127.0.0.1", show_default=True)
+    @click.option("--port", default=8778, show_default=True, type=int)
+    @click.option("--workers", default=1, show_default=True, type=int)
+    @click.option("--token-file", envvar=ENV_TOKEN_FILE, default=None,
+                  type=click.Path(exists=True, dir_okay=False),
+                  help="Static tokens: lines of '<admin|reader> <token>'.")
+    @click.option("--no-auth", is_flag=True, help="Accept every request (development only).")
+    @click.option("--log-level", default="info", show_default=True)
+    def serve(database_url, host, port, workers, token_file, no_auth, log_level):
+        """Serve the Placement API."""
+        import uvicorn
+
+        from kova.placement.db.engine import upgrade
+
+        logging.basicConfig(level=log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        if not token_file and not no_auth:
+            raise click.UsageError("give --token-file, or --no-auth for local development")
+        if no_auth:
+            click.echo("WARNING: authentication is disabled (--no-auth); anyone who can "
+                       "reach this port can change every allocation.", err=True)
+        url = database_url or default_database_url()
+        upgrade(url)
+        os.environ[ENV_URL] = url
+        if token_file:
+            os.environ[ENV_TOKEN_FILE] = os.path.abspath(token_file)
+        else:
+            os.environ.pop(ENV_TOKEN_FILE, None)
+        uvicorn.run("kova.placement.cli:_factory", factory=True, host=host, port=port,
+                    workers=workers, log_level=log_level, access_log=False)
+
+    @group.group("db")
+    def db() -> None:
+        """Placement database maintenance."""
+
+    @db.command("upgrade")
+    @click.option("--database-url", envvar=ENV_URL, default=None)
+    @click.option("--revision", default="head", show_default=True)
+    def db_upgrade(database_url, revision):
+        """Apply the schema migrations (and seed standard classes/traits)."""
+        from kova.placement.db.engine import upgrade
+
+        url = database_url or default_database_url()
+        upgrade(url, revision)
+        click.echo(f"placement database at {revision}")

@@ -1,0 +1,176 @@
+"""Engines, transactions and migrations for Placement's database.
+
+``Database.read()`` and ``Database.write()`` are the only ways handlers touch
+the database.  On SQLite a write transaction starts with ``BEGIN IMMEDIATE``
+so writers serialise on the database lock instead of failing half-way; on
+Postgres writes take row locks (``SELECT ... FOR UPDATE``) on the providers
+they change, and a deadlock or serialisation failure is retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from kova.placement.db import tables as t
+
+LOG = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def default_database_url() -> str:
+    state = Path(os.environ.get("KOVA_STATE",
+                                Path.home() / ".local" / "state" / "kova"))
+    return f"sqlite:///{state / 'placement.db'}"
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` as psycopg 3 URLs."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def make_engine(url: str, pool_size: int = 10) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size, max_overflow=10)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # pragma: no cover - trivial
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            if conn.get_execution_options().get("kova_write"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=20,
+                            pool_pre_ping=True)
+
+
+def _is_retryable(exc: Exception) -> bool:
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in ("40001", "40P01"):  # serialization failure, deadlock
+        return True
+    return "database is locked" in str(exc)
+
+
+class Database:
+    """A SQLAlchemy engine plus Placement's transaction conventions."""
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.url = normalise_url(url)
+        self.engine = make_engine(self.url, pool_size=pool_size)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One short write transaction that bumps the change counter."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(kova_write=True)
+            with conn.begin():
+                yield conn
+                conn.execute(sa.update(t.state).where(t.state.c.id == 1)
+                             .values(counter=t.state.c.counter + 1))
+
+    def run_write(self, fn, *args, attempts: int = 5, **kwargs):
+        """Run ``fn(conn, ...)`` in a write transaction, retrying deadlocks."""
+        for attempt in range(attempts):
+            try:
+                with self.write() as conn:
+                    return fn(conn, *args, **kwargs)
+            except sa.exc.DBAPIError as exc:
+                if attempt + 1 < attempts and _is_retryable(exc):
+                    LOG.info("retrying write after %s", exc.__class__.__name__)
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                raise
+
+    def counter(self, conn: Connection | None = None) -> int:
+        stmt = sa.select(t.state.c.counter).where(t.state.c.id == 1)
+        if conn is not None:
+            return conn.execute(stmt).scalar_one()
+        with self.engine.connect() as c:
+            return c.execute(stmt).scalar_one()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` and seed standard classes/traits."""
+    from alembic import command
+
+    db = Database(url, pool_size=1)
+    try:
+        cfg = alembic_config(url)
+        with db.engine.begin() as conn:
+            if db.is_postgres:
+                # Several workers may start at once: one migrates at a time.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(424242)")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        sync_standard_names(db)
+    finally:
+        db.dispose()
+
+
+def sync_standard_names(db: Database) -> None:
+    """Insert the os-resource-classes and os-traits names that are missing."""
+    import os_resource_classes
+    import os_traits
+
+    def _sync(conn: Connection) -> None:
+        have_rc = set(conn.execute(sa.select(t.resource_classes.c.name)).scalars())
+        missing = [n for n in os_resource_classes.STANDARDS if n not in have_rc]
+        if missing:
+            conn.execute(sa.insert(t.resource_classes), [{"name": n} for n in missing])
+        have_tr = set(conn.execute(sa.select(t.traits.c.name)).scalars())
+        missing = [n for n in os_traits.get_traits() if n not in have_tr]
+        if missing:
+            conn.execute(sa.insert(t.traits), [{"name": n} for n in missing])
+
+    db.run_write(_sync)

@@ -1,0 +1,50 @@
+"""/resource_providers/{uuid}/aggregates (from 1.1; generations from 1.19)."""
+
+from __future__ import annotations
+
+from kova.placement import errors, store
+from kova.placement.app import cache_headers, check_accept, json_response
+from kova.placement.handlers.common import path, since
+from kova.placement.schemas import body as schemas
+
+
+def _body(req, aggregates, provider) -> dict:
+    out = {"aggregates": aggregates}
+    if req.want(19):
+        out["resource_provider_generation"] = provider.generation
+    return out
+
+
+@since(1)
+def show(req):
+    check_accept(req)
+    uuid = path(req, "uuid")
+    with req.app.db.read() as conn:
+        provider = store.get_provider(conn, uuid)
+        aggs = store.provider_aggregates(conn, provider)
+    return json_response(_body(req, aggs, provider), 200,
+                         cache_headers(req, provider.updated_at))
+
+
+@since(1)
+def put(req):
+    uuid = path(req, "uuid")
+    with req.app.db.read() as conn:
+        store.get_provider(conn, uuid)
+    if req.want(19):
+        data = req.json(schemas.AGGREGATES_PUT_1_19)
+        aggs, generation = data["aggregates"], data["resource_provider_generation"]
+    else:
+        aggs, generation = req.json(schemas.AGGREGATES_PUT), None
+
+    def _write(conn):
+        provider = store.get_provider(conn, uuid, lock=True)
+        if generation is not None and generation != provider.generation:
+            raise errors.Conflict(
+                "Resource provider's generation already changed. Please update the "
+                "generation and try again.", code=errors.CONCURRENT_UPDATE)
+        store.set_provider_aggregates(conn, provider, aggs, None, bump=req.want(19))
+        return provider
+
+    provider = req.app.db.run_write(_write)
+    return json_response(_body(req, sorted(set(aggs)), provider), 200, cache_headers(req))

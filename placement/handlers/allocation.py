@@ -1,0 +1,148 @@
+"""/allocations/{consumer_uuid}, POST /allocations (1.13),
+/resource_providers/{uuid}/allocations and POST /reshaper (1.30)."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+
+from kova.placement import errors, store
+from kova.placement.app import cache_headers, check_accept, is_uuid, json_response, no_content
+from kova.placement.handlers.common import path, since
+from kova.placement.schemas import body as schemas
+from kova.placement.store import ConsumerWrite
+
+
+def show_for_consumer(req):
+    check_accept(req)
+    consumer_uuid = path(req, "consumer_uuid")
+    with req.app.db.read() as conn:
+        consumer, allocs, last = store.consumer_allocations(conn, consumer_uuid)
+    out: dict = {"allocations": allocs}
+    if allocs and req.want(12) and consumer is not None:
+        out["project_id"] = consumer.project_id
+        out["user_id"] = consumer.user_id
+        if req.want(28):
+            out["consumer_generation"] = consumer.generation
+        if req.want(38):
+            out["consumer_type"] = consumer.consumer_type or "unknown"
+    return json_response(out, 200, cache_headers(req, last))
+
+
+def show_for_provider(req):
+    check_accept(req)
+    uuid = path(req, "uuid")
+    with req.app.db.read() as conn:
+        provider = store.get_provider(
+            conn, uuid, message=f"Resource provider '{uuid}' not found: No resource "
+                                f"provider with uuid {uuid} found")
+        allocs, last = store.provider_allocations(conn, provider)
+    if not req.want(28):
+        for entry in allocs.values():
+            entry.pop("consumer_generation", None)
+    return json_response({"allocations": allocs,
+                          "resource_provider_generation": provider.generation},
+                         200, cache_headers(req, last))
+
+
+def _put_schema(req) -> dict:
+    for minor, schema in ((38, schemas.ALLOCATIONS_PUT_1_38), (34, schemas.ALLOCATIONS_PUT_1_34),
+                          (28, schemas.ALLOCATIONS_PUT_1_28), (12, schemas.ALLOCATIONS_PUT_1_12),
+                          (8, schemas.ALLOCATIONS_PUT_1_8)):
+        if req.want(minor):
+            return schema
+    return schemas.ALLOCATIONS_PUT_1_0
+
+
+def _consumer_write(req, consumer_uuid: str, data: dict) -> ConsumerWrite:
+    allocations = data["allocations"]
+    if isinstance(allocations, list):  # before 1.12
+        merged: dict = {}
+        for item in allocations:
+            merged.setdefault(item["resource_provider"]["uuid"], {}).update(item["resources"])
+        by_rp = merged
+    else:
+        by_rp = {rp_uuid: dict(entry["resources"]) for rp_uuid, entry in allocations.items()}
+    return ConsumerWrite(
+        uuid=consumer_uuid, allocations=by_rp,
+        project_id=data.get("project_id"), user_id=data.get("user_id"),
+        generation=data.get("consumer_generation"), check_generation=req.want(28),
+        consumer_type=data.get("consumer_type"), set_type=req.want(38))
+
+
+def put_for_consumer(req):
+    consumer_uuid = path(req, "consumer_uuid")
+    if not is_uuid(consumer_uuid):
+        raise errors.BadRequest(f"Malformed consumer_uuid: {consumer_uuid}")
+    consumer_uuid = str(uuidlib.UUID(consumer_uuid))
+    data = req.json(_put_schema(req))
+    write = _consumer_write(req, consumer_uuid, data)
+    req.app.db.run_write(store.replace_allocations, [write],
+                         f"Unable to allocate inventory for consumer {consumer_uuid}")
+    return no_content()
+
+
+@since(13)
+def post(req):
+    schema = schemas.ALLOCATIONS_POST_1_13
+    for minor, candidate in ((38, schemas.ALLOCATIONS_POST_1_38),
+                             (34, schemas.ALLOCATIONS_POST_1_34),
+                             (28, schemas.ALLOCATIONS_POST_1_28)):
+        if req.want(minor):
+            schema = candidate
+            break
+    data = req.json(schema)
+    writes = [_consumer_write(req, str(uuidlib.UUID(consumer_uuid)), entry)
+              for consumer_uuid, entry in data.items()]
+    req.app.db.run_write(store.replace_allocations, writes, "Unable to allocate inventory")
+    return no_content()
+
+
+def delete_for_consumer(req):
+    req.app.db.run_write(store.delete_consumer_allocations, path(req, "consumer_uuid"))
+    return no_content()
+
+
+@since(30)
+def reshape(req):
+    schema = schemas.RESHAPER_1_30
+    if req.want(38):
+        schema = schemas.RESHAPER_1_38
+    elif req.want(34):
+        schema = schemas.RESHAPER_1_34
+    data = req.json(schema)
+    writes = [_consumer_write(req, str(uuidlib.UUID(c)), entry)
+              for c, entry in data["allocations"].items()]
+    inventories = data["inventories"]
+
+    def _write(conn):
+        providers = {}
+        for rp_uuid in sorted(inventories):
+            provider = store.find_provider(conn, rp_uuid)
+            if provider is None:
+                raise errors.BadRequest(
+                    f"Resource provider {rp_uuid} in inventories not found")
+            providers[rp_uuid] = store.get_provider(conn, rp_uuid, lock=True)
+        for rp_uuid, entry in inventories.items():
+            store.check_generation(providers[rp_uuid], entry["resource_provider_generation"])
+        # Drop the moving consumers' allocations first so inventory that they
+        # used can be removed, then set inventories, then write allocations.
+        if writes:
+            store.check_consumer_generations(conn, writes)
+            store.remove_allocations(conn, [w.uuid for w in writes])
+        for rp_uuid, entry in inventories.items():
+            provider = store.get_provider(conn, rp_uuid)
+            records = {}
+            for rc, rec in entry["inventories"].items():
+                full = dict(store.INVENTORY_DEFAULTS)
+                full.update({k: v for k, v in rec.items() if k in store.INVENTORY_FIELDS})
+                full["allocation_ratio"] = float(full["allocation_ratio"])
+                records[rc] = full
+            store.validate_capacity(rp_uuid, records, True, "update")
+            store.set_inventories(conn, provider, records, None)
+        if writes:
+            for w in writes:
+                w.check_generation = False
+            store.replace_allocations(conn, writes, "Unable to allocate inventory")
+
+    req.app.db.run_write(_write)
+    return no_content()

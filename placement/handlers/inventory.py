@@ -1,0 +1,131 @@
+"""/resource_providers/{uuid}/inventories[/{resource_class}]."""
+
+from __future__ import annotations
+
+from kova.placement import errors, store
+from kova.placement.app import cache_headers, check_accept, json_response, no_content
+from kova.placement.handlers.common import path
+from kova.placement.schemas import body as schemas
+
+
+def _record(data: dict) -> dict:
+    rec = dict(store.INVENTORY_DEFAULTS)
+    rec.update({k: v for k, v in data.items() if k in store.INVENTORY_FIELDS})
+    rec["allocation_ratio"] = float(rec["allocation_ratio"])
+    return rec
+
+
+def _out(rec: dict) -> dict:
+    return {f: rec[f] for f in store.INVENTORY_FIELDS}
+
+
+def list_(req):
+    check_accept(req)
+    uuid = path(req, "uuid")
+    with req.app.db.read() as conn:
+        provider = store.get_provider(conn, uuid)
+        records = store.get_inventories(conn, provider)
+    return json_response({"inventories": {rc: _out(r) for rc, r in records.items()},
+                          "resource_provider_generation": provider.generation},
+                         200, cache_headers(req, provider.updated_at))
+
+
+def show(req):
+    check_accept(req)
+    uuid, rc = path(req, "uuid"), path(req, "resource_class")
+    with req.app.db.read() as conn:
+        provider = store.get_provider(conn, uuid)
+        records = store.get_inventories(conn, provider)
+    if rc not in records:
+        raise errors.NotFound(f"No inventory of class {rc} for {uuid}")
+    out = _out(records[rc])
+    out["resource_provider_generation"] = provider.generation
+    return json_response(out, 200, cache_headers(req, provider.updated_at))
+
+
+def create(req):
+    uuid = path(req, "uuid")
+    with req.app.db.read() as conn:
+        store.get_provider(conn, uuid)
+    data = req.json(schemas.INVENTORY_POST)
+    rc = data["resource_class"]
+    rec = _record(data)
+
+    def _write(conn):
+        provider = store.get_provider(conn, uuid, lock=True)
+        store.validate_capacity(uuid, {rc: rec}, req.want(26), "create")
+        store.add_inventory(conn, provider, rc, rec)
+        return provider
+
+    provider = req.app.db.run_write(_write)
+    out = _out(rec)
+    out["resource_provider_generation"] = provider.generation
+    headers = {"location": f"/resource_providers/{uuid}/inventories/{rc}"}
+    headers.update(cache_headers(req))
+    return json_response(out, 201, headers)
+
+
+def replace_all(req):
+    uuid = path(req, "uuid")
+    with req.app.db.read() as conn:
+        store.get_provider(conn, uuid)
+    data = req.json(schemas.INVENTORIES_PUT)
+    records = {rc: _record(d) for rc, d in data["inventories"].items()}
+
+    def _write(conn):
+        provider = store.get_provider(conn, uuid, lock=True)
+        store.check_generation(provider, data["resource_provider_generation"])
+        store.validate_capacity(uuid, records, req.want(26), "update")
+        store.set_inventories(conn, provider, records, None)
+        return provider
+
+    provider = req.app.db.run_write(_write)
+    return json_response({"inventories": {rc: _out(r) for rc, r in records.items()},
+                          "resource_provider_generation": provider.generation},
+                         200, cache_headers(req))
+
+
+def update(req):
+    uuid, rc = path(req, "uuid"), path(req, "resource_class")
+    with req.app.db.read() as conn:
+        store.get_provider(conn, uuid)
+    data = req.json(schemas.INVENTORY_PUT_ONE)
+    rec = _record(data)
+
+    def _write(conn):
+        provider = store.get_provider(conn, uuid, lock=True)
+        store.check_generation(provider, data["resource_provider_generation"])
+        store.validate_capacity(uuid, {rc: rec}, req.want(26), "update")
+        store.update_inventory(conn, provider, rc, rec, data["resource_provider_generation"])
+        return provider
+
+    provider = req.app.db.run_write(_write)
+    out = _out(rec)
+    out["resource_provider_generation"] = provider.generation
+    return json_response(out, 200, cache_headers(req))
+
+
+def delete(req):
+    uuid, rc = path(req, "uuid"), path(req, "resource_class")
+
+    def _write(conn):
+        provider = store.get_provider(conn, uuid, lock=True)
+        store.delete_inventory(conn, provider, rc)
+
+    req.app.db.run_write(_write)
+    return no_content()
+
+
+def delete_all(req):
+    if not req.want(5):
+        raise errors.MethodNotAllowed(
+            "The method specified is not allowed for this resource.",
+            headers={"allow": "GET, POST, PUT"})
+    uuid = path(req, "uuid")
+
+    def _write(conn):
+        provider = store.get_provider(conn, uuid, lock=True)
+        store.set_inventories(conn, provider, {}, None)
+
+    req.app.db.run_write(_write)
+    return no_content()

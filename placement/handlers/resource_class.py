@@ -1,0 +1,64 @@
+"""/resource_classes (from 1.2)."""
+
+from __future__ import annotations
+
+from kova.placement import errors, store
+from kova.placement.app import (cache_headers, check_accept, json_response, no_content,
+                                validate)
+from kova.placement.handlers.common import by_version, path, since
+from kova.placement.schemas import body as schemas
+
+
+def _one(name: str) -> dict:
+    return {"name": name, "links": [{"rel": "self", "href": f"/resource_classes/{name}"}]}
+
+
+@since(2)
+def list_(req):
+    check_accept(req)
+    with req.app.db.read() as conn:
+        names = store.list_resource_classes(conn)
+    return json_response({"resource_classes": [_one(n) for n in names]}, 200,
+                         cache_headers(req))
+
+
+@since(2)
+def show(req):
+    check_accept(req)
+    name = path(req, "name")
+    with req.app.db.read() as conn:
+        if not store.resource_class_exists(conn, name):
+            raise errors.NotFound(f"No such resource class {name}.")
+    return json_response(_one(name), 200, cache_headers(req))
+
+
+@since(2)
+def create(req):
+    data = req.json(schemas.RESOURCE_CLASS)
+    req.app.db.run_write(store.create_resource_class, data["name"])
+    return no_content(201, {"location": f"/resource_classes/{data['name']}"})
+
+
+def _rename(req):
+    name = path(req, "name")
+    data = req.json(schemas.RESOURCE_CLASS)
+    req.app.db.run_write(store.rename_resource_class, name, data["name"])
+    return json_response(_one(data["name"]), 200, cache_headers(req))
+
+
+def _ensure(req):
+    name = path(req, "name")
+    validate({"name": name}, schemas.RESOURCE_CLASS)
+    created = req.app.db.run_write(store.ensure_resource_class, name)
+    headers = {"location": f"/resource_classes/{name}"}
+    headers.update(cache_headers(req))
+    return no_content(201 if created else 204, headers)
+
+
+put = by_version((2, _rename), (7, _ensure))
+
+
+@since(2)
+def delete(req):
+    req.app.db.run_write(store.delete_resource_class, path(req, "name"))
+    return no_content()

@@ -1,0 +1,119 @@
+"""/traits and /resource_providers/{uuid}/traits (from 1.6)."""
+
+from __future__ import annotations
+
+import re
+
+from kova.placement import errors, store
+from kova.placement.app import (cache_headers, check_accept, json_response, no_content,
+                                validate)
+from kova.placement.handlers.common import path, since
+from kova.placement.schemas import body as schemas
+
+_CUSTOM = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
+_LIST_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"},
+                                                  "associated": {"type": "string"}},
+                "additionalProperties": False}
+
+
+@since(6)
+def list_(req):
+    check_accept(req)
+    validate(req.query_dict(), _LIST_SCHEMA, "Invalid query string parameters")
+    name_filter = None
+    name = req.get("name")
+    if name is not None:
+        op, sep, value = name.partition(":")
+        if not sep:
+            raise errors.BadRequest(
+                "Badly formatted name parameter. Expected name query string parameter "
+                f'in form: ?name=[in|startswith]:[name1,name2|prefix]. Got: "{name}"')
+        if op == "in":
+            name_filter = ("in", value.split(","))
+        elif op == "startswith":
+            name_filter = ("startswith", value)
+    associated = None
+    if req.get("associated") is not None:
+        value = req.get("associated").lower()
+        if value not in ("true", "false"):
+            raise errors.BadRequest(
+                'The query parameter "associated" only accepts "true" or "false"')
+        associated = value == "true"
+    with req.app.db.read() as conn:
+        names = store.list_traits(conn, name_filter, associated)
+    return json_response({"traits": names}, 200, cache_headers(req))
+
+
+@since(6)
+def show(req):
+    check_accept(req)
+    name = path(req, "name")
+    with req.app.db.read() as conn:
+        if not store.trait_ids(conn, [name]):
+            raise errors.NotFound(f"No such trait(s): {name}")
+    return no_content(204, cache_headers(req))
+
+
+@since(6)
+def put(req):
+    name = path(req, "name")
+    if len(name) > 255 or not _CUSTOM.match(name):
+        raise errors.BadRequest(
+            "The trait is invalid. A valid trait must be no longer than 255 characters, "
+            'start with the prefix "CUSTOM_" and use following characters: "A"-"Z", '
+            '"0"-"9" and "_"')
+    created = req.app.db.run_write(store.ensure_trait, name)
+    headers = {"location": f"/traits/{name}"}
+    headers.update(cache_headers(req))
+    return no_content(201 if created else 204, headers)
+
+
+@since(6)
+def delete(req):
+    req.app.db.run_write(store.delete_trait, path(req, "name"))
+    return no_content()
+
+
+@since(6)
+def provider_list(req):
+    check_accept(req)
+    uuid = path(req, "uuid")
+    with req.app.db.read() as conn:
+        provider = store.get_provider(conn, uuid)
+        names = store.provider_traits(conn, provider)
+    return json_response({"traits": names, "resource_provider_generation": provider.generation},
+                         200, cache_headers(req, provider.updated_at))
+
+
+@since(6)
+def provider_put(req):
+    uuid = path(req, "uuid")
+    with req.app.db.read() as conn:
+        store.get_provider(conn, uuid)
+    data = req.json(schemas.PROVIDER_TRAITS_PUT)
+
+    def _write(conn):
+        provider = store.get_provider(conn, uuid, lock=True)
+        if provider.generation != data["resource_provider_generation"]:
+            raise errors.Conflict(
+                "Resource provider's generation already changed. Please update the "
+                "generation and try again.", code=errors.CONCURRENT_UPDATE)
+        store.set_provider_traits(conn, provider, data["traits"], None)
+        return provider
+
+    provider = req.app.db.run_write(_write)
+    return json_response({"traits": sorted(set(data["traits"])),
+                          "resource_provider_generation": provider.generation},
+                         200, cache_headers(req))
+
+
+@since(6)
+def provider_delete(req):
+    uuid = path(req, "uuid")
+
+    def _write(conn):
+        provider = store.get_provider(conn, uuid, lock=True)
+        store.set_provider_traits(conn, provider, [], None)
+
+    req.app.db.run_write(_write)
+    return no_content()
