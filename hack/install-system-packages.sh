@@ -12,8 +12,6 @@ PACKAGES=(
   postgresql postgresql-contrib
   # test image: kernel, busybox initramfs, boot loader
   linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio xz-utils
-  # kubectl (client only; the server is built from Go sources)
-  kubectl
   # misc
   openssl curl iproute2 procps psmisc xorriso genisoimage
 )

@@ -323,6 +323,9 @@ class ControlPlane:
                     "--root-ca-file", str(pki["ca_crt"]),
                     "--cluster-signing-cert-file", str(pki["ca_crt"]),
                     "--cluster-signing-key-file", str(pki["ca_key"]),
+                    "--service-cluster-ip-range", "10.0.0.0/24",
+                    # keep it from creating /usr/libexec/kubernetes/... on the host
+                    "--flex-volume-plugin-dir", str(self.workdir / "flex"),
                     "--controllers", "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,-route,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-ephemeral-volume,-bootstrapsigner,-tokencleaner",
                     "--v", "1",
                 ],
