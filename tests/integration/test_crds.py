@@ -586,3 +586,33 @@ def test_installed_crds_match_generated_files(kova_crds, k8s_client) -> None:
         served = k8s_client.sanitize_for_serialization(got)
         got_schema = served["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         assert got_schema == want["spec"]["versions"][0]["schema"]["openAPIV3Schema"], name
+
+
+def test_models_round_trip_through_the_api_server(kova_crds, k8s_client, namespace) -> None:
+    """A client that sends the pydantic dump with nulls for unset fields is
+    accepted (non-nullable nulls are dropped, not rejected), and what comes
+    back parses into the same model."""
+    from kubernetes import client
+
+    from kova.crds import models
+
+    inst = models.Instance(
+        metadata={"name": "from-model"},
+        spec=models.InstanceSpec(
+            resources=models.Resources(vcpus=1, memory_mib=128, disk_gib=1),
+            image_ref=models.ObjectRef(name="kova-test"),
+            run_strategy=models.RunStrategy.ONCE,
+        ),
+    )
+    body = inst.model_dump(by_alias=True, mode="json")  # unset fields as null
+    assert body["spec"]["flavorRef"] is None and body["status"] is None
+    api = client.CustomObjectsApi(k8s_client)
+    created = api.create_namespaced_custom_object("kova.dev", "v1alpha1", namespace, "instances", body)
+    assert "flavorRef" not in created["spec"]
+    back = models.Instance.model_validate(created)
+    assert back.spec == inst.spec
+    assert back.to_k8s()["spec"] == {
+        "resources": {"vcpus": 1, "memoryMiB": 128, "diskGiB": 1},
+        "imageRef": {"name": "kova-test"},
+        "runStrategy": "Once",
+    }
