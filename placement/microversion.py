@@ -15,7 +15,7 @@ MAX_VERSION = (1, 39)
 HEADER = "openstack-api-version"
 LEGACY_HEADER = "x-openstack-placement-api-version"
 
-_VERSION_RE = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")
+_VERSION_RE = re.compile(r"^([1-9]\d*|0)\.([1-9]\d*|0)$")
 
 
 class Version(tuple):
