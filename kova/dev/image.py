@@ -1,0 +1,83 @@
+"""Kova's bootable test image, built from Debian packages.
+
+``ensure_test_image()`` runs ``hack/build-test-image.sh``, which builds (once per
+script/kernel version, in a few seconds) a ~10 MiB qcow2 under
+``$KOVA_CACHE/images/`` -- MBR + FAT16 partition with syslinux, Debian's kernel
+and a busybox initramfs -- and returns its path.  Use it as the backing file of
+a qcow2 overlay, never directly (it is shared).
+
+On the serial console (ttyS0) the guest prints, in this order:
+
+* ``KOVA-TEST-IMAGE-BOOTED`` -- init started;
+* ``KOVA-SEED: <device> <fstype>`` (or ``KOVA-SEED: none``) -- the NoCloud seed
+  (ISO 9660 labelled ``cidata`` on any block device, or vfat ``CIDATA``);
+* ``KOVA-HOSTNAME: …``, ``KOVA-INSTANCE-ID: …`` -- from meta-data;
+* ``KOVA-USERDATA-BEGIN``, the user-data verbatim, ``KOVA-USERDATA-END``;
+* ``KOVA-READY`` -- acpid listens, so an ACPI shutdown (``virsh shutdown``) is
+  honoured from here on (a power button pressed earlier is lost: retry);
+* ``KOVA-DHCP: eth0 <addr>/<prefix>`` -- later, if a NIC got a DHCP lease;
+* ``KOVA-POWEROFF`` -- on the power button, right before ``poweroff -f``.
+
+Under QEMU software emulation (``type='qemu'``) ``KOVA-READY`` appears about
+6-8 s after start on an idle 2-core machine (most of it is the kernel's xz
+decompression).  The seed CD-ROM may sit on IDE (``pc``), SATA (``q35``) or
+virtio-scsi; disks on virtio-blk.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from kova.dev.paths import cache_dir, hack_dir
+
+BOOTED_MARKER = "KOVA-TEST-IMAGE-BOOTED"
+USERDATA_BEGIN = "KOVA-USERDATA-BEGIN"
+USERDATA_END = "KOVA-USERDATA-END"
+READY_MARKER = "KOVA-READY"
+POWEROFF_MARKER = "KOVA-POWEROFF"
+
+
+def image_link() -> Path:
+    """The stable symlink to the current build (may not exist yet)."""
+    return cache_dir() / "images" / "kova-test.qcow2"
+
+
+def ensure_test_image(rebuild: bool = False) -> Path:
+    """Build the test image if needed; return the path of the qcow2 (not the link)."""
+    script = hack_dir() / "build-test-image.sh"
+    env = dict(os.environ, KOVA_CACHE=str(cache_dir()))
+    if rebuild:
+        env["KOVA_REBUILD"] = "1"
+    proc = subprocess.run(
+        ["bash", str(script)],
+        check=False,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{script} failed with exit code {proc.returncode}:\n{proc.stderr}{proc.stdout}"
+        )
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    path = Path(lines[-1].strip()) if lines else None
+    if path is None or not path.is_file():
+        raise RuntimeError(f"{script} printed no image path:\n{proc.stdout}{proc.stderr}")
+    return path
+
+
+def userdata_from_console(text: str) -> str | None:
+    """The user-data the guest printed between the markers, or None if incomplete."""
+    begin = text.find(USERDATA_BEGIN + "\n")
+    if begin < 0:
+        begin = text.find(USERDATA_BEGIN + "\r\n")
+    if begin < 0:
+        return None
+    start = text.index("\n", begin) + 1
+    end = text.find(USERDATA_END, start)
+    if end < 0:
+        return None
+    return text[start:end].replace("\r\n", "\n").rstrip("\n")
