@@ -1,0 +1,312 @@
+"""Libvirt domain XML for an Instance: pure functions, no libvirt calls.
+
+:func:`build_domain_xml` turns a :class:`DomainSpec` into the XML the driver
+defines; :func:`parse_domain_metadata` reads back the ``<metadata>`` element
+the agent stores in every domain it creates, so that a restarted agent can
+tell its domains (and which Instance each belongs to) from anything else
+defined on the host.
+
+Choices (the reasons are in ``docs/agent.md``):
+
+* the domain UUID is the Instance's ``metadata.uid``; its name is
+  ``<namespace>.<name>`` (both DNS labels, so the dot is unambiguous);
+* the root disk is a virtio qcow2 overlay, the NoCloud seed a read-only
+  CD-ROM (IDE on the ``pc`` machine, SATA on ``q35``);
+* the serial console is a pty whose output virtlogd also appends to a log
+  file, so ``virsh console`` works and the log survives restarts;
+* no NIC unless a libvirt network or bridge is configured: the MAC address is
+  derived from the uid, so it is stable across redefinitions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import xml.etree.ElementTree as ET
+from typing import Literal
+
+from kova.agents import contract
+
+ET.register_namespace(contract.DOMAIN_XMLNS_PREFIX, contract.DOMAIN_XMLNS)
+
+DomainType = Literal["qemu", "kvm"]
+CpuMode = Literal["none", "host-model", "host-passthrough", "custom"]
+
+_NS = "{" + contract.DOMAIN_XMLNS + "}"
+
+
+class DomainSpecError(ValueError):
+    """The requested domain cannot be expressed (bad combination of options)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainMetadata:
+    """What the agent records in a domain about its Instance."""
+
+    uid: str
+    namespace: str
+    name: str
+    host: str = ""
+    image: str = ""
+    generation: int = 0
+    created: str = ""
+    #: The last value of the restart annotation the agent acted on.
+    restart_token: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainSpec:
+    """Everything needed to write one domain's XML."""
+
+    meta: DomainMetadata
+    vcpus: int
+    memory_mib: int
+    disk_path: str
+    console_log: str
+    seed_path: str | None = None
+    domain_type: DomainType = "qemu"
+    arch: str = "x86_64"
+    machine: str = "pc"
+    firmware: Literal["bios", "uefi"] = "bios"
+    cpu_mode: CpuMode | None = None  # None: host-model on kvm, none on qemu
+    cpu_model: str | None = None  # with cpu_mode custom
+    disk_cache: str = "none"
+    disk_format: str = "qcow2"
+    #: A libvirt network name, or None.
+    network: str | None = None
+    #: A host bridge name (alternative to network), or None.
+    bridge: str | None = None
+    mac: str | None = None
+    #: Expose a virtio-serial channel for the QEMU guest agent.
+    guest_agent: bool = True
+    emulator: str | None = None
+
+    @property
+    def domain_name(self) -> str:
+        return domain_name(self.meta.namespace, self.meta.name)
+
+
+def domain_name(namespace: str, name: str) -> str:
+    """The libvirt domain name of an Instance."""
+    return f"{namespace}.{name}"
+
+
+def mac_for(uid: str) -> str:
+    """A stable, locally administered MAC address for an Instance (QEMU's
+    52:54:00 prefix, as libvirt would pick, but derived from the uid)."""
+    digest = hashlib.sha256(uid.encode()).digest()
+    return "52:54:00:{:02x}:{:02x}:{:02x}".format(*digest[:3])
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _validate(spec: DomainSpec) -> None:
+    if spec.domain_type not in ("qemu", "kvm"):
+        raise DomainSpecError(f"domain type must be qemu or kvm, not {spec.domain_type!r}")
+    if spec.vcpus < 1:
+        raise DomainSpecError("vcpus must be at least 1")
+    if spec.memory_mib < 16:
+        raise DomainSpecError("memory must be at least 16 MiB")
+    if spec.network and spec.bridge:
+        raise DomainSpecError("network and bridge are exclusive")
+    if spec.cpu_mode == "custom" and not spec.cpu_model:
+        raise DomainSpecError("cpu mode custom needs a cpu model")
+    if spec.disk_format not in ("qcow2", "raw"):
+        raise DomainSpecError(f"disk format must be qcow2 or raw, not {spec.disk_format!r}")
+    for what in (spec.meta.namespace, spec.meta.name):
+        if not what or "/" in what or "." in what:
+            raise DomainSpecError(f"invalid namespace or name {what!r}")
+
+
+def _cdrom_bus(machine: str, arch: str) -> tuple[str, str]:
+    """(bus, target device) for the seed CD-ROM on this machine type."""
+    if arch != "x86_64" and arch != "i686":
+        return "scsi", "sda"  # virt machines: virtio-scsi controller added below
+    if "q35" in machine:
+        return "sata", "sda"
+    return "ide", "hdc"
+
+
+def build_domain_xml(spec: DomainSpec) -> str:
+    """The libvirt domain XML for ``spec`` (a string, ready for defineXML)."""
+    _validate(spec)
+    dom = ET.Element("domain", {"type": spec.domain_type})
+    _sub(dom, "name", spec.domain_name)
+    _sub(dom, "uuid", spec.meta.uid)
+    _sub(dom, "title", f"Kova instance {spec.meta.namespace}/{spec.meta.name}")
+    dom.append(metadata_element(spec.meta))
+    _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
+    _sub(dom, "currentMemory", str(spec.memory_mib), unit="MiB")
+    _sub(dom, "vcpu", str(spec.vcpus), placement="static")
+
+    os_attrs = {"firmware": "efi"} if spec.firmware == "uefi" else {}
+    os_el = _sub(dom, "os", **os_attrs)
+    _sub(os_el, "type", "hvm", arch=spec.arch, machine=spec.machine)
+    _sub(os_el, "boot", dev="hd")
+
+    features = _sub(dom, "features")
+    _sub(features, "acpi")
+    if spec.arch in ("x86_64", "i686"):
+        _sub(features, "apic")
+    else:
+        _sub(features, "gic", version="3")
+
+    cpu_mode = spec.cpu_mode or ("host-model" if spec.domain_type == "kvm" else "none")
+    if cpu_mode == "host-model":
+        _sub(dom, "cpu", mode="host-model", check="partial")
+    elif cpu_mode == "host-passthrough":
+        _sub(dom, "cpu", mode="host-passthrough", check="none")
+    elif cpu_mode == "custom":
+        cpu = _sub(dom, "cpu", mode="custom", match="exact", check="partial")
+        _sub(cpu, "model", spec.cpu_model, fallback="allow")
+
+    clock = _sub(dom, "clock", offset="utc")
+    if spec.arch in ("x86_64", "i686"):
+        _sub(clock, "timer", name="rtc", tickpolicy="catchup")
+        _sub(clock, "timer", name="pit", tickpolicy="delay")
+        _sub(clock, "timer", name="hpet", present="no")
+
+    # The agent, not libvirt, decides whether a stopped guest comes back.
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+
+    devices = _sub(dom, "devices")
+    if spec.emulator:
+        _sub(devices, "emulator", spec.emulator)
+
+    disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type=spec.disk_format, cache=spec.disk_cache,
+         discard="unmap")
+    _sub(disk, "source", file=spec.disk_path)
+    _sub(disk, "target", dev="vda", bus="virtio")
+    _sub(disk, "serial", spec.meta.uid.replace("-", "")[:20])
+
+    if spec.seed_path:
+        bus, dev = _cdrom_bus(spec.machine, spec.arch)
+        if bus == "scsi":
+            _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+        cd = _sub(devices, "disk", type="file", device="cdrom")
+        _sub(cd, "driver", name="qemu", type="raw")
+        _sub(cd, "source", file=spec.seed_path)
+        _sub(cd, "target", dev=dev, bus=bus)
+        _sub(cd, "readonly")
+
+    if spec.network or spec.bridge:
+        if spec.network:
+            nic = _sub(devices, "interface", type="network")
+            _sub(nic, "source", network=spec.network)
+        else:
+            nic = _sub(devices, "interface", type="bridge")
+            _sub(nic, "source", bridge=spec.bridge or "")
+        _sub(nic, "mac", address=spec.mac or mac_for(spec.meta.uid))
+        _sub(nic, "model", type="virtio")
+
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "log", file=spec.console_log, append="on")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+
+    if spec.guest_agent:
+        chan = _sub(devices, "channel", type="unix")
+        _sub(chan, "target", type="virtio", name="org.qemu.guest_agent.0")
+
+    _sub(devices, "memballoon", model="virtio")
+    rng = _sub(devices, "rng", model="virtio")
+    _sub(rng, "backend", "/dev/urandom", model="random")
+
+    ET.indent(dom)
+    return ET.tostring(dom, encoding="unicode")
+
+
+def metadata_element(meta: DomainMetadata) -> ET.Element:
+    """``<metadata><kova:instance .../></metadata>``."""
+    md = ET.Element("metadata")
+    md.append(instance_metadata_element(meta))
+    return md
+
+
+def instance_metadata_element(meta: DomainMetadata) -> ET.Element:
+    """The ``<kova:instance>`` element alone (what ``virDomainSetMetadata`` takes)."""
+    inst = ET.Element(_NS + "instance")
+    for field in dataclasses.fields(meta):
+        value = getattr(meta, field.name)
+        if value in ("", None):
+            continue
+        tag = {"restart_token": "restartToken"}.get(field.name, field.name)
+        el = ET.SubElement(inst, _NS + tag)
+        el.text = str(value)
+    return inst
+
+
+def instance_metadata_xml(meta: DomainMetadata) -> str:
+    return ET.tostring(instance_metadata_element(meta), encoding="unicode")
+
+
+def _meta_from_instance_element(inst: ET.Element) -> DomainMetadata | None:
+    values: dict[str, str] = {}
+    for child in inst:
+        if child.tag.startswith(_NS):
+            values[child.tag[len(_NS):]] = (child.text or "").strip()
+    if not values.get("uid") or not values.get("namespace") or not values.get("name"):
+        return None
+    try:
+        generation = int(values.get("generation") or 0)
+    except ValueError:
+        generation = 0
+    return DomainMetadata(
+        uid=values["uid"],
+        namespace=values["namespace"],
+        name=values["name"],
+        host=values.get("host", ""),
+        image=values.get("image", ""),
+        generation=generation,
+        created=values.get("created", ""),
+        restart_token=values.get("restartToken", ""),
+    )
+
+
+def parse_domain_metadata(xml: str) -> DomainMetadata | None:
+    """The Kova metadata of a domain (its full XML), or None for a domain the
+    agent did not create."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    if root.tag == _NS + "instance":
+        return _meta_from_instance_element(root)
+    inst = root.find(f"metadata/{_NS}instance")
+    if inst is None:
+        return None
+    return _meta_from_instance_element(inst)
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainDevices:
+    """File paths a domain uses, read back from its XML (for cleanup)."""
+
+    disks: tuple[str, ...]
+    console_logs: tuple[str, ...]
+    macs: tuple[str, ...]
+
+
+def parse_domain_devices(xml: str) -> DomainDevices:
+    root = ET.fromstring(xml)
+    disks = tuple(
+        s.get("file", "")
+        for s in root.findall("devices/disk/source")
+        if s.get("file")
+    )
+    logs = tuple(
+        el.get("file") or el.get("path") or ""
+        for el in root.findall("devices/serial/log") + root.findall("devices/serial/source")
+        if el.get("file") or el.get("path")
+    )
+    macs = tuple(m.get("address", "") for m in root.findall("devices/interface/mac"))
+    return DomainDevices(disks=disks, console_logs=logs, macs=macs)

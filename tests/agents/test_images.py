@@ -1,0 +1,233 @@
+"""The image cache: local and HTTP sources, verification, sharing, overlays."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from kova.agents import contract
+from kova.agents.images import (
+    ImageCache,
+    ImageError,
+    ImageSource,
+    backing_file,
+    create_overlay,
+    qemu_img_info,
+)
+
+
+def _qcow2(path: Path, size: str = "16M") -> Path:
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
+    return path
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def image(tmp_path) -> Path:
+    (tmp_path / "src").mkdir()
+    return _qcow2(tmp_path / "src" / "img.qcow2")
+
+
+@pytest.fixture
+def cache(tmp_path) -> ImageCache:
+    return ImageCache(tmp_path / "cache")
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A loopback HTTP server serving tmp_path/www; yields (root dir, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield root, f"http://127.0.0.1:{srv.server_address[1]}", requests
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_local_path_miss_then_hit(cache, image):
+    src = ImageSource(name="img", host_path=str(image), sha256=_sha(image))
+    first = cache.fetch(src)
+    assert not first.hit
+    assert first.path.exists() and first.sha256 == _sha(image)
+    assert first.virtual_size == 16 << 20
+    second = cache.fetch(src)
+    assert second.hit and second.path == first.path
+    assert (cache.stats.hits, cache.stats.misses) == (1, 1)
+    assert cache.stats.bytes_fetched == image.stat().st_size
+
+
+def test_local_symlink_is_resolved(cache, image, tmp_path):
+    link = tmp_path / "link.qcow2"
+    link.symlink_to(image)
+    got = cache.fetch(ImageSource(name="img", host_path=str(link)))
+    assert got.sha256 == _sha(image)
+
+
+def test_checksum_mismatch_is_refused_and_not_cached(cache, image):
+    src = ImageSource(name="img", host_path=str(image), sha256="0" * 64)
+    with pytest.raises(ImageError) as err:
+        cache.fetch(src)
+    assert err.value.code == contract.ERROR_IMAGE_CHECKSUM
+    assert "expected" in str(err.value)
+    assert cache.cached() == []
+    assert not [p for p in cache.dir.iterdir() if p.name.endswith(".part")]
+
+
+def test_missing_local_image(cache, tmp_path):
+    with pytest.raises(ImageError) as err:
+        cache.fetch(ImageSource(name="img", host_path=str(tmp_path / "nope.qcow2")))
+    assert err.value.code == contract.ERROR_IMAGE_NOT_FOUND
+    assert "does not exist" in err.value.message
+
+
+def test_directory_is_not_an_image(cache, tmp_path):
+    with pytest.raises(ImageError) as err:
+        cache.fetch(ImageSource(name="img", host_path=str(tmp_path)))
+    assert err.value.code == contract.ERROR_IMAGE_NOT_FOUND
+
+
+def test_no_source(cache):
+    with pytest.raises(ImageError) as err:
+        cache.fetch(ImageSource(name="img"))
+    assert err.value.code == contract.ERROR_IMAGE_NOT_FOUND
+
+
+def test_format_mismatch(cache, tmp_path):
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(b"\0" * 65536)
+    with pytest.raises(ImageError) as err:
+        cache.fetch(ImageSource(name="img", host_path=str(raw), format="qcow2"))
+    assert err.value.code == contract.ERROR_IMAGE_INVALID
+    got = cache.fetch(ImageSource(name="img", host_path=str(raw), format="raw"))
+    assert got.format == "raw" and got.path.suffix == ".raw"
+
+
+def test_image_with_backing_file_is_refused(cache, image, tmp_path):
+    sneaky = tmp_path / "sneaky.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image),
+                    str(sneaky)], check=True)
+    with pytest.raises(ImageError) as err:
+        cache.fetch(ImageSource(name="img", host_path=str(sneaky)))
+    assert err.value.code == contract.ERROR_IMAGE_INVALID
+    assert "backing" in err.value.message
+
+
+def test_http_download(cache, image, http_root):
+    root, base, requests = http_root
+    (root / "img.qcow2").write_bytes(image.read_bytes())
+    src = ImageSource(name="img", url=f"{base}/img.qcow2", sha256=_sha(image))
+    got = cache.fetch(src)
+    assert got.sha256 == _sha(image) and not got.hit
+    assert cache.fetch(src).hit
+    assert requests == ["/img.qcow2"]
+
+
+def test_http_404(cache, http_root):
+    _root, base, _ = http_root
+    with pytest.raises(ImageError) as err:
+        cache.fetch(ImageSource(name="img", url=f"{base}/missing.qcow2"))
+    assert err.value.code == contract.ERROR_IMAGE_NOT_FOUND
+
+
+def test_http_connection_refused(cache):
+    with pytest.raises(ImageError) as err:
+        cache.fetch(ImageSource(name="img", url="http://127.0.0.1:9/x.qcow2"))
+    assert err.value.code == contract.ERROR_IMAGE_DOWNLOAD
+
+
+def test_http_checksum_mismatch(cache, image, http_root):
+    root, base, _ = http_root
+    (root / "img.qcow2").write_bytes(image.read_bytes())
+    with pytest.raises(ImageError) as err:
+        cache.fetch(ImageSource(name="img", url=f"{base}/img.qcow2", sha256="a" * 64))
+    assert err.value.code == contract.ERROR_IMAGE_CHECKSUM
+    assert cache.cached() == []
+
+
+def test_concurrent_fetches_share_one_download(cache, image, http_root):
+    root, base, requests = http_root
+    (root / "img.qcow2").write_bytes(image.read_bytes())
+    src = ImageSource(name="img", url=f"{base}/img.qcow2", sha256=_sha(image))
+    results, errors = [], []
+
+    def go():
+        try:
+            results.append(cache.fetch(src))
+        except Exception as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len({r.path for r in results}) == 1
+    assert sum(not r.hit for r in results) == 1
+    assert requests == ["/img.qcow2"]
+
+
+def test_progress_callback(tmp_path, image):
+    seen = []
+    cache = ImageCache(tmp_path / "c", on_progress=lambda n, d, t: seen.append((n, d, t)))
+    cache.fetch(ImageSource(name="img", host_path=str(image)))
+    assert seen and seen[-1][1] == image.stat().st_size
+
+
+def test_leftover_without_metadata_is_refetched(cache, image):
+    src = ImageSource(name="img", host_path=str(image))
+    got = cache.fetch(src)
+    got.path.with_suffix(got.path.suffix + ".json").unlink()
+    again = cache.fetch(src)
+    assert not again.hit and again.sha256 == got.sha256
+
+
+def test_overlay(cache, image, tmp_path):
+    base = cache.fetch(ImageSource(name="img", host_path=str(image)))
+    overlay = create_overlay(base, tmp_path / "inst" / "disk.qcow2", 1 << 30)
+    info = qemu_img_info(overlay)
+    assert info["format"] == "qcow2" and info["virtual-size"] == 1 << 30
+    assert backing_file(overlay) == base.path
+    assert not list((tmp_path / "inst").glob(".*part"))
+
+
+def test_overlay_too_small(cache, image, tmp_path):
+    base = cache.fetch(ImageSource(name="img", host_path=str(image)))
+    with pytest.raises(ImageError) as err:
+        create_overlay(base, tmp_path / "disk.qcow2", 1 << 20)
+    assert err.value.code == contract.ERROR_DISK_TOO_SMALL
+
+
+def test_prune_keeps_images_in_use(cache, tmp_path):
+    a = _qcow2(tmp_path / "a.qcow2")
+    b = _qcow2(tmp_path / "b.qcow2", "32M")
+    ca = cache.fetch(ImageSource(name="a", host_path=str(a)))
+    cb = cache.fetch(ImageSource(name="b", host_path=str(b)))
+    removed = cache.prune({ca.path})
+    assert removed == [cb.path]
+    assert cache.cached() == [ca.path]
