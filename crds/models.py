@@ -42,7 +42,6 @@ from .common import (
     ResourceAmounts,
     Resources,
     SecretKeyRef,
-    Trait,
     TraitRequirements,
     cel,
     conditions_field,
