@@ -1,0 +1,148 @@
+"""A small async Kubernetes REST client (httpx) for the writes the operator
+makes outside kopf's handlers: status and metadata patches, Events, Lease
+lists.  Credentials come from a kubeconfig or the in-cluster service account,
+loaded by the official client's config loaders."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from kova.operator import contract
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, body: Any, what: str) -> None:
+        self.status = status
+        self.body = body
+        super().__init__(f"{what}: {status} {body}")
+
+
+@dataclass
+class KubeCredentials:
+    server: str
+    ca_file: str | None = None
+    insecure: bool = False
+    token: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @classmethod
+    def load(cls, kubeconfig: str | None = None) -> "KubeCredentials":
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        if kubeconfig:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        else:
+            try:
+                config.load_incluster_config(client_configuration=cfg)
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=cfg)
+        token = None
+        auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+        if auth:
+            token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else auth
+        return cls(server=cfg.host, ca_file=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
+                   token=token, cert_file=cfg.cert_file, key_file=cfg.key_file)
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if self.insecure:
+            return False
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file and self.key_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace(
+        "+00:00", "Z")
+
+
+def instance_path(namespace: str, name: str) -> str:
+    return f"/apis/{contract.API_VERSION}/namespaces/{namespace}/instances/{name}"
+
+
+def host_path(name: str) -> str:
+    return f"/apis/{contract.API_VERSION}/hosts/{name}"
+
+
+class Kube:
+    def __init__(self, creds: KubeCredentials, *, max_connections: int = 64) -> None:
+        headers = {"Accept": "application/json"}
+        if creds.token:
+            headers["Authorization"] = f"Bearer {creds.token}"
+        self.creds = creds
+        self.client = httpx.AsyncClient(
+            base_url=creds.server, headers=headers, verify=creds.ssl_context(), timeout=30.0,
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def request(self, method: str, path: str, *, json: Any = None, params=None,
+                      content_type: str | None = None, ok=(200, 201)) -> Any:
+        headers = {"Content-Type": content_type} if content_type else None
+        resp = await self.client.request(method, path, json=json, params=params,
+                                         headers=headers)
+        if resp.status_code not in ok:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = resp.text
+            raise KubeError(resp.status_code, body, f"{method} {path}")
+        return resp.json() if resp.content else None
+
+    async def get(self, path: str, params=None) -> Any:
+        return await self.request("GET", path, params=params)
+
+    async def get_or_none(self, path: str) -> Any:
+        try:
+            return await self.get(path)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def merge_patch(self, path: str, body: dict) -> dict:
+        return await self.request("PATCH", path, json=body,
+                                  content_type="application/merge-patch+json")
+
+    async def json_patch(self, path: str, ops: list[dict]) -> dict:
+        return await self.request("PATCH", path, json=ops,
+                                  content_type="application/json-patch+json")
+
+    async def event(self, obj: dict, type_: str, reason: str, message: str,
+                    component: str = "kova-operator") -> None:
+        meta = obj.get("metadata") or {}
+        ns = meta.get("namespace") or "default"
+        now = now_rfc3339()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'kova')}.", "namespace": ns},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", contract.API_VERSION),
+                "kind": obj.get("kind", "Instance"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": component,
+        }
+        await self.request("POST", f"/api/v1/namespaces/{ns}/events", json=body)

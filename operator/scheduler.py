@@ -1,0 +1,195 @@
+"""The scheduler: Placement candidates -> filters -> weighers -> claim.
+
+``Scheduler.schedule`` is the whole decision for one :class:`RequestSpec`.
+The claim is ``PUT /allocations/{instance uid}`` with the consumer
+generation (``None`` for a first claim): Placement checks capacity and
+generations in one transaction, so a 409 only ever means someone else got
+there first -- the next candidate is tried, nothing is overcommitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kova.operator import contract
+from kova.operator.filters import (
+    DEFAULT_FILTERS,
+    Candidate,
+    HostInfo,
+    describe_rejections,
+    run_filters,
+)
+from kova.operator.placement import Conflict, Placement, PlacementError
+from kova.operator.request import RequestSpec, format_resources
+from kova.operator.weighers import WeighConfig, WeighContext, order_candidates, weigh
+
+LOG = logging.getLogger("kova.operator.scheduler")
+
+
+class NoValidHost(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class Decision:
+    host: str
+    rp_uuid: str
+    alternates: list[str]
+    #: Claims tried (1 = the first candidate won).
+    tries: int = 1
+    #: The allocation already existed (a claim made before a restart).
+    adopted: bool = False
+    candidates: int = 0
+
+
+@dataclass
+class SchedulerConfig:
+    filters: tuple[str, ...] = DEFAULT_FILTERS
+    weigh: WeighConfig = field(default_factory=WeighConfig)
+    #: Placement's ``limit`` on allocation candidates (0 = all).
+    candidate_limit: int = 1000
+    #: Pick randomly among the best N hosts (Nova's host_subset_size), which
+    #: spreads concurrent decisions; 1 = always the best.
+    host_subset_size: int = 1
+    max_alternates: int = 3
+
+
+def parse_candidates(body: dict, host_by_rp: Callable[[str], HostInfo | None]) -> list[Candidate]:
+    """Candidates (one per allocation request, single-provider trees only)."""
+    summaries = body.get("provider_summaries") or {}
+    out: list[Candidate] = []
+    for ar in body.get("allocation_requests") or []:
+        allocations = ar.get("allocations") or {}
+        if isinstance(allocations, list):  # pre-1.12 format, never at 1.39
+            continue
+        if len(allocations) != 1:
+            continue  # the root provider is the host; nested trees are not used yet
+        (rp,) = allocations
+        summ = summaries.get(rp) or {}
+        out.append(Candidate(rp_uuid=rp, host=host_by_rp(rp), allocations=allocations,
+                             resources=summ.get("resources") or {},
+                             traits=summ.get("traits") or []))
+    return out
+
+
+class Scheduler:
+    def __init__(self, placement: Placement, config: SchedulerConfig,
+                 host_by_rp: Callable[[str], HostInfo | None],
+                 host_by_name: Callable[[str], HostInfo | None],
+                 weigh_ctx: WeighContext | None = None) -> None:
+        self.placement = placement
+        self.config = config
+        self.host_by_rp = host_by_rp
+        self.host_by_name = host_by_name
+        self.weigh_ctx = weigh_ctx or WeighContext()
+
+    # --------------------------------------------------------------- choose
+    async def _fetch(self, req: RequestSpec) -> dict:
+        params = req.query(self.config.candidate_limit)
+        try:
+            return await self.placement.allocation_candidates(params)
+        except PlacementError as exc:
+            if exc.status != 400 or "trait" not in exc.detail.lower():
+                raise
+        # An unknown trait: a required one no host has -> no host; a forbidden
+        # one no host has -> drop it.
+        names = sorted(req.required | req.forbidden)
+        known = await self.placement.existing_traits(names)
+        missing_required = sorted(req.required - known)
+        if missing_required:
+            raise NoValidHost(f"no host has trait(s) {', '.join(missing_required)}")
+        req.forbidden &= known
+        return await self.placement.allocation_candidates(req.query(self.config.candidate_limit))
+
+    async def select(self, req: RequestSpec) -> tuple[list[Candidate], int]:
+        """Candidates in the order to try them, and how many Placement gave."""
+        if req.requested_host and not req.requested_rp:
+            host = self.host_by_name(req.requested_host)
+            if host is None or not host.rp_uuid:
+                raise NoValidHost(f"requested host {req.requested_host} is not registered")
+            req.requested_rp = host.rp_uuid
+        body = await self._fetch(req)
+        cands = parse_candidates(body, self.host_by_rp)
+        if not cands:
+            raise NoValidHost(await self.explain_shortage(req))
+        passed, rejected = run_filters(cands, req, self.config.filters)
+        if not passed:
+            raise NoValidHost(describe_rejections(len(cands), rejected))
+        weighed = weigh(passed, req, self.config.weigh, self.weigh_ctx)
+        n = max(1, self.config.host_subset_size)
+        if n > 1 and not req.preferred_hosts:
+            k = random.randrange(min(n, len(weighed)))
+            weighed = [weighed[k]] + weighed[:k] + weighed[k + 1:]
+        return order_candidates(weighed, req.preferred_hosts), len(cands)
+
+    async def explain_shortage(self, req: RequestSpec) -> str:
+        """Why Placement found nothing: ask about each constraint alone."""
+        short: list[str] = []
+        try:
+            for rc, amount in sorted(req.resources.items()):
+                rps = await self.placement.resource_providers([("resources", f"{rc}:{amount}")])
+                if not rps:
+                    short.append(f"no host has {amount} {rc} free")
+            if req.required:
+                rps = await self.placement.resource_providers(
+                    [("required", ",".join(sorted(req.required)))])
+                if not rps:
+                    short.append(f"no host has all of {', '.join(sorted(req.required))}")
+            if req.zone:
+                rps = await self.placement.resource_providers(
+                    [("member_of", contract.az_aggregate_uuid(req.zone))])
+                if not rps:
+                    short.append(f"no host in availability zone {req.zone}")
+        except PlacementError as exc:
+            short.append(f"({exc.detail})")
+        what = "; ".join(short) or "no single host satisfies every constraint together"
+        return (f"Placement found no host for resources={format_resources(req.resources)}"
+                f"{' required=' + ','.join(sorted(req.required)) if req.required else ''}"
+                f"{' zone=' + req.zone if req.zone else ''}: {what}")
+
+    # ---------------------------------------------------------------- claim
+    async def claim(self, req: RequestSpec, ordered: list[Candidate], *,
+                    consumer_generation: int | None, adopt: bool = True,
+                    ncands: int = 0) -> Decision:
+        """Claim on the first candidate that Placement accepts."""
+        tries = 0
+        gen = consumer_generation
+        for i, cand in enumerate(ordered):
+            tries += 1
+            try:
+                await self.placement.claim(req.uid, cand.allocations,
+                                           project_id=contract.project_id(req.namespace),
+                                           consumer_generation=gen)
+            except Conflict as exc:
+                LOG.info("claim on %s for %s/%s lost a race (%s); trying the next candidate",
+                         cand.name, req.namespace, req.name, exc.code)
+                current = await self.placement.consumer_allocations(req.uid)
+                allocs = current.get("allocations") or {}
+                if adopt and gen is None and allocs:
+                    # A claim of ours from before a restart: keep it.
+                    rp = next(iter(allocs))
+                    host = self.host_by_rp(rp)
+                    return Decision(host=host.name if host else rp, rp_uuid=rp,
+                                    alternates=self._alternates(ordered, rp), tries=tries,
+                                    adopted=True, candidates=ncands)
+                gen = current.get("consumer_generation") if allocs else gen
+                continue
+            return Decision(host=cand.name, rp_uuid=cand.rp_uuid,
+                            alternates=self._alternates(ordered[i + 1:], cand.rp_uuid),
+                            tries=tries, candidates=ncands)
+        raise NoValidHost(f"every one of {len(ordered)} candidate host(s) was claimed by "
+                          "others first")
+
+    def _alternates(self, ordered: list[Candidate], chosen_rp: str) -> list[str]:
+        return [c.name for c in ordered if c.rp_uuid != chosen_rp][: self.config.max_alternates]
+
+    async def schedule(self, req: RequestSpec, *, consumer_generation: int | None = None,
+                       adopt: bool = True) -> Decision:
+        ordered, ncands = await self.select(req)
+        return await self.claim(req, ordered, consumer_generation=consumer_generation,
+                                adopt=adopt, ncands=ncands)
