@@ -33,6 +33,9 @@ bash hack/build-control-plane.sh
 # the matching kubectl (v1.36) goes into the venv, ahead of Debian's older one
 ln -sf "$(bash hack/build-control-plane.sh --print-bin-dir)/kubectl" "${VENV}/bin/kubectl"
 
+step "kubeconform (schema checks)"
+bash hack/install-kubeconform.sh >/dev/null
+
 step "postgres"
 bash hack/start-postgres.sh
 
@@ -41,11 +44,5 @@ bash hack/start-libvirt.sh
 
 step "test image"
 bash hack/build-test-image.sh
-
-for extra in hack/setup.d/*.sh; do
-  [ -e "$extra" ] || continue
-  step "$(basename "$extra" .sh)"
-  bash "$extra"
-done
 
 echo "[kova] setup done in $(( $(date +%s) - t0 ))s" >&2

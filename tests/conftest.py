@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.controlplane",
     "tests.fixtures.postgres",
     "tests.fixtures.libvirt",
+    "tests.fixtures.crds",
 ]
 
 TIERS = ("unit", "integration", "e2e")

@@ -22,7 +22,6 @@ from kova.crds import generate as gen
 from kova.crds.json_schema import KUBECONFORM_TEMPLATE, write_schemas
 
 # Until tests/conftest.py lists "tests.fixtures.crds" in pytest_plugins.
-from tests.fixtures.crds import kova_crds  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
