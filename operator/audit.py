@@ -1,0 +1,151 @@
+"""Allocation audit: Placement's allocations against the Instances.
+
+* an *orphan* is a consumer with allocations but no Instance of that uid
+  (healed by deleting the allocations);
+* a *missing* allocation is a placed Instance (status.host set, not Error)
+  with no allocation (healed by claiming again on its host);
+* a *mismatch* is an Instance whose allocation is on another host's provider
+  (reported only).
+
+Each finding is re-checked with a fresh read before it is reported, so a
+claim or delete racing the audit is not taken for a leak.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kova.operator import contract, metrics
+from kova.operator.kube import Kube
+from kova.operator.placement import Conflict, Placement
+from kova.operator.request import format_resources
+
+LOG = logging.getLogger("kova.operator.audit")
+
+
+@dataclass
+class AuditReport:
+    orphans: dict[str, dict] = field(default_factory=dict)  # consumer -> allocations
+    missing: list[str] = field(default_factory=list)  # ns/name
+    mismatched: list[str] = field(default_factory=list)
+    healed: list[str] = field(default_factory=list)
+    heal_failed: list[str] = field(default_factory=list)
+    instances: int = 0
+    consumers: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.orphans or self.missing or self.mismatched)
+
+    def as_dict(self) -> dict:
+        return {"instances": self.instances, "consumers": self.consumers,
+                "orphanAllocations": sorted(self.orphans), "missingAllocations": self.missing,
+                "mismatchedHosts": self.mismatched, "healed": self.healed,
+                "healFailed": self.heal_failed}
+
+
+async def list_instances(kube: Kube) -> list[dict]:
+    items: list[dict] = []
+    cont = None
+    while True:
+        params = {"limit": "500"}
+        if cont:
+            params["continue"] = cont
+        body = await kube.get(f"/apis/{contract.API_VERSION}/instances", params=params)
+        items += body.get("items") or []
+        cont = (body.get("metadata") or {}).get("continue")
+        if not cont:
+            return items
+
+
+async def host_providers(kube: Kube) -> dict[str, str]:
+    body = await kube.get(f"/apis/{contract.API_VERSION}/hosts")
+    out = {}
+    for h in body.get("items") or []:
+        rp = (h.get("status") or {}).get("resourceProviderUUID")
+        if rp:
+            out[h["metadata"]["name"]] = rp
+    return out
+
+
+async def run_audit(kube: Kube, placement: Placement, *, heal: bool = False,
+                    emit: Callable[[dict, str, str, str], None] | None = None) -> AuditReport:
+    report = AuditReport()
+    # Allocations first, Instances second: an allocation's Instance exists
+    # before its claim, so it is in the later list.
+    consumers: dict[str, dict] = {}
+    for rp in await placement.resource_providers():
+        for consumer, alloc in (await placement.provider_allocations(rp["uuid"])).items():
+            consumers.setdefault(consumer, {})[rp["uuid"]] = alloc
+    instances = await list_instances(kube)
+    hosts = await host_providers(kube)
+    report.instances, report.consumers = len(instances), len(consumers)
+    by_uid = {i["metadata"]["uid"]: i for i in instances}
+
+    for consumer in sorted(set(consumers) - set(by_uid)):
+        fresh = await placement.consumer_allocations(consumer)
+        if not fresh.get("allocations"):
+            continue
+        report.orphans[consumer] = fresh["allocations"]
+        if heal:
+            if await placement.delete_allocations(consumer):
+                report.healed.append(f"orphan {consumer}")
+                metrics.AUDIT_HEALED.labels(kind="orphan").inc()
+
+    for inst in instances:
+        meta, status = inst["metadata"], inst.get("status") or {}
+        host = status.get("host")
+        if not host or status.get("phase") == contract.PHASE_ERROR:
+            continue
+        name = f"{meta['namespace']}/{meta['name']}"
+        uid = meta["uid"]
+        allocs = consumers.get(uid)
+        if not allocs:
+            allocs = (await placement.consumer_allocations(uid)).get("allocations") or {}
+        if not allocs:
+            if meta.get("deletionTimestamp"):
+                continue
+            report.missing.append(name)
+            if emit:
+                emit(inst, "Warning", "AllocationMissing",
+                     f"no allocation in Placement for this Instance on {host}")
+            if heal:
+                ok = await _reclaim(placement, inst, hosts.get(host))
+                (report.healed if ok else report.heal_failed).append(f"missing {name}")
+                if ok:
+                    metrics.AUDIT_HEALED.labels(kind="missing").inc()
+            continue
+        rp = hosts.get(host)
+        if rp and rp not in allocs:
+            report.mismatched.append(name)
+            if emit:
+                emit(inst, "Warning", "AllocationMismatch",
+                     f"allocation is on provider(s) {', '.join(allocs)}, not on {host} ({rp})")
+    metrics.AUDIT_ORPHANS.set(len(report.orphans))
+    metrics.AUDIT_MISSING.set(len(report.missing))
+    LOG.info("audit: %d instances, %d consumers, %d orphans, %d missing, %d mismatched, "
+             "%d healed", report.instances, report.consumers, len(report.orphans),
+             len(report.missing), len(report.mismatched), len(report.healed))
+    return report
+
+
+async def _reclaim(placement: Placement, inst: dict, rp: str | None) -> bool:
+    """Claim the Instance's recorded size on its recorded host again."""
+    size = (inst.get("status") or {}).get("resources")
+    if not rp or not size:
+        return False
+    resources = {"VCPU": size["vcpus"], "MEMORY_MB": size["memoryMiB"],
+                 "DISK_GB": size["diskGiB"]}
+    body = await placement.allocation_candidates([("resources", format_resources(resources)),
+                                                  ("in_tree", rp)])
+    for ar in body.get("allocation_requests") or []:
+        try:
+            await placement.claim(inst["metadata"]["uid"], ar["allocations"],
+                                  project_id=contract.project_id(inst["metadata"]["namespace"]),
+                                  consumer_generation=None)
+            return True
+        except Conflict:
+            return False
+    return False

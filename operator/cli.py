@@ -1,0 +1,201 @@
+"""``kova operator run`` and ``kova operator audit``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+import click
+
+from kova.operator.filters import DEFAULT_FILTERS, FILTERS
+
+ENV = "KOVA_OPERATOR_"
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+               "logger": record.name, "msg": record.getMessage()}
+        for key in ("namespace", "name", "uid", "host"):
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("kopf").setLevel(max(logging.INFO, root.level))
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _common(f):
+    options = [
+        click.option("--kubeconfig", envvar="KUBECONFIG", default=None,
+                     help="Kubeconfig file (default: in-cluster, then ~/.kube/config)."),
+        click.option("--placement-url", envvar=ENV + "PLACEMENT_URL",
+                     default="http://127.0.0.1:8778", show_default=True,
+                     help="Base URL of the Placement API."),
+        click.option("--placement-token", envvar=ENV + "PLACEMENT_TOKEN", default=None,
+                     help="X-Auth-Token for Placement (env KOVA_OPERATOR_PLACEMENT_TOKEN)."),
+        click.option("--log-level", envvar=ENV + "LOG_LEVEL", default="info",
+                     show_default=True),
+        click.option("--log-format", envvar=ENV + "LOG_FORMAT",
+                     type=click.Choice(["json", "text"]), default="json", show_default=True),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def register(group: click.Group) -> None:
+    @group.command("run")
+    @_common
+    @click.option("--namespace", "namespaces", envvar=ENV + "NAMESPACES", multiple=True,
+                  help="Handle Instances in this namespace only (repeatable).")
+    @click.option("--all-namespaces", "all_namespaces", is_flag=True, default=False,
+                  help="Handle Instances in every namespace (the default without --namespace).")
+    @click.option("--peering/--standalone", envvar=ENV + "PEERING", default=True,
+                  show_default=True,
+                  help="Leader election through kopf peering, or run alone (one replica).")
+    @click.option("--peering-name", envvar=ENV + "PEERING_NAME", default="kova",
+                  show_default=True)
+    @click.option("--priority", envvar=ENV + "PRIORITY", type=int, default=None,
+                  help="Peering priority (default: random, so replicas never tie).")
+    @click.option("--metrics-port", envvar=ENV + "METRICS_PORT", type=int, default=9090,
+                  show_default=True, help="Prometheus metrics port (0 = off).")
+    @click.option("--workers", envvar=ENV + "WORKERS", type=int, default=16, show_default=True,
+                  help="Concurrent reconciles.")
+    @click.option("--max-attempts", envvar=ENV + "MAX_ATTEMPTS", type=int, default=3,
+                  show_default=True, help="Build attempts per Instance before phase Error.")
+    @click.option("--weigh", "strategy", envvar=ENV + "WEIGH", default="spread",
+                  type=click.Choice(["spread", "pack"]), show_default=True,
+                  help="Prefer the hosts with the most (spread) or least (pack) free resources.")
+    @click.option("--ram-weight", envvar=ENV + "RAM_WEIGHT", type=float, default=1.0,
+                  show_default=True)
+    @click.option("--cpu-weight", envvar=ENV + "CPU_WEIGHT", type=float, default=0.0,
+                  show_default=True)
+    @click.option("--disk-weight", envvar=ENV + "DISK_WEIGHT", type=float, default=0.0,
+                  show_default=True)
+    @click.option("--soft-affinity-weight", envvar=ENV + "SOFT_AFFINITY_WEIGHT", type=float,
+                  default=1.0, show_default=True)
+    @click.option("--soft-anti-affinity-weight", envvar=ENV + "SOFT_ANTI_AFFINITY_WEIGHT",
+                  type=float, default=1.0, show_default=True)
+    @click.option("--build-failure-weight", envvar=ENV + "BUILD_FAILURE_WEIGHT", type=float,
+                  default=1_000_000.0, show_default=True)
+    @click.option("--host-subset-size", envvar=ENV + "HOST_SUBSET_SIZE", type=int, default=1,
+                  show_default=True, help="Pick randomly among the best N hosts.")
+    @click.option("--filters", envvar=ENV + "FILTERS", default=",".join(DEFAULT_FILTERS),
+                  show_default=True, help="Filters to apply, in order.")
+    @click.option("--image-traits/--no-image-traits", envvar=ENV + "IMAGE_TRAITS", default=True,
+                  show_default=True,
+                  help="Require HW_ARCH_* / COMPUTE_FIRMWARE_UEFI from image properties.")
+    @click.option("--host-check-interval", envvar=ENV + "HOST_CHECK_INTERVAL", type=float,
+                  default=2.0, show_default=True, help="Seconds between Lease checks.")
+    @click.option("--heartbeat-grace", envvar=ENV + "HEARTBEAT_GRACE", type=float, default=0.0,
+                  show_default=True, help="Seconds past a Lease's expiry before a host is Down.")
+    @click.option("--audit-interval", envvar=ENV + "AUDIT_INTERVAL", type=float, default=300.0,
+                  show_default=True, help="Seconds between allocation audits (0 = off).")
+    @click.option("--audit-heal/--no-audit-heal", envvar=ENV + "AUDIT_HEAL", default=False,
+                  show_default=True, help="Let the periodic audit heal what it finds.")
+    @click.option("--backoff-max", envvar=ENV + "BACKOFF_MAX", type=float, default=60.0,
+                  show_default=True, help="Longest NoValidHost retry delay (seconds).")
+    def run(kubeconfig, placement_url, placement_token, log_level, log_format, namespaces,
+            all_namespaces, peering, peering_name, priority, metrics_port, workers,
+            max_attempts, strategy, ram_weight, cpu_weight, disk_weight, soft_affinity_weight,
+            soft_anti_affinity_weight, build_failure_weight, host_subset_size, filters,
+            image_traits, host_check_interval, heartbeat_grace, audit_interval, audit_heal,
+            backoff_max):
+        """Run the scheduler, conductor and host monitor."""
+        from kova.operator.config import Settings
+        from kova.operator.scheduler import SchedulerConfig
+        from kova.operator.weighers import WeighConfig
+
+        names = tuple(n.strip() for n in filters.split(",") if n.strip())
+        unknown = [n for n in names if n not in FILTERS]
+        if unknown:
+            raise click.BadParameter(f"unknown filter(s) {unknown}; known: {list(FILTERS)}",
+                                     param_hint="--filters")
+        if isinstance(namespaces, str):
+            namespaces = tuple(n for n in namespaces.replace(",", " ").split() if n)
+        if all_namespaces and namespaces:
+            raise click.UsageError("--namespace and --all-namespaces exclude each other")
+        setup_logging(log_level, log_format)
+        weigh = WeighConfig.strategy(
+            strategy, ram=ram_weight, cpu=cpu_weight, disk=disk_weight,
+            soft_affinity=soft_affinity_weight, soft_anti_affinity=soft_anti_affinity_weight,
+            build_failure=build_failure_weight)
+        settings = Settings(
+            kubeconfig=kubeconfig, placement_url=placement_url,
+            placement_token=placement_token, namespaces=tuple(namespaces),
+            all_namespaces=not namespaces, peering=peering, peering_name=peering_name,
+            priority=priority, metrics_port=metrics_port or None, workers=workers,
+            max_attempts=max_attempts, backoff_max=backoff_max,
+            host_check_interval=host_check_interval, heartbeat_grace=heartbeat_grace,
+            audit_interval=audit_interval, audit_heal=audit_heal, image_traits=image_traits,
+            scheduler=SchedulerConfig(filters=names, weigh=weigh,
+                                      host_subset_size=host_subset_size),
+        )
+        sys.exit(run_operator(settings))
+
+    @group.command("audit")
+    @_common
+    @click.option("--heal", is_flag=True, help="Delete orphan allocations and claim missing ones.")
+    def audit(kubeconfig, placement_url, placement_token, log_level, log_format, heal):
+        """Compare Placement's allocations with the Instances; print a JSON report.
+
+        Exit status 0 when clean (or everything was healed), 1 otherwise."""
+        setup_logging(log_level if log_level != "info" else "warning", log_format)
+        report = asyncio.run(_audit(kubeconfig, placement_url, placement_token, heal))
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        remaining = report.heal_failed if heal else (not report.clean)
+        sys.exit(1 if remaining else 0)
+
+
+async def _audit(kubeconfig, placement_url, placement_token, heal):
+    from kova.operator.audit import run_audit
+    from kova.operator.kube import Kube, KubeCredentials
+    from kova.operator.placement import Placement
+
+    kube = Kube(KubeCredentials.load(kubeconfig))
+    placement = Placement(placement_url, placement_token)
+    try:
+        return await run_audit(kube, placement, heal=heal)
+    finally:
+        await kube.close()
+        await placement.close()
+
+
+def run_operator(settings) -> int:
+    from kova.operator.controller import Controller
+
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+    controller = Controller(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if settings.peering:
+            from kova.operator.peering import ensure_peering
+
+            await ensure_peering(controller, settings)
+        await controller.run(stop_flag=stop)
+
+    asyncio.run(main())
+    return 0

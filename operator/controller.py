@@ -1,0 +1,889 @@
+"""The operator process: kopf watches and indexes, a keyed work queue, and the
+reconcilers for Instances (scheduler + conductor + deletion) and Hosts (host
+monitor + provider state).
+
+kopf delivers watch events and keeps indexes of every kind (the indexes are
+complete before any handler runs, so a restarted operator sees every
+server-group member before it places one more).  Handlers only enqueue keys;
+``workers`` coroutines reconcile them level-triggered from the indexed
+objects, so a repeated or stale event is harmless.  Placement is the record of
+claims: the claim is keyed by the Instance uid, so a restart never claims
+twice and never loses a claim (a 409 on a first claim with an allocation
+present means "already ours": it is adopted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import random
+import socket
+import time
+from collections import Counter
+from collections.abc import Hashable
+from typing import Any
+
+import kopf
+
+from kova.operator import contract, metrics
+from kova.operator.config import Settings
+from kova.operator.filters import HostInfo
+from kova.operator.kube import Kube, KubeCredentials, KubeError, host_path, instance_path
+from kova.operator.placement import Placement, PlacementError
+from kova.operator.queue import WorkQueue
+from kova.operator.request import InvalidRequest, MissingDependency, build_request
+from kova.operator.scheduler import NoValidHost, Scheduler
+from kova.operator.status import (
+    attempts_history,
+    describe_attempts,
+    get_condition,
+    is_build_failed,
+    set_condition,
+)
+from kova.operator.weighers import BuildFailures, WeighContext
+
+LOG = logging.getLogger("kova.operator")
+
+G, V = contract.GROUP, contract.VERSION
+
+
+def parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def lease_fresh(lease: dict | None, now: float, grace: float = 0.0) -> bool:
+    if not lease:
+        return False
+    spec = lease.get("spec") or {}
+    renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
+    duration = spec.get("leaseDurationSeconds") or 40
+    return renewed is not None and now <= renewed + float(duration) + grace
+
+
+def host_info(body: dict, alive: bool) -> HostInfo:
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    return HostInfo(
+        name=body["metadata"]["name"],
+        rp_uuid=status.get("resourceProviderUUID"),
+        enabled=spec.get("enabled", True),
+        maintenance=bool((spec.get("maintenance") or {}).get("enabled")),
+        zone=spec.get("availabilityZone"),
+        alive=alive,
+    )
+
+
+def _first(index: Any, key: Hashable) -> Any:
+    if index is None:
+        return None
+    try:
+        store = index[key]
+    except KeyError:
+        return None
+    for value in store:
+        return value
+    return None
+
+
+class Controller:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.creds = KubeCredentials.load(settings.kubeconfig)
+        self.kube: Kube | None = None
+        self.placement: Placement | None = None
+        self.queue: WorkQueue | None = None
+        self.indexes: dict[str, Any] = {}
+        self.leases: dict[str, dict] = {}
+        self.alive: dict[str, bool] = {}
+        self.host_signatures: dict[str, tuple] = {}
+        self.synced_providers: dict[str, tuple] = {}
+        #: uid -> host of the claims this process recorded in status.
+        self.own_hosts: dict[str, str] = {}
+        #: Keys of Instances waiting for a host or a missing object.
+        self.pending: set[Hashable] = set()
+        self.retries: Counter = Counter()
+        self.sg_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.failures = BuildFailures(window=settings.build_failure_window)
+        self.scheduler: Scheduler | None = None
+        self.identity = f"kova-operator@{socket.gethostname()}/{os.getpid()}"
+        self.priority = (settings.priority if settings.priority is not None
+                         else random.randint(1, 1_000_000))
+        self.leader = not settings.peering
+        #: uids this process put in phase Error (stale copies are ignored).
+        self.errored: set[str] = set()
+        self._tasks: list[asyncio.Task] = []
+        self._events: asyncio.Queue | None = None
+
+    # ============================================================ lookups
+    def host_body(self, name: str) -> dict | None:
+        return _first(self.indexes.get("kova_hosts"), name)
+
+    def host_by_name(self, name: str) -> HostInfo | None:
+        body = self.host_body(name)
+        return host_info(body, self.alive.get(name, False)) if body else None
+
+    def host_by_rp(self, rp: str) -> HostInfo | None:
+        name = _first(self.indexes.get("kova_host_rps"), rp)
+        return self.host_by_name(name) if name else None
+
+    def instance_body(self, ns: str, name: str) -> dict | None:
+        return _first(self.indexes.get("kova_instances"), (ns, name))
+
+    def host_of(self, inst: dict) -> str | None:
+        uid = inst["metadata"].get("uid")
+        return (inst.get("status") or {}).get("host") or self.own_hosts.get(uid)
+
+    def member_hosts(self, ns: str, sg: str, uid: str) -> Counter:
+        out: Counter = Counter()
+        idx = self.indexes.get("kova_sg_members")
+        seen = set()
+        if idx is not None and (ns, sg) in idx:
+            for m_uid, host in idx[(ns, sg)]:
+                seen.add(m_uid)
+                host = host or self.own_hosts.get(m_uid)
+                if m_uid != uid and host:
+                    out[host] += 1
+        return out
+
+    def instance_hosts(self, ns: str) -> dict[str, str | None]:
+        idx = self.indexes.get("kova_instances")
+        out = {}
+        if idx is None:
+            return out
+        for key in list(idx.keys()):
+            if key[0] == ns:
+                body = _first(idx, key)
+                if body:
+                    out[key[1]] = self.host_of(body)
+        return out
+
+    # ============================================================ kopf
+    def registry(self) -> kopf.OperatorRegistry:
+        reg = kopf.OperatorRegistry()
+        ctl = self
+
+        @kopf.on.login(registry=reg)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            c = ctl.creds
+            return kopf.ConnectionInfo(
+                server=c.server, ca_path=c.ca_file, insecure=c.insecure,
+                scheme="Bearer" if c.token else None, token=c.token,
+                certificate_path=c.cert_file, private_key_path=c.key_file,
+            )
+
+        @kopf.on.startup(registry=reg)
+        def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+            settings.posting.level = logging.WARNING
+            settings.watching.server_timeout = 300
+            settings.watching.client_timeout = 330
+            settings.networking.request_timeout = 60
+
+        @kopf.index(G, V, "instances", registry=reg)
+        def kova_instances(body: Any, name: str, namespace: str, **_: Any) -> dict:
+            return {(namespace, name): dict(body)}
+
+        @kopf.index(G, V, "instances", registry=reg)
+        def kova_sg_members(body: Any, spec: Any, status: Any, **_: Any) -> dict | None:
+            sg = (spec.get("serverGroupRef") or {}).get("name")
+            if not sg:
+                return None
+            return {(body["metadata"]["namespace"], sg): (body["metadata"]["uid"],
+                                                          status.get("host"))}
+
+        @kopf.index(G, V, "hosts", registry=reg)
+        def kova_hosts(body: Any, name: str, **_: Any) -> dict:
+            return {name: dict(body)}
+
+        @kopf.index(G, V, "hosts", registry=reg)
+        def kova_host_rps(name: str, status: Any, **_: Any) -> dict | None:
+            rp = status.get("resourceProviderUUID")
+            return {rp: name} if rp else None
+
+        @kopf.index(G, V, "flavors", registry=reg)
+        def kova_flavors(name: str, spec: Any, **_: Any) -> dict:
+            return {name: dict(spec)}
+
+        @kopf.index(G, V, "images", registry=reg)
+        def kova_images(name: str, spec: Any, **_: Any) -> dict:
+            return {name: dict(spec)}
+
+        @kopf.index(G, V, "servergroups", registry=reg)
+        def kova_servergroups(name: str, namespace: str, spec: Any, **_: Any) -> dict:
+            return {(namespace, name): dict(spec)}
+
+        def capture(kwargs: dict) -> None:
+            if not ctl.indexes:
+                for key in ("kova_instances", "kova_sg_members", "kova_hosts", "kova_host_rps",
+                            "kova_flavors", "kova_images", "kova_servergroups"):
+                    ctl.indexes[key] = kwargs.get(key)
+
+        @kopf.on.event(G, V, "instances", registry=reg)
+        async def instance_event(event: dict, name: str, namespace: str, **kwargs: Any) -> None:
+            capture(kwargs)
+            if event.get("type") == "DELETED":
+                uid = (event.get("object") or {}).get("metadata", {}).get("uid")
+                ctl.own_hosts.pop(uid, None)
+                ctl.pending.discard(("inst", namespace, name))
+                ctl.retries.pop(("inst", namespace, name), None)
+                return
+            ctl.enqueue(("inst", namespace, name))
+
+        @kopf.on.event(G, V, "hosts", registry=reg)
+        async def host_event(event: dict, name: str, **kwargs: Any) -> None:
+            capture(kwargs)
+            if event.get("type") == "DELETED":
+                ctl.host_signatures.pop(name, None)
+                ctl.synced_providers.pop(name, None)
+                return
+            body = event.get("object") or {}
+            spec, status = body.get("spec") or {}, body.get("status") or {}
+            sig = (spec.get("enabled", True), json.dumps(spec.get("maintenance"), sort_keys=True),
+                   spec.get("availabilityZone"), status.get("resourceProviderUUID"))
+            if ctl.host_signatures.get(name) != sig:
+                ctl.host_signatures[name] = sig
+                ctl.enqueue(("host", name))
+                ctl.retrigger_pending()
+
+        async def dependency_event(event: dict, **kwargs: Any) -> None:
+            capture(kwargs)
+            if event.get("type") != "DELETED":
+                ctl.retrigger_pending()
+
+        for plural in ("flavors", "images", "servergroups"):
+            kopf.on.event(G, V, plural, registry=reg)(dependency_event)
+        return reg
+
+    # ============================================================ queue
+    def enqueue(self, key: Hashable) -> None:
+        if self.queue is not None:
+            self.queue.add(key)
+            metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    def retrigger_pending(self) -> None:
+        for key in list(self.pending):
+            self.retries.pop(key, None)
+            self.enqueue(key)
+
+    def backoff(self, key: Hashable) -> float:
+        n = self.retries[key]
+        self.retries[key] += 1
+        delay = min(self.settings.backoff_max, self.settings.backoff_base * (2 ** n))
+        return delay * (0.8 + 0.4 * random.random())
+
+    async def worker(self) -> None:
+        assert self.queue is not None
+        while True:
+            key = await self.queue.get()
+            metrics.QUEUE_DEPTH.set(len(self.queue))
+            try:
+                if not self.leader:
+                    continue
+                if key[0] == "inst":
+                    await self.reconcile_instance(key)
+                elif key[0] == "host":
+                    await self.reconcile_host(key[1])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # retry with back-off
+                metrics.ERRORS.labels(kind=key[0]).inc()
+                delay = self.backoff(key)
+                LOG.warning("reconcile %s failed (%s: %s); retrying in %.1fs",
+                            "/".join(key[1:]), type(exc).__name__, exc, delay)
+                self.queue.add_after(key, delay)
+            finally:
+                self.queue.done(key)
+
+    # ============================================================ instances
+    async def reconcile_instance(self, key: tuple) -> None:
+        _, ns, name = key
+        body = self.instance_body(ns, name)
+        if body is None:
+            self.pending.discard(key)
+            return
+        meta, status = body["metadata"], body.get("status") or {}
+        if meta.get("deletionTimestamp"):
+            self.pending.discard(key)
+            await self.finalize(key, body)
+            return
+        if status.get("phase") == contract.PHASE_ERROR:
+            self.pending.discard(key)
+            return
+        uid = meta["uid"]
+        if uid in self.errored:
+            return
+        if status.get("host"):
+            own = self.own_hosts.get(uid)
+            if own is not None and own != status["host"]:
+                return  # a stale copy from before our last move
+            self.pending.discard(key)
+            self.retries.pop(key, None)
+            if is_build_failed(body):
+                await self.handle_build_failure(key, body)
+                return
+            labels = meta.get("labels") or {}
+            if labels.get(contract.LABEL_HOST) != status["host"]:
+                await self.kube.merge_patch(instance_path(ns, name), {
+                    "metadata": {"labels": {contract.LABEL_HOST: status["host"]}}})
+            if contract.FINALIZER_OPERATOR not in (meta.get("finalizers") or []):
+                await self.ensure_finalizer(body)
+            return
+        if uid in self.own_hosts:
+            return  # a stale copy: our Scheduled status is on its way
+        await self.schedule_new(key, body)
+
+    def build(self, body: dict) -> tuple:
+        ns = body["metadata"]["namespace"]
+        spec = body.get("spec") or {}
+        flavor_name = (spec.get("flavorRef") or {}).get("name")
+        image_name = (spec.get("imageRef") or {}).get("name")
+        sg_name = (spec.get("serverGroupRef") or {}).get("name")
+        flavor = _first(self.indexes.get("kova_flavors"), flavor_name) if flavor_name else None
+        image = _first(self.indexes.get("kova_images"), image_name) if image_name else None
+        sg = _first(self.indexes.get("kova_servergroups"), (ns, sg_name)) if sg_name else None
+        hints = spec.get("schedulingHints") or {}
+        inst_hosts = self.instance_hosts(ns) if (hints.get("sameHost") or
+                                                 hints.get("differentHost")) else {}
+        members = self.member_hosts(ns, sg_name, body["metadata"]["uid"]) if sg_name else None
+        host_rp = {}
+        if hints.get("requestedHost"):
+            h = self.host_by_name(hints["requestedHost"])
+            if h and h.rp_uuid:
+                host_rp[h.name] = h.rp_uuid
+        return build_request(body, flavor=flavor, image=image, server_group=sg,
+                             member_hosts=members, instance_hosts=inst_hosts, host_rp=host_rp,
+                             use_image_traits=self.settings.image_traits)
+
+    def sg_lock(self, body: dict) -> asyncio.Lock | None:
+        sg = ((body.get("spec") or {}).get("serverGroupRef") or {}).get("name")
+        if not sg:
+            return None
+        return self.sg_locks.setdefault((body["metadata"]["namespace"], sg), asyncio.Lock())
+
+    async def schedule_new(self, key: tuple, body: dict) -> None:
+        t0 = time.monotonic()
+        try:
+            self.build(body)  # validate before touching anything
+        except MissingDependency as exc:
+            self.pending.add(key)
+            await self.set_waiting(body, exc.reason, exc.message)
+            self.queue.add_after(key, self.backoff(key))
+            return
+        except InvalidRequest as exc:
+            await self.set_error(body, exc.reason, exc.message)
+            return
+        body = await self.ensure_finalizer(body)
+        lock = self.sg_lock(body)
+        try:
+            if lock is not None:
+                async with lock:
+                    req, size = self.build(body)
+                    decision = await self.scheduler.schedule(req)
+                    self.own_hosts[req.uid] = decision.host
+            else:
+                req, size = self.build(body)
+                decision = await self.scheduler.schedule(req)
+                self.own_hosts[req.uid] = decision.host
+        except NoValidHost as exc:
+            metrics.OUTCOMES.labels(reason=contract.REASON_NO_VALID_HOST).inc()
+            self.pending.add(key)
+            await self.set_waiting(body, contract.REASON_NO_VALID_HOST, exc.message)
+            delay = self.backoff(key)
+            LOG.info("no valid host for %s/%s uid=%s: %s (retry in %.1fs)",
+                     key[1], key[2], body["metadata"]["uid"], exc.message, delay)
+            self.queue.add_after(key, delay)
+            return
+        metrics.SCHEDULE_DURATION.observe(time.monotonic() - t0)
+        metrics.CLAIM_TRIES.observe(decision.tries)
+        self.pending.discard(key)
+        self.retries.pop(key, None)
+        try:
+            await self.record_placement(body, decision.host, decision.alternates, size,
+                                        attempts=1, reason=contract.REASON_SCHEDULED,
+                                        message=self._message(decision))
+        except Exception:
+            self.own_hosts.pop(req.uid, None)  # let the retry adopt the claim
+            raise
+        metrics.OUTCOMES.labels(reason=contract.REASON_SCHEDULED).inc()
+        metrics.BUILD_ATTEMPTS.inc()
+        created = parse_time(body["metadata"].get("creationTimestamp"))
+        if created:
+            metrics.SCHEDULE_LATENCY.observe(max(0.0, time.time() - created))
+        LOG.info("scheduled %s/%s uid=%s on %s (tries=%d adopted=%s alternates=%s)",
+                 key[1], key[2], req.uid, decision.host, decision.tries, decision.adopted,
+                 ",".join(decision.alternates))
+        self.emit(body, "Normal", contract.REASON_SCHEDULED, self._message(decision))
+
+    @staticmethod
+    def _message(decision) -> str:
+        msg = f"Scheduled to host {decision.host}"
+        if decision.alternates:
+            msg += f" (alternates: {', '.join(decision.alternates)})"
+        if decision.adopted:
+            msg += " (claim found in Placement)"
+        return msg
+
+    async def record_placement(self, body: dict, host: str, alternates: list[str],
+                               size: dict, *, attempts: int, reason: str, message: str,
+                               reset_built: str | None = None) -> dict:
+        """Status first (the agent reads status.host), then the label that makes
+        the agent see the Instance."""
+        def change(current: dict) -> dict:
+            conds = set_condition((current.get("status") or {}).get("conditions"),
+                                  contract.COND_SCHEDULED, "True", reason, message,
+                                  current["metadata"].get("generation"))
+            if reset_built is not None:
+                conds = set_condition(conds, contract.COND_BUILT, "Unknown",
+                                      contract.REASON_RESCHEDULED, reset_built,
+                                      current["metadata"].get("generation"))
+            return {
+                "phase": contract.PHASE_SCHEDULED,
+                "host": host,
+                "alternateHosts": alternates or None,
+                "attempts": attempts,
+                "resources": size,
+                "observedGeneration": current["metadata"].get("generation"),
+                "conditions": conds,
+            }
+
+        body = await self.patch_status(body, change)
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        return await self.kube.merge_patch(instance_path(ns, name), {
+            "metadata": {"labels": {contract.LABEL_HOST: host}}})
+
+    async def patch_status(self, body: dict, change, retries: int = 5) -> dict:
+        """Merge-patch the status computed by ``change(current)``, guarded by the
+        resourceVersion (conditions are replaced as a whole list)."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        path = instance_path(ns, name) + "/status"
+        current = body
+        for _ in range(retries):
+            patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                     "status": change(current)}
+            try:
+                return await self.kube.merge_patch(path, patch)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+            current = await self.kube.get(instance_path(ns, name))
+        raise RuntimeError(f"status of {ns}/{name}: too many conflicts")
+
+    async def ensure_finalizer(self, body: dict) -> dict:
+        meta = body["metadata"]
+        fins = list(meta.get("finalizers") or [])
+        if contract.FINALIZER_OPERATOR in fins:
+            return body
+        ns, name = meta["namespace"], meta["name"]
+        current = body
+        for _ in range(5):
+            fins = list(current["metadata"].get("finalizers") or [])
+            if contract.FINALIZER_OPERATOR in fins:
+                return current
+            try:
+                return await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
+                    "finalizers": fins + [contract.FINALIZER_OPERATOR],
+                    "resourceVersion": current["metadata"]["resourceVersion"]}})
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+            current = await self.kube.get(instance_path(ns, name))
+        raise RuntimeError(f"finalizer of {ns}/{name}: too many conflicts")
+
+    async def set_waiting(self, body: dict, reason: str, message: str) -> None:
+        cond = get_condition(body, contract.COND_SCHEDULED)
+        status = body.get("status") or {}
+        if (cond and cond.get("reason") == reason and cond.get("message") == message
+                and status.get("phase") == contract.PHASE_PENDING):
+            return
+        metrics.PENDING.set(len(self.pending))
+
+        def change(current: dict) -> dict:
+            return {
+                "phase": contract.PHASE_PENDING,
+                "observedGeneration": current["metadata"].get("generation"),
+                "conditions": set_condition((current.get("status") or {}).get("conditions"),
+                                            contract.COND_SCHEDULED, "False", reason, message,
+                                            current["metadata"].get("generation")),
+            }
+
+        body = await self.patch_status(body, change)
+        if not cond or cond.get("reason") != reason:
+            self.emit(body, "Warning", reason, message)
+
+    async def set_error(self, body: dict, reason: str, message: str,
+                        clear_host: bool = False) -> dict:
+        def change(current: dict) -> dict:
+            out = {
+                "phase": contract.PHASE_ERROR,
+                "observedGeneration": current["metadata"].get("generation"),
+                "conditions": set_condition((current.get("status") or {}).get("conditions"),
+                                            contract.COND_SCHEDULED, "False", reason, message,
+                                            current["metadata"].get("generation")),
+            }
+            if clear_host:
+                out.update(host=None, alternateHosts=None)
+            return out
+
+        metrics.OUTCOMES.labels(reason=reason).inc()
+        self.errored.add(body["metadata"]["uid"])
+        body = await self.patch_status(body, change)
+        if clear_host:
+            meta = body["metadata"]
+            body = await self.kube.merge_patch(instance_path(meta["namespace"], meta["name"]), {
+                "metadata": {"labels": {contract.LABEL_HOST: None}}})
+        LOG.warning("instance %s/%s uid=%s in Error: %s: %s", body["metadata"]["namespace"],
+                    body["metadata"]["name"], body["metadata"]["uid"], reason, message)
+        self.emit(body, "Warning", reason, message)
+        return body
+
+    # ------------------------------------------------------------ conductor
+    async def handle_build_failure(self, key: tuple, body: dict) -> None:
+        meta, status = body["metadata"], body.get("status") or {}
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        host = status["host"]
+        attempts = int(status.get("attempts") or 1)
+        cond = get_condition(body, contract.COND_BUILT) or {}
+        history = attempts_history(body)
+        if not any(h.get("attempt") == attempts and h.get("host") == host for h in history):
+            history.append({"attempt": attempts, "host": host,
+                            "reason": cond.get("reason", contract.REASON_BUILD_FAILED),
+                            "message": cond.get("message", ""),
+                            "time": cond.get("lastTransitionTime")})
+            body = await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
+                "annotations": {contract.ANNOTATION_ATTEMPTS: json.dumps(history)}}})
+            self.failures.record(host)
+            metrics.BUILD_FAILURES.labels(host=host).inc()
+            LOG.info("build of %s/%s uid=%s failed on %s (attempt %d): %s", ns, name, uid,
+                     host, attempts, cond.get("message", ""))
+        if attempts >= self.settings.max_attempts:
+            await self.placement.delete_allocations(uid)
+            self.own_hosts.pop(uid, None)
+            await self.set_error(body, contract.REASON_MAX_ATTEMPTS,
+                                 f"build failed {attempts} time(s): " + describe_attempts(history),
+                                 clear_host=True)
+            return
+        try:
+            req, size = self.build(body)
+        except (MissingDependency, InvalidRequest) as exc:
+            await self.placement.delete_allocations(uid)
+            await self.set_error(body, exc.reason, exc.message, clear_host=True)
+            return
+        req.excluded_hosts = {h["host"] for h in history}
+        req.preferred_hosts = [h for h in status.get("alternateHosts") or []
+                               if h not in req.excluded_hosts]
+        current = await self.placement.consumer_allocations(uid)
+        gen = current.get("consumer_generation") if current.get("allocations") else None
+        lock = self.sg_lock(body)
+        try:
+            if lock is not None:
+                async with lock:
+                    req.server_group.member_hosts = self.member_hosts(ns, req.server_group.name,
+                                                                      uid)
+                    decision = await self.scheduler.schedule(req, consumer_generation=gen,
+                                                             adopt=False)
+                    self.own_hosts[uid] = decision.host
+            else:
+                decision = await self.scheduler.schedule(req, consumer_generation=gen,
+                                                         adopt=False)
+                self.own_hosts[uid] = decision.host
+        except NoValidHost as exc:
+            await self.placement.delete_allocations(uid)
+            self.own_hosts.pop(uid, None)
+            await self.set_error(
+                body, contract.REASON_NO_VALID_HOST,
+                f"no host left to retry the build: {exc.message}; "
+                + describe_attempts(history), clear_host=True)
+            return
+        msg = (f"Rescheduled to host {decision.host} after the build failed on {host} "
+               f"(attempt {attempts + 1} of {self.settings.max_attempts})")
+        await self.record_placement(body, decision.host, decision.alternates, size,
+                                    attempts=attempts + 1, reason=contract.REASON_RESCHEDULED,
+                                    message=msg, reset_built=f"build failed on {host}: "
+                                    + cond.get("message", ""))
+        metrics.OUTCOMES.labels(reason=contract.REASON_RESCHEDULED).inc()
+        metrics.BUILD_ATTEMPTS.inc()
+        LOG.info("rescheduled %s/%s uid=%s from %s to %s", ns, name, uid, host, decision.host)
+        self.emit(body, "Normal", contract.REASON_RESCHEDULED, msg)
+
+    # ------------------------------------------------------------ deletion
+    async def finalize(self, key: tuple, body: dict) -> None:
+        meta = body["metadata"]
+        fins = list(meta.get("finalizers") or [])
+        if contract.FINALIZER_OPERATOR not in fins:
+            return
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        if contract.FINALIZER_AGENT in fins:
+            if (body.get("status") or {}).get("phase") != contract.PHASE_DELETING:
+                await self.patch_status(body, lambda cur: {"phase": contract.PHASE_DELETING})
+            # The agent's finalizer removal is an event; this is a safety net.
+            self.queue.add_after(key, 30.0)
+            return
+        freed = await self.placement.delete_allocations(uid)
+        try:
+            await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
+                "finalizers": [f for f in fins if f != contract.FINALIZER_OPERATOR],
+                "resourceVersion": meta["resourceVersion"]}})
+        except KubeError as exc:
+            if exc.status == 404:
+                return
+            if exc.status == 409:
+                self.queue.add_after(key, 0.2)
+                return
+            raise
+        self.own_hosts.pop(uid, None)
+        LOG.info("deleted %s/%s uid=%s: allocations %s", ns, name, uid,
+                 "freed" if freed else "were already gone")
+
+    # ============================================================ hosts
+    async def reconcile_host(self, name: str) -> None:
+        """Keep the provider's disabled trait and zone aggregate in step with
+        Host.spec (the provider itself is the agent's)."""
+        body = self.host_body(name)
+        if body is None:
+            return
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        rp = status.get("resourceProviderUUID")
+        if not rp:
+            return
+        disabled = (not spec.get("enabled", True)
+                    or bool((spec.get("maintenance") or {}).get("enabled")))
+        zone = spec.get("availabilityZone")
+        sig = (rp, disabled, zone)
+        if self.synced_providers.get(name) == sig:
+            return
+        try:
+            if disabled:
+                await self.placement.update_traits(rp, {contract.TRAIT_DISABLED}, set())
+            else:
+                await self.placement.update_traits(rp, set(), {contract.TRAIT_DISABLED})
+            annotations = body["metadata"].get("annotations") or {}
+            applied = annotations.get("kova.dev/applied-zone")
+            add = {contract.az_aggregate_uuid(zone)} if zone else set()
+            remove = ({contract.az_aggregate_uuid(applied)}
+                      if applied and applied != zone else set())
+            await self.placement.update_aggregates(rp, add, remove)
+            if applied != zone:
+                await self.kube.merge_patch(host_path(name), {"metadata": {"annotations": {
+                    "kova.dev/applied-zone": zone}}})
+        except PlacementError as exc:
+            if exc.status == 404:
+                LOG.warning("host %s: resource provider %s not found in Placement", name, rp)
+                return
+            raise
+        self.synced_providers[name] = sig
+        LOG.info("host %s: provider %s disabled=%s zone=%s", name, rp, disabled, zone)
+
+    async def poll_leases(self) -> bool:
+        """Refresh the Lease cache and ``alive``; True if any host changed."""
+        body = await self.kube.get(
+            f"/apis/coordination.k8s.io/v1/namespaces/{contract.LEASE_NAMESPACE}/leases")
+        self.leases = {item["metadata"]["name"]: item for item in body.get("items") or []}
+        now = time.time()
+        changed = False
+        idx = self.indexes.get("kova_hosts")
+        names = list(idx.keys()) if idx is not None else []
+        states = Counter()
+        for name in names:
+            alive = lease_fresh(self.leases.get(name), now, self.settings.heartbeat_grace)
+            if self.alive.get(name) != alive:
+                changed = True
+            self.alive[name] = alive
+            states[contract.HOST_UP if alive else contract.HOST_DOWN] += 1
+        for state in (contract.HOST_UP, contract.HOST_DOWN):
+            metrics.HOSTS.labels(state=state).set(states[state])
+        return changed
+
+    async def update_host_states(self) -> None:
+        idx = self.indexes.get("kova_hosts")
+        if idx is None:
+            return
+        for name in list(idx.keys()):
+            body = self.host_body(name)
+            if body is None:
+                continue
+            alive = self.alive.get(name, False)
+            status = body.get("status") or {}
+            if alive:
+                want = contract.HOST_UP
+            elif name in self.leases or status.get("state") == contract.HOST_UP:
+                want = contract.HOST_DOWN
+            else:
+                want = contract.HOST_UNKNOWN
+            if status.get("state") == want:
+                continue
+            lease = self.leases.get(name) or {}
+            renew = (lease.get("spec") or {}).get("renewTime")
+            if want == contract.HOST_UP:
+                cond = ("True", contract.HOST_REASON_UP, "the heartbeat Lease is renewed")
+            elif want == contract.HOST_DOWN:
+                cond = ("False", contract.HOST_REASON_DOWN,
+                        f"the heartbeat Lease {contract.LEASE_NAMESPACE}/{name} expired"
+                        + (f" (last renewed {renew})" if renew else ""))
+            else:
+                cond = ("Unknown", "NoHeartbeat",
+                        f"no heartbeat Lease {contract.LEASE_NAMESPACE}/{name} yet")
+            patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                     "status": {"state": want, "conditions": set_condition(
+                         status.get("conditions"), contract.HOST_COND_READY, *cond)}}
+            if renew:
+                patch["status"]["lastHeartbeatTime"] = renew
+            try:
+                await self.kube.merge_patch(host_path(name) + "/status", patch)
+            except KubeError as exc:
+                if exc.status not in (404, 409):
+                    raise
+                continue
+            LOG.info("host %s is %s", name, want)
+            if want == contract.HOST_DOWN:
+                self.emit(body, "Warning", "HostDown", cond[2])
+
+    async def host_monitor(self) -> None:
+        while True:
+            try:
+                if await self.poll_leases():
+                    self.retrigger_pending()
+                if self.leader:
+                    await self.update_host_states()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                LOG.warning("host monitor: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(self.settings.host_check_interval)
+
+    # ============================================================ leadership
+    async def leadership(self) -> None:
+        """Mirror kopf's peering decision (who is paused) for our own tasks."""
+        if not self.settings.peering:
+            self.leader = True
+            metrics.LEADER.set(1)
+            return
+        if self.settings.all_namespaces:
+            path = f"/apis/kopf.dev/v1/clusterkopfpeerings/{self.settings.peering_name}"
+        else:
+            ns = self.settings.namespaces[0]
+            path = f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/{self.settings.peering_name}"
+        while True:
+            try:
+                obj = await self.kube.get_or_none(path)
+                now = time.time()
+                leader = obj is not None
+                for ident, info in ((obj or {}).get("status") or {}).items():
+                    if ident == self.identity or not isinstance(info, dict):
+                        continue
+                    seen = parse_time(info.get("lastseen"))
+                    if seen is None or now > seen + float(info.get("lifetime") or 60):
+                        continue
+                    if int(info.get("priority") or 0) >= self.priority:
+                        leader = False
+                if leader and not self.leader:
+                    LOG.info("this replica (%s, priority %d) is now the active one",
+                             self.identity, self.priority)
+                    self.leader = True
+                    self.requeue_all()
+                elif not leader and self.leader:
+                    LOG.info("pausing: another replica is active")
+                    self.leader = False
+                metrics.LEADER.set(1 if self.leader else 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                LOG.warning("leadership check: %s", exc)
+            await asyncio.sleep(2.0)
+
+    def requeue_all(self) -> None:
+        idx = self.indexes.get("kova_instances")
+        if idx is not None:
+            for ns, name in list(idx.keys()):
+                self.enqueue(("inst", ns, name))
+        hosts = self.indexes.get("kova_hosts")
+        if hosts is not None:
+            self.synced_providers.clear()
+            for name in list(hosts.keys()):
+                self.enqueue(("host", name))
+
+    # ============================================================ audit
+    async def audit_loop(self) -> None:
+        from kova.operator.audit import run_audit
+
+        while True:
+            await asyncio.sleep(self.settings.audit_interval)
+            if not self.leader:
+                continue
+            try:
+                await run_audit(self.kube, self.placement, heal=self.settings.audit_heal,
+                                emit=self.emit)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                LOG.warning("audit failed: %s: %s", type(exc).__name__, exc)
+
+    # ============================================================ events
+    def emit(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        if self._events is None:
+            return
+        try:
+            self._events.put_nowait((obj, type_, reason, message))
+        except asyncio.QueueFull:
+            pass
+
+    async def event_poster(self) -> None:
+        while True:
+            obj, type_, reason, message = await self._events.get()
+            try:
+                await self.kube.event(obj, type_, reason, message)
+            except Exception as exc:  # events are best effort
+                LOG.debug("event not posted: %s", exc)
+
+    # ============================================================ run
+    async def run(self, stop_flag: asyncio.Event | None = None,
+                  ready_flag: asyncio.Event | None = None) -> None:
+        s = self.settings
+        self.kube = Kube(self.creds)
+        self.placement = Placement(s.placement_url, s.placement_token)
+        self.queue = WorkQueue()
+        self._events = asyncio.Queue(maxsize=10000)
+        self.scheduler = Scheduler(self.placement, s.scheduler, self.host_by_rp,
+                                   self.host_by_name, WeighContext(failures=self.failures))
+        try:
+            await self.poll_leases()
+        except Exception as exc:
+            LOG.warning("initial lease poll failed: %s", exc)
+        self._tasks = [asyncio.create_task(self.worker(), name=f"kova-worker-{i}")
+                       for i in range(s.workers)]
+        self._tasks += [
+            asyncio.create_task(self.host_monitor(), name="kova-host-monitor"),
+            asyncio.create_task(self.leadership(), name="kova-leadership"),
+            asyncio.create_task(self.event_poster(), name="kova-events"),
+        ]
+        if s.audit_interval > 0:
+            self._tasks.append(asyncio.create_task(self.audit_loop(), name="kova-audit"))
+        LOG.info("kova operator starting: identity=%s priority=%d peering=%s namespaces=%s "
+                 "placement=%s", self.identity, self.priority,
+                 s.peering_name if s.peering else "standalone",
+                 "*" if s.all_namespaces else ",".join(s.namespaces), s.placement_url)
+        try:
+            await kopf.operator(
+                registry=self.registry(),
+                clusterwide=s.all_namespaces,
+                namespaces=() if s.all_namespaces else s.namespaces,
+                standalone=not s.peering,
+                peering_name=s.peering_name,
+                priority=self.priority,
+                identity=self.identity,  # type: ignore[arg-type]
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+            )
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.queue.shutdown()
+            await self.kube.close()
+            await self.placement.close()
