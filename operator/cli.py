@@ -36,7 +36,10 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("kopf").setLevel(max(logging.INFO, root.level))
+    logging.getLogger("kopf").setLevel(root.level)
+    logging.getLogger("httpcore").setLevel(logging.INFO)
+    if root.level > logging.DEBUG:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 

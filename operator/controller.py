@@ -128,7 +128,10 @@ class Controller:
 
     def host_by_name(self, name: str) -> HostInfo | None:
         body = self.host_body(name)
-        return host_info(body, self.alive.get(name, False)) if body else None
+        if body is None:
+            return None
+        alive = lease_fresh(self.leases.get(name), time.time(), self.settings.heartbeat_grace)
+        return host_info(body, alive)
 
     def host_by_rp(self, rp: str) -> HostInfo | None:
         name = _first(self.indexes.get("kova_host_rps"), rp)
@@ -186,11 +189,11 @@ class Controller:
             settings.watching.client_timeout = 330
             settings.networking.request_timeout = 60
 
-        @kopf.index(G, V, "instances", registry=reg)
+        @kopf.index(G, V, "instances", id="kova_instances", registry=reg)
         def kova_instances(body: Any, name: str, namespace: str, **_: Any) -> dict:
             return {(namespace, name): dict(body)}
 
-        @kopf.index(G, V, "instances", registry=reg)
+        @kopf.index(G, V, "instances", id="kova_sg_members", registry=reg)
         def kova_sg_members(body: Any, spec: Any, status: Any, **_: Any) -> dict | None:
             sg = (spec.get("serverGroupRef") or {}).get("name")
             if not sg:
@@ -198,24 +201,24 @@ class Controller:
             return {(body["metadata"]["namespace"], sg): (body["metadata"]["uid"],
                                                           status.get("host"))}
 
-        @kopf.index(G, V, "hosts", registry=reg)
+        @kopf.index(G, V, "hosts", id="kova_hosts", registry=reg)
         def kova_hosts(body: Any, name: str, **_: Any) -> dict:
             return {name: dict(body)}
 
-        @kopf.index(G, V, "hosts", registry=reg)
+        @kopf.index(G, V, "hosts", id="kova_host_rps", registry=reg)
         def kova_host_rps(name: str, status: Any, **_: Any) -> dict | None:
             rp = status.get("resourceProviderUUID")
             return {rp: name} if rp else None
 
-        @kopf.index(G, V, "flavors", registry=reg)
+        @kopf.index(G, V, "flavors", id="kova_flavors", registry=reg)
         def kova_flavors(name: str, spec: Any, **_: Any) -> dict:
             return {name: dict(spec)}
 
-        @kopf.index(G, V, "images", registry=reg)
+        @kopf.index(G, V, "images", id="kova_images", registry=reg)
         def kova_images(name: str, spec: Any, **_: Any) -> dict:
             return {name: dict(spec)}
 
-        @kopf.index(G, V, "servergroups", registry=reg)
+        @kopf.index(G, V, "servergroups", id="kova_servergroups", registry=reg)
         def kova_servergroups(name: str, namespace: str, spec: Any, **_: Any) -> dict:
             return {(namespace, name): dict(spec)}
 
@@ -231,6 +234,7 @@ class Controller:
             if event.get("type") == "DELETED":
                 uid = (event.get("object") or {}).get("metadata", {}).get("uid")
                 ctl.own_hosts.pop(uid, None)
+                ctl.errored.discard(uid)
                 ctl.pending.discard(("inst", namespace, name))
                 ctl.retries.pop(("inst", namespace, name), None)
                 return
@@ -874,8 +878,8 @@ class Controller:
                 clusterwide=s.all_namespaces,
                 namespaces=() if s.all_namespaces else s.namespaces,
                 standalone=not s.peering,
-                peering_name=s.peering_name,
-                priority=self.priority,
+                peering_name=s.peering_name if s.peering else None,
+                priority=self.priority if s.peering else None,
                 identity=self.identity,  # type: ignore[arg-type]
                 stop_flag=stop_flag,
                 ready_flag=ready_flag,
