@@ -52,6 +52,9 @@ class DomainMetadata:
     created: str = ""
     #: The last value of the restart annotation the agent acted on.
     restart_token: str = ""
+    #: The run strategy the agent last applied (a change from Halted starts
+    #: the domain).
+    run_strategy: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +235,9 @@ def metadata_element(meta: DomainMetadata) -> ET.Element:
     return md
 
 
+_TAGS = {"restart_token": "restartToken", "run_strategy": "runStrategy"}
+
+
 def instance_metadata_element(meta: DomainMetadata) -> ET.Element:
     """The ``<kova:instance>`` element alone (what ``virDomainSetMetadata`` takes)."""
     inst = ET.Element(_NS + "instance")
@@ -239,7 +245,7 @@ def instance_metadata_element(meta: DomainMetadata) -> ET.Element:
         value = getattr(meta, field.name)
         if value in ("", None):
             continue
-        tag = {"restart_token": "restartToken"}.get(field.name, field.name)
+        tag = _TAGS.get(field.name, field.name)
         el = ET.SubElement(inst, _NS + tag)
         el.text = str(value)
     return inst
@@ -269,6 +275,7 @@ def _meta_from_instance_element(inst: ET.Element) -> DomainMetadata | None:
         generation=generation,
         created=values.get("created", ""),
         restart_token=values.get("restartToken", ""),
+        run_strategy=values.get("runStrategy", ""),
     )
 
 

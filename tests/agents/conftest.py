@@ -48,3 +48,232 @@ def libvirt_conn(request):
         yield conn
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------
+# Agent harness: a real kube-apiserver (CRDs installed), an in-process agent.
+
+import hashlib  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from kova.agents import contract  # noqa: E402
+
+G, V = contract.GROUP, contract.VERSION
+MERGE = "application/merge-patch+json"
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Harness:
+    """Creates Images and Instances as a user and the operator would."""
+
+    def __init__(self, k8s_client, kubeconfig, namespace, tmp_path, host):
+        from kubernetes import client
+
+        self.api = k8s_client
+        self.kubeconfig = kubeconfig
+        self.ns = namespace
+        self.tmp = tmp_path
+        self.host = host
+        self.custom = client.CustomObjectsApi(k8s_client)
+        self.core = client.CoreV1Api(k8s_client)
+        self.coord = client.CoordinationV1Api(k8s_client)
+        self.images: list[str] = []
+        self.agents: list = []
+
+    # ---- objects
+    def image(self, name: str, path: Path | None = None, sha256: str | None = "auto",
+              url: str | None = None) -> dict:
+        source = {"url": url} if url else {"hostPath": str(path)}
+        spec = {"source": source, "format": "qcow2"}
+        if sha256 == "auto" and path is not None and path.exists():
+            sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        if sha256 and sha256 != "auto":
+            spec["sha256"] = sha256
+        body = {"apiVersion": contract.API_VERSION, "kind": "Image",
+                "metadata": {"name": name}, "spec": spec}
+        self.images.append(name)
+        return self.custom.create_cluster_custom_object(G, V, "images", body)
+
+    def instance(self, name: str, image: str, *, run_strategy: str = "Always",
+                 user_data: str | None = None, secret: tuple[str, str] | None = None,
+                 schedule: bool = True, annotations: dict | None = None,
+                 resources: dict | None = None, hostname: str | None = None) -> dict:
+        spec: dict = {
+            "resources": resources or {"vcpus": 1, "memoryMiB": 128, "diskGiB": 1},
+            "imageRef": {"name": image},
+            "runStrategy": run_strategy,
+        }
+        if user_data is not None:
+            spec["userData"] = {"inline": user_data}
+        if secret is not None:
+            spec["userData"] = {"secretRef": {"name": secret[0], "key": secret[1]}}
+        if hostname:
+            spec["hostname"] = hostname
+        md: dict = {"name": name, "namespace": self.ns}
+        if annotations:
+            md["annotations"] = annotations
+        body = {"apiVersion": contract.API_VERSION, "kind": "Instance", "metadata": md,
+                "spec": spec}
+        obj = self.custom.create_namespaced_custom_object(G, V, self.ns, "instances", body)
+        if schedule:
+            self.schedule(name)
+        return obj
+
+    def schedule(self, name: str, host: str | None = None) -> None:
+        """What the operator does: status.host, then the label."""
+        host = host or self.host
+        self.custom.patch_namespaced_custom_object_status(
+            G, V, self.ns, "instances", name,
+            {"status": {"host": host, "phase": "Scheduled"}}, _content_type=MERGE)
+        self.custom.patch_namespaced_custom_object(
+            G, V, self.ns, "instances", name,
+            {"metadata": {"labels": {contract.HOST_LABEL: host}}}, _content_type=MERGE)
+
+    def get(self, name: str) -> dict | None:
+        from kubernetes.client import ApiException
+
+        try:
+            return self.custom.get_namespaced_custom_object(G, V, self.ns, "instances", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch(self, name: str, body: dict) -> dict:
+        return self.custom.patch_namespaced_custom_object(
+            G, V, self.ns, "instances", name, body, _content_type=MERGE)
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(G, V, self.ns, "instances", name)
+
+    def cond(self, name: str, ctype: str) -> dict | None:
+        obj = self.get(name) or {}
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c["type"] == ctype:
+                return c
+        return None
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 20.0) -> dict:
+        return wait_for(
+            lambda: (o := self.get(name)) and (o.get("status") or {}).get("phase") == phase and o,
+            timeout, what=f"{name} phase {phase}")
+
+    def wait_cond(self, name: str, ctype: str, status: str, timeout: float = 20.0) -> dict:
+        return wait_for(
+            lambda: (c := self.cond(name, ctype)) and c["status"] == status and c,
+            timeout, what=f"{name} condition {ctype}={status}")
+
+    # ---- agents
+    def agent(self, instance_dir: Path | None = None, **kw):
+        from kova.agents.agent import Agent, AgentConfig
+
+        cfg = AgentConfig(
+            host=self.host, libvirt_uri=kw.pop("libvirt_uri", "test:///default"),
+            instance_dir=instance_dir or (self.tmp / "instances"),
+            kubeconfig=str(self.kubeconfig), metrics_port=kw.pop("metrics_port", None),
+            resync_seconds=kw.pop("resync_seconds", 2.0), lease_renew_seconds=1.0,
+            shutdown_timeout=kw.pop("shutdown_timeout", 10.0), **kw)
+        agent = Agent(cfg)
+        agent.start()
+        assert agent.wait_synced(20)
+        self.agents.append(agent)
+        return agent
+
+    def cleanup(self) -> None:
+        from kubernetes.client import ApiException
+
+        for a in self.agents:
+            a.stop()
+        for name in self.images:
+            try:
+                self.custom.delete_cluster_custom_object(G, V, "images", name)
+            except ApiException:
+                pass
+        try:
+            self.custom.delete_cluster_custom_object(G, V, "hosts", self.host)
+        except ApiException:
+            pass
+
+
+@pytest.fixture
+def small_image(tmp_path) -> Path:
+    path = tmp_path / "images" / "small.qcow2"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
+    return path
+
+
+@pytest.fixture
+def harness(k8s_client, kubeconfig, kova_crds, namespace, tmp_path):
+    import uuid
+
+    h = Harness(k8s_client, kubeconfig, namespace, tmp_path, f"host-{uuid.uuid4().hex[:6]}")
+    try:
+        yield h
+    finally:
+        h.cleanup()
+
+
+class PlacementServer:
+    """The real Placement service on SQLite, as a subprocess."""
+
+    def __init__(self, workdir: Path) -> None:
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.logf = open(workdir / "placement.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kova.cli", "placement", "serve", "--database-url",
+             f"sqlite:///{workdir}/placement.db", "--no-auth", "--port", str(self.port),
+             "--log-level", "warning"],
+            stdout=self.logf, stderr=subprocess.STDOUT, env=dict(os.environ))
+        self.http = httpx.Client(base_url=self.url, timeout=30,
+                                 headers={"OpenStack-API-Version": "placement 1.39"})
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError((workdir / "placement.log").read_text())
+            try:
+                return self.http.get("/").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, 60, 0.2, "placement")
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.logf.close()
+
+
+@pytest.fixture(scope="module")
+def placement(tmp_path_factory):
+    server = PlacementServer(tmp_path_factory.mktemp("placement"))
+    yield server
+    server.stop()

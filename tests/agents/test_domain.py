@@ -140,7 +140,8 @@ def test_uefi_firmware(make_spec):
 
 def test_metadata_round_trip(make_spec):
     meta = DomainMetadata(uid="1234", namespace="ns", name="vm", host="h", image="img",
-                          generation=7, created="2026-01-01T00:00:00Z", restart_token="t1")
+                          generation=7, created="2026-01-01T00:00:00Z", restart_token="t1",
+                          run_strategy="Always")
     spec = make_spec(meta=meta)
     assert parse_domain_metadata(build_domain_xml(spec)) == meta
 

@@ -1,0 +1,1005 @@
+"""The compute agent: Nova's nova-compute for one host.
+
+Threads (all daemons; :meth:`Agent.stop` ends them):
+
+* ``watch`` -- lists and watches the Instances labelled ``kova.dev/host=<host>``
+  into a local cache, queueing each changed Instance;
+* ``worker-N`` -- take Instance keys from a :class:`WorkQueue` and reconcile
+  them (one key is never reconciled by two workers at once);
+* ``libvirt-events`` -- libvirt's event loop; lifecycle events queue the
+  Instance the domain belongs to;
+* ``lease`` -- renews the heartbeat Lease every few seconds;
+* ``host`` -- keeps the Host object and the Placement provider in sync and
+  queues every Instance and domain for a periodic power-state resync (a
+  missed event is corrected there);
+* ``metrics`` -- ``/metrics`` and ``/healthz``.
+
+A reconcile is idempotent and safe to repeat after a crash at any line: the
+libvirt domain (its UUID is the Instance uid) and the files under
+``<instance-dir>/<uid>/`` are the only state on the host, and both are looked
+at afresh each time.  See ``docs/agent.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+from kubernetes.client.exceptions import ApiException
+
+from kova.agents import contract, status as st
+from kova.agents.domain import (
+    DomainMetadata,
+    DomainSpec,
+    DomainSpecError,
+    build_domain_xml,
+    domain_name,
+    mac_for,
+)
+from kova.agents.driver import DomainState, DriverError, LibvirtDriver, start_event_loop
+from kova.agents.images import ImageCache, ImageError, ImageSource, create_overlay
+from kova.agents.metrics import AgentMetrics, serve as serve_metrics
+from kova.agents.workqueue import WorkQueue
+
+log = logging.getLogger("kova.agents.agent")
+
+GiB = 1 << 30
+FIELD_MANAGER = "kova-agent"
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+@dataclasses.dataclass
+class AgentConfig:
+    host: str
+    libvirt_uri: str = "qemu:///system"
+    instance_dir: Path = Path("/var/lib/kova/instances")
+    image_cache_dir: Path | None = None
+    placement_url: str | None = None
+    placement_token: str | None = None
+    kubeconfig: str | None = None
+    domain_type: str = "qemu"
+    machine: str = "pc"
+    cpu_mode: str | None = None
+    network: str | None = None
+    bridge: str | None = None
+    disk_cache: str | None = None  # None: "none" if O_DIRECT works, else "writeback"
+    metrics_port: int | None = 9465
+    metrics_bind: str = "0.0.0.0"
+    workers: int = 4
+    resync_seconds: float = 30.0
+    lease_renew_seconds: float = contract.LEASE_RENEW_SECONDS
+    lease_duration_seconds: int = contract.LEASE_DURATION_SECONDS
+    shutdown_timeout: float = 60.0
+    lease_namespace: str = contract.LEASE_NAMESPACE
+
+
+class BuildError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+Key = tuple[str, str]
+
+
+def _key(obj: dict) -> Key:
+    md = obj.get("metadata") or {}
+    return (md.get("namespace", ""), md.get("name", ""))
+
+
+def _micro_time() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _probe_direct_io(directory: Path) -> bool:
+    path = directory / f".direct-io-probe.{os.getpid()}"
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | getattr(os, "O_DIRECT", 0), 0o600)
+        os.close(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, api_client: k8s.ApiClient | None = None) -> None:
+        self.cfg = cfg
+        self.host = cfg.host
+        self.instance_dir = Path(cfg.instance_dir)
+        self.instance_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = AgentMetrics()
+        cache_dir = cfg.image_cache_dir or (self.instance_dir / "_base")
+        self.images = ImageCache(cache_dir)
+        self.disk_cache = cfg.disk_cache or (
+            "none" if _probe_direct_io(self.instance_dir) else "writeback"
+        )
+        if api_client is None:
+            kcfg = k8s.Configuration()
+            if cfg.kubeconfig:
+                k8s_config.load_kube_config(config_file=cfg.kubeconfig, client_configuration=kcfg)
+            else:
+                try:
+                    k8s_config.load_incluster_config(client_configuration=kcfg)
+                except k8s_config.ConfigException:
+                    k8s_config.load_kube_config(client_configuration=kcfg)
+            kcfg.connection_pool_maxsize = max(8, cfg.workers * 2 + 4)
+            api_client = k8s.ApiClient(kcfg)
+        self.api = api_client
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+        self.coord = k8s.CoordinationV1Api(api_client)
+        self.queue = WorkQueue()
+        self.driver = LibvirtDriver(cfg.libvirt_uri, on_event=self._on_libvirt_event)
+        self.placement = None
+        if cfg.placement_url:
+            from kova.agents.placement import Placement
+
+            self.placement = Placement(cfg.placement_url, cfg.placement_token)
+        self._cache: dict[Key, dict] = {}
+        self._cache_lock = threading.Lock()
+        self._uid_index: dict[str, Key] = {}
+        self._stop = threading.Event()
+        self._synced = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._stopping: dict[str, float] = {}
+        self._failures: dict[Key, int] = {}
+        self._build_started: dict[str, float] = {}
+        self._last_lease_ok = 0.0
+        self._host_spec_seen: str | None = None
+        self.rp_uuid: str | None = None
+        self._metrics_server = None
+        self._watch: k8s_watch.Watch | None = None
+
+    # ==================================================================
+    # Lifecycle
+    def start(self) -> None:
+        start_event_loop()
+        _ = self.driver.conn  # connect (and register for events) now
+        log.info("agent for host %s: libvirt %s, instances in %s, disk cache=%s",
+                 self.host, self.cfg.libvirt_uri, self.instance_dir, self.disk_cache)
+        self._spawn("lease", self._lease_loop)
+        try:
+            self.register_host()
+        except Exception:
+            log.exception("host registration failed; retrying in the host loop")
+        self._spawn("watch", self._watch_loop)
+        for i in range(self.cfg.workers):
+            self._spawn(f"worker-{i}", self._worker)
+        self._spawn("host", self._host_loop)
+        if self.cfg.metrics_port is not None:
+            self._metrics_server = serve_metrics(
+                self.cfg.metrics_port, self.metrics, self.healthy, self.cfg.metrics_bind
+            )
+            log.info("metrics and /healthz on port %s", self._metrics_server.server_address[1])
+
+    def _spawn(self, name: str, target) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.shutdown()
+        if self._watch is not None:
+            self._watch.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.driver.close()
+        if self.placement is not None:
+            self.placement.close()
+
+    def run_forever(self) -> None:
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+    def wait_synced(self, timeout: float = 30.0) -> bool:
+        return self._synced.wait(timeout)
+
+    def healthy(self) -> tuple[bool, str]:
+        try:
+            if not self.driver.conn.isAlive():
+                return False, "libvirt connection is down"
+        except Exception as exc:
+            return False, f"libvirt: {exc}"
+        if not self._synced.is_set():
+            return False, "instance watch not synced"
+        if time.monotonic() - self._last_lease_ok > self.cfg.lease_duration_seconds:
+            return False, "heartbeat lease not renewed"
+        return True, "ok"
+
+    # ==================================================================
+    # Heartbeat and registration
+    def _lease_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.renew_lease()
+                self._last_lease_ok = time.monotonic()
+                self.metrics.lease_renewals.labels("ok").inc()
+            except Exception as exc:
+                self.metrics.lease_renewals.labels("error").inc()
+                log.warning("renewing the heartbeat lease failed: %s", exc)
+            self._stop.wait(self.cfg.lease_renew_seconds)
+
+    def renew_lease(self) -> None:
+        ns, name = self.cfg.lease_namespace, self.host
+        now = _micro_time()
+        spec = {
+            "holderIdentity": self.host,
+            "leaseDurationSeconds": self.cfg.lease_duration_seconds,
+            "renewTime": now,
+        }
+        try:
+            self.coord.patch_namespaced_lease(name, ns, {"spec": spec})
+            return
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": ns, "labels": {contract.HOST_LABEL: name}},
+            "spec": {**spec, "acquireTime": now},
+        }
+        try:
+            self.coord.create_namespaced_lease(ns, body)
+        except ApiException as exc:
+            if exc.status == 404:  # the namespace is missing
+                try:
+                    self.core.create_namespace({"metadata": {"name": ns}})
+                except ApiException as exc2:
+                    if exc2.status not in (403, 409):
+                        raise
+                self.coord.create_namespaced_lease(ns, body)
+            elif exc.status != 409:
+                raise
+
+    def _get_host(self) -> dict:
+        try:
+            return self.custom.get_cluster_custom_object(
+                contract.GROUP, contract.VERSION, contract.HOSTS, self.host
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        body = {
+            "apiVersion": contract.API_VERSION,
+            "kind": "Host",
+            "metadata": {"name": self.host},
+            "spec": {},
+        }
+        try:
+            return self.custom.create_cluster_custom_object(
+                contract.GROUP, contract.VERSION, contract.HOSTS, body
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            return self.custom.get_cluster_custom_object(
+                contract.GROUP, contract.VERSION, contract.HOSTS, self.host
+            )
+
+    def register_host(self) -> dict:
+        """Create/update the Host, its resource provider, inventory and
+        traits, and the Host status.  Returns the status written."""
+        from kova.agents import traits as traits_mod
+
+        info = self.driver.host_info()
+        vfs = os.statvfs(self.instance_dir)
+        disk_gib = max(1, vfs.f_blocks * vfs.f_frsize // GiB)
+        host = self._get_host()
+        spec = host.get("spec") or {}
+        hstatus = host.get("status") or {}
+        wanted_traits = traits_mod.host_traits(
+            info, domain_type=self.cfg.domain_type, custom=spec.get("traits")
+        )
+        body: dict[str, Any] = {
+            "capacity": {"vcpus": info.cpus, "memoryMiB": info.memory_mib, "diskGiB": disk_gib},
+            "hypervisor": {
+                "type": "KVM" if self.cfg.domain_type == "kvm" else "QEMU",
+                "version": info.hypervisor_version,
+                "libvirtVersion": info.libvirt_version,
+                "hostname": info.hostname[:253],
+                "cpuArch": info.arch,
+                "cpuModel": info.cpu_model,
+            },
+            "instanceCount": self._instance_count(),
+            "lastHeartbeatTime": st.now_rfc3339(),
+        }
+        if self.placement is not None:
+            from kova.agents.placement import provider_uuid
+
+            rp = self.placement.ensure_provider(
+                self.host, hstatus.get("resourceProviderUUID") or provider_uuid(self.host)
+            )
+            self.rp_uuid = rp["uuid"]
+            inv = traits_mod.inventory(
+                vcpus=info.cpus, memory_mib=info.memory_mib, disk_gib=disk_gib,
+                ratios=spec.get("allocationRatios"), reserved=spec.get("reserved"),
+            )
+            self.placement.set_inventories(self.rp_uuid, inv)
+            current = self.placement.get_traits(self.rp_uuid)
+            merged = traits_mod.merge_traits(wanted_traits, current, (contract.TRAIT_DISABLED,))
+            body["traits"] = self.placement.set_traits(self.rp_uuid, merged)
+            body["resourceProviderUUID"] = self.rp_uuid
+            body["allocated"] = self._allocated()
+        else:
+            body["traits"] = wanted_traits
+        self._apply_status(None, contract.HOSTS, self.host, "Host", body)
+        self._host_spec_seen = json.dumps(spec, sort_keys=True)
+        log.info("registered host %s: %d vCPU, %d MiB, %d GiB, provider %s",
+                 self.host, info.cpus, info.memory_mib, disk_gib, self.rp_uuid)
+        return body
+
+    def _allocated(self) -> dict[str, int]:
+        if self.placement is None or self.rp_uuid is None:
+            return {}
+        u = self.placement.usages(self.rp_uuid)
+        return {
+            "vcpus": int(u.get("VCPU", 0)),
+            "memoryMiB": int(u.get("MEMORY_MB", 0)),
+            "diskGiB": int(u.get("DISK_GB", 0)),
+        }
+
+    def _instance_count(self) -> int:
+        with self._cache_lock:
+            return len(self._cache)
+
+    def _host_loop(self) -> None:
+        while not self._stop.wait(self.cfg.resync_seconds):
+            try:
+                host = self._get_host()
+                spec_now = json.dumps(host.get("spec") or {}, sort_keys=True)
+                if spec_now != self._host_spec_seen or self.rp_uuid is None and self.placement:
+                    self.register_host()
+                else:
+                    body = {
+                        "instanceCount": self._instance_count(),
+                        "lastHeartbeatTime": st.now_rfc3339(),
+                    }
+                    if self.rp_uuid:
+                        body["allocated"] = self._allocated()
+                        body["resourceProviderUUID"] = self.rp_uuid
+                    self._apply_status(None, contract.HOSTS, self.host, "Host", body)
+            except Exception as exc:
+                log.warning("host sync failed: %s", exc)
+            self.resync()
+
+    def resync(self) -> None:
+        """Queue every known Instance and every Kova domain (periodic
+        power-state sync; also finds orphans)."""
+        with self._cache_lock:
+            keys = list(self._cache)
+        for k in keys:
+            self.queue.add(k)
+        if not self._synced.is_set():
+            return
+        try:
+            domains = self.driver.list_domains()
+        except DriverError as exc:
+            log.warning("listing domains failed: %s", exc)
+            return
+        counts: dict[str, int] = {}
+        for d in domains:
+            counts[d.state.power_state] = counts.get(d.state.power_state, 0) + 1
+            if d.meta is not None:
+                self.queue.add((d.meta.namespace, d.meta.name))
+        for state in st_power_states():
+            self.metrics.domains.labels(state).set(counts.get(state, 0))
+        self._sweep_instance_dirs({d.uuid for d in domains})
+
+    def _sweep_instance_dirs(self, domain_uids: set[str]) -> None:
+        """Remove instance directories that belong to no domain and no
+        Instance of this host (a build that crashed half-way)."""
+        with self._cache_lock:
+            known = {(o.get("metadata") or {}).get("uid") for o in self._cache.values()}
+        for path in self.instance_dir.iterdir():
+            if not path.is_dir() or path.name.startswith(("_", ".")):
+                continue
+            uid = path.name
+            if uid in known or uid in domain_uids:
+                continue
+            try:
+                info = json.loads((path / "instance.json").read_text())
+            except (OSError, ValueError):
+                info = {}
+            ns, name = info.get("namespace"), info.get("name")
+            if ns and name and self._still_ours(ns, name, uid):
+                continue
+            log.info("removing leftover instance directory %s", path)
+            _rmtree(path)
+
+    # ==================================================================
+    # Watch
+    def _watch_loop(self) -> None:
+        selector = f"{contract.HOST_LABEL}={self.host}"
+        while not self._stop.is_set():
+            try:
+                lst = self.custom.list_cluster_custom_object(
+                    contract.GROUP, contract.VERSION, contract.INSTANCES,
+                    label_selector=selector,
+                )
+                rv = lst["metadata"]["resourceVersion"]
+                fresh = {_key(o): o for o in lst.get("items") or []}
+                with self._cache_lock:
+                    old = self._cache
+                    self._cache = fresh
+                    for o in fresh.values():
+                        self._uid_index[o["metadata"]["uid"]] = _key(o)
+                for k in set(old) | set(fresh):
+                    self.queue.add(k)
+                if not self._synced.is_set():
+                    log.info("instance watch synced: %d instances on %s", len(fresh), self.host)
+                self._synced.set()
+                self._watch = k8s_watch.Watch()
+                for ev in self._watch.stream(
+                    self.custom.list_cluster_custom_object,
+                    contract.GROUP, contract.VERSION, contract.INSTANCES,
+                    label_selector=selector, resource_version=rv,
+                    timeout_seconds=300, allow_watch_bookmarks=True,
+                ):
+                    if self._stop.is_set():
+                        break
+                    typ, obj = ev.get("type"), ev.get("object") or {}
+                    if typ == "ERROR":
+                        log.info("watch error %s; relisting", obj.get("message"))
+                        break
+                    if typ == "BOOKMARK":
+                        continue
+                    k = _key(obj)
+                    with self._cache_lock:
+                        if typ == "DELETED":
+                            self._cache.pop(k, None)
+                        else:
+                            self._cache[k] = obj
+                            self._uid_index[obj["metadata"]["uid"]] = k
+                    self.queue.add(k)
+            except ApiException as exc:
+                if exc.status != 410:
+                    log.warning("instance watch failed: %s %s", exc.status, exc.reason)
+                    self._stop.wait(1.0)
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                log.warning("instance watch failed: %s", exc)
+                self._stop.wait(1.0)
+
+    def _on_libvirt_event(self, uid: str, event: str, detail: int) -> None:
+        self.metrics.lifecycle_events.labels(event).inc()
+        if not uid:  # connection closed: resync everything
+            self.queue.add(("", "*resync*"))
+            return
+        with self._cache_lock:
+            k = self._uid_index.get(uid)
+        self.queue.add(k if k is not None else ("*domain*", uid))
+
+    # ==================================================================
+    # Workers
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            k = self.queue.get(timeout=1.0)
+            if k is None:
+                continue
+            self.metrics.queue_depth.set(len(self.queue))
+            t0 = time.monotonic()
+            try:
+                if k == ("", "*resync*"):
+                    self.resync()
+                elif k[0] == "*domain*":
+                    info = self.driver.get(k[1])
+                    if info is not None and info.meta is not None:
+                        self.queue.add((info.meta.namespace, info.meta.name))
+                else:
+                    self.reconcile(k)
+                self._failures.pop(k, None)
+                self.metrics.reconciles.labels("ok").inc()
+            except Exception as exc:
+                n = self._failures.get(k, 0) + 1
+                self._failures[k] = n
+                delay = min(30.0, 0.5 * 2 ** (n - 1))
+                self.metrics.reconciles.labels("error").inc()
+                log.warning("reconcile of %s failed (attempt %d, retry in %.1fs): %s",
+                            "/".join(k), n, delay, exc, exc_info=n == 1)
+                self.queue.add_after(k, delay)
+            finally:
+                self.metrics.reconcile_seconds.observe(time.monotonic() - t0)
+                self.queue.done(k)
+
+    # ==================================================================
+    # Reconcile
+    def reconcile(self, key: Key) -> None:
+        with self._cache_lock:
+            obj = self._cache.get(key)
+        if obj is None:
+            self._cleanup_orphans(key)
+            return
+        md = obj["metadata"]
+        uid = md["uid"]
+        if md.get("deletionTimestamp"):
+            self._delete(obj)
+            return
+        if (obj.get("status") or {}).get("host") != self.host:
+            log.debug("%s/%s: labelled for %s but status.host is %r; waiting",
+                      *key, self.host, (obj.get("status") or {}).get("host"))
+            return
+        built = st.get_condition(obj, contract.COND_BUILT)
+        if built and built.get("status") == "False" and built.get("reason") == contract.REASON_BUILD_FAILED:
+            return  # the operator reschedules (and resets Built) -- no retry loop here
+        info = self.driver.get(uid)
+        first_start = not (built and built.get("status") == "True")
+        if info is None:
+            try:
+                self._build(obj)
+            except BuildError as exc:
+                self._build_failed(obj, exc)
+                return
+            info = self.driver.get(uid)
+            if info is None:
+                raise DriverError(f"domain {uid} vanished right after its build")
+            first_start = True
+        self._apply_power(obj, info, first_start)
+
+    # ------------------------------------------------------------------
+    def _apply_power(self, obj: dict, info, first_start: bool) -> None:
+        md = obj["metadata"]
+        uid = md["uid"]
+        key = _key(obj)
+        spec = obj.get("spec") or {}
+        strategy = spec.get("runStrategy") or st.ALWAYS
+        ann = md.get("annotations") or {}
+        meta = info.meta or DomainMetadata(uid=uid, namespace=key[0], name=key[1])
+        state = info.state
+        if meta.run_strategy == st.HALTED and strategy != st.HALTED:
+            first_start = True
+        power_ann = ann.get(contract.POWER_ANNOTATION)
+        action = st.power_action(strategy, state, first_start=first_start,
+                                 power_annotation=power_ann)
+        restart = ann.get(contract.RESTART_ANNOTATION, "")
+        new_meta = meta
+        if first_start and not meta.restart_token and restart:
+            new_meta = dataclasses.replace(new_meta, restart_token=restart)
+        elif restart and restart != meta.restart_token and state.running and action is None:
+            log.info("%s/%s: restart requested (%s)", *key, restart)
+            self.driver.destroy(uid)
+            self.driver.start(uid)
+            self.metrics.power_actions.labels("restart").inc()
+            new_meta = dataclasses.replace(new_meta, restart_token=restart)
+            state = self.driver.state(uid) or state
+        if action == st.START:
+            self._stopping.pop(uid, None)
+            log.info("%s/%s: starting the domain (runStrategy %s)", *key, strategy)
+            self.driver.start(uid)
+            self.metrics.power_actions.labels("start").inc()
+            state = self.driver.state(uid) or state
+            if uid in self._build_started:
+                self.metrics.build_seconds.observe(time.monotonic() - self._build_started.pop(uid))
+        elif action == st.STOP:
+            first = self._stopping.setdefault(uid, time.monotonic())
+            if time.monotonic() - first >= self.cfg.shutdown_timeout:
+                log.warning("%s/%s: no clean shutdown within %.0fs; destroying",
+                            *key, self.cfg.shutdown_timeout)
+                self.driver.destroy(uid)
+                self.metrics.power_actions.labels("destroy").inc()
+                self._stopping.pop(uid, None)
+                state = self.driver.state(uid) or state
+            else:
+                self.driver.shutdown(uid)  # repeated: an early ACPI press can be lost
+                self.metrics.power_actions.labels("stop").inc()
+                self.queue.add_after(key, 2.0)
+        else:
+            if not state.running:
+                self._stopping.pop(uid, None)
+            if uid in self._build_started and not first_start:
+                self._build_started.pop(uid, None)
+        if strategy != meta.run_strategy:
+            new_meta = dataclasses.replace(new_meta, run_strategy=strategy)
+        if new_meta != meta and info.meta is not None:
+            self.driver.set_metadata(uid, new_meta)
+        self._report(obj, state)
+
+    def _report(self, obj: dict, state: DomainState | None, *, force_built: bool = False) -> None:
+        md = obj["metadata"]
+        uid = md["uid"]
+        phase, ready, reason, message = st.phase_and_ready(state)
+        if state is not None and (self._stopping.get(uid) is not None) and state.running:
+            phase, reason, message = "Running", "Stopping", "the guest is shutting down"
+        wanted: dict[str, Any] = {
+            "phase": phase,
+            "powerState": state.power_state if state is not None else "NoState",
+            "console": {"logPath": str(self._paths(uid)["console"])},
+            "conditions": [
+                st.condition(obj, contract.COND_BUILT, "True", contract.REASON_BUILT,
+                             f"domain {domain_name(*_key(obj))} defined on {self.host}"),
+                st.condition(obj, contract.COND_READY, ready, reason, message),
+            ],
+        }
+        if self.cfg.network or self.cfg.bridge:
+            addrs = self.driver.addresses(uid) if state is not None and state.running else []
+            wanted["addresses"] = addrs
+        if force_built or st.status_changed(obj, wanted):
+            self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", wanted,
+                               namespace=md["namespace"])
+
+    # ------------------------------------------------------------------
+    def _paths(self, uid: str) -> dict[str, Path]:
+        d = self.instance_dir / uid
+        return {
+            "dir": d,
+            "disk": d / "disk.qcow2",
+            "seed": d / "seed.iso",
+            "console": d / "console.log",
+            "info": d / "instance.json",
+        }
+
+    def _resources(self, obj: dict) -> dict:
+        status = obj.get("status") or {}
+        spec = obj.get("spec") or {}
+        res = status.get("resources") or spec.get("resources")
+        if res:
+            return res
+        ref = (spec.get("flavorRef") or {}).get("name")
+        if not ref:
+            raise BuildError(contract.ERROR_INTERNAL, "the instance has neither resources nor a flavor")
+        try:
+            flavor = self.custom.get_cluster_custom_object(
+                contract.GROUP, contract.VERSION, contract.FLAVORS, ref
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise BuildError(contract.ERROR_INTERNAL, f"flavor {ref} not found") from None
+            raise
+        fs = flavor.get("spec") or {}
+        return {"vcpus": fs["vcpus"], "memoryMiB": fs["memoryMiB"], "diskGiB": fs["diskGiB"]}
+
+    def _image(self, obj: dict) -> tuple[ImageSource, dict]:
+        ref = ((obj.get("spec") or {}).get("imageRef") or {}).get("name")
+        try:
+            image = self.custom.get_cluster_custom_object(
+                contract.GROUP, contract.VERSION, contract.IMAGES, ref
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise BuildError(contract.ERROR_IMAGE_NOT_FOUND,
+                                 f"Image {ref} does not exist") from None
+            raise
+        return ImageSource.from_image(image), image
+
+    def _user_data(self, obj: dict) -> str:
+        ud = (obj.get("spec") or {}).get("userData") or {}
+        if ud.get("inline") is not None:
+            return ud["inline"]
+        ref = ud.get("secretRef")
+        if not ref:
+            return ""
+        ns = obj["metadata"]["namespace"]
+        try:
+            secret = self.core.read_namespaced_secret(ref["name"], ns)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise BuildError(contract.ERROR_USER_DATA,
+                                 f"Secret {ns}/{ref['name']} does not exist") from None
+            raise
+        key = ref.get("key") or "userdata"
+        data = (secret.data or {}).get(key)
+        if data is None:
+            raise BuildError(contract.ERROR_USER_DATA,
+                             f"Secret {ns}/{ref['name']} has no key {key!r}")
+        return base64.b64decode(data).decode("utf-8", errors="replace")
+
+    def _build(self, obj: dict) -> None:
+        """Create everything for a new domain, define it (it is started by
+        the power logic).  Raises BuildError; partial work is removed."""
+        md = obj["metadata"]
+        uid = md["uid"]
+        key = _key(obj)
+        t0 = time.monotonic()
+        self._build_started[uid] = t0
+        obj = self._ensure_finalizer(obj)
+        log.info("%s/%s: building (uid %s)", *key, uid)
+        self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", {
+            "phase": "Building",
+            "powerState": "NoState",
+            "conditions": [
+                st.condition(obj, contract.COND_BUILT, "Unknown", contract.REASON_BUILDING,
+                             f"building on {self.host}"),
+                st.condition(obj, contract.COND_READY, "False", contract.REASON_BUILDING,
+                             "the domain is being built"),
+            ],
+        }, namespace=md["namespace"])
+        paths = self._paths(uid)
+        created_dir = not paths["dir"].exists()
+        try:
+            # A domain of an earlier Instance with the same name is an orphan.
+            name = domain_name(*key)
+            old = self.driver.lookup_name(name)
+            if old is not None and old.UUIDString() != uid:
+                self._teardown_verified(old.UUIDString(), key)
+            res = self._resources(obj)
+            source, _image = self._image(obj)
+            paths["dir"].mkdir(parents=True, exist_ok=True)
+            paths["info"].write_text(json.dumps(
+                {"uid": uid, "namespace": key[0], "name": key[1], "host": self.host}))
+            cached = self.images.fetch(source)
+            self._count_image(cached)
+            if not paths["disk"].exists():
+                create_overlay(cached, paths["disk"], int(res["diskGiB"]) * GiB)
+            spec = obj.get("spec") or {}
+            hostname = spec.get("hostname") or key[1]
+            mac = mac_for(uid)
+            from kova.agents.seed import write_nocloud_seed
+
+            write_nocloud_seed(
+                paths["seed"],
+                st.meta_data(uid, hostname, spec.get("sshKeys")),
+                self._user_data(obj),
+                st.network_config(mac) if (self.cfg.network or self.cfg.bridge) else None,
+            )
+            dspec = DomainSpec(
+                meta=DomainMetadata(
+                    uid=uid, namespace=key[0], name=key[1], host=self.host,
+                    image=source.name, generation=int(md.get("generation") or 0),
+                    created=st.now_rfc3339(),
+                    restart_token=(md.get("annotations") or {}).get(contract.RESTART_ANNOTATION, ""),
+                    run_strategy="",
+                ),
+                vcpus=int(res["vcpus"]),
+                memory_mib=int(res["memoryMiB"]),
+                disk_path=str(paths["disk"]),
+                console_log=str(paths["console"]),
+                seed_path=str(paths["seed"]),
+                domain_type=self.cfg.domain_type,  # type: ignore[arg-type]
+                machine=self.cfg.machine,
+                cpu_mode=self.cfg.cpu_mode,  # type: ignore[arg-type]
+                disk_cache=self.disk_cache,
+                network=self.cfg.network,
+                bridge=self.cfg.bridge,
+                mac=mac,
+            )
+            self.driver.define(build_domain_xml(dspec))
+            log.info("%s/%s: domain defined in %.2fs", *key, time.monotonic() - t0)
+            self.metrics.builds.labels("ok").inc()
+        except BuildError:
+            self._undo_build(uid, created_dir)
+            raise
+        except ImageError as exc:
+            self._undo_build(uid, created_dir)
+            raise BuildError(exc.code, exc.message) from exc
+        except (DriverError, DomainSpecError) as exc:
+            self._undo_build(uid, created_dir)
+            raise BuildError(contract.ERROR_LIBVIRT, str(exc)) from exc
+        except ApiException:
+            raise  # the API server hiccupped: retry the reconcile, not a build failure
+        except OSError as exc:
+            self._undo_build(uid, created_dir)
+            raise BuildError(contract.ERROR_INTERNAL, str(exc)) from exc
+
+    def _count_image(self, cached) -> None:
+        if cached.hit:
+            self.metrics.image_cache_hits.inc()
+        else:
+            self.metrics.image_cache_misses.inc()
+            self.metrics.image_bytes.inc(cached.size)
+
+    def _undo_build(self, uid: str, remove_dir: bool = True) -> None:
+        try:
+            self.driver.undefine(uid)
+        except DriverError as exc:
+            log.warning("undefining %s after a failed build: %s", uid, exc)
+        _rmtree(self._paths(uid)["dir"])
+        self._build_started.pop(uid, None)
+
+    def _build_failed(self, obj: dict, exc: BuildError) -> None:
+        md = obj["metadata"]
+        key = _key(obj)
+        log.warning("%s/%s: build failed: %s: %s", *key, exc.code, exc.message)
+        self.metrics.builds.labels("failed").inc()
+        self.metrics.build_failures.labels(exc.code).inc()
+        # Nothing is left on this host: drop the finalizer (first, so that a
+        # reader who sees the condition also sees the finalizer gone) -- then
+        # deleting the Instance does not wait for this agent.
+        self._remove_finalizer(obj)
+        self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", {
+            "powerState": "NoState",
+            "conditions": [
+                st.condition(obj, contract.COND_BUILT, "False", contract.REASON_BUILD_FAILED,
+                             f"{exc.code}: {exc.message}"),
+                st.condition(obj, contract.COND_READY, "False", exc.code, exc.message),
+            ],
+        }, namespace=md["namespace"])
+        self._event(obj, "Warning", contract.REASON_BUILD_FAILED,
+                    f"{self.host}: {exc.code}: {exc.message}")
+
+    # ------------------------------------------------------------------
+    def _delete(self, obj: dict) -> None:
+        md = obj["metadata"]
+        uid = md["uid"]
+        if contract.AGENT_FINALIZER not in (md.get("finalizers") or []):
+            return
+        log.info("%s/%s: deleting the domain and its disks", *_key(obj))
+        self._teardown(uid)
+        self._remove_finalizer(obj)
+        self._event(obj, "Normal", "Deleted", f"domain, disks and seed removed from {self.host}")
+
+    def _teardown(self, uid: str) -> None:
+        self._stopping.pop(uid, None)
+        if self.driver.lookup(uid) is not None:
+            self.driver.destroy(uid)
+            self.metrics.power_actions.labels("destroy").inc()
+            self.driver.undefine(uid)
+        _rmtree(self._paths(uid)["dir"])
+        with self._cache_lock:
+            self._uid_index.pop(uid, None)
+
+    def _still_ours(self, namespace: str, name: str, uid: str) -> bool:
+        """Ask the API server (not the cache) whether Instance uid is still
+        placed on this host."""
+        try:
+            obj = self.custom.get_namespaced_custom_object(
+                contract.GROUP, contract.VERSION, namespace, contract.INSTANCES, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        md = obj.get("metadata") or {}
+        return (
+            md.get("uid") == uid
+            and (md.get("labels") or {}).get(contract.HOST_LABEL) == self.host
+        )
+
+    def _teardown_verified(self, uid: str, key: Key) -> None:
+        if self._still_ours(key[0], key[1], uid):
+            return
+        log.info("removing orphan domain %s (%s/%s)", uid, *key)
+        self._teardown(uid)
+
+    def _cleanup_orphans(self, key: Key) -> None:
+        """The Instance is gone or no longer on this host: remove its domains."""
+        if not self._synced.is_set():
+            return
+        for d in self.driver.list_domains():
+            if d.meta is not None and (d.meta.namespace, d.meta.name) == key:
+                self._teardown_verified(d.uuid, key)
+
+    # ==================================================================
+    # API writes
+    def _apply_status(self, obj: dict | None, plural: str, name: str, kind: str,
+                      status: dict, namespace: str | None = None) -> None:
+        body = {
+            "apiVersion": contract.API_VERSION,
+            "kind": kind,
+            "metadata": {"name": name, **({"namespace": namespace} if namespace else {})},
+            "status": status,
+        }
+        kw = dict(field_manager=FIELD_MANAGER, force=True, _content_type=APPLY)
+        try:
+            if namespace:
+                new = self.custom.patch_namespaced_custom_object_status(
+                    contract.GROUP, contract.VERSION, namespace, plural, name, body, **kw
+                )
+            else:
+                new = self.custom.patch_cluster_custom_object_status(
+                    contract.GROUP, contract.VERSION, plural, name, body, **kw
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        if obj is not None and namespace:
+            with self._cache_lock:
+                k = (namespace, name)
+                cur = self._cache.get(k)
+                if cur is not None and _rv(new) > _rv(cur):
+                    self._cache[k] = new
+
+    def _patch_finalizers(self, obj: dict, add: bool) -> dict:
+        md = obj["metadata"]
+        ns, name, uid = md["namespace"], md["name"], md["uid"]
+        for _ in range(10):
+            fins = list(md.get("finalizers") or [])
+            has = contract.AGENT_FINALIZER in fins
+            if has == add:
+                return obj
+            fins = fins + [contract.AGENT_FINALIZER] if add else [
+                f for f in fins if f != contract.AGENT_FINALIZER
+            ]
+            patch = {"metadata": {"finalizers": fins, "resourceVersion": md["resourceVersion"]}}
+            try:
+                return self.custom.patch_namespaced_custom_object(
+                    contract.GROUP, contract.VERSION, ns, contract.INSTANCES, name, patch,
+                    _content_type=MERGE,
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return obj
+                if exc.status != 409:
+                    raise
+            obj = self.custom.get_namespaced_custom_object(
+                contract.GROUP, contract.VERSION, ns, contract.INSTANCES, name
+            )
+            md = obj["metadata"]
+            if md.get("uid") != uid:
+                return obj  # a new Instance under the same name: not ours to touch
+        raise RuntimeError(f"could not update the finalizers of {ns}/{name}")
+
+    def _ensure_finalizer(self, obj: dict) -> dict:
+        return self._patch_finalizers(obj, add=True)
+
+    def _remove_finalizer(self, obj: dict) -> None:
+        md = obj["metadata"]
+        try:  # the cached copy may predate our own finalizer: read it afresh
+            fresh = self.custom.get_namespaced_custom_object(
+                contract.GROUP, contract.VERSION, md["namespace"], contract.INSTANCES, md["name"]
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        if fresh["metadata"].get("uid") != md["uid"]:
+            return
+        self._patch_finalizers(fresh, add=False)
+
+    def _event(self, obj: dict, etype: str, reason: str, message: str) -> None:
+        md = obj["metadata"]
+        now = _micro_time()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{md['name']}.", "namespace": md["namespace"]},
+            "involvedObject": {
+                "apiVersion": contract.API_VERSION, "kind": "Instance",
+                "name": md["name"], "namespace": md["namespace"], "uid": md["uid"],
+            },
+            "type": etype,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "kova-agent", "host": self.host},
+            "firstTimestamp": now[:19] + "Z",
+            "lastTimestamp": now[:19] + "Z",
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(md["namespace"], body)
+        except Exception as exc:  # events are best effort
+            log.debug("event not recorded: %s", exc)
+
+
+def _rv(obj: dict) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def st_power_states() -> tuple[str, ...]:
+    return ("Running", "Paused", "Shutdown", "Crashed", "Suspended", "NoState")

@@ -1,0 +1,94 @@
+"""``kova agent run``: the compute agent's command line.
+
+Every option has an environment variable (``KOVA_AGENT_*``; the host name also
+from ``KOVA_HOST`` or ``NODE_NAME``, which a DaemonSet sets from the downward
+API ``spec.nodeName``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+import click
+
+
+def _default_host() -> str:
+    return os.environ.get("KOVA_HOST") or os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def register(group: click.Group) -> None:
+    @group.command("run")
+    @click.option("--host", default=_default_host, show_default="$KOVA_HOST, $NODE_NAME or hostname",
+                  help="Name of this host (the Host object, Lease and provider name).")
+    @click.option("--libvirt-uri", envvar="KOVA_AGENT_LIBVIRT_URI", default="qemu:///system",
+                  show_default=True)
+    @click.option("--instance-dir", envvar="KOVA_AGENT_INSTANCE_DIR",
+                  default="/var/lib/kova/instances", show_default=True,
+                  type=click.Path(file_okay=False, path_type=Path),
+                  help="Overlays, seeds and console logs, one directory per instance uid.")
+    @click.option("--image-cache-dir", envvar="KOVA_AGENT_IMAGE_CACHE_DIR", default=None,
+                  type=click.Path(file_okay=False, path_type=Path),
+                  help="Image cache (default: <instance-dir>/_base).")
+    @click.option("--placement-url", envvar="KOVA_PLACEMENT_URL", default=None,
+                  help="Placement endpoint; without it no resource provider is registered.")
+    @click.option("--placement-token", envvar="KOVA_PLACEMENT_TOKEN", default=None)
+    @click.option("--kubeconfig", envvar="KUBECONFIG", default=None,
+                  help="kubeconfig file (default: in-cluster service account, then ~/.kube/config).")
+    @click.option("--domain-type", envvar="KOVA_AGENT_DOMAIN_TYPE",
+                  type=click.Choice(["qemu", "kvm"]), default="qemu", show_default=True,
+                  help="kvm on real hardware; qemu for software emulation (nested or CI hosts).")
+    @click.option("--machine", envvar="KOVA_AGENT_MACHINE", default="pc", show_default=True)
+    @click.option("--cpu-mode", envvar="KOVA_AGENT_CPU_MODE", default=None,
+                  type=click.Choice(["none", "host-model", "host-passthrough"]),
+                  help="Guest CPU (default: host-model with kvm, QEMU's default with qemu).")
+    @click.option("--network", envvar="KOVA_AGENT_NETWORK", default=None,
+                  help="libvirt network for the guests' NIC (none: no NIC).")
+    @click.option("--bridge", envvar="KOVA_AGENT_BRIDGE", default=None,
+                  help="Host bridge for the guests' NIC (instead of --network).")
+    @click.option("--metrics-port", envvar="KOVA_AGENT_METRICS_PORT", default=9465,
+                  show_default=True, type=int, help="/metrics and /healthz; -1 disables.")
+    @click.option("--metrics-bind", envvar="KOVA_AGENT_METRICS_BIND", default="0.0.0.0",
+                  show_default=True)
+    @click.option("--workers", envvar="KOVA_AGENT_WORKERS", default=4, show_default=True, type=int)
+    @click.option("--resync-seconds", envvar="KOVA_AGENT_RESYNC_SECONDS", default=30.0,
+                  show_default=True, type=float)
+    @click.option("--shutdown-timeout", envvar="KOVA_AGENT_SHUTDOWN_TIMEOUT", default=60.0,
+                  show_default=True, type=float,
+                  help="Seconds a guest gets to power off cleanly before it is destroyed.")
+    @click.option("--log-level", envvar="KOVA_LOG_LEVEL", default="info", show_default=True)
+    def run(host, libvirt_uri, instance_dir, image_cache_dir, placement_url, placement_token,
+            kubeconfig, domain_type, machine, cpu_mode, network, bridge, metrics_port,
+            metrics_bind, workers, resync_seconds, shutdown_timeout, log_level):
+        """Run the compute agent for one host."""
+        logging.basicConfig(
+            level=log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
+        )
+        logging.getLogger("kubernetes").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        from kova.agents.agent import Agent, AgentConfig
+
+        if network and bridge:
+            raise click.UsageError("--network and --bridge are exclusive")
+        cfg = AgentConfig(
+            host=host, libvirt_uri=libvirt_uri, instance_dir=instance_dir,
+            image_cache_dir=image_cache_dir, placement_url=placement_url,
+            placement_token=placement_token, kubeconfig=kubeconfig, domain_type=domain_type,
+            machine=machine, cpu_mode=cpu_mode, network=network, bridge=bridge,
+            metrics_port=None if metrics_port < 0 else metrics_port, metrics_bind=metrics_bind,
+            workers=workers, resync_seconds=resync_seconds, shutdown_timeout=shutdown_timeout,
+        )
+        agent = Agent(cfg)
+
+        def _term(signum, _frame):
+            logging.getLogger("kova.agents").info("signal %d: stopping (domains keep running)",
+                                                  signum)
+            agent._stop.set()
+
+        signal.signal(signal.SIGTERM, _term)
+        signal.signal(signal.SIGINT, _term)
+        agent.run_forever()

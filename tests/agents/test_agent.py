@@ -1,0 +1,308 @@
+"""The agent against a real kube-apiserver, with libvirt's test:///default
+driver standing in for QEMU (fast: no guest boots here; see test_boot_e2e)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.request
+
+import libvirt
+import pytest
+
+from kova.agents import contract
+from kova.agents.seed import read_nocloud_seed
+from tests.agents.conftest import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _domain(conn, uid):
+    try:
+        return conn.lookupByUUIDString(uid)
+    except libvirt.libvirtError:
+        return None
+
+
+def test_build_to_running(harness, small_image, libvirt_conn, tmp_path):
+    harness.image("small", small_image)
+    agent = harness.agent()
+    obj = harness.instance("vm1", "small", user_data="#cloud-config\nhello: KOVA-TEST\n",
+                           hostname="guest1")
+    uid = obj["metadata"]["uid"]
+    got = harness.wait_phase("vm1", "Running")
+    st = got["status"]
+    assert st["powerState"] == "Running"
+    assert harness.cond("vm1", "Built")["status"] == "True"
+    assert harness.cond("vm1", "Ready")["reason"] == "Running"
+    assert contract.AGENT_FINALIZER in got["metadata"]["finalizers"]
+    d = tmp_path / "instances" / uid
+    assert st["console"]["logPath"] == str(d / "console.log")
+    # The domain: uuid = Instance uid, name namespace.name, running.
+    dom = _domain(libvirt_conn, uid)
+    assert dom is not None and dom.name() == f"{harness.ns}.vm1" and dom.isActive()
+    # Overlay over the cached image, seed with meta-data and user-data.
+    assert (d / "disk.qcow2").exists()
+    seed = read_nocloud_seed(d / "seed.iso")
+    assert seed["user-data"] == b"#cloud-config\nhello: KOVA-TEST\n"
+    assert f"instance-id: {uid}".encode() in seed["meta-data"]
+    assert b"local-hostname: guest1" in seed["meta-data"]
+    assert agent.metrics.build_seconds._sum.get() > 0
+
+
+def test_host_registration_and_lease(harness, small_image):
+    agent = harness.agent()
+    host = wait_for(lambda: (h := harness.custom.get_cluster_custom_object(
+        contract.GROUP, contract.VERSION, "hosts", harness.host)).get("status") and h,
+        what="host status")
+    st = host["status"]
+    assert st["capacity"]["vcpus"] > 0 and st["capacity"]["memoryMiB"] > 0
+    assert st["capacity"]["diskGiB"] >= 1
+    assert st["hypervisor"]["type"] == "QEMU"
+    assert "COMPUTE_NODE" in st["traits"]
+    lease = harness.coord.read_namespaced_lease(harness.host, contract.LEASE_NAMESPACE)
+    assert lease.spec.holder_identity == harness.host
+    first = lease.spec.renew_time
+    wait_for(lambda: harness.coord.read_namespaced_lease(
+        harness.host, contract.LEASE_NAMESPACE).spec.renew_time > first, 5, what="lease renewal")
+    wait_for(lambda: agent.healthy()[0], 5, what="healthy")
+
+
+def test_placement_provider(harness, placement):
+    # A Host created by an admin first, with its own ratios and reservations.
+    harness.custom.create_cluster_custom_object(contract.GROUP, contract.VERSION, "hosts", {
+        "apiVersion": contract.API_VERSION, "kind": "Host", "metadata": {"name": harness.host},
+        "spec": {"allocationRatios": {"vcpu": 8.0, "memory": 1.5, "disk": 1.0},
+                 "reserved": {"vcpus": 1, "memoryMiB": 256, "diskGiB": 0},
+                 "traits": ["CUSTOM_KOVA_TEST"]}})
+    # The operator owns COMPUTE_STATUS_DISABLED; the agent must keep it.
+    rp = placement.http.post("/resource_providers", json={"name": harness.host}).json()
+    gen = placement.http.get(f"/resource_providers/{rp['uuid']}").json()["generation"]
+    placement.http.put(f"/resource_providers/{rp['uuid']}/traits",
+                       json={"resource_provider_generation": gen,
+                             "traits": ["COMPUTE_STATUS_DISABLED"]})
+    harness.agent(placement_url=placement.url)
+    host = wait_for(lambda: (h := harness.custom.get_cluster_custom_object(
+        contract.GROUP, contract.VERSION, "hosts", harness.host)).get("status", {}).get(
+        "resourceProviderUUID") and h, what="provider uuid")
+    assert host["status"]["resourceProviderUUID"] == rp["uuid"]
+    inv = placement.http.get(f"/resource_providers/{rp['uuid']}/inventories").json()["inventories"]
+    assert inv["VCPU"]["allocation_ratio"] == 8.0 and inv["VCPU"]["reserved"] == 1
+    assert inv["MEMORY_MB"]["allocation_ratio"] == 1.5 and inv["MEMORY_MB"]["reserved"] == 256
+    assert inv["VCPU"]["total"] == host["status"]["capacity"]["vcpus"]
+    assert set(inv) == {"VCPU", "MEMORY_MB", "DISK_GB"}
+    traits = placement.http.get(f"/resource_providers/{rp['uuid']}/traits").json()["traits"]
+    assert {"CUSTOM_KOVA_TEST", "COMPUTE_STATUS_DISABLED", "COMPUTE_NODE",
+            "COMPUTE_IMAGE_TYPE_QCOW2"} <= set(traits)
+    # A second agent start (restart) finds the same provider.
+    harness.agents.pop().stop()
+    harness.agent(placement_url=placement.url)
+    rps = placement.http.get("/resource_providers", params={"name": harness.host}).json()
+    assert [r["uuid"] for r in rps["resource_providers"]] == [rp["uuid"]]
+
+
+def test_halted_then_always_then_halted(harness, small_image, libvirt_conn):
+    harness.image("small", small_image)
+    harness.agent()
+    obj = harness.instance("vm2", "small", run_strategy="Halted")
+    uid = obj["metadata"]["uid"]
+    got = harness.wait_phase("vm2", "Stopped")
+    assert got["status"]["powerState"] == "Shutdown"
+    assert harness.cond("vm2", "Built")["status"] == "True"
+    assert not _domain(libvirt_conn, uid).isActive()
+    harness.patch("vm2", {"spec": {"runStrategy": "Always"}})
+    harness.wait_phase("vm2", "Running")
+    harness.patch("vm2", {"spec": {"runStrategy": "Halted"}})
+    harness.wait_phase("vm2", "Stopped")
+    assert not _domain(libvirt_conn, uid).isActive()
+
+
+def test_always_restarts_a_stopped_domain(harness, small_image, libvirt_conn):
+    harness.image("small", small_image)
+    agent = harness.agent()
+    uid = harness.instance("vm3", "small")["metadata"]["uid"]
+    harness.wait_phase("vm3", "Running")
+    _domain(libvirt_conn, uid).destroy()  # behind the agent's back
+    wait_for(lambda: _domain(libvirt_conn, uid).isActive(), 10, what="restart")
+    assert agent.metrics.power_actions.labels("start")._value.get() >= 2
+
+
+def test_rerun_on_failure(harness, small_image, libvirt_conn):
+    harness.image("small", small_image)
+    harness.agent()
+    uid = harness.instance("vm4", "small", run_strategy="RerunOnFailure")["metadata"]["uid"]
+    harness.wait_phase("vm4", "Running")
+    _domain(libvirt_conn, uid).destroy()  # a failure: restarted
+    wait_for(lambda: _domain(libvirt_conn, uid).isActive(), 10, what="restart after failure")
+    harness.wait_phase("vm4", "Running")
+    _domain(libvirt_conn, uid).shutdown()  # a clean guest shutdown: left off
+    harness.wait_phase("vm4", "Stopped")
+    time.sleep(3)  # a resync or two
+    assert not _domain(libvirt_conn, uid).isActive()
+
+
+def test_once_is_not_restarted(harness, small_image, libvirt_conn):
+    harness.image("small", small_image)
+    harness.agent()
+    uid = harness.instance("vm5", "small", run_strategy="Once")["metadata"]["uid"]
+    harness.wait_phase("vm5", "Running")
+    _domain(libvirt_conn, uid).destroy()
+    got = harness.wait_phase("vm5", "Stopped")
+    assert harness.cond("vm5", "Ready")["reason"] == "Crashed"
+    time.sleep(3)
+    assert not _domain(libvirt_conn, uid).isActive()
+    assert got["status"]["powerState"] == "Shutdown"
+
+
+def test_manual_power_annotation_and_restart(harness, small_image, libvirt_conn):
+    harness.image("small", small_image)
+    harness.agent()
+    uid = harness.instance("vm6", "small", run_strategy="Manual",
+                           annotations={contract.RESTART_ANNOTATION: "0"})["metadata"]["uid"]
+    harness.wait_phase("vm6", "Running")
+    dom = _domain(libvirt_conn, uid)
+    dom.shutdown()
+    harness.wait_phase("vm6", "Stopped")  # Manual: not restarted
+    harness.patch("vm6", {"metadata": {"annotations": {contract.POWER_ANNOTATION: "on"}}})
+    harness.wait_phase("vm6", "Running")
+    harness.patch("vm6", {"metadata": {"annotations": {contract.POWER_ANNOTATION: "off"}}})
+    harness.wait_phase("vm6", "Stopped")
+    harness.patch("vm6", {"metadata": {"annotations": {contract.POWER_ANNOTATION: "on"}}})
+    harness.wait_phase("vm6", "Running")
+    first_id = _domain(libvirt_conn, uid).ID()
+    harness.patch("vm6", {"metadata": {"annotations": {contract.RESTART_ANNOTATION: "1"}}})
+    wait_for(lambda: _domain(libvirt_conn, uid).ID() != first_id, 10, what="restart")
+    harness.wait_phase("vm6", "Running")
+
+
+def test_delete_removes_everything(harness, small_image, libvirt_conn, tmp_path):
+    harness.image("small", small_image)
+    harness.agent()
+    uid = harness.instance("vm7", "small")["metadata"]["uid"]
+    harness.wait_phase("vm7", "Running")
+    assert (tmp_path / "instances" / uid).exists()
+    harness.delete("vm7")
+    wait_for(lambda: harness.get("vm7") is None, 15, what="instance gone")
+    assert _domain(libvirt_conn, uid) is None
+    assert not (tmp_path / "instances" / uid).exists()
+    # The cached image stays for the next instance.
+    assert list((tmp_path / "instances" / "_base").glob("*.qcow2"))
+
+
+@pytest.mark.parametrize("case", ["checksum", "missing-file", "missing-image"])
+def test_build_failures_are_conditions(harness, small_image, libvirt_conn, tmp_path, case):
+    if case == "checksum":
+        harness.image("bad", small_image, sha256="0" * 64)
+        code = contract.ERROR_IMAGE_CHECKSUM
+    elif case == "missing-file":
+        harness.image("bad", tmp_path / "nope.qcow2", sha256=None)
+        code = contract.ERROR_IMAGE_NOT_FOUND
+    else:
+        code = contract.ERROR_IMAGE_NOT_FOUND
+    agent = harness.agent()
+    uid = harness.instance("bad1", "bad")["metadata"]["uid"]
+    built = harness.wait_cond("bad1", "Built", "False")
+    assert built["reason"] == contract.REASON_BUILD_FAILED
+    assert built["message"].startswith(code + ":")
+    ready = harness.cond("bad1", "Ready")
+    assert ready["status"] == "False" and ready["reason"] == code
+    obj = harness.get("bad1")
+    assert contract.AGENT_FINALIZER not in (obj["metadata"].get("finalizers") or [])
+    assert _domain(libvirt_conn, uid) is None
+    assert not (tmp_path / "instances" / uid).exists()
+    # No retry loop: resyncs come and go, one failure is counted.
+    time.sleep(4.5)
+    assert agent.metrics.build_failures.labels(code)._value.get() == 1
+    # Deleting it does not wait for the agent.
+    harness.delete("bad1")
+    wait_for(lambda: harness.get("bad1") is None, 10, what="deleted")
+
+
+def test_user_data_from_secret(harness, small_image, tmp_path):
+    harness.image("small", small_image)
+    harness.core.create_namespaced_secret(harness.ns, {
+        "metadata": {"name": "ud"},
+        "data": {"cfg": base64.b64encode(b"#!/bin/sh\necho from-secret\n").decode()}})
+    harness.agent()
+    uid = harness.instance("vm8", "small", secret=("ud", "cfg"))["metadata"]["uid"]
+    harness.wait_phase("vm8", "Running")
+    seed = read_nocloud_seed(tmp_path / "instances" / uid / "seed.iso")
+    assert seed["user-data"] == b"#!/bin/sh\necho from-secret\n"
+    # A missing Secret is a clear build failure.
+    harness.instance("vm9", "small", secret=("nope", "cfg"))
+    built = harness.wait_cond("vm9", "Built", "False")
+    assert built["message"].startswith(contract.ERROR_USER_DATA)
+
+
+def test_waits_for_status_host(harness, small_image, libvirt_conn):
+    harness.image("small", small_image)
+    harness.agent()
+    uid = harness.instance("vm10", "small", schedule=False)["metadata"]["uid"]
+    harness.patch("vm10", {"metadata": {"labels": {contract.HOST_LABEL: harness.host}}})
+    time.sleep(1.5)
+    assert _domain(libvirt_conn, uid) is None
+    harness.schedule("vm10")
+    harness.wait_phase("vm10", "Running")
+
+
+def test_restart_readopts_without_touching_domains(harness, small_image, libvirt_conn):
+    harness.image("small", small_image)
+    first = harness.agent()
+    uid = harness.instance("vm11", "small")["metadata"]["uid"]
+    harness.wait_phase("vm11", "Running")
+    dom_id = _domain(libvirt_conn, uid).ID()
+    first.stop()
+    harness.agents.remove(first)
+    # While no agent runs, the status goes stale.
+    harness.custom.patch_namespaced_custom_object_status(
+        contract.GROUP, contract.VERSION, harness.ns, "instances", "vm11",
+        {"status": {"phase": "Stopped", "powerState": "Shutdown"}},
+        _content_type="application/merge-patch+json")
+    t0 = time.monotonic()
+    second = harness.agent()
+    harness.wait_phase("vm11", "Running", timeout=10)
+    assert time.monotonic() - t0 < 10
+    assert _domain(libvirt_conn, uid).ID() == dom_id
+    assert second.metrics.power_actions.labels("start")._value.get() == 0
+    assert second.metrics.builds.labels("ok")._value.get() == 0
+
+
+def test_orphan_domain_is_removed(harness, small_image, libvirt_conn, tmp_path):
+    harness.image("small", small_image)
+    agent = harness.agent()
+    uid = harness.instance("vm12", "small")["metadata"]["uid"]
+    harness.wait_phase("vm12", "Running")
+    agent.stop()
+    harness.agents.remove(agent)
+    # The finalizer is force-removed while the agent is down.
+    harness.patch("vm12", {"metadata": {"finalizers": None}})
+    harness.delete("vm12")
+    wait_for(lambda: harness.get("vm12") is None, 10, what="deleted")
+    assert _domain(libvirt_conn, uid) is not None
+    harness.agent()
+    wait_for(lambda: _domain(libvirt_conn, uid) is None, 10, what="orphan removed")
+    wait_for(lambda: not (tmp_path / "instances" / uid).exists(), 10, what="dir removed")
+
+
+def test_metrics_and_healthz(harness, small_image):
+    harness.image("small", small_image)
+    port = free_port()
+    harness.agent(metrics_port=port, metrics_bind="127.0.0.1")
+    harness.instance("vm13", "small")
+    harness.wait_phase("vm13", "Running")
+
+    def fetch(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    code, body = wait_for(lambda: (r := fetch("/healthz"))[0] == 200 and r, 10, what="healthz")
+    assert json.loads(body)["ok"] is True
+    wait_for(lambda: 'kova_agent_domains{state="Running"}' in fetch("/metrics")[1], 10,
+             what="domain gauge")
+    _, text = fetch("/metrics")
+    assert "kova_agent_build_duration_seconds_count 1.0" in text
+    assert "kova_agent_image_cache_misses_total 1.0" in text
