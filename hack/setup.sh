@@ -35,6 +35,8 @@ ln -sf "$(bash hack/build-control-plane.sh --print-bin-dir)/kubectl" "${VENV}/bi
 
 step "kubeconform (schema checks)"
 bash hack/install-kubeconform.sh >/dev/null
+step "helm, kube-score, hadolint (chart and Dockerfile checks)"
+bash hack/install-helm-tools.sh >/dev/null
 
 step "postgres"
 bash hack/start-postgres.sh
