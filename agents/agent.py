@@ -342,9 +342,9 @@ class Agent:
                 ratios=spec.get("allocationRatios"), reserved=spec.get("reserved"),
             )
             self.placement.set_inventories(self.rp_uuid, inv)
-            current = self.placement.get_traits(self.rp_uuid)
-            merged = traits_mod.merge_traits(wanted_traits, current, (contract.TRAIT_DISABLED,))
-            body["traits"] = self.placement.set_traits(self.rp_uuid, merged)
+            body["traits"] = self.placement.set_traits(
+                self.rp_uuid, wanted_traits, keep=(contract.TRAIT_DISABLED,)
+            )
             body["resourceProviderUUID"] = self.rp_uuid
             body["allocated"] = self._allocated()
         else:
@@ -598,6 +598,9 @@ class Agent:
             if uid in self._build_started:
                 self.metrics.build_seconds.observe(time.monotonic() - self._build_started.pop(uid))
         elif action == st.STOP:
+            if uid not in self._stopping:
+                log.info("%s/%s: stopping the domain (runStrategy %s%s)", *key, strategy,
+                         f", {contract.POWER_ANNOTATION}={power_ann}" if power_ann else "")
             first = self._stopping.setdefault(uid, time.monotonic())
             if time.monotonic() - first >= self.cfg.shutdown_timeout:
                 log.warning("%s/%s: no clean shutdown within %.0fs; destroying",

@@ -136,17 +136,29 @@ class Placement:
     def get_traits(self, rp_uuid: str) -> list[str]:
         return self._req("GET", f"/resource_providers/{rp_uuid}/traits").json().get("traits") or []
 
-    def set_traits(self, rp_uuid: str, traits: list[str]) -> list[str]:
+    def set_traits(self, rp_uuid: str, traits: list[str], keep: tuple[str, ...] = ()) -> list[str]:
+        """Replace the provider's traits with ``traits``, keeping those of
+        ``keep`` that it has at the time of the write (traits other components
+        own); recomputed on every generation conflict."""
         for t in traits:
             if t.startswith("CUSTOM_"):
                 self._req("PUT", f"/traits/{t}", ok=(201, 204))
-        if sorted(self.get_traits(rp_uuid)) == sorted(traits):
-            return sorted(traits)
-        self._with_generation(rp_uuid, lambda gen: self._req(
-            "PUT", f"/resource_providers/{rp_uuid}/traits",
-            json={"resource_provider_generation": gen, "traits": sorted(traits)},
-        ).json())
-        return sorted(traits)
+        for _ in range(10):
+            cur = self._req("GET", f"/resource_providers/{rp_uuid}/traits").json()
+            have = cur.get("traits") or []
+            wanted = sorted(set(traits) | {t for t in have if t in keep})
+            if sorted(have) == wanted:
+                return wanted
+            try:
+                self._req("PUT", f"/resource_providers/{rp_uuid}/traits", json={
+                    "resource_provider_generation": cur["resource_provider_generation"],
+                    "traits": wanted,
+                })
+                return wanted
+            except PlacementError as exc:
+                if exc.status != 409:
+                    raise
+        raise PlacementError(f"provider {rp_uuid}: too many generation conflicts", 409)
 
     def usages(self, rp_uuid: str) -> dict[str, int]:
         return self._req("GET", f"/resource_providers/{rp_uuid}/usages").json().get("usages") or {}
