@@ -162,6 +162,7 @@ class Agent:
         self._stopping: dict[str, float] = {}
         self._failures: dict[Key, int] = {}
         self._build_started: dict[str, float] = {}
+        self._awaiting_address: dict[str, float] = {}
         self._last_lease_ok = 0.0
         self._host_spec_seen: str | None = None
         self.rp_uuid: str | None = None
@@ -643,6 +644,14 @@ class Agent:
         if self.cfg.network or self.cfg.bridge:
             addrs = self.driver.addresses(uid) if state is not None and state.running else []
             wanted["addresses"] = addrs
+            if state is not None and state.running and not addrs:
+                # The guest's DHCP lease comes seconds after it starts: look
+                # again soon (for two minutes; the periodic resync after that).
+                since = self._awaiting_address.setdefault(uid, time.monotonic())
+                if time.monotonic() - since < 120:
+                    self.queue.add_after(_key(obj), 3.0)
+            else:
+                self._awaiting_address.pop(uid, None)
         if force_built or st.status_changed(obj, wanted):
             self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", wanted,
                                namespace=md["namespace"])

@@ -306,3 +306,20 @@ def test_metrics_and_healthz(harness, small_image):
     _, text = fetch("/metrics")
     assert "kova_agent_build_duration_seconds_count 1.0" in text
     assert "kova_agent_image_cache_misses_total 1.0" in text
+
+
+def test_nic_and_addresses(harness, small_image, libvirt_conn, tmp_path):
+    from kova.agents.domain import mac_for
+    from kova.agents.seed import read_nocloud_seed
+
+    harness.image("small", small_image)
+    harness.agent(network="default")  # test:///default's network hands out fake leases
+    uid = harness.instance("vm14", "small")["metadata"]["uid"]
+    got = wait_for(lambda: (o := harness.get("vm14")) and (o.get("status") or {}).get(
+        "addresses") and o, 15, what="addresses")
+    addr = got["status"]["addresses"][0]
+    assert addr["family"] == "IPv4" and addr["address"].startswith("192.168.122.")
+    xml = _domain(libvirt_conn, uid).XMLDesc(0)
+    assert "<source network='default'" in xml and mac_for(uid) in xml
+    nc = read_nocloud_seed(tmp_path / "instances" / uid / "seed.iso")["network-config"]
+    assert mac_for(uid).encode() in nc
