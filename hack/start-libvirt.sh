@@ -27,6 +27,12 @@ for bin in libvirtd virtlogd virsh; do
 done
 export PATH="$PATH:/usr/sbin:/sbin"
 
+# One run at a time (parallel test workers all call this script). The daemons
+# must not inherit the lock's descriptor (9>&- below), or they would hold it.
+mkdir -p /var/run
+exec 9>/var/run/kova-start-libvirt.lock
+flock 9
+
 mkdir -p /var/log/libvirt /var/log/libvirt/qemu /var/run/libvirt /var/lib/libvirt/qemu \
   /var/cache/libvirt/qemu /etc/libvirt
 
@@ -73,7 +79,7 @@ running() {
 if ! running /var/run/virtlogd.pid virtlogd; then
   log "starting virtlogd"
   rm -f /var/run/virtlogd.pid
-  LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/virtlogd.log" virtlogd -d
+  LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/virtlogd.log" virtlogd -d 9>&-
 fi
 
 if running /var/run/libvirtd.pid libvirtd && [ "$conf_changed" = 1 ]; then
@@ -88,7 +94,7 @@ fi
 if ! running /var/run/libvirtd.pid libvirtd; then
   log "starting libvirtd"
   rm -f /var/run/libvirtd.pid
-  LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/libvirtd.log" libvirtd -d
+  LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/libvirtd.log" libvirtd -d 9>&-
 fi
 
 # 4. Wait until qemu:///system answers.

@@ -17,6 +17,7 @@
 # Environment:
 #   KOVA_PG_PORT      port to listen on (default 5432; the cluster is
 #                     reconfigured and restarted if it listens elsewhere)
+#   KOVA_PG_CLUSTER   cluster name (default main)
 #   KOVA_PG_USER      superuser role to create (default root)
 #   KOVA_PG_PASSWORD  its password (default kova)
 #   KOVA_PG_DURABLE   set to 1 to keep fsync/full_page_writes on; by default this
@@ -27,7 +28,7 @@
 set -euo pipefail
 
 VERSION=15
-CLUSTER=main
+CLUSTER=${KOVA_PG_CLUSTER:-main}
 PORT=${KOVA_PG_PORT:-5432}
 PGUSER_NAME=${KOVA_PG_USER:-root}
 PGPASS=${KOVA_PG_PASSWORD:-kova}
@@ -43,6 +44,11 @@ if [ ! -x /usr/lib/postgresql/$VERSION/bin/postgres ]; then
   echo "[kova] postgres: PostgreSQL $VERSION is not installed (run hack/install-system-packages.sh)" >&2
   exit 1
 fi
+
+# One run at a time (parallel test workers all call this script). The server
+# must not inherit the lock's descriptor (9>&- below), or it would hold it.
+exec 9>/var/run/kova-start-postgres.lock
+flock 9
 
 as_postgres() { runuser -u postgres -- "$@"; }
 
@@ -94,11 +100,11 @@ mkdir -p /var/run/postgresql && chown postgres:postgres /var/run/postgresql && c
 if [ "$(cluster_status)" = online ]; then
   if [ "$need_restart" = 1 ]; then
     log "restarting cluster $VERSION $CLUSTER (configuration changed)"
-    pg_ctlcluster --skip-systemctl-redirect "$VERSION" "$CLUSTER" restart -m fast >&2
+    pg_ctlcluster --skip-systemctl-redirect "$VERSION" "$CLUSTER" restart -m fast >&2 9>&-
   fi
 else
   log "starting cluster $VERSION $CLUSTER"
-  pg_ctlcluster --skip-systemctl-redirect "$VERSION" "$CLUSTER" start >&2
+  pg_ctlcluster --skip-systemctl-redirect "$VERSION" "$CLUSTER" start >&2 9>&-
 fi
 
 for _ in $(seq 1 60); do
