@@ -22,6 +22,8 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # the final image.
 FROM ${PYTHON_IMAGE} AS builder
 
+# Debian package versions are not pinned (hadolint DL3008): the base image's
+# tag fixes the Debian release, and exact pins break at every point release.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev libvirt-dev pkg-config \

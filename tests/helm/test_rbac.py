@@ -1,0 +1,143 @@
+"""Least privilege: each component's Roles and ClusterRoles, as the chart
+renders them, against an allow-list of verbs per (API group, resource).
+
+The allow-lists are the maximum a component may hold; with the default values
+the chart must grant exactly them (so a needed permission cannot silently go
+missing either). Changing a component's needs means changing both the chart
+(templates/rbac.yaml) and this file.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from .chart import COMBINATIONS, by_kind, render
+
+pytestmark = pytest.mark.unit
+
+READ = {"get", "list", "watch"}
+KOVA = "kova.dev"
+
+#: component -> {(apiGroup, resource): verbs} granted cluster-wide.
+CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
+    "operator": {
+        (KOVA, "instances"): READ | {"patch"},        # labels, finalizer, annotations
+        (KOVA, "instances/status"): {"get", "patch"},
+        (KOVA, "hosts"): READ | {"patch"},            # annotations (host monitor)
+        (KOVA, "hosts/status"): {"get", "patch"},     # state, Ready condition
+        (KOVA, "flavors"): READ,
+        (KOVA, "images"): READ,
+        (KOVA, "servergroups"): READ,
+        ("", "events"): {"create"},
+        ("events.k8s.io", "events"): {"create"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},  # kopf
+        ("kopf.dev", "clusterkopfpeerings"): READ | {"patch"},  # leader election
+    },
+    "agent": {
+        (KOVA, "instances"): READ | {"patch"},        # its finalizer
+        (KOVA, "instances/status"): {"get", "patch"},
+        (KOVA, "instances/finalizers"): {"update"},
+        (KOVA, "hosts"): {"get", "create", "patch"},  # registers its own Host
+        (KOVA, "hosts/status"): {"get", "patch"},
+        (KOVA, "flavors"): {"get"},
+        (KOVA, "images"): {"get"},
+        ("", "secrets"): {"get"},                     # user data by reference
+        ("", "events"): {"create"},
+    },
+    "placement": {
+        ("authentication.k8s.io", "tokenreviews"): {"create"},
+    },
+}
+
+#: Only with operator.watchNamespaces (kopf in namespaced mode).
+NAMESPACED_OPERATOR_EXTRA = {
+    ("kopf.dev", "kopfpeerings"): READ | {"patch"},
+    ("", "namespaces"): {"list", "watch"},
+}
+
+#: component -> {(apiGroup, resource): verbs} in the lease namespace only.
+LEASES: dict[str, dict[tuple[str, str], set[str]]] = {
+    "operator": {("coordination.k8s.io", "leases"): READ},
+    "agent": {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}},
+}
+
+NEVER = {"*", "delete", "deletecollection", "escalate", "bind", "impersonate", "approve", "sign"}
+
+
+def _grants(objs, kind: str) -> dict[str, dict[tuple[str, str], set[str]]]:
+    """component -> (group, resource) -> verbs of the rendered roles of kind."""
+    out: dict[str, dict[tuple[str, str], set[str]]] = defaultdict(lambda: defaultdict(set))
+    for role in by_kind(objs, kind):
+        comp = role["metadata"]["labels"]["app.kubernetes.io/component"]
+        for rule in role["rules"]:
+            assert not rule.get("nonResourceURLs"), role["metadata"]["name"]
+            assert "*" not in rule["apiGroups"] and "*" not in rule["resources"]
+            assert not set(rule["verbs"]) & NEVER, (role["metadata"]["name"], rule)
+            for group in rule["apiGroups"]:
+                for res in rule["resources"]:
+                    out[comp][(group, res)] |= set(rule["verbs"])
+    return {c: dict(g) for c, g in out.items()}
+
+
+def _allowed(component: str, values: dict) -> dict[tuple[str, str], set[str]]:
+    allowed = dict(CLUSTER[component])
+    if component == "operator" and any(k.startswith("operator.watchNamespaces") for k in values):
+        allowed |= NAMESPACED_OPERATOR_EXTRA
+    return allowed
+
+
+@pytest.mark.parametrize("combo", sorted(COMBINATIONS))
+def test_cluster_roles_within_allow_list(combo: str) -> None:
+    values = COMBINATIONS[combo]
+    granted = _grants(render(values), "ClusterRole")
+    for comp, rules in granted.items():
+        allowed = _allowed(comp, values)
+        for key, verbs in rules.items():
+            assert key in allowed, f"{comp} may not touch {key}"
+            assert verbs <= allowed[key], f"{comp} on {key}: {verbs - allowed[key]} not allowed"
+
+
+@pytest.mark.parametrize("combo", sorted(COMBINATIONS))
+def test_roles_within_allow_list(combo: str) -> None:
+    values = COMBINATIONS[combo]
+    objs = render(values)
+    lease_ns = values.get("leaseNamespace", "kova-system")
+    for role in by_kind(objs, "Role"):
+        assert role["metadata"]["namespace"] == lease_ns
+    for comp, rules in _grants(objs, "Role").items():
+        for key, verbs in rules.items():
+            assert key in LEASES[comp], f"{comp} may not touch {key} in {lease_ns}"
+            assert verbs <= LEASES[comp][key]
+
+
+def test_defaults_grant_exactly_the_allow_list() -> None:
+    objs = render()
+    assert _grants(objs, "ClusterRole") == CLUSTER
+    assert _grants(objs, "Role") == LEASES
+
+
+def test_bindings_tie_each_role_to_its_own_service_account() -> None:
+    objs = render()
+    roles = {(o["kind"], o["metadata"]["name"]): o for o in by_kind(objs, "Role") + by_kind(objs, "ClusterRole")}
+    for binding in by_kind(objs, "RoleBinding") + by_kind(objs, "ClusterRoleBinding"):
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], ref["name"])]
+        comp = role["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert binding["metadata"]["labels"]["app.kubernetes.io/component"] == comp
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"kova-{comp}",
+                                        "namespace": "kova-system"}]
+    # PostgreSQL and Placement get no API token unless they need one
+    sas = {o["metadata"]["name"]: o for o in by_kind(objs, "ServiceAccount")}
+    assert sas["kova-postgresql"]["automountServiceAccountToken"] is False
+    no_tr = render({"placement.tokenReview": False})
+    assert "placement" not in _grants(no_tr, "ClusterRole")
+    (dep,) = [d for d in by_kind(no_tr, "Deployment") if d["metadata"]["name"] == "kova-placement"]
+    assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_rbac_create_false_renders_no_rbac() -> None:
+    objs = render({"rbac.create": False})
+    for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
+        assert not by_kind(objs, kind)
