@@ -11,7 +11,11 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from starlette.testclient import TestClient
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 from kova.placement.app import create_app
 from kova.placement.auth import NoAuth
