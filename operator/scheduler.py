@@ -166,8 +166,6 @@ class Scheduler:
                                            project_id=contract.project_id(req.namespace),
                                            consumer_generation=gen)
             except Conflict as exc:
-                LOG.info("claim on %s for %s/%s lost a race (%s); trying the next candidate",
-                         cand.name, req.namespace, req.name, exc.code)
                 current = await self.placement.consumer_allocations(req.uid)
                 allocs = current.get("allocations") or {}
                 if adopt and gen is None and allocs:
@@ -177,6 +175,8 @@ class Scheduler:
                     return Decision(host=host.name if host else rp, rp_uuid=rp,
                                     alternates=self._alternates(ordered, rp), tries=tries,
                                     adopted=True, candidates=ncands)
+                LOG.info("claim on %s for %s/%s lost a race (%s: %s); trying the next "
+                         "candidate", cand.name, req.namespace, req.name, exc.code, exc.detail)
                 gen = current.get("consumer_generation") if allocs else gen
                 continue
             return Decision(host=cand.name, rp_uuid=cand.rp_uuid,

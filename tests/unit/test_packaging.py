@@ -92,7 +92,7 @@ def test_wheel_build_maps_folders(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["operator", "run"], ["operator", "audit"], ["agent", "run"], ["crds", "generate", "--help"]]
+    "argv", [["operator", "run", "--help"], ["operator", "audit", "--help"], ["agent", "run"], ["crds", "generate", "--help"]]
 )
 def test_cli_subcommands_exist_and_placeholders_say_so(argv: list[str]) -> None:
     """Every component has its subcommand; one that a later issue fills fails
