@@ -1,0 +1,214 @@
+"""The chart against the real API server of the test session:
+
+* ``helm template`` of every values combination validated strictly by
+  kubeconform against JSON Schemas generated from *this* API server's
+  OpenAPI v3 (built-in kinds), from the Kova CRDs and from kopf's peering CRDs;
+* a real ``helm install`` whose objects are all accepted (there is no kubelet
+  or scheduler here, so pods are created but never run), then ``helm uninstall``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kova.crds.json_schema import KUBECONFORM_TEMPLATE, write_schemas
+
+from .chart import CHART, COMBINATIONS, chart_crds, dump, helm, render, set_args
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+# Prometheus Operator's CRDs are not installed on the test API server, so
+# ServiceMonitor has no schema here; tests/helm/test_chart_unit.py checks it.
+NO_SCHEMA = {"ServiceMonitor"}
+
+
+def _strict(node: Any) -> Any:
+    """OpenAPI v3 -> JSON Schema with unknown fields forbidden."""
+    if isinstance(node, dict):
+        out = {k: _strict(v) for k, v in node.items()}
+        if out.get("type") == "object" and "properties" in out:
+            out.setdefault("additionalProperties", False)
+        return out
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    return node
+
+
+@pytest.fixture(scope="session")
+def kubeconform_bin() -> str:
+    proc = subprocess.run(["bash", str(REPO / "hack" / "install-kubeconform.sh")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def schema_dir(kubectl, tmp_path_factory) -> Path:
+    """kubeconform schemas for every kind the chart renders, from the API
+    server's OpenAPI v3 and the CRDs shipped in the chart."""
+    out = tmp_path_factory.mktemp("schemas")
+    kinds: set[tuple[str, str]] = set()  # (apiVersion, kind)
+    for combo in COMBINATIONS.values():
+        kinds |= {(o["apiVersion"], o["kind"]) for o in render(combo)}
+    paths = json.loads(kubectl("get", "--raw", "/openapi/v3").stdout)["paths"]
+    wanted_gv = {av for av, kind in kinds if not av.startswith(("kova.dev/", "kopf.dev/"))
+                 and kind not in NO_SCHEMA}
+    for av in sorted(wanted_gv):
+        path = "api/v1" if av == "v1" else f"apis/{av}"
+        assert path in paths, f"the API server does not serve {av}"
+        spec = json.loads(kubectl("get", "--raw", f"/openapi/v3/{path}").stdout)
+        comps = _strict(spec["components"]["schemas"])
+        group, _, version = av.rpartition("/")
+        for ref, schema in spec["components"]["schemas"].items():
+            for gvk in schema.get("x-kubernetes-group-version-kind", []):
+                if (gvk["group"], gvk["version"]) != (group, version):
+                    continue
+                if (av, gvk["kind"]) not in kinds:
+                    continue
+                doc = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                       "$ref": f"#/components/schemas/{ref}",
+                       "components": {"schemas": comps}}
+                # kubeconform's {{ .Group }} of a core kind is its version, "v1"
+                target = out / (group or version) / f"{gvk['kind'].lower()}_{version}.json"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(json.dumps(doc))
+    write_schemas(out)  # the Kova kinds, strict
+    for crd in chart_crds().values():  # kopf's peering kinds
+        if crd["spec"]["group"] != "kopf.dev":
+            continue
+        (ver,) = crd["spec"]["versions"]
+        kind = crd["spec"]["names"]["kind"]
+        doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+               "additionalProperties": False, "required": ["apiVersion", "kind", "metadata"],
+               "properties": {"apiVersion": {"enum": [f"kopf.dev/{ver['name']}"]},
+                              "kind": {"enum": [kind]}, "metadata": {"type": "object"},
+                              **_strict(ver["schema"]["openAPIV3Schema"]["properties"])}}
+        target = out / "kopf.dev" / f"{kind.lower()}_{ver['name']}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(doc))
+    missing = {(av, k) for av, k in kinds if k not in NO_SCHEMA
+               and not (out / av.split("/")[0] / f"{k.lower()}_{av.split('/')[-1]}.json").exists()}
+    assert not missing, f"no schema for {missing}"
+    return out
+
+
+def _kubeconform(binary: str, schemas: Path, text: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [binary, "-strict", "-summary", "-output", "text",
+         "-schema-location", f"{schemas}/{KUBECONFORM_TEMPLATE}",
+         *[a for k in sorted(NO_SCHEMA) for a in ("-skip", k)], "-"],
+        input=text, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("combo", sorted(COMBINATIONS))
+def test_kubeconform_strict_against_the_api_server_schemas(combo, kubeconform_bin, schema_dir):
+    objs = render(COMBINATIONS[combo], include_crds=True)
+    # CRDs are validated by tests/integration/test_crds.py; here the rest
+    objs = [o for o in objs if o["kind"] != "CustomResourceDefinition"]
+    proc = _kubeconform(kubeconform_bin, schema_dir, dump(objs))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checked = len([o for o in objs if o["kind"] not in NO_SCHEMA])
+    assert f"Valid: {checked}, Invalid: 0, Errors: 0" in proc.stdout, proc.stdout
+
+
+def test_kubeconform_check_has_teeth(kubeconform_bin, schema_dir) -> None:
+    objs = render()
+    dep = next(o for o in objs if o["kind"] == "Deployment")
+    dep["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonroot"] = True
+    proc = _kubeconform(kubeconform_bin, schema_dir, dump([dep]))
+    assert proc.returncode != 0 and "runAsNonroot" in proc.stdout
+
+
+# ---------------------------------------------------------------------------
+# A real install
+
+
+def _helm_k(kubeconfig: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    return helm("--kubeconfig", str(kubeconfig), *args, **kw)
+
+
+def _wait(what: str, check, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def test_helm_install_is_accepted_by_the_api_server(kubeconfig, kubectl, kova_crds, namespace):
+    """Everything the chart creates is accepted by the real API server; the
+    controller manager turns the Deployments and the StatefulSet into Pods
+    (which stay Pending: no scheduler, no kubelet here). Then uninstall."""
+    release = f"kova-{uuid.uuid4().hex[:6]}"
+    values = {
+        # the session's API server is shared: keep cluster-wide names unique
+        "operator.peering.name": release,
+        "leaseNamespace": namespace,
+        "serviceMonitor.enabled": False,
+    }
+    proc = _helm_k(kubeconfig, "install", release, str(CHART), "--namespace", namespace,
+                   *set_args(values), timeout=120)
+    assert "STATUS: deployed" in proc.stdout, proc.stdout
+    assert "Kova 0.1.0 is installed" in proc.stdout  # NOTES.txt rendered
+    try:
+        manifest = _helm_k(kubeconfig, "get", "manifest", release, "--namespace", namespace).stdout
+        objs = [o for o in yaml.safe_load_all(manifest) if o]
+        assert len(objs) >= 25
+        for obj in objs:
+            args = ["get", f"{obj['kind']}.{obj['apiVersion'].split('/')[0]}"
+                    if "/" in obj["apiVersion"] else obj["kind"], obj["metadata"]["name"],
+                    "-o", "name"]
+            if obj["metadata"].get("namespace"):
+                args += ["-n", obj["metadata"]["namespace"]]
+            kubectl(*args)
+
+        # Pods of the Deployments and the StatefulSet are accepted as rendered
+        def pods():
+            out = json.loads(kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
+            comps = [p["metadata"]["labels"].get("app.kubernetes.io/component")
+                     for p in out["items"]]
+            return comps if sorted(comps) == ["operator", "operator", "placement", "postgresql"] \
+                else None
+
+        _wait("the operator, placement and postgresql pods", pods, timeout=30)
+
+        # the admission policies' CEL type-checks against the Kova CRDs
+        for vap in (o for o in objs if o["kind"] == "ValidatingAdmissionPolicy"):
+            def checked(name=vap["metadata"]["name"]):
+                got = json.loads(kubectl("get", "validatingadmissionpolicy", name,
+                                         "-o", "json").stdout)
+                status = got.get("status") or {}
+                return status if status.get("observedGeneration") else None
+
+            status = _wait(f"type checking of {vap['metadata']['name']}", checked)
+            assert not (status.get("typeChecking") or {}).get("expressionWarnings"), status
+
+        # a second install of the same release is an upgrade that keeps the tokens
+        before = kubectl("get", "secret", f"{release}-placement-auth", "-n", namespace,
+                         "-o", "jsonpath={.data.admin-token}").stdout
+        _helm_k(kubeconfig, "upgrade", release, str(CHART), "--namespace", namespace,
+                *set_args(values), timeout=120)
+        after = kubectl("get", "secret", f"{release}-placement-auth", "-n", namespace,
+                        "-o", "jsonpath={.data.admin-token}").stdout
+        assert before and before == after
+    finally:
+        _helm_k(kubeconfig, "uninstall", release, "--namespace", namespace, "--wait",
+                "--timeout", "60s", timeout=120)
+    assert not kubectl("get", "clusterroles", "-l", f"app.kubernetes.io/instance={release}",
+                       "-o", "name").stdout.strip()
+    assert not kubectl("get", "validatingadmissionpolicies", "-l",
+                       f"app.kubernetes.io/instance={release}", "-o", "name").stdout.strip()
+    # generated secrets are kept on purpose (helm.sh/resource-policy: keep)
+    kubectl("get", "secret", f"{release}-placement-auth", "-n", namespace)
