@@ -212,3 +212,94 @@ def test_helm_install_is_accepted_by_the_api_server(kubeconfig, kubectl, kova_cr
                        f"app.kubernetes.io/instance={release}", "-o", "name").stdout.strip()
     # generated secrets are kept on purpose (helm.sh/resource-policy: keep)
     kubectl("get", "secret", f"{release}-placement-auth", "-n", namespace)
+
+
+# ---------------------------------------------------------------------------
+# The agents' admission policy, with real pod-bound tokens
+
+
+def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_crds, namespace):
+    """An agent's token bound to a pod on node A may write Host A and the
+    Instances scheduled to A, nothing of node B; a token not bound to a pod
+    may write nothing. (No kubelet: the Nodes and the Pod are API objects only.)"""
+    release = f"kova-{uuid.uuid4().hex[:6]}"
+    node_a, node_b = f"{release}-a", f"{release}-b"
+    values = {
+        "placement.enabled": False, "placement.externalUrl": "http://placement.invalid:8778",
+        "placement.auth.existingSecret": "unused", "operator.enabled": False,
+        "networkPolicy.enabled": False, "leaseNamespace": namespace,
+    }
+    _helm_k(kubeconfig, "install", release, str(CHART), "--namespace", namespace,
+            *set_args(values), timeout=120)
+    sa = f"{release}-agent"
+    try:
+        for node in (node_a, node_b):
+            kubectl("create", "-f", "-", input=json.dumps(
+                {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}))
+        kubectl("create", "-n", namespace, "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "agent-a"},
+            "spec": {"serviceAccountName": sa, "nodeName": node_a,
+                     "containers": [{"name": "agent", "image": "kova:0.1.0"}]}}))
+        bound = kubectl("create", "token", sa, "-n", namespace, "--duration", "10m",
+                        "--bound-object-kind", "Pod", "--bound-object-name", "agent-a").stdout.strip()
+        unbound = kubectl("create", "token", sa, "-n", namespace, "--duration", "10m").stdout.strip()
+        who = json.loads(kubectl("--token", bound, "auth", "whoami", "-o", "json").stdout)
+        assert who["status"]["userInfo"]["extra"]["authentication.kubernetes.io/node-name"] == [node_a]
+
+        def as_agent(token, *args, ok: bool, message: str = ""):
+            proc = kubectl("--token", token, *args, check=False)
+            if ok:
+                assert proc.returncode == 0, proc.stderr
+            else:
+                assert proc.returncode != 0, f"{args} was allowed"
+                assert "ValidatingAdmissionPolicy" in proc.stderr and message in proc.stderr, \
+                    proc.stderr
+
+        def host(name):
+            return json.dumps({"apiVersion": "kova.dev/v1alpha1", "kind": "Host",
+                               "metadata": {"name": name}, "spec": {}})
+
+        # Hosts
+        proc = kubectl("--token", unbound, "create", "-f", "-", input=host(node_a), check=False)
+        assert proc.returncode != 0 and "bound to a pod" in proc.stderr, proc.stderr
+        proc = kubectl("--token", bound, "create", "-f", "-", input=host(node_b), check=False)
+        assert proc.returncode != 0 and f"may not write Host {node_b}" in proc.stderr, proc.stderr
+        kubectl("--token", bound, "create", "-f", "-", input=host(node_a))
+        kubectl("create", "-f", "-", input=host(node_b))  # the admin may
+        status = json.dumps({"status": {"state": "Up"}})
+        as_agent(bound, "patch", "host", node_a, "--subresource=status", "--type=merge",
+                 "-p", status, ok=True)
+        as_agent(bound, "patch", "host", node_b, "--subresource=status", "--type=merge",
+                 "-p", status, ok=False, message=f"may not write Host {node_b}")
+        as_agent(bound, "annotate", "host", node_b, "x=y", ok=False, message="may not write Host")
+
+        # Instances
+        for name, node in (("on-a", node_a), ("on-b", node_b)):
+            kubectl("create", "-n", namespace, "-f", "-", input=json.dumps({
+                "apiVersion": "kova.dev/v1alpha1", "kind": "Instance",
+                "metadata": {"name": name, "labels": {"kova.dev/host": node}},
+                "spec": {"flavorRef": {"name": "small"}, "imageRef": {"name": "kova-test"}}}))
+        fin = json.dumps({"metadata": {"finalizers": ["kova.dev/agent"]}})
+        as_agent(bound, "patch", "instance", "on-a", "-n", namespace, "--type=merge", "-p", fin,
+                 ok=True)
+        as_agent(bound, "patch", "instance", "on-b", "-n", namespace, "--type=merge", "-p", fin,
+                 ok=False, message="may write only the Instances scheduled to it")
+        as_agent(bound, "patch", "instance", "on-b", "-n", namespace, "--subresource=status",
+                 "--type=merge", "-p", json.dumps({"status": {"phase": "Running"}}),
+                 ok=False, message="may write only the Instances scheduled to it")
+        as_agent(bound, "label", "instance", "on-a", "-n", namespace, "--overwrite",
+                 f"kova.dev/host={node_b}", ok=False, message="may not move an Instance")
+        as_agent(unbound, "patch", "instance", "on-a", "-n", namespace, "--type=merge",
+                 "-p", json.dumps({"metadata": {"annotations": {"x": "y"}}}),
+                 ok=False, message="bound to a pod")
+        # RBAC still applies underneath: no Flavor writes at all
+        proc = kubectl("--token", bound, "create", "-f", "-", check=False, input=json.dumps({
+            "apiVersion": "kova.dev/v1alpha1", "kind": "Flavor", "metadata": {"name": release},
+            "spec": {"vcpus": 1, "memoryMiB": 64, "diskGiB": 1}}))
+        assert proc.returncode != 0 and "forbidden" in proc.stderr
+    finally:
+        kubectl("patch", "instance", "on-a", "-n", namespace, "--type=merge",
+                "-p", '{"metadata":{"finalizers":null}}', check=False)
+        kubectl("delete", "host", node_a, node_b, "--ignore-not-found", "--wait=false", check=False)
+        kubectl("delete", "node", node_a, node_b, "--ignore-not-found", "--wait=false", check=False)
+        _helm_k(kubeconfig, "uninstall", release, "--namespace", namespace, timeout=120)
