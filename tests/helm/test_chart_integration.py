@@ -219,8 +219,8 @@ def test_helm_install_is_accepted_by_the_api_server(kubeconfig, kubectl, kova_cr
 
 
 def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_crds, namespace):
-    """An agent's token bound to a pod on node A may write Host A and the
-    Instances scheduled to A, nothing of node B; a token not bound to a pod
+    """An agent's token bound to a pod on node A may write Host A, the
+    Instances scheduled to A and Lease A, nothing of node B; a token not bound to a pod
     may write nothing. (No kubelet: the Nodes and the Pod are API objects only.)"""
     release = f"kova-{uuid.uuid4().hex[:6]}"
     node_a, node_b = f"{release}-a", f"{release}-b"
@@ -292,6 +292,21 @@ def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_
         as_agent(unbound, "patch", "instance", "on-a", "-n", namespace, "--type=merge",
                  "-p", json.dumps({"metadata": {"annotations": {"x": "y"}}}),
                  ok=False, message="bound to a pod")
+        # Leases: only its own node's heartbeat
+        def lease(name):
+            return json.dumps({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                               "metadata": {"name": name, "namespace": namespace},
+                               "spec": {"holderIdentity": name, "leaseDurationSeconds": 40}})
+
+        kubectl("--token", bound, "create", "-f", "-", input=lease(node_a))
+        proc = kubectl("--token", bound, "create", "-f", "-", input=lease(node_b), check=False)
+        assert proc.returncode != 0 and "may not write the Lease" in proc.stderr, proc.stderr
+        kubectl("create", "-f", "-", input=lease(node_b))  # the admin may
+        as_agent(bound, "patch", "lease", node_b, "-n", namespace, "--type=merge",
+                 "-p", json.dumps({"spec": {"holderIdentity": node_a}}),
+                 ok=False, message="may not write the Lease")
+        as_agent(bound, "patch", "lease", node_a, "-n", namespace, "--type=merge",
+                 "-p", json.dumps({"spec": {"leaseDurationSeconds": 30}}), ok=True)
         # RBAC still applies underneath: no Flavor writes at all
         proc = kubectl("--token", bound, "create", "-f", "-", check=False, input=json.dumps({
             "apiVersion": "kova.dev/v1alpha1", "kind": "Flavor", "metadata": {"name": release},

@@ -268,7 +268,7 @@ def test_network_policies() -> None:
 def test_agent_node_restriction_policy() -> None:
     objs = render()
     vaps = {p["metadata"]["name"]: p for p in by_kind(objs, "ValidatingAdmissionPolicy")}
-    assert set(vaps) == {"kova-agent-node-restriction-hosts", "kova-agent-node-restriction-instances"}
+    assert set(vaps) == {f"kova-agent-node-restriction-{r}" for r in ("hosts", "instances", "leases")}
     for vap in vaps.values():
         assert vap["apiVersion"] == "admissionregistration.k8s.io/v1"
         (cond,) = vap["spec"]["matchConditions"]

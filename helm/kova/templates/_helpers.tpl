@@ -114,3 +114,8 @@ seccompProfile:
       name: {{ include "kova.placementAuthSecret" .root }}
       key: admin-token
 {{- end -}}
+
+{{/* CEL: the node of the pod the request's service-account token is bound to, or "". */}}
+{{- define "kova.nodeNameVariable" -}}
+'authentication.kubernetes.io/node-name' in request.userInfo.extra && size(request.userInfo.extra['authentication.kubernetes.io/node-name']) > 0 ? request.userInfo.extra['authentication.kubernetes.io/node-name'][0] : ''
+{{- end -}}
