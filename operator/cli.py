@@ -99,6 +99,9 @@ def register(group: click.Group) -> None:
                   default=1_000_000.0, show_default=True)
     @click.option("--host-subset-size", envvar=ENV + "HOST_SUBSET_SIZE", type=int, default=1,
                   show_default=True, help="Pick randomly among the best N hosts.")
+    @click.option("--candidate-limit", envvar=ENV + "CANDIDATE_LIMIT", type=int, default=1000,
+                  show_default=True,
+                  help="Placement's limit on allocation candidates per request (0 = all).")
     @click.option("--filters", envvar=ENV + "FILTERS", default=",".join(DEFAULT_FILTERS),
                   show_default=True, help="Filters to apply, in order.")
     @click.option("--image-traits/--no-image-traits", envvar=ENV + "IMAGE_TRAITS", default=True,
@@ -117,7 +120,8 @@ def register(group: click.Group) -> None:
     def run(kubeconfig, placement_url, placement_token, log_level, log_format, namespaces,
             all_namespaces, peering, peering_name, priority, metrics_port, workers,
             max_attempts, strategy, ram_weight, cpu_weight, disk_weight, soft_affinity_weight,
-            soft_anti_affinity_weight, build_failure_weight, host_subset_size, filters,
+            soft_anti_affinity_weight, build_failure_weight, host_subset_size, candidate_limit,
+            filters,
             image_traits, host_check_interval, heartbeat_grace, audit_interval, audit_heal,
             backoff_max):
         """Run the scheduler, conductor and host monitor."""
@@ -148,7 +152,8 @@ def register(group: click.Group) -> None:
             host_check_interval=host_check_interval, heartbeat_grace=heartbeat_grace,
             audit_interval=audit_interval, audit_heal=audit_heal, image_traits=image_traits,
             scheduler=SchedulerConfig(filters=names, weigh=weigh,
-                                      host_subset_size=host_subset_size),
+                                      host_subset_size=host_subset_size,
+                                      candidate_limit=candidate_limit),
         )
         sys.exit(run_operator(settings))
 

@@ -107,6 +107,10 @@ class Controller:
         self.synced_providers: dict[str, tuple] = {}
         #: uid -> host of the claims this process recorded in status.
         self.own_hosts: dict[str, str] = {}
+        #: Claims found in Placement for Instances that do not record them yet.
+        self.unrecorded: dict[str, str] = {}
+        #: Server-group members known to hold no claim (see discover_member_claims).
+        self.no_claim: set[str] = set()
         #: Keys of Instances waiting for a host or a missing object.
         self.pending: set[Hashable] = set()
         self.retries: Counter = Counter()
@@ -145,16 +149,35 @@ class Controller:
         return (inst.get("status") or {}).get("host") or self.own_hosts.get(uid)
 
     def member_hosts(self, ns: str, sg: str, uid: str) -> Counter:
+        """Hosts of the other members of a server group, as far as the
+        Instances (status.host, the host label) and our own claims tell."""
         out: Counter = Counter()
         idx = self.indexes.get("kova_sg_members")
-        seen = set()
         if idx is not None and (ns, sg) in idx:
             for m_uid, host in idx[(ns, sg)]:
-                seen.add(m_uid)
-                host = host or self.own_hosts.get(m_uid)
+                host = host or self.own_hosts.get(m_uid) or self.unrecorded.get(m_uid)
                 if m_uid != uid and host:
                     out[host] += 1
         return out
+
+    async def discover_member_claims(self, ns: str, sg: str, uid: str) -> None:
+        """Members without a host may hold a claim made just before a restart
+        (claimed, not yet recorded): ask Placement once per member.  Only the
+        active replica claims, under the group's lock, so "no allocation" stays
+        true until this process claims it."""
+        idx = self.indexes.get("kova_sg_members")
+        if idx is None or (ns, sg) not in idx:
+            return
+        for m_uid, host in list(idx[(ns, sg)]):
+            if (m_uid == uid or host or m_uid in self.own_hosts or m_uid in self.unrecorded
+                    or m_uid in self.no_claim):
+                continue
+            allocs = (await self.placement.consumer_allocations(m_uid)).get("allocations")
+            if allocs:
+                h = self.host_by_rp(next(iter(allocs)))
+                self.unrecorded[m_uid] = h.name if h else next(iter(allocs))
+            else:
+                self.no_claim.add(m_uid)
 
     def instance_hosts(self, ns: str) -> dict[str, str | None]:
         idx = self.indexes.get("kova_instances")
@@ -198,8 +221,9 @@ class Controller:
             sg = (spec.get("serverGroupRef") or {}).get("name")
             if not sg:
                 return None
-            return {(body["metadata"]["namespace"], sg): (body["metadata"]["uid"],
-                                                          status.get("host"))}
+            host = status.get("host") or (body["metadata"].get("labels") or {}).get(
+                contract.LABEL_HOST)
+            return {(body["metadata"]["namespace"], sg): (body["metadata"]["uid"], host)}
 
         @kopf.index(G, V, "hosts", id="kova_hosts", registry=reg)
         def kova_hosts(body: Any, name: str, **_: Any) -> dict:
@@ -235,6 +259,8 @@ class Controller:
                 uid = (event.get("object") or {}).get("metadata", {}).get("uid")
                 ctl.own_hosts.pop(uid, None)
                 ctl.errored.discard(uid)
+                ctl.unrecorded.pop(uid, None)
+                ctl.no_claim.discard(uid)
                 ctl.pending.discard(("inst", namespace, name))
                 ctl.retries.pop(("inst", namespace, name), None)
                 return
@@ -383,14 +409,16 @@ class Controller:
         except InvalidRequest as exc:
             await self.set_error(body, exc.reason, exc.message)
             return
-        body = await self.ensure_finalizer(body)
         lock = self.sg_lock(body)
         try:
             if lock is not None:
                 async with lock:
+                    sg = body["spec"]["serverGroupRef"]["name"]
+                    await self.discover_member_claims(key[1], sg, body["metadata"]["uid"])
                     req, size = self.build(body)
                     decision = await self.scheduler.schedule(req)
                     self.own_hosts[req.uid] = decision.host
+                    self.no_claim.discard(req.uid)
             else:
                 req, size = self.build(body)
                 decision = await self.scheduler.schedule(req)
@@ -409,12 +437,15 @@ class Controller:
         self.pending.discard(key)
         self.retries.pop(key, None)
         try:
-            await self.record_placement(body, decision.host, decision.alternates, size,
-                                        attempts=1, reason=contract.REASON_SCHEDULED,
-                                        message=self._message(decision))
+            placed = await self.record_placement(body, decision.host, decision.alternates,
+                                                 size, attempts=1,
+                                                 reason=contract.REASON_SCHEDULED,
+                                                 message=self._message(decision))
         except Exception:
             self.own_hosts.pop(req.uid, None)  # let the retry adopt the claim
             raise
+        if placed is None:
+            return
         metrics.OUTCOMES.labels(reason=contract.REASON_SCHEDULED).inc()
         metrics.BUILD_ATTEMPTS.inc()
         created = parse_time(body["metadata"].get("creationTimestamp"))
@@ -437,8 +468,35 @@ class Controller:
     async def record_placement(self, body: dict, host: str, alternates: list[str],
                                size: dict, *, attempts: int, reason: str, message: str,
                                reset_built: str | None = None) -> dict:
-        """Status first (the agent reads status.host), then the label that makes
-        the agent see the Instance."""
+        """Metadata first -- our finalizer and the label that makes the agent
+        see the Instance (it acts once status.host names it) -- then status.
+
+        Returns None when the Instance went away (or is being deleted, which
+        forbids new finalizers) after the claim: the claim is released."""
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        current = body
+        for _ in range(5):
+            fins = list(current["metadata"].get("finalizers") or [])
+            patch: dict = {"metadata": {"labels": {contract.LABEL_HOST: host},
+                                        "resourceVersion": current["metadata"]["resourceVersion"]}}
+            if contract.FINALIZER_OPERATOR not in fins:
+                patch["metadata"]["finalizers"] = fins + [contract.FINALIZER_OPERATOR]
+            try:
+                body = await self.kube.merge_patch(instance_path(ns, name), patch)
+                break
+            except KubeError as exc:
+                if exc.status in (404, 422):
+                    LOG.info("%s/%s went away after its claim; releasing it", ns, name)
+                    await self.placement.delete_allocations(meta["uid"])
+                    self.own_hosts.pop(meta["uid"], None)
+                    return None
+                if exc.status != 409:
+                    raise
+            current = await self.kube.get(instance_path(ns, name))
+        else:
+            raise RuntimeError(f"metadata of {ns}/{name}: too many conflicts")
+
         def change(current: dict) -> dict:
             conds = set_condition((current.get("status") or {}).get("conditions"),
                                   contract.COND_SCHEDULED, "True", reason, message,
@@ -457,10 +515,7 @@ class Controller:
                 "conditions": conds,
             }
 
-        body = await self.patch_status(body, change)
-        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        return await self.kube.merge_patch(instance_path(ns, name), {
-            "metadata": {"labels": {contract.LABEL_HOST: host}}})
+        return await self.patch_status(body, change)
 
     async def patch_status(self, body: dict, change, retries: int = 5) -> dict:
         """Merge-patch the status computed by ``change(current)``, guarded by the
@@ -537,6 +592,7 @@ class Controller:
 
         metrics.OUTCOMES.labels(reason=reason).inc()
         self.errored.add(body["metadata"]["uid"])
+        self.unrecorded.pop(body["metadata"]["uid"], None)
         body = await self.patch_status(body, change)
         if clear_host:
             meta = body["metadata"]
@@ -588,6 +644,7 @@ class Controller:
         try:
             if lock is not None:
                 async with lock:
+                    await self.discover_member_claims(ns, req.server_group.name, uid)
                     req.server_group.member_hosts = self.member_hosts(ns, req.server_group.name,
                                                                       uid)
                     decision = await self.scheduler.schedule(req, consumer_generation=gen,
@@ -802,6 +859,8 @@ class Controller:
             await asyncio.sleep(2.0)
 
     def requeue_all(self) -> None:
+        self.no_claim.clear()
+        self.unrecorded.clear()
         idx = self.indexes.get("kova_instances")
         if idx is not None:
             for ns, name in list(idx.keys()):

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from kova.operator import contract
+from kova.operator import contract, metrics
 
 
 class KubeError(Exception):
@@ -90,8 +91,10 @@ class Kube:
     async def request(self, method: str, path: str, *, json: Any = None, params=None,
                       content_type: str | None = None, ok=(200, 201)) -> Any:
         headers = {"Content-Type": content_type} if content_type else None
+        t0 = time.perf_counter()
         resp = await self.client.request(method, path, json=json, params=params,
                                          headers=headers)
+        metrics.KUBE_SECONDS.labels(verb=method).observe(time.perf_counter() - t0)
         if resp.status_code not in ok:
             try:
                 body = resp.json()

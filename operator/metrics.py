@@ -43,3 +43,11 @@ AUDIT_MISSING = Gauge(
 )
 AUDIT_HEALED = Counter("kova_operator_audit_healed_total", "Discrepancies healed.", ["kind"])
 ERRORS = Counter("kova_operator_errors_total", "Unexpected errors while reconciling.", ["kind"])
+PLACEMENT_SECONDS = Histogram(
+    "kova_operator_placement_request_seconds", "Placement API calls by operation.", ["call"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+KUBE_SECONDS = Histogram(
+    "kova_operator_kube_request_seconds", "Kubernetes API calls made by the workers.", ["verb"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

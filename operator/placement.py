@@ -4,13 +4,22 @@ exactly the calls the operator makes.  Not a general client."""
 from __future__ import annotations
 
 import logging
+import re
+import time
 from typing import Any
 
 import httpx
 
-from kova.operator import contract
+from kova.operator import contract, metrics
 
 LOG = logging.getLogger("kova.operator.placement")
+
+
+_UUID = re.compile(r"[0-9a-fA-F-]{36}")
+
+
+def _route(path: str) -> str:
+    return _UUID.sub("{uuid}", path)
 
 
 class PlacementError(Exception):
@@ -56,7 +65,10 @@ class Placement:
 
     async def _call(self, method: str, path: str, *, ok=(200,), params=None,
                     json: Any = None, allow_404: bool = False) -> Any:
+        t0 = time.perf_counter()
         resp = await self.client.request(method, path, params=params, json=json)
+        metrics.PLACEMENT_SECONDS.labels(call=f"{method} {_route(path)}").observe(
+            time.perf_counter() - t0)
         if resp.status_code in ok:
             if resp.status_code == 204 or not resp.content:
                 return None
@@ -111,7 +123,10 @@ class Placement:
 
     async def delete_allocations(self, consumer: str) -> bool:
         """True if there were allocations."""
+        t0 = time.perf_counter()
         resp = await self.client.delete(f"/allocations/{consumer}")
+        metrics.PLACEMENT_SECONDS.labels(call="DELETE /allocations/{uuid}").observe(
+            time.perf_counter() - t0)
         if resp.status_code in (204, 404):
             return resp.status_code == 204
         raise PlacementError(resp.status_code, resp.text, f"DELETE /allocations/{consumer}")

@@ -8,6 +8,7 @@ first), a negative one packs (least free first).
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -121,7 +122,7 @@ def weigh(
     candidates: Sequence[Candidate], req: RequestSpec, cfg: WeighConfig,
     ctx: WeighContext | None = None,
 ) -> list[tuple[float, Candidate]]:
-    """``(weight, candidate)`` pairs, best first (ties keep Placement's order)."""
+    """``(weight, candidate)`` pairs, best first (ties in random order)."""
     ctx = ctx or WeighContext()
     totals = [0.0] * len(candidates)
     for fn, attr in WEIGHERS.values():
@@ -130,7 +131,10 @@ def weigh(
             continue
         for i, v in enumerate(normalize([fn(c, req, ctx) for c in candidates])):
             totals[i] += mult * v
-    order = sorted(range(len(candidates)), key=lambda i: -totals[i])
+    # Ties are broken at random, so concurrent decisions over equal hosts
+    # spread instead of all racing for Placement's first candidate.
+    jitter = [random.random() for _ in candidates]
+    order = sorted(range(len(candidates)), key=lambda i: (-totals[i], jitter[i]))
     return [(totals[i], candidates[i]) for i in order]
 
 

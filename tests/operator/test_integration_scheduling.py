@@ -135,9 +135,10 @@ def test_availability_zones(cluster):
     b = cluster.add_host("b", zone="az2")
     cluster.start_operator()
     agg2 = contract.az_aggregate_uuid("az2")
-    wait_for(lambda: agg2 in cluster.placement.aggregates(cluster.hosts[b]), 15,
-             what="zone aggregate on the provider")
-    assert contract.az_aggregate_uuid("az1") in cluster.placement.aggregates(cluster.hosts[a])
+    agg1 = contract.az_aggregate_uuid("az1")
+    wait_for(lambda: agg2 in cluster.placement.aggregates(cluster.hosts[b])
+             and agg1 in cluster.placement.aggregates(cluster.hosts[a]), 15,
+             what="zone aggregates on the providers")
     for i in range(3):
         cluster.create_instance(f"z{i}", availabilityZone="az2")
     assert {host_of(cluster.wait_scheduled(f"z{i}")) for i in range(3)} == {b}

@@ -1,0 +1,271 @@
+"""Benchmark: the operator scheduling a burst of Instances onto simulated hosts.
+
+Starts a throw-away kube-apiserver + etcd (the test control plane), a
+Placement server (SQLite by default, ``--database-url`` for Postgres), N
+simulated hosts (resource provider with inventory, Host object with
+status.resourceProviderUUID, heartbeat Lease -- what an agent registers),
+then the operator (``kova operator run --standalone``), and applies M
+Instances at once.  Measures Instances/s from the first apply to the last
+``Scheduled``, the spread over hosts, checks that nothing is overcommitted and
+that allocations equal Instances, and breaks the time down from the
+operator's Prometheus metrics.
+
+    .venv/bin/python bench/operator_schedule.py --hosts 1000 --instances 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+KOVA = [sys.executable, "-m", "kova.cli"]
+G, V = "kova.dev", "v1alpha1"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not up")
+
+
+def scrape(url: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hosts", type=int, default=1000)
+    ap.add_argument("--instances", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=16, help="operator --workers")
+    ap.add_argument("--candidate-limit", type=int, default=1000)
+    ap.add_argument("--host-subset-size", type=int, default=1)
+    ap.add_argument("--database-url", default=None, help="Placement DB (default SQLite)")
+    ap.add_argument("--placement-workers", type=int, default=1)
+    ap.add_argument("--json", action="store_true", help="print the result as JSON only")
+    args = ap.parse_args()
+
+    from kubernetes import client, config
+
+    from kova.crds.install import apply_crds
+    from kova.dev.controlplane import ControlPlane, free_port
+
+    work = Path(tempfile.mkdtemp(prefix="kova-bench-"))
+    procs: list[subprocess.Popen] = []
+    cp = ControlPlane(workdir=work / "cp")
+    try:
+        log("starting the control plane")
+        cp.start()
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=cfg)
+        cfg.connection_pool_maxsize = 32
+        api_client = client.ApiClient(cfg)
+        apply_crds(api_client=api_client)
+        core = client.CoreV1Api(api_client)
+        api = client.CustomObjectsApi(api_client)
+        coord = client.CoordinationV1Api(api_client)
+        for ns in ("kova-system", "bench"):
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+
+        pport = free_port()
+        purl = f"http://127.0.0.1:{pport}"
+        db = args.database_url or f"sqlite:///{work}/placement.db"
+        plog = open(work / "placement.log", "w")
+        procs.append(subprocess.Popen(
+            KOVA + ["placement", "serve", "--database-url", db, "--no-auth", "--port",
+                    str(pport), "--workers", str(args.placement_workers),
+                    "--log-level", "warning"], stdout=plog, stderr=subprocess.STDOUT, cwd=ROOT))
+        wait_http(purl + "/")
+        ph = httpx.Client(base_url=purl, timeout=60,
+                          headers={"OpenStack-API-Version": "placement 1.39"})
+
+        api.create_cluster_custom_object(G, V, "flavors", {
+            "apiVersion": f"{G}/{V}", "kind": "Flavor", "metadata": {"name": "bench"},
+            "spec": {"vcpus": 1, "memoryMiB": 1024, "diskGiB": 10}})
+        api.create_cluster_custom_object(G, V, "images", {
+            "apiVersion": f"{G}/{V}", "kind": "Image", "metadata": {"name": "bench"},
+            "spec": {"source": {"hostPath": "/var/lib/kova/images/bench.qcow2"}}})
+
+        # Hosts: 16 vCPU x4, 32 GiB, 500 GiB -- room for ~31 instances each.
+        vcpus, mem, disk = 16, 32768, 500
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000001Z", time.gmtime())
+
+        def make_host(i: int) -> str:
+            name = f"host-{i:04d}"
+            with httpx.Client(base_url=purl, timeout=60, headers={
+                    "OpenStack-API-Version": "placement 1.39"}) as h:
+                rp = h.post("/resource_providers", json={"name": name}).json()["uuid"]
+                r = h.put(f"/resource_providers/{rp}/inventories", json={
+                    "resource_provider_generation": 0, "inventories": {
+                        "VCPU": {"total": vcpus, "allocation_ratio": 4.0},
+                        "MEMORY_MB": {"total": mem, "reserved": 512},
+                        "DISK_GB": {"total": disk}}})
+                r.raise_for_status()
+                gen = r.json()["resource_provider_generation"]
+                h.put(f"/resource_providers/{rp}/traits", json={
+                    "traits": ["HW_ARCH_X86_64"],
+                    "resource_provider_generation": gen}).raise_for_status()
+            api.create_cluster_custom_object(G, V, "hosts", {
+                "apiVersion": f"{G}/{V}", "kind": "Host", "metadata": {"name": name},
+                "spec": {"enabled": True}})
+            api.patch_cluster_custom_object_status(G, V, "hosts", name, {"status": {
+                "resourceProviderUUID": rp}})
+            coord.create_namespaced_lease("kova-system", {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 3600,
+                         "renewTime": now}})
+            return rp
+
+        t = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            rps = list(pool.map(make_host, range(args.hosts)))
+        log(f"{args.hosts} hosts registered in {time.monotonic() - t:.1f}s")
+
+        mport = free_port()
+        olog = open(work / "operator.log", "w")
+        procs.append(subprocess.Popen(
+            KOVA + ["operator", "run", "--kubeconfig", str(cp.kubeconfig), "--placement-url",
+                    purl, "--namespace", "bench", "--standalone", "--metrics-port", str(mport),
+                    "--workers", str(args.workers), "--audit-interval", "0",
+                    "--candidate-limit", str(args.candidate_limit),
+                    "--host-subset-size", str(args.host_subset_size),
+                    "--log-format", "text", "--log-level", "warning"],
+            stdout=olog, stderr=subprocess.STDOUT, cwd=ROOT))
+        wait_http(f"http://127.0.0.1:{mport}/metrics")
+        # Let it list and sync the hosts before the burst.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            m = scrape(f"http://127.0.0.1:{mport}/metrics")
+            if m.get('kova_operator_hosts{state="Up"}', 0) >= args.hosts:
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+        base = scrape(f"http://127.0.0.1:{mport}/metrics")
+
+        def make_instance(i: int) -> float:
+            api.create_namespaced_custom_object(G, V, "bench", "instances", {
+                "apiVersion": f"{G}/{V}", "kind": "Instance",
+                "metadata": {"name": f"vm-{i:05d}"},
+                "spec": {"flavorRef": {"name": "bench"}, "imageRef": {"name": "bench"}}})
+            return time.monotonic()
+
+        log(f"applying {args.instances} instances")
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            created = list(pool.map(make_instance, range(args.instances)))
+        t_applied = max(created) - t0
+        log(f"applied in {t_applied:.1f}s")
+        done_at = None
+        while time.monotonic() - t0 < 900:
+            items = api.list_namespaced_custom_object(G, V, "bench", "instances")["items"]
+            n = sum(1 for i in items if (i.get("status") or {}).get("phase") == "Scheduled")
+            if n == args.instances:
+                done_at = time.monotonic()
+                break
+            time.sleep(0.25)
+        if done_at is None:
+            raise RuntimeError(f"only {n} of {args.instances} scheduled after 900s")
+        elapsed = done_at - t0
+        metrics = scrape(f"http://127.0.0.1:{mport}/metrics")
+
+        # Verify: allocations == instances, nothing overcommitted.
+        per_host: dict[str, int] = {}
+        for i in items:
+            per_host[i["status"]["host"]] = per_host.get(i["status"]["host"], 0) + 1
+        overcommitted = 0
+        consumers = set()
+        for rp in rps:
+            usage = ph.get(f"/resource_providers/{rp}/usages").json()["usages"]
+            if usage.get("MEMORY_MB", 0) > mem - 512 or usage.get("VCPU", 0) > vcpus * 4 \
+                    or usage.get("DISK_GB", 0) > disk:
+                overcommitted += 1
+            consumers |= set(ph.get(f"/resource_providers/{rp}/allocations").json()
+                             ["allocations"])
+        uids = {i["metadata"]["uid"] for i in items}
+        counts = [per_host.get(f"host-{i:04d}", 0) for i in range(args.hosts)]
+
+        def delta(name: str) -> float:
+            return metrics.get(name, 0.0) - base.get(name, 0.0)
+
+        breakdown = {}
+        for key in sorted(metrics):
+            m = re.match(r'(kova_operator_(placement|kube)_request_seconds)_sum\{(\w+)="([^"]+)"\}',
+                         key)
+            if m:
+                count_key = key.replace("_sum{", "_count{")
+                n = delta(count_key)
+                if n:
+                    breakdown[f"{m.group(2)} {m.group(4)}"] = {
+                        "calls": int(n), "total_s": round(delta(key), 2),
+                        "mean_ms": round(1000 * delta(key) / n, 2)}
+        sched_n = delta("kova_operator_schedule_duration_seconds_count")
+        result = {
+            "hosts": args.hosts, "instances": args.instances, "workers": args.workers,
+            "candidate_limit": args.candidate_limit,
+            "host_subset_size": args.host_subset_size,
+            "placement_db": "sqlite" if not args.database_url else "postgres",
+            "apply_seconds": round(t_applied, 2),
+            "seconds_to_all_scheduled": round(elapsed, 2),
+            "instances_per_second": round(args.instances / elapsed, 1),
+            "scheduling_pass_mean_ms": round(
+                1000 * delta("kova_operator_schedule_duration_seconds_sum") / sched_n, 1)
+            if sched_n else None,
+            "claim_retries": int(delta("kova_operator_claim_tries_sum") - sched_n),
+            "spread": {"hosts_used": sum(1 for c in counts if c), "min": min(counts),
+                       "max": max(counts), "stdev": round(statistics.pstdev(counts), 2)},
+            "allocations_equal_instances": consumers == uids,
+            "overcommitted_providers": overcommitted,
+            "breakdown": breakdown,
+        }
+        print(json.dumps(result, indent=2))
+        return 0 if consumers == uids and not overcommitted else 1
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        cp.destroy()
+        if not os.environ.get("KOVA_BENCH_KEEP"):
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"kept {work}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
