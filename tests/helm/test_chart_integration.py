@@ -259,6 +259,17 @@ def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_
             return json.dumps({"apiVersion": "kova.dev/v1alpha1", "kind": "Host",
                                "metadata": {"name": name}, "spec": {}})
 
+        def enforced(*args, input=None):
+            """Policies take effect a moment after they are created: wait until
+            a server-side dry run of a forbidden request is denied by one."""
+            def denied():
+                proc = kubectl("--token", bound, *args, "--dry-run=server", input=input,
+                               check=False)
+                return proc.returncode != 0 and "ValidatingAdmissionPolicy" in proc.stderr
+            _wait(f"the admission policy to deny {args}", denied, timeout=30)
+
+        enforced("create", "-f", "-", input=host(node_b))
+
         # Hosts
         proc = kubectl("--token", unbound, "create", "-f", "-", input=host(node_a), check=False)
         assert proc.returncode != 0 and "bound to a pod" in proc.stderr, proc.stderr
@@ -280,6 +291,7 @@ def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_
                 "metadata": {"name": name, "labels": {"kova.dev/host": node}},
                 "spec": {"flavorRef": {"name": "small"}, "imageRef": {"name": "kova-test"}}}))
         fin = json.dumps({"metadata": {"finalizers": ["kova.dev/agent"]}})
+        enforced("patch", "instance", "on-b", "-n", namespace, "--type=merge", "-p", fin)
         as_agent(bound, "patch", "instance", "on-a", "-n", namespace, "--type=merge", "-p", fin,
                  ok=True)
         as_agent(bound, "patch", "instance", "on-b", "-n", namespace, "--type=merge", "-p", fin,
@@ -298,6 +310,7 @@ def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_
                                "metadata": {"name": name, "namespace": namespace},
                                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40}})
 
+        enforced("create", "-f", "-", input=lease(node_b))
         kubectl("--token", bound, "create", "-f", "-", input=lease(node_a))
         proc = kubectl("--token", bound, "create", "-f", "-", input=lease(node_b), check=False)
         assert proc.returncode != 0 and "may not write the Lease" in proc.stderr, proc.stderr

@@ -184,8 +184,13 @@ def test_agent_daemonset() -> None:
     assert vols["libvirt-socket"]["hostPath"] == {"path": "/var/run/libvirt", "type": "Directory"}
     assert vols["instances"]["hostPath"] == {"path": "/var/lib/kova/instances",
                                              "type": "DirectoryOrCreate"}
-    for name in ("libvirt-socket", "instances"):
+    assert vols["host-images"]["hostPath"] == {"path": "/var/lib/kova/images",
+                                               "type": "DirectoryOrCreate"}
+    for name in ("libvirt-socket", "instances", "host-images"):
         assert mounts[name] == vols[name]["hostPath"]["path"]
+    assert [m.get("readOnly") for m in c["volumeMounts"] if m["name"] == "host-images"] == [True]
+    no_images = pod_spec(one(render({"agent.hostImageDir": ""}), "DaemonSet", "kova-agent"))
+    assert "host-images" not in {v["name"] for v in no_images["volumes"]}
     assert spec["automountServiceAccountToken"] is True
 
 
