@@ -26,8 +26,9 @@ def test_chart_crds_equal_generated_ones() -> None:
     (refresh with hack/update-chart-crds.sh)."""
     chart = {p.name: p.read_text() for p in (CHART / "crds").glob("kova.dev_*.yaml")}
     generated = {p.name: p.read_text() for p in gen.GENERATED_DIR.glob("*.yaml")}
-    assert chart == generated
-    assert chart == gen.render_all()
+    stale = "helm/kova/crds/ is stale: run hack/update-chart-crds.sh"
+    assert chart == generated, stale
+    assert chart == gen.render_all(), stale
     assert gen.check(CHART / "crds") == []
 
 
@@ -37,7 +38,7 @@ def test_chart_ships_kopf_peering_crds() -> None:
     crds = chart_crds()
     want = {c["metadata"]["name"]: c for c in manifests()[:2]}
     got = {c["metadata"]["name"]: c for name, c in crds.items() if name.startswith("kopf.dev_")}
-    assert got == want
+    assert got == want, "helm/kova/crds/ is stale: run hack/update-chart-crds.sh"
 
 
 def test_include_crds_renders_all_of_them() -> None:
