@@ -81,9 +81,9 @@ def _agg_sets(snap: Snapshot, group: RequestGroup):
     return in_aggs, bad
 
 
-def _single_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | None,
-                     tree_root: int | None) -> list[AReq]:
-    """Each provider alone satisfying all of the group (granular groups)."""
+def _matching_providers(snap: Snapshot, group: RequestGroup,
+                        tree_root: int | None) -> list[Provider]:
+    """Providers that alone satisfy all of the group, in id order."""
     in_aggs, bad = _agg_sets(snap, group)
     if in_aggs is not None and not in_aggs:
         return []
@@ -94,8 +94,8 @@ def _single_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | No
     else:
         pool = list(snap.by_id.values())
     required, forbidden = group.required, group.forbidden
-    suffix = group.suffix
-    out: list[AReq] = []
+    out: list[Provider] = []
+    append = out.append
     for p in pool:
         if tree_root is not None and p.root_id != tree_root:
             continue
@@ -103,8 +103,17 @@ def _single_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | No
             continue
         if bad and p.id in bad:
             continue
-        if (required or forbidden) and not _traits_ok(p.traits, required, forbidden):
-            continue
+        if required or forbidden:
+            traits = p.traits
+            if forbidden and not forbidden.isdisjoint(traits):
+                continue
+            ok = True
+            for any_of in required:
+                if any_of.isdisjoint(traits):
+                    ok = False
+                    break
+            if not ok:
+                continue
         inv = p.inv
         used = p.used
         ok = True
@@ -114,8 +123,18 @@ def _single_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | No
                     or amount % i.step_size or used.get(rc, 0) + amount > i.capacity):
                 ok = False
                 break
-        if not ok:
-            continue
+        if ok:
+            append(p)
+    return out
+
+
+def _single_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | None,
+                     tree_root: int | None) -> list[AReq]:
+    """Each provider alone satisfying all of the group (granular groups)."""
+    items = list(group.resources.items())
+    suffix = group.suffix
+    out: list[AReq] = []
+    for p in _matching_providers(snap, group, tree_root):
         amounts = {(p.id, rc): amount for rc, amount in items}
         mappings = {suffix: (p.id,)}
         if anchors is None or p.root_id in anchors:
@@ -126,6 +145,21 @@ def _single_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | No
                     continue
                 out.append(AReq(anchor, amounts, mappings, group.use_same_provider))
     return out
+
+
+class Simple:
+    """Candidates of one group, one provider each (the common case):
+    rendered straight from the provider list, without AReq objects."""
+
+    __slots__ = ("providers", "resources", "suffix")
+
+    def __init__(self, providers: list[Provider], resources: dict[str, int], suffix: str):
+        self.providers = providers
+        self.resources = resources
+        self.suffix = suffix
+
+    def __len__(self) -> int:
+        return len(self.providers)
 
 
 def _multi_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | None,
@@ -208,7 +242,7 @@ def _same_subtree_ok(snap: Snapshot, combo, same_subtrees) -> bool:
 
 
 def find(snap: Snapshot, groups: dict[str, RequestGroup], rw: RequestWide,
-         nested_aware: bool) -> tuple[list[AReq], list[Provider]]:
+         nested_aware: bool):
     """Return (allocation requests, provider summaries)."""
     anchors = None
     if rw.root_required or rw.root_forbidden:
@@ -217,6 +251,10 @@ def find(snap: Snapshot, groups: dict[str, RequestGroup], rw: RequestWide,
                    and rw.root_forbidden.isdisjoint(p.traits)}
         if not anchors:
             return [], []
+    if len(groups) == 1:
+        simple = _find_simple(snap, next(iter(groups.values())), rw, anchors, nested_aware)
+        if simple is not None:
+            return simple
     per_group: dict[str, list[AReq]] = {}
     for suffix, group in groups.items():
         tree_root = None
@@ -266,6 +304,37 @@ def find(snap: Snapshot, groups: dict[str, RequestGroup], rw: RequestWide,
                 roots.add(snap.by_id[pid].root_id)
     summaries = [p for root in sorted(roots) for p in snap.tree_members[root]]
     return results, summaries
+
+
+def _find_simple(snap: Snapshot, group: RequestGroup, rw: RequestWide,
+                 anchors: set[int] | None, nested_aware: bool):
+    """One group whose candidates are single providers: no trees to spread
+    over (or a granular group), and no sharing provider whose extra anchors
+    could matter."""
+    if not group.resources:
+        return None
+    if not group.use_same_provider and (snap.has_trees or any(
+            sp.inv.keys() & group.resources.keys() for sp in snap.sharing)):
+        return None
+    if anchors is not None and snap.sharing:
+        return None
+    tree_root = None
+    if group.in_tree:
+        tree = snap.by_uuid.get(group.in_tree)
+        if tree is None:
+            return [], []
+        tree_root = tree.root_id
+    providers = _matching_providers(snap, group, tree_root)
+    if anchors is not None:
+        providers = [p for p in providers if p.root_id in anchors]
+    if rw.limit is not None:
+        providers = providers[:rw.limit]
+    if not snap.has_trees or (not nested_aware):
+        summaries = providers
+    else:
+        roots = sorted({p.root_id for p in providers})
+        summaries = [m for root in roots for m in snap.tree_members[root]]
+    return Simple(providers, group.resources, group.suffix), summaries
 
 
 def _dedupe(snap: Snapshot, areqs: list[AReq]) -> list[AReq]:

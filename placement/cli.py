@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 import click
 
@@ -58,8 +59,21 @@ def register(group: click.Group) -> None:
             os.environ[ENV_TOKEN_FILE] = os.path.abspath(token_file)
         else:
             os.environ.pop(ENV_TOKEN_FILE, None)
-        uvicorn.run("kova.placement.cli:_factory", factory=True, host=host, port=port,
-                    workers=workers, log_level=log_level, access_log=False)
+        config = uvicorn.Config("kova.placement.cli:_factory", factory=True, host=host,
+                                port=port, workers=workers, log_level=log_level,
+                                access_log=False)
+        if workers <= 1:
+            uvicorn.Server(config).run()
+            return
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        # Worker processes rebuild the listening socket without its protocol
+        # number, so asyncio does not set TCP_NODELAY on accepted connections
+        # (every reply then waits ~40 ms for a delayed ACK).  Accepted sockets
+        # inherit the option from the listener on Linux.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        Multiprocess(config, sockets=[sock]).run()
 
     @group.group("db")
     def db() -> None:

@@ -83,13 +83,14 @@ def find_provider(conn: Connection, uuid: str) -> ProviderRow | None:
 
 def get_provider(conn: Connection, uuid: str, lock: bool = False,
                  message: str | None = None) -> ProviderRow:
-    """The provider, optionally row-locked, or a 404."""
+    """The provider, optionally row-locked (``FOR UPDATE``), or a 404."""
+    stmt = _provider_select().where(rp.c.uuid == uuid)
     if lock:
-        conn.execute(sa.select(rp.c.id).where(rp.c.uuid == uuid).with_for_update())
-    found = find_provider(conn, uuid)
-    if found is None:
+        stmt = stmt.with_for_update(of=rp)
+    row = conn.execute(stmt).first()
+    if row is None:
         raise errors.NotFound(message or f"No resource provider with uuid {uuid} found")
-    return found
+    return _row_to_provider(row)
 
 
 def _bump_generation(conn: Connection, provider: ProviderRow,
@@ -123,15 +124,18 @@ def create_provider(conn: Connection, name: str, uuid: str | None,
                     parent_uuid: str | None) -> ProviderRow:
     uuid = uuid or str(uuidlib.uuid4())
     duplicates = []
-    if _name_taken(conn, name):
-        duplicates.append(f"name: {name}")
-    if conn.execute(sa.select(rp.c.id).where(rp.c.uuid == uuid)).first():
-        duplicates.append(f"uuid: {uuid}")
+    for row in conn.execute(sa.select(rp.c.name, rp.c.uuid).where(
+            sa.or_(rp.c.name == name, rp.c.uuid == uuid))):
+        if row.name == name:
+            duplicates.append(f"name: {name}")
+        if row.uuid == uuid:
+            duplicates.append(f"uuid: {uuid}")
     if duplicates:
         raise errors.Conflict(
             "Conflicting resource provider %s already exists." % ", ".join(duplicates),
             code=errors.DUPLICATE_NAME)
     parent_id = root_id = None
+    parent_uuid_out = root_uuid = None
     if parent_uuid is not None:
         parent = find_provider(conn, parent_uuid)
         if parent is None:
@@ -140,22 +144,18 @@ def create_provider(conn: Connection, name: str, uuid: str | None,
                 "Object action create failed because: parent provider UUID "
                 "does not exist.")
         parent_id, root_id = parent.id, parent.root_id
+        parent_uuid_out, root_uuid = parent.uuid, parent.root_uuid
     now = utcnow()
-    try:
-        with conn.begin_nested():
-            new_id = conn.execute(
-                sa.insert(rp).values(uuid=uuid, name=name, generation=0,
-                                     parent_provider_id=parent_id,
-                                     root_provider_id=root_id,
-                                     created_at=now, updated_at=now)
-                .returning(rp.c.id)).scalar_one()
-    except sa.exc.IntegrityError:
-        raise errors.Conflict(
-            f"Conflicting resource provider name: {name} already exists.",
-            code=errors.DUPLICATE_NAME) from None
+    new_id = conn.execute(
+        sa.insert(rp).values(uuid=uuid, name=name, generation=0,
+                             parent_provider_id=parent_id, root_provider_id=root_id,
+                             created_at=now, updated_at=now)
+        .returning(rp.c.id)).scalar_one()
     if root_id is None:
         conn.execute(sa.update(rp).where(rp.c.id == new_id).values(root_provider_id=new_id))
-    return find_provider(conn, uuid)  # type: ignore[return-value]
+        root_id, root_uuid = new_id, uuid
+    return ProviderRow(new_id, uuid, name, 0, parent_id, root_id, parent_uuid_out,
+                       root_uuid, now, now)
 
 
 def _descendant_ids(conn: Connection, provider_id: int) -> set[int]:
@@ -238,13 +238,30 @@ def delete_provider(conn: Connection, uuid: str) -> None:
 
 
 # --------------------------------------------------------- resource classes
-def rc_ids(conn: Connection, names) -> dict[str, int]:
+# Standard classes and traits are never deleted or renamed: their ids are
+# cached per database URL.  Custom names are always looked up.
+_STANDARD_IDS: dict[tuple[str, str], dict[str, int]] = {}
+
+
+def _ids(conn: Connection, table, names, standard: frozenset) -> dict[str, int]:
     names = set(names)
     if not names:
         return {}
-    rows = conn.execute(sa.select(t.resource_classes.c.name, t.resource_classes.c.id)
-                        .where(t.resource_classes.c.name.in_(names)))
-    return {r.name: r.id for r in rows}
+    key = (str(conn.engine.url), table.name)
+    cache = _STANDARD_IDS.setdefault(key, {})
+    out = {n: cache[n] for n in names if n in cache}
+    wanted = names - set(out)
+    if wanted:
+        for r in conn.execute(sa.select(table.c.name, table.c.id)
+                              .where(table.c.name.in_(wanted))):
+            out[r.name] = r.id
+            if r.name in standard:
+                cache[r.name] = r.id
+    return out
+
+
+def rc_ids(conn: Connection, names) -> dict[str, int]:
+    return _ids(conn, t.resource_classes, names, STANDARD_RCS)
 
 
 def rc_names_by_id(conn: Connection) -> dict[int, str]:
@@ -372,9 +389,9 @@ def set_inventories(conn: Connection, provider: ProviderRow, records: dict[str, 
             f"{provider.uuid}: No such resource class {unknown[0]}.")
     existing = {r.resource_class_id: r for r in conn.execute(
         sa.select(inv).where(inv.c.resource_provider_id == provider.id))}
-    used = _used_by_rc(conn, provider.id)
     new_ids = {ids[name] for name in records}
     removed = [rc_id for rc_id in existing if rc_id not in new_ids]
+    used = _used_by_rc(conn, provider.id) if removed else {}
     in_use = [rc_id for rc_id in removed if used.get(rc_id)]
     if in_use:
         names = rc_names_by_id(conn)
@@ -386,16 +403,20 @@ def set_inventories(conn: Connection, provider: ProviderRow, records: dict[str, 
     if removed:
         conn.execute(sa.delete(inv).where(inv.c.resource_provider_id == provider.id,
                                           inv.c.resource_class_id.in_(removed)))
+    inserts = []
     for name, rec in records.items():
         rc_id = ids[name]
         values = {f: rec[f] for f in INVENTORY_FIELDS}
         if rc_id in existing:
-            conn.execute(sa.update(inv).where(inv.c.id == existing[rc_id].id)
-                         .values(updated_at=now, **values))
+            old = existing[rc_id]
+            if any(getattr(old, f) != values[f] for f in INVENTORY_FIELDS):
+                conn.execute(sa.update(inv).where(inv.c.id == old.id)
+                             .values(updated_at=now, **values))
         else:
-            conn.execute(sa.insert(inv).values(
-                resource_provider_id=provider.id, resource_class_id=rc_id,
-                created_at=now, updated_at=now, **values))
+            inserts.append(dict(resource_provider_id=provider.id, resource_class_id=rc_id,
+                                created_at=now, updated_at=now, **values))
+    if inserts:
+        conn.execute(sa.insert(inv), inserts)
     _bump_generation(conn, provider)
 
 
@@ -458,12 +479,7 @@ def delete_inventory(conn: Connection, provider: ProviderRow, name: str) -> None
 
 # ------------------------------------------------------------------ traits
 def trait_ids(conn: Connection, names) -> dict[str, int]:
-    names = set(names)
-    if not names:
-        return {}
-    rows = conn.execute(sa.select(t.traits.c.name, t.traits.c.id)
-                        .where(t.traits.c.name.in_(names)))
-    return {r.name: r.id for r in rows}
+    return _ids(conn, t.traits, names, STANDARD_TRAITS)
 
 
 def list_traits(conn: Connection, name_filter: tuple[str, object] | None,
@@ -542,21 +558,27 @@ def provider_aggregates(conn: Connection, provider: ProviderRow) -> list[str]:
         .where(pa.c.resource_provider_id == provider.id)).scalars())
 
 
+def _insert_ignore(conn: Connection, table, rows: list[dict]) -> None:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover
+        conn.execute(sa.insert(table), rows)
+        return
+    conn.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
 def _aggregate_ids(conn: Connection, uuids: list[str]) -> dict[str, int]:
     if not uuids:
         return {}
-    found = {r.uuid: r.id for r in conn.execute(
-        sa.select(t.aggregates.c.uuid, t.aggregates.c.id)
-        .where(t.aggregates.c.uuid.in_(uuids)))}
-    for u in uuids:
-        if u not in found:
-            try:
-                with conn.begin_nested():
-                    found[u] = conn.execute(sa.insert(t.aggregates).values(uuid=u)
-                                            .returning(t.aggregates.c.id)).scalar_one()
-            except sa.exc.IntegrityError:
-                found[u] = conn.execute(sa.select(t.aggregates.c.id).where(
-                    t.aggregates.c.uuid == u)).scalar_one()
+    stmt = sa.select(t.aggregates.c.uuid, t.aggregates.c.id).where(
+        t.aggregates.c.uuid.in_(uuids))
+    found = {r.uuid: r.id for r in conn.execute(stmt)}
+    missing = [u for u in uuids if u not in found]
+    if missing:
+        _insert_ignore(conn, t.aggregates, [{"uuid": u} for u in missing])
+        found = {r.uuid: r.id for r in conn.execute(stmt)}
     return found
 
 
@@ -821,16 +843,12 @@ def replace_allocations(conn: Connection, writes: list[ConsumerWrite],
         else:
             project, user = w.project_id, w.user_id or INCOMPLETE_USER
         if row is None:
-            try:
-                with conn.begin_nested():
-                    conn.execute(sa.insert(c).values(
-                        uuid=w.uuid, project_id=project, user_id=user,
-                        consumer_type=w.consumer_type if w.set_type else None,
-                        generation=1, created_at=now, updated_at=now))
-            except sa.exc.IntegrityError:
-                raise errors.Conflict(
-                    "consumer generation conflict - another request created "
-                    f"consumer {w.uuid}", code=errors.CONCURRENT_UPDATE) from None
+            # A racing creator of the same consumer makes this INSERT fail;
+            # Database.run_write answers 409 placement.concurrent_update.
+            conn.execute(sa.insert(c).values(
+                uuid=w.uuid, project_id=project, user_id=user,
+                consumer_type=w.consumer_type if w.set_type else None,
+                generation=1, created_at=now, updated_at=now))
         else:
             values = {"project_id": project, "user_id": user,
                       "generation": row.generation + 1, "updated_at": now}

@@ -71,7 +71,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=20,
-                            pool_pre_ping=True)
+                            pool_recycle=1800)
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -107,12 +107,24 @@ class Database:
                 conn.execute(sa.update(t.state).where(t.state.c.id == 1)
                              .values(counter=t.state.c.counter + 1))
 
-    def run_write(self, fn, *args, attempts: int = 5, **kwargs):
-        """Run ``fn(conn, ...)`` in a write transaction, retrying deadlocks."""
+    def run_write(self, fn, *args, attempts: int = 5, conflict=None, **kwargs):
+        """Run ``fn(conn, ...)`` in a write transaction, retrying deadlocks.
+
+        A unique-constraint violation (a racing writer inserted the same row)
+        becomes ``conflict`` or a 409 ``placement.concurrent_update``.
+        """
+        from kova.placement import errors
+
         for attempt in range(attempts):
             try:
                 with self.write() as conn:
                     return fn(conn, *args, **kwargs)
+            except sa.exc.IntegrityError:
+                if conflict is not None:
+                    raise conflict from None
+                raise errors.Conflict(
+                    "Another request changed the same data; please retry.",
+                    code=errors.CONCURRENT_UPDATE) from None
             except sa.exc.DBAPIError as exc:
                 if attempt + 1 < attempts and _is_retryable(exc):
                     LOG.info("retrying write after %s", exc.__class__.__name__)

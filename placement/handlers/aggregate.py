@@ -29,8 +29,6 @@ def show(req):
 @since(1)
 def put(req):
     uuid = path(req, "uuid")
-    with req.app.db.read() as conn:
-        store.get_provider(conn, uuid)
     if req.want(19):
         data = req.json(schemas.AGGREGATES_PUT_1_19)
         aggs, generation = data["aggregates"], data["resource_provider_generation"]

@@ -164,6 +164,7 @@ def _check_names(snap, groups, rw) -> None:
 
 
 def _summary_json(p, requested, include_all, include_traits, nested) -> str:
+    """'"<uuid>": {...}' for one provider summary (cached per snapshot)."""
     key = (include_traits, nested)
     if include_all:
         cached = p.frags.get(key)
@@ -177,10 +178,24 @@ def _summary_json(p, requested, include_all, include_traits, nested) -> str:
     if nested:
         data["parent_provider_uuid"] = p.parent_uuid
         data["root_provider_uuid"] = p.root_uuid
-    text = json.dumps(data)
+    text = '"%s": %s' % (p.uuid, json.dumps(data))
     if include_all:
         p.frags[key] = text
     return text
+
+
+def _render_simple(req, simple) -> list[str]:
+    rj = json.dumps(simple.resources)
+    if req.want(12):
+        if req.want(34):
+            head = '{"allocations": {"'
+            mid = '": {"resources": ' + rj + '}}, "mappings": {' + json.dumps(simple.suffix) + ': ["'
+            return [head + p.uuid + mid + p.uuid + '"]}}' for p in simple.providers]
+        mid = '": {"resources": ' + rj + "}}}"
+        return ['{"allocations": {"' + p.uuid + mid for p in simple.providers]
+    mid = '"}, "resources": ' + rj + "}]}"
+    return ['{"allocations": [{"resource_provider": {"uuid": "' + p.uuid + mid
+            for p in simple.providers]
 
 
 def _render(req, snap, areqs, summaries, groups) -> bytes:
@@ -188,8 +203,8 @@ def _render(req, snap, areqs, summaries, groups) -> bytes:
     want_mappings = req.want(34)
     by_id = snap.by_id
     res_cache: dict = {}
-    parts = []
-    for areq in areqs:
+    parts = _render_simple(req, areqs) if isinstance(areqs, candidates.Simple) else []
+    for areq in ([] if isinstance(areqs, candidates.Simple) else areqs):
         by_p: dict[int, list] = {}
         for (pid, rc), amount in areq.amounts.items():
             by_p.setdefault(pid, []).append((rc, amount))
@@ -218,9 +233,8 @@ def _render(req, snap, areqs, summaries, groups) -> bytes:
     for g in groups.values():
         requested |= set(g.resources)
     include_all, include_traits, nested = req.want(27), req.want(17), req.want(29)
-    sums = ", ".join('"%s": %s' % (p.uuid, _summary_json(p, requested, include_all,
-                                                        include_traits, nested))
-                     for p in summaries)
+    sums = ", ".join([_summary_json(p, requested, include_all, include_traits, nested)
+                      for p in summaries])
     return ('{"allocation_requests": [' + ", ".join(parts) + '], "provider_summaries": {'
             + sums + "}}").encode()
 

@@ -45,8 +45,6 @@ def show(req):
 
 def create(req):
     uuid = path(req, "uuid")
-    with req.app.db.read() as conn:
-        store.get_provider(conn, uuid)
     data = req.json(schemas.INVENTORY_POST)
     rc = data["resource_class"]
     rec = _record(data)
@@ -67,8 +65,6 @@ def create(req):
 
 def replace_all(req):
     uuid = path(req, "uuid")
-    with req.app.db.read() as conn:
-        store.get_provider(conn, uuid)
     data = req.json(schemas.INVENTORIES_PUT)
     records = {rc: _record(d) for rc, d in data["inventories"].items()}
 
@@ -87,8 +83,6 @@ def replace_all(req):
 
 def update(req):
     uuid, rc = path(req, "uuid"), path(req, "resource_class")
-    with req.app.db.read() as conn:
-        store.get_provider(conn, uuid)
     data = req.json(schemas.INVENTORY_PUT_ONE)
     rec = _record(data)
 

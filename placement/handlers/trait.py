@@ -88,8 +88,6 @@ def provider_list(req):
 @since(6)
 def provider_put(req):
     uuid = path(req, "uuid")
-    with req.app.db.read() as conn:
-        store.get_provider(conn, uuid)
     data = req.json(schemas.PROVIDER_TRAITS_PUT)
 
     def _write(conn):

@@ -62,6 +62,7 @@ def test_put_all_inventories(api):
     body = {"resource_provider_generation": 1, "inventories": {"VCPU": {"total": 8, "x": 1}}}
     assert api.put(f"/resource_providers/{u}/inventories", json=body).status_code == 400
     missing = new_uuid()
+    body = {"resource_provider_generation": 1, "inventories": {"VCPU": {"total": 8}}}
     assert api.put(f"/resource_providers/{missing}/inventories",
                    json=body).status_code == 404
 
