@@ -157,7 +157,15 @@ def test_helm_install_is_accepted_by_the_api_server(kubeconfig, kubectl, kova_cr
         "operator.peering.name": release,
         "leaseNamespace": namespace,
         "serviceMonitor.enabled": False,
+        # the test Node below never becomes Ready (no kubelet)
+        "agent.tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                               "effect": "NoSchedule"}],
     }
+    # a hypervisor Node (an API object only) so that the DaemonSet makes a Pod
+    node = f"{release}-hv"
+    kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": node, "labels": {"kova.dev/hypervisor": "true"}}}))
     proc = _helm_k(kubeconfig, "install", release, str(CHART), "--namespace", namespace,
                    *set_args(values), timeout=120)
     assert "STATUS: deployed" in proc.stdout, proc.stdout
@@ -174,15 +182,22 @@ def test_helm_install_is_accepted_by_the_api_server(kubeconfig, kubectl, kova_cr
                 args += ["-n", obj["metadata"]["namespace"]]
             kubectl(*args)
 
-        # Pods of the Deployments and the StatefulSet are accepted as rendered
+        # Pods of the Deployments, the StatefulSet and the DaemonSet (the
+        # privileged agent with its host paths) are accepted as rendered
         def pods():
             out = json.loads(kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
-            comps = [p["metadata"]["labels"].get("app.kubernetes.io/component")
-                     for p in out["items"]]
-            return comps if sorted(comps) == ["operator", "operator", "placement", "postgresql"] \
-                else None
+            comps = {p["metadata"]["labels"].get("app.kubernetes.io/component"): p
+                     for p in out["items"]}
+            names = sorted(p["metadata"]["labels"].get("app.kubernetes.io/component")
+                           for p in out["items"])
+            want = ["agent", "operator", "operator", "placement", "postgresql"]
+            return comps if names == want else None
 
-        _wait("the operator, placement and postgresql pods", pods, timeout=30)
+        comps = _wait("the agent, operator, placement and postgresql pods", pods, timeout=30)
+        agent = comps["agent"]["spec"]
+        # (the DaemonSet controller pins it to the node with node affinity)
+        assert node in json.dumps(agent["affinity"]["nodeAffinity"])
+        assert agent["containers"][0]["securityContext"]["privileged"] is True
 
         # the admission policies' CEL type-checks against the Kova CRDs
         for vap in (o for o in objs if o["kind"] == "ValidatingAdmissionPolicy"):
@@ -206,6 +221,7 @@ def test_helm_install_is_accepted_by_the_api_server(kubeconfig, kubectl, kova_cr
     finally:
         _helm_k(kubeconfig, "uninstall", release, "--namespace", namespace, "--wait",
                 "--timeout", "60s", timeout=120)
+        kubectl("delete", "node", node, "--wait=false", check=False)
     assert not kubectl("get", "clusterroles", "-l", f"app.kubernetes.io/instance={release}",
                        "-o", "name").stdout.strip()
     assert not kubectl("get", "validatingadmissionpolicies", "-l",
