@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from kova.placement import errors
 from kova.placement.db import tables as t
+from kova.placement.db.engine import bump_counter_cte
 
 STANDARD_RCS = frozenset(os_resource_classes.STANDARDS)
 STANDARD_TRAITS = frozenset(os_traits.get_traits())
@@ -97,14 +98,38 @@ def _bump_generation(conn: Connection, provider: ProviderRow,
                      expected: int | None = None) -> int:
     """Increment a (locked) provider's generation, checking ``expected``."""
     current = provider.generation if expected is None else expected
-    res = conn.execute(
-        sa.update(rp).where(rp.c.id == provider.id, rp.c.generation == current)
-        .values(generation=current + 1, updated_at=utcnow()))
+    res = conn.execute(bump_counter_cte(
+        conn, sa.update(rp).where(rp.c.id == provider.id, rp.c.generation == current)
+        .values(generation=current + 1, updated_at=utcnow())))
     if res.rowcount != 1:
         raise errors.Conflict(
             "resource provider generation conflict", code=errors.CONCURRENT_UPDATE)
     provider.generation = current + 1
     return provider.generation
+
+
+def lock_and_bump(conn: Connection, uuid: str, expected: int | None = None,
+                  conflict_detail: str = "resource provider generation conflict"
+                  ) -> ProviderRow:
+    """Increment a provider's generation (checking ``expected``) in one
+    statement; the UPDATE also row-locks it until the transaction ends.
+
+    Returns the provider with its new generation (parent/root uuids unset).
+    """
+    stmt = sa.update(rp).where(rp.c.uuid == uuid)
+    if expected is not None:
+        stmt = stmt.where(rp.c.generation == expected)
+    stmt = (stmt.values(generation=rp.c.generation + 1, updated_at=utcnow())
+            .returning(rp.c.id, rp.c.name, rp.c.generation, rp.c.parent_provider_id,
+                       rp.c.root_provider_id, rp.c.updated_at, rp.c.created_at))
+    row = conn.execute(bump_counter_cte(conn, stmt)).first()
+    if row is None:
+        if find_provider(conn, uuid) is None:
+            raise errors.NotFound(f"No resource provider with uuid {uuid} found")
+        raise errors.Conflict(conflict_detail, code=errors.CONCURRENT_UPDATE)
+    return ProviderRow(row.id, uuid, row.name, row.generation, row.parent_provider_id,
+                       row.root_provider_id or row.id, None, None, row.updated_at,
+                       row.created_at)
 
 
 def check_generation(provider: ProviderRow, generation: int) -> None:
@@ -122,18 +147,9 @@ def _name_taken(conn: Connection, name: str, except_id: int | None = None) -> bo
 
 def create_provider(conn: Connection, name: str, uuid: str | None,
                     parent_uuid: str | None) -> ProviderRow:
+    """Insert a provider.  A duplicate name or uuid violates a unique
+    constraint; the caller maps that to 409 ``placement.duplicate_name``."""
     uuid = uuid or str(uuidlib.uuid4())
-    duplicates = []
-    for row in conn.execute(sa.select(rp.c.name, rp.c.uuid).where(
-            sa.or_(rp.c.name == name, rp.c.uuid == uuid))):
-        if row.name == name:
-            duplicates.append(f"name: {name}")
-        if row.uuid == uuid:
-            duplicates.append(f"uuid: {uuid}")
-    if duplicates:
-        raise errors.Conflict(
-            "Conflicting resource provider %s already exists." % ", ".join(duplicates),
-            code=errors.DUPLICATE_NAME)
     parent_id = root_id = None
     parent_uuid_out = root_uuid = None
     if parent_uuid is not None:
@@ -146,16 +162,44 @@ def create_provider(conn: Connection, name: str, uuid: str | None,
         parent_id, root_id = parent.id, parent.root_id
         parent_uuid_out, root_uuid = parent.uuid, parent.root_uuid
     now = utcnow()
-    new_id = conn.execute(
+    if conn.dialect.name == "postgresql":
+        new_id = sa.select(sa.func.nextval(
+            sa.func.pg_get_serial_sequence("resource_providers", "id")).label("id")).cte("n")
+        sel = sa.select(new_id.c.id, sa.literal(uuid), sa.literal(name), sa.literal(0),
+                        sa.literal(parent_id, sa.Integer),
+                        sa.func.coalesce(sa.literal(root_id, sa.Integer), new_id.c.id),
+                        sa.literal(now), sa.literal(now))
+        stmt = (sa.insert(rp).from_select(
+            ["id", "uuid", "name", "generation", "parent_provider_id", "root_provider_id",
+             "created_at", "updated_at"], sel).returning(rp.c.id))
+        new_id_value = conn.execute(bump_counter_cte(conn, stmt)).scalar_one()
+        if root_id is None:
+            root_id, root_uuid = new_id_value, uuid
+        return ProviderRow(new_id_value, uuid, name, 0, parent_id, root_id, parent_uuid_out,
+                           root_uuid, now, now)
+    new_id_value = conn.execute(
         sa.insert(rp).values(uuid=uuid, name=name, generation=0,
                              parent_provider_id=parent_id, root_provider_id=root_id,
                              created_at=now, updated_at=now)
         .returning(rp.c.id)).scalar_one()
     if root_id is None:
-        conn.execute(sa.update(rp).where(rp.c.id == new_id).values(root_provider_id=new_id))
-        root_id, root_uuid = new_id, uuid
-    return ProviderRow(new_id, uuid, name, 0, parent_id, root_id, parent_uuid_out,
+        conn.execute(sa.update(rp).where(rp.c.id == new_id_value)
+                     .values(root_provider_id=new_id_value))
+        root_id, root_uuid = new_id_value, uuid
+    return ProviderRow(new_id_value, uuid, name, 0, parent_id, root_id, parent_uuid_out,
                        root_uuid, now, now)
+
+
+def duplicate_provider_detail(conn: Connection, name: str, uuid: str | None) -> str:
+    duplicates = []
+    for row in conn.execute(sa.select(rp.c.name, rp.c.uuid).where(
+            sa.or_(rp.c.name == name, rp.c.uuid == (uuid or "")))):
+        if row.name == name:
+            duplicates.append(f"name: {name}")
+        if uuid and row.uuid == uuid:
+            duplicates.append(f"uuid: {uuid}")
+    return "Conflicting resource provider %s already exists." % (
+        ", ".join(duplicates) or f"name: {name}")
 
 
 def _descendant_ids(conn: Connection, provider_id: int) -> set[int]:
@@ -377,7 +421,7 @@ def _used_by_rc(conn: Connection, provider_id: int) -> dict[int, int]:
 
 def set_inventories(conn: Connection, provider: ProviderRow, records: dict[str, dict],
                     generation: int | None, in_use_code: str = errors.INVENTORY_INUSE,
-                    verb: str = "update") -> None:
+                    verb: str = "update", bump: bool = True) -> None:
     """Replace all of a locked provider's inventory with ``records``."""
     if generation is not None:
         check_generation(provider, generation)
@@ -417,10 +461,12 @@ def set_inventories(conn: Connection, provider: ProviderRow, records: dict[str, 
                                 created_at=now, updated_at=now, **values))
     if inserts:
         conn.execute(sa.insert(inv), inserts)
-    _bump_generation(conn, provider)
+    if bump:
+        _bump_generation(conn, provider)
 
 
-def add_inventory(conn: Connection, provider: ProviderRow, name: str, rec: dict) -> None:
+def add_inventory(conn: Connection, provider: ProviderRow, name: str, rec: dict,
+                  bump: bool = True) -> None:
     ids = rc_ids(conn, [name])
     if not ids:
         raise errors.BadRequest(
@@ -436,12 +482,14 @@ def add_inventory(conn: Connection, provider: ProviderRow, name: str, rec: dict)
     conn.execute(sa.insert(inv).values(
         resource_provider_id=provider.id, resource_class_id=rc_id,
         created_at=now, updated_at=now, **{f: rec[f] for f in INVENTORY_FIELDS}))
-    _bump_generation(conn, provider)
+    if bump:
+        _bump_generation(conn, provider)
 
 
 def update_inventory(conn: Connection, provider: ProviderRow, name: str, rec: dict,
-                     generation: int) -> None:
-    check_generation(provider, generation)
+                     generation: int | None, bump: bool = True) -> None:
+    if generation is not None:
+        check_generation(provider, generation)
     ids = rc_ids(conn, [name])
     row = None
     if ids:
@@ -454,10 +502,12 @@ def update_inventory(conn: Connection, provider: ProviderRow, name: str, rec: di
             f"{provider.uuid}: No inventory of class {name} found.")
     conn.execute(sa.update(inv).where(inv.c.id == row.id).values(
         updated_at=utcnow(), **{f: rec[f] for f in INVENTORY_FIELDS}))
-    _bump_generation(conn, provider)
+    if bump:
+        _bump_generation(conn, provider)
 
 
-def delete_inventory(conn: Connection, provider: ProviderRow, name: str) -> None:
+def delete_inventory(conn: Connection, provider: ProviderRow, name: str,
+                     bump: bool = True) -> None:
     ids = rc_ids(conn, [name])
     row = None
     if ids:
@@ -474,7 +524,8 @@ def delete_inventory(conn: Connection, provider: ProviderRow, name: str) -> None
             f"on resource provider '{provider.uuid}' in use.",
             code=errors.CONCURRENT_UPDATE)
     conn.execute(sa.delete(inv).where(inv.c.id == row.id))
-    _bump_generation(conn, provider)
+    if bump:
+        _bump_generation(conn, provider)
 
 
 # ------------------------------------------------------------------ traits
@@ -529,7 +580,8 @@ def provider_traits(conn: Connection, provider: ProviderRow) -> list[str]:
 
 
 def set_provider_traits(conn: Connection, provider: ProviderRow, names: list[str],
-                        generation: int | None) -> None:
+                        generation: int | None, bump: bool = True) -> None:
+    """Replace a provider's traits (the caller locked/bumped it, or bump=True)."""
     if generation is not None:
         check_generation(provider, generation)
     ids = trait_ids(conn, names)
@@ -537,16 +589,12 @@ def set_provider_traits(conn: Connection, provider: ProviderRow, names: list[str
     if missing:
         raise errors.BadRequest("No such trait %s" % ", ".join(missing))
     pt = t.provider_traits
-    current = set(conn.execute(sa.select(pt.c.trait_id).where(
-        pt.c.resource_provider_id == provider.id)).scalars())
-    wanted = set(ids.values())
-    if current - wanted:
-        conn.execute(sa.delete(pt).where(pt.c.resource_provider_id == provider.id,
-                                         pt.c.trait_id.in_(current - wanted)))
-    if wanted - current:
+    conn.execute(sa.delete(pt).where(pt.c.resource_provider_id == provider.id))
+    if ids:
         conn.execute(sa.insert(pt), [{"resource_provider_id": provider.id, "trait_id": i}
-                                     for i in sorted(wanted - current)])
-    _bump_generation(conn, provider)
+                                     for i in sorted(set(ids.values()))])
+    if bump:
+        _bump_generation(conn, provider)
 
 
 # -------------------------------------------------------------- aggregates
@@ -588,19 +636,12 @@ def set_provider_aggregates(conn: Connection, provider: ProviderRow, uuids: list
         check_generation(provider, generation)
     ids = _aggregate_ids(conn, uuids)
     pa = t.provider_aggregates
-    current = set(conn.execute(sa.select(pa.c.aggregate_id).where(
-        pa.c.resource_provider_id == provider.id)).scalars())
-    wanted = set(ids.values())
-    if current - wanted:
-        conn.execute(sa.delete(pa).where(pa.c.resource_provider_id == provider.id,
-                                         pa.c.aggregate_id.in_(current - wanted)))
-    if wanted - current:
+    conn.execute(sa.delete(pa).where(pa.c.resource_provider_id == provider.id))
+    if ids:
         conn.execute(sa.insert(pa), [{"resource_provider_id": provider.id, "aggregate_id": i}
-                                     for i in sorted(wanted - current)])
+                                     for i in sorted(set(ids.values()))])
     if bump:
         _bump_generation(conn, provider)
-    else:
-        conn.execute(sa.update(rp).where(rp.c.id == provider.id).values(updated_at=utcnow()))
 
 
 # ------------------------------------------------------------------ usages

@@ -103,9 +103,12 @@ class Database:
         with self.engine.connect() as conn:
             conn = conn.execution_options(kova_write=True)
             with conn.begin():
+                conn.info["kova_counter_bumped"] = False
                 yield conn
-                conn.execute(sa.update(t.state).where(t.state.c.id == 1)
-                             .values(counter=t.state.c.counter + 1))
+                # A statement may already have bumped it (see bump_counter_cte).
+                if not conn.info.get("kova_counter_bumped"):
+                    conn.execute(sa.update(t.state).where(t.state.c.id == 1)
+                                 .values(counter=t.state.c.counter + 1))
 
     def run_write(self, fn, *args, attempts: int = 5, conflict=None, **kwargs):
         """Run ``fn(conn, ...)`` in a write transaction, retrying deadlocks.
@@ -120,6 +123,8 @@ class Database:
                 with self.write() as conn:
                     return fn(conn, *args, **kwargs)
             except sa.exc.IntegrityError:
+                if callable(conflict):
+                    raise conflict() from None
                 if conflict is not None:
                     raise conflict from None
                 raise errors.Conflict(
@@ -141,6 +146,17 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def bump_counter_cte(conn: Connection, stmt):
+    """On Postgres, fold the change-counter bump into ``stmt`` (a data-modifying
+    CTE runs exactly once, referenced or not): one round trip less per write."""
+    if conn.dialect.name != "postgresql" or conn.info.get("kova_counter_bumped"):
+        return stmt
+    bump = (sa.update(t.state).where(t.state.c.id == 1)
+            .values(counter=t.state.c.counter + 1).cte("kova_bump"))
+    conn.info["kova_counter_bumped"] = True
+    return stmt.add_cte(bump)
 
 
 def alembic_config(url: str):

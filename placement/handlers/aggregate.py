@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kova.placement import errors, store
+from kova.placement import store
 from kova.placement.app import cache_headers, check_accept, json_response
 from kova.placement.handlers.common import path, since
 from kova.placement.schemas import body as schemas
@@ -36,12 +36,14 @@ def put(req):
         aggs, generation = req.json(schemas.AGGREGATES_PUT), None
 
     def _write(conn):
-        provider = store.get_provider(conn, uuid, lock=True)
-        if generation is not None and generation != provider.generation:
-            raise errors.Conflict(
+        if generation is not None:
+            provider = store.lock_and_bump(
+                conn, uuid, generation,
                 "Resource provider's generation already changed. Please update the "
-                "generation and try again.", code=errors.CONCURRENT_UPDATE)
-        store.set_provider_aggregates(conn, provider, aggs, None, bump=req.want(19))
+                "generation and try again.")
+        else:
+            provider = store.get_provider(conn, uuid, lock=True)
+        store.set_provider_aggregates(conn, provider, aggs, None, bump=False)
         return provider
 
     provider = req.app.db.run_write(_write)

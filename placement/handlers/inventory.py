@@ -49,10 +49,11 @@ def create(req):
     rc = data["resource_class"]
     rec = _record(data)
 
+    store.validate_capacity(uuid, {rc: rec}, req.want(26), "create")
+
     def _write(conn):
-        provider = store.get_provider(conn, uuid, lock=True)
-        store.validate_capacity(uuid, {rc: rec}, req.want(26), "create")
-        store.add_inventory(conn, provider, rc, rec)
+        provider = store.lock_and_bump(conn, uuid)
+        store.add_inventory(conn, provider, rc, rec, bump=False)
         return provider
 
     provider = req.app.db.run_write(_write)
@@ -68,11 +69,11 @@ def replace_all(req):
     data = req.json(schemas.INVENTORIES_PUT)
     records = {rc: _record(d) for rc, d in data["inventories"].items()}
 
+    store.validate_capacity(uuid, records, req.want(26), "update")
+
     def _write(conn):
-        provider = store.get_provider(conn, uuid, lock=True)
-        store.check_generation(provider, data["resource_provider_generation"])
-        store.validate_capacity(uuid, records, req.want(26), "update")
-        store.set_inventories(conn, provider, records, None)
+        provider = store.lock_and_bump(conn, uuid, data["resource_provider_generation"])
+        store.set_inventories(conn, provider, records, None, bump=False)
         return provider
 
     provider = req.app.db.run_write(_write)
@@ -86,11 +87,11 @@ def update(req):
     data = req.json(schemas.INVENTORY_PUT_ONE)
     rec = _record(data)
 
+    store.validate_capacity(uuid, {rc: rec}, req.want(26), "update")
+
     def _write(conn):
-        provider = store.get_provider(conn, uuid, lock=True)
-        store.check_generation(provider, data["resource_provider_generation"])
-        store.validate_capacity(uuid, {rc: rec}, req.want(26), "update")
-        store.update_inventory(conn, provider, rc, rec, data["resource_provider_generation"])
+        provider = store.lock_and_bump(conn, uuid, data["resource_provider_generation"])
+        store.update_inventory(conn, provider, rc, rec, None, bump=False)
         return provider
 
     provider = req.app.db.run_write(_write)
@@ -103,8 +104,8 @@ def delete(req):
     uuid, rc = path(req, "uuid"), path(req, "resource_class")
 
     def _write(conn):
-        provider = store.get_provider(conn, uuid, lock=True)
-        store.delete_inventory(conn, provider, rc)
+        provider = store.lock_and_bump(conn, uuid)
+        store.delete_inventory(conn, provider, rc, bump=False)
 
     req.app.db.run_write(_write)
     return no_content()
@@ -118,8 +119,8 @@ def delete_all(req):
     uuid = path(req, "uuid")
 
     def _write(conn):
-        provider = store.get_provider(conn, uuid, lock=True)
-        store.set_inventories(conn, provider, {}, None)
+        provider = store.lock_and_bump(conn, uuid)
+        store.set_inventories(conn, provider, {}, None, bump=False)
 
     req.app.db.run_write(_write)
     return no_content()

@@ -28,10 +28,13 @@ def _list_schema(req) -> dict:
 def create(req):
     schema = schemas.PROVIDER_POST_1_14 if req.want(14) else schemas.PROVIDER_POST
     data = req.json(schema)
-    provider = req.app.db.run_write(
-        store.create_provider, data["name"], data.get("uuid"), data.get("parent_provider_uuid"),
-        conflict=errors.Conflict(f"Conflicting resource provider name: {data['name']} "
-                                 "already exists.", code=errors.DUPLICATE_NAME))
+    def _duplicate():
+        with req.app.db.read() as conn:
+            detail = store.duplicate_provider_detail(conn, data["name"], data.get("uuid"))
+        return errors.Conflict(detail, code=errors.DUPLICATE_NAME)
+
+    provider = req.app.db.run_write(store.create_provider, data["name"], data.get("uuid"),
+                                    data.get("parent_provider_uuid"), conflict=_duplicate)
     headers = {"location": f"/resource_providers/{provider.uuid}"}
     if req.want(20):
         headers.update(cache_headers(req, provider.updated_at))

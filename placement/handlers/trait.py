@@ -91,12 +91,11 @@ def provider_put(req):
     data = req.json(schemas.PROVIDER_TRAITS_PUT)
 
     def _write(conn):
-        provider = store.get_provider(conn, uuid, lock=True)
-        if provider.generation != data["resource_provider_generation"]:
-            raise errors.Conflict(
-                "Resource provider's generation already changed. Please update the "
-                "generation and try again.", code=errors.CONCURRENT_UPDATE)
-        store.set_provider_traits(conn, provider, data["traits"], None)
+        provider = store.lock_and_bump(
+            conn, uuid, data["resource_provider_generation"],
+            "Resource provider's generation already changed. Please update the "
+            "generation and try again.")
+        store.set_provider_traits(conn, provider, data["traits"], None, bump=False)
         return provider
 
     provider = req.app.db.run_write(_write)
@@ -110,8 +109,8 @@ def provider_delete(req):
     uuid = path(req, "uuid")
 
     def _write(conn):
-        provider = store.get_provider(conn, uuid, lock=True)
-        store.set_provider_traits(conn, provider, [], None)
+        provider = store.lock_and_bump(conn, uuid)
+        store.set_provider_traits(conn, provider, [], None, bump=False)
 
     req.app.db.run_write(_write)
     return no_content()
