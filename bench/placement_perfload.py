@@ -27,6 +27,7 @@ writes the figures to a file.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -158,49 +159,73 @@ def start_openstack(db_url: str, workers: int, threads: int, logdir: Path) -> Se
     return Server("openstack", cmd, env, port, logdir / "openstack-placement.log")
 
 
+class Http:
+    """A minimal keep-alive HTTP/1.1 JSON client (http.client): the client's
+    own cost is a small, equal share of both services' figures."""
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
+
+    def call(self, method: str, path: str, body=None) -> tuple[int, bytes]:
+        headers = dict(HEADERS)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["content-type"] = "application/json"
+        self.conn.request(method, path, body=data, headers=headers)
+        resp = self.conn.getresponse()
+        payload = resp.read()
+        if resp.status >= 400:
+            raise RuntimeError(f"{method} {path} -> {resp.status}: {payload[:500]!r}")
+        return resp.status, payload
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def load(url: str, n: int) -> dict:
     """Create n providers one at a time; 4 writes each."""
     writes = 0
+    c = Http(url)
     start = time.perf_counter()
-    with httpx.Client(base_url=url, headers=HEADERS, timeout=60) as c:
-        for i in range(n):
-            r = c.post("/resource_providers", json={"name": f"perf-{i}", "uuid": str(uuid.uuid4())})
-            r.raise_for_status()
-            rp = r.json()
-            u, gen = rp["uuid"], rp["generation"]
-            r = c.put(f"/resource_providers/{u}/inventories",
-                      json={"resource_provider_generation": gen, "inventories": INVENTORY})
-            r.raise_for_status()
-            gen = r.json()["resource_provider_generation"]
-            r = c.put(f"/resource_providers/{u}/aggregates",
-                      json={"resource_provider_generation": gen, "aggregates": AGG_CYCLE[i % 3]})
-            r.raise_for_status()
-            gen = r.json()["resource_provider_generation"]
-            r = c.put(f"/resource_providers/{u}/traits",
-                      json={"resource_provider_generation": gen, "traits": TRAIT_CYCLE[i % 3]})
-            r.raise_for_status()
-            writes += 4
+    for i in range(n):
+        _, body = c.call("POST", "/resource_providers",
+                         {"name": f"perf-{i}", "uuid": str(uuid.uuid4())})
+        rp = json.loads(body)
+        u, gen = rp["uuid"], rp["generation"]
+        _, body = c.call("PUT", f"/resource_providers/{u}/inventories",
+                         {"resource_provider_generation": gen, "inventories": INVENTORY})
+        gen = json.loads(body)["resource_provider_generation"]
+        _, body = c.call("PUT", f"/resource_providers/{u}/aggregates",
+                         {"resource_provider_generation": gen, "aggregates": AGG_CYCLE[i % 3]})
+        gen = json.loads(body)["resource_provider_generation"]
+        c.call("PUT", f"/resource_providers/{u}/traits",
+               {"resource_provider_generation": gen, "traits": TRAIT_CYCLE[i % 3]})
+        writes += 4
     elapsed = time.perf_counter() - start
+    c.close()
     return {"writes": writes, "seconds": round(elapsed, 2), "writes_per_s": round(writes / elapsed, 1)}
 
 
 def sequential(url: str, requests: int, expect: int) -> dict:
     times = []
-    with httpx.Client(base_url=url, headers=HEADERS, timeout=300) as c:
-        for _ in range(2):  # warm up (first request may build caches)
-            r = c.get(QUERY)
-            r.raise_for_status()
-        count = len(r.json()["allocation_requests"])
-        for _ in range(requests):
-            t0 = time.perf_counter()
-            r = c.get(QUERY)
-            r.raise_for_status()
-            times.append(time.perf_counter() - t0)
+    c = Http(url)
+    for _ in range(2):  # warm up (the first request may build caches)
+        _, body = c.call("GET", QUERY)
+    count = len(json.loads(body)["allocation_requests"])
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        _, body = c.call("GET", QUERY)
+        times.append(time.perf_counter() - t0)
+    c.close()
     times.sort()
     p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
     return {"requests": requests, "candidates": count, "expected": expect,
             "median_ms": round(statistics.median(times) * 1000, 1),
-            "p95_ms": round(p95 * 1000, 1), "bytes": len(r.content)}
+            "p95_ms": round(p95 * 1000, 1), "bytes": len(body)}
 
 
 def concurrent(url: str, clients: int, total: int) -> dict:
@@ -208,11 +233,13 @@ def concurrent(url: str, clients: int, total: int) -> dict:
     errors: list[str] = []
 
     def worker():
-        with httpx.Client(base_url=url, headers=HEADERS, timeout=300) as c:
-            for _ in range(per_client):
-                r = c.get(QUERY)
-                if r.status_code != 200:
-                    errors.append(str(r.status_code))
+        c = Http(url)
+        for _ in range(per_client):
+            try:
+                c.call("GET", QUERY)
+            except RuntimeError as exc:
+                errors.append(str(exc)[:100])
+        c.close()
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
     t0 = time.perf_counter()

@@ -108,21 +108,52 @@ def _bump_generation(conn: Connection, provider: ProviderRow,
     return provider.generation
 
 
+_LOCK_AND_BUMP: dict = {}
+
+
+def _lock_and_bump_stmt(conn: Connection, with_expected: bool):
+    """The UPDATE ... RETURNING statement, built once per dialect/variant."""
+    key = (conn.dialect.name, with_expected)
+    stmt = _LOCK_AND_BUMP.get(key)
+    if stmt is None:
+        stmt = sa.update(rp).where(rp.c.uuid == sa.bindparam("b_uuid"))
+        if with_expected:
+            stmt = stmt.where(rp.c.generation == sa.bindparam("b_gen"))
+        stmt = (stmt.values(generation=rp.c.generation + 1, updated_at=sa.bindparam("b_now"))
+                .returning(rp.c.id, rp.c.name, rp.c.generation, rp.c.parent_provider_id,
+                           rp.c.root_provider_id, rp.c.updated_at, rp.c.created_at))
+        if conn.dialect.name == "postgresql":
+            bump = (sa.update(t.state).where(t.state.c.id == 1)
+                    .values(counter=t.state.c.counter + 1).cte("kova_bump"))
+            stmt = stmt.add_cte(bump)
+        _LOCK_AND_BUMP[key] = stmt
+    return stmt
+
+
 def lock_and_bump(conn: Connection, uuid: str, expected: int | None = None,
                   conflict_detail: str = "resource provider generation conflict"
                   ) -> ProviderRow:
     """Increment a provider's generation (checking ``expected``) in one
     statement; the UPDATE also row-locks it until the transaction ends.
+    On Postgres the same statement bumps the change counter.
 
     Returns the provider with its new generation (parent/root uuids unset).
     """
-    stmt = sa.update(rp).where(rp.c.uuid == uuid)
+    params = {"b_uuid": uuid, "b_now": utcnow()}
     if expected is not None:
-        stmt = stmt.where(rp.c.generation == expected)
-    stmt = (stmt.values(generation=rp.c.generation + 1, updated_at=utcnow())
-            .returning(rp.c.id, rp.c.name, rp.c.generation, rp.c.parent_provider_id,
-                       rp.c.root_provider_id, rp.c.updated_at, rp.c.created_at))
-    row = conn.execute(bump_counter_cte(conn, stmt)).first()
+        params["b_gen"] = expected
+    if conn.dialect.name == "postgresql" and conn.info.get("kova_counter_bumped"):
+        stmt = (sa.update(rp).where(rp.c.uuid == sa.bindparam("b_uuid"))
+                .values(generation=rp.c.generation + 1, updated_at=sa.bindparam("b_now"))
+                .returning(rp.c.id, rp.c.name, rp.c.generation, rp.c.parent_provider_id,
+                           rp.c.root_provider_id, rp.c.updated_at, rp.c.created_at))
+        if expected is not None:
+            stmt = stmt.where(rp.c.generation == sa.bindparam("b_gen"))
+    else:
+        stmt = _lock_and_bump_stmt(conn, expected is not None)
+        if conn.dialect.name == "postgresql":
+            conn.info["kova_counter_bumped"] = True
+    row = conn.execute(stmt, params).first()
     if row is None:
         if find_provider(conn, uuid) is None:
             raise errors.NotFound(f"No resource provider with uuid {uuid} found")
