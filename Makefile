@@ -12,7 +12,7 @@ setup:
 	bash hack/setup.sh
 
 demo: setup
-	$(VENV)/bin/kova dev up
+	$(VENV)/bin/kova dev demo
 
 down:
 	$(VENV)/bin/kova dev down

@@ -1,22 +1,28 @@
-"""``kova dev up|down|status``: the local stack on this machine.
+"""``kova dev up|down|status|demo``: the local stack on this machine.
 
 ``up`` starts (or reuses) a control plane under ``KOVA_STATE``, installs the
-CRDs when they exist, makes sure libvirtd and the bootable test image are
-there, and says what it started.  Components that later issues add (Placement
-on SQLite, the operator, one agent) are started here as they arrive.
+CRDs, starts libvirtd, builds the bootable test image and links it where the
+example Image expects it, then runs Placement on SQLite, the operator and one
+compute agent per simulated host name as local processes.  ``demo`` does
+``up``, applies ``examples/`` and waits until the Instances run.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import click
 
 from kova.dev import paths
 from kova.dev.controlplane import ControlPlane, ControlPlaneError
+from kova.dev.stack import DEFAULT_HOSTS, Stack, link_test_image, stack_dir
 
 
-def _controlplane_dir():
+def _controlplane_dir() -> Path:
     return paths.state_dir() / "controlplane"
 
 
@@ -24,82 +30,239 @@ def _say(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+def _kubectl_bin() -> str:
+    exe = paths.bin_dir() / "kubectl"
+    return str(exe) if exe.exists() else "kubectl"
+
+
+def _kubectl(cp: ControlPlane, *args: str, check: bool = True, timeout: float = 120,
+             capture: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [_kubectl_bin(), "--kubeconfig", str(cp.kubeconfig), *args],
+        check=check, timeout=timeout, text=True, capture_output=capture,
+    )
+
+
+def bring_up(hosts: list[str], components: bool = True) -> tuple[ControlPlane, Stack | None]:
+    workdir = _controlplane_dir()
+    cp = ControlPlane.load(workdir)
+    if cp and cp.pids and all(cp.running().values()):
+        _say(f"[kova] control plane already running at {cp.server}")
+    else:
+        if cp:
+            cp.stop()
+        cp = ControlPlane(workdir=workdir)
+        try:
+            cp.start(progress=_say)
+        except ControlPlaneError as exc:
+            _say(f"[kova] control plane failed to start: {exc}")
+            sys.exit(1)
+
+    from kova.crds import install as crds_install
+
+    crds_install.apply_crds(cp.kubeconfig, progress=_say)
+    if not components:
+        return cp, None
+
+    from kova.dev import image as dev_image
+    from kova.dev import libvirt as dev_libvirt
+
+    _say("[kova] starting libvirtd + virtlogd (qemu:///system)")
+    dev_libvirt.ensure_libvirtd()
+    _say("[kova] building (or reusing) the bootable test image")
+    img = dev_image.ensure_test_image()
+    link = link_test_image(img)
+    _say(f"[kova] test image {img} linked at {link}")
+
+    stack = Stack.load(stack_dir())
+    stack.start(cp, hosts, progress=_say)
+    wait_hosts_up(cp, hosts)
+    return cp, stack
+
+
+def wait_hosts_up(cp: ControlPlane, hosts: list[str], timeout: float = 90.0) -> None:
+    """Wait until every agent registered its Host and the Host is Up, so the
+    scheduler sees all of them from the first Instance on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = _kubectl(cp, "get", "hosts.kova.dev", "-o", "json", check=False)
+        states = {}
+        if out.returncode == 0:
+            for h in json.loads(out.stdout).get("items", []):
+                states[h["metadata"]["name"]] = (h.get("status") or {}).get("state")
+        if all(states.get(h) == "Up" for h in hosts):
+            _say(f"[kova] hosts Up: {', '.join(hosts)}")
+            return
+        if time.monotonic() > deadline:
+            _say(f"[kova] hosts not all Up after {timeout:.0f}s: {states}")
+            sys.exit(1)
+        time.sleep(0.5)
+
+
+def _print_up(cp: ControlPlane, stack: Stack | None) -> None:
+    click.echo("[kova] local stack is up:")
+    click.echo(f"  - control plane   {cp.server} (etcd, kube-apiserver, kube-controller-manager)")
+    click.echo("  - CRDs            Instance, Host, Flavor, Image, ServerGroup (kova.dev/v1alpha1)")
+    if stack is not None:
+        click.echo(f"  - Placement       {stack.placement_url} (SQLite, token auth)")
+        click.echo("  - operator        standalone")
+        click.echo(f"  - agents          {', '.join(stack.hosts)} (qemu:///system, software emulation)")
+        click.echo(f"  - logs            {stack.log_dir}")
+    click.echo(f"\n  export KUBECONFIG={cp.kubeconfig} PATH={paths.bin_dir()}:$PATH")
+
+
 def register(group: click.Group) -> None:
     @group.command()
-    @click.option("--no-libvirt", is_flag=True, help="Do not start libvirtd.")
-    @click.option("--no-image", is_flag=True, help="Do not build the test image.")
-    def up(no_libvirt: bool, no_image: bool) -> None:
+    @click.option("--host", "hosts", multiple=True, default=DEFAULT_HOSTS, show_default=True,
+                  help="Simulated host names, one agent each (repeatable).")
+    @click.option("--control-plane-only", is_flag=True,
+                  help="Start only the control plane and the CRDs.")
+    def up(hosts: tuple[str, ...], control_plane_only: bool) -> None:
         """Start (or reuse) the local stack."""
-        workdir = _controlplane_dir()
-        cp = ControlPlane.load(workdir)
-        if cp and cp.pids and all(cp.running().values()):
-            _say(f"[kova] control plane already running at {cp.server}")
-        else:
-            if cp:
-                cp.stop()
-            cp = ControlPlane(workdir=workdir)
-            try:
-                cp.start(progress=_say)
-            except ControlPlaneError as exc:
-                _say(f"[kova] control plane failed to start: {exc}")
-                sys.exit(1)
-        started = [f"control plane: {cp.server} (etcd, kube-apiserver, kube-controller-manager)"]
-
-        try:
-            from kova.crds import install as crds_install  # type: ignore[attr-defined]
-        except ImportError:
-            crds_install = None
-        if crds_install is not None:
-            crds_install.apply_crds(cp.kubeconfig, progress=_say)
-            started.append("CRDs: installed and Established")
-
-        if not no_libvirt:
-            from kova.dev import libvirt as dev_libvirt
-
-            dev_libvirt.ensure_libvirtd()
-            started.append("libvirtd + virtlogd: qemu:///system")
-        if not no_image:
-            from kova.dev import image as dev_image
-
-            img = dev_image.ensure_test_image()
-            started.append(f"test image: {img}")
-
-        click.echo("[kova] local stack is up:")
-        for line in started:
-            click.echo(f"  - {line}")
-        click.echo(f"\n  export KUBECONFIG={cp.kubeconfig}")
-        click.echo("  kubectl get --raw /version")
+        cp, stack = bring_up(list(hosts), components=not control_plane_only)
+        _print_up(cp, stack)
         click.echo("  kova dev status   # what runs")
-        click.echo("  kova dev down     # stop it all")
+        click.echo("  kova dev down     # delete the Instances and stop it all")
 
     @group.command()
     @click.option("--purge", is_flag=True, help="Also delete the stack's data (etcd, PKI, logs).")
-    def down(purge: bool) -> None:
-        """Stop the local stack."""
-        workdir = _controlplane_dir()
-        cp = ControlPlane.load(workdir)
-        if cp is None:
+    @click.option("--keep-instances", is_flag=True,
+                  help="Leave Instances (and their VMs) in place.")
+    def down(purge: bool, keep_instances: bool) -> None:
+        """Delete the Instances, stop the local stack."""
+        cp = ControlPlane.load(_controlplane_dir())
+        stack = Stack.load(stack_dir())
+        if cp is None and not stack.pids:
             click.echo("[kova] nothing to stop")
             return
+        if (not keep_instances and cp is not None and cp.pids
+                and all(cp.running().values()) and any(stack.running().values())):
+            _say("[kova] deleting every Instance (the agents remove their VMs) ...")
+            _kubectl(cp, "delete", "instances.kova.dev", "--all", "--all-namespaces",
+                     "--wait=true", "--timeout=180s", check=False)
+        stack.stop()
+        if cp is not None:
+            if purge:
+                cp.destroy()
+            else:
+                cp.stop()
         if purge:
-            cp.destroy()
-            click.echo(f"[kova] stopped and removed {workdir}")
+            import shutil
+
+            shutil.rmtree(stack.root, ignore_errors=True)
+            click.echo("[kova] stopped; state removed")
         else:
-            cp.stop()
             click.echo("[kova] stopped (data kept; `kova dev down --purge` removes it)")
 
     @group.command()
     def status() -> None:
         """Show what the local stack runs."""
         cp = ControlPlane.load(_controlplane_dir())
+        stack = Stack.load(stack_dir())
         if cp is None or not cp.pids:
             click.echo("[kova] local stack: not running")
             sys.exit(1)
-        alive = cp.running()
-        for name, pid in cp.pids.items():
+        alive = {**cp.running(), **stack.running()}
+        pids = {**cp.pids, **stack.pids}
+        for name, pid in pids.items():
             state = "running" if alive[name] else "DEAD"
             click.echo(f"{name:26} pid {pid:<8} {state}")
         click.echo(f"kube-apiserver             {cp.server}")
+        if stack.placement_port:
+            click.echo(f"placement                  {stack.placement_url}")
         click.echo(f"kubeconfig                 {cp.kubeconfig}")
         if not all(alive.values()):
             sys.exit(1)
+
+    @group.command()
+    @click.option("--examples", "examples_dir", type=click.Path(exists=True, file_okay=False),
+                  default=str(paths.REPO_ROOT / "examples"), show_default=True)
+    @click.option("--timeout", default=300.0, show_default=True,
+                  help="Seconds to wait for the Instances to run.")
+    def demo(examples_dir: str, timeout: float) -> None:
+        """Bring the stack up, apply examples/, wait until the Instances run."""
+        cp, stack = bring_up(list(DEFAULT_HOSTS))
+        _print_up(cp, stack)
+        _say(f"\n[kova] applying {examples_dir}")
+        out = _kubectl(cp, "apply", "-f", examples_dir)
+        click.echo(out.stdout.rstrip())
+        ok = wait_running(cp, timeout)
+        click.echo("\n$ kubectl get instances -o wide")
+        click.echo(_kubectl(cp, "get", "instances", "-o", "wide").stdout.rstrip())
+        click.echo("\n$ kubectl get hosts")
+        click.echo(_kubectl(cp, "get", "hosts").stdout.rstrip())
+        show_consoles(cp)
+        k = f"kubectl --kubeconfig {cp.kubeconfig}"
+        click.echo(
+            "\nLook around:\n"
+            f"  {k} get inst,hosts,flavors,images,servergroups\n"
+            f"  {k} describe inst hello\n"
+            "Stop an Instance, start it again:\n"
+            f"  {k} patch inst hello --type merge -p '{{\"spec\":{{\"runStrategy\":\"Halted\"}}}}'\n"
+            f"  {k} patch inst hello --type merge -p '{{\"spec\":{{\"runStrategy\":\"Always\"}}}}'\n"
+            "Delete one:\n"
+            f"  {k} delete inst web-1\n"
+            "Tear everything down:\n"
+            "  .venv/bin/kova dev down      (add --purge to remove its data)"
+        )
+        if not ok:
+            _say("[kova] not every Instance reached Running; see the logs in "
+                 f"{stack.log_dir if stack else ''}")
+            sys.exit(1)
+
+
+def _instances(cp: ControlPlane) -> list[dict]:
+    out = _kubectl(cp, "get", "instances", "-o", "json", check=False)
+    if out.returncode != 0:
+        return []
+    return json.loads(out.stdout).get("items", [])
+
+
+def wait_running(cp: ControlPlane, timeout: float) -> bool:
+    """Show each Instance's phase as it changes, until all run or time is up."""
+    deadline = time.monotonic() + timeout
+    t0 = time.monotonic()
+    last = ""
+    while True:
+        items = _instances(cp)
+        phases = {i["metadata"]["name"]: (i.get("status") or {}).get("phase", "-") for i in items}
+        line = "  ".join(f"{n}={p}" for n, p in sorted(phases.items()))
+        if line != last:
+            _say(f"[kova] {time.monotonic() - t0:5.1f}s  {line}")
+            last = line
+        if items and all(p == "Running" for p in phases.values()):
+            _say(f"[kova] all {len(items)} Instances Running after {time.monotonic() - t0:.1f}s")
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1.0)
+
+
+def show_consoles(cp: ControlPlane, wait: float = 60.0) -> None:
+    """Print what each guest said on its serial console (Kova's markers)."""
+    deadline = time.monotonic() + wait
+    for inst in _instances(cp):
+        name = inst["metadata"]["name"]
+        log_path = ((inst.get("status") or {}).get("console") or {}).get("logPath")
+        click.echo(f"\n--- serial console of {name} ({log_path})")
+        if not log_path:
+            click.echo("(no console log yet)")
+            continue
+        lines: list[str] = []
+        while True:
+            try:
+                text = Path(log_path).read_text(errors="replace")
+            except OSError:
+                text = ""
+            lines, inside = [], False
+            for ln in text.splitlines():
+                if ln.startswith("KOVA-USERDATA-BEGIN"):
+                    inside = True
+                if inside or ln.startswith("KOVA"):
+                    lines.append(ln)
+                if ln.startswith("KOVA-USERDATA-END"):
+                    inside = False
+            if "KOVA-READY" in text or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        click.echo("\n".join(lines[-20:]) or "(nothing printed yet)")

@@ -1,0 +1,202 @@
+"""Kova's own components as local processes for ``kova dev up``.
+
+Placement on SQLite, the operator (standalone, no peering) and one compute
+agent per simulated host name, all against the local control plane and the
+local libvirtd.  Pids, ports and tokens go to ``$KOVA_STATE/stack.json`` so
+``kova dev status|down`` in another shell finds them; logs to
+``$KOVA_STATE/logs/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kova.dev import paths
+from kova.dev.controlplane import ControlPlane, _pid_alive, _stop_pid, free_port
+
+#: Where the example Image (examples/image-kova-test.yaml) expects the test image.
+IMAGE_HOST_PATH = Path("/var/lib/kova/images/kova-test.qcow2")
+DEFAULT_HOSTS = ("kova-dev-1", "kova-dev-2")
+
+
+def kova_exe() -> list[str]:
+    return [sys.executable, "-m", "kova.cli"]
+
+
+@dataclass
+class Stack:
+    root: Path
+    placement_port: int = 0
+    placement_token: str = ""
+    hosts: list[str] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "stack.json"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def placement_url(self) -> str:
+        return f"http://127.0.0.1:{self.placement_port}"
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({
+            "placement_port": self.placement_port,
+            "placement_token": self.placement_token,
+            "hosts": self.hosts,
+            "pids": self.pids,
+        }, indent=2))
+        self.state_file.chmod(0o600)
+
+    @classmethod
+    def load(cls, root: Path) -> "Stack":
+        st = cls(root=root)
+        if st.state_file.exists():
+            data = json.loads(st.state_file.read_text())
+            st.placement_port = data.get("placement_port", 0)
+            st.placement_token = data.get("placement_token", "")
+            st.hosts = list(data.get("hosts", []))
+            st.pids = {k: int(v) for k, v in data.get("pids", {}).items()}
+        return st
+
+    def running(self) -> dict[str, bool]:
+        return {name: _pid_alive(pid) for name, pid in self.pids.items()}
+
+    # ------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        pid = self.pids.get(name)
+        if pid and _pid_alive(pid):
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.root, env={**os.environ, **(env or {})},
+            )
+        self.pids[name] = proc.pid
+        self.save()
+
+    def _wait_http(self, url: str, name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.pids.get(name)
+            if pid and not _pid_alive(pid):
+                raise RuntimeError(f"{name} exited; see {self.log_dir / (name + '.log')}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{name} did not answer {url} within {timeout:.0f}s")
+
+    def start(self, cp: ControlPlane, hosts: list[str], progress=print,
+              namespaces: list[str] | None = None) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.hosts = hosts
+        if not self.placement_token:
+            self.placement_token = secrets.token_hex(20)
+        token_file = self.root / "placement-tokens"
+        token_file.write_text(f"admin {self.placement_token}\n")
+        token_file.chmod(0o600)
+        if not (self.pids.get("placement") and _pid_alive(self.pids["placement"])):
+            self.placement_port = free_port()
+        self.save()
+
+        progress(f"[kova] starting Placement on SQLite at {self.placement_url}")
+        db = f"sqlite:///{self.root / 'placement.db'}"
+        self._spawn("placement", [
+            *kova_exe(), "placement", "serve", "--database-url", db,
+            "--host", "127.0.0.1", "--port", str(self.placement_port),
+            "--token-file", str(token_file),
+        ])
+        self._wait_http(f"{self.placement_url}/healthz", "placement")
+
+        progress("[kova] starting the operator (standalone)")
+        self._spawn("operator", [
+            *kova_exe(), "operator", "run", "--standalone",
+            "--kubeconfig", str(cp.kubeconfig),
+            "--placement-url", self.placement_url,
+            "--metrics-port", str(free_port()),
+            "--log-format", "text",
+            *[arg for ns in (namespaces or []) for arg in ("--namespace", ns)],
+        ], env={"KOVA_OPERATOR_PLACEMENT_TOKEN": self.placement_token})
+
+        for host in hosts:
+            uri = self.start_host_libvirt(host, progress)
+            progress(f"[kova] starting the compute agent for host {host}")
+            inst_dir = self.root / "instances" / host
+            inst_dir.mkdir(parents=True, exist_ok=True)
+            self._spawn(f"agent-{host}", [
+                *kova_exe(), "agent", "run", "--host", host,
+                "--libvirt-uri", uri,
+                "--instance-dir", str(inst_dir),
+                "--placement-url", self.placement_url,
+                "--placement-token", self.placement_token,
+                "--kubeconfig", str(cp.kubeconfig),
+                "--domain-type", "qemu",
+                "--metrics-port", str(free_port()), "--metrics-bind", "127.0.0.1",
+                "--resync-seconds", "10",
+            ])
+
+    def start_host_libvirt(self, host: str, progress=print) -> str:
+        """A private libvirtd per simulated host (hack/start-libvirt-host.sh):
+        each agent owns its hypervisor, as on separate nodes."""
+        progress(f"[kova] starting a private libvirtd for host {host}")
+        root = self.root / "libvirt"
+        out = subprocess.run(
+            ["bash", str(paths.hack_dir() / "start-libvirt-host.sh"), host, str(root)],
+            check=True, capture_output=True, text=True,
+        )
+        for daemon in ("libvirtd", "virtlogd"):
+            pidfile = root / host / f"{daemon}.pid"
+            if pidfile.exists():
+                self.pids[f"{daemon}-{host}"] = int(pidfile.read_text().strip())
+        self.save()
+        return out.stdout.strip().splitlines()[-1]
+
+    def stop(self) -> None:
+        # agents first (they leave running domains alone), then the operator,
+        # Placement, and last the hosts' libvirt daemons
+        def rank(name: str) -> int:
+            for i, prefix in enumerate(("agent-", "operator", "placement", "libvirtd-")):
+                if name.startswith(prefix):
+                    return i
+            return 4
+
+        order = sorted(self.pids, key=rank)
+        for name in order:
+            _stop_pid(self.pids[name])
+        self.pids = {}
+        if self.root.exists():
+            self.save()
+
+
+def link_test_image(image: Path) -> Path:
+    """Put the test image where ``examples/image-kova-test.yaml`` expects it."""
+    IMAGE_HOST_PATH.parent.mkdir(parents=True, exist_ok=True)
+    tmp = IMAGE_HOST_PATH.with_suffix(".tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(image)
+    os.replace(tmp, IMAGE_HOST_PATH)
+    return IMAGE_HOST_PATH
+
+
+def stack_dir() -> Path:
+    return paths.state_dir() / "stack"
