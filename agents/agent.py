@@ -404,11 +404,11 @@ class Agent:
         except DriverError as exc:
             log.warning("listing domains failed: %s", exc)
             return
+        domains = [d for d in domains if self._mine(d)]
         counts: dict[str, int] = {}
         for d in domains:
             counts[d.state.power_state] = counts.get(d.state.power_state, 0) + 1
-            if d.meta is not None:
-                self.queue.add((d.meta.namespace, d.meta.name))
+            self.queue.add((d.meta.namespace, d.meta.name))
         for state in st_power_states():
             self.metrics.domains.labels(state).set(counts.get(state, 0))
         self._sweep_instance_dirs({d.uuid for d in domains})
@@ -512,7 +512,7 @@ class Agent:
                     self.resync()
                 elif k[0] == "*domain*":
                     info = self.driver.get(k[1])
-                    if info is not None and info.meta is not None:
+                    if info is not None and self._mine(info):
                         self.queue.add((info.meta.namespace, info.meta.name))
                 else:
                     self.reconcile(k)
@@ -749,7 +749,12 @@ class Agent:
             name = domain_name(*key)
             old = self.driver.lookup_name(name)
             if old is not None and old.UUIDString() != uid:
-                self._teardown_verified(old.UUIDString(), key)
+                old_info = self.driver.info(old)
+                if not self._mine(old_info):
+                    raise BuildError(contract.ERROR_LIBVIRT,
+                                     f"a domain named {name} that this agent did not "
+                                     f"create exists (uuid {old_info.uuid})")
+                self._teardown_verified(old_info.uuid, key)
             res = self._resources(obj)
             source, _image = self._image(obj)
             paths["dir"].mkdir(parents=True, exist_ok=True)
@@ -894,8 +899,14 @@ class Agent:
         if not self._synced.is_set():
             return
         for d in self.driver.list_domains():
-            if d.meta is not None and (d.meta.namespace, d.meta.name) == key:
+            if self._mine(d) and (d.meta.namespace, d.meta.name) == key:
                 self._teardown_verified(d.uuid, key)
+
+    def _mine(self, info) -> bool:
+        """A domain this agent created: Kova metadata naming this host.  A
+        domain another agent (another host name, e.g. a second development
+        stack on the same libvirtd) defined is never touched."""
+        return info.meta is not None and info.meta.host == self.host
 
     # ==================================================================
     # API writes

@@ -410,6 +410,11 @@ class LibvirtDriver:
                     libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
                 ):
                     d.undefine()
+                elif exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not d.isPersistent():
+                    # A transient domain has no definition; destroying it
+                    # removes it.
+                    if d.isActive():
+                        d.destroy()
                 else:
                     raise
 

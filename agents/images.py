@@ -152,6 +152,7 @@ class ImageCache:
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
         with self._lock_for(key):
+            self.dir.mkdir(parents=True, exist_ok=True)  # it may have been removed
             with open(self.dir / f".{key}.lock", "w") as fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 try:

@@ -323,3 +323,22 @@ def test_nic_and_addresses(harness, small_image, libvirt_conn, tmp_path):
     assert "<source network='default'" in xml and mac_for(uid) in xml
     nc = read_nocloud_seed(tmp_path / "instances" / uid / "seed.iso")["network-config"]
     assert mac_for(uid).encode() in nc
+
+
+def test_domains_of_other_hosts_are_never_touched(harness, libvirt_conn, make_spec):
+    from kova.agents.domain import DomainMetadata, build_domain_xml
+
+    # Another agent (another host name) on the same libvirtd, whose Instance
+    # this cluster does not know.
+    spec = make_spec(meta=DomainMetadata(uid="6c1f0e43-0000-4000-8000-00000000abcd",
+                                         namespace=harness.ns, name="theirs",
+                                         host="some-other-host"))
+    dom = libvirt_conn.defineXML(build_domain_xml(spec))
+    dom.create()
+    try:
+        harness.agent()
+        time.sleep(4.5)  # two resyncs
+        assert _domain(libvirt_conn, spec.meta.uid).isActive()
+    finally:
+        dom.destroy()
+        dom.undefine()

@@ -169,3 +169,11 @@ def test_domain_state_mapping():
     assert clean.shutoff and not clean.failed and clean.power_state == "Shutdown"
     assert DomainState(libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED).failed
     assert DomainState(99, 0).power_state == "NoState"
+
+
+def test_undefine_transient_domain(driver, make_spec):
+    spec = make_spec()
+    driver.conn.createXML(build_domain_xml(spec), 0)  # transient: no definition
+    assert driver.state(spec.meta.uid).running
+    driver.undefine(spec.meta.uid)
+    assert driver.lookup(spec.meta.uid) is None

@@ -231,3 +231,11 @@ def test_prune_keeps_images_in_use(cache, tmp_path):
     removed = cache.prune({ca.path})
     assert removed == [cb.path]
     assert cache.cached() == [ca.path]
+
+
+def test_cache_dir_removed_under_the_agent(cache, image):
+    import shutil
+
+    shutil.rmtree(cache.dir)
+    got = cache.fetch(ImageSource(name="img", host_path=str(image)))
+    assert got.path.exists()
