@@ -98,9 +98,9 @@ def _bump_generation(conn: Connection, provider: ProviderRow,
                      expected: int | None = None) -> int:
     """Increment a (locked) provider's generation, checking ``expected``."""
     current = provider.generation if expected is None else expected
-    res = conn.execute(bump_counter_cte(
-        conn, sa.update(rp).where(rp.c.id == provider.id, rp.c.generation == current)
-        .values(generation=current + 1, updated_at=utcnow())))
+    res = conn.execute(
+        sa.update(rp).where(rp.c.id == provider.id, rp.c.generation == current)
+        .values(generation=current + 1, updated_at=utcnow()))
     if res.rowcount != 1:
         raise errors.Conflict(
             "resource provider generation conflict", code=errors.CONCURRENT_UPDATE)
@@ -122,10 +122,6 @@ def _lock_and_bump_stmt(conn: Connection, with_expected: bool):
         stmt = (stmt.values(generation=rp.c.generation + 1, updated_at=sa.bindparam("b_now"))
                 .returning(rp.c.id, rp.c.name, rp.c.generation, rp.c.parent_provider_id,
                            rp.c.root_provider_id, rp.c.updated_at, rp.c.created_at))
-        if conn.dialect.name == "postgresql":
-            bump = (sa.update(t.state).where(t.state.c.id == 1)
-                    .values(counter=t.state.c.counter + 1).cte("kova_bump"))
-            stmt = stmt.add_cte(bump)
         _LOCK_AND_BUMP[key] = stmt
     return stmt
 
@@ -135,25 +131,16 @@ def lock_and_bump(conn: Connection, uuid: str, expected: int | None = None,
                   ) -> ProviderRow:
     """Increment a provider's generation (checking ``expected``) in one
     statement; the UPDATE also row-locks it until the transaction ends.
-    On Postgres the same statement bumps the change counter.
 
     Returns the provider with its new generation (parent/root uuids unset).
     """
     params = {"b_uuid": uuid, "b_now": utcnow()}
     if expected is not None:
         params["b_gen"] = expected
-    if conn.dialect.name == "postgresql" and conn.info.get("kova_counter_bumped"):
-        stmt = (sa.update(rp).where(rp.c.uuid == sa.bindparam("b_uuid"))
-                .values(generation=rp.c.generation + 1, updated_at=sa.bindparam("b_now"))
-                .returning(rp.c.id, rp.c.name, rp.c.generation, rp.c.parent_provider_id,
-                           rp.c.root_provider_id, rp.c.updated_at, rp.c.created_at))
-        if expected is not None:
-            stmt = stmt.where(rp.c.generation == sa.bindparam("b_gen"))
-    else:
-        stmt = _lock_and_bump_stmt(conn, expected is not None)
-        if conn.dialect.name == "postgresql":
-            conn.info["kova_counter_bumped"] = True
-    row = conn.execute(stmt, params).first()
+    # The change counter is NOT bumped here: its row lock must be taken last
+    # in every transaction (Database.write does it just before COMMIT), or a
+    # provider-locking claim and this writer could deadlock.
+    row = conn.execute(_lock_and_bump_stmt(conn, expected is not None), params).first()
     if row is None:
         if find_provider(conn, uuid) is None:
             raise errors.NotFound(f"No resource provider with uuid {uuid} found")

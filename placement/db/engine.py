@@ -150,7 +150,12 @@ class Database:
 
 def bump_counter_cte(conn: Connection, stmt):
     """On Postgres, fold the change-counter bump into ``stmt`` (a data-modifying
-    CTE runs exactly once, referenced or not): one round trip less per write."""
+    CTE runs exactly once, referenced or not): one round trip less per write.
+
+    Only for the LAST statement of a transaction: the counter row lock must
+    be the last lock taken, so that writers never wait on each other in a
+    cycle.
+    """
     if conn.dialect.name != "postgresql" or conn.info.get("kova_counter_bumped"):
         return stmt
     bump = (sa.update(t.state).where(t.state.c.id == 1)
