@@ -83,6 +83,7 @@ class Snapshot:
         self.sharing: list[Provider] = []
         self.has_trees = False
         self.by_rc: dict[str, list[Provider]] = defaultdict(list)
+        self.names_by_id: tuple = ({}, {})
         self._anchor_cache: dict[int, list[int]] = {}
 
     def anchors(self, sharing: Provider) -> list[int]:
@@ -111,75 +112,110 @@ class Snapshot:
         return result or set()
 
 
-def load_snapshot(conn, counter: int) -> Snapshot:
-    snap = Snapshot(counter)
+def _chunks(ids: list[int], size: int = 500):
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
+
+
+def _fetch_providers(conn, ids: list[int] | None, rc_names: dict[int, str],
+                     trait_names: dict[int, str]) -> dict[int, Provider]:
+    """Provider rows with inventory, usage, traits and aggregates (all, or ``ids``)."""
     rp = t.resource_providers
+    i = t.inventories
+    a = t.allocations
+    pt = t.provider_traits
+    pa = t.provider_aggregates
+    out: dict[int, Provider] = {}
+    groups = [None] if ids is None else list(_chunks(ids))
+    for chunk in groups:
+        def only(col, _chunk=chunk):
+            return (lambda stmt: stmt) if _chunk is None else (lambda stmt: stmt.where(col.in_(_chunk)))
+        for r in conn.execute(only(rp.c.id)(
+                sa.select(rp.c.id, rp.c.uuid, rp.c.name, rp.c.generation,
+                          rp.c.parent_provider_id, rp.c.root_provider_id, rp.c.updated_at))):
+            out[r[0]] = Provider(r[0], r[1], r[2], r[3], r[4], r[5] or r[0], r[6])
+        for r in conn.execute(only(i.c.resource_provider_id)(
+                sa.select(i.c.resource_provider_id, i.c.resource_class_id, i.c.total,
+                          i.c.reserved, i.c.min_unit, i.c.max_unit, i.c.step_size,
+                          i.c.allocation_ratio)
+                .order_by(i.c.resource_provider_id, i.c.resource_class_id))):
+            p = out.get(r[0])
+            if p is not None:
+                ratio = float(r[7])
+                p.inv[rc_names[r[1]]] = Inv(r[2], r[3], r[4], r[5], r[6], ratio,
+                                            int((r[2] - r[3]) * ratio))
+        for r in conn.execute(only(a.c.resource_provider_id)(
+                sa.select(a.c.resource_provider_id, a.c.resource_class_id,
+                          sa.func.sum(a.c.used))
+                .group_by(a.c.resource_provider_id, a.c.resource_class_id))):
+            p = out.get(r[0])
+            if p is not None:
+                p.used[rc_names[r[1]]] = int(r[2])
+        ptraits: dict[int, list[str]] = defaultdict(list)
+        for r in conn.execute(only(pt.c.resource_provider_id)(
+                sa.select(pt.c.resource_provider_id, pt.c.trait_id))):
+            ptraits[r[0]].append(trait_names[r[1]])
+        for pid, names in ptraits.items():
+            if pid in out:
+                out[pid].traits = frozenset(names)
+        paggs: dict[int, list[str]] = defaultdict(list)
+        for r in conn.execute(only(pa.c.resource_provider_id)(
+                sa.select(pa.c.resource_provider_id, t.aggregates.c.uuid)
+                .select_from(pa.join(t.aggregates, t.aggregates.c.id == pa.c.aggregate_id)))):
+            paggs[r[0]].append(r[1])
+        for pid, uuids in paggs.items():
+            if pid in out:
+                out[pid].aggs = frozenset(uuids)
+    return out
+
+
+def _build(counter: int, providers: dict[int, Provider], rc_names: set[str],
+           trait_names: set[str], names_by_id: tuple) -> Snapshot:
+    """Derive every index of a snapshot from its providers."""
+    snap = Snapshot(counter)
+    snap.rc_names = rc_names
+    snap.trait_names = trait_names
+    snap.names_by_id = names_by_id
     by_id = snap.by_id
-    for r in conn.execute(sa.select(rp.c.id, rp.c.uuid, rp.c.name, rp.c.generation,
-                                    rp.c.parent_provider_id, rp.c.root_provider_id,
-                                    rp.c.updated_at).order_by(rp.c.id)):
-        p = Provider(r[0], r[1], r[2], r[3], r[4], r[5] or r[0], r[6])
-        by_id[p.id] = p
+    for pid in sorted(providers):
+        p = providers[pid]
+        by_id[pid] = p
         snap.by_uuid[p.uuid] = p
         if p.parent_id is not None:
             snap.has_trees = True
     for p in by_id.values():
-        if p.parent_id is not None:
-            p.parent_uuid = by_id[p.parent_id].uuid
+        parent = by_id.get(p.parent_id) if p.parent_id is not None else None
+        p.parent_uuid = parent.uuid if parent is not None else None
         root = by_id.get(p.root_id)
-        if root is not None:
-            p.root_uuid = root.uuid
+        p.root_uuid = root.uuid if root is not None else p.uuid
         snap.tree_members[p.root_id].append(p)
-    rc_names = {}
-    for r in conn.execute(sa.select(t.resource_classes.c.id, t.resource_classes.c.name)):
-        rc_names[r[0]] = r[1]
-    snap.rc_names = set(rc_names.values())
-    i = t.inventories
-    for r in conn.execute(sa.select(i.c.resource_provider_id, i.c.resource_class_id,
-                                    i.c.total, i.c.reserved, i.c.min_unit, i.c.max_unit,
-                                    i.c.step_size, i.c.allocation_ratio)
-                          .order_by(i.c.resource_provider_id, i.c.resource_class_id)):
-        p = by_id.get(r[0])
-        if p is None:
-            continue
-        ratio = float(r[7])
-        name = rc_names[r[1]]
-        p.inv[name] = Inv(r[2], r[3], r[4], r[5], r[6], ratio, int((r[2] - r[3]) * ratio))
-        snap.by_rc[name].append(p)
-    a = t.allocations
-    for r in conn.execute(sa.select(a.c.resource_provider_id, a.c.resource_class_id,
-                                    sa.func.sum(a.c.used))
-                          .group_by(a.c.resource_provider_id, a.c.resource_class_id)):
-        p = by_id.get(r[0])
-        if p is not None:
-            p.used[rc_names[r[1]]] = int(r[2])
-    trait_names = {}
-    for r in conn.execute(sa.select(t.traits.c.id, t.traits.c.name)):
-        trait_names[r[0]] = r[1]
-    snap.trait_names = set(trait_names.values())
-    ptraits: dict[int, list[str]] = defaultdict(list)
-    pt = t.provider_traits
-    for r in conn.execute(sa.select(pt.c.resource_provider_id, pt.c.trait_id)):
-        ptraits[r[0]].append(trait_names[r[1]])
-    for pid, names in ptraits.items():
-        p = by_id.get(pid)
-        if p is not None:
-            p.traits = frozenset(names)
-            if SHARING_TRAIT in p.traits:
-                snap.sharing.append(p)
-    snap.sharing.sort(key=lambda p: p.id)
-    pa = t.provider_aggregates
-    paggs: dict[int, list[str]] = defaultdict(list)
-    for r in conn.execute(sa.select(pa.c.resource_provider_id, t.aggregates.c.uuid)
-                          .select_from(pa.join(t.aggregates,
-                                               t.aggregates.c.id == pa.c.aggregate_id))):
-        paggs[r[0]].append(r[1])
-        snap.agg_members[r[1]].add(r[0])
-    for pid, uuids in paggs.items():
-        p = by_id.get(pid)
-        if p is not None:
-            p.aggs = frozenset(uuids)
+        for rc in p.inv:
+            snap.by_rc[rc].append(p)
+        if SHARING_TRAIT in p.traits:
+            snap.sharing.append(p)
+        for agg in p.aggs:
+            snap.agg_members[agg].add(p.id)
     return snap
+
+
+def load_snapshot(conn, counter: int) -> Snapshot:
+    rc_by_id = {r[0]: r[1] for r in conn.execute(
+        sa.select(t.resource_classes.c.id, t.resource_classes.c.name))}
+    trait_by_id = {r[0]: r[1] for r in conn.execute(
+        sa.select(t.traits.c.id, t.traits.c.name))}
+    providers = _fetch_providers(conn, None, rc_by_id, trait_by_id)
+    return _build(counter, providers, set(rc_by_id.values()), set(trait_by_id.values()),
+                  (rc_by_id, trait_by_id))
+
+
+def refresh_snapshot(conn, old: Snapshot, counter: int, changed: set[int]) -> Snapshot:
+    """A new snapshot reusing ``old``'s unchanged providers (and their cached
+    JSON fragments); only the ``changed`` providers are read again."""
+    rc_by_id, trait_by_id = old.names_by_id
+    fresh = _fetch_providers(conn, sorted(changed), rc_by_id, trait_by_id)
+    providers = {pid: p for pid, p in old.by_id.items() if pid not in changed}
+    providers.update(fresh)
+    return _build(counter, providers, old.rc_names, old.trait_names, old.names_by_id)
 
 
 class SnapshotCache:
@@ -190,6 +226,7 @@ class SnapshotCache:
         self._snap: Snapshot | None = None
         self._lock = threading.Lock()
         self.reloads = 0
+        self.refreshes = 0
 
     def get(self) -> Snapshot:
         with self.db.engine.connect() as conn:
@@ -208,10 +245,28 @@ class SnapshotCache:
                 # data loaded is at least as new as the tag.
                 counter = conn.execute(
                     sa.select(t.state.c.counter).where(t.state.c.id == 1)).scalar_one()
-                snap = load_snapshot(conn, counter)
-            self._snap = snap
-            self.reloads += 1
-            return snap
+                new = None
+                if snap is not None:
+                    new = self._incremental(conn, snap, counter)
+                if new is None:
+                    new = load_snapshot(conn, counter)
+                    self.reloads += 1
+                else:
+                    self.refreshes += 1
+            self._snap = new
+            return new
+
+    def _incremental(self, conn, snap: Snapshot, counter: int) -> Snapshot | None:
+        horizon = conn.execute(
+            sa.select(t.state.c.counter).where(t.state.c.id == 2)).scalar_one_or_none()
+        if horizon is None or snap.counter < horizon:
+            return None
+        changed = set(conn.execute(
+            sa.select(t.changes.c.provider_id).where(t.changes.c.counter > snap.counter)
+        ).scalars())
+        if 0 in changed or len(changed) > max(200, len(snap.by_id) // 3):
+            return None
+        return refresh_snapshot(conn, snap, counter, changed)
 
     def invalidate(self) -> None:
         self._snap = None

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from kova.placement import errors
 from kova.placement.db import tables as t
-from kova.placement.db.engine import bump_counter_cte
+from kova.placement.db.engine import touch, touch_all
 
 STANDARD_RCS = frozenset(os_resource_classes.STANDARDS)
 STANDARD_TRAITS = frozenset(os_traits.get_traits())
@@ -105,6 +105,7 @@ def _bump_generation(conn: Connection, provider: ProviderRow,
         raise errors.Conflict(
             "resource provider generation conflict", code=errors.CONCURRENT_UPDATE)
     provider.generation = current + 1
+    touch(conn, provider.id)
     return provider.generation
 
 
@@ -145,6 +146,7 @@ def lock_and_bump(conn: Connection, uuid: str, expected: int | None = None,
         if find_provider(conn, uuid) is None:
             raise errors.NotFound(f"No resource provider with uuid {uuid} found")
         raise errors.Conflict(conflict_detail, code=errors.CONCURRENT_UPDATE)
+    touch(conn, row.id)
     return ProviderRow(row.id, uuid, row.name, row.generation, row.parent_provider_id,
                        row.root_provider_id or row.id, None, None, row.updated_at,
                        row.created_at)
@@ -190,7 +192,8 @@ def create_provider(conn: Connection, name: str, uuid: str | None,
         stmt = (sa.insert(rp).from_select(
             ["id", "uuid", "name", "generation", "parent_provider_id", "root_provider_id",
              "created_at", "updated_at"], sel).returning(rp.c.id))
-        new_id_value = conn.execute(bump_counter_cte(conn, stmt)).scalar_one()
+        new_id_value = conn.execute(stmt).scalar_one()
+        touch(conn, new_id_value)
         if root_id is None:
             root_id, root_uuid = new_id_value, uuid
         return ProviderRow(new_id_value, uuid, name, 0, parent_id, root_id, parent_uuid_out,
@@ -200,6 +203,7 @@ def create_provider(conn: Connection, name: str, uuid: str | None,
                              parent_provider_id=parent_id, root_provider_id=root_id,
                              created_at=now, updated_at=now)
         .returning(rp.c.id)).scalar_one()
+    touch(conn, new_id_value)
     if root_id is None:
         conn.execute(sa.update(rp).where(rp.c.id == new_id_value)
                      .values(root_provider_id=new_id_value))
@@ -265,6 +269,9 @@ def update_provider(conn: Connection, uuid: str, data: dict,
         if subtree:
             conn.execute(sa.update(rp).where(rp.c.id.in_(subtree))
                          .values(root_provider_id=new_root))
+    if "root_provider_id" in values:
+        touch_all(conn)
+    touch(conn, provider.id)
     if values:
         values["updated_at"] = utcnow()
         try:
@@ -297,6 +304,7 @@ def delete_provider(conn: Connection, uuid: str) -> None:
     conn.execute(sa.delete(t.provider_aggregates).where(
         t.provider_aggregates.c.resource_provider_id == provider.id))
     conn.execute(sa.delete(rp).where(rp.c.id == provider.id))
+    touch(conn, provider.id)
 
 
 # --------------------------------------------------------- resource classes
@@ -341,6 +349,7 @@ def resource_class_exists(conn: Connection, name: str) -> bool:
 
 
 def create_resource_class(conn: Connection, name: str) -> None:
+    touch_all(conn)
     if resource_class_exists(conn, name):
         raise errors.Conflict(f"Conflicting resource class already exists: {name}")
     try:
@@ -360,10 +369,12 @@ def ensure_resource_class(conn: Connection, name: str) -> bool:
             conn.execute(sa.insert(t.resource_classes).values(name=name))
     except sa.exc.IntegrityError:
         return False
+    touch_all(conn)
     return True
 
 
 def rename_resource_class(conn: Connection, name: str, new_name: str) -> None:
+    touch_all(conn)
     if name in STANDARD_RCS:
         raise errors.BadRequest(f"Cannot update standard resource class {name}")
     if not resource_class_exists(conn, name):
@@ -375,6 +386,7 @@ def rename_resource_class(conn: Connection, name: str, new_name: str) -> None:
 
 
 def delete_resource_class(conn: Connection, name: str) -> None:
+    touch_all(conn)
     if name in STANDARD_RCS:
         raise errors.BadRequest(f"Cannot delete standard resource class {name}")
     ids = rc_ids(conn, [name])
@@ -575,10 +587,12 @@ def ensure_trait(conn: Connection, name: str) -> bool:
             conn.execute(sa.insert(t.traits).values(name=name))
     except sa.exc.IntegrityError:
         return False
+    touch_all(conn)
     return True
 
 
 def delete_trait(conn: Connection, name: str) -> None:
+    touch_all(conn)
     if name in STANDARD_TRAITS or not name.startswith("CUSTOM_"):
         raise errors.BadRequest(f"Cannot delete standard trait {name}.")
     ids = trait_ids(conn, [name])
@@ -658,6 +672,7 @@ def set_provider_aggregates(conn: Connection, provider: ProviderRow, uuids: list
     if ids:
         conn.execute(sa.insert(pa), [{"resource_provider_id": provider.id, "aggregate_id": i}
                                      for i in sorted(set(ids.values()))])
+    touch(conn, provider.id)
     if bump:
         _bump_generation(conn, provider)
 
@@ -891,6 +906,7 @@ def replace_allocations(conn: Connection, writes: list[ConsumerWrite],
     if lock_ids:
         conn.execute(sa.update(rp).where(rp.c.id.in_(lock_ids))
                      .values(generation=rp.c.generation + 1, updated_at=now))
+        touch(conn, *lock_ids)
     for w in writes:
         row = existing[w.uuid]
         if not w.allocations:
@@ -942,6 +958,7 @@ def remove_allocations(conn: Connection, consumer_uuids: list[str]) -> None:
         conn.execute(sa.select(rp.c.id).where(rp.c.id.in_(lock_ids)).order_by(rp.c.id)
                      .with_for_update()).all()
         conn.execute(sa.delete(alloc).where(alloc.c.consumer_id.in_(consumer_uuids)))
+        touch(conn, *lock_ids)
 
 
 def delete_consumer_allocations(conn: Connection, consumer_uuid: str) -> None:
@@ -955,4 +972,5 @@ def delete_consumer_allocations(conn: Connection, consumer_uuid: str) -> None:
     conn.execute(sa.delete(alloc).where(alloc.c.consumer_id == consumer_uuid))
     conn.execute(sa.update(rp).where(rp.c.id.in_(lock_ids))
                  .values(generation=rp.c.generation + 1, updated_at=utcnow()))
+    touch(conn, *lock_ids)
     conn.execute(sa.delete(t.consumers).where(t.consumers.c.uuid == consumer_uuid))

@@ -104,11 +104,36 @@ class Database:
             conn = conn.execution_options(kova_write=True)
             with conn.begin():
                 conn.info["kova_counter_bumped"] = False
+                conn.info["kova_touched"] = set()
                 yield conn
-                # A statement may already have bumped it (see bump_counter_cte).
-                if not conn.info.get("kova_counter_bumped"):
-                    conn.execute(sa.update(t.state).where(t.state.c.id == 1)
-                                 .values(counter=t.state.c.counter + 1))
+                self._finish_write(conn)
+
+    PRUNE_EVERY = 500
+    KEEP_CHANGES = 5000
+
+    def _finish_write(self, conn: Connection) -> None:
+        """Bump the change counter (the last lock a writer takes) and log
+        which providers changed, in one statement on Postgres."""
+        touched = sorted(conn.info.get("kova_touched") or ())
+        if self.is_postgres:
+            counter = conn.execute(sa.text(
+                "WITH c AS (UPDATE placement_state SET counter = counter + 1 "
+                "WHERE id = 1 RETURNING counter), "
+                "i AS (INSERT INTO placement_changes (counter, provider_id) "
+                "SELECT c.counter, p FROM c, unnest(CAST(:ids AS integer[])) AS p) "
+                "SELECT counter FROM c"), {"ids": touched}).scalar_one()
+        else:
+            counter = conn.execute(
+                sa.update(t.state).where(t.state.c.id == 1)
+                .values(counter=t.state.c.counter + 1).returning(t.state.c.counter)
+            ).scalar_one()
+            if touched:
+                conn.execute(sa.insert(t.changes),
+                             [{"counter": counter, "provider_id": p} for p in touched])
+        if counter % self.PRUNE_EVERY == 0 and counter > self.KEEP_CHANGES:
+            horizon = counter - self.KEEP_CHANGES
+            conn.execute(sa.delete(t.changes).where(t.changes.c.counter <= horizon))
+            conn.execute(sa.update(t.state).where(t.state.c.id == 2).values(counter=horizon))
 
     def run_write(self, fn, *args, attempts: int = 5, conflict=None, **kwargs):
         """Run ``fn(conn, ...)`` in a write transaction, retrying deadlocks.
@@ -148,20 +173,14 @@ class Database:
         self.engine.dispose()
 
 
-def bump_counter_cte(conn: Connection, stmt):
-    """On Postgres, fold the change-counter bump into ``stmt`` (a data-modifying
-    CTE runs exactly once, referenced or not): one round trip less per write.
+def touch(conn: Connection, *provider_ids: int) -> None:
+    """Record that this write transaction changed these providers."""
+    conn.info.setdefault("kova_touched", set()).update(provider_ids)
 
-    Only for the LAST statement of a transaction: the counter row lock must
-    be the last lock taken, so that writers never wait on each other in a
-    cycle.
-    """
-    if conn.dialect.name != "postgresql" or conn.info.get("kova_counter_bumped"):
-        return stmt
-    bump = (sa.update(t.state).where(t.state.c.id == 1)
-            .values(counter=t.state.c.counter + 1).cte("kova_bump"))
-    conn.info["kova_counter_bumped"] = True
-    return stmt.add_cte(bump)
+
+def touch_all(conn: Connection) -> None:
+    """Record a change that invalidates every provider summary."""
+    conn.info.setdefault("kova_touched", set()).add(0)
 
 
 def alembic_config(url: str):
@@ -205,5 +224,6 @@ def sync_standard_names(db: Database) -> None:
         missing = [n for n in os_traits.get_traits() if n not in have_tr]
         if missing:
             conn.execute(sa.insert(t.traits), [{"name": n} for n in missing])
+        touch_all(conn)
 
     db.run_write(_sync)

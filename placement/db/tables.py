@@ -113,3 +113,14 @@ state = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("counter", sa.BigInteger, nullable=False),
 )
+
+# Which providers each write transaction changed, by the counter value that
+# transaction set (provider_id 0: "everything", e.g. a trait was deleted).
+# Readers refresh only those providers; old rows are pruned and the prune
+# horizon is kept in placement_state row id=2.
+changes = sa.Table(
+    "placement_changes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("counter", sa.BigInteger, nullable=False, index=True),
+    sa.Column("provider_id", sa.Integer, nullable=False),
+)

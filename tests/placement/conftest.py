@@ -110,9 +110,12 @@ class Api:
 
 
 def _truncate(app) -> None:
+    from kova.placement.db.engine import touch_all
+
     with app.db.write() as conn:
         for name in DATA_TABLES:
             conn.execute(sa.text(f"DELETE FROM {name}"))
+        touch_all(conn)  # tell every worker's in-memory summaries
 
 
 @pytest.fixture
