@@ -104,6 +104,7 @@ class Controller:
         self.leases: dict[str, dict] = {}
         self.alive: dict[str, bool] = {}
         self.host_signatures: dict[str, tuple] = {}
+        self._host_infos: dict[str, tuple] = {}
         self.synced_providers: dict[str, tuple] = {}
         #: uid -> host of the claims this process recorded in status.
         self.own_hosts: dict[str, str] = {}
@@ -134,8 +135,16 @@ class Controller:
         body = self.host_body(name)
         if body is None:
             return None
-        alive = lease_fresh(self.leases.get(name), time.time(), self.settings.heartbeat_grace)
-        return host_info(body, alive)
+        alive = self.alive.get(name)
+        if alive is None:
+            alive = lease_fresh(self.leases.get(name), time.time(),
+                                self.settings.heartbeat_grace)
+        cached = self._host_infos.get(name)
+        if cached is not None and cached[0] is body and cached[1] == alive:
+            return cached[2]
+        info = host_info(body, alive)
+        self._host_infos[name] = (body, alive, info)
+        return info
 
     def host_by_rp(self, rp: str) -> HostInfo | None:
         name = _first(self.indexes.get("kova_host_rps"), rp)
