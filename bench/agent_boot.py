@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Benchmark: from creating an Instance to its domain running, and to the
+guest's first serial output, for N Instances on one host -- with the image
+cold (empty cache) and cached -- plus the agent's memory.
+
+    .venv/bin/python bench/agent_boot.py                  # 20 instances, qemu:///system
+    .venv/bin/python bench/agent_boot.py --count 5 --no-cold
+    .venv/bin/python bench/agent_boot.py --memory-only --memory-counts 0,20,100
+
+It starts a throwaway control plane (or uses --kubeconfig), installs the
+CRDs, runs the real agent (``kova agent run``) as a subprocess and plays the
+operator itself: each Instance is created, given ``status.host`` and labelled
+for the host, the three calls timed as "apply".  Times measured:
+
+* ``running``: apply -> libvirt's Started event for the domain (the bench
+  listens on its own libvirt connection);
+* ``status``: apply -> ``status.phase`` Running seen through a watch;
+* ``console``: apply -> first byte in the serial log (qemu only).
+
+Memory: the agent's RSS (VmRSS) with 0, 20 and 100 Instances, measured on
+libvirt's test:///default driver so that 100 domains fit on a 2-core machine
+(the agent's memory does not depend on the guests being real).  Results are
+printed as a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+G, V = "kova.dev", "v1alpha1"
+MERGE = "application/merge-patch+json"
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = (len(values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Bench:
+    def __init__(self, args) -> None:
+        from kubernetes import client, config
+
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="agent-boot-bench-", dir=os.environ.get("KOVA_BENCH_DIR")))
+        self.cp = None
+        if args.kubeconfig:
+            self.kubeconfig = Path(args.kubeconfig)
+        else:
+            from kova.dev.controlplane import ControlPlane
+
+            print("starting a throwaway control plane ...", file=sys.stderr)
+            self.cp = ControlPlane(workdir=self.work / "cp").start()
+            self.kubeconfig = self.cp.kubeconfig
+        from kova.crds.install import apply_crds
+
+        apply_crds(self.kubeconfig)
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        cfg.connection_pool_maxsize = 64
+        self.api = client.ApiClient(cfg)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.host = f"bench-{uuid.uuid4().hex[:6]}"
+        self.ns = f"bench-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": self.ns}})
+        self.agent: subprocess.Popen | None = None
+
+    # ------------------------------------------------------------------
+    def start_agent(self, uri: str, instance_dir: Path) -> None:
+        log = open(self.work / "agent.log", "a")
+        env = dict(os.environ, KOVA_HOST=self.host)
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "kova.cli", "agent", "run", "--libvirt-uri", uri,
+             "--domain-type", "qemu", "--instance-dir", str(instance_dir),
+             "--kubeconfig", str(self.kubeconfig), "--metrics-port", "-1",
+             "--workers", str(self.args.workers), "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.custom.get_cluster_custom_object(G, V, "hosts", self.host)
+                time.sleep(0.5)  # let the watch sync
+                return
+            except Exception:
+                time.sleep(0.2)
+        raise RuntimeError("the agent did not register its Host")
+
+    def stop_agent(self) -> None:
+        if self.agent and self.agent.poll() is None:
+            self.agent.terminate()
+            self.agent.wait(20)
+        self.agent = None
+
+    def image(self, name: str, path: Path) -> None:
+        import hashlib
+
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        body = {"apiVersion": f"{G}/{V}", "kind": "Image", "metadata": {"name": name},
+                "spec": {"source": {"hostPath": str(path)}, "format": "qcow2", "sha256": sha}}
+        try:
+            self.custom.create_cluster_custom_object(G, V, "images", body)
+        except Exception:
+            pass
+
+    def apply(self, name: str, image: str) -> float:
+        """Create + schedule as the operator would; returns the start time."""
+        t0 = time.monotonic()
+        self.custom.create_namespaced_custom_object(G, V, self.ns, "instances", {
+            "apiVersion": f"{G}/{V}", "kind": "Instance",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": {"resources": {"vcpus": 1, "memoryMiB": 128, "diskGiB": 1},
+                     "imageRef": {"name": image},
+                     "userData": {"inline": f"#cloud-config\n# {name}\n"}}})
+        self.custom.patch_namespaced_custom_object_status(
+            G, V, self.ns, "instances", name, {"status": {"host": self.host}},
+            _content_type=MERGE)
+        self.custom.patch_namespaced_custom_object(
+            G, V, self.ns, "instances", name,
+            {"metadata": {"labels": {"kova.dev/host": self.host}}}, _content_type=MERGE)
+        return t0
+
+    def delete_all(self, names: list[str], timeout: float = 180) -> None:
+        for n in names:
+            try:
+                self.custom.delete_namespaced_custom_object(G, V, self.ns, "instances", n)
+            except Exception:
+                pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            items = self.custom.list_namespaced_custom_object(G, V, self.ns, "instances")["items"]
+            if not items:
+                return
+            time.sleep(0.5)
+        raise RuntimeError("instances not deleted in time")
+
+    # ------------------------------------------------------------------
+    def run_batch(self, label: str, uri: str, image: str, instance_dir: Path,
+                  count: int, console: bool) -> dict:
+        import libvirt
+        from kubernetes import watch
+
+        from kova.agents.driver import start_event_loop
+
+        start_event_loop()
+        conn = libvirt.open(uri)
+        started: dict[str, float] = {}
+        names = [f"{label}-{i:03d}" for i in range(count)]
+        prefix = f"{self.ns}."
+
+        def on_event(_c, dom, event, _detail, _o):
+            if event == libvirt.VIR_DOMAIN_EVENT_STARTED and dom.name().startswith(prefix):
+                started.setdefault(dom.name()[len(prefix):], time.monotonic())
+
+        cb = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                         on_event, None)
+        status_running: dict[str, float] = {}
+        uids: dict[str, str] = {}
+        stop = threading.Event()
+        w = watch.Watch()
+
+        def watcher():
+            for ev in w.stream(self.custom.list_namespaced_custom_object, G, V, self.ns,
+                               "instances", timeout_seconds=600):
+                o = ev["object"]
+                n = o["metadata"]["name"]
+                uids[n] = o["metadata"]["uid"]
+                if (o.get("status") or {}).get("phase") == "Running":
+                    status_running.setdefault(n, time.monotonic())
+                if stop.is_set():
+                    break
+
+        wt = threading.Thread(target=watcher, daemon=True)
+        wt.start()
+        time.sleep(0.3)
+        applied: dict[str, float] = {}
+        with ThreadPoolExecutor(max_workers=min(count, 10)) as pool:
+            for n, t in zip(names, pool.map(lambda n: self.apply(n, image), names)):
+                applied[n] = t
+        deadline = time.monotonic() + self.args.timeout
+        while time.monotonic() < deadline and len(status_running) < count:
+            time.sleep(0.05)
+        first_output: dict[str, float] = {}
+        if console:
+            while time.monotonic() < deadline and len(first_output) < count:
+                for n in names:
+                    if n in first_output or n not in uids:
+                        continue
+                    log = instance_dir / uids[n] / "console.log"
+                    try:
+                        if log.stat().st_size > 0:
+                            first_output[n] = time.monotonic()
+                    except FileNotFoundError:
+                        pass
+                time.sleep(0.05)
+        stop.set()
+        w.stop()
+        conn.domainEventDeregisterAny(cb)
+        conn.close()
+        res = {
+            "running": [started[n] - applied[n] for n in names if n in started],
+            "status": [status_running[n] - applied[n] for n in names if n in status_running],
+            "console": [first_output[n] - applied[n] for n in names if n in first_output],
+        }
+        res["names"] = names
+        return res
+
+
+def fmt(label: str, values: list[float], count: int) -> str:
+    if not values:
+        return f"| {label} | - | - | - | 0/{count} |"
+    return (f"| {label} | {pct(values, 50):.2f} | {pct(values, 95):.2f} | {max(values):.2f} "
+            f"| {len(values)}/{count} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=20)
+    ap.add_argument("--uri", default="qemu:///system")
+    ap.add_argument("--image", default=None, help="qcow2 to boot (default: the Kova test image)")
+    ap.add_argument("--kubeconfig", default=None)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--no-cold", action="store_true", help="skip the cold-cache batch")
+    ap.add_argument("--memory-counts", default="0,20,100")
+    ap.add_argument("--memory-only", action="store_true")
+    ap.add_argument("--no-memory", action="store_true")
+    args = ap.parse_args()
+
+    if args.uri.startswith("qemu"):
+        from kova.dev.libvirt import ensure_libvirtd
+
+        ensure_libvirtd()
+    if args.image:
+        image_path = Path(args.image)
+    else:
+        from kova.dev.image import ensure_test_image
+
+        image_path = ensure_test_image()
+    b = Bench(args)
+    out: list[str] = []
+    try:
+        b.image("bench-image", image_path)
+        if not args.memory_only:
+            instance_dir = b.work / "instances"
+            b.start_agent(args.uri, instance_dir)
+            console = args.uri.startswith("qemu")
+            batches = ([] if args.no_cold else ["cold"]) + ["cached"]
+            out.append(f"\n{args.count} Instances on one host, {args.uri}, "
+                       f"{os.cpu_count()} CPUs, agent workers {args.workers}\n")
+            out.append("| batch / from apply to | p50 s | p95 s | max s | n |")
+            out.append("|---|---|---|---|---|")
+            for batch in batches:
+                if batch == "cold":
+                    import shutil
+
+                    shutil.rmtree(instance_dir / "_base", ignore_errors=True)
+                res = b.run_batch(batch, args.uri, "bench-image", instance_dir,
+                                  args.count, console)
+                out.append(fmt(f"{batch}: domain running", res["running"], args.count))
+                out.append(fmt(f"{batch}: status Running", res["status"], args.count))
+                if console:
+                    out.append(fmt(f"{batch}: first serial output", res["console"], args.count))
+                print("\n".join(out), file=sys.stderr)
+                b.delete_all(res["names"])
+            b.stop_agent()
+        if not args.no_memory:
+            counts = [int(c) for c in args.memory_counts.split(",") if c]
+            out.append("\nAgent memory (VmRSS, test:///default so that 100 domains fit)\n")
+            out.append("| instances | agent RSS MiB |")
+            out.append("|---|---|")
+            mem_dir = b.work / "mem-instances"
+            b.start_agent("test:///default", mem_dir)
+            made: list[str] = []
+            for n in sorted(counts):
+                while len(made) < n:
+                    name = f"mem-{len(made):03d}"
+                    b.apply(name, "bench-image")
+                    made.append(name)
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline:
+                    items = b.custom.list_namespaced_custom_object(G, V, b.ns, "instances")["items"]
+                    if sum((i.get("status") or {}).get("phase") == "Running" for i in items) >= n:
+                        break
+                    time.sleep(0.5)
+                time.sleep(2)
+                out.append(f"| {n} | {rss_mib(b.agent.pid):.0f} |")
+            b.delete_all(made)
+            b.stop_agent()
+    finally:
+        b.stop_agent()
+        if b.cp is not None:
+            b.cp.destroy()
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
