@@ -9,7 +9,8 @@
 # /var/lib/libvirt, /var/cache/libvirt, /var/log/libvirt and /etc/libvirt/qemu
 # are bind mounts of directories under ROOT/NAME; everything else (qemu.conf,
 # the instance directories, images) is the machine's.  The client socket is
-# ROOT/NAME/sock/libvirt-sock.  Needs root and the packages of
+# /run/kova-libvirt/<hash of ROOT/NAME>/libvirt-sock (short: unix socket paths
+# are limited to 107 bytes).  Needs root and the packages of
 # hack/install-system-packages.sh; hack/start-libvirt.sh must have run once
 # (it writes qemu.conf and creates the libvirt-qemu user).
 # Idempotent: a running daemon is reused.
@@ -18,7 +19,9 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 name=${1:?usage: start-libvirt-host.sh NAME ROOT}
 root=$(realpath -m "${2:?usage: start-libvirt-host.sh NAME ROOT}")/$name
-uri="qemu+unix:///system?socket=${root}/sock/libvirt-sock"
+# unix socket paths are limited to 107 bytes: keep the sockets under /run
+sock="/run/kova-libvirt/$(printf '%s' "$root" | sha256sum | cut -c1-16)"
+uri="qemu+unix:///system?socket=${sock}/libvirt-sock"
 log() { echo "[kova] libvirt[$name]: $*" >&2; }
 
 alive() { [ -s "$1" ] && [ -d "/proc/$(cat "$1")" ] && [ "$(cat "/proc/$(cat "$1")/comm")" = "$2" ]; }
@@ -28,9 +31,9 @@ if alive "$root/libvirtd.pid" libvirtd && virsh -c "$uri" version >/dev/null 2>&
   exit 0
 fi
 
-mkdir -p "$root"/{run,lib/qemu,cache/qemu,log/qemu,etc-qemu,sock}
+mkdir -p "$root"/{run,lib/qemu,cache/qemu,log/qemu,etc-qemu} "$sock"
 cat >"$root/libvirtd.conf" <<CONF
-unix_sock_dir = "$root/sock"
+unix_sock_dir = "$sock"
 unix_sock_ro_perms = "0700"
 unix_sock_rw_perms = "0700"
 CONF
@@ -41,9 +44,9 @@ for f in libvirtd virtlogd; do
   fi
   rm -f "$root/$f.pid"
 done
-rm -f "$root/sock/"*
+rm -f "$sock/"*
 
-log "starting a private libvirtd (socket $root/sock/libvirt-sock)"
+log "starting a private libvirtd (socket $sock/libvirt-sock)"
 unshare --mount --propagation private bash -s "$root" <<'NS'
 set -euo pipefail
 root=$1

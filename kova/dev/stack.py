@@ -38,6 +38,7 @@ class Stack:
     placement_port: int = 0
     placement_token: str = ""
     hosts: list[str] = field(default_factory=list)
+    libvirt_uris: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -58,6 +59,7 @@ class Stack:
             "placement_port": self.placement_port,
             "placement_token": self.placement_token,
             "hosts": self.hosts,
+            "libvirt_uris": self.libvirt_uris,
             "pids": self.pids,
         }, indent=2))
         self.state_file.chmod(0o600)
@@ -70,6 +72,7 @@ class Stack:
             st.placement_port = data.get("placement_port", 0)
             st.placement_token = data.get("placement_token", "")
             st.hosts = list(data.get("hosts", []))
+            st.libvirt_uris = dict(data.get("libvirt_uris", {}))
             st.pids = {k: int(v) for k, v in data.get("pids", {}).items()}
         return st
 
@@ -167,8 +170,10 @@ class Stack:
             pidfile = root / host / f"{daemon}.pid"
             if pidfile.exists():
                 self.pids[f"{daemon}-{host}"] = int(pidfile.read_text().strip())
+        uri = out.stdout.strip().splitlines()[-1]
+        self.libvirt_uris[host] = uri
         self.save()
-        return out.stdout.strip().splitlines()[-1]
+        return uri
 
     def stop(self) -> None:
         # agents first (they leave running domains alone), then the operator,
