@@ -120,10 +120,15 @@ def reshape(req):
             provider = store.find_provider(conn, rp_uuid)
             if provider is None:
                 raise errors.BadRequest(
-                    f"Resource provider {rp_uuid} in inventories not found")
+                    f"Resource provider {rp_uuid} in inventories not found",
+                    code=errors.RESOURCE_PROVIDER_NOT_FOUND)
             providers[rp_uuid] = store.get_provider(conn, rp_uuid, lock=True)
         for rp_uuid, entry in inventories.items():
-            store.check_generation(providers[rp_uuid], entry["resource_provider_generation"])
+            actual, given = providers[rp_uuid].generation, entry["resource_provider_generation"]
+            if actual != given:
+                raise errors.Conflict(
+                    f"resource provider generation conflict for provider {rp_uuid}: "
+                    f"actual: {actual}, given: {given}", code=errors.CONCURRENT_UPDATE)
         # Drop the moving consumers' allocations first so inventory that they
         # used can be removed, then set inventories, then write allocations.
         if writes:

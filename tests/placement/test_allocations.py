@@ -161,3 +161,8 @@ def test_reshaper(api):
     assert api.get(f"/allocations/{c}").json()["consumer_generation"] == 2
     r = api.post("/reshaper", json=body)
     assert r.status_code == 409
+    assert r.json()["errors"][0]["code"] == "placement.concurrent_update"
+    body["inventories"] = {new_uuid(): {"resource_provider_generation": 0, "inventories": {}}}
+    r = api.post("/reshaper", json=body)
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["code"] == "placement.resource_provider.not_found"
