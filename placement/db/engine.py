@@ -82,6 +82,14 @@ def _is_retryable(exc: Exception) -> bool:
     return "database is locked" in str(exc)
 
 
+_PG_FINISH = sa.text(
+    "WITH c AS (UPDATE placement_state SET counter = counter + 1 "
+    "WHERE id = 1 RETURNING counter), "
+    "i AS (INSERT INTO placement_changes (counter, provider_id) "
+    "SELECT c.counter, p FROM c, unnest(CAST(:ids AS integer[])) AS p) "
+    "SELECT counter FROM c")
+
+
 class Database:
     """A SQLAlchemy engine plus Placement's transaction conventions."""
 
@@ -101,9 +109,9 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """One short write transaction that bumps the change counter."""
         with self.engine.connect() as conn:
-            conn = conn.execution_options(kova_write=True)
+            if self.is_sqlite:
+                conn = conn.execution_options(kova_write=True)
             with conn.begin():
-                conn.info["kova_counter_bumped"] = False
                 conn.info["kova_touched"] = set()
                 yield conn
                 self._finish_write(conn)
@@ -116,12 +124,7 @@ class Database:
         which providers changed, in one statement on Postgres."""
         touched = sorted(conn.info.get("kova_touched") or ())
         if self.is_postgres:
-            counter = conn.execute(sa.text(
-                "WITH c AS (UPDATE placement_state SET counter = counter + 1 "
-                "WHERE id = 1 RETURNING counter), "
-                "i AS (INSERT INTO placement_changes (counter, provider_id) "
-                "SELECT c.counter, p FROM c, unnest(CAST(:ids AS integer[])) AS p) "
-                "SELECT counter FROM c"), {"ids": touched}).scalar_one()
+            counter = conn.execute(_PG_FINISH, {"ids": touched}).scalar_one()
         else:
             counter = conn.execute(
                 sa.update(t.state).where(t.state.c.id == 1)
