@@ -12,6 +12,22 @@ from kova.placement.db.engine import default_database_url
 
 ENV_URL = "KOVA_PLACEMENT_DATABASE_URL"
 ENV_TOKEN_FILE = "KOVA_PLACEMENT_TOKEN_FILE"
+ENV_K8S_AUTH = "KOVA_PLACEMENT_K8S_AUTH"  # JSON: kubeconfig, admins, readers
+
+
+def _k8s_auth(spec: dict):
+    from kubernetes import client, config
+
+    from kova.placement.auth import TokenReviewAuth
+
+    cfg = client.Configuration()
+    if spec.get("kubeconfig"):
+        config.load_kube_config(config_file=spec["kubeconfig"], client_configuration=cfg)
+    else:
+        config.load_incluster_config(client_configuration=cfg)
+    roles = {f"system:serviceaccount:{sa}": "admin" for sa in spec.get("admins", [])}
+    roles.update({f"system:serviceaccount:{sa}": "reader" for sa in spec.get("readers", [])})
+    return TokenReviewAuth(client.ApiClient(cfg), roles)
 
 
 def _factory():
@@ -21,7 +37,15 @@ def _factory():
 
     url = os.environ.get(ENV_URL) or default_database_url()
     token_file = os.environ.get(ENV_TOKEN_FILE)
-    auth = StaticTokenAuth(token_file) if token_file else NoAuth()
+    k8s = os.environ.get(ENV_K8S_AUTH)
+    if k8s:
+        import json
+
+        auth = _k8s_auth(json.loads(k8s))
+    elif token_file:
+        auth = StaticTokenAuth(token_file)
+    else:
+        auth = NoAuth()
     return create_app(url, auth=auth, migrate=False,
                       pool_size=int(os.environ.get("KOVA_PLACEMENT_POOL_SIZE", "10")))
 
@@ -38,8 +62,16 @@ def register(group: click.Group) -> None:
                   type=click.Path(exists=True, dir_okay=False),
                   help="Static tokens: lines of '<admin|reader> <token>'.")
     @click.option("--no-auth", is_flag=True, help="Accept every request (development only).")
+    @click.option("--k8s-admin", multiple=True, metavar="NAMESPACE:SERVICEACCOUNT",
+                  help="Verify bearer tokens with the Kubernetes TokenReview API; this "
+                       "service account gets the admin role (repeatable).")
+    @click.option("--k8s-reader", multiple=True, metavar="NAMESPACE:SERVICEACCOUNT",
+                  help="Service account with the read-only role (TokenReview mode).")
+    @click.option("--kubeconfig", default=None, type=click.Path(dir_okay=False),
+                  help="For TokenReview mode outside the cluster (default: in-cluster).")
     @click.option("--log-level", default="info", show_default=True)
-    def serve(database_url, host, port, workers, token_file, no_auth, log_level):
+    def serve(database_url, host, port, workers, token_file, no_auth, k8s_admin, k8s_reader,
+              kubeconfig, log_level):
         """Serve the Placement API."""
         import uvicorn
 
@@ -47,18 +79,27 @@ def register(group: click.Group) -> None:
 
         logging.basicConfig(level=log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        if not token_file and not no_auth:
-            raise click.UsageError("give --token-file, or --no-auth for local development")
+        k8s_mode = bool(k8s_admin or k8s_reader)
+        if sum([bool(token_file), no_auth, k8s_mode]) != 1:
+            raise click.UsageError(
+                "choose one of --token-file, --k8s-admin/--k8s-reader (TokenReview), "
+                "or --no-auth for local development")
         if no_auth:
             click.echo("WARNING: authentication is disabled (--no-auth); anyone who can "
                        "reach this port can change every allocation.", err=True)
         url = database_url or default_database_url()
         upgrade(url)
         os.environ[ENV_URL] = url
+        os.environ.pop(ENV_TOKEN_FILE, None)
+        os.environ.pop(ENV_K8S_AUTH, None)
         if token_file:
             os.environ[ENV_TOKEN_FILE] = os.path.abspath(token_file)
-        else:
-            os.environ.pop(ENV_TOKEN_FILE, None)
+        elif k8s_mode:
+            import json
+
+            os.environ[ENV_K8S_AUTH] = json.dumps({
+                "kubeconfig": os.path.abspath(kubeconfig) if kubeconfig else None,
+                "admins": list(k8s_admin), "readers": list(k8s_reader)})
         config = uvicorn.Config("kova.placement.cli:_factory", factory=True, host=host,
                                 port=port, workers=workers, log_level=log_level,
                                 access_log=False)
