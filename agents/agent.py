@@ -176,14 +176,12 @@ class Agent:
         _ = self.driver.conn  # connect (and register for events) now
         log.info("agent for host %s: libvirt %s, instances in %s, disk cache=%s",
                  self.host, self.cfg.libvirt_uri, self.instance_dir, self.disk_cache)
-        self._spawn("lease", self._lease_loop)
-        try:
-            self.register_host()
-        except Exception:
-            log.exception("host registration failed; retrying in the host loop")
+        # Instances first (re-adoption after a restart must not wait for
+        # Placement), registration in the host thread right away.
         self._spawn("watch", self._watch_loop)
         for i in range(self.cfg.workers):
             self._spawn(f"worker-{i}", self._worker)
+        self._spawn("lease", self._lease_loop)
         self._spawn("host", self._host_loop)
         if self.cfg.metrics_port is not None:
             self._metrics_server = serve_metrics(
@@ -371,6 +369,10 @@ class Agent:
             return len(self._cache)
 
     def _host_loop(self) -> None:
+        try:
+            self.register_host()
+        except Exception:
+            log.exception("host registration failed; retrying at the next resync")
         while not self._stop.wait(self.cfg.resync_seconds):
             try:
                 host = self._get_host()
@@ -593,7 +595,9 @@ class Agent:
         if action == st.START:
             self._stopping.pop(uid, None)
             log.info("%s/%s: starting the domain (runStrategy %s)", *key, strategy)
+            t_start = time.monotonic()
             self.driver.start(uid)
+            log.info("%s/%s: domain started in %.2fs", *key, time.monotonic() - t_start)
             self.metrics.power_actions.labels("start").inc()
             state = self.driver.state(uid) or state
             if uid in self._build_started:
@@ -730,7 +734,13 @@ class Agent:
         key = _key(obj)
         t0 = time.monotonic()
         self._build_started[uid] = t0
+        steps: list[tuple[str, float]] = []
+
+        def step(name: str) -> None:
+            steps.append((name, time.monotonic()))
+
         obj = self._ensure_finalizer(obj)
+        step("finalizer")
         log.info("%s/%s: building (uid %s)", *key, uid)
         self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", {
             "phase": "Building",
@@ -742,6 +752,7 @@ class Agent:
                              "the domain is being built"),
             ],
         }, namespace=md["namespace"])
+        step("status")
         paths = self._paths(uid)
         created_dir = not paths["dir"].exists()
         try:
@@ -760,10 +771,13 @@ class Agent:
             paths["dir"].mkdir(parents=True, exist_ok=True)
             paths["info"].write_text(json.dumps(
                 {"uid": uid, "namespace": key[0], "name": key[1], "host": self.host}))
+            step("lookups")
             cached = self.images.fetch(source)
+            step("image")
             self._count_image(cached)
             if not paths["disk"].exists():
                 create_overlay(cached, paths["disk"], int(res["diskGiB"]) * GiB)
+            step("overlay")
             spec = obj.get("spec") or {}
             hostname = spec.get("hostname") or key[1]
             mac = mac_for(uid)
@@ -796,8 +810,15 @@ class Agent:
                 bridge=self.cfg.bridge,
                 mac=mac,
             )
+            step("seed")
             self.driver.define(build_domain_xml(dspec))
-            log.info("%s/%s: domain defined in %.2fs", *key, time.monotonic() - t0)
+            step("define")
+            prev, parts = t0, []
+            for name, t in steps:
+                parts.append(f"{name} {t - prev:.3f}")
+                prev = t
+            log.info("%s/%s: domain defined in %.2fs (%s)", *key, time.monotonic() - t0,
+                     ", ".join(parts))
             self.metrics.builds.labels("ok").inc()
         except BuildError:
             self._undo_build(uid, created_dir)
