@@ -166,3 +166,23 @@ def test_reshaper(api):
     r = api.post("/reshaper", json=body)
     assert r.status_code == 400
     assert r.json()["errors"][0]["code"] == "placement.resource_provider.not_found"
+
+
+def test_mappings_accepted_from_1_34(api):
+    u = api.provider("cn", inventory={"VCPU": 8})
+    c = new_uuid()
+    body = {"allocations": {u: {"resources": {"VCPU": 1}}}, "project_id": "p",
+            "user_id": "u", "consumer_generation": None, "mappings": {"": [u]}}
+    assert api.put(f"/allocations/{c}", json=body, version="1.33").status_code == 400
+    assert api.put(f"/allocations/{c}", json=body, version="1.34").status_code == 204
+
+
+def test_missing_provider_sub_resources(api):
+    missing = new_uuid()
+    for path in ("inventories", "inventories/VCPU", "usages", "aggregates", "traits",
+                 "allocations"):
+        r = api.get(f"/resource_providers/{missing}/{path}")
+        assert r.status_code == 404, path
+        assert r.json()["errors"][0]["status"] == 404
+    assert api.delete(f"/resource_providers/{missing}/traits").status_code == 404
+    assert api.delete(f"/resource_providers/{missing}/inventories").status_code == 404
