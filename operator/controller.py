@@ -839,6 +839,7 @@ class Controller:
         else:
             ns = self.settings.namespaces[0]
             path = f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/{self.settings.peering_name}"
+        first = True
         while True:
             try:
                 obj = await self.kube.get_or_none(path)
@@ -857,9 +858,10 @@ class Controller:
                              self.identity, self.priority)
                     self.leader = True
                     self.requeue_all()
-                elif not leader and self.leader:
-                    LOG.info("pausing: another replica is active")
+                elif not leader and (self.leader or first):
+                    LOG.info("standing by: another replica with a higher priority is active")
                     self.leader = False
+                first = False
                 metrics.LEADER.set(1 if self.leader else 0)
             except asyncio.CancelledError:
                 raise

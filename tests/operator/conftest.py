@@ -282,12 +282,14 @@ class Cluster:
                          f"{name} reason {reason}")
 
     # ---- the operator
-    def start_operator(self, *extra: str) -> subprocess.Popen:
-        log = open(self.workdir / "operator.log", "a")
+    def start_operator(self, *extra: str, peering: bool = False,
+                       log_name: str = "operator.log") -> subprocess.Popen:
+        log = open(self.workdir / log_name, "a")
         proc = subprocess.Popen(
             KOVA + ["operator", "run", "--kubeconfig", str(self.kubeconfig),
                     "--placement-url", self.placement.url, "--namespace", self.ns,
-                    "--standalone", "--metrics-port", "0", "--host-check-interval", "0.3",
+                    "--peering" if peering else "--standalone", "--metrics-port", "0",
+                    "--host-check-interval", "0.3",
                     "--backoff-max", "3", "--audit-interval", "0", "--log-format", "text",
                     *extra],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -305,8 +307,8 @@ class Cluster:
                 proc.kill()
                 proc.wait()
 
-    def operator_log(self) -> str:
-        path = self.workdir / "operator.log"
+    def operator_log(self, log_name: str = "operator.log") -> str:
+        path = self.workdir / log_name
         return path.read_text() if path.exists() else ""
 
     def cleanup(self) -> None:
