@@ -160,6 +160,16 @@ class Harness:
                 return None
             raise
 
+    def host_obj(self) -> dict | None:
+        from kubernetes.client import ApiException
+
+        try:
+            return self.custom.get_cluster_custom_object(G, V, "hosts", self.host)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def patch(self, name: str, body: dict) -> dict:
         return self.custom.patch_namespaced_custom_object(
             G, V, self.ns, "instances", name, body, _content_type=MERGE)

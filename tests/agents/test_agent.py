@@ -53,9 +53,8 @@ def test_build_to_running(harness, small_image, libvirt_conn, tmp_path):
 
 def test_host_registration_and_lease(harness, small_image):
     agent = harness.agent()
-    host = wait_for(lambda: (h := harness.custom.get_cluster_custom_object(
-        contract.GROUP, contract.VERSION, "hosts", harness.host)).get("status") and h,
-        what="host status")
+    host = wait_for(lambda: (h := harness.host_obj()) and h.get("status") and h,
+                    what="host status")
     st = host["status"]
     assert st["capacity"]["vcpus"] > 0 and st["capacity"]["memoryMiB"] > 0
     assert st["capacity"]["diskGiB"] >= 1
@@ -83,8 +82,7 @@ def test_placement_provider(harness, placement):
                        json={"resource_provider_generation": gen,
                              "traits": ["COMPUTE_STATUS_DISABLED"]})
     harness.agent(placement_url=placement.url)
-    host = wait_for(lambda: (h := harness.custom.get_cluster_custom_object(
-        contract.GROUP, contract.VERSION, "hosts", harness.host)).get("status", {}).get(
+    host = wait_for(lambda: (h := harness.host_obj()) and (h.get("status") or {}).get(
         "resourceProviderUUID") and h, what="provider uuid")
     assert host["status"]["resourceProviderUUID"] == rp["uuid"]
     inv = placement.http.get(f"/resource_providers/{rp['uuid']}/inventories").json()["inventories"]
