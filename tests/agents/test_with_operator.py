@@ -1,0 +1,109 @@
+"""The agent and the real operator together (issue 6's ``kova operator run``),
+with the real Placement on SQLite and test:///default for libvirt: an
+Instance applied by a user is scheduled, built and reported Running; its
+allocation is on the agent's provider; a build failure goes back to the
+operator (no retry loop on the host); delete leaves no domain, files or
+allocation behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import libvirt
+import pytest
+
+from kova.agents import contract
+from tests.agents.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def operator(harness, placement, tmp_path):
+    pytest.importorskip("kova.operator.cli")
+    log = open(tmp_path / "operator.log", "a")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kova.cli", "operator", "run", "--kubeconfig",
+         str(harness.kubeconfig), "--placement-url", placement.url, "--namespace", harness.ns,
+         "--standalone", "--metrics-port", "0", "--host-check-interval", "0.5",
+         "--backoff-max", "3", "--audit-interval", "0", "--no-image-traits"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    print((tmp_path / "operator.log").read_text()[-3000:])
+
+
+def _flavor(harness, name):
+    from kubernetes.client import ApiException
+
+    try:
+        harness.custom.create_cluster_custom_object(contract.GROUP, contract.VERSION, "flavors", {
+            "apiVersion": contract.API_VERSION, "kind": "Flavor", "metadata": {"name": name},
+            "spec": {"vcpus": 1, "memoryMiB": 128, "diskGiB": 1}})
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def _create(harness, name, image, flavor):
+    return harness.custom.create_namespaced_custom_object(
+        contract.GROUP, contract.VERSION, harness.ns, "instances", {
+            "apiVersion": contract.API_VERSION, "kind": "Instance",
+            "metadata": {"name": name, "namespace": harness.ns},
+            "spec": {"flavorRef": {"name": flavor}, "imageRef": {"name": image},
+                     "userData": {"inline": "#cloud-config\n"}}})
+
+
+def test_operator_schedules_agent_builds_delete_frees_everything(
+        harness, placement, operator, small_image, libvirt_conn, tmp_path):
+    agent = harness.agent(placement_url=placement.url)
+    wait_for(lambda: (h := harness.host_obj()) and (h.get("status") or {}).get(
+        "resourceProviderUUID"), 20, what="provider registered")
+    rp = harness.host_obj()["status"]["resourceProviderUUID"]
+    flavor = f"agent-small-{harness.host}"
+    _flavor(harness, flavor)
+    harness.image(f"img-{harness.host}", small_image)
+    uid = _create(harness, "web", f"img-{harness.host}", flavor)["metadata"]["uid"]
+
+    got = harness.wait_phase("web", "Running", timeout=60)
+    assert got["status"]["host"] == harness.host
+    assert got["metadata"]["labels"][contract.HOST_LABEL] == harness.host
+    assert {c["type"] for c in got["status"]["conditions"]} >= {"Scheduled", "Built", "Ready"}
+    assert {contract.AGENT_FINALIZER, "kova.dev/operator"} <= set(got["metadata"]["finalizers"])
+    allocs = placement.http.get(f"/allocations/{uid}").json()["allocations"]
+    assert allocs[rp]["resources"] == {"VCPU": 1, "MEMORY_MB": 128, "DISK_GB": 1}
+    assert libvirt_conn.lookupByUUIDString(uid).isActive()
+    # The Host status shows the allocation after a resync.
+    wait_for(lambda: (harness.host_obj()["status"].get("allocated") or {}).get("vcpus") == 1,
+             15, what="Host status allocated")
+
+    # A build failure goes back to the operator; with no other host it ends in
+    # Error and the allocation is freed; the agent tried once.
+    harness.image(f"bad-{harness.host}", small_image, sha256="0" * 64)
+    bad_uid = _create(harness, "bad", f"bad-{harness.host}", flavor)["metadata"]["uid"]
+    wait_for(lambda: (o := harness.get("bad")) and (o.get("status") or {}).get("phase") == "Error"
+             and o, 60, what="bad in Error")
+    wait_for(lambda: placement.http.get(f"/allocations/{bad_uid}").json()["allocations"] == {},
+             15, what="bad allocation freed")
+    assert agent.metrics.build_failures.labels(contract.ERROR_IMAGE_CHECKSUM)._value.get() == 1
+    assert not (tmp_path / "instances" / bad_uid).exists()
+
+    # Delete: both finalizers go, nothing left on the host or in Placement.
+    harness.delete("web")
+    wait_for(lambda: harness.get("web") is None, 30, what="web deleted")
+    with pytest.raises(libvirt.libvirtError):
+        libvirt_conn.lookupByUUIDString(uid)
+    assert not (tmp_path / "instances" / uid).exists()
+    assert placement.http.get(f"/allocations/{uid}").json()["allocations"] == {}
+    harness.delete("bad")
+    wait_for(lambda: harness.get("bad") is None, 30, what="bad deleted")
+    usages = placement.http.get(f"/resource_providers/{rp}/usages").json()["usages"]
+    assert not any(usages.values())
