@@ -105,6 +105,10 @@ class Controller:
         self.alive: dict[str, bool] = {}
         self.host_signatures: dict[str, tuple] = {}
         self._host_infos: dict[str, tuple] = {}
+        #: Bumped whenever a Host's scheduling view changes (see host_by_rp).
+        self.hosts_version = 0
+        self._rp_map: dict[str, HostInfo] = {}
+        self._rp_map_version = -1
         self.synced_providers: dict[str, tuple] = {}
         #: uid -> host of the claims this process recorded in status.
         self.own_hosts: dict[str, str] = {}
@@ -147,8 +151,18 @@ class Controller:
         return info
 
     def host_by_rp(self, rp: str) -> HostInfo | None:
-        name = _first(self.indexes.get("kova_host_rps"), rp)
-        return self.host_by_name(name) if name else None
+        """Provider uuid -> HostInfo, from a map rebuilt only when a Host's
+        scheduling-relevant fields or heartbeat state changed."""
+        if self._rp_map_version != self.hosts_version:
+            version = self.hosts_version
+            idx = self.indexes.get("kova_hosts")
+            rp_map = {}
+            for name in list(idx.keys()) if idx is not None else []:
+                info = self.host_by_name(name)
+                if info is not None and info.rp_uuid:
+                    rp_map[info.rp_uuid] = info
+            self._rp_map, self._rp_map_version = rp_map, version
+        return self._rp_map.get(rp)
 
     def instance_body(self, ns: str, name: str) -> dict | None:
         return _first(self.indexes.get("kova_instances"), (ns, name))
@@ -281,6 +295,7 @@ class Controller:
             if event.get("type") == "DELETED":
                 ctl.host_signatures.pop(name, None)
                 ctl.synced_providers.pop(name, None)
+                ctl.hosts_version += 1
                 return
             body = event.get("object") or {}
             spec, status = body.get("spec") or {}, body.get("status") or {}
@@ -288,6 +303,7 @@ class Controller:
                    spec.get("availabilityZone"), status.get("resourceProviderUUID"))
             if ctl.host_signatures.get(name) != sig:
                 ctl.host_signatures[name] = sig
+                ctl.hosts_version += 1
                 ctl.enqueue(("host", name))
                 ctl.retrigger_pending()
 
@@ -765,6 +781,10 @@ class Controller:
             if self.alive.get(name) != alive:
                 changed = True
             self.alive[name] = alive
+        if changed:
+            self.hosts_version += 1
+        for name in names:
+            alive = self.alive[name]
             states[contract.HOST_UP if alive else contract.HOST_DOWN] += 1
         for state in (contract.HOST_UP, contract.HOST_DOWN):
             metrics.HOSTS.labels(state=state).set(states[state])
