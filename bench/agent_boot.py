@@ -8,16 +8,21 @@ cold (empty cache) and cached -- plus the agent's memory.
     .venv/bin/python bench/agent_boot.py --memory-only --memory-counts 0,20,100
 
 It starts a throwaway control plane (or uses --kubeconfig), installs the
-CRDs, runs the real agent (``kova agent run``) as a subprocess and plays the
-operator itself: each Instance is created, given ``status.host`` and labelled
-for the host, the three calls timed as "apply".  Times measured:
+CRDs and runs the real agent (``kova agent run``) as a subprocess.  With
+``--operator`` it also runs Placement (SQLite) and the operator (``kova
+operator run``), creates each Instance with a Flavor and lets the operator
+schedule it: "apply" is then the create call alone, as with ``kubectl
+apply``.  Without it the bench plays the operator itself: each Instance is
+created, given ``status.host`` and labelled for the host, the three calls
+timed as "apply".  Times measured:
 
 * ``running``: apply -> libvirt's Started event for the domain (the bench
   listens on its own libvirt connection);
 * ``status``: apply -> ``status.phase`` Running seen through a watch;
 * ``console``: apply -> first byte in the serial log (qemu only).
 
-Memory: the agent's RSS (VmRSS) with 0, 20 and 100 Instances, measured on
+Memory: the agent's (and with --operator the operator's) RSS (VmRSS) with
+0, 20 and 100 Instances, measured on
 libvirt's test:///default driver so that 100 domains fit on a 2-core machine
 (the agent's memory does not depend on the guests being real).  Results are
 printed as a Markdown table for docs/benchmarks.md.
@@ -88,27 +93,91 @@ class Bench:
         self.ns = f"bench-{uuid.uuid4().hex[:6]}"
         self.core.create_namespace({"metadata": {"name": self.ns}})
         self.agent: subprocess.Popen | None = None
+        self.operator: subprocess.Popen | None = None
+        self.placement: subprocess.Popen | None = None
+        self.placement_url: str | None = None
+        # Generous ratios: 100 small Instances must fit on test:///default's
+        # fake host in the memory run.
+        self.custom.create_cluster_custom_object(G, V, "hosts", {
+            "apiVersion": f"{G}/{V}", "kind": "Host", "metadata": {"name": self.host},
+            "spec": {"allocationRatios": {"vcpu": 64.0, "memory": 16.0, "disk": 16.0}}})
+        if args.operator:
+            self.start_placement()
+            self.custom.create_cluster_custom_object(G, V, "flavors", {
+                "apiVersion": f"{G}/{V}", "kind": "Flavor", "metadata": {"name": self.host},
+                "spec": {"vcpus": 1, "memoryMiB": 128, "diskGiB": 1}})
+
+    def start_placement(self) -> None:
+        import socket
+
+        import httpx
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.placement_url = f"http://127.0.0.1:{port}"
+        self.placement = subprocess.Popen(
+            [sys.executable, "-m", "kova.cli", "placement", "serve", "--database-url",
+             f"sqlite:///{self.work}/placement.db", "--no-auth", "--port", str(port),
+             "--log-level", "warning"],
+            stdout=open(self.work / "placement.log", "a"), stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.placement_url + "/", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("placement did not start")
+
+    def start_operator(self) -> None:
+        self.operator = subprocess.Popen(
+            [sys.executable, "-m", "kova.cli", "operator", "run", "--kubeconfig",
+             str(self.kubeconfig), "--placement-url", self.placement_url, "--namespace", self.ns,
+             "--standalone", "--metrics-port", "0", "--audit-interval", "0",
+             "--no-image-traits", "--log-level", "warning"],
+            stdout=open(self.work / "operator.log", "a"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def stop_operator(self) -> None:
+        for attr in ("operator",):
+            proc = getattr(self, attr)
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
+            setattr(self, attr, None)
 
     # ------------------------------------------------------------------
     def start_agent(self, uri: str, instance_dir: Path) -> None:
+        import socket
+        import urllib.request
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
         log = open(self.work / "agent.log", "a")
         env = dict(os.environ, KOVA_HOST=self.host)
         self.agent = subprocess.Popen(
             [sys.executable, "-m", "kova.cli", "agent", "run", "--libvirt-uri", uri,
              "--domain-type", "qemu", "--instance-dir", str(instance_dir),
-             "--kubeconfig", str(self.kubeconfig), "--metrics-port", "-1",
-             "--workers", str(self.args.workers), "--log-level", "warning"],
+             "--kubeconfig", str(self.kubeconfig), "--metrics-port", str(port),
+             "--metrics-bind", "127.0.0.1",
+             "--workers", str(self.args.workers), "--log-level", "info",
+             *(["--placement-url", self.placement_url] if self.placement_url else [])],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )
-        deadline = time.monotonic() + 30
+        # Ready when /healthz says so: libvirt up, watch synced, lease renewed.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                self.custom.get_cluster_custom_object(G, V, "hosts", self.host)
-                time.sleep(0.5)  # let the watch sync
-                return
-            except Exception:
-                time.sleep(0.2)
-        raise RuntimeError("the agent did not register its Host")
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        time.sleep(0.5)
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the agent did not become healthy")
 
     def stop_agent(self) -> None:
         if self.agent and self.agent.poll() is None:
@@ -128,14 +197,20 @@ class Bench:
             pass
 
     def apply(self, name: str, image: str) -> float:
-        """Create + schedule as the operator would; returns the start time."""
+        """Create (+ schedule as the operator would); returns the start time."""
+        size = ({"flavorRef": {"name": self.host}} if self.args.operator
+                else {"resources": {"vcpus": 1, "memoryMiB": 128, "diskGiB": 1}})
         t0 = time.monotonic()
+        if os.environ.get("KOVA_BENCH_DEBUG"):
+            print(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} "
+                  f"apply {name}", file=sys.stderr)
         self.custom.create_namespaced_custom_object(G, V, self.ns, "instances", {
             "apiVersion": f"{G}/{V}", "kind": "Instance",
             "metadata": {"name": name, "namespace": self.ns},
-            "spec": {"resources": {"vcpus": 1, "memoryMiB": 128, "diskGiB": 1},
-                     "imageRef": {"name": image},
+            "spec": {**size, "imageRef": {"name": image},
                      "userData": {"inline": f"#cloud-config\n# {name}\n"}}})
+        if self.args.operator:
+            return t0
         self.custom.patch_namespaced_custom_object_status(
             G, V, self.ns, "instances", name, {"status": {"host": self.host}},
             _content_type=MERGE)
@@ -249,6 +324,8 @@ def main() -> int:
     ap.add_argument("--memory-counts", default="0,20,100")
     ap.add_argument("--memory-only", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--operator", action="store_true",
+                    help="run Placement and the operator; Instances are scheduled by it")
     args = ap.parse_args()
 
     if args.uri.startswith("qemu"):
@@ -268,10 +345,15 @@ def main() -> int:
         if not args.memory_only:
             instance_dir = b.work / "instances"
             b.start_agent(args.uri, instance_dir)
+            if args.operator:
+                b.start_operator()
+                time.sleep(3)  # the operator's first lease check sees the host Up
             console = args.uri.startswith("qemu")
             batches = ([] if args.no_cold else ["cold"]) + ["cached"]
             out.append(f"\n{args.count} Instances on one host, {args.uri}, "
-                       f"{os.cpu_count()} CPUs, agent workers {args.workers}\n")
+                       f"{os.cpu_count()} CPUs, agent workers {args.workers}, "
+                       + ("scheduled by the operator" if args.operator
+                          else "scheduling simulated") + "\n")
             out.append("| batch / from apply to | p50 s | p95 s | max s | n |")
             out.append("|---|---|---|---|---|")
             for batch in batches:
@@ -288,13 +370,17 @@ def main() -> int:
                 print("\n".join(out), file=sys.stderr)
                 b.delete_all(res["names"])
             b.stop_agent()
+            b.stop_operator()
         if not args.no_memory:
             counts = [int(c) for c in args.memory_counts.split(",") if c]
             out.append("\nAgent memory (VmRSS, test:///default so that 100 domains fit)\n")
-            out.append("| instances | agent RSS MiB |")
-            out.append("|---|---|")
+            out.append("| instances | agent RSS MiB |" + (" operator RSS MiB |" if args.operator else ""))
+            out.append("|---|---|" + ("---|" if args.operator else ""))
             mem_dir = b.work / "mem-instances"
             b.start_agent("test:///default", mem_dir)
+            if args.operator:
+                b.start_operator()
+                time.sleep(3)
             made: list[str] = []
             for n in sorted(counts):
                 while len(made) < n:
@@ -308,11 +394,18 @@ def main() -> int:
                         break
                     time.sleep(0.5)
                 time.sleep(2)
-                out.append(f"| {n} | {rss_mib(b.agent.pid):.0f} |")
+                row = f"| {n} | {rss_mib(b.agent.pid):.0f} |"
+                if args.operator:
+                    row += f" {rss_mib(b.operator.pid):.0f} |"
+                out.append(row)
             b.delete_all(made)
             b.stop_agent()
     finally:
         b.stop_agent()
+        b.stop_operator()
+        if b.placement is not None:
+            b.placement.terminate()
+            b.placement.wait(10)
         if b.cp is not None:
             b.cp.destroy()
     print("\n".join(out))
