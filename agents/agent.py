@@ -83,6 +83,8 @@ class AgentConfig:
     lease_duration_seconds: int = contract.LEASE_DURATION_SECONDS
     shutdown_timeout: float = 60.0
     lease_namespace: str = contract.LEASE_NAMESPACE
+    #: Cached images unused this long (seconds) are removed; 0 keeps them.
+    image_cache_ttl: float = 24 * 3600.0
 
 
 class BuildError(Exception):
@@ -164,6 +166,7 @@ class Agent:
         self._build_started: dict[str, float] = {}
         self._awaiting_address: dict[str, float] = {}
         self._last_lease_ok = 0.0
+        self._last_prune = time.monotonic()
         self._host_spec_seen: str | None = None
         self.rp_uuid: str | None = None
         self._metrics_server = None
@@ -414,6 +417,25 @@ class Agent:
         for state in st_power_states():
             self.metrics.domains.labels(state).set(counts.get(state, 0))
         self._sweep_instance_dirs({d.uuid for d in domains})
+        self._prune_images()
+
+    def _prune_images(self) -> None:
+        """Every 10 minutes: drop cached images no overlay has used for
+        ``image_cache_ttl`` seconds (Nova's image cache manager)."""
+        if self.cfg.image_cache_ttl <= 0 or time.monotonic() - self._last_prune < 600:
+            return
+        self._last_prune = time.monotonic()
+        from kova.agents.images import backing_file
+
+        in_use = set()
+        for disk in self.instance_dir.glob("*/disk.qcow2"):
+            b = backing_file(disk)
+            if b is not None:
+                in_use.add(b)
+        try:
+            self.images.prune(in_use, min_age=self.cfg.image_cache_ttl)
+        except OSError as exc:
+            log.warning("image cache prune failed: %s", exc)
 
     def _sweep_instance_dirs(self, domain_uids: set[str]) -> None:
         """Remove instance directories that belong to no domain and no

@@ -179,6 +179,8 @@ class ImageCache:
                 meta = self._read_meta(final)
                 if meta is not None:
                     self.stats.hits += 1
+                    with contextlib.suppress(OSError):
+                        os.utime(self._meta_path(final))  # last use, for prune()
                     log.debug("image %s: cache hit %s", source.name, final)
                     return CachedImage(
                         path=final, sha256=meta["sha256"], size=meta["size"],
@@ -360,16 +362,26 @@ class ImageCache:
             if p.is_file() and not p.name.startswith(".") and p.suffix in (".qcow2", ".raw")
         )
 
-    def prune(self, in_use: set[Path]) -> list[Path]:
-        """Remove cached images no overlay uses; return what was removed."""
+    def prune(self, in_use: set[Path], min_age: float = 0.0) -> list[Path]:
+        """Remove cached images that no overlay uses and that were not used
+        (fetched or hit) for ``min_age`` seconds; return what was removed."""
         removed = []
+        keep = {p.resolve() for p in in_use}
+        now = time.time()
         for path in self.cached():
-            if path.resolve() in {p.resolve() for p in in_use}:
+            if path.resolve() in keep:
                 continue
             key = path.name.rsplit(".", 1)[0]
             with self._locked(key):
+                try:
+                    last_used = self._meta_path(path).stat().st_mtime
+                except OSError:
+                    last_used = path.stat().st_mtime if path.exists() else 0.0
+                if now - last_used < min_age:
+                    continue
                 path.unlink(missing_ok=True)
                 self._meta_path(path).unlink(missing_ok=True)
+                log.info("image cache: removed %s (unused)", path.name)
             removed.append(path)
         return removed
 

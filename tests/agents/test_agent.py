@@ -340,3 +340,24 @@ def test_domains_of_other_hosts_are_never_touched(harness, libvirt_conn, make_sp
     finally:
         dom.destroy()
         dom.undefine()
+
+
+def test_unused_images_are_pruned(harness, small_image, tmp_path):
+    import os
+
+    harness.image("small", small_image)
+    agent = harness.agent(image_cache_ttl=3600)
+    harness.instance("vm15", "small")
+    harness.wait_phase("vm15", "Running")
+    cached = list((tmp_path / "instances" / "_base").glob("*.qcow2"))
+    assert len(cached) == 1
+    old = time.time() - 7200
+    os.utime(cached[0].with_suffix(".qcow2.json"), (old, old))
+    agent._last_prune = 0.0
+    agent.resync()
+    assert cached[0].exists()  # vm15's overlay uses it
+    harness.delete("vm15")
+    wait_for(lambda: harness.get("vm15") is None, 15, what="deleted")
+    agent._last_prune = 0.0
+    agent.resync()
+    assert not cached[0].exists()

@@ -239,3 +239,31 @@ def test_cache_dir_removed_under_the_agent(cache, image):
     shutil.rmtree(cache.dir)
     got = cache.fetch(ImageSource(name="img", host_path=str(image)))
     assert got.path.exists()
+
+
+def test_prune_respects_min_age(cache, tmp_path):
+    import os
+    import time as _t
+
+    a = _qcow2(tmp_path / "a.qcow2")
+    ca = cache.fetch(ImageSource(name="a", host_path=str(a)))
+    assert cache.prune(set(), min_age=3600) == []  # just used
+    meta = ca.path.with_suffix(ca.path.suffix + ".json")
+    old = _t.time() - 7200
+    os.utime(meta, (old, old))
+    assert cache.prune(set(), min_age=3600) == [ca.path]
+    assert not ca.path.exists() and not meta.exists()
+
+
+def test_cache_hit_refreshes_last_use(cache, tmp_path):
+    import os
+    import time as _t
+
+    a = _qcow2(tmp_path / "a.qcow2")
+    src = ImageSource(name="a", host_path=str(a))
+    ca = cache.fetch(src)
+    meta = ca.path.with_suffix(ca.path.suffix + ".json")
+    old = _t.time() - 7200
+    os.utime(meta, (old, old))
+    cache.fetch(src)
+    assert _t.time() - meta.stat().st_mtime < 60
