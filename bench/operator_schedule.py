@@ -174,8 +174,11 @@ def main() -> int:
 
         mport = free_port()
         olog = open(work / "operator.log", "w")
+        profile = os.environ.get("KOVA_BENCH_PROFILE")
+        prefix = ([sys.executable, "-m", "cProfile", "-o", profile, "-m", "kova.cli"]
+                  if profile else KOVA)
         procs.append(subprocess.Popen(
-            KOVA + ["operator", "run", "--kubeconfig", str(cp.kubeconfig), "--placement-url",
+            prefix + ["operator", "run", "--kubeconfig", str(cp.kubeconfig), "--placement-url",
                     purl, "--namespace", "bench", "--standalone", "--metrics-port", str(mport),
                     "--workers", str(args.workers), "--audit-interval", "0",
                     "--candidate-limit", str(args.candidate_limit),
