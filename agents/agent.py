@@ -500,7 +500,13 @@ class Agent:
                         if typ == "DELETED":
                             self._cache.pop(k, None)
                         else:
-                            self._cache[k] = obj
+                            cur = self._cache.get(k)
+                            # Our own writes land in the cache at once; an
+                            # older event arriving after them must not undo it.
+                            if cur is None or _rv(obj) >= _rv(cur) or (
+                                cur["metadata"].get("uid") != obj["metadata"].get("uid")
+                            ):
+                                self._cache[k] = obj
                             self._uid_index[obj["metadata"]["uid"]] = k
                     self.queue.add(k)
             except ApiException as exc:
