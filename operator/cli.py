@@ -78,6 +78,9 @@ def register(group: click.Group) -> None:
                   help="Peering priority (default: random, so replicas never tie).")
     @click.option("--metrics-port", envvar=ENV + "METRICS_PORT", type=int, default=9090,
                   show_default=True, help="Prometheus metrics port (0 = off).")
+    @click.option("--health-port", envvar=ENV + "HEALTH_PORT", type=int, default=0,
+                  show_default=True,
+                  help="Serve kopf's liveness probe on http://0.0.0.0:PORT/healthz (0 = off).")
     @click.option("--workers", envvar=ENV + "WORKERS", type=int, default=16, show_default=True,
                   help="Concurrent reconciles.")
     @click.option("--max-attempts", envvar=ENV + "MAX_ATTEMPTS", type=int, default=3,
@@ -118,7 +121,7 @@ def register(group: click.Group) -> None:
     @click.option("--backoff-max", envvar=ENV + "BACKOFF_MAX", type=float, default=60.0,
                   show_default=True, help="Longest NoValidHost retry delay (seconds).")
     def run(kubeconfig, placement_url, placement_token, log_level, log_format, namespaces,
-            all_namespaces, peering, peering_name, priority, metrics_port, workers,
+            all_namespaces, peering, peering_name, priority, metrics_port, health_port, workers,
             max_attempts, strategy, ram_weight, cpu_weight, disk_weight, soft_affinity_weight,
             soft_anti_affinity_weight, build_failure_weight, host_subset_size, candidate_limit,
             filters,
@@ -147,7 +150,8 @@ def register(group: click.Group) -> None:
             kubeconfig=kubeconfig, placement_url=placement_url,
             placement_token=placement_token, namespaces=tuple(namespaces),
             all_namespaces=not namespaces, peering=peering, peering_name=peering_name,
-            priority=priority, metrics_port=metrics_port or None, workers=workers,
+            priority=priority, metrics_port=metrics_port or None,
+            health_port=health_port or None, workers=workers,
             max_attempts=max_attempts, backoff_max=backoff_max,
             host_check_interval=host_check_interval, heartbeat_grace=heartbeat_grace,
             audit_interval=audit_interval, audit_heal=audit_heal, image_traits=image_traits,

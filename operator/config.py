@@ -22,6 +22,7 @@ class Settings:
     #: Peering priority; None picks a random one, so replicas never tie.
     priority: int | None = None
     metrics_port: int | None = 9090
+    health_port: int | None = None
     workers: int = 16
     max_attempts: int = 3
     backoff_base: float = 2.0

@@ -971,6 +971,8 @@ class Controller:
                 peering_name=s.peering_name if s.peering else None,
                 priority=self.priority if s.peering else None,
                 identity=self.identity,  # type: ignore[arg-type]
+                liveness_endpoint=(f"http://0.0.0.0:{s.health_port}/healthz"
+                                   if s.health_port else None),
                 stop_flag=stop_flag,
                 ready_flag=ready_flag,
             )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
+
+from kova.dev.controlplane import free_port
 
 from kova.operator import contract
 
@@ -13,7 +16,8 @@ pytestmark = pytest.mark.integration
 
 def test_schedule_claims_labels_and_records(cluster):
     h1 = cluster.add_host("h1")
-    op = cluster.start_operator()
+    mport, hport = free_port(), free_port()
+    op = cluster.start_operator("--metrics-port", str(mport), "--health-port", str(hport))
     cluster.create_instance("vm1")
     inst = cluster.wait_scheduled("vm1")
     st = inst["status"]
@@ -32,4 +36,9 @@ def test_schedule_claims_labels_and_records(cluster):
     assert any(e.reason == "Scheduled" and e.involved_object.name == "vm1" for e in events) or \
         wait_for(lambda: any(e.reason == "Scheduled" for e in
                              cluster.core.list_namespaced_event(cluster.ns).items), 10)
+    text = httpx.get(f"http://127.0.0.1:{mport}/metrics").text
+    assert 'kova_operator_schedule_outcomes_total{reason="Scheduled"} 1.0' in text
+    assert "kova_operator_schedule_latency_seconds_count 1.0" in text
+    assert 'kova_operator_hosts{state="Up"} 1.0' in text
+    assert httpx.get(f"http://127.0.0.1:{hport}/healthz").status_code == 200
     cluster.stop_operator(op)
