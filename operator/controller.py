@@ -278,8 +278,12 @@ class Controller:
         @kopf.on.event(G, V, "instances", registry=reg)
         async def instance_event(event: dict, name: str, namespace: str, **kwargs: Any) -> None:
             capture(kwargs)
+            obj = event.get("object") or {}
+            sg = ((obj.get("spec") or {}).get("serverGroupRef") or {}).get("name")
+            if sg:
+                ctl.enqueue(("sg", namespace, sg))
             if event.get("type") == "DELETED":
-                uid = (event.get("object") or {}).get("metadata", {}).get("uid")
+                uid = obj.get("metadata", {}).get("uid")
                 ctl.own_hosts.pop(uid, None)
                 ctl.errored.discard(uid)
                 ctl.unrecorded.pop(uid, None)
@@ -343,6 +347,8 @@ class Controller:
                     continue
                 if key[0] == "inst":
                     await self.reconcile_instance(key)
+                elif key[0] == "sg":
+                    await self.reconcile_server_group(key[1], key[2])
                 elif key[0] == "host":
                     await self.reconcile_host(key[1])
             except asyncio.CancelledError:
@@ -726,6 +732,62 @@ class Controller:
         self.own_hosts.pop(uid, None)
         LOG.info("deleted %s/%s uid=%s: allocations %s", ns, name, uid,
                  "freed" if freed else "were already gone")
+
+    # ============================================================ server groups
+    async def reconcile_server_group(self, ns: str, name: str) -> None:
+        """ServerGroup status: members, their hosts, PolicySatisfied."""
+        sg = _first(self.indexes.get("kova_servergroups"), (ns, name))
+        if sg is None:
+            return
+        members, hosts = [], Counter()
+        idx = self.indexes.get("kova_instances")
+        for key in list(idx.keys()) if idx is not None else []:
+            if key[0] != ns:
+                continue
+            body = _first(idx, key)
+            if not body or body["metadata"].get("deletionTimestamp"):
+                continue
+            if ((body.get("spec") or {}).get("serverGroupRef") or {}).get("name") != name:
+                continue
+            members.append(key[1])
+            host = (body.get("status") or {}).get("host")
+            if host:
+                hosts[host] += 1
+        policy = sg.get("policy")
+        if policy == "affinity":
+            ok = len(hosts) <= 1
+        elif policy == "anti-affinity":
+            ok = all(n <= int(sg.get("maxServerPerHost") or 1) for n in hosts.values())
+        else:
+            ok = True
+        path = f"/apis/{contract.API_VERSION}/namespaces/{ns}/servergroups/{name}"
+        current = await self.kube.get_or_none(path)
+        if current is None:
+            return
+        status = current.get("status") or {}
+        want_members, want_hosts = sorted(members), sorted(hosts)
+        cond = get_condition(current, "PolicySatisfied")
+        want_cond = "True" if ok else "False"
+        if (sorted(status.get("members") or []) == want_members
+                and sorted(status.get("hosts") or []) == want_hosts
+                and cond and cond.get("status") == want_cond):
+            return
+        message = (f"{len(members)} member(s) on {len(hosts)} host(s)" if ok else
+                   f"the members' hosts break policy {policy}: {dict(hosts)}")
+        patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                 "status": {
+                     "members": want_members or None, "hosts": want_hosts or None,
+                     "observedGeneration": current["metadata"].get("generation"),
+                     "conditions": set_condition(status.get("conditions"), "PolicySatisfied",
+                                                 want_cond, "Satisfied" if ok else "Violated",
+                                                 message)}}
+        try:
+            await self.kube.merge_patch(path + "/status", patch)
+        except KubeError as exc:
+            if exc.status == 409:
+                self.queue.add_after(("sg", ns, name), 0.5)
+            elif exc.status != 404:
+                raise
 
     # ============================================================ hosts
     async def reconcile_host(self, name: str) -> None:

@@ -56,6 +56,16 @@ def test_hard_anti_affinity_and_max_server_per_host(cluster):
         cluster.create_instance(f"web{i}", serverGroupRef={"name": "web"})
     placed = {host_of(cluster.wait_scheduled(f"web{i}")) for i in range(3)}
     assert placed == hosts
+
+    def sg_status():
+        sg = cluster.api.get_namespaced_custom_object(
+            contract.GROUP, contract.VERSION, cluster.ns, "servergroups", "web")
+        return sg.get("status") or {}
+    st = wait_for(lambda: (s := sg_status()).get("hosts") and len(s["hosts"]) == 3 and s, 15,
+                  what="ServerGroup status")
+    assert st["members"] == ["web0", "web1", "web2"]
+    assert st["conditions"][0]["type"] == "PolicySatisfied"
+    assert st["conditions"][0]["status"] == "True"
     cluster.create_instance("web3", serverGroupRef={"name": "web"})
     inst = cluster.wait_reason("web3", contract.REASON_NO_VALID_HOST)
     assert "anti-affinity" in condition(inst, contract.COND_SCHEDULED)["message"]
