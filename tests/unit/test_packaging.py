@@ -101,7 +101,7 @@ COMPONENT_COMMANDS = [
 
 @pytest.mark.parametrize("argv", COMPONENT_COMMANDS, ids=" ".join)
 def test_cli_has_every_component_command(argv: list[str]) -> None:
-    """Every component has its subcommand, with help text."""
+    """Every component has its subcommand, with help text (none is a placeholder)."""
     from click.testing import CliRunner
 
     from kova.cli import main
@@ -109,20 +109,3 @@ def test_cli_has_every_component_command(argv: list[str]) -> None:
     result = CliRunner().invoke(main, [*argv, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage: " in result.output
-
-
-def test_placeholder_fails_loudly() -> None:
-    """A subcommand that a later issue fills says so and exits 2 (never
-    pretends to work)."""
-    import click
-    from click.testing import CliRunner
-
-    from kova.cli import _not_yet
-
-    @click.command()
-    def later() -> None:
-        _not_yet("later", 99)
-
-    result = CliRunner().invoke(later, [])
-    assert result.exit_code == 2
-    assert "not implemented yet" in result.output and "#99" in result.output
