@@ -123,7 +123,8 @@ def test_always_restarts_a_stopped_domain(harness, small_image, libvirt_conn):
     harness.wait_phase("vm3", "Running")
     _domain(libvirt_conn, uid).destroy()  # behind the agent's back
     wait_for(lambda: _domain(libvirt_conn, uid).isActive(), 10, what="restart")
-    assert agent.metrics.power_actions.labels("start")._value.get() >= 2
+    wait_for(lambda: agent.metrics.power_actions.labels("start")._value.get() >= 2, 5,
+             what="start counted")
 
 
 def test_rerun_on_failure(harness, small_image, libvirt_conn):
