@@ -213,9 +213,71 @@ def refresh_snapshot(conn, old: Snapshot, counter: int, changed: set[int]) -> Sn
     JSON fragments); only the ``changed`` providers are read again."""
     rc_by_id, trait_by_id = old.names_by_id
     fresh = _fetch_providers(conn, sorted(changed), rc_by_id, trait_by_id)
-    providers = {pid: p for pid, p in old.by_id.items() if pid not in changed}
-    providers.update(fresh)
-    return _build(counter, providers, old.rc_names, old.trait_names, old.names_by_id)
+    return patch_snapshot(old, counter, changed, fresh)
+
+
+def patch_snapshot(old: Snapshot, counter: int, changed: set[int],
+                   fresh: dict[int, Provider]) -> Snapshot:
+    """``old`` with the ``changed`` providers replaced by ``fresh`` (a changed
+    id missing from ``fresh`` was deleted).  Only the index entries those
+    providers touch are rebuilt; tree structure changes (re-parenting) never
+    come here (they invalidate everything)."""
+    snap = Snapshot(counter)
+    snap.rc_names, snap.trait_names = old.rc_names, old.trait_names
+    snap.names_by_id = old.names_by_id
+    removed = [old.by_id[pid] for pid in changed if pid in old.by_id]
+    by_id = dict(old.by_id)
+    for p in removed:
+        if p.id not in fresh:
+            del by_id[p.id]  # deleted; replaced ones keep their position
+    added_new_ids = False
+    for pid, p in fresh.items():
+        if pid not in old.by_id:
+            added_new_ids = True
+        by_id[pid] = p
+    if added_new_ids:
+        by_id = dict(sorted(by_id.items()))
+    snap.by_id = by_id
+    by_uuid = dict(old.by_uuid)
+    for p in removed:
+        by_uuid.pop(p.uuid, None)
+    for p in fresh.values():
+        by_uuid[p.uuid] = p
+        parent = by_id.get(p.parent_id) if p.parent_id is not None else None
+        p.parent_uuid = parent.uuid if parent is not None else None
+        root = by_id.get(p.root_id)
+        p.root_uuid = root.uuid if root is not None else p.uuid
+    snap.by_uuid = by_uuid
+    new = list(fresh.values())
+
+    def _by_id(p):
+        return p.id
+
+    snap.tree_members = defaultdict(list, old.tree_members)
+    for root in {p.root_id for p in removed} | {p.root_id for p in new}:
+        members = [m for m in old.tree_members.get(root, ()) if m.id not in changed]
+        members += [p for p in new if p.root_id == root]
+        members.sort(key=_by_id)
+        if members:
+            snap.tree_members[root] = members
+        else:
+            snap.tree_members.pop(root, None)
+    snap.by_rc = defaultdict(list, old.by_rc)
+    for rc in {rc for p in removed for rc in p.inv} | {rc for p in new for rc in p.inv}:
+        holders = [m for m in old.by_rc.get(rc, ()) if m.id not in changed]
+        holders += [p for p in new if rc in p.inv]
+        holders.sort(key=_by_id)
+        snap.by_rc[rc] = holders
+    snap.agg_members = defaultdict(set, old.agg_members)
+    for agg in {a for p in removed for a in p.aggs} | {a for p in new for a in p.aggs}:
+        members_ids = set(old.agg_members.get(agg, ())) - changed
+        members_ids |= {p.id for p in new if agg in p.aggs}
+        snap.agg_members[agg] = members_ids
+    snap.sharing = sorted([p for p in old.sharing if p.id not in changed]
+                          + [p for p in new if SHARING_TRAIT in p.traits], key=_by_id)
+    if old.has_trees or any(p.parent_id is not None for p in new):
+        snap.has_trees = any(p.parent_id is not None for p in by_id.values())
+    return snap
 
 
 class SnapshotCache:

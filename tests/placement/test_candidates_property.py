@@ -98,3 +98,52 @@ def test_candidates_match_brute_force(world):
     key = (lambda r: [p.id for p in r.providers]) if isinstance(first, candidates.Simple) \
         else (lambda r: [sorted(a.amounts.items()) for a in r])
     assert key(first) == key(second)
+
+
+@st.composite
+def changes(draw):
+    n = draw(st.integers(1, 8))
+    def provider(pid, root):
+        p = Provider(pid, f"00000000-0000-0000-0000-{pid:012d}", f"p{pid}", 0,
+                     None if root == pid else root, root, None)
+        for rc in draw(st.lists(st.sampled_from(RCS), unique=True, max_size=2)):
+            p.inv[rc] = Inv(4, 0, 1, 4, 1, 1.0, 4)
+        p.traits = frozenset(draw(st.lists(st.sampled_from(TRAITS + ["MISC_SHARES_VIA_AGGREGATE"]),
+                                           unique=True)))
+        p.aggs = frozenset(draw(st.lists(st.sampled_from(["a", "b"]), unique=True)))
+        return p
+    roots = {pid: (pid if pid <= 3 else draw(st.integers(1, 3))) for pid in range(1, n + 1)}
+    before = {pid: provider(pid, roots[pid]) for pid in roots}
+    changed = set(draw(st.lists(st.sampled_from(sorted(roots) + [n + 1, n + 2]), unique=True)))
+    fresh = {}
+    for pid in changed:
+        deleted = pid in before and pid > 3 and draw(st.booleans())
+        if not deleted:
+            fresh[pid] = provider(pid, roots.get(pid, draw(st.integers(1, 3))))
+    return before, changed, fresh
+
+
+@settings(max_examples=150, deadline=None)
+@given(changes())
+def test_patched_snapshot_equals_full_build(change):
+    """Incremental refresh gives the same indexes as a full rebuild."""
+    from kova.placement.cache import patch_snapshot
+
+    before, changed, fresh = change
+    old = _build(1, dict(before), set(RCS), set(TRAITS), ({}, {}))
+    patched = patch_snapshot(old, 2, changed, fresh)
+    after = {pid: p for pid, p in before.items() if pid not in changed}
+    after.update(fresh)
+    full = _build(2, after, set(RCS), set(TRAITS), ({}, {}))
+
+    def ids(mapping):
+        return {k: [p.id for p in v] for k, v in mapping.items() if v}
+
+    assert list(patched.by_id) == list(full.by_id)
+    assert {u: p.id for u, p in patched.by_uuid.items()} == {u: p.id for u, p in full.by_uuid.items()}
+    assert ids(patched.tree_members) == ids(full.tree_members)
+    assert ids(patched.by_rc) == ids(full.by_rc)
+    assert {k: v for k, v in patched.agg_members.items() if v} == \
+        {k: v for k, v in full.agg_members.items() if v}
+    assert [p.id for p in patched.sharing] == [p.id for p in full.sharing]
+    assert patched.has_trees == full.has_trees
