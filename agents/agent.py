@@ -611,10 +611,12 @@ class Agent:
                                  power_annotation=power_ann)
         restart = ann.get(contract.RESTART_ANNOTATION, "")
         new_meta = meta
+        events: list[tuple[str, str, str]] = []
         if first_start and not meta.restart_token and restart:
             new_meta = dataclasses.replace(new_meta, restart_token=restart)
         elif restart and restart != meta.restart_token and state.running and action is None:
             log.info("%s/%s: restart requested (%s)", *key, restart)
+            events.append(("Normal", "Restarted", f"domain restarted on {self.host}"))
             self.driver.destroy(uid)
             self.driver.start(uid)
             self.metrics.power_actions.labels("restart").inc()
@@ -628,10 +630,13 @@ class Agent:
             log.info("%s/%s: domain started in %.2fs", *key, time.monotonic() - t_start)
             self.metrics.power_actions.labels("start").inc()
             state = self.driver.state(uid) or state
+            events.append(("Normal", "Started", f"domain started on {self.host}"))
             if uid in self._build_started:
                 self.metrics.build_seconds.observe(time.monotonic() - self._build_started.pop(uid))
         elif action == st.STOP:
             if uid not in self._stopping:
+                events.append(("Normal", "Stopping",
+                               f"shutting the domain down on {self.host} (runStrategy {strategy})"))
                 log.info("%s/%s: stopping the domain (runStrategy %s%s)", *key, strategy,
                          f", {contract.POWER_ANNOTATION}={power_ann}" if power_ann else "")
             first = self._stopping.setdefault(uid, time.monotonic())
@@ -656,6 +661,8 @@ class Agent:
         if new_meta != meta and info.meta is not None:
             self.driver.set_metadata(uid, new_meta)
         self._report(obj, state)
+        for etype, reason, message in events:
+            self._event(obj, etype, reason, message)
 
     def _report(self, obj: dict, state: DomainState | None, *, force_built: bool = False) -> None:
         md = obj["metadata"]

@@ -16,6 +16,43 @@ from pathlib import Path
 import click
 
 
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, thread, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        out = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "thread": record.threadName,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    import sys
+    import time
+
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        formatter: logging.Formatter = JSONFormatter()
+        formatter.converter = time.gmtime  # type: ignore[assignment]
+    else:
+        formatter = logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("kubernetes", "urllib3", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def _default_host() -> str:
     return os.environ.get("KOVA_HOST") or os.environ.get("NODE_NAME") or socket.gethostname()
 
@@ -62,17 +99,14 @@ def register(group: click.Group) -> None:
     @click.option("--image-cache-ttl", envvar="KOVA_AGENT_IMAGE_CACHE_TTL", default=86400.0,
                   show_default=True, type=float,
                   help="Seconds before a cached image no instance uses is removed (0: never).")
-    @click.option("--log-level", envvar="KOVA_LOG_LEVEL", default="info", show_default=True)
+    @click.option("--log-level", envvar="KOVA_AGENT_LOG_LEVEL", default="info", show_default=True)
+    @click.option("--log-format", envvar="KOVA_AGENT_LOG_FORMAT", type=click.Choice(["text", "json"]),
+                  default="text", show_default=True)
     def run(host, libvirt_uri, instance_dir, image_cache_dir, placement_url, placement_token,
             kubeconfig, domain_type, machine, cpu_mode, network, bridge, metrics_port,
-            metrics_bind, workers, resync_seconds, shutdown_timeout, image_cache_ttl, log_level):
+            metrics_bind, workers, resync_seconds, shutdown_timeout, image_cache_ttl, log_level, log_format):
         """Run the compute agent for one host."""
-        logging.basicConfig(
-            level=log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
-        )
-        logging.getLogger("kubernetes").setLevel(logging.WARNING)
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        setup_logging(log_level, log_format)
         from kova.agents.agent import Agent, AgentConfig
 
         if network and bridge:

@@ -49,6 +49,9 @@ def test_build_to_running(harness, small_image, libvirt_conn, tmp_path):
     assert f"instance-id: {uid}".encode() in seed["meta-data"]
     assert b"local-hostname: guest1" in seed["meta-data"]
     assert agent.metrics.build_seconds._sum.get() > 0
+    reasons = wait_for(lambda: {e.reason for e in harness.core.list_namespaced_event(
+        harness.ns, field_selector="involvedObject.name=vm1").items} or None, 5, what="events")
+    assert "Started" in reasons
 
 
 def test_host_registration_and_lease(harness, small_image):

@@ -1,0 +1,43 @@
+"""`kova agent run`: options and environment fallbacks; JSON logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from click.testing import CliRunner
+
+from kova.agents.cli import JSONFormatter
+from kova.cli import main
+
+
+def test_agent_run_is_registered():
+    res = CliRunner().invoke(main, ["agent", "run", "--help"])
+    assert res.exit_code == 0, res.output
+    for opt in ("--host", "--libvirt-uri", "--instance-dir", "--placement-url",
+                "--placement-token", "--kubeconfig", "--domain-type", "--metrics-port"):
+        assert opt in res.output
+
+
+def test_host_from_downward_api(monkeypatch):
+    from kova.agents import cli
+
+    monkeypatch.delenv("KOVA_HOST", raising=False)
+    monkeypatch.setenv("NODE_NAME", "node-7")
+    assert cli._default_host() == "node-7"
+    monkeypatch.setenv("KOVA_HOST", "kova-3")
+    assert cli._default_host() == "kova-3"
+
+
+def test_network_and_bridge_exclusive(tmp_path):
+    res = CliRunner().invoke(main, ["agent", "run", "--host", "h", "--network", "n",
+                                    "--bridge", "b", "--instance-dir", str(tmp_path)])
+    assert res.exit_code != 0 and "exclusive" in res.output
+
+
+def test_json_log_lines():
+    rec = logging.LogRecord("kova.agents.agent", logging.INFO, __file__, 1, "built %s", ("vm",),
+                            None)
+    out = json.loads(JSONFormatter().format(rec))
+    assert out["message"] == "built vm" and out["level"] == "info"
+    assert out["logger"] == "kova.agents.agent"
