@@ -620,11 +620,7 @@ def set_provider_traits(conn: Connection, provider: ProviderRow, names: list[str
     missing = sorted(set(names) - set(ids))
     if missing:
         raise errors.BadRequest("No such trait %s" % ", ".join(missing))
-    pt = t.provider_traits
-    conn.execute(sa.delete(pt).where(pt.c.resource_provider_id == provider.id))
-    if ids:
-        conn.execute(sa.insert(pt), [{"resource_provider_id": provider.id, "trait_id": i}
-                                     for i in sorted(set(ids.values()))])
+    _replace_links(conn, t.provider_traits, "trait_id", provider.id, sorted(set(ids.values())))
     if bump:
         _bump_generation(conn, provider)
 
@@ -649,17 +645,51 @@ def _insert_ignore(conn: Connection, table, rows: list[dict]) -> None:
     conn.execute(insert(table).on_conflict_do_nothing(), rows)
 
 
+# Aggregate rows are never deleted or changed: their ids are cached.
+_AGGREGATE_IDS: dict[str, dict[str, int]] = {}
+
+
 def _aggregate_ids(conn: Connection, uuids: list[str]) -> dict[str, int]:
     if not uuids:
         return {}
-    stmt = sa.select(t.aggregates.c.uuid, t.aggregates.c.id).where(
-        t.aggregates.c.uuid.in_(uuids))
-    found = {r.uuid: r.id for r in conn.execute(stmt)}
-    missing = [u for u in uuids if u not in found]
-    if missing:
-        _insert_ignore(conn, t.aggregates, [{"uuid": u} for u in missing])
-        found = {r.uuid: r.id for r in conn.execute(stmt)}
+    cache = _AGGREGATE_IDS.setdefault(str(conn.engine.url), {})
+    found = {u: cache[u] for u in uuids if u in cache}
+    wanted = [u for u in uuids if u not in found]
+    if wanted:
+        stmt = sa.select(t.aggregates.c.uuid, t.aggregates.c.id).where(
+            t.aggregates.c.uuid.in_(wanted))
+        found.update({r.uuid: r.id for r in conn.execute(stmt)})
+        missing = [u for u in wanted if u not in found]
+        if missing:
+            _insert_ignore(conn, t.aggregates, [{"uuid": u} for u in missing])
+            found.update({r.uuid: r.id for r in conn.execute(stmt)})
+        # Cache only after commit would be stricter; an id that a rolled-back
+        # transaction inserted is simply looked up (and re-inserted) again.
+        if not missing:
+            cache.update({u: found[u] for u in wanted})
     return found
+
+
+_PG_REPLACE_LINKS: dict[str, sa.TextClause] = {}
+
+
+def _replace_links(conn: Connection, table, column: str, provider_id: int,
+                   ids: list[int]) -> None:
+    """Make (provider_id, ids) the provider's rows in a link table."""
+    if conn.dialect.name == "postgresql":
+        stmt = _PG_REPLACE_LINKS.get(table.name)
+        if stmt is None:
+            stmt = _PG_REPLACE_LINKS[table.name] = sa.text(
+                f"WITH d AS (DELETE FROM {table.name} WHERE resource_provider_id = :rp "
+                f"AND NOT ({column} = ANY(CAST(:ids AS integer[])))) "
+                f"INSERT INTO {table.name} (resource_provider_id, {column}) "
+                f"SELECT :rp, unnest(CAST(:ids AS integer[])) ON CONFLICT DO NOTHING")
+        conn.execute(stmt, {"rp": provider_id, "ids": ids})
+        return
+    conn.execute(sa.delete(table).where(table.c.resource_provider_id == provider_id))
+    if ids:
+        conn.execute(sa.insert(table), [{"resource_provider_id": provider_id, column: i}
+                                        for i in ids])
 
 
 def set_provider_aggregates(conn: Connection, provider: ProviderRow, uuids: list[str],
@@ -667,11 +697,8 @@ def set_provider_aggregates(conn: Connection, provider: ProviderRow, uuids: list
     if generation is not None:
         check_generation(provider, generation)
     ids = _aggregate_ids(conn, uuids)
-    pa = t.provider_aggregates
-    conn.execute(sa.delete(pa).where(pa.c.resource_provider_id == provider.id))
-    if ids:
-        conn.execute(sa.insert(pa), [{"resource_provider_id": provider.id, "aggregate_id": i}
-                                     for i in sorted(set(ids.values()))])
+    _replace_links(conn, t.provider_aggregates, "aggregate_id", provider.id,
+                   sorted(set(ids.values())))
     touch(conn, provider.id)
     if bump:
         _bump_generation(conn, provider)
