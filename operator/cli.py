@@ -118,6 +118,8 @@ def register(group: click.Group) -> None:
                   show_default=True, help="Seconds between allocation audits (0 = off).")
     @click.option("--audit-heal/--no-audit-heal", envvar=ENV + "AUDIT_HEAL", default=False,
                   show_default=True, help="Let the periodic audit heal what it finds.")
+    @click.option("--events/--no-events", envvar=ENV + "EVENTS", default=True,
+                  show_default=True, help="Post Kubernetes Events (Scheduled, NoValidHost, ...).")
     @click.option("--backoff-max", envvar=ENV + "BACKOFF_MAX", type=float, default=60.0,
                   show_default=True, help="Longest NoValidHost retry delay (seconds).")
     def run(kubeconfig, placement_url, placement_token, log_level, log_format, namespaces,
@@ -126,7 +128,7 @@ def register(group: click.Group) -> None:
             soft_anti_affinity_weight, build_failure_weight, host_subset_size, candidate_limit,
             filters,
             image_traits, host_check_interval, heartbeat_grace, audit_interval, audit_heal,
-            backoff_max):
+            events, backoff_max):
         """Run the scheduler, conductor and host monitor."""
         from kova.operator.config import Settings
         from kova.operator.scheduler import SchedulerConfig
@@ -155,6 +157,7 @@ def register(group: click.Group) -> None:
             max_attempts=max_attempts, backoff_max=backoff_max,
             host_check_interval=host_check_interval, heartbeat_grace=heartbeat_grace,
             audit_interval=audit_interval, audit_heal=audit_heal, image_traits=image_traits,
+            events=events,
             scheduler=SchedulerConfig(filters=names, weigh=weigh,
                                       host_subset_size=host_subset_size,
                                       candidate_limit=candidate_limit),

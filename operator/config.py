@@ -34,5 +34,6 @@ class Settings:
     audit_interval: float = 300.0
     audit_heal: bool = False
     image_traits: bool = True
+    events: bool = True
     build_failure_window: float = 600.0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

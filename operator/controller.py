@@ -982,7 +982,7 @@ class Controller:
 
     # ============================================================ events
     def emit(self, obj: dict, type_: str, reason: str, message: str) -> None:
-        if self._events is None:
+        if self._events is None or not self.settings.events:
             return
         try:
             self._events.put_nowait((obj, type_, reason, message))
