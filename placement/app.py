@@ -51,14 +51,22 @@ def is_uuid(value: str) -> bool:
     return True
 
 
-_VALIDATORS: dict[int, jsonschema.Draft4Validator] = {}
+# Keyed by id(): schemas must be long-lived objects (module constants or
+# memoised per microversion), never built per request.
+_VALIDATORS: dict[int, tuple] = {}
 
 
 def validate(data, schema: dict, what: str = "JSON does not validate") -> None:
-    validator = _VALIDATORS.get(id(schema))
-    if validator is None:
-        validator = jsonschema.Draft4Validator(schema, format_checker=_FORMAT_CHECKER)
-        _VALIDATORS[id(schema)] = validator
+    entry = _VALIDATORS.get(id(schema))
+    if entry is None:
+        from kova.placement.schemas.fast import compile_schema
+
+        entry = (schema, compile_schema(schema),
+                 jsonschema.Draft4Validator(schema, format_checker=_FORMAT_CHECKER))
+        _VALIDATORS[id(schema)] = entry
+    _schema, fast, validator = entry
+    if fast(data):
+        return
     try:
         validator.validate(data)
     except jsonschema.ValidationError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import json
 import re
 
@@ -15,6 +17,22 @@ _GROUP_KEYS = ("resources", "required", "member_of", "in_tree")
 
 
 def _schema(req) -> dict:
+    return _schema_for(req.version)
+
+
+class _V:
+    """Just enough of a request for the schema builder."""
+
+    def __init__(self, version):
+        self.version = version
+
+    def want(self, minor: int) -> bool:
+        return self.version >= (1, minor)
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_for(version) -> dict:
+    req = _V(version)
     props: dict = {}
     pattern_props: dict = {}
     required: list[str] = []

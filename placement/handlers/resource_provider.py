@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from kova.placement import errors, qparse, store
 from kova.placement.app import (cache_headers, check_accept, json_response, no_content,
                                 validate)
@@ -13,9 +15,14 @@ _LIST_PARAMS = [(0, {"name", "uuid"}), (3, {"member_of"}), (4, {"resources"}),
 
 
 def _list_schema(req) -> dict:
+    return _list_schema_for(req.version[1])
+
+
+@functools.lru_cache(maxsize=None)
+def _list_schema_for(minor_version: int) -> dict:
     props: dict = {}
     for minor, names in _LIST_PARAMS:
-        if req.want(minor):
+        if minor_version >= minor:
             for name in names:
                 props[name] = {"type": "string"}
     if "uuid" in props:
