@@ -96,6 +96,8 @@ def register(group: click.Group) -> None:
     @click.option("--shutdown-timeout", envvar="KOVA_AGENT_SHUTDOWN_TIMEOUT", default=60.0,
                   show_default=True, type=float,
                   help="Seconds a guest gets to power off cleanly before it is destroyed.")
+    @click.option("--lease-namespace", envvar="KOVA_LEASE_NAMESPACE", default="kova-system",
+                  show_default=True, help="Namespace of the heartbeat Leases.")
     @click.option("--image-cache-ttl", envvar="KOVA_AGENT_IMAGE_CACHE_TTL", default=86400.0,
                   show_default=True, type=float,
                   help="Seconds before a cached image no instance uses is removed (0: never).")
@@ -104,7 +106,7 @@ def register(group: click.Group) -> None:
                   default="text", show_default=True)
     def run(host, libvirt_uri, instance_dir, image_cache_dir, placement_url, placement_token,
             kubeconfig, domain_type, machine, cpu_mode, network, bridge, metrics_port,
-            metrics_bind, workers, resync_seconds, shutdown_timeout, image_cache_ttl, log_level, log_format):
+            metrics_bind, workers, resync_seconds, shutdown_timeout, lease_namespace, image_cache_ttl, log_level, log_format):
         """Run the compute agent for one host."""
         setup_logging(log_level, log_format)
         from kova.agents.agent import Agent, AgentConfig
@@ -118,7 +120,7 @@ def register(group: click.Group) -> None:
             machine=machine, cpu_mode=cpu_mode, network=network, bridge=bridge,
             metrics_port=None if metrics_port < 0 else metrics_port, metrics_bind=metrics_bind,
             workers=workers, resync_seconds=resync_seconds, shutdown_timeout=shutdown_timeout,
-            image_cache_ttl=image_cache_ttl,
+            image_cache_ttl=image_cache_ttl, lease_namespace=lease_namespace,
         )
         agent = Agent(cfg)
 
