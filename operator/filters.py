@@ -40,10 +40,12 @@ class Candidate:
     #: ``provider_summaries[rp]["resources"]``: {rc: {capacity, used}}.
     resources: dict = field(default_factory=dict)
     traits: list[str] = field(default_factory=list)
+    #: The Host's name (the provider uuid for an unknown provider).
+    name: str = ""
 
-    @property
-    def name(self) -> str:
-        return self.host.name if self.host else self.rp_uuid
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = self.host.name if self.host else self.rp_uuid
 
     def free(self, rc: str) -> int:
         r = self.resources.get(rc) or {}
@@ -140,13 +142,31 @@ FILTERS: dict[str, FilterFn] = {
 DEFAULT_FILTERS = tuple(FILTERS)
 
 
+def _always(req: RequestSpec) -> bool:
+    return True
+
+
+#: When a filter can reject anything at all (the others always can).
+_RELEVANT: dict[str, Callable[[RequestSpec], bool]] = {
+    "AvailabilityZone": lambda r: bool(r.zone),
+    "ServerGroupAffinity": lambda r: bool(r.server_group and r.server_group.policy == "affinity"),
+    "ServerGroupAntiAffinity": lambda r: bool(r.server_group
+                                              and r.server_group.policy == "anti-affinity"),
+    "SameHost": lambda r: r.same_host is not None,
+    "DifferentHost": lambda r: bool(r.different_host),
+    "RequestedHost": lambda r: bool(r.requested_host),
+    "Retry": lambda r: bool(r.excluded_hosts),
+}
+
+
 def run_filters(
     candidates: Iterable[Candidate], req: RequestSpec, names: Iterable[str] = DEFAULT_FILTERS
 ) -> tuple[list[Candidate], Counter]:
     """Apply the filters in order; return the survivors and, per reason, how
     many hosts were rejected for it (each host counted once, by its first
     failing filter)."""
-    fns = [FILTERS[n] for n in names]
+    # Filters with nothing to check for this request are skipped.
+    fns = [FILTERS[n] for n in names if _RELEVANT.get(n, _always)(req)]
     passed: list[Candidate] = []
     rejected: Counter = Counter()
     for c in candidates:

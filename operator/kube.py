@@ -74,7 +74,7 @@ def host_path(name: str) -> str:
 
 
 class Kube:
-    def __init__(self, creds: KubeCredentials, *, max_connections: int = 64) -> None:
+    def __init__(self, creds: KubeCredentials, *, max_connections: int = 20) -> None:
         headers = {"Accept": "application/json"}
         if creds.token:
             headers["Authorization"] = f"Bearer {creds.token}"

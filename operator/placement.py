@@ -56,7 +56,7 @@ class Conflict(PlacementError):
 
 class Placement:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
-                 max_connections: int = 64) -> None:
+                 max_connections: int = 20) -> None:
         headers = {
             "OpenStack-API-Version": f"placement {contract.PLACEMENT_MICROVERSION}",
             "Accept": "application/json",

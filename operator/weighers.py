@@ -48,7 +48,12 @@ class BuildFailures:
     def record(self, host: str) -> None:
         self._events.setdefault(host, []).append(self.clock())
 
+    def __bool__(self) -> bool:
+        return bool(self._events)
+
     def count(self, host: str) -> int:
+        if host not in self._events:
+            return 0
         now = self.clock()
         events = [t for t in self._events.get(host, ()) if now - t < self.window]
         if events:
@@ -125,9 +130,17 @@ def weigh(
     """``(weight, candidate)`` pairs, best first (ties in random order)."""
     ctx = ctx or WeighContext()
     totals = [0.0] * len(candidates)
-    for fn, attr in WEIGHERS.values():
+    sg = req.server_group
+    for name, (fn, attr) in WEIGHERS.items():
         mult = getattr(cfg, attr)
         if not mult:
+            continue
+        # Weighers that give every host the same value change nothing.
+        if name == "BuildFailure" and not ctx.failures:
+            continue
+        if name in ("SoftAffinity", "SoftAntiAffinity") and (
+                sg is None or sg.policy != ("soft-affinity" if name == "SoftAffinity"
+                                            else "soft-anti-affinity")):
             continue
         for i, v in enumerate(normalize([fn(c, req, ctx) for c in candidates])):
             totals[i] += mult * v
