@@ -224,6 +224,10 @@ class Harness:
             self.custom.delete_cluster_custom_object(G, V, "hosts", self.host)
         except ApiException:
             pass
+        try:
+            self.coord.delete_namespaced_lease(self.host, contract.LEASE_NAMESPACE)
+        except ApiException:
+            pass
 
 
 @pytest.fixture
