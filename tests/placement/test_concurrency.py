@@ -104,3 +104,60 @@ def test_concurrent_writers_of_one_consumer(pg_app):
             r = await client.get(f"/resource_providers/{rps[0]}/usages", headers=H)
             assert r.json()["usages"]["VCPU"] == 1
     asyncio.run(main())
+
+
+def test_claims_across_two_worker_processes(pg_database, tmp_path):
+    """The real server with two worker processes: claims through both never
+    exceed capacity, and each worker's candidates reflect the other's claims."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from kova.dev.postgres import sqlalchemy_url
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, KOVA_STATE=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kova.cli", "placement", "serve", "--database-url",
+         sqlalchemy_url(pg_database), "--port", str(port), "--workers", "2", "--no-auth",
+         "--log-level", "warning"], env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(url + "/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError((tmp_path / "serve.log").read_text())
+
+        async def main():
+            limits = httpx.Limits(max_connections=20, max_keepalive_connections=0)
+            async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+                rps = await _setup(client, 2, 8)
+                # warm both workers' snapshots
+                for _ in range(4):
+                    await client.get("/allocation_candidates?resources=VCPU:1", headers=H)
+                consumers = [str(uuid.uuid4()) for _ in range(40)]
+                results = await asyncio.gather(*[
+                    _claim(client, c, rps, 1, random.Random(i)) for i, c in enumerate(consumers)])
+                assert sum(r is not None for r in results) == 16
+                for rp in rps:
+                    r = await client.get(f"/resource_providers/{rp}/usages", headers=H)
+                    assert r.json()["usages"]["VCPU"] == 8
+                # new connections land on either worker: all see the full providers
+                for _ in range(6):
+                    r = await client.get("/allocation_candidates?resources=VCPU:1", headers=H)
+                    assert r.json()["allocation_requests"] == []
+        asyncio.run(main())
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
