@@ -365,3 +365,39 @@ def test_unused_images_are_pruned(harness, small_image, tmp_path):
     agent._last_prune = 0.0
     agent.resync()
     assert not cached[0].exists()
+
+
+def test_half_built_instance_is_finished(harness, small_image, libvirt_conn, tmp_path):
+    """A crash after the overlay was written and before the domain was
+    defined: the next agent finishes the build with the same overlay."""
+    import subprocess
+
+    harness.image("small", small_image)
+    obj = harness.instance("vm16", "small", schedule=False)
+    uid = obj["metadata"]["uid"]
+    d = tmp_path / "instances" / uid
+    d.mkdir(parents=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(small_image), str(d / "disk.qcow2"), "1G"], check=True)
+    marker = (d / "disk.qcow2").stat().st_ino
+    harness.schedule("vm16")
+    harness.agent()
+    harness.wait_phase("vm16", "Running")
+    assert (d / "disk.qcow2").stat().st_ino == marker  # the guest's disk was kept
+    assert (d / "seed.iso").exists()
+
+
+def test_leftover_directories_are_swept(harness, small_image, tmp_path):
+    import json as _json
+    import uuid as _uuid
+
+    base = tmp_path / "instances"
+    stray = base / str(_uuid.uuid4())
+    stray.mkdir(parents=True)
+    (stray / "instance.json").write_text(_json.dumps(
+        {"uid": stray.name, "namespace": harness.ns, "name": "gone", "host": harness.host}))
+    (stray / "disk.qcow2").write_bytes(b"x")
+    agent = harness.agent()
+    agent.resync()
+    assert not stray.exists()
+    assert (base / "_base").exists()
