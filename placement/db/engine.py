@@ -82,12 +82,13 @@ def _is_retryable(exc: Exception) -> bool:
     return "database is locked" in str(exc)
 
 
-_PG_FINISH = sa.text(
+_PG_FINISH_SQL = (
     "WITH c AS (UPDATE placement_state SET counter = counter + 1 "
     "WHERE id = 1 RETURNING counter), "
     "i AS (INSERT INTO placement_changes (counter, provider_id) "
     "SELECT c.counter, p FROM c, unnest(CAST(:ids AS integer[])) AS p) "
     "SELECT counter FROM c")
+_PG_FINISH = sa.text(_PG_FINISH_SQL)
 
 
 class Database:
@@ -113,6 +114,7 @@ class Database:
                 conn = conn.execution_options(kova_write=True)
             with conn.begin():
                 conn.info["kova_touched"] = set()
+                conn.info.pop("kova_final", None)
                 yield conn
                 self._finish_write(conn)
 
@@ -124,7 +126,17 @@ class Database:
         which providers changed, in one statement on Postgres."""
         touched = sorted(conn.info.get("kova_touched") or ())
         if self.is_postgres:
-            counter = conn.execute(_PG_FINISH, {"ids": touched}).scalar_one()
+            final = conn.info.pop("kova_final", None)
+            if final:
+                # statements deferred to ride on this one (store._replace_links)
+                params = {"ids": touched}
+                for _sql, p in final:
+                    params.update(p)
+                sql = _PG_FINISH_SQL.replace(
+                    "WITH ", "WITH " + ", ".join(f for f, _p in final) + ", ", 1)
+                counter = conn.execute(sa.text(sql), params).scalar_one()
+            else:
+                counter = conn.execute(_PG_FINISH, {"ids": touched}).scalar_one()
         else:
             counter = conn.execute(
                 sa.update(t.state).where(t.state.c.id == 1)

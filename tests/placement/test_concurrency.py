@@ -143,9 +143,12 @@ def test_claims_across_two_worker_processes(pg_database, tmp_path):
             limits = httpx.Limits(max_connections=20, max_keepalive_connections=0)
             async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
                 rps = await _setup(client, 2, 8)
-                # warm both workers' snapshots
+                # warm both workers' snapshots (the module's database also holds
+                # the providers of the other tests: ask about ours only)
+                q = "/allocation_candidates?resources=VCPU:1&in_tree=%s"
                 for _ in range(4):
-                    await client.get("/allocation_candidates?resources=VCPU:1", headers=H)
+                    for rp in rps:
+                        await client.get(q % rp, headers=H)
                 consumers = [str(uuid.uuid4()) for _ in range(40)]
                 results = await asyncio.gather(*[
                     _claim(client, c, rps, 1, random.Random(i)) for i, c in enumerate(consumers)])
@@ -155,8 +158,9 @@ def test_claims_across_two_worker_processes(pg_database, tmp_path):
                     assert r.json()["usages"]["VCPU"] == 8
                 # new connections land on either worker: all see the full providers
                 for _ in range(6):
-                    r = await client.get("/allocation_candidates?resources=VCPU:1", headers=H)
-                    assert r.json()["allocation_requests"] == []
+                    for rp in rps:
+                        r = await client.get(q % rp, headers=H)
+                        assert r.json()["allocation_requests"] == []
         asyncio.run(main())
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
