@@ -167,3 +167,18 @@ def test_audit_finds_and_heals(cluster):
     assert list(cluster.placement.allocations(uid)) == [rp]
     out = audit()
     assert out.returncode == 0, out.stdout
+
+
+def test_periodic_audit_heals_orphans(cluster):
+    h = cluster.add_host("h1")
+    rp = cluster.hosts[h]
+    orphan = str(uuid.uuid4())
+    r = cluster.placement.http.put(f"/allocations/{orphan}", json={
+        "allocations": {rp: {"resources": {"VCPU": 1}}}, "project_id": "gone",
+        "user_id": "x", "consumer_generation": None, "consumer_type": "INSTANCE"})
+    assert r.status_code == 204, r.text
+    cluster.start_operator("--audit-interval", "1", "--audit-heal")
+    cluster.create_instance("vm1")
+    uid = cluster.wait_scheduled("vm1")["metadata"]["uid"]
+    wait_for(lambda: cluster.placement.allocations(orphan) == {}, 20, what="orphan healed")
+    assert list(cluster.placement.allocations(uid)) == [rp]
