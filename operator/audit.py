@@ -88,6 +88,8 @@ async def run_audit(kube: Kube, placement: Placement, *, heal: bool = False,
         fresh = await placement.consumer_allocations(consumer)
         if not fresh.get("allocations"):
             continue
+        if fresh.get("consumer_type") not in (None, contract.CONSUMER_TYPE):
+            continue  # not an Instance's (e.g. a migration's): not ours to judge
         report.orphans[consumer] = fresh["allocations"]
         if heal:
             if await placement.delete_allocations(consumer):
