@@ -54,34 +54,14 @@ def libvirt_conn(request):
 # Agent harness: a real kube-apiserver (CRDs installed), an in-process agent.
 
 import hashlib  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from kova.agents import contract  # noqa: E402
+from tests.helpers import PlacementServer, free_port, wait_for  # noqa: E402,F401
 
 G, V = contract.GROUP, contract.VERSION
 MERGE = "application/merge-patch+json"
-
-
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Harness:
@@ -247,43 +227,6 @@ def harness(k8s_client, kubeconfig, kova_crds, namespace, tmp_path):
         yield h
     finally:
         h.cleanup()
-
-
-class PlacementServer:
-    """The real Placement service on SQLite, as a subprocess."""
-
-    def __init__(self, workdir: Path) -> None:
-        import httpx
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.logf = open(workdir / "placement.log", "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kova.cli", "placement", "serve", "--database-url",
-             f"sqlite:///{workdir}/placement.db", "--no-auth", "--port", str(self.port),
-             "--log-level", "warning"],
-            stdout=self.logf, stderr=subprocess.STDOUT, env=dict(os.environ))
-        self.http = httpx.Client(base_url=self.url, timeout=30,
-                                 headers={"OpenStack-API-Version": "placement 1.39"})
-
-        def up():
-            if self.proc.poll() is not None:
-                raise RuntimeError((workdir / "placement.log").read_text())
-            try:
-                return self.http.get("/").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(up, 60, 0.2, "placement")
-
-    def stop(self) -> None:
-        self.http.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.logf.close()
 
 
 @pytest.fixture(scope="module")

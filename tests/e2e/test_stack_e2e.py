@@ -10,7 +10,6 @@ their user-data, and once deleted leave no allocation, domain or disk behind.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -18,19 +17,9 @@ import httpx
 import pytest
 
 from kova.dev.stack import Stack, link_test_image
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def _wait(pred, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 def _domains(uri: str) -> list[str]:
@@ -68,7 +57,7 @@ def test_three_instances_two_hosts_anti_affinity_then_clean_delete(
         states = {h["metadata"]["name"]: (h.get("status") or {}).get("state")
                   for h in out["items"]}
         return all(states.get(h) == "Up" for h in hosts) and states
-    _wait(hosts_up, 90, "both Hosts Up")
+    wait_for(hosts_up, 90, 0.5, "both Hosts Up")
 
     tag = namespace[-6:]
     manifests = f"""
@@ -107,7 +96,7 @@ spec:
                   for i in items["items"]}
         return (len(phases) == 3 and all(p == "Running" for p in phases.values())
                 and items["items"])
-    items = _wait(all_running, 240, "three Instances Running", interval=1.0)
+    items = wait_for(all_running, 240, 1.0, "three Instances Running")
     by_name = {i["metadata"]["name"]: i for i in items}
     placed = {n: i["status"]["host"] for n, i in by_name.items()}
     assert set(placed.values()) <= set(hosts)
@@ -115,8 +104,8 @@ spec:
     for name, inst in by_name.items():
         assert inst["metadata"]["labels"]["kova.dev/host"] == placed[name]
         log = Path(inst["status"]["console"]["logPath"])
-        _wait(lambda: log.exists() and f"E2E-USERDATA {name}" in log.read_text(errors="replace"),
-              90, f"user-data of {name} on its console")
+        wait_for(lambda: log.exists() and f"E2E-USERDATA {name}" in log.read_text(errors="replace"),
+                 90, 0.5, f"user-data of {name} on its console")
 
     # Placement holds exactly one allocation per Instance, on its host
     headers = {"X-Auth-Token": stack.placement_token,

@@ -15,14 +15,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from kova.dev.controlplane import free_port
+from tests import helpers
+from tests.helpers import wait_for
 from kova.operator import contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,53 +30,13 @@ KOVA = [sys.executable, "-m", "kova.cli"]
 G, V = contract.GROUP, contract.VERSION
 
 
-def wait_for(pred, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
 def now_rfc3339(offset: float = 0.0) -> str:
     t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=offset)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class PlacementServer:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(workdir / "placement.log", "w")
-        self.proc = subprocess.Popen(
-            KOVA + ["placement", "serve", "--database-url",
-                    f"sqlite:///{workdir}/placement.db", "--no-auth", "--port", str(self.port),
-                    "--log-level", "warning"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.http = httpx.Client(base_url=self.url, timeout=30, headers={
-            "OpenStack-API-Version": "placement 1.39"})
-
-        def up():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"placement exited: {(workdir / 'placement.log').read_text()}")
-            try:
-                return self.http.get("/").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(up, 60, what="placement")
-
-    def stop(self) -> None:
-        self.http.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+class PlacementServer(helpers.PlacementServer):
+    """Placement plus helpers to register simulated hosts."""
 
     # ---- helpers
     def ok(self, resp: httpx.Response, *codes: int) -> httpx.Response:

@@ -1,0 +1,66 @@
+"""Small helpers shared by the test packages (not fixtures)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from kova.dev.controlplane import free_port
+
+__all__ = ["PlacementServer", "free_port", "wait_for"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; return that.
+    Fails with the last value seen after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
+
+
+class PlacementServer:
+    """The real Placement service (``kova placement serve``) on SQLite, as a
+    subprocess on a free loopback port, without auth."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "placement.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kova.cli", "placement", "serve", "--database-url",
+             f"sqlite:///{workdir}/placement.db", "--no-auth", "--port", str(self.port),
+             "--log-level", "warning"],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.http = httpx.Client(base_url=self.url, timeout=30,
+                                 headers={"OpenStack-API-Version": "placement 1.39"})
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"placement exited: {self.log_path.read_text()}")
+            try:
+                return self.http.get("/").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, 60, 0.2, "placement")
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
