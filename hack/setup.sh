@@ -38,6 +38,9 @@ bash hack/install-kubeconform.sh >/dev/null
 step "helm, kube-score, hadolint (chart and Dockerfile checks)"
 bash hack/install-helm-tools.sh >/dev/null
 
+step "openstack client + osc-placement (compatibility test)"
+bash hack/install-osc-placement.sh >/dev/null
+
 step "postgres"
 bash hack/start-postgres.sh
 

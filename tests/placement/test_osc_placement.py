@@ -1,11 +1,8 @@
 """The real OpenStack client (osc-placement) against Kova's Placement.
 
-Needs python-openstackclient + osc-placement in their own virtualenv::
-
-    python3 -m venv ~/.cache/kova/osc-placement
-    ~/.cache/kova/osc-placement/bin/pip install python-openstackclient osc-placement
-
-(skipped when that ``openstack`` binary is missing).  The service runs in a
+Needs python-openstackclient + osc-placement in their own virtualenv under
+``$KOVA_CACHE/osc-placement``, which ``hack/install-osc-placement.sh`` (run by
+``hack/setup.sh``) installs; the test fails, never skips, when it is missing.  The service runs in a
 real uvicorn server on a free port, with token auth.
 """
 
@@ -28,7 +25,11 @@ from kova.placement.auth import StaticTokenAuth
 OSC = Path(os.environ.get("KOVA_CACHE", Path.home() / ".cache" / "kova")) / \
     "osc-placement" / "bin" / "openstack"
 
-pytestmark = pytest.mark.skipif(not OSC.exists(), reason=f"{OSC} not installed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _osc_installed() -> None:
+    assert OSC.exists(), f"{OSC} missing: run hack/install-osc-placement.sh"
 
 
 @pytest.fixture(scope="module")
