@@ -23,7 +23,7 @@ from tests.agents.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
-libvirt = pytest.importorskip("libvirt")
+import libvirt  # noqa: E402  (libvirt-python: the "libvirt" extra, always installed)
 
 BOOT_TIMEOUT = float(os.environ.get("KOVA_BOOT_TIMEOUT", "90"))
 

@@ -23,7 +23,6 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def operator(harness, placement, tmp_path):
-    pytest.importorskip("kova.operator.cli")
     log = open(tmp_path / "operator.log", "a")
     proc = subprocess.Popen(
         [sys.executable, "-m", "kova.cli", "operator", "run", "--kubeconfig",
