@@ -36,9 +36,12 @@ def test_schedule_claims_labels_and_records(cluster):
     assert any(e.reason == "Scheduled" and e.involved_object.name == "vm1" for e in events) or \
         wait_for(lambda: any(e.reason == "Scheduled" for e in
                              cluster.core.list_namespaced_event(cluster.ns).items), 10)
-    text = httpx.get(f"http://127.0.0.1:{mport}/metrics").text
-    assert 'kova_operator_schedule_outcomes_total{reason="Scheduled"} 1.0' in text
-    assert "kova_operator_schedule_latency_seconds_count 1.0" in text
-    assert 'kova_operator_hosts{state="Up"} 1.0' in text
+    # metrics are recorded just after the status write, and the host monitor
+    # samples Leases every --host-check-interval: poll until all are there
+    expected = ('kova_operator_schedule_outcomes_total{reason="Scheduled"} 1.0',
+                "kova_operator_schedule_latency_seconds_count 1.0",
+                'kova_operator_hosts{state="Up"} 1.0')
+    wait_for(lambda: all(e in httpx.get(f"http://127.0.0.1:{mport}/metrics").text
+                         for e in expected), 15, 0.2, "the operator's metrics")
     assert httpx.get(f"http://127.0.0.1:{hport}/healthz").status_code == 200
     cluster.stop_operator(op)
