@@ -159,6 +159,9 @@ class Agent:
         self._cache_lock = threading.Lock()
         self._uid_index: dict[str, Key] = {}
         self._stop = threading.Event()
+        #: Set when this host's set of Instances changed: the Host status
+        #: (instance count, allocated) is refreshed without waiting for a resync.
+        self._host_dirty = threading.Event()
         self._synced = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stopping: dict[str, float] = {}
@@ -199,6 +202,7 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        self._host_dirty.set()
         self.queue.shutdown()
         if self._watch is not None:
             self._watch.stop()
@@ -376,7 +380,14 @@ class Agent:
             self.register_host()
         except Exception:
             log.exception("host registration failed; retrying at the next resync")
-        while not self._stop.wait(self.cfg.resync_seconds):
+        next_resync = time.monotonic() + self.cfg.resync_seconds
+        while True:
+            dirty = self._host_dirty.wait(max(0.0, next_resync - time.monotonic()))
+            if self._stop.is_set():
+                break
+            if dirty:
+                self._stop.wait(1.0)  # let a burst of changes settle
+                self._host_dirty.clear()
             try:
                 host = self._get_host()
                 spec_now = json.dumps(host.get("spec") or {}, sort_keys=True)
@@ -393,7 +404,9 @@ class Agent:
                     self._apply_status(None, contract.HOSTS, self.host, "Host", body)
             except Exception as exc:
                 log.warning("host sync failed: %s", exc)
-            self.resync()
+            if time.monotonic() >= next_resync:
+                self.resync()
+                next_resync = time.monotonic() + self.cfg.resync_seconds
 
     def resync(self) -> None:
         """Queue every known Instance and every Kova domain (periodic
@@ -496,6 +509,8 @@ class Agent:
                     if typ == "BOOKMARK":
                         continue
                     k = _key(obj)
+                    if typ in ("ADDED", "DELETED"):
+                        self._host_dirty.set()
                     with self._cache_lock:
                         if typ == "DELETED":
                             self._cache.pop(k, None)

@@ -401,3 +401,21 @@ def test_leftover_directories_are_swept(harness, small_image, tmp_path):
     agent.resync()
     assert not stray.exists()
     assert (base / "_base").exists()
+
+
+def test_host_instance_count_follows_instances_without_waiting_for_a_resync(
+        harness, small_image):
+    """The Host's instanceCount (printer column INSTANCES) is refreshed when an
+    Instance arrives or goes, not only at the periodic resync."""
+    harness.image("small", small_image)
+    harness.agent(resync_seconds=600.0)
+    wait_for(lambda: (h := harness.host_obj()) and (h.get("status") or {}).get(
+        "instanceCount") == 0, 20, what="registered with 0 instances")
+    harness.instance("count1", "small")
+    harness.wait_phase("count1", "Running")
+    wait_for(lambda: harness.host_obj()["status"].get("instanceCount") == 1, 10,
+             what="instanceCount 1 long before the 600 s resync")
+    harness.delete("count1")
+    wait_for(lambda: harness.get("count1") is None, 15, what="instance gone")
+    wait_for(lambda: harness.host_obj()["status"].get("instanceCount") == 0, 10,
+             what="instanceCount back to 0")
