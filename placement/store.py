@@ -516,16 +516,23 @@ def add_inventory(conn: Connection, provider: ProviderRow, name: str, rec: dict,
         _bump_generation(conn, provider)
 
 
-def update_inventory(conn: Connection, provider: ProviderRow, name: str, rec: dict,
-                     generation: int | None, bump: bool = True) -> None:
-    if generation is not None:
-        check_generation(provider, generation)
+def _inventory_row(conn: Connection, provider: ProviderRow, name: str):
+    """The resource class ids for ``name`` and the provider's inventory row of
+    that class (None when the class or the inventory does not exist)."""
     ids = rc_ids(conn, [name])
     row = None
     if ids:
         row = conn.execute(sa.select(inv.c.id).where(
             inv.c.resource_provider_id == provider.id,
             inv.c.resource_class_id == ids[name])).first()
+    return ids, row
+
+
+def update_inventory(conn: Connection, provider: ProviderRow, name: str, rec: dict,
+                     generation: int | None, bump: bool = True) -> None:
+    if generation is not None:
+        check_generation(provider, generation)
+    ids, row = _inventory_row(conn, provider, name)
     if row is None:
         raise errors.BadRequest(
             f"No inventory record with resource class for resource provider "
@@ -538,12 +545,7 @@ def update_inventory(conn: Connection, provider: ProviderRow, name: str, rec: di
 
 def delete_inventory(conn: Connection, provider: ProviderRow, name: str,
                      bump: bool = True) -> None:
-    ids = rc_ids(conn, [name])
-    row = None
-    if ids:
-        row = conn.execute(sa.select(inv.c.id).where(
-            inv.c.resource_provider_id == provider.id,
-            inv.c.resource_class_id == ids[name])).first()
+    ids, row = _inventory_row(conn, provider, name)
     if row is None:
         raise errors.NotFound(
             f"No inventory of class {name} found for delete: No inventory of "
