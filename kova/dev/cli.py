@@ -30,15 +30,10 @@ def _say(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def _kubectl_bin() -> str:
-    exe = paths.bin_dir() / "kubectl"
-    return str(exe) if exe.exists() else "kubectl"
-
-
 def _kubectl(cp: ControlPlane, *args: str, check: bool = True, timeout: float = 120,
              capture: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [_kubectl_bin(), "--kubeconfig", str(cp.kubeconfig), *args],
+        [paths.kubectl(), "--kubeconfig", str(cp.kubeconfig), *args],
         check=check, timeout=timeout, text=True, capture_output=capture,
     )
 

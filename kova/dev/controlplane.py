@@ -73,6 +73,20 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def spawn_daemon(argv: list[str], log_path: Path, cwd: Path,
+                 env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` in its own session (so it outlives the caller and its
+    whole process group can be stopped), output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=cwd,
+            env=None if env is None else {**os.environ, **env},
+        )
+    return proc.pid
+
+
 def _stop_pid(pid: int, timeout: float = 15.0) -> None:
     if not _pid_alive(pid):
         return
@@ -183,20 +197,10 @@ class ControlPlane:
 
     # -------------------------------------------------------------- lifecycle
     def _spawn(self, name: str, argv: list[str]) -> int:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.log", "ab")
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=self.workdir,
-        )
-        log.close()
-        self.pids[name] = proc.pid
+        pid = spawn_daemon(argv, self.log_dir / f"{name}.log", cwd=self.workdir)
+        self.pids[name] = pid
         self._save_state()
-        return proc.pid
+        return pid
 
     def _tokens(self) -> Path:
         """Static tokens: an admin (system:masters) and the controller manager."""

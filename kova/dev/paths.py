@@ -30,3 +30,9 @@ def state_dir() -> Path:
 def hack_dir() -> Path:
     """The repository's ``hack/`` scripts (only present in a source checkout)."""
     return REPO_ROOT / "hack"
+
+
+def kubectl() -> str:
+    """The Go-built kubectl v1.36 when cached, else whatever is on PATH."""
+    exe = bin_dir() / "kubectl"
+    return str(exe) if exe.exists() else "kubectl"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kova.dev import paths
-from kova.dev.controlplane import ControlPlane, _pid_alive, _stop_pid, free_port
+from kova.dev.controlplane import ControlPlane, _pid_alive, _stop_pid, free_port, spawn_daemon
 
 #: Where the example Image (examples/image-kova-test.yaml) expects the test image.
 IMAGE_HOST_PATH = Path("/var/lib/kova/images/kova-test.qcow2")
@@ -84,13 +84,7 @@ class Stack:
         pid = self.pids.get(name)
         if pid and _pid_alive(pid):
             return
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.root, env={**os.environ, **(env or {})},
-            )
-        self.pids[name] = proc.pid
+        self.pids[name] = spawn_daemon(argv, self.log_dir / f"{name}.log", self.root, env)
         self.save()
 
     def _wait_http(self, url: str, name: str, timeout: float = 60) -> None:
