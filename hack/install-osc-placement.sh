@@ -6,20 +6,16 @@ set -euo pipefail
 KOVA_CACHE="${KOVA_CACHE:-${HOME}/.cache/kova}"
 venv="${KOVA_CACHE}/osc-placement"
 osc="${venv}/bin/openstack"
-if [ -x "$osc" ] && "$osc" --version >/dev/null 2>&1 && \
-   "${venv}/bin/python" -c "import osc_placement" 2>/dev/null; then
+# the marker is written last: a half-finished install is redone
+if [ -f "${venv}/.kova-complete" ] && [ -x "$osc" ]; then
   echo "$osc"
   exit 0
 fi
 echo "[kova] installing python-openstackclient + osc-placement into ${venv}" >&2
-rm -rf "${venv}.tmp"
-python3 -m venv "${venv}.tmp"
-"${venv}.tmp/bin/python" -m pip install -q --upgrade pip
-"${venv}.tmp/bin/python" -m pip install -q python-openstackclient osc-placement
 rm -rf "$venv"
-mv "${venv}.tmp" "$venv"
-# a moved venv keeps its old path in its scripts: rebuild them in place
-python3 -m venv --upgrade "$venv" >/dev/null
-sed -i "1s|.*|#!${venv}/bin/python|" "${venv}/bin/openstack" "${venv}/bin/pip"* 2>/dev/null || true
+python3 -m venv "$venv"
+"${venv}/bin/python" -m pip install -q --upgrade pip
+"${venv}/bin/python" -m pip install -q python-openstackclient osc-placement
 "$osc" --version >/dev/null
+touch "${venv}/.kova-complete"
 echo "$osc"
