@@ -17,6 +17,8 @@ without a marker is marked ``unit`` automatically.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest_plugins = [
@@ -33,3 +35,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if not any(item.get_closest_marker(t) for t in TIERS):
             item.add_marker(pytest.mark.unit)
+    # Long variants (marked ``slow``) are deselected, not skipped, unless
+    # KOVA_SLOW=1: the default run reports only tests that ran.
+    if os.environ.get("KOVA_SLOW", "") in ("", "0", "false"):
+        slow = [i for i in items if i.get_closest_marker("slow")]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [i for i in items if not i.get_closest_marker("slow")]
