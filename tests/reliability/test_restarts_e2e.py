@@ -215,6 +215,7 @@ def test_api_server_restart_operator_and_agent_reconnect(libvirtd, test_image, t
         cp.start_apiserver()
         t_api = time.monotonic() - t0
         kube = Kube(cp.kubeconfig, ns)  # a fresh client for the test itself
+        kube.tag = "x"
         t1 = time.monotonic()
         kube.create("vm-2")
         wait_for(lambda: kube.running("vm-2"), 180, 0.5, "vm-2 Running after the restart")
