@@ -1090,7 +1090,8 @@ class Controller:
                   ready_flag: asyncio.Event | None = None) -> None:
         s = self.settings
         self.kube = Kube(self.creds)
-        self.placement = Placement(s.placement_url, s.placement_token)
+        self.placement = Placement(s.placement_url, s.placement_token,
+                                   ca_file=s.placement_ca_file)
         self.queue = WorkQueue()
         self._events = asyncio.Queue(maxsize=10000)
         self.scheduler = Scheduler(self.placement, s.scheduler, self.host_by_rp,
