@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 import urllib.error
@@ -157,15 +156,11 @@ class Stack:
         each agent owns its hypervisor, as on separate nodes."""
         progress(f"[kova] starting a private libvirtd for host {host}")
         root = self.root / "libvirt"
-        out = subprocess.run(
-            ["bash", str(paths.hack_dir() / "start-libvirt-host.sh"), host, str(root)],
-            check=True, capture_output=True, text=True,
-        )
+        uri = paths.run_hack("start-libvirt-host.sh", host, str(root))
         for daemon in ("libvirtd", "virtlogd"):
             pidfile = root / host / f"{daemon}.pid"
             if pidfile.exists():
                 self.pids[f"{daemon}-{host}"] = int(pidfile.read_text().strip())
-        uri = out.stdout.strip().splitlines()[-1]
         self.libvirt_uris[host] = uri
         self.save()
         return uri

@@ -14,12 +14,12 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from kova.crds.json_schema import KUBECONFORM_TEMPLATE, write_schemas
+from tests.fixtures.crds import strict_openapi
 
 from .chart import CHART, COMBINATIONS, chart_crds, dump, helm, render, set_args
 
@@ -29,26 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 # Prometheus Operator's CRDs are not installed on the test API server, so
 # ServiceMonitor has no schema here; tests/helm/test_chart_unit.py checks it.
 NO_SCHEMA = {"ServiceMonitor"}
-
-
-def _strict(node: Any) -> Any:
-    """OpenAPI v3 -> JSON Schema with unknown fields forbidden."""
-    if isinstance(node, dict):
-        out = {k: _strict(v) for k, v in node.items()}
-        if out.get("type") == "object" and "properties" in out:
-            out.setdefault("additionalProperties", False)
-        return out
-    if isinstance(node, list):
-        return [_strict(v) for v in node]
-    return node
-
-
-@pytest.fixture(scope="session")
-def kubeconform_bin() -> str:
-    proc = subprocess.run(["bash", str(REPO / "hack" / "install-kubeconform.sh")],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +46,7 @@ def schema_dir(kubectl, tmp_path_factory) -> Path:
         path = "api/v1" if av == "v1" else f"apis/{av}"
         assert path in paths, f"the API server does not serve {av}"
         spec = json.loads(kubectl("get", "--raw", f"/openapi/v3/{path}").stdout)
-        comps = _strict(spec["components"]["schemas"])
+        comps = strict_openapi(spec["components"]["schemas"])
         group, _, version = av.rpartition("/")
         for ref, schema in spec["components"]["schemas"].items():
             for gvk in schema.get("x-kubernetes-group-version-kind", []):
@@ -91,7 +71,7 @@ def schema_dir(kubectl, tmp_path_factory) -> Path:
                "additionalProperties": False, "required": ["apiVersion", "kind", "metadata"],
                "properties": {"apiVersion": {"enum": [f"kopf.dev/{ver['name']}"]},
                               "kind": {"enum": [kind]}, "metadata": {"type": "object"},
-                              **_strict(ver["schema"]["openAPIV3Schema"]["properties"])}}
+                              **strict_openapi(ver["schema"]["openAPIV3Schema"]["properties"])}}
         target = out / "kopf.dev" / f"{kind.lower()}_{ver['name']}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(doc))
