@@ -137,8 +137,28 @@ def _state(c, admin) -> dict:
     return out
 
 
+@pytest.fixture(scope="module", params=[
+    "sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def token_app_backends(request, tmp_path_factory):
+    """The token app on SQLite and on Postgres (where the host-registering
+    writes take the fast path)."""
+    d = tmp_path_factory.mktemp("auth-backends")
+    tokens = d / "tokens"
+    tokens.write_text("admin adm1n\nreader r3ad\n")
+    if request.param == "sqlite":
+        url = f"sqlite:///{d}/p.db"
+    else:
+        from kova.dev.postgres import sqlalchemy_url
+
+        url = sqlalchemy_url(request.getfixturevalue("pg_database"))
+    app = create_app(url, auth=StaticTokenAuth(tokens))
+    yield app
+    app.db.dispose()
+
+
 @pytest.mark.reliability
-def test_every_write_refused_without_admin_token(token_app):
+def test_every_write_refused_without_admin_token(token_app_backends):
+    token_app = token_app_backends
     from kova.placement.handlers import ROUTES
     from tests.reliability.record import record
 
@@ -211,9 +231,10 @@ def test_every_write_refused_without_admin_token(token_app):
             assert r.status_code < 300, (method, path, r.status_code, r.text)
         assert _state(c, admin) != before
 
-    record(fault="Unauthenticated writes",
+    record(fault="Unauthenticated writes" + (" (Postgres)" if token_app.db.is_postgres else ""),
            injected=f"{len(plan)} writes (every write method of the {len(writes)} "
-                    "route/method pairs of the Placement API) each with no token, unknown "
+                    "route/method pairs of the Placement API, on "
+                    f"{'Postgres' if token_app.db.is_postgres else 'SQLite'}) each with no token, unknown "
                     "tokens (X-Auth-Token and Bearer) and a read-only token (both headers)",
            times=tried, lost=let_through, duplicated=0, overcommitted=None,
            result=f"{tried} requests refused (401 without a valid token, 403 for the "
