@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import sys
 import time
 from typing import Any
@@ -56,7 +57,7 @@ class Conflict(PlacementError):
 
 class Placement:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
-                 max_connections: int = 20) -> None:
+                 max_connections: int = 20, ca_file: str | None = None) -> None:
         headers = {
             "OpenStack-API-Version": f"placement {contract.PLACEMENT_MICROVERSION}",
             "Accept": "application/json",
@@ -66,6 +67,7 @@ class Placement:
         self.url = url.rstrip("/")
         self.client = httpx.AsyncClient(
             base_url=self.url, headers=headers, timeout=timeout,
+            verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
         )

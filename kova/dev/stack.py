@@ -115,8 +115,10 @@ class Stack:
         if not self.placement_token:
             self.placement_token = secrets.token_hex(20)
         token_file = self.root / "placement-tokens"
-        token_file.write_text(f"admin {self.placement_token}\n")
-        token_file.chmod(0o600)
+        token_file.unlink(missing_ok=True)  # created 0600, never readable by others
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"admin {self.placement_token}\n")
         if not (self.pids.get("placement") and _pid_alive(self.pids["placement"])):
             self.placement_port = free_port()
         self.save()
@@ -161,13 +163,12 @@ class Stack:
             "--libvirt-uri", self.libvirt_uris[host],
             "--instance-dir", str(inst_dir),
             "--placement-url", self.placement_url,
-            "--placement-token", self.placement_token,
             "--kubeconfig", self.kubeconfig,
             "--domain-type", "qemu",
             "--metrics-port", str(free_port()), "--metrics-bind", "127.0.0.1",
             "--resync-seconds", "10",
             *self.agent_args,
-        ])
+        ], env={"KOVA_PLACEMENT_TOKEN": self.placement_token})  # not in argv: ps shows it
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to one of the stack's processes ("agent-<host>",
