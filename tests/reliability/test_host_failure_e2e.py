@@ -25,51 +25,16 @@ import uuid
 from pathlib import Path
 
 import httpx
-import libvirt
 import pytest
 
 from kova.dev.stack import Stack, link_test_image
 from tests.helpers import wait_for
+from tests.reliability.guests import _destroy_all, _domains, _qemu_pid
 from tests.reliability.record import record
 
 pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
 
 LEASE_S = 6
-
-
-def _domains(uri: str) -> dict[str, bool]:
-    """uuid -> active, of every domain on one host's libvirtd."""
-    conn = libvirt.open(uri)
-    try:
-        return {d.UUIDString(): bool(d.isActive()) for d in conn.listAllDomains(0)}
-    finally:
-        conn.close()
-
-
-def _qemu_pid(stack: Stack, host: str, domain: str) -> int | None:
-    path = stack.root / "libvirt" / host / "run" / "qemu" / f"{domain}.pid"
-    try:
-        pid = int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if Path(f"/proc/{pid}").exists() else None
-
-
-def _destroy_all(uri: str) -> None:
-    try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError:
-        return
-    try:
-        for d in conn.listAllDomains(0):
-            try:
-                if d.isActive():
-                    d.destroy()
-                d.undefine()
-            except libvirt.libvirtError:
-                pass
-    finally:
-        conn.close()
 
 
 @pytest.fixture
