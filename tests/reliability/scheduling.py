@@ -96,7 +96,11 @@ class PrivatePostgres:
     (hack/start-postgres.sh) or any test using that one.
 
     Trust authentication is enough: it listens on 127.0.0.1 only, on a free
-    port, and lives as long as the test."""
+    port, and lives as long as the test.  ``fsync`` is off (the machine does
+    not crash, so the kernel keeps what Postgres wrote) but
+    ``synchronous_commit`` stays on: a committed claim must survive an
+    immediate (crash) restart of Postgres, or the test would count a write
+    lost by configuration, not by Kova."""
 
     BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -111,7 +115,7 @@ class PrivatePostgres:
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
                        f"unix_socket_directories = '{self.dir}'\nmax_connections = 100\n"
-                       "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+                       "fsync = off\nfull_page_writes = off\n")
         self.restarts = 0
         self.start()
 
