@@ -1000,8 +1000,7 @@ class Controller:
                 continue
             try:
                 await run_audit(self.kube, self.placement, heal=self.settings.audit_heal,
-                                emit=self.emit, namespaces=() if self.settings.all_namespaces
-                                else self.settings.namespaces)
+                                emit=self.emit)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
