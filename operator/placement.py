@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 import re
+import ssl
 import sys
 import time
 from typing import Any
@@ -74,8 +75,9 @@ RETRY_ERRORS = (httpx.TransportError,)
 
 class Placement:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
-                 max_connections: int = 20, retry_for: float = 30.0,
-                 backoff: float = 0.1, backoff_max: float = 2.0) -> None:
+                 max_connections: int = 20, ca_file: str | None = None,
+                 retry_for: float = 30.0, backoff: float = 0.1,
+                 backoff_max: float = 2.0) -> None:
         self.retry_for = retry_for
         self.backoff = backoff
         self.backoff_max = backoff_max
@@ -88,6 +90,7 @@ class Placement:
         self.url = url.rstrip("/")
         self.client = httpx.AsyncClient(
             base_url=self.url, headers=headers, timeout=timeout,
+            verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
         )

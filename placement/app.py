@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import traceback
@@ -189,8 +190,9 @@ class PlacementApp:
     """The ASGI callable."""
 
     def __init__(self, database_url: str | None = None, *, auth: Authenticator | None = None,
-                 migrate: bool = True, pool_size: int = 10) -> None:
-        from kova.placement.handlers import ROUTES
+                 migrate: bool = True, pool_size: int = 10,
+                 fast_writes: bool | None = None) -> None:
+        from kova.placement.handlers import FAST, ROUTES
 
         self.database_url = database_url or default_database_url()
         if migrate:
@@ -200,6 +202,16 @@ class PlacementApp:
         self.auth = auth or NoAuth()
         self.routes = [Route(name, pattern, methods) for name, pattern, methods in ROUTES]
         self.limiter = anyio.CapacityLimiter(max(4, pool_size))
+        if fast_writes is None:
+            fast_writes = os.environ.get("KOVA_PLACEMENT_FAST_WRITES", "1") != "0"
+        self.fast = None
+        self.fast_handlers: dict = {}
+        if fast_writes and self.db.is_postgres:
+            from kova.placement.fastwrite import FastWriter
+
+            self.fast = FastWriter(self.db, max_connections=max(2, pool_size // 2))
+            self.db.on_dispose.append(self.fast.close)
+            self.fast_handlers = FAST
 
     # ------------------------------------------------------------ ASGI
     async def __call__(self, scope, receive, send) -> None:
@@ -266,7 +278,12 @@ class PlacementApp:
             handler = self._match(req)
             if req.route_name != "root":
                 self.auth.check(req)
-            resp = await anyio.to_thread.run_sync(handler, req, limiter=self.limiter)
+            resp = None
+            fast = self.fast_handlers.get((req.route_name, req.method))
+            if fast is not None:
+                resp = await fast(req)
+            if resp is None:
+                resp = await anyio.to_thread.run_sync(handler, req, limiter=self.limiter)
         except errors.PlacementError as exc:
             resp = self.error_response(req, exc)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
