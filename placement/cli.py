@@ -13,6 +13,9 @@ from kova.placement.db.engine import default_database_url
 ENV_URL = "KOVA_PLACEMENT_DATABASE_URL"
 ENV_TOKEN_FILE = "KOVA_PLACEMENT_TOKEN_FILE"
 ENV_K8S_AUTH = "KOVA_PLACEMENT_K8S_AUTH"  # JSON: kubeconfig, admins, readers
+ENV_TLS_CERT = "KOVA_PLACEMENT_TLS_CERT_FILE"
+ENV_TLS_KEY = "KOVA_PLACEMENT_TLS_KEY_FILE"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _k8s_auth(spec: dict):
@@ -69,9 +72,16 @@ def register(group: click.Group) -> None:
                   help="Service account with the read-only role (TokenReview mode).")
     @click.option("--kubeconfig", default=None, type=click.Path(dir_okay=False),
                   help="For TokenReview mode outside the cluster (default: in-cluster).")
-    @click.option("--log-level", default="info", show_default=True)
+    @click.option("--tls-cert-file", envvar=ENV_TLS_CERT, default=None,
+                  type=click.Path(exists=True, dir_okay=False),
+                  help="Serve HTTPS with this PEM certificate (chain); needs --tls-key-file.")
+    @click.option("--tls-key-file", envvar=ENV_TLS_KEY, default=None,
+                  type=click.Path(exists=True, dir_okay=False),
+                  help="The PEM private key of --tls-cert-file.")
+    @click.option("--log-level", default="info", show_default=True,
+                  type=click.Choice(LOG_LEVELS, case_sensitive=False))
     def serve(database_url, host, port, workers, token_file, no_auth, k8s_admin, k8s_reader,
-              kubeconfig, log_level):
+              kubeconfig, tls_cert_file, tls_key_file, log_level):
         """Serve the Placement API."""
         import uvicorn
 
@@ -84,6 +94,8 @@ def register(group: click.Group) -> None:
             raise click.UsageError(
                 "choose one of --token-file, --k8s-admin/--k8s-reader (TokenReview), "
                 "or --no-auth for local development")
+        if bool(tls_cert_file) != bool(tls_key_file):
+            raise click.UsageError("--tls-cert-file and --tls-key-file go together")
         if no_auth:
             click.echo("WARNING: authentication is disabled (--no-auth); anyone who can "
                        "reach this port can change every allocation.", err=True)
@@ -101,8 +113,9 @@ def register(group: click.Group) -> None:
                 "kubeconfig": os.path.abspath(kubeconfig) if kubeconfig else None,
                 "admins": list(k8s_admin), "readers": list(k8s_reader)})
         config = uvicorn.Config("kova.placement.cli:_factory", factory=True, host=host,
-                                port=port, workers=workers, log_level=log_level,
-                                access_log=False)
+                                port=port, workers=workers, log_level=log_level.lower(),
+                                access_log=False, ssl_certfile=tls_cert_file,
+                                ssl_keyfile=tls_key_file)
         if workers <= 1:
             uvicorn.Server(config).run()
             return
