@@ -178,20 +178,24 @@ def register(group: click.Group) -> None:
     @group.command("audit")
     @_common
     @click.option("--heal", is_flag=True, help="Delete orphan allocations and claim missing ones.")
+    @click.option("--namespace", "namespaces", multiple=True,
+                  help="Only this namespace's Instances and allocations (repeatable; "
+                       "default: all).")
     def audit(kubeconfig, placement_url, placement_token, placement_ca_file, log_level,
-              log_format, heal):
+              log_format, heal, namespaces):
         """Compare Placement's allocations with the Instances; print a JSON report.
 
         Exit status 0 when clean (or everything was healed), 1 otherwise."""
         setup_logging(log_level if log_level != "info" else "warning", log_format)
         report = asyncio.run(_audit(kubeconfig, placement_url, placement_token, heal,
-                                    placement_ca_file))
+                                    placement_ca_file, namespaces))
         click.echo(json.dumps(report.as_dict(), indent=2))
         remaining = report.heal_failed if heal else (not report.clean)
         sys.exit(1 if remaining else 0)
 
 
-async def _audit(kubeconfig, placement_url, placement_token, heal, placement_ca_file=None):
+async def _audit(kubeconfig, placement_url, placement_token, heal, placement_ca_file=None,
+                 namespaces=()):
     from kova.operator.audit import run_audit
     from kova.operator.kube import Kube, KubeCredentials
     from kova.operator.placement import Placement
@@ -199,7 +203,7 @@ async def _audit(kubeconfig, placement_url, placement_token, heal, placement_ca_
     kube = Kube(KubeCredentials.load(kubeconfig))
     placement = Placement(placement_url, placement_token, ca_file=placement_ca_file)
     try:
-        return await run_audit(kube, placement, heal=heal)
+        return await run_audit(kube, placement, heal=heal, namespaces=tuple(namespaces))
     finally:
         await kube.close()
         await placement.close()

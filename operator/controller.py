@@ -607,7 +607,10 @@ class Controller:
         see the Instance (it acts once status.host names it) -- then status.
 
         Returns None when the Instance went away (or is being deleted, which
-        forbids new finalizers) after the claim: the claim is released."""
+        forbids new finalizers) after the claim: the claim is released.  Also
+        None when this very placement is already recorded -- by another
+        scheduler that claimed first and whose claim this one adopted, or by
+        this process before a restart: nothing is written or announced twice."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         current = body
@@ -632,8 +635,13 @@ class Controller:
         else:
             raise RuntimeError(f"metadata of {ns}/{name}: too many conflicts")
 
-        def change(current: dict) -> dict:
-            conds = set_condition((current.get("status") or {}).get("conditions"),
+        def change(current: dict) -> dict | None:
+            status = current.get("status") or {}
+            cond = get_condition(current, contract.COND_SCHEDULED) or {}
+            if (status.get("host") == host and int(status.get("attempts") or 0) == attempts
+                    and cond.get("status") == "True"):
+                return None  # already recorded
+            conds = set_condition(status.get("conditions"),
                                   contract.COND_SCHEDULED, "True", reason, message,
                                   current["metadata"].get("generation"))
             if reset_built is not None:
@@ -650,19 +658,30 @@ class Controller:
                 "conditions": conds,
             }
 
-        return await self.patch_status(body, change)
+        written = []
+        body = await self.patch_status(body, change, written=written)
+        return body if written else None
 
-    async def patch_status(self, body: dict, change, retries: int = 5) -> dict:
+    async def patch_status(self, body: dict, change, retries: int = 5,
+                           written: list | None = None) -> dict:
         """Merge-patch the status computed by ``change(current)``, guarded by the
-        resourceVersion (conditions are replaced as a whole list)."""
+        resourceVersion (conditions are replaced as a whole list).  When
+        ``change`` returns None there is nothing to write: ``current`` is
+        returned as it is (and nothing appended to ``written``)."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         path = instance_path(ns, name) + "/status"
         current = body
         for _ in range(retries):
+            status = change(current)
+            if status is None:
+                return current
             patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                     "status": change(current)}
+                     "status": status}
             try:
-                return await self.kube.merge_patch(path, patch)
+                current = await self.kube.merge_patch(path, patch)
+                if written is not None:
+                    written.append(True)
+                return current
             except KubeError as exc:
                 if exc.status != 409:
                     raise
@@ -698,7 +717,11 @@ class Controller:
             return
         metrics.PENDING.set(len(self.pending))
 
-        def change(current: dict) -> dict:
+        def change(current: dict) -> dict | None:
+            if (current.get("status") or {}).get("host"):
+                # Placed meanwhile (another scheduler, or our own claim that
+                # this NoValidHost raced): never put it back to Pending.
+                return None
             return {
                 "phase": contract.PHASE_PENDING,
                 "observedGeneration": current["metadata"].get("generation"),
@@ -707,8 +730,9 @@ class Controller:
                                             current["metadata"].get("generation")),
             }
 
-        body = await self.patch_status(body, change)
-        if not cond or cond.get("reason") != reason:
+        written = []
+        body = await self.patch_status(body, change, written=written)
+        if written and (not cond or cond.get("reason") != reason):
             self.emit(body, "Warning", reason, message)
 
     async def set_error(self, body: dict, reason: str, message: str,
@@ -801,10 +825,12 @@ class Controller:
             return
         msg = (f"Rescheduled to host {decision.host} after the build failed on {host} "
                f"(attempt {attempts + 1} of {self.settings.max_attempts})")
-        await self.record_placement(body, decision.host, decision.alternates, size,
-                                    attempts=attempts + 1, reason=contract.REASON_RESCHEDULED,
-                                    message=msg, reset_built=f"build failed on {host}: "
-                                    + cond.get("message", ""))
+        placed = await self.record_placement(
+            body, decision.host, decision.alternates, size, attempts=attempts + 1,
+            reason=contract.REASON_RESCHEDULED, message=msg,
+            reset_built=f"build failed on {host}: " + cond.get("message", ""))
+        if placed is None:
+            return
         metrics.OUTCOMES.labels(reason=contract.REASON_RESCHEDULED).inc()
         metrics.BUILD_ATTEMPTS.inc()
         LOG.info("rescheduled %s/%s uid=%s from %s to %s", ns, name, uid, host, decision.host)

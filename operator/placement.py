@@ -1,9 +1,21 @@
 """A thin async adapter over the Placement HTTP API (microversion 1.39), for
-exactly the calls the operator makes.  Not a general client."""
+exactly the calls the operator makes.  Not a general client.
+
+Every call rides out a Placement or database restart: a connection error, a
+timeout, or an answer 502/503/504 (Placement answers 503 while its database
+is unreachable) is retried with exponential back-off and jitter, for up to
+``retry_for`` seconds, before the error reaches the reconcile (which then
+retries the whole Instance with its own back-off).  Retrying a claim is
+safe: ``PUT /allocations/{uid}`` carries the consumer generation, so a claim
+that did commit before its answer was lost comes back as a 409, and the
+scheduler adopts the allocation it finds (see scheduler.Scheduler.claim).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import re
 import ssl
 import sys
@@ -55,9 +67,20 @@ class Conflict(PlacementError):
     """409: a concurrent update (generation) or not enough capacity."""
 
 
+#: Answers that mean "not now": a proxy without a backend, or Placement
+#: without its database.
+RETRY_STATUSES = (502, 503, 504)
+RETRY_ERRORS = (httpx.TransportError,)
+
+
 class Placement:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
-                 max_connections: int = 20, ca_file: str | None = None) -> None:
+                 max_connections: int = 20, ca_file: str | None = None,
+                 retry_for: float = 30.0, backoff: float = 0.1,
+                 backoff_max: float = 2.0) -> None:
+        self.retry_for = retry_for
+        self.backoff = backoff
+        self.backoff_max = backoff_max
         headers = {
             "OpenStack-API-Version": f"placement {contract.PLACEMENT_MICROVERSION}",
             "Accept": "application/json",
@@ -75,12 +98,41 @@ class Placement:
     async def close(self) -> None:
         await self.client.aclose()
 
+    async def _send(self, method: str, path: str, *, params=None,
+                    json: Any = None) -> httpx.Response:
+        """One request, retried with back-off on connection errors and
+        502/503/504 for up to ``retry_for`` seconds."""
+        deadline = time.monotonic() + self.retry_for
+        attempt = 0
+        call = f"{method} {_route(path)}"
+        while True:
+            t0 = time.perf_counter()
+            try:
+                resp = await self.client.request(method, path, params=params, json=json)
+            except RETRY_ERRORS as exc:
+                reason, error = "connection", exc
+            else:
+                metrics.PLACEMENT_SECONDS.labels(call=call).observe(time.perf_counter() - t0)
+                if resp.status_code not in RETRY_STATUSES:
+                    return resp
+                reason, error = str(resp.status_code), None
+            delay = min(self.backoff_max, self.backoff * (2 ** attempt))
+            delay *= 0.5 + random.random()
+            if time.monotonic() + delay > deadline:
+                if error is not None:
+                    raise error
+                return resp
+            metrics.PLACEMENT_RETRIES.labels(reason=reason).inc()
+            if attempt == 0 or attempt % 10 == 0:
+                LOG.warning("Placement %s: %s; retrying (attempt %d, next in %.2fs)", call,
+                            f"{type(error).__name__}: {error}" if error else
+                            f"answered {reason}", attempt + 1, delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+
     async def _call(self, method: str, path: str, *, ok=(200,), params=None,
                     json: Any = None, allow_404: bool = False) -> Any:
-        t0 = time.perf_counter()
-        resp = await self.client.request(method, path, params=params, json=json)
-        metrics.PLACEMENT_SECONDS.labels(call=f"{method} {_route(path)}").observe(
-            time.perf_counter() - t0)
+        resp = await self._send(method, path, params=params, json=json)
         if resp.status_code in ok:
             if resp.status_code == 204 or not resp.content:
                 return None
@@ -135,10 +187,7 @@ class Placement:
 
     async def delete_allocations(self, consumer: str) -> bool:
         """True if there were allocations."""
-        t0 = time.perf_counter()
-        resp = await self.client.delete(f"/allocations/{consumer}")
-        metrics.PLACEMENT_SECONDS.labels(call="DELETE /allocations/{uuid}").observe(
-            time.perf_counter() - t0)
+        resp = await self._send("DELETE", f"/allocations/{consumer}")
         if resp.status_code in (204, 404):
             return resp.status_code == 204
         raise PlacementError(resp.status_code, resp.text, f"DELETE /allocations/{consumer}")

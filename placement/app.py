@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 
 import anyio
 import jsonschema
+import sqlalchemy as sa
 
 from kova.placement import errors, metrics, microversion
 from kova.placement.auth import Authenticator, NoAuth
@@ -42,6 +43,12 @@ def _is_uuid(value) -> bool:
     except ValueError:
         return False
     return True
+
+
+def canonical_uuid(value: str) -> str:
+    """``value`` (any form ``uuid.UUID`` accepts: braces, urn:, no dashes,
+    upper case) as the 36-character lower-case form the database stores."""
+    return str(uuidlib.UUID(value))
 
 
 def is_uuid(value: str) -> bool:
@@ -250,7 +257,7 @@ class PlacementApp:
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": raw_headers})
         await send({"type": "http.response.body", "body": resp.body})
-        if resp.status >= 500:
+        if resp.status >= 500 and resp.status != 503:  # a 503 is logged where it arose
             LOG.error("%s %s %s -> %s", req.request_id, req.method, req.path, resp.status)
         elif LOG.isEnabledFor(logging.DEBUG):
             LOG.debug("%s %s %s -> %s (%.1f ms)", req.request_id, req.method, req.path,
@@ -265,6 +272,11 @@ class PlacementApp:
             req.route_name = "metrics"
             body, ctype = metrics.render(self)
             return Response(200, body, content_type=ctype)
+        if req.path == "/openapi.json":
+            from kova.placement.openapi import openapi_json
+
+            req.route_name = "openapi"
+            return Response(200, openapi_json())
         try:
             try:
                 req.version = microversion.extract_version(req.headers)
@@ -285,6 +297,16 @@ class PlacementApp:
                 resp = await anyio.to_thread.run_sync(handler, req, limiter=self.limiter)
         except errors.PlacementError as exc:
             resp = self.error_response(req, exc)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            # The database is restarting, failing over or unreachable (or a
+            # transaction kept deadlocking): nothing was written, or the
+            # client's generation check catches it on retry.  A 503 tells
+            # clients to retry, not that Placement is broken.
+            LOG.warning("%s %s %s: database unavailable: %s", req.request_id, req.method,
+                        req.path, str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+            resp = self.error_response(req, errors.ServiceUnavailable(
+                "The database is unavailable; please retry.",
+                code=errors.DATABASE_UNAVAILABLE, headers={"retry-after": "1"}))
         except Exception:  # noqa: BLE001 - the error body must still be JSON
             LOG.error("%s unexpected error\n%s", req.request_id, traceback.format_exc())
             resp = self.error_response(req, errors.PlacementError(

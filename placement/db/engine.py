@@ -70,8 +70,10 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
                 conn.exec_driver_sql("BEGIN")
 
         return engine
+    # pool_pre_ping: a pooled connection that died with a database restart
+    # is replaced at checkout instead of failing the request that drew it.
     return sa.create_engine(url, pool_size=pool_size, max_overflow=20,
-                            pool_recycle=1800)
+                            pool_recycle=1800, pool_pre_ping=True)
 
 
 def _is_retryable(exc: Exception) -> bool:
