@@ -101,6 +101,7 @@ def test_restart_placement_then_postgres_during_burst(k8s_client, kubeconfig, ko
         events = s.scheduled_events(cluster)
         twice_announced = {watch.names.get(u, u): c for u, c in events.items() if c > 1}
         code, report = s.audit(cluster)
+        adopted = cluster.operator_log().count("adopted=True")
         retries = {k.split('reason="')[1].rstrip('"}'): int(v) for k, v in metrics.items()
                    if k.startswith("kova_operator_placement_retries_total{")}
         errors = int(s.metric_sum(metrics, "kova_operator_errors_total"))
@@ -134,6 +135,7 @@ def test_restart_placement_then_postgres_during_burst(k8s_client, kubeconfig, ko
                   "client retried through every outage",
            figures={"instances": n, "hosts": len(hosts), "faults": faults,
                     "client_retries": retries, "reconcile_errors": errors,
+                    "claims_adopted": adopted,
                     "placement_503_after_its_restart": unavailable,
                     "seconds_total": round(total, 1),
                     "seconds_to_converge_after_last_fault": round(converge, 1)})
