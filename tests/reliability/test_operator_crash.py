@@ -9,8 +9,7 @@ with exactly one allocation on the host its status names, no host ever
 changed, no provider over capacity, and ``kova operator audit`` must find no
 orphan and no missing allocation.
 
-Default: 100 Instances, 10 kills; ``KOVA_RELIABILITY_LONG=1``: 200 Instances,
-20 kills.
+200 Instances; 10 kills by default, 20 with ``KOVA_RELIABILITY_LONG=1``.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ def placement(tmp_path):
 
 def test_kill_9_operator_during_burst(k8s_client, kubeconfig, kova_crds, namespace, placement,
                                       tmp_path):
-    n, kills = (200, 20) if long_run() else (100, 10)
+    n, kills = (200, 20) if long_run() else (200, 10)
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     # Progress points (Instances Scheduled) at which to kill; the last leaves
@@ -93,7 +92,7 @@ def test_kill_9_operator_during_burst(k8s_client, kubeconfig, kova_crds, namespa
 
     record(fault="Operator crash",
            injected=f"kill -9 of the operator {kills} times at random points of a "
-                    f"{n}-Instance burst, restarted each time (200 Instances, 20 kills with "
+                    f"{n}-Instance burst, restarted each time (10 kills by default, 20 with "
                     "KOVA_RELIABILITY_LONG=1)",
            times=kills, lost=len(tally.lost),
            duplicated=len(tally.duplicated) + len(rescheduled) + len(twice_announced),

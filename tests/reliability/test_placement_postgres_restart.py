@@ -125,7 +125,8 @@ def test_restart_placement_then_postgres_during_burst(k8s_client, kubeconfig, ko
         assert server_errors == 0, f"{server_errors} answers 500 after the Postgres restarts"
 
     record(fault="Placement and Postgres restart",
-           injected=f"during a {n}-Instance burst (300 with KOVA_RELIABILITY_LONG=1): "
+           injected=f"during a {n}-Instance burst (100 by default, 300 with "
+                    "KOVA_RELIABILITY_LONG=1): "
                     "Placement kill -9 + start, then Postgres restart -m fast, then "
                     "Postgres restart -m immediate (crash)",
            times=3, lost=len(tally.lost),

@@ -90,8 +90,8 @@ def test_two_schedulers_fill_exact_capacity_once(k8s_client, kubeconfig, kova_cr
     duplicated = len(tally.duplicated) + len(rescheduled) + len(twice_announced)
     record(fault="Racing schedulers",
            injected=f"2 operators, leader election off (--standalone), {n} Instances on "
-                    f"{len(hosts)} hosts that fit them exactly (500 on 50 with "
-                    "KOVA_RELIABILITY_LONG=1)",
+                    f"{len(hosts)} hosts that fit them exactly (120 on 12 by default, 500 on 50 "
+                    "with KOVA_RELIABILITY_LONG=1)",
            times=1, lost=len(tally.lost), duplicated=duplicated,
            overcommitted=len(tally.overcommitted),
            result=f"all {n} Scheduled once, every host full to exactly {s.SLOTS}, "
