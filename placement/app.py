@@ -45,6 +45,12 @@ def _is_uuid(value) -> bool:
     return True
 
 
+def canonical_uuid(value: str) -> str:
+    """``value`` (any form ``uuid.UUID`` accepts: braces, urn:, no dashes,
+    upper case) as the 36-character lower-case form the database stores."""
+    return str(uuidlib.UUID(value))
+
+
 def is_uuid(value: str) -> bool:
     try:
         uuidlib.UUID(value)
@@ -266,6 +272,11 @@ class PlacementApp:
             req.route_name = "metrics"
             body, ctype = metrics.render(self)
             return Response(200, body, content_type=ctype)
+        if req.path == "/openapi.json":
+            from kova.placement.openapi import openapi_json
+
+            req.route_name = "openapi"
+            return Response(200, openapi_json())
         try:
             try:
                 req.version = microversion.extract_version(req.headers)
