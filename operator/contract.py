@@ -48,6 +48,13 @@ IMAGE_FAILURE_CODES = frozenset({
     "DiskTooSmall",
 })
 
+#: Build-failure codes no other host can fix (the image's virtual size is
+#: larger than the Instance's disk; the file is not a usable image of its
+#: declared format): the Instance goes to Error at once, as Nova aborts a
+#: build on FlavorDiskSmallerThanImage or ImageUnacceptable instead of
+#: rescheduling it.
+TERMINAL_BUILD_CODES = frozenset({"DiskTooSmall", "ImageInvalid"})
+
 # --------------------------------------------------------------------------
 # Instance conditions
 

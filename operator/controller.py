@@ -781,6 +781,15 @@ class Controller:
             metrics.BUILD_FAILURES.labels(host=host).inc()
             LOG.info("build of %s/%s uid=%s failed on %s (attempt %d): %s", ns, name, uid,
                      host, attempts, cond.get("message", ""))
+        code = (cond.get("message") or "").split(":", 1)[0].strip()
+        if code in contract.TERMINAL_BUILD_CODES:
+            body = await self.mark_image_failure(body, cond)
+            await self.placement.delete_allocations(uid)
+            self.own_hosts.pop(uid, None)
+            await self.set_error(
+                body, code, f"the build failed on {host} in a way no other host can fix, "
+                f"so it is not rescheduled: {cond.get('message', '')}", clear_host=True)
+            return
         if attempts >= self.settings.max_attempts:
             body = await self.mark_image_failure(body, cond)
             await self.placement.delete_allocations(uid)
