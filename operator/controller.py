@@ -29,6 +29,7 @@ from typing import Any
 import kopf
 
 from kova.operator import contract, metrics
+from kova.operator.batch import BatchScheduler, batchable
 from kova.operator.config import Settings
 from kova.operator.filters import HostInfo
 from kova.operator.kube import Kube, KubeCredentials, KubeError, host_path, instance_path
@@ -122,6 +123,7 @@ class Controller:
         self.sg_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.failures = BuildFailures(window=settings.build_failure_window)
         self.scheduler: Scheduler | None = None
+        self.batcher: BatchScheduler | None = None
         self.identity = f"kova-operator@{socket.gethostname()}/{os.getpid()}"
         self.priority = (settings.priority if settings.priority is not None
                          else random.randint(1, 1_000_000))
@@ -452,7 +454,10 @@ class Controller:
                     self.no_claim.discard(req.uid)
             else:
                 req, size = self.build(body)
-                decision = await self.scheduler.schedule(req)
+                if self.batcher is not None and batchable(req):
+                    decision = await self.batcher.schedule(req)
+                else:
+                    decision = await self.scheduler.schedule(req)
                 self.own_hosts[req.uid] = decision.host
         except NoValidHost as exc:
             metrics.OUTCOMES.labels(reason=contract.REASON_NO_VALID_HOST).inc()
@@ -1007,6 +1012,8 @@ class Controller:
         self._events = asyncio.Queue(maxsize=10000)
         self.scheduler = Scheduler(self.placement, s.scheduler, self.host_by_rp,
                                    self.host_by_name, WeighContext(failures=self.failures))
+        if s.max_batch > 1:
+            self.batcher = BatchScheduler(self.scheduler, s.max_batch)
         try:
             await self.poll_leases()
         except Exception as exc:
@@ -1042,6 +1049,8 @@ class Controller:
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.batcher is not None:
+                await self.batcher.close()
             self.queue.shutdown()
             await self.kube.close()
             await self.placement.close()

@@ -131,6 +131,22 @@ class Placement:
             "consumer_type": contract.CONSUMER_TYPE,
         })
 
+    async def claim_many(self, claims: dict[str, tuple[dict, str]]) -> None:
+        """``POST /allocations``: first claims of several consumers (uid ->
+        (allocations, project_id)) in one transaction -- all or none; raises
+        :class:`Conflict` on 409."""
+        body = {}
+        for consumer, (allocations, project_id) in claims.items():
+            body[consumer] = {
+                "allocations": {rp: {"resources": a["resources"]}
+                                for rp, a in allocations.items()},
+                "project_id": project_id,
+                "user_id": contract.ALLOCATION_USER_ID,
+                "consumer_generation": None,
+                "consumer_type": contract.CONSUMER_TYPE,
+            }
+        await self._call("POST", "/allocations", ok=(204,), json=body)
+
     async def delete_allocations(self, consumer: str) -> bool:
         """True if there were allocations."""
         t0 = time.perf_counter()
