@@ -94,6 +94,21 @@ def _first(index: Any, key: Hashable) -> Any:
     return None
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """The operator has only event and index handlers, no on.create/update
+    ones, so nothing ever reads the diff base that kopf otherwise builds for
+    every watch event (a deep copy of the whole object)."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 class Controller:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -236,6 +251,7 @@ class Controller:
             settings.watching.server_timeout = 300
             settings.watching.client_timeout = 330
             settings.networking.request_timeout = 60
+            settings.persistence.diffbase_storage = NoDiffBase()
 
         @kopf.index(G, V, "instances", id="kova_instances", registry=reg)
         def kova_instances(body: Any, name: str, namespace: str, **_: Any) -> dict:
