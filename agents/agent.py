@@ -68,6 +68,7 @@ class AgentConfig:
     image_cache_dir: Path | None = None
     placement_url: str | None = None
     placement_token: str | None = None
+    placement_ca_file: str | None = None
     kubeconfig: str | None = None
     domain_type: str = "qemu"
     machine: str = "pc"
@@ -154,7 +155,8 @@ class Agent:
         if cfg.placement_url:
             from kova.agents.placement import Placement
 
-            self.placement = Placement(cfg.placement_url, cfg.placement_token)
+            self.placement = Placement(cfg.placement_url, cfg.placement_token,
+                                       ca_file=cfg.placement_ca_file)
         self._cache: dict[Key, dict] = {}
         self._cache_lock = threading.Lock()
         self._uid_index: dict[str, Key] = {}

@@ -73,6 +73,10 @@ def register(group: click.Group) -> None:
     @click.option("--placement-url", envvar="KOVA_PLACEMENT_URL", default=None,
                   help="Placement endpoint; without it no resource provider is registered.")
     @click.option("--placement-token", envvar="KOVA_PLACEMENT_TOKEN", default=None)
+    @click.option("--placement-ca-file", envvar="KOVA_PLACEMENT_CA_FILE", default=None,
+                  type=click.Path(exists=True, dir_okay=False),
+                  help="CA bundle (PEM) that signed an https:// Placement's certificate "
+                       "(default: the system's trust store).")
     @click.option("--kubeconfig", envvar="KUBECONFIG", default=None,
                   help="kubeconfig file (default: in-cluster service account, then ~/.kube/config).")
     @click.option("--domain-type", envvar="KOVA_AGENT_DOMAIN_TYPE",
@@ -105,6 +109,7 @@ def register(group: click.Group) -> None:
     @click.option("--log-format", envvar="KOVA_AGENT_LOG_FORMAT", type=click.Choice(["text", "json"]),
                   default="text", show_default=True)
     def run(host, libvirt_uri, instance_dir, image_cache_dir, placement_url, placement_token,
+            placement_ca_file,
             kubeconfig, domain_type, machine, cpu_mode, network, bridge, metrics_port,
             metrics_bind, workers, resync_seconds, shutdown_timeout, lease_namespace, image_cache_ttl, log_level, log_format):
         """Run the compute agent for one host."""
@@ -116,7 +121,8 @@ def register(group: click.Group) -> None:
         cfg = AgentConfig(
             host=host, libvirt_uri=libvirt_uri, instance_dir=instance_dir,
             image_cache_dir=image_cache_dir, placement_url=placement_url,
-            placement_token=placement_token, kubeconfig=kubeconfig, domain_type=domain_type,
+            placement_token=placement_token, placement_ca_file=placement_ca_file,
+            kubeconfig=kubeconfig, domain_type=domain_type,
             machine=machine, cpu_mode=cpu_mode, network=network, bridge=bridge,
             metrics_port=None if metrics_port < 0 else metrics_port, metrics_bind=metrics_bind,
             workers=workers, resync_seconds=resync_seconds, shutdown_timeout=shutdown_timeout,

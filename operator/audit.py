@@ -9,12 +9,16 @@
 
 Each finding is re-checked with a fresh read before it is reported, so a
 claim or delete racing the audit is not taken for a leak.
+
+With ``namespaces`` (an operator that handles only some namespaces, sharing
+Placement with others) only those namespaces' Instances are checked, and only
+allocations whose project is one of theirs can be orphans.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from kova.operator import contract, metrics
@@ -46,14 +50,16 @@ class AuditReport:
                 "healFailed": self.heal_failed}
 
 
-async def list_instances(kube: Kube) -> list[dict]:
+async def list_instances(kube: Kube, namespace: str | None = None) -> list[dict]:
     items: list[dict] = []
     cont = None
+    path = (f"/apis/{contract.API_VERSION}/namespaces/{namespace}/instances" if namespace
+            else f"/apis/{contract.API_VERSION}/instances")
     while True:
         params = {"limit": "500"}
         if cont:
             params["continue"] = cont
-        body = await kube.get(f"/apis/{contract.API_VERSION}/instances", params=params)
+        body = await kube.get(path, params=params)
         items += body.get("items") or []
         cont = (body.get("metadata") or {}).get("continue")
         if not cont:
@@ -71,15 +77,20 @@ async def host_providers(kube: Kube) -> dict[str, str]:
 
 
 async def run_audit(kube: Kube, placement: Placement, *, heal: bool = False,
-                    emit: Callable[[dict, str, str, str], None] | None = None) -> AuditReport:
+                    emit: Callable[[dict, str, str, str], None] | None = None,
+                    namespaces: Sequence[str] = ()) -> AuditReport:
     report = AuditReport()
+    projects = {contract.project_id(ns) for ns in namespaces}
     # Allocations first, Instances second: an allocation's Instance exists
     # before its claim, so it is in the later list.
     consumers: dict[str, dict] = {}
     for rp in await placement.resource_providers():
         for consumer, alloc in (await placement.provider_allocations(rp["uuid"])).items():
             consumers.setdefault(consumer, {})[rp["uuid"]] = alloc
-    instances = await list_instances(kube)
+    if namespaces:
+        instances = [i for ns in namespaces for i in await list_instances(kube, ns)]
+    else:
+        instances = await list_instances(kube)
     hosts = await host_providers(kube)
     report.instances, report.consumers = len(instances), len(consumers)
     by_uid = {i["metadata"]["uid"]: i for i in instances}
@@ -90,6 +101,8 @@ async def run_audit(kube: Kube, placement: Placement, *, heal: bool = False,
             continue
         if fresh.get("consumer_type") not in (None, contract.CONSUMER_TYPE):
             continue  # not an Instance's (e.g. a migration's): not ours to judge
+        if projects and fresh.get("project_id") not in projects:
+            continue  # another namespace's: not ours to judge
         report.orphans[consumer] = fresh["allocations"]
         if heal:
             if await placement.delete_allocations(consumer):

@@ -52,6 +52,10 @@ def _common(f):
                      help="Base URL of the Placement API."),
         click.option("--placement-token", envvar=ENV + "PLACEMENT_TOKEN", default=None,
                      help="X-Auth-Token for Placement (env KOVA_OPERATOR_PLACEMENT_TOKEN)."),
+        click.option("--placement-ca-file", envvar=ENV + "PLACEMENT_CA_FILE", default=None,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="CA bundle (PEM) that signed an https:// Placement's certificate "
+                          "(default: the system's trust store)."),
         click.option("--log-level", envvar=ENV + "LOG_LEVEL", default="info",
                      show_default=True),
         click.option("--log-format", envvar=ENV + "LOG_FORMAT",
@@ -128,7 +132,8 @@ def register(group: click.Group) -> None:
                   show_default=True, help="Post Kubernetes Events (Scheduled, NoValidHost, ...).")
     @click.option("--backoff-max", envvar=ENV + "BACKOFF_MAX", type=float, default=60.0,
                   show_default=True, help="Longest NoValidHost retry delay (seconds).")
-    def run(kubeconfig, placement_url, placement_token, log_level, log_format, namespaces,
+    def run(kubeconfig, placement_url, placement_token, placement_ca_file, log_level, log_format,
+            namespaces,
             all_namespaces, peering, peering_name, priority, metrics_port, health_port, workers,
             max_attempts, strategy, ram_weight, cpu_weight, disk_weight, soft_affinity_weight,
             soft_anti_affinity_weight, build_failure_weight, host_subset_size, candidate_limit,
@@ -156,7 +161,8 @@ def register(group: click.Group) -> None:
             build_failure=build_failure_weight)
         settings = Settings(
             kubeconfig=kubeconfig, placement_url=placement_url,
-            placement_token=placement_token, namespaces=tuple(namespaces),
+            placement_token=placement_token, placement_ca_file=placement_ca_file,
+            namespaces=tuple(namespaces),
             all_namespaces=not namespaces, peering=peering, peering_name=peering_name,
             priority=priority, metrics_port=metrics_port or None,
             health_port=health_port or None, workers=workers, max_batch=max(1, max_batch),
@@ -173,26 +179,32 @@ def register(group: click.Group) -> None:
     @group.command("audit")
     @_common
     @click.option("--heal", is_flag=True, help="Delete orphan allocations and claim missing ones.")
-    def audit(kubeconfig, placement_url, placement_token, log_level, log_format, heal):
+    @click.option("--namespace", "namespaces", multiple=True,
+                  help="Only this namespace's Instances and allocations (repeatable; "
+                       "default: all).")
+    def audit(kubeconfig, placement_url, placement_token, placement_ca_file, log_level,
+              log_format, heal, namespaces):
         """Compare Placement's allocations with the Instances; print a JSON report.
 
         Exit status 0 when clean (or everything was healed), 1 otherwise."""
         setup_logging(log_level if log_level != "info" else "warning", log_format)
-        report = asyncio.run(_audit(kubeconfig, placement_url, placement_token, heal))
+        report = asyncio.run(_audit(kubeconfig, placement_url, placement_token, heal,
+                                    placement_ca_file, namespaces))
         click.echo(json.dumps(report.as_dict(), indent=2))
         remaining = report.heal_failed if heal else (not report.clean)
         sys.exit(1 if remaining else 0)
 
 
-async def _audit(kubeconfig, placement_url, placement_token, heal):
+async def _audit(kubeconfig, placement_url, placement_token, heal, placement_ca_file=None,
+                 namespaces=()):
     from kova.operator.audit import run_audit
     from kova.operator.kube import Kube, KubeCredentials
     from kova.operator.placement import Placement
 
     kube = Kube(KubeCredentials.load(kubeconfig))
-    placement = Placement(placement_url, placement_token)
+    placement = Placement(placement_url, placement_token, ca_file=placement_ca_file)
     try:
-        return await run_audit(kube, placement, heal=heal)
+        return await run_audit(kube, placement, heal=heal, namespaces=tuple(namespaces))
     finally:
         await kube.close()
         await placement.close()

@@ -13,6 +13,8 @@ class Settings:
     kubeconfig: str | None = None
     placement_url: str = "http://127.0.0.1:8778"
     placement_token: str | None = None
+    #: CA bundle to verify an https:// Placement with (None: the system's).
+    placement_ca_file: str | None = None
     #: Namespaces whose Instances are handled; empty with all_namespaces.
     namespaces: tuple[str, ...] = ()
     all_namespaces: bool = True

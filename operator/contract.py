@@ -34,6 +34,20 @@ FINALIZER_AGENT = "kova.dev/agent"
 #: Written by the operator only.
 ANNOTATION_ATTEMPTS = "kova.dev/attempts"
 
+#: Set by the operator when an Instance went to phase Error because its image
+#: could not be used (the agents' image error codes below): the Image's
+#: ``<uid>/<generation>`` at that time, or ``missing``.  When the Image named
+#: by ``spec.imageRef`` is re-created or changed, the Instance is scheduled
+#: again from scratch (reason ``Retrying``) and the annotation removed.
+ANNOTATION_FAILED_IMAGE = "kova.dev/failed-image"
+
+#: Build-failure codes (the agent's ``Built`` message prefix) that come from
+#: the Image itself rather than from the host.
+IMAGE_FAILURE_CODES = frozenset({
+    "ImageNotFound", "ImageChecksumMismatch", "ImageDownloadFailed", "ImageInvalid",
+    "DiskTooSmall",
+})
+
 # --------------------------------------------------------------------------
 # Instance conditions
 
@@ -58,6 +72,7 @@ REASON_SERVER_GROUP_NOT_FOUND = "ServerGroupNotFound"
 REASON_INVALID_REQUEST = "InvalidRequest"
 REASON_MAX_ATTEMPTS = "MaxAttemptsExceeded"
 REASON_PLACEMENT_ERROR = "PlacementUnavailable"
+REASON_RETRYING = "Retrying"  # an Error Instance scheduled again (its Image was fixed)
 
 # Reasons of the Built condition.
 REASON_BUILD_FAILED = "BuildFailed"  # agent -> operator: reschedule me

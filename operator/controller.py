@@ -145,6 +145,8 @@ class Controller:
         self.leader = not settings.peering
         #: uids this process put in phase Error (stale copies are ignored).
         self.errored: set[str] = set()
+        #: uid -> the failed-image annotation this process retried after.
+        self.retried: dict[str, str] = {}
         self._tasks: list[asyncio.Task] = []
         self._events: asyncio.Queue | None = None
 
@@ -283,6 +285,10 @@ class Controller:
         def kova_images(name: str, spec: Any, **_: Any) -> dict:
             return {name: dict(spec)}
 
+        @kopf.index(G, V, "images", id="kova_image_ids", registry=reg)
+        def kova_image_ids(name: str, meta: Any, **_: Any) -> dict:
+            return {name: f"{meta.get('uid')}/{meta.get('generation')}"}
+
         @kopf.index(G, V, "servergroups", id="kova_servergroups", registry=reg)
         def kova_servergroups(name: str, namespace: str, spec: Any, **_: Any) -> dict:
             return {(namespace, name): dict(spec)}
@@ -290,7 +296,8 @@ class Controller:
         def capture(kwargs: dict) -> None:
             if not ctl.indexes:
                 for key in ("kova_instances", "kova_sg_members", "kova_hosts", "kova_host_rps",
-                            "kova_flavors", "kova_images", "kova_servergroups"):
+                            "kova_flavors", "kova_images", "kova_image_ids",
+                            "kova_servergroups"):
                     ctl.indexes[key] = kwargs.get(key)
 
         @kopf.on.event(G, V, "instances", registry=reg)
@@ -304,6 +311,7 @@ class Controller:
                 uid = obj.get("metadata", {}).get("uid")
                 ctl.own_hosts.pop(uid, None)
                 ctl.errored.discard(uid)
+                ctl.retried.pop(uid, None)
                 ctl.unrecorded.pop(uid, None)
                 ctl.no_claim.discard(uid)
                 ctl.pending.discard(("inst", namespace, name))
@@ -321,8 +329,12 @@ class Controller:
                 return
             body = event.get("object") or {}
             spec, status = body.get("spec") or {}, body.get("status") or {}
+            # Capacity settings too: the agent re-applies the inventory, and a
+            # pending Instance may fit now.
             sig = (spec.get("enabled", True), json.dumps(spec.get("maintenance"), sort_keys=True),
-                   spec.get("availabilityZone"), status.get("resourceProviderUUID"))
+                   spec.get("availabilityZone"), status.get("resourceProviderUUID"),
+                   json.dumps(spec.get("allocationRatios"), sort_keys=True),
+                   json.dumps(spec.get("reserved"), sort_keys=True))
             if ctl.host_signatures.get(name) != sig:
                 ctl.host_signatures[name] = sig
                 ctl.hosts_version += 1
@@ -334,7 +346,14 @@ class Controller:
             if event.get("type") != "DELETED":
                 ctl.retrigger_pending()
 
-        for plural in ("flavors", "images", "servergroups"):
+        @kopf.on.event(G, V, "images", registry=reg)
+        async def image_event(event: dict, name: str, **kwargs: Any) -> None:
+            capture(kwargs)
+            if event.get("type") != "DELETED":
+                ctl.retrigger_pending()
+                ctl.requeue_image_failures(name)
+
+        for plural in ("flavors", "servergroups"):
             kopf.on.event(G, V, plural, registry=reg)(dependency_event)
         return reg
 
@@ -348,6 +367,20 @@ class Controller:
         for key in list(self.pending):
             self.retries.pop(key, None)
             self.enqueue(key)
+
+    def requeue_image_failures(self, image: str) -> None:
+        """Instances in Error because of ``image``: look at them again (the
+        Image was re-created or changed; see retry_image_failure)."""
+        idx = self.indexes.get("kova_instances")
+        for key in list(idx.keys()) if idx is not None else []:
+            body = _first(idx, key)
+            if (body and ((body.get("spec") or {}).get("imageRef") or {}).get("name") == image
+                    and contract.ANNOTATION_FAILED_IMAGE
+                    in (body["metadata"].get("annotations") or {})):
+                self.enqueue(("inst", *key))
+
+    def image_identity(self, name: str | None) -> str:
+        return (_first(self.indexes.get("kova_image_ids"), name) if name else None) or "missing"
 
     def backoff(self, key: Hashable) -> float:
         n = self.retries[key]
@@ -394,6 +427,12 @@ class Controller:
             return
         if status.get("phase") == contract.PHASE_ERROR:
             self.pending.discard(key)
+            failed = (meta.get("annotations") or {}).get(contract.ANNOTATION_FAILED_IMAGE)
+            if failed is not None and self.retried.get(meta["uid"]) != failed:
+                image = ((body.get("spec") or {}).get("imageRef") or {}).get("name")
+                now = self.image_identity(image)
+                if now not in ("missing", failed):
+                    await self.retry_image_failure(key, body, image, failed, now)
             return
         uid = meta["uid"]
         if uid in self.errored:
@@ -451,9 +490,13 @@ class Controller:
         try:
             self.build(body)  # validate before touching anything
         except MissingDependency as exc:
+            metrics.OUTCOMES.labels(reason=exc.reason).inc()
             self.pending.add(key)
             await self.set_waiting(body, exc.reason, exc.message)
-            self.queue.add_after(key, self.backoff(key))
+            delay = self.backoff(key)
+            LOG.info("%s/%s uid=%s waits: %s (retry in %.1fs, or when it appears)",
+                     key[1], key[2], body["metadata"]["uid"], exc.message, delay)
+            self.queue.add_after(key, delay)
             return
         except InvalidRequest as exc:
             await self.set_error(body, exc.reason, exc.message)
@@ -524,7 +567,10 @@ class Controller:
         see the Instance (it acts once status.host names it) -- then status.
 
         Returns None when the Instance went away (or is being deleted, which
-        forbids new finalizers) after the claim: the claim is released."""
+        forbids new finalizers) after the claim: the claim is released.  Also
+        None when this very placement is already recorded -- by another
+        scheduler that claimed first and whose claim this one adopted, or by
+        this process before a restart: nothing is written or announced twice."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         current = body
@@ -549,8 +595,13 @@ class Controller:
         else:
             raise RuntimeError(f"metadata of {ns}/{name}: too many conflicts")
 
-        def change(current: dict) -> dict:
-            conds = set_condition((current.get("status") or {}).get("conditions"),
+        def change(current: dict) -> dict | None:
+            status = current.get("status") or {}
+            cond = get_condition(current, contract.COND_SCHEDULED) or {}
+            if (status.get("host") == host and int(status.get("attempts") or 0) == attempts
+                    and cond.get("status") == "True"):
+                return None  # already recorded
+            conds = set_condition(status.get("conditions"),
                                   contract.COND_SCHEDULED, "True", reason, message,
                                   current["metadata"].get("generation"))
             if reset_built is not None:
@@ -567,19 +618,30 @@ class Controller:
                 "conditions": conds,
             }
 
-        return await self.patch_status(body, change)
+        written = []
+        body = await self.patch_status(body, change, written=written)
+        return body if written else None
 
-    async def patch_status(self, body: dict, change, retries: int = 5) -> dict:
+    async def patch_status(self, body: dict, change, retries: int = 5,
+                           written: list | None = None) -> dict:
         """Merge-patch the status computed by ``change(current)``, guarded by the
-        resourceVersion (conditions are replaced as a whole list)."""
+        resourceVersion (conditions are replaced as a whole list).  When
+        ``change`` returns None there is nothing to write: ``current`` is
+        returned as it is (and nothing appended to ``written``)."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         path = instance_path(ns, name) + "/status"
         current = body
         for _ in range(retries):
+            status = change(current)
+            if status is None:
+                return current
             patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                     "status": change(current)}
+                     "status": status}
             try:
-                return await self.kube.merge_patch(path, patch)
+                current = await self.kube.merge_patch(path, patch)
+                if written is not None:
+                    written.append(True)
+                return current
             except KubeError as exc:
                 if exc.status != 409:
                     raise
@@ -615,7 +677,11 @@ class Controller:
             return
         metrics.PENDING.set(len(self.pending))
 
-        def change(current: dict) -> dict:
+        def change(current: dict) -> dict | None:
+            if (current.get("status") or {}).get("host"):
+                # Placed meanwhile (another scheduler, or our own claim that
+                # this NoValidHost raced): never put it back to Pending.
+                return None
             return {
                 "phase": contract.PHASE_PENDING,
                 "observedGeneration": current["metadata"].get("generation"),
@@ -624,8 +690,9 @@ class Controller:
                                             current["metadata"].get("generation")),
             }
 
-        body = await self.patch_status(body, change)
-        if not cond or cond.get("reason") != reason:
+        written = []
+        body = await self.patch_status(body, change, written=written)
+        if written and (not cond or cond.get("reason") != reason):
             self.emit(body, "Warning", reason, message)
 
     async def set_error(self, body: dict, reason: str, message: str,
@@ -675,6 +742,7 @@ class Controller:
             LOG.info("build of %s/%s uid=%s failed on %s (attempt %d): %s", ns, name, uid,
                      host, attempts, cond.get("message", ""))
         if attempts >= self.settings.max_attempts:
+            body = await self.mark_image_failure(body, cond)
             await self.placement.delete_allocations(uid)
             self.own_hosts.pop(uid, None)
             await self.set_error(body, contract.REASON_MAX_ATTEMPTS,
@@ -707,6 +775,7 @@ class Controller:
                                                          adopt=False)
                 self.own_hosts[uid] = decision.host
         except NoValidHost as exc:
+            body = await self.mark_image_failure(body, cond)
             await self.placement.delete_allocations(uid)
             self.own_hosts.pop(uid, None)
             await self.set_error(
@@ -716,14 +785,59 @@ class Controller:
             return
         msg = (f"Rescheduled to host {decision.host} after the build failed on {host} "
                f"(attempt {attempts + 1} of {self.settings.max_attempts})")
-        await self.record_placement(body, decision.host, decision.alternates, size,
-                                    attempts=attempts + 1, reason=contract.REASON_RESCHEDULED,
-                                    message=msg, reset_built=f"build failed on {host}: "
-                                    + cond.get("message", ""))
+        placed = await self.record_placement(
+            body, decision.host, decision.alternates, size, attempts=attempts + 1,
+            reason=contract.REASON_RESCHEDULED, message=msg,
+            reset_built=f"build failed on {host}: " + cond.get("message", ""))
+        if placed is None:
+            return
         metrics.OUTCOMES.labels(reason=contract.REASON_RESCHEDULED).inc()
         metrics.BUILD_ATTEMPTS.inc()
         LOG.info("rescheduled %s/%s uid=%s from %s to %s", ns, name, uid, host, decision.host)
         self.emit(body, "Normal", contract.REASON_RESCHEDULED, msg)
+
+    async def mark_image_failure(self, body: dict, cond: dict) -> dict:
+        """Before an Instance goes to Error for a failure of its Image, note
+        which version of the Image failed (retry_image_failure's trigger)."""
+        code = (cond.get("message") or "").split(":", 1)[0].strip()
+        if code not in contract.IMAGE_FAILURE_CODES:
+            return body
+        meta = body["metadata"]
+        image = ((body.get("spec") or {}).get("imageRef") or {}).get("name")
+        return await self.kube.merge_patch(instance_path(meta["namespace"], meta["name"]), {
+            "metadata": {"annotations": {
+                contract.ANNOTATION_FAILED_IMAGE: self.image_identity(image)}}})
+
+    async def retry_image_failure(self, key: tuple, body: dict, image: str, failed: str,
+                                  now: str) -> None:
+        """The Image an Instance failed with was re-created or changed: start
+        over (attempt history cleared, Pending, then scheduled as new)."""
+        meta = body["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        msg = (f"Image {image} changed since the build failed "
+               f"({failed} -> {now}): scheduling again")
+        body = await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
+            "annotations": {contract.ANNOTATION_ATTEMPTS: None,
+                            contract.ANNOTATION_FAILED_IMAGE: None}}})
+
+        def change(current: dict) -> dict:
+            gen = current["metadata"].get("generation")
+            conds = set_condition((current.get("status") or {}).get("conditions"),
+                                  contract.COND_SCHEDULED, "False", contract.REASON_RETRYING,
+                                  msg, gen)
+            conds = set_condition(conds, contract.COND_BUILT, "Unknown",
+                                  contract.REASON_RETRYING, msg, gen)
+            return {"phase": contract.PHASE_PENDING, "host": None, "alternateHosts": None,
+                    "attempts": None, "observedGeneration": gen, "conditions": conds}
+
+        body = await self.patch_status(body, change)
+        self.retried[uid] = failed
+        self.errored.discard(uid)
+        self.retries.pop(key, None)
+        metrics.OUTCOMES.labels(reason=contract.REASON_RETRYING).inc()
+        LOG.info("%s/%s uid=%s: %s", ns, name, uid, msg)
+        self.emit(body, "Normal", contract.REASON_RETRYING, msg)
+        self.enqueue(key)
 
     # ------------------------------------------------------------ deletion
     async def finalize(self, key: tuple, body: dict) -> None:
@@ -1023,7 +1137,8 @@ class Controller:
                   ready_flag: asyncio.Event | None = None) -> None:
         s = self.settings
         self.kube = Kube(self.creds)
-        self.placement = Placement(s.placement_url, s.placement_token)
+        self.placement = Placement(s.placement_url, s.placement_token,
+                                   ca_file=s.placement_ca_file)
         self.queue = WorkQueue()
         self._events = asyncio.Queue(maxsize=10000)
         self.scheduler = Scheduler(self.placement, s.scheduler, self.host_by_rp,

@@ -56,6 +56,11 @@ PLACEMENT_SECONDS = Histogram(
     "kova_operator_placement_request_seconds", "Placement API calls by operation.", ["call"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+PLACEMENT_RETRIES = Counter(
+    "kova_operator_placement_retries_total",
+    "Placement calls retried, by reason (connection, or the answer: 502, 503, 504).",
+    ["reason"],
+)
 KUBE_SECONDS = Histogram(
     "kova_operator_kube_request_seconds", "Kubernetes API calls made by the workers.", ["verb"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),

@@ -1,11 +1,24 @@
 """A thin async adapter over the Placement HTTP API (microversion 1.39), for
-exactly the calls the operator makes.  Not a general client."""
+exactly the calls the operator makes.  Not a general client.
+
+Every call rides out a Placement or database restart: a connection error, a
+timeout, or an answer 502/503/504 (Placement answers 503 while its database
+is unreachable) is retried with exponential back-off and jitter, for up to
+``retry_for`` seconds, before the error reaches the reconcile (which then
+retries the whole Instance with its own back-off).  Retrying a claim is
+safe: ``PUT /allocations/{uid}`` carries the consumer generation, so a claim
+that did commit before its answer was lost comes back as a 409, and the
+scheduler adopts the allocation it finds (see scheduler.Scheduler.claim).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
 import logging
+import random
 import re
+import ssl
 import time
 from typing import Any
 
@@ -45,12 +58,23 @@ class Conflict(PlacementError):
     """409: a concurrent update (generation) or not enough capacity."""
 
 
+#: Answers that mean "not now": a proxy without a backend, or Placement
+#: without its database.
+RETRY_STATUSES = (502, 503, 504)
+RETRY_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
 class Placement:
     """aiohttp, not httpx: per call the client side costs a tenth of the CPU
     (see :mod:`kova.operator.kube`)."""
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
-                 max_connections: int = 20) -> None:
+                 max_connections: int = 20, ca_file: str | None = None,
+                 retry_for: float = 30.0, backoff: float = 0.1,
+                 backoff_max: float = 2.0) -> None:
+        self.retry_for = retry_for
+        self.backoff = backoff
+        self.backoff_max = backoff_max
         headers = {
             "OpenStack-API-Version": f"placement {contract.PLACEMENT_MICROVERSION}",
             "Accept": "application/json",
@@ -60,6 +84,7 @@ class Placement:
         self.url = url.rstrip("/")
         self._headers = headers
         self._timeout = timeout
+        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file else None
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -69,30 +94,60 @@ class Placement:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers=self._headers, timeout=aiohttp.ClientTimeout(total=self._timeout),
-                connector=aiohttp.TCPConnector(limit=self._max_connections))
+                connector=aiohttp.TCPConnector(limit=self._max_connections,
+                                               ssl=self._ssl if self._ssl else True))
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
-    async def _send(self, method: str, path: str, params=None, json: Any = None,
-                    ) -> tuple[int, bytes]:
+    async def _request(self, method: str, path: str, params, json: Any) -> tuple[int, bytes]:
         data = headers = None
         if json is not None:
             data = jsonlib.dumps(json)
             headers = {"Content-Type": "application/json"}
-        t0 = time.perf_counter()
         async with self.session.request(method, self.url + path, params=params, data=data,
                                         headers=headers) as resp:
-            status, content = resp.status, await resp.read()
-        metrics.PLACEMENT_SECONDS.labels(call=f"{method} {_route(path)}").observe(
-            time.perf_counter() - t0)
-        return status, content
+            return resp.status, await resp.read()
+
+    async def _send(self, method: str, path: str, *, params=None,
+                    json: Any = None) -> tuple[int, bytes]:
+        """One request, retried with back-off on connection errors and
+        502/503/504 for up to ``retry_for`` seconds."""
+        deadline = time.monotonic() + self.retry_for
+        attempt = 0
+        call = f"{method} {_route(path)}"
+        while True:
+            t0 = time.perf_counter()
+            try:
+                resp = await self._request(method, path, params, json)
+            except aiohttp.ClientConnectorCertificateError:
+                raise  # an untrusted certificate stays untrusted
+            except RETRY_ERRORS as exc:
+                reason, error = "connection", exc
+            else:
+                metrics.PLACEMENT_SECONDS.labels(call=call).observe(time.perf_counter() - t0)
+                if resp[0] not in RETRY_STATUSES:
+                    return resp
+                reason, error = str(resp[0]), None
+            delay = min(self.backoff_max, self.backoff * (2 ** attempt))
+            delay *= 0.5 + random.random()
+            if time.monotonic() + delay > deadline:
+                if error is not None:
+                    raise error
+                return resp
+            metrics.PLACEMENT_RETRIES.labels(reason=reason).inc()
+            if attempt == 0 or attempt % 10 == 0:
+                LOG.warning("Placement %s: %s; retrying (attempt %d, next in %.2fs)", call,
+                            f"{type(error).__name__}: {error}" if error else
+                            f"answered {reason}", attempt + 1, delay)
+            attempt += 1
+            await asyncio.sleep(delay)
 
     async def _call(self, method: str, path: str, *, ok=(200,), params=None,
                     json: Any = None, allow_404: bool = False) -> Any:
-        status, content = await self._send(method, path, params, json)
+        status, content = await self._send(method, path, params=params, json=json)
         if status in ok:
             if status == 204 or not content:
                 return None
@@ -148,7 +203,8 @@ class Placement:
     async def claim_many(self, claims: dict[str, tuple[dict, str]]) -> None:
         """``POST /allocations``: first claims of several consumers (uid ->
         (allocations, project_id)) in one transaction -- all or none; raises
-        :class:`Conflict` on 409."""
+        :class:`Conflict` on 409 (also when a retried POST had committed:
+        the batch then falls back to claims one by one, which adopt)."""
         body = {}
         for consumer, (allocations, project_id) in claims.items():
             body[consumer] = {

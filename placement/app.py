@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import traceback
@@ -21,6 +22,7 @@ from urllib.parse import parse_qsl
 
 import anyio
 import jsonschema
+import sqlalchemy as sa
 
 from kova.placement import errors, metrics, microversion
 from kova.placement.auth import Authenticator, NoAuth
@@ -189,8 +191,9 @@ class PlacementApp:
 
     def __init__(self, database_url: str | None = None, *, auth: Authenticator | None = None,
                  migrate: bool = True, pool_size: int = 10,
+                 fast_writes: bool | None = None,
                  randomize_allocation_candidates: bool = False) -> None:
-        from kova.placement.handlers import ROUTES
+        from kova.placement.handlers import FAST, ROUTES
 
         self.database_url = database_url or default_database_url()
         if migrate:
@@ -203,6 +206,16 @@ class PlacementApp:
         self.randomize_allocation_candidates = randomize_allocation_candidates
         self.routes = [Route(name, pattern, methods) for name, pattern, methods in ROUTES]
         self.limiter = anyio.CapacityLimiter(max(4, pool_size))
+        if fast_writes is None:
+            fast_writes = os.environ.get("KOVA_PLACEMENT_FAST_WRITES", "1") != "0"
+        self.fast = None
+        self.fast_handlers: dict = {}
+        if fast_writes and self.db.is_postgres:
+            from kova.placement.fastwrite import FastWriter
+
+            self.fast = FastWriter(self.db, max_connections=max(2, pool_size // 2))
+            self.db.on_dispose.append(self.fast.close)
+            self.fast_handlers = FAST
 
     # ------------------------------------------------------------ ASGI
     async def __call__(self, scope, receive, send) -> None:
@@ -242,7 +255,7 @@ class PlacementApp:
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": raw_headers})
         await send({"type": "http.response.body", "body": resp.body})
-        if resp.status >= 500:
+        if resp.status >= 500 and resp.status != 503:  # a 503 is logged where it arose
             LOG.error("%s %s %s -> %s", req.request_id, req.method, req.path, resp.status)
         elif LOG.isEnabledFor(logging.DEBUG):
             LOG.debug("%s %s %s -> %s (%.1f ms)", req.request_id, req.method, req.path,
@@ -269,9 +282,24 @@ class PlacementApp:
             handler = self._match(req)
             if req.route_name != "root":
                 self.auth.check(req)
-            resp = await anyio.to_thread.run_sync(handler, req, limiter=self.limiter)
+            resp = None
+            fast = self.fast_handlers.get((req.route_name, req.method))
+            if fast is not None:
+                resp = await fast(req)
+            if resp is None:
+                resp = await anyio.to_thread.run_sync(handler, req, limiter=self.limiter)
         except errors.PlacementError as exc:
             resp = self.error_response(req, exc)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            # The database is restarting, failing over or unreachable (or a
+            # transaction kept deadlocking): nothing was written, or the
+            # client's generation check catches it on retry.  A 503 tells
+            # clients to retry, not that Placement is broken.
+            LOG.warning("%s %s %s: database unavailable: %s", req.request_id, req.method,
+                        req.path, str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+            resp = self.error_response(req, errors.ServiceUnavailable(
+                "The database is unavailable; please retry.",
+                code=errors.DATABASE_UNAVAILABLE, headers={"retry-after": "1"}))
         except Exception:  # noqa: BLE001 - the error body must still be JSON
             LOG.error("%s unexpected error\n%s", req.request_id, traceback.format_exc())
             resp = self.error_response(req, errors.PlacementError(

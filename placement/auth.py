@@ -16,13 +16,16 @@ account bearer token is valid and maps service accounts to roles.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 import threading
 import time
 from pathlib import Path
 
 from kova.placement import errors
 
+LOG = logging.getLogger("kova.placement.auth")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ROLES = ("admin", "reader")
 
@@ -108,31 +111,52 @@ class TokenReviewAuth(Authenticator):
 
     ``roles`` maps ``system:serviceaccount:<ns>:<name>`` usernames to a role;
     ``default_role`` applies to other authenticated users (None: refuse).
-    Verdicts are cached for ``ttl`` seconds.
+    Verdicts are cached for ``ttl`` seconds, keyed by the token's SHA-256 (the
+    cache holds no token), at most ``max_entries`` of them (so a flood of
+    made-up tokens cannot grow it without bound).  When the API server cannot
+    be asked the request is a 503, logged without the token.
     """
 
     def __init__(self, api_client, roles: dict[str, str], default_role: str | None = None,
-                 audiences: list[str] | None = None, ttl: float = 60.0) -> None:
+                 audiences: list[str] | None = None, ttl: float = 60.0,
+                 max_entries: int = 10000) -> None:
         self.api_client = api_client
         self.roles = roles
         self.default_role = default_role
         self.audiences = audiences
         self.ttl = ttl
+        self.max_entries = max_entries
         self._cache: dict[str, tuple[float, str | None]] = {}
+        self._lock = threading.Lock()
 
     def role_for(self, token: str) -> str | None:
         now = time.monotonic()
-        hit = self._cache.get(token)
+        key = hashlib.sha256(token.encode()).hexdigest()
+        hit = self._cache.get(key)
         if hit and hit[0] > now:
             return hit[1]
         from kubernetes import client
 
         spec = client.V1TokenReviewSpec(token=token, audiences=self.audiences)
-        review = client.AuthenticationV1Api(self.api_client).create_token_review(
-            client.V1TokenReview(spec=spec))
+        try:
+            review = client.AuthenticationV1Api(self.api_client).create_token_review(
+                client.V1TokenReview(spec=spec), _request_timeout=10)
+        except Exception as exc:  # noqa: BLE001 - API server down, refused, timed out
+            status = getattr(exc, "status", None)
+            LOG.warning("TokenReview failed (%s%s); answering 503", type(exc).__name__,
+                        f" {status}" if status else "")
+            raise errors.ServiceUnavailable(
+                "The token cannot be verified now: the Kubernetes API did not answer "
+                "the TokenReview. Retry later.", headers={"retry-after": "5"}) from None
         role = None
         if review.status and review.status.authenticated:
             username = review.status.user.username if review.status.user else ""
             role = self.roles.get(username, self.default_role)
-        self._cache[token] = (now + self.ttl, role)
+        with self._lock:
+            if len(self._cache) >= self.max_entries:
+                for k in [k for k, (exp, _) in self._cache.items() if exp <= now]:
+                    del self._cache[k]
+                while len(self._cache) >= self.max_entries:
+                    del self._cache[next(iter(self._cache))]
+            self._cache[key] = (now + self.ttl, role)
         return role

@@ -319,13 +319,15 @@ class SnapshotCache:
             return new
 
     def _incremental(self, conn, snap: Snapshot, counter: int) -> Snapshot | None:
+        changed = set(conn.execute(
+            sa.select(t.changes.c.provider_id).where(t.changes.c.counter > snap.counter)
+        ).scalars())
+        # The horizon is read after the changes: a prune that committed before
+        # the changes were read (and may have removed some) shows here.
         horizon = conn.execute(
             sa.select(t.state.c.counter).where(t.state.c.id == 2)).scalar_one_or_none()
         if horizon is None or snap.counter < horizon:
             return None
-        changed = set(conn.execute(
-            sa.select(t.changes.c.provider_id).where(t.changes.c.counter > snap.counter)
-        ).scalars())
         if 0 in changed or len(changed) > max(200, len(snap.by_id) // 3):
             return None
         return refresh_snapshot(conn, snap, counter, changed)

@@ -15,6 +15,9 @@ ENV_TOKEN_FILE = "KOVA_PLACEMENT_TOKEN_FILE"
 ENV_K8S_AUTH = "KOVA_PLACEMENT_K8S_AUTH"  # JSON: kubeconfig, admins, readers
 ENV_RANDOMIZE = "KOVA_PLACEMENT_RANDOMIZE_ALLOCATION_CANDIDATES"
 _TRUE = ("1", "true", "yes", "on")
+ENV_TLS_CERT = "KOVA_PLACEMENT_TLS_CERT_FILE"
+ENV_TLS_KEY = "KOVA_PLACEMENT_TLS_KEY_FILE"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _k8s_auth(spec: dict):
@@ -73,6 +76,12 @@ def register(group: click.Group) -> None:
                   help="Service account with the read-only role (TokenReview mode).")
     @click.option("--kubeconfig", default=None, type=click.Path(dir_okay=False),
                   help="For TokenReview mode outside the cluster (default: in-cluster).")
+    @click.option("--tls-cert-file", envvar=ENV_TLS_CERT, default=None,
+                  type=click.Path(exists=True, dir_okay=False),
+                  help="Serve HTTPS with this PEM certificate (chain); needs --tls-key-file.")
+    @click.option("--tls-key-file", envvar=ENV_TLS_KEY, default=None,
+                  type=click.Path(exists=True, dir_okay=False),
+                  help="The PEM private key of --tls-cert-file.")
     @click.option("--randomize-allocation-candidates/--no-randomize-allocation-candidates",
                   envvar=ENV_RANDOMIZE, default=False, show_default=True,
                   help="With `limit`, GET /allocation_candidates returns a random sample "
@@ -80,9 +89,11 @@ def register(group: click.Group) -> None:
                        "without a limit), as OpenStack's [placement] "
                        "randomize_allocation_candidates: schedulers that ask for few "
                        "candidates still spread over every host.")
-    @click.option("--log-level", default="info", show_default=True)
+    @click.option("--log-level", default="info", show_default=True,
+                  type=click.Choice(LOG_LEVELS, case_sensitive=False))
     def serve(database_url, host, port, workers, token_file, no_auth, k8s_admin, k8s_reader,
-              kubeconfig, randomize_allocation_candidates, log_level):
+              kubeconfig, tls_cert_file, tls_key_file, randomize_allocation_candidates,
+              log_level):
         """Serve the Placement API."""
         import uvicorn
 
@@ -95,6 +106,8 @@ def register(group: click.Group) -> None:
             raise click.UsageError(
                 "choose one of --token-file, --k8s-admin/--k8s-reader (TokenReview), "
                 "or --no-auth for local development")
+        if bool(tls_cert_file) != bool(tls_key_file):
+            raise click.UsageError("--tls-cert-file and --tls-key-file go together")
         if no_auth:
             click.echo("WARNING: authentication is disabled (--no-auth); anyone who can "
                        "reach this port can change every allocation.", err=True)
@@ -113,8 +126,9 @@ def register(group: click.Group) -> None:
                 "kubeconfig": os.path.abspath(kubeconfig) if kubeconfig else None,
                 "admins": list(k8s_admin), "readers": list(k8s_reader)})
         config = uvicorn.Config("kova.placement.cli:_factory", factory=True, host=host,
-                                port=port, workers=workers, log_level=log_level,
-                                access_log=False)
+                                port=port, workers=workers, log_level=log_level.lower(),
+                                access_log=False, ssl_certfile=tls_cert_file,
+                                ssl_keyfile=tls_key_file)
         if workers <= 1:
             uvicorn.Server(config).run()
             return

@@ -1,8 +1,12 @@
 """A small async client for the Placement API (used by the operator and agent).
 
 Retries ``409 placement.concurrent_update`` answers on writes whose body the
-caller can rebuild (pass a callable), and connection errors on every call,
-with exponential backoff.
+caller can rebuild (pass a callable), and connection errors, timeouts and
+answers 502/503/504 (Placement restarting, or its database) on every call,
+with exponential backoff and jitter (``backoff`` doubling up to
+``backoff_max``, ``retries`` times).  Retrying a write is safe because every
+Placement write carries a generation: one that did commit before its answer
+was lost comes back as a 409.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Any, Awaitable, Callable
 import httpx
 
 DEFAULT_VERSION = "1.39"
+#: Placement restarting (behind a proxy), or its database unavailable.
+RETRY_STATUSES = (502, 503, 504)
 
 
 class PlacementError(Exception):
@@ -31,13 +37,17 @@ class PlacementError(Exception):
 
 class PlacementClient:
     def __init__(self, base_url: str, token: str | None = None, *,
-                 version: str = DEFAULT_VERSION, retries: int = 5, backoff: float = 0.05,
-                 timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None):
+                 version: str = DEFAULT_VERSION, retries: int = 10, backoff: float = 0.05,
+                 backoff_max: float = 3.0, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None):
         headers = {"openstack-api-version": f"placement {version}", "accept": "application/json"}
         if token:
             headers["x-auth-token"] = token
         self.retries = retries
         self.backoff = backoff
+        self.backoff_max = backoff_max
+        #: Retries made so far, by reason ("connection", "503", "conflict").
+        self.retried: dict[str, int] = {}
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers,
                                        timeout=timeout, transport=transport)
 
@@ -50,8 +60,10 @@ class PlacementClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _sleep(self, attempt: int) -> None:
-        await asyncio.sleep(self.backoff * (2 ** attempt) * (0.5 + random.random()))
+    async def _sleep(self, attempt: int, reason: str) -> None:
+        self.retried[reason] = self.retried.get(reason, 0) + 1
+        delay = min(self.backoff_max, self.backoff * (2 ** attempt))
+        await asyncio.sleep(delay * (0.5 + random.random()))
 
     async def request(self, method: str, url: str, *, json: Any = None,
                       body: Callable[[], Awaitable[Any]] | None = None,
@@ -62,19 +74,21 @@ class PlacementClient:
             payload = await body() if body is not None else json
             try:
                 resp = await self._http.request(method, url, json=payload, params=params)
-            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError,
-                    httpx.ConnectTimeout):
+            except httpx.TransportError:
                 if attempt >= self.retries:
                     raise
-                await self._sleep(attempt)
+                await self._sleep(attempt, "connection")
                 continue
             if resp.status_code in ok:
                 return resp
+            if resp.status_code in RETRY_STATUSES and attempt < self.retries:
+                await self._sleep(attempt, str(resp.status_code))
+                continue
             if (resp.status_code == 409 and (retry_conflicts or body is not None)
                     and attempt < self.retries):
                 err = PlacementError(resp)
                 if err.code == "placement.concurrent_update":
-                    await self._sleep(attempt)
+                    await self._sleep(attempt, "conflict")
                     continue
             raise PlacementError(resp)
         raise AssertionError("unreachable")

@@ -16,6 +16,9 @@ RESOURCE_PROVIDER_NOT_FOUND = "placement.resource_provider.not_found"
 ILLEGAL_DUPLICATE_QUERYPARAM = "placement.query.duplicate_key"
 QUERYPARAM_BAD_VALUE = "placement.query.bad_value"
 QUERYPARAM_MISSING_VALUE = "placement.query.missing_value"
+#: Kova's own (not an OpenStack code): the database could not be reached or
+#: refused the transaction for now (restarting, failing over); retry.
+DATABASE_UNAVAILABLE = "placement.database.unavailable"
 
 TITLES = {
     400: "Bad Request",
@@ -74,3 +77,7 @@ class Conflict(PlacementError):
 
 class UnsupportedMediaType(PlacementError):
     status = 415
+
+
+class ServiceUnavailable(PlacementError):
+    status = 503

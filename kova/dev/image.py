@@ -27,10 +27,9 @@ virtio-scsi; disks on virtio-blk.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
-from kova.dev.paths import cache_dir, hack_dir
+from kova.dev.paths import cache_dir, run_hack
 
 BOOTED_MARKER = "KOVA-TEST-IMAGE-BOOTED"
 USERDATA_BEGIN = "KOVA-USERDATA-BEGIN"
@@ -46,26 +45,13 @@ def image_link() -> Path:
 
 def ensure_test_image(rebuild: bool = False) -> Path:
     """Build the test image if needed; return the path of the qcow2 (not the link)."""
-    script = hack_dir() / "build-test-image.sh"
     env = dict(os.environ, KOVA_CACHE=str(cache_dir()))
     if rebuild:
         env["KOVA_REBUILD"] = "1"
-    proc = subprocess.run(
-        ["bash", str(script)],
-        check=False,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{script} failed with exit code {proc.returncode}:\n{proc.stderr}{proc.stdout}"
-        )
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    path = Path(lines[-1].strip()) if lines else None
+    out = run_hack("build-test-image.sh", env=env)
+    path = Path(out) if out else None
     if path is None or not path.is_file():
-        raise RuntimeError(f"{script} printed no image path:\n{proc.stdout}{proc.stderr}")
+        raise RuntimeError(f"hack/build-test-image.sh printed no image path (last line: {out!r})")
     return path
 
 

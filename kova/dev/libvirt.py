@@ -10,21 +10,12 @@ on these machines.
 
 from __future__ import annotations
 
-import subprocess
-
-from kova.dev.paths import hack_dir
+from kova.dev.paths import run_hack
 
 QEMU_SYSTEM_URI = "qemu:///system"
 
 
 def ensure_libvirtd() -> str:
     """Make sure libvirtd runs; return the connection URI (``qemu:///system``)."""
-    script = hack_dir() / "start-libvirt.sh"
-    proc = subprocess.run(
-        ["bash", str(script)], check=False, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{script} failed with exit code {proc.returncode}:\n{proc.stderr}{proc.stdout}"
-        )
+    run_hack("start-libvirt.sh")
     return QEMU_SYSTEM_URI

@@ -10,6 +10,7 @@ caches and the bootable test image.  ``KOVA_STATE`` (default
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,3 +37,18 @@ def kubectl() -> str:
     """The Go-built kubectl v1.36 when cached, else whatever is on PATH."""
     exe = bin_dir() / "kubectl"
     return str(exe) if exe.exists() else "kubectl"
+
+
+def run_hack(script: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``hack/<script>`` with bash; return the last non-empty line it
+    printed (the scripts print their result -- a URL, a path -- last).
+    A failure raises RuntimeError with the script's output."""
+    path = hack_dir() / script
+    proc = subprocess.run(["bash", str(path), *args], check=False, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{path} failed with exit code {proc.returncode}:\n{proc.stderr}{proc.stdout}"
+        )
+    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

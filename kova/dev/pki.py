@@ -110,3 +110,43 @@ def ensure_pki(directory: Path) -> dict[str, Path]:
         )
     )
     return paths
+
+
+def issue_server_cert(pki_dir: Path, name: str, hosts: list[str], out_dir: Path | None = None,
+                      days: int = 365) -> dict[str, Path]:
+    """A serving certificate for ``hosts`` (DNS names or IP addresses) signed
+    by the CA of :func:`ensure_pki` in ``pki_dir``: ``<name>.crt``/``<name>.key``
+    in ``out_dir`` (default ``pki_dir``), plus the CA's path as ``ca_crt``.
+    For a local Placement served over TLS (``kova placement serve
+    --tls-cert-file/--tls-key-file``)."""
+    paths = ensure_pki(pki_dir)
+    ca_key = serialization.load_pem_private_key(paths["ca_key"].read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(paths["ca_crt"].read_bytes())
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    now = dt.datetime.now(dt.timezone.utc)
+    key = _key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    out = out_dir or pki_dir
+    out.mkdir(parents=True, exist_ok=True)
+    crt, key_path = out / f"{name}.crt", out / f"{name}.key"
+    _write_key(key, key_path)
+    _write_cert(cert, crt)
+    return {"crt": crt, "key": key_path, "ca_crt": paths["ca_crt"]}

@@ -14,28 +14,19 @@ server, for example one per test module.
 from __future__ import annotations
 
 import re
-import subprocess
 from urllib.parse import urlsplit, urlunsplit
 
-from kova.dev.paths import hack_dir
+from kova.dev.paths import run_hack
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
 
 
 def ensure_postgres() -> str:
     """Make sure the local Postgres server runs; return its URL (database ``postgres``)."""
-    script = hack_dir() / "start-postgres.sh"
-    proc = subprocess.run(
-        ["bash", str(script)], check=False, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{script} failed with exit code {proc.returncode}:\n{proc.stderr}{proc.stdout}"
-        )
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    if not lines or not lines[-1].startswith("postgresql://"):
-        raise RuntimeError(f"{script} printed no server URL:\n{proc.stdout}{proc.stderr}")
-    return lines[-1].strip()
+    url = run_hack("start-postgres.sh")
+    if not url.startswith("postgresql://"):
+        raise RuntimeError(f"hack/start-postgres.sh printed no server URL (last line: {url!r})")
+    return url
 
 
 def database_url(server_url: str, name: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 import urllib.error
@@ -109,8 +108,10 @@ class Stack:
         if not self.placement_token:
             self.placement_token = secrets.token_hex(20)
         token_file = self.root / "placement-tokens"
-        token_file.write_text(f"admin {self.placement_token}\n")
-        token_file.chmod(0o600)
+        token_file.unlink(missing_ok=True)  # created 0600, never readable by others
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"admin {self.placement_token}\n")
         if not (self.pids.get("placement") and _pid_alive(self.pids["placement"])):
             self.placement_port = free_port()
         self.save()
@@ -146,27 +147,22 @@ class Stack:
                 "--libvirt-uri", uri,
                 "--instance-dir", str(inst_dir),
                 "--placement-url", self.placement_url,
-                "--placement-token", self.placement_token,
                 "--kubeconfig", str(cp.kubeconfig),
                 "--domain-type", "qemu",
                 "--metrics-port", str(free_port()), "--metrics-bind", "127.0.0.1",
                 "--resync-seconds", "10",
-            ])
+            ], env={"KOVA_PLACEMENT_TOKEN": self.placement_token})  # not in argv: ps shows it
 
     def start_host_libvirt(self, host: str, progress=print) -> str:
         """A private libvirtd per simulated host (hack/start-libvirt-host.sh):
         each agent owns its hypervisor, as on separate nodes."""
         progress(f"[kova] starting a private libvirtd for host {host}")
         root = self.root / "libvirt"
-        out = subprocess.run(
-            ["bash", str(paths.hack_dir() / "start-libvirt-host.sh"), host, str(root)],
-            check=True, capture_output=True, text=True,
-        )
+        uri = paths.run_hack("start-libvirt-host.sh", host, str(root))
         for daemon in ("libvirtd", "virtlogd"):
             pidfile = root / host / f"{daemon}.pid"
             if pidfile.exists():
                 self.pids[f"{daemon}-{host}"] = int(pidfile.read_text().strip())
-        uri = out.stdout.strip().splitlines()[-1]
         self.libvirt_uris[host] = uri
         self.save()
         return uri

@@ -70,8 +70,10 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
                 conn.exec_driver_sql("BEGIN")
 
         return engine
+    # pool_pre_ping: a pooled connection that died with a database restart
+    # is replaced at checkout instead of failing the request that drew it.
     return sa.create_engine(url, pool_size=pool_size, max_overflow=20,
-                            pool_recycle=1800)
+                            pool_recycle=1800, pool_pre_ping=True)
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -99,6 +101,7 @@ class Database:
         self.engine = make_engine(self.url, pool_size=pool_size)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self.on_dispose: list = []  # callables run by dispose()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -120,6 +123,17 @@ class Database:
 
     PRUNE_EVERY = 500
     KEEP_CHANGES = 5000
+
+    def _should_prune(self, counter: int) -> bool:
+        return counter % self.PRUNE_EVERY == 0 and counter > self.KEEP_CHANGES
+
+    def _prune(self, conn: Connection, counter: int) -> None:
+        horizon = counter - self.KEEP_CHANGES
+        conn.execute(sa.delete(t.changes).where(t.changes.c.counter <= horizon))
+        # Prunes may commit out of order (fastwrite prunes after its statement):
+        # the horizon only moves forward.
+        conn.execute(sa.update(t.state).where(t.state.c.id == 2, t.state.c.counter < horizon)
+                     .values(counter=horizon))
 
     def _finish_write(self, conn: Connection) -> None:
         """Bump the change counter (the last lock a writer takes) and log
@@ -145,10 +159,8 @@ class Database:
             if touched:
                 conn.execute(sa.insert(t.changes),
                              [{"counter": counter, "provider_id": p} for p in touched])
-        if counter % self.PRUNE_EVERY == 0 and counter > self.KEEP_CHANGES:
-            horizon = counter - self.KEEP_CHANGES
-            conn.execute(sa.delete(t.changes).where(t.changes.c.counter <= horizon))
-            conn.execute(sa.update(t.state).where(t.state.c.id == 2).values(counter=horizon))
+        if self._should_prune(counter):
+            self._prune(conn, counter)
 
     def run_write(self, fn, *args, attempts: int = 5, conflict=None, **kwargs):
         """Run ``fn(conn, ...)`` in a write transaction, retrying deadlocks.
@@ -185,6 +197,8 @@ class Database:
             return c.execute(stmt).scalar_one()
 
     def dispose(self) -> None:
+        for close in self.on_dispose:
+            close()
         self.engine.dispose()
 
 

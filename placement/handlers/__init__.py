@@ -37,3 +37,12 @@ ROUTES = [
     ("usages", "/usages", {"GET": usage.totals}),
     ("reshaper", "/reshaper", {"POST": allocation.reshape}),
 ]
+
+# Async one-statement versions of the writes that register a host, tried
+# first on Postgres (kova.placement.fastwrite); None falls back to ROUTES.
+FAST = {
+    ("resource_providers", "POST"): resource_provider.create_fast,
+    ("inventories", "PUT"): inventory.replace_all_fast,
+    ("provider_aggregates", "PUT"): aggregate.put_fast,
+    ("provider_traits", "PUT"): trait.provider_put_fast,
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import uuid as uuidlib
 
 from kova.placement import errors, qparse, store
 from kova.placement.app import (cache_headers, check_accept, json_response, no_content,
@@ -32,9 +33,14 @@ def _list_schema_for(minor_version: int) -> dict:
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
-def create(req):
+def _create_input(req) -> dict:
     schema = schemas.PROVIDER_POST_1_14 if req.want(14) else schemas.PROVIDER_POST
-    data = req.json(schema)
+    return req.json(schema)
+
+
+def create(req):
+    data = _create_input(req)
+
     def _duplicate():
         with req.app.db.read() as conn:
             detail = store.duplicate_provider_detail(conn, data["name"], data.get("uuid"))
@@ -42,6 +48,21 @@ def create(req):
 
     provider = req.app.db.run_write(store.create_provider, data["name"], data.get("uuid"),
                                     data.get("parent_provider_uuid"), conflict=_duplicate)
+    return _create_reply(req, provider)
+
+
+async def create_fast(req):
+    """A root provider in one statement (``kova.placement.fastwrite``);
+    None leaves the request to ``create``."""
+    data = _create_input(req)
+    if data.get("parent_provider_uuid") is not None:
+        return None
+    provider = await req.app.fast.create_provider(data["name"],
+                                                  data.get("uuid") or str(uuidlib.uuid4()))
+    return None if provider is None else _create_reply(req, provider)
+
+
+def _create_reply(req, provider):
     headers = {"location": f"/resource_providers/{provider.uuid}"}
     if req.want(20):
         headers.update(cache_headers(req, provider.updated_at))

@@ -32,6 +32,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "postgresql.enabled": False,
         "placement.database.url": "postgresql+psycopg://kova:pw@db.example:5432/placement",
         "serviceMonitor.enabled": True,
+        "placement.tls.existingSecret": "kova-placement-tls",
         "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name": "monitoring",
     },
     "namespaced-operator-no-peering": {
@@ -46,6 +47,8 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "placement.enabled": False,
         "placement.externalUrl": "https://placement.example:8778",
         "placement.auth.existingSecret": "kova-placement-tokens",
+        "placement.tls.existingSecret": "placement-ca",
+        "placement.tls.caKey": "ca.pem",
         "operator.watchNamespaces[0]": "vms",
         "operator.watchNamespaces[1]": "dev",
         "agent.nodeRestriction.enabled": False,

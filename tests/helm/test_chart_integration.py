@@ -14,12 +14,12 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from kova.crds.json_schema import KUBECONFORM_TEMPLATE, write_schemas
+from tests.fixtures.crds import strict_openapi
 
 from .chart import CHART, COMBINATIONS, chart_crds, dump, helm, render, set_args
 
@@ -29,26 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 # Prometheus Operator's CRDs are not installed on the test API server, so
 # ServiceMonitor has no schema here; tests/helm/test_chart_unit.py checks it.
 NO_SCHEMA = {"ServiceMonitor"}
-
-
-def _strict(node: Any) -> Any:
-    """OpenAPI v3 -> JSON Schema with unknown fields forbidden."""
-    if isinstance(node, dict):
-        out = {k: _strict(v) for k, v in node.items()}
-        if out.get("type") == "object" and "properties" in out:
-            out.setdefault("additionalProperties", False)
-        return out
-    if isinstance(node, list):
-        return [_strict(v) for v in node]
-    return node
-
-
-@pytest.fixture(scope="session")
-def kubeconform_bin() -> str:
-    proc = subprocess.run(["bash", str(REPO / "hack" / "install-kubeconform.sh")],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +46,7 @@ def schema_dir(kubectl, tmp_path_factory) -> Path:
         path = "api/v1" if av == "v1" else f"apis/{av}"
         assert path in paths, f"the API server does not serve {av}"
         spec = json.loads(kubectl("get", "--raw", f"/openapi/v3/{path}").stdout)
-        comps = _strict(spec["components"]["schemas"])
+        comps = strict_openapi(spec["components"]["schemas"])
         group, _, version = av.rpartition("/")
         for ref, schema in spec["components"]["schemas"].items():
             for gvk in schema.get("x-kubernetes-group-version-kind", []):
@@ -91,7 +71,7 @@ def schema_dir(kubectl, tmp_path_factory) -> Path:
                "additionalProperties": False, "required": ["apiVersion", "kind", "metadata"],
                "properties": {"apiVersion": {"enum": [f"kopf.dev/{ver['name']}"]},
                               "kind": {"enum": [kind]}, "metadata": {"type": "object"},
-                              **_strict(ver["schema"]["openAPIV3Schema"]["properties"])}}
+                              **strict_openapi(ver["schema"]["openAPIV3Schema"]["properties"])}}
         target = out / "kopf.dev" / f"{kind.lower()}_{ver['name']}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(doc))
@@ -234,6 +214,7 @@ def test_helm_install_is_accepted_by_the_api_server(kubeconfig, kubectl, kova_cr
 # The agents' admission policy, with real pod-bound tokens
 
 
+@pytest.mark.reliability
 def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_crds, namespace):
     """An agent's token bound to a pod on node A may write Host A, the
     Instances scheduled to A and Lease A, nothing of node B; a token not bound to a pod
@@ -262,6 +243,8 @@ def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_
         who = json.loads(kubectl("--token", bound, "auth", "whoami", "-o", "json").stdout)
         assert who["status"]["userInfo"]["extra"]["authentication.kubernetes.io/node-name"] == [node_a]
 
+        refused = []
+
         def as_agent(token, *args, ok: bool, message: str = ""):
             proc = kubectl("--token", token, *args, check=False)
             if ok:
@@ -270,6 +253,13 @@ def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_
                 assert proc.returncode != 0, f"{args} was allowed"
                 assert "ValidatingAdmissionPolicy" in proc.stderr and message in proc.stderr, \
                     proc.stderr
+                refused.append(args)
+
+        def rbac_denied(token, *args, input=None):
+            proc = kubectl("--token", token, *args, input=input, check=False)
+            assert proc.returncode != 0, f"{args} was allowed"
+            assert "forbidden" in proc.stderr and "cannot" in proc.stderr, proc.stderr
+            refused.append(args)
 
         def host(name):
             return json.dumps({"apiVersion": "kova.dev/v1alpha1", "kind": "Host",
@@ -336,14 +326,63 @@ def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_
                  ok=False, message="may not write the Lease")
         as_agent(bound, "patch", "lease", node_a, "-n", namespace, "--type=merge",
                  "-p", json.dumps({"spec": {"leaseDurationSeconds": 30}}), ok=True)
-        # RBAC still applies underneath: no Flavor writes at all
-        proc = kubectl("--token", bound, "create", "-f", "-", check=False, input=json.dumps({
+        # RBAC still applies underneath: no Flavor or Image writes at all, no
+        # Instance created or deleted, whatever the token.
+        flavor = json.dumps({
             "apiVersion": "kova.dev/v1alpha1", "kind": "Flavor", "metadata": {"name": release},
-            "spec": {"vcpus": 1, "memoryMiB": 64, "diskGiB": 1}}))
-        assert proc.returncode != 0 and "forbidden" in proc.stderr
+            "spec": {"vcpus": 1, "memoryMiB": 64, "diskGiB": 1}})
+        image = json.dumps({
+            "apiVersion": "kova.dev/v1alpha1", "kind": "Image", "metadata": {"name": release},
+            "spec": {"source": {"url": "http://images.invalid/x.qcow2"}, "format": "qcow2"}})
+        for token in (bound, unbound):
+            rbac_denied(token, "create", "-f", "-", input=flavor)
+            rbac_denied(token, "create", "-f", "-", input=image)
+        kubectl("create", "-f", "-", input=flavor)  # the admin's
+        kubectl("create", "-f", "-", input=image)
+        for kind in ("flavor", "image"):
+            for token in (bound, unbound):
+                rbac_denied(token, "patch", kind, release, "--type=merge",
+                            "-p", '{"metadata":{"labels":{"x":"y"}}}')
+                rbac_denied(token, "delete", kind, release, "--wait=false")
+        rbac_denied(bound, "delete", "instance", "on-b", "-n", namespace, "--wait=false")
+        rbac_denied(bound, "delete", "instance", "on-a", "-n", namespace, "--wait=false")
+        proc = kubectl("--token", bound, "create", "-n", namespace, "-f", "-", check=False,
+                       input=json.dumps({
+                           "apiVersion": "kova.dev/v1alpha1", "kind": "Instance",
+                           "metadata": {"name": "made-by-agent", "labels": {"kova.dev/host": node_a}},
+                           "spec": {"flavorRef": {"name": "small"},
+                                    "imageRef": {"name": "kova-test"}}}))
+        assert proc.returncode != 0 and "forbidden" in proc.stderr, proc.stderr
+        refused.append(("create", "instance"))
+        # Every refused write left the objects as they were.
+        for kind in ("flavor", "image"):
+            obj = json.loads(kubectl("get", kind, release, "-o", "json").stdout)
+            assert "x" not in (obj["metadata"].get("labels") or {})
+            assert not obj["metadata"].get("deletionTimestamp")
+        host_b = json.loads(kubectl("get", "host", node_b, "-o", "json").stdout)
+        assert (host_b.get("status") or {}).get("state") != "Up"
+        assert "x" not in (host_b["metadata"].get("annotations") or {})
+        inst_b = json.loads(kubectl("get", "instance", "on-b", "-n", namespace,
+                                    "-o", "json").stdout)
+        assert not inst_b["metadata"].get("finalizers")
+        assert not (inst_b.get("status") or {}).get("phase")
+        from tests.reliability.record import record
+
+        record(fault="Agent token beyond its node",
+               injected="an agent ServiceAccount token bound to a Pod on node A (and one not "
+                        "bound to a pod) writing node B's Host, Instances and Lease, relabelling "
+                        "an Instance to B, creating/deleting Instances, writing Flavors and "
+                        "Images (real kube-apiserver, the chart's RBAC and admission policies)",
+               times=len(refused), lost=0, duplicated=0, overcommitted=None,
+               result=f"{len(refused)} of {len(refused)} forbidden writes refused (by "
+                      "ValidatingAdmissionPolicy or RBAC), the objects unchanged; node A's own "
+                      "Host, Instances and Lease writable (lost: 0 writes let through)",
+               figures={"refused": len(refused)})
     finally:
         kubectl("patch", "instance", "on-a", "-n", namespace, "--type=merge",
                 "-p", '{"metadata":{"finalizers":null}}', check=False)
         kubectl("delete", "host", node_a, node_b, "--ignore-not-found", "--wait=false", check=False)
+        kubectl("delete", "flavor,image", release, "--ignore-not-found", "--wait=false",
+                check=False)
         kubectl("delete", "node", node_a, node_b, "--ignore-not-found", "--wait=false", check=False)
         _helm_k(kubeconfig, "uninstall", release, "--namespace", namespace, timeout=120)

@@ -264,6 +264,55 @@ def test_service_monitors() -> None:
     assert not by_kind(render(), "ServiceMonitor")
 
 
+def test_placement_tls() -> None:
+    """placement.tls.existingSecret: Placement serves HTTPS with the Secret's
+    certificate and key; the operator and the agents get an https:// URL and
+    only the CA (never the key); probes and the ServiceMonitor speak HTTPS."""
+    objs = render(COMBINATIONS["external-db-url-monitoring"])
+    placement = pod_spec(one(objs, "Deployment", "kova-placement"))
+    (c,) = placement["containers"]
+    assert "--tls-cert-file=/etc/kova/placement-tls/tls.crt" in c["args"]
+    assert "--tls-key-file=/etc/kova/placement-tls/tls.key" in c["args"]
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert c["startupProbe"]["httpGet"]["scheme"] == "HTTPS"
+    (tls,) = [v for v in placement["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"] == "kova-placement-tls"
+    assert {i["key"] for i in tls["secret"]["items"]} == {"tls.crt", "tls.key"}
+    for kind, name, env_name in (("Deployment", "kova-operator", "KOVA_OPERATOR_PLACEMENT_CA_FILE"),
+                                 ("DaemonSet", "kova-agent", "KOVA_PLACEMENT_CA_FILE")):
+        spec = pod_spec(one(objs, kind, name))
+        (c,) = spec["containers"]
+        assert "--placement-url=https://kova-placement.kova-system.svc:8778" in c["args"], c["args"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env[env_name] == "/etc/kova/placement-ca/ca.crt"
+        (ca,) = [v for v in spec["volumes"] if v["name"] == "placement-ca"]
+        assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]  # no tls.key
+        assert {"name": "placement-ca", "mountPath": "/etc/kova/placement-ca",
+                "readOnly": True} in c["volumeMounts"]
+    (mon,) = [m for m in by_kind(objs, "ServiceMonitor") if m["metadata"]["name"] == "kova-placement"]
+    (ep,) = mon["spec"]["endpoints"]
+    assert ep["scheme"] == "https"
+    assert ep["tlsConfig"]["ca"]["secret"] == {"name": "kova-placement-tls", "key": "ca.crt"}
+    assert ep["tlsConfig"]["serverName"] == "kova-placement.kova-system.svc"
+
+    # An external https:// Placement: only the CA, under its own key.
+    ext = render(COMBINATIONS["peering-namespaced-external-placement"])
+    (c,) = pod_spec(one(ext, "Deployment", "kova-operator"))["containers"]
+    assert "--placement-url=https://placement.example:8778" in c["args"]
+    (ca,) = [v for v in pod_spec(one(ext, "Deployment", "kova-operator"))["volumes"]
+             if v["name"] == "placement-ca"]
+    assert ca["secret"] == {"secretName": "placement-ca", "defaultMode": 0o444,
+                            "items": [{"key": "ca.pem", "path": "ca.crt"}]}
+
+    # Without TLS: plain HTTP and nothing mounted.
+    plain = render()
+    for kind, name in (("Deployment", "kova-operator"), ("DaemonSet", "kova-agent"),
+                       ("Deployment", "kova-placement")):
+        spec = pod_spec(one(plain, kind, name))
+        assert not [v for v in spec["volumes"] if v["name"] in ("placement-ca", "tls")]
+        assert not [a for a in spec["containers"][0]["args"] if "https://" in a or "tls" in a]
+
+
 def test_network_policies() -> None:
     objs = render()
     pols = {p["metadata"]["name"]: p for p in by_kind(objs, "NetworkPolicy")}

@@ -20,6 +20,7 @@ import yaml
 
 from kova.crds import generate as gen
 from kova.crds.json_schema import KUBECONFORM_TEMPLATE, write_schemas
+from tests.fixtures.crds import strict_openapi
 
 # Until tests/conftest.py lists "tests.fixtures.crds" in pytest_plugins.
 
@@ -497,15 +498,6 @@ def test_status_is_validated_too(kova_crds, kubectl, namespace) -> None:
 # Strict offline schema checks (kubeconform)
 
 
-@pytest.fixture(scope="module")
-def kubeconform() -> str:
-    script = REPO / "hack" / "install-kubeconform.sh"
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f"hack/install-kubeconform.sh failed:\n{proc.stderr}")
-    return proc.stdout.strip().splitlines()[-1]
-
-
 def _kubeconform(binary: str, schema_dir: Path, *args: str, input: str | None = None):
     return subprocess.run(
         [binary, "-strict", "-summary", "-schema-location", f"{schema_dir}/{KUBECONFORM_TEMPLATE}",
@@ -514,14 +506,14 @@ def _kubeconform(binary: str, schema_dir: Path, *args: str, input: str | None = 
     )
 
 
-def test_kubeconform_strict_accepts_examples(kubeconform, tmp_path) -> None:
+def test_kubeconform_strict_accepts_examples(kubeconform_bin, tmp_path) -> None:
     write_schemas(tmp_path)
-    proc = _kubeconform(kubeconform, tmp_path, "-skip", "Secret", str(EXAMPLES))
+    proc = _kubeconform(kubeconform_bin, tmp_path, "-skip", "Secret", str(EXAMPLES))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Invalid: 0, Errors: 0" in proc.stdout
 
 
-def test_kubeconform_strict_rejects_bad_manifests(kubeconform, tmp_path) -> None:
+def test_kubeconform_strict_rejects_bad_manifests(kubeconform_bin, tmp_path) -> None:
     """Schema-level mistakes (not CEL rules) are caught offline as well."""
     write_schemas(tmp_path)
     for manifest, field in [
@@ -531,23 +523,12 @@ def test_kubeconform_strict_rejects_bad_manifests(kubeconform, tmp_path) -> None
         (_host(allocationRatios={"vcpu": 0}), "/spec/allocationRatios/vcpu"),
         (_image(source={"url": "ftp://x/y"}), "/spec/source/url"),
     ]:
-        proc = _kubeconform(kubeconform, tmp_path, "-", input=_dump(manifest))
+        proc = _kubeconform(kubeconform_bin, tmp_path, "-", input=_dump(manifest))
         assert proc.returncode != 0, manifest
         assert field in proc.stdout, proc.stdout
 
 
-def _strict_openapi(node: Any) -> Any:
-    if isinstance(node, dict):
-        out = {k: _strict_openapi(v) for k, v in node.items()}
-        if out.get("type") == "object" and "properties" in out:
-            out.setdefault("additionalProperties", False)
-        return out
-    if isinstance(node, list):
-        return [_strict_openapi(v) for v in node]
-    return node
-
-
-def test_kubeconform_strict_accepts_generated_crds(kova_crds, kubeconform, kubectl, tmp_path) -> None:
+def test_kubeconform_strict_accepts_generated_crds(kova_crds, kubeconform_bin, kubectl, tmp_path) -> None:
     """The CRD files against the API server's own OpenAPI schema of
     CustomResourceDefinition, with unknown fields forbidden."""
     spec = json.loads(kubectl("get", "--raw", "/openapi/v3/apis/apiextensions.k8s.io/v1").stdout)
@@ -555,19 +536,19 @@ def test_kubeconform_strict_accepts_generated_crds(kova_crds, kubeconform, kubec
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$ref": f"#/components/schemas/{crd_ref}",
-        "components": {"schemas": _strict_openapi(spec["components"]["schemas"])},
+        "components": {"schemas": strict_openapi(spec["components"]["schemas"])},
     }
     path = tmp_path / "apiextensions.k8s.io" / "customresourcedefinition_v1.json"
     path.parent.mkdir()
     path.write_text(json.dumps(schema))
-    proc = _kubeconform(kubeconform, tmp_path, str(gen.GENERATED_DIR))
+    proc = _kubeconform(kubeconform_bin, tmp_path, str(gen.GENERATED_DIR))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"Valid: {len(gen.render_all())}, Invalid: 0, Errors: 0" in proc.stdout
 
     # The check has teeth: a misspelt key in a CRD is found.
     bad = yaml.safe_load((gen.GENERATED_DIR / "kova.dev_flavors.yaml").read_text())
     bad["spec"]["versions"][0]["subresource"] = {"status": {}}
-    proc = _kubeconform(kubeconform, tmp_path, "-", input=_dump(bad))
+    proc = _kubeconform(kubeconform_bin, tmp_path, "-", input=_dump(bad))
     assert proc.returncode != 0 and "'subresource' not allowed" in proc.stdout
 
 

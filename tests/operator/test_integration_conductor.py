@@ -161,6 +161,16 @@ def test_audit_finds_and_heals(cluster):
     report = json.loads(out.stdout)
     assert report["orphanAllocations"] == [orphan]
     assert report["missingAllocations"] == [f"{cluster.ns}/vm1"]
+    # One namespace's view: its Instances, and orphans of its project only.
+    out = audit("--namespace", cluster.ns)
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert report["orphanAllocations"] == [] and report["instances"] == 2
+    assert report["missingAllocations"] == [f"{cluster.ns}/vm1"]
+    out = audit("--namespace", "gone")
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert report["orphanAllocations"] == [orphan] and report["instances"] == 0
     out = audit("--heal")
     assert out.returncode == 0, out.stdout + out.stderr
     assert cluster.placement.allocations(orphan) == {}

@@ -54,3 +54,39 @@ def test_tokenreview_roles(k8s_client, namespace, tmp_path):
                          headers={**hdr, "x-auth-token": "garbage"}).status_code == 401
     finally:
         app.db.dispose()
+
+
+def test_tokenreview_unreachable_api_is_503_without_the_token(tmp_path, caplog):
+    """The Kubernetes API cannot be asked (nothing listens on its port): the
+    request is a 503 in Placement's error format, nothing is cached, and the
+    log line names the failure, not the token."""
+    from kubernetes import client
+
+    from tests.helpers import free_port
+
+    cfg = client.Configuration()
+    cfg.host = f"https://127.0.0.1:{free_port()}"
+    cfg.verify_ssl = False
+    auth = TokenReviewAuth(client.ApiClient(cfg), {"system:serviceaccount:x:y": "admin"})
+    app = create_app(f"sqlite:///{tmp_path}/p.db", auth=auth)
+    token = "tr-" + "7" * 40
+    try:
+        with TestClient(app) as c, caplog.at_level("DEBUG"):
+            r = c.get("/resource_providers", headers={"x-auth-token": token,
+                                                      "openstack-api-version": "placement 1.39"})
+            assert r.status_code == 503, r.text
+            err = r.json()["errors"][0]
+            assert err["status"] == 503 and "TokenReview" in err["detail"]
+            assert r.headers["retry-after"] == "5"
+        assert not auth._cache
+        assert "TokenReview failed" in caplog.text and token not in caplog.text
+    finally:
+        app.db.dispose()
+
+
+def test_tokenreview_cache_is_bounded_and_holds_no_token(k8s_client, namespace, tmp_path):
+    auth = TokenReviewAuth(k8s_client, {}, max_entries=5)
+    for i in range(12):
+        assert auth.role_for(f"made-up-token-{i}") is None
+    assert len(auth._cache) <= 5
+    assert not any("made-up" in key for key in auth._cache)

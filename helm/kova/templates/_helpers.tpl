@@ -59,7 +59,7 @@ app.kubernetes.io/part-of: kova
 {{/* Placement -------------------------------------------------------------- */}}
 {{- define "kova.placementUrl" -}}
 {{- if .Values.placement.enabled -}}
-{{- printf "http://%s.%s.svc:%d" (include "kova.component" (dict "root" . "component" "placement")) .Release.Namespace (int .Values.placement.port) -}}
+{{- printf "%s://%s.%s.svc:%d" (ternary "https" "http" (not (empty .Values.placement.tls.existingSecret))) (include "kova.component" (dict "root" . "component" "placement")) .Release.Namespace (int .Values.placement.port) -}}
 {{- else -}}
 {{- required "placement.externalUrl is required when placement.enabled is false" .Values.placement.externalUrl -}}
 {{- end -}}
@@ -113,6 +113,35 @@ seccompProfile:
     secretKeyRef:
       name: {{ include "kova.placementAuthSecret" .root }}
       key: admin-token
+{{- end -}}
+
+{{/* The CA that signed Placement's certificate, for the operator and the agents:
+an env entry (name given), a volumeMount and a volume; nothing without TLS. */}}
+{{- define "kova.placementCAEnv" -}}
+{{- if .root.Values.placement.tls.existingSecret -}}
+- name: {{ .name }}
+  value: /etc/kova/placement-ca/ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "kova.placementCAMount" -}}
+{{- if .Values.placement.tls.existingSecret -}}
+- name: placement-ca
+  mountPath: /etc/kova/placement-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "kova.placementCAVolume" -}}
+{{- if .Values.placement.tls.existingSecret -}}
+- name: placement-ca
+  secret:
+    secretName: {{ .Values.placement.tls.existingSecret }}
+    items:
+      - key: {{ .Values.placement.tls.caKey }}
+        path: ca.crt
+    defaultMode: 0444
+{{- end }}
 {{- end -}}
 
 {{/* CEL: the node of the pod the request's service-account token is bound to, or "". */}}
