@@ -45,6 +45,12 @@ def _is_uuid(value) -> bool:
     return True
 
 
+def canonical_uuid(value: str) -> str:
+    """``value`` (any form ``uuid.UUID`` accepts: braces, urn:, no dashes,
+    upper case) as the 36-character lower-case form the database stores."""
+    return str(uuidlib.UUID(value))
+
+
 def is_uuid(value: str) -> bool:
     try:
         uuidlib.UUID(value)
@@ -147,11 +153,18 @@ def no_content(status: int = 204, headers: dict | None = None) -> Response:
     return Response(status, None, headers, None)
 
 
+_NOW_DATE: list = [0, ""]  # (second, its HTTP date): most replies carry "now"
+
+
 def http_date(value) -> str:
     import datetime
 
     if value is None:
-        value = datetime.datetime.now(datetime.timezone.utc)
+        second = int(time.time())
+        if _NOW_DATE[0] != second:
+            now = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
+            _NOW_DATE[:] = [second, format_datetime(now, usegmt=True)]
+        return _NOW_DATE[1]
     if value.tzinfo is None:
         value = value.replace(tzinfo=datetime.timezone.utc)
     return format_datetime(value, usegmt=True)
@@ -270,6 +283,11 @@ class PlacementApp:
             req.route_name = "metrics"
             body, ctype = metrics.render(self)
             return Response(200, body, content_type=ctype)
+        if req.path == "/openapi.json":
+            from kova.placement.openapi import openapi_json
+
+            req.route_name = "openapi"
+            return Response(200, openapi_json())
         try:
             try:
                 req.version = microversion.extract_version(req.headers)
@@ -290,21 +308,23 @@ class PlacementApp:
                 resp = await anyio.to_thread.run_sync(handler, req, limiter=self.limiter)
         except errors.PlacementError as exc:
             resp = self.error_response(req, exc)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            # The database is restarting, failing over or unreachable (or a
-            # transaction kept deadlocking): nothing was written, or the
-            # client's generation check catches it on retry.  A 503 tells
-            # clients to retry, not that Placement is broken.
-            LOG.warning("%s %s %s: database unavailable: %s", req.request_id, req.method,
-                        req.path, str(getattr(exc, "orig", exc)).strip().splitlines()[0])
-            resp = self.error_response(req, errors.ServiceUnavailable(
-                "The database is unavailable; please retry.",
-                code=errors.DATABASE_UNAVAILABLE, headers={"retry-after": "1"}))
-        except Exception:  # noqa: BLE001 - the error body must still be JSON
-            LOG.error("%s unexpected error\n%s", req.request_id, traceback.format_exc())
-            resp = self.error_response(req, errors.PlacementError(
-                "An unexpected error occurred; see the service log "
-                f"for request {req.request_id}."))
+        except Exception as exc:  # noqa: BLE001 - the error body must still be JSON
+            if database_unavailable(exc):
+                # The database is restarting, failing over or unreachable (or
+                # a transaction kept deadlocking): nothing was written, or the
+                # client's generation check catches it on retry.  A 503 tells
+                # clients to retry, not that Placement is broken.
+                LOG.warning("%s %s %s: database unavailable: %s", req.request_id, req.method,
+                            req.path,
+                            str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+                resp = self.error_response(req, errors.ServiceUnavailable(
+                    "The database is unavailable; please retry.",
+                    code=errors.DATABASE_UNAVAILABLE, headers={"retry-after": "1"}))
+            else:
+                LOG.error("%s unexpected error\n%s", req.request_id, traceback.format_exc())
+                resp = self.error_response(req, errors.PlacementError(
+                    "An unexpected error occurred; see the service log "
+                    f"for request {req.request_id}."))
         resp.headers["openstack-api-version"] = f"placement {req.version}"
         resp.headers["vary"] = "openstack-api-version"
         return resp
@@ -346,6 +366,15 @@ class PlacementApp:
         except Exception as exc:  # noqa: BLE001
             return json_response({"status": "error", "detail": str(exc)}, 503)
         return json_response({"status": "ok"})
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """A database error that means "not now": the server is unreachable,
+    restarting or ended the session (OperationalError, InterfaceError, or
+    any DBAPI error that invalidated its connection)."""
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
 def create_app(database_url: str | None = None, **kwargs) -> PlacementApp:

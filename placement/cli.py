@@ -156,3 +156,10 @@ def register(group: click.Group) -> None:
         url = database_url or default_database_url()
         upgrade(url, revision)
         click.echo(f"placement database at {revision}")
+
+    @group.command("openapi")
+    def openapi_cmd():
+        """Print the OpenAPI 3.1 description of the Placement API (JSON)."""
+        from kova.placement.openapi import openapi_json
+
+        click.echo(openapi_json())

@@ -2,6 +2,7 @@
 
 from kova.placement.handlers import (aggregate, allocation, allocation_candidate, inventory,
                                      resource_class, resource_provider, root, trait, usage)
+from kova.placement.schemas import body as schemas
 
 ROUTES = [
     ("root", "/", {"GET": root.home}),
@@ -45,4 +46,28 @@ FAST = {
     ("inventories", "PUT"): inventory.replace_all_fast,
     ("provider_aggregates", "PUT"): aggregate.put_fast,
     ("provider_traits", "PUT"): trait.provider_put_fast,
+}
+
+# The JSON Schemas the handlers validate with, by (route, method), as
+# functions of the microversion (None: no body).  The handlers call the same
+# functions; kova.placement.openapi builds the OpenAPI description from them.
+BODIES = {
+    ("resource_providers", "POST"): resource_provider.create_body,
+    ("resource_provider", "PUT"): resource_provider.update_body,
+    ("inventories", "POST"): lambda _v: schemas.INVENTORY_POST,
+    ("inventories", "PUT"): lambda _v: schemas.INVENTORIES_PUT,
+    ("inventory", "PUT"): lambda _v: schemas.INVENTORY_PUT_ONE,
+    ("provider_aggregates", "PUT"): aggregate.put_body,
+    ("provider_traits", "PUT"): lambda _v: schemas.PROVIDER_TRAITS_PUT,
+    ("resource_classes", "POST"): lambda _v: schemas.RESOURCE_CLASS,
+    ("resource_class", "PUT"): resource_class.put_body,
+    ("allocations", "POST"): allocation.post_body,
+    ("allocation", "PUT"): allocation.put_body,
+    ("reshaper", "POST"): allocation.reshape_body,
+}
+QUERIES = {
+    ("resource_providers", "GET"): resource_provider.list_query,
+    ("allocation_candidates", "GET"): allocation_candidate.list_query,
+    ("traits", "GET"): lambda _v: trait.LIST_QUERY,
+    ("usages", "GET"): usage.totals_query,
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kova.placement import store
-from kova.placement.app import cache_headers, check_accept, json_response
+from kova.placement.app import cache_headers, canonical_uuid, check_accept, json_response
 from kova.placement.handlers.common import path, since
 from kova.placement.schemas import body as schemas
 
@@ -26,11 +26,18 @@ def show(req):
                          cache_headers(req, provider.updated_at))
 
 
+def put_body(version) -> dict:
+    return schemas.AGGREGATES_PUT_1_19 if version >= (1, 19) else schemas.AGGREGATES_PUT
+
+
 def _put_input(req):
+    data = req.json(put_body(req.version))
     if req.want(19):
-        data = req.json(schemas.AGGREGATES_PUT_1_19)
-        return data["aggregates"], data["resource_provider_generation"]
-    return req.json(schemas.AGGREGATES_PUT), None
+        aggs, generation = data["aggregates"], data["resource_provider_generation"]
+    else:
+        aggs, generation = data, None
+    # stored in their 36-character form (the column is that wide)
+    return sorted({canonical_uuid(a) for a in aggs}), generation
 
 
 @since(1)

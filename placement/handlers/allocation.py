@@ -44,13 +44,30 @@ def show_for_provider(req):
                          200, cache_headers(req, last))
 
 
-def _put_schema(req) -> dict:
+def put_body(version) -> dict:
     for minor, schema in ((38, schemas.ALLOCATIONS_PUT_1_38), (34, schemas.ALLOCATIONS_PUT_1_34),
                           (28, schemas.ALLOCATIONS_PUT_1_28), (12, schemas.ALLOCATIONS_PUT_1_12),
                           (8, schemas.ALLOCATIONS_PUT_1_8)):
-        if req.want(minor):
+        if version >= (1, minor):
             return schema
     return schemas.ALLOCATIONS_PUT_1_0
+
+
+def post_body(version) -> dict:
+    for minor, schema in ((38, schemas.ALLOCATIONS_POST_1_38),
+                          (34, schemas.ALLOCATIONS_POST_1_34),
+                          (28, schemas.ALLOCATIONS_POST_1_28)):
+        if version >= (1, minor):
+            return schema
+    return schemas.ALLOCATIONS_POST_1_13
+
+
+def reshape_body(version) -> dict:
+    if version >= (1, 38):
+        return schemas.RESHAPER_1_38
+    if version >= (1, 34):
+        return schemas.RESHAPER_1_34
+    return schemas.RESHAPER_1_30
 
 
 def _consumer_write(req, consumer_uuid: str, data: dict) -> ConsumerWrite:
@@ -74,7 +91,7 @@ def put_for_consumer(req):
     if not is_uuid(consumer_uuid):
         raise errors.BadRequest(f"Malformed consumer_uuid: {consumer_uuid}")
     consumer_uuid = str(uuidlib.UUID(consumer_uuid))
-    data = req.json(_put_schema(req))
+    data = req.json(put_body(req.version))
     write = _consumer_write(req, consumer_uuid, data)
     req.app.db.run_write(store.replace_allocations, [write],
                          f"Unable to allocate inventory for consumer {consumer_uuid}")
@@ -83,14 +100,7 @@ def put_for_consumer(req):
 
 @since(13)
 def post(req):
-    schema = schemas.ALLOCATIONS_POST_1_13
-    for minor, candidate in ((38, schemas.ALLOCATIONS_POST_1_38),
-                             (34, schemas.ALLOCATIONS_POST_1_34),
-                             (28, schemas.ALLOCATIONS_POST_1_28)):
-        if req.want(minor):
-            schema = candidate
-            break
-    data = req.json(schema)
+    data = req.json(post_body(req.version))
     writes = [_consumer_write(req, str(uuidlib.UUID(consumer_uuid)), entry)
               for consumer_uuid, entry in data.items()]
     req.app.db.run_write(store.replace_allocations, writes, "Unable to allocate inventory")
@@ -104,12 +114,7 @@ def delete_for_consumer(req):
 
 @since(30)
 def reshape(req):
-    schema = schemas.RESHAPER_1_30
-    if req.want(38):
-        schema = schemas.RESHAPER_1_38
-    elif req.want(34):
-        schema = schemas.RESHAPER_1_34
-    data = req.json(schema)
+    data = req.json(reshape_body(req.version))
     writes = [_consumer_write(req, str(uuidlib.UUID(c)), entry)
               for c, entry in data["allocations"].items()]
     inventories = data["inventories"]

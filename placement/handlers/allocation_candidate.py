@@ -20,6 +20,11 @@ def _schema(req) -> dict:
     return _schema_for(req.version)
 
 
+def list_query(version) -> dict:
+    """The query-string schema of GET /allocation_candidates at ``version``."""
+    return _schema_for(version)
+
+
 class _V:
     """Just enough of a request for the schema builder."""
 

@@ -19,6 +19,8 @@ def since(minor: int, status: int = 404, until: int | None = None):
                         "The method specified is not allowed for this resource.")
                 raise errors.NotFound("The resource could not be found.")
             return fn(req)
+        wrapper.min_version = (1, minor)  # for the OpenAPI description
+        wrapper.max_version = (1, until) if until is not None else None
         return wrapper
     return decorator
 
@@ -32,6 +34,7 @@ def by_version(*table):
             if req.version >= (1, minor):
                 return fn(req)
         raise errors.NotFound("The resource could not be found.")
+    dispatch.min_version = (1, ordered[-1][0])
     return dispatch
 
 

@@ -58,6 +58,11 @@ def _ensure(req):
 put = by_version((2, _rename), (7, _ensure))
 
 
+def put_body(version) -> dict | None:
+    """A rename (body ``{"name"}``) before 1.7; from 1.7 PUT creates, no body."""
+    return schemas.RESOURCE_CLASS if version < (1, 7) else None
+
+
 @since(2)
 def delete(req):
     req.app.db.run_write(store.delete_resource_class, path(req, "name"))

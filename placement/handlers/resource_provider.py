@@ -6,8 +6,8 @@ import functools
 import uuid as uuidlib
 
 from kova.placement import errors, qparse, store
-from kova.placement.app import (cache_headers, check_accept, json_response, no_content,
-                                validate)
+from kova.placement.app import (cache_headers, canonical_uuid, check_accept, json_response,
+                                no_content, validate)
 from kova.placement.handlers.common import path, serialize_provider
 from kova.placement.schemas import body as schemas
 
@@ -16,7 +16,12 @@ _LIST_PARAMS = [(0, {"name", "uuid"}), (3, {"member_of"}), (4, {"resources"}),
 
 
 def _list_schema(req) -> dict:
-    return _list_schema_for(req.version[1])
+    return list_query(req.version)
+
+
+def list_query(version) -> dict:
+    """The query-string schema of GET /resource_providers at ``version``."""
+    return _list_schema_for(version[1])
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,9 +38,24 @@ def _list_schema_for(minor_version: int) -> dict:
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
+def create_body(version) -> dict:
+    return schemas.PROVIDER_POST_1_14 if version >= (1, 14) else schemas.PROVIDER_POST
+
+
+def update_body(version) -> dict:
+    return schemas.PROVIDER_PUT_1_14 if version >= (1, 14) else schemas.PROVIDER_PUT
+
+
+def _canonical(data: dict) -> dict:
+    """Schema-checked UUIDs in their stored form (the column is 36 wide)."""
+    for key in ("uuid", "parent_provider_uuid"):
+        if data.get(key) is not None:
+            data[key] = canonical_uuid(data[key])
+    return data
+
+
 def _create_input(req) -> dict:
-    schema = schemas.PROVIDER_POST_1_14 if req.want(14) else schemas.PROVIDER_POST
-    return req.json(schema)
+    return _canonical(req.json(create_body(req.version)))
 
 
 def create(req):
@@ -80,8 +100,7 @@ def show(req):
 
 
 def update(req):
-    schema = schemas.PROVIDER_PUT_1_14 if req.want(14) else schemas.PROVIDER_PUT
-    data = req.json(schema)
+    data = _canonical(req.json(update_body(req.version)))
     provider = req.app.db.run_write(store.update_provider, path(req, "uuid"), data,
                                     req.want(37))
     return json_response(serialize_provider(req, provider), 200,

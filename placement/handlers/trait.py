@@ -11,7 +11,7 @@ from kova.placement.handlers.common import path, since
 from kova.placement.schemas import body as schemas
 
 _CUSTOM = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
-_LIST_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"},
+LIST_QUERY = {"type": "object", "properties": {"name": {"type": "string"},
                                                   "associated": {"type": "string"}},
                 "additionalProperties": False}
 
@@ -19,7 +19,7 @@ _LIST_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"},
 @since(6)
 def list_(req):
     check_accept(req)
-    validate(req.query_dict(), _LIST_SCHEMA, "Invalid query string parameters")
+    validate(req.query_dict(), LIST_QUERY, "Invalid query string parameters")
     name_filter = None
     name = req.get("name")
     if name is not None:

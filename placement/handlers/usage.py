@@ -17,6 +17,10 @@ _SCHEMA_1_38 = {"type": "object",
                 "required": ["project_id"], "additionalProperties": False}
 
 
+def totals_query(version) -> dict:
+    return _SCHEMA_1_38 if version >= (1, 38) else _SCHEMA_1_9
+
+
 def provider(req):
     check_accept(req)
     uuid = path(req, "uuid")
@@ -30,8 +34,7 @@ def provider(req):
 @since(9)
 def totals(req):
     check_accept(req)
-    validate(req.query_dict(), _SCHEMA_1_38 if req.want(38) else _SCHEMA_1_9,
-             "Invalid query string parameters")
+    validate(req.query_dict(), totals_query(req.version), "Invalid query string parameters")
     with req.app.db.read() as conn:
         usages = store.project_usages(conn, req.get("project_id"), req.get("user_id"),
                                       req.get("consumer_type"), by_type=req.want(38))

@@ -9,12 +9,16 @@ from __future__ import annotations
 import copy
 
 MAX_INT = 2147483647
+MIN_INT = -2147483648
 SQL_SP_FLOAT_MAX = 3.40282e38
 UUID = {"type": "string", "format": "uuid"}
 UUID_KEY = "^[0-9a-fA-F-]{36}$"
 RC_NAME = "^[A-Z0-9_]+$"
 CUSTOM_NAME = "^CUSTOM_[A-Z0-9_]+$"
 SUFFIX_1_33 = "^[a-zA-Z0-9_-]{1,64}$"
+# Generations are 32-bit integers in the database: a larger number can
+# never match, and is a 400 rather than a database error.
+GENERATION = {"type": "integer", "minimum": MIN_INT, "maximum": MAX_INT}
 
 
 def _obj(properties: dict, required=(), **extra) -> dict:
@@ -50,17 +54,17 @@ _INVENTORY_FIELDS = {
     "allocation_ratio": {"type": "number", "maximum": SQL_SP_FLOAT_MAX},
 }
 INVENTORY_PUT_ONE = _obj({**_INVENTORY_FIELDS,
-                          "resource_provider_generation": {"type": "integer"}},
+                          "resource_provider_generation": GENERATION},
                          ["total", "resource_provider_generation"])
 INVENTORY_POST = _obj({**_INVENTORY_FIELDS,
-                       "resource_provider_generation": {"type": "integer"},
+                       "resource_provider_generation": GENERATION,
                        "resource_class": {"type": "string", "pattern": RC_NAME}},
                       ["total", "resource_class"])
 _INVENTORY_RECORD = _obj({**_INVENTORY_FIELDS,
-                          "resource_provider_generation": {"type": "integer"}},
+                          "resource_provider_generation": GENERATION},
                          ["total"])
 INVENTORIES_PUT = _obj({
-    "resource_provider_generation": {"type": "integer"},
+    "resource_provider_generation": GENERATION,
     "inventories": {"type": "object", "patternProperties": {RC_NAME: _INVENTORY_RECORD},
                     "additionalProperties": False},
 }, ["resource_provider_generation", "inventories"])
@@ -69,13 +73,13 @@ INVENTORIES_PUT = _obj({
 _AGG_LIST = {"type": "array", "items": UUID, "uniqueItems": True}
 AGGREGATES_PUT = _AGG_LIST
 AGGREGATES_PUT_1_19 = _obj({"aggregates": _AGG_LIST,
-                            "resource_provider_generation": {"type": "integer"}},
+                            "resource_provider_generation": GENERATION},
                            ["aggregates", "resource_provider_generation"])
 
 # ------------------------------------------------------------ traits
 _TRAIT = {"type": "string", "minLength": 1, "maxLength": 255}
 PROVIDER_TRAITS_PUT = _obj({"traits": {"type": "array", "items": _TRAIT},
-                            "resource_provider_generation": {"type": "integer"}},
+                            "resource_provider_generation": GENERATION},
                            ["traits", "resource_provider_generation"])
 
 # ------------------------------------------------------------ resource classes
@@ -101,7 +105,7 @@ ALLOCATIONS_PUT_1_8["required"] += ["project_id", "user_id"]
 def _dict_allocations(min_properties: int) -> dict:
     return {"type": "object", "minProperties": min_properties,
             "patternProperties": {UUID_KEY: _obj({
-                "generation": {"type": "integer"},
+                "generation": GENERATION,
                 "resources": _RESOURCES,
             }, ["resources"])},
             "additionalProperties": False}
@@ -114,7 +118,8 @@ ALLOCATIONS_PUT_1_12 = _obj({"allocations": _dict_allocations(1),
 _DELETABLE = copy.deepcopy(ALLOCATIONS_PUT_1_12)
 _DELETABLE["properties"]["allocations"] = _dict_allocations(0)
 ALLOCATIONS_PUT_1_28 = copy.deepcopy(_DELETABLE)
-ALLOCATIONS_PUT_1_28["properties"]["consumer_generation"] = {"type": ["integer", "null"]}
+ALLOCATIONS_PUT_1_28["properties"]["consumer_generation"] = {
+    "type": ["integer", "null"], "minimum": MIN_INT, "maximum": MAX_INT}
 ALLOCATIONS_PUT_1_28["required"].append("consumer_generation")
 _MAPPINGS = {"type": "object", "minProperties": 1,
              "patternProperties": {"^[a-zA-Z0-9_-]{0,64}$": {

@@ -231,7 +231,8 @@ def test_every_write_refused_without_admin_token(token_app_backends):
             assert r.status_code < 300, (method, path, r.status_code, r.text)
         assert _state(c, admin) != before
 
-    record(fault="Unauthenticated writes" + (" (Postgres)" if token_app.db.is_postgres else ""),
+    backend = "Postgres" if token_app.db.is_postgres else "SQLite"
+    record(fault=f"Unauthenticated writes ({backend})",
            injected=f"{len(plan)} writes (every write method of the {len(writes)} "
                     "route/method pairs of the Placement API, on "
                     f"{'Postgres' if token_app.db.is_postgres else 'SQLite'}) each with no token, unknown "

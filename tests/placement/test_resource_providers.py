@@ -142,3 +142,41 @@ def test_list_filters(api):
     assert names("required=in:HW_CPU_X86_AVX2,CUSTOM_GOLD") == ["a", "b"]
     assert names("required=HW_CPU_X86_AVX2&required=CUSTOM_GOLD") == []
     assert names(f"in_tree={b}") == ["b"]
+
+
+def test_uuid_forms_are_stored_canonical(api):
+    """Found by the OpenAPI fuzzer: other UUID spellings were a database
+    error on Postgres (too long for the column)."""
+    import uuid
+
+    u, agg = uuid.uuid4(), uuid.uuid4()
+    r = api.post("/resource_providers", json={"name": "urn", "uuid": f"urn:uuid:{u}"})
+    assert r.status_code == 200 and r.json()["uuid"] == str(u)
+    assert api.get(f"/resource_providers/{u}").json()["name"] == "urn"
+    for form in ("{%s}" % u, u.hex, str(u).upper()):
+        r = api.post("/resource_providers", json={"name": form, "uuid": form})
+        assert r.status_code == 409, r.text
+        assert r.json()["errors"][0]["code"] == "placement.duplicate_name"
+    r = api.post("/resource_providers", json={"name": "kid", "parent_provider_uuid": u.hex})
+    assert r.status_code == 200 and r.json()["parent_provider_uuid"] == str(u)
+    r = api.put(f"/resource_providers/{u}/aggregates", json={
+        "resource_provider_generation": 0, "aggregates": [f"urn:uuid:{agg}", "{%s}" % agg]})
+    assert r.status_code == 200 and r.json()["aggregates"] == [str(agg)]
+    assert api.get(f"/resource_providers?member_of={agg}").json()[
+        "resource_providers"][0]["uuid"] == str(u)
+
+
+def test_generations_beyond_32_bits_are_400(api):
+    """Found by the OpenAPI fuzzer: a 500 (integer out of range) on Postgres."""
+    u = api.provider("big", inventory={"VCPU": 4})
+    big = 2**33
+    for path, body in [("inventories", {"inventories": {"VCPU": {"total": 8}}}),
+                       ("inventories/VCPU", {"total": 8}),
+                       ("traits", {"traits": []}), ("aggregates", {"aggregates": []})]:
+        r = api.put(f"/resource_providers/{u}/{path}",
+                    json={"resource_provider_generation": big, **body})
+        assert r.status_code == 400, (path, r.text)
+    r = api.put(f"/allocations/{new_uuid()}", json={
+        "allocations": {u: {"resources": {"VCPU": 1}}}, "project_id": "p", "user_id": "u",
+        "consumer_generation": -big, "consumer_type": "INSTANCE"})
+    assert r.status_code == 400, r.text

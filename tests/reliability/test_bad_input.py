@@ -1,16 +1,17 @@
 """Bad input that passes admission but cannot be satisfied (issue #9).
 
-Four Instances are accepted by the API server and cannot be built as written:
+Five Instances are accepted by the API server and cannot be built as written:
 an unknown Flavor, an Image whose URL points at a closed port, one whose host
-name does not resolve, and an Image needing a bigger root disk than any host
-has.  Each must end in a clear condition (reason, and a message naming what
+name does not resolve, an Image needing a bigger root disk (minDiskGiB) than
+any host has, and an Image whose virtual size (16 TiB) is larger than the
+Instance's disk and any host's.  Each must end in a clear condition (reason, and a message naming what
 is wrong) with an Event -- and then stay quiet: over a fixed window the test
 counts the operator's scheduling attempts (its outcome counter), the agent's
 builds, the Instances' status writes (watch MODIFIED events), the Events and
 the operator's log lines, and holds them to what an exponential back-off
 allows.  Then each cause is fixed (the Flavor created, the Images re-created
-with a URL that answers, the host's disk allocation ratio raised) and every
-Instance must end Running, with exactly one allocation each and no provider
+with a URL that answers or a smaller file, a host with a bigger disk joins)
+and every Instance must end Running, with exactly one allocation each and no provider
 over capacity.
 
 Real components: the kube-apiserver, ``kova operator run`` as a process,
@@ -213,6 +214,13 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
         instance("closed-port", flavors[0], f"closed-{suffix}")
         instance("nxdomain", flavors[0], f"nxdomain-{suffix}")
         instance("too-big", flavors[1], f"huge-{suffix}")
+        # An image whose virtual size (16 TiB) is larger than the Instance's
+        # disk and than any host's: the agent finds out when it has the file.
+        virtual = small_image.parent / "virtual-16t.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(virtual), "16T"],
+                       check=True)
+        image(f"virtual-{suffix}", {"hostPath": str(virtual)})
+        instance("virtual-too-big", flavors[0], f"virtual-{suffix}")
 
         # ---- 1. each ends in a clear condition, with an Event
         got = harness.wait_phase("no-flavor", "Pending", 30)
@@ -236,8 +244,16 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
         assert got["status"]["phase"] == "Pending"
         assert f"{big_disk} DISK_GB" in sched["message"], sched
 
+        # Not rescheduled: no other host can make the image fit.
+        got = harness.wait_phase("virtual-too-big", "Error", 60)
+        sched = _cond(got, "Scheduled")
+        assert sched["reason"] == contract.ERROR_DISK_TOO_SMALL, sched
+        assert "not rescheduled" in sched["message"] and str(16 * 1024 ** 4) in sched["message"]
+        assert got["status"]["attempts"] == 1 and not got["status"].get("host")
+
         wait_for(lambda: all(_events(harness).get(n) for n in
-                             ("no-flavor", "closed-port", "nxdomain", "too-big")), 15,
+                             ("no-flavor", "closed-port", "nxdomain", "too-big",
+                              "virtual-too-big")), 15,
                  what="an Event on every failed Instance")
         ev = _events(harness)
         assert any(e["reason"] == "FlavorNotFound" and flavors[2] in e["message"]
@@ -250,18 +266,22 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
 
         # ---- 2. then quiet: count everything over a fixed window
         time.sleep(2.0)  # let the last writes of step 1 land
-        names = ("no-flavor", "closed-port", "nxdomain", "too-big")
+        names = ("no-flavor", "closed-port", "nxdomain", "too-big", "virtual-too-big")
+
+        def image_builds() -> float:
+            return sum(agent.metrics.build_failures.labels(code)._value.get()
+                       for code in (contract.ERROR_IMAGE_DOWNLOAD, contract.ERROR_DISK_TOO_SMALL))
         metrics0 = httpx.get(operator.metrics_url).text
         events0 = {n: sum(e["count"] for e in _events(harness).get(n, [])) for n in names}
         log0 = operator.log_path.read_text()
-        builds0 = agent.metrics.build_failures.labels(contract.ERROR_IMAGE_DOWNLOAD)._value.get()
+        builds0 = image_builds()
         watch = WatchCounter(harness)
         time.sleep(WINDOW)
         writes = watch.stop()
         metrics1 = httpx.get(operator.metrics_url).text
         events1 = {n: sum(e["count"] for e in _events(harness).get(n, [])) for n in names}
         log1 = operator.log_path.read_text()[len(log0):]
-        builds1 = agent.metrics.build_failures.labels(contract.ERROR_IMAGE_DOWNLOAD)._value.get()
+        builds1 = image_builds()
 
         def attempts(reason: str) -> int:
             return int(_metric(metrics1, "kova_operator_schedule_outcomes_total", reason=reason)
@@ -288,7 +308,7 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
         assert all(v <= 1 for v in writes.values()), window
         assert all(v == 0 for v in window["new_events"].values()), window
         assert lines["no-flavor"] <= bound and lines["too-big"] <= bound, window
-        assert lines["closed-port"] == 0 and lines["nxdomain"] == 0, window
+        assert lines["closed-port"] == lines["nxdomain"] == lines["virtual-too-big"] == 0, window
 
         # ---- 3. fix each cause: every Instance recovers
         t_fix = time.monotonic()
@@ -302,6 +322,12 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
                     i["metadata"]["name"] == name for i in harness.custom.list_cluster_custom_object(
                         G, V, "images")["items"]), 10, what=f"{name} deleted")
                 image(name, {"url": url})
+            harness.custom.delete_cluster_custom_object(G, V, "images", f"virtual-{suffix}")
+            wait_for(lambda: not any(
+                i["metadata"]["name"] == f"virtual-{suffix}" for i in
+                harness.custom.list_cluster_custom_object(G, V, "images")["items"]), 10,
+                what="virtual image deleted")
+            image(f"virtual-{suffix}", {"hostPath": str(small_image)})
             # A host with a bigger disk joins.
             big_host.agent(instance_dir=big_disk_dir, placement_url=placement.url)
             recovered = {}
@@ -310,7 +336,7 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
                 recovered[name] = round(time.monotonic() - t_fix, 1)
         finally:
             server.stop()
-        for name in ("closed-port", "nxdomain"):
+        for name in ("closed-port", "nxdomain", "virtual-too-big"):
             got = harness.get(name)
             assert "kova.dev/failed-image" not in (got["metadata"].get("annotations") or {})
             assert any(e["reason"] == "Retrying" for e in _events(harness)[name])
@@ -336,12 +362,12 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
         lost += len(set(uids) - held)
         assert (lost, duplicated, overcommitted) == (0, 0, 0), (held, uids)
     finally:
-        for name in ("no-flavor", "closed-port", "nxdomain", "too-big"):
+        for name in ("no-flavor", "closed-port", "nxdomain", "too-big", "virtual-too-big"):
             try:
                 harness.delete(name)
             except Exception:
                 pass
-        for name in ("no-flavor", "closed-port", "nxdomain", "too-big"):
+        for name in ("no-flavor", "closed-port", "nxdomain", "too-big", "virtual-too-big"):
             try:
                 wait_for(lambda: harness.get(name) is None, 30, what=f"{name} deleted")
             except AssertionError:
@@ -377,12 +403,15 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
                     "recovered_s": max(recovered["closed-port"], recovered["nxdomain"])},
            test_id=nodeid + "[unreachable-image]", **{**common, "times": 2})
     record(fault="Image larger than every host's disk",
-           injected=f"an Image with minDiskGiB {big_disk} and a Flavor of that disk; the "
-                    f"host has {disk_total} DISK_GB",
-           result=f"Pending, Scheduled=False NoValidHost naming DISK_GB, 1 Event; "
-                  f"{window['novalidhost_retries']} back-off retries in {WINDOW:.0f} s; "
+           injected=f"an Image with minDiskGiB {big_disk} and a Flavor of that disk (the "
+                    f"host has {disk_total} DISK_GB); an Image of 16 TiB virtual size on a "
+                    "1 GiB Flavor",
+           result=f"minDiskGiB: Pending, Scheduled=False NoValidHost naming DISK_GB, 1 Event, "
+                  f"{window['novalidhost_retries']} back-off retries in {WINDOW:.0f} s, "
                   f"Running {recovered['too-big']} s after a host with a bigger disk "
-                  f"joined",
+                  f"joined; virtual size: built once, Error DiskTooSmall (not rescheduled), "
+                  f"Running {recovered['virtual-too-big']} s after the Image was re-created",
            figures={"retries_in_window": window["novalidhost_retries"], "window_s": WINDOW,
-                    "recovered_s": recovered["too-big"]},
-           test_id=nodeid + "[image-too-big]", **common)
+                    "recovered_s": recovered["too-big"],
+                    "virtual_recovered_s": recovered["virtual-too-big"]},
+           test_id=nodeid + "[image-too-big]", **{**common, "times": 2})

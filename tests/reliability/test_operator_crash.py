@@ -9,8 +9,8 @@ with exactly one allocation on the host its status names, no host ever
 changed, no provider over capacity, and ``kova operator audit`` must find no
 orphan and no missing allocation.
 
-Default: 100 Instances, 10 kills; ``KOVA_RELIABILITY_LONG=1``: 200 Instances,
-20 kills.
+Default: 100 Instances, 10 kills (the default run's time budget);
+``KOVA_RELIABILITY_LONG=1``: the issue's 200 Instances, with 20 kills.
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ def test_kill_9_operator_during_burst(k8s_client, kubeconfig, kova_crds, namespa
 
     record(fault="Operator crash",
            injected=f"kill -9 of the operator {kills} times at random points of a "
-                    f"{n}-Instance burst, restarted each time (200 Instances, 20 kills with "
-                    "KOVA_RELIABILITY_LONG=1)",
+                    f"{n}-Instance burst, restarted each time (100 Instances and 10 kills by "
+                    "default, 200 and 20 with KOVA_RELIABILITY_LONG=1)",
            times=kills, lost=len(tally.lost),
            duplicated=len(tally.duplicated) + len(rescheduled) + len(twice_announced),
            overcommitted=len(tally.overcommitted),

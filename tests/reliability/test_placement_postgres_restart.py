@@ -101,6 +101,7 @@ def test_restart_placement_then_postgres_during_burst(k8s_client, kubeconfig, ko
         events = s.scheduled_events(cluster)
         twice_announced = {watch.names.get(u, u): c for u, c in events.items() if c > 1}
         code, report = s.audit(cluster)
+        adopted = cluster.operator_log().count("adopted=True")
         retries = {k.split('reason="')[1].rstrip('"}'): int(v) for k, v in metrics.items()
                    if k.startswith("kova_operator_placement_retries_total{")}
         errors = int(s.metric_sum(metrics, "kova_operator_errors_total"))
@@ -124,7 +125,8 @@ def test_restart_placement_then_postgres_during_burst(k8s_client, kubeconfig, ko
         assert server_errors == 0, f"{server_errors} answers 500 after the Postgres restarts"
 
     record(fault="Placement and Postgres restart",
-           injected=f"during a {n}-Instance burst (300 with KOVA_RELIABILITY_LONG=1): "
+           injected=f"during a {n}-Instance burst (100 by default, 300 with "
+                    "KOVA_RELIABILITY_LONG=1): "
                     "Placement kill -9 + start, then Postgres restart -m fast, then "
                     "Postgres restart -m immediate (crash)",
            times=3, lost=len(tally.lost),
@@ -134,6 +136,7 @@ def test_restart_placement_then_postgres_during_burst(k8s_client, kubeconfig, ko
                   "client retried through every outage",
            figures={"instances": n, "hosts": len(hosts), "faults": faults,
                     "client_retries": retries, "reconcile_errors": errors,
+                    "claims_adopted": adopted,
                     "placement_503_after_its_restart": unavailable,
                     "seconds_total": round(total, 1),
                     "seconds_to_converge_after_last_fault": round(converge, 1)})
