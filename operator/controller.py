@@ -380,8 +380,8 @@ class Controller:
                 ctl.hosts_version += 1
                 ctl.enqueue(("host", name))
                 ctl.retrigger_pending()
-                if old is None or old[-1] != sig[-1]:
-                    ctl.enqueue_host_instances(name)
+                if (old[-1] if old is not None else False) != sig[-1]:
+                    ctl.enqueue_host_instances(name)  # fenced or unfenced
 
         if ctl.settings.node_fencing:
             @kopf.on.event("", "v1", "nodes", registry=reg)
