@@ -218,6 +218,7 @@ class InstanceWatch:
         self.phase: dict[str, str | None] = {}
         self.names: dict[str, str] = {}
         self.events = 0
+        self.relists = 0
         self.rv = self.api.list_namespaced_custom_object(
             G, V, cluster.ns, "instances")["metadata"]["resourceVersion"]
         self._stop = threading.Event()
@@ -240,23 +241,42 @@ class InstanceWatch:
             self.regressed.add(uid)
         self.phase[uid] = phase
 
+    def _relist(self) -> None:
+        """After a 410 (the resume point left the API server's watch
+        window): the current state of every Instance, and go on from there."""
+        body = self.api.list_namespaced_custom_object(G, V, self.cluster.ns, "instances")
+        for obj in body["items"]:
+            self._see(obj)
+        self.rv = body["metadata"]["resourceVersion"]
+        self.relists += 1
+
     def _run(self) -> None:
-        from kubernetes import watch
+        from kubernetes import client, watch
 
         try:
             while not self._stop.is_set():
                 w = watch.Watch()
-                for ev in w.stream(self.api.list_namespaced_custom_object, G, V,
-                                   self.cluster.ns, "instances", resource_version=self.rv,
-                                   timeout_seconds=30, allow_watch_bookmarks=False):
-                    obj = ev["object"]
-                    self.rv = obj["metadata"]["resourceVersion"]
-                    self.events += 1
-                    if ev["type"] in ("ADDED", "MODIFIED"):
-                        self._see(obj)
-                    if self._stop.is_set():
-                        w.stop()
-                        break
+                try:
+                    for ev in w.stream(self.api.list_namespaced_custom_object, G, V,
+                                       self.cluster.ns, "instances", resource_version=self.rv,
+                                       timeout_seconds=30, allow_watch_bookmarks=False):
+                        obj = ev["object"]
+                        if ev["type"] == "ERROR":
+                            if (obj or {}).get("code") == 410:
+                                self._relist()
+                                break
+                            raise RuntimeError(f"watch error: {obj}")
+                        self.rv = obj["metadata"]["resourceVersion"]
+                        self.events += 1
+                        if ev["type"] in ("ADDED", "MODIFIED"):
+                            self._see(obj)
+                        if self._stop.is_set():
+                            w.stop()
+                            break
+                except client.ApiException as exc:
+                    if exc.status != 410:
+                        raise
+                    self._relist()
         except BaseException as exc:  # noqa: BLE001 - reported by stop()
             self.error = exc
 
