@@ -153,11 +153,18 @@ def no_content(status: int = 204, headers: dict | None = None) -> Response:
     return Response(status, None, headers, None)
 
 
+_NOW_DATE: list = [0, ""]  # (second, its HTTP date): most replies carry "now"
+
+
 def http_date(value) -> str:
     import datetime
 
     if value is None:
-        value = datetime.datetime.now(datetime.timezone.utc)
+        second = int(time.time())
+        if _NOW_DATE[0] != second:
+            now = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
+            _NOW_DATE[:] = [second, format_datetime(now, usegmt=True)]
+        return _NOW_DATE[1]
     if value.tzinfo is None:
         value = value.replace(tzinfo=datetime.timezone.utc)
     return format_datetime(value, usegmt=True)

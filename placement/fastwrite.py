@@ -37,7 +37,9 @@ rules live in one place, ``kova.placement.store``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 
 import psycopg
 
@@ -94,10 +96,9 @@ AGGREGATES = _links("SELECT id FROM placement_aggregates WHERE uuid = ANY(%(name
 # in the way).  Classes are inserted, or updated where a field differs.
 INVENTORIES = (
     "WITH x AS (SELECT rc.id AS rc, v.total, v.reserved, v.min_unit, v.max_unit, "
-    "v.step_size, v.ratio FROM unnest(%(names)s::text[], %(total)s::integer[], "
-    "%(reserved)s::integer[], %(min_unit)s::integer[], %(max_unit)s::integer[], "
-    "%(step_size)s::integer[], %(ratio)s::float8[]) "
-    "AS v(name, total, reserved, min_unit, max_unit, step_size, ratio) "
+    "v.step_size, v.allocation_ratio AS ratio FROM jsonb_to_recordset(%(inv)s::jsonb) "
+    "AS v(name text, total integer, reserved integer, min_unit integer, max_unit integer, "
+    "step_size integer, allocation_ratio float8) "
     "JOIN resource_classes AS rc ON rc.name = v.name), "
     + _bump(" AND (SELECT count(*) FROM x) = %(n)s AND NOT EXISTS ("
             "SELECT 1 FROM inventories AS old "
@@ -119,6 +120,28 @@ INVENTORIES = (
 
 PRUNE_DELETE = "DELETE FROM placement_changes WHERE counter <= %(h)s"
 PRUNE_HORIZON = "UPDATE placement_state SET counter = %(h)s WHERE id = 2 AND counter < %(h)s"
+
+
+class Statement:
+    """A statement written with ``%(name)s`` placeholders, turned once into
+    PostgreSQL's ``$n`` form for psycopg's raw cursor (no per-call parsing)."""
+
+    def __init__(self, sql: str) -> None:
+        self.names: list[str] = []
+
+        def number(m: re.Match) -> str:
+            if m.group(1) not in self.names:
+                self.names.append(m.group(1))
+            return f"${self.names.index(m.group(1)) + 1}"
+
+        self.sql = re.sub(r"%\((\w+)\)s", number, sql)
+
+    def params(self, values: dict) -> list:
+        return [values[n] for n in self.names]
+
+
+CREATE, TRAITS, AGGREGATES, INVENTORIES, PRUNE_DELETE, PRUNE_HORIZON = map(
+    Statement, (CREATE, TRAITS, AGGREGATES, INVENTORIES, PRUNE_DELETE, PRUNE_HORIZON))
 
 
 def conninfo(sqlalchemy_url) -> str:
@@ -153,15 +176,16 @@ class FastWriter:
             self._loop = loop
             self._slots = asyncio.Semaphore(self.max_connections)
 
-    async def _execute(self, sql: str, params: dict):
+    async def _execute(self, stmt: Statement, params: dict):
         """Run one statement; its first row, or None on a database error."""
         self._bind_loop()
         async with self._slots:
             conn = self._idle.pop() if self._idle else None
             try:
                 if conn is None:
-                    conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-                cur = await conn.execute(sql, params, prepare=True)
+                    conn = await psycopg.AsyncConnection.connect(
+                        self.dsn, autocommit=True, cursor_factory=psycopg.AsyncRawCursor)
+                cur = await conn.execute(stmt.sql, stmt.params(params), prepare=True)
                 row = await cur.fetchone()
             except psycopg.Error as exc:
                 LOG.debug("fast write fell back after %s: %s", type(exc).__name__, exc)
@@ -184,8 +208,8 @@ class FastWriter:
         try:
             async with conn.transaction():
                 h = counter - self.db.KEEP_CHANGES
-                await conn.execute(PRUNE_DELETE, {"h": h})
-                await conn.execute(PRUNE_HORIZON, {"h": h})
+                for stmt in (PRUNE_DELETE, PRUNE_HORIZON):
+                    await conn.execute(stmt.sql, stmt.params({"h": h}))
         except psycopg.Error as exc:  # the next prune catches up
             LOG.warning("pruning the change log failed: %s", exc)
         if not (conn.closed or conn.broken):
@@ -235,11 +259,9 @@ class FastWriter:
         return await self._links(AGGREGATES, uuid, generation, uuids)
 
     async def set_inventories(self, uuid: str, generation: int, records: dict[str, dict]):
-        names = list(records)
-        params: dict = {"uuid": uuid, "gen": generation, "now": store.utcnow(),
-                        "names": names, "n": len(names)}
-        for f in store.INVENTORY_FIELDS:
-            params["ratio" if f == "allocation_ratio" else f] = [records[n][f] for n in names]
-        row = self._done(await self._execute(INVENTORIES, params))
+        rows = [dict(rec, name=name) for name, rec in records.items()]
+        row = self._done(await self._execute(INVENTORIES, {
+            "uuid": uuid, "gen": generation, "now": store.utcnow(),
+            "inv": json.dumps(rows), "n": len(rows)}))
         return self._provider(row, uuid) if row is not None else None
 
