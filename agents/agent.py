@@ -151,6 +151,7 @@ class Agent:
         self.coord = k8s.CoordinationV1Api(api_client)
         self.queue = WorkQueue()
         self.driver = LibvirtDriver(cfg.libvirt_uri, on_event=self._on_libvirt_event)
+        self.metrics.libvirt_reconnects.set_function(lambda: self.driver.reconnects)
         self.placement = None
         if cfg.placement_url:
             from kova.agents.placement import Placement
@@ -410,9 +411,11 @@ class Agent:
                 self.resync()
                 next_resync = time.monotonic() + self.cfg.resync_seconds
 
-    def resync(self) -> None:
+    def resync(self, strict: bool = False) -> None:
         """Queue every known Instance and every Kova domain (periodic
-        power-state sync; also finds orphans)."""
+        power-state sync; also finds orphans).  ``strict``: a libvirt error
+        is raised (the worker retries with back-off -- after libvirtd
+        restarted, until it answers again) instead of only logged."""
         with self._cache_lock:
             keys = list(self._cache)
         for k in keys:
@@ -422,6 +425,8 @@ class Agent:
         try:
             domains = self.driver.list_domains()
         except DriverError as exc:
+            if strict:
+                raise
             log.warning("listing domains failed: %s", exc)
             return
         domains = [d for d in domains if self._mine(d)]
@@ -494,6 +499,10 @@ class Agent:
                     self.queue.add(k)
                 if not self._synced.is_set():
                     log.info("instance watch synced: %d instances on %s", len(fresh), self.host)
+                    # Look at every domain on the host now, not at the first
+                    # periodic resync: a domain whose Instance was evacuated
+                    # (or deleted) while this agent was away must not run on.
+                    self.queue.add(("", "*resync*"))
                 self._synced.set()
                 self._watch = k8s_watch.Watch()
                 for ev in self._watch.stream(
@@ -556,7 +565,7 @@ class Agent:
             t0 = time.monotonic()
             try:
                 if k == ("", "*resync*"):
-                    self.resync()
+                    self.resync(strict=True)
                 elif k[0] == "*domain*":
                     info = self.driver.get(k[1])
                     if info is not None and self._mine(info):
@@ -590,9 +599,15 @@ class Agent:
         if md.get("deletionTimestamp"):
             self._delete(obj)
             return
-        if (obj.get("status") or {}).get("host") != self.host:
+        placed = (obj.get("status") or {}).get("host")
+        if placed != self.host:
+            if placed and self.driver.lookup(uid) is not None:
+                # Evacuated away and (being) placed here again: the domain
+                # left from before is stale; the new placement rebuilds it.
+                self._teardown_verified(uid, key)
+                return
             log.debug("%s/%s: labelled for %s but status.host is %r; waiting",
-                      *key, self.host, (obj.get("status") or {}).get("host"))
+                      *key, self.host, placed)
             return
         built = st.get_condition(obj, contract.COND_BUILT)
         if built and built.get("status") == "False" and built.get("reason") == contract.REASON_BUILD_FAILED:
@@ -956,16 +971,33 @@ class Agent:
                 return False
             raise
         md = obj.get("metadata") or {}
+        placed = (obj.get("status") or {}).get("host")
+        # status.host unset with our label: the operator is recording a first
+        # placement here.  Set to another host: moved (evacuated) away.
         return (
             md.get("uid") == uid
             and (md.get("labels") or {}).get(contract.HOST_LABEL) == self.host
+            and placed in (None, self.host)
         )
 
     def _teardown_verified(self, uid: str, key: Key) -> None:
         if self._still_ours(key[0], key[1], uid):
             return
-        log.info("removing orphan domain %s (%s/%s)", uid, *key)
+        info = self.driver.get(uid)
+        running = info is not None and info.state.running
+        log.warning("removing stale domain %s of %s/%s (%s): its Instance is gone or placed "
+                    "on another host", uid, *key, "was running" if running else "not running")
         self._teardown(uid)
+        self.metrics.stale_domains.inc()
+        try:
+            obj = self.custom.get_namespaced_custom_object(
+                contract.GROUP, contract.VERSION, key[0], contract.INSTANCES, key[1])
+        except ApiException:
+            return
+        if obj["metadata"].get("uid") == uid:
+            self._event(obj, "Normal", "StaleDomainRemoved",
+                        f"{self.host}: removed the stale copy of the domain (the Instance is "
+                        f"now on {(obj.get('status') or {}).get('host')})")
 
     def _cleanup_orphans(self, key: Key) -> None:
         """The Instance is gone or no longer on this host: remove its domains."""

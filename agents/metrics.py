@@ -75,6 +75,15 @@ class AgentMetrics:
         self.queue_depth = Gauge(
             "kova_agent_workqueue_depth", "Instances waiting for a reconcile.", registry=r
         )
+        self.stale_domains = Counter(
+            "kova_agent_stale_domains_removed_total",
+            "Domains removed because their Instance was gone or placed on another host "
+            "(evacuated while this agent was away).", registry=r,
+        )
+        self.libvirt_reconnects = Gauge(
+            "kova_agent_libvirt_reconnects", "Times the libvirt connection was re-opened after "
+            "it was lost (libvirtd restarted).", registry=r,
+        )
 
 
 def serve(

@@ -118,6 +118,10 @@ def register(group: click.Group) -> None:
                   default=2.0, show_default=True, help="Seconds between Lease checks.")
     @click.option("--heartbeat-grace", envvar=ENV + "HEARTBEAT_GRACE", type=float, default=0.0,
                   show_default=True, help="Seconds past a Lease's expiry before a host is Down.")
+    @click.option("--node-fencing/--no-node-fencing", envvar=ENV + "NODE_FENCING", default=True,
+                  show_default=True,
+                  help="Watch Nodes: a Node tainted node.kubernetes.io/out-of-service fences "
+                  "the Host of the same name (needs get/list/watch on nodes).")
     @click.option("--audit-interval", envvar=ENV + "AUDIT_INTERVAL", type=float, default=300.0,
                   show_default=True, help="Seconds between allocation audits (0 = off).")
     @click.option("--audit-heal/--no-audit-heal", envvar=ENV + "AUDIT_HEAL", default=False,
@@ -132,8 +136,8 @@ def register(group: click.Group) -> None:
             max_attempts, strategy, ram_weight, cpu_weight, disk_weight, soft_affinity_weight,
             soft_anti_affinity_weight, build_failure_weight, host_subset_size, candidate_limit,
             filters,
-            image_traits, host_check_interval, heartbeat_grace, audit_interval, audit_heal,
-            events, backoff_max):
+            image_traits, host_check_interval, heartbeat_grace, node_fencing, audit_interval,
+            audit_heal, events, backoff_max):
         """Run the scheduler, conductor and host monitor."""
         from kova.operator.config import Settings
         from kova.operator.scheduler import SchedulerConfig
@@ -162,6 +166,7 @@ def register(group: click.Group) -> None:
             health_port=health_port or None, workers=workers,
             max_attempts=max_attempts, backoff_max=backoff_max,
             host_check_interval=host_check_interval, heartbeat_grace=heartbeat_grace,
+            node_fencing=node_fencing,
             audit_interval=audit_interval, audit_heal=audit_heal, image_traits=image_traits,
             events=events,
             scheduler=SchedulerConfig(filters=names, weigh=weigh,

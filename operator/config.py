@@ -33,6 +33,9 @@ class Settings:
     #: Extra seconds after a Lease's renewTime + leaseDurationSeconds before
     #: its Host counts as down.
     heartbeat_grace: float = 0.0
+    #: Watch Nodes: a Node tainted node.kubernetes.io/out-of-service fences
+    #: the Host of the same name (needs get/list/watch on nodes).
+    node_fencing: bool = True
     audit_interval: float = 300.0
     audit_heal: bool = False
     image_traits: bool = True
