@@ -26,6 +26,9 @@ class Settings:
     metrics_port: int | None = 9090
     health_port: int | None = None
     workers: int = 16
+    #: Most new Instances decided and claimed together (kova.operator.batch);
+    #: 1 = one at a time.
+    max_batch: int = 256
     max_attempts: int = 3
     backoff_base: float = 2.0
     backoff_max: float = 60.0

@@ -29,6 +29,7 @@ from typing import Any
 import kopf
 
 from kova.operator import contract, metrics
+from kova.operator.batch import BatchScheduler, batchable
 from kova.operator.config import Settings
 from kova.operator.filters import HostInfo
 from kova.operator.kube import Kube, KubeCredentials, KubeError, host_path, instance_path
@@ -100,6 +101,21 @@ def _first(index: Any, key: Hashable) -> Any:
     return None
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """The operator has only event and index handlers, no on.create/update
+    ones, so nothing ever reads the diff base that kopf otherwise builds for
+    every watch event (a deep copy of the whole object)."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 class Controller:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -136,6 +152,7 @@ class Controller:
         self.sg_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.failures = BuildFailures(window=settings.build_failure_window)
         self.scheduler: Scheduler | None = None
+        self.batcher: BatchScheduler | None = None
         self.identity = f"kova-operator@{socket.gethostname()}/{os.getpid()}"
         self.priority = (settings.priority if settings.priority is not None
                          else random.randint(1, 1_000_000))
@@ -274,6 +291,7 @@ class Controller:
             settings.watching.server_timeout = 300
             settings.watching.client_timeout = 330
             settings.networking.request_timeout = 60
+            settings.persistence.diffbase_storage = NoDiffBase()
 
         @kopf.index(G, V, "instances", id="kova_instances", registry=reg)
         def kova_instances(body: Any, name: str, namespace: str, **_: Any) -> dict:
@@ -362,8 +380,8 @@ class Controller:
                 ctl.hosts_version += 1
                 ctl.enqueue(("host", name))
                 ctl.retrigger_pending()
-                if old is None or old[-1] != sig[-1]:
-                    ctl.enqueue_host_instances(name)
+                if (old[-1] if old is not None else False) != sig[-1]:
+                    ctl.enqueue_host_instances(name)  # fenced or unfenced
 
         if ctl.settings.node_fencing:
             @kopf.on.event("", "v1", "nodes", registry=reg)
@@ -556,7 +574,10 @@ class Controller:
                     self.no_claim.discard(req.uid)
             else:
                 req, size = self.build(body)
-                decision = await self.scheduler.schedule(req)
+                if self.batcher is not None and batchable(req):
+                    decision = await self.batcher.schedule(req)
+                else:
+                    decision = await self.scheduler.schedule(req)
                 self.own_hosts[req.uid] = decision.host
         except NoValidHost as exc:
             metrics.OUTCOMES.labels(reason=contract.REASON_NO_VALID_HOST).inc()
@@ -1385,6 +1406,8 @@ class Controller:
         self._events = asyncio.Queue(maxsize=10000)
         self.scheduler = Scheduler(self.placement, s.scheduler, self.host_by_rp,
                                    self.host_by_name, WeighContext(failures=self.failures))
+        if s.max_batch > 1:
+            self.batcher = BatchScheduler(self.scheduler, s.max_batch)
         try:
             await self.poll_leases()
         except Exception as exc:
@@ -1420,6 +1443,8 @@ class Controller:
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.batcher is not None:
+                await self.batcher.close()
             self.queue.shutdown()
             await self.kube.close()
             await self.placement.close()

@@ -129,6 +129,8 @@ class Stack:
             *kova_exe(), "placement", "serve", "--database-url", db,
             "--host", "127.0.0.1", "--port", str(self.placement_port),
             "--token-file", str(token_file),
+            # the operator asks for --max-placement-results candidates: sample them
+            "--randomize-allocation-candidates",
         ])
         self._wait_http(f"{self.placement_url}/healthz", "placement")
 

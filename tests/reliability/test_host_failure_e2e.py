@@ -5,7 +5,8 @@ operator and two compute agents, each host with its own libvirtd running QEMU
 (TCG), against the session's kube-apiserver; heartbeat Leases of 6 s.
 
 1. Host A's agent is killed (kill -9): A goes Down, its Instance is marked
-   Unknown, and nothing is moved -- its QEMU process runs on.
+   Unknown, and nothing is moved -- its QEMU process runs on.  The agent
+   comes back: the same guest is Running again.  It is killed once more.
 2. A is fenced (Host.spec.fenced): the Instance is rebuilt on B (new overlay,
    seed with the same user data) and Running; its allocation moved to B.  A
    new Instance asking for A stays Pending while A is fenced.
@@ -149,6 +150,18 @@ spec:
     assert _qemu_pid(stack, a, dom) == pid_a  # the guest runs on, untouched
     assert uid not in _domains(uri[b])
 
+    # The agent comes back without fencing: the same guest is Running again.
+    t_r = time.monotonic()
+    stack.start_agent(a)
+    wait_for(lambda: running_on("vm-1", a), 60, 0.3, "vm-1 Running on A again")
+    t_recover = time.monotonic() - t_r
+    assert _qemu_pid(stack, a, dom) == pid_a
+    assert cond(inst("vm-1"), "Ready")["status"] == "True"
+    wait_for(lambda: host_state(a) == "Up", 30, 0.3, "host A Up")
+    stack.kill(f"agent-{a}")  # and fails again, for good this time
+    wait_for(lambda: host_state(a) == "Down" and inst("vm-1")["status"].get("phase")
+             == "Unknown", 60, 0.3, "host A Down, vm-1 Unknown again")
+
     # 2. Fence A: vm-1 is rebuilt on B.
     t1 = time.monotonic()
     kubectl("patch", "host.kova.dev", a, "--type=merge", "-p", '{"spec":{"fenced":true}}')
@@ -161,6 +174,7 @@ spec:
         stack.root / "instances" / b)
     wait_for(lambda: console_has(inst("vm-1"), "HF-USERDATA vm-1"), 90, 0.5,
              "vm-1's user data on its console on B")
+    t_evac_console = time.monotonic() - t1
     pid_b = _qemu_pid(stack, b, dom)
     assert pid_b is not None
     events = get("events")["items"]
@@ -223,12 +237,16 @@ spec:
 
     record(fault="Host failure and evacuation",
            injected="2 hosts (private libvirtd, QEMU/TCG), Lease 6 s: kill -9 of host A's "
-                    "agent; A fenced (spec.fenced); A's agent restarted; A unfenced; host B's "
+                    "agent, restarted, killed again; A fenced (spec.fenced); A's agent restarted; A unfenced; host B's "
                     "Node tainted out-of-service with its agent running",
            times=2, lost=lost, duplicated=duplicated, overcommitted=over,
            result=f"A Down {t_down:.1f}s after the kill (Instance Unknown, not moved); "
-                  f"evacuated and Running on B {t_evac:.1f}s after fencing; stale domain "
+                  f"status Running again {t_recover:.1f}s after the agent came back unfenced; "
+                  f"evacuated and Running on B {t_evac:.1f}s after fencing (user data on "
+                  f"its console after {t_evac_console:.1f}s); stale domain "
                   f"removed {t_stale:.1f}s after the agent restart; B->A {t_evac2:.1f}s",
-           figures={"down_s": round(t_down, 1), "evacuate_to_running_s": round(t_evac, 1),
+           figures={"down_s": round(t_down, 1), "recover_unfenced_s": round(t_recover, 1),
+                    "evacuate_to_running_s": round(t_evac, 1),
+                    "evacuate_to_console_userdata_s": round(t_evac_console, 1),
                     "stale_domain_removed_s": round(t_stale, 1),
                     "evacuate_live_agent_s": round(t_evac2, 1)})
