@@ -151,6 +151,7 @@ class Agent:
         self.coord = k8s.CoordinationV1Api(api_client)
         self.queue = WorkQueue()
         self.driver = LibvirtDriver(cfg.libvirt_uri, on_event=self._on_libvirt_event)
+        self.metrics.libvirt_reconnects.set_function(lambda: self.driver.reconnects)
         self.placement = None
         if cfg.placement_url:
             from kova.agents.placement import Placement
@@ -168,6 +169,8 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._stopping: dict[str, float] = {}
         self._failures: dict[Key, int] = {}
+        #: Instances waiting for their user-data Secret: retries so far.
+        self._secret_waits: dict[Key, int] = {}
         self._build_started: dict[str, float] = {}
         self._awaiting_address: dict[str, float] = {}
         self._last_lease_ok = 0.0
@@ -410,9 +413,11 @@ class Agent:
                 self.resync()
                 next_resync = time.monotonic() + self.cfg.resync_seconds
 
-    def resync(self) -> None:
+    def resync(self, strict: bool = False) -> None:
         """Queue every known Instance and every Kova domain (periodic
-        power-state sync; also finds orphans)."""
+        power-state sync; also finds orphans).  ``strict``: a libvirt error
+        is raised (the worker retries with back-off -- after libvirtd
+        restarted, until it answers again) instead of only logged."""
         with self._cache_lock:
             keys = list(self._cache)
         for k in keys:
@@ -422,6 +427,8 @@ class Agent:
         try:
             domains = self.driver.list_domains()
         except DriverError as exc:
+            if strict:
+                raise
             log.warning("listing domains failed: %s", exc)
             return
         domains = [d for d in domains if self._mine(d)]
@@ -494,6 +501,10 @@ class Agent:
                     self.queue.add(k)
                 if not self._synced.is_set():
                     log.info("instance watch synced: %d instances on %s", len(fresh), self.host)
+                    # Look at every domain on the host now, not at the first
+                    # periodic resync: a domain whose Instance was evacuated
+                    # (or deleted) while this agent was away must not run on.
+                    self.queue.add(("", "*resync*"))
                 self._synced.set()
                 self._watch = k8s_watch.Watch()
                 for ev in self._watch.stream(
@@ -556,7 +567,7 @@ class Agent:
             t0 = time.monotonic()
             try:
                 if k == ("", "*resync*"):
-                    self.resync()
+                    self.resync(strict=True)
                 elif k[0] == "*domain*":
                     info = self.driver.get(k[1])
                     if info is not None and self._mine(info):
@@ -583,16 +594,24 @@ class Agent:
         with self._cache_lock:
             obj = self._cache.get(key)
         if obj is None:
+            self._secret_waits.pop(key, None)
             self._cleanup_orphans(key)
             return
         md = obj["metadata"]
         uid = md["uid"]
         if md.get("deletionTimestamp"):
+            self._secret_waits.pop(key, None)
             self._delete(obj)
             return
-        if (obj.get("status") or {}).get("host") != self.host:
+        placed = (obj.get("status") or {}).get("host")
+        if placed != self.host:
+            if placed and self.driver.lookup(uid) is not None:
+                # Evacuated away and (being) placed here again: the domain
+                # left from before is stale; the new placement rebuilds it.
+                self._teardown_verified(uid, key)
+                return
             log.debug("%s/%s: labelled for %s but status.host is %r; waiting",
-                      *key, self.host, (obj.get("status") or {}).get("host"))
+                      *key, self.host, placed)
             return
         built = st.get_condition(obj, contract.COND_BUILT)
         if built and built.get("status") == "False" and built.get("reason") == contract.REASON_BUILD_FAILED:
@@ -600,6 +619,8 @@ class Agent:
         info = self.driver.get(uid)
         first_start = not (built and built.get("status") == "True")
         if info is None:
+            if not self._user_data_ready(obj):
+                return
             try:
                 self._build(obj)
             except BuildError as exc:
@@ -777,6 +798,43 @@ class Agent:
             raise BuildError(contract.ERROR_USER_DATA,
                              f"Secret {ns}/{ref['name']} has no key {key!r}")
         return base64.b64decode(data).decode("utf-8", errors="replace")
+
+    def _user_data_ready(self, obj: dict) -> bool:
+        """A user-data Secret that does not exist (yet), or lacks the key, is
+        waited for like a pod waits for its Secret volume -- with GitOps the
+        Secret may well arrive after the Instance: nothing is created on the
+        host, ``Ready=False`` names the Secret and key (never a value), one
+        Warning Event, and the Secret is read again with back-off (1 s
+        doubling to 60 s; the agent may only ``get`` Secrets, not watch them)."""
+        key = _key(obj)
+        ref = ((obj.get("spec") or {}).get("userData") or {}).get("secretRef")
+        if not ref:
+            return True
+        try:
+            self._user_data(obj)
+        except BuildError as exc:
+            n = self._secret_waits.get(key, 0)
+            self._secret_waits[key] = n + 1
+            delay = min(60.0, 2.0 ** n)
+            md = obj["metadata"]
+            message = f"waiting for the user data: {exc.message}"
+            wanted = {"conditions": [
+                st.condition(obj, contract.COND_BUILT, "Unknown", exc.code, message),
+                st.condition(obj, contract.COND_READY, "False", exc.code, message),
+            ]}
+            if st.status_changed(obj, wanted):
+                log.warning("%s/%s: %s (retrying with back-off)", *key, message)
+                self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", wanted,
+                                   namespace=md["namespace"])
+                self._event(obj, "Warning", exc.code, f"{self.host}: {message}")
+            else:
+                log.debug("%s/%s: still %s (retry in %.0fs)", *key, message, delay)
+            self.metrics.user_data_waits.inc()
+            self.queue.add_after(key, delay)
+            return False
+        if self._secret_waits.pop(key, None) is not None:
+            log.info("%s/%s: its user-data Secret is there now; building", *key)
+        return True
 
     def _build(self, obj: dict) -> None:
         """Create everything for a new domain, define it (it is started by
@@ -956,16 +1014,33 @@ class Agent:
                 return False
             raise
         md = obj.get("metadata") or {}
+        placed = (obj.get("status") or {}).get("host")
+        # status.host unset with our label: the operator is recording a first
+        # placement here.  Set to another host: moved (evacuated) away.
         return (
             md.get("uid") == uid
             and (md.get("labels") or {}).get(contract.HOST_LABEL) == self.host
+            and placed in (None, self.host)
         )
 
     def _teardown_verified(self, uid: str, key: Key) -> None:
         if self._still_ours(key[0], key[1], uid):
             return
-        log.info("removing orphan domain %s (%s/%s)", uid, *key)
+        info = self.driver.get(uid)
+        running = info is not None and info.state.running
+        log.warning("removing stale domain %s of %s/%s (%s): its Instance is gone or placed "
+                    "on another host", uid, *key, "was running" if running else "not running")
         self._teardown(uid)
+        self.metrics.stale_domains.inc()
+        try:
+            obj = self.custom.get_namespaced_custom_object(
+                contract.GROUP, contract.VERSION, key[0], contract.INSTANCES, key[1])
+        except ApiException:
+            return
+        if obj["metadata"].get("uid") == uid:
+            self._event(obj, "Normal", "StaleDomainRemoved",
+                        f"{self.host}: removed the stale copy of the domain (the Instance is "
+                        f"now on {(obj.get('status') or {}).get('host')})")
 
     def _cleanup_orphans(self, key: Key) -> None:
         """The Instance is gone or no longer on this host: remove its domains."""

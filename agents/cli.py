@@ -100,6 +100,13 @@ def register(group: click.Group) -> None:
     @click.option("--shutdown-timeout", envvar="KOVA_AGENT_SHUTDOWN_TIMEOUT", default=60.0,
                   show_default=True, type=float,
                   help="Seconds a guest gets to power off cleanly before it is destroyed.")
+    @click.option("--lease-duration-seconds", envvar="KOVA_AGENT_LEASE_DURATION_SECONDS",
+                  default=40, show_default=True, type=click.IntRange(min=2),
+                  help="Heartbeat Lease duration: the host is Down this long after the last "
+                  "renewal.")
+    @click.option("--lease-renew-seconds", envvar="KOVA_AGENT_LEASE_RENEW_SECONDS",
+                  default=10.0, show_default=True, type=click.FloatRange(min=0.2),
+                  help="How often the Lease is renewed (well below the duration).")
     @click.option("--lease-namespace", envvar="KOVA_LEASE_NAMESPACE", default="kova-system",
                   show_default=True, help="Namespace of the heartbeat Leases.")
     @click.option("--image-cache-ttl", envvar="KOVA_AGENT_IMAGE_CACHE_TTL", default=86400.0,
@@ -111,7 +118,8 @@ def register(group: click.Group) -> None:
     def run(host, libvirt_uri, instance_dir, image_cache_dir, placement_url, placement_token,
             placement_ca_file,
             kubeconfig, domain_type, machine, cpu_mode, network, bridge, metrics_port,
-            metrics_bind, workers, resync_seconds, shutdown_timeout, lease_namespace, image_cache_ttl, log_level, log_format):
+            metrics_bind, workers, resync_seconds, shutdown_timeout, lease_duration_seconds,
+            lease_renew_seconds, lease_namespace, image_cache_ttl, log_level, log_format):
         """Run the compute agent for one host."""
         setup_logging(log_level, log_format)
         from kova.agents.agent import Agent, AgentConfig
@@ -127,7 +135,11 @@ def register(group: click.Group) -> None:
             metrics_port=None if metrics_port < 0 else metrics_port, metrics_bind=metrics_bind,
             workers=workers, resync_seconds=resync_seconds, shutdown_timeout=shutdown_timeout,
             image_cache_ttl=image_cache_ttl, lease_namespace=lease_namespace,
+            lease_duration_seconds=lease_duration_seconds, lease_renew_seconds=lease_renew_seconds,
         )
+        if lease_renew_seconds >= lease_duration_seconds:
+            raise click.BadParameter("must be shorter than --lease-duration-seconds",
+                                     param_hint="--lease-renew-seconds")
         agent = Agent(cfg)
 
         def _term(signum, _frame):

@@ -42,6 +42,10 @@ class AgentMetrics:
         self.build_failures = Counter(
             "kova_agent_build_failures_total", "Failed builds by reason.", ["reason"], registry=r
         )
+        self.user_data_waits = Counter(
+            "kova_agent_user_data_waits_total",
+            "Reads of a user-data Secret that was missing (or lacked the key).", registry=r
+        )
         self.image_cache_hits = Counter(
             "kova_agent_image_cache_hits_total", "Image fetches served from the cache.", registry=r
         )
@@ -74,6 +78,15 @@ class AgentMetrics:
         )
         self.queue_depth = Gauge(
             "kova_agent_workqueue_depth", "Instances waiting for a reconcile.", registry=r
+        )
+        self.stale_domains = Counter(
+            "kova_agent_stale_domains_removed_total",
+            "Domains removed because their Instance was gone or placed on another host "
+            "(evacuated while this agent was away).", registry=r,
+        )
+        self.libvirt_reconnects = Gauge(
+            "kova_agent_libvirt_reconnects", "Times the libvirt connection was re-opened after "
+            "it was lost (libvirtd restarted).", registry=r,
         )
 
 

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -88,7 +89,11 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--instances", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=16, help="operator --workers")
-    ap.add_argument("--candidate-limit", type=int, default=1000)
+    ap.add_argument("--candidate-limit", "--max-placement-results", dest="candidate_limit",
+                    type=int, default=None,
+                    help="operator --max-placement-results (default: the operator's)")
+    ap.add_argument("--no-randomize", dest="randomize", action="store_false",
+                    help="Placement without --randomize-allocation-candidates")
     ap.add_argument("--host-subset-size", type=int, default=1)
     ap.add_argument("--database-url", default=None, help="Placement DB (default SQLite)")
     ap.add_argument("--placement-workers", type=int, default=1)
@@ -124,7 +129,8 @@ def main() -> int:
         procs.append(subprocess.Popen(
             KOVA + ["placement", "serve", "--database-url", db, "--no-auth", "--port",
                     str(pport), "--workers", str(args.placement_workers),
-                    "--log-level", "warning"], stdout=plog, stderr=subprocess.STDOUT, cwd=ROOT))
+                    "--log-level", "warning"]
+            + (["--randomize-allocation-candidates"] if args.randomize else []), stdout=plog, stderr=subprocess.STDOUT, cwd=ROOT))
         wait_http(purl + "/")
         ph = httpx.Client(base_url=purl, timeout=60,
                           headers={"OpenStack-API-Version": "placement 1.39"})
@@ -177,18 +183,23 @@ def main() -> int:
         profile = os.environ.get("KOVA_BENCH_PROFILE")
         # CPU time, not wall time: the machine is shared, and a wall-clock
         # profile charges C calls for the time the process waited for a core.
-        profiled = ("import cProfile, sys, time\n"
+        # Only the burst is profiled: SIGUSR1 starts the profiler, SIGUSR2
+        # stops it and writes the file (start-up, host sync, are left out).
+        profiled = ("import cProfile, signal, sys, time\n"
                     "from kova.cli import main\n"
                     "out = sys.argv.pop(1)\n"
                     "p = cProfile.Profile(time.process_time)\n"
-                    "try:\n    p.runcall(main, standalone_mode=False)\n"
-                    "finally:\n    p.dump_stats(out)\n")
+                    "signal.signal(signal.SIGUSR1, lambda *a: p.enable())\n"
+                    "def stop(*a):\n    p.disable()\n    p.dump_stats(out)\n"
+                    "signal.signal(signal.SIGUSR2, stop)\n"
+                    "main(standalone_mode=False)\n")
         prefix = [sys.executable, "-c", profiled, profile] if profile else KOVA
         procs.append(subprocess.Popen(
             prefix + ["operator", "run", "--kubeconfig", str(cp.kubeconfig), "--placement-url",
                     purl, "--namespace", "bench", "--standalone", "--metrics-port", str(mport),
                     "--workers", str(args.workers), "--audit-interval", "0",
-                    "--candidate-limit", str(args.candidate_limit),
+                    *(["--candidate-limit", str(args.candidate_limit)]
+                      if args.candidate_limit is not None else []),
                     "--host-subset-size", str(args.host_subset_size),
                     "--log-format", "text", "--log-level", "warning"],
             stdout=olog, stderr=subprocess.STDOUT, cwd=ROOT))
@@ -224,6 +235,8 @@ def main() -> int:
             return time.monotonic()
 
         log(f"applying {args.instances} instances")
+        if profile:
+            procs[1].send_signal(signal.SIGUSR1)
         t0 = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             created = list(pool.map(make_instance, range(args.instances)))
@@ -243,6 +256,9 @@ def main() -> int:
         if done_at is None:
             raise RuntimeError(f"only {n} of {args.instances} scheduled after 900s")
         elapsed = done_at - t0
+        if profile:
+            procs[1].send_signal(signal.SIGUSR2)
+            log(f"profile of the burst: {profile}")
         metrics = scrape(f"http://127.0.0.1:{mport}/metrics")
         cpu = {k: round(tree_cpu(p) - cpu0[k], 1) for k, p in pids.items()}
         cpu["bench (this process)"] = round(cpu_seconds(os.getpid())
@@ -286,7 +302,7 @@ def main() -> int:
         sched_n = delta("kova_operator_schedule_duration_seconds_count")
         result = {
             "hosts": args.hosts, "instances": args.instances, "workers": args.workers,
-            "candidate_limit": args.candidate_limit,
+            "candidate_limit": args.candidate_limit, "randomize": args.randomize,
             "host_subset_size": args.host_subset_size,
             "placement_db": "sqlite" if not args.database_url else "postgres",
             "apply_seconds": round(t_applied, 2),

@@ -493,6 +493,9 @@ class InstancePhase(str, Enum):
     MIGRATING = "Migrating"
     DELETING = "Deleting"
     ERROR = "Error"
+    #: The host's agent stopped reporting (its heartbeat Lease expired): the
+    #: last known state may be stale; set by the operator's host monitor.
+    UNKNOWN = "Unknown"
 
 
 class PowerState(str, Enum):
@@ -504,6 +507,8 @@ class PowerState(str, Enum):
     SHUTDOWN = "Shutdown"
     CRASHED = "Crashed"
     SUSPENDED = "Suspended"
+    #: Nobody can tell: the host is Down (set by the operator's host monitor).
+    UNKNOWN = "Unknown"
 
 
 class UserData(KovaModel):
@@ -678,8 +683,8 @@ class InstanceStatus(KovaModel):
     phase: InstancePhase | None = Field(
         default=None,
         description="Coarse lifecycle phase: Pending, Scheduling, Scheduled, Building, "
-        "Running, Stopped, Paused, Migrating, Deleting or Error. Conditions carry the "
-        "details.",
+        "Running, Stopped, Paused, Migrating, Deleting, Error, or Unknown while its host "
+        "is Down. Conditions carry the details.",
     )
     host: Name | None = Field(default=None, description="The Host the instance is placed on.")
     alternate_hosts: list[Name] | None = Field(
@@ -832,6 +837,14 @@ class HostSpec(KovaModel):
         "next to the traits the agent detects.",
         json_schema_extra=k8s(list_type="set"),
     )
+    fenced: bool = Field(
+        default=False,
+        description="The host is known to be powered off or cut off (fenced): its "
+        "instances are evacuated (rebuilt on other hosts) and it gets no new ones. "
+        "Tainting its Node node.kubernetes.io/out-of-service has the same effect. "
+        "Set it back to false once the host is repaired; its agent removes the "
+        "stale domains when it comes back.",
+    )
 
 
 class HypervisorInfo(KovaModel):
@@ -901,6 +914,7 @@ class Host(KovaObject):
             ("State", "string", ".status.state", "Agent liveness.", 0),
             ("Zone", "string", ".spec.availabilityZone", "Availability zone.", 0),
             ("Instances", "integer", ".status.instanceCount", "Instances on the host.", 0),
+            ("Fenced", "boolean", ".spec.fenced", "Fenced: instances evacuated.", 1),
             ("Maintenance", "boolean", ".spec.maintenance.enabled", "In maintenance.", 1),
             ("Hypervisor", "string", ".status.hypervisor.type", "Hypervisor type.", 1),
         ),

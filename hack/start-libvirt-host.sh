@@ -37,17 +37,22 @@ unix_sock_dir = "$sock"
 unix_sock_ro_perms = "0700"
 unix_sock_rw_perms = "0700"
 CONF
-for f in libvirtd virtlogd; do
-  if [ -s "$root/$f.pid" ] && [ -d "/proc/$(cat "$root/$f.pid")" ]; then
-    kill "$(cat "$root/$f.pid")" 2>/dev/null || true
-    sleep 0.5
-  fi
-  rm -f "$root/$f.pid"
-done
-rm -f "$sock/"*
+if [ -s "$root/libvirtd.pid" ] && [ -d "/proc/$(cat "$root/libvirtd.pid")" ]; then
+  kill "$(cat "$root/libvirtd.pid")" 2>/dev/null || true
+  sleep 0.5
+fi
+rm -f "$root/libvirtd.pid" "$sock/"*
+# A running virtlogd is kept: it holds the console logs of running guests (a
+# libvirtd restart must not touch them); its socket is under ROOT/NAME/run.
+keep_virtlogd=0
+if alive "$root/virtlogd.pid" virtlogd; then
+  keep_virtlogd=1
+else
+  rm -f "$root/virtlogd.pid"
+fi
 
 log "starting a private libvirtd (socket $sock/libvirt-sock)"
-unshare --mount --propagation private bash -s "$root" <<'NS'
+unshare --mount --propagation private bash -s "$root" "$keep_virtlogd" <<'NS'
 set -euo pipefail
 root=$1
 mount --bind "$root/run" /run/libvirt
@@ -56,7 +61,9 @@ mount --bind "$root/cache" /var/cache/libvirt
 mount --bind "$root/log" /var/log/libvirt
 mkdir -p /etc/libvirt/qemu
 mount --bind "$root/etc-qemu" /etc/libvirt/qemu
-LIBVIRT_LOG_OUTPUTS="3:file:$root/log/virtlogd.log" virtlogd -d -p "$root/virtlogd.pid"
+if [ "$2" != 1 ]; then
+  LIBVIRT_LOG_OUTPUTS="3:file:$root/log/virtlogd.log" virtlogd -d -p "$root/virtlogd.pid"
+fi
 LIBVIRT_LOG_OUTPUTS="3:file:$root/log/libvirtd.log" \
   libvirtd -d -f "$root/libvirtd.conf" -p "$root/libvirtd.pid"
 NS

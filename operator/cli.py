@@ -106,9 +106,15 @@ def register(group: click.Group) -> None:
                   default=1_000_000.0, show_default=True)
     @click.option("--host-subset-size", envvar=ENV + "HOST_SUBSET_SIZE", type=int, default=1,
                   show_default=True, help="Pick randomly among the best N hosts.")
-    @click.option("--candidate-limit", envvar=ENV + "CANDIDATE_LIMIT", type=int, default=1000,
+    @click.option("--max-placement-results", "--candidate-limit", "candidate_limit",
+                  envvar=[ENV + "MAX_PLACEMENT_RESULTS", ENV + "CANDIDATE_LIMIT"], type=int,
+                  default=100, show_default=True,
+                  help="Nova's max_placement_results: `limit` of GET /allocation_candidates "
+                       "(0 = all). Needs Placement's --randomize-allocation-candidates to "
+                       "spread over more hosts than this.")
+    @click.option("--max-batch", envvar=ENV + "MAX_BATCH", type=int, default=256,
                   show_default=True,
-                  help="Placement's limit on allocation candidates per request (0 = all).")
+                  help="Most new Instances decided and claimed together (1 = one at a time).")
     @click.option("--filters", envvar=ENV + "FILTERS", default=",".join(DEFAULT_FILTERS),
                   show_default=True, help="Filters to apply, in order.")
     @click.option("--image-traits/--no-image-traits", envvar=ENV + "IMAGE_TRAITS", default=True,
@@ -118,6 +124,10 @@ def register(group: click.Group) -> None:
                   default=2.0, show_default=True, help="Seconds between Lease checks.")
     @click.option("--heartbeat-grace", envvar=ENV + "HEARTBEAT_GRACE", type=float, default=0.0,
                   show_default=True, help="Seconds past a Lease's expiry before a host is Down.")
+    @click.option("--node-fencing/--no-node-fencing", envvar=ENV + "NODE_FENCING", default=True,
+                  show_default=True,
+                  help="Watch Nodes: a Node tainted node.kubernetes.io/out-of-service fences "
+                  "the Host of the same name (needs get/list/watch on nodes).")
     @click.option("--audit-interval", envvar=ENV + "AUDIT_INTERVAL", type=float, default=300.0,
                   show_default=True, help="Seconds between allocation audits (0 = off).")
     @click.option("--audit-heal/--no-audit-heal", envvar=ENV + "AUDIT_HEAL", default=False,
@@ -131,9 +141,9 @@ def register(group: click.Group) -> None:
             all_namespaces, peering, peering_name, priority, metrics_port, health_port, workers,
             max_attempts, strategy, ram_weight, cpu_weight, disk_weight, soft_affinity_weight,
             soft_anti_affinity_weight, build_failure_weight, host_subset_size, candidate_limit,
-            filters,
-            image_traits, host_check_interval, heartbeat_grace, audit_interval, audit_heal,
-            events, backoff_max):
+            max_batch, filters,
+            image_traits, host_check_interval, heartbeat_grace, node_fencing, audit_interval,
+            audit_heal, events, backoff_max):
         """Run the scheduler, conductor and host monitor."""
         from kova.operator.config import Settings
         from kova.operator.scheduler import SchedulerConfig
@@ -159,9 +169,10 @@ def register(group: click.Group) -> None:
             namespaces=tuple(namespaces),
             all_namespaces=not namespaces, peering=peering, peering_name=peering_name,
             priority=priority, metrics_port=metrics_port or None,
-            health_port=health_port or None, workers=workers,
+            health_port=health_port or None, workers=workers, max_batch=max(1, max_batch),
             max_attempts=max_attempts, backoff_max=backoff_max,
             host_check_interval=host_check_interval, heartbeat_grace=heartbeat_grace,
+            node_fencing=node_fencing,
             audit_interval=audit_interval, audit_heal=audit_heal, image_traits=image_traits,
             events=events,
             scheduler=SchedulerConfig(filters=names, weigh=weigh,

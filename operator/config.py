@@ -26,6 +26,9 @@ class Settings:
     metrics_port: int | None = 9090
     health_port: int | None = None
     workers: int = 16
+    #: Most new Instances decided and claimed together (kova.operator.batch);
+    #: 1 = one at a time.
+    max_batch: int = 256
     max_attempts: int = 3
     backoff_base: float = 2.0
     backoff_max: float = 60.0
@@ -33,6 +36,9 @@ class Settings:
     #: Extra seconds after a Lease's renewTime + leaseDurationSeconds before
     #: its Host counts as down.
     heartbeat_grace: float = 0.0
+    #: Watch Nodes: a Node tainted node.kubernetes.io/out-of-service fences
+    #: the Host of the same name (needs get/list/watch on nodes).
+    node_fencing: bool = True
     audit_interval: float = 300.0
     audit_heal: bool = False
     image_traits: bool = True

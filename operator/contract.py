@@ -79,6 +79,12 @@ REASON_SERVER_GROUP_NOT_FOUND = "ServerGroupNotFound"
 REASON_INVALID_REQUEST = "InvalidRequest"
 REASON_MAX_ATTEMPTS = "MaxAttemptsExceeded"
 REASON_PLACEMENT_ERROR = "PlacementUnavailable"
+#: Scheduled=True reason after the host monitor moved the Instance off a
+#: fenced host (its allocation moved, rebuilt by the new host's agent).
+REASON_EVACUATED = "Evacuated"
+#: Scheduled=False reason while an Instance on a fenced host waits for a host
+#: to be evacuated to (it is retried with back-off).
+REASON_EVACUATION_FAILED = "EvacuationFailed"
 REASON_RETRYING = "Retrying"  # an Error Instance scheduled again (its Image was fixed)
 
 # Reasons of the Built condition.
@@ -90,6 +96,12 @@ PHASE_PENDING = "Pending"
 PHASE_SCHEDULED = "Scheduled"
 PHASE_DELETING = "Deleting"
 PHASE_ERROR = "Error"
+#: Written by the host monitor on the Instances of a Down host (with
+#: powerState Unknown and Ready=Unknown, reason HostDown); the agent writes the
+#: real phase again once it is back.
+PHASE_UNKNOWN = "Unknown"
+POWER_UNKNOWN = "Unknown"
+REASON_HOST_DOWN = "HostDown"
 
 # --------------------------------------------------------------------------
 # Hosts
@@ -107,6 +119,15 @@ HOST_UNKNOWN = "Unknown"
 HOST_COND_READY = "Ready"
 HOST_REASON_UP = "Up"
 HOST_REASON_DOWN = "Down"
+
+#: Host condition: True while the host is fenced (Host.spec.fenced, or its
+#: Node -- the Node named like the Host -- carries the taint below).
+HOST_COND_FENCED = "Fenced"
+HOST_REASON_FENCED_SPEC = "SpecFenced"
+HOST_REASON_FENCED_NODE = "NodeOutOfService"
+HOST_REASON_NOT_FENCED = "NotFenced"
+#: The Node taint that fences a host (Kubernetes' non-graceful node shutdown).
+TAINT_OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 
 # --------------------------------------------------------------------------
 # Placement

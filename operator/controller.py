@@ -29,13 +29,14 @@ from typing import Any
 import kopf
 
 from kova.operator import contract, metrics
+from kova.operator.batch import BatchScheduler, batchable
 from kova.operator.config import Settings
 from kova.operator.filters import HostInfo
 from kova.operator.kube import Kube, KubeCredentials, KubeError, host_path, instance_path
 from kova.operator.placement import Placement, PlacementError
 from kova.operator.queue import WorkQueue
 from kova.operator.request import InvalidRequest, MissingDependency, build_request
-from kova.operator.scheduler import NoValidHost, Scheduler
+from kova.operator.scheduler import Decision, NoValidHost, Scheduler
 from kova.operator.status import (
     attempts_history,
     describe_attempts,
@@ -68,7 +69,7 @@ def lease_fresh(lease: dict | None, now: float, grace: float = 0.0) -> bool:
     return renewed is not None and now <= renewed + float(duration) + grace
 
 
-def host_info(body: dict, alive: bool) -> HostInfo:
+def host_info(body: dict, alive: bool, fenced: bool = False) -> HostInfo:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     return HostInfo(
@@ -78,7 +79,14 @@ def host_info(body: dict, alive: bool) -> HostInfo:
         maintenance=bool((spec.get("maintenance") or {}).get("enabled")),
         zone=spec.get("availabilityZone"),
         alive=alive,
+        fenced=fenced,
     )
+
+
+def node_out_of_service(node: dict) -> bool:
+    """The Node carries the out-of-service taint (any effect)."""
+    return any(t.get("key") == contract.TAINT_OUT_OF_SERVICE
+               for t in ((node.get("spec") or {}).get("taints") or []))
 
 
 def _first(index: Any, key: Hashable) -> Any:
@@ -93,6 +101,21 @@ def _first(index: Any, key: Hashable) -> Any:
     return None
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """The operator has only event and index handlers, no on.create/update
+    ones, so nothing ever reads the diff base that kopf otherwise builds for
+    every watch event (a deep copy of the whole object)."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 class Controller:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -103,6 +126,13 @@ class Controller:
         self.indexes: dict[str, Any] = {}
         self.leases: dict[str, dict] = {}
         self.alive: dict[str, bool] = {}
+        #: The last Lease poll failed (API server unreachable); and when the
+        #: polls came back: a Lease is not counted expired for the time the
+        #: monitor could not see it being renewed.
+        self._lease_poll_failed = False
+        self._leases_resumed_at: float | None = None
+        #: Node name -> tainted node.kubernetes.io/out-of-service.
+        self.node_oos: dict[str, bool] = {}
         self.host_signatures: dict[str, tuple] = {}
         self._host_infos: dict[str, tuple] = {}
         #: Bumped whenever a Host's scheduling view changes (see host_by_rp).
@@ -122,6 +152,7 @@ class Controller:
         self.sg_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.failures = BuildFailures(window=settings.build_failure_window)
         self.scheduler: Scheduler | None = None
+        self.batcher: BatchScheduler | None = None
         self.identity = f"kova-operator@{socket.gethostname()}/{os.getpid()}"
         self.priority = (settings.priority if settings.priority is not None
                          else random.randint(1, 1_000_000))
@@ -145,12 +176,36 @@ class Controller:
         if alive is None:
             alive = lease_fresh(self.leases.get(name), time.time(),
                                 self.settings.heartbeat_grace)
+        fenced = self.fence_reason(name, body) is not None
         cached = self._host_infos.get(name)
-        if cached is not None and cached[0] is body and cached[1] == alive:
-            return cached[2]
-        info = host_info(body, alive)
-        self._host_infos[name] = (body, alive, info)
+        if (cached is not None and cached[0] is body and cached[1] == alive
+                and cached[2] == fenced):
+            return cached[3]
+        info = host_info(body, alive, fenced)
+        self._host_infos[name] = (body, alive, fenced, info)
         return info
+
+    def fence_reason(self, name: str, body: dict | None = None) -> str | None:
+        """Why host ``name`` is fenced (a condition reason), or None."""
+        body = body if body is not None else self.host_body(name)
+        if body is not None and (body.get("spec") or {}).get("fenced"):
+            return contract.HOST_REASON_FENCED_SPEC
+        if self.node_oos.get(name):
+            return contract.HOST_REASON_FENCED_NODE
+        return None
+
+    def host_is_down(self, name: str) -> bool:
+        """The host's Lease expired (the host monitor's Down, not merely
+        'no Lease yet')."""
+        return self.alive.get(name) is False and name in self.leases
+
+    def enqueue_host_instances(self, host: str) -> None:
+        """Queue every Instance recorded on ``host`` (its state changed)."""
+        idx = self.indexes.get("kova_instances")
+        for key in list(idx.keys()) if idx is not None else []:
+            body = _first(idx, key)
+            if body and (body.get("status") or {}).get("host") == host:
+                self.enqueue(("inst", key[0], key[1]))
 
     def host_by_rp(self, rp: str) -> HostInfo | None:
         """Provider uuid -> HostInfo, from a map rebuilt only when a Host's
@@ -236,6 +291,7 @@ class Controller:
             settings.watching.server_timeout = 300
             settings.watching.client_timeout = 330
             settings.networking.request_timeout = 60
+            settings.persistence.diffbase_storage = NoDiffBase()
 
         @kopf.index(G, V, "instances", id="kova_instances", registry=reg)
         def kova_instances(body: Any, name: str, namespace: str, **_: Any) -> dict:
@@ -316,11 +372,32 @@ class Controller:
             sig = (spec.get("enabled", True), json.dumps(spec.get("maintenance"), sort_keys=True),
                    spec.get("availabilityZone"), status.get("resourceProviderUUID"),
                    json.dumps(spec.get("allocationRatios"), sort_keys=True),
-                   json.dumps(spec.get("reserved"), sort_keys=True))
-            if ctl.host_signatures.get(name) != sig:
+                   json.dumps(spec.get("reserved"), sort_keys=True),
+                   bool(spec.get("fenced")))
+            old = ctl.host_signatures.get(name)
+            if old != sig:
                 ctl.host_signatures[name] = sig
                 ctl.hosts_version += 1
                 ctl.enqueue(("host", name))
+                ctl.retrigger_pending()
+                if (old[-1] if old is not None else False) != sig[-1]:
+                    ctl.enqueue_host_instances(name)  # fenced or unfenced
+
+        if ctl.settings.node_fencing:
+            @kopf.on.event("", "v1", "nodes", registry=reg)
+            async def node_event(event: dict, name: str, **kwargs: Any) -> None:
+                capture(kwargs)
+                oos = (event.get("type") != "DELETED"
+                       and node_out_of_service(event.get("object") or {}))
+                if ctl.node_oos.get(name, False) == oos:
+                    ctl.node_oos[name] = oos
+                    return
+                ctl.node_oos[name] = oos
+                LOG.info("node %s: %s taint %s", name, contract.TAINT_OUT_OF_SERVICE,
+                         "added" if oos else "removed")
+                ctl.hosts_version += 1
+                ctl.enqueue(("host", name))
+                ctl.enqueue_host_instances(name)
                 ctl.retrigger_pending()
 
         async def dependency_event(event: dict, **kwargs: Any) -> None:
@@ -424,6 +501,8 @@ class Controller:
             if own is not None and own != status["host"]:
                 return  # a stale copy from before our last move
             self.pending.discard(key)
+            if await self.host_failure(key, body):
+                return
             self.retries.pop(key, None)
             if is_build_failed(body):
                 await self.handle_build_failure(key, body)
@@ -495,7 +574,10 @@ class Controller:
                     self.no_claim.discard(req.uid)
             else:
                 req, size = self.build(body)
-                decision = await self.scheduler.schedule(req)
+                if self.batcher is not None and batchable(req):
+                    decision = await self.batcher.schedule(req)
+                else:
+                    decision = await self.scheduler.schedule(req)
                 self.own_hosts[req.uid] = decision.host
         except NoValidHost as exc:
             metrics.OUTCOMES.labels(reason=contract.REASON_NO_VALID_HOST).inc()
@@ -834,6 +916,21 @@ class Controller:
         if contract.FINALIZER_OPERATOR not in fins:
             return
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        host = (body.get("status") or {}).get("host")
+        if (contract.FINALIZER_AGENT in fins and host
+                and self.fence_reason(host) is not None):
+            # The fenced host's agent cannot clean up now; it removes the
+            # domain of a vanished Instance when it comes back (Nova's local
+            # delete of an instance on a down compute host).
+            fins = [f for f in fins if f != contract.FINALIZER_AGENT]
+            body = await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
+                "finalizers": fins, "resourceVersion": meta["resourceVersion"]}})
+            meta = body["metadata"]
+            LOG.warning("%s/%s uid=%s deleted while its host %s is fenced: the agent's "
+                        "finalizer was removed", ns, name, uid, host)
+            self.emit(body, "Warning", "DeletedOnFencedHost",
+                      f"host {host} is fenced: deleted without waiting for its agent, which "
+                      "removes the domain when it comes back")
         if contract.FINALIZER_AGENT in fins:
             if (body.get("status") or {}).get("phase") != contract.PHASE_DELETING:
                 await self.patch_status(body, lambda cur: {"phase": contract.PHASE_DELETING})
@@ -924,7 +1021,8 @@ class Controller:
         if not rp:
             return
         disabled = (not spec.get("enabled", True)
-                    or bool((spec.get("maintenance") or {}).get("enabled")))
+                    or bool((spec.get("maintenance") or {}).get("enabled"))
+                    or self.fence_reason(name, body) is not None)
         zone = spec.get("availabilityZone")
         sig = (rp, disabled, zone)
         if self.synced_providers.get(name) == sig:
@@ -957,14 +1055,28 @@ class Controller:
             f"/apis/coordination.k8s.io/v1/namespaces/{contract.LEASE_NAMESPACE}/leases")
         self.leases = {item["metadata"]["name"]: item for item in body.get("items") or []}
         now = time.time()
+        if self._lease_poll_failed:
+            self._lease_poll_failed = False
+            self._leases_resumed_at = now
+            LOG.info("host monitor: Leases readable again; no host goes Down for want of "
+                     "renewals it could not see")
         changed = False
         idx = self.indexes.get("kova_hosts")
         names = list(idx.keys()) if idx is not None else []
         states = Counter()
         for name in names:
-            alive = lease_fresh(self.leases.get(name), now, self.settings.heartbeat_grace)
+            lease = self.leases.get(name)
+            alive = lease_fresh(lease, now, self.settings.heartbeat_grace)
+            if not alive and self.alive.get(name) and self._leases_resumed_at is not None:
+                # Up before the API server became unreachable: give the agent
+                # one full Lease period from when renewals became visible.
+                duration = float(((lease or {}).get("spec") or {}).get("leaseDurationSeconds")
+                                 or 40)
+                alive = now <= self._leases_resumed_at + duration + self.settings.heartbeat_grace
             if self.alive.get(name) != alive:
                 changed = True
+                if name in self.alive:
+                    self.enqueue_host_instances(name)
             self.alive[name] = alive
         if changed:
             self.hosts_version += 1
@@ -991,8 +1103,16 @@ class Controller:
                 want = contract.HOST_DOWN
             else:
                 want = contract.HOST_UNKNOWN
-            if status.get("state") == want:
+            fence = self.fence_reason(name, body)
+            fcond = get_condition(body, contract.HOST_COND_FENCED)
+            fence_ok = ((fcond or {}).get("reason") == fence if fence else
+                        fcond is None or fcond.get("status") == "False")
+            if status.get("state") == want and fence_ok:
                 continue
+            if not fence_ok:
+                body = await self.set_host_fenced(body, fence)
+                if body is None or status.get("state") == want:
+                    continue
             lease = self.leases.get(name) or {}
             renew = (lease.get("spec") or {}).get("renewTime")
             if want == contract.HOST_UP:
@@ -1019,6 +1139,160 @@ class Controller:
             if want == contract.HOST_DOWN:
                 self.emit(body, "Warning", "HostDown", cond[2])
 
+    async def set_host_fenced(self, body: dict, reason: str | None) -> dict | None:
+        """The Host's Fenced condition (and an Event when it turns True)."""
+        name = body["metadata"]["name"]
+        if reason == contract.HOST_REASON_FENCED_SPEC:
+            cond = ("True", reason, "spec.fenced is true: the host's instances are evacuated "
+                    "and it takes no new ones")
+        elif reason == contract.HOST_REASON_FENCED_NODE:
+            cond = ("True", reason, f"Node {name} is tainted {contract.TAINT_OUT_OF_SERVICE}: "
+                    "the host's instances are evacuated and it takes no new ones")
+        else:
+            cond = ("False", contract.HOST_REASON_NOT_FENCED, "the host is not fenced")
+        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                 "status": {"conditions": set_condition(
+                     (body.get("status") or {}).get("conditions"),
+                     contract.HOST_COND_FENCED, *cond)}}
+        try:
+            new = await self.kube.merge_patch(host_path(name) + "/status", patch)
+        except KubeError as exc:
+            if exc.status not in (404, 409):
+                raise
+            return None
+        LOG.info("host %s: fenced=%s (%s)", name, cond[0], cond[1])
+        self.emit(body, "Warning" if reason else "Normal",
+                  "HostFenced" if reason else "HostUnfenced", cond[2])
+        return new
+
+    # ------------------------------------------------------------ host failure
+    async def host_failure(self, key: tuple, body: dict) -> bool:
+        """An Instance on a Down or fenced host (reconcile_instance's hook).
+
+        Down only: its status says Unknown (nothing is moved -- the host may
+        merely be cut off and still run the VM).  Fenced: it is evacuated.
+        Returns True when the reconcile ends here."""
+        status = body.get("status") or {}
+        host = status["host"]
+        if self.host_body(host) is None:
+            return False
+        if self.fence_reason(host) is not None:
+            await self.evacuate(key, body, host)
+            return True
+        if self.host_is_down(host) and status.get("phase") != contract.PHASE_UNKNOWN:
+            await self.mark_unknown(body, host)
+        return False
+
+    async def mark_unknown(self, body: dict, host: str) -> None:
+        lease = self.leases.get(host) or {}
+        renew = (lease.get("spec") or {}).get("renewTime")
+        message = (f"host {host} is Down: its heartbeat Lease expired"
+                   + (f" (last renewed {renew})" if renew else "")
+                   + "; the instance's state is unknown. It is not moved unless the host "
+                   "is fenced")
+
+        def change(current: dict) -> dict:
+            return {
+                "phase": contract.PHASE_UNKNOWN,
+                "powerState": contract.POWER_UNKNOWN,
+                "conditions": set_condition((current.get("status") or {}).get("conditions"),
+                                            contract.COND_READY, "Unknown",
+                                            contract.REASON_HOST_DOWN, message,
+                                            current["metadata"].get("generation")),
+            }
+
+        meta = body["metadata"]
+        try:
+            body = await self.patch_status(body, change)
+        except KubeError as exc:
+            if exc.status == 404:
+                return
+            raise
+        metrics.OUTCOMES.labels(reason=contract.REASON_HOST_DOWN).inc()
+        LOG.warning("instance %s/%s uid=%s: %s", meta["namespace"], meta["name"], meta["uid"],
+                    message)
+        self.emit(body, "Warning", contract.REASON_HOST_DOWN, message)
+
+    async def evacuate(self, key: tuple, body: dict, old: str) -> None:
+        """Move an Instance off fenced host ``old``: replace its allocation by
+        one on another host (one PUT /allocations: atomic), then record the new
+        host (label, status.host, Scheduled=True reason Evacuated, Built reset);
+        the new host's agent rebuilds it from its image and user data.  Safe to
+        repeat: an allocation already moved (a crash before the record) is kept."""
+        meta, status = body["metadata"], body.get("status") or {}
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        why = self.fence_reason(old)
+        try:
+            req, size = self.build(body)
+        except (MissingDependency, InvalidRequest) as exc:
+            await self.evacuation_failed(key, body, old, f"{exc.reason}: {exc.message}")
+            return
+        # As Nova's evacuate: the requestedHost hint was for the first boot.
+        req.requested_host = req.requested_rp = None
+        current = await self.placement.consumer_allocations(uid)
+        allocs = current.get("allocations") or {}
+        decision = None
+        if allocs:
+            moved = self.host_by_rp(next(iter(allocs)))
+            if moved is not None and moved.name != old and not moved.fenced:
+                decision = Decision(host=moved.name, rp_uuid=moved.rp_uuid or "",
+                                    alternates=[], adopted=True)
+        if decision is None:
+            gen = current.get("consumer_generation") if allocs else None
+            lock = self.sg_lock(body)
+            try:
+                if lock is not None:
+                    async with lock:
+                        await self.discover_member_claims(ns, req.server_group.name, uid)
+                        req.server_group.member_hosts = self.member_hosts(
+                            ns, req.server_group.name, uid)
+                        decision = await self.scheduler.schedule(
+                            req, consumer_generation=gen, adopt=False)
+                        self.own_hosts[uid] = decision.host
+                else:
+                    decision = await self.scheduler.schedule(req, consumer_generation=gen,
+                                                             adopt=False)
+            except NoValidHost as exc:
+                await self.evacuation_failed(key, body, old, exc.message)
+                return
+        self.own_hosts[uid] = decision.host
+        self.retries.pop(key, None)
+        msg = (f"Evacuated from fenced host {old} ({why}) to host {decision.host}"
+               + (" (allocation already moved)" if decision.adopted else ""))
+        try:
+            placed = await self.record_placement(
+                body, decision.host, decision.alternates, size,
+                attempts=int(status.get("attempts") or 1), reason=contract.REASON_EVACUATED,
+                message=msg, reset_built=f"evacuated from fenced host {old}; rebuilding on "
+                f"{decision.host}")
+        except Exception:
+            self.own_hosts.pop(uid, None)  # the retry finds the moved allocation
+            raise
+        if placed is None:
+            return
+        metrics.OUTCOMES.labels(reason=contract.REASON_EVACUATED).inc()
+        LOG.warning("evacuated %s/%s uid=%s from fenced host %s to %s", ns, name, uid, old,
+                    decision.host)
+        self.emit(placed, "Warning", contract.REASON_EVACUATED, msg)
+
+    async def evacuation_failed(self, key: tuple, body: dict, old: str, why: str) -> None:
+        message = f"cannot evacuate from fenced host {old}: {why}"
+        cond = get_condition(body, contract.COND_SCHEDULED) or {}
+        if cond.get("reason") != contract.REASON_EVACUATION_FAILED or cond.get("message") != message:
+            def change(current: dict) -> dict:
+                return {"conditions": set_condition(
+                    (current.get("status") or {}).get("conditions"), contract.COND_SCHEDULED,
+                    "False", contract.REASON_EVACUATION_FAILED, message,
+                    current["metadata"].get("generation"))}
+
+            body = await self.patch_status(body, change)
+            self.emit(body, "Warning", contract.REASON_EVACUATION_FAILED, message)
+        metrics.OUTCOMES.labels(reason=contract.REASON_EVACUATION_FAILED).inc()
+        delay = self.backoff(key)
+        LOG.warning("%s/%s: %s (retry in %.1fs)", key[1], key[2], message, delay)
+        self.pending.add(key)
+        self.queue.add_after(key, delay)
+
     async def host_monitor(self) -> None:
         while True:
             try:
@@ -1029,6 +1303,7 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._lease_poll_failed = True
                 LOG.warning("host monitor: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(self.settings.host_check_interval)
 
@@ -1131,6 +1406,8 @@ class Controller:
         self._events = asyncio.Queue(maxsize=10000)
         self.scheduler = Scheduler(self.placement, s.scheduler, self.host_by_rp,
                                    self.host_by_name, WeighContext(failures=self.failures))
+        if s.max_batch > 1:
+            self.batcher = BatchScheduler(self.scheduler, s.max_batch)
         try:
             await self.poll_leases()
         except Exception as exc:
@@ -1166,6 +1443,8 @@ class Controller:
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.batcher is not None:
+                await self.batcher.close()
             self.queue.shutdown()
             await self.kube.close()
             await self.placement.close()

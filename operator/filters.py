@@ -27,6 +27,8 @@ class HostInfo:
     zone: str | None = None
     #: The heartbeat Lease is fresh.
     alive: bool = False
+    #: Host.spec.fenced, or its Node is tainted node.kubernetes.io/out-of-service.
+    fenced: bool = False
 
 
 @dataclass
@@ -67,6 +69,11 @@ def enabled_filter(c: Candidate, req: RequestSpec) -> str | None:
 
 def maintenance_filter(c: Candidate, req: RequestSpec) -> str | None:
     return None if c.host is None or not c.host.maintenance else "host in maintenance"
+
+
+def fenced_filter(c: Candidate, req: RequestSpec) -> str | None:
+    """A fenced host (its instances are being evacuated) takes no new ones."""
+    return None if c.host is None or not c.host.fenced else "host fenced"
 
 
 def heartbeat_filter(c: Candidate, req: RequestSpec) -> str | None:
@@ -129,6 +136,7 @@ FILTERS: dict[str, FilterFn] = {
     "KnownHost": known_host_filter,
     "Enabled": enabled_filter,
     "Maintenance": maintenance_filter,
+    "Fenced": fenced_filter,
     "Heartbeat": heartbeat_filter,
     "AvailabilityZone": availability_zone_filter,
     "ServerGroupAffinity": server_group_affinity_filter,

@@ -19,6 +19,15 @@ CLAIM_TRIES = Histogram(
     "Claims tried per successful decision (1 = no race lost).",
     buckets=(1, 2, 3, 5, 10, 20),
 )
+BATCH_SIZE = Histogram(
+    "kova_operator_schedule_batch_size",
+    "Instances decided together in one scheduling batch (see kova.operator.batch).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+BATCH_FALLBACKS = Counter(
+    "kova_operator_schedule_batch_fallbacks_total",
+    "Batch claims (POST /allocations) refused with 409 and redone one Instance at a time.",
+)
 OUTCOMES = Counter(
     "kova_operator_schedule_outcomes_total",
     "Scheduling outcomes by reason (Scheduled, Rescheduled, NoValidHost, ...).",

@@ -51,8 +51,11 @@ class Decision:
 class SchedulerConfig:
     filters: tuple[str, ...] = DEFAULT_FILTERS
     weigh: WeighConfig = field(default_factory=WeighConfig)
-    #: Placement's ``limit`` on allocation candidates (0 = all).
-    candidate_limit: int = 1000
+    #: Placement's ``limit`` on allocation candidates (0 = all), Nova's
+    #: ``max_placement_results``.  Small, because Placement samples them at
+    #: random (``--randomize-allocation-candidates``); a batch asks for at
+    #: least as many as it has members.
+    candidate_limit: int = 100
     #: Pick randomly among the best N hosts (Nova's host_subset_size), which
     #: spreads concurrent decisions; 1 = always the best.
     host_subset_size: int = 1
@@ -89,8 +92,9 @@ class Scheduler:
         self.weigh_ctx = weigh_ctx or WeighContext()
 
     # --------------------------------------------------------------- choose
-    async def _fetch(self, req: RequestSpec) -> dict:
-        params = req.query(self.config.candidate_limit)
+    async def _fetch(self, req: RequestSpec, limit: int | None = None) -> dict:
+        limit = self.config.candidate_limit if limit is None else limit
+        params = req.query(limit)
         try:
             return await self.placement.allocation_candidates(params)
         except PlacementError as exc:
@@ -104,28 +108,40 @@ class Scheduler:
         if missing_required:
             raise NoValidHost(f"no host has trait(s) {', '.join(missing_required)}")
         req.forbidden &= known
-        return await self.placement.allocation_candidates(req.query(self.config.candidate_limit))
+        return await self.placement.allocation_candidates(req.query(limit))
 
-    async def select(self, req: RequestSpec) -> tuple[list[Candidate], int]:
-        """Candidates in the order to try them, and how many Placement gave."""
+    async def candidates(self, req: RequestSpec, limit: int | None = None) -> list[Candidate]:
+        """Placement's candidates for ``req`` (``limit``: default the
+        configured one); NoValidHost, with what is short, when there are none."""
         if req.requested_host and not req.requested_rp:
             host = self.host_by_name(req.requested_host)
             if host is None or not host.rp_uuid:
                 raise NoValidHost(f"requested host {req.requested_host} is not registered")
             req.requested_rp = host.rp_uuid
-        body = await self._fetch(req)
+        body = await self._fetch(req, limit)
         cands = parse_candidates(body, self.host_by_rp)
         if not cands:
             raise NoValidHost(await self.explain_shortage(req))
+        return cands
+
+    def rank(self, req: RequestSpec, cands: list[Candidate], total: int | None = None
+             ) -> list[Candidate]:
+        """Filters, weighers and host_subset_size: the candidates in the order
+        to try them (NoValidHost when the filters leave none)."""
         passed, rejected = run_filters(cands, req, self.config.filters)
         if not passed:
-            raise NoValidHost(describe_rejections(len(cands), rejected))
+            raise NoValidHost(describe_rejections(total or len(cands), rejected))
         weighed = weigh(passed, req, self.config.weigh, self.weigh_ctx)
         n = max(1, self.config.host_subset_size)
         if n > 1 and not req.preferred_hosts:
             k = random.randrange(min(n, len(weighed)))
             weighed = [weighed[k]] + weighed[:k] + weighed[k + 1:]
-        return order_candidates(weighed, req.preferred_hosts), len(cands)
+        return order_candidates(weighed, req.preferred_hosts)
+
+    async def select(self, req: RequestSpec) -> tuple[list[Candidate], int]:
+        """Candidates in the order to try them, and how many Placement gave."""
+        cands = await self.candidates(req)
+        return self.rank(req, cands), len(cands)
 
     async def explain_shortage(self, req: RequestSpec) -> str:
         """Why Placement found nothing: ask about each constraint alone."""

@@ -204,7 +204,8 @@ class PlacementApp:
 
     def __init__(self, database_url: str | None = None, *, auth: Authenticator | None = None,
                  migrate: bool = True, pool_size: int = 10,
-                 fast_writes: bool | None = None) -> None:
+                 fast_writes: bool | None = None,
+                 randomize_allocation_candidates: bool = False) -> None:
         from kova.placement.handlers import FAST, ROUTES
 
         self.database_url = database_url or default_database_url()
@@ -213,6 +214,9 @@ class PlacementApp:
         self.db = Database(self.database_url, pool_size=pool_size)
         self.cache = SnapshotCache(self.db)
         self.auth = auth or NoAuth()
+        #: OpenStack's [placement] randomize_allocation_candidates: ``limit``
+        #: samples at random instead of taking the first N.
+        self.randomize_allocation_candidates = randomize_allocation_candidates
         self.routes = [Route(name, pattern, methods) for name, pattern, methods in ROUTES]
         self.limiter = anyio.CapacityLimiter(max(4, pool_size))
         if fast_writes is None:

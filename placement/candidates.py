@@ -13,12 +13,17 @@ Semantics follow OpenStack Placement's documented behaviour:
 
 Unlike OpenStack Placement 16.0.0 every candidate allocates exactly the
 amounts requested (amounts are never shared mutable objects), and the order
-is deterministic: trees by provider id, then providers by id.
+is deterministic: trees by provider id, then providers by id -- unless the
+service runs with ``randomize_allocation_candidates`` (as OpenStack's
+``[placement] randomize_allocation_candidates``): then ``limit`` takes a
+random sample of all candidates instead of the first N, and without a limit
+the candidates are shuffled.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from dataclasses import dataclass, field
 
 from kova.placement.cache import Provider, Snapshot
@@ -43,6 +48,19 @@ class RequestWide:
     root_required: set[str] = field(default_factory=set)
     root_forbidden: set[str] = field(default_factory=set)
     same_subtrees: list[set[str]] = field(default_factory=list)
+    #: The service's randomize_allocation_candidates setting.
+    randomize: bool = False
+
+
+def _apply_limit(items: list, rw: RequestWide) -> list:
+    """OpenStack Placement's rule: a random sample of ``limit`` candidates (or
+    a shuffle without a limit) when randomizing, else the first ``limit``."""
+    if rw.limit is not None and rw.limit < len(items):
+        return random.sample(items, rw.limit) if rw.randomize else items[:rw.limit]
+    if rw.randomize and len(items) > 1:
+        items = list(items)
+        random.shuffle(items)
+    return items
 
 
 class AReq:
@@ -286,15 +304,13 @@ def find(snap: Snapshot, groups: dict[str, RequestGroup], rw: RequestWide,
             if len(pids) == len({snap.by_id[i].root_id for i in pids}):
                 kept.append(areq)
         results = kept
-        if rw.limit is not None:
-            results = results[:rw.limit]
+        results = _apply_limit(results, rw)
         used = set()
         for areq in results:
             used |= areq.provider_ids()
         return results, [snap.by_id[i] for i in sorted(used)]
 
-    if rw.limit is not None:
-        results = results[:rw.limit]
+    results = _apply_limit(results, rw)
     roots: set[int] = set()
     for areq in results:
         for pid, _rc in areq.amounts:
@@ -327,8 +343,7 @@ def _find_simple(snap: Snapshot, group: RequestGroup, rw: RequestWide,
     providers = _matching_providers(snap, group, tree_root)
     if anchors is not None:
         providers = [p for p in providers if p.root_id in anchors]
-    if rw.limit is not None:
-        providers = providers[:rw.limit]
+    providers = _apply_limit(providers, rw)
     if not snap.has_trees or (not nested_aware):
         summaries = providers
     else:

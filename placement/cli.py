@@ -13,6 +13,8 @@ from kova.placement.db.engine import default_database_url
 ENV_URL = "KOVA_PLACEMENT_DATABASE_URL"
 ENV_TOKEN_FILE = "KOVA_PLACEMENT_TOKEN_FILE"
 ENV_K8S_AUTH = "KOVA_PLACEMENT_K8S_AUTH"  # JSON: kubeconfig, admins, readers
+ENV_RANDOMIZE = "KOVA_PLACEMENT_RANDOMIZE_ALLOCATION_CANDIDATES"
+_TRUE = ("1", "true", "yes", "on")
 ENV_TLS_CERT = "KOVA_PLACEMENT_TLS_CERT_FILE"
 ENV_TLS_KEY = "KOVA_PLACEMENT_TLS_KEY_FILE"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -50,7 +52,9 @@ def _factory():
     else:
         auth = NoAuth()
     return create_app(url, auth=auth, migrate=False,
-                      pool_size=int(os.environ.get("KOVA_PLACEMENT_POOL_SIZE", "10")))
+                      pool_size=int(os.environ.get("KOVA_PLACEMENT_POOL_SIZE", "10")),
+                      randomize_allocation_candidates=(
+                          os.environ.get(ENV_RANDOMIZE, "").strip().lower() in _TRUE))
 
 
 def register(group: click.Group) -> None:
@@ -78,10 +82,18 @@ def register(group: click.Group) -> None:
     @click.option("--tls-key-file", envvar=ENV_TLS_KEY, default=None,
                   type=click.Path(exists=True, dir_okay=False),
                   help="The PEM private key of --tls-cert-file.")
+    @click.option("--randomize-allocation-candidates/--no-randomize-allocation-candidates",
+                  envvar=ENV_RANDOMIZE, default=False, show_default=True,
+                  help="With `limit`, GET /allocation_candidates returns a random sample "
+                       "of all candidates instead of the first N (and shuffles them "
+                       "without a limit), as OpenStack's [placement] "
+                       "randomize_allocation_candidates: schedulers that ask for few "
+                       "candidates still spread over every host.")
     @click.option("--log-level", default="info", show_default=True,
                   type=click.Choice(LOG_LEVELS, case_sensitive=False))
     def serve(database_url, host, port, workers, token_file, no_auth, k8s_admin, k8s_reader,
-              kubeconfig, tls_cert_file, tls_key_file, log_level):
+              kubeconfig, tls_cert_file, tls_key_file, randomize_allocation_candidates,
+              log_level):
         """Serve the Placement API."""
         import uvicorn
 
@@ -104,6 +116,7 @@ def register(group: click.Group) -> None:
         os.environ[ENV_URL] = url
         os.environ.pop(ENV_TOKEN_FILE, None)
         os.environ.pop(ENV_K8S_AUTH, None)
+        os.environ[ENV_RANDOMIZE] = "1" if randomize_allocation_candidates else "0"
         if token_file:
             os.environ[ENV_TOKEN_FILE] = os.path.abspath(token_file)
         elif k8s_mode:

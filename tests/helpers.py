@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -33,7 +34,8 @@ class PlacementServer:
     """The real Placement service (``kova placement serve``) on SQLite, as a
     subprocess on a free loopback port, without auth."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "placement.log"
@@ -41,8 +43,9 @@ class PlacementServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kova.cli", "placement", "serve", "--database-url",
              f"sqlite:///{workdir}/placement.db", "--no-auth", "--port", str(self.port),
-             "--log-level", "warning"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+             "--log-level", "warning", *extra_args],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, **env} if env else None)
         self.http = httpx.Client(base_url=self.url, timeout=30,
                                  headers={"OpenStack-API-Version": "placement 1.39"})
 

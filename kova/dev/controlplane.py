@@ -280,30 +280,7 @@ class ControlPlane:
         self._wait(lambda: self._http_ok(f"{etcd_url}/health"), timeout, "etcd")
 
         progress(f"[kova] starting kube-apiserver on {self.server}")
-        self._spawn(
-            "kube-apiserver",
-            [
-                str(bindir / "kube-apiserver"),
-                "--etcd-servers", etcd_url,
-                "--bind-address", "127.0.0.1",
-                "--advertise-address", "127.0.0.1",
-                "--secure-port", str(self.apiserver_port),
-                "--tls-cert-file", str(pki["apiserver_crt"]),
-                "--tls-private-key-file", str(pki["apiserver_key"]),
-                "--client-ca-file", str(pki["ca_crt"]),
-                "--token-auth-file", str(token_file),
-                "--authorization-mode", "RBAC",
-                "--service-account-issuer", "https://kubernetes.default.svc",
-                "--service-account-key-file", str(pki["sa_pub"]),
-                "--service-account-signing-key-file", str(pki["sa_key"]),
-                "--api-audiences", "https://kubernetes.default.svc",
-                "--service-cluster-ip-range", "10.0.0.0/24",
-                "--allow-privileged",
-                "--enable-priority-and-fairness=false",
-                "--cert-dir", str(self.workdir / "apiserver-certs"),
-                "--v", "1",
-            ],
-        )
+        self._spawn_apiserver(bindir, pki, token_file, etcd_url)
         self.write_kubeconfig(self.kubeconfig, self.admin_token)
         self._wait(self._apiserver_ready, timeout, "kube-apiserver")
 
@@ -337,6 +314,46 @@ class ControlPlane:
             self._wait(self._kcm_alive, 15, "kube-controller-manager", settle=True)
         progress(f"[kova] control plane ready; kubeconfig: {self.kubeconfig}")
         return self
+
+    def _spawn_apiserver(self, bindir: Path, pki: dict, token_file: Path, etcd_url: str) -> None:
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(bindir / "kube-apiserver"),
+                "--etcd-servers", etcd_url,
+                "--bind-address", "127.0.0.1",
+                "--advertise-address", "127.0.0.1",
+                "--secure-port", str(self.apiserver_port),
+                "--tls-cert-file", str(pki["apiserver_crt"]),
+                "--tls-private-key-file", str(pki["apiserver_key"]),
+                "--client-ca-file", str(pki["ca_crt"]),
+                "--token-auth-file", str(token_file),
+                "--authorization-mode", "RBAC",
+                "--service-account-issuer", "https://kubernetes.default.svc",
+                "--service-account-key-file", str(pki["sa_pub"]),
+                "--service-account-signing-key-file", str(pki["sa_key"]),
+                "--api-audiences", "https://kubernetes.default.svc",
+                "--service-cluster-ip-range", "10.0.0.0/24",
+                "--allow-privileged",
+                "--enable-priority-and-fairness=false",
+                "--cert-dir", str(self.workdir / "apiserver-certs"),
+                "--v", "1",
+            ],
+        )
+
+    def stop_apiserver(self) -> None:
+        """Stop only kube-apiserver (etcd keeps the data): fault tests."""
+        pid = self.pids.pop("kube-apiserver", None)
+        if pid:
+            _stop_pid(pid)
+        self._save_state()
+
+    def start_apiserver(self, timeout: float = 120.0) -> None:
+        """Start kube-apiserver again on the same port, etcd and PKI."""
+        bindir = self.bindir or ensure_binaries(lambda msg: None)
+        self._spawn_apiserver(bindir, ensure_pki(self.workdir / "pki"), self._tokens(),
+                              f"http://127.0.0.1:{self.etcd_port}")
+        self._wait(self._apiserver_ready, timeout, "kube-apiserver")
 
     def stop(self) -> None:
         for name in ("kube-controller-manager", "kube-apiserver", "etcd"):

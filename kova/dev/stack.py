@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 import urllib.error
@@ -39,6 +40,12 @@ class Stack:
     hosts: list[str] = field(default_factory=list)
     libvirt_uris: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    #: Extra command-line arguments for the operator and for every agent
+    #: (tests use them for short heartbeat Leases); not saved.
+    operator_args: list[str] = field(default_factory=list)
+    agent_args: list[str] = field(default_factory=list)
+    kubeconfig: str = ""
+    namespaces: list[str] = field(default_factory=list)
 
     @property
     def state_file(self) -> Path:
@@ -122,34 +129,63 @@ class Stack:
             *kova_exe(), "placement", "serve", "--database-url", db,
             "--host", "127.0.0.1", "--port", str(self.placement_port),
             "--token-file", str(token_file),
+            # the operator asks for --max-placement-results candidates: sample them
+            "--randomize-allocation-candidates",
         ])
         self._wait_http(f"{self.placement_url}/healthz", "placement")
 
+        self.kubeconfig = str(cp.kubeconfig)
+        self.namespaces = list(namespaces or [])
         progress("[kova] starting the operator (standalone)")
+        self.start_operator()
+
+        for host in hosts:
+            self.start_host_libvirt(host, progress)
+            progress(f"[kova] starting the compute agent for host {host}")
+            self.start_agent(host)
+
+    def start_operator(self) -> None:
+        """(Re)start the operator, e.g. after a test killed it."""
         self._spawn("operator", [
             *kova_exe(), "operator", "run", "--standalone",
-            "--kubeconfig", str(cp.kubeconfig),
+            "--kubeconfig", self.kubeconfig,
             "--placement-url", self.placement_url,
             "--metrics-port", str(free_port()),
             "--log-format", "text",
-            *[arg for ns in (namespaces or []) for arg in ("--namespace", ns)],
+            *[arg for ns in self.namespaces for arg in ("--namespace", ns)],
+            *self.operator_args,
         ], env={"KOVA_OPERATOR_PLACEMENT_TOKEN": self.placement_token})
 
-        for host in hosts:
-            uri = self.start_host_libvirt(host, progress)
-            progress(f"[kova] starting the compute agent for host {host}")
-            inst_dir = self.root / "instances" / host
-            inst_dir.mkdir(parents=True, exist_ok=True)
-            self._spawn(f"agent-{host}", [
-                *kova_exe(), "agent", "run", "--host", host,
-                "--libvirt-uri", uri,
-                "--instance-dir", str(inst_dir),
-                "--placement-url", self.placement_url,
-                "--kubeconfig", str(cp.kubeconfig),
-                "--domain-type", "qemu",
-                "--metrics-port", str(free_port()), "--metrics-bind", "127.0.0.1",
-                "--resync-seconds", "10",
-            ], env={"KOVA_PLACEMENT_TOKEN": self.placement_token})  # not in argv: ps shows it
+    def start_agent(self, host: str) -> None:
+        """(Re)start the compute agent of ``host`` (its libvirtd must run)."""
+        inst_dir = self.root / "instances" / host
+        inst_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn(f"agent-{host}", [
+            *kova_exe(), "agent", "run", "--host", host,
+            "--libvirt-uri", self.libvirt_uris[host],
+            "--instance-dir", str(inst_dir),
+            "--placement-url", self.placement_url,
+            "--kubeconfig", self.kubeconfig,
+            "--domain-type", "qemu",
+            "--metrics-port", str(free_port()), "--metrics-bind", "127.0.0.1",
+            "--resync-seconds", "10",
+            *self.agent_args,
+        ], env={"KOVA_PLACEMENT_TOKEN": self.placement_token})  # not in argv: ps shows it
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to one of the stack's processes ("agent-<host>",
+        "operator", "libvirtd-<host>", ...) and wait until it is gone."""
+        pid = self.pids.pop(name)
+        self.save()
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 20
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            raise RuntimeError(f"{name} (pid {pid}) did not exit after signal {sig}")
 
     def start_host_libvirt(self, host: str, progress=print) -> str:
         """A private libvirtd per simulated host (hack/start-libvirt-host.sh):

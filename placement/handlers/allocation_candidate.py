@@ -267,6 +267,7 @@ def list_(req):
     check_accept(req)
     validate(req.query_dict(), _schema(req), "Invalid query string parameters")
     rw = _request_wide(req)
+    rw.randomize = req.app.randomize_allocation_candidates
     groups = _groups(req, rw)
     if not rw.group_policy and len([g for g in groups.values() if g.use_same_provider]) > 1:
         raise errors.BadRequest(

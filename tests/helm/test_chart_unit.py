@@ -228,6 +228,11 @@ def test_placement_database_wiring() -> None:
                    "@kova-postgresql:5432/placement")
     assert one(objs, "StatefulSet", "kova-postgresql")
     assert "--token-file=/etc/kova/placement/tokens" in c["args"]
+    # the operator asks for a limited number of candidates: they must be sampled
+    assert "--randomize-allocation-candidates" in c["args"]
+    (c,) = pod_spec(one(render({"placement.randomizeAllocationCandidates": False}),
+                        "Deployment", "kova-placement"))["containers"]
+    assert "--randomize-allocation-candidates" not in c["args"]
     secret = one(objs, "Secret", "kova-placement-auth")
     admin = secret["stringData"]["admin-token"]
     assert len(admin) == 40 and f"admin    {admin}" in secret["stringData"]["tokens"]

@@ -30,6 +30,7 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "flavors"): READ,
         (KOVA, "images"): READ,
         (KOVA, "servergroups"): READ,
+        ("", "nodes"): READ,                          # out-of-service taint fences a Host
         ("", "events"): {"create"},
         ("events.k8s.io", "events"): {"create"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},  # kopf

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 
+import aiohttp
 import httpx
 import pytest
 
@@ -118,7 +119,7 @@ def test_placement_serves_https_and_clients_verify_it(tls_placement):
         finally:
             await op.close()
 
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
         asyncio.run(untrusting())
     refused += 1
     with httpx.Client(base_url=url, verify=p["ctx"], headers={**V, "X-Auth-Token": token}) as c:

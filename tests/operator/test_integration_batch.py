@@ -1,0 +1,206 @@
+"""Integration: batch scheduling (kova.operator.batch) against the real API
+server and a real Placement -- a burst decided in batches fills the hosts
+exactly, a batch claim that loses a race (a real 409 from Placement) falls
+back to claims one by one without overcommitting, and a claim made before a
+restart is adopted inside a batch."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from kova.dev.controlplane import free_port
+from kova.operator import contract
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+SLOT = {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}  # the cluster fixture's flavor
+
+
+def metric(port: int, name: str) -> float:
+    total = 0.0
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def scheduled(cluster) -> list[dict]:
+    return [i for i in cluster.instances() if (i.get("status") or {}).get("phase") == "Scheduled"]
+
+
+def check_no_overcommit(cluster, capacity_mib: int) -> None:
+    for host, rp in cluster.hosts.items():
+        usage = cluster.placement.usages(rp)
+        assert usage.get("MEMORY_MB", 0) <= capacity_mib, (host, usage)
+
+
+def check_recorded(cluster, insts: list[dict], consumers: dict[str, str]) -> None:
+    rp_host = {rp: h for h, rp in cluster.hosts.items()}
+    for inst in insts:
+        uid, host = inst["metadata"]["uid"], inst["status"]["host"]
+        assert rp_host[consumers[uid]] == host, inst["metadata"]["name"]
+        assert inst["metadata"]["labels"][contract.LABEL_HOST] == host
+        assert contract.FINALIZER_OPERATOR in inst["metadata"]["finalizers"]
+        assert inst["status"]["attempts"] == 1
+
+
+def test_burst_in_batches_fills_hosts_exactly(cluster):
+    """24 Instances for 6 hosts with room for 4 each, all waiting when the
+    operator starts: decided in batches, every host ends exactly full (the
+    batch counts its own choices, so no batch claim is ever refused), every
+    Instance recorded, allocations equal Instances."""
+    for i in range(6):
+        cluster.add_host(f"h{i}", vcpus=16, memory_mib=4 * 512, disk_gib=100)
+    n = 24
+    for i in range(n):
+        cluster.create_instance(f"b{i:02d}")
+    mport = free_port()
+    cluster.start_operator("--metrics-port", str(mport), "--workers", "32")
+    wait_for(lambda: len(scheduled(cluster)) == n, 60, interval=0.3, what="all scheduled")
+    insts = cluster.instances()
+    consumers = cluster.placement.all_consumers()
+    assert set(consumers) == {i["metadata"]["uid"] for i in insts}
+    check_recorded(cluster, insts, consumers)
+    for host, rp in cluster.hosts.items():
+        assert cluster.placement.usages(rp)["MEMORY_MB"] == 4 * 512, host
+    batches = metric(mport, "kova_operator_schedule_batch_size_count")
+    members = metric(mport, "kova_operator_schedule_batch_size_sum")
+    assert members == n and batches < n, (batches, members)  # some batch had several
+    assert metric(mport, "kova_operator_schedule_batch_fallbacks_total") == 0
+
+
+class RacingProxy:
+    """An HTTP pass-through in front of the real Placement that, just before
+    forwarding the first ``POST /allocations`` (a batch claim), lets another
+    scheduler fill one of the hosts that batch chose -- a race that real
+    timing produces only by chance, made certain.  Placement itself then
+    answers the batch with its real 409."""
+
+    def __init__(self, upstream: str, fill) -> None:
+        self.upstream = httpx.Client(base_url=upstream, timeout=30)
+        self.fill = fill
+        self.raced: list[str] = []
+        self.batch_posts = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if self.command == "POST" and self.path.startswith("/allocations"):
+                    proxy.batch_posts += 1
+                    if not proxy.raced:
+                        claims = json.loads(body)
+                        rp = next(iter(next(iter(claims.values()))["allocations"]))
+                        proxy.fill(rp)
+                        proxy.raced.append(rp)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "content-length", "connection")}
+                resp = proxy.upstream.request(self.command, self.path, content=body,
+                                              headers=headers)
+                self.send_response(resp.status_code)
+                for k, v in resp.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(resp.content)))
+                self.end_headers()
+                self.wfile.write(resp.content)
+
+            do_GET = do_PUT = do_POST = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.upstream.close()
+
+
+def test_batch_claim_that_loses_a_race_falls_back_without_overcommit(cluster):
+    """Another scheduler takes a host between the batch's candidates and its
+    claim: Placement refuses the whole batch (409, nothing written), the
+    operator claims the Instances one by one, moving those meant for the lost
+    host elsewhere; the end state is complete and within capacity."""
+    capacity = 6 * 512
+    for i in range(4):
+        cluster.add_host(f"h{i}", vcpus=16, memory_mib=capacity, disk_gib=100)
+    http = cluster.placement.http
+    competitor = str(uuid.uuid4())
+
+    def fill(rp: str) -> None:
+        """The other scheduler claims everything that is left on ``rp``."""
+        used = cluster.placement.usages(rp).get("MEMORY_MB", 0)
+        r = http.put(f"/allocations/{competitor}", json={
+            "allocations": {rp: {"resources": {"MEMORY_MB": capacity - used}}},
+            "project_id": "other", "user_id": "other", "consumer_generation": None,
+            "consumer_type": "INSTANCE"})
+        assert r.status_code == 204, r.text
+
+    proxy = RacingProxy(cluster.placement.url, fill)
+    try:
+        n = 12  # 4 hosts x 6 slots, one host lost to the competitor: 18 left
+        for i in range(n):
+            cluster.create_instance(f"r{i:02d}")
+        mport = free_port()
+        cluster.start_operator("--metrics-port", str(mport), "--workers", "32",
+                               "--placement-url", proxy.url)
+        wait_for(lambda: len(scheduled(cluster)) == n, 60, interval=0.3, what="all scheduled")
+        assert proxy.raced, "no batch claim was made"
+        (lost,) = proxy.raced
+        insts = cluster.instances()
+        consumers = cluster.placement.all_consumers()
+        assert consumers.pop(competitor) == lost
+        assert set(consumers) == {i["metadata"]["uid"] for i in insts}
+        check_recorded(cluster, insts, consumers)
+        assert lost not in consumers.values()  # nobody got onto the host that was taken
+        check_no_overcommit(cluster, capacity)
+        assert metric(mport, "kova_operator_schedule_batch_fallbacks_total") >= 1
+    finally:
+        proxy.close()
+
+
+def test_claim_made_before_a_restart_is_adopted_in_a_batch(cluster):
+    """An Instance whose claim was made but never recorded (the operator died
+    in between) sits in a batch with others: the batch claim gets 409 for that
+    consumer, and the fallback adopts the existing claim instead of making a
+    second one."""
+    for i in range(3):
+        cluster.add_host(f"h{i}", vcpus=16, memory_mib=8 * 512, disk_gib=100)
+    n = 10
+    for i in range(n):
+        cluster.create_instance(f"a{i:02d}")
+    victim = cluster.get("a03")
+    hosts = list(cluster.hosts)
+    pre_rp = cluster.hosts[hosts[2]]
+    r = cluster.placement.http.put(f"/allocations/{victim['metadata']['uid']}", json={
+        "allocations": {pre_rp: {"resources": SLOT}},
+        "project_id": contract.project_id(cluster.ns), "user_id": contract.ALLOCATION_USER_ID,
+        "consumer_generation": None, "consumer_type": contract.CONSUMER_TYPE})
+    assert r.status_code == 204, r.text
+    mport = free_port()
+    cluster.start_operator("--metrics-port", str(mport), "--workers", "32")
+    wait_for(lambda: len(scheduled(cluster)) == n, 60, interval=0.3, what="all scheduled")
+    insts = cluster.instances()
+    consumers = cluster.placement.all_consumers()
+    assert set(consumers) == {i["metadata"]["uid"] for i in insts}
+    check_recorded(cluster, insts, consumers)
+    assert cluster.get("a03")["status"]["host"] == hosts[2]
+    alloc = cluster.placement.allocations(victim["metadata"]["uid"])
+    assert set(alloc) == {pre_rp} and alloc[pre_rp]["resources"] == SLOT
+    check_no_overcommit(cluster, 8 * 512)
