@@ -293,12 +293,14 @@ class Controller:
             settings.networking.request_timeout = 60
             settings.persistence.diffbase_storage = NoDiffBase()
 
+        # Index handlers are coroutines: kopf runs plain functions in a thread
+        # pool, a thread hand-off per watch event for a dict copy.
         @kopf.index(G, V, "instances", id="kova_instances", registry=reg)
-        def kova_instances(body: Any, name: str, namespace: str, **_: Any) -> dict:
+        async def kova_instances(body: Any, name: str, namespace: str, **_: Any) -> dict:
             return {(namespace, name): dict(body)}
 
         @kopf.index(G, V, "instances", id="kova_sg_members", registry=reg)
-        def kova_sg_members(body: Any, spec: Any, status: Any, **_: Any) -> dict | None:
+        async def kova_sg_members(body: Any, spec: Any, status: Any, **_: Any) -> dict | None:
             sg = (spec.get("serverGroupRef") or {}).get("name")
             if not sg:
                 return None
@@ -307,28 +309,28 @@ class Controller:
             return {(body["metadata"]["namespace"], sg): (body["metadata"]["uid"], host)}
 
         @kopf.index(G, V, "hosts", id="kova_hosts", registry=reg)
-        def kova_hosts(body: Any, name: str, **_: Any) -> dict:
+        async def kova_hosts(body: Any, name: str, **_: Any) -> dict:
             return {name: dict(body)}
 
         @kopf.index(G, V, "hosts", id="kova_host_rps", registry=reg)
-        def kova_host_rps(name: str, status: Any, **_: Any) -> dict | None:
+        async def kova_host_rps(name: str, status: Any, **_: Any) -> dict | None:
             rp = status.get("resourceProviderUUID")
             return {rp: name} if rp else None
 
         @kopf.index(G, V, "flavors", id="kova_flavors", registry=reg)
-        def kova_flavors(name: str, spec: Any, **_: Any) -> dict:
+        async def kova_flavors(name: str, spec: Any, **_: Any) -> dict:
             return {name: dict(spec)}
 
         @kopf.index(G, V, "images", id="kova_images", registry=reg)
-        def kova_images(name: str, spec: Any, **_: Any) -> dict:
+        async def kova_images(name: str, spec: Any, **_: Any) -> dict:
             return {name: dict(spec)}
 
         @kopf.index(G, V, "images", id="kova_image_ids", registry=reg)
-        def kova_image_ids(name: str, meta: Any, **_: Any) -> dict:
+        async def kova_image_ids(name: str, meta: Any, **_: Any) -> dict:
             return {name: f"{meta.get('uid')}/{meta.get('generation')}"}
 
         @kopf.index(G, V, "servergroups", id="kova_servergroups", registry=reg)
-        def kova_servergroups(name: str, namespace: str, spec: Any, **_: Any) -> dict:
+        async def kova_servergroups(name: str, namespace: str, spec: Any, **_: Any) -> dict:
             return {(namespace, name): dict(spec)}
 
         def capture(kwargs: dict) -> None:
