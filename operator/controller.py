@@ -153,6 +153,8 @@ class Controller:
         self.failures = BuildFailures(window=settings.build_failure_window)
         self.scheduler: Scheduler | None = None
         self.batcher: BatchScheduler | None = None
+        self._event_tokens = 0.0
+        self._event_tokens_at: float | None = None
         self.identity = f"kova-operator@{socket.gethostname()}/{os.getpid()}"
         self.priority = (settings.priority if settings.priority is not None
                          else random.randint(1, 1_000_000))
@@ -1384,10 +1386,35 @@ class Controller:
     def emit(self, obj: dict, type_: str, reason: str, message: str) -> None:
         if self._events is None or not self.settings.events:
             return
+        if type_ == "Normal" and not self._event_token():
+            # Informational Events (Scheduled, ...) are rate limited: the same
+            # fact is in the Instance's status condition, and in a burst an
+            # Event per Instance would cost the API server as much as the
+            # placement itself.  Warnings are always posted.
+            metrics.EVENTS_DROPPED.labels(reason=reason).inc()
+            return
         try:
             self._events.put_nowait((obj, type_, reason, message))
         except asyncio.QueueFull:
             pass
+
+    def _event_token(self) -> bool:
+        """Token bucket of --event-qps / --event-burst (qps 0 = no limit)."""
+        qps = self.settings.event_qps
+        if qps <= 0:
+            return True
+        now = time.monotonic()
+        burst = max(1.0, float(self.settings.event_burst))
+        if self._event_tokens_at is None:
+            self._event_tokens = burst
+        else:
+            self._event_tokens = min(burst, self._event_tokens
+                                     + (now - self._event_tokens_at) * qps)
+        self._event_tokens_at = now
+        if self._event_tokens >= 1.0:
+            self._event_tokens -= 1.0
+            return True
+        return False
 
     async def event_poster(self) -> None:
         while True:
