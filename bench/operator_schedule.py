@@ -228,9 +228,15 @@ def main() -> int:
                 break
             time.sleep(1)
         time.sleep(3)
-        base = scrape(f"http://127.0.0.1:{mport}/metrics")
         pids = {"operator": procs[1].pid, "placement": procs[0].pid,
                 **{k: v for k, v in cp.pids.items()}}
+        # What the processes burn with nothing to do (lease polls, the
+        # controller manager, ...), to tell it apart from the burst's cost.
+        idle_window = 10.0
+        idle0 = {k: tree_cpu(p) for k, p in pids.items()}
+        time.sleep(idle_window)
+        idle = {k: round((tree_cpu(p) - idle0[k]) / idle_window, 3) for k, p in pids.items()}
+        base = scrape(f"http://127.0.0.1:{mport}/metrics")
         cpu0 = {k: tree_cpu(p) for k, p in pids.items()}
         cpu0["bench (this process)"] = cpu_seconds(os.getpid())
 
@@ -347,6 +353,11 @@ def main() -> int:
             "allocations_equal_instances": consumers == uids,
             "overcommitted_providers": overcommitted,
             "cpu_seconds_during_burst": cpu,
+            "idle_cpu_seconds_per_second": idle,
+            # per Instance, after taking out what the process burns idle
+            "cpu_ms_per_instance_beyond_idle": {
+                k: round(1000 * (cpu[k] - idle.get(k, 0.0) * elapsed) / args.instances, 2)
+                for k in cpu},
             "breakdown": breakdown,
         }
         print(json.dumps(result, indent=2))
