@@ -169,6 +169,8 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._stopping: dict[str, float] = {}
         self._failures: dict[Key, int] = {}
+        #: Instances waiting for their user-data Secret: retries so far.
+        self._secret_waits: dict[Key, int] = {}
         self._build_started: dict[str, float] = {}
         self._awaiting_address: dict[str, float] = {}
         self._last_lease_ok = 0.0
@@ -185,7 +187,15 @@ class Agent:
         _ = self.driver.conn  # connect (and register for events) now
         log.info("agent for host %s: libvirt %s, instances in %s, disk cache=%s",
                  self.host, self.cfg.libvirt_uri, self.instance_dir, self.disk_cache)
-        # Instances first (re-adoption after a restart must not wait for
+        # The heartbeat first: a status written by a worker must never come
+        # before the Lease says this host is back (the operator would mark
+        # the Instance Unknown again).
+        try:
+            self.renew_lease()
+            self._last_lease_ok = time.monotonic()
+        except Exception as exc:
+            log.warning("renewing the heartbeat lease failed: %s", exc)
+        # Instances next (re-adoption after a restart must not wait for
         # Placement), registration in the host thread right away.
         self._spawn("watch", self._watch_loop)
         for i in range(self.cfg.workers):
@@ -592,11 +602,13 @@ class Agent:
         with self._cache_lock:
             obj = self._cache.get(key)
         if obj is None:
+            self._secret_waits.pop(key, None)
             self._cleanup_orphans(key)
             return
         md = obj["metadata"]
         uid = md["uid"]
         if md.get("deletionTimestamp"):
+            self._secret_waits.pop(key, None)
             self._delete(obj)
             return
         placed = (obj.get("status") or {}).get("host")
@@ -615,6 +627,8 @@ class Agent:
         info = self.driver.get(uid)
         first_start = not (built and built.get("status") == "True")
         if info is None:
+            if not self._user_data_ready(obj):
+                return
             try:
                 self._build(obj)
             except BuildError as exc:
@@ -792,6 +806,43 @@ class Agent:
             raise BuildError(contract.ERROR_USER_DATA,
                              f"Secret {ns}/{ref['name']} has no key {key!r}")
         return base64.b64decode(data).decode("utf-8", errors="replace")
+
+    def _user_data_ready(self, obj: dict) -> bool:
+        """A user-data Secret that does not exist (yet), or lacks the key, is
+        waited for like a pod waits for its Secret volume -- with GitOps the
+        Secret may well arrive after the Instance: nothing is created on the
+        host, ``Ready=False`` names the Secret and key (never a value), one
+        Warning Event, and the Secret is read again with back-off (1 s
+        doubling to 60 s; the agent may only ``get`` Secrets, not watch them)."""
+        key = _key(obj)
+        ref = ((obj.get("spec") or {}).get("userData") or {}).get("secretRef")
+        if not ref:
+            return True
+        try:
+            self._user_data(obj)
+        except BuildError as exc:
+            n = self._secret_waits.get(key, 0)
+            self._secret_waits[key] = n + 1
+            delay = min(60.0, 2.0 ** n)
+            md = obj["metadata"]
+            message = f"waiting for the user data: {exc.message}"
+            wanted = {"conditions": [
+                st.condition(obj, contract.COND_BUILT, "Unknown", exc.code, message),
+                st.condition(obj, contract.COND_READY, "False", exc.code, message),
+            ]}
+            if st.status_changed(obj, wanted):
+                log.warning("%s/%s: %s (retrying with back-off)", *key, message)
+                self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", wanted,
+                                   namespace=md["namespace"])
+                self._event(obj, "Warning", exc.code, f"{self.host}: {message}")
+            else:
+                log.debug("%s/%s: still %s (retry in %.0fs)", *key, message, delay)
+            self.metrics.user_data_waits.inc()
+            self.queue.add_after(key, delay)
+            return False
+        if self._secret_waits.pop(key, None) is not None:
+            log.info("%s/%s: its user-data Secret is there now; building", *key)
+        return True
 
     def _build(self, obj: dict) -> None:
         """Create everything for a new domain, define it (it is started by

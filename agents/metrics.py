@@ -42,6 +42,10 @@ class AgentMetrics:
         self.build_failures = Counter(
             "kova_agent_build_failures_total", "Failed builds by reason.", ["reason"], registry=r
         )
+        self.user_data_waits = Counter(
+            "kova_agent_user_data_waits_total",
+            "Reads of a user-data Secret that was missing (or lacked the key).", registry=r
+        )
         self.image_cache_hits = Counter(
             "kova_agent_image_cache_hits_total", "Image fetches served from the cache.", registry=r
         )

@@ -6,7 +6,10 @@ Reproduces OpenStack Placement's ``perfload`` job on the same Postgres:
 * load N flat providers one at a time, four writes each (create, inventory
   VCPU 32 / max_unit 16, MEMORY_MB 8192 / min_unit 128, DISK_GB 8192 /
   min_unit 5; aggregates cycling [A], [A,B], [A,B,C]; traits cycling
-  [HW_CPU_X86_AVX2], [+HW_CPU_X86_SSE2], [+STORAGE_DISK_SSD]) -> writes/s;
+  [HW_CPU_X86_AVX2], [+HW_CPU_X86_SSE2], [+STORAGE_DISK_SSD]) -> writes/s.
+  With both services the two load phases are interleaved in chunks of 100
+  providers (``--interleave``; 0 runs Kova's whole load, then OpenStack's),
+  so that both are measured over the same minutes of a shared machine;
 * ``GET /allocation_candidates?resources=VCPU:1,DISK_GB:10,MEMORY_MB:256
   &member_of=A&required=HW_CPU_X86_AVX2`` (no limit, every provider
   matches) sequentially -> median / p95, then from 10 concurrent clients ->
@@ -188,10 +191,40 @@ class Http:
 
 def load(url: str, n: int) -> dict:
     """Create n providers one at a time; 4 writes each."""
-    writes = 0
     c = Http(url)
     start = time.perf_counter()
-    for i in range(n):
+    writes = load_range(c, 0, n)
+    elapsed = time.perf_counter() - start
+    c.close()
+    return {"writes": writes, "seconds": round(elapsed, 2), "writes_per_s": round(writes / elapsed, 1)}
+
+
+def load_interleaved(urls: dict[str, str], n: int, chunk: int) -> dict[str, dict]:
+    """Load n providers into each service, alternating chunks of ``chunk``
+    providers between them (the order flips every round), so that both
+    services' writes/s are measured over the same stretch of time on a
+    machine whose load changes from one minute to the next.  Within a
+    service the load is the same: one provider at a time, four writes each."""
+    spent = {name: 0.0 for name in urls}
+    writes = {name: 0 for name in urls}
+    order = list(urls)
+    for k, first in enumerate(range(0, n, chunk)):
+        for name in (order if k % 2 == 0 else order[::-1]):
+            # a connection per chunk: an idle keep-alive connection is closed
+            # by the server (uvicorn after 5 s) while the other service loads
+            c = Http(urls[name])
+            t0 = time.perf_counter()
+            writes[name] += load_range(c, first, min(n, first + chunk))
+            spent[name] += time.perf_counter() - t0
+            c.close()
+    return {name: {"writes": writes[name], "seconds": round(spent[name], 2),
+                   "writes_per_s": round(writes[name] / spent[name], 1),
+                   "interleaved_chunk": chunk} for name in urls}
+
+
+def load_range(c: "Http", first: int, end: int) -> int:
+    writes = 0
+    for i in range(first, end):
         _, body = c.call("POST", "/resource_providers",
                          {"name": f"perf-{i}", "uuid": str(uuid.uuid4())})
         rp = json.loads(body)
@@ -205,9 +238,7 @@ def load(url: str, n: int) -> dict:
         c.call("PUT", f"/resource_providers/{u}/traits",
                {"resource_provider_generation": gen, "traits": TRAIT_CYCLE[i % 3]})
         writes += 4
-    elapsed = time.perf_counter() - start
-    c.close()
-    return {"writes": writes, "seconds": round(elapsed, 2), "writes_per_s": round(writes / elapsed, 1)}
+    return writes
 
 
 def sequential(url: str, requests: int, expect: int) -> dict:
@@ -253,28 +284,60 @@ def concurrent(url: str, clients: int, total: int) -> dict:
             "req_per_s": round(done / elapsed, 1), "errors": len(errors)}
 
 
+def start(service: str, n: int, args, logdir: Path) -> Server:
+    db_url = make_db(args.server_url, f"perfload_{service}_{n}")
+    return (start_kova(db_url, args.kova_workers, logdir) if service == "kova"
+            else start_openstack(db_url, 2, 8, logdir))
+
+
+def stop(service: str, n: int, server: Server, args) -> None:
+    server.stop()
+    drop_db(args.server_url, f"perfload_{service}_{n}")
+
+
+def run_pair(n: int, args, logdir: Path) -> list[dict]:
+    """Both services up at once; the load phases interleaved (see
+    ``load_interleaved``), then each service's queries on its own."""
+    servers: dict[str, Server] = {}
+    try:
+        for service in ("kova", "openstack"):
+            servers[service] = start(service, n, args, logdir)
+        print(f"[n={n}] loading both, interleaved by {args.interleave} providers ...",
+              flush=True)
+        loaded = load_interleaved({s: srv.url for s, srv in servers.items()}, n,
+                                  args.interleave)
+        results = []
+        for service, server in servers.items():
+            print(f"[{service} n={n}] load {loaded[service]}", flush=True)
+            results.append(measure(service, n, server, loaded[service], args))
+        return results
+    finally:
+        for service, server in servers.items():
+            stop(service, n, server, args)
+
+
 def run_one(service: str, n: int, args, logdir: Path) -> dict:
-    dbname = f"perfload_{service}_{n}"
-    db_url = make_db(args.server_url, dbname)
-    server = (start_kova(db_url, args.kova_workers, logdir) if service == "kova"
-              else start_openstack(db_url, 2, 8, logdir))
+    server = start(service, n, args, logdir)
     try:
         print(f"[{service} n={n}] loading ...", flush=True)
         loaded = load(server.url, n)
         print(f"[{service} n={n}] load {loaded}", flush=True)
-        seq_requests = args.requests or (50 if n <= 1000 else 15)
-        seq = sequential(server.url, seq_requests, n)
-        print(f"[{service} n={n}] sequential {seq}", flush=True)
-        conc_total = args.concurrent_requests or (500 if n <= 1000 else 50)
-        if service == "openstack" and n > 1000:
-            conc_total = min(conc_total, 30)
-        conc = concurrent(server.url, args.clients, conc_total)
-        print(f"[{service} n={n}] concurrent {conc}", flush=True)
-        return {"service": service, "providers": n, "load": loaded, "sequential": seq,
-                "concurrent": conc}
+        return measure(service, n, server, loaded, args)
     finally:
-        server.stop()
-        drop_db(args.server_url, dbname)
+        stop(service, n, server, args)
+
+
+def measure(service: str, n: int, server: Server, loaded: dict, args) -> dict:
+    seq_requests = args.requests or (50 if n <= 1000 else 15)
+    seq = sequential(server.url, seq_requests, n)
+    print(f"[{service} n={n}] sequential {seq}", flush=True)
+    conc_total = args.concurrent_requests or (500 if n <= 1000 else 50)
+    if service == "openstack" and n > 1000:
+        conc_total = min(conc_total, 30)
+    conc = concurrent(server.url, args.clients, conc_total)
+    print(f"[{service} n={n}] concurrent {conc}", flush=True)
+    return {"service": service, "providers": n, "load": loaded, "sequential": seq,
+            "concurrent": conc, "loadavg": [round(x, 1) for x in os.getloadavg()]}
 
 
 def main() -> None:
@@ -289,6 +352,9 @@ def main() -> None:
     ap.add_argument("--concurrent-requests", type=int, default=0)
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--kova-workers", type=int, default=2)
+    ap.add_argument("--interleave", type=int, default=100, metavar="PROVIDERS",
+                    help="with both services: alternate the load phases in chunks of this "
+                         "many providers (0: Kova's whole load, then OpenStack's)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--logdir", type=Path, default=Path("/tmp/placement-perfload"))
     args = ap.parse_args()
@@ -296,6 +362,9 @@ def main() -> None:
     services = [args.only] if args.only else ["kova", "openstack"]
     results = []
     for n in args.providers or [1000]:
+        if len(services) == 2 and args.interleave > 0:
+            results.extend(run_pair(n, args, args.logdir))
+            continue
         for service in services:
             results.append(run_one(service, n, args, args.logdir))
     print()

@@ -683,8 +683,8 @@ class InstanceStatus(KovaModel):
     phase: InstancePhase | None = Field(
         default=None,
         description="Coarse lifecycle phase: Pending, Scheduling, Scheduled, Building, "
-        "Running, Stopped, Paused, Migrating, Deleting or Error. Conditions carry the "
-        "details.",
+        "Running, Stopped, Paused, Migrating, Deleting, Error, or Unknown while its host "
+        "is Down. Conditions carry the details.",
     )
     host: Name | None = Field(default=None, description="The Host the instance is placed on.")
     alternate_hosts: list[Name] | None = Field(

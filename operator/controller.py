@@ -1184,6 +1184,13 @@ class Controller:
             await self.evacuate(key, body, host)
             return True
         if self.host_is_down(host) and status.get("phase") != contract.PHASE_UNKNOWN:
+            # The agent may be back since the last poll (its first status
+            # write can come before the next one): look at the Lease itself.
+            lease = await self.kube.get_or_none(
+                f"/apis/coordination.k8s.io/v1/namespaces/{contract.LEASE_NAMESPACE}"
+                f"/leases/{host}")
+            if lease_fresh(lease, time.time(), self.settings.heartbeat_grace):
+                return False
             await self.mark_unknown(body, host)
         return False
 

@@ -70,6 +70,14 @@ def reshape_body(version) -> dict:
     return schemas.RESHAPER_1_30
 
 
+def _consumer_uuid(value: str) -> str:
+    """A consumer UUID in its canonical form, or a 400 (the body schemas only
+    check ``^[0-9a-fA-F-]{36}$``, which lets through e.g. 36 dashes)."""
+    if not is_uuid(value):
+        raise errors.BadRequest(f"Malformed consumer_uuid: {value}")
+    return str(uuidlib.UUID(value))
+
+
 def _consumer_write(req, consumer_uuid: str, data: dict) -> ConsumerWrite:
     allocations = data["allocations"]
     if isinstance(allocations, list):  # before 1.12
@@ -87,10 +95,7 @@ def _consumer_write(req, consumer_uuid: str, data: dict) -> ConsumerWrite:
 
 
 def put_for_consumer(req):
-    consumer_uuid = path(req, "consumer_uuid")
-    if not is_uuid(consumer_uuid):
-        raise errors.BadRequest(f"Malformed consumer_uuid: {consumer_uuid}")
-    consumer_uuid = str(uuidlib.UUID(consumer_uuid))
+    consumer_uuid = _consumer_uuid(path(req, "consumer_uuid"))
     data = req.json(put_body(req.version))
     write = _consumer_write(req, consumer_uuid, data)
     req.app.db.run_write(store.replace_allocations, [write],
@@ -101,7 +106,7 @@ def put_for_consumer(req):
 @since(13)
 def post(req):
     data = req.json(post_body(req.version))
-    writes = [_consumer_write(req, str(uuidlib.UUID(consumer_uuid)), entry)
+    writes = [_consumer_write(req, _consumer_uuid(consumer_uuid), entry)
               for consumer_uuid, entry in data.items()]
     req.app.db.run_write(store.replace_allocations, writes, "Unable to allocate inventory")
     return no_content()
@@ -115,7 +120,7 @@ def delete_for_consumer(req):
 @since(30)
 def reshape(req):
     data = req.json(reshape_body(req.version))
-    writes = [_consumer_write(req, str(uuidlib.UUID(c)), entry)
+    writes = [_consumer_write(req, _consumer_uuid(c), entry)
               for c, entry in data["allocations"].items()]
     inventories = data["inventories"]
 

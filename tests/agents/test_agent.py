@@ -231,10 +231,20 @@ def test_user_data_from_secret(harness, small_image, tmp_path):
     harness.wait_phase("vm8", "Running")
     seed = read_nocloud_seed(tmp_path / "instances" / uid / "seed.iso")
     assert seed["user-data"] == b"#!/bin/sh\necho from-secret\n"
-    # A missing Secret is a clear build failure.
-    harness.instance("vm9", "small", secret=("nope", "cfg"))
-    built = harness.wait_cond("vm9", "Built", "False")
-    assert built["message"].startswith(contract.ERROR_USER_DATA)
+    # A missing Secret is waited for (as a pod waits for its Secret): nothing
+    # built, Ready=False naming the Secret, one Event; then it is created and
+    # the Instance is built.
+    uid9 = harness.instance("vm9", "small", secret=("nope", "cfg"))["metadata"]["uid"]
+    ready = wait_for(lambda: (c := harness.cond("vm9", "Ready")) and c["reason"] ==
+                     contract.ERROR_USER_DATA and c, 20, what="vm9 waiting for its Secret")
+    assert "Secret" in ready["message"] and "nope" in ready["message"], ready
+    assert harness.cond("vm9", "Built")["status"] == "Unknown"
+    assert not (tmp_path / "instances" / uid9).exists()
+    assert contract.AGENT_FINALIZER not in (harness.get("vm9")["metadata"].get("finalizers") or [])
+    harness.core.create_namespaced_secret(harness.ns, {
+        "metadata": {"name": "nope"}, "data": {"cfg": base64.b64encode(b"late\n").decode()}})
+    harness.wait_phase("vm9", "Running", 90)
+    assert read_nocloud_seed(tmp_path / "instances" / uid9 / "seed.iso")["user-data"] == b"late\n"
 
 
 def test_waits_for_status_host(harness, small_image, libvirt_conn):

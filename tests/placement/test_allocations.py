@@ -186,3 +186,20 @@ def test_missing_provider_sub_resources(api):
         assert r.json()["errors"][0]["status"] == 404
     assert api.delete(f"/resource_providers/{missing}/traits").status_code == 404
     assert api.delete(f"/resource_providers/{missing}/inventories").status_code == 404
+
+
+def test_malformed_consumer_keys_are_400(api):
+    """Found by the OpenAPI fuzzer: keys matching ``^[0-9a-fA-F-]{36}$`` that
+    are not UUIDs were a 500 in POST /allocations and the reshaper."""
+    bad = "-" * 36
+    entry = {"allocations": {}, "project_id": "p", "user_id": "u",
+             "consumer_generation": None, "consumer_type": "INSTANCE"}
+    r = api.post("/allocations", json={bad: entry})
+    assert r.status_code == 400 and "Malformed consumer_uuid" in r.text, r.text
+    u = api.provider("rs", inventory={"VCPU": 4})
+    gen = api.get(f"/resource_providers/{u}").json()["generation"]
+    r = api.post("/reshaper", json={
+        "inventories": {u: {"resource_provider_generation": gen,
+                            "inventories": {"VCPU": {"total": 4}}}},
+        "allocations": {bad: entry}})
+    assert r.status_code == 400 and "Malformed consumer_uuid" in r.text, r.text

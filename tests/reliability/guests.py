@@ -14,7 +14,13 @@ def _domains(uri: str) -> dict[str, bool]:
     """uuid -> active, of every domain on one host's libvirtd."""
     conn = libvirt.open(uri)
     try:
-        return {d.UUIDString(): bool(d.isActive()) for d in conn.listAllDomains(0)}
+        out = {}
+        for d in conn.listAllDomains(0):
+            try:
+                out[d.UUIDString()] = bool(d.isActive())
+            except libvirt.libvirtError:
+                continue  # undefined while we looked: gone
+        return out
     finally:
         conn.close()
 

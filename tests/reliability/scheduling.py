@@ -13,7 +13,6 @@ on them), never from the operator's own view.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -428,10 +427,6 @@ def metric_sum(metrics: dict[str, float], prefix: str) -> float:
 
 def jitter(lo: float, hi: float, rng: random.Random) -> float:
     return lo + (hi - lo) * rng.random()
-
-
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
 
 
 # ============================================================== the cluster

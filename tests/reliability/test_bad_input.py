@@ -21,9 +21,11 @@ libvirt's ``test:///default``.
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import json
+import math
 import os
 import re
 import subprocess
@@ -45,6 +47,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 G, V = contract.GROUP, contract.VERSION
 #: The quiet window: how long the test watches the failed Instances.
 WINDOW = 60.0 if long_run() else 20.0
+#: The operator's --backoff-max here (exponential back-off from 2 s, +-20 % jitter).
+BACKOFF_MAX = 8
 
 
 @pytest.fixture
@@ -56,7 +60,7 @@ def operator(harness, placement, tmp_path):  # noqa: F811
         [sys.executable, "-m", "kova.cli", "operator", "run", "--kubeconfig",
          str(harness.kubeconfig), "--placement-url", placement.url, "--namespace", harness.ns,
          "--standalone", "--metrics-port", str(port), "--host-check-interval", "0.5",
-         "--backoff-max", "16", "--audit-interval", "0", "--no-image-traits",
+         "--backoff-max", str(BACKOFF_MAX), "--audit-interval", "0", "--no-image-traits",
          "--log-format", "text", "--max-attempts", "3"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     proc.metrics_url = f"http://127.0.0.1:{port}/metrics"
@@ -188,17 +192,20 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
             "spec": spec})
         harness.images.append(name)
 
-    def instance(name: str, flavor_name: str, image_name: str) -> None:
+    def instance(name: str, flavor_name: str, image_name: str, secret: str | None = None) -> None:
+        spec = {"flavorRef": {"name": flavor_name}, "imageRef": {"name": image_name}}
+        if secret:
+            spec["userData"] = {"secretRef": {"name": secret, "key": "userdata"}}
         harness.custom.create_namespaced_custom_object(G, V, harness.ns, "instances", {
             "apiVersion": contract.API_VERSION, "kind": "Instance",
-            "metadata": {"name": name, "namespace": harness.ns},
-            "spec": {"flavorRef": {"name": flavor_name}, "imageRef": {"name": image_name}}})
+            "metadata": {"name": name, "namespace": harness.ns}, "spec": spec})
 
     big_disk = max(disk_total * 4, 1024)  # more than any host's DISK_GB
     assert big_disk < 8 * 1024  # fits the second host's 8 TiB (joins in step 3)
     big_host = type(harness)(k8s_client, harness.kubeconfig, harness.ns, tmp_path,
                              f"{harness.host}-big")
     flavors = [f"bad-small-{suffix}", f"bad-big-{suffix}", f"bad-missing-{suffix}"]
+    names = ("no-flavor", "closed-port", "nxdomain", "too-big", "virtual-too-big", "no-secret")
     closed_port = free_port()  # nothing listens there (yet)
     closed_url = f"http://127.0.0.1:{closed_port}/small.qcow2"
     nxdomain_url = f"http://kova-image-{uuid.uuid4().hex[:8]}.invalid/small.qcow2"
@@ -221,6 +228,9 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
                        check=True)
         image(f"virtual-{suffix}", {"hostPath": str(virtual)})
         instance("virtual-too-big", flavors[0], f"virtual-{suffix}")
+        # User data from a Secret that does not exist yet (GitOps may apply
+        # the Instance first).
+        instance("no-secret", flavors[0], f"good-{suffix}", secret=f"ud-{suffix}")
 
         # ---- 1. each ends in a clear condition, with an Event
         got = harness.wait_phase("no-flavor", "Pending", 30)
@@ -251,9 +261,16 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
         assert "not rescheduled" in sched["message"] and str(16 * 1024 ** 4) in sched["message"]
         assert got["status"]["attempts"] == 1 and not got["status"].get("host")
 
+        # Waits for its Secret: placed, nothing built, Ready=False naming it.
+        got = wait_for(lambda: (o := harness.get("no-secret")) and _cond(o, "Ready").get(
+            "reason") == contract.ERROR_USER_DATA and o, 30, what="no-secret waiting")
+        assert f"ud-{suffix}" in _cond(got, "Ready")["message"]
+        assert got["status"]["phase"] == "Scheduled" and not harness.agents[0].driver.get(
+            got["metadata"]["uid"])
+
         wait_for(lambda: all(_events(harness).get(n) for n in
                              ("no-flavor", "closed-port", "nxdomain", "too-big",
-                              "virtual-too-big")), 15,
+                              "virtual-too-big", "no-secret")), 15,
                  what="an Event on every failed Instance")
         ev = _events(harness)
         assert any(e["reason"] == "FlavorNotFound" and flavors[2] in e["message"]
@@ -266,7 +283,6 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
 
         # ---- 2. then quiet: count everything over a fixed window
         time.sleep(2.0)  # let the last writes of step 1 land
-        names = ("no-flavor", "closed-port", "nxdomain", "too-big", "virtual-too-big")
 
         def image_builds() -> float:
             return sum(agent.metrics.build_failures.labels(code)._value.get()
@@ -275,6 +291,7 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
         events0 = {n: sum(e["count"] for e in _events(harness).get(n, [])) for n in names}
         log0 = operator.log_path.read_text()
         builds0 = image_builds()
+        secret_reads0 = agent.metrics.user_data_waits._value.get()
         watch = WatchCounter(harness)
         time.sleep(WINDOW)
         writes = watch.stop()
@@ -282,6 +299,7 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
         events1 = {n: sum(e["count"] for e in _events(harness).get(n, [])) for n in names}
         log1 = operator.log_path.read_text()[len(log0):]
         builds1 = image_builds()
+        secret_reads1 = agent.metrics.user_data_waits._value.get()
 
         def attempts(reason: str) -> int:
             return int(_metric(metrics1, "kova_operator_schedule_outcomes_total", reason=reason)
@@ -294,14 +312,17 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
             "flavor_retries": attempts("FlavorNotFound"),
             "novalidhost_retries": attempts("NoValidHost"),
             "image_builds": int(builds1 - builds0),
+            "secret_reads": int(secret_reads1 - secret_reads0),
             "status_writes": writes,
             "new_events": {n: events1[n] - events0[n] for n in names},
             "log_lines": lines,
         }
         print(json.dumps(window, indent=1))
-        # Exponential back-off from 2 s (capped at 16 s): at most ~5 tries in
-        # 20 s; 3 per 20 s beyond that.  A hot loop would make hundreds.
-        bound = 6 + int(WINDOW / 16)
+        # Exponential back-off from 2 s capped at BACKOFF_MAX (jitter -20 %):
+        # at most WINDOW / (0.8 * BACKOFF_MAX) tries once at the cap, plus the
+        # ramp (2, 4, 8 s) if a retrigger reset it.  A hot loop would make
+        # hundreds; a stopped one none.
+        bound = 5 + math.ceil(WINDOW / (0.8 * BACKOFF_MAX))
         assert 1 <= window["flavor_retries"] <= bound, window
         assert 1 <= window["novalidhost_retries"] <= bound, window
         assert window["image_builds"] == 0, window  # Error is final until the Image changes
@@ -309,10 +330,16 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
         assert all(v == 0 for v in window["new_events"].values()), window
         assert lines["no-flavor"] <= bound and lines["too-big"] <= bound, window
         assert lines["closed-port"] == lines["nxdomain"] == lines["virtual-too-big"] == 0, window
+        # The agent reads the missing Secret with back-off and at each resync
+        # (every 2 s here, 30 s by default): no status write, no Event.
+        assert 1 <= window["secret_reads"] <= WINDOW / 2 + WINDOW / 8 + 8, window
 
         # ---- 3. fix each cause: every Instance recovers
         t_fix = time.monotonic()
         flavor(flavors[2], 1)
+        harness.core.create_namespaced_secret(harness.ns, {
+            "metadata": {"name": f"ud-{suffix}"},
+            "data": {"userdata": base64.b64encode(b"#cloud-config\n").decode()}})
         server = ImageServer(small_image.parent, closed_port)
         try:
             for name, url in ((f"closed-{suffix}", closed_url),
@@ -362,12 +389,12 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
         lost += len(set(uids) - held)
         assert (lost, duplicated, overcommitted) == (0, 0, 0), (held, uids)
     finally:
-        for name in ("no-flavor", "closed-port", "nxdomain", "too-big", "virtual-too-big"):
+        for name in names:
             try:
                 harness.delete(name)
             except Exception:
                 pass
-        for name in ("no-flavor", "closed-port", "nxdomain", "too-big", "virtual-too-big"):
+        for name in names:
             try:
                 wait_for(lambda: harness.get(name) is None, 30, what=f"{name} deleted")
             except AssertionError:
@@ -402,6 +429,17 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
            figures={"builds_in_window": window["image_builds"], "window_s": WINDOW,
                     "recovered_s": max(recovered["closed-port"], recovered["nxdomain"])},
            test_id=nodeid + "[unreachable-image]", **{**common, "times": 2})
+    record(fault="Missing user-data Secret",
+           injected="an Instance whose spec.userData.secretRef names a Secret that does not "
+                    "exist yet",
+           result=f"placed, nothing built, Ready=False UserDataUnavailable naming the Secret, "
+                  f"1 Event; {window['secret_reads']} Secret reads (back-off and the 2 s "
+                  f"resync), {writes.get('no-secret', 0)} status writes and 0 Events in "
+                  f"{WINDOW:.0f} s; Running {recovered['no-secret']} s after the Secret was "
+                  "created",
+           figures={"secret_reads_in_window": window["secret_reads"], "window_s": WINDOW,
+                    "recovered_s": recovered["no-secret"]},
+           test_id=nodeid + "[missing-secret]", **common)
     record(fault="Image larger than every host's disk",
            injected=f"an Image with minDiskGiB {big_disk} and a Flavor of that disk (the "
                     f"host has {disk_total} DISK_GB); an Image of 16 TiB virtual size on a "

@@ -29,9 +29,9 @@ import httpx
 import pytest
 
 from kova.dev.stack import Stack, link_test_image
-from tests.helpers import wait_for
+from tests.helpers import BOOT_TIMEOUT, wait_for
 from tests.reliability.guests import _destroy_all, _domains, _qemu_pid
-from tests.reliability.record import record
+from tests.reliability.record import long_run, record
 
 pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
 
@@ -130,8 +130,19 @@ spec:
   source: {{hostPath: /var/lib/kova/images/kova-test.qcow2}}
   format: qcow2
 """)
+    # vm-1 carries every check; the long variant puts more Instances on A,
+    # evacuated together with it.
+    extra = [f"vm-x{i}" for i in range(3 if long_run() else 0)]
+    # Booting under TCG with the stale copies still running on A (nothing
+    # powers the simulated host off) takes long on a loaded 2-core machine.
+    console_timeout = BOOT_TIMEOUT + (180 if extra else 0)
     apply_instance("vm-1", a)
+    for name in extra:
+        apply_instance(name, a)
     first = wait_for(lambda: running_on("vm-1", a), 120, 0.5, "vm-1 Running on A")
+    for name in extra:
+        wait_for(lambda: running_on(name, a), 180, 0.5, f"{name} Running on A")
+    extra_uids = {inst(n)["metadata"]["uid"] for n in extra}
     uid = first["metadata"]["uid"]
     dom = f"{namespace}.vm-1"
     pid_a = wait_for(lambda: _qemu_pid(stack, a, dom), 10, 0.2, "QEMU pid of vm-1 on A")
@@ -166,13 +177,15 @@ spec:
     t1 = time.monotonic()
     kubectl("patch", "host.kova.dev", a, "--type=merge", "-p", '{"spec":{"fenced":true}}')
     moved = wait_for(lambda: running_on("vm-1", b), 90, 0.3, "vm-1 Running on B")
+    for name in extra:
+        wait_for(lambda: running_on(name, b), 120, 0.3, f"{name} Running on B")
     t_evac = time.monotonic() - t1
     assert moved["metadata"]["uid"] == uid
     assert moved["metadata"]["labels"]["kova.dev/host"] == b
     assert cond(moved, "Scheduled")["reason"] == "Evacuated"
     assert Path(moved["status"]["console"]["logPath"]).is_relative_to(
         stack.root / "instances" / b)
-    wait_for(lambda: console_has(inst("vm-1"), "HF-USERDATA vm-1"), 90, 0.5,
+    wait_for(lambda: console_has(inst("vm-1"), "HF-USERDATA vm-1"), console_timeout, 0.5,
              "vm-1's user data on its console on B")
     t_evac_console = time.monotonic() - t1
     pid_b = _qemu_pid(stack, b, dom)
@@ -188,7 +201,8 @@ spec:
     # 3. A's agent returns: the stale copy is destroyed, not run twice.
     t2 = time.monotonic()
     stack.start_agent(a)
-    wait_for(lambda: uid not in _domains(uri[a]), 60, 0.3, "stale vm-1 domain gone from A")
+    wait_for(lambda: not ({uid} | extra_uids) & set(_domains(uri[a])), 60, 0.3,
+             "stale domains gone from A")
     t_stale = time.monotonic() - t2
     assert _qemu_pid(stack, a, dom) is None
     wait_for(lambda: host_state(a) == "Up", 30, 0.3, "host A Up")
@@ -202,8 +216,11 @@ spec:
     t3 = time.monotonic()
     kubectl("taint", "node", b, "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute")
     back = wait_for(lambda: running_on("vm-1", a), 120, 0.3, "vm-1 Running on A again")
+    for name in extra:
+        wait_for(lambda: running_on(name, a), 120, 0.3, f"{name} Running on A again")
     t_evac2 = time.monotonic() - t3
-    wait_for(lambda: uid not in _domains(uri[b]), 30, 0.3, "vm-1's copy gone from B")
+    wait_for(lambda: not ({uid} | extra_uids) & set(_domains(uri[b])), 30, 0.3,
+             "the copies gone from B")
     assert "NodeOutOfService" in cond(back, "Scheduled")["message"]
     host_b = get("hosts.kova.dev", b, ns=False)
     assert cond(host_b, "Fenced").get("reason") == "NodeOutOfService"
@@ -216,7 +233,7 @@ spec:
     with httpx.Client(base_url=stack.placement_url, headers=headers) as pc:
         rps = {rp["name"]: rp["uuid"]
                for rp in pc.get("/resource_providers").json()["resource_providers"]}
-        for name in ("vm-1", "vm-2"):
+        for name in ["vm-1", "vm-2", *extra]:
             i = inst(name)
             u, host = i["metadata"]["uid"], i["status"]["host"]
             allocs = pc.get(f"/allocations/{u}").json()["allocations"]
@@ -236,7 +253,8 @@ spec:
     kubectl("taint", "node", b, "node.kubernetes.io/out-of-service-")
 
     record(fault="Host failure and evacuation",
-           injected="2 hosts (private libvirtd, QEMU/TCG), Lease 6 s: kill -9 of host A's "
+           injected=f"{1 + len(extra)} Instance(s) on host A of 2 hosts (private libvirtd, "
+                    "QEMU/TCG), Lease 6 s: kill -9 of host A's "
                     "agent, restarted, killed again; A fenced (spec.fenced); A's agent restarted; A unfenced; host B's "
                     "Node tainted out-of-service with its agent running",
            times=2, lost=lost, duplicated=duplicated, overcommitted=over,

@@ -25,7 +25,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow,
+              pytest.mark.timeout(3600)]  # 10-25 min on 2 shared cores
 
 REQUESTS = 10_000
 

@@ -230,16 +230,18 @@ def test_user_data_secret_and_bearer_tokens_never_leak(
         seed = read_nocloud_seed(tmp_path / "instances" / uid / "seed.iso")
         assert seed["user-data"].decode() == user_data
         assert marker.encode() in (tmp_path / "instances" / uid / "seed.iso").read_bytes()
-        # A second Instance whose Secret key is missing: the failure names the
-        # Secret and key, never a value.
+        # A second Instance whose Secret key is missing: it waits, and the
+        # condition names the Secret and key, never a value.
         custom.create_namespaced_custom_object(G, V, namespace, "instances", {
             "apiVersion": contract.API_VERSION, "kind": "Instance",
             "metadata": {"name": "vm-nokey", "namespace": namespace},
             "spec": {"flavorRef": {"name": flavor}, "imageRef": {"name": image_name},
                      "userData": {"secretRef": {"name": "user-data", "key": "other"}}}})
-        wait_for(lambda: (o := custom.get_namespaced_custom_object(
-            G, V, namespace, "instances", "vm-nokey")) and (o.get("status") or {}).get(
-            "phase") == "Error" and o, 60, what="vm-nokey Error")
+        wait_for(lambda: any(
+            c["type"] == "Ready" and c["reason"] == contract.ERROR_USER_DATA
+            and "'other'" in c["message"] for c in (custom.get_namespaced_custom_object(
+                G, V, namespace, "instances", "vm-nokey").get("status") or {}).get(
+                "conditions") or []), 60, what="vm-nokey waiting for its Secret key")
         # Stop and start the domain through the run strategy: more status
         # writes, Events and log lines that could carry it.
         custom.patch_namespaced_custom_object(G, V, namespace, "instances", "vm",
@@ -250,7 +252,7 @@ def test_user_data_secret_and_bearer_tokens_never_leak(
         status_text = json.dumps(custom.list_namespaced_custom_object(
             G, V, namespace, "instances"))
         events_text = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
-        assert "BuildFailed" in events_text and "Started" in events_text
+        assert contract.ERROR_USER_DATA in events_text and "Started" in events_text
         custom.delete_namespaced_custom_object(G, V, namespace, "instances", "vm")
         custom.delete_namespaced_custom_object(G, V, namespace, "instances", "vm-nokey")
         wait_for(lambda: not custom.list_namespaced_custom_object(
