@@ -187,7 +187,15 @@ class Agent:
         _ = self.driver.conn  # connect (and register for events) now
         log.info("agent for host %s: libvirt %s, instances in %s, disk cache=%s",
                  self.host, self.cfg.libvirt_uri, self.instance_dir, self.disk_cache)
-        # Instances first (re-adoption after a restart must not wait for
+        # The heartbeat first: a status written by a worker must never come
+        # before the Lease says this host is back (the operator would mark
+        # the Instance Unknown again).
+        try:
+            self.renew_lease()
+            self._last_lease_ok = time.monotonic()
+        except Exception as exc:
+            log.warning("renewing the heartbeat lease failed: %s", exc)
+        # Instances next (re-adoption after a restart must not wait for
         # Placement), registration in the host thread right away.
         self._spawn("watch", self._watch_loop)
         for i in range(self.cfg.workers):

@@ -29,7 +29,7 @@ import logging
 from dataclasses import dataclass
 
 from kova.operator import contract, metrics
-from kova.operator.filters import Candidate
+from kova.operator.filters import Candidate, describe_rejections, run_filters
 from kova.operator.placement import Conflict
 from kova.operator.request import RequestSpec
 from kova.operator.scheduler import Decision, NoValidHost, Scheduler
@@ -152,22 +152,24 @@ class BatchScheduler:
         # explain_shortage/_fetch may have dropped unknown forbidden traits.
         for it in items[1:]:
             it.req.forbidden = set(items[0].req.forbidden)
-        consumed = False
+        # The filters of a batchable request look only at the Host (known,
+        # enabled, maintenance, heartbeat, zone): the same for every member of
+        # the group and untouched by the batch's own choices -- run once.
+        fitting, rejected = run_filters(cands, items[0].req, sched.config.filters)
+        if not fitting:
+            for it in items:
+                it.fail(NoValidHost(describe_rejections(len(cands), rejected)))
+            return
         for it in items:
-            fitting = [c for c in cands if _fits(c)] if consumed else cands
-            try:
-                if not fitting:
-                    raise NoValidHost("")
-                ordered = sched.rank(it.req, fitting, len(cands))
-            except NoValidHost as exc:
-                if consumed:
-                    deferred.append(it)  # perhaps only this batch's claims left none
-                else:
-                    it.fail(exc)
+            if not fitting:
+                deferred.append(it)  # the batch itself used up every candidate
                 continue
+            ordered = sched.order(it.req, fitting)
+            best = ordered[0]
             it.ordered, it.ncands = ordered, len(cands)
-            _consume(ordered[0])
-            consumed = True
+            _consume(best)
+            if not _fits(best):  # only a host that just took a member can fill up
+                fitting = [c for c in fitting if c is not best]
             chosen.append(it)
 
     async def _claim(self, chosen: list[_Item]) -> None:

@@ -134,6 +134,13 @@ def register(group: click.Group) -> None:
                   show_default=True, help="Let the periodic audit heal what it finds.")
     @click.option("--events/--no-events", envvar=ENV + "EVENTS", default=True,
                   show_default=True, help="Post Kubernetes Events (Scheduled, NoValidHost, ...).")
+    @click.option("--event-qps", envvar=ENV + "EVENT_QPS", type=float, default=5.0,
+                  show_default=True,
+                  help="Normal Events (Scheduled, Rescheduled, ...) per second, in bursts of "
+                       "--event-burst; more are dropped (the status has the same). 0 = no "
+                       "limit. Warning Events are never limited.")
+    @click.option("--event-burst", envvar=ENV + "EVENT_BURST", type=int, default=25,
+                  show_default=True)
     @click.option("--backoff-max", envvar=ENV + "BACKOFF_MAX", type=float, default=60.0,
                   show_default=True, help="Longest NoValidHost retry delay (seconds).")
     def run(kubeconfig, placement_url, placement_token, placement_ca_file, log_level, log_format,
@@ -143,7 +150,7 @@ def register(group: click.Group) -> None:
             soft_anti_affinity_weight, build_failure_weight, host_subset_size, candidate_limit,
             max_batch, filters,
             image_traits, host_check_interval, heartbeat_grace, node_fencing, audit_interval,
-            audit_heal, events, backoff_max):
+            audit_heal, events, event_qps, event_burst, backoff_max):
         """Run the scheduler, conductor and host monitor."""
         from kova.operator.config import Settings
         from kova.operator.scheduler import SchedulerConfig
@@ -174,7 +181,7 @@ def register(group: click.Group) -> None:
             host_check_interval=host_check_interval, heartbeat_grace=heartbeat_grace,
             node_fencing=node_fencing,
             audit_interval=audit_interval, audit_heal=audit_heal, image_traits=image_traits,
-            events=events,
+            events=events, event_qps=max(0.0, event_qps), event_burst=max(1, event_burst),
             scheduler=SchedulerConfig(filters=names, weigh=weigh,
                                       host_subset_size=host_subset_size,
                                       candidate_limit=candidate_limit),

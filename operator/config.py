@@ -43,5 +43,9 @@ class Settings:
     audit_heal: bool = False
     image_traits: bool = True
     events: bool = True
+    #: Normal (informational) Events per second, bucket of event_burst;
+    #: 0 = no limit.  Warning Events are never limited.
+    event_qps: float = 5.0
+    event_burst: int = 25
     build_failure_window: float = 600.0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

@@ -153,6 +153,8 @@ class Controller:
         self.failures = BuildFailures(window=settings.build_failure_window)
         self.scheduler: Scheduler | None = None
         self.batcher: BatchScheduler | None = None
+        self._event_tokens = 0.0
+        self._event_tokens_at: float | None = None
         self.identity = f"kova-operator@{socket.gethostname()}/{os.getpid()}"
         self.priority = (settings.priority if settings.priority is not None
                          else random.randint(1, 1_000_000))
@@ -293,12 +295,14 @@ class Controller:
             settings.networking.request_timeout = 60
             settings.persistence.diffbase_storage = NoDiffBase()
 
+        # Index handlers are coroutines: kopf runs plain functions in a thread
+        # pool, a thread hand-off per watch event for a dict copy.
         @kopf.index(G, V, "instances", id="kova_instances", registry=reg)
-        def kova_instances(body: Any, name: str, namespace: str, **_: Any) -> dict:
+        async def kova_instances(body: Any, name: str, namespace: str, **_: Any) -> dict:
             return {(namespace, name): dict(body)}
 
         @kopf.index(G, V, "instances", id="kova_sg_members", registry=reg)
-        def kova_sg_members(body: Any, spec: Any, status: Any, **_: Any) -> dict | None:
+        async def kova_sg_members(body: Any, spec: Any, status: Any, **_: Any) -> dict | None:
             sg = (spec.get("serverGroupRef") or {}).get("name")
             if not sg:
                 return None
@@ -307,28 +311,28 @@ class Controller:
             return {(body["metadata"]["namespace"], sg): (body["metadata"]["uid"], host)}
 
         @kopf.index(G, V, "hosts", id="kova_hosts", registry=reg)
-        def kova_hosts(body: Any, name: str, **_: Any) -> dict:
+        async def kova_hosts(body: Any, name: str, **_: Any) -> dict:
             return {name: dict(body)}
 
         @kopf.index(G, V, "hosts", id="kova_host_rps", registry=reg)
-        def kova_host_rps(name: str, status: Any, **_: Any) -> dict | None:
+        async def kova_host_rps(name: str, status: Any, **_: Any) -> dict | None:
             rp = status.get("resourceProviderUUID")
             return {rp: name} if rp else None
 
         @kopf.index(G, V, "flavors", id="kova_flavors", registry=reg)
-        def kova_flavors(name: str, spec: Any, **_: Any) -> dict:
+        async def kova_flavors(name: str, spec: Any, **_: Any) -> dict:
             return {name: dict(spec)}
 
         @kopf.index(G, V, "images", id="kova_images", registry=reg)
-        def kova_images(name: str, spec: Any, **_: Any) -> dict:
+        async def kova_images(name: str, spec: Any, **_: Any) -> dict:
             return {name: dict(spec)}
 
         @kopf.index(G, V, "images", id="kova_image_ids", registry=reg)
-        def kova_image_ids(name: str, meta: Any, **_: Any) -> dict:
+        async def kova_image_ids(name: str, meta: Any, **_: Any) -> dict:
             return {name: f"{meta.get('uid')}/{meta.get('generation')}"}
 
         @kopf.index(G, V, "servergroups", id="kova_servergroups", registry=reg)
-        def kova_servergroups(name: str, namespace: str, spec: Any, **_: Any) -> dict:
+        async def kova_servergroups(name: str, namespace: str, spec: Any, **_: Any) -> dict:
             return {(namespace, name): dict(spec)}
 
         def capture(kwargs: dict) -> None:
@@ -1180,6 +1184,13 @@ class Controller:
             await self.evacuate(key, body, host)
             return True
         if self.host_is_down(host) and status.get("phase") != contract.PHASE_UNKNOWN:
+            # The agent may be back since the last poll (its first status
+            # write can come before the next one): look at the Lease itself.
+            lease = await self.kube.get_or_none(
+                f"/apis/coordination.k8s.io/v1/namespaces/{contract.LEASE_NAMESPACE}"
+                f"/leases/{host}")
+            if lease_fresh(lease, time.time(), self.settings.heartbeat_grace):
+                return False
             await self.mark_unknown(body, host)
         return False
 
@@ -1382,10 +1393,35 @@ class Controller:
     def emit(self, obj: dict, type_: str, reason: str, message: str) -> None:
         if self._events is None or not self.settings.events:
             return
+        if type_ == "Normal" and not self._event_token():
+            # Informational Events (Scheduled, ...) are rate limited: the same
+            # fact is in the Instance's status condition, and in a burst an
+            # Event per Instance would cost the API server as much as the
+            # placement itself.  Warnings are always posted.
+            metrics.EVENTS_DROPPED.labels(reason=reason).inc()
+            return
         try:
             self._events.put_nowait((obj, type_, reason, message))
         except asyncio.QueueFull:
             pass
+
+    def _event_token(self) -> bool:
+        """Token bucket of --event-qps / --event-burst (qps 0 = no limit)."""
+        qps = self.settings.event_qps
+        if qps <= 0:
+            return True
+        now = time.monotonic()
+        burst = max(1.0, float(self.settings.event_burst))
+        if self._event_tokens_at is None:
+            self._event_tokens = burst
+        else:
+            self._event_tokens = min(burst, self._event_tokens
+                                     + (now - self._event_tokens_at) * qps)
+        self._event_tokens_at = now
+        if self._event_tokens >= 1.0:
+            self._event_tokens -= 1.0
+            return True
+        return False
 
     async def event_poster(self) -> None:
         while True:

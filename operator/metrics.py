@@ -65,3 +65,8 @@ KUBE_SECONDS = Histogram(
     "kova_operator_kube_request_seconds", "Kubernetes API calls made by the workers.", ["verb"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+EVENTS_DROPPED = Counter(
+    "kova_operator_events_dropped_total",
+    "Normal Events not posted because of --event-qps (the status holds the same fact).",
+    ["reason"],
+)

@@ -131,6 +131,10 @@ class Scheduler:
         passed, rejected = run_filters(cands, req, self.config.filters)
         if not passed:
             raise NoValidHost(describe_rejections(total or len(cands), rejected))
+        return self.order(req, passed)
+
+    def order(self, req: RequestSpec, passed: list[Candidate]) -> list[Candidate]:
+        """Weighers and host_subset_size over candidates that passed the filters."""
         weighed = weigh(passed, req, self.config.weigh, self.weigh_ctx)
         n = max(1, self.config.host_subset_size)
         if n > 1 and not req.preferred_hosts:

@@ -16,6 +16,12 @@ __all__ = ["PlacementServer", "free_port", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: How long a software-emulated (TCG) guest may take to print what a test
+#: waits for on its serial console.  A liveness limit, not a performance
+#: figure: the test image boots in ~7 s on an idle machine, but 60-90 s were
+#: seen with the two cores at load average ~24.  KOVA_BOOT_TIMEOUT overrides.
+BOOT_TIMEOUT = float(os.environ.get("KOVA_BOOT_TIMEOUT", "240"))
+
 
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; return that.

@@ -20,12 +20,12 @@ import pytest
 from kova.agents import contract
 from kova.dev.image import userdata_from_console
 from tests.agents.conftest import free_port, wait_for
+from tests.helpers import BOOT_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
 import libvirt  # noqa: E402  (libvirt-python: the "libvirt" extra, always installed)
 
-BOOT_TIMEOUT = float(os.environ.get("KOVA_BOOT_TIMEOUT", "90"))
 
 
 class AgentProcess:

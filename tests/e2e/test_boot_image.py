@@ -6,7 +6,6 @@ the serial console, and power off on an ACPI shutdown request.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
@@ -16,12 +15,12 @@ import pytest
 
 from kova.dev.image import BOOTED_MARKER, POWEROFF_MARKER, READY_MARKER, userdata_from_console
 from tests.fixtures.libvirt import make_overlay, wait_for_console
+from tests.helpers import BOOT_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
 import libvirt  # noqa: E402  (libvirt-python: the "libvirt" extra, always installed)
 
-BOOT_TIMEOUT = float(os.environ.get("KOVA_BOOT_TIMEOUT", "60"))
 
 # The seed CD-ROM's bus for each machine type (the image has drivers for all).
 CDROM_BUS = {"pc": ("ide", "hdc"), "q35": ("sata", "sda")}

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from kova.dev.stack import Stack, link_test_image
-from tests.helpers import wait_for
+from tests.helpers import BOOT_TIMEOUT, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -105,7 +105,7 @@ spec:
         assert inst["metadata"]["labels"]["kova.dev/host"] == placed[name]
         log = Path(inst["status"]["console"]["logPath"])
         wait_for(lambda: log.exists() and f"E2E-USERDATA {name}" in log.read_text(errors="replace"),
-                 90, 0.5, f"user-data of {name} on its console")
+                 BOOT_TIMEOUT, 0.5, f"user-data of {name} on its console")
 
     # Placement holds exactly one allocation per Instance, on its host
     headers = {"X-Auth-Token": stack.placement_token,

@@ -220,6 +220,7 @@ def test_server_side_defaults(kova_crds, kubectl, namespace, cleanup) -> None:
     created = json.loads(kubectl("create", "-f", "-", "-o", "json", input=host).stdout)
     assert created["spec"] == {
         "enabled": True,
+        "fenced": False,
         "allocationRatios": {"vcpu": 4.0, "memory": 1.0, "disk": 1.0},
         "reserved": {"vcpus": 0, "memoryMiB": 512, "diskGiB": 0},
     }

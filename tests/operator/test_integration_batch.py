@@ -204,3 +204,36 @@ def test_claim_made_before_a_restart_is_adopted_in_a_batch(cluster):
     alloc = cluster.placement.allocations(victim["metadata"]["uid"])
     assert set(alloc) == {pre_rp} and alloc[pre_rp]["resources"] == SLOT
     check_no_overcommit(cluster, 8 * 512)
+
+
+def test_normal_events_are_rate_limited_warnings_are_not(cluster):
+    """--event-qps/--event-burst: a burst gets at most a bucketful of
+    Scheduled Events (the rest are counted as dropped; every status still
+    says Scheduled), while a Warning (NoValidHost) is posted with the bucket
+    empty."""
+    cluster.add_host("h0", vcpus=16, memory_mib=16 * 512, disk_gib=100)
+    n = 8
+    for i in range(n):
+        cluster.create_instance(f"e{i}")
+    mport = free_port()
+    # one token per 1000 s: only the bucket of 3 is ever posted
+    cluster.start_operator("--metrics-port", str(mport), "--event-qps", "0.001",
+                           "--event-burst", "3")
+    wait_for(lambda: len(scheduled(cluster)) == n, 60, interval=0.3, what="all scheduled")
+
+    def events(reason: str) -> list:
+        return [e for e in cluster.core.list_namespaced_event(cluster.ns).items
+                if e.reason == reason]
+
+    wait_for(lambda: len(events("Scheduled")) == 3, 20, what="three Scheduled Events")
+    assert metric(mport, "kova_operator_events_dropped_total") == n - 3
+    cluster.create_instance("huge", resources={"vcpus": 64, "memoryMiB": 512, "diskGiB": 1})
+    cluster.wait_reason("huge", "NoValidHost")
+    wait_for(lambda: [e for e in events("NoValidHost") if e.involved_object.name == "huge"],
+             20, what="the NoValidHost Warning")
+    assert e_type(events("NoValidHost")) == {"Warning"}
+    assert len(events("Scheduled")) == 3
+
+
+def e_type(events: list) -> set[str]:
+    return {e.type for e in events}

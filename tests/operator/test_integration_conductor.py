@@ -50,8 +50,11 @@ def test_error_after_the_last_attempt(cluster):
     inst = cluster.wait("vm1", lambda i: (i.get("status") or {}).get("attempts") == 2, 20)
     h2 = inst["status"]["host"]
     cluster.report_build_failure("vm1", "second failure")
-    inst = cluster.wait("vm1", lambda i: (i.get("status") or {}).get("phase") == "Error", 20,
-                        "phase Error")
+    # The operator writes the Error status, then removes the host label (two
+    # API calls): wait for both, not for the first.
+    inst = cluster.wait("vm1", lambda i: (i.get("status") or {}).get("phase") == "Error"
+                        and contract.LABEL_HOST not in (i["metadata"].get("labels") or {}), 20,
+                        "phase Error and no host label")
     assert scheduled_reason(inst) == contract.REASON_MAX_ATTEMPTS
     msg = condition(inst, contract.COND_SCHEDULED)["message"]
     assert h1 in msg and h2 in msg and "first failure" in msg and "second failure" in msg

@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from kova.dev.stack import Stack, link_test_image
-from tests.helpers import wait_for
+from tests.helpers import BOOT_TIMEOUT, wait_for
 from tests.reliability.guests import _destroy_all, _domains, _qemu_pid
 from tests.reliability.record import long_run, record
 
@@ -135,7 +135,7 @@ spec:
     extra = [f"vm-x{i}" for i in range(3 if long_run() else 0)]
     # Booting under TCG with the stale copies still running on A (nothing
     # powers the simulated host off) takes long on a loaded 2-core machine.
-    console_timeout = 300 if extra else 120
+    console_timeout = BOOT_TIMEOUT + (180 if extra else 0)
     apply_instance("vm-1", a)
     for name in extra:
         apply_instance(name, a)

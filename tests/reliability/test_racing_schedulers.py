@@ -50,7 +50,7 @@ def test_two_schedulers_fill_exact_capacity_once(k8s_client, kubeconfig, kova_cr
         t0 = time.monotonic()
         s.create_instances(cluster, n)
         logs = ("operator-0.log", "operator-1.log")
-        elapsed = s.wait_all_scheduled(cluster, n, 600 if long_run() else 240, logs)
+        s.wait_all_scheduled(cluster, n, 600 if long_run() else 240, logs)
         total = time.monotonic() - t0
         # Let the operators' event queues drain, then stop watching.
         time.sleep(2)
