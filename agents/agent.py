@@ -86,6 +86,9 @@ class AgentConfig:
     lease_namespace: str = contract.LEASE_NAMESPACE
     #: Cached images unused this long (seconds) are removed; 0 keeps them.
     image_cache_ttl: float = 24 * 3600.0
+    #: Scheduling class of the guests' vCPU threads: default, batch or idle
+    #: (libvirt ``<vcpusched>``; see docs/agent.md).
+    guest_vcpu_scheduler: str = "default"
 
 
 class BuildError(Exception):
@@ -927,6 +930,7 @@ class Agent:
                 network=self.cfg.network,
                 bridge=self.cfg.bridge,
                 mac=mac,
+                vcpu_scheduler=self.cfg.guest_vcpu_scheduler,  # type: ignore[arg-type]
             )
             step("seed")
             self.driver.define(build_domain_xml(dspec))

@@ -86,6 +86,12 @@ def register(group: click.Group) -> None:
     @click.option("--cpu-mode", envvar="KOVA_AGENT_CPU_MODE", default=None,
                   type=click.Choice(["none", "host-model", "host-passthrough"]),
                   help="Guest CPU (default: host-model with kvm, QEMU's default with qemu).")
+    @click.option("--guest-vcpu-scheduler", envvar="KOVA_AGENT_GUEST_VCPU_SCHEDULER",
+                  type=click.Choice(["default", "batch", "idle"]), default="default",
+                  show_default=True,
+                  help="Linux scheduling class of the guests' vCPU threads (libvirt vcpusched): "
+                       "idle lets running guests yield the CPUs to libvirtd, QEMU start-up and "
+                       "the agent (for overcommitted software-emulation hosts).")
     @click.option("--network", envvar="KOVA_AGENT_NETWORK", default=None,
                   help="libvirt network for the guests' NIC (none: no NIC).")
     @click.option("--bridge", envvar="KOVA_AGENT_BRIDGE", default=None,
@@ -117,7 +123,7 @@ def register(group: click.Group) -> None:
                   default="text", show_default=True)
     def run(host, libvirt_uri, instance_dir, image_cache_dir, placement_url, placement_token,
             placement_ca_file,
-            kubeconfig, domain_type, machine, cpu_mode, network, bridge, metrics_port,
+            kubeconfig, domain_type, machine, cpu_mode, guest_vcpu_scheduler, network, bridge, metrics_port,
             metrics_bind, workers, resync_seconds, shutdown_timeout, lease_duration_seconds,
             lease_renew_seconds, lease_namespace, image_cache_ttl, log_level, log_format):
         """Run the compute agent for one host."""
@@ -131,7 +137,8 @@ def register(group: click.Group) -> None:
             image_cache_dir=image_cache_dir, placement_url=placement_url,
             placement_token=placement_token, placement_ca_file=placement_ca_file,
             kubeconfig=kubeconfig, domain_type=domain_type,
-            machine=machine, cpu_mode=cpu_mode, network=network, bridge=bridge,
+            machine=machine, cpu_mode=cpu_mode, guest_vcpu_scheduler=guest_vcpu_scheduler,
+            network=network, bridge=bridge,
             metrics_port=None if metrics_port < 0 else metrics_port, metrics_bind=metrics_bind,
             workers=workers, resync_seconds=resync_seconds, shutdown_timeout=shutdown_timeout,
             image_cache_ttl=image_cache_ttl, lease_namespace=lease_namespace,

@@ -31,6 +31,10 @@ ET.register_namespace(contract.DOMAIN_XMLNS_PREFIX, contract.DOMAIN_XMLNS)
 
 DomainType = Literal["qemu", "kvm"]
 CpuMode = Literal["none", "host-model", "host-passthrough", "custom"]
+#: Linux scheduling class of the guest's vCPU threads (libvirt ``vcpusched``);
+#: "default" leaves them in the normal class (no ``<cputune>``).
+VcpuScheduler = Literal["default", "batch", "idle"]
+VCPU_SCHEDULERS: tuple[str, ...] = ("default", "batch", "idle")
 
 _NS = "{" + contract.DOMAIN_XMLNS + "}"
 
@@ -83,6 +87,10 @@ class DomainSpec:
     #: Expose a virtio-serial channel for the QEMU guest agent.
     guest_agent: bool = True
     emulator: str | None = None
+    #: "batch" or "idle" puts the vCPU threads in SCHED_BATCH / SCHED_IDLE
+    #: (``<cputune><vcpusched>``), so that running guests yield the host CPUs
+    #: to libvirtd, QEMU start-up and the agent.
+    vcpu_scheduler: VcpuScheduler = "default"
 
     @property
     def domain_name(self) -> str:
@@ -119,6 +127,10 @@ def _validate(spec: DomainSpec) -> None:
         raise DomainSpecError("network and bridge are exclusive")
     if spec.cpu_mode == "custom" and not spec.cpu_model:
         raise DomainSpecError("cpu mode custom needs a cpu model")
+    if spec.vcpu_scheduler not in VCPU_SCHEDULERS:
+        raise DomainSpecError(
+            f"vcpu scheduler must be one of {', '.join(VCPU_SCHEDULERS)}, "
+            f"not {spec.vcpu_scheduler!r}")
     if spec.disk_format not in ("qcow2", "raw"):
         raise DomainSpecError(f"disk format must be qcow2 or raw, not {spec.disk_format!r}")
     for what in (spec.meta.namespace, spec.meta.name):
@@ -146,6 +158,10 @@ def build_domain_xml(spec: DomainSpec) -> str:
     _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
     _sub(dom, "currentMemory", str(spec.memory_mib), unit="MiB")
     _sub(dom, "vcpu", str(spec.vcpus), placement="static")
+    if spec.vcpu_scheduler != "default":
+        cputune = _sub(dom, "cputune")
+        vcpus = "0" if spec.vcpus == 1 else f"0-{spec.vcpus - 1}"
+        _sub(cputune, "vcpusched", vcpus=vcpus, scheduler=spec.vcpu_scheduler)
 
     os_attrs = {"firmware": "efi"} if spec.firmware == "uefi" else {}
     os_el = _sub(dom, "os", **os_attrs)

@@ -148,7 +148,7 @@ class Bench:
             setattr(self, attr, None)
 
     # ------------------------------------------------------------------
-    def start_agent(self, uri: str, instance_dir: Path) -> None:
+    def start_agent(self, uri: str, instance_dir: Path, extra: list[str] | None = None) -> None:
         import socket
         import urllib.request
 
@@ -163,7 +163,8 @@ class Bench:
              "--kubeconfig", str(self.kubeconfig), "--metrics-port", str(port),
              "--metrics-bind", "127.0.0.1",
              "--workers", str(self.args.workers), "--log-level", "info",
-             *(["--placement-url", self.placement_url] if self.placement_url else [])],
+             *(["--placement-url", self.placement_url] if self.placement_url else []),
+             *(extra or [])],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )
         # Ready when /healthz says so: libvirt up, watch synced, lease renewed.
@@ -354,6 +355,12 @@ def main() -> int:
                     help="how many guests boot to their first serial output (default: all)")
     ap.add_argument("--operator", action="store_true",
                     help="run Placement and the operator; Instances are scheduled by it")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=AGENT ARGS",
+                    help="an agent configuration to compare, e.g. 'idle=--guest-vcpu-scheduler "
+                         "idle' (repeatable; args after --workers, so they override it); the "
+                         "cached batch runs once per variant and round, variants alternating")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --variant: how many cached batches per variant")
     args = ap.parse_args()
     if args.console_count is None:
         args.console_count = args.count
@@ -374,12 +381,13 @@ def main() -> int:
         b.image("bench-image", image_path)
         if not args.memory_only:
             instance_dir = b.work / "instances"
-            b.start_agent(args.uri, instance_dir)
+            variants = [(v.split("=", 1)[0], v.split("=", 1)[1].split() if "=" in v else [])
+                        for v in args.variant] or [("", [])]
+            b.start_agent(args.uri, instance_dir, variants[0][1])
             if args.operator:
                 b.start_operator()
                 time.sleep(3)  # the operator's first lease check sees the host Up
             console = args.uri.startswith("qemu")
-            batches = ([] if args.no_cold else ["cold"]) + ["cached"]
             out.append(f"\n{args.count} Instances on one host, {args.uri}, "
                        f"{os.cpu_count()} CPUs, agent workers {args.workers}, "
                        + ("scheduled by the operator" if args.operator
@@ -388,15 +396,37 @@ def main() -> int:
                           "first serial output, the others are destroyed once running"
                           if args.stop_after_output and args.console_count < args.count
                           else "") + "\n")
-            out.append("| batch / from apply to | p50 s | p95 s | max s | n |")
-            out.append("|---|---|---|---|---|")
-            for batch in batches:
+            batches: list[tuple[str, str, list[str]]] = []
+            if not args.no_cold:
+                batches.append(("cold", *variants[0]))
+            else:
+                # "cached" must mean cached: one Instance fills the cache first.
+                res = b.run_batch("warm", args.uri, "bench-image", instance_dir, 1, False)
+                b.delete_all(res["names"])
+            for r in range(args.rounds if args.variant else 1):
+                for vname, vargs in variants:
+                    label = "cached" + (f"-{vname}-r{r}" if args.variant else "")
+                    batches.append((label, vname, vargs))
+            pooled: dict[str, dict[str, list[float]]] = {}
+            per_round: dict[str, list[tuple[float, float, float]]] = {}
+            current = variants[0][1]
+            for batch, vname, vargs in batches:
+                if vargs != current:
+                    b.stop_agent()
+                    b.start_agent(args.uri, instance_dir, vargs)
+                    current = vargs
                 if batch == "cold":
                     import shutil
 
                     shutil.rmtree(instance_dir / "_base", ignore_errors=True)
+                load = os.getloadavg()[0]
                 res = b.run_batch(batch, args.uri, "bench-image", instance_dir,
                                   args.count, console)
+                load = max(load, os.getloadavg()[0])
+                head = (f"\n{batch}" + (f" (agent {' '.join(vargs)})" if vargs else "")
+                        + f", load average (1 min) up to {load:.1f}\n")
+                out.extend([head, "| batch / from apply to | p50 s | p95 s | max s | n |",
+                            "|---|---|---|---|---|"])
                 if res.get("scheduled"):
                     out.append(fmt(f"{batch}: scheduled (status.host)", res["scheduled"], args.count))
                 out.append(fmt(f"{batch}: domain running", res["running"], args.count))
@@ -405,7 +435,31 @@ def main() -> int:
                     out.append(fmt(f"{batch}: first serial output", res["console"],
                                    min(args.count, args.console_count)))
                 print("\n".join(out), file=sys.stderr)
+                if batch != "cold" and args.variant:
+                    for k in ("scheduled", "running", "status", "console"):
+                        pooled.setdefault(vname, {}).setdefault(k, []).extend(res[k])
+                    per_round.setdefault(vname, []).append(
+                        (pct(res["running"], 50), pct(res["running"], 95), load))
                 b.delete_all(res["names"])
+            if args.variant:
+                out.append("\nPer variant, all rounds pooled; and the median over rounds of "
+                           "each round's p50 / p95 (domain running)\n")
+                out.append("| variant | from apply to | p50 s | p95 s | max s | n |")
+                out.append("|---|---|---|---|---|---|")
+                for vname, vargs in variants:
+                    for k in ("scheduled", "running", "status", "console"):
+                        vals = pooled.get(vname, {}).get(k, [])
+                        n = args.rounds * (min(args.count, args.console_count)
+                                           if k == "console" else args.count)
+                        out.append(f"| {vname} " + fmt(k, vals, n))
+                    rounds = per_round.get(vname, [])
+                    out.append(
+                        f"| {vname} | running, median of rounds "
+                        f"({', '.join(f'{a:.1f}/{c:.1f}' for a, c, _ in rounds)}; load "
+                        f"{', '.join(f'{x:.1f}' for _, _, x in rounds)}) | "
+                        f"{statistics.median(a for a, _, _ in rounds):.2f} | "
+                        f"{statistics.median(c for _, c, _ in rounds):.2f} | | |")
+                print("\n".join(out), file=sys.stderr)
             b.stop_agent()
             b.stop_operator()
         if not args.no_memory:

@@ -337,6 +337,20 @@ def test_nic_and_addresses(harness, small_image, libvirt_conn, tmp_path):
     assert mac_for(uid).encode() in nc
 
 
+def test_guest_vcpu_scheduler_reaches_the_domain(harness, small_image, libvirt_conn):
+    harness.image("small", small_image)
+    harness.agent(guest_vcpu_scheduler="idle")
+    uid = harness.instance("vm15", "small", resources={"vcpus": 2, "memoryMiB": 128,
+                                                       "diskGiB": 1})["metadata"]["uid"]
+    harness.wait_phase("vm15", "Running")
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(_domain(libvirt_conn, uid).XMLDesc(0))
+    # libvirt writes one <vcpusched> per vCPU back.
+    assert sorted((s.get("vcpus"), s.get("scheduler"))
+                  for s in root.findall("cputune/vcpusched")) == [("0", "idle"), ("1", "idle")]
+
+
 def test_domains_of_other_hosts_are_never_touched(harness, libvirt_conn, make_spec):
     from kova.agents.domain import DomainMetadata, build_domain_xml
 

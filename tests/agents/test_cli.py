@@ -15,7 +15,8 @@ def test_agent_run_is_registered():
     res = CliRunner().invoke(main, ["agent", "run", "--help"])
     assert res.exit_code == 0, res.output
     for opt in ("--host", "--libvirt-uri", "--instance-dir", "--placement-url",
-                "--placement-token", "--kubeconfig", "--domain-type", "--metrics-port"):
+                "--placement-token", "--kubeconfig", "--domain-type", "--metrics-port",
+                "--guest-vcpu-scheduler"):
         assert opt in res.output
 
 
@@ -33,6 +34,13 @@ def test_network_and_bridge_exclusive(tmp_path):
     res = CliRunner().invoke(main, ["agent", "run", "--host", "h", "--network", "n",
                                     "--bridge", "b", "--instance-dir", str(tmp_path)])
     assert res.exit_code != 0 and "exclusive" in res.output
+
+
+def test_guest_vcpu_scheduler_rejects_unknown_class(tmp_path):
+    res = CliRunner().invoke(main, ["agent", "run", "--host", "h", "--instance-dir", str(tmp_path),
+                                    "--guest-vcpu-scheduler", "fifo"])
+    assert res.exit_code == 2 and "--guest-vcpu-scheduler" in res.output
+    assert "'fifo' is not one of 'default', 'batch', 'idle'" in res.output
 
 
 def test_json_log_lines():

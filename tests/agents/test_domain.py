@@ -86,11 +86,28 @@ def test_host_passthrough(make_spec):
         {"network": "a", "bridge": "b"},
         {"cpu_mode": "custom"},
         {"disk_format": "vmdk"},
+        {"vcpu_scheduler": "fifo"},
     ],
 )
 def test_invalid_specs(make_spec, kw):
     with pytest.raises(DomainSpecError):
         build_domain_xml(make_spec(**kw))
+
+
+def test_vcpu_scheduler_default_leaves_cputune_out(make_spec):
+    assert _root(make_spec()).find("cputune") is None
+
+
+@pytest.mark.parametrize("scheduler", ["batch", "idle"])
+@pytest.mark.parametrize(("vcpus", "mask"), [(1, "0"), (4, "0-3")])
+def test_vcpu_scheduler_covers_every_vcpu(make_spec, scheduler, vcpus, mask):
+    scheds = _root(make_spec(vcpus=vcpus, vcpu_scheduler=scheduler)).findall("cputune/vcpusched")
+    assert [(s.get("vcpus"), s.get("scheduler")) for s in scheds] == [(mask, scheduler)]
+
+
+def test_invalid_vcpu_scheduler_names_the_field(make_spec):
+    with pytest.raises(DomainSpecError, match="vcpu scheduler"):
+        build_domain_xml(make_spec(vcpu_scheduler="rr"))
 
 
 def test_invalid_name(make_spec):
@@ -178,4 +195,36 @@ def test_defines_on_test_driver(libvirt_conn, make_spec):
         assert dom.UUIDString() == spec.meta.uid
         assert parse_domain_metadata(dom.XMLDesc(0)) == spec.meta
     finally:
+        dom.undefine()
+
+
+@pytest.mark.e2e
+def test_idle_vcpu_scheduler_on_a_real_guest(libvirt_qemu_conn, make_spec, test_image, tmp_path):
+    """libvirt puts the running QEMU's vCPU thread in SCHED_IDLE (the host kernel
+    says so, not the XML)."""
+    import json
+    import os
+
+    import libvirt_qemu
+
+    from tests.fixtures.libvirt import make_overlay
+
+    spec = make_spec(vcpus=1, vcpu_scheduler="idle", seed_path=None, disk_cache="writeback")
+    disk = tmp_path / spec.meta.uid / "disk.qcow2"
+    disk.parent.mkdir(parents=True)
+    make_overlay(test_image, disk)
+    dom = libvirt_qemu_conn.defineXML(build_domain_xml(spec))
+    try:
+        dom.create()
+        reply = json.loads(libvirt_qemu.qemuMonitorCommand(
+            dom, '{"execute": "query-cpus-fast"}', 0))
+        tids = [cpu["thread-id"] for cpu in reply["return"]]
+        assert len(tids) == 1
+        assert [os.sched_getscheduler(t) for t in tids] == [os.SCHED_IDLE]
+        # The emulator's main thread keeps the normal class.
+        assert os.sched_getscheduler(int(
+            open(f"/run/libvirt/qemu/{spec.domain_name}.pid").read())) == os.SCHED_OTHER
+    finally:
+        if dom.isActive():
+            dom.destroy()
         dom.undefine()
