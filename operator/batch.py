@@ -11,8 +11,8 @@ are fetched once; the group's Instances are then placed one after the other
 over those candidates while the batch's own consumption is added to the
 providers' usage, so the weighers see the batch's earlier choices (a spread
 stays a spread) and no provider is given more than its free capacity by the
-batch.  The claims go to Placement in one ``POST /allocations``, which is
-atomic: every consumer is written, with its consumer generation (``null``,
+batch.  The group's claims go to Placement in one ``POST /allocations``
+(before the next group's candidates are fetched), which is atomic: every consumer is written, with its consumer generation (``null``,
 a first claim) and every provider checked against its capacity in one
 transaction, or none is.  A 409 (capacity taken meanwhile by another
 scheduler, a consumer that already has allocations after a restart) makes
@@ -125,12 +125,15 @@ class BatchScheduler:
         groups: dict[tuple, list[_Item]] = {}
         for it in batch:
             groups.setdefault(tuple(it.req.query()), []).append(it)
-        chosen: list[_Item] = []
         deferred: list[_Item] = []
+        # One claim per group, before the next group fetches its candidates:
+        # Placement's answer to the next group then includes this group's
+        # claims, so groups of different sizes never contend for a host.
         for items in groups.values():
+            chosen: list[_Item] = []
             await self._decide_group(items, chosen, deferred)
-        if chosen:
-            await self._claim(chosen)
+            if chosen:
+                await self._claim(chosen)
         # Members for which the batch itself used up the candidates: decided
         # on their own, with fresh candidates (after the batch's claims).
         for it in deferred:

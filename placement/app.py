@@ -81,6 +81,24 @@ def validate(data, schema: dict, what: str = "JSON does not validate") -> None:
         raise errors.BadRequest(f"{what}: {exc.message}") from None
 
 
+def _storable(value) -> bool:
+    """No NUL character and no unpaired surrogate in any string (key or
+    value): Postgres text cannot hold NUL, and neither is valid UTF-8."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    return True
+
+
 class Request:
     __slots__ = ("method", "path", "query", "headers", "body", "version", "request_id",
                  "app", "role", "route_name", "path_params")
@@ -123,6 +141,12 @@ class Request:
             data = json.loads(self.body or b"")
         except ValueError as exc:
             raise errors.BadRequest(f"Malformed JSON: {exc}") from None
+        if (b"\\u" in self.body or b"\xed" in self.body) and not _storable(data):
+            # only \u escapes, or UTF-8-encoded surrogates (0xED 0xA0..0xBF,
+            # which json.loads lets through), can put these into a string
+            raise errors.BadRequest(
+                "Malformed JSON: strings may not contain NUL characters or unpaired "
+                "surrogates")
         if schema is not None:
             validate(data, schema)
         return data
@@ -297,6 +321,9 @@ class PlacementApp:
                 resp = self.error_response(
                     req, errors.NotAcceptable(f"Invalid microversion: {exc}"), versioned=False)
                 return resp
+            if "\x00" in req.path or any("\x00" in k or "\x00" in v for k, v in req.query):
+                raise errors.BadRequest("NUL characters are not allowed in the path or the "
+                                        "query string")
             handler = self._match(req)
             if req.route_name != "root":
                 self.auth.check(req)

@@ -12,6 +12,7 @@ the in-memory summaries of ``kova.placement.cache``.
 from __future__ import annotations
 
 import datetime
+import math
 import uuid as uuidlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -408,7 +409,10 @@ INVENTORY_DEFAULTS = {"reserved": 0, "min_unit": 1, "max_unit": MAX_INT,
 
 
 def capacity(record: dict) -> int:
-    return int((record["total"] - record["reserved"]) * record["allocation_ratio"])
+    value = (record["total"] - record["reserved"]) * record["allocation_ratio"]
+    if not math.isfinite(value):  # e.g. a huge negative ratio: -inf
+        return -1 if value < 0 else MAX_INT
+    return int(value)
 
 
 def get_inventories(conn: Connection, provider: ProviderRow) -> dict[str, dict]:

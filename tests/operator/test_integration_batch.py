@@ -237,3 +237,35 @@ def test_normal_events_are_rate_limited_warnings_are_not(cluster):
 
 def e_type(events: list) -> set[str]:
     return {e.type for e in events}
+
+
+def test_burst_of_two_flavors_in_batches(cluster):
+    """Two groups in the same batches (a 512 MiB and a 1 GiB flavor): each
+    group claims before the next one asks Placement, so no batch claim is
+    refused and no host gets more than it holds."""
+    capacity = 6 * 512
+    for i in range(3):
+        cluster.add_host(f"h{i}", vcpus=16, memory_mib=capacity, disk_gib=100)
+    big = cluster.name("big")
+    cluster.create_flavor(big, vcpus=1, memoryMiB=1024, diskGiB=1)
+    names = []
+    for i in range(6):
+        cluster.create_instance(f"s{i}")
+        names.append(f"s{i}")
+        if i < 4:
+            cluster.create_instance(f"d{i}", flavorRef={"name": big})
+            names.append(f"d{i}")
+    mport = free_port()
+    cluster.start_operator("--metrics-port", str(mport), "--workers", "32")
+    n = len(names)  # 6 x 512 MiB + 4 x 1 GiB = 14 of 18 slots
+    wait_for(lambda: len(scheduled(cluster)) == n, 60, interval=0.3, what="all scheduled")
+    insts = cluster.instances()
+    consumers = cluster.placement.all_consumers()
+    assert set(consumers) == {i["metadata"]["uid"] for i in insts}
+    check_recorded(cluster, insts, consumers)
+    check_no_overcommit(cluster, capacity)
+    for inst in insts:
+        want = 1024 if inst["metadata"]["name"].startswith("d") else 512
+        alloc = cluster.placement.allocations(inst["metadata"]["uid"])
+        assert [a["resources"]["MEMORY_MB"] for a in alloc.values()] == [want]
+    assert metric(mport, "kova_operator_schedule_batch_fallbacks_total") == 0

@@ -107,3 +107,31 @@ def test_healthz_and_metrics(api):
     text = api.get("/metrics").text
     assert "placement_requests_total" in text
     assert 'route="resource_providers"' in text
+
+
+def test_text_postgres_cannot_store_is_400(api):
+    """Found by the OpenAPI fuzzer (500s on Postgres): NUL characters and
+    unpaired surrogates in bodies, paths and query strings."""
+    h = {"content-type": "application/json"}
+    for body in (b'{"name": "a\\u0000b"}', b'{"name": "a\\ud800b"}',
+                 '{"name": "a\ud800b"}'.encode("utf-8", "surrogatepass"),
+                 b'{"name": "ok", "uuid": "\\u0000"}'):
+        r = api.post("/resource_providers", content=body, headers=h)
+        assert r.status_code == 400, (body, r.text)
+        assert "NUL characters or unpaired surrogates" in r.json()["errors"][0]["detail"]
+    for url in ("/resource_providers/a%00b", "/usages?project_id=a%00b",
+                "/resource_providers?name=x%00"):
+        r = api.get(url)
+        assert r.status_code == 400 and "NUL" in r.text, (url, r.text)
+    # an escaped backslash is not an escape: this name is fine
+    r = api.post("/resource_providers", content=b'{"name": "x\\u00e9\\\\u0000"}', headers=h)
+    assert r.status_code == 200 and r.json()["name"] == "x\u00e9\\u0000"
+
+
+def test_capacity_overflowing_to_infinity_is_400(api):
+    """Found by the OpenAPI fuzzer: total x a huge negative ratio is -inf."""
+    u = api.provider("inf")
+    r = api.put(f"/resource_providers/{u}/inventories/VCPU", json={
+        "resource_provider_generation": 0, "total": 24586,
+        "allocation_ratio": -1.7976931348623157e308})
+    assert r.status_code == 400 and "reserved value" in r.text, r.text
