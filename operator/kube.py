@@ -80,30 +80,42 @@ def host_path(name: str) -> str:
     return f"/apis/{contract.API_VERSION}/hosts/{name}"
 
 
-class Kube:
-    def __init__(self, creds: KubeCredentials, *, max_connections: int = 20) -> None:
-        headers = {"Accept": "application/json"}
-        if creds.token:
-            headers["Authorization"] = f"Bearer {creds.token}"
-        self.creds = creds
-        self.server = creds.server.rstrip("/")
+class LazySession:
+    """Holds an aiohttp session that is created on first use, inside the
+    running event loop (a session belongs to the loop it was made in), and
+    closed with :meth:`close`.  The API-server and Placement clients share it."""
+
+    def __init__(self, headers: dict[str, str], *, timeout: float, max_connections: int,
+                 ssl_context: ssl.SSLContext | bool | None) -> None:
         self._headers = headers
-        self._ssl = creds.ssl_context()
+        self._timeout = timeout
         self._max_connections = max_connections
+        # None: aiohttp's default verification
+        self._ssl = True if ssl_context is None else ssl_context
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the running event loop.
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers=self._headers, timeout=aiohttp.ClientTimeout(total=30.0),
+                headers=self._headers, timeout=aiohttp.ClientTimeout(total=self._timeout),
                 connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl))
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class Kube(LazySession):
+    def __init__(self, creds: KubeCredentials, *, max_connections: int = 20) -> None:
+        headers = {"Accept": "application/json"}
+        if creds.token:
+            headers["Authorization"] = f"Bearer {creds.token}"
+        self.creds = creds
+        self.server = creds.server.rstrip("/")
+        super().__init__(headers, timeout=30.0, max_connections=max_connections,
+                         ssl_context=creds.ssl_context())
 
     async def request(self, method: str, path: str, *, json: Any = None, params=None,
                       content_type: str | None = None, ok=(200, 201)) -> Any:

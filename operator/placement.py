@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from kova.operator import contract, metrics
+from kova.operator.kube import LazySession
 
 LOG = logging.getLogger("kova.operator.placement")
 
@@ -64,7 +65,7 @@ RETRY_STATUSES = (502, 503, 504)
 RETRY_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
-class Placement:
+class Placement(LazySession):
     """aiohttp, not httpx: per call the client side costs a tenth of the CPU
     (see :mod:`kova.operator.kube`)."""
 
@@ -82,25 +83,8 @@ class Placement:
         if token:
             headers["X-Auth-Token"] = token
         self.url = url.rstrip("/")
-        self._headers = headers
-        self._timeout = timeout
-        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file else None
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the running event loop.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                headers=self._headers, timeout=aiohttp.ClientTimeout(total=self._timeout),
-                connector=aiohttp.TCPConnector(limit=self._max_connections,
-                                               ssl=self._ssl if self._ssl else True))
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        super().__init__(headers, timeout=timeout, max_connections=max_connections,
+                         ssl_context=ssl.create_default_context(cafile=ca_file) if ca_file else None)
 
     async def _request(self, method: str, path: str, params, json: Any) -> tuple[int, bytes]:
         data = headers = None
