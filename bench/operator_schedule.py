@@ -31,6 +31,8 @@ from pathlib import Path
 
 import httpx
 
+from kova.dev.metrics import scrape
+
 ROOT = Path(__file__).resolve().parents[1]
 KOVA = [sys.executable, "-m", "kova.cli"]
 G, V = "kova.dev", "v1alpha1"
@@ -70,19 +72,6 @@ def tree_cpu(pid: int) -> float:
     except OSError:
         children = []
     return total + sum(tree_cpu(int(c)) for c in children)
-
-
-def scrape(url: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in httpx.get(url, timeout=10).text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, _, value = line.rpartition(" ")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            pass
-    return out
 
 
 def main() -> int:

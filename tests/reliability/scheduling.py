@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from kova.dev.metrics import scrape  # noqa: F401  (used by the fault tests as s.scrape)
 from kova.operator import contract
 from tests.helpers import free_port, wait_for
 from tests.operator.conftest import Cluster
@@ -398,27 +399,6 @@ def audit(cluster: Cluster) -> tuple[int, dict]:
         raise AssertionError(f"audit printed no JSON (exit {proc.returncode}): "
                              f"{proc.stdout}\n{proc.stderr}") from None
     return proc.returncode, report
-
-
-def scrape(url: str, missing_ok: bool = False) -> dict[str, float]:
-    """Prometheus text -> {series: value}; {} if ``missing_ok`` and the
-    process does not answer (yet)."""
-    out: dict[str, float] = {}
-    try:
-        text = httpx.get(url, timeout=10).text
-    except httpx.TransportError:
-        if missing_ok:
-            return out
-        raise
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, _, value = line.rpartition(" ")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            pass
-    return out
 
 
 def metric_sum(metrics: dict[str, float], prefix: str) -> float:
