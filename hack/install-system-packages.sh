@@ -8,6 +8,8 @@ PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-clients libvirt-dev pkg-config
   libvirt-daemon-config-network dnsmasq-base iptables
+  # reaps the exited QEMU processes libvirtd double-forks (hack/start-libvirt.sh)
+  tini
   # Postgres 15
   postgresql postgresql-contrib
   # test image: kernel, busybox initramfs, boot loader

@@ -64,8 +64,11 @@ mount --bind "$root/etc-qemu" /etc/libvirt/qemu
 if [ "$2" != 1 ]; then
   LIBVIRT_LOG_OUTPUTS="3:file:$root/log/virtlogd.log" virtlogd -d -p "$root/virtlogd.pid"
 fi
+# Under tini -s (a child subreaper) so that exited QEMU processes are reaped at
+# once (see hack/start-libvirt.sh).
 LIBVIRT_LOG_OUTPUTS="3:file:$root/log/libvirtd.log" \
-  libvirtd -d -f "$root/libvirtd.conf" -p "$root/libvirtd.pid"
+  setsid tini -s -- libvirtd -f "$root/libvirtd.conf" -p "$root/libvirtd.pid" \
+  </dev/null >/dev/null 2>&1 &
 NS
 
 for _ in $(seq 1 120); do
