@@ -10,12 +10,14 @@ and to run the operator as a subprocess (``kova operator run --standalone``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -318,8 +320,13 @@ def placement_server(tmp_path):
     server.stop()
 
 
-@pytest.fixture
-def cluster(k8s_client, kubeconfig, kova_crds, namespace, placement_server, tmp_path):
+@contextlib.contextmanager
+def cluster_on(k8s_client, kubeconfig: Path, namespace: str, placement: PlacementServer,
+               workdir: Path) -> Iterator[Cluster]:
+    """A ``Cluster`` on the given Placement in ``namespace``: creates the Lease
+    namespace (kova-system) if it is missing, and cleans up on exit.  The
+    ``cluster`` fixture and the scheduling fault tests
+    (tests/reliability/scheduling.py, on a Placement they restart) use it."""
     from kubernetes import client
 
     core = client.CoreV1Api(k8s_client)
@@ -329,9 +336,14 @@ def cluster(k8s_client, kubeconfig, kova_crds, namespace, placement_server, tmp_
     except client.ApiException as exc:
         if exc.status != 409:
             raise
-    c = Cluster(k8s_client, kubeconfig, namespace, placement_server, tmp_path,
-                uuid.uuid4().hex[:6])
+    c = Cluster(k8s_client, kubeconfig, namespace, placement, workdir, uuid.uuid4().hex[:6])
     try:
         yield c
     finally:
         c.cleanup()
+
+
+@pytest.fixture
+def cluster(k8s_client, kubeconfig, kova_crds, namespace, placement_server, tmp_path):
+    with cluster_on(k8s_client, kubeconfig, namespace, placement_server, tmp_path) as c:
+        yield c

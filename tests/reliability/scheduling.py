@@ -31,6 +31,7 @@ from kova.dev.metrics import scrape  # noqa: F401  (used by the fault tests as s
 from kova.operator import contract
 from tests.helpers import free_port, wait_for
 from tests.operator.conftest import Cluster
+from tests.operator.conftest import cluster_on  # noqa: F401  (used by the fault tests as s.cluster_on)
 from tests.operator.conftest import PlacementServer as _PlacementHelpers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -407,32 +408,3 @@ def metric_sum(metrics: dict[str, float], prefix: str) -> float:
 
 def jitter(lo: float, hi: float, rng: random.Random) -> float:
     return lo + (hi - lo) * rng.random()
-
-
-# ============================================================== the cluster
-class cluster_on:
-    """Context manager: a ``Cluster`` (tests/operator/conftest.py) on the
-    given Placement, in the test's namespace; cleans up like its fixture."""
-
-    def __init__(self, k8s_client, kubeconfig, namespace: str, placement, workdir: Path) -> None:
-        self.args = (k8s_client, kubeconfig, namespace, placement, workdir)
-
-    def __enter__(self) -> Cluster:
-        import uuid
-
-        from kubernetes import client
-
-        k8s_client, kubeconfig, namespace, placement, workdir = self.args
-        core = client.CoreV1Api(k8s_client)
-        try:
-            core.create_namespace(client.V1Namespace(
-                metadata=client.V1ObjectMeta(name=contract.LEASE_NAMESPACE)))
-        except client.ApiException as exc:
-            if exc.status != 409:
-                raise
-        self.cluster = Cluster(k8s_client, kubeconfig, namespace, placement, workdir,
-                               uuid.uuid4().hex[:6])
-        return self.cluster
-
-    def __exit__(self, *exc) -> None:
-        self.cluster.cleanup()
