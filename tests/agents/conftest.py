@@ -53,8 +53,11 @@ def libvirt_conn(request):
 # --------------------------------------------------------------------------
 # Agent harness: a real kube-apiserver (CRDs installed), an in-process agent.
 
+import contextlib  # noqa: E402
 import hashlib  # noqa: E402
+import os  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from kova.agents import contract  # noqa: E402
@@ -234,3 +237,37 @@ def placement(tmp_path_factory):
     server = PlacementServer(tmp_path_factory.mktemp("placement"))
     yield server
     server.stop()
+
+
+@contextlib.contextmanager
+def operator_process(harness: Harness, placement: PlacementServer, workdir: Path, *args: str,
+                     metrics: bool = False, tail: int = 3000):
+    """``kova operator run --standalone`` as a process for the harness's
+    namespace and ``placement``, as the agent tests run it: hosts checked
+    every 0.5 s, no periodic audit, no image traits; ``args`` are further
+    flags (--backoff-max, ...).  Output goes to ``workdir/operator.log``
+    (``proc.log_path``); with ``metrics`` it serves Prometheus metrics on a
+    free port (``proc.metrics_url``), else none.  On exit it is stopped
+    (SIGTERM, SIGKILL after 15 s) and the log's last ``tail`` characters are
+    printed."""
+    port = free_port() if metrics else 0
+    log_path = workdir / "operator.log"
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kova.cli", "operator", "run", "--kubeconfig",
+             str(harness.kubeconfig), "--placement-url", placement.url,
+             "--namespace", harness.ns, "--standalone", "--metrics-port", str(port),
+             "--host-check-interval", "0.5", "--audit-interval", "0", "--no-image-traits",
+             *args],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc.log_path = log_path
+    proc.metrics_url = f"http://127.0.0.1:{port}/metrics" if metrics else None
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        print(log_path.read_text()[-tail:])

@@ -7,37 +7,19 @@ allocation behind."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
 import libvirt
 import pytest
 
 from kova.agents import contract
-from tests.agents.conftest import wait_for
+from tests.agents.conftest import operator_process, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def operator(harness, placement, tmp_path):
-    log = open(tmp_path / "operator.log", "a")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kova.cli", "operator", "run", "--kubeconfig",
-         str(harness.kubeconfig), "--placement-url", placement.url, "--namespace", harness.ns,
-         "--standalone", "--metrics-port", "0", "--host-check-interval", "0.5",
-         "--backoff-max", "3", "--audit-interval", "0", "--no-image-traits"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    print((tmp_path / "operator.log").read_text()[-3000:])
+    with operator_process(harness, placement, tmp_path, "--backoff-max", "3") as proc:
+        yield proc
 
 
 def _flavor(harness, name):

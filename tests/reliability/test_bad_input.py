@@ -29,7 +29,6 @@ import math
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ import pytest
 
 from kova.agents import contract
 from tests.agents.conftest import harness, placement, small_image  # noqa: F401 (fixtures)
+from tests.agents.conftest import operator_process
 from tests.helpers import free_port, wait_for
 from tests.reliability.record import long_run, record
 
@@ -53,26 +53,10 @@ BACKOFF_MAX = 8
 
 @pytest.fixture
 def operator(harness, placement, tmp_path):  # noqa: F811
-    port = free_port()
-    log_path = tmp_path / "operator.log"
-    log = open(log_path, "a")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kova.cli", "operator", "run", "--kubeconfig",
-         str(harness.kubeconfig), "--placement-url", placement.url, "--namespace", harness.ns,
-         "--standalone", "--metrics-port", str(port), "--host-check-interval", "0.5",
-         "--backoff-max", str(BACKOFF_MAX), "--audit-interval", "0", "--no-image-traits",
-         "--log-format", "text", "--max-attempts", "3"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    proc.metrics_url = f"http://127.0.0.1:{port}/metrics"
-    proc.log_path = log_path
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    print(log_path.read_text()[-4000:])
+    with operator_process(harness, placement, tmp_path, "--backoff-max", str(BACKOFF_MAX),
+                          "--log-format", "text", "--max-attempts", "3",
+                          metrics=True, tail=4000) as proc:
+        yield proc
 
 
 def _metric(text: str, name: str, **labels) -> float:
