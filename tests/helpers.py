@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,8 +12,10 @@ from pathlib import Path
 import httpx
 
 from kova.dev.controlplane import free_port
+from kova.dev.stack import IMAGE_HOST_PATH
 
-__all__ = ["PlacementServer", "free_port", "wait_for"]
+__all__ = ["PlacementServer", "flavor_image_manifests", "free_port", "instance_manifest",
+           "stop_process", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +37,18 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Stop a test's subprocess: SIGTERM, SIGKILL if it has not exited after
+    ``timeout`` seconds; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 class PlacementServer:
@@ -67,9 +82,43 @@ class PlacementServer:
 
     def stop(self) -> None:
         self.http.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc, 10)
         self.log.close()
+
+
+# ---- manifests for the multi-host stack tests (kova.dev.stack.Stack)
+def flavor_image_manifests(flavor: str, image: str) -> str:
+    """YAML for ``kubectl apply``: the Flavor ``flavor`` (1 vCPU, 192 MiB,
+    1 GiB) and the Image ``image`` (the bootable test image, where
+    ``kova.dev.stack.link_test_image`` puts it) that the e2e tests on a
+    ``Stack`` boot their Instances from."""
+    return f"""
+apiVersion: kova.dev/v1alpha1
+kind: Flavor
+metadata: {{name: {flavor}}}
+spec: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
+---
+apiVersion: kova.dev/v1alpha1
+kind: Image
+metadata: {{name: {image}}}
+spec:
+  source: {{hostPath: {IMAGE_HOST_PATH}}}
+  format: qcow2
+"""
+
+
+def instance_manifest(name: str, flavor: str, image: str, user_data: str, **spec) -> str:
+    """YAML for ``kubectl apply`` (a document starting with ``---``): the
+    Instance ``name`` of ``flavor`` and ``image`` with inline ``user_data``;
+    ``spec`` adds further fields (serverGroupRef=..., schedulingHints=...)."""
+    extra = "".join(f"  {key}: {json.dumps(value)}\n" for key, value in spec.items())
+    return f"""---
+apiVersion: kova.dev/v1alpha1
+kind: Instance
+metadata: {{name: {name}}}
+spec:
+  flavorRef: {{name: {flavor}}}
+  imageRef: {{name: {image}}}
+{extra}  userData:
+    inline: {json.dumps(user_data)}
+"""

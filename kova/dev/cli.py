@@ -71,27 +71,13 @@ def bring_up(hosts: list[str], components: bool = True) -> tuple[ControlPlane, S
 
     stack = Stack.load(stack_dir())
     stack.start(cp, hosts, progress=_say)
-    wait_hosts_up(cp, hosts)
+    try:
+        stack.wait_hosts_up()
+    except TimeoutError as exc:
+        _say(f"[kova] {exc}")
+        sys.exit(1)
+    _say(f"[kova] hosts Up: {', '.join(hosts)}")
     return cp, stack
-
-
-def wait_hosts_up(cp: ControlPlane, hosts: list[str], timeout: float = 90.0) -> None:
-    """Wait until every agent registered its Host and the Host is Up, so the
-    scheduler sees all of them from the first Instance on."""
-    deadline = time.monotonic() + timeout
-    while True:
-        out = _kubectl(cp, "get", "hosts.kova.dev", "-o", "json", check=False)
-        states = {}
-        if out.returncode == 0:
-            for h in json.loads(out.stdout).get("items", []):
-                states[h["metadata"]["name"]] = (h.get("status") or {}).get("state")
-        if all(states.get(h) == "Up" for h in hosts):
-            _say(f"[kova] hosts Up: {', '.join(hosts)}")
-            return
-        if time.monotonic() > deadline:
-            _say(f"[kova] hosts not all Up after {timeout:.0f}s: {states}")
-            sys.exit(1)
-        time.sleep(0.5)
 
 
 def _print_up(cp: ControlPlane, stack: Stack | None) -> None:

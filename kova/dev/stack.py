@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -171,6 +172,31 @@ class Stack:
             "--resync-seconds", "10",
             *self.agent_args,
         ], env={"KOVA_PLACEMENT_TOKEN": self.placement_token})  # not in argv: ps shows it
+
+    def host_states(self) -> dict[str, str | None]:
+        """Host name -> ``status.state`` of every Host the API server holds
+        (``{}`` while it does not answer); read with kubectl, as a user would."""
+        out = subprocess.run(
+            [paths.kubectl(), "--kubeconfig", self.kubeconfig, "get", "hosts.kova.dev",
+             "-o", "json"], capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            return {}
+        return {h["metadata"]["name"]: (h.get("status") or {}).get("state")
+                for h in json.loads(out.stdout).get("items", [])}
+
+    def wait_hosts_up(self, timeout: float = 90.0) -> dict[str, str | None]:
+        """Wait until the agent of every host of the stack has registered its
+        Host and the Host is Up, so the scheduler sees all of them from the
+        first Instance on; return the states.  TimeoutError (with the states
+        seen last) after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.host_states()
+            if all(states.get(h) == "Up" for h in self.hosts):
+                return states
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"hosts not all Up after {timeout:.0f}s: {states}")
+            time.sleep(0.5)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to one of the stack's processes ("agent-<host>",

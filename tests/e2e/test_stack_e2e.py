@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from kova.dev.stack import Stack, link_test_image
-from tests.helpers import BOOT_TIMEOUT, wait_for
+from tests.helpers import BOOT_TIMEOUT, flavor_image_manifests, instance_manifest, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -51,43 +51,18 @@ def test_three_instances_two_hosts_anti_affinity_then_clean_delete(
     stack: Stack, kubectl, namespace: str
 ) -> None:
     hosts = stack.hosts
-    # both hosts registered and Up before anything is scheduled
-    def hosts_up():
-        out = json.loads(kubectl("get", "hosts.kova.dev", "-o", "json").stdout)
-        states = {h["metadata"]["name"]: (h.get("status") or {}).get("state")
-                  for h in out["items"]}
-        return all(states.get(h) == "Up" for h in hosts) and states
-    wait_for(hosts_up, 90, 0.5, "both Hosts Up")
+    stack.wait_hosts_up()  # both hosts registered and Up before anything is scheduled
 
     tag = namespace[-6:]
-    manifests = f"""
-apiVersion: kova.dev/v1alpha1
-kind: Flavor
-metadata: {{name: e2e-small-{tag}}}
-spec: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
----
-apiVersion: kova.dev/v1alpha1
-kind: Image
-metadata: {{name: e2e-image-{tag}}}
-spec:
-  source: {{hostPath: /var/lib/kova/images/kova-test.qcow2}}
-  format: qcow2
----
+    flavor, image = f"e2e-small-{tag}", f"e2e-image-{tag}"
+    manifests = flavor_image_manifests(flavor, image) + """---
 apiVersion: kova.dev/v1alpha1
 kind: ServerGroup
-metadata: {{name: spread}}
-spec: {{policy: anti-affinity}}
-""" + "".join(f"""---
-apiVersion: kova.dev/v1alpha1
-kind: Instance
-metadata: {{name: {name}}}
-spec:
-  flavorRef: {{name: e2e-small-{tag}}}
-  imageRef: {{name: e2e-image-{tag}}}
-  {"serverGroupRef: {name: spread}" if grouped else ""}
-  userData:
-    inline: "E2E-USERDATA {name}"
-""" for name, grouped in (("vm-a", True), ("vm-b", True), ("vm-c", False)))
+metadata: {name: spread}
+spec: {policy: anti-affinity}
+""" + "".join(instance_manifest(name, flavor, image, f"E2E-USERDATA {name}",
+                                **({"serverGroupRef": {"name": "spread"}} if grouped else {}))
+              for name, grouped in (("vm-a", True), ("vm-b", True), ("vm-c", False)))
     kubectl("-n", namespace, "apply", "-f", "-", input=manifests)
 
     def all_running():

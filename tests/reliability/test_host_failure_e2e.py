@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from kova.dev.stack import Stack, link_test_image
-from tests.helpers import BOOT_TIMEOUT, wait_for
+from tests.helpers import BOOT_TIMEOUT, flavor_image_manifests, instance_manifest, wait_for
 from tests.reliability.guests import _destroy_all, _domains, _qemu_pid
 from tests.reliability.record import long_run, record
 
@@ -76,10 +76,7 @@ def test_down_unknown_fence_evacuate_stale_domain_removed_unfence_node_taint(
                                   "-o", "json").stdout)
 
     def host_state(h: str) -> str | None:
-        out = kubectl("get", "hosts.kova.dev", h, "-o", "json", check=False)
-        if out.returncode != 0:
-            return None  # not registered yet
-        return (json.loads(out.stdout).get("status") or {}).get("state")
+        return stack.host_states().get(h)  # None: not registered yet
 
     def inst(name: str) -> dict:
         return get("instances", name)
@@ -97,39 +94,21 @@ def test_down_unknown_fence_evacuate_stale_domain_removed_unfence_node_taint(
         p = Path(i["status"]["console"]["logPath"])
         return p.exists() and text in p.read_text(errors="replace")
 
-    wait_for(lambda: host_state(a) == "Up" and host_state(b) == "Up", 90, 0.5, "hosts Up")
+    stack.wait_hosts_up()
     kubectl("apply", "-f", "-", input="".join(f"""---
 apiVersion: v1
 kind: Node
 metadata: {{name: {h}}}
 """ for h in (a, b)))
 
-    def apply_instance(name: str, host: str) -> None:
-        kubectl("-n", namespace, "apply", "-f", "-", input=f"""
-apiVersion: kova.dev/v1alpha1
-kind: Instance
-metadata: {{name: {name}}}
-spec:
-  flavorRef: {{name: hf-small-{tag}}}
-  imageRef: {{name: hf-image-{tag}}}
-  schedulingHints: {{requestedHost: {host}}}
-  userData:
-    inline: "HF-USERDATA {name}"
-""")
+    flavor, image = f"hf-small-{tag}", f"hf-image-{tag}"
 
-    kubectl("apply", "-f", "-", input=f"""
-apiVersion: kova.dev/v1alpha1
-kind: Flavor
-metadata: {{name: hf-small-{tag}}}
-spec: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
----
-apiVersion: kova.dev/v1alpha1
-kind: Image
-metadata: {{name: hf-image-{tag}}}
-spec:
-  source: {{hostPath: /var/lib/kova/images/kova-test.qcow2}}
-  format: qcow2
-""")
+    def apply_instance(name: str, host: str) -> None:
+        kubectl("-n", namespace, "apply", "-f", "-", input=instance_manifest(
+            name, flavor, image, f"HF-USERDATA {name}",
+            schedulingHints={"requestedHost": host}))
+
+    kubectl("apply", "-f", "-", input=flavor_image_manifests(flavor, image))
     # vm-1 carries every check; the long variant puts more Instances on A,
     # evacuated together with it.
     extra = [f"vm-x{i}" for i in range(3 if long_run() else 0)]
