@@ -61,7 +61,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from kova.agents import contract  # noqa: E402
-from tests.helpers import PlacementServer, free_port, wait_for  # noqa: E402,F401
+from tests.helpers import PlacementServer, free_port, stop_process, wait_for  # noqa: E402,F401
 
 G, V = contract.GROUP, contract.VERSION
 MERGE = "application/merge-patch+json"
@@ -265,9 +265,5 @@ def operator_process(harness: Harness, placement: PlacementServer, workdir: Path
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         print(log_path.read_text()[-tail:])

@@ -20,7 +20,7 @@ import pytest
 from kova.agents import contract
 from kova.dev.image import userdata_from_console
 from tests.agents.conftest import free_port, wait_for
-from tests.helpers import BOOT_TIMEOUT
+from tests.helpers import BOOT_TIMEOUT, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -47,13 +47,7 @@ class AgentProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.logf.close()
 
 

@@ -42,7 +42,20 @@ def check_no_overcommit(cluster, capacity_mib: int) -> None:
         assert usage.get("MEMORY_MB", 0) <= capacity_mib, (host, usage)
 
 
+def start_and_wait_scheduled(cluster, n: int, *args: str) -> int:
+    """Start the operator (32 workers, metrics on a free port, further
+    ``args``) and wait until ``n`` Instances are Scheduled; return the
+    metrics port."""
+    mport = free_port()
+    cluster.start_operator("--metrics-port", str(mport), "--workers", "32", *args)
+    wait_for(lambda: len(scheduled(cluster)) == n, 60, interval=0.3, what="all scheduled")
+    return mport
+
+
 def check_recorded(cluster, insts: list[dict], consumers: dict[str, str]) -> None:
+    """One allocation per Instance and none else; each on the host, with the
+    label and finalizer, the Instance records, decided at the first attempt."""
+    assert set(consumers) == {i["metadata"]["uid"] for i in insts}
     rp_host = {rp: h for h, rp in cluster.hosts.items()}
     for inst in insts:
         uid, host = inst["metadata"]["uid"], inst["status"]["host"]
@@ -62,12 +75,9 @@ def test_burst_in_batches_fills_hosts_exactly(cluster):
     n = 24
     for i in range(n):
         cluster.create_instance(f"b{i:02d}")
-    mport = free_port()
-    cluster.start_operator("--metrics-port", str(mport), "--workers", "32")
-    wait_for(lambda: len(scheduled(cluster)) == n, 60, interval=0.3, what="all scheduled")
+    mport = start_and_wait_scheduled(cluster, n)
     insts = cluster.instances()
     consumers = cluster.placement.all_consumers()
-    assert set(consumers) == {i["metadata"]["uid"] for i in insts}
     check_recorded(cluster, insts, consumers)
     for host, rp in cluster.hosts.items():
         assert cluster.placement.usages(rp)["MEMORY_MB"] == 4 * 512, host
@@ -157,16 +167,12 @@ def test_batch_claim_that_loses_a_race_falls_back_without_overcommit(cluster):
         n = 12  # 4 hosts x 6 slots, one host lost to the competitor: 18 left
         for i in range(n):
             cluster.create_instance(f"r{i:02d}")
-        mport = free_port()
-        cluster.start_operator("--metrics-port", str(mport), "--workers", "32",
-                               "--placement-url", proxy.url)
-        wait_for(lambda: len(scheduled(cluster)) == n, 60, interval=0.3, what="all scheduled")
+        mport = start_and_wait_scheduled(cluster, n, "--placement-url", proxy.url)
         assert proxy.raced, "no batch claim was made"
         (lost,) = proxy.raced
         insts = cluster.instances()
         consumers = cluster.placement.all_consumers()
         assert consumers.pop(competitor) == lost
-        assert set(consumers) == {i["metadata"]["uid"] for i in insts}
         check_recorded(cluster, insts, consumers)
         assert lost not in consumers.values()  # nobody got onto the host that was taken
         check_no_overcommit(cluster, capacity)
@@ -193,12 +199,9 @@ def test_claim_made_before_a_restart_is_adopted_in_a_batch(cluster):
         "project_id": contract.project_id(cluster.ns), "user_id": contract.ALLOCATION_USER_ID,
         "consumer_generation": None, "consumer_type": contract.CONSUMER_TYPE})
     assert r.status_code == 204, r.text
-    mport = free_port()
-    cluster.start_operator("--metrics-port", str(mport), "--workers", "32")
-    wait_for(lambda: len(scheduled(cluster)) == n, 60, interval=0.3, what="all scheduled")
+    start_and_wait_scheduled(cluster, n)
     insts = cluster.instances()
     consumers = cluster.placement.all_consumers()
-    assert set(consumers) == {i["metadata"]["uid"] for i in insts}
     check_recorded(cluster, insts, consumers)
     assert cluster.get("a03")["status"]["host"] == hosts[2]
     alloc = cluster.placement.allocations(victim["metadata"]["uid"])
@@ -255,13 +258,10 @@ def test_burst_of_two_flavors_in_batches(cluster):
         if i < 4:
             cluster.create_instance(f"d{i}", flavorRef={"name": big})
             names.append(f"d{i}")
-    mport = free_port()
-    cluster.start_operator("--metrics-port", str(mport), "--workers", "32")
     n = len(names)  # 6 x 512 MiB + 4 x 1 GiB = 14 of 18 slots
-    wait_for(lambda: len(scheduled(cluster)) == n, 60, interval=0.3, what="all scheduled")
+    mport = start_and_wait_scheduled(cluster, n)
     insts = cluster.instances()
     consumers = cluster.placement.all_consumers()
-    assert set(consumers) == {i["metadata"]["uid"] for i in insts}
     check_recorded(cluster, insts, consumers)
     check_no_overcommit(cluster, capacity)
     for inst in insts:

@@ -20,29 +20,22 @@ import time
 
 import pytest
 
-from tests.operator.conftest import PlacementServer
+from tests.operator.conftest import placement_server  # noqa: F401 (fixture: Placement on SQLite)
 from tests.reliability import scheduling as s
 from tests.reliability.record import long_run, record
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 
-@pytest.fixture
-def placement(tmp_path):
-    server = PlacementServer(tmp_path)
-    yield server
-    server.stop()
-
-
-def test_kill_9_operator_during_burst(k8s_client, kubeconfig, kova_crds, namespace, placement,
-                                      tmp_path):
+def test_kill_9_operator_during_burst(k8s_client, kubeconfig, kova_crds, namespace,
+                                      placement_server, tmp_path):
     n, kills = (200, 20) if long_run() else (100, 10)
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     # Progress points (Instances Scheduled) at which to kill; the last leaves
     # work to do, so every kill lands during the burst.
     points = sorted(rng.sample(range(3, n - n // 5), kills))
-    with s.cluster_on(k8s_client, kubeconfig, namespace, placement, tmp_path) as cluster:
+    with s.cluster_on(k8s_client, kubeconfig, namespace, placement_server, tmp_path) as cluster:
         # 20% spare capacity: the point is the crash, not the last slot.
         hosts = s.add_exact_hosts(cluster, n + n // 5)
         watch = s.InstanceWatch(cluster)

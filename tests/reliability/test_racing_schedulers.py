@@ -18,24 +18,17 @@ import time
 
 import pytest
 
-from tests.operator.conftest import PlacementServer
+from tests.operator.conftest import placement_server  # noqa: F401 (fixture: Placement on SQLite)
 from tests.reliability import scheduling as s
 from tests.reliability.record import long_run, record
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 
-@pytest.fixture
-def placement(tmp_path):
-    server = PlacementServer(tmp_path)
-    yield server
-    server.stop()
-
-
 def test_two_schedulers_fill_exact_capacity_once(k8s_client, kubeconfig, kova_crds, namespace,
-                                                 placement, tmp_path):
+                                                 placement_server, tmp_path):
     n = 500 if long_run() else 120
-    with s.cluster_on(k8s_client, kubeconfig, namespace, placement, tmp_path) as cluster:
+    with s.cluster_on(k8s_client, kubeconfig, namespace, placement_server, tmp_path) as cluster:
         hosts = s.add_exact_hosts(cluster, n)
         ports = [s.free_port(), s.free_port()]
         for i, port in enumerate(ports):

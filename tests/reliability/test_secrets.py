@@ -30,7 +30,7 @@ import yaml
 
 from kova.agents import contract
 from kova.agents.seed import read_nocloud_seed
-from tests.helpers import ROOT, free_port, wait_for
+from tests.helpers import ROOT, free_port, stop_process, wait_for
 from tests.reliability.record import record
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -54,12 +54,7 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc)
         self._log.close()
         return self.text()
 
