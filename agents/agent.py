@@ -69,6 +69,9 @@ class AgentConfig:
     placement_url: str | None = None
     placement_token: str | None = None
     placement_ca_file: str | None = None
+    #: PEM bundle of CAs trusted for https:// image URLs, in addition to the
+    #: system trust store (None: the system trust store only).
+    image_ca_file: str | None = None
     kubeconfig: str | None = None
     domain_type: str = "qemu"
     machine: str = "pc"
@@ -133,7 +136,7 @@ class Agent:
         self.instance_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = AgentMetrics()
         cache_dir = cfg.image_cache_dir or (self.instance_dir / "_base")
-        self.images = ImageCache(cache_dir)
+        self.images = ImageCache(cache_dir, ca_file=cfg.image_ca_file)
         self.disk_cache = cfg.disk_cache or (
             "none" if _probe_direct_io(self.instance_dir) else "writeback"
         )
