@@ -29,7 +29,8 @@ import libvirt  # noqa: E402  (libvirt-python: the "libvirt" extra, always insta
 
 
 class AgentProcess:
-    def __init__(self, harness, instance_dir: Path, log: Path, env: dict | None = None) -> None:
+    def __init__(self, harness, instance_dir: Path, log: Path, *extra_args: str,
+                 env: dict | None = None) -> None:
         self.port = free_port()
         self.logf = open(log, "a")
         env = dict(os.environ, KOVA_HOST=harness.host, PYTHONUNBUFFERED="1", **(env or {}))
@@ -38,7 +39,8 @@ class AgentProcess:
              "--libvirt-uri", "qemu:///system", "--domain-type", "qemu",
              "--instance-dir", str(instance_dir), "--kubeconfig", str(harness.kubeconfig),
              "--metrics-port", str(self.port), "--metrics-bind", "127.0.0.1",
-             "--resync-seconds", "5", "--shutdown-timeout", "60", "--log-level", "info"],
+             "--resync-seconds", "5", "--shutdown-timeout", "60", "--log-level", "info",
+             *extra_args],
             stdout=self.logf, stderr=subprocess.STDOUT, env=env,
         )
 
