@@ -47,7 +47,7 @@ from kova.agents.domain import (
     domain_name,
     mac_for,
 )
-from kova.agents.driver import DomainState, DriverError, LibvirtDriver, start_event_loop
+from kova.agents.driver import DomainInfo, DomainState, DriverError, LibvirtDriver, start_event_loop
 from kova.agents.images import ImageCache, ImageError, ImageSource, create_overlay
 from kova.agents.metrics import AgentMetrics, serve as serve_metrics
 from kova.agents.workqueue import WorkQueue
@@ -69,6 +69,9 @@ class AgentConfig:
     placement_url: str | None = None
     placement_token: str | None = None
     placement_ca_file: str | None = None
+    #: PEM bundle of CAs trusted for https:// image URLs, in addition to the
+    #: system trust store (None: the system trust store only).
+    image_ca_file: str | None = None
     kubeconfig: str | None = None
     domain_type: str = "qemu"
     machine: str = "pc"
@@ -133,7 +136,7 @@ class Agent:
         self.instance_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = AgentMetrics()
         cache_dir = cfg.image_cache_dir or (self.instance_dir / "_base")
-        self.images = ImageCache(cache_dir)
+        self.images = ImageCache(cache_dir, ca_file=cfg.image_ca_file)
         self.disk_cache = cfg.disk_cache or (
             "none" if _probe_direct_io(self.instance_dir) else "writeback"
         )
@@ -633,13 +636,10 @@ class Agent:
             if not self._user_data_ready(obj):
                 return
             try:
-                self._build(obj)
+                info = self._build(obj)  # as defined: shut off, with our metadata
             except BuildError as exc:
                 self._build_failed(obj, exc)
                 return
-            info = self.driver.get(uid)
-            if info is None:
-                raise DriverError(f"domain {uid} vanished right after its build")
             first_start = True
         self._apply_power(obj, info, first_start)
 
@@ -847,7 +847,7 @@ class Agent:
             log.info("%s/%s: its user-data Secret is there now; building", *key)
         return True
 
-    def _build(self, obj: dict) -> None:
+    def _build(self, obj: dict) -> DomainInfo:
         """Create everything for a new domain, define it (it is started by
         the power logic).  Raises BuildError; partial work is removed."""
         md = obj["metadata"]
@@ -933,7 +933,7 @@ class Agent:
                 vcpu_scheduler=self.cfg.guest_vcpu_scheduler,  # type: ignore[arg-type]
             )
             step("seed")
-            self.driver.define(build_domain_xml(dspec))
+            defined = self.driver.define(build_domain_xml(dspec))
             step("define")
             prev, parts = t0, []
             for name, t in steps:
@@ -942,6 +942,7 @@ class Agent:
             log.info("%s/%s: domain defined in %.2fs (%s)", *key, time.monotonic() - t0,
                      ", ".join(parts))
             self.metrics.builds.labels("ok").inc()
+            return defined
         except BuildError:
             self._undo_build(uid, created_dir)
             raise

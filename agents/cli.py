@@ -77,6 +77,10 @@ def register(group: click.Group) -> None:
                   type=click.Path(exists=True, dir_okay=False),
                   help="CA bundle (PEM) that signed an https:// Placement's certificate "
                        "(default: the system's trust store).")
+    @click.option("--image-ca-file", envvar="KOVA_AGENT_IMAGE_CA_FILE", default=None,
+                  type=click.Path(exists=True, dir_okay=False),
+                  help="CA bundle (PEM) trusted for https:// image URLs, in addition to the "
+                       "system's trust store (default: the system's trust store only).")
     @click.option("--kubeconfig", envvar="KUBECONFIG", default=None,
                   help="kubeconfig file (default: in-cluster service account, then ~/.kube/config).")
     @click.option("--domain-type", envvar="KOVA_AGENT_DOMAIN_TYPE",
@@ -122,7 +126,7 @@ def register(group: click.Group) -> None:
     @click.option("--log-format", envvar="KOVA_AGENT_LOG_FORMAT", type=click.Choice(["text", "json"]),
                   default="text", show_default=True)
     def run(host, libvirt_uri, instance_dir, image_cache_dir, placement_url, placement_token,
-            placement_ca_file,
+            placement_ca_file, image_ca_file,
             kubeconfig, domain_type, machine, cpu_mode, guest_vcpu_scheduler, network, bridge, metrics_port,
             metrics_bind, workers, resync_seconds, shutdown_timeout, lease_duration_seconds,
             lease_renew_seconds, lease_namespace, image_cache_ttl, log_level, log_format):
@@ -132,11 +136,18 @@ def register(group: click.Group) -> None:
 
         if network and bridge:
             raise click.UsageError("--network and --bridge are exclusive")
+        if image_ca_file:
+            from kova.agents.images import tls_context
+
+            try:
+                tls_context(image_ca_file)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--image-ca-file") from None
         cfg = AgentConfig(
             host=host, libvirt_uri=libvirt_uri, instance_dir=instance_dir,
             image_cache_dir=image_cache_dir, placement_url=placement_url,
             placement_token=placement_token, placement_ca_file=placement_ca_file,
-            kubeconfig=kubeconfig, domain_type=domain_type,
+            image_ca_file=image_ca_file, kubeconfig=kubeconfig, domain_type=domain_type,
             machine=machine, cpu_mode=cpu_mode, guest_vcpu_scheduler=guest_vcpu_scheduler,
             network=network, bridge=bridge,
             metrics_port=None if metrics_port < 0 else metrics_port, metrics_bind=metrics_bind,

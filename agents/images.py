@@ -13,7 +13,12 @@ content, named by its SHA-256: ``<sha256>.<format>``.  A fetch
   ``qemu-img info`` must agree with the declared format and the image must not
   name a backing file of its own (a qcow2 could otherwise point a guest at any
   file on the host);
-* logs its progress (every 10 % or 5 s).
+* logs its progress (every 10 % or 5 s);
+* verifies https:// servers against the system trust store (OpenSSL's
+  default paths, which honour ``SSL_CERT_FILE``/``SSL_CERT_DIR``) plus an
+  optional CA bundle (``kova agent run --image-ca-file``); a server the agent
+  does not trust is refused with a message that says so
+  (:data:`~kova.agents.contract.ERROR_IMAGE_DOWNLOAD`).
 
 Images without a sha256 are cached under the hash of their source
 (``src-<sha256 of the URL or path>``), verified against nothing but still
@@ -30,9 +35,11 @@ import json
 import logging
 import os
 import shutil
+import ssl
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -124,6 +131,36 @@ def qemu_img_info(path: Path | str) -> dict:
     return json.loads(proc.stdout)
 
 
+def tls_context(ca_file: Path | str | None = None) -> ssl.SSLContext:
+    """The TLS settings of image downloads: certificates and host names are
+    verified against the system trust store (OpenSSL's default paths --
+    ``/etc/ssl/certs`` on Debian, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), and
+    against the CAs in the PEM bundle ``ca_file`` as well when it is given (a
+    private mirror's CA; public image URLs stay trusted).
+
+    Raises ValueError naming the file when it cannot be read or holds no
+    certificate."""
+    ctx = ssl.create_default_context()
+    if ca_file:
+        try:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"image CA file {ca_file}: cannot load it: {exc}") from exc
+    return ctx
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error under an httpx error (httpx -> httpcore -> ssl), if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLError):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 class ImageCache:
     """Fetch, verify and share images on one host."""
 
@@ -134,10 +171,15 @@ class ImageCache:
         http: httpx.Client | None = None,
         on_progress: Callable[[str, int, int | None], None] | None = None,
         timeout: float = 60.0,
+        ca_file: Path | str | None = None,
     ) -> None:
         self.dir = Path(cache_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._http = http
+        self._ca_file = str(ca_file) if ca_file else None
+        # One context for every download (loading the trust store once); an
+        # unreadable CA file fails here, when the agent starts.
+        self._tls = tls_context(ca_file)
         self._timeout = timeout
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -271,7 +313,8 @@ class ImageCache:
 
     def _download(self, source: ImageSource, tmp: Path) -> tuple[str, int]:
         assert source.url
-        client = self._http or httpx.Client(timeout=self._timeout, follow_redirects=True)
+        client = self._http or httpx.Client(timeout=self._timeout, follow_redirects=True,
+                                            verify=self._tls)
         digest = hashlib.sha256()
         size = 0
         state: dict = {}
@@ -303,6 +346,10 @@ class ImageCache:
                         f"image {source.name}: got {size} of {total} bytes",
                     )
         except httpx.HTTPError as exc:
+            tls = _ssl_cause(exc)
+            if tls is not None:
+                raise ImageError(contract.ERROR_IMAGE_DOWNLOAD,
+                                 self._tls_message(source, exc, tls)) from exc
             raise ImageError(
                 contract.ERROR_IMAGE_DOWNLOAD, f"image {source.name}: {source.url}: {exc}"
             ) from exc
@@ -310,6 +357,29 @@ class ImageCache:
             if self._http is None:
                 client.close()
         return digest.hexdigest(), size
+
+    @property
+    def trusted(self) -> str:
+        """Which CAs https:// image servers are verified against (for messages)."""
+        if self._ca_file:
+            return f"the system trust store and {self._ca_file}"
+        return "the system trust store"
+
+    def _tls_message(self, source: ImageSource, exc: httpx.HTTPError, tls: ssl.SSLError) -> str:
+        # The request's URL: after a redirect it is not source.url.
+        try:
+            url = exc.request.url
+            where = f"{url.host}:{url.port or 443}"
+        except RuntimeError:  # no request attached
+            parts = urllib.parse.urlsplit(source.url or "")
+            where = f"{parts.hostname}:{parts.port or 443}"
+        if isinstance(tls, ssl.SSLCertVerificationError):
+            why = tls.verify_message or tls.reason or str(tls)
+            return (f"image {source.name}: TLS certificate verification failed for {where} "
+                    f"({source.url}): {why}; the agent trusts {self.trusted} "
+                    f"(--image-ca-file / KOVA_AGENT_IMAGE_CA_FILE names a CA bundle to add)")
+        return (f"image {source.name}: TLS handshake with {where} failed ({source.url}): "
+                f"{tls.reason or tls}")
 
     def _copy_local(self, source: ImageSource, tmp: Path) -> tuple[str, int]:
         assert source.host_path

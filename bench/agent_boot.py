@@ -329,6 +329,77 @@ class Bench:
         return res
 
 
+def floor_batch(uri: str, image_path: Path, work: Path, count: int, workers: int,
+                stop_after_output: bool, console_count: int, timeout: float) -> dict:
+    """The same starts without Kova: ``count`` domains with the XML the agent
+    writes (qcow2 overlay on the same image, NoCloud seed, serial log), defined
+    beforehand, then started at once by ``workers`` threads on one libvirt
+    connection -- the agent's default concurrency. Measured from t0 to each
+    ``virDomainCreate`` returning (the domain is running then). With
+    ``stop_after_output`` each is destroyed once running, except the first
+    ``console_count``, which are destroyed after their first serial output, as
+    in the Kova batches. This is what libvirt and QEMU alone need on this
+    machine, the floor under the Kova figures."""
+    import libvirt
+
+    from kova.agents.domain import DomainMetadata, DomainSpec, build_domain_xml
+    from kova.agents.seed import write_nocloud_seed
+
+    d = work / f"floor-{uuid.uuid4().hex[:6]}"
+    d.mkdir(parents=True)
+    conn = libvirt.open(uri)
+    names: list[str] = []
+    logs: dict[str, Path] = {}
+    for i in range(count):
+        uid = str(uuid.uuid4())
+        disk, seed, log = d / f"{i}.qcow2", d / f"{i}.iso", d / f"{i}.log"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                        str(image_path), str(disk)], check=True)
+        write_nocloud_seed(seed, f"instance-id: {uid}\nlocal-hostname: floor-{i}\n",
+                           f"#cloud-config\n# floor-{i}\n")
+        spec = DomainSpec(meta=DomainMetadata(uid=uid, namespace="kova-floor",
+                                              name=f"f{i:03d}-{uid[:6]}"),
+                          vcpus=1, memory_mib=128, disk_path=str(disk), console_log=str(log),
+                          seed_path=str(seed))
+        names.append(conn.defineXML(build_domain_xml(spec)).name())
+        logs[names[-1]] = log
+    done: dict[str, float] = {}
+    watched = set(names[:console_count])
+    first_output: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    def start(name: str) -> None:
+        dom = conn.lookupByName(name)
+        dom.create()
+        done[name] = time.monotonic() - t0
+        if stop_after_output and name not in watched:
+            dom.destroy()
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(start, names))
+        deadline = time.monotonic() + timeout
+        while len(first_output) < len(watched) and time.monotonic() < deadline:
+            for n in watched - set(first_output):
+                if logs[n].exists() and logs[n].stat().st_size > 0:
+                    first_output[n] = time.monotonic() - t0
+                    if stop_after_output:
+                        conn.lookupByName(n).destroy()
+            time.sleep(0.05)
+    finally:
+        for n in names:
+            dom = conn.lookupByName(n)
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                pass
+            dom.undefine()
+        conn.close()
+        subprocess.run(["rm", "-rf", str(d)], check=False)
+    return {"running": [done[n] for n in names if n in done],
+            "console": [first_output[n] for n in names if n in first_output]}
+
+
 def fmt(label: str, values: list[float], count: int) -> str:
     if not values:
         return f"| {label} | - | - | - | 0/{count} |"
@@ -359,6 +430,10 @@ def main() -> int:
                     help="an agent configuration to compare, e.g. 'idle=--guest-vcpu-scheduler "
                          "idle' (repeatable; args after --workers, so they override it); the "
                          "cached batch runs once per variant and round, variants alternating")
+    ap.add_argument("--floor", action="store_true",
+                    help="after each Kova batch, start the same number of domains with "
+                         "libvirt alone (same XML, --workers threads, same destroy rule) and "
+                         "report both side by side: the floor this machine sets")
     ap.add_argument("--rounds", type=int, default=1,
                     help="with --variant: how many cached batches per variant")
     args = ap.parse_args()
@@ -435,6 +510,22 @@ def main() -> int:
                     out.append(fmt(f"{batch}: first serial output", res["console"],
                                    min(args.count, args.console_count)))
                 print("\n".join(out), file=sys.stderr)
+                if args.floor and batch != "cold":
+                    b.delete_all(res["names"])
+                    res["names"] = []
+                    time.sleep(2)
+                    fl = floor_batch(args.uri, image_path, b.work, args.count, args.workers,
+                                     args.stop_after_output, min(args.count, args.console_count),
+                                     args.timeout)
+                    out.append(fmt(f"{batch}: libvirt alone, domain running", fl["running"],
+                                   args.count))
+                    if console:
+                        out.append(fmt(f"{batch}: libvirt alone, first serial output",
+                                       fl["console"], min(args.count, args.console_count)))
+                    for k, q in (("p50", 50), ("p95", 95)):
+                        out.append(f"| {batch}: Kova / libvirt alone, domain running {k} | "
+                                   f"{pct(res['running'], q) / pct(fl['running'], q):.2f}x | | | |")
+                    print("\n".join(out), file=sys.stderr)
                 if batch != "cold" and args.variant:
                     for k in ("scheduled", "running", "status", "console"):
                         pooled.setdefault(vname, {}).setdefault(k, []).extend(res[k])

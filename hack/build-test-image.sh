@@ -18,7 +18,12 @@
 #   KOVA-INSTANCE-ID: <instance-id>
 #   KOVA-USERDATA-BEGIN / user-data / KOVA-USERDATA-END
 #   KOVA-READY                         acpid is listening: `virsh shutdown` works
-#   KOVA-DHCP: eth0 <addr/prefix>      later, if eth0 exists and got a lease
+#   KOVA-NETWORK-CONFIG: <nic> <mac> dhcp4=<yes|no>
+#                                      if the seed has a network-config: the
+#                                      NIC whose MAC it names (or "none")
+#   KOVA-DHCP: <nic> <addr/prefix>     later, when that NIC (without a
+#                                      network-config: eth0) got a DHCP lease;
+#                                      the request carries the hostname
 #   KOVA-POWEROFF                      on the ACPI power button, then poweroff -f
 #
 # Output: $KOVA_CACHE/images/kova-test-<hash>.qcow2 (hash of this script, the
@@ -266,10 +271,28 @@ acpid -c /etc/acpi -l /dev/null
 echo KOVA-READY
 
 for m in $(cat /etc/modules.late); do insmod "$m" 2>/dev/null; done
-if [ -e /sys/class/net/eth0 ]; then
-  ip link set lo up 2>/dev/null
-  ip link set eth0 up 2>/dev/null
-  udhcpc -i eth0 -s /etc/udhcpc.script -t 5 -T 2 -A 3 -b -q >/dev/null 2>&1 &
+ip link set lo up 2>/dev/null
+# The NIC: with a network-config in the seed (what Kova's agent writes:
+# version 2, one ethernet matched by macaddress, dhcp4), the interface with
+# that MAC, DHCP only if dhcp4 is true; without one, eth0 if it exists.
+nic=""
+dhcp=yes
+nc=/mnt/seed/network-config
+if [ -f "$nc" ]; then
+  mac=$(sed -n 's/^[[:space:]]*macaddress:[[:space:]]*//p' "$nc" | tr -d "\"'\r " | tr A-F a-f | head -n1)
+  grep -qE '^[[:space:]]*dhcp4:[[:space:]]*(true|yes)[[:space:]]*$' "$nc" || dhcp=no
+  for d in /sys/class/net/*; do
+    if [ -n "$mac" ] && [ "$(cat "$d/address" 2>/dev/null)" = "$mac" ]; then nic=${d##*/}; fi
+  done
+  echo "KOVA-NETWORK-CONFIG: ${nic:-none} ${mac:-no-mac} dhcp4=$dhcp"
+elif [ -e /sys/class/net/eth0 ]; then
+  nic=eth0
+fi
+if [ -n "$nic" ] && [ "$dhcp" = yes ]; then
+  ip link set "$nic" up 2>/dev/null
+  # The hostname goes into the DHCP request: libvirt's lease table shows it.
+  udhcpc -i "$nic" -x "hostname:$(hostname)" -s /etc/udhcpc.script -t 5 -T 2 -A 3 -b -q \
+    >/dev/null 2>&1 &
 fi
 
 # Stay alive (PID 1 must not exit), reaping orphans.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything Kova's tests and demo need on this machine, from nothing:
 # Debian packages, the Python virtualenv, the Go-built control plane,
-# Postgres 15, libvirtd + virtlogd and the bootable test image.
+# Postgres 15, libvirtd + virtlogd, the libvirt NAT network kova-test (DHCP)
+# and the bootable test image.
 # Idempotent; slow builds are cached under ${KOVA_CACHE:-~/.cache/kova}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,9 @@ bash hack/start-postgres.sh
 
 step "libvirtd"
 bash hack/start-libvirt.sh
+
+step "libvirt NAT network with DHCP (kova-test)"
+bash hack/start-libvirt-network.sh >/dev/null
 
 step "test image"
 bash hack/build-test-image.sh

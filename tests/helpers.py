@@ -14,8 +14,8 @@ import httpx
 from kova.dev.controlplane import free_port
 from kova.dev.stack import IMAGE_HOST_PATH
 
-__all__ = ["PlacementServer", "flavor_image_manifests", "free_port", "instance_manifest",
-           "stop_process", "wait_for"]
+__all__ = ["PlacementServer", "TLSFileServer", "flavor_image_manifests", "free_port",
+           "instance_manifest", "stop_process", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +49,65 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+class TLSFileServer:
+    """An HTTPS file server: Python's ``http.server`` behind ``ssl`` in a
+    thread, serving the files under ``root`` with the certificate ``cert``
+    (PEM, the chain to present) and its key ``key`` on 127.0.0.1.
+
+    Records what it saw: ``requests`` (path, negotiated TLS version) of every
+    GET, and ``handshake_errors`` (the server-side error text of every TLS
+    handshake that failed, e.g. the client's "unknown ca" alert)."""
+
+    def __init__(self, root: Path, cert: Path, key: Path, host: str = "127.0.0.1") -> None:
+        import http.server
+        import ssl
+        import threading
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        self.requests: list[tuple[str, str]] = []
+        self.handshake_errors: list[str] = []
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, directory=str(root), **kw)
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                outer.requests.append((self.path, self.connection.version()))
+                super().do_GET()
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def finish_request(self, request, client_address):
+                # The handshake runs in the connection's own thread, so a
+                # client that stalls or refuses the certificate holds up nobody.
+                try:
+                    tls = ctx.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    outer.handshake_errors.append(str(exc))
+                    return
+                try:
+                    super().finish_request(tls, client_address)
+                finally:
+                    tls.close()
+
+        self.httpd = Server((host, 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"https://{host}:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True,
+                                        name=f"https-files-{self.port}")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 class PlacementServer:

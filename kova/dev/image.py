@@ -15,7 +15,10 @@ On the serial console (ttyS0) the guest prints, in this order:
 * ``KOVA-USERDATA-BEGIN``, the user-data verbatim, ``KOVA-USERDATA-END``;
 * ``KOVA-READY`` -- acpid listens, so an ACPI shutdown (``virsh shutdown``) is
   honoured from here on (a power button pressed earlier is lost: retry);
-* ``KOVA-DHCP: eth0 <addr>/<prefix>`` -- later, if a NIC got a DHCP lease;
+* ``KOVA-NETWORK-CONFIG: <nic> <mac> dhcp4=<yes|no>`` -- if the seed has a
+  ``network-config``: the NIC whose MAC it names (``none`` if no NIC has it);
+* ``KOVA-DHCP: <nic> <addr>/<prefix>`` -- later, when that NIC (without a
+  network-config: ``eth0``) got a DHCP lease (requested with the hostname);
 * ``KOVA-POWEROFF`` -- on the power button, right before ``poweroff -f``.
 
 Under QEMU software emulation (``type='qemu'``) ``KOVA-READY`` appears about

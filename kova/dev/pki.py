@@ -32,8 +32,10 @@ def _write_cert(cert: x509.Certificate, path: Path) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def ensure_pki(directory: Path) -> dict[str, Path]:
-    """Create (once) ``ca.crt/ca.key``, ``apiserver.crt/.key`` and ``sa.key/sa.pub``.
+def ensure_pki(directory: Path, ca_common_name: str = "kova-dev-ca") -> dict[str, Path]:
+    """Create (once) ``ca.crt/ca.key``, ``apiserver.crt/.key`` and ``sa.key/sa.pub``;
+    the CA is named ``ca_common_name`` (two test CAs need distinct names, or
+    OpenSSL takes one for the other and reports a signature failure).
 
     Existing files are reused, so a restarted stack keeps trusting the same CA
     and the service-account tokens it already issued stay valid.
@@ -52,7 +54,7 @@ def ensure_pki(directory: Path) -> dict[str, Path]:
 
     now = dt.datetime.now(dt.timezone.utc)
     ca_key = _key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kova-dev-ca")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -113,13 +115,13 @@ def ensure_pki(directory: Path) -> dict[str, Path]:
 
 
 def issue_server_cert(pki_dir: Path, name: str, hosts: list[str], out_dir: Path | None = None,
-                      days: int = 365) -> dict[str, Path]:
+                      days: int = 365, ca_common_name: str = "kova-dev-ca") -> dict[str, Path]:
     """A serving certificate for ``hosts`` (DNS names or IP addresses) signed
     by the CA of :func:`ensure_pki` in ``pki_dir``: ``<name>.crt``/``<name>.key``
     in ``out_dir`` (default ``pki_dir``), plus the CA's path as ``ca_crt``.
     For a local Placement served over TLS (``kova placement serve
     --tls-cert-file/--tls-key-file``)."""
-    paths = ensure_pki(pki_dir)
+    paths = ensure_pki(pki_dir, ca_common_name)
     ca_key = serialization.load_pem_private_key(paths["ca_key"].read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate(paths["ca_crt"].read_bytes())
     sans: list[x509.GeneralName] = []

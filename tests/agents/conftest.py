@@ -267,3 +267,69 @@ def operator_process(harness: Harness, placement: PlacementServer, workdir: Path
     finally:
         stop_process(proc)
         print(log_path.read_text()[-tail:])
+
+
+# --------------------------------------------------------------------------
+# HTTPS image sources: test CAs and HTTPS file servers (tests.helpers.TLSFileServer).
+
+
+@pytest.fixture(scope="session")
+def image_pki(tmp_path_factory) -> dict:
+    """Two test CAs and their serving certificates for 127.0.0.1/localhost:
+    ``trusted`` (its CA is given to the agent as --image-ca-file) and
+    ``other`` (a CA nobody trusts); ``wrong_name`` is signed by the trusted CA
+    for another host name only."""
+    from kova.dev.pki import issue_server_cert
+
+    base = tmp_path_factory.mktemp("image-pki")
+    trusted = issue_server_cert(base / "trusted", "images", ["127.0.0.1", "localhost"],
+                                ca_common_name="kova-test-image-ca")
+    other = issue_server_cert(base / "other", "images", ["127.0.0.1", "localhost"],
+                              ca_common_name="kova-test-other-ca")
+    wrong = issue_server_cert(base / "trusted", "elsewhere", ["images.example"],
+                              ca_common_name="kova-test-image-ca")
+    return {"ca": trusted["ca_crt"], "trusted": trusted, "other": other,
+            "other_ca": other["ca_crt"], "wrong_name": wrong}
+
+
+class HTTPSImages:
+    """The test image and a corrupted copy under one directory, served over
+    HTTPS by a server the agent can trust (``good``) and one it cannot
+    (``untrusted``)."""
+
+    NAME = "kova-test.qcow2"
+    CORRUPT = "kova-test-corrupt.qcow2"
+
+    def __init__(self, root: Path, sha256: str, ca: Path, other_ca: Path, good,
+                 untrusted) -> None:
+        self.root, self.sha256, self.ca, self.other_ca = root, sha256, ca, other_ca
+        self.good, self.untrusted = good, untrusted
+
+    def url(self, name: str | None = None, server=None) -> str:
+        return f"{(server or self.good).url}/{name or self.NAME}"
+
+
+@pytest.fixture(scope="session")
+def https_image_root(test_image, tmp_path_factory) -> tuple[Path, str]:
+    """A directory with the cached test image (a symlink) and a copy of it
+    with one byte flipped in the middle; and the test image's sha256."""
+    root = tmp_path_factory.mktemp("https-images")
+    data = bytearray(Path(test_image).read_bytes())
+    (root / HTTPSImages.NAME).symlink_to(Path(test_image).resolve())
+    data[len(data) // 2] ^= 0xFF
+    (root / HTTPSImages.CORRUPT).write_bytes(bytes(data))
+    return root, hashlib.sha256(Path(test_image).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def https_images(https_image_root, image_pki):
+    from tests.helpers import TLSFileServer
+
+    root, sha = https_image_root
+    good = TLSFileServer(root, image_pki["trusted"]["crt"], image_pki["trusted"]["key"])
+    untrusted = TLSFileServer(root, image_pki["other"]["crt"], image_pki["other"]["key"])
+    try:
+        yield HTTPSImages(root, sha, image_pki["ca"], image_pki["other_ca"], good, untrusted)
+    finally:
+        good.stop()
+        untrusted.stop()

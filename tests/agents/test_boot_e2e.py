@@ -29,16 +29,18 @@ import libvirt  # noqa: E402  (libvirt-python: the "libvirt" extra, always insta
 
 
 class AgentProcess:
-    def __init__(self, harness, instance_dir: Path, log: Path) -> None:
+    def __init__(self, harness, instance_dir: Path, log: Path, *extra_args: str,
+                 env: dict | None = None) -> None:
         self.port = free_port()
         self.logf = open(log, "a")
-        env = dict(os.environ, KOVA_HOST=harness.host, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, KOVA_HOST=harness.host, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kova.cli", "agent", "run",
              "--libvirt-uri", "qemu:///system", "--domain-type", "qemu",
              "--instance-dir", str(instance_dir), "--kubeconfig", str(harness.kubeconfig),
              "--metrics-port", str(self.port), "--metrics-bind", "127.0.0.1",
-             "--resync-seconds", "5", "--shutdown-timeout", "60", "--log-level", "info"],
+             "--resync-seconds", "5", "--shutdown-timeout", "60", "--log-level", "info",
+             *extra_args],
             stdout=self.logf, stderr=subprocess.STDOUT, env=env,
         )
 
@@ -153,6 +155,49 @@ def test_boot_userdata_kill9_readopt_stop_start_delete(
         # Never leave a guest behind, whatever failed.
         try:
             dom = libvirt_qemu_conn.lookupByName(f"{harness.ns}.e2e")
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        except libvirt.libvirtError:
+            pass
+        print(agent_log.read_text()[-4000:])
+
+
+@pytest.mark.slow  # a second real boot: ~10 s on an idle machine, ~50 s at load 7
+def test_boot_from_an_https_image_with_a_private_ca(
+    harness, libvirtd, libvirt_qemu_conn, https_images, tmp_path
+):
+    """`kova agent run` with KOVA_AGENT_IMAGE_CA_FILE (as the Helm chart sets
+    it) downloads the test image from an HTTPS server whose certificate a test
+    CA issued, and the guest boots from it."""
+    instance_dir = tmp_path / "instances"
+    agent_log = tmp_path / "agent.log"
+    image = "kova-test-https-" + uuid.uuid4().hex[:6]
+    harness.image(image, url=https_images.url(), sha256=https_images.sha256)
+    agent = AgentProcess(harness, instance_dir, agent_log,
+                         env={"KOVA_AGENT_IMAGE_CA_FILE": str(https_images.ca)})
+    try:
+        marker = f"KOVA-HTTPS-{uuid.uuid4().hex[:8]}"
+        user_data = f"#cloud-config\nruncmd:\n  - echo {marker}\n"
+        uid = harness.instance("tls", image, user_data=user_data,
+                               resources={"vcpus": 1, "memoryMiB": 256, "diskGiB": 1}
+                               )["metadata"]["uid"]
+        got = harness.wait_phase("tls", "Running", timeout=60)
+        assert [p for p, _ in https_images.good.requests] == ["/kova-test.qcow2"]
+        assert (instance_dir / "_base" / f"{https_images.sha256}.qcow2").exists()
+        console = Path(got["status"]["console"]["logPath"])
+        text = wait_for(lambda: (t := _console(console)) and "KOVA-READY" in t
+                        and userdata_from_console(t) is not None and t,
+                        BOOT_TIMEOUT, 0.2, "guest booted")
+        assert userdata_from_console(text) == user_data.rstrip("\n")
+        assert f"KOVA-INSTANCE-ID: {uid}" in text
+        harness.delete("tls")
+        wait_for(lambda: harness.get("tls") is None, 30, 0.2, "instance deleted")
+        assert not (instance_dir / uid).exists()
+    finally:
+        agent.stop()
+        try:
+            dom = libvirt_qemu_conn.lookupByName(f"{harness.ns}.tls")
             if dom.isActive():
                 dom.destroy()
             dom.undefine()

@@ -49,3 +49,17 @@ def test_json_log_lines():
     out = json.loads(JSONFormatter().format(rec))
     assert out["message"] == "built vm" and out["level"] == "info"
     assert out["logger"] == "kova.agents.agent"
+
+
+def test_image_ca_file_is_checked_at_start(tmp_path):
+    args = ["agent", "run", "--host", "h", "--instance-dir", str(tmp_path)]
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    res = CliRunner().invoke(main, [*args, "--image-ca-file", str(bad)])
+    assert res.exit_code == 2, res.output
+    assert "--image-ca-file" in res.output and "cannot load it" in res.output
+    # The same option from the environment (as the Helm chart sets it).
+    res = CliRunner().invoke(main, args,
+                             env={"KOVA_AGENT_IMAGE_CA_FILE": str(tmp_path / "missing.pem")})
+    assert res.exit_code == 2, res.output
+    assert "--image-ca-file" in res.output and "does not exist" in res.output

@@ -19,6 +19,7 @@ from kova.agents.images import (
     create_overlay,
     qemu_img_info,
 )
+from tests.helpers import wait_for
 
 
 def _qcow2(path: Path, size: str = "16M") -> Path:
@@ -60,7 +61,7 @@ def http_root(tmp_path):
             super().do_GET()
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     t.start()
     try:
         yield root, f"http://127.0.0.1:{srv.server_address[1]}", requests
@@ -267,3 +268,106 @@ def test_cache_hit_refreshes_last_use(cache, tmp_path):
     os.utime(meta, (old, old))
     cache.fetch(src)
     assert _t.time() - meta.stat().st_mtime < 60
+
+
+# ---------------------------------------------------------------------------
+# HTTPS sources (the test image served by tests.helpers.TLSFileServer with
+# certificates from test CAs; see the image_pki / https_images fixtures).
+
+
+def test_https_download_trusts_the_private_ca(tmp_path, https_images):
+    cache = ImageCache(tmp_path / "cache", ca_file=https_images.ca)
+    src = ImageSource(name="img", url=https_images.url(), sha256=https_images.sha256)
+    got = cache.fetch(src)
+    assert got.sha256 == https_images.sha256 and not got.hit
+    assert got.path.name == f"{https_images.sha256}.qcow2"
+    assert qemu_img_info(got.path)["format"] == "qcow2"
+    assert cache.fetch(src).hit
+    # One GET, over TLS.
+    assert [(p, v.startswith("TLSv1.")) for p, v in https_images.good.requests] == [
+        ("/kova-test.qcow2", True)]
+
+
+def test_https_server_of_an_unknown_ca_is_refused(tmp_path, https_images):
+    src = ImageSource(name="img", url=https_images.url(), sha256=https_images.sha256)
+    # The system trust store alone does not know the test CA.
+    for cache, trusts in ((ImageCache(tmp_path / "c1"), "the system trust store"),
+                          (ImageCache(tmp_path / "c2", ca_file=https_images.ca),
+                           f"the system trust store and {https_images.ca}")):
+        server = https_images.untrusted if cache.dir.name == "c2" else https_images.good
+        with pytest.raises(ImageError) as err:
+            cache.fetch(ImageSource(name="img", url=https_images.url(server=server),
+                                    sha256=src.sha256))
+        assert err.value.code == contract.ERROR_IMAGE_DOWNLOAD
+        msg = err.value.message
+        assert f"TLS certificate verification failed for 127.0.0.1:{server.port}" in msg, msg
+        assert "unable to get local issuer certificate" in msg, msg
+        assert f"the agent trusts {trusts}" in msg and "--image-ca-file" in msg, msg
+        assert cache.cached() == [] and not list(cache.dir.glob(".*.part"))
+    # The handshakes were aborted by the client: no file was ever requested.
+    assert https_images.good.requests == [] and https_images.untrusted.requests == []
+    for server in (https_images.good, https_images.untrusted):
+        errors = wait_for(lambda s=server: s.handshake_errors, 5, what="server-side TLS error")
+        assert "unknown ca" in errors[0], errors
+
+
+def test_https_ca_file_adds_to_the_system_trust_store(tmp_path, https_images, monkeypatch):
+    """The system trust store is OpenSSL's default one, which honours
+    SSL_CERT_FILE: here it makes the "other" CA a system CA.  Without
+    --image-ca-file its servers are trusted; with it, they stay trusted and the
+    file's CA is trusted as well."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(https_images.other_ca))
+    system_url = https_images.url(server=https_images.untrusted)
+    got = ImageCache(tmp_path / "c1").fetch(
+        ImageSource(name="img", url=system_url, sha256=https_images.sha256))
+    assert got.sha256 == https_images.sha256
+    both = ImageCache(tmp_path / "c2", ca_file=https_images.ca)
+    for url in (system_url, https_images.url()):
+        got = both.fetch(ImageSource(name="img", url=url))  # no sha256: cached by URL
+        assert got.sha256 == https_images.sha256 and not got.hit
+    assert len(https_images.untrusted.requests) == 2 and len(https_images.good.requests) == 1
+
+
+def test_https_host_name_mismatch(tmp_path, https_image_root, image_pki):
+    from tests.helpers import TLSFileServer
+
+    root, sha = https_image_root
+    srv = TLSFileServer(root, image_pki["wrong_name"]["crt"], image_pki["wrong_name"]["key"])
+    try:
+        cache = ImageCache(tmp_path / "cache", ca_file=image_pki["ca"])
+        with pytest.raises(ImageError) as err:
+            cache.fetch(ImageSource(name="img", url=f"{srv.url}/kova-test.qcow2", sha256=sha))
+    finally:
+        srv.stop()
+    assert err.value.code == contract.ERROR_IMAGE_DOWNLOAD
+    assert "TLS certificate verification failed" in err.value.message
+    assert "not valid for '127.0.0.1'" in err.value.message, err.value.message
+
+
+def test_https_url_of_a_plain_http_server(cache, image, http_root):
+    root, base, requests = http_root
+    (root / "img.qcow2").write_bytes(image.read_bytes())
+    url = base.replace("http://", "https://") + "/img.qcow2"
+    with pytest.raises(ImageError) as err:
+        cache.fetch(ImageSource(name="img", url=url))
+    assert err.value.code == contract.ERROR_IMAGE_DOWNLOAD
+    assert "TLS handshake with 127.0.0.1:" in err.value.message, err.value.message
+    assert cache.cached() == []
+
+
+def test_corrupted_copy_over_https(tmp_path, https_images):
+    cache = ImageCache(tmp_path / "cache", ca_file=https_images.ca)
+    with pytest.raises(ImageError) as err:
+        cache.fetch(ImageSource(name="img", url=https_images.url(https_images.CORRUPT),
+                                sha256=https_images.sha256))
+    assert err.value.code == contract.ERROR_IMAGE_CHECKSUM
+    assert f"expected {https_images.sha256}" in err.value.message
+    assert cache.cached() == [] and not list(cache.dir.glob(".*.part"))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a certificate\n"])
+def test_unusable_ca_file_is_refused_at_start(tmp_path, content):
+    bad = tmp_path / "ca.pem"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=f"image CA file {bad}: cannot load it"):
+        ImageCache(tmp_path / "cache", ca_file=bad)

@@ -88,3 +88,37 @@ def test_operator_schedules_agent_builds_delete_frees_everything(
     wait_for(lambda: harness.get("bad") is None, 30, what="bad deleted")
     usages = placement.http.get(f"/resource_providers/{rp}/usages").json()["usages"]
     assert not any(usages.values())
+
+
+def test_untrusted_https_image_ends_in_error_naming_tls(
+        harness, placement, operator, https_images, libvirt_conn, tmp_path):
+    """An https:// Image whose server the agent does not trust, with the real
+    operator: one build attempt on the host, the operator's back-off and
+    rescheduling find no other host, the Instance goes to Error with the TLS
+    failure in its condition and Event; no allocation is left."""
+    agent = harness.agent(placement_url=placement.url, image_ca_file=str(https_images.ca))
+    wait_for(lambda: (h := harness.host_obj()) and (h.get("status") or {}).get(
+        "resourceProviderUUID"), 20, what="provider registered")
+    flavor = f"agent-small-{harness.host}"
+    _flavor(harness, flavor)
+    image = f"tls-{harness.host}"
+    harness.image(image, url=https_images.url(server=https_images.untrusted),
+                  sha256=https_images.sha256)
+    uid = _create(harness, "tls", image, flavor)["metadata"]["uid"]
+    got = wait_for(lambda: (o := harness.get("tls")) and (o.get("status") or {}).get("phase")
+                   == "Error" and o, 60, what="tls in Error")
+    (sched,) = [c for c in got["status"]["conditions"] if c["type"] == "Scheduled"]
+    assert sched["status"] == "False"
+    assert "ImageDownloadFailed" in sched["message"], sched
+    assert "TLS certificate verification failed" in sched["message"], sched
+    events = harness.core.list_namespaced_event(
+        harness.ns, field_selector="involvedObject.name=tls").items
+    assert any(e.type == "Warning" and "TLS certificate verification failed" in e.message
+               for e in events), [(e.reason, e.message) for e in events]
+    wait_for(lambda: placement.http.get(f"/allocations/{uid}").json()["allocations"] == {},
+             15, what="allocation freed")
+    assert agent.metrics.build_failures.labels(contract.ERROR_IMAGE_DOWNLOAD)._value.get() == 1
+    assert len(https_images.untrusted.handshake_errors) == 1
+    assert https_images.untrusted.requests == []
+    harness.delete("tls")
+    wait_for(lambda: harness.get("tls") is None, 30, what="tls deleted")

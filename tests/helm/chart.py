@@ -34,6 +34,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "serviceMonitor.enabled": True,
         "placement.tls.existingSecret": "kova-placement-tls",
         "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name": "monitoring",
+        "agent.imageCA.secret": "image-mirror-tls",
     },
     "namespaced-operator-no-peering": {
         "operator.replicas": 1,
@@ -42,6 +43,8 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "networkPolicy.enabled": False,
         "agent.privileged": False,
         "agent.domainType": "qemu",
+        "agent.imageCA.configMap": "image-mirror-ca",
+        "agent.imageCA.key": "ca-bundle.pem",
     },
     "peering-namespaced-external-placement": {
         "placement.enabled": False,

@@ -86,6 +86,8 @@ def test_values_yaml_matches_the_schema_keys() -> None:
     ({"image.digest": "latest"}, "/image/digest"),
     ({"postgresql.password": "p@ss/word"}, "/postgresql/password"),
     ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
+    ({"agent.imageCA.secret": "Mirror CA"}, "/agent/imageCA/secret"),
+    ({"agent.imageCA.key": ""}, "/agent/imageCA/key"),
 ])
 def test_schema_rejects_bad_values(values: dict, message: str) -> None:
     proc = render_text(values, check=False)
@@ -97,6 +99,8 @@ def test_schema_rejects_bad_values(values: dict, message: str) -> None:
     ({"postgresql.enabled": False}, "Placement needs a database"),
     ({"placement.enabled": False}, "placement.externalUrl is required"),
     ({"operator.peering.enabled": False}, "needs operator.peering.enabled"),
+    ({"agent.imageCA.secret": "a", "agent.imageCA.configMap": "b"},
+     "agent.imageCA: set secret or configMap, not both"),
 ])
 def test_inconsistent_values_fail_with_a_message(values: dict, message: str) -> None:
     proc = render_text(values, check=False)
@@ -311,6 +315,30 @@ def test_placement_tls() -> None:
         spec = pod_spec(one(plain, kind, name))
         assert not [v for v in spec["volumes"] if v["name"] in ("placement-ca", "tls")]
         assert not [a for a in spec["containers"][0]["args"] if "https://" in a or "tls" in a]
+
+
+def test_agent_image_ca() -> None:
+    """agent.imageCA: the agents trust the CA bundle of a Secret or a ConfigMap
+    for https:// image URLs (--image-ca-file through its environment
+    variable), mounted read-only; without it nothing is mounted."""
+    for values, source in (
+            (COMBINATIONS["external-db-url-monitoring"],
+             {"secret": {"secretName": "image-mirror-tls", "defaultMode": 0o444,
+                         "items": [{"key": "ca.crt", "path": "ca.crt"}]}}),
+            (COMBINATIONS["namespaced-operator-no-peering"],
+             {"configMap": {"name": "image-mirror-ca", "defaultMode": 0o444,
+                            "items": [{"key": "ca-bundle.pem", "path": "ca.crt"}]}})):
+        spec = pod_spec(one(render(values), "DaemonSet", "kova-agent"))
+        (c,) = spec["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["KOVA_AGENT_IMAGE_CA_FILE"] == "/etc/kova/image-ca/ca.crt"
+        assert {"name": "image-ca", "mountPath": "/etc/kova/image-ca",
+                "readOnly": True} in c["volumeMounts"]
+        (vol,) = [v for v in spec["volumes"] if v["name"] == "image-ca"]
+        assert vol == {"name": "image-ca", **source}
+    spec = pod_spec(one(render(), "DaemonSet", "kova-agent"))
+    assert "KOVA_AGENT_IMAGE_CA_FILE" not in {e["name"] for e in spec["containers"][0]["env"]}
+    assert "image-ca" not in {v["name"] for v in spec["volumes"]}
 
 
 def test_network_policies() -> None:
