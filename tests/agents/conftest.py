@@ -50,6 +50,30 @@ def libvirt_conn(request):
         conn.close()
 
 
+def domain_by_uuid(conn, uid: str):
+    """The libvirt domain of an Instance's uid on ``conn``, or None."""
+    import libvirt
+
+    try:
+        return conn.lookupByUUIDString(uid)
+    except libvirt.libvirtError:
+        return None
+
+
+def remove_domain(conn, name: str) -> None:
+    """Destroy and undefine the domain ``name`` if it is there: what a boot
+    test's ``finally`` does so that no guest outlives it, whatever failed."""
+    import libvirt
+
+    try:
+        dom = conn.lookupByName(name)
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
+    except libvirt.libvirtError:
+        pass
+
+
 # --------------------------------------------------------------------------
 # Agent harness: a real kube-apiserver (CRDs installed), an in-process agent.
 

@@ -8,21 +8,14 @@ import json
 import time
 import urllib.request
 
-import libvirt
 import pytest
 
 from kova.agents import contract
 from kova.agents.seed import read_nocloud_seed
+from tests.agents.conftest import domain_by_uuid as _domain
 from tests.agents.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _domain(conn, uid):
-    try:
-        return conn.lookupByUUIDString(uid)
-    except libvirt.libvirtError:
-        return None
 
 
 def test_build_to_running(harness, small_image, libvirt_conn, tmp_path):

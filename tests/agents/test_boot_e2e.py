@@ -19,7 +19,7 @@ import pytest
 
 from kova.agents import contract
 from kova.dev.image import userdata_from_console
-from tests.agents.conftest import free_port, wait_for
+from tests.agents.conftest import free_port, remove_domain, wait_for
 from tests.helpers import BOOT_TIMEOUT, stop_process
 
 pytestmark = pytest.mark.e2e
@@ -153,13 +153,7 @@ def test_boot_userdata_kill9_readopt_stop_start_delete(
     finally:
         agent.stop()
         # Never leave a guest behind, whatever failed.
-        try:
-            dom = libvirt_qemu_conn.lookupByName(f"{harness.ns}.e2e")
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass
+        remove_domain(libvirt_qemu_conn, f"{harness.ns}.e2e")
         print(agent_log.read_text()[-4000:])
 
 
@@ -196,11 +190,5 @@ def test_boot_from_an_https_image_with_a_private_ca(
         assert not (instance_dir / uid).exists()
     finally:
         agent.stop()
-        try:
-            dom = libvirt_qemu_conn.lookupByName(f"{harness.ns}.tls")
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass
+        remove_domain(libvirt_qemu_conn, f"{harness.ns}.tls")
         print(agent_log.read_text()[-4000:])

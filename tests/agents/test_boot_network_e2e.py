@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from kova.agents.domain import mac_for
-from tests.agents.conftest import wait_for
+from tests.agents.conftest import remove_domain, wait_for
 from tests.agents.test_boot_e2e import AgentProcess, _console
 from tests.helpers import BOOT_TIMEOUT
 
@@ -123,11 +123,5 @@ def test_guest_address_from_libvirt_dhcp_lease_in_status(
         wait_for(lambda: harness.get("net") is None, 30, 0.2, "instance deleted")
     finally:
         agent.stop()
-        try:
-            dom = libvirt_qemu_conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass
+        remove_domain(libvirt_qemu_conn, name)
         print(agent_log.read_text()[-4000:])

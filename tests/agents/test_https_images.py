@@ -11,21 +11,15 @@ import hashlib
 import json
 import time
 
-import libvirt
 import pytest
 
 from kova.agents import contract
 from kova.agents.images import backing_file
+from tests.agents.conftest import domain_by_uuid as _domain
 from tests.agents.conftest import wait_for
+from tests.helpers import stop_process
 
 pytestmark = pytest.mark.integration
-
-
-def _domain(conn, uid):
-    try:
-        return conn.lookupByUUIDString(uid)
-    except libvirt.libvirtError:
-        return None
 
 
 def _events(harness, name: str) -> list:
@@ -155,10 +149,6 @@ def test_agent_command_takes_the_ca_file_from_its_environment(harness, https_ima
         harness.delete("cli1")
         wait_for(lambda: harness.get("cli1") is None, 30, what="cli1 deleted")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
         print((tmp_path / "agent.log").read_text()[-3000:])

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from kova.dev.pki import issue_server_cert
-from tests.helpers import ROOT, free_port, wait_for
+from tests.helpers import ROOT, free_port, stop_process, wait_for
 from tests.reliability.record import record
 
 pytestmark = pytest.mark.reliability
@@ -51,11 +51,7 @@ def tls_placement(tmp_path_factory):
     wait_for(up, 60, 0.2, "placement over TLS")
     yield {"url": f"https://127.0.0.1:{port}", "port": port, "ca": str(cert["ca_crt"]),
            "token": token, "ctx": ctx, "dir": d}
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc, 10)
     log.close()
 
 
