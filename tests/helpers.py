@@ -14,7 +14,7 @@ import httpx
 from kova.dev.controlplane import free_port
 from kova.dev.stack import IMAGE_HOST_PATH
 
-__all__ = ["PlacementServer", "TLSFileServer", "flavor_image_manifests", "free_port",
+__all__ = ["FileServer", "PlacementServer", "TLSFileServer", "flavor_image_manifests", "free_port",
            "instance_manifest", "stop_process", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,23 +51,29 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
             proc.wait(5)
 
 
-class TLSFileServer:
-    """An HTTPS file server: Python's ``http.server`` behind ``ssl`` in a
-    thread, serving the files under ``root`` with the certificate ``cert``
-    (PEM, the chain to present) and its key ``key`` on 127.0.0.1.
+class FileServer:
+    """A file server on loopback: Python's ``http.server`` in a thread,
+    serving the files under ``root`` over plain HTTP, or over HTTPS with the
+    certificate ``cert`` (PEM, the chain to present) and its key ``key``;
+    on a free port unless ``port`` is given.
 
-    Records what it saw: ``requests`` (path, negotiated TLS version) of every
-    GET, and ``handshake_errors`` (the server-side error text of every TLS
-    handshake that failed, e.g. the client's "unknown ca" alert)."""
+    Records what it saw: ``requests`` (path, negotiated TLS version or None)
+    and ``paths`` (the path alone) of every GET, and ``handshake_errors`` (the
+    server-side error text of every TLS handshake that failed, e.g. the
+    client's "unknown ca" alert)."""
 
-    def __init__(self, root: Path, cert: Path, key: Path, host: str = "127.0.0.1") -> None:
+    def __init__(self, root: Path, cert: Path | None = None, key: Path | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         import http.server
         import ssl
         import threading
 
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(cert), str(key))
-        self.requests: list[tuple[str, str]] = []
+        ctx = None
+        if cert is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(cert), str(key))
+        self.requests: list[tuple[str, str | None]] = []
+        self.paths: list[str] = []
         self.handshake_errors: list[str] = []
         outer = self
 
@@ -79,13 +85,17 @@ class TLSFileServer:
                 pass
 
             def do_GET(self):
-                outer.requests.append((self.path, self.connection.version()))
+                version = self.connection.version() if ctx is not None else None
+                outer.requests.append((self.path, version))
+                outer.paths.append(self.path)
                 super().do_GET()
 
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
 
             def finish_request(self, request, client_address):
+                if ctx is None:
+                    return super().finish_request(request, client_address)
                 # The handshake runs in the connection's own thread, so a
                 # client that stalls or refuses the certificate holds up nobody.
                 try:
@@ -98,16 +108,23 @@ class TLSFileServer:
                 finally:
                     tls.close()
 
-        self.httpd = Server((host, 0), Handler)
+        self.httpd = Server((host, port), Handler)
         self.port = self.httpd.server_address[1]
-        self.url = f"https://{host}:{self.port}"
+        self.url = f"{'https' if ctx is not None else 'http'}://{host}:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True,
-                                        name=f"https-files-{self.port}")
+                                        name=f"files-{self.port}")
         self._thread.start()
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class TLSFileServer(FileServer):
+    """A ``FileServer`` over HTTPS: ``cert`` and ``key`` required."""
+
+    def __init__(self, root: Path, cert: Path, key: Path, host: str = "127.0.0.1") -> None:
+        super().__init__(root, cert, key, host)
 
 
 class PlacementServer:

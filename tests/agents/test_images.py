@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import subprocess
 import threading
 from pathlib import Path
@@ -19,7 +18,7 @@ from kova.agents.images import (
     create_overlay,
     qemu_img_info,
 )
-from tests.helpers import wait_for
+from tests.helpers import FileServer, wait_for
 
 
 def _qcow2(path: Path, size: str = "16M") -> Path:
@@ -47,27 +46,11 @@ def http_root(tmp_path):
     """A loopback HTTP server serving tmp_path/www; yields (root dir, base URL)."""
     root = tmp_path / "www"
     root.mkdir()
-    requests: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *a):
-            pass
-
-        def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    t.start()
+    srv = FileServer(root)
     try:
-        yield root, f"http://127.0.0.1:{srv.server_address[1]}", requests
+        yield root, srv.url, srv.paths
     finally:
-        srv.shutdown()
-        srv.server_close()
+        srv.stop()
 
 
 def test_local_path_miss_then_hit(cache, image):

@@ -22,8 +22,6 @@ libvirt's ``test:///default``.
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import json
 import math
 import os
@@ -39,7 +37,7 @@ import pytest
 from kova.agents import contract
 from tests.agents.conftest import harness, placement, small_image  # noqa: F401 (fixtures)
 from tests.agents.conftest import operator_process
-from tests.helpers import free_port, wait_for
+from tests.helpers import FileServer, free_port, wait_for
 from tests.reliability.record import long_run, record
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -71,25 +69,6 @@ def _metric(text: str, name: str, **labels) -> float:
         if all(got.get(k) == v for k, v in labels.items()):
             total += float(m.group(3))
     return total
-
-
-class ImageServer:
-    """A plain HTTP server on loopback serving one directory."""
-
-    def __init__(self, directory, port: int) -> None:
-        handler = functools.partial(_QuietHandler, directory=str(directory))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
 
 
 class WatchCounter:
@@ -324,7 +303,7 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
         harness.core.create_namespaced_secret(harness.ns, {
             "metadata": {"name": f"ud-{suffix}"},
             "data": {"userdata": base64.b64encode(b"#cloud-config\n").decode()}})
-        server = ImageServer(small_image.parent, closed_port)
+        server = FileServer(small_image.parent, port=closed_port)
         try:
             for name, url in ((f"closed-{suffix}", closed_url),
                               (f"nxdomain-{suffix}", closed_url)):
