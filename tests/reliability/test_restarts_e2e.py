@@ -148,7 +148,7 @@ def test_libvirtd_restart_then_api_server_restart(libvirtd, test_image, tmp_path
         kube.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
         wait_for(lambda: _try(kube.setup, "x"), 30, 0.5, "Flavor and Image created")
         st.start(cp, [host], progress=lambda m: None, namespaces=[ns])
-        wait_for(lambda: kube.host_state(host) == "Up", 90, 0.5, "host Up")
+        st.wait_hosts_up()
         kube.create("vm-1")
         first = wait_for(lambda: kube.running("vm-1"), 120, 0.5, "vm-1 Running")
         uid = first["metadata"]["uid"]
