@@ -197,15 +197,19 @@ class LibvirtDriver:
 
     # ------------------------------------------------------------------
     # Connection
+    @staticmethod
+    def _alive(conn: libvirt.virConnect | None) -> bool:
+        try:
+            return conn is not None and bool(conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
     @property
     def conn(self) -> libvirt.virConnect:
         with self._lock:
+            if self._alive(self._conn):
+                return self._conn
             if self._conn is not None:
-                try:
-                    if self._conn.isAlive():
-                        return self._conn
-                except libvirt.libvirtError:
-                    pass
                 log.warning("libvirt connection to %s lost; reconnecting", self.uri)
                 self._drop()
                 self.reconnects += 1
@@ -218,13 +222,9 @@ class LibvirtDriver:
         if not self._separate_ops:
             return self.conn
         with self._ops_lock:
-            if self._ops is not None:
-                try:
-                    if self._ops.isAlive():
-                        return self._ops
-                except libvirt.libvirtError:
-                    pass
-                self._drop_ops()
+            if self._alive(self._ops):
+                return self._ops
+            self._drop_ops()
             try:
                 self._ops = libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
