@@ -289,16 +289,18 @@ def delete_provider(conn: Connection, uuid: str) -> None:
     provider = get_provider(
         conn, uuid, lock=True,
         message=f"No resource provider with uuid {uuid} found for delete")
-    if conn.execute(sa.select(alloc.c.id).where(
-            alloc.c.resource_provider_id == provider.id).limit(1)).first():
-        raise errors.Conflict(
-            f"Unable to delete resource provider {uuid}: Resource provider has "
-            "allocations.", code=errors.PROVIDER_IN_USE)
+    # Children are checked first, as OpenStack Placement does: a parent
+    # with allocations and children answers cannot_delete_parent.
     if conn.execute(sa.select(rp.c.id).where(
             rp.c.parent_provider_id == provider.id).limit(1)).first():
         raise errors.Conflict(
             f"Unable to delete parent resource provider {uuid}: It has child "
             "resource providers.", code=errors.PROVIDER_CANNOT_DELETE_PARENT)
+    if conn.execute(sa.select(alloc.c.id).where(
+            alloc.c.resource_provider_id == provider.id).limit(1)).first():
+        raise errors.Conflict(
+            f"Unable to delete resource provider {uuid}: Resource provider has "
+            "allocations.", code=errors.PROVIDER_IN_USE)
     conn.execute(sa.delete(inv).where(inv.c.resource_provider_id == provider.id))
     conn.execute(sa.delete(t.provider_traits).where(
         t.provider_traits.c.resource_provider_id == provider.id))

@@ -113,6 +113,21 @@ def test_delete_provider_with_allocations(api):
     assert r.json()["errors"][0]["code"] == "placement.resource_provider.inuse"
 
 
+def test_delete_parent_with_allocations_reports_children_first(api):
+    """A provider with both children and allocations: OpenStack Placement
+    16.0.0 checks children first (found by bench/placement_parity.py)."""
+    root = api.provider("busy-root", inventory={"VCPU": 4})
+    child = api.provider("busy-child", parent=root)
+    assert api.allocate(new_uuid(), {root: {"VCPU": 1}}).status_code == 204
+    r = api.delete(f"/resource_providers/{root}")
+    assert r.status_code == 409
+    assert r.json()["errors"][0]["code"] == "placement.resource_provider.cannot_delete_parent"
+    assert api.delete(f"/resource_providers/{child}").status_code == 204
+    r = api.delete(f"/resource_providers/{root}")
+    assert r.status_code == 409
+    assert r.json()["errors"][0]["code"] == "placement.resource_provider.inuse"
+
+
 def test_list_filters(api):
     agg1, agg2 = new_uuid(), new_uuid()
     a = api.provider("a", inventory={"VCPU": 8, "MEMORY_MB": 1024}, traits=["HW_CPU_X86_AVX2"],
