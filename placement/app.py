@@ -99,6 +99,15 @@ def _storable(value) -> bool:
     return True
 
 
+#: Routes where OpenStack Placement looks the provider up before it reads
+#: the body: a bad body for a missing provider is 404 there, not 400.  Kova
+#: validates first (the fast write paths need no lookup) and, only when that
+#: fails, checks the provider, so the answer is the same as OpenStack's.
+_LOOKUP_FIRST = frozenset({("resource_provider", "PUT"), ("inventories", "PUT"),
+                           ("inventories", "POST"), ("inventory", "PUT"),
+                           ("provider_aggregates", "PUT")})
+
+
 class Request:
     __slots__ = ("method", "path", "query", "headers", "body", "version", "request_id",
                  "app", "role", "route_name", "path_params")
@@ -333,6 +342,11 @@ class PlacementApp:
                 resp = await fast(req)
             if resp is None:
                 resp = await anyio.to_thread.run_sync(handler, req, limiter=self.limiter)
+        except errors.BadRequest as exc:
+            if (req.route_name, req.method) in _LOOKUP_FIRST:
+                exc = await anyio.to_thread.run_sync(
+                    self._missing_provider, req, limiter=self.limiter) or exc
+            resp = self.error_response(req, exc)
         except errors.PlacementError as exc:
             resp = self.error_response(req, exc)
         except Exception as exc:  # noqa: BLE001 - the error body must still be JSON
@@ -355,6 +369,16 @@ class PlacementApp:
         resp.headers["openstack-api-version"] = f"placement {req.version}"
         resp.headers["vary"] = "openstack-api-version"
         return resp
+
+    def _missing_provider(self, req: Request) -> errors.NotFound | None:
+        """A 404 if the path's provider does not exist (see _LOOKUP_FIRST)."""
+        from kova.placement import store
+
+        uuid = req.path_params.get("uuid", "")
+        with self.db.read() as conn:
+            if store.find_provider(conn, uuid) is not None:
+                return None
+        return errors.NotFound(f"No resource provider with uuid {uuid} found")
 
     def _match(self, req: Request) -> Handler:
         for route in self.routes:

@@ -102,3 +102,27 @@ def test_delete_all_inventories_needs_1_5(api):
     assert api.delete(f"/resource_providers/{u}/inventories", version="1.4").status_code == 405
     assert api.delete(f"/resource_providers/{u}/inventories", version="1.5").status_code == 204
     assert api.get(f"/resource_providers/{u}/inventories").json()["inventories"] == {}
+
+
+def test_bad_body_for_missing_provider_is_404(api):
+    """OpenStack Placement looks the provider up before it reads the body on
+    these routes, so a bad body for a missing provider is 404 there; the
+    traits route validates first (400).  Found by bench/placement_parity.py."""
+    missing = new_uuid()
+    existing = api.provider("bad-body")
+    cases = [("PUT", "/inventories", {"foo": 1}),
+             ("PUT", "/inventories/VCPU", {"total": "x"}),
+             ("POST", "/inventories", {"total": 1}),
+             ("PUT", "/aggregates", {"aggregates": "x"}),
+             ("PUT", "", {"name": 5})]
+    for method, suffix, body in cases:
+        r = api.request(method, f"/resource_providers/{missing}{suffix}", json=body)
+        assert r.status_code == 404, (method, suffix, r.text)
+        assert missing in r.json()["errors"][0]["detail"]
+        r = api.request(method, f"/resource_providers/{existing}{suffix}", json=body)
+        assert r.status_code == 400, (method, suffix, r.text)
+    r = api.request("PUT", f"/resource_providers/{missing}/inventories", content=b"{",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 404, r.text
+    r = api.put(f"/resource_providers/{missing}/traits", json={"traits": 5})
+    assert r.status_code == 400, r.text
