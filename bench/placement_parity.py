@@ -400,6 +400,8 @@ CASES: list[Case] = [
          f"/resource_providers/{MISSING}/aggregates", {"aggregates": "x"}),
     Case("bad body for a missing provider (update)", "PUT",
          f"/resource_providers/{MISSING}", {"name": 5}),
+    Case("bad body for a non-UUID provider path", "PUT",
+         "/resource_providers/not-a-uuid/inventories", {"foo": 1}),
     Case("malformed JSON for a missing provider", "PUT",
          f"/resource_providers/{MISSING}/inventories", raw=b"{"),
     Case("bad body for a missing provider (traits)", "PUT",

@@ -124,5 +124,7 @@ def test_bad_body_for_missing_provider_is_404(api):
     r = api.request("PUT", f"/resource_providers/{missing}/inventories", content=b"{",
                     headers={"content-type": "application/json"})
     assert r.status_code == 404, r.text
+    r = api.put("/resource_providers/not-a-uuid/inventories", json={"foo": 1})
+    assert r.status_code == 404, r.text
     r = api.put(f"/resource_providers/{missing}/traits", json={"traits": 5})
     assert r.status_code == 400, r.text
