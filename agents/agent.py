@@ -1015,17 +1015,22 @@ class Agent:
         with self._cache_lock:
             self._uid_index.pop(uid, None)
 
-    def _still_ours(self, namespace: str, name: str, uid: str) -> bool:
-        """Ask the API server (not the cache) whether Instance uid is still
-        placed on this host."""
+    def _live_instance(self, namespace: str, name: str) -> dict | None:
+        """The Instance as the API server has it now (not the cache); None if
+        it is gone."""
         try:
-            obj = self.custom.get_namespaced_custom_object(
+            return self.custom.get_namespaced_custom_object(
                 contract.GROUP, contract.VERSION, namespace, contract.INSTANCES, name
             )
         except ApiException as exc:
             if exc.status == 404:
-                return False
+                return None
             raise
+
+    def _placed_here(self, obj: dict | None, uid: str) -> bool:
+        """Whether ``obj`` is Instance uid, still placed on this host."""
+        if obj is None:
+            return False
         md = obj.get("metadata") or {}
         placed = (obj.get("status") or {}).get("host")
         # status.host unset with our label: the operator is recording a first
@@ -1036,8 +1041,14 @@ class Agent:
             and placed in (None, self.host)
         )
 
+    def _still_ours(self, namespace: str, name: str, uid: str) -> bool:
+        """Ask the API server (not the cache) whether Instance uid is still
+        placed on this host."""
+        return self._placed_here(self._live_instance(namespace, name), uid)
+
     def _teardown_verified(self, uid: str, key: Key) -> None:
-        if self._still_ours(key[0], key[1], uid):
+        obj = self._live_instance(*key)
+        if self._placed_here(obj, uid):
             return
         info = self.driver.get(uid)
         running = info is not None and info.state.running
@@ -1045,12 +1056,7 @@ class Agent:
                     "on another host", uid, *key, "was running" if running else "not running")
         self._teardown(uid)
         self.metrics.stale_domains.inc()
-        try:
-            obj = self.custom.get_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, key[0], contract.INSTANCES, key[1])
-        except ApiException:
-            return
-        if obj["metadata"].get("uid") == uid:
+        if obj is not None and obj["metadata"].get("uid") == uid:
             self._event(obj, "Normal", "StaleDomainRemoved",
                         f"{self.host}: removed the stale copy of the domain (the Instance is "
                         f"now on {(obj.get('status') or {}).get('host')})")

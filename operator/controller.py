@@ -32,7 +32,8 @@ from kova.operator import contract, metrics
 from kova.operator.batch import BatchScheduler, batchable
 from kova.operator.config import Settings
 from kova.operator.filters import HostInfo
-from kova.operator.kube import Kube, KubeCredentials, KubeError, host_path, instance_path
+from kova.operator.kube import (Kube, KubeCredentials, KubeError, host_path, instance_path,
+                                lease_path)
 from kova.operator.placement import Placement, PlacementError
 from kova.operator.queue import WorkQueue
 from kova.operator.request import InvalidRequest, MissingDependency, build_request
@@ -1055,8 +1056,7 @@ class Controller:
 
     async def poll_leases(self) -> bool:
         """Refresh the Lease cache and ``alive``; True if any host changed."""
-        body = await self.kube.get(
-            f"/apis/coordination.k8s.io/v1/namespaces/{contract.LEASE_NAMESPACE}/leases")
+        body = await self.kube.get(lease_path())
         self.leases = {item["metadata"]["name"]: item for item in body.get("items") or []}
         now = time.time()
         if self._lease_poll_failed:
@@ -1186,9 +1186,7 @@ class Controller:
         if self.host_is_down(host) and status.get("phase") != contract.PHASE_UNKNOWN:
             # The agent may be back since the last poll (its first status
             # write can come before the next one): look at the Lease itself.
-            lease = await self.kube.get_or_none(
-                f"/apis/coordination.k8s.io/v1/namespaces/{contract.LEASE_NAMESPACE}"
-                f"/leases/{host}")
+            lease = await self.kube.get_or_none(lease_path(host))
             if lease_fresh(lease, time.time(), self.settings.heartbeat_grace):
                 return False
             await self.mark_unknown(body, host)

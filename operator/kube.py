@@ -80,6 +80,20 @@ def host_path(name: str) -> str:
     return f"/apis/{contract.API_VERSION}/hosts/{name}"
 
 
+def lease_path(name: str = "") -> str:
+    """A host's heartbeat Lease, or (no name) the list of them."""
+    base = f"/apis/coordination.k8s.io/v1/namespaces/{contract.LEASE_NAMESPACE}/leases"
+    return f"{base}/{name}" if name else base
+
+
+def error_body(content: bytes) -> Any:
+    """An error answer's body: its JSON, else its text."""
+    try:
+        return jsonlib.loads(content)
+    except ValueError:
+        return content.decode("utf-8", "replace")
+
+
 class LazySession:
     """Holds an aiohttp session that is created on first use, inside the
     running event loop (a session belongs to the loop it was made in), and
@@ -106,6 +120,18 @@ class LazySession:
         if self._session is not None:
             await self._session.close()
 
+    async def send(self, method: str, url: str, *, params=None, json: Any = None,
+                   content_type: str = "application/json") -> tuple[int, bytes]:
+        """One request (``json`` serialised as ``content_type``); its status
+        and body."""
+        data = headers = None
+        if json is not None:
+            data = jsonlib.dumps(json)
+            headers = {"Content-Type": content_type}
+        async with self.session.request(method, url, params=params, data=data,
+                                        headers=headers) as resp:
+            return resp.status, await resp.read()
+
 
 class Kube(LazySession):
     def __init__(self, creds: KubeCredentials, *, max_connections: int = 20) -> None:
@@ -119,22 +145,12 @@ class Kube(LazySession):
 
     async def request(self, method: str, path: str, *, json: Any = None, params=None,
                       content_type: str | None = None, ok=(200, 201)) -> Any:
-        headers = None
-        data = None
-        if json is not None:
-            data = jsonlib.dumps(json)
-            headers = {"Content-Type": content_type or "application/json"}
         t0 = time.perf_counter()
-        async with self.session.request(method, self.server + path, data=data, params=params,
-                                        headers=headers) as resp:
-            status, content = resp.status, await resp.read()
+        status, content = await self.send(method, self.server + path, params=params, json=json,
+                                          content_type=content_type or "application/json")
         metrics.KUBE_SECONDS.labels(verb=method).observe(time.perf_counter() - t0)
         if status not in ok:
-            try:
-                body = jsonlib.loads(content)
-            except ValueError:
-                body = content.decode("utf-8", "replace")
-            raise KubeError(status, body, f"{method} {path}")
+            raise KubeError(status, error_body(content), f"{method} {path}")
         return jsonlib.loads(content) if content else None
 
     async def get(self, path: str, params=None) -> Any:

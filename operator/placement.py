@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from kova.operator import contract, metrics
-from kova.operator.kube import LazySession
+from kova.operator.kube import LazySession, error_body
 
 LOG = logging.getLogger("kova.operator.placement")
 
@@ -86,15 +86,6 @@ class Placement(LazySession):
         super().__init__(headers, timeout=timeout, max_connections=max_connections,
                          ssl_context=ssl.create_default_context(cafile=ca_file) if ca_file else None)
 
-    async def _request(self, method: str, path: str, params, json: Any) -> tuple[int, bytes]:
-        data = headers = None
-        if json is not None:
-            data = jsonlib.dumps(json)
-            headers = {"Content-Type": "application/json"}
-        async with self.session.request(method, self.url + path, params=params, data=data,
-                                        headers=headers) as resp:
-            return resp.status, await resp.read()
-
     async def _send(self, method: str, path: str, *, params=None,
                     json: Any = None) -> tuple[int, bytes]:
         """One request, retried with back-off on connection errors and
@@ -105,7 +96,7 @@ class Placement(LazySession):
         while True:
             t0 = time.perf_counter()
             try:
-                resp = await self._request(method, path, params, json)
+                resp = await self.send(method, self.url + path, params=params, json=json)
             except aiohttp.ClientConnectorCertificateError:
                 raise  # an untrusted certificate stays untrusted
             except RETRY_ERRORS as exc:
@@ -138,12 +129,8 @@ class Placement(LazySession):
             return jsonlib.loads(content)
         if allow_404 and status == 404:
             return None
-        try:
-            body = jsonlib.loads(content)
-        except ValueError:
-            body = content.decode("utf-8", "replace")
         cls = Conflict if status == 409 else PlacementError
-        raise cls(status, body, f"{method} {path}")
+        raise cls(status, error_body(content), f"{method} {path}")
 
     # ---------------------------------------------------------------- reads
     async def allocation_candidates(self, params: list[tuple[str, str]]) -> dict:
