@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from kova.operator import contract, metrics
 from kova.operator.kube import Kube
 from kova.operator.placement import Conflict, Placement
-from kova.operator.request import format_resources
+from kova.operator.scheduler.request import format_resources
 
 LOG = logging.getLogger("kova.operator.audit")
 

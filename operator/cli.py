@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from kova.operator.filters import DEFAULT_FILTERS, FILTERS
+from kova.operator.scheduler.filters import DEFAULT_FILTERS, FILTERS
 
 ENV = "KOVA_OPERATOR_"
 
@@ -153,8 +153,8 @@ def register(group: click.Group) -> None:
             audit_heal, events, event_qps, event_burst, backoff_max):
         """Run the scheduler, conductor and host monitor."""
         from kova.operator.config import Settings
-        from kova.operator.scheduler import SchedulerConfig
-        from kova.operator.weighers import WeighConfig
+        from kova.operator.scheduler.scheduler import SchedulerConfig
+        from kova.operator.scheduler.weighers import WeighConfig
 
         names = tuple(n.strip() for n in filters.split(",") if n.strip())
         unknown = [n for n in names if n not in FILTERS]

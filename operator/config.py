@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kova.operator.scheduler import SchedulerConfig
+from kova.operator.scheduler.scheduler import SchedulerConfig
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Settings:
     metrics_port: int | None = 9090
     health_port: int | None = None
     workers: int = 16
-    #: Most new Instances decided and claimed together (kova.operator.batch);
+    #: Most new Instances decided and claimed together (kova.operator.scheduler.batch);
     #: 1 = one at a time.
     max_batch: int = 256
     max_attempts: int = 3

@@ -29,15 +29,15 @@ from typing import Any
 import kopf
 
 from kova.operator import contract, metrics
-from kova.operator.batch import BatchScheduler, batchable
+from kova.operator.scheduler.batch import BatchScheduler, batchable
 from kova.operator.config import Settings
-from kova.operator.filters import HostInfo
+from kova.operator.scheduler.filters import HostInfo
 from kova.operator.kube import (Kube, KubeCredentials, KubeError, host_path, instance_path,
                                 lease_path)
 from kova.operator.placement import Placement, PlacementError
 from kova.operator.queue import WorkQueue
-from kova.operator.request import InvalidRequest, MissingDependency, build_request
-from kova.operator.scheduler import Decision, NoValidHost, Scheduler
+from kova.operator.scheduler.request import InvalidRequest, MissingDependency, build_request
+from kova.operator.scheduler.scheduler import Decision, NoValidHost, Scheduler
 from kova.operator.status import (
     attempts_history,
     describe_attempts,
@@ -45,7 +45,7 @@ from kova.operator.status import (
     is_build_failed,
     set_condition,
 )
-from kova.operator.weighers import BuildFailures, WeighContext
+from kova.operator.scheduler.weighers import BuildFailures, WeighContext
 
 LOG = logging.getLogger("kova.operator")
 

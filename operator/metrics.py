@@ -21,7 +21,7 @@ CLAIM_TRIES = Histogram(
 )
 BATCH_SIZE = Histogram(
     "kova_operator_schedule_batch_size",
-    "Instances decided together in one scheduling batch (see kova.operator.batch).",
+    "Instances decided together in one scheduling batch (see kova.operator.scheduler.batch).",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
 BATCH_FALLBACKS = Counter(

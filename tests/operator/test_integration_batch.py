@@ -1,4 +1,4 @@
-"""Integration: batch scheduling (kova.operator.batch) against the real API
+"""Integration: batch scheduling (kova.operator.scheduler.batch) against the real API
 server and a real Placement -- a burst decided in batches fills the hosts
 exactly, a batch claim that loses a race (a real 409 from Placement) falls
 back to claims one by one without overcommitting, and a claim made before a

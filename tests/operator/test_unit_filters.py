@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from kova.operator import filters as F
-from kova.operator.request import RequestSpec, ServerGroupInfo
+from kova.operator.scheduler.request import RequestSpec, ServerGroupInfo
 
 pytestmark = pytest.mark.unit
 

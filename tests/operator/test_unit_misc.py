@@ -10,9 +10,9 @@ import pytest
 
 from kova.operator import contract
 from kova.operator.controller import lease_fresh
-from kova.operator.filters import HostInfo
+from kova.operator.scheduler.filters import HostInfo
 from kova.operator.queue import WorkQueue
-from kova.operator.scheduler import parse_candidates
+from kova.operator.scheduler.scheduler import parse_candidates
 from kova.operator.status import attempts_history, is_build_failed, set_condition
 
 pytestmark = pytest.mark.unit

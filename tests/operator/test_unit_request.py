@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from kova.operator import contract
-from kova.operator.request import (
+from kova.operator.scheduler.request import (
     InvalidRequest,
     MissingDependency,
     build_request,

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from kova.operator.filters import Candidate, HostInfo
-from kova.operator.request import RequestSpec, ServerGroupInfo
-from kova.operator.weighers import (
+from kova.operator.scheduler.filters import Candidate, HostInfo
+from kova.operator.scheduler.request import RequestSpec, ServerGroupInfo
+from kova.operator.scheduler.weighers import (
     BuildFailures,
     WeighConfig,
     WeighContext,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kova.operator import contract
-from kova.operator.filters import (
+from kova.operator.scheduler.filters import (
     DEFAULT_FILTERS,
     Candidate,
     HostInfo,
@@ -23,8 +23,8 @@ from kova.operator.filters import (
     run_filters,
 )
 from kova.operator.placement import Conflict, Placement, PlacementError
-from kova.operator.request import RequestSpec, format_resources
-from kova.operator.weighers import WeighConfig, WeighContext, order_candidates, weigh
+from kova.operator.scheduler.request import RequestSpec, format_resources
+from kova.operator.scheduler.weighers import WeighConfig, WeighContext, order_candidates, weigh
 
 LOG = logging.getLogger("kova.operator.scheduler")
 

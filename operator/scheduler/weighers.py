@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from kova.operator.filters import Candidate
-from kova.operator.request import RequestSpec
+from kova.operator.scheduler.filters import Candidate
+from kova.operator.scheduler.request import RequestSpec
 
 
 @dataclass

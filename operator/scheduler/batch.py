@@ -29,12 +29,12 @@ import logging
 from dataclasses import dataclass
 
 from kova.operator import contract, metrics
-from kova.operator.filters import Candidate, describe_rejections, run_filters
+from kova.operator.scheduler.filters import Candidate, describe_rejections, run_filters
 from kova.operator.placement import Conflict
-from kova.operator.request import RequestSpec
-from kova.operator.scheduler import Decision, NoValidHost, Scheduler
+from kova.operator.scheduler.request import RequestSpec
+from kova.operator.scheduler.scheduler import Decision, NoValidHost, Scheduler
 
-LOG = logging.getLogger("kova.operator.batch")
+LOG = logging.getLogger("kova.operator.scheduler.batch")
 
 
 def batchable(req: RequestSpec) -> bool:

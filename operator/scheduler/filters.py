@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kova.operator.request import RequestSpec
+from kova.operator.scheduler.request import RequestSpec
 
 
 @dataclass
