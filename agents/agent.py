@@ -2,7 +2,7 @@
 
 Threads (all daemons; :meth:`Agent.stop` ends them):
 
-* ``watch`` -- lists and watches the Instances labelled ``kova.dev/host=<host>``
+* ``watch`` -- lists and watches the Instances labelled with this host (``names.LABEL_HOST``)
   into a local cache, queueing each changed Instance;
 * ``worker-N`` -- take Instance keys from a :class:`WorkQueue` and reconcile
   them (one key is never reconciled by two workers at once);
@@ -38,7 +38,8 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from kova.agents import contract, status as st
+from kova.crds import names
+from kova.agents import status as st
 from kova.agents.domain import (
     DomainMetadata,
     DomainSpec,
@@ -50,7 +51,9 @@ from kova.agents.domain import (
 from kova.agents.driver import DomainInfo, DomainState, DriverError, LibvirtDriver, start_event_loop
 from kova.agents.images import ImageCache, ImageError, ImageSource, create_overlay
 from kova.agents.metrics import AgentMetrics, serve as serve_metrics
-from kova.agents.workqueue import WorkQueue
+from kova.crds import objects as ob
+from kova.crds.names import InstancePhase, PowerState, RunStrategy
+from kova.workqueue import WorkQueue
 
 log = logging.getLogger("kova.agents.agent")
 
@@ -83,10 +86,10 @@ class AgentConfig:
     metrics_bind: str = "0.0.0.0"
     workers: int = 4
     resync_seconds: float = 30.0
-    lease_renew_seconds: float = contract.LEASE_RENEW_SECONDS
-    lease_duration_seconds: int = contract.LEASE_DURATION_SECONDS
+    lease_renew_seconds: float = names.LEASE_RENEW_SECONDS
+    lease_duration_seconds: int = names.LEASE_DURATION_SECONDS
     shutdown_timeout: float = 60.0
-    lease_namespace: str = contract.LEASE_NAMESPACE
+    lease_namespace: str = names.LEASE_NAMESPACE
     #: Cached images unused this long (seconds) are removed; 0 keeps them.
     image_cache_ttl: float = 24 * 3600.0
     #: Scheduling class of the guests' vCPU threads: default, batch or idle
@@ -287,7 +290,7 @@ class Agent:
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": name, "namespace": ns, "labels": {contract.HOST_LABEL: name}},
+            "metadata": {"name": name, "namespace": ns, "labels": {names.LABEL_HOST: name}},
             "spec": {**spec, "acquireTime": now},
         }
         try:
@@ -306,26 +309,26 @@ class Agent:
     def _get_host(self) -> dict:
         try:
             return self.custom.get_cluster_custom_object(
-                contract.GROUP, contract.VERSION, contract.HOSTS, self.host
+                names.GROUP, names.VERSION, names.HOSTS, self.host
             )
         except ApiException as exc:
             if exc.status != 404:
                 raise
         body = {
-            "apiVersion": contract.API_VERSION,
+            "apiVersion": names.API_VERSION,
             "kind": "Host",
             "metadata": {"name": self.host},
             "spec": {},
         }
         try:
             return self.custom.create_cluster_custom_object(
-                contract.GROUP, contract.VERSION, contract.HOSTS, body
+                names.GROUP, names.VERSION, names.HOSTS, body
             )
         except ApiException as exc:
             if exc.status != 409:
                 raise
             return self.custom.get_cluster_custom_object(
-                contract.GROUP, contract.VERSION, contract.HOSTS, self.host
+                names.GROUP, names.VERSION, names.HOSTS, self.host
             )
 
     def register_host(self) -> dict:
@@ -368,13 +371,13 @@ class Agent:
             )
             self.placement.set_inventories(self.rp_uuid, inv)
             body["traits"] = self.placement.set_traits(
-                self.rp_uuid, wanted_traits, keep=(contract.TRAIT_DISABLED,)
+                self.rp_uuid, wanted_traits, keep=(names.TRAIT_DISABLED,)
             )
             body["resourceProviderUUID"] = self.rp_uuid
             body["allocated"] = self._allocated()
         else:
             body["traits"] = wanted_traits
-        self._apply_status(None, contract.HOSTS, self.host, "Host", body)
+        self._apply_status(None, names.HOSTS, self.host, "Host", body)
         self._host_spec_seen = json.dumps(spec, sort_keys=True)
         log.info("registered host %s: %d vCPU, %d MiB, %d GiB, provider %s",
                  self.host, info.cpus, info.memory_mib, disk_gib, self.rp_uuid)
@@ -420,7 +423,7 @@ class Agent:
                     if self.rp_uuid:
                         body["allocated"] = self._allocated()
                         body["resourceProviderUUID"] = self.rp_uuid
-                    self._apply_status(None, contract.HOSTS, self.host, "Host", body)
+                    self._apply_status(None, names.HOSTS, self.host, "Host", body)
             except Exception as exc:
                 log.warning("host sync failed: %s", exc)
             if time.monotonic() >= next_resync:
@@ -497,11 +500,11 @@ class Agent:
     # ==================================================================
     # Watch
     def _watch_loop(self) -> None:
-        selector = f"{contract.HOST_LABEL}={self.host}"
+        selector = f"{names.LABEL_HOST}={self.host}"
         while not self._stop.is_set():
             try:
                 lst = self.custom.list_cluster_custom_object(
-                    contract.GROUP, contract.VERSION, contract.INSTANCES,
+                    names.GROUP, names.VERSION, names.INSTANCES,
                     label_selector=selector,
                 )
                 rv = lst["metadata"]["resourceVersion"]
@@ -523,7 +526,7 @@ class Agent:
                 self._watch = k8s_watch.Watch()
                 for ev in self._watch.stream(
                     self.custom.list_cluster_custom_object,
-                    contract.GROUP, contract.VERSION, contract.INSTANCES,
+                    names.GROUP, names.VERSION, names.INSTANCES,
                     label_selector=selector, resource_version=rv,
                     timeout_seconds=300, allow_watch_bookmarks=True,
                 ):
@@ -627,8 +630,8 @@ class Agent:
             log.debug("%s/%s: labelled for %s but status.host is %r; waiting",
                       *key, self.host, placed)
             return
-        built = st.get_condition(obj, contract.COND_BUILT)
-        if built and built.get("status") == "False" and built.get("reason") == contract.REASON_BUILD_FAILED:
+        built = st.get_condition(obj, names.COND_BUILT)
+        if built and built.get("status") == "False" and built.get("reason") == names.REASON_BUILD_FAILED:
             return  # the operator reschedules (and resets Built) -- no retry loop here
         info = self.driver.get(uid)
         first_start = not (built and built.get("status") == "True")
@@ -648,17 +651,16 @@ class Agent:
         md = obj["metadata"]
         uid = md["uid"]
         key = _key(obj)
-        spec = obj.get("spec") or {}
-        strategy = spec.get("runStrategy") or st.ALWAYS
+        strategy = ob.run_strategy(obj)
         ann = md.get("annotations") or {}
         meta = info.meta or DomainMetadata(uid=uid, namespace=key[0], name=key[1])
         state = info.state
-        if meta.run_strategy == st.HALTED and strategy != st.HALTED:
+        if meta.run_strategy == RunStrategy.HALTED and strategy != RunStrategy.HALTED:
             first_start = True
-        power_ann = ann.get(contract.POWER_ANNOTATION)
+        power_ann = ann.get(names.ANNOTATION_POWER)
         action = st.power_action(strategy, state, first_start=first_start,
                                  power_annotation=power_ann)
-        restart = ann.get(contract.RESTART_ANNOTATION, "")
+        restart = ann.get(names.ANNOTATION_RESTART, "")
         new_meta = meta
         events: list[tuple[str, str, str]] = []
         if first_start and not meta.restart_token and restart:
@@ -687,7 +689,7 @@ class Agent:
                 events.append(("Normal", "Stopping",
                                f"shutting the domain down on {self.host} (runStrategy {strategy})"))
                 log.info("%s/%s: stopping the domain (runStrategy %s%s)", *key, strategy,
-                         f", {contract.POWER_ANNOTATION}={power_ann}" if power_ann else "")
+                         f", {names.ANNOTATION_POWER}={power_ann}" if power_ann else "")
             first = self._stopping.setdefault(uid, time.monotonic())
             if time.monotonic() - first >= self.cfg.shutdown_timeout:
                 log.warning("%s/%s: no clean shutdown within %.0fs; destroying",
@@ -706,7 +708,7 @@ class Agent:
             if uid in self._build_started and not first_start:
                 self._build_started.pop(uid, None)
         if strategy != meta.run_strategy:
-            new_meta = dataclasses.replace(new_meta, run_strategy=strategy)
+            new_meta = dataclasses.replace(new_meta, run_strategy=str(strategy))
         if new_meta != meta and info.meta is not None:
             self.driver.set_metadata(uid, new_meta)
         self._report(obj, state)
@@ -718,15 +720,16 @@ class Agent:
         uid = md["uid"]
         phase, ready, reason, message = st.phase_and_ready(state)
         if state is not None and (self._stopping.get(uid) is not None) and state.running:
-            phase, reason, message = "Running", "Stopping", "the guest is shutting down"
+            phase, reason, message = (InstancePhase.RUNNING, names.REASON_STOPPING,
+                                       "the guest is shutting down")
         wanted: dict[str, Any] = {
             "phase": phase,
-            "powerState": state.power_state if state is not None else "NoState",
+            "powerState": state.power_state if state is not None else PowerState.NO_STATE,
             "console": {"logPath": str(self._paths(uid)["console"])},
             "conditions": [
-                st.condition(obj, contract.COND_BUILT, "True", contract.REASON_BUILT,
+                st.condition(obj, names.COND_BUILT, "True", names.REASON_BUILT,
                              f"domain {domain_name(*_key(obj))} defined on {self.host}"),
-                st.condition(obj, contract.COND_READY, ready, reason, message),
+                st.condition(obj, names.COND_READY, ready, reason, message),
             ],
         }
         if self.cfg.network or self.cfg.bridge:
@@ -741,7 +744,7 @@ class Agent:
             else:
                 self._awaiting_address.pop(uid, None)
         if force_built or st.status_changed(obj, wanted):
-            self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", wanted,
+            self._apply_status(obj, names.INSTANCES, md["name"], "Instance", wanted,
                                namespace=md["namespace"])
 
     # ------------------------------------------------------------------
@@ -763,14 +766,14 @@ class Agent:
             return res
         ref = (spec.get("flavorRef") or {}).get("name")
         if not ref:
-            raise BuildError(contract.ERROR_INTERNAL, "the instance has neither resources nor a flavor")
+            raise BuildError(names.ERROR_INTERNAL, "the instance has neither resources nor a flavor")
         try:
             flavor = self.custom.get_cluster_custom_object(
-                contract.GROUP, contract.VERSION, contract.FLAVORS, ref
+                names.GROUP, names.VERSION, names.FLAVORS, ref
             )
         except ApiException as exc:
             if exc.status == 404:
-                raise BuildError(contract.ERROR_INTERNAL, f"flavor {ref} not found") from None
+                raise BuildError(names.ERROR_INTERNAL, f"flavor {ref} not found") from None
             raise
         fs = flavor.get("spec") or {}
         return {"vcpus": fs["vcpus"], "memoryMiB": fs["memoryMiB"], "diskGiB": fs["diskGiB"]}
@@ -779,11 +782,11 @@ class Agent:
         ref = ((obj.get("spec") or {}).get("imageRef") or {}).get("name")
         try:
             image = self.custom.get_cluster_custom_object(
-                contract.GROUP, contract.VERSION, contract.IMAGES, ref
+                names.GROUP, names.VERSION, names.IMAGES, ref
             )
         except ApiException as exc:
             if exc.status == 404:
-                raise BuildError(contract.ERROR_IMAGE_NOT_FOUND,
+                raise BuildError(names.ERROR_IMAGE_NOT_FOUND,
                                  f"Image {ref} does not exist") from None
             raise
         return ImageSource.from_image(image), image
@@ -800,13 +803,13 @@ class Agent:
             secret = self.core.read_namespaced_secret(ref["name"], ns)
         except ApiException as exc:
             if exc.status == 404:
-                raise BuildError(contract.ERROR_USER_DATA,
+                raise BuildError(names.ERROR_USER_DATA,
                                  f"Secret {ns}/{ref['name']} does not exist") from None
             raise
         key = ref.get("key") or "userdata"
         data = (secret.data or {}).get(key)
         if data is None:
-            raise BuildError(contract.ERROR_USER_DATA,
+            raise BuildError(names.ERROR_USER_DATA,
                              f"Secret {ns}/{ref['name']} has no key {key!r}")
         return base64.b64decode(data).decode("utf-8", errors="replace")
 
@@ -830,12 +833,12 @@ class Agent:
             md = obj["metadata"]
             message = f"waiting for the user data: {exc.message}"
             wanted = {"conditions": [
-                st.condition(obj, contract.COND_BUILT, "Unknown", exc.code, message),
-                st.condition(obj, contract.COND_READY, "False", exc.code, message),
+                st.condition(obj, names.COND_BUILT, "Unknown", exc.code, message),
+                st.condition(obj, names.COND_READY, "False", exc.code, message),
             ]}
             if st.status_changed(obj, wanted):
                 log.warning("%s/%s: %s (retrying with back-off)", *key, message)
-                self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", wanted,
+                self._apply_status(obj, names.INSTANCES, md["name"], "Instance", wanted,
                                    namespace=md["namespace"])
                 self._event(obj, "Warning", exc.code, f"{self.host}: {message}")
             else:
@@ -863,13 +866,13 @@ class Agent:
         obj = self._ensure_finalizer(obj)
         step("finalizer")
         log.info("%s/%s: building (uid %s)", *key, uid)
-        self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", {
-            "phase": "Building",
-            "powerState": "NoState",
+        self._apply_status(obj, names.INSTANCES, md["name"], "Instance", {
+            "phase": InstancePhase.BUILDING,
+            "powerState": PowerState.NO_STATE,
             "conditions": [
-                st.condition(obj, contract.COND_BUILT, "Unknown", contract.REASON_BUILDING,
+                st.condition(obj, names.COND_BUILT, "Unknown", names.REASON_BUILDING,
                              f"building on {self.host}"),
-                st.condition(obj, contract.COND_READY, "False", contract.REASON_BUILDING,
+                st.condition(obj, names.COND_READY, "False", names.REASON_BUILDING,
                              "the domain is being built"),
             ],
         }, namespace=md["namespace"])
@@ -883,7 +886,7 @@ class Agent:
             if old is not None and old.UUIDString() != uid:
                 old_info = self.driver.info(old)
                 if not self._mine(old_info):
-                    raise BuildError(contract.ERROR_LIBVIRT,
+                    raise BuildError(names.ERROR_LIBVIRT,
                                      f"a domain named {name} that this agent did not "
                                      f"create exists (uuid {old_info.uuid})")
                 self._teardown_verified(old_info.uuid, key)
@@ -915,7 +918,7 @@ class Agent:
                     uid=uid, namespace=key[0], name=key[1], host=self.host,
                     image=source.name, generation=int(md.get("generation") or 0),
                     created=st.now_rfc3339(),
-                    restart_token=(md.get("annotations") or {}).get(contract.RESTART_ANNOTATION, ""),
+                    restart_token=(md.get("annotations") or {}).get(names.ANNOTATION_RESTART, ""),
                     run_strategy="",
                 ),
                 vcpus=int(res["vcpus"]),
@@ -951,12 +954,12 @@ class Agent:
             raise BuildError(exc.code, exc.message) from exc
         except (DriverError, DomainSpecError) as exc:
             self._undo_build(uid, created_dir)
-            raise BuildError(contract.ERROR_LIBVIRT, str(exc)) from exc
+            raise BuildError(names.ERROR_LIBVIRT, str(exc)) from exc
         except ApiException:
             raise  # the API server hiccupped: retry the reconcile, not a build failure
         except OSError as exc:
             self._undo_build(uid, created_dir)
-            raise BuildError(contract.ERROR_INTERNAL, str(exc)) from exc
+            raise BuildError(names.ERROR_INTERNAL, str(exc)) from exc
 
     def _count_image(self, cached) -> None:
         if cached.hit:
@@ -983,22 +986,22 @@ class Agent:
         # reader who sees the condition also sees the finalizer gone) -- then
         # deleting the Instance does not wait for this agent.
         self._remove_finalizer(obj)
-        self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", {
-            "powerState": "NoState",
+        self._apply_status(obj, names.INSTANCES, md["name"], "Instance", {
+            "powerState": PowerState.NO_STATE,
             "conditions": [
-                st.condition(obj, contract.COND_BUILT, "False", contract.REASON_BUILD_FAILED,
+                st.condition(obj, names.COND_BUILT, "False", names.REASON_BUILD_FAILED,
                              f"{exc.code}: {exc.message}"),
-                st.condition(obj, contract.COND_READY, "False", exc.code, exc.message),
+                st.condition(obj, names.COND_READY, "False", exc.code, exc.message),
             ],
         }, namespace=md["namespace"])
-        self._event(obj, "Warning", contract.REASON_BUILD_FAILED,
+        self._event(obj, "Warning", names.REASON_BUILD_FAILED,
                     f"{self.host}: {exc.code}: {exc.message}")
 
     # ------------------------------------------------------------------
     def _delete(self, obj: dict) -> None:
         md = obj["metadata"]
         uid = md["uid"]
-        if contract.AGENT_FINALIZER not in (md.get("finalizers") or []):
+        if names.FINALIZER_AGENT not in (md.get("finalizers") or []):
             return
         log.info("%s/%s: deleting the domain and its disks", *_key(obj))
         self._teardown(uid)
@@ -1020,7 +1023,7 @@ class Agent:
         it is gone."""
         try:
             return self.custom.get_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, namespace, contract.INSTANCES, name
+                names.GROUP, names.VERSION, namespace, names.INSTANCES, name
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -1037,7 +1040,7 @@ class Agent:
         # placement here.  Set to another host: moved (evacuated) away.
         return (
             md.get("uid") == uid
-            and (md.get("labels") or {}).get(contract.HOST_LABEL) == self.host
+            and (md.get("labels") or {}).get(names.LABEL_HOST) == self.host
             and placed in (None, self.host)
         )
 
@@ -1080,7 +1083,7 @@ class Agent:
     def _apply_status(self, obj: dict | None, plural: str, name: str, kind: str,
                       status: dict, namespace: str | None = None) -> None:
         body = {
-            "apiVersion": contract.API_VERSION,
+            "apiVersion": names.API_VERSION,
             "kind": kind,
             "metadata": {"name": name, **({"namespace": namespace} if namespace else {})},
             "status": status,
@@ -1089,11 +1092,11 @@ class Agent:
         try:
             if namespace:
                 new = self.custom.patch_namespaced_custom_object_status(
-                    contract.GROUP, contract.VERSION, namespace, plural, name, body, **kw
+                    names.GROUP, names.VERSION, namespace, plural, name, body, **kw
                 )
             else:
                 new = self.custom.patch_cluster_custom_object_status(
-                    contract.GROUP, contract.VERSION, plural, name, body, **kw
+                    names.GROUP, names.VERSION, plural, name, body, **kw
                 )
         except ApiException as exc:
             if exc.status == 404:
@@ -1111,16 +1114,16 @@ class Agent:
         ns, name, uid = md["namespace"], md["name"], md["uid"]
         for _ in range(10):
             fins = list(md.get("finalizers") or [])
-            has = contract.AGENT_FINALIZER in fins
+            has = names.FINALIZER_AGENT in fins
             if has == add:
                 return obj
-            fins = fins + [contract.AGENT_FINALIZER] if add else [
-                f for f in fins if f != contract.AGENT_FINALIZER
+            fins = fins + [names.FINALIZER_AGENT] if add else [
+                f for f in fins if f != names.FINALIZER_AGENT
             ]
             patch = {"metadata": {"finalizers": fins, "resourceVersion": md["resourceVersion"]}}
             try:
                 return self.custom.patch_namespaced_custom_object(
-                    contract.GROUP, contract.VERSION, ns, contract.INSTANCES, name, patch,
+                    names.GROUP, names.VERSION, ns, names.INSTANCES, name, patch,
                     _content_type=MERGE,
                 )
             except ApiException as exc:
@@ -1129,7 +1132,7 @@ class Agent:
                 if exc.status != 409:
                     raise
             obj = self.custom.get_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, ns, contract.INSTANCES, name
+                names.GROUP, names.VERSION, ns, names.INSTANCES, name
             )
             md = obj["metadata"]
             if md.get("uid") != uid:
@@ -1143,7 +1146,7 @@ class Agent:
         md = obj["metadata"]
         try:  # the cached copy may predate our own finalizer: read it afresh
             fresh = self.custom.get_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, md["namespace"], contract.INSTANCES, md["name"]
+                names.GROUP, names.VERSION, md["namespace"], names.INSTANCES, md["name"]
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -1161,7 +1164,7 @@ class Agent:
             "kind": "Event",
             "metadata": {"generateName": f"{md['name']}.", "namespace": md["namespace"]},
             "involvedObject": {
-                "apiVersion": contract.API_VERSION, "kind": "Instance",
+                "apiVersion": names.API_VERSION, "kind": "Instance",
                 "name": md["name"], "namespace": md["namespace"], "uid": md["uid"],
             },
             "type": etype,
@@ -1191,5 +1194,6 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def st_power_states() -> tuple[str, ...]:
-    return ("Running", "Paused", "Shutdown", "Crashed", "Suspended", "NoState")
+def st_power_states() -> tuple[PowerState, ...]:
+    """The power states the domains gauge reports (all but Unknown)."""
+    return tuple(s for s in PowerState if s != PowerState.UNKNOWN)

@@ -25,9 +25,9 @@ import hashlib
 import xml.etree.ElementTree as ET
 from typing import Literal
 
-from kova.agents import contract
+from kova.crds import names
 
-ET.register_namespace(contract.DOMAIN_XMLNS_PREFIX, contract.DOMAIN_XMLNS)
+ET.register_namespace(names.DOMAIN_XMLNS_PREFIX, names.DOMAIN_XMLNS)
 
 DomainType = Literal["qemu", "kvm"]
 CpuMode = Literal["none", "host-model", "host-passthrough", "custom"]
@@ -36,7 +36,7 @@ CpuMode = Literal["none", "host-model", "host-passthrough", "custom"]
 VcpuScheduler = Literal["default", "batch", "idle"]
 VCPU_SCHEDULERS: tuple[str, ...] = ("default", "batch", "idle")
 
-_NS = "{" + contract.DOMAIN_XMLNS + "}"
+_NS = "{" + names.DOMAIN_XMLNS + "}"
 
 
 class DomainSpecError(ValueError):

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import libvirt
 
-from kova.agents import contract
+from kova.crds import names
+from kova.crds.names import PowerState
 from kova.agents.domain import (
     DomainMetadata,
     DomainSpecError,
@@ -67,14 +68,14 @@ def start_event_loop() -> None:
 
 #: libvirt state -> Instance status.powerState (Nova's mapping).
 POWER_STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "NoState",
-    libvirt.VIR_DOMAIN_RUNNING: "Running",
-    libvirt.VIR_DOMAIN_BLOCKED: "Running",
-    libvirt.VIR_DOMAIN_PAUSED: "Paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "Running",  # shutting down: still running
-    libvirt.VIR_DOMAIN_SHUTOFF: "Shutdown",
-    libvirt.VIR_DOMAIN_CRASHED: "Crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "Suspended",
+    libvirt.VIR_DOMAIN_NOSTATE: PowerState.NO_STATE,
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,  # shutting down: still running
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUTDOWN,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
 }
 
 #: Shut-off reasons that count as a failure (RerunOnFailure restarts those).
@@ -103,8 +104,8 @@ class DomainState:
     reason: int
 
     @property
-    def power_state(self) -> str:
-        return POWER_STATES.get(self.state, "NoState")
+    def power_state(self) -> PowerState:
+        return POWER_STATES.get(self.state, PowerState.NO_STATE)
 
     @property
     def running(self) -> bool:
@@ -483,7 +484,7 @@ class LibvirtDriver:
             if d.isActive():
                 flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
             d.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml,
-                          contract.DOMAIN_XMLNS_PREFIX, contract.DOMAIN_XMLNS, flags)
+                          names.DOMAIN_XMLNS_PREFIX, names.DOMAIN_XMLNS, flags)
 
         return self._op(uid, "set metadata of", setmd)
 

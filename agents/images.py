@@ -9,7 +9,7 @@ content, named by its SHA-256: ``<sha256>.<format>``.  A fetch
 * is atomic: data goes to a temporary file in the same directory, is
   hashed while written, fsynced, verified, then renamed into place;
 * is verified: when the Image names a sha256 a file that does not match is
-  refused (:data:`~kova.agents.contract.ERROR_IMAGE_CHECKSUM`) and removed;
+  refused (:data:`~kova.agents.names.ERROR_IMAGE_CHECKSUM`) and removed;
   ``qemu-img info`` must agree with the declared format and the image must not
   name a backing file of its own (a qcow2 could otherwise point a guest at any
   file on the host);
@@ -18,7 +18,7 @@ content, named by its SHA-256: ``<sha256>.<format>``.  A fetch
   default paths, which honour ``SSL_CERT_FILE``/``SSL_CERT_DIR``) plus an
   optional CA bundle (``kova agent run --image-ca-file``); a server the agent
   does not trust is refused with a message that says so
-  (:data:`~kova.agents.contract.ERROR_IMAGE_DOWNLOAD`).
+  (:data:`~kova.agents.names.ERROR_IMAGE_DOWNLOAD`).
 
 Images without a sha256 are cached under the hash of their source
 (``src-<sha256 of the URL or path>``), verified against nothing but still
@@ -45,7 +45,7 @@ from pathlib import Path
 
 import httpx
 
-from kova.agents import contract
+from kova.crds import names
 
 log = logging.getLogger("kova.agents.images")
 
@@ -54,7 +54,7 @@ GiB = 1 << 30
 
 
 class ImageError(Exception):
-    """An image cannot be used; ``code`` is one of the contract's ERROR_* codes."""
+    """An image cannot be used; ``code`` is one of the ERROR_* codes of :mod:`kova.crds.names`."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -125,7 +125,7 @@ def qemu_img_info(path: Path | str) -> dict:
     )
     if proc.returncode != 0:
         raise ImageError(
-            contract.ERROR_IMAGE_INVALID,
+            names.ERROR_IMAGE_INVALID,
             f"qemu-img cannot read {path}: {proc.stderr.strip() or proc.stdout.strip()}",
         )
     return json.loads(proc.stdout)
@@ -212,9 +212,9 @@ class ImageCache:
     def fetch(self, source: ImageSource) -> CachedImage:
         """The cached, verified copy of ``source``; fetched on a miss."""
         if not source.url and not source.host_path:
-            raise ImageError(contract.ERROR_IMAGE_NOT_FOUND, f"image {source.name} has no source")
+            raise ImageError(names.ERROR_IMAGE_NOT_FOUND, f"image {source.name} has no source")
         if source.format not in ("qcow2", "raw"):
-            raise ImageError(contract.ERROR_IMAGE_INVALID, f"unsupported format {source.format}")
+            raise ImageError(names.ERROR_IMAGE_INVALID, f"unsupported format {source.format}")
         final = self.path_for(source)
         with self._locked(source.key):
             if final.exists():
@@ -240,7 +240,7 @@ class ImageCache:
                     digest, size = self._copy_local(source, tmp)
                 if source.sha256 and digest != source.sha256.lower():
                     raise ImageError(
-                        contract.ERROR_IMAGE_CHECKSUM,
+                        names.ERROR_IMAGE_CHECKSUM,
                         f"image {source.name}: sha256 of {source.location} is {digest}, "
                         f"expected {source.sha256.lower()}",
                     )
@@ -288,12 +288,12 @@ class ImageCache:
         found = info.get("format")
         if found != source.format:
             raise ImageError(
-                contract.ERROR_IMAGE_INVALID,
+                names.ERROR_IMAGE_INVALID,
                 f"image {source.name} is declared {source.format} but the file is {found}",
             )
         if info.get("backing-filename") or info.get("full-backing-filename"):
             raise ImageError(
-                contract.ERROR_IMAGE_INVALID,
+                names.ERROR_IMAGE_INVALID,
                 f"image {source.name} names a backing file; refusing it",
             )
         return info
@@ -323,12 +323,12 @@ class ImageCache:
             with client.stream("GET", source.url) as resp:
                 if resp.status_code == 404:
                     raise ImageError(
-                        contract.ERROR_IMAGE_NOT_FOUND,
+                        names.ERROR_IMAGE_NOT_FOUND,
                         f"image {source.name}: {source.url} answered 404 Not Found",
                     )
                 if resp.status_code >= 400:
                     raise ImageError(
-                        contract.ERROR_IMAGE_DOWNLOAD,
+                        names.ERROR_IMAGE_DOWNLOAD,
                         f"image {source.name}: {source.url} answered {resp.status_code}",
                     )
                 total = int(resp.headers["content-length"]) if "content-length" in resp.headers else None
@@ -342,16 +342,16 @@ class ImageCache:
                     os.fsync(out.fileno())
                 if total is not None and size != total:
                     raise ImageError(
-                        contract.ERROR_IMAGE_DOWNLOAD,
+                        names.ERROR_IMAGE_DOWNLOAD,
                         f"image {source.name}: got {size} of {total} bytes",
                     )
         except httpx.HTTPError as exc:
             tls = _ssl_cause(exc)
             if tls is not None:
-                raise ImageError(contract.ERROR_IMAGE_DOWNLOAD,
+                raise ImageError(names.ERROR_IMAGE_DOWNLOAD,
                                  self._tls_message(source, exc, tls)) from exc
             raise ImageError(
-                contract.ERROR_IMAGE_DOWNLOAD, f"image {source.name}: {source.url}: {exc}"
+                names.ERROR_IMAGE_DOWNLOAD, f"image {source.name}: {source.url}: {exc}"
             ) from exc
         finally:
             if self._http is None:
@@ -388,12 +388,12 @@ class ImageCache:
             real = src.resolve(strict=True)
         except (OSError, RuntimeError):
             raise ImageError(
-                contract.ERROR_IMAGE_NOT_FOUND,
+                names.ERROR_IMAGE_NOT_FOUND,
                 f"image {source.name}: {source.host_path} does not exist on this host",
             ) from None
         if not real.is_file():
             raise ImageError(
-                contract.ERROR_IMAGE_NOT_FOUND,
+                names.ERROR_IMAGE_NOT_FOUND,
                 f"image {source.name}: {source.host_path} is not a regular file",
             )
         log.info("image %s: copying %s", source.name, real)
@@ -461,7 +461,7 @@ def create_overlay(base: CachedImage, dest: Path, size_bytes: int) -> Path:
     (at least the image's own virtual size); written atomically."""
     if size_bytes < base.virtual_size:
         raise ImageError(
-            contract.ERROR_DISK_TOO_SMALL,
+            names.ERROR_DISK_TOO_SMALL,
             f"the image needs {base.virtual_size} bytes of disk, the instance has {size_bytes}",
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -475,7 +475,7 @@ def create_overlay(base: CachedImage, dest: Path, size_bytes: int) -> Path:
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise ImageError(
-            contract.ERROR_IMAGE_INVALID,
+            names.ERROR_IMAGE_INVALID,
             f"qemu-img create failed: {proc.stderr.strip() or proc.stdout.strip()}",
         )
     os.replace(tmp, dest)

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from kova.agents import contract
+from kova.crds import names
 
 log = logging.getLogger("kova.agents.placement")
 
@@ -41,7 +41,7 @@ class Placement:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 15.0,
                  microversion: str | None = None, ca_file: str | None = None) -> None:
         headers = {
-            "OpenStack-API-Version": f"placement {microversion or contract.PLACEMENT_MICROVERSION}",
+            "OpenStack-API-Version": f"placement {microversion or names.PLACEMENT_MICROVERSION}",
             "Accept": "application/json",
         }
         if token:

@@ -45,7 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-G, V = "kova.dev", "v1alpha1"
+from kova.crds.names import GROUP as G, LABEL_HOST, VERSION as V  # noqa: E402
+
 MERGE = "application/merge-patch+json"
 
 
@@ -218,7 +219,7 @@ class Bench:
             _content_type=MERGE)
         self.custom.patch_namespaced_custom_object(
             G, V, self.ns, "instances", name,
-            {"metadata": {"labels": {"kova.dev/host": self.host}}}, _content_type=MERGE)
+            {"metadata": {"labels": {LABEL_HOST: self.host}}}, _content_type=MERGE)
         return t0
 
     def delete_all(self, names: list[str], timeout: float = 180) -> None:

@@ -15,15 +15,14 @@ structural OpenAPI v3 schema; see ``docs/api.md`` for the rules it follows.
 from __future__ import annotations
 
 import datetime as dt
-from enum import Enum
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-GROUP = "kova.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from .names import API_VERSION, GROUP, VERSION, ConditionStatus
+
+__all__ = ["API_VERSION", "GROUP", "VERSION", "ConditionStatus"]  # re-exported
 
 # --------------------------------------------------------------------------
 # Patterns and limits (one place, so docs/api.md and the tests agree).
@@ -140,14 +139,6 @@ Trait = Annotated[str, Field(min_length=1, max_length=MAX_TRAIT, pattern=TRAIT_N
 CustomTrait = Annotated[
     str, Field(min_length=8, max_length=MAX_TRAIT, pattern=CUSTOM_TRAIT_NAME)
 ]
-
-
-class ConditionStatus(str, Enum):
-    """Whether a condition holds: ``True``, ``False`` or ``Unknown``."""
-
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
 
 
 class Condition(KovaModel):

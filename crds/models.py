@@ -18,11 +18,23 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from enum import Enum
 from typing import Annotated, Literal
 
 from pydantic import Field
 
+from .names import (
+    AddressFamily,
+    Architecture,
+    CPUPolicy,
+    Firmware,
+    HostState,
+    ImageFormat,
+    InstancePhase,
+    OSType,
+    PowerState,
+    RunStrategy,
+    ServerGroupPolicy,
+)
 from .common import (
     DNS_LABEL,
     MAX_LABEL,
@@ -81,11 +93,6 @@ def _presence_immutable(field: str) -> dict[str, str]:
 # Flavor
 
 
-class CPUPolicy(str, Enum):
-    """How guest vCPUs map onto host CPUs."""
-
-    SHARED = "shared"
-    DEDICATED = "dedicated"
 
 
 class FlavorExtraSpecs(KovaModel):
@@ -205,32 +212,12 @@ class Flavor(KovaObject):
 # Image
 
 
-class ImageFormat(str, Enum):
-    """The disk format of the image file."""
-
-    QCOW2 = "qcow2"
-    RAW = "raw"
 
 
-class Architecture(str, Enum):
-    """CPU architecture the image is built for."""
-
-    X86_64 = "x86_64"
-    AARCH64 = "aarch64"
 
 
-class Firmware(str, Enum):
-    """Firmware the guest boots with."""
-
-    BIOS = "bios"
-    UEFI = "uefi"
 
 
-class OSType(str, Enum):
-    """Operating system family of the guest."""
-
-    LINUX = "linux"
-    WINDOWS = "windows"
 
 
 class ImageSource(KovaModel):
@@ -383,13 +370,6 @@ class Image(KovaObject):
 # ServerGroup
 
 
-class ServerGroupPolicy(str, Enum):
-    """How the members of a server group are spread over hosts."""
-
-    AFFINITY = "affinity"
-    ANTI_AFFINITY = "anti-affinity"
-    SOFT_AFFINITY = "soft-affinity"
-    SOFT_ANTI_AFFINITY = "soft-anti-affinity"
 
 
 class ServerGroupSpec(KovaModel):
@@ -469,46 +449,10 @@ class ServerGroup(KovaObject):
 # Instance
 
 
-class RunStrategy(str, Enum):
-    """Whether and when the virtual machine should be running (KubeVirt's run
-    strategies)."""
-
-    ALWAYS = "Always"
-    HALTED = "Halted"
-    MANUAL = "Manual"
-    RERUN_ON_FAILURE = "RerunOnFailure"
-    ONCE = "Once"
 
 
-class InstancePhase(str, Enum):
-    """Coarse lifecycle phase of an Instance."""
-
-    PENDING = "Pending"
-    SCHEDULING = "Scheduling"
-    SCHEDULED = "Scheduled"
-    BUILDING = "Building"
-    RUNNING = "Running"
-    STOPPED = "Stopped"
-    PAUSED = "Paused"
-    MIGRATING = "Migrating"
-    DELETING = "Deleting"
-    ERROR = "Error"
-    #: The host's agent stopped reporting (its heartbeat Lease expired): the
-    #: last known state may be stale; set by the operator's host monitor.
-    UNKNOWN = "Unknown"
 
 
-class PowerState(str, Enum):
-    """Power state of the libvirt domain, as Nova reports it."""
-
-    NO_STATE = "NoState"
-    RUNNING = "Running"
-    PAUSED = "Paused"
-    SHUTDOWN = "Shutdown"
-    CRASHED = "Crashed"
-    SUSPENDED = "Suspended"
-    #: Nobody can tell: the host is Down (set by the operator's host monitor).
-    UNKNOWN = "Unknown"
 
 
 class UserData(KovaModel):
@@ -642,11 +586,6 @@ class InstanceSpec(KovaModel):
     )
 
 
-class AddressFamily(str, Enum):
-    """IP address family."""
-
-    IPV4 = "IPv4"
-    IPV6 = "IPv6"
 
 
 class InstanceAddress(KovaModel):
@@ -756,12 +695,6 @@ class Instance(KovaObject):
 # Host
 
 
-class HostState(str, Enum):
-    """Liveness of the host's compute agent (from its heartbeat Lease)."""
-
-    UP = "Up"
-    DOWN = "Down"
-    UNKNOWN = "Unknown"
 
 
 class Maintenance(KovaModel):

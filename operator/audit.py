@@ -21,7 +21,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from kova.operator import contract, metrics
+from kova.crds import names
+from kova.operator import metrics
 from kova.operator.kube import Kube
 from kova.operator.placement import Conflict, Placement
 from kova.operator.scheduler.request import format_resources
@@ -53,8 +54,8 @@ class AuditReport:
 async def list_instances(kube: Kube, namespace: str | None = None) -> list[dict]:
     items: list[dict] = []
     cont = None
-    path = (f"/apis/{contract.API_VERSION}/namespaces/{namespace}/instances" if namespace
-            else f"/apis/{contract.API_VERSION}/instances")
+    path = (f"/apis/{names.API_VERSION}/namespaces/{namespace}/instances" if namespace
+            else f"/apis/{names.API_VERSION}/instances")
     while True:
         params = {"limit": "500"}
         if cont:
@@ -67,7 +68,7 @@ async def list_instances(kube: Kube, namespace: str | None = None) -> list[dict]
 
 
 async def host_providers(kube: Kube) -> dict[str, str]:
-    body = await kube.get(f"/apis/{contract.API_VERSION}/hosts")
+    body = await kube.get(f"/apis/{names.API_VERSION}/hosts")
     out = {}
     for h in body.get("items") or []:
         rp = (h.get("status") or {}).get("resourceProviderUUID")
@@ -80,7 +81,7 @@ async def run_audit(kube: Kube, placement: Placement, *, heal: bool = False,
                     emit: Callable[[dict, str, str, str], None] | None = None,
                     namespaces: Sequence[str] = ()) -> AuditReport:
     report = AuditReport()
-    projects = {contract.project_id(ns) for ns in namespaces}
+    projects = {names.project_id(ns) for ns in namespaces}
     # Allocations first, Instances second: an allocation's Instance exists
     # before its claim, so it is in the later list.
     consumers: dict[str, dict] = {}
@@ -99,7 +100,7 @@ async def run_audit(kube: Kube, placement: Placement, *, heal: bool = False,
         fresh = await placement.consumer_allocations(consumer)
         if not fresh.get("allocations"):
             continue
-        if fresh.get("consumer_type") not in (None, contract.CONSUMER_TYPE):
+        if fresh.get("consumer_type") not in (None, names.CONSUMER_TYPE):
             continue  # not an Instance's (e.g. a migration's): not ours to judge
         if projects and fresh.get("project_id") not in projects:
             continue  # another namespace's: not ours to judge
@@ -112,7 +113,7 @@ async def run_audit(kube: Kube, placement: Placement, *, heal: bool = False,
     for inst in instances:
         meta, status = inst["metadata"], inst.get("status") or {}
         host = status.get("host")
-        if not host or status.get("phase") == contract.PHASE_ERROR:
+        if not host or status.get("phase") == names.InstancePhase.ERROR:
             continue
         name = f"{meta['namespace']}/{meta['name']}"
         uid = meta["uid"]
@@ -158,7 +159,7 @@ async def _reclaim(placement: Placement, inst: dict, rp: str | None) -> bool:
     for ar in body.get("allocation_requests") or []:
         try:
             await placement.claim(inst["metadata"]["uid"], ar["allocations"],
-                                  project_id=contract.project_id(inst["metadata"]["namespace"]),
+                                  project_id=names.project_id(inst["metadata"]["namespace"]),
                                   consumer_generation=None)
             return True
         except Conflict:

@@ -28,28 +28,25 @@ from typing import Any
 
 import kopf
 
-from kova.operator import contract, metrics
+from kova.conditions import get_condition, set_condition
+
+from kova.crds import names
+from kova.operator import metrics
 from kova.operator.scheduler.batch import BatchScheduler, batchable
 from kova.operator.config import Settings
 from kova.operator.scheduler.filters import HostInfo
 from kova.operator.kube import (Kube, KubeCredentials, KubeError, host_path, instance_path,
                                 lease_path)
 from kova.operator.placement import Placement, PlacementError
-from kova.operator.queue import WorkQueue
 from kova.operator.scheduler.request import InvalidRequest, MissingDependency, build_request
 from kova.operator.scheduler.scheduler import Decision, NoValidHost, Scheduler
-from kova.operator.status import (
-    attempts_history,
-    describe_attempts,
-    get_condition,
-    is_build_failed,
-    set_condition,
-)
+from kova.operator.status import attempts_history, describe_attempts, is_build_failed
+from kova.workqueue import AsyncWorkQueue
 from kova.operator.scheduler.weighers import BuildFailures, WeighContext
 
 LOG = logging.getLogger("kova.operator")
 
-G, V = contract.GROUP, contract.VERSION
+G, V = names.GROUP, names.VERSION
 
 
 def parse_time(value: str | None) -> float | None:
@@ -86,7 +83,7 @@ def host_info(body: dict, alive: bool, fenced: bool = False) -> HostInfo:
 
 def node_out_of_service(node: dict) -> bool:
     """The Node carries the out-of-service taint (any effect)."""
-    return any(t.get("key") == contract.TAINT_OUT_OF_SERVICE
+    return any(t.get("key") == names.TAINT_OUT_OF_SERVICE
                for t in ((node.get("spec") or {}).get("taints") or []))
 
 
@@ -123,7 +120,7 @@ class Controller:
         self.creds = KubeCredentials.load(settings.kubeconfig)
         self.kube: Kube | None = None
         self.placement: Placement | None = None
-        self.queue: WorkQueue | None = None
+        self.queue: AsyncWorkQueue | None = None
         self.indexes: dict[str, Any] = {}
         self.leases: dict[str, dict] = {}
         self.alive: dict[str, bool] = {}
@@ -192,9 +189,9 @@ class Controller:
         """Why host ``name`` is fenced (a condition reason), or None."""
         body = body if body is not None else self.host_body(name)
         if body is not None and (body.get("spec") or {}).get("fenced"):
-            return contract.HOST_REASON_FENCED_SPEC
+            return names.HOST_REASON_FENCED_SPEC
         if self.node_oos.get(name):
-            return contract.HOST_REASON_FENCED_NODE
+            return names.HOST_REASON_FENCED_NODE
         return None
 
     def host_is_down(self, name: str) -> bool:
@@ -308,7 +305,7 @@ class Controller:
             if not sg:
                 return None
             host = status.get("host") or (body["metadata"].get("labels") or {}).get(
-                contract.LABEL_HOST)
+                names.LABEL_HOST)
             return {(body["metadata"]["namespace"], sg): (body["metadata"]["uid"], host)}
 
         @kopf.index(G, V, "hosts", id="kova_hosts", registry=reg)
@@ -398,7 +395,7 @@ class Controller:
                     ctl.node_oos[name] = oos
                     return
                 ctl.node_oos[name] = oos
-                LOG.info("node %s: %s taint %s", name, contract.TAINT_OUT_OF_SERVICE,
+                LOG.info("node %s: %s taint %s", name, names.TAINT_OUT_OF_SERVICE,
                          "added" if oos else "removed")
                 ctl.hosts_version += 1
                 ctl.enqueue(("host", name))
@@ -439,7 +436,7 @@ class Controller:
         for key in list(idx.keys()) if idx is not None else []:
             body = _first(idx, key)
             if (body and ((body.get("spec") or {}).get("imageRef") or {}).get("name") == image
-                    and contract.ANNOTATION_FAILED_IMAGE
+                    and names.ANNOTATION_FAILED_IMAGE
                     in (body["metadata"].get("annotations") or {})):
                 self.enqueue(("inst", *key))
 
@@ -489,9 +486,9 @@ class Controller:
             self.pending.discard(key)
             await self.finalize(key, body)
             return
-        if status.get("phase") == contract.PHASE_ERROR:
+        if status.get("phase") == names.InstancePhase.ERROR:
             self.pending.discard(key)
-            failed = (meta.get("annotations") or {}).get(contract.ANNOTATION_FAILED_IMAGE)
+            failed = (meta.get("annotations") or {}).get(names.ANNOTATION_FAILED_IMAGE)
             if failed is not None and self.retried.get(meta["uid"]) != failed:
                 image = ((body.get("spec") or {}).get("imageRef") or {}).get("name")
                 now = self.image_identity(image)
@@ -513,10 +510,10 @@ class Controller:
                 await self.handle_build_failure(key, body)
                 return
             labels = meta.get("labels") or {}
-            if labels.get(contract.LABEL_HOST) != status["host"]:
+            if labels.get(names.LABEL_HOST) != status["host"]:
                 await self.kube.merge_patch(instance_path(ns, name), {
-                    "metadata": {"labels": {contract.LABEL_HOST: status["host"]}}})
-            if contract.FINALIZER_OPERATOR not in (meta.get("finalizers") or []):
+                    "metadata": {"labels": {names.LABEL_HOST: status["host"]}}})
+            if names.FINALIZER_OPERATOR not in (meta.get("finalizers") or []):
                 await self.ensure_finalizer(body)
             return
         if uid in self.own_hosts:
@@ -585,9 +582,9 @@ class Controller:
                     decision = await self.scheduler.schedule(req)
                 self.own_hosts[req.uid] = decision.host
         except NoValidHost as exc:
-            metrics.OUTCOMES.labels(reason=contract.REASON_NO_VALID_HOST).inc()
+            metrics.OUTCOMES.labels(reason=names.REASON_NO_VALID_HOST).inc()
             self.pending.add(key)
-            await self.set_waiting(body, contract.REASON_NO_VALID_HOST, exc.message)
+            await self.set_waiting(body, names.REASON_NO_VALID_HOST, exc.message)
             delay = self.backoff(key)
             LOG.info("no valid host for %s/%s uid=%s: %s (retry in %.1fs)",
                      key[1], key[2], body["metadata"]["uid"], exc.message, delay)
@@ -600,14 +597,14 @@ class Controller:
         try:
             placed = await self.record_placement(body, decision.host, decision.alternates,
                                                  size, attempts=1,
-                                                 reason=contract.REASON_SCHEDULED,
+                                                 reason=names.REASON_SCHEDULED,
                                                  message=self._message(decision))
         except Exception:
             self.own_hosts.pop(req.uid, None)  # let the retry adopt the claim
             raise
         if placed is None:
             return
-        metrics.OUTCOMES.labels(reason=contract.REASON_SCHEDULED).inc()
+        metrics.OUTCOMES.labels(reason=names.REASON_SCHEDULED).inc()
         metrics.BUILD_ATTEMPTS.inc()
         created = parse_time(body["metadata"].get("creationTimestamp"))
         if created:
@@ -615,7 +612,7 @@ class Controller:
         LOG.info("scheduled %s/%s uid=%s on %s (tries=%d adopted=%s alternates=%s)",
                  key[1], key[2], req.uid, decision.host, decision.tries, decision.adopted,
                  ",".join(decision.alternates))
-        self.emit(body, "Normal", contract.REASON_SCHEDULED, self._message(decision))
+        self.emit(body, "Normal", names.REASON_SCHEDULED, self._message(decision))
 
     @staticmethod
     def _message(decision) -> str:
@@ -642,10 +639,10 @@ class Controller:
         current = body
         for _ in range(5):
             fins = list(current["metadata"].get("finalizers") or [])
-            patch: dict = {"metadata": {"labels": {contract.LABEL_HOST: host},
+            patch: dict = {"metadata": {"labels": {names.LABEL_HOST: host},
                                         "resourceVersion": current["metadata"]["resourceVersion"]}}
-            if contract.FINALIZER_OPERATOR not in fins:
-                patch["metadata"]["finalizers"] = fins + [contract.FINALIZER_OPERATOR]
+            if names.FINALIZER_OPERATOR not in fins:
+                patch["metadata"]["finalizers"] = fins + [names.FINALIZER_OPERATOR]
             try:
                 body = await self.kube.merge_patch(instance_path(ns, name), patch)
                 break
@@ -663,19 +660,19 @@ class Controller:
 
         def change(current: dict) -> dict | None:
             status = current.get("status") or {}
-            cond = get_condition(current, contract.COND_SCHEDULED) or {}
+            cond = get_condition(current, names.COND_SCHEDULED) or {}
             if (status.get("host") == host and int(status.get("attempts") or 0) == attempts
                     and cond.get("status") == "True"):
                 return None  # already recorded
             conds = set_condition(status.get("conditions"),
-                                  contract.COND_SCHEDULED, "True", reason, message,
+                                  names.COND_SCHEDULED, "True", reason, message,
                                   current["metadata"].get("generation"))
             if reset_built is not None:
-                conds = set_condition(conds, contract.COND_BUILT, "Unknown",
-                                      contract.REASON_RESCHEDULED, reset_built,
+                conds = set_condition(conds, names.COND_BUILT, "Unknown",
+                                      names.REASON_RESCHEDULED, reset_built,
                                       current["metadata"].get("generation"))
             return {
-                "phase": contract.PHASE_SCHEDULED,
+                "phase": names.InstancePhase.SCHEDULED,
                 "host": host,
                 "alternateHosts": alternates or None,
                 "attempts": attempts,
@@ -717,17 +714,17 @@ class Controller:
     async def ensure_finalizer(self, body: dict) -> dict:
         meta = body["metadata"]
         fins = list(meta.get("finalizers") or [])
-        if contract.FINALIZER_OPERATOR in fins:
+        if names.FINALIZER_OPERATOR in fins:
             return body
         ns, name = meta["namespace"], meta["name"]
         current = body
         for _ in range(5):
             fins = list(current["metadata"].get("finalizers") or [])
-            if contract.FINALIZER_OPERATOR in fins:
+            if names.FINALIZER_OPERATOR in fins:
                 return current
             try:
                 return await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
-                    "finalizers": fins + [contract.FINALIZER_OPERATOR],
+                    "finalizers": fins + [names.FINALIZER_OPERATOR],
                     "resourceVersion": current["metadata"]["resourceVersion"]}})
             except KubeError as exc:
                 if exc.status != 409:
@@ -736,10 +733,10 @@ class Controller:
         raise RuntimeError(f"finalizer of {ns}/{name}: too many conflicts")
 
     async def set_waiting(self, body: dict, reason: str, message: str) -> None:
-        cond = get_condition(body, contract.COND_SCHEDULED)
+        cond = get_condition(body, names.COND_SCHEDULED)
         status = body.get("status") or {}
         if (cond and cond.get("reason") == reason and cond.get("message") == message
-                and status.get("phase") == contract.PHASE_PENDING):
+                and status.get("phase") == names.InstancePhase.PENDING):
             return
         metrics.PENDING.set(len(self.pending))
 
@@ -749,10 +746,10 @@ class Controller:
                 # this NoValidHost raced): never put it back to Pending.
                 return None
             return {
-                "phase": contract.PHASE_PENDING,
+                "phase": names.InstancePhase.PENDING,
                 "observedGeneration": current["metadata"].get("generation"),
                 "conditions": set_condition((current.get("status") or {}).get("conditions"),
-                                            contract.COND_SCHEDULED, "False", reason, message,
+                                            names.COND_SCHEDULED, "False", reason, message,
                                             current["metadata"].get("generation")),
             }
 
@@ -765,10 +762,10 @@ class Controller:
                         clear_host: bool = False) -> dict:
         def change(current: dict) -> dict:
             out = {
-                "phase": contract.PHASE_ERROR,
+                "phase": names.InstancePhase.ERROR,
                 "observedGeneration": current["metadata"].get("generation"),
                 "conditions": set_condition((current.get("status") or {}).get("conditions"),
-                                            contract.COND_SCHEDULED, "False", reason, message,
+                                            names.COND_SCHEDULED, "False", reason, message,
                                             current["metadata"].get("generation")),
             }
             if clear_host:
@@ -782,7 +779,7 @@ class Controller:
         if clear_host:
             meta = body["metadata"]
             body = await self.kube.merge_patch(instance_path(meta["namespace"], meta["name"]), {
-                "metadata": {"labels": {contract.LABEL_HOST: None}}})
+                "metadata": {"labels": {names.LABEL_HOST: None}}})
         LOG.warning("instance %s/%s uid=%s in Error: %s: %s", body["metadata"]["namespace"],
                     body["metadata"]["name"], body["metadata"]["uid"], reason, message)
         self.emit(body, "Warning", reason, message)
@@ -794,21 +791,21 @@ class Controller:
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         host = status["host"]
         attempts = int(status.get("attempts") or 1)
-        cond = get_condition(body, contract.COND_BUILT) or {}
+        cond = get_condition(body, names.COND_BUILT) or {}
         history = attempts_history(body)
         if not any(h.get("attempt") == attempts and h.get("host") == host for h in history):
             history.append({"attempt": attempts, "host": host,
-                            "reason": cond.get("reason", contract.REASON_BUILD_FAILED),
+                            "reason": cond.get("reason", names.REASON_BUILD_FAILED),
                             "message": cond.get("message", ""),
                             "time": cond.get("lastTransitionTime")})
             body = await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
-                "annotations": {contract.ANNOTATION_ATTEMPTS: json.dumps(history)}}})
+                "annotations": {names.ANNOTATION_ATTEMPTS: json.dumps(history)}}})
             self.failures.record(host)
             metrics.BUILD_FAILURES.labels(host=host).inc()
             LOG.info("build of %s/%s uid=%s failed on %s (attempt %d): %s", ns, name, uid,
                      host, attempts, cond.get("message", ""))
         code = (cond.get("message") or "").split(":", 1)[0].strip()
-        if code in contract.TERMINAL_BUILD_CODES:
+        if code in names.TERMINAL_BUILD_CODES:
             body = await self.mark_image_failure(body, cond)
             await self.placement.delete_allocations(uid)
             self.own_hosts.pop(uid, None)
@@ -820,7 +817,7 @@ class Controller:
             body = await self.mark_image_failure(body, cond)
             await self.placement.delete_allocations(uid)
             self.own_hosts.pop(uid, None)
-            await self.set_error(body, contract.REASON_MAX_ATTEMPTS,
+            await self.set_error(body, names.REASON_MAX_ATTEMPTS,
                                  f"build failed {attempts} time(s): " + describe_attempts(history),
                                  clear_host=True)
             return
@@ -854,7 +851,7 @@ class Controller:
             await self.placement.delete_allocations(uid)
             self.own_hosts.pop(uid, None)
             await self.set_error(
-                body, contract.REASON_NO_VALID_HOST,
+                body, names.REASON_NO_VALID_HOST,
                 f"no host left to retry the build: {exc.message}; "
                 + describe_attempts(history), clear_host=True)
             return
@@ -862,26 +859,26 @@ class Controller:
                f"(attempt {attempts + 1} of {self.settings.max_attempts})")
         placed = await self.record_placement(
             body, decision.host, decision.alternates, size, attempts=attempts + 1,
-            reason=contract.REASON_RESCHEDULED, message=msg,
+            reason=names.REASON_RESCHEDULED, message=msg,
             reset_built=f"build failed on {host}: " + cond.get("message", ""))
         if placed is None:
             return
-        metrics.OUTCOMES.labels(reason=contract.REASON_RESCHEDULED).inc()
+        metrics.OUTCOMES.labels(reason=names.REASON_RESCHEDULED).inc()
         metrics.BUILD_ATTEMPTS.inc()
         LOG.info("rescheduled %s/%s uid=%s from %s to %s", ns, name, uid, host, decision.host)
-        self.emit(body, "Normal", contract.REASON_RESCHEDULED, msg)
+        self.emit(body, "Normal", names.REASON_RESCHEDULED, msg)
 
     async def mark_image_failure(self, body: dict, cond: dict) -> dict:
         """Before an Instance goes to Error for a failure of its Image, note
         which version of the Image failed (retry_image_failure's trigger)."""
         code = (cond.get("message") or "").split(":", 1)[0].strip()
-        if code not in contract.IMAGE_FAILURE_CODES:
+        if code not in names.IMAGE_FAILURE_CODES:
             return body
         meta = body["metadata"]
         image = ((body.get("spec") or {}).get("imageRef") or {}).get("name")
         return await self.kube.merge_patch(instance_path(meta["namespace"], meta["name"]), {
             "metadata": {"annotations": {
-                contract.ANNOTATION_FAILED_IMAGE: self.image_identity(image)}}})
+                names.ANNOTATION_FAILED_IMAGE: self.image_identity(image)}}})
 
     async def retry_image_failure(self, key: tuple, body: dict, image: str, failed: str,
                                   now: str) -> None:
@@ -892,42 +889,42 @@ class Controller:
         msg = (f"Image {image} changed since the build failed "
                f"({failed} -> {now}): scheduling again")
         body = await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
-            "annotations": {contract.ANNOTATION_ATTEMPTS: None,
-                            contract.ANNOTATION_FAILED_IMAGE: None}}})
+            "annotations": {names.ANNOTATION_ATTEMPTS: None,
+                            names.ANNOTATION_FAILED_IMAGE: None}}})
 
         def change(current: dict) -> dict:
             gen = current["metadata"].get("generation")
             conds = set_condition((current.get("status") or {}).get("conditions"),
-                                  contract.COND_SCHEDULED, "False", contract.REASON_RETRYING,
+                                  names.COND_SCHEDULED, "False", names.REASON_RETRYING,
                                   msg, gen)
-            conds = set_condition(conds, contract.COND_BUILT, "Unknown",
-                                  contract.REASON_RETRYING, msg, gen)
-            return {"phase": contract.PHASE_PENDING, "host": None, "alternateHosts": None,
+            conds = set_condition(conds, names.COND_BUILT, "Unknown",
+                                  names.REASON_RETRYING, msg, gen)
+            return {"phase": names.InstancePhase.PENDING, "host": None, "alternateHosts": None,
                     "attempts": None, "observedGeneration": gen, "conditions": conds}
 
         body = await self.patch_status(body, change)
         self.retried[uid] = failed
         self.errored.discard(uid)
         self.retries.pop(key, None)
-        metrics.OUTCOMES.labels(reason=contract.REASON_RETRYING).inc()
+        metrics.OUTCOMES.labels(reason=names.REASON_RETRYING).inc()
         LOG.info("%s/%s uid=%s: %s", ns, name, uid, msg)
-        self.emit(body, "Normal", contract.REASON_RETRYING, msg)
+        self.emit(body, "Normal", names.REASON_RETRYING, msg)
         self.enqueue(key)
 
     # ------------------------------------------------------------ deletion
     async def finalize(self, key: tuple, body: dict) -> None:
         meta = body["metadata"]
         fins = list(meta.get("finalizers") or [])
-        if contract.FINALIZER_OPERATOR not in fins:
+        if names.FINALIZER_OPERATOR not in fins:
             return
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         host = (body.get("status") or {}).get("host")
-        if (contract.FINALIZER_AGENT in fins and host
+        if (names.FINALIZER_AGENT in fins and host
                 and self.fence_reason(host) is not None):
             # The fenced host's agent cannot clean up now; it removes the
             # domain of a vanished Instance when it comes back (Nova's local
             # delete of an instance on a down compute host).
-            fins = [f for f in fins if f != contract.FINALIZER_AGENT]
+            fins = [f for f in fins if f != names.FINALIZER_AGENT]
             body = await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
                 "finalizers": fins, "resourceVersion": meta["resourceVersion"]}})
             meta = body["metadata"]
@@ -936,16 +933,16 @@ class Controller:
             self.emit(body, "Warning", "DeletedOnFencedHost",
                       f"host {host} is fenced: deleted without waiting for its agent, which "
                       "removes the domain when it comes back")
-        if contract.FINALIZER_AGENT in fins:
-            if (body.get("status") or {}).get("phase") != contract.PHASE_DELETING:
-                await self.patch_status(body, lambda cur: {"phase": contract.PHASE_DELETING})
+        if names.FINALIZER_AGENT in fins:
+            if (body.get("status") or {}).get("phase") != names.InstancePhase.DELETING:
+                await self.patch_status(body, lambda cur: {"phase": names.InstancePhase.DELETING})
             # The agent's finalizer removal is an event; this is a safety net.
             self.queue.add_after(key, 30.0)
             return
         freed = await self.placement.delete_allocations(uid)
         try:
             await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
-                "finalizers": [f for f in fins if f != contract.FINALIZER_OPERATOR],
+                "finalizers": [f for f in fins if f != names.FINALIZER_OPERATOR],
                 "resourceVersion": meta["resourceVersion"]}})
         except KubeError as exc:
             if exc.status == 404:
@@ -985,7 +982,7 @@ class Controller:
             ok = all(n <= int(sg.get("maxServerPerHost") or 1) for n in hosts.values())
         else:
             ok = True
-        path = f"/apis/{contract.API_VERSION}/namespaces/{ns}/servergroups/{name}"
+        path = f"/apis/{names.API_VERSION}/namespaces/{ns}/servergroups/{name}"
         current = await self.kube.get_or_none(path)
         if current is None:
             return
@@ -1034,18 +1031,18 @@ class Controller:
             return
         try:
             if disabled:
-                await self.placement.update_traits(rp, {contract.TRAIT_DISABLED}, set())
+                await self.placement.update_traits(rp, {names.TRAIT_DISABLED}, set())
             else:
-                await self.placement.update_traits(rp, set(), {contract.TRAIT_DISABLED})
+                await self.placement.update_traits(rp, set(), {names.TRAIT_DISABLED})
             annotations = body["metadata"].get("annotations") or {}
-            applied = annotations.get("kova.dev/applied-zone")
-            add = {contract.az_aggregate_uuid(zone)} if zone else set()
-            remove = ({contract.az_aggregate_uuid(applied)}
+            applied = annotations.get(names.ANNOTATION_APPLIED_ZONE)
+            add = {names.az_aggregate_uuid(zone)} if zone else set()
+            remove = ({names.az_aggregate_uuid(applied)}
                       if applied and applied != zone else set())
             await self.placement.update_aggregates(rp, add, remove)
             if applied != zone:
                 await self.kube.merge_patch(host_path(name), {"metadata": {"annotations": {
-                    "kova.dev/applied-zone": zone}}})
+                    names.ANNOTATION_APPLIED_ZONE: zone}}})
         except PlacementError as exc:
             if exc.status == 404:
                 LOG.warning("host %s: resource provider %s not found in Placement", name, rp)
@@ -1066,9 +1063,9 @@ class Controller:
                      "renewals it could not see")
         changed = False
         idx = self.indexes.get("kova_hosts")
-        names = list(idx.keys()) if idx is not None else []
+        host_names = list(idx.keys()) if idx is not None else []
         states = Counter()
-        for name in names:
+        for name in host_names:
             lease = self.leases.get(name)
             alive = lease_fresh(lease, now, self.settings.heartbeat_grace)
             if not alive and self.alive.get(name) and self._leases_resumed_at is not None:
@@ -1084,10 +1081,10 @@ class Controller:
             self.alive[name] = alive
         if changed:
             self.hosts_version += 1
-        for name in names:
+        for name in host_names:
             alive = self.alive[name]
-            states[contract.HOST_UP if alive else contract.HOST_DOWN] += 1
-        for state in (contract.HOST_UP, contract.HOST_DOWN):
+            states[names.HostState.UP if alive else names.HostState.DOWN] += 1
+        for state in (names.HostState.UP, names.HostState.DOWN):
             metrics.HOSTS.labels(state=state).set(states[state])
         return changed
 
@@ -1102,13 +1099,13 @@ class Controller:
             alive = self.alive.get(name, False)
             status = body.get("status") or {}
             if alive:
-                want = contract.HOST_UP
-            elif name in self.leases or status.get("state") == contract.HOST_UP:
-                want = contract.HOST_DOWN
+                want = names.HostState.UP
+            elif name in self.leases or status.get("state") == names.HostState.UP:
+                want = names.HostState.DOWN
             else:
-                want = contract.HOST_UNKNOWN
+                want = names.HostState.UNKNOWN
             fence = self.fence_reason(name, body)
-            fcond = get_condition(body, contract.HOST_COND_FENCED)
+            fcond = get_condition(body, names.HOST_COND_FENCED)
             fence_ok = ((fcond or {}).get("reason") == fence if fence else
                         fcond is None or fcond.get("status") == "False")
             if status.get("state") == want and fence_ok:
@@ -1119,18 +1116,18 @@ class Controller:
                     continue
             lease = self.leases.get(name) or {}
             renew = (lease.get("spec") or {}).get("renewTime")
-            if want == contract.HOST_UP:
-                cond = ("True", contract.HOST_REASON_UP, "the heartbeat Lease is renewed")
-            elif want == contract.HOST_DOWN:
-                cond = ("False", contract.HOST_REASON_DOWN,
-                        f"the heartbeat Lease {contract.LEASE_NAMESPACE}/{name} expired"
+            if want == names.HostState.UP:
+                cond = ("True", names.HOST_REASON_UP, "the heartbeat Lease is renewed")
+            elif want == names.HostState.DOWN:
+                cond = ("False", names.HOST_REASON_DOWN,
+                        f"the heartbeat Lease {names.LEASE_NAMESPACE}/{name} expired"
                         + (f" (last renewed {renew})" if renew else ""))
             else:
                 cond = ("Unknown", "NoHeartbeat",
-                        f"no heartbeat Lease {contract.LEASE_NAMESPACE}/{name} yet")
+                        f"no heartbeat Lease {names.LEASE_NAMESPACE}/{name} yet")
             patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
                      "status": {"state": want, "conditions": set_condition(
-                         status.get("conditions"), contract.HOST_COND_READY, *cond)}}
+                         status.get("conditions"), names.HOST_COND_READY, *cond)}}
             if renew:
                 patch["status"]["lastHeartbeatTime"] = renew
             try:
@@ -1140,24 +1137,24 @@ class Controller:
                     raise
                 continue
             LOG.info("host %s is %s", name, want)
-            if want == contract.HOST_DOWN:
+            if want == names.HostState.DOWN:
                 self.emit(body, "Warning", "HostDown", cond[2])
 
     async def set_host_fenced(self, body: dict, reason: str | None) -> dict | None:
         """The Host's Fenced condition (and an Event when it turns True)."""
         name = body["metadata"]["name"]
-        if reason == contract.HOST_REASON_FENCED_SPEC:
+        if reason == names.HOST_REASON_FENCED_SPEC:
             cond = ("True", reason, "spec.fenced is true: the host's instances are evacuated "
                     "and it takes no new ones")
-        elif reason == contract.HOST_REASON_FENCED_NODE:
-            cond = ("True", reason, f"Node {name} is tainted {contract.TAINT_OUT_OF_SERVICE}: "
+        elif reason == names.HOST_REASON_FENCED_NODE:
+            cond = ("True", reason, f"Node {name} is tainted {names.TAINT_OUT_OF_SERVICE}: "
                     "the host's instances are evacuated and it takes no new ones")
         else:
-            cond = ("False", contract.HOST_REASON_NOT_FENCED, "the host is not fenced")
+            cond = ("False", names.HOST_REASON_NOT_FENCED, "the host is not fenced")
         patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
                  "status": {"conditions": set_condition(
                      (body.get("status") or {}).get("conditions"),
-                     contract.HOST_COND_FENCED, *cond)}}
+                     names.HOST_COND_FENCED, *cond)}}
         try:
             new = await self.kube.merge_patch(host_path(name) + "/status", patch)
         except KubeError as exc:
@@ -1183,7 +1180,7 @@ class Controller:
         if self.fence_reason(host) is not None:
             await self.evacuate(key, body, host)
             return True
-        if self.host_is_down(host) and status.get("phase") != contract.PHASE_UNKNOWN:
+        if self.host_is_down(host) and status.get("phase") != names.InstancePhase.UNKNOWN:
             # The agent may be back since the last poll (its first status
             # write can come before the next one): look at the Lease itself.
             lease = await self.kube.get_or_none(lease_path(host))
@@ -1202,11 +1199,11 @@ class Controller:
 
         def change(current: dict) -> dict:
             return {
-                "phase": contract.PHASE_UNKNOWN,
-                "powerState": contract.POWER_UNKNOWN,
+                "phase": names.InstancePhase.UNKNOWN,
+                "powerState": names.PowerState.UNKNOWN,
                 "conditions": set_condition((current.get("status") or {}).get("conditions"),
-                                            contract.COND_READY, "Unknown",
-                                            contract.REASON_HOST_DOWN, message,
+                                            names.COND_READY, "Unknown",
+                                            names.REASON_HOST_DOWN, message,
                                             current["metadata"].get("generation")),
             }
 
@@ -1217,10 +1214,10 @@ class Controller:
             if exc.status == 404:
                 return
             raise
-        metrics.OUTCOMES.labels(reason=contract.REASON_HOST_DOWN).inc()
+        metrics.OUTCOMES.labels(reason=names.REASON_HOST_DOWN).inc()
         LOG.warning("instance %s/%s uid=%s: %s", meta["namespace"], meta["name"], meta["uid"],
                     message)
-        self.emit(body, "Warning", contract.REASON_HOST_DOWN, message)
+        self.emit(body, "Warning", names.REASON_HOST_DOWN, message)
 
     async def evacuate(self, key: tuple, body: dict, old: str) -> None:
         """Move an Instance off fenced host ``old``: replace its allocation by
@@ -1271,7 +1268,7 @@ class Controller:
         try:
             placed = await self.record_placement(
                 body, decision.host, decision.alternates, size,
-                attempts=int(status.get("attempts") or 1), reason=contract.REASON_EVACUATED,
+                attempts=int(status.get("attempts") or 1), reason=names.REASON_EVACUATED,
                 message=msg, reset_built=f"evacuated from fenced host {old}; rebuilding on "
                 f"{decision.host}")
         except Exception:
@@ -1279,24 +1276,24 @@ class Controller:
             raise
         if placed is None:
             return
-        metrics.OUTCOMES.labels(reason=contract.REASON_EVACUATED).inc()
+        metrics.OUTCOMES.labels(reason=names.REASON_EVACUATED).inc()
         LOG.warning("evacuated %s/%s uid=%s from fenced host %s to %s", ns, name, uid, old,
                     decision.host)
-        self.emit(placed, "Warning", contract.REASON_EVACUATED, msg)
+        self.emit(placed, "Warning", names.REASON_EVACUATED, msg)
 
     async def evacuation_failed(self, key: tuple, body: dict, old: str, why: str) -> None:
         message = f"cannot evacuate from fenced host {old}: {why}"
-        cond = get_condition(body, contract.COND_SCHEDULED) or {}
-        if cond.get("reason") != contract.REASON_EVACUATION_FAILED or cond.get("message") != message:
+        cond = get_condition(body, names.COND_SCHEDULED) or {}
+        if cond.get("reason") != names.REASON_EVACUATION_FAILED or cond.get("message") != message:
             def change(current: dict) -> dict:
                 return {"conditions": set_condition(
-                    (current.get("status") or {}).get("conditions"), contract.COND_SCHEDULED,
-                    "False", contract.REASON_EVACUATION_FAILED, message,
+                    (current.get("status") or {}).get("conditions"), names.COND_SCHEDULED,
+                    "False", names.REASON_EVACUATION_FAILED, message,
                     current["metadata"].get("generation"))}
 
             body = await self.patch_status(body, change)
-            self.emit(body, "Warning", contract.REASON_EVACUATION_FAILED, message)
-        metrics.OUTCOMES.labels(reason=contract.REASON_EVACUATION_FAILED).inc()
+            self.emit(body, "Warning", names.REASON_EVACUATION_FAILED, message)
+        metrics.OUTCOMES.labels(reason=names.REASON_EVACUATION_FAILED).inc()
         delay = self.backoff(key)
         LOG.warning("%s/%s: %s (retry in %.1fs)", key[1], key[2], message, delay)
         self.pending.add(key)
@@ -1436,7 +1433,7 @@ class Controller:
         self.kube = Kube(self.creds)
         self.placement = Placement(s.placement_url, s.placement_token,
                                    ca_file=s.placement_ca_file)
-        self.queue = WorkQueue()
+        self.queue = AsyncWorkQueue()
         self._events = asyncio.Queue(maxsize=10000)
         self.scheduler = Scheduler(self.placement, s.scheduler, self.host_by_rp,
                                    self.host_by_name, WeighContext(failures=self.failures))

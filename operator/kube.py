@@ -20,7 +20,8 @@ import json as jsonlib
 
 import aiohttp
 
-from kova.operator import contract, metrics
+from kova.crds import names
+from kova.operator import metrics
 
 
 class KubeError(Exception):
@@ -73,16 +74,16 @@ def now_rfc3339() -> str:
 
 
 def instance_path(namespace: str, name: str) -> str:
-    return f"/apis/{contract.API_VERSION}/namespaces/{namespace}/instances/{name}"
+    return f"/apis/{names.API_VERSION}/namespaces/{namespace}/instances/{name}"
 
 
 def host_path(name: str) -> str:
-    return f"/apis/{contract.API_VERSION}/hosts/{name}"
+    return f"/apis/{names.API_VERSION}/hosts/{name}"
 
 
 def lease_path(name: str = "") -> str:
     """A host's heartbeat Lease, or (no name) the list of them."""
-    base = f"/apis/coordination.k8s.io/v1/namespaces/{contract.LEASE_NAMESPACE}/leases"
+    base = f"/apis/coordination.k8s.io/v1/namespaces/{names.LEASE_NAMESPACE}/leases"
     return f"{base}/{name}" if name else base
 
 
@@ -182,7 +183,7 @@ class Kube(LazySession):
             "kind": "Event",
             "metadata": {"generateName": f"{meta.get('name', 'kova')}.", "namespace": ns},
             "involvedObject": {
-                "apiVersion": obj.get("apiVersion", contract.API_VERSION),
+                "apiVersion": obj.get("apiVersion", names.API_VERSION),
                 "kind": obj.get("kind", "Instance"),
                 "name": meta.get("name"),
                 "namespace": meta.get("namespace"),

@@ -24,7 +24,8 @@ from typing import Any
 
 import aiohttp
 
-from kova.operator import contract, metrics
+from kova.crds import names
+from kova.operator import metrics
 from kova.operator.kube import LazySession, error_body
 
 LOG = logging.getLogger("kova.operator.placement")
@@ -77,7 +78,7 @@ class Placement(LazySession):
         self.backoff = backoff
         self.backoff_max = backoff_max
         headers = {
-            "OpenStack-API-Version": f"placement {contract.PLACEMENT_MICROVERSION}",
+            "OpenStack-API-Version": f"placement {names.PLACEMENT_MICROVERSION}",
             "Accept": "application/json",
         }
         if token:
@@ -166,9 +167,9 @@ class Placement(LazySession):
         await self._call("PUT", f"/allocations/{consumer}", ok=(204,), json={
             "allocations": allocs,
             "project_id": project_id,
-            "user_id": contract.ALLOCATION_USER_ID,
+            "user_id": names.ALLOCATION_USER_ID,
             "consumer_generation": consumer_generation,
-            "consumer_type": contract.CONSUMER_TYPE,
+            "consumer_type": names.CONSUMER_TYPE,
         })
 
     async def claim_many(self, claims: dict[str, tuple[dict, str]]) -> None:
@@ -182,9 +183,9 @@ class Placement(LazySession):
                 "allocations": {rp: {"resources": a["resources"]}
                                 for rp, a in allocations.items()},
                 "project_id": project_id,
-                "user_id": contract.ALLOCATION_USER_ID,
+                "user_id": names.ALLOCATION_USER_ID,
                 "consumer_generation": None,
-                "consumer_type": contract.CONSUMER_TYPE,
+                "consumer_type": names.CONSUMER_TYPE,
             }
         await self._call("POST", "/allocations", ok=(204,), json=body)
 

@@ -1,49 +1,17 @@
-"""Conditions and the attempt history: pure helpers over object dicts."""
+"""The build-attempt history and the Built condition: pure helpers over
+Instance dicts (conditions themselves: :mod:`kova.conditions`)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from kova.operator import contract
-from kova.operator.kube import now_rfc3339
-
-
-def get_condition(obj: dict, type_: str) -> dict | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c.get("type") == type_:
-            return c
-    return None
-
-
-def set_condition(conditions: list[dict] | None, type_: str, status: str, reason: str,
-                  message: str, generation: int | None = None) -> list[dict]:
-    """A new conditions list with ``type_`` set; lastTransitionTime changes only
-    when the status does."""
-    out = [dict(c) for c in conditions or []]
-    for c in out:
-        if c.get("type") == type_:
-            if c.get("status") != status:
-                c["lastTransitionTime"] = now_rfc3339()
-            c.update(status=status, reason=reason, message=message[:32768])
-            if generation is not None:
-                c["observedGeneration"] = generation
-            return out
-    new = {"type": type_, "status": status, "reason": reason, "message": message[:32768],
-           "lastTransitionTime": now_rfc3339()}
-    if generation is not None:
-        new["observedGeneration"] = generation
-    out.append(new)
-    return out
-
-
-def condition_is(obj: dict, type_: str, status: str, reason: str | None = None) -> bool:
-    c = get_condition(obj, type_)
-    return bool(c and c.get("status") == status and (reason is None or c.get("reason") == reason))
+from kova.crds import names
+from kova.conditions import condition_is
 
 
 def attempts_history(obj: dict) -> list[dict[str, Any]]:
-    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(contract.ANNOTATION_ATTEMPTS)
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_ATTEMPTS)
     if not raw:
         return []
     try:
@@ -61,4 +29,4 @@ def describe_attempts(history: list[dict]) -> str:
 
 
 def is_build_failed(obj: dict) -> bool:
-    return condition_is(obj, contract.COND_BUILT, "False", contract.REASON_BUILD_FAILED)
+    return condition_is(obj, names.COND_BUILT, "False", names.REASON_BUILD_FAILED)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from kova.crds import names
 from kova.dev import paths
 from kova.dev.controlplane import ControlPlane, ControlPlaneError
 from kova.dev.stack import DEFAULT_HOSTS, Stack, link_test_image, stack_dir
@@ -83,7 +84,7 @@ def bring_up(hosts: list[str], components: bool = True) -> tuple[ControlPlane, S
 def _print_up(cp: ControlPlane, stack: Stack | None) -> None:
     click.echo("[kova] local stack is up:")
     click.echo(f"  - control plane   {cp.server} (etcd, kube-apiserver, kube-controller-manager)")
-    click.echo("  - CRDs            Instance, Host, Flavor, Image, ServerGroup (kova.dev/v1alpha1)")
+    click.echo(f"  - CRDs            Instance, Host, Flavor, Image, ServerGroup ({names.API_VERSION})")
     if stack is not None:
         click.echo(f"  - Placement       {stack.placement_url} (SQLite, token auth)")
         click.echo("  - operator        standalone")

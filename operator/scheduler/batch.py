@@ -28,7 +28,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from kova.operator import contract, metrics
+from kova.crds import names
+from kova.operator import metrics
 from kova.operator.scheduler.filters import Candidate, describe_rejections, run_filters
 from kova.operator.placement import Conflict
 from kova.operator.scheduler.request import RequestSpec
@@ -182,7 +183,7 @@ class BatchScheduler:
             return
         try:
             await sched.placement.claim_many({
-                it.req.uid: (it.ordered[0].allocations, contract.project_id(it.req.namespace))
+                it.req.uid: (it.ordered[0].allocations, names.project_id(it.req.namespace))
                 for it in chosen})
         except Conflict as exc:
             metrics.BATCH_FALLBACKS.inc()

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from kova.operator import contract
+from kova.crds import names
 
 
 class InvalidRequest(Exception):
@@ -74,7 +74,7 @@ class RequestSpec:
         if traits:
             params.append(("required", ",".join(traits)))
         if self.zone:
-            params.append(("member_of", contract.az_aggregate_uuid(self.zone)))
+            params.append(("member_of", names.az_aggregate_uuid(self.zone)))
         if self.requested_rp:
             params.append(("in_tree", self.requested_rp))
         if limit:
@@ -102,7 +102,7 @@ def resolve_size(spec: dict, flavor: dict | None) -> tuple[dict[str, int], dict]
     if flavor is None:
         size = spec.get("resources")
         if not size:
-            raise InvalidRequest(contract.REASON_INVALID_REQUEST,
+            raise InvalidRequest(names.REASON_INVALID_REQUEST,
                                  "neither flavorRef nor resources is set")
         extra: dict = {}
     else:
@@ -121,11 +121,11 @@ def image_traits(image: dict) -> set[str]:
     props = image.get("properties") or {}
     out = set()
     arch = props.get("architecture", "x86_64")
-    if arch in contract.ARCH_TRAITS:
-        out.add(contract.ARCH_TRAITS[arch])
+    if arch in names.ARCH_TRAITS:
+        out.add(names.ARCH_TRAITS[arch])
     fw = props.get("firmware")
-    if fw in contract.FIRMWARE_TRAITS:
-        out.add(contract.FIRMWARE_TRAITS[fw])
+    if fw in names.FIRMWARE_TRAITS:
+        out.add(names.FIRMWARE_TRAITS[fw])
     return out
 
 
@@ -173,24 +173,24 @@ def build_request(
     flavor_name = _get(spec, "flavorRef", "name")
     if flavor_name:
         if flavor is None:
-            raise MissingDependency(contract.REASON_FLAVOR_NOT_FOUND,
+            raise MissingDependency(names.REASON_FLAVOR_NOT_FOUND,
                                     f"Flavor {flavor_name} not found")
         if flavor.get("disabled"):
-            raise MissingDependency(contract.REASON_FLAVOR_DISABLED,
+            raise MissingDependency(names.REASON_FLAVOR_DISABLED,
                                     f"Flavor {flavor_name} is disabled")
     image_name = _get(spec, "imageRef", "name")
     if image is None:
-        raise MissingDependency(contract.REASON_IMAGE_NOT_FOUND, f"Image {image_name} not found")
+        raise MissingDependency(names.REASON_IMAGE_NOT_FOUND, f"Image {image_name} not found")
     sg_name = _get(spec, "serverGroupRef", "name")
     if sg_name and server_group is None:
-        raise MissingDependency(contract.REASON_SERVER_GROUP_NOT_FOUND,
+        raise MissingDependency(names.REASON_SERVER_GROUP_NOT_FOUND,
                                 f"ServerGroup {sg_name} not found")
 
     resources, size = resolve_size(spec, flavor if flavor_name else None)
     check_image_fits(size, image, image_name)
 
     required: set[str] = set()
-    forbidden: set[str] = {contract.TRAIT_DISABLED}
+    forbidden: set[str] = {names.TRAIT_DISABLED}
     for source in (_get(flavor or {}, "extraSpecs", "traits"), spec.get("traits")):
         if source:
             required.update(source.get("required") or ())
@@ -199,7 +199,7 @@ def build_request(
         required.update(image_traits(image))
     clash = required & forbidden
     if clash:
-        raise InvalidRequest(contract.REASON_INVALID_REQUEST,
+        raise InvalidRequest(names.REASON_INVALID_REQUEST,
                              f"traits both required and forbidden: {', '.join(sorted(clash))}")
 
     req = RequestSpec(namespace=ns, name=name, uid=uid, resources=resources,

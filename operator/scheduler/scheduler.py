@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kova.operator import contract
+from kova.crds import names
 from kova.operator.scheduler.filters import (
     DEFAULT_FILTERS,
     Candidate,
@@ -102,8 +102,8 @@ class Scheduler:
                 raise
         # An unknown trait: a required one no host has -> no host; a forbidden
         # one no host has -> drop it.
-        names = sorted(req.required | req.forbidden)
-        known = await self.placement.existing_traits(names)
+        wanted = sorted(req.required | req.forbidden)
+        known = await self.placement.existing_traits(wanted)
         missing_required = sorted(req.required - known)
         if missing_required:
             raise NoValidHost(f"no host has trait(s) {', '.join(missing_required)}")
@@ -162,7 +162,7 @@ class Scheduler:
                     short.append(f"no host has all of {', '.join(sorted(req.required))}")
             if req.zone:
                 rps = await self.placement.resource_providers(
-                    [("member_of", contract.az_aggregate_uuid(req.zone))])
+                    [("member_of", names.az_aggregate_uuid(req.zone))])
                 if not rps:
                     short.append(f"no host in availability zone {req.zone}")
         except PlacementError as exc:
@@ -183,7 +183,7 @@ class Scheduler:
             tries += 1
             try:
                 await self.placement.claim(req.uid, cand.allocations,
-                                           project_id=contract.project_id(req.namespace),
+                                           project_id=names.project_id(req.namespace),
                                            consumer_generation=gen)
             except Conflict as exc:
                 current = await self.placement.consumer_allocations(req.uid)

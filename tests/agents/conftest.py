@@ -84,7 +84,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from kova.agents import contract  # noqa: E402
+from kova.crds import names as contract  # noqa: E402
 from tests.helpers import PlacementServer, free_port, stop_process, wait_for  # noqa: E402,F401
 
 G, V = contract.GROUP, contract.VERSION
@@ -155,7 +155,7 @@ class Harness:
             {"status": {"host": host, "phase": "Scheduled"}}, _content_type=MERGE)
         self.custom.patch_namespaced_custom_object(
             G, V, self.ns, "instances", name,
-            {"metadata": {"labels": {contract.HOST_LABEL: host}}}, _content_type=MERGE)
+            {"metadata": {"labels": {contract.LABEL_HOST: host}}}, _content_type=MERGE)
 
     def get(self, name: str) -> dict | None:
         from kubernetes.client import ApiException

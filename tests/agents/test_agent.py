@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from kova.agents import contract
+from kova.crds import names as contract
 from kova.agents.seed import read_nocloud_seed
 from tests.agents.conftest import domain_by_uuid as _domain
 from tests.agents.conftest import free_port, wait_for
@@ -29,7 +29,7 @@ def test_build_to_running(harness, small_image, libvirt_conn, tmp_path):
     assert st["powerState"] == "Running"
     assert harness.cond("vm1", "Built")["status"] == "True"
     assert harness.cond("vm1", "Ready")["reason"] == "Running"
-    assert contract.AGENT_FINALIZER in got["metadata"]["finalizers"]
+    assert contract.FINALIZER_AGENT in got["metadata"]["finalizers"]
     d = tmp_path / "instances" / uid
     assert st["console"]["logPath"] == str(d / "console.log")
     # The domain: uuid = Instance uid, name namespace.name, running.
@@ -154,19 +154,19 @@ def test_manual_power_annotation_and_restart(harness, small_image, libvirt_conn)
     harness.image("small", small_image)
     harness.agent()
     uid = harness.instance("vm6", "small", run_strategy="Manual",
-                           annotations={contract.RESTART_ANNOTATION: "0"})["metadata"]["uid"]
+                           annotations={contract.ANNOTATION_RESTART: "0"})["metadata"]["uid"]
     harness.wait_phase("vm6", "Running")
     dom = _domain(libvirt_conn, uid)
     dom.shutdown()
     harness.wait_phase("vm6", "Stopped")  # Manual: not restarted
-    harness.patch("vm6", {"metadata": {"annotations": {contract.POWER_ANNOTATION: "on"}}})
+    harness.patch("vm6", {"metadata": {"annotations": {contract.ANNOTATION_POWER: "on"}}})
     harness.wait_phase("vm6", "Running")
-    harness.patch("vm6", {"metadata": {"annotations": {contract.POWER_ANNOTATION: "off"}}})
+    harness.patch("vm6", {"metadata": {"annotations": {contract.ANNOTATION_POWER: "off"}}})
     harness.wait_phase("vm6", "Stopped")
-    harness.patch("vm6", {"metadata": {"annotations": {contract.POWER_ANNOTATION: "on"}}})
+    harness.patch("vm6", {"metadata": {"annotations": {contract.ANNOTATION_POWER: "on"}}})
     harness.wait_phase("vm6", "Running")
     first_id = _domain(libvirt_conn, uid).ID()
-    harness.patch("vm6", {"metadata": {"annotations": {contract.RESTART_ANNOTATION: "1"}}})
+    harness.patch("vm6", {"metadata": {"annotations": {contract.ANNOTATION_RESTART: "1"}}})
     wait_for(lambda: _domain(libvirt_conn, uid).ID() != first_id, 10, what="restart")
     harness.wait_phase("vm6", "Running")
 
@@ -203,7 +203,7 @@ def test_build_failures_are_conditions(harness, small_image, libvirt_conn, tmp_p
     ready = harness.cond("bad1", "Ready")
     assert ready["status"] == "False" and ready["reason"] == code
     obj = harness.get("bad1")
-    assert contract.AGENT_FINALIZER not in (obj["metadata"].get("finalizers") or [])
+    assert contract.FINALIZER_AGENT not in (obj["metadata"].get("finalizers") or [])
     assert _domain(libvirt_conn, uid) is None
     assert not (tmp_path / "instances" / uid).exists()
     # No retry loop: resyncs come and go, one failure is counted.
@@ -233,7 +233,7 @@ def test_user_data_from_secret(harness, small_image, tmp_path):
     assert "Secret" in ready["message"] and "nope" in ready["message"], ready
     assert harness.cond("vm9", "Built")["status"] == "Unknown"
     assert not (tmp_path / "instances" / uid9).exists()
-    assert contract.AGENT_FINALIZER not in (harness.get("vm9")["metadata"].get("finalizers") or [])
+    assert contract.FINALIZER_AGENT not in (harness.get("vm9")["metadata"].get("finalizers") or [])
     harness.core.create_namespaced_secret(harness.ns, {
         "metadata": {"name": "nope"}, "data": {"cfg": base64.b64encode(b"late\n").decode()}})
     harness.wait_phase("vm9", "Running", 90)
@@ -244,7 +244,7 @@ def test_waits_for_status_host(harness, small_image, libvirt_conn):
     harness.image("small", small_image)
     harness.agent()
     uid = harness.instance("vm10", "small", schedule=False)["metadata"]["uid"]
-    harness.patch("vm10", {"metadata": {"labels": {contract.HOST_LABEL: harness.host}}})
+    harness.patch("vm10", {"metadata": {"labels": {contract.LABEL_HOST: harness.host}}})
     time.sleep(1.5)
     assert _domain(libvirt_conn, uid) is None
     harness.schedule("vm10")

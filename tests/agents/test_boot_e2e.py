@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kova.agents import contract
+from kova.crds import names as contract
 from kova.dev.image import userdata_from_console
 from tests.agents.conftest import free_port, remove_domain, wait_for
 from tests.helpers import BOOT_TIMEOUT, stop_process

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from kova.agents import contract
+from kova.crds import names as contract
 from kova.agents.domain import (
     DomainMetadata,
     DomainSpecError,

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from kova.agents import contract
+from kova.crds import names as contract
 from kova.agents.images import backing_file
 from tests.agents.conftest import domain_by_uuid as _domain
 from tests.agents.conftest import wait_for
@@ -89,7 +89,7 @@ def test_untrusted_https_server_is_a_clear_condition_without_retry(
     assert _domain(libvirt_conn, uid) is None
     assert not (tmp_path / "instances" / uid).exists()
     assert not list((tmp_path / "instances" / "_base").glob("*.qcow2"))
-    assert contract.AGENT_FINALIZER not in (harness.get("bad1")["metadata"].get("finalizers") or [])
+    assert contract.FINALIZER_AGENT not in (harness.get("bad1")["metadata"].get("finalizers") or [])
 
     # No retry loop: several resyncs later still one failure, one handshake.
     time.sleep(3.5)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kova.agents import contract
+from kova.crds import names as contract
 from kova.agents.images import (
     ImageCache,
     ImageError,

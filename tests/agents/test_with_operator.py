@@ -10,7 +10,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from kova.agents import contract
+from kova.crds import names as contract
 from tests.agents.conftest import operator_process, wait_for
 
 pytestmark = pytest.mark.integration
@@ -56,9 +56,9 @@ def test_operator_schedules_agent_builds_delete_frees_everything(
 
     got = harness.wait_phase("web", "Running", timeout=60)
     assert got["status"]["host"] == harness.host
-    assert got["metadata"]["labels"][contract.HOST_LABEL] == harness.host
+    assert got["metadata"]["labels"][contract.LABEL_HOST] == harness.host
     assert {c["type"] for c in got["status"]["conditions"]} >= {"Scheduled", "Built", "Ready"}
-    assert {contract.AGENT_FINALIZER, "kova.dev/operator"} <= set(got["metadata"]["finalizers"])
+    assert {contract.FINALIZER_AGENT, "kova.dev/operator"} <= set(got["metadata"]["finalizers"])
     allocs = placement.http.get(f"/allocations/{uid}").json()["allocations"]
     assert allocs[rp]["resources"] == {"VCPU": 1, "MEMORY_MB": 128, "DISK_GB": 1}
     assert libvirt_conn.lookupByUUIDString(uid).isActive()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from kova.agents.workqueue import WorkQueue
+from kova.workqueue import WorkQueue
 
 
 def test_dedupes_waiting_keys():

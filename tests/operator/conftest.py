@@ -25,14 +25,15 @@ import pytest
 
 from tests import helpers
 from tests.helpers import wait_for
-from kova.operator import contract
+from kova.crds import names as contract
 
 ROOT = Path(__file__).resolve().parents[2]
 KOVA = [sys.executable, "-m", "kova.cli"]
 G, V = contract.GROUP, contract.VERSION
 
 
-def now_rfc3339(offset: float = 0.0) -> str:
+def lease_time(offset: float = 0.0) -> str:
+    """A Lease MicroTime ``offset`` seconds from now."""
     t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=offset)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -162,7 +163,7 @@ class Cluster:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": host, "namespace": contract.LEASE_NAMESPACE},
                 "spec": {"holderIdentity": host, "leaseDurationSeconds": duration,
-                         "renewTime": now_rfc3339(-age)}}
+                         "renewTime": lease_time(-age)}}
         try:
             self.coord.create_namespaced_lease(contract.LEASE_NAMESPACE, body)
         except client.ApiException as exc:
@@ -219,7 +220,7 @@ class Cluster:
                  if c["type"] != contract.COND_BUILT]
         conds.append({"type": contract.COND_BUILT, "status": "False",
                       "reason": contract.REASON_BUILD_FAILED, "message": message,
-                      "lastTransitionTime": now_rfc3339()[:19] + "Z"})
+                      "lastTransitionTime": lease_time()[:19] + "Z"})
         self.api.patch_namespaced_custom_object_status(G, V, self.ns, "instances", name, {
             "metadata": {"resourceVersion": inst["metadata"]["resourceVersion"]},
             "status": {"conditions": conds}})

@@ -7,7 +7,7 @@ import pytest
 
 from kova.dev.controlplane import free_port
 
-from kova.operator import contract
+from kova.crds import names as contract
 
 from .conftest import condition, scheduled_reason, wait_for
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from kova.dev.controlplane import free_port
-from kova.operator import contract
+from kova.crds import names as contract
 
 from .conftest import wait_for
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from kova.operator import contract
+from kova.crds import names as contract
 
 from .conftest import KOVA, ROOT, condition, scheduled_reason, wait_for
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kova.operator import contract
+from kova.crds import names as contract
 
 from .conftest import condition, scheduled_reason, wait_for
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from kova.operator import filters as F
+from kova.operator.scheduler import filters as F
 from kova.operator.scheduler.request import RequestSpec, ServerGroupInfo
 
 pytestmark = pytest.mark.unit

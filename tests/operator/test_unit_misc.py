@@ -8,12 +8,13 @@ import time
 
 import pytest
 
-from kova.operator import contract
+from kova.crds import names as contract
 from kova.operator.controller import lease_fresh
 from kova.operator.scheduler.filters import HostInfo
-from kova.operator.queue import WorkQueue
+from kova.workqueue import AsyncWorkQueue as WorkQueue
 from kova.operator.scheduler.scheduler import parse_candidates
-from kova.operator.status import attempts_history, is_build_failed, set_condition
+from kova.conditions import set_condition
+from kova.operator.status import attempts_history, is_build_failed
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from kova.operator import contract
+from kova.crds import names as contract
 from kova.operator.scheduler.request import (
     InvalidRequest,
     MissingDependency,

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from kova.dev.metrics import scrape  # noqa: F401  (used by the fault tests as s.scrape)
-from kova.operator import contract
+from kova.crds import names as contract
 from tests.helpers import free_port, wait_for
 from tests.operator.conftest import Cluster
 from tests.operator.conftest import cluster_on  # noqa: F401  (used by the fault tests as s.cluster_on)
@@ -183,7 +183,7 @@ def create_instances(cluster: Cluster, n: int, prefix: str = "vm", threads: int 
 
 def is_scheduled(inst: dict) -> bool:
     status = inst.get("status") or {}
-    return status.get("phase") == contract.PHASE_SCHEDULED and bool(status.get("host"))
+    return status.get("phase") == contract.InstancePhase.SCHEDULED and bool(status.get("host"))
 
 
 def count_scheduled(cluster: Cluster) -> int:
@@ -238,7 +238,7 @@ class InstanceWatch:
         elif not host and seen and seen[-1] is not None:
             seen.append(None)  # unset after being set
         phase = status.get("phase")
-        if self.phase.get(uid) == contract.PHASE_SCHEDULED and phase == contract.PHASE_PENDING:
+        if self.phase.get(uid) == contract.InstancePhase.SCHEDULED and phase == contract.InstancePhase.PENDING:
             self.regressed.add(uid)
         self.phase[uid] = phase
 

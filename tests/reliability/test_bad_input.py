@@ -34,7 +34,7 @@ import uuid
 import httpx
 import pytest
 
-from kova.agents import contract
+from kova.crds import names as contract
 from tests.agents.conftest import harness, placement, small_image  # noqa: F401 (fixtures)
 from tests.agents.conftest import operator_process
 from tests.helpers import FileServer, free_port, wait_for

@@ -23,7 +23,7 @@ import time
 import pytest
 from kubernetes import client
 
-from kova.operator import contract
+from kova.crds import names as contract
 from tests.helpers import wait_for
 from tests.operator.conftest import (  # noqa: F401  (fixtures)
     G,

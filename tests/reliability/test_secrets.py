@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from kova.agents import contract
+from kova.crds import names as contract
 from kova.agents.seed import read_nocloud_seed
 from tests.helpers import ROOT, free_port, stop_process, wait_for
 from tests.reliability.record import record

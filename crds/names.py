@@ -1,0 +1,349 @@
+"""Every name Kova's components agree on, defined once.
+
+The operator, the compute agent, Placement's users and the tests import these
+instead of spelling a label, finalizer, annotation, condition or reason out.
+``docs/api.md`` and ``docs/operator.md`` describe the same contract in prose.
+
+The enumerations (phases, power states, host states, run strategies,
+server-group policies, ...) are ``StrEnum``s: the pydantic models in
+:mod:`kova.crds.models` use them for the CRD schemas, and at run time a member
+compares equal to the string the API server returns (``InstancePhase.ERROR ==
+"Error"``), so the controllers read raw object dicts without converting them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+GROUP = "kova.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# --------------------------------------------------------------------------
+# Resources (plurals) of the API group
+
+INSTANCES = "instances"
+HOSTS = "hosts"
+IMAGES = "images"
+FLAVORS = "flavors"
+SERVER_GROUPS = "servergroups"
+
+# --------------------------------------------------------------------------
+# Labels, finalizers, annotations
+
+#: Label the operator sets to the chosen Host's name; each agent watches only
+#: the Instances labelled with its own host name.  Also on the heartbeat Leases.
+LABEL_HOST = f"{GROUP}/host"
+
+#: The operator's finalizer, added before any allocation is claimed.  Removed
+#: after the agent's finalizer is gone and the allocations are deleted.
+FINALIZER_OPERATOR = f"{GROUP}/operator"
+#: The agent's finalizer: the agent adds it before it creates anything on the
+#: host and removes it once the domain, its disks and seed are gone.
+FINALIZER_AGENT = f"{GROUP}/agent"
+
+#: The history of build attempts as JSON: a list of ``{"attempt": n, "host":
+#: h, "reason": r, "message": m, "time": t}``.  Written by the operator only.
+ANNOTATION_ATTEMPTS = f"{GROUP}/attempts"
+#: Set by the operator when an Instance went to phase Error because its image
+#: could not be used (:data:`IMAGE_FAILURE_CODES`): the Image's
+#: ``<uid>/<generation>`` at that time, or ``missing``.  When the Image named
+#: by ``spec.imageRef`` is re-created or changed, the Instance is scheduled
+#: again from scratch (reason ``Retrying``) and the annotation removed.
+ANNOTATION_FAILED_IMAGE = f"{GROUP}/failed-image"
+#: On a Host: the availability zone whose Placement aggregate the operator last
+#: put the host's provider in (so a changed zone's old aggregate is removed).
+ANNOTATION_APPLIED_ZONE = f"{GROUP}/applied-zone"
+#: Set by a user on an Instance with runStrategy Manual to power it ``on`` or
+#: ``off`` (level-triggered: the agent keeps the domain in that state).
+ANNOTATION_POWER = f"{GROUP}/power"
+#: Set by a user to request a restart: any new value (e.g. a timestamp)
+#: restarts the domain once; the agent records the value it acted on in the
+#: domain's metadata.
+ANNOTATION_RESTART = f"{GROUP}/restart"
+
+#: Domain XML metadata namespace (the agent finds its domains by it).
+DOMAIN_XMLNS = f"https://{GROUP}/xmlns/libvirt/instance/1"
+DOMAIN_XMLNS_PREFIX = "kova"
+
+#: Field manager of the agent's server-side-apply status writes.
+FIELD_MANAGER_AGENT = "kova-agent"
+#: ``source.component`` of the Events each component posts.
+COMPONENT_OPERATOR = "kova-operator"
+COMPONENT_AGENT = "kova-agent"
+
+
+# --------------------------------------------------------------------------
+# Enumerations of the API
+
+
+class ConditionStatus(StrEnum):
+    """Whether a condition holds: ``True``, ``False`` or ``Unknown``."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class InstancePhase(StrEnum):
+    """Coarse lifecycle phase of an Instance."""
+
+    PENDING = "Pending"
+    SCHEDULING = "Scheduling"
+    SCHEDULED = "Scheduled"
+    BUILDING = "Building"
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    PAUSED = "Paused"
+    MIGRATING = "Migrating"
+    DELETING = "Deleting"
+    ERROR = "Error"
+    #: The host's agent stopped reporting (its heartbeat Lease expired): the
+    #: last known state may be stale; set by the operator's host monitor.
+    UNKNOWN = "Unknown"
+
+
+class PowerState(StrEnum):
+    """Power state of the libvirt domain, as Nova reports it."""
+
+    NO_STATE = "NoState"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    SHUTDOWN = "Shutdown"
+    CRASHED = "Crashed"
+    SUSPENDED = "Suspended"
+    #: Nobody can tell: the host is Down (set by the operator's host monitor).
+    UNKNOWN = "Unknown"
+
+
+class RunStrategy(StrEnum):
+    """Whether and when the virtual machine should be running (KubeVirt's run
+    strategies)."""
+
+    ALWAYS = "Always"
+    HALTED = "Halted"
+    MANUAL = "Manual"
+    RERUN_ON_FAILURE = "RerunOnFailure"
+    ONCE = "Once"
+
+
+class HostState(StrEnum):
+    """Liveness of the host's compute agent (from its heartbeat Lease)."""
+
+    UP = "Up"
+    DOWN = "Down"
+    UNKNOWN = "Unknown"
+
+
+class ServerGroupPolicy(StrEnum):
+    """How the members of a server group are spread over hosts."""
+
+    AFFINITY = "affinity"
+    ANTI_AFFINITY = "anti-affinity"
+    SOFT_AFFINITY = "soft-affinity"
+    SOFT_ANTI_AFFINITY = "soft-anti-affinity"
+
+
+class CPUPolicy(StrEnum):
+    """How guest vCPUs map onto host CPUs."""
+
+    SHARED = "shared"
+    DEDICATED = "dedicated"
+
+
+class ImageFormat(StrEnum):
+    """The disk format of the image file."""
+
+    QCOW2 = "qcow2"
+    RAW = "raw"
+
+
+class Architecture(StrEnum):
+    """CPU architecture the image is built for."""
+
+    X86_64 = "x86_64"
+    AARCH64 = "aarch64"
+
+
+class Firmware(StrEnum):
+    """Firmware the guest boots with."""
+
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+class OSType(StrEnum):
+    """Operating system family of the guest."""
+
+    LINUX = "linux"
+    WINDOWS = "windows"
+
+
+class AddressFamily(StrEnum):
+    """IP address family."""
+
+    IPV4 = "IPv4"
+    IPV6 = "IPv6"
+
+
+# --------------------------------------------------------------------------
+# Instance conditions and their reasons
+
+#: Set by the operator: True once a host is chosen and the allocation claimed.
+COND_SCHEDULED = "Scheduled"
+#: Set by the agent: False with reason BuildFailed when it could not build the
+#: instance on status.host (the message starts with one of the ``ERROR_*``
+#: codes below, "ImageNotFound: ..."); True (reason Built) once the domain is
+#: defined.  The operator resets it to Unknown (reason Rescheduled) when it
+#: moves the instance to another host.
+COND_BUILT = "Built"
+#: Set by the agent: True while the guest runs.  The host monitor sets it to
+#: Unknown (reason HostDown) while the host is Down.
+COND_READY = "Ready"
+
+# Reasons of the Scheduled condition (and of phase Pending / Error).
+REASON_SCHEDULED = "Scheduled"
+REASON_RESCHEDULED = "Rescheduled"
+REASON_NO_VALID_HOST = "NoValidHost"
+REASON_FLAVOR_NOT_FOUND = "FlavorNotFound"
+REASON_FLAVOR_DISABLED = "FlavorDisabled"
+REASON_IMAGE_NOT_FOUND = "ImageNotFound"
+REASON_SERVER_GROUP_NOT_FOUND = "ServerGroupNotFound"
+REASON_INVALID_REQUEST = "InvalidRequest"
+REASON_MAX_ATTEMPTS = "MaxAttemptsExceeded"
+REASON_PLACEMENT_ERROR = "PlacementUnavailable"
+#: Scheduled=True reason after the host monitor moved the Instance off a
+#: fenced host (its allocation moved, rebuilt by the new host's agent).
+REASON_EVACUATED = "Evacuated"
+#: Scheduled=False reason while an Instance on a fenced host waits for a host
+#: to be evacuated to (it is retried with back-off).
+REASON_EVACUATION_FAILED = "EvacuationFailed"
+#: An Instance in Error scheduled again (its Image was fixed).
+REASON_RETRYING = "Retrying"
+#: Ready=Unknown reason (and a Warning Event) while the Instance's host is Down.
+REASON_HOST_DOWN = "HostDown"
+
+# Reasons of the Built and Ready conditions (the agent's).
+REASON_BUILDING = "Building"
+REASON_BUILT = "Built"
+#: Built=False: agent -> operator, "reschedule me".
+REASON_BUILD_FAILED = "BuildFailed"
+REASON_RUNNING = "Running"
+REASON_STOPPING = "Stopping"
+REASON_STOPPED = "Stopped"
+REASON_PAUSED = "Paused"
+REASON_CRASHED = "Crashed"
+REASON_DELETING = "Deleting"
+
+# Reasons of Events only.
+EVENT_DELETED_ON_FENCED_HOST = "DeletedOnFencedHost"
+EVENT_ALLOCATION_MISSING = "AllocationMissing"
+EVENT_ALLOCATION_MISMATCH = "AllocationMismatch"
+EVENT_HOST_FENCED = "HostFenced"
+EVENT_HOST_UNFENCED = "HostUnfenced"
+EVENT_STARTED = "Started"
+EVENT_STOPPING = "Stopping"
+EVENT_RESTARTED = "Restarted"
+EVENT_DELETED = "Deleted"
+EVENT_STALE_DOMAIN_REMOVED = "StaleDomainRemoved"
+
+#: Build-failure codes: the Built=False message prefix, the Ready=False reason
+#: and the ``kova_agent_build_failures_total`` metric's ``reason`` label.
+ERROR_IMAGE_NOT_FOUND = "ImageNotFound"
+ERROR_IMAGE_CHECKSUM = "ImageChecksumMismatch"
+ERROR_IMAGE_DOWNLOAD = "ImageDownloadFailed"
+ERROR_IMAGE_INVALID = "ImageInvalid"
+ERROR_DISK_TOO_SMALL = "DiskTooSmall"
+ERROR_USER_DATA = "UserDataUnavailable"
+ERROR_LIBVIRT = "HypervisorError"
+ERROR_INTERNAL = "InternalError"
+
+#: Build-failure codes that come from the Image itself rather than the host.
+IMAGE_FAILURE_CODES = frozenset({
+    ERROR_IMAGE_NOT_FOUND, ERROR_IMAGE_CHECKSUM, ERROR_IMAGE_DOWNLOAD, ERROR_IMAGE_INVALID,
+    ERROR_DISK_TOO_SMALL,
+})
+#: Build-failure codes no other host can fix (the image's virtual size is
+#: larger than the Instance's disk; the file is not a usable image of its
+#: declared format): the Instance goes to Error at once, as Nova aborts a
+#: build on FlavorDiskSmallerThanImage or ImageUnacceptable instead of
+#: rescheduling it.
+TERMINAL_BUILD_CODES = frozenset({ERROR_DISK_TOO_SMALL, ERROR_IMAGE_INVALID})
+
+# --------------------------------------------------------------------------
+# Hosts
+
+#: Default namespace of the heartbeat Leases (``--lease-namespace`` of both the
+#: operator and the agent).  The Lease is named after the Host; the agent
+#: renews it (spec.renewTime, spec.leaseDurationSeconds, spec.holderIdentity =
+#: host name), as the kubelet does for Nodes.
+LEASE_NAMESPACE = "kova-system"
+#: Default Lease duration the agent announces (and the host monitor's
+#: assumption for a Lease that does not say).
+LEASE_DURATION_SECONDS = 40
+#: Default interval of the agent's Lease renewals.
+LEASE_RENEW_SECONDS = 10.0
+
+#: Host condition the host monitor maintains from the Lease (the agent sets it
+#: too while it registers).
+HOST_COND_READY = "Ready"
+HOST_REASON_UP = "Up"
+HOST_REASON_DOWN = "Down"
+HOST_REASON_NO_HEARTBEAT = "NoHeartbeat"
+#: Host condition: True while the host is fenced (Host.spec.fenced, or its
+#: Node -- the Node named like the Host -- carries :data:`TAINT_OUT_OF_SERVICE`).
+HOST_COND_FENCED = "Fenced"
+HOST_REASON_FENCED_SPEC = "SpecFenced"
+HOST_REASON_FENCED_NODE = "NodeOutOfService"
+HOST_REASON_NOT_FENCED = "NotFenced"
+#: The Node taint that fences a host (Kubernetes' non-graceful node shutdown).
+TAINT_OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+
+# --------------------------------------------------------------------------
+# ServerGroups
+
+SG_COND_POLICY_SATISFIED = "PolicySatisfied"
+SG_REASON_SATISFIED = "Satisfied"
+SG_REASON_VIOLATED = "Violated"
+
+# --------------------------------------------------------------------------
+# Placement
+
+#: The microversion Kova's clients speak.
+PLACEMENT_MICROVERSION = "1.39"
+#: The trait the operator keeps on a provider whose Host is disabled, in
+#: maintenance or fenced (as Nova's compute does); every scheduling request
+#: forbids it.  An agent that rewrites its provider's traits keeps it as found.
+TRAIT_DISABLED = "COMPUTE_STATUS_DISABLED"
+#: Consumer type of an Instance's allocations (microversion 1.38).
+CONSUMER_TYPE = "INSTANCE"
+#: user_id of the allocations (Kubernetes has no per-request user here).
+ALLOCATION_USER_ID = "kova"
+
+#: Namespace of the uuid5 that names an availability zone's Placement
+#: aggregate.  The operator owns the aggregates of Host providers and keeps
+#: exactly the one of Host.spec.availabilityZone among those it manages.
+AZ_AGGREGATE_NAMESPACE = uuid.UUID("6f1b0b4e-6c4a-5bf1-9a52-6b6f7661a7a1")
+#: Namespace of the uuid5 of a host's resource provider: a provider created
+#: before a crash is found again under the same uuid.
+PROVIDER_NAMESPACE = uuid.UUID("3d5f0f7e-4a8e-5c39-9f54-6b6f76612d61")
+
+#: Image properties turned into required traits.
+ARCH_TRAITS = {Architecture.X86_64: "HW_ARCH_X86_64", Architecture.AARCH64: "HW_ARCH_AARCH64"}
+FIRMWARE_TRAITS = {Firmware.UEFI: "COMPUTE_FIRMWARE_UEFI"}
+
+
+def az_aggregate_uuid(zone: str) -> str:
+    """The Placement aggregate uuid of availability zone ``zone``."""
+    return str(uuid.uuid5(AZ_AGGREGATE_NAMESPACE, f"availability-zone:{zone}"))
+
+
+def provider_uuid(host: str) -> str:
+    """The uuid the agent gives host ``host``'s resource provider."""
+    return str(uuid.uuid5(PROVIDER_NAMESPACE, f"host:{host}"))
+
+
+def project_id(namespace: str) -> str:
+    """Placement project_id of an Instance's allocations: its namespace."""
+    return namespace
