@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime as dt
 import json
 import logging
 import os
@@ -33,11 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes import watch as k8s_watch
-from kubernetes.client.exceptions import ApiException
-
+from kova import events, finalizers
+from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.agents import status as st
 from kova.agents.domain import (
@@ -51,50 +47,25 @@ from kova.agents.domain import (
 from kova.agents.driver import DomainInfo, DomainState, DriverError, LibvirtDriver, start_event_loop
 from kova.agents.images import ImageCache, ImageError, ImageSource, create_overlay
 from kova.agents.metrics import AgentMetrics, serve as serve_metrics
+from kova.agents.settings import AgentSettings
 from kova.crds import objects as ob
 from kova.crds.names import InstancePhase, PowerState, RunStrategy
+from kova.kube import (
+    Credentials,
+    KubeError,
+    SyncKube,
+    WatchStream,
+    custom_path,
+    host_path,
+    instance_path,
+    lease_path,
+)
+from kova.placement_client import RetryPolicy, SyncPlacementClient
 from kova.workqueue import WorkQueue
 
 log = logging.getLogger("kova.agents.agent")
 
 GiB = 1 << 30
-FIELD_MANAGER = "kova-agent"
-APPLY = "application/apply-patch+yaml"
-MERGE = "application/merge-patch+json"
-
-
-@dataclasses.dataclass
-class AgentConfig:
-    host: str
-    libvirt_uri: str = "qemu:///system"
-    instance_dir: Path = Path("/var/lib/kova/instances")
-    image_cache_dir: Path | None = None
-    placement_url: str | None = None
-    placement_token: str | None = None
-    placement_ca_file: str | None = None
-    #: PEM bundle of CAs trusted for https:// image URLs, in addition to the
-    #: system trust store (None: the system trust store only).
-    image_ca_file: str | None = None
-    kubeconfig: str | None = None
-    domain_type: str = "qemu"
-    machine: str = "pc"
-    cpu_mode: str | None = None
-    network: str | None = None
-    bridge: str | None = None
-    disk_cache: str | None = None  # None: "none" if O_DIRECT works, else "writeback"
-    metrics_port: int | None = 9465
-    metrics_bind: str = "0.0.0.0"
-    workers: int = 4
-    resync_seconds: float = 30.0
-    lease_renew_seconds: float = names.LEASE_RENEW_SECONDS
-    lease_duration_seconds: int = names.LEASE_DURATION_SECONDS
-    shutdown_timeout: float = 60.0
-    lease_namespace: str = names.LEASE_NAMESPACE
-    #: Cached images unused this long (seconds) are removed; 0 keeps them.
-    image_cache_ttl: float = 24 * 3600.0
-    #: Scheduling class of the guests' vCPU threads: default, batch or idle
-    #: (libvirt ``<vcpusched>``; see docs/agent.md).
-    guest_vcpu_scheduler: str = "default"
 
 
 class BuildError(Exception):
@@ -110,10 +81,6 @@ Key = tuple[str, str]
 def _key(obj: dict) -> Key:
     md = obj.get("metadata") or {}
     return (md.get("namespace", ""), md.get("name", ""))
-
-
-def _micro_time() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _probe_direct_io(directory: Path) -> bool:
@@ -132,7 +99,7 @@ def _probe_direct_io(directory: Path) -> bool:
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, api_client: k8s.ApiClient | None = None) -> None:
+    def __init__(self, cfg: AgentSettings, kube: SyncKube | None = None) -> None:
         self.cfg = cfg
         self.host = cfg.host
         self.instance_dir = Path(cfg.instance_dir)
@@ -143,30 +110,17 @@ class Agent:
         self.disk_cache = cfg.disk_cache or (
             "none" if _probe_direct_io(self.instance_dir) else "writeback"
         )
-        if api_client is None:
-            kcfg = k8s.Configuration()
-            if cfg.kubeconfig:
-                k8s_config.load_kube_config(config_file=cfg.kubeconfig, client_configuration=kcfg)
-            else:
-                try:
-                    k8s_config.load_incluster_config(client_configuration=kcfg)
-                except k8s_config.ConfigException:
-                    k8s_config.load_kube_config(client_configuration=kcfg)
-            kcfg.connection_pool_maxsize = max(8, cfg.workers * 2 + 4)
-            api_client = k8s.ApiClient(kcfg)
-        self.api = api_client
-        self.custom = k8s.CustomObjectsApi(api_client)
-        self.core = k8s.CoreV1Api(api_client)
-        self.coord = k8s.CoordinationV1Api(api_client)
+        self.kube = kube or SyncKube(Credentials.load(cfg.kubeconfig),
+                                     max_connections=max(8, cfg.workers * 2 + 4))
         self.queue = WorkQueue()
         self.driver = LibvirtDriver(cfg.libvirt_uri, on_event=self._on_libvirt_event)
-        self.metrics.libvirt_reconnects.set_function(lambda: self.driver.reconnects)
-        self.placement = None
+        self.metrics.libvirt_reconnects(lambda: self.driver.reconnects)
+        self.placement: SyncPlacementClient | None = None
         if cfg.placement_url:
-            from kova.agents.placement import Placement
-
-            self.placement = Placement(cfg.placement_url, cfg.placement_token,
-                                       ca_file=cfg.placement_ca_file)
+            self.placement = SyncPlacementClient(
+                cfg.placement_url, cfg.placement_token, ca_file=cfg.placement_ca_file,
+                retry=RetryPolicy(budget=cfg.placement_retry_seconds),
+                observe=self.metrics.observe_placement, on_retry=self.metrics.placement_retried)
         self._cache: dict[Key, dict] = {}
         self._cache_lock = threading.Lock()
         self._uid_index: dict[str, Key] = {}
@@ -187,7 +141,7 @@ class Agent:
         self._host_spec_seen: str | None = None
         self.rp_uuid: str | None = None
         self._metrics_server = None
-        self._watch: k8s_watch.Watch | None = None
+        self._watch: WatchStream | None = None
 
     # ==================================================================
     # Lifecycle
@@ -211,7 +165,7 @@ class Agent:
             self._spawn(f"worker-{i}", self._worker)
         self._spawn("lease", self._lease_loop)
         self._spawn("host", self._host_loop)
-        if self.cfg.metrics_port is not None:
+        if self.cfg.metrics_port:
             self._metrics_server = serve_metrics(
                 self.cfg.metrics_port, self.metrics, self.healthy, self.cfg.metrics_bind
             )
@@ -236,6 +190,7 @@ class Agent:
         self.driver.close()
         if self.placement is not None:
             self.placement.close()
+        self.kube.close()
 
     def run_forever(self) -> None:
         self.start()
@@ -275,16 +230,16 @@ class Agent:
 
     def renew_lease(self) -> None:
         ns, name = self.cfg.lease_namespace, self.host
-        now = _micro_time()
+        now = now_rfc3339(micro=True)
         spec = {
             "holderIdentity": self.host,
             "leaseDurationSeconds": self.cfg.lease_duration_seconds,
             "renewTime": now,
         }
         try:
-            self.coord.patch_namespaced_lease(name, ns, {"spec": spec})
+            self.kube.merge_patch(lease_path(ns, name), {"spec": spec})
             return
-        except ApiException as exc:
+        except KubeError as exc:
             if exc.status != 404:
                 raise
         body = {
@@ -294,26 +249,22 @@ class Agent:
             "spec": {**spec, "acquireTime": now},
         }
         try:
-            self.coord.create_namespaced_lease(ns, body)
-        except ApiException as exc:
+            self.kube.create(lease_path(ns), body)
+        except KubeError as exc:
             if exc.status == 404:  # the namespace is missing
                 try:
-                    self.core.create_namespace({"metadata": {"name": ns}})
-                except ApiException as exc2:
+                    self.kube.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+                except KubeError as exc2:
                     if exc2.status not in (403, 409):
                         raise
-                self.coord.create_namespaced_lease(ns, body)
+                self.kube.create(lease_path(ns), body)
             elif exc.status != 409:
                 raise
 
     def _get_host(self) -> dict:
-        try:
-            return self.custom.get_cluster_custom_object(
-                names.GROUP, names.VERSION, names.HOSTS, self.host
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        found = self.kube.get_or_none(host_path(self.host))
+        if found is not None:
+            return found
         body = {
             "apiVersion": names.API_VERSION,
             "kind": "Host",
@@ -321,15 +272,11 @@ class Agent:
             "spec": {},
         }
         try:
-            return self.custom.create_cluster_custom_object(
-                names.GROUP, names.VERSION, names.HOSTS, body
-            )
-        except ApiException as exc:
+            return self.kube.create(custom_path(names.HOSTS), body)
+        except KubeError as exc:
             if exc.status != 409:
                 raise
-            return self.custom.get_cluster_custom_object(
-                names.GROUP, names.VERSION, names.HOSTS, self.host
-            )
+            return self.kube.get(host_path(self.host))
 
     def register_host(self) -> dict:
         """Create/update the Host, its resource provider, inventory and
@@ -356,13 +303,11 @@ class Agent:
                 "cpuModel": info.cpu_model,
             },
             "instanceCount": self._instance_count(),
-            "lastHeartbeatTime": st.now_rfc3339(),
+            "lastHeartbeatTime": now_rfc3339(),
         }
         if self.placement is not None:
-            from kova.agents.placement import provider_uuid
-
             rp = self.placement.ensure_provider(
-                self.host, hstatus.get("resourceProviderUUID") or provider_uuid(self.host)
+                self.host, hstatus.get("resourceProviderUUID") or names.provider_uuid(self.host)
             )
             self.rp_uuid = rp["uuid"]
             inv = traits_mod.inventory(
@@ -418,7 +363,7 @@ class Agent:
                 else:
                     body = {
                         "instanceCount": self._instance_count(),
-                        "lastHeartbeatTime": st.now_rfc3339(),
+                        "lastHeartbeatTime": now_rfc3339(),
                     }
                     if self.rp_uuid:
                         body["allocated"] = self._allocated()
@@ -500,62 +445,11 @@ class Agent:
     # ==================================================================
     # Watch
     def _watch_loop(self) -> None:
-        selector = f"{names.LABEL_HOST}={self.host}"
         while not self._stop.is_set():
             try:
-                lst = self.custom.list_cluster_custom_object(
-                    names.GROUP, names.VERSION, names.INSTANCES,
-                    label_selector=selector,
-                )
-                rv = lst["metadata"]["resourceVersion"]
-                fresh = {_key(o): o for o in lst.get("items") or []}
-                with self._cache_lock:
-                    old = self._cache
-                    self._cache = fresh
-                    for o in fresh.values():
-                        self._uid_index[o["metadata"]["uid"]] = _key(o)
-                for k in set(old) | set(fresh):
-                    self.queue.add(k)
-                if not self._synced.is_set():
-                    log.info("instance watch synced: %d instances on %s", len(fresh), self.host)
-                    # Look at every domain on the host now, not at the first
-                    # periodic resync: a domain whose Instance was evacuated
-                    # (or deleted) while this agent was away must not run on.
-                    self.queue.add(("", "*resync*"))
-                self._synced.set()
-                self._watch = k8s_watch.Watch()
-                for ev in self._watch.stream(
-                    self.custom.list_cluster_custom_object,
-                    names.GROUP, names.VERSION, names.INSTANCES,
-                    label_selector=selector, resource_version=rv,
-                    timeout_seconds=300, allow_watch_bookmarks=True,
-                ):
-                    if self._stop.is_set():
-                        break
-                    typ, obj = ev.get("type"), ev.get("object") or {}
-                    if typ == "ERROR":
-                        log.info("watch error %s; relisting", obj.get("message"))
-                        break
-                    if typ == "BOOKMARK":
-                        continue
-                    k = _key(obj)
-                    if typ in ("ADDED", "DELETED"):
-                        self._host_dirty.set()
-                    with self._cache_lock:
-                        if typ == "DELETED":
-                            self._cache.pop(k, None)
-                        else:
-                            cur = self._cache.get(k)
-                            # Our own writes land in the cache at once; an
-                            # older event arriving after them must not undo it.
-                            if cur is None or _rv(obj) >= _rv(cur) or (
-                                cur["metadata"].get("uid") != obj["metadata"].get("uid")
-                            ):
-                                self._cache[k] = obj
-                            self._uid_index[obj["metadata"]["uid"]] = k
-                    self.queue.add(k)
-            except ApiException as exc:
-                if exc.status != 410:
+                self._watch_events(self._relist())
+            except KubeError as exc:
+                if exc.status != 410:  # 410: the resourceVersion is too old; relist
                     log.warning("instance watch failed: %s %s", exc.status, exc.reason)
                     self._stop.wait(1.0)
             except Exception as exc:
@@ -563,6 +457,65 @@ class Agent:
                     break
                 log.warning("instance watch failed: %s", exc)
                 self._stop.wait(1.0)
+
+    def _instances_query(self) -> tuple[str, dict[str, str]]:
+        return custom_path(names.INSTANCES), {"labelSelector": f"{names.LABEL_HOST}={self.host}"}
+
+    def _relist(self) -> str:
+        """List this host's Instances into the cache (queueing every one that
+        appeared, changed or went); the list's resourceVersion."""
+        path, query = self._instances_query()
+        lst = self.kube.list_all(path, query)
+        fresh = {_key(o): o for o in lst.get("items") or []}
+        with self._cache_lock:
+            old = self._cache
+            self._cache = fresh
+            for o in fresh.values():
+                self._uid_index[o["metadata"]["uid"]] = _key(o)
+        for k in set(old) | set(fresh):
+            self.queue.add(k)
+        if not self._synced.is_set():
+            log.info("instance watch synced: %d instances on %s", len(fresh), self.host)
+            # Look at every domain on the host now, not at the first
+            # periodic resync: a domain whose Instance was evacuated (or
+            # deleted) while this agent was away must not run on.
+            self.queue.add(("", "*resync*"))
+        self._synced.set()
+        return lst["metadata"]["resourceVersion"]
+
+    def _watch_events(self, rv: str) -> None:
+        """Follow the watch from ``rv`` until it ends (then relist)."""
+        path, query = self._instances_query()
+        self._watch = self.kube.watch(
+            path, {**query, "resourceVersion": rv, "allowWatchBookmarks": "true"},
+            timeout_seconds=300)
+        for ev in self._watch:
+            if self._stop.is_set():
+                break
+            typ, obj = ev.get("type"), ev.get("object") or {}
+            if typ == "ERROR":
+                log.info("watch error %s; relisting", obj.get("message"))
+                break
+            if typ != "BOOKMARK":
+                self._cache_event(typ, obj)
+
+    def _cache_event(self, typ: str, obj: dict) -> None:
+        k = _key(obj)
+        if typ in ("ADDED", "DELETED"):
+            self._host_dirty.set()
+        with self._cache_lock:
+            if typ == "DELETED":
+                self._cache.pop(k, None)
+            else:
+                cur = self._cache.get(k)
+                # Our own writes land in the cache at once; an older event
+                # arriving after them must not undo it.
+                if cur is None or _rv(obj) >= _rv(cur) or (
+                    cur["metadata"].get("uid") != obj["metadata"].get("uid")
+                ):
+                    self._cache[k] = obj
+                self._uid_index[obj["metadata"]["uid"]] = k
+        self.queue.add(k)
 
     def _on_libvirt_event(self, uid: str, event: str, detail: int) -> None:
         self.metrics.lifecycle_events.labels(event).inc()
@@ -662,12 +615,12 @@ class Agent:
                                  power_annotation=power_ann)
         restart = ann.get(names.ANNOTATION_RESTART, "")
         new_meta = meta
-        events: list[tuple[str, str, str]] = []
+        notices: list[tuple[str, str, str]] = []
         if first_start and not meta.restart_token and restart:
             new_meta = dataclasses.replace(new_meta, restart_token=restart)
         elif restart and restart != meta.restart_token and state.running and action is None:
             log.info("%s/%s: restart requested (%s)", *key, restart)
-            events.append(("Normal", "Restarted", f"domain restarted on {self.host}"))
+            notices.append(("Normal", names.EVENT_RESTARTED, f"domain restarted on {self.host}"))
             self.driver.destroy(uid)
             self.driver.start(uid)
             self.metrics.power_actions.labels("restart").inc()
@@ -681,12 +634,12 @@ class Agent:
             log.info("%s/%s: domain started in %.2fs", *key, time.monotonic() - t_start)
             self.metrics.power_actions.labels("start").inc()
             state = self.driver.state(uid) or state
-            events.append(("Normal", "Started", f"domain started on {self.host}"))
+            notices.append(("Normal", names.EVENT_STARTED, f"domain started on {self.host}"))
             if uid in self._build_started:
                 self.metrics.build_seconds.observe(time.monotonic() - self._build_started.pop(uid))
         elif action == st.STOP:
             if uid not in self._stopping:
-                events.append(("Normal", "Stopping",
+                notices.append(("Normal", names.EVENT_STOPPING,
                                f"shutting the domain down on {self.host} (runStrategy {strategy})"))
                 log.info("%s/%s: stopping the domain (runStrategy %s%s)", *key, strategy,
                          f", {names.ANNOTATION_POWER}={power_ann}" if power_ann else "")
@@ -712,7 +665,7 @@ class Agent:
         if new_meta != meta and info.meta is not None:
             self.driver.set_metadata(uid, new_meta)
         self._report(obj, state)
-        for etype, reason, message in events:
+        for etype, reason, message in notices:
             self._event(obj, etype, reason, message)
 
     def _report(self, obj: dict, state: DomainState | None, *, force_built: bool = False) -> None:
@@ -760,35 +713,23 @@ class Agent:
 
     def _resources(self, obj: dict) -> dict:
         status = obj.get("status") or {}
-        spec = obj.get("spec") or {}
-        res = status.get("resources") or spec.get("resources")
+        res = status.get("resources") or ob.spec(obj).get("resources")
         if res:
             return res
-        ref = (spec.get("flavorRef") or {}).get("name")
+        ref = ob.ref_name(obj, "flavorRef")
         if not ref:
             raise BuildError(names.ERROR_INTERNAL, "the instance has neither resources nor a flavor")
-        try:
-            flavor = self.custom.get_cluster_custom_object(
-                names.GROUP, names.VERSION, names.FLAVORS, ref
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                raise BuildError(names.ERROR_INTERNAL, f"flavor {ref} not found") from None
-            raise
-        fs = flavor.get("spec") or {}
+        flavor = self.kube.get_or_none(custom_path(names.FLAVORS, ref))
+        if flavor is None:
+            raise BuildError(names.ERROR_INTERNAL, f"flavor {ref} not found")
+        fs = ob.spec(flavor)
         return {"vcpus": fs["vcpus"], "memoryMiB": fs["memoryMiB"], "diskGiB": fs["diskGiB"]}
 
     def _image(self, obj: dict) -> tuple[ImageSource, dict]:
-        ref = ((obj.get("spec") or {}).get("imageRef") or {}).get("name")
-        try:
-            image = self.custom.get_cluster_custom_object(
-                names.GROUP, names.VERSION, names.IMAGES, ref
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                raise BuildError(names.ERROR_IMAGE_NOT_FOUND,
-                                 f"Image {ref} does not exist") from None
-            raise
+        ref = ob.ref_name(obj, "imageRef")
+        image = self.kube.get_or_none(custom_path(names.IMAGES, ref)) if ref else None
+        if image is None:
+            raise BuildError(names.ERROR_IMAGE_NOT_FOUND, f"Image {ref} does not exist")
         return ImageSource.from_image(image), image
 
     def _user_data(self, obj: dict) -> str:
@@ -799,15 +740,11 @@ class Agent:
         if not ref:
             return ""
         ns = obj["metadata"]["namespace"]
-        try:
-            secret = self.core.read_namespaced_secret(ref["name"], ns)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise BuildError(names.ERROR_USER_DATA,
-                                 f"Secret {ns}/{ref['name']} does not exist") from None
-            raise
+        secret = self.kube.get_or_none(f"/api/v1/namespaces/{ns}/secrets/{ref['name']}")
+        if secret is None:
+            raise BuildError(names.ERROR_USER_DATA, f"Secret {ns}/{ref['name']} does not exist")
         key = ref.get("key") or "userdata"
-        data = (secret.data or {}).get(key)
+        data = (secret.get("data") or {}).get(key)
         if data is None:
             raise BuildError(names.ERROR_USER_DATA,
                              f"Secret {ns}/{ref['name']} has no key {key!r}")
@@ -917,7 +854,7 @@ class Agent:
                 meta=DomainMetadata(
                     uid=uid, namespace=key[0], name=key[1], host=self.host,
                     image=source.name, generation=int(md.get("generation") or 0),
-                    created=st.now_rfc3339(),
+                    created=now_rfc3339(),
                     restart_token=(md.get("annotations") or {}).get(names.ANNOTATION_RESTART, ""),
                     run_strategy="",
                 ),
@@ -955,7 +892,7 @@ class Agent:
         except (DriverError, DomainSpecError) as exc:
             self._undo_build(uid, created_dir)
             raise BuildError(names.ERROR_LIBVIRT, str(exc)) from exc
-        except ApiException:
+        except KubeError:
             raise  # the API server hiccupped: retry the reconcile, not a build failure
         except OSError as exc:
             self._undo_build(uid, created_dir)
@@ -1006,7 +943,7 @@ class Agent:
         log.info("%s/%s: deleting the domain and its disks", *_key(obj))
         self._teardown(uid)
         self._remove_finalizer(obj)
-        self._event(obj, "Normal", "Deleted", f"domain, disks and seed removed from {self.host}")
+        self._event(obj, "Normal", names.EVENT_DELETED, f"domain, disks and seed removed from {self.host}")
 
     def _teardown(self, uid: str) -> None:
         self._stopping.pop(uid, None)
@@ -1021,14 +958,7 @@ class Agent:
     def _live_instance(self, namespace: str, name: str) -> dict | None:
         """The Instance as the API server has it now (not the cache); None if
         it is gone."""
-        try:
-            return self.custom.get_namespaced_custom_object(
-                names.GROUP, names.VERSION, namespace, names.INSTANCES, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self.kube.get_or_none(instance_path(namespace, name))
 
     def _placed_here(self, obj: dict | None, uid: str) -> bool:
         """Whether ``obj`` is Instance uid, still placed on this host."""
@@ -1060,7 +990,7 @@ class Agent:
         self._teardown(uid)
         self.metrics.stale_domains.inc()
         if obj is not None and obj["metadata"].get("uid") == uid:
-            self._event(obj, "Normal", "StaleDomainRemoved",
+            self._event(obj, "Normal", names.EVENT_STALE_DOMAIN_REMOVED,
                         f"{self.host}: removed the stale copy of the domain (the Instance is "
                         f"now on {(obj.get('status') or {}).get('host')})")
 
@@ -1082,23 +1012,18 @@ class Agent:
     # API writes
     def _apply_status(self, obj: dict | None, plural: str, name: str, kind: str,
                       status: dict, namespace: str | None = None) -> None:
+        """Server-side apply the agent's ``status`` fields (its own field
+        manager, so the operator's fields are left alone)."""
         body = {
             "apiVersion": names.API_VERSION,
             "kind": kind,
             "metadata": {"name": name, **({"namespace": namespace} if namespace else {})},
             "status": status,
         }
-        kw = dict(field_manager=FIELD_MANAGER, force=True, _content_type=APPLY)
+        path = custom_path(plural, name, namespace=namespace, subresource="status")
         try:
-            if namespace:
-                new = self.custom.patch_namespaced_custom_object_status(
-                    names.GROUP, names.VERSION, namespace, plural, name, body, **kw
-                )
-            else:
-                new = self.custom.patch_cluster_custom_object_status(
-                    names.GROUP, names.VERSION, plural, name, body, **kw
-                )
-        except ApiException as exc:
+            new = self.kube.apply(path, body, field_manager=names.FIELD_MANAGER_AGENT)
+        except KubeError as exc:
             if exc.status == 404:
                 return
             raise
@@ -1109,76 +1034,18 @@ class Agent:
                 if cur is not None and _rv(new) > _rv(cur):
                     self._cache[k] = new
 
-    def _patch_finalizers(self, obj: dict, add: bool) -> dict:
-        md = obj["metadata"]
-        ns, name, uid = md["namespace"], md["name"], md["uid"]
-        for _ in range(10):
-            fins = list(md.get("finalizers") or [])
-            has = names.FINALIZER_AGENT in fins
-            if has == add:
-                return obj
-            fins = fins + [names.FINALIZER_AGENT] if add else [
-                f for f in fins if f != names.FINALIZER_AGENT
-            ]
-            patch = {"metadata": {"finalizers": fins, "resourceVersion": md["resourceVersion"]}}
-            try:
-                return self.custom.patch_namespaced_custom_object(
-                    names.GROUP, names.VERSION, ns, names.INSTANCES, name, patch,
-                    _content_type=MERGE,
-                )
-            except ApiException as exc:
-                if exc.status == 404:
-                    return obj
-                if exc.status != 409:
-                    raise
-            obj = self.custom.get_namespaced_custom_object(
-                names.GROUP, names.VERSION, ns, names.INSTANCES, name
-            )
-            md = obj["metadata"]
-            if md.get("uid") != uid:
-                return obj  # a new Instance under the same name: not ours to touch
-        raise RuntimeError(f"could not update the finalizers of {ns}/{name}")
-
     def _ensure_finalizer(self, obj: dict) -> dict:
-        return self._patch_finalizers(obj, add=True)
+        path = instance_path(*_key(obj))
+        return self.kube.run(finalizers.add(self.kube.aio, path, obj, names.FINALIZER_AGENT))
 
     def _remove_finalizer(self, obj: dict) -> None:
-        md = obj["metadata"]
-        try:  # the cached copy may predate our own finalizer: read it afresh
-            fresh = self.custom.get_namespaced_custom_object(
-                names.GROUP, names.VERSION, md["namespace"], names.INSTANCES, md["name"]
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return
-            raise
-        if fresh["metadata"].get("uid") != md["uid"]:
-            return
-        self._patch_finalizers(fresh, add=False)
+        path = instance_path(*_key(obj))
+        self.kube.run(finalizers.remove(self.kube.aio, path, obj, names.FINALIZER_AGENT))
 
     def _event(self, obj: dict, etype: str, reason: str, message: str) -> None:
-        md = obj["metadata"]
-        now = _micro_time()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{md['name']}.", "namespace": md["namespace"]},
-            "involvedObject": {
-                "apiVersion": names.API_VERSION, "kind": "Instance",
-                "name": md["name"], "namespace": md["namespace"], "uid": md["uid"],
-            },
-            "type": etype,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": "kova-agent", "host": self.host},
-            "firstTimestamp": now[:19] + "Z",
-            "lastTimestamp": now[:19] + "Z",
-            "count": 1,
-        }
-        try:
-            self.core.create_namespaced_event(md["namespace"], body)
-        except Exception as exc:  # events are best effort
-            log.debug("event not recorded: %s", exc)
+        """An Event about Instance ``obj`` (best effort)."""
+        self.kube.run(events.post(self.kube.aio, obj, etype, reason, message,
+                                  component=names.COMPONENT_AGENT, host=self.host))
 
 
 def _rv(obj: dict) -> int:

@@ -81,7 +81,7 @@ class Bench:
             print("starting a throwaway control plane ...", file=sys.stderr)
             self.cp = ControlPlane(workdir=self.work / "cp").start()
             self.kubeconfig = self.cp.kubeconfig
-        from kova.crds.install import apply_crds
+        from kova.dev.crds import apply_crds
 
         apply_crds(self.kubeconfig)
         cfg = client.Configuration()

@@ -35,7 +35,7 @@ from kova.dev.metrics import scrape
 
 ROOT = Path(__file__).resolve().parents[1]
 KOVA = [sys.executable, "-m", "kova.cli"]
-G, V = "kova.dev", "v1alpha1"
+from kova.crds.names import GROUP as G, VERSION as V  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -96,7 +96,7 @@ def main() -> int:
 
     from kubernetes import client, config
 
-    from kova.crds.install import apply_crds
+    from kova.dev.crds import apply_crds
     from kova.dev.controlplane import ControlPlane, free_port
 
     work = Path(tempfile.mkdtemp(prefix="kova-bench-"))
@@ -232,11 +232,12 @@ def main() -> int:
         # The burst: 16 creates in flight at a time over aiohttp (the
         # official client costs this process ~3 ms of CPU per create, which
         # the four measured processes would have to share the cores with).
-        from kova.operator.kube import KubeCredentials
+        from kova.kube import Credentials
 
-        creds = KubeCredentials.load(str(cp.kubeconfig))
+        creds = Credentials.load(str(cp.kubeconfig))
         ssl_ctx = creds.ssl_context()
-        auth = f"Bearer {creds.token}" if creds.token else None
+        token = creds.bearer()
+        auth = f"Bearer {token}" if token else None
 
         async def apply_all() -> list[float]:
             import aiohttp

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from kova.crds import names
 from kova.operator import metrics
-from kova.operator.kube import Kube
-from kova.operator.placement import Conflict, Placement
+from kova.kube import Kube, custom_path
+from kova.placement_client import Conflict, PlacementClient
 from kova.operator.scheduler.request import format_resources
 
 LOG = logging.getLogger("kova.operator.audit")
@@ -52,23 +52,12 @@ class AuditReport:
 
 
 async def list_instances(kube: Kube, namespace: str | None = None) -> list[dict]:
-    items: list[dict] = []
-    cont = None
-    path = (f"/apis/{names.API_VERSION}/namespaces/{namespace}/instances" if namespace
-            else f"/apis/{names.API_VERSION}/instances")
-    while True:
-        params = {"limit": "500"}
-        if cont:
-            params["continue"] = cont
-        body = await kube.get(path, params=params)
-        items += body.get("items") or []
-        cont = (body.get("metadata") or {}).get("continue")
-        if not cont:
-            return items
+    body = await kube.list_all(custom_path(names.INSTANCES, namespace=namespace))
+    return body["items"]
 
 
 async def host_providers(kube: Kube) -> dict[str, str]:
-    body = await kube.get(f"/apis/{names.API_VERSION}/hosts")
+    body = await kube.get(custom_path(names.HOSTS))
     out = {}
     for h in body.get("items") or []:
         rp = (h.get("status") or {}).get("resourceProviderUUID")
@@ -77,7 +66,7 @@ async def host_providers(kube: Kube) -> dict[str, str]:
     return out
 
 
-async def run_audit(kube: Kube, placement: Placement, *, heal: bool = False,
+async def run_audit(kube: Kube, placement: PlacementClient, *, heal: bool = False,
                     emit: Callable[[dict, str, str, str], None] | None = None,
                     namespaces: Sequence[str] = ()) -> AuditReport:
     report = AuditReport()
@@ -125,7 +114,7 @@ async def run_audit(kube: Kube, placement: Placement, *, heal: bool = False,
                 continue
             report.missing.append(name)
             if emit:
-                emit(inst, "Warning", "AllocationMissing",
+                emit(inst, "Warning", names.EVENT_ALLOCATION_MISSING,
                      f"no allocation in Placement for this Instance on {host}")
             if heal:
                 ok = await _reclaim(placement, inst, hosts.get(host))
@@ -137,7 +126,7 @@ async def run_audit(kube: Kube, placement: Placement, *, heal: bool = False,
         if rp and rp not in allocs:
             report.mismatched.append(name)
             if emit:
-                emit(inst, "Warning", "AllocationMismatch",
+                emit(inst, "Warning", names.EVENT_ALLOCATION_MISMATCH,
                      f"allocation is on provider(s) {', '.join(allocs)}, not on {host} ({rp})")
     metrics.AUDIT_ORPHANS.set(len(report.orphans))
     metrics.AUDIT_MISSING.set(len(report.missing))
@@ -147,7 +136,7 @@ async def run_audit(kube: Kube, placement: Placement, *, heal: bool = False,
     return report
 
 
-async def _reclaim(placement: Placement, inst: dict, rp: str | None) -> bool:
+async def _reclaim(placement: PlacementClient, inst: dict, rp: str | None) -> bool:
     """Claim the Instance's recorded size on its recorded host again."""
     size = (inst.get("status") or {}).get("resources")
     if not rp or not size:
@@ -159,8 +148,7 @@ async def _reclaim(placement: Placement, inst: dict, rp: str | None) -> bool:
     for ar in body.get("allocation_requests") or []:
         try:
             await placement.claim(inst["metadata"]["uid"], ar["allocations"],
-                                  project_id=names.project_id(inst["metadata"]["namespace"]),
-                                  consumer_generation=None)
+                                  names.project_id(inst["metadata"]["namespace"]))
             return True
         except Conflict:
             return False

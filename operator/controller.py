@@ -31,13 +31,15 @@ import kopf
 from kova.conditions import get_condition, set_condition
 
 from kova.crds import names
+from kova.crds import objects as ob
+from kova.crds.names import ServerGroupPolicy
 from kova.operator import metrics
 from kova.operator.scheduler.batch import BatchScheduler, batchable
-from kova.operator.config import Settings
+from kova.operator.settings import Settings
 from kova.operator.scheduler.filters import HostInfo
-from kova.operator.kube import (Kube, KubeCredentials, KubeError, host_path, instance_path,
-                                lease_path)
-from kova.operator.placement import Placement, PlacementError
+from kova import events, finalizers
+from kova.kube import Credentials, Kube, KubeError, host_path, instance_path, lease_path
+from kova.placement_client import PlacementClient, PlacementError, RetryPolicy
 from kova.operator.scheduler.request import InvalidRequest, MissingDependency, build_request
 from kova.operator.scheduler.scheduler import Decision, NoValidHost, Scheduler
 from kova.operator.status import attempts_history, describe_attempts, is_build_failed
@@ -117,9 +119,9 @@ class NoDiffBase(kopf.DiffBaseStorage):
 class Controller:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.creds = KubeCredentials.load(settings.kubeconfig)
+        self.creds = Credentials.load(settings.kubeconfig)
         self.kube: Kube | None = None
-        self.placement: Placement | None = None
+        self.placement: PlacementClient | None = None
         self.queue: AsyncWorkQueue | None = None
         self.indexes: dict[str, Any] = {}
         self.leases: dict[str, dict] = {}
@@ -278,10 +280,14 @@ class Controller:
 
         @kopf.on.login(registry=reg)
         def login(**_: Any) -> kopf.ConnectionInfo:
+            # At start-up and after kopf saw a 401: the token as it is now
+            # (a rotated token file, a re-run exec plugin).
             c = ctl.creds
+            c.refresh()
+            token = c.bearer()
             return kopf.ConnectionInfo(
                 server=c.server, ca_path=c.ca_file, insecure=c.insecure,
-                scheme="Bearer" if c.token else None, token=c.token,
+                scheme="Bearer" if token else None, token=token,
                 certificate_path=c.cert_file, private_key_path=c.key_file,
             )
 
@@ -692,45 +698,24 @@ class Controller:
         ``change`` returns None there is nothing to write: ``current`` is
         returned as it is (and nothing appended to ``written``)."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        path = instance_path(ns, name) + "/status"
-        current = body
-        for _ in range(retries):
+        wrote = []
+
+        def patch(current: dict) -> dict | None:
             status = change(current)
-            if status is None:
-                return current
-            patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                     "status": status}
-            try:
-                current = await self.kube.merge_patch(path, patch)
-                if written is not None:
-                    written.append(True)
-                return current
-            except KubeError as exc:
-                if exc.status != 409:
-                    raise
-            current = await self.kube.get(instance_path(ns, name))
-        raise RuntimeError(f"status of {ns}/{name}: too many conflicts")
+            wrote[:] = [status is not None]
+            return None if status is None else {"status": status}
+
+        current = await self.kube.patch_guarded(instance_path(ns, name) + "/status", body, patch,
+                                                read_path=instance_path(ns, name),
+                                                retries=retries)
+        if written is not None and wrote and wrote[0]:
+            written.append(True)
+        return current
 
     async def ensure_finalizer(self, body: dict) -> dict:
         meta = body["metadata"]
-        fins = list(meta.get("finalizers") or [])
-        if names.FINALIZER_OPERATOR in fins:
-            return body
-        ns, name = meta["namespace"], meta["name"]
-        current = body
-        for _ in range(5):
-            fins = list(current["metadata"].get("finalizers") or [])
-            if names.FINALIZER_OPERATOR in fins:
-                return current
-            try:
-                return await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
-                    "finalizers": fins + [names.FINALIZER_OPERATOR],
-                    "resourceVersion": current["metadata"]["resourceVersion"]}})
-            except KubeError as exc:
-                if exc.status != 409:
-                    raise
-            current = await self.kube.get(instance_path(ns, name))
-        raise RuntimeError(f"finalizer of {ns}/{name}: too many conflicts")
+        return await finalizers.add(self.kube, instance_path(meta["namespace"], meta["name"]),
+                                    body, names.FINALIZER_OPERATOR)
 
     async def set_waiting(self, body: dict, reason: str, message: str) -> None:
         cond = get_condition(body, names.COND_SCHEDULED)
@@ -924,13 +909,12 @@ class Controller:
             # The fenced host's agent cannot clean up now; it removes the
             # domain of a vanished Instance when it comes back (Nova's local
             # delete of an instance on a down compute host).
-            fins = [f for f in fins if f != names.FINALIZER_AGENT]
-            body = await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
-                "finalizers": fins, "resourceVersion": meta["resourceVersion"]}})
-            meta = body["metadata"]
+            body = await finalizers.remove(self.kube, instance_path(ns, name), body,
+                                           names.FINALIZER_AGENT)
+            fins = ob.finalizers(body)
             LOG.warning("%s/%s uid=%s deleted while its host %s is fenced: the agent's "
                         "finalizer was removed", ns, name, uid, host)
-            self.emit(body, "Warning", "DeletedOnFencedHost",
+            self.emit(body, "Warning", names.EVENT_DELETED_ON_FENCED_HOST,
                       f"host {host} is fenced: deleted without waiting for its agent, which "
                       "removes the domain when it comes back")
         if names.FINALIZER_AGENT in fins:
@@ -940,17 +924,8 @@ class Controller:
             self.queue.add_after(key, 30.0)
             return
         freed = await self.placement.delete_allocations(uid)
-        try:
-            await self.kube.merge_patch(instance_path(ns, name), {"metadata": {
-                "finalizers": [f for f in fins if f != names.FINALIZER_OPERATOR],
-                "resourceVersion": meta["resourceVersion"]}})
-        except KubeError as exc:
-            if exc.status == 404:
-                return
-            if exc.status == 409:
-                self.queue.add_after(key, 0.2)
-                return
-            raise
+        await finalizers.remove(self.kube, instance_path(ns, name), body,
+                                names.FINALIZER_OPERATOR)
         self.own_hosts.pop(uid, None)
         LOG.info("deleted %s/%s uid=%s: allocations %s", ns, name, uid,
                  "freed" if freed else "were already gone")
@@ -976,9 +951,9 @@ class Controller:
             if host:
                 hosts[host] += 1
         policy = sg.get("policy")
-        if policy == "affinity":
+        if policy == ServerGroupPolicy.AFFINITY:
             ok = len(hosts) <= 1
-        elif policy == "anti-affinity":
+        elif policy == ServerGroupPolicy.ANTI_AFFINITY:
             ok = all(n <= int(sg.get("maxServerPerHost") or 1) for n in hosts.values())
         else:
             ok = True
@@ -988,7 +963,7 @@ class Controller:
             return
         status = current.get("status") or {}
         want_members, want_hosts = sorted(members), sorted(hosts)
-        cond = get_condition(current, "PolicySatisfied")
+        cond = get_condition(current, names.SG_COND_POLICY_SATISFIED)
         want_cond = "True" if ok else "False"
         if (sorted(status.get("members") or []) == want_members
                 and sorted(status.get("hosts") or []) == want_hosts
@@ -1000,9 +975,10 @@ class Controller:
                  "status": {
                      "members": want_members or None, "hosts": want_hosts or None,
                      "observedGeneration": current["metadata"].get("generation"),
-                     "conditions": set_condition(status.get("conditions"), "PolicySatisfied",
-                                                 want_cond, "Satisfied" if ok else "Violated",
-                                                 message)}}
+                     "conditions": set_condition(
+                         status.get("conditions"), names.SG_COND_POLICY_SATISFIED, want_cond,
+                         names.SG_REASON_SATISFIED if ok else names.SG_REASON_VIOLATED,
+                         message)}}
         try:
             await self.kube.merge_patch(path + "/status", patch)
         except KubeError as exc:
@@ -1053,7 +1029,7 @@ class Controller:
 
     async def poll_leases(self) -> bool:
         """Refresh the Lease cache and ``alive``; True if any host changed."""
-        body = await self.kube.get(lease_path())
+        body = await self.kube.get(lease_path(self.settings.lease_namespace))
         self.leases = {item["metadata"]["name"]: item for item in body.get("items") or []}
         now = time.time()
         if self._lease_poll_failed:
@@ -1120,11 +1096,11 @@ class Controller:
                 cond = ("True", names.HOST_REASON_UP, "the heartbeat Lease is renewed")
             elif want == names.HostState.DOWN:
                 cond = ("False", names.HOST_REASON_DOWN,
-                        f"the heartbeat Lease {names.LEASE_NAMESPACE}/{name} expired"
+                        f"the heartbeat Lease {self.settings.lease_namespace}/{name} expired"
                         + (f" (last renewed {renew})" if renew else ""))
             else:
-                cond = ("Unknown", "NoHeartbeat",
-                        f"no heartbeat Lease {names.LEASE_NAMESPACE}/{name} yet")
+                cond = ("Unknown", names.HOST_REASON_NO_HEARTBEAT,
+                        f"no heartbeat Lease {self.settings.lease_namespace}/{name} yet")
             patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
                      "status": {"state": want, "conditions": set_condition(
                          status.get("conditions"), names.HOST_COND_READY, *cond)}}
@@ -1138,7 +1114,7 @@ class Controller:
                 continue
             LOG.info("host %s is %s", name, want)
             if want == names.HostState.DOWN:
-                self.emit(body, "Warning", "HostDown", cond[2])
+                self.emit(body, "Warning", names.REASON_HOST_DOWN, cond[2])
 
     async def set_host_fenced(self, body: dict, reason: str | None) -> dict | None:
         """The Host's Fenced condition (and an Event when it turns True)."""
@@ -1163,7 +1139,7 @@ class Controller:
             return None
         LOG.info("host %s: fenced=%s (%s)", name, cond[0], cond[1])
         self.emit(body, "Warning" if reason else "Normal",
-                  "HostFenced" if reason else "HostUnfenced", cond[2])
+                  names.EVENT_HOST_FENCED if reason else names.EVENT_HOST_UNFENCED, cond[2])
         return new
 
     # ------------------------------------------------------------ host failure
@@ -1183,7 +1159,7 @@ class Controller:
         if self.host_is_down(host) and status.get("phase") != names.InstancePhase.UNKNOWN:
             # The agent may be back since the last poll (its first status
             # write can come before the next one): look at the Lease itself.
-            lease = await self.kube.get_or_none(lease_path(host))
+            lease = await self.kube.get_or_none(lease_path(self.settings.lease_namespace, host))
             if lease_fresh(lease, time.time(), self.settings.heartbeat_grace):
                 return False
             await self.mark_unknown(body, host)
@@ -1421,18 +1397,21 @@ class Controller:
     async def event_poster(self) -> None:
         while True:
             obj, type_, reason, message = await self._events.get()
-            try:
-                await self.kube.event(obj, type_, reason, message)
-            except Exception as exc:  # events are best effort
-                LOG.debug("event not posted: %s", exc)
+            await events.post(self.kube, obj, type_, reason, message,
+                              component=names.COMPONENT_OPERATOR)
 
     # ============================================================ run
     async def run(self, stop_flag: asyncio.Event | None = None,
                   ready_flag: asyncio.Event | None = None) -> None:
         s = self.settings
-        self.kube = Kube(self.creds)
-        self.placement = Placement(s.placement_url, s.placement_token,
-                                   ca_file=s.placement_ca_file)
+        self.kube = Kube(self.creds, observe=lambda verb, seconds: metrics.KUBE_SECONDS.labels(
+            verb=verb).observe(seconds))
+        self.placement = PlacementClient(
+            s.placement_url, s.placement_token, ca_file=s.placement_ca_file,
+            retry=RetryPolicy(budget=s.placement_retry_seconds),
+            observe=lambda call, seconds: metrics.PLACEMENT_SECONDS.labels(call=call).observe(
+                seconds),
+            on_retry=lambda reason: metrics.PLACEMENT_RETRIES.labels(reason=reason).inc())
         self.queue = AsyncWorkQueue()
         self._events = asyncio.Queue(maxsize=10000)
         self.scheduler = Scheduler(self.placement, s.scheduler, self.host_by_rp,

@@ -9,9 +9,10 @@ object must exist; :func:`ensure_peering` creates them when the operator may
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from kova.operator.kube import KubeError
+from kova.kube import Kube, KubeError
 
 LOG = logging.getLogger("kova.operator.peering")
 
@@ -50,8 +51,6 @@ def manifests(name: str = "kova", namespace: str | None = None) -> list[dict]:
 
 
 async def ensure_peering(controller, settings) -> None:
-    from kova.operator.kube import Kube
-
     kube = Kube(controller.creds)
     try:
         namespaces = [None] if settings.all_namespaces else list(settings.namespaces)
@@ -61,22 +60,19 @@ async def ensure_peering(controller, settings) -> None:
                 path = ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
                         + crd["metadata"]["name"])
                 if await kube.get_or_none(path) is None:
-                    await kube.request("POST",
-                                       "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                                       json=crd)
+                    await kube.create(
+                        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
                     LOG.info("created CRD %s", crd["metadata"]["name"])
             base = (f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings" if ns
                     else "/apis/kopf.dev/v1/clusterkopfpeerings")
             for _ in range(50):
                 try:
                     if await kube.get_or_none(f"{base}/{settings.peering_name}") is None:
-                        await kube.request("POST", base, json=obj)
+                        await kube.create(base, obj)
                     break
                 except KubeError as exc:
                     if exc.status != 404:  # CRD not served yet
                         raise
-                import asyncio
-
                 await asyncio.sleep(0.2)
     except KubeError as exc:
         if exc.status == 403:

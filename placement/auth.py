@@ -117,10 +117,10 @@ class TokenReviewAuth(Authenticator):
     be asked the request is a 503, logged without the token.
     """
 
-    def __init__(self, api_client, roles: dict[str, str], default_role: str | None = None,
+    def __init__(self, kube, roles: dict[str, str], default_role: str | None = None,
                  audiences: list[str] | None = None, ttl: float = 60.0,
                  max_entries: int = 10000) -> None:
-        self.api_client = api_client
+        self.kube = kube  # a kova.kube.SyncKube
         self.roles = roles
         self.default_role = default_role
         self.audiences = audiences
@@ -135,12 +135,11 @@ class TokenReviewAuth(Authenticator):
         hit = self._cache.get(key)
         if hit and hit[0] > now:
             return hit[1]
-        from kubernetes import client
-
-        spec = client.V1TokenReviewSpec(token=token, audiences=self.audiences)
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                "spec": {"token": token, **({"audiences": self.audiences}
+                                            if self.audiences else {})}}
         try:
-            review = client.AuthenticationV1Api(self.api_client).create_token_review(
-                client.V1TokenReview(spec=spec), _request_timeout=10)
+            review = self.kube.create("/apis/authentication.k8s.io/v1/tokenreviews", body)
         except Exception as exc:  # noqa: BLE001 - API server down, refused, timed out
             status = getattr(exc, "status", None)
             LOG.warning("TokenReview failed (%s%s); answering 503", type(exc).__name__,
@@ -149,8 +148,9 @@ class TokenReviewAuth(Authenticator):
                 "The token cannot be verified now: the Kubernetes API did not answer "
                 "the TokenReview. Retry later.", headers={"retry-after": "5"}) from None
         role = None
-        if review.status and review.status.authenticated:
-            username = review.status.user.username if review.status.user else ""
+        status = review.get("status") or {}
+        if status.get("authenticated"):
+            username = (status.get("user") or {}).get("username") or ""
             role = self.roles.get(username, self.default_role)
         with self._lock:
             if len(self._cache) >= self.max_entries:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 
 import click
 
+from kova import log
+from kova import settings as kova_settings
 from kova.placement.db.engine import default_database_url
+from kova.placement.settings import PREFIX, PlacementSettings
 
 ENV_URL = "KOVA_PLACEMENT_DATABASE_URL"
 ENV_TOKEN_FILE = "KOVA_PLACEMENT_TOKEN_FILE"
@@ -17,22 +19,19 @@ ENV_RANDOMIZE = "KOVA_PLACEMENT_RANDOMIZE_ALLOCATION_CANDIDATES"
 _TRUE = ("1", "true", "yes", "on")
 ENV_TLS_CERT = "KOVA_PLACEMENT_TLS_CERT_FILE"
 ENV_TLS_KEY = "KOVA_PLACEMENT_TLS_KEY_FILE"
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+ENV_POOL = "KOVA_PLACEMENT_POOL_SIZE"
+ENV_LOG_LEVEL = "KOVA_PLACEMENT_LOG_LEVEL"
+ENV_LOG_FORMAT = "KOVA_PLACEMENT_LOG_FORMAT"
 
 
 def _k8s_auth(spec: dict):
-    from kubernetes import client, config
-
+    from kova.kube import Credentials, SyncKube
     from kova.placement.auth import TokenReviewAuth
 
-    cfg = client.Configuration()
-    if spec.get("kubeconfig"):
-        config.load_kube_config(config_file=spec["kubeconfig"], client_configuration=cfg)
-    else:
-        config.load_incluster_config(client_configuration=cfg)
+    kube = SyncKube(Credentials.load(spec.get("kubeconfig")), timeout=10.0)
     roles = {f"system:serviceaccount:{sa}": "admin" for sa in spec.get("admins", [])}
     roles.update({f"system:serviceaccount:{sa}": "reader" for sa in spec.get("readers", [])})
-    return TokenReviewAuth(client.ApiClient(cfg), roles)
+    return TokenReviewAuth(kube, roles)
 
 
 def _factory():
@@ -40,6 +39,8 @@ def _factory():
     from kova.placement.app import create_app
     from kova.placement.auth import NoAuth, StaticTokenAuth
 
+    log.setup("placement", os.environ.get(ENV_LOG_LEVEL, "info"),
+              os.environ.get(ENV_LOG_FORMAT, "auto"))
     url = os.environ.get(ENV_URL) or default_database_url()
     token_file = os.environ.get(ENV_TOKEN_FILE)
     k8s = os.environ.get(ENV_K8S_AUTH)
@@ -52,84 +53,53 @@ def _factory():
     else:
         auth = NoAuth()
     return create_app(url, auth=auth, migrate=False,
-                      pool_size=int(os.environ.get("KOVA_PLACEMENT_POOL_SIZE", "10")),
+                      pool_size=int(os.environ.get(ENV_POOL, "10")),
                       randomize_allocation_candidates=(
                           os.environ.get(ENV_RANDOMIZE, "").strip().lower() in _TRUE))
 
 
 def register(group: click.Group) -> None:
     @group.command("serve")
-    @click.option("--database-url", envvar=ENV_URL, default=None,
-                  help="SQLAlchemy URL (default: sqlite:///$KOVA_STATE/placement.db; "
-                       "production: postgresql+psycopg://user@host/db).")
-    @click.option("--host", default="127.0.0.1", show_default=True)
-    @click.option("--port", default=8778, show_default=True, type=int)
-    @click.option("--workers", default=1, show_default=True, type=int)
-    @click.option("--token-file", envvar=ENV_TOKEN_FILE, default=None,
-                  type=click.Path(exists=True, dir_okay=False),
-                  help="Static tokens: lines of '<admin|reader> <token>'.")
-    @click.option("--no-auth", is_flag=True, help="Accept every request (development only).")
-    @click.option("--k8s-admin", multiple=True, metavar="NAMESPACE:SERVICEACCOUNT",
-                  help="Verify bearer tokens with the Kubernetes TokenReview API; this "
-                       "service account gets the admin role (repeatable).")
-    @click.option("--k8s-reader", multiple=True, metavar="NAMESPACE:SERVICEACCOUNT",
-                  help="Service account with the read-only role (TokenReview mode).")
-    @click.option("--kubeconfig", default=None, type=click.Path(dir_okay=False),
-                  help="For TokenReview mode outside the cluster (default: in-cluster).")
-    @click.option("--tls-cert-file", envvar=ENV_TLS_CERT, default=None,
-                  type=click.Path(exists=True, dir_okay=False),
-                  help="Serve HTTPS with this PEM certificate (chain); needs --tls-key-file.")
-    @click.option("--tls-key-file", envvar=ENV_TLS_KEY, default=None,
-                  type=click.Path(exists=True, dir_okay=False),
-                  help="The PEM private key of --tls-cert-file.")
-    @click.option("--randomize-allocation-candidates/--no-randomize-allocation-candidates",
-                  envvar=ENV_RANDOMIZE, default=False, show_default=True,
-                  help="With `limit`, GET /allocation_candidates returns a random sample "
-                       "of all candidates instead of the first N (and shuffles them "
-                       "without a limit), as OpenStack's [placement] "
-                       "randomize_allocation_candidates: schedulers that ask for few "
-                       "candidates still spread over every host.")
-    @click.option("--log-level", default="info", show_default=True,
-                  type=click.Choice(LOG_LEVELS, case_sensitive=False))
-    def serve(database_url, host, port, workers, token_file, no_auth, k8s_admin, k8s_reader,
-              kubeconfig, tls_cert_file, tls_key_file, randomize_allocation_candidates,
-              log_level):
+    @kova_settings.options(PlacementSettings, PREFIX)
+    def serve(settings: PlacementSettings):
         """Serve the Placement API."""
         import uvicorn
 
         from kova.placement.db.engine import upgrade
 
-        logging.basicConfig(level=log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        k8s_mode = bool(k8s_admin or k8s_reader)
-        if sum([bool(token_file), no_auth, k8s_mode]) != 1:
+        s = settings
+        k8s_mode = bool(s.k8s_admin or s.k8s_reader)
+        if sum([bool(s.token_file), s.no_auth, k8s_mode]) != 1:
             raise click.UsageError(
                 "choose one of --token-file, --k8s-admin/--k8s-reader (TokenReview), "
                 "or --no-auth for local development")
-        if bool(tls_cert_file) != bool(tls_key_file):
+        if bool(s.tls_cert_file) != bool(s.tls_key_file):
             raise click.UsageError("--tls-cert-file and --tls-key-file go together")
-        if no_auth:
+        log.setup("placement", s.log_level, s.log_format)
+        if s.no_auth:
             click.echo("WARNING: authentication is disabled (--no-auth); anyone who can "
                        "reach this port can change every allocation.", err=True)
-        url = database_url or default_database_url()
+        url = s.database_url or default_database_url()
         upgrade(url)
-        os.environ[ENV_URL] = url
+        # The worker processes build the app from the environment (_factory).
+        os.environ.update({ENV_URL: url, ENV_RANDOMIZE: "1" if s.randomize_allocation_candidates
+                           else "0", ENV_POOL: str(s.pool_size), ENV_LOG_LEVEL: s.log_level,
+                           ENV_LOG_FORMAT: s.log_format})
         os.environ.pop(ENV_TOKEN_FILE, None)
         os.environ.pop(ENV_K8S_AUTH, None)
-        os.environ[ENV_RANDOMIZE] = "1" if randomize_allocation_candidates else "0"
-        if token_file:
-            os.environ[ENV_TOKEN_FILE] = os.path.abspath(token_file)
+        if s.token_file:
+            os.environ[ENV_TOKEN_FILE] = os.path.abspath(s.token_file)
         elif k8s_mode:
             import json
 
             os.environ[ENV_K8S_AUTH] = json.dumps({
-                "kubeconfig": os.path.abspath(kubeconfig) if kubeconfig else None,
-                "admins": list(k8s_admin), "readers": list(k8s_reader)})
-        config = uvicorn.Config("kova.placement.cli:_factory", factory=True, host=host,
-                                port=port, workers=workers, log_level=log_level.lower(),
-                                access_log=False, ssl_certfile=tls_cert_file,
-                                ssl_keyfile=tls_key_file)
-        if workers <= 1:
+                "kubeconfig": os.path.abspath(s.kubeconfig) if s.kubeconfig else None,
+                "admins": list(s.k8s_admin), "readers": list(s.k8s_reader)})
+        config = uvicorn.Config("kova.placement.cli:_factory", factory=True, host=s.host,
+                                port=s.port, workers=s.workers, log_level=s.log_level,
+                                log_config=None, access_log=False,
+                                ssl_certfile=s.tls_cert_file, ssl_keyfile=s.tls_key_file)
+        if s.workers <= 1:
             uvicorn.Server(config).run()
             return
         from uvicorn.supervisors import Multiprocess

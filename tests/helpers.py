@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +17,7 @@ from kova.dev.controlplane import free_port
 from kova.dev.stack import IMAGE_HOST_PATH
 
 __all__ = ["FileServer", "PlacementServer", "TLSFileServer", "flavor_image_manifests", "free_port",
-           "instance_manifest", "stop_process", "wait_for"]
+           "instance_manifest", "serve_app", "stop_process", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +39,28 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
+
+
+@contextlib.contextmanager
+def serve_app(app) -> Iterator[str]:
+    """Serve an ASGI app (e.g. ``kova.placement.app.create_app(...)``) with
+    uvicorn on a free loopback port, in a thread, for the duration of the
+    block; yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                           access_log=False, lifespan="off"))
+    thread = threading.Thread(target=server.run, name="asgi-server", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 10, 0.02, what="the ASGI server to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:

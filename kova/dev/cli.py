@@ -54,7 +54,7 @@ def bring_up(hosts: list[str], components: bool = True) -> tuple[ControlPlane, S
             _say(f"[kova] control plane failed to start: {exc}")
             sys.exit(1)
 
-    from kova.crds import install as crds_install
+    from kova.dev import crds as crds_install
 
     crds_install.apply_crds(cp.kubeconfig, progress=_say)
     if not components:

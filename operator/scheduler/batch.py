@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from kova.crds import names
 from kova.operator import metrics
 from kova.operator.scheduler.filters import Candidate, describe_rejections, run_filters
-from kova.operator.placement import Conflict
+from kova.placement_client import Conflict
 from kova.operator.scheduler.request import RequestSpec
 from kova.operator.scheduler.scheduler import Decision, NoValidHost, Scheduler
 

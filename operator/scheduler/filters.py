@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from kova.crds.names import ServerGroupPolicy
 from kova.operator.scheduler.request import RequestSpec
 
 
@@ -92,7 +93,7 @@ def availability_zone_filter(c: Candidate, req: RequestSpec) -> str | None:
 def server_group_affinity_filter(c: Candidate, req: RequestSpec) -> str | None:
     """Hard affinity: once a member is placed, only its host qualifies."""
     sg = req.server_group
-    if sg is None or sg.policy != "affinity":
+    if sg is None or sg.policy != ServerGroupPolicy.AFFINITY:
         return None
     hosts = {h for h, n in sg.member_hosts.items() if n > 0}
     if not hosts or c.name in hosts:
@@ -103,7 +104,7 @@ def server_group_affinity_filter(c: Candidate, req: RequestSpec) -> str | None:
 def server_group_anti_affinity_filter(c: Candidate, req: RequestSpec) -> str | None:
     """Hard anti-affinity: at most maxServerPerHost members per host."""
     sg = req.server_group
-    if sg is None or sg.policy != "anti-affinity":
+    if sg is None or sg.policy != ServerGroupPolicy.ANTI_AFFINITY:
         return None
     if sg.member_hosts.get(c.name, 0) < sg.max_server_per_host:
         return None
@@ -157,9 +158,10 @@ def _always(req: RequestSpec) -> bool:
 #: When a filter can reject anything at all (the others always can).
 _RELEVANT: dict[str, Callable[[RequestSpec], bool]] = {
     "AvailabilityZone": lambda r: bool(r.zone),
-    "ServerGroupAffinity": lambda r: bool(r.server_group and r.server_group.policy == "affinity"),
-    "ServerGroupAntiAffinity": lambda r: bool(r.server_group
-                                              and r.server_group.policy == "anti-affinity"),
+    "ServerGroupAffinity": lambda r: bool(
+        r.server_group and r.server_group.policy == ServerGroupPolicy.AFFINITY),
+    "ServerGroupAntiAffinity": lambda r: bool(
+        r.server_group and r.server_group.policy == ServerGroupPolicy.ANTI_AFFINITY),
     "SameHost": lambda r: r.same_host is not None,
     "DifferentHost": lambda r: bool(r.different_host),
     "RequestedHost": lambda r: bool(r.requested_host),

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from kova.crds.names import ServerGroupPolicy
 from kova.crds import names
 
 
@@ -43,7 +44,7 @@ class ServerGroupInfo:
 
     @property
     def hard(self) -> bool:
-        return self.policy in ("affinity", "anti-affinity")
+        return self.policy in (ServerGroupPolicy.AFFINITY, ServerGroupPolicy.ANTI_AFFINITY)
 
 
 @dataclass
@@ -208,7 +209,7 @@ def build_request(
     if sg_name:
         req.server_group = ServerGroupInfo(
             name=sg_name,
-            policy=server_group.get("policy", "anti-affinity"),
+            policy=server_group.get("policy", ServerGroupPolicy.ANTI_AFFINITY),
             max_server_per_host=int(server_group.get("maxServerPerHost") or 1),
             member_hosts=Counter(member_hosts or {}),
         )

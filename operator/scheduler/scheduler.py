@@ -22,7 +22,7 @@ from kova.operator.scheduler.filters import (
     describe_rejections,
     run_filters,
 )
-from kova.operator.placement import Conflict, Placement, PlacementError
+from kova.placement_client import Conflict, PlacementClient, PlacementError
 from kova.operator.scheduler.request import RequestSpec, format_resources
 from kova.operator.scheduler.weighers import WeighConfig, WeighContext, order_candidates, weigh
 
@@ -81,7 +81,7 @@ def parse_candidates(body: dict, host_by_rp: Callable[[str], HostInfo | None]) -
 
 
 class Scheduler:
-    def __init__(self, placement: Placement, config: SchedulerConfig,
+    def __init__(self, placement: PlacementClient, config: SchedulerConfig,
                  host_by_rp: Callable[[str], HostInfo | None],
                  host_by_name: Callable[[str], HostInfo | None],
                  weigh_ctx: WeighContext | None = None) -> None:

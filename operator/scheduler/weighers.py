@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from kova.crds.names import ServerGroupPolicy
 from kova.operator.scheduler.filters import Candidate
 from kova.operator.scheduler.request import RequestSpec
 
@@ -86,14 +87,14 @@ def disk_raw(c: Candidate, req: RequestSpec, ctx: WeighContext) -> float:
 
 def soft_affinity_raw(c: Candidate, req: RequestSpec, ctx: WeighContext) -> float:
     sg = req.server_group
-    if sg is None or sg.policy != "soft-affinity":
+    if sg is None or sg.policy != ServerGroupPolicy.SOFT_AFFINITY:
         return 0.0
     return float(sg.member_hosts.get(c.name, 0))
 
 
 def soft_anti_affinity_raw(c: Candidate, req: RequestSpec, ctx: WeighContext) -> float:
     sg = req.server_group
-    if sg is None or sg.policy != "soft-anti-affinity":
+    if sg is None or sg.policy != ServerGroupPolicy.SOFT_ANTI_AFFINITY:
         return 0.0
     return -float(sg.member_hosts.get(c.name, 0))
 
@@ -139,8 +140,8 @@ def weigh(
         if name == "BuildFailure" and not ctx.failures:
             continue
         if name in ("SoftAffinity", "SoftAntiAffinity") and (
-                sg is None or sg.policy != ("soft-affinity" if name == "SoftAffinity"
-                                            else "soft-anti-affinity")):
+                sg is None or sg.policy != (ServerGroupPolicy.SOFT_AFFINITY if name == "SoftAffinity"
+                                            else ServerGroupPolicy.SOFT_ANTI_AFFINITY)):
             continue
         for i, v in enumerate(normalize([fn(c, req, ctx) for c in candidates])):
             totals[i] += mult * v

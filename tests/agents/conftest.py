@@ -203,9 +203,10 @@ class Harness:
 
     # ---- agents
     def agent(self, instance_dir: Path | None = None, **kw):
-        from kova.agents.agent import Agent, AgentConfig
+        from kova.agents.agent import Agent
+        from kova.agents.settings import AgentSettings
 
-        cfg = AgentConfig(
+        cfg = AgentSettings(
             host=self.host, libvirt_uri=kw.pop("libvirt_uri", "test:///default"),
             instance_dir=instance_dir or (self.tmp / "instances"),
             kubeconfig=str(self.kubeconfig), metrics_port=kw.pop("metrics_port", None),

@@ -7,7 +7,7 @@ import logging
 
 from click.testing import CliRunner
 
-from kova.agents.cli import JSONFormatter
+from kova.log import JSONFormatter
 from kova.cli import main
 
 

@@ -603,7 +603,7 @@ def test_apply_crds_again_is_a_noop(kova_crds, k8s_client) -> None:
     """kova dev up re-applies the CRDs on every run: nothing may change."""
     from kubernetes import client
 
-    from kova.crds.install import apply_crds
+    from kova.dev.crds import apply_crds
 
     ext = client.ApiextensionsV1Api(k8s_client)
     before = {n: ext.read_custom_resource_definition(n).metadata.resource_version for n in kova_crds}

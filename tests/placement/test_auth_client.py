@@ -16,7 +16,8 @@ with warnings.catch_warnings():
 
 from kova.placement.app import create_app
 from kova.placement.auth import StaticTokenAuth, parse_token_file
-from kova.placement.client import PlacementClient, PlacementError
+from kova.placement_client import PlacementClient, PlacementError
+from tests.helpers import serve_app
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +54,8 @@ def test_token_file_format():
 def test_async_client(tmp_path):
     app = create_app(f"sqlite:///{tmp_path}/c.db")
 
-    async def main():
-        transport = httpx.ASGITransport(app=app)
-        async with PlacementClient("http://placement", transport=transport) as pc:
+    async def main(url):
+        async with PlacementClient(url) as pc:
             u = str(uuid.uuid4())
             rp = await pc.ensure_provider("host-1", u)
             assert (await pc.ensure_provider("host-1", u))["uuid"] == rp["uuid"]
@@ -74,7 +74,8 @@ def test_async_client(tmp_path):
             assert await pc.delete_allocations(c) is False
             await pc.delete_provider(u)
             assert await pc.get_provider(u) is None
-    asyncio.run(main())
+    with serve_app(app) as url:
+        asyncio.run(main(url))
     app.db.dispose()
 
 

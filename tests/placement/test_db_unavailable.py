@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from kova.placement.app import create_app
-from kova.placement.client import PlacementClient, PlacementError
-from tests.helpers import free_port
+from kova.placement_client import PlacementClient, PlacementError, RetryPolicy
+from tests.helpers import free_port, serve_app
 
 HEADERS = {"OpenStack-API-Version": "placement 1.39"}
 
@@ -53,12 +53,12 @@ def test_unreachable_database_is_503_with_code(app):
 
 
 def test_client_retries_503_then_raises(app):
-    async def main():
-        transport = httpx.ASGITransport(app=app)
-        async with PlacementClient("http://p", transport=transport, retries=3,
-                                   backoff=0.01) as pc:
+    async def main(url):
+        async with PlacementClient(url, retry=RetryPolicy(max_retries=3,
+                                                          backoff=0.01)) as pc:
             with pytest.raises(PlacementError) as exc:
                 await pc.usages("2b8a4c5e-8a4e-4a59-9d4e-5b0d2f1c3a11")
             assert exc.value.status == 503
             assert pc.retried == {"503": 3}
-    asyncio.run(main())
+    with serve_app(app) as url:
+        asyncio.run(main(url))

@@ -88,8 +88,8 @@ def test_placement_serves_https_and_clients_verify_it(tls_placement):
     refused += 1
 
     # The operator's (async) and the agent's Placement clients with --placement-ca-file.
-    from kova.agents.placement import Placement as AgentPlacement
-    from kova.operator.placement import Placement as OperatorPlacement
+    from kova.placement_client import PlacementClient as OperatorPlacement
+    from kova.placement_client import SyncPlacementClient as AgentPlacement
 
     agent = AgentPlacement(url, token, ca_file=p["ca"])
     try:

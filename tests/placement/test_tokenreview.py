@@ -26,14 +26,14 @@ def _token(core, namespace, name):
     return core.create_namespaced_service_account_token(name, namespace, req).status.token
 
 
-def test_tokenreview_roles(k8s_client, namespace, tmp_path):
+def test_tokenreview_roles(k8s_client, sync_kube, namespace, tmp_path):
     from kubernetes import client
 
     core = client.CoreV1Api(k8s_client)
     admin = _token(core, namespace, "placement-admin")
     reader = _token(core, namespace, "placement-reader")
     stranger = _token(core, namespace, "someone-else")
-    auth = TokenReviewAuth(k8s_client, {
+    auth = TokenReviewAuth(sync_kube, {
         f"system:serviceaccount:{namespace}:placement-admin": "admin",
         f"system:serviceaccount:{namespace}:placement-reader": "reader"})
     app = create_app(f"sqlite:///{tmp_path}/p.db", auth=auth)
@@ -60,14 +60,11 @@ def test_tokenreview_unreachable_api_is_503_without_the_token(tmp_path, caplog):
     """The Kubernetes API cannot be asked (nothing listens on its port): the
     request is a 503 in Placement's error format, nothing is cached, and the
     log line names the failure, not the token."""
-    from kubernetes import client
-
+    from kova.kube import Credentials, SyncKube
     from tests.helpers import free_port
 
-    cfg = client.Configuration()
-    cfg.host = f"https://127.0.0.1:{free_port()}"
-    cfg.verify_ssl = False
-    auth = TokenReviewAuth(client.ApiClient(cfg), {"system:serviceaccount:x:y": "admin"})
+    kube = SyncKube(Credentials(f"https://127.0.0.1:{free_port()}", insecure=True))
+    auth = TokenReviewAuth(kube, {"system:serviceaccount:x:y": "admin"})
     app = create_app(f"sqlite:///{tmp_path}/p.db", auth=auth)
     token = "tr-" + "7" * 40
     try:
@@ -82,10 +79,11 @@ def test_tokenreview_unreachable_api_is_503_without_the_token(tmp_path, caplog):
         assert "TokenReview failed" in caplog.text and token not in caplog.text
     finally:
         app.db.dispose()
+        kube.close()
 
 
-def test_tokenreview_cache_is_bounded_and_holds_no_token(k8s_client, namespace, tmp_path):
-    auth = TokenReviewAuth(k8s_client, {}, max_entries=5)
+def test_tokenreview_cache_is_bounded_and_holds_no_token(sync_kube, namespace, tmp_path):
+    auth = TokenReviewAuth(sync_kube, {}, max_entries=5)
     for i in range(12):
         assert auth.role_for(f"made-up-token-{i}") is None
     assert len(auth._cache) <= 5

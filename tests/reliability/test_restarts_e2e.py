@@ -5,7 +5,7 @@ One test, one stack (on a private control plane), two rows of the table:
 * libvirtd: the host's private libvirtd (hack/start-libvirt-host.sh) is
   stopped under a running guest and started again.  The guest is never
   restarted (same QEMU pid), the agent reconnects (a second "connected to"
-  in its log, ``kova_agent_libvirt_reconnects``), a status made stale while
+  in its log, ``kova_agent_libvirt_reconnects_total``), a status made stale while
   libvirtd was away is corrected, and a new Instance boots through the new
   connection.  (The agent's own kill -9 is tests/agents/test_boot_e2e.py.)
 * API server: a private control plane (not the session's) whose
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from kova.crds.install import apply_crds
+from kova.dev.crds import apply_crds
 from kova.dev.controlplane import ControlPlane, _pid_alive
 from kova.dev.stack import Stack, link_test_image
 from tests.helpers import wait_for

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .generate import GENERATED_DIR
+from kova.crds.generate import GENERATED_DIR
 
 FIELD_MANAGER = "kova"
 

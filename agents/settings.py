@@ -1,0 +1,113 @@
+"""The compute agent's settings: ``kova agent run`` options and their
+``KOVA_AGENT_*`` environment variables, each default written once here (see
+:mod:`kova.settings`; the table in docs/agent.md is generated from these
+fields).  The Placement client settings keep the names the chart and the
+development stack set (``KOVA_PLACEMENT_URL``, ``KOVA_PLACEMENT_TOKEN``,
+``KOVA_PLACEMENT_CA_FILE``) and read ``KOVA_AGENT_PLACEMENT_*`` too."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from kova.crds import names
+from kova.settings import format_setting, level_setting, off_if_negative, setting
+
+PREFIX = "KOVA_AGENT_"
+
+
+def default_host() -> str:
+    """This host's name: ``$KOVA_HOST``, ``$NODE_NAME`` (a DaemonSet sets it
+    from the downward API ``spec.nodeName``), else the machine's host name."""
+    return os.environ.get("KOVA_HOST") or os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def _ca_file(value: str) -> str:
+    """A CA bundle that ssl can load (checked at start, not at the first download)."""
+    from kova.agents.images import tls_context
+
+    tls_context(value)
+    return value
+
+
+@dataclass
+class AgentSettings:
+    host: str = setting(factory=default_host,
+                        help="Name of this host (the Host object, Lease and provider name).",
+                        show_default="$KOVA_HOST, $NODE_NAME or hostname")
+    libvirt_uri: str = setting("qemu:///system", "libvirt connection URI.")
+    instance_dir: Path = setting(
+        Path("/var/lib/kova/instances"),
+        "Overlays, seeds and console logs, one directory per instance uid.",
+        type=click.Path(file_okay=False, path_type=Path))
+    image_cache_dir: Path | None = setting(
+        None, "Image cache (default: <instance-dir>/_base).",
+        type=click.Path(file_okay=False, path_type=Path))
+    placement_url: str | None = setting(
+        None, "Placement endpoint; without it no resource provider is registered.",
+        env="KOVA_PLACEMENT_URL")
+    placement_token: str | None = setting(None, "X-Auth-Token for Placement.",
+                                          env="KOVA_PLACEMENT_TOKEN")
+    placement_ca_file: str | None = setting(
+        None, "CA bundle (PEM) that signed an https:// Placement's certificate (default: the "
+        "system's trust store).", env="KOVA_PLACEMENT_CA_FILE",
+        type=click.Path(exists=True, dir_okay=False))
+    placement_retry_seconds: float = setting(
+        10.0, "How long a Placement call is retried (connection errors, 502/503/504) before "
+        "the host sync gives up until the next resync.", type=click.FloatRange(min=0))
+    image_ca_file: str | None = setting(
+        None, "CA bundle (PEM) trusted for https:// image URLs, in addition to the system's "
+        "trust store (default: the system's trust store only).",
+        type=click.Path(exists=True, dir_okay=False), convert=_ca_file)
+    kubeconfig: str | None = setting(
+        None, "kubeconfig file (default: in-cluster service account, then ~/.kube/config).",
+        env="KUBECONFIG")
+    domain_type: str = setting(
+        "qemu", "kvm on real hardware; qemu for software emulation (nested or CI hosts).",
+        type=click.Choice(["qemu", "kvm"]))
+    machine: str = setting("pc", "QEMU machine type of the guests.")
+    cpu_mode: str | None = setting(
+        None, "Guest CPU (default: host-model with kvm, QEMU's default with qemu).",
+        type=click.Choice(["none", "host-model", "host-passthrough"]))
+    guest_vcpu_scheduler: str = setting(
+        "default", "Linux scheduling class of the guests' vCPU threads (libvirt vcpusched): "
+        "idle lets running guests yield the CPUs to libvirtd, QEMU start-up and the agent "
+        "(for overcommitted software-emulation hosts).",
+        type=click.Choice(["default", "batch", "idle"]))
+    network: str | None = setting(None, "libvirt network for the guests' NIC (none: no NIC).")
+    bridge: str | None = setting(None, "Host bridge for the guests' NIC (instead of --network).")
+    disk_cache: str | None = setting(
+        None, "Cache mode of the guests' disks (default: none if the instance directory "
+        "supports O_DIRECT, else writeback).",
+        type=click.Choice(["none", "writeback", "writethrough", "directsync", "unsafe"]))
+    metrics_port: int | None = setting(
+        9465, "/metrics and /healthz on this port (0: off; -1 is taken as 0).",
+        type=click.IntRange(min=-1), convert=off_if_negative)
+    metrics_bind: str = setting("0.0.0.0", "Address the metrics server listens on.")
+    workers: int = setting(4, "Concurrent reconciles.", type=click.IntRange(min=1))
+    resync_seconds: float = setting(
+        30.0, "Seconds between full resyncs (every Instance and domain looked at again).",
+        type=click.FloatRange(min=0.1))
+    shutdown_timeout: float = setting(
+        60.0, "Seconds a guest gets to power off cleanly before it is destroyed.",
+        type=click.FloatRange(min=0))
+    lease_duration_seconds: int = setting(
+        names.LEASE_DURATION_SECONDS,
+        "Heartbeat Lease duration: the host is Down this long after the last renewal.",
+        type=click.IntRange(min=2))
+    lease_renew_seconds: float = setting(
+        names.LEASE_RENEW_SECONDS,
+        "How often the Lease is renewed (well below the duration).",
+        type=click.FloatRange(min=0.2))
+    lease_namespace: str = setting(
+        names.LEASE_NAMESPACE, "Namespace of the heartbeat Leases (the operator's "
+        "--lease-namespace: the same value on both sides).", env="KOVA_LEASE_NAMESPACE")
+    image_cache_ttl: float = setting(
+        24 * 3600.0, "Seconds before a cached image no instance uses is removed (0: never).",
+        type=click.FloatRange(min=0))
+    log_level: str = level_setting()
+    log_format: str = format_setting()

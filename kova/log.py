@@ -1,0 +1,88 @@
+"""One log format for every Kova process (operator, agent, Placement, the
+development stack).
+
+``json`` (the default when stderr is not a terminal, as in a pod): one JSON
+object per line, formatted by python-json-logger, with the fixed keys
+
+    time (RFC 3339, UTC, milliseconds), level, component, logger, message
+
+plus, when a log call knows them (``extra=kova.log.about(obj)`` or
+``extra={"host": ..., "request_id": ...}``), ``kind``, ``namespace``,
+``name``, ``uid``, ``host``, ``request_id``, and ``exception`` with a
+traceback.  ``text`` (the default on a terminal): one human line per record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from typing import IO, Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+FORMATS = ("auto", "json", "text")
+#: The keys every JSON line starts with, in this order.
+ORDER = ("time", "level", "component", "logger", "message")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
+
+#: Loggers of libraries that are too chatty at Kova's info level.
+QUIET = {"kubernetes": logging.WARNING, "urllib3": logging.WARNING,
+         "httpx": logging.WARNING, "httpcore": logging.WARNING,
+         "aiohttp.access": logging.WARNING}
+
+
+class JSONFormatter(JsonFormatter):
+    """Kova's JSON lines (see the module docstring)."""
+
+    def __init__(self, component: str | None = None) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
+                           "exc_info": "exception", "object_name": "name"},
+            static_fields={"component": component} if component else {},
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        t = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
+        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        level = log_data.get("level")
+        if isinstance(level, str):
+            log_data["level"] = level.lower()
+        first = {k: log_data.pop(k) for k in ORDER if k in log_data}
+        return {**first, **log_data}
+
+
+def about(obj: dict) -> dict[str, Any]:
+    """``extra`` for a log call about an API object (kind, namespace, name, uid)."""
+    meta = obj.get("metadata") or {}
+    out = {"kind": obj.get("kind"), "namespace": meta.get("namespace"),
+           "object_name": meta.get("name"), "uid": meta.get("uid")}
+    return {k: v for k, v in out.items() if v}
+
+
+def formatter(component: str | None, fmt: str = "auto",
+              stream: IO[str] | None = None) -> logging.Formatter:
+    """The formatter for ``fmt`` (``auto``: text on a terminal, else JSON)."""
+    stream = stream if stream is not None else sys.stderr
+    if fmt == "auto":
+        fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
+    if fmt == "json":
+        return JSONFormatter(component)
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def setup(component: str, level: str = "info", fmt: str = "auto",
+          stream: IO[str] | None = None) -> None:
+    """Send every log record of this process to ``stream`` (stderr) in the
+    chosen format, at ``level`` (one of :data:`LEVELS`)."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(formatter(component, fmt, handler.stream))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name, quiet in QUIET.items():
+        logging.getLogger(name).setLevel(max(quiet, root.level))

@@ -1,0 +1,143 @@
+"""The operator's settings: ``kova operator run`` and ``kova operator audit``
+options and their ``KOVA_OPERATOR_*`` environment variables, each default
+written once here (see :mod:`kova.settings`; the table in docs/operator.md is
+generated from these fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+
+from kova.crds import names
+from kova.operator.scheduler.filters import DEFAULT_FILTERS, FILTERS
+from kova.operator.scheduler.scheduler import SchedulerConfig
+from kova.operator.scheduler.weighers import WeighConfig
+from kova.settings import format_setting, level_setting, off_if_negative, setting
+
+PREFIX = "KOVA_OPERATOR_"
+
+
+def _filters(value: str) -> str:
+    chosen = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in FILTERS]
+    if unknown:
+        raise ValueError(f"unknown filter(s) {unknown}; known: {list(FILTERS)}")
+    return ",".join(chosen)
+
+
+def _namespaces(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Repeated flags, or one variable holding several (comma or space separated)."""
+    return tuple(n for v in value for n in v.replace(",", " ").split() if n)
+
+
+@dataclass
+class ClientSettings:
+    """What every operator command needs: the API server and Placement."""
+
+    kubeconfig: str | None = setting(
+        None, "Kubeconfig file (default: in-cluster, then ~/.kube/config).", env="KUBECONFIG")
+    placement_url: str = setting("http://127.0.0.1:8778", "Base URL of the Placement API.")
+    placement_token: str | None = setting(None, "X-Auth-Token for Placement.",
+                                          show_default=False)
+    placement_ca_file: str | None = setting(
+        None, "CA bundle (PEM) that signed an https:// Placement's certificate (default: the "
+        "system's trust store).", type=click.Path(exists=True, dir_okay=False))
+    placement_retry_seconds: float = setting(
+        30.0, "How long a Placement call is retried (connection errors, 502/503/504) before "
+        "the reconcile fails and is retried with back-off.",
+        type=click.FloatRange(min=0))
+    log_level: str = level_setting()
+    log_format: str = format_setting()
+
+
+@dataclass
+class Settings(ClientSettings):
+    """``kova operator run``."""
+
+    namespaces: tuple[str, ...] = setting(
+        factory=tuple, help="Handle Instances in this namespace only (repeatable).",
+        flag="--namespace", metavar="NAMESPACE", convert=_namespaces)
+    all_namespaces: bool = setting(
+        False, "Handle Instances in every namespace (the default without --namespace).",
+        flag="--all-namespaces")
+    peering: bool = setting(
+        True, "Leader election through kopf peering, or run alone (one replica).",
+        flag="--peering/--standalone")
+    peering_name: str = setting("kova", "Name of the kopf peering object.")
+    priority: int | None = setting(
+        None, "Peering priority (default: random, so replicas never tie).")
+    lease_namespace: str = setting(
+        names.LEASE_NAMESPACE, "Namespace of the hosts' heartbeat Leases (the agents' "
+        "--lease-namespace: the same value on both sides).", env="KOVA_LEASE_NAMESPACE")
+    metrics_port: int = setting(9090, "Prometheus metrics on this port (0: off).",
+                                type=click.IntRange(min=-1), convert=off_if_negative)
+    health_port: int = setting(
+        0, "Serve kopf's liveness probe on http://0.0.0.0:PORT/healthz (0: off).",
+        type=click.IntRange(min=-1), convert=off_if_negative)
+    workers: int = setting(16, "Concurrent reconciles.", type=click.IntRange(min=1))
+    max_attempts: int = setting(3, "Build attempts per Instance before phase Error.",
+                                type=click.IntRange(min=1))
+    weigh: str = setting("spread", "Prefer the hosts with the most (spread) or least (pack) "
+                         "free resources.", type=click.Choice(["spread", "pack"]))
+    ram_weight: float = setting(1.0, "Multiplier of the free-RAM weigher.")
+    cpu_weight: float = setting(0.0, "Multiplier of the free-vCPU weigher.")
+    disk_weight: float = setting(0.0, "Multiplier of the free-disk weigher.")
+    soft_affinity_weight: float = setting(
+        1.0, "Multiplier of the soft-affinity weigher (members on the host).")
+    soft_anti_affinity_weight: float = setting(
+        1.0, "Multiplier of the soft-anti-affinity weigher (members not on the host).")
+    build_failure_weight: float = setting(
+        1_000_000.0, "Multiplier of the recent-build-failures weigher (hosts that failed "
+        "builds lately come last).")
+    build_failure_window: float = setting(
+        600.0, "Seconds a build failure counts against its host.")
+    host_subset_size: int = setting(1, "Pick randomly among the best N hosts.",
+                                    type=click.IntRange(min=1))
+    max_placement_results: int = setting(
+        100, "Nova's max_placement_results: `limit` of GET /allocation_candidates (0: all). "
+        "Needs Placement's --randomize-allocation-candidates to spread over more hosts "
+        "than this.", aliases=("--candidate-limit",),
+        env_aliases=(PREFIX + "CANDIDATE_LIMIT",), type=click.IntRange(min=0))
+    max_batch: int = setting(
+        256, "Most new Instances decided and claimed together (1: one at a time).",
+        type=click.IntRange(min=1))
+    filters: str = setting(",".join(DEFAULT_FILTERS),
+                           "Filters to apply, in order (comma separated).", convert=_filters)
+    image_traits: bool = setting(
+        True, "Require HW_ARCH_* / COMPUTE_FIRMWARE_UEFI from image properties.")
+    host_check_interval: float = setting(2.0, "Seconds between Lease checks.",
+                                         type=click.FloatRange(min=0.05))
+    heartbeat_grace: float = setting(
+        0.0, "Seconds past a Lease's expiry before a host is Down.",
+        type=click.FloatRange(min=0))
+    node_fencing: bool = setting(
+        True, "Watch Nodes: a Node tainted node.kubernetes.io/out-of-service fences the Host "
+        "of the same name (needs get/list/watch on nodes).")
+    audit_interval: float = setting(300.0, "Seconds between allocation audits (0: off).",
+                                    type=click.FloatRange(min=0))
+    audit_heal: bool = setting(False, "Let the periodic audit heal what it finds.")
+    events: bool = setting(True, "Post Kubernetes Events (Scheduled, NoValidHost, ...).")
+    event_qps: float = setting(
+        5.0, "Normal Events (Scheduled, Rescheduled, ...) per second, in bursts of "
+        "--event-burst; more are dropped (the status has the same). 0: no limit. Warning "
+        "Events are never limited.", type=click.FloatRange(min=0))
+    event_burst: int = setting(25, "Burst of --event-qps.", type=click.IntRange(min=1))
+    backoff_base: float = setting(
+        2.0, "First retry delay (seconds) of an Instance that waits (NoValidHost, a "
+        "missing Flavor, a failed reconcile); doubled each time.",
+        type=click.FloatRange(min=0.01))
+    backoff_max: float = setting(60.0, "Longest retry delay (seconds).",
+                                 type=click.FloatRange(min=0.01))
+
+    @property
+    def scheduler(self) -> SchedulerConfig:
+        weigh = WeighConfig.strategy(
+            self.weigh, ram=self.ram_weight, cpu=self.cpu_weight, disk=self.disk_weight,
+            soft_affinity=self.soft_affinity_weight,
+            soft_anti_affinity=self.soft_anti_affinity_weight,
+            build_failure=self.build_failure_weight)
+        return SchedulerConfig(filters=tuple(f for f in self.filters.split(",") if f),
+                               weigh=weigh,
+                               host_subset_size=self.host_subset_size,
+                               candidate_limit=self.max_placement_results)

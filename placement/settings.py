@@ -1,0 +1,53 @@
+"""Placement's settings: ``kova placement serve`` options and their
+``KOVA_PLACEMENT_*`` environment variables, each default written once here
+(see :mod:`kova.settings`; the table in docs/placement.md is generated from
+these fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+
+from kova.settings import format_setting, level_setting, setting
+
+PREFIX = "KOVA_PLACEMENT_"
+
+
+@dataclass
+class PlacementSettings:
+    database_url: str | None = setting(
+        None, "SQLAlchemy URL (default: sqlite:///$KOVA_STATE/placement.db; production: "
+        "postgresql+psycopg://user@host/db).", show_default=False)
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    port: int = setting(8778, "Port to listen on.", type=click.IntRange(1, 65535))
+    workers: int = setting(1, "Worker processes.", type=click.IntRange(min=1))
+    pool_size: int = setting(10, "Database connections per worker process.",
+                             type=click.IntRange(min=1))
+    token_file: str | None = setting(
+        None, "Static tokens: lines of '<admin|reader> <token>'.",
+        type=click.Path(exists=True, dir_okay=False))
+    no_auth: bool = setting(False, "Accept every request (development only).",
+                            flag="--no-auth")
+    k8s_admin: tuple[str, ...] = setting(
+        factory=tuple, help="Verify bearer tokens with the Kubernetes TokenReview API; this "
+        "service account gets the admin role (repeatable).", metavar="NAMESPACE:SERVICEACCOUNT")
+    k8s_reader: tuple[str, ...] = setting(
+        factory=tuple, help="Service account with the read-only role (TokenReview mode).",
+        metavar="NAMESPACE:SERVICEACCOUNT")
+    kubeconfig: str | None = setting(
+        None, "For TokenReview mode outside the cluster (default: in-cluster).",
+        type=click.Path(dir_okay=False))
+    tls_cert_file: str | None = setting(
+        None, "Serve HTTPS with this PEM certificate (chain); needs --tls-key-file.",
+        type=click.Path(exists=True, dir_okay=False))
+    tls_key_file: str | None = setting(
+        None, "The PEM private key of --tls-cert-file.",
+        type=click.Path(exists=True, dir_okay=False))
+    randomize_allocation_candidates: bool = setting(
+        False, "With `limit`, GET /allocation_candidates returns a random sample of all "
+        "candidates instead of the first N (and shuffles them without a limit), as "
+        "OpenStack's [placement] randomize_allocation_candidates: schedulers that ask for "
+        "few candidates still spread over every host.")
+    log_level: str = level_setting()
+    log_format: str = format_setting()
