@@ -209,7 +209,8 @@ class Harness:
         cfg = AgentSettings(
             host=self.host, libvirt_uri=kw.pop("libvirt_uri", "test:///default"),
             instance_dir=instance_dir or (self.tmp / "instances"),
-            kubeconfig=str(self.kubeconfig), metrics_port=kw.pop("metrics_port", None),
+            kubeconfig=kw.pop("kubeconfig", str(self.kubeconfig)),
+            metrics_port=kw.pop("metrics_port", None),
             resync_seconds=kw.pop("resync_seconds", 2.0), lease_renew_seconds=1.0,
             shutdown_timeout=kw.pop("shutdown_timeout", 10.0), **kw)
         agent = Agent(cfg)

@@ -1,0 +1,72 @@
+"""The settings tables of docs/operator.md, docs/agent.md and
+docs/placement.md, generated from the components' settings dataclasses
+(:func:`kova.settings.reference`).
+
+``python -m kova.dev.settings_docs`` rewrites them (between the markers
+``<!-- settings:<component> -->`` and ``<!-- /settings -->``);
+``--check`` exits 1 when a table is stale (a unit test runs the check).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from kova.settings import reference
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tables() -> dict[str, tuple[Path, str]]:
+    """component -> (its doc, the generated table)."""
+    from kova.agents.settings import PREFIX as AGENT, AgentSettings
+    from kova.operator.settings import PREFIX as OPERATOR, Settings
+    from kova.placement.settings import PREFIX as PLACEMENT, PlacementSettings
+
+    docs = ROOT / "docs"
+    return {
+        "operator": (docs / "operator.md", reference(Settings, OPERATOR)),
+        "agent": (docs / "agent.md", reference(AgentSettings, AGENT)),
+        "placement": (docs / "placement.md", reference(PlacementSettings, PLACEMENT)),
+    }
+
+
+def _block(component: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- settings:{component} -->\n)(.*?)(<!-- /settings -->)", re.S)
+
+
+def render() -> dict[Path, str]:
+    """Each doc with its table replaced (docs without the markers are skipped)."""
+    out = {}
+    for component, (path, table) in tables().items():
+        text = out.get(path, path.read_text())
+        new, n = _block(component).subn(lambda m, t=table: m.group(1) + t + m.group(3), text)
+        if n:
+            out[path] = new
+    return out
+
+
+def check() -> list[str]:
+    """The docs whose tables are stale or missing."""
+    rendered = render()
+    problems = [f"{path.name}: no <!-- settings:{c} --> block" for c, (path, _) in
+                tables().items() if path not in rendered]
+    problems += [f"{path.name}: stale settings table" for path, text in rendered.items()
+                 if path.read_text() != text]
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    if "--check" in argv:
+        problems = check()
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1 if problems else 0
+    for path, text in render().items():
+        path.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
