@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from kova import events, finalizers
-from kova.conditions import now_rfc3339
-from kova.crds import names
 from kova.agents import status as st
 from kova.agents.domain import (
     DomainMetadata,
@@ -46,8 +44,11 @@ from kova.agents.domain import (
 )
 from kova.agents.driver import DomainInfo, DomainState, DriverError, LibvirtDriver, start_event_loop
 from kova.agents.images import ImageCache, ImageError, ImageSource, create_overlay
-from kova.agents.metrics import AgentMetrics, serve as serve_metrics
+from kova.agents.metrics import AgentMetrics
+from kova.agents.metrics import serve as serve_metrics
 from kova.agents.settings import AgentSettings
+from kova.conditions import condition_is, now_rfc3339
+from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import InstancePhase, PowerState, RunStrategy
 from kova.kube import (
@@ -584,7 +585,7 @@ class Agent:
                       *key, self.host, placed)
             return
         built = st.get_condition(obj, names.COND_BUILT)
-        if built and built.get("status") == "False" and built.get("reason") == names.REASON_BUILD_FAILED:
+        if condition_is(obj, names.COND_BUILT, "False", names.REASON_BUILD_FAILED):
             return  # the operator reschedules (and resets Built) -- no retry loop here
         info = self.driver.get(uid)
         first_start = not (built and built.get("status") == "True")
@@ -718,7 +719,8 @@ class Agent:
             return res
         ref = ob.ref_name(obj, "flavorRef")
         if not ref:
-            raise BuildError(names.ERROR_INTERNAL, "the instance has neither resources nor a flavor")
+            raise BuildError(names.ERROR_INTERNAL,
+                             "the instance has neither resources nor a flavor")
         flavor = self.kube.get_or_none(custom_path(names.FLAVORS, ref))
         if flavor is None:
             raise BuildError(names.ERROR_INTERNAL, f"flavor {ref} not found")
@@ -943,7 +945,8 @@ class Agent:
         log.info("%s/%s: deleting the domain and its disks", *_key(obj))
         self._teardown(uid)
         self._remove_finalizer(obj)
-        self._event(obj, "Normal", names.EVENT_DELETED, f"domain, disks and seed removed from {self.host}")
+        self._event(obj, "Normal", names.EVENT_DELETED,
+                    f"domain, disks and seed removed from {self.host}")
 
     def _teardown(self, uid: str) -> None:
         self._stopping.pop(uid, None)

@@ -10,7 +10,8 @@ import signal
 
 import click
 
-from kova import log, settings as kova_settings
+from kova import log
+from kova import settings as kova_settings
 from kova.agents.settings import PREFIX, AgentSettings
 from kova.agents.settings import default_host as _default_host  # noqa: F401 - used by tests
 

@@ -162,7 +162,18 @@ def build_domain_xml(spec: DomainSpec) -> str:
         cputune = _sub(dom, "cputune")
         vcpus = "0" if spec.vcpus == 1 else f"0-{spec.vcpus - 1}"
         _sub(cputune, "vcpusched", vcpus=vcpus, scheduler=spec.vcpu_scheduler)
+    _machine(dom, spec)
+    # The agent, not libvirt, decides whether a stopped guest comes back.
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+    _devices(_sub(dom, "devices"), spec)
+    ET.indent(dom)
+    return ET.tostring(dom, encoding="unicode")
 
+
+def _machine(dom: ET.Element, spec: DomainSpec) -> None:
+    """Firmware, features, CPU model and clock."""
     os_attrs = {"firmware": "efi"} if spec.firmware == "uefi" else {}
     os_el = _sub(dom, "os", **os_attrs)
     _sub(os_el, "type", "hvm", arch=spec.arch, machine=spec.machine)
@@ -190,12 +201,9 @@ def build_domain_xml(spec: DomainSpec) -> str:
         _sub(clock, "timer", name="pit", tickpolicy="delay")
         _sub(clock, "timer", name="hpet", present="no")
 
-    # The agent, not libvirt, decides whether a stopped guest comes back.
-    _sub(dom, "on_poweroff", "destroy")
-    _sub(dom, "on_reboot", "restart")
-    _sub(dom, "on_crash", "destroy")
 
-    devices = _sub(dom, "devices")
+def _devices(devices: ET.Element, spec: DomainSpec) -> None:
+    """Root disk, seed CD-ROM, NIC, serial console and the virtio extras."""
     if spec.emulator:
         _sub(devices, "emulator", spec.emulator)
 
@@ -239,9 +247,6 @@ def build_domain_xml(spec: DomainSpec) -> str:
     _sub(devices, "memballoon", model="virtio")
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
-
-    ET.indent(dom)
-    return ET.tostring(dom, encoding="unicode")
 
 
 def metadata_element(meta: DomainMetadata) -> ET.Element:

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import libvirt
 
-from kova.crds import names
-from kova.crds.names import PowerState
 from kova.agents.domain import (
     DomainMetadata,
     DomainSpecError,
     instance_metadata_element,
     parse_domain_metadata,
 )
+from kova.crds import names
+from kova.crds.names import PowerState
 
 log = logging.getLogger("kova.agents.driver")
 
@@ -459,7 +459,8 @@ class LibvirtDriver:
                     libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
                 ):
                     d.undefine()
-                elif exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not d.isPersistent():
+                elif (exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID
+                      and not d.isPersistent()):
                     # A transient domain has no definition; destroying it
                     # removes it.
                     if d.isActive():
@@ -503,19 +504,7 @@ class LibvirtDriver:
                 ifaces = dom.interfaceAddresses(source, 0)
             except libvirt.libvirtError:
                 continue
-            out = []
-            for ifname, data in sorted((ifaces or {}).items()):
-                if ifname == "lo":
-                    continue
-                for addr in data.get("addrs") or []:
-                    ip = addr.get("addr")
-                    if not ip or ip.startswith("127.") or ip == "::1" or ip.startswith("fe80:"):
-                        continue
-                    family = "IPv6" if addr.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV6 else "IPv4"
-                    entry = {"address": ip, "family": family, "interface": ifname}
-                    if data.get("hwaddr"):
-                        entry["mac"] = data["hwaddr"].lower()
-                    out.append(entry)
+            out = _guest_addresses(ifaces or {})
             if out:
                 return out
         return []
@@ -535,28 +524,7 @@ class LibvirtDriver:
             arch, memory_mib, cpus = info[0], int(info[1]), int(info[2])
         except libvirt.libvirtError as exc:
             log.warning("getInfo failed: %s", exc)
-        model, vendor, features = "", "", []
-        try:
-            caps = ET.fromstring(conn.getCapabilities())
-            cpu = caps.find("host/cpu")
-            if cpu is not None:
-                model = (cpu.findtext("model") or "").strip()
-                vendor = (cpu.findtext("vendor") or "").strip()
-                features = [f.get("name", "") for f in cpu.findall("feature")]
-                cpu_xml = ET.tostring(cpu, encoding="unicode")
-                try:
-                    expanded = conn.baselineCPU(
-                        [cpu_xml], libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
-                    )
-                    root = ET.fromstring(expanded)
-                    features = [
-                        f.get("name", "") for f in root.findall("feature")
-                        if f.get("policy") in (None, "require")
-                    ]
-                except libvirt.libvirtError:
-                    pass
-        except (libvirt.libvirtError, ET.ParseError) as exc:
-            log.warning("reading host capabilities failed: %s", exc)
+        model, vendor, features = _host_cpu(conn)
         try:
             hv_type = conn.getType()
         except libvirt.libvirtError:
@@ -576,6 +544,53 @@ class LibvirtDriver:
             hypervisor_type=hv_type, hypervisor_version=hv_version,
             libvirt_version=_version(conn.getLibVersion()),
         )
+
+
+def _guest_addresses(ifaces: dict) -> list[dict[str, str]]:
+    """libvirt's interfaceAddresses() answer as status.addresses entries
+    (loopback and link-local addresses left out)."""
+    out = []
+    for ifname, data in sorted(ifaces.items()):
+        if ifname == "lo":
+            continue
+        for addr in data.get("addrs") or []:
+            ip = addr.get("addr")
+            if not ip or ip.startswith("127.") or ip == "::1" or ip.startswith("fe80:"):
+                continue
+            family = "IPv6" if addr.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV6 else "IPv4"
+            entry = {"address": ip, "family": family, "interface": ifname}
+            if data.get("hwaddr"):
+                entry["mac"] = data["hwaddr"].lower()
+            out.append(entry)
+    return out
+
+
+def _host_cpu(conn: libvirt.virConnect) -> tuple[str, str, list[str]]:
+    """(model, vendor, feature names) of the host CPU, the features expanded
+    by libvirt's baseline where it can."""
+    model, vendor, features = "", "", []
+    try:
+        caps = ET.fromstring(conn.getCapabilities())
+        cpu = caps.find("host/cpu")
+        if cpu is None:
+            return model, vendor, features
+        model = (cpu.findtext("model") or "").strip()
+        vendor = (cpu.findtext("vendor") or "").strip()
+        features = [f.get("name", "") for f in cpu.findall("feature")]
+        cpu_xml = ET.tostring(cpu, encoding="unicode")
+        try:
+            expanded = conn.baselineCPU(
+                [cpu_xml], libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
+            )
+            features = [
+                f.get("name", "") for f in ET.fromstring(expanded).findall("feature")
+                if f.get("policy") in (None, "require")
+            ]
+        except libvirt.libvirtError:
+            pass
+    except (libvirt.libvirtError, ET.ParseError) as exc:
+        log.warning("reading host capabilities failed: %s", exc)
+    return model, vendor, features
 
 
 __all__ = [

@@ -331,7 +331,8 @@ class ImageCache:
                         names.ERROR_IMAGE_DOWNLOAD,
                         f"image {source.name}: {source.url} answered {resp.status_code}",
                     )
-                total = int(resp.headers["content-length"]) if "content-length" in resp.headers else None
+                length = resp.headers.get("content-length")
+                total = int(length) if length is not None else None
                 with open(tmp, "wb") as out:
                     for chunk in resp.iter_bytes(CHUNK):
                         out.write(chunk)

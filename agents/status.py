@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import libvirt
 
+from kova.agents.driver import DomainState
 from kova.conditions import condition_for as condition  # noqa: F401 - re-exported
 from kova.conditions import get_condition, now_rfc3339, same_condition  # noqa: F401
 from kova.crds import names
 from kova.crds.names import InstancePhase, RunStrategy
-from kova.agents.driver import DomainState
 
 START, STOP = "start", "stop"
 

@@ -42,10 +42,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from kova.crds.names import GROUP as G
+from kova.crds.names import LABEL_HOST
+from kova.crds.names import VERSION as V
 
-from kova.crds.names import GROUP as G, LABEL_HOST, VERSION as V  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MERGE = "application/merge-patch+json"
 
@@ -71,7 +72,8 @@ class Bench:
         from kubernetes import client, config
 
         self.args = args
-        self.work = Path(tempfile.mkdtemp(prefix="agent-boot-bench-", dir=os.environ.get("KOVA_BENCH_DIR")))
+        self.work = Path(tempfile.mkdtemp(prefix="agent-boot-bench-",
+                                          dir=os.environ.get("KOVA_BENCH_DIR")))
         self.cp = None
         if args.kubeconfig:
             self.kubeconfig = Path(args.kubeconfig)
@@ -256,38 +258,57 @@ class Bench:
 
         cb = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                                          on_event, None)
-        status_running: dict[str, float] = {}
-        scheduled: dict[str, float] = {}
-        uids: dict[str, str] = {}
+        seen = _Seen()
         stop = threading.Event()
         w = watch.Watch()
-
-        def watcher():
-            for ev in w.stream(self.custom.list_namespaced_custom_object, G, V, self.ns,
-                               "instances", timeout_seconds=600):
-                o = ev["object"]
-                n = o["metadata"]["name"]
-                uids[n] = o["metadata"]["uid"]
-                if (o.get("status") or {}).get("host"):
-                    scheduled.setdefault(n, time.monotonic())
-                if (o.get("status") or {}).get("phase") == "Running":
-                    status_running.setdefault(n, time.monotonic())
-                if stop.is_set():
-                    break
-
-        wt = threading.Thread(target=watcher, daemon=True)
+        wt = threading.Thread(target=self._watch, args=(w, seen, stop), daemon=True)
         wt.start()
         time.sleep(0.3)
         applied: dict[str, float] = {}
         with ThreadPoolExecutor(max_workers=min(count, 10)) as pool:
             for n, t in zip(names, pool.map(lambda n: self.apply(n, image), names)):
                 applied[n] = t
-        deadline = time.monotonic() + self.args.timeout
         # The first --console-count guests boot to their first serial output;
         # the others are destroyed as soon as they run (runStrategy Once: the
         # agent leaves them off), so that N software-emulated guests do not
         # starve each other (and the measured starts) on a small machine.
         watched = set(names[: self.args.console_count]) if console else set()
+        first_output = self._wait_batch(conn, prefix, count, started, seen, watched,
+                                        instance_dir)
+        stop.set()
+        w.stop()
+        conn.domainEventDeregisterAny(cb)
+        conn.close()
+        res = {
+            "scheduled": [seen.scheduled[n] - applied[n] for n in names if n in seen.scheduled],
+            "running": [started[n] - applied[n] for n in names if n in started],
+            "status": [seen.running[n] - applied[n] for n in names if n in seen.running],
+            "console": [first_output[n] - applied[n] for n in names if n in first_output],
+        }
+        res["names"] = names
+        return res
+
+    def _watch(self, w, seen: _Seen, stop: threading.Event) -> None:
+        """When each Instance got its host and its Running status."""
+        for ev in w.stream(self.custom.list_namespaced_custom_object, G, V, self.ns,
+                           "instances", timeout_seconds=600):
+            o = ev["object"]
+            n = o["metadata"]["name"]
+            seen.uids[n] = o["metadata"]["uid"]
+            if (o.get("status") or {}).get("host"):
+                seen.scheduled.setdefault(n, time.monotonic())
+            if (o.get("status") or {}).get("phase") == "Running":
+                seen.running.setdefault(n, time.monotonic())
+            if stop.is_set():
+                break
+
+    def _wait_batch(self, conn, prefix: str, count: int, started: dict[str, float],
+                    seen: _Seen, watched: set[str], instance_dir: Path) -> dict[str, float]:
+        """Until every Instance is Running and every watched guest printed
+        something (or --timeout); when each watched guest first printed."""
+        import libvirt
+
+        deadline = time.monotonic() + self.args.timeout
         destroyed: set[str] = set()
         first_output: dict[str, float] = {}
 
@@ -301,33 +322,31 @@ class Bench:
         while time.monotonic() < deadline:
             if self.args.stop_after_output:
                 for n in list(started):
-                    if n not in watched and n not in destroyed and n in status_running:
+                    if n not in watched and n not in destroyed and n in seen.running:
                         destroy(n)
             for n in watched:
-                if n in first_output or n not in uids:
+                if n in first_output or n not in seen.uids:
                     continue
                 try:
-                    if (instance_dir / uids[n] / "console.log").stat().st_size > 0:
+                    if (instance_dir / seen.uids[n] / "console.log").stat().st_size > 0:
                         first_output[n] = time.monotonic()
                         if self.args.stop_after_output:
                             destroy(n)
                 except FileNotFoundError:
                     pass
-            if len(status_running) >= count and len(first_output) >= len(watched):
+            if len(seen.running) >= count and len(first_output) >= len(watched):
                 break
             time.sleep(0.05)
-        stop.set()
-        w.stop()
-        conn.domainEventDeregisterAny(cb)
-        conn.close()
-        res = {
-            "scheduled": [scheduled[n] - applied[n] for n in names if n in scheduled],
-            "running": [started[n] - applied[n] for n in names if n in started],
-            "status": [status_running[n] - applied[n] for n in names if n in status_running],
-            "console": [first_output[n] - applied[n] for n in names if n in first_output],
-        }
-        res["names"] = names
-        return res
+        return first_output
+
+
+class _Seen:
+    """What the Instance watch saw: uid, and when it was scheduled and Running."""
+
+    def __init__(self) -> None:
+        self.uids: dict[str, str] = {}
+        self.scheduled: dict[str, float] = {}
+        self.running: dict[str, float] = {}
 
 
 def floor_batch(uri: str, image_path: Path, work: Path, count: int, workers: int,
@@ -408,7 +427,7 @@ def fmt(label: str, values: list[float], count: int) -> str:
             f"| {len(values)}/{count} |")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=20)
     ap.add_argument("--uri", default="qemu:///system")
@@ -440,7 +459,11 @@ def main() -> int:
     args = ap.parse_args()
     if args.console_count is None:
         args.console_count = args.count
+    return args
 
+
+def main() -> int:
+    args = parse_args()
     if args.uri.startswith("qemu"):
         from kova.dev.libvirt import ensure_libvirtd
 
@@ -456,133 +479,9 @@ def main() -> int:
     try:
         b.image("bench-image", image_path)
         if not args.memory_only:
-            instance_dir = b.work / "instances"
-            variants = [(v.split("=", 1)[0], v.split("=", 1)[1].split() if "=" in v else [])
-                        for v in args.variant] or [("", [])]
-            b.start_agent(args.uri, instance_dir, variants[0][1])
-            if args.operator:
-                b.start_operator()
-                time.sleep(3)  # the operator's first lease check sees the host Up
-            console = args.uri.startswith("qemu")
-            out.append(f"\n{args.count} Instances on one host, {args.uri}, "
-                       f"{os.cpu_count()} CPUs, agent workers {args.workers}, "
-                       + ("scheduled by the operator" if args.operator
-                          else "scheduling simulated")
-                       + (f", {min(args.count, args.console_count)} of them boot to the "
-                          "first serial output, the others are destroyed once running"
-                          if args.stop_after_output and args.console_count < args.count
-                          else "") + "\n")
-            batches: list[tuple[str, str, list[str]]] = []
-            if not args.no_cold:
-                batches.append(("cold", *variants[0]))
-            else:
-                # "cached" must mean cached: one Instance fills the cache first.
-                res = b.run_batch("warm", args.uri, "bench-image", instance_dir, 1, False)
-                b.delete_all(res["names"])
-            for r in range(args.rounds if args.variant else 1):
-                for vname, vargs in variants:
-                    label = "cached" + (f"-{vname}-r{r}" if args.variant else "")
-                    batches.append((label, vname, vargs))
-            pooled: dict[str, dict[str, list[float]]] = {}
-            per_round: dict[str, list[tuple[float, float, float]]] = {}
-            current = variants[0][1]
-            for batch, vname, vargs in batches:
-                if vargs != current:
-                    b.stop_agent()
-                    b.start_agent(args.uri, instance_dir, vargs)
-                    current = vargs
-                if batch == "cold":
-                    import shutil
-
-                    shutil.rmtree(instance_dir / "_base", ignore_errors=True)
-                load = os.getloadavg()[0]
-                res = b.run_batch(batch, args.uri, "bench-image", instance_dir,
-                                  args.count, console)
-                load = max(load, os.getloadavg()[0])
-                head = (f"\n{batch}" + (f" (agent {' '.join(vargs)})" if vargs else "")
-                        + f", load average (1 min) up to {load:.1f}\n")
-                out.extend([head, "| batch / from apply to | p50 s | p95 s | max s | n |",
-                            "|---|---|---|---|---|"])
-                if res.get("scheduled"):
-                    out.append(fmt(f"{batch}: scheduled (status.host)", res["scheduled"], args.count))
-                out.append(fmt(f"{batch}: domain running", res["running"], args.count))
-                out.append(fmt(f"{batch}: status Running", res["status"], args.count))
-                if console:
-                    out.append(fmt(f"{batch}: first serial output", res["console"],
-                                   min(args.count, args.console_count)))
-                print("\n".join(out), file=sys.stderr)
-                if args.floor and batch != "cold":
-                    b.delete_all(res["names"])
-                    res["names"] = []
-                    time.sleep(2)
-                    fl = floor_batch(args.uri, image_path, b.work, args.count, args.workers,
-                                     args.stop_after_output, min(args.count, args.console_count),
-                                     args.timeout)
-                    out.append(fmt(f"{batch}: libvirt alone, domain running", fl["running"],
-                                   args.count))
-                    if console:
-                        out.append(fmt(f"{batch}: libvirt alone, first serial output",
-                                       fl["console"], min(args.count, args.console_count)))
-                    for k, q in (("p50", 50), ("p95", 95)):
-                        out.append(f"| {batch}: Kova / libvirt alone, domain running {k} | "
-                                   f"{pct(res['running'], q) / pct(fl['running'], q):.2f}x | | | |")
-                    print("\n".join(out), file=sys.stderr)
-                if batch != "cold" and args.variant:
-                    for k in ("scheduled", "running", "status", "console"):
-                        pooled.setdefault(vname, {}).setdefault(k, []).extend(res[k])
-                    per_round.setdefault(vname, []).append(
-                        (pct(res["running"], 50), pct(res["running"], 95), load))
-                b.delete_all(res["names"])
-            if args.variant:
-                out.append("\nPer variant, all rounds pooled; and the median over rounds of "
-                           "each round's p50 / p95 (domain running)\n")
-                out.append("| variant | from apply to | p50 s | p95 s | max s | n |")
-                out.append("|---|---|---|---|---|---|")
-                for vname, vargs in variants:
-                    for k in ("scheduled", "running", "status", "console"):
-                        vals = pooled.get(vname, {}).get(k, [])
-                        n = args.rounds * (min(args.count, args.console_count)
-                                           if k == "console" else args.count)
-                        out.append(f"| {vname} " + fmt(k, vals, n))
-                    rounds = per_round.get(vname, [])
-                    out.append(
-                        f"| {vname} | running, median of rounds "
-                        f"({', '.join(f'{a:.1f}/{c:.1f}' for a, c, _ in rounds)}; load "
-                        f"{', '.join(f'{x:.1f}' for _, _, x in rounds)}) | "
-                        f"{statistics.median(a for a, _, _ in rounds):.2f} | "
-                        f"{statistics.median(c for _, c, _ in rounds):.2f} | | |")
-                print("\n".join(out), file=sys.stderr)
-            b.stop_agent()
-            b.stop_operator()
+            BootRun(b, args, image_path, out).run()
         if not args.no_memory:
-            counts = [int(c) for c in args.memory_counts.split(",") if c]
-            out.append("\nAgent memory (VmRSS, test:///default so that 100 domains fit)\n")
-            out.append("| instances | agent RSS MiB |" + (" operator RSS MiB |" if args.operator else ""))
-            out.append("|---|---|" + ("---|" if args.operator else ""))
-            mem_dir = b.work / "mem-instances"
-            b.start_agent("test:///default", mem_dir)
-            if args.operator:
-                b.start_operator()
-                time.sleep(3)
-            made: list[str] = []
-            for n in sorted(counts):
-                while len(made) < n:
-                    name = f"mem-{len(made):03d}"
-                    b.apply(name, "bench-image")
-                    made.append(name)
-                deadline = time.monotonic() + 300
-                while time.monotonic() < deadline:
-                    items = b.custom.list_namespaced_custom_object(G, V, b.ns, "instances")["items"]
-                    if sum((i.get("status") or {}).get("phase") == "Running" for i in items) >= n:
-                        break
-                    time.sleep(0.5)
-                time.sleep(2)
-                row = f"| {n} | {rss_mib(b.agent.pid):.0f} |"
-                if args.operator:
-                    row += f" {rss_mib(b.operator.pid):.0f} |"
-                out.append(row)
-            b.delete_all(made)
-            b.stop_agent()
+            memory_table(b, args, out)
     finally:
         b.stop_agent()
         b.stop_operator()
@@ -593,6 +492,161 @@ def main() -> int:
             b.cp.destroy()
     print("\n".join(out))
     return 0
+
+
+class BootRun:
+    """The boot batches (cold, cached, per variant and round), each printed
+    as a table as soon as it is measured."""
+
+    def __init__(self, b: Bench, args: argparse.Namespace, image_path: Path,
+                 out: list[str]) -> None:
+        self.b, self.args, self.image_path, self.out = b, args, image_path, out
+        self.instance_dir = b.work / "instances"
+        self.variants = [(v.split("=", 1)[0], v.split("=", 1)[1].split() if "=" in v else [])
+                         for v in args.variant] or [("", [])]
+        self.console = args.uri.startswith("qemu")
+        self.n_console = min(args.count, args.console_count)
+        self.pooled: dict[str, dict[str, list[float]]] = {}
+        self.per_round: dict[str, list[tuple[float, float, float]]] = {}
+
+    def run(self) -> None:
+        b, args = self.b, self.args
+        b.start_agent(args.uri, self.instance_dir, self.variants[0][1])
+        if args.operator:
+            b.start_operator()
+            time.sleep(3)  # the operator's first lease check sees the host Up
+        self.out.append(
+            f"\n{args.count} Instances on one host, {args.uri}, "
+            f"{os.cpu_count()} CPUs, agent workers {args.workers}, "
+            + ("scheduled by the operator" if args.operator else "scheduling simulated")
+            + (f", {self.n_console} of them boot to the first serial output, the others are "
+               "destroyed once running"
+               if args.stop_after_output and args.console_count < args.count else "") + "\n")
+        current = self.variants[0][1]
+        for batch, vname, vargs in self.batches():
+            if vargs != current:
+                b.stop_agent()
+                b.start_agent(args.uri, self.instance_dir, vargs)
+                current = vargs
+            self.one_batch(batch, vname, vargs)
+        if args.variant:
+            self.variant_summary()
+        b.stop_agent()
+        b.stop_operator()
+
+    def batches(self) -> list[tuple[str, str, list[str]]]:
+        batches: list[tuple[str, str, list[str]]] = []
+        if not self.args.no_cold:
+            batches.append(("cold", *self.variants[0]))
+        else:
+            # "cached" must mean cached: one Instance fills the cache first.
+            res = self.b.run_batch("warm", self.args.uri, "bench-image", self.instance_dir,
+                                   1, False)
+            self.b.delete_all(res["names"])
+        for r in range(self.args.rounds if self.args.variant else 1):
+            for vname, vargs in self.variants:
+                label = "cached" + (f"-{vname}-r{r}" if self.args.variant else "")
+                batches.append((label, vname, vargs))
+        return batches
+
+    def one_batch(self, batch: str, vname: str, vargs: list[str]) -> None:
+        b, args, out = self.b, self.args, self.out
+        if batch == "cold":
+            import shutil
+
+            shutil.rmtree(self.instance_dir / "_base", ignore_errors=True)
+        load = os.getloadavg()[0]
+        res = b.run_batch(batch, args.uri, "bench-image", self.instance_dir, args.count,
+                          self.console)
+        load = max(load, os.getloadavg()[0])
+        head = (f"\n{batch}" + (f" (agent {' '.join(vargs)})" if vargs else "")
+                + f", load average (1 min) up to {load:.1f}\n")
+        out.extend([head, "| batch / from apply to | p50 s | p95 s | max s | n |",
+                    "|---|---|---|---|---|"])
+        if res.get("scheduled"):
+            out.append(fmt(f"{batch}: scheduled (status.host)", res["scheduled"], args.count))
+        out.append(fmt(f"{batch}: domain running", res["running"], args.count))
+        out.append(fmt(f"{batch}: status Running", res["status"], args.count))
+        if self.console:
+            out.append(fmt(f"{batch}: first serial output", res["console"], self.n_console))
+        print("\n".join(out), file=sys.stderr)
+        if args.floor and batch != "cold":
+            self.floor(batch, res)
+        if batch != "cold" and args.variant:
+            for k in ("scheduled", "running", "status", "console"):
+                self.pooled.setdefault(vname, {}).setdefault(k, []).extend(res[k])
+            self.per_round.setdefault(vname, []).append(
+                (pct(res["running"], 50), pct(res["running"], 95), load))
+        b.delete_all(res["names"])
+
+    def floor(self, batch: str, res: dict) -> None:
+        """The same starts with libvirt alone, beside Kova's."""
+        args, out = self.args, self.out
+        self.b.delete_all(res["names"])
+        res["names"] = []
+        time.sleep(2)
+        fl = floor_batch(args.uri, self.image_path, self.b.work, args.count, args.workers,
+                         args.stop_after_output, self.n_console, args.timeout)
+        out.append(fmt(f"{batch}: libvirt alone, domain running", fl["running"], args.count))
+        if self.console:
+            out.append(fmt(f"{batch}: libvirt alone, first serial output", fl["console"],
+                           self.n_console))
+        for k, q in (("p50", 50), ("p95", 95)):
+            out.append(f"| {batch}: Kova / libvirt alone, domain running {k} | "
+                       f"{pct(res['running'], q) / pct(fl['running'], q):.2f}x | | | |")
+        print("\n".join(out), file=sys.stderr)
+
+    def variant_summary(self) -> None:
+        out, args = self.out, self.args
+        out.append("\nPer variant, all rounds pooled; and the median over rounds of "
+                   "each round's p50 / p95 (domain running)\n")
+        out.append("| variant | from apply to | p50 s | p95 s | max s | n |")
+        out.append("|---|---|---|---|---|---|")
+        for vname, _vargs in self.variants:
+            for k in ("scheduled", "running", "status", "console"):
+                vals = self.pooled.get(vname, {}).get(k, [])
+                n = args.rounds * (self.n_console if k == "console" else args.count)
+                out.append(f"| {vname} " + fmt(k, vals, n))
+            rounds = self.per_round.get(vname, [])
+            out.append(
+                f"| {vname} | running, median of rounds "
+                f"({', '.join(f'{a:.1f}/{c:.1f}' for a, c, _ in rounds)}; load "
+                f"{', '.join(f'{x:.1f}' for _, _, x in rounds)}) | "
+                f"{statistics.median(a for a, _, _ in rounds):.2f} | "
+                f"{statistics.median(c for _, c, _ in rounds):.2f} | | |")
+        print("\n".join(out), file=sys.stderr)
+
+
+def memory_table(b: Bench, args: argparse.Namespace, out: list[str]) -> None:
+    """The agent's (and operator's) resident memory at 0, 20, 100 Instances."""
+    counts = [int(c) for c in args.memory_counts.split(",") if c]
+    out.append("\nAgent memory (VmRSS, test:///default so that 100 domains fit)\n")
+    out.append("| instances | agent RSS MiB |"
+               + (" operator RSS MiB |" if args.operator else ""))
+    out.append("|---|---|" + ("---|" if args.operator else ""))
+    b.start_agent("test:///default", b.work / "mem-instances")
+    if args.operator:
+        b.start_operator()
+        time.sleep(3)
+    made: list[str] = []
+    for n in sorted(counts):
+        while len(made) < n:
+            name = f"mem-{len(made):03d}"
+            b.apply(name, "bench-image")
+            made.append(name)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            items = b.custom.list_namespaced_custom_object(G, V, b.ns, "instances")["items"]
+            if sum((i.get("status") or {}).get("phase") == "Running" for i in items) >= n:
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+        row = f"| {n} | {rss_mib(b.agent.pid):.0f} |"
+        if args.operator:
+            row += f" {rss_mib(b.operator.pid):.0f} |"
+        out.append(row)
+    b.delete_all(made)
+    b.stop_agent()
 
 
 if __name__ == "__main__":

@@ -31,11 +31,15 @@ from pathlib import Path
 
 import httpx
 
+from kova.crds.names import GROUP as G
+from kova.crds.names import VERSION as V
 from kova.dev.metrics import scrape
 
 ROOT = Path(__file__).resolve().parents[1]
 KOVA = [sys.executable, "-m", "kova.cli"]
-from kova.crds.names import GROUP as G, VERSION as V  # noqa: E402
+#: A simulated host: 16 vCPU x4, 32 GiB, 500 GiB -- room for ~31 instances.
+VCPUS, MEM, DISK = 16, 32768, 500
+PLACEMENT_HEADERS = {"OpenStack-API-Version": "placement 1.39"}
 
 
 def log(msg: str) -> None:
@@ -74,7 +78,7 @@ def tree_cpu(pid: int) -> float:
     return total + sum(tree_cpu(int(c)) for c in children)
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--instances", type=int, default=1000)
@@ -92,89 +96,171 @@ def main() -> int:
     ap.add_argument("--database-url", default=None, help="Placement DB (default SQLite)")
     ap.add_argument("--placement-workers", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print the result as JSON only")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    from kubernetes import client, config
 
-    from kova.dev.crds import apply_crds
-    from kova.dev.controlplane import ControlPlane, free_port
+def main() -> int:
+    from kova.dev.controlplane import ControlPlane
 
+    args = parse_args()
     work = Path(tempfile.mkdtemp(prefix="kova-bench-"))
-    procs: list[subprocess.Popen] = []
-    cp = ControlPlane(workdir=work / "cp")
+    run = Run(args, work, ControlPlane(workdir=work / "cp"))
     try:
+        return run.main()
+    finally:
+        run.stop()
+        if not os.environ.get("KOVA_BENCH_KEEP"):
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"kept {work}")
+
+
+class Run:
+    """One benchmark run, phase by phase."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, cp) -> None:
+        self.args, self.work, self.cp = args, work, cp
+        self.procs: list[subprocess.Popen] = []
+        self.profile = os.environ.get("KOVA_BENCH_PROFILE")
+
+    def main(self) -> int:
+        args = self.args
+        self.start_cluster()
+        self.start_placement()
+        t = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            self.rps = list(pool.map(self.make_host, range(args.hosts)))
+        log(f"{args.hosts} hosts registered in {time.monotonic() - t:.1f}s")
+        self.start_operator()
+        self.wait_steady()
+        idle = self.measure_idle()
+        base = scrape(self.metrics_url)
+        pids = self.pids()
+        cpu0 = {k: tree_cpu(p) for k, p in pids.items()}
+        cpu0["bench (this process)"] = cpu_seconds(os.getpid())
+        t_applied, elapsed = self.burst(base)
+        metrics = scrape(self.metrics_url)
+        cpu = {k: round(tree_cpu(p) - cpu0[k], 1) for k, p in pids.items()}
+        cpu["bench (this process)"] = round(cpu_seconds(os.getpid())
+                                            - cpu0["bench (this process)"], 1)
+        items = self.api.list_namespaced_custom_object(G, V, "bench", "instances")["items"]
+        not_scheduled = [i["metadata"]["name"] for i in items
+                         if (i.get("status") or {}).get("phase") != "Scheduled"]
+        if not_scheduled:
+            raise RuntimeError(f"not Scheduled: {not_scheduled[:10]}")
+        checks = self.verify(items)
+        result = {
+            "hosts": args.hosts, "instances": args.instances, "workers": args.workers,
+            "candidate_limit": args.candidate_limit, "randomize": args.randomize,
+            "max_batch": args.max_batch, "events": args.events,
+            "host_subset_size": args.host_subset_size,
+            "placement_db": "sqlite" if not args.database_url else "postgres",
+            "apply_seconds": round(t_applied, 2),
+            "seconds_to_all_scheduled": round(elapsed, 2),
+            "instances_per_second": round(args.instances / elapsed, 1),
+            **scheduling_figures(metrics, base),
+            **checks,
+            "cpu_seconds_during_burst": cpu,
+            "idle_cpu_seconds_per_second": idle,
+            # per Instance, after taking out what the process burns idle
+            "cpu_ms_per_instance_beyond_idle": {
+                k: round(1000 * (cpu[k] - idle.get(k, 0.0) * elapsed) / args.instances, 2)
+                for k in cpu},
+            "breakdown": breakdown(metrics, base),
+        }
+        print(json.dumps(result, indent=2))
+        ok = checks["allocations_equal_instances"] and not checks["overcommitted_providers"]
+        return 0 if ok else 1
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.cp.destroy()
+
+    # ---------------------------------------------------------------- set-up
+    def start_cluster(self) -> None:
+        from kubernetes import client, config
+
+        from kova.dev.crds import apply_crds
+
         log("starting the control plane")
-        cp.start()
+        self.cp.start()
         cfg = client.Configuration()
-        config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=cfg)
+        config.load_kube_config(config_file=str(self.cp.kubeconfig), client_configuration=cfg)
         cfg.connection_pool_maxsize = 32
         api_client = client.ApiClient(cfg)
         apply_crds(api_client=api_client)
         core = client.CoreV1Api(api_client)
-        api = client.CustomObjectsApi(api_client)
-        coord = client.CoordinationV1Api(api_client)
+        self.api = client.CustomObjectsApi(api_client)
+        self.coord = client.CoordinationV1Api(api_client)
         for ns in ("kova-system", "bench"):
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+        self.api.create_cluster_custom_object(G, V, "flavors", {
+            "apiVersion": f"{G}/{V}", "kind": "Flavor", "metadata": {"name": "bench"},
+            "spec": {"vcpus": 1, "memoryMiB": 1024, "diskGiB": 10}})
+        self.api.create_cluster_custom_object(G, V, "images", {
+            "apiVersion": f"{G}/{V}", "kind": "Image", "metadata": {"name": "bench"},
+            "spec": {"source": {"hostPath": "/var/lib/kova/images/bench.qcow2"}}})
+        self.now = time.strftime("%Y-%m-%dT%H:%M:%S.000001Z", time.gmtime())
 
+    def start_placement(self) -> None:
+        from kova.dev.controlplane import free_port
+
+        args = self.args
         pport = free_port()
-        purl = f"http://127.0.0.1:{pport}"
-        db = args.database_url or f"sqlite:///{work}/placement.db"
-        plog = open(work / "placement.log", "w")
-        procs.append(subprocess.Popen(
+        self.purl = f"http://127.0.0.1:{pport}"
+        db = args.database_url or f"sqlite:///{self.work}/placement.db"
+        plog = open(self.work / "placement.log", "w")
+        self.procs.append(subprocess.Popen(
             KOVA + ["placement", "serve", "--database-url", db, "--no-auth", "--port",
                     str(pport), "--workers", str(args.placement_workers),
                     "--log-level", "warning"]
-            + (["--randomize-allocation-candidates"] if args.randomize else []), stdout=plog, stderr=subprocess.STDOUT, cwd=ROOT))
-        wait_http(purl + "/")
-        ph = httpx.Client(base_url=purl, timeout=60,
-                          headers={"OpenStack-API-Version": "placement 1.39"})
+            + (["--randomize-allocation-candidates"] if args.randomize else []),
+            stdout=plog, stderr=subprocess.STDOUT, cwd=ROOT))
+        wait_http(self.purl + "/")
+        self.ph = httpx.Client(base_url=self.purl, timeout=60, headers=PLACEMENT_HEADERS)
 
-        api.create_cluster_custom_object(G, V, "flavors", {
-            "apiVersion": f"{G}/{V}", "kind": "Flavor", "metadata": {"name": "bench"},
-            "spec": {"vcpus": 1, "memoryMiB": 1024, "diskGiB": 10}})
-        api.create_cluster_custom_object(G, V, "images", {
-            "apiVersion": f"{G}/{V}", "kind": "Image", "metadata": {"name": "bench"},
-            "spec": {"source": {"hostPath": "/var/lib/kova/images/bench.qcow2"}}})
+    def make_host(self, i: int) -> str:
+        """A simulated host, as its agent registers it: provider, Host, Lease."""
+        name = f"host-{i:04d}"
+        with httpx.Client(base_url=self.purl, timeout=60, headers=PLACEMENT_HEADERS) as h:
+            rp = h.post("/resource_providers", json={"name": name}).json()["uuid"]
+            r = h.put(f"/resource_providers/{rp}/inventories", json={
+                "resource_provider_generation": 0, "inventories": {
+                    "VCPU": {"total": VCPUS, "allocation_ratio": 4.0},
+                    "MEMORY_MB": {"total": MEM, "reserved": 512},
+                    "DISK_GB": {"total": DISK}}})
+            r.raise_for_status()
+            gen = r.json()["resource_provider_generation"]
+            h.put(f"/resource_providers/{rp}/traits", json={
+                "traits": ["HW_ARCH_X86_64"],
+                "resource_provider_generation": gen}).raise_for_status()
+        self.api.create_cluster_custom_object(G, V, "hosts", {
+            "apiVersion": f"{G}/{V}", "kind": "Host", "metadata": {"name": name},
+            "spec": {"enabled": True}})
+        self.api.patch_cluster_custom_object_status(G, V, "hosts", name, {"status": {
+            "resourceProviderUUID": rp}})
+        self.coord.create_namespaced_lease("kova-system", {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": 3600,
+                     "renewTime": self.now}})
+        return rp
 
-        # Hosts: 16 vCPU x4, 32 GiB, 500 GiB -- room for ~31 instances each.
-        vcpus, mem, disk = 16, 32768, 500
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000001Z", time.gmtime())
+    def start_operator(self) -> None:
+        from kova.dev.controlplane import free_port
 
-        def make_host(i: int) -> str:
-            name = f"host-{i:04d}"
-            with httpx.Client(base_url=purl, timeout=60, headers={
-                    "OpenStack-API-Version": "placement 1.39"}) as h:
-                rp = h.post("/resource_providers", json={"name": name}).json()["uuid"]
-                r = h.put(f"/resource_providers/{rp}/inventories", json={
-                    "resource_provider_generation": 0, "inventories": {
-                        "VCPU": {"total": vcpus, "allocation_ratio": 4.0},
-                        "MEMORY_MB": {"total": mem, "reserved": 512},
-                        "DISK_GB": {"total": disk}}})
-                r.raise_for_status()
-                gen = r.json()["resource_provider_generation"]
-                h.put(f"/resource_providers/{rp}/traits", json={
-                    "traits": ["HW_ARCH_X86_64"],
-                    "resource_provider_generation": gen}).raise_for_status()
-            api.create_cluster_custom_object(G, V, "hosts", {
-                "apiVersion": f"{G}/{V}", "kind": "Host", "metadata": {"name": name},
-                "spec": {"enabled": True}})
-            api.patch_cluster_custom_object_status(G, V, "hosts", name, {"status": {
-                "resourceProviderUUID": rp}})
-            coord.create_namespaced_lease("kova-system", {
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name},
-                "spec": {"holderIdentity": name, "leaseDurationSeconds": 3600,
-                         "renewTime": now}})
-            return rp
-
-        t = time.monotonic()
-        with ThreadPoolExecutor(16) as pool:
-            rps = list(pool.map(make_host, range(args.hosts)))
-        log(f"{args.hosts} hosts registered in {time.monotonic() - t:.1f}s")
-
+        args = self.args
         mport = free_port()
-        olog = open(work / "operator.log", "w")
-        profile = os.environ.get("KOVA_BENCH_PROFILE")
+        self.metrics_url = f"http://127.0.0.1:{mport}/metrics"
+        olog = open(self.work / "operator.log", "w")
         # CPU time, not wall time: the machine is shared, and a wall-clock
         # profile charges C calls for the time the process waited for a core.
         # Only the burst is profiled: SIGUSR1 starts the profiler, SIGUSR2
@@ -187,84 +273,61 @@ def main() -> int:
                     "def stop(*a):\n    p.disable()\n    p.dump_stats(out)\n"
                     "signal.signal(signal.SIGUSR2, stop)\n"
                     "main(standalone_mode=False)\n")
-        prefix = [sys.executable, "-c", profiled, profile] if profile else KOVA
-        procs.append(subprocess.Popen(
-            prefix + ["operator", "run", "--kubeconfig", str(cp.kubeconfig), "--placement-url",
-                    purl, "--namespace", "bench", "--standalone", "--metrics-port", str(mport),
-                    "--workers", str(args.workers), "--audit-interval", "0",
-                    *(["--candidate-limit", str(args.candidate_limit)]
-                      if args.candidate_limit is not None else []),
-                    "--host-subset-size", str(args.host_subset_size),
-                    *(["--max-batch", str(args.max_batch)] if args.max_batch else []),
-                    *([] if args.events else ["--no-events"]),
-                    "--log-format", "text", "--log-level", "warning"],
+        prefix = [sys.executable, "-c", profiled, self.profile] if self.profile else KOVA
+        self.procs.append(subprocess.Popen(
+            prefix + ["operator", "run", "--kubeconfig", str(self.cp.kubeconfig),
+                      "--placement-url", self.purl, "--namespace", "bench", "--standalone",
+                      "--metrics-port", str(mport), "--workers", str(args.workers),
+                      "--audit-interval", "0",
+                      *(["--candidate-limit", str(args.candidate_limit)]
+                        if args.candidate_limit is not None else []),
+                      "--host-subset-size", str(args.host_subset_size),
+                      *(["--max-batch", str(args.max_batch)] if args.max_batch else []),
+                      *([] if args.events else ["--no-events"]),
+                      "--log-format", "text", "--log-level", "warning"],
             stdout=olog, stderr=subprocess.STDOUT, cwd=ROOT))
-        wait_http(f"http://127.0.0.1:{mport}/metrics")
-        # Let it list and sync the hosts before the burst.
+        wait_http(self.metrics_url)
+
+    def wait_steady(self) -> None:
+        """The operator listed the hosts, marked every one Up and synced every
+        provider: steady state before the burst."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            m = scrape(f"http://127.0.0.1:{mport}/metrics")
-            if m.get('kova_operator_hosts{state="Up"}', 0) >= args.hosts:
+            if scrape(self.metrics_url).get('kova_operator_hosts{state="Up"}', 0) \
+                    >= self.args.hosts:
                 break
             time.sleep(0.5)
-        # ... and mark every Host Up and sync every provider: steady state.
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            hosts = api.list_cluster_custom_object(G, V, "hosts")["items"]
+            hosts = self.api.list_cluster_custom_object(G, V, "hosts")["items"]
             up = sum(1 for h in hosts if (h.get("status") or {}).get("state") == "Up")
-            m = scrape(f"http://127.0.0.1:{mport}/metrics")
-            if up >= args.hosts and m.get("kova_operator_queue_depth", 1) == 0:
+            m = scrape(self.metrics_url)
+            if up >= self.args.hosts and m.get("kova_operator_queue_depth", 1) == 0:
                 break
             time.sleep(1)
         time.sleep(3)
-        pids = {"operator": procs[1].pid, "placement": procs[0].pid,
-                **{k: v for k, v in cp.pids.items()}}
-        # What the processes burn with nothing to do (lease polls, the
-        # controller manager, ...), to tell it apart from the burst's cost.
-        idle_window = 10.0
+
+    def pids(self) -> dict[str, int]:
+        return {"operator": self.procs[1].pid, "placement": self.procs[0].pid,
+                **dict(self.cp.pids.items())}
+
+    def measure_idle(self, window: float = 10.0) -> dict[str, float]:
+        """What the processes burn with nothing to do (lease polls, the
+        controller manager, ...), to tell it apart from the burst's cost."""
+        pids = self.pids()
         idle0 = {k: tree_cpu(p) for k, p in pids.items()}
-        time.sleep(idle_window)
-        idle = {k: round((tree_cpu(p) - idle0[k]) / idle_window, 3) for k, p in pids.items()}
-        base = scrape(f"http://127.0.0.1:{mport}/metrics")
-        cpu0 = {k: tree_cpu(p) for k, p in pids.items()}
-        cpu0["bench (this process)"] = cpu_seconds(os.getpid())
+        time.sleep(window)
+        return {k: round((tree_cpu(p) - idle0[k]) / window, 3) for k, p in pids.items()}
 
-        # The burst: 16 creates in flight at a time over aiohttp (the
-        # official client costs this process ~3 ms of CPU per create, which
-        # the four measured processes would have to share the cores with).
-        from kova.kube import Credentials
-
-        creds = Credentials.load(str(cp.kubeconfig))
-        ssl_ctx = creds.ssl_context()
-        token = creds.bearer()
-        auth = f"Bearer {token}" if token else None
-
-        async def apply_all() -> list[float]:
-            import aiohttp
-
-            sem = asyncio.Semaphore(16)
-            url = f"{creds.server}/apis/{G}/{V}/namespaces/bench/instances"
-            async with aiohttp.ClientSession(
-                    headers={"Authorization": auth} if auth else {},
-                    connector=aiohttp.TCPConnector(limit=16, ssl=ssl_ctx)) as http:
-
-                async def one(i: int) -> float:
-                    async with sem, http.post(url, json={
-                            "apiVersion": f"{G}/{V}", "kind": "Instance",
-                            "metadata": {"name": f"vm-{i:05d}"},
-                            "spec": {"flavorRef": {"name": "bench"},
-                                     "imageRef": {"name": "bench"}}}) as r:
-                        if r.status != 201:
-                            raise RuntimeError(f"create vm-{i:05d}: {r.status} {await r.text()}")
-                    return time.monotonic()
-
-                return await asyncio.gather(*(one(i) for i in range(args.instances)))
-
-        log(f"applying {args.instances} instances")
-        if profile:
-            procs[1].send_signal(signal.SIGUSR1)
+    # ---------------------------------------------------------------- burst
+    def burst(self, base: dict[str, float]) -> tuple[float, float]:
+        """Apply the Instances; (seconds to apply them all, seconds until all
+        were Scheduled)."""
+        log(f"applying {self.args.instances} instances")
+        if self.profile:
+            self.procs[1].send_signal(signal.SIGUSR1)
         t0 = time.monotonic()
-        created = asyncio.run(apply_all())
+        created = asyncio.run(apply_all(self.cp.kubeconfig, self.args.instances))
         t_applied = max(created) - t0
         log(f"applied in {t_applied:.1f}s")
         # Progress from the operator's counter (cheap: listing 1000 Instances
@@ -272,101 +335,101 @@ def main() -> int:
         # the API afterwards.
         done_at = None
         key = 'kova_operator_schedule_outcomes_total{reason="Scheduled"}'
+        n = 0.0
         while time.monotonic() - t0 < 900:
-            n = scrape(f"http://127.0.0.1:{mport}/metrics").get(key, 0) - base.get(key, 0)
-            if n >= args.instances:
+            n = scrape(self.metrics_url).get(key, 0) - base.get(key, 0)
+            if n >= self.args.instances:
                 done_at = time.monotonic()
                 break
             time.sleep(0.2)
         if done_at is None:
-            raise RuntimeError(f"only {n} of {args.instances} scheduled after 900s")
-        elapsed = done_at - t0
-        if profile:
-            procs[1].send_signal(signal.SIGUSR2)
-            log(f"profile of the burst: {profile}")
-        metrics = scrape(f"http://127.0.0.1:{mport}/metrics")
-        cpu = {k: round(tree_cpu(p) - cpu0[k], 1) for k, p in pids.items()}
-        cpu["bench (this process)"] = round(cpu_seconds(os.getpid())
-                                            - cpu0["bench (this process)"], 1)
-        items = api.list_namespaced_custom_object(G, V, "bench", "instances")["items"]
-        not_scheduled = [i["metadata"]["name"] for i in items
-                         if (i.get("status") or {}).get("phase") != "Scheduled"]
-        if not_scheduled:
-            raise RuntimeError(f"not Scheduled: {not_scheduled[:10]}")
+            raise RuntimeError(f"only {n} of {self.args.instances} scheduled after 900s")
+        if self.profile:
+            self.procs[1].send_signal(signal.SIGUSR2)
+            log(f"profile of the burst: {self.profile}")
+        return t_applied, done_at - t0
 
-        # Verify: allocations == instances, nothing overcommitted.
+    def verify(self, items: list[dict]) -> dict:
+        """Allocations == Instances, nothing overcommitted; the spread."""
         per_host: dict[str, int] = {}
         for i in items:
             per_host[i["status"]["host"]] = per_host.get(i["status"]["host"], 0) + 1
         overcommitted = 0
         consumers = set()
-        for rp in rps:
-            usage = ph.get(f"/resource_providers/{rp}/usages").json()["usages"]
-            if usage.get("MEMORY_MB", 0) > mem - 512 or usage.get("VCPU", 0) > vcpus * 4 \
-                    or usage.get("DISK_GB", 0) > disk:
+        for rp in self.rps:
+            usage = self.ph.get(f"/resource_providers/{rp}/usages").json()["usages"]
+            if usage.get("MEMORY_MB", 0) > MEM - 512 or usage.get("VCPU", 0) > VCPUS * 4 \
+                    or usage.get("DISK_GB", 0) > DISK:
                 overcommitted += 1
-            consumers |= set(ph.get(f"/resource_providers/{rp}/allocations").json()
+            consumers |= set(self.ph.get(f"/resource_providers/{rp}/allocations").json()
                              ["allocations"])
         uids = {i["metadata"]["uid"] for i in items}
-        counts = [per_host.get(f"host-{i:04d}", 0) for i in range(args.hosts)]
-
-        def delta(name: str) -> float:
-            return metrics.get(name, 0.0) - base.get(name, 0.0)
-
-        breakdown = {}
-        for key in sorted(metrics):
-            m = re.match(r'(kova_operator_(placement|kube)_request_seconds)_sum\{(\w+)="([^"]+)"\}',
-                         key)
-            if m:
-                count_key = key.replace("_sum{", "_count{")
-                n = delta(count_key)
-                if n:
-                    breakdown[f"{m.group(2)} {m.group(4)}"] = {
-                        "calls": int(n), "total_s": round(delta(key), 2),
-                        "mean_ms": round(1000 * delta(key) / n, 2)}
-        sched_n = delta("kova_operator_schedule_duration_seconds_count")
-        result = {
-            "hosts": args.hosts, "instances": args.instances, "workers": args.workers,
-            "candidate_limit": args.candidate_limit, "randomize": args.randomize,
-            "max_batch": args.max_batch, "events": args.events,
-            "host_subset_size": args.host_subset_size,
-            "placement_db": "sqlite" if not args.database_url else "postgres",
-            "apply_seconds": round(t_applied, 2),
-            "seconds_to_all_scheduled": round(elapsed, 2),
-            "instances_per_second": round(args.instances / elapsed, 1),
-            "scheduling_pass_mean_ms": round(
-                1000 * delta("kova_operator_schedule_duration_seconds_sum") / sched_n, 1)
-            if sched_n else None,
-            "claim_retries": int(delta("kova_operator_claim_tries_sum") - sched_n),
+        counts = [per_host.get(f"host-{i:04d}", 0) for i in range(self.args.hosts)]
+        return {
             "spread": {"hosts_used": sum(1 for c in counts if c), "min": min(counts),
                        "max": max(counts), "stdev": round(statistics.pstdev(counts), 2)},
             "allocations_equal_instances": consumers == uids,
             "overcommitted_providers": overcommitted,
-            "cpu_seconds_during_burst": cpu,
-            "idle_cpu_seconds_per_second": idle,
-            # per Instance, after taking out what the process burns idle
-            "cpu_ms_per_instance_beyond_idle": {
-                k: round(1000 * (cpu[k] - idle.get(k, 0.0) * elapsed) / args.instances, 2)
-                for k in cpu},
-            "breakdown": breakdown,
         }
-        print(json.dumps(result, indent=2))
-        return 0 if consumers == uids and not overcommitted else 1
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        cp.destroy()
-        if not os.environ.get("KOVA_BENCH_KEEP"):
-            import shutil
 
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            log(f"kept {work}")
+
+async def apply_all(kubeconfig: Path, instances: int) -> list[float]:
+    """The burst: 16 creates in flight at a time over aiohttp (the official
+    client costs this process ~3 ms of CPU per create, which the four
+    measured processes would have to share the cores with)."""
+    import aiohttp
+
+    from kova.kube import Credentials
+
+    creds = Credentials.load(str(kubeconfig))
+    token = creds.bearer()
+    sem = asyncio.Semaphore(16)
+    url = f"{creds.server}/apis/{G}/{V}/namespaces/bench/instances"
+    async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            connector=aiohttp.TCPConnector(limit=16, ssl=creds.ssl_context())) as http:
+
+        async def one(i: int) -> float:
+            async with sem, http.post(url, json={
+                    "apiVersion": f"{G}/{V}", "kind": "Instance",
+                    "metadata": {"name": f"vm-{i:05d}"},
+                    "spec": {"flavorRef": {"name": "bench"},
+                             "imageRef": {"name": "bench"}}}) as r:
+                if r.status != 201:
+                    raise RuntimeError(f"create vm-{i:05d}: {r.status} {await r.text()}")
+            return time.monotonic()
+
+        return await asyncio.gather(*(one(i) for i in range(instances)))
+
+
+def scheduling_figures(metrics: dict[str, float], base: dict[str, float]) -> dict:
+    def delta(name: str) -> float:
+        return metrics.get(name, 0.0) - base.get(name, 0.0)
+
+    sched_n = delta("kova_operator_schedule_duration_seconds_count")
+    return {
+        "scheduling_pass_mean_ms": round(
+            1000 * delta("kova_operator_schedule_duration_seconds_sum") / sched_n, 1)
+        if sched_n else None,
+        "claim_retries": int(delta("kova_operator_claim_tries_sum") - sched_n),
+    }
+
+
+def breakdown(metrics: dict[str, float], base: dict[str, float]) -> dict:
+    """Placement and API-server calls of the burst: count, total, mean."""
+    out = {}
+    for key in sorted(metrics):
+        m = re.match(r'(kova_operator_(placement|kube)_request_seconds)_sum\{(\w+)="([^"]+)"\}',
+                     key)
+        if m:
+            count_key = key.replace("_sum{", "_count{")
+            n = metrics.get(count_key, 0.0) - base.get(count_key, 0.0)
+            if n:
+                total = metrics.get(key, 0.0) - base.get(key, 0.0)
+                out[f"{m.group(2)} {m.group(4)}"] = {
+                    "calls": int(n), "total_s": round(total, 2),
+                    "mean_ms": round(1000 * total / n, 2)}
+    return out
 
 
 if __name__ == "__main__":

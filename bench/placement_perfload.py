@@ -196,7 +196,8 @@ def load(url: str, n: int) -> dict:
     writes = load_range(c, 0, n)
     elapsed = time.perf_counter() - start
     c.close()
-    return {"writes": writes, "seconds": round(elapsed, 2), "writes_per_s": round(writes / elapsed, 1)}
+    return {"writes": writes, "seconds": round(elapsed, 2),
+            "writes_per_s": round(writes / elapsed, 1)}
 
 
 def load_interleaved(urls: dict[str, str], n: int, chunk: int) -> dict[str, dict]:
@@ -378,7 +379,8 @@ def main() -> None:
     for n in args.providers or [1000]:
         k, o = by.get(("kova", n)), by.get(("openstack", n))
         if k and o:
-            print(f"N={n}: median x{o['sequential']['median_ms'] / k['sequential']['median_ms']:.1f}"
+            median = o['sequential']['median_ms'] / k['sequential']['median_ms']
+            print(f"N={n}: median x{median:.1f}"
                   f", concurrent x{k['concurrent']['req_per_s'] / o['concurrent']['req_per_s']:.1f}"
                   f", writes x{k['load']['writes_per_s'] / o['load']['writes_per_s']:.1f}"
                   f", candidates equal: "

@@ -126,7 +126,7 @@ def model_config(*validations: dict[str, str], **kw: Any) -> ConfigDict:
     cfg = ConfigDict(KovaModel.model_config)  # type: ignore[misc]
     if validations:
         cfg["json_schema_extra"] = {"x-kubernetes-validations": list(validations)}
-    cfg.update(kw)  # type: ignore[typeddict-item]
+    cfg.update(kw)
     return cfg
 
 
@@ -233,7 +233,9 @@ class ResourceAmounts(KovaModel):
     """Amounts of the three standard resources (zero allowed)."""
 
     vcpus: int = Field(default=0, ge=0, description="Virtual CPUs (VCPU).")
-    memory_mib: int = Field(default=0, alias="memoryMiB", ge=0, description="Memory in MiB (MEMORY_MB).")
+    memory_mib: int = Field(
+        default=0, alias="memoryMiB", ge=0, description="Memory in MiB (MEMORY_MB)."
+    )
     disk_gib: int = Field(default=0, alias="diskGiB", ge=0, description="Disk in GiB (DISK_GB).")
 
 

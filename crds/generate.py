@@ -133,38 +133,42 @@ def structural(node: dict[str, Any], defs: dict[str, Any], path: str = "") -> di
 
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key == "const":
-            out["enum"] = [value]
-        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
-            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
-            out[bound] = value
-            out[key] = True
-        elif key == "description":
-            out[key] = reflow(value)
-        elif key == "properties":
-            out[key] = {
-                name: structural(sub, defs, f"{path}.{name}") for name, sub in value.items()
-            }
-        elif key == "items":
-            out[key] = structural(value, defs, f"{path}[*]")
-        elif key == "additionalProperties":
-            if value is False:
-                continue
-            if value is True or value == {}:
-                out["x-kubernetes-preserve-unknown-fields"] = True
-            else:
-                out[key] = structural(value, defs, f"{path}[*]")
-        elif key == "required":
-            out[key] = sorted(value)
-        elif key in _ALLOWED_KEYS:
-            out[key] = value
-        else:
-            raise SchemaError(f"{path or '<root>'}: unsupported schema keyword {key!r}")
+        _convert_keyword(out, key, value, defs, path)
     if "type" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
         raise SchemaError(f"{path or '<root>'}: every node needs a type")
     if out.get("type") == "object" and "properties" in out and "additionalProperties" in out:
         raise SchemaError(f"{path}: properties and additionalProperties are exclusive")
     return out
+
+
+def _convert_keyword(out: dict[str, Any], key: str, value: Any, defs: dict[str, Any],
+                     path: str) -> None:
+    """One keyword of a JSON Schema node into ``out``, the structural node."""
+    if key == "const":
+        out["enum"] = [value]
+    elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+        bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+        out[bound] = value
+        out[key] = True
+    elif key == "description":
+        out[key] = reflow(value)
+    elif key == "properties":
+        out[key] = {
+            name: structural(sub, defs, f"{path}.{name}") for name, sub in value.items()
+        }
+    elif key == "items":
+        out[key] = structural(value, defs, f"{path}[*]")
+    elif key == "additionalProperties":
+        if value is True or value == {}:
+            out["x-kubernetes-preserve-unknown-fields"] = True
+        elif value is not False:
+            out[key] = structural(value, defs, f"{path}[*]")
+    elif key == "required":
+        out[key] = sorted(value)
+    elif key in _ALLOWED_KEYS:
+        out[key] = value
+    else:
+        raise SchemaError(f"{path or '<root>'}: unsupported schema keyword {key!r}")
 
 
 def _sorted(value: Any) -> Any:

@@ -58,13 +58,15 @@ def json_schema(crd: dict[str, Any], strict: bool = True) -> dict[str, Any]:
     schema = _convert(version["schema"]["openAPIV3Schema"], strict)
     names = crd["spec"]["names"]
     props = schema["properties"]
-    props["apiVersion"] = {**props["apiVersion"], "enum": [f"{crd['spec']['group']}/{version['name']}"]}
+    api_version = f"{crd['spec']['group']}/{version['name']}"
+    props["apiVersion"] = {**props["apiVersion"], "enum": [api_version]}
     props["kind"] = {**props["kind"], "enum": [names["kind"]]}
     # Metadata is validated by the API server itself; offline, keep it open.
     props["metadata"] = {"type": "object"} | (
         {"properties": props["metadata"]["properties"]} if "properties" in props["metadata"] else {}
     )
-    schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"})
+    required = set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"}
+    schema["required"] = sorted(required)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"{names['kind']} ({GROUP}/{VERSION})",

@@ -22,19 +22,6 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .names import (
-    AddressFamily,
-    Architecture,
-    CPUPolicy,
-    Firmware,
-    HostState,
-    ImageFormat,
-    InstancePhase,
-    OSType,
-    PowerState,
-    RunStrategy,
-    ServerGroupPolicy,
-)
 from .common import (
     DNS_LABEL,
     MAX_LABEL,
@@ -61,6 +48,19 @@ from .common import (
     k8s,
     model_config,
     observed_generation_field,
+)
+from .names import (
+    AddressFamily,
+    Architecture,
+    CPUPolicy,
+    Firmware,
+    HostState,
+    ImageFormat,
+    InstancePhase,
+    OSType,
+    PowerState,
+    RunStrategy,
+    ServerGroupPolicy,
 )
 
 #: A label value, as used for availability zones (``topology.kubernetes.io/zone``).
@@ -718,11 +718,15 @@ class Maintenance(KovaModel):
 class AllocationRatios(KovaModel):
     """Overcommit ratios: Placement capacity is (total - reserved) * ratio."""
 
-    vcpu: float = Field(default=4.0, gt=0, le=1024, description="VCPU allocation ratio (default 4.0).")
+    vcpu: float = Field(
+        default=4.0, gt=0, le=1024, description="VCPU allocation ratio (default 4.0)."
+    )
     memory: float = Field(
         default=1.0, gt=0, le=1024, description="MEMORY_MB allocation ratio (default 1.0)."
     )
-    disk: float = Field(default=1.0, gt=0, le=1024, description="DISK_GB allocation ratio (default 1.0).")
+    disk: float = Field(
+        default=1.0, gt=0, le=1024, description="DISK_GB allocation ratio (default 1.0)."
+    )
 
 
 class ReservedResources(KovaModel):

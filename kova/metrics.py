@@ -83,7 +83,7 @@ class MetricSet:
                 family.add_metric([], read())
                 yield family
 
-        self.registry.register(_Collector())  # type: ignore[arg-type]
+        self.registry.register(_Collector())
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -99,7 +99,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path == "/metrics":
             self._send(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
         elif path in ("/healthz", "/readyz") and self.health is not None:
-            ok, why = self.health()  # type: ignore[misc]
+            ok, why = self.health()
             body = json.dumps({"ok": ok, "reason": why}).encode()
             self._send(200 if ok else 503, body, "application/json")
         else:

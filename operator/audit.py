@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from kova.crds import names
-from kova.operator import metrics
 from kova.kube import Kube, custom_path
-from kova.placement_client import Conflict, PlacementClient
+from kova.operator import metrics
 from kova.operator.scheduler.request import format_resources
+from kova.placement_client import Conflict, PlacementClient
 
 LOG = logging.getLogger("kova.operator.audit")
 
@@ -70,7 +70,6 @@ async def run_audit(kube: Kube, placement: PlacementClient, *, heal: bool = Fals
                     emit: Callable[[dict, str, str, str], None] | None = None,
                     namespaces: Sequence[str] = ()) -> AuditReport:
     report = AuditReport()
-    projects = {names.project_id(ns) for ns in namespaces}
     # Allocations first, Instances second: an allocation's Instance exists
     # before its claim, so it is in the later list.
     consumers: dict[str, dict] = {}
@@ -84,56 +83,66 @@ async def run_audit(kube: Kube, placement: PlacementClient, *, heal: bool = Fals
     hosts = await host_providers(kube)
     report.instances, report.consumers = len(instances), len(consumers)
     by_uid = {i["metadata"]["uid"]: i for i in instances}
-
+    projects = {names.project_id(ns) for ns in namespaces}
     for consumer in sorted(set(consumers) - set(by_uid)):
-        fresh = await placement.consumer_allocations(consumer)
-        if not fresh.get("allocations"):
-            continue
-        if fresh.get("consumer_type") not in (None, names.CONSUMER_TYPE):
-            continue  # not an Instance's (e.g. a migration's): not ours to judge
-        if projects and fresh.get("project_id") not in projects:
-            continue  # another namespace's: not ours to judge
-        report.orphans[consumer] = fresh["allocations"]
-        if heal:
-            if await placement.delete_allocations(consumer):
-                report.healed.append(f"orphan {consumer}")
-                metrics.AUDIT_HEALED.labels(kind="orphan").inc()
-
+        await _check_orphan(placement, report, consumer, projects, heal)
     for inst in instances:
-        meta, status = inst["metadata"], inst.get("status") or {}
-        host = status.get("host")
-        if not host or status.get("phase") == names.InstancePhase.ERROR:
-            continue
-        name = f"{meta['namespace']}/{meta['name']}"
-        uid = meta["uid"]
-        allocs = consumers.get(uid)
-        if not allocs:
-            allocs = (await placement.consumer_allocations(uid)).get("allocations") or {}
-        if not allocs:
-            if meta.get("deletionTimestamp"):
-                continue
-            report.missing.append(name)
-            if emit:
-                emit(inst, "Warning", names.EVENT_ALLOCATION_MISSING,
-                     f"no allocation in Placement for this Instance on {host}")
-            if heal:
-                ok = await _reclaim(placement, inst, hosts.get(host))
-                (report.healed if ok else report.heal_failed).append(f"missing {name}")
-                if ok:
-                    metrics.AUDIT_HEALED.labels(kind="missing").inc()
-            continue
-        rp = hosts.get(host)
-        if rp and rp not in allocs:
-            report.mismatched.append(name)
-            if emit:
-                emit(inst, "Warning", names.EVENT_ALLOCATION_MISMATCH,
-                     f"allocation is on provider(s) {', '.join(allocs)}, not on {host} ({rp})")
+        await _check_instance(placement, report, inst, consumers, hosts, heal, emit)
     metrics.AUDIT_ORPHANS.set(len(report.orphans))
     metrics.AUDIT_MISSING.set(len(report.missing))
     LOG.info("audit: %d instances, %d consumers, %d orphans, %d missing, %d mismatched, "
              "%d healed", report.instances, report.consumers, len(report.orphans),
              len(report.missing), len(report.mismatched), len(report.healed))
     return report
+
+
+async def _check_orphan(placement: PlacementClient, report: AuditReport, consumer: str,
+                        projects: set[str], heal: bool) -> None:
+    """A consumer with allocations and no Instance (re-read before it counts)."""
+    fresh = await placement.consumer_allocations(consumer)
+    if not fresh.get("allocations"):
+        return
+    if fresh.get("consumer_type") not in (None, names.CONSUMER_TYPE):
+        return  # not an Instance's (e.g. a migration's): not ours to judge
+    if projects and fresh.get("project_id") not in projects:
+        return  # another namespace's: not ours to judge
+    report.orphans[consumer] = fresh["allocations"]
+    if heal and await placement.delete_allocations(consumer):
+        report.healed.append(f"orphan {consumer}")
+        metrics.AUDIT_HEALED.labels(kind="orphan").inc()
+
+
+async def _check_instance(placement: PlacementClient, report: AuditReport, inst: dict,
+                          consumers: dict[str, dict], hosts: dict[str, str], heal: bool,
+                          emit: Callable[[dict, str, str, str], None] | None) -> None:
+    """A placed Instance: its allocation missing, or on another host's provider."""
+    meta, status = inst["metadata"], inst.get("status") or {}
+    host = status.get("host")
+    if not host or status.get("phase") == names.InstancePhase.ERROR:
+        return
+    name = f"{meta['namespace']}/{meta['name']}"
+    allocs = consumers.get(meta["uid"])
+    if not allocs:
+        allocs = (await placement.consumer_allocations(meta["uid"])).get("allocations") or {}
+    if not allocs:
+        if meta.get("deletionTimestamp"):
+            return
+        report.missing.append(name)
+        if emit:
+            emit(inst, "Warning", names.EVENT_ALLOCATION_MISSING,
+                 f"no allocation in Placement for this Instance on {host}")
+        if heal:
+            ok = await _reclaim(placement, inst, hosts.get(host))
+            (report.healed if ok else report.heal_failed).append(f"missing {name}")
+            if ok:
+                metrics.AUDIT_HEALED.labels(kind="missing").inc()
+        return
+    rp = hosts.get(host)
+    if rp and rp not in allocs:
+        report.mismatched.append(name)
+        if emit:
+            emit(inst, "Warning", names.EVENT_ALLOCATION_MISMATCH,
+                 f"allocation is on provider(s) {', '.join(allocs)}, not on {host} ({rp})")
 
 
 async def _reclaim(placement: PlacementClient, inst: dict, rp: str | None) -> bool:

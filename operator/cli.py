@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import click
 
-from kova import log, settings as kova_settings
+from kova import log
+from kova import settings as kova_settings
 from kova.operator.settings import PREFIX, ClientSettings, Settings
 
 

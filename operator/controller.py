@@ -28,23 +28,22 @@ from typing import Any
 
 import kopf
 
+from kova import events, finalizers
 from kova.conditions import get_condition, set_condition
-
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import ServerGroupPolicy
+from kova.kube import Credentials, Kube, KubeError, host_path, instance_path, lease_path
 from kova.operator import metrics
 from kova.operator.scheduler.batch import BatchScheduler, batchable
-from kova.operator.settings import Settings
 from kova.operator.scheduler.filters import HostInfo
-from kova import events, finalizers
-from kova.kube import Credentials, Kube, KubeError, host_path, instance_path, lease_path
-from kova.placement_client import PlacementClient, PlacementError, RetryPolicy
 from kova.operator.scheduler.request import InvalidRequest, MissingDependency, build_request
 from kova.operator.scheduler.scheduler import Decision, NoValidHost, Scheduler
-from kova.operator.status import attempts_history, describe_attempts, is_build_failed
-from kova.workqueue import AsyncWorkQueue
 from kova.operator.scheduler.weighers import BuildFailures, WeighContext
+from kova.operator.settings import Settings
+from kova.operator.status import attempts_history, describe_attempts, is_build_failed
+from kova.placement_client import PlacementClient, PlacementError, RetryPolicy
+from kova.workqueue import AsyncWorkQueue
 
 LOG = logging.getLogger("kova.operator")
 

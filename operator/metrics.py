@@ -3,7 +3,8 @@ process-wide registry; names checked by :class:`kova.metrics.MetricSet`)."""
 
 from __future__ import annotations
 
-from kova.metrics import MetricSet, serve as _serve
+from kova.metrics import MetricSet
+from kova.metrics import serve as _serve
 
 M = MetricSet("kova_operator")
 

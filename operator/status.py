@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kova.crds import names
 from kova.conditions import condition_is
+from kova.crds import names
 
 
 def attempts_history(obj: dict) -> list[dict[str, Any]]:

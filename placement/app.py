@@ -350,25 +350,27 @@ class PlacementApp:
         except errors.PlacementError as exc:
             resp = self.error_response(req, exc)
         except Exception as exc:  # noqa: BLE001 - the error body must still be JSON
-            if database_unavailable(exc):
-                # The database is restarting, failing over or unreachable (or
-                # a transaction kept deadlocking): nothing was written, or the
-                # client's generation check catches it on retry.  A 503 tells
-                # clients to retry, not that Placement is broken.
-                LOG.warning("%s %s %s: database unavailable: %s", req.request_id, req.method,
-                            req.path,
-                            str(getattr(exc, "orig", exc)).strip().splitlines()[0])
-                resp = self.error_response(req, errors.ServiceUnavailable(
-                    "The database is unavailable; please retry.",
-                    code=errors.DATABASE_UNAVAILABLE, headers={"retry-after": "1"}))
-            else:
-                LOG.error("%s unexpected error\n%s", req.request_id, traceback.format_exc())
-                resp = self.error_response(req, errors.PlacementError(
-                    "An unexpected error occurred; see the service log "
-                    f"for request {req.request_id}."))
+            resp = self._unexpected(req, exc)
         resp.headers["openstack-api-version"] = f"placement {req.version}"
         resp.headers["vary"] = "openstack-api-version"
         return resp
+
+    def _unexpected(self, req: Request, exc: Exception) -> Response:
+        """The answer to an exception no handler turned into an error."""
+        if database_unavailable(exc):
+            # The database is restarting, failing over or unreachable (or a
+            # transaction kept deadlocking): nothing was written, or the
+            # client's generation check catches it on retry.  A 503 tells
+            # clients to retry, not that Placement is broken.
+            LOG.warning("%s %s %s: database unavailable: %s", req.request_id, req.method,
+                        req.path, str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+            return self.error_response(req, errors.ServiceUnavailable(
+                "The database is unavailable; please retry.",
+                code=errors.DATABASE_UNAVAILABLE, headers={"retry-after": "1"}))
+        LOG.error("%s unexpected error\n%s", req.request_id, traceback.format_exc())
+        return self.error_response(req, errors.PlacementError(
+            "An unexpected error occurred; see the service log "
+            f"for request {req.request_id}."))
 
     def _missing_provider(self, req: Request) -> errors.NotFound | None:
         """A 404 if the path's provider does not exist (see _LOOKUP_FIRST)."""
@@ -391,7 +393,7 @@ class PlacementApp:
             if handler is None:
                 allow = ", ".join(sorted(route.methods))
                 raise errors.MethodNotAllowed(
-                    f"The method specified is not allowed for this resource.",
+                    "The method specified is not allowed for this resource.",
                     headers={"allow": allow})
             return handler
         raise errors.NotFound("The resource could not be found.")

@@ -129,7 +129,9 @@ def _fetch_providers(conn, ids: list[int] | None, rc_names: dict[int, str],
     groups = [None] if ids is None else list(_chunks(ids))
     for chunk in groups:
         def only(col, _chunk=chunk):
-            return (lambda stmt: stmt) if _chunk is None else (lambda stmt: stmt.where(col.in_(_chunk)))
+            if _chunk is None:
+                return lambda stmt: stmt
+            return lambda stmt: stmt.where(col.in_(_chunk))
         for r in conn.execute(only(rp.c.id)(
                 sa.select(rp.c.id, rp.c.uuid, rp.c.name, rp.c.generation,
                           rp.c.parent_provider_id, rp.c.root_provider_id, rp.c.updated_at))):
@@ -248,11 +250,20 @@ def patch_snapshot(old: Snapshot, counter: int, changed: set[int],
         root = by_id.get(p.root_id)
         p.root_uuid = root.uuid if root is not None else p.uuid
     snap.by_uuid = by_uuid
-    new = list(fresh.values())
+    _patch_indexes(snap, old, changed, removed, list(fresh.values()))
+    if old.has_trees or any(p.parent_id is not None for p in fresh.values()):
+        snap.has_trees = any(p.parent_id is not None for p in by_id.values())
+    return snap
 
-    def _by_id(p):
-        return p.id
 
+def _by_id(p: Provider) -> int:
+    return p.id
+
+
+def _patch_indexes(snap: Snapshot, old: Snapshot, changed: set[int], removed: list[Provider],
+                   new: list[Provider]) -> None:
+    """The tree, resource-class, aggregate and sharing indexes of ``snap``:
+    ``old``'s, with the entries of the changed providers rebuilt."""
     snap.tree_members = defaultdict(list, old.tree_members)
     for root in {p.root_id for p in removed} | {p.root_id for p in new}:
         members = [m for m in old.tree_members.get(root, ()) if m.id not in changed]
@@ -275,9 +286,6 @@ def patch_snapshot(old: Snapshot, counter: int, changed: set[int],
         snap.agg_members[agg] = members_ids
     snap.sharing = sorted([p for p in old.sharing if p.id not in changed]
                           + [p for p in new if SHARING_TRAIT in p.traits], key=_by_id)
-    if old.has_trees or any(p.parent_id is not None for p in new):
-        snap.has_trees = any(p.parent_id is not None for p in by_id.values())
-    return snap
 
 
 class SnapshotCache:

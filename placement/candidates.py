@@ -190,23 +190,7 @@ def _multi_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | Non
     per_rc: list[tuple[str, int, dict[int, list[Provider]]]] = []
     common: set[int] | None = None
     for rc, amount in group.resources.items():
-        by_root: dict[int, list[Provider]] = {}
-        for p in snap.by_rc.get(rc, ()):
-            if tree_root is not None and p.root_id != tree_root:
-                continue
-            if not p.can_fit(rc, amount):
-                continue
-            roots = [p.root_id]
-            if tree_root is None and "MISC_SHARES_VIA_AGGREGATE" in p.traits:
-                roots += [a for a in snap.anchors(p) if a != p.root_id]
-            for root in roots:
-                if anchors is not None and root not in anchors:
-                    continue
-                if in_aggs is not None and p.id not in in_aggs and root not in in_aggs:
-                    continue
-                if bad and (p.id in bad or root in bad):
-                    continue
-                by_root.setdefault(root, []).append(p)
+        by_root = _holders_by_root(snap, rc, amount, tree_root, anchors, in_aggs, bad)
         if not by_root:
             return []
         common = set(by_root) if common is None else common & set(by_root)
@@ -218,22 +202,51 @@ def _multi_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | Non
     for root in sorted(common or ()):
         lists = [by_root[root] for _rc, _amount, by_root in per_rc]
         for combo in itertools.product(*lists):
-            if required or forbidden:
-                traits: set[str] = set()
-                bad_trait = False
-                for p in combo:
-                    if forbidden and not forbidden.isdisjoint(p.traits):
-                        bad_trait = True
-                        break
-                    traits |= p.traits
-                if bad_trait or any(any_of.isdisjoint(traits) for any_of in required):
-                    continue
+            if (required or forbidden) and not _combo_traits_ok(combo, required, forbidden):
+                continue
             amounts = {}
             for (rc, amount, _), p in zip(per_rc, combo):
                 amounts[(p.id, rc)] = amount
             ids = tuple(sorted({p.id for p in combo}))
             out.append(AReq(root, amounts, {group.suffix: ids}, False))
     return out
+
+
+def _holders_by_root(snap: Snapshot, rc: str, amount: int, tree_root: int | None,
+                     anchors: set[int] | None, in_aggs: set[int] | None,
+                     bad: set[int] | None) -> dict[int, list[Provider]]:
+    """{root_id: [providers]} of the providers that can give ``amount`` of
+    ``rc`` to a tree (a sharing provider to every tree it is anchored in)."""
+    by_root: dict[int, list[Provider]] = {}
+    for p in snap.by_rc.get(rc, ()):
+        if tree_root is not None and p.root_id != tree_root:
+            continue
+        if not p.can_fit(rc, amount):
+            continue
+        roots = [p.root_id]
+        if tree_root is None and "MISC_SHARES_VIA_AGGREGATE" in p.traits:
+            roots += [a for a in snap.anchors(p) if a != p.root_id]
+        for root in roots:
+            if anchors is not None and root not in anchors:
+                continue
+            if in_aggs is not None and p.id not in in_aggs and root not in in_aggs:
+                continue
+            if bad and (p.id in bad or root in bad):
+                continue
+            by_root.setdefault(root, []).append(p)
+    return by_root
+
+
+def _combo_traits_ok(combo: tuple[Provider, ...], required: list[frozenset[str]],
+                     forbidden: set[str]) -> bool:
+    """The providers together have every required trait (one of each any-of
+    set) and none has a forbidden one."""
+    traits: set[str] = set()
+    for p in combo:
+        if forbidden and not forbidden.isdisjoint(p.traits):
+            return False
+        traits |= p.traits
+    return not any(any_of.isdisjoint(traits) for any_of in required)
 
 
 def _ancestors(snap: Snapshot, pid: int) -> set[int]:
@@ -273,39 +286,20 @@ def find(snap: Snapshot, groups: dict[str, RequestGroup], rw: RequestWide,
         simple = _find_simple(snap, next(iter(groups.values())), rw, anchors, nested_aware)
         if simple is not None:
             return simple
-    per_group: dict[str, list[AReq]] = {}
-    for suffix, group in groups.items():
-        tree_root = None
-        if group.in_tree:
-            tree = snap.by_uuid.get(group.in_tree)
-            if tree is None:
-                return [], []
-            tree_root = tree.root_id
-        multi = not group.use_same_provider and (
-            snap.has_trees or any(rc_p.inv.keys() & group.resources.keys()
-                                  for rc_p in snap.sharing))
-        if multi and group.resources:
-            areqs = _multi_provider(snap, group, anchors, tree_root)
-        else:
-            areqs = _single_provider(snap, group, anchors, tree_root)
-        if not areqs:
-            return [], []
-        per_group[suffix] = areqs
-
+    per_group = _per_group(snap, groups, anchors)
+    if per_group is None:
+        return [], []
     if len(per_group) == 1:
         results = _dedupe(snap, next(iter(per_group.values())))
     else:
         results = _merge(snap, per_group, rw)
 
     if not nested_aware and snap.has_trees:
-        kept = []
-        for areq in results:
-            pids = areq.provider_ids()
-            if len(pids) == len({snap.by_id[i].root_id for i in pids}):
-                kept.append(areq)
-        results = kept
+        results = [areq for areq in results
+                   if len(pids := areq.provider_ids())
+                   == len({snap.by_id[i].root_id for i in pids})]
         results = _apply_limit(results, rw)
-        used = set()
+        used: set[int] = set()
         for areq in results:
             used |= areq.provider_ids()
         return results, [snap.by_id[i] for i in sorted(used)]
@@ -320,6 +314,30 @@ def find(snap: Snapshot, groups: dict[str, RequestGroup], rw: RequestWide,
                 roots.add(snap.by_id[pid].root_id)
     summaries = [p for root in sorted(roots) for p in snap.tree_members[root]]
     return results, summaries
+
+
+def _per_group(snap: Snapshot, groups: dict[str, RequestGroup],
+               anchors: set[int] | None) -> dict[str, list[AReq]] | None:
+    """Each group's allocation requests; None as soon as one group has none."""
+    per_group: dict[str, list[AReq]] = {}
+    for suffix, group in groups.items():
+        tree_root = None
+        if group.in_tree:
+            tree = snap.by_uuid.get(group.in_tree)
+            if tree is None:
+                return None
+            tree_root = tree.root_id
+        multi = not group.use_same_provider and (
+            snap.has_trees or any(rc_p.inv.keys() & group.resources.keys()
+                                  for rc_p in snap.sharing))
+        if multi and group.resources:
+            areqs = _multi_provider(snap, group, anchors, tree_root)
+        else:
+            areqs = _single_provider(snap, group, anchors, tree_root)
+        if not areqs:
+            return None
+        per_group[suffix] = areqs
+    return per_group
 
 
 def _find_simple(snap: Snapshot, group: RequestGroup, rw: RequestWide,
@@ -382,30 +400,12 @@ def _merge(snap: Snapshot, per_group: dict[str, list[AReq]], rw: RequestWide) ->
         if len(lists) != len(suffixes):
             continue
         for combo in itertools.product(*(lists[s] for s in suffixes)):
-            if isolate:
-                used = set()
-                for areq in combo:
-                    if areq.same_provider:
-                        used.update(next(iter(areq.mappings.values())))
-                if len(used) != len(granular):
-                    continue
+            if isolate and not _isolated(combo, len(granular)):
+                continue
             if rw.same_subtrees and not _same_subtree_ok(snap, combo, rw.same_subtrees):
                 continue
-            amounts: dict = {}
-            mappings: dict = {}
-            for areq in combo:
-                for key, amount in areq.amounts.items():
-                    amounts[key] = amounts.get(key, 0) + amount
-                for suffix, ids in areq.mappings.items():
-                    mappings[suffix] = tuple(sorted(set(mappings.get(suffix, ())) | set(ids)))
-            fits = True
-            for (pid, rc), amount in amounts.items():
-                p = snap.by_id[pid]
-                inv = p.inv[rc]
-                if p.used.get(rc, 0) + amount > inv.capacity or amount > inv.max_unit:
-                    fits = False
-                    break
-            if not fits:
+            amounts, mappings = _combined(combo)
+            if not _fits(snap, amounts):
                 continue
             merged = AReq(anchor, amounts, mappings, False)
             key = merged.key()
@@ -414,3 +414,34 @@ def _merge(snap: Snapshot, per_group: dict[str, list[AReq]], rw: RequestWide) ->
             seen.add(key)
             out.append(merged)
     return out
+
+
+def _isolated(combo: tuple[AReq, ...], granular: int) -> bool:
+    """group_policy=isolate: each granular group on a provider of its own."""
+    used = set()
+    for areq in combo:
+        if areq.same_provider:
+            used.update(next(iter(areq.mappings.values())))
+    return len(used) == granular
+
+
+def _combined(combo: tuple[AReq, ...]) -> tuple[dict, dict]:
+    """The amounts (summed per provider and class) and mappings of ``combo``."""
+    amounts: dict = {}
+    mappings: dict = {}
+    for areq in combo:
+        for key, amount in areq.amounts.items():
+            amounts[key] = amounts.get(key, 0) + amount
+        for suffix, ids in areq.mappings.items():
+            mappings[suffix] = tuple(sorted(set(mappings.get(suffix, ())) | set(ids)))
+    return amounts, mappings
+
+
+def _fits(snap: Snapshot, amounts: dict) -> bool:
+    """Every provider has room for its summed amounts."""
+    for (pid, rc), amount in amounts.items():
+        p = snap.by_id[pid]
+        inv = p.inv[rc]
+        if p.used.get(rc, 0) + amount > inv.capacity or amount > inv.max_unit:
+            return False
+    return True

@@ -251,18 +251,21 @@ def update_provider(conn: Connection, uuid: str, data: dict,
         prefix = f"Unable to save resource provider {uuid}: Object action update failed because: "
         if new_parent_uuid is None:
             if not allow_reparenting:
-                raise errors.BadRequest(prefix + "un-parenting a provider is not currently allowed.")
+                raise errors.BadRequest(
+                    prefix + "un-parenting a provider is not currently allowed.")
             new_root = provider.id
             values["parent_provider_id"] = None
         else:
             if provider.parent_id is not None and not allow_reparenting:
-                raise errors.BadRequest(prefix + "re-parenting a provider is not currently allowed.")
+                raise errors.BadRequest(
+                    prefix + "re-parenting a provider is not currently allowed.")
             parent = find_provider(conn, new_parent_uuid)
             if parent is None:
                 raise errors.BadRequest(prefix + "parent provider UUID does not exist.")
             descendants = _descendant_ids(conn, provider.id)
             if parent.id == provider.id or parent.id in descendants:
-                raise errors.BadRequest(prefix + "creating loop in the provider tree is not allowed.")
+                raise errors.BadRequest(
+                    prefix + "creating loop in the provider tree is not allowed.")
             new_root = parent.root_id
             values["parent_provider_id"] = parent.id
         values["root_provider_id"] = new_root
@@ -615,7 +618,8 @@ def delete_trait(conn: Connection, name: str) -> None:
 def provider_traits(conn: Connection, provider: ProviderRow) -> list[str]:
     return sorted(conn.execute(
         sa.select(t.traits.c.name)
-        .select_from(t.provider_traits.join(t.traits, t.traits.c.id == t.provider_traits.c.trait_id))
+        .select_from(t.provider_traits.join(
+            t.traits, t.traits.c.id == t.provider_traits.c.trait_id))
         .where(t.provider_traits.c.resource_provider_id == provider.id)).scalars())
 
 
@@ -719,7 +723,8 @@ def set_provider_aggregates(conn: Connection, provider: ProviderRow, uuids: list
 def provider_usages(conn: Connection, provider: ProviderRow) -> dict[str, int]:
     names = {r.resource_class_id: r.name for r in conn.execute(
         sa.select(inv.c.resource_class_id, t.resource_classes.c.name)
-        .select_from(inv.join(t.resource_classes, t.resource_classes.c.id == inv.c.resource_class_id))
+        .select_from(inv.join(
+            t.resource_classes, t.resource_classes.c.id == inv.c.resource_class_id))
         .where(inv.c.resource_provider_id == provider.id))}
     used = _used_by_rc(conn, provider.id)
     out = {name: used.get(rc_id, 0) for rc_id, name in names.items()}
@@ -782,7 +787,8 @@ def consumer_allocations(conn: Connection, consumer_uuid: str):
         sa.select(rp.c.uuid, rp.c.generation, t.resource_classes.c.name, alloc.c.used,
                   alloc.c.updated_at)
         .select_from(alloc.join(rp, rp.c.id == alloc.c.resource_provider_id)
-                     .join(t.resource_classes, t.resource_classes.c.id == alloc.c.resource_class_id))
+                     .join(t.resource_classes,
+                           t.resource_classes.c.id == alloc.c.resource_class_id))
         .where(alloc.c.consumer_id == consumer_uuid)
         .order_by(rp.c.id, t.resource_classes.c.id))
     out: dict = {}
@@ -808,7 +814,8 @@ def provider_allocations(conn: Connection, provider: ProviderRow):
     out: dict = {}
     last = None
     for r in rows:
-        entry = out.setdefault(r.consumer_id, {"resources": {}, "consumer_generation": r.generation})
+        entry = out.setdefault(r.consumer_id,
+                               {"resources": {}, "consumer_generation": r.generation})
         entry["resources"][r.name] = r.used
         if r.updated_at and (last is None or r.updated_at > last):
             last = r.updated_at

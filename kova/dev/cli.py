@@ -84,11 +84,13 @@ def bring_up(hosts: list[str], components: bool = True) -> tuple[ControlPlane, S
 def _print_up(cp: ControlPlane, stack: Stack | None) -> None:
     click.echo("[kova] local stack is up:")
     click.echo(f"  - control plane   {cp.server} (etcd, kube-apiserver, kube-controller-manager)")
-    click.echo(f"  - CRDs            Instance, Host, Flavor, Image, ServerGroup ({names.API_VERSION})")
+    click.echo("  - CRDs            Instance, Host, Flavor, Image, ServerGroup "
+               f"({names.API_VERSION})")
     if stack is not None:
         click.echo(f"  - Placement       {stack.placement_url} (SQLite, token auth)")
         click.echo("  - operator        standalone")
-        click.echo(f"  - agents          {', '.join(stack.hosts)} (qemu:///system, software emulation)")
+        click.echo(f"  - agents          {', '.join(stack.hosts)} "
+                   "(qemu:///system, software emulation)")
         click.echo(f"  - logs            {stack.log_dir}")
     click.echo(f"\n  export KUBECONFIG={cp.kubeconfig} PATH={paths.bin_dir()}:$PATH")
 
@@ -175,13 +177,15 @@ def register(group: click.Group) -> None:
         click.echo(_kubectl(cp, "get", "hosts").stdout.rstrip())
         show_consoles(cp)
         k = f"kubectl --kubeconfig {cp.kubeconfig}"
+        halted, always = (json.dumps({"spec": {"runStrategy": rs}}, separators=(",", ":"))
+                          for rs in ("Halted", "Always"))
         click.echo(
             "\nLook around:\n"
             f"  {k} get inst,hosts,flavors,images,servergroups\n"
             f"  {k} describe inst hello\n"
             "Stop an Instance, start it again:\n"
-            f"  {k} patch inst hello --type merge -p '{{\"spec\":{{\"runStrategy\":\"Halted\"}}}}'\n"
-            f"  {k} patch inst hello --type merge -p '{{\"spec\":{{\"runStrategy\":\"Always\"}}}}'\n"
+            f"  {k} patch inst hello --type merge -p '{halted}'\n"
+            f"  {k} patch inst hello --type merge -p '{always}'\n"
             "Delete one:\n"
             f"  {k} delete inst web-1\n"
             "Tear everything down:\n"

@@ -24,6 +24,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ensure_binaries(progress=print) -> Path:
+def ensure_binaries(progress: Callable[[str], object] = print) -> Path:
     """Build (first time) or reuse the cached control-plane binaries."""
     bindir = paths.bin_dir()
     if all((bindir / b).exists() for b in BINARIES):
@@ -249,7 +250,8 @@ class ControlPlane:
         path.chmod(0o600)
         return path
 
-    def start(self, timeout: float = 120.0, progress=lambda msg: None) -> "ControlPlane":
+    def start(self, timeout: float = 120.0,
+              progress: Callable[[str], object] = lambda msg: None) -> "ControlPlane":
         self.workdir.mkdir(parents=True, exist_ok=True)
         bindir = self.bindir or ensure_binaries(progress)
         pki = ensure_pki(self.workdir / "pki")
@@ -260,8 +262,24 @@ class ControlPlane:
         self.kcm_port = self.kcm_port or free_port()
 
         etcd_url = f"http://127.0.0.1:{self.etcd_port}"
-        peer_url = f"http://127.0.0.1:{self.etcd_peer_port}"
         progress(f"[kova] starting etcd on {etcd_url}")
+        self._spawn_etcd(bindir, etcd_url)
+        self._wait(lambda: self._http_ok(f"{etcd_url}/health"), timeout, "etcd")
+
+        progress(f"[kova] starting kube-apiserver on {self.server}")
+        self._spawn_apiserver(bindir, pki, token_file, etcd_url)
+        self.write_kubeconfig(self.kubeconfig, self.admin_token)
+        self._wait(self._apiserver_ready, timeout, "kube-apiserver")
+
+        if self.controller_manager:
+            progress("[kova] starting kube-controller-manager")
+            self._spawn_controller_manager(bindir, pki)
+            self._wait(self._kcm_alive, 15, "kube-controller-manager", settle=True)
+        progress(f"[kova] control plane ready; kubeconfig: {self.kubeconfig}")
+        return self
+
+    def _spawn_etcd(self, bindir: Path, etcd_url: str) -> None:
+        peer_url = f"http://127.0.0.1:{self.etcd_peer_port}"
         self._spawn(
             "etcd",
             [
@@ -277,43 +295,37 @@ class ControlPlane:
                 "--log-level", "warn",
             ],
         )
-        self._wait(lambda: self._http_ok(f"{etcd_url}/health"), timeout, "etcd")
 
-        progress(f"[kova] starting kube-apiserver on {self.server}")
-        self._spawn_apiserver(bindir, pki, token_file, etcd_url)
-        self.write_kubeconfig(self.kubeconfig, self.admin_token)
-        self._wait(self._apiserver_ready, timeout, "kube-apiserver")
-
-        if self.controller_manager:
-            progress("[kova] starting kube-controller-manager")
-            kcm_kubeconfig = self.write_kubeconfig(
-                self.workdir / "kcm.kubeconfig",
-                self._token_for("system:kube-controller-manager"),
-                user="system:kube-controller-manager",
-            )
-            self._spawn(
-                "kube-controller-manager",
-                [
-                    str(bindir / "kube-controller-manager"),
-                    "--kubeconfig", str(kcm_kubeconfig),
-                    "--bind-address", "127.0.0.1",
-                    "--secure-port", str(self.kcm_port),
-                    "--leader-elect=false",
-                    "--use-service-account-credentials=true",
-                    "--service-account-private-key-file", str(pki["sa_key"]),
-                    "--root-ca-file", str(pki["ca_crt"]),
-                    "--cluster-signing-cert-file", str(pki["ca_crt"]),
-                    "--cluster-signing-key-file", str(pki["ca_key"]),
-                    "--service-cluster-ip-range", "10.0.0.0/24",
-                    # keep it from creating /usr/libexec/kubernetes/... on the host
-                    "--flex-volume-plugin-dir", str(self.workdir / "flex"),
-                    "--controllers", "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,-route,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-ephemeral-volume,-bootstrapsigner,-tokencleaner",
-                    "--v", "1",
-                ],
-            )
-            self._wait(self._kcm_alive, 15, "kube-controller-manager", settle=True)
-        progress(f"[kova] control plane ready; kubeconfig: {self.kubeconfig}")
-        return self
+    def _spawn_controller_manager(self, bindir: Path, pki: dict) -> None:
+        kcm_kubeconfig = self.write_kubeconfig(
+            self.workdir / "kcm.kubeconfig",
+            self._token_for("system:kube-controller-manager"),
+            user="system:kube-controller-manager",
+        )
+        controllers = ",".join([
+            "*", "-nodeipam", "-nodelifecycle", "-cloud-node-lifecycle", "-service", "-route",
+            "-persistentvolume-binder", "-attachdetach", "-persistentvolume-expander",
+            "-ephemeral-volume", "-bootstrapsigner", "-tokencleaner"])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(bindir / "kube-controller-manager"),
+                "--kubeconfig", str(kcm_kubeconfig),
+                "--bind-address", "127.0.0.1",
+                "--secure-port", str(self.kcm_port),
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                "--service-account-private-key-file", str(pki["sa_key"]),
+                "--root-ca-file", str(pki["ca_crt"]),
+                "--cluster-signing-cert-file", str(pki["ca_crt"]),
+                "--cluster-signing-key-file", str(pki["ca_key"]),
+                "--service-cluster-ip-range", "10.0.0.0/24",
+                # keep it from creating /usr/libexec/kubernetes/... on the host
+                "--flex-volume-plugin-dir", str(self.workdir / "flex"),
+                "--controllers", controllers,
+                "--v", "1",
+            ],
+        )
 
     def _spawn_apiserver(self, bindir: Path, pki: dict, token_file: Path, etcd_url: str) -> None:
         self._spawn(
@@ -391,9 +403,10 @@ class ControlPlane:
 
     def _kcm_alive(self) -> bool:
         pid = self.pids.get("kube-controller-manager")
-        return bool(pid) and _pid_alive(pid)
+        return pid is not None and _pid_alive(pid)
 
-    def _wait(self, check, timeout: float, what: str, settle: bool = False) -> None:
+    def _wait(self, check: Callable[[], bool], timeout: float, what: str,
+              settle: bool = False) -> None:
         deadline = time.monotonic() + timeout
         if settle:  # the process must stay up for a moment
             time.sleep(1.0)

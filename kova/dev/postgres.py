@@ -14,6 +14,7 @@ server, for example one per test module.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from kova.dev.paths import run_hack
@@ -51,7 +52,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _admin_connect(server_url: str | None):
+def _admin_connect(server_url: str | None) -> Any:
     import psycopg
 
     return psycopg.connect(server_url or ensure_postgres(), autocommit=True)

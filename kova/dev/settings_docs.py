@@ -20,9 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def tables() -> dict[str, tuple[Path, str]]:
     """component -> (its doc, the generated table)."""
-    from kova.agents.settings import PREFIX as AGENT, AgentSettings
-    from kova.operator.settings import PREFIX as OPERATOR, Settings
-    from kova.placement.settings import PREFIX as PLACEMENT, PlacementSettings
+    from kova.agents.settings import PREFIX as AGENT
+    from kova.agents.settings import AgentSettings
+    from kova.operator.settings import PREFIX as OPERATOR
+    from kova.operator.settings import Settings
+    from kova.placement.settings import PREFIX as PLACEMENT
+    from kova.placement.settings import PlacementSettings
 
     docs = ROOT / "docs"
     return {
@@ -38,10 +41,13 @@ def _block(component: str) -> re.Pattern[str]:
 
 def render() -> dict[Path, str]:
     """Each doc with its table replaced (docs without the markers are skipped)."""
-    out = {}
+    out: dict[Path, str] = {}
     for component, (path, table) in tables().items():
         text = out.get(path, path.read_text())
-        new, n = _block(component).subn(lambda m, t=table: m.group(1) + t + m.group(3), text)
+        def fill(m: re.Match[str], t: str = table) -> str:
+            return m.group(1) + t + m.group(3)
+
+        new, n = _block(component).subn(fill, text)
         if n:
             out[path] = new
     return out

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,8 @@ class Stack:
             time.sleep(0.3)
         raise RuntimeError(f"{name} did not answer {url} within {timeout:.0f}s")
 
-    def start(self, cp: ControlPlane, hosts: list[str], progress=print,
+    def start(self, cp: ControlPlane, hosts: list[str],
+              progress: Callable[[str], object] = print,
               namespaces: list[str] | None = None) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.hosts = hosts
@@ -213,7 +215,7 @@ class Stack:
         if _pid_alive(pid):
             raise RuntimeError(f"{name} (pid {pid}) did not exit after signal {sig}")
 
-    def start_host_libvirt(self, host: str, progress=print) -> str:
+    def start_host_libvirt(self, host: str, progress: Callable[[str], object] = print) -> str:
         """A private libvirtd per simulated host (hack/start-libvirt-host.sh):
         each agent owns its hypervisor, as on separate nodes."""
         progress(f"[kova] starting a private libvirtd for host {host}")

@@ -12,8 +12,9 @@ over those candidates while the batch's own consumption is added to the
 providers' usage, so the weighers see the batch's earlier choices (a spread
 stays a spread) and no provider is given more than its free capacity by the
 batch.  The group's claims go to Placement in one ``POST /allocations``
-(before the next group's candidates are fetched), which is atomic: every consumer is written, with its consumer generation (``null``,
-a first claim) and every provider checked against its capacity in one
+(before the next group's candidates are fetched), which is atomic: every
+consumer is written, with its consumer generation (``null``, a first claim)
+and every provider checked against its capacity in one
 transaction, or none is.  A 409 (capacity taken meanwhile by another
 scheduler, a consumer that already has allocations after a restart) makes
 the batch fall back to claiming each Instance on its own with ``PUT
@@ -26,14 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kova.crds import names
 from kova.operator import metrics
 from kova.operator.scheduler.filters import Candidate, describe_rejections, run_filters
-from kova.placement_client import Conflict
 from kova.operator.scheduler.request import RequestSpec
 from kova.operator.scheduler.scheduler import Decision, NoValidHost, Scheduler
+from kova.placement_client import Conflict
 
 LOG = logging.getLogger("kova.operator.scheduler.batch")
 
@@ -67,7 +68,7 @@ def _consume(c: Candidate) -> None:
 class _Item:
     req: RequestSpec
     future: asyncio.Future
-    ordered: list[Candidate] | None = None
+    ordered: list[Candidate] = field(default_factory=list)
     ncands: int = 0
 
     def resolve(self, decision: Decision) -> None:

@@ -11,8 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from kova.crds.names import ServerGroupPolicy
 from kova.crds import names
+from kova.crds.names import ServerGroupPolicy
 
 
 class InvalidRequest(Exception):
@@ -169,8 +169,32 @@ def build_request(
     """
     meta = instance.get("metadata") or {}
     spec = instance.get("spec") or {}
-    ns, name, uid = meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", "")
+    flavor_name = _get(spec, "flavorRef", "name")
+    check_dependencies(spec, flavor, image, server_group)
+    resources, size = resolve_size(spec, flavor if flavor_name else None)
+    check_image_fits(size, image or {}, _get(spec, "imageRef", "name"))
+    required, forbidden = wanted_traits(spec, flavor, image or {}, use_image_traits)
 
+    req = RequestSpec(namespace=meta.get("namespace", ""), name=meta.get("name", ""),
+                      uid=meta.get("uid", ""), resources=resources,
+                      required=required, forbidden=forbidden,
+                      zone=spec.get("availabilityZone"))
+    sg_name = _get(spec, "serverGroupRef", "name")
+    if sg_name and server_group is not None:
+        req.server_group = ServerGroupInfo(
+            name=sg_name,
+            policy=server_group.get("policy", ServerGroupPolicy.ANTI_AFFINITY),
+            max_server_per_host=int(server_group.get("maxServerPerHost") or 1),
+            member_hosts=Counter(member_hosts or {}),
+        )
+    apply_hints(req, spec.get("schedulingHints") or {}, instance_hosts or {}, host_rp or {})
+    return req, size
+
+
+def check_dependencies(spec: dict, flavor: dict | None, image: dict | None,
+                       server_group: dict | None) -> None:
+    """Raise :class:`MissingDependency` for a referenced object that is
+    missing (or a disabled Flavor)."""
     flavor_name = _get(spec, "flavorRef", "name")
     if flavor_name:
         if flavor is None:
@@ -179,17 +203,20 @@ def build_request(
         if flavor.get("disabled"):
             raise MissingDependency(names.REASON_FLAVOR_DISABLED,
                                     f"Flavor {flavor_name} is disabled")
-    image_name = _get(spec, "imageRef", "name")
     if image is None:
-        raise MissingDependency(names.REASON_IMAGE_NOT_FOUND, f"Image {image_name} not found")
+        raise MissingDependency(names.REASON_IMAGE_NOT_FOUND,
+                                f"Image {_get(spec, 'imageRef', 'name')} not found")
     sg_name = _get(spec, "serverGroupRef", "name")
     if sg_name and server_group is None:
         raise MissingDependency(names.REASON_SERVER_GROUP_NOT_FOUND,
                                 f"ServerGroup {sg_name} not found")
 
-    resources, size = resolve_size(spec, flavor if flavor_name else None)
-    check_image_fits(size, image, image_name)
 
+def wanted_traits(spec: dict, flavor: dict | None, image: dict,
+                  use_image_traits: bool) -> tuple[set[str], set[str]]:
+    """(required, forbidden) traits of the Flavor's extra specs, the
+    Instance and (``use_image_traits``) the Image's properties; every request
+    forbids the disabled-host trait."""
     required: set[str] = set()
     forbidden: set[str] = {names.TRAIT_DISABLED}
     for source in (_get(flavor or {}, "extraSpecs", "traits"), spec.get("traits")):
@@ -202,24 +229,16 @@ def build_request(
     if clash:
         raise InvalidRequest(names.REASON_INVALID_REQUEST,
                              f"traits both required and forbidden: {', '.join(sorted(clash))}")
+    return required, forbidden
 
-    req = RequestSpec(namespace=ns, name=name, uid=uid, resources=resources,
-                      required=required, forbidden=forbidden,
-                      zone=spec.get("availabilityZone"))
-    if sg_name:
-        req.server_group = ServerGroupInfo(
-            name=sg_name,
-            policy=server_group.get("policy", ServerGroupPolicy.ANTI_AFFINITY),
-            max_server_per_host=int(server_group.get("maxServerPerHost") or 1),
-            member_hosts=Counter(member_hosts or {}),
-        )
-    hints = spec.get("schedulingHints") or {}
-    hosts = instance_hosts or {}
+
+def apply_hints(req: RequestSpec, hints: dict, instance_hosts: dict[str, str | None],
+                host_rp: dict[str, str]) -> None:
+    """Nova-style scheduler hints: sameHost, differentHost, requestedHost."""
     if hints.get("sameHost"):
-        req.same_host = {hosts[n] for n in hints["sameHost"] if hosts.get(n)}
+        req.same_host = {h for n in hints["sameHost"] if (h := instance_hosts.get(n))}
     if hints.get("differentHost"):
-        req.different_host = {hosts[n] for n in hints["differentHost"] if hosts.get(n)}
+        req.different_host = {h for n in hints["differentHost"] if (h := instance_hosts.get(n))}
     if hints.get("requestedHost"):
         req.requested_host = hints["requestedHost"]
-        req.requested_rp = (host_rp or {}).get(req.requested_host)
-    return req, size
+        req.requested_rp = host_rp.get(req.requested_host)

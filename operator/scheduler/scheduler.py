@@ -22,9 +22,9 @@ from kova.operator.scheduler.filters import (
     describe_rejections,
     run_filters,
 )
-from kova.placement_client import Conflict, PlacementClient, PlacementError
 from kova.operator.scheduler.request import RequestSpec, format_resources
 from kova.operator.scheduler.weighers import WeighConfig, WeighContext, order_candidates, weigh
+from kova.placement_client import Conflict, PlacementClient, PlacementError
 
 LOG = logging.getLogger("kova.operator.scheduler")
 

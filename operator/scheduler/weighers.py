@@ -140,8 +140,9 @@ def weigh(
         if name == "BuildFailure" and not ctx.failures:
             continue
         if name in ("SoftAffinity", "SoftAntiAffinity") and (
-                sg is None or sg.policy != (ServerGroupPolicy.SOFT_AFFINITY if name == "SoftAffinity"
-                                            else ServerGroupPolicy.SOFT_ANTI_AFFINITY)):
+                sg is None or sg.policy != (
+                    ServerGroupPolicy.SOFT_AFFINITY if name == "SoftAffinity"
+                    else ServerGroupPolicy.SOFT_ANTI_AFFINITY)):
             continue
         for i, v in enumerate(normalize([fn(c, req, ctx) for c in candidates])):
             totals[i] += mult * v

@@ -1,7 +1,16 @@
 """The route table: (name, path pattern, {method: handler})."""
 
-from kova.placement.handlers import (aggregate, allocation, allocation_candidate, inventory,
-                                     resource_class, resource_provider, root, trait, usage)
+from kova.placement.handlers import (
+                                     aggregate,
+                                     allocation,
+                                     allocation_candidate,
+                                     inventory,
+                                     resource_class,
+                                     resource_provider,
+                                     root,
+                                     trait,
+                                     usage,
+)
 from kova.placement.schemas import body as schemas
 
 ROUTES = [

@@ -6,8 +6,14 @@ import functools
 import uuid as uuidlib
 
 from kova.placement import errors, qparse, store
-from kova.placement.app import (cache_headers, canonical_uuid, check_accept, json_response,
-                                no_content, validate)
+from kova.placement.app import (
+    cache_headers,
+    canonical_uuid,
+    check_accept,
+    json_response,
+    no_content,
+    validate,
+)
 from kova.placement.handlers.common import path, serialize_provider
 from kova.placement.schemas import body as schemas
 

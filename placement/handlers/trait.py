@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from kova.placement import errors, store
-from kova.placement.app import (cache_headers, check_accept, json_response, no_content,
-                                validate)
+from kova.placement.app import cache_headers, check_accept, json_response, no_content, validate
 from kova.placement.handlers.common import path, since
 from kova.placement.schemas import body as schemas
 

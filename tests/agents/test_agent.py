@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from kova.crds import names as contract
 from kova.agents.seed import read_nocloud_seed
+from kova.crds import names as contract
 from tests.agents.conftest import domain_by_uuid as _domain
 from tests.agents.conftest import free_port, wait_for
 

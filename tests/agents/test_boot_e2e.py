@@ -27,7 +27,6 @@ pytestmark = pytest.mark.e2e
 import libvirt  # noqa: E402  (libvirt-python: the "libvirt" extra, always installed)
 
 
-
 class AgentProcess:
     def __init__(self, harness, instance_dir: Path, log: Path, *extra_args: str,
                  env: dict | None = None) -> None:

@@ -7,8 +7,8 @@ import logging
 
 from click.testing import CliRunner
 
-from kova.log import JSONFormatter
 from kova.cli import main
+from kova.log import JSONFormatter
 
 
 def test_agent_run_is_registered():

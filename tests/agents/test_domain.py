@@ -6,7 +6,6 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from kova.crds import names as contract
 from kova.agents.domain import (
     DomainMetadata,
     DomainSpecError,
@@ -16,6 +15,7 @@ from kova.agents.domain import (
     parse_domain_devices,
     parse_domain_metadata,
 )
+from kova.crds import names as contract
 
 
 def _root(spec) -> ET.Element:

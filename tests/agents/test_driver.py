@@ -147,7 +147,7 @@ def test_reconnects_after_connection_loss(driver, make_spec):
 
 def test_bad_uri():
     with pytest.raises(DriverError):
-        LibvirtDriver("test:///nonexistent/file.xml").conn
+        _ = LibvirtDriver("test:///nonexistent/file.xml").conn
 
 
 def test_host_info_and_traits(driver):

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from kova.crds import names as contract
 from kova.agents.images import backing_file
+from kova.crds import names as contract
 from tests.agents.conftest import domain_by_uuid as _domain
 from tests.agents.conftest import wait_for
 from tests.helpers import stop_process

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from kova.crds import names as contract
 from kova.agents.images import (
     ImageCache,
     ImageError,
@@ -18,6 +17,7 @@ from kova.agents.images import (
     create_overlay,
     qemu_img_info,
 )
+from kova.crds import names as contract
 from tests.helpers import FileServer, wait_for
 
 

@@ -21,7 +21,6 @@ pytestmark = pytest.mark.e2e
 
 import libvirt  # noqa: E402  (libvirt-python: the "libvirt" extra, always installed)
 
-
 # The seed CD-ROM's bus for each machine type (the image has drivers for all).
 CDROM_BUS = {"pc": ("ide", "hdc"), "q35": ("sata", "sda")}
 

@@ -11,8 +11,20 @@ import yaml
 
 from kova.crds import generate as gen
 
-from .chart import (CHART, COMBINATIONS, by_kind, chart_crds, component, helm, one,
-                    pod_spec, render, render_text, set_args, workloads)
+from .chart import (
+    CHART,
+    COMBINATIONS,
+    by_kind,
+    chart_crds,
+    component,
+    helm,
+    one,
+    pod_spec,
+    render,
+    render_text,
+    set_args,
+    workloads,
+)
 
 pytestmark = pytest.mark.unit
 

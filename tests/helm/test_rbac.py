@@ -152,7 +152,7 @@ def test_least_privilege_across_value_combinations() -> None:
 
     checked = beyond = 0
     components: set[str] = set()
-    for combo, values in sorted(COMBINATIONS.items()):
+    for _combo, values in sorted(COMBINATIONS.items()):
         objs = render(values)
         for kind, allowed_for in (("ClusterRole", lambda c: _allowed(c, values)),
                                   ("Role", lambda c: LEASES[c])):

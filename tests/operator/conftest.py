@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kova.crds import names as contract
 from tests import helpers
 from tests.helpers import wait_for
-from kova.crds import names as contract
 
 ROOT = Path(__file__).resolve().parents[2]
 KOVA = [sys.executable, "-m", "kova.cli"]

@@ -5,9 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from kova.dev.controlplane import free_port
-
 from kova.crds import names as contract
+from kova.dev.controlplane import free_port
 
 from .conftest import condition, scheduled_reason, wait_for
 

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from kova.dev.controlplane import free_port
 from kova.crds import names as contract
+from kova.dev.controlplane import free_port
 
 from .conftest import wait_for
 

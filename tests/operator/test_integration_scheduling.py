@@ -6,7 +6,7 @@ import pytest
 
 from kova.crds import names as contract
 
-from .conftest import condition, scheduled_reason, wait_for
+from .conftest import condition, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-
-import httpx
-import pytest
 import warnings
+
+import pytest
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -206,7 +205,7 @@ def test_every_write_refused_without_admin_token(token_app_backends):
 
         before = _state(c, admin)
         tried = let_through = 0
-        for name, method, path, body in plan:
+        for _name, method, path, body in plan:
             for what, (headers, status) in refusals.items():
                 r = c.request(method, path, headers=headers, json=body_for(body))
                 tried += 1
@@ -227,7 +226,7 @@ def test_every_write_refused_without_admin_token(token_app_backends):
         assert _state(c, admin) == before, "a refused write changed something"
 
         # The control: the admin token makes every one of them succeed.
-        for name, method, path, body in plan:
+        for _name, method, path, body in plan:
             r = c.request(method, path, headers=admin, json=body_for(body))
             assert r.status_code < 300, (method, path, r.status_code, r.text)
         assert _state(c, admin) != before

@@ -33,7 +33,7 @@ def worlds(draw):
         providers[pid] = p
     snap = _build(1, providers, set(RCS), set(TRAITS), ({}, {}))
     groups = {}
-    for i, suffix in enumerate(["", "1", "2"][:draw(st.integers(1, 3))]):
+    for _i, suffix in enumerate(["", "1", "2"][:draw(st.integers(1, 3))]):
         res = draw(st.dictionaries(st.sampled_from(RCS), st.integers(1, 4), min_size=1,
                                    max_size=2))
         req = draw(st.lists(st.sampled_from(TRAITS), unique=True, max_size=1))

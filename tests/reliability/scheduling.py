@@ -27,11 +27,13 @@ from pathlib import Path
 
 import httpx
 
-from kova.dev.metrics import scrape  # noqa: F401  (used by the fault tests as s.scrape)
 from kova.crds import names as contract
+from kova.dev.metrics import scrape  # noqa: F401  (used by the fault tests as s.scrape)
 from tests.helpers import free_port, wait_for
-from tests.operator.conftest import Cluster
-from tests.operator.conftest import cluster_on  # noqa: F401  (used by the fault tests as s.cluster_on)
+from tests.operator.conftest import (
+    Cluster,
+    cluster_on,  # noqa: F401  (used by the fault tests as s.cluster_on)
+)
 from tests.operator.conftest import PlacementServer as _PlacementHelpers
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from kova.dev.crds import apply_crds
 from kova.dev.controlplane import ControlPlane, _pid_alive
+from kova.dev.crds import apply_crds
 from kova.dev.stack import Stack, link_test_image
 from tests.helpers import wait_for
-from tests.reliability.record import long_run, record
 from tests.reliability.guests import _destroy_all, _domains, _qemu_pid
+from tests.reliability.record import long_run, record
 
 pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
 

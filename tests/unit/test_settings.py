@@ -90,9 +90,12 @@ def test_operator_filters_are_checked():
 
 
 def test_every_option_has_help_and_a_derived_or_declared_variable():
-    from kova.agents.settings import PREFIX as AGENT, AgentSettings
-    from kova.operator.settings import PREFIX as OPERATOR, Settings
-    from kova.placement.settings import PREFIX as PLACEMENT, PlacementSettings
+    from kova.agents.settings import PREFIX as AGENT
+    from kova.agents.settings import AgentSettings
+    from kova.operator.settings import PREFIX as OPERATOR
+    from kova.operator.settings import Settings
+    from kova.placement.settings import PREFIX as PLACEMENT
+    from kova.placement.settings import PlacementSettings
 
     for cls, prefix in ((Settings, OPERATOR), (AgentSettings, AGENT),
                         (PlacementSettings, PLACEMENT)):
