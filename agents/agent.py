@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kova import events, finalizers
+from kova import log as kova_log
 from kova.agents import status as st
 from kova.agents.domain import (
     DomainMetadata,
@@ -553,7 +554,8 @@ class Agent:
                 delay = min(30.0, 0.5 * 2 ** (n - 1))
                 self.metrics.reconciles.labels("error").inc()
                 log.warning("reconcile of %s failed (attempt %d, retry in %.1fs): %s",
-                            "/".join(k), n, delay, exc, exc_info=n == 1)
+                            "/".join(k), n, delay, exc, exc_info=n == 1,
+                            extra=kova_log.object_ref("Instance", k[0] or None, k[1]))
                 self.queue.add_after(k, delay)
             finally:
                 self.metrics.reconcile_seconds.observe(time.monotonic() - t0)

@@ -26,7 +26,7 @@ def register(group: click.Group) -> None:
         if settings.lease_renew_seconds >= settings.lease_duration_seconds:
             raise click.BadParameter("must be shorter than --lease-duration-seconds",
                                      param_hint="--lease-renew-seconds")
-        log.setup("agent", settings.log_level, settings.log_format)
+        log.setup("agent", settings.log_level, settings.log_format, host=settings.host)
         from kova.agents.agent import Agent
 
         agent = Agent(settings)

@@ -36,12 +36,12 @@ QUIET = {"kubernetes": logging.WARNING, "urllib3": logging.WARNING,
 class JSONFormatter(JsonFormatter):
     """Kova's JSON lines (see the module docstring)."""
 
-    def __init__(self, component: str | None = None) -> None:
+    def __init__(self, component: str | None = None, **static: str) -> None:
         super().__init__(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
                            "exc_info": "exception", "object_name": "name"},
-            static_fields={"component": component} if component else {},
+            static_fields={**({"component": component} if component else {}), **static},
         )
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
@@ -64,23 +64,30 @@ def about(obj: dict) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v}
 
 
-def formatter(component: str | None, fmt: str = "auto",
-              stream: IO[str] | None = None) -> logging.Formatter:
-    """The formatter for ``fmt`` (``auto``: text on a terminal, else JSON)."""
+def object_ref(kind: str, namespace: str | None, name: str) -> dict[str, Any]:
+    """``extra`` for a log call about an object known by its name only."""
+    return {k: v for k, v in (("kind", kind), ("namespace", namespace),
+                              ("object_name", name)) if v}
+
+
+def formatter(component: str | None, fmt: str = "auto", stream: IO[str] | None = None,
+              **static: str) -> logging.Formatter:
+    """The formatter for ``fmt`` (``auto``: text on a terminal, else JSON);
+    ``static`` fields (e.g. the agent's ``host``) go into every JSON line."""
     stream = stream if stream is not None else sys.stderr
     if fmt == "auto":
         fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
     if fmt == "json":
-        return JSONFormatter(component)
+        return JSONFormatter(component, **static)
     return logging.Formatter(TEXT_FORMAT)
 
 
 def setup(component: str, level: str = "info", fmt: str = "auto",
-          stream: IO[str] | None = None) -> None:
+          stream: IO[str] | None = None, **static: str) -> None:
     """Send every log record of this process to ``stream`` (stderr) in the
     chosen format, at ``level`` (one of :data:`LEVELS`)."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(formatter(component, fmt, handler.stream))
+    handler.setFormatter(formatter(component, fmt, handler.stream, **static))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

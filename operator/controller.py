@@ -29,6 +29,7 @@ from typing import Any
 import kopf
 
 from kova import events, finalizers
+from kova import log as kova_log
 from kova.conditions import get_condition, set_condition
 from kova.crds import names
 from kova.crds import objects as ob
@@ -86,6 +87,12 @@ def node_out_of_service(node: dict) -> bool:
     """The Node carries the out-of-service taint (any effect)."""
     return any(t.get("key") == names.TAINT_OUT_OF_SERVICE
                for t in ((node.get("spec") or {}).get("taints") or []))
+
+
+def _log_ref(key: tuple) -> dict:
+    """Log ``extra`` naming a work-queue key's object."""
+    kind = {"inst": "Instance", "sg": "ServerGroup", "host": "Host"}.get(key[0], key[0])
+    return kova_log.object_ref(kind, key[1] if len(key) > 2 else None, key[-1])
 
 
 def _first(index: Any, key: Hashable) -> Any:
@@ -474,7 +481,8 @@ class Controller:
                 metrics.ERRORS.labels(kind=key[0]).inc()
                 delay = self.backoff(key)
                 LOG.warning("reconcile %s failed (%s: %s); retrying in %.1fs",
-                            "/".join(key[1:]), type(exc).__name__, exc, delay)
+                            "/".join(key[1:]), type(exc).__name__, exc, delay,
+                            extra=_log_ref(key))
                 self.queue.add_after(key, delay)
             finally:
                 self.queue.done(key)
@@ -616,7 +624,7 @@ class Controller:
             metrics.SCHEDULE_LATENCY.observe(max(0.0, time.time() - created))
         LOG.info("scheduled %s/%s uid=%s on %s (tries=%d adopted=%s alternates=%s)",
                  key[1], key[2], req.uid, decision.host, decision.tries, decision.adopted,
-                 ",".join(decision.alternates))
+                 ",".join(decision.alternates), extra=kova_log.about(body))
         self.emit(body, "Normal", names.REASON_SCHEDULED, self._message(decision))
 
     @staticmethod

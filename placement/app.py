@@ -302,10 +302,11 @@ class PlacementApp:
                     "headers": raw_headers})
         await send({"type": "http.response.body", "body": resp.body})
         if resp.status >= 500 and resp.status != 503:  # a 503 is logged where it arose
-            LOG.error("%s %s %s -> %s", req.request_id, req.method, req.path, resp.status)
+            LOG.error("%s %s %s -> %s", req.request_id, req.method, req.path, resp.status,
+                      extra={"request_id": req.request_id})
         elif LOG.isEnabledFor(logging.DEBUG):
             LOG.debug("%s %s %s -> %s (%.1f ms)", req.request_id, req.method, req.path,
-                      resp.status, elapsed * 1000)
+                      resp.status, elapsed * 1000, extra={"request_id": req.request_id})
 
     # ------------------------------------------------------------ dispatch
     async def dispatch(self, req: Request) -> Response:
@@ -367,7 +368,8 @@ class PlacementApp:
             return self.error_response(req, errors.ServiceUnavailable(
                 "The database is unavailable; please retry.",
                 code=errors.DATABASE_UNAVAILABLE, headers={"retry-after": "1"}))
-        LOG.error("%s unexpected error\n%s", req.request_id, traceback.format_exc())
+        LOG.error("%s unexpected error\n%s", req.request_id, traceback.format_exc(),
+                  extra={"request_id": req.request_id})
         return self.error_response(req, errors.PlacementError(
             "An unexpected error occurred; see the service log "
             f"for request {req.request_id}."))

@@ -39,7 +39,7 @@ G, V = "kova.dev", "v1alpha1"
 LEASE_S = 6
 
 
-class Kube:
+class ClusterObjects:
     """The few reads and writes these tests need, on one kubeconfig."""
 
     def __init__(self, kubeconfig: Path, namespace: str) -> None:
@@ -116,7 +116,7 @@ def _stack(tmp_path: Path) -> Stack:
                              "--lease-renew-seconds", "1"])
 
 
-def _teardown(st: Stack, kube: Kube | None) -> None:
+def _teardown(st: Stack, kube: ClusterObjects | None) -> None:
     if kube is not None:
         try:
             kube.delete_all()
@@ -144,7 +144,7 @@ def test_libvirtd_restart_then_api_server_restart(libvirtd, test_image, tmp_path
     try:
         cp.start()
         apply_crds(cp.kubeconfig)
-        kube = Kube(cp.kubeconfig, ns)
+        kube = ClusterObjects(cp.kubeconfig, ns)
         kube.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
         wait_for(lambda: _try(kube.setup, "x"), 30, 0.5, "Flavor and Image created")
         st.start(cp, [host], progress=lambda m: None, namespaces=[ns])
@@ -188,7 +188,7 @@ def test_libvirtd_restart_then_api_server_restart(libvirtd, test_image, tmp_path
         t0 = time.monotonic()
         cp.start_apiserver()
         t_api = time.monotonic() - t0
-        kube = Kube(cp.kubeconfig, ns)  # a fresh client for the test itself
+        kube = ClusterObjects(cp.kubeconfig, ns)  # a fresh client for the test itself
         kube.tag = "x"
         t1 = time.monotonic()
         kube.create("vm-2")  # scheduled by the operator, built by the agent (new libvirt conn.)

@@ -113,3 +113,4 @@ def test_the_settings_tables_in_the_docs_are_up_to_date():
 
     problems = check()
     assert not problems, "run `python -m kova.dev.settings_docs`: " + "; ".join(problems)
+
