@@ -19,6 +19,7 @@ import logging
 import sys
 from typing import IO, Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -42,6 +43,7 @@ class JSONFormatter(JsonFormatter):
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
                            "exc_info": "exception", "object_name": "name"},
             static_fields={**({"component": component} if component else {}), **static},
+            reserved_attrs=[*RESERVED_ATTRS, "color_message", "taskName"],
         )
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802

@@ -62,7 +62,8 @@ class Proc:
 def placement_serve(tmp: Path, *auth: str, log_name: str = "placement.log") -> tuple[Proc, str]:
     port = free_port()
     proc = Proc(["placement", "serve", "--database-url", f"sqlite:///{tmp}/{log_name}.db",
-                 "--port", str(port), "--log-level", "debug", *auth], tmp / log_name)
+                 "--port", str(port), "--log-level", "debug", "--log-format", "text", *auth],
+                tmp / log_name)
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -203,7 +204,7 @@ def test_user_data_secret_and_bearer_tokens_never_leak(
     agent = Proc(["agent", "run", "--host", host, "--libvirt-uri", "test:///default",
                   "--instance-dir", str(tmp_path / "instances"), "--kubeconfig", str(kubeconfig),
                   "--placement-url", purl, "--metrics-port", "-1", "--resync-seconds", "2",
-                  "--log-level", "debug"], tmp_path / "agent.log",
+                  "--log-level", "debug", "--log-format", "text"], tmp_path / "agent.log",
                  env={"KOVA_PLACEMENT_TOKEN": ptoken})
     image_name, flavor = f"img-{host}", f"flavor-{host}"
     try:
