@@ -92,6 +92,33 @@ class AgentConfig:
     #: Scheduling class of the guests' vCPU threads: default, batch or idle
     #: (libvirt ``<vcpusched>``; see docs/agent.md).
     guest_vcpu_scheduler: str = "default"
+    #: Owner reference of the heartbeat Lease (None: read from the pod's
+    #: service-account token when running in a cluster; see lease_owner()).
+    lease_owner: dict | None = None
+
+
+#: The pod's service-account token, mounted by Kubernetes.
+SA_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def lease_owner(token: str, namespace: str) -> dict | None:
+    """The owner of this host's heartbeat Lease: the agent's ServiceAccount,
+    named in the claims of its own service-account token -- when it lives in
+    the Lease's namespace (an owner is never in another namespace).
+
+    Uninstalling the chart deletes the ServiceAccount and with it (the
+    garbage collector) the Lease; upgrades and restarts keep both.  The token
+    is not verified: it is the agent's own, and only names are read."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        info = claims["kubernetes.io"]
+        sa = info["serviceaccount"]
+        if info["namespace"] != namespace or not sa["name"] or not sa["uid"]:
+            return None
+        return {"apiVersion": "v1", "kind": "ServiceAccount", "name": sa["name"], "uid": sa["uid"]}
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
 
 
 class BuildError(Exception):
@@ -140,6 +167,7 @@ class Agent:
         self.disk_cache = cfg.disk_cache or (
             "none" if _probe_direct_io(self.instance_dir) else "writeback"
         )
+        self.lease_owner = cfg.lease_owner
         if api_client is None:
             kcfg = k8s.Configuration()
             if cfg.kubeconfig:
@@ -147,6 +175,9 @@ class Agent:
             else:
                 try:
                     k8s_config.load_incluster_config(client_configuration=kcfg)
+                    if self.lease_owner is None:
+                        self.lease_owner = lease_owner(
+                            Path(SA_TOKEN_FILE).read_text(), cfg.lease_namespace)
                 except k8s_config.ConfigException:
                     k8s_config.load_kube_config(client_configuration=kcfg)
             kcfg.connection_pool_maxsize = max(8, cfg.workers * 2 + 4)
@@ -278,8 +309,12 @@ class Agent:
             "leaseDurationSeconds": self.cfg.lease_duration_seconds,
             "renewTime": now,
         }
+        owner = {"ownerReferences": [self.lease_owner]} if self.lease_owner else {}
         try:
-            self.coord.patch_namespaced_lease(name, ns, {"spec": spec})
+            patch: dict[str, Any] = {"spec": spec}
+            if owner:  # also a Lease written before its owner was known
+                patch["metadata"] = owner
+            self.coord.patch_namespaced_lease(name, ns, patch)
             return
         except ApiException as exc:
             if exc.status != 404:
@@ -287,7 +322,8 @@ class Agent:
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": name, "namespace": ns, "labels": {contract.HOST_LABEL: name}},
+            "metadata": {"name": name, "namespace": ns, "labels": {contract.HOST_LABEL: name},
+                         **owner},
             "spec": {**spec, "acquireTime": now},
         }
         try:

@@ -32,10 +32,13 @@ def _write_cert(cert: x509.Certificate, path: Path) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def ensure_pki(directory: Path, ca_common_name: str = "kova-dev-ca") -> dict[str, Path]:
+def ensure_pki(directory: Path, ca_common_name: str = "kova-dev-ca",
+               extra_ips: tuple[str, ...] = ()) -> dict[str, Path]:
     """Create (once) ``ca.crt/ca.key``, ``apiserver.crt/.key`` and ``sa.key/sa.pub``;
     the CA is named ``ca_common_name`` (two test CAs need distinct names, or
     OpenSSL takes one for the other and reports a signature failure).
+    ``extra_ips`` are further addresses the API server's certificate names
+    (the node address of a control plane with a kubelet).
 
     Existing files are reused, so a restarted stack keeps trusting the same CA
     and the service-account tokens it already issued stay valid.
@@ -84,6 +87,7 @@ def ensure_pki(directory: Path, ca_common_name: str = "kova-dev-ca") -> dict[str
         x509.DNSName("kubernetes.default.svc.cluster.local"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
     ]
     srv_cert = (
         x509.CertificateBuilder()
@@ -152,3 +156,37 @@ def issue_server_cert(pki_dir: Path, name: str, hosts: list[str], out_dir: Path 
     _write_key(key, key_path)
     _write_cert(cert, crt)
     return {"crt": crt, "key": key_path, "ca_crt": paths["ca_crt"]}
+
+
+def issue_client_cert(pki_dir: Path, common_name: str, organizations: tuple[str, ...] = (),
+                      days: int = 3650) -> dict[str, Path]:
+    """A client certificate (``<common_name>.crt``/``.key`` in ``pki_dir``)
+    signed by the CA of :func:`ensure_pki`: user ``common_name`` in the groups
+    ``organizations``, as Kubernetes reads x509 client certificates.  The API
+    server presents one to the kubelet (``--kubelet-client-certificate``)."""
+    paths = ensure_pki(pki_dir)
+    crt, key_path = pki_dir / f"{common_name}.crt", pki_dir / f"{common_name}.key"
+    if crt.exists() and key_path.exists():
+        return {"crt": crt, "key": key_path}
+    ca_key = serialization.load_pem_private_key(paths["ca_key"].read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(paths["ca_crt"].read_bytes())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                      *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations)])
+    now = dt.datetime.now(dt.timezone.utc)
+    key = _key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(key, key_path)
+    _write_cert(cert, crt)
+    return {"crt": crt, "key": key_path}
