@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
 import click
 
@@ -18,6 +19,35 @@ _TRUE = ("1", "true", "yes", "on")
 ENV_TLS_CERT = "KOVA_PLACEMENT_TLS_CERT_FILE"
 ENV_TLS_KEY = "KOVA_PLACEMENT_TLS_KEY_FILE"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+ENV_DB_WAIT = "KOVA_PLACEMENT_DATABASE_WAIT"
+log = logging.getLogger("kova.placement.cli")
+
+
+def upgrade_when_reachable(url: str, wait: float, upgrade=None) -> None:
+    """Run the migrations, retrying while the database cannot be reached
+    (a Postgres started beside Placement comes up after it) for up to
+    ``wait`` seconds; then fail with the database's error."""
+    if upgrade is None:
+        from kova.placement.db.engine import upgrade
+    from sqlalchemy.exc import OperationalError
+
+    deadline = time.monotonic() + wait
+    delay = 0.5
+    while True:
+        try:
+            upgrade(url)
+            return
+        except OperationalError as exc:
+            reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise click.ClickException(
+                    f"the database is not reachable ({reason}); waited {wait:g}s "
+                    f"(--database-wait)") from None
+            pause = min(delay, remaining)
+            log.warning("the database is not reachable yet (%s); retrying in %.1fs", reason, pause)
+            time.sleep(pause)
+            delay = min(delay * 2, 5.0)
 
 
 def _k8s_auth(spec: dict):
@@ -89,15 +119,17 @@ def register(group: click.Group) -> None:
                        "without a limit), as OpenStack's [placement] "
                        "randomize_allocation_candidates: schedulers that ask for few "
                        "candidates still spread over every host.")
+    @click.option("--database-wait", envvar=ENV_DB_WAIT, default=60.0, show_default=True,
+                  type=click.FloatRange(min=0),
+                  help="Seconds to keep retrying an unreachable database at start "
+                       "(the schema migrations) before giving up.")
     @click.option("--log-level", default="info", show_default=True,
                   type=click.Choice(LOG_LEVELS, case_sensitive=False))
     def serve(database_url, host, port, workers, token_file, no_auth, k8s_admin, k8s_reader,
               kubeconfig, tls_cert_file, tls_key_file, randomize_allocation_candidates,
-              log_level):
+              database_wait, log_level):
         """Serve the Placement API."""
         import uvicorn
-
-        from kova.placement.db.engine import upgrade
 
         logging.basicConfig(level=log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -112,7 +144,7 @@ def register(group: click.Group) -> None:
             click.echo("WARNING: authentication is disabled (--no-auth); anyone who can "
                        "reach this port can change every allocation.", err=True)
         url = database_url or default_database_url()
-        upgrade(url)
+        upgrade_when_reachable(url, database_wait)
         os.environ[ENV_URL] = url
         os.environ.pop(ENV_TOKEN_FILE, None)
         os.environ.pop(ENV_K8S_AUTH, None)
