@@ -71,7 +71,6 @@ flock 9
 KOVA_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)"
 [[ -n "${KOVA_VERSION}" ]] || die "no version in pyproject.toml"
 COREDNS_VERSION="${KOVA_COREDNS_VERSION:-v1.14.7}"
-SCRIPT_HASH="$(sha256sum "$0" | cut -c1-64)"
 
 sources=(
   "deb ${MIRROR}/debian ${SUITE} main"
@@ -88,10 +87,15 @@ slim=(
   --dpkgopt='path-include=/usr/share/doc/*/copyright'
 )
 
-key_of() { # NAME INPUT...: the cache key of an image: hash of this script and the inputs
+key_of() { # NAME INPUT...: the cache key of an image: its build steps (the
+  # shell functions that make it, as bash prints them) and its inputs
   local name="$1"
   shift
-  { echo "${name} ${SCRIPT_HASH}"; printf '%s\n' "$@"; } | sha256sum | cut -c1-16
+  {
+    echo "${name}"
+    declare -f "build_${name}" rootfs_image mm
+    printf '%s\n' "${sources[@]}" "${slim[@]}" "$@"
+  } | sha256sum | cut -c1-16
 }
 
 ref_of() {

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import string
 import subprocess
 import tarfile
@@ -254,10 +255,18 @@ class Node:
         }, indent=2))
         return cfg
 
-    def containerd_alive(self) -> bool:
-        return bool(CONTAINERD_SOCKET.exists()) and _run(
-            ["ctr", "--address", str(CONTAINERD_SOCKET), "version"], check=False,
-            timeout=10).returncode == 0
+    @staticmethod
+    def containerd_alive() -> bool:
+        """containerd answers on the node's socket (a stale socket file of a
+        stopped containerd refuses the connection at once)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2)
+                sock.connect(str(CONTAINERD_SOCKET))
+        except OSError:
+            return False
+        return _run(["ctr", "--address", str(CONTAINERD_SOCKET), "version"], check=False,
+                    timeout=20).returncode == 0
 
     def ensure_containerd(self, progress=print) -> None:
         """Start Kova's containerd unless it answers already."""
