@@ -18,7 +18,6 @@ never touches the guests of anything else on the machine.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -141,23 +140,12 @@ class NodeCluster:
         self.place_test_image()
 
     def place_test_image(self) -> Path:
-        """The bootable test image in the node's image directory as a file
-        (a hard link to the cached build where possible): the agent pod mounts
-        only that directory, so a symbolic link out of it would dangle."""
+        """The bootable test image in the node's image directory, as a file
+        the agent pod can read (``kova.dev.stack.link_test_image``)."""
         from kova.dev.image import ensure_test_image
+        from kova.dev.stack import link_test_image
 
-        src = ensure_test_image()
-        dst = Path(self.image_dir) / "kova-test.qcow2"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_suffix(".tmp")
-        if tmp.exists() or tmp.is_symlink():
-            tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-        return dst
+        return link_test_image(ensure_test_image(), Path(self.image_dir) / "kova-test.qcow2")
 
     # ------------------------------------------------------------ the chart
     def chart_values(self, tag: str | None = None) -> dict:
