@@ -30,6 +30,11 @@ OUT="${BIN_DIR}/coredns-${KOVA_COREDNS_VERSION}"
 log() { printf '[kova] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+  exit 0
+fi
+
 if [[ -x "${OUT}" ]]; then
   log "coredns ${KOVA_COREDNS_VERSION} cached in ${BIN_DIR}"
   echo "${OUT}"
