@@ -86,3 +86,22 @@ def test_build_images_rejects_an_unknown_image():
     out = subprocess.run(["bash", str(HACK / "build-images.sh"), "nginx"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1 and "unknown image: nginx" in out.stderr
+
+
+def test_test_image_is_placed_as_a_file_not_a_symbolic_link(tmp_path):
+    """An agent in a pod mounts only the image directory: a symbolic link to
+    the cache outside it would dangle there (ImageNotFound)."""
+    from kova.dev.stack import link_test_image
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    src = cache / "kova-test-1234.qcow2"
+    src.write_bytes(b"QFI\xfb" + b"\0" * 60)
+    alias = cache / "kova-test.qcow2"
+    alias.symlink_to(src.name)  # the cache's own "newest build" link
+    dest = link_test_image(alias, tmp_path / "images" / "kova-test.qcow2")
+    assert dest.is_file() and not dest.is_symlink()
+    assert dest.stat().st_ino == src.stat().st_ino  # a hard link to the build
+    again = link_test_image(alias, dest)  # idempotent, replaces atomically
+    assert again == dest and dest.read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["kova-test.qcow2"]
