@@ -254,7 +254,7 @@ def link_test_image(image: Path, dest: Path = IMAGE_HOST_PATH) -> Path:
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(image, tmp, follow_symlinks=True)
+        os.link(Path(image).resolve(), tmp)
     except OSError:
         shutil.copyfile(image, tmp)
     os.replace(tmp, dest)
