@@ -250,13 +250,16 @@ def link_test_image(image: Path, dest: Path = IMAGE_HOST_PATH) -> Path:
     (or at ``dest``): a hard link to the cached build -- a copy across file
     systems -- never a symbolic link, because an agent in a pod mounts only
     that directory (``agent.hostImageDir``) and a link out of it dangles there."""
+    src = Path(image).resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and not dest.is_symlink() and os.path.samefile(src, dest):
+        return dest  # (renaming a hard link over itself would leave the temporary name)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(Path(image).resolve(), tmp)
+        os.link(src, tmp)
     except OSError:
-        shutil.copyfile(image, tmp)
+        shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
     return dest
 
