@@ -232,6 +232,69 @@ class NodeCluster:
                                 f"{self.host_states()}")
             time.sleep(1)
 
+    # ------------------------------------------------------------ Instances
+    def test_manifests(self, name: str, namespace: str, user_data: str) -> str:
+        """A Flavor ``small``, the Image ``kova-test`` (the bootable test image
+        in the node's image directory) and an Instance of them."""
+        image = Path(self.image_dir) / "kova-test.qcow2"
+        body = "\n".join("      " + line for line in user_data.splitlines())
+        return f"""\
+apiVersion: kova.dev/v1alpha1
+kind: Flavor
+metadata: {{name: small}}
+spec: {{vcpus: 1, memoryMiB: 256, diskGiB: 1}}
+---
+apiVersion: kova.dev/v1alpha1
+kind: Image
+metadata: {{name: kova-test}}
+spec:
+  source: {{hostPath: {image}}}
+  format: qcow2
+  minDiskGiB: 1
+---
+apiVersion: kova.dev/v1alpha1
+kind: Instance
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  flavorRef: {{name: small}}
+  imageRef: {{name: kova-test}}
+  runStrategy: Always
+  userData:
+    inline: |
+{body}
+"""
+
+    def instance(self, name: str, namespace: str) -> dict:
+        out = self.kubectl("get", "instance", name, "-n", namespace, "-o", "json")
+        return json.loads(out.stdout)
+
+    def wait_instance_phase(self, name: str, namespace: str, phase: str,
+                            timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            obj = self.instance(name, namespace)
+            if (obj.get("status") or {}).get("phase") == phase:
+                return obj
+            if time.monotonic() > deadline:
+                raise NodeError(f"Instance {namespace}/{name} not {phase} after {timeout:.0f}s: "
+                                f"{json.dumps(obj.get('status'))}")
+            time.sleep(0.5)
+
+    @staticmethod
+    def wait_userdata(log_path: Path, timeout: float = 240) -> str:
+        """The user data the guest printed on its serial console."""
+        from kova.dev.image import userdata_from_console
+
+        deadline = time.monotonic() + timeout
+        while True:
+            text = log_path.read_text(errors="replace") if log_path.exists() else ""
+            userdata = userdata_from_console(text)
+            if userdata is not None:
+                return userdata
+            if time.monotonic() > deadline:
+                raise NodeError(f"no user data on {log_path} after {timeout:.0f}s")
+            time.sleep(1)
+
     # ------------------------------------------------------------ stop
     def stop(self, progress=lambda msg: None) -> None:
         """Stop the pods, the node, the control plane and a private libvirtd

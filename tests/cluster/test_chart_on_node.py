@@ -23,7 +23,6 @@ import pytest
 
 from kova.dev.cluster import (CHART, KOVA_REPOSITORY, NAMESPACE, RELEASE, NodeCluster,
                               kova_version)
-from kova.dev.image import userdata_from_console
 from kova.dev.node import build_images, ctr
 from tests.cluster.conftest import FIGURES, _progress
 from tests.helpers import wait_for
@@ -92,8 +91,7 @@ def _qemu_pid(cluster: NodeCluster, domain: str) -> int:
 
 
 def _instance(cluster: NodeCluster) -> dict:
-    out = cluster.kubectl("get", "instance", INSTANCE, "-n", USER_NS, "-o", "json")
-    return json.loads(out.stdout)
+    return cluster.instance(INSTANCE, USER_NS)
 
 
 def _placement(cluster: NodeCluster, path: str) -> dict:
@@ -254,38 +252,11 @@ def test_metrics_of_every_pod_scraped_through_its_service(node_cluster):
 def test_instance_runs_through_the_in_cluster_components(node_cluster):
     _require("release")
     marker = f"KOVA-NODE-{uuid.uuid4().hex[:8]}"
-    image_path = Path(node_cluster.image_dir) / "kova-test.qcow2"
     node_cluster.kubectl("create", "namespace", USER_NS)
-    manifests = f"""
-apiVersion: kova.dev/v1alpha1
-kind: Flavor
-metadata: {{name: small}}
-spec: {{vcpus: 1, memoryMiB: 256, diskGiB: 1}}
----
-apiVersion: kova.dev/v1alpha1
-kind: Image
-metadata: {{name: kova-test}}
-spec:
-  source: {{hostPath: {image_path}}}
-  format: qcow2
-  minDiskGiB: 1
----
-apiVersion: kova.dev/v1alpha1
-kind: Instance
-metadata: {{name: {INSTANCE}, namespace: {USER_NS}}}
-spec:
-  flavorRef: {{name: small}}
-  imageRef: {{name: kova-test}}
-  runStrategy: Always
-  userData:
-    inline: |
-      #cloud-config
-      {marker}: printed by the guest
-"""
     t0 = time.monotonic()
-    node_cluster.kubectl("apply", "-f", "-", input=manifests)
-    inst = wait_for(lambda: (o := _instance(node_cluster)).get("status", {}).get("phase")
-                    == "Running" and o, 180, interval=0.5, what="the Instance Running")
+    node_cluster.kubectl("apply", "-f", "-", input=node_cluster.test_manifests(
+        INSTANCE, USER_NS, f"#cloud-config\n{marker}: printed by the guest\n"))
+    inst = node_cluster.wait_instance_phase(INSTANCE, USER_NS, "Running", 180)
     FIGURES["kubectl apply -> Instance Running"] = time.monotonic() - t0
     FIGURES["helm install -> first Instance Running"] = (
         time.monotonic() - _require("installed_at"))
@@ -294,12 +265,7 @@ spec:
     assert {c["type"]: c["status"] for c in st["conditions"]}["Ready"] == "True"
     log_path = Path(st["console"]["logPath"])
     assert log_path.is_relative_to(node_cluster.instance_dir)
-
-    def printed():
-        text = log_path.read_text(errors="replace") if log_path.exists() else ""
-        return userdata_from_console(text)
-
-    userdata = wait_for(printed, 240, interval=1, what="the guest printing its user data")
+    userdata = node_cluster.wait_userdata(log_path, 240)
     FIGURES["kubectl apply -> user data on the console"] = time.monotonic() - t0
     assert f"{marker}: printed by the guest" in userdata
     uid = inst["metadata"]["uid"]
