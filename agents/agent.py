@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
@@ -433,6 +434,10 @@ class Agent:
     def _host_loop(self) -> None:
         try:
             self.register_host()
+        except httpx.TransportError as exc:
+            # Placement starting beside the agent (a fresh install): no traceback
+            log.warning("host registration failed: Placement is not reachable yet (%s); "
+                        "retrying at the next resync", exc)
         except Exception:
             log.exception("host registration failed; retrying at the next resync")
         next_resync = time.monotonic() + self.cfg.resync_seconds

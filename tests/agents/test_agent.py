@@ -157,6 +157,24 @@ def test_placement_provider(harness, placement):
     assert [r["uuid"] for r in rps["resource_providers"]] == [rp["uuid"]]
 
 
+def test_placement_not_reachable_yet_is_one_warning_line(harness, caplog):
+    """At a fresh install the agent starts before Placement answers: a
+    warning without a traceback, and the Host registers once it does."""
+    import logging
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here
+    caplog.set_level(logging.INFO, logger="kova.agents")
+    harness.agent(placement_url=f"http://127.0.0.1:{port}", placement_token="t")
+    rec = wait_for(lambda: [r for r in caplog.records if "host registration failed" in
+                            r.getMessage()], 20, what="the registration attempt")
+    assert rec[0].levelno == logging.WARNING and rec[0].exc_info is None
+    assert "Placement is not reachable yet" in rec[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_halted_then_always_then_halted(harness, small_image, libvirt_conn):
     harness.image("small", small_image)
     harness.agent()
