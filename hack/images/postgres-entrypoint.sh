@@ -37,6 +37,13 @@ fi
 
 log() { echo "kova-postgres: $*" >&2; }
 
+# On every start, as the official image does: a volume's fsGroup handling may
+# have opened the data directory to the group, and PostgreSQL refuses to
+# start on anything wider than 0750.
+if [ -d "$PGDATA" ]; then
+  chmod 0700 "$PGDATA" || :
+fi
+
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   if [ -z "${POSTGRES_PASSWORD:-}" ]; then
     log "error: the data directory $PGDATA is empty and POSTGRES_PASSWORD is not set"

@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -274,6 +275,7 @@ def test_instance_runs_through_the_in_cluster_components(node_cluster):
     domain = f"{USER_NS}.{INSTANCE}"
     assert node_cluster.domains() == [domain]
     STATE.update(uid=uid, domain=domain, qemu_pid=_qemu_pid(node_cluster, domain),
+                 rp_uuid=next(iter(allocs)),
                  agent_pod=_agent_pod(node_cluster)["metadata"]["name"])
 
 
@@ -343,15 +345,7 @@ def test_uninstall_leaves_no_vm_allocation_lease_or_finalizer(node_cluster):
         usages = _placement(node_cluster, f"/resource_providers/{rp['uuid']}/usages")
         assert not any(usages["usages"].values()), usages
     # ... then uninstalls the chart
-    node_cluster.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "5m")
-    wait_for(lambda: not node_cluster.pods(), 120, interval=1, what="the release's pods gone")
-
-    def leases() -> list[str]:
-        out = json.loads(node_cluster.kubectl("get", "leases", "-n", NAMESPACE,
-                                              "-o", "json").stdout)
-        return [i["metadata"]["name"] for i in out["items"]]
-
-    wait_for(lambda: leases() == [], 90, interval=1, what="no heartbeat Lease left")
+    _uninstall(node_cluster)
     for kind in ("instances", "hosts", "flavors", "images", "servergroups"):
         items = json.loads(node_cluster.kubectl("get", f"{kind}.kova.dev", "-A",
                                                 "-o", "json").stdout)["items"]
@@ -361,4 +355,53 @@ def test_uninstall_leaves_no_vm_allocation_lease_or_finalizer(node_cluster):
     crds = node_cluster.kubectl("get", "crd", "-o", "name").stdout.split()
     assert "customresourcedefinition.apiextensions.k8s.io/instances.kova.dev" in crds
     assert node_cluster.domains() == []
+    STATE["uninstalled"] = True
+
+
+def _uninstall(cluster: NodeCluster) -> None:
+    """helm uninstall; the pods go, and the heartbeat Lease with the agent's
+    ServiceAccount (garbage collector)."""
+    cluster.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "5m")
+    wait_for(lambda: not cluster.pods(), 120, interval=1, what="the release's pods gone")
+
+    def leases() -> list[str]:
+        out = json.loads(cluster.kubectl("get", "leases", "-n", NAMESPACE, "-o", "json").stdout)
+        return [i["metadata"]["name"] for i in out["items"]]
+
+    wait_for(lambda: leases() == [], 90, interval=1, what="no heartbeat Lease left")
+
+
+def test_reinstall_finds_the_kept_database_and_survives_a_postgresql_restart(node_cluster):
+    """The PVC and the Secrets stay after an uninstall: installing again finds
+    Placement's data, and PostgreSQL starts again on its volume (a reinstall
+    used to leave it crash-looping: "data directory ... has invalid
+    permissions", the volume's fsGroup had opened it to the group)."""
+    _require("uninstalled")
+    rp = _require("rp_uuid")
+
+    def providers() -> list[str]:
+        return [r["uuid"] for r in
+                _placement(node_cluster, "/resource_providers")["resource_providers"]]
+
+    node_cluster.install()
+    for pod in node_cluster.wait_pods_ready(timeout=300):
+        for cs in pod["status"]["containerStatuses"]:
+            assert cs["restartCount"] == 0, (pod["metadata"]["name"], cs)
+    node_cluster.wait_host_up()
+    assert rp in providers()
+    # PostgreSQL's pod goes (an eviction, a node reboot) and comes back
+    node_cluster.kubectl("delete", "pod", f"{RELEASE}-postgresql-0", "-n", NAMESPACE,
+                         "--wait=true", timeout=120)
+    node_cluster.wait_pods_ready(timeout=300)
+
+    def providers_after_restart() -> list[str]:
+        try:
+            return providers()
+        except urllib.error.HTTPError as exc:  # 503 while its connections reconnect
+            assert exc.code == 503, exc
+            return []
+
+    assert rp in wait_for(providers_after_restart, 60, interval=1,
+                          what="Placement answering again")
+    _uninstall(node_cluster)
 
