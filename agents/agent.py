@@ -62,12 +62,32 @@ from kova.kube import (
     instance_path,
     lease_path,
 )
-from kova.placement_client import RetryPolicy, SyncPlacementClient
+from kova.placement_client import RetryPolicy, SyncPlacementClient, placement_unreachable
 from kova.workqueue import WorkQueue
 
 log = logging.getLogger("kova.agents.agent")
 
 GiB = 1 << 30
+
+
+def lease_owner(token: str, namespace: str) -> dict | None:
+    """The owner of this host's heartbeat Lease: the agent's ServiceAccount,
+    named in the claims of its own service-account token -- when it lives in
+    the Lease's namespace (an owner is never in another namespace).
+
+    Uninstalling the chart deletes the ServiceAccount and with it (the
+    garbage collector) the Lease; upgrades and restarts keep both.  The token
+    is not verified: it is the agent's own, and only names are read."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        info = claims["kubernetes.io"]
+        sa = info["serviceaccount"]
+        if info["namespace"] != namespace or not sa["name"] or not sa["uid"]:
+            return None
+        return {"apiVersion": "v1", "kind": "ServiceAccount", "name": sa["name"], "uid": sa["uid"]}
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
 
 
 class BuildError(Exception):
@@ -101,7 +121,8 @@ def _probe_direct_io(directory: Path) -> bool:
 
 
 class Agent:
-    def __init__(self, cfg: AgentSettings, kube: SyncKube | None = None) -> None:
+    def __init__(self, cfg: AgentSettings, kube: SyncKube | None = None,
+                 lease_owner: dict | None = None) -> None:
         self.cfg = cfg
         self.host = cfg.host
         self.instance_dir = Path(cfg.instance_dir)
@@ -114,6 +135,9 @@ class Agent:
         )
         self.kube = kube or SyncKube(Credentials.load(cfg.kubeconfig),
                                      max_connections=max(8, cfg.workers * 2 + 4))
+        #: Owner reference of the heartbeat Lease (None: none; in a pod, the
+        #: agent's ServiceAccount read from its token, see lease_owner()).
+        self.lease_owner = lease_owner if lease_owner is not None else self._service_account()
         self.queue = WorkQueue()
         self.driver = LibvirtDriver(cfg.libvirt_uri, on_event=self._on_libvirt_event)
         self.metrics.libvirt_reconnects(lambda: self.driver.reconnects)
@@ -230,6 +254,13 @@ class Agent:
                 log.warning("renewing the heartbeat lease failed: %s", exc)
             self._stop.wait(self.cfg.lease_renew_seconds)
 
+    def _service_account(self) -> dict | None:
+        """In a pod: this agent's ServiceAccount, the heartbeat Lease's owner."""
+        creds = self.kube.aio.creds
+        if not creds.in_cluster:
+            return None
+        return lease_owner(creds.bearer() or "", self.cfg.lease_namespace)
+
     def renew_lease(self) -> None:
         ns, name = self.cfg.lease_namespace, self.host
         now = now_rfc3339(micro=True)
@@ -238,8 +269,12 @@ class Agent:
             "leaseDurationSeconds": self.cfg.lease_duration_seconds,
             "renewTime": now,
         }
+        owner = {"ownerReferences": [self.lease_owner]} if self.lease_owner else {}
         try:
-            self.kube.merge_patch(lease_path(ns, name), {"spec": spec})
+            patch: dict[str, Any] = {"spec": spec}
+            if owner:  # also a Lease written before its owner was known
+                patch["metadata"] = owner
+            self.kube.merge_patch(lease_path(ns, name), patch)
             return
         except KubeError as exc:
             if exc.status != 404:
@@ -247,7 +282,8 @@ class Agent:
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": name, "namespace": ns, "labels": {names.LABEL_HOST: name}},
+            "metadata": {"name": name, "namespace": ns, "labels": {names.LABEL_HOST: name},
+                         **owner},
             "spec": {**spec, "acquireTime": now},
         }
         try:
@@ -344,11 +380,19 @@ class Agent:
         with self._cache_lock:
             return len(self._cache)
 
-    def _host_loop(self) -> None:
+    def _register_at_start(self) -> None:
         try:
             self.register_host()
-        except Exception:
-            log.exception("host registration failed; retrying at the next resync")
+        except Exception as exc:
+            if not placement_unreachable(exc):
+                log.exception("host registration failed; retrying at the next resync")
+                return
+            # Placement starting beside the agent (a fresh install): no traceback
+            log.warning("host registration failed: Placement is not reachable yet (%s); "
+                        "retrying at the next resync", str(exc) or type(exc).__name__)
+
+    def _host_loop(self) -> None:
+        self._register_at_start()
         next_resync = time.monotonic() + self.cfg.resync_seconds
         while True:
             dirty = self._host_dirty.wait(max(0.0, next_resync - time.monotonic()))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 
 import click
 
@@ -22,6 +24,34 @@ ENV_TLS_KEY = "KOVA_PLACEMENT_TLS_KEY_FILE"
 ENV_POOL = "KOVA_PLACEMENT_POOL_SIZE"
 ENV_LOG_LEVEL = "KOVA_PLACEMENT_LOG_LEVEL"
 ENV_LOG_FORMAT = "KOVA_PLACEMENT_LOG_FORMAT"
+LOG = logging.getLogger("kova.placement.cli")
+
+
+def upgrade_when_reachable(url: str, wait: float, upgrade=None) -> None:
+    """Run the migrations, retrying while the database cannot be reached
+    (a Postgres started beside Placement comes up after it) for up to
+    ``wait`` seconds; then fail with the database's error."""
+    if upgrade is None:
+        from kova.placement.db.engine import upgrade
+    from sqlalchemy.exc import OperationalError
+
+    deadline = time.monotonic() + wait
+    delay = 0.5
+    while True:
+        try:
+            upgrade(url)
+            return
+        except OperationalError as exc:
+            reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise click.ClickException(
+                    f"the database is not reachable ({reason}); waited {wait:g}s "
+                    f"(--database-wait)") from None
+            pause = min(delay, remaining)
+            LOG.warning("the database is not reachable yet (%s); retrying in %.1fs", reason, pause)
+            time.sleep(pause)
+            delay = min(delay * 2, 5.0)
 
 
 def _k8s_auth(spec: dict):
@@ -65,8 +95,6 @@ def register(group: click.Group) -> None:
         """Serve the Placement API."""
         import uvicorn
 
-        from kova.placement.db.engine import upgrade
-
         s = settings
         k8s_mode = bool(s.k8s_admin or s.k8s_reader)
         if sum([bool(s.token_file), s.no_auth, k8s_mode]) != 1:
@@ -80,7 +108,7 @@ def register(group: click.Group) -> None:
             click.echo("WARNING: authentication is disabled (--no-auth); anyone who can "
                        "reach this port can change every allocation.", err=True)
         url = s.database_url or default_database_url()
-        upgrade(url)
+        upgrade_when_reachable(url, s.database_wait)
         # The worker processes build the app from the environment (_factory).
         os.environ.update({ENV_URL: url, ENV_RANDOMIZE: "1" if s.randomize_allocation_candidates
                            else "0", ENV_POOL: str(s.pool_size), ENV_LOG_LEVEL: s.log_level,

@@ -49,5 +49,9 @@ class PlacementSettings:
         "candidates instead of the first N (and shuffles them without a limit), as "
         "OpenStack's [placement] randomize_allocation_candidates: schedulers that ask for "
         "few candidates still spread over every host.")
+    database_wait: float = setting(
+        60.0, "Seconds to keep retrying an unreachable database at start (a Postgres started "
+        "beside Placement, as the chart's bundled one, answers after it); then exit with the "
+        "database's error.", type=click.FloatRange(min=0))
     log_level: str = level_setting()
     log_format: str = format_setting()

@@ -11,7 +11,8 @@ Fixtures live in ``tests/fixtures/`` as plugins, one per real component:
 * ``libvirt`` -- ``libvirt_test_conn`` (``test:///default``), ``libvirt_qemu_conn``
   (``qemu:///system`` on the locally started libvirtd) and ``test_image``.
 
-Tiers are pytest markers: ``unit``, ``integration``, ``e2e``.  A test module
+Tiers are pytest markers: ``unit``, ``integration``, ``e2e``, ``cluster`` (the
+chart on a real one-node cluster, ``tests/cluster/``).  A test module
 without a marker is marked ``unit`` automatically.
 """
 
@@ -28,7 +29,7 @@ pytest_plugins = [
     "tests.fixtures.crds",
 ]
 
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "cluster")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -57,8 +57,9 @@ def _ca_cert(ca_key: rsa.RSAPrivateKey, ca_name: x509.Name,
 
 
 def _apiserver_cert(srv_key: rsa.RSAPrivateKey, ca_key: rsa.RSAPrivateKey, ca_name: x509.Name,
-                    now: dt.datetime) -> x509.Certificate:
-    """The API server's serving certificate (loopback and in-cluster names)."""
+                    now: dt.datetime, extra_ips: tuple[str, ...] = ()) -> x509.Certificate:
+    """The API server's serving certificate (loopback and in-cluster names,
+    and ``extra_ips``)."""
     sans = [
         x509.DNSName("localhost"),
         x509.DNSName("kubernetes"),
@@ -67,6 +68,7 @@ def _apiserver_cert(srv_key: rsa.RSAPrivateKey, ca_key: rsa.RSAPrivateKey, ca_na
         x509.DNSName("kubernetes.default.svc.cluster.local"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
     ]
     return (
         x509.CertificateBuilder()
@@ -84,10 +86,13 @@ def _apiserver_cert(srv_key: rsa.RSAPrivateKey, ca_key: rsa.RSAPrivateKey, ca_na
     )
 
 
-def ensure_pki(directory: Path, ca_common_name: str = "kova-dev-ca") -> dict[str, Path]:
+def ensure_pki(directory: Path, ca_common_name: str = "kova-dev-ca",
+               extra_ips: tuple[str, ...] = ()) -> dict[str, Path]:
     """Create (once) ``ca.crt/ca.key``, ``apiserver.crt/.key`` and ``sa.key/sa.pub``;
     the CA is named ``ca_common_name`` (two test CAs need distinct names, or
     OpenSSL takes one for the other and reports a signature failure).
+    ``extra_ips`` are further addresses the API server's certificate names
+    (the node address of a control plane with a kubelet).
 
     Existing files are reused, so a restarted stack keeps trusting the same CA
     and the service-account tokens it already issued stay valid.
@@ -109,7 +114,7 @@ def ensure_pki(directory: Path, ca_common_name: str = "kova-dev-ca") -> dict[str
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
     ca_cert = _ca_cert(ca_key, ca_name, now)
     srv_key = _key()
-    srv_cert = _apiserver_cert(srv_key, ca_key, ca_name, now)
+    srv_cert = _apiserver_cert(srv_key, ca_key, ca_name, now, extra_ips)
 
     sa_key = _key()
     _write_key(ca_key, paths["ca_key"])
@@ -164,3 +169,38 @@ def issue_server_cert(pki_dir: Path, name: str, hosts: list[str], out_dir: Path 
     _write_key(key, key_path)
     _write_cert(cert, crt)
     return {"crt": crt, "key": key_path, "ca_crt": paths["ca_crt"]}
+
+
+def issue_client_cert(pki_dir: Path, common_name: str, organizations: tuple[str, ...] = (),
+                      days: int = 3650) -> dict[str, Path]:
+    """A client certificate (``<common_name>.crt``/``.key`` in ``pki_dir``)
+    signed by the CA of :func:`ensure_pki`: user ``common_name`` in the groups
+    ``organizations``, as Kubernetes reads x509 client certificates.  The API
+    server presents one to the kubelet (``--kubelet-client-certificate``)."""
+    paths = ensure_pki(pki_dir)
+    crt, key_path = pki_dir / f"{common_name}.crt", pki_dir / f"{common_name}.key"
+    if crt.exists() and key_path.exists():
+        return {"crt": crt, "key": key_path}
+    ca_key = serialization.load_pem_private_key(paths["ca_key"].read_bytes(), password=None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey), "the development CA key is RSA"
+    ca_cert = x509.load_pem_x509_certificate(paths["ca_crt"].read_bytes())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                      *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations)])
+    now = dt.datetime.now(dt.timezone.utc)
+    key = _key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(key, key_path)
+    _write_cert(cert, crt)
+    return {"crt": crt, "key": key_path}
