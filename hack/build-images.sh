@@ -233,7 +233,13 @@ build_kova() { # KEY REF ARCHIVE WORK PYTHON-REF
   log "kova: buildah bud of the Dockerfile on $5 (pip downloads; a few minutes cold)"
   [[ -s /etc/ssl/certs/ca-certificates.crt ]] &&
     ca=(--volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
-  bah bud --quiet --layers --network host --pull=never --format oci \
+  # No --layers: buildah 1.28 (Debian 12) keys a cached
+  # `RUN --mount=type=bind,from=builder` step without the builder's output, so
+  # the runtime stage's install of the wheels came from the first build ever
+  # cached (an hours-old Kova in a freshly built image); and when the builder
+  # stage is all cached, the bind mount finds no files. The archive above is
+  # keyed by the build context, so a build runs only when the sources changed.
+  bah bud --quiet --network host --pull=never --format oci \
     --build-arg "PYTHON_IMAGE=$5" "${ca[@]}" \
     --label "dev.kova.image.key=$1" \
     --label "org.opencontainers.image.version=${KOVA_VERSION}" \

@@ -177,6 +177,57 @@ def test_helm_install_brings_every_pod_running_and_ready(node_cluster):
     STATE["release"] = True
 
 
+#: Prints {path: sha256} of every .py file of the installed kova package.
+_HASH_INSTALLED = """
+import hashlib, json, os, kova
+root = os.path.dirname(kova.__file__)
+out = {}
+for d, dirs, files in os.walk(root):
+    dirs[:] = [x for x in dirs if x != "__pycache__"]
+    for f in files:
+        if f.endswith(".py"):
+            p = os.path.join(d, f)
+            out["kova/" + os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+print(json.dumps(out))
+"""
+
+
+def _checkout_sources() -> dict[str, str]:
+    """{path in the wheel: sha256} of this checkout's Python sources, mapped
+    as setup.py maps them (operator/ -> kova/operator/, ...)."""
+    import ast
+    import hashlib
+
+    repo = CHART.parents[1]
+    tree = ast.parse((repo / "setup.py").read_text())
+    (package_dirs,) = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                       and getattr(n.targets[0], "id", "") == "PACKAGE_DIRS"]
+    out = {}
+    for package, folder in package_dirs.items():
+        base = repo / folder
+        for path in base.rglob("*.py"):
+            rel = path.relative_to(base)
+            if "__pycache__" in rel.parts or (folder == "kova" and rel.parts[0] == "operator"):
+                continue  # kova/operator is the symlink to operator/
+            key = "/".join([*package.split("."), *rel.parts])
+            out[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def test_the_running_image_holds_this_checkout(node_cluster):
+    """The pods run the code of this checkout: every Python file installed in
+    the image equals its source (a stale build cache once put an hours-old
+    Kova into a freshly built image)."""
+    _require("release")
+    out = node_cluster.kubectl("exec", "-n", NAMESPACE, f"deploy/{RELEASE}-placement", "--",
+                               "python", "-c", _HASH_INSTALLED)
+    installed = json.loads(out.stdout.strip().splitlines()[-1])
+    checkout = _checkout_sources()
+    differ = sorted(k for k in checkout.keys() | installed.keys()
+                    if checkout.get(k) != installed.get(k))
+    assert not differ, f"{len(differ)} files differ from the checkout, e.g. {differ[:5]}"
+
+
 def test_pods_run_as_the_chart_says(node_cluster):
     """Users, capabilities, seccomp and read-only root file systems of the
     running containers' processes, read from /proc on the node."""
