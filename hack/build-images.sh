@@ -31,7 +31,8 @@
 #   KOVA_CACHE           cache root (default: $HOME/.cache/kova)
 #   KOVA_REBUILD=1       build again even when the inputs are unchanged
 #   KOVA_IMAGE_REVISION  kova image only: a revision label; the image is tagged
-#                        <version>-<revision> (a rebuilt image for upgrade tests)
+#                        <version>-<revision>: the same build committed again
+#                        as a new image (its own digest) for upgrade tests
 #   KOVA_DEBIAN_MIRROR   (default http://deb.debian.org)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -248,6 +249,18 @@ build_kova() { # KEY REF ARCHIVE WORK PYTHON-REF
   log "kova built in $(elapsed "${start}")"
 }
 
+# revise_kova KEY REF BASE-REF: the image of this build as another revision
+# (KOVA_IMAGE_REVISION): a new image -- its own digest, tag and revision
+# label -- on the same layers, committed by buildah in seconds.
+revise_kova() {
+  local ctr
+  ctr="$(bah from --quiet --pull=never "$3")"
+  bah config --label "dev.kova.image.key=$1" \
+    --label "org.opencontainers.image.revision=${KOVA_IMAGE_REVISION}" "${ctr}"
+  bah commit --quiet --rm "${ctr}" "$2" >/dev/null
+  log "kova: $2 committed on $3"
+}
+
 python_key=""
 declare -A keys
 for name in "${ALL[@]}"; do
@@ -259,7 +272,10 @@ for name in "${ALL[@]}"; do
   esac
 done
 python_key="${keys[python]}"
-keys[kova]="$(key_of kova "${python_key}" "$(context_hash)" "${KOVA_VERSION}" "${KOVA_IMAGE_REVISION:-}")"
+context="$(context_hash)"
+keys[kova]="$(key_of kova "${python_key}" "${context}" "${KOVA_VERSION}" "${KOVA_IMAGE_REVISION:-}" \
+  ${KOVA_IMAGE_REVISION:+"$(declare -f revise_kova)"})"
+kova_base_key="$(key_of kova "${python_key}" "${context}" "${KOVA_VERSION}" "")"
 
 # The python base first when the kova image is wanted.
 want=()
@@ -290,7 +306,17 @@ for name in "${want[@]}"; do
     kova)
       ensure_local "$(ref_of python)" "${python_key}" "${OCI_DIR}/python-${python_key}.tar" ||
         die "the python base image is missing"
-      build_kova "${key}" "${ref}" "${archive}" "${work}" "$(ref_of python)"
+      if [[ -n "${KOVA_IMAGE_REVISION:-}" ]]; then
+        base_ref="localhost/kova:${KOVA_VERSION}"
+        if ! ensure_local "${base_ref}" "${kova_base_key}" "${OCI_DIR}/kova-${kova_base_key}.tar"; then
+          KOVA_IMAGE_REVISION="" build_kova "${kova_base_key}" "${base_ref}" "" "${work}" \
+            "$(ref_of python)"
+          export_archive "${base_ref}" "${OCI_DIR}/kova-${kova_base_key}.tar"
+        fi
+        revise_kova "${key}" "${ref}" "${base_ref}"
+      else
+        build_kova "${key}" "${ref}" "${archive}" "${work}" "$(ref_of python)"
+      fi
       ;;
   esac
   rm -rf "${work}"

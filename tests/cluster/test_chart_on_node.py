@@ -1,6 +1,6 @@
 """The user's path on a real node: ``helm install`` of ``helm/kova`` with the
 bundled PostgreSQL, an Instance booted by the in-cluster components, ``helm
-upgrade`` to a rebuilt image while the VM runs, ``helm rollback`` and ``helm
+upgrade`` to another image of the same sources while the VM runs, ``helm rollback`` and ``helm
 uninstall``.
 
 The tests run in file order and build on each other (one release, one VM);
@@ -329,7 +329,7 @@ def test_instance_runs_through_the_in_cluster_components(node_cluster):
                  agent_pod=_agent_pod(node_cluster)["metadata"]["name"])
 
 
-def test_helm_upgrade_to_a_rebuilt_image_keeps_the_vm_running(node_cluster):
+def test_helm_upgrade_to_another_image_keeps_the_vm_running(node_cluster):
     pid, domain = _require("qemu_pid"), _require("domain")
     tag = f"{kova_version()}-{UPGRADE_REVISION}"
     t0 = time.monotonic()
@@ -337,7 +337,7 @@ def test_helm_upgrade_to_a_rebuilt_image_keeps_the_vm_running(node_cluster):
                           progress=_progress)
     node_cluster.node.import_images(images, _progress)
     assert f"{KOVA_REPOSITORY}:{tag}" in images
-    FIGURES["rebuild + import of the upgraded image"] = time.monotonic() - t0
+    FIGURES["commit + import of the upgrade image"] = time.monotonic() - t0
     t0 = time.monotonic()
     node_cluster.helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--reuse-values",
                       "--set", f"image.tag={tag}", "--wait", "--timeout", "10m")
