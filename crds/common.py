@@ -25,6 +25,12 @@ GROUP = "kova.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
+#: The API group of the Instance subresources (console, vnc, log and the power
+#: actions) that Kova's API component serves behind an APIService.
+SUBRESOURCE_GROUP = "subresources.kova.dev"
+SUBRESOURCE_VERSION = "v1alpha1"
+SUBRESOURCE_API_VERSION = f"{SUBRESOURCE_GROUP}/{SUBRESOURCE_VERSION}"
+
 # --------------------------------------------------------------------------
 # Patterns and limits (one place, so docs/api.md and the tests agree).
 
