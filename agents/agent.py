@@ -38,7 +38,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from kova.agents import contract, status as st
+from kova.agents import contract, restart_fields, status as st
 from kova.agents.domain import (
     DomainMetadata,
     DomainSpec,
@@ -50,6 +50,7 @@ from kova.agents.domain import (
 from kova.agents.driver import DomainInfo, DomainState, DriverError, LibvirtDriver, start_event_loop
 from kova.agents.images import ImageCache, ImageError, ImageSource, create_overlay
 from kova.agents.metrics import AgentMetrics, serve as serve_metrics
+from kova.agents.stream import StreamConfig, StreamServer
 from kova.agents.workqueue import WorkQueue
 
 log = logging.getLogger("kova.agents.agent")
@@ -92,6 +93,12 @@ class AgentConfig:
     #: Scheduling class of the guests' vCPU threads: default, batch or idle
     #: (libvirt ``<vcpusched>``; see docs/agent.md).
     guest_vcpu_scheduler: str = "default"
+    #: Give every new domain a VGA display with a VNC server reached through
+    #: libvirt only (``kubectl kova vnc``).
+    vnc: bool = True
+    #: The stream endpoint for Kova's API component (console, VNC, power
+    #: actions, console log) over mutual TLS; None: not served.
+    stream: "StreamConfig | None" = None
 
 
 class BuildError(Exception):
@@ -185,6 +192,8 @@ class Agent:
         self.rp_uuid: str | None = None
         self._metrics_server = None
         self._watch: k8s_watch.Watch | None = None
+        self.stream = StreamServer(self, cfg.stream) if cfg.stream else None
+        self._seed_lock = threading.Lock()
 
     # ==================================================================
     # Lifecycle
@@ -213,6 +222,8 @@ class Agent:
                 self.cfg.metrics_port, self.metrics, self.healthy, self.cfg.metrics_bind
             )
             log.info("metrics and /healthz on port %s", self._metrics_server.server_address[1])
+        if self.stream is not None:
+            self.stream.start()
 
     def _spawn(self, name: str, target) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -228,6 +239,8 @@ class Agent:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+        if self.stream is not None:
+            self.stream.stop()
         for t in self._threads:
             t.join(timeout=5)
         self.driver.close()
@@ -354,6 +367,7 @@ class Agent:
             },
             "instanceCount": self._instance_count(),
             "lastHeartbeatTime": st.now_rfc3339(),
+            **self._stream_status(),
         }
         if self.placement is not None:
             from kova.agents.placement import provider_uuid
@@ -379,6 +393,26 @@ class Agent:
         log.info("registered host %s: %d vCPU, %d MiB, %d GiB, provider %s",
                  self.host, info.cpus, info.memory_mib, disk_gib, self.rp_uuid)
         return body
+
+    def cached_instance(self, uid: str) -> dict | None:
+        """The Instance of domain ``uid`` as the watch cache has it."""
+        with self._cache_lock:
+            key = self._uid_index.get(uid)
+            return self._cache.get(key) if key is not None else None
+
+    def requeue(self, uid: str) -> None:
+        """Reconcile (and so report) the Instance of domain ``uid`` soon."""
+        with self._cache_lock:
+            key = self._uid_index.get(uid)
+        self.queue.add(key if key is not None else ("*domain*", uid))
+
+    def _stream_status(self) -> dict[str, Any]:
+        """Host status.streamEndpoint: where Kova's API component reaches
+        this agent (absent when the stream endpoint is off)."""
+        if self.stream is None or self.stream.port is None:
+            return {}
+        return {"streamEndpoint": {"address": self.stream.advertise_address,
+                                   "port": self.stream.port}}
 
     def _allocated(self) -> dict[str, int]:
         if self.placement is None or self.rp_uuid is None:
@@ -416,6 +450,7 @@ class Agent:
                     body = {
                         "instanceCount": self._instance_count(),
                         "lastHeartbeatTime": st.now_rfc3339(),
+                        **self._stream_status(),
                     }
                     if self.rp_uuid:
                         body["allocated"] = self._allocated()
@@ -655,6 +690,8 @@ class Agent:
         state = info.state
         if meta.run_strategy == st.HALTED and strategy != st.HALTED:
             first_start = True
+        if not meta.applied_spec:  # a domain from before fingerprints: take it as applied
+            meta = dataclasses.replace(meta, applied_spec=restart_fields.fingerprint(spec))
         power_ann = ann.get(contract.POWER_ANNOTATION)
         action = st.power_action(strategy, state, first_start=first_start,
                                  power_annotation=power_ann)
@@ -667,6 +704,7 @@ class Agent:
             log.info("%s/%s: restart requested (%s)", *key, restart)
             events.append(("Normal", "Restarted", f"domain restarted on {self.host}"))
             self.driver.destroy(uid)
+            new_meta = self.prepare_start(obj, new_meta)
             self.driver.start(uid)
             self.metrics.power_actions.labels("restart").inc()
             new_meta = dataclasses.replace(new_meta, restart_token=restart)
@@ -674,6 +712,7 @@ class Agent:
         if action == st.START:
             self._stopping.pop(uid, None)
             log.info("%s/%s: starting the domain (runStrategy %s)", *key, strategy)
+            new_meta = self.prepare_start(obj, new_meta)
             t_start = time.monotonic()
             self.driver.start(uid)
             log.info("%s/%s: domain started in %.2fs", *key, time.monotonic() - t_start)
@@ -707,13 +746,15 @@ class Agent:
                 self._build_started.pop(uid, None)
         if strategy != meta.run_strategy:
             new_meta = dataclasses.replace(new_meta, run_strategy=strategy)
-        if new_meta != meta and info.meta is not None:
+        if new_meta != info.meta and info.meta is not None:
             self.driver.set_metadata(uid, new_meta)
-        self._report(obj, state)
+        self._report(obj, state,
+                     pending=restart_fields.pending_fields(new_meta.applied_spec, spec))
         for etype, reason, message in events:
             self._event(obj, etype, reason, message)
 
-    def _report(self, obj: dict, state: DomainState | None, *, force_built: bool = False) -> None:
+    def _report(self, obj: dict, state: DomainState | None, *, force_built: bool = False,
+                pending: list[str] | None = None) -> None:
         md = obj["metadata"]
         uid = md["uid"]
         phase, ready, reason, message = st.phase_and_ready(state)
@@ -727,6 +768,11 @@ class Agent:
                 st.condition(obj, contract.COND_BUILT, "True", contract.REASON_BUILT,
                              f"domain {domain_name(*_key(obj))} defined on {self.host}"),
                 st.condition(obj, contract.COND_READY, ready, reason, message),
+                st.condition(obj, restart_fields.COND_RESTART_REQUIRED,
+                             "True" if pending else "False",
+                             restart_fields.REASON_PENDING if pending
+                             else restart_fields.REASON_UP_TO_DATE,
+                             restart_fields.message(pending or [], md["name"])),
             ],
         }
         if self.cfg.network or self.cfg.bridge:
@@ -899,17 +945,8 @@ class Agent:
             if not paths["disk"].exists():
                 create_overlay(cached, paths["disk"], int(res["diskGiB"]) * GiB)
             step("overlay")
-            spec = obj.get("spec") or {}
-            hostname = spec.get("hostname") or key[1]
             mac = mac_for(uid)
-            from kova.agents.seed import write_nocloud_seed
-
-            write_nocloud_seed(
-                paths["seed"],
-                st.meta_data(uid, hostname, spec.get("sshKeys")),
-                self._user_data(obj),
-                st.network_config(mac) if (self.cfg.network or self.cfg.bridge) else None,
-            )
+            self._write_seed(obj, uid)
             dspec = DomainSpec(
                 meta=DomainMetadata(
                     uid=uid, namespace=key[0], name=key[1], host=self.host,
@@ -917,6 +954,7 @@ class Agent:
                     created=st.now_rfc3339(),
                     restart_token=(md.get("annotations") or {}).get(contract.RESTART_ANNOTATION, ""),
                     run_strategy="",
+                    applied_spec=restart_fields.fingerprint(obj.get("spec") or {}),
                 ),
                 vcpus=int(res["vcpus"]),
                 memory_mib=int(res["memoryMiB"]),
@@ -931,6 +969,7 @@ class Agent:
                 bridge=self.cfg.bridge,
                 mac=mac,
                 vcpu_scheduler=self.cfg.guest_vcpu_scheduler,  # type: ignore[arg-type]
+                vnc=self.cfg.vnc,
             )
             step("seed")
             defined = self.driver.define(build_domain_xml(dspec))
@@ -957,6 +996,34 @@ class Agent:
         except OSError as exc:
             self._undo_build(uid, created_dir)
             raise BuildError(contract.ERROR_INTERNAL, str(exc)) from exc
+
+    def _write_seed(self, obj: dict, instance_id: str) -> None:
+        """The NoCloud seed of the Instance's current spec (user data, SSH
+        keys, host name; a network-config when guests get a NIC)."""
+        from kova.agents.seed import write_nocloud_seed
+
+        md, spec = obj["metadata"], obj.get("spec") or {}
+        write_nocloud_seed(
+            self._paths(md["uid"])["seed"],
+            st.meta_data(instance_id, spec.get("hostname") or md["name"], spec.get("sshKeys")),
+            self._user_data(obj),
+            st.network_config(mac_for(md["uid"])) if (self.cfg.network or self.cfg.bridge)
+            else None,
+        )
+
+    def prepare_start(self, obj: dict, meta: DomainMetadata) -> DomainMetadata:
+        """Before a domain starts: when user data, SSH keys or host name
+        changed since its seed was written, a new seed (with a new
+        instance-id) first.  Returns the metadata to record."""
+        spec = obj.get("spec") or {}
+        if not restart_fields.pending_fields(meta.applied_spec, spec):
+            return meta
+        applied = restart_fields.fingerprint(spec)
+        with self._seed_lock:  # a power action and a reconcile may both start it
+            self._write_seed(obj, restart_fields.instance_id(meta.uid, applied, first=False))
+        log.info("%s/%s: new seed for the changed %s", *_key(obj),
+                 ", ".join(restart_fields.pending_fields(meta.applied_spec, spec)))
+        return dataclasses.replace(meta, applied_spec=applied)
 
     def _count_image(self, cached) -> None:
         if cached.hit:

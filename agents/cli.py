@@ -122,6 +122,33 @@ def register(group: click.Group) -> None:
     @click.option("--image-cache-ttl", envvar="KOVA_AGENT_IMAGE_CACHE_TTL", default=86400.0,
                   show_default=True, type=float,
                   help="Seconds before a cached image no instance uses is removed (0: never).")
+    @click.option("--vnc/--no-vnc", envvar="KOVA_AGENT_VNC", default=True, show_default=True,
+                  help="Give new domains a VGA display whose VNC server listens on no address "
+                       "(reached through libvirt, for kubectl kova vnc).")
+    @click.option("--stream-cert-file", envvar="KOVA_AGENT_STREAM_CERT_FILE", default=None,
+                  type=click.Path(exists=True, dir_okay=False),
+                  help="Serving certificate (PEM) of the stream endpoint that Kova's API "
+                       "component reaches consoles, VNC and power actions through; without it "
+                       "the endpoint is off.")
+    @click.option("--stream-key-file", envvar="KOVA_AGENT_STREAM_KEY_FILE", default=None,
+                  type=click.Path(exists=True, dir_okay=False), help="Its private key.")
+    @click.option("--stream-client-ca-file", envvar="KOVA_AGENT_STREAM_CLIENT_CA_FILE",
+                  default=None, type=click.Path(exists=True, dir_okay=False),
+                  help="CA (PEM) that signed the API component's client certificate; no "
+                       "other client is accepted.")
+    @click.option("--stream-allowed-client", "stream_allowed_clients", multiple=True,
+                  default=("kova-api",), show_default=True,
+                  help="Common name a client certificate must carry (repeatable).")
+    @click.option("--stream-port", envvar="KOVA_AGENT_STREAM_PORT", default=9466,
+                  show_default=True, type=click.IntRange(0, 65535),
+                  help="Port of the stream endpoint (0: any free port).")
+    @click.option("--stream-bind", envvar="KOVA_AGENT_STREAM_BIND", default="0.0.0.0",
+                  show_default=True)
+    @click.option("--stream-advertise-address", envvar="KOVA_AGENT_STREAM_ADDRESS",
+                  default=None,
+                  help="Address written into the Host's status.streamEndpoint (default: the "
+                       "bind address, or this machine's own address); the chart gives the "
+                       "pod's IP.")
     @click.option("--log-level", envvar="KOVA_AGENT_LOG_LEVEL", default="info", show_default=True)
     @click.option("--log-format", envvar="KOVA_AGENT_LOG_FORMAT", type=click.Choice(["text", "json"]),
                   default="text", show_default=True)
@@ -129,10 +156,24 @@ def register(group: click.Group) -> None:
             placement_ca_file, image_ca_file,
             kubeconfig, domain_type, machine, cpu_mode, guest_vcpu_scheduler, network, bridge, metrics_port,
             metrics_bind, workers, resync_seconds, shutdown_timeout, lease_duration_seconds,
-            lease_renew_seconds, lease_namespace, image_cache_ttl, log_level, log_format):
+            lease_renew_seconds, lease_namespace, image_cache_ttl, vnc, stream_cert_file,
+            stream_key_file, stream_client_ca_file, stream_allowed_clients, stream_port,
+            stream_bind, stream_advertise_address, log_level, log_format):
         """Run the compute agent for one host."""
         setup_logging(log_level, log_format)
         from kova.agents.agent import Agent, AgentConfig
+        from kova.agents.stream import StreamConfig
+
+        stream = None
+        if stream_cert_file:
+            if not (stream_key_file and stream_client_ca_file):
+                raise click.UsageError("--stream-cert-file needs --stream-key-file and "
+                                       "--stream-client-ca-file (mutual TLS, nothing less)")
+            stream = StreamConfig(
+                cert_file=stream_cert_file, key_file=stream_key_file,
+                client_ca_file=stream_client_ca_file, port=stream_port, bind=stream_bind,
+                advertise_address=stream_advertise_address,
+                allowed_clients=tuple(stream_allowed_clients))
 
         if network and bridge:
             raise click.UsageError("--network and --bridge are exclusive")
@@ -154,6 +195,7 @@ def register(group: click.Group) -> None:
             workers=workers, resync_seconds=resync_seconds, shutdown_timeout=shutdown_timeout,
             image_cache_ttl=image_cache_ttl, lease_namespace=lease_namespace,
             lease_duration_seconds=lease_duration_seconds, lease_renew_seconds=lease_renew_seconds,
+            vnc=vnc, stream=stream,
         )
         if lease_renew_seconds >= lease_duration_seconds:
             raise click.BadParameter("must be shorter than --lease-duration-seconds",
