@@ -13,6 +13,11 @@ Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
 * ``GET /v1/domains/<uid>/console?mode=write|read&user=<name>`` -- websocket,
   binary frames both ways (:mod:`kova.agents.console`);
 * ``GET /v1/domains/<uid>/vnc`` -- websocket carrying RFB;
+
+  both websockets start with one text frame, ``{"ok": true}`` or
+  ``{"ok": false, "status": 409, "reason": ..., "message": ...}`` (then the
+  agent closes), so that the API component can answer the user with a
+  proper HTTP error before it accepts the user's websocket;
 * ``GET /v1/domains/<uid>/log?follow=1&tailBytes=N`` -- the serial console log
   file (``text/plain``, streamed while ``follow``);
 * ``PUT /v1/domains/<uid>/power/<action>`` -- :mod:`kova.agents.power_actions`;
@@ -80,6 +85,15 @@ def peer_common_name(request: web.Request) -> str | None:
 
 def error(status: int, reason: str, message: str) -> web.Response:
     return web.json_response({"reason": reason, "message": message}, status=status)
+
+
+async def refuse(ws: web.WebSocketResponse, exc: ConsoleError) -> web.WebSocketResponse:
+    """A websocket's first frame says whether the agent could attach; this
+    one says why not (the API component answers the user with it)."""
+    await ws.send_json({"ok": False, "status": exc.status, "reason": exc.reason,
+                        "message": exc.message})
+    await ws.close()
+    return ws
 
 
 class StreamServer:
@@ -186,15 +200,16 @@ class StreamServer:
         def deliver(data: bytes | None) -> None:  # libvirt's event thread
             loop.call_soon_threadsafe(put, data)
 
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+        await ws.prepare(request)
         try:
             att = await loop.run_in_executor(
                 None, lambda: self.consoles.attach(uid, user=user, writer=writer,
                                                    deliver=deliver))
         except ConsoleError as exc:
-            return error(exc.status, exc.reason, exc.message)
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+            return await refuse(ws, exc)
         try:
-            await ws.prepare(request)
+            await ws.send_json({"ok": True, "writer": writer})
 
             async def to_client() -> None:
                 while True:
@@ -225,13 +240,14 @@ class StreamServer:
     async def _vnc(self, request: web.Request) -> web.StreamResponse:
         uid = request.match_info["uid"]
         loop = asyncio.get_running_loop()
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=16 << 20)
+        await ws.prepare(request)
         try:
             sock = await loop.run_in_executor(None, open_vnc, self.agent.driver.conn, uid)
         except ConsoleError as exc:
-            return error(exc.status, exc.reason, exc.message)
+            return await refuse(ws, exc)
         reader, writer = await asyncio.open_connection(sock=sock)
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=16 << 20)
-        await ws.prepare(request)
+        await ws.send_json({"ok": True})
         log.info("VNC of %s: viewer connected (%s)", uid, request.query.get("user", "unknown"))
 
         async def to_client() -> None:
