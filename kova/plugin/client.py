@@ -90,28 +90,28 @@ class Cluster:
 
     def request(self, method: str, path: str, what: str, *, query: dict | None = None,
                 stream: bool = False) -> Any:
-        """An HTTP request with the kubeconfig's credentials: the parsed JSON
-        answer (or, with ``stream``, the open urllib3 response)."""
-        from kubernetes.client.exceptions import ApiException
+        """An HTTP request with the kubeconfig's credentials (through the
+        official client's connection pool, which holds its TLS settings): the
+        parsed JSON answer, or with ``stream`` the open urllib3 response."""
         from urllib3.exceptions import HTTPError
 
         url = self.cfg.host.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
         try:
-            resp = self.api.rest_client.request(
+            resp = self.api.rest_client.pool_manager.request(
                 method, url, headers={"Accept": "application/json", **self.headers()},
-                _preload_content=not stream)
-        except ApiException as exc:
-            raise explain(exc.status, exc.body, what) from None
+                preload_content=False)
         except HTTPError as exc:
             raise PluginError(f"{what}: cannot reach the API server at {self.cfg.host}: "
                               f"{exc}") from None
-        if stream:
-            if resp.status >= 300:
-                raise explain(resp.status, resp.read(), what)
-            return resp
         if resp.status >= 300:
-            raise explain(resp.status, resp.data, what)
-        return json.loads(resp.data) if resp.data else None
+            body = resp.read()
+            resp.release_conn()
+            raise explain(resp.status, body, what)
+        if stream:
+            return resp
+        body = resp.read()
+        resp.release_conn()
+        return json.loads(body) if body else None
 
     def get_instance(self, namespace: str, name: str) -> dict:
         return self.request("GET", self.instance_path(namespace, name),

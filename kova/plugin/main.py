@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 
 import click
@@ -32,6 +33,16 @@ class Group(click.Group):
             sys.exit(exc.code)
         except KeyboardInterrupt:
             sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # a bug: one line for the user, details on demand
+            if os.environ.get("KOVA_DEBUG"):
+                raise
+            click.echo(f"error: {type(exc).__name__}: {exc} (KOVA_DEBUG=1 shows where)",
+                       err=True)
+            sys.exit(1)
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
