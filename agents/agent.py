@@ -786,6 +786,7 @@ class Agent:
                     self.queue.add_after(_key(obj), 3.0)
             else:
                 self._awaiting_address.pop(uid, None)
+        wanted = with_kstatus(obj, wanted)
         if force_built or st.status_changed(obj, wanted):
             self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", wanted,
                                namespace=md["namespace"])
@@ -909,7 +910,7 @@ class Agent:
         obj = self._ensure_finalizer(obj)
         step("finalizer")
         log.info("%s/%s: building (uid %s)", *key, uid)
-        self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", {
+        self._apply_status(obj, contract.INSTANCES, md["name"], "Instance", with_kstatus(obj, {
             "phase": "Building",
             "powerState": "NoState",
             "conditions": [
@@ -918,7 +919,7 @@ class Agent:
                 st.condition(obj, contract.COND_READY, "False", contract.REASON_BUILDING,
                              "the domain is being built"),
             ],
-        }, namespace=md["namespace"])
+        }), namespace=md["namespace"])
         step("status")
         paths = self._paths(uid)
         created_dir = not paths["dir"].exists()
@@ -1243,6 +1244,17 @@ class Agent:
             self.core.create_namespaced_event(md["namespace"], body)
         except Exception as exc:  # events are best effort
             log.debug("event not recorded: %s", exc)
+
+
+def with_kstatus(obj: dict, status: dict) -> dict:
+    """``status`` (with a phase) plus the kstatus conditions Reconciling and
+    Stalled for that phase (kova.kstatus)."""
+    from kova.kstatus import conditions as kstatus_conditions
+
+    conds = list(status.get("conditions") or [])
+    for type_, cstatus, reason, message in kstatus_conditions(status.get("phase")):
+        conds.append(st.condition(obj, type_, cstatus, reason, message))
+    return {**status, "conditions": conds}
 
 
 def _rv(obj: dict) -> int:

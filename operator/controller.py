@@ -39,6 +39,7 @@ from kova.operator.queue import WorkQueue
 from kova.operator.request import InvalidRequest, MissingDependency, build_request
 from kova.operator.scheduler import Decision, NoValidHost, Scheduler
 from kova.operator.status import (
+    with_kstatus,
     attempts_history,
     describe_attempts,
     get_condition,
@@ -701,6 +702,7 @@ class Controller:
             status = change(current)
             if status is None:
                 return current
+            status = with_kstatus(status, current)
             patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
                      "status": status}
             try:

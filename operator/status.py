@@ -62,3 +62,22 @@ def describe_attempts(history: list[dict]) -> str:
 
 def is_build_failed(obj: dict) -> bool:
     return condition_is(obj, contract.COND_BUILT, "False", contract.REASON_BUILD_FAILED)
+
+
+def with_kstatus(status: dict, current: dict) -> dict:
+    """``status`` (a patch that sets the phase) with the kstatus conditions
+    Reconciling and Stalled for that phase (kova.kstatus); an Error is
+    explained by the Scheduled condition the same patch sets."""
+    from kova.kstatus import conditions as kstatus_conditions
+
+    if "phase" not in status:
+        return status
+    conds = status.get("conditions")
+    if conds is None:
+        conds = (current.get("status") or {}).get("conditions")
+    generation = (current.get("metadata") or {}).get("generation")
+    why = next((c for c in conds or [] if c.get("type") == contract.COND_SCHEDULED), {})
+    for type_, st, reason, message in kstatus_conditions(
+            status["phase"], why.get("reason", ""), why.get("message", "")):
+        conds = set_condition(conds, type_, st, reason, message, generation)
+    return {**status, "conditions": conds}
