@@ -39,6 +39,7 @@ from kova.operator.queue import WorkQueue
 from kova.operator.request import InvalidRequest, MissingDependency, build_request
 from kova.operator.scheduler import Decision, NoValidHost, Scheduler
 from kova.operator.status import (
+    placement_action,
     with_kstatus,
     attempts_history,
     describe_attempts,
@@ -683,6 +684,7 @@ class Controller:
                 "resources": size,
                 "observedGeneration": current["metadata"].get("generation"),
                 "conditions": conds,
+                "actions": placement_action(status.get("actions"), reason, message),
             }
 
         written = []

@@ -81,3 +81,23 @@ def with_kstatus(status: dict, current: dict) -> dict:
             status["phase"], why.get("reason", ""), why.get("message", "")):
         conds = set_condition(conds, type_, st, reason, message, generation)
     return {**status, "conditions": conds}
+
+
+#: The scheduler's decisions as the actions of an Instance's history.
+PLACEMENT_ACTIONS = {contract.REASON_SCHEDULED: "create",
+                     contract.REASON_RESCHEDULED: "reschedule",
+                     contract.REASON_EVACUATED: "evacuate"}
+
+
+def placement_action(history: list[dict] | None, reason: str, message: str) -> list[dict] | None:
+    """status.actions with the scheduling decision ``reason`` added (create,
+    reschedule, evacuate), done by the operator itself: Kubernetes keeps no
+    record of who created an Instance (the API server's audit log does)."""
+    from kova import actions
+
+    name = PLACEMENT_ACTIONS.get(reason)
+    if name is None:
+        return history
+    entry = actions.started(name, "kova-operator", actions.request_id())
+    return actions.append(history, {**entry, "result": "Success", "message": message[:1024],
+                                     "finishTime": entry["startTime"]})
