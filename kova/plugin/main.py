@@ -19,7 +19,8 @@ import click
 
 from kova.plugin.client import Cluster, PluginError
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100,
+           "terminal_width": 100}
 
 
 class Group(click.Group):

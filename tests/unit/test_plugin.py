@@ -57,3 +57,12 @@ current-context: c
         assert last.startswith("error: ") and "127.0.0.1:9" in last and "Traceback" not in \
             out.stderr, out.stderr
     assert run("stop").returncode == 2  # click: missing NAME
+
+
+def test_the_guide_shows_the_current_help() -> None:
+    """docs/using-your-vm.md quotes every command's help as it is now."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "using-your-vm.md").read_text()
+    for cmd in ("", *COMMANDS):
+        out = run(*([cmd] if cmd else []), "--help").stdout.rstrip()
+        assert f"$ kubectl kova{' ' + cmd if cmd else ''} --help\n{out}" in doc or (
+            not cmd and out in doc), f"docs/using-your-vm.md: help of {cmd or 'kubectl kova'}"
