@@ -31,6 +31,8 @@ from collections.abc import Callable
 
 import libvirt
 
+from kova.errors import Refusal
+
 log = logging.getLogger("kova.agents.console")
 
 #: Receives what the guest printed; ``None`` once the console closed.
@@ -40,14 +42,8 @@ Deliver = Callable[[bytes | None], None]
 CHUNK = 64 * 1024
 
 
-class ConsoleError(Exception):
+class ConsoleError(Refusal):
     """The console cannot be attached; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
 
 
 class ConsoleBusy(ConsoleError):

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import libvirt
 
 from kova.agents.driver import DomainInfo, DriverError
+from kova.errors import Refusal
 
 if TYPE_CHECKING:  # pragma: no cover
     from kova.agents.agent import Agent
@@ -47,12 +48,8 @@ log = logging.getLogger("kova.agents.power_actions")
 ACTIONS = ("start", "stop", "restart", "reboot", "pause", "unpause")
 
 
-class ActionError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
+class ActionError(Refusal):
+    """A power action refused: its HTTP status, reason and message."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,16 +17,11 @@ from typing import Any
 import aiohttp
 
 from kova.crds.common import API_VERSION
+from kova.errors import Refusal
 
 
-class AgentUnavailable(Exception):
+class AgentUnavailable(Refusal):
     """The host's agent cannot be reached; ``status`` for the user."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
 
 
 def host_path(host: str) -> str:
