@@ -66,7 +66,7 @@ def register(group: click.Group) -> None:
         """Serve the Instance subresources (console, vnc, log, start, stop, restart,
         reboot, pause, unpause) of subresources.kova.dev/v1alpha1."""
         from kova.agents.cli import setup_logging
-        from kova.api.server import ApiConfig, ApiServer
+        from kova.api.server import ApiConfig
 
         setup_logging(log_level, log_format)
         allowed = None

@@ -31,8 +31,8 @@ def plugin(user_or_kubeconfig, *args: str, timeout: float = 120,
 class VM:
     """An Instance Running on the harness's agent (libvirt's test driver)."""
 
-    def __init__(self, harness: Harness, name: str, agent) -> None:
-        self.h, self.name, self.agent = harness, name, agent
+    def __init__(self, h: Harness, name: str, agent) -> None:
+        self.h, self.name, self.agent = h, name, agent
 
     def obj(self) -> dict:
         return self.h.get(self.name) or {}

@@ -20,7 +20,6 @@ import pytest
 from kova.crds.models import MAX_ACTIONS
 from kova.dev.pki import issue_cert
 from tests.api.conftest import plugin
-from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
