@@ -1147,6 +1147,10 @@ class Agent:
     # API writes
     def _apply_status(self, obj: dict | None, plural: str, name: str, kind: str,
                       status: dict, namespace: str | None = None) -> None:
+        if plural == contract.INSTANCES and obj is not None and "conditions" in status:
+            # Every apply carries the kstatus conditions: server-side apply
+            # removes what this manager applied before and leaves out now.
+            status = with_kstatus(obj, status)
         body = {
             "apiVersion": contract.API_VERSION,
             "kind": kind,
@@ -1247,12 +1251,22 @@ class Agent:
 
 
 def with_kstatus(obj: dict, status: dict) -> dict:
-    """``status`` (with a phase) plus the kstatus conditions Reconciling and
-    Stalled for that phase (kova.kstatus)."""
+    """``status`` plus the kstatus conditions Reconciling and Stalled for its
+    phase, or the Instance's current one (kova.kstatus); unchanged when it
+    has them already."""
+    from kova.kstatus import COND_RECONCILING
     from kova.kstatus import conditions as kstatus_conditions
 
     conds = list(status.get("conditions") or [])
-    for type_, cstatus, reason, message in kstatus_conditions(status.get("phase")):
+    if any(c.get("type") == COND_RECONCILING for c in conds):
+        return status
+    phase = status.get("phase") or (obj.get("status") or {}).get("phase")
+    current = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
+    for type_, cstatus, reason, message in kstatus_conditions(phase):
+        if "phase" not in status and type_ in current:
+            # another writer's phase: keep its word on it
+            old = current[type_]
+            cstatus, reason, message = old["status"], old["reason"], old.get("message", "")
         conds.append(st.condition(obj, type_, cstatus, reason, message))
     return {**status, "conditions": conds}
 
