@@ -122,7 +122,14 @@ class PowerActions:
             meta = self.agent.prepare_start(obj, info.meta)
             if meta != info.meta:
                 self.driver.set_metadata(uid, meta)
-        self.driver.start(uid)
+        try:
+            self.driver.start(uid)
+        except DriverError:
+            # the reconcile started it in the meantime (libvirt shows a
+            # domain paused while it starts: our start became a resume)
+            state = self.driver.state(uid)
+            if state is None or not state.running:
+                raise
 
     def _power_off(self, uid: str) -> bool:
         """ACPI power button until the guest is off (pressed again every
