@@ -11,9 +11,9 @@ APIService; kova.dev.stack), boots one Instance of the test image and waits
 for its shell, then alternates the two clients, each in a pty (pexpect):
 
 * **attach**: from starting the command to the guest's prompt on the screen
-  (Enter typed as soon as the client says it is connected) -- for ``kubectl kova console`` that is kubectl, the
-  plugin's start-up, the API server, the API component, the agent and the
-  libvirt console stream; for ``virsh console --force`` on the node, libvirt
+  (Enter typed as soon as the client says it is connected) -- for ``kubectl
+  kova console`` that is kubectl, the plugin's start-up, the API server, the
+  API component, the agent and the libvirt console stream; for ``virsh console --force`` on the node, libvirt
   alone (the floor);
 * **throughput**: the guest prints ``--lines`` lines of 64 characters
   (``yes ... | head``) and a marker; bytes that reached the client per second
@@ -85,9 +85,9 @@ def detach(child) -> None:
 
 
 def run_stack(workdir: Path):
+    from kova.crds.install import apply_crds
     from kova.dev.controlplane import ControlPlane
     from kova.dev.image import ensure_test_image
-    from kova.crds.install import apply_crds
     from kova.dev.libvirt import ensure_libvirtd
     from kova.dev.stack import Stack
 

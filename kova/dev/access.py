@@ -126,7 +126,7 @@ def wait_available(kubeconfig: str | Path, timeout: float = 60.0) -> None:
                       check=False)
         if out.returncode == 0:
             conds = (json.loads(out.stdout).get("status") or {}).get("conditions") or []
-            avail = next((c for c in conds if c.get("type") == "Available"), {})
+            avail: dict = next((c for c in conds if c.get("type") == "Available"), {})
             if avail.get("status") == "True":
                 return
             last = f"{avail.get('reason')}: {avail.get('message')}"

@@ -155,6 +155,7 @@ def issue_cert(ca_crt: Path, ca_key: Path, name: str, *, common_name: str | None
     addresses), usable for serving and/or as a TLS client; written to
     ``out_dir/<name>.crt`` and ``.key``."""
     signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    assert isinstance(signer, rsa.RSAPrivateKey), f"{ca_key}: not an RSA key"
     issuer = x509.load_pem_x509_certificate(ca_crt.read_bytes())
     sans: list[x509.GeneralName] = []
     for host in hosts:

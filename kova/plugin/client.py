@@ -132,7 +132,7 @@ class Cluster:
             opt["server_hostname"] = self.cfg.tls_server_name
         return opt
 
-    def websocket(self, path: str, what: str, query: dict | None = None):
+    def websocket(self, path: str, what: str, query: dict | None = None) -> Any:
         """A connected websocket (websocket-client) to ``path``; a refused
         handshake becomes a PluginError with the API's own message."""
         import websocket

@@ -101,7 +101,7 @@ def console(cluster: Cluster, namespace: str, name: str, read_only: bool) -> int
 VIEWERS = ("remote-viewer", "vncviewer", "xtightvncviewer", "gvncviewer", "krdc")
 
 
-def _pipe_socket(ws, conn: socket.socket) -> None:
+def _pipe_socket(ws: websocket.WebSocket, conn: socket.socket) -> None:
     """RFB both ways between a viewer's connection and the websocket."""
 
     def down() -> None:
