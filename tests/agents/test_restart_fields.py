@@ -42,3 +42,21 @@ def test_message_names_the_fields_and_the_way_out() -> None:
     assert rf.message(["sshKeys", "hostname"], "web").startswith(
         "sshKeys, hostname changed and apply at")
     assert rf.message([], "web") == "the guest runs with the current spec"
+
+
+def test_condition_and_adoption() -> None:
+    from kova.agents.domain import DomainMetadata
+    from kova.crds import names
+
+    obj = {"metadata": {"name": "web", "generation": 3}, "spec": SPEC}
+    cond = rf.condition(obj, ["hostname"])
+    assert (cond["type"], cond["status"], cond["reason"], cond["observedGeneration"]) == (
+        names.COND_RESTART_REQUIRED, "True", names.REASON_SPEC_CHANGED, 3)
+    assert "hostname changed" in cond["message"]
+    up = rf.condition(obj, [])
+    assert (up["status"], up["reason"]) == ("False", names.REASON_UP_TO_DATE)
+    # a domain defined before fingerprints existed runs with the current spec
+    old = DomainMetadata(uid="u", namespace="ns", name="web")
+    assert rf.adopted(old, SPEC).applied_spec == rf.fingerprint(SPEC)
+    known = DomainMetadata(uid="u", namespace="ns", name="web", applied_spec="x")
+    assert rf.adopted(known, SPEC) is known
