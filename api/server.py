@@ -356,8 +356,10 @@ class ApiServer:
             return None if new is None else {"status": {"actions": new}}
 
         try:
-            await self.kube.patch_guarded(path + "/status", inst, patch, read_path=path,
-                                          retries=10)
+            current = await self.kube.get_or_none(path)  # the history as it is now
+            if current is not None:
+                await self.kube.patch_guarded(path + "/status", current, patch, read_path=path,
+                                              retries=10)
         except KubeError as exc:
             if exc.status != 404:
                 log.warning("status.actions of %s/%s not written: %s", md["namespace"],
