@@ -112,6 +112,7 @@ def main() -> int:
     import json
     import subprocess
 
+    from kova.crds.names import API_VERSION
     from kova.dev import paths
 
     work = Path(tempfile.mkdtemp(prefix="kova-bench-console-"))
@@ -120,12 +121,12 @@ def main() -> int:
     try:
         subprocess.run([*kubectl, "apply", "-f", "-"], check=True, text=True,
                        capture_output=True, input=f"""
-apiVersion: kova.dev/v1alpha1
+apiVersion: {API_VERSION}
 kind: Image
 metadata: {{name: bench-console}}
 spec: {{source: {{hostPath: {image.resolve()}}}, format: qcow2}}
 ---
-apiVersion: kova.dev/v1alpha1
+apiVersion: {API_VERSION}
 kind: Instance
 metadata: {{name: vm, namespace: default}}
 spec:
