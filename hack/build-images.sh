@@ -109,14 +109,17 @@ ref_of() {
   esac
 }
 
-# The hash of the Docker build context: the files .dockerignore lets through.
+# The hash of the Docker build context: the files .dockerignore lets through
+# (its "!path" lines).
 context_hash() {
   (
     cd "${REPO}"
-    find pyproject.toml setup.py README.md kova operator agents crds placement \
-      \( -name __pycache__ -o -name '*.egg-info' \) -prune -o \
+    local -a allowed
+    mapfile -t allowed < <(sed -n 's/^!\(.*\)$/\1/p' .dockerignore)
+    ((${#allowed[@]})) || die ".dockerignore lets nothing through"
+    find "${allowed[@]}" \( -name __pycache__ -o -name '*.egg-info' \) -prune -o \
       \( -type f ! -name '*.pyc' -print0 \) | LC_ALL=C sort -z | xargs -0 sha256sum
-    find kova operator agents crds placement -type l -printf '%p -> %l\n' | LC_ALL=C sort
+    find "${allowed[@]}" -type l -printf '%p -> %l\n' | LC_ALL=C sort
     sha256sum Dockerfile .dockerignore
   ) | sha256sum | cut -c1-64
 }

@@ -165,11 +165,15 @@ class NodeCluster:
     # ------------------------------------------------------------ the chart
     def chart_values(self, tag: str | None = None) -> dict:
         """Values for a chart install on this node: the images built here,
-        software emulation, and the libvirtd and directories of the node."""
+        software emulation, no guest network, and the libvirtd and
+        directories of the node."""
         return {
             "image": {"repository": KOVA_REPOSITORY, "tag": tag or kova_version()},
             "postgresql": {"image": {"repository": POSTGRES_REPOSITORY}},
-            "agent": {"domainType": "qemu", "libvirtUri": self.libvirt_uri,
+            # guests without a network card, as the process stack runs them:
+            # the chart's "default" network is not defined on the test's
+            # libvirtd, and inactive on the machine's
+            "agent": {"domainType": "qemu", "network": "", "libvirtUri": self.libvirt_uri,
                       "libvirtSocketDir": self.libvirt_socket_dir,
                       "instanceDir": self.instance_dir, "hostImageDir": self.image_dir},
         }

@@ -34,6 +34,7 @@ STATE: dict = {}
 UPGRADE_REVISION = "upgrade"
 INSTANCE = "hello-node"
 USER_NS = "vms"
+API_SERVICE = "v1alpha1.subresources.kova.dev"
 
 
 # ----------------------------------------------------------------- helpers
@@ -169,7 +170,13 @@ def test_helm_install_brings_every_pod_running_and_ready(node_cluster):
             assert cs["ready"] and cs["restartCount"] == 0, (pod["metadata"]["name"], cs)
             assert cs["image"].endswith(f"{KOVA_REPOSITORY}:{kova_version()}") or \
                 comp == "postgresql", cs["image"]
-    assert by_component == {"placement": 1, "postgresql": 1, "operator": 2, "agent": 1}
+    assert by_component == {"placement": 1, "postgresql": 1, "operator": 2, "agent": 1,
+                            "api": 2}
+    # the API component's APIService: the aggregator reaches its ClusterIP Service
+    apisvc = json.loads(node_cluster.kubectl("get", "apiservice", API_SERVICE, "-o",
+                                             "json").stdout)
+    assert {c["type"]: c["status"] for c in apisvc["status"]["conditions"]}["Available"] == \
+        "True", apisvc["status"]
     pvc = json.loads(node_cluster.kubectl("get", "pvc", "-n", NAMESPACE, "-o", "json").stdout)
     assert [p["status"]["phase"] for p in pvc["items"]] == ["Bound"]
     node_cluster.wait_host_up()
@@ -253,7 +260,7 @@ def test_pods_run_as_the_chart_says(node_cluster):
             assert caps == {"0000000000000000"}, (pod, caps)
             for s in statuses:
                 assert s["NoNewPrivs"] == "1" and s["Seccomp"] == "2", (pod, s["Name"])
-    assert set(seen) == {"agent", "operator", "placement", "postgresql"}, seen
+    assert set(seen) == {"agent", "operator", "placement", "postgresql", "api"}, seen
 
 
 def test_metrics_of_every_pod_scraped_through_its_service(node_cluster):
@@ -261,7 +268,7 @@ def test_metrics_of_every_pod_scraped_through_its_service(node_cluster):
     DNS and scrapes every address behind it, as Prometheus would."""
     _require("release")
     targets = {f"{RELEASE}-placement": 8778, f"{RELEASE}-operator-metrics": 9090,
-               f"{RELEASE}-agent-metrics": 9465}
+               f"{RELEASE}-agent-metrics": 9465, f"{RELEASE}-api": 9467}
     script = (
         "import json, socket, urllib.request\n"
         f"targets = {targets!r}\n"
@@ -292,12 +299,15 @@ def test_metrics_of_every_pod_scraped_through_its_service(node_cluster):
     assert len(scraped[f"{RELEASE}-placement"]) == 1          # a ClusterIP
     assert len(scraped[f"{RELEASE}-operator-metrics"]) == 2   # both replicas (headless)
     assert len(scraped[f"{RELEASE}-agent-metrics"]) == 1      # one per node
+    assert len(scraped[f"{RELEASE}-api"]) == 1                # a ClusterIP
     for names in scraped[f"{RELEASE}-placement"].values():
         assert "placement_requests_total" in names
     for names in scraped[f"{RELEASE}-operator-metrics"].values():
         assert any(n.startswith("kova_operator_") for n in names), names
     for names in scraped[f"{RELEASE}-agent-metrics"].values():
         assert "kova_agent_domains" in names
+    for names in scraped[f"{RELEASE}-api"].values():
+        assert any(n.startswith("kova_api_") for n in names), names
 
 
 def test_instance_runs_through_the_in_cluster_components(node_cluster):
@@ -319,6 +329,12 @@ def test_instance_runs_through_the_in_cluster_components(node_cluster):
     userdata = node_cluster.wait_userdata(log_path, 240)
     FIGURES["kubectl apply -> user data on the console"] = time.monotonic() - t0
     assert f"{marker}: printed by the guest" in userdata
+    # the console log through the API server's aggregation layer: the API
+    # component's pod fetches it from the agent pod's stream endpoint (TLS
+    # with the chart's generated certificates)
+    log = node_cluster.kubectl("get", "--raw", f"/apis/subresources.kova.dev/v1alpha1/"
+                               f"namespaces/{USER_NS}/instances/{INSTANCE}/log").stdout
+    assert f"{marker}: printed by the guest" in log
     uid = inst["metadata"]["uid"]
     allocs = _placement(node_cluster, f"/allocations/{uid}")["allocations"]
     assert list(allocs.values())[0]["resources"] == {"VCPU": 1, "MEMORY_MB": 256, "DISK_GB": 1}
@@ -356,7 +372,7 @@ def test_helm_upgrade_to_another_image_keeps_the_vm_running(node_cluster):
                  and m, 60, interval=1, what="a reconcile by the new agent")
     assert m['kova_agent_domains{state="Running"}'] == 1
     assert m["kova_agent_build_duration_seconds_count"] == 0
-    assert len(pods) == 5
+    assert len(pods) == 7
     STATE["agent_pod"] = agent["metadata"]["name"]
     STATE["upgraded"] = True
 
@@ -405,6 +421,9 @@ def test_uninstall_leaves_no_vm_allocation_lease_or_finalizer(node_cluster):
     crds = node_cluster.kubectl("get", "crd", "-o", "name").stdout.split()
     assert "customresourcedefinition.apiextensions.k8s.io/instances.kova.dev" in crds
     assert node_cluster.domains() == []
+    # the API component's APIService goes with the release
+    apisvc = node_cluster.kubectl("get", "apiservice", API_SERVICE, check=False)
+    assert apisvc.returncode != 0 and "NotFound" in apisvc.stderr, apisvc.stdout
     STATE["uninstalled"] = True
 
 
