@@ -67,7 +67,7 @@ done
 
 mkdir -p "${OCI_DIR}" "${STORAGE}" "${KOVA_CACHE}/tmp"
 exec 9>"${KOVA_CACHE}/.build-images.lock"
-flock 9
+flock -n 9 || { log "waiting for another image build (${KOVA_CACHE}/.build-images.lock)"; flock 9; }
 
 KOVA_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)"
 [[ -n "${KOVA_VERSION}" ]] || die "no version in pyproject.toml"
@@ -324,9 +324,10 @@ for name in "${want[@]}"; do
   esac
   rm -rf "${work}"
   export_archive "${ref}" "${archive}"
-  # older archives of this image are superseded
+  # older archives of this image are superseded; those of the last day stay
+  # (other checkouts sharing this cache may be using theirs)
   find "${OCI_DIR}" -maxdepth 1 -name "${stem}-????????????????.tar" ! -name "${stem}-${key}.tar" \
-    -delete 2>/dev/null || true
+    -mmin +1440 -delete 2>/dev/null || true
   log "${ref}: ${archive} ($(du -h "${archive}" | cut -f1))"
   [[ " ${images[*]} " == *" ${name} "* ]] && echo "${ref} ${archive}"
 done

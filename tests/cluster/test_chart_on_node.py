@@ -27,7 +27,10 @@ from kova.dev.node import build_images, ctr
 from tests.cluster.conftest import FIGURES, _progress
 from tests.helpers import wait_for
 
-pytestmark = pytest.mark.cluster
+# The first test starts the session's cluster, which builds Kova's image when
+# the sources changed (minutes on 2 shared cores, after any build of another
+# checkout holding the image cache's lock).
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 #: Shared between the ordered tests of this module.
 STATE: dict = {}
