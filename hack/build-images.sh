@@ -66,8 +66,15 @@ for tool in buildah mmdebstrap gcc; do
 done
 
 mkdir -p "${OCI_DIR}" "${STORAGE}" "${KOVA_CACHE}/tmp"
-exec 9>"${KOVA_CACHE}/.build-images.lock"
-flock -n 9 || { log "waiting for another image build (${KOVA_CACHE}/.build-images.lock)"; flock 9; }
+# Builds (not lookups of cached archives) take one lock: checkouts sharing
+# the cache build one image at a time.
+locked=0
+lock_builds() {
+  ((locked)) && return 0
+  exec 9>"${KOVA_CACHE}/.build-images.lock"
+  flock -n 9 || { log "waiting for another image build (${KOVA_CACHE}/.build-images.lock)"; flock 9; }
+  locked=1
+}
 
 KOVA_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)"
 [[ -n "${KOVA_VERSION}" ]] || die "no version in pyproject.toml"
@@ -297,6 +304,11 @@ for name in "${want[@]}"; do
   if [[ "${KOVA_REBUILD:-0}" != 1 && -s "${archive}" ]]; then
     # the kova build reads its base from buildah's storage
     if [[ "${name}" == python ]]; then ensure_local "${ref}" "${key}" "${archive}" || true; fi
+    [[ " ${images[*]} " == *" ${name} "* ]] && echo "${ref} ${archive}"
+    continue
+  fi
+  lock_builds
+  if [[ "${KOVA_REBUILD:-0}" != 1 && -s "${archive}" ]]; then  # built meanwhile, elsewhere
     [[ " ${images[*]} " == *" ${name} "* ]] && echo "${ref} ${archive}"
     continue
   fi
