@@ -130,7 +130,7 @@ def _print_node_up(cluster: "NodeCluster") -> None:
                "kube-scheduler)")
     click.echo(f"  - node            {node.name}: kubelet, containerd, kube-proxy, CoreDNS")
     click.echo(f"  - Kova            helm release kova in {NAMESPACE} (Placement, PostgreSQL, "
-               "operator, agent)")
+               "operator, API component, agent)")
     click.echo(f"  - libvirt         {cluster.libvirt_uri} (the agent pod's), instances in "
                f"{cluster.instance_dir}")
     click.echo(f"  - logs            {node.log_dir}, kubectl -n {NAMESPACE} logs ...")

@@ -38,6 +38,7 @@ UPGRADE_REVISION = "upgrade"
 INSTANCE = "hello-node"
 USER_NS = "vms"
 API_SERVICE = "v1alpha1.subresources.kova.dev"
+SUBRESOURCES = "/apis/subresources.kova.dev/v1alpha1"
 
 
 # ----------------------------------------------------------------- helpers
@@ -338,16 +339,25 @@ def test_instance_runs_through_the_in_cluster_components(node_cluster):
     # the console log through the API server's aggregation layer: the API
     # component's pod fetches it from the agent pod's stream endpoint (TLS
     # with the chart's generated certificates)
-    log = node_cluster.kubectl("get", "--raw", f"/apis/subresources.kova.dev/v1alpha1/"
-                               f"namespaces/{USER_NS}/instances/{INSTANCE}/log").stdout
+    log = node_cluster.kubectl("get", "--raw", f"{SUBRESOURCES}/namespaces/{USER_NS}/"
+                               f"instances/{INSTANCE}/log").stdout
     assert f"{marker}: printed by the guest" in log
     uid = inst["metadata"]["uid"]
     allocs = _placement(node_cluster, f"/allocations/{uid}")["allocations"]
     assert list(allocs.values())[0]["resources"] == {"VCPU": 1, "MEMORY_MB": 256, "DISK_GB": 1}
     domain = f"{USER_NS}.{INSTANCE}"
     assert node_cluster.domains() == [domain]
-    STATE.update(uid=uid, domain=domain, qemu_pid=_qemu_pid(node_cluster, domain),
-                 rp_uuid=next(iter(allocs)),
+    pid = _qemu_pid(node_cluster, domain)
+    # power actions through the aggregation layer: pause and unpause the
+    # guest (the same QEMU process throughout)
+    for action, state in (("pause", "Paused"), ("unpause", "Running")):
+        out = node_cluster.kubectl("replace", "--raw", f"{SUBRESOURCES}/namespaces/{USER_NS}/"
+                                   f"instances/{INSTANCE}/{action}", "-f", "-", input="{}")
+        answer = json.loads(out.stdout)
+        assert (answer["result"], answer["powerState"]) == ("Success", state), answer
+        assert _instance(node_cluster)["status"]["powerState"] == state
+    assert _qemu_pid(node_cluster, domain) == pid
+    STATE.update(uid=uid, domain=domain, qemu_pid=pid, rp_uuid=next(iter(allocs)),
                  agent_pod=_agent_pod(node_cluster)["metadata"]["name"])
 
 
