@@ -129,7 +129,9 @@ def _fetch_providers(conn, ids: list[int] | None, rc_names: dict[int, str],
     groups = [None] if ids is None else list(_chunks(ids))
     for chunk in groups:
         def only(col, _chunk=chunk):
-            return (lambda stmt: stmt) if _chunk is None else (lambda stmt: stmt.where(col.in_(_chunk)))
+            if _chunk is None:
+                return lambda stmt: stmt
+            return lambda stmt: stmt.where(col.in_(_chunk))
         for r in conn.execute(only(rp.c.id)(
                 sa.select(rp.c.id, rp.c.uuid, rp.c.name, rp.c.generation,
                           rp.c.parent_provider_id, rp.c.root_provider_id, rp.c.updated_at))):
@@ -216,6 +218,36 @@ def refresh_snapshot(conn, old: Snapshot, counter: int, changed: set[int]) -> Sn
     return patch_snapshot(old, counter, changed, fresh)
 
 
+def _patch_indexes(snap: Snapshot, old: Snapshot, changed: set[int],
+                   removed: list[Provider], new: list[Provider]) -> None:
+    """Rebuild the index entries (trees, classes, aggregates) that the
+    removed and the new providers touch; the others are shared with ``old``."""
+
+    def _by_id(p):
+        return p.id
+
+    snap.tree_members = defaultdict(list, old.tree_members)
+    for root in {p.root_id for p in removed} | {p.root_id for p in new}:
+        members = [m for m in old.tree_members.get(root, ()) if m.id not in changed]
+        members += [p for p in new if p.root_id == root]
+        members.sort(key=_by_id)
+        if members:
+            snap.tree_members[root] = members
+        else:
+            snap.tree_members.pop(root, None)
+    snap.by_rc = defaultdict(list, old.by_rc)
+    for rc in {rc for p in removed for rc in p.inv} | {rc for p in new for rc in p.inv}:
+        holders = [m for m in old.by_rc.get(rc, ()) if m.id not in changed]
+        holders += [p for p in new if rc in p.inv]
+        holders.sort(key=_by_id)
+        snap.by_rc[rc] = holders
+    snap.agg_members = defaultdict(set, old.agg_members)
+    for agg in {a for p in removed for a in p.aggs} | {a for p in new for a in p.aggs}:
+        members_ids = set(old.agg_members.get(agg, ())) - changed
+        members_ids |= {p.id for p in new if agg in p.aggs}
+        snap.agg_members[agg] = members_ids
+
+
 def patch_snapshot(old: Snapshot, counter: int, changed: set[int],
                    fresh: dict[int, Provider]) -> Snapshot:
     """``old`` with the ``changed`` providers replaced by ``fresh`` (a changed
@@ -253,26 +285,7 @@ def patch_snapshot(old: Snapshot, counter: int, changed: set[int],
     def _by_id(p):
         return p.id
 
-    snap.tree_members = defaultdict(list, old.tree_members)
-    for root in {p.root_id for p in removed} | {p.root_id for p in new}:
-        members = [m for m in old.tree_members.get(root, ()) if m.id not in changed]
-        members += [p for p in new if p.root_id == root]
-        members.sort(key=_by_id)
-        if members:
-            snap.tree_members[root] = members
-        else:
-            snap.tree_members.pop(root, None)
-    snap.by_rc = defaultdict(list, old.by_rc)
-    for rc in {rc for p in removed for rc in p.inv} | {rc for p in new for rc in p.inv}:
-        holders = [m for m in old.by_rc.get(rc, ()) if m.id not in changed]
-        holders += [p for p in new if rc in p.inv]
-        holders.sort(key=_by_id)
-        snap.by_rc[rc] = holders
-    snap.agg_members = defaultdict(set, old.agg_members)
-    for agg in {a for p in removed for a in p.aggs} | {a for p in new for a in p.aggs}:
-        members_ids = set(old.agg_members.get(agg, ())) - changed
-        members_ids |= {p.id for p in new if agg in p.aggs}
-        snap.agg_members[agg] = members_ids
+    _patch_indexes(snap, old, changed, removed, new)
     snap.sharing = sorted([p for p in old.sharing if p.id not in changed]
                           + [p for p in new if SHARING_TRAIT in p.traits], key=_by_id)
     if old.has_trees or any(p.parent_id is not None for p in new):

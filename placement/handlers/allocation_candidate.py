@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-
 import json
 import re
 
 from kova.placement import candidates, errors, metrics, qparse
-from kova.placement.app import Response, cache_headers, check_accept, validate
 from kova.placement.handlers.common import since
+from kova.placement.request import Response, cache_headers, check_accept
+from kova.placement.validation import validate
 
 _SUFFIX_1_25 = "[1-9][0-9]*"
 _SUFFIX_1_33 = "[a-zA-Z0-9_-]{1,64}"
@@ -100,7 +100,7 @@ def _request_wide(req) -> candidates.RequestWide:
     return rw
 
 
-def _groups(req, rw) -> dict[str, candidates.RequestGroup]:
+def _parse_groups(req) -> dict[str, candidates.RequestGroup]:
     suffix_re = _SUFFIX_1_33 if req.want(33) else _SUFFIX_1_25
     key_re = re.compile(r"^(resources|required|member_of|in_tree)(%s)?$" % suffix_re)
     groups: dict[str, candidates.RequestGroup] = {}
@@ -121,51 +121,71 @@ def _groups(req, rw) -> dict[str, candidates.RequestGroup]:
             group.member_of, group.forbidden_aggs = qparse.member_of_params(req, suffix)
         else:
             group.in_tree = qparse.in_tree(value)
+    return groups
+
+
+def _check_resourceless(groups, rw) -> None:
+    """From 1.36: groups without resources only inside ``same_subtree``."""
+    resourceless = [s for s, g in groups.items() if not g.resources]
+    subtree = set().union(*rw.same_subtrees) if rw.same_subtrees else set()
+    if len(resourceless) == len(groups):
+        raise errors.BadRequest(
+            "There must be at least one resources or resources[$S] parameter.",
+            code=errors.QUERYPARAM_MISSING_VALUE)
+    bad = [s for s in resourceless if s not in subtree]
+    if bad:
+        raise errors.BadRequest(
+            "Resourceless suffixed group request should be specified in "
+            f"`same_subtree` query param: bad group(s) - {bad}.",
+            code=errors.QUERYPARAM_BAD_VALUE)
+    unknown = [s for s in sorted(subtree) if s not in groups]
+    if unknown:
+        raise errors.BadRequest(
+            f"Real suffixes should be specified in `same_subtree`: {unknown} not "
+            f"found in {list(groups)}.", code=errors.QUERYPARAM_BAD_VALUE)
+
+
+def _check_orphans(groups) -> None:
+    """Before 1.36: every group has resources."""
+    orphans = [f"required{s}" for s, g in groups.items() if g.required and not g.resources]
+    if orphans:
+        raise errors.BadRequest(
+            "All traits parameters must be associated with resources.  Found the "
+            "following orphaned traits keys: %s" % ", ".join(orphans))
+    orphans = [f"member_of{s}" for s, g in groups.items()
+               if not g.resources and (g.member_of or g.forbidden_aggs)]
+    if orphans:
+        raise errors.BadRequest(
+            "All member_of parameters must be associated with resources. Found the "
+            "following orphaned member_of keys: %s" % ", ".join(orphans))
+    if not all(g.resources for g in groups.values()):
+        raise errors.BadRequest("All request groups must specify resources.")
+    if not groups:
+        raise errors.BadRequest(
+            "At least one request group (`resources` or `resources{$S}`) is required.")
+
+
+def _check_conflicts(groups) -> None:
+    """From 1.22: a trait both required and forbidden in one group."""
+    conflicts = []
+    for s, g in groups.items():
+        for any_of in g.required:
+            if any_of <= g.forbidden:
+                conflicts.append("required%s: (%s)" % (s, ", ".join(sorted(any_of))))
+    if conflicts:
+        raise errors.BadRequest(
+            "Conflicting required and forbidden traits found in the following traits "
+            "keys: %s" % ", ".join(sorted(conflicts)))
+
+
+def _groups(req, rw) -> dict[str, candidates.RequestGroup]:
+    groups = _parse_groups(req)
     if req.want(36):
-        resourceless = [s for s, g in groups.items() if not g.resources]
-        subtree = set().union(*rw.same_subtrees) if rw.same_subtrees else set()
-        if len(resourceless) == len(groups):
-            raise errors.BadRequest(
-                "There must be at least one resources or resources[$S] parameter.",
-                code=errors.QUERYPARAM_MISSING_VALUE)
-        bad = [s for s in resourceless if s not in subtree]
-        if bad:
-            raise errors.BadRequest(
-                "Resourceless suffixed group request should be specified in "
-                f"`same_subtree` query param: bad group(s) - {bad}.",
-                code=errors.QUERYPARAM_BAD_VALUE)
-        unknown = [s for s in sorted(subtree) if s not in groups]
-        if unknown:
-            raise errors.BadRequest(
-                f"Real suffixes should be specified in `same_subtree`: {unknown} not "
-                f"found in {list(groups)}.", code=errors.QUERYPARAM_BAD_VALUE)
+        _check_resourceless(groups, rw)
     else:
-        orphans = [f"required{s}" for s, g in groups.items() if g.required and not g.resources]
-        if orphans:
-            raise errors.BadRequest(
-                "All traits parameters must be associated with resources.  Found the "
-                "following orphaned traits keys: %s" % ", ".join(orphans))
-        orphans = [f"member_of{s}" for s, g in groups.items()
-                   if not g.resources and (g.member_of or g.forbidden_aggs)]
-        if orphans:
-            raise errors.BadRequest(
-                "All member_of parameters must be associated with resources. Found the "
-                "following orphaned member_of keys: %s" % ", ".join(orphans))
-        if not all(g.resources for g in groups.values()):
-            raise errors.BadRequest("All request groups must specify resources.")
-        if not groups:
-            raise errors.BadRequest(
-                "At least one request group (`resources` or `resources{$S}`) is required.")
+        _check_orphans(groups)
     if req.want(22):
-        conflicts = []
-        for s, g in groups.items():
-            for any_of in g.required:
-                if any_of <= g.forbidden:
-                    conflicts.append("required%s: (%s)" % (s, ", ".join(sorted(any_of))))
-        if conflicts:
-            raise errors.BadRequest(
-                "Conflicting required and forbidden traits found in the following traits "
-                "keys: %s" % ", ".join(sorted(conflicts)))
+        _check_conflicts(groups)
     return groups
 
 
@@ -212,7 +232,8 @@ def _render_simple(req, simple) -> list[str]:
     if req.want(12):
         if req.want(34):
             head = '{"allocations": {"'
-            mid = '": {"resources": ' + rj + '}}, "mappings": {' + json.dumps(simple.suffix) + ': ["'
+            mid = ('": {"resources": ' + rj + '}}, "mappings": {'
+                   + json.dumps(simple.suffix) + ': ["')
             return [head + p.uuid + mid + p.uuid + '"]}}' for p in simple.providers]
         mid = '": {"resources": ' + rj + "}}}"
         return ['{"allocations": {"' + p.uuid + mid for p in simple.providers]

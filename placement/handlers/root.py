@@ -1,7 +1,7 @@
 """GET /: version discovery."""
 
 from kova.placement import microversion
-from kova.placement.app import json_response
+from kova.placement.request import json_response
 
 
 def home(req):

@@ -159,7 +159,7 @@ def token_app_backends(request, tmp_path_factory):
 @pytest.mark.reliability
 def test_every_write_refused_without_admin_token(token_app_backends):
     token_app = token_app_backends
-    from kova.placement.handlers import ROUTES
+    from kova.placement.routes import ROUTES
     from tests.reliability.record import record
 
     v = {"openstack-api-version": "placement 1.39"}

@@ -6,7 +6,7 @@ import jsonschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kova.placement.app import _FORMAT_CHECKER
+from kova.placement.validation import FORMAT_CHECKER as _FORMAT_CHECKER
 from kova.placement.schemas import body
 from kova.placement.schemas.fast import compile_schema
 

@@ -7,8 +7,8 @@ Create Date: 2026-11-25
 The tables are spelled out here (not imported from ``tables.py``) so that
 later changes to ``tables.py`` need their own revision.
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0001"
 down_revision = None
