@@ -58,13 +58,51 @@ def _raw_headers(req: Request, resp: Response) -> list[tuple[bytes, bytes]]:
     return raw
 
 
+class Cors:
+    """Cross-origin requests from browsers (oslo.middleware's cors filter):
+    a preflight ``OPTIONS`` is answered here; replies to allowed origins
+    carry ``Access-Control-Allow-Origin``."""
+
+    def __init__(self, allowed_origins, allow_headers=()) -> None:
+        self.origins = frozenset(allowed_origins)
+        self.headers = frozenset(h.lower() for h in allow_headers)
+
+    def is_preflight(self, req: Request) -> bool:
+        return (req.method == "OPTIONS" and "origin" in req.headers
+                and "access-control-request-method" in req.headers)
+
+    def preflight(self, req: Request) -> Response:
+        resp = Response(200, None, content_type=None)
+        if req.headers["origin"] not in self.origins:
+            return resp
+        wanted = [h.strip().lower() for h in
+                  req.headers.get("access-control-request-headers", "").split(",") if h.strip()]
+        if any(h not in self.headers for h in wanted):
+            return resp
+        resp.headers["access-control-allow-origin"] = req.headers["origin"]
+        resp.headers["access-control-allow-methods"] = req.headers[
+            "access-control-request-method"]
+        if wanted:
+            resp.headers["access-control-allow-headers"] = ",".join(wanted)
+        resp.headers["vary"] = "Origin"
+        return resp
+
+    def decorate(self, req: Request, resp: Response) -> None:
+        origin = req.headers.get("origin")
+        if origin in self.origins:
+            resp.headers["access-control-allow-origin"] = origin
+            resp.headers["vary"] = ", ".join(filter(None, [resp.headers.get("vary"), "Origin"]))
+
+
 class PlacementApp:
     """The ASGI callable."""
 
     def __init__(self, database_url: str | None = None, *, auth: Authenticator | None = None,
                  migrate: bool = True, pool_size: int = 10,
                  fast_writes: bool | None = None,
-                 randomize_allocation_candidates: bool = False) -> None:
+                 randomize_allocation_candidates: bool = False,
+                 cors: Cors | None = None) -> None:
+        self.cors = cors
         self.database_url = database_url or default_database_url()
         if migrate:
             upgrade(self.database_url)
@@ -105,6 +143,7 @@ class PlacementApp:
         resp = await self.dispatch(req)
         elapsed = time.perf_counter() - start
         metrics.observe_request(req.route_name, req.method, resp.status, elapsed)
+        metrics.update_gauges(self)
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": _raw_headers(req, resp)})
         await send({"type": "http.response.body", "body": resp.body})
@@ -152,6 +191,15 @@ class PlacementApp:
         return await anyio.to_thread.run_sync(handler, req, limiter=self.limiter)
 
     async def dispatch(self, req: Request) -> Response:
+        if self.cors is not None:
+            if self.cors.is_preflight(req):
+                return self.cors.preflight(req)
+            resp = await self._dispatch(req)
+            self.cors.decorate(req, resp)
+            return resp
+        return await self._dispatch(req)
+
+    async def _dispatch(self, req: Request) -> Response:
         resp = await self._service_route(req)
         if resp is not None:
             return resp

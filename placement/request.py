@@ -16,7 +16,7 @@ from kova.placement.validation import storable, validate
 
 class Request:
     __slots__ = ("method", "path", "query", "headers", "body", "version", "request_id",
-                 "app", "role", "route_name", "path_params")
+                 "app", "role", "route_name", "path_params", "credentials")
 
     def __init__(self, method: str, path: str, query: list[tuple[str, str]],
                  headers: dict[str, str], body: bytes) -> None:
@@ -31,6 +31,7 @@ class Request:
         self.role = "admin"
         self.route_name = "unknown"
         self.path_params: dict[str, str] = {}
+        self.credentials: Any = None
 
     # query helpers
     def getall(self, key: str) -> list[str]:
