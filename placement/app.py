@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import anyio
 import sqlalchemy as sa
 
-from kova.placement import errors, metrics, microversion, routes
+from kova.placement import errorpage, errors, metrics, microversion, routes
 from kova.placement.auth import Authenticator, NoAuth
 from kova.placement.cache import SnapshotCache
 from kova.placement.db.engine import Database, default_database_url, upgrade
@@ -56,6 +56,18 @@ def _raw_headers(req: Request, resp: Response) -> list[tuple[bytes, bytes]]:
     for k, v in resp.headers.items():
         raw.append((k.encode(), str(v).encode()))
     return raw
+
+
+def _check_content_type(req: Request) -> None:
+    """A body needs a Content-Type (400, before routing, as OpenStack)."""
+    clen = req.headers.get("content-length")
+    if clen and not req.headers.get("content-type"):
+        try:
+            length = int(clen)
+        except ValueError:
+            raise errors.BadRequest("content-length header must be an integer") from None
+        if length > 0:
+            raise errors.BadRequest("content-type header required when content-length > 0")
 
 
 class Cors:
@@ -141,6 +153,11 @@ class PlacementApp:
         req.app = self
         start = time.perf_counter()
         resp = await self.dispatch(req)
+        location = resp.headers.get("location")
+        if location is not None and location.startswith("/"):
+            # absolute, as OpenStack (webob) sends it
+            host = headers.get("host") or "%s:%s" % tuple(scope.get("server") or ("", ""))
+            resp.headers["location"] = f"{scope.get('scheme', 'http')}://{host}{location}"
         elapsed = time.perf_counter() - start
         metrics.observe_request(req.route_name, req.method, resp.status, elapsed)
         metrics.update_gauges(self)
@@ -173,10 +190,8 @@ class PlacementApp:
     async def _handle(self, req: Request) -> Response:
         """Negotiate, route, authenticate and run the handler (the fast
         one-statement version first where there is one)."""
-        try:
-            req.version = microversion.extract_version(req.headers)
-        except microversion.MalformedVersion as exc:
-            raise errors.BadRequest(f"Invalid microversion: {exc}") from None
+        req.version = microversion.extract_version(req.headers)
+        _check_content_type(req)
         if "\x00" in req.path or any("\x00" in k or "\x00" in v for k, v in req.query):
             raise errors.BadRequest("NUL characters are not allowed in the path or the "
                                     "query string")
@@ -206,8 +221,12 @@ class PlacementApp:
         try:
             resp = await self._handle(req)
         except microversion.UnacceptableVersion as exc:
+            # OpenStack answers a bad microversion without version headers
             return self.error_response(
                 req, errors.NotAcceptable(f"Invalid microversion: {exc}"), versioned=False)
+        except microversion.MalformedVersion as exc:
+            return self.error_response(
+                req, errors.BadRequest(f"Invalid microversion: {exc}"), versioned=False)
         except errors.BadRequest as exc:
             if (req.route_name, req.method) in routes.LOOKUP_FIRST:
                 exc = await anyio.to_thread.run_sync(
@@ -247,18 +266,20 @@ class PlacementApp:
 
     def error_response(self, req: Request, exc: errors.PlacementError,
                        versioned: bool = True) -> Response:
-        body = {"status": exc.status, "title": errors.TITLES.get(exc.status, "Error"),
-                "detail": exc.detail, "request_id": req.request_id}
+        title = errors.TITLES.get(exc.status, "Error")
+        ctype = errorpage.media_type(req.headers.get("accept"))
+        headers = dict(exc.headers)
+        if ctype != "application/json":
+            body = errorpage.page(exc.status, title, exc.detail, ctype)
+            return Response(exc.status, body, headers, content_type=f"{ctype}; charset=UTF-8")
+        error = {"status": exc.status, "title": title, "detail": exc.detail,
+                 "request_id": req.request_id}
         if versioned and req.want(23):
-            body["code"] = exc.code
+            error["code"] = exc.code
         if not versioned and exc.status == 406:
-            body["max_version"] = microversion.max_version_string()
-            body["min_version"] = microversion.min_version_string()
-        resp = json_response({"errors": [body]}, exc.status, dict(exc.headers))
-        if not versioned:
-            resp.headers["openstack-api-version"] = f"placement {req.version}"
-            resp.headers["vary"] = "openstack-api-version"
-        return resp
+            error["max_version"] = microversion.max_version_string()
+            error["min_version"] = microversion.min_version_string()
+        return json_response({"errors": [error]}, exc.status, headers)
 
     def _healthz(self) -> Response:
         try:

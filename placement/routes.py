@@ -128,7 +128,7 @@ def match(routes: list[Route], req: Request) -> Handler:
         if handler is None:
             allow = ", ".join(sorted(route.methods))
             raise errors.MethodNotAllowed(
-                "The method specified is not allowed for this resource.",
+                f"The method {req.method} is not allowed for this resource.",
                 headers={"allow": allow})
         return handler
     raise errors.NotFound("The resource could not be found.")

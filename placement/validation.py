@@ -57,7 +57,9 @@ def validate(data, schema: dict, what: str = "JSON does not validate") -> None:
     try:
         validator.validate(data)
     except jsonschema.ValidationError as exc:
-        raise errors.BadRequest(f"{what}: {exc.message}") from None
+        # jsonschema's full text, as OpenStack Placement answers (only on
+        # this error path: valid input never gets here)
+        raise errors.BadRequest(f"{what}: {exc}") from None
 
 
 def storable(value) -> bool:

@@ -125,7 +125,7 @@ def delete(req):
 def delete_all(req):
     if not req.want(5):
         raise errors.MethodNotAllowed(
-            "The method specified is not allowed for this resource.",
+            f"The method {req.method} is not allowed for this resource.",
             headers={"allow": "GET, POST, PUT"})
     uuid = path(req, "uuid")
 

@@ -75,13 +75,20 @@ def _lock_providers(conn: Connection, writes: list[ConsumerWrite]):
         if u not in providers:
             raise errors.BadRequest(
                 f"Allocation for resource provider '{u}' that does not exist.")
-    old_rp_ids = set(conn.execute(sa.select(alloc.c.resource_provider_id).where(
-        alloc.c.consumer_id.in_([w.uuid for w in writes]))).scalars())
+    old = conn.execute(sa.select(alloc.c.consumer_id, alloc.c.resource_provider_id).where(
+        alloc.c.consumer_id.in_([w.uuid for w in writes]))).all()
+    old_rp_ids = {r.resource_provider_id for r in old}
     lock_ids = sorted(set(providers.values()) | old_rp_ids)
     if lock_ids:
         conn.execute(sa.select(rp.c.id).where(rp.c.id.in_(lock_ids))
                      .order_by(rp.c.id).with_for_update()).all()
-    return providers, lock_ids
+    # OpenStack bumps the generation of the providers of the new allocations,
+    # and of the old ones of a consumer whose allocations are emptied; not of
+    # a provider that only loses a consumer's allocation to another provider.
+    emptied = {w.uuid for w in writes if not w.allocations}
+    bump_ids = set(providers.values()) | {r.resource_provider_id for r in old
+                                          if r.consumer_id in emptied}
+    return providers, lock_ids, sorted(bump_ids)
 
 
 def _used(conn: Connection, provider_ids) -> dict[tuple[int, int], int]:
@@ -128,7 +135,7 @@ def replace_allocations(conn: Connection, writes: list[ConsumerWrite],
     generations.
     """
     existing = lock_consumers(conn, writes)
-    providers, lock_ids = _lock_providers(conn, writes)
+    providers, lock_ids, bump_ids = _lock_providers(conn, writes)
     names = {rc for w in writes for res in w.allocations.values() for rc in res}
     ids = rc_ids(conn, names)
     missing = sorted(names - set(ids))
@@ -151,10 +158,10 @@ def replace_allocations(conn: Connection, writes: list[ConsumerWrite],
     ]
     if rows:
         conn.execute(sa.insert(alloc), rows)
-    if lock_ids:
-        conn.execute(sa.update(rp).where(rp.c.id.in_(lock_ids))
+    if bump_ids:
+        conn.execute(sa.update(rp).where(rp.c.id.in_(bump_ids))
                      .values(generation=rp.c.generation + 1, updated_at=now))
-        touch(conn, *lock_ids)
+    touch(conn, *lock_ids)
     write_consumers(conn, writes, existing, now)
 
 
@@ -200,8 +207,7 @@ def delete_consumer_allocations(conn: Connection, consumer_uuid: str) -> None:
     lock_ids = sorted(set(rows))
     conn.execute(sa.select(rp.c.id).where(rp.c.id.in_(lock_ids)).order_by(rp.c.id)
                  .with_for_update()).all()
+    # no provider generation changes (as in OpenStack Placement)
     conn.execute(sa.delete(alloc).where(alloc.c.consumer_id == consumer_uuid))
-    conn.execute(sa.update(rp).where(rp.c.id.in_(lock_ids))
-                 .values(generation=rp.c.generation + 1, updated_at=utcnow()))
     touch(conn, *lock_ids)
     conn.execute(sa.delete(t.consumers).where(t.consumers.c.uuid == consumer_uuid))

@@ -41,7 +41,7 @@ class Api:
     def __init__(self, url: str) -> None:
         self.http = httpx.Client(base_url=url, headers=ADMIN, timeout=30)
         self.classes: set[str] = set()
-        self.traits: set[str] = set()
+        self.known_traits: set[str] = set()
 
     def _ok(self, resp: httpx.Response) -> httpx.Response:
         if resp.status_code >= 300:
@@ -74,9 +74,9 @@ class Api:
 
     def traits(self, rp: str, *names: str) -> None:
         for name in names:
-            if name.startswith("CUSTOM_") and name not in self.traits:
+            if name.startswith("CUSTOM_") and name not in self.known_traits:
                 self._ok(self.http.put(f"/traits/{name}"))
-                self.traits.add(name)
+                self.known_traits.add(name)
         gen = self._ok(self.http.get(f"/resource_providers/{rp}")).json()["generation"]
         self._ok(self.http.put(f"/resource_providers/{rp}/traits",
                                json={"traits": list(names),
