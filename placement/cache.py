@@ -85,6 +85,14 @@ class Snapshot:
         self.by_rc: dict[str, list[Provider]] = defaultdict(list)
         self.names_by_id: tuple = ({}, {})
         self._anchor_cache: dict[int, list[int]] = {}
+        self._trait_rank = None
+
+    def trait_rank(self):
+        """Sort key of trait names: their ids (creation order)."""
+        if self._trait_rank is None:
+            ids = {name: tid for tid, name in self.names_by_id[1].items()}
+            self._trait_rank = ids.get
+        return self._trait_rank
 
     def anchors(self, sharing: Provider) -> list[int]:
         """Root ids of the trees sharing an aggregate with ``sharing``."""

@@ -157,7 +157,7 @@ def _single_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | No
         mappings = {suffix: (p.id,)}
         if anchors is None or p.root_id in anchors:
             out.append(AReq(p.root_id, amounts, mappings, group.use_same_provider))
-        if p.traits and "MISC_SHARES_VIA_AGGREGATE" in p.traits and tree_root is None:
+        if p.traits and "MISC_SHARES_VIA_AGGREGATE" in p.traits:
             for anchor in snap.anchors(p):
                 if anchor == p.root_id or (anchors is not None and anchor not in anchors):
                     continue
@@ -188,16 +188,13 @@ def _multi_roots(snap: Snapshot, p: Provider, tree_root: int | None,
     roots = [p.root_id]
     if tree_root is None and "MISC_SHARES_VIA_AGGREGATE" in p.traits:
         roots += [a for a in snap.anchors(p) if a != p.root_id]
-    out = []
-    for root in roots:
-        if anchors is not None and root not in anchors:
-            continue
-        if in_aggs is not None and p.id not in in_aggs and root not in in_aggs:
-            continue
-        if bad and (p.id in bad or root in bad):
-            continue
-        out.append(root)
-    return out
+    # member_of is about the provider itself (or its own tree's root), also
+    # for a sharing provider serving another tree (bug 1792503)
+    if in_aggs is not None and p.id not in in_aggs and p.root_id not in in_aggs:
+        return []
+    if bad and (p.id in bad or p.root_id in bad):
+        return []
+    return [root for root in roots if anchors is None or root in anchors]
 
 
 def _providers_per_class(snap: Snapshot, group: RequestGroup, anchors: set[int] | None,

@@ -38,8 +38,9 @@ def _put_input(req):
         aggs, generation = data["aggregates"], data["resource_provider_generation"]
     else:
         aggs, generation = data, None
-    # stored in their 36-character form (the column is that wide)
-    return sorted({canonical_uuid(a) for a in aggs}), generation
+    # stored in their 36-character form (the column is that wide); the
+    # reply lists them in the order given, as OpenStack does
+    return list(dict.fromkeys(canonical_uuid(a) for a in aggs)), generation
 
 
 @since(1)
@@ -71,4 +72,4 @@ async def put_fast(req):
 
 
 def _put_reply(req, aggs, provider):
-    return json_response(_body(req, sorted(set(aggs)), provider), 200, cache_headers(req))
+    return json_response(_body(req, aggs, provider), 200, cache_headers(req))

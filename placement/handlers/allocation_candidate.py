@@ -206,7 +206,7 @@ def _check_names(snap, groups, rw) -> None:
         raise errors.BadRequest("No such trait(s): %s." % ", ".join(missing))
 
 
-def _summary_json(p, requested, include_all, include_traits, nested) -> str:
+def _summary_json(p, requested, include_all, include_traits, nested, rank) -> str:
     """'"<uuid>": {...}' for one provider summary (cached per snapshot)."""
     key = (include_traits, nested)
     if include_all:
@@ -217,7 +217,8 @@ def _summary_json(p, requested, include_all, include_traits, nested) -> str:
                  for rc, inv in p.inv.items() if include_all or rc in requested}
     data: dict = {"resources": resources}
     if include_traits:
-        data["traits"] = sorted(p.traits)
+        # in the order the traits were created, as OpenStack lists them
+        data["traits"] = sorted(p.traits, key=rank)
     if nested:
         data["parent_provider_uuid"] = p.parent_uuid
         data["root_provider_uuid"] = p.root_uuid
@@ -277,7 +278,8 @@ def _render(req, snap, areqs, summaries, groups) -> bytes:
     for g in groups.values():
         requested |= set(g.resources)
     include_all, include_traits, nested = req.want(27), req.want(17), req.want(29)
-    sums = ", ".join([_summary_json(p, requested, include_all, include_traits, nested)
+    rank = snap.trait_rank()
+    sums = ", ".join([_summary_json(p, requested, include_all, include_traits, nested, rank)
                       for p in summaries])
     return ('{"allocation_requests": [' + ", ".join(parts) + '], "provider_summaries": {'
             + sums + "}}").encode()

@@ -51,9 +51,8 @@ def _ensure(req):
     name = path(req, "name")
     validate({"name": name}, schemas.RESOURCE_CLASS)
     created = req.app.db.run_write(rc_obj.ensure_resource_class, name)
-    headers = {"location": f"/resource_classes/{name}"}
-    headers.update(cache_headers(req))
-    return no_content(201 if created else 204, headers)
+    # no cache headers here, as in OpenStack Placement
+    return no_content(201 if created else 204, {"location": f"/resource_classes/{name}"})
 
 
 put = by_version((2, _rename), (7, _ensure))

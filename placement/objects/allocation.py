@@ -187,18 +187,6 @@ def _check_fits(conn: Connection, writes: list[ConsumerWrite], needed: dict,
                 "the capacity.")
 
 
-def remove_allocations(conn: Connection, consumer_uuids: list[str]) -> None:
-    """Delete allocation rows (keeping the consumers) under provider locks."""
-    rows = conn.execute(sa.select(alloc.c.resource_provider_id).where(
-        alloc.c.consumer_id.in_(consumer_uuids))).scalars().all()
-    lock_ids = sorted(set(rows))
-    if lock_ids:
-        conn.execute(sa.select(rp.c.id).where(rp.c.id.in_(lock_ids)).order_by(rp.c.id)
-                     .with_for_update()).all()
-        conn.execute(sa.delete(alloc).where(alloc.c.consumer_id.in_(consumer_uuids)))
-        touch(conn, *lock_ids)
-
-
 def delete_consumer_allocations(conn: Connection, consumer_uuid: str) -> None:
     rows = conn.execute(sa.select(alloc.c.resource_provider_id).where(
         alloc.c.consumer_id == consumer_uuid)).scalars().all()

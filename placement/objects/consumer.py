@@ -56,14 +56,6 @@ def lock_consumers(conn: Connection, writes: list[ConsumerWrite]) -> dict:
     return existing
 
 
-def check_consumer_generations(conn: Connection, writes: list[ConsumerWrite]) -> None:
-    for w in writes:
-        row = conn.execute(sa.select(c).where(c.c.uuid == w.uuid).with_for_update()).first()
-        expected = row.generation if row is not None else None
-        if expected != w.generation:
-            raise _generation_conflict(expected, w.generation)
-
-
 def write_consumers(conn: Connection, writes: list[ConsumerWrite], existing: dict,
                     now) -> None:
     """Create, update (generation + 1) or delete (no allocations left) the

@@ -83,7 +83,7 @@ def _check_removed_unused(conn: Connection, provider: ProviderRow, removed: list
         names = rc_names_by_id(conn)
         raise errors.Conflict(
             "update conflict: Inventory for '%s' on resource provider '%s' in use."
-            % (", ".join(sorted(names[i] for i in in_use)), provider.uuid),
+            % (", ".join(names[i] for i in sorted(in_use)), provider.uuid),
             code=in_use_code)
 
 

@@ -6,9 +6,14 @@ from __future__ import annotations
 from sqlalchemy.engine import Connection
 
 from kova.placement import errors
-from kova.placement.objects.allocation import remove_allocations, replace_allocations
-from kova.placement.objects.consumer import ConsumerWrite, check_consumer_generations
-from kova.placement.objects.inventory import record, set_inventories, validate_capacity
+from kova.placement.objects.allocation import replace_allocations
+from kova.placement.objects.consumer import ConsumerWrite
+from kova.placement.objects.inventory import (
+    get_inventories,
+    record,
+    set_inventories,
+    validate_capacity,
+)
 from kova.placement.objects.resource_provider import find_provider, get_provider
 
 
@@ -31,18 +36,23 @@ def _lock_checked(conn: Connection, inventories: dict) -> None:
 
 
 def reshape(conn: Connection, inventories: dict, writes: list[ConsumerWrite]) -> None:
+    """As OpenStack Placement does it, with the same generation changes:
+    each provider with new inventory gets an interim inventory (its current
+    records plus the new ones, so nothing in use is removed yet), then the
+    allocations are replaced (consumer generations checked), then each
+    provider's inventory is set to what was asked for."""
     _lock_checked(conn, inventories)
-    # Drop the moving consumers' allocations first so inventory that they
-    # used can be removed, then set inventories, then write allocations.
-    if writes:
-        check_consumer_generations(conn, writes)
-        remove_allocations(conn, [w.uuid for w in writes])
-    for rp_uuid, entry in inventories.items():
+    records = {rp_uuid: {rc: record(rec) for rc, rec in entry["inventories"].items()}
+               for rp_uuid, entry in inventories.items()}
+    for rp_uuid, wanted in records.items():
+        validate_capacity(rp_uuid, wanted, True, "update")
+    for rp_uuid, wanted in records.items():
+        if not wanted:
+            continue
         provider = get_provider(conn, rp_uuid)
-        records = {rc: record(rec) for rc, rec in entry["inventories"].items()}
-        validate_capacity(rp_uuid, records, True, "update")
-        set_inventories(conn, provider, records, None)
+        interim = {**get_inventories(conn, provider), **wanted}
+        set_inventories(conn, provider, interim, None)
     if writes:
-        for w in writes:
-            w.check_generation = False
         replace_allocations(conn, writes, "Unable to allocate inventory")
+    for rp_uuid, wanted in records.items():
+        set_inventories(conn, get_provider(conn, rp_uuid), wanted, None)

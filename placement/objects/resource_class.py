@@ -69,7 +69,8 @@ def rename_resource_class(conn: Connection, name: str, new_name: str) -> None:
 def delete_resource_class(conn: Connection, name: str) -> None:
     touch_all(conn)
     if name in STANDARD_RCS:
-        raise errors.BadRequest(f"Cannot delete standard resource class {name}")
+        raise errors.BadRequest(
+            f"Error in delete resource class: Cannot delete standard resource class {name}.")
     ids = rc_ids(conn, [name])
     if not ids:
         raise errors.NotFound(f"No such resource class {name}.")
@@ -77,6 +78,6 @@ def delete_resource_class(conn: Connection, name: str) -> None:
     inv = t.inventories
     if conn.execute(sa.select(inv.c.id).where(inv.c.resource_class_id == rc_id).limit(1)).first():
         raise errors.Conflict(
-            f"Unable to delete resource class {name}. The resource class is in "
-            "use in inventory.")
+            f"Error in delete resource class: Cannot delete resource class {name}. "
+            "Class is in use in inventory.")
     conn.execute(sa.delete(rc).where(rc.c.id == rc_id))

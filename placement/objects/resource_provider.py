@@ -173,6 +173,11 @@ def create_provider(conn: Connection, name: str, uuid: str | None,
     parent_id = root_id = None
     parent_uuid_out = root_uuid = None
     if parent_uuid is not None:
+        if parent_uuid == uuid:
+            raise errors.BadRequest(
+                f'Unable to create resource provider "{name}", {uuid}: Object action '
+                "create failed because: parent provider UUID cannot be same as UUID. "
+                "Please set parent provider UUID to None if there is no parent.")
         parent = find_provider(conn, parent_uuid)
         if parent is None:
             raise errors.BadRequest(

@@ -31,7 +31,13 @@ FILES = sorted(p.stem for p in GABBITS.glob("*.yaml"))
 ROOT = Path(__file__).resolve().parents[2]
 
 #: (file, test name) -> why the upstream expectation does not apply to Kova.
-NOT_APPLICABLE: dict[tuple[str, str], str] = {}
+NOT_APPLICABLE: dict[tuple[str, str], str] = {
+    ("basic-http", "bad content length not int"): (
+        "gabbi's HTTP client (httpx) refuses to send a non-integer Content-Length over a "
+        "socket (upstream runs it in-process through WSGI); over HTTP the server's parser "
+        "answers it with 400 before Placement sees it: "
+        "test_upstream_behaviour.py::test_non_integer_content_length"),
+}
 
 DATA_TABLES = ("allocations", "consumers", "inventories", "resource_provider_traits",
                "resource_provider_aggregates", "resource_providers")
