@@ -66,12 +66,19 @@ def _bump(extra: str) -> str:
         "created_at, updated_at), ")
 
 
-def _links(lookup: str, table: str, column: str) -> str:
+def _links(lookup: str, table: str, column: str, only_if_changed: bool = False) -> str:
     """Replace a provider's rows in a link table by the ids in ``k``, which
-    must have found every name (``%(n)s`` distinct ones)."""
+    must have found every name (``%(n)s`` distinct ones).  With
+    ``only_if_changed`` the statement matches only when the set differs (an
+    unchanged set keeps its generation: the general path answers it)."""
+    changed = ""
+    if only_if_changed:
+        mine = f"FROM {table} WHERE resource_provider_id = resource_providers.id"
+        changed = (f" AND ((SELECT count(*) {mine}) <> %(n)s OR EXISTS (SELECT 1 {mine} "
+                   f"AND {column} NOT IN (SELECT id FROM k)))")
     return (
         f"WITH k AS ({lookup}), "
-        + _bump(" AND (SELECT count(*) FROM k) = %(n)s")
+        + _bump(" AND (SELECT count(*) FROM k) = %(n)s" + changed)
         + f"d AS (DELETE FROM {table} WHERE resource_provider_id = (SELECT id FROM p) "
         f"AND {column} NOT IN (SELECT id FROM k)), "
         f"a AS (INSERT INTO {table} (resource_provider_id, {column}) "
@@ -87,7 +94,7 @@ CREATE = (
     + _TAIL + "SELECT p.id, c.counter FROM p, c")
 
 TRAITS = _links("SELECT id FROM traits WHERE name = ANY(%(names)s::text[])",
-                "resource_provider_traits", "trait_id")
+                "resource_provider_traits", "trait_id", only_if_changed=True)
 
 AGGREGATES = _links("SELECT id FROM placement_aggregates WHERE uuid = ANY(%(names)s::text[])",
                     "resource_provider_aggregates", "aggregate_id")

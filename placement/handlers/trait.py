@@ -7,7 +7,7 @@ import re
 from kova.placement import errors
 from kova.placement.handlers.common import path, since
 from kova.placement.objects import trait as trait_obj
-from kova.placement.objects.resource_provider import get_provider, lock_and_bump
+from kova.placement.objects.resource_provider import get_provider
 from kova.placement.request import cache_headers, check_accept, json_response, no_content
 from kova.placement.schemas import body as schemas
 from kova.placement.validation import validate
@@ -91,16 +91,9 @@ def provider_list(req):
 def provider_put(req):
     uuid = path(req, "uuid")
     data = req.json(schemas.PROVIDER_TRAITS_PUT)
-
-    def _write(conn):
-        provider = lock_and_bump(
-            conn, uuid, data["resource_provider_generation"],
-            "Resource provider's generation already changed. Please update the "
-            "generation and try again.")
-        trait_obj.set_provider_traits(conn, provider, data["traits"], None, bump=False)
-        return provider
-
-    return _provider_put_reply(req, data, req.app.db.run_write(_write))
+    provider = req.app.db.run_write(trait_obj.replace_provider_traits, uuid,
+                                    data["resource_provider_generation"], data["traits"])
+    return _provider_put_reply(req, data, provider)
 
 
 async def provider_put_fast(req):
@@ -122,11 +115,5 @@ def _provider_put_reply(req, data, provider):
 
 @since(6)
 def provider_delete(req):
-    uuid = path(req, "uuid")
-
-    def _write(conn):
-        provider = lock_and_bump(conn, uuid)
-        trait_obj.set_provider_traits(conn, provider, [], None, bump=False)
-
-    req.app.db.run_write(_write)
+    req.app.db.run_write(trait_obj.replace_provider_traits, path(req, "uuid"), None, [])
     return no_content()

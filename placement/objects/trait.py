@@ -9,7 +9,12 @@ from kova.placement import errors
 from kova.placement.db import tables as t
 from kova.placement.db.engine import touch_all
 from kova.placement.objects.common import STANDARD_TRAITS, name_ids, replace_links
-from kova.placement.objects.resource_provider import ProviderRow, bump_generation, check_generation
+from kova.placement.objects.resource_provider import (
+    ProviderRow,
+    bump_generation,
+    check_generation,
+    get_provider,
+)
 
 
 def trait_ids(conn: Connection, names) -> dict[str, int]:
@@ -77,3 +82,20 @@ def set_provider_traits(conn: Connection, provider: ProviderRow, names: list[str
     replace_links(conn, t.provider_traits, "trait_id", provider.id, sorted(set(ids.values())))
     if bump:
         bump_generation(conn, provider)
+
+
+GENERATION_CHANGED = ("Resource provider's generation already changed. Please update the "
+                      "generation and try again.")
+
+
+def replace_provider_traits(conn: Connection, uuid: str, generation: int | None,
+                            names: list[str]) -> ProviderRow:
+    """PUT (``generation`` given) or DELETE of a provider's traits.  As in
+    OpenStack, the generation changes only when the set of traits does."""
+    provider = get_provider(conn, uuid, lock=True)
+    if generation is not None and generation != provider.generation:
+        raise errors.Conflict(GENERATION_CHANGED, code=errors.CONCURRENT_UPDATE)
+    if set(names) == set(provider_traits(conn, provider)):
+        return provider
+    set_provider_traits(conn, provider, names, None, bump=True)
+    return provider

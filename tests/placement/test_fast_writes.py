@@ -79,7 +79,7 @@ def _register(api, name, aggregates, traits, inventory=INVENTORY):
     assert r.status_code == 200, r.text
     u, gen = r.json()["uuid"], r.json()["generation"]
     assert gen == 0 and r.json()["root_provider_uuid"] == u
-    assert r.headers["location"] == f"/resource_providers/{u}"
+    assert r.headers["location"] == f"http://testserver/resource_providers/{u}"
     r = api.put(f"/resource_providers/{u}/inventories",
                 json={"resource_provider_generation": gen, "inventories": inventory})
     assert r.status_code == 200, r.text

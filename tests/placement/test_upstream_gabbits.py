@@ -36,7 +36,7 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
         "gabbi's HTTP client (httpx) refuses to send a non-integer Content-Length over a "
         "socket (upstream runs it in-process through WSGI); over HTTP the server's parser "
         "answers it with 400 before Placement sees it: "
-        "test_upstream_behaviour.py::test_non_integer_content_length"),
+        "test_upstream_behaviour.py::test_non_integer_content_length_is_400"),
 }
 
 DATA_TABLES = ("allocations", "consumers", "inventories", "resource_provider_traits",
