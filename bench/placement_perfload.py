@@ -133,12 +133,13 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_kova(db_url: str, workers: int, logdir: Path) -> Server:
+def start_kova(db_url: str, workers: int, logdir: Path,
+               auth: tuple[str, ...] = ("--no-auth",)) -> Server:
     port = free_port()
     kova = shutil.which("kova", path=str(REPO / ".venv" / "bin")) or "kova"
     sa_url = db_url.replace("postgresql://", "postgresql+psycopg://", 1)
     cmd = [kova, "placement", "serve", "--database-url", sa_url, "--host", "127.0.0.1",
-           "--port", str(port), "--workers", str(workers), "--no-auth", "--log-level", "warning"]
+           "--port", str(port), "--workers", str(workers), *auth, "--log-level", "warning"]
     return Server("kova", cmd, dict(os.environ), port, logdir / "kova-placement.log")
 
 

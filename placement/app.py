@@ -269,6 +269,8 @@ class PlacementApp:
         title = errors.TITLES.get(exc.status, "Error")
         ctype = errorpage.media_type(req.headers.get("accept"))
         headers = dict(exc.headers)
+        if isinstance(exc, errors.BareUnauthorized) and ctype == "application/json":
+            return json_response(errorpage.webob_json(exc.status, title), exc.status, headers)
         if ctype != "application/json":
             body = errorpage.page(exc.status, title, exc.detail, ctype)
             return Response(exc.status, body, headers, content_type=f"{ctype}; charset=UTF-8")

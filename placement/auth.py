@@ -104,7 +104,7 @@ class KeystoneAuth(PolicyAuth):
         h = req.headers
         user = h.get("x-user-id") or h.get("x-user")
         if h.get("x-identity-status", "").lower() != "confirmed" or not user:
-            raise errors.Unauthorized("The request you have made requires authentication.")
+            raise errors.BareUnauthorized()
         return Credentials(user_id=user,
                            project_id=h.get("x-project-id") or h.get("x-tenant-id"),
                            roles=_roles(h.get("x-roles")),
@@ -118,7 +118,7 @@ class NoAuth2(PolicyAuth):
         h = req.headers
         token = h.get("x-auth-token")
         if token is None:
-            raise errors.Unauthorized("The request you have made requires authentication.")
+            raise errors.BareUnauthorized()
         user, _sep, project = token.partition(":")
         project = project or user
         if "x-roles" in h:

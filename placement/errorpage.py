@@ -12,7 +12,7 @@ EXPLANATIONS = {
     400: "The server could not comply with the request since it is either malformed "
          "or otherwise incorrect.",
     401: "This server could not verify that you are authorized to access the document "
-         "you requested.  Either you supplied the wrong credentials (e.g., bad "
+         "you requested. Either you supplied the wrong credentials (e.g., bad "
          "password), or your browser does not understand how to supply the credentials "
          "required.",
     403: "Access was denied to this resource.",
@@ -68,3 +68,9 @@ def page(status: int, title: str, detail: str, ctype: str) -> str:
                 f"  <h1>{status} {title}</h1>\n  {html.escape(explanation)}<br /><br />\n"
                 f"{html.escape(detail)}\n\n\n </body>\n</html>")
     return f"{status} {title}\n\n{explanation}\n\n{detail}\n\n"
+
+
+def webob_json(status: int, title: str) -> dict:
+    """webob's own JSON error body (no Placement formatting)."""
+    return {"message": EXPLANATIONS.get(status, "") + "<br /><br />\n\n\n",
+            "code": f"{status} {title}", "title": title}
