@@ -108,10 +108,17 @@ def http_date(value) -> str:
     return format_datetime(value, usegmt=True)
 
 
+#: ``cache_headers(req, NO_DATE)``: Cache-Control without Last-Modified, where
+#: OpenStack Placement has no date to send (e.g. an empty inventory).
+NO_DATE = object()
+
+
 def cache_headers(req: Request, last_modified=None) -> dict[str, str]:
-    """Last-Modified and Cache-Control from microversion 1.15."""
+    """Last-Modified (None: now) and Cache-Control from microversion 1.15."""
     if not req.want(15):
         return {}
+    if last_modified is NO_DATE:
+        return {"cache-control": "no-cache"}
     return {"last-modified": http_date(last_modified), "cache-control": "no-cache"}
 
 

@@ -6,7 +6,7 @@ from kova.placement import errors
 from kova.placement.handlers.common import path
 from kova.placement.objects import inventory as inv_obj
 from kova.placement.objects.resource_provider import get_provider, lock_and_bump
-from kova.placement.request import cache_headers, check_accept, json_response, no_content
+from kova.placement.request import NO_DATE, cache_headers, check_accept, json_response, no_content
 from kova.placement.schemas import body as schemas
 
 _record = inv_obj.record
@@ -24,7 +24,7 @@ def list_(req):
         records = inv_obj.get_inventories(conn, provider)
     return json_response({"inventories": {rc: _out(r) for rc, r in records.items()},
                           "resource_provider_generation": provider.generation},
-                         200, cache_headers(req, provider.updated_at))
+                         200, cache_headers(req, provider.updated_at if records else NO_DATE))
 
 
 def show(req):
@@ -90,7 +90,7 @@ async def replace_all_fast(req):
 def _replace_all_reply(req, records, provider):
     return json_response({"inventories": {rc: _out(r) for rc, r in records.items()},
                           "resource_provider_generation": provider.generation},
-                         200, cache_headers(req))
+                         200, cache_headers(req, None if records else NO_DATE))
 
 
 def update(req):

@@ -328,3 +328,13 @@ def test_non_integer_content_length_is_400(tmp_path):
     finally:
         stop_process(proc)
         log.close()
+
+
+def test_empty_inventory_has_no_last_modified(api):
+    rp = api.provider()
+    r = api.get(f"/resource_providers/{rp}/inventories")
+    assert r.headers["cache-control"] == "no-cache" and "last-modified" not in r.headers
+    r = api.put(f"/resource_providers/{rp}/inventories",
+                json={"resource_provider_generation": 0, "inventories": {"VCPU": {"total": 2}}})
+    assert "last-modified" in r.headers
+    assert "last-modified" in api.get(f"/resource_providers/{rp}/inventories").headers
