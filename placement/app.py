@@ -190,6 +190,7 @@ class PlacementApp:
     async def _handle(self, req: Request) -> Response:
         """Negotiate, route, authenticate and run the handler (the fast
         one-statement version first where there is one)."""
+        self.auth.identify(req)
         req.version = microversion.extract_version(req.headers)
         _check_content_type(req)
         if "\x00" in req.path or any("\x00" in k or "\x00" in v for k, v in req.query):

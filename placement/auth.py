@@ -55,6 +55,9 @@ class Authenticator:
     def role_for(self, token: str) -> str | None:
         raise NotImplementedError
 
+    def identify(self, req) -> None:
+        """Before routing: who is asking (401 here comes before a 404)."""
+
     def check(self, req) -> None:
         token = _token_from(req)
         if not token:
@@ -80,8 +83,14 @@ class PolicyAuth(Authenticator):
     def credentials(self, req) -> Credentials:
         raise NotImplementedError
 
+    def identify(self, req) -> None:
+        # As OpenStack's auth middleware: before the microversion and the
+        # route are looked at, for every path but the version document.
+        if req.path != "/":
+            req.credentials = self.credentials(req)
+
     def check(self, req) -> None:
-        creds = self.credentials(req)
+        creds = req.credentials or self.credentials(req)
         req.credentials = creds
         req.role = "admin"
         action = ACTIONS.get((req.route_name, req.method))

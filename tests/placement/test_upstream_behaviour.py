@@ -66,6 +66,11 @@ def _h(token=None, roles=None, project=None, system=False, version="latest", **e
 def test_noauth2_legacy_rules(api, policy_api):
     c = policy_api(new_defaults=False)
     assert c.get("/resource_providers", headers=_h()).status_code == 401
+    r = c.get("/resource_providers", headers=_h())
+    assert r.json()["code"] == "401 Unauthorized"  # webob's own body, as OpenStack's
+    # as OpenStack's auth middleware: identity before route and microversion
+    assert c.get("/no_such_route", headers=_h()).status_code == 401
+    assert c.get("/resource_providers", headers=_h(version="9.99")).status_code == 401
     assert c.get("/", headers=_h()).status_code == 200
     assert c.get("/resource_providers", headers=_h("admin")).status_code == 200
     assert c.get("/resource_providers", headers=_h("admin:admin")).status_code == 200
