@@ -8,10 +8,10 @@ data tables before each test so tests never see each other's providers.
 from __future__ import annotations
 
 import uuid
+import warnings
 
 import pytest
 import sqlalchemy as sa
-import warnings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -84,7 +84,8 @@ def test_inventory_in_use(api):
     assert api.allocate(new_uuid(), {u: {"VCPU": 2}}).status_code == 204
     gen = _gen(api, u)
     r = api.put(f"/resource_providers/{u}/inventories",
-                json={"resource_provider_generation": gen, "inventories": {"DISK_GB": {"total": 1}}})
+                json={"resource_provider_generation": gen,
+                      "inventories": {"DISK_GB": {"total": 1}}})
     assert r.status_code == 409
     assert r.json()["errors"][0]["code"] == "placement.inventory.inuse"
     r = api.delete(f"/resource_providers/{u}/inventories/VCPU")

@@ -130,8 +130,8 @@ def test_delete_parent_with_allocations_reports_children_first(api):
 
 def test_list_filters(api):
     agg1, agg2 = new_uuid(), new_uuid()
-    a = api.provider("a", inventory={"VCPU": 8, "MEMORY_MB": 1024}, traits=["HW_CPU_X86_AVX2"],
-                     aggregates=[agg1])
+    api.provider("a", inventory={"VCPU": 8, "MEMORY_MB": 1024}, traits=["HW_CPU_X86_AVX2"],
+                 aggregates=[agg1])
     b = api.provider("b", inventory={"VCPU": 2}, traits=["CUSTOM_GOLD"], aggregates=[agg2])
     c = api.provider("c")
 

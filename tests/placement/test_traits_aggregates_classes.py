@@ -29,7 +29,8 @@ def test_provider_traits(api):
     u = api.provider("cn")
     api.put("/traits/CUSTOM_GOLD")
     r = api.put(f"/resource_providers/{u}/traits",
-                json={"resource_provider_generation": 0, "traits": ["CUSTOM_GOLD", "HW_CPU_X86_AVX2"]})
+                json={"resource_provider_generation": 0,
+                      "traits": ["CUSTOM_GOLD", "HW_CPU_X86_AVX2"]})
     assert r.status_code == 200
     assert r.json() == {"traits": ["CUSTOM_GOLD", "HW_CPU_X86_AVX2"],
                         "resource_provider_generation": 1}
