@@ -324,7 +324,8 @@ class Enforcer:
         if self.enforce_scope and rule is not None and rule.scope_types:
             scope = "system" if credentials.system_scope else "project"
             if scope not in rule.scope_types:
-                raise _forbidden(action)
+                # OpenStack's text for a scope refusal is the action alone
+                raise errors.Forbidden(action)
         if not self.check_rule(action, creds, target):
             raise _forbidden(action)
 
