@@ -40,6 +40,9 @@ bash hack/install-helm-tools.sh >/dev/null
 step "openstack client + osc-placement (compatibility test)"
 bash hack/install-osc-placement.sh >/dev/null
 
+step "keystone + keystonemiddleware (Placement behind a real Keystone)"
+bash hack/install-keystone.sh >/dev/null
+
 step "postgres"
 bash hack/start-postgres.sh
 

@@ -1,6 +1,20 @@
-"""Prometheus metrics for the Placement service."""
+"""Prometheus metrics for the Placement service.
+
+With ``--workers N`` (N > 1) every worker process writes its samples to
+files in a shared directory (prometheus_client's multiprocess mode,
+``PROMETHEUS_MULTIPROC_DIR``), and a scrape of ``/metrics`` -- whichever
+worker answers it -- adds up the counters and histograms of all workers, so
+counters never jump back and forth between workers' values.  The gauges of
+the database pool are summed over the live workers; the snapshot reloads
+are summed over all workers.
+"""
 
 from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -11,6 +25,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter("placement_requests_total", "HTTP requests by route, method and status",
@@ -23,10 +38,14 @@ CANDIDATES = Histogram("placement_allocation_candidates_returned",
                        registry=REGISTRY,
                        buckets=(0, 1, 10, 100, 1000, 10000, 100000))
 SNAPSHOT_RELOADS = Gauge("placement_snapshot_reloads", "Provider summary rebuilds",
-                         registry=REGISTRY)
+                         registry=REGISTRY, multiprocess_mode="sum")
 POOL_CHECKED_OUT = Gauge("placement_db_pool_checked_out", "DB connections in use",
-                         registry=REGISTRY)
-POOL_SIZE = Gauge("placement_db_pool_size", "DB connection pool size", registry=REGISTRY)
+                         registry=REGISTRY, multiprocess_mode="livesum")
+POOL_SIZE = Gauge("placement_db_pool_size", "DB connection pool size", registry=REGISTRY,
+                  multiprocess_mode="livesum")
+
+_GAUGES_EVERY = 1.0  # seconds between gauge updates of a worker
+_last_gauges = [0.0]
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
@@ -34,7 +53,13 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     LATENCY.labels(route, method).observe(seconds)
 
 
-def render(app) -> tuple[bytes, str]:
+def update_gauges(app, force: bool = False) -> None:
+    """The pool and snapshot gauges of this process (at most once a second,
+    so that with several workers every worker's figures stay current)."""
+    now = time.monotonic()
+    if not force and now - _last_gauges[0] < _GAUGES_EVERY:
+        return
+    _last_gauges[0] = now
     pool = app.db.engine.pool
     try:
         POOL_CHECKED_OUT.set(pool.checkedout())
@@ -42,4 +67,38 @@ def render(app) -> tuple[bytes, str]:
     except Exception:  # noqa: BLE001 - not every pool class counts
         pass
     SNAPSHOT_RELOADS.set(app.cache.reloads)
+
+
+def render(app) -> tuple[bytes, str]:
+    update_gauges(app, force=True)
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+_OWNED_DIR: list[str] = []
+
+
+def prepare_multiprocess() -> None:
+    """Before the workers start: a fresh directory for their samples (the
+    one in ``PROMETHEUS_MULTIPROC_DIR`` emptied, or a new temporary one)."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(path, name))
+        return
+    path = tempfile.mkdtemp(prefix="kova-placement-metrics-")
+    _OWNED_DIR.append(path)
+    os.environ[MULTIPROC_ENV] = path
+
+
+def cleanup_multiprocess() -> None:
+    for path in _OWNED_DIR:
+        shutil.rmtree(path, ignore_errors=True)
+    _OWNED_DIR.clear()

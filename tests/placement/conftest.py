@@ -110,10 +110,10 @@ class Api:
 
 
 def _truncate(app) -> None:
-    from kova.placement import store
     from kova.placement.db.engine import touch_all
+    from kova.placement.objects.aggregate import AGGREGATE_IDS
 
-    store._AGGREGATE_IDS.clear()  # aggregates are never deleted outside tests
+    AGGREGATE_IDS.clear()  # aggregates are never deleted outside tests
     with app.db.write() as conn:
         for name in DATA_TABLES:
             conn.execute(sa.text(f"DELETE FROM {name}"))

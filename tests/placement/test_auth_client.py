@@ -156,10 +156,60 @@ def token_app_backends(request, tmp_path_factory):
     app.db.dispose()
 
 
+def _existing_objects(c, admin):
+    """Existing objects for the writes to act on: two providers, a class, a
+    trait and a consumer with an allocation."""
+    rp, rp2 = str(uuid.uuid4()), str(uuid.uuid4())
+    consumer, consumer2 = str(uuid.uuid4()), str(uuid.uuid4())
+    for u, name in ((rp, "auth-rp"), (rp2, "auth-rp2")):
+        assert c.post("/resource_providers", json={"name": name, "uuid": u},
+                      headers=admin).status_code == 200
+    assert c.put(f"/resource_providers/{rp}/inventories", headers=admin, json={
+        "resource_provider_generation": 0,
+        "inventories": {"VCPU": {"total": 8}}}).status_code == 200
+    for path in ("/resource_classes/CUSTOM_AUTH_OLD", "/traits/CUSTOM_AUTH_OLD"):
+        assert c.put(path, headers=admin).status_code == 201
+    assert c.put(f"/allocations/{consumer}", headers=admin, json={
+        "allocations": {rp: {"resources": {"VCPU": 1}}}, "project_id": "p", "user_id": "u",
+        "consumer_generation": None, "consumer_type": "INSTANCE"}).status_code == 204
+    return rp, rp2, consumer, consumer2
+
+
+def _body_filler(c, admin, rp, rp2, consumer2):
+    """A body with the current generations in place of GEN, GEN2, CGEN2."""
+    def gen(u):
+        return c.get(f"/resource_providers/{u}", headers=admin).json()["generation"]
+
+    def cgen(u):
+        return c.get(f"/allocations/{u}", headers=admin).json().get("consumer_generation")
+
+    def body_for(body):
+        if body is None:
+            return None
+        text = json.dumps(body)
+        for mark, value in (('"GEN2"', gen(rp2)), ('"GEN"', gen(rp)),
+                            ('"CGEN2"', cgen(consumer2))):
+            text = text.replace(mark, json.dumps(value))
+        return json.loads(text)
+
+    return body_for
+
+
+def _reads_need_a_token(c, v, routes) -> None:
+    """Reads without a valid token are refused too (401), with a reader token allowed."""
+    for name, pattern, methods in routes:
+        if "GET" in methods and name != "root" and "{" not in pattern:
+            assert c.get(pattern, headers=v).status_code == 401, pattern
+            query = {"allocation_candidates": "?resources=VCPU:1",
+                     "usages": "?project_id=p"}.get(name, "")
+            r = c.get(pattern + query, headers={**v, "x-auth-token": "r3ad"})
+            assert r.status_code == 200, (pattern, r.text)
+
+
 @pytest.mark.reliability
 def test_every_write_refused_without_admin_token(token_app_backends):
     token_app = token_app_backends
-    from kova.placement.handlers import ROUTES
+    from kova.placement.routes import ROUTES
     from tests.reliability.record import record
 
     v = {"openstack-api-version": "placement 1.39"}
@@ -169,36 +219,8 @@ def test_every_write_refused_without_admin_token(token_app_backends):
                 "read-only token": ({**v, "x-auth-token": "r3ad"}, 403),
                 "read-only bearer": ({**v, "authorization": "Bearer r3ad"}, 403)}
     with TestClient(token_app) as c:
-        # Existing objects for the writes to act on.
-        rp, rp2 = str(uuid.uuid4()), str(uuid.uuid4())
-        consumer, consumer2 = str(uuid.uuid4()), str(uuid.uuid4())
-        for u, name in ((rp, "auth-rp"), (rp2, "auth-rp2")):
-            assert c.post("/resource_providers", json={"name": name, "uuid": u},
-                          headers=admin).status_code == 200
-        assert c.put(f"/resource_providers/{rp}/inventories", headers=admin, json={
-            "resource_provider_generation": 0,
-            "inventories": {"VCPU": {"total": 8}}}).status_code == 200
-        for path in ("/resource_classes/CUSTOM_AUTH_OLD", "/traits/CUSTOM_AUTH_OLD"):
-            assert c.put(path, headers=admin).status_code == 201
-        assert c.put(f"/allocations/{consumer}", headers=admin, json={
-            "allocations": {rp: {"resources": {"VCPU": 1}}}, "project_id": "p", "user_id": "u",
-            "consumer_generation": None, "consumer_type": "INSTANCE"}).status_code == 204
-
-        def gen(u):
-            return c.get(f"/resource_providers/{u}", headers=admin).json()["generation"]
-
-        def cgen(u):
-            return c.get(f"/allocations/{u}", headers=admin).json().get("consumer_generation")
-
-        def body_for(body):
-            if body is None:
-                return None
-            text = json.dumps(body)
-            for mark, value in (('"GEN2"', gen(rp2)), ('"GEN"', gen(rp)),
-                                ('"CGEN2"', cgen(consumer2))):
-                text = text.replace(mark, json.dumps(value))
-            return json.loads(text)
-
+        rp, rp2, consumer, consumer2 = _existing_objects(c, admin)
+        body_for = _body_filler(c, admin, rp, rp2, consumer2)
         plan = _write_plan(rp, rp2, consumer, consumer2)
         writes = {(name, m) for name, _, methods in ROUTES for m in methods if m != "GET"}
         assert {(name, m) for name, m, _, _ in plan} == writes, "a write route is not covered"
@@ -215,14 +237,7 @@ def test_every_write_refused_without_admin_token(token_app_backends):
                 assert err["status"] == status and err["title"] and err["detail"], err
                 assert err["request_id"] == r.headers["x-openstack-request-id"], err
                 assert "code" in err, err
-        # Reads without a valid token are refused too (401), with a reader token allowed.
-        for name, pattern, methods in ROUTES:
-            if "GET" in methods and name != "root" and "{" not in pattern:
-                assert c.get(pattern, headers=v).status_code == 401, pattern
-                query = {"allocation_candidates": "?resources=VCPU:1",
-                         "usages": "?project_id=p"}.get(name, "")
-                r = c.get(pattern + query, headers={**v, "x-auth-token": "r3ad"})
-                assert r.status_code == 200, (pattern, r.text)
+        _reads_need_a_token(c, v, ROUTES)
         assert _state(c, admin) == before, "a refused write changed something"
 
         # The control: the admin token makes every one of them succeed.
@@ -235,7 +250,7 @@ def test_every_write_refused_without_admin_token(token_app_backends):
     record(fault=f"Unauthenticated writes ({backend})",
            injected=f"{len(plan)} writes (every write method of the {len(writes)} "
                     "route/method pairs of the Placement API, on "
-                    f"{'Postgres' if token_app.db.is_postgres else 'SQLite'}) each with no token, unknown "
+                    f"{backend}) each with no token, unknown "
                     "tokens (X-Auth-Token and Bearer) and a read-only token (both headers)",
            times=tried, lost=let_through, duplicated=0, overcommitted=None,
            result=f"{tried} requests refused (401 without a valid token, 403 for the "

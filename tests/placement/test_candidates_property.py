@@ -33,7 +33,7 @@ def worlds(draw):
         providers[pid] = p
     snap = _build(1, providers, set(RCS), set(TRAITS), ({}, {}))
     groups = {}
-    for _i, suffix in enumerate(["", "1", "2"][:draw(st.integers(1, 3))]):
+    for suffix in ["", "1", "2"][:draw(st.integers(1, 3))]:
         res = draw(st.dictionaries(st.sampled_from(RCS), st.integers(1, 4), min_size=1,
                                    max_size=2))
         req = draw(st.lists(st.sampled_from(TRAITS), unique=True, max_size=1))
@@ -61,17 +61,17 @@ def oracle(snap, groups, policy):
     for combo in itertools.product(*options):
         if len({p.root_id for p in combo}) != 1:
             continue  # all groups of a candidate come from one tree
-        granular = [p.id for s, p in zip(suffixes, combo) if s]
+        granular = [p.id for s, p in zip(suffixes, combo, strict=False) if s]
         if policy == "isolate" and len(set(granular)) != len(granular):
             continue
         amounts = {}
-        for s, p in zip(suffixes, combo):
+        for s, p in zip(suffixes, combo, strict=False):
             for rc, amt in groups[s].resources.items():
                 amounts[(p.id, rc)] = amounts.get((p.id, rc), 0) + amt
         if any(snap.by_id[pid].used.get(rc, 0) + amt > snap.by_id[pid].inv[rc].capacity
                or amt > snap.by_id[pid].inv[rc].max_unit for (pid, rc), amt in amounts.items()):
             continue
-        mappings = frozenset((s, frozenset([p.id])) for s, p in zip(suffixes, combo))
+        mappings = frozenset((s, frozenset([p.id])) for s, p in zip(suffixes, combo, strict=False))
         out.add((frozenset(amounts.items()), mappings))
     return out
 
@@ -140,7 +140,8 @@ def test_patched_snapshot_equals_full_build(change):
         return {k: [p.id for p in v] for k, v in mapping.items() if v}
 
     assert list(patched.by_id) == list(full.by_id)
-    assert {u: p.id for u, p in patched.by_uuid.items()} == {u: p.id for u, p in full.by_uuid.items()}
+    assert ({u: p.id for u, p in patched.by_uuid.items()}
+            == {u: p.id for u, p in full.by_uuid.items()})
     assert ids(patched.tree_members) == ids(full.tree_members)
     assert ids(patched.by_rc) == ids(full.by_rc)
     assert {k: v for k, v in patched.agg_members.items() if v} == \

@@ -70,16 +70,16 @@ def test_concurrent_claims_never_exceed_capacity(pg_app):
             consumers = [str(uuid.uuid4()) for _ in amounts]
             results = await asyncio.gather(*[
                 _claim(client, c, rps, a, random.Random(i))
-                for i, (c, a) in enumerate(zip(consumers, amounts))])
+                for i, (c, a) in enumerate(zip(consumers, amounts, strict=False))])
             used = {rp: 0 for rp in rps}
-            for rp, amount in zip(results, amounts):
+            for rp, amount in zip(results, amounts, strict=False):
                 if rp is not None:
                     used[rp] += amount
             for rp in rps:
                 r = await client.get(f"/resource_providers/{rp}/usages", headers=H)
                 assert r.json()["usages"]["VCPU"] == used[rp] <= 10
             # every successful claim is recorded exactly once
-            for consumer, rp, amount in zip(consumers, results, amounts):
+            for consumer, rp, amount in zip(consumers, results, amounts, strict=False):
                 r = await client.get(f"/allocations/{consumer}", headers=H)
                 if rp is None:
                     assert r.json()["allocations"] == {}

@@ -6,9 +6,9 @@ import jsonschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kova.placement.app import _FORMAT_CHECKER
 from kova.placement.schemas import body
 from kova.placement.schemas.fast import compile_schema
+from kova.placement.validation import FORMAT_CHECKER as _FORMAT_CHECKER
 
 SCHEMAS = {name: value for name, value in vars(body).items()
            if name.isupper() and isinstance(value, (dict, list)) and isinstance(value, dict)}

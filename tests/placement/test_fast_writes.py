@@ -79,7 +79,7 @@ def _register(api, name, aggregates, traits, inventory=INVENTORY):
     assert r.status_code == 200, r.text
     u, gen = r.json()["uuid"], r.json()["generation"]
     assert gen == 0 and r.json()["root_provider_uuid"] == u
-    assert r.headers["location"] == f"/resource_providers/{u}"
+    assert r.headers["location"] == f"http://testserver/resource_providers/{u}"
     r = api.put(f"/resource_providers/{u}/inventories",
                 json={"resource_provider_generation": gen, "inventories": inventory})
     assert r.status_code == 200, r.text
@@ -121,15 +121,19 @@ def test_registering_a_host_is_four_statements(app, api):
     assert list(r.json()["provider_summaries"]) == [u]
 
 
-def test_changes_and_fallbacks_answer_as_the_general_path(app, api):
-    u, gen = _register(api, "cn", [AGG_A], ["HW_CPU_X86_AVX2"])
-    base = f"/resource_providers/{u}"
-
+def _fallbacks(app):
+    """fn -> (its answer, how many fast statements fell back meanwhile)."""
     def fallbacks(fn):
         before = app.fast.fallbacks
         r = fn()
         return r, app.fast.fallbacks - before
+    return fallbacks
 
+
+def test_inventory_changes_and_fallbacks_answer_as_the_general_path(app, api):
+    u, gen = _register(api, "cn", [AGG_A], ["HW_CPU_X86_AVX2"])
+    base = f"/resource_providers/{u}"
+    fallbacks = _fallbacks(app)
     # change a field, add a class: fast
     inv = dict(INVENTORY, VCPU={"total": 64, "max_unit": 16, "allocation_ratio": 2.0},
                VGPU={"total": 2})
@@ -163,11 +167,17 @@ def test_changes_and_fallbacks_answer_as_the_general_path(app, api):
     gen = r.json()["resource_provider_generation"]
     assert sorted(api.get(f"{base}/inventories").json()["inventories"]) == [
         "DISK_GB", "MEMORY_MB", "VCPU"]
+
+
+def test_link_changes_and_fallbacks_answer_as_the_general_path(app, api):
+    u, gen = _register(api, "cn", [AGG_A], ["HW_CPU_X86_AVX2"])
+    base = f"/resource_providers/{u}"
+    fallbacks = _fallbacks(app)
     # stale generation: 409 concurrent_update, nothing changed
     for path, body in [("inventories", {"inventories": INVENTORY}),
                        ("aggregates", {"aggregates": [AGG_B]}),
                        ("traits", {"traits": ["HW_CPU_X86_SSE2"]})]:
-        r, fb = fallbacks(lambda: api.put(f"{base}/{path}", json={
+        r, fb = fallbacks(lambda path=path, body=body: api.put(f"{base}/{path}", json={
             "resource_provider_generation": gen - 1, **body}))
         assert r.status_code == 409 and fb == 1, r.text
         assert r.json()["errors"][0]["code"] == "placement.concurrent_update"
@@ -278,7 +288,7 @@ def test_racing_writers_of_one_provider(app, api):
             return rs
 
     rs = asyncio.run(main())
-    winners = [t for t, r in zip(traits, rs) if r.status_code == 200]
+    winners = [t for t, r in zip(traits, rs, strict=False) if r.status_code == 200]
     assert len(winners) == 1, [r.status_code for r in rs]
     assert all(r.status_code == 409 and r.json()["errors"][0]["code"] ==
                "placement.concurrent_update" for r in rs if r.status_code != 200)

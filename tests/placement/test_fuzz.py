@@ -21,7 +21,8 @@ KEYS = ["name", "uuid", "parent_provider_uuid", "resource_provider_generation", 
         "total", "reserved", "allocation_ratio", "traits", "aggregates", "allocations",
         "resources", "project_id", "user_id", "consumer_generation", "consumer_type",
         "mappings", "VCPU", UUID, "x"]
-scalars = (st.none() | st.booleans() | st.integers(-2, 2**40) | st.floats(allow_nan=False, allow_infinity=False)
+scalars = (st.none() | st.booleans() | st.integers(-2, 2**40)
+           | st.floats(allow_nan=False, allow_infinity=False)
            | st.sampled_from(["", "VCPU", UUID, "CUSTOM_X", "in:", "!", "a" * 300]))
 values = st.recursive(scalars, lambda c: st.lists(c, max_size=3)
                       | st.dictionaries(st.sampled_from(KEYS), c, max_size=4), max_leaves=10)

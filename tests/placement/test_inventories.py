@@ -16,7 +16,7 @@ def test_inventory_lifecycle(api):
     r = api.post(f"/resource_providers/{u}/inventories",
                  json={"resource_class": "VCPU", "total": 16, "max_unit": 8})
     assert r.status_code == 201
-    assert r.headers["location"] == f"/resource_providers/{u}/inventories/VCPU"
+    assert r.headers["location"] == f"http://testserver/resource_providers/{u}/inventories/VCPU"
     assert r.json() == {"total": 16, "reserved": 0, "min_unit": 1, "max_unit": 8,
                         "step_size": 1, "allocation_ratio": 1.0,
                         "resource_provider_generation": 1}
@@ -84,7 +84,8 @@ def test_inventory_in_use(api):
     assert api.allocate(new_uuid(), {u: {"VCPU": 2}}).status_code == 204
     gen = _gen(api, u)
     r = api.put(f"/resource_providers/{u}/inventories",
-                json={"resource_provider_generation": gen, "inventories": {"DISK_GB": {"total": 1}}})
+                json={"resource_provider_generation": gen,
+                      "inventories": {"DISK_GB": {"total": 1}}})
     assert r.status_code == 409
     assert r.json()["errors"][0]["code"] == "placement.inventory.inuse"
     r = api.delete(f"/resource_providers/{u}/inventories/VCPU")

@@ -22,8 +22,8 @@ import schemathesis
 from kova.placement import microversion
 from kova.placement.app import create_app
 from kova.placement.auth import NoAuth
-from kova.placement.handlers import BODIES, QUERIES, ROUTES
 from kova.placement.openapi import EXTRA_PATHS
+from kova.placement.routes import BODIES, QUERIES, ROUTES
 from tests.placement.openapi_fuzz import Fuzzer
 
 with warnings.catch_warnings():

@@ -8,12 +8,12 @@ from tests.placement.conftest import new_uuid
 def test_create_status_by_version(api):
     r = api.post("/resource_providers", json={"name": "old"}, version="1.19")
     assert r.status_code == 201 and r.content == b""
-    assert r.headers["location"].startswith("/resource_providers/")
+    assert r.headers["location"].startswith("http://testserver/resource_providers/")
     r = api.post("/resource_providers", json={"name": "new"}, version="1.20")
     assert r.status_code == 200
     body = r.json()
     assert body["generation"] == 0 and body["name"] == "new"
-    assert r.headers["location"] == f"/resource_providers/{body['uuid']}"
+    assert r.headers["location"] == f"http://testserver/resource_providers/{body['uuid']}"
     rels = [link["rel"] for link in body["links"]]
     assert rels == ["self", "inventories", "usages", "aggregates", "traits", "allocations"]
 

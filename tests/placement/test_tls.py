@@ -55,17 +55,9 @@ def tls_placement(tmp_path_factory):
     log.close()
 
 
-def test_placement_serves_https_and_clients_verify_it(tls_placement):
-    p = tls_placement
-    url, token = p["url"], p["token"]
-    with httpx.Client(base_url=url, verify=p["ctx"], headers=V) as c:
-        r = c.get("/")
-        assert r.status_code == 200 and r.json()["versions"]
-        r = c.post("/resource_providers", json={"name": "tls-rp"},
-                   headers={"X-Auth-Token": token})
-        assert r.status_code == 200, r.text
-        assert c.get("/resource_providers").status_code == 401  # auth still applies
-
+def _untrusted_clients_refused(p, url, token) -> int:
+    """Clients without the CA, with another CA, with the wrong host name,
+    and plain HTTP: each refused; how many."""
     refused = 0
     # A client that does not trust the CA refuses the server (and never sends
     # its token): the system trust store, and another CA of kova.dev.pki.
@@ -87,6 +79,13 @@ def test_placement_serves_https_and_clients_verify_it(tls_placement):
                    json={"name": "plain"}, headers={**V, "X-Auth-Token": token})
     refused += 1
 
+    return refused
+
+
+def _component_clients_with_ca(p, url, token) -> int:
+    """The operator's and the agent's clients work with --placement-ca-file;
+    the operator's without it refuses the server (returns 1, the refusal)."""
+    refused = 0
     # The operator's (async) and the agent's Placement clients with --placement-ca-file.
     from kova.placement_client import PlacementClient as OperatorPlacement
     from kova.placement_client import SyncPlacementClient as AgentPlacement
@@ -118,6 +117,22 @@ def test_placement_serves_https_and_clients_verify_it(tls_placement):
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         asyncio.run(untrusting())
     refused += 1
+    return refused
+
+
+def test_placement_serves_https_and_clients_verify_it(tls_placement):
+    p = tls_placement
+    url, token = p["url"], p["token"]
+    with httpx.Client(base_url=url, verify=p["ctx"], headers=V) as c:
+        r = c.get("/")
+        assert r.status_code == 200 and r.json()["versions"]
+        r = c.post("/resource_providers", json={"name": "tls-rp"},
+                   headers={"X-Auth-Token": token})
+        assert r.status_code == 200, r.text
+        assert c.get("/resource_providers").status_code == 401  # auth still applies
+
+    refused = _untrusted_clients_refused(p, url, token)
+    refused += _component_clients_with_ca(p, url, token)
     with httpx.Client(base_url=url, verify=p["ctx"], headers={**V, "X-Auth-Token": token}) as c:
         names = sorted(r["name"] for r in c.get("/resource_providers").json()[
             "resource_providers"])

@@ -7,7 +7,7 @@ from tests.placement.conftest import new_uuid
 
 def test_traits(api):
     r = api.put("/traits/CUSTOM_FAST")
-    assert r.status_code == 201 and r.headers["location"] == "/traits/CUSTOM_FAST"
+    assert r.status_code == 201 and r.headers["location"] == "http://testserver/traits/CUSTOM_FAST"
     assert api.put("/traits/CUSTOM_FAST").status_code == 204
     assert api.put("/traits/NOT_CUSTOM").status_code == 400
     assert api.put("/traits/CUSTOM_lower").status_code == 400
@@ -29,7 +29,8 @@ def test_provider_traits(api):
     u = api.provider("cn")
     api.put("/traits/CUSTOM_GOLD")
     r = api.put(f"/resource_providers/{u}/traits",
-                json={"resource_provider_generation": 0, "traits": ["CUSTOM_GOLD", "HW_CPU_X86_AVX2"]})
+                json={"resource_provider_generation": 0,
+                      "traits": ["CUSTOM_GOLD", "HW_CPU_X86_AVX2"]})
     assert r.status_code == 200
     assert r.json() == {"traits": ["CUSTOM_GOLD", "HW_CPU_X86_AVX2"],
                         "resource_provider_generation": 1}
@@ -81,7 +82,7 @@ def test_resource_classes(api):
     names = [rc["name"] for rc in r.json()["resource_classes"]]
     assert "VCPU" in names and "DISK_GB" in names
     r = api.post("/resource_classes", json={"name": "CUSTOM_GPU"})
-    assert r.status_code == 201 and r.headers["location"] == "/resource_classes/CUSTOM_GPU"
+    assert r.status_code == 201 and r.headers["location"] == "http://testserver/resource_classes/CUSTOM_GPU"
     assert api.post("/resource_classes", json={"name": "CUSTOM_GPU"}).status_code == 409
     assert api.post("/resource_classes", json={"name": "GPU"}).status_code == 400
     r = api.get("/resource_classes/CUSTOM_GPU")
