@@ -68,6 +68,14 @@ def test_booleans_and_repeated_flags():
     assert run("--name", "a", "--name", "b").names == ("a", "b")
 
 
+def test_help_shows_defaults_but_not_default_factories():
+    text = CliRunner().invoke(demo, ["--help"], terminal_width=200).output
+    assert "default: 4" in text and "<class" not in text, text
+    for argv in (["operator", "run"], ["agent", "run"], ["placement", "serve"]):
+        text = CliRunner().invoke(main, [*argv, "--help"]).output
+        assert "<class" not in text and "<function" not in text, (argv, text)
+
+
 @pytest.mark.parametrize("args", [["--workers", "0"], ["--log-level", "loud"],
                                   ["--metrics-port", "x"]])
 def test_bad_values_are_usage_errors_naming_the_flag(args):
