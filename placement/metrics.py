@@ -5,8 +5,7 @@ files in a shared directory (prometheus_client's multiprocess mode,
 ``PROMETHEUS_MULTIPROC_DIR``), and a scrape of ``/metrics`` -- whichever
 worker answers it -- adds up the counters and histograms of all workers, so
 counters never jump back and forth between workers' values.  The gauges of
-the database pool are summed over the live workers; the snapshot reloads
-are summed over all workers.
+the database pool are summed over the live workers.
 """
 
 from __future__ import annotations
@@ -15,37 +14,36 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from kova.metrics import MetricSet
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REGISTRY = CollectorRegistry(auto_describe=True)
+# Kova's naming rules (kova.metrics) with the ``placement_`` prefix that
+# Placement's metrics have always had (scrapers and alerts select on it).
+_M = MetricSet("placement", REGISTRY)
 
-REQUESTS = Counter("placement_requests_total", "HTTP requests by route, method and status",
-                   ["route", "method", "status"], registry=REGISTRY)
-LATENCY = Histogram("placement_request_duration_seconds", "Request latency by route",
-                    ["route", "method"], registry=REGISTRY,
-                    buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
-CANDIDATES = Histogram("placement_allocation_candidates_returned",
-                       "Allocation requests returned by GET /allocation_candidates",
-                       registry=REGISTRY,
-                       buckets=(0, 1, 10, 100, 1000, 10000, 100000))
-SNAPSHOT_RELOADS = Gauge("placement_snapshot_reloads", "Provider summary rebuilds",
-                         registry=REGISTRY, multiprocess_mode="sum")
-POOL_CHECKED_OUT = Gauge("placement_db_pool_checked_out", "DB connections in use",
-                         registry=REGISTRY, multiprocess_mode="livesum")
-POOL_SIZE = Gauge("placement_db_pool_size", "DB connection pool size", registry=REGISTRY,
-                  multiprocess_mode="livesum")
+REQUESTS = _M.counter("placement_requests_total", "HTTP requests by route, method and status",
+                      ["route", "method", "status"])
+LATENCY = _M.histogram("placement_request_duration_seconds", "Request latency by route",
+                       ["route", "method"],
+                       buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+CANDIDATES = _M.histogram("placement_allocation_candidates_returned",
+                          "Allocation requests returned by GET /allocation_candidates",
+                          buckets=(0, 1, 10, 100, 1000, 10000, 100000), unit=None)
+SNAPSHOT_RELOADS = _M.counter("placement_snapshot_reloads_total", "Provider summary rebuilds")
+POOL_CHECKED_OUT = _M.gauge("placement_db_pool_checked_out", "DB connections in use",
+                            multiprocess_mode="livesum")
+POOL_SIZE = _M.gauge("placement_db_pool_size", "DB connection pool size",
+                     multiprocess_mode="livesum")
 
 _GAUGES_EVERY = 1.0  # seconds between gauge updates of a worker
 _last_gauges = [0.0]
+#: Per provider-summary cache: the rebuilds already added to SNAPSHOT_RELOADS.
+_counted_reloads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
@@ -66,7 +64,12 @@ def update_gauges(app, force: bool = False) -> None:
         POOL_SIZE.set(pool.size())
     except Exception:  # noqa: BLE001 - not every pool class counts
         pass
-    SNAPSHOT_RELOADS.set(app.cache.reloads)
+    # The cache counts its rebuilds; the counter catches up with it.
+    cache = app.cache
+    new = cache.reloads - _counted_reloads.get(cache, 0)
+    if new > 0:
+        SNAPSHOT_RELOADS.inc(new)
+        _counted_reloads[cache] = cache.reloads
 
 
 def render(app) -> tuple[bytes, str]:

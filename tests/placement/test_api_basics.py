@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.placement.conftest import new_uuid
 
 
@@ -107,6 +109,11 @@ def test_healthz_and_metrics(api):
     text = api.get("/metrics").text
     assert "placement_requests_total" in text
     assert 'route="resource_providers"' in text
+    # The first candidate search builds the provider summary snapshot.
+    assert api.get("/allocation_candidates?resources=VCPU:1", version="1.10").status_code == 200
+    reloads = re.search(r"^placement_snapshot_reloads_total (\S+)$",
+                        api.get("/metrics").text, re.M)
+    assert reloads is not None and float(reloads.group(1)) >= 1
 
 
 def test_text_postgres_cannot_store_is_400(api):

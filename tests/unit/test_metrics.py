@@ -3,6 +3,10 @@ metrics/health server every long-running component uses."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
@@ -27,6 +31,7 @@ def test_names_that_break_the_rules_are_refused(make):
 
 def test_every_component_metric_follows_the_rules():
     import kova.operator.metrics  # noqa: F401 - created (and checked) at import
+    import kova.placement.metrics  # noqa: F401 - the same rules, prefix placement_
     from kova.agents.metrics import AgentMetrics
 
     m = AgentMetrics()
@@ -54,3 +59,24 @@ def test_server_serves_metrics_and_health():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_gauge_multiprocess_mode_combines_processes(tmp_path):
+    """Two processes set the same gauge in prometheus_client's multiprocess
+    mode; with multiprocess_mode="sum" a scrape sees one summed value, where
+    the default ("all") keeps one sample per process."""
+    from prometheus_client import generate_latest, multiprocess
+
+    code = ("from prometheus_client import CollectorRegistry\n"
+            "from kova.metrics import MetricSet\n"
+            "m = MetricSet('kova_test', CollectorRegistry())\n"
+            "m.gauge('kova_test_summed', 'x', multiprocess_mode='sum').set(3)\n"
+            "m.gauge('kova_test_each', 'x').set(3)\n")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+    lines = generate_latest(registry).decode().splitlines()
+    assert "kova_test_summed 6.0" in lines
+    assert len([x for x in lines if x.startswith("kova_test_each{")]) == 2
