@@ -17,10 +17,6 @@ from kova.crds import objects as ob
 from kova.operator.informer import Informer
 from kova.operator.scheduler.filters import HostInfo
 
-#: A Lease without leaseDurationSeconds lasts this long (the agent's default).
-DEFAULT_LEASE_SECONDS = 40
-
-
 def parse_time(value: str | None) -> float | None:
     if not value:
         return None
@@ -31,7 +27,9 @@ def parse_time(value: str | None) -> float | None:
 
 
 def lease_duration(lease: dict | None) -> float:
-    return float(ob.spec(lease or {}).get("leaseDurationSeconds") or DEFAULT_LEASE_SECONDS)
+    """A Lease's duration (the agent's default when it does not say)."""
+    spec = ob.spec(lease or {})
+    return float(spec.get("leaseDurationSeconds") or names.LEASE_DURATION_SECONDS)
 
 
 def lease_fresh(lease: dict | None, now: float, grace: float = 0.0) -> bool:
