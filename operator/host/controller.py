@@ -41,6 +41,7 @@ class HostController:
         ctx = self.ctx
         if deleted:
             ctx.hosts.forget(name)
+            ctx.failures.forget(name)
             self.synced.pop(name, None)
             ctx.ledger.forget_key(("host", name))
             return

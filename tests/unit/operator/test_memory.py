@@ -192,9 +192,10 @@ async def test_a_deleted_host_leaves_nothing_behind():
     ctx.hosts.alive["h1"] = True
     hosts.synced["h1"] = ("rp-1", False, None)
     ctx.ledger.backoff(("host", "h1"), 1.0, 10.0)
+    ctx.failures.record("h1")
     assert ctx.queue.delayed(("host", "h1")) or len(ctx.queue) == 1
     informer._indexes[HOSTS].clear()
     hosts.host_changed("h1", host("h1"), deleted=True)
-    assert hosts.synced == {} and ctx.ledger.retries == {}
+    assert hosts.synced == {} and ctx.ledger.retries == {} and not ctx.failures
     assert ctx.hosts.sizes() == {"alive": 0, "node_oos": 0, "signatures": 0, "infos": 0}
     ctx.queue.shutdown()
