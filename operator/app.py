@@ -120,10 +120,13 @@ class Operator:
             self.ctx.retrigger_pending()
             self.instances.image_changed(name)
 
-    def dependency_changed(self, deleted: bool) -> None:
-        """A Flavor or ServerGroup appeared or changed."""
+    def dependency_changed(self, kind: str, namespace: str | None, name: str,
+                           deleted: bool) -> None:
+        """A Flavor or ServerGroup appeared, changed or went away."""
         if not deleted:
             self.ctx.retrigger_pending()
+        elif kind == "servergroups":
+            self.ctx.ledger.forget_key(("sg", namespace, name))
 
     def new_term(self) -> None:
         """This replica became the active one: look at everything again."""

@@ -59,7 +59,9 @@ class Handlers(Protocol):
 
     def image_changed(self, name: str, deleted: bool) -> None: ...
 
-    def dependency_changed(self, deleted: bool) -> None: ...
+    def dependency_changed(self, kind: str, namespace: str | None, name: str,
+                           deleted: bool) -> None:
+        """A Flavor (``kind`` "flavors") or ServerGroup ("servergroups")."""
 
 
 @dataclass
@@ -264,8 +266,10 @@ class Informer:
         on("hosts")(lambda ev, name, ns: handlers.host_changed(
             name, ev.get("object") or {}, deleted(ev)))
         on("images")(lambda ev, name, ns: handlers.image_changed(name, deleted(ev)))
-        for plural in ("flavors", "servergroups"):
-            on(plural)(lambda ev, name, ns: handlers.dependency_changed(deleted(ev)))
+        on("flavors")(lambda ev, name, ns: handlers.dependency_changed(
+            "flavors", ns, name, deleted(ev)))
+        on("servergroups")(lambda ev, name, ns: handlers.dependency_changed(
+            "servergroups", ns, name, deleted(ev)))
         if watch_nodes:
             on("nodes", "", "v1")(lambda ev, name, ns: handlers.node_changed(
                 name, ev.get("object") or {}, deleted(ev)))

@@ -17,6 +17,7 @@ from kova.crds import objects as ob
 from kova.operator.informer import Informer
 from kova.operator.scheduler.filters import HostInfo
 
+
 def parse_time(value: str | None) -> float | None:
     if not value:
         return None

@@ -56,8 +56,8 @@ class Recorder:
     def image_changed(self, name, deleted):
         self._note("image", name, deleted)
 
-    def dependency_changed(self, deleted):
-        self._note("dependency", deleted)
+    def dependency_changed(self, kind, namespace, name, deleted):
+        self._note(kind, namespace, name, deleted)
 
 
 def _objects(ns: str, suffix: str) -> dict:
@@ -143,6 +143,10 @@ async def test_informer_reads_events_and_deletions(kubeconfig, k8s_client, kova_
         assert informer.group_members(namespace, e["group"]) == []
         assert ("instance", namespace, e["inst"], True) in rec.calls
         assert ("host", e["host"], True) in rec.calls
+        assert ("flavors", None, e["flavor"], False) in rec.calls
+        api.delete_namespaced_custom_object(G, V, namespace, "servergroups", e["group"])
+        await _wait(lambda: informer.server_group(namespace, e["group"]) is None)
+        assert ("servergroups", namespace, e["group"], True) in rec.calls
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
