@@ -9,7 +9,6 @@ repeated or stale event only leads to the same decision again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 from kova.crds import names
 from kova.crds import objects as ob
@@ -23,9 +22,6 @@ from kova.operator.instance.records import Records
 
 LOG = logging.getLogger("kova.operator")
 
-#: A step's code: the Instance as the next step should see it, or None to stop.
-Do = Callable[[tuple, dict, Step], Awaitable["dict | None"]]
-
 
 class InstanceController:
     def __init__(self, ctx: Context, records: Records, conductor: Conductor,
@@ -35,20 +31,6 @@ class InstanceController:
         self.conductor = conductor
         self.evacuation = evacuation
         self.deletion = deletion
-        self._do: dict[Action, Do] = {
-            Action.NOTHING: self._nothing,
-            Action.BUILD: self._last(lambda k, b, s: conductor.build(k, b)),
-            Action.RESCHEDULE: self._last(lambda k, b, s: conductor.reschedule(k, b)),
-            Action.FAIL_BUILD: self._last(lambda k, b, s: conductor.fail_build(b, s)),
-            Action.RETRY_IMAGE: self._last(conductor.retry_image),
-            Action.EVACUATE: self._last(lambda k, b, s: evacuation.evacuate(k, b)),
-            Action.MARK_UNKNOWN: self._mark_unknown,
-            Action.ENSURE_LABEL: lambda k, b, s: records.ensure_label(b),
-            Action.ENSURE_FINALIZER: lambda k, b, s: records.ensure_finalizer(b),
-            Action.RELEASE_AGENT: self._release_agent,
-            Action.WAIT_FOR_AGENT: self._last(lambda k, b, s: deletion.wait_for_agent(k, b)),
-            Action.DELETE: self._last(lambda k, b, s: deletion.delete(k, b)),
-        }
 
     # ------------------------------------------------------------ events
     def changed(self, namespace: str, name: str, body: dict, deleted: bool) -> None:
@@ -98,26 +80,39 @@ class InstanceController:
         for step in todo.steps:
             if body is None:
                 return
-            body = await self._do[step.action](key, body, step)
+            body = await self.do(key, body, step)
 
     # ------------------------------------------------------------ steps
-    @staticmethod
-    def _last(run: Callable[[tuple, dict, Step], Awaitable[None]]) -> Do:
-        """A step after which the reconcile ends."""
-        async def do(key: tuple, body: dict, step: Step) -> None:
-            await run(key, body, step)
-            return None
-        return do
-
-    async def _nothing(self, key: tuple, body: dict, step: Step) -> dict:
-        return body
-
-    async def _mark_unknown(self, key: tuple, body: dict, step: Step) -> dict:
-        # The reconcile goes on with the Instance as it was read: its build
-        # failure, label and finalizer were decided from that copy.
-        await self.evacuation.mark_unknown(body)
-        return body
-
-    async def _release_agent(self, key: tuple, body: dict, step: Step) -> dict | None:
-        after = await self.deletion.release_agent(body, step.reason)
-        return after if ob.uid(after) == ob.uid(body) else None
+    async def do(self, key: tuple, body: dict, step: Step) -> dict | None:
+        """Take one step: the Instance as the next step should see it, or
+        None when the reconcile ends here."""
+        match step.action:
+            case Action.NOTHING:
+                return body
+            case Action.MARK_UNKNOWN:
+                # The reconcile goes on with the Instance as it was read: its
+                # build failure, label and finalizer were decided from that copy.
+                await self.evacuation.mark_unknown(body)
+                return body
+            case Action.ENSURE_LABEL:
+                return await self.records.ensure_label(body)
+            case Action.ENSURE_FINALIZER:
+                return await self.records.ensure_finalizer(body)
+            case Action.RELEASE_AGENT:
+                after = await self.deletion.release_agent(body, step.reason)
+                return after if ob.uid(after) == ob.uid(body) else None
+            case Action.BUILD:
+                await self.conductor.build(key, body)
+            case Action.RESCHEDULE:
+                await self.conductor.reschedule(key, body)
+            case Action.FAIL_BUILD:
+                await self.conductor.fail_build(body, step)
+            case Action.RETRY_IMAGE:
+                await self.conductor.retry_image(key, body, step)
+            case Action.EVACUATE:
+                await self.evacuation.evacuate(key, body)
+            case Action.WAIT_FOR_AGENT:
+                await self.deletion.wait_for_agent(key, body)
+            case Action.DELETE:
+                await self.deletion.delete(key, body)
+        return None
