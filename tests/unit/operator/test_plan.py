@@ -248,7 +248,7 @@ facts = s.builds(Facts, own_host=hosts, errored=s.booleans(),
                  host=host_facts, max_attempts=s.integers(min_value=1, max_value=5))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(body=s.one_of(s.none(), instances()), known=facts)
 def test_never_both_deletes_and_places(body, known):
     actions = set(next_step(body, known).actions)
@@ -256,7 +256,7 @@ def test_never_both_deletes_and_places(body, known):
     assert len(actions & plan.PLACING) <= 1
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(body=instances(), known=facts)
 def test_an_instance_on_a_fenced_host_is_never_left_where_it_is(body, known):
     host = (body.get("status") or {}).get("host")
@@ -270,7 +270,7 @@ def test_an_instance_on_a_fenced_host_is_never_left_where_it_is(body, known):
         assert host and known.host.fenced
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(body=s.one_of(s.none(), instances()), known=facts)
 def test_a_plan_is_well_formed_and_pure(body, known):
     before = copy.deepcopy(body)
