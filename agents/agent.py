@@ -34,6 +34,7 @@ from typing import Any
 
 from kova import events, finalizers
 from kova import log as kova_log
+from kova.agents import restart_fields
 from kova.agents import status as st
 from kova.agents.domain import (
     DomainMetadata,
@@ -48,10 +49,12 @@ from kova.agents.images import ImageCache, ImageError, ImageSource, create_overl
 from kova.agents.metrics import AgentMetrics
 from kova.agents.metrics import serve as serve_metrics
 from kova.agents.settings import AgentSettings
+from kova.agents.stream import StreamServer
 from kova.conditions import condition_is, now_rfc3339
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import InstancePhase, PowerState, RunStrategy
+from kova.kstatus import with_kstatus
 from kova.kube import (
     Credentials,
     KubeError,
@@ -144,6 +147,8 @@ class Agent:
         self.rp_uuid: str | None = None
         self._metrics_server = None
         self._watch: WatchStream | None = None
+        self.stream = StreamServer(self, cfg) if cfg.stream else None
+        self._seed_lock = threading.Lock()
 
     # ==================================================================
     # Lifecycle
@@ -172,6 +177,8 @@ class Agent:
                 self.cfg.metrics_port, self.metrics, self.healthy, self.cfg.metrics_bind
             )
             log.info("metrics and /healthz on port %s", self._metrics_server.server_address[1])
+        if self.stream is not None:
+            self.stream.start()
 
     def _spawn(self, name: str, target) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -187,6 +194,8 @@ class Agent:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+        if self.stream is not None:
+            self.stream.stop()
         for t in self._threads:
             t.join(timeout=5)
         self.driver.close()
@@ -306,6 +315,7 @@ class Agent:
             },
             "instanceCount": self._instance_count(),
             "lastHeartbeatTime": now_rfc3339(),
+            **self._stream_status(),
         }
         if self.placement is not None:
             rp = self.placement.ensure_provider(
@@ -329,6 +339,26 @@ class Agent:
         log.info("registered host %s: %d vCPU, %d MiB, %d GiB, provider %s",
                  self.host, info.cpus, info.memory_mib, disk_gib, self.rp_uuid)
         return body
+
+    def cached_instance(self, uid: str) -> dict | None:
+        """The Instance of domain ``uid`` as the watch cache has it."""
+        with self._cache_lock:
+            key = self._uid_index.get(uid)
+            return self._cache.get(key) if key is not None else None
+
+    def requeue(self, uid: str) -> None:
+        """Reconcile (and so report) the Instance of domain ``uid`` soon."""
+        with self._cache_lock:
+            key = self._uid_index.get(uid)
+        self.queue.add(key if key is not None else ("*domain*", uid))
+
+    def _stream_status(self) -> dict[str, Any]:
+        """Host status.streamEndpoint: where Kova's API component reaches
+        this agent (absent when the stream endpoint is off)."""
+        if self.stream is None or self.stream.port is None:
+            return {}
+        return {"streamEndpoint": {"address": self.stream.advertise_address,
+                                   "port": self.stream.port}}
 
     def _allocated(self) -> dict[str, int]:
         if self.placement is None or self.rp_uuid is None:
@@ -366,6 +396,7 @@ class Agent:
                     body = {
                         "instanceCount": self._instance_count(),
                         "lastHeartbeatTime": now_rfc3339(),
+                        **self._stream_status(),
                     }
                     if self.rp_uuid:
                         body["allocated"] = self._allocated()
@@ -524,9 +555,7 @@ class Agent:
         if not uid:  # connection closed: resync everything
             self.queue.add(("", "*resync*"))
             return
-        with self._cache_lock:
-            k = self._uid_index.get(uid)
-        self.queue.add(k if k is not None else ("*domain*", uid))
+        self.requeue(uid)
 
     # ==================================================================
     # Workers
@@ -609,7 +638,8 @@ class Agent:
         key = _key(obj)
         strategy = ob.run_strategy(obj)
         ann = md.get("annotations") or {}
-        meta = info.meta or DomainMetadata(uid=uid, namespace=key[0], name=key[1])
+        meta = restart_fields.adopted(
+            info.meta or DomainMetadata(uid=uid, namespace=key[0], name=key[1]), ob.spec(obj))
         state = info.state
         if meta.run_strategy == RunStrategy.HALTED and strategy != RunStrategy.HALTED:
             first_start = True
@@ -625,6 +655,7 @@ class Agent:
             log.info("%s/%s: restart requested (%s)", *key, restart)
             notices.append(("Normal", names.EVENT_RESTARTED, f"domain restarted on {self.host}"))
             self.driver.destroy(uid)
+            new_meta = self.prepare_start(obj, new_meta)
             self.driver.start(uid)
             self.metrics.power_actions.labels("restart").inc()
             new_meta = dataclasses.replace(new_meta, restart_token=restart)
@@ -632,6 +663,7 @@ class Agent:
         if action == st.START:
             self._stopping.pop(uid, None)
             log.info("%s/%s: starting the domain (runStrategy %s)", *key, strategy)
+            new_meta = self.prepare_start(obj, new_meta)
             t_start = time.monotonic()
             self.driver.start(uid)
             log.info("%s/%s: domain started in %.2fs", *key, time.monotonic() - t_start)
@@ -665,13 +697,17 @@ class Agent:
                 self._build_started.pop(uid, None)
         if strategy != meta.run_strategy:
             new_meta = dataclasses.replace(new_meta, run_strategy=str(strategy))
-        if new_meta != meta and info.meta is not None:
+        if new_meta != info.meta and info.meta is not None:
             self.driver.set_metadata(uid, new_meta)
-        self._report(obj, state)
+        self._report(obj, state, applied=new_meta.applied_spec)
         for etype, reason, message in notices:
             self._event(obj, etype, reason, message)
 
-    def _report(self, obj: dict, state: DomainState | None, *, force_built: bool = False) -> None:
+    def _report(self, obj: dict, state: DomainState | None, *, force_built: bool = False,
+                applied: str = "") -> None:
+        """Apply the status of Instance ``obj`` whose domain is in ``state``;
+        ``applied``: the fingerprint of the spec its seed was written from
+        (RestartRequired names the fields changed since)."""
         md = obj["metadata"]
         uid = md["uid"]
         phase, ready, reason, message = st.phase_and_ready(state)
@@ -686,6 +722,8 @@ class Agent:
                 st.condition(obj, names.COND_BUILT, "True", names.REASON_BUILT,
                              f"domain {domain_name(*_key(obj))} defined on {self.host}"),
                 st.condition(obj, names.COND_READY, ready, reason, message),
+                restart_fields.condition(
+                    obj, restart_fields.pending_fields(applied, ob.spec(obj))),
             ],
         }
         if self.cfg.network or self.cfg.bridge:
@@ -699,6 +737,7 @@ class Agent:
                     self.queue.add_after(_key(obj), 3.0)
             else:
                 self._awaiting_address.pop(uid, None)
+        wanted = with_kstatus(wanted, obj)
         if force_built or st.status_changed(obj, wanted):
             self._apply_status(obj, names.INSTANCES, md["name"], "Instance", wanted,
                                namespace=md["namespace"])
@@ -843,17 +882,8 @@ class Agent:
             if not paths["disk"].exists():
                 create_overlay(cached, paths["disk"], int(res["diskGiB"]) * GiB)
             step("overlay")
-            spec = obj.get("spec") or {}
-            hostname = spec.get("hostname") or key[1]
             mac = mac_for(uid)
-            from kova.agents.seed import write_nocloud_seed
-
-            write_nocloud_seed(
-                paths["seed"],
-                st.meta_data(uid, hostname, spec.get("sshKeys")),
-                self._user_data(obj),
-                st.network_config(mac) if (self.cfg.network or self.cfg.bridge) else None,
-            )
+            self._write_seed(obj, uid)
             dspec = DomainSpec(
                 meta=DomainMetadata(
                     uid=uid, namespace=key[0], name=key[1], host=self.host,
@@ -861,6 +891,7 @@ class Agent:
                     created=now_rfc3339(),
                     restart_token=(md.get("annotations") or {}).get(names.ANNOTATION_RESTART, ""),
                     run_strategy="",
+                    applied_spec=restart_fields.fingerprint(obj.get("spec") or {}),
                 ),
                 vcpus=int(res["vcpus"]),
                 memory_mib=int(res["memoryMiB"]),
@@ -875,6 +906,7 @@ class Agent:
                 bridge=self.cfg.bridge,
                 mac=mac,
                 vcpu_scheduler=self.cfg.guest_vcpu_scheduler,  # type: ignore[arg-type]
+                vnc=self.cfg.vnc,
             )
             step("seed")
             defined = self.driver.define(build_domain_xml(dspec))
@@ -901,6 +933,34 @@ class Agent:
         except OSError as exc:
             self._undo_build(uid, created_dir)
             raise BuildError(names.ERROR_INTERNAL, str(exc)) from exc
+
+    def _write_seed(self, obj: dict, instance_id: str) -> None:
+        """The NoCloud seed of the Instance's current spec (user data, SSH
+        keys, host name; a network-config when guests get a NIC)."""
+        from kova.agents.seed import write_nocloud_seed
+
+        md, spec = obj["metadata"], obj.get("spec") or {}
+        write_nocloud_seed(
+            self._paths(md["uid"])["seed"],
+            st.meta_data(instance_id, spec.get("hostname") or md["name"], spec.get("sshKeys")),
+            self._user_data(obj),
+            st.network_config(mac_for(md["uid"])) if (self.cfg.network or self.cfg.bridge)
+            else None,
+        )
+
+    def prepare_start(self, obj: dict, meta: DomainMetadata) -> DomainMetadata:
+        """Before a domain starts: when user data, SSH keys or host name
+        changed since its seed was written, a new seed (with a new
+        instance-id) first.  Returns the metadata to record."""
+        spec = obj.get("spec") or {}
+        if not restart_fields.pending_fields(meta.applied_spec, spec):
+            return meta
+        applied = restart_fields.fingerprint(spec)
+        with self._seed_lock:  # a power action and a reconcile may both start it
+            self._write_seed(obj, restart_fields.instance_id(meta.uid, applied, first=False))
+        log.info("%s/%s: new seed for the changed %s", *_key(obj),
+                 ", ".join(restart_fields.pending_fields(meta.applied_spec, spec)))
+        return dataclasses.replace(meta, applied_spec=applied)
 
     def _count_image(self, cached) -> None:
         if cached.hit:
@@ -1018,7 +1078,12 @@ class Agent:
     def _apply_status(self, obj: dict | None, plural: str, name: str, kind: str,
                       status: dict, namespace: str | None = None) -> None:
         """Server-side apply the agent's ``status`` fields (its own field
-        manager, so the operator's fields are left alone)."""
+        manager, so the operator's fields are left alone).  Every apply of
+        Instance conditions carries the kstatus conditions (kova.kstatus):
+        server-side apply removes what this manager applied before and
+        leaves out now."""
+        if plural == names.INSTANCES and obj is not None:
+            status = with_kstatus(status, obj)
         body = {
             "apiVersion": names.API_VERSION,
             "kind": kind,

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Kova's static checks, run by `make test` before pytest (and so by .ci/run):
 #   ruff          style, imports, likely bugs, complexity (pyproject [tool.ruff])
-#   mypy          types of crds, kova (with kova/dev) and operator/scheduler
+#   mypy          types of crds, kova (with kova/dev and kova/plugin) and the
+#                 operator
 #   lint-imports  the import layers: crds <- kova <- components <- CLI/dev
-#                 tooling; Placement imports no other component; only
-#                 kova.kube talks to the Kubernetes API
+#                 tooling and kubectl kova; Placement imports no other
+#                 component; only kova.kube talks to the Kubernetes API
 #   check_sizes   no function over 60 lines, no class over 400 (hack/check_sizes.py)
 #   settings docs the settings tables in docs/ match the settings dataclasses
 # Any failure fails the run.  All tools come from the virtualenv (pip extra
@@ -35,7 +36,7 @@ import_tree() {
   mkdir -p "${tree}/kova"
   (cd kova && find . -path ./operator -prune -o -name __pycache__ -prune -o \
      -name '*.py' -print | cpio -pdm --quiet "${tree}/kova")
-  for part in operator agents crds placement; do
+  for part in operator agents api crds placement; do
     (cd "${part}" && find . -name __pycache__ -prune -o -name '*.py' -print \
        | cpio -pdm --quiet "${tree}/kova/${part}")
   done

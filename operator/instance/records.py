@@ -1,5 +1,6 @@
 """The operator's writes to an Instance: its status (through the pure
-builders of :mod:`.status`, guarded by the resourceVersion), the placement
+builders of :mod:`.status`, guarded by the resourceVersion, each write with
+its kstatus conditions: :mod:`kova.kstatus`), the placement
 record (finalizer + host label, then status), the host label, the
 operator's finalizer, and the Error phase."""
 
@@ -12,6 +13,7 @@ from kova import finalizers
 from kova.conditions import get_condition
 from kova.crds import names
 from kova.crds import objects as ob
+from kova.kstatus import with_kstatus
 from kova.kube import KubeError, instance_path
 from kova.operator import metrics
 from kova.operator.context import Context
@@ -42,7 +44,8 @@ class Records:
         def patch(current: dict) -> dict | None:
             status = change(current)
             wrote[:] = [status is not None]
-            return None if status is None else {"status": status}
+            # every phase written carries its kstatus conditions (kova.kstatus)
+            return None if status is None else {"status": with_kstatus(status, current)}
 
         path = _path(body)
         current = await self.ctx.kube.patch_guarded(path + "/status", body, patch,

@@ -1,5 +1,6 @@
-"""Pure builders of an Instance's status patches, its messages, and the
-build-attempt history.
+"""Pure builders of an Instance's status patches, its messages, the
+build-attempt history and the scheduler's entries in the action history
+(``status.actions``: :mod:`kova.actions`).
 
 Each builder takes the Instance as the API server has it now (``current``)
 and returns the ``status`` to merge-patch -- or None when there is nothing to
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kova import actions
 from kova.conditions import condition_is, get_condition, set_condition
 from kova.crds import names
 from kova.crds import objects as ob
@@ -33,8 +35,9 @@ def scheduled(current: dict, *, host: str, alternates: list[str], attempts: int,
               size: dict, reason: str, message: str, reset_built: str | None = None,
               now: str | None = None) -> Status | None:
     """Phase Scheduled on ``host`` (``Scheduled=True``; with ``reset_built``
-    the Built condition back to Unknown for a rebuild elsewhere).  None when
-    exactly this placement is already recorded."""
+    the Built condition back to Unknown for a rebuild elsewhere), the decision
+    added to status.actions (:func:`placement_action`).  None when exactly
+    this placement is already recorded."""
     status = ob.status(current)
     cond = get_condition(current, names.COND_SCHEDULED) or {}
     if (status.get("host") == host and int(status.get("attempts") or 0) == attempts
@@ -54,7 +57,24 @@ def scheduled(current: dict, *, host: str, alternates: list[str], attempts: int,
         "resources": size,
         "observedGeneration": gen,
         "conditions": conds,
+        "actions": placement_action(status.get("actions"), reason, message),
     }
+
+
+#: The scheduler's decisions as the actions of an Instance's history.
+PLACEMENT_ACTIONS = {names.REASON_SCHEDULED: names.InstanceActionName.CREATE,
+                     names.REASON_RESCHEDULED: names.InstanceActionName.RESCHEDULE,
+                     names.REASON_EVACUATED: names.InstanceActionName.EVACUATE}
+
+
+def placement_action(history: list[dict] | None, reason: str, message: str) -> list[dict] | None:
+    """status.actions with the scheduling decision ``reason`` added (create,
+    reschedule, evacuate), done by the operator itself: Kubernetes keeps no
+    record of who created an Instance (the API server's audit log does)."""
+    name = PLACEMENT_ACTIONS.get(reason)
+    if name is None:
+        return history
+    return actions.append(history, actions.done(name, names.COMPONENT_OPERATOR, message))
 
 
 def waiting(current: dict, reason: str, message: str, now: str | None = None) -> Status | None:

@@ -217,3 +217,33 @@ def test_is_build_failed():
     assert st.is_build_failed(instance(built=build_failed()))
     assert not st.is_build_failed(instance(built=("False", names.REASON_BUILDING, "")))
     assert not st.is_build_failed(instance())
+
+
+@pytest.mark.parametrize("reason, action", [
+    (names.REASON_SCHEDULED, names.InstanceActionName.CREATE),
+    (names.REASON_RESCHEDULED, names.InstanceActionName.RESCHEDULE),
+    (names.REASON_EVACUATED, names.InstanceActionName.EVACUATE),
+])
+def test_scheduled_adds_the_decision_to_the_action_history(reason, action):
+    earlier = {"action": "stop", "requestId": "req-1", "user": "alice",
+               "startTime": NOW, "finishTime": NOW, "result": "Success"}
+    current = instance()
+    current["status"] = {"actions": [earlier]}
+    out = scheduled(current, reason=reason, message="decided")
+    assert out["actions"][0] == earlier
+    entry = out["actions"][1]
+    assert (entry["action"], entry["user"], entry["message"], entry["result"]) == \
+        (action, names.COMPONENT_OPERATOR, "decided", "Success")
+    assert entry["requestId"].startswith("req-") and entry["requestId"] != "req-1"
+    assert entry["finishTime"] == entry["startTime"]
+    assert current["status"]["actions"] == [earlier]  # the Instance is not touched
+
+
+def test_placement_action_leaves_the_history_alone_for_other_reasons():
+    history = [{"action": "create", "requestId": "req-1"}]
+    assert st.placement_action(history, names.REASON_NO_VALID_HOST, "m") is history
+    assert st.placement_action(None, names.REASON_NO_VALID_HOST, "m") is None
+    full = [{"action": "start", "requestId": f"req-{i}"} for i in range(names.MAX_ACTIONS)]
+    out = st.placement_action(full, names.REASON_SCHEDULED, "m")
+    assert len(out) == names.MAX_ACTIONS
+    assert out[0]["requestId"] == "req-1" and out[-1]["action"] == "create"
