@@ -10,10 +10,10 @@ import pytest
 
 from kova.conditions import set_condition
 from kova.crds import names as contract
-from kova.operator.controller import lease_fresh
+from kova.operator.host.view import lease_fresh
+from kova.operator.instance.status import attempts_history, is_build_failed
 from kova.operator.scheduler.filters import HostInfo
 from kova.operator.scheduler.scheduler import parse_candidates
-from kova.operator.status import attempts_history, is_build_failed
 from kova.workqueue import AsyncWorkQueue as WorkQueue
 
 pytestmark = pytest.mark.unit
