@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from kova.agents.domain import (
+from kova.agents.virt.domain import (
     DomainMetadata,
     DomainSpecError,
     build_domain_xml,

@@ -1,12 +1,16 @@
-"""Pure decisions: run strategies, phases, conditions, seed contents."""
+"""The agent's pure decisions (kova.agents.instance.decisions): what to do
+next with an Instance, run strategies and power, restarts, phases and status,
+build-failure classification, stale domains and leftovers, back-off; and the
+seed contents (kova.agents.instance.userdata)."""
 
 from __future__ import annotations
 
 import libvirt
 import pytest
 
-from kova.agents import status as st
-from kova.agents.driver import DomainState
+from kova.agents.instance import decisions as st
+from kova.agents.instance.userdata import meta_data, network_config
+from kova.agents.virt.driver import DomainState
 
 RUNNING = DomainState(libvirt.VIR_DOMAIN_RUNNING, 1)
 PAUSED = DomainState(libvirt.VIR_DOMAIN_PAUSED, 1)
@@ -91,13 +95,13 @@ def test_status_changed():
 
 
 def test_meta_data():
-    md = st.meta_data("uid-1", "vm", ['ssh-ed25519 AAAAC3Nza me@x', 'ssh-rsa AAAA "q"'])
+    md = meta_data("uid-1", "vm", ['ssh-ed25519 AAAAC3Nza me@x', 'ssh-rsa AAAA "q"'])
     assert md.startswith("instance-id: uid-1\nlocal-hostname: vm\npublic-keys:\n")
     assert '  - "ssh-ed25519 AAAAC3Nza me@x"' in md
     assert '\\"q\\"' in md
-    assert st.meta_data("u", "h", None) == "instance-id: u\nlocal-hostname: h\n"
+    assert meta_data("u", "h", None) == "instance-id: u\nlocal-hostname: h\n"
 
 
 def test_network_config_matches_mac():
-    nc = st.network_config("52:54:00:aa:bb:cc")
+    nc = network_config("52:54:00:aa:bb:cc")
     assert "version: 2" in nc and '"52:54:00:aa:bb:cc"' in nc and "dhcp4: true" in nc
