@@ -136,10 +136,6 @@ class Agent:
     def kube(self) -> SyncKube:
         return self.ctx.kube
 
-    @property
-    def rp_uuid(self) -> str | None:
-        return self.registration.rp_uuid
-
     # ==================================================================
     # Lifecycle
     def start(self) -> None:
@@ -218,9 +214,6 @@ class Agent:
 
     # ==================================================================
     # The host thread: registration, Host status, periodic resync
-    def register_host(self) -> dict:
-        return self.registration.register()
-
     def _host_loop(self) -> None:
         stopping, changed = self.ctx.stopping, self.watch.membership_changed
         try:
