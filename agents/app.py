@@ -23,12 +23,14 @@ See ``docs/agent.md`` and the module map in ``docs/architecture.md``.
 
 from __future__ import annotations
 
+import http.server
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from kova import log as kova_log
 from kova.agents.context import DOMAIN_KEY, RESYNC_KEY, AgentContext, Key
@@ -117,7 +119,7 @@ class Agent:
                                      self.userdata, self.builder, Power(ctx))
         self._threads: list[threading.Thread] = []
         self._last_prune = time.monotonic()
-        self._metrics_server = None
+        self._metrics_server: http.server.ThreadingHTTPServer | None = None
 
     # The collaborators most callers want by name.
     @property
@@ -159,10 +161,11 @@ class Agent:
         self._spawn("lease", self.heartbeat.run)
         self._spawn("host", self._host_loop)
         if self.cfg.metrics_port:
-            self._metrics_server = serve_metrics(
+            server = serve_metrics(
                 self.cfg.metrics_port, self.metrics, self.healthy, self.cfg.metrics_bind
             )
-            log.info("metrics and /healthz on port %s", self._metrics_server.server_address[1])
+            self._metrics_server = server
+            log.info("metrics and /healthz on port %s", server.server_address[1])
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -278,7 +281,7 @@ class Agent:
 
     def _worker(self) -> None:
         while not self.ctx.stopping.is_set():
-            k = self.queue.get(timeout=1.0)
+            k = cast("Key | None", self.queue.get(timeout=1.0))
             if k is None:
                 continue
             self.metrics.queue_depth.set(len(self.queue))

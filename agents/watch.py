@@ -139,7 +139,7 @@ class InstanceWatch:
         for ev in self._stream:
             if self.ctx.stopping.is_set():
                 break
-            typ, obj = ev.get("type"), ev.get("object") or {}
+            typ, obj = str(ev.get("type")), ev.get("object") or {}
             if typ == "ERROR":
                 log.info("watch error %s; relisting", obj.get("message"))
                 break
