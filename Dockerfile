@@ -37,6 +37,7 @@ COPY operator ./operator
 COPY agents ./agents
 COPY crds ./crds
 COPY placement ./placement
+COPY api ./api
 # setup.py maps operator/ onto kova.operator (the symlink kova/operator is
 # copied as a symlink and resolves inside /src); every dependency is built or
 # downloaded as a wheel too, so the runtime stage installs with --no-index.
@@ -70,7 +71,7 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python -m venv /opt/kova \
  && /opt/kova/bin/pip install --no-index --find-links /wheels 'kova[libvirt]' \
  && kova --version \
- && python -c 'import libvirt, kova.agents, kova.operator, kova.placement'
+ && python -c 'import libvirt, kova.agents, kova.api, kova.operator, kova.placement'
 
 WORKDIR /var/lib/kova
 USER 10001:10001

@@ -2,7 +2,8 @@
 
 The top-level component folders are mapped onto ``kova.<part>``:
 ``operator/`` -> ``kova.operator``, ``agents/`` -> ``kova.agents``,
-``crds/`` -> ``kova.crds``, ``placement/`` -> ``kova.placement``.
+``crds/`` -> ``kova.crds``, ``placement/`` -> ``kova.placement``,
+``api/`` -> ``kova.api``.
 
 The ``operator/`` folder deliberately has no ``__init__.py`` (it is an
 implicit namespace portion, only ever imported as ``kova.operator``): a regular
@@ -20,6 +21,7 @@ PACKAGE_DIRS = {
     "kova": "kova",
     "kova.operator": "operator",
     "kova.agents": "agents",
+    "kova.api": "api",
     "kova.crds": "crds",
     "kova.placement": "placement",
 }

@@ -16,7 +16,10 @@ daemons; :meth:`Agent.stop` ends them):
   (:class:`~kova.agents.registration.Registration`) and runs the periodic
   resync: every Instance and domain queued again (a missed event is
   corrected there), leftover directories swept, unused images pruned;
-* ``metrics`` -- ``/metrics`` and ``/healthz``.
+* ``metrics`` -- ``/metrics`` and ``/healthz``;
+* ``stream`` -- with ``--stream-cert-file``, the stream endpoint for Kova's
+  API component (:class:`~kova.agents.stream.server.StreamServer`: consoles,
+  VNC, the console log, power actions), its own asyncio loop.
 
 See ``docs/agent.md`` and the module map in ``docs/architecture.md``.
 """
@@ -38,6 +41,7 @@ from kova.agents.heartbeat import Heartbeat
 from kova.agents.instance import decisions
 from kova.agents.instance.build import Builder
 from kova.agents.instance.power import Power
+from kova.agents.instance.power_actions import PowerActions
 from kova.agents.instance.reconciler import Reconciler
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.teardown import Teardown
@@ -46,6 +50,7 @@ from kova.agents.metrics import AgentMetrics
 from kova.agents.metrics import serve as serve_metrics
 from kova.agents.registration import Registration
 from kova.agents.settings import AgentSettings
+from kova.agents.stream.server import StreamServer
 from kova.agents.virt.driver import DriverError, LibvirtDriver, start_event_loop
 from kova.agents.virt.images import ImageCache
 from kova.agents.watch import InstanceWatch
@@ -111,12 +116,16 @@ class Agent:
         self.watch = InstanceWatch(ctx)
         self.report = Reporter(ctx, self.watch)
         self.heartbeat = Heartbeat(ctx)
-        self.registration = Registration(ctx, self.watch, self.report, self.placement)
         self.teardown = Teardown(ctx, self.watch, self.report)
         self.userdata = UserData(ctx, self.report)
         self.builder = Builder(ctx, self.report, self.teardown, self.userdata)
         self.reconciler = Reconciler(ctx, self.watch, self.report, self.teardown,
-                                     self.userdata, self.builder, Power(ctx))
+                                     self.userdata, self.builder, Power(ctx, self.userdata))
+        self.stream = StreamServer(
+            ctx, PowerActions(ctx, self.watch, self.report, self.userdata), self.healthy,
+        ) if cfg.stream else None
+        self.registration = Registration(ctx, self.watch, self.report, self.placement,
+                                         self.stream)
         self._threads: list[threading.Thread] = []
         self._last_prune = time.monotonic()
         self._metrics_server: http.server.ThreadingHTTPServer | None = None
@@ -138,6 +147,10 @@ class Agent:
     def kube(self) -> SyncKube:
         return self.ctx.kube
 
+    @property
+    def instance_dir(self) -> Path:
+        return self.ctx.instance_dir
+
     # ==================================================================
     # Lifecycle
     def start(self) -> None:
@@ -153,6 +166,10 @@ class Agent:
             self.heartbeat.last_ok = time.monotonic()
         except Exception as exc:
             log.warning("renewing the heartbeat lease failed: %s", exc)
+        # The stream endpoint before the registration, whose Host status
+        # advertises it (and a port in use stops the agent here).
+        if self.stream is not None:
+            self.stream.start()
         # Instances next (re-adoption after a restart must not wait for
         # Placement), registration in the host thread right away.
         self._spawn("watch", self.watch.run)
@@ -185,6 +202,8 @@ class Agent:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+        if self.stream is not None:
+            self.stream.stop()
         for t in self._threads:
             t.join(timeout=5)
         self.driver.close()
@@ -276,8 +295,7 @@ class Agent:
         if not uid:  # connection closed: resync everything
             self.queue.add(RESYNC_KEY)
             return
-        k = self.watch.key_of_uid(uid)
-        self.queue.add(k if k is not None else (DOMAIN_KEY, uid))
+        self.watch.queue_uid(uid)
 
     def _worker(self) -> None:
         while not self.ctx.stopping.is_set():

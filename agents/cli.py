@@ -23,6 +23,10 @@ def register(group: click.Group) -> None:
         """Run the compute agent for one host."""
         if settings.network and settings.bridge:
             raise click.UsageError("--network and --bridge are exclusive")
+        if settings.stream_cert_file and not (settings.stream_key_file
+                                              and settings.stream_client_ca_file):
+            raise click.UsageError("--stream-cert-file needs --stream-key-file and "
+                                   "--stream-client-ca-file (mutual TLS, nothing less)")
         if settings.lease_renew_seconds >= settings.lease_duration_seconds:
             raise click.BadParameter("must be shorter than --lease-duration-seconds",
                                      param_hint="--lease-renew-seconds")

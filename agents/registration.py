@@ -4,8 +4,10 @@ a new one gets the uuid5 of the host name), inventory (VCPU, MEMORY_MB,
 DISK_GB with the Host spec's allocation ratios and reserved amounts) and
 traits (CPU flags, architecture, the driver's ``COMPUTE_*`` capabilities and
 the Host spec's ``CUSTOM_*`` traits).  The Host status carries the capacity,
-the hypervisor, the traits, the provider, Placement's usages and the number
-of Instances.
+the hypervisor, the traits, the provider, Placement's usages, the number
+of Instances and, when the agent serves it, the stream endpoint
+(``streamEndpoint``: where Kova's API component reaches consoles, VNC and
+power actions).
 
 ``COMPUTE_STATUS_DISABLED`` and the availability-zone aggregates are the
 operator's: the agent keeps the trait as it finds it and never touches
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kova.agents.context import AgentContext, GiB
 from kova.agents.instance.report import Reporter
@@ -30,16 +32,21 @@ from kova.crds import objects as ob
 from kova.kube import KubeError, custom_path, host_path
 from kova.placement_client import SyncPlacementClient
 
+if TYPE_CHECKING:  # pragma: no cover
+    from kova.agents.stream.server import StreamServer
+
 log = logging.getLogger("kova.agents.registration")
 
 
 class Registration:
     def __init__(self, ctx: AgentContext, watch: InstanceWatch, report: Reporter,
-                 placement: SyncPlacementClient | None) -> None:
+                 placement: SyncPlacementClient | None,
+                 stream: StreamServer | None = None) -> None:
         self.ctx = ctx
         self.watch = watch
         self.report = report
         self.placement = placement
+        self.stream = stream
         #: The resource provider's uuid once registered.
         self.rp_uuid: str | None = None
         #: The Host spec last registered (a change re-applies the inventory).
@@ -99,7 +106,11 @@ class Registration:
             },
             "instanceCount": self.watch.count(),
             "lastHeartbeatTime": now_rfc3339(),
+            **self._stream_status(),
         }
+
+    def _stream_status(self) -> dict[str, Any]:
+        return self.stream.host_status() if self.stream is not None else {}
 
     def _provider(self, info: HostInfo, disk_gib: int, spec: dict, hstatus: dict,
                   wanted_traits: list[str]) -> dict[str, Any]:
@@ -145,6 +156,7 @@ class Registration:
         body: dict[str, Any] = {
             "instanceCount": self.watch.count(),
             "lastHeartbeatTime": now_rfc3339(),
+            **self._stream_status(),
         }
         if self.rp_uuid:
             body["allocated"] = self.allocated()

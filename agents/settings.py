@@ -109,5 +109,33 @@ class AgentSettings:
     image_cache_ttl: float = setting(
         24 * 3600.0, "Seconds before a cached image no instance uses is removed (0: never).",
         type=click.FloatRange(min=0))
+    vnc: bool = setting(
+        True, "Give new domains a VGA display whose VNC server listens on no address "
+        "(reached through libvirt, for kubectl kova vnc).")
+    stream_cert_file: str | None = setting(
+        None, "Serving certificate (PEM) of the stream endpoint that Kova's API component "
+        "reaches consoles, VNC and power actions through; without it the endpoint is off.",
+        type=click.Path(exists=True, dir_okay=False))
+    stream_key_file: str | None = setting(
+        None, "The private key (PEM) of --stream-cert-file.",
+        type=click.Path(exists=True, dir_okay=False))
+    stream_client_ca_file: str | None = setting(
+        None, "CA (PEM) that signed the API component's client certificate; no other client "
+        "is accepted.", type=click.Path(exists=True, dir_okay=False))
+    stream_allowed_clients: tuple[str, ...] = setting(
+        (names.STREAM_CLIENT_NAME,), "Common name a client certificate of the stream endpoint "
+        "must carry (repeatable).", flag="--stream-allowed-client", metavar="NAME")
+    stream_port: int = setting(
+        9466, "Port of the stream endpoint (0: any free port, advertised as it is; the "
+        "endpoint is off without --stream-cert-file).", type=click.IntRange(0, 65535))
+    stream_bind: str = setting("0.0.0.0", "Address the stream endpoint listens on.")
+    stream_advertise_address: str | None = setting(
+        None, "Address written into the Host's status.streamEndpoint (default: the bind "
+        "address, or this machine's own address); the chart gives the pod's IP.")
     log_level: str = level_setting()
     log_format: str = format_setting()
+
+    @property
+    def stream(self) -> bool:
+        """Whether the stream endpoint is served."""
+        return bool(self.stream_cert_file)

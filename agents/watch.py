@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from kova.agents.context import RESYNC_KEY, AgentContext, Key
+from kova.agents.context import DOMAIN_KEY, RESYNC_KEY, AgentContext, Key
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.kube import KubeError, WatchStream, custom_path
@@ -66,6 +66,18 @@ class InstanceWatch:
         """The Instance a domain uid belongs to, as far as the cache knows."""
         with self._lock:
             return self._uid_index.get(uid)
+
+    def by_uid(self, uid: str) -> dict | None:
+        """The cached Instance of domain ``uid``."""
+        with self._lock:
+            key = self._uid_index.get(uid)
+            return self._cache.get(key) if key is not None else None
+
+    def queue_uid(self, uid: str) -> None:
+        """Queue the Instance of domain ``uid`` (reconciled, so reported,
+        soon); a domain the cache knows no Instance of is queued as itself."""
+        key = self.key_of_uid(uid)
+        self.ctx.queue.add(key if key is not None else (DOMAIN_KEY, uid))
 
     # ------------------------------------------------------------------
     # Writes

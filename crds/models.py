@@ -50,12 +50,15 @@ from .common import (
     observed_generation_field,
 )
 from .names import (
+    MAX_ACTIONS,
+    ActionResult,
     AddressFamily,
     Architecture,
     CPUPolicy,
     Firmware,
     HostState,
     ImageFormat,
+    InstanceActionName,
     InstancePhase,
     OSType,
     PowerState,
@@ -511,9 +514,12 @@ class SchedulingHints(KovaModel):
 
 
 class InstanceSpec(KovaModel):
-    """The desired state of an Instance. The size (flavorRef or resources),
-    imageRef, serverGroupRef and availabilityZone are fixed at creation;
-    resizing will get its own field."""
+    """The desired state of an Instance. runStrategy applies at once;
+    userData, sshKeys and hostname apply at the next start or restart (the
+    RestartRequired condition names the fields waiting for one); the size
+    (flavorRef or resources), imageRef, serverGroupRef, availabilityZone,
+    traits and schedulingHints are fixed at creation (the API server rejects
+    a change)."""
 
     model_config = model_config(
         cel(
@@ -524,6 +530,8 @@ class InstanceSpec(KovaModel):
         _presence_immutable("resources"),
         _presence_immutable("serverGroupRef"),
         _presence_immutable("availabilityZone"),
+        _presence_immutable("traits"),
+        _presence_immutable("schedulingHints"),
     )
 
     flavor_ref: ObjectRef | None = Field(
@@ -544,18 +552,23 @@ class InstanceSpec(KovaModel):
     )
     user_data: UserData | None = Field(
         default=None,
-        description="cloud-init user data, served through a NoCloud seed disk.",
+        description="cloud-init user data, served through a NoCloud seed disk. A change "
+        "applies at the next start or restart (condition RestartRequired until then); "
+        "the guest then sees a new instance-id, so cloud-init runs it again.",
     )
     ssh_keys: list[SSHKey] | None = Field(
         default=None,
         max_length=32,
         description="OpenSSH public keys (one line each, e.g. 'ssh-ed25519 AAAA... "
-        "me@laptop') installed for the default user through cloud-init.",
+        "me@laptop') installed for the default user through cloud-init. A change "
+        "applies at the next start or restart (condition RestartRequired until then).",
         json_schema_extra=k8s(list_type="set"),
     )
     hostname: Label | None = Field(
         default=None,
-        description="Host name of the guest (a DNS label); defaults to metadata.name.",
+        description="Host name of the guest (a DNS label); defaults to metadata.name. "
+        "A change applies at the next start or restart (condition RestartRequired until "
+        "then).",
     )
     run_strategy: RunStrategy = Field(
         default=RunStrategy.ALWAYS,
@@ -579,10 +592,21 @@ class InstanceSpec(KovaModel):
     traits: TraitRequirements | None = Field(
         default=None,
         description="Traits the host must or must not have, in addition to the "
-        "Flavor's extraSpecs.traits.",
+        "Flavor's extraSpecs.traits. Immutable: they chose the host; create a new "
+        "Instance to change them.",
+        json_schema_extra=k8s(validations=[cel(
+            "self == oldSelf",
+            "traits is immutable: they chose the host at scheduling; create a new Instance "
+            "to change them")]),
     )
     scheduling_hints: SchedulingHints | None = Field(
-        default=None, description="Nova-style scheduler hints."
+        default=None,
+        description="Nova-style scheduler hints. Immutable, as in Nova: they applied "
+        "when the host was chosen.",
+        json_schema_extra=k8s(validations=[cel(
+            "self == oldSelf",
+            "schedulingHints is immutable: they applied when the host was chosen; create a "
+            "new Instance to change them")]),
     )
 
 
@@ -601,6 +625,30 @@ class InstanceAddress(KovaModel):
     )
     interface: str | None = Field(
         default=None, max_length=64, description="Interface name inside the guest or on the host."
+    )
+
+
+class InstanceAction(KovaModel):
+    """One entry of the action history: who asked for what, when, and how it
+    ended."""
+
+    action: InstanceActionName = Field(description="What was done.")
+    request_id: str = Field(
+        max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        description="Identifier of the request (also in the component's log lines).",
+    )
+    user: str = Field(
+        max_length=1024,
+        description="Who asked: the Kubernetes user name of the request, or the Kova "
+        "component that acted on its own (e.g. kova-operator for a reschedule).",
+    )
+    start_time: dt.datetime = Field(description="When the action started (RFC 3339).")
+    finish_time: dt.datetime | None = Field(
+        default=None, description="When it finished; unset while in progress."
+    )
+    result: ActionResult = Field(description="InProgress, Success or Error.")
+    message: str | None = Field(
+        default=None, max_length=1024, description="What happened, in a sentence."
     )
 
 
@@ -648,9 +696,18 @@ class InstanceStatus(KovaModel):
         description="IP addresses of the guest; the first one is the primary address.",
     )
     console: ConsoleStatus | None = Field(default=None, description="Serial console.")
+    actions: list[InstanceAction] | None = Field(
+        default=None,
+        max_length=MAX_ACTIONS,
+        description=f"The last {MAX_ACTIONS} actions on the Instance, oldest first: power "
+        "actions requested through the subresource API (kubectl kova start, stop, ...) "
+        "and the scheduler's create, reschedule and evacuate.",
+    )
     conditions: list[Condition] | None = conditions_field(
         "Scheduled: a host was chosen and resources claimed. Ready: the guest is "
-        "running. Reasons and messages explain failures."
+        "running. Reconciling: Kova is still converging on the spec. Stalled: it "
+        "cannot (phase Error). RestartRequired: spec fields that apply at the next "
+        "restart changed. Reasons and messages explain failures."
     )
 
 
@@ -795,6 +852,13 @@ class HypervisorInfo(KovaModel):
     cpu_model: str | None = Field(default=None, max_length=255, description="Host CPU model.")
 
 
+class StreamEndpoint(KovaModel):
+    """The agent's stream endpoint: an address and a port."""
+
+    address: str = Field(max_length=MAX_NAME, description="IP address or DNS name.")
+    port: int = Field(ge=1, le=65535, description="TCP port.")
+
+
 class HostStatus(KovaModel):
     """Observed state of a host, written by its compute agent and the host
     monitor."""
@@ -827,6 +891,11 @@ class HostStatus(KovaModel):
     )
     last_heartbeat_time: dt.datetime | None = Field(
         default=None, description="When the agent last renewed its heartbeat."
+    )
+    stream_endpoint: StreamEndpoint | None = Field(
+        default=None,
+        description="Where the agent serves consoles, VNC and power actions to Kova's "
+        "API component (mutual TLS; no other client is accepted).",
     )
     conditions: list[Condition] | None = conditions_field(
         "Ready: the agent is up and the resource provider is in sync; False with "

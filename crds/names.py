@@ -20,6 +20,14 @@ GROUP = "kova.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
+#: The API group of the Instance subresources (console, vnc, log and the power
+#: actions) that Kova's API component serves behind an APIService.
+SUBRESOURCE_GROUP = f"subresources.{GROUP}"
+SUBRESOURCE_VERSION = "v1alpha1"
+SUBRESOURCE_API_VERSION = f"{SUBRESOURCE_GROUP}/{SUBRESOURCE_VERSION}"
+#: The APIService that registers them with the API server's aggregator.
+APISERVICE_NAME = f"{SUBRESOURCE_VERSION}.{SUBRESOURCE_GROUP}"
+
 # --------------------------------------------------------------------------
 # Resources (plurals) of the API group
 
@@ -72,6 +80,14 @@ FIELD_MANAGER_AGENT = "kova-agent"
 #: ``source.component`` of the Events each component posts.
 COMPONENT_OPERATOR = "kova-operator"
 COMPONENT_AGENT = "kova-agent"
+COMPONENT_API = "kova-api"
+
+#: The common name of the API component's client certificate: the only
+#: client an agent's stream endpoint accepts (``--stream-allowed-client``).
+STREAM_CLIENT_NAME = "kova-api"
+#: The name every agent's stream certificate carries, checked by the API
+#: component whatever address a Host advertises (``--agent-server-name``).
+STREAM_SERVER_NAME = "kova-agent"
 
 
 # --------------------------------------------------------------------------
@@ -180,6 +196,32 @@ class OSType(StrEnum):
     WINDOWS = "windows"
 
 
+class InstanceActionName(StrEnum):
+    """What was done to an Instance (Nova's instance actions)."""
+
+    CREATE = "create"
+    RESCHEDULE = "reschedule"
+    EVACUATE = "evacuate"
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    REBOOT = "reboot"
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+
+
+class ActionResult(StrEnum):
+    """How an action of ``status.actions`` ended."""
+
+    IN_PROGRESS = "InProgress"
+    SUCCESS = "Success"
+    ERROR = "Error"
+
+
+#: How many actions ``status.actions`` keeps (the newest).
+MAX_ACTIONS = 20
+
+
 class AddressFamily(StrEnum):
     """IP address family."""
 
@@ -201,6 +243,17 @@ COND_BUILT = "Built"
 #: Set by the agent: True while the guest runs.  The host monitor sets it to
 #: Unknown (reason HostDown) while the host is Down.
 COND_READY = "Ready"
+#: kstatus: True while Kova still converges on the spec (from the phase
+#: whoever writes the phase writes; :mod:`kova.kstatus`).
+COND_RECONCILING = "Reconciling"
+#: kstatus: True when Kova cannot converge (phase Error), with its reason.
+COND_STALLED = "Stalled"
+#: Set by the agent: True (reason SpecChanged) while spec fields that apply at
+#: the next start (userData, sshKeys, hostname) changed since the guest's seed
+#: was written; the message names them.
+COND_RESTART_REQUIRED = "RestartRequired"
+REASON_SPEC_CHANGED = "SpecChanged"
+REASON_UP_TO_DATE = "UpToDate"
 
 # Reasons of the Scheduled condition (and of phase Pending / Error).
 REASON_SCHEDULED = "Scheduled"
@@ -247,6 +300,17 @@ EVENT_STOPPING = "Stopping"
 EVENT_RESTARTED = "Restarted"
 EVENT_DELETED = "Deleted"
 EVENT_STALE_DOMAIN_REMOVED = "StaleDomainRemoved"
+#: Posted by the API component when a user opens a console or VNC session, and
+#: asks for a power action; by the agent when it did one (``<Action>Done``).
+EVENT_CONSOLE_CONNECTED = "ConsoleConnected"
+EVENT_VNC_CONNECTED = "VNCConnected"
+EVENT_ACTION_REQUESTED = "ActionRequested"
+
+
+def event_action_done(action: str) -> str:
+    """The reason of the agent's Event after power action ``action``
+    (``StartDone``, ``RebootDone``, ...)."""
+    return action.capitalize() + "Done"
 
 #: Build-failure codes: the Built=False message prefix, the Ready=False reason
 #: and the ``kova_agent_build_failures_total`` metric's ``reason`` label.

@@ -24,6 +24,10 @@
 #   KOVA-DHCP: <nic> <addr/prefix>     later, when that NIC (without a
 #                                      network-config: eth0) got a DHCP lease;
 #                                      the request carries the hostname
+#   KOVA-SHELL: ttyS0                  then a shell (prompt "<hostname>:<dir># ")
+#                                      on the serial console, and one on the VGA
+#                                      console (tty1) under a banner, both
+#                                      started again when they exit
 #   KOVA-POWEROFF                      on the ACPI power button, then poweroff -f
 #
 # Output: $KOVA_CACHE/images/kova-test-<hash>.qcow2 (hash of this script, the
@@ -294,6 +298,26 @@ if [ -n "$nic" ] && [ "$dhcp" = yes ]; then
   udhcpc -i "$nic" -x "hostname:$(hostname)" -s /etc/udhcpc.script -t 5 -T 2 -A 3 -b -q \
     >/dev/null 2>&1 &
 fi
+
+# Shells: one on the serial console (kubectl kova console reaches it), one
+# on the VGA console (kubectl kova vnc shows it), each started again when it
+# exits. The prompt is "<hostname>:<dir># ".
+echo 'export PS1="\h:\w# "' >/etc/profile
+shell_on() {
+  while true; do
+    setsid -c sh -l <"$1" >"$1" 2>&1
+    sleep 1
+  done
+}
+{
+  echo
+  echo "Kova test image -- host $(hostname)"
+  echo "Serial console: kubectl kova console <instance>"
+  echo
+} >/dev/tty1 2>/dev/null
+shell_on /dev/tty1 &
+echo "KOVA-SHELL: ttyS0"
+shell_on /dev/ttyS0 &
 
 # Stay alive (PID 1 must not exit), reaping orphans.
 while true; do

@@ -3,8 +3,8 @@
 #   ruff          style, imports, likely bugs, complexity (pyproject [tool.ruff])
 #   mypy          types of crds, kova (with kova/dev) and operator/scheduler
 #   lint-imports  the import layers: crds <- kova <- components <- CLI/dev
-#                 tooling; Placement imports no other component; only
-#                 kova.kube talks to the Kubernetes API
+#                 tooling and kubectl kova; Placement imports no other
+#                 component; only kova.kube talks to the Kubernetes API
 #   check_sizes   no function over 60 lines, no class over 400 (hack/check_sizes.py)
 #   settings docs the settings tables in docs/ match the settings dataclasses
 # Any failure fails the run.  All tools come from the virtualenv (pip extra
@@ -35,7 +35,7 @@ import_tree() {
   mkdir -p "${tree}/kova"
   (cd kova && find . -path ./operator -prune -o -name __pycache__ -prune -o \
      -name '*.py' -print | cpio -pdm --quiet "${tree}/kova")
-  for part in operator agents crds placement; do
+  for part in operator agents api crds placement; do
     (cd "${part}" && find . -name __pycache__ -prune -o -name '*.py' -print \
        | cpio -pdm --quiet "${tree}/kova/${part}")
   done

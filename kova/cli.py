@@ -1,7 +1,7 @@
 """The ``kova`` command line: one subcommand group per component.
 
 Each component contributes its own commands through ``register(group)``:
-``kova.placement.cli``, ``kova.operator.cli``, ``kova.agents.cli``,
+``kova.placement.cli``, ``kova.operator.cli``, ``kova.agents.cli``, ``kova.api.cli``,
 ``kova.crds.cli`` and ``kova.dev.cli``.  They are imported when the group is
 built, so ``kova --help`` lists everything.
 """
@@ -35,6 +35,11 @@ def agent() -> None:
 
 
 @main.group()
+def api() -> None:
+    """The subresource API (console, VNC, power actions) behind an APIService."""
+
+
+@main.group()
 def crds() -> None:
     """The CustomResourceDefinitions generated from the pydantic models."""
 
@@ -46,6 +51,7 @@ def dev() -> None:
 
 def _register_all() -> None:
     from kova.agents import cli as agent_cli
+    from kova.api import cli as api_cli
     from kova.crds import cli as crds_cli
     from kova.dev import cli as dev_cli
     from kova.operator import cli as operator_cli
@@ -54,6 +60,7 @@ def _register_all() -> None:
     placement_cli.register(placement)
     operator_cli.register(operator_)
     agent_cli.register(agent)
+    api_cli.register(api)
     crds_cli.register(crds)
     dev_cli.register(dev)
 

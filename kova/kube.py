@@ -81,18 +81,23 @@ def _bearer_of(cfg: Any) -> str | None:
     return token if scheme.lower() == "bearer" and token else value
 
 
-def _kubeconfig_token_file(path: str, context: str | None = None) -> Path | None:
-    """The ``tokenFile`` of the kubeconfig's active user, if it names one."""
+def _kubeconfig_context(path: str, context: str | None = None) -> tuple[dict, dict]:
+    """(context, user) entries of the kubeconfig's active (or named) context."""
     try:
         doc = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError):
-        return None
+        return {}, {}
     ctx_name = context or doc.get("current-context")
     ctx = next((c.get("context") or {} for c in doc.get("contexts") or []
                 if c.get("name") == ctx_name), {})
     user = next((u.get("user") or {} for u in doc.get("users") or []
                  if u.get("name") == ctx.get("user")), {})
-    token_file = user.get("tokenFile")
+    return ctx, user
+
+
+def _kubeconfig_token_file(path: str, context: str | None = None) -> Path | None:
+    """The ``tokenFile`` of the kubeconfig's active user, if it names one."""
+    token_file = _kubeconfig_context(path, context)[1].get("tokenFile")
     if not token_file:
         return None
     return (Path(path).resolve().parent / token_file) if not os.path.isabs(token_file) \
@@ -109,8 +114,10 @@ class Credentials:
     def __init__(self, server: str, *, ca_file: str | None = None, insecure: bool = False,
                  cert_file: str | None = None, key_file: str | None = None,
                  token: str | None = None, token_file: Path | None = None,
-                 reload: Callable[[], Any] | None = None) -> None:
+                 reload: Callable[[], Any] | None = None, namespace: str | None = None) -> None:
         self.server = server.rstrip("/")
+        #: The namespace of the kubeconfig's context (in a pod: its own), if any.
+        self.namespace = namespace
         self.ca_file = ca_file
         self.insecure = insecure
         self.cert_file = cert_file
@@ -135,8 +142,12 @@ class Credentials:
                 and (SERVICE_ACCOUNT_DIR / "token").exists():
             cfg = client.Configuration()
             config.load_incluster_config(client_configuration=cfg)
+            try:
+                namespace: str | None = (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip()
+            except OSError:
+                namespace = None
             return cls(cfg.host, ca_file=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
-                       token_file=SERVICE_ACCOUNT_DIR / "token")
+                       token_file=SERVICE_ACCOUNT_DIR / "token", namespace=namespace)
         path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] \
             or os.path.expanduser("~/.kube/config")
 
@@ -149,7 +160,8 @@ class Credentials:
         cfg = reload()
         creds = cls(cfg.host, ca_file=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
                     cert_file=cfg.cert_file, key_file=cfg.key_file,
-                    token_file=_kubeconfig_token_file(path, context), reload=reload)
+                    token_file=_kubeconfig_token_file(path, context), reload=reload,
+                    namespace=_kubeconfig_context(path, context)[0].get("namespace"))
         creds._cfg = cfg
         return creds
 
@@ -392,6 +404,18 @@ class Kube:
         return await self.request("PATCH", path, json=body, params=params,
                                   content_type=APPLY_PATCH)
 
+    @contextlib.asynccontextmanager
+    async def _open(self, path: str, params: Any, timeout: aiohttp.ClientTimeout,
+                    what: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A long GET whose body is read as it comes (KubeError unless 200)."""
+        async with self.session.get(self.server + path, params=params, headers=self._headers(),
+                                    timeout=timeout) as resp:
+            if resp.status == 401:
+                self.creds.refresh()
+            if resp.status != 200:
+                raise KubeError(resp.status, error_body(await resp.read()), f"{what} {path}")
+            yield resp
+
     async def watch(self, path: str, params: dict[str, str] | None = None, *,
                     timeout_seconds: int = 300) -> AsyncIterator[dict]:
         """The watch events of a collection (``{"type": ..., "object": ...}``)
@@ -399,12 +423,7 @@ class Kube:
         query = {**(params or {}), "watch": "true", "timeoutSeconds": str(timeout_seconds)}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout,
                                         sock_read=timeout_seconds + 30)
-        async with self.session.get(self.server + path, params=query, headers=self._headers(),
-                                    timeout=timeout) as resp:
-            if resp.status == 401:
-                self.creds.refresh()
-            if resp.status != 200:
-                raise KubeError(resp.status, error_body(await resp.read()), f"WATCH {path}")
+        async with self._open(path, query, timeout, "WATCH") as resp:
             buffer = b""
             async for chunk in resp.content.iter_any():
                 buffer += chunk
@@ -413,22 +432,30 @@ class Kube:
                     if line.strip():
                         yield jsonlib.loads(line)
 
+    async def stream(self, path: str, params: dict[str, str] | None = None) -> AsyncIterator[bytes]:
+        """The body of a long GET (such as a followed console log), chunk by
+        chunk as the server sends it; no read timeout."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout)
+        async with self._open(path, params, timeout, "GET") as resp:
+            async for chunk in resp.content.iter_any():
+                yield chunk
+
 
 # ---------------------------------------------------------------------------
 # The blocking facade
 
 
 class WatchStream:
-    """A watch running on the loop thread, read as an iterator by one thread;
-    :meth:`stop` ends it from any thread."""
+    """A watch (or a streamed body) running on the loop thread, read as an
+    iterator by one thread; :meth:`stop` ends it from any thread."""
 
     _END = object()
 
-    def __init__(self, loop: LoopThread, events: AsyncIterator[dict]) -> None:
+    def __init__(self, loop: LoopThread, events: AsyncIterator[Any]) -> None:
         self._queue: queue.Queue = queue.Queue()
         self._future = loop.submit(self._pump(events))
 
-    async def _pump(self, events: AsyncIterator[dict]) -> None:
+    async def _pump(self, events: AsyncIterator[Any]) -> None:
         try:
             async for event in events:
                 self._queue.put(event)
@@ -439,7 +466,7 @@ class WatchStream:
         finally:
             self._queue.put(self._END)
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Any]:
         while True:
             item = self._queue.get()
             if item is self._END:
@@ -479,6 +506,10 @@ class SyncKube:
               timeout_seconds: int = 300) -> WatchStream:
         return WatchStream(self.loop, self.aio.watch(path, params,
                                                      timeout_seconds=timeout_seconds))
+
+    def stream(self, path: str, params: dict[str, str] | None = None) -> WatchStream:
+        """:meth:`Kube.stream` as an iterator of byte chunks."""
+        return WatchStream(self.loop, self.aio.stream(path, params))
 
     def close(self) -> None:
         self.loop.close(self.aio.close)

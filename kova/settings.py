@@ -65,6 +65,8 @@ class Spec:
     convert: Callable[[Any], Any] | None = None
     #: Not a command-line option (set only by the code that builds the settings).
     cli: bool = True
+    #: The command refuses to run without it (click's missing-option error).
+    required: bool = False
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *,  # noqa: A002
@@ -121,12 +123,16 @@ class Option:
                           or self.default not in (None, ()) else False))
         if self.spec.metavar:
             kwargs["metavar"] = self.spec.metavar
+        if self.spec.required:  # no default to fall back on (nor to show)
+            kwargs.update(required=True, show_default=False)
         if self.is_flag:
             kwargs.update(default=bool(self.default))
             if "/" not in self.flags[0]:
                 kwargs["is_flag"] = True
         else:
-            kwargs.update(default=self.default, type=self.type, multiple=self.multiple)
+            kwargs.update(type=self.type, multiple=self.multiple)
+            if not self.spec.required:  # (a default of None would count as given)
+                kwargs["default"] = self.default
         return click.option(*self.flags, self.field, **kwargs)
 
 
@@ -224,6 +230,8 @@ def options(cls: type, prefix: str) -> Callable[[Callable[..., Any]], Callable[.
 
 
 def _shown_default(opt: Option) -> str:
+    if opt.spec.required:
+        return "required"
     if isinstance(opt.spec.show_default, str):
         return opt.spec.show_default
     if callable(opt.default):

@@ -34,6 +34,7 @@ from kova.conditions import get_condition, set_condition
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import ServerGroupPolicy
+from kova.kstatus import with_kstatus
 from kova.kube import Credentials, Kube, KubeError, host_path, instance_path, lease_path
 from kova.operator import metrics
 from kova.operator.scheduler.batch import BatchScheduler, batchable
@@ -42,7 +43,12 @@ from kova.operator.scheduler.request import InvalidRequest, MissingDependency, b
 from kova.operator.scheduler.scheduler import Decision, NoValidHost, Scheduler
 from kova.operator.scheduler.weighers import BuildFailures, WeighContext
 from kova.operator.settings import Settings
-from kova.operator.status import attempts_history, describe_attempts, is_build_failed
+from kova.operator.status import (
+    attempts_history,
+    describe_attempts,
+    is_build_failed,
+    placement_action,
+)
 from kova.placement_client import PlacementClient, PlacementError, RetryPolicy
 from kova.workqueue import AsyncWorkQueue
 
@@ -692,6 +698,7 @@ class Controller:
                 "resources": size,
                 "observedGeneration": current["metadata"].get("generation"),
                 "conditions": conds,
+                "actions": placement_action(status.get("actions"), reason, message),
             }
 
         written = []
@@ -710,7 +717,8 @@ class Controller:
         def patch(current: dict) -> dict | None:
             status = change(current)
             wrote[:] = [status is not None]
-            return None if status is None else {"status": status}
+            # every phase written carries its kstatus conditions (kova.kstatus)
+            return None if status is None else {"status": with_kstatus(status, current)}
 
         current = await self.kube.patch_guarded(instance_path(ns, name) + "/status", body, patch,
                                                 read_path=instance_path(ns, name),

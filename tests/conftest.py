@@ -10,6 +10,9 @@ Fixtures live in ``tests/fixtures/`` as plugins, one per real component:
   ``pg_database`` (a fresh database per test module, dropped afterwards).
 * ``libvirt`` -- ``libvirt_test_conn`` (``test:///default``), ``libvirt_qemu_conn``
   (``qemu:///system`` on the locally started libvirtd) and ``test_image``.
+* ``api`` -- ``kova_api`` (Kova's API component for the session, registered as
+  the APIService) and ``make_user`` (a ServiceAccount bound to a role, with a
+  kubeconfig).
 
 Tiers are pytest markers: ``unit``, ``integration``, ``e2e``.  A test module
 without a marker is marked ``unit`` automatically.
@@ -26,6 +29,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.libvirt",
     "tests.fixtures.crds",
+    "tests.fixtures.api",
 ]
 
 TIERS = ("unit", "integration", "e2e")

@@ -18,7 +18,7 @@ import logging
 import time
 
 from kova.agents.context import AgentContext, GiB, InstanceFiles
-from kova.agents.instance import decisions
+from kova.agents.instance import decisions, restart_fields
 from kova.agents.instance.decisions import BuildError
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.teardown import Teardown
@@ -149,6 +149,7 @@ class Builder:
                 created=now_rfc3339(),
                 restart_token=ob.annotations_of(obj).get(names.ANNOTATION_RESTART, ""),
                 run_strategy="",
+                applied_spec=restart_fields.fingerprint(ob.spec(obj)),
             ),
             vcpus=int(res["vcpus"]),
             memory_mib=int(res["memoryMiB"]),
@@ -163,6 +164,7 @@ class Builder:
             bridge=cfg.bridge,
             mac=mac_for(uid),
             vcpu_scheduler=cfg.guest_vcpu_scheduler,  # type: ignore[arg-type]
+            vnc=cfg.vnc,
         )
 
     def resources(self, obj: dict) -> dict:

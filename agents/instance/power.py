@@ -2,18 +2,26 @@
 after ``--shutdown-timeout``) and restart, as the Instance's run strategy,
 the power annotation (Manual) and the restart annotation ask
 (:func:`~kova.agents.instance.decisions.power_action`,
-:func:`~kova.agents.instance.decisions.restart`).  The run strategy applied
-and the restart token acted on are kept in the domain's Kova metadata.
+:func:`~kova.agents.instance.decisions.restart`).  The run strategy applied,
+the restart token acted on and the fingerprint of the spec the seed holds
+are kept in the domain's Kova metadata; a start writes a new seed first when
+user data, SSH keys or host name changed (:meth:`UserData.fresh_seed
+<kova.agents.instance.userdata.UserData.fresh_seed>`).
+
+Direct power actions asked for through the stream endpoint (pause, reboot,
+...) are :mod:`~kova.agents.instance.power_actions`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from kova.agents.context import AgentContext
-from kova.agents.instance import decisions
+from kova.agents.instance import decisions, restart_fields
 from kova.agents.instance.decisions import Restart
+from kova.agents.instance.userdata import UserData
 from kova.agents.virt.domain import DomainMetadata
 from kova.agents.virt.driver import DomainInfo, DomainState
 from kova.crds import names
@@ -25,19 +33,29 @@ log = logging.getLogger("kova.agents.instance.power")
 Notice = tuple[str, str, str]
 
 
-class Power:
-    def __init__(self, ctx: AgentContext) -> None:
-        self.ctx = ctx
+@dataclass(frozen=True)
+class Outcome:
+    """What :meth:`Power.apply` did: the domain's state afterwards, the
+    Events to post, and the domain's Kova metadata as recorded."""
 
-    def apply(self, obj: dict, info: DomainInfo,
-              first_start: bool) -> tuple[DomainState, list[Notice]]:
-        """Bring the domain's power where the Instance wants it; the state it
-        is in afterwards and the Events to post about it."""
+    state: DomainState
+    notices: list[Notice]
+    meta: DomainMetadata
+
+
+class Power:
+    def __init__(self, ctx: AgentContext, userdata: UserData) -> None:
+        self.ctx = ctx
+        self.userdata = userdata
+
+    def apply(self, obj: dict, info: DomainInfo, first_start: bool) -> Outcome:
+        """Bring the domain's power where the Instance wants it."""
         uid = obj["metadata"]["uid"]
         key = ob.key(obj)
         strategy = ob.run_strategy(obj)
         ann = ob.annotations_of(obj)
-        meta = info.meta or DomainMetadata(uid=uid, namespace=key[0], name=key[1])
+        meta = restart_fields.adopted(
+            info.meta or DomainMetadata(uid=uid, namespace=key[0], name=key[1]), ob.spec(obj))
         power_ann = ann.get(names.ANNOTATION_POWER)
         action = decisions.power_action(strategy, info.state, first_start=first_start,
                                         power_annotation=power_ann)
@@ -47,35 +65,40 @@ class Power:
         notices: list[Notice] = []
         state = info.state
         if what is Restart.RESTART:
-            state = self._restart(obj, uid, token, notices) or state
+            now, meta = self._restart(obj, meta, token, notices)
+            state = now or state
         if action == decisions.START:
-            state = self._start(obj, uid, strategy, notices) or state
+            now, meta = self._start(obj, meta, strategy, notices)
+            state = now or state
         elif action == decisions.STOP:
             state = self._stop(obj, uid, strategy, power_ann, notices) or state
         else:
             self._settled(uid, state, first_start)
         new_meta = decisions.recorded_metadata(
             meta, strategy=strategy, restart_token=None if what is Restart.NONE else token)
-        if new_meta != meta and info.meta is not None:
+        if new_meta != info.meta and info.meta is not None:
             self.ctx.driver.set_metadata(uid, new_meta)
-        return state, notices
+        return Outcome(state, notices, new_meta)
 
-    def _restart(self, obj: dict, uid: str, token: str,
-                 notices: list[Notice]) -> DomainState | None:
+    def _restart(self, obj: dict, meta: DomainMetadata, token: str,
+                 notices: list[Notice]) -> tuple[DomainState | None, DomainMetadata]:
         driver = self.ctx.driver
         log.info("%s/%s: restart requested (%s)", *ob.key(obj), token)
         notices.append(("Normal", names.EVENT_RESTARTED, f"domain restarted on {self.ctx.host}"))
-        driver.destroy(uid)
-        driver.start(uid)
+        driver.destroy(meta.uid)
+        meta = self.userdata.fresh_seed(obj, meta)
+        driver.start(meta.uid)
         self.ctx.metrics.power_actions.labels("restart").inc()
-        return driver.state(uid)
+        return driver.state(meta.uid), meta
 
-    def _start(self, obj: dict, uid: str, strategy: str,
-               notices: list[Notice]) -> DomainState | None:
+    def _start(self, obj: dict, meta: DomainMetadata, strategy: str,
+               notices: list[Notice]) -> tuple[DomainState | None, DomainMetadata]:
         ctx = self.ctx
         key = ob.key(obj)
+        uid = meta.uid
         ctx.memory.stopping.pop(uid, None)
         log.info("%s/%s: starting the domain (runStrategy %s)", *key, strategy)
+        meta = self.userdata.fresh_seed(obj, meta)
         t_start = time.monotonic()
         ctx.driver.start(uid)
         log.info("%s/%s: domain started in %.2fs", *key, time.monotonic() - t_start)
@@ -85,7 +108,7 @@ class Power:
         started = ctx.memory.build_started.pop(uid, None)
         if started is not None:
             ctx.metrics.build_seconds.observe(time.monotonic() - started)
-        return state
+        return state, meta
 
     def _stop(self, obj: dict, uid: str, strategy: str, power_ann: str | None,
               notices: list[Notice]) -> DomainState | None:

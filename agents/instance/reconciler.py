@@ -84,6 +84,6 @@ class Reconciler:
         first = decisions.first_start(
             obj, just_built=just_built, strategy=ob.run_strategy(obj),
             recorded_strategy=meta.run_strategy if meta is not None else "")
-        state, notices = self.power.apply(obj, info, first)
-        self.report.observed(obj, state)
-        self.report.events(obj, notices)
+        done = self.power.apply(obj, info, first)
+        self.report.observed(obj, done.state, applied=done.meta.applied_spec)
+        self.report.events(obj, done.notices)

@@ -2,8 +2,12 @@
 status by server-side apply (field manager ``kova-agent``, so the operator's
 fields and conditions are never touched), and Events.
 
-The status contents are decided in :mod:`kova.agents.instance.decisions`;
-this module writes them, only when they change something.
+The status contents are decided in :mod:`kova.agents.instance.decisions`
+(and ``RestartRequired`` in :mod:`kova.agents.instance.restart_fields`);
+this module writes them, only when they change something.  Every Instance
+status it applies carries the kstatus conditions ``Reconciling`` and
+``Stalled`` (:func:`kova.kstatus.with_kstatus`): server-side apply removes a
+condition this field manager applied before and leaves out now.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from typing import Any
 
 from kova import events
 from kova.agents.context import AgentContext
-from kova.agents.instance import decisions
+from kova.agents.instance import decisions, restart_fields
 from kova.agents.virt.domain import domain_name
 from kova.agents.virt.driver import DomainState
 from kova.agents.watch import InstanceWatch
 from kova.crds import names
 from kova.crds import objects as ob
+from kova.kstatus import with_kstatus
 from kova.kube import KubeError, custom_path
 
 log = logging.getLogger("kova.agents.instance.report")
@@ -49,11 +54,12 @@ class Reporter:
             raise
 
     def instance_status(self, obj: dict, status: dict) -> None:
-        """Apply the agent's status fields of Instance ``obj``; the watch
-        cache takes the result at once (a reconcile right after sees it)."""
+        """Apply the agent's status fields of Instance ``obj``, with the
+        kstatus conditions; the watch cache takes the result at once (a
+        reconcile right after sees it)."""
         md = obj["metadata"]
-        new = self.apply_status(names.INSTANCES, "Instance", md["name"], status,
-                                namespace=md["namespace"])
+        new = self.apply_status(names.INSTANCES, "Instance", md["name"],
+                                with_kstatus(status, obj), namespace=md["namespace"])
         if new is not None:
             self.watch.store_own_write(new)
 
@@ -71,17 +77,21 @@ class Reporter:
         for etype, reason, message in notices:
             self.event(obj, etype, reason, message)
 
-    def observed(self, obj: dict, state: DomainState | None) -> None:
+    def observed(self, obj: dict, state: DomainState | None, applied: str = "") -> None:
         """Report the domain's ``state``: phase, powerState, console log,
-        Built and Ready, and with a NIC the guest's addresses -- written only
-        when something changed."""
+        Built, Ready and RestartRequired (``applied``: the fingerprint of the
+        spec its seed was written from), and with a NIC the guest's addresses
+        -- written only when something changed."""
         uid = ob.uid(obj) or ""
         wanted: dict[str, Any] = decisions.observed_status(
             obj, state, host=self.ctx.host, domain=domain_name(*ob.key(obj)),
             console_log=str(self.ctx.files(uid).console),
             shutting_down=uid in self.ctx.memory.stopping)
+        wanted["conditions"].append(restart_fields.condition(
+            obj, restart_fields.pending_fields(applied, ob.spec(obj))))
         if self.ctx.with_nic:
             wanted["addresses"] = self._addresses(obj, uid, state)
+        wanted = with_kstatus(wanted, obj)
         if decisions.status_changed(obj, wanted):
             self.instance_status(obj, wanted)
 

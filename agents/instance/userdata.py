@@ -3,20 +3,27 @@ written into its NoCloud seed; and the wait for a user-data Secret that does
 not exist yet.
 
 User data comes from ``spec.userData.inline`` or the Secret key
-``spec.userData.secretRef`` names.  It is read at build time and written only
-into the seed ISO: never logged, put into a status or an Event.
+``spec.userData.secretRef`` names.  It is read at build time (and at a start
+after it changed) and written only into the seed ISO: never logged, put into
+a status or an Event.
+
+User data, SSH keys and host name apply at a start: when they changed since
+the seed was written (:mod:`~kova.agents.instance.restart_fields`), a start
+writes a new seed first, with a new instance-id (:meth:`UserData.fresh_seed`).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
+import threading
 
 from kova.agents.context import AgentContext, InstanceFiles
-from kova.agents.instance import decisions
+from kova.agents.instance import decisions, restart_fields
 from kova.agents.instance.decisions import BuildError
 from kova.agents.instance.report import Reporter
-from kova.agents.virt.domain import mac_for
+from kova.agents.virt.domain import DomainMetadata, mac_for
 from kova.agents.virt.seed import write_nocloud_seed
 from kova.crds import names
 from kova.crds import objects as ob
@@ -77,6 +84,8 @@ class UserData:
     def __init__(self, ctx: AgentContext, report: Reporter) -> None:
         self.ctx = ctx
         self.report = report
+        #: A power action and a reconcile may both start a domain.
+        self._seed_lock = threading.Lock()
 
     def ready(self, obj: dict) -> bool:
         """A user-data Secret that does not exist (yet), or lacks the key, is
@@ -117,15 +126,31 @@ class UserData:
         """The Instance is gone or being deleted: no more waiting for it."""
         self.ctx.memory.secret_waits.pop(key, None)
 
-    def write_seed(self, obj: dict, files: InstanceFiles) -> None:
-        """The NoCloud seed: meta-data (the uid as instance-id, ``spec.hostname``
-        or the Instance name, ``spec.sshKeys``), the user data, and with a
-        NIC a network-config doing DHCP on it."""
+    def write_seed(self, obj: dict, files: InstanceFiles, instance_id: str | None = None) -> None:
+        """The NoCloud seed: meta-data (``instance_id``, by default the uid;
+        ``spec.hostname`` or the Instance name, ``spec.sshKeys``), the user
+        data, and with a NIC a network-config doing DHCP on it."""
         md, spec = obj["metadata"], ob.spec(obj)
         uid = md["uid"]
         write_nocloud_seed(
             files.seed,
-            meta_data(uid, spec.get("hostname") or md["name"], spec.get("sshKeys")),
+            meta_data(instance_id or uid, spec.get("hostname") or md["name"],
+                      spec.get("sshKeys")),
             read_user_data(self.ctx.kube, obj),
             network_config(mac_for(uid)) if self.ctx.with_nic else None,
         )
+
+    def fresh_seed(self, obj: dict, meta: DomainMetadata) -> DomainMetadata:
+        """Before domain ``meta`` starts: when user data, SSH keys or host
+        name changed since its seed was written, a new seed (with a new
+        instance-id) first.  Returns the metadata to record."""
+        spec = ob.spec(obj)
+        pending = restart_fields.pending_fields(meta.applied_spec, spec)
+        if not pending:
+            return meta
+        applied = restart_fields.fingerprint(spec)
+        with self._seed_lock:
+            self.write_seed(obj, self.ctx.files(meta.uid),
+                            restart_fields.instance_id(meta.uid, applied, first=False))
+        log.info("%s/%s: new seed for the changed %s", *ob.key(obj), ", ".join(pending))
+        return dataclasses.replace(meta, applied_spec=applied)

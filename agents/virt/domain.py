@@ -15,7 +15,10 @@ Choices (the reasons are in ``docs/agent.md``):
 * the serial console is a pty whose output virtlogd also appends to a log
   file, so ``virsh console`` works and the log survives restarts;
 * no NIC unless a libvirt network or bridge is configured: the MAC address is
-  derived from the uid, so it is stable across redefinitions.
+  derived from the uid, so it is stable across redefinitions;
+* a VGA display with a VNC server that listens on no address at all
+  (``<listen type='none'/>``): the agent reaches it through libvirt
+  (``virDomainOpenGraphicsFD``) for ``kubectl kova vnc``, nothing else can.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class DomainMetadata:
     #: The run strategy the agent last applied (a change from Halted starts
     #: the domain).
     run_strategy: str = ""
+    #: Fingerprint of the spec fields that apply at a start (user data, SSH
+    #: keys, host name) as last written into the seed (kova.agents.instance.restart_fields).
+    applied_spec: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +97,8 @@ class DomainSpec:
     #: (``<cputune><vcpusched>``), so that running guests yield the host CPUs
     #: to libvirtd, QEMU start-up and the agent.
     vcpu_scheduler: VcpuScheduler = "default"
+    #: A VGA display whose VNC server listens nowhere (reached through libvirt).
+    vnc: bool = True
 
     @property
     def domain_name(self) -> str:
@@ -240,6 +248,12 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
 
+    if spec.vnc:
+        graphics = _sub(devices, "graphics", type="vnc")
+        _sub(graphics, "listen", type="none")
+        video = _sub(devices, "video")
+        _sub(video, "model", type="vga")
+
     if spec.guest_agent:
         chan = _sub(devices, "channel", type="unix")
         _sub(chan, "target", type="virtio", name="org.qemu.guest_agent.0")
@@ -256,7 +270,8 @@ def metadata_element(meta: DomainMetadata) -> ET.Element:
     return md
 
 
-_TAGS = {"restart_token": "restartToken", "run_strategy": "runStrategy"}
+_TAGS = {"restart_token": "restartToken", "run_strategy": "runStrategy",
+         "applied_spec": "appliedSpec"}
 
 
 def instance_metadata_element(meta: DomainMetadata) -> ET.Element:
@@ -297,6 +312,7 @@ def _meta_from_instance_element(inst: ET.Element) -> DomainMetadata | None:
         created=values.get("created", ""),
         restart_token=values.get("restartToken", ""),
         run_strategy=values.get("runStrategy", ""),
+        applied_spec=values.get("appliedSpec", ""),
     )
 
 

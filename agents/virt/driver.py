@@ -420,6 +420,14 @@ class LibvirtDriver:
     def reboot(self, uid: str) -> bool:
         return self._op(uid, "reset", lambda d: d.reset(0))
 
+    def suspend(self, uid: str) -> bool:
+        """Pause the guest's vCPUs (it stays in memory)."""
+        return self._op(uid, "suspend", lambda d: d.suspend())
+
+    def resume(self, uid: str) -> bool:
+        """Let a paused guest run again."""
+        return self._op(uid, "resume", lambda d: d.resume())
+
     def stop(self, uid: str, timeout: float = 60.0, poll: float = 0.25) -> bool:
         """Graceful shutdown, then destroy after ``timeout`` seconds.  The
         ACPI request is repeated every few seconds (a guest whose acpid is not

@@ -71,6 +71,7 @@ def bring_up(hosts: list[str], components: bool = True) -> tuple[ControlPlane, S
     _say(f"[kova] test image {img} linked at {link}")
 
     stack = Stack.load(stack_dir())
+    stack.api = True
     stack.start(cp, hosts, progress=_say)
     try:
         stack.wait_hosts_up()
@@ -91,8 +92,12 @@ def _print_up(cp: ControlPlane, stack: Stack | None) -> None:
         click.echo("  - operator        standalone")
         click.echo(f"  - agents          {', '.join(stack.hosts)} "
                    "(qemu:///system, software emulation)")
+        click.echo(f"  - API component   127.0.0.1:{stack.api_port}, APIService "
+                   f"{names.APISERVICE_NAME} (kubectl kova)")
         click.echo(f"  - logs            {stack.log_dir}")
-    click.echo(f"\n  export KUBECONFIG={cp.kubeconfig} PATH={paths.bin_dir()}:$PATH")
+    # kubectl finds the kubectl-kova plugin on PATH: it sits next to this Python
+    click.echo(f"\n  export KUBECONFIG={cp.kubeconfig} "
+               f"PATH={paths.bin_dir()}:{Path(sys.executable).parent}:$PATH")
 
 
 def register(group: click.Group) -> None:
@@ -177,15 +182,18 @@ def register(group: click.Group) -> None:
         click.echo(_kubectl(cp, "get", "hosts").stdout.rstrip())
         show_consoles(cp)
         k = f"kubectl --kubeconfig {cp.kubeconfig}"
-        halted, always = (json.dumps({"spec": {"runStrategy": rs}}, separators=(",", ":"))
-                          for rs in ("Halted", "Always"))
         click.echo(
             "\nLook around:\n"
             f"  {k} get inst,hosts,flavors,images,servergroups\n"
             f"  {k} describe inst hello\n"
-            "Stop an Instance, start it again:\n"
-            f"  {k} patch inst hello --type merge -p '{halted}'\n"
-            f"  {k} patch inst hello --type merge -p '{always}'\n"
+            "Its serial console (Ctrl+] detaches), its screen, its console log:\n"
+            f"  KUBECONFIG={cp.kubeconfig} kubectl kova console hello\n"
+            f"  KUBECONFIG={cp.kubeconfig} kubectl kova vnc hello\n"
+            f"  KUBECONFIG={cp.kubeconfig} kubectl kova logs hello\n"
+            "Stop an Instance, start it again, see who did what:\n"
+            f"  KUBECONFIG={cp.kubeconfig} kubectl kova stop hello\n"
+            f"  KUBECONFIG={cp.kubeconfig} kubectl kova start hello\n"
+            f"  KUBECONFIG={cp.kubeconfig} kubectl kova actions hello\n"
             "Delete one:\n"
             f"  {k} delete inst web-1\n"
             "Tear everything down:\n"

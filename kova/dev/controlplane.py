@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kova.dev import paths
-from kova.dev.pki import ensure_pki
+from kova.dev.pki import FRONT_PROXY_CLIENT, ensure_front_proxy_pki, ensure_pki
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 
@@ -328,6 +328,7 @@ class ControlPlane:
         )
 
     def _spawn_apiserver(self, bindir: Path, pki: dict, token_file: Path, etcd_url: str) -> None:
+        proxy = ensure_front_proxy_pki(self.workdir / "pki")
         self._spawn(
             "kube-apiserver",
             [
@@ -349,6 +350,19 @@ class ControlPlane:
                 "--allow-privileged",
                 "--enable-priority-and-fairness=false",
                 "--cert-dir", str(self.workdir / "apiserver-certs"),
+                # Aggregated APIs (Kova's subresource API): the API server
+                # proxies to them with this client certificate and passes the
+                # user in these headers. No --enable-aggregator-routing: the
+                # local APIService points at an ExternalName Service
+                # (127.0.0.1 is not a valid Endpoints address), which only the
+                # default (service) routing resolves.
+                "--requestheader-client-ca-file", str(proxy["front_proxy_ca_crt"]),
+                "--requestheader-allowed-names", FRONT_PROXY_CLIENT,
+                "--requestheader-username-headers", "X-Remote-User",
+                "--requestheader-group-headers", "X-Remote-Group",
+                "--requestheader-extra-headers-prefix", "X-Remote-Extra-",
+                "--proxy-client-cert-file", str(proxy["front_proxy_client_crt"]),
+                "--proxy-client-key-file", str(proxy["front_proxy_client_key"]),
                 "--v", "1",
             ],
         )

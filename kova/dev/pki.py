@@ -1,5 +1,7 @@
 """Key material for the local control plane: a CA, the API server's serving
-certificate and the service-account signing key (``cryptography``)."""
+certificate, the service-account signing key, the front-proxy CA and client
+certificate the API server proxies aggregated APIs with, and certificates
+signed by a CA of one's own (``cryptography``)."""
 
 from __future__ import annotations
 
@@ -133,34 +135,80 @@ def issue_server_cert(pki_dir: Path, name: str, hosts: list[str], out_dir: Path 
     For a local Placement served over TLS (``kova placement serve
     --tls-cert-file/--tls-key-file``)."""
     paths = ensure_pki(pki_dir, ca_common_name)
-    ca_key = serialization.load_pem_private_key(paths["ca_key"].read_bytes(), password=None)
-    assert isinstance(ca_key, rsa.RSAPrivateKey), "the development CA key is RSA"
-    ca_cert = x509.load_pem_x509_certificate(paths["ca_crt"].read_bytes())
+    return issue_cert(paths["ca_crt"], paths["ca_key"], name, hosts=hosts,
+                      out_dir=out_dir or pki_dir, days=days)
+
+
+def ensure_ca(directory: Path, name: str, common_name: str) -> dict[str, Path]:
+    """A CA of its own (``<name>-ca.crt``/``<name>-ca.key`` in ``directory``),
+    created once and reused."""
+    directory.mkdir(parents=True, exist_ok=True)
+    crt, key_path = directory / f"{name}-ca.crt", directory / f"{name}-ca.key"
+    if not (crt.exists() and key_path.exists()):
+        key = _key()
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        _write_key(key, key_path)
+        _write_cert(_ca_cert(key, ca_name, dt.datetime.now(dt.timezone.utc)), crt)
+    return {"ca_crt": crt, "ca_key": key_path}
+
+
+def issue_cert(ca_crt: Path, ca_key: Path, name: str, *, common_name: str | None = None,
+               hosts: list[str] | tuple[str, ...] = (), server: bool = True,
+               client: bool = False, out_dir: Path, days: int = 365) -> dict[str, Path]:
+    """A certificate signed by the CA ``ca_crt``/``ca_key``: subject CN
+    ``common_name`` (default ``name``), SANs ``hosts`` (DNS names or IP
+    addresses), usable for serving and/or as a TLS client; written to
+    ``out_dir/<name>.crt`` and ``.key``."""
+    signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    assert isinstance(signer, rsa.RSAPrivateKey), f"{ca_key}: not an RSA key"
+    issuer = x509.load_pem_x509_certificate(ca_crt.read_bytes())
     sans: list[x509.GeneralName] = []
     for host in hosts:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             sans.append(x509.DNSName(host))
+    usages = ([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
+        [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
     now = dt.datetime.now(dt.timezone.utc)
     key = _key()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_cert.subject)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or name)]))
+        .issuer_name(issuer.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
-    out = out_dir or pki_dir
-    out.mkdir(parents=True, exist_ok=True)
-    crt, key_path = out / f"{name}.crt", out / f"{name}.key"
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(signer, hashes.SHA256())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    crt, key_path = out_dir / f"{name}.crt", out_dir / f"{name}.key"
     _write_key(key, key_path)
     _write_cert(cert, crt)
-    return {"crt": crt, "key": key_path, "ca_crt": paths["ca_crt"]}
+    return {"crt": crt, "key": key_path, "ca_crt": ca_crt}
+
+
+#: The name the API server's front-proxy client certificate carries; the
+#: aggregated API servers accept request headers only from it
+#: (--requestheader-allowed-names).
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
+def ensure_front_proxy_pki(directory: Path) -> dict[str, Path]:
+    """The front-proxy CA and the API server's front-proxy client certificate
+    (``--requestheader-client-ca-file``, ``--proxy-client-cert-file``): the
+    API server presents it when it proxies a request to an aggregated API
+    (Kova's subresource API), which trusts the X-Remote-User/-Group/-Extra
+    headers of that connection only. A CA of its own, as kubeadm makes it:
+    no certificate of the cluster CA can pose as the proxy."""
+    ca = ensure_ca(directory, "front-proxy", "kova-dev-front-proxy-ca")
+    client_crt = directory / f"{FRONT_PROXY_CLIENT}.crt"
+    if not client_crt.exists():
+        issue_cert(ca["ca_crt"], ca["ca_key"], FRONT_PROXY_CLIENT, server=False, client=True,
+                   out_dir=directory, days=3650)
+    return {"front_proxy_ca_crt": ca["ca_crt"], "front_proxy_client_crt": client_crt,
+            "front_proxy_client_key": directory / f"{FRONT_PROXY_CLIENT}.key"}

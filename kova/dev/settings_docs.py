@@ -1,5 +1,5 @@
-"""The settings tables of docs/operator.md, docs/agent.md and
-docs/placement.md, generated from the components' settings dataclasses
+"""The settings tables of docs/operator.md, docs/agent.md,
+docs/placement.md and docs/api-component.md, generated from the components' settings dataclasses
 (:func:`kova.settings.reference`).
 
 ``python -m kova.dev.settings_docs`` rewrites them (between the markers
@@ -22,6 +22,8 @@ def tables() -> dict[str, tuple[Path, str]]:
     """component -> (its doc, the generated table)."""
     from kova.agents.settings import PREFIX as AGENT
     from kova.agents.settings import AgentSettings
+    from kova.api.settings import PREFIX as API
+    from kova.api.settings import ApiSettings
     from kova.operator.settings import PREFIX as OPERATOR
     from kova.operator.settings import Settings
     from kova.placement.settings import PREFIX as PLACEMENT
@@ -32,6 +34,7 @@ def tables() -> dict[str, tuple[Path, str]]:
         "operator": (docs / "operator.md", reference(Settings, OPERATOR)),
         "agent": (docs / "agent.md", reference(AgentSettings, AGENT)),
         "placement": (docs / "placement.md", reference(PlacementSettings, PLACEMENT)),
+        "api": (docs / "api-component.md", reference(ApiSettings, API)),
     }
 
 

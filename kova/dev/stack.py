@@ -1,10 +1,12 @@
 """Kova's own components as local processes for ``kova dev up``.
 
-Placement on SQLite, the operator (standalone, no peering) and one compute
-agent per simulated host name, all against the local control plane and the
-local libvirtd.  Pids, ports and tokens go to ``$KOVA_STATE/stack.json`` so
-``kova dev status|down`` in another shell finds them; logs to
-``$KOVA_STATE/logs/<name>.log``.
+Placement on SQLite, the operator (standalone, no peering), one compute
+agent per simulated host name (each serving its stream endpoint on
+loopback) and, with ``api``, Kova's API component registered as the
+subresource APIService (kova.dev.access), all against the local control
+plane and the local libvirtd.  Pids, ports and tokens go to
+``$KOVA_STATE/stack.json`` so ``kova dev status|down`` in another shell finds
+them; logs to ``$KOVA_STATE/logs/<name>.log``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kova.dev import paths
+from kova.dev import access, paths
 from kova.dev.controlplane import ControlPlane, _pid_alive, _stop_pid, free_port, spawn_daemon
 
 #: Where the example Image (examples/image-kova-test.yaml) expects the test image.
@@ -48,6 +50,13 @@ class Stack:
     agent_args: list[str] = field(default_factory=list)
     kubeconfig: str = ""
     namespaces: list[str] = field(default_factory=list)
+    #: Start Kova's API component and register its APIService (one per API
+    #: server: the test session has its own, so test stacks leave it off).
+    api: bool = False
+    #: Where the stream CA and certificates are (default: <root>/stream-pki);
+    #: the agents trust the API component of the same directory.
+    stream_pki_dir: Path | None = None
+    api_port: int = 0
 
     @property
     def state_file(self) -> Path:
@@ -69,6 +78,7 @@ class Stack:
             "hosts": self.hosts,
             "libvirt_uris": self.libvirt_uris,
             "pids": self.pids,
+            "api_port": self.api_port,
         }, indent=2))
         self.state_file.chmod(0o600)
 
@@ -82,7 +92,12 @@ class Stack:
             st.hosts = list(data.get("hosts", []))
             st.libvirt_uris = dict(data.get("libvirt_uris", {}))
             st.pids = {k: int(v) for k, v in data.get("pids", {}).items()}
+            st.api_port = data.get("api_port", 0)
         return st
+
+    @property
+    def stream_pki(self) -> access.StreamPKI:
+        return access.ensure_stream_pki(self.stream_pki_dir or self.root / "stream-pki")
 
     def running(self) -> dict[str, bool]:
         return {name: _pid_alive(pid) for name, pid in self.pids.items()}
@@ -146,6 +161,20 @@ class Stack:
             self.start_host_libvirt(host, progress)
             progress(f"[kova] starting the compute agent for host {host}")
             self.start_agent(host)
+        if self.api:
+            progress("[kova] starting the API component (subresources.kova.dev)")
+            self.start_api()
+
+    def start_api(self, timeout: float = 60.0) -> None:
+        """Kova's API component on loopback, registered as the APIService."""
+        if not (self.pids.get("api") and _pid_alive(self.pids["api"])):
+            self.api_port = free_port()
+        metrics = free_port()
+        self._spawn("api", access.api_argv(self.kubeconfig, self.stream_pki, self.api_port,
+                                           metrics, "--log-format", "text"))
+        self._wait_http(f"http://127.0.0.1:{metrics}/healthz", "api", timeout)
+        access.register(self.kubeconfig, self.stream_pki, self.api_port)
+        access.wait_available(self.kubeconfig, timeout)
 
     def start_operator(self) -> None:
         """(Re)start the operator, e.g. after a test killed it."""
@@ -172,6 +201,7 @@ class Stack:
             "--domain-type", "qemu",
             "--metrics-port", str(free_port()), "--metrics-bind", "127.0.0.1",
             "--resync-seconds", "10",
+            *self.stream_pki.agent_args(),
             *self.agent_args,
         ], env={"KOVA_PLACEMENT_TOKEN": self.placement_token})  # not in argv: ps shows it
 
@@ -230,13 +260,13 @@ class Stack:
         return uri
 
     def stop(self) -> None:
-        # agents first (they leave running domains alone), then the operator,
-        # Placement, and last the hosts' libvirt daemons
+        # the API component, the agents (they leave running domains alone),
+        # then the operator, Placement, and last the hosts' libvirt daemons
         def rank(name: str) -> int:
-            for i, prefix in enumerate(("agent-", "operator", "placement", "libvirtd-")):
+            for i, prefix in enumerate(("api", "agent-", "operator", "placement", "libvirtd-")):
                 if name.startswith(prefix):
                     return i
-            return 4
+            return 5
 
         order = sorted(self.pids, key=rank)
         for name in order:

@@ -63,3 +63,16 @@ def test_image_ca_file_is_checked_at_start(tmp_path):
                              env={"KOVA_AGENT_IMAGE_CA_FILE": str(tmp_path / "missing.pem")})
     assert res.exit_code == 2, res.output
     assert "--image-ca-file" in res.output and "does not exist" in res.output
+
+
+def test_stream_endpoint_needs_mutual_tls(tmp_path):
+    cert = tmp_path / "agent.crt"
+    cert.write_text("unused\n")
+    res = CliRunner().invoke(main, ["agent", "run", "--host", "h", "--instance-dir",
+                                    str(tmp_path), "--stream-cert-file", str(cert)])
+    assert res.exit_code == 2, res.output
+    assert "--stream-cert-file needs --stream-key-file and --stream-client-ca-file" in \
+        res.output
+    for opt in ("--vnc / --no-vnc", "--stream-port", "--stream-allowed-client",
+                "KOVA_AGENT_STREAM_ADVERTISE_ADDRESS"):
+        assert opt in CliRunner().invoke(main, ["agent", "run", "--help"]).output, opt

@@ -228,3 +228,20 @@ def test_idle_vcpu_scheduler_on_a_real_guest(libvirt_qemu_conn, make_spec, test_
         if dom.isActive():
             dom.destroy()
         dom.undefine()
+
+
+def test_vnc_display_listens_nowhere(make_spec) -> None:
+    """The VGA display's VNC server has no listen address at all: only
+    libvirt (virDomainOpenGraphicsFD) reaches it; --no-vnc leaves it out."""
+    import xml.etree.ElementTree as ET
+
+    from kova.agents.virt.domain import build_domain_xml
+
+    root = ET.fromstring(build_domain_xml(make_spec()))
+    (graphics,) = root.findall("devices/graphics")
+    assert graphics.get("type") == "vnc" and graphics.get("listen") is None
+    assert graphics.get("port") is None and graphics.get("autoport") is None
+    assert [dict(el.attrib) for el in graphics] == [{"type": "none"}]
+    assert root.find("devices/video/model").get("type") == "vga"
+    plain = ET.fromstring(build_domain_xml(make_spec(vnc=False)))
+    assert plain.find("devices/graphics") is None and plain.find("devices/video") is None

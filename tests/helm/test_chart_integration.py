@@ -137,6 +137,10 @@ def test_helm_install_is_accepted_by_the_api_server(kubeconfig, kubectl, kova_cr
         "operator.peering.name": release,
         "leaseNamespace": namespace,
         "serviceMonitor.enabled": False,
+        # one per cluster, held by the session's API component (tests/api): the
+        # APIService v1alpha1.subresources.kova.dev and the kova-view/edit/admin
+        # roles (kubeconform checks them above; tests/api applies the chart's)
+        "api.enabled": False, "rbac.userRoles": False,
         # the test Node below never becomes Ready (no kubelet)
         "agent.tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
                                "effect": "NoSchedule"}],
@@ -225,6 +229,7 @@ def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_
         "placement.enabled": False, "placement.externalUrl": "http://placement.invalid:8778",
         "placement.auth.existingSecret": "unused", "operator.enabled": False,
         "networkPolicy.enabled": False, "leaseNamespace": namespace,
+        "api.enabled": False, "rbac.userRoles": False,
     }
     _helm_k(kubeconfig, "install", release, str(CHART), "--namespace", namespace,
             *set_args(values), timeout=120)

@@ -128,7 +128,8 @@ def test_inconsistent_values_fail_with_a_message(values: dict, message: str) -> 
 def test_every_combination_renders_consistent_objects(combo: str) -> None:
     objs = render(COMBINATIONS[combo])
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering", "Namespace",
-                      "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+                      "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                      "APIService"}
     seen = set()
     for obj in objs:
         meta = obj["metadata"]
@@ -255,7 +256,8 @@ def test_placement_database_wiring() -> None:
 
     ext = render(COMBINATIONS["external-db-secret"])
     assert not by_kind(ext, "StatefulSet")
-    assert not [s for s in by_kind(ext, "Secret")]  # both Secrets are the user's
+    # both Placement Secrets are the user's (the stream certificates are the chart's)
+    assert not [s for s in by_kind(ext, "Secret") if "-tls" not in s["metadata"]["name"]]
     (c,) = pod_spec(one(ext, "Deployment", "kova-placement"))["containers"]
     (url,) = [e for e in c["env"] if e["name"] == "KOVA_PLACEMENT_DATABASE_URL"]
     assert url["valueFrom"]["secretKeyRef"] == {"name": "kova-db", "key": "url"}
@@ -326,7 +328,8 @@ def test_placement_tls() -> None:
                        ("Deployment", "kova-placement")):
         spec = pod_spec(one(plain, kind, name))
         assert not [v for v in spec["volumes"] if v["name"] in ("placement-ca", "tls")]
-        assert not [a for a in spec["containers"][0]["args"] if "https://" in a or "tls" in a]
+        assert not [a for a in spec["containers"][0]["args"]
+                    if "https://" in a or "tls" in a and "stream-tls" not in a]
 
 
 def test_agent_image_ca() -> None:
@@ -356,7 +359,14 @@ def test_agent_image_ca() -> None:
 def test_network_policies() -> None:
     objs = render()
     pols = {p["metadata"]["name"]: p for p in by_kind(objs, "NetworkPolicy")}
-    assert set(pols) == {"kova-placement", "kova-postgresql", "kova-operator", "kova-agent"}
+    assert set(pols) == {"kova-placement", "kova-postgresql", "kova-operator", "kova-agent",
+                         "kova-api", "kova-agent-stream"}
+    # the agents' stream endpoints: from the API component's pods only
+    (rule,) = pols["kova-agent-stream"]["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "stream", "protocol": "TCP"}]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "kova", "app.kubernetes.io/instance": "kova",
+        "app.kubernetes.io/component": "api"}}}]
     pg = pols["kova-postgresql"]["spec"]
     assert pg["egress"] == []
     assert pg["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {
@@ -387,8 +397,13 @@ def test_lease_roles_live_in_the_lease_namespace() -> None:
     objs = render(COMBINATIONS["peering-namespaced-external-placement"])
     ns = one(objs, "Namespace", "kova-leases")
     assert ns["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    for kind in ("Role", "RoleBinding"):
-        assert {o["metadata"]["namespace"] for o in by_kind(objs, kind)} == {"kova-leases"}
+    assert {o["metadata"]["namespace"] for o in by_kind(objs, "Role")} == {"kova-leases"}
+    # RoleBindings: the leases, and the API component's reading of the
+    # request-header CA in kube-system (the built-in Role)
+    others = [b for b in by_kind(objs, "RoleBinding")
+              if b["metadata"]["namespace"] != "kova-leases"]
+    assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in others] == [
+        ("kube-system", "extension-apiserver-authentication-reader")]
 
 
 # ---------------------------------------------------------------------------
@@ -418,7 +433,7 @@ def _check_args(cmd: click.Command, args: list[str], env: list[dict]) -> None:
 @pytest.mark.parametrize("combo", sorted(COMBINATIONS))
 def test_args_and_env_are_options_of_the_real_cli(combo: str) -> None:
     commands = {"placement": ("placement", "serve"), "operator": ("operator", "run"),
-                "agent": ("agent", "run")}
+                "agent": ("agent", "run"), "api": ("api", "serve")}
     for w in workloads(render(COMBINATIONS[combo])):
         if component(w) not in commands:
             continue

@@ -30,6 +30,7 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "flavors"): READ,
         (KOVA, "images"): READ,
         (KOVA, "servergroups"): READ,
+        (KOVA, "servergroups/status"): {"get", "patch"},  # members, hosts, PolicySatisfied
         ("", "nodes"): READ,                          # out-of-service taint fences a Host
         ("", "events"): {"create"},
         ("events.k8s.io", "events"): {"create"},
@@ -50,7 +51,40 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
     "placement": {
         ("authentication.k8s.io", "tokenreviews"): {"create"},
     },
+    "api": {
+        ("authorization.k8s.io", "subjectaccessreviews"): {"create"},  # may the user?
+        (KOVA, "instances"): {"get", "patch"},        # runStrategy / kova.dev/power
+        (KOVA, "instances/status"): {"get", "patch"},  # status.actions
+        (KOVA, "hosts"): {"get"},                     # status.streamEndpoint
+        ("", "events"): {"create"},
+    },
 }
+
+#: The users' roles (templates/user-roles.yaml), aggregated into view/edit/admin.
+SUB = "subresources.kova.dev"
+POWER = {f"instances/{a}" for a in ("start", "stop", "restart", "reboot", "pause", "unpause")}
+USER_WRITE = READ | {"create", "update", "patch", "delete"}
+USER_ROLES: dict[str, dict[tuple[str, str], set[str]]] = {
+    "kova-view": {
+        (KOVA, "instances"): READ, (KOVA, "servergroups"): READ,
+        (KOVA, "flavors"): READ, (KOVA, "images"): READ, (KOVA, "hosts"): READ,
+        (SUB, "instances/log"): {"get"},
+    },
+    "kova-edit": {
+        (KOVA, "instances"): USER_WRITE, (KOVA, "servergroups"): USER_WRITE,
+        (KOVA, "flavors"): READ, (KOVA, "images"): READ, (KOVA, "hosts"): READ,
+        (SUB, "instances/log"): {"get"}, (SUB, "instances/console"): {"get"},
+        (SUB, "instances/vnc"): {"get"}, **{(SUB, r): {"update"} for r in POWER},
+    },
+    "kova-admin": {
+        (KOVA, "instances"): USER_WRITE | {"deletecollection"},
+        (KOVA, "servergroups"): USER_WRITE | {"deletecollection"},
+        (KOVA, "flavors"): READ, (KOVA, "images"): READ, (KOVA, "hosts"): READ,
+        (SUB, "instances/log"): {"get"}, (SUB, "instances/console"): {"get"},
+        (SUB, "instances/vnc"): {"get"}, **{(SUB, r): {"update"} for r in POWER},
+    },
+}
+AGGREGATE = {"kova-view": "view", "kova-edit": "edit", "kova-admin": "admin"}
 
 #: Only with operator.watchNamespaces (kopf in namespaced mode).
 NAMESPACED_OPERATOR_EXTRA = {
@@ -72,6 +106,8 @@ def _grants(objs, kind: str) -> dict[str, dict[tuple[str, str], set[str]]]:
     out: dict[str, dict[tuple[str, str], set[str]]] = defaultdict(lambda: defaultdict(set))
     for role in by_kind(objs, kind):
         comp = role["metadata"]["labels"]["app.kubernetes.io/component"]
+        if comp == "user-roles":  # people's roles: test_user_roles
+            continue
         for rule in role["rules"]:
             assert not rule.get("nonResourceURLs"), role["metadata"]["name"]
             assert "*" not in rule["apiGroups"] and "*" not in rule["resources"]
@@ -124,6 +160,12 @@ def test_bindings_tie_each_role_to_its_own_service_account() -> None:
     roles = {(o["kind"], o["metadata"]["name"]): o for o in by_kind(objs, "Role") + by_kind(objs, "ClusterRole")}
     for binding in by_kind(objs, "RoleBinding") + by_kind(objs, "ClusterRoleBinding"):
         ref = binding["roleRef"]
+        if ref["name"] == "extension-apiserver-authentication-reader":
+            # the built-in Role: the API component reads the request-header CA
+            assert binding["metadata"]["namespace"] == "kube-system"
+            assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kova-api",
+                                            "namespace": "kova-system"}]
+            continue
         role = roles[(ref["kind"], ref["name"])]
         comp = role["metadata"]["labels"]["app.kubernetes.io/component"]
         assert binding["metadata"]["labels"]["app.kubernetes.io/component"] == comp
@@ -163,13 +205,40 @@ def test_least_privilege_across_value_combinations() -> None:
                     checked += 1
                     beyond += len(verbs - allowed.get(key, set()))
     assert beyond == 0
-    assert components == {"operator", "agent", "placement"}
+    assert components == {"operator", "agent", "placement", "api"}
     record(fault="RBAC least privilege",
            injected=f"the chart rendered with {len(COMBINATIONS)} values combinations; every "
-                    "Role and ClusterRole of the operator, agent and Placement compared with "
+                    "Role and ClusterRole of the operator, agent, Placement and API component "
+                    "compared with "
                     "its allow-list (PostgreSQL: no API token)",
            times=checked, lost=beyond, duplicated=0, overcommitted=None,
            result=f"{checked} (group, resource) grants checked, {beyond} verbs beyond the "
                   "allow-lists (shown as lost); no wildcard, delete, escalate, bind or "
                   "impersonate",
            figures={"grants_checked": checked, "combinations": len(COMBINATIONS)})
+
+
+def test_user_roles() -> None:
+    """kova-view / kova-edit / kova-admin: exactly these rules, aggregated into
+    view / edit / admin; a viewer may read the console log but not use the
+    console, VNC or power; nobody may write Flavors, Images or Hosts (fence a
+    host) through them; none may escalate or bind."""
+    objs = render()
+    roles = {r["metadata"]["name"]: r for r in by_kind(objs, "ClusterRole")
+             if r["metadata"]["labels"]["app.kubernetes.io/component"] == "user-roles"}
+    assert set(roles) == set(USER_ROLES)
+    for name, role in roles.items():
+        label = f"rbac.authorization.k8s.io/aggregate-to-{AGGREGATE[name]}"
+        assert role["metadata"]["labels"][label] == "true"
+        granted: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for rule in role["rules"]:
+            assert not set(rule["verbs"]) & {"*", "escalate", "bind", "impersonate"}
+            for group in rule["apiGroups"]:
+                for res in rule["resources"]:
+                    granted[(group, res)] |= set(rule["verbs"])
+        assert dict(granted) == USER_ROLES[name], name
+        for res in ("flavors", "images", "hosts"):
+            assert granted[(KOVA, res)] == READ
+    assert not {(SUB, "instances/console"), (SUB, "instances/vnc")} & set(USER_ROLES["kova-view"])
+    assert not POWER & {r for _g, r in USER_ROLES["kova-view"]}
+    assert not by_kind(render({"rbac.create": False}), "ClusterRole")

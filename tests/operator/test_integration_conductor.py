@@ -34,6 +34,12 @@ def test_reschedule_after_build_failure_moves_the_allocation(cluster):
     assert built["status"] == "Unknown" and built["reason"] == contract.REASON_RESCHEDULED
     history = json.loads(inst["metadata"]["annotations"][contract.ANNOTATION_ATTEMPTS])
     assert history[0]["host"] == first and "could not open disk" in history[0]["message"]
+    # the action history (status.actions): created, then rescheduled, by the operator
+    acts = st["actions"]
+    assert [(a["action"], a["user"], a["result"]) for a in acts] == [
+        ("create", "kova-operator", "Success"), ("reschedule", "kova-operator", "Success")]
+    assert f"to host {first}" in acts[0]["message"] or first in acts[0]["message"]
+    assert acts[1]["message"].startswith(f"Rescheduled to host {st['host']}")
     # The allocation moved: exactly one provider, the new host's.
     assert list(cluster.placement.allocations(uid)) == [cluster.hosts[st["host"]]]
     assert cluster.placement.usages(cluster.hosts[first]).get("MEMORY_MB", 0) == 0

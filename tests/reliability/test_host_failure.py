@@ -147,6 +147,11 @@ def test_down_marks_unknown_then_node_taint_and_spec_fence_evacuate(cluster):
             msg = condition(inst, contract.COND_SCHEDULED)["message"]
             assert f"fenced host {a}" in msg and "NodeOutOfService" in msg, msg
             assert list(cluster.placement.allocations(uids[n])) == [cluster.hosts[new]]
+            # the action history: created, then evacuated, by the operator
+            acts = inst["status"]["actions"]
+            assert [x["action"] for x in acts] == ["create", "evacuate"], acts
+            assert {x["user"] for x in acts} == {"kova-operator"}
+            assert acts[-1]["message"] == msg
         t_evacuated = time.monotonic() - t1
         host_a = wait_for(lambda: (h := cluster.get_host(a)) and condition(h, "Fenced")
                           and condition(h, "Fenced")["status"] == "True" and h, 15,

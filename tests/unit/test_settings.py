@@ -77,7 +77,7 @@ def test_bad_values_are_usage_errors_naming_the_flag(args):
 
 
 @pytest.mark.parametrize("argv", [["operator", "run"], ["agent", "run", "--host", "h"],
-                                  ["placement", "serve", "--no-auth"]])
+                                  ["placement", "serve", "--no-auth"], ["api", "serve"]])
 def test_components_refuse_a_bad_log_level_with_a_usage_error(argv):
     result = CliRunner().invoke(main, [*argv, "--log-level", "verbose"])
     assert result.exit_code == 2, result.output
@@ -92,13 +92,15 @@ def test_operator_filters_are_checked():
 def test_every_option_has_help_and_a_derived_or_declared_variable():
     from kova.agents.settings import PREFIX as AGENT
     from kova.agents.settings import AgentSettings
+    from kova.api.settings import PREFIX as API
+    from kova.api.settings import ApiSettings
     from kova.operator.settings import PREFIX as OPERATOR
     from kova.operator.settings import Settings
     from kova.placement.settings import PREFIX as PLACEMENT
     from kova.placement.settings import PlacementSettings
 
     for cls, prefix in ((Settings, OPERATOR), (AgentSettings, AGENT),
-                        (PlacementSettings, PLACEMENT)):
+                        (PlacementSettings, PLACEMENT), (ApiSettings, API)):
         for opt in ks.describe(cls, prefix):
             assert opt.spec.help, (cls.__name__, opt.field)
             assert opt.env == prefix + opt.field.upper() or opt.spec.env, opt
@@ -114,3 +116,30 @@ def test_the_settings_tables_in_the_docs_are_up_to_date():
     problems = check()
     assert not problems, "run `python -m kova.dev.settings_docs`: " + "; ".join(problems)
 
+
+
+@dataclass
+class Needs:
+    cert_file: str = ks.setting("", "A file the command cannot run without.", required=True)
+
+
+def test_a_required_setting_is_a_usage_error_and_documented():
+    @click.command()
+    @ks.options(Needs, "KOVA_NEEDS_")
+    def needs(settings: Needs) -> None:
+        click.echo(settings.cert_file)
+
+    missing = CliRunner().invoke(needs, [])
+    assert missing.exit_code == 2 and "Missing option '--cert-file'" in missing.output
+    assert CliRunner().invoke(needs, [], env={"KOVA_NEEDS_CERT_FILE": "x"}).output == "x\n"
+    assert "| `--cert-file` | `KOVA_NEEDS_CERT_FILE` | required |" in ks.reference(
+        Needs, "KOVA_NEEDS_")
+
+
+def test_api_serve_needs_its_certificates_and_splits_allowed_names(tmp_path):
+    result = CliRunner().invoke(main, ["api", "serve"])
+    assert result.exit_code == 2 and "Missing option '--tls-cert-file'" in result.output
+    from kova.api.settings import _names
+
+    assert _names(("front-proxy-client,aggregator", " other ")) == (
+        "front-proxy-client", "aggregator", "other")

@@ -148,3 +148,53 @@ an env entry (name given), a volumeMount and a volume; nothing without TLS. */}}
 {{- define "kova.nodeNameVariable" -}}
 'authentication.kubernetes.io/node-name' in request.userInfo.extra && size(request.userInfo.extra['authentication.kubernetes.io/node-name']) > 0 ? request.userInfo.extra['authentication.kubernetes.io/node-name'][0] : ''
 {{- end -}}
+
+{{/* The stream path's certificates ----------------------------------------- */}}
+{{- define "kova.apiTLSSecret" -}}
+{{- default (include "kova.component" (dict "root" . "component" "api-tls")) .Values.api.tls.existingSecret -}}
+{{- end -}}
+
+{{- define "kova.agentTLSSecret" -}}
+{{- default (include "kova.component" (dict "root" . "component" "agent-stream-tls")) .Values.agent.streamTLS.existingSecret -}}
+{{- end -}}
+
+{{/* YAML {ca, apiCrt, apiKey, agentCrt, agentKey}: the Secrets in the cluster
+when both exist (kept across upgrades), else a new CA and certificates. Made
+once per rendering (cached in .Values), so every template sees the same. */}}
+{{- define "kova.streamCerts" -}}
+{{- if not (hasKey .Values "_streamCerts") -}}
+{{- $ns := .Release.Namespace -}}
+{{- $api := lookup "v1" "Secret" $ns (include "kova.apiTLSSecret" .) -}}
+{{- $agent := lookup "v1" "Secret" $ns (include "kova.agentTLSSecret" .) -}}
+{{- $out := dict -}}
+{{- if and $api $api.data $agent $agent.data -}}
+{{- $_ := set $out "ca" (index $api.data "ca.crt" | b64dec) -}}
+{{- $_ := set $out "apiCrt" (index $api.data "tls.crt" | b64dec) -}}
+{{- $_ := set $out "apiKey" (index $api.data "tls.key" | b64dec) -}}
+{{- $_ := set $out "agentCrt" (index $agent.data "tls.crt" | b64dec) -}}
+{{- $_ := set $out "agentKey" (index $agent.data "tls.key" | b64dec) -}}
+{{- else -}}
+{{- $svc := include "kova.component" (dict "root" . "component" "api") -}}
+{{- $ca := genCA "kova-stream-ca" 3650 -}}
+{{- $apiCert := genSignedCert "kova-api" nil (list (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) 3650 $ca -}}
+{{- $agentCert := genSignedCert "kova-agent" nil (list "kova-agent") 3650 $ca -}}
+{{- $_ := set $out "ca" $ca.Cert -}}
+{{- $_ := set $out "apiCrt" $apiCert.Cert -}}
+{{- $_ := set $out "apiKey" $apiCert.Key -}}
+{{- $_ := set $out "agentCrt" $agentCert.Cert -}}
+{{- $_ := set $out "agentKey" $agentCert.Key -}}
+{{- end -}}
+{{- $_ := set .Values "_streamCerts" (toYaml $out) -}}
+{{- end -}}
+{{- index .Values "_streamCerts" -}}
+{{- end -}}
+
+{{/* The CA the APIService and the agents trust: from the generated
+certificates, or api.tls.caBundle with an existing Secret. */}}
+{{- define "kova.streamCA" -}}
+{{- if .Values.api.tls.existingSecret -}}
+{{- required "api.tls.caBundle (PEM) is required with api.tls.existingSecret" .Values.api.tls.caBundle -}}
+{{- else -}}
+{{- (include "kova.streamCerts" . | fromYaml).ca -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,1 @@
+"""``kubectl kova``, the kubectl plugin (the ``kubectl-kova`` command)."""

@@ -1,0 +1,230 @@
+"""``kubectl kova``: reach Kova's virtual machines through the Kubernetes API.
+
+Installed with Kova as the ``kubectl-kova`` command, which kubectl runs for
+``kubectl kova ...`` (krew's plugin conventions: one executable on PATH,
+``kubectl kova --help``).  Every command goes through the API server with
+the current kubeconfig, so RBAC decides who may do what: ``instances/console``,
+``instances/vnc``, ``instances/log`` and ``instances/<action>`` in the group
+``subresources.kova.dev``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+
+import click
+
+from kova.crds.names import GROUP
+from kova.plugin.client import Cluster, PluginError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100,
+           "terminal_width": 100}
+
+
+class Group(click.Group):
+    """Errors as one ``error: ...`` line and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except PluginError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(exc.code)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # a bug: one line for the user, details on demand
+            if os.environ.get("KOVA_DEBUG"):
+                raise
+            click.echo(f"error: {type(exc).__name__}: {exc} (KOVA_DEBUG=1 shows where)",
+                       err=True)
+            sys.exit(1)
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.option("--kubeconfig", envvar="KUBECONFIG", default=None,
+              help="Path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config).")
+@click.option("--context", default=None, help="The kubeconfig context to use.")
+@click.option("-n", "--namespace", default=None,
+              help="Namespace of the Instance (default: the context's namespace).")
+@click.pass_context
+def main(ctx: click.Context, kubeconfig: str | None, context: str | None,
+         namespace: str | None) -> None:
+    """Use Kova's virtual machines: serial console, VNC display, power
+    actions, console log and action history of an Instance.
+
+    \b
+    Examples:
+      kubectl kova console web-1          # serial console (Ctrl+] detaches)
+      kubectl kova vnc web-1              # a local port for a VNC viewer
+      kubectl kova stop web-1             # and start, restart, reboot, pause, unpause
+      kubectl kova logs -f web-1          # the serial console log, followed
+      kubectl kova actions web-1          # who did what, when
+    """
+    ctx.obj = {"kubeconfig": kubeconfig, "context": context, "namespace": namespace}
+
+
+def _cluster(ctx: click.Context) -> Cluster:
+    o = dict(ctx.obj or {})
+    for key in ("kubeconfig", "context", "namespace"):  # the command's own flags win
+        if ctx.params.get(key):
+            o[key] = ctx.params[key]
+    cluster = Cluster(o.get("kubeconfig"), o.get("context"), o.get("namespace"))
+    ctx.call_on_close(cluster.close)
+    return cluster
+
+
+def cluster_options(f):
+    """-n/--namespace, --context, --kubeconfig after the command too, as
+    kubectl takes them (``kubectl kova console -n prod web-1``)."""
+    f = click.option("-n", "--namespace", default=None, help="Namespace of the Instance.")(f)
+    f = click.option("--context", default=None, help="The kubeconfig context to use.")(f)
+    return click.option("--kubeconfig", default=None, help="Path to the kubeconfig file.")(f)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--read-only", is_flag=True,
+              help="Watch without typing (any number of readers; one writer at a time).")
+@cluster_options
+@click.pass_context
+def console(ctx: click.Context, name: str, read_only: bool, **_: str) -> None:
+    """Attach to the serial console of instance NAME.
+
+    The session is shared: everyone attached sees what the guest prints; one
+    of them at a time may type. Ctrl+] detaches; the VM keeps running."""
+    from kova.plugin.terminal import console as run
+
+    cluster = _cluster(ctx)
+    sys.exit(run(cluster, cluster.namespace, name, read_only))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--proxy-only", is_flag=True,
+              help="Only open the local port; start no viewer.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="Local port (0: any free one).")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Local address to listen on.")
+@cluster_options
+@click.pass_context
+def vnc(ctx: click.Context, name: str, proxy_only: bool, port: int, address: str,
+        **_: str) -> None:
+    """Open the VNC display of instance NAME on a local port.
+
+    Prints the address for any VNC viewer and starts one found on PATH
+    (remote-viewer, vncviewer, ...) unless --proxy-only."""
+    from kova.plugin.terminal import vnc as run
+
+    cluster = _cluster(ctx)
+    sys.exit(run(cluster, cluster.namespace, name, address, port, proxy_only))
+
+
+ACTION_HELP = {
+    "start": "Start instance NAME (runStrategy Halted becomes Always; Manual: power on).",
+    "stop": "Stop instance NAME: ACPI shutdown, powered off after a grace period "
+            "(runStrategy Always/RerunOnFailure becomes Halted; Manual: power off).",
+    "restart": "Restart instance NAME hard: power off and start (applies spec changes "
+               "waiting for a restart).",
+    "reboot": "Reboot instance NAME softly: ACPI shutdown, powered off after a grace "
+              "period, then started.",
+    "pause": "Pause instance NAME (its vCPUs stop; memory stays).",
+    "unpause": "Let paused instance NAME run again.",
+}
+PROGRESS = {"start": "starting", "stop": "stopping", "restart": "restarting",
+            "reboot": "rebooting", "pause": "pausing", "unpause": "unpausing"}
+
+
+def _power_command(action: str) -> click.Command:
+    @click.argument("name")
+    @cluster_options
+    @click.pass_context
+    def command(ctx: click.Context, name: str, **_: str) -> None:
+        cluster = _cluster(ctx)
+        ns = cluster.namespace
+        click.echo(f"{PROGRESS[action]} instance {ns}/{name} ...", err=True)
+        out = cluster.request("PUT", cluster.subresource_path(ns, name, action),
+                              f"{action} instance {ns}/{name}")
+        click.echo(f"instance.{GROUP}/{name} {action}: {out.get('message')} (powerState "
+                   f"{out.get('powerState') or '-'}, request {out.get('requestId')})")
+
+    command.__doc__ = ACTION_HELP[action]
+    return click.command(name=action)(command)
+
+
+for _action in ACTION_HELP:
+    main.add_command(_power_command(_action))
+
+
+@main.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing what the guest prints.")
+@click.option("--tail-bytes", type=click.IntRange(min=0), default=None,
+              help="Only the last N bytes of the log.")
+@cluster_options
+@click.pass_context
+def logs(ctx: click.Context, name: str, follow: bool, tail_bytes: int | None,
+         **_: str) -> None:
+    """Print the serial console log of instance NAME (everything the guest
+    printed since it was built)."""
+    cluster = _cluster(ctx)
+    ns = cluster.namespace
+    query = {"follow": "true" if follow else "false"}
+    if tail_bytes is not None:
+        query["tailBytes"] = str(tail_bytes)
+    out = sys.stdout.buffer
+    for chunk in cluster.stream(cluster.subresource_path(ns, name, "log"),
+                                f"log of instance {ns}/{name}", query):
+        out.write(chunk)
+        out.flush()
+
+
+@main.command()
+@click.argument("name")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@cluster_options
+@click.pass_context
+def actions(ctx: click.Context, name: str, output: str, **_: str) -> None:
+    """Show the action history of instance NAME (its status.actions: the last
+    20 power actions and scheduling decisions, oldest first)."""
+    cluster = _cluster(ctx)
+    inst = cluster.get_instance(cluster.namespace, name)
+    history = (inst.get("status") or {}).get("actions") or []
+    if output == "json":
+        click.echo(json.dumps(history, indent=2))
+        return
+    if not history:
+        click.echo(f"no actions recorded for instance {cluster.namespace}/{name}")
+        return
+    rows = [("ACTION", "USER", "START", "DURATION", "RESULT", "MESSAGE")]
+    for a in history:
+        rows.append((a.get("action", ""), a.get("user", ""), a.get("startTime", ""),
+                     _duration(a.get("startTime"), a.get("finishTime")), a.get("result", ""),
+                     a.get("message", "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        click.echo("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5])
+
+
+def _duration(start: str | None, finish: str | None) -> str:
+    if not start or not finish:
+        return "-"
+    parse = lambda s: dt.datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
+    return f"{(parse(finish) - parse(start)).total_seconds():.0f}s"
+
+
+def run() -> None:
+    """The ``kubectl-kova`` entry point (kubectl shows it as ``kubectl kova``)."""
+    main(prog_name="kubectl kova")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()
