@@ -28,7 +28,7 @@ def default_host() -> str:
 
 def _ca_file(value: str) -> str:
     """A CA bundle that ssl can load (checked at start, not at the first download)."""
-    from kova.agents.images import tls_context
+    from kova.agents.virt.images import tls_context
 
     tls_context(value)
     return value

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from kova.agents.domain import DomainMetadata, DomainSpec
+from kova.agents.virt.domain import DomainMetadata, DomainSpec
 
 
 @pytest.fixture
@@ -203,7 +203,7 @@ class Harness:
 
     # ---- agents
     def agent(self, instance_dir: Path | None = None, **kw):
-        from kova.agents.agent import Agent
+        from kova.agents.app import Agent
         from kova.agents.settings import AgentSettings
 
         cfg = AgentSettings(

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from kova.agents.seed import read_nocloud_seed
+from kova.agents.virt.seed import read_nocloud_seed
 from kova.crds import names as contract
 from tests.agents.conftest import domain_by_uuid as _domain
 from tests.agents.conftest import free_port, wait_for
@@ -314,8 +314,8 @@ def test_metrics_and_healthz(harness, small_image):
 
 
 def test_nic_and_addresses(harness, small_image, libvirt_conn, tmp_path):
-    from kova.agents.domain import mac_for
-    from kova.agents.seed import read_nocloud_seed
+    from kova.agents.virt.domain import mac_for
+    from kova.agents.virt.seed import read_nocloud_seed
 
     harness.image("small", small_image)
     harness.agent(network="default")  # test:///default's network hands out fake leases
@@ -345,7 +345,7 @@ def test_guest_vcpu_scheduler_reaches_the_domain(harness, small_image, libvirt_c
 
 
 def test_domains_of_other_hosts_are_never_touched(harness, libvirt_conn, make_spec):
-    from kova.agents.domain import DomainMetadata, build_domain_xml
+    from kova.agents.virt.domain import DomainMetadata, build_domain_xml
 
     # Another agent (another host name) on the same libvirtd, whose Instance
     # this cluster does not know.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from kova.agents.domain import mac_for
+from kova.agents.virt.domain import mac_for
 from tests.agents.conftest import remove_domain, wait_for
 from tests.agents.test_boot_e2e import AgentProcess, _console
 from tests.helpers import BOOT_TIMEOUT

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from kova.agents.domain import (
+from kova.agents.virt.domain import (
     DomainMetadata,
     DomainSpecError,
     build_domain_xml,
@@ -235,7 +235,7 @@ def test_vnc_display_listens_nowhere(make_spec) -> None:
     libvirt (virDomainOpenGraphicsFD) reaches it; --no-vnc leaves it out."""
     import xml.etree.ElementTree as ET
 
-    from kova.agents.domain import build_domain_xml
+    from kova.agents.virt.domain import build_domain_xml
 
     root = ET.fromstring(build_domain_xml(make_spec()))
     (graphics,) = root.findall("devices/graphics")

@@ -8,9 +8,9 @@ import time
 import libvirt
 import pytest
 
-from kova.agents import traits
-from kova.agents.domain import DomainMetadata, build_domain_xml
-from kova.agents.driver import DomainState, DriverError, LibvirtDriver, start_event_loop
+from kova.agents.virt import traits
+from kova.agents.virt.domain import DomainMetadata, build_domain_xml
+from kova.agents.virt.driver import DomainState, DriverError, LibvirtDriver, start_event_loop
 
 URI = "test:///default"
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from kova.agents.domain import build_domain_xml
-from kova.agents.driver import LibvirtDriver
+from kova.agents.virt.domain import build_domain_xml
+from kova.agents.virt.driver import LibvirtDriver
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from kova.agents.images import backing_file
+from kova.agents.virt.images import backing_file
 from kova.crds import names as contract
 from tests.agents.conftest import domain_by_uuid as _domain
 from tests.agents.conftest import wait_for

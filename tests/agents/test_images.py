@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kova.agents.images import (
+from kova.agents.virt.images import (
     ImageCache,
     ImageError,
     ImageSource,

@@ -1,11 +1,11 @@
 """Which spec fields wait for a restart, the condition and the seed's
-instance-id (pure functions of kova.agents.restart_fields)."""
+instance-id (pure functions of kova.agents.instance.restart_fields)."""
 
 from __future__ import annotations
 
 import pytest
 
-from kova.agents import restart_fields as rf
+from kova.agents.instance import restart_fields as rf
 
 pytestmark = pytest.mark.unit
 
@@ -45,7 +45,7 @@ def test_message_names_the_fields_and_the_way_out() -> None:
 
 
 def test_condition_and_adoption() -> None:
-    from kova.agents.domain import DomainMetadata
+    from kova.agents.virt.domain import DomainMetadata
     from kova.crds import names
 
     obj = {"metadata": {"name": "web", "generation": 3}, "spec": SPEC}

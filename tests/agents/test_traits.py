@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kova.agents import traits
-from kova.agents.driver import HostInfo
+from kova.agents.virt import traits
+from kova.agents.virt.driver import HostInfo
 
 
 def _info(**kw) -> HostInfo:

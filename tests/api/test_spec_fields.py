@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from kova.agents.seed import read_nocloud_seed
+from kova.agents.virt.seed import read_nocloud_seed
 from kova.crds.models import InstanceSpec
 from tests.api.conftest import plugin
 from tests.helpers import wait_for

@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from kova.agents.seed import read_nocloud_seed
+from kova.agents.virt.seed import read_nocloud_seed
 from kova.crds import names as contract
 from tests.helpers import ROOT, free_port, stop_process, wait_for
 from tests.reliability.record import record

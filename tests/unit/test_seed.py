@@ -1,4 +1,4 @@
-"""NoCloud seed ISOs written by kova.agents.seed, read back with pycdlib."""
+"""NoCloud seed ISOs written by kova.agents.virt.seed, read back with pycdlib."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pycdlib
 
-from kova.agents.seed import read_nocloud_seed, write_nocloud_seed
+from kova.agents.virt.seed import read_nocloud_seed, write_nocloud_seed
 
 META = "instance-id: iid-1234\nlocal-hostname: vm-1\n"
 USER = "#cloud-config\nruncmd:\n  - echo héllo\n"

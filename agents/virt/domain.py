@@ -63,7 +63,7 @@ class DomainMetadata:
     #: the domain).
     run_strategy: str = ""
     #: Fingerprint of the spec fields that apply at a start (user data, SSH
-    #: keys, host name) as last written into the seed (kova.agents.restart_fields).
+    #: keys, host name) as last written into the seed (kova.agents.instance.restart_fields).
     applied_spec: str = ""
 
 

@@ -12,7 +12,7 @@ takes the console back from a ``virsh console`` left open on the node).
 Nothing of this touches the console log file, which virtlogd keeps writing.
 
 VNC: the domain's VNC display listens nowhere (``<listen type='none'/>``,
-see :mod:`kova.agents.domain`); :func:`open_vnc` asks libvirt for a
+see :mod:`kova.agents.virt.domain`); :func:`open_vnc` asks libvirt for a
 connected socket to it (``virDomainOpenGraphicsFD``), one per viewer.
 
 Threads: libvirt calls :meth:`DomainConsole._on_event` in its event-loop
@@ -33,7 +33,7 @@ import libvirt
 
 from kova.errors import Refusal
 
-log = logging.getLogger("kova.agents.console")
+log = logging.getLogger("kova.agents.stream.console")
 
 #: Receives what the guest printed; ``None`` once the console closed.
 Deliver = Callable[[bytes | None], None]

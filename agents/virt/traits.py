@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os_traits
 
-from kova.agents.driver import HostInfo
+from kova.agents.virt.driver import HostInfo
 
 _ALL = frozenset(os_traits.get_traits())
 
@@ -40,7 +40,7 @@ ARCH_TRAITS = {
     "aarch64": ("HW_ARCH_AARCH64", "COMPUTE_ARCH_AARCH64"),
 }
 
-#: What this driver supports whatever the hardware (see kova.agents.domain).
+#: What this driver supports whatever the hardware (see kova.agents.virt.domain).
 DRIVER_TRAITS = (
     "COMPUTE_NODE",
     "COMPUTE_IMAGE_TYPE_QCOW2",

@@ -9,7 +9,7 @@ content, named by its SHA-256: ``<sha256>.<format>``.  A fetch
 * is atomic: data goes to a temporary file in the same directory, is
   hashed while written, fsynced, verified, then renamed into place;
 * is verified: when the Image names a sha256 a file that does not match is
-  refused (:data:`~kova.agents.names.ERROR_IMAGE_CHECKSUM`) and removed;
+  refused (:data:`~kova.crds.names.ERROR_IMAGE_CHECKSUM`) and removed;
   ``qemu-img info`` must agree with the declared format and the image must not
   name a backing file of its own (a qcow2 could otherwise point a guest at any
   file on the host);
@@ -18,7 +18,7 @@ content, named by its SHA-256: ``<sha256>.<format>``.  A fetch
   default paths, which honour ``SSL_CERT_FILE``/``SSL_CERT_DIR``) plus an
   optional CA bundle (``kova agent run --image-ca-file``); a server the agent
   does not trust is refused with a message that says so
-  (:data:`~kova.agents.names.ERROR_IMAGE_DOWNLOAD`).
+  (:data:`~kova.crds.names.ERROR_IMAGE_DOWNLOAD`).
 
 Images without a sha256 are cached under the hash of their source
 (``src-<sha256 of the URL or path>``), verified against nothing but still
@@ -47,7 +47,7 @@ import httpx
 
 from kova.crds import names
 
-log = logging.getLogger("kova.agents.images")
+log = logging.getLogger("kova.agents.virt.images")
 
 CHUNK = 1 << 20
 GiB = 1 << 30

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import libvirt
 
-from kova.agents.domain import (
+from kova.agents.virt.domain import (
     DomainMetadata,
     DomainSpecError,
     instance_metadata_element,
@@ -33,7 +33,7 @@ from kova.agents.domain import (
 from kova.crds import names
 from kova.crds.names import PowerState
 
-log = logging.getLogger("kova.agents.driver")
+log = logging.getLogger("kova.agents.virt.driver")
 
 # libvirt prints every error to stderr by default; we log what matters.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)

@@ -11,7 +11,7 @@ component, which asks the API server whether they may (SubjectAccessReview).
 Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
 
 * ``GET /v1/domains/<uid>/console?mode=write|read&user=<name>`` -- websocket,
-  binary frames both ways (:mod:`kova.agents.console`);
+  binary frames both ways (:mod:`kova.agents.stream.console`);
 * ``GET /v1/domains/<uid>/vnc`` -- websocket carrying RFB;
 
   both websockets start with one text frame, ``{"ok": true}`` or
@@ -20,12 +20,14 @@ Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
   proper HTTP error before it accepts the user's websocket;
 * ``GET /v1/domains/<uid>/log?follow=1&tailBytes=N`` -- the serial console log
   file (``text/plain``, streamed while ``follow``);
-* ``PUT /v1/domains/<uid>/power/<action>`` -- :mod:`kova.agents.power_actions`;
+* ``PUT /v1/domains/<uid>/power/<action>`` -- :mod:`kova.agents.instance.power_actions`;
 * ``GET /healthz``.
 
 Errors are JSON ``{"reason": ..., "message": ...}`` with a 4xx/5xx status.
 The server runs its own asyncio loop in a thread (the agent itself is
-threaded); libvirt calls go to the loop's default executor.
+threaded); libvirt calls go to the loop's default executor.  Where the API
+component reaches it is the Host's ``status.streamEndpoint``
+(:meth:`StreamServer.host_status`, written by the registration).
 """
 
 from __future__ import annotations
@@ -35,19 +37,18 @@ import logging
 import os
 import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from kova.agents.console import ConsoleError, ConsoleHub, open_vnc
-from kova.agents.power_actions import ActionError, PowerActions
+from kova.agents.context import AgentContext
+from kova.agents.instance.power_actions import ActionError, PowerActions
+from kova.agents.settings import AgentSettings
+from kova.agents.stream.console import ConsoleError, ConsoleHub, open_vnc
 
-if TYPE_CHECKING:  # pragma: no cover
-    from kova.agents.agent import Agent
-    from kova.agents.settings import AgentSettings
-
-log = logging.getLogger("kova.agents.stream")
+log = logging.getLogger("kova.agents.stream.server")
 
 #: A console reader whose websocket falls this far behind is disconnected.
 MAX_BACKLOG = 8 * 1024 * 1024
@@ -86,11 +87,17 @@ async def refuse(ws: web.WebSocketResponse, exc: ConsoleError) -> web.WebSocketR
 
 
 class StreamServer:
-    def __init__(self, agent: Agent, cfg: AgentSettings) -> None:
-        self.agent = agent
+    """The stream endpoint: :meth:`start` serves it in thread ``stream``.
+    ``healthy`` is the agent's health check (``/healthz``)."""
+
+    def __init__(self, ctx: AgentContext, power: PowerActions,
+                 healthy: Callable[[], tuple[bool, str]]) -> None:
+        cfg = ctx.cfg
+        self.ctx = ctx
         self.cfg = cfg
-        self.consoles = ConsoleHub(lambda: agent.driver.conn)
-        self.power = PowerActions(agent)
+        self.consoles = ConsoleHub(lambda: ctx.driver.conn)
+        self.power = power
+        self.healthy = healthy
         self.port: int | None = None
         self.advertise_address = cfg.stream_advertise_address or (
             cfg.stream_bind if cfg.stream_bind not in ("0.0.0.0", "::") else _own_address())
@@ -99,6 +106,13 @@ class StreamServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+
+    def host_status(self) -> dict[str, Any]:
+        """Host status.streamEndpoint: where Kova's API component reaches
+        this agent (nothing until the endpoint listens)."""
+        if self.port is None:
+            return {}
+        return {"streamEndpoint": {"address": self.advertise_address, "port": self.port}}
 
     # ------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -169,7 +183,7 @@ class StreamServer:
         return await handler(request)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        ok, why = self.agent.healthy()
+        ok, why = self.healthy()
         return web.json_response({"ok": ok, "reason": why}, status=200 if ok else 503)
 
     async def _console(self, request: web.Request) -> web.StreamResponse:
@@ -233,7 +247,7 @@ class StreamServer:
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=16 << 20)
         await ws.prepare(request)
         try:
-            sock = await loop.run_in_executor(None, open_vnc, self.agent.driver.conn, uid)
+            sock = await loop.run_in_executor(None, open_vnc, self.ctx.driver.conn, uid)
         except ConsoleError as exc:
             return await refuse(ws, exc)
         reader, writer = await asyncio.open_connection(sock=sock)
@@ -258,7 +272,7 @@ class StreamServer:
 
     async def _log(self, request: web.Request) -> web.StreamResponse:
         uid = request.match_info["uid"]
-        path = self.agent._paths(uid)["console"]
+        path = self.ctx.files(uid).console
         follow = request.query.get("follow") in ("1", "true")
         try:
             tail = int(request.query.get("tailBytes", "-1"))

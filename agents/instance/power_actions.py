@@ -33,19 +33,20 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
 
 import libvirt
 
-from kova.agents.driver import DomainInfo, DriverError
+from kova.agents.context import AgentContext
+from kova.agents.instance import decisions
+from kova.agents.instance.report import Reporter
+from kova.agents.instance.userdata import UserData
+from kova.agents.virt.driver import DomainInfo, DriverError
+from kova.agents.watch import InstanceWatch
 from kova.crds import names
 from kova.crds.names import PowerState
 from kova.errors import Refusal
 
-if TYPE_CHECKING:  # pragma: no cover
-    from kova.agents.agent import Agent
-
-log = logging.getLogger("kova.agents.power_actions")
+log = logging.getLogger("kova.agents.instance.power_actions")
 
 ACTIONS = ("start", "stop", "restart", "reboot", "pause", "unpause")
 
@@ -70,9 +71,13 @@ def _paused(info: DomainInfo) -> bool:
 
 
 class PowerActions:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.driver = agent.driver
+    def __init__(self, ctx: AgentContext, watch: InstanceWatch, report: Reporter,
+                 userdata: UserData) -> None:
+        self.ctx = ctx
+        self.watch = watch
+        self.report = report
+        self.userdata = userdata
+        self.driver = ctx.driver
         self._lock = threading.Lock()
         self._busy: dict[str, str] = {}
 
@@ -87,24 +92,24 @@ class PowerActions:
             self._busy[uid] = action
         try:
             info = self.driver.get(uid)
-            if info is None or not self.agent._mine(info):
+            if info is None or not decisions.is_mine(info.meta, self.ctx.host):
                 raise ActionError(404, "NotFound", f"no domain of this Instance on "
-                                  f"{self.agent.host}")
-            obj = self.agent.cached_instance(uid)
+                                  f"{self.ctx.host}")
+            obj = self.watch.by_uid(uid)
             log.info("%s of domain %s requested by %s", action, uid, user)
             result = getattr(self, f"_{action}")(info, obj)
             if result.changed:
-                self.agent.metrics.power_actions.labels(action).inc()
+                self.ctx.metrics.power_actions.labels(action).inc()
                 if obj is not None:
-                    self.agent._event(obj, "Normal", names.event_action_done(action),
-                                      f"{self.agent.host}: {result.message} (asked by {user})")
+                    self.report.event(obj, "Normal", names.event_action_done(action),
+                                      f"{self.ctx.host}: {result.message} (asked by {user})")
             return result
         except DriverError as exc:
             raise ActionError(503, "HypervisorError", str(exc)) from exc
         finally:
             with self._lock:
                 self._busy.pop(uid, None)
-            self.agent.requeue(uid)
+            self.watch.queue_uid(uid)
 
     # ------------------------------------------------------------------
     def _state(self, uid: str) -> str:
@@ -121,7 +126,7 @@ class PowerActions:
         if info.state.running:
             return
         if obj is not None and info.meta is not None:
-            meta = self.agent.prepare_start(obj, info.meta)
+            meta = self.userdata.fresh_seed(obj, info.meta)
             if meta != info.meta:
                 self.driver.set_metadata(uid, meta)
         try:
@@ -137,7 +142,7 @@ class PowerActions:
         """ACPI power button until the guest is off (pressed again every
         3 s: one pressed before the guest listens is lost); pulled after the
         shutdown timeout.  True if the guest went off by itself."""
-        deadline = time.monotonic() + self.agent.cfg.shutdown_timeout
+        deadline = time.monotonic() + self.ctx.cfg.shutdown_timeout
         next_press = 0.0
         while time.monotonic() < deadline:
             state = self.driver.state(uid)
@@ -171,7 +176,7 @@ class PowerActions:
             return ActionResult("already stopped", info.state.power_state, False)
         clean = self._power_off(info.uuid)
         message = "shut down" if clean else (
-            f"powered off: no clean shutdown within {self.agent.cfg.shutdown_timeout:.0f}s")
+            f"powered off: no clean shutdown within {self.ctx.cfg.shutdown_timeout:.0f}s")
         return ActionResult(message, self._state(info.uuid), True)
 
     def _restart(self, info: DomainInfo, obj: dict | None) -> ActionResult:
@@ -191,7 +196,7 @@ class PowerActions:
         self._boot(info.uuid, obj)
         message = "rebooted (shut down and started)" if clean else (
             "rebooted: no clean shutdown within "
-            f"{self.agent.cfg.shutdown_timeout:.0f}s, so powered off and started")
+            f"{self.ctx.cfg.shutdown_timeout:.0f}s, so powered off and started")
         return ActionResult(message, self._state(info.uuid), True)
 
     def _pause(self, info: DomainInfo, obj: dict | None) -> ActionResult:

@@ -1,6 +1,7 @@
 """Spec fields that apply at the next start: which changed, and the
-``RestartRequired`` condition that says so.  Pure functions; the agent
-applies the result.
+``RestartRequired`` condition that says so.  Pure functions: the status
+report (:mod:`~kova.agents.instance.report`) writes the condition, the user
+data module (:mod:`~kova.agents.instance.userdata`) the new seed.
 
 ``userData``, ``sshKeys`` and ``hostname`` reach the guest through the
 NoCloud seed, which it reads when it boots.  The agent records a fingerprint
@@ -19,7 +20,7 @@ import dataclasses
 import hashlib
 import json
 
-from kova.agents.domain import DomainMetadata
+from kova.agents.virt.domain import DomainMetadata
 from kova.conditions import Condition, condition_for
 from kova.crds import names
 

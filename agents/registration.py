@@ -1,0 +1,164 @@
+"""The host's registration: the cluster-scoped ``Host`` named after it (created
+when missing), and with Placement its resource provider (named after the host;
+a new one gets the uuid5 of the host name), inventory (VCPU, MEMORY_MB,
+DISK_GB with the Host spec's allocation ratios and reserved amounts) and
+traits (CPU flags, architecture, the driver's ``COMPUTE_*`` capabilities and
+the Host spec's ``CUSTOM_*`` traits).  The Host status carries the capacity,
+the hypervisor, the traits, the provider, Placement's usages, the number
+of Instances and, when the agent serves it, the stream endpoint
+(``streamEndpoint``: where Kova's API component reaches consoles, VNC and
+power actions).
+
+``COMPUTE_STATUS_DISABLED`` and the availability-zone aggregates are the
+operator's: the agent keeps the trait as it finds it and never touches
+aggregates.  Allocations are the operator's too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from kova.agents.context import AgentContext, GiB
+from kova.agents.instance.report import Reporter
+from kova.agents.virt import traits as host_traits
+from kova.agents.virt.driver import HostInfo
+from kova.agents.watch import InstanceWatch
+from kova.conditions import now_rfc3339
+from kova.crds import names
+from kova.crds import objects as ob
+from kova.kube import KubeError, custom_path, host_path
+from kova.placement_client import SyncPlacementClient
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kova.agents.stream.server import StreamServer
+
+log = logging.getLogger("kova.agents.registration")
+
+
+class Registration:
+    def __init__(self, ctx: AgentContext, watch: InstanceWatch, report: Reporter,
+                 placement: SyncPlacementClient | None,
+                 stream: StreamServer | None = None) -> None:
+        self.ctx = ctx
+        self.watch = watch
+        self.report = report
+        self.placement = placement
+        self.stream = stream
+        #: The resource provider's uuid once registered.
+        self.rp_uuid: str | None = None
+        #: The Host spec last registered (a change re-applies the inventory).
+        self._spec_seen: str | None = None
+
+    def get_host(self) -> dict:
+        """This host's Host object, created (spec defaults from the CRD) when missing."""
+        kube = self.ctx.kube
+        found = kube.get_or_none(host_path(self.ctx.host))
+        if found is not None:
+            return found
+        body = {
+            "apiVersion": names.API_VERSION,
+            "kind": "Host",
+            "metadata": {"name": self.ctx.host},
+            "spec": {},
+        }
+        try:
+            return kube.create(custom_path(names.HOSTS), body)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            return kube.get(host_path(self.ctx.host))
+
+    def register(self) -> dict:
+        """Create/update the Host, its resource provider, inventory and
+        traits, and the Host status.  Returns the status written."""
+        cfg = self.ctx.cfg
+        info = self.ctx.driver.host_info()
+        vfs = os.statvfs(self.ctx.instance_dir)
+        disk_gib = max(1, vfs.f_blocks * vfs.f_frsize // GiB)
+        host = self.get_host()
+        spec = ob.spec(host)
+        wanted_traits = host_traits.host_traits(
+            info, domain_type=cfg.domain_type, custom=spec.get("traits"))
+        body = self._status(info, disk_gib)
+        if self.placement is not None:
+            body.update(self._provider(info, disk_gib, spec, ob.status(host), wanted_traits))
+        else:
+            body["traits"] = wanted_traits
+        self.report.host_status(body)
+        self._spec_seen = json.dumps(spec, sort_keys=True)
+        log.info("registered host %s: %d vCPU, %d MiB, %d GiB, provider %s",
+                 self.ctx.host, info.cpus, info.memory_mib, disk_gib, self.rp_uuid)
+        return body
+
+    def _status(self, info: HostInfo, disk_gib: int) -> dict[str, Any]:
+        return {
+            "capacity": {"vcpus": info.cpus, "memoryMiB": info.memory_mib, "diskGiB": disk_gib},
+            "hypervisor": {
+                "type": "KVM" if self.ctx.cfg.domain_type == "kvm" else "QEMU",
+                "version": info.hypervisor_version,
+                "libvirtVersion": info.libvirt_version,
+                "hostname": info.hostname[:253],
+                "cpuArch": info.arch,
+                "cpuModel": info.cpu_model,
+            },
+            "instanceCount": self.watch.count(),
+            "lastHeartbeatTime": now_rfc3339(),
+            **self._stream_status(),
+        }
+
+    def _stream_status(self) -> dict[str, Any]:
+        return self.stream.host_status() if self.stream is not None else {}
+
+    def _provider(self, info: HostInfo, disk_gib: int, spec: dict, hstatus: dict,
+                  wanted_traits: list[str]) -> dict[str, Any]:
+        """The resource provider, its inventory and traits; the Host status
+        fields they give."""
+        assert self.placement is not None
+        rp = self.placement.ensure_provider(
+            self.ctx.host, hstatus.get("resourceProviderUUID") or names.provider_uuid(self.ctx.host)
+        )
+        self.rp_uuid = rp["uuid"]
+        inv = host_traits.inventory(
+            vcpus=info.cpus, memory_mib=info.memory_mib, disk_gib=disk_gib,
+            ratios=spec.get("allocationRatios"), reserved=spec.get("reserved"),
+        )
+        self.placement.set_inventories(self.rp_uuid, inv)
+        return {
+            "traits": self.placement.set_traits(self.rp_uuid, wanted_traits,
+                                                keep=(names.TRAIT_DISABLED,)),
+            "resourceProviderUUID": self.rp_uuid,
+            "allocated": self.allocated(),
+        }
+
+    def allocated(self) -> dict[str, int]:
+        """What Placement has allocated on this host's provider."""
+        if self.placement is None or self.rp_uuid is None:
+            return {}
+        u = self.placement.usages(self.rp_uuid)
+        return {
+            "vcpus": int(u.get("VCPU", 0)),
+            "memoryMiB": int(u.get("MEMORY_MB", 0)),
+            "diskGiB": int(u.get("DISK_GB", 0)),
+        }
+
+    def sync(self) -> None:
+        """Register again when the Host spec changed (or the provider is not
+        registered yet); else refresh the instance count, Placement's usages
+        and the heartbeat time of the Host status."""
+        host = self.get_host()
+        spec_now = json.dumps(ob.spec(host), sort_keys=True)
+        if spec_now != self._spec_seen or self.rp_uuid is None and self.placement:
+            self.register()
+            return
+        body: dict[str, Any] = {
+            "instanceCount": self.watch.count(),
+            "lastHeartbeatTime": now_rfc3339(),
+            **self._stream_status(),
+        }
+        if self.rp_uuid:
+            body["allocated"] = self.allocated()
+            body["resourceProviderUUID"] = self.rp_uuid
+        self.report.host_status(body)
