@@ -56,7 +56,7 @@ from kova.agents.virt.images import ImageCache
 from kova.agents.watch import InstanceWatch
 from kova.crds.names import PowerState
 from kova.kube import Credentials, SyncKube
-from kova.placement_client import RetryPolicy, SyncPlacementClient
+from kova.placement_client import RetryPolicy, SyncPlacementClient, placement_unreachable
 from kova.workqueue import WorkQueue
 
 log = logging.getLogger("kova.agents.app")
@@ -92,7 +92,8 @@ def _placement(cfg: AgentSettings, metrics: AgentMetrics) -> SyncPlacementClient
 
 
 class Agent:
-    def __init__(self, cfg: AgentSettings, kube: SyncKube | None = None) -> None:
+    def __init__(self, cfg: AgentSettings, kube: SyncKube | None = None,
+                 lease_owner: dict | None = None) -> None:
         self.cfg = cfg
         self.host = cfg.host
         instance_dir = Path(cfg.instance_dir)
@@ -115,7 +116,7 @@ class Agent:
         self.placement = _placement(cfg, metrics)
         self.watch = InstanceWatch(ctx)
         self.report = Reporter(ctx, self.watch)
-        self.heartbeat = Heartbeat(ctx)
+        self.heartbeat = Heartbeat(ctx, lease_owner)
         self.teardown = Teardown(ctx, self.watch, self.report)
         self.userdata = UserData(ctx, self.report)
         self.builder = Builder(ctx, self.report, self.teardown, self.userdata)
@@ -238,10 +239,7 @@ class Agent:
     # The host thread: registration, Host status, periodic resync
     def _host_loop(self) -> None:
         stopping, changed = self.ctx.stopping, self.watch.membership_changed
-        try:
-            self.registration.register()
-        except Exception:
-            log.exception("host registration failed; retrying at the next resync")
+        self._register_at_start()
         next_resync = time.monotonic() + self.cfg.resync_seconds
         while True:
             dirty = changed.wait(max(0.0, next_resync - time.monotonic()))
@@ -257,6 +255,17 @@ class Agent:
             if time.monotonic() >= next_resync:
                 self.resync()
                 next_resync = time.monotonic() + self.cfg.resync_seconds
+
+    def _register_at_start(self) -> None:
+        try:
+            self.registration.register()
+        except Exception as exc:
+            if not placement_unreachable(exc):
+                log.exception("host registration failed; retrying at the next resync")
+                return
+            # Placement starting beside the agent (a fresh install): no traceback
+            log.warning("host registration failed: Placement is not reachable yet (%s); "
+                        "retrying at the next resync", str(exc) or type(exc).__name__)
 
     def resync(self, strict: bool = False) -> None:
         """Queue every known Instance and every Kova domain (periodic

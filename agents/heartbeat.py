@@ -5,8 +5,11 @@ operator's host monitor marks the Host Down when it expires."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
+from typing import Any
 
 from kova.agents.context import AgentContext
 from kova.conditions import now_rfc3339
@@ -16,11 +19,34 @@ from kova.kube import KubeError, lease_path
 log = logging.getLogger("kova.agents.heartbeat")
 
 
+def lease_owner(token: str, namespace: str) -> dict | None:
+    """The owner of this host's heartbeat Lease: the agent's ServiceAccount,
+    named in the claims of its own service-account token -- when it lives in
+    the Lease's namespace (an owner is never in another namespace).
+
+    Uninstalling the chart deletes the ServiceAccount and with it (the
+    garbage collector) the Lease; upgrades and restarts keep both.  The token
+    is not verified: it is the agent's own, and only names are read."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        info = claims["kubernetes.io"]
+        sa = info["serviceaccount"]
+        if info["namespace"] != namespace or not sa["name"] or not sa["uid"]:
+            return None
+        return {"apiVersion": "v1", "kind": "ServiceAccount", "name": sa["name"], "uid": sa["uid"]}
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
 class Heartbeat:
     """Thread ``lease``: :meth:`run` until the agent stops."""
 
-    def __init__(self, ctx: AgentContext) -> None:
+    def __init__(self, ctx: AgentContext, owner: dict | None = None) -> None:
         self.ctx = ctx
+        #: Owner reference of the Lease (None: none; in a pod, the agent's
+        #: ServiceAccount read from its token, see lease_owner()).
+        self.owner = owner if owner is not None else self._service_account()
         #: monotonic time of the last successful renewal (0: never).
         self.last_ok = 0.0
 
@@ -45,6 +71,13 @@ class Heartbeat:
             self.beat()
             self.ctx.stopping.wait(self.ctx.cfg.lease_renew_seconds)
 
+    def _service_account(self) -> dict | None:
+        """In a pod: this agent's ServiceAccount, the heartbeat Lease's owner."""
+        creds = self.ctx.kube.aio.creds
+        if not creds.in_cluster:
+            return None
+        return lease_owner(creds.bearer() or "", self.ctx.cfg.lease_namespace)
+
     def renew(self) -> None:
         """Renew the Lease, creating it (and its namespace) when missing."""
         cfg, kube = self.ctx.cfg, self.ctx.kube
@@ -55,8 +88,12 @@ class Heartbeat:
             "leaseDurationSeconds": cfg.lease_duration_seconds,
             "renewTime": now,
         }
+        owner = {"ownerReferences": [self.owner]} if self.owner else {}
         try:
-            kube.merge_patch(lease_path(ns, name), {"spec": spec})
+            patch: dict[str, Any] = {"spec": spec}
+            if owner:  # also a Lease written before its owner was known
+                patch["metadata"] = owner
+            kube.merge_patch(lease_path(ns, name), patch)
             return
         except KubeError as exc:
             if exc.status != 404:
@@ -64,7 +101,8 @@ class Heartbeat:
         self._create({
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": name, "namespace": ns, "labels": {names.LABEL_HOST: name}},
+            "metadata": {"name": name, "namespace": ns, "labels": {names.LABEL_HOST: name},
+                         **owner},
             "spec": {**spec, "acquireTime": now},
         })
 

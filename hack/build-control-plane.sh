@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the Kubernetes control-plane binaries that Kova's local clusters and
-# tests run (etcd, kube-apiserver, kube-controller-manager, kubectl) from Go
-# modules and cache them under ${KOVA_CACHE:-$HOME/.cache/kova}/bin.
+# Build the Kubernetes binaries that Kova's local clusters and tests run from
+# Go modules and cache them under ${KOVA_CACHE:-$HOME/.cache/kova}/bin: the
+# control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl) and the node (kubelet, kube-proxy; see kova/dev/node.py).
 #
 # No package registry ships kube-apiserver or a current etcd, so they are
 # compiled from the Go module proxy with the `go` on PATH. A cold build takes
@@ -13,7 +14,8 @@
 #   hack/build-control-plane.sh [COMPONENT...]   build what is missing (default: all)
 #   hack/build-control-plane.sh --print-bin-dir  print the bin dir and exit
 #
-# Components: etcd kube-apiserver kube-controller-manager kubectl
+# Components: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
+#             kubelet kube-proxy
 #
 # Layout of ${KOVA_CACHE}/bin:
 #   etcd-v3.6.16, kube-apiserver-v1.36.5, ...   versioned binaries (never rebuilt)
@@ -34,7 +36,7 @@ KOVA_K8S_VERSION="${KOVA_K8S_VERSION:-v1.36.5}"
 
 KOVA_CACHE="${KOVA_CACHE:-${HOME}/.cache/kova}"
 BIN_DIR="${KOVA_CACHE}/bin"
-ALL_COMPONENTS=(etcd kube-apiserver kube-controller-manager kubectl)
+ALL_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 log() { printf '[kova] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -48,7 +50,8 @@ while (($#)); do
   case "$1" in
     --print-bin-dir) printf '%s\n' "${BIN_DIR}"; exit 0 ;;
     -h | --help) usage; exit 0 ;;
-    etcd | kube-apiserver | kube-controller-manager | kubectl) components+=("$1") ;;
+    etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy)
+      components+=("$1") ;;
     *) die "unknown argument: $1 (try --help)" ;;
   esac
   shift

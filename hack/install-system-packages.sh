@@ -14,6 +14,11 @@ PACKAGES=(
   postgresql postgresql-contrib
   # test image: kernel, busybox initramfs, boot loader
   linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio xz-utils
+  # the local Kubernetes node (kova/dev/node.py): container runtime, CNI
+  # plugins, kube-proxy's nftables mode; images built without Docker
+  # (hack/build-images.sh: buildah, mmdebstrap, a static C compiler)
+  containerd runc containernetworking-plugins nftables conntrack
+  buildah mmdebstrap gcc libc6-dev
   # misc
   openssl curl iproute2 procps psmisc xorriso genisoimage
 )

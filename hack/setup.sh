@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything Kova's tests and demo need on this machine, from nothing:
-# Debian packages, the Python virtualenv, the Go-built control plane,
-# Postgres 15, libvirtd + virtlogd, the libvirt NAT network kova-test (DHCP)
-# and the bootable test image.
+# Debian packages, the Python virtualenv, the Go-built control plane and node
+# (kubelet, kube-proxy, CoreDNS), Postgres 15, libvirtd + virtlogd, the
+# libvirt NAT network kova-test (DHCP), the bootable test image and the
+# container images of the local node (built without Docker or a registry).
 # Idempotent; slow builds are cached under ${KOVA_CACHE:-~/.cache/kova}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ else
   echo "[kova] python packages up to date" >&2
 fi
 
-step "control plane binaries (etcd, kube-apiserver, kube-controller-manager)"
+step "Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl)"
 bash hack/build-control-plane.sh
 # the matching kubectl (v1.36) goes into the venv, ahead of Debian's older one
 ln -sf "$(bash hack/build-control-plane.sh --print-bin-dir)/kubectl" "${VENV}/bin/kubectl"
@@ -54,5 +55,9 @@ bash hack/start-libvirt-network.sh >/dev/null
 
 step "test image"
 bash hack/build-test-image.sh
+
+step "the local node's images (pause, CoreDNS, PostgreSQL, the Dockerfile's kova image)"
+bash hack/build-coredns.sh >/dev/null
+bash hack/build-images.sh >/dev/null
 
 echo "[kova] setup done in $(( $(date +%s) - t0 ))s" >&2

@@ -129,6 +129,8 @@ class Credentials:
         self._cfg: Any = None
         self._next_check = 0.0
         self._lock = threading.Lock()
+        #: The pod's own service account (loaded in-cluster).
+        self.in_cluster = False
         if token_file is not None:
             self._read_token_file()
 
@@ -146,8 +148,10 @@ class Credentials:
                 namespace: str | None = (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip()
             except OSError:
                 namespace = None
-            return cls(cfg.host, ca_file=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
-                       token_file=SERVICE_ACCOUNT_DIR / "token", namespace=namespace)
+            creds = cls(cfg.host, ca_file=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
+                        token_file=SERVICE_ACCOUNT_DIR / "token", namespace=namespace)
+            creds.in_cluster = True
+            return creds
         path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] \
             or os.path.expanduser("~/.kube/config")
 

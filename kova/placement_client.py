@@ -50,6 +50,14 @@ def route(path: str) -> str:
     return _UUID.sub("{uuid}", path)
 
 
+def placement_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (from a call whose retries were spent) means Placement
+    cannot be reached yet: a connection error, a timeout, or 502/503/504."""
+    if isinstance(exc, PlacementError):
+        return exc.status in RETRY_STATUSES
+    return isinstance(exc, RETRY_ERRORS)
+
+
 class PlacementError(Exception):
     """Placement answered ``status``; ``code`` is its error code
     (``placement.concurrent_update``, ...) when the body has one."""

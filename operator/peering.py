@@ -57,6 +57,12 @@ async def ensure_peering(creds: Credentials, settings: Settings) -> None:
         namespaces = [None] if settings.all_namespaces else list(settings.namespaces)
         for ns in namespaces:
             crd_c, crd_n, obj = manifests(settings.peering_name, ns)
+            base = (f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings" if ns
+                    else "/apis/kopf.dev/v1/clusterkopfpeerings")
+            # Installed by the chart: nothing to create, and an operator that
+            # may not read CRDs (the chart's) needs no warning about them.
+            if await kube.get_or_none(f"{base}/{settings.peering_name}") is not None:
+                continue
             for crd in (crd_c, crd_n):
                 path = ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
                         + crd["metadata"]["name"])
@@ -64,8 +70,6 @@ async def ensure_peering(creds: Credentials, settings: Settings) -> None:
                     await kube.create(
                         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
                     LOG.info("created CRD %s", crd["metadata"]["name"])
-            base = (f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings" if ns
-                    else "/apis/kopf.dev/v1/clusterkopfpeerings")
             for _ in range(50):
                 try:
                     if await kube.get_or_none(f"{base}/{settings.peering_name}") is None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 
 import click
 
@@ -27,6 +29,34 @@ ENV_POLICY_FILE = "KOVA_PLACEMENT_POLICY_FILE"
 ENV_NEW_DEFAULTS = "KOVA_PLACEMENT_ENFORCE_NEW_DEFAULTS"
 ENV_SCOPE = "KOVA_PLACEMENT_ENFORCE_SCOPE"
 ENV_CORS = "KOVA_PLACEMENT_CORS"  # JSON, set by `serve`: [allowed origins, allowed headers]
+LOG = logging.getLogger("kova.placement.cli")
+
+
+def upgrade_when_reachable(url: str, wait: float, upgrade=None) -> None:
+    """Run the migrations, retrying while the database cannot be reached
+    (a Postgres started beside Placement comes up after it) for up to
+    ``wait`` seconds; then fail with the database's error."""
+    if upgrade is None:
+        from kova.placement.db.engine import upgrade
+    from sqlalchemy.exc import OperationalError
+
+    deadline = time.monotonic() + wait
+    delay = 0.5
+    while True:
+        try:
+            upgrade(url)
+            return
+        except OperationalError as exc:
+            reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise click.ClickException(
+                    f"the database is not reachable ({reason}); waited {wait:g}s "
+                    f"(--database-wait)") from None
+            pause = min(delay, remaining)
+            LOG.warning("the database is not reachable yet (%s); retrying in %.1fs", reason, pause)
+            time.sleep(pause)
+            delay = min(delay * 2, 5.0)
 
 
 def _k8s_auth(spec: dict):
@@ -159,7 +189,6 @@ def register(group: click.Group) -> None:
     @kova_settings.options(PlacementSettings, PREFIX)
     def serve(settings: PlacementSettings):
         """Serve the Placement API."""
-        from kova.placement.db.engine import upgrade
 
         s = settings
         _check_serve_options(s)
@@ -168,7 +197,7 @@ def register(group: click.Group) -> None:
             click.echo("WARNING: authentication is disabled (--no-auth); anyone who can "
                        "reach this port can change every allocation.", err=True)
         url = s.database_url or default_database_url()
-        upgrade(url)
+        upgrade_when_reachable(url, s.database_wait)
         _serve_env(s, url)
         _run(s)
 

@@ -70,5 +70,9 @@ class PlacementSettings:
     cors_allow_headers: str = setting(
         "", "Request headers a CORS preflight may ask for (comma-separated).",
         metavar="H1,H2", show_default=False)
+    database_wait: float = setting(
+        60.0, "Seconds to keep retrying an unreachable database at start (a Postgres started "
+        "beside Placement, as the chart's bundled one, answers after it); then exit with the "
+        "database's error.", type=click.FloatRange(min=0))
     log_level: str = level_setting()
     log_format: str = format_setting()

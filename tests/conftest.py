@@ -14,7 +14,8 @@ Fixtures live in ``tests/fixtures/`` as plugins, one per real component:
   the APIService) and ``make_user`` (a ServiceAccount bound to a role, with a
   kubeconfig).
 
-Tiers are pytest markers: ``unit``, ``integration``, ``e2e``.  A test module
+Tiers are pytest markers: ``unit``, ``integration``, ``e2e``, ``cluster`` (the
+chart on a real one-node cluster, ``tests/cluster/``).  A test module
 without a marker is marked ``unit`` automatically.
 """
 
@@ -32,7 +33,7 @@ pytest_plugins = [
     "tests.fixtures.api",
 ]
 
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "cluster")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -5,6 +5,12 @@ CRDs, starts libvirtd, builds the bootable test image and links it where the
 example Image expects it, then runs Placement on SQLite, the operator and one
 compute agent per simulated host name as local processes.  ``demo`` does
 ``up``, applies ``examples/`` and waits until the Instances run.
+
+With ``--node`` the same commands use the in-cluster path instead: a
+one-node cluster on this machine (kubelet, containerd, kube-proxy, CoreDNS;
+``kova.dev.cluster``), Kova's images built here, and ``helm install`` of
+``helm/kova`` with its bundled PostgreSQL; the agent pod drives the machine's
+libvirtd.  State under ``KOVA_STATE/node``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,6 +28,9 @@ from kova.crds import names
 from kova.dev import paths
 from kova.dev.controlplane import ControlPlane, ControlPlaneError
 from kova.dev.stack import DEFAULT_HOSTS, Stack, link_test_image, stack_dir
+
+if TYPE_CHECKING:
+    from kova.dev.cluster import NodeCluster
 
 
 def _controlplane_dir() -> Path:
@@ -82,6 +92,52 @@ def bring_up(hosts: list[str], components: bool = True) -> tuple[ControlPlane, S
     return cp, stack
 
 
+def _node_dir() -> Path:
+    return paths.state_dir() / "node"
+
+
+def bring_up_node() -> "NodeCluster":
+    """The one-node cluster with the chart installed, pods Ready, Host Up."""
+    from kova.dev.cluster import NAMESPACE, NodeCluster
+    from kova.dev.node import NodeError
+
+    cluster = NodeCluster.load(_node_dir())
+    try:
+        if cluster and cluster.cp and cluster.cp.pids and all(cluster.running().values()):
+            _say(f"[kova] node cluster already running at {cluster.cp.server}")
+        else:
+            if cluster:
+                cluster.stop()
+            cluster = NodeCluster(root=_node_dir(), private_libvirt=False).start(progress=_say)
+        t0 = time.monotonic()
+        _say(f"[kova] helm upgrade --install kova helm/kova -n {NAMESPACE} (bundled PostgreSQL)")
+        cluster.install()
+        cluster.wait_pods_ready(progress=_say)
+        cluster.wait_host_up()
+        _say(f"[kova] chart installed, pods Ready, Host Up in {time.monotonic() - t0:.0f}s")
+    except NodeError as exc:
+        _say(f"[kova] {exc}")
+        sys.exit(1)
+    return cluster
+
+
+def _print_node_up(cluster: "NodeCluster") -> None:
+    from kova.dev.cluster import NAMESPACE
+
+    cp, node = cluster.control_plane, cluster.kube_node
+    click.echo("[kova] node cluster is up:")
+    click.echo(f"  - control plane   {cp.server} (etcd, kube-apiserver, kube-controller-manager, "
+               "kube-scheduler)")
+    click.echo(f"  - node            {node.name}: kubelet, containerd, kube-proxy, CoreDNS")
+    click.echo(f"  - Kova            helm release kova in {NAMESPACE} (Placement, PostgreSQL, "
+               "operator, agent)")
+    click.echo(f"  - libvirt         {cluster.libvirt_uri} (the agent pod's), instances in "
+               f"{cluster.instance_dir}")
+    click.echo(f"  - logs            {node.log_dir}, kubectl -n {NAMESPACE} logs ...")
+    click.echo(f"\n  export KUBECONFIG={cp.kubeconfig} PATH={paths.bin_dir()}:$PATH")
+    click.echo(f"  kubectl -n {NAMESPACE} get pods")
+
+
 def _print_up(cp: ControlPlane, stack: Stack | None) -> None:
     click.echo("[kova] local stack is up:")
     click.echo(f"  - control plane   {cp.server} (etcd, kube-apiserver, kube-controller-manager)")
@@ -106,8 +162,15 @@ def register(group: click.Group) -> None:
                   help="Simulated host names, one agent each (repeatable).")
     @click.option("--control-plane-only", is_flag=True,
                   help="Start only the control plane and the CRDs.")
-    def up(hosts: tuple[str, ...], control_plane_only: bool) -> None:
+    @click.option("--node", is_flag=True,
+                  help="The in-cluster path: a one-node cluster (kubelet, containerd) with "
+                       "Kova installed by its Helm chart, instead of local processes.")
+    def up(hosts: tuple[str, ...], control_plane_only: bool, node: bool) -> None:
         """Start (or reuse) the local stack."""
+        if node:
+            _print_node_up(bring_up_node())
+            click.echo("  kova dev down --node   # delete the Instances, uninstall, stop the node")
+            return
         cp, stack = bring_up(list(hosts), components=not control_plane_only)
         _print_up(cp, stack)
         click.echo("  kova dev status   # what runs")
@@ -117,61 +180,32 @@ def register(group: click.Group) -> None:
     @click.option("--purge", is_flag=True, help="Also delete the stack's data (etcd, PKI, logs).")
     @click.option("--keep-instances", is_flag=True,
                   help="Leave Instances (and their VMs) in place.")
-    def down(purge: bool, keep_instances: bool) -> None:
+    @click.option("--node", is_flag=True, help="Stop the node cluster of `kova dev up --node`.")
+    def down(purge: bool, keep_instances: bool, node: bool) -> None:
         """Delete the Instances, stop the local stack."""
-        cp = ControlPlane.load(_controlplane_dir())
-        stack = Stack.load(stack_dir())
-        if cp is None and not stack.pids:
-            click.echo("[kova] nothing to stop")
-            return
-        if (not keep_instances and cp is not None and cp.pids
-                and all(cp.running().values()) and any(stack.running().values())):
-            _say("[kova] deleting every Instance (the agents remove their VMs) ...")
-            _kubectl(cp, "delete", "instances.kova.dev", "--all", "--all-namespaces",
-                     "--wait=true", "--timeout=180s", check=False)
-        stack.stop()
-        if cp is not None:
-            if purge:
-                cp.destroy()
-            else:
-                cp.stop()
-        if purge:
-            import shutil
-
-            shutil.rmtree(stack.root, ignore_errors=True)
-            click.echo("[kova] stopped; state removed")
-        else:
-            click.echo("[kova] stopped (data kept; `kova dev down --purge` removes it)")
+        (node_down if node else local_down)(purge, keep_instances)
 
     @group.command()
-    def status() -> None:
+    @click.option("--node", is_flag=True, help="The node cluster of `kova dev up --node`.")
+    def status(node: bool) -> None:
         """Show what the local stack runs."""
-        cp = ControlPlane.load(_controlplane_dir())
-        stack = Stack.load(stack_dir())
-        if cp is None or not cp.pids:
-            click.echo("[kova] local stack: not running")
-            sys.exit(1)
-        alive = {**cp.running(), **stack.running()}
-        pids = {**cp.pids, **stack.pids}
-        for name, pid in pids.items():
-            state = "running" if alive[name] else "DEAD"
-            click.echo(f"{name:26} pid {pid:<8} {state}")
-        click.echo(f"kube-apiserver             {cp.server}")
-        if stack.placement_port:
-            click.echo(f"placement                  {stack.placement_url}")
-        click.echo(f"kubeconfig                 {cp.kubeconfig}")
-        if not all(alive.values()):
-            sys.exit(1)
+        (node_status if node else local_status)()
 
     @group.command()
     @click.option("--examples", "examples_dir", type=click.Path(exists=True, file_okay=False),
                   default=str(paths.REPO_ROOT / "examples"), show_default=True)
     @click.option("--timeout", default=300.0, show_default=True,
                   help="Seconds to wait for the Instances to run.")
-    def demo(examples_dir: str, timeout: float) -> None:
+    @click.option("--node", is_flag=True, help="On the node cluster (`kova dev up --node`).")
+    def demo(examples_dir: str, timeout: float, node: bool) -> None:
         """Bring the stack up, apply examples/, wait until the Instances run."""
-        cp, stack = bring_up(list(DEFAULT_HOSTS))
-        _print_up(cp, stack)
+        if node:
+            cluster = bring_up_node()
+            cp, stack = cluster.control_plane, None
+            _print_node_up(cluster)
+        else:
+            cp, stack = bring_up(list(DEFAULT_HOSTS))
+            _print_up(cp, stack)
         _say(f"\n[kova] applying {examples_dir}")
         out = _kubectl(cp, "apply", "-f", examples_dir)
         click.echo(out.stdout.rstrip())
@@ -197,7 +231,8 @@ def register(group: click.Group) -> None:
             "Delete one:\n"
             f"  {k} delete inst web-1\n"
             "Tear everything down:\n"
-            "  .venv/bin/kova dev down      (add --purge to remove its data)"
+            f"  .venv/bin/kova dev down{' --node' if node else ''}      "
+            "(add --purge to remove its data)"
         )
         if not ok:
             _say("[kova] not every Instance reached Running; see the logs in "
@@ -260,3 +295,89 @@ def show_consoles(cp: ControlPlane, wait: float = 60.0) -> None:
                 break
             time.sleep(1.0)
         click.echo("\n".join(lines[-20:]) or "(nothing printed yet)")
+
+
+def local_down(purge: bool, keep_instances: bool) -> None:
+    cp = ControlPlane.load(_controlplane_dir())
+    stack = Stack.load(stack_dir())
+    if cp is None and not stack.pids:
+        click.echo("[kova] nothing to stop")
+        return
+    if (not keep_instances and cp is not None and cp.pids
+            and all(cp.running().values()) and any(stack.running().values())):
+        _say("[kova] deleting every Instance (the agents remove their VMs) ...")
+        _kubectl(cp, "delete", "instances.kova.dev", "--all", "--all-namespaces",
+                 "--wait=true", "--timeout=180s", check=False)
+    stack.stop()
+    if cp is not None:
+        if purge:
+            cp.destroy()
+        else:
+            cp.stop()
+    if purge:
+        import shutil
+
+        shutil.rmtree(stack.root, ignore_errors=True)
+        click.echo("[kova] stopped; state removed")
+    else:
+        click.echo("[kova] stopped (data kept; `kova dev down --purge` removes it)")
+
+
+def local_status() -> None:
+    cp = ControlPlane.load(_controlplane_dir())
+    stack = Stack.load(stack_dir())
+    if cp is None or not cp.pids:
+        click.echo("[kova] local stack: not running")
+        sys.exit(1)
+    alive = {**cp.running(), **stack.running()}
+    pids = {**cp.pids, **stack.pids}
+    for name, pid in pids.items():
+        state = "running" if alive[name] else "DEAD"
+        click.echo(f"{name:26} pid {pid:<8} {state}")
+    click.echo(f"kube-apiserver             {cp.server}")
+    if stack.placement_port:
+        click.echo(f"placement                  {stack.placement_url}")
+    click.echo(f"kubeconfig                 {cp.kubeconfig}")
+    if not all(alive.values()):
+        sys.exit(1)
+
+
+def node_down(purge: bool, keep_instances: bool) -> None:
+    from kova.dev.cluster import NAMESPACE, RELEASE, NodeCluster
+
+    cluster = NodeCluster.load(_node_dir())
+    if cluster is None or cluster.cp is None:
+        click.echo("[kova] no node cluster")
+        return
+    if cluster.cp.pids and all(cluster.running().values()):
+        if not keep_instances:
+            _say("[kova] deleting every Instance (the agent pod removes their VMs) ...")
+            cluster.kubectl("delete", "instances.kova.dev", "--all", "--all-namespaces",
+                            "--wait=true", "--timeout=180s", check=False, timeout=200)
+        _say(f"[kova] helm uninstall {RELEASE} -n {NAMESPACE}")
+        cluster.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", check=False)
+    _say("[kova] stopping the node and the control plane")
+    if purge:
+        cluster.destroy()
+        click.echo("[kova] stopped; state removed")
+    else:
+        cluster.stop()
+        click.echo("[kova] stopped (data kept; `kova dev down --node --purge` removes it)")
+
+
+def node_status() -> None:
+    from kova.dev.cluster import NodeCluster
+
+    cluster = NodeCluster.load(_node_dir())
+    if cluster is None or cluster.cp is None or not cluster.cp.pids:
+        click.echo("[kova] node cluster: not running")
+        sys.exit(1)
+    alive = cluster.running()
+    pids = {**cluster.cp.pids, **(cluster.node.pids if cluster.node else {}),
+            **cluster.libvirt_pids}
+    for name, pid in pids.items():
+        click.echo(f"{name:26} pid {pid:<8} {'running' if alive.get(name) else 'DEAD'}")
+    click.echo(f"kube-apiserver             {cluster.cp.server}")
+    click.echo(f"kubeconfig                 {cluster.cp.kubeconfig}")
+    if not all(alive.values()):
+        sys.exit(1)

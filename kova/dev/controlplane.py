@@ -7,6 +7,13 @@ kubeconfig.  The binaries come from ``hack/build-control-plane.sh``, which
 builds them from the Go module proxy and caches them under
 ``~/.cache/kova/bin``.
 
+With ``node_name`` set it is the control plane of a cluster with a real node
+(``kova.dev.node``): the API server listens on the node's address instead of
+loopback (pods reach it there through the ``kubernetes`` Service), authorizes
+kubelets with the Node authorizer, talks to the kubelet with a client
+certificate, and a kube-scheduler runs beside the controller manager, whose
+volume and node-lifecycle controllers are on.
+
 Used by ``kova dev up`` (persistent, under ``KOVA_STATE``) and by the test
 session fixture (throw-away, under a temporary directory).
 """
@@ -29,9 +36,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kova.dev import paths
-from kova.dev.pki import FRONT_PROXY_CLIENT, ensure_front_proxy_pki, ensure_pki
+from kova.dev.pki import FRONT_PROXY_CLIENT, ensure_front_proxy_pki, ensure_pki, issue_client_cert
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+#: The cluster's Service range; the API server's Service is its first address.
+SERVICE_CIDR = "10.0.0.0/24"
+#: Controllers a cluster without nodes does without (no kubelet, no volumes).
+NO_NODE_CONTROLLERS = ("nodeipam", "nodelifecycle", "cloud-node-lifecycle", "service", "route",
+                       "persistentvolume-binder", "attachdetach", "persistentvolume-expander",
+                       "ephemeral-volume", "bootstrapsigner", "tokencleaner")
+#: With a node: PersistentVolumes bind, node conditions and taints are managed;
+#: pod CIDRs are the CNI configuration's (no nodeipam), no cloud.
+NODE_CONTROLLERS_OFF = ("nodeipam", "cloud-node-lifecycle", "service", "route",
+                        "bootstrapsigner", "tokencleaner")
 
 
 class ControlPlaneError(RuntimeError):
@@ -57,6 +74,18 @@ def ensure_binaries(progress: Callable[[str], object] = print) -> Path:
     progress(f"[kova] building the control plane (cached in {bindir}) ...")
     subprocess.run(["bash", str(script)], check=True)
     return bindir
+
+
+def ensure_binaries_for(bindir: Path, name: str,
+                        progress: Callable[[str], object] = print) -> Path:
+    """The cached binary ``name`` (kube-scheduler, kubelet, kube-proxy),
+    built by ``hack/build-control-plane.sh`` when missing."""
+    exe = bindir / name
+    if not exe.exists():
+        progress(f"[kova] building {name} (cached in {bindir}) ...")
+        subprocess.run(["bash", str(paths.hack_dir() / "build-control-plane.sh"), name],
+                       check=True)
+    return exe
 
 
 def _pid_alive(pid: int) -> bool:
@@ -135,6 +164,12 @@ class ControlPlane:
     kcm_port: int = 0
     admin_token: str = ""
     pids: dict[str, int] = field(default_factory=dict)
+    #: Where the API server listens and what it advertises (the node's
+    #: address when pods must reach it).
+    address: str = "127.0.0.1"
+    #: The node of the cluster (``kova.dev.node``), or "" for none.
+    node_name: str = ""
+    scheduler_port: int = 0
 
     # ------------------------------------------------------------------ paths
     @property
@@ -143,7 +178,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     @property
     def token(self) -> str:
@@ -172,6 +207,9 @@ class ControlPlane:
                     "kcm_port": self.kcm_port,
                     "admin_token": self.admin_token,
                     "pids": self.pids,
+                    "address": self.address,
+                    "node_name": self.node_name,
+                    "scheduler_port": self.scheduler_port,
                 },
                 indent=2,
             )
@@ -191,6 +229,9 @@ class ControlPlane:
         cp.kcm_port = data.get("kcm_port", 0)
         cp.admin_token = data["admin_token"]
         cp.pids = {k: int(v) for k, v in data.get("pids", {}).items()}
+        cp.address = data.get("address", "127.0.0.1")
+        cp.node_name = data.get("node_name", "")
+        cp.scheduler_port = data.get("scheduler_port", 0)
         return cp
 
     def running(self) -> dict[str, bool]:
@@ -204,20 +245,28 @@ class ControlPlane:
         return pid
 
     def _tokens(self) -> Path:
-        """Static tokens: an admin (system:masters) and the controller manager."""
+        """Static tokens: an admin (system:masters) and the controller manager;
+        with a node also the scheduler, kube-proxy and the node's kubelet
+        (user ``system:node:<name>`` in ``system:nodes``, for the Node
+        authorizer)."""
         token_file = self.workdir / "tokens.csv"
+        users = {"kova-admin": '"system:masters"',
+                 "system:kube-controller-manager": ""}
+        if self.node_name:
+            users.update({"system:kube-scheduler": "", "system:kube-proxy": "",
+                          f"system:node:{self.node_name}": '"system:nodes"'})
+        rows: list[list[str]] = []
         if token_file.exists():
             rows = [line.split(",") for line in token_file.read_text().splitlines() if line]
-            by_user = {r[1]: r[0] for r in rows}
-            self.admin_token = by_user["kova-admin"]
-            return token_file
-        self.admin_token = secrets.token_hex(24)
-        kcm_token = secrets.token_hex(24)
-        token_file.write_text(
-            f'{self.admin_token},kova-admin,kova-admin,"system:masters"\n'
-            f"{kcm_token},system:kube-controller-manager,system:kube-controller-manager\n"
-        )
-        token_file.chmod(0o600)
+        have = {r[1] for r in rows}
+        missing = [u for u in users if u not in have]
+        if missing:
+            with open(token_file, "a") as f:
+                for user in missing:
+                    groups = f",{users[user]}" if users[user] else ""
+                    f.write(f"{secrets.token_hex(24)},{user},{user}{groups}\n")
+            token_file.chmod(0o600)
+        self.admin_token = self._token_for("kova-admin")
         return token_file
 
     def _token_for(self, user: str) -> str:
@@ -250,16 +299,22 @@ class ControlPlane:
         path.chmod(0o600)
         return path
 
+    def _pki(self) -> dict[str, Path]:
+        extra = () if self.address == "127.0.0.1" else (self.address,)
+        return ensure_pki(self.workdir / "pki", extra_ips=extra)
+
     def start(self, timeout: float = 120.0,
               progress: Callable[[str], object] = lambda msg: None) -> "ControlPlane":
         self.workdir.mkdir(parents=True, exist_ok=True)
         bindir = self.bindir or ensure_binaries(progress)
-        pki = ensure_pki(self.workdir / "pki")
+        pki = self._pki()
         token_file = self._tokens()
         self.etcd_port = self.etcd_port or free_port()
         self.etcd_peer_port = self.etcd_peer_port or free_port()
         self.apiserver_port = self.apiserver_port or free_port()
         self.kcm_port = self.kcm_port or free_port()
+        if self.node_name:
+            self.scheduler_port = self.scheduler_port or free_port()
 
         etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         progress(f"[kova] starting etcd on {etcd_url}")
@@ -275,6 +330,9 @@ class ControlPlane:
             progress("[kova] starting kube-controller-manager")
             self._spawn_controller_manager(bindir, pki)
             self._wait(self._kcm_alive, 15, "kube-controller-manager", settle=True)
+        if self.node_name:
+            progress("[kova] starting kube-scheduler")
+            self.start_scheduler(bindir)
         progress(f"[kova] control plane ready; kubeconfig: {self.kubeconfig}")
         return self
 
@@ -302,10 +360,8 @@ class ControlPlane:
             self._token_for("system:kube-controller-manager"),
             user="system:kube-controller-manager",
         )
-        controllers = ",".join([
-            "*", "-nodeipam", "-nodelifecycle", "-cloud-node-lifecycle", "-service", "-route",
-            "-persistentvolume-binder", "-attachdetach", "-persistentvolume-expander",
-            "-ephemeral-volume", "-bootstrapsigner", "-tokencleaner"])
+        off = NODE_CONTROLLERS_OFF if self.node_name else NO_NODE_CONTROLLERS
+        controllers = ",".join(["*", *(f"-{c}" for c in off)])
         self._spawn(
             "kube-controller-manager",
             [
@@ -319,13 +375,52 @@ class ControlPlane:
                 "--root-ca-file", str(pki["ca_crt"]),
                 "--cluster-signing-cert-file", str(pki["ca_crt"]),
                 "--cluster-signing-key-file", str(pki["ca_key"]),
-                "--service-cluster-ip-range", "10.0.0.0/24",
+                "--service-cluster-ip-range", SERVICE_CIDR,
                 # keep it from creating /usr/libexec/kubernetes/... on the host
                 "--flex-volume-plugin-dir", str(self.workdir / "flex"),
                 "--controllers", controllers,
                 "--v", "1",
             ],
         )
+
+    def start_scheduler(self, bindir: Path) -> None:
+        sched_kubeconfig = self.write_kubeconfig(
+            self.workdir / "scheduler.kubeconfig", self._token_for("system:kube-scheduler"),
+            user="system:kube-scheduler")
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(ensure_binaries_for(bindir, "kube-scheduler")),
+                "--kubeconfig", str(sched_kubeconfig),
+                "--authentication-kubeconfig", str(sched_kubeconfig),
+                "--authorization-kubeconfig", str(sched_kubeconfig),
+                "--bind-address", "127.0.0.1",
+                "--secure-port", str(self.scheduler_port),
+                "--leader-elect=false",
+                "--v", "1",
+            ],
+        )
+        self._wait(lambda: self._alive("kube-scheduler"), 15, "kube-scheduler", settle=True)
+
+    def kubeconfig_for(self, user: str, path: Path) -> Path:
+        """A kubeconfig for one of the static-token users (the node's
+        kubelet, kube-proxy)."""
+        return self.write_kubeconfig(path, self._token_for(user), user=user)
+
+    def _authorization_args(self) -> list[str]:
+        """RBAC; with a node also the Node authorizer, NodeRestriction and the
+        client certificate the API server presents to the kubelet."""
+        if not self.node_name:
+            return ["--authorization-mode", "RBAC"]
+        kubelet_client = issue_client_cert(
+            self.workdir / "pki", "kube-apiserver-kubelet-client", ("system:masters",))
+        return [
+            "--authorization-mode", "Node,RBAC",
+            "--enable-admission-plugins", "NodeRestriction",
+            "--kubelet-client-certificate", str(kubelet_client["crt"]),
+            "--kubelet-client-key", str(kubelet_client["key"]),
+            "--kubelet-preferred-address-types", "InternalIP",
+        ]
 
     def _spawn_apiserver(self, bindir: Path, pki: dict, token_file: Path, etcd_url: str) -> None:
         proxy = ensure_front_proxy_pki(self.workdir / "pki")
@@ -334,19 +429,19 @@ class ControlPlane:
             [
                 str(bindir / "kube-apiserver"),
                 "--etcd-servers", etcd_url,
-                "--bind-address", "127.0.0.1",
-                "--advertise-address", "127.0.0.1",
+                "--bind-address", self.address,
+                "--advertise-address", self.address,
                 "--secure-port", str(self.apiserver_port),
                 "--tls-cert-file", str(pki["apiserver_crt"]),
                 "--tls-private-key-file", str(pki["apiserver_key"]),
                 "--client-ca-file", str(pki["ca_crt"]),
                 "--token-auth-file", str(token_file),
-                "--authorization-mode", "RBAC",
+                *self._authorization_args(),
                 "--service-account-issuer", "https://kubernetes.default.svc",
                 "--service-account-key-file", str(pki["sa_pub"]),
                 "--service-account-signing-key-file", str(pki["sa_key"]),
                 "--api-audiences", "https://kubernetes.default.svc",
-                "--service-cluster-ip-range", "10.0.0.0/24",
+                "--service-cluster-ip-range", SERVICE_CIDR,
                 "--allow-privileged",
                 "--enable-priority-and-fairness=false",
                 "--cert-dir", str(self.workdir / "apiserver-certs"),
@@ -377,12 +472,12 @@ class ControlPlane:
     def start_apiserver(self, timeout: float = 120.0) -> None:
         """Start kube-apiserver again on the same port, etcd and PKI."""
         bindir = self.bindir or ensure_binaries(lambda msg: None)
-        self._spawn_apiserver(bindir, ensure_pki(self.workdir / "pki"), self._tokens(),
+        self._spawn_apiserver(bindir, self._pki(), self._tokens(),
                               f"http://127.0.0.1:{self.etcd_port}")
         self._wait(self._apiserver_ready, timeout, "kube-apiserver")
 
     def stop(self) -> None:
-        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             pid = self.pids.get(name)
             if pid:
                 _stop_pid(pid)
@@ -416,7 +511,10 @@ class ControlPlane:
             return False
 
     def _kcm_alive(self) -> bool:
-        pid = self.pids.get("kube-controller-manager")
+        return self._alive("kube-controller-manager")
+
+    def _alive(self, name: str) -> bool:
+        pid = self.pids.get(name)
         return pid is not None and _pid_alive(pid)
 
     def _wait(self, check: Callable[[], bool], timeout: float, what: str,

@@ -59,8 +59,9 @@ def _ca_cert(ca_key: rsa.RSAPrivateKey, ca_name: x509.Name,
 
 
 def _apiserver_cert(srv_key: rsa.RSAPrivateKey, ca_key: rsa.RSAPrivateKey, ca_name: x509.Name,
-                    now: dt.datetime) -> x509.Certificate:
-    """The API server's serving certificate (loopback and in-cluster names)."""
+                    now: dt.datetime, extra_ips: tuple[str, ...] = ()) -> x509.Certificate:
+    """The API server's serving certificate (loopback and in-cluster names,
+    and ``extra_ips``)."""
     sans = [
         x509.DNSName("localhost"),
         x509.DNSName("kubernetes"),
@@ -69,6 +70,7 @@ def _apiserver_cert(srv_key: rsa.RSAPrivateKey, ca_key: rsa.RSAPrivateKey, ca_na
         x509.DNSName("kubernetes.default.svc.cluster.local"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
     ]
     return (
         x509.CertificateBuilder()
@@ -86,10 +88,13 @@ def _apiserver_cert(srv_key: rsa.RSAPrivateKey, ca_key: rsa.RSAPrivateKey, ca_na
     )
 
 
-def ensure_pki(directory: Path, ca_common_name: str = "kova-dev-ca") -> dict[str, Path]:
+def ensure_pki(directory: Path, ca_common_name: str = "kova-dev-ca",
+               extra_ips: tuple[str, ...] = ()) -> dict[str, Path]:
     """Create (once) ``ca.crt/ca.key``, ``apiserver.crt/.key`` and ``sa.key/sa.pub``;
     the CA is named ``ca_common_name`` (two test CAs need distinct names, or
     OpenSSL takes one for the other and reports a signature failure).
+    ``extra_ips`` are further addresses the API server's certificate names
+    (the node address of a control plane with a kubelet).
 
     Existing files are reused, so a restarted stack keeps trusting the same CA
     and the service-account tokens it already issued stay valid.
@@ -111,7 +116,7 @@ def ensure_pki(directory: Path, ca_common_name: str = "kova-dev-ca") -> dict[str
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
     ca_cert = _ca_cert(ca_key, ca_name, now)
     srv_key = _key()
-    srv_cert = _apiserver_cert(srv_key, ca_key, ca_name, now)
+    srv_cert = _apiserver_cert(srv_key, ca_key, ca_name, now, extra_ips)
 
     sa_key = _key()
     _write_key(ca_key, paths["ca_key"])
@@ -153,10 +158,12 @@ def ensure_ca(directory: Path, name: str, common_name: str) -> dict[str, Path]:
 
 
 def issue_cert(ca_crt: Path, ca_key: Path, name: str, *, common_name: str | None = None,
+               organizations: tuple[str, ...] = (),
                hosts: list[str] | tuple[str, ...] = (), server: bool = True,
                client: bool = False, out_dir: Path, days: int = 365) -> dict[str, Path]:
     """A certificate signed by the CA ``ca_crt``/``ca_key``: subject CN
-    ``common_name`` (default ``name``), SANs ``hosts`` (DNS names or IP
+    ``common_name`` (default ``name``) and O ``organizations`` (a client's
+    groups, as Kubernetes reads them), SANs ``hosts`` (DNS names or IP
     addresses), usable for serving and/or as a TLS client; written to
     ``out_dir/<name>.crt`` and ``.key``."""
     signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
@@ -174,7 +181,9 @@ def issue_cert(ca_crt: Path, ca_key: Path, name: str, *, common_name: str | None
     key = _key()
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or name)]))
+        .subject_name(x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name or name),
+            *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations)]))
         .issuer_name(issuer.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -212,3 +221,17 @@ def ensure_front_proxy_pki(directory: Path) -> dict[str, Path]:
                    out_dir=directory, days=3650)
     return {"front_proxy_ca_crt": ca["ca_crt"], "front_proxy_client_crt": client_crt,
             "front_proxy_client_key": directory / f"{FRONT_PROXY_CLIENT}.key"}
+
+
+def issue_client_cert(pki_dir: Path, common_name: str, organizations: tuple[str, ...] = (),
+                      days: int = 3650) -> dict[str, Path]:
+    """A client certificate (``<common_name>.crt``/``.key`` in ``pki_dir``)
+    signed by the CA of :func:`ensure_pki`: user ``common_name`` in the groups
+    ``organizations``, as Kubernetes reads x509 client certificates.  The API
+    server presents one to the kubelet (``--kubelet-client-certificate``)."""
+    paths = ensure_pki(pki_dir)
+    crt, key_path = pki_dir / f"{common_name}.crt", pki_dir / f"{common_name}.key"
+    if not (crt.exists() and key_path.exists()):
+        issue_cert(paths["ca_crt"], paths["ca_key"], common_name, organizations=organizations,
+                   server=False, client=True, out_dir=pki_dir, days=days)
+    return {"crt": crt, "key": key_path}

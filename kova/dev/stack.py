@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -276,15 +277,23 @@ class Stack:
             self.save()
 
 
-def link_test_image(image: Path) -> Path:
-    """Put the test image where ``examples/image-kova-test.yaml`` expects it."""
-    IMAGE_HOST_PATH.parent.mkdir(parents=True, exist_ok=True)
-    tmp = IMAGE_HOST_PATH.with_suffix(".tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(image)
-    os.replace(tmp, IMAGE_HOST_PATH)
-    return IMAGE_HOST_PATH
+def link_test_image(image: Path, dest: Path = IMAGE_HOST_PATH) -> Path:
+    """Put the test image where ``examples/image-kova-test.yaml`` expects it
+    (or at ``dest``): a hard link to the cached build -- a copy across file
+    systems -- never a symbolic link, because an agent in a pod mounts only
+    that directory (``agent.hostImageDir``) and a link out of it dangles there."""
+    src = Path(image).resolve()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and not dest.is_symlink() and os.path.samefile(src, dest):
+        return dest  # (renaming a hard link over itself would leave the temporary name)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return dest
 
 
 def stack_dir() -> Path:

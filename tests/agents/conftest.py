@@ -206,6 +206,7 @@ class Harness:
         from kova.agents.app import Agent
         from kova.agents.settings import AgentSettings
 
+        owner = kw.pop("lease_owner", None)
         cfg = AgentSettings(
             host=self.host, libvirt_uri=kw.pop("libvirt_uri", "test:///default"),
             instance_dir=instance_dir or (self.tmp / "instances"),
@@ -213,7 +214,7 @@ class Harness:
             metrics_port=kw.pop("metrics_port", None),
             resync_seconds=kw.pop("resync_seconds", 2.0), lease_renew_seconds=1.0,
             shutdown_timeout=kw.pop("shutdown_timeout", 10.0), **kw)
-        agent = Agent(cfg)
+        agent = Agent(cfg, lease_owner=owner)
         agent.start()
         assert agent.wait_synced(20)
         self.agents.append(agent)

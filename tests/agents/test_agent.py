@@ -64,6 +64,67 @@ def test_host_registration_and_lease(harness, small_image):
     wait_for(lambda: agent.healthy()[0], 5, what="healthy")
 
 
+def _token(claims: dict) -> str:
+    def part(d: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.signature"
+
+
+@pytest.mark.unit
+def test_lease_owner_from_the_service_account_token():
+    from kova.agents.heartbeat import lease_owner
+
+    claims = {"kubernetes.io": {"namespace": "kova-system",
+                                "serviceaccount": {"name": "kova-agent", "uid": "u-1"},
+                                "pod": {"name": "kova-agent-x", "uid": "p-1"}}}
+    assert lease_owner(_token(claims), "kova-system") == {
+        "apiVersion": "v1", "kind": "ServiceAccount", "name": "kova-agent", "uid": "u-1"}
+    # an owner is never in another namespace than the Lease
+    assert lease_owner(_token(claims), "kova-leases") is None
+    assert lease_owner(_token({"sub": "system:serviceaccount:a:b"}), "kova-system") is None
+    assert lease_owner("not-a-token", "kova-system") is None
+    assert lease_owner("a.!!!.c", "kova-system") is None
+
+
+def test_lease_is_owned_by_the_service_account_and_goes_with_it(harness, small_image):
+    """Uninstalling the chart deletes the agent's ServiceAccount; the Lease it
+    owns is then removed by the API server's garbage collector (real
+    kube-controller-manager), while a restart keeps it."""
+    import uuid
+
+    from kubernetes.client import ApiException
+
+    ns = contract.LEASE_NAMESPACE
+    # A Lease written before the owner was known (older agent) ...
+    first = harness.agent()
+    wait_for(lambda: harness.coord.read_namespaced_lease(harness.host, ns), 10, what="lease")
+    first.stop()
+    harness.agents.remove(first)
+    assert not harness.coord.read_namespaced_lease(harness.host, ns).metadata.owner_references
+    sa = harness.core.create_namespaced_service_account(
+        ns, {"metadata": {"name": f"agent-{uuid.uuid4().hex[:6]}"}})
+    owner = {"apiVersion": "v1", "kind": "ServiceAccount", "name": sa.metadata.name,
+             "uid": sa.metadata.uid}
+    # ... gets its owner at the next renewal.
+    second = harness.agent(lease_owner=owner)
+    refs = wait_for(lambda: harness.coord.read_namespaced_lease(
+        harness.host, ns).metadata.owner_references, 10, what="owner reference")
+    assert [(r.kind, r.name, r.uid) for r in refs] == [("ServiceAccount", sa.metadata.name,
+                                                       sa.metadata.uid)]
+    second.stop()
+    harness.agents.remove(second)
+    harness.core.delete_namespaced_service_account(sa.metadata.name, ns)
+
+    def gone() -> bool:
+        try:
+            harness.coord.read_namespaced_lease(harness.host, ns)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, 60, what="the Lease garbage-collected with its ServiceAccount")
+
+
 def test_placement_provider(harness, placement):
     # A Host created by an admin first, with its own ratios and reservations.
     harness.custom.create_cluster_custom_object(contract.GROUP, contract.VERSION, "hosts", {
@@ -94,6 +155,25 @@ def test_placement_provider(harness, placement):
     harness.agent(placement_url=placement.url)
     rps = placement.http.get("/resource_providers", params={"name": harness.host}).json()
     assert [r["uuid"] for r in rps["resource_providers"]] == [rp["uuid"]]
+
+
+def test_placement_not_reachable_yet_is_one_warning_line(harness, caplog):
+    """At a fresh install the agent starts before Placement answers: a
+    warning without a traceback, and the Host registers once it does."""
+    import logging
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here
+    caplog.set_level(logging.INFO, logger="kova.agents")
+    harness.agent(placement_url=f"http://127.0.0.1:{port}", placement_token="t",
+                  placement_retry_seconds=1.0)
+    rec = wait_for(lambda: [r for r in caplog.records if "host registration failed" in
+                            r.getMessage()], 20, what="the registration attempt")
+    assert rec[0].levelno == logging.WARNING and rec[0].exc_info is None
+    assert "Placement is not reachable yet" in rec[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_halted_then_always_then_halted(harness, small_image, libvirt_conn):

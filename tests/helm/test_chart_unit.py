@@ -243,7 +243,9 @@ def test_placement_database_wiring() -> None:
     url = {e["name"]: e for e in c["env"]}["KOVA_PLACEMENT_DATABASE_URL"]["value"]
     assert url == ("postgresql+psycopg://placement:$(POSTGRES_PASSWORD)"
                    "@kova-postgresql:5432/placement")
-    assert one(objs, "StatefulSet", "kova-postgresql")
+    pg = pod_spec(one(objs, "StatefulSet", "kova-postgresql"))
+    # a restarted PostgreSQL must find its data directory as it left it
+    assert pg["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
     assert "--token-file=/etc/kova/placement/tokens" in c["args"]
     # the operator asks for a limited number of candidates: they must be sampled
     assert "--randomize-allocation-candidates" in c["args"]

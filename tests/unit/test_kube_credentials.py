@@ -7,6 +7,7 @@ prints an ExecCredential, as kubectl's plugins do."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -89,3 +90,32 @@ def test_static_token_and_refresh_reloads_the_kubeconfig(tmp_path):
     assert creds.bearer() == "static-1"
     _kubeconfig(kc, {"token": "static-2"})
     assert creds.refresh() is True and creds.bearer() == "static-2"
+
+
+def test_in_cluster_credentials_read_the_pods_service_account(tmp_path, monkeypatch):
+    """In a pod (KUBERNETES_SERVICE_HOST and the mounted token): the token
+    file is the service account's, and ``in_cluster`` says so -- the agent
+    then names its ServiceAccount as its heartbeat Lease's owner."""
+    from kubernetes.config import incluster_config
+
+    from kova.agents.agent import lease_owner
+
+    sa_dir = tmp_path / "serviceaccount"
+    sa_dir.mkdir()
+    claims = {"kubernetes.io": {"namespace": "kova-system",
+                                "serviceaccount": {"name": "kova-agent", "uid": "u-1"}}}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    (sa_dir / "token").write_text(f"e30.{payload}.sig")
+    (sa_dir / "ca.crt").write_text("not read here")
+    monkeypatch.setattr(kube, "SERVICE_ACCOUNT_DIR", sa_dir)
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(sa_dir / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(sa_dir / "ca.crt"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    creds = Credentials.load()
+    assert creds.in_cluster and creds.server == "https://10.0.0.1:443"
+    assert lease_owner(creds.bearer() or "", "kova-system") == {
+        "apiVersion": "v1", "kind": "ServiceAccount", "name": "kova-agent", "uid": "u-1"}
+    # from a kubeconfig: not in a pod, no owner looked for
+    kc = _kubeconfig(tmp_path / "kc", {"token": "t"})
+    assert not Credentials.load(str(kc)).in_cluster
