@@ -265,7 +265,11 @@ REASON_IMAGE_NOT_FOUND = "ImageNotFound"
 REASON_SERVER_GROUP_NOT_FOUND = "ServerGroupNotFound"
 REASON_INVALID_REQUEST = "InvalidRequest"
 REASON_MAX_ATTEMPTS = "MaxAttemptsExceeded"
+#: Scheduled=False while Placement cannot be reached or answers 5xx (the
+#: Instance waits, retried with back-off).
 REASON_PLACEMENT_ERROR = "PlacementUnavailable"
+#: Scheduled=False while Placement refuses the operator's credentials (401/403).
+REASON_PLACEMENT_UNAUTHORIZED = "PlacementUnauthorized"
 #: Scheduled=True reason after the host monitor moved the Instance off a
 #: fenced host (its allocation moved, rebuilt by the new host's agent).
 REASON_EVACUATED = "Evacuated"
