@@ -241,20 +241,27 @@ class Agent:
         try:
             self.registration.register()
         except Exception:
-            log.exception("host registration failed; retrying at the next resync")
-        next_resync = time.monotonic() + self.cfg.resync_seconds
+            log.exception("host registration failed; retrying at the next check")
+        now = time.monotonic()
+        next_resync, next_check = now + self.cfg.resync_seconds, now + self.cfg.host_check_seconds
         while True:
-            dirty = changed.wait(max(0.0, next_resync - time.monotonic()))
+            dirty = changed.wait(max(0.0, min(next_resync, next_check) - time.monotonic()))
             if stopping.is_set():
                 break
             if dirty:
                 stopping.wait(1.0)  # let a burst of changes settle
                 changed.clear()
+            resync = time.monotonic() >= next_resync
             try:
-                self.registration.sync()
+                if dirty or resync:
+                    self.registration.sync()
+                else:
+                    self.registration.check()
             except Exception as exc:
                 log.warning("host sync failed: %s", exc)
-            if time.monotonic() >= next_resync:
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.cfg.host_check_seconds
+            if resync:
                 self.resync()
                 next_resync = time.monotonic() + self.cfg.resync_seconds
 

@@ -359,6 +359,18 @@ HOST_COND_READY = "Ready"
 HOST_REASON_UP = "Up"
 HOST_REASON_DOWN = "Down"
 HOST_REASON_NO_HEARTBEAT = "NoHeartbeat"
+#: Set by the agent: True (reason Connected) while it reaches its libvirtd;
+#: False (reason LibvirtUnreachable) with libvirt's error while it does not.
+HOST_COND_HYPERVISOR = "HypervisorReachable"
+HOST_REASON_CONNECTED = "Connected"
+HOST_REASON_LIBVIRT_UNREACHABLE = "LibvirtUnreachable"
+#: Set by the agent: True (reason Registered) while its resource provider,
+#: inventory and traits are in Placement and Placement answers it; False with
+#: PlacementUnavailable (unreachable or 5xx), PlacementUnauthorized (401/403:
+#: the agent's token) or RegistrationFailed (any other refusal).
+HOST_COND_PLACEMENT = "PlacementRegistered"
+HOST_REASON_REGISTERED = "Registered"
+HOST_REASON_REGISTRATION_FAILED = "RegistrationFailed"
 #: Host condition: True while the host is fenced (Host.spec.fenced, or its
 #: Node -- the Node named like the Host -- carries :data:`TAINT_OUT_OF_SERVICE`).
 HOST_COND_FENCED = "Fenced"
