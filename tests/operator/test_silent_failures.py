@@ -108,3 +108,18 @@ def test_no_valid_host_names_each_filter_with_its_count(cluster):
     assert inst["status"]["host"] == down
     assert scheduled_reason(inst) == contract.REASON_SCHEDULED
     assert len(warnings_about(cluster, "vm1", contract.REASON_NO_VALID_HOST)) == 1
+
+
+def test_image_not_there_yet_shows_and_clears_when_it_is_created(cluster):
+    cluster.add_host("h1")
+    cluster.start_operator()
+    image = cluster.name("later")
+    cluster.create_instance("vm1", imageRef={"name": image})
+    inst = cluster.wait_reason("vm1", contract.REASON_IMAGE_NOT_FOUND, timeout=20)
+    assert image in condition(inst, contract.COND_SCHEDULED)["message"]
+    assert inst["status"]["phase"] == "Pending"
+    cluster.wait("vm1", lambda _: len(warnings_about(
+        cluster, "vm1", contract.REASON_IMAGE_NOT_FOUND)) == 1, 10, "the Warning Event")
+    cluster.create_image(image)  # the cause fixed
+    assert_cleared(cluster, "vm1")
+    assert len(warnings_about(cluster, "vm1", contract.REASON_IMAGE_NOT_FOUND)) == 1
