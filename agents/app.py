@@ -37,6 +37,7 @@ from typing import cast
 
 from kova import log as kova_log
 from kova.agents.context import DOMAIN_KEY, RESYNC_KEY, AgentContext, Key
+from kova.agents.guest_metrics import GuestCollector
 from kova.agents.heartbeat import Heartbeat
 from kova.agents.instance import decisions
 from kova.agents.instance.build import Builder
@@ -100,6 +101,7 @@ class Agent:
         metrics = AgentMetrics()
         driver = LibvirtDriver(cfg.libvirt_uri, on_event=self._on_libvirt_event)
         metrics.libvirt_reconnects(lambda: driver.reconnects)
+        metrics.registry.register(GuestCollector(driver, cfg.host, metrics.set))
         self.ctx = ctx = AgentContext(
             cfg=cfg,
             kube=kube or SyncKube(Credentials.load(cfg.kubeconfig),
