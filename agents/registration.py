@@ -220,9 +220,11 @@ class Registration:
         return allocated
 
     def check(self) -> None:
-        """Every ``--host-check-seconds``: is libvirt reachable, does
-        Placement answer (a failed registration is tried again); the Host
-        status is written when a condition changed."""
+        """Every ``--host-check-seconds``: is libvirt reachable; while
+        Placement fails, is it back (a failed registration is tried again).
+        The Host status is written when a condition changed.  Placement is
+        not asked while it works: a new failure shows at the next Host sync
+        (every ``--resync-seconds`` and after Instance changes)."""
         try:
             self.ctx.driver.conn.getLibVersion()
         except Exception as exc:  # noqa: BLE001 - any failure to reach libvirtd
@@ -232,8 +234,5 @@ class Registration:
         placement_down = self.health.failing(names.HOST_COND_PLACEMENT)
         if self.placement is not None and (self.rp_uuid is None or placement_down):
             self.sync()
-            return
-        if self.placement is not None:
-            self._placement_probe()
-        if self.health.dirty:
+        elif self.health.dirty:
             self.write({})
