@@ -37,6 +37,7 @@ from typing import cast
 
 from kova import log as kova_log
 from kova.agents.context import DOMAIN_KEY, RESYNC_KEY, AgentContext, Key
+from kova.agents.guest_metrics import GuestCollector
 from kova.agents.heartbeat import Heartbeat
 from kova.agents.instance import decisions
 from kova.agents.instance.build import Builder
@@ -101,6 +102,7 @@ class Agent:
         metrics = AgentMetrics()
         driver = LibvirtDriver(cfg.libvirt_uri, on_event=self._on_libvirt_event)
         metrics.libvirt_reconnects(lambda: driver.reconnects)
+        metrics.registry.register(GuestCollector(driver, cfg.host, metrics.set))
         self.ctx = ctx = AgentContext(
             cfg=cfg,
             kube=kube or SyncKube(Credentials.load(cfg.kubeconfig),
@@ -240,19 +242,26 @@ class Agent:
     def _host_loop(self) -> None:
         stopping, changed = self.ctx.stopping, self.watch.membership_changed
         self._register_at_start()
-        next_resync = time.monotonic() + self.cfg.resync_seconds
+        now = time.monotonic()
+        next_resync, next_check = now + self.cfg.resync_seconds, now + self.cfg.host_check_seconds
         while True:
-            dirty = changed.wait(max(0.0, next_resync - time.monotonic()))
+            dirty = changed.wait(max(0.0, min(next_resync, next_check) - time.monotonic()))
             if stopping.is_set():
                 break
             if dirty:
                 stopping.wait(1.0)  # let a burst of changes settle
                 changed.clear()
+            resync = time.monotonic() >= next_resync
             try:
-                self.registration.sync()
+                if dirty or resync:
+                    self.registration.sync()
+                else:
+                    self.registration.check()
             except Exception as exc:
                 log.warning("host sync failed: %s", exc)
-            if time.monotonic() >= next_resync:
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.cfg.host_check_seconds
+            if resync:
                 self.resync()
                 next_resync = time.monotonic() + self.cfg.resync_seconds
 
@@ -265,7 +274,7 @@ class Agent:
                 return
             # Placement starting beside the agent (a fresh install): no traceback
             log.warning("host registration failed: Placement is not reachable yet (%s); "
-                        "retrying at the next resync", str(exc) or type(exc).__name__)
+                        "retrying at the next check", str(exc) or type(exc).__name__)
 
     def resync(self, strict: bool = False) -> None:
         """Queue every known Instance and every Kova domain (periodic

@@ -12,6 +12,11 @@ power actions).
 ``COMPUTE_STATUS_DISABLED`` and the availability-zone aggregates are the
 operator's: the agent keeps the trait as it finds it and never touches
 aggregates.  Allocations are the operator's too.
+
+The agent's conditions on the Host (``HypervisorReachable``,
+``PlacementRegistered``: :mod:`kova.agents.host_health`) are probed by
+:meth:`Registration.check` every ``--host-check-seconds`` and written with
+every Host status; each failure gets one Warning Event.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from kova.agents.context import AgentContext, GiB
+from kova.agents.host_health import PLACEMENT_FAILURES, HostHealth
 from kova.agents.instance.report import Reporter
 from kova.agents.virt import traits as host_traits
 from kova.agents.virt.driver import HostInfo
@@ -51,6 +57,11 @@ class Registration:
         self.rp_uuid: str | None = None
         #: The Host spec last registered (a change re-applies the inventory).
         self._spec_seen: str | None = None
+        self.health = HostHealth(ctx.cfg.libvirt_uri,
+                                 ctx.cfg.placement_url if placement is not None else None)
+        #: The agent's Host status fields as last written: every write sends
+        #: them all (server-side apply drops what an apply leaves out).
+        self._written: dict[str, Any] = {}
 
     def get_host(self) -> dict:
         """This host's Host object, created (spec defaults from the CRD) when missing."""
@@ -73,25 +84,56 @@ class Registration:
 
     def register(self) -> dict:
         """Create/update the Host, its resource provider, inventory and
-        traits, and the Host status.  Returns the status written."""
+        traits, and the Host status.  Returns the status written.  A
+        Placement failure is recorded in the PlacementRegistered condition
+        (the registration is tried again at the next check); a libvirt
+        failure in HypervisorReachable, and raised."""
         cfg = self.ctx.cfg
-        info = self.ctx.driver.host_info()
+        host = self.get_host()
+        try:
+            info = self.ctx.driver.host_info()
+        except Exception as exc:
+            self.health.libvirt_failed(exc)
+            self.write({}, host)
+            raise
+        self.health.libvirt_ok()
         vfs = os.statvfs(self.ctx.instance_dir)
         disk_gib = max(1, vfs.f_blocks * vfs.f_frsize // GiB)
-        host = self.get_host()
         spec = ob.spec(host)
         wanted_traits = host_traits.host_traits(
             info, domain_type=cfg.domain_type, custom=spec.get("traits"))
         body = self._status(info, disk_gib)
         if self.placement is not None:
-            body.update(self._provider(info, disk_gib, spec, ob.status(host), wanted_traits))
+            try:
+                body.update(self._provider(info, disk_gib, spec, ob.status(host), wanted_traits))
+            except PLACEMENT_FAILURES as exc:
+                self.rp_uuid = None  # registered again at the next check
+                self.health.placement_failed(exc)
+                log.warning("registering host %s with Placement failed: %s", self.ctx.host, exc)
+            else:
+                self.health.placement_ok(body["resourceProviderUUID"])
         else:
             body["traits"] = wanted_traits
-        self.report.host_status(body)
+        self.write(body, host)
         self._spec_seen = json.dumps(spec, sort_keys=True)
         log.info("registered host %s: %d vCPU, %d MiB, %d GiB, provider %s",
                  self.ctx.host, info.cpus, info.memory_mib, disk_gib, self.rp_uuid)
         return body
+
+    def write(self, body: dict[str, Any], host: dict | None = None) -> None:
+        """Apply ``body`` over the agent's Host status fields last written,
+        with the agent's conditions; post a Warning Event for each new
+        failure among them."""
+        self._written.update(body)
+        host = host if host is not None else self.get_host()
+        status = dict(self._written)
+        if self.health.states:
+            status["conditions"] = self.health.conditions(host)
+        self.report.host_status(status)
+        self.health.dirty = False
+        for reason, message in self.health.new_warnings():
+            log.warning("host %s: %s: %s", self.ctx.host, reason, message)
+            self.report.event(host, "Warning", reason, message)
 
     def _status(self, info: HostInfo, disk_gib: int) -> dict[str, Any]:
         return {
@@ -159,6 +201,38 @@ class Registration:
             **self._stream_status(),
         }
         if self.rp_uuid:
-            body["allocated"] = self.allocated()
+            allocated = self._placement_probe()
+            if allocated is not None:
+                body["allocated"] = allocated
             body["resourceProviderUUID"] = self.rp_uuid
-        self.report.host_status(body)
+        self.write(body, host)
+
+    def _placement_probe(self) -> dict[str, int] | None:
+        """Placement's usages of this host's provider (None when Placement
+        fails: PlacementRegistered says why)."""
+        try:
+            allocated = self.allocated()
+        except PLACEMENT_FAILURES as exc:
+            self.health.placement_failed(exc)
+            return None
+        assert self.rp_uuid is not None
+        self.health.placement_ok(self.rp_uuid)
+        return allocated
+
+    def check(self) -> None:
+        """Every ``--host-check-seconds``: is libvirt reachable; while
+        Placement fails, is it back (a failed registration is tried again).
+        The Host status is written when a condition changed.  Placement is
+        not asked while it works: a new failure shows at the next Host sync
+        (every ``--resync-seconds`` and after Instance changes)."""
+        try:
+            self.ctx.driver.conn.getLibVersion()
+        except Exception as exc:  # noqa: BLE001 - any failure to reach libvirtd
+            self.health.libvirt_failed(exc)
+        else:
+            self.health.libvirt_ok()
+        placement_down = self.health.failing(names.HOST_COND_PLACEMENT)
+        if self.placement is not None and (self.rp_uuid is None or placement_down):
+            self.sync()
+        elif self.health.dirty:
+            self.write({})

@@ -92,6 +92,10 @@ class AgentSettings:
     resync_seconds: float = setting(
         30.0, "Seconds between full resyncs (every Instance and domain looked at again).",
         type=click.FloatRange(min=0.1))
+    host_check_seconds: float = setting(
+        5.0, "Seconds between checks that libvirtd and Placement answer (the Host's "
+        "HypervisorReachable and PlacementRegistered conditions).",
+        type=click.FloatRange(min=0.1))
     shutdown_timeout: float = setting(
         60.0, "Seconds a guest gets to power off cleanly before it is destroyed.",
         type=click.FloatRange(min=0))

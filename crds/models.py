@@ -899,7 +899,10 @@ class HostStatus(KovaModel):
     )
     conditions: list[Condition] | None = conditions_field(
         "Ready: the agent is up and the resource provider is in sync; False with "
-        "reason Down when its heartbeat expired."
+        "reason Down when its heartbeat expired. HypervisorReachable: the agent reaches "
+        "its libvirtd (False: LibvirtUnreachable). PlacementRegistered: the resource "
+        "provider is registered and Placement answers the agent (False: "
+        "PlacementUnavailable, PlacementUnauthorized or RegistrationFailed)."
     )
 
 

@@ -38,6 +38,9 @@ ln -sf "$(bash hack/build-control-plane.sh --print-bin-dir)/kubectl" "${VENV}/bi
 step "helm, kube-score, kubeconform, hadolint (chart, schema and Dockerfile checks)"
 bash hack/install-helm-tools.sh >/dev/null
 
+step "promtool (alert rule tests)"
+bash hack/install-promtool.sh >/dev/null
+
 step "openstack client + osc-placement (compatibility test)"
 bash hack/install-osc-placement.sh >/dev/null
 

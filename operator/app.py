@@ -99,6 +99,8 @@ class Operator:
         self.instances = InstanceController(
             ctx, records, Conductor(ctx, records, placer), Evacuation(ctx, records, placer),
             Deletion(ctx, records))
+        # read at each scrape: Instances leave the waiting set in many places
+        metrics.PENDING.set_function(lambda: len(ctx.ledger.pending))
         self.hosts = HostController(ctx)
         self.groups = ServerGroupController(ctx)
         self.monitor = HostMonitor(ctx)

@@ -291,11 +291,11 @@ def instance_metadata_xml(meta: DomainMetadata) -> str:
     return ET.tostring(instance_metadata_element(meta), encoding="unicode")
 
 
-def _meta_from_instance_element(inst: ET.Element) -> DomainMetadata | None:
+def _meta_from_instance_element(inst: ET.Element, ns: str = _NS) -> DomainMetadata | None:
     values: dict[str, str] = {}
     for child in inst:
-        if child.tag.startswith(_NS):
-            values[child.tag[len(_NS):]] = (child.text or "").strip()
+        if child.tag.startswith(ns):
+            values[child.tag[len(ns):]] = (child.text or "").strip()
     if not values.get("uid") or not values.get("namespace") or not values.get("name"):
         return None
     try:
@@ -317,14 +317,16 @@ def _meta_from_instance_element(inst: ET.Element) -> DomainMetadata | None:
 
 
 def parse_domain_metadata(xml: str) -> DomainMetadata | None:
-    """The Kova metadata of a domain (its full XML), or None for a domain the
-    agent did not create."""
+    """The Kova metadata of a domain (its full XML, or the ``<instance>``
+    element alone), or None for a domain the agent did not create."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
         return None
     if root.tag == _NS + "instance":
         return _meta_from_instance_element(root)
+    if root.tag == "instance":  # virDomainGetMetadata's copy: no namespace
+        return _meta_from_instance_element(root, ns="")
     inst = root.find(f"metadata/{_NS}instance")
     if inst is None:
         return None

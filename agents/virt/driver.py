@@ -554,6 +554,30 @@ class LibvirtDriver:
         )
 
 
+def guest_stats(driver: LibvirtDriver) -> list[tuple[DomainMetadata, dict]]:
+    """Every running Kova domain's metadata and libvirt statistics (CPU,
+    balloon, vCPUs, interfaces, block devices) in one
+    ``virConnectGetAllDomainStats`` call."""
+    wanted = (libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+              | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE
+              | libvirt.VIR_DOMAIN_STATS_BLOCK)
+    try:
+        records = driver.conn.getAllDomainStats(
+            wanted, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+    except libvirt.libvirtError as exc:
+        raise DriverError(f"domain statistics failed: {exc}", exc.get_error_code()) from exc
+    out = []
+    for dom, stats in records:
+        try:
+            element = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, names.DOMAIN_XMLNS)
+        except libvirt.libvirtError:
+            continue  # no Kova metadata, or gone meanwhile
+        meta = parse_domain_metadata(element)
+        if meta is not None:
+            out.append((meta, stats))
+    return out
+
+
 def _guest_addresses(ifaces: dict) -> list[dict[str, str]]:
     """libvirt's interfaceAddresses() answer as status.addresses entries
     (loopback and link-local addresses left out)."""

@@ -22,8 +22,32 @@ from kova.operator.instance.plan import Step, attempts
 from kova.operator.instance.records import Records
 from kova.operator.scheduler.request import InvalidRequest, MissingDependency, RequestSpec
 from kova.operator.scheduler.scheduler import NoValidHost
+from kova.placement_client import RETRY_ERRORS, PlacementError
 
 LOG = logging.getLogger("kova.operator")
+
+#: What a call to Placement can end with when Placement itself is the
+#: problem (see :func:`placement_trouble`).
+PLACEMENT_FAILURES = (PlacementError, *RETRY_ERRORS)
+
+
+def placement_trouble(exc: BaseException, url: str) -> tuple[str, str] | None:
+    """The Scheduled=False reason and message for a Placement call that
+    failed because of Placement (unreachable, 5xx after the retries, or
+    refusing the operator's credentials); None for any other failure (a
+    bad request is a bug, retried as one)."""
+    if isinstance(exc, PlacementError):
+        if exc.status in (401, 403):
+            return (names.REASON_PLACEMENT_UNAUTHORIZED,
+                    f"Placement at {url} refused the operator's credentials "
+                    f"(HTTP {exc.status}: {exc.detail}); check the operator's "
+                    "--placement-token and Placement's tokens")
+        if exc.status >= 500:
+            return (names.REASON_PLACEMENT_ERROR,
+                    f"Placement at {url} answered {exc.status}: {exc.detail}")
+        return None
+    return (names.REASON_PLACEMENT_ERROR,
+            f"Placement at {url} is unreachable ({type(exc).__name__}: {exc})")
 
 
 class Conductor:
@@ -51,6 +75,9 @@ class Conductor:
         except NoValidHost as exc:
             await self.wait(key, body, names.REASON_NO_VALID_HOST, exc.message,
                             "no valid host for %s/%s uid=%s: %s (retry in %.1fs)")
+            return
+        except PLACEMENT_FAILURES as exc:
+            await self.placement_failed(key, body, exc)
             return
         metrics.SCHEDULE_DURATION.observe(time.monotonic() - t0)
         metrics.CLAIM_TRIES.observe(decision.tries)
@@ -80,6 +107,17 @@ class Conductor:
         await self.records.set_waiting(body, reason, message)
         delay = self.ctx.retry_later(key)
         LOG.info(log_format, key[1], key[2], body["metadata"]["uid"], message, delay)
+
+    async def placement_failed(self, key: tuple, body: dict, exc: BaseException) -> None:
+        """Placement is the reason the Instance does not progress: it waits
+        (Pending, Scheduled=False naming the cause, one Warning Event) and is
+        retried with back-off; anything else is re-raised."""
+        trouble = placement_trouble(exc, self.ctx.settings.placement_url)
+        if trouble is None:
+            raise exc
+        reason, message = trouble
+        await self.wait(key, body, reason, message,
+                        "%s/%s uid=%s waits for Placement: %s (retry in %.1fs)")
 
     # ------------------------------------------------------------ failed build
     async def note_attempt(self, body: dict, host: str, n: int, cond: dict) -> dict:

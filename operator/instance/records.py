@@ -117,7 +117,6 @@ class Records:
         if st.waiting_recorded(body, reason, message):
             return
         previous = (get_condition(body, names.COND_SCHEDULED) or {}).get("reason")
-        metrics.PENDING.set(len(self.ctx.ledger.pending))
         written: list = []
         body = await self.patch_status(body, lambda cur: st.waiting(cur, reason, message),
                                        written=written)

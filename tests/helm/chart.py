@@ -32,6 +32,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "postgresql.enabled": False,
         "placement.database.url": "postgresql+psycopg://kova:pw@db.example:5432/placement",
         "serviceMonitor.enabled": True,
+        "prometheusRule.enabled": True,
         "placement.tls.existingSecret": "kova-placement-tls",
         "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name": "monitoring",
         "agent.imageCA.secret": "image-mirror-tls",

@@ -103,6 +103,9 @@ def test_run_filters_counts_first_reason():
              cand("h4", enabled=False, maintenance=True)]
     passed, rejected = F.run_filters(cands, req())
     assert [c.name for c in passed] == ["h3"]
-    assert rejected == Counter({"host disabled": 2, "host in maintenance": 1})
+    assert rejected == Counter({("Enabled", "host disabled"): 2,
+                                ("Maintenance", "host in maintenance"): 1})
     msg = F.describe_rejections(4, rejected)
-    assert "2 host disabled" in msg and "4 candidate" in msg
+    assert msg == ("4 candidate host(s) from Placement, none passed the filters: "
+                   "Enabled removed 2 (host disabled), "
+                   "Maintenance removed 1 (host in maintenance)")

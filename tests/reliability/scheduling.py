@@ -48,16 +48,22 @@ SLOTS = 10
 # ============================================================== Placement
 class PlacementProcess(_PlacementHelpers):
     """``kova placement serve`` on a given database URL and a fixed port, so
-    it can be killed and started again where the clients expect it."""
+    it can be killed and started again where the clients expect it.  ``auth``:
+    its authentication options (default none); ``token``: the X-Auth-Token of
+    the helpers' own requests."""
 
-    def __init__(self, workdir: Path, database_url: str) -> None:  # noqa: D107
+    def __init__(self, workdir: Path, database_url: str,  # noqa: D107
+                 auth: tuple[str, ...] = ("--no-auth",), token: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url
+        self.auth = auth
         self.log_path = workdir / "placement.log"
         self.proc: subprocess.Popen | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=60,
-                                 headers={"OpenStack-API-Version": "placement 1.39"})
+        headers = {"OpenStack-API-Version": "placement 1.39"}
+        if token:
+            headers["X-Auth-Token"] = token
+        self.http = httpx.Client(base_url=self.url, timeout=60, headers=headers)
         self.starts = 0
         self.start()
 
@@ -66,7 +72,7 @@ class PlacementProcess(_PlacementHelpers):
             log.write(f"---- start {self.starts + 1} at {time.strftime('%H:%M:%S')}\n")
             log.flush()
             self.proc = subprocess.Popen(
-                KOVA + ["placement", "serve", "--database-url", self.database_url, "--no-auth",
+                KOVA + ["placement", "serve", "--database-url", self.database_url, *self.auth,
                         "--port", str(self.port), "--log-level", "warning"],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.starts += 1
