@@ -1,7 +1,9 @@
 """The host's registration: the cluster-scoped ``Host`` named after it (created
 when missing), and with Placement its resource provider (named after the host;
 a new one gets the uuid5 of the host name), inventory (VCPU, MEMORY_MB,
-DISK_GB with the Host spec's allocation ratios and reserved amounts) and
+DISK_GB with the Host spec's allocation ratios and reserved amounts, and the
+custom resource classes of ``spec.extraResources``, created in Placement
+when missing) and
 traits (CPU flags, architecture, the driver's ``COMPUTE_*`` capabilities and
 the Host spec's ``CUSTOM_*`` traits).  The Host status carries the capacity,
 the hypervisor, the traits, the provider, Placement's usages, the number
@@ -124,7 +126,11 @@ class Registration:
         inv = host_traits.inventory(
             vcpus=info.cpus, memory_mib=info.memory_mib, disk_gib=disk_gib,
             ratios=spec.get("allocationRatios"), reserved=spec.get("reserved"),
+            extra=spec.get("extraResources"),
         )
+        for rc in inv:
+            if rc.startswith("CUSTOM_"):
+                self.placement.ensure_resource_class(rc)
         self.placement.set_inventories(self.rp_uuid, inv)
         return {
             "traits": self.placement.set_traits(self.rp_uuid, wanted_traits,

@@ -23,6 +23,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .common import (
+    CUSTOM_TRAIT_NAME,
     DNS_LABEL,
     MAX_LABEL,
     MAX_NAME,
@@ -796,6 +797,22 @@ class ReservedResources(KovaModel):
     disk_gib: int = Field(default=0, alias="diskGiB", ge=0, description="Reserved disk in GiB.")
 
 
+class ExtraResource(KovaModel):
+    """Inventory of one custom resource class on a host (Placement inventory)."""
+
+    model_config = model_config(
+        cel("!has(self.reserved) || self.reserved <= self.total",
+            "reserved must not exceed total", field_path=".reserved"))
+
+    total: int = Field(ge=1, le=1 << 20, description="How many units the host has.")
+    reserved: int = Field(
+        default=0, ge=0, le=1 << 20, description="Units kept back (not for instances)."
+    )
+    allocation_ratio: float = Field(
+        default=1.0, gt=0, le=1024, description="Overcommit ratio (default 1.0)."
+    )
+
+
 class HostSpec(KovaModel):
     """Operator-controlled settings of a hypervisor host."""
 
@@ -830,6 +847,23 @@ class HostSpec(KovaModel):
         description="Custom traits (CUSTOM_*) added to the host's resource provider, "
         "next to the traits the agent detects.",
         json_schema_extra=k8s(list_type="set"),
+    )
+    extra_resources: dict[str, ExtraResource] | None = Field(
+        default=None,
+        max_length=32,
+        description="Custom resources the host offers, by resource class name "
+        "(CUSTOM_*), e.g. {CUSTOM_GPU: {total: 1}}: the agent writes them into the "
+        "host's Placement inventory next to VCPU, PCPU, MEMORY_MB and DISK_GB, and "
+        "Instances whose Flavor asks for them (extraSpecs.resources) consume them.",
+        json_schema_extra=k8s(
+            validations=[
+                cel(
+                    "self.all(k, size(k) <= 255 && k.matches('" + CUSTOM_TRAIT_NAME + "'))",
+                    "extraResources names must be CUSTOM_ followed by upper case letters, "
+                    "digits and underscores, e.g. CUSTOM_GPU",
+                ),
+            ]
+        ),
     )
     fenced: bool = Field(
         default=False,

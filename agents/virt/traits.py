@@ -97,9 +97,12 @@ def inventory(
     disk_gib: int,
     ratios: dict | None = None,
     reserved: dict | None = None,
+    extra: dict | None = None,
 ) -> dict[str, dict]:
-    """The Placement inventory of a host.  ``ratios`` and ``reserved`` are the
-    Host spec's ``allocationRatios`` and ``reserved`` (camelCase keys)."""
+    """The Placement inventory of a host.  ``ratios``, ``reserved`` and
+    ``extra`` are the Host spec's ``allocationRatios``, ``reserved`` and
+    ``extraResources`` (camelCase keys): each ``CUSTOM_*`` class of
+    ``extra`` is added with its total, reserved amount and ratio."""
     ratios = ratios or {}
     reserved = reserved or {}
 
@@ -114,8 +117,13 @@ def inventory(
             "allocation_ratio": float(ratio),
         }
 
-    return {
+    inv = {
         "VCPU": entry(vcpus, reserved.get("vcpus", 0), ratios.get("vcpu", 4.0)),
         "MEMORY_MB": entry(memory_mib, reserved.get("memoryMiB", 512), ratios.get("memory", 1.0)),
         "DISK_GB": entry(disk_gib, reserved.get("diskGiB", 0), ratios.get("disk", 1.0)),
     }
+    for rc, amounts in sorted((extra or {}).items()):
+        if rc.startswith("CUSTOM_") and int(amounts.get("total") or 0) >= 1:
+            inv[rc] = entry(amounts["total"], amounts.get("reserved", 0),
+                            amounts.get("allocationRatio", 1.0))
+    return inv
