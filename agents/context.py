@@ -42,12 +42,15 @@ class InstanceFiles:
     seed: Path
     console: Path
     info: Path
+    #: A UEFI guest's variable store (created by libvirt from OVMF's template).
+    nvram: Path
 
     @classmethod
     def of(cls, instance_dir: Path, uid: str) -> InstanceFiles:
         d = instance_dir / uid
         return cls(dir=d, disk=d / "disk.qcow2", seed=d / "seed.iso",
-                   console=d / "console.log", info=d / "instance.json")
+                   console=d / "console.log", info=d / "instance.json",
+                   nvram=d / "nvram.fd")
 
 
 @dataclass

@@ -77,7 +77,7 @@ class Registration:
         """Create/update the Host, its resource provider, inventory and
         traits, and the Host status.  Returns the status written."""
         cfg = self.ctx.cfg
-        info = self.ctx.driver.host_info()
+        info = self.ctx.driver.host_info(cfg.domain_type, cfg.machine)
         vfs = os.statvfs(self.ctx.instance_dir)
         disk_gib = max(1, vfs.f_blocks * vfs.f_frsize // GiB)
         host = self.get_host()

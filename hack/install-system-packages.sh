@@ -8,6 +8,8 @@ PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-clients libvirt-dev pkg-config
   libvirt-daemon-config-network dnsmasq-base iptables
+  # UEFI firmware (OVMF) for Images with properties.firmware: uefi
+  ovmf
   # reaps the exited QEMU processes libvirtd double-forks (hack/start-libvirt.sh)
   tini
   # Postgres 15

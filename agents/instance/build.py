@@ -106,7 +106,8 @@ class Builder:
         key = ob.key(obj)
         self._replace_earlier_domain(uid, key)
         res = self.resources(obj)
-        source = self.image_source(obj)
+        image = self.image(obj)
+        source = ImageSource.from_image(image)
         files.dir.mkdir(parents=True, exist_ok=True)
         files.info.write_text(json.dumps(
             {"uid": uid, "namespace": key[0], "name": key[1], "host": self.ctx.host}))
@@ -118,7 +119,7 @@ class Builder:
             create_overlay(cached, files.disk, int(res["diskGiB"]) * GiB)
         steps("overlay")
         self.userdata.write_seed(obj, files)
-        spec = self._domain_spec(obj, res, source, files)
+        spec = self._domain_spec(obj, res, source, files, ob.spec(image).get("properties") or {})
         steps("seed")
         defined = self.ctx.driver.define(build_domain_xml(spec))
         steps("define")
@@ -139,9 +140,13 @@ class Builder:
         self.teardown.remove_stale(old_info.uuid, key)
 
     def _domain_spec(self, obj: dict, res: dict, source: ImageSource,
-                     files: InstanceFiles) -> DomainSpec:
+                     files: InstanceFiles, props: dict) -> DomainSpec:
+        """The domain of ``obj``: its size, files, the agent's settings and
+        the Image's properties (``props``: firmware; a UEFI guest keeps its
+        variables in the Instance's directory)."""
         cfg, md = self.ctx.cfg, obj["metadata"]
         uid = md["uid"]
+        uefi = props.get("firmware") == names.Firmware.UEFI
         return DomainSpec(
             meta=DomainMetadata(
                 uid=uid, namespace=md["namespace"], name=md["name"], host=self.ctx.host,
@@ -158,6 +163,8 @@ class Builder:
             seed_path=str(files.seed),
             domain_type=cfg.domain_type,  # type: ignore[arg-type]
             machine=cfg.machine,
+            firmware="uefi" if uefi else "bios",
+            nvram_path=str(files.nvram) if uefi else None,
             cpu_mode=cfg.cpu_mode,  # type: ignore[arg-type]
             disk_cache=self.ctx.disk_cache,
             network=cfg.network,
@@ -183,12 +190,13 @@ class Builder:
         fs = ob.spec(flavor)
         return {"vcpus": fs["vcpus"], "memoryMiB": fs["memoryMiB"], "diskGiB": fs["diskGiB"]}
 
-    def image_source(self, obj: dict) -> ImageSource:
+    def image(self, obj: dict) -> dict:
+        """The Image the Instance boots."""
         ref = ob.ref_name(obj, "imageRef")
         image = self.ctx.kube.get_or_none(custom_path(names.IMAGES, ref)) if ref else None
         if image is None:
             raise BuildError(names.ERROR_IMAGE_NOT_FOUND, f"Image {ref} does not exist")
-        return ImageSource.from_image(image)
+        return image
 
     def _count_image(self, cached: CachedImage) -> None:
         metrics = self.ctx.metrics

@@ -81,6 +81,10 @@ class DomainSpec:
     arch: str = "x86_64"
     machine: str = "pc"
     firmware: Literal["bios", "uefi"] = "bios"
+    #: The UEFI variable store of this domain (uefi only): libvirt copies
+    #: the firmware's template there at the first start; it goes with the
+    #: Instance's directory.
+    nvram_path: str | None = None
     cpu_mode: CpuMode | None = None  # None: host-model on kvm, none on qemu
     cpu_model: str | None = None  # with cpu_mode custom
     disk_cache: str = "none"
@@ -139,6 +143,8 @@ def _validate(spec: DomainSpec) -> None:
         raise DomainSpecError(
             f"vcpu scheduler must be one of {', '.join(VCPU_SCHEDULERS)}, "
             f"not {spec.vcpu_scheduler!r}")
+    if spec.nvram_path and spec.firmware != "uefi":
+        raise DomainSpecError("an NVRAM file is for UEFI firmware only")
     if spec.disk_format not in ("qcow2", "raw"):
         raise DomainSpecError(f"disk format must be qcow2 or raw, not {spec.disk_format!r}")
     for what in (spec.meta.namespace, spec.meta.name):
@@ -185,6 +191,14 @@ def _machine(dom: ET.Element, spec: DomainSpec) -> None:
     os_attrs = {"firmware": "efi"} if spec.firmware == "uefi" else {}
     os_el = _sub(dom, "os", **os_attrs)
     _sub(os_el, "type", "hvm", arch=spec.arch, machine=spec.machine)
+    if spec.firmware == "uefi":
+        # libvirt picks the OVMF build from the firmware descriptors
+        # (/usr/share/qemu/firmware); secure boot would need SMM and enrolled
+        # keys, so a plain OVMF is asked for.
+        fw = _sub(os_el, "firmware")
+        _sub(fw, "feature", enabled="no", name="secure-boot")
+        if spec.nvram_path:
+            _sub(os_el, "nvram", spec.nvram_path)
     _sub(os_el, "boot", dev="hd")
 
     features = _sub(dom, "features")

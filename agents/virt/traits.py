@@ -2,7 +2,8 @@
 
 Pure functions: :func:`host_traits` maps libvirt CPU feature names onto
 os-traits names (``HW_CPU_X86_*``) and adds the ``COMPUTE_*`` capabilities
-this driver offers; :func:`inventory` turns capacity plus the Host's
+this driver offers (``COMPUTE_FIRMWARE_UEFI`` where libvirt offers an EFI
+firmware); :func:`inventory` turns capacity plus the Host's
 allocation ratios and reserved amounts into a Placement inventory.
 """
 
@@ -49,9 +50,11 @@ DRIVER_TRAITS = (
     "COMPUTE_STORAGE_BUS_IDE",
     "COMPUTE_STORAGE_BUS_SATA",
     "COMPUTE_NET_VIF_MODEL_VIRTIO",
-    "COMPUTE_FIRMWARE_BIOS",
     "COMPUTE_GRAPHICS_MODEL_NONE",
 )
+
+#: Traits of the firmware libvirt offers guests (HostInfo.firmwares).
+FIRMWARE_TRAITS = {"bios": "COMPUTE_FIRMWARE_BIOS", "uefi": "COMPUTE_FIRMWARE_UEFI"}
 
 
 def cpu_traits(arch: str, features: tuple[str, ...] | list[str]) -> set[str]:
@@ -78,6 +81,7 @@ def host_traits(
     traits = set(cpu_traits(info.arch, info.cpu_features))
     traits.update(t for t in ARCH_TRAITS.get(info.arch, ()) if t in _ALL)
     traits.update(t for t in DRIVER_TRAITS if t in _ALL)
+    traits.update(FIRMWARE_TRAITS[f] for f in info.firmwares if f in FIRMWARE_TRAITS)
     for t in custom or []:
         if t.startswith("CUSTOM_"):
             traits.add(t)

@@ -110,9 +110,11 @@ class Harness:
 
     # ---- objects
     def image(self, name: str, path: Path | None = None, sha256: str | None = "auto",
-              url: str | None = None) -> dict:
+              url: str | None = None, properties: dict | None = None) -> dict:
         source = {"url": url} if url else {"hostPath": str(path)}
-        spec = {"source": source, "format": "qcow2"}
+        spec: dict = {"source": source, "format": "qcow2"}
+        if properties:
+            spec["properties"] = properties
         if sha256 == "auto" and path is not None and path.exists():
             sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         if sha256 and sha256 != "auto":

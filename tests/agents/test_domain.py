@@ -152,7 +152,18 @@ def test_mac_is_deterministic_and_local():
 
 
 def test_uefi_firmware(make_spec):
-    assert _root(make_spec(firmware="uefi")).find("os").get("firmware") == "efi"
+    os_el = _root(make_spec(firmware="uefi", nvram_path="/i/u/nvram.fd")).find("os")
+    assert os_el.get("firmware") == "efi"
+    assert os_el.findtext("nvram") == "/i/u/nvram.fd"
+    assert os_el.find("firmware/feature").attrib == {"enabled": "no", "name": "secure-boot"}
+    bios = _root(make_spec()).find("os")
+    assert bios.get("firmware") is None and bios.find("nvram") is None
+    assert bios.find("firmware") is None
+
+
+def test_nvram_without_uefi_is_refused(make_spec):
+    with pytest.raises(DomainSpecError, match="UEFI"):
+        build_domain_xml(make_spec(nvram_path="/i/u/nvram.fd"))
 
 
 def test_metadata_round_trip(make_spec):
