@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kova.agents.metrics import AgentMetrics
 from kova.agents.settings import AgentSettings
+from kova.agents.virt.cpus import CpuLayout
 from kova.agents.virt.driver import LibvirtDriver
 from kova.agents.virt.images import ImageCache
 from kova.kube import SyncKube
@@ -96,6 +97,11 @@ class AgentContext:
     #: Set when the agent stops.
     stopping: threading.Event = field(default_factory=threading.Event)
     memory: InstanceMemory = field(default_factory=InstanceMemory)
+    #: Dedicated and shared host CPUs, as last registered from the Host spec.
+    cpus: CpuLayout = field(default_factory=CpuLayout)
+    #: Held while dedicated CPUs are chosen and the domain defined, so that
+    #: two builds never pick the same CPU.
+    pinning: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def host(self) -> str:

@@ -1,7 +1,8 @@
 """The host's registration: the cluster-scoped ``Host`` named after it (created
 when missing), and with Placement its resource provider (named after the host;
 a new one gets the uuid5 of the host name), inventory (VCPU, MEMORY_MB,
-DISK_GB with the Host spec's allocation ratios and reserved amounts, and the
+DISK_GB with the Host spec's allocation ratios and reserved amounts; PCPU for
+the CPUs of ``spec.cpuDedicatedSet``, which VCPU then leaves out; and the
 custom resource classes of ``spec.extraResources``, created in Placement
 when missing) and
 traits (CPU flags, architecture, the driver's ``COMPUTE_*`` capabilities and
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from kova.agents.context import AgentContext, GiB
 from kova.agents.instance.report import Reporter
+from kova.agents.virt import cpus
 from kova.agents.virt import traits as host_traits
 from kova.agents.virt.driver import HostInfo
 from kova.agents.watch import InstanceWatch
@@ -82,6 +84,7 @@ class Registration:
         disk_gib = max(1, vfs.f_blocks * vfs.f_frsize // GiB)
         host = self.get_host()
         spec = ob.spec(host)
+        self.ctx.cpus = self._cpu_layout(info, spec)
         wanted_traits = host_traits.host_traits(
             info, domain_type=cfg.domain_type, custom=spec.get("traits"))
         body = self._status(info, disk_gib)
@@ -94,6 +97,20 @@ class Registration:
         log.info("registered host %s: %d vCPU, %d MiB, %d GiB, provider %s",
                  self.ctx.host, info.cpus, info.memory_mib, disk_gib, self.rp_uuid)
         return body
+
+    def _cpu_layout(self, info: HostInfo, spec: dict) -> cpus.CpuLayout:
+        """The Host's cpuDedicatedSet over this host's CPUs (CPUs it does not
+        have are left out, with a warning)."""
+        try:
+            found = cpus.layout(info.cpus, spec.get("cpuDedicatedSet"))
+        except ValueError as exc:
+            log.warning("Host %s spec.cpuDedicatedSet ignored: %s", self.ctx.host, exc)
+            return cpus.layout(info.cpus, None)
+        if found.missing:
+            log.warning("Host %s spec.cpuDedicatedSet names CPU(s) %s the host does not "
+                        "have (it has %d): left out", self.ctx.host,
+                        cpus.format_cpuset(found.missing), info.cpus)
+        return found
 
     def _status(self, info: HostInfo, disk_gib: int) -> dict[str, Any]:
         return {
@@ -119,6 +136,7 @@ class Registration:
         """The resource provider, its inventory and traits; the Host status
         fields they give."""
         assert self.placement is not None
+        layout = self.ctx.cpus
         rp = self.placement.ensure_provider(
             self.ctx.host, hstatus.get("resourceProviderUUID") or names.provider_uuid(self.ctx.host)
         )
@@ -126,7 +144,7 @@ class Registration:
         inv = host_traits.inventory(
             vcpus=info.cpus, memory_mib=info.memory_mib, disk_gib=disk_gib,
             ratios=spec.get("allocationRatios"), reserved=spec.get("reserved"),
-            extra=spec.get("extraResources"),
+            extra=spec.get("extraResources"), pcpus=len(layout.dedicated),
         )
         for rc in inv:
             if rc.startswith("CUSTOM_"):

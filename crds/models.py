@@ -23,6 +23,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .common import (
+    CPUSET,
     CUSTOM_TRAIT_NAME,
     DNS_LABEL,
     MAX_LABEL,
@@ -847,6 +848,16 @@ class HostSpec(KovaModel):
         description="Custom traits (CUSTOM_*) added to the host's resource provider, "
         "next to the traits the agent detects.",
         json_schema_extra=k8s(list_type="set"),
+    )
+    cpu_dedicated_set: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=CPUSET,
+        description="Host CPUs kept for instances with dedicated CPUs (Nova's "
+        "cpu_dedicated_set), e.g. 2-7: they are the host's PCPU inventory, the other "
+        "CPUs its VCPU inventory. A Flavor with extraSpecs.cpuPolicy: dedicated pins "
+        "each vCPU to one of them, never shared with another instance; emulator "
+        "threads and shared instances run on the other CPUs.",
     )
     extra_resources: dict[str, ExtraResource] | None = Field(
         default=None,

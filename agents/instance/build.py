@@ -13,6 +13,7 @@ API-server error is not a build failure: the reconcile is retried.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from kova.agents.instance.decisions import BuildError
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.teardown import Teardown
 from kova.agents.instance.userdata import UserData
+from kova.agents.virt import cpus
 from kova.agents.virt.domain import (
     DomainMetadata,
     DomainSpec,
@@ -121,9 +123,32 @@ class Builder:
         self.userdata.write_seed(obj, files)
         spec = self._domain_spec(obj, res, source, files, ob.spec(image).get("properties") or {})
         steps("seed")
-        defined = self.ctx.driver.define(build_domain_xml(spec))
+        with self.ctx.pinning:
+            if self.dedicated(obj):
+                spec = dataclasses.replace(spec, pinned_cpus=self.choose_pcpus(uid, spec.vcpus))
+            defined = self.ctx.driver.define(build_domain_xml(spec))
         steps("define")
         return defined
+
+    def choose_pcpus(self, uid: str, vcpus: int) -> tuple[int, ...]:
+        """Dedicated host CPUs for the vCPUs of Instance ``uid``: free ones of
+        the Host's cpuDedicatedSet (no other domain of this host pinned to
+        them).  Called with ``ctx.pinning`` held."""
+        in_use: set[int] = set()
+        for dom in self.ctx.driver.list_domains():
+            if dom.uuid != uid and decisions.is_mine(dom.meta, self.ctx.host):
+                in_use |= cpus.pinned_cpus(dom.xml)
+        try:
+            return cpus.choose_pcpus(self.ctx.cpus.dedicated, in_use, vcpus)
+        except ValueError as exc:
+            raise BuildError(names.ERROR_LIBVIRT, str(exc)) from None
+
+    def dedicated(self, obj: dict) -> bool:
+        """Whether the Instance's Flavor asks for dedicated CPUs."""
+        flavor = self._flavor(obj)
+        policy = ((ob.spec(flavor).get("extraSpecs") or {}).get("cpuPolicy")
+                  if flavor else None)
+        return policy == names.CPUPolicy.DEDICATED
 
     def _replace_earlier_domain(self, uid: str, key: tuple[str, str]) -> None:
         """A domain of an earlier Instance with the same name is an orphan:
@@ -172,6 +197,7 @@ class Builder:
             mac=mac_for(uid),
             vcpu_scheduler=cfg.guest_vcpu_scheduler,  # type: ignore[arg-type]
             vnc=cfg.vnc,
+            shared_cpuset=self.ctx.cpus.shared_cpuset,
         )
 
     def resources(self, obj: dict) -> dict:
@@ -184,11 +210,15 @@ class Builder:
         if not ref:
             raise BuildError(names.ERROR_INTERNAL,
                              "the instance has neither resources nor a flavor")
-        flavor = self.ctx.kube.get_or_none(custom_path(names.FLAVORS, ref))
+        flavor = self._flavor(obj)
         if flavor is None:
             raise BuildError(names.ERROR_INTERNAL, f"flavor {ref} not found")
         fs = ob.spec(flavor)
         return {"vcpus": fs["vcpus"], "memoryMiB": fs["memoryMiB"], "diskGiB": fs["diskGiB"]}
+
+    def _flavor(self, obj: dict) -> dict | None:
+        ref = ob.ref_name(obj, "flavorRef")
+        return self.ctx.kube.get_or_none(custom_path(names.FLAVORS, ref)) if ref else None
 
     def image(self, obj: dict) -> dict:
         """The Image the Instance boots."""

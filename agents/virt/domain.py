@@ -103,6 +103,12 @@ class DomainSpec:
     vcpu_scheduler: VcpuScheduler = "default"
     #: A VGA display whose VNC server listens nowhere (reached through libvirt).
     vnc: bool = True
+    #: Dedicated CPUs: the host CPU of each vCPU (``<vcpupin>``), or empty.
+    pinned_cpus: tuple[int, ...] = ()
+    #: The host's shared CPUs (a libvirt cpuset) when some are dedicated:
+    #: where a floating guest's vCPUs and a pinned guest's emulator threads
+    #: run; None: anywhere.
+    shared_cpuset: str | None = None
 
     @property
     def domain_name(self) -> str:
@@ -143,6 +149,10 @@ def _validate(spec: DomainSpec) -> None:
         raise DomainSpecError(
             f"vcpu scheduler must be one of {', '.join(VCPU_SCHEDULERS)}, "
             f"not {spec.vcpu_scheduler!r}")
+    if spec.pinned_cpus and len(spec.pinned_cpus) != spec.vcpus:
+        raise DomainSpecError(f"{len(spec.pinned_cpus)} pinned CPUs for {spec.vcpus} vCPUs")
+    if len(set(spec.pinned_cpus)) != len(spec.pinned_cpus):
+        raise DomainSpecError("two vCPUs pinned to one host CPU")
     if spec.nvram_path and spec.firmware != "uefi":
         raise DomainSpecError("an NVRAM file is for UEFI firmware only")
     if spec.disk_format not in ("qcow2", "raw"):
@@ -171,11 +181,11 @@ def build_domain_xml(spec: DomainSpec) -> str:
     dom.append(metadata_element(spec.meta))
     _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
     _sub(dom, "currentMemory", str(spec.memory_mib), unit="MiB")
-    _sub(dom, "vcpu", str(spec.vcpus), placement="static")
-    if spec.vcpu_scheduler != "default":
-        cputune = _sub(dom, "cputune")
-        vcpus = "0" if spec.vcpus == 1 else f"0-{spec.vcpus - 1}"
-        _sub(cputune, "vcpusched", vcpus=vcpus, scheduler=spec.vcpu_scheduler)
+    vcpu_attrs = {"placement": "static"}
+    if spec.shared_cpuset and not spec.pinned_cpus:
+        vcpu_attrs["cpuset"] = spec.shared_cpuset
+    _sub(dom, "vcpu", str(spec.vcpus), **vcpu_attrs)
+    _cputune(dom, spec)
     _machine(dom, spec)
     # The agent, not libvirt, decides whether a stopped guest comes back.
     _sub(dom, "on_poweroff", "destroy")
@@ -184,6 +194,21 @@ def build_domain_xml(spec: DomainSpec) -> str:
     _devices(_sub(dom, "devices"), spec)
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode")
+
+
+def _cputune(dom: ET.Element, spec: DomainSpec) -> None:
+    """Pinning (each vCPU on its dedicated CPU, the emulator threads on the
+    shared ones) and the vCPU threads' scheduling class."""
+    if not spec.pinned_cpus and spec.vcpu_scheduler == "default":
+        return
+    cputune = _sub(dom, "cputune")
+    for vcpu, cpu in enumerate(spec.pinned_cpus):
+        _sub(cputune, "vcpupin", vcpu=str(vcpu), cpuset=str(cpu))
+    if spec.pinned_cpus and spec.shared_cpuset:
+        _sub(cputune, "emulatorpin", cpuset=spec.shared_cpuset)
+    if spec.vcpu_scheduler != "default":
+        vcpus = "0" if spec.vcpus == 1 else f"0-{spec.vcpus - 1}"
+        _sub(cputune, "vcpusched", vcpus=vcpus, scheduler=spec.vcpu_scheduler)
 
 
 def _machine(dom: ET.Element, spec: DomainSpec) -> None:

@@ -102,11 +102,14 @@ def inventory(
     ratios: dict | None = None,
     reserved: dict | None = None,
     extra: dict | None = None,
+    pcpus: int = 0,
 ) -> dict[str, dict]:
     """The Placement inventory of a host.  ``ratios``, ``reserved`` and
     ``extra`` are the Host spec's ``allocationRatios``, ``reserved`` and
     ``extraResources`` (camelCase keys): each ``CUSTOM_*`` class of
-    ``extra`` is added with its total, reserved amount and ratio."""
+    ``extra`` is added with its total, reserved amount and ratio.  ``pcpus``
+    of the ``vcpus`` host CPUs are dedicated: PCPU (never overcommitted),
+    the rest VCPU."""
     ratios = ratios or {}
     reserved = reserved or {}
 
@@ -122,10 +125,14 @@ def inventory(
         }
 
     inv = {
-        "VCPU": entry(vcpus, reserved.get("vcpus", 0), ratios.get("vcpu", 4.0)),
+        "VCPU": entry(vcpus - pcpus, reserved.get("vcpus", 0), ratios.get("vcpu", 4.0)),
         "MEMORY_MB": entry(memory_mib, reserved.get("memoryMiB", 512), ratios.get("memory", 1.0)),
         "DISK_GB": entry(disk_gib, reserved.get("diskGiB", 0), ratios.get("disk", 1.0)),
     }
+    if pcpus > 0:
+        inv["PCPU"] = entry(pcpus, 0, 1.0)
+        if vcpus - pcpus < 1:
+            del inv["VCPU"]  # every CPU is dedicated
     for rc, amounts in sorted((extra or {}).items()):
         if rc.startswith("CUSTOM_") and int(amounts.get("total") or 0) >= 1:
             inv[rc] = entry(amounts["total"], amounts.get("reserved", 0),

@@ -51,11 +51,8 @@ def _other_host(harness, placement) -> str:
 
 
 def _instance(harness, name: str, flavor: str, image: str) -> str:
-    return harness.custom.create_namespaced_custom_object(G, V, harness.ns, "instances", {
-        "apiVersion": contract.API_VERSION, "kind": "Instance",
-        "metadata": {"name": name, "namespace": harness.ns},
-        "spec": {"flavorRef": {"name": flavor}, "imageRef": {"name": image},
-                 "userData": {"inline": "#cloud-config\n"}}})["metadata"]["uid"]
+    """An Instance the operator places."""
+    return harness.instance(name, image, flavor=flavor, schedule=False)["metadata"]["uid"]
 
 
 def _inventory(placement, rp: str) -> dict:
@@ -77,10 +74,8 @@ def test_custom_resource_lands_where_offered_and_survives_agent_restart(
     assert {"VCPU", "MEMORY_MB", "DISK_GB"} <= set(inv)
 
     flavor = f"gpu-{harness.host}"
-    harness.custom.create_cluster_custom_object(G, V, "flavors", {
-        "apiVersion": contract.API_VERSION, "kind": "Flavor", "metadata": {"name": flavor},
-        "spec": {"vcpus": 1, "memoryMiB": 128, "diskGiB": 1,
-                 "extraSpecs": {"resources": {rc: 1}}}})
+    harness.flavor(flavor, vcpus=1, memoryMiB=128, diskGiB=1,
+                   extraSpecs={"resources": {rc: 1}})
     image = f"img-{harness.host}"
     harness.image(image, small_image)
     try:
@@ -121,7 +116,6 @@ def test_custom_resource_lands_where_offered_and_survives_agent_restart(
                 harness.delete(name)
         for name in ("gpu1", "gpu2"):
             wait_for(lambda n=name: harness.get(n) is None, 30, what=f"{name} deleted")
-        harness.custom.delete_cluster_custom_object(G, V, "flavors", flavor)
         harness.custom.delete_cluster_custom_object(G, V, "hosts", other)
         harness.coord.delete_namespaced_lease(other, contract.LEASE_NAMESPACE)
 

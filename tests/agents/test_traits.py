@@ -74,3 +74,12 @@ def test_extra_resources_join_the_inventory():
     assert inv["CUSTOM_GPU"]["total"] == 2 and inv["CUSTOM_GPU"]["reserved"] == 1
     assert inv["CUSTOM_FPGA"]["allocation_ratio"] == 2.0
     assert {"VCPU", "MEMORY_MB", "DISK_GB"} <= set(inv)
+
+
+def test_dedicated_cpus_are_pcpu_inventory():
+    inv = traits.inventory(vcpus=8, memory_mib=4096, disk_gib=10, pcpus=2)
+    assert inv["PCPU"]["total"] == 2 and inv["PCPU"]["allocation_ratio"] == 1.0
+    assert inv["VCPU"]["total"] == 6
+    every = traits.inventory(vcpus=2, memory_mib=4096, disk_gib=10, pcpus=2)
+    assert every["PCPU"]["total"] == 2 and "VCPU" not in every
+    assert "PCPU" not in traits.inventory(vcpus=2, memory_mib=4096, disk_gib=10)
