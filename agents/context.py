@@ -99,6 +99,8 @@ class AgentContext:
     memory: InstanceMemory = field(default_factory=InstanceMemory)
     #: Dedicated and shared host CPUs, as last registered from the Host spec.
     cpus: CpuLayout = field(default_factory=CpuLayout)
+    #: The host's CPU architecture as libvirt reports it (once registered).
+    arch: str = ""
     #: Held while dedicated CPUs are chosen and the domain defined, so that
     #: two builds never pick the same CPU.
     pinning: threading.Lock = field(default_factory=threading.Lock)

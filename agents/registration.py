@@ -85,6 +85,7 @@ class Registration:
         host = self.get_host()
         spec = ob.spec(host)
         self.ctx.cpus = self._cpu_layout(info, spec)
+        self.ctx.arch = info.arch
         wanted_traits = host_traits.host_traits(
             info, domain_type=cfg.domain_type, custom=spec.get("traits"))
         body = self._status(info, disk_gib)

@@ -172,6 +172,7 @@ class Builder:
         cfg, md = self.ctx.cfg, obj["metadata"]
         uid = md["uid"]
         uefi = props.get("firmware") == names.Firmware.UEFI
+        arch = self.check_arch(source.name, props.get("architecture") or "x86_64")
         return DomainSpec(
             meta=DomainMetadata(
                 uid=uid, namespace=md["namespace"], name=md["name"], host=self.ctx.host,
@@ -187,6 +188,7 @@ class Builder:
             console_log=str(files.console),
             seed_path=str(files.seed),
             domain_type=cfg.domain_type,  # type: ignore[arg-type]
+            arch=arch,
             machine=cfg.machine,
             firmware="uefi" if uefi else "bios",
             nvram_path=str(files.nvram) if uefi else None,
@@ -199,6 +201,16 @@ class Builder:
             vnc=cfg.vnc,
             shared_cpuset=self.ctx.cpus.shared_cpuset,
         )
+
+    def check_arch(self, image: str, arch: str) -> str:
+        """The Image's architecture, if this host runs it (a host of another
+        architecture than Kova's, like libvirt's test driver, is not checked)."""
+        host = self.ctx.arch
+        if host in names.ARCH_TRAITS and host != arch:
+            raise BuildError(names.ERROR_IMAGE_INVALID,
+                             f"Image {image} is for {arch} (properties.architecture); "
+                             f"this host is {host}")
+        return arch
 
     def resources(self, obj: dict) -> dict:
         """vCPUs, memory and disk: what the operator claimed
