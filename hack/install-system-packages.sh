@@ -15,7 +15,7 @@ PACKAGES=(
   # Postgres 15
   postgresql postgresql-contrib
   # test image: kernel, busybox initramfs, boot loader
-  linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio xz-utils
+  linux-image-amd64 busybox-static syslinux syslinux-common syslinux-efi mtools dosfstools cpio xz-utils
   # misc
   openssl curl iproute2 procps psmisc xorriso genisoimage
 )
