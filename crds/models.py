@@ -57,11 +57,13 @@ from .names import (
     AddressFamily,
     Architecture,
     CPUPolicy,
+    DiskBus,
     Firmware,
     HostState,
     ImageFormat,
     InstanceActionName,
     InstancePhase,
+    NICModel,
     OSType,
     PowerState,
     RunStrategy,
@@ -267,6 +269,16 @@ class ImageProperties(KovaModel):
         default=Architecture.X86_64, description="CPU architecture the image needs."
     )
     firmware: Firmware = Field(default=Firmware.BIOS, description="bios or uefi.")
+    disk_bus: DiskBus = Field(
+        default=DiskBus.VIRTIO,
+        description="How the root disk is attached (Glance's hw_disk_bus): virtio "
+        "(default), sata or scsi (virtio-scsi), for guests without virtio-blk drivers.",
+    )
+    nic_model: NICModel = Field(
+        default=NICModel.VIRTIO,
+        description="The network card model (Glance's hw_vif_model): virtio (default), "
+        "e1000 or rtl8139, for guests without virtio-net drivers.",
+    )
     os_type: OSType = Field(default=OSType.LINUX, description="linux or windows.")
     os_distro: str | None = Field(
         default=None,

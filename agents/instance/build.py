@@ -191,6 +191,8 @@ class Builder:
             arch=arch,
             machine=cfg.machine,
             firmware="uefi" if uefi else "bios",
+            disk_bus=props.get("diskBus") or "virtio",
+            nic_model=props.get("nicModel") or "virtio",
             nvram_path=str(files.nvram) if uefi else None,
             cpu_mode=cfg.cpu_mode,  # type: ignore[arg-type]
             disk_cache=self.ctx.disk_cache,

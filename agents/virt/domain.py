@@ -10,8 +10,9 @@ Choices (the reasons are in ``docs/agent.md``):
 
 * the domain UUID is the Instance's ``metadata.uid``; its name is
   ``<namespace>.<name>`` (both DNS labels, so the dot is unambiguous);
-* the root disk is a virtio qcow2 overlay, the NoCloud seed a read-only
-  CD-ROM (IDE on the ``pc`` machine, SATA on ``q35``);
+* the root disk is a qcow2 overlay on virtio (or SATA/SCSI, as the Image's
+  ``diskBus`` says), the NoCloud seed a read-only CD-ROM (IDE on the ``pc``
+  machine, SATA on ``q35``);
 * the serial console is a pty whose output virtlogd also appends to a log
   file, so ``virsh console`` works and the log survives restarts;
 * no NIC unless a libvirt network or bridge is configured: the MAC address is
@@ -38,6 +39,8 @@ CpuMode = Literal["none", "host-model", "host-passthrough", "custom"]
 #: "default" leaves them in the normal class (no ``<cputune>``).
 VcpuScheduler = Literal["default", "batch", "idle"]
 VCPU_SCHEDULERS: tuple[str, ...] = ("default", "batch", "idle")
+DiskBus = Literal["virtio", "sata", "scsi"]
+NicModel = Literal["virtio", "e1000", "rtl8139"]
 
 _NS = "{" + names.DOMAIN_XMLNS + "}"
 
@@ -103,6 +106,10 @@ class DomainSpec:
     vcpu_scheduler: VcpuScheduler = "default"
     #: A VGA display whose VNC server listens nowhere (reached through libvirt).
     vnc: bool = True
+    #: The root disk's bus (Image properties.diskBus): virtio, sata or scsi.
+    disk_bus: DiskBus = "virtio"
+    #: The NIC model (Image properties.nicModel): virtio, e1000 or rtl8139.
+    nic_model: NicModel = "virtio"
     #: Dedicated CPUs: the host CPU of each vCPU (``<vcpupin>``), or empty.
     pinned_cpus: tuple[int, ...] = ()
     #: The host's shared CPUs (a libvirt cpuset) when some are dedicated:
@@ -155,6 +162,11 @@ def _validate(spec: DomainSpec) -> None:
         raise DomainSpecError("two vCPUs pinned to one host CPU")
     if spec.nvram_path and spec.firmware != "uefi":
         raise DomainSpecError("an NVRAM file is for UEFI firmware only")
+    if spec.disk_bus not in ("virtio", "sata", "scsi"):
+        raise DomainSpecError(f"disk bus must be virtio, sata or scsi, not {spec.disk_bus!r}")
+    if spec.nic_model not in ("virtio", "e1000", "rtl8139"):
+        raise DomainSpecError(
+            f"NIC model must be virtio, e1000 or rtl8139, not {spec.nic_model!r}")
     if spec.disk_format not in ("qcow2", "raw"):
         raise DomainSpecError(f"disk format must be qcow2 or raw, not {spec.disk_format!r}")
     for what in (spec.meta.namespace, spec.meta.name):
@@ -254,17 +266,19 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
     if spec.emulator:
         _sub(devices, "emulator", spec.emulator)
 
+    cd_bus, cd_dev = _cdrom_bus(spec.machine, spec.arch)
+    if spec.disk_bus == "scsi" or (spec.seed_path and cd_bus == "scsi"):
+        _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     disk = _sub(devices, "disk", type="file", device="disk")
     _sub(disk, "driver", name="qemu", type=spec.disk_format, cache=spec.disk_cache,
          discard="unmap")
     _sub(disk, "source", file=spec.disk_path)
-    _sub(disk, "target", dev="vda", bus="virtio")
+    root_dev = "vda" if spec.disk_bus == "virtio" else "sda"
+    _sub(disk, "target", dev=root_dev, bus=spec.disk_bus)
     _sub(disk, "serial", spec.meta.uid.replace("-", "")[:20])
 
     if spec.seed_path:
-        bus, dev = _cdrom_bus(spec.machine, spec.arch)
-        if bus == "scsi":
-            _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+        bus, dev = cd_bus, ("sdb" if cd_dev == root_dev else cd_dev)
         cd = _sub(devices, "disk", type="file", device="cdrom")
         _sub(cd, "driver", name="qemu", type="raw")
         _sub(cd, "source", file=spec.seed_path)
@@ -279,7 +293,7 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
             nic = _sub(devices, "interface", type="bridge")
             _sub(nic, "source", bridge=spec.bridge or "")
         _sub(nic, "mac", address=spec.mac or mac_for(spec.meta.uid))
-        _sub(nic, "model", type="virtio")
+        _sub(nic, "model", type=spec.nic_model)
 
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "log", file=spec.console_log, append="on")

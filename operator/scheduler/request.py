@@ -136,6 +136,11 @@ def image_traits(image: dict) -> set[str]:
     fw = props.get("firmware")
     if fw in names.FIRMWARE_TRAITS:
         out.add(names.FIRMWARE_TRAITS[fw])
+    # virtio (the default) is every host's; another bus or model is asked for.
+    for value, traits in ((props.get("diskBus"), names.DISK_BUS_TRAITS),
+                          (props.get("nicModel"), names.NIC_MODEL_TRAITS)):
+        if value and value != "virtio" and value in traits:
+            out.add(traits[value])
     return out
 
 
@@ -229,6 +234,10 @@ def request_origins(spec: dict, flavor: dict | None, flavor_name: str | None,
         out.setdefault(names.ARCH_TRAITS[arch], f"{im} properties.architecture: {arch}")
     if fw in names.FIRMWARE_TRAITS:
         out.setdefault(names.FIRMWARE_TRAITS[fw], f"{im} properties.firmware: {fw}")
+    for prop, traits in (("diskBus", names.DISK_BUS_TRAITS),
+                         ("nicModel", names.NIC_MODEL_TRAITS)):
+        if props.get(prop) in traits:
+            out.setdefault(traits[props[prop]], f"{im} properties.{prop}: {props[prop]}")
     return out
 
 

@@ -256,3 +256,27 @@ def test_vnc_display_listens_nowhere(make_spec) -> None:
     assert root.find("devices/video/model").get("type") == "vga"
     plain = ET.fromstring(build_domain_xml(make_spec(vnc=False)))
     assert plain.find("devices/graphics") is None and plain.find("devices/video") is None
+
+
+def test_root_disk_bus_and_seed_cdrom_do_not_collide(make_spec):
+    root = _root(make_spec(disk_bus="sata", machine="q35"))
+    disk, cd = root.findall("devices/disk")
+    assert disk.find("target").attrib == {"dev": "sda", "bus": "sata"}
+    assert cd.find("target").attrib == {"dev": "sdb", "bus": "sata"}
+    root = _root(make_spec(disk_bus="scsi"))
+    assert len(root.findall("devices/controller[@type='scsi']")) == 1
+    disk, cd = root.findall("devices/disk")
+    assert disk.find("target").attrib == {"dev": "sda", "bus": "scsi"}
+    assert cd.find("target").attrib == {"dev": "hdc", "bus": "ide"}
+    assert _root(make_spec()).find("devices/controller") is None
+
+
+def test_nic_model(make_spec):
+    root = _root(make_spec(network="default", nic_model="e1000"))
+    assert root.find("devices/interface/model").get("type") == "e1000"
+
+
+@pytest.mark.parametrize("kw", [{"disk_bus": "ide"}, {"nic_model": "ne2k"}])
+def test_unknown_bus_or_model_is_refused(make_spec, kw):
+    with pytest.raises(DomainSpecError):
+        build_domain_xml(make_spec(**kw))

@@ -1,7 +1,8 @@
-"""An Image's architecture against the host's, with the agent on the real
-libvirtd (an x86_64 host): an aarch64 Image is refused before anything is
-defined (the operator's required HW_ARCH_* trait normally keeps it away; this
-is the agent's own check), an x86_64 one is built with that architecture."""
+"""Image properties reaching the domain, with the agent on the real libvirtd
+(an x86_64 host): an aarch64 Image is refused before anything is defined (the
+operator's required HW_ARCH_* trait normally keeps it away; this is the
+agent's own check), an x86_64 one is built with that architecture; diskBus
+sata and scsi give root disks libvirt accepts on that bus."""
 
 from __future__ import annotations
 
@@ -35,3 +36,18 @@ def test_image_architecture_is_checked_against_the_host(harness, small_image,
             harness.delete(name)
         for name in ("arm1", "x861"):
             wait_for(lambda n=name: harness.get(n) is None, 30, what=f"{name} deleted")
+
+
+@pytest.mark.parametrize("bus", ["sata", "scsi"])
+def test_disk_bus_reaches_the_domain(harness, small_image, libvirt_qemu_conn, bus):
+    harness.image(bus, small_image, properties={"diskBus": bus})
+    harness.agent(libvirt_uri="qemu:///system", domain_type="qemu")
+    uid = harness.instance("vm", bus, run_strategy="Halted")["metadata"]["uid"]
+    try:
+        harness.wait_cond("vm", "Built", "True", timeout=30)
+        root = ET.fromstring(domain_by_uuid(libvirt_qemu_conn, uid).XMLDesc(0))
+        disk = root.find("devices/disk[@device='disk']/target")
+        assert disk.get("bus") == bus and disk.get("dev") == "sda"
+    finally:
+        harness.delete("vm")
+        wait_for(lambda: harness.get("vm") is None, 30, what="vm deleted")

@@ -151,3 +151,14 @@ def test_origins_name_the_field_behind_each_resource_and_trait():
 def test_origins_of_inline_resources():
     req, _ = build_request(inst(flavorRef=None, resources=FLAVOR), flavor=None, image=IMAGE)
     assert req.origin("MEMORY_MB") == " (from spec.resources.memoryMiB)"
+
+
+def test_disk_bus_and_nic_model_require_their_traits():
+    image = {"properties": {"architecture": "x86_64", "diskBus": "sata", "nicModel": "e1000"}}
+    req, _ = build_request(inst(), flavor=FLAVOR, image=image)
+    assert {"COMPUTE_STORAGE_BUS_SATA", "COMPUTE_NET_VIF_MODEL_E1000"} <= req.required
+    assert req.origin("COMPUTE_STORAGE_BUS_SATA") == " (from Image img properties.diskBus: sata)"
+    virtio = {"properties": {"architecture": "x86_64", "diskBus": "virtio",
+                             "nicModel": "virtio"}}
+    req, _ = build_request(inst(), flavor=FLAVOR, image=virtio)
+    assert req.required == {"HW_ARCH_X86_64"}
