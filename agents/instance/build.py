@@ -191,6 +191,7 @@ class Builder:
             arch=arch,
             machine=cfg.machine,
             firmware="uefi" if uefi else "bios",
+            os_type=props.get("osType") or "linux",
             disk_bus=props.get("diskBus") or "virtio",
             nic_model=props.get("nicModel") or "virtio",
             nvram_path=str(files.nvram) if uefi else None,

@@ -106,6 +106,9 @@ class DomainSpec:
     vcpu_scheduler: VcpuScheduler = "default"
     #: A VGA display whose VNC server listens nowhere (reached through libvirt).
     vnc: bool = True
+    #: The guest's OS family (Image properties.osType): a Windows guest keeps
+    #: its clock in local time and, on KVM, gets the Hyper-V enlightenments.
+    os_type: Literal["linux", "windows"] = "linux"
     #: The root disk's bus (Image properties.diskBus): virtio, sata or scsi.
     disk_bus: DiskBus = "virtio"
     #: The NIC model (Image properties.nicModel): virtio, e1000 or rtl8139.
@@ -244,6 +247,12 @@ def _machine(dom: ET.Element, spec: DomainSpec) -> None:
         _sub(features, "apic")
     else:
         _sub(features, "gic", version="3")
+    windows = spec.os_type == "windows"
+    if windows and spec.domain_type == "kvm":
+        hyperv = _sub(features, "hyperv", mode="custom")
+        _sub(hyperv, "relaxed", state="on")
+        _sub(hyperv, "vapic", state="on")
+        _sub(hyperv, "spinlocks", state="on", retries="8191")
 
     cpu_mode = spec.cpu_mode or ("host-model" if spec.domain_type == "kvm" else "none")
     if cpu_mode == "host-model":
@@ -254,7 +263,7 @@ def _machine(dom: ET.Element, spec: DomainSpec) -> None:
         cpu = _sub(dom, "cpu", mode="custom", match="exact", check="partial")
         _sub(cpu, "model", spec.cpu_model, fallback="allow")
 
-    clock = _sub(dom, "clock", offset="utc")
+    clock = _sub(dom, "clock", offset="localtime" if windows else "utc")
     if spec.arch in ("x86_64", "i686"):
         _sub(clock, "timer", name="rtc", tickpolicy="catchup")
         _sub(clock, "timer", name="pit", tickpolicy="delay")

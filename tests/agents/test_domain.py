@@ -280,3 +280,14 @@ def test_nic_model(make_spec):
 def test_unknown_bus_or_model_is_refused(make_spec, kw):
     with pytest.raises(DomainSpecError):
         build_domain_xml(make_spec(**kw))
+
+
+def test_windows_guest_clock_and_hyperv(make_spec):
+    win = _root(make_spec(os_type="windows", domain_type="kvm"))
+    assert win.find("clock").get("offset") == "localtime"
+    assert {e.tag for e in win.find("features/hyperv")} == {"relaxed", "vapic", "spinlocks"}
+    tcg = _root(make_spec(os_type="windows"))
+    assert tcg.find("clock").get("offset") == "localtime"
+    assert tcg.find("features/hyperv") is None
+    linux = _root(make_spec(domain_type="kvm"))
+    assert linux.find("clock").get("offset") == "utc" and linux.find("features/hyperv") is None

@@ -40,7 +40,8 @@ def test_image_architecture_is_checked_against_the_host(harness, small_image,
 
 @pytest.mark.parametrize("bus", ["sata", "scsi"])
 def test_disk_bus_reaches_the_domain(harness, small_image, libvirt_qemu_conn, bus):
-    harness.image(bus, small_image, properties={"diskBus": bus})
+    """(and osType: windows, the local-time clock)"""
+    harness.image(bus, small_image, properties={"diskBus": bus, "osType": "windows"})
     harness.agent(libvirt_uri="qemu:///system", domain_type="qemu")
     uid = harness.instance("vm", bus, run_strategy="Halted")["metadata"]["uid"]
     try:
@@ -48,6 +49,7 @@ def test_disk_bus_reaches_the_domain(harness, small_image, libvirt_qemu_conn, bu
         root = ET.fromstring(domain_by_uuid(libvirt_qemu_conn, uid).XMLDesc(0))
         disk = root.find("devices/disk[@device='disk']/target")
         assert disk.get("bus") == bus and disk.get("dev") == "sda"
+        assert root.find("clock").get("offset") == "localtime"
     finally:
         harness.delete("vm")
         wait_for(lambda: harness.get("vm") is None, 30, what="vm deleted")
