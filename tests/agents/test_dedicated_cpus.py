@@ -25,6 +25,11 @@ pytestmark = pytest.mark.integration
 def operator(harness, placement, tmp_path):
     with operator_process(harness, placement, tmp_path, "--backoff-max", "2") as proc:
         yield proc
+    # Placement outlives the test (module scope): the host's provider goes, so
+    # that its free PCPU is not offered to the next test's Instances.
+    found = placement.http.get("/resource_providers", params={"name": harness.host}).json()
+    for rp in found["resource_providers"]:
+        placement.http.delete(f"/resource_providers/{rp['uuid']}")
 
 
 def _host_with_dedicated_cpus(harness, cpuset: str) -> None:
