@@ -34,7 +34,7 @@ from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.kube import KubeError, custom_path, host_path
-from kova.placement_client import SyncPlacementClient
+from kova.placement_client import Conflict, SyncPlacementClient
 
 if TYPE_CHECKING:  # pragma: no cover
     from kova.agents.stream.server import StreamServer
@@ -55,6 +55,8 @@ class Registration:
         self.rp_uuid: str | None = None
         #: The Host spec last registered (a change re-applies the inventory).
         self._spec_seen: str | None = None
+        #: A custom class removed from the spec was kept because it is in use.
+        self._kept_in_use = False
 
     def get_host(self) -> dict:
         """This host's Host object, created (spec defaults from the CRD) when missing."""
@@ -150,13 +152,33 @@ class Registration:
         for rc in inv:
             if rc.startswith("CUSTOM_"):
                 self.placement.ensure_resource_class(rc)
-        self.placement.set_inventories(self.rp_uuid, inv)
+        self._write_inventory(inv)
         return {
             "traits": self.placement.set_traits(self.rp_uuid, wanted_traits,
                                                 keep=(names.TRAIT_DISABLED,)),
             "resourceProviderUUID": self.rp_uuid,
             "allocated": self.allocated(),
         }
+
+    def _write_inventory(self, inv: dict[str, dict]) -> None:
+        """Replace the provider's inventory with ``inv``; a custom class that
+        Instances still use (Placement refuses its removal) is kept as it is
+        until they are gone, the rest is written."""
+        assert self.placement is not None and self.rp_uuid is not None
+        self._kept_in_use = False
+        try:
+            self.placement.set_inventories(self.rp_uuid, inv)
+            return
+        except Conflict as exc:
+            if exc.code != "placement.inventory.inuse":
+                raise
+        current = (self.placement.get_inventories(self.rp_uuid).get("inventories") or {})
+        kept = {rc: v for rc, v in current.items() if rc.startswith("CUSTOM_") and rc not in inv}
+        log.warning("Host %s: custom resource(s) %s removed from spec.extraResources are still "
+                    "allocated to Instances: kept until they are gone", self.ctx.host,
+                    ", ".join(sorted(kept)))
+        self.placement.set_inventories(self.rp_uuid, {**inv, **kept})
+        self._kept_in_use = True  # tried again at every sync
 
     def allocated(self) -> dict[str, int]:
         """What Placement has allocated on this host's provider."""
@@ -175,7 +197,8 @@ class Registration:
         and the heartbeat time of the Host status."""
         host = self.get_host()
         spec_now = json.dumps(ob.spec(host), sort_keys=True)
-        if spec_now != self._spec_seen or self.rp_uuid is None and self.placement:
+        if (spec_now != self._spec_seen or self._kept_in_use
+                or self.rp_uuid is None and self.placement):
             self.register()
             return
         body: dict[str, Any] = {

@@ -110,6 +110,17 @@ def test_custom_resource_lands_where_offered_and_survives_agent_restart(
         wait_for(lambda: harness.get("gpu1") is None, 30, what="gpu1 deleted")
         got = harness.wait_phase("gpu2", "Running", timeout=60)
         assert got["status"]["host"] == harness.host
+
+        # Taken out of the spec while gpu2 uses it: kept (Placement refuses to
+        # drop inventory in use) while the rest of the spec applies; dropped
+        # once gpu2 is gone.
+        harness.custom.patch_cluster_custom_object(G, V, "hosts", harness.host, {
+            "spec": {"extraResources": None, "reserved": {"memoryMiB": 640}}})
+        wait_for(lambda: _inventory(placement, rp)["MEMORY_MB"]["reserved"] == 640, 20,
+                 what="the new reserved memory")
+        assert _inventory(placement, rp)[rc]["total"] == 1
+        harness.delete("gpu2")
+        wait_for(lambda: rc not in _inventory(placement, rp), 40, what=f"{rc} removed")
     finally:
         for name in ("gpu1", "gpu2"):
             if harness.get(name) is not None:
