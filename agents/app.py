@@ -270,7 +270,7 @@ class Agent:
             self.registration.register()
         except Exception as exc:
             if not placement_unreachable(exc):
-                log.exception("host registration failed; retrying at the next resync")
+                log.exception("host registration failed; retrying at the next check")
                 return
             # Placement starting beside the agent (a fresh install): no traceback
             log.warning("host registration failed: Placement is not reachable yet (%s); "

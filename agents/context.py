@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kova.agents.metrics import AgentMetrics
 from kova.agents.settings import AgentSettings
+from kova.agents.virt.cpus import CpuLayout
 from kova.agents.virt.driver import LibvirtDriver
 from kova.agents.virt.images import ImageCache
 from kova.kube import SyncKube
@@ -42,12 +43,15 @@ class InstanceFiles:
     seed: Path
     console: Path
     info: Path
+    #: A UEFI guest's variable store (created by libvirt from OVMF's template).
+    nvram: Path
 
     @classmethod
     def of(cls, instance_dir: Path, uid: str) -> InstanceFiles:
         d = instance_dir / uid
         return cls(dir=d, disk=d / "disk.qcow2", seed=d / "seed.iso",
-                   console=d / "console.log", info=d / "instance.json")
+                   console=d / "console.log", info=d / "instance.json",
+                   nvram=d / "nvram.fd")
 
 
 @dataclass
@@ -93,6 +97,13 @@ class AgentContext:
     #: Set when the agent stops.
     stopping: threading.Event = field(default_factory=threading.Event)
     memory: InstanceMemory = field(default_factory=InstanceMemory)
+    #: Dedicated and shared host CPUs, as last registered from the Host spec.
+    cpus: CpuLayout = field(default_factory=CpuLayout)
+    #: The host's CPU architecture as libvirt reports it (once registered).
+    arch: str = ""
+    #: Held while dedicated CPUs are chosen and the domain defined, so that
+    #: two builds never pick the same CPU.
+    pinning: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def host(self) -> str:

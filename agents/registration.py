@@ -1,7 +1,10 @@
 """The host's registration: the cluster-scoped ``Host`` named after it (created
 when missing), and with Placement its resource provider (named after the host;
 a new one gets the uuid5 of the host name), inventory (VCPU, MEMORY_MB,
-DISK_GB with the Host spec's allocation ratios and reserved amounts) and
+DISK_GB with the Host spec's allocation ratios and reserved amounts; PCPU for
+the CPUs of ``spec.cpuDedicatedSet``, which VCPU then leaves out; and the
+custom resource classes of ``spec.extraResources``, created in Placement
+when missing) and
 traits (CPU flags, architecture, the driver's ``COMPUTE_*`` capabilities and
 the Host spec's ``CUSTOM_*`` traits).  The Host status carries the capacity,
 the hypervisor, the traits, the provider, Placement's usages, the number
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from kova.agents.context import AgentContext, GiB
 from kova.agents.host_health import PLACEMENT_FAILURES, HostHealth
 from kova.agents.instance.report import Reporter
+from kova.agents.virt import cpus
 from kova.agents.virt import traits as host_traits
 from kova.agents.virt.driver import HostInfo
 from kova.agents.watch import InstanceWatch
@@ -36,7 +40,7 @@ from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.kube import KubeError, custom_path, host_path
-from kova.placement_client import SyncPlacementClient
+from kova.placement_client import Conflict, SyncPlacementClient
 
 if TYPE_CHECKING:  # pragma: no cover
     from kova.agents.stream.server import StreamServer
@@ -62,6 +66,8 @@ class Registration:
         #: The agent's Host status fields as last written: every write sends
         #: them all (server-side apply drops what an apply leaves out).
         self._written: dict[str, Any] = {}
+        #: A custom class removed from the spec was kept because it is in use.
+        self._kept_in_use = False
 
     def get_host(self) -> dict:
         """This host's Host object, created (spec defaults from the CRD) when missing."""
@@ -91,7 +97,7 @@ class Registration:
         cfg = self.ctx.cfg
         host = self.get_host()
         try:
-            info = self.ctx.driver.host_info()
+            info = self.ctx.driver.host_info(cfg.domain_type, cfg.machine)
         except Exception as exc:
             self.health.libvirt_failed(exc)
             self.write({}, host)
@@ -100,6 +106,8 @@ class Registration:
         vfs = os.statvfs(self.ctx.instance_dir)
         disk_gib = max(1, vfs.f_blocks * vfs.f_frsize // GiB)
         spec = ob.spec(host)
+        self.ctx.cpus = self._cpu_layout(info, spec)
+        self.ctx.arch = info.arch
         wanted_traits = host_traits.host_traits(
             info, domain_type=cfg.domain_type, custom=spec.get("traits"))
         body = self._status(info, disk_gib)
@@ -135,6 +143,20 @@ class Registration:
             log.warning("host %s: %s: %s", self.ctx.host, reason, message)
             self.report.event(host, "Warning", reason, message)
 
+    def _cpu_layout(self, info: HostInfo, spec: dict) -> cpus.CpuLayout:
+        """The Host's cpuDedicatedSet over this host's CPUs (CPUs it does not
+        have are left out, with a warning)."""
+        try:
+            found = cpus.layout(info.cpus, spec.get("cpuDedicatedSet"))
+        except ValueError as exc:
+            log.warning("Host %s spec.cpuDedicatedSet ignored: %s", self.ctx.host, exc)
+            return cpus.layout(info.cpus, None)
+        if found.missing:
+            log.warning("Host %s spec.cpuDedicatedSet names CPU(s) %s the host does not "
+                        "have (it has %d): left out", self.ctx.host,
+                        cpus.format_cpuset(found.missing), info.cpus)
+        return found
+
     def _status(self, info: HostInfo, disk_gib: int) -> dict[str, Any]:
         return {
             "capacity": {"vcpus": info.cpus, "memoryMiB": info.memory_mib, "diskGiB": disk_gib},
@@ -159,6 +181,7 @@ class Registration:
         """The resource provider, its inventory and traits; the Host status
         fields they give."""
         assert self.placement is not None
+        layout = self.ctx.cpus
         rp = self.placement.ensure_provider(
             self.ctx.host, hstatus.get("resourceProviderUUID") or names.provider_uuid(self.ctx.host)
         )
@@ -166,14 +189,38 @@ class Registration:
         inv = host_traits.inventory(
             vcpus=info.cpus, memory_mib=info.memory_mib, disk_gib=disk_gib,
             ratios=spec.get("allocationRatios"), reserved=spec.get("reserved"),
+            extra=spec.get("extraResources"), pcpus=len(layout.dedicated),
         )
-        self.placement.set_inventories(self.rp_uuid, inv)
+        for rc in inv:
+            if rc.startswith("CUSTOM_"):
+                self.placement.ensure_resource_class(rc)
+        self._write_inventory(inv)
         return {
             "traits": self.placement.set_traits(self.rp_uuid, wanted_traits,
                                                 keep=(names.TRAIT_DISABLED,)),
             "resourceProviderUUID": self.rp_uuid,
             "allocated": self.allocated(),
         }
+
+    def _write_inventory(self, inv: dict[str, dict]) -> None:
+        """Replace the provider's inventory with ``inv``; a custom class that
+        Instances still use (Placement refuses its removal) is kept as it is
+        until they are gone, the rest is written."""
+        assert self.placement is not None and self.rp_uuid is not None
+        self._kept_in_use = False
+        try:
+            self.placement.set_inventories(self.rp_uuid, inv)
+            return
+        except Conflict as exc:
+            if exc.code != "placement.inventory.inuse":
+                raise
+        current = (self.placement.get_inventories(self.rp_uuid).get("inventories") or {})
+        kept = {rc: v for rc, v in current.items() if rc.startswith("CUSTOM_") and rc not in inv}
+        log.warning("Host %s: custom resource(s) %s removed from spec.extraResources are still "
+                    "allocated to Instances: kept until they are gone", self.ctx.host,
+                    ", ".join(sorted(kept)))
+        self.placement.set_inventories(self.rp_uuid, {**inv, **kept})
+        self._kept_in_use = True  # tried again at every sync
 
     def allocated(self) -> dict[str, int]:
         """What Placement has allocated on this host's provider."""
@@ -192,7 +239,8 @@ class Registration:
         and the heartbeat time of the Host status."""
         host = self.get_host()
         spec_now = json.dumps(ob.spec(host), sort_keys=True)
-        if spec_now != self._spec_seen or self.rp_uuid is None and self.placement:
+        if (spec_now != self._spec_seen or self._kept_in_use
+                or self.rp_uuid is None and self.placement):
             self.register()
             return
         body: dict[str, Any] = {

@@ -189,6 +189,22 @@ class Firmware(StrEnum):
     UEFI = "uefi"
 
 
+class DiskBus(StrEnum):
+    """How the root disk is attached to the guest (Glance's hw_disk_bus)."""
+
+    VIRTIO = "virtio"
+    SATA = "sata"
+    SCSI = "scsi"
+
+
+class NICModel(StrEnum):
+    """The guest's network card model (Glance's hw_vif_model)."""
+
+    VIRTIO = "virtio"
+    E1000 = "e1000"
+    RTL8139 = "rtl8139"
+
+
 class OSType(StrEnum):
     """Operating system family of the guest."""
 
@@ -412,6 +428,8 @@ PROVIDER_NAMESPACE = uuid.UUID("3d5f0f7e-4a8e-5c39-9f54-6b6f76612d61")
 #: Image properties turned into required traits.
 ARCH_TRAITS = {Architecture.X86_64: "HW_ARCH_X86_64", Architecture.AARCH64: "HW_ARCH_AARCH64"}
 FIRMWARE_TRAITS = {Firmware.UEFI: "COMPUTE_FIRMWARE_UEFI"}
+DISK_BUS_TRAITS = {b: f"COMPUTE_STORAGE_BUS_{b.upper()}" for b in DiskBus}
+NIC_MODEL_TRAITS = {m: f"COMPUTE_NET_VIF_MODEL_{m.upper()}" for m in NICModel}
 
 
 def az_aggregate_uuid(zone: str) -> str:

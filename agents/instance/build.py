@@ -13,6 +13,7 @@ API-server error is not a build failure: the reconcile is retried.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from kova.agents.instance.decisions import BuildError
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.teardown import Teardown
 from kova.agents.instance.userdata import UserData
+from kova.agents.virt import cpus
 from kova.agents.virt.domain import (
     DomainMetadata,
     DomainSpec,
@@ -106,7 +108,8 @@ class Builder:
         key = ob.key(obj)
         self._replace_earlier_domain(uid, key)
         res = self.resources(obj)
-        source = self.image_source(obj)
+        image = self.image(obj)
+        source = ImageSource.from_image(image)
         files.dir.mkdir(parents=True, exist_ok=True)
         files.info.write_text(json.dumps(
             {"uid": uid, "namespace": key[0], "name": key[1], "host": self.ctx.host}))
@@ -118,11 +121,34 @@ class Builder:
             create_overlay(cached, files.disk, int(res["diskGiB"]) * GiB)
         steps("overlay")
         self.userdata.write_seed(obj, files)
-        spec = self._domain_spec(obj, res, source, files)
+        spec = self._domain_spec(obj, res, source, files, ob.spec(image).get("properties") or {})
         steps("seed")
-        defined = self.ctx.driver.define(build_domain_xml(spec))
+        with self.ctx.pinning:
+            if self.dedicated(obj):
+                spec = dataclasses.replace(spec, pinned_cpus=self.choose_pcpus(uid, spec.vcpus))
+            defined = self.ctx.driver.define(build_domain_xml(spec))
         steps("define")
         return defined
+
+    def choose_pcpus(self, uid: str, vcpus: int) -> tuple[int, ...]:
+        """Dedicated host CPUs for the vCPUs of Instance ``uid``: free ones of
+        the Host's cpuDedicatedSet (no other domain of this host pinned to
+        them).  Called with ``ctx.pinning`` held."""
+        in_use: set[int] = set()
+        for dom in self.ctx.driver.list_domains():
+            if dom.uuid != uid and decisions.is_mine(dom.meta, self.ctx.host):
+                in_use |= cpus.pinned_cpus(dom.xml)
+        try:
+            return cpus.choose_pcpus(self.ctx.cpus.dedicated, in_use, vcpus)
+        except ValueError as exc:
+            raise BuildError(names.ERROR_LIBVIRT, str(exc)) from None
+
+    def dedicated(self, obj: dict) -> bool:
+        """Whether the Instance's Flavor asks for dedicated CPUs."""
+        flavor = self._flavor(obj)
+        policy = ((ob.spec(flavor).get("extraSpecs") or {}).get("cpuPolicy")
+                  if flavor else None)
+        return policy == names.CPUPolicy.DEDICATED
 
     def _replace_earlier_domain(self, uid: str, key: tuple[str, str]) -> None:
         """A domain of an earlier Instance with the same name is an orphan:
@@ -139,9 +165,14 @@ class Builder:
         self.teardown.remove_stale(old_info.uuid, key)
 
     def _domain_spec(self, obj: dict, res: dict, source: ImageSource,
-                     files: InstanceFiles) -> DomainSpec:
+                     files: InstanceFiles, props: dict) -> DomainSpec:
+        """The domain of ``obj``: its size, files, the agent's settings and
+        the Image's properties (``props``: firmware; a UEFI guest keeps its
+        variables in the Instance's directory)."""
         cfg, md = self.ctx.cfg, obj["metadata"]
         uid = md["uid"]
+        uefi = props.get("firmware") == names.Firmware.UEFI
+        arch = self.check_arch(source.name, props.get("architecture") or "x86_64")
         return DomainSpec(
             meta=DomainMetadata(
                 uid=uid, namespace=md["namespace"], name=md["name"], host=self.ctx.host,
@@ -157,7 +188,13 @@ class Builder:
             console_log=str(files.console),
             seed_path=str(files.seed),
             domain_type=cfg.domain_type,  # type: ignore[arg-type]
+            arch=arch,
             machine=cfg.machine,
+            firmware="uefi" if uefi else "bios",
+            os_type=props.get("osType") or "linux",
+            disk_bus=props.get("diskBus") or "virtio",
+            nic_model=props.get("nicModel") or "virtio",
+            nvram_path=str(files.nvram) if uefi else None,
             cpu_mode=cfg.cpu_mode,  # type: ignore[arg-type]
             disk_cache=self.ctx.disk_cache,
             network=cfg.network,
@@ -165,7 +202,18 @@ class Builder:
             mac=mac_for(uid),
             vcpu_scheduler=cfg.guest_vcpu_scheduler,  # type: ignore[arg-type]
             vnc=cfg.vnc,
+            shared_cpuset=self.ctx.cpus.shared_cpuset,
         )
+
+    def check_arch(self, image: str, arch: str) -> str:
+        """The Image's architecture, if this host runs it (a host of another
+        architecture than Kova's, like libvirt's test driver, is not checked)."""
+        host = self.ctx.arch
+        if host in names.ARCH_TRAITS and host != arch:
+            raise BuildError(names.ERROR_IMAGE_INVALID,
+                             f"Image {image} is for {arch} (properties.architecture); "
+                             f"this host is {host}")
+        return arch
 
     def resources(self, obj: dict) -> dict:
         """vCPUs, memory and disk: what the operator claimed
@@ -177,18 +225,23 @@ class Builder:
         if not ref:
             raise BuildError(names.ERROR_INTERNAL,
                              "the instance has neither resources nor a flavor")
-        flavor = self.ctx.kube.get_or_none(custom_path(names.FLAVORS, ref))
+        flavor = self._flavor(obj)
         if flavor is None:
             raise BuildError(names.ERROR_INTERNAL, f"flavor {ref} not found")
         fs = ob.spec(flavor)
         return {"vcpus": fs["vcpus"], "memoryMiB": fs["memoryMiB"], "diskGiB": fs["diskGiB"]}
 
-    def image_source(self, obj: dict) -> ImageSource:
+    def _flavor(self, obj: dict) -> dict | None:
+        ref = ob.ref_name(obj, "flavorRef")
+        return self.ctx.kube.get_or_none(custom_path(names.FLAVORS, ref)) if ref else None
+
+    def image(self, obj: dict) -> dict:
+        """The Image the Instance boots."""
         ref = ob.ref_name(obj, "imageRef")
         image = self.ctx.kube.get_or_none(custom_path(names.IMAGES, ref)) if ref else None
         if image is None:
             raise BuildError(names.ERROR_IMAGE_NOT_FOUND, f"Image {ref} does not exist")
-        return ImageSource.from_image(image)
+        return image
 
     def _count_image(self, cached: CachedImage) -> None:
         metrics = self.ctx.metrics

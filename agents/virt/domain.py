@@ -10,8 +10,9 @@ Choices (the reasons are in ``docs/agent.md``):
 
 * the domain UUID is the Instance's ``metadata.uid``; its name is
   ``<namespace>.<name>`` (both DNS labels, so the dot is unambiguous);
-* the root disk is a virtio qcow2 overlay, the NoCloud seed a read-only
-  CD-ROM (IDE on the ``pc`` machine, SATA on ``q35``);
+* the root disk is a qcow2 overlay on virtio (or SATA/SCSI, as the Image's
+  ``diskBus`` says), the NoCloud seed a read-only CD-ROM (IDE on the ``pc``
+  machine, SATA on ``q35``);
 * the serial console is a pty whose output virtlogd also appends to a log
   file, so ``virsh console`` works and the log survives restarts;
 * no NIC unless a libvirt network or bridge is configured: the MAC address is
@@ -38,6 +39,8 @@ CpuMode = Literal["none", "host-model", "host-passthrough", "custom"]
 #: "default" leaves them in the normal class (no ``<cputune>``).
 VcpuScheduler = Literal["default", "batch", "idle"]
 VCPU_SCHEDULERS: tuple[str, ...] = ("default", "batch", "idle")
+DiskBus = Literal["virtio", "sata", "scsi"]
+NicModel = Literal["virtio", "e1000", "rtl8139"]
 
 _NS = "{" + names.DOMAIN_XMLNS + "}"
 
@@ -81,6 +84,10 @@ class DomainSpec:
     arch: str = "x86_64"
     machine: str = "pc"
     firmware: Literal["bios", "uefi"] = "bios"
+    #: The UEFI variable store of this domain (uefi only): libvirt copies
+    #: the firmware's template there at the first start; it goes with the
+    #: Instance's directory.
+    nvram_path: str | None = None
     cpu_mode: CpuMode | None = None  # None: host-model on kvm, none on qemu
     cpu_model: str | None = None  # with cpu_mode custom
     disk_cache: str = "none"
@@ -99,6 +106,19 @@ class DomainSpec:
     vcpu_scheduler: VcpuScheduler = "default"
     #: A VGA display whose VNC server listens nowhere (reached through libvirt).
     vnc: bool = True
+    #: The guest's OS family (Image properties.osType): a Windows guest keeps
+    #: its clock in local time and, on KVM, gets the Hyper-V enlightenments.
+    os_type: Literal["linux", "windows"] = "linux"
+    #: The root disk's bus (Image properties.diskBus): virtio, sata or scsi.
+    disk_bus: DiskBus = "virtio"
+    #: The NIC model (Image properties.nicModel): virtio, e1000 or rtl8139.
+    nic_model: NicModel = "virtio"
+    #: Dedicated CPUs: the host CPU of each vCPU (``<vcpupin>``), or empty.
+    pinned_cpus: tuple[int, ...] = ()
+    #: The host's shared CPUs (a libvirt cpuset) when some are dedicated:
+    #: where a floating guest's vCPUs and a pinned guest's emulator threads
+    #: run; None: anywhere.
+    shared_cpuset: str | None = None
 
     @property
     def domain_name(self) -> str:
@@ -139,6 +159,17 @@ def _validate(spec: DomainSpec) -> None:
         raise DomainSpecError(
             f"vcpu scheduler must be one of {', '.join(VCPU_SCHEDULERS)}, "
             f"not {spec.vcpu_scheduler!r}")
+    if spec.pinned_cpus and len(spec.pinned_cpus) != spec.vcpus:
+        raise DomainSpecError(f"{len(spec.pinned_cpus)} pinned CPUs for {spec.vcpus} vCPUs")
+    if len(set(spec.pinned_cpus)) != len(spec.pinned_cpus):
+        raise DomainSpecError("two vCPUs pinned to one host CPU")
+    if spec.nvram_path and spec.firmware != "uefi":
+        raise DomainSpecError("an NVRAM file is for UEFI firmware only")
+    if spec.disk_bus not in ("virtio", "sata", "scsi"):
+        raise DomainSpecError(f"disk bus must be virtio, sata or scsi, not {spec.disk_bus!r}")
+    if spec.nic_model not in ("virtio", "e1000", "rtl8139"):
+        raise DomainSpecError(
+            f"NIC model must be virtio, e1000 or rtl8139, not {spec.nic_model!r}")
     if spec.disk_format not in ("qcow2", "raw"):
         raise DomainSpecError(f"disk format must be qcow2 or raw, not {spec.disk_format!r}")
     for what in (spec.meta.namespace, spec.meta.name):
@@ -165,11 +196,11 @@ def build_domain_xml(spec: DomainSpec) -> str:
     dom.append(metadata_element(spec.meta))
     _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
     _sub(dom, "currentMemory", str(spec.memory_mib), unit="MiB")
-    _sub(dom, "vcpu", str(spec.vcpus), placement="static")
-    if spec.vcpu_scheduler != "default":
-        cputune = _sub(dom, "cputune")
-        vcpus = "0" if spec.vcpus == 1 else f"0-{spec.vcpus - 1}"
-        _sub(cputune, "vcpusched", vcpus=vcpus, scheduler=spec.vcpu_scheduler)
+    vcpu_attrs = {"placement": "static"}
+    if spec.shared_cpuset and not spec.pinned_cpus:
+        vcpu_attrs["cpuset"] = spec.shared_cpuset
+    _sub(dom, "vcpu", str(spec.vcpus), **vcpu_attrs)
+    _cputune(dom, spec)
     _machine(dom, spec)
     # The agent, not libvirt, decides whether a stopped guest comes back.
     _sub(dom, "on_poweroff", "destroy")
@@ -180,11 +211,34 @@ def build_domain_xml(spec: DomainSpec) -> str:
     return ET.tostring(dom, encoding="unicode")
 
 
+def _cputune(dom: ET.Element, spec: DomainSpec) -> None:
+    """Pinning (each vCPU on its dedicated CPU, the emulator threads on the
+    shared ones) and the vCPU threads' scheduling class."""
+    if not spec.pinned_cpus and spec.vcpu_scheduler == "default":
+        return
+    cputune = _sub(dom, "cputune")
+    for vcpu, cpu in enumerate(spec.pinned_cpus):
+        _sub(cputune, "vcpupin", vcpu=str(vcpu), cpuset=str(cpu))
+    if spec.pinned_cpus and spec.shared_cpuset:
+        _sub(cputune, "emulatorpin", cpuset=spec.shared_cpuset)
+    if spec.vcpu_scheduler != "default":
+        vcpus = "0" if spec.vcpus == 1 else f"0-{spec.vcpus - 1}"
+        _sub(cputune, "vcpusched", vcpus=vcpus, scheduler=spec.vcpu_scheduler)
+
+
 def _machine(dom: ET.Element, spec: DomainSpec) -> None:
     """Firmware, features, CPU model and clock."""
     os_attrs = {"firmware": "efi"} if spec.firmware == "uefi" else {}
     os_el = _sub(dom, "os", **os_attrs)
     _sub(os_el, "type", "hvm", arch=spec.arch, machine=spec.machine)
+    if spec.firmware == "uefi":
+        # libvirt picks the OVMF build from the firmware descriptors
+        # (/usr/share/qemu/firmware); secure boot would need SMM and enrolled
+        # keys, so a plain OVMF is asked for.
+        fw = _sub(os_el, "firmware")
+        _sub(fw, "feature", enabled="no", name="secure-boot")
+        if spec.nvram_path:
+            _sub(os_el, "nvram", spec.nvram_path)
     _sub(os_el, "boot", dev="hd")
 
     features = _sub(dom, "features")
@@ -193,6 +247,12 @@ def _machine(dom: ET.Element, spec: DomainSpec) -> None:
         _sub(features, "apic")
     else:
         _sub(features, "gic", version="3")
+    windows = spec.os_type == "windows"
+    if windows and spec.domain_type == "kvm":
+        hyperv = _sub(features, "hyperv", mode="custom")
+        _sub(hyperv, "relaxed", state="on")
+        _sub(hyperv, "vapic", state="on")
+        _sub(hyperv, "spinlocks", state="on", retries="8191")
 
     cpu_mode = spec.cpu_mode or ("host-model" if spec.domain_type == "kvm" else "none")
     if cpu_mode == "host-model":
@@ -203,7 +263,7 @@ def _machine(dom: ET.Element, spec: DomainSpec) -> None:
         cpu = _sub(dom, "cpu", mode="custom", match="exact", check="partial")
         _sub(cpu, "model", spec.cpu_model, fallback="allow")
 
-    clock = _sub(dom, "clock", offset="utc")
+    clock = _sub(dom, "clock", offset="localtime" if windows else "utc")
     if spec.arch in ("x86_64", "i686"):
         _sub(clock, "timer", name="rtc", tickpolicy="catchup")
         _sub(clock, "timer", name="pit", tickpolicy="delay")
@@ -215,17 +275,19 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
     if spec.emulator:
         _sub(devices, "emulator", spec.emulator)
 
+    cd_bus, cd_dev = _cdrom_bus(spec.machine, spec.arch)
+    if spec.disk_bus == "scsi" or (spec.seed_path and cd_bus == "scsi"):
+        _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     disk = _sub(devices, "disk", type="file", device="disk")
     _sub(disk, "driver", name="qemu", type=spec.disk_format, cache=spec.disk_cache,
          discard="unmap")
     _sub(disk, "source", file=spec.disk_path)
-    _sub(disk, "target", dev="vda", bus="virtio")
+    root_dev = "vda" if spec.disk_bus == "virtio" else "sda"
+    _sub(disk, "target", dev=root_dev, bus=spec.disk_bus)
     _sub(disk, "serial", spec.meta.uid.replace("-", "")[:20])
 
     if spec.seed_path:
-        bus, dev = _cdrom_bus(spec.machine, spec.arch)
-        if bus == "scsi":
-            _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+        bus, dev = cd_bus, ("sdb" if cd_dev == root_dev else cd_dev)
         cd = _sub(devices, "disk", type="file", device="cdrom")
         _sub(cd, "driver", name="qemu", type="raw")
         _sub(cd, "source", file=spec.seed_path)
@@ -240,7 +302,7 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
             nic = _sub(devices, "interface", type="bridge")
             _sub(nic, "source", bridge=spec.bridge or "")
         _sub(nic, "mac", address=spec.mac or mac_for(spec.meta.uid))
-        _sub(nic, "model", type="virtio")
+        _sub(nic, "model", type=spec.nic_model)
 
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "log", file=spec.console_log, append="on")

@@ -146,6 +146,9 @@ class HostInfo:
     hypervisor_type: str
     hypervisor_version: str
     libvirt_version: str
+    #: Firmware guests can boot with here ("bios", and "uefi" when libvirt's
+    #: domain capabilities offer an EFI firmware, e.g. Debian's ovmf).
+    firmwares: tuple[str, ...] = ("bios",)
 
 
 def _version(v: int) -> str:
@@ -524,7 +527,9 @@ class LibvirtDriver:
         except (OSError, ValueError):
             return None
 
-    def host_info(self) -> HostInfo:
+    def host_info(self, virttype: str | None = None, machine: str | None = None) -> HostInfo:
+        """The host's capacity, CPU, hypervisor and the firmware available to
+        guests of ``virttype`` (qemu or kvm) on ``machine``."""
         conn = self.conn
         arch, memory_mib, cpus = "x86_64", 0, 0
         try:
@@ -551,6 +556,7 @@ class LibvirtDriver:
             cpu_features=tuple(sorted({f for f in features if f})),
             hypervisor_type=hv_type, hypervisor_version=hv_version,
             libvirt_version=_version(conn.getLibVersion()),
+            firmwares=guest_firmwares(conn, arch, virttype, machine),
         )
 
 
@@ -595,6 +601,22 @@ def _guest_addresses(ifaces: dict) -> list[dict[str, str]]:
                 entry["mac"] = data["hwaddr"].lower()
             out.append(entry)
     return out
+
+
+def guest_firmwares(conn: libvirt.virConnect, arch: str, virttype: str | None,
+                    machine: str | None) -> tuple[str, ...]:
+    """("bios",), plus "uefi" when libvirt's domain capabilities
+    (``virConnectGetDomainCapabilities``) list the ``efi`` firmware or an
+    EFI loader (a drivers that cannot tell, like test://, gives BIOS only)."""
+    try:
+        caps = ET.fromstring(conn.getDomainCapabilities(None, arch, machine, virttype, 0))
+    except (libvirt.libvirtError, ET.ParseError) as exc:
+        log.info("no domain capabilities (%s): BIOS firmware only", exc)
+        return ("bios",)
+    values = [v.text or "" for v in caps.findall("os/enum[@name='firmware']/value")]
+    loaders = [v.text or "" for v in caps.findall("os/loader/value")]
+    efi = "efi" in values or any("OVMF" in p or "edk2" in p for p in loaders)
+    return ("bios", "uefi") if efi else ("bios",)
 
 
 def _host_cpu(conn: libvirt.virConnect) -> tuple[str, str, list[str]]:

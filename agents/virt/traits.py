@@ -2,7 +2,8 @@
 
 Pure functions: :func:`host_traits` maps libvirt CPU feature names onto
 os-traits names (``HW_CPU_X86_*``) and adds the ``COMPUTE_*`` capabilities
-this driver offers; :func:`inventory` turns capacity plus the Host's
+this driver offers (``COMPUTE_FIRMWARE_UEFI`` where libvirt offers an EFI
+firmware); :func:`inventory` turns capacity plus the Host's
 allocation ratios and reserved amounts into a Placement inventory.
 """
 
@@ -48,10 +49,15 @@ DRIVER_TRAITS = (
     "COMPUTE_STORAGE_BUS_VIRTIO",
     "COMPUTE_STORAGE_BUS_IDE",
     "COMPUTE_STORAGE_BUS_SATA",
+    "COMPUTE_STORAGE_BUS_SCSI",
     "COMPUTE_NET_VIF_MODEL_VIRTIO",
-    "COMPUTE_FIRMWARE_BIOS",
+    "COMPUTE_NET_VIF_MODEL_E1000",
+    "COMPUTE_NET_VIF_MODEL_RTL8139",
     "COMPUTE_GRAPHICS_MODEL_NONE",
 )
+
+#: Traits of the firmware libvirt offers guests (HostInfo.firmwares).
+FIRMWARE_TRAITS = {"bios": "COMPUTE_FIRMWARE_BIOS", "uefi": "COMPUTE_FIRMWARE_UEFI"}
 
 
 def cpu_traits(arch: str, features: tuple[str, ...] | list[str]) -> set[str]:
@@ -78,6 +84,7 @@ def host_traits(
     traits = set(cpu_traits(info.arch, info.cpu_features))
     traits.update(t for t in ARCH_TRAITS.get(info.arch, ()) if t in _ALL)
     traits.update(t for t in DRIVER_TRAITS if t in _ALL)
+    traits.update(FIRMWARE_TRAITS[f] for f in info.firmwares if f in FIRMWARE_TRAITS)
     for t in custom or []:
         if t.startswith("CUSTOM_"):
             traits.add(t)
@@ -97,9 +104,15 @@ def inventory(
     disk_gib: int,
     ratios: dict | None = None,
     reserved: dict | None = None,
+    extra: dict | None = None,
+    pcpus: int = 0,
 ) -> dict[str, dict]:
-    """The Placement inventory of a host.  ``ratios`` and ``reserved`` are the
-    Host spec's ``allocationRatios`` and ``reserved`` (camelCase keys)."""
+    """The Placement inventory of a host.  ``ratios``, ``reserved`` and
+    ``extra`` are the Host spec's ``allocationRatios``, ``reserved`` and
+    ``extraResources`` (camelCase keys): each ``CUSTOM_*`` class of
+    ``extra`` is added with its total, reserved amount and ratio.  ``pcpus``
+    of the ``vcpus`` host CPUs are dedicated: PCPU (never overcommitted),
+    the rest VCPU."""
     ratios = ratios or {}
     reserved = reserved or {}
 
@@ -114,8 +127,17 @@ def inventory(
             "allocation_ratio": float(ratio),
         }
 
-    return {
-        "VCPU": entry(vcpus, reserved.get("vcpus", 0), ratios.get("vcpu", 4.0)),
+    inv = {
+        "VCPU": entry(vcpus - pcpus, reserved.get("vcpus", 0), ratios.get("vcpu", 4.0)),
         "MEMORY_MB": entry(memory_mib, reserved.get("memoryMiB", 512), ratios.get("memory", 1.0)),
         "DISK_GB": entry(disk_gib, reserved.get("diskGiB", 0), ratios.get("disk", 1.0)),
     }
+    if pcpus > 0:
+        inv["PCPU"] = entry(pcpus, 0, 1.0)
+        if vcpus - pcpus < 1:
+            del inv["VCPU"]  # every CPU is dedicated
+    for rc, amounts in sorted((extra or {}).items()):
+        if rc.startswith("CUSTOM_") and int(amounts.get("total") or 0) >= 1:
+            inv[rc] = entry(amounts["total"], amounts.get("reserved", 0),
+                            amounts.get("allocationRatio", 1.0))
+    return inv

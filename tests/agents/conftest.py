@@ -106,13 +106,16 @@ class Harness:
         self.core = client.CoreV1Api(k8s_client)
         self.coord = client.CoordinationV1Api(k8s_client)
         self.images: list[str] = []
+        self.flavors: list[str] = []
         self.agents: list = []
 
     # ---- objects
     def image(self, name: str, path: Path | None = None, sha256: str | None = "auto",
-              url: str | None = None) -> dict:
+              url: str | None = None, properties: dict | None = None) -> dict:
         source = {"url": url} if url else {"hostPath": str(path)}
-        spec = {"source": source, "format": "qcow2"}
+        spec: dict = {"source": source, "format": "qcow2"}
+        if properties:
+            spec["properties"] = properties
         if sha256 == "auto" and path is not None and path.exists():
             sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         if sha256 and sha256 != "auto":
@@ -125,12 +128,19 @@ class Harness:
     def instance(self, name: str, image: str, *, run_strategy: str = "Always",
                  user_data: str | None = None, secret: tuple[str, str] | None = None,
                  schedule: bool = True, annotations: dict | None = None,
-                 resources: dict | None = None, hostname: str | None = None) -> dict:
+                 resources: dict | None = None, hostname: str | None = None,
+                 flavor: str | None = None) -> dict:
+        """An Instance of ``image``, sized by ``flavor`` or ``resources``;
+        ``schedule``: placed on the harness's host as the operator would
+        (False: left to the operator)."""
         spec: dict = {
             "resources": resources or {"vcpus": 1, "memoryMiB": 128, "diskGiB": 1},
             "imageRef": {"name": image},
             "runStrategy": run_strategy,
         }
+        if flavor:
+            spec["flavorRef"] = {"name": flavor}
+            del spec["resources"]
         if user_data is not None:
             spec["userData"] = {"inline": user_data}
         if secret is not None:
@@ -201,6 +211,13 @@ class Harness:
             lambda: (c := self.cond(name, ctype)) and c["status"] == status and c,
             timeout, what=f"{name} condition {ctype}={status}")
 
+    def flavor(self, name: str, **spec) -> None:
+        """A Flavor (removed by :meth:`cleanup`)."""
+        self.custom.create_cluster_custom_object(G, V, "flavors", {
+            "apiVersion": contract.API_VERSION, "kind": "Flavor", "metadata": {"name": name},
+            "spec": spec})
+        self.flavors.append(name)
+
     # ---- agents
     def agent(self, instance_dir: Path | None = None, **kw):
         from kova.agents.app import Agent
@@ -225,11 +242,12 @@ class Harness:
 
         for a in self.agents:
             a.stop()
-        for name in self.images:
-            try:
-                self.custom.delete_cluster_custom_object(G, V, "images", name)
-            except ApiException:
-                pass
+        for plural, names in (("images", self.images), ("flavors", self.flavors)):
+            for name in names:
+                try:
+                    self.custom.delete_cluster_custom_object(G, V, plural, name)
+                except ApiException:
+                    pass
         try:
             self.custom.delete_cluster_custom_object(G, V, "hosts", self.host)
         except ApiException:

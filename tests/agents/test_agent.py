@@ -424,6 +424,27 @@ def test_guest_vcpu_scheduler_reaches_the_domain(harness, small_image, libvirt_c
                   for s in root.findall("cputune/vcpusched")) == [("0", "idle"), ("1", "idle")]
 
 
+def test_image_firmware_reaches_the_domain(harness, small_image, libvirt_conn, tmp_path):
+    """An Image with properties.firmware: uefi gives a domain with the EFI
+    firmware and a variable store in the Instance's directory; a BIOS Image
+    neither."""
+    import xml.etree.ElementTree as ET
+
+    harness.image("uefi", small_image, properties={"firmware": "uefi"})
+    harness.image("bios", small_image)
+    harness.agent()
+    uefi = harness.instance("vm-uefi", "uefi")["metadata"]["uid"]
+    bios = harness.instance("vm-bios", "bios")["metadata"]["uid"]
+    harness.wait_phase("vm-uefi", "Running")
+    harness.wait_phase("vm-bios", "Running")
+    os_el = ET.fromstring(_domain(libvirt_conn, uefi).XMLDesc(0)).find("os")
+    assert os_el.get("firmware") == "efi"
+    assert os_el.findtext("nvram") == str(tmp_path / "instances" / uefi / "nvram.fd")
+    assert os_el.find("firmware/feature").attrib == {"enabled": "no", "name": "secure-boot"}
+    os_el = ET.fromstring(_domain(libvirt_conn, bios).XMLDesc(0)).find("os")
+    assert os_el.get("firmware") is None and os_el.find("nvram") is None
+
+
 def test_domains_of_other_hosts_are_never_touched(harness, libvirt_conn, make_spec):
     from kova.agents.virt.domain import DomainMetadata, build_domain_xml
 

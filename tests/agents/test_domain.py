@@ -152,7 +152,18 @@ def test_mac_is_deterministic_and_local():
 
 
 def test_uefi_firmware(make_spec):
-    assert _root(make_spec(firmware="uefi")).find("os").get("firmware") == "efi"
+    os_el = _root(make_spec(firmware="uefi", nvram_path="/i/u/nvram.fd")).find("os")
+    assert os_el.get("firmware") == "efi"
+    assert os_el.findtext("nvram") == "/i/u/nvram.fd"
+    assert os_el.find("firmware/feature").attrib == {"enabled": "no", "name": "secure-boot"}
+    bios = _root(make_spec()).find("os")
+    assert bios.get("firmware") is None and bios.find("nvram") is None
+    assert bios.find("firmware") is None
+
+
+def test_nvram_without_uefi_is_refused(make_spec):
+    with pytest.raises(DomainSpecError, match="UEFI"):
+        build_domain_xml(make_spec(nvram_path="/i/u/nvram.fd"))
 
 
 def test_metadata_round_trip(make_spec):
@@ -245,3 +256,38 @@ def test_vnc_display_listens_nowhere(make_spec) -> None:
     assert root.find("devices/video/model").get("type") == "vga"
     plain = ET.fromstring(build_domain_xml(make_spec(vnc=False)))
     assert plain.find("devices/graphics") is None and plain.find("devices/video") is None
+
+
+def test_root_disk_bus_and_seed_cdrom_do_not_collide(make_spec):
+    root = _root(make_spec(disk_bus="sata", machine="q35"))
+    disk, cd = root.findall("devices/disk")
+    assert disk.find("target").attrib == {"dev": "sda", "bus": "sata"}
+    assert cd.find("target").attrib == {"dev": "sdb", "bus": "sata"}
+    root = _root(make_spec(disk_bus="scsi"))
+    assert len(root.findall("devices/controller[@type='scsi']")) == 1
+    disk, cd = root.findall("devices/disk")
+    assert disk.find("target").attrib == {"dev": "sda", "bus": "scsi"}
+    assert cd.find("target").attrib == {"dev": "hdc", "bus": "ide"}
+    assert _root(make_spec()).find("devices/controller") is None
+
+
+def test_nic_model(make_spec):
+    root = _root(make_spec(network="default", nic_model="e1000"))
+    assert root.find("devices/interface/model").get("type") == "e1000"
+
+
+@pytest.mark.parametrize("kw", [{"disk_bus": "ide"}, {"nic_model": "ne2k"}])
+def test_unknown_bus_or_model_is_refused(make_spec, kw):
+    with pytest.raises(DomainSpecError):
+        build_domain_xml(make_spec(**kw))
+
+
+def test_windows_guest_clock_and_hyperv(make_spec):
+    win = _root(make_spec(os_type="windows", domain_type="kvm"))
+    assert win.find("clock").get("offset") == "localtime"
+    assert {e.tag for e in win.find("features/hyperv")} == {"relaxed", "vapic", "spinlocks"}
+    tcg = _root(make_spec(os_type="windows"))
+    assert tcg.find("clock").get("offset") == "localtime"
+    assert tcg.find("features/hyperv") is None
+    linux = _root(make_spec(domain_type="kvm"))
+    assert linux.find("clock").get("offset") == "utc" and linux.find("features/hyperv") is None

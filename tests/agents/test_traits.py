@@ -58,3 +58,28 @@ def test_inventory_ratios_and_reserved():
                            "step_size": 1, "allocation_ratio": 16.0}
     assert inv["MEMORY_MB"]["reserved"] == 2048  # clamped to total
     assert inv["DISK_GB"]["allocation_ratio"] == 2.0
+
+
+def test_firmware_traits_follow_what_libvirt_offers():
+    bios_only = traits.host_traits(_info())
+    assert "COMPUTE_FIRMWARE_BIOS" in bios_only and "COMPUTE_FIRMWARE_UEFI" not in bios_only
+    both = traits.host_traits(_info(firmwares=("bios", "uefi")))
+    assert {"COMPUTE_FIRMWARE_BIOS", "COMPUTE_FIRMWARE_UEFI"} <= set(both)
+
+
+def test_extra_resources_join_the_inventory():
+    inv = traits.inventory(vcpus=4, memory_mib=4096, disk_gib=10,
+                           extra={"CUSTOM_GPU": {"total": 2, "reserved": 1},
+                                  "CUSTOM_FPGA": {"total": 4, "allocationRatio": 2.0}})
+    assert inv["CUSTOM_GPU"]["total"] == 2 and inv["CUSTOM_GPU"]["reserved"] == 1
+    assert inv["CUSTOM_FPGA"]["allocation_ratio"] == 2.0
+    assert {"VCPU", "MEMORY_MB", "DISK_GB"} <= set(inv)
+
+
+def test_dedicated_cpus_are_pcpu_inventory():
+    inv = traits.inventory(vcpus=8, memory_mib=4096, disk_gib=10, pcpus=2)
+    assert inv["PCPU"]["total"] == 2 and inv["PCPU"]["allocation_ratio"] == 1.0
+    assert inv["VCPU"]["total"] == 6
+    every = traits.inventory(vcpus=2, memory_mib=4096, disk_gib=10, pcpus=2)
+    assert every["PCPU"]["total"] == 2 and "VCPU" not in every
+    assert "PCPU" not in traits.inventory(vcpus=2, memory_mib=4096, disk_gib=10)

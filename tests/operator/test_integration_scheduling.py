@@ -230,3 +230,35 @@ def test_requested_host_and_different_host_hints(cluster):
     assert host_of(cluster.wait_scheduled("apart")) == a
     cluster.create_instance("together", schedulingHints={"sameHost": ["pinned"]})
     assert host_of(cluster.wait_scheduled("together")) == b
+
+
+def test_unservable_requests_wait_with_a_condition_naming_the_field(cluster):
+    """What no host can serve -- a custom resource nobody offers, dedicated
+    CPUs where no host has PCPU, a UEFI Image where no host boots UEFI --
+    waits in Pending with a NoValidHost condition that names the resource or
+    trait and the field that asked for it, on the first attempt."""
+    cluster.add_host("h1")
+    cluster.start_operator()
+    gpu, pinned = cluster.name("gpu"), cluster.name("pinned")
+    cluster.create_flavor(gpu, vcpus=1, memoryMiB=256, diskGiB=1,
+                          extraSpecs={"resources": {"CUSTOM_GPU": 1}})
+    cluster.create_flavor(pinned, vcpus=1, memoryMiB=256, diskGiB=1,
+                          extraSpecs={"cpuPolicy": "dedicated"})
+    uefi = cluster.name("uefi")
+    cluster.create_image(uefi, properties={"architecture": "x86_64", "firmware": "uefi"})
+    cluster.create_instance("gpu", flavorRef={"name": gpu})
+    cluster.create_instance("pinned", flavorRef={"name": pinned})
+    cluster.create_instance("uefi", imageRef={"name": uefi})
+    expected = {
+        "gpu": f"no host offers resource class CUSTOM_GPU (from Flavor {gpu} "
+               "extraSpecs.resources.CUSTOM_GPU)",
+        "pinned": f"no host has 1 PCPU free (from Flavor {pinned} vcpus with "
+                  "extraSpecs.cpuPolicy: dedicated)",
+        "uefi": f"no host has trait COMPUTE_FIRMWARE_UEFI (from Image {uefi} "
+                "properties.firmware: uefi)",
+    }
+    for name, text in expected.items():
+        inst = cluster.wait_reason(name, contract.REASON_NO_VALID_HOST, timeout=15)
+        assert inst["status"]["phase"] == "Pending"
+        msg = condition(inst, contract.COND_SCHEDULED)["message"]
+        assert text in msg, msg

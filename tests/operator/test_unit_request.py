@@ -130,3 +130,35 @@ def test_server_group_and_hints():
 
 def test_format_resources_skips_zero():
     assert format_resources({"VCPU": 1, "X": 0}) == "VCPU:1"
+
+
+def test_origins_name_the_field_behind_each_resource_and_trait():
+    flavor = {**FLAVOR, "extraSpecs": {"cpuPolicy": "dedicated",
+                                       "resources": {"CUSTOM_GPU": 1},
+                                       "traits": {"required": ["CUSTOM_FAST"]}}}
+    image = {"properties": {"architecture": "x86_64", "firmware": "uefi"}}
+    req, _ = build_request(inst(traits={"required": ["CUSTOM_SSD"]}), flavor=flavor, image=image)
+    assert req.resources["PCPU"] == 2 and "VCPU" not in req.resources
+    assert req.origin("PCPU") == " (from Flavor small vcpus with extraSpecs.cpuPolicy: dedicated)"
+    assert req.origin("CUSTOM_GPU") == " (from Flavor small extraSpecs.resources.CUSTOM_GPU)"
+    assert req.origin("CUSTOM_FAST") == " (from Flavor small extraSpecs.traits.required)"
+    assert req.origin("CUSTOM_SSD") == " (from spec.traits.required)"
+    assert req.origin("COMPUTE_FIRMWARE_UEFI") == " (from Image img properties.firmware: uefi)"
+    assert req.origin("HW_ARCH_X86_64") == " (from Image img properties.architecture: x86_64)"
+    assert req.origin("COMPUTE_STATUS_DISABLED") == ""
+
+
+def test_origins_of_inline_resources():
+    req, _ = build_request(inst(flavorRef=None, resources=FLAVOR), flavor=None, image=IMAGE)
+    assert req.origin("MEMORY_MB") == " (from spec.resources.memoryMiB)"
+
+
+def test_disk_bus_and_nic_model_require_their_traits():
+    image = {"properties": {"architecture": "x86_64", "diskBus": "sata", "nicModel": "e1000"}}
+    req, _ = build_request(inst(), flavor=FLAVOR, image=image)
+    assert {"COMPUTE_STORAGE_BUS_SATA", "COMPUTE_NET_VIF_MODEL_E1000"} <= req.required
+    assert req.origin("COMPUTE_STORAGE_BUS_SATA") == " (from Image img properties.diskBus: sata)"
+    virtio = {"properties": {"architecture": "x86_64", "diskBus": "virtio",
+                             "nicModel": "virtio"}}
+    req, _ = build_request(inst(), flavor=FLAVOR, image=virtio)
+    assert req.required == {"HW_ARCH_X86_64"}
