@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # OpenStack Keystone and keystonemiddleware in their own virtualenv under
 # ${KOVA_CACHE:-~/.cache/kova}/keystone, for the test that puts Kova
-# Placement behind a real Keystone (tests/placement/test_keystone.py).
+# Placement behind a real Keystone (tests/integration/placement/test_keystone.py).
 # Idempotent; prints the virtualenv's python.
 set -euo pipefail
 KOVA_CACHE="${KOVA_CACHE:-${HOME}/.cache/kova}"

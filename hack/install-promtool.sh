@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install promtool (checks and unit-tests Prometheus alerting rules: the
-# chart's PrometheusRule, tests/helm/test_alerts.py) and cache it under
+# chart's PrometheusRule, tests/unit/helm/test_alerts.py) and cache it under
 # ${KOVA_CACHE:-$HOME/.cache/kova}/bin. promtool ships in Debian's
 # `prometheus` package; only the binary is needed, so the package is
 # downloaded and promtool extracted from it (no Prometheus service is

@@ -1,7 +1,7 @@
 """Helpers for the scheduling fault tests (racing schedulers, operator crash,
 Placement and Postgres restarts).
 
-The simulated hosts are registered the way ``tests/operator/conftest.py``
+The simulated hosts are registered the way ``tests/fixtures/operator.py``
 does it (its ``Cluster``: a resource provider with inventory and traits, a
 Host whose status.resourceProviderUUID names it, a heartbeat Lease); the
 operator runs as real ``kova operator run`` subprocesses.  What is counted
@@ -29,12 +29,12 @@ import httpx
 
 from kova.crds import names as contract
 from kova.dev.metrics import scrape  # noqa: F401  (used by the fault tests as s.scrape)
-from tests.helpers import free_port, wait_for
-from tests.operator.conftest import (
+from tests.fixtures.operator import (
     Cluster,
     cluster_on,  # noqa: F401  (used by the fault tests as s.cluster_on)
 )
-from tests.operator.conftest import PlacementServer as _PlacementHelpers
+from tests.fixtures.operator import PlacementServer as _PlacementHelpers
+from tests.helpers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KOVA = [sys.executable, "-m", "kova.cli"]

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.operator.conftest import placement_server  # noqa: F401 (fixture: Placement on SQLite)
+from tests.fixtures.operator import placement_server  # noqa: F401 (fixture: Placement on SQLite)
 from tests.reliability import scheduling as s
 from tests.reliability.record import long_run, record
 

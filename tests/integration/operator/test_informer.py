@@ -9,13 +9,9 @@ import asyncio
 import signal
 import uuid
 
-import pytest
-
 from kova.crds import names
 from kova.kube import Credentials
 from kova.operator.informer import MISSING, Informer, RunOptions
-
-pytestmark = pytest.mark.integration
 
 G, V = names.GROUP, names.VERSION
 

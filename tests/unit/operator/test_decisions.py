@@ -20,8 +20,6 @@ from kova.operator.host.view import lease_duration, lease_fresh, parse_time
 from kova.operator.leadership import is_leader, peering_path
 from kova.operator.servergroup.controller import group_status, policy_satisfied
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize("alive, has_lease, current, want", [
     (True, True, None, HostState.UP),

@@ -22,8 +22,6 @@ from kova.operator.settings import Settings
 from kova.placement_client import PlacementClient
 from kova.workqueue import AsyncWorkQueue
 
-pytestmark = pytest.mark.unit
-
 KEY = ("inst", "ns", "vm-1")
 
 

@@ -17,8 +17,6 @@ from kova.operator.instance.plan import Action, Facts, HostFacts, next_step
 
 from .instances import HOST, build_failed, instance
 
-pytestmark = pytest.mark.unit
-
 A = Action
 UP = HostFacts(exists=True)
 DOWN = HostFacts(exists=True, down=True)

@@ -11,8 +11,6 @@ from kova.operator.instance import status as st
 
 from .instances import HOST, build_failed, instance
 
-pytestmark = pytest.mark.unit
-
 NOW = "2026-02-03T04:05:06Z"
 SIZE = {"vcpus": 1, "memoryMiB": 512, "diskGiB": 1}
 
