@@ -1,4 +1,4 @@
-"""Bad input that passes admission but cannot be satisfied (issue #9).
+"""Bad input that passes admission but cannot be satisfied.
 
 Five Instances are accepted by the API server and cannot be built as written:
 an unknown Flavor, an Image whose URL points at a closed port, one whose host

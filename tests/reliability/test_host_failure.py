@@ -1,4 +1,4 @@
-"""Host failure, fencing and evacuation (issue #9), operator level.
+"""Host failure, fencing and evacuation, operator level.
 
 The real operator (a subprocess) against the session's kube-apiserver and a
 real Placement, with simulated hosts (a provider, a Host object and a Lease,

@@ -1,4 +1,4 @@
-"""libvirtd restart and API server unavailability (issue #9), real components.
+"""libvirtd restart and API server unavailability, real components.
 
 One test, one stack (on a private control plane), two rows of the table:
 

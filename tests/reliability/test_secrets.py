@@ -1,4 +1,4 @@
-"""Secrets stay secret (issue #9, security).
+"""Secrets stay secret (security).
 
 * Placement never writes a token into its log, with a token file or with
   TokenReview, at debug level, whatever the request's outcome.

@@ -1,4 +1,4 @@
-"""The agent and the real operator together (issue 6's ``kova operator run``),
+"""The agent and the real operator together (``kova operator run``),
 with the real Placement on SQLite and test:///default for libvirt: an
 Instance applied by a user is scheduled, built and reported Running; its
 allocation is on the agent's provider; a build failure goes back to the

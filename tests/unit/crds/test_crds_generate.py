@@ -285,7 +285,7 @@ def test_instance_printer_columns() -> None:
 
 
 # --------------------------------------------------------------------------
-# Enums from the issue
+# The API's enums
 
 
 def test_enums() -> None:
