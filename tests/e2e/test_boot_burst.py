@@ -103,7 +103,7 @@ def test_boot_userdata_kill9_readopt_stop_start_delete(
             _content_type="application/merge-patch+json")
         t1 = time.monotonic()
         agent = AgentProcess(harness, instance_dir, agent_log)
-        harness.wait_phase("e2e", "Running", timeout=10)
+        harness.wait_phase("e2e", "Running", timeout=60)  # a fresh process: imports, watch, first resync
         t_corrected = time.monotonic() - t1
         print(f"status corrected {t_corrected:.2f}s after the agent restart")
         assert harness.get("e2e")["status"]["powerState"] == "Running"
