@@ -57,7 +57,7 @@ from kova.agents.virt.images import ImageCache
 from kova.agents.watch import InstanceWatch
 from kova.crds.names import PowerState
 from kova.kube import Credentials, SyncKube
-from kova.placement_client import RetryPolicy, SyncPlacementClient, placement_unreachable
+from kova.placement_client import RetryPolicy, SyncPlacementClient
 from kova.workqueue import WorkQueue
 
 log = logging.getLogger("kova.agents.app")
@@ -266,15 +266,12 @@ class Agent:
                 next_resync = time.monotonic() + self.cfg.resync_seconds
 
     def _register_at_start(self) -> None:
+        """First registration; a Placement failure is recorded by the
+        registration itself (PlacementRegistered), anything else is logged."""
         try:
             self.registration.register()
-        except Exception as exc:
-            if not placement_unreachable(exc):
-                log.exception("host registration failed; retrying at the next check")
-                return
-            # Placement starting beside the agent (a fresh install): no traceback
-            log.warning("host registration failed: Placement is not reachable yet (%s); "
-                        "retrying at the next check", str(exc) or type(exc).__name__)
+        except Exception:
+            log.exception("host registration failed; retrying at the next check")
 
     def resync(self, strict: bool = False) -> None:
         """Queue every known Instance and every Kova domain (periodic

@@ -40,7 +40,7 @@ from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.kube import KubeError, custom_path, host_path
-from kova.placement_client import Conflict, SyncPlacementClient
+from kova.placement_client import Conflict, SyncPlacementClient, placement_unreachable
 
 if TYPE_CHECKING:  # pragma: no cover
     from kova.agents.stream.server import StreamServer
@@ -117,7 +117,12 @@ class Registration:
             except PLACEMENT_FAILURES as exc:
                 self.rp_uuid = None  # registered again at the next check
                 self.health.placement_failed(exc)
-                log.warning("registering host %s with Placement failed: %s", self.ctx.host, exc)
+                # Placement starting beside the agent (a fresh install) is
+                # one warning per check, without a traceback
+                why = ("Placement is not reachable yet" if placement_unreachable(exc)
+                       else "Placement refused it")
+                log.warning("registering host %s with Placement failed: %s (%s); retrying at "
+                            "the next check", self.ctx.host, why, str(exc) or type(exc).__name__)
             else:
                 self.health.placement_ok(body["resourceProviderUUID"])
         else:

@@ -166,7 +166,7 @@ def test_placement_not_reachable_yet_is_one_warning_line(harness, caplog):
     caplog.set_level(logging.INFO, logger="kova.agents")
     harness.agent(placement_url=f"http://127.0.0.1:{port}", placement_token="t",
                   placement_retry_seconds=1.0)
-    rec = wait_for(lambda: [r for r in caplog.records if "host registration failed" in
+    rec = wait_for(lambda: [r for r in caplog.records if "with Placement failed" in
                             r.getMessage()], 20, what="the registration attempt")
     assert rec[0].levelno == logging.WARNING and rec[0].exc_info is None
     assert "Placement is not reachable yet" in rec[0].getMessage()
