@@ -69,7 +69,7 @@ async def test_peering_installed_by_the_chart_needs_no_crd_access(k8s, k8s_clien
         creds = Credentials(k8s.server, ca_file=str(k8s.ca_file), token=token)
         settings = SimpleNamespace(all_namespaces=True, namespaces=[], peering_name=name)
         caplog.set_level(logging.INFO, logger="kova.operator.peering")
-        await ensure_peering(SimpleNamespace(creds=creds), settings)
+        await ensure_peering(creds, settings)
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     finally:
         rbac.delete_cluster_role_binding(name)

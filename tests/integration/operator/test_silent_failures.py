@@ -13,12 +13,21 @@ import pytest
 
 from kova.crds import names as contract
 from tests.fixtures.operator import cluster_on, condition, scheduled_reason
+from tests.helpers import wait_for
 from tests.reliability.scheduling import PlacementProcess
 
 
 def warnings_about(cluster, name: str, reason: str) -> list:
     return [e for e in cluster.core.list_namespaced_event(cluster.ns).items
             if e.involved_object.name == name and e.reason == reason and e.type == "Warning"]
+
+
+def assert_one_warning(cluster, name: str, reason: str) -> None:
+    """Exactly one Warning Event for ``reason`` (the recorder posts it just
+    after the condition is written, so it is waited for)."""
+    found = wait_for(lambda: warnings_about(cluster, name, reason), 10,
+                     what=f"a {reason} Event on {name}")
+    assert len(found) == 1, [e.message for e in found]
 
 
 def assert_cleared(cluster, name: str) -> None:
@@ -60,7 +69,7 @@ def test_placement_unreachable_shows_on_the_instance_and_clears(
             cluster, "vm1", contract.REASON_PLACEMENT_ERROR)) == 1, 10, "the Warning Event")
         placement.start()
         assert_cleared(cluster, "vm1")
-        assert len(warnings_about(cluster, "vm1", contract.REASON_PLACEMENT_ERROR)) == 1
+        assert_one_warning(cluster, "vm1", contract.REASON_PLACEMENT_ERROR)
         assert "waits for Placement" in cluster.operator_log()
 
 
@@ -78,11 +87,11 @@ def test_placement_refusing_the_operators_token_shows_and_clears(
         msg = condition(inst, contract.COND_SCHEDULED)["message"]
         assert "refused the operator's credentials" in msg and "HTTP 401" in msg
         assert wrong not in msg  # the token is never shown
-        assert len(warnings_about(cluster, "vm1", contract.REASON_PLACEMENT_UNAUTHORIZED)) == 1
+        assert_one_warning(cluster, "vm1", contract.REASON_PLACEMENT_UNAUTHORIZED)
         # Placement re-reads its token file: the operator's token becomes valid
         tokens.write_text(f"admin {good}\nadmin {wrong}\n")
         assert_cleared(cluster, "vm1")
-        assert len(warnings_about(cluster, "vm1", contract.REASON_PLACEMENT_UNAUTHORIZED)) == 1
+        assert_one_warning(cluster, "vm1", contract.REASON_PLACEMENT_UNAUTHORIZED)
 
 
 def test_no_valid_host_names_each_filter_with_its_count(cluster):
@@ -99,12 +108,12 @@ def test_no_valid_host_names_each_filter_with_its_count(cluster):
     assert msg == ("3 candidate host(s) from Placement, none passed the filters: "
                    "Heartbeat removed 2 (host down (heartbeat expired)), "
                    "KnownHost removed 1 (no Host object for provider)"), msg
-    assert len(warnings_about(cluster, "vm1", contract.REASON_NO_VALID_HOST)) == 1
+    assert_one_warning(cluster, "vm1", contract.REASON_NO_VALID_HOST)
     cluster.heartbeat(down)  # the cause fixed: its agent is back
     inst = cluster.wait_scheduled("vm1", timeout=30)
     assert inst["status"]["host"] == down
     assert scheduled_reason(inst) == contract.REASON_SCHEDULED
-    assert len(warnings_about(cluster, "vm1", contract.REASON_NO_VALID_HOST)) == 1
+    assert_one_warning(cluster, "vm1", contract.REASON_NO_VALID_HOST)
 
 
 def test_image_not_there_yet_shows_and_clears_when_it_is_created(cluster):
@@ -119,4 +128,4 @@ def test_image_not_there_yet_shows_and_clears_when_it_is_created(cluster):
         cluster, "vm1", contract.REASON_IMAGE_NOT_FOUND)) == 1, 10, "the Warning Event")
     cluster.create_image(image)  # the cause fixed
     assert_cleared(cluster, "vm1")
-    assert len(warnings_about(cluster, "vm1", contract.REASON_IMAGE_NOT_FOUND)) == 1
+    assert_one_warning(cluster, "vm1", contract.REASON_IMAGE_NOT_FOUND)
