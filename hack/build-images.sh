@@ -66,8 +66,15 @@ for tool in buildah mmdebstrap gcc; do
 done
 
 mkdir -p "${OCI_DIR}" "${STORAGE}" "${KOVA_CACHE}/tmp"
-exec 9>"${KOVA_CACHE}/.build-images.lock"
-flock 9
+# Builds (not lookups of cached archives) take one lock: checkouts sharing
+# the cache build one image at a time.
+locked=0
+lock_builds() {
+  ((locked)) && return 0
+  exec 9>"${KOVA_CACHE}/.build-images.lock"
+  flock -n 9 || { log "waiting for another image build (${KOVA_CACHE}/.build-images.lock)"; flock 9; }
+  locked=1
+}
 
 KOVA_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)"
 [[ -n "${KOVA_VERSION}" ]] || die "no version in pyproject.toml"
@@ -300,6 +307,11 @@ for name in "${want[@]}"; do
     [[ " ${images[*]} " == *" ${name} "* ]] && echo "${ref} ${archive}"
     continue
   fi
+  lock_builds
+  if [[ "${KOVA_REBUILD:-0}" != 1 && -s "${archive}" ]]; then  # built meanwhile, elsewhere
+    [[ " ${images[*]} " == *" ${name} "* ]] && echo "${ref} ${archive}"
+    continue
+  fi
   work="$(mktemp -d "${KOVA_CACHE}/tmp/image-${name}.XXXXXX")"
   case "${name}" in
     pause) build_pause "${key}" "${ref}" "${archive}" "${work}" ;;
@@ -324,9 +336,10 @@ for name in "${want[@]}"; do
   esac
   rm -rf "${work}"
   export_archive "${ref}" "${archive}"
-  # older archives of this image are superseded
+  # older archives of this image are superseded; those of the last day stay
+  # (other checkouts sharing this cache may be using theirs)
   find "${OCI_DIR}" -maxdepth 1 -name "${stem}-????????????????.tar" ! -name "${stem}-${key}.tar" \
-    -delete 2>/dev/null || true
+    -mmin +1440 -delete 2>/dev/null || true
   log "${ref}: ${archive} ($(du -h "${archive}" | cut -f1))"
   [[ " ${images[*]} " == *" ${name} "* ]] && echo "${ref} ${archive}"
 done

@@ -27,7 +27,10 @@ from kova.dev.node import build_images, ctr
 from tests.e2e.cluster.conftest import FIGURES, _progress
 from tests.helpers import wait_for
 
-pytestmark = pytest.mark.cluster
+# The first test starts the session's cluster, which builds Kova's image when
+# the sources changed (minutes on 2 shared cores, after any build of another
+# checkout holding the image cache's lock).
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 #: Shared between the ordered tests of this module.
 STATE: dict = {}
@@ -265,7 +268,9 @@ def test_pods_run_as_the_chart_says(node_cluster):
 
 def test_metrics_of_every_pod_scraped_through_its_service(node_cluster):
     """A pod in another namespace resolves each Service through the cluster
-    DNS and scrapes every address behind it, as Prometheus would."""
+    DNS and scrapes every address behind it, as Prometheus would (the metric
+    families it declares: a labelled family has no sample before its first
+    event)."""
     _require("release")
     targets = {f"{RELEASE}-placement": 8778, f"{RELEASE}-operator-metrics": 9090,
                f"{RELEASE}-agent-metrics": 9465, f"{RELEASE}-api": 9467}
@@ -279,7 +284,8 @@ def test_metrics_of_every_pod_scraped_through_its_service(node_cluster):
         "    out[svc] = {}\n"
         "    for a in addrs:\n"
         "        body = urllib.request.urlopen(f'http://{a}:{port}/metrics', timeout=10).read().decode()\n"
-        "        out[svc][a] = sorted({l.split('{')[0].split(' ')[0] for l in body.splitlines() if l and not l.startswith('#')})\n"
+        "        out[svc][a] = sorted({l.split('{')[0].split(' ')[0] for l in body.splitlines() if l and not l.startswith('#')}\n"
+        "                             | {l.split()[2] for l in body.splitlines() if l.startswith('# TYPE ')})\n"
         "print(json.dumps(out))\n"
     )
     node_cluster.kubectl("create", "namespace", "monitoring", check=False)
