@@ -98,7 +98,7 @@ def test_in_cluster_credentials_read_the_pods_service_account(tmp_path, monkeypa
     then names its ServiceAccount as its heartbeat Lease's owner."""
     from kubernetes.config import incluster_config
 
-    from kova.agents.agent import lease_owner
+    from kova.agents.heartbeat import lease_owner
 
     sa_dir = tmp_path / "serviceaccount"
     sa_dir.mkdir()
