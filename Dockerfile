@@ -11,7 +11,7 @@
 #   docker build -t kova:dev .
 #
 # NOT BUILT ON KOVA'S DEVELOPMENT MACHINES: they have no Docker engine. This
-# file is checked by hadolint and tests/unit/test_dockerfile.py, and
+# file is checked by hadolint and tests/unit/packaging/test_dockerfile.py, and
 # hack/kind-e2e.sh builds it where Docker exists (see docs/install.md).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm

@@ -31,14 +31,14 @@ def register(group: click.Group) -> None:
             raise click.BadParameter("must be shorter than --lease-duration-seconds",
                                      param_hint="--lease-renew-seconds")
         log.setup("agent", settings.log_level, settings.log_format, host=settings.host)
-        from kova.agents.agent import Agent
+        from kova.agents.app import Agent
 
         agent = Agent(settings)
 
         def _term(signum, _frame):
             logging.getLogger("kova.agents").info("signal %d: stopping (domains keep running)",
                                                   signum)
-            agent._stop.set()
+            agent.request_stop()
 
         signal.signal(signal.SIGTERM, _term)
         signal.signal(signal.SIGINT, _term)

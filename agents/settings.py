@@ -28,7 +28,7 @@ def default_host() -> str:
 
 def _ca_file(value: str) -> str:
     """A CA bundle that ssl can load (checked at start, not at the first download)."""
-    from kova.agents.images import tls_context
+    from kova.agents.virt.images import tls_context
 
     tls_context(value)
     return value
@@ -91,6 +91,10 @@ class AgentSettings:
     workers: int = setting(4, "Concurrent reconciles.", type=click.IntRange(min=1))
     resync_seconds: float = setting(
         30.0, "Seconds between full resyncs (every Instance and domain looked at again).",
+        type=click.FloatRange(min=0.1))
+    host_check_seconds: float = setting(
+        5.0, "Seconds between checks that libvirtd and Placement answer (the Host's "
+        "HypervisorReachable and PlacementRegistered conditions).",
         type=click.FloatRange(min=0.1))
     shutdown_timeout: float = setting(
         60.0, "Seconds a guest gets to power off cleanly before it is destroyed.",

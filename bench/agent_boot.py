@@ -244,7 +244,7 @@ class Bench:
         import libvirt
         from kubernetes import watch
 
-        from kova.agents.driver import start_event_loop
+        from kova.agents.virt.driver import start_event_loop
 
         start_event_loop()
         conn = libvirt.open(uri)
@@ -362,8 +362,8 @@ def floor_batch(uri: str, image_path: Path, work: Path, count: int, workers: int
     machine, the floor under the Kova figures."""
     import libvirt
 
-    from kova.agents.domain import DomainMetadata, DomainSpec, build_domain_xml
-    from kova.agents.seed import write_nocloud_seed
+    from kova.agents.virt.domain import DomainMetadata, DomainSpec, build_domain_xml
+    from kova.agents.virt.seed import write_nocloud_seed
 
     d = work / f"floor-{uuid.uuid4().hex[:6]}"
     d.mkdir(parents=True)

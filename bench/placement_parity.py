@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Error parity: Kova Placement vs OpenStack Placement 16.0.0, side by side.
 
-Starts Kova Placement (SQLite, ``--no-auth``) and OpenStack Placement 16.0.0
+Starts Kova Placement (SQLite, ``--auth-strategy noauth2``) and OpenStack Placement 16.0.0
 (its cached virtualenv, gunicorn, its own Postgres database, ``noauth2`` with
 the ``admin`` token -- the same code path as ``bench/placement_perfload.py``),
 creates the same fixtures on both (fixed UUIDs), sends the same list of bad
@@ -60,7 +60,7 @@ class Client:
              headers: dict | None = None, raw: bytes | None = None) -> httpx.Response:
         # noauth2: the token "admin" is the user; X-Roles adds the "service"
         # role that OpenStack's policy wants for POST /reshaper (Kova's
-        # --no-auth ignores both).
+        # Kova's noauth2 reads them the same way).
         hdrs = {"x-auth-token": "admin", "x-roles": "admin,service",
                 "accept": "application/json"}
         if version is not None:
@@ -72,6 +72,7 @@ class Client:
         elif raw is not None:
             hdrs["content-type"] = "application/json"
         hdrs.update(headers or {})
+        hdrs = {k: v for k, v in hdrs.items() if v is not None}
         return self.http.request(method, path, content=content, headers=hdrs)
 
     def ok(self, method, path, body=None, version="latest") -> dict:
@@ -158,9 +159,17 @@ CASES: list[Case] = [
          AC + "resources=VCPU:1", version="1.9"),
     Case("unknown route", "GET", "/nothing_here"),
     Case("wrong method", "PATCH", "/resource_providers"),
-    Case("unacceptable Accept", "GET", "/resource_providers", headers={"accept": "text/plain"},
-         kept="OpenStack answers webob's plain-text page (no code); Kova keeps its JSON "
-              "error body with a code"),
+    Case("unacceptable Accept", "GET", "/resource_providers", headers={"accept": "text/plain"}),
+    Case("HTML Accept, unknown route", "GET", "/nothing_here", headers={"accept": "text/html"}),
+    Case("reader role writes", "POST", "/resource_providers", {"name": "x"},
+         headers={"x-auth-token": "user:p1", "x-roles": "reader"}),
+    Case("system-scoped admin", "GET", "/resource_providers",
+         headers={"x-auth-token": "user", "x-roles": "admin", "openstack-system-scope": "all"}),
+    Case("project reader reads own usages", "GET", "/usages?project_id=p1", version="1.37",
+         headers={"x-auth-token": "user:p1", "x-roles": "reader"}),
+    Case("project reader reads other usages", "GET", "/usages?project_id=p2", version="1.37",
+         headers={"x-auth-token": "user:p1", "x-roles": "reader"}),
+    Case("no token", "GET", "/resource_providers", headers={"x-auth-token": None}),
     Case("text/plain body", "POST", "/resource_providers", raw=b"name=x",
          headers={"content-type": "text/plain"}),
     Case("malformed JSON", "POST", "/resource_providers", raw=b"{not json"),
@@ -430,6 +439,8 @@ CASES: list[Case] = [
 
 def describe(r: httpx.Response) -> tuple[int, str | None, str]:
     try:
+        if "message" in r.json():  # webob's own body (401 before Placement's formatting)
+            return r.status_code, None, r.json()["message"]
         err = r.json()["errors"][0]
         return r.status_code, err.get("code"), str(err.get("detail", ""))
     except (ValueError, KeyError, IndexError, TypeError):
@@ -493,7 +504,9 @@ def main() -> int:
     db_name = "placement_parity_openstack"
     servers = []
     try:
-        servers.append(perf.start_kova(f"sqlite:///{sqlite}", 1, args.logdir))
+        # noauth2 and the default (secure RBAC) rules on both sides
+        servers.append(perf.start_kova(f"sqlite:///{sqlite}", 1, args.logdir,
+                                       ("--auth-strategy", "noauth2")))
         servers.append(perf.start_openstack(perf.make_db(args.server_url, db_name), 1, 4,
                                             args.logdir))
         kova, osp = Client(servers[0].url), Client(servers[1].url)

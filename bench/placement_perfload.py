@@ -50,6 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("KOVA_CACHE", Path.home() / ".cache" / "kova"))
 OSP_VERSION = "16.0.0"
 OSP_VENV = CACHE / f"openstack-placement-{OSP_VERSION}"
+#: The checkout whose ``.venv/bin/kova`` is measured (``--kova-repo``: e.g.
+#: another commit's worktree, to compare Kova before and after a change).
+KOVA_REPO = [REPO]
 
 AGG_A, AGG_B, AGG_C = (str(uuid.UUID(int=i)) for i in (0xA, 0xB, 0xC))
 AGG_CYCLE = [[AGG_A], [AGG_A, AGG_B], [AGG_A, AGG_B, AGG_C]]
@@ -133,12 +136,13 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_kova(db_url: str, workers: int, logdir: Path) -> Server:
+def start_kova(db_url: str, workers: int, logdir: Path,
+               auth: tuple[str, ...] = ("--no-auth",)) -> Server:
     port = free_port()
-    kova = shutil.which("kova", path=str(REPO / ".venv" / "bin")) or "kova"
+    kova = shutil.which("kova", path=str(KOVA_REPO[0] / ".venv" / "bin")) or "kova"
     sa_url = db_url.replace("postgresql://", "postgresql+psycopg://", 1)
     cmd = [kova, "placement", "serve", "--database-url", sa_url, "--host", "127.0.0.1",
-           "--port", str(port), "--workers", str(workers), "--no-auth", "--log-level", "warning"]
+           "--port", str(port), "--workers", str(workers), *auth, "--log-level", "warning"]
     return Server("kova", cmd, dict(os.environ), port, logdir / "kova-placement.log")
 
 
@@ -338,6 +342,7 @@ def measure(service: str, n: int, server: Server, loaded: dict, args) -> dict:
     conc = concurrent(server.url, args.clients, conc_total)
     print(f"[{service} n={n}] concurrent {conc}", flush=True)
     return {"service": service, "providers": n, "load": loaded, "sequential": seq,
+            "kova_repo": str(KOVA_REPO[0]) if service == "kova" else None,
             "concurrent": conc, "loadavg": [round(x, 1) for x in os.getloadavg()]}
 
 
@@ -356,9 +361,12 @@ def main() -> None:
     ap.add_argument("--interleave", type=int, default=100, metavar="PROVIDERS",
                     help="with both services: alternate the load phases in chunks of this "
                          "many providers (0: Kova's whole load, then OpenStack's)")
+    ap.add_argument("--kova-repo", type=Path, default=REPO,
+                    help="measure the kova of this checkout's .venv (default: this one)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--logdir", type=Path, default=Path("/tmp/placement-perfload"))
     args = ap.parse_args()
+    KOVA_REPO[0] = args.kova_repo.resolve()
     args.logdir.mkdir(parents=True, exist_ok=True)
     services = [args.only] if args.only else ["kova", "openstack"]
     results = []
@@ -379,7 +387,7 @@ def main() -> None:
     for n in args.providers or [1000]:
         k, o = by.get(("kova", n)), by.get(("openstack", n))
         if k and o:
-            median = o['sequential']['median_ms'] / k['sequential']['median_ms']
+            median = o["sequential"]["median_ms"] / k["sequential"]["median_ms"]
             print(f"N={n}: median x{median:.1f}"
                   f", concurrent x{k['concurrent']['req_per_s'] / o['concurrent']['req_per_s']:.1f}"
                   f", writes x{k['load']['writes_per_s'] / o['load']['writes_per_s']:.1f}"

@@ -37,6 +37,8 @@ TRAIT_NAME = r"^[A-Z][A-Z0-9_]*$"
 CUSTOM_TRAIT_NAME = r"^CUSTOM_[A-Z0-9_]+$"
 #: A Placement resource class (os-resource-classes standard names or ``CUSTOM_*``).
 RESOURCE_CLASS_NAME = r"^[A-Z][A-Z0-9_]*$"
+#: A list of host CPUs, as libvirt and Nova write it: "2-5,8".
+CPUSET = r"^[0-9]{1,4}(-[0-9]{1,4})?(,[0-9]{1,4}(-[0-9]{1,4})?)*$"
 #: A Secret data key (``[-._a-zA-Z0-9]+``).
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 #: A lowercase hex SHA-256 digest.

@@ -23,6 +23,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .common import (
+    CPUSET,
+    CUSTOM_TRAIT_NAME,
     DNS_LABEL,
     MAX_LABEL,
     MAX_NAME,
@@ -55,11 +57,13 @@ from .names import (
     AddressFamily,
     Architecture,
     CPUPolicy,
+    DiskBus,
     Firmware,
     HostState,
     ImageFormat,
     InstanceActionName,
     InstancePhase,
+    NICModel,
     OSType,
     PowerState,
     RunStrategy,
@@ -265,6 +269,16 @@ class ImageProperties(KovaModel):
         default=Architecture.X86_64, description="CPU architecture the image needs."
     )
     firmware: Firmware = Field(default=Firmware.BIOS, description="bios or uefi.")
+    disk_bus: DiskBus = Field(
+        default=DiskBus.VIRTIO,
+        description="How the root disk is attached (Glance's hw_disk_bus): virtio "
+        "(default), sata or scsi (virtio-scsi), for guests without virtio-blk drivers.",
+    )
+    nic_model: NICModel = Field(
+        default=NICModel.VIRTIO,
+        description="The network card model (Glance's hw_vif_model): virtio (default), "
+        "e1000 or rtl8139, for guests without virtio-net drivers.",
+    )
     os_type: OSType = Field(default=OSType.LINUX, description="linux or windows.")
     os_distro: str | None = Field(
         default=None,
@@ -796,6 +810,22 @@ class ReservedResources(KovaModel):
     disk_gib: int = Field(default=0, alias="diskGiB", ge=0, description="Reserved disk in GiB.")
 
 
+class ExtraResource(KovaModel):
+    """Inventory of one custom resource class on a host (Placement inventory)."""
+
+    model_config = model_config(
+        cel("!has(self.reserved) || self.reserved <= self.total",
+            "reserved must not exceed total", field_path=".reserved"))
+
+    total: int = Field(ge=1, le=1 << 20, description="How many units the host has.")
+    reserved: int = Field(
+        default=0, ge=0, le=1 << 20, description="Units kept back (not for instances)."
+    )
+    allocation_ratio: float = Field(
+        default=1.0, gt=0, le=1024, description="Overcommit ratio (default 1.0)."
+    )
+
+
 class HostSpec(KovaModel):
     """Operator-controlled settings of a hypervisor host."""
 
@@ -830,6 +860,33 @@ class HostSpec(KovaModel):
         description="Custom traits (CUSTOM_*) added to the host's resource provider, "
         "next to the traits the agent detects.",
         json_schema_extra=k8s(list_type="set"),
+    )
+    cpu_dedicated_set: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=CPUSET,
+        description="Host CPUs kept for instances with dedicated CPUs (Nova's "
+        "cpu_dedicated_set), e.g. 2-7: they are the host's PCPU inventory, the other "
+        "CPUs its VCPU inventory. A Flavor with extraSpecs.cpuPolicy: dedicated pins "
+        "each vCPU to one of them, never shared with another instance; emulator "
+        "threads and shared instances run on the other CPUs.",
+    )
+    extra_resources: dict[str, ExtraResource] | None = Field(
+        default=None,
+        max_length=32,
+        description="Custom resources the host offers, by resource class name "
+        "(CUSTOM_*), e.g. {CUSTOM_GPU: {total: 1}}: the agent writes them into the "
+        "host's Placement inventory next to VCPU, PCPU, MEMORY_MB and DISK_GB, and "
+        "Instances whose Flavor asks for them (extraSpecs.resources) consume them.",
+        json_schema_extra=k8s(
+            validations=[
+                cel(
+                    "self.all(k, size(k) <= 255 && k.matches('" + CUSTOM_TRAIT_NAME + "'))",
+                    "extraResources names must be CUSTOM_ followed by upper case letters, "
+                    "digits and underscores, e.g. CUSTOM_GPU",
+                ),
+            ]
+        ),
     )
     fenced: bool = Field(
         default=False,
@@ -899,7 +956,10 @@ class HostStatus(KovaModel):
     )
     conditions: list[Condition] | None = conditions_field(
         "Ready: the agent is up and the resource provider is in sync; False with "
-        "reason Down when its heartbeat expired."
+        "reason Down when its heartbeat expired. HypervisorReachable: the agent reaches "
+        "its libvirtd (False: LibvirtUnreachable). PlacementRegistered: the resource "
+        "provider is registered and Placement answers the agent (False: "
+        "PlacementUnavailable, PlacementUnauthorized or RegistrationFailed)."
     )
 
 

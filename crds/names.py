@@ -189,6 +189,22 @@ class Firmware(StrEnum):
     UEFI = "uefi"
 
 
+class DiskBus(StrEnum):
+    """How the root disk is attached to the guest (Glance's hw_disk_bus)."""
+
+    VIRTIO = "virtio"
+    SATA = "sata"
+    SCSI = "scsi"
+
+
+class NICModel(StrEnum):
+    """The guest's network card model (Glance's hw_vif_model)."""
+
+    VIRTIO = "virtio"
+    E1000 = "e1000"
+    RTL8139 = "rtl8139"
+
+
 class OSType(StrEnum):
     """Operating system family of the guest."""
 
@@ -265,7 +281,11 @@ REASON_IMAGE_NOT_FOUND = "ImageNotFound"
 REASON_SERVER_GROUP_NOT_FOUND = "ServerGroupNotFound"
 REASON_INVALID_REQUEST = "InvalidRequest"
 REASON_MAX_ATTEMPTS = "MaxAttemptsExceeded"
+#: Scheduled=False while Placement cannot be reached or answers 5xx (the
+#: Instance waits, retried with back-off).
 REASON_PLACEMENT_ERROR = "PlacementUnavailable"
+#: Scheduled=False while Placement refuses the operator's credentials (401/403).
+REASON_PLACEMENT_UNAUTHORIZED = "PlacementUnauthorized"
 #: Scheduled=True reason after the host monitor moved the Instance off a
 #: fenced host (its allocation moved, rebuilt by the new host's agent).
 REASON_EVACUATED = "Evacuated"
@@ -355,6 +375,18 @@ HOST_COND_READY = "Ready"
 HOST_REASON_UP = "Up"
 HOST_REASON_DOWN = "Down"
 HOST_REASON_NO_HEARTBEAT = "NoHeartbeat"
+#: Set by the agent: True (reason Connected) while it reaches its libvirtd;
+#: False (reason LibvirtUnreachable) with libvirt's error while it does not.
+HOST_COND_HYPERVISOR = "HypervisorReachable"
+HOST_REASON_CONNECTED = "Connected"
+HOST_REASON_LIBVIRT_UNREACHABLE = "LibvirtUnreachable"
+#: Set by the agent: True (reason Registered) while its resource provider,
+#: inventory and traits are in Placement and Placement answers it; False with
+#: PlacementUnavailable (unreachable or 5xx), PlacementUnauthorized (401/403:
+#: the agent's token) or RegistrationFailed (any other refusal).
+HOST_COND_PLACEMENT = "PlacementRegistered"
+HOST_REASON_REGISTERED = "Registered"
+HOST_REASON_REGISTRATION_FAILED = "RegistrationFailed"
 #: Host condition: True while the host is fenced (Host.spec.fenced, or its
 #: Node -- the Node named like the Host -- carries :data:`TAINT_OUT_OF_SERVICE`).
 HOST_COND_FENCED = "Fenced"
@@ -396,6 +428,8 @@ PROVIDER_NAMESPACE = uuid.UUID("3d5f0f7e-4a8e-5c39-9f54-6b6f76612d61")
 #: Image properties turned into required traits.
 ARCH_TRAITS = {Architecture.X86_64: "HW_ARCH_X86_64", Architecture.AARCH64: "HW_ARCH_AARCH64"}
 FIRMWARE_TRAITS = {Firmware.UEFI: "COMPUTE_FIRMWARE_UEFI"}
+DISK_BUS_TRAITS = {b: f"COMPUTE_STORAGE_BUS_{b.upper()}" for b in DiskBus}
+NIC_MODEL_TRAITS = {m: f"COMPUTE_NET_VIF_MODEL_{m.upper()}" for m in NICModel}
 
 
 def az_aggregate_uuid(zone: str) -> str:

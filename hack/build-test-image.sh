@@ -5,7 +5,9 @@
 #   MBR (syslinux mbr.bin) + one bootable FAT16 partition at 1 MiB holding
 #   ldlinux.sys/ldlinux.c32 (the syslinux installer, run on the image file with
 #   --offset), syslinux.cfg, Debian's kernel (/boot/vmlinuz-<ver>, package
-#   linux-image-amd64) and a busybox initramfs.
+#   linux-image-amd64) and a busybox initramfs; and for UEFI firmware (OVMF)
+#   EFI/BOOT/BOOTX64.EFI, syslinux's EFI build (package syslinux-efi), with
+#   ldlinux.e64 and the same syslinux.cfg: one image boots either way.
 #
 # The initramfs's /init (static busybox) loads the virtio/ATA/SCSI/CD-ROM/isofs/
 # vfat/ACPI-button modules and, on the serial console (ttyS0):
@@ -65,6 +67,10 @@ if ldd "$BUSYBOX" >/dev/null 2>&1; then
 fi
 MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
 [ -f "$MBR_BIN" ] || die "$MBR_BIN is missing (package syslinux-common)"
+EFI_BIN=/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi
+EFI_LDLINUX=/usr/lib/syslinux/modules/efi64/ldlinux.e64
+[ -f "$EFI_BIN" ] || die "$EFI_BIN is missing (package syslinux-efi)"
+[ -f "$EFI_LDLINUX" ] || die "$EFI_LDLINUX is missing (package syslinux-common)"
 
 # --- kernel ----------------------------------------------------------------
 if [ -n "${KOVA_TEST_KERNEL:-}" ]; then
@@ -85,7 +91,8 @@ pkgver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo unknown; }
 HASH=$( {
   cat "$SELF"
   echo "kernel=$KVER $(stat -c %s "$KERNEL")"
-  echo "busybox=$(pkgver busybox-static) syslinux=$(pkgver syslinux) $(pkgver syslinux-common)"
+  echo "busybox=$(pkgver busybox-static) syslinux=$(pkgver syslinux) $(pkgver syslinux-common)" \
+    "$(pkgver syslinux-efi)"
 } | sha256sum | cut -c1-16)
 IMAGE=$OUT_DIR/kova-test-$HASH.qcow2
 LINK=$OUT_DIR/kova-test.qcow2
@@ -357,6 +364,13 @@ mkfs.vfat -F 16 -n KOVABOOT --invariant --offset "$PART_START" -h "$PART_START" 
   "$DISK" $(( PART_SECTORS / 2 )) >/dev/null
 export MTOOLS_SKIP_CHECK=1
 mcopy -m -i "$DISK@@$(( PART_START * 512 ))" "$WORK/vmlinuz" "$WORK/initrd.img" "$WORK/syslinux.cfg" ::/
+# UEFI: the removable-media boot path \EFI\BOOT\BOOTX64.EFI is syslinux's EFI
+# build with the same configuration, so the one image boots with SeaBIOS and OVMF.
+mkdir -p "$WORK/esp/EFI/BOOT"
+cp "$EFI_BIN" "$WORK/esp/EFI/BOOT/BOOTX64.EFI"
+cp "$EFI_LDLINUX" "$WORK/syslinux.cfg" "$WORK/esp/EFI/BOOT/"
+find "$WORK/esp" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+mcopy -s -m -i "$DISK@@$(( PART_START * 512 ))" "$WORK/esp/EFI" ::/
 syslinux --offset $(( PART_START * 512 )) --install "$DISK"
 
 # MBR: syslinux boot code, fixed disk signature, one active FAT16 (LBA) partition.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real OpenStack client with osc-placement, in its own virtualenv under
 # ${KOVA_CACHE:-~/.cache/kova}/osc-placement, for the compatibility test
-# (tests/placement/test_osc_placement.py).  Idempotent; prints the binary.
+# (tests/integration/placement/test_osc_placement.py).  Idempotent; prints the binary.
 set -euo pipefail
 KOVA_CACHE="${KOVA_CACHE:-${HOME}/.cache/kova}"
 venv="${KOVA_CACHE}/osc-placement"

@@ -8,12 +8,14 @@ PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-clients libvirt-dev pkg-config
   libvirt-daemon-config-network dnsmasq-base iptables
+  # UEFI firmware (OVMF) for Images with properties.firmware: uefi
+  ovmf
   # reaps the exited QEMU processes libvirtd double-forks (hack/start-libvirt.sh)
   tini
   # Postgres 15
   postgresql postgresql-contrib
   # test image: kernel, busybox initramfs, boot loader
-  linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio xz-utils
+  linux-image-amd64 busybox-static syslinux syslinux-common syslinux-efi mtools dosfstools cpio xz-utils
   # the local Kubernetes node (kova/dev/node.py): container runtime, CNI
   # plugins, kube-proxy's nftables mode; images built without Docker
   # (hack/build-images.sh: buildah, mmdebstrap, a static C compiler)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Kova's static checks, run by `make test` before pytest (and so by .ci/run):
 #   ruff          style, imports, likely bugs, complexity (pyproject [tool.ruff])
-#   mypy          types of crds, kova (with kova/dev) and operator/scheduler
+#   mypy          types of crds, kova (with kova/dev and kova/plugin) and the
+#                 operator
 #   lint-imports  the import layers: crds <- kova <- components <- CLI/dev
 #                 tooling and kubectl kova; Placement imports no other
 #                 component; only kova.kube talks to the Kubernetes API

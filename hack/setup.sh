@@ -38,8 +38,14 @@ ln -sf "$(bash hack/build-control-plane.sh --print-bin-dir)/kubectl" "${VENV}/bi
 step "helm, kube-score, kubeconform, hadolint (chart, schema and Dockerfile checks)"
 bash hack/install-helm-tools.sh >/dev/null
 
+step "promtool (alert rule tests)"
+bash hack/install-promtool.sh >/dev/null
+
 step "openstack client + osc-placement (compatibility test)"
 bash hack/install-osc-placement.sh >/dev/null
+
+step "keystone + keystonemiddleware (Placement behind a real Keystone)"
+bash hack/install-keystone.sh >/dev/null
 
 step "postgres"
 bash hack/start-postgres.sh

@@ -10,9 +10,9 @@
 #
 # libvirtd runs under `tini -s` (a child subreaper): QEMU processes are
 # double-forked by libvirtd, so when one exits it is reaped by its nearest
-# subreaper ancestor, or else by PID 1. Where PID 1 reaps late (as in this
-# sandbox, where it took 1.6 s) libvirt's virDomainDestroy polls the zombie
-# and took ~2 s instead of ~0.2 s; systemd reaps at once, tini does here.
+# subreaper ancestor, or else by PID 1. Where PID 1 reaps late (1.6 s on
+# Kova's development machines) libvirt's virDomainDestroy polls the zombie
+# and takes ~2 s instead of ~0.2 s; systemd reaps at once, and so does tini.
 #
 # Daemon logs: /var/log/libvirt/libvirtd.log and virtlogd.log.
 # QEMU runs as root with no security driver: this is a development/test host.

@@ -2,7 +2,7 @@
 # Refresh the CRDs shipped in the Helm chart (helm/kova/crds/): Kova's own,
 # generated from kova.crds.models exactly like crds/generated/, and kopf's
 # peering CRDs (leader election) from kova.operator.peering.manifests().
-# tests/helm/test_chart_unit.py fails when these copies are stale.
+# tests/unit/helm/test_chart.py fails when these copies are stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${KOVA_VENV:-.venv}/bin/python"

@@ -59,19 +59,20 @@ def new_condition(previous: Condition | None, type_: str, status: str, reason: s
 
 
 def set_condition(conditions: list[Condition] | None, type_: str, status: str, reason: str,
-                  message: str, generation: int | None = None) -> list[Condition]:
+                  message: str, generation: int | None = None,
+                  now: str | None = None) -> list[Condition]:
     """A new conditions list with ``type_`` set (see :func:`new_condition`);
     the others are kept as they are."""
     out: list[Condition] = []
     found = False
     for c in conditions or []:
         if c.get("type") == type_ and not found:
-            out.append(new_condition(c, type_, status, reason, message, generation))
+            out.append(new_condition(c, type_, status, reason, message, generation, now))
             found = True
         else:
             out.append(dict(c))
     if not found:
-        out.append(new_condition(None, type_, status, reason, message, generation))
+        out.append(new_condition(None, type_, status, reason, message, generation, now))
     return out
 
 

@@ -19,10 +19,11 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*[a-z0-9]$")
 UNITS = ("_seconds", "_bytes")
@@ -30,6 +31,10 @@ UNITS = ("_seconds", "_bytes")
 TIMEOUT = 10.0
 
 Health = Callable[[], tuple[bool, str]]
+#: How prometheus_client's multiprocess mode combines a gauge of several
+#: processes ("live...": only the processes still running).
+GaugeMode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
+                    "mostrecent", "livemostrecent"]
 
 
 class NameError_(ValueError):  # noqa: N801 - not the builtin NameError
@@ -54,10 +59,15 @@ class MetricSet:
             raise NameError_(f"counter {name!r} must end in _total")
         return Counter(self._name(name), doc, list(labels), registry=self.registry)
 
-    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = (), *,
+              multiprocess_mode: GaugeMode = "all") -> Gauge:
+        """A gauge; ``multiprocess_mode`` says how prometheus_client's
+        multiprocess mode combines the values of several worker processes
+        (``livesum``: summed over the live ones, ...)."""
         if name.endswith("_total"):
             raise NameError_(f"gauge {name!r} must not end in _total (a counter's suffix)")
-        return Gauge(self._name(name), doc, list(labels), registry=self.registry)
+        return Gauge(self._name(name), doc, list(labels), registry=self.registry,
+                     multiprocess_mode=multiprocess_mode)
 
     def histogram(self, name: str, doc: str, labels: Sequence[str] = (), *,
                   buckets: Iterable[float], unit: str | None = "_seconds") -> Histogram:
@@ -69,6 +79,19 @@ class MetricSet:
             raise NameError_(f"histogram {name!r} names a unit: pass unit=")
         return Histogram(self._name(name), doc, list(labels), buckets=tuple(buckets),
                          registry=self.registry)
+
+    def family(self, kind: str, name: str, doc: str,
+               labels: Sequence[str] = ()) -> CounterMetricFamily | GaugeMetricFamily:
+        """A ``counter`` or ``gauge`` family for a collector that reads its
+        values at scrape time, named by the same rules."""
+        if kind == "counter":
+            if not name.endswith("_total"):
+                raise NameError_(f"counter {name!r} must end in _total")
+            return CounterMetricFamily(self._name(name)[: -len("_total")], doc,
+                                       labels=list(labels))
+        if name.endswith("_total"):
+            raise NameError_(f"gauge {name!r} must not end in _total (a counter's suffix)")
+        return GaugeMetricFamily(self._name(name), doc, labels=list(labels))
 
     def counter_function(self, name: str, doc: str, read: Callable[[], float]) -> None:
         """A counter whose value is ``read()`` at each scrape (a count kept

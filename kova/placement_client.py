@@ -329,6 +329,10 @@ class PlacementClient:
                 "inventories": inventories})
         return await self.retry_conflicts(write, f"inventories of {rp}")
 
+    async def ensure_resource_class(self, name: str) -> None:
+        """Create the custom resource class ``name`` unless it exists."""
+        await self.call("PUT", f"/resource_classes/{name}", ok=(201, 204))
+
     async def set_traits(self, rp: str, traits: Iterable[str],
                          keep: Iterable[str] = ()) -> list[str]:
         """Replace the provider's traits with ``traits`` (custom ones created
@@ -435,6 +439,7 @@ class SyncPlacementClient:
     resource_providers = blocking("resource_providers")
     get_inventories = blocking("get_inventories")
     set_inventories = blocking("set_inventories")
+    ensure_resource_class = blocking("ensure_resource_class")
     get_traits = blocking("get_traits")
     set_traits = blocking("set_traits")
     usages = blocking("usages")

@@ -120,7 +120,8 @@ class Option:
         kwargs: dict[str, Any] = dict(
             envvar=self.env, show_envvar=True, help=text,
             show_default=(self.spec.show_default if isinstance(self.spec.show_default, str)
-                          or self.default not in (None, ()) else False))
+                          or (self.default not in (None, ()) and not callable(self.default))
+                          else False))
         if self.spec.metavar:
             kwargs["metavar"] = self.spec.metavar
         if self.spec.required:  # no default to fall back on (nor to show)

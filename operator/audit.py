@@ -17,6 +17,7 @@ allocations whose project is one of theirs can be orphans.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -162,3 +163,21 @@ async def _reclaim(placement: PlacementClient, inst: dict, rp: str | None) -> bo
         except Conflict:
             return False
     return False
+
+
+async def audit_loop(kube: Kube, placement: PlacementClient, *, interval: float, heal: bool,
+                     active: Callable[[], bool],
+                     emit: Callable[[dict, str, str, str], None] | None = None) -> None:
+    """The operator's periodic audit: every ``interval`` seconds while this
+    replica is the ``active`` one.  A failed audit is logged and tried again
+    at the next interval."""
+    while True:
+        await asyncio.sleep(interval)
+        if not active():
+            continue
+        try:
+            await run_audit(kube, placement, heal=heal, emit=emit)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            LOG.warning("audit failed: %s: %s", type(exc).__name__, exc)

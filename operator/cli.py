@@ -9,12 +9,16 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
 from kova import log
 from kova import settings as kova_settings
 from kova.operator.settings import PREFIX, ClientSettings, Settings
+
+if TYPE_CHECKING:
+    from kova.operator.audit import AuditReport
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -59,7 +63,8 @@ def register(group: click.Group) -> None:
         sys.exit(1 if remaining else 0)
 
 
-async def _audit(settings: ClientSettings, heal: bool, namespaces: tuple[str, ...] = ()):
+async def _audit(settings: ClientSettings, heal: bool,
+                 namespaces: tuple[str, ...] = ()) -> AuditReport:
     from kova.kube import Credentials, Kube
     from kova.operator.audit import run_audit
     from kova.placement_client import PlacementClient, RetryPolicy
@@ -76,14 +81,15 @@ async def _audit(settings: ClientSettings, heal: bool, namespaces: tuple[str, ..
 
 
 def run_operator(settings: Settings) -> int:
-    from kova.operator.controller import Controller
     from kova.operator.metrics import serve
 
     if settings.metrics_port:
         serve(settings.metrics_port)
-    controller = Controller(settings)
 
     async def main() -> None:
+        from kova.operator.app import Operator
+
+        operator = Operator(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,8 +97,8 @@ def run_operator(settings: Settings) -> int:
         if settings.peering:
             from kova.operator.peering import ensure_peering
 
-            await ensure_peering(controller, settings)
-        await controller.run(stop_flag=stop)
+            await ensure_peering(operator.creds, settings)
+        await operator.run(stop_flag=stop)
 
     asyncio.run(main())
     return 0

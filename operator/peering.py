@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from kova.kube import Kube, KubeError
+from kova.kube import Credentials, Kube, KubeError
+from kova.operator.settings import Settings
 
 LOG = logging.getLogger("kova.operator.peering")
 
@@ -50,8 +51,8 @@ def manifests(name: str = "kova", namespace: str | None = None) -> list[dict]:
             _crd("KopfPeering", "kopfpeerings", "Namespaced"), obj]
 
 
-async def ensure_peering(controller, settings) -> None:
-    kube = Kube(controller.creds)
+async def ensure_peering(creds: Credentials, settings: Settings) -> None:
+    kube = Kube(creds)
     try:
         namespaces = [None] if settings.all_namespaces else list(settings.namespaces)
         for ns in namespaces:

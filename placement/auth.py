@@ -12,6 +12,16 @@ A missing or unknown token is a 401, a reader calling a write method a 403.
 ``NoAuth`` (``--no-auth``) lets everything through, for local development.
 ``TokenReviewAuth`` asks the Kubernetes API (TokenReview) whether a service
 account bearer token is valid and maps service accounts to roles.
+
+For an OpenStack cloud, two strategies take the caller's identity as
+OpenStack Placement does and check every action against the policy rules
+(``kova.placement.policy``): ``KeystoneAuth`` trusts the headers that
+keystonemiddleware's auth_token sets after validating the token
+(``X-Identity-Status``, ``X-User-Id``, ``X-Project-Id``, ``X-Roles``,
+``OpenStack-System-Scope``), so it must only be reachable through that
+middleware; ``NoAuth2`` is OpenStack's ``noauth2`` development mode (the
+token is ``user`` or ``user:project``, ``admin`` gets the admin role, roles
+may be given in ``X-Roles``).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import time
 from pathlib import Path
 
 from kova.placement import errors
+from kova.placement.policy import ACTIONS, Credentials, Enforcer
 
 LOG = logging.getLogger("kova.placement.auth")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -44,6 +55,9 @@ class Authenticator:
     def role_for(self, token: str) -> str | None:
         raise NotImplementedError
 
+    def identify(self, req) -> None:
+        """Before routing: who is asking (401 here comes before a 404)."""
+
     def check(self, req) -> None:
         token = _token_from(req)
         if not token:
@@ -58,6 +72,72 @@ class Authenticator:
             raise errors.Forbidden(
                 "Policy does not allow this operation to be performed by a "
                 "read-only token.")
+
+
+class PolicyAuth(Authenticator):
+    """Identity from the request, then the policy rule of the route."""
+
+    def __init__(self, enforcer: Enforcer) -> None:
+        self.enforcer = enforcer
+
+    def credentials(self, req) -> Credentials:
+        raise NotImplementedError
+
+    def identify(self, req) -> None:
+        # As OpenStack's auth middleware: before the microversion and the
+        # route are looked at, for every path but the version document.
+        if req.path != "/":
+            req.credentials = self.credentials(req)
+
+    def check(self, req) -> None:
+        creds = req.credentials or self.credentials(req)
+        req.credentials = creds
+        req.role = "admin"
+        action = ACTIONS.get((req.route_name, req.method))
+        if action is None:
+            return
+        target = None
+        if action == "placement:usages":
+            target = {"project_id": req.get("project_id")}
+        self.enforcer.authorize(action, creds, target)
+
+
+def _roles(value: str | None) -> list[str]:
+    return [r.strip() for r in (value or "").split(",") if r.strip()]
+
+
+class KeystoneAuth(PolicyAuth):
+    """Behind keystonemiddleware's auth_token: its headers are the identity."""
+
+    def credentials(self, req) -> Credentials:
+        h = req.headers
+        user = h.get("x-user-id") or h.get("x-user")
+        if h.get("x-identity-status", "").lower() != "confirmed" or not user:
+            raise errors.BareUnauthorized()
+        return Credentials(user_id=user,
+                           project_id=h.get("x-project-id") or h.get("x-tenant-id"),
+                           roles=_roles(h.get("x-roles")),
+                           system_scope=h.get("openstack-system-scope") or None)
+
+
+class NoAuth2(PolicyAuth):
+    """OpenStack's noauth2: ``X-Auth-Token: user[:project]``, no validation."""
+
+    def credentials(self, req) -> Credentials:
+        h = req.headers
+        token = h.get("x-auth-token")
+        if token is None:
+            raise errors.BareUnauthorized()
+        user, _sep, project = token.partition(":")
+        project = project or user
+        if "x-roles" in h:
+            roles = _roles(h["x-roles"])
+        else:
+            roles = ["admin"] if user == "admin" else []
+        system = h.get("openstack-system-scope") or None
+        project_id = h.get("x-project-id") or (None if system else project)
+        return Credentials(user_id=user, project_id=project_id, roles=roles,
+                           system_scope=system)
 
 
 class NoAuth(Authenticator):

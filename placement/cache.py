@@ -85,6 +85,14 @@ class Snapshot:
         self.by_rc: dict[str, list[Provider]] = defaultdict(list)
         self.names_by_id: tuple = ({}, {})
         self._anchor_cache: dict[int, list[int]] = {}
+        self._trait_rank = None
+
+    def trait_rank(self):
+        """Sort key of trait names: their ids (creation order)."""
+        if self._trait_rank is None:
+            ids = {name: tid for tid, name in self.names_by_id[1].items()}
+            self._trait_rank = ids.get
+        return self._trait_rank
 
     def anchors(self, sharing: Provider) -> list[int]:
         """Root ids of the trees sharing an aggregate with ``sharing``."""
@@ -218,6 +226,36 @@ def refresh_snapshot(conn, old: Snapshot, counter: int, changed: set[int]) -> Sn
     return patch_snapshot(old, counter, changed, fresh)
 
 
+def _patch_indexes(snap: Snapshot, old: Snapshot, changed: set[int],
+                   removed: list[Provider], new: list[Provider]) -> None:
+    """Rebuild the index entries (trees, classes, aggregates) that the
+    removed and the new providers touch; the others are shared with ``old``."""
+
+    def _by_id(p):
+        return p.id
+
+    snap.tree_members = defaultdict(list, old.tree_members)
+    for root in {p.root_id for p in removed} | {p.root_id for p in new}:
+        members = [m for m in old.tree_members.get(root, ()) if m.id not in changed]
+        members += [p for p in new if p.root_id == root]
+        members.sort(key=_by_id)
+        if members:
+            snap.tree_members[root] = members
+        else:
+            snap.tree_members.pop(root, None)
+    snap.by_rc = defaultdict(list, old.by_rc)
+    for rc in {rc for p in removed for rc in p.inv} | {rc for p in new for rc in p.inv}:
+        holders = [m for m in old.by_rc.get(rc, ()) if m.id not in changed]
+        holders += [p for p in new if rc in p.inv]
+        holders.sort(key=_by_id)
+        snap.by_rc[rc] = holders
+    snap.agg_members = defaultdict(set, old.agg_members)
+    for agg in {a for p in removed for a in p.aggs} | {a for p in new for a in p.aggs}:
+        members_ids = set(old.agg_members.get(agg, ())) - changed
+        members_ids |= {p.id for p in new if agg in p.aggs}
+        snap.agg_members[agg] = members_ids
+
+
 def patch_snapshot(old: Snapshot, counter: int, changed: set[int],
                    fresh: dict[int, Provider]) -> Snapshot:
     """``old`` with the ``changed`` providers replaced by ``fresh`` (a changed
@@ -250,42 +288,17 @@ def patch_snapshot(old: Snapshot, counter: int, changed: set[int],
         root = by_id.get(p.root_id)
         p.root_uuid = root.uuid if root is not None else p.uuid
     snap.by_uuid = by_uuid
-    _patch_indexes(snap, old, changed, removed, list(fresh.values()))
-    if old.has_trees or any(p.parent_id is not None for p in fresh.values()):
-        snap.has_trees = any(p.parent_id is not None for p in by_id.values())
-    return snap
+    new = list(fresh.values())
 
+    def _by_id(p):
+        return p.id
 
-def _by_id(p: Provider) -> int:
-    return p.id
-
-
-def _patch_indexes(snap: Snapshot, old: Snapshot, changed: set[int], removed: list[Provider],
-                   new: list[Provider]) -> None:
-    """The tree, resource-class, aggregate and sharing indexes of ``snap``:
-    ``old``'s, with the entries of the changed providers rebuilt."""
-    snap.tree_members = defaultdict(list, old.tree_members)
-    for root in {p.root_id for p in removed} | {p.root_id for p in new}:
-        members = [m for m in old.tree_members.get(root, ()) if m.id not in changed]
-        members += [p for p in new if p.root_id == root]
-        members.sort(key=_by_id)
-        if members:
-            snap.tree_members[root] = members
-        else:
-            snap.tree_members.pop(root, None)
-    snap.by_rc = defaultdict(list, old.by_rc)
-    for rc in {rc for p in removed for rc in p.inv} | {rc for p in new for rc in p.inv}:
-        holders = [m for m in old.by_rc.get(rc, ()) if m.id not in changed]
-        holders += [p for p in new if rc in p.inv]
-        holders.sort(key=_by_id)
-        snap.by_rc[rc] = holders
-    snap.agg_members = defaultdict(set, old.agg_members)
-    for agg in {a for p in removed for a in p.aggs} | {a for p in new for a in p.aggs}:
-        members_ids = set(old.agg_members.get(agg, ())) - changed
-        members_ids |= {p.id for p in new if agg in p.aggs}
-        snap.agg_members[agg] = members_ids
+    _patch_indexes(snap, old, changed, removed, new)
     snap.sharing = sorted([p for p in old.sharing if p.id not in changed]
                           + [p for p in new if SHARING_TRAIT in p.traits], key=_by_id)
+    if old.has_trees or any(p.parent_id is not None for p in new):
+        snap.has_trees = any(p.parent_id is not None for p in by_id.values())
+    return snap
 
 
 class SnapshotCache:

@@ -157,7 +157,7 @@ def _single_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | No
         mappings = {suffix: (p.id,)}
         if anchors is None or p.root_id in anchors:
             out.append(AReq(p.root_id, amounts, mappings, group.use_same_provider))
-        if p.traits and "MISC_SHARES_VIA_AGGREGATE" in p.traits and tree_root is None:
+        if p.traits and "MISC_SHARES_VIA_AGGREGATE" in p.traits:
             for anchor in snap.anchors(p):
                 if anchor == p.root_id or (anchors is not None and anchor not in anchors):
                     continue
@@ -180,73 +180,78 @@ class Simple:
         return len(self.providers)
 
 
-def _multi_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | None,
-                    tree_root: int | None) -> list[AReq]:
-    """The unsuffixed group spread over a tree and its sharing providers."""
+def _multi_roots(snap: Snapshot, p: Provider, tree_root: int | None,
+                 anchors: set[int] | None, in_aggs: set[int] | None,
+                 bad: set[int]) -> list[int]:
+    """The trees (root ids) whose unsuffixed group ``p`` may serve: its own,
+    and for a sharing provider the trees sharing an aggregate with it."""
+    roots = [p.root_id]
+    if tree_root is None and "MISC_SHARES_VIA_AGGREGATE" in p.traits:
+        roots += [a for a in snap.anchors(p) if a != p.root_id]
+    # member_of is about the provider itself (or its own tree's root), also
+    # for a sharing provider serving another tree (bug 1792503)
+    if in_aggs is not None and p.id not in in_aggs and p.root_id not in in_aggs:
+        return []
+    if bad and (p.id in bad or p.root_id in bad):
+        return []
+    return [root for root in roots if anchors is None or root in anchors]
+
+
+def _providers_per_class(snap: Snapshot, group: RequestGroup, anchors: set[int] | None,
+                         tree_root: int | None):
+    """[(class, amount, {root_id: [providers that can give the amount]})] and
+    the roots every class can be served in (None: no candidate at all)."""
     in_aggs, bad = _agg_sets(snap, group)
     if in_aggs is not None and not in_aggs:
-        return []
-    # per class: {root_id: [providers]} of providers that can give the amount
+        return [], None
     per_rc: list[tuple[str, int, dict[int, list[Provider]]]] = []
     common: set[int] | None = None
     for rc, amount in group.resources.items():
-        by_root = _holders_by_root(snap, rc, amount, tree_root, anchors, in_aggs, bad)
-        if not by_root:
-            return []
+        by_root: dict[int, list[Provider]] = {}
+        for p in snap.by_rc.get(rc, ()):
+            if tree_root is not None and p.root_id != tree_root:
+                continue
+            if not p.can_fit(rc, amount):
+                continue
+            for root in _multi_roots(snap, p, tree_root, anchors, in_aggs, bad):
+                by_root.setdefault(root, []).append(p)
         common = set(by_root) if common is None else common & set(by_root)
         if not common:
-            return []
+            return [], None
         per_rc.append((rc, amount, by_root))
-    out: list[AReq] = []
-    required, forbidden = group.required, group.forbidden
-    for root in sorted(common or ()):
-        lists = [by_root[root] for _rc, _amount, by_root in per_rc]
-        for combo in itertools.product(*lists):
-            if (required or forbidden) and not _combo_traits_ok(combo, required, forbidden):
-                continue
-            amounts = {}
-            for (rc, amount, _), p in zip(per_rc, combo):
-                amounts[(p.id, rc)] = amount
-            ids = tuple(sorted({p.id for p in combo}))
-            out.append(AReq(root, amounts, {group.suffix: ids}, False))
-    return out
+    return per_rc, common
 
 
-def _holders_by_root(snap: Snapshot, rc: str, amount: int, tree_root: int | None,
-                     anchors: set[int] | None, in_aggs: set[int] | None,
-                     bad: set[int] | None) -> dict[int, list[Provider]]:
-    """{root_id: [providers]} of the providers that can give ``amount`` of
-    ``rc`` to a tree (a sharing provider to every tree it is anchored in)."""
-    by_root: dict[int, list[Provider]] = {}
-    for p in snap.by_rc.get(rc, ()):
-        if tree_root is not None and p.root_id != tree_root:
-            continue
-        if not p.can_fit(rc, amount):
-            continue
-        roots = [p.root_id]
-        if tree_root is None and "MISC_SHARES_VIA_AGGREGATE" in p.traits:
-            roots += [a for a in snap.anchors(p) if a != p.root_id]
-        for root in roots:
-            if anchors is not None and root not in anchors:
-                continue
-            if in_aggs is not None and p.id not in in_aggs and root not in in_aggs:
-                continue
-            if bad and (p.id in bad or root in bad):
-                continue
-            by_root.setdefault(root, []).append(p)
-    return by_root
-
-
-def _combo_traits_ok(combo: tuple[Provider, ...], required: list[frozenset[str]],
-                     forbidden: set[str]) -> bool:
-    """The providers together have every required trait (one of each any-of
-    set) and none has a forbidden one."""
+def _combo_traits_ok(combo, required, forbidden) -> bool:
+    """The union of the providers' traits has every required one, and none
+    of them has a forbidden one."""
     traits: set[str] = set()
     for p in combo:
         if forbidden and not forbidden.isdisjoint(p.traits):
             return False
         traits |= p.traits
     return not any(any_of.isdisjoint(traits) for any_of in required)
+
+
+def _multi_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | None,
+                    tree_root: int | None) -> list[AReq]:
+    """The unsuffixed group spread over a tree and its sharing providers."""
+    per_rc, common = _providers_per_class(snap, group, anchors, tree_root)
+    if not common:
+        return []
+    out: list[AReq] = []
+    required, forbidden = group.required, group.forbidden
+    for root in sorted(common):
+        lists = [by_root[root] for _rc, _amount, by_root in per_rc]
+        for combo in itertools.product(*lists):
+            if (required or forbidden) and not _combo_traits_ok(combo, required, forbidden):
+                continue
+            amounts = {}
+            for (rc, amount, _), p in zip(per_rc, combo, strict=True):
+                amounts[(p.id, rc)] = amount
+            ids = tuple(sorted({p.id for p in combo}))
+            out.append(AReq(root, amounts, {group.suffix: ids}, False))
+    return out
 
 
 def _ancestors(snap: Snapshot, pid: int) -> set[int]:
@@ -272,38 +277,67 @@ def _same_subtree_ok(snap: Snapshot, combo, same_subtrees) -> bool:
     return True
 
 
+def _root_anchors(snap: Snapshot, rw: RequestWide) -> set[int] | None:
+    """The roots ``root_required`` allows (None: no such parameter)."""
+    if not (rw.root_required or rw.root_forbidden):
+        return None
+    return {p.id for p in snap.by_id.values() if p.parent_id is None
+            and rw.root_required <= p.traits and rw.root_forbidden.isdisjoint(p.traits)}
+
+
+def _group_candidates(snap: Snapshot, group: RequestGroup,
+                      anchors: set[int] | None) -> list[AReq]:
+    tree_root = None
+    if group.in_tree:
+        tree = snap.by_uuid.get(group.in_tree)
+        if tree is None:
+            return []
+        tree_root = tree.root_id
+    multi = not group.use_same_provider and (
+        snap.has_trees or any(rc_p.inv.keys() & group.resources.keys()
+                              for rc_p in snap.sharing))
+    if multi and group.resources:
+        return _multi_provider(snap, group, anchors, tree_root)
+    return _single_provider(snap, group, anchors, tree_root)
+
+
+def _not_nested(snap: Snapshot, results: list[AReq], rw: RequestWide):
+    """Before 1.29: only candidates with one provider per tree; summaries
+    of the providers used."""
+    kept = []
+    for areq in results:
+        pids = areq.provider_ids()
+        if len(pids) == len({snap.by_id[i].root_id for i in pids}):
+            kept.append(areq)
+    kept = _apply_limit(kept, rw)
+    used: set[int] = set()
+    for areq in kept:
+        used |= areq.provider_ids()
+    return kept, [snap.by_id[i] for i in sorted(used)]
+
+
 def find(snap: Snapshot, groups: dict[str, RequestGroup], rw: RequestWide,
          nested_aware: bool):
     """Return (allocation requests, provider summaries)."""
-    anchors = None
-    if rw.root_required or rw.root_forbidden:
-        anchors = {p.id for p in snap.by_id.values() if p.parent_id is None
-                   and rw.root_required <= p.traits
-                   and rw.root_forbidden.isdisjoint(p.traits)}
-        if not anchors:
-            return [], []
+    anchors = _root_anchors(snap, rw)
+    if anchors is not None and not anchors:
+        return [], []
     if len(groups) == 1:
         simple = _find_simple(snap, next(iter(groups.values())), rw, anchors, nested_aware)
         if simple is not None:
             return simple
-    per_group = _per_group(snap, groups, anchors)
-    if per_group is None:
-        return [], []
+    per_group: dict[str, list[AReq]] = {}
+    for suffix, group in groups.items():
+        areqs = _group_candidates(snap, group, anchors)
+        if not areqs:
+            return [], []
+        per_group[suffix] = areqs
     if len(per_group) == 1:
         results = _dedupe(snap, next(iter(per_group.values())))
     else:
         results = _merge(snap, per_group, rw)
-
     if not nested_aware and snap.has_trees:
-        results = [areq for areq in results
-                   if len(pids := areq.provider_ids())
-                   == len({snap.by_id[i].root_id for i in pids})]
-        results = _apply_limit(results, rw)
-        used: set[int] = set()
-        for areq in results:
-            used |= areq.provider_ids()
-        return results, [snap.by_id[i] for i in sorted(used)]
-
+        return _not_nested(snap, results, rw)
     results = _apply_limit(results, rw)
     roots: set[int] = set()
     for areq in results:
@@ -314,30 +348,6 @@ def find(snap: Snapshot, groups: dict[str, RequestGroup], rw: RequestWide,
                 roots.add(snap.by_id[pid].root_id)
     summaries = [p for root in sorted(roots) for p in snap.tree_members[root]]
     return results, summaries
-
-
-def _per_group(snap: Snapshot, groups: dict[str, RequestGroup],
-               anchors: set[int] | None) -> dict[str, list[AReq]] | None:
-    """Each group's allocation requests; None as soon as one group has none."""
-    per_group: dict[str, list[AReq]] = {}
-    for suffix, group in groups.items():
-        tree_root = None
-        if group.in_tree:
-            tree = snap.by_uuid.get(group.in_tree)
-            if tree is None:
-                return None
-            tree_root = tree.root_id
-        multi = not group.use_same_provider and (
-            snap.has_trees or any(rc_p.inv.keys() & group.resources.keys()
-                                  for rc_p in snap.sharing))
-        if multi and group.resources:
-            areqs = _multi_provider(snap, group, anchors, tree_root)
-        else:
-            areqs = _single_provider(snap, group, anchors, tree_root)
-        if not areqs:
-            return None
-        per_group[suffix] = areqs
-    return per_group
 
 
 def _find_simple(snap: Snapshot, group: RequestGroup, rw: RequestWide,
@@ -385,6 +395,33 @@ def _dedupe(snap: Snapshot, areqs: list[AReq]) -> list[AReq]:
     return out
 
 
+def _isolated(combo, granular: list[str]) -> bool:
+    """group_policy=isolate: every granular group on its own provider."""
+    used = set()
+    for areq in combo:
+        if areq.same_provider:
+            used.update(next(iter(areq.mappings.values())))
+    return len(used) == len(granular)
+
+
+def _combine(snap: Snapshot, anchor: int, combo) -> AReq | None:
+    """One candidate from one candidate of each group, or None when the
+    summed amounts no longer fit a provider."""
+    amounts: dict = {}
+    mappings: dict = {}
+    for areq in combo:
+        for key, amount in areq.amounts.items():
+            amounts[key] = amounts.get(key, 0) + amount
+        for suffix, ids in areq.mappings.items():
+            mappings[suffix] = tuple(sorted(set(mappings.get(suffix, ())) | set(ids)))
+    for (pid, rc), amount in amounts.items():
+        p = snap.by_id[pid]
+        inv = p.inv[rc]
+        if p.used.get(rc, 0) + amount > inv.capacity or amount > inv.max_unit:
+            return None
+    return AReq(anchor, amounts, mappings, False)
+
+
 def _merge(snap: Snapshot, per_group: dict[str, list[AReq]], rw: RequestWide) -> list[AReq]:
     suffixes = list(per_group)
     by_anchor: dict[int, dict[str, list[AReq]]] = {}
@@ -400,48 +437,16 @@ def _merge(snap: Snapshot, per_group: dict[str, list[AReq]], rw: RequestWide) ->
         if len(lists) != len(suffixes):
             continue
         for combo in itertools.product(*(lists[s] for s in suffixes)):
-            if isolate and not _isolated(combo, len(granular)):
+            if isolate and not _isolated(combo, granular):
                 continue
             if rw.same_subtrees and not _same_subtree_ok(snap, combo, rw.same_subtrees):
                 continue
-            amounts, mappings = _combined(combo)
-            if not _fits(snap, amounts):
+            merged = _combine(snap, anchor, combo)
+            if merged is None:
                 continue
-            merged = AReq(anchor, amounts, mappings, False)
             key = merged.key()
             if key in seen:
                 continue
             seen.add(key)
             out.append(merged)
     return out
-
-
-def _isolated(combo: tuple[AReq, ...], granular: int) -> bool:
-    """group_policy=isolate: each granular group on a provider of its own."""
-    used = set()
-    for areq in combo:
-        if areq.same_provider:
-            used.update(next(iter(areq.mappings.values())))
-    return len(used) == granular
-
-
-def _combined(combo: tuple[AReq, ...]) -> tuple[dict, dict]:
-    """The amounts (summed per provider and class) and mappings of ``combo``."""
-    amounts: dict = {}
-    mappings: dict = {}
-    for areq in combo:
-        for key, amount in areq.amounts.items():
-            amounts[key] = amounts.get(key, 0) + amount
-        for suffix, ids in areq.mappings.items():
-            mappings[suffix] = tuple(sorted(set(mappings.get(suffix, ())) | set(ids)))
-    return amounts, mappings
-
-
-def _fits(snap: Snapshot, amounts: dict) -> bool:
-    """Every provider has room for its summed amounts."""
-    for (pid, rc), amount in amounts.items():
-        p = snap.by_id[pid]
-        inv = p.inv[rc]
-        if p.used.get(rc, 0) + amount > inv.capacity or amount > inv.max_unit:
-            return False
-    return True

@@ -16,7 +16,7 @@ from kova.placement.settings import PREFIX, PlacementSettings
 
 ENV_URL = "KOVA_PLACEMENT_DATABASE_URL"
 ENV_TOKEN_FILE = "KOVA_PLACEMENT_TOKEN_FILE"
-ENV_K8S_AUTH = "KOVA_PLACEMENT_K8S_AUTH"  # JSON: kubeconfig, admins, readers
+ENV_K8S_AUTH = "KOVA_PLACEMENT_K8S_AUTH"  # JSON, set by `serve` for its workers
 ENV_RANDOMIZE = "KOVA_PLACEMENT_RANDOMIZE_ALLOCATION_CANDIDATES"
 _TRUE = ("1", "true", "yes", "on")
 ENV_TLS_CERT = "KOVA_PLACEMENT_TLS_CERT_FILE"
@@ -24,6 +24,11 @@ ENV_TLS_KEY = "KOVA_PLACEMENT_TLS_KEY_FILE"
 ENV_POOL = "KOVA_PLACEMENT_POOL_SIZE"
 ENV_LOG_LEVEL = "KOVA_PLACEMENT_LOG_LEVEL"
 ENV_LOG_FORMAT = "KOVA_PLACEMENT_LOG_FORMAT"
+ENV_AUTH_STRATEGY = "KOVA_PLACEMENT_AUTH_STRATEGY"
+ENV_POLICY_FILE = "KOVA_PLACEMENT_POLICY_FILE"
+ENV_NEW_DEFAULTS = "KOVA_PLACEMENT_ENFORCE_NEW_DEFAULTS"
+ENV_SCOPE = "KOVA_PLACEMENT_ENFORCE_SCOPE"
+ENV_CORS = "KOVA_PLACEMENT_CORS"  # JSON, set by `serve`: [allowed origins, allowed headers]
 LOG = logging.getLogger("kova.placement.cli")
 
 
@@ -64,28 +69,119 @@ def _k8s_auth(spec: dict):
     return TokenReviewAuth(kube, roles)
 
 
+def _policy_auth(strategy: str):
+    from kova.placement.auth import KeystoneAuth, NoAuth2
+    from kova.placement.policy import Enforcer
+
+    enforcer = Enforcer(
+        enforce_new_defaults=os.environ.get(ENV_NEW_DEFAULTS, "1").lower() in _TRUE,
+        enforce_scope=os.environ.get(ENV_SCOPE, "1").lower() in _TRUE,
+        policy_file=os.environ.get(ENV_POLICY_FILE) or None)
+    return (KeystoneAuth if strategy == "keystone" else NoAuth2)(enforcer)
+
+
+def _auth_from_env():
+    from kova.placement.auth import NoAuth, StaticTokenAuth
+
+    token_file = os.environ.get(ENV_TOKEN_FILE)
+    k8s = os.environ.get(ENV_K8S_AUTH)
+    strategy = os.environ.get(ENV_AUTH_STRATEGY)
+    if strategy:
+        return _policy_auth(strategy)
+    if k8s:
+        import json
+
+        return _k8s_auth(json.loads(k8s))
+    if token_file:
+        return StaticTokenAuth(token_file)
+    return NoAuth()
+
+
 def _factory():
     """uvicorn --factory entry point for multi-worker serving (reads env)."""
     from kova.placement.app import create_app
-    from kova.placement.auth import NoAuth, StaticTokenAuth
 
     log.setup("placement", os.environ.get(ENV_LOG_LEVEL, "info"),
               os.environ.get(ENV_LOG_FORMAT, "auto"))
     url = os.environ.get(ENV_URL) or default_database_url()
-    token_file = os.environ.get(ENV_TOKEN_FILE)
-    k8s = os.environ.get(ENV_K8S_AUTH)
-    if k8s:
+    auth = _auth_from_env()
+    cors = None
+    if os.environ.get(ENV_CORS):
         import json
 
-        auth = _k8s_auth(json.loads(k8s))
-    elif token_file:
-        auth = StaticTokenAuth(token_file)
-    else:
-        auth = NoAuth()
-    return create_app(url, auth=auth, migrate=False,
+        from kova.placement.app import Cors
+
+        origins, headers = json.loads(os.environ[ENV_CORS])
+        cors = Cors(origins, headers)
+    return create_app(url, auth=auth, migrate=False, cors=cors,
                       pool_size=int(os.environ.get(ENV_POOL, "10")),
                       randomize_allocation_candidates=(
                           os.environ.get(ENV_RANDOMIZE, "").strip().lower() in _TRUE))
+
+
+def _check_serve_options(s: PlacementSettings) -> None:
+    k8s_mode = bool(s.k8s_admin or s.k8s_reader)
+    if sum([bool(s.token_file), s.no_auth, k8s_mode, bool(s.auth_strategy)]) != 1:
+        raise click.UsageError(
+            "choose one of --token-file, --k8s-admin/--k8s-reader (TokenReview), "
+            "--auth-strategy keystone|noauth2, or --no-auth for local development")
+    if s.policy_file and not s.auth_strategy:
+        raise click.UsageError("--policy-file goes with --auth-strategy")
+    if bool(s.tls_cert_file) != bool(s.tls_key_file):
+        raise click.UsageError("--tls-cert-file and --tls-key-file go together")
+
+
+def _serve_env(s: PlacementSettings, url: str) -> None:
+    """Hand the settings to the worker processes (``_factory``) in the environment."""
+    import json
+
+    os.environ.update({ENV_URL: url, ENV_RANDOMIZE: "1" if s.randomize_allocation_candidates
+                       else "0", ENV_POOL: str(s.pool_size), ENV_LOG_LEVEL: s.log_level,
+                       ENV_LOG_FORMAT: s.log_format})
+    for name in (ENV_TOKEN_FILE, ENV_K8S_AUTH, ENV_AUTH_STRATEGY, ENV_POLICY_FILE, ENV_CORS):
+        os.environ.pop(name, None)
+    if s.token_file:
+        os.environ[ENV_TOKEN_FILE] = os.path.abspath(s.token_file)
+    elif s.k8s_admin or s.k8s_reader:
+        os.environ[ENV_K8S_AUTH] = json.dumps({
+            "kubeconfig": os.path.abspath(s.kubeconfig) if s.kubeconfig else None,
+            "admins": list(s.k8s_admin), "readers": list(s.k8s_reader)})
+    elif s.auth_strategy:
+        os.environ[ENV_AUTH_STRATEGY] = s.auth_strategy
+        if s.policy_file:
+            os.environ[ENV_POLICY_FILE] = os.path.abspath(s.policy_file)
+        os.environ[ENV_NEW_DEFAULTS] = "1" if s.enforce_new_defaults else "0"
+        os.environ[ENV_SCOPE] = "1" if s.enforce_scope else "0"
+    if s.cors_allowed_origin:
+        headers = [h.strip() for h in s.cors_allow_headers.split(",") if h.strip()]
+        os.environ[ENV_CORS] = json.dumps([list(s.cors_allowed_origin), headers])
+
+
+def _run(s: PlacementSettings) -> None:
+    import uvicorn
+
+    config = uvicorn.Config("kova.placement.cli:_factory", factory=True, host=s.host,
+                            port=s.port, workers=s.workers, log_level=s.log_level,
+                            log_config=None, access_log=False,
+                            ssl_certfile=s.tls_cert_file, ssl_keyfile=s.tls_key_file)
+    if s.workers <= 1:
+        uvicorn.Server(config).run()
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    from kova.placement import metrics
+
+    metrics.prepare_multiprocess()
+    sock = config.bind_socket()
+    # Worker processes rebuild the listening socket without its protocol
+    # number, so asyncio does not set TCP_NODELAY on accepted connections
+    # (every reply then waits ~40 ms for a delayed ACK).  Accepted sockets
+    # inherit the option from the listener on Linux.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        metrics.cleanup_multiprocess()
 
 
 def register(group: click.Group) -> None:
@@ -93,52 +189,17 @@ def register(group: click.Group) -> None:
     @kova_settings.options(PlacementSettings, PREFIX)
     def serve(settings: PlacementSettings):
         """Serve the Placement API."""
-        import uvicorn
 
         s = settings
-        k8s_mode = bool(s.k8s_admin or s.k8s_reader)
-        if sum([bool(s.token_file), s.no_auth, k8s_mode]) != 1:
-            raise click.UsageError(
-                "choose one of --token-file, --k8s-admin/--k8s-reader (TokenReview), "
-                "or --no-auth for local development")
-        if bool(s.tls_cert_file) != bool(s.tls_key_file):
-            raise click.UsageError("--tls-cert-file and --tls-key-file go together")
+        _check_serve_options(s)
         log.setup("placement", s.log_level, s.log_format)
         if s.no_auth:
             click.echo("WARNING: authentication is disabled (--no-auth); anyone who can "
                        "reach this port can change every allocation.", err=True)
         url = s.database_url or default_database_url()
         upgrade_when_reachable(url, s.database_wait)
-        # The worker processes build the app from the environment (_factory).
-        os.environ.update({ENV_URL: url, ENV_RANDOMIZE: "1" if s.randomize_allocation_candidates
-                           else "0", ENV_POOL: str(s.pool_size), ENV_LOG_LEVEL: s.log_level,
-                           ENV_LOG_FORMAT: s.log_format})
-        os.environ.pop(ENV_TOKEN_FILE, None)
-        os.environ.pop(ENV_K8S_AUTH, None)
-        if s.token_file:
-            os.environ[ENV_TOKEN_FILE] = os.path.abspath(s.token_file)
-        elif k8s_mode:
-            import json
-
-            os.environ[ENV_K8S_AUTH] = json.dumps({
-                "kubeconfig": os.path.abspath(s.kubeconfig) if s.kubeconfig else None,
-                "admins": list(s.k8s_admin), "readers": list(s.k8s_reader)})
-        config = uvicorn.Config("kova.placement.cli:_factory", factory=True, host=s.host,
-                                port=s.port, workers=s.workers, log_level=s.log_level,
-                                log_config=None, access_log=False,
-                                ssl_certfile=s.tls_cert_file, ssl_keyfile=s.tls_key_file)
-        if s.workers <= 1:
-            uvicorn.Server(config).run()
-            return
-        from uvicorn.supervisors import Multiprocess
-
-        sock = config.bind_socket()
-        # Worker processes rebuild the listening socket without its protocol
-        # number, so asyncio does not set TCP_NODELAY on accepted connections
-        # (every reply then waits ~40 ms for a delayed ACK).  Accepted sockets
-        # inherit the option from the listener on Linux.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        Multiprocess(config, sockets=[sock]).run()
+        _serve_env(s, url)
+        _run(s)
 
     @group.group("db")
     def db() -> None:

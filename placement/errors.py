@@ -55,6 +55,15 @@ class Unauthorized(PlacementError):
     status = 401
 
 
+class BareUnauthorized(Unauthorized):
+    """A 401 in webob's own JSON form (``message``/``code``/``title``), which
+    OpenStack Placement answers before its error formatting runs: with
+    noauth2 and behind keystonemiddleware."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+
 class Forbidden(PlacementError):
     status = 403
 

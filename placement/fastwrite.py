@@ -5,7 +5,7 @@ inventory; replace its aggregates; replace its traits) are each done here as
 ONE data-modifying SQL statement in autocommit mode, sent with psycopg's
 asyncio connection straight from the event loop: one database round trip and
 no hand-off to a worker thread, where the general path in
-``kova.placement.store`` needs BEGIN, the generation-checked provider update,
+``kova.placement.objects`` needs BEGIN, the generation-checked provider update,
 the change itself, the change-counter bump and COMMIT (4–6 round trips) in a
 worker thread.
 
@@ -31,7 +31,7 @@ that does not exist, or the precondition of the fast case does not hold
 in-use check) — the statement changed nothing and the methods here return
 None.  So does any database error.  The caller then runs the general path,
 which decides again under its locks and answers with the right error: the
-rules live in one place, ``kova.placement.store``.
+rules live in one place, ``kova.placement.objects``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ import re
 
 import psycopg
 
-from kova.placement import store
+from kova.placement.objects.common import utcnow
+from kova.placement.objects.resource_provider import ProviderRow
 
 LOG = logging.getLogger(__name__)
 
@@ -65,12 +66,19 @@ def _bump(extra: str) -> str:
         "created_at, updated_at), ")
 
 
-def _links(lookup: str, table: str, column: str) -> str:
+def _links(lookup: str, table: str, column: str, only_if_changed: bool = False) -> str:
     """Replace a provider's rows in a link table by the ids in ``k``, which
-    must have found every name (``%(n)s`` distinct ones)."""
+    must have found every name (``%(n)s`` distinct ones).  With
+    ``only_if_changed`` the statement matches only when the set differs (an
+    unchanged set keeps its generation: the general path answers it)."""
+    changed = ""
+    if only_if_changed:
+        mine = f"FROM {table} WHERE resource_provider_id = resource_providers.id"
+        changed = (f" AND ((SELECT count(*) {mine}) <> %(n)s OR EXISTS (SELECT 1 {mine} "
+                   f"AND {column} NOT IN (SELECT id FROM k)))")
     return (
         f"WITH k AS ({lookup}), "
-        + _bump(" AND (SELECT count(*) FROM k) = %(n)s")
+        + _bump(" AND (SELECT count(*) FROM k) = %(n)s" + changed)
         + f"d AS (DELETE FROM {table} WHERE resource_provider_id = (SELECT id FROM p) "
         f"AND {column} NOT IN (SELECT id FROM k)), "
         f"a AS (INSERT INTO {table} (resource_provider_id, {column}) "
@@ -86,7 +94,7 @@ CREATE = (
     + _TAIL + "SELECT p.id, c.counter FROM p, c")
 
 TRAITS = _links("SELECT id FROM traits WHERE name = ANY(%(names)s::text[])",
-                "resource_provider_traits", "trait_id")
+                "resource_provider_traits", "trait_id", only_if_changed=True)
 
 AGGREGATES = _links("SELECT id FROM placement_aggregates WHERE uuid = ANY(%(names)s::text[])",
                     "resource_provider_aggregates", "aggregate_id")
@@ -233,22 +241,22 @@ class FastWriter:
         return row
 
     @staticmethod
-    def _provider(row, uuid: str) -> store.ProviderRow:
+    def _provider(row, uuid: str) -> ProviderRow:
         pid, name, generation, parent_id, root_id, created, updated = row[:7]
-        return store.ProviderRow(pid, uuid, name, generation, parent_id, root_id or pid,
+        return ProviderRow(pid, uuid, name, generation, parent_id, root_id or pid,
                                  None, None, updated, created)
 
-    async def create_provider(self, name: str, uuid: str) -> store.ProviderRow | None:
-        now = store.utcnow()
+    async def create_provider(self, name: str, uuid: str) -> ProviderRow | None:
+        now = utcnow()
         row = self._done(await self._execute(CREATE, {"uuid": uuid, "name": name, "now": now}))
         if row is None:
             return None
-        return store.ProviderRow(row[0], uuid, name, 0, None, row[0], None, uuid, now, now)
+        return ProviderRow(row[0], uuid, name, 0, None, row[0], None, uuid, now, now)
 
     async def _links(self, sql: str, uuid: str, generation: int, names: list[str]):
         distinct = sorted(set(names))
         row = self._done(await self._execute(sql, {
-            "uuid": uuid, "gen": generation, "now": store.utcnow(), "names": distinct,
+            "uuid": uuid, "gen": generation, "now": utcnow(), "names": distinct,
             "n": len(distinct)}))
         return self._provider(row, uuid) if row is not None else None
 
@@ -261,7 +269,7 @@ class FastWriter:
     async def set_inventories(self, uuid: str, generation: int, records: dict[str, dict]):
         rows = [dict(rec, name=name) for name, rec in records.items()]
         row = self._done(await self._execute(INVENTORIES, {
-            "uuid": uuid, "gen": generation, "now": store.utcnow(),
+            "uuid": uuid, "gen": generation, "now": utcnow(),
             "inv": json.dumps(rows), "n": len(rows)}))
         return self._provider(row, uuid) if row is not None else None
 

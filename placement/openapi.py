@@ -1,10 +1,10 @@
 """The OpenAPI 3.1 description of Kova Placement, built from the code.
 
 Nothing here is written by hand twice: the paths and methods come from the
-route table (``kova.placement.handlers.ROUTES``), the microversion range of
+route table (``kova.placement.routes.ROUTES``), the microversion range of
 each operation from the handlers' ``since``/``by_version`` gates, and the
 request bodies and query strings from the JSON Schemas the handlers validate
-with (``handlers.BODIES`` / ``handlers.QUERIES``, functions of the
+with (``routes.BODIES`` / ``routes.QUERIES``, functions of the
 microversion).  Where a schema changes across microversions, the operation's
 schema is the ``anyOf`` of all of them and ``x-microversions`` says which one
 applies from which version.  JSON Schema Draft 4 as used in
@@ -159,7 +159,7 @@ def _responses(with_body: bool) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _build() -> str:
-    from kova.placement.handlers import BODIES, QUERIES, ROUTES
+    from kova.placement.routes import BODIES, QUERIES, ROUTES
 
     paths: dict = {}
     for name, pattern, methods in ROUTES:

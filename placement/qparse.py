@@ -8,7 +8,7 @@ Each bad value is a 400 with the message OpenStack Placement gives.
 from __future__ import annotations
 
 from kova.placement import errors
-from kova.placement.app import is_uuid
+from kova.placement.validation import is_uuid
 
 
 def resources(value: str) -> dict[str, int]:

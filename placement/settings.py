@@ -12,6 +12,8 @@ import click
 from kova.settings import format_setting, level_setting, setting
 
 PREFIX = "KOVA_PLACEMENT_"
+#: --auth-strategy: OpenStack identity with per-route policy.
+AUTH_STRATEGIES = ("keystone", "noauth2")
 
 
 @dataclass
@@ -49,6 +51,25 @@ class PlacementSettings:
         "candidates instead of the first N (and shuffles them without a limit), as "
         "OpenStack's [placement] randomize_allocation_candidates: schedulers that ask for "
         "few candidates still spread over every host.")
+    auth_strategy: str | None = setting(
+        None, "OpenStack identity with per-route policy: 'keystone' trusts the headers of "
+        "keystonemiddleware's auth_token in front of Kova; 'noauth2' is OpenStack's "
+        "development mode (token 'admin' or 'user:project', roles in X-Roles).",
+        type=click.Choice(AUTH_STRATEGIES))
+    policy_file: str | None = setting(
+        None, "oslo.policy rule overrides (YAML or JSON), re-read when changed; with "
+        "--auth-strategy.", type=click.Path(dir_okay=False))
+    enforce_new_defaults: bool = setting(
+        True, "Secure-RBAC defaults only; --no-enforce-new-defaults also accepts the "
+        "deprecated (legacy) rules, as oslo.policy does.")
+    enforce_scope: bool = setting(
+        True, "Refuse system-scoped tokens on Placement's project-scoped rules.")
+    cors_allowed_origin: tuple[str, ...] = setting(
+        factory=tuple, help="Answer CORS requests from this origin (repeatable), as "
+        "oslo.middleware's [cors] allowed_origin.", metavar="ORIGIN")
+    cors_allow_headers: str = setting(
+        "", "Request headers a CORS preflight may ask for (comma-separated).",
+        metavar="H1,H2", show_default=False)
     database_wait: float = setting(
         60.0, "Seconds to keep retrying an unreachable database at start (a Postgres started "
         "beside Placement, as the chart's bundled one, answers after it); then exit with the "

@@ -3,8 +3,9 @@
 Placement already checked capacity, traits and the availability zone; these
 filters check what only the Kubernetes side knows.  Each filter is a pure
 function ``(candidate, request) -> None`` (passes) or a short reason string
-(rejected); :func:`run_filters` applies a list of them and counts the reasons
-for the NoValidHost message.
+(rejected); :func:`run_filters` applies a list of them and counts, per filter,
+how many hosts it removed: the NoValidHost message names each filter with its
+count (Nova's "No valid host was found", made explainable).
 """
 
 from __future__ import annotations
@@ -172,18 +173,18 @@ _RELEVANT: dict[str, Callable[[RequestSpec], bool]] = {
 def run_filters(
     candidates: Iterable[Candidate], req: RequestSpec, names: Iterable[str] = DEFAULT_FILTERS
 ) -> tuple[list[Candidate], Counter]:
-    """Apply the filters in order; return the survivors and, per reason, how
-    many hosts were rejected for it (each host counted once, by its first
-    failing filter)."""
+    """Apply the filters in order; return the survivors and, per
+    ``(filter name, reason)``, how many hosts that filter removed (each host
+    counted once, by its first failing filter)."""
     # Filters with nothing to check for this request are skipped.
-    fns = [FILTERS[n] for n in names if _RELEVANT.get(n, _always)(req)]
+    fns = [(n, FILTERS[n]) for n in names if _RELEVANT.get(n, _always)(req)]
     passed: list[Candidate] = []
     rejected: Counter = Counter()
     for c in candidates:
-        for fn in fns:
+        for name, fn in fns:
             reason = fn(c, req)
             if reason is not None:
-                rejected[reason] += 1
+                rejected[(name, reason)] += 1
                 break
         else:
             passed.append(c)
@@ -191,5 +192,10 @@ def run_filters(
 
 
 def describe_rejections(total: int, rejected: Counter) -> str:
-    parts = [f"{n} {reason}" for reason, n in rejected.most_common()]
-    return f"{total} candidate host(s) from Placement, rejected: " + ", ".join(parts)
+    """``"3 candidate host(s) from Placement, none passed the filters:
+    Heartbeat removed 2 (host down (heartbeat expired)), Enabled removed 1
+    (host disabled)"``."""
+    parts = [f"{name} removed {n} ({reason})"
+             for (name, reason), n in rejected.most_common()]
+    return (f"{total} candidate host(s) from Placement, none passed the filters: "
+            + ", ".join(parts))

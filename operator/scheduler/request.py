@@ -67,6 +67,15 @@ class RequestSpec:
     excluded_hosts: set[str] = field(default_factory=set)
     #: Alternates from the previous decision, preferred in this order.
     preferred_hosts: list[str] = field(default_factory=list)
+    #: Where each resource class and required trait of the request comes
+    #: from (``CUSTOM_GPU`` -> ``Flavor gpu extraSpecs.resources``), for the
+    #: NoValidHost message.
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def origin(self, name: str) -> str:
+        """`` (from <field>)`` for a resource class or trait, or ``""``."""
+        where = self.origins.get(name)
+        return f" (from {where})" if where else ""
 
     def query(self, limit: int | None = None) -> list[tuple[str, str]]:
         """Query parameters of ``GET /allocation_candidates``."""
@@ -127,6 +136,11 @@ def image_traits(image: dict) -> set[str]:
     fw = props.get("firmware")
     if fw in names.FIRMWARE_TRAITS:
         out.add(names.FIRMWARE_TRAITS[fw])
+    # virtio (the default) is every host's; another bus or model is asked for.
+    for value, traits in ((props.get("diskBus"), names.DISK_BUS_TRAITS),
+                          (props.get("nicModel"), names.NIC_MODEL_TRAITS)):
+        if value and value != "virtio" and value in traits:
+            out.add(traits[value])
     return out
 
 
@@ -187,8 +201,44 @@ def build_request(
             max_server_per_host=int(server_group.get("maxServerPerHost") or 1),
             member_hosts=Counter(member_hosts or {}),
         )
+    req.origins = request_origins(spec, flavor if flavor_name else None, flavor_name,
+                                  image or {}, _get(spec, "imageRef", "name"))
     apply_hints(req, spec.get("schedulingHints") or {}, instance_hosts or {}, host_rp or {})
     return req, size
+
+
+def request_origins(spec: dict, flavor: dict | None, flavor_name: str | None,
+                    image: dict, image_name: str | None) -> dict[str, str]:
+    """The field of the Instance, its Flavor or its Image that asks for each
+    resource class and required trait (what a NoValidHost message names)."""
+    out: dict[str, str] = {}
+    if flavor is None:
+        out.update({"VCPU": "spec.resources.vcpus", "MEMORY_MB": "spec.resources.memoryMiB",
+                    "DISK_GB": "spec.resources.diskGiB"})
+    else:
+        fl = f"Flavor {flavor_name}"
+        extra = flavor.get("extraSpecs") or {}
+        out.update({"VCPU": f"{fl} vcpus", "MEMORY_MB": f"{fl} memoryMiB",
+                    "DISK_GB": f"{fl} diskGiB",
+                    "PCPU": f"{fl} vcpus with extraSpecs.cpuPolicy: dedicated"})
+        for rc in extra.get("resources") or {}:
+            out[rc] = f"{fl} extraSpecs.resources.{rc}"
+        for t in _get(extra, "traits", "required") or ():
+            out[t] = f"{fl} extraSpecs.traits.required"
+    for t in _get(spec, "traits", "required") or ():
+        out[t] = "spec.traits.required"
+    props = image.get("properties") or {}
+    im = f"Image {image_name}"
+    arch, fw = props.get("architecture", "x86_64"), props.get("firmware")
+    if arch in names.ARCH_TRAITS:
+        out.setdefault(names.ARCH_TRAITS[arch], f"{im} properties.architecture: {arch}")
+    if fw in names.FIRMWARE_TRAITS:
+        out.setdefault(names.FIRMWARE_TRAITS[fw], f"{im} properties.firmware: {fw}")
+    for prop, traits in (("diskBus", names.DISK_BUS_TRAITS),
+                         ("nicModel", names.NIC_MODEL_TRAITS)):
+        if props.get(prop) in traits:
+            out.setdefault(traits[props[prop]], f"{im} properties.{prop}: {props[prop]}")
+    return out
 
 
 def check_dependencies(spec: dict, flavor: dict | None, image: dict | None,

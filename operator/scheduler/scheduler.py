@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,9 @@ from kova.operator.scheduler.weighers import WeighConfig, WeighContext, order_ca
 from kova.placement_client import Conflict, PlacementClient, PlacementError
 
 LOG = logging.getLogger("kova.operator.scheduler")
+
+#: Placement's 400 for a resource class it does not know.
+_UNKNOWN_RC = re.compile(r"No such resource class ([A-Z0-9_]+)")
 
 
 class NoValidHost(Exception):
@@ -98,6 +102,11 @@ class Scheduler:
         try:
             return await self.placement.allocation_candidates(params)
         except PlacementError as exc:
+            unknown_rc = _UNKNOWN_RC.search(exc.detail) if exc.status == 400 else None
+            if unknown_rc:
+                rc = unknown_rc.group(1)
+                raise NoValidHost(f"no host offers resource class {rc}{req.origin(rc)}: "
+                                  "no Host declares it (Host spec.extraResources)") from None
             if exc.status != 400 or "trait" not in exc.detail.lower():
                 raise
         # An unknown trait: a required one no host has -> no host; a forbidden
@@ -106,7 +115,8 @@ class Scheduler:
         known = await self.placement.existing_traits(wanted)
         missing_required = sorted(req.required - known)
         if missing_required:
-            raise NoValidHost(f"no host has trait(s) {', '.join(missing_required)}")
+            raise NoValidHost("no host has " + "; no host has ".join(
+                f"trait {t}{req.origin(t)}" for t in missing_required))
         req.forbidden &= known
         return await self.placement.allocation_candidates(req.query(limit))
 
@@ -154,12 +164,9 @@ class Scheduler:
             for rc, amount in sorted(req.resources.items()):
                 rps = await self.placement.resource_providers([("resources", f"{rc}:{amount}")])
                 if not rps:
-                    short.append(f"no host has {amount} {rc} free")
+                    short.append(f"no host has {amount} {rc} free{req.origin(rc)}")
             if req.required:
-                rps = await self.placement.resource_providers(
-                    [("required", ",".join(sorted(req.required)))])
-                if not rps:
-                    short.append(f"no host has all of {', '.join(sorted(req.required))}")
+                short.extend(await self._missing_traits(req))
             if req.zone:
                 rps = await self.placement.resource_providers(
                     [("member_of", names.az_aggregate_uuid(req.zone))])
@@ -171,6 +178,18 @@ class Scheduler:
         return (f"Placement found no host for resources={format_resources(req.resources)}"
                 f"{' required=' + ','.join(sorted(req.required)) if req.required else ''}"
                 f"{' zone=' + req.zone if req.zone else ''}: {what}")
+
+    async def _missing_traits(self, req: RequestSpec) -> list[str]:
+        """What no host has among the required traits: each trait alone,
+        else the combination."""
+        out = []
+        for t in sorted(req.required):
+            if not await self.placement.resource_providers([("required", t)]):
+                out.append(f"no host has trait {t}{req.origin(t)}")
+        if not out and len(req.required) > 1 and not await self.placement.resource_providers(
+                [("required", ",".join(sorted(req.required)))]):
+            out.append(f"no host has all of {', '.join(sorted(req.required))}")
+        return out
 
     # ---------------------------------------------------------------- claim
     async def claim(self, req: RequestSpec, ordered: list[Candidate], *,

@@ -52,6 +52,10 @@ class BuildFailures:
     def __bool__(self) -> bool:
         return bool(self._events)
 
+    def forget(self, host: str) -> None:
+        """Host ``host`` was deleted."""
+        self._events.pop(host, None)
+
     def count(self, host: str) -> int:
         if host not in self._events:
             return 0

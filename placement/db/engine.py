@@ -142,7 +142,7 @@ class Database:
         if self.is_postgres:
             final = conn.info.pop("kova_final", None)
             if final:
-                # statements deferred to ride on this one (store._replace_links)
+                # statements deferred to ride on this one (objects.common.replace_links)
                 params = {"ids": touched}
                 for _sql, p in final:
                     params.update(p)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from kova.placement import store
-from kova.placement.app import cache_headers, canonical_uuid, check_accept, json_response
 from kova.placement.handlers.common import path, since
+from kova.placement.objects import aggregate as agg_obj
+from kova.placement.objects.resource_provider import get_provider, lock_and_bump
+from kova.placement.request import cache_headers, check_accept, json_response
 from kova.placement.schemas import body as schemas
+from kova.placement.validation import canonical_uuid
 
 
 def _body(req, aggregates, provider) -> dict:
@@ -20,8 +22,8 @@ def show(req):
     check_accept(req)
     uuid = path(req, "uuid")
     with req.app.db.read() as conn:
-        provider = store.get_provider(conn, uuid)
-        aggs = store.provider_aggregates(conn, provider)
+        provider = get_provider(conn, uuid)
+        aggs = agg_obj.provider_aggregates(conn, provider)
     return json_response(_body(req, aggs, provider), 200,
                          cache_headers(req, provider.updated_at))
 
@@ -36,8 +38,9 @@ def _put_input(req):
         aggs, generation = data["aggregates"], data["resource_provider_generation"]
     else:
         aggs, generation = data, None
-    # stored in their 36-character form (the column is that wide)
-    return sorted({canonical_uuid(a) for a in aggs}), generation
+    # stored in their 36-character form (the column is that wide); the
+    # reply lists them in the order given, as OpenStack does
+    return list(dict.fromkeys(canonical_uuid(a) for a in aggs)), generation
 
 
 @since(1)
@@ -47,13 +50,13 @@ def put(req):
 
     def _write(conn):
         if generation is not None:
-            provider = store.lock_and_bump(
+            provider = lock_and_bump(
                 conn, uuid, generation,
                 "Resource provider's generation already changed. Please update the "
                 "generation and try again.")
         else:
-            provider = store.get_provider(conn, uuid, lock=True)
-        store.set_provider_aggregates(conn, provider, aggs, None, bump=False)
+            provider = get_provider(conn, uuid, lock=True)
+        agg_obj.set_provider_aggregates(conn, provider, aggs, None, bump=False)
         return provider
 
     return _put_reply(req, aggs, req.app.db.run_write(_write))
@@ -69,4 +72,4 @@ async def put_fast(req):
 
 
 def _put_reply(req, aggs, provider):
-    return json_response(_body(req, sorted(set(aggs)), provider), 200, cache_headers(req))
+    return json_response(_body(req, aggs, provider), 200, cache_headers(req))

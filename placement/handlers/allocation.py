@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import uuid as uuidlib
 
-from kova.placement import errors, store
-from kova.placement.app import cache_headers, check_accept, is_uuid, json_response, no_content
+from kova.placement import errors
 from kova.placement.handlers.common import path, since
+from kova.placement.objects import allocation as alloc_obj
+from kova.placement.objects.consumer import ConsumerWrite
+from kova.placement.objects.reshaper import reshape as reshape_write
+from kova.placement.objects.resource_provider import get_provider
+from kova.placement.request import cache_headers, check_accept, json_response, no_content
 from kova.placement.schemas import body as schemas
-from kova.placement.store import ConsumerWrite
+from kova.placement.validation import is_uuid
 
 
 def show_for_consumer(req):
     check_accept(req)
     consumer_uuid = path(req, "consumer_uuid")
     with req.app.db.read() as conn:
-        consumer, allocs, last = store.consumer_allocations(conn, consumer_uuid)
+        consumer, allocs, last = alloc_obj.consumer_allocations(conn, consumer_uuid)
     out: dict = {"allocations": allocs}
     if allocs and req.want(12) and consumer is not None:
         out["project_id"] = consumer.project_id
@@ -32,10 +36,10 @@ def show_for_provider(req):
     check_accept(req)
     uuid = path(req, "uuid")
     with req.app.db.read() as conn:
-        provider = store.get_provider(
+        provider = get_provider(
             conn, uuid, message=f"Resource provider '{uuid}' not found: No resource "
                                 f"provider with uuid {uuid} found")
-        allocs, last = store.provider_allocations(conn, provider)
+        allocs, last = alloc_obj.provider_allocations(conn, provider)
     if not req.want(28):
         for entry in allocs.values():
             entry.pop("consumer_generation", None)
@@ -98,7 +102,7 @@ def put_for_consumer(req):
     consumer_uuid = _consumer_uuid(path(req, "consumer_uuid"))
     data = req.json(put_body(req.version))
     write = _consumer_write(req, consumer_uuid, data)
-    req.app.db.run_write(store.replace_allocations, [write],
+    req.app.db.run_write(alloc_obj.replace_allocations, [write],
                          f"Unable to allocate inventory for consumer {consumer_uuid}")
     return no_content()
 
@@ -108,12 +112,12 @@ def post(req):
     data = req.json(post_body(req.version))
     writes = [_consumer_write(req, _consumer_uuid(consumer_uuid), entry)
               for consumer_uuid, entry in data.items()]
-    req.app.db.run_write(store.replace_allocations, writes, "Unable to allocate inventory")
+    req.app.db.run_write(alloc_obj.replace_allocations, writes, "Unable to allocate inventory")
     return no_content()
 
 
 def delete_for_consumer(req):
-    req.app.db.run_write(store.delete_consumer_allocations, path(req, "consumer_uuid"))
+    req.app.db.run_write(alloc_obj.delete_consumer_allocations, path(req, "consumer_uuid"))
     return no_content()
 
 
@@ -122,42 +126,5 @@ def reshape(req):
     data = req.json(reshape_body(req.version))
     writes = [_consumer_write(req, _consumer_uuid(c), entry)
               for c, entry in data["allocations"].items()]
-    inventories = data["inventories"]
-
-    def _write(conn):
-        providers = {}
-        for rp_uuid in sorted(inventories):
-            provider = store.find_provider(conn, rp_uuid)
-            if provider is None:
-                raise errors.BadRequest(
-                    f"Resource provider {rp_uuid} in inventories not found",
-                    code=errors.RESOURCE_PROVIDER_NOT_FOUND)
-            providers[rp_uuid] = store.get_provider(conn, rp_uuid, lock=True)
-        for rp_uuid, entry in inventories.items():
-            actual, given = providers[rp_uuid].generation, entry["resource_provider_generation"]
-            if actual != given:
-                raise errors.Conflict(
-                    f"resource provider generation conflict for provider {rp_uuid}: "
-                    f"actual: {actual}, given: {given}", code=errors.CONCURRENT_UPDATE)
-        # Drop the moving consumers' allocations first so inventory that they
-        # used can be removed, then set inventories, then write allocations.
-        if writes:
-            store.check_consumer_generations(conn, writes)
-            store.remove_allocations(conn, [w.uuid for w in writes])
-        for rp_uuid, entry in inventories.items():
-            provider = store.get_provider(conn, rp_uuid)
-            records = {}
-            for rc, rec in entry["inventories"].items():
-                full = dict(store.INVENTORY_DEFAULTS)
-                full.update({k: v for k, v in rec.items() if k in store.INVENTORY_FIELDS})
-                full["allocation_ratio"] = float(full["allocation_ratio"])
-                records[rc] = full
-            store.validate_capacity(rp_uuid, records, True, "update")
-            store.set_inventories(conn, provider, records, None)
-        if writes:
-            for w in writes:
-                w.check_generation = False
-            store.replace_allocations(conn, writes, "Unable to allocate inventory")
-
-    req.app.db.run_write(_write)
+    req.app.db.run_write(reshape_write, data["inventories"], writes)
     return no_content()

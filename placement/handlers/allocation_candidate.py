@@ -7,8 +7,9 @@ import json
 import re
 
 from kova.placement import candidates, errors, metrics, qparse
-from kova.placement.app import Response, cache_headers, check_accept, validate
 from kova.placement.handlers.common import since
+from kova.placement.request import Response, cache_headers, check_accept
+from kova.placement.validation import validate
 
 _SUFFIX_1_25 = "[1-9][0-9]*"
 _SUFFIX_1_33 = "[a-zA-Z0-9_-]{1,64}"
@@ -99,7 +100,7 @@ def _request_wide(req) -> candidates.RequestWide:
     return rw
 
 
-def _groups(req, rw) -> dict[str, candidates.RequestGroup]:
+def _parse_groups(req) -> dict[str, candidates.RequestGroup]:
     suffix_re = _SUFFIX_1_33 if req.want(33) else _SUFFIX_1_25
     key_re = re.compile(r"^(resources|required|member_of|in_tree)(%s)?$" % suffix_re)
     groups: dict[str, candidates.RequestGroup] = {}
@@ -120,17 +121,11 @@ def _groups(req, rw) -> dict[str, candidates.RequestGroup]:
             group.member_of, group.forbidden_aggs = qparse.member_of_params(req, suffix)
         else:
             group.in_tree = qparse.in_tree(value)
-    if req.want(36):
-        _check_resourceless(groups, rw)
-    else:
-        _check_all_have_resources(groups)
-    if req.want(22):
-        _check_trait_conflicts(groups)
     return groups
 
 
-def _check_resourceless(groups: dict[str, candidates.RequestGroup], rw) -> None:
-    """1.36+: resourceless groups only in same_subtree, with real suffixes."""
+def _check_resourceless(groups, rw) -> None:
+    """From 1.36: groups without resources only inside ``same_subtree``."""
     resourceless = [s for s, g in groups.items() if not g.resources]
     subtree = set().union(*rw.same_subtrees) if rw.same_subtrees else set()
     if len(resourceless) == len(groups):
@@ -150,8 +145,8 @@ def _check_resourceless(groups: dict[str, candidates.RequestGroup], rw) -> None:
             f"found in {list(groups)}.", code=errors.QUERYPARAM_BAD_VALUE)
 
 
-def _check_all_have_resources(groups: dict[str, candidates.RequestGroup]) -> None:
-    """Before 1.36: every group has resources; traits and member_of with them."""
+def _check_orphans(groups) -> None:
+    """Before 1.36: every group has resources."""
     orphans = [f"required{s}" for s, g in groups.items() if g.required and not g.resources]
     if orphans:
         raise errors.BadRequest(
@@ -170,8 +165,8 @@ def _check_all_have_resources(groups: dict[str, candidates.RequestGroup]) -> Non
             "At least one request group (`resources` or `resources{$S}`) is required.")
 
 
-def _check_trait_conflicts(groups: dict[str, candidates.RequestGroup]) -> None:
-    """1.22+: no any-of set of required traits entirely forbidden."""
+def _check_conflicts(groups) -> None:
+    """From 1.22: a trait both required and forbidden in one group."""
     conflicts = []
     for s, g in groups.items():
         for any_of in g.required:
@@ -181,6 +176,17 @@ def _check_trait_conflicts(groups: dict[str, candidates.RequestGroup]) -> None:
         raise errors.BadRequest(
             "Conflicting required and forbidden traits found in the following traits "
             "keys: %s" % ", ".join(sorted(conflicts)))
+
+
+def _groups(req, rw) -> dict[str, candidates.RequestGroup]:
+    groups = _parse_groups(req)
+    if req.want(36):
+        _check_resourceless(groups, rw)
+    else:
+        _check_orphans(groups)
+    if req.want(22):
+        _check_conflicts(groups)
+    return groups
 
 
 def _check_names(snap, groups, rw) -> None:
@@ -200,7 +206,7 @@ def _check_names(snap, groups, rw) -> None:
         raise errors.BadRequest("No such trait(s): %s." % ", ".join(missing))
 
 
-def _summary_json(p, requested, include_all, include_traits, nested) -> str:
+def _summary_json(p, requested, include_all, include_traits, nested, rank) -> str:
     """'"<uuid>": {...}' for one provider summary (cached per snapshot)."""
     key = (include_traits, nested)
     if include_all:
@@ -211,7 +217,8 @@ def _summary_json(p, requested, include_all, include_traits, nested) -> str:
                  for rc, inv in p.inv.items() if include_all or rc in requested}
     data: dict = {"resources": resources}
     if include_traits:
-        data["traits"] = sorted(p.traits)
+        # in the order the traits were created, as OpenStack lists them
+        data["traits"] = sorted(p.traits, key=rank)
     if nested:
         data["parent_provider_uuid"] = p.parent_uuid
         data["root_provider_uuid"] = p.root_uuid
@@ -271,7 +278,8 @@ def _render(req, snap, areqs, summaries, groups) -> bytes:
     for g in groups.values():
         requested |= set(g.resources)
     include_all, include_traits, nested = req.want(27), req.want(17), req.want(29)
-    sums = ", ".join([_summary_json(p, requested, include_all, include_traits, nested)
+    rank = snap.trait_rank()
+    sums = ", ".join([_summary_json(p, requested, include_all, include_traits, nested, rank)
                       for p in summaries])
     return ('{"allocation_requests": [' + ", ".join(parts) + '], "provider_summaries": {'
             + sums + "}}").encode()

@@ -16,7 +16,7 @@ def since(minor: int, status: int = 404, until: int | None = None):
             if req.version < (1, minor) or (until is not None and req.version > (1, until)):
                 if status == 405:
                     raise errors.MethodNotAllowed(
-                        "The method specified is not allowed for this resource.")
+                        f"The method {req.method} is not allowed for this resource.")
                 raise errors.NotFound("The resource could not be found.")
             return fn(req)
         wrapper.min_version = (1, minor)  # for the OpenAPI description

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from kova.placement import errors, store
-from kova.placement.app import cache_headers, check_accept, json_response, no_content, validate
+from kova.placement import errors
 from kova.placement.handlers.common import by_version, path, since
+from kova.placement.objects import resource_class as rc_obj
+from kova.placement.request import cache_headers, check_accept, json_response, no_content
 from kova.placement.schemas import body as schemas
+from kova.placement.validation import validate
 
 
 def _one(name: str) -> dict:
@@ -16,7 +18,7 @@ def _one(name: str) -> dict:
 def list_(req):
     check_accept(req)
     with req.app.db.read() as conn:
-        names = store.list_resource_classes(conn)
+        names = rc_obj.list_resource_classes(conn)
     return json_response({"resource_classes": [_one(n) for n in names]}, 200,
                          cache_headers(req))
 
@@ -26,7 +28,7 @@ def show(req):
     check_accept(req)
     name = path(req, "name")
     with req.app.db.read() as conn:
-        if not store.resource_class_exists(conn, name):
+        if not rc_obj.resource_class_exists(conn, name):
             raise errors.NotFound(f"No such resource class {name}.")
     return json_response(_one(name), 200, cache_headers(req))
 
@@ -34,24 +36,23 @@ def show(req):
 @since(2)
 def create(req):
     data = req.json(schemas.RESOURCE_CLASS)
-    req.app.db.run_write(store.create_resource_class, data["name"])
+    req.app.db.run_write(rc_obj.create_resource_class, data["name"])
     return no_content(201, {"location": f"/resource_classes/{data['name']}"})
 
 
 def _rename(req):
     name = path(req, "name")
     data = req.json(schemas.RESOURCE_CLASS)
-    req.app.db.run_write(store.rename_resource_class, name, data["name"])
+    req.app.db.run_write(rc_obj.rename_resource_class, name, data["name"])
     return json_response(_one(data["name"]), 200, cache_headers(req))
 
 
 def _ensure(req):
     name = path(req, "name")
     validate({"name": name}, schemas.RESOURCE_CLASS)
-    created = req.app.db.run_write(store.ensure_resource_class, name)
-    headers = {"location": f"/resource_classes/{name}"}
-    headers.update(cache_headers(req))
-    return no_content(201 if created else 204, headers)
+    created = req.app.db.run_write(rc_obj.ensure_resource_class, name)
+    # no cache headers here, as in OpenStack Placement
+    return no_content(201 if created else 204, {"location": f"/resource_classes/{name}"})
 
 
 put = by_version((2, _rename), (7, _ensure))
@@ -64,5 +65,5 @@ def put_body(version) -> dict | None:
 
 @since(2)
 def delete(req):
-    req.app.db.run_write(store.delete_resource_class, path(req, "name"))
+    req.app.db.run_write(rc_obj.delete_resource_class, path(req, "name"))
     return no_content()

@@ -5,17 +5,12 @@ from __future__ import annotations
 import functools
 import uuid as uuidlib
 
-from kova.placement import errors, qparse, store
-from kova.placement.app import (
-    cache_headers,
-    canonical_uuid,
-    check_accept,
-    json_response,
-    no_content,
-    validate,
-)
+from kova.placement import errors, qparse
 from kova.placement.handlers.common import path, serialize_provider
+from kova.placement.objects import resource_provider as rp_obj
+from kova.placement.request import cache_headers, check_accept, json_response, no_content
 from kova.placement.schemas import body as schemas
+from kova.placement.validation import canonical_uuid, validate
 
 _LIST_PARAMS = [(0, {"name", "uuid"}), (3, {"member_of"}), (4, {"resources"}),
                 (14, {"in_tree"}), (18, {"required"})]
@@ -69,10 +64,10 @@ def create(req):
 
     def _duplicate():
         with req.app.db.read() as conn:
-            detail = store.duplicate_provider_detail(conn, data["name"], data.get("uuid"))
+            detail = rp_obj.duplicate_provider_detail(conn, data["name"], data.get("uuid"))
         return errors.Conflict(detail, code=errors.DUPLICATE_NAME)
 
-    provider = req.app.db.run_write(store.create_provider, data["name"], data.get("uuid"),
+    provider = req.app.db.run_write(rp_obj.create_provider, data["name"], data.get("uuid"),
                                     data.get("parent_provider_uuid"), conflict=_duplicate)
     return _create_reply(req, provider)
 
@@ -100,21 +95,21 @@ def show(req):
     check_accept(req)
     uuid = path(req, "uuid")
     with req.app.db.read() as conn:
-        provider = store.get_provider(conn, uuid)
+        provider = rp_obj.get_provider(conn, uuid)
     return json_response(serialize_provider(req, provider), 200,
                          cache_headers(req, provider.updated_at))
 
 
 def update(req):
     data = _canonical(req.json(update_body(req.version)))
-    provider = req.app.db.run_write(store.update_provider, path(req, "uuid"), data,
+    provider = req.app.db.run_write(rp_obj.update_provider, path(req, "uuid"), data,
                                     req.want(37))
     return json_response(serialize_provider(req, provider), 200,
                          cache_headers(req, provider.updated_at))
 
 
 def delete(req):
-    req.app.db.run_write(store.delete_provider, path(req, "uuid"))
+    req.app.db.run_write(rp_obj.delete_provider, path(req, "uuid"))
     return no_content()
 
 

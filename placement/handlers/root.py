@@ -1,7 +1,7 @@
 """GET /: version discovery."""
 
 from kova.placement import microversion
-from kova.placement.app import json_response
+from kova.placement.request import cache_headers, json_response
 
 
 def home(req):
@@ -11,4 +11,4 @@ def home(req):
         "min_version": microversion.min_version_string(),
         "status": "CURRENT",
         "links": [{"rel": "self", "href": ""}],
-    }]})
+    }]}, 200, cache_headers(req))

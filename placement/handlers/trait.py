@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
-from kova.placement import errors, store
-from kova.placement.app import cache_headers, check_accept, json_response, no_content, validate
+from kova.placement import errors
 from kova.placement.handlers.common import path, since
+from kova.placement.objects import trait as trait_obj
+from kova.placement.objects.resource_provider import get_provider
+from kova.placement.request import cache_headers, check_accept, json_response, no_content
 from kova.placement.schemas import body as schemas
+from kova.placement.validation import validate
 
 _CUSTOM = re.compile(r"^CUSTOM_[A-Z0-9_]+$")
 LIST_QUERY = {"type": "object", "properties": {"name": {"type": "string"},
@@ -39,7 +42,7 @@ def list_(req):
                 'The query parameter "associated" only accepts "true" or "false"')
         associated = value == "true"
     with req.app.db.read() as conn:
-        names = store.list_traits(conn, name_filter, associated)
+        names = trait_obj.list_traits(conn, name_filter, associated)
     return json_response({"traits": names}, 200, cache_headers(req))
 
 
@@ -48,7 +51,7 @@ def show(req):
     check_accept(req)
     name = path(req, "name")
     with req.app.db.read() as conn:
-        if not store.trait_ids(conn, [name]):
+        if not trait_obj.trait_ids(conn, [name]):
             raise errors.NotFound(f"No such trait(s): {name}")
     return no_content(204, cache_headers(req))
 
@@ -61,7 +64,7 @@ def put(req):
             "The trait is invalid. A valid trait must be no longer than 255 characters, "
             'start with the prefix "CUSTOM_" and use following characters: "A"-"Z", '
             '"0"-"9" and "_"')
-    created = req.app.db.run_write(store.ensure_trait, name)
+    created = req.app.db.run_write(trait_obj.ensure_trait, name)
     headers = {"location": f"/traits/{name}"}
     headers.update(cache_headers(req))
     return no_content(201 if created else 204, headers)
@@ -69,7 +72,7 @@ def put(req):
 
 @since(6)
 def delete(req):
-    req.app.db.run_write(store.delete_trait, path(req, "name"))
+    req.app.db.run_write(trait_obj.delete_trait, path(req, "name"))
     return no_content()
 
 
@@ -78,8 +81,8 @@ def provider_list(req):
     check_accept(req)
     uuid = path(req, "uuid")
     with req.app.db.read() as conn:
-        provider = store.get_provider(conn, uuid)
-        names = store.provider_traits(conn, provider)
+        provider = get_provider(conn, uuid)
+        names = trait_obj.provider_traits(conn, provider)
     return json_response({"traits": names, "resource_provider_generation": provider.generation},
                          200, cache_headers(req, provider.updated_at))
 
@@ -88,16 +91,9 @@ def provider_list(req):
 def provider_put(req):
     uuid = path(req, "uuid")
     data = req.json(schemas.PROVIDER_TRAITS_PUT)
-
-    def _write(conn):
-        provider = store.lock_and_bump(
-            conn, uuid, data["resource_provider_generation"],
-            "Resource provider's generation already changed. Please update the "
-            "generation and try again.")
-        store.set_provider_traits(conn, provider, data["traits"], None, bump=False)
-        return provider
-
-    return _provider_put_reply(req, data, req.app.db.run_write(_write))
+    provider = req.app.db.run_write(trait_obj.replace_provider_traits, uuid,
+                                    data["resource_provider_generation"], data["traits"])
+    return _provider_put_reply(req, data, provider)
 
 
 async def provider_put_fast(req):
@@ -119,11 +115,5 @@ def _provider_put_reply(req, data, provider):
 
 @since(6)
 def provider_delete(req):
-    uuid = path(req, "uuid")
-
-    def _write(conn):
-        provider = store.lock_and_bump(conn, uuid)
-        store.set_provider_traits(conn, provider, [], None, bump=False)
-
-    req.app.db.run_write(_write)
+    req.app.db.run_write(trait_obj.replace_provider_traits, path(req, "uuid"), None, [])
     return no_content()

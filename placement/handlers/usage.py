@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from kova.placement import store
-from kova.placement.app import cache_headers, check_accept, json_response, validate
 from kova.placement.handlers.common import path, since
+from kova.placement.objects import usage as usage_obj
+from kova.placement.objects.resource_provider import get_provider
+from kova.placement.request import cache_headers, check_accept, json_response
+from kova.placement.validation import validate
 
 _PROJECT = {"type": "string", "minLength": 1, "maxLength": 255}
 _SCHEMA_1_9 = {"type": "object", "properties": {"project_id": _PROJECT, "user_id": _PROJECT},
@@ -25,8 +27,8 @@ def provider(req):
     check_accept(req)
     uuid = path(req, "uuid")
     with req.app.db.read() as conn:
-        prov = store.get_provider(conn, uuid)
-        usages = store.provider_usages(conn, prov)
+        prov = get_provider(conn, uuid)
+        usages = usage_obj.provider_usages(conn, prov)
     return json_response({"resource_provider_generation": prov.generation, "usages": usages},
                          200, cache_headers(req))
 
@@ -36,6 +38,6 @@ def totals(req):
     check_accept(req)
     validate(req.query_dict(), totals_query(req.version), "Invalid query string parameters")
     with req.app.db.read() as conn:
-        usages = store.project_usages(conn, req.get("project_id"), req.get("user_id"),
+        usages = usage_obj.project_usages(conn, req.get("project_id"), req.get("user_id"),
                                       req.get("consumer_type"), by_type=req.want(38))
     return json_response({"usages": usages}, 200, cache_headers(req))

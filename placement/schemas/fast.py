@@ -52,36 +52,70 @@ _TYPES: dict[str, Check] = {
 }
 
 
-def _type(schema: dict) -> Check:
+class _Unknown(Exception):
+    """A schema this module does not judge: always fall back."""
+
+
+def _type(schema) -> Check:
     kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
     if any(k not in _TYPES for k in kinds):
-        return _never
+        raise _Unknown
     tests = [_TYPES[k] for k in kinds]
     return lambda v: any(t(v) for t in tests)
 
 
-def _enum(schema: dict) -> Check:
+def _enum(schema) -> Check:
     options = schema["enum"]
     return lambda v: any(type(v) is type(o) and v == o for o in options)
 
 
-def _any_of(schema: dict) -> Check:
+def _any_of(schema) -> Check:
     subs = [compile_schema(s) for s in schema["anyOf"]]
     return lambda v: any(c(v) for c in subs)
 
 
-def _format(schema: dict) -> Check:
+def _minimum(schema) -> Check:
+    lo = schema["minimum"]
+    return lambda v: not _is_number(v) or v >= lo
+
+
+def _maximum(schema) -> Check:
+    hi = schema["maximum"]
+    return lambda v: not _is_number(v) or v <= hi
+
+
+def _min_length(schema) -> Check:
+    n = schema["minLength"]
+    return lambda v: type(v) is not str or len(v) >= n
+
+
+def _max_length(schema) -> Check:
+    n = schema["maxLength"]
+    return lambda v: type(v) is not str or len(v) <= n
+
+
+def _pattern(schema) -> Check:
+    rx = re.compile(schema["pattern"])
+    return lambda v: type(v) is not str or rx.search(v) is not None
+
+
+def _format(schema) -> Check:
     if schema["format"] != "uuid":
-        return _never
+        raise _Unknown
     return lambda v: type(v) is not str or _uuid_ok(v)
 
 
-def _items(schema: dict) -> Check:
+def _items(schema) -> Check:
     item = compile_schema(schema["items"])
     return lambda v: type(v) is not list or all(item(x) for x in v)
 
 
-def _unique_items(schema: dict) -> Check | None:
+def _min_items(schema) -> Check:
+    n = schema["minItems"]
+    return lambda v: type(v) is not list or len(v) >= n
+
+
+def _unique_items(schema) -> Check | None:
     if not schema["uniqueItems"]:
         return None
     # only lists of strings are judged here (1 == 1.0 == True subtleties)
@@ -89,44 +123,31 @@ def _unique_items(schema: dict) -> Check | None:
         all(type(x) is str for x in v) and len(set(v)) == len(v))
 
 
-def _pattern(schema: dict) -> Check:
-    rx = re.compile(schema["pattern"])
-    return lambda v: type(v) is not str or rx.search(v) is not None
+def _min_properties(schema) -> Check:
+    n = schema["minProperties"]
+    return lambda v: type(v) is not dict or len(v) >= n
 
 
-def _required(schema: dict) -> Check:
+def _required(schema) -> Check:
     req = list(schema["required"])
     return lambda v: type(v) is not dict or all(k in v for k in req)
 
 
-#: Keyword -> its check's builder, in the order the checks run.
-_KEYWORDS: list[tuple[str, Callable[[dict], Check | None]]] = [
-    ("type", _type),
-    ("enum", _enum),
-    ("anyOf", _any_of),
-    ("minimum", lambda s: (lambda v, lo=s["minimum"]: not _is_number(v) or v >= lo)),
-    ("maximum", lambda s: (lambda v, hi=s["maximum"]: not _is_number(v) or v <= hi)),
-    ("minLength", lambda s: (lambda v, n=s["minLength"]: type(v) is not str or len(v) >= n)),
-    ("maxLength", lambda s: (lambda v, n=s["maxLength"]: type(v) is not str or len(v) <= n)),
-    ("pattern", _pattern),
-    ("format", _format),
-    ("items", _items),
-    ("minItems", lambda s: (lambda v, n=s["minItems"]: type(v) is not list or len(v) >= n)),
-    ("uniqueItems", _unique_items),
-    ("minProperties",
-     lambda s: (lambda v, n=s["minProperties"]: type(v) is not dict or len(v) >= n)),
-    ("required", _required),
-]
+_KEYWORDS = {"type": _type, "enum": _enum, "anyOf": _any_of, "minimum": _minimum,
+             "maximum": _maximum, "minLength": _min_length, "maxLength": _max_length,
+             "pattern": _pattern, "format": _format, "items": _items,
+             "minItems": _min_items, "uniqueItems": _unique_items,
+             "minProperties": _min_properties, "required": _required}
 
 
-def _members(schema: dict) -> Check | None:
-    """properties / patternProperties / additionalProperties (None: no check)."""
+def _members(schema) -> Check | None:
+    """properties / patternProperties / additionalProperties together."""
     props = {k: compile_schema(s) for k, s in schema.get("properties", {}).items()}
     patterns = [(re.compile(p), compile_schema(s))
                 for p, s in schema.get("patternProperties", {}).items()]
     additional = schema.get("additionalProperties", True)
     if additional not in (True, False):
-        return _never
+        raise _Unknown
     if not (props or patterns or additional is False):
         return None
 
@@ -155,15 +176,14 @@ def compile_schema(schema: dict) -> Check:
     if not isinstance(schema, dict) or set(schema) - _KNOWN:
         return _never
     checks: list[Check] = []
-    for keyword, build in _KEYWORDS:
-        if keyword in schema:
-            check = build(schema)
-            if check is _never:
-                return _never
-            if check is not None:
-                checks.append(check)
-    members = _members(schema)
-    if members is _never:
+    try:
+        for keyword, build in _KEYWORDS.items():
+            if keyword in schema:
+                check = build(schema)
+                if check is not None:
+                    checks.append(check)
+        members = _members(schema)
+    except _Unknown:
         return _never
     if members is not None:
         checks.append(members)

@@ -11,15 +11,12 @@ import uuid
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+import libvirt  # noqa: E402  (libvirt-python: the "libvirt" extra, always installed)
 import pytest
 
 from kova.dev.image import BOOTED_MARKER, POWEROFF_MARKER, READY_MARKER, userdata_from_console
 from tests.fixtures.libvirt import make_overlay, wait_for_console
 from tests.helpers import BOOT_TIMEOUT
-
-pytestmark = pytest.mark.e2e
-
-import libvirt  # noqa: E402  (libvirt-python: the "libvirt" extra, always installed)
 
 # The seed CD-ROM's bus for each machine type (the image has drivers for all).
 CDROM_BUS = {"pc": ("ide", "hdc"), "q35": ("sata", "sda")}

@@ -31,7 +31,7 @@ def render(records: list[dict]) -> str:
         first = min(r["at"] for r in records)
         last = max(r["at"] for r in records)
         machines = sorted({r["machine"] for r in records})
-        out.append(f"Run {first} – {last} on {', '.join(machines)}; load average at the "
+        out.append(f"Measured {first} – {last} on {', '.join(machines)}; load average at the "
                    f"end of each test in the last column.\n\n")
     out.append("| fault | injected | times | lost | duplicated | overcommitted | result | figures | load |\n")
     out.append("|---|---|---:|---:|---:|---:|---|---|---:|\n")

@@ -1,7 +1,7 @@
 """Helpers for the scheduling fault tests (racing schedulers, operator crash,
 Placement and Postgres restarts).
 
-The simulated hosts are registered the way ``tests/operator/conftest.py``
+The simulated hosts are registered the way ``tests/fixtures/operator.py``
 does it (its ``Cluster``: a resource provider with inventory and traits, a
 Host whose status.resourceProviderUUID names it, a heartbeat Lease); the
 operator runs as real ``kova operator run`` subprocesses.  What is counted
@@ -29,12 +29,12 @@ import httpx
 
 from kova.crds import names as contract
 from kova.dev.metrics import scrape  # noqa: F401  (used by the fault tests as s.scrape)
-from tests.helpers import free_port, wait_for
-from tests.operator.conftest import (
+from tests.fixtures.operator import (
     Cluster,
     cluster_on,  # noqa: F401  (used by the fault tests as s.cluster_on)
 )
-from tests.operator.conftest import PlacementServer as _PlacementHelpers
+from tests.fixtures.operator import PlacementServer as _PlacementHelpers
+from tests.helpers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KOVA = [sys.executable, "-m", "kova.cli"]
@@ -48,16 +48,22 @@ SLOTS = 10
 # ============================================================== Placement
 class PlacementProcess(_PlacementHelpers):
     """``kova placement serve`` on a given database URL and a fixed port, so
-    it can be killed and started again where the clients expect it."""
+    it can be killed and started again where the clients expect it.  ``auth``:
+    its authentication options (default none); ``token``: the X-Auth-Token of
+    the helpers' own requests."""
 
-    def __init__(self, workdir: Path, database_url: str) -> None:  # noqa: D107
+    def __init__(self, workdir: Path, database_url: str,  # noqa: D107
+                 auth: tuple[str, ...] = ("--no-auth",), token: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url
+        self.auth = auth
         self.log_path = workdir / "placement.log"
         self.proc: subprocess.Popen | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=60,
-                                 headers={"OpenStack-API-Version": "placement 1.39"})
+        headers = {"OpenStack-API-Version": "placement 1.39"}
+        if token:
+            headers["X-Auth-Token"] = token
+        self.http = httpx.Client(base_url=self.url, timeout=60, headers=headers)
         self.starts = 0
         self.start()
 
@@ -66,7 +72,7 @@ class PlacementProcess(_PlacementHelpers):
             log.write(f"---- start {self.starts + 1} at {time.strftime('%H:%M:%S')}\n")
             log.flush()
             self.proc = subprocess.Popen(
-                KOVA + ["placement", "serve", "--database-url", self.database_url, "--no-auth",
+                KOVA + ["placement", "serve", "--database-url", self.database_url, *self.auth,
                         "--port", str(self.port), "--log-level", "warning"],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.starts += 1

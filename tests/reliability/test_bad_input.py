@@ -1,4 +1,4 @@
-"""Bad input that passes admission but cannot be satisfied (issue #9).
+"""Bad input that passes admission but cannot be satisfied.
 
 Five Instances are accepted by the API server and cannot be built as written:
 an unknown Flavor, an Image whose URL points at a closed port, one whose host
@@ -35,7 +35,7 @@ import httpx
 import pytest
 
 from kova.crds import names as contract
-from tests.agents.conftest import harness, operator_process, placement, small_image  # noqa: F401 (fixtures)
+from tests.fixtures.agents import harness, operator_process, placement, small_image  # noqa: F401 (fixtures)
 from tests.helpers import FileServer, free_port, wait_for
 from tests.reliability.record import long_run, record
 

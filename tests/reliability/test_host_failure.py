@@ -1,8 +1,8 @@
-"""Host failure, fencing and evacuation (issue #9), operator level.
+"""Host failure, fencing and evacuation, operator level.
 
 The real operator (a subprocess) against the session's kube-apiserver and a
 real Placement, with simulated hosts (a provider, a Host object and a Lease,
-as an agent registers them -- tests/operator/conftest.py).  What the agents do
+as an agent registers them -- tests/fixtures/operator.py).  What the agents do
 with real domains is the e2e test in test_host_failure_e2e.py; here the
 operator's side is checked cheaply and in more variants:
 
@@ -24,8 +24,7 @@ import pytest
 from kubernetes import client
 
 from kova.crds import names as contract
-from tests.helpers import wait_for
-from tests.operator.conftest import (  # noqa: F401  (fixtures)
+from tests.fixtures.operator import (  # noqa: F401  (fixtures)
     G,
     V,
     cluster,
@@ -33,6 +32,7 @@ from tests.operator.conftest import (  # noqa: F401  (fixtures)
     placement_server,
     scheduled_reason,
 )
+from tests.helpers import wait_for
 from tests.reliability.record import record
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]

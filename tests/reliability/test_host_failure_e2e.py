@@ -1,4 +1,4 @@
-"""Host failure, fencing and evacuation with real components (issue #9).
+"""Host failure, fencing and evacuation with real components.
 
 The multi-host stack of ``kova dev`` (kova.dev.stack.Stack): Placement, the
 operator and two compute agents, each host with its own libvirtd running QEMU

@@ -10,7 +10,7 @@ changed, no provider over capacity, and ``kova operator audit`` must find no
 orphan and no missing allocation.
 
 Default: 100 Instances, 10 kills (the default run's time budget);
-``KOVA_RELIABILITY_LONG=1``: the issue's 200 Instances, with 20 kills.
+``KOVA_RELIABILITY_LONG=1``: the full size, 200 Instances, with 20 kills.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.operator.conftest import placement_server  # noqa: F401 (fixture: Placement on SQLite)
+from tests.fixtures.operator import placement_server  # noqa: F401 (fixture: Placement on SQLite)
 from tests.reliability import scheduling as s
 from tests.reliability.record import long_run, record
 

@@ -8,8 +8,8 @@ Instance uid, checked against capacity in one transaction) must make every
 Instance land once: one host each, never changed, one ``Scheduled`` Event, no
 provider over capacity, and allocations equal to the Instances.
 
-Default: 120 Instances on 12 hosts; ``KOVA_RELIABILITY_LONG=1``: the issue's
-500 on 50 hosts.
+Default: 120 Instances on 12 hosts; ``KOVA_RELIABILITY_LONG=1``: the full
+size, 500 on 50 hosts.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.operator.conftest import placement_server  # noqa: F401 (fixture: Placement on SQLite)
+from tests.fixtures.operator import placement_server  # noqa: F401 (fixture: Placement on SQLite)
 from tests.reliability import scheduling as s
 from tests.reliability.record import long_run, record
 

@@ -1,4 +1,4 @@
-"""libvirtd restart and API server unavailability (issue #9), real components.
+"""libvirtd restart and API server unavailability, real components.
 
 One test, one stack (on a private control plane), two rows of the table:
 
@@ -7,7 +7,7 @@ One test, one stack (on a private control plane), two rows of the table:
   restarted (same QEMU pid), the agent reconnects (a second "connected to"
   in its log, ``kova_agent_libvirt_reconnects_total``), a status made stale while
   libvirtd was away is corrected, and a new Instance boots through the new
-  connection.  (The agent's own kill -9 is tests/agents/test_boot_e2e.py.)
+  connection.  (The agent's own kill -9 is tests/e2e/test_boot_burst.py.)
 * API server: a private control plane (not the session's) whose
   kube-apiserver is stopped for longer than the heartbeat Lease and started
   again, with the operator and an agent running.  Both reconnect: a new

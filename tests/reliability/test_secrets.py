@@ -1,4 +1,4 @@
-"""Secrets stay secret (issue #9, security).
+"""Secrets stay secret (security).
 
 * Placement never writes a token into its log, with a token file or with
   TokenReview, at debug level, whatever the request's outcome.
@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from kova.agents.seed import read_nocloud_seed
+from kova.agents.virt.seed import read_nocloud_seed
 from kova.crds import names as contract
 from tests.helpers import ROOT, free_port, stop_process, wait_for
 from tests.reliability.record import record

@@ -198,3 +198,12 @@ certificates, or api.tls.caBundle with an existing Secret. */}}
 {{- (include "kova.streamCerts" . | fromYaml).ca -}}
 {{- end -}}
 {{- end -}}
+
+{{/* An alert's runbook annotations (prometheusrule.yaml): its section of
+     docs/runbooks.md, and the published URL when runbookBaseUrl is set. */}}
+{{- define "kova.runbook" -}}
+runbook: "docs/runbooks.md#{{ .alert }}"
+{{- with .root.Values.prometheusRule.runbookBaseUrl }}
+runbook_url: "{{ . }}#{{ $.alert }}"
+{{- end }}
+{{- end }}

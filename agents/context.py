@@ -1,0 +1,122 @@
+"""What the compute agent's parts share: the settings, the clients (Kubernetes,
+libvirt, the image cache), the metrics, the work queue, where an Instance's
+files live on the host, and the little the agent remembers about an Instance
+between two reconciles (everything else is read afresh each time).
+
+:class:`kova.agents.app.Agent` builds one :class:`AgentContext` and hands it
+to the heartbeat, the registration, the watch and the Instance modules.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kova.agents.metrics import AgentMetrics
+from kova.agents.settings import AgentSettings
+from kova.agents.virt.cpus import CpuLayout
+from kova.agents.virt.driver import LibvirtDriver
+from kova.agents.virt.images import ImageCache
+from kova.kube import SyncKube
+from kova.workqueue import WorkQueue
+
+#: A work-queue key: ``(namespace, name)`` of an Instance, or one of the two
+#: special keys below.
+Key = tuple[str, str]
+
+#: Look at every Instance and every domain of this host again.
+RESYNC_KEY: Key = ("", "*resync*")
+
+#: A domain whose Instance is not (yet) in the watch cache: ``("*domain*", uid)``.
+DOMAIN_KEY = "*domain*"
+
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class InstanceFiles:
+    """The files of one Instance under ``<instance-dir>/<uid>/``."""
+
+    dir: Path
+    disk: Path
+    seed: Path
+    console: Path
+    info: Path
+    #: A UEFI guest's variable store (created by libvirt from OVMF's template).
+    nvram: Path
+
+    @classmethod
+    def of(cls, instance_dir: Path, uid: str) -> InstanceFiles:
+        d = instance_dir / uid
+        return cls(dir=d, disk=d / "disk.qcow2", seed=d / "seed.iso",
+                   console=d / "console.log", info=d / "instance.json",
+                   nvram=d / "nvram.fd")
+
+
+@dataclass
+class InstanceMemory:
+    """The agent's only memory of its Instances between reconciles (lost on a
+    restart, which is fine: each entry only times or paces an action).
+
+    Every map is written by one module: ``stopping`` and ``build_started`` by
+    the power and build steps, ``awaiting_address`` by the status report,
+    ``secret_waits`` by the user-data wait, ``failures`` by the workers."""
+
+    #: uid -> when the first clean shutdown was asked for (destroyed after
+    #: ``--shutdown-timeout``).
+    stopping: dict[str, float] = field(default_factory=dict)
+    #: uid -> when its build started (the build-duration metric ends at the start).
+    build_started: dict[str, float] = field(default_factory=dict)
+    #: uid -> when the running guest was first seen without an address.
+    awaiting_address: dict[str, float] = field(default_factory=dict)
+    #: Instance -> reads of its missing user-data Secret so far (the back-off).
+    secret_waits: dict[Key, int] = field(default_factory=dict)
+    #: work-queue key -> failed reconciles in a row (the back-off).
+    failures: dict[Key, int] = field(default_factory=dict)
+
+    def forget_domain(self, uid: str) -> None:
+        """The domain ``uid`` is gone from this host."""
+        self.stopping.pop(uid, None)
+        self.build_started.pop(uid, None)
+        self.awaiting_address.pop(uid, None)
+
+
+@dataclass
+class AgentContext:
+    """The agent's shared collaborators (one per agent process)."""
+
+    cfg: AgentSettings
+    kube: SyncKube
+    driver: LibvirtDriver
+    images: ImageCache
+    metrics: AgentMetrics
+    queue: WorkQueue
+    #: Cache mode of the guests' disks (``--disk-cache``, or probed).
+    disk_cache: str
+    #: Set when the agent stops.
+    stopping: threading.Event = field(default_factory=threading.Event)
+    memory: InstanceMemory = field(default_factory=InstanceMemory)
+    #: Dedicated and shared host CPUs, as last registered from the Host spec.
+    cpus: CpuLayout = field(default_factory=CpuLayout)
+    #: The host's CPU architecture as libvirt reports it (once registered).
+    arch: str = ""
+    #: Held while dedicated CPUs are chosen and the domain defined, so that
+    #: two builds never pick the same CPU.
+    pinning: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def host(self) -> str:
+        return self.cfg.host
+
+    @property
+    def instance_dir(self) -> Path:
+        return Path(self.cfg.instance_dir)
+
+    @property
+    def with_nic(self) -> bool:
+        """Guests get a NIC (``--network`` or ``--bridge``)."""
+        return bool(self.cfg.network or self.cfg.bridge)
+
+    def files(self, uid: str) -> InstanceFiles:
+        return InstanceFiles.of(self.instance_dir, uid)

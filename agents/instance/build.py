@@ -1,0 +1,288 @@
+"""Building an Instance's domain: the finalizer first, then the image (fetched
+into the host's cache), the qcow2 overlay, the NoCloud seed and the domain
+definition.  The domain is defined shut off; :mod:`~kova.agents.instance.power`
+starts it.
+
+A build is idempotent (a half-built Instance -- an overlay without a domain --
+is finished with the same overlay).  A failure the user can act on becomes
+``Built=False/BuildFailed`` with its code (see
+:func:`~kova.agents.instance.decisions.build_failure`), the partial work is
+removed and the agent's finalizer dropped; the operator reschedules.  An
+API-server error is not a build failure: the reconcile is retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+
+from kova.agents.context import AgentContext, GiB, InstanceFiles
+from kova.agents.instance import decisions, restart_fields
+from kova.agents.instance.decisions import BuildError
+from kova.agents.instance.report import Reporter
+from kova.agents.instance.teardown import Teardown
+from kova.agents.instance.userdata import UserData
+from kova.agents.virt import cpus
+from kova.agents.virt.domain import (
+    DomainMetadata,
+    DomainSpec,
+    build_domain_xml,
+    domain_name,
+    mac_for,
+)
+from kova.agents.virt.driver import DomainInfo, DriverError
+from kova.agents.virt.images import (
+    CachedImage,
+    ImageSource,
+    backing_file,
+    create_overlay,
+    remove_tree,
+)
+from kova.conditions import now_rfc3339
+from kova.crds import names
+from kova.crds import objects as ob
+from kova.kube import custom_path
+
+log = logging.getLogger("kova.agents.instance.build")
+
+
+class Steps:
+    """The time each build step took, for the log line."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self._marks: list[tuple[str, float]] = []
+
+    def __call__(self, name: str) -> None:
+        self._marks.append((name, time.monotonic()))
+
+    def summary(self) -> str:
+        prev, parts = self.t0, []
+        for name, t in self._marks:
+            parts.append(f"{name} {t - prev:.3f}")
+            prev = t
+        return ", ".join(parts)
+
+
+class Builder:
+    def __init__(self, ctx: AgentContext, report: Reporter, teardown: Teardown,
+                 userdata: UserData) -> None:
+        self.ctx = ctx
+        self.report = report
+        self.teardown = teardown
+        self.userdata = userdata
+
+    def build(self, obj: dict) -> DomainInfo:
+        """Create everything for a new domain and define it.  Raises
+        :class:`BuildError`; partial work is removed."""
+        uid = obj["metadata"]["uid"]
+        key = ob.key(obj)
+        steps = Steps()
+        self.ctx.memory.build_started[uid] = steps.t0
+        obj = self.teardown.add_finalizer(obj)
+        steps("finalizer")
+        log.info("%s/%s: building (uid %s)", *key, uid)
+        self.report.instance_status(obj, decisions.building_status(obj, self.ctx.host))
+        steps("status")
+        files = self.ctx.files(uid)
+        created_dir = not files.dir.exists()
+        try:
+            defined = self._create(obj, files, steps)
+        except Exception as exc:
+            failure = decisions.build_failure(exc)
+            if failure is None:
+                raise  # an API-server hiccup (retry the reconcile) or a bug
+            self.undo(uid, created_dir)
+            if failure is exc:
+                raise
+            raise failure from exc
+        log.info("%s/%s: domain defined in %.2fs (%s)", *key, time.monotonic() - steps.t0,
+                 steps.summary())
+        self.ctx.metrics.builds.labels("ok").inc()
+        return defined
+
+    def _create(self, obj: dict, files: InstanceFiles, steps: Steps) -> DomainInfo:
+        uid = obj["metadata"]["uid"]
+        key = ob.key(obj)
+        self._replace_earlier_domain(uid, key)
+        res = self.resources(obj)
+        image = self.image(obj)
+        source = ImageSource.from_image(image)
+        files.dir.mkdir(parents=True, exist_ok=True)
+        files.info.write_text(json.dumps(
+            {"uid": uid, "namespace": key[0], "name": key[1], "host": self.ctx.host}))
+        steps("lookups")
+        cached = self.ctx.images.fetch(source)
+        steps("image")
+        self._count_image(cached)
+        if not files.disk.exists():
+            create_overlay(cached, files.disk, int(res["diskGiB"]) * GiB)
+        steps("overlay")
+        self.userdata.write_seed(obj, files)
+        spec = self._domain_spec(obj, res, source, files, ob.spec(image).get("properties") or {})
+        steps("seed")
+        with self.ctx.pinning:
+            if self.dedicated(obj):
+                spec = dataclasses.replace(spec, pinned_cpus=self.choose_pcpus(uid, spec.vcpus))
+            defined = self.ctx.driver.define(build_domain_xml(spec))
+        steps("define")
+        return defined
+
+    def choose_pcpus(self, uid: str, vcpus: int) -> tuple[int, ...]:
+        """Dedicated host CPUs for the vCPUs of Instance ``uid``: free ones of
+        the Host's cpuDedicatedSet (no other domain of this host pinned to
+        them).  Called with ``ctx.pinning`` held."""
+        in_use: set[int] = set()
+        for dom in self.ctx.driver.list_domains():
+            if dom.uuid != uid and decisions.is_mine(dom.meta, self.ctx.host):
+                in_use |= cpus.pinned_cpus(dom.xml)
+        try:
+            return cpus.choose_pcpus(self.ctx.cpus.dedicated, in_use, vcpus)
+        except ValueError as exc:
+            raise BuildError(names.ERROR_LIBVIRT, str(exc)) from None
+
+    def dedicated(self, obj: dict) -> bool:
+        """Whether the Instance's Flavor asks for dedicated CPUs."""
+        flavor = self._flavor(obj)
+        policy = ((ob.spec(flavor).get("extraSpecs") or {}).get("cpuPolicy")
+                  if flavor else None)
+        return policy == names.CPUPolicy.DEDICATED
+
+    def _replace_earlier_domain(self, uid: str, key: tuple[str, str]) -> None:
+        """A domain of an earlier Instance with the same name is an orphan:
+        removed when this agent made it, a build failure otherwise."""
+        name = domain_name(*key)
+        old = self.ctx.driver.lookup_name(name)
+        if old is None or old.UUIDString() == uid:
+            return
+        old_info = self.ctx.driver.info(old)
+        if not decisions.is_mine(old_info.meta, self.ctx.host):
+            raise BuildError(names.ERROR_LIBVIRT,
+                             f"a domain named {name} that this agent did not "
+                             f"create exists (uuid {old_info.uuid})")
+        self.teardown.remove_stale(old_info.uuid, key)
+
+    def _domain_spec(self, obj: dict, res: dict, source: ImageSource,
+                     files: InstanceFiles, props: dict) -> DomainSpec:
+        """The domain of ``obj``: its size, files, the agent's settings and
+        the Image's properties (``props``: firmware; a UEFI guest keeps its
+        variables in the Instance's directory)."""
+        cfg, md = self.ctx.cfg, obj["metadata"]
+        uid = md["uid"]
+        uefi = props.get("firmware") == names.Firmware.UEFI
+        arch = self.check_arch(source.name, props.get("architecture") or "x86_64")
+        return DomainSpec(
+            meta=DomainMetadata(
+                uid=uid, namespace=md["namespace"], name=md["name"], host=self.ctx.host,
+                image=source.name, generation=int(md.get("generation") or 0),
+                created=now_rfc3339(),
+                restart_token=ob.annotations_of(obj).get(names.ANNOTATION_RESTART, ""),
+                run_strategy="",
+                applied_spec=restart_fields.fingerprint(ob.spec(obj)),
+            ),
+            vcpus=int(res["vcpus"]),
+            memory_mib=int(res["memoryMiB"]),
+            disk_path=str(files.disk),
+            console_log=str(files.console),
+            seed_path=str(files.seed),
+            domain_type=cfg.domain_type,  # type: ignore[arg-type]
+            arch=arch,
+            machine=cfg.machine,
+            firmware="uefi" if uefi else "bios",
+            os_type=props.get("osType") or "linux",
+            disk_bus=props.get("diskBus") or "virtio",
+            nic_model=props.get("nicModel") or "virtio",
+            nvram_path=str(files.nvram) if uefi else None,
+            cpu_mode=cfg.cpu_mode,  # type: ignore[arg-type]
+            disk_cache=self.ctx.disk_cache,
+            network=cfg.network,
+            bridge=cfg.bridge,
+            mac=mac_for(uid),
+            vcpu_scheduler=cfg.guest_vcpu_scheduler,  # type: ignore[arg-type]
+            vnc=cfg.vnc,
+            shared_cpuset=self.ctx.cpus.shared_cpuset,
+        )
+
+    def check_arch(self, image: str, arch: str) -> str:
+        """The Image's architecture, if this host runs it (a host of another
+        architecture than Kova's, like libvirt's test driver, is not checked)."""
+        host = self.ctx.arch
+        if host in names.ARCH_TRAITS and host != arch:
+            raise BuildError(names.ERROR_IMAGE_INVALID,
+                             f"Image {image} is for {arch} (properties.architecture); "
+                             f"this host is {host}")
+        return arch
+
+    def resources(self, obj: dict) -> dict:
+        """vCPUs, memory and disk: what the operator claimed
+        (``status.resources``), else ``spec.resources``, else the Flavor."""
+        res = ob.status(obj).get("resources") or ob.spec(obj).get("resources")
+        if res:
+            return res
+        ref = ob.ref_name(obj, "flavorRef")
+        if not ref:
+            raise BuildError(names.ERROR_INTERNAL,
+                             "the instance has neither resources nor a flavor")
+        flavor = self._flavor(obj)
+        if flavor is None:
+            raise BuildError(names.ERROR_INTERNAL, f"flavor {ref} not found")
+        fs = ob.spec(flavor)
+        return {"vcpus": fs["vcpus"], "memoryMiB": fs["memoryMiB"], "diskGiB": fs["diskGiB"]}
+
+    def _flavor(self, obj: dict) -> dict | None:
+        ref = ob.ref_name(obj, "flavorRef")
+        return self.ctx.kube.get_or_none(custom_path(names.FLAVORS, ref)) if ref else None
+
+    def image(self, obj: dict) -> dict:
+        """The Image the Instance boots."""
+        ref = ob.ref_name(obj, "imageRef")
+        image = self.ctx.kube.get_or_none(custom_path(names.IMAGES, ref)) if ref else None
+        if image is None:
+            raise BuildError(names.ERROR_IMAGE_NOT_FOUND, f"Image {ref} does not exist")
+        return image
+
+    def _count_image(self, cached: CachedImage) -> None:
+        metrics = self.ctx.metrics
+        if cached.hit:
+            metrics.image_cache_hits.inc()
+        else:
+            metrics.image_cache_misses.inc()
+            metrics.image_bytes.inc(cached.size)
+
+    def undo(self, uid: str, remove_dir: bool = True) -> None:
+        """Remove what a failed build left: the domain and the directory."""
+        try:
+            self.ctx.driver.undefine(uid)
+        except DriverError as exc:
+            log.warning("undefining %s after a failed build: %s", uid, exc)
+        remove_tree(self.ctx.files(uid).dir)
+        self.ctx.memory.build_started.pop(uid, None)
+
+    def failed(self, obj: dict, exc: BuildError) -> None:
+        """Report a failed build: nothing is left on this host, so the
+        finalizer goes first (a reader who sees the condition also sees the
+        finalizer gone, and deleting the Instance does not wait for this
+        agent), then ``Built=False/BuildFailed`` and a Warning Event."""
+        metrics = self.ctx.metrics
+        log.warning("%s/%s: build failed: %s: %s", *ob.key(obj), exc.code, exc.message)
+        metrics.builds.labels("failed").inc()
+        metrics.build_failures.labels(exc.code).inc()
+        self.teardown.remove_finalizer(obj)
+        self.report.instance_status(obj, decisions.build_failed_status(obj, exc))
+        self.report.event(obj, "Warning", names.REASON_BUILD_FAILED,
+                          f"{self.ctx.host}: {exc.code}: {exc.message}")
+
+    def prune_images(self) -> None:
+        """Drop cached images no overlay has used for ``--image-cache-ttl``
+        seconds (Nova's image cache manager)."""
+        in_use = set()
+        for disk in self.ctx.instance_dir.glob("*/disk.qcow2"):
+            b = backing_file(disk)
+            if b is not None:
+                in_use.add(b)
+        try:
+            self.ctx.images.prune(in_use, min_age=self.ctx.cfg.image_cache_ttl)
+        except OSError as exc:
+            log.warning("image cache prune failed: %s", exc)

@@ -1,0 +1,325 @@
+"""The agent's stream endpoint: consoles, VNC, power actions and the console
+log of this host's domains, for Kova's API component only.
+
+HTTPS with mutual TLS: the client must present a certificate signed by
+``client_ca_file`` whose subject common name is one of ``allowed_clients``
+(``kova-api``); anything else fails the handshake (no certificate, another
+CA) or gets 403 (another name).  Users never reach it directly: they go
+through the Kubernetes API server, which authenticates them, and the API
+component, which asks the API server whether they may (SubjectAccessReview).
+
+Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
+
+* ``GET /v1/domains/<uid>/console?mode=write|read&user=<name>`` -- websocket,
+  binary frames both ways (:mod:`kova.agents.stream.console`);
+* ``GET /v1/domains/<uid>/vnc`` -- websocket carrying RFB;
+
+  both websockets start with one text frame, ``{"ok": true}`` or
+  ``{"ok": false, "status": 409, "reason": ..., "message": ...}`` (then the
+  agent closes), so that the API component can answer the user with a
+  proper HTTP error before it accepts the user's websocket;
+* ``GET /v1/domains/<uid>/log?follow=1&tailBytes=N`` -- the serial console log
+  file (``text/plain``, streamed while ``follow``);
+* ``PUT /v1/domains/<uid>/power/<action>`` -- :mod:`kova.agents.instance.power_actions`;
+* ``GET /healthz``.
+
+Errors are JSON ``{"reason": ..., "message": ...}`` with a 4xx/5xx status.
+The server runs its own asyncio loop in a thread (the agent itself is
+threaded); libvirt calls go to the loop's default executor.  Where the API
+component reaches it is the Host's ``status.streamEndpoint``
+(:meth:`StreamServer.host_status`, written by the registration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from kova.agents.context import AgentContext
+from kova.agents.instance.power_actions import ActionError, PowerActions
+from kova.agents.settings import AgentSettings
+from kova.agents.stream.console import ConsoleError, ConsoleHub, open_vnc
+
+log = logging.getLogger("kova.agents.stream.server")
+
+#: A console reader whose websocket falls this far behind is disconnected.
+MAX_BACKLOG = 8 * 1024 * 1024
+
+
+def server_ssl_context(cfg: AgentSettings) -> ssl.SSLContext:
+    """TLS that requires a client certificate signed by the stream client CA."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=cfg.stream_client_ca_file)
+    assert cfg.stream_cert_file is not None
+    ctx.load_cert_chain(cfg.stream_cert_file, cfg.stream_key_file)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def peer_common_name(request: web.Request) -> str | None:
+    cert = request.transport.get_extra_info("peercert") if request.transport else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
+
+
+def error(status: int, reason: str, message: str) -> web.Response:
+    return web.json_response({"reason": reason, "message": message}, status=status)
+
+
+async def refuse(ws: web.WebSocketResponse, exc: ConsoleError) -> web.WebSocketResponse:
+    """A websocket's first frame says whether the agent could attach; this
+    one says why not (the API component answers the user with it)."""
+    await ws.send_json({"ok": False, "status": exc.status, "reason": exc.reason,
+                        "message": exc.message})
+    await ws.close()
+    return ws
+
+
+class StreamServer:
+    """The stream endpoint: :meth:`start` serves it in thread ``stream``.
+    ``healthy`` is the agent's health check (``/healthz``)."""
+
+    def __init__(self, ctx: AgentContext, power: PowerActions,
+                 healthy: Callable[[], tuple[bool, str]]) -> None:
+        cfg = ctx.cfg
+        self.ctx = ctx
+        self.cfg = cfg
+        self.consoles = ConsoleHub(lambda: ctx.driver.conn)
+        self.power = power
+        self.healthy = healthy
+        self.port: int | None = None
+        self.advertise_address = cfg.stream_advertise_address or (
+            cfg.stream_bind if cfg.stream_bind not in ("0.0.0.0", "::") else _own_address())
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def host_status(self) -> dict[str, Any]:
+        """Host status.streamEndpoint: where Kova's API component reaches
+        this agent (nothing until the endpoint listens)."""
+        if self.port is None:
+            return {}
+        return {"streamEndpoint": {"address": self.advertise_address, "port": self.port}}
+
+    # ------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._authenticate])
+        base = "/v1/domains/{uid}"
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get(base + "/console", self._console)
+        app.router.add_get(base + "/vnc", self._vnc)
+        app.router.add_get(base + "/log", self._log)
+        app.router.add_put(base + "/power/{action}", self._power)
+        return app
+
+    def start(self) -> None:
+        ssl_ctx = server_ssl_context(self.cfg)
+        self._thread = threading.Thread(target=self._run, args=(ssl_ctx,), name="stream",
+                                        daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise RuntimeError(f"stream endpoint: {self._error}") from self._error
+        log.info("stream endpoint (mutual TLS, clients %s) on %s:%s, advertised as %s",
+                 ", ".join(self.cfg.stream_allowed_clients), self.cfg.stream_bind, self.port,
+                 self.advertise_address)
+
+    def _run(self, ssl_ctx: ssl.SSLContext) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve(ssl_ctx))
+        except BaseException as exc:  # reported to start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self._shutdown())
+        loop.close()
+
+    async def _serve(self, ssl_ctx: ssl.SSLContext) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.stream_bind, self.cfg.stream_port,
+                           ssl_context=ssl_ctx)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1] if sockets else self.cfg.stream_port
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def stop(self) -> None:
+        self.consoles.close_all()
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # ------------------------------------------------------------------
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler) -> web.StreamResponse:
+        name = peer_common_name(request)
+        if name not in self.cfg.stream_allowed_clients:
+            log.warning("stream endpoint: refused a client certificate named %r", name)
+            return error(403, "Forbidden", "this client certificate may not use the agent's "
+                         "stream endpoint")
+        return await handler(request)
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        ok, why = self.healthy()
+        return web.json_response({"ok": ok, "reason": why}, status=200 if ok else 503)
+
+    async def _console(self, request: web.Request) -> web.StreamResponse:
+        uid = request.match_info["uid"]
+        writer = request.query.get("mode", "write") == "write"
+        user = request.query.get("user", "unknown")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        backlog = [0]
+
+        def put(data: bytes | None) -> None:
+            if data is not None:
+                backlog[0] += len(data)
+                if backlog[0] > MAX_BACKLOG:
+                    data = None  # too slow a reader: end its session
+            queue.put_nowait(data)
+
+        def deliver(data: bytes | None) -> None:  # libvirt's event thread
+            loop.call_soon_threadsafe(put, data)
+
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        try:
+            att = await loop.run_in_executor(
+                None, lambda: self.consoles.attach(uid, user=user, writer=writer,
+                                                   deliver=deliver))
+        except ConsoleError as exc:
+            return await refuse(ws, exc)
+        try:
+            await ws.send_json({"ok": True, "writer": writer})
+
+            async def to_client() -> None:
+                while True:
+                    data = await queue.get()
+                    if data is None:
+                        await ws.close(code=1000, message=b"the console closed")
+                        return
+                    backlog[0] -= len(data)
+                    await ws.send_bytes(data)
+
+            sender = asyncio.create_task(to_client())
+            try:
+                async for msg in ws:
+                    if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT) or not writer:
+                        continue
+                    data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+                    try:
+                        await loop.run_in_executor(None, att.write, data)
+                    except ConsoleError as exc:
+                        await ws.close(code=1011, message=exc.message.encode()[:120])
+                        break
+            finally:
+                sender.cancel()
+        finally:
+            await loop.run_in_executor(None, att.detach)
+        return ws
+
+    async def _vnc(self, request: web.Request) -> web.StreamResponse:
+        uid = request.match_info["uid"]
+        loop = asyncio.get_running_loop()
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=16 << 20)
+        await ws.prepare(request)
+        try:
+            sock = await loop.run_in_executor(None, open_vnc, self.ctx.driver.conn, uid)
+        except ConsoleError as exc:
+            return await refuse(ws, exc)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        await ws.send_json({"ok": True})
+        log.info("VNC of %s: viewer connected (%s)", uid, request.query.get("user", "unknown"))
+
+        async def to_client() -> None:
+            while data := await reader.read(256 * 1024):
+                await ws.send_bytes(data)
+            await ws.close(code=1000, message=b"the display closed")
+
+        sender = asyncio.create_task(to_client())
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    writer.write(msg.data)
+                    await writer.drain()
+        finally:
+            sender.cancel()
+            writer.close()
+        return ws
+
+    async def _log(self, request: web.Request) -> web.StreamResponse:
+        uid = request.match_info["uid"]
+        path = self.ctx.files(uid).console
+        follow = request.query.get("follow") in ("1", "true")
+        try:
+            tail = int(request.query.get("tailBytes", "-1"))
+        except ValueError:
+            return error(400, "BadRequest", "tailBytes must be an integer")
+        loop = asyncio.get_running_loop()
+        try:
+            fh = await loop.run_in_executor(None, open, path, "rb")
+        except FileNotFoundError:
+            return error(404, "NoConsoleLog", "no console log on this host (the domain was "
+                         "never started here)")
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await resp.prepare(request)
+        try:
+            if tail >= 0:
+                size = os.fstat(fh.fileno()).st_size
+                fh.seek(max(0, size - tail))
+            while True:
+                data = await loop.run_in_executor(None, fh.read, 256 * 1024)
+                if data:
+                    await resp.write(data)
+                    continue
+                if not follow or not Path(path).exists():
+                    break
+                await asyncio.sleep(0.25)
+        except ConnectionResetError:
+            pass
+        finally:
+            fh.close()
+        return resp
+
+    async def _power(self, request: web.Request) -> web.Response:
+        uid, action = request.match_info["uid"], request.match_info["action"]
+        user = request.query.get("user", "unknown")
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(None, self.power.run, uid, action, user)
+        except ActionError as exc:
+            return error(exc.status, exc.reason, exc.message)
+        return web.json_response(result.to_json())
+
+
+def _own_address() -> str:
+    import socket
+
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+

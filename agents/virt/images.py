@@ -1,0 +1,497 @@
+"""The per-host image cache and the qcow2 overlays instances boot from.
+
+Cached images live in ``<cache_dir>/`` (Nova's ``_base``), one file per image
+content, named by its SHA-256: ``<sha256>.<format>``.  A fetch
+
+* is shared: Instances of the same image wait for one download (a per-key
+  lock in the process, plus an ``flock`` on ``<key>.lock`` for other
+  processes sharing the directory);
+* is atomic: data goes to a temporary file in the same directory, is
+  hashed while written, fsynced, verified, then renamed into place;
+* is verified: when the Image names a sha256 a file that does not match is
+  refused (:data:`~kova.crds.names.ERROR_IMAGE_CHECKSUM`) and removed;
+  ``qemu-img info`` must agree with the declared format and the image must not
+  name a backing file of its own (a qcow2 could otherwise point a guest at any
+  file on the host);
+* logs its progress (every 10 % or 5 s);
+* verifies https:// servers against the system trust store (OpenSSL's
+  default paths, which honour ``SSL_CERT_FILE``/``SSL_CERT_DIR``) plus an
+  optional CA bundle (``kova agent run --image-ca-file``); a server the agent
+  does not trust is refused with a message that says so
+  (:data:`~kova.crds.names.ERROR_IMAGE_DOWNLOAD`).
+
+Images without a sha256 are cached under the hash of their source
+(``src-<sha256 of the URL or path>``), verified against nothing but still
+checked with ``qemu-img info``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+from kova.crds import names
+
+log = logging.getLogger("kova.agents.virt.images")
+
+CHUNK = 1 << 20
+GiB = 1 << 30
+
+
+class ImageError(Exception):
+    """An image cannot be used; ``code`` is one of the ERROR_* codes of :mod:`kova.crds.names`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSource:
+    """The parts of an Image's spec the cache needs."""
+
+    name: str
+    url: str | None = None
+    host_path: str | None = None
+    sha256: str | None = None
+    format: str = "qcow2"
+
+    @classmethod
+    def from_image(cls, image: dict) -> "ImageSource":
+        """From an Image object (a dict as the API returns it)."""
+        spec = image.get("spec") or {}
+        source = spec.get("source") or {}
+        return cls(
+            name=(image.get("metadata") or {}).get("name", ""),
+            url=source.get("url"),
+            host_path=source.get("hostPath"),
+            sha256=spec.get("sha256"),
+            format=spec.get("format") or "qcow2",
+        )
+
+    @property
+    def location(self) -> str:
+        return self.url or self.host_path or ""
+
+    @property
+    def key(self) -> str:
+        if self.sha256:
+            return self.sha256.lower()
+        return "src-" + hashlib.sha256(self.location.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedImage:
+    path: Path
+    sha256: str
+    size: int
+    virtual_size: int
+    format: str
+    hit: bool
+
+
+@dataclasses.dataclass
+class CacheStats:
+    """Counters the metrics module exports (see kova.agents.metrics)."""
+
+    hits: int = 0
+    misses: int = 0
+    bytes_fetched: int = 0
+
+
+def qemu_img_info(path: Path | str) -> dict:
+    proc = subprocess.run(
+        ["qemu-img", "info", "--output=json", "-U", str(path)],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise ImageError(
+            names.ERROR_IMAGE_INVALID,
+            f"qemu-img cannot read {path}: {proc.stderr.strip() or proc.stdout.strip()}",
+        )
+    return json.loads(proc.stdout)
+
+
+def tls_context(ca_file: Path | str | None = None) -> ssl.SSLContext:
+    """The TLS settings of image downloads: certificates and host names are
+    verified against the system trust store (OpenSSL's default paths --
+    ``/etc/ssl/certs`` on Debian, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), and
+    against the CAs in the PEM bundle ``ca_file`` as well when it is given (a
+    private mirror's CA; public image URLs stay trusted).
+
+    Raises ValueError naming the file when it cannot be read or holds no
+    certificate."""
+    ctx = ssl.create_default_context()
+    if ca_file:
+        try:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"image CA file {ca_file}: cannot load it: {exc}") from exc
+    return ctx
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error under an httpx error (httpx -> httpcore -> ssl), if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLError):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+class ImageCache:
+    """Fetch, verify and share images on one host."""
+
+    def __init__(
+        self,
+        cache_dir: Path | str,
+        *,
+        http: httpx.Client | None = None,
+        on_progress: Callable[[str, int, int | None], None] | None = None,
+        timeout: float = 60.0,
+        ca_file: Path | str | None = None,
+    ) -> None:
+        self.dir = Path(cache_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._http = http
+        self._ca_file = str(ca_file) if ca_file else None
+        # One context for every download (loading the trust store once); an
+        # unreadable CA file fails here, when the agent starts.
+        self._tls = tls_context(ca_file)
+        self._timeout = timeout
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self.stats = CacheStats()
+        self._on_progress = on_progress
+
+    # ------------------------------------------------------------------
+    def _lock_for(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        with self._lock_for(key):
+            self.dir.mkdir(parents=True, exist_ok=True)  # it may have been removed
+            with open(self.dir / f".{key}.lock", "w") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def path_for(self, source: ImageSource) -> Path:
+        return self.dir / f"{source.key}.{source.format}"
+
+    def _meta_path(self, path: Path) -> Path:
+        return path.with_suffix(path.suffix + ".json")
+
+    # ------------------------------------------------------------------
+    def fetch(self, source: ImageSource) -> CachedImage:
+        """The cached, verified copy of ``source``; fetched on a miss."""
+        if not source.url and not source.host_path:
+            raise ImageError(names.ERROR_IMAGE_NOT_FOUND, f"image {source.name} has no source")
+        if source.format not in ("qcow2", "raw"):
+            raise ImageError(names.ERROR_IMAGE_INVALID, f"unsupported format {source.format}")
+        final = self.path_for(source)
+        with self._locked(source.key):
+            if final.exists():
+                meta = self._read_meta(final)
+                if meta is not None:
+                    self.stats.hits += 1
+                    with contextlib.suppress(OSError):
+                        os.utime(self._meta_path(final))  # last use, for prune()
+                    log.debug("image %s: cache hit %s", source.name, final)
+                    return CachedImage(
+                        path=final, sha256=meta["sha256"], size=meta["size"],
+                        virtual_size=meta["virtualSize"], format=source.format, hit=True,
+                    )
+                # A file without its metadata is a leftover: fetch again.
+                final.unlink(missing_ok=True)
+            self.stats.misses += 1
+            tmp = self.dir / f".{source.key}.{os.getpid()}.{threading.get_ident()}.part"
+            try:
+                started = time.monotonic()
+                if source.url:
+                    digest, size = self._download(source, tmp)
+                else:
+                    digest, size = self._copy_local(source, tmp)
+                if source.sha256 and digest != source.sha256.lower():
+                    raise ImageError(
+                        names.ERROR_IMAGE_CHECKSUM,
+                        f"image {source.name}: sha256 of {source.location} is {digest}, "
+                        f"expected {source.sha256.lower()}",
+                    )
+                info = self._check_format(source, tmp)
+                os.replace(tmp, final)
+                meta = {
+                    "name": source.name,
+                    "source": source.location,
+                    "sha256": digest,
+                    "size": size,
+                    "virtualSize": int(info.get("virtual-size") or size),
+                    "format": source.format,
+                    "fetchedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                self._write_meta(final, meta)
+                self.stats.bytes_fetched += size
+                log.info(
+                    "image %s: cached %s (%d bytes, sha256 %s) in %.1fs",
+                    source.name, final, size, digest[:16], time.monotonic() - started,
+                )
+                return CachedImage(
+                    path=final, sha256=digest, size=size,
+                    virtual_size=meta["virtualSize"], format=source.format, hit=False,
+                )
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    def _read_meta(self, path: Path) -> dict | None:
+        try:
+            meta = json.loads(self._meta_path(path).read_text())
+        except (OSError, ValueError):
+            return None
+        if meta.get("size") != path.stat().st_size:
+            return None
+        return meta
+
+    def _write_meta(self, path: Path, meta: dict) -> None:
+        mp = self._meta_path(path)
+        tmp = mp.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, mp)
+
+    def _check_format(self, source: ImageSource, path: Path) -> dict:
+        info = qemu_img_info(path)
+        found = info.get("format")
+        if found != source.format:
+            raise ImageError(
+                names.ERROR_IMAGE_INVALID,
+                f"image {source.name} is declared {source.format} but the file is {found}",
+            )
+        if info.get("backing-filename") or info.get("full-backing-filename"):
+            raise ImageError(
+                names.ERROR_IMAGE_INVALID,
+                f"image {source.name} names a backing file; refusing it",
+            )
+        return info
+
+    def _progress(self, source: ImageSource, done: int, total: int | None, state: dict) -> None:
+        now = time.monotonic()
+        pct = int(done * 100 / total) if total else None
+        if (pct is not None and pct >= state.get("pct", -10) + 10) or now - state.get("t", 0) >= 5:
+            state["pct"] = pct if pct is not None else state.get("pct", -10)
+            state["t"] = now
+            if total:
+                log.info("image %s: %d/%d bytes (%d%%)", source.name, done, total, pct)
+            else:
+                log.info("image %s: %d bytes", source.name, done)
+        if self._on_progress:
+            self._on_progress(source.name, done, total)
+
+    def _download(self, source: ImageSource, tmp: Path) -> tuple[str, int]:
+        assert source.url
+        client = self._http or httpx.Client(timeout=self._timeout, follow_redirects=True,
+                                            verify=self._tls)
+        digest = hashlib.sha256()
+        size = 0
+        state: dict = {}
+        log.info("image %s: downloading %s", source.name, source.url)
+        try:
+            with client.stream("GET", source.url) as resp:
+                if resp.status_code == 404:
+                    raise ImageError(
+                        names.ERROR_IMAGE_NOT_FOUND,
+                        f"image {source.name}: {source.url} answered 404 Not Found",
+                    )
+                if resp.status_code >= 400:
+                    raise ImageError(
+                        names.ERROR_IMAGE_DOWNLOAD,
+                        f"image {source.name}: {source.url} answered {resp.status_code}",
+                    )
+                length = resp.headers.get("content-length")
+                total = int(length) if length is not None else None
+                with open(tmp, "wb") as out:
+                    for chunk in resp.iter_bytes(CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        self._progress(source, size, total, state)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if total is not None and size != total:
+                    raise ImageError(
+                        names.ERROR_IMAGE_DOWNLOAD,
+                        f"image {source.name}: got {size} of {total} bytes",
+                    )
+        except httpx.HTTPError as exc:
+            tls = _ssl_cause(exc)
+            if tls is not None:
+                raise ImageError(names.ERROR_IMAGE_DOWNLOAD,
+                                 self._tls_message(source, exc, tls)) from exc
+            raise ImageError(
+                names.ERROR_IMAGE_DOWNLOAD, f"image {source.name}: {source.url}: {exc}"
+            ) from exc
+        finally:
+            if self._http is None:
+                client.close()
+        return digest.hexdigest(), size
+
+    @property
+    def trusted(self) -> str:
+        """Which CAs https:// image servers are verified against (for messages)."""
+        if self._ca_file:
+            return f"the system trust store and {self._ca_file}"
+        return "the system trust store"
+
+    def _tls_message(self, source: ImageSource, exc: httpx.HTTPError, tls: ssl.SSLError) -> str:
+        # The request's URL: after a redirect it is not source.url.
+        try:
+            url = exc.request.url
+            where = f"{url.host}:{url.port or 443}"
+        except RuntimeError:  # no request attached
+            parts = urllib.parse.urlsplit(source.url or "")
+            where = f"{parts.hostname}:{parts.port or 443}"
+        if isinstance(tls, ssl.SSLCertVerificationError):
+            why = tls.verify_message or tls.reason or str(tls)
+            return (f"image {source.name}: TLS certificate verification failed for {where} "
+                    f"({source.url}): {why}; the agent trusts {self.trusted} "
+                    f"(--image-ca-file / KOVA_AGENT_IMAGE_CA_FILE names a CA bundle to add)")
+        return (f"image {source.name}: TLS handshake with {where} failed ({source.url}): "
+                f"{tls.reason or tls}")
+
+    def _copy_local(self, source: ImageSource, tmp: Path) -> tuple[str, int]:
+        assert source.host_path
+        src = Path(source.host_path)
+        try:
+            real = src.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise ImageError(
+                names.ERROR_IMAGE_NOT_FOUND,
+                f"image {source.name}: {source.host_path} does not exist on this host",
+            ) from None
+        if not real.is_file():
+            raise ImageError(
+                names.ERROR_IMAGE_NOT_FOUND,
+                f"image {source.name}: {source.host_path} is not a regular file",
+            )
+        log.info("image %s: copying %s", source.name, real)
+        total = real.stat().st_size
+        # A hard link shares the blocks (the image must then never be changed
+        # in place -- replacing it by rename is fine); otherwise copy.
+        try:
+            os.link(real, tmp)
+            linked = True
+        except OSError:
+            linked = False
+        digest = hashlib.sha256()
+        size = 0
+        state: dict = {}
+        if linked:
+            with open(tmp, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    self._progress(source, size, total, state)
+        else:
+            with open(real, "rb") as fin, open(tmp, "wb") as out:
+                while chunk := fin.read(CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    self._progress(source, size, total, state)
+                out.flush()
+                os.fsync(out.fileno())
+        return digest.hexdigest(), size
+
+    # ------------------------------------------------------------------
+    def cached(self) -> list[Path]:
+        return sorted(
+            p for p in self.dir.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix in (".qcow2", ".raw")
+        )
+
+    def prune(self, in_use: set[Path], min_age: float = 0.0) -> list[Path]:
+        """Remove cached images that no overlay uses and that were not used
+        (fetched or hit) for ``min_age`` seconds; return what was removed."""
+        removed = []
+        keep = {p.resolve() for p in in_use}
+        now = time.time()
+        for path in self.cached():
+            if path.resolve() in keep:
+                continue
+            key = path.name.rsplit(".", 1)[0]
+            with self._locked(key):
+                try:
+                    last_used = self._meta_path(path).stat().st_mtime
+                except OSError:
+                    last_used = path.stat().st_mtime if path.exists() else 0.0
+                if now - last_used < min_age:
+                    continue
+                path.unlink(missing_ok=True)
+                self._meta_path(path).unlink(missing_ok=True)
+                log.info("image cache: removed %s (unused)", path.name)
+            removed.append(path)
+        return removed
+
+
+def create_overlay(base: CachedImage, dest: Path, size_bytes: int) -> Path:
+    """A qcow2 overlay at ``dest`` backed by ``base``, ``size_bytes`` large
+    (at least the image's own virtual size); written atomically."""
+    if size_bytes < base.virtual_size:
+        raise ImageError(
+            names.ERROR_DISK_TOO_SMALL,
+            f"the image needs {base.virtual_size} bytes of disk, the instance has {size_bytes}",
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part")
+    tmp.unlink(missing_ok=True)
+    proc = subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", base.format,
+         "-b", str(base.path), str(tmp), str(size_bytes)],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise ImageError(
+            names.ERROR_IMAGE_INVALID,
+            f"qemu-img create failed: {proc.stderr.strip() or proc.stdout.strip()}",
+        )
+    os.replace(tmp, dest)
+    return dest
+
+
+def backing_file(overlay: Path) -> Path | None:
+    """The backing file an overlay names, or None."""
+    try:
+        info = qemu_img_info(overlay)
+    except ImageError:
+        return None
+    name = info.get("full-backing-filename") or info.get("backing-filename")
+    return Path(name) if name else None
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,214 @@
+"""The operator process: its parts wired together, run, and shut down.
+
+kopf (behind :mod:`.informer`) delivers watch events and keeps an index of
+every kind.  Event handlers only enqueue keys; ``--workers`` coroutines
+reconcile them level-triggered from the indexed objects, so a repeated or
+stale event is harmless:
+
+* ``("inst", ns, name)`` -> :class:`~.instance.controller.InstanceController`
+  (scheduler + conductor + evacuation + deletion);
+* ``("sg", ns, name)`` -> :class:`~.servergroup.controller.ServerGroupController`;
+* ``("host", name)`` -> :class:`~.host.controller.HostController` (provider state).
+
+Beside them run the host monitor (Leases -> Up/Down), the leadership check,
+the Event poster and the periodic audit.  Placement is the record of claims:
+the claim is keyed by the Instance uid, so a restart never claims twice and
+never loses a claim (a 409 on a first claim with an allocation present means
+"already ours": it is adopted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+from collections.abc import Coroutine
+from typing import Any
+
+from kova import log as kova_log
+from kova.kube import Credentials, Kube
+from kova.operator import metrics
+from kova.operator.audit import audit_loop
+from kova.operator.context import Context
+from kova.operator.host.controller import HostController
+from kova.operator.host.monitor import HostMonitor
+from kova.operator.host.view import HostView
+from kova.operator.informer import Informer, RunOptions
+from kova.operator.instance.conductor import Conductor
+from kova.operator.instance.controller import InstanceController
+from kova.operator.instance.deletion import Deletion
+from kova.operator.instance.evacuation import Evacuation
+from kova.operator.instance.placing import Placer
+from kova.operator.instance.records import Records
+from kova.operator.leadership import Leadership
+from kova.operator.ledger import Ledger
+from kova.operator.recorder import EventRecorder
+from kova.operator.scheduler.batch import BatchScheduler
+from kova.operator.scheduler.scheduler import Scheduler
+from kova.operator.scheduler.weighers import BuildFailures, WeighContext
+from kova.operator.servergroup.controller import ServerGroupController
+from kova.operator.settings import Settings
+from kova.placement_client import PlacementClient, RetryPolicy
+from kova.workqueue import AsyncWorkQueue
+
+LOG = logging.getLogger("kova.operator")
+
+
+def _log_ref(key: tuple) -> dict:
+    """Log ``extra`` naming a work-queue key's object."""
+    kind = {"inst": "Instance", "sg": "ServerGroup", "host": "Host"}.get(key[0], key[0])
+    return kova_log.object_ref(kind, key[1] if len(key) > 2 else None, key[-1])
+
+
+def _clients(settings: Settings, creds: Credentials) -> tuple[Kube, PlacementClient]:
+    s = settings
+    kube = Kube(creds, observe=lambda verb, seconds: metrics.KUBE_SECONDS.labels(
+        verb=verb).observe(seconds))
+    placement = PlacementClient(
+        s.placement_url, s.placement_token, ca_file=s.placement_ca_file,
+        retry=RetryPolicy(budget=s.placement_retry_seconds),
+        observe=lambda call, seconds: metrics.PLACEMENT_SECONDS.labels(call=call).observe(
+            seconds),
+        on_retry=lambda reason: metrics.PLACEMENT_RETRIES.labels(reason=reason).inc())
+    return kube, placement
+
+
+class Operator:
+    """One operator process."""
+
+    def __init__(self, settings: Settings) -> None:
+        s = self.settings = settings
+        self.creds = Credentials.load(settings.kubeconfig)
+        self.identity = f"kova-operator@{socket.gethostname()}/{os.getpid()}"
+        self.priority = s.priority if s.priority is not None else random.randint(1, 1_000_000)
+        self.informer = Informer(self.creds)
+        kube, placement = _clients(s, self.creds)
+        self.ctx = ctx = Context(
+            settings=s, kube=kube, placement=placement, informer=self.informer,
+            ledger=Ledger(), hosts=HostView(self.informer, s.heartbeat_grace),
+            queue=AsyncWorkQueue(),
+            recorder=EventRecorder(kube, s.events, s.event_qps, s.event_burst),
+            failures=BuildFailures(window=s.build_failure_window), leader=not s.peering)
+        self.scheduler = Scheduler(placement, s.scheduler, ctx.hosts.host_by_rp,
+                                   ctx.hosts.host_by_name, WeighContext(failures=ctx.failures))
+        self.batcher = BatchScheduler(self.scheduler, s.max_batch) if s.max_batch > 1 else None
+        records = Records(ctx)
+        placer = Placer(ctx, records, self.scheduler, self.batcher)
+        self.instances = InstanceController(
+            ctx, records, Conductor(ctx, records, placer), Evacuation(ctx, records, placer),
+            Deletion(ctx, records))
+        # read at each scrape: Instances leave the waiting set in many places
+        metrics.PENDING.set_function(lambda: len(ctx.ledger.pending))
+        self.hosts = HostController(ctx)
+        self.groups = ServerGroupController(ctx)
+        self.monitor = HostMonitor(ctx)
+        self.leadership = Leadership(ctx, self.identity, self.priority, self.new_term)
+        self._tasks: list[asyncio.Task] = []
+
+    # ------------------------------------------------------------ informer events
+    def instance_changed(self, namespace: str, name: str, body: dict, deleted: bool) -> None:
+        self.instances.changed(namespace, name, body, deleted)
+
+    def host_changed(self, name: str, body: dict, deleted: bool) -> None:
+        self.hosts.host_changed(name, body, deleted)
+
+    def node_changed(self, name: str, body: dict, deleted: bool) -> None:
+        self.hosts.node_changed(name, body, deleted)
+
+    def image_changed(self, name: str, deleted: bool) -> None:
+        if not deleted:
+            self.ctx.retrigger_pending()
+            self.instances.image_changed(name)
+
+    def dependency_changed(self, kind: str, namespace: str | None, name: str,
+                           deleted: bool) -> None:
+        """A Flavor or ServerGroup appeared, changed or went away."""
+        if not deleted:
+            self.ctx.retrigger_pending()
+        elif kind == "servergroups":
+            self.ctx.ledger.forget_key(("sg", namespace, name))
+
+    def new_term(self) -> None:
+        """This replica became the active one: look at everything again."""
+        self.ctx.ledger.new_term()
+        self.hosts.new_term()
+        self.ctx.enqueue_all()
+
+    # ------------------------------------------------------------ workers
+    async def worker(self) -> None:
+        ctx = self.ctx
+        await self.informer.synced.wait()
+        while True:
+            key: Any = await ctx.queue.get()
+            metrics.QUEUE_DEPTH.set(len(ctx.queue))
+            try:
+                if ctx.leader:
+                    await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # retry with back-off
+                metrics.ERRORS.labels(kind=key[0]).inc()
+                delay = ctx.retry_later(key)
+                LOG.warning("reconcile %s failed (%s: %s); retrying in %.1fs",
+                            "/".join(key[1:]), type(exc).__name__, exc, delay,
+                            extra=_log_ref(key))
+            finally:
+                ctx.queue.done(key)
+
+    async def reconcile(self, key: tuple) -> None:
+        if key[0] == "inst":
+            await self.instances.reconcile(key)
+        elif key[0] == "sg":
+            await self.groups.reconcile(key[1], key[2])
+        elif key[0] == "host":
+            await self.hosts.reconcile(key[1])
+
+    # ------------------------------------------------------------ run
+    def _start(self) -> None:
+        s, ctx = self.settings, self.ctx
+
+        def task(coro: Coroutine, name: str) -> None:
+            self._tasks.append(asyncio.create_task(coro, name=name))
+
+        for i in range(s.workers):
+            task(self.worker(), f"kova-worker-{i}")
+        task(self.monitor.run(), "kova-host-monitor")
+        task(self.leadership.run(), "kova-leadership")
+        task(ctx.recorder.poster(), "kova-events")
+        if s.audit_interval > 0:
+            task(audit_loop(ctx.kube, ctx.placement, interval=s.audit_interval,
+                            heal=s.audit_heal, active=lambda: ctx.leader, emit=ctx.emit),
+                 "kova-audit")
+
+    async def run(self, stop_flag: asyncio.Event | None = None,
+                  ready_flag: asyncio.Event | None = None) -> None:
+        s = self.settings
+        try:
+            await self.monitor.poll_leases()
+        except Exception as exc:
+            LOG.warning("initial lease poll failed: %s", exc)
+        self._start()
+        LOG.info("kova operator starting: identity=%s priority=%d peering=%s namespaces=%s "
+                 "placement=%s", self.identity, self.priority,
+                 s.peering_name if s.peering else "standalone",
+                 "*" if s.all_namespaces else ",".join(s.namespaces), s.placement_url)
+        options = RunOptions(
+            all_namespaces=s.all_namespaces, namespaces=s.namespaces, peering=s.peering,
+            peering_name=s.peering_name, priority=self.priority, identity=self.identity,
+            health_port=s.health_port, watch_nodes=s.node_fencing)
+        try:
+            await self.informer.run(self, options, stop_flag=stop_flag, ready_flag=ready_flag)
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.batcher is not None:
+            await self.batcher.close()
+        self.ctx.queue.shutdown()
+        await self.ctx.kube.close()
+        await self.ctx.placement.close()

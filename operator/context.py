@@ -1,0 +1,74 @@
+"""What the operator's parts share, spelled out: the clients, the informer's
+views, the ledger, the hosts' state, the work queue, the Event recorder, and
+whether this replica is the active one.  Built once by :mod:`.app`; every
+controller gets the same :class:`Context`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from kova.crds import objects as ob
+from kova.kube import Kube
+from kova.operator import metrics
+from kova.operator.host.view import HostView
+from kova.operator.informer import Informer
+from kova.operator.ledger import Ledger
+from kova.operator.recorder import EventRecorder
+from kova.operator.scheduler.weighers import BuildFailures
+from kova.operator.settings import Settings
+from kova.placement_client import PlacementClient
+from kova.workqueue import AsyncWorkQueue
+
+LOG = logging.getLogger("kova.operator")
+
+
+@dataclass
+class Context:
+    settings: Settings
+    kube: Kube
+    placement: PlacementClient
+    informer: Informer
+    ledger: Ledger
+    hosts: HostView
+    queue: AsyncWorkQueue
+    recorder: EventRecorder
+    failures: BuildFailures
+    #: This replica acts (leader election, see :mod:`.leadership`).
+    leader: bool = True
+
+    def emit(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        self.recorder.emit(obj, type_, reason, message)
+
+    # ------------------------------------------------------------ the queue
+    def enqueue(self, key: Hashable) -> None:
+        self.queue.add(key)
+        metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    def retry_later(self, key: Hashable) -> float:
+        """Queue ``key`` again after its back-off delay (returned)."""
+        delay = self.ledger.backoff(key, self.settings.backoff_base, self.settings.backoff_max)
+        self.queue.add_after(key, delay)
+        return delay
+
+    def retrigger_pending(self) -> None:
+        """Something an Instance may be waiting for appeared or changed (a
+        host, a Flavor, ...): look at every waiting Instance again now."""
+        for key in list(self.ledger.pending):
+            self.ledger.reset_backoff(key)
+            self.enqueue(key)
+
+    def enqueue_host_instances(self, host: str) -> None:
+        """Queue every Instance recorded on ``host`` (its state changed)."""
+        for (ns, name), body in self.informer.instances():
+            if ob.placed_host(body) == host:
+                self.enqueue(("inst", ns, name))
+
+    def enqueue_all(self) -> None:
+        """Queue every Instance and every Host (a new term as the active
+        replica)."""
+        for ns, name in self.informer.instance_keys():
+            self.enqueue(("inst", ns, name))
+        for name in self.informer.host_names():
+            self.enqueue(("host", name))

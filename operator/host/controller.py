@@ -1,0 +1,102 @@
+"""Hosts: keep each Host's resource provider in step with ``Host.spec``
+(Nova's ``COMPUTE_STATUS_DISABLED`` trait for a disabled, maintained or
+fenced host; the availability zone as a Placement aggregate), and react to
+Host and Node changes.  The provider itself (inventory, traits of the
+hardware) is the agent's."""
+
+from __future__ import annotations
+
+import logging
+
+from kova.crds import names
+from kova.crds import objects as ob
+from kova.kube import host_path
+from kova.operator.context import Context
+from kova.placement_client import PlacementError
+
+LOG = logging.getLogger("kova.operator")
+
+
+def provider_state(body: dict, fenced: bool) -> tuple[bool, str | None]:
+    """(disabled, zone) the Host's provider should have."""
+    spec = ob.spec(body)
+    disabled = (not spec.get("enabled", True)
+                or bool((spec.get("maintenance") or {}).get("enabled"))
+                or fenced)
+    return disabled, spec.get("availabilityZone")
+
+
+class HostController:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        #: Host name -> (provider, disabled, zone) last written to Placement.
+        self.synced: dict[str, tuple] = {}
+
+    def new_term(self) -> None:
+        """Another replica may have changed the providers meanwhile."""
+        self.synced.clear()
+
+    # ------------------------------------------------------------ events
+    def host_changed(self, name: str, body: dict, deleted: bool) -> None:
+        ctx = self.ctx
+        if deleted:
+            ctx.hosts.forget(name)
+            ctx.failures.forget(name)
+            self.synced.pop(name, None)
+            ctx.ledger.forget_key(("host", name))
+            return
+        changed, fencing_flipped = ctx.hosts.spec_changed(name, body)
+        if changed:
+            ctx.enqueue(("host", name))
+            ctx.retrigger_pending()
+            if fencing_flipped:
+                ctx.enqueue_host_instances(name)
+
+    def node_changed(self, name: str, body: dict, deleted: bool) -> None:
+        ctx = self.ctx
+        if not ctx.hosts.node_changed(name, body, deleted):
+            return
+        LOG.info("node %s: %s taint %s", name, names.TAINT_OUT_OF_SERVICE,
+                 "added" if ctx.hosts.node_oos.get(name) else "removed")
+        ctx.enqueue(("host", name))
+        ctx.enqueue_host_instances(name)
+        ctx.retrigger_pending()
+
+    # ------------------------------------------------------------ reconcile
+    async def reconcile(self, name: str) -> None:
+        """Keep the provider's disabled trait and zone aggregate in step with
+        Host.spec."""
+        body = self.ctx.informer.host(name)
+        if body is None:
+            return
+        rp = ob.status(body).get("resourceProviderUUID")
+        if not rp:
+            return
+        disabled, zone = provider_state(body, self.ctx.hosts.fence_reason(name, body) is not None)
+        sig = (rp, disabled, zone)
+        if self.synced.get(name) == sig:
+            return
+        try:
+            await self._sync(name, body, rp, disabled, zone)
+        except PlacementError as exc:
+            if exc.status == 404:
+                LOG.warning("host %s: resource provider %s not found in Placement", name, rp)
+                return
+            raise
+        self.synced[name] = sig
+        LOG.info("host %s: provider %s disabled=%s zone=%s", name, rp, disabled, zone)
+
+    async def _sync(self, name: str, body: dict, rp: str, disabled: bool,
+                    zone: str | None) -> None:
+        placement = self.ctx.placement
+        if disabled:
+            await placement.update_traits(rp, {names.TRAIT_DISABLED}, set())
+        else:
+            await placement.update_traits(rp, set(), {names.TRAIT_DISABLED})
+        applied = ob.annotations_of(body).get(names.ANNOTATION_APPLIED_ZONE)
+        add = {names.az_aggregate_uuid(zone)} if zone else set()
+        remove = {names.az_aggregate_uuid(applied)} if applied and applied != zone else set()
+        await placement.update_aggregates(rp, add, remove)
+        if applied != zone:
+            await self.ctx.kube.merge_patch(host_path(name), {"metadata": {"annotations": {
+                names.ANNOTATION_APPLIED_ZONE: zone}}})

@@ -1,0 +1,295 @@
+"""The informer: kopf's watches and indexes behind a typed read API.
+
+This is the one module of the operator that imports kopf.  kopf lists and
+watches Instances, Hosts, Flavors, Images, ServerGroups (and Nodes, for
+fencing) and keeps an in-memory index of each kind; the rest of the operator
+reads them through :class:`Informer`'s methods (``instance(ns, name)``,
+``host(name)``, ``flavor(name)``, ...) and is told of changes through the
+:class:`Handlers` it gives -- plain callbacks, never kopf objects.
+
+The indexes are taken from kopf's startup handler, where kopf hands every
+index to the operator before any watch starts.  kopf fills all indexes from
+the initial listings before it calls any event handler, so the first event
+(of any kind) marks the views complete: :attr:`Informer.synced` is set then,
+and the work that must see every object first (placing one more member of a
+server group after a restart) waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import kopf
+
+from kova.crds import names
+from kova.kube import Credentials
+
+LOG = logging.getLogger("kova.operator")
+
+G, V = names.GROUP, names.VERSION
+
+#: The index ids, one per view.
+INSTANCES = "kova_instances"
+GROUP_MEMBERS = "kova_sg_members"
+HOSTS = "kova_hosts"
+FLAVORS = "kova_flavors"
+IMAGES = "kova_images"
+IMAGE_IDS = "kova_image_ids"
+SERVER_GROUPS = "kova_servergroups"
+INDEXES = (INSTANCES, GROUP_MEMBERS, HOSTS, FLAVORS, IMAGES, IMAGE_IDS, SERVER_GROUPS)
+
+#: An Image that does not exist (``image_identity``).
+MISSING = "missing"
+
+
+class Handlers(Protocol):
+    """What the operator does when the informer sees a change.  ``deleted``
+    is True for a DELETED watch event; ``body`` is the object as watched."""
+
+    def instance_changed(self, namespace: str, name: str, body: dict,
+                         deleted: bool) -> None: ...
+
+    def host_changed(self, name: str, body: dict, deleted: bool) -> None: ...
+
+    def node_changed(self, name: str, body: dict, deleted: bool) -> None: ...
+
+    def image_changed(self, name: str, deleted: bool) -> None: ...
+
+    def dependency_changed(self, kind: str, namespace: str | None, name: str,
+                           deleted: bool) -> None:
+        """A Flavor (``kind`` "flavors") or ServerGroup ("servergroups")."""
+
+
+@dataclass
+class RunOptions:
+    """How kopf runs: namespaces, peering (leader election), liveness probe."""
+
+    all_namespaces: bool = True
+    namespaces: tuple[str, ...] = ()
+    peering: bool = False
+    peering_name: str = "kova"
+    priority: int | None = None
+    identity: str | None = None
+    health_port: int = 0
+    watch_nodes: bool = True
+
+
+def _first(index: Any, key: Hashable) -> Any:
+    """The one value stored under ``key`` (every index here holds one value
+    per object and one object per key), or None."""
+    if index is None:
+        return None
+    try:
+        store = index[key]
+    except KeyError:
+        return None
+    for value in store:
+        return value
+    return None
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """The operator has only event and index handlers, no on.create/update
+    ones, so nothing ever reads the diff base that kopf otherwise builds for
+    every watch event (a deep copy of the whole object)."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
+class Informer:
+    """Typed reads of the watched objects, and the kopf process that keeps
+    them current (:meth:`run`)."""
+
+    def __init__(self, creds: Credentials) -> None:
+        self.creds = creds
+        self._indexes: dict[str, Any] = {}
+        #: Set once kopf has listed every watched kind (see the module doc).
+        self.synced = asyncio.Event()
+
+    # ------------------------------------------------------------ reads
+    def instance(self, namespace: str, name: str) -> dict | None:
+        """The Instance as last watched, or None."""
+        return _first(self._indexes.get(INSTANCES), (namespace, name))
+
+    def instance_keys(self) -> list[tuple[str, str]]:
+        """``(namespace, name)`` of every Instance."""
+        idx = self._indexes.get(INSTANCES)
+        return list(idx.keys()) if idx is not None else []
+
+    def instances(self, namespace: str | None = None) -> Iterator[tuple[tuple[str, str], dict]]:
+        """``((namespace, name), body)`` of every Instance (of ``namespace``)."""
+        idx = self._indexes.get(INSTANCES)
+        for key in list(idx.keys()) if idx is not None else []:
+            if namespace is not None and key[0] != namespace:
+                continue
+            body = _first(idx, key)
+            if body:
+                yield key, body
+
+    def group_members(self, namespace: str, group: str) -> list[tuple[str, str | None]]:
+        """``(uid, host)`` of the Instances naming server group ``group``
+        (host: status.host, else the host label, else None)."""
+        idx = self._indexes.get(GROUP_MEMBERS)
+        if idx is None or (namespace, group) not in idx:
+            return []
+        return list(idx[(namespace, group)])
+
+    def host(self, name: str) -> dict | None:
+        """The Host as last watched, or None."""
+        return _first(self._indexes.get(HOSTS), name)
+
+    def host_names(self) -> list[str]:
+        idx = self._indexes.get(HOSTS)
+        return list(idx.keys()) if idx is not None else []
+
+    def flavor(self, name: str | None) -> dict | None:
+        """A Flavor's spec, or None."""
+        return _first(self._indexes.get(FLAVORS), name) if name else None
+
+    def image(self, name: str | None) -> dict | None:
+        """An Image's spec, or None."""
+        return _first(self._indexes.get(IMAGES), name) if name else None
+
+    def image_identity(self, name: str | None) -> str:
+        """``uid/generation`` of Image ``name`` (a re-created or changed Image
+        has another), or :data:`MISSING`."""
+        return (_first(self._indexes.get(IMAGE_IDS), name) if name else None) or MISSING
+
+    def server_group(self, namespace: str, name: str | None) -> dict | None:
+        """A ServerGroup's spec, or None."""
+        return _first(self._indexes.get(SERVER_GROUPS), (namespace, name)) if name else None
+
+    # ------------------------------------------------------------ kopf
+    def registry(self, handlers: Handlers, watch_nodes: bool = True) -> kopf.OperatorRegistry:
+        reg = kopf.OperatorRegistry()
+        self._register_process(reg)
+        self._register_indexes(reg)
+        self._register_events(reg, handlers, watch_nodes)
+        return reg
+
+    def _register_process(self, reg: kopf.OperatorRegistry) -> None:
+        informer = self
+
+        @kopf.on.login(registry=reg)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            # At start-up and after kopf saw a 401: the token as it is now
+            # (a rotated token file, a re-run exec plugin).
+            c = informer.creds
+            c.refresh()
+            token = c.bearer()
+            return kopf.ConnectionInfo(
+                server=c.server, ca_path=c.ca_file, insecure=c.insecure,
+                scheme="Bearer" if token else None, token=token,
+                certificate_path=c.cert_file, private_key_path=c.key_file,
+            )
+
+        @kopf.on.startup(registry=reg)
+        def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+            settings.posting.level = logging.WARNING
+            settings.watching.server_timeout = 300
+            settings.watching.client_timeout = 330
+            settings.networking.request_timeout = 60
+            settings.persistence.diffbase_storage = NoDiffBase()
+            # kopf passes every index to the startup handlers, created (empty)
+            # before any watch begins: the same objects it fills later.
+            informer._indexes = {key: kwargs[key] for key in INDEXES}
+
+    @staticmethod
+    def _register_indexes(reg: kopf.OperatorRegistry) -> None:
+        # Index handlers are coroutines: kopf runs plain functions in a thread
+        # pool, a thread hand-off per watch event for a dict copy.
+        @kopf.index(G, V, "instances", id=INSTANCES, registry=reg)
+        async def kova_instances(body: Any, name: str, namespace: str | None,
+                                 **_: Any) -> dict:
+            return {(namespace, name): dict(body)}
+
+        @kopf.index(G, V, "instances", id=GROUP_MEMBERS, registry=reg)
+        async def kova_sg_members(body: Any, spec: Any, status: Any, **_: Any) -> dict | None:
+            sg = (spec.get("serverGroupRef") or {}).get("name")
+            if not sg:
+                return None
+            host = status.get("host") or (body["metadata"].get("labels") or {}).get(
+                names.LABEL_HOST)
+            return {(body["metadata"]["namespace"], sg): (body["metadata"]["uid"], host)}
+
+        @kopf.index(G, V, "hosts", id=HOSTS, registry=reg)
+        async def kova_hosts(body: Any, name: str, **_: Any) -> dict:
+            return {name: dict(body)}
+
+        @kopf.index(G, V, "flavors", id=FLAVORS, registry=reg)
+        async def kova_flavors(name: str, spec: Any, **_: Any) -> dict:
+            return {name: dict(spec)}
+
+        @kopf.index(G, V, "images", id=IMAGES, registry=reg)
+        async def kova_images(name: str, spec: Any, **_: Any) -> dict:
+            return {name: dict(spec)}
+
+        @kopf.index(G, V, "images", id=IMAGE_IDS, registry=reg)
+        async def kova_image_ids(name: str, meta: Any, **_: Any) -> dict:
+            return {name: f"{meta.get('uid')}/{meta.get('generation')}"}
+
+        @kopf.index(G, V, "servergroups", id=SERVER_GROUPS, registry=reg)
+        async def kova_servergroups(name: str, namespace: str | None, spec: Any,
+                                    **_: Any) -> dict:
+            return {(namespace, name): dict(spec)}
+
+    def _register_events(self, reg: kopf.OperatorRegistry, handlers: Handlers,
+                         watch_nodes: bool) -> None:
+        synced = self.synced
+
+        def on(plural: str, group: str = G, version: str = V) -> Callable[
+                [Callable[[dict, str, str | None], None]], None]:
+            def register(call: Callable[[dict, str, str | None], None]) -> None:
+                async def handler(event: Any, name: str, namespace: str | None = None,
+                                  **_: Any) -> None:
+                    synced.set()  # kopf calls no handler before every index is full
+                    call(event, name, namespace)
+                kopf.on.event(group, version, plural, registry=reg)(handler)
+            return register
+
+        def deleted(event: dict) -> bool:
+            return event.get("type") == "DELETED"
+
+        on("instances")(lambda ev, name, ns: handlers.instance_changed(
+            ns or "", name, ev.get("object") or {}, deleted(ev)))
+        on("hosts")(lambda ev, name, ns: handlers.host_changed(
+            name, ev.get("object") or {}, deleted(ev)))
+        on("images")(lambda ev, name, ns: handlers.image_changed(name, deleted(ev)))
+        on("flavors")(lambda ev, name, ns: handlers.dependency_changed(
+            "flavors", ns, name, deleted(ev)))
+        on("servergroups")(lambda ev, name, ns: handlers.dependency_changed(
+            "servergroups", ns, name, deleted(ev)))
+        if watch_nodes:
+            on("nodes", "", "v1")(lambda ev, name, ns: handlers.node_changed(
+                name, ev.get("object") or {}, deleted(ev)))
+
+    async def run(self, handlers: Handlers, options: RunOptions,
+                  stop_flag: asyncio.Event | None = None,
+                  ready_flag: asyncio.Event | None = None) -> None:
+        """Run kopf (watches, indexes, peering) until ``stop_flag``."""
+        o = options
+        await kopf.operator(
+            registry=self.registry(handlers, o.watch_nodes),
+            clusterwide=o.all_namespaces,
+            namespaces=() if o.all_namespaces else o.namespaces,
+            standalone=not o.peering,
+            peering_name=o.peering_name if o.peering else None,
+            priority=o.priority if o.peering else None,
+            identity=o.identity,  # type: ignore[arg-type]
+            liveness_endpoint=(f"http://0.0.0.0:{o.health_port}/healthz"
+                               if o.health_port else None),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+

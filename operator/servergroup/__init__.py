@@ -1,0 +1,1 @@
+"""Server groups: their status (members, hosts, PolicySatisfied)."""

@@ -1,0 +1,492 @@
+"""The user's path on a real node: ``helm install`` of ``helm/kova`` with the
+bundled PostgreSQL, an Instance booted by the in-cluster components, ``helm
+upgrade`` to another image of the same sources while the VM runs, ``helm rollback`` and ``helm
+uninstall``.
+
+The tests run in file order and build on each other (one release, one VM);
+each one checks what the previous left, so a failure early on shows up as a
+failure later too, never as a pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kova.dev.cluster import CHART, KOVA_REPOSITORY, NAMESPACE, RELEASE, NodeCluster, kova_version
+from kova.dev.node import build_images, ctr
+from tests.e2e.cluster.conftest import FIGURES, _progress
+from tests.helpers import wait_for
+
+# The first test starts the session's cluster, which builds Kova's image when
+# the sources changed (minutes on 2 shared cores, after any build of another
+# checkout holding the image cache's lock).
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
+
+#: Shared between the ordered tests of this module.
+STATE: dict = {}
+UPGRADE_REVISION = "upgrade"
+INSTANCE = "hello-node"
+USER_NS = "vms"
+API_SERVICE = "v1alpha1.subresources.kova.dev"
+SUBRESOURCES = "/apis/subresources.kova.dev/v1alpha1"
+
+
+# ----------------------------------------------------------------- helpers
+def _tasks() -> dict[tuple[str, str, str], int]:
+    """(namespace, pod, container) -> pid of each running container of the
+    node, from containerd itself (not from the API)."""
+    out: dict[tuple[str, str, str], int] = {}
+    for line in ctr("tasks", "ls").stdout.splitlines()[1:]:
+        cid, pid, status = line.split()[:3]
+        if status != "RUNNING":
+            continue
+        info = json.loads(ctr("containers", "info", cid).stdout)
+        labels = info.get("Labels") or {}
+        if labels.get("io.cri-containerd.kind") != "container":
+            continue
+        out[(labels["io.kubernetes.pod.namespace"], labels["io.kubernetes.pod.name"],
+             labels["io.kubernetes.container.name"])] = int(pid)
+    return out
+
+
+def _status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").iterdir():
+            children = (task / "children").read_text().split()
+            todo.extend(int(c) for c in children)
+    return out
+
+
+def _root_mount_options(pid: int) -> list[str]:
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        parts = line.split()
+        if parts[4] == "/":
+            return parts[5].split(",")
+    raise AssertionError(f"no root mount in /proc/{pid}/mountinfo")
+
+
+def _qemu_pid(cluster: NodeCluster, domain: str) -> int:
+    """The QEMU process of ``domain`` (its pid file of the node's libvirtd)."""
+    pidfile = cluster.root / "libvirt" / cluster.node.name / "run" / "qemu" / f"{domain}.pid"
+    pid = int(pidfile.read_text().strip())
+    assert f"guest={domain}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return pid
+
+
+def _instance(cluster: NodeCluster) -> dict:
+    return cluster.instance(INSTANCE, USER_NS)
+
+
+def _placement(cluster: NodeCluster, path: str) -> dict:
+    """GET on Placement through its Service (the ClusterIP), as the operator."""
+    secret = json.loads(cluster.kubectl("get", "secret", f"{RELEASE}-placement-auth", "-n",
+                                        NAMESPACE, "-o", "json").stdout)
+    token = base64.b64decode(secret["data"]["admin-token"]).decode()
+    ip = cluster.kubectl("get", "svc", f"{RELEASE}-placement", "-n", NAMESPACE, "-o",
+                         "jsonpath={.spec.clusterIP}").stdout
+    req = urllib.request.Request(f"http://{ip}:8778{path}", headers={
+        "X-Auth-Token": token, "OpenStack-API-Version": "placement 1.39"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _agent_pod(cluster: NodeCluster) -> dict:
+    (pod,) = [p for p in cluster.pods() if p["metadata"]["name"].startswith(f"{RELEASE}-agent-")
+              and not p["metadata"].get("deletionTimestamp")]
+    return pod
+
+
+def _metrics(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def _images_of_release(cluster: NodeCluster) -> dict[str, str]:
+    return {p["metadata"]["name"]: p["spec"]["containers"][0]["image"]
+            for p in cluster.pods() if not p["metadata"]["name"].startswith(f"{RELEASE}-postgresql")}
+
+
+def _require(key: str):
+    if key not in STATE:
+        raise AssertionError(f"an earlier step of this module failed: no {key!r}")
+    return STATE[key]
+
+
+# ------------------------------------------------------------------- tests
+def test_node_is_ready_with_dns_and_service_proxy(node_cluster):
+    node = json.loads(node_cluster.kubectl("get", "node", node_cluster.node.name,
+                                           "-o", "json").stdout)
+    conds = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+    assert conds["Ready"] == "True", conds
+    info = node["status"]["nodeInfo"]
+    assert info["kubeletVersion"] == "v1.36.5"
+    assert info["containerRuntimeVersion"].startswith("containerd://1.6")
+    assert node["metadata"]["labels"]["kova.dev/hypervisor"] == "true"
+    assert not [t for t in node["spec"].get("taints", []) if t["effect"] == "NoSchedule"]
+    # cluster DNS runs as a pod; kube-proxy programs its own nftables table
+    dns = json.loads(node_cluster.kubectl("get", "deploy", "coredns", "-n", "kube-system",
+                                          "-o", "json").stdout)
+    assert dns["status"].get("readyReplicas") == 1
+    assert subprocess.run(["nft", "list", "table", "ip", "kube-proxy"],
+                          capture_output=True).returncode == 0
+
+
+def test_helm_install_brings_every_pod_running_and_ready(node_cluster):
+    t0 = time.monotonic()
+    node_cluster.install()
+    STATE["installed_at"] = t0
+    FIGURES["helm install --wait (bundled PostgreSQL)"] = time.monotonic() - t0
+    pods = node_cluster.wait_pods_ready(timeout=300)
+    FIGURES["helm install -> every pod Ready"] = time.monotonic() - t0
+    by_component = {}
+    for pod in pods:
+        comp = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+        by_component[comp] = by_component.get(comp, 0) + 1
+        for cs in pod["status"]["containerStatuses"]:
+            assert cs["ready"] and cs["restartCount"] == 0, (pod["metadata"]["name"], cs)
+            assert cs["image"].endswith(f"{KOVA_REPOSITORY}:{kova_version()}") or \
+                comp == "postgresql", cs["image"]
+    assert by_component == {"placement": 1, "postgresql": 1, "operator": 2, "agent": 1,
+                            "api": 2}
+    # the API component's APIService: the aggregator reaches its ClusterIP Service
+    apisvc = json.loads(node_cluster.kubectl("get", "apiservice", API_SERVICE, "-o",
+                                             "json").stdout)
+    assert {c["type"]: c["status"] for c in apisvc["status"]["conditions"]}["Available"] == \
+        "True", apisvc["status"]
+    pvc = json.loads(node_cluster.kubectl("get", "pvc", "-n", NAMESPACE, "-o", "json").stdout)
+    assert [p["status"]["phase"] for p in pvc["items"]] == ["Bound"]
+    node_cluster.wait_host_up()
+    FIGURES["helm install -> Host Up"] = time.monotonic() - t0
+    STATE["release"] = True
+
+
+#: Prints {path: sha256} of every .py file of the installed kova package.
+_HASH_INSTALLED = """
+import hashlib, json, os, kova
+root = os.path.dirname(kova.__file__)
+out = {}
+for d, dirs, files in os.walk(root):
+    dirs[:] = [x for x in dirs if x != "__pycache__"]
+    for f in files:
+        if f.endswith(".py"):
+            p = os.path.join(d, f)
+            out["kova/" + os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+print(json.dumps(out))
+"""
+
+
+def _checkout_sources() -> dict[str, str]:
+    """{path in the wheel: sha256} of this checkout's Python sources, mapped
+    as setup.py maps them (operator/ -> kova/operator/, ...)."""
+    import ast
+    import hashlib
+
+    repo = CHART.parents[1]
+    tree = ast.parse((repo / "setup.py").read_text())
+    (package_dirs,) = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                       and getattr(n.targets[0], "id", "") == "PACKAGE_DIRS"]
+    out = {}
+    for package, folder in package_dirs.items():
+        base = repo / folder
+        for path in base.rglob("*.py"):
+            rel = path.relative_to(base)
+            if "__pycache__" in rel.parts or (folder == "kova" and rel.parts[0] == "operator"):
+                continue  # kova/operator is the symlink to operator/
+            key = "/".join([*package.split("."), *rel.parts])
+            out[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def test_the_running_image_holds_this_checkout(node_cluster):
+    """The pods run the code of this checkout: every Python file installed in
+    the image equals its source (a stale build cache once put an hours-old
+    Kova into a freshly built image)."""
+    _require("release")
+    out = node_cluster.kubectl("exec", "-n", NAMESPACE, f"deploy/{RELEASE}-placement", "--",
+                               "python", "-c", _HASH_INSTALLED)
+    installed = json.loads(out.stdout.strip().splitlines()[-1])
+    checkout = _checkout_sources()
+    differ = sorted(k for k in checkout.keys() | installed.keys()
+                    if checkout.get(k) != installed.get(k))
+    assert not differ, f"{len(differ)} files differ from the checkout, e.g. {differ[:5]}"
+
+
+def test_pods_run_as_the_chart_says(node_cluster):
+    """Users, capabilities, seccomp and read-only root file systems of the
+    running containers' processes, read from /proc on the node."""
+    _require("release")
+    tasks = {k: v for k, v in _tasks().items() if k[0] == NAMESPACE}
+    seen = {}
+    own_caps = _status(1)["CapBnd"]  # what a privileged container gets here
+    for (_, pod, container), pid in tasks.items():
+        procs = _tree(pid)
+        statuses = [_status(p) for p in procs]
+        uids = {s["Uid"] for s in statuses}
+        caps = {s["CapEff"] for s in statuses}
+        seen[container] = (uids, caps)
+        assert "ro" in _root_mount_options(pid), (pod, _root_mount_options(pid))
+        if container == "agent":
+            # root, privileged (every capability of the node, no seccomp filter)
+            assert uids == {"0\t0\t0\t0"}, (pod, uids)
+            assert _status(pid)["CapEff"] == own_caps, (pod, caps, own_caps)
+            assert _status(pid)["Seccomp"] == "0"
+        else:
+            want = "999" if container == "postgresql" else "10001"
+            assert uids == {"\t".join([want] * 4)}, (pod, uids)
+            assert caps == {"0000000000000000"}, (pod, caps)
+            for s in statuses:
+                assert s["NoNewPrivs"] == "1" and s["Seccomp"] == "2", (pod, s["Name"])
+    assert set(seen) == {"agent", "operator", "placement", "postgresql", "api"}, seen
+
+
+def test_metrics_of_every_pod_scraped_through_its_service(node_cluster):
+    """A pod in another namespace resolves each Service through the cluster
+    DNS and scrapes every address behind it, as Prometheus would (the metric
+    families it declares: a labelled family has no sample before its first
+    event)."""
+    _require("release")
+    targets = {f"{RELEASE}-placement": 8778, f"{RELEASE}-operator-metrics": 9090,
+               f"{RELEASE}-agent-metrics": 9465, f"{RELEASE}-api": 9467}
+    script = (
+        "import json, socket, urllib.request\n"
+        f"targets = {targets!r}\n"
+        "out = {}\n"
+        "for svc, port in targets.items():\n"
+        f"    name = svc + '.{NAMESPACE}.svc.cluster.local'\n"
+        "    addrs = sorted({a[4][0] for a in socket.getaddrinfo(name, port, socket.AF_INET)})\n"
+        "    out[svc] = {}\n"
+        "    for a in addrs:\n"
+        "        body = urllib.request.urlopen(f'http://{a}:{port}/metrics', timeout=10).read().decode()\n"
+        "        out[svc][a] = sorted({l.split('{')[0].split(' ')[0] for l in body.splitlines() if l and not l.startswith('#')}\n"
+        "                             | {l.split()[2] for l in body.splitlines() if l.startswith('# TYPE ')})\n"
+        "print(json.dumps(out))\n"
+    )
+    node_cluster.kubectl("create", "namespace", "monitoring", check=False)
+    pod = f"scrape-{uuid.uuid4().hex[:6]}"
+    node_cluster.kubectl(
+        "run", pod, "-n", "monitoring", f"--image={KOVA_REPOSITORY}:{kova_version()}",
+        "--image-pull-policy=Never", "--restart=Never", "--command", "--",
+        "python", "-c", script)
+    try:
+        wait_for(lambda: json.loads(node_cluster.kubectl(
+            "get", "pod", pod, "-n", "monitoring", "-o", "json").stdout)["status"].get("phase")
+            in ("Succeeded", "Failed"), 120, interval=1, what="the scraper pod")
+        logs = node_cluster.kubectl("logs", pod, "-n", "monitoring").stdout
+    finally:
+        node_cluster.kubectl("delete", "namespace", "monitoring", "--wait=false", check=False)
+    scraped = json.loads(logs.strip().splitlines()[-1])
+    assert len(scraped[f"{RELEASE}-placement"]) == 1          # a ClusterIP
+    assert len(scraped[f"{RELEASE}-operator-metrics"]) == 2   # both replicas (headless)
+    assert len(scraped[f"{RELEASE}-agent-metrics"]) == 1      # one per node
+    assert len(scraped[f"{RELEASE}-api"]) == 1                # a ClusterIP
+    for names in scraped[f"{RELEASE}-placement"].values():
+        assert "placement_requests_total" in names
+    for names in scraped[f"{RELEASE}-operator-metrics"].values():
+        assert any(n.startswith("kova_operator_") for n in names), names
+    for names in scraped[f"{RELEASE}-agent-metrics"].values():
+        assert "kova_agent_domains" in names
+    for names in scraped[f"{RELEASE}-api"].values():
+        assert any(n.startswith("kova_api_") for n in names), names
+
+
+def test_instance_runs_through_the_in_cluster_components(node_cluster):
+    _require("release")
+    marker = f"KOVA-NODE-{uuid.uuid4().hex[:8]}"
+    node_cluster.kubectl("create", "namespace", USER_NS)
+    t0 = time.monotonic()
+    node_cluster.kubectl("apply", "-f", "-", input=node_cluster.test_manifests(
+        INSTANCE, USER_NS, f"#cloud-config\n{marker}: printed by the guest\n"))
+    inst = node_cluster.wait_instance_phase(INSTANCE, USER_NS, "Running", 180)
+    FIGURES["kubectl apply -> Instance Running"] = time.monotonic() - t0
+    FIGURES["helm install -> first Instance Running"] = (
+        time.monotonic() - _require("installed_at"))
+    st = inst["status"]
+    assert st["host"] == node_cluster.node.name
+    assert {c["type"]: c["status"] for c in st["conditions"]}["Ready"] == "True"
+    log_path = Path(st["console"]["logPath"])
+    assert log_path.is_relative_to(node_cluster.instance_dir)
+    userdata = node_cluster.wait_userdata(log_path, 240)
+    FIGURES["kubectl apply -> user data on the console"] = time.monotonic() - t0
+    assert f"{marker}: printed by the guest" in userdata
+    # the console log through the API server's aggregation layer: the API
+    # component's pod fetches it from the agent pod's stream endpoint (TLS
+    # with the chart's generated certificates)
+    log = node_cluster.kubectl("get", "--raw", f"{SUBRESOURCES}/namespaces/{USER_NS}/"
+                               f"instances/{INSTANCE}/log").stdout
+    assert f"{marker}: printed by the guest" in log
+    uid = inst["metadata"]["uid"]
+    allocs = _placement(node_cluster, f"/allocations/{uid}")["allocations"]
+    assert list(allocs.values())[0]["resources"] == {"VCPU": 1, "MEMORY_MB": 256, "DISK_GB": 1}
+    domain = f"{USER_NS}.{INSTANCE}"
+    assert node_cluster.domains() == [domain]
+    pid = _qemu_pid(node_cluster, domain)
+    # power actions through the aggregation layer: pause and unpause the
+    # guest (the same QEMU process throughout)
+    for action, state in (("pause", "Paused"), ("unpause", "Running")):
+        out = node_cluster.kubectl("replace", "--raw", f"{SUBRESOURCES}/namespaces/{USER_NS}/"
+                                   f"instances/{INSTANCE}/{action}", "-f", "-", input="{}")
+        answer = json.loads(out.stdout)
+        assert (answer["result"], answer["powerState"]) == ("Success", state), answer
+        assert _instance(node_cluster)["status"]["powerState"] == state
+    assert _qemu_pid(node_cluster, domain) == pid
+    STATE.update(uid=uid, domain=domain, qemu_pid=pid, rp_uuid=next(iter(allocs)),
+                 agent_pod=_agent_pod(node_cluster)["metadata"]["name"])
+
+
+def test_helm_upgrade_to_another_image_keeps_the_vm_running(node_cluster):
+    pid, domain = _require("qemu_pid"), _require("domain")
+    tag = f"{kova_version()}-{UPGRADE_REVISION}"
+    t0 = time.monotonic()
+    images = build_images(("kova",), env={"KOVA_IMAGE_REVISION": UPGRADE_REVISION},
+                          progress=_progress)
+    node_cluster.node.import_images(images, _progress)
+    assert f"{KOVA_REPOSITORY}:{tag}" in images
+    FIGURES["commit + import of the upgrade image"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    node_cluster.helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--reuse-values",
+                      "--set", f"image.tag={tag}", "--wait", "--timeout", "10m")
+    pods = node_cluster.wait_pods_ready(timeout=300)
+    FIGURES["helm upgrade --wait -> every pod Ready"] = time.monotonic() - t0
+    assert set(_images_of_release(node_cluster).values()) == {f"{KOVA_REPOSITORY}:{tag}"}
+    agent = _agent_pod(node_cluster)
+    assert agent["metadata"]["name"] != STATE["agent_pod"], "the agent pod was not replaced"
+    # the guest never stopped: the same QEMU process, the Instance still Running
+    assert _qemu_pid(node_cluster, domain) == pid
+    assert _instance(node_cluster)["status"]["phase"] == "Running"
+    # ... and the new agent adopted it: it reports the running domain and
+    # reconciled the Instance without building anything
+    url = f"http://{agent['status']['podIP']}:9465/metrics"
+    m = wait_for(lambda: (m := _metrics(url)).get('kova_agent_reconciles_total{result="ok"}')
+                 and m, 60, interval=1, what="a reconcile by the new agent")
+    assert m['kova_agent_domains{state="Running"}'] == 1
+    assert m["kova_agent_build_duration_seconds_count"] == 0
+    assert len(pods) == 7
+    STATE["agent_pod"] = agent["metadata"]["name"]
+    STATE["upgraded"] = True
+
+
+def test_helm_rollback_keeps_the_vm_running(node_cluster):
+    _require("upgraded")
+    pid, domain = _require("qemu_pid"), _require("domain")
+    t0 = time.monotonic()
+    node_cluster.helm("rollback", RELEASE, "1", "-n", NAMESPACE, "--wait", "--timeout", "10m")
+    node_cluster.wait_pods_ready(timeout=300)
+    FIGURES["helm rollback --wait -> every pod Ready"] = time.monotonic() - t0
+    assert set(_images_of_release(node_cluster).values()) == {
+        f"{KOVA_REPOSITORY}:{kova_version()}"}
+    assert _agent_pod(node_cluster)["metadata"]["name"] != STATE["agent_pod"]
+    assert _qemu_pid(node_cluster, domain) == pid
+    assert _instance(node_cluster)["status"]["phase"] == "Running"
+    history = json.loads(node_cluster.helm("history", RELEASE, "-n", NAMESPACE,
+                                           "-o", "json").stdout)
+    assert [h["status"] for h in history] == ["superseded", "superseded", "deployed"]
+    assert re.match(r"Rollback to 1", history[-1]["description"])
+    STATE["rolled_back"] = True
+
+
+def test_uninstall_leaves_no_vm_allocation_lease_or_finalizer(node_cluster):
+    _require("rolled_back")
+    uid, pid = _require("uid"), _require("qemu_pid")
+    # the user deletes the Instance first (docs/install.md, Uninstall) ...
+    node_cluster.kubectl("delete", "instance", INSTANCE, "-n", USER_NS, "--wait=true",
+                         "--timeout=180s", timeout=200)
+    assert node_cluster.domains() == []
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, what="QEMU gone")
+    assert not (Path(node_cluster.instance_dir) / uid).exists()
+    assert _placement(node_cluster, f"/allocations/{uid}")["allocations"] == {}
+    providers = _placement(node_cluster, "/resource_providers")["resource_providers"]
+    for rp in providers:
+        usages = _placement(node_cluster, f"/resource_providers/{rp['uuid']}/usages")
+        assert not any(usages["usages"].values()), usages
+    # ... then uninstalls the chart
+    _uninstall(node_cluster)
+    for kind in ("instances", "hosts", "flavors", "images", "servergroups"):
+        items = json.loads(node_cluster.kubectl("get", f"{kind}.kova.dev", "-A",
+                                                "-o", "json").stdout)["items"]
+        for item in items:
+            assert not item["metadata"].get("finalizers"), (kind, item["metadata"])
+    # the CRDs stay, as Helm keeps crds/
+    crds = node_cluster.kubectl("get", "crd", "-o", "name").stdout.split()
+    assert "customresourcedefinition.apiextensions.k8s.io/instances.kova.dev" in crds
+    assert node_cluster.domains() == []
+    # the API component's APIService goes with the release
+    apisvc = node_cluster.kubectl("get", "apiservice", API_SERVICE, check=False)
+    assert apisvc.returncode != 0 and "NotFound" in apisvc.stderr, apisvc.stdout
+    STATE["uninstalled"] = True
+
+
+def _uninstall(cluster: NodeCluster) -> None:
+    """helm uninstall; the pods go, and the heartbeat Lease with the agent's
+    ServiceAccount (garbage collector)."""
+    cluster.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "5m")
+    wait_for(lambda: not cluster.pods(), 120, interval=1, what="the release's pods gone")
+
+    def leases() -> list[str]:
+        out = json.loads(cluster.kubectl("get", "leases", "-n", NAMESPACE, "-o", "json").stdout)
+        return [i["metadata"]["name"] for i in out["items"]]
+
+    wait_for(lambda: leases() == [], 90, interval=1, what="no heartbeat Lease left")
+
+
+def test_reinstall_finds_the_kept_database_and_survives_a_postgresql_restart(node_cluster):
+    """The PVC and the Secrets stay after an uninstall: installing again finds
+    Placement's data, and PostgreSQL starts again on its volume (a reinstall
+    used to leave it crash-looping: "data directory ... has invalid
+    permissions", the volume's fsGroup had opened it to the group)."""
+    _require("uninstalled")
+    rp = _require("rp_uuid")
+
+    def providers() -> list[str]:
+        return [r["uuid"] for r in
+                _placement(node_cluster, "/resource_providers")["resource_providers"]]
+
+    node_cluster.install()
+    for pod in node_cluster.wait_pods_ready(timeout=300):
+        for cs in pod["status"]["containerStatuses"]:
+            assert cs["restartCount"] == 0, (pod["metadata"]["name"], cs)
+    node_cluster.wait_host_up()
+    assert rp in providers()
+    # PostgreSQL's pod goes (an eviction, a node reboot) and comes back
+    node_cluster.kubectl("delete", "pod", f"{RELEASE}-postgresql-0", "-n", NAMESPACE,
+                         "--wait=true", timeout=120)
+    node_cluster.wait_pods_ready(timeout=300)
+
+    def providers_after_restart() -> list[str]:
+        try:
+            return providers()
+        except urllib.error.HTTPError as exc:  # 503 while its connections reconnect
+            assert exc.code == 503, exc
+            return []
+
+    assert rp in wait_for(providers_after_restart, 60, interval=1,
+                          what="Placement answering again")
+    _uninstall(node_cluster)
+

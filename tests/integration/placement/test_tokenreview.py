@@ -1,0 +1,87 @@
+"""Kubernetes service-account tokens verified with TokenReview (real apiserver)."""
+
+from __future__ import annotations
+
+import warnings
+
+from kova.placement.app import create_app
+from kova.placement.auth import TokenReviewAuth
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+
+
+def _token(core, namespace, name):
+    from kubernetes import client
+
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
+    req = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+    return core.create_namespaced_service_account_token(name, namespace, req).status.token
+
+
+def test_tokenreview_roles(k8s_client, sync_kube, namespace, tmp_path):
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s_client)
+    admin = _token(core, namespace, "placement-admin")
+    reader = _token(core, namespace, "placement-reader")
+    stranger = _token(core, namespace, "someone-else")
+    auth = TokenReviewAuth(sync_kube, {
+        f"system:serviceaccount:{namespace}:placement-admin": "admin",
+        f"system:serviceaccount:{namespace}:placement-reader": "reader"})
+    app = create_app(f"sqlite:///{tmp_path}/p.db", auth=auth)
+    try:
+        with TestClient(app) as c:
+            hdr = {"openstack-api-version": "placement 1.39"}
+            r = c.post("/resource_providers", json={"name": "x"},
+                       headers={**hdr, "authorization": f"Bearer {admin}"})
+            assert r.status_code == 200
+            r = c.get("/resource_providers", headers={**hdr, "x-auth-token": reader})
+            assert r.status_code == 200
+            r = c.post("/resource_providers", json={"name": "y"},
+                       headers={**hdr, "x-auth-token": reader})
+            assert r.status_code == 403
+            assert c.get("/resource_providers",
+                         headers={**hdr, "x-auth-token": stranger}).status_code == 401
+            assert c.get("/resource_providers",
+                         headers={**hdr, "x-auth-token": "garbage"}).status_code == 401
+    finally:
+        app.db.dispose()
+
+
+def test_tokenreview_unreachable_api_is_503_without_the_token(tmp_path, caplog):
+    """The Kubernetes API cannot be asked (nothing listens on its port): the
+    request is a 503 in Placement's error format, nothing is cached, and the
+    log line names the failure, not the token."""
+    from kova.kube import Credentials, SyncKube
+    from tests.helpers import free_port
+
+    kube = SyncKube(Credentials(f"https://127.0.0.1:{free_port()}", insecure=True))
+    auth = TokenReviewAuth(kube, {"system:serviceaccount:x:y": "admin"})
+    app = create_app(f"sqlite:///{tmp_path}/p.db", auth=auth)
+    token = "tr-" + "7" * 40
+    try:
+        with TestClient(app) as c, caplog.at_level("DEBUG"):
+            r = c.get("/resource_providers", headers={"x-auth-token": token,
+                                                      "openstack-api-version": "placement 1.39"})
+            assert r.status_code == 503, r.text
+            err = r.json()["errors"][0]
+            assert err["status"] == 503 and "TokenReview" in err["detail"]
+            assert r.headers["retry-after"] == "5"
+        assert not auth._cache
+        assert "TokenReview failed" in caplog.text and token not in caplog.text
+    finally:
+        app.db.dispose()
+        kube.close()
+
+
+def test_tokenreview_cache_is_bounded_and_holds_no_token(sync_kube, namespace, tmp_path):
+    auth = TokenReviewAuth(sync_kube, {}, max_entries=5)
+    for i in range(12):
+        assert auth.role_for(f"made-up-token-{i}") is None
+    assert len(auth._cache) <= 5
+    assert not any("made-up" in key for key in auth._cache)

@@ -1,0 +1,440 @@
+"""The Helm chart helm/kova, offline: lint, CRD copies, values schema, and
+what every values combination renders (no API server needed)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+import yaml
+
+from kova.crds import generate as gen
+from tests.support.chart import (
+    CHART,
+    COMBINATIONS,
+    by_kind,
+    chart_crds,
+    component,
+    helm,
+    one,
+    pod_spec,
+    render,
+    render_text,
+    set_args,
+    workloads,
+)
+
+# ---------------------------------------------------------------------------
+# CRDs
+
+
+def test_chart_crds_equal_generated_ones() -> None:
+    """helm/kova/crds/ holds exactly what `kova crds generate` writes
+    (refresh with hack/update-chart-crds.sh)."""
+    chart = {p.name: p.read_text() for p in (CHART / "crds").glob("kova.dev_*.yaml")}
+    generated = {p.name: p.read_text() for p in gen.GENERATED_DIR.glob("*.yaml")}
+    stale = "helm/kova/crds/ is stale: run hack/update-chart-crds.sh"
+    assert chart == generated, stale
+    assert chart == gen.render_all(), stale
+    assert gen.check(CHART / "crds") == []
+
+
+def test_chart_ships_kopf_peering_crds() -> None:
+    from kova.operator.peering import manifests
+
+    crds = chart_crds()
+    want = {c["metadata"]["name"]: c for c in manifests()[:2]}
+    got = {c["metadata"]["name"]: c for name, c in crds.items() if name.startswith("kopf.dev_")}
+    assert got == want, "helm/kova/crds/ is stale: run hack/update-chart-crds.sh"
+
+
+def test_include_crds_renders_all_of_them() -> None:
+    objs = render(include_crds=True)
+    names = {o["metadata"]["name"] for o in by_kind(objs, "CustomResourceDefinition")}
+    assert names == {c["metadata"]["name"] for c in chart_crds().values()}
+    assert len(names) == 7
+
+
+# ---------------------------------------------------------------------------
+# lint and values schema
+
+
+@pytest.mark.parametrize("combo", sorted(COMBINATIONS))
+def test_helm_lint_strict(combo: str) -> None:
+    proc = helm("lint", "--strict", str(CHART), "--namespace", "kova-system",
+                *set_args(COMBINATIONS[combo]))
+    assert "0 chart(s) failed" in proc.stdout, proc.stdout
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
+
+
+def test_values_yaml_matches_the_schema_keys() -> None:
+    """Every key in values.yaml is described in values.schema.json (which
+    forbids unknown keys, so a typo in --set fails)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(v, s, path):
+        if s.get("type") == "object" and "properties" in s and isinstance(v, dict):
+            for key, sub in v.items():
+                assert key in s["properties"], f"{path}.{key} is not in values.schema.json"
+                walk(sub, s["properties"][key], f"{path}.{key}")
+
+    walk(values, schema, "")
+    import jsonschema
+
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(values, schema)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"operator.replica": 3}, "additional properties 'replica' not allowed"),
+    ({"agent.domainType": "xen"}, "/agent/domainType"),
+    ({"placement.externalUrl": "placement:8778"}, "/placement/externalUrl"),
+    ({"image.digest": "latest"}, "/image/digest"),
+    ({"postgresql.password": "p@ss/word"}, "/postgresql/password"),
+    ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
+    ({"agent.imageCA.secret": "Mirror CA"}, "/agent/imageCA/secret"),
+    ({"agent.imageCA.key": ""}, "/agent/imageCA/key"),
+])
+def test_schema_rejects_bad_values(values: dict, message: str) -> None:
+    proc = render_text(values, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"postgresql.enabled": False}, "Placement needs a database"),
+    ({"placement.enabled": False}, "placement.externalUrl is required"),
+    ({"operator.peering.enabled": False}, "needs operator.peering.enabled"),
+    ({"agent.imageCA.secret": "a", "agent.imageCA.configMap": "b"},
+     "agent.imageCA: set secret or configMap, not both"),
+])
+def test_inconsistent_values_fail_with_a_message(values: dict, message: str) -> None:
+    proc = render_text(values, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# What is rendered
+
+
+@pytest.mark.parametrize("combo", sorted(COMBINATIONS))
+def test_every_combination_renders_consistent_objects(combo: str) -> None:
+    objs = render(COMBINATIONS[combo])
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering", "Namespace",
+                      "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                      "APIService"}
+    seen = set()
+    for obj in objs:
+        meta = obj["metadata"]
+        key = (obj["kind"], meta.get("namespace"), meta["name"])
+        assert key not in seen, f"duplicate {key}"
+        seen.add(key)
+        assert len(meta["name"]) <= 63
+        labels = meta["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "kova"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        if obj["kind"] in cluster_scoped:
+            assert "namespace" not in meta, key
+        else:
+            assert meta.get("namespace"), key
+    # every Service selects the pods of a rendered workload
+    pods = [pod_spec(w) and w["spec"]["template"]["metadata"]["labels"] for w in workloads(objs)]
+    for svc in by_kind(objs, "Service"):
+        sel = svc["spec"]["selector"]
+        assert any(sel.items() <= labels.items() for labels in pods), svc["metadata"]["name"]
+    # every referenced ServiceAccount is rendered (or given by the user)
+    sas = {o["metadata"]["name"] for o in by_kind(objs, "ServiceAccount")}
+    for w in workloads(objs):
+        assert pod_spec(w)["serviceAccountName"] in sas
+
+
+@pytest.mark.parametrize("combo", sorted(COMBINATIONS))
+def test_only_the_agent_is_privileged_or_root(combo: str) -> None:
+    values = COMBINATIONS[combo]
+    for w in workloads(render(values)):
+        for c in pod_spec(w)["containers"]:
+            sc = c["securityContext"]
+            assert c["resources"]["limits"] and c["resources"]["requests"]
+            assert sc["readOnlyRootFilesystem"] is True
+            if component(w) == "agent":
+                assert sc["runAsUser"] == 0
+                assert sc["privileged"] is values.get("agent.privileged", True)
+                if not sc["privileged"]:
+                    assert sc["capabilities"]["drop"] == ["ALL"]
+                    assert sc["allowPrivilegeEscalation"] is False
+            else:
+                assert sc["runAsNonRoot"] is True and sc["runAsUser"] >= 999
+                assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
+                assert sc["capabilities"] == {"drop": ["ALL"]}
+                assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert not pod_spec(w).get("hostNetwork") and not pod_spec(w).get("hostPID")
+            host_paths = [v for v in pod_spec(w)["volumes"] if "hostPath" in v]
+            assert not host_paths or component(w) == "agent"
+
+
+def test_agent_daemonset() -> None:
+    objs = render()
+    ds = one(objs, "DaemonSet", "kova-agent")
+    spec = pod_spec(ds)
+    assert spec["nodeSelector"] == {"kova.dev/hypervisor": "true"}
+    (c,) = spec["containers"]
+    assert c["image"] == "kova:0.1.0"
+    assert c["args"][:2] == ["agent", "run"]
+    assert "--host=$(NODE_NAME)" in c["args"]
+    assert "--libvirt-uri=qemu:///system" in c["args"]
+    assert "--instance-dir=/var/lib/kova/instances" in c["args"]
+    assert "--placement-url=http://kova-placement.kova-system.svc:8778" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert env["KOVA_PLACEMENT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kova-placement-auth", "key": "admin-token"}
+    # host paths are mounted at the same path as on the node: libvirtd (on the
+    # node) opens the files the agent names in the domain XML
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["libvirt-socket"]["hostPath"] == {"path": "/var/run/libvirt", "type": "Directory"}
+    assert vols["instances"]["hostPath"] == {"path": "/var/lib/kova/instances",
+                                             "type": "DirectoryOrCreate"}
+    assert vols["host-images"]["hostPath"] == {"path": "/var/lib/kova/images",
+                                               "type": "DirectoryOrCreate"}
+    for name in ("libvirt-socket", "instances", "host-images"):
+        assert mounts[name] == vols[name]["hostPath"]["path"]
+    assert [m.get("readOnly") for m in c["volumeMounts"] if m["name"] == "host-images"] == [True]
+    no_images = pod_spec(one(render({"agent.hostImageDir": ""}), "DaemonSet", "kova-agent"))
+    assert "host-images" not in {v["name"] for v in no_images["volumes"]}
+    assert spec["automountServiceAccountToken"] is True
+
+
+def test_operator_deployment_elects_a_leader() -> None:
+    objs = render()
+    dep = one(objs, "Deployment", "kova-operator")
+    assert dep["spec"]["replicas"] == 2
+    (c,) = pod_spec(dep)["containers"]
+    assert {"--peering", "--peering-name=kova"} <= set(c["args"])
+    assert one(objs, "ClusterKopfPeering", "kova")
+    assert one(objs, "PodDisruptionBudget", "kova-operator")["spec"]["minAvailable"] == 1
+    assert "podAntiAffinity" in pod_spec(dep)["affinity"]
+
+    alone = render(COMBINATIONS["namespaced-operator-no-peering"])
+    dep = one(alone, "Deployment", "kova-operator")
+    (c,) = pod_spec(dep)["containers"]
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--standalone" in c["args"] and "--namespace=vms" in c["args"]
+    assert not by_kind(alone, "ClusterKopfPeering") and not by_kind(alone, "KopfPeering")
+
+    ns_peering = render(COMBINATIONS["peering-namespaced-external-placement"])
+    assert {(o["metadata"]["namespace"], o["metadata"]["name"])
+            for o in by_kind(ns_peering, "KopfPeering")} == {("vms", "kova"), ("dev", "kova")}
+
+
+def test_placement_database_wiring() -> None:
+    objs = render()
+    (c,) = pod_spec(one(objs, "Deployment", "kova-placement"))["containers"]
+    env = [e["name"] for e in c["env"]]
+    # $(POSTGRES_PASSWORD) expands only if defined before the URL
+    assert env.index("POSTGRES_PASSWORD") < env.index("KOVA_PLACEMENT_DATABASE_URL")
+    url = {e["name"]: e for e in c["env"]}["KOVA_PLACEMENT_DATABASE_URL"]["value"]
+    assert url == ("postgresql+psycopg://placement:$(POSTGRES_PASSWORD)"
+                   "@kova-postgresql:5432/placement")
+    pg = pod_spec(one(objs, "StatefulSet", "kova-postgresql"))
+    # a restarted PostgreSQL must find its data directory as it left it
+    assert pg["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert "--token-file=/etc/kova/placement/tokens" in c["args"]
+    # the operator asks for a limited number of candidates: they must be sampled
+    assert "--randomize-allocation-candidates" in c["args"]
+    (c,) = pod_spec(one(render({"placement.randomizeAllocationCandidates": False}),
+                        "Deployment", "kova-placement"))["containers"]
+    assert "--randomize-allocation-candidates" not in c["args"]
+    secret = one(objs, "Secret", "kova-placement-auth")
+    admin = secret["stringData"]["admin-token"]
+    assert len(admin) == 40 and f"admin    {admin}" in secret["stringData"]["tokens"]
+
+    ext = render(COMBINATIONS["external-db-secret"])
+    assert not by_kind(ext, "StatefulSet")
+    # both Placement Secrets are the user's (the stream certificates are the chart's)
+    assert not [s for s in by_kind(ext, "Secret") if "-tls" not in s["metadata"]["name"]]
+    (c,) = pod_spec(one(ext, "Deployment", "kova-placement"))["containers"]
+    (url,) = [e for e in c["env"] if e["name"] == "KOVA_PLACEMENT_DATABASE_URL"]
+    assert url["valueFrom"]["secretKeyRef"] == {"name": "kova-db", "key": "url"}
+    assert one(ext, "PodDisruptionBudget", "kova-placement")
+
+    inline = render(COMBINATIONS["external-db-url-monitoring"])
+    secret = one(inline, "Secret", "kova-placement-db")
+    assert secret["stringData"]["url"].startswith("postgresql+psycopg://")
+
+
+def test_service_monitors() -> None:
+    objs = render(COMBINATIONS["external-db-url-monitoring"])
+    mons = by_kind(objs, "ServiceMonitor")
+    assert {m["metadata"]["name"] for m in mons} == {"kova-placement", "kova-operator", "kova-agent"}
+    services = by_kind(objs, "Service")
+    for mon in mons:
+        (ep,) = mon["spec"]["endpoints"]
+        (svc,) = [s for s in services
+                  if mon["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+                  and any(p["name"] == ep["port"] for p in s["spec"]["ports"])]
+        assert ep["path"] == "/metrics"
+    assert not by_kind(render(), "ServiceMonitor")
+
+
+def test_placement_tls() -> None:
+    """placement.tls.existingSecret: Placement serves HTTPS with the Secret's
+    certificate and key; the operator and the agents get an https:// URL and
+    only the CA (never the key); probes and the ServiceMonitor speak HTTPS."""
+    objs = render(COMBINATIONS["external-db-url-monitoring"])
+    placement = pod_spec(one(objs, "Deployment", "kova-placement"))
+    (c,) = placement["containers"]
+    assert "--tls-cert-file=/etc/kova/placement-tls/tls.crt" in c["args"]
+    assert "--tls-key-file=/etc/kova/placement-tls/tls.key" in c["args"]
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert c["startupProbe"]["httpGet"]["scheme"] == "HTTPS"
+    (tls,) = [v for v in placement["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"] == "kova-placement-tls"
+    assert {i["key"] for i in tls["secret"]["items"]} == {"tls.crt", "tls.key"}
+    for kind, name, env_name in (("Deployment", "kova-operator", "KOVA_OPERATOR_PLACEMENT_CA_FILE"),
+                                 ("DaemonSet", "kova-agent", "KOVA_PLACEMENT_CA_FILE")):
+        spec = pod_spec(one(objs, kind, name))
+        (c,) = spec["containers"]
+        assert "--placement-url=https://kova-placement.kova-system.svc:8778" in c["args"], c["args"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env[env_name] == "/etc/kova/placement-ca/ca.crt"
+        (ca,) = [v for v in spec["volumes"] if v["name"] == "placement-ca"]
+        assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]  # no tls.key
+        assert {"name": "placement-ca", "mountPath": "/etc/kova/placement-ca",
+                "readOnly": True} in c["volumeMounts"]
+    (mon,) = [m for m in by_kind(objs, "ServiceMonitor") if m["metadata"]["name"] == "kova-placement"]
+    (ep,) = mon["spec"]["endpoints"]
+    assert ep["scheme"] == "https"
+    assert ep["tlsConfig"]["ca"]["secret"] == {"name": "kova-placement-tls", "key": "ca.crt"}
+    assert ep["tlsConfig"]["serverName"] == "kova-placement.kova-system.svc"
+
+    # An external https:// Placement: only the CA, under its own key.
+    ext = render(COMBINATIONS["peering-namespaced-external-placement"])
+    (c,) = pod_spec(one(ext, "Deployment", "kova-operator"))["containers"]
+    assert "--placement-url=https://placement.example:8778" in c["args"]
+    (ca,) = [v for v in pod_spec(one(ext, "Deployment", "kova-operator"))["volumes"]
+             if v["name"] == "placement-ca"]
+    assert ca["secret"] == {"secretName": "placement-ca", "defaultMode": 0o444,
+                            "items": [{"key": "ca.pem", "path": "ca.crt"}]}
+
+    # Without TLS: plain HTTP and nothing mounted.
+    plain = render()
+    for kind, name in (("Deployment", "kova-operator"), ("DaemonSet", "kova-agent"),
+                       ("Deployment", "kova-placement")):
+        spec = pod_spec(one(plain, kind, name))
+        assert not [v for v in spec["volumes"] if v["name"] in ("placement-ca", "tls")]
+        assert not [a for a in spec["containers"][0]["args"]
+                    if "https://" in a or "tls" in a and "stream-tls" not in a]
+
+
+def test_agent_image_ca() -> None:
+    """agent.imageCA: the agents trust the CA bundle of a Secret or a ConfigMap
+    for https:// image URLs (--image-ca-file through its environment
+    variable), mounted read-only; without it nothing is mounted."""
+    for values, source in (
+            (COMBINATIONS["external-db-url-monitoring"],
+             {"secret": {"secretName": "image-mirror-tls", "defaultMode": 0o444,
+                         "items": [{"key": "ca.crt", "path": "ca.crt"}]}}),
+            (COMBINATIONS["namespaced-operator-no-peering"],
+             {"configMap": {"name": "image-mirror-ca", "defaultMode": 0o444,
+                            "items": [{"key": "ca-bundle.pem", "path": "ca.crt"}]}})):
+        spec = pod_spec(one(render(values), "DaemonSet", "kova-agent"))
+        (c,) = spec["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["KOVA_AGENT_IMAGE_CA_FILE"] == "/etc/kova/image-ca/ca.crt"
+        assert {"name": "image-ca", "mountPath": "/etc/kova/image-ca",
+                "readOnly": True} in c["volumeMounts"]
+        (vol,) = [v for v in spec["volumes"] if v["name"] == "image-ca"]
+        assert vol == {"name": "image-ca", **source}
+    spec = pod_spec(one(render(), "DaemonSet", "kova-agent"))
+    assert "KOVA_AGENT_IMAGE_CA_FILE" not in {e["name"] for e in spec["containers"][0]["env"]}
+    assert "image-ca" not in {v["name"] for v in spec["volumes"]}
+
+
+def test_network_policies() -> None:
+    objs = render()
+    pols = {p["metadata"]["name"]: p for p in by_kind(objs, "NetworkPolicy")}
+    assert set(pols) == {"kova-placement", "kova-postgresql", "kova-operator", "kova-agent",
+                         "kova-api", "kova-agent-stream"}
+    # the agents' stream endpoints: from the API component's pods only
+    (rule,) = pols["kova-agent-stream"]["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "stream", "protocol": "TCP"}]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "kova", "app.kubernetes.io/instance": "kova",
+        "app.kubernetes.io/component": "api"}}}]
+    pg = pols["kova-postgresql"]["spec"]
+    assert pg["egress"] == []
+    assert pg["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "kova", "app.kubernetes.io/instance": "kova",
+        "app.kubernetes.io/component": "placement"}}}]
+    assert not by_kind(render({"networkPolicy.enabled": False}), "NetworkPolicy")
+
+
+def test_agent_node_restriction_policy() -> None:
+    objs = render()
+    vaps = {p["metadata"]["name"]: p for p in by_kind(objs, "ValidatingAdmissionPolicy")}
+    assert set(vaps) == {f"kova-agent-node-restriction-{r}" for r in ("hosts", "instances", "leases")}
+    for vap in vaps.values():
+        assert vap["apiVersion"] == "admissionregistration.k8s.io/v1"
+        (cond,) = vap["spec"]["matchConditions"]
+        assert cond["expression"] == (
+            "request.userInfo.username == 'system:serviceaccount:kova-system:kova-agent'")
+        assert "authentication.kubernetes.io/node-name" in vap["spec"]["variables"][0]["expression"]
+        assert vap["spec"]["failurePolicy"] == "Fail"
+    bindings = by_kind(objs, "ValidatingAdmissionPolicyBinding")
+    assert {b["spec"]["policyName"] for b in bindings} == set(vaps)
+    assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings)
+    off = render(COMBINATIONS["peering-namespaced-external-placement"])
+    assert not by_kind(off, "ValidatingAdmissionPolicy")
+
+
+def test_lease_roles_live_in_the_lease_namespace() -> None:
+    objs = render(COMBINATIONS["peering-namespaced-external-placement"])
+    ns = one(objs, "Namespace", "kova-leases")
+    assert ns["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert {o["metadata"]["namespace"] for o in by_kind(objs, "Role")} == {"kova-leases"}
+    # RoleBindings: the leases, and the API component's reading of the
+    # request-header CA in kube-system (the built-in Role)
+    others = [b for b in by_kind(objs, "RoleBinding")
+              if b["metadata"]["namespace"] != "kova-leases"]
+    assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in others] == [
+        ("kube-system", "extension-apiserver-authentication-reader")]
+
+
+# ---------------------------------------------------------------------------
+# The chart speaks the components' command lines
+
+
+def _command(*path: str) -> click.Command:
+    from kova.cli import main
+
+    cmd: click.Command = main
+    for name in path:
+        cmd = cmd.commands[name]  # type: ignore[attr-defined]
+    return cmd
+
+
+def _check_args(cmd: click.Command, args: list[str], env: list[dict]) -> None:
+    opts = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+    envvars = {p.envvar for p in cmd.params if isinstance(p.envvar, str)}
+    for arg in args:
+        if arg.startswith("--"):
+            assert arg.split("=", 1)[0] in opts, f"{arg} is not an option of {cmd.name}"
+    for var in env:
+        if var["name"].startswith("KOVA_"):
+            assert var["name"] in envvars, f"{var['name']} is not read by {cmd.name}"
+
+
+@pytest.mark.parametrize("combo", sorted(COMBINATIONS))
+def test_args_and_env_are_options_of_the_real_cli(combo: str) -> None:
+    commands = {"placement": ("placement", "serve"), "operator": ("operator", "run"),
+                "agent": ("agent", "run"), "api": ("api", "serve")}
+    for w in workloads(render(COMBINATIONS[combo])):
+        if component(w) not in commands:
+            continue
+        (c,) = pod_spec(w)["containers"]
+        assert c["args"][:2] == list(commands[component(w)])
+        _check_args(_command(*commands[component(w)]), c["args"][2:], c.get("env", []))
