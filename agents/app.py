@@ -241,7 +241,10 @@ class Agent:
     # The host thread: registration, Host status, periodic resync
     def _host_loop(self) -> None:
         stopping, changed = self.ctx.stopping, self.watch.membership_changed
-        self._register_at_start()
+        try:  # a Placement failure is recorded by the registration itself
+            self.registration.register()
+        except Exception:
+            log.exception("host registration failed; retrying at the next check")
         now = time.monotonic()
         next_resync, next_check = now + self.cfg.resync_seconds, now + self.cfg.host_check_seconds
         while True:
@@ -264,14 +267,6 @@ class Agent:
             if resync:
                 self.resync()
                 next_resync = time.monotonic() + self.cfg.resync_seconds
-
-    def _register_at_start(self) -> None:
-        """First registration; a Placement failure is recorded by the
-        registration itself (PlacementRegistered), anything else is logged."""
-        try:
-            self.registration.register()
-        except Exception:
-            log.exception("host registration failed; retrying at the next check")
 
     def resync(self, strict: bool = False) -> None:
         """Queue every known Instance and every Kova domain (periodic

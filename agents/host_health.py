@@ -16,10 +16,7 @@ from dataclasses import dataclass
 
 from kova.conditions import Condition, condition_for
 from kova.crds import names
-from kova.placement_client import RETRY_ERRORS, PlacementError
-
-#: A Placement call ends with one of these when Placement is the problem.
-PLACEMENT_FAILURES = (PlacementError, *RETRY_ERRORS)
+from kova.placement_client import placement_trouble
 
 
 @dataclass(frozen=True)
@@ -31,17 +28,10 @@ class State:
 
 def placement_state(exc: BaseException, url: str) -> State:
     """The PlacementRegistered=False state for a failed Placement call."""
-    if isinstance(exc, PlacementError):
-        if exc.status in (401, 403):
-            return State("False", names.REASON_PLACEMENT_UNAUTHORIZED,
-                         f"Placement at {url} refused the agent's credentials (HTTP "
-                         f"{exc.status}: {exc.detail}); check the agent's --placement-token")
-        if exc.status >= 500:
-            return State("False", names.REASON_PLACEMENT_ERROR,
-                         f"Placement at {url} answered {exc.status}: {exc.detail}")
+    trouble = placement_trouble(exc, url, "agent", "check the agent's --placement-token")
+    if trouble is None:
         return State("False", names.HOST_REASON_REGISTRATION_FAILED, str(exc))
-    return State("False", names.REASON_PLACEMENT_ERROR,
-                 f"Placement at {url} is unreachable ({type(exc).__name__}: {exc})")
+    return State("False", *trouble)
 
 
 class HostHealth:

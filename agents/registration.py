@@ -30,7 +30,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from kova.agents.context import AgentContext, GiB
-from kova.agents.host_health import PLACEMENT_FAILURES, HostHealth
+from kova.agents.host_health import HostHealth
 from kova.agents.instance.report import Reporter
 from kova.agents.virt import cpus
 from kova.agents.virt import traits as host_traits
@@ -40,7 +40,12 @@ from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.kube import KubeError, custom_path, host_path
-from kova.placement_client import Conflict, SyncPlacementClient, placement_unreachable
+from kova.placement_client import (
+    PLACEMENT_FAILURES,
+    Conflict,
+    SyncPlacementClient,
+    placement_unreachable,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from kova.agents.stream.server import StreamServer

@@ -50,6 +50,26 @@ def route(path: str) -> str:
     return _UUID.sub("{uuid}", path)
 
 
+def placement_trouble(exc: BaseException, url: str, client: str,
+                      hint: str) -> tuple[str, str] | None:
+    """The condition reason and message for a Placement call that failed
+    because of Placement: credentials refused (``hint`` says what the
+    ``client`` -- "operator", "agent" -- should check), a 5xx after the
+    retries, or no answer at all; None for any other answer (a bad request
+    is the caller's bug)."""
+    if isinstance(exc, PlacementError):
+        if exc.status in (401, 403):
+            return (names.REASON_PLACEMENT_UNAUTHORIZED,
+                    f"Placement at {url} refused the {client}'s credentials "
+                    f"(HTTP {exc.status}: {exc.detail}); {hint}")
+        if exc.status >= 500:
+            return (names.REASON_PLACEMENT_ERROR,
+                    f"Placement at {url} answered {exc.status}: {exc.detail}")
+        return None
+    return (names.REASON_PLACEMENT_ERROR,
+            f"Placement at {url} is unreachable ({type(exc).__name__}: {exc})")
+
+
 def placement_unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` (from a call whose retries were spent) means Placement
     cannot be reached yet: a connection error, a timeout, or 502/503/504."""
@@ -75,6 +95,12 @@ class PlacementError(Exception):
         if isinstance(self.body, dict) and self.body.get("errors"):
             return "; ".join(str(e.get("detail", "")) for e in self.body["errors"])
         return str(self.body)
+
+
+#: What a call to Placement ends with when Placement itself is the problem
+#: (unreachable, an error answer after the retries, credentials refused):
+#: see :func:`placement_trouble`.
+PLACEMENT_FAILURES = (PlacementError, *RETRY_ERRORS)
 
 
 class Conflict(PlacementError):

@@ -311,20 +311,20 @@ class LibvirtDriver:
     # ------------------------------------------------------------------
     # Lookups
     def lookup(self, uid: str) -> libvirt.virDomain | None:
-        try:
-            return self.conn.lookupByUUIDString(uid)
-        except libvirt.libvirtError as exc:
-            if _is_not_found(exc):
-                return None
-            raise DriverError(f"lookup of {uid} failed: {exc}", exc.get_error_code()) from exc
+        return self._find(self.conn.lookupByUUIDString, uid)
 
     def lookup_name(self, name: str) -> libvirt.virDomain | None:
+        return self._find(self.conn.lookupByName, name)
+
+    @staticmethod
+    def _find(find: Callable[[str], libvirt.virDomain], key: str) -> libvirt.virDomain | None:
+        """The domain ``find`` returns for ``key``; None when there is none."""
         try:
-            return self.conn.lookupByName(name)
+            return find(key)
         except libvirt.libvirtError as exc:
             if _is_not_found(exc):
                 return None
-            raise DriverError(f"lookup of {name} failed: {exc}", exc.get_error_code()) from exc
+            raise DriverError(f"lookup of {key} failed: {exc}", exc.get_error_code()) from exc
 
     def state(self, uid: str) -> DomainState | None:
         dom = self.lookup(uid)

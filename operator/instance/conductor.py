@@ -22,32 +22,9 @@ from kova.operator.instance.plan import Step, attempts
 from kova.operator.instance.records import Records
 from kova.operator.scheduler.request import InvalidRequest, MissingDependency, RequestSpec
 from kova.operator.scheduler.scheduler import NoValidHost
-from kova.placement_client import RETRY_ERRORS, PlacementError
+from kova.placement_client import PLACEMENT_FAILURES, placement_trouble
 
 LOG = logging.getLogger("kova.operator")
-
-#: What a call to Placement can end with when Placement itself is the
-#: problem (see :func:`placement_trouble`).
-PLACEMENT_FAILURES = (PlacementError, *RETRY_ERRORS)
-
-
-def placement_trouble(exc: BaseException, url: str) -> tuple[str, str] | None:
-    """The Scheduled=False reason and message for a Placement call that
-    failed because of Placement (unreachable, 5xx after the retries, or
-    refusing the operator's credentials); None for any other failure (a
-    bad request is a bug, retried as one)."""
-    if isinstance(exc, PlacementError):
-        if exc.status in (401, 403):
-            return (names.REASON_PLACEMENT_UNAUTHORIZED,
-                    f"Placement at {url} refused the operator's credentials "
-                    f"(HTTP {exc.status}: {exc.detail}); check the operator's "
-                    "--placement-token and Placement's tokens")
-        if exc.status >= 500:
-            return (names.REASON_PLACEMENT_ERROR,
-                    f"Placement at {url} answered {exc.status}: {exc.detail}")
-        return None
-    return (names.REASON_PLACEMENT_ERROR,
-            f"Placement at {url} is unreachable ({type(exc).__name__}: {exc})")
 
 
 class Conductor:
@@ -112,7 +89,9 @@ class Conductor:
         """Placement is the reason the Instance does not progress: it waits
         (Pending, Scheduled=False naming the cause, one Warning Event) and is
         retried with back-off; anything else is re-raised."""
-        trouble = placement_trouble(exc, self.ctx.settings.placement_url)
+        trouble = placement_trouble(
+            exc, self.ctx.settings.placement_url, "operator",
+            "check the operator's --placement-token and Placement's tokens")
         if trouble is None:
             raise exc
         reason, message = trouble
