@@ -29,7 +29,7 @@ from typing import Any
 
 from kova import log as kova_log
 from kova.kube import Credentials, Kube
-from kova.operator import metrics
+from kova.operator import inventory_metrics, metrics
 from kova.operator.audit import audit_loop
 from kova.operator.context import Context
 from kova.operator.host.controller import HostController
@@ -101,6 +101,7 @@ class Operator:
             Deletion(ctx, records))
         # read at each scrape: Instances leave the waiting set in many places
         metrics.PENDING.set_function(lambda: len(ctx.ledger.pending))
+        inventory_metrics.INVENTORY.source = self.informer
         self.hosts = HostController(ctx)
         self.groups = ServerGroupController(ctx)
         self.monitor = HostMonitor(ctx)
