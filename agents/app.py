@@ -333,7 +333,12 @@ class Agent:
                     info.meta, self.host):
                 self.queue.add((info.meta.namespace, info.meta.name))
         else:
-            self.reconciler.reconcile(k)
+            obj = self.watch.get(k)
+            # every line of this reconcile names the Instance (docs/development.md "Logs")
+            about = (kova_log.about({**obj, "kind": "Instance"}) if obj
+                     else kova_log.object_ref("Instance", *k))
+            with kova_log.bound(**about):
+                self.reconciler.reconcile(k)
 
     def _failed(self, k: Key, exc: Exception) -> None:
         failures = self.ctx.memory.failures

@@ -9,14 +9,20 @@ object per line, formatted by python-json-logger, with the fixed keys
 plus, when a log call knows them (``extra=kova.log.about(obj)`` or
 ``extra={"host": ..., "request_id": ...}``), ``kind``, ``namespace``,
 ``name``, ``uid``, ``host``, ``request_id``, and ``exception`` with a
-traceback.  ``text`` (the default on a terminal): one human line per record.
+traceback -- and no other key: what libraries attach to their records is
+left out, except kopf's ``k8s_ref`` (the object a line of kopf is about),
+which gives ``kind``, ``namespace``, ``name`` and ``uid``.  ``text`` (the
+default on a terminal): one human line per record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import IO, Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -26,12 +32,31 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMATS = ("auto", "json", "text")
 #: The keys every JSON line starts with, in this order.
 ORDER = ("time", "level", "component", "logger", "message")
+#: The only other keys a JSON line may have (when a log call knows them);
+#: anything else a library attaches to its records is left out.
+CONTEXT = ("kind", "namespace", "name", "uid", "host", "request_id", "exception")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
 
 #: Loggers of libraries that are too chatty at Kova's info level.
 QUIET = {"kubernetes": logging.WARNING, "urllib3": logging.WARNING,
          "httpx": logging.WARNING, "httpcore": logging.WARNING,
          "aiohttp.access": logging.WARNING}
+
+
+#: Fields every record logged in this context gets (see :func:`bound`).
+_BOUND: ContextVar[dict[str, Any]] = ContextVar("kova_log_bound", default={})
+
+
+@contextlib.contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    """Within the block (this thread or task), every record gets ``fields``
+    (e.g. ``bound(**about(obj))``: the object a piece of work is about)
+    unless its log call gives them itself."""
+    token = _BOUND.set({**_BOUND.get(), **fields})
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
 
 
 class JSONFormatter(JsonFormatter):
@@ -50,12 +75,25 @@ class JSONFormatter(JsonFormatter):
         t = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
         return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
 
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
+                   message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        for key, value in _BOUND.get().items():
+            key = "name" if key == "object_name" else key
+            log_data.setdefault(key, value)
+        # kopf's loggers about an object attach it as ``k8s_ref``
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict):
+            for key in ("kind", "namespace", "name", "uid"):
+                if ref.get(key) and key not in log_data:
+                    log_data[key] = ref[key]
+
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         level = log_data.get("level")
         if isinstance(level, str):
             log_data["level"] = level.lower()
-        first = {k: log_data.pop(k) for k in ORDER if k in log_data}
-        return {**first, **log_data}
+        first = {k: log_data[k] for k in ORDER if k in log_data}
+        return {**first, **{k: log_data[k] for k in CONTEXT if k in log_data}}
 
 
 def about(obj: dict) -> dict[str, Any]:

@@ -194,8 +194,8 @@ def register(group: click.Group) -> None:
         _check_serve_options(s)
         log.setup("placement", s.log_level, s.log_format)
         if s.no_auth:
-            click.echo("WARNING: authentication is disabled (--no-auth); anyone who can "
-                       "reach this port can change every allocation.", err=True)
+            LOG.warning("authentication is disabled (--no-auth); anyone who can reach this "
+                        "port can change every allocation.")
         url = s.database_url or default_database_url()
         upgrade_when_reachable(url, s.database_wait)
         _serve_env(s, url)
