@@ -44,7 +44,7 @@ QUIET = {"kubernetes": logging.WARNING, "urllib3": logging.WARNING,
 
 
 #: Fields every record logged in this context gets (see :func:`bound`).
-_BOUND: ContextVar[dict[str, Any]] = ContextVar("kova_log_bound", default={})
+_BOUND: ContextVar[dict[str, Any] | None] = ContextVar("kova_log_bound", default=None)
 
 
 @contextlib.contextmanager
@@ -52,7 +52,7 @@ def bound(**fields: Any) -> Iterator[None]:
     """Within the block (this thread or task), every record gets ``fields``
     (e.g. ``bound(**about(obj))``: the object a piece of work is about)
     unless its log call gives them itself."""
-    token = _BOUND.set({**_BOUND.get(), **fields})
+    token = _BOUND.set({**(_BOUND.get() or {}), **fields})
     try:
         yield
     finally:
@@ -78,7 +78,7 @@ class JSONFormatter(JsonFormatter):
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
                    message_dict: dict[str, Any]) -> None:
         super().add_fields(log_data, record, message_dict)
-        for key, value in _BOUND.get().items():
+        for key, value in (_BOUND.get() or {}).items():
             key = "name" if key == "object_name" else key
             log_data.setdefault(key, value)
         # kopf's loggers about an object attach it as ``k8s_ref``
