@@ -43,6 +43,7 @@ from kova.kube import KubeError, custom_path, host_path
 from kova.placement_client import (
     PLACEMENT_FAILURES,
     Conflict,
+    PlacementError,
     SyncPlacementClient,
     placement_unreachable,
 )
@@ -272,6 +273,13 @@ class Registration:
             allocated = self.allocated()
         except PLACEMENT_FAILURES as exc:
             self.health.placement_failed(exc)
+            if isinstance(exc, PlacementError) and exc.status == 404:
+                # the provider is gone (deleted, or Placement's database
+                # restored from before it existed): register again at the
+                # next check, with the same uuid
+                log.warning("host %s: resource provider %s is gone from Placement; "
+                            "registering it again", self.ctx.host, self.rp_uuid)
+                self.rp_uuid = None
             return None
         assert self.rp_uuid is not None
         self.health.placement_ok(self.rp_uuid)
