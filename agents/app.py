@@ -53,6 +53,7 @@ from kova.agents.registration import Registration
 from kova.agents.settings import AgentSettings
 from kova.agents.stream.server import StreamServer
 from kova.agents.virt.driver import DriverError, LibvirtDriver, start_event_loop
+from kova.agents.virt.image_sources import SourcePolicy, networks
 from kova.agents.virt.images import ImageCache
 from kova.agents.watch import InstanceWatch
 from kova.crds.names import PowerState
@@ -92,6 +93,15 @@ def _placement(cfg: AgentSettings, metrics: AgentMetrics) -> SyncPlacementClient
         observe=metrics.observe_placement, on_retry=metrics.placement_retried)
 
 
+def source_policy(cfg: AgentSettings) -> SourcePolicy:
+    """Where images may come from, by the agent's settings."""
+    return SourcePolicy(
+        host_dirs=tuple(cfg.image_host_dirs),
+        blocked=networks(cfg.image_url_blocked_networks),
+        allowed=networks(cfg.image_url_allowed_networks),
+        max_bytes=cfg.image_max_bytes, max_seconds=cfg.image_download_seconds)
+
+
 class Agent:
     def __init__(self, cfg: AgentSettings, kube: SyncKube | None = None,
                  lease_owner: dict | None = None) -> None:
@@ -109,7 +119,7 @@ class Agent:
                                   max_connections=max(8, cfg.workers * 2 + 4)),
             driver=driver,
             images=ImageCache(cfg.image_cache_dir or (instance_dir / "_base"),
-                              ca_file=cfg.image_ca_file),
+                              ca_file=cfg.image_ca_file, policy=source_policy(cfg)),
             metrics=metrics,
             queue=WorkQueue(),
             disk_cache=cfg.disk_cache or (
