@@ -81,6 +81,9 @@ class AgentSettings:
         (), "Network (CIDR) image URLs may reach even if it is blocked, e.g. an image "
         "store on a cluster address (repeatable).",
         flag="--image-url-allowed-network", metavar="CIDR", convert=_networks)
+    image_store_url: str | None = setting(
+        None, "URL of Kova's image store (kova images serve); image URLs under it are "
+        "fetched with the agent's Kubernetes token.")
     image_max_bytes: int = setting(
         64 << 30, "Largest image file the agent fetches, in bytes (0: no limit).",
         type=click.IntRange(min=0))
@@ -137,6 +140,13 @@ class AgentSettings:
     image_cache_ttl: float = setting(
         24 * 3600.0, "Seconds before a cached image no instance uses is removed (0: never).",
         type=click.FloatRange(min=0))
+    image_cache_min_free_percent: float = setting(
+        5.0, "Evict cached images no instance uses, least recently used first, while the "
+        "cache's file system has less than this percentage free (0: never).",
+        type=click.FloatRange(0, 100))
+    image_cache_check_seconds: float = setting(
+        600.0, "Seconds between checks of the image cache for images to evict.",
+        type=click.FloatRange(min=0.1))
     vnc: bool = setting(
         True, "Give new domains a VGA display whose VNC server listens on no address "
         "(reached through libvirt, for kubectl kova vnc).")

@@ -33,17 +33,17 @@ def command(argv: list[str], *, address_space: int = QEMU_IMG_ADDRESS_SPACE,
 def main(args: list[str]) -> int:
     limits: dict[int, int] = {}
     while args and args[0] != "--":
-        flag, value = args[0], args[1]
+        flag, given = args[0], args[1]
         limit = {"--as": resource.RLIMIT_AS, "--cpu": resource.RLIMIT_CPU}[flag]
-        limits[limit] = int(value)
+        limits[limit] = int(given)
         args = args[2:]
     argv = args[1:]
     if not argv:
         print("usage: python -m kova.prlimit [--as BYTES] [--cpu SECONDS] -- COMMAND...",
               file=sys.stderr)
         return 2
-    for limit, value in limits.items():
-        resource.setrlimit(limit, (value, value))
+    for limit, amount in limits.items():
+        resource.setrlimit(limit, (amount, amount))
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:

@@ -71,6 +71,9 @@ logging.getLogger("httpx").addFilter(_RedactURLs())
 
 CHUNK = 1 << 20
 MAX_REDIRECTS = 5
+#: Seconds after its last use during which disk pressure does not evict a
+#: cached image (a build fetched it and is making its overlay).
+PRESSURE_GRACE = 120.0
 GiB = 1 << 30
 
 
@@ -204,9 +207,12 @@ class ImageCache:
         timeout: float = 60.0,
         ca_file: Path | str | None = None,
         policy: SourcePolicy | None = None,
+        auth: Callable[[str], dict[str, str]] | None = None,
     ) -> None:
         self.dir = Path(cache_dir)
         self.policy = policy or SourcePolicy()
+        #: Headers for a URL (the agent's token for Kova's image store).
+        self._auth = auth
         self.dir.mkdir(parents=True, exist_ok=True)
         self._http = http
         self._ca_file = str(ca_file) if ca_file else None
@@ -218,6 +224,9 @@ class ImageCache:
         self._locks_guard = threading.Lock()
         self.stats = CacheStats()
         self._on_progress = on_progress
+
+    def set_auth(self, auth: Callable[[str], dict[str, str]] | None) -> None:
+        self._auth = auth
 
     # ------------------------------------------------------------------
     def _lock_for(self, key: str) -> threading.Lock:
@@ -254,8 +263,11 @@ class ImageCache:
                 meta = self._read_meta(final)
                 if meta is not None:
                     self.stats.hits += 1
+                    if source.name not in meta.get("names", ()):
+                        meta["names"] = [*meta.get("names", ()), source.name]
+                        self._write_meta(final, meta)
                     with contextlib.suppress(OSError):
-                        os.utime(self._meta_path(final))  # last use, for prune()
+                        os.utime(self._meta_path(final))  # last use, for evict()
                     log.debug("image %s: cache hit %s", source.name, final)
                     return CachedImage(
                         path=final, sha256=meta["sha256"], size=meta["size"],
@@ -286,6 +298,7 @@ class ImageCache:
                 os.replace(tmp, final)
                 meta = {
                     "name": source.name,
+                    "names": [source.name],
                     "source": source.shown,
                     "sha256": digest,
                     "size": size,
@@ -371,7 +384,8 @@ class ImageCache:
         url = source.url or ""
         for _hop in range(MAX_REDIRECTS + 1):
             self.policy.check_url(url, sha256=source.sha256)
-            with client.stream("GET", url) as resp:
+            headers = self._auth(url) if self._auth else None
+            with client.stream("GET", url, headers=headers) as resp:
                 peer = _peer_address(resp)
                 if peer is not None:
                     self.policy.check_address(url, peer)
@@ -509,25 +523,58 @@ class ImageCache:
     def prune(self, in_use: set[Path], min_age: float = 0.0) -> list[Path]:
         """Remove cached images that no overlay uses and that were not used
         (fetched or hit) for ``min_age`` seconds; return what was removed."""
-        removed = []
+        return [Path(m["path"]) for m in self.evict(in_use, min_age=min_age)]
+
+    def _last_used(self, path: Path) -> float:
+        try:
+            return self._meta_path(path).stat().st_mtime
+        except OSError:
+            return path.stat().st_mtime if path.exists() else 0.0
+
+    def free_percent(self) -> float:
+        usage = shutil.disk_usage(self.dir)
+        return 100.0 * usage.free / usage.total if usage.total else 100.0
+
+    def evict(self, in_use: set[Path], *, min_age: float | None = None,
+              min_free_percent: float = 0.0) -> list[dict]:
+        """Remove cached images that no overlay uses (``in_use``: the files
+        overlays are backed by): each unused for ``min_age`` seconds (None:
+        no age limit -- only pressure evicts), and then, least recently used
+        first, more while the file system has less than ``min_free_percent``
+        free (but none used in the last :data:`PRESSURE_GRACE` seconds: a build
+        between its fetch and its overlay).  Returns the removed files'
+        metadata, each with its ``path``."""
         keep = {p.resolve() for p in in_use}
         now = time.time()
-        for path in self.cached():
-            if path.resolve() in keep:
+        candidates = sorted((self._last_used(p), p) for p in self.cached()
+                            if p.resolve() not in keep)
+        removed: list[dict] = []
+        for last_used, path in candidates:
+            idle = now - last_used
+            aged = min_age is not None and idle >= min_age
+            pressed = (min_free_percent > 0 and idle >= PRESSURE_GRACE
+                       and self.free_percent() < min_free_percent)
+            if not (aged or pressed):
                 continue
-            key = path.name.rsplit(".", 1)[0]
-            with self._locked(key):
-                try:
-                    last_used = self._meta_path(path).stat().st_mtime
-                except OSError:
-                    last_used = path.stat().st_mtime if path.exists() else 0.0
-                if now - last_used < min_age:
-                    continue
-                path.unlink(missing_ok=True)
-                self._meta_path(path).unlink(missing_ok=True)
-                log.info("image cache: removed %s (unused)", path.name)
-            removed.append(path)
+            used_before = now - (min_age or 0.0) if aged else now - PRESSURE_GRACE
+            gone = self._remove(path, keep, used_before, "unused" if aged else "disk pressure")
+            if gone is not None:
+                removed.append(gone)
         return removed
+
+    def _remove(self, path: Path, keep: set[Path], used_before: float, why: str) -> dict | None:
+        """Remove ``path`` unless it was used after ``used_before`` (checked
+        again under its lock: a fetch may just have hit it)."""
+        key = path.name.rsplit(".", 1)[0]
+        with self._locked(key):
+            if not path.exists() or path.resolve() in keep or self._last_used(path) > used_before:
+                return None
+            meta = self._read_meta(path) or {}
+            path.unlink(missing_ok=True)
+            self._meta_path(path).unlink(missing_ok=True)
+        log.info("image cache: removed %s (%s; images %s)", path.name, why,
+                 ", ".join(meta.get("names") or [meta.get("name", "?")]))
+        return {**meta, "path": str(path)}
 
 
 def create_overlay(base: CachedImage, dest: Path, size_bytes: int) -> Path:
