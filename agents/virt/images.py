@@ -279,15 +279,7 @@ class ImageCache:
             tmp = self.dir / f".{source.key}.{os.getpid()}.{threading.get_ident()}.part"
             try:
                 started = time.monotonic()
-                try:
-                    if source.url:
-                        digest, size = self._download(source, tmp)
-                    else:
-                        digest, size = self._copy_local(source, tmp)
-                except SourceRefused as exc:
-                    code = (names.ERROR_IMAGE_DOWNLOAD if exc.transient
-                            else names.ERROR_IMAGE_INVALID)
-                    raise ImageError(code, f"image {source.name}: {exc}") from None
+                digest, size = self._get(source, tmp)
                 if source.sha256 and digest != source.sha256.lower():
                     raise ImageError(
                         names.ERROR_IMAGE_CHECKSUM,
@@ -318,6 +310,16 @@ class ImageCache:
                 )
             finally:
                 tmp.unlink(missing_ok=True)
+
+    def _get(self, source: ImageSource, tmp: Path) -> tuple[str, int]:
+        """The source's bytes into ``tmp``: (sha256, size)."""
+        try:
+            if source.url:
+                return self._download(source, tmp)
+            return self._copy_local(source, tmp)
+        except SourceRefused as exc:
+            code = names.ERROR_IMAGE_DOWNLOAD if exc.transient else names.ERROR_IMAGE_INVALID
+            raise ImageError(code, f"image {source.name}: {exc}") from None
 
     def _read_meta(self, path: Path) -> dict | None:
         try:
