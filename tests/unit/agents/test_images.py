@@ -365,3 +365,27 @@ def test_unusable_ca_file_is_refused_at_start(tmp_path, content):
     bad.write_bytes(content)
     with pytest.raises(ValueError, match=f"image CA file {bad}: cannot load it"):
         ImageCache(tmp_path / "cache", ca_file=bad, policy=_policy(tmp_path))
+
+
+def test_disk_pressure_evicts_unused_images_least_recently_used_first(cache, tmp_path):
+    """Under pressure (here: more free space asked for than any disk has)
+    unused images go, oldest use first, but not one used in the last two
+    minutes (a build between its fetch and its overlay), nor one in use."""
+    import os
+    import time as _t
+
+    from kova.agents.virt.images import PRESSURE_GRACE
+
+    got = {n: cache.fetch(ImageSource(name=n, host_path=str(_qcow2(tmp_path / f"{n}.qcow2",
+                                                                   f"{16 + i}M"))))
+           for i, n in enumerate(("old", "older", "fresh", "used"))}
+    now = _t.time()
+    for n, age in (("old", PRESSURE_GRACE + 10), ("older", PRESSURE_GRACE + 20),
+                   ("used", PRESSURE_GRACE + 30)):
+        meta = got[n].path.with_suffix(got[n].path.suffix + ".json")
+        os.utime(meta, (now - age, now - age))
+    gone = cache.evict({got["used"].path}, min_free_percent=100.0)
+    assert [m["names"] for m in gone] == [["older"], ["old"]]
+    assert sorted(cache.cached()) == sorted([got["fresh"].path, got["used"].path])
+    # Without pressure and without an age limit nothing goes.
+    assert cache.evict(set(), min_free_percent=0.0) == []
