@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from kova import imagefile, prlimit
+from kova.errors import Refusal
 
 #: Formats an upload may have; the others than qcow2 and raw are converted.
 UPLOAD_FORMATS = ("qcow2", "raw", "vmdk", "vhdx", "vpc", "vdi")
@@ -39,14 +40,8 @@ CONVERT_CPU_SECONDS = 3600
 CONVERT_ADDRESS_SPACE = 4 << 30
 
 
-class StoreError(Exception):
+class StoreError(Refusal):
     """A refused upload: ``status`` (HTTP), ``reason`` (CamelCase) and a sentence."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)
