@@ -463,3 +463,21 @@ def test_image_store() -> None:
     assert not [o for o in render() if o["metadata"]["name"] == "kova-images"]
     failed = render_text({"images": {"enabled": True}}, check=False)
     assert failed.returncode != 0 and "images.tls.existingSecret" in failed.stderr
+
+
+def test_agent_image_sources() -> None:
+    """The agent's image directory and the networks image URLs may not (or
+    may) reach it through its environment, as `kova agent run` reads
+    them; a value that is no CIDR is refused by the values schema."""
+    nets = {"agent": {"imageURLBlockedNetworks": ["10.244.0.0/16", "10.96.0.0/12"],
+                      "imageURLAllowedNetworks": ["10.96.10.0/24"]}}
+    (c,) = pod_spec(one(render(nets), "DaemonSet", "kova-agent"))["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["KOVA_AGENT_IMAGE_HOST_DIRS"] == "/var/lib/kova/images"
+    assert env["KOVA_AGENT_IMAGE_URL_BLOCKED_NETWORKS"] == "10.244.0.0/16 10.96.0.0/12"
+    assert env["KOVA_AGENT_IMAGE_URL_ALLOWED_NETWORKS"] == "10.96.10.0/24"
+    _check_args(_command("agent", "run"), [], c["env"])
+    (c,) = pod_spec(one(render(), "DaemonSet", "kova-agent"))["containers"]
+    assert "KOVA_AGENT_IMAGE_URL_BLOCKED_NETWORKS" not in {e["name"] for e in c["env"]}
+    bad = render_text({"agent": {"imageURLBlockedNetworks": ["nope"]}}, check=False)
+    assert bad.returncode != 0 and "imageURLBlockedNetworks" in bad.stderr
