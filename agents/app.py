@@ -53,6 +53,7 @@ from kova.agents.registration import Registration
 from kova.agents.settings import AgentSettings
 from kova.agents.stream.server import StreamServer
 from kova.agents.virt.driver import DriverError, LibvirtDriver, start_event_loop
+from kova.agents.virt.image_sources import SourcePolicy, networks
 from kova.agents.virt.images import ImageCache
 from kova.agents.watch import InstanceWatch
 from kova.crds.names import PowerState
@@ -63,7 +64,6 @@ from kova.workqueue import WorkQueue
 log = logging.getLogger("kova.agents.app")
 
 #: Seconds between two prunes of the image cache (at a resync).
-PRUNE_INTERVAL = 600.0
 
 
 def probe_direct_io(directory: Path) -> bool:
@@ -92,6 +92,29 @@ def _placement(cfg: AgentSettings, metrics: AgentMetrics) -> SyncPlacementClient
         observe=metrics.observe_placement, on_retry=metrics.placement_retried)
 
 
+def source_policy(cfg: AgentSettings) -> SourcePolicy:
+    """Where images may come from, by the agent's settings."""
+    return SourcePolicy(
+        host_dirs=tuple(cfg.image_host_dirs),
+        blocked=networks(cfg.image_url_blocked_networks),
+        allowed=networks(cfg.image_url_allowed_networks),
+        max_bytes=cfg.image_max_bytes, max_seconds=cfg.image_download_seconds)
+
+
+def store_auth(store_url: str | None, creds: Credentials
+               ) -> Callable[[str], dict[str, str]] | None:
+    """The agent's bearer token for URLs of Kova's image store."""
+    if not store_url:
+        return None
+    prefix = store_url.rstrip("/") + "/"
+
+    def headers(url: str) -> dict[str, str]:
+        token = creds.bearer() if url.startswith(prefix) else None
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    return headers
+
+
 class Agent:
     def __init__(self, cfg: AgentSettings, kube: SyncKube | None = None,
                  lease_owner: dict | None = None) -> None:
@@ -109,12 +132,13 @@ class Agent:
                                   max_connections=max(8, cfg.workers * 2 + 4)),
             driver=driver,
             images=ImageCache(cfg.image_cache_dir or (instance_dir / "_base"),
-                              ca_file=cfg.image_ca_file),
+                              ca_file=cfg.image_ca_file, policy=source_policy(cfg)),
             metrics=metrics,
             queue=WorkQueue(),
             disk_cache=cfg.disk_cache or (
                 "none" if probe_direct_io(instance_dir) else "writeback"),
         )
+        ctx.images.set_auth(store_auth(cfg.image_store_url, ctx.kube.aio.creds))
         self.placement = _placement(cfg, metrics)
         self.watch = InstanceWatch(ctx)
         self.report = Reporter(ctx, self.watch)
@@ -294,7 +318,8 @@ class Agent:
             if state != PowerState.UNKNOWN:  # the domains gauge has every state but Unknown
                 self.metrics.domains.labels(state).set(counts.get(state, 0))
         self.teardown.sweep_dirs({d.uuid for d in domains})
-        if self.cfg.image_cache_ttl > 0 and time.monotonic() - self._last_prune >= PRUNE_INTERVAL:
+        evicting = self.cfg.image_cache_ttl > 0 or self.cfg.image_cache_min_free_percent > 0
+        if evicting and time.monotonic() - self._last_prune >= self.cfg.image_cache_check_seconds:
             self._last_prune = time.monotonic()
             self.builder.prune_images()
 

@@ -34,6 +34,13 @@ def _ca_file(value: str) -> str:
     return value
 
 
+def _networks(values: tuple[str, ...]) -> tuple[str, ...]:
+    """CIDRs, checked at start."""
+    from kova.agents.virt.image_sources import networks
+
+    return tuple(str(n) for n in networks(values))
+
+
 @dataclass
 class AgentSettings:
     host: str = setting(factory=default_host,
@@ -63,6 +70,26 @@ class AgentSettings:
         None, "CA bundle (PEM) trusted for https:// image URLs, in addition to the system's "
         "trust store (default: the system's trust store only).",
         type=click.Path(exists=True, dir_okay=False), convert=_ca_file)
+    image_host_dirs: tuple[str, ...] = setting(
+        ("/var/lib/kova/images",), "Directory that Images' source.hostPath may name files in "
+        "(repeatable); any other path is refused.", flag="--image-host-dir", metavar="DIR")
+    image_url_blocked_networks: tuple[str, ...] = setting(
+        (), "Network (CIDR) image URLs must not reach, besides loopback, link-local and "
+        "multicast, e.g. the cluster's pod and service networks (repeatable).",
+        flag="--image-url-blocked-network", metavar="CIDR", convert=_networks)
+    image_url_allowed_networks: tuple[str, ...] = setting(
+        (), "Network (CIDR) image URLs may reach even if it is blocked, e.g. an image "
+        "store on a cluster address (repeatable).",
+        flag="--image-url-allowed-network", metavar="CIDR", convert=_networks)
+    image_store_url: str | None = setting(
+        None, "URL of Kova's image store (kova images serve); image URLs under it are "
+        "fetched with the agent's Kubernetes token.")
+    image_max_bytes: int = setting(
+        64 << 30, "Largest image file the agent fetches, in bytes (0: no limit).",
+        type=click.IntRange(min=0))
+    image_download_seconds: float = setting(
+        3600.0, "Longest an image download may take, in seconds (0: no limit).",
+        type=click.FloatRange(min=0))
     kubeconfig: str | None = setting(
         None, "kubeconfig file (default: in-cluster service account, then ~/.kube/config).",
         env="KUBECONFIG")
@@ -113,6 +140,13 @@ class AgentSettings:
     image_cache_ttl: float = setting(
         24 * 3600.0, "Seconds before a cached image no instance uses is removed (0: never).",
         type=click.FloatRange(min=0))
+    image_cache_min_free_percent: float = setting(
+        5.0, "Evict cached images no instance uses, least recently used first, while the "
+        "cache's file system has less than this percentage free (0: never).",
+        type=click.FloatRange(0, 100))
+    image_cache_check_seconds: float = setting(
+        600.0, "Seconds between checks of the image cache for images to evict.",
+        type=click.FloatRange(min=0.1))
     vnc: bool = setting(
         True, "Give new domains a VGA display whose VNC server listens on no address "
         "(reached through libvirt, for kubectl kova vnc).")

@@ -242,14 +242,17 @@ class ImageSource(KovaModel):
         default=None,
         max_length=2048,
         pattern=r"^https?://[^\s/?#]+[^\s]*$",
-        description="An http:// or https:// URL the agent downloads the image from "
-        "(once per host; cached by sha256 or URL).",
+        description="An https:// URL (or http:// with spec.sha256) the agent downloads the "
+        "image from (once per host; cached by sha256 or URL). Addresses on loopback, "
+        "link-local and the networks the agent blocks are refused; credentials and the "
+        "query string never appear in status, Events or logs.",
     )
     host_path: str | None = Field(
         default=None,
         max_length=4096,
         pattern=r"^/[^\x00]*$",
-        description="An absolute path to the image file on every hypervisor host, e.g. "
+        description="An absolute path to the image file on every hypervisor host, inside "
+        "the agent's image directory (--image-host-dir, default /var/lib/kova/images), e.g. "
         "/var/lib/kova/images/kova-test.qcow2. Must not contain '..' components.",
         json_schema_extra=k8s(
             validations=[
@@ -298,7 +301,17 @@ class ImageSpec(KovaModel):
     """A bootable disk image. source, format and sha256 are immutable: an Image
     names one exact file."""
 
-    model_config = model_config(_presence_immutable("sha256"))
+    model_config = model_config(
+        _presence_immutable("sha256"),
+        cel(
+            "!has(self.source.url) || !self.source.url.startsWith('http://') "
+            "|| has(self.sha256)",
+            "sha256 is required for a plain http:// source.url (the download is not "
+            "authenticated; the checksum is what makes it safe)",
+            field_path=".sha256",
+            reason="FieldValueRequired",
+        ),
+    )
 
     source: ImageSource = Field(
         description="Where the image file comes from. Immutable.",
@@ -346,14 +359,23 @@ class ImageStatus(KovaModel):
     virtual_size_bytes: int | None = Field(
         default=None, ge=0, description="Size of the disk the image holds, in bytes."
     )
+    sha256: str | None = Field(
+        default=None, min_length=64, max_length=64, pattern=SHA256,
+        description="SHA-256 of the file the hosts verified (spec.sha256 when given).",
+    )
+    format: ImageFormat | None = Field(
+        default=None, description="The format qemu-img read the verified file as.")
     cached_on: list[Name] | None = Field(
         default=None,
         max_length=4096,
-        description="Hosts that hold a verified copy of the image.",
+        description="Hosts that hold a verified copy of the image in their cache; a host "
+        "leaves the list when it evicts its copy.",
         json_schema_extra=k8s(list_type="set"),
     )
     conditions: list[Condition] | None = conditions_field(
-        "Available: the image was fetched and verified on at least one host."
+        "Available: True (reason Verified) once a host fetched and verified the file; "
+        "False with the refusal's code as reason (ImageInvalid, ImageChecksumMismatch, "
+        "ImageDownloadFailed, ImageNotFound) when the last host that tried could not use it."
     )
 
 
@@ -373,6 +395,10 @@ class Image(KovaObject):
             ("Format", "string", ".spec.format", "Disk format.", 0),
             ("Arch", "string", ".spec.properties.architecture", "CPU architecture.", 0),
             ("MinDisk", "integer", ".spec.minDiskGiB", "Smallest root disk in GiB.", 0),
+            ("Available", "string", '.status.conditions[?(@.type=="Available")].status',
+             "Verified on a host.", 0),
+            ("Size", "integer", ".status.sizeBytes", "File size in bytes.", 0),
+            ("Hosts", "string", ".status.cachedOn", "Hosts holding a verified copy.", 1),
             ("URL", "string", ".spec.source.url", "Download URL.", 1),
             ("Path", "string", ".spec.source.hostPath", "Path on the hosts.", 1),
         ),

@@ -2,7 +2,7 @@
 
 Each component contributes its own commands through ``register(group)``:
 ``kova.placement.cli``, ``kova.operator.cli``, ``kova.agents.cli``, ``kova.api.cli``,
-``kova.crds.cli`` and ``kova.dev.cli``.  They are imported when the group is
+``kova.images.cli``, ``kova.crds.cli`` and ``kova.dev.cli``.  They are imported when the group is
 built, so ``kova --help`` lists everything.
 """
 
@@ -40,6 +40,11 @@ def api() -> None:
 
 
 @main.group()
+def images() -> None:
+    """The image store (image files for the agents; uploads)."""
+
+
+@main.group()
 def crds() -> None:
     """The CustomResourceDefinitions generated from the pydantic models."""
 
@@ -54,6 +59,7 @@ def _register_all() -> None:
     from kova.api import cli as api_cli
     from kova.crds import cli as crds_cli
     from kova.dev import cli as dev_cli
+    from kova.images import cli as images_cli
     from kova.operator import cli as operator_cli
     from kova.placement import cli as placement_cli
 
@@ -61,6 +67,7 @@ def _register_all() -> None:
     operator_cli.register(operator_)
     agent_cli.register(agent)
     api_cli.register(api)
+    images_cli.register(images)
     crds_cli.register(crds)
     dev_cli.register(dev)
 

@@ -19,6 +19,7 @@ import logging
 import time
 
 from kova.agents.context import AgentContext, GiB, InstanceFiles
+from kova.agents.image_status import ImageStatus
 from kova.agents.instance import decisions, restart_fields
 from kova.agents.instance.decisions import BuildError
 from kova.agents.instance.report import Reporter
@@ -35,6 +36,7 @@ from kova.agents.virt.domain import (
 from kova.agents.virt.driver import DomainInfo, DriverError
 from kova.agents.virt.images import (
     CachedImage,
+    ImageError,
     ImageSource,
     backing_file,
     create_overlay,
@@ -73,6 +75,7 @@ class Builder:
         self.report = report
         self.teardown = teardown
         self.userdata = userdata
+        self.image_status = ImageStatus(ctx)
 
     def build(self, obj: dict) -> DomainInfo:
         """Create everything for a new domain and define it.  Raises
@@ -114,7 +117,12 @@ class Builder:
         files.info.write_text(json.dumps(
             {"uid": uid, "namespace": key[0], "name": key[1], "host": self.ctx.host}))
         steps("lookups")
-        cached = self.ctx.images.fetch(source)
+        try:
+            cached = self.ctx.images.fetch(source)
+        except ImageError as exc:
+            self.image_status.refused(image, exc.code, exc.message)
+            raise
+        self.image_status.verified(image, cached)
         steps("image")
         self._count_image(cached)
         if not files.disk.exists():
@@ -275,14 +283,24 @@ class Builder:
                           f"{self.ctx.host}: {exc.code}: {exc.message}")
 
     def prune_images(self) -> None:
-        """Drop cached images no overlay has used for ``--image-cache-ttl``
-        seconds (Nova's image cache manager)."""
+        """Drop cached images no overlay uses: unused for ``--image-cache-ttl``
+        seconds, or least recently used first while the cache's file system
+        is short of ``--image-cache-min-free-percent`` (Nova's image cache
+        manager); each evicted Image loses this host from ``status.cachedOn``."""
+        cfg = self.ctx.cfg
         in_use = set()
         for disk in self.ctx.instance_dir.glob("*/disk.qcow2"):
             b = backing_file(disk)
             if b is not None:
                 in_use.add(b)
         try:
-            self.ctx.images.prune(in_use, min_age=self.ctx.cfg.image_cache_ttl)
+            gone = self.ctx.images.evict(
+                in_use, min_age=cfg.image_cache_ttl if cfg.image_cache_ttl > 0 else None,
+                min_free_percent=cfg.image_cache_min_free_percent)
         except OSError as exc:
-            log.warning("image cache prune failed: %s", exc)
+            log.warning("image cache eviction failed: %s", exc)
+            return
+        for meta in gone:
+            for name in meta.get("names") or [meta.get("name")]:
+                if name:
+                    self.image_status.evicted(name)

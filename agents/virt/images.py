@@ -10,9 +10,14 @@ content, named by its SHA-256: ``<sha256>.<format>``.  A fetch
   hashed while written, fsynced, verified, then renamed into place;
 * is verified: when the Image names a sha256 a file that does not match is
   refused (:data:`~kova.crds.names.ERROR_IMAGE_CHECKSUM`) and removed;
-  ``qemu-img info`` must agree with the declared format and the image must not
-  name a backing file of its own (a qcow2 could otherwise point a guest at any
-  file on the host);
+  the file must be safe (:mod:`kova.imagefile`: its header and ``qemu-img
+  info``, run with the format forced and under CPU and memory limits, show no
+  backing file, external data file, ``json:`` name or extent -- a qcow2 could
+  otherwise point a guest at any file on the host);
+* is confined (:mod:`~kova.agents.virt.image_sources`): hostPath only inside
+  the image directories, URLs to no loopback, link-local or blocked network,
+  plain http:// only with a sha256, a size and a time cap on downloads, and no
+  URL credentials in messages, logs or the cache's metadata;
 * logs its progress (every 10 % or 5 s);
 * verifies https:// servers against the system trust store (OpenSSL's
   default paths, which honour ``SSL_CERT_FILE``/``SSL_CERT_DIR``) plus an
@@ -45,11 +50,30 @@ from pathlib import Path
 
 import httpx
 
+from kova import imagefile
+from kova.agents.virt.image_sources import SourcePolicy, SourceRefused, redact_url
 from kova.crds import names
 
 log = logging.getLogger("kova.agents.virt.images")
 
+
+class _RedactURLs(logging.Filter):
+    """httpx logs every request's URL: without its credentials and query here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_url(str(a)) if isinstance(a, httpx.URL) else a
+                                for a in record.args)
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactURLs())
+
 CHUNK = 1 << 20
+MAX_REDIRECTS = 5
+#: Seconds after its last use during which disk pressure does not evict a
+#: cached image (a build fetched it and is making its overlay).
+PRESSURE_GRACE = 120.0
 GiB = 1 << 30
 
 
@@ -93,6 +117,11 @@ class ImageSource:
         return self.url or self.host_path or ""
 
     @property
+    def shown(self) -> str:
+        """The location as messages and logs show it (no URL credentials)."""
+        return redact_url(self.url) if self.url else (self.host_path or "")
+
+    @property
     def key(self) -> str:
         if self.sha256:
             return self.sha256.lower()
@@ -118,17 +147,12 @@ class CacheStats:
     bytes_fetched: int = 0
 
 
-def qemu_img_info(path: Path | str) -> dict:
-    proc = subprocess.run(
-        ["qemu-img", "info", "--output=json", "-U", str(path)],
-        capture_output=True, text=True, check=False,
-    )
-    if proc.returncode != 0:
-        raise ImageError(
-            names.ERROR_IMAGE_INVALID,
-            f"qemu-img cannot read {path}: {proc.stderr.strip() or proc.stdout.strip()}",
-        )
-    return json.loads(proc.stdout)
+def qemu_img_info(path: Path | str, fmt: str = "qcow2") -> dict:
+    """``qemu-img info`` of a file of format ``fmt`` (forced, under limits)."""
+    try:
+        return imagefile.qemu_img_info(path, fmt)
+    except imagefile.UnsafeImage as exc:
+        raise ImageError(names.ERROR_IMAGE_INVALID, f"{path}: {exc}") from None
 
 
 def tls_context(ca_file: Path | str | None = None) -> ssl.SSLContext:
@@ -147,6 +171,16 @@ def tls_context(ca_file: Path | str | None = None) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"image CA file {ca_file}: cannot load it: {exc}") from exc
     return ctx
+
+
+def _peer_address(resp: httpx.Response) -> str | None:
+    """The IP address the response came from (None when the transport does
+    not tell, as a test transport)."""
+    stream = resp.extensions.get("network_stream")
+    if stream is None:
+        return None
+    addr = stream.get_extra_info("server_addr")
+    return str(addr[0]) if addr else None
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
@@ -172,8 +206,13 @@ class ImageCache:
         on_progress: Callable[[str, int, int | None], None] | None = None,
         timeout: float = 60.0,
         ca_file: Path | str | None = None,
+        policy: SourcePolicy | None = None,
+        auth: Callable[[str], dict[str, str]] | None = None,
     ) -> None:
         self.dir = Path(cache_dir)
+        self.policy = policy or SourcePolicy()
+        #: Headers for a URL (the agent's token for Kova's image store).
+        self._auth = auth
         self.dir.mkdir(parents=True, exist_ok=True)
         self._http = http
         self._ca_file = str(ca_file) if ca_file else None
@@ -185,6 +224,9 @@ class ImageCache:
         self._locks_guard = threading.Lock()
         self.stats = CacheStats()
         self._on_progress = on_progress
+
+    def set_auth(self, auth: Callable[[str], dict[str, str]] | None) -> None:
+        self._auth = auth
 
     # ------------------------------------------------------------------
     def _lock_for(self, key: str) -> threading.Lock:
@@ -221,8 +263,11 @@ class ImageCache:
                 meta = self._read_meta(final)
                 if meta is not None:
                     self.stats.hits += 1
+                    if source.name not in meta.get("names", ()):
+                        meta["names"] = [*meta.get("names", ()), source.name]
+                        self._write_meta(final, meta)
                     with contextlib.suppress(OSError):
-                        os.utime(self._meta_path(final))  # last use, for prune()
+                        os.utime(self._meta_path(final))  # last use, for evict()
                     log.debug("image %s: cache hit %s", source.name, final)
                     return CachedImage(
                         path=final, sha256=meta["sha256"], size=meta["size"],
@@ -234,21 +279,19 @@ class ImageCache:
             tmp = self.dir / f".{source.key}.{os.getpid()}.{threading.get_ident()}.part"
             try:
                 started = time.monotonic()
-                if source.url:
-                    digest, size = self._download(source, tmp)
-                else:
-                    digest, size = self._copy_local(source, tmp)
+                digest, size = self._get(source, tmp)
                 if source.sha256 and digest != source.sha256.lower():
                     raise ImageError(
                         names.ERROR_IMAGE_CHECKSUM,
-                        f"image {source.name}: sha256 of {source.location} is {digest}, "
+                        f"image {source.name}: sha256 of {source.shown} is {digest}, "
                         f"expected {source.sha256.lower()}",
                     )
                 info = self._check_format(source, tmp)
                 os.replace(tmp, final)
                 meta = {
                     "name": source.name,
-                    "source": source.location,
+                    "names": [source.name],
+                    "source": source.shown,
                     "sha256": digest,
                     "size": size,
                     "virtualSize": int(info.get("virtual-size") or size),
@@ -268,6 +311,16 @@ class ImageCache:
             finally:
                 tmp.unlink(missing_ok=True)
 
+    def _get(self, source: ImageSource, tmp: Path) -> tuple[str, int]:
+        """The source's bytes into ``tmp``: (sha256, size)."""
+        try:
+            if source.url:
+                return self._download(source, tmp)
+            return self._copy_local(source, tmp)
+        except SourceRefused as exc:
+            code = names.ERROR_IMAGE_DOWNLOAD if exc.transient else names.ERROR_IMAGE_INVALID
+            raise ImageError(code, f"image {source.name}: {exc}") from None
+
     def _read_meta(self, path: Path) -> dict | None:
         try:
             meta = json.loads(self._meta_path(path).read_text())
@@ -284,19 +337,11 @@ class ImageCache:
         os.replace(tmp, mp)
 
     def _check_format(self, source: ImageSource, path: Path) -> dict:
-        info = qemu_img_info(path)
-        found = info.get("format")
-        if found != source.format:
-            raise ImageError(
-                names.ERROR_IMAGE_INVALID,
-                f"image {source.name} is declared {source.format} but the file is {found}",
-            )
-        if info.get("backing-filename") or info.get("full-backing-filename"):
-            raise ImageError(
-                names.ERROR_IMAGE_INVALID,
-                f"image {source.name} names a backing file; refusing it",
-            )
-        return info
+        try:
+            return imagefile.verify(path, source.format)
+        except imagefile.UnsafeImage as exc:
+            raise ImageError(names.ERROR_IMAGE_INVALID,
+                             f"image {source.name} ({source.shown}): {exc}; refusing it") from None
 
     def _progress(self, source: ImageSource, done: int, total: int | None, state: dict) -> None:
         now = time.monotonic()
@@ -313,50 +358,91 @@ class ImageCache:
 
     def _download(self, source: ImageSource, tmp: Path) -> tuple[str, int]:
         assert source.url
-        client = self._http or httpx.Client(timeout=self._timeout, follow_redirects=True,
+        client = self._http or httpx.Client(timeout=self._timeout, follow_redirects=False,
                                             verify=self._tls)
-        digest = hashlib.sha256()
-        size = 0
-        state: dict = {}
-        log.info("image %s: downloading %s", source.name, source.url)
+        shown = source.shown
+        log.info("image %s: downloading %s", source.name, shown)
         try:
-            with client.stream("GET", source.url) as resp:
-                if resp.status_code == 404:
-                    raise ImageError(
-                        names.ERROR_IMAGE_NOT_FOUND,
-                        f"image {source.name}: {source.url} answered 404 Not Found",
-                    )
-                if resp.status_code >= 400:
-                    raise ImageError(
-                        names.ERROR_IMAGE_DOWNLOAD,
-                        f"image {source.name}: {source.url} answered {resp.status_code}",
-                    )
-                length = resp.headers.get("content-length")
-                total = int(length) if length is not None else None
-                with open(tmp, "wb") as out:
-                    for chunk in resp.iter_bytes(CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                        self._progress(source, size, total, state)
-                    out.flush()
-                    os.fsync(out.fileno())
-                if total is not None and size != total:
-                    raise ImageError(
-                        names.ERROR_IMAGE_DOWNLOAD,
-                        f"image {source.name}: got {size} of {total} bytes",
-                    )
+            with self._open(client, source) as resp:
+                return self._receive(source, resp, tmp)
         except httpx.HTTPError as exc:
             tls = _ssl_cause(exc)
             if tls is not None:
                 raise ImageError(names.ERROR_IMAGE_DOWNLOAD,
                                  self._tls_message(source, exc, tls)) from exc
+            text = str(exc).replace(source.url, shown)
             raise ImageError(
-                names.ERROR_IMAGE_DOWNLOAD, f"image {source.name}: {source.url}: {exc}"
+                names.ERROR_IMAGE_DOWNLOAD, f"image {source.name}: {shown}: {text}"
             ) from exc
         finally:
             if self._http is None:
                 client.close()
+
+    @contextlib.contextmanager
+    def _open(self, client: httpx.Client, source: ImageSource) -> Iterator[httpx.Response]:
+        """The response to GET ``source.url``, redirects followed by hand:
+        every URL on the way, and the address each connection reached, pass
+        the source policy."""
+        url = source.url or ""
+        for _hop in range(MAX_REDIRECTS + 1):
+            self.policy.check_url(url, sha256=source.sha256)
+            headers = self._auth(url) if self._auth else None
+            with client.stream("GET", url, headers=headers) as resp:
+                peer = _peer_address(resp)
+                if peer is not None:
+                    self.policy.check_address(url, peer)
+                if resp.is_redirect and "location" in resp.headers:
+                    url = str(resp.url.join(resp.headers["location"]))
+                    continue
+                if resp.status_code == 404:
+                    raise ImageError(names.ERROR_IMAGE_NOT_FOUND,
+                                     f"image {source.name}: {redact_url(url)} answered "
+                                     f"404 Not Found")
+                if resp.status_code >= 400:
+                    raise ImageError(names.ERROR_IMAGE_DOWNLOAD,
+                                     f"image {source.name}: {redact_url(url)} answered "
+                                     f"{resp.status_code}")
+                yield resp
+                return
+        raise ImageError(names.ERROR_IMAGE_DOWNLOAD,
+                         f"image {source.name}: {source.shown}: more than {MAX_REDIRECTS} "
+                         f"redirects")
+
+    def _receive(self, source: ImageSource, resp: httpx.Response, tmp: Path) -> tuple[str, int]:
+        """The body into ``tmp``, within the size and time caps."""
+        cap, deadline = self.policy.max_bytes, self.policy.max_seconds
+        length = resp.headers.get("content-length")
+        total = int(length) if length is not None and length.isdigit() else None
+        if cap and total is not None and total > cap:
+            raise ImageError(names.ERROR_IMAGE_INVALID,
+                             f"image {source.name}: {source.shown} is {total} bytes, over the "
+                             f"agent's limit of {cap} (--image-max-bytes)")
+        digest = hashlib.sha256()
+        size = 0
+        state: dict = {}
+        started = time.monotonic()
+        with open(tmp, "wb") as out:
+            for chunk in resp.iter_bytes(CHUNK):
+                size += len(chunk)
+                if cap and size > cap:
+                    raise ImageError(names.ERROR_IMAGE_INVALID,
+                                     f"image {source.name}: {source.shown} sent more than the "
+                                     f"agent's limit of {cap} bytes (--image-max-bytes)")
+                if deadline and time.monotonic() - started > deadline:
+                    raise ImageError(names.ERROR_IMAGE_DOWNLOAD,
+                                     f"image {source.name}: {source.shown} took longer than "
+                                     f"{deadline:.0f}s (--image-download-seconds) after "
+                                     f"{size} bytes")
+                out.write(chunk)
+                digest.update(chunk)
+                self._progress(source, size, total, state)
+            out.flush()
+            os.fsync(out.fileno())
+        if total is not None and size != total:
+            raise ImageError(
+                names.ERROR_IMAGE_DOWNLOAD,
+                f"image {source.name}: got {size} of {total} bytes",
+            )
         return digest.hexdigest(), size
 
     @property
@@ -377,21 +463,19 @@ class ImageCache:
         if isinstance(tls, ssl.SSLCertVerificationError):
             why = tls.verify_message or tls.reason or str(tls)
             return (f"image {source.name}: TLS certificate verification failed for {where} "
-                    f"({source.url}): {why}; the agent trusts {self.trusted} "
+                    f"({source.shown}): {why}; the agent trusts {self.trusted} "
                     f"(--image-ca-file / KOVA_AGENT_IMAGE_CA_FILE names a CA bundle to add)")
-        return (f"image {source.name}: TLS handshake with {where} failed ({source.url}): "
+        return (f"image {source.name}: TLS handshake with {where} failed ({source.shown}): "
                 f"{tls.reason or tls}")
 
     def _copy_local(self, source: ImageSource, tmp: Path) -> tuple[str, int]:
         assert source.host_path
-        src = Path(source.host_path)
-        try:
-            real = src.resolve(strict=True)
-        except (OSError, RuntimeError):
+        real = self.policy.host_path(source.host_path)
+        if not real.exists():
             raise ImageError(
                 names.ERROR_IMAGE_NOT_FOUND,
                 f"image {source.name}: {source.host_path} does not exist on this host",
-            ) from None
+            )
         if not real.is_file():
             raise ImageError(
                 names.ERROR_IMAGE_NOT_FOUND,
@@ -399,6 +483,11 @@ class ImageCache:
             )
         log.info("image %s: copying %s", source.name, real)
         total = real.stat().st_size
+        cap = self.policy.max_bytes
+        if cap and total > cap:
+            raise ImageError(names.ERROR_IMAGE_INVALID,
+                             f"image {source.name}: {source.host_path} is {total} bytes, over "
+                             f"the agent's limit of {cap} (--image-max-bytes)")
         # A hard link shares the blocks (the image must then never be changed
         # in place -- replacing it by rename is fine); otherwise copy.
         try:
@@ -436,25 +525,58 @@ class ImageCache:
     def prune(self, in_use: set[Path], min_age: float = 0.0) -> list[Path]:
         """Remove cached images that no overlay uses and that were not used
         (fetched or hit) for ``min_age`` seconds; return what was removed."""
-        removed = []
+        return [Path(m["path"]) for m in self.evict(in_use, min_age=min_age)]
+
+    def _last_used(self, path: Path) -> float:
+        try:
+            return self._meta_path(path).stat().st_mtime
+        except OSError:
+            return path.stat().st_mtime if path.exists() else 0.0
+
+    def free_percent(self) -> float:
+        usage = shutil.disk_usage(self.dir)
+        return 100.0 * usage.free / usage.total if usage.total else 100.0
+
+    def evict(self, in_use: set[Path], *, min_age: float | None = None,
+              min_free_percent: float = 0.0) -> list[dict]:
+        """Remove cached images that no overlay uses (``in_use``: the files
+        overlays are backed by): each unused for ``min_age`` seconds (None:
+        no age limit -- only pressure evicts), and then, least recently used
+        first, more while the file system has less than ``min_free_percent``
+        free (but none used in the last :data:`PRESSURE_GRACE` seconds: a build
+        between its fetch and its overlay).  Returns the removed files'
+        metadata, each with its ``path``."""
         keep = {p.resolve() for p in in_use}
         now = time.time()
-        for path in self.cached():
-            if path.resolve() in keep:
+        candidates = sorted((self._last_used(p), p) for p in self.cached()
+                            if p.resolve() not in keep)
+        removed: list[dict] = []
+        for last_used, path in candidates:
+            idle = now - last_used
+            aged = min_age is not None and idle >= min_age
+            pressed = (min_free_percent > 0 and idle >= PRESSURE_GRACE
+                       and self.free_percent() < min_free_percent)
+            if not (aged or pressed):
                 continue
-            key = path.name.rsplit(".", 1)[0]
-            with self._locked(key):
-                try:
-                    last_used = self._meta_path(path).stat().st_mtime
-                except OSError:
-                    last_used = path.stat().st_mtime if path.exists() else 0.0
-                if now - last_used < min_age:
-                    continue
-                path.unlink(missing_ok=True)
-                self._meta_path(path).unlink(missing_ok=True)
-                log.info("image cache: removed %s (unused)", path.name)
-            removed.append(path)
+            used_before = now - (min_age or 0.0) if aged else now - PRESSURE_GRACE
+            gone = self._remove(path, keep, used_before, "unused" if aged else "disk pressure")
+            if gone is not None:
+                removed.append(gone)
         return removed
+
+    def _remove(self, path: Path, keep: set[Path], used_before: float, why: str) -> dict | None:
+        """Remove ``path`` unless it was used after ``used_before`` (checked
+        again under its lock: a fetch may just have hit it)."""
+        key = path.name.rsplit(".", 1)[0]
+        with self._locked(key):
+            if not path.exists() or path.resolve() in keep or self._last_used(path) > used_before:
+                return None
+            meta = self._read_meta(path) or {}
+            path.unlink(missing_ok=True)
+            self._meta_path(path).unlink(missing_ok=True)
+        log.info("image cache: removed %s (%s; images %s)", path.name, why,
+                 ", ".join(meta.get("names") or [meta.get("name", "?")]))
+        return {**meta, "path": str(path)}
 
 
 def create_overlay(base: CachedImage, dest: Path, size_bytes: int) -> Path:

@@ -202,6 +202,10 @@ class Stack:
             "--domain-type", "qemu",
             "--metrics-port", str(free_port()), "--metrics-bind", "127.0.0.1",
             "--resync-seconds", "10",
+            # Images: the usual directory, and Kova's cache of the test image
+            # (the files the links there point at).
+            "--image-host-dir", str(IMAGE_HOST_PATH.parent),
+            "--image-host-dir", str(paths.cache_dir() / "images"),
             *self.stream_pki.agent_args(),
             *self.agent_args,
         ], env={"KOVA_PLACEMENT_TOKEN": self.placement_token})  # not in argv: ps shows it

@@ -19,6 +19,7 @@ import click
 
 from kova.crds.names import GROUP
 from kova.plugin.client import Cluster, PluginError
+from kova.plugin.images import image as image_group
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100,
            "terminal_width": 100}
@@ -219,6 +220,9 @@ def _duration(start: str | None, finish: str | None) -> str:
         return "-"
     parse = lambda s: dt.datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
     return f"{(parse(finish) - parse(start)).total_seconds():.0f}s"
+
+
+main.add_command(image_group)
 
 
 def run() -> None:

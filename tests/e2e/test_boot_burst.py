@@ -20,6 +20,7 @@ import pytest
 
 from kova.crds import names as contract
 from kova.dev.image import userdata_from_console
+from kova.dev.paths import cache_dir
 from tests.fixtures.agents import free_port, remove_domain, wait_for
 from tests.helpers import BOOT_TIMEOUT, stop_process
 
@@ -29,7 +30,11 @@ class AgentProcess:
                  env: dict | None = None) -> None:
         self.port = free_port()
         self.logf = open(log, "a")
-        env = dict(os.environ, KOVA_HOST=harness.host, PYTHONUNBUFFERED="1", **(env or {}))
+        env = dict(os.environ, KOVA_HOST=harness.host, PYTHONUNBUFFERED="1",
+                   # the test image's directories and the loopback HTTPS server
+                   KOVA_AGENT_IMAGE_HOST_DIRS=f"{harness.tmp / 'images'} "
+                                              f"{cache_dir() / 'images'} /var/lib/kova/images",
+                   KOVA_AGENT_IMAGE_URL_ALLOWED_NETWORKS="127.0.0.0/8", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kova.cli", "agent", "run",
              "--libvirt-uri", "qemu:///system", "--domain-type", "qemu",

@@ -22,6 +22,7 @@ libvirt's ``test:///default``.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import os
@@ -145,8 +146,10 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
             "apiVersion": contract.API_VERSION, "kind": "Flavor", "metadata": {"name": name},
             "spec": {"vcpus": 1, "memoryMiB": 64, "diskGiB": disk}})
 
-    def image(name: str, source: dict, min_disk: int = 0) -> None:
+    def image(name: str, source: dict, min_disk: int = 0, sha256: str | None = None) -> None:
         spec = {"source": source, "format": "qcow2"}
+        if sha256:
+            spec["sha256"] = sha256
         if min_disk:
             spec["minDiskGiB"] = min_disk
         harness.custom.create_cluster_custom_object(G, V, "images", {
@@ -175,8 +178,9 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
         flavor(flavors[0], 1)
         flavor(flavors[1], big_disk)
         image(f"good-{suffix}", {"hostPath": str(small_image)})
-        image(f"closed-{suffix}", {"url": closed_url})
-        image(f"nxdomain-{suffix}", {"url": nxdomain_url})
+        # (plain http:// needs a sha256; the download fails before it counts)
+        image(f"closed-{suffix}", {"url": closed_url}, sha256="a" * 64)
+        image(f"nxdomain-{suffix}", {"url": nxdomain_url}, sha256="a" * 64)
         image(f"huge-{suffix}", {"hostPath": str(small_image)}, min_disk=big_disk)
 
         instance("no-flavor", flavors[2], f"good-{suffix}")
@@ -310,7 +314,8 @@ def test_unsatisfiable_instances_fail_clearly_stay_quiet_and_recover(
                 wait_for(lambda: not any(
                     i["metadata"]["name"] == name for i in harness.custom.list_cluster_custom_object(
                         G, V, "images")["items"]), 10, what=f"{name} deleted")
-                image(name, {"url": url})
+                image(name, {"url": url},
+                      sha256=hashlib.sha256(small_image.read_bytes()).hexdigest())
             harness.custom.delete_cluster_custom_object(G, V, "images", f"virtual-{suffix}")
             wait_for(lambda: not any(
                 i["metadata"]["name"] == f"virtual-{suffix}" for i in

@@ -204,6 +204,7 @@ def test_user_data_secret_and_bearer_tokens_never_leak(
     agent = Proc(["agent", "run", "--host", host, "--libvirt-uri", "test:///default",
                   "--instance-dir", str(tmp_path / "instances"), "--kubeconfig", str(kubeconfig),
                   "--placement-url", purl, "--metrics-port", "-1", "--resync-seconds", "2",
+                  "--image-host-dir", str(image.parent),
                   "--log-level", "debug", "--log-format", "text"], tmp_path / "agent.log",
                  env={"KOVA_PLACEMENT_TOKEN": ptoken})
     image_name, flavor = f"img-{host}", f"flavor-{host}"

@@ -7,6 +7,7 @@ import base64
 import json
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -262,14 +263,19 @@ def test_delete_removes_everything(harness, small_image, libvirt_conn, tmp_path)
     assert list((tmp_path / "instances" / "_base").glob("*.qcow2"))
 
 
-@pytest.mark.parametrize("case", ["checksum", "missing-file", "missing-image"])
+@pytest.mark.parametrize("case", ["checksum", "missing-file", "missing-image",
+                                  "outside-image-dir"])
 def test_build_failures_are_conditions(harness, small_image, libvirt_conn, tmp_path, case):
     if case == "checksum":
         harness.image("bad", small_image, sha256="0" * 64)
         code = contract.ERROR_IMAGE_CHECKSUM
     elif case == "missing-file":
-        harness.image("bad", tmp_path / "nope.qcow2", sha256=None)
+        harness.image("bad", tmp_path / "images" / "nope.qcow2", sha256=None)
         code = contract.ERROR_IMAGE_NOT_FOUND
+    elif case == "outside-image-dir":
+        # The agent's own environment (its credentials) is no image.
+        harness.image("bad", Path("/proc/self/environ"), sha256=None)
+        code = contract.ERROR_IMAGE_INVALID
     else:
         code = contract.ERROR_IMAGE_NOT_FOUND
     agent = harness.agent()

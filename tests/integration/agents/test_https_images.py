@@ -136,7 +136,9 @@ def test_agent_command_takes_the_ca_file_from_its_environment(harness, https_ima
          "--metrics-port", "-1", "--resync-seconds", "2"],
         stdout=log, stderr=subprocess.STDOUT,
         env=dict(os.environ, KOVA_HOST=harness.host, PYTHONUNBUFFERED="1",
-                 KOVA_AGENT_IMAGE_CA_FILE=str(https_images.ca)))
+                 KOVA_AGENT_IMAGE_CA_FILE=str(https_images.ca),
+                 # the test's image server is on loopback, refused by default
+                 KOVA_AGENT_IMAGE_URL_ALLOWED_NETWORKS="127.0.0.0/8"))
     try:
         harness.image("https-cli", url=https_images.url(), sha256=https_images.sha256)
         harness.instance("cli1", "https-cli")

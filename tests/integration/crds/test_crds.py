@@ -150,7 +150,7 @@ def test_get_inst_shows_printer_columns(kova_crds, kubectl, namespace) -> None:
     "kind,header",
     [
         ("flavors", ["NAME", "VCPUS", "MEMORY", "DISK", "AGE"]),
-        ("images", ["NAME", "FORMAT", "ARCH", "MINDISK", "AGE"]),
+        ("images", ["NAME", "FORMAT", "ARCH", "MINDISK", "AVAILABLE", "SIZE", "AGE"]),
         ("servergroups", ["NAME", "POLICY", "MAXPERHOST", "MEMBERS", "AGE"]),
         ("hosts", ["NAME", "ENABLED", "STATE", "ZONE", "INSTANCES", "AGE"]),
     ],
@@ -319,6 +319,8 @@ BAD = [
      ["spec.source", "exactly one of url and hostPath must be set"]),
     ("image-no-source", _image(source=None), ["spec.source: Required value"]),
     ("image-ftp-url", _image(source={"url": "ftp://example.org/a.qcow2"}), ["spec.source.url", "should match"]),
+    ("image-http-without-sha256", _image(source={"url": "http://example.org/a.qcow2"}),
+     ["spec.sha256: Required value", "sha256 is required for a plain http:// source.url"]),
     ("image-relative-path", _image(source={"hostPath": "images/a.qcow2"}),
      ["spec.source.hostPath", "should match"]),
     ("image-dotdot-path", _image(source={"hostPath": "/var/lib/kova/../../etc/shadow"}),

@@ -336,7 +336,7 @@ def test_agent_node_restriction_with_pod_bound_tokens(kubeconfig, kubectl, kova_
             "spec": {"vcpus": 1, "memoryMiB": 64, "diskGiB": 1}})
         image = json.dumps({
             "apiVersion": "kova.dev/v1alpha1", "kind": "Image", "metadata": {"name": release},
-            "spec": {"source": {"url": "http://images.invalid/x.qcow2"}, "format": "qcow2"}})
+            "spec": {"source": {"url": "https://images.invalid/x.qcow2"}, "format": "qcow2"}})
         for token in (bound, unbound):
             rbac_denied(token, "create", "-f", "-", input=flavor)
             rbac_denied(token, "create", "-f", "-", input=image)

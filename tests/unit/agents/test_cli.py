@@ -76,3 +76,37 @@ def test_stream_endpoint_needs_mutual_tls(tmp_path):
     for opt in ("--vnc / --no-vnc", "--stream-port", "--stream-allowed-client",
                 "KOVA_AGENT_STREAM_ADVERTISE_ADDRESS"):
         assert opt in CliRunner().invoke(main, ["agent", "run", "--help"]).output, opt
+
+
+def test_image_source_settings_from_flags_and_environment(tmp_path):
+    """--image-host-dir and the network lists repeat, or come from one
+    variable holding several (as the chart and the tests set them); a value
+    that is no CIDR is a usage error naming the flag."""
+    import click
+
+    from kova import settings as kova_settings
+    from kova.agents.settings import PREFIX, AgentSettings
+
+    seen = []
+
+    @click.command()
+    @kova_settings.options(AgentSettings, PREFIX)
+    def probe(settings):
+        seen.append(settings)
+
+    res = CliRunner().invoke(probe, ["--host", "h", "--image-host-dir", "/a",
+                                     "--image-host-dir", "/b",
+                                     "--image-url-blocked-network", "10.96.0.0/12"])
+    assert res.exit_code == 0, res.output
+    assert seen[-1].image_host_dirs == ("/a", "/b")
+    assert seen[-1].image_url_blocked_networks == ("10.96.0.0/12",)
+    res = CliRunner().invoke(probe, ["--host", "h"], env={
+        "KOVA_AGENT_IMAGE_HOST_DIRS": "/x /y",
+        "KOVA_AGENT_IMAGE_URL_ALLOWED_NETWORKS": "127.0.0.0/8"})
+    assert res.exit_code == 0, res.output
+    assert seen[-1].image_host_dirs == ("/x", "/y")
+    assert seen[-1].image_url_allowed_networks == ("127.0.0.0/8",)
+    assert CliRunner().invoke(probe, ["--host", "h"]).exit_code == 0
+    assert seen[-1].image_host_dirs == ("/var/lib/kova/images",)
+    bad = CliRunner().invoke(probe, ["--host", "h", "--image-url-blocked-network", "10.0.0/x"])
+    assert bad.exit_code == 2 and "--image-url-blocked-network" in bad.output, bad.output

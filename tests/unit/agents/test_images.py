@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from kova.agents.virt.image_sources import networks
 from kova.agents.virt.images import (
     ImageCache,
     ImageError,
     ImageSource,
+    SourcePolicy,
     backing_file,
     create_overlay,
     qemu_img_info,
@@ -36,9 +38,16 @@ def image(tmp_path) -> Path:
     return _qcow2(tmp_path / "src" / "img.qcow2")
 
 
+def _policy(tmp_path, **kw) -> SourcePolicy:
+    """The test's directory is the image directory; test servers on loopback
+    are allowed."""
+    kw.setdefault("allowed", networks(["127.0.0.0/8"]))
+    return SourcePolicy(host_dirs=(str(tmp_path),), **kw)
+
+
 @pytest.fixture
 def cache(tmp_path) -> ImageCache:
-    return ImageCache(tmp_path / "cache")
+    return ImageCache(tmp_path / "cache", policy=_policy(tmp_path))
 
 
 @pytest.fixture
@@ -91,7 +100,8 @@ def test_missing_local_image(cache, tmp_path):
 
 def test_directory_is_not_an_image(cache, tmp_path):
     with pytest.raises(ImageError) as err:
-        cache.fetch(ImageSource(name="img", host_path=str(tmp_path)))
+        (tmp_path / "sub").mkdir()
+        cache.fetch(ImageSource(name="img", host_path=str(tmp_path / "sub")))
     assert err.value.code == contract.ERROR_IMAGE_NOT_FOUND
 
 
@@ -134,13 +144,13 @@ def test_http_download(cache, image, http_root):
 def test_http_404(cache, http_root):
     _root, base, _ = http_root
     with pytest.raises(ImageError) as err:
-        cache.fetch(ImageSource(name="img", url=f"{base}/missing.qcow2"))
+        cache.fetch(ImageSource(name="img", url=f"{base}/missing.qcow2", sha256="a" * 64))
     assert err.value.code == contract.ERROR_IMAGE_NOT_FOUND
 
 
 def test_http_connection_refused(cache):
     with pytest.raises(ImageError) as err:
-        cache.fetch(ImageSource(name="img", url="http://127.0.0.1:9/x.qcow2"))
+        cache.fetch(ImageSource(name="img", url="http://127.0.0.1:9/x.qcow2", sha256="a" * 64))
     assert err.value.code == contract.ERROR_IMAGE_DOWNLOAD
 
 
@@ -178,7 +188,8 @@ def test_concurrent_fetches_share_one_download(cache, image, http_root):
 
 def test_progress_callback(tmp_path, image):
     seen = []
-    cache = ImageCache(tmp_path / "c", on_progress=lambda n, d, t: seen.append((n, d, t)))
+    cache = ImageCache(tmp_path / "c", on_progress=lambda n, d, t: seen.append((n, d, t)),
+                       policy=_policy(tmp_path))
     cache.fetch(ImageSource(name="img", host_path=str(image)))
     assert seen and seen[-1][1] == image.stat().st_size
 
@@ -259,7 +270,7 @@ def test_cache_hit_refreshes_last_use(cache, tmp_path):
 
 
 def test_https_download_trusts_the_private_ca(tmp_path, https_images):
-    cache = ImageCache(tmp_path / "cache", ca_file=https_images.ca)
+    cache = ImageCache(tmp_path / "cache", ca_file=https_images.ca, policy=_policy(tmp_path))
     src = ImageSource(name="img", url=https_images.url(), sha256=https_images.sha256)
     got = cache.fetch(src)
     assert got.sha256 == https_images.sha256 and not got.hit
@@ -274,8 +285,8 @@ def test_https_download_trusts_the_private_ca(tmp_path, https_images):
 def test_https_server_of_an_unknown_ca_is_refused(tmp_path, https_images):
     src = ImageSource(name="img", url=https_images.url(), sha256=https_images.sha256)
     # The system trust store alone does not know the test CA.
-    for cache, trusts in ((ImageCache(tmp_path / "c1"), "the system trust store"),
-                          (ImageCache(tmp_path / "c2", ca_file=https_images.ca),
+    for cache, trusts in ((ImageCache(tmp_path / "c1", policy=_policy(tmp_path)), "the system trust store"),
+                          (ImageCache(tmp_path / "c2", ca_file=https_images.ca, policy=_policy(tmp_path)),
                            f"the system trust store and {https_images.ca}")):
         server = https_images.untrusted if cache.dir.name == "c2" else https_images.good
         with pytest.raises(ImageError) as err:
@@ -301,10 +312,10 @@ def test_https_ca_file_adds_to_the_system_trust_store(tmp_path, https_images, mo
     file's CA is trusted as well."""
     monkeypatch.setenv("SSL_CERT_FILE", str(https_images.other_ca))
     system_url = https_images.url(server=https_images.untrusted)
-    got = ImageCache(tmp_path / "c1").fetch(
+    got = ImageCache(tmp_path / "c1", policy=_policy(tmp_path)).fetch(
         ImageSource(name="img", url=system_url, sha256=https_images.sha256))
     assert got.sha256 == https_images.sha256
-    both = ImageCache(tmp_path / "c2", ca_file=https_images.ca)
+    both = ImageCache(tmp_path / "c2", ca_file=https_images.ca, policy=_policy(tmp_path))
     for url in (system_url, https_images.url()):
         got = both.fetch(ImageSource(name="img", url=url))  # no sha256: cached by URL
         assert got.sha256 == https_images.sha256 and not got.hit
@@ -317,7 +328,7 @@ def test_https_host_name_mismatch(tmp_path, https_image_root, image_pki):
     root, sha = https_image_root
     srv = TLSFileServer(root, image_pki["wrong_name"]["crt"], image_pki["wrong_name"]["key"])
     try:
-        cache = ImageCache(tmp_path / "cache", ca_file=image_pki["ca"])
+        cache = ImageCache(tmp_path / "cache", ca_file=image_pki["ca"], policy=_policy(tmp_path))
         with pytest.raises(ImageError) as err:
             cache.fetch(ImageSource(name="img", url=f"{srv.url}/kova-test.qcow2", sha256=sha))
     finally:
@@ -339,7 +350,7 @@ def test_https_url_of_a_plain_http_server(cache, image, http_root):
 
 
 def test_corrupted_copy_over_https(tmp_path, https_images):
-    cache = ImageCache(tmp_path / "cache", ca_file=https_images.ca)
+    cache = ImageCache(tmp_path / "cache", ca_file=https_images.ca, policy=_policy(tmp_path))
     with pytest.raises(ImageError) as err:
         cache.fetch(ImageSource(name="img", url=https_images.url(https_images.CORRUPT),
                                 sha256=https_images.sha256))
@@ -353,4 +364,28 @@ def test_unusable_ca_file_is_refused_at_start(tmp_path, content):
     bad = tmp_path / "ca.pem"
     bad.write_bytes(content)
     with pytest.raises(ValueError, match=f"image CA file {bad}: cannot load it"):
-        ImageCache(tmp_path / "cache", ca_file=bad)
+        ImageCache(tmp_path / "cache", ca_file=bad, policy=_policy(tmp_path))
+
+
+def test_disk_pressure_evicts_unused_images_least_recently_used_first(cache, tmp_path):
+    """Under pressure (here: more free space asked for than any disk has)
+    unused images go, oldest use first, but not one used in the last two
+    minutes (a build between its fetch and its overlay), nor one in use."""
+    import os
+    import time as _t
+
+    from kova.agents.virt.images import PRESSURE_GRACE
+
+    got = {n: cache.fetch(ImageSource(name=n, host_path=str(_qcow2(tmp_path / f"{n}.qcow2",
+                                                                   f"{16 + i}M"))))
+           for i, n in enumerate(("old", "older", "fresh", "used"))}
+    now = _t.time()
+    for n, age in (("old", PRESSURE_GRACE + 10), ("older", PRESSURE_GRACE + 20),
+                   ("used", PRESSURE_GRACE + 30)):
+        meta = got[n].path.with_suffix(got[n].path.suffix + ".json")
+        os.utime(meta, (now - age, now - age))
+    gone = cache.evict({got["used"].path}, min_free_percent=100.0)
+    assert [m["names"] for m in gone] == [["older"], ["old"]]
+    assert sorted(cache.cached()) == sorted([got["fresh"].path, got["used"].path])
+    # Without pressure and without an age limit nothing goes.
+    assert cache.evict(set(), min_free_percent=0.0) == []

@@ -438,3 +438,46 @@ def test_args_and_env_are_options_of_the_real_cli(combo: str) -> None:
         (c,) = pod_spec(w)["containers"]
         assert c["args"][:2] == list(commands[component(w)])
         _check_args(_command(*commands[component(w)]), c["args"][2:], c.get("env", []))
+
+
+def test_image_store() -> None:
+    """images.enabled: the image store's Deployment (one writer of its
+    PersistentVolumeClaim), Service, and the RBAC it needs (TokenReview,
+    SubjectAccessReview, create Images, patch their status); its args are
+    options of `kova images serve`; without a TLS Secret the chart refuses."""
+    objs = render({"images": {"enabled": True, "tls": {"existingSecret": "images-tls"}}})
+    dep = one(objs, "Deployment", "kova-images")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    (c,) = pod_spec(dep)["containers"]
+    assert c["args"][:2] == ["images", "serve"]
+    assert "--public-url=https://kova-images.kova-system.svc:9468" in c["args"]
+    _check_args(_command("images", "serve"), c["args"][2:], c.get("env", []))
+    claim = one(objs, "PersistentVolumeClaim", "kova-images")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "100Gi"
+    assert one(objs, "Service", "kova-images")["spec"]["ports"][0]["port"] == 9468
+    rules = {(g, r): set(rule["verbs"]) for rule in one(objs, "ClusterRole", "kova-images")[
+        "rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert rules == {("authentication.k8s.io", "tokenreviews"): {"create"},
+                     ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+                     ("kova.dev", "images"): {"create"}, ("kova.dev", "images/status"): {"patch"}}
+    assert not [o for o in render() if o["metadata"]["name"] == "kova-images"]
+    failed = render_text({"images": {"enabled": True}}, check=False)
+    assert failed.returncode != 0 and "images.tls.existingSecret" in failed.stderr
+
+
+def test_agent_image_sources() -> None:
+    """The agent's image directory and the networks image URLs may not (or
+    may) reach it through its environment, as `kova agent run` reads
+    them; a value that is no CIDR is refused by the values schema."""
+    nets = {"agent": {"imageURLBlockedNetworks": ["10.244.0.0/16", "10.96.0.0/12"],
+                      "imageURLAllowedNetworks": ["10.96.10.0/24"]}}
+    (c,) = pod_spec(one(render(nets), "DaemonSet", "kova-agent"))["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["KOVA_AGENT_IMAGE_HOST_DIRS"] == "/var/lib/kova/images"
+    assert env["KOVA_AGENT_IMAGE_URL_BLOCKED_NETWORKS"] == "10.244.0.0/16 10.96.0.0/12"
+    assert env["KOVA_AGENT_IMAGE_URL_ALLOWED_NETWORKS"] == "10.96.10.0/24"
+    _check_args(_command("agent", "run"), [], c["env"])
+    (c,) = pod_spec(one(render(), "DaemonSet", "kova-agent"))["containers"]
+    assert "KOVA_AGENT_IMAGE_URL_BLOCKED_NETWORKS" not in {e["name"] for e in c["env"]}
+    bad = render_text({"agent": {"imageURLBlockedNetworks": ["nope"]}}, check=False)
+    assert bad.returncode != 0 and "imageURLBlockedNetworks" in bad.stderr

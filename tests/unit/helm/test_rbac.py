@@ -43,6 +43,7 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "hosts/status"): {"get", "patch"},
         (KOVA, "flavors"): {"get"},
         (KOVA, "images"): {"get"},
+        (KOVA, "images/status"): {"patch"},           # its verified copy (cachedOn)
         ("", "secrets"): {"get"},                     # user data by reference
         ("", "events"): {"create"},
     },

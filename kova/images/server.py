@@ -1,0 +1,216 @@
+"""``kova images serve``: the image store's HTTP(S) server.
+
+Routes (every one but ``/healthz`` needs ``Authorization: Bearer <token>``,
+a Kubernetes token: the store asks the API server who it is (TokenReview) and
+whether that user may act on the Image (SubjectAccessReview, group
+``kova.dev``, resource ``images``)):
+
+``GET|HEAD /v1/images/<name>``
+    the file (verb ``get``), with range requests (``Range: bytes=...``) and
+    its checksum in ``X-Image-Sha256``; the compute agents fetch Images whose
+    ``source.url`` points here with their own token.
+``PUT /v1/images/<name>?format=qcow2|raw|vmdk|vhdx|vpc|vdi``
+    an upload (verb ``create``): stored and verified (:mod:`kova.images.store`),
+    then the Image is created (``source.url`` here, ``sha256``, ``format``) and
+    its status written (sizes, checksum, ``Available=True``, reason
+    ``Stored``).  Answers 201 with the Image's figures.  If the Image cannot be
+    created, the file is removed again: nothing half-registered.
+``DELETE /v1/images/<name>``
+    the file (verb ``delete``).
+
+Refusals are JSON ``{"reason": ..., "message": ...}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from kova.conditions import now_rfc3339
+from kova.crds import names
+from kova.images.settings import ImagesSettings
+from kova.images.store import ImageStore, StoredImage, StoreError
+from kova.kube import Credentials, Kube, KubeError, custom_path
+
+log = logging.getLogger("kova.images.server")
+
+FIELD_MANAGER = "kova-images"
+ANNOTATION_UPLOADED_BY = f"{names.GROUP}/uploaded-by"
+
+
+def refusal(status: int, reason: str, message: str) -> web.Response:
+    return web.json_response({"reason": reason, "message": message}, status=status)
+
+
+class ImageServer:
+    def __init__(self, cfg: ImagesSettings, kube: Kube | None = None) -> None:
+        self.cfg = cfg
+        self.store = ImageStore(cfg.dir, max_bytes=cfg.max_bytes)
+        self.kube = kube or Kube(Credentials.load(cfg.kubeconfig))
+        self.port = cfg.port
+        self._runner: web.AppRunner | None = None
+
+    # -- wiring ----------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/v1/images/{name}", self.download)
+        app.router.add_put("/v1/images/{name}", self.upload)
+        app.router.add_delete("/v1/images/{name}", self.remove)
+        return app
+
+    @property
+    def url(self) -> str:
+        if self.cfg.public_url:
+            return self.cfg.public_url.rstrip("/")
+        scheme = "https" if self.cfg.tls_cert_file else "http"
+        host = "127.0.0.1" if self.cfg.bind_address in ("0.0.0.0", "") else \
+            self.cfg.bind_address
+        return f"{scheme}://{host}:{self.port}"
+
+    async def start(self) -> None:
+        ctx = None
+        if self.cfg.tls_cert_file:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(self.cfg.tls_cert_file, self.cfg.tls_key_file)
+        else:
+            log.warning("no --tls-cert-file: serving plain HTTP (development only)")
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.bind_address, self.cfg.port, ssl_context=ctx)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("image store on %s (files in %s)", self.url, self.cfg.dir)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.kube.close()
+
+    # -- authentication and authorization --------------------------------
+    async def authorize(self, request: web.Request, verb: str, name: str) -> dict:
+        """The user behind the request's token, if it may ``verb`` Image ``name``."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise web.HTTPUnauthorized(
+                text='{"reason":"Unauthorized","message":"a Kubernetes bearer token is '
+                     'required"}', content_type="application/json")
+        review = await self.kube.create("/apis/authentication.k8s.io/v1/tokenreviews", {
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {"token": token}})
+        status = review.get("status") or {}
+        if not status.get("authenticated"):
+            raise web.HTTPUnauthorized(
+                text='{"reason":"Unauthorized","message":"the token is not valid"}',
+                content_type="application/json")
+        user = status.get("user") or {}
+        spec: dict[str, Any] = {
+            "user": user.get("username"), "groups": user.get("groups") or [],
+            "uid": user.get("uid"),
+            "resourceAttributes": {"group": names.GROUP, "version": names.VERSION,
+                                   "resource": names.IMAGES, "verb": verb, "name": name}}
+        if user.get("extra"):
+            spec["extra"] = user["extra"]
+        sar = await self.kube.create("/apis/authorization.k8s.io/v1/subjectaccessreviews", {
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": spec})
+        if not (sar.get("status") or {}).get("allowed"):
+            raise web.HTTPForbidden(
+                text=f'{{"reason":"Forbidden","message":"{user.get("username")} may not '
+                     f'{verb} images.{names.GROUP} {name}"}}', content_type="application/json")
+        return user
+
+    # -- routes ----------------------------------------------------------
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        try:
+            stored = self.store.get(name)
+        except StoreError as exc:
+            return refusal(exc.status, exc.reason, exc.message)
+        await self.authorize(request, "get", name)
+        if stored is None:
+            return refusal(404, "NotFound", f"the store holds no image {name}")
+        return web.FileResponse(stored.path, headers={
+            "X-Image-Sha256": stored.sha256, "Content-Type": "application/octet-stream"})
+
+    async def remove(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        await self.authorize(request, "delete", name)
+        try:
+            gone = self.store.delete(name)
+        except StoreError as exc:
+            return refusal(exc.status, exc.reason, exc.message)
+        if not gone:
+            return refusal(404, "NotFound", f"the store holds no image {name}")
+        return web.json_response({"deleted": name})
+
+    async def upload(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        fmt = request.query.get("format", "qcow2")
+        user = await self.authorize(request, "create", name)
+        try:
+            stored = await self.store.receive(name, fmt, _chunks(request),
+                                              request.content_length)
+        except StoreError as exc:
+            log.warning("upload of %s by %s refused: %s", name, user.get("username"),
+                        exc.message)
+            return refusal(exc.status, exc.reason, exc.message)
+        except (ConnectionError, asyncio.CancelledError):
+            log.warning("upload of %s by %s interrupted: nothing stored", name,
+                        user.get("username"))
+            raise
+        try:
+            await self.register(stored, user)
+        except KubeError as exc:
+            self.store.delete(name)
+            body = exc.body if isinstance(exc.body, dict) else {}
+            return refusal(409 if exc.status == 409 else 502, body.get("reason") or
+                           "ImageNotCreated", f"the Image was not created, the upload is "
+                           f"discarded: {body.get('message') or exc}")
+        log.info("image %s stored (%s, %d bytes, sha256 %s) for %s", name, stored.format,
+                 stored.size, stored.sha256[:16], user.get("username"))
+        return web.json_response({**stored.to_json(), "url": self.image_url(name)}, status=201)
+
+    def image_url(self, name: str) -> str:
+        return f"{self.url}/v1/images/{name}"
+
+    async def register(self, stored: StoredImage, user: dict) -> None:
+        """The Image of ``stored``, with its status."""
+        body = {"apiVersion": names.API_VERSION, "kind": "Image",
+                "metadata": {"name": stored.name, "annotations": {
+                    ANNOTATION_UPLOADED_BY: str(user.get("username"))}},
+                "spec": {"source": {"url": self.image_url(stored.name)},
+                         "format": stored.format, "sha256": stored.sha256,
+                         "minDiskGiB": -(-stored.virtual_size // (1 << 30))}}
+        created = await self.kube.create(custom_path(names.IMAGES), body)
+        status = {"apiVersion": names.API_VERSION, "kind": "Image",
+                  "metadata": {"name": stored.name},
+                  "status": {"observedGeneration": created["metadata"].get("generation", 1),
+                             "sizeBytes": stored.size, "virtualSizeBytes": stored.virtual_size,
+                             "sha256": stored.sha256, "format": stored.format,
+                             "conditions": [{
+                                 "type": "Available", "status": "True", "reason": "Stored",
+                                 "message": f"uploaded by {user.get('username')} as "
+                                            f"{stored.uploaded_format}, verified and stored",
+                                 "lastTransitionTime": now_rfc3339()}]}}
+        try:
+            await self.kube.apply(custom_path(names.IMAGES, stored.name, subresource="status"),
+                                  status, field_manager=FIELD_MANAGER)
+        except KubeError as exc:  # the Image stands; agents write status when they fetch it
+            log.warning("image %s: status not written: %s", stored.name, exc)
+
+
+async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(1 << 20):
+        yield chunk

@@ -1,0 +1,81 @@
+"""The image store's files (kova.images.store) without the HTTP server:
+what is kept, what is converted, and that a refused or cut-short upload
+leaves nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+
+import pytest
+
+from kova.images.store import ImageStore, StoreError
+
+
+async def _chunks(data: bytes, size: int = 4096):
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+def _receive(store: ImageStore, name: str, fmt: str, data: bytes, length: int | None = None):
+    return asyncio.run(store.receive(name, fmt, _chunks(data), length))
+
+
+def _leftovers(store: ImageStore) -> list:
+    return [p for p in store.root.rglob("*") if p.is_file()]
+
+
+def test_raw_is_kept_as_it_is(tmp_path):
+    store = ImageStore(tmp_path / "s")
+    data = b"\x07" * (68 << 10)
+    got = _receive(store, "disk", "raw", data, len(data))
+    assert got.format == "raw" and got.size == len(data) == got.virtual_size
+    assert got.sha256 == hashlib.sha256(data).hexdigest()
+    assert got.path.read_bytes() == data
+    assert store.get("disk") == got
+    with pytest.raises(StoreError) as err:
+        _receive(store, "disk", "raw", data)
+    assert err.value.status == 409
+
+
+def test_vhdx_is_converted_to_qcow2(tmp_path):
+    src = tmp_path / "a.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(src), "8M"], check=True)
+    vhdx = tmp_path / "a.vhdx"
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "vhdx", str(src),
+                    str(vhdx)], check=True)
+    store = ImageStore(tmp_path / "s")
+    got = _receive(store, "conv", "vhdx", vhdx.read_bytes())
+    assert got.format == "qcow2" and got.uploaded_format == "vhdx"
+    assert got.virtual_size == 8 << 20
+    assert got.sha256 == hashlib.sha256(got.path.read_bytes()).hexdigest()
+    assert sorted(p.name for p in _leftovers(store)) == ["image.qcow2", "meta.json"]
+
+
+@pytest.mark.parametrize("case", ["too-large", "cut-short", "garbage-vmdk", "bad-name",
+                                  "bad-format"])
+def test_refused_uploads_leave_nothing(tmp_path, case):
+    store = ImageStore(tmp_path / "s", max_bytes=50000)
+    data, length, fmt, name = b"\0" * 60000, None, "raw", "x"
+    want = {"too-large": 413, "cut-short": 400, "garbage-vmdk": 422, "bad-name": 400,
+            "bad-format": 400}[case]
+    if case == "cut-short":
+        data, length = b"\0" * 1000, 4000
+    elif case == "garbage-vmdk":
+        data, fmt = b"not a vmdk" * 100, "vmdk"
+    elif case == "bad-name":
+        data, name = b"\0" * 100, "../etc"
+    elif case == "bad-format":
+        data, fmt = b"\0" * 100, "iso9660"
+    with pytest.raises(StoreError) as err:
+        _receive(store, name, fmt, data, length)
+    assert err.value.status == want, err.value.message
+    assert _leftovers(store) == []
+
+
+def test_leftovers_of_a_crash_are_removed_at_start(tmp_path):
+    (tmp_path / "s" / ".uploads" / "tmp123").mkdir(parents=True)
+    (tmp_path / "s" / ".uploads" / "tmp123" / "upload.raw").write_bytes(b"x")
+    ImageStore(tmp_path / "s")
+    assert not any((tmp_path / "s" / ".uploads").iterdir())
