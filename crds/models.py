@@ -83,6 +83,11 @@ SSHKey = Annotated[str, Field(min_length=16, max_length=16384, pattern=SSH_KEY)]
 
 #: 64 KiB: Nova's limit for user data.
 MAX_USER_DATA = 65536
+#: The largest inline size (spec.resources) a tenant may ask for without a
+#: Flavor: bigger machines come from Flavors, which administrators create.
+MAX_INLINE_VCPUS = 128
+MAX_INLINE_MEMORY_MIB = 1024 * 1024  # 1 TiB
+MAX_INLINE_DISK_GIB = 16 * 1024  # 16 TiB
 
 
 def _presence_immutable(field: str) -> dict[str, str]:
@@ -557,8 +562,21 @@ class InstanceSpec(KovaModel):
     resources: Resources | None = Field(
         default=None,
         description="An inline size instead of a Flavor. Exactly one of flavorRef and "
-        "resources. Immutable.",
-        json_schema_extra=k8s(validations=[immutable("resources")]),
+        f"resources. Immutable. At most {MAX_INLINE_VCPUS} vCPUs, {MAX_INLINE_MEMORY_MIB} "
+        f"MiB of memory and {MAX_INLINE_DISK_GIB} GiB of disk: larger sizes come from a "
+        "Flavor.",
+        json_schema_extra=k8s(validations=[
+            immutable("resources"),
+            cel(f"self.vcpus <= {MAX_INLINE_VCPUS}",
+                f"inline resources.vcpus may be at most {MAX_INLINE_VCPUS}; larger sizes "
+                "come from a Flavor", field_path=".vcpus"),
+            cel(f"self.memoryMiB <= {MAX_INLINE_MEMORY_MIB}",
+                f"inline resources.memoryMiB may be at most {MAX_INLINE_MEMORY_MIB} (1 TiB); "
+                "larger sizes come from a Flavor", field_path=".memoryMiB"),
+            cel(f"self.diskGiB <= {MAX_INLINE_DISK_GIB}",
+                f"inline resources.diskGiB may be at most {MAX_INLINE_DISK_GIB} (16 TiB); "
+                "larger sizes come from a Flavor", field_path=".diskGiB"),
+        ]),
     )
     image_ref: ObjectRef = Field(
         description="The Image (cluster-scoped) the root disk is created from. Immutable.",

@@ -30,6 +30,7 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "servergroups"): READ,
         (KOVA, "servergroups/status"): {"get", "patch"},  # members, hosts, PolicySatisfied
         ("", "nodes"): READ,                          # out-of-service taint fences a Host
+        ("", "resourcequotas"): {"list"},             # kova.dev/* quota limits
         ("", "events"): {"create"},
         ("events.k8s.io", "events"): {"create"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},  # kopf
