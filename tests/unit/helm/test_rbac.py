@@ -21,7 +21,9 @@ KOVA = "kova.dev"
 #: component -> {(apiGroup, resource): verbs} granted cluster-wide.
 CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
     "operator": {
-        (KOVA, "instances"): READ | {"patch"},        # labels, finalizer, annotations
+        # labels, finalizer, annotations; "schedule": admitted to set the host label,
+        # remove Kova's finalizers (templates/tenant-restriction.yaml)
+        (KOVA, "instances"): READ | {"patch", "schedule"},
         (KOVA, "instances/status"): {"get", "patch"},
         (KOVA, "hosts"): READ | {"patch"},            # annotations (host monitor)
         (KOVA, "hosts/status"): {"get", "patch"},     # state, Ready condition
