@@ -116,7 +116,10 @@ class Settings(ClientSettings):
         "of the same name (needs get/list/watch on nodes).")
     audit_interval: float = setting(300.0, "Seconds between allocation audits (0: off).",
                                     type=click.FloatRange(min=0))
-    audit_heal: bool = setting(False, "Let the periodic audit heal what it finds.")
+    audit_heal: bool = setting(
+        True, "Let the periodic audit heal what it finds: delete orphan allocations (a "
+        "consumer with no Instance, e.g. after its finalizer was removed by hand) and "
+        "claim missing ones again.")
     events: bool = setting(True, "Post Kubernetes Events (Scheduled, NoValidHost, ...).")
     event_qps: float = setting(
         5.0, "Normal Events (Scheduled, Rescheduled, ...) per second, in bursts of "

@@ -206,3 +206,46 @@ def test_tenant_probes_are_refused(kubeconfig, kubectl, kova_crds, namespace):
                     "-p", '{"metadata":{"finalizers":null}}', check=False)
         kubectl("delete", "node", node, "--ignore-not-found", "--wait=false", check=False)
         _helm(kubeconfig, "uninstall", release, "--namespace", namespace, timeout=120)
+
+
+def test_kubelet_cannot_make_its_node_a_hypervisor(kubectl):
+    """A node's own credentials (user system:node:<name> in group
+    system:nodes, as its kubelet authenticates; sent here through
+    impersonation, which admission sees the same) label their own Node with
+    the agent DaemonSet's node selector: NodeRestriction refuses it. Another
+    label (the former kova.dev/hypervisor) the same credentials may set:
+    that was the hole."""
+    from tests.support.chart import by_kind, render
+
+    (ds,) = by_kind(render(), "DaemonSet")
+    selector = ds["spec"]["template"]["spec"]["nodeSelector"]
+    assert selector and all(k.startswith("node-restriction.kubernetes.io/") for k in selector)
+    node = f"worker-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}))
+    kubelet = ("--as", f"system:node:{node}", "--as-group", "system:nodes",
+               "--as-group", "system:authenticated")
+    try:
+        # the credentials can write their own Node: the control
+        ok = kubectl(*kubelet, "label", "node", node, "kova.dev/hypervisor=true", check=False)
+        assert ok.returncode == 0, ok.stderr
+        for key, value in selector.items():
+            proc = kubectl(*kubelet, "label", "node", node, f"{key}={value}", check=False)
+            assert proc.returncode != 0, "a kubelet labelled its own Node a hypervisor"
+            assert "is not allowed to modify labels" in proc.stderr and key in proc.stderr, \
+                proc.stderr
+        got = json.loads(kubectl("get", "node", node, "-o", "json").stdout)
+        assert not set(selector) & set(got["metadata"].get("labels") or {})
+        # an administrator may
+        kubectl("label", "node", node, *(f"{k}={v}" for k, v in selector.items()))
+        record(fault="Kubelet makes itself a hypervisor",
+               injected="a node's credentials (system:node:<name>, system:nodes; real "
+                        "kube-apiserver with the Node authorizer and NodeRestriction) "
+                        "labelling their own Node with the agent DaemonSet's node selector",
+               times=len(selector), lost=0, duplicated=0, overcommitted=None,
+               result=f"{len(selector)} of {len(selector)} refused by NodeRestriction; the "
+                      "same credentials may set an unrestricted label; an administrator may "
+                      "set the selector's",
+               figures={"refused": len(selector)})
+    finally:
+        kubectl("delete", "node", node, "--ignore-not-found", "--wait=false", check=False)

@@ -147,7 +147,7 @@ def test_helm_install_is_accepted_by_the_api_server(kubeconfig, kubectl, kova_cr
     node = f"{release}-hv"
     kubectl("create", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": node, "labels": {"kova.dev/hypervisor": "true"}}}))
+        "metadata": {"name": node, "labels": {"node-restriction.kubernetes.io/kova-hypervisor": "true"}}}))
     proc = _helm_k(kubeconfig, "install", release, str(CHART), "--namespace", namespace,
                    *set_args(values), timeout=120)
     assert "STATUS: deployed" in proc.stdout, proc.stdout

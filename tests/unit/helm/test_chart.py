@@ -179,7 +179,7 @@ def test_agent_daemonset() -> None:
     objs = render()
     ds = one(objs, "DaemonSet", "kova-agent")
     spec = pod_spec(ds)
-    assert spec["nodeSelector"] == {"kova.dev/hypervisor": "true"}
+    assert spec["nodeSelector"] == {"node-restriction.kubernetes.io/kova-hypervisor": "true"}
     (c,) = spec["containers"]
     assert c["image"] == "kova:0.1.0"
     assert c["args"][:2] == ["agent", "run"]
