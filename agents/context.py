@@ -9,6 +9,7 @@ to the heartbeat, the registration, the watch and the Instance modules.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from kova.agents.settings import AgentSettings
 from kova.agents.virt.cpus import CpuLayout
 from kova.agents.virt.driver import LibvirtDriver
 from kova.agents.virt.images import ImageCache
+from kova import sealing
 from kova.kube import SyncKube
 from kova.workqueue import WorkQueue
 
@@ -117,6 +119,11 @@ class AgentContext:
     def with_nic(self) -> bool:
         """Guests get a NIC (``--network`` or ``--bridge``)."""
         return bool(self.cfg.network or self.cfg.bridge)
+
+    @functools.cached_property
+    def user_data_key(self) -> sealing.X25519PrivateKey:
+        """This host's key for user data sealed by the operator (kova.sealing)."""
+        return sealing.load_or_create(self.instance_dir / ".user-data-key")
 
     def files(self, uid: str) -> InstanceFiles:
         return InstanceFiles.of(self.instance_dir, uid)

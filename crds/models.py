@@ -694,6 +694,18 @@ class ConsoleStatus(KovaModel):
     )
 
 
+class SealedUserData(KovaModel):
+    """The user data of spec.userData.secretRef, sealed by the operator for the
+    Instance's host (only its agent can open it; agents may not read Secrets)."""
+
+    host: Name = Field(description="The Host it is sealed for.")
+    key_id: str = Field(max_length=64, description="Fingerprint of the Host's userDataKey.")
+    secret: Name = Field(description="The Secret it was read from.")
+    key: str = Field(max_length=MAX_NAME, description="The key of the Secret.")
+    data: str = Field(max_length=2 * MAX_USER_DATA,
+                      description="The sealed text (base64).")
+
+
 class InstanceStatus(KovaModel):
     """The observed state of an Instance, written by the operator and the
     compute agent."""
@@ -728,6 +740,11 @@ class InstanceStatus(KovaModel):
         description="IP addresses of the guest; the first one is the primary address.",
     )
     console: ConsoleStatus | None = Field(default=None, description="Serial console.")
+    sealed_user_data: SealedUserData | None = Field(
+        default=None,
+        description="The user data of spec.userData.secretRef sealed for status.host "
+        "(written by the operator, opened by that host's agent only).",
+    )
     actions: list[InstanceAction] | None = Field(
         default=None,
         max_length=MAX_ACTIONS,
@@ -971,6 +988,13 @@ class HostStatus(KovaModel):
         default=None,
         description="Where the agent serves consoles, VNC and power actions to Kova's "
         "API component (mutual TLS; no other client is accepted).",
+    )
+    user_data_key: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9+/]{43}=$",
+        description="The agent's X25519 public key (base64): the operator seals the user "
+        "data of a Secret for this host with it (Instance status.sealedUserData).",
     )
     conditions: list[Condition] | None = conditions_field(
         "Ready: the agent is up and the resource provider is in sync; False with "

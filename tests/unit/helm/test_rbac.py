@@ -33,6 +33,7 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "servergroups/status"): {"get", "patch"},  # members, hosts, PolicySatisfied
         ("", "nodes"): READ,                          # out-of-service taint fences a Host
         ("", "resourcequotas"): {"list"},             # kova.dev/* quota limits
+        ("", "secrets"): {"get"},                     # user data sealed for the host
         ("", "events"): {"create"},
         ("events.k8s.io", "events"): {"create"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},  # kopf
@@ -46,7 +47,6 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "hosts/status"): {"get", "patch"},
         (KOVA, "flavors"): {"get"},
         (KOVA, "images"): {"get"},
-        ("", "secrets"): {"get"},                     # user data by reference
         ("", "events"): {"create"},
     },
     "placement": {
@@ -243,3 +243,19 @@ def test_user_roles() -> None:
     assert not {(SUB, "instances/console"), (SUB, "instances/vnc")} & set(USER_ROLES["kova-view"])
     assert not POWER & {r for _g, r in USER_ROLES["kova-view"]}
     assert not by_kind(render({"rbac.create": False}), "ClusterRole")
+
+
+def test_agents_read_no_secret_unless_asked() -> None:
+    """By default the operator seals user data for each host and no agent may
+    read a Secret; agent.userDataFrom=secret gives the agents the read (and
+    the operator none)."""
+    default = _grants(render(), "ClusterRole")
+    assert ("", "secrets") not in default["agent"]
+    assert default["operator"][("", "secrets")] == {"get"}
+    objs = render({"agent.userDataFrom": "secret"})
+    legacy = _grants(objs, "ClusterRole")
+    assert legacy["agent"][("", "secrets")] == {"get"}
+    assert ("", "secrets") not in legacy["operator"]
+    (op,) = [d for d in by_kind(objs, "Deployment")
+             if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
+    assert "--no-seal-user-data" in op["spec"]["template"]["spec"]["containers"][0]["args"]
