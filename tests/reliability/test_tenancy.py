@@ -6,7 +6,10 @@ ServiceAccount token to the real kube-apiserver with the chart installed
 * a tenant sets, changes or removes the ``kova.dev/host`` label, strips
   Kova's finalizers, pins a host with ``schedulingHints.requestedHost``;
 * a tenant that may not read Secrets names one in ``userData.secretRef``;
-* a tenant asks for 1 024 vCPUs and 16 TiB of memory inline, without a Flavor.
+* a tenant asks for 1 024 vCPUs and 16 TiB of memory inline, without a Flavor;
+* a compromised hypervisor (its agent's pod-bound token) reads a Secret in
+  another namespace, or in its own;
+* a node's credentials label their own Node with the agents' node selector.
 
 The operator's token (``schedule`` on instances) and the agent's pod-bound
 token (its own finalizer only) still do their part; the tenant's ordinary
@@ -72,6 +75,7 @@ INSTANCE_WRITER = {"apiGroups": ["kova.dev"], "resources": ["instances"],
 def test_tenant_probes_are_refused(kubeconfig, kubectl, kova_crds, namespace):
     release = f"kova-{uuid.uuid4().hex[:6]}"
     node = f"{release}-n1"
+    other_ns = f"{release}-other"
     values = {
         "placement.enabled": False, "placement.externalUrl": "http://placement.invalid:8778",
         "placement.auth.existingSecret": "unused", "operator.peering.name": release,
@@ -98,6 +102,9 @@ def test_tenant_probes_are_refused(kubeconfig, kubectl, kova_crds, namespace):
         agent = kubectl("create", "token", f"{release}-agent", *ns, "--duration", "10m",
                         "--bound-object-kind", "Pod",
                         "--bound-object-name", "agent-n1").stdout.strip()
+        kubectl("create", "namespace", other_ns)
+        kubectl("create", "secret", "generic", "tenant-db-password", "-n", other_ns,
+                "--from-literal=password=hunter2")
         for secret in ("ud-readable", "ud-other"):
             kubectl("create", "secret", "generic", secret, *ns,
                     "--from-literal=userdata=#cloud-config")
@@ -177,6 +184,18 @@ def test_tenant_probes_are_refused(kubeconfig, kubectl, kova_crds, namespace):
         allow("an unrelated change of someone else's Instance", tenant, "annotate",
               "instance", "ud", "note=x")
 
+        # Finding: a compromised hypervisor reads every Secret. The agent's
+        # pod-bound token reads no Secret: not another tenant's, not its own
+        # namespace's (user data comes sealed for its host instead).
+        for where, secret in ((other_ns, "tenant-db-password"), (namespace, "ud-readable")):
+            proc = kubectl("--token", agent, "get", "secret", secret, "-n", where, check=False)
+            assert proc.returncode != 0, f"the agent read Secret {where}/{secret}"
+            assert "Forbidden" in proc.stderr and "cannot get resource \"secrets\"" in \
+                proc.stderr, proc.stderr
+            refused.append(f"agent reads Secret {where}/{secret}")
+        proc = kubectl("--token", agent, "auth", "can-i", "get", "secrets", "-A", check=False)
+        assert proc.stdout.strip() == "no", proc.stdout
+
         # Finding: no bound on an inline size
         refuse("1024 vCPUs inline", tenant, "create", "-f", "-", input=_instance(
             "huge", resources={"vcpus": 1024, "memoryMiB": 16 * 1024 * 1024, "diskGiB": 1}),
@@ -193,7 +212,8 @@ def test_tenant_probes_are_refused(kubeconfig, kubectl, kova_crds, namespace):
                         "changing and removing the kova.dev/host label, stripping Kova's "
                         "finalizers, pinning requestedHost, naming an unreadable Secret in "
                         "userData.secretRef, asking 1024 vCPUs / 16 TiB inline; the agent's "
-                        "pod-bound token stripping the operator's finalizer (real "
+                        "pod-bound token stripping the operator's finalizer and reading "
+                        "Secrets in another namespace and its own (real "
                         "kube-apiserver, the chart's RBAC and admission policies)",
                times=len(refused), lost=0, duplicated=0, overcommitted=None,
                result=f"{len(refused)} of {len(refused)} probes refused with a message naming "
@@ -205,6 +225,8 @@ def test_tenant_probes_are_refused(kubeconfig, kubectl, kova_crds, namespace):
             kubectl("patch", "instance", name, *ns, "--type=merge",
                     "-p", '{"metadata":{"finalizers":null}}', check=False)
         kubectl("delete", "node", node, "--ignore-not-found", "--wait=false", check=False)
+        kubectl("delete", "namespace", other_ns, "--ignore-not-found", "--wait=false",
+                check=False)
         _helm(kubeconfig, "uninstall", release, "--namespace", namespace, timeout=120)
 
 
