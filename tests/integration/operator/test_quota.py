@@ -83,3 +83,24 @@ def test_vcpu_and_memory_quota_names_every_resource_over(cluster):
     cluster.core.patch_namespaced_resource_quota("small", cluster.ns, {"spec": {"hard": {
         contract.QUOTA_VCPUS: "8", contract.QUOTA_MEMORY: "4Gi"}}})
     cluster.wait_scheduled("big", timeout=30)
+
+
+def test_object_count_quota_is_kubernetes_own(cluster):
+    """count/instances.kova.dev (Kubernetes' object-count quota, refused at
+    admission) bounds how many Instance objects a namespace holds, whatever
+    their state: what keeps a tenant from filling the operator's memory."""
+    from kubernetes import client
+
+    _quota(cluster, "objects", {"count/instances.kova.dev": "2"})
+    # the quota controller computes status.used first (admission waits for it)
+    wait_for(lambda: (cluster.core.read_namespaced_resource_quota("objects", cluster.ns)
+                      .status.used or {}).get("count/instances.kova.dev") == "0",
+             30, 0.3, "the quota's usage")
+    cluster.create_instance("a")
+    cluster.create_instance("b")
+    try:
+        cluster.create_instance("c")
+    except client.ApiException as exc:
+        assert exc.status == 403 and "exceeded quota" in exc.body, exc.body
+    else:
+        raise AssertionError("a third Instance was admitted")
