@@ -196,6 +196,32 @@ def test_tenant_probes_are_refused(kubeconfig, kubectl, kova_crds, namespace):
         proc = kubectl("--token", agent, "auth", "can-i", "get", "secrets", "-A", check=False)
         assert proc.stdout.strip() == "no", proc.stdout
 
+        # Finding: one node steers scheduling -- its agent keeps to its own
+        # Host's status: no spec of its own at registration, no spec or
+        # metadata change afterwards.
+        def host(spec):
+            return json.dumps({"apiVersion": API, "kind": "Host", "metadata": {"name": node},
+                               "spec": spec})
+
+        refuse("the agent registers its Host overcommitted", agent, "create", "-f", "-",
+               input=host({"allocationRatios": {"vcpu": 64.0}}),
+               message="with a spec of its own")
+        refuse("the agent registers its Host with traits", agent, "create", "-f", "-",
+               input=host({"traits": ["CUSTOM_GPU"]}), message="with a spec of its own")
+        allow("the agent registers its Host", agent, "create", "-f", "-", input=host({}))
+        for what, args in (
+                ("unfences its Host", ("patch", "host", node, "--type=merge", "-p",
+                                       '{"spec":{"fenced":false,"enabled":true}}')),
+                ("raises its allocation ratio", ("patch", "host", node, "--type=merge", "-p",
+                                                 '{"spec":{"allocationRatios":{"vcpu":64}}}')),
+                ("annotates its Host", ("annotate", "host", node, "x=y"))):
+            refuse(f"the agent {what}", agent, *args, message="but its status")
+        allow("the agent writes its Host's status", agent, "patch", "host", node,
+              "--subresource=status", "--type=merge", "-p", '{"status":{"instanceCount":0}}')
+        got = json.loads(kubectl("get", "host", node, "-o", "json").stdout)
+        assert got["spec"]["allocationRatios"]["vcpu"] == 4.0
+        assert "x" not in (got["metadata"].get("annotations") or {})
+
         # Finding: no bound on an inline size
         refuse("1024 vCPUs inline", tenant, "create", "-f", "-", input=_instance(
             "huge", resources={"vcpus": 1024, "memoryMiB": 16 * 1024 * 1024, "diskGiB": 1}),
@@ -225,6 +251,7 @@ def test_tenant_probes_are_refused(kubeconfig, kubectl, kova_crds, namespace):
             kubectl("patch", "instance", name, *ns, "--type=merge",
                     "-p", '{"metadata":{"finalizers":null}}', check=False)
         kubectl("delete", "node", node, "--ignore-not-found", "--wait=false", check=False)
+        kubectl("delete", "host", node, "--ignore-not-found", "--wait=false", check=False)
         kubectl("delete", "namespace", other_ns, "--ignore-not-found", "--wait=false",
                 check=False)
         _helm(kubeconfig, "uninstall", release, "--namespace", namespace, timeout=120)
