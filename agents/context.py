@@ -14,12 +14,12 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kova import sealing
 from kova.agents.metrics import AgentMetrics
 from kova.agents.settings import AgentSettings
 from kova.agents.virt.cpus import CpuLayout
 from kova.agents.virt.driver import LibvirtDriver
 from kova.agents.virt.images import ImageCache
-from kova import sealing
 from kova.kube import SyncKube
 from kova.workqueue import WorkQueue
 

@@ -26,8 +26,11 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-_RAW = {"encoding": serialization.Encoding.Raw, "format": serialization.PublicFormat.Raw}
 _INFO = b"kova.dev sealed user data v1"
+
+
+def _raw(public: X25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 class SealError(Exception):
@@ -55,7 +58,7 @@ def load_or_create(path: Path) -> X25519PrivateKey:
 
 def public_text(key: X25519PrivateKey) -> str:
     """The public key as published in Host ``status.userDataKey``."""
-    return base64.b64encode(key.public_key().public_bytes(**_RAW)).decode()
+    return base64.b64encode(_raw(key.public_key())).decode()
 
 
 def key_id(public: str) -> str:
@@ -75,7 +78,7 @@ def seal(public: str, plaintext: bytes, aad: bytes) -> str:
     peer_raw = base64.b64decode(public)
     peer = X25519PublicKey.from_public_bytes(peer_raw)
     eph = X25519PrivateKey.generate()
-    eph_raw = eph.public_key().public_bytes(**_RAW)
+    eph_raw = _raw(eph.public_key())
     nonce = os.urandom(12)
     box = ChaCha20Poly1305(_key(eph.exchange(peer), eph_raw, peer_raw))
     return base64.b64encode(eph_raw + nonce + box.encrypt(nonce, plaintext, aad)).decode()
@@ -85,7 +88,7 @@ def unseal(key: X25519PrivateKey, sealed: str, aad: bytes) -> bytes:
     try:
         raw = base64.b64decode(sealed)
         eph_raw, nonce, body = raw[:32], raw[32:44], raw[44:]
-        own = key.public_key().public_bytes(**_RAW)
+        own = _raw(key.public_key())
         shared = key.exchange(X25519PublicKey.from_public_bytes(eph_raw))
         return ChaCha20Poly1305(_key(shared, eph_raw, own)).decrypt(nonce, body, aad)
     except Exception as exc:  # noqa: BLE001 - any failure means: does not open here

@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-
-from kubernetes.utils.quantity import parse_quantity
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
 
 from kova.crds import names
 from kova.crds import objects as ob
@@ -56,6 +58,22 @@ KEYS: dict[str, tuple[str, int, str]] = {
     names.QUOTA_MEMORY: ("memoryMiB", MIB, "memory (MiB)"),
     names.QUOTA_DISK: ("diskGiB", GIB, "disk (GiB)"),
 }
+
+
+_SUFFIXES: dict[str, int | Fraction] = {
+    "": 1, "m": Fraction(1, 1000),
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_QUANTITY = re.compile(
+    r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[kMGTPEm]?)$")
+
+
+def parse_quantity(text: str) -> Fraction:
+    """A Kubernetes quantity ("64Gi", "1.5T", "500m", "10") as an exact number."""
+    m = _QUANTITY.match(text.strip())
+    if not m:
+        raise ValueError(f"not a quantity: {text!r}")
+    return Fraction(Decimal(m.group(1))) * _SUFFIXES[m.group(2)]
 
 
 class QuotaExceeded(Exception):
@@ -128,7 +146,7 @@ def check(namespace: str, lims: dict[str, Limit], used: dict[str, int], size: di
 class Quotas:
     """The operator's quota check (see the module doc)."""
 
-    def __init__(self, kube, informer) -> None:
+    def __init__(self, kube: Any, informer: Any) -> None:
         self.kube = kube
         self.informer = informer
         #: uid -> size claimed by this process, until the status records it

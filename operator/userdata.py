@@ -18,6 +18,7 @@ import logging
 from kova import sealing
 from kova.crds import objects as ob
 from kova.kube import instance_path
+from kova.operator.context import Context
 
 LOG = logging.getLogger("kova.operator.userdata")
 
@@ -46,7 +47,7 @@ def current(body: dict, want: dict) -> bool:
 
 
 class UserDataSealer:
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
     async def ensure(self, key: tuple, body: dict) -> None:

@@ -19,13 +19,13 @@ import dataclasses
 import logging
 import threading
 
+from kova import sealing
 from kova.agents.context import AgentContext, InstanceFiles
 from kova.agents.instance import decisions, restart_fields
 from kova.agents.instance.decisions import BuildError
 from kova.agents.instance.report import Reporter
 from kova.agents.virt.domain import DomainMetadata, mac_for
 from kova.agents.virt.seed import write_nocloud_seed
-from kova import sealing
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.kube import SyncKube

@@ -20,7 +20,7 @@ from kova.operator.instance import status as st
 from kova.operator.instance.placing import Move, Placer
 from kova.operator.instance.plan import Step, attempts
 from kova.operator.instance.records import Records
-from kova.operator.quota import Quotas, QuotaExceeded
+from kova.operator.quota import QuotaExceeded, Quotas
 from kova.operator.scheduler.request import InvalidRequest, MissingDependency, RequestSpec
 from kova.operator.scheduler.scheduler import NoValidHost
 from kova.placement_client import PLACEMENT_FAILURES, placement_trouble

@@ -49,3 +49,15 @@ def test_check_names_every_resource_over() -> None:
     assert err.value.reason == "QuotaExceeded"
     assert err.value.message == ("quota of namespace ns exceeded: vCPUs: requested 2, 3 in use "
                                  f"of 4 ({names.QUOTA_VCPUS} in ResourceQuota q)")
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("10", 10), ("64Gi", 64 * 2**30), ("1.5Gi", 3 * 2**29), ("2T", 2 * 10**12),
+    ("500m", 0.5), ("1e3", 1000), ("3000Mi", 3000 * 2**20)])
+def test_quantities(text: str, value: float) -> None:
+    assert quota.parse_quantity(text) == value
+
+
+def test_a_bad_quantity_is_refused() -> None:
+    with pytest.raises(ValueError):
+        quota.parse_quantity("lots")
