@@ -6,7 +6,7 @@ the Secret and seals its key's value for the public key its host's agent
 publishes (Host ``status.userDataKey``), into the Instance's
 ``status.sealedUserData``; sealed again when the Instance moves to another
 host, the host's key changes or the reference changes.  A Secret that does
-not exist (yet) is looked for again with back-off; the agent waits meanwhile
+not exist (yet) is looked for again with the Instance's back-off; the agent waits meanwhile
 (``Ready=False``, ``UserDataUnavailable``).
 """
 
@@ -21,9 +21,6 @@ from kova.kube import instance_path
 from kova.operator.context import Context
 
 LOG = logging.getLogger("kova.operator.userdata")
-
-#: Seconds before a missing Secret or host key is looked for again.
-RETRY = 5.0
 
 
 def wanted(body: dict, host_body: dict | None) -> dict | None:
@@ -60,7 +57,7 @@ class UserDataSealer:
         if want is None:
             if host and (ob.spec(body).get("userData") or {}).get("secretRef") \
                     and not body["metadata"].get("deletionTimestamp"):
-                ctx.queue.add_after(key, RETRY)  # the host's agent has no key out yet
+                ctx.retry_later(key)  # the host's agent has no key out yet
             return
         if current(body, want):
             return
@@ -69,9 +66,9 @@ class UserDataSealer:
         secret = await ctx.kube.get_or_none(f"/api/v1/namespaces/{ns}/secrets/{want['secret']}")
         data = ((secret or {}).get("data") or {}).get(want["key"])
         if data is None:
-            LOG.info("%s/%s uid=%s: Secret %s key %r not there (yet); looking again in %.0fs",
-                     ns, name, md["uid"], want["secret"], want["key"], RETRY)
-            ctx.queue.add_after(key, RETRY)
+            delay = ctx.retry_later(key)
+            LOG.debug("%s/%s uid=%s: Secret %s key %r not there (yet); looking again in %.0fs",
+                      ns, name, md["uid"], want["secret"], want["key"], delay)
             return
         public = ob.status(host_body).get("userDataKey")
         sealed = sealing.seal(public, base64.b64decode(data),
