@@ -9,10 +9,12 @@ to the heartbeat, the registration, the watch and the Instance modules.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kova import sealing
 from kova.agents.metrics import AgentMetrics
 from kova.agents.settings import AgentSettings
 from kova.agents.virt.cpus import CpuLayout
@@ -117,6 +119,11 @@ class AgentContext:
     def with_nic(self) -> bool:
         """Guests get a NIC (``--network`` or ``--bridge``)."""
         return bool(self.cfg.network or self.cfg.bridge)
+
+    @functools.cached_property
+    def user_data_key(self) -> sealing.X25519PrivateKey:
+        """This host's key for user data sealed by the operator (kova.sealing)."""
+        return sealing.load_or_create(self.instance_dir / ".user-data-key")
 
     def files(self, uid: str) -> InstanceFiles:
         return InstanceFiles.of(self.instance_dir, uid)

@@ -29,6 +29,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from kova import sealing
 from kova.agents.context import AgentContext, GiB
 from kova.agents.host_health import HostHealth
 from kova.agents.instance.report import Reporter
@@ -181,6 +182,7 @@ class Registration:
             },
             "instanceCount": self.watch.count(),
             "lastHeartbeatTime": now_rfc3339(),
+            "userDataKey": sealing.public_text(self.ctx.user_data_key),
             **self._stream_status(),
         }
 

@@ -47,6 +47,11 @@ class AgentSettings:
                         help="Name of this host (the Host object, Lease and provider name).",
                         show_default="$KOVA_HOST, $NODE_NAME or hostname")
     libvirt_uri: str = setting("qemu:///system", "libvirt connection URI.")
+    user_data_from: str = setting(
+        "secret", "Where the user data of spec.userData.secretRef comes from: 'operator' "
+        "(sealed for this host in the Instance's status.sealedUserData; the agent needs no "
+        "access to Secrets, as the chart installs it) or 'secret' (read from the Secret).",
+        type=click.Choice(["operator", "secret"]))
     instance_dir: Path = setting(
         Path("/var/lib/kova/instances"),
         "Overlays, seeds and console logs, one directory per instance uid.",

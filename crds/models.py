@@ -83,6 +83,11 @@ SSHKey = Annotated[str, Field(min_length=16, max_length=16384, pattern=SSH_KEY)]
 
 #: 64 KiB: Nova's limit for user data.
 MAX_USER_DATA = 65536
+#: The largest inline size (spec.resources) a tenant may ask for without a
+#: Flavor: bigger machines come from Flavors, which administrators create.
+MAX_INLINE_VCPUS = 128
+MAX_INLINE_MEMORY_MIB = 1024 * 1024  # 1 TiB
+MAX_INLINE_DISK_GIB = 16 * 1024  # 16 TiB
 
 
 def _presence_immutable(field: str) -> dict[str, str]:
@@ -583,8 +588,21 @@ class InstanceSpec(KovaModel):
     resources: Resources | None = Field(
         default=None,
         description="An inline size instead of a Flavor. Exactly one of flavorRef and "
-        "resources. Immutable.",
-        json_schema_extra=k8s(validations=[immutable("resources")]),
+        f"resources. Immutable. At most {MAX_INLINE_VCPUS} vCPUs, {MAX_INLINE_MEMORY_MIB} "
+        f"MiB of memory and {MAX_INLINE_DISK_GIB} GiB of disk: larger sizes come from a "
+        "Flavor.",
+        json_schema_extra=k8s(validations=[
+            immutable("resources"),
+            cel(f"self.vcpus <= {MAX_INLINE_VCPUS}",
+                f"inline resources.vcpus may be at most {MAX_INLINE_VCPUS}; larger sizes "
+                "come from a Flavor", field_path=".vcpus"),
+            cel(f"self.memoryMiB <= {MAX_INLINE_MEMORY_MIB}",
+                f"inline resources.memoryMiB may be at most {MAX_INLINE_MEMORY_MIB} (1 TiB); "
+                "larger sizes come from a Flavor", field_path=".memoryMiB"),
+            cel(f"self.diskGiB <= {MAX_INLINE_DISK_GIB}",
+                f"inline resources.diskGiB may be at most {MAX_INLINE_DISK_GIB} (16 TiB); "
+                "larger sizes come from a Flavor", field_path=".diskGiB"),
+        ]),
     )
     image_ref: ObjectRef = Field(
         description="The Image (cluster-scoped) the root disk is created from. Immutable.",
@@ -702,6 +720,18 @@ class ConsoleStatus(KovaModel):
     )
 
 
+class SealedUserData(KovaModel):
+    """The user data of spec.userData.secretRef, sealed by the operator for the
+    Instance's host (only its agent can open it; agents may not read Secrets)."""
+
+    host: Name = Field(description="The Host it is sealed for.")
+    key_id: str = Field(max_length=64, description="Fingerprint of the Host's userDataKey.")
+    secret: Name = Field(description="The Secret it was read from.")
+    key: str = Field(max_length=MAX_NAME, description="The key of the Secret.")
+    data: str = Field(max_length=2 * MAX_USER_DATA,
+                      description="The sealed text (base64).")
+
+
 class InstanceStatus(KovaModel):
     """The observed state of an Instance, written by the operator and the
     compute agent."""
@@ -736,6 +766,11 @@ class InstanceStatus(KovaModel):
         description="IP addresses of the guest; the first one is the primary address.",
     )
     console: ConsoleStatus | None = Field(default=None, description="Serial console.")
+    sealed_user_data: SealedUserData | None = Field(
+        default=None,
+        description="The user data of spec.userData.secretRef sealed for status.host "
+        "(written by the operator, opened by that host's agent only).",
+    )
     actions: list[InstanceAction] | None = Field(
         default=None,
         max_length=MAX_ACTIONS,
@@ -979,6 +1014,13 @@ class HostStatus(KovaModel):
         default=None,
         description="Where the agent serves consoles, VNC and power actions to Kova's "
         "API component (mutual TLS; no other client is accepted).",
+    )
+    user_data_key: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9+/]{43}=$",
+        description="The agent's X25519 public key (base64): the operator seals the user "
+        "data of a Secret for this host with it (Instance status.sealedUserData).",
     )
     conditions: list[Condition] | None = conditions_field(
         "Ready: the agent is up and the resource provider is in sync; False with "

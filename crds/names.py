@@ -281,6 +281,8 @@ REASON_IMAGE_NOT_FOUND = "ImageNotFound"
 REASON_SERVER_GROUP_NOT_FOUND = "ServerGroupNotFound"
 REASON_INVALID_REQUEST = "InvalidRequest"
 REASON_MAX_ATTEMPTS = "MaxAttemptsExceeded"
+#: Scheduled=False while claiming would go over the namespace's quota.
+REASON_QUOTA_EXCEEDED = "QuotaExceeded"
 #: Scheduled=False while Placement cannot be reached or answers 5xx (the
 #: Instance waits, retried with back-off).
 REASON_PLACEMENT_ERROR = "PlacementUnavailable"
@@ -445,3 +447,13 @@ def provider_uuid(host: str) -> str:
 def project_id(namespace: str) -> str:
     """Placement project_id of an Instance's allocations: its namespace."""
     return namespace
+
+
+# ==========================================================================
+# Quotas: keys of a ResourceQuota's spec.hard that Kova enforces (the
+# operator, before it schedules; see operator/quota.py and docs/security.md).
+
+QUOTA_INSTANCES = f"{GROUP}/instances"
+QUOTA_VCPUS = f"{GROUP}/vcpus"
+QUOTA_MEMORY = f"{GROUP}/memory"
+QUOTA_DISK = f"{GROUP}/disk"

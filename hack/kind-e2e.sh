@@ -57,7 +57,7 @@ docker build -t "${IMAGE}" .
 kind load docker-image "${IMAGE}" --name "${CLUSTER}"
 
 log "helm install (agent on ${NODE}, QEMU emulation)"
-kubectl label node "${NODE}" kova.dev/hypervisor=true --overwrite
+kubectl label node "${NODE}" node-restriction.kubernetes.io/kova-hypervisor=true --overwrite
 helm upgrade --install kova helm/kova --namespace kova-system --create-namespace \
   --set image.repository="${IMAGE%%:*}" --set image.tag="${IMAGE##*:}" \
   --set image.pullPolicy=Never --set agent.domainType=qemu \

@@ -114,9 +114,16 @@ class Settings(ClientSettings):
     node_fencing: bool = setting(
         True, "Watch Nodes: a Node tainted node.kubernetes.io/out-of-service fences the Host "
         "of the same name (needs get/list/watch on nodes).")
+    seal_user_data: bool = setting(
+        True, "Seal the user data of spec.userData.secretRef for the Instance's host "
+        "(status.sealedUserData; agents run with --user-data-from operator and need no "
+        "access to Secrets). Needs get on secrets.")
     audit_interval: float = setting(300.0, "Seconds between allocation audits (0: off).",
                                     type=click.FloatRange(min=0))
-    audit_heal: bool = setting(False, "Let the periodic audit heal what it finds.")
+    audit_heal: bool = setting(
+        True, "Let the periodic audit heal what it finds: delete orphan allocations (a "
+        "consumer with no Instance, e.g. after its finalizer was removed by hand) and "
+        "claim missing ones again.")
     events: bool = setting(True, "Post Kubernetes Events (Scheduled, NoValidHost, ...).")
     event_qps: float = setting(
         5.0, "Normal Events (Scheduled, Rescheduled, ...) per second, in bursts of "

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import threading
 
+from kova import sealing
 from kova.agents.context import AgentContext, InstanceFiles
 from kova.agents.instance import decisions, restart_fields
 from kova.agents.instance.decisions import BuildError
@@ -56,16 +57,43 @@ def network_config(mac: str) -> str:
     )
 
 
-def read_user_data(kube: SyncKube, obj: dict) -> str:
+def read_user_data(ctx: AgentContext, obj: dict) -> str:
     """The Instance's user data (empty when it has none).  Raises
     :class:`BuildError` (``UserDataUnavailable``) naming the Secret and key
-    -- never a value -- when the Secret or its key is missing."""
+    -- never a value -- when the Secret or its key is missing (or, with
+    ``--user-data-from operator``, not handed over by the operator yet)."""
     ud = ob.spec(obj).get("userData") or {}
     if ud.get("inline") is not None:
         return ud["inline"]
     ref = ud.get("secretRef")
     if not ref:
         return ""
+    if ctx.cfg.user_data_from == "operator":
+        return unseal_user_data(ctx, obj, ref)
+    return read_secret(ctx.kube, obj, ref)
+
+
+def unseal_user_data(ctx: AgentContext, obj: dict, ref: dict) -> str:
+    """The user data the operator sealed for this host (kova.sealing): the
+    agent reads no Secret."""
+    md = obj["metadata"]
+    ns, key = md["namespace"], ref.get("key") or "userdata"
+    sealed = ob.status(obj).get("sealedUserData") or {}
+    if (sealed.get("host") != ctx.host or sealed.get("secret") != ref["name"]
+            or sealed.get("key") != key):
+        raise BuildError(names.ERROR_USER_DATA,
+                         f"the operator has not handed over the user data of Secret "
+                         f"{ns}/{ref['name']} (key {key!r}) for host {ctx.host} yet")
+    try:
+        data = sealing.unseal(ctx.user_data_key, sealed["data"],
+                              sealing.context(ns, md["name"], md["uid"], ctx.host))
+    except sealing.SealError as exc:
+        raise BuildError(names.ERROR_USER_DATA,
+                         f"the user data of Secret {ns}/{ref['name']}: {exc}") from None
+    return data.decode("utf-8", errors="replace")
+
+
+def read_secret(kube: SyncKube, obj: dict, ref: dict) -> str:
     ns = obj["metadata"]["namespace"]
     secret = kube.get_or_none(f"/api/v1/namespaces/{ns}/secrets/{ref['name']}")
     if secret is None:
@@ -99,7 +127,7 @@ class UserData:
             return True
         waits = self.ctx.memory.secret_waits
         try:
-            read_user_data(self.ctx.kube, obj)
+            read_user_data(self.ctx, obj)
         except BuildError as exc:
             n = waits.get(key, 0)
             waits[key] = n + 1
@@ -136,7 +164,7 @@ class UserData:
             files.seed,
             meta_data(instance_id or uid, spec.get("hostname") or md["name"],
                       spec.get("sshKeys")),
-            read_user_data(self.ctx.kube, obj),
+            read_user_data(self.ctx, obj),
             network_config(mac_for(uid)) if self.ctx.with_nic else None,
         )
 

@@ -37,7 +37,9 @@ KOVA_REPOSITORY = "localhost/kova"
 POSTGRES_REPOSITORY = "localhost/kova/postgres"
 #: Images the cluster runs, by hack/build-images.sh's names.
 IMAGES = ("pause", "coredns", "postgres", "kova")
-HYPERVISOR_LABEL = "kova.dev/hypervisor"
+#: The agent DaemonSet's node selector (helm/kova/values.yaml): under
+#: node-restriction.kubernetes.io/, which no kubelet may set on its own Node.
+HYPERVISOR_LABEL = "node-restriction.kubernetes.io/kova-hypervisor"
 
 
 def kova_version() -> str:

@@ -411,7 +411,11 @@ class ControlPlane:
         """RBAC; with a node also the Node authorizer, NodeRestriction and the
         client certificate the API server presents to the kubelet."""
         if not self.node_name:
-            return ["--authorization-mode", "RBAC"]
+            # NodeRestriction and the Node authorizer as on a real cluster:
+            # a node's credentials may write its own Node, and no label under
+            # node-restriction.kubernetes.io/ (the agents' node selector)
+            return ["--authorization-mode", "Node,RBAC",
+                    "--enable-admission-plugins", "NodeRestriction"]
         kubelet_client = issue_client_cert(
             self.workdir / "pki", "kube-apiserver-kubelet-client", ("system:masters",))
         return [

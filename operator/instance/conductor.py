@@ -20,6 +20,7 @@ from kova.operator.instance import status as st
 from kova.operator.instance.placing import Move, Placer
 from kova.operator.instance.plan import Step, attempts
 from kova.operator.instance.records import Records
+from kova.operator.quota import QuotaExceeded, Quotas
 from kova.operator.scheduler.request import InvalidRequest, MissingDependency, RequestSpec
 from kova.operator.scheduler.scheduler import NoValidHost
 from kova.placement_client import PLACEMENT_FAILURES, placement_trouble
@@ -32,6 +33,7 @@ class Conductor:
         self.ctx = ctx
         self.records = records
         self.placer = placer
+        self.quotas = Quotas(ctx.kube, ctx.informer)
 
     # ------------------------------------------------------------ new build
     async def build(self, key: tuple, body: dict) -> None:
@@ -39,7 +41,7 @@ class Conductor:
         t0 = time.monotonic()
         uid = body["metadata"]["uid"]
         try:
-            self.placer.request(body)  # validate before touching anything
+            _, size = self.placer.request(body)  # validate before touching anything
         except MissingDependency as exc:
             await self.wait(key, body, exc.reason, exc.message, "%s/%s uid=%s waits: %s "
                             "(retry in %.1fs, or when it appears)")
@@ -48,7 +50,13 @@ class Conductor:
             await self.records.set_error(body, exc.reason, exc.message)
             return
         try:
-            decision, size = await self.placer.place(body)
+            async with self.quotas.admit(body, size) as claimed:
+                decision, size = await self.placer.place(body)
+                claimed(size)
+        except QuotaExceeded as exc:
+            await self.wait(key, body, exc.reason, exc.message,
+                            "%s/%s uid=%s waits for quota: %s (retry in %.1fs)")
+            return
         except NoValidHost as exc:
             await self.wait(key, body, names.REASON_NO_VALID_HOST, exc.message,
                             "no valid host for %s/%s uid=%s: %s (retry in %.1fs)")

@@ -19,6 +19,7 @@ from kova.operator.instance.deletion import Deletion
 from kova.operator.instance.evacuation import Evacuation
 from kova.operator.instance.plan import Action, Facts, HostFacts, Plan, Step
 from kova.operator.instance.records import Records
+from kova.operator.userdata import UserDataSealer
 
 LOG = logging.getLogger("kova.operator")
 
@@ -31,6 +32,7 @@ class InstanceController:
         self.conductor = conductor
         self.evacuation = evacuation
         self.deletion = deletion
+        self.user_data = UserDataSealer(ctx)
 
     # ------------------------------------------------------------ events
     def changed(self, namespace: str, name: str, body: dict, deleted: bool) -> None:
@@ -81,6 +83,8 @@ class InstanceController:
             if body is None:
                 return
             body = await self.do(key, body, step)
+        if body is not None:
+            await self.user_data.ensure(key, body)
 
     # ------------------------------------------------------------ steps
     async def do(self, key: tuple, body: dict, step: Step) -> dict | None:

@@ -175,10 +175,14 @@ def test_placement_never_logs_tokens(k8s_client, kubeconfig, namespace, tmp_path
            figures={"requests": requests, "log_bytes": len(log_file) + len(log_tr)})
 
 
+@pytest.mark.parametrize("user_data_from", ["operator", "secret"])
 def test_user_data_secret_and_bearer_tokens_never_leak(
-        k8s_client, kubeconfig, kova_crds, namespace, tmp_path, kubectl):
+        k8s_client, kubeconfig, kova_crds, namespace, tmp_path, kubectl, user_data_from):
     """A real agent builds a domain whose user data comes from a Secret; the
-    marker is in the seed ISO and nowhere else."""
+    marker is in the seed ISO and nowhere else.  ``operator``: the operator
+    seals it for the agent's host (Instance status.sealedUserData; the agent
+    reads no Secret, as the chart runs it); ``secret``: the agent reads the
+    Secret itself."""
     from kubernetes import client
 
     core = client.CoreV1Api(k8s_client)
@@ -205,6 +209,7 @@ def test_user_data_secret_and_bearer_tokens_never_leak(
                   "--instance-dir", str(tmp_path / "instances"), "--kubeconfig", str(kubeconfig),
                   "--placement-url", purl, "--metrics-port", "-1", "--resync-seconds", "2",
                   "--image-host-dir", str(image.parent),
+                  "--user-data-from", user_data_from,
                   "--log-level", "debug", "--log-format", "text"], tmp_path / "agent.log",
                  env={"KOVA_PLACEMENT_TOKEN": ptoken})
     image_name, flavor = f"img-{host}", f"flavor-{host}"
@@ -227,6 +232,8 @@ def test_user_data_secret_and_bearer_tokens_never_leak(
         # The guest gets it: the seed ISO's user-data is the Secret's value.
         seed = read_nocloud_seed(tmp_path / "instances" / uid / "seed.iso")
         assert seed["user-data"].decode() == user_data
+        sealed = got["status"].get("sealedUserData")
+        assert sealed and sealed["host"] == host and sealed["secret"] == "user-data"
         assert marker.encode() in (tmp_path / "instances" / uid / "seed.iso").read_bytes()
         # A second Instance whose Secret key is missing: it waits, and the
         # condition names the Secret and key, never a value.

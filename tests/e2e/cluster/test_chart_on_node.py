@@ -149,7 +149,7 @@ def test_node_is_ready_with_dns_and_service_proxy(node_cluster):
     info = node["status"]["nodeInfo"]
     assert info["kubeletVersion"] == "v1.36.5"
     assert info["containerRuntimeVersion"].startswith("containerd://1.6")
-    assert node["metadata"]["labels"]["kova.dev/hypervisor"] == "true"
+    assert node["metadata"]["labels"]["node-restriction.kubernetes.io/kova-hypervisor"] == "true"
     assert not [t for t in node["spec"].get("taints", []) if t["effect"] == "NoSchedule"]
     # cluster DNS runs as a pod; kube-proxy programs its own nftables table
     dns = json.loads(node_cluster.kubectl("get", "deploy", "coredns", "-n", "kube-system",

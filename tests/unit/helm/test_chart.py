@@ -179,7 +179,7 @@ def test_agent_daemonset() -> None:
     objs = render()
     ds = one(objs, "DaemonSet", "kova-agent")
     spec = pod_spec(ds)
-    assert spec["nodeSelector"] == {"kova.dev/hypervisor": "true"}
+    assert spec["nodeSelector"] == {"node-restriction.kubernetes.io/kova-hypervisor": "true"}
     (c,) = spec["containers"]
     assert c["image"] == "kova:0.1.0"
     assert c["args"][:2] == ["agent", "run"]
@@ -375,7 +375,8 @@ def test_network_policies() -> None:
 
 def test_agent_node_restriction_policy() -> None:
     objs = render()
-    vaps = {p["metadata"]["name"]: p for p in by_kind(objs, "ValidatingAdmissionPolicy")}
+    vaps = {p["metadata"]["name"]: p for p in by_kind(objs, "ValidatingAdmissionPolicy")
+            if p["metadata"]["name"].startswith("kova-agent-")}
     assert set(vaps) == {f"kova-agent-node-restriction-{r}" for r in ("hosts", "instances", "leases")}
     for vap in vaps.values():
         assert vap["apiVersion"] == "admissionregistration.k8s.io/v1"
@@ -385,10 +386,13 @@ def test_agent_node_restriction_policy() -> None:
         assert "authentication.kubernetes.io/node-name" in vap["spec"]["variables"][0]["expression"]
         assert vap["spec"]["failurePolicy"] == "Fail"
     bindings = by_kind(objs, "ValidatingAdmissionPolicyBinding")
-    assert {b["spec"]["policyName"] for b in bindings} == set(vaps)
+    assert {b["spec"]["policyName"] for b in bindings} == set(vaps) | {"kova-tenant-restriction"}
     assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings)
     off = render(COMBINATIONS["peering-namespaced-external-placement"])
-    assert not by_kind(off, "ValidatingAdmissionPolicy")
+    assert [p["metadata"]["name"] for p in by_kind(off, "ValidatingAdmissionPolicy")] == [
+        "kova-tenant-restriction"]
+    without = by_kind(render({"rbac.tenantRestriction": False}), "ValidatingAdmissionPolicy")
+    assert "kova-tenant-restriction" not in {p["metadata"]["name"] for p in without}
 
 
 def test_lease_roles_live_in_the_lease_namespace() -> None:

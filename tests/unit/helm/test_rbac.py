@@ -21,7 +21,9 @@ KOVA = "kova.dev"
 #: component -> {(apiGroup, resource): verbs} granted cluster-wide.
 CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
     "operator": {
-        (KOVA, "instances"): READ | {"patch"},        # labels, finalizer, annotations
+        # labels, finalizer, annotations; "schedule": admitted to set the host label,
+        # remove Kova's finalizers (templates/tenant-restriction.yaml)
+        (KOVA, "instances"): READ | {"patch", "schedule"},
         (KOVA, "instances/status"): {"get", "patch"},
         (KOVA, "hosts"): READ | {"patch"},            # annotations (host monitor)
         (KOVA, "hosts/status"): {"get", "patch"},     # state, Ready condition
@@ -30,6 +32,8 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "servergroups"): READ,
         (KOVA, "servergroups/status"): {"get", "patch"},  # members, hosts, PolicySatisfied
         ("", "nodes"): READ,                          # out-of-service taint fences a Host
+        ("", "resourcequotas"): {"list"},             # kova.dev/* quota limits
+        ("", "secrets"): {"get"},                     # user data sealed for the host
         ("", "events"): {"create"},
         ("events.k8s.io", "events"): {"create"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},  # kopf
@@ -44,7 +48,6 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "flavors"): {"get"},
         (KOVA, "images"): {"get"},
         (KOVA, "images/status"): {"patch"},           # its verified copy (cachedOn)
-        ("", "secrets"): {"get"},                     # user data by reference
         ("", "events"): {"create"},
     },
     "placement": {
@@ -241,3 +244,19 @@ def test_user_roles() -> None:
     assert not {(SUB, "instances/console"), (SUB, "instances/vnc")} & set(USER_ROLES["kova-view"])
     assert not POWER & {r for _g, r in USER_ROLES["kova-view"]}
     assert not by_kind(render({"rbac.create": False}), "ClusterRole")
+
+
+def test_agents_read_no_secret_unless_asked() -> None:
+    """By default the operator seals user data for each host and no agent may
+    read a Secret; agent.userDataFrom=secret gives the agents the read (and
+    the operator none)."""
+    default = _grants(render(), "ClusterRole")
+    assert ("", "secrets") not in default["agent"]
+    assert default["operator"][("", "secrets")] == {"get"}
+    objs = render({"agent.userDataFrom": "secret"})
+    legacy = _grants(objs, "ClusterRole")
+    assert legacy["agent"][("", "secrets")] == {"get"}
+    assert ("", "secrets") not in legacy["operator"]
+    (op,) = [d for d in by_kind(objs, "Deployment")
+             if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
+    assert "--no-seal-user-data" in op["spec"]["template"]["spec"]["containers"][0]["args"]
