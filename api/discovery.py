@@ -19,6 +19,9 @@ SUBRESOURCES: dict[str, tuple[str, str]] = {
     "reboot": ("PUT", "update"),
     "pause": ("PUT", "update"),
     "unpause": ("PUT", "update"),
+    "resize-confirm": ("PUT", "update"),
+    "resize-revert": ("PUT", "update"),
+    "migrate": ("PUT", "update"),
 }
 POWER_ACTIONS = ("start", "stop", "restart", "reboot", "pause", "unpause")
 
