@@ -216,9 +216,11 @@ def actions(ctx: click.Context, name: str, output: str, **_: str) -> None:
         click.echo("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5])
 
 
-def _follow_move(cluster: Cluster, ns: str, name: str, timeout: float) -> dict:
+def _follow_move(cluster: Cluster, ns: str, name: str, timeout: float,
+                 generation: int = 0) -> dict:
     """Print each step of the Instance's move until it waits for a confirm
-    or revert (or ends); the Instance as it is then."""
+    or revert (or ends: no move recorded, and the Resized condition speaks of
+    spec ``generation`` or later); the Instance as it is then."""
     import time
 
     deadline = time.monotonic() + timeout
@@ -227,12 +229,15 @@ def _follow_move(cluster: Cluster, ns: str, name: str, timeout: float) -> dict:
         inst = cluster.get_instance(ns, name)
         status = inst.get("status") or {}
         mig = status.get("migration") or {}
+        cond: dict = next((c for c in status.get("conditions") or []
+                           if c.get("type") == "Resized"), {})
+        started = mig or int(cond.get("observedGeneration") or 0) >= generation
         now = (status.get("phase"), mig.get("step"), mig.get("destHost"))
         if now != seen:
             click.echo(f"  phase {now[0] or '-'}, step {now[1] or '-'}"
                        + (f", destination {now[2]}" if now[2] else ""), err=True)
             seen = now
-        if not mig or mig.get("step") == "Verify":
+        if started and (not mig or mig.get("step") == "Verify"):
             return inst
         if time.monotonic() > deadline:
             raise PluginError(f"instance {ns}/{name}: the move is still at step "
@@ -284,11 +289,13 @@ def resize(ctx: click.Context, name: str, flavor: str | None, decision: str | No
                         f"{decision} instance {ns}/{name}")
         _move_result(cluster.get_instance(ns, name), ns, name)
         return
-    cluster.request("PATCH", cluster.instance_path(ns, name), f"resize instance {ns}/{name}",
-                    json_body={"spec": {"flavorRef": {"name": flavor}}})
+    patched = cluster.request("PATCH", cluster.instance_path(ns, name),
+                              f"resize instance {ns}/{name}",
+                              json_body={"spec": {"flavorRef": {"name": flavor}}})
     click.echo(f"resizing instance {ns}/{name} to Flavor {flavor} ...", err=True)
     if wait:
-        _move_result(_follow_move(cluster, ns, name, timeout), ns, name)
+        generation = int((patched or {}).get("metadata", {}).get("generation") or 0)
+        _move_result(_follow_move(cluster, ns, name, timeout, generation), ns, name)
 
 
 @main.command()

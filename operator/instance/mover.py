@@ -116,9 +116,12 @@ class Mover:
                 return
         self.ctx.ledger.claimed(uid, dest)
         message = moves.claimed_message({**mig, "newResources": size}, dest)
+        written: list = []
         body = await self.records.patch_status(
-            body, lambda cur: moves.claimed(cur, mid, dest, size, message))
-        LOG.info("%s/%s uid=%s: %s", key[1], key[2], uid, message, extra=kova_log.about(body))
+            body, lambda cur: moves.claimed(cur, mid, dest, size, message), written=written)
+        if written:
+            LOG.info("%s/%s uid=%s: %s", key[1], key[2], uid, message,
+                     extra=kova_log.about(body))
 
     async def _claim_new(self, body: dict, mig: dict) -> str:
         """Schedule the new size and move the allocations (see claim); the
