@@ -62,6 +62,7 @@ def openapi_v3_index() -> dict[str, Any]:
 
 HTTP_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
                 405: "MethodNotAllowed", 409: "Conflict", 500: "InternalError",
+                501: "NotImplemented",
                 503: "ServiceUnavailable", 504: "Timeout"}
 
 

@@ -162,8 +162,12 @@ class Mover:
         """The move cannot start (nothing was moved in Placement): the record
         goes, Resized=False for this generation, the action ends in Error."""
         mig = ob.status(body).get("migration") or {}
+        written: list = []
         body = await self.records.patch_status(
-            body, lambda cur: moves.aborted(cur, mig.get("uuid", ""), reason, message))
+            body, lambda cur: moves.aborted(cur, mig.get("uuid", ""), reason, message),
+            written=written)
+        if not written:
+            return
         LOG.warning("%s/%s: move not started: %s: %s", *ob.key(body), reason, message,
                     extra=kova_log.about(body))
         self.ctx.emit(body, "Warning", reason, message)
