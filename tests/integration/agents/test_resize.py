@@ -150,3 +150,63 @@ def test_resize_confirm_revert_and_a_refused_shrink(
     assert _allocs(placement, uid)[rp]["resources"] == _resources(BIG)
     history = [(a["action"], a["result"]) for a in harness.get("vm")["status"]["actions"]]
     assert history[-2:] == [("resize", "Success"), ("resize", "Success")], history
+
+
+def test_a_restarted_operator_goes_on_from_the_recorded_step(
+        harness, placement, small_image, libvirt_conn, tmp_path):
+    """The operator died right after its POST /allocations and before it
+    recorded step Moving (made here by hand, with no operator running): the
+    next operator finds the migration consumer holding the old allocation,
+    takes the destination from Placement instead of claiming again, and the
+    resize goes on to ResizeVerify; a confirm then leaves exactly the new
+    allocation."""
+    harness.agent(placement_url=placement.url)
+    wait_for(lambda: ((harness.host_obj() or {}).get("status") or {}).get(
+        "resourceProviderUUID"), 30, what="provider registered")
+    rp = harness.host_obj()["status"]["resourceProviderUUID"]
+    sfx = harness.host[-6:]
+    harness.flavor(f"small-{sfx}", **SMALL)
+    harness.flavor(f"big-{sfx}", **BIG)
+    harness.image(f"img-{sfx}", small_image)
+    uid = harness.instance("vm", f"img-{sfx}", flavor=f"small-{sfx}",
+                           schedule=False)["metadata"]["uid"]
+    with operator_process(harness, placement, tmp_path, "--resize-confirm-window", "0"):
+        harness.wait_phase("vm", "Running", timeout=60)
+    # ---- what a crash after the POST leaves: the record at step Claiming,
+    # Placement already moved (the spec asks for "big").
+    mig_uuid = "5e1f0c2a-7b1d-4c3e-9f00-000000000001"
+    harness.patch("vm", {"spec": {"flavorRef": {"name": f"big-{sfx}"}}})
+    project = names.project_id(harness.ns)
+    gen = placement.http.get(f"/allocations/{uid}").json()["consumer_generation"]
+    resp = placement.http.post("/allocations", json={
+        mig_uuid: {"allocations": {rp: {"resources": _resources(SMALL)}},
+                   "project_id": project, "user_id": "kova", "consumer_generation": None,
+                   "consumer_type": "MIGRATION"},
+        uid: {"allocations": {rp: {"resources": _resources(BIG)}}, "project_id": project,
+              "user_id": "kova", "consumer_generation": gen, "consumer_type": "INSTANCE"}})
+    assert resp.status_code == 204, resp.text
+    harness.custom.patch_namespaced_custom_object_status(
+        names.GROUP, names.VERSION, harness.ns, "instances", "vm", {"status": {
+            "phase": "Resizing", "migration": {
+                "uuid": mig_uuid, "type": "resize", "step": "Claiming",
+                "sourceHost": harness.host, "oldResources": SMALL, "requestId": "req-crash",
+                "user": "kova-operator", "startTime": "2026-01-01T00:00:00Z"}}},
+        _content_type="application/merge-patch+json")
+
+    with operator_process(harness, placement, tmp_path, "--resize-confirm-window", "0"):
+        obj = harness.wait_phase("vm", "ResizeVerify", timeout=60)
+        assert obj["status"]["migration"]["uuid"] == mig_uuid
+        assert obj["status"]["migration"]["destHost"] == harness.host
+        assert _domain_size(libvirt_conn, uid) == (2, 256)
+        consumers = placement.http.get(f"/resource_providers/{rp}/allocations").json()
+        assert set(consumers["allocations"]) == {uid, mig_uuid}  # nothing claimed twice
+        harness.custom.patch_namespaced_custom_object_status(
+            names.GROUP, names.VERSION, harness.ns, "instances", "vm",
+            {"status": {"migration": {**obj["status"]["migration"], "decision": "Confirm",
+                                      "decidedBy": "tester"}}},
+            _content_type="application/merge-patch+json")
+        wait_for(lambda: "migration" not in harness.get("vm")["status"], 30,
+                 what="confirmed")
+    assert _allocs(placement, mig_uuid) == {}
+    usages = placement.http.get(f"/resource_providers/{rp}/usages").json()["usages"]
+    assert usages == _resources(BIG), usages
