@@ -158,8 +158,9 @@ def test_a_restarted_operator_goes_on_from_the_recorded_step(
     recorded step Moving (made here by hand, with no operator running): the
     next operator finds the migration consumer holding the old allocation,
     takes the destination from Placement instead of claiming again, and the
-    resize goes on to ResizeVerify; a confirm then leaves exactly the new
-    allocation."""
+    resize goes on to ResizeVerify; the confirm window (8 s here) confirms it
+    on its own and leaves exactly the new allocation; deleting the Instance
+    then frees everything."""
     harness.agent(placement_url=placement.url)
     wait_for(lambda: ((harness.host_obj() or {}).get("status") or {}).get(
         "resourceProviderUUID"), 30, what="provider registered")
@@ -193,20 +194,20 @@ def test_a_restarted_operator_goes_on_from_the_recorded_step(
                 "user": "kova-operator", "startTime": "2026-01-01T00:00:00Z"}}},
         _content_type="application/merge-patch+json")
 
-    with operator_process(harness, placement, tmp_path, "--resize-confirm-window", "0"):
+    with operator_process(harness, placement, tmp_path, "--resize-confirm-window", "8"):
         obj = harness.wait_phase("vm", "ResizeVerify", timeout=60)
         assert obj["status"]["migration"]["uuid"] == mig_uuid
         assert obj["status"]["migration"]["destHost"] == harness.host
         assert _domain_size(libvirt_conn, uid) == (2, 256)
         consumers = placement.http.get(f"/resource_providers/{rp}/allocations").json()
         assert set(consumers["allocations"]) == {uid, mig_uuid}  # nothing claimed twice
-        harness.custom.patch_namespaced_custom_object_status(
-            names.GROUP, names.VERSION, harness.ns, "instances", "vm",
-            {"status": {"migration": {**obj["status"]["migration"], "decision": "Confirm",
-                                      "decidedBy": "tester"}}},
-            _content_type="application/merge-patch+json")
-        wait_for(lambda: "migration" not in harness.get("vm")["status"], 30,
-                 what="confirmed")
-    assert _allocs(placement, mig_uuid) == {}
+        obj = wait_for(lambda: "migration" not in (o := harness.get("vm"))["status"] and o,
+                       60, what="confirmed by the window")
+        assert "automatically after the confirm window" in _resized(obj)["message"]
+        assert _allocs(placement, mig_uuid) == {}
+        usages = placement.http.get(f"/resource_providers/{rp}/usages").json()["usages"]
+        assert usages == _resources(BIG), usages
+        harness.delete("vm")
+        wait_for(lambda: harness.get("vm") is None, 30, what="vm deleted")
     usages = placement.http.get(f"/resource_providers/{rp}/usages").json()["usages"]
-    assert usages == _resources(BIG), usages
+    assert not any(usages.values()), usages
