@@ -73,6 +73,7 @@ def floor_domain(uri: str, kova_domain: str, work: Path) -> tuple[str, Path]:
     own_disk, own_log = work / "floor.qcow2", work / "floor-console.log"
     shutil.copyfile(disk, own_disk)
     xml = re.sub(r"<uuid>[^<]+</uuid>", "", xml)
+    xml = re.sub(r"<entry name='uuid'>[^<]*</entry>", "", xml)  # sysinfo must match <uuid>
     xml = re.sub(r"<metadata>.*?</metadata>", "", xml, flags=re.S)
     xml = re.sub(r"<name>[^<]+</name>", "<name>kova-bench-floor</name>", xml, count=1)
     xml = xml.replace(disk, str(own_disk))
@@ -81,6 +82,12 @@ def floor_domain(uri: str, kova_domain: str, work: Path) -> tuple[str, Path]:
         xml = xml.replace(log.group(1), str(own_log))
     (work / "floor.xml").write_text(xml)
     return xml, own_log
+
+
+def virsh_run(virsh: list[str], *args: str) -> None:
+    out = subprocess.run([*virsh, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"virsh {' '.join(args)}: {out.stderr.strip()}")
 
 
 def sized(xml: str, vcpus: int, mib: int) -> str:
@@ -142,9 +149,13 @@ spec:
         uri = stack.libvirt_uris[inst["status"]["host"]]
         xml, floor_log = floor_domain(uri, "default.vm", work)
         virsh = ["virsh", "-q", "-c", uri]
-        subprocess.run([*virsh, "define", str(work / "floor.xml")], check=True,
-                       capture_output=True)
-        subprocess.run([*virsh, "start", "kova-bench-floor"], check=True, capture_output=True)
+        virsh_run(virsh, "define", str(work / "floor.xml"))
+        floor_uuid = subprocess.run([*virsh, "domuuid", "kova-bench-floor"], check=True,
+                                    capture_output=True, text=True).stdout.strip()
+        # a define again with the same uuid changes the domain, not a new one
+        xml = xml.replace("<name>kova-bench-floor</name>",
+                          f"<name>kova-bench-floor</name><uuid>{floor_uuid}</uuid>", 1)
+        virsh_run(virsh, "start", "kova-bench-floor")
         wait_shells(floor_log, 1)
         results: dict[str, list[float]] = {"kova": [], "floor": []}
         for r in range(args.rounds):
@@ -166,12 +177,9 @@ spec:
             before = shells(floor_log)
             (work / "floor.xml").write_text(sized(xml, c, m))
             t0 = time.perf_counter()
-            subprocess.run([*virsh, "destroy", "kova-bench-floor"], check=True,
-                           capture_output=True)
-            subprocess.run([*virsh, "define", str(work / "floor.xml")], check=True,
-                           capture_output=True)
-            subprocess.run([*virsh, "start", "kova-bench-floor"], check=True,
-                           capture_output=True)
+            virsh_run(virsh, "destroy", "kova-bench-floor")
+            virsh_run(virsh, "define", str(work / "floor.xml"))
+            virsh_run(virsh, "start", "kova-bench-floor")
             wait_shells(floor_log, before + 1)
             results["floor"].append(time.perf_counter() - t0)
             print(f"round {r + 1} to {c} vCPU/{m} MiB: kova {results['kova'][-1]:.2f} s, "
