@@ -27,13 +27,13 @@ whether the Instance stops waiting for a host.  The cases:
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import MigrationDecision, MigrationStep
+from kova.operator.host.view import parse_time
 from kova.operator.instance import moves
 from kova.operator.instance import status as st
 
@@ -252,7 +252,7 @@ def _move(body: dict, facts: Facts) -> Step | None:
             return Step(Action.CONFIRM_MOVE)
         if facts.confirm_window <= 0:
             return Step(Action.NOTHING, reason=AWAITING_CONFIRM)
-        since = parse_rfc3339(mig.get("verifyTime"))
+        since = parse_time(mig.get("verifyTime"))
         left = (since if since is not None else facts.now) + facts.confirm_window - facts.now
         if left <= 0:
             return Step(Action.CONFIRM_MOVE, reason=AUTO_CONFIRM)
@@ -268,11 +268,3 @@ def _move(body: dict, facts: Facts) -> Step | None:
         return Step(Action.REFUSE_RESIZE, reason=why)
     return Step(Action.START_RESIZE)
 
-
-def parse_rfc3339(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
