@@ -19,6 +19,9 @@ SUBRESOURCES: dict[str, tuple[str, str]] = {
     "reboot": ("PUT", "update"),
     "pause": ("PUT", "update"),
     "unpause": ("PUT", "update"),
+    "resize-confirm": ("PUT", "update"),
+    "resize-revert": ("PUT", "update"),
+    "migrate": ("PUT", "update"),
 }
 POWER_ACTIONS = ("start", "stop", "restart", "reboot", "pause", "unpause")
 
@@ -59,6 +62,7 @@ def openapi_v3_index() -> dict[str, Any]:
 
 HTTP_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
                 405: "MethodNotAllowed", 409: "Conflict", 500: "InternalError",
+                501: "NotImplemented",
                 503: "ServiceUnavailable", 504: "Timeout"}
 
 

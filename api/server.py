@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from kova import actions as history
 from kova import events, metrics
-from kova.api import discovery, power
+from kova.api import discovery, moves, power
 from kova.api.agents import AgentClient, AgentUnavailable, endpoint_of
 from kova.api.auth import (
     CONFIGMAP,
@@ -208,6 +208,8 @@ class ApiServer:
                 return await self._stream(request, inst, sub, user)
             if sub == "log":
                 return await self._log(request, inst)
+            if sub in moves.SUBRESOURCES:
+                return await self._move(request, inst, sub, user)
             return await self._power(inst, sub, user)
         except AgentUnavailable as exc:
             return failure(exc.status, exc.message, reason=exc.reason, name=name)
@@ -320,6 +322,51 @@ class ApiServer:
             "namespace": md["namespace"], "name": md["name"], "action": action,
             "requestId": req, "user": user.name, "result": result, "message": message,
             "powerState": ((current or {}).get("status") or {}).get("powerState"),
+        })
+
+    # ------------------------------------------------------------------ moves
+    async def _move(self, request: web.Request, inst: dict, sub: str,
+                    user: User) -> web.Response:
+        """resize-confirm / resize-revert: the decision into status.migration,
+        answered once the operator finished the move (504 after
+        --action-timeout); migrate: a new migration record, answered at once
+        (the move takes minutes: kubectl kova migrate follows it)."""
+        md = inst["metadata"]
+        path = instance_path(md["namespace"], md["name"])
+        req = history.request_id()
+        host = request.query.get("host") or None
+        refusal, change, mig_uuid = moves.request_change(inst, sub, user.name, host, req)
+        if refusal is not None:
+            return failure(refusal.code, refusal.message, reason=refusal.reason,
+                           name=md["name"], subresource=sub)
+        await self.kube.patch_guarded(path + "/status", inst, change, read_path=path,
+                                      retries=10)
+        log.info("%s: %s of %s/%s asked by %s", req, sub, md["namespace"], md["name"],
+                 user.name, extra={**about(inst), "request_id": req})
+        await self._event(inst, names.EVENT_ACTION_REQUESTED,
+                          f"{user.name} asked to {sub} ({req})")
+        code, message = 200, f"{sub} recorded"
+        if sub != "migrate":
+            deadline = time.monotonic() + self.cfg.action_timeout
+            while not moves.decided(await self.kube.get_or_none(path), mig_uuid):
+                if time.monotonic() > deadline:
+                    code, message = 504, (f"{sub} recorded; the move is not finished after "
+                                          f"{self.cfg.action_timeout:.0f}s")
+                    break
+                await asyncio.sleep(0.25)
+            else:
+                message = f"{sub}: done"
+        if code >= 300:
+            return failure(code, message, reason="ActionFailed", name=md["name"],
+                           subresource=sub)
+        current = await self.kube.get_or_none(path) or {}
+        status = current.get("status") or {}
+        return web.json_response({
+            "kind": "InstanceAction", "apiVersion": SUBRESOURCE_API_VERSION,
+            "namespace": md["namespace"], "name": md["name"], "action": sub,
+            "requestId": req, "user": user.name, "result": names.ActionResult.SUCCESS,
+            "message": message, "phase": status.get("phase"), "host": status.get("host"),
+            "resources": status.get("resources"), "migration": status.get("migration"),
         })
 
     async def _agent_action(self, inst: dict, action: str, user: User) -> tuple[int, str]:

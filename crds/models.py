@@ -63,6 +63,9 @@ from .names import (
     ImageFormat,
     InstanceActionName,
     InstancePhase,
+    MigrationDecision,
+    MigrationStep,
+    MigrationType,
     NICModel,
     OSType,
     PowerState,
@@ -564,7 +567,8 @@ class InstanceSpec(KovaModel):
     RestartRequired condition names the fields waiting for one); the size
     (flavorRef or resources), imageRef, serverGroupRef, availabilityZone,
     traits and schedulingHints are fixed at creation (the API server rejects
-    a change)."""
+    a change). A change of flavorRef or resources on a placed Instance resizes
+    it (docs/moving.md): a root disk never shrinks."""
 
     model_config = model_config(
         cel(
@@ -582,17 +586,20 @@ class InstanceSpec(KovaModel):
     flavor_ref: ObjectRef | None = Field(
         default=None,
         description="The Flavor (cluster-scoped) giving the size. Exactly one of "
-        "flavorRef and resources. Immutable.",
-        json_schema_extra=k8s(validations=[immutable("flavorRef")]),
+        "flavorRef and resources. A change resizes the Instance (phase Resizing, then "
+        "ResizeVerify: kubectl kova resize NAME --confirm or --revert); a Flavor with a "
+        "smaller diskGiB is refused (condition Resized=False, reason ResizeRefused).",
     )
     resources: Resources | None = Field(
         default=None,
         description="An inline size instead of a Flavor. Exactly one of flavorRef and "
-        f"resources. Immutable. At most {MAX_INLINE_VCPUS} vCPUs, {MAX_INLINE_MEMORY_MIB} "
-        f"MiB of memory and {MAX_INLINE_DISK_GIB} GiB of disk: larger sizes come from a "
-        "Flavor.",
+        "resources. A change resizes the Instance, as a change of flavorRef does; "
+        f"diskGiB may grow, never shrink. At most {MAX_INLINE_VCPUS} vCPUs, "
+        f"{MAX_INLINE_MEMORY_MIB} MiB of memory and {MAX_INLINE_DISK_GIB} GiB of disk: larger "
+        "sizes come from a Flavor.",
         json_schema_extra=k8s(validations=[
-            immutable("resources"),
+            cel("self.diskGiB >= oldSelf.diskGiB",
+                "resources.diskGiB cannot shrink: a resize can only grow the root disk"),
             cel(f"self.vcpus <= {MAX_INLINE_VCPUS}",
                 f"inline resources.vcpus may be at most {MAX_INLINE_VCPUS}; larger sizes "
                 "come from a Flavor", field_path=".vcpus"),
@@ -732,6 +739,59 @@ class SealedUserData(KovaModel):
                       description="The sealed text (base64).")
 
 
+class InstanceMigration(KovaModel):
+    """A resize or cold migration under way (Nova's migration record). The
+    migration's uuid is the Placement consumer that holds the source
+    allocation while the Instance's own uid holds the destination's."""
+
+    uuid: str = Field(
+        max_length=36, pattern=r"^[0-9a-f-]{36}$",
+        description="The migration's UUID: its Placement consumer (type MIGRATION) holds "
+        "the old allocation until the move is confirmed or reverted.",
+    )
+    type: MigrationType = Field(description="resize or migrate (cold).")
+    step: MigrationStep = Field(
+        description="Claiming (the operator claims the new size), Moving (the agent stops "
+        "the guest, grows or copies the disk, starts it), Verify (confirm or revert), "
+        "Reverting (the agent restores the old size and disk), Reverted (the operator "
+        "gives the old allocation back).",
+    )
+    source_host: Name = Field(description="The host it was on.")
+    dest_host: Name | None = Field(
+        default=None, description="The host the scheduler chose (set once claimed)."
+    )
+    requested_host: Name | None = Field(
+        default=None, description="The host a cold migration was asked to go to."
+    )
+    old_resources: Resources = Field(description="The size before the move (for a revert).")
+    new_resources: Resources | None = Field(
+        default=None, description="The size after the move."
+    )
+    old_flavor: Name | None = Field(default=None, description="The Flavor before a resize.")
+    request_id: str = Field(
+        max_length=64, description="The entry of status.actions this move is."
+    )
+    user: str | None = Field(
+        default=None, max_length=1024, description="Who asked for it."
+    )
+    start_time: dt.datetime = Field(description="When it started (RFC 3339).")
+    verify_time: dt.datetime | None = Field(
+        default=None,
+        description="When it reached Verify (the confirm window counts from here).",
+    )
+    decision: MigrationDecision | None = Field(
+        default=None, description="Confirm or Revert, as asked through the subresources."
+    )
+    decided_by: str | None = Field(
+        default=None, max_length=1024, description="Who confirmed or reverted."
+    )
+    was_running: bool | None = Field(
+        default=None,
+        description="Whether the guest ran when the agent stopped it (it is started "
+        "again after the move and after a revert).",
+    )
+
+
 class InstanceStatus(KovaModel):
     """The observed state of an Instance, written by the operator and the
     compute agent."""
@@ -778,6 +838,11 @@ class InstanceStatus(KovaModel):
         "actions requested through the subresource API (kubectl kova start, stop, ...) "
         "and the scheduler's create, reschedule and evacuate.",
     )
+    migration: InstanceMigration | None = Field(
+        default=None,
+        description="The resize or cold migration under way (docs/moving.md); unset "
+        "when none is.",
+    )
     conditions: list[Condition] | None = conditions_field(
         "Scheduled: a host was chosen and resources claimed. Ready: the guest is "
         "running. Reconciling: Kova is still converging on the spec. Stalled: it "
@@ -804,6 +869,7 @@ class Instance(KovaObject):
             ("Flavor", "string", ".spec.flavorRef.name", "Flavor name.", 0),
             ("IP", "string", ".status.addresses[0].address", "Primary IP address.", 0),
             ("Image", "string", ".spec.imageRef.name", "Image name.", 1),
+            ("Move", "string", ".status.migration.step", "Step of a resize or migration.", 1),
             ("Power", "string", ".status.powerState", "Power state.", 1),
             (
                 "Ready",

@@ -113,6 +113,12 @@ class InstancePhase(StrEnum):
     STOPPED = "Stopped"
     PAUSED = "Paused"
     MIGRATING = "Migrating"
+    #: A resize or cold migration is under way (status.migration.step).
+    RESIZING = "Resizing"
+    #: Running at the new size or on the new host: confirm or revert
+    #: (kubectl kova resize --confirm/--revert); confirmed on its own after
+    #: the operator's --resize-confirm-window.
+    RESIZE_VERIFY = "ResizeVerify"
     DELETING = "Deleting"
     ERROR = "Error"
     #: The host's agent stopped reporting (its heartbeat Lease expired): the
@@ -224,6 +230,42 @@ class InstanceActionName(StrEnum):
     REBOOT = "reboot"
     PAUSE = "pause"
     UNPAUSE = "unpause"
+    RESIZE = "resize"
+    MIGRATE = "migrate"
+    CONFIRM_RESIZE = "confirmResize"
+    REVERT_RESIZE = "revertResize"
+
+
+class MigrationType(StrEnum):
+    """What moves an Instance (status.migration.type)."""
+
+    RESIZE = "resize"
+    MIGRATE = "migrate"
+
+
+class MigrationStep(StrEnum):
+    """Where a resize or cold migration is (status.migration.step).  Whose
+    turn it is: Claiming, Verify and Reverted are the operator's; Moving and
+    Reverting the agent's."""
+
+    #: The migration's UUID is recorded; the operator claims the new size.
+    CLAIMING = "Claiming"
+    #: Claimed (the migration consumer holds the old allocation): the agent
+    #: stops the guest, grows or copies the disk, starts it at the new size.
+    MOVING = "Moving"
+    #: Done: waiting for a confirm or revert (or the confirm window).
+    VERIFY = "Verify"
+    #: A revert was asked for: the agent restores the old size and disk.
+    REVERTING = "Reverting"
+    #: Reverted on the host: the operator gives the old allocation back.
+    REVERTED = "Reverted"
+
+
+class MigrationDecision(StrEnum):
+    """The user's answer to a resize or cold migration in ResizeVerify."""
+
+    CONFIRM = "Confirm"
+    REVERT = "Revert"
 
 
 class ActionResult(StrEnum):
@@ -270,6 +312,25 @@ COND_STALLED = "Stalled"
 COND_RESTART_REQUIRED = "RestartRequired"
 REASON_SPEC_CHANGED = "SpecChanged"
 REASON_UP_TO_DATE = "UpToDate"
+#: Set by the operator: the last resize or cold migration of the Instance.
+#: True reason Resizing/Migrating while one is under way (the message says the
+#: step), ResizeVerify while it waits for a confirm or revert, Confirmed or
+#: Reverted when it ended; False reason ResizeRefused (the message names the
+#: spec field) or NoValidHost when it could not start: fix the spec, or set it
+#: back, to go on.
+COND_RESIZED = "Resized"
+REASON_RESIZING = "Resizing"
+REASON_MIGRATING = "Migrating"
+REASON_RESIZE_VERIFY = "ResizeVerify"
+REASON_CONFIRMED = "Confirmed"
+REASON_REVERTED = "Reverted"
+REASON_RESIZE_REFUSED = "ResizeRefused"
+#: Events of a move (reasons of Events only).
+EVENT_RESIZE_STARTED = "ResizeStarted"
+EVENT_MIGRATION_STARTED = "MigrationStarted"
+EVENT_MOVED = "Moved"
+EVENT_RESIZE_CONFIRMED = "ResizeConfirmed"
+EVENT_RESIZE_REVERTED = "ResizeReverted"
 
 # Reasons of the Scheduled condition (and of phase Pending / Error).
 REASON_SCHEDULED = "Scheduled"
@@ -416,6 +477,8 @@ PLACEMENT_MICROVERSION = "1.39"
 TRAIT_DISABLED = "COMPUTE_STATUS_DISABLED"
 #: Consumer type of an Instance's allocations (microversion 1.38).
 CONSUMER_TYPE = "INSTANCE"
+#: Placement consumer type of a migration (it holds the source allocation).
+CONSUMER_TYPE_MIGRATION = "MIGRATION"
 #: user_id of the allocations (Kubernetes has no per-request user here).
 ALLOCATION_USER_ID = "kova"
 

@@ -20,7 +20,8 @@ from kova.crds.names import COND_RECONCILING, COND_SCHEDULED, COND_STALLED, Inst
 #: Phases on the way to the spec's state.
 CONVERGING = frozenset({InstancePhase.PENDING, InstancePhase.SCHEDULING,
                         InstancePhase.SCHEDULED, InstancePhase.BUILDING,
-                        InstancePhase.MIGRATING, InstancePhase.DELETING})
+                        InstancePhase.MIGRATING, InstancePhase.RESIZING,
+                        InstancePhase.DELETING})
 
 Rows = list[tuple[str, str, str, str]]
 

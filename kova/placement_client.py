@@ -443,6 +443,25 @@ class PlacementClient:
             }
         await self.call("POST", "/allocations", ok=(204,), json=body)
 
+    async def move_allocations(self, consumers: dict[str, dict]) -> None:
+        """``POST /allocations``: the allocations of several existing or new
+        consumers replaced in one transaction -- all or none (Nova's
+        ``move_allocations`` for a migration).  ``consumers`` maps a consumer
+        to ``{"allocations": {rp: {"resources": ...}} (empty: none),
+        "project_id", "consumer_generation", "consumer_type"}``;
+        :class:`Conflict` on 409 (a generation moved, or no capacity)."""
+        body = {}
+        for consumer, c in consumers.items():
+            body[consumer] = {
+                "allocations": {rp: {"resources": a["resources"]}
+                                for rp, a in (c.get("allocations") or {}).items()},
+                "project_id": c["project_id"],
+                "user_id": names.ALLOCATION_USER_ID,
+                "consumer_generation": c.get("consumer_generation"),
+                "consumer_type": c.get("consumer_type", names.CONSUMER_TYPE),
+            }
+        await self.call("POST", "/allocations", ok=(204,), json=body)
+
     async def delete_allocations(self, consumer: str) -> bool:
         """Delete a consumer's allocations; True if there were any."""
         status, content = await self.send("DELETE", f"/allocations/{consumer}")

@@ -40,6 +40,7 @@ from kova.operator.instance.conductor import Conductor
 from kova.operator.instance.controller import InstanceController
 from kova.operator.instance.deletion import Deletion
 from kova.operator.instance.evacuation import Evacuation
+from kova.operator.instance.mover import Mover
 from kova.operator.instance.placing import Placer
 from kova.operator.instance.records import Records
 from kova.operator.leadership import Leadership
@@ -98,7 +99,7 @@ class Operator:
         placer = Placer(ctx, records, self.scheduler, self.batcher)
         self.instances = InstanceController(
             ctx, records, Conductor(ctx, records, placer), Evacuation(ctx, records, placer),
-            Deletion(ctx, records))
+            Deletion(ctx, records), Mover(ctx, records, placer))
         # read at each scrape: Instances leave the waiting set in many places
         metrics.PENDING.set_function(lambda: len(ctx.ledger.pending))
         inventory_metrics.INVENTORY.source = self.informer

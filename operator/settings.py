@@ -118,6 +118,13 @@ class Settings(ClientSettings):
         True, "Seal the user data of spec.userData.secretRef for the Instance's host "
         "(status.sealedUserData; agents run with --user-data-from operator and need no "
         "access to Secrets). Needs get on secrets.")
+    resize_confirm_window: float = setting(
+        3600.0, "Seconds a resize or cold migration waits in ResizeVerify for a confirm or "
+        "revert before it is confirmed on its own (0: it waits for the user; Nova's "
+        "resize_confirm_window).", type=click.FloatRange(min=0))
+    allow_resize_to_same_host: bool = setting(
+        True, "A resize may stay on the Instance's host (Nova's allow_resize_to_same_host).",
+        flag="--allow-resize-to-same-host/--no-allow-resize-to-same-host")
     audit_interval: float = setting(300.0, "Seconds between allocation audits (0: off).",
                                     type=click.FloatRange(min=0))
     audit_heal: bool = setting(

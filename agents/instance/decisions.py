@@ -53,6 +53,8 @@ class Step(enum.Enum):
     LEAVE_FAILED = "leave-failed"  # its build failed: the operator reschedules it
     BUILD = "build"                # no domain yet: build one, then power it
     POWER = "power"                # the domain exists: power it and report
+    MOVE = "move"                  # a resize / migration's Moving step is this host's
+    REVERT = "revert"              # ... its Reverting step
 
 
 def next_step(obj: dict | None, host: str, domain_defined: bool) -> Step:
@@ -71,7 +73,47 @@ def next_step(obj: dict | None, host: str, domain_defined: bool) -> Step:
         return Step.REMOVE_STALE if placed and domain_defined else Step.WAIT
     if build_failed(obj):
         return Step.LEAVE_FAILED
+    move = move_step(obj, host)
+    if move is not None and domain_defined:
+        return move
     return Step.POWER if domain_defined else Step.BUILD
+
+
+def move_step(obj: dict, host: str) -> Step | None:
+    """MOVE or REVERT when a move of ``obj`` waits for this host (see
+    :mod:`kova.agents.instance.move`), else None."""
+    mig = ob.status(obj).get("migration") or {}
+    step = mig.get("step")
+    if step == names.MigrationStep.MOVING and mig.get("destHost") == host:
+        return Step.MOVE
+    if step == names.MigrationStep.REVERTING and mig.get("sourceHost") == host:
+        return Step.REVERT
+    return None
+
+
+def move_phase(obj: dict) -> str | None:
+    """The phase while a move is recorded: ResizeVerify at step Verify,
+    Resizing at every other step; None when there is no move."""
+    mig = ob.status(obj).get("migration")
+    if not mig:
+        return None
+    if mig.get("step") == names.MigrationStep.VERIFY:
+        return InstancePhase.RESIZE_VERIFY
+    return InstancePhase.RESIZING
+
+
+def moved_status(obj: dict, mig_uuid: str, *, step: str, was_running: bool,
+                 now: str) -> dict[str, Any] | None:
+    """The status patch after the agent's part of a move: ``step`` (Verify or
+    Reverted), whether the guest ran before; None when the record moved on."""
+    mig = ob.status(obj).get("migration") or {}
+    if mig.get("uuid") != mig_uuid:
+        return None
+    new = {**mig, "step": step, "wasRunning": was_running}
+    if step == names.MigrationStep.VERIFY:
+        new["verifyTime"] = now
+    return {"phase": (InstancePhase.RESIZE_VERIFY if step == names.MigrationStep.VERIFY
+                      else InstancePhase.RESIZING), "migration": new}
 
 
 def build_failed(obj: dict) -> bool:
@@ -196,6 +238,7 @@ def observed_status(obj: dict, state: DomainState | None, *, host: str, domain: 
     if state is not None and shutting_down and state.running:
         phase, reason, message = (InstancePhase.RUNNING, names.REASON_STOPPING,
                                   "the guest is shutting down")
+    phase = move_phase(obj) or phase
     return {
         "phase": phase,
         "powerState": state.power_state if state is not None else PowerState.NO_STATE,

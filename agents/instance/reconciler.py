@@ -15,6 +15,7 @@ from kova.agents.context import AgentContext, Key
 from kova.agents.instance import decisions
 from kova.agents.instance.build import Builder
 from kova.agents.instance.decisions import BuildError, Step
+from kova.agents.instance.move import Mover
 from kova.agents.instance.power import Power
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.teardown import Teardown
@@ -29,7 +30,7 @@ log = logging.getLogger("kova.agents.instance.reconciler")
 class Reconciler:
     def __init__(self, ctx: AgentContext, watch: InstanceWatch, report: Reporter,
                  teardown: Teardown, userdata: UserData, builder: Builder,
-                 power: Power) -> None:
+                 power: Power, mover: Mover | None = None) -> None:
         self.ctx = ctx
         self.watch = watch
         self.report = report
@@ -37,6 +38,7 @@ class Reconciler:
         self.userdata = userdata
         self.builder = builder
         self.power = power
+        self.mover = mover or Mover(ctx, report, builder)
 
     def reconcile(self, key: Key) -> None:
         obj = self.watch.get(key)
@@ -60,7 +62,14 @@ class Reconciler:
             self._build(obj)
         elif step is Step.POWER:
             assert obj is not None and info is not None
+            self.mover.tidy(obj)
             self._power(obj, info, just_built=False)
+        elif step is Step.MOVE:
+            assert obj is not None and info is not None
+            self.mover.move(obj, info)
+        elif step is Step.REVERT:
+            assert obj is not None and info is not None
+            self.mover.revert(obj, info)
         # Step.LEAVE_FAILED: the operator reschedules (and resets Built)
 
     def _domain(self, obj: dict | None) -> DomainInfo | None:

@@ -44,6 +44,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from kova.agents.context import AgentContext
+from kova.agents.instance import disk_copy
 from kova.agents.instance.power_actions import ActionError, PowerActions
 from kova.agents.settings import AgentSettings
 from kova.agents.stream.console import ConsoleError, ConsoleHub, open_vnc
@@ -123,6 +124,7 @@ class StreamServer:
         app.router.add_get(base + "/vnc", self._vnc)
         app.router.add_get(base + "/log", self._log)
         app.router.add_put(base + "/power/{action}", self._power)
+        app.router.add_put(base + "/disk", self._disk)
         return app
 
     def start(self) -> None:
@@ -313,6 +315,28 @@ class StreamServer:
         except ActionError as exc:
             return error(exc.status, exc.reason, exc.message)
         return web.json_response(result.to_json())
+
+
+    async def _disk(self, request: web.Request) -> web.Response:
+        """Receive an Instance's disk from another agent (a cold migration:
+        :mod:`kova.agents.instance.disk_copy`), sha256-checked."""
+        uid = request.match_info["uid"]
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, self.ctx.driver.get, uid) is not None:
+            return error(409, "DomainExists", f"a domain {uid} is defined on {self.ctx.host}: "
+                         "a disk is only received for an Instance that has none here")
+        files = self.ctx.files(uid)
+        try:
+            got = await disk_copy.receive(request.content.iter_chunked(disk_copy.CHUNK),
+                                          files.disk, request.headers.get(
+                                              disk_copy.SHA256_HEADER, ""))
+        except disk_copy.CopyError as exc:
+            log.warning("disk of %s from %s refused: %s", uid, peer_common_name(request),
+                        exc.message)
+            return error(exc.status, exc.reason, exc.message)
+        log.info("received the disk of %s from %s: %d bytes, sha256 %s", uid,
+                 peer_common_name(request), got.size, got.sha256)
+        return web.json_response({"sha256": got.sha256, "bytes": got.size}, status=201)
 
 
 def _own_address() -> str:

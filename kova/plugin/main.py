@@ -67,6 +67,8 @@ def main(ctx: click.Context, kubeconfig: str | None, context: str | None,
       kubectl kova stop web-1             # and start, restart, reboot, pause, unpause
       kubectl kova logs -f web-1          # the serial console log, followed
       kubectl kova actions web-1          # who did what, when
+      kubectl kova resize web-1 --flavor m1.large   # then --confirm or --revert
+      kubectl kova migrate web-1 --host node-2      # cold migration
     """
     ctx.obj = {"kubeconfig": kubeconfig, "context": context, "namespace": namespace}
 
@@ -213,6 +215,114 @@ def actions(ctx: click.Context, name: str, output: str, **_: str) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         click.echo("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5])
+
+
+def _follow_move(cluster: Cluster, ns: str, name: str, timeout: float,
+                 generation: int = 0) -> dict:
+    """Print each step of the Instance's move until it waits for a confirm
+    or revert (or ends: no move recorded, and the Resized condition speaks of
+    spec ``generation`` or later); the Instance as it is then."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    seen = None
+    while True:
+        inst = cluster.get_instance(ns, name)
+        status = inst.get("status") or {}
+        mig = status.get("migration") or {}
+        cond: dict = next((c for c in status.get("conditions") or []
+                           if c.get("type") == "Resized"), {})
+        started = mig or int(cond.get("observedGeneration") or 0) >= generation
+        now = (status.get("phase"), mig.get("step"), mig.get("destHost"))
+        if now != seen:
+            click.echo(f"  phase {now[0] or '-'}, step {now[1] or '-'}"
+                       + (f", destination {now[2]}" if now[2] else ""), err=True)
+            seen = now
+        if started and (not mig or mig.get("step") == "Verify"):
+            return inst
+        if time.monotonic() > deadline:
+            raise PluginError(f"instance {ns}/{name}: the move is still at step "
+                              f"{mig.get('step')} after {timeout:.0f}s")
+        time.sleep(1.0)
+
+
+def _move_result(inst: dict, ns: str, name: str) -> None:
+    status = inst.get("status") or {}
+    res = status.get("resources") or {}
+    cond: dict = next((c for c in status.get("conditions") or []
+                       if c.get("type") == "Resized"), {})
+    click.echo(f"instance.{GROUP}/{name}: phase {status.get('phase')} on "
+               f"{status.get('host')} ({res.get('vcpus')} vCPU, {res.get('memoryMiB')} MiB, "
+               f"{res.get('diskGiB')} GiB): {cond.get('message', '')}")
+    if (status.get("migration") or {}).get("step") == "Verify":
+        click.echo(f"confirm with: kubectl kova resize -n {ns} {name} --confirm "
+                   "(or --revert)")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--flavor", default=None, help="Resize to this Flavor (sets spec.flavorRef).")
+@click.option("--confirm", "decision", flag_value="resize-confirm",
+              help="Keep the new size (or host): the old allocation is freed.")
+@click.option("--revert", "decision", flag_value="resize-revert",
+              help="Go back to the old size, host and disk.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="After --flavor: follow the resize until it waits for a confirm.")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to follow it.")
+@cluster_options
+@click.pass_context
+def resize(ctx: click.Context, name: str, flavor: str | None, decision: str | None,
+           wait: bool, timeout: float, **_: str) -> None:
+    """Resize instance NAME (--flavor), or answer a resize or cold migration
+    waiting in ResizeVerify (--confirm, --revert).
+
+    A resize stops the guest, grows its disk, and starts it at the new size;
+    it then waits for --confirm or --revert (or is confirmed on its own after
+    the operator's --resize-confirm-window)."""
+    cluster = _cluster(ctx)
+    ns = cluster.namespace
+    if bool(flavor) == bool(decision):
+        raise PluginError("give either --flavor F, or --confirm or --revert")
+    if decision:
+        word = "confirming" if decision == "resize-confirm" else "reverting"
+        click.echo(f"{word} the move of instance {ns}/{name} ...", err=True)
+        cluster.request("PUT", cluster.subresource_path(ns, name, decision),
+                        f"{decision} instance {ns}/{name}")
+        _move_result(cluster.get_instance(ns, name), ns, name)
+        return
+    patched = cluster.request("PATCH", cluster.instance_path(ns, name),
+                              f"resize instance {ns}/{name}",
+                              json_body={"spec": {"flavorRef": {"name": flavor}}})
+    click.echo(f"resizing instance {ns}/{name} to Flavor {flavor} ...", err=True)
+    if wait:
+        generation = int((patched or {}).get("metadata", {}).get("generation") or 0)
+        _move_result(_follow_move(cluster, ns, name, timeout, generation), ns, name)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--host", default=None, help="The destination Host (default: the scheduler's "
+              "choice).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Follow the migration until it waits for a confirm.")
+@click.option("--timeout", default=900.0, show_default=True, help="Seconds to follow it.")
+@cluster_options
+@click.pass_context
+def migrate(ctx: click.Context, name: str, host: str | None, wait: bool, timeout: float,
+            **_: str) -> None:
+    """Cold-migrate instance NAME to another host: stop it, move its disk,
+    start it there; then confirm or revert with kubectl kova resize.
+
+    Not available yet: the API component answers 501 until the agents copy
+    disks between hosts (docs/moving.md)."""
+    cluster = _cluster(ctx)
+    ns = cluster.namespace
+    click.echo(f"migrating instance {ns}/{name}" + (f" to {host}" if host else "") + " ...",
+               err=True)
+    cluster.request("PUT", cluster.subresource_path(ns, name, "migrate"),
+                    f"migrate instance {ns}/{name}", query={"host": host} if host else None)
+    if wait:
+        _move_result(_follow_move(cluster, ns, name, timeout), ns, name)
 
 
 def _duration(start: str | None, finish: str | None) -> str:

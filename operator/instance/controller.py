@@ -9,6 +9,7 @@ repeated or stale event only leads to the same decision again.
 from __future__ import annotations
 
 import logging
+import time
 
 from kova.crds import names
 from kova.crds import objects as ob
@@ -17,6 +18,8 @@ from kova.operator.instance import plan
 from kova.operator.instance.conductor import Conductor
 from kova.operator.instance.deletion import Deletion
 from kova.operator.instance.evacuation import Evacuation
+from kova.operator.instance.mover import Mover
+from kova.operator.instance.moves import wanted_size
 from kova.operator.instance.plan import Action, Facts, HostFacts, Plan, Step
 from kova.operator.instance.records import Records
 from kova.operator.userdata import UserDataSealer
@@ -26,8 +29,9 @@ LOG = logging.getLogger("kova.operator")
 
 class InstanceController:
     def __init__(self, ctx: Context, records: Records, conductor: Conductor,
-                 evacuation: Evacuation, deletion: Deletion) -> None:
+                 evacuation: Evacuation, deletion: Deletion, mover: Mover) -> None:
         self.ctx = ctx
+        self.mover = mover
         self.records = records
         self.conductor = conductor
         self.evacuation = evacuation
@@ -67,7 +71,10 @@ class InstanceController:
         return Facts(own_host=ctx.ledger.own_hosts.get(uid), errored=uid in ctx.ledger.errored,
                      retried_image=ctx.ledger.retried.get(uid),
                      image_identity=ctx.informer.image_identity(ob.ref_name(body, "imageRef")),
-                     host=host_facts, max_attempts=ctx.settings.max_attempts)
+                     host=host_facts, max_attempts=ctx.settings.max_attempts,
+                     wanted_size=wanted_size(ob.spec(body), ctx.informer.flavor(
+                         ob.ref_name(body, "flavorRef"))),
+                     now=time.time(), confirm_window=ctx.settings.resize_confirm_window)
 
     def plan(self, key: tuple) -> tuple[dict | None, Plan]:
         body = self.ctx.informer.instance(key[1], key[2])
@@ -92,6 +99,8 @@ class InstanceController:
         None when the reconcile ends here."""
         match step.action:
             case Action.NOTHING:
+                if step.after > 0:
+                    self.ctx.queue.add_after(key, step.after)
                 return body
             case Action.MARK_UNKNOWN:
                 # The reconcile goes on with the Instance as it was read: its
@@ -119,4 +128,6 @@ class InstanceController:
                 await self.deletion.wait_for_agent(key, body)
             case Action.DELETE:
                 await self.deletion.delete(key, body)
+            case action if action in plan.MOVING:
+                await self.mover.do(key, body, step)
         return None

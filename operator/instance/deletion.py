@@ -59,6 +59,11 @@ class Deletion:
         meta = body["metadata"]
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         freed = await self.ctx.placement.delete_allocations(uid)
+        mig = ob.status(body).get("migration") or {}
+        if mig.get("uuid"):
+            # deleted in the middle of a resize: the migration's hold on the
+            # old size goes too (docs/moving.md)
+            await self.ctx.placement.delete_allocations(mig["uuid"])
         await finalizers.remove(self.ctx.kube, instance_path(ns, name), body,
                                 names.FINALIZER_OPERATOR)
         self.ctx.ledger.released(uid)

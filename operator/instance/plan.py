@@ -16,7 +16,10 @@ whether the Instance stops waiting for a host.  The cases:
   left where it is: the host may only be cut off);
 * placed and the build failed: reschedule to another host, or fail for good
   (a terminal code, or no attempt left);
-* placed: keep the host label and the operator's finalizer;
+* placed: keep the host label and the operator's finalizer; and move it
+  (:mod:`.moves`): start a resize when the spec asks for another size (or
+  refuse it), claim the new size, confirm or revert (asked for, or confirmed
+  after the confirm window), give the old allocation back after a revert;
 * not placed: build (schedule, claim, record);
 * a stale copy (the watch has not caught up with this process's own write):
   nothing.
@@ -29,6 +32,9 @@ from enum import StrEnum
 
 from kova.crds import names
 from kova.crds import objects as ob
+from kova.crds.names import MigrationDecision, MigrationStep
+from kova.operator.host.view import parse_time
+from kova.operator.instance import moves
 from kova.operator.instance import status as st
 
 #: The Image an Instance names does not exist (:attr:`Facts.image_identity`).
@@ -48,10 +54,19 @@ class Action(StrEnum):
     RELEASE_AGENT = "ReleaseAgent"     # deleted on a fenced host: drop the agent's finalizer
     WAIT_FOR_AGENT = "WaitForAgent"    # deleted: the agent tears the domain down first
     DELETE = "Delete"                  # deleted: free the claim, drop our finalizer
+    START_RESIZE = "StartResize"       # the spec asks for another size: record a migration
+    REFUSE_RESIZE = "RefuseResize"     # ... that cannot be (a smaller disk): say why
+    CLAIM_MOVE = "ClaimMove"           # step Claiming: migration consumer + new claim
+    CONFIRM_MOVE = "ConfirmMove"       # step Verify, confirmed: free the old allocation
+    REVERT_MOVE = "RevertMove"         # step Verify, revert asked: the agent's turn
+    FINISH_REVERT = "FinishRevert"     # step Reverted: the old allocation back
 
 
 #: The actions that claim resources (schedule).
 PLACING = frozenset({Action.BUILD, Action.RESCHEDULE, Action.EVACUATE})
+#: The actions of a resize or cold migration (:class:`~.mover.Mover`).
+MOVING = frozenset({Action.START_RESIZE, Action.REFUSE_RESIZE, Action.CLAIM_MOVE,
+                    Action.CONFIRM_MOVE, Action.REVERT_MOVE, Action.FINISH_REVERT})
 #: The actions of a deleted Instance.
 DELETING = frozenset({Action.RELEASE_AGENT, Action.WAIT_FOR_AGENT, Action.DELETE})
 
@@ -79,6 +94,11 @@ class Facts:
     image_identity: str = MISSING_IMAGE
     host: HostFacts = field(default_factory=HostFacts)
     max_attempts: int = 3
+    #: The size the spec asks for now (None: its Flavor does not exist).
+    wanted_size: dict | None = None
+    #: Seconds since the epoch, and the confirm window (0: never on its own).
+    now: float = 0.0
+    confirm_window: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,8 @@ class Step:
     #: RETRY_IMAGE: the Image identity the build failed with, and the one now.
     image_from: str = ""
     image_to: str = ""
+    #: NOTHING: look again after this many seconds (0: no need).
+    after: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,9 @@ STALE_ERRORED = "stale copy: this process put it in Error"
 STALE_MOVED = "stale copy: this process moved it to another host"
 STALE_SCHEDULED = "stale copy: this process claimed a host for it"
 IN_PLACE = "placed, nothing to change"
+AGENTS_TURN = "a move is under way: the agent's turn"
+AWAITING_CONFIRM = "waiting for a confirm or revert"
+AUTO_CONFIRM = "the confirm window passed"
 
 
 def next_step(body: dict | None, facts: Facts) -> Plan:
@@ -184,6 +209,10 @@ def _placed(body: dict, host: str, facts: Facts) -> Plan:
             steps.append(Step(Action.ENSURE_LABEL))
         if names.FINALIZER_OPERATOR not in ob.finalizers(body):
             steps.append(Step(Action.ENSURE_FINALIZER))
+        if not h.down:
+            move = _move(body, facts)
+            if move is not None:
+                steps.append(move)
     if not steps:
         steps.append(Step(Action.NOTHING, reason=IN_PLACE))
     return Plan(tuple(steps), settled=True, reset_backoff=True)
@@ -201,3 +230,41 @@ def _after_build_failure(body: dict, facts: Facts) -> Step:
 def attempts(body: dict) -> int:
     """Build attempts so far (1 for a first placement)."""
     return int(ob.status(body).get("attempts") or 1)
+
+
+def _move(body: dict, facts: Facts) -> Step | None:
+    """The next step of a resize or cold migration (see :mod:`.moves`), or
+    None."""
+    status = ob.status(body)
+    mig = status.get("migration")
+    if mig:
+        step = mig.get("step")
+        if step == MigrationStep.CLAIMING:
+            return Step(Action.CLAIM_MOVE)
+        if step == MigrationStep.REVERTED:
+            return Step(Action.FINISH_REVERT)
+        if step != MigrationStep.VERIFY:
+            return Step(Action.NOTHING, reason=AGENTS_TURN)
+        decision = mig.get("decision")
+        if decision == MigrationDecision.REVERT:
+            return Step(Action.REVERT_MOVE)
+        if decision == MigrationDecision.CONFIRM:
+            return Step(Action.CONFIRM_MOVE)
+        if facts.confirm_window <= 0:
+            return Step(Action.NOTHING, reason=AWAITING_CONFIRM)
+        since = parse_time(mig.get("verifyTime"))
+        left = (since if since is not None else facts.now) + facts.confirm_window - facts.now
+        if left <= 0:
+            return Step(Action.CONFIRM_MOVE, reason=AUTO_CONFIRM)
+        return Step(Action.NOTHING, reason=AWAITING_CONFIRM, after=left)
+    if status.get("phase") not in (names.InstancePhase.RUNNING, names.InstancePhase.STOPPED):
+        return None
+    want = facts.wanted_size
+    if not moves.resize_wanted(body, want) or moves.settled_for_generation(body):
+        return None
+    assert want is not None
+    why = moves.refusal(body, want)
+    if why is not None:
+        return Step(Action.REFUSE_RESIZE, reason=why)
+    return Step(Action.START_RESIZE)
+

@@ -1,6 +1,7 @@
 """Spec edits are never silently ignored: every field of an Instance's spec
 either applies live, or sets RestartRequired naming it until a restart
-applies it, or is rejected by the API server when changed. One test per
+applies it, or resizes the Instance (tests/integration/agents/test_resize.py,
+docs/moving.md), or is rejected by the API server when changed. One test per
 field, against the real API server (and the agent on libvirt's test driver
 for the first two kinds)."""
 
@@ -17,11 +18,10 @@ from tests.helpers import wait_for
 
 LIVE = {"runStrategy"}
 RESTART = {"userData", "sshKeys", "hostname"}
+#: A change starts a resize (a shrinking inline disk is refused: test_crds).
+RESIZE = {"flavorRef", "resources"}
 #: field -> (a JSON merge patch of spec changing it, words of the refusal)
 IMMUTABLE = {
-    "flavorRef": ({"flavorRef": {"name": "other"}}, "flavorRef is immutable"),
-    "resources": ({"resources": {"vcpus": 2, "memoryMiB": 128, "diskGiB": 1}},
-                  "resources is immutable"),
     "imageRef": ({"imageRef": {"name": "other"}}, "imageRef is immutable"),
     "availabilityZone": ({"availabilityZone": "zone-b"}, "availabilityZone is immutable"),
     "serverGroupRef": ({"serverGroupRef": {"name": "other"}}, "serverGroupRef is immutable"),
@@ -35,8 +35,8 @@ KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0d
 
 def test_every_spec_field_is_classified() -> None:
     fields = {f.alias or name for name, f in InstanceSpec.model_fields.items()}
-    assert fields == LIVE | RESTART | set(IMMUTABLE)
-    assert not (LIVE & RESTART) and not ((LIVE | RESTART) & set(IMMUTABLE))
+    assert fields == LIVE | RESTART | RESIZE | set(IMMUTABLE)
+    assert not (LIVE & RESTART) and not ((LIVE | RESTART | RESIZE) & set(IMMUTABLE))
 
 
 @pytest.mark.parametrize("field", sorted(IMMUTABLE))
@@ -46,9 +46,6 @@ def test_immutable_field_is_rejected_with_its_name(field, kubectl, kova_crds,
             "imageRef": {"name": "img"}, "availabilityZone": "zone-a",
             "serverGroupRef": {"name": "grp"}, "traits": {"required": ["CUSTOM_A"]},
             "schedulingHints": {"differentHost": ["x"]}}
-    if field == "flavorRef":
-        spec.pop("resources")
-        spec["flavorRef"] = {"name": "small"}
     kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
         "apiVersion": "kova.dev/v1alpha1", "kind": "Instance", "metadata": {"name": "vm"},
         "spec": spec}))
@@ -58,7 +55,7 @@ def test_immutable_field_is_rejected_with_its_name(field, kubectl, kova_crds,
     assert out.returncode != 0 and words in out.stderr, out.stderr
     assert f"spec.{field}" in out.stderr, out.stderr
     # removing it is refused too (where it may be absent at all)
-    if field not in ("imageRef", "flavorRef", "resources"):
+    if field != "imageRef":
         gone = kubectl("-n", namespace, "patch", "instance", "vm", "--type", "json", "-p",
                        json.dumps([{"op": "remove", "path": f"/spec/{field}"}]), check=False)
         assert gone.returncode != 0 and "cannot be added or removed" in gone.stderr, gone.stderr

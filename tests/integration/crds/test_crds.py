@@ -382,12 +382,15 @@ UPDATES = [
     # (id, base object, merge patch, expected messages; [] = accepted)
     ("inst-change-image", _inst(), {"spec": {"imageRef": {"name": "other"}}},
      ["spec.imageRef: Invalid value", "imageRef is immutable"]),
-    ("inst-change-flavor", _inst(), {"spec": {"flavorRef": {"name": "large"}}},
-     ["spec.flavorRef: Invalid value", "flavorRef is immutable"]),
+    # a change of size resizes a placed Instance (docs/moving.md)
+    ("inst-change-flavor", _inst(), {"spec": {"flavorRef": {"name": "large"}}}, []),
     ("inst-flavor-to-resources", _inst(), {"spec": {"flavorRef": None, "resources": SMALL}},
      ["spec.flavorRef", "flavorRef cannot be added or removed after creation"]),
     ("inst-resize-inline", _inst({"resources": SMALL}, drop=("flavorRef",)),
-     {"spec": {"resources": {"vcpus": 2}}}, ["spec.resources", "resources is immutable"]),
+     {"spec": {"resources": {"vcpus": 2, "diskGiB": SMALL["diskGiB"] + 1}}}, []),
+    ("inst-shrink-inline-disk", _inst({"resources": {**SMALL, "diskGiB": 5}}, drop=("flavorRef",)),
+     {"spec": {"resources": {"diskGiB": 4}}},
+     ["spec.resources", "resources.diskGiB cannot shrink"]),
     ("inst-join-server-group", _inst(), {"spec": {"serverGroupRef": {"name": "web"}}},
      ["spec.serverGroupRef", "serverGroupRef cannot be added or removed after creation"]),
     ("inst-change-zone", _inst({"availabilityZone": "az-1"}), {"spec": {"availabilityZone": "az-2"}},

@@ -11,6 +11,7 @@ import pytest
 from kova.agents.instance import decisions as st
 from kova.agents.instance.userdata import meta_data, network_config
 from kova.agents.virt.driver import DomainState
+from kova.crds import names
 
 RUNNING = DomainState(libvirt.VIR_DOMAIN_RUNNING, 1)
 PAUSED = DomainState(libvirt.VIR_DOMAIN_PAUSED, 1)
@@ -508,3 +509,40 @@ def test_leftover_candidate(entry, is_dir, want):
 def test_stale_removed_message():
     assert st.stale_removed_message(inst(placed="node-2"), HOST) == (
         f"{HOST}: removed the stale copy of the domain (the Instance is now on node-2)")
+
+
+# ----------------------------------------------------------------------
+# Moves (resize): whose turn, and the phase the agent reports meanwhile
+
+
+def _moving(step: str, source: str = "h1", dest: str = "h1") -> dict:
+    return {"metadata": {"uid": "u", "name": "vm", "namespace": "ns",
+                         "labels": {names.LABEL_HOST: source}},
+            "spec": {}, "status": {"host": source, "migration": {
+                "uuid": "m", "type": "resize", "step": step, "sourceHost": source,
+                "destHost": dest}}}
+
+
+@pytest.mark.parametrize("step,expected", [
+    ("Claiming", st.Step.POWER), ("Moving", st.Step.MOVE),
+    ("Verify", st.Step.POWER), ("Reverting", st.Step.REVERT),
+    ("Reverted", st.Step.POWER)])
+def test_move_steps_on_the_host(step, expected):
+    assert st.next_step(_moving(step), "h1", True) is expected
+
+
+def test_a_move_without_a_domain_builds_it_first():
+    assert st.next_step(_moving("Moving"), "h1", False) is st.Step.BUILD
+
+
+def test_move_phase_and_the_status_after_the_agents_part():
+    assert st.move_phase(_moving("Moving")) == "Resizing"
+    assert st.move_phase(_moving("Verify")) == "ResizeVerify"
+    assert st.move_phase({"status": {}}) is None
+    out = st.moved_status(_moving("Moving"), "m", step="Verify", was_running=True,
+                                 now="2027-01-01T00:00:00Z")
+    assert out["phase"] == "ResizeVerify"
+    assert out["migration"]["verifyTime"] == "2027-01-01T00:00:00Z"
+    assert out["migration"]["wasRunning"] is True
+    assert st.moved_status(_moving("Moving"), "other", step="Verify",
+                                  was_running=True, now="x") is None

@@ -295,7 +295,8 @@ def test_enums() -> None:
     ]
     assert inst["status"]["properties"]["phase"]["enum"] == [
         "Pending", "Scheduling", "Scheduled", "Building", "Running",
-        "Stopped", "Paused", "Migrating", "Deleting", "Error", "Unknown",
+        "Stopped", "Paused", "Migrating", "Resizing", "ResizeVerify", "Deleting", "Error",
+        "Unknown",
     ]
     sg = _schema("ServerGroup")["properties"]["spec"]["properties"]["policy"]
     assert sg["enum"] == ["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]

@@ -64,7 +64,8 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
 
 #: The users' roles (templates/user-roles.yaml), aggregated into view/edit/admin.
 SUB = "subresources.kova.dev"
-POWER = {f"instances/{a}" for a in ("start", "stop", "restart", "reboot", "pause", "unpause")}
+POWER = {f"instances/{a}" for a in ("start", "stop", "restart", "reboot", "pause", "unpause",
+                                    "resize-confirm", "resize-revert", "migrate")}
 USER_WRITE = READ | {"create", "update", "patch", "delete"}
 USER_ROLES: dict[str, dict[tuple[str, str], set[str]]] = {
     "kova-view": {

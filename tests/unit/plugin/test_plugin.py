@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 PLUGIN = str(Path(sys.executable).parent / "kubectl-kova")
-COMMANDS = ("actions", "console", "logs", "pause", "reboot", "restart", "start", "stop",
+COMMANDS = ("actions", "console", "logs", "migrate", "pause", "reboot", "resize", "restart",
+            "start", "stop",
             "unpause", "vnc")
 #: Commands about other things than one Instance (no -n/--namespace).
 OTHER_COMMANDS = ("image",)
