@@ -97,9 +97,10 @@ class Operator:
         self.batcher = BatchScheduler(self.scheduler, s.max_batch) if s.max_batch > 1 else None
         records = Records(ctx)
         placer = Placer(ctx, records, self.scheduler, self.batcher)
+        conductor = Conductor(ctx, records, placer)
         self.instances = InstanceController(
-            ctx, records, Conductor(ctx, records, placer), Evacuation(ctx, records, placer),
-            Deletion(ctx, records), Mover(ctx, records, placer))
+            ctx, records, conductor, Evacuation(ctx, records, placer),
+            Deletion(ctx, records), Mover(ctx, records, placer, conductor.quotas))
         # read at each scrape: Instances leave the waiting set in many places
         metrics.PENDING.set_function(lambda: len(ctx.ledger.pending))
         inventory_metrics.INVENTORY.source = self.informer

@@ -31,6 +31,7 @@ from kova.operator.instance import moves
 from kova.operator.instance.placing import Placer
 from kova.operator.instance.plan import Action, Step
 from kova.operator.instance.records import Records
+from kova.operator.quota import QuotaExceeded, Quotas
 from kova.operator.scheduler.request import InvalidRequest, MissingDependency
 from kova.operator.scheduler.scheduler import NoValidHost
 from kova.placement_client import Conflict
@@ -39,10 +40,14 @@ LOG = logging.getLogger("kova.operator")
 
 
 class Mover:
-    def __init__(self, ctx: Context, records: Records, placer: Placer) -> None:
+    def __init__(self, ctx: Context, records: Records, placer: Placer,
+                 quotas: Quotas) -> None:
         self.ctx = ctx
         self.records = records
         self.placer = placer
+        #: the conductor's: a resize claims its new size against the
+        #: namespace's quota as a build does
+        self.quotas = quotas
 
     async def do(self, key: tuple, body: dict, step: Step) -> None:
         """Take ``step`` (one of plan.MOVING)."""
@@ -109,7 +114,12 @@ class Mover:
             dest = info.name if info else mig["sourceHost"]
         else:
             try:
-                dest = await self._claim_new(body, mig)
+                async with self.quotas.admit(body, size) as claimed:
+                    dest = await self._claim_new(body, mig)
+                    claimed(size)
+            except QuotaExceeded as exc:
+                await self.abort(body, exc.reason, exc.message)
+                return
             except NoValidHost as exc:
                 await self.abort(body, names.REASON_NO_VALID_HOST,
                                  moves.no_host_message(exc.message))

@@ -151,6 +151,21 @@ def test_resize_confirm_revert_and_a_refused_shrink(
     history = [(a["action"], a["result"]) for a in harness.get("vm")["status"]["actions"]]
     assert history[-2:] == [("resize", "Success"), ("resize", "Success")], history
 
+    # ---- a resize over the namespace's quota is refused before anything
+    # moves: 3 vCPUs asked, 2 allowed (the Instance's own claim not counted).
+    harness.core.create_namespaced_resource_quota(harness.ns, {
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "kova"},
+        "spec": {"hard": {names.QUOTA_VCPUS: "2"}}})
+    harness.patch("vm", {"spec": {"flavorRef": {"name": f"bigger-{sfx}"}}})
+    cond = wait_for(lambda: (c := harness.cond("vm", names.COND_RESIZED))
+                    and c["reason"] == names.REASON_QUOTA_EXCEEDED and c, 20,
+                    what="Resized=False QuotaExceeded")
+    assert cond["status"] == "False" and "vCPUs: requested 3, 0 in use of 2" in cond["message"]
+    obj = harness.get("vm")
+    assert "migration" not in obj["status"] and obj["status"]["resources"] == BIG
+    assert _allocs(placement, uid)[rp]["resources"] == _resources(BIG)
+    assert _domain_size(libvirt_conn, uid) == (2, 256)
+
 
 def test_a_restarted_operator_goes_on_from_the_recorded_step(
         harness, placement, small_image, libvirt_conn, tmp_path):
