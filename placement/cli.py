@@ -12,6 +12,7 @@ import click
 from kova import log
 from kova import settings as kova_settings
 from kova.placement.db.engine import default_database_url
+from kova.placement.limits import DEFAULT_MAX_BODY
 from kova.placement.settings import PREFIX, PlacementSettings
 
 ENV_URL = "KOVA_PLACEMENT_DATABASE_URL"
@@ -22,6 +23,7 @@ _TRUE = ("1", "true", "yes", "on")
 ENV_TLS_CERT = "KOVA_PLACEMENT_TLS_CERT_FILE"
 ENV_TLS_KEY = "KOVA_PLACEMENT_TLS_KEY_FILE"
 ENV_POOL = "KOVA_PLACEMENT_POOL_SIZE"
+ENV_MAX_BODY = "KOVA_PLACEMENT_MAX_REQUEST_BODY"
 ENV_LOG_LEVEL = "KOVA_PLACEMENT_LOG_LEVEL"
 ENV_LOG_FORMAT = "KOVA_PLACEMENT_LOG_FORMAT"
 ENV_AUTH_STRATEGY = "KOVA_PLACEMENT_AUTH_STRATEGY"
@@ -115,6 +117,7 @@ def _factory():
         cors = Cors(origins, headers)
     return create_app(url, auth=auth, migrate=False, cors=cors,
                       pool_size=int(os.environ.get(ENV_POOL, "10")),
+                      max_request_body=int(os.environ.get(ENV_MAX_BODY, DEFAULT_MAX_BODY)),
                       randomize_allocation_candidates=(
                           os.environ.get(ENV_RANDOMIZE, "").strip().lower() in _TRUE))
 
@@ -137,6 +140,7 @@ def _serve_env(s: PlacementSettings, url: str) -> None:
 
     os.environ.update({ENV_URL: url, ENV_RANDOMIZE: "1" if s.randomize_allocation_candidates
                        else "0", ENV_POOL: str(s.pool_size), ENV_LOG_LEVEL: s.log_level,
+                       ENV_MAX_BODY: str(s.max_request_body),
                        ENV_LOG_FORMAT: s.log_format})
     for name in (ENV_TOKEN_FILE, ENV_K8S_AUTH, ENV_AUTH_STRATEGY, ENV_POLICY_FILE, ENV_CORS):
         os.environ.pop(name, None)

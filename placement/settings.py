@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import click
 
+from kova.placement.limits import DEFAULT_MAX_BODY
 from kova.settings import format_setting, level_setting, setting
 
 PREFIX = "KOVA_PLACEMENT_"
@@ -74,5 +75,9 @@ class PlacementSettings:
         60.0, "Seconds to keep retrying an unreachable database at start (a Postgres started "
         "beside Placement, as the chart's bundled one, answers after it); then exit with the "
         "database's error.", type=click.FloatRange(min=0))
+    max_request_body: int = setting(
+        DEFAULT_MAX_BODY, "Largest request body accepted, in bytes: a larger one is a 413 before "
+        "authentication (a declared Content-Length before a byte is read).",
+        type=click.IntRange(min=1024))
     log_level: str = level_setting()
     log_format: str = format_setting()
