@@ -140,7 +140,14 @@ class PlacementApp:
             upgrade(self.database_url)
         self.db = Database(self.database_url, pool_size=pool_size)
         self.cache = SnapshotCache(self.db)
-        self.auth = auth or NoAuth()
+        if auth is None:
+            LOG.warning("Placement app created without an authenticator: every request is "
+                        "accepted (pass auth=NoAuth() to say so)")
+            auth = NoAuth()
+        elif isinstance(auth, NoAuth):
+            LOG.warning("authentication is disabled (--no-auth): anyone who can reach this "
+                        "service can change every allocation")
+        self.auth = auth
         #: OpenStack's [placement] randomize_allocation_candidates: ``limit``
         #: samples at random instead of taking the first N.
         self.randomize_allocation_candidates = randomize_allocation_candidates
