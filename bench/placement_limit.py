@@ -29,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import statistics
@@ -40,8 +41,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from placement_perfload import (  # noqa: E402 (a sibling script)
-    AGG_CYCLE, QUERY, Http, Server, drop_db, free_port, make_db)
+import placement_perfload as perfload  # noqa: E402 (a sibling script)
+
+AGG_CYCLE, QUERY, Http, Server = (perfload.AGG_CYCLE, perfload.QUERY, perfload.Http,
+                                  perfload.Server)
+drop_db, free_port, make_db = perfload.drop_db, perfload.free_port, perfload.make_db
 
 SERVER_URL = os.environ.get("KOVA_BENCH_POSTGRES",
                             "postgresql://root@/postgres?host=/var/run/postgresql")
@@ -101,6 +105,21 @@ def start(repo: Path, db_url: str, logdir: Path, name: str) -> Server:
                   logdir / f"{name}.log")
 
 
+RETRIES = [0]  # requests sent again after the server dropped the connection
+
+
+def call(c: Http, path: str) -> bytes:
+    """GET ``path``; once more on a new connection if the server dropped it
+    (uvicorn restarts a worker that misses its health check, e.g. while it
+    rebuilds its summaries on a loaded machine): counted in RETRIES."""
+    try:
+        return c.call("GET", path)[1]
+    except (http.client.RemoteDisconnected, ConnectionError):
+        RETRIES[0] += 1
+        c.conn.close()
+        return c.call("GET", path)[1]
+
+
 def providers_of(body: bytes) -> list[str]:
     """The providers of the candidates of one answer."""
     return [next(iter(a["allocations"])) for a in json.loads(body)["allocation_requests"]]
@@ -112,7 +131,7 @@ def sequential(url: str, path: str, requests: int, seen: set | None = None,
     times = []
     for _ in range(requests):
         t0 = time.perf_counter()
-        _, body = c.call("GET", path)
+        body = call(c, path)
         times.append(time.perf_counter() - t0)
         got = providers_of(body)  # outside the timing: the client's own work
         if expect is not None and len(got) != expect:
@@ -127,7 +146,7 @@ def concurrent(url: str, path: str, clients: int, per_client: int) -> tuple[int,
     def worker():
         c = Http(url)
         for _ in range(per_client):
-            c.call("GET", path)
+            call(c, path)
         c.close()
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
@@ -206,6 +225,7 @@ def main() -> None:
                         "unlimited_requests": len(f["unlimited"]),
                         "distinct_providers": len(f["seen"]),
                         "distinct_expected_uniform": round(expected),
+                        "retried_requests_both": RETRIES[0],
                         "loadavg": [round(x, 1) for x in os.getloadavg()]})
         print()
         print(f"{'kova':6} {'N':>7} {'limit median':>12} {'p95':>7} {'req/s(10)':>10} "
@@ -215,7 +235,8 @@ def main() -> None:
                   f"{o['limited_p95_ms']:>7} {o['concurrent_req_per_s']:>10} "
                   f"{o['unlimited_median_ms']:>16} "
                   f"{o['distinct_providers']:>9}/{o['distinct_expected_uniform']}")
-        print(f"load average {os.getloadavg()}, bulk load {load_s:.1f}s")
+        print(f"load average {os.getloadavg()}, bulk load {load_s:.1f}s, "
+              f"requests retried after a dropped connection: {RETRIES[0]}")
         if args.json:
             args.json.write_text(json.dumps(out, indent=2))
     finally:
