@@ -34,7 +34,6 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -151,13 +150,7 @@ def concurrent(url: str, path: str, clients: int, per_client: int) -> tuple[int,
             call(c, path)
         c.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return clients * per_client, time.perf_counter() - t0
+    return clients * per_client, perfload.run_threads(worker, clients)
 
 
 def pct(times: list[float], q: float) -> float:
