@@ -18,7 +18,9 @@ see the same machine load:
   sequential median / p95, and requests/s from 10 concurrent clients;
 * the same query without a limit: sequential median;
 * the spread: how many distinct providers the limited answers covered,
-  against what uniform sampling gives (1 - (1 - limit/N)^requests of N).
+  against what uniform sampling gives (1 - (1 - limit/N)^requests of N);
+* the servers' CPU time per sequential request (user + system of the
+  worker processes, from /proc): steadier than wall time on a loaded machine.
 
 Usage::
 
@@ -121,6 +123,32 @@ def call(c: Http, path: str) -> bytes:
         return c.call("GET", path)[1]
 
 
+def server_cpu(server: Server) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by ``kova placement serve``
+    and each of its worker processes, by pid."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids = [server.proc.pid]
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+    if children.exists():
+        pids += [int(x) for x in children.read_text().split()]
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return out
+
+
+def cpu_since(server: Server, before: dict[int, float], f: dict) -> float:
+    """CPU seconds since ``before``; a worker that was replaced meanwhile is
+    counted in f["workers_replaced"] (its last CPU seconds are lost)."""
+    after = server_cpu(server)
+    f["workers_replaced"] += len(before.keys() - after.keys())
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 def providers_of(body: bytes) -> list[str]:
     """The providers of the candidates of one answer."""
     return [next(iter(a["allocations"])) for a in json.loads(body)["allocation_requests"]]
@@ -186,20 +214,25 @@ def main() -> None:
         servers["base"] = start(args.base.resolve(), db_url, args.logdir, "base")
         limited = f"{QUERY}&limit={args.limit}"
         figures = {k: {"limited": [], "unlimited": [], "conc_requests": 0, "conc_seconds": 0.0,
-                       "seen": set(), "spread_requests": 0} for k in servers}
+                       "seen": set(), "spread_requests": 0, "limited_cpu_s": 0.0,
+                       "unlimited_cpu_s": 0.0, "workers_replaced": 0} for k in servers}
         for srv in servers.values():  # warm up: both workers build their summaries
             concurrent(srv.url, limited, 4, 2)
         for r in range(args.rounds):
             order = list(servers) if r % 2 == 0 else list(servers)[::-1]
             for key in order:
                 url, f = servers[key].url, figures[key]
+                cpu0 = server_cpu(servers[key])
                 f["limited"] += sequential(url, limited, args.requests, f["seen"],
                                            min(n, args.limit))
+                f["limited_cpu_s"] += cpu_since(servers[key], cpu0, f)
                 f["spread_requests"] += args.requests
                 done, secs = concurrent(url, limited, args.clients, args.per_client)
                 f["conc_requests"] += done
                 f["conc_seconds"] += secs
+                cpu0 = server_cpu(servers[key])
                 f["unlimited"] += sequential(url, QUERY, args.unlimited, expect=n)
+                f["unlimited_cpu_s"] += cpu_since(servers[key], cpu0, f)
                 print(f"round {r + 1} {key}: limited median "
                       f"{statistics.median(f['limited']) * 1000:.1f} ms, "
                       f"{f['conc_requests'] / f['conc_seconds']:.1f} req/s, unlimited median "
@@ -216,20 +249,27 @@ def main() -> None:
                         "limited_requests": len(f["limited"]),
                         "concurrent_req_per_s": round(f["conc_requests"] / f["conc_seconds"], 1),
                         "concurrent_requests": f["conc_requests"], "clients": args.clients,
+                        "limited_server_cpu_ms_per_request": round(
+                            f["limited_cpu_s"] * 1000 / len(f["limited"]), 1),
                         "unlimited_median_ms": pct(f["unlimited"], 0.5),
+                        "unlimited_server_cpu_ms_per_request": round(
+                            f["unlimited_cpu_s"] * 1000 / len(f["unlimited"]), 1),
                         "unlimited_requests": len(f["unlimited"]),
+                        "workers_replaced_while_measuring_cpu": f["workers_replaced"],
                         "distinct_providers": len(f["seen"]),
                         "distinct_expected_uniform": round(expected),
                         "retried_requests": RETRIES.get(
                             servers[key].url.split("//", 1)[1], 0),
                         "loadavg": [round(x, 1) for x in os.getloadavg()]})
         print()
-        print(f"{'kova':6} {'N':>7} {'limit median':>12} {'p95':>7} {'req/s(10)':>10} "
-              f"{'unlimited median':>16} {'distinct/expected':>18}")
+        print(f"{'kova':6} {'N':>7} {'limit median':>12} {'p95':>7} {'cpu ms':>7} "
+              f"{'req/s(10)':>10} {'unlimited median':>16} {'cpu ms':>7} "
+              f"{'distinct/expected':>18}")
         for o in out:
             print(f"{o['kova']:6} {o['providers']:>7} {o['limited_median_ms']:>12} "
-                  f"{o['limited_p95_ms']:>7} {o['concurrent_req_per_s']:>10} "
-                  f"{o['unlimited_median_ms']:>16} "
+                  f"{o['limited_p95_ms']:>7} {o['limited_server_cpu_ms_per_request']:>7} "
+                  f"{o['concurrent_req_per_s']:>10} {o['unlimited_median_ms']:>16} "
+                  f"{o['unlimited_server_cpu_ms_per_request']:>7} "
                   f"{o['distinct_providers']:>9}/{o['distinct_expected_uniform']}")
         print(f"load average {os.getloadavg()}, bulk load {load_s:.1f}s, "
               f"requests sent again after a closed connection: {RETRIES}")
