@@ -264,6 +264,17 @@ def sequential(url: str, requests: int, expect: int) -> dict:
             "p95_ms": round(p95 * 1000, 1), "bytes": len(body)}
 
 
+def run_threads(worker, clients: int) -> float:
+    """Run ``worker`` in ``clients`` threads at once; the seconds until all ended."""
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def concurrent(url: str, clients: int, total: int) -> dict:
     per_client = max(1, total // clients)
     errors: list[str] = []
@@ -277,13 +288,7 @@ def concurrent(url: str, clients: int, total: int) -> dict:
                 errors.append(str(exc)[:100])
         c.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = run_threads(worker, clients)
     done = per_client * clients
     return {"clients": clients, "requests": done, "seconds": round(elapsed, 2),
             "req_per_s": round(done / elapsed, 1), "errors": len(errors)}

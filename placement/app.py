@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import anyio
 import sqlalchemy as sa
 
-from kova.placement import errorpage, errors, metrics, microversion, routes
+from kova.placement import errorpage, errors, limits, metrics, microversion, routes
 from kova.placement.auth import Authenticator, NoAuth
 from kova.placement.cache import SnapshotCache
 from kova.placement.db.engine import Database, default_database_url, upgrade
@@ -28,13 +28,30 @@ from kova.placement.request import Request, Response, json_response
 LOG = logging.getLogger("kova.placement")
 
 
-async def _read_body(receive) -> bytes:
-    body = b""
+async def _read_body(receive, max_body: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``max_body``
+    bytes; chunks are joined once (linear in the size)."""
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
-        body += message.get("body", b"")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > max_body:
+                raise limits.body_too_large(max_body)
+            chunks.append(chunk)
         if not message.get("more_body"):
-            return body
+            return b"".join(chunks)
+
+
+def _declared_length(raw_headers) -> int | None:
+    for name, value in raw_headers:
+        if name.lower() == b"content-length":
+            value = value.strip()
+            # a malformed length is refused later (400, _check_content_type)
+            return int(value) if value.isdigit() and len(value) <= 18 else None
+    return None
 
 
 async def _lifespan(app: PlacementApp, receive, send) -> None:
@@ -113,14 +130,24 @@ class PlacementApp:
                  migrate: bool = True, pool_size: int = 10,
                  fast_writes: bool | None = None,
                  randomize_allocation_candidates: bool = False,
-                 cors: Cors | None = None) -> None:
+                 cors: Cors | None = None,
+                 max_request_body: int = limits.DEFAULT_MAX_BODY) -> None:
         self.cors = cors
+        #: The largest request body accepted (413 above it, before auth).
+        self.max_request_body = max_request_body
         self.database_url = database_url or default_database_url()
         if migrate:
             upgrade(self.database_url)
         self.db = Database(self.database_url, pool_size=pool_size)
         self.cache = SnapshotCache(self.db)
-        self.auth = auth or NoAuth()
+        if auth is None:
+            LOG.warning("Placement app created without an authenticator: every request is "
+                        "accepted (pass auth=NoAuth() to say so)")
+            auth = NoAuth()
+        elif isinstance(auth, NoAuth):
+            LOG.warning("authentication is disabled (--no-auth): anyone who can reach this "
+                        "service can change every allocation")
+        self.auth = auth
         #: OpenStack's [placement] randomize_allocation_candidates: ``limit``
         #: samples at random instead of taking the first N.
         self.randomize_allocation_candidates = randomize_allocation_candidates
@@ -144,15 +171,38 @@ class PlacementApp:
             return
         if scope["type"] != "http":
             return
-        body = await _read_body(receive)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                          keep_blank_values=True)
+        start = time.perf_counter()
+        raw_headers = scope.get("headers", [])
+        query_string = scope.get("query_string", b"")
+        refused = None
+        body = b""
+        try:
+            limits.check_headers(raw_headers)
+            limits.check_query(query_string)
+            declared = _declared_length(raw_headers)
+            if declared is not None and declared > self.max_request_body:
+                raise limits.body_too_large(self.max_request_body)
+            body = await _read_body(receive, self.max_request_body)
+        except limits.TooLarge as exc:
+            refused = exc
+        if refused is None:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
+            query = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True,
+                              max_num_fields=limits.MAX_QUERY_FIELDS)
+        else:
+            # Refused before anything else is looked at: only Accept (for
+            # the error's media type) is taken from headers that are bounded
+            # by the server's own limits at worst.
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in raw_headers if k.lower() == b"accept"
+                       and len(v) <= limits.MAX_HEADER_VALUE}
+            query = []
         req = Request(scope["method"], scope["path"], query, headers, body)
         req.app = self
-        start = time.perf_counter()
-        resp = await self.dispatch(req)
+        if refused is not None:
+            resp = self.error_response(req, refused, versioned=False)
+        else:
+            resp = await self.dispatch(req)
         location = resp.headers.get("location")
         if location is not None and location.startswith("/"):
             # absolute, as OpenStack (webob) sends it
@@ -280,7 +330,7 @@ class PlacementApp:
             return Response(exc.status, body, headers, content_type=f"{ctype}; charset=UTF-8")
         error = {"status": exc.status, "title": title, "detail": exc.detail,
                  "request_id": req.request_id}
-        if versioned and req.want(23):
+        if (versioned and req.want(23)) or getattr(exc, "always_code", False):
             error["code"] = exc.code
         if not versioned and exc.status == 406:
             error["max_version"] = microversion.max_version_string()

@@ -31,6 +31,7 @@ import hmac
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from kova.placement import errors
@@ -38,6 +39,9 @@ from kova.placement.policy import ACTIONS, Credentials, Enforcer
 
 LOG = logging.getLogger("kova.placement.auth")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The audience a service-account token must be issued for (TokenReview
+#: mode): a projected token requested for Placement, not a pod's default one.
+DEFAULT_AUDIENCE = "kova-placement"
 ROLES = ("admin", "reader")
 
 
@@ -191,19 +195,25 @@ class TokenReviewAuth(Authenticator):
 
     ``roles`` maps ``system:serviceaccount:<ns>:<name>`` usernames to a role;
     ``default_role`` applies to other authenticated users (None: refuse).
-    Verdicts are cached for ``ttl`` seconds, keyed by the token's SHA-256 (the
+    A token must be issued for one of ``audiences`` (by default
+    ``kova-placement``: a projected service-account token with that
+    audience; a pod's default token, valid for every client of the API
+    server, is refused).  Verdicts are cached for ``ttl`` seconds, keyed by the token's SHA-256 (the
     cache holds no token), at most ``max_entries`` of them (so a flood of
     made-up tokens cannot grow it without bound).  When the API server cannot
     be asked the request is a 503, logged without the token.
     """
 
     def __init__(self, kube, roles: dict[str, str], default_role: str | None = None,
-                 audiences: list[str] | None = None, ttl: float = 60.0,
+                 audiences: Sequence[str] | None = (DEFAULT_AUDIENCE,), ttl: float = 60.0,
                  max_entries: int = 10000) -> None:
         self.kube = kube  # a kova.kube.SyncKube
         self.roles = roles
         self.default_role = default_role
-        self.audiences = audiences
+        self.audiences = list(audiences or [])
+        if not self.audiences:
+            LOG.warning("TokenReview without an audience: any token of the API server's own "
+                        "audience (every pod's default service-account token) is accepted")
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: dict[str, tuple[float, str | None]] = {}
@@ -229,9 +239,20 @@ class TokenReviewAuth(Authenticator):
                 "the TokenReview. Retry later.", headers={"retry-after": "5"}) from None
         role = None
         status = review.get("status") or {}
-        if status.get("authenticated"):
+        if status.get("authenticated") and self._audience_ok(status):
             username = (status.get("user") or {}).get("username") or ""
             role = self.roles.get(username, self.default_role)
+        self._remember(key, now, role)
+        return role
+
+    def _audience_ok(self, status: dict) -> bool:
+        """The API server says for which of the asked audiences the token
+        is valid; one of ours must be among them."""
+        if not self.audiences:
+            return True
+        return bool(set(status.get("audiences") or ()) & set(self.audiences))
+
+    def _remember(self, key: str, now: float, role: str | None) -> None:
         with self._lock:
             if len(self._cache) >= self.max_entries:
                 for k in [k for k, (exp, _) in self._cache.items() if exp <= now]:
@@ -239,4 +260,3 @@ class TokenReviewAuth(Authenticator):
                 while len(self._cache) >= self.max_entries:
                     del self._cache[next(iter(self._cache))]
             self._cache[key] = (now + self.ttl, role)
-        return role

@@ -99,6 +99,14 @@ def _agg_sets(snap: Snapshot, group: RequestGroup):
     return in_aggs, bad
 
 
+def _pool(snap: Snapshot, group: RequestGroup) -> list[Provider]:
+    """The providers worth looking at: those with the rarest requested class."""
+    if group.resources:
+        first = min(group.resources, key=lambda rc: len(snap.by_rc.get(rc, ())))
+        return snap.by_rc.get(first, [])
+    return list(snap.by_id.values())
+
+
 def _matching_providers(snap: Snapshot, group: RequestGroup,
                         tree_root: int | None) -> list[Provider]:
     """Providers that alone satisfy all of the group, in id order."""
@@ -106,11 +114,7 @@ def _matching_providers(snap: Snapshot, group: RequestGroup,
     if in_aggs is not None and not in_aggs:
         return []
     items = list(group.resources.items())
-    if items:
-        first = min(items, key=lambda kv: len(snap.by_rc.get(kv[0], ())))[0]
-        pool = snap.by_rc.get(first, [])
-    else:
-        pool = list(snap.by_id.values())
+    pool = _pool(snap, group)
     required, forbidden = group.required, group.forbidden
     out: list[Provider] = []
     append = out.append
@@ -144,6 +148,72 @@ def _matching_providers(snap: Snapshot, group: RequestGroup,
         if ok:
             append(p)
     return out
+
+
+#: A sample is drawn while it stays below 1/_SAMPLE_SHARE of the pool;
+#: beyond that one pass over every provider is cheaper.
+_SAMPLE_SHARE = 4
+
+
+def _fits(group: RequestGroup, tree_root: int | None, anchors: set[int] | None):
+    """The test of _matching_providers (plus ``anchors``) for one provider
+    at a time, with aggregates looked up on the provider."""
+    items = list(group.resources.items())
+    required, forbidden = group.required, group.forbidden
+    member_of, bad_aggs = group.member_of, group.forbidden_aggs
+
+    def fits(p: Provider) -> bool:
+        if tree_root is not None and p.root_id != tree_root:
+            return False
+        if anchors is not None and p.root_id not in anchors:
+            return False
+        aggs = p.aggs
+        if member_of and any(options.isdisjoint(aggs) for options in member_of):
+            return False
+        if bad_aggs and not bad_aggs.isdisjoint(aggs):
+            return False
+        if (required or forbidden) and not _traits_ok(p.traits, required, forbidden):
+            return False
+        for rc, amount in items:
+            i = p.inv.get(rc)
+            if (i is None or amount < i.min_unit or amount > i.max_unit
+                    or amount % i.step_size or p.used.get(rc, 0) + amount > i.capacity):
+                return False
+        return True
+    return fits
+
+
+def _sampled(snap: Snapshot, group: RequestGroup, tree_root: int | None,
+             anchors: set[int] | None, limit: int) -> list[Provider] | None:
+    """``limit`` providers drawn uniformly at random from all that satisfy
+    the group, in random order, without finding all of them; None when a
+    full pass is the cheaper way (few providers, or few of them match).
+
+    The pool is visited in the order of a random sample of its positions
+    (a prefix of a uniformly random permutation) and the first ``limit``
+    providers that fit are the answer.  Which positions hold fitting
+    providers decides whether an attempt succeeds, but not which of the
+    fitting providers fill them: every ``limit``-subset of the fitting
+    providers is equally likely, as with ``random.sample`` over all of them
+    (``tests/unit/placement/test_candidates_sampling.py`` checks the
+    spread).  An attempt that falls short is thrown away whole and the next
+    one draws afresh, sized from the share of fits seen."""
+    pool = _pool(snap, group)
+    size = len(pool)
+    want = 2 * limit
+    fits = _fits(group, tree_root, anchors)
+    while want * _SAMPLE_SHARE <= size:
+        found: list[Provider] = []
+        for i in random.sample(range(size), want):
+            p = pool[i]
+            if fits(p):
+                found.append(p)
+                if len(found) == limit:
+                    return found
+        if not found:
+            return None
+        want = int(want * limit / len(found) * 1.25) + 1
+    return None
 
 
 def _single_provider(snap: Snapshot, group: RequestGroup, anchors: set[int] | None,
@@ -368,10 +438,14 @@ def _find_simple(snap: Snapshot, group: RequestGroup, rw: RequestWide,
         if tree is None:
             return [], []
         tree_root = tree.root_id
-    providers = _matching_providers(snap, group, tree_root)
-    if anchors is not None:
-        providers = [p for p in providers if p.root_id in anchors]
-    providers = _apply_limit(providers, rw)
+    providers = None
+    if rw.randomize and rw.limit is not None:
+        providers = _sampled(snap, group, tree_root, anchors, rw.limit)
+    if providers is None:
+        providers = _matching_providers(snap, group, tree_root)
+        if anchors is not None:
+            providers = [p for p in providers if p.root_id in anchors]
+        providers = _apply_limit(providers, rw)
     if not snap.has_trees or (not nested_aware):
         summaries = providers
     else:

@@ -12,16 +12,19 @@ import click
 from kova import log
 from kova import settings as kova_settings
 from kova.placement.db.engine import default_database_url
+from kova.placement.limits import DEFAULT_MAX_BODY
 from kova.placement.settings import PREFIX, PlacementSettings
 
 ENV_URL = "KOVA_PLACEMENT_DATABASE_URL"
 ENV_TOKEN_FILE = "KOVA_PLACEMENT_TOKEN_FILE"
 ENV_K8S_AUTH = "KOVA_PLACEMENT_K8S_AUTH"  # JSON, set by `serve` for its workers
+ENV_NO_AUTH = "KOVA_PLACEMENT_NO_AUTH"
 ENV_RANDOMIZE = "KOVA_PLACEMENT_RANDOMIZE_ALLOCATION_CANDIDATES"
 _TRUE = ("1", "true", "yes", "on")
 ENV_TLS_CERT = "KOVA_PLACEMENT_TLS_CERT_FILE"
 ENV_TLS_KEY = "KOVA_PLACEMENT_TLS_KEY_FILE"
 ENV_POOL = "KOVA_PLACEMENT_POOL_SIZE"
+ENV_MAX_BODY = "KOVA_PLACEMENT_MAX_REQUEST_BODY"
 ENV_LOG_LEVEL = "KOVA_PLACEMENT_LOG_LEVEL"
 ENV_LOG_FORMAT = "KOVA_PLACEMENT_LOG_FORMAT"
 ENV_AUTH_STRATEGY = "KOVA_PLACEMENT_AUTH_STRATEGY"
@@ -66,7 +69,7 @@ def _k8s_auth(spec: dict):
     kube = SyncKube(Credentials.load(spec.get("kubeconfig")), timeout=10.0)
     roles = {f"system:serviceaccount:{sa}": "admin" for sa in spec.get("admins", [])}
     roles.update({f"system:serviceaccount:{sa}": "reader" for sa in spec.get("readers", [])})
-    return TokenReviewAuth(kube, roles)
+    return TokenReviewAuth(kube, roles, audiences=spec.get("audiences") or None)
 
 
 def _policy_auth(strategy: str):
@@ -94,7 +97,12 @@ def _auth_from_env():
         return _k8s_auth(json.loads(k8s))
     if token_file:
         return StaticTokenAuth(token_file)
-    return NoAuth()
+    if os.environ.get(ENV_NO_AUTH, "").strip().lower() in _TRUE:
+        return NoAuth()
+    # never a silent fallback to accepting everyone
+    raise RuntimeError("no authentication configured for Placement: set "
+                       f"{ENV_TOKEN_FILE}, {ENV_K8S_AUTH}, {ENV_AUTH_STRATEGY} or, for "
+                       f"local development only, {ENV_NO_AUTH}=1")
 
 
 def _factory():
@@ -115,6 +123,7 @@ def _factory():
         cors = Cors(origins, headers)
     return create_app(url, auth=auth, migrate=False, cors=cors,
                       pool_size=int(os.environ.get(ENV_POOL, "10")),
+                      max_request_body=int(os.environ.get(ENV_MAX_BODY, DEFAULT_MAX_BODY)),
                       randomize_allocation_candidates=(
                           os.environ.get(ENV_RANDOMIZE, "").strip().lower() in _TRUE))
 
@@ -129,6 +138,27 @@ def _check_serve_options(s: PlacementSettings) -> None:
         raise click.UsageError("--policy-file goes with --auth-strategy")
     if bool(s.tls_cert_file) != bool(s.tls_key_file):
         raise click.UsageError("--tls-cert-file and --tls-key-file go together")
+    if plain_http_exposed(s) and not s.allow_plain_http:
+        raise click.UsageError(
+            f"refusing to take tokens over plain HTTP on {s.host}: give --tls-cert-file and "
+            "--tls-key-file, listen on a loopback address, or pass --allow-plain-http "
+            "(behind a TLS-terminating proxy, or on a network you trust)")
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def plain_http_exposed(s: PlacementSettings) -> bool:
+    """Tokens (every mode but --no-auth) would cross a network in clear text."""
+    return not s.no_auth and not s.tls_cert_file and not _loopback(s.host)
 
 
 def _serve_env(s: PlacementSettings, url: str) -> None:
@@ -137,15 +167,20 @@ def _serve_env(s: PlacementSettings, url: str) -> None:
 
     os.environ.update({ENV_URL: url, ENV_RANDOMIZE: "1" if s.randomize_allocation_candidates
                        else "0", ENV_POOL: str(s.pool_size), ENV_LOG_LEVEL: s.log_level,
+                       ENV_MAX_BODY: str(s.max_request_body),
                        ENV_LOG_FORMAT: s.log_format})
-    for name in (ENV_TOKEN_FILE, ENV_K8S_AUTH, ENV_AUTH_STRATEGY, ENV_POLICY_FILE, ENV_CORS):
+    for name in (ENV_TOKEN_FILE, ENV_K8S_AUTH, ENV_AUTH_STRATEGY, ENV_POLICY_FILE, ENV_CORS,
+                 ENV_NO_AUTH):
         os.environ.pop(name, None)
-    if s.token_file:
+    if s.no_auth:
+        os.environ[ENV_NO_AUTH] = "1"
+    elif s.token_file:
         os.environ[ENV_TOKEN_FILE] = os.path.abspath(s.token_file)
     elif s.k8s_admin or s.k8s_reader:
         os.environ[ENV_K8S_AUTH] = json.dumps({
             "kubeconfig": os.path.abspath(s.kubeconfig) if s.kubeconfig else None,
-            "admins": list(s.k8s_admin), "readers": list(s.k8s_reader)})
+            "admins": list(s.k8s_admin), "readers": list(s.k8s_reader),
+            "audiences": [a.strip() for a in s.k8s_audience.split(",") if a.strip()]})
     elif s.auth_strategy:
         os.environ[ENV_AUTH_STRATEGY] = s.auth_strategy
         if s.policy_file:
@@ -196,6 +231,9 @@ def register(group: click.Group) -> None:
         if s.no_auth:
             LOG.warning("authentication is disabled (--no-auth); anyone who can reach this "
                         "port can change every allocation.")
+        elif plain_http_exposed(s):
+            LOG.warning("serving on %s over plain HTTP (--allow-plain-http): tokens cross the "
+                        "network in clear text", s.host)
         url = s.database_url or default_database_url()
         upgrade_when_reachable(url, s.database_wait)
         _serve_env(s, url)

@@ -16,6 +16,8 @@ HEADER = "openstack-api-version"
 LEGACY_HEADER = "x-openstack-placement-api-version"
 
 _VERSION_RE = re.compile(r"^([1-9]\d*|0)\.([1-9]\d*|0)$")
+#: More digits than this cannot be a version in range.
+_MAX_DIGITS = 6
 
 
 class Version(tuple):
@@ -57,8 +59,17 @@ def parse_version_string(value: str) -> Version:
         return Version(*MAX_VERSION)
     match = _VERSION_RE.match(value)
     if not match:
-        raise MalformedVersion(f"invalid version string: {value}")
+        raise MalformedVersion(f"invalid version string: {_shown(value)}")
+    if len(match.group(1)) > _MAX_DIGITS or len(match.group(2)) > _MAX_DIGITS:
+        # well-formed (no leading zeros), so far beyond MAX_VERSION: not
+        # worth converting (Python refuses more than 4 300 digits anyway)
+        raise UnacceptableVersion(f"Unacceptable version header: {_shown(value)}")
     return Version(int(match.group(1)), int(match.group(2)))
+
+
+def _shown(value: str) -> str:
+    """A header value as quoted in an error message: at most 64 characters."""
+    return value if len(value) <= 64 else value[:64] + "..."
 
 
 def _placement_value(header_value: str) -> str | None:
@@ -88,5 +99,5 @@ def extract_version(headers) -> Version:
         return Version(*MIN_VERSION)
     version = parse_version_string(raw)
     if not (MIN_VERSION <= version <= MAX_VERSION):
-        raise UnacceptableVersion(f"Unacceptable version header: {raw.strip()}")
+        raise UnacceptableVersion(f"Unacceptable version header: {_shown(raw.strip())}")
     return version

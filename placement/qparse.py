@@ -7,7 +7,7 @@ Each bad value is a 400 with the message OpenStack Placement gives.
 
 from __future__ import annotations
 
-from kova.placement import errors
+from kova.placement import errors, limits
 from kova.placement.validation import is_uuid
 
 
@@ -25,11 +25,13 @@ def resources(value: str) -> dict[str, int]:
                 "Badly formed resources parameter. Expected resources query string "
                 f"parameter in form: ?resources=VCPU:2,MEMORY_MB:1024. Got: {item}.") from None
         try:
-            amount = int(amount_s)
+            amount = limits.bounded_int(amount_s)
+            if amount is None:
+                raise ValueError(amount_s)
         except ValueError:
             raise errors.BadRequest(
                 f"Requested resource {name} expected positive integer amount. "
-                f"Got: {amount_s}.") from None
+                f"Got: {amount_s[:64]}.") from None
         if amount < 1:
             raise errors.BadRequest(
                 f"Requested resource {name} requires amount >= 1. Got: {amount}.")

@@ -10,7 +10,7 @@ import uuid as uuidlib
 from email.utils import format_datetime
 from typing import Any
 
-from kova.placement import errors, microversion
+from kova.placement import errors, limits, microversion
 from kova.placement.validation import storable, validate
 
 
@@ -57,6 +57,10 @@ class Request:
             data = json.loads(self.body or b"")
         except ValueError as exc:
             raise errors.BadRequest(f"Malformed JSON: {exc}") from None
+        except RecursionError:  # the decoder's own bound, far deeper than ours
+            raise limits.json_too_deep() from None
+        if not limits.json_depth_ok(data, self.body):
+            raise limits.json_too_deep()
         if (b"\\u" in self.body or b"\xed" in self.body) and not storable(data):
             # only \u escapes, or UTF-8-encoded surrogates (0xED 0xA0..0xBF,
             # which json.loads lets through), can put these into a string

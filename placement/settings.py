@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import click
 
+from kova.placement.auth import DEFAULT_AUDIENCE
+from kova.placement.limits import DEFAULT_MAX_BODY
 from kova.settings import format_setting, level_setting, setting
 
 PREFIX = "KOVA_PLACEMENT_"
@@ -37,6 +39,11 @@ class PlacementSettings:
     k8s_reader: tuple[str, ...] = setting(
         factory=tuple, help="Service account with the read-only role (TokenReview mode).",
         metavar="NAMESPACE:SERVICEACCOUNT")
+    k8s_audience: str = setting(
+        DEFAULT_AUDIENCE, "TokenReview mode: the audience a token must be issued for "
+        "(comma-separated for several): a projected service-account token with this "
+        "audience, not the pod's default token, which any API-server client accepts. "
+        "'' accepts the API server's own audience (not recommended).", metavar="AUDIENCE")
     kubeconfig: str | None = setting(
         None, "For TokenReview mode outside the cluster (default: in-cluster).",
         type=click.Path(dir_okay=False))
@@ -46,6 +53,10 @@ class PlacementSettings:
     tls_key_file: str | None = setting(
         None, "The PEM private key of --tls-cert-file.",
         type=click.Path(exists=True, dir_okay=False))
+    allow_plain_http: bool = setting(
+        False, "Serve tokens over plain HTTP on an address other than loopback (without "
+        "--tls-cert-file): only behind a TLS-terminating proxy or on a network you trust.",
+        flag="--allow-plain-http")
     randomize_allocation_candidates: bool = setting(
         False, "With `limit`, GET /allocation_candidates returns a random sample of all "
         "candidates instead of the first N (and shuffles them without a limit), as "
@@ -74,5 +85,9 @@ class PlacementSettings:
         60.0, "Seconds to keep retrying an unreachable database at start (a Postgres started "
         "beside Placement, as the chart's bundled one, answers after it); then exit with the "
         "database's error.", type=click.FloatRange(min=0))
+    max_request_body: int = setting(
+        DEFAULT_MAX_BODY, "Largest request body accepted, in bytes: a larger one is a 413 before "
+        "authentication (a declared Content-Length before a byte is read).",
+        type=click.IntRange(min=1024))
     log_level: str = level_setting()
     log_format: str = format_setting()

@@ -6,7 +6,7 @@ import functools
 import json
 import re
 
-from kova.placement import candidates, errors, metrics, qparse
+from kova.placement import candidates, errors, limits, metrics, qparse
 from kova.placement.handlers.common import since
 from kova.placement.request import Response, cache_headers, check_accept
 from kova.placement.validation import validate
@@ -72,7 +72,11 @@ def _request_wide(req) -> candidates.RequestWide:
     rw = candidates.RequestWide()
     limit = req.getall("limit")
     if limit:
-        rw.limit = int(limit[0])
+        rw.limit = limits.bounded_int(limit[0])
+        if rw.limit is None:
+            raise errors.BadRequest(
+                f"Invalid query string parameters: 'limit' has more than "
+                f"{limits.MAX_INT_DIGITS} digits.", code=errors.QUERYPARAM_BAD_VALUE)
     policy = req.getall("group_policy")
     if policy:
         rw.group_policy = policy[0]

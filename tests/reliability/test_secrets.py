@@ -107,7 +107,8 @@ def _sa_token(core, namespace: str, name: str) -> str:
     core.create_namespaced_service_account(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
     req = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+        # Placement's TokenReview wants its own audience (a projected token)
+        spec=client.V1TokenRequestSpec(audiences=["kova-placement"], expiration_seconds=600))
     return core.create_namespaced_service_account_token(name, namespace, req).status.token
 
 

@@ -43,6 +43,10 @@ def test_serve_refuses_conflicting_auth_options(tmp_path, monkeypatch):
         (["--token-file", str(tokens), "--policy-file", str(tmp_path / "p.yaml")], {},
          "--policy-file goes with --auth-strategy"),
         ([], {"KOVA_PLACEMENT_AUTH_STRATEGY": "noauth"}, "'noauth' is not one of"),
+        # tokens over plain HTTP beyond loopback only when asked for
+        (["--token-file", str(tokens), "--host", "0.0.0.0"], {}, "plain HTTP"),
+        (["--token-file", str(tokens), "--host", "placement.example"], {}, "plain HTTP"),
+        (["--auth-strategy", "keystone"], {"KOVA_PLACEMENT_HOST": "10.0.0.5"}, "plain HTTP"),
     ]
     for args, env, message in cases:
         result = runner.invoke(main, ["placement", "serve", *args], env=env)
@@ -113,3 +117,29 @@ def test_serve_gives_up_on_an_unreachable_database_with_a_clear_error(tmp_path):
     assert "the database is not reachable" in result.output
     assert "waited 1.5s (--database-wait)" in result.output
     assert 1.5 <= time.monotonic() - t0 < 20
+
+
+def test_worker_factory_refuses_to_run_without_authentication(tmp_path, monkeypatch, capfd):
+    """The worker processes read their authentication from the environment
+    ``serve`` sets: with none of it they refuse to start instead of
+    accepting everyone; --no-auth (KOVA_PLACEMENT_NO_AUTH=1) is said, and
+    logged as a warning."""
+    import pytest
+
+    from kova.placement import cli
+
+    monkeypatch.setenv("KOVA_STATE", str(tmp_path))
+    for name in (cli.ENV_TOKEN_FILE, cli.ENV_K8S_AUTH, cli.ENV_AUTH_STRATEGY, cli.ENV_NO_AUTH):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(cli.ENV_URL, f"sqlite:///{tmp_path}/p.db")
+    runner = CliRunner()
+    assert runner.invoke(main, ["placement", "db", "upgrade"]).exit_code == 0
+    with pytest.raises(RuntimeError, match="no authentication configured"):
+        cli._factory()
+    monkeypatch.setenv(cli.ENV_NO_AUTH, "1")
+    capfd.readouterr()
+    app = cli._factory()  # sets up Placement's logging: to stderr
+    try:
+        assert "authentication is disabled" in capfd.readouterr().err
+    finally:
+        app.db.dispose()

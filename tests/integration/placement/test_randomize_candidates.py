@@ -139,3 +139,53 @@ def test_randomized_limit_with_sharing_providers(api, placement_app):
         assert len(seen) >= 8, len(seen)  # the first 3 only, were it not random
     finally:
         placement_app.randomize_allocation_candidates = False
+
+
+def test_sampled_limit_spreads_uniformly(api, placement_app):
+    """With few candidates wanted out of many, the limited answer is drawn
+    without finding every candidate first (``candidates._sampled``); it must
+    still be a uniform sample of all of them.  200 providers, 150 of them
+    with the required trait; 600 answers of 10.  Each fitting provider is
+    expected in 40 answers: the counts' chi-square over the 300 must be
+    within 6 standard deviations of its mean (a provider favoured or left
+    out shows at once), no provider without the trait appears, and
+    neighbours (in creation order) appear together as often as chance
+    says -- a sample taken as a window from a random start would put
+    them together 9 times as often."""
+    import math
+
+    fit: list[str] = []
+    for i in range(200):
+        traits = ["CUSTOM_FIT"] if i % 4 else []
+        rp = api.provider(f"s{i:03d}", inventory={"VCPU": 8}, traits=traits)
+        if traits:
+            fit.append(rp)
+    index = {rp: i for i, rp in enumerate(fit)}
+    placement_app.randomize_allocation_candidates = True
+    answers, limit = 600, 10
+    counts = dict.fromkeys(fit, 0)
+    together = 0
+    try:
+        for _ in range(answers):
+            r = api.get(f"{AC}?resources=VCPU:1&required=CUSTOM_FIT&limit={limit}",
+                        version="1.39")
+            assert r.status_code == 200, r.text
+            got = [next(iter(ar["allocations"])) for ar in r.json()["allocation_requests"]]
+            assert len(got) == limit and len(set(got)) == limit
+            assert set(got) <= set(fit), "a provider without the required trait"
+            for rp in got:
+                counts[rp] += 1
+            positions = {index[rp] for rp in got}
+            together += sum(1 for i in positions if i + 1 in positions)
+    finally:
+        placement_app.randomize_allocation_candidates = False
+    m = len(fit)
+    expected = answers * limit / m
+    chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
+    # without replacement within an answer the counts vary a little less
+    # than multinomial ones: the test is, if anything, lenient
+    assert abs(chi2 - (m - 1)) < 6 * math.sqrt(2 * (m - 1)), (chi2, sorted(counts.values()))
+    # adjacent pairs: (m - 1) of them, each in an answer with p = l(l-1)/(m(m-1))
+    pairs_expected = answers * limit * (limit - 1) / m
+    assert abs(together - pairs_expected) < 6 * math.sqrt(pairs_expected) + 10, (
+        together, pairs_expected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from kova.placement.app import create_app
-from kova.placement.auth import TokenReviewAuth
+from kova.placement.auth import DEFAULT_AUDIENCE, TokenReviewAuth
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -13,13 +13,17 @@ with warnings.catch_warnings():
 
 
 
-def _token(core, namespace, name):
+def _token(core, namespace, name, audiences=(DEFAULT_AUDIENCE,), create=True):
+    """A TokenRequest token of a new service account, for ``audiences``
+    (Placement's by default; ``()``: the API server's own, as a pod's default
+    token)."""
     from kubernetes import client
 
-    core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
+    if create:
+        core.create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
     req = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+        spec=client.V1TokenRequestSpec(audiences=list(audiences), expiration_seconds=600))
     return core.create_namespaced_service_account_token(name, namespace, req).status.token
 
 
@@ -51,6 +55,35 @@ def test_tokenreview_roles(k8s_client, sync_kube, namespace, tmp_path):
                          headers={**hdr, "x-auth-token": "garbage"}).status_code == 401
     finally:
         app.db.dispose()
+
+
+def test_tokenreview_wants_placements_audience(k8s_client, sync_kube, namespace, tmp_path):
+    """The admin service account's default-audience token (what every pod
+    mounts, valid for any client of the API server) and a token for another
+    audience are refused (401); its token for ``kova-placement`` is accepted;
+    an explicitly empty audience list accepts the default-audience token."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s_client)
+    right = _token(core, namespace, "aud-admin")
+    default = _token(core, namespace, "aud-admin", audiences=(), create=False)
+    other = _token(core, namespace, "aud-admin", audiences=("vault",), create=False)
+    roles = {f"system:serviceaccount:{namespace}:aud-admin": "admin"}
+    auth = TokenReviewAuth(sync_kube, roles)
+    app = create_app(f"sqlite:///{tmp_path}/p.db", auth=auth)
+    try:
+        with TestClient(app) as c:
+            hdr = {"openstack-api-version": "placement 1.39"}
+            for token, status in ((default, 401), (other, 401), (right, 200)):
+                r = c.post("/resource_providers", json={"name": f"aud-{status}-{len(token)}"},
+                           headers={**hdr, "authorization": f"Bearer {token}"})
+                assert r.status_code == status, r.text
+                if status == 401:
+                    assert r.json()["errors"][0]["status"] == 401
+    finally:
+        app.db.dispose()
+    assert TokenReviewAuth(sync_kube, roles, audiences=()).role_for(default) == "admin"
+    assert TokenReviewAuth(sync_kube, roles, audiences=()).role_for(other) is None
 
 
 def test_tokenreview_unreachable_api_is_503_without_the_token(tmp_path, caplog):

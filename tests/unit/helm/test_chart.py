@@ -243,6 +243,8 @@ def test_placement_database_wiring() -> None:
     # a restarted PostgreSQL must find its data directory as it left it
     assert pg["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
     assert "--token-file=/etc/kova/placement/tokens" in c["args"]
+    # without placement.tls the chart says plain HTTP is meant (serve refuses otherwise)
+    assert "--allow-plain-http" in c["args"]
     # the operator asks for a limited number of candidates: they must be sampled
     assert "--randomize-allocation-candidates" in c["args"]
     (c,) = pod_spec(one(render({"placement.randomizeAllocationCandidates": False}),
@@ -289,6 +291,7 @@ def test_placement_tls() -> None:
     (c,) = placement["containers"]
     assert "--tls-cert-file=/etc/kova/placement-tls/tls.crt" in c["args"]
     assert "--tls-key-file=/etc/kova/placement-tls/tls.key" in c["args"]
+    assert "--allow-plain-http" not in c["args"]
     assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     assert c["startupProbe"]["httpGet"]["scheme"] == "HTTPS"
     (tls,) = [v for v in placement["volumes"] if v["name"] == "tls"]
