@@ -75,6 +75,7 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix="agent-boot-bench-",
                                           dir=os.environ.get("KOVA_BENCH_DIR")))
         self.cp = None
+        self.image_dir: Path | None = None
         if args.kubeconfig:
             self.kubeconfig = Path(args.kubeconfig)
         else:
@@ -167,6 +168,8 @@ class Bench:
              "--metrics-bind", "127.0.0.1",
              "--workers", str(self.args.workers), "--log-level", "info",
              *(["--placement-url", self.placement_url] if self.placement_url else []),
+             # the agent boots only images under its image directories
+             *(["--image-host-dir", str(self.image_dir)] if self.image_dir else []),
              *(extra or [])],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )
@@ -475,6 +478,7 @@ def main() -> int:
 
         image_path = ensure_test_image()
     b = Bench(args)
+    b.image_dir = image_path.parent
     out: list[str] = []
     try:
         b.image("bench-image", image_path)

@@ -57,7 +57,8 @@ def test_every_component_logs_the_documented_json(harness, small_image, kova_api
                 [sys.executable, "-m", "kova.cli", "agent", "run", "--libvirt-uri",
                  "test:///default", "--instance-dir", str(tmp_path / "instances"),
                  "--kubeconfig", str(harness.kubeconfig), "--placement-url", placement.url,
-                 "--metrics-port", "0", "--resync-seconds", "2", "--log-level", "debug"],
+                 "--metrics-port", "0", "--resync-seconds", "2", "--log-level", "debug",
+                 "--image-host-dir", str(small_image.parent)],
                 stdout=log, stderr=subprocess.STDOUT,
                 env=dict(os.environ, KOVA_HOST=harness.host, PYTHONUNBUFFERED="1"))
         try:
