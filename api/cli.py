@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import click
 
@@ -14,6 +13,7 @@ from kova import log
 from kova import settings as kova_settings
 from kova.api.settings import PREFIX, ApiSettings
 from kova.crds import names
+from kova.loop import serve_until_signal
 
 
 def register(group: click.Group) -> None:
@@ -32,14 +32,5 @@ def register(group: click.Group) -> None:
 async def _run(settings: ApiSettings) -> None:
     from kova.api.server import ApiServer
 
-    server = ApiServer(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    try:
-        await stop.wait()
-    finally:
-        logging.getLogger("kova.api").info("stopping %s", names.SUBRESOURCE_API_VERSION)
-        await server.stop()
+    await serve_until_signal(ApiServer(settings), lambda: logging.getLogger("kova.api").info(
+        "stopping %s", names.SUBRESOURCE_API_VERSION))

@@ -68,3 +68,21 @@ def blocking(name: str) -> Callable[..., Any]:
     call.__name__ = name
     call.__doc__ = f"Blocking form of the async client's ``{name}``."
     return call
+
+
+async def serve_until_signal(server: Any, on_stop: Callable[[], None] | None = None) -> None:
+    """``await server.start()``, wait for SIGTERM or SIGINT, then (after
+    ``on_stop``) ``await server.stop()``: the main loop of Kova's servers."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        if on_stop is not None:
+            on_stop()
+        await server.stop()

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
 import click
 
 from kova import log
 from kova import settings as kova_settings
 from kova.images.settings import PREFIX, ImagesSettings
+from kova.loop import serve_until_signal
 
 
 def register(group: click.Group) -> None:
@@ -26,13 +26,4 @@ def register(group: click.Group) -> None:
 async def _run(settings: ImagesSettings) -> None:
     from kova.images.server import ImageServer
 
-    server = ImageServer(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
+    await serve_until_signal(ImageServer(settings))

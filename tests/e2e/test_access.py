@@ -16,42 +16,29 @@ import os
 import re
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pexpect
 import pytest
 
 from kova.dev import paths
-from kova.dev.stack import Stack
 from tests.helpers import BOOT_TIMEOUT, wait_for
+from tests.support.stacks import one_host_stack, temp_namespace
 
 PROMPT = "vm:/# "
 
 
 @pytest.fixture(scope="module")
 def ns(kubectl):
-    name = f"access-e2e-{uuid.uuid4().hex[:5]}"
-    kubectl("create", "namespace", name)
-    try:
+    with temp_namespace(kubectl, "access-e2e") as name:
         yield name
-    finally:
-        kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s", check=False)
 
 
 @pytest.fixture(scope="module")
 def stack(k8s, kova_crds, kova_api, libvirtd, test_image, ns, tmp_path_factory):
     root = tmp_path_factory.mktemp("access-stack")
-    st = Stack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent)
-    host = f"access-{uuid.uuid4().hex[:5]}"
-    try:
-        st.start(k8s, [host], progress=lambda m: None, namespaces=[ns])
-        st.wait_hosts_up()
+    with one_host_stack(k8s, kova_api, ns, root, "access", log_lines=15) as st:
         yield st
-    finally:
-        st.stop()
-        for log in st.log_dir.glob("*.log"):
-            print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-15:]))
 
 
 class Session:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from pathlib import Path
 
 import httpx
@@ -24,6 +23,7 @@ import pytest
 from kova.dev.stack import Stack
 from tests.e2e.test_access import Session
 from tests.helpers import BOOT_TIMEOUT, wait_for
+from tests.support.stacks import one_host_stack, temp_namespace
 
 PROMPT = "vm:/# "
 #: "three" stays at 2 vCPUs: on one host the move holds the old size too
@@ -33,28 +33,15 @@ SIZES = {"one": (1, 192, 1), "two": (2, 320, 2), "three": (2, 448, 3)}
 
 @pytest.fixture(scope="module")
 def ns(kubectl):
-    name = f"moves-e2e-{uuid.uuid4().hex[:5]}"
-    kubectl("create", "namespace", name)
-    try:
+    with temp_namespace(kubectl, "moves-e2e") as name:
         yield name
-    finally:
-        kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s", check=False)
 
 
 @pytest.fixture(scope="module")
 def stack(k8s, kova_crds, kova_api, libvirtd, test_image, ns, tmp_path_factory):
     root = tmp_path_factory.mktemp("moves-stack")
-    st = Stack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
-               operator_args=["--resize-confirm-window", "0"])
-    host = f"moves-{uuid.uuid4().hex[:5]}"
-    try:
-        st.start(k8s, [host], progress=lambda m: None, namespaces=[ns])
-        st.wait_hosts_up()
+    with one_host_stack(k8s, kova_api, ns, root, "moves", operator_args=["--resize-confirm-window", "0"], log_lines=25) as st:
         yield st
-    finally:
-        st.stop()
-        for log in st.log_dir.glob("*.log"):
-            print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-25:]))
 
 
 @pytest.fixture(scope="module")
