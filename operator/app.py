@@ -8,9 +8,13 @@ stale event is harmless:
 * ``("inst", ns, name)`` -> :class:`~.instance.controller.InstanceController`
   (scheduler + conductor + evacuation + deletion);
 * ``("sg", ns, name)`` -> :class:`~.servergroup.controller.ServerGroupController`;
-* ``("host", name)`` -> :class:`~.host.controller.HostController` (provider state).
+* ``("host", name)`` -> :class:`~.host.controller.HostController` (provider state);
+* ``("hstate", name)`` -> :class:`~.host.monitor.HostMonitor` (the Host's
+  ``state``, ``Ready`` and ``Fenced`` in its status).
 
-Beside them run the host monitor (Leases -> Up/Down), the leadership check,
+Hosts and Leases come from plain list + watch loops (see :mod:`.informer`);
+the host monitor's timer finds expired Leases.  Beside them run the
+leadership check,
 the Event poster and the periodic audit.  Placement is the record of claims:
 the claim is keyed by the Instance uid, so a restart never claims twice and
 never loses a claim (a 409 on a first claim with an allocation present means
@@ -24,10 +28,12 @@ import logging
 import os
 import random
 import socket
+import threading
 from collections.abc import Coroutine
 from typing import Any
 
 from kova import log as kova_log
+from kova.crds import names
 from kova.kube import Credentials, Kube
 from kova.operator import metrics
 from kova.operator.audit import audit_loop
@@ -103,9 +109,12 @@ class Operator:
         metrics.PENDING.set_function(lambda: len(ctx.ledger.pending))
         self.hosts = HostController(ctx)
         self.groups = ServerGroupController(ctx)
-        self.monitor = HostMonitor(ctx)
+        self.monitor = monitor = HostMonitor(ctx)
+        for state in (names.HostState.UP, names.HostState.DOWN):
+            metrics.HOSTS.labels(state=state).set_function(monitor.count_of(state))
         self.leadership = Leadership(ctx, self.identity, self.priority, self.new_term)
         self._tasks: list[asyncio.Task] = []
+        self._stop_timer: threading.Timer | None = None
 
     # ------------------------------------------------------------ informer events
     def instance_changed(self, namespace: str, name: str, body: dict, deleted: bool) -> None:
@@ -113,6 +122,13 @@ class Operator:
 
     def host_changed(self, name: str, body: dict, deleted: bool) -> None:
         self.hosts.host_changed(name, body, deleted)
+        self.monitor.host_changed(name, body, deleted)
+
+    def lease_changed(self, name: str, body: dict, deleted: bool) -> None:
+        self.monitor.lease_changed(name, body, deleted)
+
+    def lease_watch_health(self, healthy: bool) -> None:
+        self.monitor.lease_watch_health(healthy)
 
     def node_changed(self, name: str, body: dict, deleted: bool) -> None:
         self.hosts.node_changed(name, body, deleted)
@@ -139,11 +155,14 @@ class Operator:
     # ------------------------------------------------------------ workers
     async def worker(self) -> None:
         ctx = self.ctx
-        await self.informer.synced.wait()
+        await self.informer.hosts_synced.wait()
         while True:
             key: Any = await ctx.queue.get()
             metrics.QUEUE_DEPTH.set(len(ctx.queue))
             try:
+                if key[0] in ("inst", "sg"):
+                    # every Instance seen first (kopf's indexes full)
+                    await self.informer.synced.wait()
                 if ctx.leader:
                     await self.reconcile(key)
             except asyncio.CancelledError:
@@ -164,6 +183,8 @@ class Operator:
             await self.groups.reconcile(key[1], key[2])
         elif key[0] == "host":
             await self.hosts.reconcile(key[1])
+        elif key[0] == "hstate":
+            await self.monitor.update_host(key[1])
 
     # ------------------------------------------------------------ run
     def _start(self) -> None:
@@ -185,10 +206,6 @@ class Operator:
     async def run(self, stop_flag: asyncio.Event | None = None,
                   ready_flag: asyncio.Event | None = None) -> None:
         s = self.settings
-        try:
-            await self.monitor.poll_leases()
-        except Exception as exc:
-            LOG.warning("initial lease poll failed: %s", exc)
         self._start()
         LOG.info("kova operator starting: identity=%s priority=%d peering=%s namespaces=%s "
                  "placement=%s", self.identity, self.priority,
@@ -197,11 +214,32 @@ class Operator:
         options = RunOptions(
             all_namespaces=s.all_namespaces, namespaces=s.namespaces, peering=s.peering,
             peering_name=s.peering_name, priority=self.priority, identity=self.identity,
-            health_port=s.health_port, watch_nodes=s.node_fencing)
+            health_port=s.health_port, watch_nodes=s.node_fencing,
+            lease_namespace=s.lease_namespace)
+        if stop_flag is not None:
+            self._tasks.append(asyncio.create_task(self._deadline(stop_flag), name="kova-stop"))
         try:
             await self.informer.run(self, options, stop_flag=stop_flag, ready_flag=ready_flag)
         finally:
             await self.shutdown()
+
+    async def _deadline(self, stop_flag: asyncio.Event) -> None:
+        """Once asked to stop, exit within ``--shutdown-grace`` whatever the
+        load: a thread (not this event loop, which may be the busy part)
+        ends the process if the orderly shutdown has not by then."""
+        await stop_flag.wait()
+        grace = self.settings.shutdown_grace
+        LOG.info("stopping (at most %.0fs)", grace)
+
+        def hard_stop() -> None:
+            LOG.warning("the shutdown took longer than --shutdown-grace (%.0fs); exiting now",
+                        grace)
+            logging.shutdown()
+            os._exit(0)
+
+        self._stop_timer = timer = threading.Timer(grace, hard_stop)
+        timer.daemon = True
+        timer.start()
 
     async def shutdown(self) -> None:
         for t in self._tasks:
@@ -212,3 +250,5 @@ class Operator:
         self.ctx.queue.shutdown()
         await self.ctx.kube.close()
         await self.ctx.placement.close()
+        if self._stop_timer is not None:
+            self._stop_timer.cancel()
