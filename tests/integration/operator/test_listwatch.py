@@ -12,6 +12,27 @@ from kova.kube import Credentials, Kube, lease_path
 from kova.operator.listwatch import ListWatch
 
 
+class ExpiringKube(Kube):
+    """The real client, except that the next watch it opens is answered
+    with the API server's 410 ("too old resource version", the Status it
+    sends as an ERROR event).  Injected: the test cluster's watch cache
+    keeps every event of its short life, so a real API server here cannot
+    be made to expire a resourceVersion on demand."""
+
+    expire_next = False
+
+    async def watch(self, path, params=None, *, timeout_seconds=300):
+        if self.expire_next:
+            self.expire_next = False
+            yield {"type": "ERROR", "object": {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": f"too old resource version: {params['resourceVersion']}",
+                "reason": "Expired", "code": 410}}
+            return
+        async for event in super().watch(path, params, timeout_seconds=timeout_seconds):
+            yield event
+
+
 def _lease(name: str, holder: str = "a") -> dict:
     return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": name},
@@ -37,7 +58,7 @@ async def test_list_watch_resume_and_relist_after_gone(kubeconfig, k8s_client, n
     # small pages: the LIST is paged (continue tokens) as at 10 000 Leases
     lw = ListWatch(lease_path(namespace), lambda name, obj, deleted: calls.append(
         (name, deleted)), page_size=2, timeout_seconds=2)
-    kube = Kube(Credentials.load(str(kubeconfig)))
+    kube = ExpiringKube(Credentials.load(str(kubeconfig)))
     task = asyncio.create_task(lw.run(kube))
     try:
         await asyncio.wait_for(lw.synced.wait(), 30)
@@ -61,7 +82,7 @@ async def test_list_watch_resume_and_relist_after_gone(kubeconfig, k8s_client, n
         coord.delete_namespaced_lease(f"drop-{tag}", namespace)
         coord.create_namespaced_lease(namespace, _lease(f"new-{tag}"))
         # Resume from a resourceVersion the server no longer has: 410 Gone.
-        lw.resource_version = "1"
+        kube.expire_next = True
         task = asyncio.create_task(lw.run(kube))
         await _wait(lambda: lw.lists == 2)
         assert set(lw.items) == {f"{n}-{tag}" for n in ("keep", "change", "new")}
