@@ -91,9 +91,9 @@ class HostMonitor:
         self._resumed_at: float | None = None
         #: Host -> the deadline (wall clock) its heartbeat state changes at.
         self._deadline: dict[str, float] = {}
-        #: (deadline, host) -- at most one entry per host (see _arm).
+        #: (deadline, host) entries, and each host's live entry (see _arm).
         self._heap: list[tuple[float, str]] = []
-        self._in_heap: set[str] = set()
+        self._queued: dict[str, float] = {}
         self._wake = asyncio.Event()
         self.expiries = 0
 
@@ -177,10 +177,15 @@ class HostMonitor:
         return False, None
 
     def _arm(self, name: str, deadline: float) -> None:
+        """Note ``name``'s deadline.  The heap holds one entry per host at its
+        earliest deadline: a renewal (a later deadline) pushes nothing, the
+        entry is moved on when it comes due; a shorter Lease (an earlier
+        deadline) pushes a new entry and the old one is skipped."""
         self._deadline[name] = deadline
-        if name in self._in_heap:
-            return  # the entry there is earlier; _expire moves it on
-        self._in_heap.add(name)
+        queued = self._queued.get(name)
+        if queued is not None and queued <= deadline:
+            return
+        self._queued[name] = deadline
         heapq.heappush(self._heap, (deadline, name))
         if self._heap[0][1] == name:
             self._wake.set()
@@ -189,13 +194,15 @@ class HostMonitor:
         """Re-decide the hosts whose deadline passed; how many went Down."""
         down = 0
         while self._heap and self._heap[0][0] <= now:
-            _, name = heapq.heappop(self._heap)
-            self._in_heap.discard(name)
+            due, name = heapq.heappop(self._heap)
+            if self._queued.get(name) != due:
+                continue  # superseded by an earlier entry
+            del self._queued[name]
             deadline = self._deadline.get(name)
             if deadline is None:
                 continue
             if deadline > now:  # renewed meanwhile: wait for the new deadline
-                self._in_heap.add(name)
+                self._queued[name] = deadline
                 heapq.heappush(self._heap, (deadline, name))
                 continue
             if self.evaluate(name, now) and not self.view.alive.get(name):

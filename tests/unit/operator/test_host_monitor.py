@@ -59,6 +59,16 @@ async def test_renewals_move_the_deadline_with_one_timer_entry_per_host():
     m.ctx.queue.shutdown()
 
 
+async def test_a_shorter_lease_is_due_at_its_own_deadline():
+    m = monitor_with("h1")
+    m.lease_changed("h1", lease(T0, 3600), deleted=False)
+    m.lease_changed("h1", lease(T0 + 1, 3), deleted=False)  # the last renewal
+    assert m.expire(T0 + 3.5) == 0 and m.view.alive["h1"]
+    assert m.expire(T0 + 4.5) == 1 and not m.view.alive["h1"]
+    assert m.expire(T0 + 3601) == 0  # the old entry is skipped
+    m.ctx.queue.shutdown()
+
+
 async def test_a_mass_expiry_is_one_key_per_host():
     names = [f"h{i}" for i in range(500)]
     m = monitor_with(*names)
