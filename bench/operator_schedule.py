@@ -111,8 +111,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--operator-python", default=None,
                     help="run the operator with this Python (another checkout's virtualenv, "
                          "for a side-by-side run); default: this one")
-    ap.add_argument("--register-threads", type=int, default=16,
-                    help="hosts registered in parallel before the operator starts")
+    ap.add_argument("--register-threads", type=int, default=32,
+                    help="hosts registered concurrently before the operator starts")
     ap.add_argument("--up-timeout", type=float, default=300.0,
                     help="seconds the operator gets to mark every host Up")
     ap.add_argument("--idle-seconds", type=float, default=10.0,
@@ -159,8 +159,8 @@ class Run:
         self.start_cluster()
         self.start_placement()
         t = time.monotonic()
-        with ThreadPoolExecutor(args.register_threads) as pool:
-            self.rps = list(pool.map(self.make_host, range(args.hosts)))
+        self.rps = asyncio.run(register_all(self.cp.kubeconfig, self.purl, args.hosts,
+                                            args.register_threads, self.now))
         log(f"{args.hosts} hosts registered in {time.monotonic() - t:.1f}s")
         self.start_operator()
         up = self.wait_steady()
@@ -266,33 +266,6 @@ class Run:
             stdout=plog, stderr=subprocess.STDOUT, cwd=ROOT))
         wait_http(self.purl + "/")
         self.ph = httpx.Client(base_url=self.purl, timeout=60, headers=PLACEMENT_HEADERS)
-
-    def make_host(self, i: int) -> str:
-        """A simulated host, as its agent registers it: provider, Host, Lease."""
-        name = f"host-{i:04d}"
-        with httpx.Client(base_url=self.purl, timeout=60, headers=PLACEMENT_HEADERS) as h:
-            rp = h.post("/resource_providers", json={"name": name}).json()["uuid"]
-            r = h.put(f"/resource_providers/{rp}/inventories", json={
-                "resource_provider_generation": 0, "inventories": {
-                    "VCPU": {"total": VCPUS, "allocation_ratio": 4.0},
-                    "MEMORY_MB": {"total": MEM, "reserved": 512},
-                    "DISK_GB": {"total": DISK}}})
-            r.raise_for_status()
-            gen = r.json()["resource_provider_generation"]
-            h.put(f"/resource_providers/{rp}/traits", json={
-                "traits": ["HW_ARCH_X86_64"],
-                "resource_provider_generation": gen}).raise_for_status()
-        self.api.create_cluster_custom_object(G, V, "hosts", {
-            "apiVersion": f"{G}/{V}", "kind": "Host", "metadata": {"name": name},
-            "spec": {"enabled": True}})
-        self.api.patch_cluster_custom_object_status(G, V, "hosts", name, {"status": {
-            "resourceProviderUUID": rp}})
-        self.coord.create_namespaced_lease("kova-system", {
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": name},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": 3600,
-                     "renewTime": self.now}})
-        return rp
 
     def start_operator(self) -> None:
         from kova.dev.controlplane import free_port
@@ -489,11 +462,37 @@ class Run:
             log(f"profile of the burst: {self.profile}")
         return t_applied, done_at - t0
 
+    def verify_large(self, items: list[dict], per_host: dict[str, int]) -> dict:
+        """At 10 000 hosts: each Instance's allocation, the usages of every
+        provider that holds one, and the project's total usage (equal to the
+        Instances' sum: no allocation anywhere else)."""
+        uid_to_host = {i["metadata"]["uid"]: i["status"]["host"] for i in items}
+        rp_of = {f"host-{i:04d}": rp for i, rp in enumerate(self.rps)}
+        allocated = set()
+        for uid, host in uid_to_host.items():
+            allocs = self.ph.get(f"/allocations/{uid}").json()["allocations"]
+            if set(allocs) == {rp_of[host]}:
+                allocated.add(uid)
+        overcommitted = 0
+        for host in per_host:
+            usage = self.ph.get(f"/resource_providers/{rp_of[host]}/usages").json()["usages"]
+            if usage.get("MEMORY_MB", 0) > MEM - 512 or usage.get("VCPU", 0) > VCPUS * 4 \
+                    or usage.get("DISK_GB", 0) > DISK:
+                overcommitted += 1
+        total = self.ph.get("/usages", params={"project_id": "bench"}).json()["usages"]
+        n = len(items)
+        return {"spread": spread(per_host, self.args.hosts),
+                "allocations_equal_instances": allocated == set(uid_to_host) and total == {
+                    "VCPU": n, "MEMORY_MB": n * 1024, "DISK_GB": n * 10},
+                "overcommitted_providers": overcommitted}
+
     def verify(self, items: list[dict]) -> dict:
         """Allocations == Instances, nothing overcommitted; the spread."""
         per_host: dict[str, int] = {}
         for i in items:
             per_host[i["status"]["host"]] = per_host.get(i["status"]["host"], 0) + 1
+        if len(self.rps) > 2000:
+            return self.verify_large(items, per_host)
         overcommitted = 0
         consumers = set()
         for rp in self.rps:
@@ -511,6 +510,74 @@ class Run:
             "allocations_equal_instances": consumers == uids,
             "overcommitted_providers": overcommitted,
         }
+
+
+def spread(per_host: dict[str, int], hosts: int) -> dict:
+    counts = [per_host.get(f"host-{i:04d}", 0) for i in range(hosts)]
+    return {"hosts_used": sum(1 for c in counts if c), "min": min(counts), "max": max(counts),
+            "stdev": round(statistics.pstdev(counts), 2)}
+
+
+async def register_all(kubeconfig: Path, purl: str, hosts: int, concurrency: int,
+                       renew: str) -> list[str]:
+    """Every simulated host as its agent registers it: resource provider with
+    inventory and traits, Host with status.resourceProviderUUID, heartbeat
+    Lease; ``concurrency`` hosts at a time over aiohttp."""
+    import aiohttp
+
+    from kova.kube import Credentials
+
+    creds = Credentials.load(str(kubeconfig))
+    token = creds.bearer()
+    sem = asyncio.Semaphore(concurrency)
+    base = creds.server
+    hosts_url = f"{base}/apis/{G}/{V}/hosts"
+    leases_url = f"{base}/apis/coordination.k8s.io/v1/namespaces/kova-system/leases"
+    kh = {"Authorization": f"Bearer {token}"} if token else {}
+    done = [0]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+            limit=concurrency, ssl=creds.ssl_context())) as kube, \
+            aiohttp.ClientSession(base_url=purl, headers=PLACEMENT_HEADERS) as ph:
+
+        async def ok(resp: aiohttp.ClientResponse) -> dict:
+            if resp.status >= 300:
+                raise RuntimeError(f"{resp.method} {resp.url}: {resp.status} {await resp.text()}")
+            return await resp.json() if resp.status != 204 else {}
+
+        async def one(i: int) -> str:
+            name = f"host-{i:04d}"
+            async with sem:
+                async with ph.post("/resource_providers", json={"name": name}) as r:
+                    rp = (await ok(r))["uuid"]
+                async with ph.put(f"/resource_providers/{rp}/inventories", json={
+                        "resource_provider_generation": 0, "inventories": {
+                            "VCPU": {"total": VCPUS, "allocation_ratio": 4.0},
+                            "MEMORY_MB": {"total": MEM, "reserved": 512},
+                            "DISK_GB": {"total": DISK}}}) as r:
+                    gen = (await ok(r))["resource_provider_generation"]
+                async with ph.put(f"/resource_providers/{rp}/traits", json={
+                        "traits": ["HW_ARCH_X86_64"], "resource_provider_generation": gen}) as r:
+                    await ok(r)
+                async with kube.post(hosts_url, headers=kh, json={
+                        "apiVersion": f"{G}/{V}", "kind": "Host", "metadata": {"name": name},
+                        "spec": {"enabled": True}}) as r:
+                    await ok(r)
+                async with kube.patch(f"{hosts_url}/{name}/status", json={"status": {
+                        "resourceProviderUUID": rp}},
+                        headers={**kh, "Content-Type": "application/merge-patch+json"}) as r:
+                    await ok(r)
+                async with kube.post(leases_url, headers=kh, json={
+                        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": name},
+                        "spec": {"holderIdentity": name, "leaseDurationSeconds": 3600,
+                                 "renewTime": renew}}) as r:
+                    await ok(r)
+            done[0] += 1
+            if done[0] % 1000 == 0:
+                log(f"{done[0]} hosts registered")
+            return rp
+
+        return list(await asyncio.gather(*(one(i) for i in range(hosts))))
 
 
 async def apply_all(kubeconfig: Path, instances: int) -> list[float]:

@@ -27,6 +27,7 @@ import asyncio
 import logging
 import os
 import random
+import signal
 import socket
 import threading
 from collections.abc import Coroutine
@@ -217,19 +218,40 @@ class Operator:
             health_port=s.health_port, watch_nodes=s.node_fencing,
             lease_namespace=s.lease_namespace)
         if stop_flag is not None:
+            self._watch_signals(stop_flag)
             self._tasks.append(asyncio.create_task(self._deadline(stop_flag), name="kova-stop"))
         try:
             await self.informer.run(self, options, stop_flag=stop_flag, ready_flag=ready_flag)
         finally:
             await self.shutdown()
 
+    def _watch_signals(self, stop_flag: asyncio.Event) -> None:
+        """SIGTERM/SIGINT start the shutdown clock at once: a Python signal
+        handler runs between two bytecodes of the main thread, even in the
+        middle of a long callback of a busy event loop (the loop's own
+        handler, which sets ``stop_flag`` too, waits for its turn)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            self._start_stop_clock()
+            loop.call_soon_threadsafe(stop_flag.set)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+
     async def _deadline(self, stop_flag: asyncio.Event) -> None:
-        """Once asked to stop, exit within ``--shutdown-grace`` whatever the
-        load: a thread (not this event loop, which may be the busy part)
-        ends the process if the orderly shutdown has not by then."""
         await stop_flag.wait()
+        self._start_stop_clock()
+
+    def _start_stop_clock(self) -> None:
+        """Once asked to stop, exit within ``--shutdown-grace`` whatever the
+        load: a thread (not the event loop, which may be the busy part) ends
+        the process if the orderly shutdown has not by then."""
+        if self._stop_timer is not None:
+            return
         grace = self.settings.shutdown_grace
-        LOG.info("stopping (at most %.0fs)", grace)
 
         def hard_stop() -> None:
             LOG.warning("the shutdown took longer than --shutdown-grace (%.0fs); exiting now",
@@ -240,6 +262,7 @@ class Operator:
         self._stop_timer = timer = threading.Timer(grace, hard_stop)
         timer.daemon = True
         timer.start()
+        LOG.info("stopping (at most %.0fs)", grace)
 
     async def shutdown(self) -> None:
         for t in self._tasks:
