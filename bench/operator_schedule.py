@@ -306,7 +306,7 @@ class Run:
 
     def operator_label(self) -> str:
         python = Path(self.args.operator_python or sys.executable)
-        checkout = python.resolve().parents[2] if self.args.operator_python else ROOT
+        checkout = python.absolute().parents[2] if self.args.operator_python else ROOT
         try:
             rev = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True, check=True).stdout.strip()

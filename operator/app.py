@@ -9,8 +9,8 @@ stale event is harmless:
   (scheduler + conductor + evacuation + deletion);
 * ``("sg", ns, name)`` -> :class:`~.servergroup.controller.ServerGroupController`;
 * ``("host", name)`` -> :class:`~.host.controller.HostController` (provider state);
-* ``("hstate", name)`` -> :class:`~.host.monitor.HostMonitor` (the Host's
-  ``state``, ``Ready`` and ``Fenced`` in its status).
+* ``("hstate", name)`` -> handed to :class:`~.host.monitor.HostMonitor`'s own
+  queue and writers (the Host's ``state``, ``Ready`` and ``Fenced``).
 
 Hosts and Leases come from plain list + watch loops (see :mod:`.informer`);
 the host monitor's timer finds expired Leases.  Beside them run the
@@ -40,7 +40,7 @@ from kova.operator import metrics
 from kova.operator.audit import audit_loop
 from kova.operator.context import Context
 from kova.operator.host.controller import HostController
-from kova.operator.host.monitor import HostMonitor
+from kova.operator.host.monitor import WRITERS, HostMonitor
 from kova.operator.host.view import HostView
 from kova.operator.informer import Informer, RunOptions
 from kova.operator.instance.conductor import Conductor
@@ -177,6 +177,10 @@ class Operator:
             finally:
                 ctx.queue.done(key)
 
+    async def monitor_writer(self) -> None:
+        await self.informer.hosts_synced.wait()
+        await self.monitor.writer()
+
     async def reconcile(self, key: tuple) -> None:
         if key[0] == "inst":
             await self.instances.reconcile(key)
@@ -185,7 +189,7 @@ class Operator:
         elif key[0] == "host":
             await self.hosts.reconcile(key[1])
         elif key[0] == "hstate":
-            await self.monitor.update_host(key[1])
+            self.monitor.queue.add(key[1])
 
     # ------------------------------------------------------------ run
     def _start(self) -> None:
@@ -197,6 +201,8 @@ class Operator:
         for i in range(s.workers):
             task(self.worker(), f"kova-worker-{i}")
         task(self.monitor.run(), "kova-host-monitor")
+        for i in range(WRITERS):
+            task(self.monitor_writer(), f"kova-host-writer-{i}")
         task(self.leadership.run(), "kova-leadership")
         task(ctx.recorder.poster(), "kova-events")
         if s.audit_interval > 0:
@@ -218,8 +224,10 @@ class Operator:
             health_port=s.health_port, watch_nodes=s.node_fencing,
             lease_namespace=s.lease_namespace)
         if stop_flag is not None:
+            ready_flag = ready_flag if ready_flag is not None else asyncio.Event()
             self._watch_signals(stop_flag)
-            self._tasks.append(asyncio.create_task(self._deadline(stop_flag), name="kova-stop"))
+            self._tasks.append(asyncio.create_task(self._deadline(stop_flag, ready_flag),
+                                                   name="kova-stop"))
         try:
             await self.informer.run(self, options, stop_flag=stop_flag, ready_flag=ready_flag)
         finally:
@@ -241,7 +249,12 @@ class Operator:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
 
-    async def _deadline(self, stop_flag: asyncio.Event) -> None:
+    async def _deadline(self, stop_flag: asyncio.Event, ready_flag: asyncio.Event) -> None:
+        await ready_flag.wait()
+        # kopf installed its own signal handlers as it started (they stop
+        # kopf, not stop_flag): ours again, after them.
+        await asyncio.sleep(0.1)
+        self._watch_signals(stop_flag)
         await stop_flag.wait()
         self._start_stop_clock()
 
@@ -271,6 +284,7 @@ class Operator:
         if self.batcher is not None:
             await self.batcher.close()
         self.ctx.queue.shutdown()
+        self.monitor.queue.shutdown()
         await self.ctx.kube.close()
         await self.ctx.placement.close()
         if self._stop_timer is not None:

@@ -7,7 +7,9 @@ a change re-queues the Instances on that host (an Instance on a Down host is
 marked Unknown, on a fenced host it is evacuated: see
 :mod:`kova.operator.instance.plan`).  The active replica also writes
 ``Host.status.state``, the ``Ready`` and ``Fenced`` conditions, and a Warning
-Event when a host goes Down (the ``("hstate", host)`` work-queue key).
+Event when a host goes Down: through its own keyed work queue and writers, so
+that a thousand hosts changing state at once neither wait behind nor hold up
+the scheduling work of the main queue.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from kova.kube import KubeError, host_path
 from kova.operator import metrics
 from kova.operator.context import Context
 from kova.operator.host.view import lease_duration, lease_renewed
+from kova.workqueue import AsyncWorkQueue
+
+#: Concurrent Host status writers.
+WRITERS = 8
 
 LOG = logging.getLogger("kova.operator")
 
@@ -77,9 +83,9 @@ class HostMonitor:
     """Heartbeat state from the watched Leases, and Lease expiry from a heap of
     deadlines: a renewal costs a dict update, an expiry is found by one timer
     at the earliest deadline (no listing, no pass over every host).  A change
-    of state queues ``("hstate", host)`` -- coalesced by the work queue, so a
-    thousand hosts going Down at once are a thousand keys, each written
-    once -- and the Instances on that host."""
+    of state queues the host in the monitor's own work queue -- coalesced, so
+    a thousand hosts going Down at once are a thousand keys, each written
+    once, by ``WRITERS`` writers -- and the Instances on that host."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -96,6 +102,9 @@ class HostMonitor:
         self._queued: dict[str, float] = {}
         self._wake = asyncio.Event()
         self.expiries = 0
+        #: Hosts whose status may need a write (see writer()).
+        self.queue = AsyncWorkQueue()
+        self._failures: dict[str, int] = {}
 
     # ------------------------------------------------------------ events
     def lease_changed(self, name: str, body: dict, deleted: bool) -> None:
@@ -114,7 +123,7 @@ class HostMonitor:
         if name not in self.view.alive:
             self.evaluate(name, time.time())
         if self.needs_write(name, body):
-            self.ctx.enqueue(("hstate", name))
+            self.queue.add(name)
 
     def lease_watch_health(self, healthy: bool) -> None:
         """The Lease watch failed (False), or listed again after a failure."""
@@ -151,7 +160,7 @@ class HostMonitor:
         if was == alive:
             return False
         view.changed()
-        self.ctx.enqueue(("hstate", name))
+        self.queue.add(name)
         if was is not None:
             self.ctx.enqueue_host_instances(name)
         if alive:
@@ -240,8 +249,27 @@ class HostMonitor:
         up = sum(1 for v in alive.values() if v)
         return Counter({names.HostState.UP: up, names.HostState.DOWN: len(alive) - up})
 
+    async def writer(self) -> None:
+        """One of the writers of Host status (the active replica's)."""
+        while True:
+            name = str(await self.queue.get())
+            try:
+                if self.ctx.leader:
+                    await self.update_host(name)
+                self._failures.pop(name, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                n = self._failures[name] = self._failures.get(name, 0) + 1
+                delay = min(0.5 * 2 ** min(n, 6), 30.0)
+                LOG.warning("host %s: status not written (%s: %s); again in %.1fs", name,
+                            type(exc).__name__, exc, delay)
+                self.queue.add_after(name, delay)
+            finally:
+                self.queue.done(name)
+
     async def update_host(self, name: str) -> None:
-        """The ``("hstate", name)`` key: write the Host's state if it differs."""
+        """Write the Host's state if it differs."""
         body = self.ctx.informer.host(name)
         if body is not None:
             await self.update_host_state(name, body)

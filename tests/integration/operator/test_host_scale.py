@@ -118,6 +118,7 @@ def test_sigterm_stops_a_loaded_operator_within_the_grace(cluster):
                     if "stopping" in line or "shutdown" in line]
         print("\n".join(stopping))
         assert took <= grace + 3, (took, stopping)
+        assert any("stopping (at most" in line for line in stopping)  # the clock ran
         assert rc == 0
     finally:
         cluster.placement.url = real_url

@@ -28,11 +28,11 @@ def monitor_with(*names: str) -> HostMonitor:
 def hstate_keys(m: HostMonitor) -> list:
     keys = []
     while True:
-        found, key = m.ctx.queue._keys.pop()
+        found, key = m.queue._keys.pop()
         if not found:
             return keys
         keys.append(key)
-        m.ctx.queue._keys.done(key)
+        m.queue._keys.done(key)
 
 
 async def test_a_lease_makes_its_host_up_until_its_deadline():
@@ -79,7 +79,7 @@ async def test_a_mass_expiry_is_one_key_per_host():
         m.lease_changed(n, lease(T0, 5), deleted=False)
     assert hstate_keys(m) == []
     assert m.expire(T0 + 6) == 500
-    assert sorted(hstate_keys(m)) == sorted(("hstate", n) for n in names)
+    assert sorted(hstate_keys(m)) == sorted(names)
     m.ctx.queue.shutdown()
 
 
