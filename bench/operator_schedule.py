@@ -360,17 +360,18 @@ class Run:
         until their Hosts say Down."""
         duration = self.args.expire_lease_seconds
         names = {f"host-{i:04d}" for i in range(count)}
-        renew = time.strftime(LEASE_TIME, time.gmtime())
-        deadline = time.time() + duration
+        now = int(time.time())  # renewTime to the second (and 1 us)
+        renew = time.strftime(LEASE_TIME, time.gmtime(now))
+        deadline = now + 0.000001 + duration
         spec = {"spec": {"leaseDurationSeconds": duration, "renewTime": renew}}
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda n: self.coord.patch_namespaced_lease(n, "kova-system", spec),
                           sorted(names)))
         patched = time.time()
-        log(f"{count} Leases renewed for the last time ({patched - deadline + duration:.1f}s); "
+        log(f"{count} Leases renewed for the last time ({patched - now:.1f}s); "
             f"they expire in {deadline - patched:.1f}s")
         out: dict = {"expire": count, "expire_lease_seconds": duration,
-                     "expire_patch_seconds": round(patched - deadline + duration, 1),
+                     "expire_patch_seconds": round(patched - now, 1),
                      "expiry_to_down_metric_s": None, "expiry_to_down_status_s": None}
         limit = deadline + 120
         while time.time() < limit:

@@ -31,7 +31,7 @@ from kova.operator.host.view import lease_duration, lease_renewed
 from kova.workqueue import AsyncWorkQueue
 
 #: Concurrent Host status writers.
-WRITERS = 8
+WRITERS = 16
 
 LOG = logging.getLogger("kova.operator")
 
