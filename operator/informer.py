@@ -186,9 +186,6 @@ class Informer:
     def host_names(self) -> list[str]:
         return list(self.hosts_watch.items)
 
-    def host_count(self) -> int:
-        return len(self.hosts_watch.items)
-
     def lease(self, name: str) -> dict | None:
         """Host ``name``'s heartbeat Lease as last watched, or None."""
         return self.leases_watch.items.get(name) if self.leases_watch else None
