@@ -37,6 +37,7 @@ from kova.dev.metrics import scrape
 
 ROOT = Path(__file__).resolve().parents[1]
 KOVA = [sys.executable, "-m", "kova.cli"]
+LEASE_TIME = "%Y-%m-%dT%H:%M:%S.000001Z"
 #: A simulated host: 16 vCPU x4, 32 GiB, 500 GiB -- room for ~31 instances.
 VCPUS, MEM, DISK = 16, 32768, 500
 PLACEMENT_HEADERS = {"OpenStack-API-Version": "placement 1.39"}
@@ -56,6 +57,17 @@ def wait_http(url: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url} not up")
+
+
+def operator_rss_mib(pid: int) -> float | None:
+    """Resident memory of a process (MiB)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -96,6 +108,26 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--database-url", default=None, help="Placement DB (default SQLite)")
     ap.add_argument("--placement-workers", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print the result as JSON only")
+    ap.add_argument("--operator-python", default=None,
+                    help="run the operator with this Python (another checkout's virtualenv, "
+                         "for a side-by-side run); default: this one")
+    ap.add_argument("--register-threads", type=int, default=32,
+                    help="hosts registered concurrently before the operator starts")
+    ap.add_argument("--up-timeout", type=float, default=300.0,
+                    help="seconds the operator gets to mark every host Up")
+    ap.add_argument("--idle-seconds", type=float, default=10.0,
+                    help="window of the idle CPU measurement")
+    ap.add_argument("--verify-by-instance", action="store_true",
+                    help="check allocations the way runs above 2000 hosts do (each "
+                         "Instance's allocation, the project's total usage)")
+    ap.add_argument("--renew-rate", type=float, default=0.0,
+                    help="Lease renewals per second during a second idle window (live "
+                         "heartbeats: 10 000 agents renewing every 10 s would be 1000/s)")
+    ap.add_argument("--expire", type=int, default=0,
+                    help="after the burst, let this many Leases expire at once (a rack "
+                         "power loss) and time how long until their hosts are Down")
+    ap.add_argument("--expire-lease-seconds", type=int, default=15,
+                    help="leaseDurationSeconds of the Leases that --expire lets lapse")
     return ap.parse_args()
 
 
@@ -130,12 +162,19 @@ class Run:
         self.start_cluster()
         self.start_placement()
         t = time.monotonic()
-        with ThreadPoolExecutor(16) as pool:
-            self.rps = list(pool.map(self.make_host, range(args.hosts)))
+        self.rps = asyncio.run(register_all(self.cp.kubeconfig, self.purl, args.hosts,
+                                            args.register_threads, self.now))
         log(f"{args.hosts} hosts registered in {time.monotonic() - t:.1f}s")
         self.start_operator()
-        self.wait_steady()
-        idle = self.measure_idle()
+        up = self.wait_steady()
+        if up.get("seconds_to_all_up_status") is None:
+            print(json.dumps({"hosts": args.hosts, "operator": self.operator_label(),
+                              **up, "load_average": os.getloadavg()}, indent=2))
+            return 1
+        idle = self.measure_idle(args.idle_seconds)
+        rss = operator_rss_mib(self.procs[1].pid)
+        renewing = self.measure_renewals(args.renew_rate, args.idle_seconds) \
+            if args.renew_rate else {}
         base = scrape(self.metrics_url)
         pids = self.pids()
         cpu0 = {k: tree_cpu(p) for k, p in pids.items()}
@@ -151,7 +190,11 @@ class Run:
         if not_scheduled:
             raise RuntimeError(f"not Scheduled: {not_scheduled[:10]}")
         checks = self.verify(items)
+        expiry = self.mass_expiry(args.expire) if args.expire else {}
         result = {
+            "operator": self.operator_label(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            **up, "operator_rss_mib_idle": rss, **renewing, **expiry,
             "hosts": args.hosts, "instances": args.instances, "workers": args.workers,
             "candidate_limit": args.candidate_limit, "randomize": args.randomize,
             "max_batch": args.max_batch, "events": args.events,
@@ -208,7 +251,7 @@ class Run:
         self.api.create_cluster_custom_object(G, V, "images", {
             "apiVersion": f"{G}/{V}", "kind": "Image", "metadata": {"name": "bench"},
             "spec": {"source": {"hostPath": "/var/lib/kova/images/bench.qcow2"}}})
-        self.now = time.strftime("%Y-%m-%dT%H:%M:%S.000001Z", time.gmtime())
+        self.now = time.strftime(LEASE_TIME, time.gmtime())
 
     def start_placement(self) -> None:
         from kova.dev.controlplane import free_port
@@ -226,33 +269,6 @@ class Run:
             stdout=plog, stderr=subprocess.STDOUT, cwd=ROOT))
         wait_http(self.purl + "/")
         self.ph = httpx.Client(base_url=self.purl, timeout=60, headers=PLACEMENT_HEADERS)
-
-    def make_host(self, i: int) -> str:
-        """A simulated host, as its agent registers it: provider, Host, Lease."""
-        name = f"host-{i:04d}"
-        with httpx.Client(base_url=self.purl, timeout=60, headers=PLACEMENT_HEADERS) as h:
-            rp = h.post("/resource_providers", json={"name": name}).json()["uuid"]
-            r = h.put(f"/resource_providers/{rp}/inventories", json={
-                "resource_provider_generation": 0, "inventories": {
-                    "VCPU": {"total": VCPUS, "allocation_ratio": 4.0},
-                    "MEMORY_MB": {"total": MEM, "reserved": 512},
-                    "DISK_GB": {"total": DISK}}})
-            r.raise_for_status()
-            gen = r.json()["resource_provider_generation"]
-            h.put(f"/resource_providers/{rp}/traits", json={
-                "traits": ["HW_ARCH_X86_64"],
-                "resource_provider_generation": gen}).raise_for_status()
-        self.api.create_cluster_custom_object(G, V, "hosts", {
-            "apiVersion": f"{G}/{V}", "kind": "Host", "metadata": {"name": name},
-            "spec": {"enabled": True}})
-        self.api.patch_cluster_custom_object_status(G, V, "hosts", name, {"status": {
-            "resourceProviderUUID": rp}})
-        self.coord.create_namespaced_lease("kova-system", {
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": name},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": 3600,
-                     "renewTime": self.now}})
-        return rp
 
     def start_operator(self) -> None:
         from kova.dev.controlplane import free_port
@@ -273,7 +289,10 @@ class Run:
                     "def stop(*a):\n    p.disable()\n    p.dump_stats(out)\n"
                     "signal.signal(signal.SIGUSR2, stop)\n"
                     "main(standalone_mode=False)\n")
-        prefix = [sys.executable, "-c", profiled, self.profile] if self.profile else KOVA
+        python = args.operator_python or sys.executable
+        prefix = ([python, "-c", profiled, self.profile] if self.profile
+                  else [python, "-m", "kova.cli"])
+        self.operator_started = time.monotonic()
         self.procs.append(subprocess.Popen(
             prefix + ["operator", "run", "--kubeconfig", str(self.cp.kubeconfig),
                       "--placement-url", self.purl, "--namespace", "bench", "--standalone",
@@ -286,26 +305,90 @@ class Run:
                       *([] if args.events else ["--no-events"]),
                       "--log-format", "text", "--log-level", "warning"],
             stdout=olog, stderr=subprocess.STDOUT, cwd=ROOT))
-        wait_http(self.metrics_url)
+        wait_http(self.metrics_url, timeout=120)
 
-    def wait_steady(self) -> None:
+    def operator_label(self) -> str:
+        python = Path(self.args.operator_python or sys.executable)
+        checkout = python.absolute().parents[2] if self.args.operator_python else ROOT
+        try:
+            rev = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            rev = "?"
+        return f"{checkout} ({rev})"
+
+    def wait_steady(self) -> dict:
         """The operator listed the hosts, marked every one Up and synced every
-        provider: steady state before the burst."""
-        deadline = time.monotonic() + 120
+        provider: steady state before the burst.  Seconds from the operator's
+        start to every host Up (its metric; the Hosts' status), or None if
+        not within --up-timeout."""
+        hosts, t0 = self.args.hosts, self.operator_started
+        deadline = t0 + self.args.up_timeout
+        out: dict = {"seconds_to_all_up_metric": None, "seconds_to_all_up_status": None}
         while time.monotonic() < deadline:
-            if scrape(self.metrics_url).get('kova_operator_hosts{state="Up"}', 0) \
-                    >= self.args.hosts:
+            if scrape(self.metrics_url).get('kova_operator_hosts{state="Up"}', 0) >= hosts:
+                out["seconds_to_all_up_metric"] = round(time.monotonic() - t0, 1)
                 break
             time.sleep(0.5)
-        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            hosts = self.api.list_cluster_custom_object(G, V, "hosts")["items"]
-            up = sum(1 for h in hosts if (h.get("status") or {}).get("state") == "Up")
-            m = scrape(self.metrics_url)
-            if up >= self.args.hosts and m.get("kova_operator_queue_depth", 1) == 0:
+            if self.count_hosts("Up") >= hosts:
+                out["seconds_to_all_up_status"] = round(time.monotonic() - t0, 1)
+                break
+            time.sleep(1)
+        log(f"all hosts Up: {out}")
+        while time.monotonic() < deadline:
+            if scrape(self.metrics_url).get("kova_operator_queue_depth", 1) == 0:
                 break
             time.sleep(1)
         time.sleep(3)
+        return out
+
+    def count_hosts(self, state: str, names: set[str] | None = None) -> int:
+        """Hosts whose status.state is ``state`` (of ``names``), listed in pages."""
+        n, cont = 0, None
+        while True:
+            page = self.api.list_cluster_custom_object(G, V, "hosts", limit=2000,
+                                                       _continue=cont)
+            n += sum(1 for h in page["items"]
+                     if (h.get("status") or {}).get("state") == state
+                     and (names is None or h["metadata"]["name"] in names))
+            cont = page["metadata"].get("continue")
+            if not cont:
+                return n
+
+    def mass_expiry(self, count: int) -> dict:
+        """A rack power loss: ``count`` Leases renewed once more with a short
+        duration (one renewTime for all: one deadline), then never again.
+        Seconds from that deadline until the operator counts them Down and
+        until their Hosts say Down."""
+        duration = self.args.expire_lease_seconds
+        names = {f"host-{i:04d}" for i in range(count)}
+        now = int(time.time())  # renewTime to the second (and 1 us)
+        renew = time.strftime(LEASE_TIME, time.gmtime(now))
+        deadline = now + 0.000001 + duration
+        spec = {"spec": {"leaseDurationSeconds": duration, "renewTime": renew}}
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda n: self.coord.patch_namespaced_lease(n, "kova-system", spec),
+                          sorted(names)))
+        patched = time.time()
+        log(f"{count} Leases renewed for the last time ({patched - now:.1f}s); "
+            f"they expire in {deadline - patched:.1f}s")
+        out: dict = {"expire": count, "expire_lease_seconds": duration,
+                     "expire_patch_seconds": round(patched - now, 1),
+                     "expiry_to_down_metric_s": None, "expiry_to_down_status_s": None}
+        limit = deadline + 120
+        while time.time() < limit:
+            if scrape(self.metrics_url).get('kova_operator_hosts{state="Down"}', 0) >= count:
+                out["expiry_to_down_metric_s"] = round(time.time() - deadline, 1)
+                break
+            time.sleep(0.2)
+        while time.time() < limit:
+            if self.count_hosts("Down", names) >= count:
+                out["expiry_to_down_status_s"] = round(time.time() - deadline, 1)
+                break
+            time.sleep(0.5)
+        log(f"mass expiry: {out}")
+        return out
 
     def pids(self) -> dict[str, int]:
         return {"operator": self.procs[1].pid, "placement": self.procs[0].pid,
@@ -318,6 +401,40 @@ class Run:
         idle0 = {k: tree_cpu(p) for k, p in pids.items()}
         time.sleep(window)
         return {k: round((tree_cpu(p) - idle0[k]) / window, 3) for k, p in pids.items()}
+
+    def measure_renewals(self, rate: float, window: float) -> dict:
+        """Operator CPU while Leases are renewed at ``rate`` per second (round
+        robin over the hosts), as live agents do."""
+        import threading
+
+        stop = threading.Event()
+        done = [0]
+
+        def renew() -> None:
+            i, t = 0, time.monotonic()
+            while not stop.is_set():
+                spec = {"spec": {"renewTime": time.strftime(LEASE_TIME, time.gmtime())}}
+                self.coord.patch_namespaced_lease(f"host-{i % self.args.hosts:04d}",
+                                                  "kova-system", spec)
+                i += 1
+                done[0] += 1
+                t += 1.0 / rate
+                time.sleep(max(0.0, t - time.monotonic()))
+
+        threads = [threading.Thread(target=renew, daemon=True)]
+        for th in threads:
+            th.start()
+        pid = self.procs[1].pid
+        time.sleep(1)
+        c0, n0 = tree_cpu(pid), done[0]
+        time.sleep(window)
+        cpu, n = tree_cpu(pid) - c0, done[0] - n0
+        stop.set()
+        for th in threads:
+            th.join()
+        return {"renewals_per_second": round(n / window, 1),
+                "operator_cpu_while_renewing": round(cpu / window, 3),
+                "operator_rss_mib_renewing": operator_rss_mib(pid)}
 
     # ---------------------------------------------------------------- burst
     def burst(self, base: dict[str, float]) -> tuple[float, float]:
@@ -349,11 +466,39 @@ class Run:
             log(f"profile of the burst: {self.profile}")
         return t_applied, done_at - t0
 
+    def verify_large(self, items: list[dict], per_host: dict[str, int]) -> dict:
+        """At 10 000 hosts: each Instance's allocation, the usages of every
+        provider that holds one, and the project's total usage (equal to the
+        Instances' sum: no allocation anywhere else)."""
+        uid_to_host = {i["metadata"]["uid"]: i["status"]["host"] for i in items}
+        rp_of = {f"host-{i:04d}": rp for i, rp in enumerate(self.rps)}
+        allocated = set()
+        for uid, host in uid_to_host.items():
+            allocs = self.ph.get(f"/allocations/{uid}").json()["allocations"]
+            if set(allocs) == {rp_of[host]}:
+                allocated.add(uid)
+        overcommitted = 0
+        for host in per_host:
+            usage = self.ph.get(f"/resource_providers/{rp_of[host]}/usages").json()["usages"]
+            if usage.get("MEMORY_MB", 0) > MEM - 512 or usage.get("VCPU", 0) > VCPUS * 4 \
+                    or usage.get("DISK_GB", 0) > DISK:
+                overcommitted += 1
+        # microversion 1.37: one total (1.38 groups it by consumer type)
+        total = self.ph.get("/usages", params={"project_id": "bench"}, headers={
+            "OpenStack-API-Version": "placement 1.37"}).json()["usages"]
+        n = len(items)
+        return {"spread": spread(per_host, self.args.hosts),
+                "allocations_equal_instances": allocated == set(uid_to_host) and total == {
+                    "VCPU": n, "MEMORY_MB": n * 1024, "DISK_GB": n * 10},
+                "overcommitted_providers": overcommitted}
+
     def verify(self, items: list[dict]) -> dict:
         """Allocations == Instances, nothing overcommitted; the spread."""
         per_host: dict[str, int] = {}
         for i in items:
             per_host[i["status"]["host"]] = per_host.get(i["status"]["host"], 0) + 1
+        if len(self.rps) > 2000 or self.args.verify_by_instance:
+            return self.verify_large(items, per_host)
         overcommitted = 0
         consumers = set()
         for rp in self.rps:
@@ -371,6 +516,74 @@ class Run:
             "allocations_equal_instances": consumers == uids,
             "overcommitted_providers": overcommitted,
         }
+
+
+def spread(per_host: dict[str, int], hosts: int) -> dict:
+    counts = [per_host.get(f"host-{i:04d}", 0) for i in range(hosts)]
+    return {"hosts_used": sum(1 for c in counts if c), "min": min(counts), "max": max(counts),
+            "stdev": round(statistics.pstdev(counts), 2)}
+
+
+async def register_all(kubeconfig: Path, purl: str, hosts: int, concurrency: int,
+                       renew: str) -> list[str]:
+    """Every simulated host as its agent registers it: resource provider with
+    inventory and traits, Host with status.resourceProviderUUID, heartbeat
+    Lease; ``concurrency`` hosts at a time over aiohttp."""
+    import aiohttp
+
+    from kova.kube import Credentials
+
+    creds = Credentials.load(str(kubeconfig))
+    token = creds.bearer()
+    sem = asyncio.Semaphore(concurrency)
+    base = creds.server
+    hosts_url = f"{base}/apis/{G}/{V}/hosts"
+    leases_url = f"{base}/apis/coordination.k8s.io/v1/namespaces/kova-system/leases"
+    kh = {"Authorization": f"Bearer {token}"} if token else {}
+    done = [0]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+            limit=concurrency, ssl=creds.ssl_context())) as kube, \
+            aiohttp.ClientSession(base_url=purl, headers=PLACEMENT_HEADERS) as ph:
+
+        async def ok(resp: aiohttp.ClientResponse) -> dict:
+            if resp.status >= 300:
+                raise RuntimeError(f"{resp.method} {resp.url}: {resp.status} {await resp.text()}")
+            return await resp.json() if resp.status != 204 else {}
+
+        async def one(i: int) -> str:
+            name = f"host-{i:04d}"
+            async with sem:
+                async with ph.post("/resource_providers", json={"name": name}) as r:
+                    rp = (await ok(r))["uuid"]
+                async with ph.put(f"/resource_providers/{rp}/inventories", json={
+                        "resource_provider_generation": 0, "inventories": {
+                            "VCPU": {"total": VCPUS, "allocation_ratio": 4.0},
+                            "MEMORY_MB": {"total": MEM, "reserved": 512},
+                            "DISK_GB": {"total": DISK}}}) as r:
+                    gen = (await ok(r))["resource_provider_generation"]
+                async with ph.put(f"/resource_providers/{rp}/traits", json={
+                        "traits": ["HW_ARCH_X86_64"], "resource_provider_generation": gen}) as r:
+                    await ok(r)
+                async with kube.post(hosts_url, headers=kh, json={
+                        "apiVersion": f"{G}/{V}", "kind": "Host", "metadata": {"name": name},
+                        "spec": {"enabled": True}}) as r:
+                    await ok(r)
+                async with kube.patch(f"{hosts_url}/{name}/status", json={"status": {
+                        "resourceProviderUUID": rp}},
+                        headers={**kh, "Content-Type": "application/merge-patch+json"}) as r:
+                    await ok(r)
+                async with kube.post(leases_url, headers=kh, json={
+                        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": name},
+                        "spec": {"holderIdentity": name, "leaseDurationSeconds": 3600,
+                                 "renewTime": renew}}) as r:
+                    await ok(r)
+            done[0] += 1
+            if done[0] % 1000 == 0:
+                log(f"{done[0]} hosts registered")
+            return rp
+
+        return list(await asyncio.gather(*(one(i) for i in range(hosts))))
 
 
 async def apply_all(kubeconfig: Path, instances: int) -> list[float]:

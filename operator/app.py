@@ -8,9 +8,13 @@ stale event is harmless:
 * ``("inst", ns, name)`` -> :class:`~.instance.controller.InstanceController`
   (scheduler + conductor + evacuation + deletion);
 * ``("sg", ns, name)`` -> :class:`~.servergroup.controller.ServerGroupController`;
-* ``("host", name)`` -> :class:`~.host.controller.HostController` (provider state).
+* ``("host", name)`` -> :class:`~.host.controller.HostController` (provider state);
+* ``("hstate", name)`` -> handed to :class:`~.host.monitor.HostMonitor`'s own
+  queue and writers (the Host's ``state``, ``Ready`` and ``Fenced``).
 
-Beside them run the host monitor (Leases -> Up/Down), the leadership check,
+Hosts and Leases come from plain list + watch loops (see :mod:`.informer`);
+the host monitor's timer finds expired Leases.  Beside them run the
+leadership check,
 the Event poster and the periodic audit.  Placement is the record of claims:
 the claim is keyed by the Instance uid, so a restart never claims twice and
 never loses a claim (a 409 on a first claim with an allocation present means
@@ -23,17 +27,20 @@ import asyncio
 import logging
 import os
 import random
+import signal
 import socket
+import threading
 from collections.abc import Coroutine
 from typing import Any
 
 from kova import log as kova_log
+from kova.crds import names
 from kova.kube import Credentials, Kube
 from kova.operator import inventory_metrics, metrics
 from kova.operator.audit import audit_loop
 from kova.operator.context import Context
 from kova.operator.host.controller import HostController
-from kova.operator.host.monitor import HostMonitor
+from kova.operator.host.monitor import WRITERS, HostMonitor
 from kova.operator.host.view import HostView
 from kova.operator.informer import Informer, RunOptions
 from kova.operator.instance.conductor import Conductor
@@ -106,9 +113,12 @@ class Operator:
         inventory_metrics.INVENTORY.source = self.informer
         self.hosts = HostController(ctx)
         self.groups = ServerGroupController(ctx)
-        self.monitor = HostMonitor(ctx)
+        self.monitor = monitor = HostMonitor(ctx)
+        for state in (names.HostState.UP, names.HostState.DOWN):
+            metrics.HOSTS.labels(state=state).set_function(monitor.count_of(state))
         self.leadership = Leadership(ctx, self.identity, self.priority, self.new_term)
         self._tasks: list[asyncio.Task] = []
+        self._stop_timer: threading.Timer | None = None
 
     # ------------------------------------------------------------ informer events
     def instance_changed(self, namespace: str, name: str, body: dict, deleted: bool) -> None:
@@ -116,6 +126,13 @@ class Operator:
 
     def host_changed(self, name: str, body: dict, deleted: bool) -> None:
         self.hosts.host_changed(name, body, deleted)
+        self.monitor.host_changed(name, body, deleted)
+
+    def lease_changed(self, name: str, body: dict, deleted: bool) -> None:
+        self.monitor.lease_changed(name, body, deleted)
+
+    def lease_watch_health(self, healthy: bool) -> None:
+        self.monitor.lease_watch_health(healthy)
 
     def node_changed(self, name: str, body: dict, deleted: bool) -> None:
         self.hosts.node_changed(name, body, deleted)
@@ -142,11 +159,14 @@ class Operator:
     # ------------------------------------------------------------ workers
     async def worker(self) -> None:
         ctx = self.ctx
-        await self.informer.synced.wait()
+        await self.informer.hosts_synced.wait()
         while True:
             key: Any = await ctx.queue.get()
             metrics.QUEUE_DEPTH.set(len(ctx.queue))
             try:
+                if key[0] in ("inst", "sg"):
+                    # every Instance seen first (kopf's indexes full)
+                    await self.informer.synced.wait()
                 if ctx.leader:
                     await self.reconcile(key)
             except asyncio.CancelledError:
@@ -160,6 +180,10 @@ class Operator:
             finally:
                 ctx.queue.done(key)
 
+    async def monitor_writer(self) -> None:
+        await self.informer.hosts_synced.wait()
+        await self.monitor.writer()
+
     async def reconcile(self, key: tuple) -> None:
         if key[0] == "inst":
             await self.instances.reconcile(key)
@@ -167,6 +191,8 @@ class Operator:
             await self.groups.reconcile(key[1], key[2])
         elif key[0] == "host":
             await self.hosts.reconcile(key[1])
+        elif key[0] == "hstate":
+            self.monitor.queue.add(key[1])
 
     # ------------------------------------------------------------ run
     def _start(self) -> None:
@@ -178,6 +204,8 @@ class Operator:
         for i in range(s.workers):
             task(self.worker(), f"kova-worker-{i}")
         task(self.monitor.run(), "kova-host-monitor")
+        for i in range(WRITERS):
+            task(self.monitor_writer(), f"kova-host-writer-{i}")
         task(self.leadership.run(), "kova-leadership")
         task(ctx.recorder.poster(), "kova-events")
         if s.audit_interval > 0:
@@ -188,10 +216,6 @@ class Operator:
     async def run(self, stop_flag: asyncio.Event | None = None,
                   ready_flag: asyncio.Event | None = None) -> None:
         s = self.settings
-        try:
-            await self.monitor.poll_leases()
-        except Exception as exc:
-            LOG.warning("initial lease poll failed: %s", exc)
         self._start()
         LOG.info("kova operator starting: identity=%s priority=%d peering=%s namespaces=%s "
                  "placement=%s", self.identity, self.priority,
@@ -200,11 +224,61 @@ class Operator:
         options = RunOptions(
             all_namespaces=s.all_namespaces, namespaces=s.namespaces, peering=s.peering,
             peering_name=s.peering_name, priority=self.priority, identity=self.identity,
-            health_port=s.health_port, watch_nodes=s.node_fencing)
+            health_port=s.health_port, watch_nodes=s.node_fencing,
+            lease_namespace=s.lease_namespace)
+        if stop_flag is not None:
+            ready_flag = ready_flag if ready_flag is not None else asyncio.Event()
+            self._watch_signals(stop_flag)
+            self._tasks.append(asyncio.create_task(self._deadline(stop_flag, ready_flag),
+                                                   name="kova-stop"))
         try:
             await self.informer.run(self, options, stop_flag=stop_flag, ready_flag=ready_flag)
         finally:
             await self.shutdown()
+
+    def _watch_signals(self, stop_flag: asyncio.Event) -> None:
+        """SIGTERM/SIGINT start the shutdown clock at once: a Python signal
+        handler runs between two bytecodes of the main thread, even in the
+        middle of a long callback of a busy event loop (the loop's own
+        handler, which sets ``stop_flag`` too, waits for its turn)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            self._start_stop_clock()
+            loop.call_soon_threadsafe(stop_flag.set)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+
+    async def _deadline(self, stop_flag: asyncio.Event, ready_flag: asyncio.Event) -> None:
+        await ready_flag.wait()
+        # kopf installed its own signal handlers as it started (they stop
+        # kopf, not stop_flag): ours again, after them.
+        await asyncio.sleep(0.1)
+        self._watch_signals(stop_flag)
+        await stop_flag.wait()
+        self._start_stop_clock()
+
+    def _start_stop_clock(self) -> None:
+        """Once asked to stop, exit within ``--shutdown-grace`` whatever the
+        load: a thread (not the event loop, which may be the busy part) ends
+        the process if the orderly shutdown has not by then."""
+        if self._stop_timer is not None:
+            return
+        grace = self.settings.shutdown_grace
+
+        def hard_stop() -> None:
+            LOG.warning("the shutdown took longer than --shutdown-grace (%.0fs); exiting now",
+                        grace)
+            logging.shutdown()
+            os._exit(0)
+
+        self._stop_timer = timer = threading.Timer(grace, hard_stop)
+        timer.daemon = True
+        timer.start()
+        LOG.info("stopping (at most %.0fs)", grace)
 
     async def shutdown(self) -> None:
         for t in self._tasks:
@@ -213,5 +287,8 @@ class Operator:
         if self.batcher is not None:
             await self.batcher.close()
         self.ctx.queue.shutdown()
+        self.monitor.queue.shutdown()
         await self.ctx.kube.close()
         await self.ctx.placement.close()
+        if self._stop_timer is not None:
+            self._stop_timer.cancel()

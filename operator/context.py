@@ -5,11 +5,11 @@ controller gets the same :class:`Context`."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from kova.crds import objects as ob
 from kova.kube import Kube
 from kova.operator import metrics
 from kova.operator.host.view import HostView
@@ -22,6 +22,9 @@ from kova.placement_client import PlacementClient
 from kova.workqueue import AsyncWorkQueue
 
 LOG = logging.getLogger("kova.operator")
+
+#: Seconds a retrigger of the waiting Instances waits for more of the same.
+RETRIGGER_DELAY = 0.2
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Context:
     failures: BuildFailures
     #: This replica acts (leader election, see :mod:`.leadership`).
     leader: bool = True
+    #: A retrigger of the waiting Instances is due (see retrigger_pending).
+    _retrigger: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def emit(self, obj: dict, type_: str, reason: str, message: str) -> None:
         self.recorder.emit(obj, type_, reason, message)
@@ -54,16 +59,30 @@ class Context:
 
     def retrigger_pending(self) -> None:
         """Something an Instance may be waiting for appeared or changed (a
-        host, a Flavor, ...): look at every waiting Instance again now."""
+        host, a Flavor, ...): look at every waiting Instance again, soon.
+        Coalesced: ten thousand hosts registering within a second are one
+        pass over the waiting Instances, not ten thousand."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.retrigger_now()
+            return
+        if self._retrigger is None:
+            self._retrigger = loop.call_later(RETRIGGER_DELAY, self.retrigger_now)
+
+    def retrigger_now(self) -> None:
+        if self._retrigger is not None:
+            self._retrigger.cancel()
+            self._retrigger = None
         for key in list(self.ledger.pending):
             self.ledger.reset_backoff(key)
             self.enqueue(key)
 
     def enqueue_host_instances(self, host: str) -> None:
-        """Queue every Instance recorded on ``host`` (its state changed)."""
-        for (ns, name), body in self.informer.instances():
-            if ob.placed_host(body) == host:
-                self.enqueue(("inst", ns, name))
+        """Queue every Instance recorded on ``host`` (its state changed), from
+        the informer's index by host."""
+        for ns, name in self.informer.instances_on(host):
+            self.enqueue(("inst", ns, name))
 
     def enqueue_all(self) -> None:
         """Queue every Instance and every Host (a new term as the active
@@ -72,3 +91,4 @@ class Context:
             self.enqueue(("inst", ns, name))
         for name in self.informer.host_names():
             self.enqueue(("host", name))
+            self.enqueue(("hstate", name))

@@ -13,6 +13,13 @@ the initial listings before it calls any event handler, so the first event
 (of any kind) marks the views complete: :attr:`Informer.synced` is set then,
 and the work that must see every object first (placing one more member of a
 server group after a restart) waits for it.
+
+Hosts and heartbeat Leases -- one of each per hypervisor, 10 000 and more in a
+large cloud, a Lease renewed every few seconds -- do not go through kopf,
+whose per-object workers cost more with every object watched: each is a plain
+:class:`~.listwatch.ListWatch` (list + watch with bookmarks, relist on 410),
+a dict and one callback per change.  :attr:`Informer.hosts_synced` is set
+when both are listed.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from typing import Any, Protocol
 import kopf
 
 from kova.crds import names
-from kova.kube import Credentials
+from kova.crds import objects as ob
+from kova.kube import Credentials, Kube, custom_path, lease_path
+from kova.operator.listwatch import ListWatch
 
 LOG = logging.getLogger("kova.operator")
 
@@ -35,12 +44,12 @@ G, V = names.GROUP, names.VERSION
 #: The index ids, one per view.
 INSTANCES = "kova_instances"
 GROUP_MEMBERS = "kova_sg_members"
-HOSTS = "kova_hosts"
+BY_HOST = "kova_instances_by_host"
 FLAVORS = "kova_flavors"
 IMAGES = "kova_images"
 IMAGE_IDS = "kova_image_ids"
 SERVER_GROUPS = "kova_servergroups"
-INDEXES = (INSTANCES, GROUP_MEMBERS, HOSTS, FLAVORS, IMAGES, IMAGE_IDS, SERVER_GROUPS)
+INDEXES = (INSTANCES, GROUP_MEMBERS, BY_HOST, FLAVORS, IMAGES, IMAGE_IDS, SERVER_GROUPS)
 
 #: An Image that does not exist (``image_identity``).
 MISSING = "missing"
@@ -54,6 +63,13 @@ class Handlers(Protocol):
                          deleted: bool) -> None: ...
 
     def host_changed(self, name: str, body: dict, deleted: bool) -> None: ...
+
+    def lease_changed(self, name: str, body: dict, deleted: bool) -> None:
+        """A heartbeat Lease of the Lease namespace (only with
+        ``RunOptions.lease_namespace``)."""
+
+    def lease_watch_health(self, healthy: bool) -> None:
+        """The Lease watch failed (False), or listed again after that."""
 
     def node_changed(self, name: str, body: dict, deleted: bool) -> None: ...
 
@@ -76,6 +92,8 @@ class RunOptions:
     identity: str | None = None
     health_port: int = 0
     watch_nodes: bool = True
+    #: Watch the heartbeat Leases of this namespace (None: no Leases).
+    lease_namespace: str | None = None
 
 
 def _first(index: Any, key: Hashable) -> Any:
@@ -89,6 +107,10 @@ def _first(index: Any, key: Hashable) -> Any:
         return None
     for value in store:
         return value
+    return None
+
+
+def _ignore(name: str, body: dict, deleted: bool) -> None:
     return None
 
 
@@ -116,6 +138,11 @@ class Informer:
         self._indexes: dict[str, Any] = {}
         #: Set once kopf has listed every watched kind (see the module doc).
         self.synced = asyncio.Event()
+        #: Hosts and Leases: plain list + watch (callbacks set by :meth:`run`).
+        self.hosts_watch = ListWatch(custom_path(names.HOSTS), _ignore, what="Hosts")
+        self.leases_watch: ListWatch | None = None
+        #: Set once the Hosts (and Leases, when watched) are listed.
+        self.hosts_synced = asyncio.Event()
 
     # ------------------------------------------------------------ reads
     def instance(self, namespace: str, name: str) -> dict | None:
@@ -145,13 +172,23 @@ class Informer:
             return []
         return list(idx[(namespace, group)])
 
+    def instances_on(self, host: str) -> list[tuple[str, str]]:
+        """``(namespace, name)`` of the Instances whose status.host is ``host``."""
+        idx = self._indexes.get(BY_HOST)
+        if idx is None or host not in idx:
+            return []
+        return list(idx[host])
+
     def host(self, name: str) -> dict | None:
         """The Host as last watched, or None."""
-        return _first(self._indexes.get(HOSTS), name)
+        return self.hosts_watch.items.get(name)
 
     def host_names(self) -> list[str]:
-        idx = self._indexes.get(HOSTS)
-        return list(idx.keys()) if idx is not None else []
+        return list(self.hosts_watch.items)
+
+    def lease(self, name: str) -> dict | None:
+        """Host ``name``'s heartbeat Lease as last watched, or None."""
+        return self.leases_watch.items.get(name) if self.leases_watch else None
 
     def flavor(self, name: str | None) -> dict | None:
         """A Flavor's spec, or None."""
@@ -223,9 +260,11 @@ class Informer:
                 names.LABEL_HOST)
             return {(body["metadata"]["namespace"], sg): (body["metadata"]["uid"], host)}
 
-        @kopf.index(G, V, "hosts", id=HOSTS, registry=reg)
-        async def kova_hosts(body: Any, name: str, **_: Any) -> dict:
-            return {name: dict(body)}
+        @kopf.index(G, V, "instances", id=BY_HOST, registry=reg)
+        async def kova_instances_by_host(body: Any, name: str, namespace: str | None,
+                                         **_: Any) -> dict | None:
+            host = ob.placed_host(body)
+            return {host: (namespace, name)} if host else None
 
         @kopf.index(G, V, "flavors", id=FLAVORS, registry=reg)
         async def kova_flavors(name: str, spec: Any, **_: Any) -> dict:
@@ -263,8 +302,6 @@ class Informer:
 
         on("instances")(lambda ev, name, ns: handlers.instance_changed(
             ns or "", name, ev.get("object") or {}, deleted(ev)))
-        on("hosts")(lambda ev, name, ns: handlers.host_changed(
-            name, ev.get("object") or {}, deleted(ev)))
         on("images")(lambda ev, name, ns: handlers.image_changed(name, deleted(ev)))
         on("flavors")(lambda ev, name, ns: handlers.dependency_changed(
             "flavors", ns, name, deleted(ev)))
@@ -274,11 +311,49 @@ class Informer:
             on("nodes", "", "v1")(lambda ev, name, ns: handlers.node_changed(
                 name, ev.get("object") or {}, deleted(ev)))
 
+    # ------------------------------------------------------------ Hosts, Leases
+    def _start_watches(self, handlers: Handlers, o: RunOptions) -> list[asyncio.Task]:
+        self.hosts_watch.on_event = handlers.host_changed
+        watches = [self.hosts_watch]
+        if o.lease_namespace:
+            self.leases_watch = ListWatch(lease_path(o.lease_namespace), handlers.lease_changed,
+                                          what=f"Leases of {o.lease_namespace}")
+            self.leases_watch.on_health = handlers.lease_watch_health
+            watches.append(self.leases_watch)
+        kube = Kube(self.creds, max_connections=len(watches) + 2)
+
+        async def synced() -> None:
+            await asyncio.gather(*(w.synced.wait() for w in watches))
+            self.hosts_synced.set()
+
+        tasks = [asyncio.create_task(w.run(kube), name=f"kova-watch-{w.what}") for w in watches]
+        tasks.append(asyncio.create_task(synced(), name="kova-watch-synced"))
+
+        async def close() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await kube.close()
+        tasks.append(asyncio.create_task(close(), name="kova-watch-session"))
+        return tasks
+
     async def run(self, handlers: Handlers, options: RunOptions,
                   stop_flag: asyncio.Event | None = None,
                   ready_flag: asyncio.Event | None = None) -> None:
-        """Run kopf (watches, indexes, peering) until ``stop_flag``."""
+        """Run the Host and Lease watches and kopf (watches, indexes,
+        peering) until ``stop_flag``."""
         o = options
+        tasks = self._start_watches(handlers, o)
+        try:
+            await self._run_kopf(handlers, o, stop_flag, ready_flag)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_kopf(self, handlers: Handlers, o: RunOptions,
+                        stop_flag: asyncio.Event | None,
+                        ready_flag: asyncio.Event | None) -> None:
         await kopf.operator(
             registry=self.registry(handlers, o.watch_nodes),
             clusterwide=o.all_namespaces,

@@ -56,6 +56,11 @@ PENDING = M.gauge(
     "kova_operator_pending_instances", "Instances waiting for a host (Pending).")
 HOSTS = M.gauge(
     "kova_operator_hosts", "Hosts by heartbeat state.", ["state"])
+HOST_STATE_WRITES = M.counter(
+    "kova_operator_host_state_writes_total",
+    "Host status writes (state Up/Down/Unknown, Ready and Fenced conditions).")
+LEASE_EXPIRIES = M.counter(
+    "kova_operator_lease_expiries_total", "Heartbeat Leases found expired by the timer.")
 LEADER = M.gauge(
     "kova_operator_leader", "1 while this replica is the active one.")
 AUDIT_ORPHANS = M.gauge(

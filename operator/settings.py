@@ -106,11 +106,16 @@ class Settings(ClientSettings):
                            "Filters to apply, in order (comma separated).", convert=_filters)
     image_traits: bool = setting(
         True, "Require HW_ARCH_* / COMPUTE_FIRMWARE_UEFI from image properties.")
-    host_check_interval: float = setting(2.0, "Seconds between Lease checks.",
+    host_check_interval: float = setting(2.0, "Longest sleep of the Lease expiry timer "
+                                         "(it wakes at the earliest Lease deadline).",
                                          type=click.FloatRange(min=0.05))
     heartbeat_grace: float = setting(
         0.0, "Seconds past a Lease's expiry before a host is Down.",
         type=click.FloatRange(min=0))
+    shutdown_grace: float = setting(
+        20.0, "Seconds from SIGTERM to exit at the latest: what the orderly shutdown has not "
+        "finished by then is cut short (keep it under the pod's "
+        "terminationGracePeriodSeconds).", type=click.FloatRange(min=0.1))
     node_fencing: bool = setting(
         True, "Watch Nodes: a Node tainted node.kubernetes.io/out-of-service fences the Host "
         "of the same name (needs get/list/watch on nodes).")

@@ -59,6 +59,8 @@ class HostController:
         LOG.info("node %s: %s taint %s", name, names.TAINT_OUT_OF_SERVICE,
                  "added" if ctx.hosts.node_oos.get(name) else "removed")
         ctx.enqueue(("host", name))
+        if ctx.informer.host(name) is not None:
+            ctx.enqueue(("hstate", name))  # the Fenced condition
         ctx.enqueue_host_instances(name)
         ctx.retrigger_pending()
 

@@ -33,12 +33,17 @@ def lease_duration(lease: dict | None) -> float:
     return float(spec.get("leaseDurationSeconds") or names.LEASE_DURATION_SECONDS)
 
 
+def lease_renewed(lease: dict | None) -> float | None:
+    """When the Lease was last renewed (or acquired), or None."""
+    if not lease:
+        return None
+    spec = ob.spec(lease)
+    return parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
+
+
 def lease_fresh(lease: dict | None, now: float, grace: float = 0.0) -> bool:
     """The Lease was renewed (or acquired) less than its duration (+ grace) ago."""
-    if not lease:
-        return False
-    spec = ob.spec(lease)
-    renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
+    renewed = lease_renewed(lease)
     return renewed is not None and now <= renewed + lease_duration(lease) + grace
 
 
@@ -77,7 +82,7 @@ class HostView:
     def __init__(self, informer: Informer, heartbeat_grace: float = 0.0) -> None:
         self.informer = informer
         self.heartbeat_grace = heartbeat_grace
-        #: Host name -> its heartbeat Lease (the last poll).
+        #: Host name -> its heartbeat Lease (as last watched).
         self.leases: dict[str, dict] = {}
         #: Host name -> heartbeat fresh (the host monitor's Up/Down).
         self.alive: dict[str, bool] = {}
@@ -85,17 +90,19 @@ class HostView:
         self.node_oos: dict[str, bool] = {}
         self.signatures: dict[str, tuple] = {}
         self._infos: dict[str, tuple] = {}
-        #: Bumped whenever a Host's scheduling view changes (see host_by_rp).
+        #: Bumped whenever a Host's scheduling view changes.
         self.version = 0
-        self._rp_map: dict[str, HostInfo] = {}
-        self._rp_map_version = -1
+        #: Resource provider uuid -> Host name (kept with the signatures).
+        self._rp_names: dict[str, str] = {}
 
     def changed(self) -> None:
         self.version += 1
 
     def forget(self, name: str) -> None:
         """Host ``name`` was deleted."""
-        self.signatures.pop(name, None)
+        old = self.signatures.pop(name, None)
+        if old is not None and self._rp_names.get(old[3]) == name:
+            del self._rp_names[old[3]]
         self._infos.pop(name, None)
         self.alive.pop(name, None)
         self.changed()
@@ -113,6 +120,10 @@ class HostView:
         if old == sig:
             return False, False
         self.signatures[name] = sig
+        if old is not None and old[3] != sig[3] and self._rp_names.get(old[3]) == name:
+            del self._rp_names[old[3]]
+        if sig[3]:
+            self._rp_names[sig[3]] = name
         self.changed()
         return True, (old[-1] if old is not None else False) != sig[-1]
 
@@ -162,14 +173,10 @@ class HostView:
         return info
 
     def host_by_rp(self, rp: str) -> HostInfo | None:
-        """Provider uuid -> HostInfo, from a map rebuilt only when a Host's
-        scheduling-relevant fields or heartbeat state changed."""
-        if self._rp_map_version != self.version:
-            version = self.version
-            rp_map = {}
-            for name in self.informer.host_names():
-                info = self.host_by_name(name)
-                if info is not None and info.rp_uuid:
-                    rp_map[info.rp_uuid] = info
-            self._rp_map, self._rp_map_version = rp_map, version
-        return self._rp_map.get(rp)
+        """Provider uuid -> HostInfo, through the provider -> Host map kept
+        as Hosts are watched (O(1), nothing rebuilt when one Host changes)."""
+        name = self._rp_names.get(rp)
+        if name is None:
+            return None
+        info = self.host_by_name(name)
+        return info if info is not None and info.rp_uuid == rp else None

@@ -14,7 +14,7 @@ from kova.kube import Credentials, Kube
 from kova.operator.context import Context
 from kova.operator.host.controller import HostController
 from kova.operator.host.view import HostView
-from kova.operator.informer import HOSTS, Informer
+from kova.operator.informer import Informer
 from kova.operator.ledger import GroupLocks, Ledger
 from kova.operator.recorder import EventRecorder
 from kova.operator.scheduler.weighers import BuildFailures
@@ -115,10 +115,9 @@ def host(name: str, fenced: bool = False, rp: str | None = "rp-1") -> dict:
 
 
 def informer_with(*bodies: dict) -> Informer:
-    """An informer whose Host index holds ``bodies`` (kopf's index shape:
-    key -> a store of values)."""
+    """An informer whose Host cache holds ``bodies``."""
     informer = Informer(Credentials("https://127.0.0.1:1"))
-    informer._indexes = {HOSTS: {b["metadata"]["name"]: [b] for b in bodies}}
+    informer.hosts_watch.items.update({b["metadata"]["name"]: b for b in bodies})
     return informer
 
 
@@ -129,7 +128,7 @@ def test_host_view_forgets_a_deleted_host():
     view.spec_changed("h2", host("h2", rp="rp-2"))
     assert view.host_by_name("h1").alive and view.host_by_rp("rp-2").name == "h2"
     version = view.version
-    view.informer._indexes[HOSTS].pop("h1")
+    view.informer.hosts_watch.items.pop("h1")
     view.forget("h1")
     assert "h1" not in view.alive and "h1" not in view.signatures
     assert view.sizes() == {"alive": 1, "node_oos": 0, "signatures": 1, "infos": 1}
@@ -192,7 +191,7 @@ async def test_a_deleted_host_leaves_nothing_behind():
     ctx.ledger.backoff(("host", "h1"), 1.0, 10.0)
     ctx.failures.record("h1")
     assert ctx.queue.delayed(("host", "h1")) or len(ctx.queue) == 1
-    informer._indexes[HOSTS].clear()
+    informer.hosts_watch.items.clear()
     hosts.host_changed("h1", host("h1"), deleted=True)
     assert hosts.synced == {} and ctx.ledger.retries == {} and not ctx.failures
     assert ctx.hosts.sizes() == {"alive": 0, "node_oos": 0, "signatures": 0, "infos": 0}
