@@ -169,7 +169,13 @@ def test_prometheus_scrapes_every_component_and_the_dashboard_has_data(
         assert not missing, f"dashboard queries without data: {missing}"
     finally:
         prom.stop()
-        remove_domain(libvirt_qemu_conn, domain)
+        # the Instance first: while it exists, the running agent would define
+        # its domain again after remove_domain
+        try:
+            harness.delete("vm")
+            wait_for(lambda: harness.get("vm") is None, 90, 1, "the Instance deleted")
+        finally:
+            remove_domain(libvirt_qemu_conn, domain)
 
 
 def _placement_counters_add_up(prom: Prometheus, placement: PlacementServer) -> None:
