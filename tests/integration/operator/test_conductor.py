@@ -139,6 +139,14 @@ def test_restart_mid_burst_schedules_each_instance_exactly_once(cluster):
 
 
 def test_audit_finds_and_heals(cluster):
+    # The audit without --namespace reads every namespace: wait until the
+    # Instances of earlier tests' namespaces (deleted, not waited for) are gone.
+    def others():
+        items = cluster.api.list_cluster_custom_object("kova.dev", "v1alpha1",
+                                                       "instances")["items"]
+        return [i for i in items if i["metadata"]["namespace"] != cluster.ns]
+
+    wait_for(lambda: not others(), 120, what="earlier tests' Instances gone")
     cluster.add_host("h1")
     op = cluster.start_operator()
     uid = cluster.create_instance("vm1")["metadata"]["uid"]
