@@ -109,6 +109,10 @@ class ListWatch:
         old, self.items = self.items, fresh
         self.resource_version = meta.get("resourceVersion")
         self.lists += 1
+        # healthy before the differences are delivered: a Lease whose last
+        # renewal the failed watch missed arrives here stale, and the host
+        # monitor must already know that it could not see renewals
+        self._health(True)
         for name, obj in fresh.items():
             before = old.pop(name, None)
             if before is None or _rv(before) != _rv(obj):
@@ -118,7 +122,6 @@ class ListWatch:
             self.events += 1
             self.on_event(name, obj, True)
         self.synced.set()
-        self._health(True)
 
     def _health(self, healthy: bool) -> None:
         if healthy != self.healthy:

@@ -105,5 +105,7 @@ spec: {policy: anti-affinity}
     for h, uri in uris.items():
         assert _domains(uri) == [], h
         inst_dir = stack.root / "instances" / h
-        leftovers = [p.name for p in inst_dir.iterdir() if p.name != "_base"]
+        # _base: the image cache; .user-data-key: the agent's own key pair
+        leftovers = [p.name for p in inst_dir.iterdir()
+                     if p.name not in ("_base", ".user-data-key")]
         assert leftovers == [], (h, leftovers)
