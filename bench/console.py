@@ -27,8 +27,10 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -103,14 +105,31 @@ def run_stack(workdir: Path):
     return cp, stack, image
 
 
+def apply_and_wait_for_shell(kubectl: list[str], manifests: str, marker: str = "KOVA-SHELL",
+                             timeout: float = 300) -> tuple[dict, Path]:
+    """``kubectl apply`` the manifests, then wait until the Instance ``vm``
+    of namespace default writes ``marker`` (its shell is up) to its console
+    log; the Instance and that log."""
+    subprocess.run([*kubectl, "apply", "-f", "-"], check=True, text=True,
+                   capture_output=True, input=manifests)
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run([*kubectl, "get", "inst", "vm", "-o", "json"], text=True,
+                             capture_output=True)
+        inst = json.loads(out.stdout) if out.returncode == 0 else {}
+        log = ((inst.get("status") or {}).get("console") or {}).get("logPath")
+        if log and Path(log).exists() and marker in Path(log).read_text(errors="replace"):
+            return inst, Path(log)
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the guest did not reach its shell in {timeout:.0f} s")
+        time.sleep(1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--lines", type=int, default=3000)
     args = ap.parse_args()
-
-    import json
-    import subprocess
 
     from kova.crds.names import API_VERSION
     from kova.dev import paths
@@ -119,8 +138,7 @@ def main() -> int:
     cp, stack, image = run_stack(work)
     kubectl = [paths.kubectl(), "--kubeconfig", str(cp.kubeconfig)]
     try:
-        subprocess.run([*kubectl, "apply", "-f", "-"], check=True, text=True,
-                       capture_output=True, input=f"""
+        inst, _log = apply_and_wait_for_shell(kubectl, f"""
 apiVersion: {API_VERSION}
 kind: Image
 metadata: {{name: bench-console}}
@@ -133,18 +151,6 @@ spec:
   resources: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
   imageRef: {{name: bench-console}}
 """)
-        deadline = time.monotonic() + 300
-        while True:
-            out = subprocess.run([*kubectl, "get", "inst", "vm", "-o", "json"], text=True,
-                                 capture_output=True)
-            inst = json.loads(out.stdout) if out.returncode == 0 else {}
-            log = ((inst.get("status") or {}).get("console") or {}).get("logPath")
-            if log and Path(log).exists() and "KOVA-SHELL" in Path(log).read_text(
-                    errors="replace"):
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit("the guest did not reach its shell in 300 s")
-            time.sleep(1)
         host = inst["status"]["host"]
         env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig),
                "PATH": f"{Path(sys.executable).parent}:{paths.bin_dir()}:{os.environ['PATH']}"}

@@ -29,7 +29,6 @@ Markdown table for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -43,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from console import run_stack  # noqa: E402  (bench/console.py)
+from console import apply_and_wait_for_shell, run_stack  # noqa: E402  (bench/console.py)
 
 SIZES = [(1, 192), (2, 256)]
 SHELL = "KOVA-SHELL: ttyS0"
@@ -120,8 +119,7 @@ spec: {{vcpus: {c}, memoryMiB: {m}, diskGiB: 1}}
 """ for c, m in SIZES)
     uri = None
     try:
-        subprocess.run([*kubectl, "apply", "-f", "-"], check=True, text=True,
-                       capture_output=True, input=flavors + f"""---
+        inst, log = apply_and_wait_for_shell(kubectl, flavors + f"""---
 apiVersion: {API_VERSION}
 kind: Image
 metadata: {{name: bench-resize}}
@@ -133,19 +131,7 @@ metadata: {{name: vm, namespace: default}}
 spec:
   flavorRef: {{name: bench-1x192}}
   imageRef: {{name: bench-resize}}
-""")
-        deadline = time.monotonic() + 300
-        while True:
-            out = subprocess.run([*kubectl, "get", "inst", "vm", "-o", "json"], text=True,
-                                 capture_output=True)
-            inst = json.loads(out.stdout) if out.returncode == 0 else {}
-            log_path = ((inst.get("status") or {}).get("console") or {}).get("logPath")
-            if log_path and shells(Path(log_path)) >= 1:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit("the guest did not reach its shell in 300 s")
-            time.sleep(1)
-        log = Path(log_path)
+""", marker=SHELL)
         uri = stack.libvirt_uris[inst["status"]["host"]]
         xml, floor_log = floor_domain(uri, "default.vm", work)
         virsh = ["virsh", "-q", "-c", uri]

@@ -23,7 +23,7 @@ import pytest
 
 from kova.dev import paths
 from tests.helpers import BOOT_TIMEOUT, wait_for
-from tests.support.stacks import one_host_stack, temp_namespace
+from tests.support.stacks import kova_editor, one_host_stack, temp_namespace
 
 PROMPT = "vm:/# "
 
@@ -80,21 +80,7 @@ class Session:
 
 @pytest.fixture(scope="module")
 def vm(stack, kova_api, test_image, k8s, kubectl, ns) -> Session:
-    from kova.dev import access
-
-    access.kubectl(k8s.kubeconfig, "create", "serviceaccount", "alice", "-n", ns)
-    access.kubectl(k8s.kubeconfig, "create", "rolebinding", "alice", "-n", ns,
-                   "--clusterrole=kova-edit", f"--serviceaccount={ns}:alice")
-    token = access.kubectl(k8s.kubeconfig, "create", "token", "alice", "-n", ns,
-                           "--duration", "2h").stdout.strip()
-    kc = k8s.write_kubeconfig(stack.root / "alice.kubeconfig", token, user="alice")
-    cfg = json.loads(kc.read_text())
-    cfg["contexts"][0]["context"]["namespace"] = ns
-    kc.write_text(json.dumps(cfg))
-
-    class User:
-        kubeconfig = kc
-        username = f"system:serviceaccount:{ns}:alice"
+    user = kova_editor(k8s, ns, "alice", stack.root)
 
     image = f"access-img-{ns[-5:]}"
     # the hashed image file itself (the shared link may point elsewhere)
@@ -112,7 +98,7 @@ spec:
   imageRef: {{name: {image}}}
   userData: {{inline: "FIRST-USERDATA"}}
 """)
-    session = Session(ns, User, kubectl, image)
+    session = Session(ns, user, kubectl, image)
     try:
         session.wait_power("Running", BOOT_TIMEOUT)
         session.wait_log("KOVA-SHELL: ttyS0")

@@ -11,7 +11,6 @@ consumer left.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 from kova.dev.stack import Stack
 from tests.e2e.test_access import Session
 from tests.helpers import BOOT_TIMEOUT, wait_for
-from tests.support.stacks import one_host_stack, temp_namespace
+from tests.support.stacks import kova_editor, one_host_stack, temp_namespace
 
 PROMPT = "vm:/# "
 #: "three" stays at 2 vCPUs: on one host the move holds the old size too
@@ -46,21 +45,7 @@ def stack(k8s, kova_crds, kova_api, libvirtd, test_image, ns, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vm(stack, kova_api, test_image, k8s, kubectl, ns):
-    from kova.dev import access
-
-    access.kubectl(k8s.kubeconfig, "create", "serviceaccount", "mover", "-n", ns)
-    access.kubectl(k8s.kubeconfig, "create", "rolebinding", "mover", "-n", ns,
-                   "--clusterrole=kova-edit", f"--serviceaccount={ns}:mover")
-    token = access.kubectl(k8s.kubeconfig, "create", "token", "mover", "-n", ns,
-                           "--duration", "2h").stdout.strip()
-    kc = k8s.write_kubeconfig(stack.root / "mover.kubeconfig", token, user="mover")
-    cfg = json.loads(kc.read_text())
-    cfg["contexts"][0]["context"]["namespace"] = ns
-    kc.write_text(json.dumps(cfg))
-
-    class User:
-        kubeconfig = kc
-        username = f"system:serviceaccount:{ns}:mover"
+    user = kova_editor(k8s, ns, "mover", stack.root)
 
     tag = ns[-5:]
     image = f"moves-img-{tag}"
@@ -83,7 +68,7 @@ spec:
   flavorRef: {{name: one-{tag}}}
   imageRef: {{name: {image}}}
 """)
-    session = Session(ns, User, kubectl, image)
+    session = Session(ns, user, kubectl, image)
     session.tag = tag
     try:
         session.wait_power("Running", BOOT_TIMEOUT)

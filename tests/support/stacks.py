@@ -3,9 +3,11 @@ modules that drive a real guest through ``kubectl kova``."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from kova.dev.stack import Stack
@@ -39,3 +41,27 @@ def one_host_stack(k8s, kova_api, namespace: str, root: Path, prefix: str,
         st.stop()
         for log in st.log_dir.glob("*.log"):
             print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-log_lines:]))
+
+
+@dataclass(frozen=True)
+class TenantUser:
+    """A ServiceAccount of the namespace bound to kova-edit, with a
+    kubeconfig of its token whose context defaults to that namespace."""
+
+    kubeconfig: Path
+    username: str
+
+
+def kova_editor(k8s, namespace: str, name: str, root: Path) -> TenantUser:
+    from kova.dev import access
+
+    access.kubectl(k8s.kubeconfig, "create", "serviceaccount", name, "-n", namespace)
+    access.kubectl(k8s.kubeconfig, "create", "rolebinding", name, "-n", namespace,
+                   "--clusterrole=kova-edit", f"--serviceaccount={namespace}:{name}")
+    token = access.kubectl(k8s.kubeconfig, "create", "token", name, "-n", namespace,
+                           "--duration", "2h").stdout.strip()
+    kc = k8s.write_kubeconfig(root / f"{name}.kubeconfig", token, user=name)
+    cfg = json.loads(kc.read_text())
+    cfg["contexts"][0]["context"]["namespace"] = namespace
+    kc.write_text(json.dumps(cfg))
+    return TenantUser(kc, f"system:serviceaccount:{namespace}:{name}")
