@@ -52,6 +52,7 @@ from kova.operator.instance.placing import Placer
 from kova.operator.instance.records import Records
 from kova.operator.leadership import Leadership
 from kova.operator.ledger import Ledger
+from kova.operator.membership import Membership
 from kova.operator.recorder import EventRecorder
 from kova.operator.scheduler.batch import BatchScheduler
 from kova.operator.scheduler.scheduler import Scheduler
@@ -89,7 +90,7 @@ class Operator:
     def __init__(self, settings: Settings) -> None:
         s = self.settings = settings
         self.creds = Credentials.load(settings.kubeconfig)
-        self.identity = f"kova-operator@{socket.gethostname()}/{os.getpid()}"
+        self.identity = s.replica_identity or f"{socket.gethostname()}-{os.getpid()}"
         self.priority = s.priority if s.priority is not None else random.randint(1, 1_000_000)
         self.informer = Informer(self.creds)
         kube, placement = _clients(s, self.creds)
@@ -98,7 +99,12 @@ class Operator:
             ledger=Ledger(), hosts=HostView(self.informer, s.heartbeat_grace),
             queue=AsyncWorkQueue(),
             recorder=EventRecorder(kube, s.events, s.event_qps, s.event_burst),
-            failures=BuildFailures(window=s.build_failure_window), leader=not s.peering)
+            failures=BuildFailures(window=s.build_failure_window),
+            leader=not s.peering and not s.share_instances)
+        if s.share_instances:
+            ctx.members = Membership(kube, s.member_namespace or s.lease_namespace,
+                                     s.peering_name, self.identity, s.member_lease_seconds,
+                                     self.members_changed)
         self.scheduler = Scheduler(placement, s.scheduler, ctx.hosts.host_by_rp,
                                    ctx.hosts.host_by_name, WeighContext(failures=ctx.failures))
         self.batcher = BatchScheduler(self.scheduler, s.max_batch) if s.max_batch > 1 else None
@@ -110,6 +116,7 @@ class Operator:
             Deletion(ctx, records), Mover(ctx, records, placer, conductor.quotas))
         # read at each scrape: Instances leave the waiting set in many places
         metrics.PENDING.set_function(lambda: len(ctx.ledger.pending))
+        metrics.OWNED.set_function(ctx.owned_instances)
         inventory_metrics.INVENTORY.source = self.informer
         self.hosts = HostController(ctx)
         self.groups = ServerGroupController(ctx)
@@ -150,6 +157,16 @@ class Operator:
         elif kind == "servergroups":
             self.ctx.ledger.forget_key(("sg", namespace, name))
 
+    def members_changed(self) -> None:
+        """A replica came or went: every Instance may have another owner now,
+        and this one may have become (or stopped being) the leader."""
+        members = self.ctx.members
+        assert members is not None
+        was = self.ctx.leader
+        self.leadership.update(members.is_leader(), first=members.changes == 1)
+        if self.ctx.leader == was or not self.ctx.leader:
+            self.ctx.enqueue_instances()  # new_term() queued everything otherwise
+
     def new_term(self) -> None:
         """This replica became the active one: look at everything again."""
         self.ctx.ledger.new_term()
@@ -160,6 +177,8 @@ class Operator:
     async def worker(self) -> None:
         ctx = self.ctx
         await self.informer.hosts_synced.wait()
+        if ctx.members is not None:
+            await ctx.members.ready.wait()
         while True:
             key: Any = await ctx.queue.get()
             metrics.QUEUE_DEPTH.set(len(ctx.queue))
@@ -167,7 +186,7 @@ class Operator:
                 if key[0] in ("inst", "sg"):
                     # every Instance seen first (kopf's indexes full)
                     await self.informer.synced.wait()
-                if ctx.leader:
+                if ctx.acts_on(key):
                     await self.reconcile(key)
             except asyncio.CancelledError:
                 raise
@@ -206,7 +225,10 @@ class Operator:
         task(self.monitor.run(), "kova-host-monitor")
         for i in range(WRITERS):
             task(self.monitor_writer(), f"kova-host-writer-{i}")
-        task(self.leadership.run(), "kova-leadership")
+        if ctx.members is not None:
+            task(ctx.members.run(), "kova-members")
+        else:
+            task(self.leadership.run(), "kova-leadership")
         task(ctx.recorder.poster(), "kova-events")
         if s.audit_interval > 0:
             task(audit_loop(ctx.kube, ctx.placement, interval=s.audit_interval,
@@ -219,10 +241,12 @@ class Operator:
         self._start()
         LOG.info("kova operator starting: identity=%s priority=%d peering=%s namespaces=%s "
                  "placement=%s", self.identity, self.priority,
-                 s.peering_name if s.peering else "standalone",
+                 f"shared Instances ({s.peering_name})" if s.share_instances
+                 else s.peering_name if s.peering else "standalone",
                  "*" if s.all_namespaces else ",".join(s.namespaces), s.placement_url)
         options = RunOptions(
-            all_namespaces=s.all_namespaces, namespaces=s.namespaces, peering=s.peering,
+            all_namespaces=s.all_namespaces, namespaces=s.namespaces,
+            peering=s.peering and not s.share_instances,
             peering_name=s.peering_name, priority=self.priority, identity=self.identity,
             health_port=s.health_port, watch_nodes=s.node_fencing,
             lease_namespace=s.lease_namespace)
@@ -284,6 +308,8 @@ class Operator:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.ctx.members is not None:
+            await self.ctx.members.leave()
         if self.batcher is not None:
             await self.batcher.close()
         self.ctx.queue.shutdown()

@@ -94,7 +94,7 @@ def run_operator(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        if settings.peering:
+        if settings.peering and not settings.share_instances:
             from kova.operator.peering import ensure_peering
 
             await ensure_peering(operator.creds, settings)

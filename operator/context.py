@@ -15,6 +15,7 @@ from kova.operator import metrics
 from kova.operator.host.view import HostView
 from kova.operator.informer import Informer
 from kova.operator.ledger import Ledger
+from kova.operator.membership import Membership, share_key
 from kova.operator.recorder import EventRecorder
 from kova.operator.scheduler.weighers import BuildFailures
 from kova.operator.settings import Settings
@@ -40,11 +41,31 @@ class Context:
     failures: BuildFailures
     #: This replica acts (leader election, see :mod:`.leadership`).
     leader: bool = True
+    #: The replicas sharing the Instances (``--share-instances``), or None:
+    #: the active replica acts on all of them.
+    members: Membership | None = None
     #: A retrigger of the waiting Instances is due (see retrigger_pending).
     _retrigger: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def emit(self, obj: dict, type_: str, reason: str, message: str) -> None:
         self.recorder.emit(obj, type_, reason, message)
+
+    # ------------------------------------------------------------ who acts
+    def acts_on(self, key: tuple) -> bool:
+        """This replica reconciles work-queue ``key``: with shared Instances,
+        an Instance it owns (one that is gone has nothing left to share),
+        anything else only as the leader."""
+        if self.members is None or key[0] != "inst":
+            return self.leader
+        body = self.informer.instance(key[1], key[2])
+        return body is None or self.members.owns(share_key(body))
+
+    def owned_instances(self) -> int:
+        """How many Instances this replica owns (for a gauge)."""
+        if self.members is None:
+            return len(self.informer.instance_keys()) if self.leader else 0
+        return sum(1 for _, body in self.informer.instances()
+                   if self.members.owns(share_key(body)))
 
     # ------------------------------------------------------------ the queue
     def enqueue(self, key: Hashable) -> None:
@@ -82,6 +103,11 @@ class Context:
         """Queue every Instance recorded on ``host`` (its state changed), from
         the informer's index by host."""
         for ns, name in self.informer.instances_on(host):
+            self.enqueue(("inst", ns, name))
+
+    def enqueue_instances(self) -> None:
+        """Queue every Instance (the replicas sharing them changed)."""
+        for ns, name in self.informer.instance_keys():
             self.enqueue(("inst", ns, name))
 
     def enqueue_all(self) -> None:

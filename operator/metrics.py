@@ -63,6 +63,12 @@ LEASE_EXPIRIES = M.counter(
     "kova_operator_lease_expiries_total", "Heartbeat Leases found expired by the timer.")
 LEADER = M.gauge(
     "kova_operator_leader", "1 while this replica is the active one.")
+MEMBERS = M.gauge(
+    "kova_operator_replicas",
+    "Live operator replicas sharing the Instances (--share-instances; 0 without).")
+OWNED = M.gauge(
+    "kova_operator_owned_instances",
+    "Instances this replica owns (all of them without --share-instances).")
 AUDIT_ORPHANS = M.gauge(
     "kova_operator_audit_orphan_allocations", "Allocations without an Instance (last audit)."
 )

@@ -67,6 +67,23 @@ class Settings(ClientSettings):
     peering_name: str = setting("kova", "Name of the kopf peering object.")
     priority: int | None = setting(
         None, "Peering priority (default: random, so replicas never tie).")
+    share_instances: bool = setting(
+        False, "Every replica schedules: the Instances are shared among the live replicas "
+        "by a hash of their uid (or server group), membership through one "
+        "coordination.k8s.io Lease per replica in --member-namespace; the oldest live "
+        "replica alone runs the host monitor's writes, provider syncs and the audit. kopf "
+        "peering is not used then.", flag="--share-instances/--no-share-instances")
+    replica_identity: str | None = setting(
+        None, "This replica's name among the replicas (its member Lease is "
+        "<peering-name>-<identity>; default: host name and process id).",
+        show_default=False)
+    member_namespace: str | None = setting(
+        None, "Namespace of the replicas' member Leases (default: --lease-namespace).",
+        show_default=False)
+    member_lease_seconds: int = setting(
+        15, "Duration of a replica's member Lease (renewed every third of it): a replica "
+        "that dies is replaced in its share of the Instances within about this long.",
+        type=click.IntRange(min=1))
     lease_namespace: str = setting(
         names.LEASE_NAMESPACE, "Namespace of the hosts' heartbeat Leases (the agents' "
         "--lease-namespace: the same value on both sides).", env="KOVA_LEASE_NAMESPACE")
