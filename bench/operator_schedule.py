@@ -128,6 +128,11 @@ def parse_args() -> argparse.Namespace:
                          "power loss) and time how long until their hosts are Down")
     ap.add_argument("--expire-lease-seconds", type=int, default=15,
                     help="leaseDurationSeconds of the Leases that --expire lets lapse")
+    ap.add_argument("--replicas", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                    help="instead of the single-operator run: for each count in this list "
+                         "(e.g. 1,2,3), that many operators with --share-instances schedule "
+                         "--instances Instances of their own namespace on the same hosts, "
+                         "one round after the other in one run")
     return ap.parse_args()
 
 
@@ -165,6 +170,8 @@ class Run:
         self.rps = asyncio.run(register_all(self.cp.kubeconfig, self.purl, args.hosts,
                                             args.register_threads, self.now))
         log(f"{args.hosts} hosts registered in {time.monotonic() - t:.1f}s")
+        if args.replicas:
+            return Replicas(self).main()
         self.start_operator()
         up = self.wait_steady()
         if up.get("seconds_to_all_up_status") is None:
@@ -273,10 +280,8 @@ class Run:
     def start_operator(self) -> None:
         from kova.dev.controlplane import free_port
 
-        args = self.args
         mport = free_port()
         self.metrics_url = f"http://127.0.0.1:{mport}/metrics"
-        olog = open(self.work / "operator.log", "w")
         # CPU time, not wall time: the machine is shared, and a wall-clock
         # profile charges C calls for the time the process waited for a core.
         # Only the burst is profiled: SIGUSR1 starts the profiler, SIGUSR2
@@ -289,13 +294,22 @@ class Run:
                     "def stop(*a):\n    p.disable()\n    p.dump_stats(out)\n"
                     "signal.signal(signal.SIGUSR2, stop)\n"
                     "main(standalone_mode=False)\n")
-        python = args.operator_python or sys.executable
+        python = self.args.operator_python or sys.executable
         prefix = ([python, "-c", profiled, self.profile] if self.profile
                   else [python, "-m", "kova.cli"])
         self.operator_started = time.monotonic()
-        self.procs.append(subprocess.Popen(
+        self.procs.append(self.spawn_operator(prefix, "bench", mport, "operator.log",
+                                              "--standalone"))
+        wait_http(self.metrics_url, timeout=120)
+
+    def spawn_operator(self, prefix: list[str], namespace: str, mport: int, log_name: str,
+                       *extra: str) -> subprocess.Popen:
+        """One ``kova operator run`` with the benchmark's options."""
+        args = self.args
+        olog = open(self.work / log_name, "w")
+        return subprocess.Popen(
             prefix + ["operator", "run", "--kubeconfig", str(self.cp.kubeconfig),
-                      "--placement-url", self.purl, "--namespace", "bench", "--standalone",
+                      "--placement-url", self.purl, "--namespace", namespace, *extra,
                       "--metrics-port", str(mport), "--workers", str(args.workers),
                       "--audit-interval", "0",
                       *(["--candidate-limit", str(args.candidate_limit)]
@@ -304,8 +318,7 @@ class Run:
                       *(["--max-batch", str(args.max_batch)] if args.max_batch else []),
                       *([] if args.events else ["--no-events"]),
                       "--log-format", "text", "--log-level", "warning"],
-            stdout=olog, stderr=subprocess.STDOUT, cwd=ROOT))
-        wait_http(self.metrics_url, timeout=120)
+            stdout=olog, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def operator_label(self) -> str:
         python = Path(self.args.operator_python or sys.executable)
@@ -518,6 +531,124 @@ class Run:
         }
 
 
+class Replicas:
+    """``--replicas 1,2,3``: on the hosts already registered, one round per
+    count: that many operators with ``--share-instances`` (namespace
+    ``bench-rN``, its own Instances), a burst of ``--instances``, the figures,
+    then the operators are stopped.  The rounds share the control plane,
+    Placement and hosts, so they are compared side by side."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.args = run.args
+
+    def main(self) -> int:
+        from kubernetes import client
+
+        rounds, ok = [], True
+        core = client.CoreV1Api(self.run.api.api_client)
+        for n in self.args.replicas:
+            ns = f"bench-r{n}"
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+            result = self.round(n, ns)
+            ok = ok and result["allocations_equal_instances"] and result["all_scheduled"]
+            rounds.append(result)
+            log(f"{n} replica(s): {result['instances_per_second']} Instances/s")
+        print(json.dumps({"operator": self.run.operator_label(), "hosts": self.args.hosts,
+                          "instances_per_round": self.args.instances,
+                          "workers": self.args.workers,
+                          "placement_workers": self.args.placement_workers,
+                          "rounds": rounds}, indent=2))
+        return 0 if ok else 1
+
+    def start(self, n: int, ns: str) -> list[tuple[subprocess.Popen, str]]:
+        from kova.dev.controlplane import free_port
+
+        out = []
+        for i in range(n):
+            port = free_port()
+            proc = self.run.spawn_operator(
+                [sys.executable, "-m", "kova.cli"], ns, port, f"operator-{ns}-{i}.log",
+                "--share-instances", "--member-namespace", ns,
+                "--replica-identity", f"{ns}-{i}")
+            self.run.procs.append(proc)  # stopped by Run.stop() too
+            out.append((proc, f"http://127.0.0.1:{port}/metrics"))
+        for _, url in out:
+            wait_http(url, timeout=120)
+        deadline = time.monotonic() + self.args.up_timeout
+        for _, url in out:
+            while time.monotonic() < deadline:
+                m = scrape(url)
+                if (m.get('kova_operator_hosts{state="Up"}', 0) >= self.args.hosts
+                        and m.get("kova_operator_replicas", 0) == n
+                        and m.get("kova_operator_queue_depth", 1) == 0):
+                    break
+                time.sleep(0.5)
+            else:
+                raise RuntimeError(f"{ns}: the operators did not settle")
+        time.sleep(3)
+        return out
+
+    def round(self, n: int, ns: str) -> dict:
+        ops = self.start(n, ns)
+        key = 'kova_operator_schedule_outcomes_total{reason="Scheduled"}'
+        base = [scrape(url) for _, url in ops]
+        cpu0 = [tree_cpu(p.pid) for p, _ in ops]
+        others = {"placement": self.run.procs[0].pid, **dict(self.run.cp.pids.items())}
+        others_cpu0 = {k: tree_cpu(p) for k, p in others.items()}
+        load0 = os.getloadavg()
+        t0 = time.monotonic()
+        created = asyncio.run(apply_all(self.run.cp.kubeconfig, self.args.instances, ns))
+        done = 0.0
+        while time.monotonic() - t0 < 900:
+            done = sum(scrape(url).get(key, 0) - b.get(key, 0) for (_, url), b in zip(ops, base))
+            if done >= self.args.instances:
+                break
+            time.sleep(0.2)
+        elapsed = time.monotonic() - t0
+        metrics = [scrape(url) for _, url in ops]
+        cpu = [round(tree_cpu(p.pid) - c, 1) for (p, _), c in zip(ops, cpu0)]
+        result = {
+            "replicas": n, "load_average_before": [round(x, 2) for x in load0],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "apply_seconds": round(max(created) - t0, 2),
+            "seconds_to_all_scheduled": round(elapsed, 2),
+            "instances_per_second": round(self.args.instances / elapsed, 1),
+            "scheduled_by_each": [int(m.get(key, 0) - b.get(key, 0))
+                                  for m, b in zip(metrics, base)],
+            "decisions_by_each": [int(m.get("kova_operator_schedule_duration_seconds_count", 0)
+                                      - b.get("kova_operator_schedule_duration_seconds_count",
+                                              0)) for m, b in zip(metrics, base)],
+            "claim_retries": sum(scheduling_figures(m, b)["claim_retries"]
+                                 for m, b in zip(metrics, base)),
+            "operator_cpu_seconds_each": cpu,
+            "other_cpu_seconds": {k: round(tree_cpu(p) - others_cpu0[k], 1)
+                                  for k, p in others.items()},
+            **self.verify(ns)}
+        for proc, _ in ops:
+            proc.terminate()
+        for proc, _ in ops:
+            proc.wait(30)
+        return result
+
+    def verify(self, ns: str) -> dict:
+        """Every Instance Scheduled, its allocation on its host only, and the
+        namespace's project using exactly the Instances' resources."""
+        items = self.run.api.list_namespaced_custom_object(G, V, ns, "instances")["items"]
+        scheduled = [i for i in items if (i.get("status") or {}).get("phase") == "Scheduled"]
+        rp_of = {f"host-{i:04d}": rp for i, rp in enumerate(self.run.rps)}
+        ph = self.run.ph
+        placed = sum(1 for i in scheduled if set(ph.get(
+            f"/allocations/{i['metadata']['uid']}").json()["allocations"])
+            == {rp_of[i["status"]["host"]]})
+        total = ph.get("/usages", params={"project_id": ns}, headers={
+            "OpenStack-API-Version": "placement 1.37"}).json()["usages"]
+        k = len(items)
+        return {"all_scheduled": len(scheduled) == k == self.args.instances,
+                "allocations_equal_instances": placed == k and total == {
+                    "VCPU": k, "MEMORY_MB": k * 1024, "DISK_GB": k * 10}}
+
+
 def spread(per_host: dict[str, int], hosts: int) -> dict:
     counts = [per_host.get(f"host-{i:04d}", 0) for i in range(hosts)]
     return {"hosts_used": sum(1 for c in counts if c), "min": min(counts), "max": max(counts),
@@ -586,7 +717,8 @@ async def register_all(kubeconfig: Path, purl: str, hosts: int, concurrency: int
         return list(await asyncio.gather(*(one(i) for i in range(hosts))))
 
 
-async def apply_all(kubeconfig: Path, instances: int) -> list[float]:
+async def apply_all(kubeconfig: Path, instances: int,
+                    namespace: str = "bench") -> list[float]:
     """The burst: 16 creates in flight at a time over aiohttp (the official
     client costs this process ~3 ms of CPU per create, which the four
     measured processes would have to share the cores with)."""
@@ -597,7 +729,7 @@ async def apply_all(kubeconfig: Path, instances: int) -> list[float]:
     creds = Credentials.load(str(kubeconfig))
     token = creds.bearer()
     sem = asyncio.Semaphore(16)
-    url = f"{creds.server}/apis/{G}/{V}/namespaces/bench/instances"
+    url = f"{creds.server}/apis/{G}/{V}/namespaces/{namespace}/instances"
     async with aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {token}"} if token else {},
             connector=aiohttp.TCPConnector(limit=16, ssl=creds.ssl_context())) as http:
