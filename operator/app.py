@@ -104,7 +104,7 @@ class Operator:
         if s.share_instances:
             ctx.members = Membership(kube, s.member_namespace or s.lease_namespace,
                                      s.peering_name, self.identity, s.member_lease_seconds,
-                                     self.members_changed)
+                                     self.members_changed, s.replica_pod_uid)
         self.scheduler = Scheduler(placement, s.scheduler, ctx.hosts.host_by_rp,
                                    ctx.hosts.host_by_name, WeighContext(failures=ctx.failures))
         self.batcher = BatchScheduler(self.scheduler, s.max_batch) if s.max_batch > 1 else None

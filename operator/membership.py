@@ -44,6 +44,9 @@ from kova.operator.host.view import parse_time
 
 LOG = logging.getLogger("kova.operator")
 
+#: renewTime of a Lease given up by a replica that stopped.
+RELEASED = "1970-01-01T00:00:00.000000Z"
+
 #: Label of the member Leases; its value is the peering name (the group).
 MEMBER_LABEL = "kova.dev/operator-members"
 
@@ -98,7 +101,8 @@ class Membership:
     """This replica's member Lease, and the live members as last listed."""
 
     def __init__(self, kube: Kube, namespace: str, group: str, identity: str,
-                 duration: int, on_change: Callable[[], None]) -> None:
+                 duration: int, on_change: Callable[[], None],
+                 pod_uid: str | None = None) -> None:
         self.kube = kube
         self.namespace = namespace
         self.group = group
@@ -106,6 +110,7 @@ class Membership:
         self.name = member_name(group, identity)
         self.duration = duration
         self.on_change = on_change
+        self.pod_uid = pod_uid
         #: Live members, oldest first (the first is the leader).
         self.members: tuple[str, ...] = ()
         #: monotonic time of the last renewal that worked (None: never).
@@ -132,10 +137,15 @@ class Membership:
 
     # ------------------------------------------------------------ the Lease
     def _lease(self) -> dict:
+        # In a pod: owned by it, so the garbage collector deletes the Lease
+        # with the pod (a rollout leaves no stale members behind).
+        owner = {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod",
+                                      "name": self.identity, "uid": self.pod_uid}]
+                 } if self.pod_uid else {}
         return {
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": self.name, "namespace": self.namespace,
-                         "labels": {MEMBER_LABEL: self.group}},
+                         "labels": {MEMBER_LABEL: self.group}, **owner},
             "spec": {"holderIdentity": self.identity,
                      "leaseDurationSeconds": int(math.ceil(self.duration)),
                      "acquireTime": self._acquired,
@@ -146,9 +156,11 @@ class Membership:
         path = lease_path(self.namespace, self.name)
         started = time.monotonic()
         try:
-            await self.kube.merge_patch(path, {"spec": {
-                "holderIdentity": self.identity, "renewTime": now_rfc3339(micro=True),
-                "leaseDurationSeconds": int(math.ceil(self.duration))}})
+            spec = {"holderIdentity": self.identity, "renewTime": now_rfc3339(micro=True),
+                    "leaseDurationSeconds": int(math.ceil(self.duration))}
+            if self._renewed is None:  # this process's first: a Lease left by another
+                spec["acquireTime"] = self._acquired
+            await self.kube.merge_patch(path, {"spec": spec})
         except KubeError as exc:
             if exc.status != 404:
                 raise
@@ -196,14 +208,12 @@ class Membership:
             await asyncio.sleep(self.interval)
 
     async def leave(self) -> None:
-        """Delete this replica's Lease (a stop): the others take over at their
-        next look instead of after its expiry."""
+        """Release this replica's Lease (a stop: renewed "at the epoch"), so
+        that the others take over at their next look instead of after its
+        expiry."""
         self._renewed = None
         try:
-            await self.kube.delete(lease_path(self.namespace, self.name))
-        except KubeError as exc:
-            if exc.status != 404:
-                LOG.warning("member Lease %s/%s not deleted: %s", self.namespace, self.name,
-                            exc)
+            await self.kube.merge_patch(lease_path(self.namespace, self.name), {"spec": {
+                "renewTime": RELEASED, "acquireTime": RELEASED}})
         except Exception as exc:  # the API server unreachable: it expires instead
-            LOG.warning("member Lease %s/%s not deleted: %s", self.namespace, self.name, exc)
+            LOG.warning("member Lease %s/%s not released: %s", self.namespace, self.name, exc)

@@ -77,6 +77,10 @@ class Settings(ClientSettings):
         None, "This replica's name among the replicas (its member Lease is "
         "<peering-name>-<identity>; default: host name and process id).",
         show_default=False)
+    replica_pod_uid: str | None = setting(
+        None, "uid of the Pod named --replica-identity that runs this replica (the chart "
+        "sets it): the member Lease is owned by the Pod and deleted with it.",
+        show_default=False)
     member_namespace: str | None = setting(
         None, "Namespace of the replicas' member Leases (default: --lease-namespace).",
         show_default=False)

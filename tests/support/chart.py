@@ -47,6 +47,11 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "agent.imageCA.configMap": "image-mirror-ca",
         "agent.imageCA.key": "ca-bundle.pem",
     },
+    "share-instances": {
+        "operator.replicas": 3,
+        "operator.shareInstances": True,
+        "operator.peering.enabled": False,
+    },
     "peering-namespaced-external-placement": {
         "placement.enabled": False,
         "placement.externalUrl": "https://placement.example:8778",

@@ -230,6 +230,27 @@ def test_operator_deployment_elects_a_leader() -> None:
             for o in by_kind(ns_peering, "KopfPeering")} == {("vms", "kova"), ("dev", "kova")}
 
 
+def test_operator_replicas_can_all_schedule() -> None:
+    objs = render(COMBINATIONS["share-instances"])
+    dep = one(objs, "Deployment", "kova-operator")
+    assert dep["spec"]["replicas"] == 3 and "strategy" not in dep["spec"]
+    (c,) = pod_spec(dep)["containers"]
+    assert {"--share-instances", "--peering-name=kova", "--member-namespace=kova-system",
+            "--member-lease-seconds=15"} <= set(c["args"])
+    assert "--standalone" not in c["args"] and "--peering" not in c["args"]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+           for e in c["env"]}
+    assert env["KOVA_OPERATOR_REPLICA_IDENTITY"] == "metadata.name"
+    assert env["KOVA_OPERATOR_REPLICA_POD_UID"] == "metadata.uid"
+    role = one(objs, "Role", "kova-operator-members")
+    assert role["metadata"]["namespace"] == "kova-system"
+    assert role["rules"][0]["resources"] == ["leases"]
+    assert "delete" not in role["rules"][0]["verbs"]
+    assert one(objs, "RoleBinding", "kova-operator-members")
+    assert not by_kind(render(), "Role") or not [
+        r for r in by_kind(render(), "Role") if r["metadata"]["name"] == "kova-operator-members"]
+
+
 def test_placement_database_wiring() -> None:
     objs = render()
     (c,) = pod_spec(one(objs, "Deployment", "kova-placement"))["containers"]
