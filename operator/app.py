@@ -162,6 +162,8 @@ class Operator:
         and this one may have become (or stopped being) the leader."""
         members = self.ctx.members
         assert members is not None
+        # what this replica learnt of others' claims may be out of date
+        self.ctx.ledger.new_term()
         was = self.ctx.leader
         self.leadership.update(members.is_leader(), first=members.changes == 1)
         if self.ctx.leader == was or not self.ctx.leader:
@@ -188,6 +190,8 @@ class Operator:
                     await self.informer.synced.wait()
                 if ctx.acts_on(key):
                     await self.reconcile(key)
+                elif key[0] == "inst":
+                    ctx.ledger.settle(key)  # another replica's now: not waiting here
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # retry with back-off

@@ -2,7 +2,10 @@
 peer of higher priority (so with distinct priorities exactly one replica
 handles events); :class:`Leadership` reads the same peering object and
 mirrors that decision for the operator's own tasks (workers, host monitor,
-audit).  A replica that becomes the active one looks at everything again."""
+audit).  A replica that becomes the active one looks at everything again.
+
+With ``--share-instances`` kopf peering is off and :mod:`.membership` decides
+instead (the oldest live replica leads); :meth:`Leadership.update` is shared."""
 
 from __future__ import annotations
 
@@ -77,6 +80,6 @@ class Leadership:
             ctx.leader = True
             self.elected()
         elif not leader and (ctx.leader or first):
-            LOG.info("standing by: another replica with a higher priority is active")
+            LOG.info("standing by: another replica is the active one")
             ctx.leader = False
         metrics.LEADER.set(1 if ctx.leader else 0)
