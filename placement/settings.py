@@ -39,6 +39,12 @@ class PlacementSettings:
     k8s_reader: tuple[str, ...] = setting(
         factory=tuple, help="Service account with the read-only role (TokenReview mode).",
         metavar="NAMESPACE:SERVICEACCOUNT")
+    k8s_agent: tuple[str, ...] = setting(
+        factory=tuple, help="TokenReview mode: the hypervisor agents' service account "
+        "(repeatable). Each agent is known by the node of the pod its token is bound to and "
+        "may write only that node's provider tree (no allocations, no aggregates). Goes with "
+        "--k8s-admin, or with --token-file (the operator keeps its static admin token).",
+        metavar="NAMESPACE:SERVICEACCOUNT")
     k8s_audience: str = setting(
         DEFAULT_AUDIENCE, "TokenReview mode: the audience a token must be issued for "
         "(comma-separated for several): a projected service-account token with this "
