@@ -202,8 +202,11 @@ def _serve_env(s: PlacementSettings, url: str) -> None:
 def _run(s: PlacementSettings) -> None:
     import uvicorn
 
+    from kova.placement.server import protocol_class
+
     config = uvicorn.Config("kova.placement.cli:_factory", factory=True, host=s.host,
                             port=s.port, workers=s.workers, log_level=s.log_level,
+                            http=protocol_class(s.header_timeout),
                             log_config=None, access_log=False,
                             ssl_certfile=s.tls_cert_file, ssl_keyfile=s.tls_key_file)
     if s.workers <= 1:

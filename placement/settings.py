@@ -11,6 +11,7 @@ import click
 
 from kova.placement.auth import DEFAULT_AUDIENCE
 from kova.placement.limits import DEFAULT_MAX_BODY
+from kova.placement.server import DEFAULT_HEADER_TIMEOUT
 from kova.settings import format_setting, level_setting, setting
 
 PREFIX = "KOVA_PLACEMENT_"
@@ -95,5 +96,10 @@ class PlacementSettings:
         DEFAULT_MAX_BODY, "Largest request body accepted, in bytes: a larger one is a 413 before "
         "authentication (a declared Content-Length before a byte is read).",
         type=click.IntRange(min=1024))
+    header_timeout: float = setting(
+        DEFAULT_HEADER_TIMEOUT, "Seconds a client has to send a request's headers (from "
+        "connecting, or from the previous response); then the connection is closed, so "
+        "clients that send headers slowly cannot hold every connection.",
+        type=click.FloatRange(min=0.1))
     log_level: str = level_setting()
     log_format: str = format_setting()
