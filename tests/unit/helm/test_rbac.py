@@ -32,7 +32,7 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "servergroups"): READ,
         (KOVA, "servergroups/status"): {"get", "patch"},  # members, hosts, PolicySatisfied
         ("", "nodes"): READ,                          # out-of-service taint fences a Host
-        ("", "resourcequotas"): {"list"},             # kova.dev/* quota limits
+        ("", "resourcequotas"): {"list", "watch"},             # kova.dev/* quota limits
         ("", "secrets"): {"get"},                     # user data sealed for the host
         ("", "events"): {"create"},
         ("events.k8s.io", "events"): {"create"},
