@@ -13,8 +13,13 @@ a provider of its own, it is verified and schedulable.
 
 from __future__ import annotations
 
+import pytest
+
 from kova.crds import names as contract
 from tests.fixtures.operator import G, V, condition, wait_for
+from tests.reliability.record import record
+
+pytestmark = pytest.mark.reliability
 
 
 def _provider_condition(cluster, host: str) -> dict | None:
@@ -60,3 +65,10 @@ def test_a_host_claiming_another_hosts_provider_is_refused(cluster):
     wait_for(lambda: (c := _provider_condition(cluster, b)) and c["status"] == "True", 20,
              what="Host B's ProviderVerified=True")
     assert cluster.wait_scheduled("pinned", timeout=30)["status"]["host"] == b
+    record(fault="Host claims another host's provider",
+           injected="Host B's status.resourceProviderUUID set to host A's provider (B "
+                    "disabled), with the operator and Placement running",
+           times=1, lost=0, duplicated=0, overcommitted=0,
+           result="B refused (ProviderVerified=False ProviderNotOwned, Warning Event), "
+                  "A's provider not disabled, an Instance pinned to B waited and the next "
+                  "went to A; B schedulable once it named its own provider")

@@ -7,7 +7,12 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from tests.helpers import PlacementServer
+from tests.reliability.record import record
+
+pytestmark = pytest.mark.reliability
 
 
 def _trickle(port: int, seconds: float) -> tuple[float | None, int]:
@@ -71,5 +76,12 @@ def test_slow_headers_are_dropped(tmp_path):
             sock.close()
         assert server.http.get("/resource_providers").status_code == 200
         assert "no complete request headers within 1s" in server.log_path.read_text()
+        record(fault="Slow-loris client", injected="`kova placement serve --workers 2 "
+               "--header-timeout 1`: request headers sent a byte every 0.2 s; a connection "
+               "that sends nothing", times=2, lost=0, duplicated=0, overcommitted=None,
+               result=f"both connections closed by the server (the trickling one after "
+                      f"{closed_after:.1f} s, {sent} header bytes); complete requests, also "
+                      "a second one on a kept-alive connection, answered",
+               figures={"closed_after_s": round(closed_after, 2), "header_bytes_sent": sent})
     finally:
         server.stop()
