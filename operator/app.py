@@ -44,7 +44,6 @@ from kova.operator.host.controller import HostController
 from kova.operator.host.monitor import WRITERS, HostMonitor
 from kova.operator.host.view import HostView
 from kova.operator.informer import Informer, RunOptions
-from kova.operator.quota import KEYS as QUOTA_KEYS
 from kova.operator.instance.conductor import Conductor
 from kova.operator.instance.controller import InstanceController
 from kova.operator.instance.deletion import Deletion
@@ -54,6 +53,7 @@ from kova.operator.instance.placing import Placer
 from kova.operator.instance.records import Records
 from kova.operator.leadership import Leadership
 from kova.operator.ledger import Ledger
+from kova.operator.quota import KEYS as QUOTA_KEYS
 from kova.operator.recorder import EventRecorder
 from kova.operator.scheduler.batch import BatchScheduler
 from kova.operator.scheduler.scheduler import Scheduler

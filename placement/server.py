@@ -17,6 +17,9 @@ import logging
 import os
 from typing import Any
 
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
 LOG = logging.getLogger("kova.placement.server")
 DEFAULT_HEADER_TIMEOUT = 10.0
 ENV_TIMEOUT = "KOVA_PLACEMENT_HEADER_TIMEOUT"
@@ -72,22 +75,14 @@ class _HeaderDeadline:
             self.transport.close()
 
 
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # pragma: no cover - httptools is a dependency
-    HttpToolsProtocol = None  # type: ignore[assignment,misc]
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
-
 # Module-level classes: uvicorn's worker processes receive the protocol
 # class by reference (pickled), and the timeout through the environment.
 class H11Deadline(_HeaderDeadline, H11Protocol):
     pass
 
 
-if HttpToolsProtocol is not None:
-    class HttpToolsDeadline(_HeaderDeadline, HttpToolsProtocol):
-        pass
+class HttpToolsDeadline(_HeaderDeadline, HttpToolsProtocol):
+    pass
 
 
 def protocol_class(timeout: float, http: str = "auto") -> type:
@@ -96,6 +91,6 @@ def protocol_class(timeout: float, http: str = "auto") -> type:
     and, through the environment, in worker processes)."""
     os.environ[ENV_TIMEOUT] = repr(float(timeout))
     _HeaderDeadline.header_timeout = float(timeout)
-    if http in ("auto", "httptools") and HttpToolsProtocol is not None:
+    if http in ("auto", "httptools"):
         return HttpToolsDeadline
     return H11Deadline

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
+from kova.conditions import get_condition, set_condition
 from kova.crds import names
 from kova.crds import objects as ob
-from kova.conditions import get_condition, set_condition
 from kova.kube import KubeError, host_path
 from kova.operator.context import Context
 from kova.placement_client import PlacementError
