@@ -88,7 +88,7 @@ def _placement(cfg: AgentSettings, metrics: AgentMetrics) -> SyncPlacementClient
         return None
     return SyncPlacementClient(
         cfg.placement_url, cfg.placement_token, ca_file=cfg.placement_ca_file,
-        retry=RetryPolicy(budget=cfg.placement_retry_seconds),
+        token_file=cfg.placement_token_file, retry=RetryPolicy(budget=cfg.placement_retry_seconds),
         observe=metrics.observe_placement, on_retry=metrics.placement_retried)
 
 

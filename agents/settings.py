@@ -64,6 +64,12 @@ class AgentSettings:
         env="KOVA_PLACEMENT_URL")
     placement_token: str | None = setting(None, "X-Auth-Token for Placement.",
                                           env="KOVA_PLACEMENT_TOKEN")
+    placement_token_file: str | None = setting(
+        None, "A file holding the agent's own token for Placement, read again when it "
+        "changes: a projected service-account token with the audience kova-placement, which "
+        "Placement (--k8s-agent) knows by its pod's node and keeps to this host's resource "
+        "provider. Instead of --placement-token (the shared admin token).",
+        env="KOVA_PLACEMENT_TOKEN_FILE")
     placement_ca_file: str | None = setting(
         None, "CA bundle (PEM) that signed an https:// Placement's certificate (default: the "
         "system's trust store).", env="KOVA_PLACEMENT_CA_FILE",

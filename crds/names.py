@@ -456,6 +456,11 @@ HOST_COND_FENCED = "Fenced"
 HOST_REASON_FENCED_SPEC = "SpecFenced"
 HOST_REASON_FENCED_NODE = "NodeOutOfService"
 HOST_REASON_NOT_FENCED = "NotFenced"
+#: The operator's check that the Host's status.resourceProviderUUID names
+#: a root provider registered under the Host's own name in Placement.
+HOST_COND_PROVIDER = "ProviderVerified"
+HOST_REASON_PROVIDER_OWNED = "ProviderOwned"
+HOST_REASON_PROVIDER_NOT_OWNED = "ProviderNotOwned"
 #: The Node taint that fences a host (Kubernetes' non-graceful node shutdown).
 TAINT_OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import logging
+import os
 import random
 import re
 import ssl
@@ -140,13 +141,35 @@ def _same_inventory(current: dict, wanted: dict) -> bool:
     return True
 
 
+class TokenFile:
+    """A bearer token read from a file, read again whenever the file changes
+    (a kubelet-projected service-account token is replaced before it
+    expires): a hypervisor agent's own identity in Placement."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._token = ""
+
+    def __call__(self) -> str:
+        try:
+            st = os.stat(self.path)  # follows the kubelet's ..data symlink swap
+        except OSError:
+            return self._token
+        if (st.st_mtime_ns, st.st_ino) != self._seen:
+            with open(self.path) as fh:
+                self._token = fh.read().strip()
+            self._seen = (st.st_mtime_ns, st.st_ino)
+        return self._token
+
+
 class PlacementClient:
     """The async client.  ``observe(call, seconds)`` and ``on_retry(reason)``
     feed a component's metrics; ``retried`` counts the retries by reason
     (``connection``, ``502``, ``503``, ``504``, ``conflict``)."""
 
     def __init__(self, url: str, token: str | None = None, *, ca_file: str | None = None,
-                 timeout: float = 30.0, max_connections: int = 20,
+                 token_file: str | None = None, timeout: float = 30.0, max_connections: int = 20,
                  retry: RetryPolicy | None = None,
                  microversion: str = names.PLACEMENT_MICROVERSION,
                  observe: Callable[[str, float], None] | None = None,
@@ -158,6 +181,8 @@ class PlacementClient:
                          "Accept": "application/json"}
         if token:
             self._headers["X-Auth-Token"] = token
+        #: A token file (re-read when it changes) instead of a fixed token.
+        self._token_file = TokenFile(token_file) if token_file else None
         self._timeout = timeout
         self._max_connections = max_connections
         self._ssl: ssl.SSLContext | bool = (ssl.create_default_context(cafile=ca_file)
@@ -187,10 +212,13 @@ class PlacementClient:
     # ----------------------------------------------------------- transport
     async def _once(self, method: str, path: str, params: Any,
                     json: Any) -> tuple[int, bytes]:
-        data = headers = None
+        data = None
+        headers: dict[str, str] | None = None
         if json is not None:
             data = jsonlib.dumps(json)
             headers = {"Content-Type": "application/json"}
+        if self._token_file is not None:
+            headers = {**(headers or {}), "X-Auth-Token": self._token_file()}
         async with self.session.request(method, self.url + path, params=params, data=data,
                                         headers=headers) as resp:
             return resp.status, await resp.read()

@@ -24,6 +24,7 @@ never loses a claim (a 409 on a first claim with an allocation present means
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -53,6 +54,7 @@ from kova.operator.instance.records import Records
 from kova.operator.leadership import Leadership
 from kova.operator.ledger import Ledger
 from kova.operator.membership import Membership
+from kova.operator.quota import KEYS as QUOTA_KEYS
 from kova.operator.recorder import EventRecorder
 from kova.operator.scheduler.batch import BatchScheduler
 from kova.operator.scheduler.scheduler import Scheduler
@@ -93,6 +95,8 @@ class Operator:
         self.identity = s.replica_identity or f"{socket.gethostname()}-{os.getpid()}"
         self.priority = s.priority if s.priority is not None else random.randint(1, 1_000_000)
         self.informer = Informer(self.creds)
+        #: ResourceQuota namespace/name -> its Kova limits as last watched.
+        self._quota_limits: dict[str, str] = {}
         kube, placement = _clients(s, self.creds)
         self.ctx = ctx = Context(
             settings=s, kube=kube, placement=placement, informer=self.informer,
@@ -140,6 +144,20 @@ class Operator:
 
     def lease_watch_health(self, healthy: bool) -> None:
         self.monitor.lease_watch_health(healthy)
+
+    def quota_changed(self, key: str, body: dict, deleted: bool) -> None:
+        """A Kova limit raised or removed may let a waiting Instance in now
+        (the quota controller's status updates change no limit)."""
+        hard = None if deleted else json.dumps(
+            {k: v for k, v in ((body.get("spec") or {}).get("hard") or {}).items()
+             if k in QUOTA_KEYS}, sort_keys=True)
+        if self._quota_limits.get(key) == hard:
+            return
+        if hard is None:
+            self._quota_limits.pop(key, None)
+        else:
+            self._quota_limits[key] = hard
+        self.ctx.retrigger_pending()
 
     def node_changed(self, name: str, body: dict, deleted: bool) -> None:
         self.hosts.node_changed(name, body, deleted)

@@ -35,7 +35,7 @@ import kopf
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.kube import Credentials, Kube, custom_path, lease_path
-from kova.operator.listwatch import ListWatch
+from kova.operator.listwatch import ListWatch, by_namespace_and_name
 
 LOG = logging.getLogger("kova.operator")
 
@@ -79,6 +79,9 @@ class Handlers(Protocol):
                            deleted: bool) -> None:
         """A Flavor (``kind`` "flavors") or ServerGroup ("servergroups")."""
 
+    def quota_changed(self, key: str, body: dict, deleted: bool) -> None:
+        """A ResourceQuota (``key``: namespace/name)."""
+
 
 @dataclass
 class RunOptions:
@@ -94,6 +97,16 @@ class RunOptions:
     watch_nodes: bool = True
     #: Watch the heartbeat Leases of this namespace (None: no Leases).
     lease_namespace: str | None = None
+
+
+def quota_paths(o: RunOptions) -> list[tuple[str, str]]:
+    """(path, description) of the ResourceQuota collections to watch: every
+    namespace's, or each watched namespace's (every namespace's when one is
+    a pattern)."""
+    if o.all_namespaces or any(c in ns for ns in o.namespaces for c in "*?[!"):
+        return [("/api/v1/resourcequotas", "ResourceQuotas")]
+    return [(f"/api/v1/namespaces/{ns}/resourcequotas", f"ResourceQuotas of {ns}")
+            for ns in o.namespaces]
 
 
 def _first(index: Any, key: Hashable) -> Any:
@@ -141,10 +154,20 @@ class Informer:
         #: Hosts and Leases: plain list + watch (callbacks set by :meth:`run`).
         self.hosts_watch = ListWatch(custom_path(names.HOSTS), _ignore, what="Hosts")
         self.leases_watch: ListWatch | None = None
-        #: Set once the Hosts (and Leases, when watched) are listed.
+        #: The ResourceQuotas of the watched namespaces (namespace/name ->
+        #: object), for the quota check: none is read on the scheduling path.
+        self.quota_watches: list[ListWatch] = []
+        #: Set once the Hosts (and Leases, when watched) and the
+        #: ResourceQuotas are listed.
         self.hosts_synced = asyncio.Event()
 
     # ------------------------------------------------------------ reads
+    def resource_quotas(self, namespace: str) -> list[dict]:
+        """The ResourceQuotas of ``namespace`` as last watched."""
+        prefix = namespace + "/"
+        return [q for w in self.quota_watches for k, q in w.items.items()
+                if k.startswith(prefix)]
+
     def instance(self, namespace: str, name: str) -> dict | None:
         """The Instance as last watched, or None."""
         return _first(self._indexes.get(INSTANCES), (namespace, name))
@@ -320,6 +343,11 @@ class Informer:
                                           what=f"Leases of {o.lease_namespace}")
             self.leases_watch.on_health = handlers.lease_watch_health
             watches.append(self.leases_watch)
+        self.quota_watches = [
+            ListWatch(path, getattr(handlers, "quota_changed", _ignore), what=what,
+                      key=by_namespace_and_name)
+            for path, what in quota_paths(o)]
+        watches.extend(self.quota_watches)
         kube = Kube(self.creds, max_connections=len(watches) + 2)
 
         async def synced() -> None:

@@ -39,6 +39,17 @@ def _rv(obj: dict) -> str | None:
     return (obj.get("metadata") or {}).get("resourceVersion")
 
 
+def by_name(obj: dict) -> str | None:
+    return (obj.get("metadata") or {}).get("name")
+
+
+def by_namespace_and_name(obj: dict) -> str | None:
+    """``namespace/name``: the key of a namespaced collection watched in
+    every namespace."""
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta['name']}" if meta.get("name") else None
+
+
 class Gone(Exception):
     """The watch's resourceVersion is too old (410): list again."""
 
@@ -46,14 +57,17 @@ class Gone(Exception):
 class ListWatch:
     def __init__(self, path: str, on_event: Callback, *, what: str = "",
                  page_size: int = 500, timeout_seconds: int = 300,
-                 retry_seconds: float = 1.0) -> None:
+                 retry_seconds: float = 1.0,
+                 key: Callable[[dict], str | None] = by_name) -> None:
         self.path = path
+        #: An object's key in ``items`` and the callback (its name by default).
+        self.key = key
         self.on_event = on_event
         self.what = what or path
         self.page_size = page_size
         self.timeout_seconds = timeout_seconds
         self.retry_seconds = retry_seconds
-        #: name -> the object as last listed or watched.
+        #: key (name) -> the object as last listed or watched.
         self.items: dict[str, dict] = {}
         self.resource_version: str | None = None
         self.synced = asyncio.Event()
@@ -101,7 +115,9 @@ class ListWatch:
         while True:
             body = await kube.get(self.path, params)
             for item in body.get("items") or []:
-                fresh[item["metadata"]["name"]] = item
+                k = self.key(item)
+                if k:
+                    fresh[k] = item
             meta = body.get("metadata") or {}
             if not meta.get("continue"):
                 break
@@ -149,7 +165,7 @@ class ListWatch:
             self.resource_version = rv
         if kind == "BOOKMARK":
             return
-        name = (obj.get("metadata") or {}).get("name")
+        name = self.key(obj)
         if not name:
             return
         self.events += 1

@@ -28,6 +28,11 @@ or the limit raised.
 
 Checks and claims of one namespace with a quota are made one at a time
 (:meth:`Quotas.hold`), so two Instances never both take the last room.
+
+The ResourceQuotas come from the informer's list + watch cache
+(:class:`~kova.operator.listwatch.ListWatch`): the scheduling path makes no
+request to the API server for them, and a changed quota retriggers the
+waiting Instances at once.
 """
 
 from __future__ import annotations
@@ -154,8 +159,9 @@ class Quotas:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def limits(self, namespace: str) -> dict[str, Limit]:
-        body = await self.kube.get(f"/api/v1/namespaces/{namespace}/resourcequotas")
-        return limits(body.get("items") or [])
+        """The namespace's limits, from the informer's list + watch cache of
+        ResourceQuotas (no request to the API server)."""
+        return limits(self.informer.resource_quotas(namespace))
 
     @asynccontextmanager
     async def admit(self, body: dict, size: dict) -> AsyncIterator[Callable[[dict], None]]:

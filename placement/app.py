@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import anyio
 import sqlalchemy as sa
 
-from kova.placement import errorpage, errors, limits, metrics, microversion, routes
+from kova.placement import agentpolicy, errorpage, errors, limits, metrics, microversion, routes
 from kova.placement.auth import Authenticator, NoAuth
 from kova.placement.cache import SnapshotCache
 from kova.placement.db.engine import Database, default_database_url, upgrade
@@ -250,6 +250,9 @@ class PlacementApp:
         handler = routes.match(self.routes, req)
         if req.route_name != "root":
             self.auth.check(req)
+            if req.agent_node is not None:
+                await anyio.to_thread.run_sync(agentpolicy.authorize, self, req,
+                                               req.agent_node, limiter=self.limiter)
         fast = self.fast_handlers.get((req.route_name, req.method))
         if fast is not None:
             resp = await fast(req)

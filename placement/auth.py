@@ -43,6 +43,12 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: mode): a projected token requested for Placement, not a pod's default one.
 DEFAULT_AUDIENCE = "kova-placement"
 ROLES = ("admin", "reader")
+#: TokenReview mode: a hypervisor agent, kept to its own node's provider tree
+#: (:mod:`kova.placement.agentpolicy`).
+AGENT = "agent"
+NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
+POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
+POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"
 
 
 def _token_from(req) -> str | None:
@@ -59,6 +65,10 @@ class Authenticator:
     def role_for(self, token: str) -> str | None:
         raise NotImplementedError
 
+    def identity_for(self, token: str) -> tuple[str | None, str | None]:
+        """(role, node): the node of an agent's token, else None."""
+        return self.role_for(token), None
+
     def identify(self, req) -> None:
         """Before routing: who is asking (401 here comes before a 404)."""
 
@@ -67,11 +77,22 @@ class Authenticator:
         if not token:
             raise errors.Unauthorized(
                 "The request you have made requires authentication.")
-        role = self.role_for(token)
+        role, node = self.identity_for(token)
         if role is None:
             raise errors.Unauthorized(
                 "The request you have made requires authentication.")
         req.role = role
+        if role == AGENT:
+            if not node:
+                from kova.placement.agentpolicy import AGENT_FORBIDDEN
+
+                err = errors.Forbidden(
+                    "An agent's token must be bound to a pod on a node (a projected "
+                    "service-account token); this one names no node.", code=AGENT_FORBIDDEN)
+                err.always_code = True  # type: ignore[attr-defined]
+                raise err
+            req.agent_node = node  # checked against the provider tree after routing
+            return
         if role != "admin" and req.method not in READ_METHODS:
             raise errors.Forbidden(
                 "Policy does not allow this operation to be performed by a "
@@ -193,8 +214,15 @@ class StaticTokenAuth(Authenticator):
 class TokenReviewAuth(Authenticator):
     """Kubernetes service-account tokens verified with the TokenReview API.
 
-    ``roles`` maps ``system:serviceaccount:<ns>:<name>`` usernames to a role;
-    ``default_role`` applies to other authenticated users (None: refuse).
+    ``roles`` maps ``system:serviceaccount:<ns>:<name>`` usernames to a role
+    (``admin``, ``reader`` or ``agent``); ``default_role`` applies to other
+    authenticated users (None: refuse).  An ``agent`` is known by the node
+    of the pod its token is bound to (the TokenReview's
+    ``authentication.kubernetes.io/node-name``, or the bound pod's
+    ``spec.nodeName`` when the API server gives only the pod) and may write
+    only that node's provider tree.  ``static`` (a :class:`StaticTokenAuth`)
+    is asked first, without a TokenReview: the operator's admin token beside
+    the agents' own tokens.
     A token must be issued for one of ``audiences`` (by default
     ``kova-placement``: a projected service-account token with that
     audience; a pod's default token, valid for every client of the API
@@ -206,8 +234,9 @@ class TokenReviewAuth(Authenticator):
 
     def __init__(self, kube, roles: dict[str, str], default_role: str | None = None,
                  audiences: Sequence[str] | None = (DEFAULT_AUDIENCE,), ttl: float = 60.0,
-                 max_entries: int = 10000) -> None:
+                 max_entries: int = 10000, static: StaticTokenAuth | None = None) -> None:
         self.kube = kube  # a kova.kube.SyncKube
+        self.static = static
         self.roles = roles
         self.default_role = default_role
         self.audiences = list(audiences or [])
@@ -216,10 +245,17 @@ class TokenReviewAuth(Authenticator):
                         "audience (every pod's default service-account token) is accepted")
         self.ttl = ttl
         self.max_entries = max_entries
-        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._cache: dict[str, tuple[float, tuple[str | None, str | None]]] = {}
         self._lock = threading.Lock()
 
     def role_for(self, token: str) -> str | None:
+        return self.identity_for(token)[0]
+
+    def identity_for(self, token: str) -> tuple[str | None, str | None]:
+        if self.static is not None:
+            role = self.static.role_for(token)
+            if role is not None:
+                return role, None
         now = time.monotonic()
         key = hashlib.sha256(token.encode()).hexdigest()
         hit = self._cache.get(key)
@@ -237,13 +273,35 @@ class TokenReviewAuth(Authenticator):
             raise errors.ServiceUnavailable(
                 "The token cannot be verified now: the Kubernetes API did not answer "
                 "the TokenReview. Retry later.", headers={"retry-after": "5"}) from None
-        role = None
+        identity: tuple[str | None, str | None] = (None, None)
         status = review.get("status") or {}
         if status.get("authenticated") and self._audience_ok(status):
-            username = (status.get("user") or {}).get("username") or ""
-            role = self.roles.get(username, self.default_role)
-        self._remember(key, now, role)
-        return role
+            user = status.get("user") or {}
+            role = self.roles.get(user.get("username") or "", self.default_role)
+            identity = (role, self._node_of(user) if role == AGENT else None)
+        self._remember(key, now, identity)
+        return identity
+
+    def _node_of(self, user: dict) -> str | None:
+        """The node of the pod an agent's token is bound to."""
+        extra = user.get("extra") or {}
+        nodes = extra.get(NODE_NAME_EXTRA) or []
+        if nodes:
+            return nodes[0]
+        pods, uids = extra.get(POD_NAME_EXTRA) or [], extra.get(POD_UID_EXTRA) or []
+        parts = (user.get("username") or "").split(":")
+        if not (pods and uids and len(parts) == 4):
+            return None
+        try:  # an API server that names the pod but not its node
+            pod = self.kube.get_or_none(f"/api/v1/namespaces/{parts[2]}/pods/{pods[0]}")
+        except Exception as exc:  # noqa: BLE001
+            LOG.warning("reading the agent's pod %s failed: %s", pods[0], type(exc).__name__)
+            raise errors.ServiceUnavailable(
+                "The agent's pod cannot be read now; retry later.",
+                headers={"retry-after": "5"}) from None
+        if not pod or (pod.get("metadata") or {}).get("uid") != uids[0]:
+            return None
+        return (pod.get("spec") or {}).get("nodeName") or None
 
     def _audience_ok(self, status: dict) -> bool:
         """The API server says for which of the asked audiences the token
@@ -252,7 +310,8 @@ class TokenReviewAuth(Authenticator):
             return True
         return bool(set(status.get("audiences") or ()) & set(self.audiences))
 
-    def _remember(self, key: str, now: float, role: str | None) -> None:
+    def _remember(self, key: str, now: float,
+                  role: tuple[str | None, str | None]) -> None:
         with self._lock:
             if len(self._cache) >= self.max_entries:
                 for k in [k for k, (exp, _) in self._cache.items() if exp <= now]:

@@ -64,12 +64,14 @@ def upgrade_when_reachable(url: str, wait: float, upgrade=None) -> None:
 
 def _k8s_auth(spec: dict):
     from kova.kube import Credentials, SyncKube
-    from kova.placement.auth import TokenReviewAuth
+    from kova.placement.auth import AGENT, StaticTokenAuth, TokenReviewAuth
 
     kube = SyncKube(Credentials.load(spec.get("kubeconfig")), timeout=10.0)
     roles = {f"system:serviceaccount:{sa}": "admin" for sa in spec.get("admins", [])}
     roles.update({f"system:serviceaccount:{sa}": "reader" for sa in spec.get("readers", [])})
-    return TokenReviewAuth(kube, roles, audiences=spec.get("audiences") or None)
+    roles.update({f"system:serviceaccount:{sa}": AGENT for sa in spec.get("agents", [])})
+    static = StaticTokenAuth(spec["token_file"]) if spec.get("token_file") else None
+    return TokenReviewAuth(kube, roles, audiences=spec.get("audiences") or None, static=static)
 
 
 def _policy_auth(strategy: str):
@@ -134,6 +136,9 @@ def _check_serve_options(s: PlacementSettings) -> None:
         raise click.UsageError(
             "choose one of --token-file, --k8s-admin/--k8s-reader (TokenReview), "
             "--auth-strategy keystone|noauth2, or --no-auth for local development")
+    if s.k8s_agent and not (s.token_file or k8s_mode):
+        raise click.UsageError("--k8s-agent goes with --k8s-admin or --token-file (the "
+                               "operator's identity)")
     if s.policy_file and not s.auth_strategy:
         raise click.UsageError("--policy-file goes with --auth-strategy")
     if bool(s.tls_cert_file) != bool(s.tls_key_file):
@@ -174,12 +179,14 @@ def _serve_env(s: PlacementSettings, url: str) -> None:
         os.environ.pop(name, None)
     if s.no_auth:
         os.environ[ENV_NO_AUTH] = "1"
-    elif s.token_file:
+    elif s.token_file and not s.k8s_agent:
         os.environ[ENV_TOKEN_FILE] = os.path.abspath(s.token_file)
-    elif s.k8s_admin or s.k8s_reader:
+    elif s.k8s_admin or s.k8s_reader or s.k8s_agent:
         os.environ[ENV_K8S_AUTH] = json.dumps({
             "kubeconfig": os.path.abspath(s.kubeconfig) if s.kubeconfig else None,
+            "token_file": os.path.abspath(s.token_file) if s.token_file else None,
             "admins": list(s.k8s_admin), "readers": list(s.k8s_reader),
+            "agents": list(s.k8s_agent),
             "audiences": [a.strip() for a in s.k8s_audience.split(",") if a.strip()]})
     elif s.auth_strategy:
         os.environ[ENV_AUTH_STRATEGY] = s.auth_strategy
@@ -195,8 +202,11 @@ def _serve_env(s: PlacementSettings, url: str) -> None:
 def _run(s: PlacementSettings) -> None:
     import uvicorn
 
+    from kova.placement.server import protocol_class
+
     config = uvicorn.Config("kova.placement.cli:_factory", factory=True, host=s.host,
                             port=s.port, workers=s.workers, log_level=s.log_level,
+                            http=protocol_class(s.header_timeout),
                             log_config=None, access_log=False,
                             ssl_certfile=s.tls_cert_file, ssl_keyfile=s.tls_key_file)
     if s.workers <= 1:

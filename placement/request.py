@@ -16,7 +16,7 @@ from kova.placement.validation import storable, validate
 
 class Request:
     __slots__ = ("method", "path", "query", "headers", "body", "version", "request_id",
-                 "app", "role", "route_name", "path_params", "credentials")
+                 "app", "role", "route_name", "path_params", "credentials", "agent_node")
 
     def __init__(self, method: str, path: str, query: list[tuple[str, str]],
                  headers: dict[str, str], body: bytes) -> None:
@@ -32,6 +32,8 @@ class Request:
         self.route_name = "unknown"
         self.path_params: dict[str, str] = {}
         self.credentials: Any = None
+        #: The node of an agent's token (TokenReview mode), else None.
+        self.agent_node: str | None = None
 
     # query helpers
     def getall(self, key: str) -> list[str]:

@@ -11,6 +11,7 @@ import click
 
 from kova.placement.auth import DEFAULT_AUDIENCE
 from kova.placement.limits import DEFAULT_MAX_BODY
+from kova.placement.server import DEFAULT_HEADER_TIMEOUT
 from kova.settings import format_setting, level_setting, setting
 
 PREFIX = "KOVA_PLACEMENT_"
@@ -38,6 +39,12 @@ class PlacementSettings:
         "service account gets the admin role (repeatable).", metavar="NAMESPACE:SERVICEACCOUNT")
     k8s_reader: tuple[str, ...] = setting(
         factory=tuple, help="Service account with the read-only role (TokenReview mode).",
+        metavar="NAMESPACE:SERVICEACCOUNT")
+    k8s_agent: tuple[str, ...] = setting(
+        factory=tuple, help="TokenReview mode: the hypervisor agents' service account "
+        "(repeatable). Each agent is known by the node of the pod its token is bound to and "
+        "may write only that node's provider tree (no allocations, no aggregates). Goes with "
+        "--k8s-admin, or with --token-file (the operator keeps its static admin token).",
         metavar="NAMESPACE:SERVICEACCOUNT")
     k8s_audience: str = setting(
         DEFAULT_AUDIENCE, "TokenReview mode: the audience a token must be issued for "
@@ -89,5 +96,10 @@ class PlacementSettings:
         DEFAULT_MAX_BODY, "Largest request body accepted, in bytes: a larger one is a 413 before "
         "authentication (a declared Content-Length before a byte is read).",
         type=click.IntRange(min=1024))
+    header_timeout: float = setting(
+        DEFAULT_HEADER_TIMEOUT, "Seconds a client has to send a request's headers (from "
+        "connecting, or from the previous response); then the connection is closed, so "
+        "clients that send headers slowly cannot hold every connection.",
+        type=click.FloatRange(min=0.1))
     log_level: str = level_setting()
     log_format: str = format_setting()

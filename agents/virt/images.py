@@ -579,6 +579,12 @@ class ImageCache:
         return {**meta, "path": str(path)}
 
 
+#: The mode of a guest's disk and seed: readable by their owner only (root,
+#: or QEMU's user after libvirt's dynamic ownership chowns them at start),
+#: not by every local user of the node.
+PRIVATE_MODE = 0o600
+
+
 def create_overlay(base: CachedImage, dest: Path, size_bytes: int) -> Path:
     """A qcow2 overlay at ``dest`` backed by ``base``, ``size_bytes`` large
     (at least the image's own virtual size); written atomically."""
@@ -590,6 +596,9 @@ def create_overlay(base: CachedImage, dest: Path, size_bytes: int) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part")
     tmp.unlink(missing_ok=True)
+    # created 0600 first: qemu-img truncates an existing file and keeps its
+    # mode (libvirt's DAC driver gives the file to QEMU's user at start)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
     proc = subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", base.format,
          "-b", str(base.path), str(tmp), str(size_bytes)],
@@ -601,6 +610,7 @@ def create_overlay(base: CachedImage, dest: Path, size_bytes: int) -> Path:
             names.ERROR_IMAGE_INVALID,
             f"qemu-img create failed: {proc.stderr.strip() or proc.stdout.strip()}",
         )
+    os.chmod(tmp, PRIVATE_MODE)
     os.replace(tmp, dest)
     return dest
 

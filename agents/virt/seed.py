@@ -44,7 +44,8 @@ def write_nocloud_seed(
     """Write a NoCloud seed ISO (label ``cidata``) to ``path``; return the path.
 
     The file is written next to ``path`` and renamed into place, so a reader
-    never sees a half-written seed.
+    never sees a half-written seed; its mode is 0600 (it holds the user
+    data).
     """
     import pycdlib
 
@@ -62,7 +63,12 @@ def write_nocloud_seed(
             )
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            iso.write(str(tmp))
+            tmp.unlink(missing_ok=True)
+            # 0600: the seed holds the user data (libvirt's DAC driver gives
+            # it to QEMU's user at start)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                iso.write_fp(fh)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from kova.conditions import get_condition, set_condition
 from kova.crds import names
 from kova.crds import objects as ob
-from kova.kube import host_path
+from kova.kube import KubeError, host_path
 from kova.operator.context import Context
 from kova.placement_client import PlacementError
 
@@ -74,6 +75,8 @@ class HostController:
         rp = ob.status(body).get("resourceProviderUUID")
         if not rp:
             return
+        if not await self.verify_provider(name, body, rp):
+            return
         disabled, zone = provider_state(body, self.ctx.hosts.fence_reason(name, body) is not None)
         sig = (rp, disabled, zone)
         if self.synced.get(name) == sig:
@@ -87,6 +90,54 @@ class HostController:
             raise
         self.synced[name] = sig
         LOG.info("host %s: provider %s disabled=%s zone=%s", name, rp, disabled, zone)
+
+    async def verify_provider(self, name: str, body: dict, rp: str) -> bool:
+        """Is ``rp`` (written by the Host's agent) host ``name``'s own
+        provider?  Placement must hold it as a root provider named after the
+        Host -- which, with per-agent identities, only that host's agent or
+        an administrator can register.  A Host naming another host's
+        provider gets none (the scheduler does not see it, its disabled
+        trait and zone are not written to that provider), a Warning Event
+        and ``ProviderVerified=False``; a missing provider is retried."""
+        view = self.ctx.hosts
+        if view.verified.get(name) == rp:
+            return True
+        provider = await self.ctx.placement.get_provider(rp)
+        if provider is None:
+            raise PlacementError(404, f"resource provider {rp} of host {name} is not in "
+                                      "Placement (yet)", f"host {name}")
+        owned = provider.get("name") == name and not provider.get("parent_provider_uuid")
+        view.provider_checked(name, rp, owned)
+        cond = get_condition(body, names.HOST_COND_PROVIDER)
+        if owned:
+            if cond is not None and cond.get("status") != "True":
+                await self._provider_condition(body, "True", names.HOST_REASON_PROVIDER_OWNED,
+                                               f"resource provider {rp} is this host's own")
+            self.ctx.retrigger_pending()
+            return True
+        message = (f"status.resourceProviderUUID {rp} is not this host's resource provider: "
+                   f"Placement holds it as {provider.get('name')!r}"
+                   + (" (a child provider)" if provider.get("parent_provider_uuid") else "")
+                   + "; the host gets no Instances until its agent registers its own")
+        LOG.warning("host %s: %s", name, message)
+        if cond is None or cond.get("status") != "False" or cond.get("message") != message:
+            await self._provider_condition(body, "False", names.HOST_REASON_PROVIDER_NOT_OWNED,
+                                           message)
+            self.ctx.emit(body, "Warning", names.HOST_REASON_PROVIDER_NOT_OWNED, message)
+        return False
+
+    async def _provider_condition(self, body: dict, status: str, reason: str,
+                                  message: str) -> None:
+        name = body["metadata"]["name"]
+        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                 "status": {"conditions": set_condition(
+            ob.status(body).get("conditions"), names.HOST_COND_PROVIDER, status, reason,
+            message)}}
+        try:
+            await self.ctx.kube.merge_patch(host_path(name) + "/status", patch)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
 
     async def _sync(self, name: str, body: dict, rp: str, disabled: bool,
                     zone: str | None) -> None:

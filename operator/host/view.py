@@ -92,8 +92,14 @@ class HostView:
         self._infos: dict[str, tuple] = {}
         #: Bumped whenever a Host's scheduling view changes.
         self.version = 0
-        #: Resource provider uuid -> Host name (kept with the signatures).
+        #: Resource provider uuid -> Host name, for verified providers only.
         self._rp_names: dict[str, str] = {}
+        #: Host name -> the provider of its status that Placement confirmed
+        #: is its own (a root provider named after the Host).  The scheduler
+        #: sees a Host's provider only once verified: an agent-written
+        #: status.resourceProviderUUID naming another host's provider gives
+        #: the Host none.
+        self.verified: dict[str, str] = {}
 
     def changed(self) -> None:
         self.version += 1
@@ -103,6 +109,7 @@ class HostView:
         old = self.signatures.pop(name, None)
         if old is not None and self._rp_names.get(old[3]) == name:
             del self._rp_names[old[3]]
+        self.verified.pop(name, None)
         self._infos.pop(name, None)
         self.alive.pop(name, None)
         self.changed()
@@ -122,7 +129,7 @@ class HostView:
         self.signatures[name] = sig
         if old is not None and old[3] != sig[3] and self._rp_names.get(old[3]) == name:
             del self._rp_names[old[3]]
-        if sig[3]:
+        if sig[3] and self.verified.get(name) == sig[3]:
             self._rp_names[sig[3]] = name
         self.changed()
         return True, (old[-1] if old is not None else False) != sig[-1]
@@ -138,6 +145,23 @@ class HostView:
             self.node_oos.pop(name, None)
         if was == oos:
             return False
+        self.changed()
+        return True
+
+    def provider_checked(self, name: str, rp: str, owned: bool) -> bool:
+        """Placement said whether ``rp`` (the Host's status) is host
+        ``name``'s own provider.  True when that changed what the scheduler
+        sees."""
+        if owned == (self.verified.get(name) == rp):
+            return False
+        if owned:
+            self.verified[name] = rp
+            self._rp_names[rp] = name
+        else:
+            self.verified.pop(name, None)
+            if self._rp_names.get(rp) == name:
+                del self._rp_names[rp]
+        self._infos.pop(name, None)
         self.changed()
         return True
 
@@ -169,6 +193,8 @@ class HostView:
                 and cached[2] == fenced):
             return cached[3]
         info = host_info(body, alive, fenced)
+        if info.rp_uuid and self.verified.get(name) != info.rp_uuid:
+            info.rp_uuid = None  # not (yet) confirmed as its own in Placement
         self._infos[name] = (body, alive, fenced, info)
         return info
 

@@ -47,6 +47,9 @@ def test_serve_refuses_conflicting_auth_options(tmp_path, monkeypatch):
         (["--token-file", str(tokens), "--host", "0.0.0.0"], {}, "plain HTTP"),
         (["--token-file", str(tokens), "--host", "placement.example"], {}, "plain HTTP"),
         (["--auth-strategy", "keystone"], {"KOVA_PLACEMENT_HOST": "10.0.0.5"}, "plain HTTP"),
+        # the agents' identity needs the operator's beside it
+        (["--no-auth", "--k8s-agent", "kova-system:kova-agent"], {},
+         "--k8s-agent goes with --k8s-admin or --token-file"),
     ]
     for args, env, message in cases:
         result = runner.invoke(main, ["placement", "serve", *args], env=env)

@@ -118,3 +118,34 @@ def test_tokenreview_cache_is_bounded_and_holds_no_token(sync_kube, namespace, t
         assert auth.role_for(f"made-up-token-{i}") is None
     assert len(auth._cache) <= 5
     assert not any("made-up" in key for key in auth._cache)
+
+
+def test_workers_get_the_agents_and_the_operators_token_file(kubeconfig, tmp_path,
+                                                             monkeypatch):
+    """``serve --token-file F --k8s-agent ns:sa`` hands both to its worker
+    processes: the static admin token first, TokenReview for the agents."""
+    import dataclasses
+
+    from kova.placement import cli
+    from kova.placement.auth import AGENT, StaticTokenAuth
+    from kova.placement.settings import PlacementSettings
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("admin operator-token\n")
+    fields = {f.name: f.default for f in dataclasses.fields(PlacementSettings)
+              if f.default is not dataclasses.MISSING}
+    s = PlacementSettings(**{**fields, "k8s_admin": (), "k8s_reader": (), "cors_allowed_origin": (),
+                             "token_file": str(tokens), "kubeconfig": str(kubeconfig),
+                             "k8s_agent": ("kova-system:kova-agent",)})
+    for name in (cli.ENV_TOKEN_FILE, cli.ENV_K8S_AUTH, cli.ENV_NO_AUTH):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(cli.os, "environ", dict(cli.os.environ))
+    cli._serve_env(s, f"sqlite:///{tmp_path}/p.db")
+    auth = cli._auth_from_env()
+    try:
+        assert isinstance(auth, TokenReviewAuth) and isinstance(auth.static, StaticTokenAuth)
+        assert auth.roles == {"system:serviceaccount:kova-system:kova-agent": AGENT}
+        assert auth.identity_for("operator-token") == ("admin", None)
+        assert auth.audiences == [DEFAULT_AUDIENCE]
+    finally:
+        auth.kube.close()

@@ -209,6 +209,13 @@ def test_overlay(cache, image, tmp_path):
     assert info["format"] == "qcow2" and info["virtual-size"] == 1 << 30
     assert backing_file(overlay) == base.path
     assert not list((tmp_path / "inst").glob(".*part"))
+    assert overlay.stat().st_mode & 0o777 == 0o600  # not readable by other local users
+    # also where an earlier attempt left a world-readable part file behind
+    part = tmp_path / "inst" / ".disk2.qcow2.part"
+    part.write_bytes(b"")
+    part.chmod(0o644)
+    assert create_overlay(base, tmp_path / "inst" / "disk2.qcow2", 1 << 30).stat().st_mode \
+        & 0o777 == 0o600
 
 
 def test_overlay_too_small(cache, image, tmp_path):

@@ -24,6 +24,7 @@ def test_seed_label_and_files(tmp_path: Path) -> None:
     seed = write_nocloud_seed(tmp_path / "seed.iso", META, USER)
     assert seed == tmp_path / "seed.iso"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.iso"]
+    assert seed.stat().st_mode & 0o777 == 0o600  # holds the user data
 
     iso = pycdlib.PyCdlib()
     iso.open(str(seed))

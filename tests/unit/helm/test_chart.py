@@ -96,6 +96,7 @@ def test_values_yaml_matches_the_schema_keys() -> None:
     ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
     ({"agent.imageCA.secret": "Mirror CA"}, "/agent/imageCA/secret"),
     ({"agent.imageCA.key": ""}, "/agent/imageCA/key"),
+    ({"placement.agentIdentity": "node"}, "/placement/agentIdentity"),
 ])
 def test_schema_rejects_bad_values(values: dict, message: str) -> None:
     proc = render_text(values, check=False)
@@ -107,6 +108,7 @@ def test_schema_rejects_bad_values(values: dict, message: str) -> None:
     ({"postgresql.enabled": False}, "Placement needs a database"),
     ({"placement.enabled": False}, "placement.externalUrl is required"),
     ({"operator.peering.enabled": False}, "needs operator.peering.enabled"),
+    ({"placement.tokenReview": False}, "placement.agentIdentity=podToken needs"),
     ({"agent.imageCA.secret": "a", "agent.imageCA.configMap": "b"},
      "agent.imageCA: set secret or configMap, not both"),
 ])
@@ -189,8 +191,20 @@ def test_agent_daemonset() -> None:
     assert "--placement-url=http://kova-placement.kova-system.svc:8778" in c["args"]
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-    assert env["KOVA_PLACEMENT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-        "name": "kova-placement-auth", "key": "admin-token"}
+    # its own pod-bound token for Placement, not the operator's admin token
+    assert "KOVA_PLACEMENT_TOKEN" not in env
+    assert env["KOVA_PLACEMENT_TOKEN_FILE"]["value"] == "/var/run/secrets/kova/placement/token"
+    (projected,) = [v for v in spec["volumes"] if v["name"] == "placement-token"]
+    assert projected["projected"]["sources"] == [{"serviceAccountToken": {
+        "audience": "kova-placement", "expirationSeconds": 3600, "path": "token"}}]
+    (pc,) = pod_spec(one(objs, "Deployment", "kova-placement"))["containers"]
+    assert "--k8s-agent=kova-system:kova-agent" in pc["args"]
+    shared = render({"placement.agentIdentity": "sharedToken"})
+    (sc,) = pod_spec(one(shared, "DaemonSet", "kova-agent"))["containers"]
+    assert {e["name"]: e for e in sc["env"]}["KOVA_PLACEMENT_TOKEN"]["valueFrom"][
+        "secretKeyRef"] == {"name": "kova-placement-auth", "key": "admin-token"}
+    (pc,) = pod_spec(one(shared, "Deployment", "kova-placement"))["containers"]
+    assert not any(a.startswith("--k8s-agent") for a in pc["args"])
     # host paths are mounted at the same path as on the node: libvirtd (on the
     # node) opens the files the agent names in the domain XML
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}

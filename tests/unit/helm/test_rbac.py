@@ -32,7 +32,7 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "servergroups"): READ,
         (KOVA, "servergroups/status"): {"get", "patch"},  # members, hosts, PolicySatisfied
         ("", "nodes"): READ,                          # out-of-service taint fences a Host
-        ("", "resourcequotas"): {"list"},             # kova.dev/* quota limits
+        ("", "resourcequotas"): {"list", "watch"},             # kova.dev/* quota limits
         ("", "secrets"): {"get"},                     # user data sealed for the host
         ("", "events"): {"create"},
         ("events.k8s.io", "events"): {"create"},
@@ -189,7 +189,7 @@ def test_bindings_tie_each_role_to_its_own_service_account() -> None:
     # PostgreSQL and Placement get no API token unless they need one
     sas = {o["metadata"]["name"]: o for o in by_kind(objs, "ServiceAccount")}
     assert sas["kova-postgresql"]["automountServiceAccountToken"] is False
-    no_tr = render({"placement.tokenReview": False})
+    no_tr = render({"placement.tokenReview": False, "placement.agentIdentity": "sharedToken"})
     assert "placement" not in _grants(no_tr, "ClusterRole")
     (dep,) = [d for d in by_kind(no_tr, "Deployment") if d["metadata"]["name"] == "kova-placement"]
     assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False

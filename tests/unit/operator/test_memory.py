@@ -126,6 +126,10 @@ def test_host_view_forgets_a_deleted_host():
     view.alive.update(h1=True, h2=False)
     view.spec_changed("h1", host("h1"))
     view.spec_changed("h2", host("h2", rp="rp-2"))
+    assert view.host_by_rp("rp-2") is None  # not verified in Placement yet
+    assert view.host_by_name("h2").rp_uuid is None
+    assert view.provider_checked("h1", "rp-1", True)
+    assert view.provider_checked("h2", "rp-2", True)
     assert view.host_by_name("h1").alive and view.host_by_rp("rp-2").name == "h2"
     version = view.version
     view.informer.hosts_watch.items.pop("h1")
@@ -133,6 +137,24 @@ def test_host_view_forgets_a_deleted_host():
     assert "h1" not in view.alive and "h1" not in view.signatures
     assert view.sizes() == {"alive": 1, "node_oos": 0, "signatures": 1, "infos": 1}
     assert view.version > version and view.host_by_rp("rp-1") is None
+
+
+def test_host_view_trusts_a_provider_only_once_verified():
+    """A Host naming another host's provider gets none; the owner keeps it."""
+    view = HostView(informer_with(host("h1"), host("h2", rp="rp-1")))
+    view.alive.update(h1=True, h2=True)
+    view.spec_changed("h1", host("h1"))
+    view.provider_checked("h1", "rp-1", True)
+    view.spec_changed("h2", host("h2", rp="rp-1"))
+    assert not view.provider_checked("h2", "rp-1", False)  # was never trusted
+    assert view.host_by_rp("rp-1").name == "h1"
+    assert view.host_by_name("h2").rp_uuid is None
+    # the provider of h1's status changes: trusted again only after a check
+    view.informer.hosts_watch.items["h1"] = host("h1", rp="rp-9")
+    view.spec_changed("h1", host("h1", rp="rp-9"))
+    assert view.host_by_name("h1").rp_uuid is None and view.host_by_rp("rp-9") is None
+    assert view.provider_checked("h1", "rp-9", True)
+    assert view.host_by_rp("rp-9").name == "h1"
 
 
 def test_host_view_notes_changes_and_fencing_flips():
