@@ -18,6 +18,7 @@ from kova import sealing
 from kova.agents.metrics import AgentMetrics
 from kova.agents.settings import AgentSettings
 from kova.agents.virt.cpus import CpuLayout
+from kova.agents.virt.domain import choose_mac
 from kova.agents.virt.driver import LibvirtDriver
 from kova.agents.virt.images import ImageCache
 from kova.kube import SyncKube
@@ -106,6 +107,16 @@ class AgentContext:
     #: Held while dedicated CPUs are chosen and the domain defined, so that
     #: two builds never pick the same CPU.
     pinning: threading.Lock = field(default_factory=threading.Lock)
+    #: The nwfilter on guest NICs and its parameters (set at start by
+    #: :meth:`kova.agents.app.Agent.start`; None: no filter).
+    guest_filter: str | None = None
+    #: The guests' network serves DHCP (libvirt learns their IP from the lease).
+    guest_dhcp: bool = False
+
+    def guest_mac(self, uid: str) -> str:
+        """The MAC of ``uid``'s NIC: its domain's, else a new one no other
+        domain on this host uses."""
+        return choose_mac(uid, self.driver.macs_in_use())
 
     @property
     def host(self) -> str:

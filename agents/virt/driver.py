@@ -28,6 +28,7 @@ from kova.agents.virt.domain import (
     DomainMetadata,
     DomainSpecError,
     instance_metadata_element,
+    parse_domain_devices,
     parse_domain_metadata,
 )
 from kova.crds import names
@@ -371,6 +372,23 @@ class LibvirtDriver:
                 continue  # vanished while we looked
             if info.meta is not None:
                 out.append(info)
+        return out
+
+    def macs_in_use(self) -> dict[str, str]:
+        """MAC address -> domain UUID of every NIC of every domain on the host
+        (Kova's or not)."""
+        out: dict[str, str] = {}
+        try:
+            doms = self.conn.listAllDomains(0)
+        except libvirt.libvirtError as exc:
+            raise DriverError(f"listing domains failed: {exc}", exc.get_error_code()) from exc
+        for dom in doms:
+            try:
+                uuid, xml = dom.UUIDString(), dom.XMLDesc(0)
+            except libvirt.libvirtError:
+                continue  # vanished while we looked
+            for mac in parse_domain_devices(xml).macs:
+                out[mac.lower()] = uuid
         return out
 
     # ------------------------------------------------------------------
