@@ -1,0 +1,63 @@
+"""The guest NIC filter's XML (kova.agents.virt.netfilter): the default
+block list, the allow-list and the gateway's DHCP/DNS services, in the
+order libvirt evaluates them (the real rules are exercised on a QEMU guest
+in tests/e2e/test_guest_network_filter.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import xml.etree.ElementTree as ET
+
+from kova.agents.virt import netfilter as nf
+
+
+def _rules(p: nf.FilterPolicy) -> list[tuple[str, int, dict]]:
+    root = ET.fromstring(nf.block_filter_xml(p))
+    assert root.get("name") == nf.BLOCK_FILTER and root.get("chain") == "ipv4-kova"
+    assert int(root.get("priority")) == nf.BLOCK_CHAIN_PRIORITY
+    return [(r.get("action"), int(r.get("priority")), dict(r.find("ip").attrib))
+            for r in root.findall("rule")]
+
+
+def test_default_policy_blocks_link_local_and_given_addresses():
+    p = nf.policy(["10.96.0.0/12", "fd00::/8"], [], ["10.0.0.5", "127.0.0.1", "10.0.0.5"])
+    assert [str(n) for n in p.blocked] == [
+        "169.254.0.0/16", "10.0.0.5/32", "127.0.0.1/32", "10.96.0.0/12"]  # v4 only, once
+    assert p.services == () and p.allowed == ()
+    rules = _rules(p)
+    assert all(r[0] == "drop" and r[1] == 500 for r in rules)
+    assert rules[0][2] == {"dstipaddr": "169.254.0.0", "dstipmask": "16"}
+
+
+def test_allowed_networks_and_gateway_services_return_before_the_drops():
+    p = nf.policy([], ["169.254.169.254/32"], ["192.168.5.1"], gateway="192.168.5.1")
+    rules = _rules(p)
+    returns = [r for r in rules if r[0] == "return"]
+    drops = [r for r in rules if r[0] == "drop"]
+    assert max(r[1] for r in returns) < min(r[1] for r in drops)
+    assert returns[0][2] == {"dstipaddr": "169.254.169.254", "dstipmask": "32"}
+    assert {(r[2]["protocol"], r[2]["dstportstart"]) for r in returns[1:]} == {
+        ("udp", "67"), ("udp", "53"), ("tcp", "53")}
+    assert all(r[2]["dstipaddr"] == "192.168.5.1" for r in returns[1:])
+
+
+def test_guest_filter_references_clean_traffic_then_the_block_chain():
+    root = ET.fromstring(nf.guest_filter_xml())
+    assert root.get("name") == nf.GUEST_FILTER and root.get("chain") == "root"
+    assert [r.get("filter") for r in root.findall("filterref")] == [
+        nf.STOCK_FILTER, nf.BLOCK_FILTER]
+    # stable UUIDs: a redefinition replaces the filter, never adds a second
+    assert root.findtext("uuid") == ET.fromstring(nf.guest_filter_xml()).findtext("uuid")
+
+
+def test_filterref_params():
+    assert nf.filterref_params("0e:00:00:00:00:01", dhcp=True) == (
+        ("MAC", "0e:00:00:00:00:01"), ("CTRL_IP_LEARNING", "dhcp"))
+    assert nf.filterref_params("0e:00:00:00:00:01", dhcp=False) == (
+        ("MAC", "0e:00:00:00:00:01"),)
+
+
+def test_node_addresses_are_this_machines():
+    addrs = nf.node_addresses()
+    assert "127.0.0.1" in addrs
+    assert all(isinstance(ipaddress.ip_address(a), ipaddress.IPv4Address) for a in addrs)
