@@ -225,15 +225,18 @@ class Agent:
         if conn.getType().lower() == "test":
             log.warning("libvirt's test driver has no network filters: guest NICs unfiltered")
             return
-        gateway, dhcp = (netfilter.network_gateway(conn, cfg.network) if cfg.network
-                         else (None, False))
+        net = (netfilter.guest_network(conn, cfg.network) if cfg.network
+               else netfilter.GuestNetwork())
         addresses = [*netfilter.node_addresses(),
                      *netfilter.url_addresses([self.ctx.kube.aio.creds.server,
                                                cfg.placement_url])]
-        netfilter.ensure_filters(conn, netfilter.policy(
-            cfg.guest_blocked_networks, cfg.guest_allowed_networks, addresses, gateway))
+        policy = netfilter.policy(cfg.guest_blocked_networks, cfg.guest_allowed_networks,
+                                  addresses, net.gateway)
+        netfilter.ensure_filters(conn, policy)
         self.ctx.guest_filter = netfilter.GUEST_FILTER
-        self.ctx.guest_dhcp = dhcp
+        self.ctx.guest_dhcp = net.dhcp
+        self.ctx.guest_policy = policy
+        self.ctx.guest_subnet = net.subnet
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)

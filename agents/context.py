@@ -10,6 +10,7 @@ to the heartbeat, the registration, the watch and the Instance modules.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ from kova import sealing
 from kova.agents.metrics import AgentMetrics
 from kova.agents.settings import AgentSettings
 from kova.agents.virt.cpus import CpuLayout
+from kova.agents.virt import netfilter
 from kova.agents.virt.domain import choose_mac
+from kova.agents.virt.netfilter import FilterPolicy
 from kova.agents.virt.driver import LibvirtDriver
 from kova.agents.virt.images import ImageCache
 from kova.kube import SyncKube
@@ -112,6 +115,24 @@ class AgentContext:
     guest_filter: str | None = None
     #: The guests' network serves DHCP (libvirt learns their IP from the lease).
     guest_dhcp: bool = False
+    #: What guests may not reach, and the subnet of the node's guest network
+    #: (a libvirt network: namespaces are isolated on it; None: not known).
+    guest_policy: FilterPolicy | None = None
+    guest_subnet: ipaddress.IPv4Network | None = None
+    #: Held while a namespace's filter is rewritten (two builds in one
+    #: namespace must not drop each other's MAC).
+    filter_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def nic_filter(self, namespace: str, mac: str) -> str | None:
+        """The nwfilter for a NIC with ``mac`` of a guest of ``namespace``:
+        the namespace's (redefined with the MACs of the namespace's guests on
+        this host, ``mac`` included) on a libvirt network, else kova-guest."""
+        if self.guest_filter is None or self.guest_policy is None or self.guest_subnet is None:
+            return self.guest_filter
+        with self.filter_lock:
+            peers = {m for m, _, ns in self.driver.nics() if ns == namespace} | {mac}
+            return netfilter.ensure_namespace_filter(
+                self.driver.conn, namespace, self.guest_subnet, peers, self.guest_policy)
 
     def guest_mac(self, uid: str) -> str:
         """The MAC of ``uid``'s NIC: its domain's, else a new one no other

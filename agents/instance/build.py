@@ -212,7 +212,7 @@ class Builder:
             network=cfg.network,
             bridge=cfg.bridge,
             mac=mac,
-            nwfilter=self.ctx.guest_filter if mac else None,
+            nwfilter=self.ctx.nic_filter(md["namespace"], mac) if mac else None,
             nwfilter_params=filterref_params(mac, self.ctx.guest_dhcp) if mac else (),
             vcpu_scheduler=cfg.guest_vcpu_scheduler,  # type: ignore[arg-type]
             vnc=cfg.vnc,

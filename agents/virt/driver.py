@@ -374,10 +374,10 @@ class LibvirtDriver:
                 out.append(info)
         return out
 
-    def macs_in_use(self) -> dict[str, str]:
-        """MAC address -> domain UUID of every NIC of every domain on the host
-        (Kova's or not)."""
-        out: dict[str, str] = {}
+    def nics(self) -> list[tuple[str, str, str]]:
+        """(MAC address, domain UUID, Kova namespace or "") of every NIC of
+        every domain on the host (Kova's or not)."""
+        out: list[tuple[str, str, str]] = []
         try:
             doms = self.conn.listAllDomains(0)
         except libvirt.libvirtError as exc:
@@ -387,9 +387,14 @@ class LibvirtDriver:
                 uuid, xml = dom.UUIDString(), dom.XMLDesc(0)
             except libvirt.libvirtError:
                 continue  # vanished while we looked
+            meta = parse_domain_metadata(xml)
             for mac in parse_domain_devices(xml).macs:
-                out[mac.lower()] = uuid
+                out.append((mac.lower(), uuid, meta.namespace if meta else ""))
         return out
+
+    def macs_in_use(self) -> dict[str, str]:
+        """MAC address -> domain UUID of every NIC on the host."""
+        return {mac: uuid for mac, uuid, _ in self.nics()}
 
     # ------------------------------------------------------------------
     # Operations

@@ -26,6 +26,7 @@ Pure XML builders plus :func:`ensure_filters` (the only libvirt call)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import json
 import logging
@@ -159,6 +160,48 @@ def guest_filter_xml() -> str:
     return ET.tostring(f, encoding="unicode")
 
 
+def namespace_filter_names(namespace: str) -> tuple[str, str]:
+    """(the NIC's filter, its peers chain) of a Kubernetes namespace."""
+    h = hashlib.sha256(namespace.encode()).hexdigest()[:12]
+    return f"kova-ns-{h}", f"kova-ns-{h}-peers"
+
+
+def namespace_filter_xml(namespace: str, subnet: Network, peer_macs: Iterable[str],
+                         p: FilterPolicy) -> tuple[str, str]:
+    """The two filters of a namespace's guests on the node's guest network
+    ``subnet``: the NIC's (kova-guest plus the peers chain) and the peers
+    chain, in which a packet to an address of ``subnet`` passes only to the
+    MAC of a guest of the same namespace (``peer_macs``), to the gateway
+    (its services are kova-guest-block's) or to an allowed network."""
+    name, peers = namespace_filter_names(namespace)
+    root = _filter(name, "root")
+    ET.SubElement(root, "filterref", {"filter": GUEST_FILTER})
+    ET.SubElement(root, "filterref", {"filter": peers})
+    chain = _filter(peers, "ipv4-kns", BLOCK_CHAIN_PRIORITY - 5)
+    for net in p.allowed:
+        _rule(chain, "return", 100, dstipaddr=str(net.network_address),
+              dstipmask=str(net.prefixlen))
+    for address in sorted({s.address for s in p.services}):
+        _rule(chain, "return", 150, dstipaddr=address)
+    for mac in sorted(set(peer_macs)):
+        _rule(chain, "return", 200, dstmacaddr=mac)
+    _rule(chain, "drop", 500, dstipaddr=str(subnet.network_address),
+          dstipmask=str(subnet.prefixlen))
+    ET.indent(root)
+    ET.indent(chain)
+    return ET.tostring(root, encoding="unicode"), ET.tostring(chain, encoding="unicode")
+
+
+def ensure_namespace_filter(conn, namespace: str, subnet: Network,
+                            peer_macs: Iterable[str], p: FilterPolicy) -> str:
+    """Define (or redefine: libvirt re-applies it to the running guests'
+    NICs) the filters of ``namespace``; the NIC's filter name."""
+    root, chain = namespace_filter_xml(namespace, subnet, peer_macs, p)
+    conn.nwfilterDefineXML(chain)
+    conn.nwfilterDefineXML(root)
+    return namespace_filter_names(namespace)[0]
+
+
 def filterref_params(mac: str, dhcp: bool) -> tuple[tuple[str, str], ...]:
     """The parameters of a NIC's ``<filterref>``: its MAC and how libvirt
     learns its IP address (from the DHCP lease on a libvirt network)."""
@@ -213,10 +256,23 @@ def ensure_filters(conn, p: FilterPolicy, stock_dir: Path = STOCK_DIR) -> None:
              GUEST_FILTER, len(p.blocked), len(p.allowed), len(p.services))
 
 
-def network_gateway(conn, network: str) -> tuple[str | None, bool]:
-    """(gateway IPv4 address, serves DHCP) of a libvirt network."""
+@dataclasses.dataclass(frozen=True)
+class GuestNetwork:
+    """The IPv4 side of a libvirt network: gateway, subnet, DHCP."""
+
+    gateway: str | None = None
+    subnet: Network | None = None
+    dhcp: bool = False
+
+
+def guest_network(conn, network: str) -> GuestNetwork:
+    """Gateway, subnet and DHCP of the libvirt network ``network``."""
     root = ET.fromstring(conn.networkLookupByName(network).XMLDesc(0))
     for ip in root.findall("ip"):
-        if ip.get("family", "ipv4") == "ipv4" and ip.get("address"):
-            return ip.get("address"), ip.find("dhcp") is not None
-    return None, False
+        address = ip.get("address")
+        if ip.get("family", "ipv4") == "ipv4" and address:
+            prefix = ip.get("prefix") or ip.get("netmask") or "24"
+            subnet = ipaddress.ip_interface(f"{address}/{prefix}").network
+            assert isinstance(subnet, ipaddress.IPv4Network)
+            return GuestNetwork(address, subnet, ip.find("dhcp") is not None)
+    return GuestNetwork()

@@ -3,8 +3,8 @@
 ``hack/start-libvirt-network.sh``) puts the ``kova-guest`` nwfilter on the
 NIC, and packets that break its rules are dropped by the kernel.
 
-One guest, typed at through its serial console (libvirt's console stream);
-what it sends is judged from the host:
+Three guests, a and b in one namespace, c in another, typed at through
+their serial consoles (libvirt's console stream):
 
 * the NIC's ``<filterref>`` names kova-guest with the guest's MAC, libvirt
   holds a binding for the tap, and the bridge's ebtables chains carry the
@@ -16,7 +16,8 @@ what it sends is judged from the host:
   set itself, is not heard;
 * blocked addresses: the guest reaches libvirt's DNS server on the gateway
   (tcp 53, opened), but not a TCP server of the host on that same gateway
-  address (the node's own address, blocked), which sees no connection.
+  address (the node's own address, blocked), which sees no connection;
+* namespaces: a reaches b's server, not c's; c does not reach a's.
 
 Not exercised here: a guest reaching 169.254.169.254 (nothing answers there
 on this machine, so a drop would look like silence either way: the rule is
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import libvirt
 
+from kova.agents.virt import netfilter
 from tests.e2e.test_boot_burst import AgentProcess, _console
 from tests.e2e.test_boot_network import _subnet
 from tests.fixtures.agents import remove_domain, wait_for
@@ -146,63 +148,98 @@ def _ebtables_rules() -> str:
                                     capture_output=True, text=True).stdout.splitlines())
 
 
-def test_guest_nic_filter_drops_spoofing_and_blocked_addresses(
+def _boot(h, name: str, image: str) -> str:
+    return h.instance(name, image, hostname=f"kova-nf-{name}",
+                      resources={"vcpus": 1, "memoryMiB": 192, "diskGiB": 1})["metadata"]["uid"]
+
+
+def _shell(h, name: str) -> tuple[str, Path]:
+    """(leased address, console log) of a guest whose shell is up."""
+    got = wait_for(lambda: (o := h.get(name)) and (o.get("status") or {}).get(
+        "addresses") and o, BOOT_TIMEOUT, 0.5, f"{name}'s status.addresses")
+    log = Path(got["status"]["console"]["logPath"])
+    wait_for(lambda: "KOVA-SHELL: ttyS0" in _console(log), BOOT_TIMEOUT, 0.2, f"{name}'s shell")
+    return got["status"]["addresses"][0]["address"], log
+
+
+def _nic(conn, uid: str) -> ET.Element:
+    return ET.fromstring(conn.lookupByUUIDString(uid).XMLDesc(0)).find("devices/interface")
+
+
+def test_guest_nic_filter_drops_spoofing_blocked_addresses_and_other_namespaces(
     harness, libvirt_test_network, libvirt_qemu_conn, test_image, tmp_path
 ):
+    from tests.fixtures.agents import Harness
+
     conn = libvirt_qemu_conn
     net = conn.networkLookupByName(libvirt_test_network)
     subnet = _subnet(net)
     net_xml = ET.fromstring(net.XMLDesc(0))
     gateway, bridge = net_xml.find("ip").get("address"), net_xml.find("bridge").get("name")
+    spoof, peer_address = (str(subnet.network_address + i) for i in (252, 253))
 
+    # Guests a and b in the test's namespace, c in a second one.
+    other_ns = f"{harness.ns[:50]}-b"
+    harness.core.create_namespace({"metadata": {"name": other_ns}})
+    other = Harness(harness.api, harness.kubeconfig, other_ns, harness.tmp, harness.host)
     harness.image("kova-test-nf-" + uuid.uuid4().hex[:6], test_image)
+    image = harness.images[-1]
     agent_log = tmp_path / "agent.log"
     agent = AgentProcess(harness, tmp_path / "instances", agent_log,
                          "--network", libvirt_test_network,
-                         "--guest-blocked-network", EXTRA_BLOCKED)
-    name = f"{harness.ns}.nf"
-    console = listener = peer = None
+                         "--guest-blocked-network", EXTRA_BLOCKED,
+                         "--guest-allowed-network", f"{peer_address}/32")
+    consoles: dict[str, Console] = {}
+    listener = peer = None
+    uids: dict[str, str] = {}
     try:
-        obj = harness.instance("nf", harness.images[-1], hostname="kova-nf-guest",
-                               resources={"vcpus": 1, "memoryMiB": 256, "diskGiB": 1})
-        uid = obj["metadata"]["uid"]
-        harness.wait_phase("nf", "Running", timeout=60)
+        uids["a"] = _boot(harness, "a", image)
+        uids["b"] = _boot(harness, "b", image)
+        uids["c"] = _boot(other, "c", image)
+        for h, name in ((harness, "a"), (harness, "b"), (other, "c")):
+            h.wait_phase(name, "Running", timeout=90)
 
         # ---- the filter on the NIC, its binding, its rules in the kernel
-        dom = conn.lookupByUUIDString(uid)
-        nic = ET.fromstring(dom.XMLDesc(0)).find("devices/interface")
+        nic = _nic(conn, uids["a"])
         mac = nic.find("mac").get("address")
         tap = nic.find("target").get("dev")
         assert mac.startswith("0e:"), mac
         ref = nic.find("filterref")
-        assert ref is not None and ref.get("filter") == "kova-guest"
+        ns_filter, ns_peers = netfilter.namespace_filter_names(harness.ns)
+        assert ref is not None and ref.get("filter") == ns_filter
         params = {p.get("name"): p.get("value") for p in ref.findall("parameter")}
         assert params == {"MAC": mac, "CTRL_IP_LEARNING": "dhcp"}
+        assert _nic(conn, uids["b"]).find("filterref").get("filter") == ns_filter
+        assert _nic(conn, uids["c"]).find("filterref").get("filter") == \
+            netfilter.namespace_filter_names(other_ns)[0] != ns_filter
         bindings = {b.portDev(): b.filterName() for b in conn.listAllNWFilterBindings()}
-        assert bindings.get(tap) == "kova-guest", bindings
-        block = conn.nwfilterLookupByName("kova-guest-block").XMLDesc(0)
+        assert bindings.get(tap) == ns_filter, bindings
+        root = conn.nwfilterLookupByName(ns_filter).XMLDesc(0)
+        assert "kova-guest" in root and ns_peers in root
+        peers_xml = conn.nwfilterLookupByName(ns_peers).XMLDesc(0)
+        macs = {u: _nic(conn, u).find("mac").get("address") for u in uids.values()}
+        assert macs[uids["a"]] in peers_xml and macs[uids["b"]] in peers_xml
+        assert macs[uids["c"]] not in peers_xml
+        block = conn.nwfilterLookupByName("kova-guest-block").XMLDesc(0).replace("'", '"')
         for net_, mask in (("169.254.0.0", "16"), (gateway, "32"), ("127.0.0.1", "32"),
                            ("203.0.113.0", "24")):
-            assert f'dstipaddr="{net_}" dstipmask="{mask}"' in block.replace("'", '"'), net_
-        # ---- the guest's address (DHCP passed the filter) and its shell
-        got = wait_for(lambda: (o := harness.get("nf")) and (o.get("status") or {}).get(
-            "addresses") and o, BOOT_TIMEOUT, 0.5, "status.addresses")
-        address = got["status"]["addresses"][0]["address"]
+            assert f'dstipaddr="{net_}" dstipmask="{mask}"' in block, net_
+
+        # ---- the guests' addresses (DHCP passed the filter) and shells
+        addresses = {}
+        for h, name in ((harness, "a"), (harness, "b"), (other, "c")):
+            addresses[name], log = _shell(h, name)
+            consoles[name] = Console(conn, conn.lookupByUUIDString(uids[name]), log)
+            consoles[name].type(f"httpd -p {GUEST_PORT} -h /")
+        address, console = addresses["a"], consoles["a"]
         # With the lease seen, libvirt has instantiated the full rule set
         # (until then only DHCP passes).
-        rules = wait_for(lambda: (r := _ebtables_rules()) and "169.254.0.0" in r and r,
-                         30, 0.5, "the block list in ebtables")
-        assert f"libvirt-I-{tap}" in rules, rules[-2000:]
+        rules = wait_for(lambda: (r := _ebtables_rules()) and f"I-{tap}-ipv4-kova" in r
+                         and "169.254.0.0" in r and r, 30, 0.5, "the block list in ebtables")
         assert re.search(r"--ip-dst 169\.254\.0\.0/16 -j DROP", rules)
         assert re.search(rf"--ip-dst {re.escape(gateway)}(/32)? -j DROP", rules)
 
-        log = Path(got["status"]["console"]["logPath"])
-        wait_for(lambda: "KOVA-SHELL: ttyS0" in _console(log), BOOT_TIMEOUT, 0.2, "the shell")
-        console = Console(conn, dom, log)
-        console.type(f"httpd -p {GUEST_PORT} -h /")
-
         # ---- anti-spoofing, seen from a peer on the bridge
-        spoof, peer_address = (str(subnet.network_address + i) for i in (252, 253))
         assert ipaddress.ip_address(spoof) in subnet
         peer = Peer(bridge, peer_address, subnet.prefixlen)
         _connects = peer.connects
@@ -228,15 +265,27 @@ def test_guest_nic_filter_drops_spoofing_and_blocked_addresses(
         assert not console.ok(f"nc -w 3 {gateway} {listener.port} </dev/null")
         assert listener.accepted == 0
         assert not console.ok(f"ping -c 1 -W 2 {gateway}")
+
+        # ---- namespaces: a reaches b (its namespace), not c; c not a
+        assert _until(lambda: _connects(addresses["c"], GUEST_PORT)), "c's server is down"
+        assert _until(lambda: console.ok(f"nc -w 3 {addresses['b']} {GUEST_PORT} </dev/null")), \
+            "a guest cannot reach another guest of its namespace"
+        assert not console.ok(f"nc -w 3 {addresses['c']} {GUEST_PORT} </dev/null"), \
+            "a guest reached a guest of another namespace"
+        assert not consoles["c"].ok(f"nc -w 3 {address} {GUEST_PORT} </dev/null"), \
+            "a guest reached a guest of another namespace"
         print(f"\nguest {address} (MAC {mac}, tap {tap}): spoofed IP and MAC not heard, "
-              f"node address {gateway}:{listener.port} not reached, DNS on it reached")
+              f"node address {gateway}:{listener.port} not reached, DNS on it reached; "
+              f"{addresses['b']} (same namespace) reached, {addresses['c']} (other) not")
     finally:
-        if console is not None:
-            console.close()
+        for c in consoles.values():
+            c.close()
         if listener is not None:
             listener.close()
         if peer is not None:
             peer.close()
         agent.stop()
-        remove_domain(conn, name)
+        for ns, name in ((harness.ns, "a"), (harness.ns, "b"), (other_ns, "c")):
+            remove_domain(conn, f"{ns}.{name}")
+        harness.core.delete_namespace(other_ns)
         print(agent_log.read_text()[-3000:])
