@@ -18,12 +18,12 @@ from pathlib import Path
 from kova import sealing
 from kova.agents.metrics import AgentMetrics
 from kova.agents.settings import AgentSettings
-from kova.agents.virt.cpus import CpuLayout
 from kova.agents.virt import netfilter
+from kova.agents.virt.cpus import CpuLayout
 from kova.agents.virt.domain import choose_mac
-from kova.agents.virt.netfilter import FilterPolicy
-from kova.agents.virt.driver import LibvirtDriver
+from kova.agents.virt.driver import LibvirtDriver, domain_nics
 from kova.agents.virt.images import ImageCache
+from kova.agents.virt.netfilter import FilterPolicy
 from kova.kube import SyncKube
 from kova.workqueue import WorkQueue
 
@@ -130,14 +130,14 @@ class AgentContext:
         if self.guest_filter is None or self.guest_policy is None or self.guest_subnet is None:
             return self.guest_filter
         with self.filter_lock:
-            peers = {m for m, _, ns in self.driver.nics() if ns == namespace} | {mac}
+            peers = {m for m, _, ns in domain_nics(self.driver.conn) if ns == namespace} | {mac}
             return netfilter.ensure_namespace_filter(
                 self.driver.conn, namespace, self.guest_subnet, peers, self.guest_policy)
 
     def guest_mac(self, uid: str) -> str:
         """The MAC of ``uid``'s NIC: its domain's, else a new one no other
         domain on this host uses."""
-        return choose_mac(uid, self.driver.macs_in_use())
+        return choose_mac(uid, {mac: owner for mac, owner, _ in domain_nics(self.driver.conn)})
 
     @property
     def host(self) -> str:

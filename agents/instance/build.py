@@ -33,7 +33,6 @@ from kova.agents.virt.domain import (
     domain_name,
 )
 from kova.agents.virt.driver import DomainInfo, DriverError
-from kova.agents.virt.netfilter import filterref_params
 from kova.agents.virt.images import (
     CachedImage,
     ImageError,
@@ -42,6 +41,7 @@ from kova.agents.virt.images import (
     create_overlay,
     remove_tree,
 )
+from kova.agents.virt.netfilter import filterref_params
 from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.crds import objects as ob

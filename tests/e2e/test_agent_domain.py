@@ -7,12 +7,12 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from kova.agents.virt.domain import (
+    MAC_ATTEMPTS,
     DomainMetadata,
     DomainSpecError,
     build_domain_xml,
-    domain_name,
-    MAC_ATTEMPTS,
     choose_mac,
+    domain_name,
     mac_for,
     parse_domain_devices,
     parse_domain_metadata,
