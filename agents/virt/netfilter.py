@@ -21,7 +21,14 @@ UUIDs, redefined with the agent's current settings):
   gateway of the guests' libvirt network stays open for DHCP (udp 67) and
   DNS (udp/tcp 53) only, served there by libvirt's dnsmasq.
 
-Pure XML builders plus :func:`ensure_filters` (the only libvirt call)."""
+On a libvirt network (``--network``), a NIC references its namespace's
+filter instead (:func:`namespace_filter_xml`): kova-guest plus a chain in
+which a packet to the network's subnet passes only to the MAC of a guest of
+the same namespace on this host, to the gateway or to an allowed network, so
+guests of different namespaces do not reach each other.
+
+Pure XML builders plus :func:`ensure_filters` and
+:func:`ensure_namespace_filter` (the libvirt calls)."""
 
 from __future__ import annotations
 

@@ -61,3 +61,28 @@ def test_node_addresses_are_this_machines():
     addrs = nf.node_addresses()
     assert "127.0.0.1" in addrs
     assert all(isinstance(ipaddress.ip_address(a), ipaddress.IPv4Address) for a in addrs)
+
+
+def test_namespace_filter_passes_the_subnet_only_to_its_guests():
+    p = nf.policy([], ["192.168.5.253/32"], ["192.168.5.1"], gateway="192.168.5.1")
+    subnet = ipaddress.ip_network("192.168.5.0/24")
+    root_xml, chain_xml = nf.namespace_filter_xml(
+        "team-a", subnet, ["0e:00:00:00:00:02", "0e:00:00:00:00:01", "0e:00:00:00:00:01"], p)
+    name, peers = nf.namespace_filter_names("team-a")
+    assert name != nf.namespace_filter_names("team-b")[0]
+    root = ET.fromstring(root_xml)
+    assert root.get("name") == name and root.get("chain") == "root"
+    assert [r.get("filter") for r in root.findall("filterref")] == [nf.GUEST_FILTER, peers]
+    chain = ET.fromstring(chain_xml)
+    assert chain.get("name") == peers and chain.get("chain") == "ipv4-kns"
+    # evaluated before the block chain, which ends in clean-traffic's accept
+    assert int(chain.get("priority")) < nf.BLOCK_CHAIN_PRIORITY
+    rules = [(r.get("action"), int(r.get("priority")), dict(r.find("ip").attrib))
+             for r in chain.findall("rule")]
+    assert rules == [
+        ("return", 100, {"dstipaddr": "192.168.5.253", "dstipmask": "32"}),
+        ("return", 150, {"dstipaddr": "192.168.5.1"}),
+        ("return", 200, {"dstmacaddr": "0e:00:00:00:00:01"}),
+        ("return", 200, {"dstmacaddr": "0e:00:00:00:00:02"}),
+        ("drop", 500, {"dstipaddr": "192.168.5.0", "dstipmask": "24"}),
+    ]
