@@ -227,10 +227,11 @@ class Agent:
             return
         net = (netfilter.guest_network(conn, cfg.network) if cfg.network
                else netfilter.GuestNetwork())
-        addresses = [*netfilter.node_addresses(),
+        addresses = [*netfilter.node_addresses(), *(net.gateway or "").split(),
                      *netfilter.url_addresses([self.ctx.kube.aio.creds.server,
                                                cfg.placement_url])]
-        policy = netfilter.policy(cfg.guest_blocked_networks, cfg.guest_allowed_networks,
+        policy = netfilter.policy([*cfg.node_addresses, *cfg.guest_blocked_networks],
+                                  cfg.guest_allowed_networks,
                                   addresses, net.gateway)
         netfilter.ensure_filters(conn, policy)
         self.ctx.guest_filter = netfilter.GUEST_FILTER

@@ -121,6 +121,11 @@ class AgentSettings:
         "addresses, the API server and Placement: the cluster's control-plane, pod and "
         "service networks (repeatable).",
         flag="--guest-blocked-network", metavar="CIDR", convert=_networks)
+    node_addresses: tuple[str, ...] = setting(
+        (), "This node's addresses, blocked for guests besides the local addresses the agent "
+        "sees and the guest network's gateway (the chart gives the node's status.hostIP: the "
+        "agent's pod has a network namespace of its own) (repeatable).",
+        flag="--node-address", metavar="CIDR", convert=_networks)
     guest_allowed_networks: tuple[str, ...] = setting(
         (), "Network (CIDR) guests may reach even if it is blocked (repeatable).",
         flag="--guest-allowed-network", metavar="CIDR", convert=_networks)

@@ -86,3 +86,22 @@ def test_namespace_filter_passes_the_subnet_only_to_its_guests():
         ("return", 200, {"dstmacaddr": "0e:00:00:00:00:02"}),
         ("drop", 500, {"dstipaddr": "192.168.5.0", "dstipmask": "24"}),
     ]
+
+
+def test_node_addresses_from_the_kernels_local_routes(tmp_path):
+    fib = tmp_path / "fib_trie"
+    fib.write_text("""Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 10.1.2.3
+        /32 host LOCAL
+     |-- 10.1.2.255
+        /32 link BROADCAST
+Local:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 10.1.2.3
+        /32 host LOCAL
+     |-- 127.0.0.1
+        /32 host LOCAL
+""")
+    assert nf.node_addresses(fib) == ["10.1.2.3", "127.0.0.1"]
+    assert nf.node_addresses(tmp_path / "missing") == []
