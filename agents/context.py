@@ -122,6 +122,10 @@ class AgentContext:
     #: Held while a namespace's filter is rewritten (two builds in one
     #: namespace must not drop each other's MAC).
     filter_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: namespace -> MACs given to its guests by this agent, so that builds
+    #: running side by side (whose domains are not defined yet) keep each
+    #: other's MAC in the namespace's filter.
+    namespace_macs: dict[str, set[str]] = field(default_factory=dict)
 
     def nic_filter(self, namespace: str, mac: str) -> str | None:
         """The nwfilter for a NIC with ``mac`` of a guest of ``namespace``:
@@ -130,7 +134,9 @@ class AgentContext:
         if self.guest_filter is None or self.guest_policy is None or self.guest_subnet is None:
             return self.guest_filter
         with self.filter_lock:
-            peers = {m for m, _, ns in domain_nics(self.driver.conn) if ns == namespace} | {mac}
+            given = self.namespace_macs.setdefault(namespace, set())
+            given.add(mac)
+            peers = {m for m, _, ns in domain_nics(self.driver.conn) if ns == namespace} | given
             return netfilter.ensure_namespace_filter(
                 self.driver.conn, namespace, self.guest_subnet, peers, self.guest_policy)
 
