@@ -10,6 +10,7 @@ to the heartbeat, the registration, the watch and the Instance modules.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,12 @@ from pathlib import Path
 from kova import sealing
 from kova.agents.metrics import AgentMetrics
 from kova.agents.settings import AgentSettings
+from kova.agents.virt import netfilter
 from kova.agents.virt.cpus import CpuLayout
-from kova.agents.virt.driver import LibvirtDriver
+from kova.agents.virt.domain import choose_mac
+from kova.agents.virt.driver import LibvirtDriver, domain_nics
 from kova.agents.virt.images import ImageCache
+from kova.agents.virt.netfilter import FilterPolicy
 from kova.kube import SyncKube
 from kova.workqueue import WorkQueue
 
@@ -106,6 +110,40 @@ class AgentContext:
     #: Held while dedicated CPUs are chosen and the domain defined, so that
     #: two builds never pick the same CPU.
     pinning: threading.Lock = field(default_factory=threading.Lock)
+    #: The nwfilter on guest NICs and its parameters (set at start by
+    #: :meth:`kova.agents.app.Agent.start`; None: no filter).
+    guest_filter: str | None = None
+    #: The guests' network serves DHCP (libvirt learns their IP from the lease).
+    guest_dhcp: bool = False
+    #: What guests may not reach, and the subnet of the node's guest network
+    #: (a libvirt network: namespaces are isolated on it; None: not known).
+    guest_policy: FilterPolicy | None = None
+    guest_subnet: ipaddress.IPv4Network | None = None
+    #: Held while a namespace's filter is rewritten (two builds in one
+    #: namespace must not drop each other's MAC).
+    filter_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: namespace -> MACs given to its guests by this agent, so that builds
+    #: running side by side (whose domains are not defined yet) keep each
+    #: other's MAC in the namespace's filter.
+    namespace_macs: dict[str, set[str]] = field(default_factory=dict)
+
+    def nic_filter(self, namespace: str, mac: str) -> str | None:
+        """The nwfilter for a NIC with ``mac`` of a guest of ``namespace``:
+        the namespace's (redefined with the MACs of the namespace's guests on
+        this host, ``mac`` included) on a libvirt network, else kova-guest."""
+        if self.guest_filter is None or self.guest_policy is None or self.guest_subnet is None:
+            return self.guest_filter
+        with self.filter_lock:
+            given = self.namespace_macs.setdefault(namespace, set())
+            given.add(mac)
+            peers = {m for m, _, ns in domain_nics(self.driver.conn) if ns == namespace} | given
+            return netfilter.ensure_namespace_filter(
+                self.driver.conn, namespace, self.guest_subnet, peers, self.guest_policy)
+
+    def guest_mac(self, uid: str) -> str:
+        """The MAC of ``uid``'s NIC: its domain's, else a new one no other
+        domain on this host uses."""
+        return choose_mac(uid, {mac: owner for mac, owner, _ in domain_nics(self.driver.conn)})
 
     @property
     def host(self) -> str:

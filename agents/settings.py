@@ -118,6 +118,23 @@ class AgentSettings:
         type=click.Choice(["default", "batch", "idle"]))
     network: str | None = setting(None, "libvirt network for the guests' NIC (none: no NIC).")
     bridge: str | None = setting(None, "Host bridge for the guests' NIC (instead of --network).")
+    guest_network_filter: bool = setting(
+        True, "Put libvirt's clean-traffic filter and Kova's block list (kova-guest nwfilter) "
+        "on every guest NIC: no MAC/IP/ARP spoofing, no link-local, node, API server, "
+        "Placement or --guest-blocked-network addresses.")
+    guest_blocked_networks: tuple[str, ...] = setting(
+        (), "Network (CIDR) guests must not reach, besides link-local, the node's own "
+        "addresses, the API server and Placement: the cluster's control-plane, pod and "
+        "service networks (repeatable).",
+        flag="--guest-blocked-network", metavar="CIDR", convert=_networks)
+    node_addresses: tuple[str, ...] = setting(
+        (), "This node's addresses, blocked for guests besides the local addresses the agent "
+        "sees and the guest network's gateway (the chart gives the node's status.hostIP: the "
+        "agent's pod has a network namespace of its own) (repeatable).",
+        flag="--node-address", metavar="CIDR", convert=_networks)
+    guest_allowed_networks: tuple[str, ...] = setting(
+        (), "Network (CIDR) guests may reach even if it is blocked (repeatable).",
+        flag="--guest-allowed-network", metavar="CIDR", convert=_networks)
     disk_cache: str | None = setting(
         None, "Cache mode of the guests' disks (default: none if the instance directory "
         "supports O_DIRECT, else writeback).",

@@ -8,6 +8,9 @@ PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-clients libvirt-dev pkg-config
   libvirt-daemon-config-network dnsmasq-base iptables
+  # libvirt's stock network filters (clean-traffic, ...) that the agent's
+  # guest filter references (agents/virt/netfilter.py)
+  libvirt-daemon-config-nwfilter
   # UEFI firmware (OVMF) for Images with properties.firmware: uefi
   ovmf
   # reaps the exited QEMU processes libvirtd double-forks (hack/start-libvirt.sh)

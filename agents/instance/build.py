@@ -31,7 +31,6 @@ from kova.agents.virt.domain import (
     DomainSpec,
     build_domain_xml,
     domain_name,
-    mac_for,
 )
 from kova.agents.virt.driver import DomainInfo, DriverError
 from kova.agents.virt.images import (
@@ -42,6 +41,7 @@ from kova.agents.virt.images import (
     create_overlay,
     remove_tree,
 )
+from kova.agents.virt.netfilter import filterref_params
 from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.crds import objects as ob
@@ -128,8 +128,10 @@ class Builder:
         if not files.disk.exists():
             create_overlay(cached, files.disk, int(res["diskGiB"]) * GiB)
         steps("overlay")
-        self.userdata.write_seed(obj, files)
-        spec = self._domain_spec(obj, res, source, files, ob.spec(image).get("properties") or {})
+        mac = self.ctx.guest_mac(uid) if self.ctx.with_nic else None
+        self.userdata.write_seed(obj, files, mac=mac)
+        spec = self._domain_spec(obj, res, source, files, ob.spec(image).get("properties") or {},
+                                 mac=mac)
         steps("seed")
         with self.ctx.pinning:
             if self.dedicated(obj):
@@ -173,13 +175,15 @@ class Builder:
         self.teardown.remove_stale(old_info.uuid, key)
 
     def _domain_spec(self, obj: dict, res: dict, source: ImageSource,
-                     files: InstanceFiles, props: dict) -> DomainSpec:
+                     files: InstanceFiles, props: dict, mac: str | None = None) -> DomainSpec:
         """The domain of ``obj``: its size, files, the agent's settings and
         the Image's properties (``props``: firmware; a UEFI guest keeps its
         variables in the Instance's directory)."""
         cfg, md = self.ctx.cfg, obj["metadata"]
         uid = md["uid"]
         uefi = props.get("firmware") == names.Firmware.UEFI
+        if mac is None and self.ctx.with_nic:
+            mac = self.ctx.guest_mac(uid)
         arch = self.check_arch(source.name, props.get("architecture") or "x86_64")
         return DomainSpec(
             meta=DomainMetadata(
@@ -207,7 +211,9 @@ class Builder:
             disk_cache=self.ctx.disk_cache,
             network=cfg.network,
             bridge=cfg.bridge,
-            mac=mac_for(uid),
+            mac=mac,
+            nwfilter=self.ctx.nic_filter(md["namespace"], mac) if mac else None,
+            nwfilter_params=filterref_params(mac, self.ctx.guest_dhcp) if mac else (),
             vcpu_scheduler=cfg.guest_vcpu_scheduler,  # type: ignore[arg-type]
             vnc=cfg.vnc,
             shared_cpuset=self.ctx.cpus.shared_cpuset,

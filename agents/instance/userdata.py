@@ -24,7 +24,7 @@ from kova.agents.context import AgentContext, InstanceFiles
 from kova.agents.instance import decisions, restart_fields
 from kova.agents.instance.decisions import BuildError
 from kova.agents.instance.report import Reporter
-from kova.agents.virt.domain import DomainMetadata, mac_for
+from kova.agents.virt.domain import DomainMetadata
 from kova.agents.virt.seed import write_nocloud_seed
 from kova.crds import names
 from kova.crds import objects as ob
@@ -154,18 +154,22 @@ class UserData:
         """The Instance is gone or being deleted: no more waiting for it."""
         self.ctx.memory.secret_waits.pop(key, None)
 
-    def write_seed(self, obj: dict, files: InstanceFiles, instance_id: str | None = None) -> None:
+    def write_seed(self, obj: dict, files: InstanceFiles, instance_id: str | None = None,
+                   mac: str | None = None) -> None:
         """The NoCloud seed: meta-data (``instance_id``, by default the uid;
         ``spec.hostname`` or the Instance name, ``spec.sshKeys``), the user
-        data, and with a NIC a network-config doing DHCP on it."""
+        data, and with a NIC (``mac``, by default the domain's) a
+        network-config doing DHCP on it."""
         md, spec = obj["metadata"], ob.spec(obj)
         uid = md["uid"]
+        if mac is None and self.ctx.with_nic:
+            mac = self.ctx.guest_mac(uid)
         write_nocloud_seed(
             files.seed,
             meta_data(instance_id or uid, spec.get("hostname") or md["name"],
                       spec.get("sshKeys")),
             read_user_data(self.ctx, obj),
-            network_config(mac_for(uid)) if self.ctx.with_nic else None,
+            network_config(mac) if mac else None,
         )
 
     def fresh_seed(self, obj: dict, meta: DomainMetadata) -> DomainMetadata:

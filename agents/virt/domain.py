@@ -16,7 +16,9 @@ Choices (the reasons are in ``docs/agent.md``):
 * the serial console is a pty whose output virtlogd also appends to a log
   file, so ``virsh console`` works and the log survives restarts;
 * no NIC unless a libvirt network or bridge is configured: the MAC address is
-  derived from the uid, so it is stable across redefinitions;
+  derived from the uid, so it is stable across redefinitions, in Kova's
+  locally administered range ``0e:xx:xx:xx:xx:xx``; the NIC carries the
+  agent's network filter (:mod:`kova.agents.virt.netfilter`);
 * a VGA display with a VNC server that listens on no address at all
   (``<listen type='none'/>``): the agent reaches it through libvirt
   (``virDomainOpenGraphicsFD``) for ``kubectl kova vnc``, nothing else can.
@@ -97,6 +99,9 @@ class DomainSpec:
     #: A host bridge name (alternative to network), or None.
     bridge: str | None = None
     mac: str | None = None
+    #: A libvirt nwfilter on the NIC (``<filterref>``) and its parameters.
+    nwfilter: str | None = None
+    nwfilter_params: tuple[tuple[str, str], ...] = ()
     #: Expose a virtio-serial channel for the QEMU guest agent.
     guest_agent: bool = True
     emulator: str | None = None
@@ -130,11 +135,34 @@ def domain_name(namespace: str, name: str) -> str:
     return f"{namespace}.{name}"
 
 
-def mac_for(uid: str) -> str:
-    """A stable, locally administered MAC address for an Instance (QEMU's
-    52:54:00 prefix, as libvirt would pick, but derived from the uid)."""
-    digest = hashlib.sha256(uid.encode()).digest()
-    return "52:54:00:{:02x}:{:02x}:{:02x}".format(*digest[:3])
+#: First octet of every MAC address Kova derives: locally administered
+#: (bit 1 set), unicast (bit 0 clear); the other 40 bits come from the uid.
+MAC_PREFIX = 0x0E
+#: How many derivations :func:`choose_mac` tries before giving up.
+MAC_ATTEMPTS = 16
+
+
+def mac_for(uid: str, attempt: int = 0) -> str:
+    """A stable, locally administered MAC address for an Instance:
+    ``0e:`` and 40 bits of SHA-256 of its uid (and of ``attempt``, the
+    number of collisions on the host that came before; see docs/security.md
+    for the probability of a collision on one L2 segment)."""
+    key = uid if attempt == 0 else f"{uid}#{attempt}"
+    digest = hashlib.sha256(key.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (MAC_PREFIX, *digest[:5]))
+
+
+def choose_mac(uid: str, in_use: dict[str, str]) -> str:
+    """The MAC for ``uid`` given the host's MACs in use (MAC -> domain uuid):
+    its own if it has one, else the first derivation no other domain uses."""
+    for mac, owner in in_use.items():
+        if owner == uid:
+            return mac
+    for attempt in range(MAC_ATTEMPTS):
+        mac = mac_for(uid, attempt)
+        if mac not in in_use:
+            return mac
+    raise DomainSpecError(f"no free MAC address for {uid} after {MAC_ATTEMPTS} attempts")
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -303,6 +331,10 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
             _sub(nic, "source", bridge=spec.bridge or "")
         _sub(nic, "mac", address=spec.mac or mac_for(spec.meta.uid))
         _sub(nic, "model", type=spec.nic_model)
+        if spec.nwfilter:
+            ref = _sub(nic, "filterref", filter=spec.nwfilter)
+            for pname, pvalue in spec.nwfilter_params:
+                _sub(ref, "parameter", name=pname, value=pvalue)
 
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "log", file=spec.console_log, append="on")

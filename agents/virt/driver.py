@@ -28,6 +28,7 @@ from kova.agents.virt.domain import (
     DomainMetadata,
     DomainSpecError,
     instance_metadata_element,
+    parse_domain_devices,
     parse_domain_metadata,
 )
 from kova.crds import names
@@ -558,6 +559,25 @@ class LibvirtDriver:
             libvirt_version=_version(conn.getLibVersion()),
             firmwares=guest_firmwares(conn, arch, virttype, machine),
         )
+
+
+def domain_nics(conn: libvirt.virConnect) -> list[tuple[str, str, str]]:
+    """(MAC address, domain UUID, Kova namespace or "") of every NIC of
+    every domain on the host (Kova's or not)."""
+    out: list[tuple[str, str, str]] = []
+    try:
+        doms = conn.listAllDomains(0)
+    except libvirt.libvirtError as exc:
+        raise DriverError(f"listing domains failed: {exc}", exc.get_error_code()) from exc
+    for dom in doms:
+        try:
+            uuid, xml = dom.UUIDString(), dom.XMLDesc(0)
+        except libvirt.libvirtError:
+            continue  # vanished while we looked
+        meta = parse_domain_metadata(xml)
+        for mac in parse_domain_devices(xml).macs:
+            out.append((mac.lower(), uuid, meta.namespace if meta else ""))
+    return out
 
 
 def guest_stats(driver: LibvirtDriver) -> list[tuple[DomainMetadata, dict]]:

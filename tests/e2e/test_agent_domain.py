@@ -7,9 +7,11 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from kova.agents.virt.domain import (
+    MAC_ATTEMPTS,
     DomainMetadata,
     DomainSpecError,
     build_domain_xml,
+    choose_mac,
     domain_name,
     mac_for,
     parse_domain_devices,
@@ -148,7 +150,35 @@ def test_nic_on_bridge(make_spec):
 def test_mac_is_deterministic_and_local():
     a, b = mac_for("uid-1"), mac_for("uid-2")
     assert a == mac_for("uid-1") and a != b
-    assert a.startswith("52:54:00:") and len(a) == 17
+    assert a.startswith("0e:") and len(a) == 17
+    first = int(a[:2], 16)
+    assert first & 0b10 and not first & 0b01  # locally administered, unicast
+    assert mac_for("uid-1", 1) not in (a, b)
+
+
+def test_choose_mac_keeps_a_domains_own_and_skips_taken_ones():
+    a0, a1, a2 = (mac_for("uid-a", i) for i in range(3))
+    assert choose_mac("uid-a", {}) == a0
+    # its domain already has a MAC (an older 52:54:00 one): kept
+    assert choose_mac("uid-a", {"52:54:00:aa:bb:cc": "uid-a", a0: "other"}) == \
+        "52:54:00:aa:bb:cc"
+    # another domain on the host has the derived MAC: the next derivation
+    assert choose_mac("uid-a", {a0: "other"}) == a1
+    assert choose_mac("uid-a", {a0: "x", a1: "y"}) == a2
+    taken = {mac_for("uid-a", i): f"d{i}" for i in range(MAC_ATTEMPTS)}
+    with pytest.raises(DomainSpecError, match="no free MAC"):
+        choose_mac("uid-a", taken)
+
+
+def test_nic_filterref_with_parameters(make_spec):
+    spec = make_spec(network="kova-isolated", mac="0e:01:02:03:04:05", nwfilter="kova-guest",
+                     nwfilter_params=(("MAC", "0e:01:02:03:04:05"),
+                                      ("CTRL_IP_LEARNING", "dhcp")))
+    ref = _root(spec).find("devices/interface/filterref")
+    assert ref.get("filter") == "kova-guest"
+    assert [(p.get("name"), p.get("value")) for p in ref.findall("parameter")] == [
+        ("MAC", "0e:01:02:03:04:05"), ("CTRL_IP_LEARNING", "dhcp")]
+    assert _root(make_spec(network="n")).find("devices/interface/filterref") is None
 
 
 def test_uefi_firmware(make_spec):

@@ -1,0 +1,289 @@
+"""The network filter on every guest NIC (libvirt nwfilter).
+
+Every interface the agent defines carries ``<filterref filter='kova-guest'>``
+with the guest's MAC address; ``kova-guest`` is two filters the agent defines
+on libvirtd at start (:func:`ensure_filters`, idempotent: same names, same
+UUIDs, redefined with the agent's current settings):
+
+* libvirt's stock ``clean-traffic`` (package libvirt-daemon-config-nwfilter):
+  the guest sends only from its own MAC and its own IPv4 address (learned
+  from its DHCP lease on a libvirt network, ``CTRL_IP_LEARNING=dhcp``; from
+  its first packet on a host bridge), ARP only for those, and no other L2
+  protocol than IPv4 and ARP (so no IPv6, no STP, no VLAN tags);
+* ``kova-guest-block``, an ``ipv4`` chain evaluated after the anti-spoofing
+  chain and before clean-traffic accepts outgoing IPv4: packets *from* the
+  guest to a blocked network are dropped.  Blocked by default: link-local
+  (169.254.0.0/16, cloud metadata addresses), every address of the node
+  (kubelet, the agent's own ports, the libvirt network's gateway), the API
+  server's and Placement's addresses, and the networks of
+  ``--guest-blocked-network`` (the cluster's pod and service networks, the
+  control plane).  ``--guest-allowed-network`` opens a network again; the
+  gateway of the guests' libvirt network stays open for DHCP (udp 67) and
+  DNS (udp/tcp 53) only, served there by libvirt's dnsmasq.
+
+On a libvirt network (``--network``), a NIC references its namespace's
+filter instead (:func:`namespace_filter_xml`): kova-guest plus a chain in
+which a packet to the network's subnet passes only to the MAC of a guest of
+the same namespace on this host, to the gateway or to an allowed network, so
+guests of different namespaces do not reach each other.
+
+Pure XML builders plus :func:`ensure_filters` and
+:func:`ensure_namespace_filter` (the libvirt calls)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import logging
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+GUEST_FILTER = "kova-guest"
+BLOCK_FILTER = "kova-guest-block"
+STOCK_FILTER = "clean-traffic"
+#: Between clean-traffic's anti-spoofing chain (ipv4-ip, -710) and its
+#: "accept outgoing IPv4" root rule (-650).
+BLOCK_CHAIN_PRIORITY = -680
+LINK_LOCAL = ipaddress.ip_network("169.254.0.0/16")
+_UUID_NS = uuid.UUID("6b6f7661-2d6e-7766-696c-746572000000")
+
+Network = ipaddress.IPv4Network
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """A port on a blocked address guests may still reach (DHCP, DNS)."""
+
+    address: str
+    protocol: str  # udp or tcp
+    port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterPolicy:
+    """What guests may not reach: the networks blocked and those opened."""
+
+    blocked: tuple[Network, ...]
+    allowed: tuple[Network, ...] = ()
+    services: tuple[Service, ...] = ()
+
+
+def _v4(networks: Iterable[object]) -> list[Network]:
+    out: list[Network] = []
+    for n in networks:
+        net = ipaddress.ip_network(str(n), strict=False)
+        if isinstance(net, ipaddress.IPv4Network) and net not in out:
+            out.append(net)
+    return out
+
+
+def node_addresses(fib_trie: Path = Path("/proc/net/fib_trie")) -> list[str]:
+    """The IPv4 addresses local to this network namespace, loopback
+    included: the kernel's local routes (``/32 host LOCAL`` under an
+    address in ``/proc/net/fib_trie``), no tool needed."""
+    try:
+        lines = fib_trie.read_text().splitlines()
+    except OSError as exc:
+        log.warning("cannot list the node's addresses for the guest filter: %s", exc)
+        return []
+    out: list[str] = []
+    for prev, line in zip(lines, lines[1:]):
+        if line.strip() == "/32 host LOCAL" and "|--" in prev:
+            address = prev.split("|--", 1)[1].strip()
+            if address not in out:
+                out.append(address)
+    return out
+
+
+def url_addresses(urls: Iterable[str | None]) -> list[str]:
+    """The IPv4 addresses the hosts of ``urls`` resolve to (API server, Placement)."""
+    import socket
+
+    out: list[str] = []
+    for url in urls:
+        host = urlsplit(url).hostname if url else None
+        if not host:
+            continue
+        try:
+            infos = socket.getaddrinfo(host, None, socket.AF_INET)
+        except OSError as exc:
+            log.warning("cannot resolve %s for the guest filter: %s", host, exc)
+            continue
+        out.extend(str(i[4][0]) for i in infos)
+    return out
+
+
+def policy(extra_blocked: Iterable[object], allowed: Iterable[object],
+           addresses: Iterable[str], gateway: str | None = None) -> FilterPolicy:
+    """The default policy: link-local, ``addresses`` (the node's, the API
+    server's, Placement's) as /32s and ``extra_blocked``; ``allowed`` open;
+    the guest network's ``gateway`` open for DHCP and DNS."""
+    blocked = _v4([LINK_LOCAL, *(f"{a}/32" for a in addresses), *extra_blocked])
+    services: tuple[Service, ...] = ()
+    if gateway:
+        services = (Service(gateway, "udp", 67), Service(gateway, "udp", 53),
+                    Service(gateway, "tcp", 53))
+    return FilterPolicy(tuple(blocked), tuple(_v4(allowed)), services)
+
+
+def _filter(name: str, chain: str, priority: int | None = None) -> ET.Element:
+    attrs = {"name": name, "chain": chain}
+    if priority is not None:
+        attrs["priority"] = str(priority)
+    el = ET.Element("filter", attrs)
+    ET.SubElement(el, "uuid").text = str(uuid.uuid5(_UUID_NS, name))
+    return el
+
+
+def _rule(parent: ET.Element, action: str, priority: int, **ip: str) -> None:
+    rule = ET.SubElement(parent, "rule", {"action": action, "direction": "out",
+                                         "priority": str(priority)})
+    ET.SubElement(rule, "ip", ip)
+
+
+def block_filter_xml(p: FilterPolicy) -> str:
+    """``kova-guest-block``: allowed networks and services return (go on to
+    clean-traffic's accept), blocked networks drop."""
+    f = _filter(BLOCK_FILTER, "ipv4-kova", BLOCK_CHAIN_PRIORITY)
+    for net in p.allowed:
+        _rule(f, "return", 100, dstipaddr=str(net.network_address), dstipmask=str(net.prefixlen))
+    for s in p.services:
+        _rule(f, "return", 200, dstipaddr=s.address, protocol=s.protocol,
+              dstportstart=str(s.port), dstportend=str(s.port))
+    for net in p.blocked:
+        _rule(f, "drop", 500, dstipaddr=str(net.network_address), dstipmask=str(net.prefixlen))
+    ET.indent(f)
+    return ET.tostring(f, encoding="unicode")
+
+
+def guest_filter_xml() -> str:
+    """``kova-guest``: clean-traffic, then the block chain."""
+    f = _filter(GUEST_FILTER, "root")
+    ET.SubElement(f, "filterref", {"filter": STOCK_FILTER})
+    ET.SubElement(f, "filterref", {"filter": BLOCK_FILTER})
+    ET.indent(f)
+    return ET.tostring(f, encoding="unicode")
+
+
+def namespace_filter_names(namespace: str) -> tuple[str, str]:
+    """(the NIC's filter, its peers chain) of a Kubernetes namespace."""
+    h = hashlib.sha256(namespace.encode()).hexdigest()[:12]
+    return f"kova-ns-{h}", f"kova-ns-{h}-peers"
+
+
+def namespace_filter_xml(namespace: str, subnet: Network, peer_macs: Iterable[str],
+                         p: FilterPolicy) -> tuple[str, str]:
+    """The two filters of a namespace's guests on the node's guest network
+    ``subnet``: the NIC's (kova-guest plus the peers chain) and the peers
+    chain, in which a packet to an address of ``subnet`` passes only to the
+    MAC of a guest of the same namespace (``peer_macs``), to the gateway
+    (its services are kova-guest-block's) or to an allowed network."""
+    name, peers = namespace_filter_names(namespace)
+    root = _filter(name, "root")
+    ET.SubElement(root, "filterref", {"filter": GUEST_FILTER})
+    ET.SubElement(root, "filterref", {"filter": peers})
+    chain = _filter(peers, "ipv4-kns", BLOCK_CHAIN_PRIORITY - 5)
+    for net in p.allowed:
+        _rule(chain, "return", 100, dstipaddr=str(net.network_address),
+              dstipmask=str(net.prefixlen))
+    for address in sorted({s.address for s in p.services}):
+        _rule(chain, "return", 150, dstipaddr=address)
+    for mac in sorted(set(peer_macs)):
+        _rule(chain, "return", 200, dstmacaddr=mac)
+    _rule(chain, "drop", 500, dstipaddr=str(subnet.network_address),
+          dstipmask=str(subnet.prefixlen))
+    ET.indent(root)
+    ET.indent(chain)
+    return ET.tostring(root, encoding="unicode"), ET.tostring(chain, encoding="unicode")
+
+
+def ensure_namespace_filter(conn, namespace: str, subnet: Network,
+                            peer_macs: Iterable[str], p: FilterPolicy) -> str:
+    """Define (or redefine: libvirt re-applies it to the running guests'
+    NICs) the filters of ``namespace``; the NIC's filter name."""
+    root, chain = namespace_filter_xml(namespace, subnet, peer_macs, p)
+    conn.nwfilterDefineXML(chain)
+    conn.nwfilterDefineXML(root)
+    return namespace_filter_names(namespace)[0]
+
+
+def filterref_params(mac: str, dhcp: bool) -> tuple[tuple[str, str], ...]:
+    """The parameters of a NIC's ``<filterref>``: its MAC and how libvirt
+    learns its IP address (from the DHCP lease on a libvirt network)."""
+    params = [("MAC", mac)]
+    if dhcp:
+        params.append(("CTRL_IP_LEARNING", "dhcp"))
+    return tuple(params)
+
+
+class FilterError(RuntimeError):
+    """The guest filter cannot be defined (libvirt's stock filters missing)."""
+
+
+#: Where libvirt-daemon-config-nwfilter puts libvirt's stock filters.
+STOCK_DIR = Path("/etc/libvirt/nwfilter")
+
+
+def _define_stock(conn, directory: Path) -> int:
+    """Define libvirt's stock filters from their package's files (a libvirtd
+    started before the package was installed has not read them)."""
+    import libvirt
+
+    defined = 0
+    for path in sorted(directory.glob("*.xml")):
+        try:
+            conn.nwfilterDefineXML(path.read_text())
+            defined += 1
+        except (OSError, libvirt.libvirtError) as exc:
+            log.warning("defining the stock network filter %s failed: %s", path, exc)
+    return defined
+
+
+def ensure_filters(conn, p: FilterPolicy, stock_dir: Path = STOCK_DIR) -> None:
+    """Define (or redefine) ``kova-guest-block`` and ``kova-guest`` on the
+    libvirt connection ``conn``; libvirt's stock filters too if libvirtd
+    has not loaded them."""
+    import libvirt
+
+    try:
+        conn.nwfilterLookupByName(STOCK_FILTER)
+    except libvirt.libvirtError as exc:
+        if not (stock_dir / f"{STOCK_FILTER}.xml").is_file():
+            raise FilterError(
+                f"libvirt has no {STOCK_FILTER!r} network filter ({exc}) and "
+                f"{stock_dir} has none: install libvirt-daemon-config-nwfilter on the "
+                "node") from None
+        log.info("libvirtd has no %s filter: defined %d stock filters from %s",
+                 STOCK_FILTER, _define_stock(conn, stock_dir), stock_dir)
+    conn.nwfilterDefineXML(block_filter_xml(p))
+    conn.nwfilterDefineXML(guest_filter_xml())
+    log.info("guest network filter %s: %d blocked networks, %d allowed, %d services",
+             GUEST_FILTER, len(p.blocked), len(p.allowed), len(p.services))
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestNetwork:
+    """The IPv4 side of a libvirt network: gateway, subnet, DHCP."""
+
+    gateway: str | None = None
+    subnet: Network | None = None
+    dhcp: bool = False
+
+
+def guest_network(conn, network: str) -> GuestNetwork:
+    """Gateway, subnet and DHCP of the libvirt network ``network``."""
+    root = ET.fromstring(conn.networkLookupByName(network).XMLDesc(0))
+    for ip in root.findall("ip"):
+        address = ip.get("address")
+        if ip.get("family", "ipv4") == "ipv4" and address:
+            prefix = ip.get("prefix") or ip.get("netmask") or "24"
+            subnet = ipaddress.ip_interface(f"{address}/{prefix}").network
+            assert isinstance(subnet, ipaddress.IPv4Network)
+            return GuestNetwork(address, subnet, ip.find("dhcp") is not None)
+    return GuestNetwork()

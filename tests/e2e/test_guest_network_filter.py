@@ -1,0 +1,303 @@
+"""Probes of a guest's network boundary, on a real QEMU guest: the agent
+(a process, ``--network`` on the NAT network of
+``hack/start-libvirt-network.sh``) puts the ``kova-guest`` nwfilter on the
+NIC, and packets that break its rules are dropped by the kernel.
+
+Three guests, a and b in one namespace, c in another, typed at through
+their serial consoles (libvirt's console stream):
+
+* the NIC's ``<filterref>`` names kova-guest with the guest's MAC, libvirt
+  holds a binding for the tap, and the bridge's ebtables chains carry the
+  block list (link-local, the gateway, the API server's address, the extra
+  ``--guest-blocked-network``);
+* anti-spoofing: a TCP server in the guest answers a peer on the bridge (a
+  network namespace of the test with a veth port) on its leased address;
+  the same guest answering from an address it gave itself, or from a MAC it
+  set itself, is not heard;
+* blocked addresses: the guest reaches libvirt's DNS server on the gateway
+  (tcp 53, opened), but not a TCP server of the host on that same gateway
+  address (the node's own address, blocked), which sees no connection;
+* namespaces: a reaches b's server, not c's; c does not reach a's.
+
+Not exercised here: a guest reaching 169.254.169.254 (nothing answers there
+on this machine, so a drop would look like silence either way: the rule is
+checked in ebtables instead), and the API server / Placement addresses of a
+real cluster (here loopback, which guests cannot reach anyway).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import subprocess
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from kova.agents.virt import netfilter
+from tests.e2e.test_boot_burst import AgentProcess, _console
+from tests.e2e.test_boot_network import _subnet
+from tests.fixtures.agents import remove_domain, wait_for
+from tests.helpers import BOOT_TIMEOUT
+
+GUEST_PORT = 8080
+EXTRA_BLOCKED = "203.0.113.0/24"
+
+
+class Console:
+    """Commands typed into the guest's shell; answers read from its log."""
+
+    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, log: Path) -> None:
+        self.stream = conn.newStream(0)
+        dom.openConsole(None, self.stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        self.log = log
+        self.n = 0
+
+    def type(self, line: str) -> None:
+        self.stream.send((line + "\r").encode())
+
+    def ok(self, command: str, timeout: float = 30) -> bool:
+        """Whether ``command`` exits 0 in the guest."""
+        self.n += 1
+        tag = f"KOVA-PROBE-{self.n}"
+        self.type(f"echo {tag}=$({command} >/dev/null 2>&1 && echo yes || echo no)")
+        found = wait_for(lambda: re.search(rf"{tag}=(yes|no)\b", _console(self.log)),
+                         timeout, 0.2, f"the guest's answer to {command!r}")
+        return found.group(1) == "yes"
+
+    def close(self) -> None:
+        try:
+            self.stream.abort()
+        except libvirt.libvirtError:
+            pass
+
+
+class Peer:
+    """A machine on the guests' network that is not the node: a network
+    namespace of this test with a veth port on the network's bridge (the
+    node's own addresses are blocked for guests, their answers included)."""
+
+    def __init__(self, bridge: str, address: str, prefix: int) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.ns, self.outer, inner = f"kova-nf-{tag}", f"knf{tag}a", f"knf{tag}b"
+        for cmd in (["ip", "netns", "add", self.ns],
+                    ["ip", "link", "add", self.outer, "type", "veth", "peer", "name", inner],
+                    ["ip", "link", "set", inner, "netns", self.ns],
+                    ["ip", "link", "set", self.outer, "master", bridge, "up"],
+                    ["ip", "-n", self.ns, "addr", "add", f"{address}/{prefix}", "dev", inner],
+                    ["ip", "-n", self.ns, "link", "set", inner, "up"]):
+            subprocess.run(cmd, check=True, capture_output=True)
+
+    def connects(self, address: str, port: int) -> bool:
+        """A TCP connection from the peer to ``address:port`` is answered
+        (the peer's ARP entry for it is asked afresh)."""
+        subprocess.run(["ip", "-n", self.ns, "neigh", "flush", "to", address],
+                       check=False, capture_output=True)
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns, "busybox", "nc", "-w", "3", address, str(port)],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=20).returncode == 0
+
+    def close(self) -> None:
+        subprocess.run(["ip", "link", "del", self.outer], check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], check=False, capture_output=True)
+
+
+def _until(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+class Listener:
+    """A TCP server of the host on ``address``: counts connections."""
+
+    def __init__(self, address: str) -> None:
+        self.sock = socket.socket()
+        self.sock.bind((address, 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.done.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.done.set()
+        self.sock.close()
+
+
+def _ebtables_rules() -> str:
+    return "\n".join(subprocess.run(["ebtables", "-t", "nat", "-L", "--Lx"],
+                                    capture_output=True, text=True).stdout.splitlines())
+
+
+def _boot(h, name: str, image: str) -> str:
+    return h.instance(name, image, hostname=f"kova-nf-{name}",
+                      resources={"vcpus": 1, "memoryMiB": 192, "diskGiB": 1})["metadata"]["uid"]
+
+
+def _shell(h, name: str) -> tuple[str, Path]:
+    """(leased address, console log) of a guest whose shell is up."""
+    got = wait_for(lambda: (o := h.get(name)) and (o.get("status") or {}).get(
+        "addresses") and o, BOOT_TIMEOUT, 0.5, f"{name}'s status.addresses")
+    log = Path(got["status"]["console"]["logPath"])
+    wait_for(lambda: "KOVA-SHELL: ttyS0" in _console(log), BOOT_TIMEOUT, 0.2, f"{name}'s shell")
+    return got["status"]["addresses"][0]["address"], log
+
+
+def _nic(conn, uid: str) -> ET.Element:
+    return ET.fromstring(conn.lookupByUUIDString(uid).XMLDesc(0)).find("devices/interface")
+
+
+@pytest.mark.reliability  # the "Guest network attacker" row of docs/reliability.md
+def test_guest_nic_filter_drops_spoofing_blocked_addresses_and_other_namespaces(
+    harness, libvirt_test_network, libvirt_qemu_conn, test_image, tmp_path
+):
+    from tests.fixtures.agents import Harness
+
+    conn = libvirt_qemu_conn
+    net = conn.networkLookupByName(libvirt_test_network)
+    subnet = _subnet(net)
+    net_xml = ET.fromstring(net.XMLDesc(0))
+    gateway, bridge = net_xml.find("ip").get("address"), net_xml.find("bridge").get("name")
+    spoof, peer_address = (str(subnet.network_address + i) for i in (252, 253))
+
+    # Guests a and b in the test's namespace, c in a second one.
+    other_ns = f"{harness.ns[:50]}-b"
+    harness.core.create_namespace({"metadata": {"name": other_ns}})
+    other = Harness(harness.api, harness.kubeconfig, other_ns, harness.tmp, harness.host)
+    harness.image("kova-test-nf-" + uuid.uuid4().hex[:6], test_image)
+    image = harness.images[-1]
+    agent_log = tmp_path / "agent.log"
+    agent = AgentProcess(harness, tmp_path / "instances", agent_log,
+                         "--network", libvirt_test_network,
+                         "--guest-blocked-network", EXTRA_BLOCKED,
+                         "--guest-allowed-network", f"{peer_address}/32")
+    consoles: dict[str, Console] = {}
+    listener = peer = None
+    uids: dict[str, str] = {}
+    try:
+        uids["a"] = _boot(harness, "a", image)
+        uids["b"] = _boot(harness, "b", image)
+        uids["c"] = _boot(other, "c", image)
+        for h, name in ((harness, "a"), (harness, "b"), (other, "c")):
+            h.wait_phase(name, "Running", timeout=90)
+
+        # ---- the filter on the NIC, its binding, its rules in the kernel
+        nic = _nic(conn, uids["a"])
+        mac = nic.find("mac").get("address")
+        tap = nic.find("target").get("dev")
+        assert mac.startswith("0e:"), mac
+        ref = nic.find("filterref")
+        ns_filter, ns_peers = netfilter.namespace_filter_names(harness.ns)
+        assert ref is not None and ref.get("filter") == ns_filter
+        params = {p.get("name"): p.get("value") for p in ref.findall("parameter")}
+        assert params == {"MAC": mac, "CTRL_IP_LEARNING": "dhcp"}
+        assert _nic(conn, uids["b"]).find("filterref").get("filter") == ns_filter
+        assert _nic(conn, uids["c"]).find("filterref").get("filter") == \
+            netfilter.namespace_filter_names(other_ns)[0] != ns_filter
+        bindings = {b.portDev(): b.filterName() for b in conn.listAllNWFilterBindings()}
+        assert bindings.get(tap) == ns_filter, bindings
+        root = conn.nwfilterLookupByName(ns_filter).XMLDesc(0)
+        assert "kova-guest" in root and ns_peers in root
+        peers_xml = conn.nwfilterLookupByName(ns_peers).XMLDesc(0)
+        macs = {u: _nic(conn, u).find("mac").get("address") for u in uids.values()}
+        assert macs[uids["a"]] in peers_xml and macs[uids["b"]] in peers_xml
+        assert macs[uids["c"]] not in peers_xml
+        block = conn.nwfilterLookupByName("kova-guest-block").XMLDesc(0).replace("'", '"')
+        for net_, mask in (("169.254.0.0", "16"), (gateway, "32"), ("127.0.0.1", "32"),
+                           ("203.0.113.0", "24")):
+            assert f'dstipaddr="{net_}" dstipmask="{mask}"' in block, net_
+
+        # ---- the guests' addresses (DHCP passed the filter) and shells
+        addresses = {}
+        for h, name in ((harness, "a"), (harness, "b"), (other, "c")):
+            addresses[name], log = _shell(h, name)
+            consoles[name] = Console(conn, conn.lookupByUUIDString(uids[name]), log)
+            consoles[name].type(f"httpd -p {GUEST_PORT} -h /")
+        address, console = addresses["a"], consoles["a"]
+        # With the lease seen, libvirt has instantiated the full rule set
+        # (until then only DHCP passes).
+        rules = wait_for(lambda: (r := _ebtables_rules()) and f"I-{tap}-ipv4-kova" in r
+                         and "169.254.0.0" in r and r, 30, 0.5, "the block list in ebtables")
+        assert re.search(r"--ip-dst 169\.254\.0\.0/16 -j DROP", rules)
+        assert re.search(rf"--ip-dst {re.escape(gateway)}(/32)? -j DROP", rules)
+
+        # ---- anti-spoofing, seen from a peer on the bridge
+        assert ipaddress.ip_address(spoof) in subnet
+        peer = Peer(bridge, peer_address, subnet.prefixlen)
+        _connects = peer.connects
+        assert _until(lambda: _connects(address, GUEST_PORT)), \
+            "the guest's server does not answer on its leased address"
+        console.type(f"ip addr add {spoof}/{subnet.prefixlen} dev eth0")
+        assert console.ok(f"ip -4 addr show dev eth0 | grep -q {spoof}")
+        assert not _connects(spoof, GUEST_PORT), "an address the guest gave itself answered"
+        assert _connects(address, GUEST_PORT), "the leased address stopped answering"
+        console.type(f"ip addr del {spoof}/{subnet.prefixlen} dev eth0")
+
+        console.type("ip link set eth0 address 0e:00:00:00:00:01")
+        assert console.ok("ip link show eth0 | grep -q 0e:00:00:00:00:01")
+        assert not _connects(address, GUEST_PORT), "the guest answered from a MAC it set"
+        console.type(f"ip link set eth0 address {mac}")
+        assert _until(lambda: _connects(address, GUEST_PORT)), \
+            "the guest does not answer again with its own MAC"
+
+        # ---- blocked: the node's own address; open: DNS on that address
+        listener = Listener(gateway)
+        assert console.ok(f"nc -w 3 {gateway} 53 </dev/null"), \
+            "the guest cannot reach DNS on the gateway"
+        assert not console.ok(f"nc -w 3 {gateway} {listener.port} </dev/null")
+        assert listener.accepted == 0
+        assert not console.ok(f"ping -c 1 -W 2 {gateway}")
+
+        # ---- namespaces: a reaches b (its namespace), not c; c not a
+        assert _until(lambda: _connects(addresses["c"], GUEST_PORT)), "c's server is down"
+        assert _until(lambda: console.ok(f"nc -w 3 {addresses['b']} {GUEST_PORT} </dev/null")), \
+            "a guest cannot reach another guest of its namespace"
+        assert not console.ok(f"nc -w 3 {addresses['c']} {GUEST_PORT} </dev/null"), \
+            "a guest reached a guest of another namespace"
+        assert not consoles["c"].ok(f"nc -w 3 {address} {GUEST_PORT} </dev/null"), \
+            "a guest reached a guest of another namespace"
+        from tests.reliability.record import record
+
+        record(fault="Guest network attacker",
+               injected="from a real QEMU guest on a libvirt NAT network: answering from an "
+                        "address and from a MAC it set itself, TCP and ping to the node's "
+                        "address, TCP to a guest of another namespace (and back)",
+               times=6, lost=0, duplicated=0, overcommitted=None,
+               result="6 of 6 forbidden exchanges dropped by the NIC's nwfilter (lost: 0 "
+                      "let through); the leased address, DNS on the gateway and the "
+                      "namespace's other guest reached")
+        print(f"\nguest {address} (MAC {mac}, tap {tap}): spoofed IP and MAC not heard, "
+              f"node address {gateway}:{listener.port} not reached, DNS on it reached; "
+              f"{addresses['b']} (same namespace) reached, {addresses['c']} (other) not")
+    finally:
+        for c in consoles.values():
+            c.close()
+        if listener is not None:
+            listener.close()
+        if peer is not None:
+            peer.close()
+        agent.stop()
+        for ns, name in ((harness.ns, "a"), (harness.ns, "b"), (other_ns, "c")):
+            remove_domain(conn, f"{ns}.{name}")
+        harness.core.delete_namespace(other_ns)
+        print(agent_log.read_text()[-3000:])

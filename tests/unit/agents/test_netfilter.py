@@ -1,0 +1,107 @@
+"""The guest NIC filter's XML (kova.agents.virt.netfilter): the default
+block list, the allow-list and the gateway's DHCP/DNS services, in the
+order libvirt evaluates them (the real rules are exercised on a QEMU guest
+in tests/e2e/test_guest_network_filter.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import xml.etree.ElementTree as ET
+
+from kova.agents.virt import netfilter as nf
+
+
+def _rules(p: nf.FilterPolicy) -> list[tuple[str, int, dict]]:
+    root = ET.fromstring(nf.block_filter_xml(p))
+    assert root.get("name") == nf.BLOCK_FILTER and root.get("chain") == "ipv4-kova"
+    assert int(root.get("priority")) == nf.BLOCK_CHAIN_PRIORITY
+    return [(r.get("action"), int(r.get("priority")), dict(r.find("ip").attrib))
+            for r in root.findall("rule")]
+
+
+def test_default_policy_blocks_link_local_and_given_addresses():
+    p = nf.policy(["10.96.0.0/12", "fd00::/8"], [], ["10.0.0.5", "127.0.0.1", "10.0.0.5"])
+    assert [str(n) for n in p.blocked] == [
+        "169.254.0.0/16", "10.0.0.5/32", "127.0.0.1/32", "10.96.0.0/12"]  # v4 only, once
+    assert p.services == () and p.allowed == ()
+    rules = _rules(p)
+    assert all(r[0] == "drop" and r[1] == 500 for r in rules)
+    assert rules[0][2] == {"dstipaddr": "169.254.0.0", "dstipmask": "16"}
+
+
+def test_allowed_networks_and_gateway_services_return_before_the_drops():
+    p = nf.policy([], ["169.254.169.254/32"], ["192.168.5.1"], gateway="192.168.5.1")
+    rules = _rules(p)
+    returns = [r for r in rules if r[0] == "return"]
+    drops = [r for r in rules if r[0] == "drop"]
+    assert max(r[1] for r in returns) < min(r[1] for r in drops)
+    assert returns[0][2] == {"dstipaddr": "169.254.169.254", "dstipmask": "32"}
+    assert {(r[2]["protocol"], r[2]["dstportstart"]) for r in returns[1:]} == {
+        ("udp", "67"), ("udp", "53"), ("tcp", "53")}
+    assert all(r[2]["dstipaddr"] == "192.168.5.1" for r in returns[1:])
+
+
+def test_guest_filter_references_clean_traffic_then_the_block_chain():
+    root = ET.fromstring(nf.guest_filter_xml())
+    assert root.get("name") == nf.GUEST_FILTER and root.get("chain") == "root"
+    assert [r.get("filter") for r in root.findall("filterref")] == [
+        nf.STOCK_FILTER, nf.BLOCK_FILTER]
+    # stable UUIDs: a redefinition replaces the filter, never adds a second
+    assert root.findtext("uuid") == ET.fromstring(nf.guest_filter_xml()).findtext("uuid")
+
+
+def test_filterref_params():
+    assert nf.filterref_params("0e:00:00:00:00:01", dhcp=True) == (
+        ("MAC", "0e:00:00:00:00:01"), ("CTRL_IP_LEARNING", "dhcp"))
+    assert nf.filterref_params("0e:00:00:00:00:01", dhcp=False) == (
+        ("MAC", "0e:00:00:00:00:01"),)
+
+
+def test_node_addresses_are_this_machines():
+    addrs = nf.node_addresses()
+    assert "127.0.0.1" in addrs
+    assert all(isinstance(ipaddress.ip_address(a), ipaddress.IPv4Address) for a in addrs)
+
+
+def test_namespace_filter_passes_the_subnet_only_to_its_guests():
+    p = nf.policy([], ["192.168.5.253/32"], ["192.168.5.1"], gateway="192.168.5.1")
+    subnet = ipaddress.ip_network("192.168.5.0/24")
+    root_xml, chain_xml = nf.namespace_filter_xml(
+        "team-a", subnet, ["0e:00:00:00:00:02", "0e:00:00:00:00:01", "0e:00:00:00:00:01"], p)
+    name, peers = nf.namespace_filter_names("team-a")
+    assert name != nf.namespace_filter_names("team-b")[0]
+    root = ET.fromstring(root_xml)
+    assert root.get("name") == name and root.get("chain") == "root"
+    assert [r.get("filter") for r in root.findall("filterref")] == [nf.GUEST_FILTER, peers]
+    chain = ET.fromstring(chain_xml)
+    assert chain.get("name") == peers and chain.get("chain") == "ipv4-kns"
+    # evaluated before the block chain, which ends in clean-traffic's accept
+    assert int(chain.get("priority")) < nf.BLOCK_CHAIN_PRIORITY
+    rules = [(r.get("action"), int(r.get("priority")), dict(r.find("ip").attrib))
+             for r in chain.findall("rule")]
+    assert rules == [
+        ("return", 100, {"dstipaddr": "192.168.5.253", "dstipmask": "32"}),
+        ("return", 150, {"dstipaddr": "192.168.5.1"}),
+        ("return", 200, {"dstmacaddr": "0e:00:00:00:00:01"}),
+        ("return", 200, {"dstmacaddr": "0e:00:00:00:00:02"}),
+        ("drop", 500, {"dstipaddr": "192.168.5.0", "dstipmask": "24"}),
+    ]
+
+
+def test_node_addresses_from_the_kernels_local_routes(tmp_path):
+    fib = tmp_path / "fib_trie"
+    fib.write_text("""Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 10.1.2.3
+        /32 host LOCAL
+     |-- 10.1.2.255
+        /32 link BROADCAST
+Local:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 10.1.2.3
+        /32 host LOCAL
+     |-- 127.0.0.1
+        /32 host LOCAL
+""")
+    assert nf.node_addresses(fib) == ["10.1.2.3", "127.0.0.1"]
+    assert nf.node_addresses(tmp_path / "missing") == []
