@@ -34,6 +34,8 @@ APISERVICE_NAME = f"{SUBRESOURCE_VERSION}.{SUBRESOURCE_GROUP}"
 INSTANCES = "instances"
 HOSTS = "hosts"
 IMAGES = "images"
+#: Namespaced images a tenant owns (kind TenantImage), visible only in their namespace.
+TENANT_IMAGES = "tenantimages"
 FLAVORS = "flavors"
 SERVER_GROUPS = "servergroups"
 
@@ -179,6 +181,14 @@ class ImageFormat(StrEnum):
 
     QCOW2 = "qcow2"
     RAW = "raw"
+
+
+class ImageKind(StrEnum):
+    """The kind an Instance's imageRef names: a cluster-wide Image (public,
+    administrators manage it) or a TenantImage of the Instance's namespace."""
+
+    IMAGE = "Image"
+    TENANT_IMAGE = "TenantImage"
 
 
 class Architecture(StrEnum):
