@@ -435,7 +435,7 @@ class TenantImageSpec(ImageSpec):
             "!has(self.source.hostPath)",
             "a TenantImage cannot use source.hostPath (files on the hosts are for "
             "cluster Images, which administrators manage): give source.url",
-            field_path=".source.hostPath",
+            field_path=".source",
             reason="FieldValueForbidden",
         ),
     )
