@@ -162,3 +162,38 @@ def test_another_namespace_can_neither_read_nor_boot_a_tenant_image(
     assert built["message"].startswith(f"{contract.ERROR_IMAGE_DOWNLOAD}: "), built
     assert "answered 401" in built["message"], built
     assert not list((harness.tmp / "instances" / "_base").glob("*.qcow2"))
+
+
+def test_the_operator_schedules_an_instance_of_a_tenant_image(kubeconfig, store, harness,  # noqa: F811
+                                                              placement, small_image,
+                                                              tmp_path):
+    """The operator's side: a TenantImage is found in the Instance's namespace
+    (its minDiskGiB checked like an Image's); one that does not exist yet
+    keeps its Instance Pending until it is uploaded."""
+    from tests.fixtures.agents import operator_process
+    from tests.integration.gitops.test_argocd_health import assess
+
+    ns = harness.ns
+    name, later = f"sched-{harness.host}", f"later-{harness.host}"
+    res = _upload(kubeconfig, store, small_image, name, "-n", ns)
+    assert res.exit_code == 0, res.output
+    size = {"vcpus": 1, "memoryMiB": 128, "diskGiB": 1}
+    with operator_process(harness, placement, tmp_path):
+        harness.agent(placement_url=placement.url, image_ca_file=str(store.ca),
+                      image_store_url=store.url)
+        wait_for(lambda: ((harness.host_obj() or {}).get("status") or {}).get("state") == "Up",
+                 60, 0.2, "Host Up")
+        harness.instance("vm1", name, image_kind=TENANT, schedule=False, resources=size)
+        harness.instance("vm2", later, image_kind=TENANT, schedule=False, resources=size)
+        assert harness.wait_phase("vm1", "Running", timeout=60)["status"]["host"] == harness.host
+        assert assess(TENANT, _tenant_image(harness.custom, ns, name))[0] == "Healthy"
+
+        pending = wait_for(lambda: (c := harness.cond("vm2", "Scheduled")) and
+                           c.get("reason") == contract.REASON_IMAGE_NOT_FOUND and c, 30,
+                           what="vm2 waits for its image")
+        assert pending["message"] == (f"TenantImage {later} not found in the Instance's "
+                                      f"namespace"), pending
+        assert harness.get("vm2")["status"]["phase"] == "Pending"
+        res = _upload(kubeconfig, store, small_image, later, "-n", ns)
+        assert res.exit_code == 0, res.output
+        harness.wait_phase("vm2", "Running", timeout=60)
