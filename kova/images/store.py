@@ -59,9 +59,9 @@ class StoredImage:
     namespace: str | None = None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "namespace": self.namespace, "format": self.format, "sizeBytes": self.size,
-                "virtualSizeBytes": self.virtual_size, "sha256": self.sha256,
-                "uploadedFormat": self.uploaded_format}
+        return {"name": self.name, "namespace": self.namespace, "format": self.format,
+                "sizeBytes": self.size, "virtualSizeBytes": self.virtual_size,
+                "sha256": self.sha256, "uploadedFormat": self.uploaded_format}
 
 
 class ImageStore:
