@@ -77,13 +77,6 @@ def image_key(obj: Obj) -> str | None:
     return name
 
 
-def split_image_key(image_key: str) -> tuple[str | None, str]:
-    """``(namespace, name)`` of an :func:`image_key` (namespace None: a
-    cluster Image)."""
-    namespace, _, name = image_key.rpartition("/")
-    return namespace or None, name
-
-
 def placed_host(obj: Obj) -> str | None:
     """An Instance's ``status.host``."""
     return status(obj).get("host")
