@@ -615,9 +615,9 @@ class ImageRef(KovaModel):
 
     name: Name = Field(description="Name of the Image, or of the TenantImage in this "
                        "namespace.")
-    kind: ImageKind = Field(
-        default=ImageKind.IMAGE,
-        description="Image (default): the cluster-wide Image of that name. TenantImage: "
+    kind: ImageKind | None = Field(
+        default=None,
+        description="Image (when unset): the cluster-wide Image of that name. TenantImage: "
         "the TenantImage of that name in the Instance's namespace (never another "
         "namespace's).",
     )
@@ -932,7 +932,6 @@ class Instance(KovaObject):
             ("Flavor", "string", ".spec.flavorRef.name", "Flavor name.", 0),
             ("IP", "string", ".status.addresses[0].address", "Primary IP address.", 0),
             ("Image", "string", ".spec.imageRef.name", "Image name.", 1),
-            ("ImageKind", "string", ".spec.imageRef.kind", "Image or TenantImage.", 1),
             ("Move", "string", ".status.migration.step", "Step of a resize or migration.", 1),
             ("Power", "string", ".status.powerState", "Power state.", 1),
             (

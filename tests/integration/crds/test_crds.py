@@ -142,12 +142,10 @@ def test_get_inst_shows_printer_columns(kova_crds, kubectl, namespace) -> None:
 
     wide = kubectl("get", "inst", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert wide[0].split() == [
-        "NAME", "PHASE", "HOST", "FLAVOR", "IP", "IMAGE", "IMAGEKIND", "MOVE", "POWER", "READY",
-        "AGE",
+        "NAME", "PHASE", "HOST", "FLAVOR", "IP", "IMAGE", "MOVE", "POWER", "READY", "AGE",
     ]
-    assert wide[1].split()[:9] == [
-        "hello", "Running", "node-1", "small", "10.0.0.5", "kova-test", "Image", "Running",
-        "True",
+    assert wide[1].split()[:8] == [
+        "hello", "Running", "node-1", "small", "10.0.0.5", "kova-test", "Running", "True",
     ]
 
 
