@@ -244,6 +244,7 @@ class InstanceActionName(StrEnum):
     MIGRATE = "migrate"
     CONFIRM_RESIZE = "confirmResize"
     REVERT_RESIZE = "revertResize"
+    SNAPSHOT = "snapshot"
 
 
 class MigrationType(StrEnum):

@@ -233,6 +233,12 @@ class ImageCache:
         self.stats = CacheStats()
         self._on_progress = on_progress
 
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """The TLS context the cache verifies image servers with (the system
+        trust store and --image-ca-file): the image store's, for uploads too."""
+        return self._tls
+
     def set_auth(self, auth: Callable[[str, str | None], dict[str, str]] | None) -> None:
         self._auth = auth
 

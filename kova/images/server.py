@@ -47,6 +47,9 @@ log = logging.getLogger("kova.images.server")
 
 FIELD_MANAGER = "kova-images"
 ANNOTATION_UPLOADED_BY = f"{names.GROUP}/uploaded-by"
+#: On a snapshot: the Instance (``<namespace>/<name>``) and the time it was taken.
+ANNOTATION_SNAPSHOT_OF = f"{names.GROUP}/snapshot-of"
+ANNOTATION_SNAPSHOT_TIME = f"{names.GROUP}/snapshot-time"
 
 
 def refusal(status: int, reason: str, message: str) -> web.Response:
@@ -176,6 +179,10 @@ class ImageServer:
     async def upload(self, request: web.Request) -> web.Response:
         name, namespace = _target(request)
         fmt = request.query.get("format", "qcow2")
+        origin = request.query.get("snapshotOf")
+        if origin is not None and (not namespace or not origin.startswith(f"{namespace}/")):
+            return refusal(400, "BadRequest", "snapshotOf names an Instance of the "
+                           "TenantImage's own namespace (<namespace>/<name>)")
         user = await self.authorize(request, "create", name, namespace)
         try:
             stored = await self.store.receive(name, fmt, _chunks(request),
@@ -189,7 +196,7 @@ class ImageServer:
                         user.get("username"))
             raise
         try:
-            await self.register(stored, user)
+            await self.register(stored, user, origin)
         except KubeError as exc:
             self.store.delete(name, namespace)
             body = exc.body if isinstance(exc.body, dict) else {}
@@ -206,15 +213,20 @@ class ImageServer:
             return f"{self.url}/v1/namespaces/{namespace}/images/{name}"
         return f"{self.url}/v1/images/{name}"
 
-    async def register(self, stored: StoredImage, user: dict) -> None:
-        """The Image (TenantImage of a namespace) of ``stored``, with its status."""
+    async def register(self, stored: StoredImage, user: dict,
+                       snapshot_of: str | None = None) -> None:
+        """The Image (TenantImage of a namespace) of ``stored``, with its status;
+        ``snapshot_of``: the Instance it is a snapshot of."""
         ns = stored.namespace
         kind = names.ImageKind.TENANT_IMAGE if ns else names.ImageKind.IMAGE
         plural = names.TENANT_IMAGES if ns else names.IMAGES
         meta = {"name": stored.name, **({"namespace": ns} if ns else {})}
+        annotations = {ANNOTATION_UPLOADED_BY: str(user.get("username"))}
+        if snapshot_of:
+            annotations[ANNOTATION_SNAPSHOT_OF] = snapshot_of
+            annotations[ANNOTATION_SNAPSHOT_TIME] = now_rfc3339()
         body = {"apiVersion": names.API_VERSION, "kind": str(kind),
-                "metadata": {**meta, "annotations": {
-                    ANNOTATION_UPLOADED_BY: str(user.get("username"))}},
+                "metadata": {**meta, "annotations": annotations},
                 "spec": {"source": {"url": self.image_url(stored.name, ns)},
                          "format": stored.format, "sha256": stored.sha256,
                          "minDiskGiB": -(-stored.virtual_size // (1 << 30))}}

@@ -49,7 +49,7 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "flavors"): {"get"},
         (KOVA, "images"): {"get"},
         (KOVA, "images/status"): {"patch"},           # its verified copy (cachedOn)
-        (KOVA, "tenantimages"): {"get"},
+        (KOVA, "tenantimages"): {"get", "create"},       # boots; uploads snapshots
         (KOVA, "tenantimages/status"): {"patch"},
         ("", "events"): {"create"},
     },
@@ -68,7 +68,8 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
 #: The users' roles (templates/user-roles.yaml), aggregated into view/edit/admin.
 SUB = "subresources.kova.dev"
 POWER = {f"instances/{a}" for a in ("start", "stop", "restart", "reboot", "pause", "unpause",
-                                    "resize-confirm", "resize-revert", "migrate")}
+                                    "resize-confirm", "resize-revert", "migrate",
+                                    "snapshot")}
 USER_WRITE = READ | {"create", "update", "patch", "delete"}
 USER_ROLES: dict[str, dict[tuple[str, str], set[str]]] = {
     "kova-view": {
