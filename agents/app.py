@@ -103,14 +103,22 @@ def source_policy(cfg: AgentSettings) -> SourcePolicy:
 
 
 def store_auth(store_url: str | None, creds: Credentials
-               ) -> Callable[[str], dict[str, str]] | None:
-    """The agent's bearer token for URLs of Kova's image store."""
+               ) -> Callable[[str, str | None], dict[str, str]] | None:
+    """The agent's bearer token for URLs of Kova's image store.
+
+    A cluster Image (namespace None: administrators wrote its URL) gets the
+    token for any URL of the store; a TenantImage only for the store's files
+    of its own namespace (``/v1/namespaces/<namespace>/images/``), so that a
+    tenant cannot make the agent fetch another namespace's image, or a cluster
+    Image's file, with the agent's rights."""
     if not store_url:
         return None
     prefix = store_url.rstrip("/") + "/"
 
-    def headers(url: str) -> dict[str, str]:
-        token = creds.bearer() if url.startswith(prefix) else None
+    def headers(url: str, namespace: str | None) -> dict[str, str]:
+        allowed = prefix if namespace is None else \
+            f"{prefix}v1/namespaces/{namespace}/images/"
+        token = creds.bearer() if url.startswith(allowed) else None
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     return headers

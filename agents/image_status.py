@@ -27,7 +27,7 @@ from kova.agents.context import AgentContext
 from kova.agents.virt.images import CachedImage
 from kova.conditions import new_condition
 from kova.crds import names
-from kova.kube import KubeError, custom_path
+from kova.kube import KubeError, image_path
 
 log = logging.getLogger("kova.agents.image_status")
 
@@ -43,16 +43,24 @@ class ImageStatus:
         self._reported: dict[str, str] = {}
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _key(image: dict) -> str:
+        """``<name>`` of an Image, ``<namespace>/<name>`` of a TenantImage."""
+        meta = image["metadata"]
+        return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+
     def _apply(self, image: dict, status: dict) -> dict | None:
-        name = image["metadata"]["name"]
-        body = {"apiVersion": names.API_VERSION, "kind": "Image",
-                "metadata": {"name": name}, "status": status}
+        key = self._key(image)
+        meta = {k: v for k, v in image["metadata"].items() if k in ("name", "namespace")}
+        body = {"apiVersion": names.API_VERSION,
+                "kind": image.get("kind") or ("TenantImage" if "/" in key else "Image"),
+                "metadata": meta, "status": status}
         try:
-            return self.ctx.kube.apply(custom_path(names.IMAGES, name, subresource="status"),
-                                       body, field_manager=self.manager)
+            return self.ctx.kube.apply(image_path(key, subresource="status"), body,
+                                       field_manager=self.manager)
         except KubeError as exc:
             if exc.status != 404:
-                log.warning("Image %s: status not written: %s", name, exc)
+                log.warning("image %s: status not written: %s", key, exc)
             return None
 
     def _available(self, image: dict, status: str, reason: str, message: str) -> dict:
@@ -63,7 +71,7 @@ class ImageStatus:
 
     def verified(self, image: dict, cached: CachedImage) -> None:
         """This host holds a verified copy of ``image``."""
-        name = image["metadata"]["name"]
+        name = self._key(image)
         with self._lock:
             if self._reported.get(name) == cached.sha256:
                 return
@@ -82,7 +90,7 @@ class ImageStatus:
 
     def refused(self, image: dict, code: str, message: str) -> None:
         """This host could not use ``image``: the condition and a Warning Event."""
-        name = image["metadata"]["name"]
+        name = self._key(image)
         with self._lock:
             self._reported.pop(name, None)
         text = f"{self.ctx.host}: {message}"
@@ -98,11 +106,12 @@ class ImageStatus:
             log.warning("Image %s: Event not posted: %s", name, exc)
 
     def evicted(self, name: str) -> None:
-        """This host removed its copy of Image ``name`` from its cache."""
+        """This host removed its copy of Image ``name`` (``<namespace>/<name>``:
+        a TenantImage) from its cache."""
         with self._lock:
             self._reported.pop(name, None)
         kube = self.ctx.kube
-        image = kube.get_or_none(custom_path(names.IMAGES, name))
+        image = kube.get_or_none(image_path(name))
         if image is None:
             return
         # Applying without this host's cachedOn entry removes it; the other

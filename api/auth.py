@@ -115,15 +115,22 @@ def authenticate(peercert: dict | None, headers: CIMultiDictProxy[str],
 def access_review(user: User, *, verb: str, namespace: str, name: str,
                   subresource: str) -> dict[str, Any]:
     """The SubjectAccessReview body for ``verb`` on ``instances/<subresource>``."""
-    spec: dict[str, Any] = {
-        "user": user.name,
-        "groups": list(user.groups),
-        "resourceAttributes": {
-            "namespace": namespace, "verb": verb, "group": SUBRESOURCE_GROUP,
-            "version": SUBRESOURCE_VERSION, "resource": "instances",
-            "subresource": subresource, "name": name,
-        },
-    }
+    return resource_review(user, verb=verb, namespace=namespace, group=SUBRESOURCE_GROUP,
+                           version=SUBRESOURCE_VERSION, resource="instances", name=name,
+                           subresource=subresource)
+
+
+def resource_review(user: User, *, verb: str, namespace: str, group: str, resource: str,
+                    name: str, version: str = "", subresource: str = "") -> dict[str, Any]:
+    """The SubjectAccessReview body for ``verb`` on ``<resource>`` of ``group``."""
+    attributes = {"namespace": namespace, "verb": verb, "group": group,
+                  "resource": resource, "name": name}
+    if version:
+        attributes["version"] = version
+    if subresource:
+        attributes["subresource"] = subresource
+    spec: dict[str, Any] = {"user": user.name, "groups": list(user.groups),
+                            "resourceAttributes": attributes}
     if user.extra:
         spec["extra"] = user.extra
     return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",

@@ -22,6 +22,7 @@ SUBRESOURCES: dict[str, tuple[str, str]] = {
     "resize-confirm": ("PUT", "update"),
     "resize-revert": ("PUT", "update"),
     "migrate": ("PUT", "update"),
+    "snapshot": ("PUT", "update"),
 }
 POWER_ACTIONS = ("start", "stop", "restart", "reboot", "pause", "unpause")
 

@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from kova import actions as history
 from kova import events, metrics
-from kova.api import discovery, moves, power
+from kova.api import discovery, moves, power, snapshots
 from kova.api.agents import AgentClient, AgentUnavailable, endpoint_of
 from kova.api.auth import (
     CONFIGMAP,
@@ -41,6 +41,7 @@ from kova.api.auth import (
     User,
     access_review,
     authenticate,
+    resource_review,
 )
 from kova.api.settings import ApiSettings
 from kova.crds import names
@@ -210,6 +211,8 @@ class ApiServer:
                 return await self._log(request, inst)
             if sub in moves.SUBRESOURCES:
                 return await self._move(request, inst, sub, user)
+            if sub == "snapshot":
+                return await self._snapshot(request, inst, user)
             return await self._power(inst, sub, user)
         except AgentUnavailable as exc:
             return failure(exc.status, exc.message, reason=exc.reason, name=name)
@@ -367,6 +370,59 @@ class ApiServer:
             "requestId": req, "user": user.name, "result": names.ActionResult.SUCCESS,
             "message": message, "phase": status.get("phase"), "host": status.get("host"),
             "resources": status.get("resources"), "migration": status.get("migration"),
+        })
+
+    # ------------------------------------------------------------------ snapshot
+    async def _snapshot(self, request: web.Request, inst: dict, user: User) -> web.Response:
+        """The root disk into TenantImage ``?image=`` of the Instance's
+        namespace, by the agent on its host; answered when the TenantImage
+        exists (the user must be allowed to create it)."""
+        md = inst["metadata"]
+        ns, name = md["namespace"], md["name"]
+        image = request.query.get("image", "")
+        refusal = snapshots.refusal(inst, image)
+        if refusal is not None:
+            return failure(refusal.code, refusal.message, reason=refusal.reason, name=name,
+                           subresource="snapshot")
+        review = await self.kube.request(
+            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            json=resource_review(user, verb="create", namespace=ns, group=names.GROUP,
+                                 resource=names.TENANT_IMAGES, name=image))
+        if not (review.get("status") or {}).get("allowed"):
+            return failure(403, f'user "{user.name}" cannot create resource "tenantimages" in '
+                           f'API group "{names.GROUP}" in the namespace "{ns}"', name=name,
+                           subresource="snapshot")
+        req = history.request_id()
+        t0 = time.monotonic()
+        what = f"snapshot to TenantImage {image}"
+        await self._record(inst, lambda a: history.append(
+            a, history.started(names.InstanceActionName.SNAPSHOT, user.name, req, what)))
+        await self._event(inst, names.EVENT_ACTION_REQUESTED,
+                          f"{user.name} asked for a {what} ({req})")
+        result, body = names.ActionResult.SUCCESS, {}
+        try:
+            code, body = await self.agents.put(
+                await self._endpoint(inst), f"/v1/domains/{md['uid']}/snapshot",
+                {"user": user.name, "namespace": ns, "instance": name, "image": image})
+            message = body.get("message") or f"the agent answered {code}"
+        except AgentUnavailable as exc:
+            code, message = exc.status, exc.message
+        if code >= 300:
+            result = names.ActionResult.ERROR
+        await self._record(inst, lambda a: history.finish(a, req, result, message))
+        self.metrics.actions.labels("snapshot", result).observe(time.monotonic() - t0)
+        log.info("%s: %s of %s/%s: %s (%s)", req, what, ns, name, result, message,
+                 extra={**about(inst), "request_id": req})
+        if code >= 300:
+            return failure(code, message, reason=body.get("reason") or "ActionFailed",
+                           name=name, subresource="snapshot")
+        return web.json_response({
+            "kind": "InstanceAction", "apiVersion": SUBRESOURCE_API_VERSION,
+            "namespace": ns, "name": name, "action": "snapshot", "requestId": req,
+            "user": user.name, "result": result, "message": message, "image": image,
+            "sha256": body.get("sha256"), "sizeBytes": body.get("sizeBytes"),
+            "virtualSizeBytes": body.get("virtualSizeBytes"),
+            "pausedSeconds": body.get("pausedSeconds"), "seconds": body.get("seconds"),
         })
 
     async def _agent_action(self, inst: dict, action: str, user: User) -> tuple[int, str]:

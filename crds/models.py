@@ -5,11 +5,12 @@ CustomResourceDefinitions: ``kova crds generate`` turns them into the YAML under
 ``crds/generated/`` (see :mod:`kova.crds.generate`).  Docstrings and field
 descriptions become ``kubectl explain`` text, so they are written for users.
 
-Five kinds:
+Six kinds:
 
 * :class:`Instance` (namespaced, ``inst``) -- a virtual machine;
 * :class:`Flavor` (cluster, ``flv``) -- a named size;
-* :class:`Image` (cluster, ``img``) -- a bootable disk image;
+* :class:`Image` (cluster, ``img``) -- a public bootable disk image;
+* :class:`TenantImage` (namespaced, ``timg``) -- a tenant's own disk image;
 * :class:`Host` (cluster, ``hv``) -- a hypervisor node, registered by its agent;
 * :class:`ServerGroup` (namespaced, ``sg``) -- an (anti-)affinity group.
 """
@@ -61,6 +62,7 @@ from .names import (
     Firmware,
     HostState,
     ImageFormat,
+    ImageKind,
     InstanceActionName,
     InstancePhase,
     MigrationDecision,
@@ -305,11 +307,9 @@ class ImageProperties(KovaModel):
     )
 
 
-class ImageSpec(KovaModel):
-    """A bootable disk image. source, format and sha256 are immutable: an Image
-    names one exact file."""
-
-    model_config = model_config(
+def _image_spec_rules() -> tuple[dict[str, str], ...]:
+    """The rules of an Image's spec (a TenantImage's adds its own)."""
+    return (
         _presence_immutable("sha256"),
         cel(
             "!has(self.source.url) || !self.source.url.startsWith('http://') "
@@ -320,6 +320,13 @@ class ImageSpec(KovaModel):
             reason="FieldValueRequired",
         ),
     )
+
+
+class ImageSpec(KovaModel):
+    """A bootable disk image. source, format and sha256 are immutable: an Image
+    names one exact file."""
+
+    model_config = model_config(*_image_spec_rules())
 
     source: ImageSource = Field(
         description="Where the image file comes from. Immutable.",
@@ -414,6 +421,47 @@ class Image(KovaObject):
 
     kind: Literal["Image"] = "Image"
     spec: ImageSpec
+    status: ImageStatus | None = None
+
+
+class TenantImageSpec(ImageSpec):
+    """A tenant's disk image: as an Image's spec, but the file comes from a
+    URL (an upload to Kova's image store, or any https:// server): a tenant
+    may not name files on the hosts."""
+
+    model_config = model_config(
+        *_image_spec_rules(),
+        cel(
+            "!has(self.source.hostPath)",
+            "a TenantImage cannot use source.hostPath (files on the hosts are for "
+            "cluster Images, which administrators manage): give source.url",
+            field_path=".source",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+
+class TenantImage(KovaObject):
+    """TenantImage is a bootable disk image that a tenant owns: it lives in a
+    namespace and only Instances of that namespace boot from it (imageRef with
+    kind TenantImage), like a private Glance image. Uploads with kubectl kova
+    image upload --namespace and snapshots create them; the spec and status
+    are those of an Image, but the file always comes from a URL."""
+
+    crd = CRDInfo(
+        kind="TenantImage",
+        plural="tenantimages",
+        singular="tenantimage",
+        scope="Namespaced",
+        short_names=("timg",),
+        printer_columns=Image.crd.printer_columns[:5] + (
+            ("Hosts", "string", ".status.cachedOn", "Hosts holding a verified copy.", 1),
+            ("URL", "string", ".spec.source.url", "Download URL.", 1),
+        ),
+    )
+
+    kind: Literal["TenantImage"] = "TenantImage"
+    spec: TenantImageSpec
     status: ImageStatus | None = None
 
 
@@ -561,6 +609,20 @@ class SchedulingHints(KovaModel):
     )
 
 
+class ImageRef(KovaModel):
+    """The image an Instance boots: a cluster Image by default, a TenantImage of
+    the Instance's own namespace with kind TenantImage."""
+
+    name: Name = Field(description="Name of the Image, or of the TenantImage in this "
+                       "namespace.")
+    kind: ImageKind | None = Field(
+        default=None,
+        description="Image (when unset): the cluster-wide Image of that name. TenantImage: "
+        "the TenantImage of that name in the Instance's namespace (never another "
+        "namespace's).",
+    )
+
+
 class InstanceSpec(KovaModel):
     """The desired state of an Instance. runStrategy applies at once;
     userData, sshKeys and hostname apply at the next start or restart (the
@@ -611,8 +673,9 @@ class InstanceSpec(KovaModel):
                 "larger sizes come from a Flavor", field_path=".diskGiB"),
         ]),
     )
-    image_ref: ObjectRef = Field(
-        description="The Image (cluster-scoped) the root disk is created from. Immutable.",
+    image_ref: ImageRef = Field(
+        description="The image the root disk is created from: a cluster Image (kind Image, "
+        "the default) or a TenantImage of this namespace (kind TenantImage). Immutable.",
         json_schema_extra=k8s(validations=[immutable("imageRef")]),
     )
     user_data: UserData | None = Field(
@@ -1126,4 +1189,5 @@ class Host(KovaObject):
 
 
 #: Every kind, in the order the CRD files are written and documented.
-KINDS: tuple[type[KovaObject], ...] = (Instance, Flavor, Image, Host, ServerGroup)
+KINDS: tuple[type[KovaObject], ...] = (Instance, Flavor, Image, TenantImage, Host,
+                                        ServerGroup)

@@ -34,6 +34,8 @@ APISERVICE_NAME = f"{SUBRESOURCE_VERSION}.{SUBRESOURCE_GROUP}"
 INSTANCES = "instances"
 HOSTS = "hosts"
 IMAGES = "images"
+#: Namespaced images a tenant owns (kind TenantImage), visible only in their namespace.
+TENANT_IMAGES = "tenantimages"
 FLAVORS = "flavors"
 SERVER_GROUPS = "servergroups"
 
@@ -181,6 +183,14 @@ class ImageFormat(StrEnum):
     RAW = "raw"
 
 
+class ImageKind(StrEnum):
+    """The kind an Instance's imageRef names: a cluster-wide Image (public,
+    administrators manage it) or a TenantImage of the Instance's namespace."""
+
+    IMAGE = "Image"
+    TENANT_IMAGE = "TenantImage"
+
+
 class Architecture(StrEnum):
     """CPU architecture the image is built for."""
 
@@ -234,6 +244,7 @@ class InstanceActionName(StrEnum):
     MIGRATE = "migrate"
     CONFIRM_RESIZE = "confirmResize"
     REVERT_RESIZE = "revertResize"
+    SNAPSHOT = "snapshot"
 
 
 class MigrationType(StrEnum):

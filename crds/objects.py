@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .names import LABEL_HOST, InstancePhase, RunStrategy
+from .names import LABEL_HOST, ImageKind, InstancePhase, RunStrategy
 
 Obj = dict[str, Any]
 
@@ -62,6 +62,19 @@ def ref_name(obj: Obj, field: str) -> str | None:
     """``spec.<field>.name`` of a reference (``flavorRef``, ``imageRef``,
     ``serverGroupRef``), or None."""
     return (spec(obj).get(field) or {}).get("name")
+
+
+def image_key(obj: Obj) -> str | None:
+    """The image an Instance boots, as one string: ``<name>`` for a cluster
+    Image, ``<namespace>/<name>`` for a TenantImage of the Instance's
+    namespace (``spec.imageRef.kind``); None without an imageRef."""
+    ref = spec(obj).get("imageRef") or {}
+    name = ref.get("name")
+    if not name:
+        return None
+    if ref.get("kind") == ImageKind.TENANT_IMAGE:
+        return f"{meta(obj).get('namespace') or ''}/{name}"
+    return name
 
 
 def placed_host(obj: Obj) -> str | None:

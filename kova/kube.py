@@ -250,6 +250,14 @@ def custom_path(plural: str, name: str | None = None, *, namespace: str | None =
     return path
 
 
+def image_path(image_key: str, *, subresource: str | None = None) -> str:
+    """The path of an Image (``<name>``) or TenantImage (``<namespace>/<name>``,
+    see :func:`kova.crds.objects.image_key`)."""
+    namespace, _, name = image_key.rpartition("/")
+    plural = names.TENANT_IMAGES if namespace else names.IMAGES
+    return custom_path(plural, name, namespace=namespace or None, subresource=subresource)
+
+
 def instance_path(namespace: str, name: str) -> str:
     return custom_path(names.INSTANCES, name, namespace=namespace)
 

@@ -48,8 +48,11 @@ BY_HOST = "kova_instances_by_host"
 FLAVORS = "kova_flavors"
 IMAGES = "kova_images"
 IMAGE_IDS = "kova_image_ids"
+TENANT_IMAGES = "kova_tenant_images"
+TENANT_IMAGE_IDS = "kova_tenant_image_ids"
 SERVER_GROUPS = "kova_servergroups"
-INDEXES = (INSTANCES, GROUP_MEMBERS, BY_HOST, FLAVORS, IMAGES, IMAGE_IDS, SERVER_GROUPS)
+INDEXES = (INSTANCES, GROUP_MEMBERS, BY_HOST, FLAVORS, IMAGES, IMAGE_IDS, TENANT_IMAGES,
+           TENANT_IMAGE_IDS, SERVER_GROUPS)
 
 #: An Image that does not exist (``image_identity``).
 MISSING = "missing"
@@ -217,14 +220,20 @@ class Informer:
         """A Flavor's spec, or None."""
         return _first(self._indexes.get(FLAVORS), name) if name else None
 
-    def image(self, name: str | None) -> dict | None:
-        """An Image's spec, or None."""
-        return _first(self._indexes.get(IMAGES), name) if name else None
+    def image(self, key: str | None) -> dict | None:
+        """The spec of an Image or TenantImage (``key`` as
+        :func:`kova.crds.objects.image_key` makes it), or None."""
+        if not key:
+            return None
+        return _first(self._indexes.get(TENANT_IMAGES if "/" in key else IMAGES), key)
 
-    def image_identity(self, name: str | None) -> str:
-        """``uid/generation`` of Image ``name`` (a re-created or changed Image
-        has another), or :data:`MISSING`."""
-        return (_first(self._indexes.get(IMAGE_IDS), name) if name else None) or MISSING
+    def image_identity(self, key: str | None) -> str:
+        """``uid/generation`` of the Image or TenantImage ``key`` (a re-created
+        or changed image has another), or :data:`MISSING`."""
+        if not key:
+            return MISSING
+        index = TENANT_IMAGE_IDS if "/" in key else IMAGE_IDS
+        return _first(self._indexes.get(index), key) or MISSING
 
     def server_group(self, namespace: str, name: str | None) -> dict | None:
         """A ServerGroup's spec, or None."""
@@ -301,6 +310,16 @@ class Informer:
         async def kova_image_ids(name: str, meta: Any, **_: Any) -> dict:
             return {name: f"{meta.get('uid')}/{meta.get('generation')}"}
 
+        @kopf.index(G, V, names.TENANT_IMAGES, id=TENANT_IMAGES, registry=reg)
+        async def kova_tenant_images(name: str, namespace: str | None, spec: Any,
+                                     **_: Any) -> dict:
+            return {f"{namespace}/{name}": dict(spec)}
+
+        @kopf.index(G, V, names.TENANT_IMAGES, id=TENANT_IMAGE_IDS, registry=reg)
+        async def kova_tenant_image_ids(name: str, namespace: str | None, meta: Any,
+                                        **_: Any) -> dict:
+            return {f"{namespace}/{name}": f"{meta.get('uid')}/{meta.get('generation')}"}
+
         @kopf.index(G, V, "servergroups", id=SERVER_GROUPS, registry=reg)
         async def kova_servergroups(name: str, namespace: str | None, spec: Any,
                                     **_: Any) -> dict:
@@ -326,6 +345,8 @@ class Informer:
         on("instances")(lambda ev, name, ns: handlers.instance_changed(
             ns or "", name, ev.get("object") or {}, deleted(ev)))
         on("images")(lambda ev, name, ns: handlers.image_changed(name, deleted(ev)))
+        on(names.TENANT_IMAGES)(lambda ev, name, ns: handlers.image_changed(
+            f"{ns}/{name}", deleted(ev)))
         on("flavors")(lambda ev, name, ns: handlers.dependency_changed(
             "flavors", ns, name, deleted(ev)))
         on("servergroups")(lambda ev, name, ns: handlers.dependency_changed(

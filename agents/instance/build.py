@@ -45,7 +45,7 @@ from kova.agents.virt.netfilter import filterref_params
 from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.crds import objects as ob
-from kova.kube import custom_path
+from kova.kube import custom_path, image_path
 
 log = logging.getLogger("kova.agents.instance.build")
 
@@ -250,11 +250,14 @@ class Builder:
         return self.ctx.kube.get_or_none(custom_path(names.FLAVORS, ref)) if ref else None
 
     def image(self, obj: dict) -> dict:
-        """The Image the Instance boots."""
-        ref = ob.ref_name(obj, "imageRef")
-        image = self.ctx.kube.get_or_none(custom_path(names.IMAGES, ref)) if ref else None
+        """The Image, or the TenantImage of the Instance's namespace, it boots."""
+        key = ob.image_key(obj)
+        if not key:
+            raise BuildError(names.ERROR_IMAGE_NOT_FOUND, "the Instance names no image")
+        image = self.ctx.kube.get_or_none(image_path(key))
         if image is None:
-            raise BuildError(names.ERROR_IMAGE_NOT_FOUND, f"Image {ref} does not exist")
+            kind = names.ImageKind.TENANT_IMAGE if "/" in key else names.ImageKind.IMAGE
+            raise BuildError(names.ERROR_IMAGE_NOT_FOUND, f"{kind} {key} does not exist")
         return image
 
     def _count_image(self, cached: CachedImage) -> None:

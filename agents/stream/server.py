@@ -21,6 +21,8 @@ Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
 * ``GET /v1/domains/<uid>/log?follow=1&tailBytes=N`` -- the serial console log
   file (``text/plain``, streamed while ``follow``);
 * ``PUT /v1/domains/<uid>/power/<action>`` -- :mod:`kova.agents.instance.power_actions`;
+* ``PUT /v1/domains/<uid>/snapshot?namespace=&instance=&image=&user=`` -- the root
+  disk into a TenantImage, :mod:`kova.agents.instance.snapshot`;
 * ``GET /healthz``.
 
 Errors are JSON ``{"reason": ..., "message": ...}`` with a 4xx/5xx status.
@@ -46,6 +48,7 @@ from aiohttp import WSMsgType, web
 from kova.agents.context import AgentContext
 from kova.agents.instance import disk_copy
 from kova.agents.instance.power_actions import ActionError, PowerActions
+from kova.agents.instance.snapshot import SnapshotError, Snapshots
 from kova.agents.settings import AgentSettings
 from kova.agents.stream.console import ConsoleError, ConsoleHub, open_vnc
 
@@ -98,6 +101,7 @@ class StreamServer:
         self.cfg = cfg
         self.consoles = ConsoleHub(lambda: ctx.driver.conn)
         self.power = power
+        self.snapshots = Snapshots(ctx)
         self.healthy = healthy
         self.port: int | None = None
         self.advertise_address = cfg.stream_advertise_address or (
@@ -124,6 +128,7 @@ class StreamServer:
         app.router.add_get(base + "/vnc", self._vnc)
         app.router.add_get(base + "/log", self._log)
         app.router.add_put(base + "/power/{action}", self._power)
+        app.router.add_put(base + "/snapshot", self._snapshot)
         app.router.add_put(base + "/disk", self._disk)
         return app
 
@@ -316,6 +321,19 @@ class StreamServer:
             return error(exc.status, exc.reason, exc.message)
         return web.json_response(result.to_json())
 
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        uid, q = request.match_info["uid"], request.query
+        if not all(q.get(k) for k in ("namespace", "instance", "image")):
+            return error(400, "BadRequest", "namespace, instance and image are required")
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(None, self.snapshots.run, uid, q["namespace"],
+                                                q["instance"], q["image"],
+                                                q.get("user", "unknown"))
+        except SnapshotError as exc:
+            return error(exc.status, exc.reason, exc.message)
+        return web.json_response(result)
 
     async def _disk(self, request: web.Request) -> web.Response:
         """Receive an Instance's disk from another agent (a cold migration:

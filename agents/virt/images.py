@@ -99,13 +99,20 @@ class ImageSource:
     sha256: str | None = None
     format: str = "qcow2"
 
+    #: A TenantImage's namespace (None: a cluster Image); ``name`` is then
+    #: ``<namespace>/<name>``.
+    namespace: str | None = None
+
     @classmethod
     def from_image(cls, image: dict) -> "ImageSource":
-        """From an Image object (a dict as the API returns it)."""
+        """From an Image or TenantImage object (a dict as the API returns it)."""
         spec = image.get("spec") or {}
         source = spec.get("source") or {}
+        meta = image.get("metadata") or {}
+        namespace = meta.get("namespace") or None
         return cls(
-            name=(image.get("metadata") or {}).get("name", ""),
+            name=f"{namespace}/{meta.get('name', '')}" if namespace else meta.get("name", ""),
+            namespace=namespace,
             url=source.get("url"),
             host_path=source.get("hostPath"),
             sha256=spec.get("sha256"),
@@ -207,11 +214,12 @@ class ImageCache:
         timeout: float = 60.0,
         ca_file: Path | str | None = None,
         policy: SourcePolicy | None = None,
-        auth: Callable[[str], dict[str, str]] | None = None,
+        auth: Callable[[str, str | None], dict[str, str]] | None = None,
     ) -> None:
         self.dir = Path(cache_dir)
         self.policy = policy or SourcePolicy()
-        #: Headers for a URL (the agent's token for Kova's image store).
+        #: Headers for a URL of an image of a namespace (None: a cluster
+        #: Image): the agent's token for Kova's image store.
         self._auth = auth
         self.dir.mkdir(parents=True, exist_ok=True)
         self._http = http
@@ -225,7 +233,13 @@ class ImageCache:
         self.stats = CacheStats()
         self._on_progress = on_progress
 
-    def set_auth(self, auth: Callable[[str], dict[str, str]] | None) -> None:
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """The TLS context the cache verifies image servers with (the system
+        trust store and --image-ca-file): the image store's, for uploads too."""
+        return self._tls
+
+    def set_auth(self, auth: Callable[[str, str | None], dict[str, str]] | None) -> None:
         self._auth = auth
 
     # ------------------------------------------------------------------
@@ -386,7 +400,7 @@ class ImageCache:
         url = source.url or ""
         for _hop in range(MAX_REDIRECTS + 1):
             self.policy.check_url(url, sha256=source.sha256)
-            headers = self._auth(url) if self._auth else None
+            headers = self._auth(url, source.namespace) if self._auth else None
             with client.stream("GET", url, headers=headers) as resp:
                 peer = _peer_address(resp)
                 if peer is not None:

@@ -17,6 +17,11 @@ whether that user may act on the Image (SubjectAccessReview, group
     created, the file is removed again: nothing half-registered.
 ``DELETE /v1/images/<name>``
     the file (verb ``delete``).
+``GET|HEAD|PUT|DELETE /v1/namespaces/<namespace>/images/<name>``
+    the same for a TenantImage of ``<namespace>`` (SubjectAccessReview on
+    ``tenantimages`` in that namespace): a tenant's own images, which only
+    users allowed in that namespace read, and agents fetch only for
+    Instances of that namespace.
 
 Refusals are JSON ``{"reason": ..., "message": ...}`` with a 4xx status.
 """
@@ -24,6 +29,7 @@ Refusals are JSON ``{"reason": ..., "message": ...}`` with a 4xx status.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -41,6 +47,9 @@ log = logging.getLogger("kova.images.server")
 
 FIELD_MANAGER = "kova-images"
 ANNOTATION_UPLOADED_BY = f"{names.GROUP}/uploaded-by"
+#: On a snapshot: the Instance (``<namespace>/<name>``) and the time it was taken.
+ANNOTATION_SNAPSHOT_OF = f"{names.GROUP}/snapshot-of"
+ANNOTATION_SNAPSHOT_TIME = f"{names.GROUP}/snapshot-time"
 
 
 def refusal(status: int, reason: str, message: str) -> web.Response:
@@ -62,6 +71,10 @@ class ImageServer:
         app.router.add_get("/v1/images/{name}", self.download)
         app.router.add_put("/v1/images/{name}", self.upload)
         app.router.add_delete("/v1/images/{name}", self.remove)
+        tenant = "/v1/namespaces/{namespace}/images/{name}"
+        app.router.add_get(tenant, self.download)
+        app.router.add_put(tenant, self.upload)
+        app.router.add_delete(tenant, self.remove)
         return app
 
     @property
@@ -96,8 +109,10 @@ class ImageServer:
         await self.kube.close()
 
     # -- authentication and authorization --------------------------------
-    async def authorize(self, request: web.Request, verb: str, name: str) -> dict:
-        """The user behind the request's token, if it may ``verb`` Image ``name``."""
+    async def authorize(self, request: web.Request, verb: str, name: str,
+                        namespace: str | None = None) -> dict:
+        """The user behind the request's token, if it may ``verb`` Image ``name``
+        (the TenantImage ``name`` of ``namespace``)."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise web.HTTPUnauthorized(
@@ -112,20 +127,26 @@ class ImageServer:
                 text='{"reason":"Unauthorized","message":"the token is not valid"}',
                 content_type="application/json")
         user = status.get("user") or {}
+        resource = names.TENANT_IMAGES if namespace else names.IMAGES
+        attributes = {"group": names.GROUP, "version": names.VERSION,
+                      "resource": resource, "verb": verb, "name": name}
+        if namespace:
+            attributes["namespace"] = namespace
         spec: dict[str, Any] = {
             "user": user.get("username"), "groups": user.get("groups") or [],
-            "uid": user.get("uid"),
-            "resourceAttributes": {"group": names.GROUP, "version": names.VERSION,
-                                   "resource": names.IMAGES, "verb": verb, "name": name}}
+            "uid": user.get("uid"), "resourceAttributes": attributes}
         if user.get("extra"):
             spec["extra"] = user["extra"]
         sar = await self.kube.create("/apis/authorization.k8s.io/v1/subjectaccessreviews", {
             "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
             "spec": spec})
         if not (sar.get("status") or {}).get("allowed"):
+            where = f" in namespace {namespace}" if namespace else ""
             raise web.HTTPForbidden(
-                text=f'{{"reason":"Forbidden","message":"{user.get("username")} may not '
-                     f'{verb} images.{names.GROUP} {name}"}}', content_type="application/json")
+                text=json.dumps({"reason": "Forbidden",
+                                 "message": f"{user.get('username')} may not {verb} "
+                                            f"{resource}.{names.GROUP} {name}{where}"}),
+                content_type="application/json")
         return user
 
     # -- routes ----------------------------------------------------------
@@ -133,22 +154,22 @@ class ImageServer:
         return web.Response(text="ok")
 
     async def download(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
+        name, namespace = _target(request)
         try:
-            stored = self.store.get(name)
+            stored = self.store.get(name, namespace)
         except StoreError as exc:
             return refusal(exc.status, exc.reason, exc.message)
-        await self.authorize(request, "get", name)
+        await self.authorize(request, "get", name, namespace)
         if stored is None:
             return refusal(404, "NotFound", f"the store holds no image {name}")
         return web.FileResponse(stored.path, headers={
             "X-Image-Sha256": stored.sha256, "Content-Type": "application/octet-stream"})
 
     async def remove(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        await self.authorize(request, "delete", name)
+        name, namespace = _target(request)
+        await self.authorize(request, "delete", name, namespace)
         try:
-            gone = self.store.delete(name)
+            gone = self.store.delete(name, namespace)
         except StoreError as exc:
             return refusal(exc.status, exc.reason, exc.message)
         if not gone:
@@ -156,12 +177,16 @@ class ImageServer:
         return web.json_response({"deleted": name})
 
     async def upload(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name, namespace = _target(request)
         fmt = request.query.get("format", "qcow2")
-        user = await self.authorize(request, "create", name)
+        origin = request.query.get("snapshotOf")
+        if origin is not None and (not namespace or not origin.startswith(f"{namespace}/")):
+            return refusal(400, "BadRequest", "snapshotOf names an Instance of the "
+                           "TenantImage's own namespace (<namespace>/<name>)")
+        user = await self.authorize(request, "create", name, namespace)
         try:
             stored = await self.store.receive(name, fmt, _chunks(request),
-                                              request.content_length)
+                                              request.content_length, namespace)
         except StoreError as exc:
             log.warning("upload of %s by %s refused: %s", name, user.get("username"),
                         exc.message)
@@ -171,31 +196,43 @@ class ImageServer:
                         user.get("username"))
             raise
         try:
-            await self.register(stored, user)
+            await self.register(stored, user, origin)
         except KubeError as exc:
-            self.store.delete(name)
+            self.store.delete(name, namespace)
             body = exc.body if isinstance(exc.body, dict) else {}
             return refusal(409 if exc.status == 409 else 502, body.get("reason") or
                            "ImageNotCreated", f"the Image was not created, the upload is "
                            f"discarded: {body.get('message') or exc}")
         log.info("image %s stored (%s, %d bytes, sha256 %s) for %s", name, stored.format,
                  stored.size, stored.sha256[:16], user.get("username"))
-        return web.json_response({**stored.to_json(), "url": self.image_url(name)}, status=201)
+        return web.json_response({**stored.to_json(), "url": self.image_url(name, namespace)},
+                                 status=201)
 
-    def image_url(self, name: str) -> str:
+    def image_url(self, name: str, namespace: str | None = None) -> str:
+        if namespace:
+            return f"{self.url}/v1/namespaces/{namespace}/images/{name}"
         return f"{self.url}/v1/images/{name}"
 
-    async def register(self, stored: StoredImage, user: dict) -> None:
-        """The Image of ``stored``, with its status."""
-        body = {"apiVersion": names.API_VERSION, "kind": "Image",
-                "metadata": {"name": stored.name, "annotations": {
-                    ANNOTATION_UPLOADED_BY: str(user.get("username"))}},
-                "spec": {"source": {"url": self.image_url(stored.name)},
+    async def register(self, stored: StoredImage, user: dict,
+                       snapshot_of: str | None = None) -> None:
+        """The Image (TenantImage of a namespace) of ``stored``, with its status;
+        ``snapshot_of``: the Instance it is a snapshot of."""
+        ns = stored.namespace
+        kind = names.ImageKind.TENANT_IMAGE if ns else names.ImageKind.IMAGE
+        plural = names.TENANT_IMAGES if ns else names.IMAGES
+        meta = {"name": stored.name, **({"namespace": ns} if ns else {})}
+        annotations = {ANNOTATION_UPLOADED_BY: str(user.get("username"))}
+        if snapshot_of:
+            annotations[ANNOTATION_SNAPSHOT_OF] = snapshot_of
+            annotations[ANNOTATION_SNAPSHOT_TIME] = now_rfc3339()
+        body = {"apiVersion": names.API_VERSION, "kind": str(kind),
+                "metadata": {**meta, "annotations": annotations},
+                "spec": {"source": {"url": self.image_url(stored.name, ns)},
                          "format": stored.format, "sha256": stored.sha256,
                          "minDiskGiB": -(-stored.virtual_size // (1 << 30))}}
-        created = await self.kube.create(custom_path(names.IMAGES), body)
-        status = {"apiVersion": names.API_VERSION, "kind": "Image",
-                  "metadata": {"name": stored.name},
+        created = await self.kube.create(custom_path(plural, namespace=ns), body)
+        status = {"apiVersion": names.API_VERSION, "kind": str(kind),
+                  "metadata": meta,
                   "status": {"observedGeneration": created["metadata"].get("generation", 1),
                              "sizeBytes": stored.size, "virtualSizeBytes": stored.virtual_size,
                              "sha256": stored.sha256, "format": stored.format,
@@ -205,10 +242,16 @@ class ImageServer:
                                             f"{stored.uploaded_format}, verified and stored",
                                  "lastTransitionTime": now_rfc3339()}]}}
         try:
-            await self.kube.apply(custom_path(names.IMAGES, stored.name, subresource="status"),
+            await self.kube.apply(custom_path(plural, stored.name, namespace=ns,
+                                              subresource="status"),
                                   status, field_manager=FIELD_MANAGER)
         except KubeError as exc:  # the Image stands; agents write status when they fetch it
             log.warning("image %s: status not written: %s", stored.name, exc)
+
+
+def _target(request: web.Request) -> tuple[str, str | None]:
+    """The route's Image name and, for a TenantImage, its namespace."""
+    return request.match_info["name"], request.match_info.get("namespace")
 
 
 async def _chunks(request: web.Request) -> AsyncIterator[bytes]:

@@ -5,6 +5,7 @@
     <root>/<name>/image.qcow2 | image.raw   the verified file
     <root>/<name>/meta.json                 name, format, sizes, sha256, original format
     <root>/.uploads/<random>/               an upload in progress
+    <root>/.namespaces/<namespace>/<name>/  a TenantImage's files, as above
 
 An upload is written to ``.uploads/`` while its sha256 is computed, with a
 size limit; a format other than qcow2 or raw (vmdk, vhdx, vpc, vdi) is
@@ -35,6 +36,7 @@ from kova.errors import Refusal
 #: Formats an upload may have; the others than qcow2 and raw are converted.
 UPLOAD_FORMATS = ("qcow2", "raw", "vmdk", "vhdx", "vpc", "vdi")
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 #: Conversion gets more than ``qemu-img info``: it reads the whole image.
 CONVERT_CPU_SECONDS = 3600
 CONVERT_ADDRESS_SPACE = 4 << 30
@@ -53,11 +55,13 @@ class StoredImage:
     virtual_size: int
     sha256: str
     uploaded_format: str
+    #: A TenantImage's namespace; None for a cluster Image.
+    namespace: str | None = None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "format": self.format, "sizeBytes": self.size,
-                "virtualSizeBytes": self.virtual_size, "sha256": self.sha256,
-                "uploadedFormat": self.uploaded_format}
+        return {"name": self.name, "namespace": self.namespace, "format": self.format,
+                "sizeBytes": self.size, "virtualSizeBytes": self.virtual_size,
+                "sha256": self.sha256, "uploadedFormat": self.uploaded_format}
 
 
 class ImageStore:
@@ -75,20 +79,29 @@ class ImageStore:
             raise StoreError(400, "InvalidName",
                              f"{name!r} is not an Image name (a DNS subdomain)")
 
-    def get(self, name: str) -> StoredImage | None:
+    def dir_of(self, name: str, namespace: str | None = None) -> Path:
+        """Where Image ``name`` (or the TenantImage ``name`` of ``namespace``) lives."""
         self.check_name(name)
+        if namespace is None:
+            return self.root / name
+        if not DNS_LABEL.match(namespace):
+            raise StoreError(400, "InvalidName", f"{namespace!r} is not a namespace name")
+        return self.root / ".namespaces" / namespace / name
+
+    def get(self, name: str, namespace: str | None = None) -> StoredImage | None:
+        where = self.dir_of(name, namespace)
         try:
-            meta = json.loads((self.root / name / "meta.json").read_text())
+            meta = json.loads((where / "meta.json").read_text())
         except (OSError, ValueError):
             return None
-        return StoredImage(name=name, path=self.root / name / f"image.{meta['format']}",
+        return StoredImage(name=name, namespace=namespace,
+                           path=where / f"image.{meta['format']}",
                            format=meta["format"], size=meta["sizeBytes"],
                            virtual_size=meta["virtualSizeBytes"], sha256=meta["sha256"],
                            uploaded_format=meta.get("uploadedFormat", meta["format"]))
 
-    def delete(self, name: str) -> bool:
-        self.check_name(name)
-        target = self.root / name
+    def delete(self, name: str, namespace: str | None = None) -> bool:
+        target = self.dir_of(name, namespace)
         if not target.exists():
             return False
         # Out of sight first (a rename is atomic), then removed.
@@ -98,13 +111,15 @@ class ImageStore:
         return True
 
     async def receive(self, name: str, fmt: str, chunks: AsyncIterator[bytes],
-                      length: int | None = None) -> StoredImage:
-        """Store the upload ``chunks`` as Image ``name``; StoreError when refused."""
-        self.check_name(name)
+                      length: int | None = None, namespace: str | None = None
+                      ) -> StoredImage:
+        """Store the upload ``chunks`` as Image ``name`` (the TenantImage of
+        ``namespace``); StoreError when refused."""
+        self.dir_of(name, namespace)
         if fmt not in UPLOAD_FORMATS:
             raise StoreError(400, "UnsupportedFormat",
                              f"format {fmt!r} is not one of {', '.join(UPLOAD_FORMATS)}")
-        if self.get(name) is not None:
+        if self.get(name, namespace) is not None:
             raise StoreError(409, "AlreadyExists", f"the store already holds image {name}")
         if self.max_bytes and length is not None and length > self.max_bytes:
             raise StoreError(413, "TooLarge", f"the upload is {length} bytes, over the store's "
@@ -113,7 +128,8 @@ class ImageStore:
         try:
             upload = work / f"upload.{fmt}"
             digest = await self._write(upload, chunks, length)
-            return await asyncio.to_thread(self._register, name, fmt, upload, work, digest)
+            return await asyncio.to_thread(self._register, name, fmt, upload, work, digest,
+                                           namespace)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -137,7 +153,7 @@ class ImageStore:
         return digest.hexdigest()
 
     def _register(self, name: str, fmt: str, upload: Path, work: Path,
-                  digest: str) -> StoredImage:
+                  digest: str, namespace: str | None) -> StoredImage:
         try:
             if fmt in imagefile.BOOT_FORMATS:
                 final_fmt, image = fmt, upload
@@ -155,12 +171,14 @@ class ImageStore:
                 "sha256": digest if final_fmt == fmt else _sha256(target),
                 "uploadedFormat": fmt}
         (stored_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+        target_dir = self.dir_of(name, namespace)
+        target_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.rename(stored_dir, self.root / name)  # atomic; fails if the name was taken
+            os.rename(stored_dir, target_dir)  # atomic; fails if the name was taken
         except OSError:
             raise StoreError(409, "AlreadyExists",
                              f"the store already holds image {name}") from None
-        got = self.get(name)
+        got = self.get(name, namespace)
         assert got is not None
         return got
 

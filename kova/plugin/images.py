@@ -72,8 +72,10 @@ def _body(path: Path, progress: Progress) -> Iterator[bytes]:
 
 
 def upload(cluster: Cluster, path: Path, name: str, fmt: str | None, store: str,
-           ca_file: str | None, stream: TextIO | None = None) -> dict:
-    """Upload ``path`` as Image ``name``; the store's answer (the Image's figures)."""
+           ca_file: str | None, stream: TextIO | None = None,
+           namespace: str | None = None) -> dict:
+    """Upload ``path`` as Image ``name`` (the TenantImage ``name`` of
+    ``namespace``); the store's answer (the image's figures)."""
     if not path.is_file():
         raise PluginError(f"{path}: no such file")
     fmt = fmt or guess_format(path)
@@ -83,7 +85,8 @@ def upload(cluster: Cluster, path: Path, name: str, fmt: str | None, store: str,
                           "kubeconfig's user has none (a token, or a tokenFile)")
     size = path.stat().st_size
     progress = Progress(name, size, stream)
-    url = f"{store.rstrip('/')}/v1/images/{name}"
+    where = f"/v1/namespaces/{namespace}" if namespace else "/v1"
+    url = f"{store.rstrip('/')}{where}/images/{name}"
     try:
         verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
         with httpx.Client(verify=verify, timeout=httpx.Timeout(60.0, read=None)) as c:
@@ -121,27 +124,34 @@ def image() -> None:
 @click.option("--store-ca-file", envvar="KOVA_IMAGE_STORE_CA_FILE", default=None,
               type=click.Path(exists=True, dir_okay=False),
               help="CA bundle (PEM) that signed the store's certificate.")
+@click.option("-n", "--namespace", default=None,
+              help="Upload a TenantImage of this namespace (only its Instances boot from it; "
+                   "needs create on tenantimages there, which kova-edit has). Without it: a "
+                   "cluster-wide Image (administrators).")
 @click.option("--kubeconfig", default=None, help="Path to the kubeconfig file.")
 @click.option("--context", default=None, help="The kubeconfig context to use.")
 @click.pass_context
 def upload_command(ctx: click.Context, file: Path, name: str, fmt: str | None, store: str,
-                   store_ca_file: str | None, kubeconfig: str | None,
+                   store_ca_file: str | None, namespace: str | None, kubeconfig: str | None,
                    context: str | None) -> None:
     """Upload FILE as Image NAME: verified (no backing or external data file),
     converted to qcow2 unless it is qcow2 or raw, its size, virtual size and
     sha256 computed; the Image is created once the store holds it.
 
     \b
-    Example:
+    Examples:
       kubectl kova image upload debian-12.vmdk --name debian-12 --store https://images:9468
+      kubectl kova image upload my-app.qcow2 --name my-app -n team-a --store https://images:9468
     """
     o = dict(ctx.find_root().obj or {})
     cluster = Cluster(kubeconfig or o.get("kubeconfig") or os.environ.get("KUBECONFIG"),
                       context or o.get("context"))
     ctx.call_on_close(cluster.close)
-    got = upload(cluster, file, name, fmt, store, store_ca_file)
+    namespace = namespace or o.get("namespace")
+    got = upload(cluster, file, name, fmt, store, store_ca_file, namespace=namespace)
     converted = (f" (converted from {got['uploadedFormat']})"
                  if got["uploadedFormat"] != got["format"] else "")
+    kind = f"TenantImage {namespace}/{name}" if namespace else f"Image {name}"
     click.echo(f"image {name}: stored as {got['format']}{converted}, "
                f"{got['sizeBytes']} bytes, virtual size {got['virtualSizeBytes']} bytes, "
-               f"sha256 {got['sha256']}; Image {name} is Available")
+               f"sha256 {got['sha256']}; {kind} is Available")

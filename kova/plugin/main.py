@@ -332,6 +332,33 @@ def _duration(start: str | None, finish: str | None) -> str:
     return f"{(parse(finish) - parse(start)).total_seconds():.0f}s"
 
 
+@main.command()
+@click.argument("name")
+@click.option("--image", "image", required=True,
+              help="Name of the TenantImage to create in the Instance's namespace.")
+@cluster_options
+@click.pass_context
+def snapshot(ctx: click.Context, name: str, image: str, **_: str) -> None:
+    """Save the root disk of instance NAME as TenantImage IMAGE of its
+    namespace: the guest is paused while its disk is copied into one
+    standalone qcow2 (a stopped instance stays stopped), which goes to Kova's
+    image store; new Instances then boot from it with imageRef {name: IMAGE,
+    kind: TenantImage}.
+
+    \b
+    Example:
+      kubectl kova snapshot web-1 --image web-golden
+    """
+    cluster = _cluster(ctx)
+    ns = cluster.namespace
+    click.echo(f"snapshotting instance {ns}/{name} into TenantImage {image} ...", err=True)
+    out = cluster.request("PUT", cluster.subresource_path(ns, name, "snapshot"),
+                          f"snapshot instance {ns}/{name}", query={"image": image})
+    click.echo(f"tenantimage.{GROUP}/{image} created from instance {ns}/{name}: "
+               f"{out.get('message')} (sha256 {out.get('sha256')}, request "
+               f"{out.get('requestId')})")
+
+
 main.add_command(image_group)
 
 

@@ -185,7 +185,7 @@ class Conductor:
         which version of the Image failed (retry_image's trigger)."""
         if st.failure_code(cond) not in names.IMAGE_FAILURE_CODES:
             return body
-        image = ob.ref_name(body, "imageRef")
+        image = ob.image_key(body)
         return await self.records.patch_metadata(body, {"annotations": {
             names.ANNOTATION_FAILED_IMAGE: self.ctx.informer.image_identity(image)}})
 

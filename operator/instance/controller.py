@@ -52,10 +52,11 @@ class InstanceController:
         ctx.enqueue(key)
 
     def image_changed(self, image: str) -> None:
-        """Instances in Error because of ``image``: look at them again (the
-        Image was re-created or changed; see plan's RETRY_IMAGE)."""
+        """Instances in Error because of ``image`` (an :func:`ob.image_key`):
+        look at them again (the Image or TenantImage was re-created or
+        changed; see plan's RETRY_IMAGE)."""
         for (ns, name), body in self.ctx.informer.instances():
-            if (ob.ref_name(body, "imageRef") == image
+            if (ob.image_key(body) == image
                     and names.ANNOTATION_FAILED_IMAGE in ob.annotations_of(body)):
                 self.ctx.enqueue(("inst", ns, name))
 
@@ -70,7 +71,7 @@ class InstanceController:
                                    down=ctx.hosts.is_down(host))
         return Facts(own_host=ctx.ledger.own_hosts.get(uid), errored=uid in ctx.ledger.errored,
                      retried_image=ctx.ledger.retried.get(uid),
-                     image_identity=ctx.informer.image_identity(ob.ref_name(body, "imageRef")),
+                     image_identity=ctx.informer.image_identity(ob.image_key(body)),
                      host=host_facts, max_attempts=ctx.settings.max_attempts,
                      wanted_size=wanted_size(ob.spec(body), ctx.informer.flavor(
                          ob.ref_name(body, "flavorRef"))),

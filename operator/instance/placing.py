@@ -71,7 +71,7 @@ class Placer:
             if h and h.rp_uuid:
                 host_rp[h.name] = h.rp_uuid
         return build_request(body, flavor=ctx.informer.flavor(ob.ref_name(body, "flavorRef")),
-                             image=ctx.informer.image(ob.ref_name(body, "imageRef")),
+                             image=ctx.informer.image(ob.image_key(body)),
                              server_group=ctx.informer.server_group(ns, group),
                              member_hosts=members, instance_hosts=inst_hosts, host_rp=host_rp,
                              use_image_traits=ctx.settings.image_traits)

@@ -254,8 +254,10 @@ def check_dependencies(spec: dict, flavor: dict | None, image: dict | None,
             raise MissingDependency(names.REASON_FLAVOR_DISABLED,
                                     f"Flavor {flavor_name} is disabled")
     if image is None:
+        kind = _get(spec, "imageRef", "kind", default=names.ImageKind.IMAGE)
+        where = " in the Instance's namespace" if kind == names.ImageKind.TENANT_IMAGE else ""
         raise MissingDependency(names.REASON_IMAGE_NOT_FOUND,
-                                f"Image {_get(spec, 'imageRef', 'name')} not found")
+                                f"{kind} {_get(spec, 'imageRef', 'name')} not found{where}")
     sg_name = _get(spec, "serverGroupRef", "name")
     if sg_name and server_group is None:
         raise MissingDependency(names.REASON_SERVER_GROUP_NOT_FOUND,

@@ -98,10 +98,13 @@ def test_all_examples_together_and_kova_category(kova_crds, kubectl, namespace, 
         "servergroup.kova.dev/web",
         "flavor.kova.dev/small",
         "image.kova.dev/kova-test",
+        "tenantimage.kova.dev/app",
+        "instance.kova.dev/app-1",
     } <= names
     # Every short name resolves.
-    out = kubectl("get", "inst,flv,img,hv,sg", "-n", namespace, "-o", "name").stdout
+    out = kubectl("get", "inst,flv,img,timg,hv,sg", "-n", namespace, "-o", "name").stdout
     assert "instance.kova.dev/hello" in out and "servergroup.kova.dev/web" in out
+    assert "tenantimage.kova.dev/app" in out
 
 
 # ==========================================================================
@@ -585,7 +588,7 @@ def test_models_round_trip_through_the_api_server(kova_crds, k8s_client, namespa
         metadata={"name": "from-model"},
         spec=models.InstanceSpec(
             resources=models.Resources(vcpus=1, memory_mib=128, disk_gib=1),
-            image_ref=models.ObjectRef(name="kova-test"),
+            image_ref=models.ImageRef(name="kova-test"),
             run_strategy=models.RunStrategy.ONCE,
         ),
     )

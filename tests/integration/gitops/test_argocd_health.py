@@ -16,7 +16,7 @@ from kova.crds import names as contract
 from tests.fixtures.agents import operator_process, wait_for
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "gitops.md"
-KINDS = ("Instance", "Host", "Image", "Flavor", "ServerGroup")
+KINDS = ("Instance", "Host", "Image", "TenantImage", "Flavor", "ServerGroup")
 
 
 def health_checks() -> dict[str, str]:

@@ -68,6 +68,7 @@ def test_one_file_per_kind_named_group_plural() -> None:
             "kova.dev_hosts.yaml",
             "kova.dev_images.yaml",
             "kova.dev_instances.yaml",
+            "kova.dev_tenantimages.yaml",
             "kova.dev_servergroups.yaml",
         ]
     )
@@ -228,6 +229,7 @@ EXPECTED = {
     "Instance": ("instances", "Namespaced", ["inst"]),
     "Flavor": ("flavors", "Cluster", ["flv"]),
     "Image": ("images", "Cluster", ["img"]),
+    "TenantImage": ("tenantimages", "Namespaced", ["timg"]),
     "Host": ("hosts", "Cluster", ["hv"]),
     "ServerGroup": ("servergroups", "Namespaced", ["sg"]),
 }
@@ -346,7 +348,7 @@ def test_examples_round_trip_through_models(name: str, doc: dict) -> None:
 
 def test_examples_cover_every_namespaced_and_cluster_kind_a_user_creates() -> None:
     kinds = sorted({doc["kind"] for _, doc in _example_docs()})
-    assert kinds == ["Flavor", "Image", "Instance", "ServerGroup"]
+    assert kinds == ["Flavor", "Image", "Instance", "ServerGroup", "TenantImage"]
     instances = [doc for _, doc in _example_docs() if doc["kind"] == "Instance"]
     assert len(instances) >= 2
     assert any("inline" in doc["spec"].get("userData", {}) for doc in instances)

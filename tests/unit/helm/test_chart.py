@@ -53,7 +53,7 @@ def test_include_crds_renders_all_of_them() -> None:
     objs = render(include_crds=True)
     names = {o["metadata"]["name"] for o in by_kind(objs, "CustomResourceDefinition")}
     assert names == {c["metadata"]["name"] for c in chart_crds().values()}
-    assert len(names) == 7
+    assert len(names) == 8
 
 
 # ---------------------------------------------------------------------------
@@ -501,7 +501,9 @@ def test_image_store() -> None:
         "rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert rules == {("authentication.k8s.io", "tokenreviews"): {"create"},
                      ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
-                     ("kova.dev", "images"): {"create"}, ("kova.dev", "images/status"): {"patch"}}
+                     ("kova.dev", "images"): {"create"}, ("kova.dev", "images/status"): {"patch"},
+                     ("kova.dev", "tenantimages"): {"create"},
+                     ("kova.dev", "tenantimages/status"): {"patch"}}
     assert not [o for o in render() if o["metadata"]["name"] == "kova-images"]
     failed = render_text({"images": {"enabled": True}}, check=False)
     assert failed.returncode != 0 and "images.tls.existingSecret" in failed.stderr

@@ -29,6 +29,7 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "hosts/status"): {"get", "patch"},     # state, Ready condition
         (KOVA, "flavors"): READ,
         (KOVA, "images"): READ,
+        (KOVA, "tenantimages"): READ,
         (KOVA, "servergroups"): READ,
         (KOVA, "servergroups/status"): {"get", "patch"},  # members, hosts, PolicySatisfied
         ("", "nodes"): READ,                          # out-of-service taint fences a Host
@@ -48,6 +49,8 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "flavors"): {"get"},
         (KOVA, "images"): {"get"},
         (KOVA, "images/status"): {"patch"},           # its verified copy (cachedOn)
+        (KOVA, "tenantimages"): {"get", "create"},       # boots; uploads snapshots
+        (KOVA, "tenantimages/status"): {"patch"},
         ("", "events"): {"create"},
     },
     "placement": {
@@ -65,16 +68,18 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
 #: The users' roles (templates/user-roles.yaml), aggregated into view/edit/admin.
 SUB = "subresources.kova.dev"
 POWER = {f"instances/{a}" for a in ("start", "stop", "restart", "reboot", "pause", "unpause",
-                                    "resize-confirm", "resize-revert", "migrate")}
+                                    "resize-confirm", "resize-revert", "migrate",
+                                    "snapshot")}
 USER_WRITE = READ | {"create", "update", "patch", "delete"}
 USER_ROLES: dict[str, dict[tuple[str, str], set[str]]] = {
     "kova-view": {
-        (KOVA, "instances"): READ, (KOVA, "servergroups"): READ,
+        (KOVA, "instances"): READ, (KOVA, "servergroups"): READ, (KOVA, "tenantimages"): READ,
         (KOVA, "flavors"): READ, (KOVA, "images"): READ, (KOVA, "hosts"): READ,
         (SUB, "instances/log"): {"get"},
     },
     "kova-edit": {
         (KOVA, "instances"): USER_WRITE, (KOVA, "servergroups"): USER_WRITE,
+        (KOVA, "tenantimages"): USER_WRITE,  # a namespace's own images; public ones: admins
         (KOVA, "flavors"): READ, (KOVA, "images"): READ, (KOVA, "hosts"): READ,
         (SUB, "instances/log"): {"get"}, (SUB, "instances/console"): {"get"},
         (SUB, "instances/vnc"): {"get"}, **{(SUB, r): {"update"} for r in POWER},
@@ -82,6 +87,7 @@ USER_ROLES: dict[str, dict[tuple[str, str], set[str]]] = {
     "kova-admin": {
         (KOVA, "instances"): USER_WRITE | {"deletecollection"},
         (KOVA, "servergroups"): USER_WRITE | {"deletecollection"},
+        (KOVA, "tenantimages"): USER_WRITE | {"deletecollection"},
         (KOVA, "flavors"): READ, (KOVA, "images"): READ, (KOVA, "hosts"): READ,
         (SUB, "instances/log"): {"get"}, (SUB, "instances/console"): {"get"},
         (SUB, "instances/vnc"): {"get"}, **{(SUB, r): {"update"} for r in POWER},

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Benchmark: ``kubectl kova snapshot`` of a running QEMU guest beside its
+floor on the same machine, in the same run.
+
+    .venv/bin/python bench/snapshot.py                  # test image + 1 GiB disk
+    .venv/bin/python bench/snapshot.py --size-mib 256 --runs 3
+
+It starts a throwaway control plane, the image store (``kova images serve``,
+HTTPS, as a process) and a local stack (Placement, the operator, one agent
+with its own libvirtd that knows the store, the API component), then runs two
+Instances under QEMU:
+
+* one of Kova's test image (its root disk: a qcow2 overlay on the ~11 MiB
+  image, booted to its shell);
+* one of a raw disk of ``--size-mib`` random data (a cluster Image from a
+  host path; the overlay on it holds nothing, so the chain holds that many
+  MiB of data; the guest has no bootloader and stays in its firmware, which
+  is all a snapshot needs).
+
+Each run snapshots each Instance with ``kubectl kova snapshot`` into a fresh
+TenantImage name (timed from the command's start to its answer: the API
+server, the API component, the agent's pause + ``qemu-img convert -U`` of
+the chain + resume, the upload over TLS with the agent's token, the store's
+sha256, checks and fsync, the TenantImage's creation).  Right before each, the
+floor: ``qemu-img convert -U`` of the same chain into a standalone qcow2 plus a
+plain copy of the result with fsync -- what any snapshot into a separate store
+does at the least on this machine.  Prints a Markdown table for
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from image_upload import _fsync_copy  # noqa: E402  (bench/image_upload.py)
+
+MiB = 1 << 20
+NS = "default"
+
+
+def floor(disk: Path, work: Path) -> float:
+    t0 = time.perf_counter()
+    flat = work / "floor.qcow2"
+    subprocess.run(["qemu-img", "convert", "-U", "-q", "-f", "qcow2", "-O", "qcow2",
+                    str(disk), str(flat)], check=True)
+    _fsync_copy(flat, work / "floor.copy")
+    elapsed = time.perf_counter() - t0
+    for p in (flat, work / "floor.copy"):
+        p.unlink(missing_ok=True)
+    return elapsed
+
+
+def start_store(work: Path, kubeconfig: Path) -> tuple[subprocess.Popen, str, Path]:
+    from kova.dev.controlplane import free_port
+    from kova.dev.pki import issue_server_cert
+
+    certs = issue_server_cert(work / "pki", "images", ["127.0.0.1"])
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kova.cli", "images", "serve", "--dir", str(work / "store"),
+         "--kubeconfig", str(kubeconfig), "--bind-address", "127.0.0.1", "--port", str(port),
+         "--tls-cert-file", str(certs["crt"]), "--tls-key-file", str(certs["key"]),
+         "--max-bytes", "0", "--log-level", "warning"])
+    url = f"https://127.0.0.1:{port}"
+    verify = ssl.create_default_context(cafile=str(certs["ca_crt"]))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/healthz", verify=verify).status_code == 200:
+                return proc, url, Path(certs["ca_crt"])
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def wait(what: str, check: Callable[[], bool], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+
+    from kova.dev import paths
+    from kova.dev.controlplane import ControlPlane
+    from kova.dev.crds import apply_crds
+    from kova.dev.image import ensure_test_image
+    from kova.dev.libvirt import ensure_libvirtd
+    from kova.dev.stack import IMAGE_HOST_PATH, Stack
+
+    work = Path(tempfile.mkdtemp(prefix="snapshot-bench-", dir=os.environ.get("KOVA_BENCH_DIR")))
+    big = IMAGE_HOST_PATH.parent / f"bench-snapshot-{uuid.uuid4().hex[:6]}.raw"
+    cp = ControlPlane(workdir=work / "cp")
+    cp.start(progress=lambda m: print(m, file=sys.stderr))
+    store = stack = None
+    try:
+        apply_crds(cp.kubeconfig, progress=lambda m: None)
+        ensure_libvirtd()
+        image = ensure_test_image()
+        store, url, ca = start_store(work, cp.kubeconfig)
+        stack = Stack(root=work / "stack", api=True, agent_args=[
+            "--image-store-url", url, "--image-ca-file", str(ca),
+            "--image-url-allowed-network", "127.0.0.0/8"])
+        stack.start(cp, [f"bench-{uuid.uuid4().hex[:5]}"],
+                    progress=lambda m: print(m, file=sys.stderr))
+        stack.wait_hosts_up()
+        big.parent.mkdir(parents=True, exist_ok=True)
+        with open(big, "wb") as out:
+            for _ in range(args.size_mib):
+                out.write(os.urandom(MiB))
+        kubectl = [paths.kubectl(), "--kubeconfig", str(cp.kubeconfig)]
+        env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig),
+               "PATH": f"{Path(sys.executable).parent}:{paths.bin_dir()}:"
+                       f"{os.environ.get('PATH', '')}"}
+        disk_gib = -(-args.size_mib // 1024)
+        subprocess.run([*kubectl, "apply", "-f", "-"], check=True, capture_output=True,
+                       text=True, input=f"""
+apiVersion: kova.dev/v1alpha1
+kind: Image
+metadata: {{name: bench-test-image}}
+spec: {{source: {{hostPath: {Path(image).resolve()}}}, format: qcow2}}
+---
+apiVersion: kova.dev/v1alpha1
+kind: Image
+metadata: {{name: bench-random}}
+spec: {{source: {{hostPath: {big}}}, format: raw}}
+---
+apiVersion: kova.dev/v1alpha1
+kind: Instance
+metadata: {{name: small, namespace: {NS}}}
+spec:
+  resources: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
+  imageRef: {{name: bench-test-image}}
+---
+apiVersion: kova.dev/v1alpha1
+kind: Instance
+metadata: {{name: large, namespace: {NS}}}
+spec:
+  resources: {{vcpus: 1, memoryMiB: 128, diskGiB: {disk_gib}}}
+  imageRef: {{name: bench-random}}
+""")
+
+        def inst(name: str) -> dict:
+            out = subprocess.run([*kubectl, "-n", NS, "get", "inst", name, "-o", "json"],
+                                 capture_output=True, text=True)
+            return json.loads(out.stdout) if out.returncode == 0 else {}
+
+        def shell_up() -> bool:
+            log = ((inst("small").get("status") or {}).get("console") or {}).get("logPath")
+            return isinstance(log, str) and "KOVA-SHELL" in Path(log).read_text(errors="replace")
+
+        wait("the test image's shell", shell_up)
+        wait("the large Instance running",
+             lambda: (inst("large").get("status") or {}).get("powerState") == "Running")
+        rows = []
+        for label, name, data in (("test image", "small", image.stat().st_size),
+                                  (f"{args.size_mib} MiB disk", "large", big.stat().st_size)):
+            uid = inst(name)["metadata"]["uid"]
+            disk = stack.root / "instances" / stack.hosts[0] / uid / "disk.qcow2"
+            if not disk.exists():
+                disk = next(stack.root.rglob(f"{uid}/disk.qcow2"))
+            snaps, floors, pauses = [], [], []
+            for run in range(args.runs):
+                floors.append(floor(disk, work))
+                t0 = time.perf_counter()
+                proc = subprocess.run([paths.kubectl(), "kova", "snapshot", name, "-n", NS,
+                                       "--image", f"{name}-{run}"], env=env, check=True,
+                                      capture_output=True, text=True, timeout=1800)
+                snaps.append(time.perf_counter() - t0)
+                pauses.append(float(proc.stdout.split("guest paused ")[1].split("s")[0]))
+            sn, fl = statistics.median(snaps), statistics.median(floors)
+            rows.append((label, data / MiB, sn, statistics.median(pauses), fl, sn / fl))
+        load = os.getloadavg()
+        print(f"load average {load[0]:.2f} {load[1]:.2f}, {os.cpu_count()} cores, median of "
+              f"{args.runs} runs\n")
+        print("| root disk | data MiB | snapshot s | guest paused s | floor s (convert + copy) "
+              "| snapshot / floor |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for label, size, sn, pause, fl, ratio in rows:
+            print(f"| {label} | {size:.1f} | {sn:.2f} | {pause:.2f} | {fl:.2f} | {ratio:.2f} |")
+        print(json.dumps({"rows": rows}), file=sys.stderr)
+    finally:
+        if stack is not None:
+            stack.stop()
+        if store is not None:
+            store.terminate()
+            store.wait(15)
+        cp.destroy()
+        big.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Tenant images and snapshots with a real QEMU guest, on a one-host stack
+(Placement, the operator, the agent, the API component) with Kova's image
+store (``kova images serve`` over HTTPS), driven with ``kubectl kova`` as a
+user bound to kova-edit:
+
+the user uploads the test image as a TenantImage of its namespace and boots an
+Instance from it; inside the running guest it writes a marker to the root disk
+(from the serial console), snapshots the Instance into a second TenantImage,
+deletes it, boots a new Instance from the snapshot and reads the marker there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from kova.dev.stack import Stack
+from tests.e2e.test_access import Session
+from tests.helpers import BOOT_TIMEOUT, wait_for
+from tests.integration.images.test_image_store import store  # noqa: F401
+from tests.support.stacks import kova_editor, temp_namespace
+
+PROMPT = "vm:/# "
+#: A sector near the end of the 1 GiB root disk, past the test image's files.
+SECTOR = 1800000
+
+
+@pytest.fixture
+def ns(kubectl):
+    with temp_namespace(kubectl, "snapshot-e2e") as name:
+        yield name
+
+
+@pytest.fixture
+def stack(k8s, kova_crds, kova_api, libvirtd, test_image, ns, store, tmp_path):  # noqa: F811
+    st = Stack(root=tmp_path / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
+               agent_args=["--image-store-url", store.url, "--image-ca-file", str(store.ca),
+                           "--image-url-allowed-network", "127.0.0.0/8"])
+    try:
+        st.start(k8s, [f"snap-{uuid.uuid4().hex[:5]}"], progress=lambda m: None,
+                 namespaces=[ns])
+        st.wait_hosts_up()
+        yield st
+    finally:
+        st.stop()
+        for log in st.log_dir.glob("*.log"):
+            print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-25:]))
+
+
+def _instance(kubectl, ns: str, name: str, image: str) -> None:
+    kubectl("apply", "-f", "-", input=f"""
+apiVersion: kova.dev/v1alpha1
+kind: Instance
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  resources: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
+  imageRef: {{name: {image}, kind: TenantImage}}
+  hostname: vm
+""")
+
+
+def _wait_shell(s: Session, name: str) -> None:
+    wait_for(lambda: "KOVA-SHELL: ttyS0" in s.kova("logs", name)[1], BOOT_TIMEOUT, 1.0,
+             f"{name}'s shell")
+
+
+def _console(s: Session, name: str, command: str, answer: str) -> str:
+    """``command`` on the serial console of ``name``; the text matching ``answer``."""
+    child = s.spawn("console", name)
+    try:
+        child.expect("Ctrl\\+\\] detaches")
+        child.send("\r")
+        child.expect(PROMPT)
+        child.send(command + "\r")
+        child.expect(answer)
+        got = child.match.group(0).decode()
+        child.sendcontrol("]")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    return got
+
+
+def test_tenant_upload_boot_snapshot_and_boot_the_snapshot(stack, store, test_image, k8s,  # noqa: F811
+                                                           kubectl, ns):
+    user = kova_editor(k8s, ns, "owner", stack.root)
+    s = Session(ns, user, kubectl, "")
+    code, out, err = s.kova("image", "upload", str(Path(test_image).resolve()), "--name",
+                            "base", "--format", "qcow2", "-n", ns, "--store", store.url,
+                            "--store-ca-file", str(store.ca))
+    assert code == 0 and f"TenantImage {ns}/base is Available" in out, (out, err)
+    _instance(kubectl, ns, "src", "base")
+    _wait_shell(s, "src")
+
+    mark = f"KOVA-MARK-{uuid.uuid4().hex[:8]}"
+    _console(s, "src", f"echo {mark} | dd of=/dev/vda bs=512 seek={SECTOR} 2>/dev/null; "
+             "sync; echo WROTE-$?", r"WROTE-0")
+    code, out, err = s.kova("snapshot", "src", "--image", "snap", timeout=600)
+    assert code == 0 and f"tenantimage.kova.dev/snap created from instance {ns}/src" in out, \
+        (out, err)
+    # The source guest runs on after the pause.
+    assert _console(s, "src", "echo ALIVE-$((40+2))", r"ALIVE-42") == "ALIVE-42"
+
+    kubectl("-n", ns, "delete", "instance", "src", "--wait=true", "--timeout=120s")
+    _instance(kubectl, ns, "copy", "snap")
+    _wait_shell(s, "copy")
+    got = _console(s, "copy", f"dd if=/dev/vda bs=512 skip={SECTOR} count=1 2>/dev/null "
+                   "| head -c 20; echo", r"KOVA-MARK-[0-9a-f]{8}")
+    assert got == mark
+    kubectl("-n", ns, "delete", "instance", "copy", "--wait=true", "--timeout=120s",
+            check=False)

@@ -1,0 +1,97 @@
+"""``kubectl kova snapshot INSTANCE --image NAME`` through Kova's API component
+(``instances/snapshot``, registered as the APIService of the real API server),
+the compute agent's stream endpoint (in-process, libvirt's test:///default
+driver: the domain is paused and resumed by libvirt, the disk is a real qcow2
+overlay that ``qemu-img`` flattens) and the image store (``kova images serve``
+over HTTPS), which creates the TenantImage.  The marker is written into the
+source's disk with ``qemu-io`` (there is no guest on the test driver)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from kova.crds import names as contract
+from tests.fixtures.agents import G, V
+from tests.fixtures.vm import plugin
+from tests.helpers import wait_for
+from tests.integration.images.test_image_store import store  # noqa: F401
+
+MARKER = ["-c", "write -P 0x5a 1M 64k"]
+READ_MARKER = ["-c", "read -P 0x5a 1M 64k"]
+
+
+def _qemu_io(path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["qemu-io", "-f", "qcow2", *args, str(path)], capture_output=True,
+                          text=True, check=False)
+
+
+@pytest.fixture
+def source(harness, small_image, kova_api, store):  # noqa: F811
+    pki = kova_api.pki
+    harness.agent(stream_cert_file=str(pki.agent_crt), stream_key_file=str(pki.agent_key),
+                  stream_client_ca_file=str(pki.ca_crt), stream_port=0,
+                  stream_bind="127.0.0.1", image_ca_file=str(store.ca),
+                  image_store_url=store.url)
+    base = f"base-{harness.host}"
+    harness.image(base, small_image)
+    uid = harness.instance("src", base)["metadata"]["uid"]
+    harness.wait_phase("src", "Running")
+    wait_for(lambda: ((harness.host_obj() or {}).get("status") or {}).get("streamEndpoint"),
+             30, 0.2, "the Host's streamEndpoint")
+    return harness.tmp / "instances" / uid / "disk.qcow2"
+
+
+def test_snapshot_into_a_tenant_image_boots_after_the_source_is_gone(
+        harness, source, store, make_user, namespace):  # noqa: F811
+    ns = namespace
+    written = _qemu_io(source, *MARKER)
+    assert written.returncode == 0, written.stderr
+    assert _qemu_io(source, "-r", *READ_MARKER).returncode == 0
+    editor = make_user("editor", "kova-edit", ns)
+    viewer = make_user("viewer", "kova-view", ns)
+
+    out = plugin(viewer, "snapshot", "src", "--image", "golden")
+    assert out.returncode != 0 and "forbidden" in out.stderr.lower(), (out.stdout, out.stderr)
+    out = plugin(editor, "snapshot", "src", "--image", "Not_A_Name")
+    assert out.returncode != 0 and "not a valid TenantImage name" in out.stderr, out.stderr
+
+    out = plugin(editor, "snapshot", "src", "--image", "golden")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert f"tenantimage.kova.dev/golden created from instance {ns}/src" in out.stdout
+    assert f"snapshotting instance {ns}/src" in out.stderr
+
+    img = harness.custom.get_namespaced_custom_object(G, V, ns, contract.TENANT_IMAGES,
+                                                      "golden")
+    notes = img["metadata"]["annotations"]
+    assert notes["kova.dev/snapshot-of"] == f"{ns}/src" and notes["kova.dev/snapshot-time"]
+    cond = next(c for c in img["status"]["conditions"] if c["type"] == "Available")
+    assert cond["status"] == "True", cond
+    stored = store.root / ".namespaces" / ns / "golden" / "image.qcow2"
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(stored)],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert "backing-filename" not in info and info["virtual-size"] == 1 << 30, info
+    assert _qemu_io(stored, "-r", *READ_MARKER).returncode == 0  # the marker came along
+    # The guest runs on (paused only for the copy), and the history says what happened.
+    status = harness.get("src")["status"]
+    assert status["powerState"] == "Running"
+    (entry,) = [a for a in status["actions"] if a["action"] == "snapshot"]
+    assert entry["result"] == "Success" and entry["user"] == editor.username, entry
+    assert entry["message"].startswith(f"TenantImage {ns}/golden: "), entry
+
+    # The same name again: refused, recorded as an error, nothing replaced.
+    out = plugin(editor, "snapshot", "src", "--image", "golden")
+    assert out.returncode != 0 and "already holds image golden" in out.stderr, out.stderr
+    errors = [a for a in harness.get("src")["status"]["actions"] if a["result"] == "Error"]
+    assert errors and errors[-1]["action"] == "snapshot"
+
+    # The source goes; a new Instance boots from the snapshot, with the marker.
+    harness.delete("src")
+    wait_for(lambda: harness.get("src") is None, 20, what="src deleted")
+    assert not source.exists()
+    uid = harness.instance("copy", "golden", image_kind="TenantImage")["metadata"]["uid"]
+    harness.wait_phase("copy", "Running", timeout=30)
+    disk = harness.tmp / "instances" / uid / "disk.qcow2"
+    assert _qemu_io(disk, "-r", "-U", *READ_MARKER).returncode == 0
