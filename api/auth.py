@@ -113,16 +113,19 @@ def authenticate(peercert: dict | None, headers: CIMultiDictProxy[str],
 
 
 def access_review(user: User, *, verb: str, namespace: str, name: str,
-                  subresource: str) -> dict[str, Any]:
-    """The SubjectAccessReview body for ``verb`` on ``instances/<subresource>``."""
+                  subresource: str, group: str | None = None) -> dict[str, Any]:
+    """The SubjectAccessReview body for ``verb`` on ``instances/<subresource>``
+    of ``group`` (default Kova's subresource group)."""
+    attrs = {"namespace": namespace, "verb": verb, "group": group or SUBRESOURCE_GROUP,
+             "resource": "instances", "name": name}
+    if group is None:
+        attrs["version"] = SUBRESOURCE_VERSION
+    if subresource:
+        attrs["subresource"] = subresource
     spec: dict[str, Any] = {
         "user": user.name,
         "groups": list(user.groups),
-        "resourceAttributes": {
-            "namespace": namespace, "verb": verb, "group": SUBRESOURCE_GROUP,
-            "version": SUBRESOURCE_VERSION, "resource": "instances",
-            "subresource": subresource, "name": name,
-        },
+        "resourceAttributes": attrs,
     }
     if user.extra:
         spec["extra"] = user.extra
