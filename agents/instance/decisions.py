@@ -79,7 +79,7 @@ def next_step(obj: dict | None, host: str, domain_defined: bool) -> Step:
     if build_failed(obj):
         return Step.LEAVE_FAILED
     move = move_step(obj, host)
-    if move in (Step.FINISH, Step.DROP) or (move is not None and domain_defined):
+    if move is not None and (domain_defined or across_hosts(ob.status(obj)["migration"])):
         return move
     return Step.POWER if domain_defined else Step.BUILD
 
@@ -100,7 +100,13 @@ def move_step(obj: dict, host: str) -> Step | None:
     if across_hosts(mig):
         turn = {(S.MOVING, src): Step.SEND, (S.FINISHING, dest): Step.FINISH,
                 (S.REVERTING, dest): Step.DROP, (S.RESTORING, src): Step.RESTORE}
-        return turn.get((step, host))
+        if (step, host) in turn:
+            return turn[(step, host)]
+        if step == S.VERIFY and host == dest:
+            return None  # it runs here now: powered and reported as any other
+        # Another's turn (the operator's, the other agent's): this host
+        # neither starts nor builds the guest meanwhile.
+        return Step.WAIT
     if step == S.MOVING and dest == host:
         return Step.MOVE
     if step == S.REVERTING and src == host:

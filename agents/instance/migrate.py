@@ -86,8 +86,11 @@ class Migrator:
         return self._tls
 
     # ------------------------------------------------------------ Moving (source)
-    def send(self, obj: dict, info: DomainInfo) -> None:
+    def send(self, obj: dict, info: DomainInfo | None) -> None:
         mig = ob.status(obj)["migration"]
+        if info is None:
+            raise MoveError(f"the domain of migration {mig['uuid']} is not defined on "
+                            f"{self.ctx.host}, its source")
         uid, key, dest = info.uuid, ob.key(obj), mig["destHost"]
         files = self.ctx.files(uid)
         address, port = stream_endpoint(self.ctx.kube.get_or_none(host_path(dest)), dest)
@@ -150,8 +153,11 @@ class Migrator:
                               bool(mig.get("wasRunning")))
 
     # ------------------------------------------------------------ Restoring (source)
-    def restore(self, obj: dict, info: DomainInfo) -> None:
+    def restore(self, obj: dict, info: DomainInfo | None) -> None:
         mig = ob.status(obj)["migration"]
+        if info is None:
+            raise MoveError(f"the kept domain of migration {mig['uuid']} is gone from "
+                            f"{self.ctx.host}: it cannot be reverted")
         was_running = bool(mig.get("wasRunning"))
         log.info("%s/%s: reverted: the kept domain is back on %s%s", *ob.key(obj),
                  self.ctx.host, ", starting it" if was_running else "")

@@ -73,7 +73,7 @@ class Reconciler:
             assert obj is not None and info is not None
             self.mover.revert(obj, info)
         elif step is Step.SEND:
-            assert obj is not None and info is not None
+            assert obj is not None
             self.migrator.send(obj, info)
         elif step is Step.FINISH:
             assert obj is not None
@@ -82,7 +82,7 @@ class Reconciler:
             assert obj is not None
             self.migrator.drop(obj, info)
         elif step is Step.RESTORE:
-            assert obj is not None and info is not None
+            assert obj is not None
             self.migrator.restore(obj, info)
         # Step.LEAVE_FAILED: the operator reschedules (and resets Built)
 
