@@ -34,7 +34,7 @@ import ssl
 from kova.agents.context import AgentContext, GiB
 from kova.agents.instance import disk_copy
 from kova.agents.instance.build import Builder
-from kova.agents.instance.move import Mover, MoveError, grow_disk
+from kova.agents.instance.move import MoveError, Mover, grow_disk
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.teardown import Teardown
 from kova.agents.instance.userdata import UserData
