@@ -198,6 +198,17 @@ class AgentSettings:
     stream_advertise_address: str | None = setting(
         None, "Address written into the Host's status.streamEndpoint (default: the bind "
         "address, or this machine's own address); the chart gives the pod's IP.")
+    migration_client_cert_file: str | None = setting(
+        None, "Client certificate (PEM) this agent presents to another agent's stream "
+        "endpoint to send it an Instance's disk (a cold migration); its common name must be "
+        "in the destination's --stream-allowed-client list. Without it this host cannot "
+        "migrate Instances away.", type=click.Path(exists=True, dir_okay=False))
+    migration_client_key_file: str | None = setting(
+        None, "The private key (PEM) of --migration-client-cert-file.",
+        type=click.Path(exists=True, dir_okay=False))
+    migration_ca_file: str | None = setting(
+        None, "CA (PEM) that signed the other agents' stream certificates (default: "
+        "--stream-client-ca-file).", type=click.Path(exists=True, dir_okay=False))
     log_level: str = level_setting()
     log_format: str = format_setting()
 

@@ -113,11 +113,13 @@ def authenticate(peercert: dict | None, headers: CIMultiDictProxy[str],
 
 
 def access_review(user: User, *, verb: str, namespace: str, name: str,
-                  subresource: str) -> dict[str, Any]:
-    """The SubjectAccessReview body for ``verb`` on ``instances/<subresource>``."""
-    return resource_review(user, verb=verb, namespace=namespace, group=SUBRESOURCE_GROUP,
-                           version=SUBRESOURCE_VERSION, resource="instances", name=name,
-                           subresource=subresource)
+                  subresource: str, group: str | None = None) -> dict[str, Any]:
+    """The SubjectAccessReview body for ``verb`` on ``instances/<subresource>``
+    of ``group`` (default Kova's subresource group)."""
+    return resource_review(user, verb=verb, namespace=namespace,
+                           group=group or SUBRESOURCE_GROUP,
+                           version=SUBRESOURCE_VERSION if group is None else "",
+                           resource="instances", name=name, subresource=subresource)
 
 
 def resource_review(user: User, *, verb: str, namespace: str, group: str, resource: str,

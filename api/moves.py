@@ -16,7 +16,13 @@ from kova import actions
 from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.crds import objects as ob
-from kova.crds.names import InstancePhase, MigrationDecision, MigrationStep, MigrationType
+from kova.crds.names import (
+    InstancePhase,
+    MigrationDecision,
+    MigrationMode,
+    MigrationStep,
+    MigrationType,
+)
 
 DECISIONS = {"resize-confirm": MigrationDecision.CONFIRM,
              "resize-revert": MigrationDecision.REVERT}
@@ -64,20 +70,29 @@ def decided(current: dict | None, mig_uuid: str) -> bool:
     return mig.get("uuid") != mig_uuid
 
 
-#: The agents' part of a cold migration (the disk copied over the stream
-#: endpoint: kova.agents.instance.disk_copy, the label moved, the source's
-#: copy kept until the confirm) is not wired into the steps yet: until it is,
-#: instances/migrate answers 501 instead of leaving an Instance at step Moving.
-COLD_MIGRATION = False
+def host_refusal(host_obj: dict | None, host: str, role: str) -> Refusal | None:
+    """Why a move cannot start with ``host`` as its ``role`` (source or
+    destination): it is not registered, Down, fenced or draining (None: it
+    can)."""
+    if host_obj is None:
+        return Refusal(404 if role == "destination" else 409, "HostNotFound",
+                       f"the {role} host {host} is not registered")
+    status, spec = host_obj.get("status") or {}, host_obj.get("spec") or {}
+    if status.get("state") == names.HostState.DOWN:
+        return Refusal(409, "HostDown", f"the {role} host {host} is Down (its agent stopped "
+                       "renewing its heartbeat): a cold migration needs both agents")
+    if spec.get("fenced"):
+        return Refusal(409, "HostFenced", f"the {role} host {host} is fenced"
+                       + ("; its Instances are evacuated" if role == "source" else ""))
+    if role == "destination" and (spec.get("enabled") is False or spec.get("drain")):
+        return Refusal(409, "HostDisabled", f"the destination host {host} takes no new "
+                       "Instances (disabled or draining)")
+    return None
 
 
 def migrate_refusal(inst: dict, host: str | None) -> Refusal | None:
     status = ob.status(inst)
     name = inst["metadata"]["name"]
-    if not COLD_MIGRATION:
-        return Refusal(501, "NotAvailable", "cold migration between hosts is not available "
-                       "in this version of Kova (docs/moving.md); a resize on the same host "
-                       "is: kubectl kova resize")
     if status.get("migration"):
         mig = status["migration"]
         return Refusal(409, "MoveInProgress", f"instance {name} already has a {mig.get('type')}"
@@ -101,7 +116,7 @@ def new_migration(current: dict, user: str, host: str | None, req: str,
     now = now or now_rfc3339()
     message = f"migrating from {status.get('host')}" + (f" to {host}" if host else "")
     mig: dict[str, Any] = {
-        "uuid": str(uuid.uuid4()), "type": MigrationType.MIGRATE,
+        "uuid": str(uuid.uuid4()), "type": MigrationType.MIGRATE, "mode": MigrationMode.COLD,
         "step": MigrationStep.CLAIMING, "sourceHost": status.get("host"),
         "oldResources": status.get("resources"), "requestId": req, "user": user[:1024],
         "startTime": now,

@@ -170,10 +170,12 @@ class ApiServer:
             return failure(401, str(exc))
         return await handler(request)
 
-    async def _authorized(self, user: User, verb: str, ns: str, name: str, sub: str) -> bool:
+    async def _authorized(self, user: User, verb: str, ns: str, name: str, sub: str,
+                          group: str | None = None) -> bool:
         review = await self.kube.request(
             "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            json=access_review(user, verb=verb, namespace=ns, name=name, subresource=sub))
+            json=access_review(user, verb=verb, namespace=ns, name=name, subresource=sub,
+                               group=group))
         return bool((review.get("status") or {}).get("allowed"))
 
     # ------------------------------------------------------------------ routing
@@ -339,6 +341,8 @@ class ApiServer:
         req = history.request_id()
         host = request.query.get("host") or None
         refusal, change, mig_uuid = moves.request_change(inst, sub, user.name, host, req)
+        if refusal is None and sub == "migrate":
+            refusal = await self._migrate_hosts(inst, host, user)
         if refusal is not None:
             return failure(refusal.code, refusal.message, reason=refusal.reason,
                            name=md["name"], subresource=sub)
@@ -424,6 +428,27 @@ class ApiServer:
             "virtualSizeBytes": body.get("virtualSizeBytes"),
             "pausedSeconds": body.get("pausedSeconds"), "seconds": body.get("seconds"),
         })
+
+    async def _migrate_hosts(self, inst: dict, host: str | None,
+                             user: User) -> moves.Refusal | None:
+        """A cold migration needs its source, and the destination asked for,
+        registered, Up and not fenced; naming the destination is an
+        administrator's choice (verb ``schedule`` on instances, as
+        spec.schedulingHints.requestedHost)."""
+        md = inst["metadata"]
+        if host and not await self._authorized(user, "schedule", md["namespace"], md["name"],
+                                               "", group=names.GROUP):
+            return moves.Refusal(403, "Forbidden", f'user "{user.name}" cannot schedule '
+                                 f'resource "instances" in API group "{names.GROUP}": '
+                                 "only an administrator may name the destination (--host)")
+        source = (inst.get("status") or {}).get("host") or ""
+        for role, name in (("source", source), ("destination", host)):
+            if name:
+                refusal = moves.host_refusal(await self.kube.get_or_none(host_path(name)),
+                                             name, role)
+                if refusal is not None:
+                    return refusal
+        return None
 
     async def _agent_action(self, inst: dict, action: str, user: User) -> tuple[int, str]:
         endpoint = await self._endpoint(inst)

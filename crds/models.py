@@ -66,6 +66,7 @@ from .names import (
     InstanceActionName,
     InstancePhase,
     MigrationDecision,
+    MigrationMode,
     MigrationStep,
     MigrationType,
     NICModel,
@@ -813,11 +814,17 @@ class InstanceMigration(KovaModel):
         "the old allocation until the move is confirmed or reverted.",
     )
     type: MigrationType = Field(description="resize or migrate (cold).")
+    mode: MigrationMode | None = Field(
+        default=None, description="How a move to another host carries the guest: cold "
+        "(stopped, its disk copied agent to agent, started there). Unset on the same host.",
+    )
     step: MigrationStep = Field(
         description="Claiming (the operator claims the new size), Moving (the agent stops "
         "the guest, grows or copies the disk, starts it), Verify (confirm or revert), "
         "Reverting (the agent restores the old size and disk), Reverted (the operator "
-        "gives the old allocation back).",
+        "gives the old allocation back). Across hosts also Copied (the disk is on the "
+        "destination), Finishing (the destination starts it), Returning and Restoring "
+        "(a revert: the source starts its kept copy); docs/moving.md.",
     )
     source_host: Name = Field(description="The host it was on.")
     dest_host: Name | None = Field(

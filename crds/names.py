@@ -90,6 +90,9 @@ STREAM_CLIENT_NAME = "kova-api"
 #: The name every agent's stream certificate carries, checked by the API
 #: component whatever address a Host advertises (``--agent-server-name``).
 STREAM_SERVER_NAME = "kova-agent"
+#: Common name of the client certificate an agent presents to another
+#: agent's stream endpoint to send it a disk (a cold migration).
+STREAM_MIGRATION_CLIENT_NAME = "kova-agent-mover"
 
 
 # --------------------------------------------------------------------------
@@ -256,8 +259,13 @@ class MigrationType(StrEnum):
 
 class MigrationStep(StrEnum):
     """Where a resize or cold migration is (status.migration.step).  Whose
-    turn it is: Claiming, Verify and Reverted are the operator's; Moving and
-    Reverting the agent's."""
+    turn it is: Claiming, Copied, Verify, Returning and Reverted are the
+    operator's; Moving, Finishing, Reverting and Restoring an agent's.  A
+    move to another host (a cold migration, a resize the scheduler sent
+    elsewhere) goes Moving (source agent: stop, send the disk) -> Copied ->
+    Finishing (destination agent: define, start) -> Verify; its revert
+    Reverting (destination agent: stop, remove its copy) -> Returning ->
+    Restoring (source agent: start its kept domain) -> Reverted."""
 
     #: The migration's UUID is recorded; the operator claims the new size.
     CLAIMING = "Claiming"
@@ -270,6 +278,24 @@ class MigrationStep(StrEnum):
     REVERTING = "Reverting"
     #: Reverted on the host: the operator gives the old allocation back.
     REVERTED = "Reverted"
+    #: Across hosts: the source sent the disk to the destination agent; the
+    #: operator moves status.host and the host label to the destination.
+    COPIED = "Copied"
+    #: Across hosts: the destination agent defines the domain on the copied
+    #: disk (grown to the new size) and starts it if it ran.
+    FINISHING = "Finishing"
+    #: Across hosts, reverting: the destination removed its copy; the
+    #: operator moves status.host and the label back to the source.
+    RETURNING = "Returning"
+    #: Across hosts, reverting: the source agent starts its kept domain.
+    RESTORING = "Restoring"
+
+
+class MigrationMode(StrEnum):
+    """How a move to another host carries the guest (status.migration.mode).
+    Only ``cold`` exists: stop, copy the disk, start there."""
+
+    COLD = "cold"
 
 
 class MigrationDecision(StrEnum):

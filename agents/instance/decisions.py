@@ -55,6 +55,11 @@ class Step(enum.Enum):
     POWER = "power"                # the domain exists: power it and report
     MOVE = "move"                  # a resize / migration's Moving step is this host's
     REVERT = "revert"              # ... its Reverting step
+    # A move to another host (kova.agents.instance.migrate):
+    SEND = "send"                  # Moving, on the source: stop, send the disk
+    FINISH = "finish"              # Finishing, on the destination: define, start
+    DROP = "drop"                  # Reverting, on the destination: stop, remove its copy
+    RESTORE = "restore"            # Restoring, on the source: start the kept domain
 
 
 def next_step(obj: dict | None, host: str, domain_defined: bool) -> Step:
@@ -74,21 +79,50 @@ def next_step(obj: dict | None, host: str, domain_defined: bool) -> Step:
     if build_failed(obj):
         return Step.LEAVE_FAILED
     move = move_step(obj, host)
-    if move is not None and domain_defined:
+    if move is not None and (domain_defined or across_hosts(ob.status(obj)["migration"])):
         return move
     return Step.POWER if domain_defined else Step.BUILD
 
 
+def across_hosts(mig: dict) -> bool:
+    """The move goes to another host (its disk is copied there)."""
+    return bool(mig.get("destHost")) and mig.get("destHost") != mig.get("sourceHost")
+
+
 def move_step(obj: dict, host: str) -> Step | None:
-    """MOVE or REVERT when a move of ``obj`` waits for this host (see
-    :mod:`kova.agents.instance.move`), else None."""
+    """The step of a move of ``obj`` that waits for this host (see
+    :mod:`kova.agents.instance.move` and :mod:`~kova.agents.instance.migrate`),
+    else None."""
     mig = ob.status(obj).get("migration") or {}
     step = mig.get("step")
-    if step == names.MigrationStep.MOVING and mig.get("destHost") == host:
+    src, dest = mig.get("sourceHost"), mig.get("destHost")
+    S = _S
+    if across_hosts(mig):
+        turn = {(S.MOVING, src): Step.SEND, (S.FINISHING, dest): Step.FINISH,
+                (S.REVERTING, dest): Step.DROP, (S.RESTORING, src): Step.RESTORE}
+        if (step, host) in turn:
+            return turn[(step, host)]
+        if step == S.VERIFY and host == dest:
+            return None  # it runs here now: powered and reported as any other
+        # Another's turn (the operator's, the other agent's): this host
+        # neither starts nor builds the guest meanwhile.
+        return Step.WAIT
+    if step == S.MOVING and dest == host:
         return Step.MOVE
-    if step == names.MigrationStep.REVERTING and mig.get("sourceHost") == host:
+    if step == S.REVERTING and src == host:
         return Step.REVERT
     return None
+
+
+def kept_for_move(obj: dict | None, uid: str, host: str) -> bool:
+    """Instance ``obj`` (as the API server has it now) is ``uid`` and a move
+    between this host and another is under way: this host's copy (the
+    source's domain and disk until the confirm, the disk a destination
+    received) stays even while the Instance is placed on the other host."""
+    if obj is None or ob.uid(obj) != uid or ob.deleting(obj):
+        return False
+    mig = ob.status(obj).get("migration") or {}
+    return across_hosts(mig) and host in (mig.get("sourceHost"), mig.get("destHost"))
 
 
 def move_phase(obj: dict) -> str | None:
@@ -102,12 +136,19 @@ def move_phase(obj: dict) -> str | None:
     return InstancePhase.RESIZING
 
 
+_S = names.MigrationStep
+#: The step an agent's part of a move writes, and the steps it follows: a
+#: repeated or late write never takes a move back.
+_AFTER = {_S.VERIFY: (_S.MOVING, _S.FINISHING), _S.REVERTED: (_S.REVERTING, _S.RESTORING),
+          _S.COPIED: (_S.MOVING,), _S.RETURNING: (_S.REVERTING,)}
+
+
 def moved_status(obj: dict, mig_uuid: str, *, step: str, was_running: bool,
                  now: str) -> dict[str, Any] | None:
     """The status patch after the agent's part of a move: ``step`` (Verify or
     Reverted), whether the guest ran before; None when the record moved on."""
     mig = ob.status(obj).get("migration") or {}
-    if mig.get("uuid") != mig_uuid:
+    if mig.get("uuid") != mig_uuid or mig.get("step") not in _AFTER.get(step, ()):
         return None
     new = {**mig, "step": step, "wasRunning": was_running}
     if step == names.MigrationStep.VERIFY:

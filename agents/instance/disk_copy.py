@@ -9,8 +9,10 @@ the ``X-Kova-Sha256`` header; the destination writes it under a temporary
 name, checks the sha256, and only then renames it to the Instance's disk.
 A disk is only received for an Instance without a domain on that host.
 
-Not wired into the migration steps yet (docs/moving.md): the functions here
-and the endpoint are what that step is built on.
+The source's step Moving of a move to another host
+(:mod:`kova.agents.instance.migrate`) sends the disk with :func:`send`,
+naming the Instance in ``X-Kova-Instance`` (``namespace/name``) so the
+destination can tell the received directory from a leftover.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import httpx
 
 SHA256_HEADER = "X-Kova-Sha256"
+INSTANCE_HEADER = "X-Kova-Instance"
 CHUNK = 1 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 INCOMING = ".disk.incoming.part"
@@ -98,14 +101,21 @@ def _read(path: Path) -> Iterator[bytes]:
 
 
 def send(disk: Path, address: str, port: int, uid: str, tls: ssl.SSLContext,
-         timeout: float = 600.0) -> Received:
+         timeout: float = 600.0, *, instance: str | None = None,
+         server_name: str | None = None) -> Received:
     """PUT ``disk`` to the stream endpoint ``address:port`` as Instance
-    ``uid``'s disk (checked there against its sha256).  Raises CopyError
-    with the destination's answer."""
+    ``uid``'s disk (checked there against its sha256).  ``instance``:
+    ``namespace/name``, recorded by the destination; ``server_name``: the
+    name the destination's certificate must carry whatever its address.
+    Raises CopyError with the destination's answer."""
     digest = sha256_of(disk)
     url = f"https://{address}:{port}/v1/domains/{uid}/disk"
+    headers = {SHA256_HEADER: digest}
+    if instance:
+        headers[INSTANCE_HEADER] = instance
+    ext = {"sni_hostname": server_name} if server_name else None
     with httpx.Client(verify=tls, timeout=timeout) as client:
-        resp = client.put(url, content=_read(disk), headers={SHA256_HEADER: digest})
+        resp = client.put(url, content=_read(disk), headers=headers, extensions=ext)
     if resp.status_code != 201:
         try:
             body = resp.json()

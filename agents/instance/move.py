@@ -35,7 +35,7 @@ from kova.agents.context import AgentContext, GiB, InstanceFiles
 from kova.agents.instance import decisions
 from kova.agents.instance.build import Builder
 from kova.agents.instance.report import Reporter
-from kova.agents.virt.domain import build_domain_xml
+from kova.agents.virt.domain import DomainSpec, build_domain_xml
 from kova.agents.virt.driver import DomainInfo
 from kova.agents.virt.images import ImageSource, qemu_img_info
 from kova.conditions import now_rfc3339
@@ -156,18 +156,33 @@ class Mover:
         spec = builder._domain_spec(obj, size, ImageSource.from_image(image), files, props)
         if info.meta is not None:
             spec = dataclasses.replace(spec, meta=info.meta)
-        with self.ctx.pinning:
-            if builder.dedicated(obj):
-                spec = dataclasses.replace(
-                    spec, pinned_cpus=builder.choose_pcpus(info.uuid, spec.vcpus))
-            self.ctx.driver.define(build_domain_xml(spec))
+        self.define_spec(obj, spec)
 
-    def _finish(self, obj: dict, info: DomainInfo, mig: dict, was_running: bool,
-                step: str) -> None:
-        """Start the guest if it ran, then record ``step``."""
+    def define_spec(self, obj: dict, spec: DomainSpec) -> DomainInfo:
+        """Define ``spec`` (dedicated CPUs chosen for a Flavor that asks)."""
+        with self.ctx.pinning:
+            if self.builder.dedicated(obj):
+                spec = dataclasses.replace(
+                    spec, pinned_cpus=self.builder.choose_pcpus(spec.meta.uid, spec.vcpus))
+            return self.ctx.driver.define(build_domain_xml(spec))
+
+    def _finish(self, obj: dict, info: DomainInfo, mig: dict, start: bool,
+                step: str, *, was_running: bool | None = None) -> None:
+        """Start the guest if ``start``, then record ``step`` (and whether the
+        guest ran before the move: ``was_running``, default ``start``)."""
         uid = info.uuid
-        if was_running:
+        if start:
             self.ctx.driver.start(uid)
+        new = self.write_step(obj, uid, mig, step, start if was_running is None else was_running)
+        state = self.ctx.driver.state(uid)
+        if new is not None and state is not None:
+            self.report.observed(new, state, applied=info.meta.applied_spec
+                                 if info.meta else "")
+
+    def write_step(self, obj: dict, uid: str, mig: dict, step: str,
+                   was_running: bool) -> dict | None:
+        """Record ``step`` of migration ``mig`` (guarded by its UUID); the
+        Instance as written, or None when the record moved on."""
         kube = self.ctx.kube
         md = obj["metadata"]
         path = instance_path(md["namespace"], md["name"])
@@ -184,7 +199,4 @@ class Mover:
                                               retries=10))
         if new is not None:
             self.report.watch.store_own_write(new)
-        state = self.ctx.driver.state(uid)
-        if new is not None and state is not None:
-            self.report.observed(new, state, applied=info.meta.applied_spec
-                                 if info.meta else "")
+        return new

@@ -15,6 +15,7 @@ from kova.agents.context import AgentContext, Key
 from kova.agents.instance import decisions
 from kova.agents.instance.build import Builder
 from kova.agents.instance.decisions import BuildError, Step
+from kova.agents.instance.migrate import Migrator
 from kova.agents.instance.move import Mover
 from kova.agents.instance.power import Power
 from kova.agents.instance.report import Reporter
@@ -39,6 +40,7 @@ class Reconciler:
         self.builder = builder
         self.power = power
         self.mover = mover or Mover(ctx, report, builder)
+        self.migrator = Migrator(ctx, report, builder, self.mover, teardown, userdata)
 
     def reconcile(self, key: Key) -> None:
         obj = self.watch.get(key)
@@ -70,6 +72,18 @@ class Reconciler:
         elif step is Step.REVERT:
             assert obj is not None and info is not None
             self.mover.revert(obj, info)
+        elif step is Step.SEND:
+            assert obj is not None
+            self.migrator.send(obj, info)
+        elif step is Step.FINISH:
+            assert obj is not None
+            self.migrator.finish(obj, info)
+        elif step is Step.DROP:
+            assert obj is not None
+            self.migrator.drop(obj, info)
+        elif step is Step.RESTORE:
+            assert obj is not None
+            self.migrator.restore(obj, info)
         # Step.LEAVE_FAILED: the operator reschedules (and resets Built)
 
     def _domain(self, obj: dict | None) -> DomainInfo | None:

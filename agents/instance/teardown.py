@@ -79,13 +79,16 @@ class Teardown:
     def still_ours(self, key: Key, uid: str) -> bool:
         """Ask the API server (not the cache) whether Instance uid is still
         placed on this host."""
-        return decisions.placed_here(self.live_instance(key), uid, self.ctx.host)
+        obj = self.live_instance(key)
+        return (decisions.placed_here(obj, uid, self.ctx.host)
+                or decisions.kept_for_move(obj, uid, self.ctx.host))
 
     def remove_stale(self, uid: str, key: Key) -> None:
         """Remove domain ``uid`` of Instance ``key`` unless the API server says
         the Instance is still placed here."""
         obj = self.live_instance(key)
-        if decisions.placed_here(obj, uid, self.ctx.host):
+        if (decisions.placed_here(obj, uid, self.ctx.host)
+                or decisions.kept_for_move(obj, uid, self.ctx.host)):
             return
         info = self.ctx.driver.get(uid)
         running = info is not None and info.state.running

@@ -35,6 +35,7 @@ component reaches it is the Host's ``status.streamEndpoint``
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import ssl
@@ -352,6 +353,11 @@ class StreamServer:
             log.warning("disk of %s from %s refused: %s", uid, peer_common_name(request),
                         exc.message)
             return error(exc.status, exc.reason, exc.message)
+        ns, _, name = request.headers.get(disk_copy.INSTANCE_HEADER, "").partition("/")
+        if ns and name:
+            # Names the Instance, so the leftover sweep asks about it first.
+            files.info.write_text(json.dumps({"uid": uid, "namespace": ns, "name": name,
+                                              "host": self.ctx.host}))
         log.info("received the disk of %s from %s: %d bytes, sha256 %s", uid,
                  peer_common_name(request), got.size, got.sha256)
         return web.json_response({"sha256": got.sha256, "bytes": got.size}, status=201)

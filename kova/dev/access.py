@@ -26,6 +26,7 @@ from pathlib import Path
 from kova.crds.names import (
     APISERVICE_NAME,
     STREAM_CLIENT_NAME,
+    STREAM_MIGRATION_CLIENT_NAME,
     STREAM_SERVER_NAME,
     SUBRESOURCE_GROUP,
     SUBRESOURCE_VERSION,
@@ -46,10 +47,24 @@ class StreamPKI:
     agent_key: Path
 
     def agent_args(self, port: int = 0, bind: str = "127.0.0.1") -> list[str]:
-        """``kova agent run`` flags for a stream endpoint the API component reaches."""
+        """``kova agent run`` flags for a stream endpoint the API component
+        reaches, and the client certificate the agents send each other disks
+        with (a cold migration)."""
         return ["--stream-cert-file", str(self.agent_crt), "--stream-key-file",
                 str(self.agent_key), "--stream-client-ca-file", str(self.ca_crt),
-                "--stream-port", str(port), "--stream-bind", bind]
+                "--stream-port", str(port), "--stream-bind", bind,
+                "--stream-allowed-client", STREAM_CLIENT_NAME,
+                "--stream-allowed-client", STREAM_MIGRATION_CLIENT_NAME,
+                "--migration-client-cert-file", str(self.mover_crt),
+                "--migration-client-key-file", str(self.mover_key)]
+
+    @property
+    def mover_crt(self) -> Path:
+        return self.agent_crt.with_name("mover.crt")
+
+    @property
+    def mover_key(self) -> Path:
+        return self.agent_crt.with_name("mover.key")
 
     def api_args(self) -> list[str]:
         return ["--tls-cert-file", str(self.api_crt), "--tls-key-file", str(self.api_key),
@@ -70,6 +85,9 @@ def ensure_stream_pki(directory: Path) -> StreamPKI:
         issue_cert(ca["ca_crt"], ca["ca_key"], "agent", common_name=STREAM_SERVER_NAME,
                    hosts=[STREAM_SERVER_NAME, "127.0.0.1"], server=True, out_dir=directory,
                    days=3650)
+    if not (directory / "mover.crt").exists():
+        issue_cert(ca["ca_crt"], ca["ca_key"], "mover", common_name=STREAM_MIGRATION_CLIENT_NAME,
+                   server=False, client=True, out_dir=directory, days=3650)
     return StreamPKI(ca_crt=ca["ca_crt"], api_crt=api, api_key=directory / "api.key",
                      agent_crt=agent, agent_key=directory / "agent.key")
 

@@ -310,11 +310,10 @@ def resize(ctx: click.Context, name: str, flavor: str | None, decision: str | No
 @click.pass_context
 def migrate(ctx: click.Context, name: str, host: str | None, wait: bool, timeout: float,
             **_: str) -> None:
-    """Cold-migrate instance NAME to another host: stop it, move its disk,
-    start it there; then confirm or revert with kubectl kova resize.
-
-    Not available yet: the API component answers 501 until the agents copy
-    disks between hosts (docs/moving.md)."""
+    """Cold-migrate instance NAME to another host: stop it, copy its disk
+    agent to agent, start it there; then confirm or revert with kubectl kova
+    resize --confirm/--revert (docs/moving.md).  --host is for
+    administrators (RBAC verb schedule on instances)."""
     cluster = _cluster(ctx)
     ns = cluster.namespace
     click.echo(f"migrating instance {ns}/{name}" + (f" to {host}" if host else "") + " ...",

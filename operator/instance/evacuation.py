@@ -4,15 +4,22 @@
   Unknown and left where it is -- the host may merely be cut off and still run
   the VM, so moving it could run it twice.
 * The host is fenced (``Host.spec.fenced``, or its Node tainted
-  out-of-service): the Instance is evacuated -- its claim moved to another
-  host in one ``PUT /allocations`` and the new host recorded; that host's
-  agent rebuilds it from its image and user data.
+  out-of-service): the Instance is evacuated -- with the moves' migration
+  consumer pattern: one ``POST /allocations`` gives the fenced host's
+  allocation to a migration consumer and the Instance's own consumer a claim
+  on another host; the new host is recorded (an ``evacuate`` entry in
+  status.actions names the migration); the migration consumer's
+  allocation is freed before that record (a fenced host runs nothing).  That host's agent
+  rebuilds the Instance from its image and user data.  The migration's UUID
+  is derived from the Instance and the fenced host (:func:`migration_uuid`),
+  so an operator restarted after the POST finds it and frees it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 from kova.crds import names
 from kova.crds import objects as ob
@@ -28,6 +35,15 @@ from kova.operator.scheduler.request import InvalidRequest, MissingDependency, R
 from kova.operator.scheduler.scheduler import Decision, NoValidHost
 
 LOG = logging.getLogger("kova.operator")
+
+
+#: Namespace of the evacuations' migration UUIDs (uuid5).
+EVACUATION_NS = uuid.UUID("6b6f7661-6576-6163-7561-74696f6e0000")
+
+
+def migration_uuid(uid: str, host: str) -> str:
+    """The migration consumer of Instance ``uid``'s evacuation from ``host``."""
+    return str(uuid.uuid5(EVACUATION_NS, f"{uid}/{host}"))
 
 
 def drop_requested_host(req: RequestSpec) -> None:
@@ -82,18 +98,25 @@ class Evacuation:
             await self.failed(key, body, f"{exc.reason}: {exc.message}")
             return
         allocs, generation = await self.placer.current_claim(uid)
+        mid = migration_uuid(uid, old)
         decision = self.already_moved(allocs, old)
         if decision is None:
             try:
-                decision, size = await self.placer.place(body, adjust=drop_requested_host,
-                                                         move=Move(generation))
+                decision, size = await self.placer.place(
+                    body, adjust=drop_requested_host,
+                    move=Move(generation, migration=mid, allocations=allocs))
             except NoValidHost as exc:
                 await self.failed(key, body, exc.message)
                 return
         else:
             self.ctx.ledger.claimed(uid, decision.host)
         self.ctx.ledger.reset_backoff(key)
-        msg = st.evacuated_message(old, why, decision.host, decision.adopted)
+        # The fenced host runs nothing: its allocation (the migration's) is
+        # freed before the new host is recorded, so a restart in between
+        # (which finds the claim moved and records it) leaves nothing behind.
+        await self.ctx.placement.delete_allocations(mid)
+        msg = (st.evacuated_message(old, why, decision.host, decision.adopted)
+               + f" (migration {mid})")
         placed = await self.placer.record(
             body, decision, size, attempts=attempts(body), reason=names.REASON_EVACUATED,
             message=msg,

@@ -25,7 +25,7 @@ import logging
 from kova import log as kova_log
 from kova.crds import names
 from kova.crds import objects as ob
-from kova.crds.names import MigrationType
+from kova.crds.names import MigrationStep, MigrationType
 from kova.operator.context import Context
 from kova.operator.instance import moves
 from kova.operator.instance.placing import Placer
@@ -64,6 +64,10 @@ class Mover:
                 await self.revert(body)
             case Action.FINISH_REVERT:
                 await self.finish_revert(body)
+            case Action.HAND_OVER:
+                await self.hand_over(body, back=False)
+            case Action.HAND_BACK:
+                await self.hand_over(body, back=True)
 
     # ------------------------------------------------------------ start
     async def start_resize(self, key: tuple, body: dict) -> None:
@@ -114,9 +118,12 @@ class Mover:
             dest = info.name if info else mig["sourceHost"]
         else:
             try:
-                async with self.quotas.admit(body, size) as claimed:
+                if mig["type"] == MigrationType.MIGRATE:  # the same size: no quota to take
                     dest = await self._claim_new(body, mig)
-                    claimed(size)
+                else:
+                    async with self.quotas.admit(body, size) as claimed:
+                        dest = await self._claim_new(body, mig)
+                        claimed(size)
             except QuotaExceeded as exc:
                 await self.abort(body, exc.reason, exc.message)
                 return
@@ -124,7 +131,10 @@ class Mover:
                 await self.abort(body, names.REASON_NO_VALID_HOST,
                                  moves.no_host_message(exc.message))
                 return
-        self.ctx.ledger.claimed(uid, dest)
+        if dest == mig["sourceHost"]:
+            # Across hosts the Instance stays the source's until its disk is
+            # on the destination (hand_over).
+            self.ctx.ledger.claimed(uid, dest)
         message = moves.claimed_message({**mig, "newResources": size}, dest)
         written: list = []
         body = await self.records.patch_status(
@@ -202,6 +212,32 @@ class Mover:
         body = await self.records.patch_status(
             body, lambda cur: moves.reverting(cur, mig["uuid"], message))
         LOG.info("%s/%s: %s", *ob.key(body), message, extra=kova_log.about(body))
+
+    async def hand_over(self, body: dict, *, back: bool) -> None:
+        """A move across hosts changes hands: the source sent the disk (step
+        Copied: the Instance goes to the destination, step Finishing), or the
+        destination removed its copy on a revert (step Returning: back to the
+        source, step Restoring).  status.host first, then the host label
+        (which makes that host's agent see it; a restart in between finds
+        the label differing and sets it)."""
+        mig = ob.status(body)["migration"]
+        uid = ob.uid(body) or ""
+        S = MigrationStep
+        host = mig["sourceHost"] if back else mig["destHost"]
+        expect, step = (S.RETURNING, S.RESTORING) if back else (S.COPIED, S.FINISHING)
+        message = (f"reverting: the copy on {mig['destHost']} is removed; {host} starts its "
+                   "kept domain" if back else
+                   f"the disk is on {host}; its agent defines and starts the guest there")
+        self.ctx.ledger.claimed(uid, host)
+        written: list = []
+        body = await self.records.patch_status(
+            body, lambda cur: moves.handed(cur, mig["uuid"], expect, host, step, message),
+            written=written)
+        if ob.labelled_host(body) != ob.placed_host(body):
+            body = await self.records.ensure_label(body)
+        if written:
+            LOG.info("%s/%s: %s (migration %s)", *ob.key(body), message, mig["uuid"],
+                     extra=kova_log.about(body))
 
     async def finish_revert(self, body: dict) -> None:
         """The agent reverted: the migration consumer's allocation goes back

@@ -27,7 +27,7 @@ from kova import actions
 from kova.conditions import get_condition, now_rfc3339, set_condition
 from kova.crds import names
 from kova.crds import objects as ob
-from kova.crds.names import MigrationStep, MigrationType
+from kova.crds.names import MigrationMode, MigrationStep, MigrationType
 
 Status = dict[str, Any]
 
@@ -149,11 +149,32 @@ def claimed(current: dict, mig_uuid: str, dest: str, new_size: dict,
     if mig.get("uuid") != mig_uuid or mig.get("step") != MigrationStep.CLAIMING:
         return None
     status = ob.status(current)
+    moved = {**mig, "step": MigrationStep.MOVING, "destHost": dest, "newResources": new_size}
+    if dest != mig.get("sourceHost"):
+        moved["mode"] = MigrationMode.COLD
     return {
         "phase": names.InstancePhase.RESIZING,
         "resources": new_size,
-        "migration": {**mig, "step": MigrationStep.MOVING, "destHost": dest,
-                      "newResources": new_size},
+        "migration": moved,
+        "conditions": set_condition(status.get("conditions"), names.COND_RESIZED, "True",
+                                    _reason(mig), message, ob.meta(current).get("generation"),
+                                    now),
+    }
+
+
+def handed(current: dict, mig_uuid: str, expect: str, host: str, step: str,
+           message: str, now: str | None = None) -> Status | None:
+    """A move across hosts changes hands: status.host becomes ``host`` (the
+    destination after the disk was copied, the source again on a revert) and
+    the step ``step`` (that host's agent's turn).  None unless the move is
+    at step ``expect``."""
+    status = ob.status(current)
+    mig = status.get("migration") or {}
+    if mig.get("uuid") != mig_uuid or mig.get("step") != expect:
+        return None
+    return {
+        "host": host,
+        "migration": {**mig, "step": step},
         "conditions": set_condition(status.get("conditions"), names.COND_RESIZED, "True",
                                     _reason(mig), message, ob.meta(current).get("generation"),
                                     now),

@@ -21,24 +21,34 @@ evacuation alike.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kova.crds import names
 from kova.crds import objects as ob
 from kova.operator.context import Context
 from kova.operator.instance.records import Records
 from kova.operator.scheduler.batch import BatchScheduler, batchable
 from kova.operator.scheduler.request import RequestSpec, build_request
-from kova.operator.scheduler.scheduler import Decision, Scheduler
+from kova.operator.scheduler.scheduler import Decision, NoValidHost, Scheduler
+from kova.placement_client import Conflict
+
+LOG = logging.getLogger("kova.operator")
 
 
 @dataclass(frozen=True)
 class Move:
     """Replace the Instance's existing claim (its consumer generation: None
-    when it has no allocation any more)."""
+    when it has no allocation any more).  With ``migration``: Nova's
+    migration-consumer pattern -- one ``POST /allocations`` gives the
+    Instance's current ``allocations`` to the consumer ``migration`` (type
+    MIGRATION) and the new host's to the Instance, both or neither."""
 
     consumer_generation: int | None
+    migration: str | None = None
+    allocations: dict | None = None
 
 
 Adjust = Callable[[RequestSpec], None]
@@ -146,12 +156,43 @@ class Placer:
         return req, size
 
     async def _schedule(self, req: RequestSpec, move: Move | None, batch: bool) -> Decision:
+        if move is not None and move.migration and move.allocations:
+            return await self._schedule_migration(req, move)
         if move is not None:
             return await self.scheduler.schedule(
                 req, consumer_generation=move.consumer_generation, adopt=False)
         if batch and self.batcher is not None and batchable(req):
             return await self.batcher.schedule(req)
         return await self.scheduler.schedule(req)
+
+    async def _schedule_migration(self, req: RequestSpec, move: Move) -> Decision:
+        """Claim the first candidate Placement accepts with the allocations
+        moved to the migration consumer in the same POST (see :class:`Move`)."""
+        ordered, ncands = await self.scheduler.select(req)
+        project = names.project_id(req.namespace)
+        gen = move.consumer_generation
+        for i, cand in enumerate(ordered):
+            try:
+                await self.ctx.placement.move_allocations({
+                    move.migration: {"allocations": move.allocations, "project_id": project,
+                                     "consumer_generation": None,
+                                     "consumer_type": names.CONSUMER_TYPE_MIGRATION},
+                    req.uid: {"allocations": cand.allocations, "project_id": project,
+                              "consumer_generation": gen},
+                })
+            except Conflict as exc:
+                LOG.info("claim of %s/%s on %s with migration %s lost a race (%s); trying the "
+                         "next candidate", req.namespace, req.name, cand.name, move.migration,
+                         exc.detail)
+                _, gen = await self.current_claim(req.uid)
+                continue
+            return Decision(host=cand.name, rp_uuid=cand.rp_uuid,
+                            alternates=[c.name for c in ordered[i + 1:]][:3], tries=i + 1,
+                            candidates=ncands)
+        if not ordered:
+            raise NoValidHost(await self.scheduler.explain_shortage(req))
+        raise NoValidHost(f"every one of {len(ordered)} candidate host(s) was claimed by "
+                          "others first")
 
     async def record(self, body: dict, decision: Decision, size: dict, *, attempts: int,
                      reason: str, message: str, reset_built: str | None = None) -> dict | None:

@@ -60,13 +60,16 @@ class Action(StrEnum):
     CONFIRM_MOVE = "ConfirmMove"       # step Verify, confirmed: free the old allocation
     REVERT_MOVE = "RevertMove"         # step Verify, revert asked: the agent's turn
     FINISH_REVERT = "FinishRevert"     # step Reverted: the old allocation back
+    HAND_OVER = "HandOver"             # step Copied: status.host and label -> destination
+    HAND_BACK = "HandBack"             # step Returning: status.host and label -> source
 
 
 #: The actions that claim resources (schedule).
 PLACING = frozenset({Action.BUILD, Action.RESCHEDULE, Action.EVACUATE})
 #: The actions of a resize or cold migration (:class:`~.mover.Mover`).
 MOVING = frozenset({Action.START_RESIZE, Action.REFUSE_RESIZE, Action.CLAIM_MOVE,
-                    Action.CONFIRM_MOVE, Action.REVERT_MOVE, Action.FINISH_REVERT})
+                    Action.CONFIRM_MOVE, Action.REVERT_MOVE, Action.FINISH_REVERT,
+                    Action.HAND_OVER, Action.HAND_BACK})
 #: The actions of a deleted Instance.
 DELETING = frozenset({Action.RELEASE_AGENT, Action.WAIT_FOR_AGENT, Action.DELETE})
 
@@ -243,6 +246,10 @@ def _move(body: dict, facts: Facts) -> Step | None:
             return Step(Action.CLAIM_MOVE)
         if step == MigrationStep.REVERTED:
             return Step(Action.FINISH_REVERT)
+        if step == MigrationStep.COPIED:
+            return Step(Action.HAND_OVER)
+        if step == MigrationStep.RETURNING:
+            return Step(Action.HAND_BACK)
         if step != MigrationStep.VERIFY:
             return Step(Action.NOTHING, reason=AGENTS_TURN)
         decision = mig.get("decision")

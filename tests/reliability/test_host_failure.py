@@ -24,6 +24,7 @@ import pytest
 from kubernetes import client
 
 from kova.crds import names as contract
+from kova.operator.instance.evacuation import migration_uuid
 from tests.fixtures.operator import (  # noqa: F401  (fixtures)
     G,
     V,
@@ -147,6 +148,10 @@ def test_down_marks_unknown_then_node_taint_and_spec_fence_evacuate(cluster):
             msg = condition(inst, contract.COND_SCHEDULED)["message"]
             assert f"fenced host {a}" in msg and "NodeOutOfService" in msg, msg
             assert list(cluster.placement.allocations(uids[n])) == [cluster.hosts[new]]
+            # the move went through a migration consumer (one POST), freed since
+            mid = migration_uuid(uids[n], a)
+            assert f"(migration {mid})" in msg, msg
+            assert cluster.placement.allocations(mid) == {}
             # the action history: created, then evacuated, by the operator
             acts = inst["status"]["actions"]
             assert [x["action"] for x in acts] == ["create", "evacuate"], acts

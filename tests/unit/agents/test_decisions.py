@@ -546,3 +546,48 @@ def test_move_phase_and_the_status_after_the_agents_part():
     assert out["migration"]["wasRunning"] is True
     assert st.moved_status(_moving("Moving"), "other", step="Verify",
                                   was_running=True, now="x") is None
+
+
+# A move to another host: each step is one host's turn; the other host
+# neither starts nor builds the guest meanwhile.
+@pytest.mark.parametrize("step,placed_on,host,defined,expected", [
+    ("Moving", "a", "a", True, st.Step.SEND),
+    ("Copied", "a", "a", True, st.Step.WAIT),         # the operator's turn: not restarted
+    ("Finishing", "b", "b", False, st.Step.FINISH),  # built from the copied disk, not the image
+    ("Verify", "b", "b", True, st.Step.POWER),       # it runs on b now
+    ("Reverting", "b", "b", True, st.Step.DROP),
+    ("Reverting", "b", "b", False, st.Step.DROP),    # repeated after its domain went
+    ("Returning", "b", "b", False, st.Step.WAIT),    # not built again on b
+    ("Restoring", "a", "a", True, st.Step.RESTORE),
+    ("Reverted", "a", "a", True, st.Step.WAIT),
+    ("Moving", "a", "a", False, st.Step.SEND),       # no domain on the source: an error there
+])
+def test_move_steps_across_hosts(step, placed_on, host, defined, expected):
+    obj = _moving(step, source="a", dest="b")
+    obj["status"]["host"] = placed_on
+    obj["metadata"]["labels"][names.LABEL_HOST] = placed_on
+    assert st.next_step(obj, host, defined) is expected
+
+
+def test_the_other_hosts_copy_is_kept_while_the_move_names_it():
+    obj = _moving("Verify", source="a", dest="b")
+    obj["status"]["host"] = "b"
+    assert st.kept_for_move(obj, "u", "a") and st.kept_for_move(obj, "u", "b")
+    assert not st.kept_for_move(obj, "other-uid", "a")
+    assert not st.kept_for_move(obj, "u", "c")
+    assert not st.kept_for_move(_moving("Verify"), "u", "h1")  # a resize in place
+    obj["metadata"]["deletionTimestamp"] = "2027-01-01T00:00:00Z"
+    assert not st.kept_for_move(obj, "u", "a")  # deleted: every copy goes
+    assert not st.kept_for_move({"metadata": {"uid": "u"}, "status": {}}, "u", "a")
+
+
+def test_an_agents_step_never_takes_a_move_back():
+    # a late write of Copied (the source's) over Finishing is dropped
+    assert st.moved_status(_moving("Finishing", "a", "b"), "m", step="Copied",
+                           was_running=True, now="x") is None
+    assert st.moved_status(_moving("Moving", "a", "b"), "m", step="Copied",
+                           was_running=True, now="x")["migration"]["step"] == "Copied"
+    assert st.moved_status(_moving("Reverting", "a", "b"), "m", step="Returning",
+                           was_running=True, now="x")["phase"] == "Resizing"
+    assert st.moved_status(_moving("Restoring", "a", "b"), "m", step="Reverted",
+                           was_running=True, now="x") is not None

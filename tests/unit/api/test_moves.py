@@ -1,6 +1,7 @@
 """The move subresources' pure rules (kova.api.moves): when resize-confirm
-and resize-revert are refused and what they record; instances/migrate's
-refusal while cold migration between hosts is not available."""
+and resize-revert are refused and what they record; when instances/migrate is refused (a move under way,
+a phase that cannot move, the same host, a source or destination Down,
+fenced or disabled) and the record it starts."""
 
 from __future__ import annotations
 
@@ -53,7 +54,38 @@ def test_request_change_guards_the_uid():
     assert change(other) is None
 
 
-def test_migrate_is_refused_while_cold_migration_is_not_available():
-    refusal = moves.migrate_refusal(inst(step=None, phase="Running"), None)
-    assert refusal is not None and refusal.code == 501 and "kubectl kova resize" in \
-        refusal.message
+@pytest.mark.parametrize("body,host,code,reason", [
+    (inst(step="Verify"), None, 409, "MoveInProgress"),
+    (inst(step=None, phase="Building"), None, 409, "NotMovable"),
+    (inst(step=None, phase="Running"), "h1", 400, "SameHost"),
+])
+def test_migrate_refused_with_a_reason(body, host, code, reason):
+    refusal = moves.migrate_refusal(body, host)
+    assert refusal is not None and (refusal.code, refusal.reason) == (code, reason)
+    assert "vm" in refusal.message
+
+
+def test_migrate_starts_a_cold_migration_record():
+    body = inst(step=None, phase="Running")
+    body["status"]["resources"] = {"vcpus": 1, "memoryMiB": 128, "diskGiB": 1}
+    assert moves.migrate_refusal(body, None) is None
+    refusal, change, mig = moves.request_change(body, "migrate", "alice", "h2", "req-1")
+    assert refusal is None and mig == ""
+    status = change(body)["status"]
+    m = status["migration"]
+    assert (m["type"], m["mode"], m["step"], m["sourceHost"], m["requestedHost"]) == (
+        "migrate", "cold", "Claiming", "h1", "h2")
+    assert status["phase"] == "Resizing" and status["actions"][-1]["action"] == "migrate"
+    assert change(inst(step="Claiming", phase="Resizing")) is None  # one started meanwhile
+
+
+@pytest.mark.parametrize("host_obj,role,reason", [
+    (None, "destination", "HostNotFound"),
+    ({"status": {"state": "Down"}}, "source", "HostDown"),
+    ({"spec": {"fenced": True}, "status": {"state": "Up"}}, "destination", "HostFenced"),
+    ({"spec": {"enabled": False}, "status": {"state": "Up"}}, "destination", "HostDisabled"),
+])
+def test_a_host_that_cannot_take_part_refuses_the_migration(host_obj, role, reason):
+    refusal = moves.host_refusal(host_obj, "h9", role)
+    assert refusal is not None and refusal.reason == reason and "h9" in refusal.message
+    assert moves.host_refusal({"spec": {}, "status": {"state": "Up"}}, "h9", role) is None

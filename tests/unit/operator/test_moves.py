@@ -77,6 +77,18 @@ CASES = [
      (A.NOTHING,)),
     ("Reverted: finish", placed(names.InstancePhase.RESIZING, migration=mig("Reverted")),
      facts(LARGE), (A.FINISH_REVERT,)),
+    ("Copied: hand it over to the destination",
+     placed(names.InstancePhase.RESIZING, migration=mig("Copied")), facts(LARGE),
+     (A.HAND_OVER,)),
+    ("Finishing: the destination agent's turn",
+     placed(names.InstancePhase.RESIZING, migration=mig("Finishing")), facts(LARGE),
+     (A.NOTHING,)),
+    ("Returning: hand it back to the source",
+     placed(names.InstancePhase.RESIZING, migration=mig("Returning")), facts(LARGE),
+     (A.HAND_BACK,)),
+    ("Restoring: the source agent's turn",
+     placed(names.InstancePhase.RESIZING, migration=mig("Restoring")), facts(LARGE),
+     (A.NOTHING,)),
     ("Verify, confirmed", placed(names.InstancePhase.RESIZE_VERIFY,
                                  migration=mig("Verify", decision="Confirm")),
      facts(LARGE), (A.CONFIRM_MOVE,)),
@@ -179,3 +191,17 @@ def test_aborted_drops_the_record_and_refuses_this_generation():
     assert cond["status"] == "False" and cond["observedGeneration"] == 2
     # once claimed, a move is never aborted this way
     assert moves.aborted(placed(migration=mig("Moving")), m["uuid"], "r", "m") is None
+
+
+def test_claimed_on_another_host_is_a_cold_move_and_hands_over_once():
+    m = mig("Claiming")
+    body = placed(names.InstancePhase.RESIZING, migration=m)
+    out = moves.claimed(body, m["uuid"], "other", SMALL, "claimed")
+    assert out["migration"]["mode"] == "cold"
+    assert "mode" not in moves.claimed(body, m["uuid"], HOST, LARGE, "x")["migration"]
+    copied = placed(names.InstancePhase.RESIZING,
+                    migration={**m, "step": "Copied", "destHost": "other"})
+    out = moves.handed(copied, m["uuid"], "Copied", "other", "Finishing", "handed")
+    assert out["host"] == "other" and out["migration"]["step"] == "Finishing"
+    assert moves.handed(copied, m["uuid"], "Returning", HOST, "Restoring", "x") is None
+    assert moves.handed(copied, "another-uuid", "Copied", "other", "Finishing", "x") is None

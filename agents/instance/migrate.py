@@ -1,0 +1,165 @@
+"""The agents' part of a move to another host -- a cold migration, or a
+resize the scheduler sent to another host (Nova's
+``migrate_disk_and_power_off`` on the source, ``finish_migration`` on the
+destination, ``revert_resize`` / ``finish_revert_resize``).
+
+Step Moving, on the source (:meth:`Migrator.send`): note whether the guest
+ran, stop it, flatten its disk into one standalone qcow2 and send it to the
+destination agent's stream endpoint (mutual TLS, sha256-checked:
+:mod:`.disk_copy`; never through the API server); step Copied.  The source
+keeps its domain and disk, shut off, until the move is confirmed (its
+leftover removal spares them while the record names this host:
+``decisions.kept_for_move``).
+
+Step Finishing, on the destination (:meth:`Migrator.finish`): the received
+disk grown to the new size, the seed written, the domain defined and
+started if the guest ran; step Verify.
+
+A revert: step Reverting on the destination (:meth:`Migrator.drop`): its
+domain destroyed and its directory removed (the loser's copy goes at once);
+step Returning.  Step Restoring on the source (:meth:`Migrator.restore`):
+the kept domain started if the guest ran; step Reverted.
+
+Every step is repeatable from any line: the flattened copy is written under
+a temporary name, the destination takes a disk only while it has no domain
+of the Instance, defining is idempotent, and each status write is guarded by
+the migration's UUID.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+from kova.agents.context import AgentContext, GiB
+from kova.agents.instance import disk_copy
+from kova.agents.instance.build import Builder
+from kova.agents.instance.move import MoveError, Mover, grow_disk
+from kova.agents.instance.report import Reporter
+from kova.agents.instance.teardown import Teardown
+from kova.agents.instance.userdata import UserData
+from kova.agents.virt.driver import DomainInfo
+from kova.agents.virt.images import ImageSource
+from kova.crds import names
+from kova.crds import objects as ob
+from kova.crds.names import MigrationStep
+from kova.kube import host_path
+
+log = logging.getLogger("kova.agents.instance.migrate")
+
+OUTGOING = "disk.outgoing.qcow2"
+
+
+def stream_endpoint(host_obj: dict | None, host: str) -> tuple[str, int]:
+    """The address and port of ``host``'s stream endpoint (its Host's
+    status.streamEndpoint).  Raises MoveError when it has none."""
+    ep = ((host_obj or {}).get("status") or {}).get("streamEndpoint") or {}
+    if not ep.get("address") or not ep.get("port"):
+        raise MoveError(f"host {host} advertises no stream endpoint (status.streamEndpoint): "
+                        "its agent cannot receive the disk")
+    return str(ep["address"]), int(ep["port"])
+
+
+class Migrator:
+    def __init__(self, ctx: AgentContext, report: Reporter, builder: Builder,
+                 mover: Mover, teardown: Teardown, userdata: UserData) -> None:
+        self.ctx = ctx
+        self.report = report
+        self.builder = builder
+        self.mover = mover
+        self.teardown = teardown
+        self.userdata = userdata
+        self._tls: ssl.SSLContext | None = None
+
+    def client_tls(self) -> ssl.SSLContext:
+        """The client side of the disk copy: this agent's migration
+        certificate, the CA of the other agents' stream certificates."""
+        if self._tls is None:
+            cfg = self.ctx.cfg
+            if not (cfg.migration_client_cert_file and cfg.migration_client_key_file):
+                raise MoveError(f"{self.ctx.host} has no --migration-client-cert-file: it "
+                                "cannot send disks to other hosts")
+            tls = ssl.create_default_context(
+                cafile=cfg.migration_ca_file or cfg.stream_client_ca_file)
+            tls.load_cert_chain(cfg.migration_client_cert_file, cfg.migration_client_key_file)
+            self._tls = tls
+        return self._tls
+
+    # ------------------------------------------------------------ Moving (source)
+    def send(self, obj: dict, info: DomainInfo | None) -> None:
+        mig = ob.status(obj)["migration"]
+        if info is None:
+            raise MoveError(f"the domain of migration {mig['uuid']} is not defined on "
+                            f"{self.ctx.host}, its source")
+        uid, key, dest = info.uuid, ob.key(obj), mig["destHost"]
+        files = self.ctx.files(uid)
+        address, port = stream_endpoint(self.ctx.kube.get_or_none(host_path(dest)), dest)
+        tls = self.client_tls()
+        log.info("%s/%s: cold migration to %s (migration %s): stopping the guest", *key, dest,
+                 mig["uuid"])
+        was_running = self.mover._stop(obj, files, f"{mig['uuid']}/{MigrationStep.MOVING}")
+        flat = disk_copy.flatten(files.disk, files.dir / OUTGOING)
+        try:
+            got = disk_copy.send(flat, address, port, uid, tls, instance="/".join(key),
+                                 server_name=names.STREAM_SERVER_NAME)
+        except disk_copy.CopyError as exc:
+            raise MoveError(f"sending the disk to {dest} ({address}:{port}) failed: "
+                            f"{exc.status} {exc.reason}: {exc.message}") from exc
+        finally:
+            flat.unlink(missing_ok=True)
+        log.info("%s/%s: disk sent to %s: %d bytes, sha256 %s", *key, dest, got.size,
+                 got.sha256)
+        self.mover._finish(obj, info, mig, False, MigrationStep.COPIED, was_running=was_running)
+        self.report.event(obj, "Normal", names.EVENT_MOVED,
+                          f"{self.ctx.host}: guest stopped, disk sent to {dest} ({got.size} "
+                          f"bytes, sha256 {got.sha256[:16]}...); kept here until the confirm")
+
+    # ------------------------------------------------------------ Finishing (destination)
+    def finish(self, obj: dict, info: DomainInfo | None) -> None:
+        mig = ob.status(obj)["migration"]
+        uid, key = ob.uid(obj) or "", ob.key(obj)
+        files = self.ctx.files(uid)
+        size = mig.get("newResources") or mig["oldResources"]
+        if info is None:
+            if not files.disk.exists():
+                raise MoveError(f"the disk of migration {mig['uuid']} has not arrived on "
+                                f"{self.ctx.host}")
+            if not self.userdata.ready(obj):
+                return
+            obj = self.teardown.add_finalizer(obj)
+            grow_disk(files.disk, int(size["diskGiB"]) * GiB)
+            self.userdata.write_seed(obj, files)
+            image = self.builder.image(obj)
+            spec = self.builder._domain_spec(obj, size, ImageSource.from_image(image), files,
+                                             ob.spec(image).get("properties") or {})
+            info = self.mover.define_spec(obj, spec)
+        was_running = bool(mig.get("wasRunning"))
+        log.info("%s/%s: cold migration from %s finished here (migration %s)%s", *key,
+                 mig.get("sourceHost"), mig["uuid"], ", starting it" if was_running else "")
+        self.mover._finish(obj, info, mig, was_running, MigrationStep.VERIFY)
+        self.report.event(obj, "Normal", names.EVENT_MOVED,
+                          f"{self.ctx.host}: defined from the disk copied from "
+                          f"{mig.get('sourceHost')}" + (", running" if was_running else "")
+                          + "; confirm or revert")
+
+    # ------------------------------------------------------------ Reverting (destination)
+    def drop(self, obj: dict, info: DomainInfo | None) -> None:
+        mig = ob.status(obj)["migration"]
+        uid = ob.uid(obj) or ""
+        log.info("%s/%s: reverting the cold migration (migration %s): removing the copy on %s",
+                 *ob.key(obj), mig["uuid"], self.ctx.host)
+        self.teardown.remove(uid)
+        self.mover.write_step(obj, uid, mig, MigrationStep.RETURNING,
+                              bool(mig.get("wasRunning")))
+
+    # ------------------------------------------------------------ Restoring (source)
+    def restore(self, obj: dict, info: DomainInfo | None) -> None:
+        mig = ob.status(obj)["migration"]
+        if info is None:
+            raise MoveError(f"the kept domain of migration {mig['uuid']} is gone from "
+                            f"{self.ctx.host}: it cannot be reverted")
+        was_running = bool(mig.get("wasRunning"))
+        log.info("%s/%s: reverted: the kept domain is back on %s%s", *ob.key(obj),
+                 self.ctx.host, ", starting it" if was_running else "")
+        self.mover._finish(obj, info, mig, was_running, MigrationStep.REVERTED)
+        (self.ctx.files(info.uuid).dir / "move.json").unlink(missing_ok=True)

@@ -1,0 +1,157 @@
+"""Cold-migrating a real guest between two hosts: the test image under QEMU
+on a two-host stack (each host its own libvirtd, the agents' stream
+endpoints with the API component's PKI and their migration certificate),
+driven with ``kubectl kova migrate`` by a user bound to kova-edit.
+
+The guest writes a marker straight onto its disk (``dd`` to /dev/vda) from
+its serial console; after the migration it boots on the other host and
+reads the marker back from its disk.  Placement holds the Instance on the
+destination and the migration consumer on the source while the move waits;
+after the confirm only the Instance's allocation on the destination is
+left and the source's copy is gone from its libvirtd.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import libvirt
+import pexpect
+import pytest
+
+from kova.dev.stack import Stack
+from tests.e2e.test_access import Session
+from tests.e2e.test_moves import PROMPT, placement_books
+from tests.helpers import BOOT_TIMEOUT, wait_for
+from tests.support.stacks import kova_editor, temp_namespace
+
+SECTOR = 1_900_000  # ~930 MiB into the 1 GiB disk: past anything the image wrote
+
+
+@pytest.fixture(scope="module")
+def ns(kubectl):
+    with temp_namespace(kubectl, "coldmig-e2e") as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def stack(k8s, kova_crds, kova_api, libvirtd, test_image, ns, tmp_path_factory):
+    root = tmp_path_factory.mktemp("coldmig-stack")
+    st = Stack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
+               operator_args=["--resize-confirm-window", "0"])
+    sfx = uuid.uuid4().hex[:5]
+    try:
+        st.start(k8s, [f"cm-a-{sfx}", f"cm-b-{sfx}"], progress=lambda m: None,
+                 namespaces=[ns])
+        st.wait_hosts_up()
+        yield st
+    finally:
+        for uri in st.libvirt_uris.values():
+            conn = libvirt.open(uri)
+            for dom in conn.listAllDomains():
+                if dom.isActive():
+                    dom.destroy()
+            conn.close()
+        st.stop()
+        for log in st.log_dir.glob("*.log"):
+            print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-25:]))
+
+
+@pytest.fixture(scope="module")
+def vm(stack, kova_api, test_image, k8s, kubectl, ns):
+    user = kova_editor(k8s, ns, "migrator", stack.root)
+    tag = ns[-5:]
+    image = f"coldmig-img-{tag}"
+    kubectl("apply", "-f", "-", input=f"""---
+apiVersion: kova.dev/v1alpha1
+kind: Flavor
+metadata: {{name: cm-{tag}}}
+spec: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
+---
+apiVersion: kova.dev/v1alpha1
+kind: Image
+metadata: {{name: {image}}}
+spec: {{source: {{hostPath: {Path(test_image).resolve()}}}, format: qcow2}}
+---
+apiVersion: kova.dev/v1alpha1
+kind: Instance
+metadata: {{name: vm, namespace: {ns}}}
+spec:
+  flavorRef: {{name: cm-{tag}}}
+  imageRef: {{name: {image}}}
+""")
+    session = Session(ns, user, kubectl, image)
+    try:
+        session.wait_power("Running", BOOT_TIMEOUT)
+        session.wait_log("KOVA-SHELL: ttyS0")
+        yield session
+    finally:
+        kubectl("-n", ns, "delete", "instance", "vm", "--wait=true", "--timeout=120s",
+                check=False)
+        kubectl("delete", "image", image, check=False)
+        kubectl("delete", "flavor", f"cm-{tag}", check=False)
+
+
+def on_console(vm, command: str, expect: str) -> str:
+    """Run ``command`` in the guest's shell; the first group of ``expect``."""
+    child = vm.spawn("console", "vm")
+    try:
+        child.expect("Ctrl\\+\\] detaches")
+        child.send("\r")
+        child.expect(PROMPT)
+        child.send(command + "\r")
+        child.expect(expect)
+        got = child.match.group(1).decode()
+        child.sendcontrol("]")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    return got
+
+
+def state(stack: Stack, host: str, uid: str) -> str | None:
+    conn = libvirt.open(stack.libvirt_uris[host])
+    try:
+        try:
+            return "running" if conn.lookupByUUIDString(uid).isActive() else "shut off"
+        except libvirt.libvirtError:
+            return None
+    finally:
+        conn.close()
+
+
+def test_cold_migration_keeps_the_disk_and_confirm_frees_the_source(stack, vm) -> None:
+    obj = vm.obj()
+    uid, source = obj["metadata"]["uid"], obj["status"]["host"]
+    dest = next(h for h in stack.hosts if h != source)
+    marker = f"KOVA-DISK-{uuid.uuid4().hex[:12]}"
+    wrote = on_console(vm, f"echo {marker} | dd of=/dev/vda bs=512 seek={SECTOR} conv=fsync "
+                       "2>/dev/null && echo WROTE=$?", r"WROTE=(\d+)")
+    assert wrote == "0"
+
+    code, out, err = vm.kova("migrate", "vm", "--timeout", "300", timeout=360)
+    assert code == 0, (out, err)
+    obj = vm.obj()
+    mig = obj["status"]["migration"]
+    assert (mig["step"], mig["mode"], mig["destHost"]) == ("Verify", "cold", dest), mig
+    assert obj["status"]["host"] == dest
+    assert (state(stack, source, uid), state(stack, dest, uid)) == ("shut off", "running")
+    books = placement_books(stack)
+    assert set(books[uid]) == {dest} and set(books[mig["uuid"]]) == {source}, books
+
+    vm.wait_log("KOVA-SHELL: ttyS0")  # the console log of the destination
+    seen = on_console(vm, f"echo GOT=$(dd if=/dev/vda bs=512 skip={SECTOR} count=1 "
+                      "2>/dev/null | head -c 22)", r"GOT=(KOVA-DISK-[0-9a-f]{12})")
+    assert seen == marker
+
+    code, out, err = vm.kova("resize", "vm", "--confirm")
+    assert code == 0, (out, err)
+    obj = vm.wait_power("Running")
+    assert "migration" not in obj["status"] and obj["status"]["host"] == dest
+    wait_for(lambda: state(stack, source, uid) is None, 60, 1.0,
+             "the source's kept copy removed after the confirm")
+    books = placement_books(stack)
+    assert books == {uid: {dest: {"VCPU": 1, "MEMORY_MB": 192, "DISK_GB": 1}}}, books
+    history = [(a["action"], a["result"]) for a in obj["status"]["actions"]]
+    assert history[-1] == ("migrate", "Success"), history
