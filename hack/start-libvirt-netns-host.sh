@@ -22,8 +22,10 @@
 # /etc/libvirt/qemu and /etc/libvirt/qemu.conf are bind mounts of ROOT/NAME/...;
 # the hostname is NAME.  ROOT/NAME/instances is the host's instance directory
 # (created here, used by the caller).  Needs root; hack/start-libvirt.sh must
-# have run once (qemu.conf, the libvirt-qemu user).  Stop it with
-# hack/stop-libvirt-netns-host.sh NAME ROOT NETNS.
+# have run once (qemu.conf, the libvirt-qemu user).  Idempotent: a running
+# libvirtd is reused; a stopped one is started again (with the same
+# configuration) and a running virtlogd kept.  The bed stops the daemons by
+# their pid files ROOT/NAME/{libvirtd,virtlogd}.pid.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -39,7 +41,18 @@ log() { echo "[kova] libvirt host $name ($netns, $addr): $*" >&2; }
 
 [ -e "/run/netns/$netns" ] || { log "no network namespace $netns"; exit 1; }
 mkdir -p "$root"/{run,lib/qemu,cache/qemu,log/qemu,etc-qemu,instances} "$sock"
-rm -f "$root/libvirtd.pid" "$root/virtlogd.pid" "$sock/"*
+alive() { [ -s "$1" ] && [ -d "/proc/$(cat "$1")" ] && [ "$(cat "/proc/$(cat "$1")/comm")" = "$2" ]; }
+if alive "$root/libvirtd.pid" libvirtd; then
+  log "libvirtd already runs (pid $(cat "$root/libvirtd.pid"))"
+  echo "$uri"
+  exit 0
+fi
+# A running virtlogd is kept (it holds the console logs of running guests):
+# starting again after libvirtd was stopped restarts libvirtd only.
+keep_virtlogd=0
+alive "$root/virtlogd.pid" virtlogd && keep_virtlogd=1
+[ "$keep_virtlogd" = 1 ] || rm -f "$root/virtlogd.pid"
+rm -f "$root/libvirtd.pid" "$sock/libvirt-sock" "$sock/libvirt-sock-ro" "$sock/libvirt-admin-sock"
 cat >"$root/libvirtd.conf" <<CONF
 unix_sock_dir = "$sock"
 unix_sock_ro_perms = "0700"
@@ -59,7 +72,7 @@ CONF
 
 log "starting libvirtd (socket $sock/libvirt-sock, qemu+tcp://$addr/system)"
 nsenter --net="/run/netns/$netns" unshare --mount --uts --propagation private \
-  bash -s "$root" "$name" <<'NS'
+  bash -s "$root" "$name" "$keep_virtlogd" <<'NS'
 set -euo pipefail
 root=$1
 hostname "$2"
@@ -70,7 +83,9 @@ mount --bind "$root/log" /var/log/libvirt
 mkdir -p /etc/libvirt/qemu
 mount --bind "$root/etc-qemu" /etc/libvirt/qemu
 mount --bind "$root/qemu.conf" /etc/libvirt/qemu.conf
-LIBVIRT_LOG_OUTPUTS="3:file:$root/log/virtlogd.log" virtlogd -d -p "$root/virtlogd.pid"
+if [ "$3" != 1 ]; then
+  LIBVIRT_LOG_OUTPUTS="3:file:$root/log/virtlogd.log" virtlogd -d -p "$root/virtlogd.pid"
+fi
 # Under tini -s (a child subreaper) so that exited QEMU processes are reaped at
 # once (see hack/start-libvirt.sh).
 LIBVIRT_LOG_OUTPUTS="3:file:$root/log/libvirtd.log" \

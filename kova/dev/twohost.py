@@ -74,6 +74,18 @@ class BedHost:
         kwargs.setdefault("capture_output", True)
         return subprocess.run(["ip", "netns", "exec", self.netns, *argv], **kwargs)
 
+    def start_libvirtd(self) -> None:
+        """Start this host's libvirtd (again, after :meth:`kill_libvirtd`)."""
+        self.uri = run_hack("start-libvirt-netns-host.sh", self.name, str(self.root.parent),
+                            self.netns, self.address, self.host_uuid)
+
+    def kill_libvirtd(self) -> None:
+        """Stop this host's libvirtd abruptly (SIGKILL), as a crash would;
+        its guests and virtlogd keep running."""
+        pid = self._pidfile("libvirtd")
+        if pid:
+            _kill(pid, signal.SIGKILL)
+
     def _pidfile(self, daemon: str) -> int | None:
         try:
             pid = int((self.root / f"{daemon}.pid").read_text().strip())
@@ -116,8 +128,7 @@ class TwoHosts:
         try:
             bed._link()
             for host in bed.hosts:
-                host.uri = run_hack("start-libvirt-netns-host.sh", host.name, str(root),
-                                    host.netns, host.address, host.host_uuid)
+                host.start_libvirtd()
         except BaseException:
             bed.stop()
             raise
