@@ -190,3 +190,41 @@ def test_destination_libvirtd_stopped_mid_migration(two_hosts: TwoHosts, guest: 
     while guest.name in _names(dst) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _names(dst) == [] and _names(src) == [guest.name]
+
+
+def test_abort_on_request(two_hosts: TwoHosts, guest: Guest) -> None:
+    src, dst = guest.host, two_hosts.a
+    assert src is two_hosts.b, "runs after the first move"
+    abort = mig.Abort()
+    seen: list[mig.MigrationProgress] = []
+
+    def abort_when_copying(p: mig.MigrationProgress) -> None:
+        seen.append(p)
+        if p.elapsed_ms > 0:  # the job runs
+            abort()
+
+    with pytest.raises(mig.LiveMigrationError) as err:
+        mig.live_migrate(guest.dom, dst.tcp_uri, _prepare(guest, dst, bandwidth_mib=1),
+                         on_progress=abort_when_copying, abort=abort)
+    assert err.value.reason == mig.ABORTED, seen
+    assert _names(dst) == [] and _names(src) == [guest.name]
+    _still_counting(guest)
+
+
+def test_post_copy_moves_the_guest_back(two_hosts: TwoHosts, guest: Guest) -> None:
+    src, dst = guest.host, two_hosts.a
+    assert src is two_hosts.b, "runs after the first move"
+    # Switch to post-copy as soon as memory is being copied.
+    opts = _prepare(guest, dst, post_copy=True, post_copy_after=0, post_copy_after_iterations=0)
+    seen: list[mig.MigrationProgress] = []
+    result = mig.live_migrate(guest.dom, dst.tcp_uri, opts, on_progress=seen.append)
+    assert result.phase == mig.COMPLETED
+    assert mig.POST_COPY in [p.phase for p in seen]
+    assert _names(src) == [] and _names(dst) == [guest.name]
+    guest.console.close()
+    guest.host, guest.conn = dst, libvirt.open(dst.uri)
+    guest.console = bg.SerialConsole(bg.pty_path(guest.dom))
+    guest.console.type(bg.BOOT_ID_CMD)
+    text = guest.console.wait_for(lambda t: bg.BOOT_ID_RE.search(t) is not None, 60)
+    assert bg.BOOT_ID_RE.search(text).group(1) == guest.boot_id
+    _still_counting(guest)
