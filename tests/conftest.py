@@ -45,6 +45,7 @@ pytest_plugins = [
     "tests.fixtures.placement",
     "tests.fixtures.operator",
     "tests.fixtures.agents",
+    "tests.support.twohost",
 ]
 
 TIERS = ("unit", "integration", "e2e", "cluster")
