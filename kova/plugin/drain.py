@@ -102,6 +102,14 @@ def drain_host(cluster: Cluster, host: str, parallel: int, timeout: float) -> Dr
     return d
 
 
+def _cluster(ctx: click.Context, kubeconfig: str | None, context: str | None) -> Cluster:
+    o = dict(ctx.obj or {})
+    cluster = Cluster(kubeconfig or o.get("kubeconfig") or os.environ.get("KUBECONFIG"),
+                      context or o.get("context"))
+    ctx.call_on_close(cluster.close)
+    return cluster
+
+
 @click.command()
 @click.argument("host")
 @click.option("--parallel", default=2, show_default=True, type=click.IntRange(1, 64),
@@ -116,10 +124,7 @@ def drain(ctx: click.Context, host: str, parallel: int, timeout: float,
     there), cold-migrate each of its Instances to a host the scheduler picks
     (server groups respected), confirm each once it runs there.  Ends it
     with kubectl kova uncordon HOST."""
-    o = dict(ctx.obj or {})
-    cluster = Cluster(kubeconfig or o.get("kubeconfig") or os.environ.get("KUBECONFIG"),
-                      context or o.get("context"))
-    ctx.call_on_close(cluster.close)
+    cluster = _cluster(ctx, kubeconfig, context)
     d = drain_host(cluster, host, parallel, timeout)
     if d.failed:
         names = ", ".join(f"{ns}/{n}" for ns, n in sorted(d.failed))
@@ -136,10 +141,7 @@ def drain(ctx: click.Context, host: str, parallel: int, timeout: float,
 def uncordon(ctx: click.Context, host: str, kubeconfig: str | None,
              context: str | None) -> None:
     """Let the scheduler place Instances on HOST again (after a drain)."""
-    o = dict(ctx.obj or {})
-    cluster = Cluster(kubeconfig or o.get("kubeconfig") or os.environ.get("KUBECONFIG"),
-                      context or o.get("context"))
-    ctx.call_on_close(cluster.close)
+    cluster = _cluster(ctx, kubeconfig, context)
     cluster.request("PATCH", host_path(host), f"enable host {host}",
                     json_body={"spec": {"enabled": True, "disabledReason": None}})
     click.echo(f"host {host} enabled")
