@@ -65,7 +65,8 @@ def step(cluster: Cluster, d: Drain, key: tuple[str, str]) -> None:
     if status.get("host") != d.host:
         d.done.append(key)
         return
-    cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Resized"), {})
+    cond: dict = next((c for c in status.get("conditions") or [] if c.get("type") == "Resized"),
+                      {})
     d.failed[key] = f"{cond.get('reason', 'not moved')}: {cond.get('message', '')}"
     click.echo(f"  {ns}/{name}: not moved: {d.failed[key]}", err=True)
 
