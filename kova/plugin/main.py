@@ -19,6 +19,8 @@ import click
 
 from kova.crds.names import GROUP
 from kova.plugin.client import Cluster, PluginError
+from kova.plugin.drain import drain as drain_command
+from kova.plugin.drain import uncordon as uncordon_command
 from kova.plugin.images import image as image_group
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100,
@@ -359,6 +361,8 @@ def snapshot(ctx: click.Context, name: str, image: str, **_: str) -> None:
 
 
 main.add_command(image_group)
+main.add_command(drain_command)
+main.add_command(uncordon_command)
 
 
 def run() -> None:

@@ -170,6 +170,7 @@ class Placer:
         moved to the migration consumer in the same POST (see :class:`Move`)."""
         ordered, ncands = await self.scheduler.select(req)
         project = names.project_id(req.namespace)
+        assert move.migration is not None
         gen = move.consumer_generation
         for i, cand in enumerate(ordered):
             try:

@@ -219,3 +219,44 @@ def _total_memory(h: Harness) -> int:
 def _reserved(placement, rp: str) -> int:
     inv = placement.http.get(f"/resource_providers/{rp}/inventories").json()["inventories"]
     return int(inv.get("MEMORY_MB", {}).get("reserved", 0))
+
+
+def test_drain_moves_every_instance_away_and_uncordon_enables_the_host(
+        hosts, placement, operator, small_image, kova_api):
+    """``kubectl kova drain``: the host is disabled, its two Instances are
+    cold-migrated (both at once) and confirmed on the other host, nothing is
+    left on it in libvirt or Placement; ``uncordon`` enables it again."""
+    a, b, (lv_a, lv_b) = hosts
+    pki = kova_api.pki
+    _start_agent(a, lv_a.uri, placement, pki)
+    rp_a = _ready(a)
+    sfx = a.host[-6:]
+    a.flavor(f"small-{sfx}", **SMALL)
+    a.image(f"img-{sfx}", small_image)
+    uids = [a.instance(n, f"img-{sfx}", flavor=f"small-{sfx}", schedule=False)["metadata"]["uid"]
+            for n in ("vm1", "vm2")]
+    for n in ("vm1", "vm2"):
+        a.wait_phase(n, "Running", timeout=90)
+    _start_agent(b, lv_b.uri, placement, pki)
+    rp_b = _ready(b)
+    admin = a.kubeconfig  # the cluster's administrator (Hosts are cluster-scoped)
+
+    out = plugin(admin, "drain", a.host, "--parallel", "2", "--timeout", "240", timeout=300)
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert f"host {a.host} drained: 2 instance(s) moved" in out.stdout, out.stdout
+    assert "2 left (2 moving)" in out.stderr, out.stderr  # both moved at once
+    assert a.host_obj()["spec"]["enabled"] is False
+    for n, uid in zip(("vm1", "vm2"), uids, strict=True):
+        obj = b.wait_phase(n, "Running", timeout=30)
+        assert obj["status"]["host"] == b.host and "migration" not in obj["status"]
+        assert [x["action"] for x in obj["status"]["actions"]][-1] == "migrate"
+        assert list(_allocs(placement, uid)) == [rp_b]
+        assert _state(lv_b.uri, uid) == "running"
+    wait_for(lambda: all(_state(lv_a.uri, u) is None for u in uids), 30,
+             what="the drained host's copies removed")
+    usages = placement.http.get(f"/resource_providers/{rp_a}/usages").json()["usages"]
+    assert usages.get("VCPU", 0) == 0, usages
+
+    out = plugin(admin, "uncordon", a.host)
+    assert out.returncode == 0 and f"host {a.host} enabled" in out.stdout, out
+    assert a.host_obj()["spec"]["enabled"] is True

@@ -12,7 +12,7 @@ COMMANDS = ("actions", "console", "logs", "migrate", "pause", "reboot", "resize"
             "start", "stop",
             "unpause", "vnc")
 #: Commands about other things than one Instance (no -n/--namespace).
-OTHER_COMMANDS = ("image",)
+OTHER_COMMANDS = ("drain", "image", "uncordon")
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess:
