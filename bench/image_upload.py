@@ -61,16 +61,41 @@ def floor(path: Path, fmt: str, work: Path) -> float:
     return elapsed
 
 
+def start_store(work: Path, kubeconfig: Path) -> tuple[subprocess.Popen, str, Path]:
+    """``kova images serve`` (HTTPS, no size limit) as a process, once healthy:
+    the process, its URL and its CA file."""
+    from kova.dev.controlplane import free_port
+    from kova.dev.pki import issue_server_cert
+
+    certs = issue_server_cert(work / "pki", "images", ["127.0.0.1"])
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kova.cli", "images", "serve", "--dir", str(work / "store"),
+         "--kubeconfig", str(kubeconfig), "--bind-address", "127.0.0.1", "--port", str(port),
+         "--tls-cert-file", str(certs["crt"]), "--tls-key-file", str(certs["key"]),
+         "--max-bytes", "0", "--log-level", "warning"])
+    url = f"https://127.0.0.1:{port}"
+    verify = ssl.create_default_context(cafile=str(certs["ca_crt"]))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/healthz", verify=verify).status_code == 200:
+                return proc, url, Path(certs["ca_crt"])
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
-    from kova.dev.controlplane import ControlPlane, free_port
+    from kova.dev.controlplane import ControlPlane
     from kova.dev.crds import apply_crds
     from kova.dev.image import ensure_test_image
-    from kova.dev.pki import issue_server_cert
     from kova.plugin.client import Cluster
     from kova.plugin.images import upload
 
@@ -80,25 +105,7 @@ def main() -> int:
     store_proc = None
     try:
         apply_crds(cp.kubeconfig)
-        certs = issue_server_cert(work / "pki", "images", ["127.0.0.1"])
-        port = free_port()
-        store_proc = subprocess.Popen(
-            [sys.executable, "-m", "kova.cli", "images", "serve", "--dir", str(work / "store"),
-             "--kubeconfig", str(cp.kubeconfig), "--bind-address", "127.0.0.1",
-             "--port", str(port), "--tls-cert-file", str(certs["crt"]),
-             "--tls-key-file", str(certs["key"]), "--max-bytes", "0", "--log-level", "warning"])
-        url = f"https://127.0.0.1:{port}"
-        verify = ssl.create_default_context(cafile=str(certs["ca_crt"]))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", verify=verify).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.2)
-
+        store_proc, url, ca = start_store(work, cp.kubeconfig)
         files: list[tuple[str, Path, str]] = [("test image", ensure_test_image(), "qcow2")]
         disk = work / "disk.raw"
         with open(disk, "wb") as out:
@@ -117,7 +124,7 @@ def main() -> int:
                 floors.append(floor(path, fmt, work))
                 name = f"bench-{fmt}-{path.stat().st_size}-{run}"
                 t0 = time.perf_counter()
-                upload(cluster, path, name, fmt, url, str(certs["ca_crt"]),
+                upload(cluster, path, name, fmt, url, str(ca),
                        stream=open(os.devnull, "w"))
                 ups.append(time.perf_counter() - t0)
             up, fl = statistics.median(ups), statistics.median(floors)

@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import ssl
 import statistics
 import subprocess
 import sys
@@ -44,11 +43,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from image_upload import _fsync_copy  # noqa: E402  (bench/image_upload.py)
+from image_upload import _fsync_copy, start_store  # noqa: E402  (bench/image_upload.py)
 
 MiB = 1 << 20
 NS = "default"
@@ -64,30 +61,6 @@ def floor(disk: Path, work: Path) -> float:
     for p in (flat, work / "floor.copy"):
         p.unlink(missing_ok=True)
     return elapsed
-
-
-def start_store(work: Path, kubeconfig: Path) -> tuple[subprocess.Popen, str, Path]:
-    from kova.dev.controlplane import free_port
-    from kova.dev.pki import issue_server_cert
-
-    certs = issue_server_cert(work / "pki", "images", ["127.0.0.1"])
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kova.cli", "images", "serve", "--dir", str(work / "store"),
-         "--kubeconfig", str(kubeconfig), "--bind-address", "127.0.0.1", "--port", str(port),
-         "--tls-cert-file", str(certs["crt"]), "--tls-key-file", str(certs["key"]),
-         "--max-bytes", "0", "--log-level", "warning"])
-    url = f"https://127.0.0.1:{port}"
-    verify = ssl.create_default_context(cafile=str(certs["ca_crt"]))
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", verify=verify).status_code == 200:
-                return proc, url, Path(certs["ca_crt"])
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
 
 
 def wait(what: str, check: Callable[[], bool], timeout: float = 300) -> None:

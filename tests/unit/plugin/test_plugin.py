@@ -9,7 +9,7 @@ from pathlib import Path
 
 PLUGIN = str(Path(sys.executable).parent / "kubectl-kova")
 COMMANDS = ("actions", "console", "logs", "migrate", "pause", "reboot", "resize", "restart",
-            "start", "stop",
+            "snapshot", "start", "stop",
             "unpause", "vnc")
 #: Commands about other things than one Instance (no -n/--namespace).
 OTHER_COMMANDS = ("drain", "image", "uncordon")
