@@ -116,11 +116,19 @@ class Records:
         reason is new)."""
         if st.waiting_recorded(body, reason, message):
             return
-        previous = (get_condition(body, names.COND_SCHEDULED) or {}).get("reason")
+        previous: list = []
+
+        def change(cur: dict) -> dict | None:
+            # judged on the status written at the time (``body`` may be an
+            # older copy: two reconciles of one Instance, one Event)
+            if st.waiting_recorded(cur, reason, message):
+                return None
+            previous[:] = [(get_condition(cur, names.COND_SCHEDULED) or {}).get("reason")]
+            return st.waiting(cur, reason, message)
+
         written: list = []
-        body = await self.patch_status(body, lambda cur: st.waiting(cur, reason, message),
-                                       written=written)
-        if written and previous != reason:
+        body = await self.patch_status(body, change, written=written)
+        if written and previous and previous[0] != reason:
             self.ctx.emit(body, "Warning", reason, message)
 
     async def set_error(self, body: dict, reason: str, message: str,
