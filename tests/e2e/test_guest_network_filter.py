@@ -301,3 +301,21 @@ def test_guest_nic_filter_drops_spoofing_blocked_addresses_and_other_namespaces(
             remove_domain(conn, f"{ns}.{name}")
         harness.core.delete_namespace(other_ns)
         print(agent_log.read_text()[-3000:])
+
+
+def test_agent_starts_while_its_libvirt_network_is_missing(harness, libvirtd, libvirt_qemu_conn,
+                                                          tmp_path):
+    """A network that does not exist yet fails builds (libvirt's message), not
+    the agent: it starts, with the guest filter defined, and reads the
+    network again at the next build."""
+    missing = "kova-missing-" + uuid.uuid4().hex[:6]
+    agent_log = tmp_path / "agent.log"
+    agent = AgentProcess(harness, tmp_path / "instances", agent_log, "--network", missing)
+    try:
+        wait_for(lambda: f"guest network {missing}" in agent_log.read_text(), 60, 0.3,
+                 "the agent's warning about the missing network")
+        wait_for(lambda: harness.host_obj(), 60, 0.3, "the agent's Host")
+        assert agent.proc.poll() is None, agent_log.read_text()[-3000:]
+        assert libvirt_qemu_conn.nwfilterLookupByName("kova-guest").name() == "kova-guest"
+    finally:
+        agent.stop()
