@@ -157,8 +157,7 @@ class AgentContext:
                      *netfilter.url_addresses([self.kube.aio.creds.server, cfg.placement_url])]
         policy = netfilter.policy([*cfg.node_addresses, *cfg.guest_blocked_networks],
                                   cfg.guest_allowed_networks, addresses, net.gateway)
-        netfilter.ensure_filters(conn, policy)
-        self.guest_filter = netfilter.GUEST_FILTER
+        self.guest_filter = netfilter.ensure_filters(conn, policy, self.host)
         self.guest_dhcp = net.dhcp
         self.guest_policy = policy
         self.guest_subnet = net.subnet
@@ -166,7 +165,8 @@ class AgentContext:
     def nic_filter(self, namespace: str, mac: str) -> str | None:
         """The nwfilter for a NIC with ``mac`` of a guest of ``namespace``:
         the namespace's (redefined with the MACs of the namespace's guests on
-        this host, ``mac`` included) on a libvirt network, else kova-guest."""
+        this host, ``mac`` included) on a libvirt network, else the agent's
+        guest filter."""
         if self.guest_filter is not None and self.cfg.network and self.guest_subnet is None:
             self.define_guest_filter()  # the network was missing at start
         if self.guest_filter is None or self.guest_policy is None or self.guest_subnet is None:
@@ -176,7 +176,8 @@ class AgentContext:
             given.add(mac)
             peers = {m for m, _, ns in domain_nics(self.driver.conn) if ns == namespace} | given
             return netfilter.ensure_namespace_filter(
-                self.driver.conn, namespace, self.guest_subnet, peers, self.guest_policy)
+                self.driver.conn, namespace, self.host, self.guest_subnet, peers,
+                self.guest_policy)
 
     def guest_mac(self, uid: str) -> str:
         """The MAC of ``uid``'s NIC: its domain's, else a new one no other
