@@ -52,7 +52,6 @@ from kova.agents.metrics import serve as serve_metrics
 from kova.agents.registration import Registration
 from kova.agents.settings import AgentSettings
 from kova.agents.stream.server import StreamServer
-from kova.agents.virt import netfilter
 from kova.agents.virt.driver import DriverError, LibvirtDriver, start_event_loop
 from kova.agents.virt.image_sources import SourcePolicy, networks
 from kova.agents.virt.images import ImageCache
@@ -192,7 +191,7 @@ class Agent:
     def start(self) -> None:
         start_event_loop()
         _ = self.driver.conn  # connect (and register for events) now
-        self.define_guest_filter()
+        self.ctx.define_guest_filter()
         log.info("agent for host %s: libvirt %s, instances in %s, disk cache=%s",
                  self.host, self.cfg.libvirt_uri, self.ctx.instance_dir, self.ctx.disk_cache)
         # The heartbeat first: a status written by a worker must never come
@@ -220,32 +219,6 @@ class Agent:
             )
             self._metrics_server = server
             log.info("metrics and /healthz on port %s", server.server_address[1])
-
-    def define_guest_filter(self) -> None:
-        """Define the nwfilter of guest NICs on libvirtd (idempotent) with this
-        node's addresses, the API server's and Placement's; the NICs of the
-        domains defined from now on reference it.  A host whose libvirt
-        cannot filter stops the agent here (guests would run unfiltered);
-        libvirt's test driver has no nwfilter and is left as it is."""
-        cfg, conn = self.cfg, self.driver.conn
-        if not self.ctx.with_nic or not cfg.guest_network_filter:
-            return
-        if conn.getType().lower() == "test":
-            log.warning("libvirt's test driver has no network filters: guest NICs unfiltered")
-            return
-        net = (netfilter.guest_network(conn, cfg.network) if cfg.network
-               else netfilter.GuestNetwork())
-        addresses = [*netfilter.node_addresses(), *(net.gateway or "").split(),
-                     *netfilter.url_addresses([self.ctx.kube.aio.creds.server,
-                                               cfg.placement_url])]
-        policy = netfilter.policy([*cfg.node_addresses, *cfg.guest_blocked_networks],
-                                  cfg.guest_allowed_networks,
-                                  addresses, net.gateway)
-        netfilter.ensure_filters(conn, policy)
-        self.ctx.guest_filter = netfilter.GUEST_FILTER
-        self.ctx.guest_dhcp = net.dhcp
-        self.ctx.guest_policy = policy
-        self.ctx.guest_subnet = net.subnet
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)

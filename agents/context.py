@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import libvirt
 
 from kova import sealing
 from kova.agents.metrics import AgentMetrics
@@ -26,6 +29,8 @@ from kova.agents.virt.images import ImageCache
 from kova.agents.virt.netfilter import FilterPolicy
 from kova.kube import SyncKube
 from kova.workqueue import WorkQueue
+
+log = logging.getLogger("kova.agents.context")
 
 #: A work-queue key: ``(namespace, name)`` of an Instance, or one of the two
 #: special keys below.
@@ -127,10 +132,43 @@ class AgentContext:
     #: other's MAC in the namespace's filter.
     namespace_macs: dict[str, set[str]] = field(default_factory=dict)
 
+    def define_guest_filter(self) -> None:
+        """Define the nwfilter of guest NICs on libvirtd (idempotent) with this
+        node's addresses, the API server's and Placement's, and the guests'
+        libvirt network's gateway.  A host whose libvirt cannot filter stops
+        the agent here (guests would run unfiltered); libvirt's test driver
+        has no nwfilter and is left as it is.  A libvirt network that does
+        not exist yet is read again at the next build (builds fail until it
+        exists)."""
+        cfg, conn = self.cfg, self.driver.conn
+        if not self.with_nic or not cfg.guest_network_filter:
+            return
+        if conn.getType().lower() == "test":
+            log.warning("libvirt's test driver has no network filters: guest NICs unfiltered")
+            return
+        net = netfilter.GuestNetwork()
+        if cfg.network:
+            try:
+                net = netfilter.guest_network(conn, cfg.network)
+            except libvirt.libvirtError as exc:
+                log.warning("guest network %s: %s (read again at the next build)",
+                            cfg.network, exc)
+        addresses = [*netfilter.node_addresses(), *(net.gateway or "").split(),
+                     *netfilter.url_addresses([self.kube.aio.creds.server, cfg.placement_url])]
+        policy = netfilter.policy([*cfg.node_addresses, *cfg.guest_blocked_networks],
+                                  cfg.guest_allowed_networks, addresses, net.gateway)
+        self.guest_filter = netfilter.ensure_filters(conn, policy, self.host)
+        self.guest_dhcp = net.dhcp
+        self.guest_policy = policy
+        self.guest_subnet = net.subnet
+
     def nic_filter(self, namespace: str, mac: str) -> str | None:
         """The nwfilter for a NIC with ``mac`` of a guest of ``namespace``:
         the namespace's (redefined with the MACs of the namespace's guests on
-        this host, ``mac`` included) on a libvirt network, else kova-guest."""
+        this host, ``mac`` included) on a libvirt network, else the agent's
+        guest filter."""
+        if self.guest_filter is not None and self.cfg.network and self.guest_subnet is None:
+            self.define_guest_filter()  # the network was missing at start
         if self.guest_filter is None or self.guest_policy is None or self.guest_subnet is None:
             return self.guest_filter
         with self.filter_lock:
@@ -138,7 +176,8 @@ class AgentContext:
             given.add(mac)
             peers = {m for m, _, ns in domain_nics(self.driver.conn) if ns == namespace} | given
             return netfilter.ensure_namespace_filter(
-                self.driver.conn, namespace, self.guest_subnet, peers, self.guest_policy)
+                self.driver.conn, namespace, self.host, self.guest_subnet, peers,
+                self.guest_policy)
 
     def guest_mac(self, uid: str) -> str:
         """The MAC of ``uid``'s NIC: its domain's, else a new one no other

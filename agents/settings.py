@@ -119,7 +119,7 @@ class AgentSettings:
     network: str | None = setting(None, "libvirt network for the guests' NIC (none: no NIC).")
     bridge: str | None = setting(None, "Host bridge for the guests' NIC (instead of --network).")
     guest_network_filter: bool = setting(
-        True, "Put libvirt's clean-traffic filter and Kova's block list (kova-guest nwfilter) "
+        True, "Put libvirt's clean-traffic filter and Kova's block list (kova-guest-* nwfilters) "
         "on every guest NIC: no MAC/IP/ARP spoofing, no link-local, node, API server, "
         "Placement or --guest-blocked-network addresses.")
     guest_blocked_networks: tuple[str, ...] = setting(

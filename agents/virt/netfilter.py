@@ -1,7 +1,8 @@
 """The network filter on every guest NIC (libvirt nwfilter).
 
-Every interface the agent defines carries ``<filterref filter='kova-guest'>``
-with the guest's MAC address; ``kova-guest`` is two filters the agent defines
+Every interface the agent defines carries ``<filterref filter='kova-guest-H'>``
+(H: a hash of the agent's host name, so that agents sharing a libvirtd do not
+rewrite each other's) with the guest's MAC address; it is two filters the agent defines
 on libvirtd at start (:func:`ensure_filters`, idempotent: same names, same
 UUIDs, redefined with the agent's current settings):
 
@@ -44,6 +45,8 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
+#: Prefixes of the filter names; each agent's filters carry a hash of its
+#: host name (several agents may share a libvirtd: tests, development).
 GUEST_FILTER = "kova-guest"
 BLOCK_FILTER = "kova-guest-block"
 STOCK_FILTER = "clean-traffic"
@@ -147,10 +150,20 @@ def _rule(parent: ET.Element, action: str, priority: int, **ip: str) -> None:
     ET.SubElement(rule, "ip", ip)
 
 
-def block_filter_xml(p: FilterPolicy) -> str:
-    """``kova-guest-block``: allowed networks and services return (go on to
-    clean-traffic's accept), blocked networks drop."""
-    f = _filter(BLOCK_FILTER, "ipv4-kova", BLOCK_CHAIN_PRIORITY)
+def _short(text: str, n: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def filter_names(host: str) -> tuple[str, str]:
+    """(the guest filter, its block chain) of the agent of ``host``."""
+    h = _short(host, 8)
+    return f"{GUEST_FILTER}-{h}", f"{BLOCK_FILTER}-{h}"
+
+
+def block_filter_xml(p: FilterPolicy, host: str) -> str:
+    """``kova-guest-block-<host hash>``: allowed networks and services
+    return (go on to clean-traffic's accept), blocked networks drop."""
+    f = _filter(filter_names(host)[1], "ipv4-kova", BLOCK_CHAIN_PRIORITY)
     for net in p.allowed:
         _rule(f, "return", 100, dstipaddr=str(net.network_address), dstipmask=str(net.prefixlen))
     for s in p.services:
@@ -162,31 +175,33 @@ def block_filter_xml(p: FilterPolicy) -> str:
     return ET.tostring(f, encoding="unicode")
 
 
-def guest_filter_xml() -> str:
-    """``kova-guest``: clean-traffic, then the block chain."""
-    f = _filter(GUEST_FILTER, "root")
+def guest_filter_xml(host: str) -> str:
+    """``kova-guest-<host hash>``: clean-traffic, then the block chain."""
+    guest, block = filter_names(host)
+    f = _filter(guest, "root")
     ET.SubElement(f, "filterref", {"filter": STOCK_FILTER})
-    ET.SubElement(f, "filterref", {"filter": BLOCK_FILTER})
+    ET.SubElement(f, "filterref", {"filter": block})
     ET.indent(f)
     return ET.tostring(f, encoding="unicode")
 
 
-def namespace_filter_names(namespace: str) -> tuple[str, str]:
-    """(the NIC's filter, its peers chain) of a Kubernetes namespace."""
-    h = hashlib.sha256(namespace.encode()).hexdigest()[:12]
+def namespace_filter_names(namespace: str, host: str) -> tuple[str, str]:
+    """(the NIC's filter, its peers chain) of a Kubernetes namespace on the
+    agent of ``host``."""
+    h = f"{_short(host, 8)}-{_short(namespace, 12)}"
     return f"kova-ns-{h}", f"kova-ns-{h}-peers"
 
 
-def namespace_filter_xml(namespace: str, subnet: Network, peer_macs: Iterable[str],
-                         p: FilterPolicy) -> tuple[str, str]:
+def namespace_filter_xml(namespace: str, host: str, subnet: Network,
+                         peer_macs: Iterable[str], p: FilterPolicy) -> tuple[str, str]:
     """The two filters of a namespace's guests on the node's guest network
     ``subnet``: the NIC's (kova-guest plus the peers chain) and the peers
     chain, in which a packet to an address of ``subnet`` passes only to the
     MAC of a guest of the same namespace (``peer_macs``), to the gateway
     (its services are kova-guest-block's) or to an allowed network."""
-    name, peers = namespace_filter_names(namespace)
+    name, peers = namespace_filter_names(namespace, host)
     root = _filter(name, "root")
-    ET.SubElement(root, "filterref", {"filter": GUEST_FILTER})
+    ET.SubElement(root, "filterref", {"filter": filter_names(host)[0]})
     ET.SubElement(root, "filterref", {"filter": peers})
     chain = _filter(peers, "ipv4-kns", BLOCK_CHAIN_PRIORITY - 5)
     for net in p.allowed:
@@ -203,14 +218,14 @@ def namespace_filter_xml(namespace: str, subnet: Network, peer_macs: Iterable[st
     return ET.tostring(root, encoding="unicode"), ET.tostring(chain, encoding="unicode")
 
 
-def ensure_namespace_filter(conn, namespace: str, subnet: Network,
+def ensure_namespace_filter(conn, namespace: str, host: str, subnet: Network,
                             peer_macs: Iterable[str], p: FilterPolicy) -> str:
     """Define (or redefine: libvirt re-applies it to the running guests'
     NICs) the filters of ``namespace``; the NIC's filter name."""
-    root, chain = namespace_filter_xml(namespace, subnet, peer_macs, p)
+    root, chain = namespace_filter_xml(namespace, host, subnet, peer_macs, p)
     conn.nwfilterDefineXML(chain)
     conn.nwfilterDefineXML(root)
-    return namespace_filter_names(namespace)[0]
+    return namespace_filter_names(namespace, host)[0]
 
 
 def filterref_params(mac: str, dhcp: bool) -> tuple[tuple[str, str], ...]:
@@ -245,10 +260,10 @@ def _define_stock(conn, directory: Path) -> int:
     return defined
 
 
-def ensure_filters(conn, p: FilterPolicy, stock_dir: Path = STOCK_DIR) -> None:
-    """Define (or redefine) ``kova-guest-block`` and ``kova-guest`` on the
-    libvirt connection ``conn``; libvirt's stock filters too if libvirtd
-    has not loaded them."""
+def ensure_filters(conn, p: FilterPolicy, host: str, stock_dir: Path = STOCK_DIR) -> str:
+    """Define (or redefine) the guest filter of the agent of ``host`` and
+    its block chain on the libvirt connection ``conn`` (libvirt's stock
+    filters too if libvirtd has not loaded them); the guest filter's name."""
     import libvirt
 
     try:
@@ -261,10 +276,12 @@ def ensure_filters(conn, p: FilterPolicy, stock_dir: Path = STOCK_DIR) -> None:
                 "node") from None
         log.info("libvirtd has no %s filter: defined %d stock filters from %s",
                  STOCK_FILTER, _define_stock(conn, stock_dir), stock_dir)
-    conn.nwfilterDefineXML(block_filter_xml(p))
-    conn.nwfilterDefineXML(guest_filter_xml())
+    conn.nwfilterDefineXML(block_filter_xml(p, host))
+    conn.nwfilterDefineXML(guest_filter_xml(host))
+    guest = filter_names(host)[0]
     log.info("guest network filter %s: %d blocked networks, %d allowed, %d services",
-             GUEST_FILTER, len(p.blocked), len(p.allowed), len(p.services))
+             guest, len(p.blocked), len(p.allowed), len(p.services))
+    return guest
 
 
 @dataclasses.dataclass(frozen=True)

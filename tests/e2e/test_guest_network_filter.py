@@ -1,12 +1,12 @@
 """Probes of a guest's network boundary, on a real QEMU guest: the agent
 (a process, ``--network`` on the NAT network of
-``hack/start-libvirt-network.sh``) puts the ``kova-guest`` nwfilter on the
+``hack/start-libvirt-network.sh``) puts the ``kova-guest-<host hash>`` nwfilter on the
 NIC, and packets that break its rules are dropped by the kernel.
 
 Three guests, a and b in one namespace, c in another, typed at through
 their serial consoles (libvirt's console stream):
 
-* the NIC's ``<filterref>`` names kova-guest with the guest's MAC, libvirt
+* the NIC's ``<filterref>`` names the namespace's filter with the guest's MAC, libvirt
   holds a binding for the tap, and the bridge's ebtables chains carry the
   block list (link-local, the gateway, the API server's address, the extra
   ``--guest-blocked-network``);
@@ -47,7 +47,6 @@ from tests.fixtures.agents import remove_domain, wait_for
 from tests.helpers import BOOT_TIMEOUT
 
 GUEST_PORT = 8080
-EXTRA_BLOCKED = "203.0.113.0/24"
 
 
 class Console:
@@ -189,7 +188,7 @@ def test_guest_nic_filter_drops_spoofing_blocked_addresses_and_other_namespaces(
     agent_log = tmp_path / "agent.log"
     agent = AgentProcess(harness, tmp_path / "instances", agent_log,
                          "--network", libvirt_test_network,
-                         "--guest-blocked-network", EXTRA_BLOCKED,
+                         "--guest-blocked-network", "203.0.113.0/24",
                          "--guest-allowed-network", f"{peer_address}/32")
     consoles: dict[str, Console] = {}
     listener = peer = None
@@ -207,22 +206,23 @@ def test_guest_nic_filter_drops_spoofing_blocked_addresses_and_other_namespaces(
         tap = nic.find("target").get("dev")
         assert mac.startswith("0e:"), mac
         ref = nic.find("filterref")
-        ns_filter, ns_peers = netfilter.namespace_filter_names(harness.ns)
+        guest_filter, block_filter = netfilter.filter_names(harness.host)
+        ns_filter, ns_peers = netfilter.namespace_filter_names(harness.ns, harness.host)
         assert ref is not None and ref.get("filter") == ns_filter
         params = {p.get("name"): p.get("value") for p in ref.findall("parameter")}
         assert params == {"MAC": mac, "CTRL_IP_LEARNING": "dhcp"}
         assert _nic(conn, uids["b"]).find("filterref").get("filter") == ns_filter
         assert _nic(conn, uids["c"]).find("filterref").get("filter") == \
-            netfilter.namespace_filter_names(other_ns)[0] != ns_filter
+            netfilter.namespace_filter_names(other_ns, harness.host)[0] != ns_filter
         bindings = {b.portDev(): b.filterName() for b in conn.listAllNWFilterBindings()}
         assert bindings.get(tap) == ns_filter, bindings
         root = conn.nwfilterLookupByName(ns_filter).XMLDesc(0)
-        assert "kova-guest" in root and ns_peers in root
+        assert guest_filter in root and ns_peers in root
         peers_xml = conn.nwfilterLookupByName(ns_peers).XMLDesc(0)
         macs = {u: _nic(conn, u).find("mac").get("address") for u in uids.values()}
         assert macs[uids["a"]] in peers_xml and macs[uids["b"]] in peers_xml
         assert macs[uids["c"]] not in peers_xml
-        block = conn.nwfilterLookupByName("kova-guest-block").XMLDesc(0).replace("'", '"')
+        block = conn.nwfilterLookupByName(block_filter).XMLDesc(0).replace("'", '"')
         for net_, mask in (("169.254.0.0", "16"), (gateway, "32"), ("127.0.0.1", "32"),
                            ("203.0.113.0", "24")):
             assert f'dstipaddr="{net_}" dstipmask="{mask}"' in block, net_
@@ -301,3 +301,22 @@ def test_guest_nic_filter_drops_spoofing_blocked_addresses_and_other_namespaces(
             remove_domain(conn, f"{ns}.{name}")
         harness.core.delete_namespace(other_ns)
         print(agent_log.read_text()[-3000:])
+
+
+def test_agent_starts_while_its_libvirt_network_is_missing(harness, libvirtd, libvirt_qemu_conn,
+                                                          tmp_path):
+    """A network that does not exist yet fails builds (libvirt's message), not
+    the agent: it starts, with the guest filter defined, and reads the
+    network again at the next build."""
+    missing = "kova-missing-" + uuid.uuid4().hex[:6]
+    agent_log = tmp_path / "agent.log"
+    agent = AgentProcess(harness, tmp_path / "instances", agent_log, "--network", missing)
+    try:
+        wait_for(lambda: f"guest network {missing}" in agent_log.read_text(), 60, 0.3,
+                 "the agent's warning about the missing network")
+        wait_for(lambda: harness.host_obj(), 60, 0.3, "the agent's Host")
+        assert agent.proc.poll() is None, agent_log.read_text()[-3000:]
+        guest_filter = netfilter.filter_names(harness.host)[0]
+        assert libvirt_qemu_conn.nwfilterLookupByName(guest_filter).name() == guest_filter
+    finally:
+        agent.stop()

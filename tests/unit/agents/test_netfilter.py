@@ -12,8 +12,8 @@ from kova.agents.virt import netfilter as nf
 
 
 def _rules(p: nf.FilterPolicy) -> list[tuple[str, int, dict]]:
-    root = ET.fromstring(nf.block_filter_xml(p))
-    assert root.get("name") == nf.BLOCK_FILTER and root.get("chain") == "ipv4-kova"
+    root = ET.fromstring(nf.block_filter_xml(p, "node-1"))
+    assert root.get("name") == nf.filter_names("node-1")[1] and root.get("chain") == "ipv4-kova"
     assert int(root.get("priority")) == nf.BLOCK_CHAIN_PRIORITY
     return [(r.get("action"), int(r.get("priority")), dict(r.find("ip").attrib))
             for r in root.findall("rule")]
@@ -42,12 +42,14 @@ def test_allowed_networks_and_gateway_services_return_before_the_drops():
 
 
 def test_guest_filter_references_clean_traffic_then_the_block_chain():
-    root = ET.fromstring(nf.guest_filter_xml())
-    assert root.get("name") == nf.GUEST_FILTER and root.get("chain") == "root"
-    assert [r.get("filter") for r in root.findall("filterref")] == [
-        nf.STOCK_FILTER, nf.BLOCK_FILTER]
+    guest, block = nf.filter_names("node-1")
+    assert guest.startswith("kova-guest-") and block.startswith("kova-guest-block-")
+    assert nf.filter_names("node-2")[0] != guest  # agents sharing a libvirtd
+    root = ET.fromstring(nf.guest_filter_xml("node-1"))
+    assert root.get("name") == guest and root.get("chain") == "root"
+    assert [r.get("filter") for r in root.findall("filterref")] == [nf.STOCK_FILTER, block]
     # stable UUIDs: a redefinition replaces the filter, never adds a second
-    assert root.findtext("uuid") == ET.fromstring(nf.guest_filter_xml()).findtext("uuid")
+    assert root.findtext("uuid") == ET.fromstring(nf.guest_filter_xml("node-1")).findtext("uuid")
 
 
 def test_filterref_params():
@@ -67,12 +69,14 @@ def test_namespace_filter_passes_the_subnet_only_to_its_guests():
     p = nf.policy([], ["192.168.5.253/32"], ["192.168.5.1"], gateway="192.168.5.1")
     subnet = ipaddress.ip_network("192.168.5.0/24")
     root_xml, chain_xml = nf.namespace_filter_xml(
-        "team-a", subnet, ["0e:00:00:00:00:02", "0e:00:00:00:00:01", "0e:00:00:00:00:01"], p)
-    name, peers = nf.namespace_filter_names("team-a")
-    assert name != nf.namespace_filter_names("team-b")[0]
+        "team-a", "node-1", subnet, ["0e:00:00:00:00:02", "0e:00:00:00:00:01", "0e:00:00:00:00:01"], p)
+    name, peers = nf.namespace_filter_names("team-a", "node-1")
+    assert name != nf.namespace_filter_names("team-b", "node-1")[0]
+    assert name != nf.namespace_filter_names("team-a", "node-2")[0]
     root = ET.fromstring(root_xml)
     assert root.get("name") == name and root.get("chain") == "root"
-    assert [r.get("filter") for r in root.findall("filterref")] == [nf.GUEST_FILTER, peers]
+    assert [r.get("filter") for r in root.findall("filterref")] == [
+        nf.filter_names("node-1")[0], peers]
     chain = ET.fromstring(chain_xml)
     assert chain.get("name") == peers and chain.get("chain") == "ipv4-kns"
     # evaluated before the block chain, which ends in clean-traffic's accept
