@@ -115,6 +115,8 @@ class Membership:
         self.members: tuple[str, ...] = ()
         #: monotonic time of the last renewal that worked (None: never).
         self._renewed: float | None = None
+        #: owns() said no for want of a fresh Lease since the last update().
+        self._missed = False
         self._acquired = now_rfc3339(micro=True)
         #: Set after the first renewal and listing.
         self.ready = asyncio.Event()
@@ -130,7 +132,10 @@ class Membership:
                 and time.monotonic() - self._renewed < self.duration)
 
     def owns(self, key: str) -> bool:
-        return self.fresh() and owner_of(key, self.members) == self.name
+        if not self.fresh():
+            self._missed = True
+            return False
+        return owner_of(key, self.members) == self.name
 
     def is_leader(self) -> bool:
         return self.fresh() and bool(self.members) and self.members[0] == self.name
@@ -177,10 +182,15 @@ class Membership:
         self.update(tuple(members))
 
     def update(self, members: tuple[str, ...]) -> None:
-        if members == self.members:
+        """The live members as just listed.  ``on_change`` when they changed,
+        and also when this replica skipped Instances for want of a fresh
+        Lease (a renewal that came late, an event loop held up) and has one
+        again: what it skipped is looked at again."""
+        if members == self.members and not (self._missed and self.fresh()):
             return
         before = self.members
         self.members = members
+        self._missed = False
         self.changes += 1
         metrics.MEMBERS.set(len(members))
         LOG.info("operator replicas: %d live (%s)%s; this one (%s) %s", len(members),

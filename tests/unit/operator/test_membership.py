@@ -54,3 +54,26 @@ def test_member_name_is_a_lease_name_and_share_key_groups_server_group_members()
     c = {"metadata": {"namespace": "t", "name": "c", "uid": "u3"}, "spec": {}}
     assert share_key(a) == share_key(b) == "t/servergroup/g"
     assert share_key(c) == "u3"
+
+
+def test_a_replica_that_skipped_instances_while_stale_looks_again_once_fresh():
+    import time
+
+    from kova.operator.membership import Membership
+
+    calls = []
+    m = Membership(None, "ns", "kova", "a", 3, lambda: calls.append(1))  # type: ignore[arg-type]
+    m._renewed = time.monotonic()
+    m.update(("kova-a",))
+    assert len(calls) == 1 and m.owns("uid-1") and m.is_leader()
+    m.update(("kova-a",))
+    assert len(calls) == 1  # nothing changed
+    m._renewed = time.monotonic() - 10  # the renewal is late: owns nothing
+    assert not m.owns("uid-1") and not m.is_leader()
+    m.update(("kova-a",))
+    assert len(calls) == 1  # still stale
+    m._renewed = time.monotonic()  # renewed again, same members
+    m.update(("kova-a",))
+    assert len(calls) == 2  # what it skipped is looked at again
+    m.update(("kova-a",))
+    assert len(calls) == 2
