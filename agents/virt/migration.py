@@ -1,0 +1,380 @@
+"""Live migration of a domain with its local disks (the source agent's part).
+
+:func:`live_migrate` runs libvirt's peer-to-peer live migration
+(``virDomainMigrateToURI3`` with ``VIR_MIGRATE_LIVE | PEER2PEER |
+NON_SHARED_DISK | PERSIST_DEST``): the source libvirtd connects to the
+destination libvirtd itself (``dest_uri``), the writable disks are mirrored to
+the destination QEMU's NBD server first (no shared storage), then memory is
+copied in iterations while the guest runs, and the guest pauses only for the
+last iteration.  Auto-converge (QEMU throttles a guest that dirties memory
+faster than the link) is on by default; post-copy is an option (switch after
+``post_copy_after`` seconds or iterations: the guest then runs on the
+destination and pulls the remaining pages on demand).  A bandwidth limit, a
+completion timeout (then the job is aborted and the guest keeps running on
+the source) and an :class:`Abort` handle are supported.  Progress comes from
+libvirt's job statistics, polled while the migration runs.
+
+The destination must be prepared first, as the destination agent does:
+the disk files exist at the destination paths with the source's virtual size
+(:func:`create_destination_disk`); read-only disks (a config drive) must be
+present there already.  Paths may differ between the hosts: ``path_map``
+rewrites them in the destination's domain XML.
+
+After a successful migration the source's definition is removed (so the
+domain exists on exactly one host); the source's disk files stay for the
+caller to delete.  On failure or abort libvirt resumes the guest on the
+source and removes the half-built destination domain.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import libvirt
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+
+# Phases reported in MigrationProgress.phase.
+COPYING_DISK = "CopyingDisk"
+COPYING_MEMORY = "CopyingMemory"
+POST_COPY = "PostCopy"
+COMPLETED = "Completed"
+FAILED = "Failed"
+ABORTED = "Aborted"
+
+
+class LiveMigrationError(Exception):
+    """The migration did not happen; the guest is still on the source.
+
+    ``reason``: ``Timeout``, ``Aborted`` or ``Failed``."""
+
+    def __init__(self, reason: str, message: str,
+                 progress: MigrationProgress | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.progress = progress
+
+
+@dataclass
+class LiveMigrationOptions:
+    #: MiB/s for memory and disk copy; None: unlimited.
+    bandwidth_mib: int | None = None
+    auto_converge: bool = True
+    #: allow post-copy, switched on after ``post_copy_after`` (seconds of
+    #: memory copy) or ``post_copy_after_iterations``, whichever comes first.
+    post_copy: bool = False
+    post_copy_after: float = 10.0
+    post_copy_after_iterations: int = 3
+    #: the whole migration must finish within this many seconds, or it is aborted.
+    completion_timeout: float = 600.0
+    #: the longest pause (ms) QEMU may plan for the last iteration; None: QEMU's default.
+    max_downtime_ms: int | None = None
+    #: disk targets to copy (``vda``...); None: every writable file disk.
+    disks: list[str] | None = None
+    #: source path -> destination path, applied to the destination's XML.
+    path_map: dict[str, str] = field(default_factory=dict)
+    #: where QEMU's migration stream goes (``tcp://ADDR``); None: libvirt's choice.
+    migrate_uri: str | None = None
+    poll_interval: float = 0.5
+
+
+@dataclass
+class MigrationProgress:
+    phase: str
+    elapsed_ms: int = 0
+    memory_total: int = 0
+    memory_processed: int = 0
+    memory_remaining: int = 0
+    memory_iteration: int = 0
+    memory_dirty_rate: int = 0
+    disk_total: int = 0
+    disk_processed: int = 0
+    disk_remaining: int = 0
+    auto_converge_throttle: int = 0
+    #: only when completed: how long the guest was paused, and total time.
+    downtime_ms: int | None = None
+    total_ms: int | None = None
+
+    @classmethod
+    def from_stats(cls, phase: str, stats: dict) -> MigrationProgress:
+        def g(key: str) -> int:
+            return int(stats.get(key, 0) or 0)
+
+        return cls(
+            phase=phase, elapsed_ms=g("time_elapsed"), memory_total=g("memory_total"),
+            memory_processed=g("memory_processed"), memory_remaining=g("memory_remaining"),
+            memory_iteration=g("memory_iteration"), memory_dirty_rate=g("memory_dirty_rate"),
+            disk_total=g("disk_total"), disk_processed=g("disk_processed"),
+            disk_remaining=g("disk_remaining"), auto_converge_throttle=g("auto_converge_throttle"),
+        )
+
+    def as_status(self) -> dict:
+        """The fields for an Instance's ``status.migration`` (camelCase)."""
+        out = {
+            "phase": self.phase, "elapsedMs": self.elapsed_ms,
+            "memoryRemainingBytes": self.memory_remaining, "memoryTotalBytes": self.memory_total,
+            "diskRemainingBytes": self.disk_remaining, "diskTotalBytes": self.disk_total,
+            "iteration": self.memory_iteration,
+        }
+        if self.downtime_ms is not None:
+            out["downtimeMs"] = self.downtime_ms
+        return out
+
+
+class Abort:
+    """Ask a running :func:`live_migrate` to abort (from any thread)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def __call__(self) -> None:
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+
+def migration_flags(opts: LiveMigrationOptions) -> int:
+    flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+             | libvirt.VIR_MIGRATE_NON_SHARED_DISK | libvirt.VIR_MIGRATE_PERSIST_DEST
+             | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
+    if opts.auto_converge:
+        flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+    if opts.post_copy:
+        flags |= libvirt.VIR_MIGRATE_POSTCOPY
+    return flags
+
+
+def copied_disks(xml: str) -> list[str]:
+    """Targets of the writable file/block disks of a domain XML (those that
+    block migration copies)."""
+    out = []
+    for disk in ET.fromstring(xml).findall("./devices/disk"):
+        if disk.get("device", "disk") != "disk" or disk.find("readonly") is not None:
+            continue
+        if disk.find("shareable") is not None or disk.find("source") is None:
+            continue
+        target = disk.find("target")
+        if target is not None and target.get("dev"):
+            out.append(target.get("dev"))
+    return out
+
+
+def disk_sizes(dom: libvirt.virDomain, targets: list[str]) -> dict[str, tuple[str, int]]:
+    """target -> (source path, virtual size in bytes) of a running domain's disks."""
+    root = ET.fromstring(dom.XMLDesc(0))
+    out = {}
+    for disk in root.findall("./devices/disk"):
+        target = disk.find("target")
+        source = disk.find("source")
+        if target is None or source is None or target.get("dev") not in targets:
+            continue
+        path = source.get("file") or source.get("dev") or ""
+        capacity, _alloc, _phys = dom.blockInfo(target.get("dev"))
+        out[target.get("dev")] = (path, int(capacity))
+    return out
+
+
+def create_destination_disk(path: str, size_bytes: int) -> None:
+    """An empty qcow2 of ``size_bytes`` at ``path`` (the destination agent's
+    step before a block migration: libvirt copies into an existing file)."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, str(size_bytes)], check=True)
+
+
+def rewrite_paths(xml: str, path_map: dict[str, str]) -> str:
+    """``xml`` with every ``file``/``path``/``dev`` attribute of a ``<source>``
+    or ``<log>`` element found in ``path_map`` replaced."""
+    if not path_map:
+        return xml
+    root = ET.fromstring(xml)
+    for el in root.iter():
+        if el.tag not in ("source", "log"):
+            continue
+        for attr in ("file", "path", "dev"):
+            value = el.get(attr)
+            if value in path_map:
+                el.set(attr, path_map[value])
+    return ET.tostring(root, encoding="unicode")
+
+
+def _params(dom: libvirt.virDomain, opts: LiveMigrationOptions) -> dict:
+    live_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE)
+    params: dict = {
+        libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: opts.disks or copied_disks(live_xml),
+    }
+    if opts.path_map:
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = rewrite_paths(live_xml, opts.path_map)
+        persist = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
+                              | libvirt.VIR_DOMAIN_XML_SECURE)
+        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = rewrite_paths(persist, opts.path_map)
+    if opts.migrate_uri:
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = opts.migrate_uri
+    if opts.bandwidth_mib:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(opts.bandwidth_mib)
+    return params
+
+
+def live_migrate(
+    dom: libvirt.virDomain,
+    dest_uri: str,
+    opts: LiveMigrationOptions | None = None,
+    on_progress: Callable[[MigrationProgress], None] | None = None,
+    abort: Abort | None = None,
+) -> MigrationProgress:
+    """Live-migrate the running ``dom`` to the libvirtd at ``dest_uri`` (as
+    the source libvirtd reaches it); return the final progress (phase
+    ``Completed``, with ``downtime_ms`` and ``total_ms``).  Raises
+    :class:`LiveMigrationError` when it times out, is aborted or fails: the
+    guest then still runs on the source."""
+    opts = opts or LiveMigrationOptions()
+    params = _params(dom, opts)
+    flags = migration_flags(opts)
+    if opts.max_downtime_ms:
+        dom.migrateSetMaxDowntime(int(opts.max_downtime_ms), 0)
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            dom.migrateToURI3(dest_uri, params, flags)
+        except libvirt.libvirtError as exc:
+            result["error"] = exc
+        else:
+            result["ok"] = True
+
+    started = time.monotonic()
+    worker = threading.Thread(target=run, name=f"migrate-{dom.name()}", daemon=True)
+    worker.start()
+    watch = _Watch(dom, opts, on_progress, abort, started)
+    while worker.is_alive():
+        worker.join(opts.poll_interval)
+        if worker.is_alive():
+            watch.tick()
+    if "ok" not in result:
+        raise watch.failure(result.get("error"))
+    done = _completed(dom, watch.last, int((time.monotonic() - started) * 1000))
+    _undefine_source(dom)
+    if on_progress:
+        on_progress(done)
+    return done
+
+
+class _Watch:
+    """Polls a running migration job: progress, timeout and abort, the
+    switch to post-copy."""
+
+    def __init__(self, dom: libvirt.virDomain, opts: LiveMigrationOptions,
+                 on_progress: Callable[[MigrationProgress], None] | None,
+                 abort: Abort | None, started: float) -> None:
+        self.dom, self.opts, self.on_progress, self.abort = dom, opts, on_progress, abort
+        self.started = started
+        self.last = MigrationProgress(phase=COPYING_DISK)
+        self.aborted_for: str | None = None
+        self.post_copy = False
+        self.memory_started: float | None = None
+
+    def tick(self) -> None:
+        self.last = _poll(self.dom, self.last, self.post_copy)
+        if self.on_progress:
+            self.on_progress(self.last)
+        now = time.monotonic()
+        if self.aborted_for is None and self.abort is not None and self.abort.requested:
+            self.aborted_for = ABORTED
+        if self.aborted_for is None and now - self.started > self.opts.completion_timeout:
+            self.aborted_for = "Timeout"
+        if self.aborted_for is not None:
+            if not self.post_copy:  # a post-copy move cannot go back any more
+                _abort_job(self.dom)
+            return
+        if self.last.phase == COPYING_MEMORY and self.memory_started is None:
+            self.memory_started = now
+        if self.opts.post_copy and not self.post_copy and self.memory_started is not None and (
+                now - self.memory_started >= self.opts.post_copy_after
+                or self.last.memory_iteration >= self.opts.post_copy_after_iterations):
+            self._start_post_copy()
+
+    def _start_post_copy(self) -> None:
+        try:
+            self.dom.migrateStartPostCopy(0)
+        except libvirt.libvirtError as exc:
+            log.warning("%s: could not switch to post-copy: %s", self.dom.name(), exc)
+            return
+        self.post_copy = True
+        log.info("%s: switched to post-copy at iteration %s", self.dom.name(),
+                 self.last.memory_iteration)
+
+    def failure(self, err: libvirt.libvirtError | None) -> LiveMigrationError:
+        reason = self.aborted_for or "Failed"
+        message = {"Timeout": f"not finished within {self.opts.completion_timeout:.0f}s, aborted",
+                   ABORTED: "aborted on request"}.get(reason, str(err))
+        failed = MigrationProgress(**{**self.last.__dict__,
+                                      "phase": ABORTED if self.aborted_for else FAILED})
+        if self.on_progress:
+            self.on_progress(failed)
+        return LiveMigrationError(reason, f"live migration of {self.dom.name()}: {message}", failed)
+
+
+def _poll(dom: libvirt.virDomain, last: MigrationProgress, post_copy: bool) -> MigrationProgress:
+    try:
+        stats = dom.jobStats(0)
+    except libvirt.libvirtError:
+        return last
+    if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+        return last
+    if post_copy:
+        phase = POST_COPY
+    elif int(stats.get("memory_processed", 0) or 0) == 0 and (
+            int(stats.get("disk_remaining", 0) or 0) > 0
+            or int(stats.get("memory_iteration", 0) or 0) == 0):
+        phase = COPYING_DISK
+    else:
+        phase = COPYING_MEMORY
+    return MigrationProgress.from_stats(phase, stats)
+
+
+def _abort_job(dom: libvirt.virDomain) -> None:
+    try:
+        dom.abortJob()
+    except libvirt.libvirtError as exc:
+        # No job yet (still connecting) or already finishing: tried again
+        # at the next poll while the migration call is running.
+        log.debug("%s: abortJob: %s", dom.name(), exc)
+
+
+def _completed(dom: libvirt.virDomain, last: MigrationProgress,
+               total_ms: int) -> MigrationProgress:
+    """The final figures from the completed job's statistics (libvirt keeps
+    them on the source's now inactive definition, with the downtime the
+    destination measured)."""
+    try:
+        stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    except libvirt.libvirtError:
+        stats = {}
+    done = MigrationProgress.from_stats(COMPLETED, stats) if stats else MigrationProgress(
+        **{**last.__dict__, "phase": COMPLETED})
+    done.memory_remaining = 0
+    done.disk_remaining = 0
+    done.downtime_ms = int(stats["downtime"]) if "downtime" in stats else None
+    done.total_ms = int(stats.get("time_elapsed", total_ms) or total_ms)
+    return done
+
+
+def _undefine_source(dom: libvirt.virDomain) -> None:
+    try:
+        if dom.isActive():  # never: libvirt stopped it at the switch-over
+            log.error("%s: still active on the source after a completed migration", dom.name())
+            return
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                          | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                          | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
