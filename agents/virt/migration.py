@@ -81,6 +81,9 @@ class LiveMigrationOptions:
     disks: list[str] | None = None
     #: source path -> destination path, applied to the destination's XML.
     path_map: dict[str, str] = field(default_factory=dict)
+    #: a last change of the destination's XML (after ``path_map``), e.g. the
+    #: host named in the domain's metadata.
+    xml_edit: Callable[[str], str] | None = None
     #: where QEMU's migration stream goes (``tcp://ADDR``); None: libvirt's choice.
     migrate_uri: str | None = None
     poll_interval: float = 0.5
@@ -211,11 +214,13 @@ def _params(dom: libvirt.virDomain, opts: LiveMigrationOptions) -> dict:
     params: dict = {
         libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: opts.disks or copied_disks(live_xml),
     }
-    if opts.path_map:
-        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = rewrite_paths(live_xml, opts.path_map)
+    if opts.path_map or opts.xml_edit:
+        edit = opts.xml_edit or str
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = edit(rewrite_paths(live_xml, opts.path_map))
         persist = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
                               | libvirt.VIR_DOMAIN_XML_SECURE)
-        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = rewrite_paths(persist, opts.path_map)
+        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = edit(rewrite_paths(persist,
+                                                                           opts.path_map))
     if opts.migrate_uri:
         params[libvirt.VIR_MIGRATE_PARAM_URI] = opts.migrate_uri
     if opts.bandwidth_mib:
