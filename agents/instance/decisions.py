@@ -61,7 +61,7 @@ class Step(enum.Enum):
     DROP = "drop"                  # Reverting, on the destination: stop, remove its copy
     RESTORE = "restore"            # Restoring, on the source: start the kept domain
     # A live migration (kova.agents.instance.live):
-    PREPARE_LIVE = "prepare-live"  # Preparing, on the destination: empty disk, seed
+    PREPARE_LIVE = "prepare-live"  # Preparing, on the source: the destination prepares
     LIVE_MIGRATE = "live-migrate"  # LiveMigrating, on the source: libvirt's live migration
 
 
@@ -101,12 +101,11 @@ def live_step(obj: dict, host: str) -> Step | None:
     if host == mig["destHost"]:
         # The guest arrives here: nothing to build, power or remove until the
         # operator hands the Instance over.
-        return Step.PREPARE_LIVE if step == _S.PREPARING else Step.WAIT
+        return Step.WAIT
     if host == mig.get("sourceHost"):
-        if step == _S.LIVE_MIGRATING:
-            return Step.LIVE_MIGRATE
-        if step == _S.MIGRATED:
-            return Step.WAIT  # gone from here: not to be built again
+        turn = {_S.PREPARING: Step.PREPARE_LIVE, _S.LIVE_MIGRATING: Step.LIVE_MIGRATE,
+                _S.MIGRATED: Step.WAIT}  # Migrated: gone from here, not to be built again
+        return turn.get(step)
     return None
 
 

@@ -1,13 +1,18 @@
 """The agents' part of a live migration (Nova's ``pre_live_migration`` on
 the destination, ``live_migration`` on the source).
 
-Step Preparing, on the destination (:meth:`LiveMigrator.prepare`): an empty
-qcow2 of the disk's size (libvirt copies the guest's disk into it over NBD)
-and the seed (a read-only disk libvirt does not copy) in this host's
-Instance directory, its ``instance.json``; then step LiveMigrating with
-this host's ``--live-migration-uri`` (``destUri``) and Instance directory
-(``destDir``).  Nothing is defined here: libvirt defines the domain when
-the guest arrives.
+Step Preparing, the source's turn (:meth:`LiveMigrator.prepare`): it asks
+the destination agent's stream endpoint (``PUT
+/v1/domains/<uid>/live-prepare``, mutual TLS with its migration
+certificate, as the cold migration's disk copy) to prepare -- the
+destination does not watch the Instance before it is handed over.  The
+destination (:meth:`LiveMigrator.prepare_here`) makes an empty qcow2 of the
+disk's size (libvirt copies the guest's disk into it over NBD) and the seed
+(a read-only disk libvirt does not copy) in its Instance directory, with
+its ``instance.json``, and answers its ``--live-migration-uri``
+(``destUri``) and Instance directory (``destDir``); nothing is defined
+there: libvirt defines the domain when the guest arrives.  The source
+records them with step LiveMigrating.
 
 Step LiveMigrating, on the source (:meth:`LiveMigrator.migrate`):
 :func:`kova.agents.virt.migration.live_migrate` to ``destUri``, the paths
@@ -28,13 +33,17 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import ssl
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import libvirt
 
 from kova.agents.context import AgentContext, GiB
+from kova.agents.instance.migrate import stream_endpoint
 from kova.agents.instance.move import MoveError
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.userdata import UserData
@@ -43,7 +52,7 @@ from kova.agents.virt.driver import DomainInfo
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import MigrationDecision, MigrationStep
-from kova.kube import instance_path
+from kova.kube import host_path, instance_path
 
 log = logging.getLogger("kova.agents.instance.live")
 
@@ -80,11 +89,13 @@ def with_host(xml: str, host: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def step_status(cur: dict, mig_uuid: str, step: str, **fields: Any) -> dict | None:
+def step_status(cur: dict, mig_uuid: str, step: str, after: str | None = None,
+                **fields: Any) -> dict | None:
     """The status patch moving live migration ``mig_uuid`` to ``step`` (with
-    ``fields`` added to the record); None unless it is at the step before."""
+    ``fields`` added to the record); None unless it is at the step before
+    (``after``, by default the one ``step`` follows)."""
     mig = ob.status(cur).get("migration") or {}
-    if mig.get("uuid") != mig_uuid or mig.get("step") != _FOLLOWS[step]:
+    if mig.get("uuid") != mig_uuid or mig.get("step") != (after or _FOLLOWS[step]):
         return None
     return {"status": {"migration": {**mig, **fields, "step": step}}}
 
@@ -97,10 +108,14 @@ def progress_status(cur: dict, mig_uuid: str, progress: dict) -> dict | None:
 
 
 class LiveMigrator:
-    def __init__(self, ctx: AgentContext, report: Reporter, userdata: UserData) -> None:
+    def __init__(self, ctx: AgentContext, report: Reporter, userdata: UserData,
+                 tls: Callable[[], ssl.SSLContext]) -> None:
         self.ctx = ctx
         self.report = report
         self.userdata = userdata
+        #: the client side of the call to the destination agent (the cold
+        #: migration's: this agent's migration certificate)
+        self.tls = tls
 
     def _write(self, obj: dict, patch: Any) -> dict | None:
         kube = self.ctx.kube
@@ -117,30 +132,67 @@ class LiveMigrator:
             self.report.watch.store_own_write(new)
         return new
 
-    # ------------------------------------------------------------ Preparing (destination)
-    def prepare(self, obj: dict) -> None:
+    # ------------------------------------------------------------ Preparing
+    def prepare(self, obj: dict, info: DomainInfo | None) -> None:
+        """On the source: ask the destination agent to prepare (its stream
+        endpoint, mutual TLS with this agent's migration certificate), then
+        step LiveMigrating with its answer, and migrate."""
         mig = ob.status(obj)["migration"]
+        uid, key, dest = ob.uid(obj) or "", ob.key(obj), mig["destHost"]
+        address, port = stream_endpoint(self.ctx.kube.get_or_none(host_path(dest)), dest)
+        try:
+            with httpx.Client(verify=self.tls(), timeout=120.0) as client:
+                resp = client.put(f"https://{address}:{port}/v1/domains/{uid}/live-prepare",
+                                  params={"namespace": key[0], "name": key[1]},
+                                  extensions={"sni_hostname": names.STREAM_SERVER_NAME})
+        except httpx.HTTPError as exc:
+            raise MoveError(f"the destination {dest} ({address}:{port}) did not answer: "
+                            f"{exc}") from exc
+        if resp.status_code == 409:  # the destination cannot receive it
+            self._fail(obj, mig, f"{dest}: {resp.json().get('message', resp.text)}", None,
+                       after=MigrationStep.PREPARING)
+            return
+        if resp.status_code != 201:
+            raise MoveError(f"the destination {dest} refused to prepare: {resp.status_code} "
+                            f"{resp.text[:300]}")
+        got = resp.json()
+        new = self._write(obj, lambda cur: step_status(
+            cur, mig["uuid"], MigrationStep.LIVE_MIGRATING, destUri=got["destUri"],
+            destDir=got["destDir"]))
+        if new is not None:
+            self.migrate(new, info)
+
+    def prepare_here(self, namespace: str, name: str, uid: str) -> dict:
+        """On the destination (the stream endpoint's live-prepare): an
+        empty disk of the Instance's size and its seed in this host's
+        Instance directory.  Raises MoveError when it cannot receive it."""
+        obj = self.ctx.kube.get_or_none(instance_path(namespace, name))
+        mig = ob.status(obj or {}).get("migration") or {}
+        if (obj is None or ob.uid(obj) != uid or mig.get("mode") != names.MigrationMode.LIVE
+                or mig.get("destHost") != self.ctx.host
+                or mig.get("step") != MigrationStep.PREPARING):
+            raise MoveError(f"no live migration of {namespace}/{name} to {self.ctx.host} is "
+                            "being prepared")
         uri = self.ctx.cfg.live_migration_uri
         if not uri:
-            why = (f"{self.ctx.host} has no --live-migration-uri: it cannot receive a live "
-                   "migration")
-            self._write(obj, lambda cur: _failed_early(cur, mig["uuid"], why))
-            return
+            raise MoveError(f"{self.ctx.host} has no --live-migration-uri: it cannot receive "
+                            "a live migration")
+        if self.ctx.driver.get(uid) is not None:
+            raise MoveError(f"a domain {uid} is already defined on {self.ctx.host}")
         if not self.userdata.ready(obj):
-            return
-        uid, key = ob.uid(obj) or "", ob.key(obj)
+            raise MoveError(f"the user data of {namespace}/{name} cannot be read on "
+                            f"{self.ctx.host} yet")
         files = self.ctx.files(uid)
         files.dir.mkdir(parents=True, exist_ok=True)
-        files.info.write_text(json.dumps({"uid": uid, "namespace": key[0], "name": key[1],
+        files.info.write_text(json.dumps({"uid": uid, "namespace": namespace, "name": name,
                                           "host": self.ctx.host}))
         size = mig.get("newResources") or mig["oldResources"]
         files.disk.unlink(missing_ok=True)  # a repeated step starts from an empty disk
         migration.create_destination_disk(str(files.disk), int(size["diskGiB"]) * GiB)
         self.userdata.write_seed(obj, files)
-        log.info("%s/%s: ready to receive the live migration %s from %s at %s", *key,
-                 mig["uuid"], mig.get("sourceHost"), uri)
-        self._write(obj, lambda cur: step_status(cur, mig["uuid"], MigrationStep.LIVE_MIGRATING,
-                                                 destUri=uri, destDir=str(files.dir)))
+        log.info("%s/%s: ready to receive the live migration %s from %s at %s", namespace,
+                 name, mig["uuid"], mig.get("sourceHost"), uri)
+        return {"destUri": uri, "destDir": str(files.dir)}
 
     # ------------------------------------------------------------ LiveMigrating (source)
     def migrate(self, obj: dict, info: DomainInfo | None) -> None:
@@ -200,22 +252,15 @@ class LiveMigrator:
                              if done else ""))
 
     def _fail(self, obj: dict, mig: dict, why: str,
-              progress: migration.MigrationProgress | None) -> None:
+              progress: migration.MigrationProgress | None,
+              after: str = MigrationStep.LIVE_MIGRATING) -> None:
         log.warning("%s/%s: live migration %s to %s failed: %s", *ob.key(obj), mig["uuid"],
                     mig.get("destHost"), why)
         fields: dict[str, Any] = {"failure": why[:2048]}
         if progress is not None:
             fields["progress"] = progress.as_status()
         self._write(obj, lambda cur: step_status(cur, mig["uuid"], MigrationStep.FAILED,
-                                                 **fields))
-
-
-def _failed_early(cur: dict, mig_uuid: str, why: str) -> dict | None:
-    """Step Failed straight from Preparing (the destination cannot receive)."""
-    mig = ob.status(cur).get("migration") or {}
-    if mig.get("uuid") != mig_uuid or mig.get("step") != MigrationStep.PREPARING:
-        return None
-    return {"status": {"migration": {**mig, "step": MigrationStep.FAILED, "failure": why}}}
+                                                 after=after, **fields))
 
 
 class _Progress:

@@ -42,7 +42,7 @@ class Reconciler:
         self.power = power
         self.mover = mover or Mover(ctx, report, builder)
         self.migrator = Migrator(ctx, report, builder, self.mover, teardown, userdata)
-        self.live = LiveMigrator(ctx, report, userdata)
+        self.live = LiveMigrator(ctx, report, userdata, self.migrator.client_tls)
 
     def reconcile(self, key: Key) -> None:
         obj = self.watch.get(key)
@@ -88,7 +88,7 @@ class Reconciler:
             self.migrator.restore(obj, info)
         elif step is Step.PREPARE_LIVE:
             assert obj is not None
-            self.live.prepare(obj)
+            self.live.prepare(obj, info)
         elif step is Step.LIVE_MIGRATE:
             assert obj is not None
             self.live.migrate(obj, info)

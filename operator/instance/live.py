@@ -8,8 +8,8 @@ Preparing), the source agent migrates (step LiveMigrating).  Then:
 
 * step Migrated (the guest runs on the destination): the migration
   consumer's allocation on the source is deleted (again, harmlessly, after a
-  restart), then status.host becomes the destination and the record goes in
-  one status write, then the host label follows.  No confirm: a live
+  restart), then the host label names the destination, then status.host
+  becomes the destination and the record goes in one status write.  No confirm: a live
   migration is confirmed at once, as in Nova.
 * step Failed, or an abort asked before the source agent started: the
   migration consumer's allocation goes back to the Instance in one POST (the
@@ -65,12 +65,16 @@ class LiveMover:
         await self.ctx.placement.delete_allocations(mig["uuid"])
         self.ctx.ledger.claimed(uid, mig["destHost"])
         message = moves.live_message(mig, ok=True)
+        # The label first: the destination's agent sees the Instance while the
+        # record still says Migrated (it waits; its leftover removal spares
+        # the arrived domain), never placed there without its label.
+        if ob.labelled_host(body) != mig["destHost"]:
+            body = await self.records.patch_metadata(
+                body, {"labels": {names.LABEL_HOST: mig["destHost"]}})
         written: list = []
         body = await self.records.patch_status(
             body, lambda cur: moves.live_ended(cur, mig["uuid"], ok=True, message=message),
             written=written)
-        if ob.labelled_host(body) != ob.placed_host(body):
-            body = await self.records.ensure_label(body)
         if written:
             LOG.info("%s/%s: %s", *ob.key(body), message, extra=kova_log.about(body))
             self.ctx.emit(body, "Normal", names.REASON_LIVE_MIGRATED, message)
