@@ -144,6 +144,7 @@ def test_live_migration_keeps_the_guest_running_and_frees_the_source(stack, vm) 
 
     code, out, err = vm.kova("migrate", "vm", "--live", "--timeout", "300", timeout=360)
     assert code == 0, (out, err)
+    print(err + out)  # the steps and progress as the user saw them
     assert "step LiveMigrating" in err, err
     assert "phase Resizing" not in err and "phase Running" in err, err  # Running throughout
     obj = vm.obj()
