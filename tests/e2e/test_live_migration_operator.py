@@ -28,7 +28,8 @@ from kova.dev.twohost import BedHost, TwoHosts
 from tests.e2e.test_access import Session
 from tests.e2e.test_cold_migration import on_console
 from tests.e2e.test_moves import placement_books
-from tests.helpers import BOOT_TIMEOUT
+from tests.fixtures.vm import plugin
+from tests.helpers import BOOT_TIMEOUT, wait_for
 from tests.support.stacks import kova_editor, temp_namespace
 
 COUNT_RE = re.compile(r"KOVA-COUNT=(\d+)")
@@ -168,3 +169,65 @@ def test_live_migration_keeps_the_guest_running_and_frees_the_source(stack, vm) 
     assert min(counts) > 3, counts
     assert on_console(vm, "echo BOOT=$(cat /proc/sys/kernel/random/boot_id)",
                       r"BOOT=([0-9a-f-]{36})") == boot_id
+
+
+def test_drain_live_migrates_the_running_guest_back(stack, vm, kubectl) -> None:
+    """``kubectl kova drain`` moves the running guest live (no cold
+    fallback allowed): the same boot on the other host; uncordon after."""
+    obj = vm.obj()
+    uid, host = obj["metadata"]["uid"], obj["status"]["host"]
+    other = next(h for h in stack.hosts if h != host)
+    boot_id = on_console(vm, "echo BOOT=$(cat /proc/sys/kernel/random/boot_id)",
+                         r"BOOT=([0-9a-f-]{36})")
+    admin = stack.kubeconfig  # Hosts are cluster-scoped: the administrator drains
+    try:
+        out = plugin(admin, "drain", host, "--no-cold-fallback", "--timeout", "300",
+                     timeout=360)
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        assert "live-migrating" in out.stderr and "migrating it cold" not in out.stderr, out
+    finally:
+        plugin(admin, "uncordon", host)
+    obj = vm.wait_power("Running")
+    assert obj["status"]["host"] == other and "migration" not in obj["status"]
+    assert domains(stack, other) == {uid: True} and uid not in domains(stack, host)
+    assert on_console(vm, "echo BOOT=$(cat /proc/sys/kernel/random/boot_id)",
+                      r"BOOT=([0-9a-f-]{36})") == boot_id
+    assert placement_books(stack) == {uid: {other: {"VCPU": 1, "MEMORY_MB": 192,
+                                                    "DISK_GB": 1}}}
+
+
+def test_abort_keeps_the_guest_on_its_source(stack, vm) -> None:
+    """The source agent restarted with a 1 MiB/s limit; ``kubectl kova
+    migrate --abort`` while the disk is being copied: the guest stays where
+    it ran, the destination's claim is given back, the condition says so."""
+    obj = vm.obj()
+    uid, source = obj["metadata"]["uid"], obj["status"]["host"]
+    stack.kill(f"agent-{source}")
+    common = stack.agent_args
+    stack.agent_args = [*common, "--live-migration-bandwidth-mib", "1"]
+    try:
+        stack.start_agent(source)
+    finally:
+        stack.agent_args = common
+    stack.wait_hosts_up()
+    code, out, err = vm.kova("migrate", "vm", "--live", "--no-wait")
+    assert code == 0, (out, err)
+    wait_for(lambda: ((vm.obj()["status"].get("migration") or {}).get("progress")
+                      or {}).get("phase"), 120, 0.5, "progress of the live migration")
+    code, out, err = vm.kova("migrate", "vm", "--abort", timeout=120)
+    assert code == 0, (out, err)
+    obj = vm.obj()
+    st = obj["status"]
+    assert "migration" not in st and st["host"] == source and st["phase"] == "Running"
+    cond = next(c for c in st["conditions"] if c["type"] == names.COND_RESIZED)
+    assert cond["reason"] == names.REASON_LIVE_MIGRATION_FAILED and "Aborted" in cond["message"]
+    assert domains(stack, source) == {uid: True}
+    wait_for(lambda: uid not in domains(stack, next(h for h in stack.hosts if h != source)),
+             30, 0.5, "no domain left on the destination")
+    assert placement_books(stack) == {uid: {source: {"VCPU": 1, "MEMORY_MB": 192,
+                                                     "DISK_GB": 1}}}
+    vm.wait_log(r"KOVA-COUNT=\d+", count=3, timeout=60)  # still counting
+    # the source agent again without the limit (the module's other tests)
+    stack.kill(f"agent-{source}")
+    stack.start_agent(source)
+    stack.wait_hosts_up()
