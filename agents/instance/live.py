@@ -214,6 +214,10 @@ class LiveMigrator:
             if not dom.isActive():
                 self._fail(obj, mig, "the guest is not running", None)
                 return
+            if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+                # the job of an agent that died in the middle: let it end
+                raise MoveError(f"a job (a live migration started before a restart) still "
+                                f"runs on the domain of {key[0]}/{key[1]}: waiting for it")
             opts = self._options(dom, mig)
             abort = migration.Abort()
             watcher = _Progress(self, obj, mig, abort)

@@ -88,7 +88,7 @@ def step(cluster: Cluster, d: Drain, key: tuple[str, str]) -> None:
     if status.get("host") != d.host:
         d.done.append(key)
         return
-    cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Resized"), {})
+    cond: dict = next((c for c in status.get("conditions") or [] if c.get("type") == "Resized"), {})
     if (cond.get("reason") == REASON_LIVE_MIGRATION_FAILED and d.cold_fallback
             and key not in d.cold):
         d.cold.add(key)

@@ -355,7 +355,7 @@ def migrate(ctx: click.Context, name: str, host: str | None, live: bool, abort: 
     if wait:
         inst = _follow_move(cluster, ns, name, timeout)
         _move_result(inst, ns, name)
-        cond = next((c for c in (inst.get("status") or {}).get("conditions") or []
+        cond: dict = next((c for c in (inst.get("status") or {}).get("conditions") or []
                      if c.get("type") == "Resized"), {})
         if live and cond.get("status") == "False":
             raise PluginError(f"instance {ns}/{name}: {cond.get('reason')}: "
