@@ -88,7 +88,8 @@ def step(cluster: Cluster, d: Drain, key: tuple[str, str]) -> None:
     if status.get("host") != d.host:
         d.done.append(key)
         return
-    cond: dict = next((c for c in status.get("conditions") or [] if c.get("type") == "Resized"), {})
+    cond: dict = next((c for c in status.get("conditions") or [] if c.get("type") == "Resized"),
+                      {})
     if (cond.get("reason") == REASON_LIVE_MIGRATION_FAILED and d.cold_fallback
             and key not in d.cold):
         d.cold.add(key)
@@ -138,6 +139,14 @@ def drain_host(cluster: Cluster, host: str, parallel: int, timeout: float,
     return d
 
 
+def _cluster(ctx: click.Context, kubeconfig: str | None, context: str | None) -> Cluster:
+    o = dict(ctx.obj or {})
+    cluster = Cluster(kubeconfig or o.get("kubeconfig") or os.environ.get("KUBECONFIG"),
+                      context or o.get("context"))
+    ctx.call_on_close(cluster.close)
+    return cluster
+
+
 @click.command()
 @click.argument("host")
 @click.option("--parallel", default=2, show_default=True, type=click.IntRange(1, 64),
@@ -157,10 +166,7 @@ def drain(ctx: click.Context, host: str, parallel: int, timeout: float, live: bo
     (server groups respected): live-migrate the running ones (cold if that
     fails, unless --no-cold-fallback), cold-migrate the others and confirm
     each once it runs there.  Ends it with kubectl kova uncordon HOST."""
-    o = dict(ctx.obj or {})
-    cluster = Cluster(kubeconfig or o.get("kubeconfig") or os.environ.get("KUBECONFIG"),
-                      context or o.get("context"))
-    ctx.call_on_close(cluster.close)
+    cluster = _cluster(ctx, kubeconfig, context)
     d = drain_host(cluster, host, parallel, timeout, live, cold_fallback)
     if d.failed:
         names = ", ".join(f"{ns}/{n}" for ns, n in sorted(d.failed))
@@ -177,10 +183,7 @@ def drain(ctx: click.Context, host: str, parallel: int, timeout: float, live: bo
 def uncordon(ctx: click.Context, host: str, kubeconfig: str | None,
              context: str | None) -> None:
     """Let the scheduler place Instances on HOST again (after a drain)."""
-    o = dict(ctx.obj or {})
-    cluster = Cluster(kubeconfig or o.get("kubeconfig") or os.environ.get("KUBECONFIG"),
-                      context or o.get("context"))
-    ctx.call_on_close(cluster.close)
+    cluster = _cluster(ctx, kubeconfig, context)
     cluster.request("PATCH", host_path(host), f"enable host {host}",
                     json_body={"spec": {"enabled": True, "disabledReason": None}})
     click.echo(f"host {host} enabled")
