@@ -226,10 +226,15 @@ class LiveMigrator:
             try:
                 done = migration.live_migrate(dom, mig["destUri"], opts, watcher, abort)
             except migration.LiveMigrationError as exc:
+                self.ctx.metrics.live_migrations.labels(result=exc.reason).inc()
                 self._fail(obj, mig, f"{exc.reason}: {exc}", exc.progress)
                 return
         finally:
             conn.close()
+        metrics = self.ctx.metrics
+        metrics.live_migrations.labels(result=migration.COMPLETED).inc()
+        metrics.live_migration_seconds.observe((done.total_ms or done.elapsed_ms) / 1000)
+        metrics.live_migration_downtime.observe((done.downtime_ms or 0) / 1000)
         self._done(obj, mig, done)
 
     def _options(self, dom: libvirt.virDomain, mig: dict) -> migration.LiveMigrationOptions:
