@@ -139,6 +139,10 @@ class LiveMigrator:
         step LiveMigrating with its answer, and migrate."""
         mig = ob.status(obj)["migration"]
         uid, key, dest = ob.uid(obj) or "", ob.key(obj), mig["destHost"]
+        if info is None or not info.state.running:
+            self._fail(obj, mig, f"the guest is not running on {self.ctx.host}", None,
+                       after=MigrationStep.PREPARING)
+            return
         address, port = stream_endpoint(self.ctx.kube.get_or_none(host_path(dest)), dest)
         try:
             with httpx.Client(verify=self.tls(), timeout=120.0) as client:
