@@ -159,6 +159,8 @@ class Agent:
         self.stream = StreamServer(
             ctx, PowerActions(ctx, self.watch, self.report, self.userdata), self.healthy,
         ) if cfg.stream else None
+        if self.stream is not None:
+            self.stream.prepare_live = self.reconciler.live.prepare_here
         self.registration = Registration(ctx, self.watch, self.report, self.placement,
                                          self.stream)
         self._threads: list[threading.Thread] = []

@@ -56,6 +56,18 @@ class AgentMetrics:
             "kova_agent_stale_domains_removed_total",
             "Domains removed because their Instance was gone or placed on another host "
             "(evacuated while this agent was away).")
+        self.live_migrations = m.counter(
+            "kova_agent_live_migrations_total",
+            "Live migrations sent from this host, by result (Completed, Timeout, Aborted, "
+            "Failed).", ["result"])
+        self.live_migration_seconds = m.histogram(
+            "kova_agent_live_migration_duration_seconds",
+            "Total time of a completed live migration sent from this host.",
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200))
+        self.live_migration_downtime = m.histogram(
+            "kova_agent_live_migration_downtime_seconds",
+            "How long the guest was paused at the end of a completed live migration.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
         self.placement_seconds = m.histogram(
             "kova_agent_placement_request_seconds", "Placement API calls by operation.",
             ["call"], buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))

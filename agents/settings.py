@@ -209,6 +209,19 @@ class AgentSettings:
     migration_ca_file: str | None = setting(
         None, "CA (PEM) that signed the other agents' stream certificates (default: "
         "--stream-client-ca-file).", type=click.Path(exists=True, dir_okay=False))
+    live_migration_uri: str | None = setting(
+        None, "This host's libvirt URI as the other hosts' libvirtd reach it for a live "
+        "migration (e.g. qemu+tls://node-2.example/system); written into "
+        "status.migration.destUri when this host prepares to receive a guest. Unset: this "
+        "host cannot receive live migrations.")
+    live_migration_timeout: float = setting(
+        600.0, "Seconds a live migration sent from this host may take before it is aborted "
+        "(the guest keeps running here).")
+    live_migration_bandwidth_mib: int = setting(
+        0, "MiB/s limit for a live migration sent from this host (0: no limit).")
+    live_migration_post_copy: bool = setting(
+        False, "Switch a live migration that has not converged to post-copy (after 10 s of "
+        "memory copy or 3 iterations); auto-converge is always on.")
     log_level: str = level_setting()
     log_format: str = format_setting()
 

@@ -2,8 +2,9 @@
 ``instances/resize-revert`` answer a resize or cold migration waiting in
 ResizeVerify (the decision goes into ``status.migration``, the operator acts
 on it); ``instances/migrate`` asks for a cold migration (a new migration
-record at step Claiming, the operator claims a host for it).  See
-docs/moving.md."""
+record at step Claiming, the operator claims a host for it) -- cold, or
+live with ``live=true`` -- and, with ``abort=true``, the abort of a live
+migration under way.  See docs/moving.md."""
 
 from __future__ import annotations
 
@@ -90,7 +91,32 @@ def host_refusal(host_obj: dict | None, host: str, role: str) -> Refusal | None:
     return None
 
 
-def migrate_refusal(inst: dict, host: str | None) -> Refusal | None:
+def abort_refusal(inst: dict) -> Refusal | None:
+    """Why ``kubectl kova migrate --abort`` cannot be recorded now."""
+    mig = ob.status(inst).get("migration") or {}
+    name = inst["metadata"]["name"]
+    if mig.get("mode") != MigrationMode.LIVE:
+        return Refusal(409, "NotLiveMigrating", f"instance {name} has no live migration to "
+                       "abort" + (f" (its {mig.get('type')} is {mig.get('mode') or 'in place'})"
+                                  if mig else ""))
+    if mig.get("step") not in (MigrationStep.CLAIMING, MigrationStep.PREPARING,
+                               MigrationStep.LIVE_MIGRATING):
+        return Refusal(409, "TooLate", f"the live migration of {name} is at step "
+                       f"{mig.get('step')}: it can no longer be aborted")
+    return None
+
+
+def with_abort(current: dict, mig_uuid: str, user: str) -> dict | None:
+    """The status patch asking the live migration ``mig_uuid`` to abort."""
+    mig = ob.status(current).get("migration") or {}
+    if (mig.get("uuid") != mig_uuid or abort_refusal(current) is not None
+            or mig.get("decision") == MigrationDecision.ABORT):
+        return None
+    return {"migration": {**mig, "decision": MigrationDecision.ABORT,
+                          "decidedBy": user[:1024]}}
+
+
+def migrate_refusal(inst: dict, host: str | None, live: bool = False) -> Refusal | None:
     status = ob.status(inst)
     name = inst["metadata"]["name"]
     if status.get("migration"):
@@ -100,23 +126,30 @@ def migrate_refusal(inst: dict, host: str | None) -> Refusal | None:
     if status.get("phase") not in (InstancePhase.RUNNING, InstancePhase.STOPPED):
         return Refusal(409, "NotMovable", f"instance {name} is {status.get('phase')}; only a "
                        "Running or Stopped instance can be migrated")
+    if live and (status.get("phase") != InstancePhase.RUNNING
+                 or status.get("powerState") != names.PowerState.RUNNING):
+        return Refusal(409, "NotRunning", f"instance {name} is {status.get('phase')}: only a "
+                       "running guest can be live-migrated (migrate it cold instead)")
     if host and host == status.get("host"):
         return Refusal(400, "SameHost", f"instance {name} is already on {host}")
     return None
 
 
 def new_migration(current: dict, user: str, host: str | None, req: str,
-                  now: str | None = None) -> dict | None:
+                  now: str | None = None, live: bool = False) -> dict | None:
     """The status patch starting a cold migration (step Claiming, a new UUID,
-    phase Resizing, an InProgress action); None when one started meanwhile
-    or the Instance cannot move any more."""
-    if migrate_refusal(current, host) is not None:
+    phase Resizing, an InProgress action) or a live one (the phase stays
+    Running); None when one started meanwhile or the Instance cannot move
+    any more."""
+    if migrate_refusal(current, host, live) is not None:
         return None
     status = ob.status(current)
     now = now or now_rfc3339()
-    message = f"migrating from {status.get('host')}" + (f" to {host}" if host else "")
+    message = (f"{'live-' if live else ''}migrating from {status.get('host')}"
+               + (f" to {host}" if host else ""))
     mig: dict[str, Any] = {
-        "uuid": str(uuid.uuid4()), "type": MigrationType.MIGRATE, "mode": MigrationMode.COLD,
+        "uuid": str(uuid.uuid4()), "type": MigrationType.MIGRATE,
+        "mode": MigrationMode.LIVE if live else MigrationMode.COLD,
         "step": MigrationStep.CLAIMING, "sourceHost": status.get("host"),
         "oldResources": status.get("resources"), "requestId": req, "user": user[:1024],
         "startTime": now,
@@ -124,21 +157,33 @@ def new_migration(current: dict, user: str, host: str | None, req: str,
     if host:
         mig["requestedHost"] = host
     entry = actions.started(names.InstanceActionName.MIGRATE, user, req, message, at=now)
-    return {"phase": InstancePhase.RESIZING, "migration": mig,
-            "actions": actions.append(status.get("actions"), entry)}
+    out = {"phase": InstancePhase.RESIZING, "migration": mig,
+           "actions": actions.append(status.get("actions"), entry)}
+    if live:
+        del out["phase"]  # a live migration keeps the Instance Running
+    return out
 
 
-def request_change(inst: dict, sub: str, user: str, host: str | None,
-                   req: str) -> tuple[Refusal | None, Callable[[dict], dict | None], str]:
+def request_change(inst: dict, sub: str, user: str, host: str | None, req: str, *,
+                   live: bool = False, abort: bool = False,
+                   ) -> tuple[Refusal | None, Callable[[dict], dict | None], str]:
     """For subresource ``sub`` asked by ``user``: why it is refused now (or
     None), the guarded status patch that records it (None from it: nothing
     to write any more), and the migration it is about ("" for migrate)."""
     uid = inst["metadata"]["uid"]
+    if sub == "migrate" and abort:
+        live_uuid = (ob.status(inst).get("migration") or {}).get("uuid", "")
+
+        def stop(cur: dict) -> dict | None:
+            st = None if cur["metadata"]["uid"] != uid else with_abort(cur, live_uuid, user)
+            return None if st is None else {"status": st}
+        return abort_refusal(inst), stop, live_uuid
     if sub == "migrate":
         def start(cur: dict) -> dict | None:
-            st = None if cur["metadata"]["uid"] != uid else new_migration(cur, user, host, req)
+            st = (None if cur["metadata"]["uid"] != uid
+                  else new_migration(cur, user, host, req, live=live))
             return None if st is None else {"status": st}
-        return migrate_refusal(inst, host), start, ""
+        return migrate_refusal(inst, host, live), start, ""
     decision = DECISIONS[sub]
     mig_uuid = (ob.status(inst).get("migration") or {}).get("uuid", "")
 

@@ -340,8 +340,10 @@ class ApiServer:
         path = instance_path(md["namespace"], md["name"])
         req = history.request_id()
         host = request.query.get("host") or None
-        refusal, change, mig_uuid = moves.request_change(inst, sub, user.name, host, req)
-        if refusal is None and sub == "migrate":
+        live, abort = (request.query.get(k) in ("true", "1") for k in ("live", "abort"))
+        refusal, change, mig_uuid = moves.request_change(inst, sub, user.name, host, req,
+                                                         live=live, abort=abort)
+        if refusal is None and sub == "migrate" and not abort:
             refusal = await self._migrate_hosts(inst, host, user)
         if refusal is not None:
             return failure(refusal.code, refusal.message, reason=refusal.reason,
@@ -353,7 +355,7 @@ class ApiServer:
         await self._event(inst, names.EVENT_ACTION_REQUESTED,
                           f"{user.name} asked to {sub} ({req})")
         code, message = 200, f"{sub} recorded"
-        if sub != "migrate":
+        if sub != "migrate" or abort:
             deadline = time.monotonic() + self.cfg.action_timeout
             while not moves.decided(await self.kube.get_or_none(path), mig_uuid):
                 if time.monotonic() > deadline:

@@ -803,6 +803,21 @@ class SealedUserData(KovaModel):
                       description="The sealed text (base64).")
 
 
+class LiveMigrationProgress(KovaModel):
+    """How far a live migration is (libvirt's job statistics)."""
+
+    phase: str = Field(max_length=32, description="CopyingDisk, CopyingMemory, PostCopy, "
+                       "Completed, Aborted or Failed.")
+    elapsed_ms: int | None = Field(default=None, ge=0, description="Time since it started.")
+    memory_remaining_bytes: int | None = Field(default=None, ge=0, description="Memory left.")
+    memory_total_bytes: int | None = Field(default=None, ge=0, description="Guest memory.")
+    disk_remaining_bytes: int | None = Field(default=None, ge=0, description="Disk left.")
+    disk_total_bytes: int | None = Field(default=None, ge=0, description="Disk to copy.")
+    iteration: int | None = Field(default=None, ge=0, description="Memory copy iteration.")
+    downtime_ms: int | None = Field(default=None, ge=0,
+                                    description="When completed: how long the guest paused.")
+
+
 class InstanceMigration(KovaModel):
     """A resize or cold migration under way (Nova's migration record). The
     migration's uuid is the Placement consumer that holds the source
@@ -816,7 +831,8 @@ class InstanceMigration(KovaModel):
     type: MigrationType = Field(description="resize or migrate (cold).")
     mode: MigrationMode | None = Field(
         default=None, description="How a move to another host carries the guest: cold "
-        "(stopped, its disk copied agent to agent, started there). Unset on the same host.",
+        "(stopped, its disk copied agent to agent, started there) or live (libvirt's live "
+        "migration with the local disk, the guest keeps running). Unset on the same host.",
     )
     step: MigrationStep = Field(
         description="Claiming (the operator claims the new size), Moving (the agent stops "
@@ -859,6 +875,22 @@ class InstanceMigration(KovaModel):
         default=None,
         description="Whether the guest ran when the agent stopped it (it is started "
         "again after the move and after a revert).",
+    )
+    dest_uri: str | None = Field(
+        default=None, max_length=512,
+        description="Live: the destination's libvirt URI as the source's libvirtd reaches it "
+        "(the destination agent's --live-migration-uri, written at step Preparing).",
+    )
+    dest_dir: str | None = Field(
+        default=None, max_length=1024,
+        description="Live: the Instance's directory on the destination (its disk paths there).",
+    )
+    progress: LiveMigrationProgress | None = Field(
+        default=None, description="Live: libvirt's job statistics, written by the source agent.",
+    )
+    failure: str | None = Field(
+        default=None, max_length=2048,
+        description="Live: why the migration failed, timed out or was aborted.",
     )
 
 

@@ -289,13 +289,27 @@ class MigrationStep(StrEnum):
     RETURNING = "Returning"
     #: Across hosts, reverting: the source agent starts its kept domain.
     RESTORING = "Restoring"
+    #: Live: the destination agent creates the empty disk and the seed the
+    #: guest's memory and disk are copied into, and names its libvirt URI.
+    PREPARING = "Preparing"
+    #: Live: the source agent runs libvirt's live migration (progress in
+    #: status.migration.progress).
+    LIVE_MIGRATING = "LiveMigrating"
+    #: Live: the guest runs on the destination; the operator hands the
+    #: Instance over and frees the source's allocation (no confirm).
+    MIGRATED = "Migrated"
+    #: Live: the migration failed, timed out or was aborted (the guest still
+    #: runs on the source); the operator gives the destination's claim back.
+    FAILED = "Failed"
 
 
 class MigrationMode(StrEnum):
-    """How a move to another host carries the guest (status.migration.mode).
-    Only ``cold`` exists: stop, copy the disk, start there."""
+    """How a move to another host carries the guest (status.migration.mode):
+    ``cold`` (stop, copy the disk, start there) or ``live`` (libvirt's live
+    migration with the local disk copied along; the guest keeps running)."""
 
     COLD = "cold"
+    LIVE = "live"
 
 
 class MigrationDecision(StrEnum):
@@ -303,6 +317,8 @@ class MigrationDecision(StrEnum):
 
     CONFIRM = "Confirm"
     REVERT = "Revert"
+    #: Abort a live migration (kubectl kova migrate --abort).
+    ABORT = "Abort"
 
 
 class ActionResult(StrEnum):
@@ -361,6 +377,8 @@ REASON_MIGRATING = "Migrating"
 REASON_RESIZE_VERIFY = "ResizeVerify"
 REASON_CONFIRMED = "Confirmed"
 REASON_REVERTED = "Reverted"
+REASON_LIVE_MIGRATED = "LiveMigrated"
+REASON_LIVE_MIGRATION_FAILED = "LiveMigrationFailed"
 REASON_RESIZE_REFUSED = "ResizeRefused"
 #: Events of a move (reasons of Events only).
 EVENT_RESIZE_STARTED = "ResizeStarted"

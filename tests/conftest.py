@@ -18,6 +18,9 @@ Fixtures live in ``tests/fixtures/`` as plugins, one per real component:
   the compute agent on a libvirt connection (``harness``, ``small_image``), the
   operator with Placement (``cluster``), Placement's app on SQLite and Postgres
   (``api``), a VM booted for the subresource API (``vm``).
+* ``tests/support/twohost.py`` -- ``two_hosts`` (per session): two libvirt
+  hosts, each a libvirtd in its own network namespace with its own host UUID,
+  reaching each other over TCP, for moves between hosts.
 
 The directory is the tier: ``tests/unit/<component>/`` (no external component),
 ``tests/integration/<component>/`` (real kube-apiserver, Postgres or libvirtd),

@@ -60,6 +60,9 @@ class Step(enum.Enum):
     FINISH = "finish"              # Finishing, on the destination: define, start
     DROP = "drop"                  # Reverting, on the destination: stop, remove its copy
     RESTORE = "restore"            # Restoring, on the source: start the kept domain
+    # A live migration (kova.agents.instance.live):
+    PREPARE_LIVE = "prepare-live"  # Preparing, on the source: the destination prepares
+    LIVE_MIGRATE = "live-migrate"  # LiveMigrating, on the source: libvirt's live migration
 
 
 def next_step(obj: dict | None, host: str, domain_defined: bool) -> Step:
@@ -70,6 +73,9 @@ def next_step(obj: dict | None, host: str, domain_defined: bool) -> Step:
         return Step.CLEAN_UP
     if ob.deleting(obj):
         return Step.DELETE
+    live = live_step(obj, host)
+    if live is not None:
+        return live
     placed = ob.placed_host(obj)
     if placed != host:
         # Placed on another host (evacuated away, being placed here again):
@@ -82,6 +88,25 @@ def next_step(obj: dict | None, host: str, domain_defined: bool) -> Step:
     if move is not None and (domain_defined or across_hosts(ob.status(obj)["migration"])):
         return move
     return Step.POWER if domain_defined else Step.BUILD
+
+
+def live_step(obj: dict, host: str) -> Step | None:
+    """The step of a live migration of ``obj`` on ``host``; None when there
+    is none or this host has nothing special to do (the source keeps the
+    guest running and reported as usual until it has left)."""
+    mig = ob.status(obj).get("migration") or {}
+    if mig.get("mode") != names.MigrationMode.LIVE or not mig.get("destHost"):
+        return None
+    step = mig.get("step")
+    if host == mig["destHost"]:
+        # The guest arrives here: nothing to build, power or remove until the
+        # operator hands the Instance over.
+        return Step.WAIT
+    if host == mig.get("sourceHost"):
+        turn = {_S.PREPARING: Step.PREPARE_LIVE, _S.LIVE_MIGRATING: Step.LIVE_MIGRATE,
+                _S.MIGRATED: Step.WAIT}  # Migrated: gone from here, not to be built again
+        return turn.get(step)
+    return None
 
 
 def across_hosts(mig: dict) -> bool:
@@ -97,6 +122,8 @@ def move_step(obj: dict, host: str) -> Step | None:
     step = mig.get("step")
     src, dest = mig.get("sourceHost"), mig.get("destHost")
     S = _S
+    if mig.get("mode") == names.MigrationMode.LIVE:
+        return None  # see live_step
     if across_hosts(mig):
         turn = {(S.MOVING, src): Step.SEND, (S.FINISHING, dest): Step.FINISH,
                 (S.REVERTING, dest): Step.DROP, (S.RESTORING, src): Step.RESTORE}
@@ -129,8 +156,8 @@ def move_phase(obj: dict) -> str | None:
     """The phase while a move is recorded: ResizeVerify at step Verify,
     Resizing at every other step; None when there is no move."""
     mig = ob.status(obj).get("migration")
-    if not mig:
-        return None
+    if not mig or mig.get("mode") == names.MigrationMode.LIVE:
+        return None  # a live migration keeps the phase the guest's state gives
     if mig.get("step") == names.MigrationStep.VERIFY:
         return InstancePhase.RESIZE_VERIFY
     return InstancePhase.RESIZING

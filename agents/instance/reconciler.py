@@ -15,6 +15,7 @@ from kova.agents.context import AgentContext, Key
 from kova.agents.instance import decisions
 from kova.agents.instance.build import Builder
 from kova.agents.instance.decisions import BuildError, Step
+from kova.agents.instance.live import LiveMigrator
 from kova.agents.instance.migrate import Migrator
 from kova.agents.instance.move import Mover
 from kova.agents.instance.power import Power
@@ -41,6 +42,7 @@ class Reconciler:
         self.power = power
         self.mover = mover or Mover(ctx, report, builder)
         self.migrator = Migrator(ctx, report, builder, self.mover, teardown, userdata)
+        self.live = LiveMigrator(ctx, report, userdata, self.migrator.client_tls)
 
     def reconcile(self, key: Key) -> None:
         obj = self.watch.get(key)
@@ -84,6 +86,12 @@ class Reconciler:
         elif step is Step.RESTORE:
             assert obj is not None
             self.migrator.restore(obj, info)
+        elif step is Step.PREPARE_LIVE:
+            assert obj is not None
+            self.live.prepare(obj, info)
+        elif step is Step.LIVE_MIGRATE:
+            assert obj is not None
+            self.live.migrate(obj, info)
         # Step.LEAVE_FAILED: the operator reschedules (and resets Built)
 
     def _domain(self, obj: dict | None) -> DomainInfo | None:

@@ -48,6 +48,7 @@ from aiohttp import WSMsgType, web
 
 from kova.agents.context import AgentContext
 from kova.agents.instance import disk_copy
+from kova.agents.instance.move import MoveError
 from kova.agents.instance.power_actions import ActionError, PowerActions
 from kova.agents.instance.snapshot import SnapshotError, Snapshots
 from kova.agents.settings import AgentSettings
@@ -112,6 +113,10 @@ class StreamServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        #: The destination's part of a live migration (namespace, name, uid)
+        #: -> {"destUri", "destDir"}; set by the agent
+        #: (:meth:`kova.agents.instance.live.LiveMigrator.prepare_here`).
+        self.prepare_live: Callable[[str, str, str], dict] | None = None
 
     def host_status(self) -> dict[str, Any]:
         """Host status.streamEndpoint: where Kova's API component reaches
@@ -131,6 +136,7 @@ class StreamServer:
         app.router.add_put(base + "/power/{action}", self._power)
         app.router.add_put(base + "/snapshot", self._snapshot)
         app.router.add_put(base + "/disk", self._disk)
+        app.router.add_put(base + "/live-prepare", self._live_prepare)
         return app
 
     def start(self) -> None:
@@ -362,6 +368,24 @@ class StreamServer:
                  peer_common_name(request), got.size, got.sha256)
         return web.json_response({"sha256": got.sha256, "bytes": got.size}, status=201)
 
+    async def _live_prepare(self, request: web.Request) -> web.Response:
+        """Prepare this host to receive a live migration of Instance
+        ``?namespace=&name=`` (its disk file and seed): the source agent asks
+        at step Preparing."""
+        uid = request.match_info["uid"]
+        ns, name = request.query.get("namespace", ""), request.query.get("name", "")
+        if self.prepare_live is None or not (ns and name):
+            return error(400, "BadRequest", "live-prepare needs ?namespace= and ?name= on an "
+                         "agent that receives live migrations")
+        loop = asyncio.get_running_loop()
+        try:
+            out = await loop.run_in_executor(None, self.prepare_live, ns, name, uid)
+        except MoveError as exc:
+            return error(409, "NotPrepared", str(exc))
+        log.info("prepared for the live migration of %s/%s (%s) asked by %s", ns, name, uid,
+                 peer_common_name(request))
+        return web.json_response(out, status=201)
+
 
 def _own_address() -> str:
     import socket
@@ -370,4 +394,3 @@ def _own_address() -> str:
         return socket.gethostbyname(socket.gethostname())
     except OSError:
         return "127.0.0.1"
-

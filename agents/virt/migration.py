@@ -56,7 +56,8 @@ class LiveMigrationError(Exception):
 
     ``reason``: ``Timeout``, ``Aborted`` or ``Failed``."""
 
-    def __init__(self, reason: str, message: str, progress: MigrationProgress | None = None) -> None:
+    def __init__(self, reason: str, message: str,
+                 progress: MigrationProgress | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.progress = progress
@@ -80,6 +81,9 @@ class LiveMigrationOptions:
     disks: list[str] | None = None
     #: source path -> destination path, applied to the destination's XML.
     path_map: dict[str, str] = field(default_factory=dict)
+    #: a last change of the destination's XML (after ``path_map``), e.g. the
+    #: host named in the domain's metadata.
+    xml_edit: Callable[[str], str] | None = None
     #: where QEMU's migration stream goes (``tcp://ADDR``); None: libvirt's choice.
     migrate_uri: str | None = None
     poll_interval: float = 0.5
@@ -210,11 +214,13 @@ def _params(dom: libvirt.virDomain, opts: LiveMigrationOptions) -> dict:
     params: dict = {
         libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: opts.disks or copied_disks(live_xml),
     }
-    if opts.path_map:
-        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = rewrite_paths(live_xml, opts.path_map)
+    if opts.path_map or opts.xml_edit:
+        edit = opts.xml_edit or str
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = edit(rewrite_paths(live_xml, opts.path_map))
         persist = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
                               | libvirt.VIR_DOMAIN_XML_SECURE)
-        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = rewrite_paths(persist, opts.path_map)
+        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = edit(rewrite_paths(persist,
+                                                                           opts.path_map))
     if opts.migrate_uri:
         params[libvirt.VIR_MIGRATE_PARAM_URI] = opts.migrate_uri
     if opts.bandwidth_mib:
@@ -252,51 +258,73 @@ def live_migrate(
     started = time.monotonic()
     worker = threading.Thread(target=run, name=f"migrate-{dom.name()}", daemon=True)
     worker.start()
-    last = MigrationProgress(phase=COPYING_DISK)
-    aborted_for: str | None = None
-    post_copy_started = False
-    memory_started: float | None = None
+    watch = _Watch(dom, opts, on_progress, abort, started)
     while worker.is_alive():
         worker.join(opts.poll_interval)
-        if not worker.is_alive():
-            break
-        last = _poll(dom, last, post_copy_started)
-        if on_progress:
-            on_progress(last)
-        now = time.monotonic()
-        if aborted_for is None and abort is not None and abort.requested:
-            aborted_for = ABORTED
-        if aborted_for is None and now - started > opts.completion_timeout:
-            aborted_for = "Timeout"
-        if aborted_for is not None and not post_copy_started:
-            _abort_job(dom)
-            continue
-        if last.phase == COPYING_MEMORY and memory_started is None:
-            memory_started = now
-        if (opts.post_copy and not post_copy_started and memory_started is not None
-                and (now - memory_started >= opts.post_copy_after
-                     or last.memory_iteration >= opts.post_copy_after_iterations)):
-            try:
-                dom.migrateStartPostCopy(0)
-                post_copy_started = True
-                log.info("%s: switched to post-copy at iteration %s", dom.name(), last.memory_iteration)
-            except libvirt.libvirtError as exc:
-                log.warning("%s: could not switch to post-copy: %s", dom.name(), exc)
-    total_ms = int((time.monotonic() - started) * 1000)
-    if "error" in result or aborted_for is not None and "ok" not in result:
-        reason = aborted_for or "Failed"
-        err = result.get("error")
-        message = {"Timeout": f"not finished within {opts.completion_timeout:.0f}s, aborted",
-                   ABORTED: "aborted on request"}.get(reason, str(err))
-        failed = MigrationProgress(**{**last.__dict__, "phase": ABORTED if aborted_for else FAILED})
-        if on_progress:
-            on_progress(failed)
-        raise LiveMigrationError(reason, f"live migration of {dom.name()}: {message}", failed)
-    done = _completed(dom, last, total_ms)
+        if worker.is_alive():
+            watch.tick()
+    if "ok" not in result:
+        raise watch.failure(result.get("error"))
+    done = _completed(dom, watch.last, int((time.monotonic() - started) * 1000))
     _undefine_source(dom)
     if on_progress:
         on_progress(done)
     return done
+
+
+class _Watch:
+    """Polls a running migration job: progress, timeout and abort, the
+    switch to post-copy."""
+
+    def __init__(self, dom: libvirt.virDomain, opts: LiveMigrationOptions,
+                 on_progress: Callable[[MigrationProgress], None] | None,
+                 abort: Abort | None, started: float) -> None:
+        self.dom, self.opts, self.on_progress, self.abort = dom, opts, on_progress, abort
+        self.started = started
+        self.last = MigrationProgress(phase=COPYING_DISK)
+        self.aborted_for: str | None = None
+        self.post_copy = False
+        self.memory_started: float | None = None
+
+    def tick(self) -> None:
+        self.last = _poll(self.dom, self.last, self.post_copy)
+        if self.on_progress:
+            self.on_progress(self.last)
+        now = time.monotonic()
+        if self.aborted_for is None and self.abort is not None and self.abort.requested:
+            self.aborted_for = ABORTED
+        if self.aborted_for is None and now - self.started > self.opts.completion_timeout:
+            self.aborted_for = "Timeout"
+        if self.aborted_for is not None:
+            if not self.post_copy:  # a post-copy move cannot go back any more
+                _abort_job(self.dom)
+            return
+        if self.last.phase == COPYING_MEMORY and self.memory_started is None:
+            self.memory_started = now
+        if self.opts.post_copy and not self.post_copy and self.memory_started is not None and (
+                now - self.memory_started >= self.opts.post_copy_after
+                or self.last.memory_iteration >= self.opts.post_copy_after_iterations):
+            self._start_post_copy()
+
+    def _start_post_copy(self) -> None:
+        try:
+            self.dom.migrateStartPostCopy(0)
+        except libvirt.libvirtError as exc:
+            log.warning("%s: could not switch to post-copy: %s", self.dom.name(), exc)
+            return
+        self.post_copy = True
+        log.info("%s: switched to post-copy at iteration %s", self.dom.name(),
+                 self.last.memory_iteration)
+
+    def failure(self, err: libvirt.libvirtError | None) -> LiveMigrationError:
+        reason = self.aborted_for or "Failed"
+        message = {"Timeout": f"not finished within {self.opts.completion_timeout:.0f}s, aborted",
+                   ABORTED: "aborted on request"}.get(reason, str(err))
+        failed = MigrationProgress(**{**self.last.__dict__,
+                                      "phase": ABORTED if self.aborted_for else FAILED})
+        if self.on_progress:
+            self.on_progress(failed)
+        return LiveMigrationError(reason, f"live migration of {self.dom.name()}: {message}", failed)
 
 
 def _poll(dom: libvirt.virDomain, last: MigrationProgress, post_copy: bool) -> MigrationProgress:
@@ -308,9 +336,9 @@ def _poll(dom: libvirt.virDomain, last: MigrationProgress, post_copy: bool) -> M
         return last
     if post_copy:
         phase = POST_COPY
-    elif int(stats.get("memory_processed", 0) or 0) == 0 and int(stats.get("disk_remaining", 0) or 0) > 0:
-        phase = COPYING_DISK
-    elif int(stats.get("memory_processed", 0) or 0) == 0 and int(stats.get("memory_iteration", 0) or 0) == 0:
+    elif int(stats.get("memory_processed", 0) or 0) == 0 and (
+            int(stats.get("disk_remaining", 0) or 0) > 0
+            or int(stats.get("memory_iteration", 0) or 0) == 0):
         phase = COPYING_DISK
     else:
         phase = COPYING_MEMORY
@@ -326,7 +354,8 @@ def _abort_job(dom: libvirt.virDomain) -> None:
         log.debug("%s: abortJob: %s", dom.name(), exc)
 
 
-def _completed(dom: libvirt.virDomain, last: MigrationProgress, total_ms: int) -> MigrationProgress:
+def _completed(dom: libvirt.virDomain, last: MigrationProgress,
+               total_ms: int) -> MigrationProgress:
     """The final figures from the completed job's statistics (libvirt keeps
     them on the source's now inactive definition, with the downtime the
     destination measured)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import subprocess
 import termios
 import threading
@@ -24,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+import libvirt
+
 #: Markers the guest prints when typed the commands below.
 COUNT_RE = re.compile(r"KOVA-COUNT=(\d+)")
 BOOT_ID_RE = re.compile(r"KOVA-BOOTID=([0-9a-f-]{36})")
@@ -31,8 +34,8 @@ BOOT_ID_RE = re.compile(r"KOVA-BOOTID=([0-9a-f-]{36})")
 #: A shell loop printing an increasing counter every half second.
 COUNTER_CMD = "(i=0; while :; do i=$((i+1)); echo KOVA-COUNT=$i; sleep 0.5; done) &"
 BOOT_ID_CMD = "echo KOVA-BOOTID=$(cat /proc/sys/kernel/random/boot_id)"
-#: Dirties about MiB of memory per second in a tmpfs-backed loop (the
-#: busybox initramfs root is in RAM): rewrites a file of the given size.
+#: Keeps dirtying guest memory: rewrites a file of ``mib`` MiB from
+#: /dev/urandom in a loop (the busybox initramfs root is in RAM).
 DIRTY_CMD = ("(while :; do dd if=/dev/urandom of=/kova-dirty bs=1M count={mib} "
              "2>/dev/null; done) &")
 
@@ -71,12 +74,13 @@ def make_disk(base: Path, path: Path, size: str = "64M") -> Path:
     return path
 
 
-def pty_path(dom) -> str:
+def pty_path(dom: libvirt.virDomain) -> str:
     root = ET.fromstring(dom.XMLDesc(0))
     source = root.find("./devices/serial/source")
-    if source is None or not source.get("path"):
+    path = source.get("path") if source is not None else None
+    if not path:
         raise RuntimeError(f"{dom.name()}: no pty for the serial port")
-    return source.get("path")
+    return path
 
 
 class SerialConsole:
@@ -94,8 +98,14 @@ class SerialConsole:
         self._thread.start()
 
     def _drain(self) -> None:
+        # select() with a timeout, so that close() can end this thread before
+        # the descriptor is closed (a read blocked across the close would go
+        # on reading whatever file gets that descriptor number next).
         while not self._closed:
             try:
+                ready, _, _ = select.select([self.fd], [], [], 0.2)
+                if not ready:
+                    continue
                 data = os.read(self.fd, 4096)
             except OSError:
                 return
@@ -124,7 +134,10 @@ class SerialConsole:
             time.sleep(0.1)
 
     def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
+        self._thread.join()
         try:
             os.close(self.fd)
         except OSError:
@@ -142,5 +155,6 @@ def wait_for_file(path: Path, marker: str, timeout: float) -> str:
         if marker in text:
             return text
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{path}: no {marker!r} in {timeout:.0f}s; last output:\n{text[-2000:]}")
+            raise TimeoutError(f"{path}: no {marker!r} in {timeout:.0f}s; "
+                               f"last output:\n{text[-2000:]}")
         time.sleep(0.2)

@@ -68,11 +68,11 @@ class BedHost:
         """Where QEMU's migration stream to this host goes."""
         return f"tcp://{self.address}"
 
-    def run(self, argv: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` inside this host's network namespace."""
-        kwargs.setdefault("text", True)
-        kwargs.setdefault("capture_output", True)
-        return subprocess.run(["ip", "netns", "exec", self.netns, *argv], **kwargs)
+    def run(self, argv: list[str], check: bool = False,
+            timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside this host's network namespace (output captured)."""
+        return subprocess.run(["ip", "netns", "exec", self.netns, *argv], check=check,
+                              timeout=timeout, text=True, capture_output=True)
 
     def start_libvirtd(self) -> None:
         """Start this host's libvirtd (again, after :meth:`kill_libvirtd`)."""
@@ -120,8 +120,8 @@ class TwoHosts:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         hosts = [
-            BedHost(name=f"kova-bed-{n}", netns=f"kova-bed-{tag}-{n}",
-                    address=f"{SUBNET}.{i}", host_uuid=str(uuid.uuid4()), root=root / f"kova-bed-{n}")
+            BedHost(name=f"kova-bed-{n}", netns=f"kova-bed-{tag}-{n}", address=f"{SUBNET}.{i}",
+                    host_uuid=str(uuid.uuid4()), root=root / f"kova-bed-{n}")
             for i, n in ((1, "a"), (2, "b"))
         ]
         bed = cls(root=root, tag=tag, a=hosts[0], b=hosts[1], veth=f"kb{tag}"[:12])
@@ -142,7 +142,8 @@ class TwoHosts:
         _ip("link", "add", f"{self.veth}a", "netns", a.netns, "type", "veth",
             "peer", "name", f"{self.veth}b", "netns", b.netns)
         for host, end in ((a, "a"), (b, "b")):
-            _ip("-n", host.netns, "addr", "add", f"{host.address}/{PREFIX}", "dev", f"{self.veth}{end}")
+            _ip("-n", host.netns, "addr", "add", f"{host.address}/{PREFIX}",
+                "dev", f"{self.veth}{end}")
             _ip("-n", host.netns, "link", "set", f"{self.veth}{end}", "up")
 
     def stop(self) -> None:

@@ -1,10 +1,13 @@
 """``kubectl kova drain HOST`` and ``kubectl kova uncordon HOST``: empty a
 host for maintenance, as ``kubectl drain`` empties a Node -- from the
 client: the host is disabled (``spec.enabled: false``: the scheduler sends
-it nothing new), then each Instance placed there is cold-migrated away
-through ``instances/migrate`` (the scheduler picks each destination, so
-server-group policies hold) and confirmed once it runs on its new host, a
-few at a time (``--parallel``).  Progress is printed as it goes; the
+it nothing new), then each Instance placed there is moved away through
+``instances/migrate`` (the scheduler picks each destination, so
+server-group policies hold), a few at a time (``--parallel``): a running
+one live-migrated (no confirm needed), falling back to a cold migration
+when the live one fails (unless ``--no-cold-fallback``); a stopped one, or
+every one with ``--cold``, cold-migrated and confirmed once it runs on its
+new host.  Progress is printed as it goes; the
 Instances left are named at the end.  ``uncordon`` enables the host again.
 """
 
@@ -16,7 +19,13 @@ from dataclasses import dataclass, field
 
 import click
 
-from kova.crds.names import GROUP, LABEL_HOST, VERSION, MigrationStep
+from kova.crds.names import (
+    GROUP,
+    LABEL_HOST,
+    REASON_LIVE_MIGRATION_FAILED,
+    VERSION,
+    MigrationStep,
+)
 from kova.plugin.client import Cluster, PluginError
 
 
@@ -31,6 +40,11 @@ class Drain:
     moving: dict[tuple[str, str], str] = field(default_factory=dict)  # -> migration uuid
     done: list[tuple[str, str]] = field(default_factory=list)
     failed: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: live-migrate running Instances; a failed live migration is tried cold
+    #: again when ``cold_fallback``
+    live: bool = True
+    cold_fallback: bool = True
+    cold: set[tuple[str, str]] = field(default_factory=set)
 
     def line(self) -> str:
         return (f"host {self.host}: {len(self.waiting) + len(self.moving)} left "
@@ -38,14 +52,23 @@ class Drain:
                 f"{len(self.failed)} failed")
 
 
-def start_move(cluster: Cluster, ns: str, name: str) -> str:
-    """Start moving Instance ``ns/name`` off its host; the migration's UUID.
-    Only cold migration exists: a live migration, where the Instance allows
-    it, is to be preferred here once Kova has it."""
+def start_move(cluster: Cluster, ns: str, name: str, live: bool = False) -> str:
+    """Start moving Instance ``ns/name`` off its host (live or cold); the
+    migration's UUID."""
     got = cluster.request("PUT", cluster.subresource_path(ns, name, "migrate"),
-                          f"migrate instance {ns}/{name}")
+                          f"migrate instance {ns}/{name}",
+                          query={"live": "true"} if live else None)
     mig = (got or {}).get("migration") or {}
     return str(mig.get("uuid") or "")
+
+
+def live_first(cluster: Cluster, d: Drain, key: tuple[str, str]) -> bool:
+    """Whether to move ``key`` live: live drains, a running Instance, not
+    already tried live."""
+    if not d.live or key in d.cold:
+        return False
+    status = cluster.get_instance(*key).get("status") or {}
+    return status.get("powerState") == "Running"
 
 
 def step(cluster: Cluster, d: Drain, key: tuple[str, str]) -> None:
@@ -67,18 +90,27 @@ def step(cluster: Cluster, d: Drain, key: tuple[str, str]) -> None:
         return
     cond: dict = next((c for c in status.get("conditions") or [] if c.get("type") == "Resized"),
                       {})
+    if (cond.get("reason") == REASON_LIVE_MIGRATION_FAILED and d.cold_fallback
+            and key not in d.cold):
+        d.cold.add(key)
+        d.waiting.append(key)
+        click.echo(f"  {ns}/{name}: live migration failed ({cond.get('message', '')}); "
+                   "migrating it cold", err=True)
+        return
     d.failed[key] = f"{cond.get('reason', 'not moved')}: {cond.get('message', '')}"
     click.echo(f"  {ns}/{name}: not moved: {d.failed[key]}", err=True)
 
 
-def drain_host(cluster: Cluster, host: str, parallel: int, timeout: float) -> Drain:
+def drain_host(cluster: Cluster, host: str, parallel: int, timeout: float,
+               live: bool = True, cold_fallback: bool = True) -> Drain:
     cluster.request("PATCH", host_path(host), f"disable host {host}", json_body={
         "spec": {"enabled": False, "disabledReason": "drained (kubectl kova drain)"}})
     listed = cluster.request("GET", f"/apis/{GROUP}/{VERSION}/instances",
                              f"instances on host {host}",
                              query={"labelSelector": f"{LABEL_HOST}={host}"})
     d = Drain(host, sorted((i["metadata"]["namespace"], i["metadata"]["name"])
-                           for i in listed.get("items") or []))
+                           for i in listed.get("items") or []),
+              live=live, cold_fallback=cold_fallback)
     click.echo(f"host {host} disabled; {len(d.waiting)} instance(s) to move", err=True)
     deadline = time.monotonic() + timeout
     last = ""
@@ -86,8 +118,12 @@ def drain_host(cluster: Cluster, host: str, parallel: int, timeout: float) -> Dr
         while d.waiting and len(d.moving) < parallel:
             key = d.waiting.pop(0)
             try:
-                d.moving[key] = start_move(cluster, *key)
-                click.echo(f"  {key[0]}/{key[1]}: migrating", err=True)
+                live = live_first(cluster, d, key)
+                d.moving[key] = start_move(cluster, *key, live=live)
+                if not live:
+                    d.cold.add(key)
+                click.echo(f"  {key[0]}/{key[1]}: {'live-' if live else ''}migrating",
+                           err=True)
             except PluginError as exc:
                 d.failed[key] = exc.message
                 click.echo(f"  {key[0]}/{key[1]}: not moved: {exc.message}", err=True)
@@ -116,17 +152,22 @@ def _cluster(ctx: click.Context, kubeconfig: str | None, context: str | None) ->
 @click.option("--parallel", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Instances moved at the same time.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait in all.")
+@click.option("--live/--cold", default=True, show_default=True,
+              help="Live-migrate the running Instances (--cold: stop and copy every one).")
+@click.option("--cold-fallback/--no-cold-fallback", default=True, show_default=True,
+              help="Migrate an Instance cold when its live migration fails.")
 @click.option("--kubeconfig", default=None, help="Path to the kubeconfig file.")
 @click.option("--context", default=None, help="The kubeconfig context to use.")
 @click.pass_context
-def drain(ctx: click.Context, host: str, parallel: int, timeout: float,
-          kubeconfig: str | None, context: str | None) -> None:
+def drain(ctx: click.Context, host: str, parallel: int, timeout: float, live: bool,
+          cold_fallback: bool, kubeconfig: str | None, context: str | None) -> None:
     """Empty HOST for maintenance: disable it (nothing new is scheduled
-    there), cold-migrate each of its Instances to a host the scheduler picks
-    (server groups respected), confirm each once it runs there.  Ends it
-    with kubectl kova uncordon HOST."""
+    there), move each of its Instances to a host the scheduler picks
+    (server groups respected): live-migrate the running ones (cold if that
+    fails, unless --no-cold-fallback), cold-migrate the others and confirm
+    each once it runs there.  Ends it with kubectl kova uncordon HOST."""
     cluster = _cluster(ctx, kubeconfig, context)
-    d = drain_host(cluster, host, parallel, timeout)
+    d = drain_host(cluster, host, parallel, timeout, live, cold_fallback)
     if d.failed:
         names = ", ".join(f"{ns}/{n}" for ns, n in sorted(d.failed))
         raise PluginError(f"host {host} is disabled but not empty: {names} could not be "

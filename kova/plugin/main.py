@@ -17,6 +17,7 @@ import sys
 
 import click
 
+from kova.crds import names
 from kova.crds.names import GROUP
 from kova.plugin.client import Cluster, PluginError
 from kova.plugin.drain import drain as drain_command
@@ -235,10 +236,11 @@ def _follow_move(cluster: Cluster, ns: str, name: str, timeout: float,
         cond: dict = next((c for c in status.get("conditions") or []
                            if c.get("type") == "Resized"), {})
         started = mig or int(cond.get("observedGeneration") or 0) >= generation
-        now = (status.get("phase"), mig.get("step"), mig.get("destHost"))
+        now = (status.get("phase"), mig.get("step"), mig.get("destHost"),
+               _live_progress(mig.get("progress")))
         if now != seen:
             click.echo(f"  phase {now[0] or '-'}, step {now[1] or '-'}"
-                       + (f", destination {now[2]}" if now[2] else ""), err=True)
+                       + (f", destination {now[2]}" if now[2] else "") + now[3], err=True)
             seen = now
         if started and (not mig or mig.get("step") == "Verify"):
             return inst
@@ -248,7 +250,20 @@ def _follow_move(cluster: Cluster, ns: str, name: str, timeout: float,
         time.sleep(1.0)
 
 
-def _move_result(inst: dict, ns: str, name: str) -> None:
+def _live_progress(progress: dict | None) -> str:
+    """A live migration's progress as kubectl kova migrate --live prints it."""
+    if not progress:
+        return ""
+    mem, disk = (int(progress.get(k) or 0) // (1024 * 1024)
+                 for k in ("memoryRemainingBytes", "diskRemainingBytes"))
+    out = (f", {progress.get('phase')}: memory {mem} MiB left, disk {disk} MiB left, "
+           f"iteration {progress.get('iteration') or 0}")
+    if progress.get("downtimeMs") is not None:
+        out += f", downtime {progress['downtimeMs']} ms"
+    return out
+
+
+def _move_result(inst: dict, ns: str, name: str, aborted: bool = False) -> None:
     status = inst.get("status") or {}
     res = status.get("resources") or {}
     cond: dict = next((c for c in status.get("conditions") or []
@@ -259,6 +274,8 @@ def _move_result(inst: dict, ns: str, name: str) -> None:
     if (status.get("migration") or {}).get("step") == "Verify":
         click.echo(f"confirm with: kubectl kova resize -n {ns} {name} --confirm "
                    "(or --revert)")
+    if cond.get("reason") == names.REASON_LIVE_MIGRATION_FAILED and not aborted:
+        raise PluginError(f"instance {ns}/{name}: {cond.get('message')}")
 
 
 @main.command()
@@ -305,25 +322,44 @@ def resize(ctx: click.Context, name: str, flavor: str | None, decision: str | No
 @click.argument("name")
 @click.option("--host", default=None, help="The destination Host (default: the scheduler's "
               "choice).")
+@click.option("--live", is_flag=True, help="Live-migrate: the guest keeps running while "
+              "its memory and disk are copied (no confirm).")
+@click.option("--abort", is_flag=True, help="Abort the live migration under way (the guest "
+              "stays on its source).")
 @click.option("--wait/--no-wait", default=True, show_default=True,
-              help="Follow the migration until it waits for a confirm.")
+              help="Follow the migration until it waits for a confirm (or, live, ends).")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds to follow it.")
 @cluster_options
 @click.pass_context
-def migrate(ctx: click.Context, name: str, host: str | None, wait: bool, timeout: float,
-            **_: str) -> None:
+def migrate(ctx: click.Context, name: str, host: str | None, live: bool, abort: bool,
+            wait: bool, timeout: float, **_: str) -> None:
     """Cold-migrate instance NAME to another host: stop it, copy its disk
     agent to agent, start it there; then confirm or revert with kubectl kova
-    resize --confirm/--revert (docs/moving.md).  --host is for
-    administrators (RBAC verb schedule on instances)."""
+    resize --confirm/--revert (docs/moving.md).  With --live it keeps
+    running while it moves, and the move needs no confirm; --abort stops a
+    live migration under way.  --host is for administrators (RBAC verb
+    schedule on instances)."""
     cluster = _cluster(ctx)
     ns = cluster.namespace
-    click.echo(f"migrating instance {ns}/{name}" + (f" to {host}" if host else "") + " ...",
-               err=True)
+    if abort:
+        click.echo(f"aborting the live migration of instance {ns}/{name} ...", err=True)
+        cluster.request("PUT", cluster.subresource_path(ns, name, "migrate"),
+                        f"abort the live migration of {ns}/{name}", query={"abort": "true"})
+        _move_result(cluster.get_instance(ns, name), ns, name, aborted=True)
+        return
+    click.echo(f"{'live-' if live else ''}migrating instance {ns}/{name}"
+               + (f" to {host}" if host else "") + " ...", err=True)
+    query = {**({"host": host} if host else {}), **({"live": "true"} if live else {})}
     cluster.request("PUT", cluster.subresource_path(ns, name, "migrate"),
-                    f"migrate instance {ns}/{name}", query={"host": host} if host else None)
+                    f"migrate instance {ns}/{name}", query=query or None)
     if wait:
-        _move_result(_follow_move(cluster, ns, name, timeout), ns, name)
+        inst = _follow_move(cluster, ns, name, timeout)
+        _move_result(inst, ns, name)
+        cond: dict = next((c for c in (inst.get("status") or {}).get("conditions") or []
+                     if c.get("type") == "Resized"), {})
+        if live and cond.get("status") == "False":
+            raise PluginError(f"instance {ns}/{name}: {cond.get('reason')}: "
+                              f"{cond.get('message')}")
 
 
 def _duration(start: str | None, finish: str | None) -> str:

@@ -28,6 +28,7 @@ from kova.crds import objects as ob
 from kova.crds.names import MigrationStep, MigrationType
 from kova.operator.context import Context
 from kova.operator.instance import moves
+from kova.operator.instance.live import LiveMover, give_back
 from kova.operator.instance.placing import Placer
 from kova.operator.instance.plan import Action, Step
 from kova.operator.instance.records import Records
@@ -48,6 +49,7 @@ class Mover:
         #: the conductor's: a resize claims its new size against the
         #: namespace's quota as a build does
         self.quotas = quotas
+        self.live = LiveMover(ctx, records, placer)
 
     async def do(self, key: tuple, body: dict, step: Step) -> None:
         """Take ``step`` (one of plan.MOVING)."""
@@ -68,6 +70,10 @@ class Mover:
                 await self.hand_over(body, back=False)
             case Action.HAND_BACK:
                 await self.hand_over(body, back=True)
+            case Action.FINISH_LIVE:
+                await self.live.finish(body)
+            case Action.FAIL_LIVE:
+                await self.live.fail(body)
 
     # ------------------------------------------------------------ start
     async def start_resize(self, key: tuple, body: dict) -> None:
@@ -244,18 +250,7 @@ class Mover:
         to the Instance in one POST, then the record goes."""
         mig = ob.status(body)["migration"]
         uid, mid = ob.uid(body) or "", mig["uuid"]
-        placement = self.ctx.placement
-        held = await placement.consumer_allocations(mid)
-        if held.get("allocations"):
-            project = names.project_id(ob.key(body)[0])
-            _, gen = await self.placer.current_claim(uid)
-            await placement.move_allocations({
-                uid: {"allocations": held["allocations"], "project_id": project,
-                      "consumer_generation": gen},
-                mid: {"allocations": {}, "project_id": project,
-                      "consumer_generation": held.get("consumer_generation"),
-                      "consumer_type": names.CONSUMER_TYPE_MIGRATION},
-            })
+        await give_back(self.ctx, self.placer, body, mid)
         self.ctx.ledger.claimed(uid, mig["sourceHost"])
         message = moves.reverted_message(mig, mig.get("decidedBy"))
         body = await self.records.patch_status(

@@ -149,10 +149,12 @@ def claimed(current: dict, mig_uuid: str, dest: str, new_size: dict,
     if mig.get("uuid") != mig_uuid or mig.get("step") != MigrationStep.CLAIMING:
         return None
     status = ob.status(current)
-    moved = {**mig, "step": MigrationStep.MOVING, "destHost": dest, "newResources": new_size}
-    if dest != mig.get("sourceHost"):
+    live = mig.get("mode") == MigrationMode.LIVE
+    moved = {**mig, "step": MigrationStep.PREPARING if live else MigrationStep.MOVING,
+             "destHost": dest, "newResources": new_size}
+    if dest != mig.get("sourceHost") and not live:
         moved["mode"] = MigrationMode.COLD
-    return {
+    out: Status = {
         "phase": names.InstancePhase.RESIZING,
         "resources": new_size,
         "migration": moved,
@@ -160,6 +162,9 @@ def claimed(current: dict, mig_uuid: str, dest: str, new_size: dict,
                                     _reason(mig), message, ob.meta(current).get("generation"),
                                     now),
     }
+    if live:
+        del out["phase"]  # the guest keeps running: the Instance stays Running
+    return out
 
 
 def handed(current: dict, mig_uuid: str, expect: str, host: str, step: str,
@@ -253,6 +258,48 @@ def aborted(current: dict, mig_uuid: str, reason: str, message: str,
     return out
 
 
+def live_ended(current: dict, mig_uuid: str, *, ok: bool, message: str,
+               now: str | None = None) -> Status | None:
+    """A live migration is over: no record; on success status.host the
+    destination (Resized=True reason LiveMigrated, the action a success),
+    else the source still (Resized=False reason LiveMigrationFailed, the
+    action in Error).  The phase from the power state.  None when the
+    record moved on."""
+    status = ob.status(current)
+    mig = status.get("migration") or {}
+    if mig.get("uuid") != mig_uuid or mig.get("mode") != MigrationMode.LIVE:
+        return None
+    out: Status = {
+        "migration": None,
+        "phase": (names.InstancePhase.RUNNING if status.get("powerState") ==
+                  names.PowerState.RUNNING else names.InstancePhase.STOPPED),
+        "conditions": set_condition(
+            status.get("conditions"), names.COND_RESIZED, "True" if ok else "False",
+            names.REASON_LIVE_MIGRATED if ok else names.REASON_LIVE_MIGRATION_FAILED,
+            message, ob.meta(current).get("generation"), now),
+    }
+    if ok:
+        out["host"] = mig.get("destHost")
+    done = actions.finish(status.get("actions"), mig.get("requestId", ""),
+                          names.ActionResult.SUCCESS if ok else names.ActionResult.ERROR,
+                          message, at=now)
+    if done is not None:
+        out["actions"] = done
+    return out
+
+
+def live_message(mig: dict, ok: bool) -> str:
+    progress = mig.get("progress") or {}
+    if ok:
+        return (f"live-migrated from {mig.get('sourceHost')} to {mig.get('destHost')} "
+                f"(migration {mig['uuid']}, downtime {progress.get('downtimeMs', '?')} ms); "
+                f"the allocation on {mig.get('sourceHost')} is freed")
+    why = mig.get("failure") or (
+        f"aborted by {mig.get('decidedBy') or 'a user'}" if mig.get("decision") else "failed")
+    return (f"live migration to {mig.get('destHost') or 'another host'} did not happen: {why}; "
+            f"the guest runs on {mig.get('sourceHost')}")
+
+
 # ============================================================ messages
 def resize_message(old: dict | None, new: dict | None, flavor: str | None) -> str:
     to = f"Flavor {flavor} ({describe(new)})" if flavor else describe(new)
@@ -264,7 +311,8 @@ def migrate_message(source: str, requested: str | None) -> str:
 
 
 def claimed_message(mig: dict, dest: str) -> str:
-    what = "resize" if mig.get("type") == MigrationType.RESIZE else "cold migration"
+    what = ("resize" if mig.get("type") == MigrationType.RESIZE else
+            "live migration" if mig.get("mode") == MigrationMode.LIVE else "cold migration")
     return (f"{what}: {describe(mig.get('newResources') or mig.get('oldResources'))} "
             f"claimed on {dest} (migration {mig['uuid']} holds the old allocation on "
             f"{mig.get('sourceHost')}); the agent moves the guest")

@@ -32,7 +32,7 @@ from enum import StrEnum
 
 from kova.crds import names
 from kova.crds import objects as ob
-from kova.crds.names import MigrationDecision, MigrationStep
+from kova.crds.names import MigrationDecision, MigrationMode, MigrationStep
 from kova.operator.host.view import parse_time
 from kova.operator.instance import moves
 from kova.operator.instance import status as st
@@ -62,6 +62,8 @@ class Action(StrEnum):
     FINISH_REVERT = "FinishRevert"     # step Reverted: the old allocation back
     HAND_OVER = "HandOver"             # step Copied: status.host and label -> destination
     HAND_BACK = "HandBack"             # step Returning: status.host and label -> source
+    FINISH_LIVE = "FinishLive"         # live, step Migrated: hand over, free the source
+    FAIL_LIVE = "FailLive"             # live, step Failed (or aborted early): claim back
 
 
 #: The actions that claim resources (schedule).
@@ -69,7 +71,8 @@ PLACING = frozenset({Action.BUILD, Action.RESCHEDULE, Action.EVACUATE})
 #: The actions of a resize or cold migration (:class:`~.mover.Mover`).
 MOVING = frozenset({Action.START_RESIZE, Action.REFUSE_RESIZE, Action.CLAIM_MOVE,
                     Action.CONFIRM_MOVE, Action.REVERT_MOVE, Action.FINISH_REVERT,
-                    Action.HAND_OVER, Action.HAND_BACK})
+                    Action.HAND_OVER, Action.HAND_BACK, Action.FINISH_LIVE,
+                    Action.FAIL_LIVE})
 #: The actions of a deleted Instance.
 DELETING = frozenset({Action.RELEASE_AGENT, Action.WAIT_FOR_AGENT, Action.DELETE})
 
@@ -240,6 +243,8 @@ def _move(body: dict, facts: Facts) -> Step | None:
     None."""
     status = ob.status(body)
     mig = status.get("migration")
+    if mig and mig.get("mode") == MigrationMode.LIVE:
+        return _live(mig)
     if mig:
         step = mig.get("step")
         if step == MigrationStep.CLAIMING:
@@ -275,3 +280,18 @@ def _move(body: dict, facts: Facts) -> Step | None:
         return Step(Action.REFUSE_RESIZE, reason=why)
     return Step(Action.START_RESIZE)
 
+
+
+def _live(mig: dict) -> Step:
+    """The next step of a live migration: the operator claims, the
+    destination agent prepares, the source agent migrates; an abort before
+    the source started, a failure and a success are the operator's again."""
+    step, abort = mig.get("step"), mig.get("decision") == MigrationDecision.ABORT
+    if step == MigrationStep.FAILED or (
+            abort and step in (MigrationStep.CLAIMING, MigrationStep.PREPARING)):
+        return Step(Action.FAIL_LIVE)
+    if step == MigrationStep.CLAIMING:
+        return Step(Action.CLAIM_MOVE)
+    if step == MigrationStep.MIGRATED:
+        return Step(Action.FINISH_LIVE)
+    return Step(Action.NOTHING, reason=AGENTS_TURN)

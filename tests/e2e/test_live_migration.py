@@ -12,6 +12,8 @@ and moved back and forth; the tests run in order:
    guest keeps running on b, nothing is left on a.
 3. b -> a, the destination's libvirtd killed mid-migration: the migration
    fails and the guest keeps running on b.
+4. b -> a aborted on request; 5. b -> a by post-copy; 6. a -> b with a guest
+   that keeps dirtying memory under a 4 MiB/s limit: post-copy finishes it.
 """
 
 from __future__ import annotations
@@ -228,3 +230,24 @@ def test_post_copy_moves_the_guest_back(two_hosts: TwoHosts, guest: Guest) -> No
     text = guest.console.wait_for(lambda t: bg.BOOT_ID_RE.search(t) is not None, 60)
     assert bg.BOOT_ID_RE.search(text).group(1) == guest.boot_id
     _still_counting(guest)
+
+
+def test_dirtying_guest_under_a_bandwidth_limit_finishes_by_post_copy(
+        two_hosts: TwoHosts, guest: Guest) -> None:
+    src, dst = guest.host, two_hosts.b
+    assert src is two_hosts.a, "runs after the post-copy move back"
+    guest.console.type(bg.DIRTY_CMD.format(mib=32))
+    time.sleep(3)
+    opts = _prepare(guest, dst, bandwidth_mib=4, post_copy=True, post_copy_after=5,
+                    post_copy_after_iterations=50, completion_timeout=120)
+    seen: list[mig.MigrationProgress] = []
+    result = mig.live_migrate(guest.dom, dst.tcp_uri, opts, on_progress=seen.append)
+    assert result.phase == mig.COMPLETED
+    assert mig.POST_COPY in [p.phase for p in seen]
+    assert _names(src) == [] and _names(dst) == [guest.name]
+    guest.console.close()
+    guest.host, guest.conn = dst, libvirt.open(dst.uri)
+    guest.console = bg.SerialConsole(bg.pty_path(guest.dom))
+    guest.console.type("kill %2 %1 2>/dev/null; " + bg.BOOT_ID_CMD)
+    text = guest.console.wait_for(lambda t: bg.BOOT_ID_RE.search(t) is not None, 60)
+    assert bg.BOOT_ID_RE.search(text).group(1) == guest.boot_id

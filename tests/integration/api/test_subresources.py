@@ -89,6 +89,12 @@ def test_refused_actions_say_why_and_record_nothing(vm, make_user, namespace) ->
         out = plugin(editor, sub, "vm")
         assert out.returncode == 1 and "Traceback" not in out.stderr
         assert "is Stopped" in out.stderr and "kubectl kova start vm" in out.stderr, out.stderr
+    # a live migration needs a running guest; --abort needs a live migration
+    out = plugin(editor, "migrate", "vm", "--live")
+    assert out.returncode == 1 and "only a running guest can be live-migrated" in out.stderr, out
+    out = plugin(editor, "migrate", "vm", "--abort")
+    assert out.returncode == 1 and "has no live migration to abort" in out.stderr, out
+    assert "migration" not in vm.status()
     assert len(vm.status()["actions"]) == before
     missing = plugin(editor, "stop", "nope")
     assert missing.returncode == 1

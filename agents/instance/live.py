@@ -1,0 +1,306 @@
+"""The agents' part of a live migration (Nova's ``pre_live_migration`` on
+the destination, ``live_migration`` on the source).
+
+Step Preparing, the source's turn (:meth:`LiveMigrator.prepare`): it asks
+the destination agent's stream endpoint (``PUT
+/v1/domains/<uid>/live-prepare``, mutual TLS with its migration
+certificate, as the cold migration's disk copy) to prepare -- the
+destination does not watch the Instance before it is handed over.  The
+destination (:meth:`LiveMigrator.prepare_here`) makes an empty qcow2 of the
+disk's size (libvirt copies the guest's disk into it over NBD) and the seed
+(a read-only disk libvirt does not copy) in its Instance directory, with
+its ``instance.json``, and answers its ``--live-migration-uri``
+(``destUri``) and Instance directory (``destDir``); nothing is defined
+there: libvirt defines the domain when the guest arrives.  The source
+records them with step LiveMigrating.
+
+Step LiveMigrating, on the source (:meth:`LiveMigrator.migrate`):
+:func:`kova.agents.virt.migration.live_migrate` to ``destUri``, the paths
+under this host's Instance directory rewritten to ``destDir``; its progress
+written into ``status.migration.progress`` every few seconds, an abort
+asked through ``instances/migrate?abort=true`` (``decision: Abort``)
+passed on.  Success: step Migrated (the operator hands the Instance over)
+and this host's copy of the files removed.  Failure, timeout or abort: step
+Failed with the reason (the guest still runs here).  An agent restarted in
+the middle finds the domain gone from this host when the migration had
+completed (libvirt undefines the source only then) and writes Migrated; a
+domain still here and running is migrated again (libvirt dropped the
+half-arrived one on the destination).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import ssl
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import libvirt
+
+from kova.agents.context import AgentContext, GiB
+from kova.agents.instance.migrate import stream_endpoint
+from kova.agents.instance.move import MoveError
+from kova.agents.instance.report import Reporter
+from kova.agents.instance.userdata import UserData
+from kova.agents.virt import migration
+from kova.agents.virt.driver import DomainInfo
+from kova.crds import names
+from kova.crds import objects as ob
+from kova.crds.names import MigrationDecision, MigrationStep
+from kova.kube import host_path, instance_path
+
+log = logging.getLogger("kova.agents.instance.live")
+
+#: Seconds between two progress writes into status.migration.
+PROGRESS_EVERY = 2.0
+#: The step an agent writes, and the step it must follow.
+_FOLLOWS = {MigrationStep.LIVE_MIGRATING: MigrationStep.PREPARING,
+            MigrationStep.MIGRATED: MigrationStep.LIVE_MIGRATING,
+            MigrationStep.FAILED: MigrationStep.LIVE_MIGRATING}
+
+
+def path_map(xml: str, src_dir: str, dest_dir: str) -> dict[str, str]:
+    """Every disk/console path of domain ``xml`` under ``src_dir`` -> the
+    same name under ``dest_dir``."""
+    out = {}
+    prefix = src_dir.rstrip("/") + "/"
+    for el in ET.fromstring(xml).iter():
+        if el.tag not in ("source", "log"):
+            continue
+        for attr in ("file", "path", "dev"):
+            value = el.get(attr)
+            if value and value.startswith(prefix):
+                out[value] = dest_dir.rstrip("/") + "/" + value[len(prefix):]
+    return out
+
+
+def with_host(xml: str, host: str) -> str:
+    """Domain ``xml`` with its Kova metadata naming ``host`` (the destination
+    agent then treats the arrived domain as its own)."""
+    ET.register_namespace(names.DOMAIN_XMLNS_PREFIX, names.DOMAIN_XMLNS)
+    root = ET.fromstring(xml)
+    for el in root.iter(f"{{{names.DOMAIN_XMLNS}}}host"):
+        el.text = host
+    return ET.tostring(root, encoding="unicode")
+
+
+def step_status(cur: dict, mig_uuid: str, step: str, after: str | None = None,
+                **fields: Any) -> dict | None:
+    """The status patch moving live migration ``mig_uuid`` to ``step`` (with
+    ``fields`` added to the record); None unless it is at the step before
+    (``after``, by default the one ``step`` follows)."""
+    mig = ob.status(cur).get("migration") or {}
+    if mig.get("uuid") != mig_uuid or mig.get("step") != (after or _FOLLOWS[step]):
+        return None
+    return {"status": {"migration": {**mig, **fields, "step": step}}}
+
+
+def progress_status(cur: dict, mig_uuid: str, progress: dict) -> dict | None:
+    mig = ob.status(cur).get("migration") or {}
+    if mig.get("uuid") != mig_uuid or mig.get("step") != MigrationStep.LIVE_MIGRATING:
+        return None
+    return {"status": {"migration": {**mig, "progress": progress}}}
+
+
+class LiveMigrator:
+    def __init__(self, ctx: AgentContext, report: Reporter, userdata: UserData,
+                 tls: Callable[[], ssl.SSLContext]) -> None:
+        self.ctx = ctx
+        self.report = report
+        self.userdata = userdata
+        #: the client side of the call to the destination agent (the cold
+        #: migration's: this agent's migration certificate)
+        self.tls = tls
+
+    def _write(self, obj: dict, patch: Any) -> dict | None:
+        kube = self.ctx.kube
+        md = obj["metadata"]
+        path = instance_path(md["namespace"], md["name"])
+        uid = md["uid"]
+
+        def guarded(cur: dict) -> dict | None:
+            return None if cur["metadata"]["uid"] != uid else patch(cur)
+
+        new = kube.run(kube.aio.patch_guarded(path + "/status", obj, guarded, read_path=path,
+                                              retries=10))
+        if new is not None:
+            self.report.watch.store_own_write(new)
+        return new
+
+    # ------------------------------------------------------------ Preparing
+    def prepare(self, obj: dict, info: DomainInfo | None) -> None:
+        """On the source: ask the destination agent to prepare (its stream
+        endpoint, mutual TLS with this agent's migration certificate), then
+        step LiveMigrating with its answer, and migrate."""
+        mig = ob.status(obj)["migration"]
+        uid, key, dest = ob.uid(obj) or "", ob.key(obj), mig["destHost"]
+        if info is None or not info.state.running:
+            self._fail(obj, mig, f"the guest is not running on {self.ctx.host}", None,
+                       after=MigrationStep.PREPARING)
+            return
+        address, port = stream_endpoint(self.ctx.kube.get_or_none(host_path(dest)), dest)
+        try:
+            with httpx.Client(verify=self.tls(), timeout=120.0) as client:
+                resp = client.put(f"https://{address}:{port}/v1/domains/{uid}/live-prepare",
+                                  params={"namespace": key[0], "name": key[1]},
+                                  extensions={"sni_hostname": names.STREAM_SERVER_NAME})
+        except httpx.HTTPError as exc:
+            raise MoveError(f"the destination {dest} ({address}:{port}) did not answer: "
+                            f"{exc}") from exc
+        if resp.status_code == 409:  # the destination cannot receive it
+            self._fail(obj, mig, f"{dest}: {resp.json().get('message', resp.text)}", None,
+                       after=MigrationStep.PREPARING)
+            return
+        if resp.status_code != 201:
+            raise MoveError(f"the destination {dest} refused to prepare: {resp.status_code} "
+                            f"{resp.text[:300]}")
+        got = resp.json()
+        new = self._write(obj, lambda cur: step_status(
+            cur, mig["uuid"], MigrationStep.LIVE_MIGRATING, destUri=got["destUri"],
+            destDir=got["destDir"]))
+        if new is not None:
+            self.migrate(new, info)
+
+    def prepare_here(self, namespace: str, name: str, uid: str) -> dict:
+        """On the destination (the stream endpoint's live-prepare): an
+        empty disk of the Instance's size and its seed in this host's
+        Instance directory.  Raises MoveError when it cannot receive it."""
+        obj = self.ctx.kube.get_or_none(instance_path(namespace, name))
+        mig = ob.status(obj or {}).get("migration") or {}
+        if (obj is None or ob.uid(obj) != uid or mig.get("mode") != names.MigrationMode.LIVE
+                or mig.get("destHost") != self.ctx.host
+                or mig.get("step") != MigrationStep.PREPARING):
+            raise MoveError(f"no live migration of {namespace}/{name} to {self.ctx.host} is "
+                            "being prepared")
+        uri = self.ctx.cfg.live_migration_uri
+        if not uri:
+            raise MoveError(f"{self.ctx.host} has no --live-migration-uri: it cannot receive "
+                            "a live migration")
+        if self.ctx.driver.get(uid) is not None:
+            raise MoveError(f"a domain {uid} is already defined on {self.ctx.host}")
+        if not self.userdata.ready(obj):
+            raise MoveError(f"the user data of {namespace}/{name} cannot be read on "
+                            f"{self.ctx.host} yet")
+        files = self.ctx.files(uid)
+        files.dir.mkdir(parents=True, exist_ok=True)
+        files.info.write_text(json.dumps({"uid": uid, "namespace": namespace, "name": name,
+                                          "host": self.ctx.host}))
+        size = mig.get("newResources") or mig["oldResources"]
+        files.disk.unlink(missing_ok=True)  # a repeated step starts from an empty disk
+        migration.create_destination_disk(str(files.disk), int(size["diskGiB"]) * GiB)
+        self.userdata.write_seed(obj, files)
+        log.info("%s/%s: ready to receive the live migration %s from %s at %s", namespace,
+                 name, mig["uuid"], mig.get("sourceHost"), uri)
+        return {"destUri": uri, "destDir": str(files.dir)}
+
+    # ------------------------------------------------------------ LiveMigrating (source)
+    def migrate(self, obj: dict, info: DomainInfo | None) -> None:
+        mig = ob.status(obj)["migration"]
+        uid, key = ob.uid(obj) or "", ob.key(obj)
+        if info is None:
+            # libvirt undefines the source only after a completed migration.
+            log.info("%s/%s: the domain is gone from %s: live migration %s completed", *key,
+                     self.ctx.host, mig["uuid"])
+            self._done(obj, mig, None)
+            return
+        if mig.get("decision") == MigrationDecision.ABORT:
+            self._fail(obj, mig, f"aborted by {mig.get('decidedBy') or 'a user'} before it "
+                       "started", None)
+            return
+        conn = libvirt.open(self.ctx.cfg.libvirt_uri)
+        try:
+            dom = conn.lookupByUUIDString(uid)
+            if not dom.isActive():
+                self._fail(obj, mig, "the guest is not running", None)
+                return
+            if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+                # the job of an agent that died in the middle: let it end
+                raise MoveError(f"a job (a live migration started before a restart) still "
+                                f"runs on the domain of {key[0]}/{key[1]}: waiting for it")
+            opts = self._options(dom, mig)
+            abort = migration.Abort()
+            watcher = _Progress(self, obj, mig, abort)
+            log.info("%s/%s: live migration %s to %s (%s)", *key, mig["uuid"], mig["destHost"],
+                     mig["destUri"])
+            try:
+                done = migration.live_migrate(dom, mig["destUri"], opts, watcher, abort)
+            except migration.LiveMigrationError as exc:
+                self.ctx.metrics.live_migrations.labels(result=exc.reason).inc()
+                self._fail(obj, mig, f"{exc.reason}: {exc}", exc.progress)
+                return
+        finally:
+            conn.close()
+        metrics = self.ctx.metrics
+        metrics.live_migrations.labels(result=migration.COMPLETED).inc()
+        metrics.live_migration_seconds.observe((done.total_ms or done.elapsed_ms) / 1000)
+        metrics.live_migration_downtime.observe((done.downtime_ms or 0) / 1000)
+        self._done(obj, mig, done)
+
+    def _options(self, dom: libvirt.virDomain, mig: dict) -> migration.LiveMigrationOptions:
+        cfg = self.ctx.cfg
+        if not mig.get("destUri") or not mig.get("destDir"):
+            raise MoveError(f"live migration {mig['uuid']}: the destination named no URI or "
+                            "directory")
+        src_dir = str(self.ctx.files(dom.UUIDString()).dir)
+        return migration.LiveMigrationOptions(
+            bandwidth_mib=cfg.live_migration_bandwidth_mib or None,
+            post_copy=cfg.live_migration_post_copy,
+            completion_timeout=cfg.live_migration_timeout,
+            path_map=path_map(dom.XMLDesc(0), src_dir, mig["destDir"]),
+            xml_edit=lambda xml: with_host(xml, mig["destHost"]))
+
+    def _done(self, obj: dict, mig: dict, done: migration.MigrationProgress | None) -> None:
+        fields = {"progress": done.as_status()} if done else {}
+        self._write(obj, lambda cur: step_status(cur, mig["uuid"], MigrationStep.MIGRATED,
+                                                 **fields))
+        shutil.rmtree(self.ctx.files(ob.uid(obj) or "").dir, ignore_errors=True)
+        self.report.event(obj, "Normal", names.EVENT_MOVED,
+                          f"{self.ctx.host}: live-migrated to {mig['destHost']}"
+                          + (f" in {done.total_ms} ms, downtime {done.downtime_ms} ms"
+                             if done else ""))
+
+    def _fail(self, obj: dict, mig: dict, why: str,
+              progress: migration.MigrationProgress | None,
+              after: str = MigrationStep.LIVE_MIGRATING) -> None:
+        log.warning("%s/%s: live migration %s to %s failed: %s", *ob.key(obj), mig["uuid"],
+                    mig.get("destHost"), why)
+        fields: dict[str, Any] = {"failure": why[:2048]}
+        if progress is not None:
+            fields["progress"] = progress.as_status()
+        self._write(obj, lambda cur: step_status(cur, mig["uuid"], MigrationStep.FAILED,
+                                                 after=after, **fields))
+
+
+class _Progress:
+    """``on_progress`` of a running migration: the progress into the
+    Instance every PROGRESS_EVERY seconds; an abort asked meanwhile passed on."""
+
+    def __init__(self, owner: LiveMigrator, obj: dict, mig: dict,
+                 abort: migration.Abort) -> None:
+        self.owner = owner
+        self.obj = obj
+        self.mig = mig
+        self.abort = abort
+        self.last = 0.0
+
+    def __call__(self, progress: migration.MigrationProgress) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY or progress.phase == migration.COMPLETED:
+            return
+        self.last = now
+        new = self.owner._write(self.obj, lambda cur: progress_status(
+            cur, self.mig["uuid"], progress.as_status()))
+        current = new or self.owner.report.watch.get(ob.key(self.obj)) or {}
+        if (ob.status(current).get("migration") or {}).get("decision") == \
+                MigrationDecision.ABORT and not self.abort.requested:
+            log.info("%s/%s: aborting live migration %s as asked", *ob.key(self.obj),
+                     self.mig["uuid"])
+            self.abort()
+        self.obj = new or self.obj
+
+

@@ -1,0 +1,233 @@
+"""Live-migrating a real guest through Kova: ``kubectl kova migrate --live``
+by a user bound to kova-edit, on a two-host stack whose agents each drive a
+libvirtd of the two-host test bed (each in its own network namespace, its
+own host UUID; the agents' ``--live-migration-uri`` is the other libvirtd's
+``qemu+tcp://`` address on the bed's link).
+
+The guest (Kova's test image under QEMU) runs a counter on its serial
+console and tells its boot id; after the move it runs on the other host,
+its counter went on without restarting, the boot id is the same, the
+Instance stayed Running throughout, Placement holds only the Instance's
+allocation on the destination (no migration consumer left), and the source
+libvirtd has no domain of it any more.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from kova.crds import names
+from kova.dev.stack import Stack
+from kova.dev.twohost import BedHost, TwoHosts
+from tests.e2e.test_access import Session
+from tests.e2e.test_cold_migration import on_console
+from tests.e2e.test_moves import placement_books
+from tests.fixtures.vm import plugin
+from tests.helpers import BOOT_TIMEOUT, wait_for
+from tests.support.stacks import kova_editor, temp_namespace
+
+COUNT_RE = re.compile(r"KOVA-COUNT=(\d+)")
+
+
+@dataclass
+class BedStack(Stack):
+    """A stack whose hosts are the two-host bed's libvirtds."""
+
+    bed_hosts: tuple[BedHost, ...] = ()
+
+    def _bed(self, host: str) -> BedHost:
+        return self.bed_hosts[self.hosts.index(host)]
+
+    def start_host_libvirt(self, host: str, progress=print) -> str:
+        self.libvirt_uris[host] = self._bed(host).uri
+        self.save()
+        return self.libvirt_uris[host]
+
+    def start_agent(self, host: str) -> None:
+        common = self.agent_args
+        self.agent_args = [*common, "--live-migration-uri", self._bed(host).tcp_uri]
+        try:
+            super().start_agent(host)
+        finally:
+            self.agent_args = common
+
+
+@pytest.fixture(scope="module")
+def ns(kubectl):
+    with temp_namespace(kubectl, "livemig-e2e") as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, test_image, ns,
+          tmp_path_factory):
+    root = tmp_path_factory.mktemp("livemig-stack")
+    st = BedStack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
+                  operator_args=["--resize-confirm-window", "0"],
+                  bed_hosts=two_hosts.hosts)
+    sfx = uuid.uuid4().hex[:5]
+    try:
+        st.start(k8s, [f"lm-a-{sfx}", f"lm-b-{sfx}"], progress=lambda m: None,
+                 namespaces=[ns])
+        st.wait_hosts_up()
+        yield st
+    finally:
+        for uri in st.libvirt_uris.values():
+            conn = libvirt.open(uri)
+            for dom in conn.listAllDomains():
+                if dom.isActive():
+                    dom.destroy()
+            conn.close()
+        st.stop()
+        for log in st.log_dir.glob("*.log"):
+            print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-30:]))
+
+
+@pytest.fixture(scope="module")
+def vm(stack, kova_api, test_image, k8s, kubectl, ns):
+    user = kova_editor(k8s, ns, "mover", stack.root)
+    tag = ns[-5:]
+    image = f"livemig-img-{tag}"
+    kubectl("apply", "-f", "-", input=f"""---
+apiVersion: kova.dev/v1alpha1
+kind: Flavor
+metadata: {{name: lm-{tag}}}
+spec: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
+---
+apiVersion: kova.dev/v1alpha1
+kind: Image
+metadata: {{name: {image}}}
+spec: {{source: {{hostPath: {Path(test_image).resolve()}}}, format: qcow2}}
+---
+apiVersion: kova.dev/v1alpha1
+kind: Instance
+metadata: {{name: vm, namespace: {ns}}}
+spec:
+  flavorRef: {{name: lm-{tag}}}
+  imageRef: {{name: {image}}}
+""")
+    session = Session(ns, user, kubectl, image)
+    try:
+        session.wait_power("Running", BOOT_TIMEOUT)
+        session.wait_log("KOVA-SHELL: ttyS0")
+        yield session
+    finally:
+        kubectl("-n", ns, "delete", "instance", "vm", "--wait=true", "--timeout=120s",
+                check=False)
+        kubectl("delete", "image", image, check=False)
+        kubectl("delete", "flavor", f"lm-{tag}", check=False)
+
+
+def domains(stack: Stack, host: str) -> dict[str, bool]:
+    """uid -> running, of the host's libvirtd."""
+    conn = libvirt.open(stack.libvirt_uris[host])
+    try:
+        return {d.UUIDString(): bool(d.isActive()) for d in conn.listAllDomains()}
+    finally:
+        conn.close()
+
+
+def test_live_migration_keeps_the_guest_running_and_frees_the_source(stack, vm) -> None:
+    obj = vm.obj()
+    uid, source = obj["metadata"]["uid"], obj["status"]["host"]
+    dest = next(h for h in stack.hosts if h != source)
+    boot_id = on_console(vm, "echo BOOT=$(cat /proc/sys/kernel/random/boot_id)",
+                         r"BOOT=([0-9a-f-]{36})")
+    on_console(vm, "(i=0; while :; do i=$((i+1)); echo KOVA-COUNT=$i; sleep 0.5; done) & "
+               "echo STARTED=1", r"STARTED=(\d)")
+    vm.wait_log(r"KOVA-COUNT=\d+", count=3, timeout=60)
+
+    code, out, err = vm.kova("migrate", "vm", "--live", "--timeout", "300", timeout=360)
+    assert code == 0, (out, err)
+    print(err + out)  # the steps and progress as the user saw them
+    assert "step LiveMigrating" in err, err
+    assert "phase Resizing" not in err and "phase Running" in err, err  # Running throughout
+    obj = vm.obj()
+    st = obj["status"]
+    assert "migration" not in st, st.get("migration")
+    assert st["host"] == dest and obj["metadata"]["labels"][names.LABEL_HOST] == dest
+    assert st["phase"] == "Running" and st["powerState"] == "Running"
+    cond = next(c for c in st["conditions"] if c["type"] == names.COND_RESIZED)
+    assert cond["reason"] == names.REASON_LIVE_MIGRATED and "downtime" in cond["message"], cond
+    assert domains(stack, dest) == {uid: True}
+    assert uid not in domains(stack, source)
+    books = placement_books(stack)
+    assert books == {uid: {dest: {"VCPU": 1, "MEMORY_MB": 192, "DISK_GB": 1}}}, books
+    history = [(a["action"], a["result"]) for a in st["actions"]]
+    assert history[-1] == ("migrate", "Success"), history
+
+    # The destination's console log starts with the move: the counter goes on
+    # from where it was (it never restarts at 1), and the boot is the same.
+    log = vm.wait_log(r"KOVA-COUNT=\d+", count=3, timeout=60)
+    counts = [int(n) for n in COUNT_RE.findall(log)]
+    assert min(counts) > 3, counts
+    assert on_console(vm, "echo BOOT=$(cat /proc/sys/kernel/random/boot_id)",
+                      r"BOOT=([0-9a-f-]{36})") == boot_id
+
+
+def test_drain_live_migrates_the_running_guest_back(stack, vm, kubectl) -> None:
+    """``kubectl kova drain`` moves the running guest live (no cold
+    fallback allowed): the same boot on the other host; uncordon after."""
+    obj = vm.obj()
+    uid, host = obj["metadata"]["uid"], obj["status"]["host"]
+    other = next(h for h in stack.hosts if h != host)
+    boot_id = on_console(vm, "echo BOOT=$(cat /proc/sys/kernel/random/boot_id)",
+                         r"BOOT=([0-9a-f-]{36})")
+    admin = stack.kubeconfig  # Hosts are cluster-scoped: the administrator drains
+    try:
+        out = plugin(admin, "drain", host, "--no-cold-fallback", "--timeout", "300",
+                     timeout=360)
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        assert "live-migrating" in out.stderr and "migrating it cold" not in out.stderr, out
+    finally:
+        plugin(admin, "uncordon", host)
+    obj = vm.wait_power("Running")
+    assert obj["status"]["host"] == other and "migration" not in obj["status"]
+    assert domains(stack, other) == {uid: True} and uid not in domains(stack, host)
+    assert on_console(vm, "echo BOOT=$(cat /proc/sys/kernel/random/boot_id)",
+                      r"BOOT=([0-9a-f-]{36})") == boot_id
+    assert placement_books(stack) == {uid: {other: {"VCPU": 1, "MEMORY_MB": 192,
+                                                    "DISK_GB": 1}}}
+
+
+def test_abort_keeps_the_guest_on_its_source(stack, vm) -> None:
+    """The source agent restarted with a 1 MiB/s limit; ``kubectl kova
+    migrate --abort`` while the disk is being copied: the guest stays where
+    it ran, the destination's claim is given back, the condition says so."""
+    obj = vm.obj()
+    uid, source = obj["metadata"]["uid"], obj["status"]["host"]
+    stack.kill(f"agent-{source}")
+    common = stack.agent_args
+    stack.agent_args = [*common, "--live-migration-bandwidth-mib", "1"]
+    try:
+        stack.start_agent(source)
+    finally:
+        stack.agent_args = common
+    stack.wait_hosts_up()
+    code, out, err = vm.kova("migrate", "vm", "--live", "--no-wait")
+    assert code == 0, (out, err)
+    wait_for(lambda: ((vm.obj()["status"].get("migration") or {}).get("progress")
+                      or {}).get("phase"), 120, 0.5, "progress of the live migration")
+    code, out, err = vm.kova("migrate", "vm", "--abort", timeout=120)
+    assert code == 0, (out, err)
+    obj = vm.obj()
+    st = obj["status"]
+    assert "migration" not in st and st["host"] == source and st["phase"] == "Running"
+    cond = next(c for c in st["conditions"] if c["type"] == names.COND_RESIZED)
+    assert cond["reason"] == names.REASON_LIVE_MIGRATION_FAILED and "Aborted" in cond["message"]
+    assert domains(stack, source) == {uid: True}
+    wait_for(lambda: uid not in domains(stack, next(h for h in stack.hosts if h != source)),
+             30, 0.5, "no domain left on the destination")
+    assert placement_books(stack) == {uid: {source: {"VCPU": 1, "MEMORY_MB": 192,
+                                                     "DISK_GB": 1}}}
+    vm.wait_log(r"KOVA-COUNT=\d+", count=3, timeout=60)  # still counting
+    # the source agent again without the limit (the module's other tests)
+    stack.kill(f"agent-{source}")
+    stack.start_agent(source)
+    stack.wait_hosts_up()
