@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kova import actions
@@ -89,6 +89,38 @@ def host_refusal(host_obj: dict | None, host: str, role: str) -> Refusal | None:
         return Refusal(409, "HostDisabled", f"the destination host {host} takes no new "
                        "Instances (disabled or draining)")
     return None
+
+
+def host_forbidden(user: str) -> Refusal:
+    """The refusal of ``--host`` to a user who may not name a host."""
+    return Refusal(403, "Forbidden", f'user "{user}" cannot schedule resource "instances" in '
+                   f'API group "{names.GROUP}": only an administrator may name the '
+                   "destination (--host)")
+
+
+async def hosts_refusal(inst: dict, host: str | None,
+                        get_host: Callable[[str], Awaitable[dict | None]]) -> Refusal | None:
+    """A migration needs its source, and the destination asked for,
+    registered, Up and not fenced (:func:`host_refusal`)."""
+    source = ob.status(inst).get("host") or ""
+    for role, name in (("source", source), ("destination", host)):
+        if name:
+            refusal = host_refusal(await get_host(name), name, role)
+            if refusal is not None:
+                return refusal
+    return None
+
+
+def answer(current: dict, sub: str, req: str, user: str, message: str) -> dict[str, Any]:
+    """The InstanceAction a move's subresource answers with."""
+    md, status = current["metadata"], ob.status(current)
+    return {
+        "kind": "InstanceAction", "apiVersion": names.SUBRESOURCE_API_VERSION,
+        "namespace": md["namespace"], "name": md["name"], "action": sub,
+        "requestId": req, "user": user, "result": names.ActionResult.SUCCESS,
+        "message": message, "phase": status.get("phase"), "host": status.get("host"),
+        "resources": status.get("resources"), "migration": status.get("migration"),
+    }
 
 
 def abort_refusal(inst: dict) -> Refusal | None:

@@ -332,10 +332,9 @@ class ApiServer:
     # ------------------------------------------------------------------ moves
     async def _move(self, request: web.Request, inst: dict, sub: str,
                     user: User) -> web.Response:
-        """resize-confirm / resize-revert: the decision into status.migration,
-        answered once the operator finished the move (504 after
-        --action-timeout); migrate: a new migration record, answered at once
-        (the move takes minutes: kubectl kova migrate follows it)."""
+        """resize-confirm/-revert, migrate --abort: the decision into status.migration,
+        answered once the operator finished the move (504 after --action-timeout);
+        migrate: a new migration record, answered at once (kubectl follows it)."""
         md = inst["metadata"]
         path = instance_path(md["namespace"], md["name"])
         req = history.request_id()
@@ -368,15 +367,8 @@ class ApiServer:
         if code >= 300:
             return failure(code, message, reason="ActionFailed", name=md["name"],
                            subresource=sub)
-        current = await self.kube.get_or_none(path) or {}
-        status = current.get("status") or {}
-        return web.json_response({
-            "kind": "InstanceAction", "apiVersion": SUBRESOURCE_API_VERSION,
-            "namespace": md["namespace"], "name": md["name"], "action": sub,
-            "requestId": req, "user": user.name, "result": names.ActionResult.SUCCESS,
-            "message": message, "phase": status.get("phase"), "host": status.get("host"),
-            "resources": status.get("resources"), "migration": status.get("migration"),
-        })
+        current = await self.kube.get_or_none(path) or inst
+        return web.json_response(moves.answer(current, sub, req, user.name, message))
 
     # ------------------------------------------------------------------ snapshot
     async def _snapshot(self, request: web.Request, inst: dict, user: User) -> web.Response:
@@ -395,8 +387,7 @@ class ApiServer:
             json=resource_review(user, verb="create", namespace=ns, group=names.GROUP,
                                  resource=names.TENANT_IMAGES, name=image))
         if not (review.get("status") or {}).get("allowed"):
-            return failure(403, f'user "{user.name}" cannot create resource "tenantimages" in '
-                           f'API group "{names.GROUP}" in the namespace "{ns}"', name=name,
+            return failure(403, snapshots.forbidden(user.name, ns), name=name,
                            subresource="snapshot")
         req = history.request_id()
         t0 = time.monotonic()
@@ -422,35 +413,19 @@ class ApiServer:
         if code >= 300:
             return failure(code, message, reason=body.get("reason") or "ActionFailed",
                            name=name, subresource="snapshot")
-        return web.json_response({
-            "kind": "InstanceAction", "apiVersion": SUBRESOURCE_API_VERSION,
-            "namespace": ns, "name": name, "action": "snapshot", "requestId": req,
-            "user": user.name, "result": result, "message": message, "image": image,
-            "sha256": body.get("sha256"), "sizeBytes": body.get("sizeBytes"),
-            "virtualSizeBytes": body.get("virtualSizeBytes"),
-            "pausedSeconds": body.get("pausedSeconds"), "seconds": body.get("seconds"),
-        })
+        return web.json_response(snapshots.answer(inst, req, user.name, result, message, image,
+                                                  body))
 
     async def _migrate_hosts(self, inst: dict, host: str | None,
                              user: User) -> moves.Refusal | None:
-        """A cold migration needs its source, and the destination asked for,
-        registered, Up and not fenced; naming the destination is an
-        administrator's choice (verb ``schedule`` on instances, as
-        spec.schedulingHints.requestedHost)."""
+        """Naming the destination is an administrator's choice (verb
+        ``schedule`` on instances); both hosts must be able to take part."""
         md = inst["metadata"]
         if host and not await self._authorized(user, "schedule", md["namespace"], md["name"],
                                                "", group=names.GROUP):
-            return moves.Refusal(403, "Forbidden", f'user "{user.name}" cannot schedule '
-                                 f'resource "instances" in API group "{names.GROUP}": '
-                                 "only an administrator may name the destination (--host)")
-        source = (inst.get("status") or {}).get("host") or ""
-        for role, name in (("source", source), ("destination", host)):
-            if name:
-                refusal = moves.host_refusal(await self.kube.get_or_none(host_path(name)),
-                                             name, role)
-                if refusal is not None:
-                    return refusal
-        return None
+            return moves.host_forbidden(user.name)
+        return await moves.hosts_refusal(
+            inst, host, lambda name: self.kube.get_or_none(host_path(name)))
 
     async def _agent_action(self, inst: dict, action: str, user: User) -> tuple[int, str]:
         endpoint = await self._endpoint(inst)

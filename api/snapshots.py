@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from kova.api.moves import Refusal
+from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import InstancePhase
 
@@ -33,3 +34,24 @@ def refusal(inst: dict, image: str) -> Refusal | None:
         return Refusal(409, "NotSnapshottable", f"instance {name} is {status.get('phase')}; "
                        "only a Running or Stopped instance can be snapshotted")
     return None
+
+
+def forbidden(user: str, namespace: str) -> str:
+    """The message of a snapshot refused to a user who may not create the
+    TenantImage."""
+    return (f'user "{user}" cannot create resource "tenantimages" in API group '
+            f'"{names.GROUP}" in the namespace "{namespace}"')
+
+
+def answer(inst: dict, req: str, user: str, result: str, message: str, image: str,
+           body: dict) -> dict:
+    """The InstanceAction a snapshot answers with (``body``: the agent's answer)."""
+    md = inst["metadata"]
+    return {
+        "kind": "InstanceAction", "apiVersion": names.SUBRESOURCE_API_VERSION,
+        "namespace": md["namespace"], "name": md["name"], "action": "snapshot",
+        "requestId": req, "user": user, "result": result, "message": message, "image": image,
+        "sha256": body.get("sha256"), "sizeBytes": body.get("sizeBytes"),
+        "virtualSizeBytes": body.get("virtualSizeBytes"),
+        "pausedSeconds": body.get("pausedSeconds"), "seconds": body.get("seconds"),
+    }
