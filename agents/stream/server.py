@@ -56,6 +56,10 @@ from kova.crds import names
 
 log = logging.getLogger("kova.agents.stream.server")
 
+#: The routes (by name) of the agents' migration certificate -- and of no
+#: other client: what one agent asks another during a move.
+MOVER_ROUTES = frozenset({"disk"})
+
 #: A console reader whose websocket falls this far behind is disconnected.
 MAX_BACKLOG = 8 * 1024 * 1024
 
@@ -192,7 +196,7 @@ class StreamServer:
         # do anything but that -- a leaked migration key opens no console.
         route = request.match_info.route.name
         mover = name == names.STREAM_MIGRATION_CLIENT_NAME
-        if route != "healthz" and mover != (route == "disk"):
+        if route != "healthz" and mover != (route in MOVER_ROUTES):
             log.warning("stream endpoint: refused %r on %s %s", name, request.method,
                         request.path)
             return error(403, "Forbidden", f"the client certificate {name} may not use "
