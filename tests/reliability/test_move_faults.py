@@ -137,9 +137,9 @@ class Move:
     def resume(self, name: str) -> None:
         os.kill(self.st.pids[name], signal.SIGCONT)
 
-    def kill(self, name: str, at: str) -> None:
+    def kill(self, name: str, who: str, at: str) -> None:
         self.st.kill(name)  # SIGKILL, waits until it is gone
-        self.kills.append(f"{name.split('-')[0]} at {at}")
+        self.kills.append(f"{who} at {at}")
 
     def restart(self, name: str) -> None:
         if name == "operator":
@@ -228,7 +228,7 @@ def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, 
     m.wait_step("Moving")
     time.sleep(0.5)  # inside the 3 s shutdown wait
     assert _domains(stack.libvirt_uris[src]).get(m.uid) is True  # still stopping
-    m.kill(f"agent-{src}", "Moving (stopping the guest)")
+    m.kill(f"agent-{src}", "source agent", "Moving (stopping the guest)")
     m.restart(f"agent-{src}")
     m.wait_step("Verify", timeout=90)
     m.kova("resize", "vm", "--confirm")
@@ -239,7 +239,7 @@ def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, 
     m.kova("migrate", "vm", "--no-wait")
     part = m.dir(dst) / ".disk.incoming.part"
     m.wait_file(part)
-    m.kill(f"agent-{dst}", "the disk copy (receiving)")
+    m.kill(f"agent-{dst}", "destination agent", "the disk copy")
     seen_mid.append(f"partial file on the destination: {part.exists()}, "
                     f"disk complete: {(m.dir(dst) / 'disk.qcow2').exists()}")
     assert not (m.dir(dst) / "disk.qcow2").exists()
@@ -253,7 +253,7 @@ def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, 
     m.kova("migrate", "vm", "--no-wait")
     part = m.dir(dst) / ".disk.incoming.part"
     m.wait_file(part)
-    m.kill(f"agent-{src}", "the disk copy (sending)")
+    m.kill(f"agent-{src}", "source agent", "the disk copy")
     assert m.step() == "Moving"
     m.restart(f"agent-{src}")
     m.wait_step("Verify", timeout=90)
@@ -269,7 +269,7 @@ def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, 
     try:
         m.wait_step("Finishing")
         time.sleep(1)
-        m.kill(f"agent-{dst}", "Finishing (its libvirtd paused)")
+        m.kill(f"agent-{dst}", "destination agent", "Finishing (its libvirtd paused)")
     finally:
         m.resume(f"libvirtd-{dst}")
     m.restart(f"agent-{dst}")
@@ -285,7 +285,7 @@ def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, 
     try:
         m.wait_step("Copied")
     finally:
-        m.kill("operator", "Copied (before the hand-over)")
+        m.kill("operator", "operator", "Copied (before the hand-over)")
     m.restart("operator")
     m.wait_step("Verify", timeout=90)
     m.kova("resize", "vm", "--revert")
@@ -299,7 +299,7 @@ def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, 
         asked = m.decide("--confirm")
         wait_for(lambda: m.mig().get("decision"), 30, 0.1, "the confirm recorded")
     finally:
-        m.kill("operator", "Verify (a confirm to act on)")
+        m.kill("operator", "operator", "Verify (a confirm to act on)")
     m.restart("operator")
     m.answered(asked)
     m.settled(dst, SMALL)
@@ -312,7 +312,7 @@ def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, 
     m.kova("resize", "vm", "--flavor", f"mf-big-{sfx}", "--no-wait")
     m.wait_step("Moving")
     time.sleep(0.5)
-    m.kill(f"agent-{host}", "Moving of a resize (stopping the guest)")
+    m.kill(f"agent-{host}", "agent", "Moving of a resize (stopping the guest)")
     m.restart(f"agent-{host}")
     m.wait_step("Verify", timeout=90)
     assert list(m.allocs(m.uid)) == [m.rp(host)]
@@ -323,7 +323,7 @@ def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, 
     try:
         m.wait_step("Reverted")
     finally:
-        m.kill("operator", "Reverted (before the allocation went back)")
+        m.kill("operator", "operator", "Reverted of a resize (before the allocation went back)")
     m.restart("operator")
     m.answered(asked)
     m.settled(host, SMALL)
