@@ -24,7 +24,10 @@ after another:
    confirm completes;
 7. resize in place: the agent killed during step Moving; revert, with the
    operator killed at step Reverted (before it gave the old allocation
-   back).
+   back);
+8. revert of a cold migration: the destination agent killed in step
+   Reverting, then the source agent in step Restoring (each with its
+   libvirtd paused).
 
 After each case: the Instance Running exactly once (one active domain
 across both libvirtds, on the host status.host names), Placement's
@@ -329,13 +332,42 @@ def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, 
     m.settled(host, SMALL)
     h.custom.patch_cluster_custom_object("kova.dev", "v1alpha1", "hosts", m.other(host),
                                          {"spec": {"enabled": True}})
-    assert len(m.mig_ids) == 7, m.mig_ids
+
+    # 8. a revert of a cold migration with both agents killed in their
+    # steps: the destination in Reverting, the source in Restoring (each
+    # with its libvirtd paused, so that its libvirt calls hang)
+    src, dst = host, m.other(host)
+    m.kova("migrate", "vm", "--no-wait")
+    m.wait_step("Verify", timeout=90)
+    # (the spec still names the bigger Flavor the revert of 7 declined: a
+    # migration keeps the size the Instance has)
+    assert m.allocs(m.uid)[m.rp(dst)]["resources"] == {RC[k]: v for k, v in SMALL.items()}
+    m.pause(f"libvirtd-{dst}")
+    try:
+        asked = m.decide("--revert")
+        m.wait_step("Reverting")
+        time.sleep(1)
+        m.kill(f"agent-{dst}", "destination agent", "Reverting (its libvirtd paused)")
+        m.pause(f"libvirtd-{src}")
+    finally:
+        m.resume(f"libvirtd-{dst}")
+    try:
+        m.restart(f"agent-{dst}")
+        m.wait_step("Restoring")
+        time.sleep(1)
+        m.kill(f"agent-{src}", "source agent", "Restoring (its libvirtd paused)")
+    finally:
+        m.resume(f"libvirtd-{src}")
+    m.restart(f"agent-{src}")
+    m.answered(asked)
+    m.settled(src, SMALL)
+    assert len(m.mig_ids) == 8, m.mig_ids
 
     record(
         "Kill -9 during a move",
-        "2 hosts (private libvirtd, QEMU/TCG, guest in its firmware, 64 MiB disk): 6 cold "
-        "migrations and 1 resize, each with one process killed (kill -9) at a step and "
-        "restarted: " + "; ".join(m.kills),
+        "2 hosts (private libvirtd, QEMU/TCG, guest in its firmware, 64 MiB disk): 7 cold "
+        "migrations and 1 resize, each with one or two processes killed (kill -9) at a step "
+        "and restarted: " + "; ".join(m.kills),
         len(m.kills), lost=0, duplicated=0, overcommitted=0,
         result="every move reached Verify after the restart and was confirmed or reverted; "
                "the Instance Running once, on the host Placement charges, migration "
