@@ -23,6 +23,10 @@ Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
 * ``PUT /v1/domains/<uid>/power/<action>`` -- :mod:`kova.agents.instance.power_actions`;
 * ``PUT /v1/domains/<uid>/snapshot?namespace=&instance=&image=&user=`` -- the root
   disk into a TenantImage, :mod:`kova.agents.instance.snapshot`;
+* ``PUT /v1/domains/<uid>/disk`` -- an Instance's disk sent by another agent
+  (a cold migration), and ``PUT /v1/domains/<uid>/live-prepare`` -- the
+  destination's preparation of a live migration: for the agents' migration
+  certificate (``kova-agent-mover``) only; that certificate may use no other route;
 * ``GET /healthz``.
 
 Errors are JSON ``{"reason": ..., "message": ...}`` with a 4xx/5xx status.
@@ -53,8 +57,13 @@ from kova.agents.instance.power_actions import ActionError, PowerActions
 from kova.agents.instance.snapshot import SnapshotError, Snapshots
 from kova.agents.settings import AgentSettings
 from kova.agents.stream.console import ConsoleError, ConsoleHub, open_vnc
+from kova.crds import names
 
 log = logging.getLogger("kova.agents.stream.server")
+
+#: The routes (by name) of the agents' migration certificate -- and of no
+#: other client: what one agent asks another during a move.
+MOVER_ROUTES = frozenset({"disk", "live-prepare"})
 
 #: A console reader whose websocket falls this far behind is disconnected.
 MAX_BACKLOG = 8 * 1024 * 1024
@@ -129,14 +138,14 @@ class StreamServer:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._authenticate])
         base = "/v1/domains/{uid}"
-        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/healthz", self._healthz, name="healthz")
         app.router.add_get(base + "/console", self._console)
         app.router.add_get(base + "/vnc", self._vnc)
         app.router.add_get(base + "/log", self._log)
         app.router.add_put(base + "/power/{action}", self._power)
         app.router.add_put(base + "/snapshot", self._snapshot)
-        app.router.add_put(base + "/disk", self._disk)
-        app.router.add_put(base + "/live-prepare", self._live_prepare)
+        app.router.add_put(base + "/disk", self._disk, name="disk")
+        app.router.add_put(base + "/live-prepare", self._live_prepare, name="live-prepare")
         return app
 
     def start(self) -> None:
@@ -194,6 +203,16 @@ class StreamServer:
             log.warning("stream endpoint: refused a client certificate named %r", name)
             return error(403, "Forbidden", "this client certificate may not use the agent's "
                          "stream endpoint")
+        # Two identities, two route sets: the agents' migration certificate
+        # may only send a disk; every other client (the API component) may
+        # do anything but that -- a leaked migration key opens no console.
+        route = request.match_info.route.name
+        mover = name == names.STREAM_MIGRATION_CLIENT_NAME
+        if route != "healthz" and mover != (route in MOVER_ROUTES):
+            log.warning("stream endpoint: refused %r on %s %s", name, request.method,
+                        request.path)
+            return error(403, "Forbidden", f"the client certificate {name} may not use "
+                         f"{request.method} {request.path}")
         return await handler(request)
 
     async def _healthz(self, _request: web.Request) -> web.Response:

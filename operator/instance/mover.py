@@ -115,6 +115,10 @@ class Mover:
         except (MissingDependency, InvalidRequest) as exc:
             await self.abort(body, exc.reason, exc.message)
             return
+        if mig["type"] == MigrationType.MIGRATE and mig.get("oldResources"):
+            # A migration keeps the size the Instance has, whatever Flavor
+            # the spec names now (a resize to it may have been reverted).
+            size = moves.size_of(mig["oldResources"]) or size
         held = await placement.consumer_allocations(mid)
         if held.get("allocations"):
             # The POST went through before a restart: the Instance's own
@@ -155,6 +159,10 @@ class Mover:
         uid, mid, source = ob.uid(body) or "", mig["uuid"], mig["sourceHost"]
         req, _ = self.placer.request(body)
         req.requested_host = req.requested_rp = None  # the first boot's hint
+        allocs, gen = await self.placer.current_claim(uid)
+        if mig["type"] == MigrationType.MIGRATE and len(allocs) == 1:
+            # exactly what the Instance holds on its source (see claim)
+            req.resources = dict(next(iter(allocs.values()))["resources"])
         if mig["type"] == MigrationType.MIGRATE or not self.ctx.settings.allow_resize_to_same_host:
             req.excluded_hosts = {source}
         if mig.get("requestedHost"):
@@ -165,7 +173,6 @@ class Mover:
         if not ordered:
             raise NoValidHost(await self.placer.scheduler.explain_shortage(req))
         project = names.project_id(ob.key(body)[0])
-        allocs, gen = await self.placer.current_claim(uid)
         for cand in ordered:
             try:
                 await self.ctx.placement.move_allocations({

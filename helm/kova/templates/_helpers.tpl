@@ -158,31 +158,53 @@ an env entry (name given), a volumeMount and a volume; nothing without TLS. */}}
 {{- default (include "kova.component" (dict "root" . "component" "agent-stream-tls")) .Values.agent.streamTLS.existingSecret -}}
 {{- end -}}
 
-{{/* YAML {ca, apiCrt, apiKey, agentCrt, agentKey}: the Secrets in the cluster
-when both exist (kept across upgrades), else a new CA and certificates. Made
-once per rendering (cached in .Values), so every template sees the same. */}}
+{{- define "kova.agentMigrationTLSSecret" -}}
+{{- default (include "kova.component" (dict "root" . "component" "agent-migration-tls")) .Values.agent.migrationTLS.existingSecret -}}
+{{- end -}}
+
+{{/* Whether the agents get a migration client certificate: the chart's
+(made with the stream certificates) or agent.migrationTLS.existingSecret. */}}
+{{- define "kova.agentMigrationTLS" -}}
+{{- if and .Values.api.enabled (or .Values.agent.migrationTLS.existingSecret (not .Values.api.tls.existingSecret)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* YAML {ca, apiCrt, apiKey, agentCrt, agentKey, moverCrt, moverKey}: the
+Secrets in the cluster when all three exist (kept across upgrades), else a
+new CA and certificates (the CA's key is kept nowhere, so a release made
+before the agents' migration certificate gets all three anew on its
+upgrade). Made once per rendering (cached in .Values), so every template
+sees the same. */}}
 {{- define "kova.streamCerts" -}}
 {{- if not (hasKey .Values "_streamCerts") -}}
 {{- $ns := .Release.Namespace -}}
 {{- $api := lookup "v1" "Secret" $ns (include "kova.apiTLSSecret" .) -}}
 {{- $agent := lookup "v1" "Secret" $ns (include "kova.agentTLSSecret" .) -}}
+{{- $mover := lookup "v1" "Secret" $ns (include "kova.agentMigrationTLSSecret" .) -}}
 {{- $out := dict -}}
-{{- if and $api $api.data $agent $agent.data -}}
+{{- if and $api $api.data $agent $agent.data $mover $mover.data -}}
 {{- $_ := set $out "ca" (index $api.data "ca.crt" | b64dec) -}}
 {{- $_ := set $out "apiCrt" (index $api.data "tls.crt" | b64dec) -}}
 {{- $_ := set $out "apiKey" (index $api.data "tls.key" | b64dec) -}}
 {{- $_ := set $out "agentCrt" (index $agent.data "tls.crt" | b64dec) -}}
 {{- $_ := set $out "agentKey" (index $agent.data "tls.key" | b64dec) -}}
+{{- $_ := set $out "moverCrt" (index $mover.data "tls.crt" | b64dec) -}}
+{{- $_ := set $out "moverKey" (index $mover.data "tls.key" | b64dec) -}}
 {{- else -}}
 {{- $svc := include "kova.component" (dict "root" . "component" "api") -}}
 {{- $ca := genCA "kova-stream-ca" 3650 -}}
 {{- $apiCert := genSignedCert "kova-api" nil (list (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) 3650 $ca -}}
 {{- $agentCert := genSignedCert "kova-agent" nil (list "kova-agent") 3650 $ca -}}
+{{- /* the agents' client certificate for sending disks to each other */ -}}
+{{- $moverCert := genSignedCert "kova-agent-mover" nil nil 3650 $ca -}}
 {{- $_ := set $out "ca" $ca.Cert -}}
 {{- $_ := set $out "apiCrt" $apiCert.Cert -}}
 {{- $_ := set $out "apiKey" $apiCert.Key -}}
 {{- $_ := set $out "agentCrt" $agentCert.Cert -}}
 {{- $_ := set $out "agentKey" $agentCert.Key -}}
+{{- $_ := set $out "moverCrt" $moverCert.Cert -}}
+{{- $_ := set $out "moverKey" $moverCert.Key -}}
 {{- end -}}
 {{- $_ := set .Values "_streamCerts" (toYaml $out) -}}
 {{- end -}}

@@ -2,7 +2,9 @@
 real agent's stream endpoint over mutual TLS: a flattened overlay arrives
 byte for byte with its sha256 checked; a wrong checksum, a client
 certificate the agent does not accept, and an Instance whose domain is
-defined there are refused and leave nothing behind."""
+defined there are refused and leave nothing behind.  The migration
+certificate may use the disk route only, the API component's every route
+but that one."""
 
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def endpoint(harness, tmp_path):
                           stream_allowed_clients=("kova-api", MOVER))
     ep = wait_for(lambda: ((harness.host_obj() or {}).get("status") or {}).get("streamEndpoint"),
                   30, what="streamEndpoint")
-    return agent, ep, _client_tls(pki, allowed), _client_tls(pki, other)
+    return agent, ep, _client_tls(pki, allowed), _client_tls(pki, other), pki
 
 
 def _overlay(base, path):
@@ -56,7 +58,7 @@ def _overlay(base, path):
 
 def test_disk_arrives_checked_and_refusals_leave_nothing(harness, endpoint, small_image,
                                                          tmp_path, libvirt_conn):
-    agent, ep, tls, stranger = endpoint
+    agent, ep, tls, stranger, pki = endpoint
     src = tmp_path / "src"
     src.mkdir()
     flat = disk_copy.flatten(_overlay(small_image, src / "disk.qcow2"), src / "flat.qcow2")
@@ -89,6 +91,21 @@ def test_disk_arrives_checked_and_refusals_leave_nothing(harness, endpoint, smal
     with pytest.raises(disk_copy.CopyError) as exc:
         disk_copy.send(flat, ep["address"], ep["port"], str(uuid.uuid4()), stranger)
     assert exc.value.status == 403
+
+    # the two identities keep to their routes: the migration certificate
+    # opens no console, log or power action; the API component's sends no disk
+    base = f"https://{ep['address']}:{ep['port']}/v1/domains/{uid}"
+    for method, route in (("GET", "log"), ("GET", "console"), ("GET", "vnc"),
+                          ("PUT", "power/stop")):
+        resp = httpx.request(method, f"{base}/{route}", verify=tls)
+        assert resp.status_code == 403 and resp.json()["reason"] == "Forbidden", (route, resp)
+    api = _client_tls(pki, {"crt": pki.api_crt, "key": pki.api_key})
+    with pytest.raises(disk_copy.CopyError) as exc:
+        disk_copy.send(flat, ep["address"], ep["port"], str(uuid.uuid4()), api)
+    assert exc.value.status == 403
+    resp = httpx.get(f"{base}/log", verify=api)  # its own routes still answer it
+    assert resp.status_code != 403, resp.text
+    assert httpx.get(f"https://{ep['address']}:{ep['port']}/healthz", verify=tls).is_success
 
     # an Instance whose domain is defined on this host keeps its disk
     defined = agent.ctx.driver.define(build_domain_xml(_spec(uid, dest, tmp_path)))

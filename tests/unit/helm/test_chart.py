@@ -366,7 +366,8 @@ def test_placement_tls() -> None:
         spec = pod_spec(one(plain, kind, name))
         assert not [v for v in spec["volumes"] if v["name"] in ("placement-ca", "tls")]
         assert not [a for a in spec["containers"][0]["args"]
-                    if "https://" in a or "tls" in a and "stream-tls" not in a]
+                    if "https://" in a or "tls" in a and "stream-tls" not in a
+                    and "migration-tls" not in a]
 
 
 def test_agent_image_ca() -> None:
@@ -398,12 +399,13 @@ def test_network_policies() -> None:
     pols = {p["metadata"]["name"]: p for p in by_kind(objs, "NetworkPolicy")}
     assert set(pols) == {"kova-placement", "kova-postgresql", "kova-operator", "kova-agent",
                          "kova-api", "kova-agent-stream"}
-    # the agents' stream endpoints: from the API component's pods only
+    # the agents' stream endpoints: from the API component's pods and the
+    # other agents (a cold migration's disk copy)
     (rule,) = pols["kova-agent-stream"]["spec"]["ingress"]
     assert rule["ports"] == [{"port": "stream", "protocol": "TCP"}]
     assert rule["from"] == [{"podSelector": {"matchLabels": {
         "app.kubernetes.io/name": "kova", "app.kubernetes.io/instance": "kova",
-        "app.kubernetes.io/component": "api"}}}]
+        "app.kubernetes.io/component": comp}}} for comp in ("api", "agent")]
     pg = pols["kova-postgresql"]["spec"]
     assert pg["egress"] == []
     assert pg["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {
