@@ -885,6 +885,11 @@ class InstanceMigration(KovaModel):
         default=None, max_length=1024,
         description="Live: the Instance's directory on the destination (its disk paths there).",
     )
+    dest_nic_filter: str | None = Field(
+        default=None, max_length=253,
+        description="Live: the network filter the destination agent defined for the guest's "
+        "NIC (its <filterref> on the destination names it).",
+    )
     progress: LiveMigrationProgress | None = Field(
         default=None, description="Live: libvirt's job statistics, written by the source agent.",
     )

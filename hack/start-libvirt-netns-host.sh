@@ -19,7 +19,9 @@
 #
 # The daemons run in a mount and UTS namespace of their own where
 # /run/libvirt, /var/lib/libvirt, /var/cache/libvirt, /var/log/libvirt,
-# /etc/libvirt/qemu and /etc/libvirt/qemu.conf are bind mounts of ROOT/NAME/...;
+# /etc/libvirt/qemu, /etc/libvirt/nwfilter and /etc/libvirt/qemu.conf are bind
+# mounts of ROOT/NAME/... (the network filters start empty: a Kova agent
+# defines libvirt's stock filters it needs);
 # the hostname is NAME.  ROOT/NAME/instances is the host's instance directory
 # (created here, used by the caller).  Needs root; hack/start-libvirt.sh must
 # have run once (qemu.conf, the libvirt-qemu user).  Idempotent: a running
@@ -40,7 +42,7 @@ uri="qemu+unix:///system?socket=${sock}/libvirt-sock"
 log() { echo "[kova] libvirt host $name ($netns, $addr): $*" >&2; }
 
 [ -e "/run/netns/$netns" ] || { log "no network namespace $netns"; exit 1; }
-mkdir -p "$root"/{run,lib/qemu,cache/qemu,log/qemu,etc-qemu,instances} "$sock"
+mkdir -p "$root"/{run,lib/qemu,cache/qemu,log/qemu,etc-qemu,etc-nwfilter,instances} "$sock"
 alive() { [ -s "$1" ] && [ -d "/proc/$(cat "$1")" ] && [ "$(cat "/proc/$(cat "$1")/comm")" = "$2" ]; }
 if alive "$root/libvirtd.pid" libvirtd; then
   log "libvirtd already runs (pid $(cat "$root/libvirtd.pid"))"
@@ -82,6 +84,8 @@ mount --bind "$root/cache" /var/cache/libvirt
 mount --bind "$root/log" /var/log/libvirt
 mkdir -p /etc/libvirt/qemu
 mount --bind "$root/etc-qemu" /etc/libvirt/qemu
+mkdir -p /etc/libvirt/nwfilter
+mount --bind "$root/etc-nwfilter" /etc/libvirt/nwfilter
 mount --bind "$root/qemu.conf" /etc/libvirt/qemu.conf
 if [ "$3" != 1 ]; then
   LIBVIRT_LOG_OUTPUTS="3:file:$root/log/virtlogd.log" virtlogd -d -p "$root/virtlogd.pid"

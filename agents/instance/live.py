@@ -9,14 +9,19 @@ destination does not watch the Instance before it is handed over.  The
 destination (:meth:`LiveMigrator.prepare_here`) makes an empty qcow2 of the
 disk's size (libvirt copies the guest's disk into it over NBD) and the seed
 (a read-only disk libvirt does not copy) in its Instance directory, with
-its ``instance.json``, and answers its ``--live-migration-uri``
-(``destUri``) and Instance directory (``destDir``); nothing is defined
+its ``instance.json``; when the guest has a NIC (its MAC is in the request)
+it defines its own network filter for the Instance's namespace with that
+MAC (the namespace's peers on that host then reach the arriving guest).  It
+answers its ``--live-migration-uri`` (``destUri``), Instance directory
+(``destDir``) and the NIC's filter (``nicFilter``); nothing else is defined
 there: libvirt defines the domain when the guest arrives.  The source
-records them with step LiveMigrating.
+records them with step LiveMigrating (``destNicFilter``).
 
 Step LiveMigrating, on the source (:meth:`LiveMigrator.migrate`):
 :func:`kova.agents.virt.migration.live_migrate` to ``destUri``, the paths
-under this host's Instance directory rewritten to ``destDir``; its progress
+under this host's Instance directory rewritten to ``destDir`` and the NIC's
+``<filterref>`` to the destination's filter (this host's filters do not
+exist on the destination's libvirtd); its progress
 written into ``status.migration.progress`` every few seconds, an abort
 asked through ``instances/migrate?abort=true`` (``decision: Abort``)
 passed on.  Success: step Migrated (the operator hands the Instance over)
@@ -89,6 +94,28 @@ def with_host(xml: str, host: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def with_nic_filter(xml: str, nwfilter: str) -> str:
+    """Domain ``xml`` with the ``<filterref>`` of every NIC naming
+    ``nwfilter`` (the destination's filter; the parameters, the guest's MAC,
+    stay as they are)."""
+    root = ET.fromstring(xml)
+    for ref in root.findall("./devices/interface/filterref"):
+        ref.set("filter", nwfilter)
+    return ET.tostring(root, encoding="unicode")
+
+
+def nic_filters(xml: str) -> list[str]:
+    """The filters named by the NICs of domain ``xml``."""
+    return [ref.get("filter", "") for ref in
+            ET.fromstring(xml).findall("./devices/interface/filterref")]
+
+
+def guest_mac(xml: str) -> str | None:
+    """The MAC of the first NIC of domain ``xml``, if it has one."""
+    el = ET.fromstring(xml).find("./devices/interface/mac")
+    return el.get("address", "").lower() or None if el is not None else None
+
+
 def step_status(cur: dict, mig_uuid: str, step: str, after: str | None = None,
                 **fields: Any) -> dict | None:
     """The status patch moving live migration ``mig_uuid`` to ``step`` (with
@@ -144,10 +171,14 @@ class LiveMigrator:
                        after=MigrationStep.PREPARING)
             return
         address, port = stream_endpoint(self.ctx.kube.get_or_none(host_path(dest)), dest)
+        params = {"namespace": key[0], "name": key[1]}
+        mac = guest_mac(self.ctx.driver.conn.lookupByUUIDString(uid).XMLDesc(0))
+        if mac:
+            params["mac"] = mac
         try:
             with httpx.Client(verify=self.tls(), timeout=120.0) as client:
                 resp = client.put(f"https://{address}:{port}/v1/domains/{uid}/live-prepare",
-                                  params={"namespace": key[0], "name": key[1]},
+                                  params=params,
                                   extensions={"sni_hostname": names.STREAM_SERVER_NAME})
         except httpx.HTTPError as exc:
             raise MoveError(f"the destination {dest} ({address}:{port}) did not answer: "
@@ -160,16 +191,20 @@ class LiveMigrator:
             raise MoveError(f"the destination {dest} refused to prepare: {resp.status_code} "
                             f"{resp.text[:300]}")
         got = resp.json()
+        nic = {"destNicFilter": got["nicFilter"]} if got.get("nicFilter") else {}
         new = self._write(obj, lambda cur: step_status(
             cur, mig["uuid"], MigrationStep.LIVE_MIGRATING, destUri=got["destUri"],
-            destDir=got["destDir"]))
+            destDir=got["destDir"], **nic))
         if new is not None:
             self.migrate(new, info)
 
-    def prepare_here(self, namespace: str, name: str, uid: str) -> dict:
+    def prepare_here(self, namespace: str, name: str, uid: str,
+                     mac: str | None = None) -> dict:
         """On the destination (the stream endpoint's live-prepare): an
         empty disk of the Instance's size and its seed in this host's
-        Instance directory.  Raises MoveError when it cannot receive it."""
+        Instance directory, and this host's filter for a NIC with ``mac``
+        (the guest's) of ``namespace``.  Raises MoveError when it cannot
+        receive it."""
         obj = self.ctx.kube.get_or_none(instance_path(namespace, name))
         mig = ob.status(obj or {}).get("migration") or {}
         if (obj is None or ob.uid(obj) != uid or mig.get("mode") != names.MigrationMode.LIVE
@@ -194,9 +229,15 @@ class LiveMigrator:
         files.disk.unlink(missing_ok=True)  # a repeated step starts from an empty disk
         migration.create_destination_disk(str(files.disk), int(size["diskGiB"]) * GiB)
         self.userdata.write_seed(obj, files)
-        log.info("%s/%s: ready to receive the live migration %s from %s at %s", namespace,
-                 name, mig["uuid"], mig.get("sourceHost"), uri)
-        return {"destUri": uri, "destDir": str(files.dir)}
+        out = {"destUri": uri, "destDir": str(files.dir)}
+        if mac and self.ctx.with_nic:
+            nwfilter = self.ctx.nic_filter(namespace, mac)
+            if nwfilter:
+                out["nicFilter"] = nwfilter
+        log.info("%s/%s: ready to receive the live migration %s from %s at %s (NIC filter %s)",
+                 namespace, name, mig["uuid"], mig.get("sourceHost"), uri,
+                 out.get("nicFilter", "none"))
+        return out
 
     # ------------------------------------------------------------ LiveMigrating (source)
     def migrate(self, obj: dict, info: DomainInfo | None) -> None:
@@ -217,6 +258,12 @@ class LiveMigrator:
             dom = conn.lookupByUUIDString(uid)
             if not dom.isActive():
                 self._fail(obj, mig, "the guest is not running", None)
+                return
+            if nic_filters(dom.XMLDesc(0)) and not mig.get("destNicFilter"):
+                self._fail(obj, mig, f"the guest's NIC is filtered on {self.ctx.host} but "
+                           f"{mig['destHost']} named no network filter for it (no --network "
+                           "or --bridge there, or its guest network filter is off): it would "
+                           "run unfiltered there", None)
                 return
             if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
                 # the job of an agent that died in the middle: let it end
@@ -252,7 +299,15 @@ class LiveMigrator:
             post_copy=cfg.live_migration_post_copy,
             completion_timeout=cfg.live_migration_timeout,
             path_map=path_map(dom.XMLDesc(0), src_dir, mig["destDir"]),
-            xml_edit=lambda xml: with_host(xml, mig["destHost"]))
+            xml_edit=lambda xml: self._dest_xml(xml, mig))
+
+    @staticmethod
+    def _dest_xml(xml: str, mig: dict) -> str:
+        """The guest's XML as the destination defines it: its host there
+        and the destination's NIC filter."""
+        xml = with_host(xml, mig["destHost"])
+        nwfilter = mig.get("destNicFilter")
+        return with_nic_filter(xml, nwfilter) if nwfilter else xml
 
     def _done(self, obj: dict, mig: dict, done: migration.MigrationProgress | None) -> None:
         fields = {"progress": done.as_status()} if done else {}

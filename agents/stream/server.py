@@ -42,6 +42,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import ssl
 import threading
 from collections.abc import Callable
@@ -122,10 +123,10 @@ class StreamServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        #: The destination's part of a live migration (namespace, name, uid)
-        #: -> {"destUri", "destDir"}; set by the agent
+        #: The destination's part of a live migration (namespace, name, uid,
+        #: the guest's MAC or None) -> {"destUri", "destDir", "nicFilter"}; set by the agent
         #: (:meth:`kova.agents.instance.live.LiveMigrator.prepare_here`).
-        self.prepare_live: Callable[[str, str, str], dict] | None = None
+        self.prepare_live: Callable[[str, str, str, str | None], dict] | None = None
 
     def host_status(self) -> dict[str, Any]:
         """Host status.streamEndpoint: where Kova's API component reaches
@@ -393,17 +394,24 @@ class StreamServer:
         at step Preparing."""
         uid = request.match_info["uid"]
         ns, name = request.query.get("namespace", ""), request.query.get("name", "")
+        mac = request.query.get("mac", "").lower() or None
         if self.prepare_live is None or not (ns and name):
             return error(400, "BadRequest", "live-prepare needs ?namespace= and ?name= on an "
                          "agent that receives live migrations")
+        if mac is not None and not _MAC_RE.fullmatch(mac):
+            return error(400, "BadRequest", f"live-prepare: ?mac= {mac[:40]!r} is not a MAC "
+                         "address (aa:bb:cc:dd:ee:ff)")
         loop = asyncio.get_running_loop()
         try:
-            out = await loop.run_in_executor(None, self.prepare_live, ns, name, uid)
+            out = await loop.run_in_executor(None, self.prepare_live, ns, name, uid, mac)
         except MoveError as exc:
             return error(409, "NotPrepared", str(exc))
         log.info("prepared for the live migration of %s/%s (%s) asked by %s", ns, name, uid,
                  peer_common_name(request))
         return web.json_response(out, status=201)
+
+
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 def _own_address() -> str:

@@ -247,11 +247,15 @@ STOCK_DIR = Path("/etc/libvirt/nwfilter")
 
 def _define_stock(conn, directory: Path) -> int:
     """Define libvirt's stock filters from their package's files (a libvirtd
-    started before the package was installed has not read them)."""
+    started before the package was installed, or one with a filter directory
+    of its own, has not read them).  Kova's filters saved there by the
+    node's libvirtd are not copied: each agent defines its own."""
     import libvirt
 
     defined = 0
     for path in sorted(directory.glob("*.xml")):
+        if path.name.startswith("kova-"):
+            continue
         try:
             conn.nwfilterDefineXML(path.read_text())
             defined += 1

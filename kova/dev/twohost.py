@@ -4,8 +4,10 @@
 (``10.77.0.1/24`` on host ``a``, ``10.77.0.2/24`` on host ``b``; the addresses
 exist only inside those namespaces) and starts in each a libvirtd of its own
 (``hack/start-libvirt-netns-host.sh``): its own host UUID, hostname, sockets,
-run/lib/log directories, qemu.conf and instance directory
-(``ROOT/<name>/instances``).  To each other the two are separate libvirt
+run/lib/log directories, qemu.conf, network filters (``/etc/libvirt/nwfilter``
+starts empty: the agent defines libvirt's stock filters it needs) and
+instance directory (``ROOT/<name>/instances``); :meth:`BedHost.start_network`
+gives it a guest network.  To each other the two are separate libvirt
 hosts: libvirt's peer-to-peer migration runs from one to the other over
 ``qemu+tcp://10.77.0.N/system`` and QEMU's migration and NBD streams over the
 same addresses.  That TCP transport has ``auth_tcp = "none"``: acceptable on
@@ -37,6 +39,11 @@ from kova.dev.paths import run_hack
 
 SUBNET = "10.77.0"
 PREFIX = 24
+#: The guests' libvirt network each host may start (:meth:`BedHost.start_network`):
+#: the same name, bridge and subnet on both hosts, as on nodes of one cluster.
+NETWORK = "kova-bed"
+NETWORK_BRIDGE = "kovabedbr0"
+GUEST_SUBNET = "10.78.0"
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -73,6 +80,33 @@ class BedHost:
         """Run ``argv`` inside this host's network namespace (output captured)."""
         return subprocess.run(["ip", "netns", "exec", self.netns, *argv], check=check,
                               timeout=timeout, text=True, capture_output=True)
+
+    def start_network(self) -> str:
+        """Start (once) this host's guest network ``kova-bed``: a transient
+        libvirt network without forwarding, its bridge inside the host's
+        namespace and libvirt's dnsmasq handing out 10.78.0.10-250 there
+        (the agents' ``--network``; guests of one host do not reach the
+        other's).  Its name."""
+        import libvirt
+
+        conn = libvirt.open(self.uri)
+        try:
+            try:
+                net = conn.networkLookupByName(NETWORK)
+            except libvirt.libvirtError:
+                conn.networkCreateXML(f"""<network>
+  <name>{NETWORK}</name>
+  <bridge name='{NETWORK_BRIDGE}' stp='off' delay='0'/>
+  <ip address='{GUEST_SUBNET}.1' netmask='255.255.255.0'>
+    <dhcp><range start='{GUEST_SUBNET}.10' end='{GUEST_SUBNET}.250'/></dhcp>
+  </ip>
+</network>""")
+            else:
+                if not net.isActive():
+                    net.create()
+        finally:
+            conn.close()
+        return NETWORK
 
     def start_libvirtd(self) -> None:
         """Start this host's libvirtd (again, after :meth:`kill_libvirtd`)."""

@@ -2,26 +2,33 @@
 by a user bound to kova-edit, on a two-host stack whose agents each drive a
 libvirtd of the two-host test bed (each in its own network namespace, its
 own host UUID; the agents' ``--live-migration-uri`` is the other libvirtd's
-``qemu+tcp://`` address on the bed's link).
+``qemu+tcp://`` address on the bed's link).  The guests have a NIC on each
+host's libvirt network ``kova-bed`` (``--network``) with Kova's network
+filters on: the bed's libvirtds start without libvirt's stock filters, the
+agents define them.
 
 The guest (Kova's test image under QEMU) runs a counter on its serial
 console and tells its boot id; after the move it runs on the other host,
 its counter went on without restarting, the boot id is the same, the
 Instance stayed Running throughout, Placement holds only the Instance's
-allocation on the destination (no migration consumer left), and the source
-libvirtd has no domain of it any more.
+allocation on the destination (no migration consumer left), the source
+libvirtd has no domain of it any more, and the moved guest's NIC is filtered
+by the destination's own filter for the namespace (with the guest's MAC),
+not by the source's (which does not exist on the destination's libvirtd).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
 import pytest
 
+from kova.agents.virt import netfilter
 from kova.crds import names
 from kova.dev.stack import Stack
 from kova.dev.twohost import BedHost, TwoHosts
@@ -46,12 +53,15 @@ class BedStack(Stack):
 
     def start_host_libvirt(self, host: str, progress=print) -> str:
         self.libvirt_uris[host] = self._bed(host).uri
+        self._bed(host).start_network()
         self.save()
         return self.libvirt_uris[host]
 
     def start_agent(self, host: str) -> None:
         common = self.agent_args
-        self.agent_args = [*common, "--live-migration-uri", self._bed(host).tcp_uri]
+        bed = self._bed(host)
+        self.agent_args = [*common, "--live-migration-uri", bed.tcp_uri,
+                           "--network", bed.start_network()]
         try:
             super().start_agent(host)
         finally:
@@ -133,10 +143,38 @@ def domains(stack: Stack, host: str) -> dict[str, bool]:
         conn.close()
 
 
-def test_live_migration_keeps_the_guest_running_and_frees_the_source(stack, vm) -> None:
+def nic_filter(stack: Stack, host: str, uid: str, ns: str) -> str:
+    """The filter on the NIC of ``uid``'s domain on ``host``, checked to be
+    ``host``'s filter of ``ns``, defined there with the guest's MAC and
+    bound to the guest's tap by that libvirtd."""
+    conn = libvirt.open(stack.libvirt_uris[host])
+    try:
+        root = ET.fromstring(conn.lookupByUUIDString(uid).XMLDesc(0))
+        nic = root.find("./devices/interface")
+        assert nic is not None, "the guest has no NIC"
+        ref, mac = nic.find("filterref"), nic.find("mac").get("address")
+        tap = nic.find("target").get("dev")
+        name = ref.get("filter")
+        assert name == netfilter.namespace_filter_names(ns, host)[0], (host, name)
+        peers = conn.nwfilterLookupByName(netfilter.namespace_filter_names(ns, host)[1])
+        assert mac in peers.XMLDesc(0), peers.XMLDesc(0)
+        assert conn.nwfilterBindingLookupByPortDev(tap).filterName() == name
+        # libvirt's stock filters, defined by the agent (the bed's libvirtd
+        # started without them), and no other host's Kova filters
+        mine = netfilter.filter_names(host)[0].rsplit("-", 1)[1]
+        filters = conn.listNWFilters()
+        assert netfilter.STOCK_FILTER in filters, filters
+        assert all(mine in f for f in filters if f.startswith("kova-")), filters
+        return name
+    finally:
+        conn.close()
+
+
+def test_live_migration_keeps_the_guest_running_and_frees_the_source(stack, vm, ns) -> None:
     obj = vm.obj()
     uid, source = obj["metadata"]["uid"], obj["status"]["host"]
     dest = next(h for h in stack.hosts if h != source)
+    source_filter = nic_filter(stack, source, uid, ns)
     boot_id = on_console(vm, "echo BOOT=$(cat /proc/sys/kernel/random/boot_id)",
                          r"BOOT=([0-9a-f-]{36})")
     on_console(vm, "(i=0; while :; do i=$((i+1)); echo KOVA-COUNT=$i; sleep 0.5; done) & "
@@ -157,6 +195,8 @@ def test_live_migration_keeps_the_guest_running_and_frees_the_source(stack, vm) 
     assert cond["reason"] == names.REASON_LIVE_MIGRATED and "downtime" in cond["message"], cond
     assert domains(stack, dest) == {uid: True}
     assert uid not in domains(stack, source)
+    # the destination's filter, not the source's (absent on that libvirtd)
+    assert nic_filter(stack, dest, uid, ns) != source_filter
     books = placement_books(stack)
     assert books == {uid: {dest: {"VCPU": 1, "MEMORY_MB": 192, "DISK_GB": 1}}}, books
     history = [(a["action"], a["result"]) for a in st["actions"]]
@@ -171,7 +211,7 @@ def test_live_migration_keeps_the_guest_running_and_frees_the_source(stack, vm) 
                       r"BOOT=([0-9a-f-]{36})") == boot_id
 
 
-def test_drain_live_migrates_the_running_guest_back(stack, vm, kubectl) -> None:
+def test_drain_live_migrates_the_running_guest_back(stack, vm, kubectl, ns) -> None:
     """``kubectl kova drain`` moves the running guest live (no cold
     fallback allowed): the same boot on the other host; uncordon after."""
     obj = vm.obj()
@@ -190,6 +230,7 @@ def test_drain_live_migrates_the_running_guest_back(stack, vm, kubectl) -> None:
     obj = vm.wait_power("Running")
     assert obj["status"]["host"] == other and "migration" not in obj["status"]
     assert domains(stack, other) == {uid: True} and uid not in domains(stack, host)
+    nic_filter(stack, other, uid, ns)
     assert on_console(vm, "echo BOOT=$(cat /proc/sys/kernel/random/boot_id)",
                       r"BOOT=([0-9a-f-]{36})") == boot_id
     assert placement_books(stack) == {uid: {other: {"VCPU": 1, "MEMORY_MB": 192,
