@@ -303,7 +303,8 @@ class _Watch:
                           and opts.post_copy_after_iterations <= 0)
 
     def tick(self) -> None:
-        self.last = _poll(self.dom, self.last, self.switched)
+        # libvirt's domain state is read only once post-copy was asked
+        self.last = _poll(self.dom, self.last, self.switched, asked=self.post_copy)
         if self.last.phase == POST_COPY:
             self.switched = True
             self.last.post_copy = True
@@ -364,14 +365,15 @@ def in_post_copy(dom: libvirt.virDomain) -> bool:
         libvirt.VIR_DOMAIN_PAUSED_POSTCOPY, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
 
 
-def _poll(dom: libvirt.virDomain, last: MigrationProgress, switched: bool) -> MigrationProgress:
+def _poll(dom: libvirt.virDomain, last: MigrationProgress, switched: bool,
+          asked: bool = False) -> MigrationProgress:
     try:
         stats = dom.jobStats(0)
     except libvirt.libvirtError:
         return last
     if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
         return last
-    if switched or in_post_copy(dom):
+    if switched or (asked and in_post_copy(dom)):
         phase = POST_COPY
     elif int(stats.get("memory_processed", 0) or 0) == 0 and (
             int(stats.get("disk_remaining", 0) or 0) > 0
