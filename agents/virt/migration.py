@@ -8,8 +8,10 @@ the destination QEMU's NBD server first (no shared storage), then memory is
 copied in iterations while the guest runs, and the guest pauses only for the
 last iteration.  Auto-converge (QEMU throttles a guest that dirties memory
 faster than the link) is on by default; post-copy is an option (switch after
-``post_copy_after`` seconds or iterations: the guest then runs on the
-destination and pulls the remaining pages on demand).  A bandwidth limit, a
+``post_copy_after`` seconds or iterations, or as soon as QEMU accepts it when
+both are 0: the guest then runs on the destination and pulls the remaining
+pages on demand; phase ``PostCopy`` is reported once libvirt shows the
+source paused for post-copy, not merely when the switch was asked).  A bandwidth limit, a
 completion timeout (then the job is aborted and the guest keeps running on
 the source) and an :class:`Abort` handle are supported.  Progress comes from
 libvirt's job statistics, polled while the migration runs.
@@ -41,6 +43,8 @@ import libvirt
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+#: Seconds between polls of a migration asked to switch to post-copy at once.
+IMMEDIATE_POLL = 0.05
 
 # Phases reported in MigrationProgress.phase.
 COPYING_DISK = "CopyingDisk"
@@ -69,7 +73,10 @@ class LiveMigrationOptions:
     bandwidth_mib: int | None = None
     auto_converge: bool = True
     #: allow post-copy, switched on after ``post_copy_after`` (seconds of
-    #: memory copy) or ``post_copy_after_iterations``, whichever comes first.
+    #: memory copy) or ``post_copy_after_iterations``, whichever comes first;
+    #: both 0: asked at the first poll of the memory copy (polled every
+    #: ``IMMEDIATE_POLL`` s) and again until libvirt takes it (QEMU switches at
+    #: its next iteration while more than its last-iteration threshold is left).
     post_copy: bool = False
     post_copy_after: float = 10.0
     post_copy_after_iterations: int = 3
@@ -105,6 +112,8 @@ class MigrationProgress:
     #: only when completed: how long the guest was paused, and total time.
     downtime_ms: int | None = None
     total_ms: int | None = None
+    #: the migration switched to post-copy (libvirt paused the source for it).
+    post_copy: bool = False
 
     @classmethod
     def from_stats(cls, phase: str, stats: dict) -> MigrationProgress:
@@ -259,13 +268,15 @@ def live_migrate(
     worker = threading.Thread(target=run, name=f"migrate-{dom.name()}", daemon=True)
     worker.start()
     watch = _Watch(dom, opts, on_progress, abort, started)
+    interval = min(opts.poll_interval, IMMEDIATE_POLL) if watch.immediate else opts.poll_interval
     while worker.is_alive():
-        worker.join(opts.poll_interval)
+        worker.join(interval)
         if worker.is_alive():
             watch.tick()
     if "ok" not in result:
         raise watch.failure(result.get("error"))
     done = _completed(dom, watch.last, int((time.monotonic() - started) * 1000))
+    done.post_copy = watch.switched
     _undefine_source(dom)
     if on_progress:
         on_progress(done)
@@ -283,11 +294,20 @@ class _Watch:
         self.started = started
         self.last = MigrationProgress(phase=COPYING_DISK)
         self.aborted_for: str | None = None
+        #: the switch to post-copy was asked (and taken by QEMU)
         self.post_copy = False
+        #: libvirt showed the source paused for post-copy
+        self.switched = False
         self.memory_started: float | None = None
+        self.immediate = (opts.post_copy and opts.post_copy_after <= 0
+                          and opts.post_copy_after_iterations <= 0)
 
     def tick(self) -> None:
-        self.last = _poll(self.dom, self.last, self.post_copy)
+        # libvirt's domain state is read only once post-copy was asked
+        self.last = _poll(self.dom, self.last, self.switched, asked=self.post_copy)
+        if self.last.phase == POST_COPY:
+            self.switched = True
+            self.last.post_copy = True
         if self.on_progress:
             self.on_progress(self.last)
         now = time.monotonic()
@@ -296,24 +316,31 @@ class _Watch:
         if self.aborted_for is None and now - self.started > self.opts.completion_timeout:
             self.aborted_for = "Timeout"
         if self.aborted_for is not None:
-            if not self.post_copy:  # a post-copy move cannot go back any more
-                _abort_job(self.dom)
+            if not self.switched:  # a post-copy move cannot go back any more
+                _abort_job(self.dom)  # (libvirt refuses it once switched)
             return
         if self.last.phase == COPYING_MEMORY and self.memory_started is None:
             self.memory_started = now
-        if self.opts.post_copy and not self.post_copy and self.memory_started is not None and (
+        if not self.opts.post_copy or self.post_copy:
+            return
+        if self.immediate and self.last.phase == COPYING_MEMORY:
+            # as soon as QEMU's own migration runs (the disks are mirrored
+            # first); asked again at every poll until libvirt takes it
+            self._start_post_copy(quiet=True)
+        elif self.memory_started is not None and (
                 now - self.memory_started >= self.opts.post_copy_after
                 or self.last.memory_iteration >= self.opts.post_copy_after_iterations):
             self._start_post_copy()
 
-    def _start_post_copy(self) -> None:
+    def _start_post_copy(self, quiet: bool = False) -> None:
         try:
             self.dom.migrateStartPostCopy(0)
         except libvirt.libvirtError as exc:
-            log.warning("%s: could not switch to post-copy: %s", self.dom.name(), exc)
+            (log.debug if quiet else log.warning)("%s: could not switch to post-copy: %s",
+                                                  self.dom.name(), exc)
             return
         self.post_copy = True
-        log.info("%s: switched to post-copy at iteration %s", self.dom.name(),
+        log.info("%s: switch to post-copy asked at iteration %s", self.dom.name(),
                  self.last.memory_iteration)
 
     def failure(self, err: libvirt.libvirtError | None) -> LiveMigrationError:
@@ -327,14 +354,26 @@ class _Watch:
         return LiveMigrationError(reason, f"live migration of {self.dom.name()}: {message}", failed)
 
 
-def _poll(dom: libvirt.virDomain, last: MigrationProgress, post_copy: bool) -> MigrationProgress:
+def in_post_copy(dom: libvirt.virDomain) -> bool:
+    """libvirt shows the source paused for post-copy (the guest runs on the
+    destination)."""
+    try:
+        state, reason = dom.state()
+    except libvirt.libvirtError:
+        return False
+    return state == libvirt.VIR_DOMAIN_PAUSED and reason in (
+        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+
+
+def _poll(dom: libvirt.virDomain, last: MigrationProgress, switched: bool,
+          asked: bool = False) -> MigrationProgress:
     try:
         stats = dom.jobStats(0)
     except libvirt.libvirtError:
         return last
     if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
         return last
-    if post_copy:
+    if switched or (asked and in_post_copy(dom)):
         phase = POST_COPY
     elif int(stats.get("memory_processed", 0) or 0) == 0 and (
             int(stats.get("disk_remaining", 0) or 0) > 0
