@@ -28,6 +28,8 @@ from pathlib import Path
 
 import httpx
 
+from kova.agents.virt.images import PRIVATE_MODE, private_file
+
 SHA256_HEADER = "X-Kova-Sha256"
 INSTANCE_HEADER = "X-Kova-Instance"
 CHUNK = 1 << 20
@@ -57,13 +59,14 @@ def sha256_of(path: Path) -> str:
 
 def flatten(overlay: Path, dest: Path) -> Path:
     """A standalone qcow2 copy of ``overlay`` (its backing image merged in)."""
-    tmp = dest.with_name(f".{dest.name}.part")
+    tmp = private_file(dest.with_name(f".{dest.name}.part"))
     proc = subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(overlay), str(tmp)],
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise CopyError(500, "FlattenFailed",
                         f"qemu-img convert failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    os.chmod(tmp, PRIVATE_MODE)
     os.replace(tmp, dest)
     return dest
 
@@ -79,7 +82,7 @@ async def receive(chunks: AsyncIterator[bytes], disk: Path, want_sha256: str) ->
     tmp = disk.with_name(INCOMING)
     h, size = hashlib.sha256(), 0
     try:
-        with open(tmp, "wb") as f:
+        with open(private_file(tmp), "wb") as f:
             async for chunk in chunks:
                 h.update(chunk)
                 size += len(chunk)

@@ -37,7 +37,7 @@ from kova.agents.instance.build import Builder
 from kova.agents.instance.report import Reporter
 from kova.agents.virt.domain import DomainSpec, build_domain_xml
 from kova.agents.virt.driver import DomainInfo
-from kova.agents.virt.images import ImageSource, qemu_img_info
+from kova.agents.virt.images import ImageSource, private_file, qemu_img_info
 from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.crds import objects as ob
@@ -85,7 +85,7 @@ class Mover:
         kept = files.dir / KEPT_DISK
         if not kept.exists():
             tmp = files.dir / f".{KEPT_DISK}.part"
-            shutil.copyfile(files.disk, tmp)
+            shutil.copyfile(files.disk, private_file(tmp))
             os.replace(tmp, kept)
         grow_disk(files.disk, int(new["diskGiB"]) * GiB)
         self._define(obj, info, new, files)

@@ -38,6 +38,7 @@ import httpx
 from kova.agents.context import AgentContext
 from kova.agents.instance import decisions
 from kova.agents.virt.driver import DriverError
+from kova.agents.virt.images import private_file
 from kova.errors import Refusal
 
 log = logging.getLogger("kova.agents.instance.snapshot")
@@ -106,7 +107,7 @@ class Snapshots:
             if pause:
                 self.ctx.driver.suspend(uid)
             proc = subprocess.run(["qemu-img", "convert", "-U", "-q", "-f", "qcow2", "-O",
-                                   "qcow2", str(disk), str(copy)],
+                                   "qcow2", str(disk), str(private_file(copy))],
                                   capture_output=True, text=True, check=False)
         except DriverError as exc:
             raise SnapshotError(503, "HypervisorError", str(exc)) from exc

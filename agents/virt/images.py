@@ -599,6 +599,15 @@ class ImageCache:
 PRIVATE_MODE = 0o600
 
 
+def private_file(path: Path) -> Path:
+    """An empty file at ``path`` with mode :data:`PRIVATE_MODE` (replacing
+    one there): a copy of a guest's disk written into it (``open(..., "wb")``,
+    ``shutil.copyfile``, ``qemu-img``) keeps that mode."""
+    path.unlink(missing_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    return path
+
+
 def create_overlay(base: CachedImage, dest: Path, size_bytes: int) -> Path:
     """A qcow2 overlay at ``dest`` backed by ``base``, ``size_bytes`` large
     (at least the image's own virtual size); written atomically."""
@@ -609,10 +618,9 @@ def create_overlay(base: CachedImage, dest: Path, size_bytes: int) -> Path:
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part")
-    tmp.unlink(missing_ok=True)
     # created 0600 first: qemu-img truncates an existing file and keeps its
     # mode (libvirt's DAC driver gives the file to QEMU's user at start)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    private_file(tmp)
     proc = subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", base.format,
          "-b", str(base.path), str(tmp), str(size_bytes)],

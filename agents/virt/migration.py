@@ -31,14 +31,18 @@ source and removes the half-built destination domain.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import libvirt
+
+from kova.agents.virt.images import PRIVATE_MODE, private_file
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +203,9 @@ def disk_sizes(dom: libvirt.virDomain, targets: list[str]) -> dict[str, tuple[st
 def create_destination_disk(path: str, size_bytes: int) -> None:
     """An empty qcow2 of ``size_bytes`` at ``path`` (the destination agent's
     step before a block migration: libvirt copies into an existing file)."""
+    private_file(Path(path))
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, str(size_bytes)], check=True)
+    os.chmod(path, PRIVATE_MODE)
 
 
 def rewrite_paths(xml: str, path_map: dict[str, str]) -> str:
