@@ -54,9 +54,12 @@ class Context:
     def acts_on(self, key: tuple) -> bool:
         """This replica reconciles work-queue ``key``: with shared Instances,
         an Instance it owns (one that is gone has nothing left to share),
-        anything else only as the leader."""
-        if self.members is None or key[0] != "inst":
+        a Host as every replica (its scheduler needs the Host's provider
+        verified; only the leader writes), anything else only as the leader."""
+        if self.members is None or key[0] not in ("inst", "host"):
             return self.leader
+        if key[0] == "host":
+            return True
         body = self.informer.instance(key[1], key[2])
         return body is None or self.members.owns(share_key(body))
 

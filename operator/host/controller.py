@@ -75,8 +75,8 @@ class HostController:
         rp = ob.status(body).get("resourceProviderUUID")
         if not rp:
             return
-        if not await self.verify_provider(name, body, rp):
-            return
+        if not await self.verify_provider(name, body, rp) or not self.ctx.leader:
+            return  # replicas sharing Instances verify; the leader alone writes
         disabled, zone = provider_state(body, self.ctx.hosts.fence_reason(name, body) is not None)
         sig = (rp, disabled, zone)
         if self.synced.get(name) == sig:
@@ -110,7 +110,7 @@ class HostController:
         view.provider_checked(name, rp, owned)
         cond = get_condition(body, names.HOST_COND_PROVIDER)
         if owned:
-            if cond is not None and cond.get("status") != "True":
+            if self.ctx.leader and cond is not None and cond.get("status") != "True":
                 await self._provider_condition(body, "True", names.HOST_REASON_PROVIDER_OWNED,
                                                f"resource provider {rp} is this host's own")
             self.ctx.retrigger_pending()
@@ -120,7 +120,8 @@ class HostController:
                    + (" (a child provider)" if provider.get("parent_provider_uuid") else "")
                    + "; the host gets no Instances until its agent registers its own")
         LOG.warning("host %s: %s", name, message)
-        if cond is None or cond.get("status") != "False" or cond.get("message") != message:
+        if self.ctx.leader and (cond is None or cond.get("status") != "False"
+                                or cond.get("message") != message):
             await self._provider_condition(body, "False", names.HOST_REASON_PROVIDER_NOT_OWNED,
                                            message)
             self.ctx.emit(body, "Warning", names.HOST_REASON_PROVIDER_NOT_OWNED, message)
