@@ -24,7 +24,7 @@ from collections.abc import Callable
 from kova.conditions import get_condition, set_condition
 from kova.crds import names
 from kova.crds import objects as ob
-from kova.kube import KubeError, host_path
+from kova.kube import KubeError, host_path, lease_path
 from kova.operator import metrics
 from kova.operator.context import Context
 from kova.operator.host.view import lease_duration, lease_renewed
@@ -94,6 +94,9 @@ class HostMonitor:
         #: back: a Lease is not counted expired for the time the monitor
         #: could not see it being renewed.
         self._blind = False
+        #: Blind because a read of the Leases failed when hosts were due
+        #: (not because the Lease watch failed): lifted by a read that works.
+        self._probe_blind = False
         self._resumed_at: float | None = None
         #: Host -> the deadline (wall clock) its heartbeat state changes at.
         self._deadline: dict[str, float] = {}
@@ -130,7 +133,7 @@ class HostMonitor:
         if not healthy:
             self._blind = True
         elif self._blind:
-            self._blind = False
+            self._blind = self._probe_blind = False
             self._resumed_at = time.time()
             LOG.info("host monitor: Leases readable again; no host goes Down for want of "
                      "renewals it could not see")
@@ -201,10 +204,14 @@ class HostMonitor:
 
     def expire(self, now: float) -> int:
         """Re-decide the hosts whose deadline passed; how many went Down."""
-        down = 0
+        return self.expire_hosts(self.due_hosts(now), now)
+
+    def due_hosts(self, now: float) -> list[str]:
+        """The hosts whose deadline passed (taken off the timer)."""
+        due: list[str] = []
         while self._heap and self._heap[0][0] <= now:
-            due, name = heapq.heappop(self._heap)
-            if self._queued.get(name) != due:
+            when, name = heapq.heappop(self._heap)
+            if self._queued.get(name) != when:
                 continue  # superseded by an earlier entry
             del self._queued[name]
             deadline = self._deadline.get(name)
@@ -214,11 +221,48 @@ class HostMonitor:
                 self._queued[name] = deadline
                 heapq.heappush(self._heap, (deadline, name))
                 continue
+            due.append(name)
+        return due
+
+    def expire_hosts(self, due: list[str], now: float) -> int:
+        down = 0
+        for name in due:
             if self.evaluate(name, now) and not self.view.alive.get(name):
                 down += 1
         self.expiries += down
         metrics.LEASE_EXPIRIES.inc(down)
         return down
+
+    async def _leases_readable(self) -> bool:
+        """Can the API server be read now?  An API server going away stops
+        answering (so agents cannot renew) a while before its watches end."""
+        try:
+            await self.ctx.kube.get(lease_path(self.ctx.settings.lease_namespace),
+                                    {"limit": "1"})
+            return True
+        except Exception as exc:  # any failure: no host goes Down on it
+            LOG.warning("host monitor: Leases not readable (%s: %s); no host goes Down "
+                        "until they are", type(exc).__name__, exc)
+            return False
+
+    async def _tick(self) -> None:
+        """Hosts whose deadline passed go Down -- once a read of the Leases
+        shows the API server answers; otherwise the monitor is blind until one
+        does (and then gives every host a full Lease period)."""
+        if not self._blind:
+            now = time.time()
+            due = self.due_hosts(now)
+            if due and not await self._leases_readable():
+                for name in due:
+                    self._arm(name, self._deadline[name])
+                self._probe_blind = True
+                self.lease_watch_health(False)
+            else:
+                self.expire_hosts(due, now)
+        elif self._probe_blind:
+            watch = self.ctx.informer.leases_watch
+            if (watch is None or watch.healthy) and await self._leases_readable():
+                self.lease_watch_health(True)
 
     async def run(self) -> None:
         """The expiry timer: sleeps until the earliest deadline (at most
@@ -226,13 +270,12 @@ class HostMonitor:
         interval = self.ctx.settings.host_check_interval
         while True:
             self._wake.clear()
-            if not self._blind:
-                try:
-                    self.expire(time.time())
-                except Exception as exc:  # pragma: no cover - a bug, not a state
-                    LOG.exception("host monitor: %s", exc)
+            try:
+                await self._tick()
+            except Exception as exc:  # pragma: no cover - a bug, not a state
+                LOG.exception("host monitor: %s", exc)
             delay = interval
-            if self._heap:
+            if self._heap and not self._blind:
                 delay = min(delay, max(0.0, self._heap[0][0] - time.time()) + 0.01)
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
