@@ -14,6 +14,8 @@ left and the source's copy is gone from its libvirtd.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import libvirt
@@ -24,7 +26,7 @@ from kova.dev.stack import Stack
 from tests.e2e.test_access import Session
 from tests.e2e.test_moves import PROMPT, placement_books
 from tests.helpers import BOOT_TIMEOUT, wait_for
-from tests.support.stacks import kova_editor, temp_namespace
+from tests.support.stacks import kova_editor, temp_namespace, two_host_stack
 
 SECTOR = 1_900_000  # ~930 MiB into the 1 GiB disk: past anything the image wrote
 
@@ -40,33 +42,23 @@ def stack(k8s, kova_crds, kova_api, libvirtd, test_image, ns, tmp_path_factory):
     root = tmp_path_factory.mktemp("coldmig-stack")
     st = Stack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
                operator_args=["--resize-confirm-window", "0"])
-    sfx = uuid.uuid4().hex[:5]
-    try:
-        st.start(k8s, [f"cm-a-{sfx}", f"cm-b-{sfx}"], progress=lambda m: None,
-                 namespaces=[ns])
-        st.wait_hosts_up()
-        yield st
-    finally:
-        for uri in st.libvirt_uris.values():
-            conn = libvirt.open(uri)
-            for dom in conn.listAllDomains():
-                if dom.isActive():
-                    dom.destroy()
-            conn.close()
-        st.stop()
-        for log in st.log_dir.glob("*.log"):
-            print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-25:]))
+    with two_host_stack(st, k8s, ns, "cm") as started:
+        yield started
 
 
-@pytest.fixture(scope="module")
-def vm(stack, kova_api, test_image, k8s, kubectl, ns):
-    user = kova_editor(k8s, ns, "migrator", stack.root)
+@contextmanager
+def booted_guest(k8s, kubectl, ns: str, root: Path, test_image, prefix: str,
+                 user_name: str) -> Iterator[Session]:
+    """Flavor ``<prefix>-<tag>``, Image and Instance ``vm`` of the test image,
+    applied by ``kubectl``; yields a kova-edit user's Session once the guest's
+    shell is up; deletes them afterwards."""
+    user = kova_editor(k8s, ns, user_name, root)
     tag = ns[-5:]
-    image = f"coldmig-img-{tag}"
+    image = f"{prefix}-img-{tag}"
     kubectl("apply", "-f", "-", input=f"""---
 apiVersion: kova.dev/v1alpha1
 kind: Flavor
-metadata: {{name: cm-{tag}}}
+metadata: {{name: {prefix}-{tag}}}
 spec: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
 ---
 apiVersion: kova.dev/v1alpha1
@@ -78,7 +70,7 @@ apiVersion: kova.dev/v1alpha1
 kind: Instance
 metadata: {{name: vm, namespace: {ns}}}
 spec:
-  flavorRef: {{name: cm-{tag}}}
+  flavorRef: {{name: {prefix}-{tag}}}
   imageRef: {{name: {image}}}
 """)
     session = Session(ns, user, kubectl, image)
@@ -90,7 +82,13 @@ spec:
         kubectl("-n", ns, "delete", "instance", "vm", "--wait=true", "--timeout=120s",
                 check=False)
         kubectl("delete", "image", image, check=False)
-        kubectl("delete", "flavor", f"cm-{tag}", check=False)
+        kubectl("delete", "flavor", f"{prefix}-{tag}", check=False)
+
+
+@pytest.fixture(scope="module")
+def vm(stack, kova_api, test_image, k8s, kubectl, ns):
+    with booted_guest(k8s, kubectl, ns, stack.root, test_image, "cm", "migrator") as session:
+        yield session
 
 
 def on_console(vm, command: str, expect: str) -> str:

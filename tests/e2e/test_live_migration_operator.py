@@ -20,10 +20,8 @@ not by the source's (which does not exist on the destination's libvirtd).
 from __future__ import annotations
 
 import re
-import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
 
 import libvirt
 import pytest
@@ -32,12 +30,11 @@ from kova.agents.virt import netfilter
 from kova.crds import names
 from kova.dev.stack import Stack
 from kova.dev.twohost import BedHost, TwoHosts
-from tests.e2e.test_access import Session
-from tests.e2e.test_cold_migration import on_console
+from tests.e2e.test_cold_migration import booted_guest, on_console
 from tests.e2e.test_moves import placement_books
 from tests.fixtures.vm import plugin
-from tests.helpers import BOOT_TIMEOUT, wait_for
-from tests.support.stacks import kova_editor, temp_namespace
+from tests.helpers import wait_for
+from tests.support.stacks import temp_namespace, two_host_stack
 
 COUNT_RE = re.compile(r"KOVA-COUNT=(\d+)")
 
@@ -81,57 +78,14 @@ def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, test_image, n
     st = BedStack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
                   operator_args=["--resize-confirm-window", "0"],
                   bed_hosts=two_hosts.hosts)
-    sfx = uuid.uuid4().hex[:5]
-    try:
-        st.start(k8s, [f"lm-a-{sfx}", f"lm-b-{sfx}"], progress=lambda m: None,
-                 namespaces=[ns])
-        st.wait_hosts_up()
-        yield st
-    finally:
-        for uri in st.libvirt_uris.values():
-            conn = libvirt.open(uri)
-            for dom in conn.listAllDomains():
-                if dom.isActive():
-                    dom.destroy()
-            conn.close()
-        st.stop()
-        for log in st.log_dir.glob("*.log"):
-            print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-30:]))
+    with two_host_stack(st, k8s, ns, "lm", log_lines=30) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
 def vm(stack, kova_api, test_image, k8s, kubectl, ns):
-    user = kova_editor(k8s, ns, "mover", stack.root)
-    tag = ns[-5:]
-    image = f"livemig-img-{tag}"
-    kubectl("apply", "-f", "-", input=f"""---
-apiVersion: kova.dev/v1alpha1
-kind: Flavor
-metadata: {{name: lm-{tag}}}
-spec: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
----
-apiVersion: kova.dev/v1alpha1
-kind: Image
-metadata: {{name: {image}}}
-spec: {{source: {{hostPath: {Path(test_image).resolve()}}}, format: qcow2}}
----
-apiVersion: kova.dev/v1alpha1
-kind: Instance
-metadata: {{name: vm, namespace: {ns}}}
-spec:
-  flavorRef: {{name: lm-{tag}}}
-  imageRef: {{name: {image}}}
-""")
-    session = Session(ns, user, kubectl, image)
-    try:
-        session.wait_power("Running", BOOT_TIMEOUT)
-        session.wait_log("KOVA-SHELL: ttyS0")
+    with booted_guest(k8s, kubectl, ns, stack.root, test_image, "lm", "mover") as session:
         yield session
-    finally:
-        kubectl("-n", ns, "delete", "instance", "vm", "--wait=true", "--timeout=120s",
-                check=False)
-        kubectl("delete", "image", image, check=False)
-        kubectl("delete", "flavor", f"lm-{tag}", check=False)
 
 
 def domains(stack: Stack, host: str) -> dict[str, bool]:

@@ -65,3 +65,29 @@ def kova_editor(k8s, namespace: str, name: str, root: Path) -> TenantUser:
     cfg["contexts"][0]["context"]["namespace"] = namespace
     kc.write_text(json.dumps(cfg))
     return TenantUser(kc, f"system:serviceaccount:{namespace}:{name}")
+
+
+@contextmanager
+def two_host_stack(st: Stack, k8s, namespace: str, prefix: str,
+                   log_lines: int = 25) -> Iterator[Stack]:
+    """``st`` (a Stack not yet started) with hosts ``<prefix>-a-<random>`` and
+    ``-b-``, up; afterwards every guest of its libvirtds destroyed, the stack
+    stopped and the tail of each process's log printed."""
+    import libvirt
+
+    sfx = uuid.uuid4().hex[:5]
+    try:
+        st.start(k8s, [f"{prefix}-a-{sfx}", f"{prefix}-b-{sfx}"], progress=lambda m: None,
+                 namespaces=[namespace])
+        st.wait_hosts_up()
+        yield st
+    finally:
+        for uri in st.libvirt_uris.values():
+            conn = libvirt.open(uri)
+            for dom in conn.listAllDomains():
+                if dom.isActive():
+                    dom.destroy()
+            conn.close()
+        st.stop()
+        for log in st.log_dir.glob("*.log"):
+            print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-log_lines:]))
