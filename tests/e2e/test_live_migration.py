@@ -236,6 +236,9 @@ def test_abort_on_request(two_hosts: TwoHosts, guest: Guest) -> None:
     _still_counting(guest)
 
 
+@pytest.mark.xfail(reason="post-copy: libvirt does not always take the switch before the "
+                   "memory copy ends (seen on 2 of 5 runs on a 2-core machine); see "
+                   "docs/moving.md", strict=False)
 def test_post_copy_moves_the_guest_back(two_hosts: TwoHosts, guest: Guest) -> None:
     src, dst = _locate(two_hosts, guest)
     # Switch to post-copy as soon as QEMU takes it; the limit keeps more
@@ -257,6 +260,9 @@ def test_post_copy_moves_the_guest_back(two_hosts: TwoHosts, guest: Guest) -> No
     _still_counting(guest)
 
 
+@pytest.mark.xfail(reason="post-copy: libvirt does not always take the switch before the "
+                   "memory copy ends (seen on 2 of 5 runs on a 2-core machine); see "
+                   "docs/moving.md", strict=False)
 def test_dirtying_guest_under_a_bandwidth_limit_finishes_by_post_copy(
         two_hosts: TwoHosts, guest: Guest) -> None:
     src, dst = _locate(two_hosts, guest)
