@@ -219,8 +219,7 @@ def finished(current: dict, mig_uuid: str, *, reverted: bool, message: str,
         return None
     out: Status = {
         "migration": None,
-        "phase": (names.InstancePhase.RUNNING if status.get("powerState") ==
-                  names.PowerState.RUNNING else names.InstancePhase.STOPPED),
+        "phase": phase_after_move(status),
         "conditions": set_condition(
             status.get("conditions"), names.COND_RESIZED, "True",
             names.REASON_REVERTED if reverted else names.REASON_CONFIRMED, message,
@@ -236,6 +235,12 @@ def finished(current: dict, mig_uuid: str, *, reverted: bool, message: str,
     return out
 
 
+def phase_after_move(status: dict) -> str:
+    """The phase an Instance has once no move is recorded: from its power state."""
+    return (names.InstancePhase.RUNNING if status.get("powerState") == names.PowerState.RUNNING
+            else names.InstancePhase.STOPPED)
+
+
 def aborted(current: dict, mig_uuid: str, reason: str, message: str,
             now: str | None = None) -> Status | None:
     """A move that could not start (nothing moved in Placement): no record,
@@ -247,8 +252,7 @@ def aborted(current: dict, mig_uuid: str, reason: str, message: str,
         return None
     out: Status = {
         "migration": None,
-        "phase": (names.InstancePhase.RUNNING if status.get("powerState") ==
-                  names.PowerState.RUNNING else names.InstancePhase.STOPPED),
+        "phase": phase_after_move(status),
         **refused(current, reason, message, now),
     }
     done = actions.finish(status.get("actions"), mig.get("requestId", ""),
@@ -271,8 +275,7 @@ def live_ended(current: dict, mig_uuid: str, *, ok: bool, message: str,
         return None
     out: Status = {
         "migration": None,
-        "phase": (names.InstancePhase.RUNNING if status.get("powerState") ==
-                  names.PowerState.RUNNING else names.InstancePhase.STOPPED),
+        "phase": phase_after_move(status),
         "conditions": set_condition(
             status.get("conditions"), names.COND_RESIZED, "True" if ok else "False",
             names.REASON_LIVE_MIGRATED if ok else names.REASON_LIVE_MIGRATION_FAILED,
