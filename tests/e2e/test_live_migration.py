@@ -160,8 +160,13 @@ def test_live_migration_keeps_the_guest_running_with_its_disk(two_hosts: TwoHost
     assert result.phase == mig.COMPLETED
     assert result.downtime_ms is not None and result.downtime_ms >= 0
     assert result.disk_total >= 64 * mig.MiB and result.memory_total > 0
+    # Progress is sampled every poll_interval: a small guest's memory copy can
+    # start and end between two polls, so what was copied is read from the
+    # completed job's figures, and the reports only have to lead up to it.
     phases = [p.phase for p in seen]
-    assert mig.COPYING_MEMORY in phases and phases[-1] == mig.COMPLETED
+    assert phases[-1] == mig.COMPLETED
+    assert set(phases[:-1]) <= {mig.COPYING_DISK, mig.COPYING_MEMORY}
+    assert result.memory_processed > 0
     assert _names(src) == [] and _names(dst) == [guest.name]
 
     _moved_to(guest, dst)
