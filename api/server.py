@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from kova import actions as history
 from kova import events, metrics
-from kova.api import discovery, moves, power, snapshots
+from kova.api import discovery, moves, power
 from kova.api.agents import AgentClient, AgentUnavailable, endpoint_of
 from kova.api.auth import (
     CONFIGMAP,
@@ -44,6 +44,7 @@ from kova.api.auth import (
     resource_review,
 )
 from kova.api.settings import ApiSettings
+from kova.api.snapshot_tasks import SnapshotTasks
 from kova.crds import names
 from kova.crds.names import SUBRESOURCE_API_VERSION, SUBRESOURCE_GROUP
 from kova.kube import Credentials, Kube, KubeError, host_path, instance_path
@@ -83,6 +84,7 @@ class ApiServer:
         self.agents = AgentClient(cfg.agent_client_cert_file, cfg.agent_client_key_file,
                                   cfg.agent_ca_file, cfg.agent_server_name)
         self.metrics = Metrics()
+        self.snapshots = SnapshotTasks(self)
         self.requestheader: RequestHeaderConfig | None = None
         self._runners: list[web.AppRunner] = []
         self._metrics_server: Any = None
@@ -142,6 +144,7 @@ class ApiServer:
             self._metrics_server.server_close()
         for runner in self._runners:
             await runner.cleanup()
+        await self.snapshots.stop()
         await self.agents.close()
         await self.kube.close()
 
@@ -214,7 +217,7 @@ class ApiServer:
             if sub in moves.SUBRESOURCES:
                 return await self._move(request, inst, sub, user)
             if sub == "snapshot":
-                return await self._snapshot(request, inst, user)
+                return await self.snapshots.accept(request, inst, user, failure)
             return await self._power(inst, sub, user)
         except AgentUnavailable as exc:
             return failure(exc.status, exc.message, reason=exc.reason, name=name)
@@ -369,52 +372,6 @@ class ApiServer:
                            subresource=sub)
         current = await self.kube.get_or_none(path) or inst
         return web.json_response(moves.answer(current, sub, req, user.name, message))
-
-    # ------------------------------------------------------------------ snapshot
-    async def _snapshot(self, request: web.Request, inst: dict, user: User) -> web.Response:
-        """The root disk into TenantImage ``?image=`` of the Instance's
-        namespace, by the agent on its host; answered when the TenantImage
-        exists (the user must be allowed to create it)."""
-        md = inst["metadata"]
-        ns, name = md["namespace"], md["name"]
-        image = request.query.get("image", "")
-        refusal = snapshots.refusal(inst, image)
-        if refusal is not None:
-            return failure(refusal.code, refusal.message, reason=refusal.reason, name=name,
-                           subresource="snapshot")
-        review = await self.kube.request(
-            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            json=resource_review(user, verb="create", namespace=ns, group=names.GROUP,
-                                 resource=names.TENANT_IMAGES, name=image))
-        if not (review.get("status") or {}).get("allowed"):
-            return failure(403, snapshots.forbidden(user.name, ns), name=name,
-                           subresource="snapshot")
-        req = history.request_id()
-        t0 = time.monotonic()
-        what = f"snapshot to TenantImage {image}"
-        await self._record(inst, lambda a: history.append(
-            a, history.started(names.InstanceActionName.SNAPSHOT, user.name, req, what)))
-        await self._event(inst, names.EVENT_ACTION_REQUESTED,
-                          f"{user.name} asked for a {what} ({req})")
-        result, body = names.ActionResult.SUCCESS, {}
-        try:
-            code, body = await self.agents.put(
-                await self._endpoint(inst), f"/v1/domains/{md['uid']}/snapshot",
-                {"user": user.name, "namespace": ns, "instance": name, "image": image})
-            message = body.get("message") or f"the agent answered {code}"
-        except AgentUnavailable as exc:
-            code, message = exc.status, exc.message
-        if code >= 300:
-            result = names.ActionResult.ERROR
-        await self._record(inst, lambda a: history.finish(a, req, result, message))
-        self.metrics.actions.labels("snapshot", result).observe(time.monotonic() - t0)
-        log.info("%s: %s of %s/%s: %s (%s)", req, what, ns, name, result, message,
-                 extra={**about(inst), "request_id": req})
-        if code >= 300:
-            return failure(code, message, reason=body.get("reason") or "ActionFailed",
-                           name=name, subresource="snapshot")
-        return web.json_response(snapshots.answer(inst, req, user.name, result, message, image,
-                                                  body))
 
     async def _migrate_hosts(self, inst: dict, host: str | None,
                              user: User) -> moves.Refusal | None:

@@ -101,12 +101,12 @@ class Cluster:
     def request(self, method: str, path: str, what: str, *,
                 query: dict | None = None, json_body: Any = None) -> Any:
         """An HTTP request with the kubeconfig's credentials: the parsed JSON
-        answer, or a PluginError worded for the user.  A PATCH is a merge
-        patch of ``json_body``."""
+        answer (202 Accepted too: a snapshot runs on after it), or a PluginError
+        worded for the user.  A PATCH is a merge patch of ``json_body``."""
         try:
             if method == "PATCH":
                 return self.kube.merge_patch(path, json_body)
-            return self.kube.request(method, path, params=query)
+            return self.kube.request(method, path, params=query, ok=(200, 201, 202))
         except KubeError as exc:
             raise explain(exc.status, exc.body, what) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -18,7 +18,7 @@ import sys
 import click
 
 from kova.crds import names
-from kova.crds.names import GROUP
+from kova.crds.names import GROUP, VERSION
 from kova.plugin.client import Cluster, PluginError
 from kova.plugin.drain import drain as drain_command
 from kova.plugin.drain import uncordon as uncordon_command
@@ -373,14 +373,19 @@ def _duration(start: str | None, finish: str | None) -> str:
 @click.argument("name")
 @click.option("--image", "image", required=True,
               help="Name of the TenantImage to create in the Instance's namespace.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Follow the snapshot until it is stored (or failed).")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to follow it.")
 @cluster_options
 @click.pass_context
-def snapshot(ctx: click.Context, name: str, image: str, **_: str) -> None:
+def snapshot(ctx: click.Context, name: str, image: str, wait: bool, timeout: float,
+             **_: str) -> None:
     """Save the root disk of instance NAME as TenantImage IMAGE of its
     namespace: the guest is paused while its disk is copied into one
     standalone qcow2 (a stopped instance stays stopped), which goes to Kova's
     image store; new Instances then boot from it with imageRef {name: IMAGE,
-    kind: TenantImage}.
+    kind: TenantImage}.  The request is accepted at once; the snapshot is
+    followed in the Instance's action history (kubectl kova actions).
 
     \b
     Example:
@@ -391,9 +396,53 @@ def snapshot(ctx: click.Context, name: str, image: str, **_: str) -> None:
     click.echo(f"snapshotting instance {ns}/{name} into TenantImage {image} ...", err=True)
     out = cluster.request("PUT", cluster.subresource_path(ns, name, "snapshot"),
                           f"snapshot instance {ns}/{name}", query={"image": image})
+    req = out.get("requestId")
+    if not wait:
+        click.echo(f"snapshot of instance {ns}/{name} into TenantImage {image} accepted "
+                   f"(request {req}); follow it with: kubectl kova actions -n {ns} {name}")
+        return
+    entry = _follow_action(cluster, ns, name, req, timeout)
+    if entry.get("result") != "Success":
+        raise PluginError(f"snapshot of instance {ns}/{name} into TenantImage {image} "
+                          f"failed: {entry.get('message')} (request {req})")
+    sha = None
+    try:
+        img = cluster.request("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/"
+                              f"{names.TENANT_IMAGES}/{image}", f"tenantimage {ns}/{image}")
+        sha = (img.get("spec") or {}).get("sha256")
+    except PluginError:
+        pass  # the result is known; the checksum is a detail
     click.echo(f"tenantimage.{GROUP}/{image} created from instance {ns}/{name}: "
-               f"{out.get('message')} (sha256 {out.get('sha256')}, request "
-               f"{out.get('requestId')})")
+               f"{entry.get('message')} (sha256 {sha}, request {req})")
+
+
+def _follow_action(cluster: Cluster, ns: str, name: str, req: str | None,
+                   timeout: float) -> dict:
+    """Instance ``ns/name``'s action ``req`` once it has ended, with a
+    progress line on stderr meanwhile."""
+    import time
+
+    t0 = time.monotonic()
+    shown = -5.0
+    while True:
+        status = cluster.get_instance(ns, name).get("status") or {}
+        entry = next((a for a in status.get("actions") or [] if a.get("requestId") == req),
+                     None)
+        if entry is None:
+            raise PluginError(f"instance {ns}/{name}: action {req} is no longer in its "
+                              "history")
+        if entry.get("result") != "InProgress":
+            return entry
+        elapsed = time.monotonic() - t0
+        if elapsed > timeout:
+            raise PluginError(f"instance {ns}/{name}: {entry.get('action')} still in "
+                              f"progress after {timeout:.0f}s (request {req}); follow it "
+                              f"with: kubectl kova actions -n {ns} {name}")
+        if elapsed - shown >= 5:
+            click.echo(f"  {entry.get('action')} in progress, {elapsed:.0f}s "
+                       f"({entry.get('message')})", err=True)
+            shown = elapsed
+        time.sleep(1.0)
 
 
 main.add_command(image_group)

@@ -9,6 +9,8 @@ source's disk with ``qemu-io`` (there is no guest on the test driver)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
@@ -86,6 +88,11 @@ def test_snapshot_into_a_tenant_image_boots_after_the_source_is_gone(
     assert out.returncode != 0 and "already holds image golden" in out.stderr, out.stderr
     errors = [a for a in harness.get("src")["status"]["actions"] if a["result"] == "Error"]
     assert errors and errors[-1]["action"] == "snapshot"
+    assert "already holds image golden" in errors[-1]["message"], errors[-1]
+    wait_for(lambda: [e for e in harness.core.list_namespaced_event(ns).items
+                      if e.reason == "SnapshotFailed" and e.type == "Warning"
+                      and "already holds image golden" in e.message],
+             20, 0.5, "a SnapshotFailed Event")
 
     # The source goes; a new Instance boots from the snapshot, with the marker.
     harness.delete("src")
@@ -95,3 +102,52 @@ def test_snapshot_into_a_tenant_image_boots_after_the_source_is_gone(
     harness.wait_phase("copy", "Running", timeout=30)
     disk = harness.tmp / "instances" / uid / "disk.qcow2"
     assert _qemu_io(disk, "-r", "-U", *READ_MARKER).returncode == 0
+
+
+def test_snapshot_is_accepted_at_once_and_completes_later(harness, source, store, make_user,
+                                                          namespace):  # noqa: F811
+    """The API component answers before the snapshot is done: the image store
+    (a real process) is stopped (SIGSTOP) so the agent's upload cannot end
+    while the request is answered; once it runs on, the snapshot completes
+    and the history says so."""
+    ns = namespace
+    editor = make_user("editor", "kova-edit", ns)
+    os.kill(store.proc.pid, signal.SIGSTOP)
+    try:
+        out = plugin(editor, "snapshot", "src", "--image", "later", "--no-wait")
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        assert "accepted (request req-" in out.stdout, out.stdout
+        (entry,) = [a for a in harness.get("src")["status"]["actions"]
+                    if a["action"] == "snapshot"]
+        assert entry["result"] == "InProgress" and entry["requestId"] in out.stdout, entry
+        assert _tenant_image(harness, ns, "later") is None
+        # A second snapshot of the same Instance meanwhile: the agent refuses it.
+        out = plugin(editor, "snapshot", "src", "--image", "other", timeout=60)
+        assert out.returncode != 0 and "snapshot of this Instance is in progress" in out.stderr
+    finally:
+        os.kill(store.proc.pid, signal.SIGCONT)
+
+    def finished() -> dict | None:
+        acts = harness.get("src")["status"]["actions"]
+        done = [a for a in acts if a["requestId"] == entry["requestId"]
+                and a["result"] != "InProgress"]
+        return done[0] if done else None
+
+    final = wait_for(finished, 120, 0.5, "the snapshot finished")
+    assert final["result"] == "Success", final
+    assert final["message"].startswith(f"TenantImage {ns}/later: "), final
+    img = _tenant_image(harness, ns, "later")
+    assert img and img["metadata"]["annotations"]["kova.dev/snapshot-of"] == f"{ns}/src"
+    assert (store.root / ".namespaces" / ns / "later" / "image.qcow2").is_file()
+
+
+def _tenant_image(harness, ns: str, name: str) -> dict | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return harness.custom.get_namespaced_custom_object(G, V, ns, contract.TENANT_IMAGES,
+                                                           name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
