@@ -41,7 +41,6 @@ from kova.api.auth import (
     User,
     access_review,
     authenticate,
-    resource_review,
 )
 from kova.api.settings import ApiSettings
 from kova.api.snapshot_tasks import SnapshotTasks

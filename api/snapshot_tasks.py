@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -43,7 +44,7 @@ class SnapshotTasks:
         self.tasks: set[asyncio.Task] = set()
 
     async def accept(self, request: web.Request, inst: dict, user: User,
-                     failure) -> web.Response:
+                     failure: Callable[..., web.Response]) -> web.Response:
         """Check, record and start a snapshot of ``inst`` into TenantImage
         ``?image=``; 202 with the InstanceAction (result InProgress)."""
         srv = self.server

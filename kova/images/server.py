@@ -39,6 +39,7 @@ from aiohttp import web
 
 from kova.conditions import now_rfc3339
 from kova.crds import names
+from kova.images.reaper import FINALIZER, Reaper
 from kova.images.settings import ImagesSettings
 from kova.images.store import ImageStore, StoredImage, StoreError
 from kova.kube import Credentials, Kube, KubeError, custom_path
@@ -63,6 +64,10 @@ class ImageServer:
         self.kube = kube or Kube(Credentials.load(cfg.kubeconfig))
         self.port = cfg.port
         self._runner: web.AppRunner | None = None
+        #: (name, namespace) of the uploads under way.
+        self.uploading: set[tuple[str, str | None]] = set()
+        self.reaper = Reaper(self.kube, self.store, self.image_url, self.uploading)
+        self._reaping: asyncio.Task | None = None
 
     # -- wiring ----------------------------------------------------------
     def app(self) -> web.Application:
@@ -101,9 +106,13 @@ class ImageServer:
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
+        self._reaping = asyncio.create_task(self.reaper.run(), name="reaper")
         log.info("image store on %s (files in %s)", self.url, self.cfg.dir)
 
     async def stop(self) -> None:
+        if self._reaping is not None:
+            self._reaping.cancel()
+            await asyncio.gather(self._reaping, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.kube.close()
@@ -184,6 +193,14 @@ class ImageServer:
             return refusal(400, "BadRequest", "snapshotOf names an Instance of the "
                            "TenantImage's own namespace (<namespace>/<name>)")
         user = await self.authorize(request, "create", name, namespace)
+        self.uploading.add((name, namespace))
+        try:
+            return await self._upload(request, name, namespace, fmt, origin, user)
+        finally:
+            self.uploading.discard((name, namespace))
+
+    async def _upload(self, request: web.Request, name: str, namespace: str | None, fmt: str,
+                      origin: str | None, user: dict) -> web.Response:
         try:
             stored = await self.store.receive(name, fmt, _chunks(request),
                                               request.content_length, namespace)
@@ -226,7 +243,7 @@ class ImageServer:
             annotations[ANNOTATION_SNAPSHOT_OF] = snapshot_of
             annotations[ANNOTATION_SNAPSHOT_TIME] = now_rfc3339()
         body = {"apiVersion": names.API_VERSION, "kind": str(kind),
-                "metadata": {**meta, "annotations": annotations},
+                "metadata": {**meta, "annotations": annotations, "finalizers": [FINALIZER]},
                 "spec": {"source": {"url": self.image_url(stored.name, ns)},
                          "format": stored.format, "sha256": stored.sha256,
                          "minDiskGiB": -(-stored.virtual_size // (1 << 30))}}

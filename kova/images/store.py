@@ -108,7 +108,23 @@ class ImageStore:
         trash = Path(tempfile.mkdtemp(dir=self.root / ".uploads"))
         os.replace(target, trash / name)
         shutil.rmtree(trash, ignore_errors=True)
+        if namespace is not None:
+            try:
+                target.parent.rmdir()  # the namespace's last image
+            except OSError:
+                pass
         return True
+
+    def names(self) -> list[tuple[str, str | None]]:
+        """(name, namespace or None) of every stored image."""
+        out: list[tuple[str, str | None]] = [
+            (d.name, None) for d in self.root.iterdir()
+            if d.is_dir() and not d.name.startswith(".")]
+        spaces = self.root / ".namespaces"
+        if spaces.is_dir():
+            out += [(d.name, ns.name) for ns in spaces.iterdir() if ns.is_dir()
+                    for d in ns.iterdir() if d.is_dir()]
+        return out
 
     async def receive(self, name: str, fmt: str, chunks: AsyncIterator[bytes],
                       length: int | None = None, namespace: str | None = None

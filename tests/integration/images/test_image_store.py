@@ -42,7 +42,7 @@ class Store:
 
 
 @pytest.fixture
-def store(kubeconfig, kova_crds, tmp_path):
+def store(kubeconfig, kova_crds, k8s_client, tmp_path):
     certs = issue_server_cert(tmp_path / "pki", "images", ["127.0.0.1"],
                               ca_common_name="kova-test-store-ca")
     port = free_port()
@@ -60,6 +60,29 @@ def store(kubeconfig, kova_crds, tmp_path):
         yield s
     finally:
         stop_process(proc)
+        _release(k8s_client, s.url)
+
+
+def _release(k8s_client, url: str) -> None:
+    """What an administrator does when the store is gone: its finalizer
+    dropped from the objects it made, so that they can be deleted."""
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(k8s_client)
+    gone = {"metadata": {"finalizers": None}}
+    for obj in custom.list_cluster_custom_object(G, V, contract.IMAGES)["items"] + \
+            custom.list_cluster_custom_object(G, V, contract.TENANT_IMAGES)["items"]:
+        md = obj["metadata"]
+        if not (obj["spec"]["source"].get("url") or "").startswith(url + "/"):
+            continue
+        try:
+            if md.get("namespace"):
+                custom.patch_namespaced_custom_object(G, V, md["namespace"],
+                                                      contract.TENANT_IMAGES, md["name"], gone)
+            else:
+                custom.patch_cluster_custom_object(G, V, contract.IMAGES, md["name"], gone)
+        except client.ApiException:
+            pass
 
 
 def _ok(c: httpx.Client) -> bool:

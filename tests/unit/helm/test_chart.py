@@ -500,12 +500,13 @@ def test_image_store() -> None:
     claim = one(objs, "PersistentVolumeClaim", "kova-images")
     assert claim["spec"]["resources"]["requests"]["storage"] == "100Gi"
     assert one(objs, "Service", "kova-images")["spec"]["ports"][0]["port"] == 9468
+    store_verbs = {"create", "get", "list", "watch", "patch"}  # and the finalizer
     rules = {(g, r): set(rule["verbs"]) for rule in one(objs, "ClusterRole", "kova-images")[
         "rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert rules == {("authentication.k8s.io", "tokenreviews"): {"create"},
                      ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
-                     ("kova.dev", "images"): {"create"}, ("kova.dev", "images/status"): {"patch"},
-                     ("kova.dev", "tenantimages"): {"create"},
+                     ("kova.dev", "images"): store_verbs, ("kova.dev", "images/status"): {"patch"},
+                     ("kova.dev", "tenantimages"): store_verbs,
                      ("kova.dev", "tenantimages/status"): {"patch"}}
     assert not [o for o in render() if o["metadata"]["name"] == "kova-images"]
     failed = render_text({"images": {"enabled": True}}, check=False)
