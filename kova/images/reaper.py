@@ -12,9 +12,10 @@ first list of each kind shows them).  When it starts the store also
 
 * adds the finalizer to its own objects made before it had one (``source.url``
   this store's URL of the object);
-* removes files no Image or TenantImage names any more (deleted while the
-  store did not handle deletions, or created by nothing: a crash between the
-  file and the object).
+* warns of files no Image or TenantImage names (deleted before the store
+  had its finalizer, or a crash between the file and the object); it does
+  not remove them -- a store pointed at the wrong cluster must not lose its
+  files -- ``DELETE /v1/images/<name>`` does.
 
 Without the store (uninstalled), remove the finalizer by hand:
 ``kubectl patch timg NAME --type=merge -p '{"metadata":{"finalizers":null}}'``.
@@ -62,7 +63,7 @@ class Reaper:
                                for plural in (names.IMAGES, names.TENANT_IMAGES)))
 
     async def sweep(self) -> None:
-        """Handle every object as it is; remove the files nothing names.
+        """Handle every object as it is; warn of the files nothing names.
         The files are listed first: a file stored later, or one whose upload
         is under way, is not looked at (its object may not exist yet)."""
         files = [n for n in self.store.names() if n not in self.uploading]
@@ -74,9 +75,11 @@ class Reaper:
                 await self.handle(plural, obj)
         for name, namespace in files:
             if (name, namespace) not in named:
-                log.info("removing %s: no %s names it", _what(name, namespace),
-                         "TenantImage" if namespace else "Image")
-                self.store.delete(name, namespace)
+                where = f"/v1/namespaces/{namespace}/images/{name}" if namespace else \
+                    f"/v1/images/{name}"
+                log.warning("the store holds the file of %s, which does not exist; it is kept "
+                            "(a store pointed at the wrong cluster must not lose files): "
+                            "DELETE %s removes it", _what(name, namespace), where)
 
     async def follow(self, plural: str) -> None:
         """Watch ``plural`` (from a fresh list after every end or error)."""
