@@ -335,7 +335,9 @@ class ImageSpec(KovaModel):
     )
     format: ImageFormat = Field(
         default=ImageFormat.QCOW2,
-        description="Disk format of the file: qcow2 (default) or raw. Immutable.",
+        description="Format of the file: qcow2 (default) or raw (disk images an Instance "
+        "boots from), or iso (an ISO 9660 image, stored and served as is; not a root "
+        "disk). Immutable.",
         json_schema_extra=k8s(validations=[immutable("format")]),
     )
     sha256: str | None = Field(

@@ -184,6 +184,8 @@ class ImageFormat(StrEnum):
 
     QCOW2 = "qcow2"
     RAW = "raw"
+    #: An ISO 9660 image (installer, tools CD), stored as is; not a root disk.
+    ISO = "iso"
 
 
 class ImageKind(StrEnum):

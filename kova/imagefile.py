@@ -157,3 +157,26 @@ def verify(path: Path | str, fmt: str) -> dict:
     info = qemu_img_info(path, fmt)
     check_info(info, fmt, path)
     return info
+
+
+def check_iso(path: Path) -> int:
+    """The size of ``path`` if it is an ISO 9660 image (pycdlib reads its
+    volume descriptors and directory tree); UnsafeImage otherwise.  A file
+    that starts with the magic number of a disk format (a qcow2 or vmdk
+    declared iso) is refused too."""
+    import pycdlib
+    from pycdlib.pycdlibexception import PyCdlibException
+
+    with open(path, "rb") as fh:
+        magic = detect_magic(fh.read(64))
+    if magic is not None:
+        raise UnsafeImage(f"declared iso but is a {magic} image")
+    iso = pycdlib.PyCdlib()
+    try:
+        iso.open(str(path))
+    except PyCdlibException as exc:
+        raise UnsafeImage(f"not an ISO 9660 image ({exc})") from None
+    except (OSError, ValueError, struct.error) as exc:
+        raise UnsafeImage(f"not a readable ISO 9660 image ({exc})") from None
+    iso.close()
+    return path.stat().st_size

@@ -270,7 +270,8 @@ class ImageCache:
         if not source.url and not source.host_path:
             raise ImageError(names.ERROR_IMAGE_NOT_FOUND, f"image {source.name} has no source")
         if source.format not in ("qcow2", "raw"):
-            raise ImageError(names.ERROR_IMAGE_INVALID, f"unsupported format {source.format}")
+            raise ImageError(names.ERROR_IMAGE_INVALID, f"image {source.name} is {source.format}: "
+                             "an Instance boots from a qcow2 or raw image only")
         final = self.path_for(source)
         with self._locked(source.key):
             if final.exists():

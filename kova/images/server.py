@@ -9,7 +9,7 @@ whether that user may act on the Image (SubjectAccessReview, group
     the file (verb ``get``), with range requests (``Range: bytes=...``) and
     its checksum in ``X-Image-Sha256``; the compute agents fetch Images whose
     ``source.url`` points here with their own token.
-``PUT /v1/images/<name>?format=qcow2|raw|vmdk|vhdx|vpc|vdi``
+``PUT /v1/images/<name>?format=qcow2|raw|iso|vmdk|vhdx|vpc|vdi``
     an upload (verb ``create``): stored and verified (:mod:`kova.images.store`),
     then the Image is created (``source.url`` here, ``sha256``, ``format``) and
     its status written (sizes, checksum, ``Available=True``, reason
@@ -41,7 +41,7 @@ from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.images.reaper import FINALIZER, Reaper
 from kova.images.settings import ImagesSettings
-from kova.images.store import ImageStore, StoredImage, StoreError
+from kova.images.store import ISO, ImageStore, StoredImage, StoreError
 from kova.kube import Credentials, Kube, KubeError, custom_path
 
 log = logging.getLogger("kova.images.server")
@@ -246,7 +246,8 @@ class ImageServer:
                 "metadata": {**meta, "annotations": annotations, "finalizers": [FINALIZER]},
                 "spec": {"source": {"url": self.image_url(stored.name, ns)},
                          "format": stored.format, "sha256": stored.sha256,
-                         "minDiskGiB": -(-stored.virtual_size // (1 << 30))}}
+                         **({} if stored.format == ISO else
+                            {"minDiskGiB": -(-stored.virtual_size // (1 << 30))})}}
         created = await self.kube.create(custom_path(plural, namespace=ns), body)
         status = {"apiVersion": names.API_VERSION, "kind": str(kind),
                   "metadata": meta,

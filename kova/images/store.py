@@ -33,8 +33,10 @@ from pathlib import Path
 from kova import imagefile, prlimit
 from kova.errors import Refusal
 
-#: Formats an upload may have; the others than qcow2 and raw are converted.
-UPLOAD_FORMATS = ("qcow2", "raw", "vmdk", "vhdx", "vpc", "vdi")
+#: Formats an upload may have; the others than qcow2, raw and iso are converted.
+UPLOAD_FORMATS = ("qcow2", "raw", "iso", "vmdk", "vhdx", "vpc", "vdi")
+#: Stored as uploaded, after a check of its own (not a disk image qemu-img reads).
+ISO = "iso"
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 #: Conversion gets more than ``qemu-img info``: it reads the whole image.
@@ -171,11 +173,15 @@ class ImageStore:
     def _register(self, name: str, fmt: str, upload: Path, work: Path,
                   digest: str, namespace: str | None) -> StoredImage:
         try:
-            if fmt in imagefile.BOOT_FORMATS:
+            if fmt == ISO:
                 final_fmt, image = fmt, upload
+                info = {"virtual-size": imagefile.check_iso(upload)}
             else:
-                final_fmt, image = "qcow2", self._convert(upload, fmt, work / "image.qcow2")
-            info = imagefile.verify(image, final_fmt)
+                if fmt in imagefile.BOOT_FORMATS:
+                    final_fmt, image = fmt, upload
+                else:
+                    final_fmt, image = "qcow2", self._convert(upload, fmt, work / "image.qcow2")
+                info = imagefile.verify(image, final_fmt)
         except imagefile.UnsafeImage as exc:
             raise StoreError(422, "ImageInvalid", f"the {fmt} file is refused: {exc}") from None
         stored_dir = work / "stored"

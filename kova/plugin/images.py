@@ -21,10 +21,11 @@ from typing import Any, TextIO
 import click
 import httpx
 
+from kova import imagefile
 from kova.plugin.client import Cluster, PluginError
 
-FORMATS = ("qcow2", "raw", "vmdk", "vhdx", "vpc", "vdi")
-BY_SUFFIX = {".qcow2": "qcow2", ".img": "raw", ".raw": "raw", ".vmdk": "vmdk",
+FORMATS = ("qcow2", "raw", "iso", "vmdk", "vhdx", "vpc", "vdi")
+BY_SUFFIX = {".qcow2": "qcow2", ".img": "raw", ".raw": "raw", ".iso": "iso", ".vmdk": "vmdk",
              ".vhdx": "vhdx", ".vhd": "vpc", ".vdi": "vdi"}
 CHUNK = 1 << 20
 MiB = float(1 << 20)
@@ -79,6 +80,11 @@ def upload(cluster: Cluster, path: Path, name: str, fmt: str | None, store: str,
     if not path.is_file():
         raise PluginError(f"{path}: no such file")
     fmt = fmt or guess_format(path)
+    if fmt == "iso":  # checked here first: a wrong file is not sent at all
+        try:
+            imagefile.check_iso(path)
+        except imagefile.UnsafeImage as exc:
+            raise PluginError(f"{path.name} cannot be uploaded as iso: {exc}") from None
     token = cluster.creds.bearer()
     if not token:
         raise PluginError("the image store authenticates Kubernetes bearer tokens; the "
@@ -117,7 +123,8 @@ def image() -> None:
 @click.option("--name", required=True, help="Name of the Image to create.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Format of FILE (default: from its suffix); vmdk, vhdx, vpc (vhd) and vdi "
-                   "are converted to qcow2 by the store.")
+                   "are converted to qcow2 by the store; iso (an ISO 9660 image) is stored as "
+                   "is.")
 @click.option("--store", envvar="KOVA_IMAGE_STORE", required=True,
               help="URL of Kova's image store (kova images serve).  [env var: "
                    "KOVA_IMAGE_STORE]")
