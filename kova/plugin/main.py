@@ -442,7 +442,7 @@ def _follow_action(cluster: Cluster, ns: str, name: str, req: str | None,
             click.echo(f"  {entry.get('action')} in progress, {elapsed:.0f}s "
                        f"({entry.get('message')})", err=True)
             shown = elapsed
-        time.sleep(1.0)
+        time.sleep(0.5)
 
 
 main.add_command(image_group)
