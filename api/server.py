@@ -11,7 +11,10 @@ Every request comes from the Kubernetes API server's front proxy
 * ``PUT .../instances/<name>/<start|stop|restart|reboot|pause|unpause>``
   follow :func:`kova.api.power.plan`, are recorded in ``status.actions``
   with the requesting user, and answer once ``status.powerState`` shows
-  the result (or 504 after ``--action-timeout`` seconds).
+  the result (or 504 after ``--action-timeout`` seconds);
+* ``PUT .../instances/<name>/snapshot?image=`` is recorded and answered at
+  once (202), the snapshot followed in the background
+  (:mod:`kova.api.snapshot_tasks`).
 
 Errors are Kubernetes ``Status`` bodies (what kubectl and client libraries
 parse), with Kova's own reason in ``details.causes``.
