@@ -303,7 +303,7 @@ def test_enums() -> None:
     sg = _schema("ServerGroup")["properties"]["spec"]["properties"]["policy"]
     assert sg["enum"] == ["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]
     img = _schema("Image")["properties"]["spec"]["properties"]["format"]
-    assert img["enum"] == ["qcow2", "raw"] and img["default"] == "qcow2"
+    assert img["enum"] == ["qcow2", "raw", "iso"] and img["default"] == "qcow2"
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
