@@ -132,8 +132,10 @@ class DrainController:
         state = self.state_of(name, host)
         policy, now = policy_of(host), time.monotonic()
         spec = (policy, ob.spec(host).get("drainParallel"))
-        if state.spec != spec:
+        if state.spec != spec:  # the Instances left are tried again, the new way
             state.spec = spec
+            state.cold_tried |= {k for k, v in state.left.items() if falls_back_cold(
+                Attempt("", True, 0.0), v, policy)}
             state.left.clear()
         on_host = sorted(self.ctx.informer.instances_on(name))
         moving, candidates = 0, []
@@ -188,12 +190,14 @@ class DrainController:
         if status.get("host") != name:
             return None
         old = state.left.get(key)
-        if old is not None and now - old.at < self.ctx.settings.drain_retry_interval:
+        if (old is not None and old.reason != names.DRAIN_LEFT_NOT_MOVABLE
+                and now - old.at < self.ctx.settings.drain_retry_interval):
             return None
         live, refused = how_to_move(inst, policy, key in state.cold_tried)
         if refused is not None:
             self.leave(host, state, key, refused, now)
-            return None
+        elif live is None:
+            state.left.pop(key, None)  # a passing phase: its turn comes
         return live
 
     def leave(self, host: dict, state: DrainState, key: Key, why: Left, now: float) -> None:

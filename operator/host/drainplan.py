@@ -49,16 +49,26 @@ class DrainState:
     drained_reported: bool = False
 
 
+#: Phases an Instance does not leave on its own: a drain leaves it
+#: (NotMovable) until it does.
+STUCK_PHASES = (InstancePhase.PAUSED, InstancePhase.ERROR, InstancePhase.UNKNOWN)
+
+
 def policy_of(host: dict) -> str:
     return str(ob.spec(host).get("drainPolicy") or DrainPolicy.LIVE)
 
 
 def how_to_move(inst: dict, policy: str, cold_tried: bool) -> tuple[bool | None, Left | None]:
-    """``(live, None)`` for an Instance the drain may move now, else
-    ``(None, why it is left)`` (its ``at`` is filled in by the caller)."""
+    """``(live, None)`` for an Instance the drain may move now, ``(None,
+    None)`` for one in a passing phase (being built, moved by someone
+    else, deleted: its turn comes), else ``(None, why it is left)`` (its
+    ``at`` is filled in by the caller)."""
     status = ob.status(inst)
     phase = status.get("phase")
-    if phase not in (InstancePhase.RUNNING, InstancePhase.STOPPED):
+    if phase not in STUCK_PHASES and phase not in (InstancePhase.RUNNING,
+                                                   InstancePhase.STOPPED):
+        return None, None
+    if phase in STUCK_PHASES:
         return None, Left(names.DRAIN_LEFT_NOT_MOVABLE,
                           f"the instance is {phase or 'not placed yet'}: only a Running or "
                           "Stopped instance can be migrated", 0.0)
