@@ -332,7 +332,9 @@ def reverted_message(mig: dict, by: str | None) -> str:
             f"{mig.get('sourceHost')}")
 
 
-def no_host_message(why: str) -> str:
+def no_host_message(why: str, kind: str = MigrationType.RESIZE) -> str:
+    if kind == MigrationType.MIGRATE:
+        return f"no other host can take the instance: {why}"
     return f"no host for the new size: {why}. Set the size back, or free capacity"
 
 
