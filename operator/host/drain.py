@@ -42,6 +42,7 @@ from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import MigrationStep
 from kova.kube import KubeError, host_path
+from kova.operator import metrics
 from kova.operator.context import Context
 from kova.operator.host.drainplan import (
     Attempt,
@@ -207,6 +208,7 @@ class DrainController:
             message = f"{key[0]}/{key[1]} stays on the host: {why.reason}: {why.message}"
             LOG.warning("host %s: drain: %s", host["metadata"]["name"], message)
             self.ctx.emit(host, "Warning", names.EVENT_DRAIN_LEFT, message)
+            metrics.DRAIN_LEFT.labels(reason=why.reason).inc()
 
     async def start(self, name: str, state: DrainState, key: Key, inst: dict, live: bool,
                     now: float) -> bool:
@@ -218,6 +220,7 @@ class DrainController:
             return False
         state.attempts[key] = Attempt(req, live, now)
         state.left.pop(key, None)
+        metrics.DRAIN_MOVES.labels(mode="live" if live else "cold").inc()
         LOG.info("host %s: drain: %s %s/%s", name, "live-migrating" if live else
                  "migrating cold", *key, extra=kova_log.about(inst))
         return True
