@@ -59,6 +59,8 @@ from .names import (
     Architecture,
     CPUPolicy,
     DiskBus,
+    DrainPhase,
+    DrainPolicy,
     Firmware,
     HostState,
     ImageFormat,
@@ -1132,6 +1134,28 @@ class HostSpec(KovaModel):
         "Set it back to false once the host is repaired; its agent removes the "
         "stale domains when it comes back.",
     )
+    drain: bool = Field(
+        default=False,
+        description="Empty the host for maintenance: it takes no new instances and the "
+        "operator moves each of its instances to another host the scheduler picks "
+        "(server-group policies hold; an instance with no valid destination stays and is "
+        "named in status.drain.left with the reason). Set it back to false to end the "
+        "drain: the host takes new instances again (if enabled).",
+    )
+    drain_policy: DrainPolicy = Field(
+        default=DrainPolicy.LIVE,
+        description="How a drain moves instances: Live (default) live-migrates the running "
+        "ones and leaves one whose live migration fails; LiveThenCold migrates such an "
+        "instance cold (its guest is stopped and started on the destination); Cold "
+        "cold-migrates every instance. Stopped instances are always cold-migrated.",
+    )
+    drain_parallel: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Instances moved off the host at the same time during a drain "
+        "(default: the operator's --drain-parallel).",
+    )
 
 
 class HypervisorInfo(KovaModel):
@@ -1150,6 +1174,32 @@ class StreamEndpoint(KovaModel):
 
     address: str = Field(max_length=MAX_NAME, description="IP address or DNS name.")
     port: int = Field(ge=1, le=65535, description="TCP port.")
+
+
+class DrainLeft(KovaModel):
+    """An instance a drain could not move (yet), and why."""
+
+    namespace: str = Field(max_length=MAX_NAME, description="The instance's namespace.")
+    name: str = Field(max_length=MAX_NAME, description="The instance's name.")
+    reason: str = Field(max_length=128, description="Why it is left (CamelCase).")
+    message: str | None = Field(default=None, max_length=1024, description="The details.")
+
+
+class HostDrain(KovaModel):
+    """Progress of a drain (spec.drain), written by the operator."""
+
+    phase: DrainPhase = Field(
+        description="Draining while instances are being moved; Drained when none is left; "
+        "Stuck when the ones left cannot be moved (each in left, tried again now and then)."
+    )
+    start_time: dt.datetime | None = Field(default=None, description="When the drain began.")
+    instances: int = Field(default=0, ge=0, description="Instances still on the host.")
+    moving: int = Field(default=0, ge=0, description="Instances being moved off it now.")
+    moved: int = Field(default=0, ge=0, description="Instances this drain moved away.")
+    left: list[DrainLeft] | None = Field(
+        default=None, max_length=1024,
+        description="Instances the drain could not move, with the reason for each.",
+    )
 
 
 class HostStatus(KovaModel):
@@ -1197,10 +1247,15 @@ class HostStatus(KovaModel):
         description="The agent's X25519 public key (base64): the operator seals the user "
         "data of a Secret for this host with it (Instance status.sealedUserData).",
     )
+    drain: HostDrain | None = Field(
+        default=None, description="The drain's progress while spec.drain is true."
+    )
     conditions: list[Condition] | None = conditions_field(
         "Ready: the agent is up and the resource provider is in sync; False with "
-        "reason Down when its heartbeat expired. HypervisorReachable: the agent reaches "
-        "its libvirtd (False: LibvirtUnreachable). PlacementRegistered: the resource "
+        "reason Down when its heartbeat expired. Drained (while spec.drain is true): True "
+        "once no instance is left, False with reason Draining or DrainStuck. "
+        "HypervisorReachable: the agent reaches its libvirtd (False: LibvirtUnreachable). "
+        "PlacementRegistered: the resource "
         "provider is registered and Placement answers the agent (False: "
         "PlacementUnavailable, PlacementUnauthorized or RegistrationFailed)."
     )
@@ -1225,6 +1280,7 @@ class Host(KovaObject):
             ("Instances", "integer", ".status.instanceCount", "Instances on the host.", 0),
             ("Fenced", "boolean", ".spec.fenced", "Fenced: instances evacuated.", 1),
             ("Maintenance", "boolean", ".spec.maintenance.enabled", "In maintenance.", 1),
+            ("Drain", "string", ".status.drain.phase", "Drain: Draining, Drained, Stuck.", 0),
             ("Hypervisor", "string", ".status.hypervisor.type", "Hypervisor type.", 1),
         ),
     )

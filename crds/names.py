@@ -163,6 +163,27 @@ class HostState(StrEnum):
     UNKNOWN = "Unknown"
 
 
+class DrainPolicy(StrEnum):
+    """How a drained host's Instances are moved away (Host spec.drainPolicy)."""
+
+    #: running Instances live-migrated; one whose live migration fails stays
+    #: (reported); stopped ones cold-migrated (they are not running: no downtime)
+    LIVE = "Live"
+    #: as Live, then a cold migration (the guest is stopped and started on the
+    #: destination) for a running Instance whose live migration failed
+    LIVE_THEN_COLD = "LiveThenCold"
+    #: every Instance cold-migrated (running guests stopped and started again)
+    COLD = "Cold"
+
+
+class DrainPhase(StrEnum):
+    """Where a host's drain is (Host status.drain.phase)."""
+
+    DRAINING = "Draining"
+    DRAINED = "Drained"
+    STUCK = "Stuck"
+
+
 class ServerGroupPolicy(StrEnum):
     """How the members of a server group are spread over hosts."""
 
@@ -515,6 +536,21 @@ HOST_REASON_FENCED_NODE = "NodeOutOfService"
 HOST_REASON_NOT_FENCED = "NotFenced"
 #: The operator's check that the Host's status.resourceProviderUUID names
 #: a root provider registered under the Host's own name in Placement.
+HOST_COND_DRAINED = "Drained"
+HOST_REASON_DRAINED = "Drained"
+HOST_REASON_DRAINING = "Draining"
+HOST_REASON_DRAIN_STUCK = "DrainStuck"
+HOST_REASON_NOT_DRAINING = "NotDraining"
+#: Reasons an Instance is left on a draining host (status.drain.left[].reason)
+#: besides the move's own (NoValidHost, LiveMigrationFailed, ...).
+DRAIN_LEFT_SERVER_GROUP = "ServerGroupPolicy"
+DRAIN_LEFT_NOT_MOVABLE = "NotMovable"
+DRAIN_LEFT_NOT_RUNNING_LIVE = "LiveOnly"
+EVENT_DRAIN_LEFT = "DrainLeftInstance"
+EVENT_DRAINED = "HostDrained"
+#: The user recorded on the moves a drain starts (requestIds start "drain-").
+DRAIN_USER = "kova-operator (drain)"
+DRAIN_REQUEST_PREFIX = "drain-"
 HOST_COND_PROVIDER = "ProviderVerified"
 HOST_REASON_PROVIDER_OWNED = "ProviderOwned"
 HOST_REASON_PROVIDER_NOT_OWNED = "ProviderNotOwned"

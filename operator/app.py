@@ -14,7 +14,7 @@ stale event is harmless:
 
 Hosts and Leases come from plain list + watch loops (see :mod:`.informer`);
 the host monitor's timer finds expired Leases.  Beside them run the
-leadership check,
+host drain (:mod:`.host.drain`, the leader's), the leadership check,
 the Event poster and the periodic audit.  Placement is the record of claims:
 the claim is keyed by the Instance uid, so a restart never claims twice and
 never loses a claim (a 409 on a first claim with an allocation present means
@@ -41,6 +41,7 @@ from kova.operator import inventory_metrics, metrics
 from kova.operator.audit import audit_loop
 from kova.operator.context import Context
 from kova.operator.host.controller import HostController
+from kova.operator.host.drain import DrainController
 from kova.operator.host.monitor import WRITERS, HostMonitor
 from kova.operator.host.view import HostView
 from kova.operator.informer import Informer, RunOptions
@@ -123,6 +124,7 @@ class Operator:
         metrics.OWNED.set_function(ctx.owned_instances)
         inventory_metrics.INVENTORY.source = self.informer
         self.hosts = HostController(ctx)
+        self.drains = DrainController(ctx, records)
         self.groups = ServerGroupController(ctx)
         self.monitor = monitor = HostMonitor(ctx)
         for state in (names.HostState.UP, names.HostState.DOWN):
@@ -138,6 +140,7 @@ class Operator:
     def host_changed(self, name: str, body: dict, deleted: bool) -> None:
         self.hosts.host_changed(name, body, deleted)
         self.monitor.host_changed(name, body, deleted)
+        self.drains.host_changed(name, body, deleted)
 
     def lease_changed(self, name: str, body: dict, deleted: bool) -> None:
         self.monitor.lease_changed(name, body, deleted)
@@ -245,6 +248,7 @@ class Operator:
         for i in range(s.workers):
             task(self.worker(), f"kova-worker-{i}")
         task(self.monitor.run(), "kova-host-monitor")
+        task(self.drains.run(), "kova-host-drain")
         for i in range(WRITERS):
             task(self.monitor_writer(), f"kova-host-writer-{i}")
         if ctx.members is not None:

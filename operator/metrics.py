@@ -59,6 +59,12 @@ HOSTS = M.gauge(
 HOST_STATE_WRITES = M.counter(
     "kova_operator_host_state_writes_total",
     "Host status writes (state Up/Down/Unknown, Ready and Fenced conditions).")
+DRAIN_MOVES = M.counter(
+    "kova_operator_drain_moves_total",
+    "Moves a host drain started, by mode (live, cold).", ["mode"])
+DRAIN_LEFT = M.counter(
+    "kova_operator_drain_left_total",
+    "Instances a host drain left on their host, by reason.", ["reason"])
 LEASE_EXPIRIES = M.counter(
     "kova_operator_lease_expiries_total", "Heartbeat Leases found expired by the timer.")
 LEADER = M.gauge(

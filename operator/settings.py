@@ -151,6 +151,12 @@ class Settings(ClientSettings):
     allow_resize_to_same_host: bool = setting(
         True, "A resize may stay on the Instance's host (Nova's allow_resize_to_same_host).",
         flag="--allow-resize-to-same-host/--no-allow-resize-to-same-host")
+    drain_parallel: int = setting(
+        2, "Instances a host drain (Host spec.drain) moves at the same time, per host "
+        "(a Host's spec.drainParallel overrides it).", type=click.IntRange(1, 64))
+    drain_retry_interval: float = setting(
+        60.0, "Seconds before a drain tries again to move an Instance it could not move "
+        "(no valid host, a failed live migration).", type=click.FloatRange(min=1))
     audit_interval: float = setting(300.0, "Seconds between allocation audits (0: off).",
                                     type=click.FloatRange(min=0))
     audit_heal: bool = setting(

@@ -1,6 +1,6 @@
 """Hosts: keep each Host's resource provider in step with ``Host.spec``
-(Nova's ``COMPUTE_STATUS_DISABLED`` trait for a disabled, maintained or
-fenced host; the availability zone as a Placement aggregate), and react to
+(Nova's ``COMPUTE_STATUS_DISABLED`` trait for a disabled, maintained,
+draining or fenced host; the availability zone as a Placement aggregate), and react to
 Host and Node changes.  The provider itself (inventory, traits of the
 hardware) is the agent's."""
 
@@ -22,6 +22,7 @@ def provider_state(body: dict, fenced: bool) -> tuple[bool, str | None]:
     """(disabled, zone) the Host's provider should have."""
     spec = ob.spec(body)
     disabled = (not spec.get("enabled", True)
+                or bool(spec.get("drain"))
                 or bool((spec.get("maintenance") or {}).get("enabled"))
                 or fenced)
     return disabled, spec.get("availabilityZone")

@@ -52,7 +52,7 @@ def host_info(body: dict, alive: bool, fenced: bool = False) -> HostInfo:
     return HostInfo(
         name=body["metadata"]["name"],
         rp_uuid=status.get("resourceProviderUUID"),
-        enabled=spec.get("enabled", True),
+        enabled=spec.get("enabled", True) and not spec.get("drain"),  # a drain takes none
         maintenance=bool((spec.get("maintenance") or {}).get("enabled")),
         zone=spec.get("availabilityZone"),
         alive=alive,
@@ -68,10 +68,11 @@ def node_out_of_service(node: dict) -> bool:
 
 def host_signature(body: dict) -> tuple:
     """What of a Host matters to scheduling and to its provider: enabled,
-    maintenance, zone, provider, capacity settings (the agent re-applies the
+    drain, maintenance, zone, provider, capacity settings (the agent re-applies the
     inventory, and a pending Instance may fit now), fenced (the last item)."""
     spec, status = ob.spec(body), ob.status(body)
-    return (spec.get("enabled", True), json.dumps(spec.get("maintenance"), sort_keys=True),
+    return (spec.get("enabled", True) and not spec.get("drain"),
+            json.dumps(spec.get("maintenance"), sort_keys=True),
             spec.get("availabilityZone"), status.get("resourceProviderUUID"),
             json.dumps(spec.get("allocationRatios"), sort_keys=True),
             json.dumps(spec.get("reserved"), sort_keys=True),

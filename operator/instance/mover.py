@@ -139,7 +139,7 @@ class Mover:
                 return
             except NoValidHost as exc:
                 await self.abort(body, names.REASON_NO_VALID_HOST,
-                                 moves.no_host_message(exc.message))
+                                 moves.no_host_message(exc.message, mig["type"]))
                 return
         if dest == mig["sourceHost"]:
             # Across hosts the Instance stays the source's until its disk is

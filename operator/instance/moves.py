@@ -332,5 +332,44 @@ def reverted_message(mig: dict, by: str | None) -> str:
             f"{mig.get('sourceHost')}")
 
 
-def no_host_message(why: str) -> str:
+def no_host_message(why: str, kind: str = MigrationType.RESIZE) -> str:
+    if kind == MigrationType.MIGRATE:
+        return f"no other host can take the instance: {why}"
     return f"no host for the new size: {why}. Set the size back, or free capacity"
+
+
+# ============================================================ host drain
+def drain_started(current: dict, live: bool, req: str, now: str | None = None) -> Status | None:
+    """The status patch with which a host drain starts moving an Instance
+    off its host (as ``instances/migrate`` does: a migration record at step
+    Claiming, live or cold, an InProgress action); None when a move is
+    recorded meanwhile or the Instance cannot move now."""
+    status = ob.status(current)
+    phase = status.get("phase")
+    running = (phase == names.InstancePhase.RUNNING
+               and status.get("powerState") == names.PowerState.RUNNING)
+    if (status.get("migration") or phase not in (names.InstancePhase.RUNNING,
+                                                 names.InstancePhase.STOPPED)
+            or (live and not running)):
+        return None
+    mig = new_migration(current, MigrationType.MIGRATE, user=names.DRAIN_USER,
+                        request_id=req, now=now)
+    mig["mode"] = MigrationMode.LIVE if live else MigrationMode.COLD
+    message = (f"{'live-' if live else ''}migrating from {status.get('host')} "
+               "(the host is draining)")
+    out = started(current, mig, message, now)
+    if out is not None and live:
+        del out["phase"]  # a live migration keeps the Instance Running
+    return out
+
+
+def drain_confirmed(current: dict, mig_uuid: str) -> Status | None:
+    """The decision Confirm on a drain's cold migration waiting in
+    ResizeVerify (the guest runs on its new host); None when it is not
+    waiting for one any more."""
+    mig = ob.status(current).get("migration") or {}
+    if (mig.get("uuid") != mig_uuid or mig.get("step") != MigrationStep.VERIFY
+            or mig.get("decision")):
+        return None
+    return {"migration": {**mig, "decision": names.MigrationDecision.CONFIRM,
+                          "decidedBy": names.DRAIN_USER}}

@@ -178,11 +178,14 @@ def test_drain_live_migrates_the_running_guest_back(stack, vm, kubectl, ns) -> N
         out = plugin(admin, "drain", host, "--no-cold-fallback", "--timeout", "300",
                      timeout=360)
         assert out.returncode == 0, (out.stdout, out.stderr)
-        assert "live-migrating" in out.stderr and "migrating it cold" not in out.stderr, out
+        assert f"host {host}: Drained" in out.stderr, out
+        assert vm.obj()["metadata"]["uid"] == uid
     finally:
         plugin(admin, "uncordon", host)
     obj = vm.wait_power("Running")
     assert obj["status"]["host"] == other and "migration" not in obj["status"]
+    cond = next(c for c in obj["status"]["conditions"] if c["type"] == names.COND_RESIZED)
+    assert cond["reason"] == names.REASON_LIVE_MIGRATED, cond  # live, not cold
     assert domains(stack, other) == {uid: True} and uid not in domains(stack, host)
     nic_filter(stack, other, uid, ns)
     assert on_console(vm, "echo BOOT=$(cat /proc/sys/kernel/random/boot_id)",

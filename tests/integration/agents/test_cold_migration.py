@@ -223,9 +223,11 @@ def _reserved(placement, rp: str) -> int:
 
 def test_drain_moves_every_instance_away_and_uncordon_enables_the_host(
         hosts, placement, operator, small_image, kova_api):
-    """``kubectl kova drain``: the host is disabled, its two Instances are
-    cold-migrated (both at once) and confirmed on the other host, nothing is
-    left on it in libvirt or Placement; ``uncordon`` enables it again."""
+    """``kubectl kova drain --cold-fallback``: the operator drains the host
+    (spec.drain): its two Instances' live migrations fail (these agents have
+    no live-migration URI), so both are cold-migrated and confirmed on the
+    other host; nothing is left on it in libvirt or Placement; the Host says
+    Drained; ``uncordon`` ends the drain."""
     a, b, (lv_a, lv_b) = hosts
     pki = kova_api.pki
     _start_agent(a, lv_a.uri, placement, pki)
@@ -241,11 +243,15 @@ def test_drain_moves_every_instance_away_and_uncordon_enables_the_host(
     rp_b = _ready(b)
     admin = a.kubeconfig  # the cluster's administrator (Hosts are cluster-scoped)
 
-    out = plugin(admin, "drain", a.host, "--parallel", "2", "--timeout", "240", timeout=300)
+    out = plugin(admin, "drain", a.host, "--parallel", "2", "--cold-fallback", "--timeout",
+                 "240", timeout=300)
     assert out.returncode == 0, (out.stdout, out.stderr)
     assert f"host {a.host} drained: 2 instance(s) moved" in out.stdout, out.stdout
-    assert "2 left (2 moving)" in out.stderr, out.stderr  # both moved at once
-    assert a.host_obj()["spec"]["enabled"] is False
+    host = a.host_obj()
+    assert host["spec"]["drain"] is True and host["spec"]["drainPolicy"] == "LiveThenCold"
+    assert host["status"]["drain"]["phase"] == "Drained", host["status"]
+    assert [c["status"] for c in host["status"]["conditions"] if c["type"] == "Drained"] == [
+        "True"], host["status"]
     for n, uid in zip(("vm1", "vm2"), uids, strict=True):
         obj = b.wait_phase(n, "Running", timeout=30)
         assert obj["status"]["host"] == b.host and "migration" not in obj["status"]
@@ -259,4 +265,5 @@ def test_drain_moves_every_instance_away_and_uncordon_enables_the_host(
 
     out = plugin(admin, "uncordon", a.host)
     assert out.returncode == 0 and f"host {a.host} enabled" in out.stdout, out
-    assert a.host_obj()["spec"]["enabled"] is True
+    assert a.host_obj()["spec"]["enabled"] is True and a.host_obj()["spec"]["drain"] is False
+    wait_for(lambda: "drain" not in a.host_obj()["status"], 30, what="status.drain removed")
