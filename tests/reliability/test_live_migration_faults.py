@@ -60,7 +60,7 @@ def ns(kubectl) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, ns, kubectl,
+def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, ns,
           tmp_path_factory) -> Iterator[BedStack]:
     root = tmp_path_factory.mktemp("livefault")
     (root / "images").mkdir()
@@ -72,12 +72,6 @@ def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, ns, kubectl,
         try:
             yield started
         finally:
-            for name in list(started.pids):  # a case that failed may have left one stopped
-                try:
-                    os.kill(started.pids[name], signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-            kubectl("-n", ns, "delete", "instances", "--all", "--wait=false", check=False)
             for uri in started.libvirt_uris.values():
                 _destroy_all(uri)
 
@@ -132,12 +126,12 @@ class LiveMove(Move):
 
 
 @pytest.fixture(scope="module")
-def guest(stack, k8s_client, kubeconfig, ns, tmp_path_factory) -> Iterator[LiveMove]:
+def guest(stack, k8s_client, kubeconfig, kubectl, ns, tmp_path_factory) -> Iterator[LiveMove]:
     import httpx
 
     stack.wait_hosts_up()
     tmp = tmp_path_factory.mktemp("livefault-guest")
-    h = Harness(k8s_client, kubeconfig, ns, tmp, stack.hosts[0])
+    h = Harness(k8s_client, kubeconfig, ns, tmp, "lf-no-host")  # (its cleanup deletes that Host)
     image = stack.root.parent / "images" / "lf.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
     # 16 MiB of data: at 4 MiB/s the disk copy lasts long enough to be
@@ -156,6 +150,14 @@ def guest(stack, k8s_client, kubeconfig, ns, tmp_path_factory) -> Iterator[LiveM
     try:
         yield m
     finally:
+        for name in list(stack.pids):  # a case that failed may have left one stopped
+            try:
+                os.kill(stack.pids[name], signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        # deleted while the agents run (they remove its finalizer)
+        kubectl("-n", ns, "delete", "instance", "vm", "--wait=true", "--timeout=50s",
+                check=False)
         placement.close()
         h.cleanup()
 
