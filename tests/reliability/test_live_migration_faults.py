@@ -166,7 +166,7 @@ def _report(m: LiveMove, t_start: float, which: str) -> None:
     record(
         f"Kill -9 during a live migration ({which})",
         "2 hosts of the bed (libvirtd each in its own network namespace, QEMU/TCG, guest "
-        "in its firmware, 16 MiB of disk data, 4 MiB/s): live migrations, each with one "
+        "in its firmware, 16 MiB of disk data): live migrations, each with one "
         "process killed (kill -9) at a step and restarted: " + "; ".join(m.kills),
         len(m.kills), lost=0, duplicated=0, overcommitted=0,
         result="every live migration ended Migrated; the guest Running once (the domain "
