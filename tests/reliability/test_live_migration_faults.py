@@ -8,9 +8,9 @@ boots a blank disk carrying 16 MiB of data and waits in its firmware; its
 migration (1 GiB disk mirrored, then 128 MiB of memory, under TCG) lasts a
 few seconds: the window in which a process is killed during step
 LiveMigrating, once the destination's libvirtd shows the arriving domain.
-(A bandwidth limit would widen it, but libvirt applies it to the disk's
-zero blocks as well: 4 MiB/s takes minutes.)  A process is kept at step Preparing by stopping the destination
-agent (SIGSTOP) before the move: the source's call to it hangs.  Moves are
+(No bandwidth limit: under 4 MiB/s one move of this guest took minutes.)
+A process is kept at step Preparing by stopping the destination agent
+(SIGSTOP) before the move: the source's call to it hangs.  Moves are
 started through ``kubectl kova migrate --live``; one Instance is moved back
 and forth, one case after another, each with one process killed and
 restarted:
@@ -134,8 +134,7 @@ def guest(stack, k8s_client, kubeconfig, kubectl, ns, tmp_path_factory) -> Itera
     h = Harness(k8s_client, kubeconfig, ns, tmp, "lf-no-host")  # (its cleanup deletes that Host)
     image = stack.root.parent / "images" / "lf.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
-    # 16 MiB of data: at 4 MiB/s the disk copy lasts long enough to be
-    # caught in the middle
+    # 16 MiB of data on the disk the guest boots (and moves with it)
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 16M", str(image)],
                    check=True, capture_output=True)
     placement = httpx.Client(base_url=stack.placement_url, timeout=30, headers={
