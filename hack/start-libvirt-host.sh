@@ -23,8 +23,8 @@ root=$(realpath -m "${2:?usage: start-libvirt-host.sh NAME ROOT}")/$name
 sock="/run/kova-libvirt/$(printf '%s' "$root" | sha256sum | cut -c1-16)"
 uri="qemu+unix:///system?socket=${sock}/libvirt-sock"
 log() { echo "[kova] libvirt[$name]: $*" >&2; }
-
-alive() { [ -s "$1" ] && [ -d "/proc/$(cat "$1")" ] && [ "$(cat "/proc/$(cat "$1")/comm")" = "$2" ]; }
+# shellcheck source=hack/libvirt-daemons.sh
+source "$(dirname "${BASH_SOURCE[0]}")/libvirt-daemons.sh"
 
 if alive "$root/libvirtd.pid" libvirtd && virsh -c "$uri" version >/dev/null 2>&1; then
   echo "$uri"
@@ -52,32 +52,4 @@ else
 fi
 
 log "starting a private libvirtd (socket $sock/libvirt-sock)"
-unshare --mount --propagation private bash -s "$root" "$keep_virtlogd" <<'NS'
-set -euo pipefail
-root=$1
-mount --bind "$root/run" /run/libvirt
-mount --bind "$root/lib" /var/lib/libvirt
-mount --bind "$root/cache" /var/cache/libvirt
-mount --bind "$root/log" /var/log/libvirt
-mkdir -p /etc/libvirt/qemu
-mount --bind "$root/etc-qemu" /etc/libvirt/qemu
-if [ "$2" != 1 ]; then
-  LIBVIRT_LOG_OUTPUTS="3:file:$root/log/virtlogd.log" virtlogd -d -p "$root/virtlogd.pid"
-fi
-# Under tini -s (a child subreaper) so that exited QEMU processes are reaped at
-# once (see hack/start-libvirt.sh).
-LIBVIRT_LOG_OUTPUTS="3:file:$root/log/libvirtd.log" \
-  setsid tini -s -- libvirtd -f "$root/libvirtd.conf" -p "$root/libvirtd.pid" \
-  </dev/null >/dev/null 2>&1 &
-NS
-
-for _ in $(seq 1 120); do
-  if virsh -c "$uri" version >/dev/null 2>&1; then
-    log "up"
-    echo "$uri"
-    exit 0
-  fi
-  sleep 0.25
-done
-log "no answer after 30 s; see $root/log/libvirtd.log"
-exit 1
+start_private_libvirtd "" "" "" unshare --mount --propagation private

@@ -40,10 +40,11 @@ host_uuid=${5:?$usage}
 sock="/run/kova-libvirt/$(printf '%s' "$root" | sha256sum | cut -c1-16)"
 uri="qemu+unix:///system?socket=${sock}/libvirt-sock"
 log() { echo "[kova] libvirt host $name ($netns, $addr): $*" >&2; }
+# shellcheck source=hack/libvirt-daemons.sh
+source "$(dirname "${BASH_SOURCE[0]}")/libvirt-daemons.sh"
 
 [ -e "/run/netns/$netns" ] || { log "no network namespace $netns"; exit 1; }
 mkdir -p "$root"/{run,lib/qemu,cache/qemu,log/qemu,etc-qemu,etc-nwfilter,instances} "$sock"
-alive() { [ -s "$1" ] && [ -d "/proc/$(cat "$1")" ] && [ "$(cat "/proc/$(cat "$1")/comm")" = "$2" ]; }
 if alive "$root/libvirtd.pid" libvirtd; then
   log "libvirtd already runs (pid $(cat "$root/libvirtd.pid"))"
   echo "$uri"
@@ -73,38 +74,5 @@ CONF
 } >"$root/qemu.conf"
 
 log "starting libvirtd (socket $sock/libvirt-sock, qemu+tcp://$addr/system)"
-nsenter --net="/run/netns/$netns" unshare --mount --uts --propagation private \
-  bash -s "$root" "$name" "$keep_virtlogd" <<'NS'
-set -euo pipefail
-root=$1
-hostname "$2"
-mount --bind "$root/run" /run/libvirt
-mount --bind "$root/lib" /var/lib/libvirt
-mount --bind "$root/cache" /var/cache/libvirt
-mount --bind "$root/log" /var/log/libvirt
-mkdir -p /etc/libvirt/qemu
-mount --bind "$root/etc-qemu" /etc/libvirt/qemu
-mkdir -p /etc/libvirt/nwfilter
-mount --bind "$root/etc-nwfilter" /etc/libvirt/nwfilter
-mount --bind "$root/qemu.conf" /etc/libvirt/qemu.conf
-if [ "$3" != 1 ]; then
-  LIBVIRT_LOG_OUTPUTS="3:file:$root/log/virtlogd.log" virtlogd -d -p "$root/virtlogd.pid"
-fi
-# Under tini -s (a child subreaper) so that exited QEMU processes are reaped at
-# once (see hack/start-libvirt.sh).
-LIBVIRT_LOG_OUTPUTS="3:file:$root/log/libvirtd.log" \
-  setsid tini -s -- libvirtd --listen -f "$root/libvirtd.conf" -p "$root/libvirtd.pid" \
-  </dev/null >/dev/null 2>&1 &
-NS
-
-for _ in $(seq 1 120); do
-  if virsh -c "$uri" version >/dev/null 2>&1; then
-    log "up"
-    echo "$uri"
-    exit 0
-  fi
-  sleep 0.25
-done
-log "no answer after 30 s; see $root/log/libvirtd.log"
-tail -n 20 "$root/log/libvirtd.log" >&2 2>/dev/null || true
-exit 1
+start_private_libvirtd "$name" "etc-nwfilter:/etc/libvirt/nwfilter qemu.conf:/etc/libvirt/qemu.conf" \
+  --listen nsenter --net="/run/netns/$netns" unshare --mount --uts --propagation private

@@ -26,11 +26,17 @@ written into ``status.migration.progress`` every few seconds, an abort
 asked through ``instances/migrate?abort=true`` (``decision: Abort``)
 passed on.  Success: step Migrated (the operator hands the Instance over)
 and this host's copy of the files removed.  Failure, timeout or abort: step
-Failed with the reason (the guest still runs here).  An agent restarted in
-the middle finds the domain gone from this host when the migration had
-completed (libvirt undefines the source only then) and writes Migrated; a
-domain still here and running is migrated again (libvirt dropped the
-half-arrived one on the destination).
+Failed with the reason (the guest still runs here).
+
+An agent killed in the middle does not stop the migration: the source
+libvirtd drives it (peer to peer) to its end.  The restarted agent looks at
+the domain: a migration job still on it, it waits for its end (the step
+retried with back-off); the domain shut off by the migration (libvirt's
+reason ``migrated``), the guest runs on the destination: the source's
+definition is removed and Migrated written; the domain gone from this host
+(removed after the completion), Migrated too; the domain running with no
+job (the migration failed or never started), it is migrated again (libvirt
+dropped the half-arrived one on the destination).
 """
 
 from __future__ import annotations
@@ -257,6 +263,13 @@ class LiveMigrator:
         try:
             dom = conn.lookupByUUIDString(uid)
             if not dom.isActive():
+                if migration.migrated_away(dom):
+                    # libvirt completed the migration of an agent that died
+                    # in the middle: the guest runs on the destination.
+                    log.info("%s/%s: live migration %s to %s completed while this agent "
+                             "was away", *key, mig["uuid"], mig["destHost"])
+                    self._done(obj, mig, migration.finish_source(dom))
+                    return
                 self._fail(obj, mig, "the guest is not running", None)
                 return
             if nic_filters(dom.XMLDesc(0)) and not mig.get("destNicFilter"):

@@ -10,6 +10,7 @@ are the only state on the host, and both are looked at afresh each time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from kova.agents.context import AgentContext, Key
 from kova.agents.instance import decisions
@@ -51,48 +52,40 @@ class Reconciler:
         if step is Step.CLEAN_UP:
             self.userdata.forget(key)
             self.teardown.clean_up(key)
-        elif step is Step.DELETE:
-            assert obj is not None
-            self.userdata.forget(key)
-            self.teardown.delete(obj)
-        elif step is Step.REMOVE_STALE:
-            assert obj is not None
-            self.teardown.remove_stale(obj["metadata"]["uid"], key)
         elif step is Step.WAIT:
             log.debug("%s/%s: labelled for %s but status.host is %r; waiting",
                       *key, self.ctx.host, ob.placed_host(obj or {}))
-        elif step is Step.BUILD:
+        elif step is not Step.LEAVE_FAILED:  # that one: the operator reschedules
             assert obj is not None
-            self._build(obj)
-        elif step is Step.POWER:
-            assert obj is not None and info is not None
-            self.mover.tidy(obj)
-            self._power(obj, info, just_built=False)
-        elif step is Step.MOVE:
-            assert obj is not None and info is not None
-            self.mover.move(obj, info)
-        elif step is Step.REVERT:
-            assert obj is not None and info is not None
-            self.mover.revert(obj, info)
-        elif step is Step.SEND:
-            assert obj is not None
-            self.migrator.send(obj, info)
-        elif step is Step.FINISH:
-            assert obj is not None
-            self.migrator.finish(obj, info)
-        elif step is Step.DROP:
-            assert obj is not None
-            self.migrator.drop(obj, info)
-        elif step is Step.RESTORE:
-            assert obj is not None
-            self.migrator.restore(obj, info)
-        elif step is Step.PREPARE_LIVE:
-            assert obj is not None
-            self.live.prepare(obj, info)
-        elif step is Step.LIVE_MIGRATE:
-            assert obj is not None
-            self.live.migrate(obj, info)
-        # Step.LEAVE_FAILED: the operator reschedules (and resets Built)
+            self._handlers[step](obj, info)
+
+    @property
+    def _handlers(self) -> dict[Step, Callable[[dict, DomainInfo | None], None]]:
+        """The step -> what acts, for the steps of an Instance this host
+        holds (its domain, ``info``, None where the step allows it)."""
+        return {
+            Step.DELETE: self._delete,
+            Step.REMOVE_STALE: lambda obj, _: self.teardown.remove_stale(
+                obj["metadata"]["uid"], ob.key(obj)),
+            Step.BUILD: lambda obj, _: self._build(obj),
+            Step.POWER: self._tidy_and_power,
+            Step.MOVE: lambda obj, info: self.mover.move(obj, _defined(info)),
+            Step.REVERT: lambda obj, info: self.mover.revert(obj, _defined(info)),
+            Step.SEND: self.migrator.send,
+            Step.FINISH: self.migrator.finish,
+            Step.DROP: self.migrator.drop,
+            Step.RESTORE: self.migrator.restore,
+            Step.PREPARE_LIVE: self.live.prepare,
+            Step.LIVE_MIGRATE: self.live.migrate,
+        }
+
+    def _delete(self, obj: dict, info: DomainInfo | None) -> None:
+        self.userdata.forget(ob.key(obj))
+        self.teardown.delete(obj)
+
+    def _tidy_and_power(self, obj: dict, info: DomainInfo | None) -> None:
+        self.mover.tidy(obj)
+        self._power(obj, _defined(info), just_built=False)
 
     def _domain(self, obj: dict | None) -> DomainInfo | None:
         """The Instance's domain, read only when a step depends on it."""
@@ -118,3 +111,9 @@ class Reconciler:
         done = self.power.apply(obj, info, first)
         self.report.observed(obj, done.state, applied=done.meta.applied_spec)
         self.report.events(obj, done.notices)
+
+
+def _defined(info: DomainInfo | None) -> DomainInfo:
+    """``info`` of a step taken only when the domain is defined."""
+    assert info is not None
+    return info

@@ -417,6 +417,24 @@ def _completed(dom: libvirt.virDomain, last: MigrationProgress,
     return done
 
 
+def migrated_away(dom: libvirt.virDomain) -> bool:
+    """``dom`` (on the source) was shut off by a completed migration."""
+    try:
+        state, reason = dom.state()
+    except libvirt.libvirtError:
+        return False
+    return state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED
+
+
+def finish_source(dom: libvirt.virDomain) -> MigrationProgress | None:
+    """After a migration that completed without its caller (the process that
+    started it died): the completed job's figures if libvirt still has
+    them, and the source's definition removed, as :func:`live_migrate` does."""
+    done = _completed(dom, MigrationProgress(phase=COMPLETED), 0)
+    _undefine_source(dom)
+    return done if done.total_ms else None  # (0: libvirt kept no figures)
+
+
 def _undefine_source(dom: libvirt.virDomain) -> None:
     try:
         if dom.isActive():  # never: libvirt stopped it at the switch-over

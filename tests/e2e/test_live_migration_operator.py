@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 
 import libvirt
 import pytest
@@ -29,40 +28,14 @@ import pytest
 from kova.agents.virt import netfilter
 from kova.crds import names
 from kova.dev.stack import Stack
-from kova.dev.twohost import BedHost, TwoHosts
+from kova.dev.twohost import TwoHosts
 from tests.e2e.test_cold_migration import booted_guest, on_console
 from tests.e2e.test_moves import placement_books
 from tests.fixtures.vm import plugin
 from tests.helpers import wait_for
-from tests.support.stacks import temp_namespace, two_host_stack
+from tests.support.stacks import BedStack, temp_namespace, two_host_stack
 
 COUNT_RE = re.compile(r"KOVA-COUNT=(\d+)")
-
-
-@dataclass
-class BedStack(Stack):
-    """A stack whose hosts are the two-host bed's libvirtds."""
-
-    bed_hosts: tuple[BedHost, ...] = ()
-
-    def _bed(self, host: str) -> BedHost:
-        return self.bed_hosts[self.hosts.index(host)]
-
-    def start_host_libvirt(self, host: str, progress=print) -> str:
-        self.libvirt_uris[host] = self._bed(host).uri
-        self._bed(host).start_network()
-        self.save()
-        return self.libvirt_uris[host]
-
-    def start_agent(self, host: str) -> None:
-        common = self.agent_args
-        bed = self._bed(host)
-        self.agent_args = [*common, "--live-migration-uri", bed.tcp_uri,
-                           "--network", bed.start_network()]
-        try:
-            super().start_agent(host)
-        finally:
-            self.agent_args = common
 
 
 @pytest.fixture(scope="module")

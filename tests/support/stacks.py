@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kova.dev.stack import Stack
+from kova.dev.twohost import BedHost
 
 
 @contextmanager
@@ -91,3 +92,29 @@ def two_host_stack(st: Stack, k8s, namespace: str, prefix: str,
         st.stop()
         for log in st.log_dir.glob("*.log"):
             print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-log_lines:]))
+
+
+@dataclass
+class BedStack(Stack):
+    """A stack whose hosts are the two-host bed's libvirtds."""
+
+    bed_hosts: tuple[BedHost, ...] = ()
+
+    def _bed(self, host: str) -> BedHost:
+        return self.bed_hosts[self.hosts.index(host)]
+
+    def start_host_libvirt(self, host: str, progress=print) -> str:
+        self.libvirt_uris[host] = self._bed(host).uri
+        self._bed(host).start_network()
+        self.save()
+        return self.libvirt_uris[host]
+
+    def start_agent(self, host: str) -> None:
+        common = self.agent_args
+        bed = self._bed(host)
+        self.agent_args = [*common, "--live-migration-uri", bed.tcp_uri,
+                           "--network", bed.start_network()]
+        try:
+            super().start_agent(host)
+        finally:
+            self.agent_args = common
