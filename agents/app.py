@@ -44,6 +44,7 @@ from kova.agents.instance.build import Builder
 from kova.agents.instance.power import Power
 from kova.agents.instance.power_actions import PowerActions
 from kova.agents.instance.reconciler import Reconciler
+from kova.agents.instance import snapshot
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.teardown import Teardown
 from kova.agents.instance.userdata import UserData
@@ -194,6 +195,7 @@ class Agent:
         start_event_loop()
         _ = self.driver.conn  # connect (and register for events) now
         self.ctx.define_guest_filter()
+        snapshot.clean_up_after_restart(self.ctx)
         log.info("agent for host %s: libvirt %s, instances in %s, disk cache=%s",
                  self.host, self.cfg.libvirt_uri, self.ctx.instance_dir, self.ctx.disk_cache)
         # The heartbeat first: a status written by a worker must never come
