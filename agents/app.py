@@ -39,12 +39,11 @@ from kova import log as kova_log
 from kova.agents.context import DOMAIN_KEY, RESYNC_KEY, AgentContext, Key
 from kova.agents.guest_metrics import GuestCollector
 from kova.agents.heartbeat import Heartbeat
-from kova.agents.instance import decisions
+from kova.agents.instance import decisions, snapshot
 from kova.agents.instance.build import Builder
 from kova.agents.instance.power import Power
 from kova.agents.instance.power_actions import PowerActions
 from kova.agents.instance.reconciler import Reconciler
-from kova.agents.instance import snapshot
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.teardown import Teardown
 from kova.agents.instance.userdata import UserData
