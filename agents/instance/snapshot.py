@@ -9,7 +9,9 @@ a move, possibly a longer chain).  The agent
    qcow2 (no backing file): for a running (or paused) guest with libvirt's
    backup API (:mod:`kova.agents.virt.backup`: QEMU's backup job with
    copy-before-write; the guest is never paused), for a stopped one with
-   ``qemu-img convert``;
+   ``qemu-img convert``; where libvirt has no backup API (its test driver),
+   the guest is paused for a ``qemu-img convert -U`` (QEMU drains and flushes
+   the disk first) and resumed;
 2. uploads the copy to Kova's image store (``--image-store-url``) as the
    TenantImage ``<image>`` of the Instance's namespace, with the agent's own
    token; the store verifies it, creates the TenantImage and records where it
@@ -38,7 +40,7 @@ import httpx
 
 from kova.agents.context import AgentContext
 from kova.agents.instance import decisions
-from kova.agents.virt.backup import BackupError, abort_backup, push_backup
+from kova.agents.virt.backup import BackupError, BackupUnsupported, abort_backup, push_backup
 from kova.agents.virt.driver import DriverError
 from kova.agents.virt.images import private_file
 from kova.errors import Refusal
@@ -106,24 +108,47 @@ class Snapshots:
 
     def _copy(self, uid: str, running: bool, disk: Path, copy: Path) -> float:
         """The disk's chain flattened into ``copy``; how long the guest was
-        paused for it: never (0.0), the backup copies while it runs."""
+        paused for it: never (0.0) with the backup API, which copies while
+        the guest runs; for the whole copy where libvirt has no backup API."""
+        pause = False
         try:
             state = self.ctx.driver.state(uid)
             if running or (state is not None and not state.shutoff):
-                stats = push_backup(self.ctx.driver, uid, disk, copy)
-                log.debug("backup of %s: %s", uid, stats)
-                return 0.0
+                try:
+                    stats = push_backup(self.ctx.driver, uid, disk, copy)
+                    log.debug("backup of %s: %s", uid, stats)
+                    return 0.0
+                except BackupUnsupported as exc:
+                    log.info("%s: pausing the guest for the copy instead", exc)
+                    pause = running
         except BackupError as exc:
             raise SnapshotError(500, "SnapshotFailed", str(exc)) from exc
         except DriverError as exc:
             raise SnapshotError(503, "HypervisorError", str(exc)) from exc
-        proc = subprocess.run(["qemu-img", "convert", "-U", "-q", "-f", "qcow2", "-O",
-                               "qcow2", str(disk), str(private_file(copy))],
-                              capture_output=True, text=True, check=False)
+        return self._convert(uid, pause, disk, copy)
+
+    def _convert(self, uid: str, pause: bool, disk: Path, copy: Path) -> float:
+        """``qemu-img convert`` of the chain into ``copy`` (the guest paused
+        for it if ``pause``: QEMU drains and flushes the disk); the pause."""
+        t0 = time.monotonic()
+        try:
+            if pause:
+                self.ctx.driver.suspend(uid)
+            proc = subprocess.run(["qemu-img", "convert", "-U", "-q", "-f", "qcow2", "-O",
+                                   "qcow2", str(disk), str(private_file(copy))],
+                                  capture_output=True, text=True, check=False)
+        except DriverError as exc:
+            raise SnapshotError(503, "HypervisorError", str(exc)) from exc
+        finally:
+            if pause:
+                try:
+                    self.ctx.driver.resume(uid)
+                except DriverError as exc:
+                    log.error("domain %s not resumed after its snapshot: %s", uid, exc)
         if proc.returncode != 0:
             raise SnapshotError(500, "SnapshotFailed", f"qemu-img convert failed: "
                                 f"{(proc.stderr or proc.stdout).strip()}")
-        return 0.0
+        return time.monotonic() - t0 if pause else 0.0
 
     def _upload(self, store: str, copy: Path, namespace: str, instance: str,
                 image: str) -> dict:

@@ -33,6 +33,10 @@ class BackupError(DriverError):
     """A backup that could not start or did not complete."""
 
 
+class BackupUnsupported(BackupError):
+    """The hypervisor driver has no backup API (libvirt's test driver)."""
+
+
 def disk_target(domain_xml: str, source: Path) -> str | None:
     """The target device (``vda``) of the domain's disk whose file is ``source``."""
     want = str(source)
@@ -95,8 +99,10 @@ def push_backup(driver: LibvirtDriver, uid: str, source: Path, target: Path, *,
         try:
             dom.backupBegin(backup_xml(xml, dev, target), None, 0)
         except libvirt.libvirtError as exc:
-            raise BackupError(f"backup of {dev} of {uid} did not start: {exc}",
-                              exc.get_error_code()) from exc
+            kind = (BackupUnsupported if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT
+                    else BackupError)
+            raise kind(f"backup of {dev} of {uid} did not start: {exc}",
+                       exc.get_error_code()) from exc
         deadline = time.monotonic() + timeout
         try:
             while _backup_running(dom):
