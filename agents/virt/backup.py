@@ -133,7 +133,10 @@ def abort_backup(driver: LibvirtDriver, uid: str, wait: float = 30.0) -> bool:
         dom = driver.ops_conn.lookupByUUIDString(uid)
         if not dom.isActive() or not _backup_running(dom):
             return False
-        log.warning("aborting the backup job of domain %s", dom.name())
+    except libvirt.libvirtError:
+        return False  # no such domain, or a driver without job statistics
+    log.warning("aborting the backup job of domain %s", dom.name())
+    try:
         dom.abortJob()
         deadline = time.monotonic() + wait
         while _backup_running(dom) and time.monotonic() < deadline:
