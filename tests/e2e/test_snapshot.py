@@ -17,16 +17,15 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import pexpect
 import pytest
 
 from kova.dev.stack import Stack
 from tests.e2e.test_access import Session
+from tests.e2e.test_cold_migration import on_console
 from tests.helpers import BOOT_TIMEOUT, wait_for
 from tests.integration.images.test_image_store import store  # noqa: F401
 from tests.support.stacks import kova_editor, temp_namespace, two_host_stack
 
-PROMPT = "vm:/# "
 #: A sector near the end of the 1 GiB root disk, past the test image's files.
 SECTOR = 1800000
 
@@ -69,21 +68,9 @@ def _wait_shell(s: Session, name: str) -> None:
              f"{name}'s shell")
 
 
-def _console(s: Session, name: str, command: str, answer: str) -> str:
-    """``command`` on the serial console of ``name``; the text matching ``answer``."""
-    child = s.spawn("console", name)
-    try:
-        child.expect("Ctrl\\+\\] detaches")
-        child.send("\r")
-        child.expect(PROMPT)
-        child.send(command + "\r")
-        child.expect(answer)
-        got = child.match.group(0).decode()
-        child.sendcontrol("]")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close()
-    return got
+def _read_mark(s: Session, name: str) -> str:
+    return on_console(s, f"dd if=/dev/vda bs=512 skip={SECTOR} count=1 2>/dev/null "
+                      "| head -c 20; echo", r"(KOVA-MARK-[0-9a-f]{8})", name)
 
 
 def test_snapshot_of_a_running_guest_boots_on_the_other_host(stack, store, test_image,  # noqa: F811
@@ -105,13 +92,13 @@ spec: {{policy: anti-affinity}}
     src_host = _host(kubectl, ns, "src")
 
     mark = f"KOVA-MARK-{uuid.uuid4().hex[:8]}"
-    _console(s, "src", f"echo {mark} | dd of=/dev/vda bs=512 seek={SECTOR} 2>/dev/null; "
-             "sync; echo WROTE-$?", r"WROTE-0")
+    assert on_console(s, f"echo {mark} | dd of=/dev/vda bs=512 seek={SECTOR} 2>/dev/null; "
+                      "sync; echo WROTE-$?", r"WROTE-(\d+)", "src") == "0"
     code, out, err = s.kova("snapshot", "src", "--image", "snap", timeout=600)
     assert code == 0 and f"tenantimage.kova.dev/snap created from instance {ns}/src" in out, \
         (out, err)
     # The source guest runs on; the copy was made without pausing it.
-    assert _console(s, "src", "echo ALIVE-$((40+2))", r"ALIVE-42") == "ALIVE-42"
+    assert on_console(s, "echo ALIVE-$((40+2))", r"ALIVE-(\d+)", "src") == "42"
     history = kubectl("-n", ns, "get", "instance", "src", "-o",
                       "jsonpath={.status.actions}").stdout
     assert "guest not paused" in history, history
@@ -119,17 +106,13 @@ spec: {{policy: anti-affinity}}
     _instance(kubectl, ns, "copy", "snap", group="apart")
     _wait_shell(s, "copy")
     assert _host(kubectl, ns, "copy") not in ("", src_host)
-    got = _console(s, "copy", f"dd if=/dev/vda bs=512 skip={SECTOR} count=1 2>/dev/null "
-                   "| head -c 20; echo", r"KOVA-MARK-[0-9a-f]{8}")
-    assert got == mark
+    assert _read_mark(s, "copy") == mark
 
     # Without its source the snapshot still boots, with the marker.
     kubectl("-n", ns, "delete", "instance", "src", "--wait=true", "--timeout=120s")
     _instance(kubectl, ns, "again", "snap")
     _wait_shell(s, "again")
-    got = _console(s, "again", f"dd if=/dev/vda bs=512 skip={SECTOR} count=1 2>/dev/null "
-                   "| head -c 20; echo", r"KOVA-MARK-[0-9a-f]{8}")
-    assert got == mark
+    assert _read_mark(s, "again") == mark
     for name in ("copy", "again"):
         kubectl("-n", ns, "delete", "instance", name, "--wait=true", "--timeout=120s",
                 check=False)
