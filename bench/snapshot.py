@@ -185,8 +185,12 @@ spec:
                 floors.append(floor(disk, work))
                 t0 = time.perf_counter()
                 proc = subprocess.run([paths.kubectl(), "kova", "snapshot", name, "-n", NS,
-                                       "--image", f"{name}-{run}"], env=env, check=True,
+                                       "--image", f"{name}-{run}"], env=env, check=False,
                                       capture_output=True, text=True, timeout=1800)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{label} run {run + 1}: kubectl kova snapshot failed "
+                                     f"after {time.perf_counter() - t0:.1f}s: "
+                                     f"{proc.stdout}{proc.stderr}")
                 snaps.append(time.perf_counter() - t0)
                 pauses.append(pause_watch.take(uid))
                 print(f"{label} run {run + 1}: snapshot {snaps[-1]:.2f}s, floor "
