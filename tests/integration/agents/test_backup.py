@@ -17,7 +17,6 @@ from types import SimpleNamespace
 
 import libvirt
 import libvirt_qemu
-import pytest
 
 from kova.agents.instance.snapshot import clean_up_after_restart
 from kova.agents.virt.backup import push_backup
@@ -29,16 +28,6 @@ MiB = 1 << 20
 #: Where the tests write a pattern into the overlay before the guest starts:
 #: past the test image's own data (33 MiB), inside the 1 GiB overlay.
 MARK_AT = 100 * MiB
-
-
-@pytest.fixture
-def qemu_driver(libvirtd):
-    drv = LibvirtDriver(libvirtd)
-    made: list[str] = []
-    yield drv, made
-    for uid in made:
-        drv.undefine(uid)
-    drv.close()
 
 
 def _running_guest(drv, made, make_spec, test_image, tmp_path, mark_mib: int) -> tuple[str, Path]:
