@@ -39,7 +39,7 @@ from kova import log as kova_log
 from kova.agents.context import DOMAIN_KEY, RESYNC_KEY, AgentContext, Key
 from kova.agents.guest_metrics import GuestCollector
 from kova.agents.heartbeat import Heartbeat
-from kova.agents.instance import decisions
+from kova.agents.instance import decisions, snapshot
 from kova.agents.instance.build import Builder
 from kova.agents.instance.power import Power
 from kova.agents.instance.power_actions import PowerActions
@@ -194,6 +194,7 @@ class Agent:
         start_event_loop()
         _ = self.driver.conn  # connect (and register for events) now
         self.ctx.define_guest_filter()
+        snapshot.clean_up_after_restart(self.ctx)
         log.info("agent for host %s: libvirt %s, instances in %s, disk cache=%s",
                  self.host, self.cfg.libvirt_uri, self.ctx.instance_dir, self.ctx.disk_cache)
         # The heartbeat first: a status written by a worker must never come

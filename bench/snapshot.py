@@ -63,6 +63,30 @@ def floor(disk: Path, work: Path) -> float:
     return elapsed
 
 
+class Pauses:
+    """Seconds each domain spent paused, from libvirt's lifecycle events."""
+
+    def __init__(self, uri: str) -> None:
+        from kova.agents.virt.driver import LibvirtDriver, start_event_loop
+
+        start_event_loop()
+        self.paused: dict[str, float] = {}
+        self.since: dict[str, float] = {}
+        self.driver = LibvirtDriver(uri, on_event=self._event)
+        _ = self.driver.conn
+
+    def _event(self, uid: str, event: str, _detail: int) -> None:
+        now = time.perf_counter()
+        if event == "Suspended":
+            self.since[uid] = now
+        elif event in ("Resumed", "Stopped") and uid in self.since:
+            self.paused[uid] = self.paused.get(uid, 0.0) + now - self.since.pop(uid)
+
+    def take(self, uid: str) -> float:
+        time.sleep(0.5)  # the last events' delivery
+        return self.paused.pop(uid, 0.0)
+
+
 def wait(what: str, check: Callable[[], bool], timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -148,6 +172,7 @@ spec:
         wait("the test image's shell", shell_up)
         wait("the large Instance running",
              lambda: (inst("large").get("status") or {}).get("powerState") == "Running")
+        pause_watch = Pauses(stack.libvirt_uris[stack.hosts[0]])
         rows = []
         for label, name, data in (("test image", "small", image.stat().st_size),
                                   (f"{args.size_mib} MiB disk", "large", big.stat().st_size)):
@@ -160,10 +185,16 @@ spec:
                 floors.append(floor(disk, work))
                 t0 = time.perf_counter()
                 proc = subprocess.run([paths.kubectl(), "kova", "snapshot", name, "-n", NS,
-                                       "--image", f"{name}-{run}"], env=env, check=True,
+                                       "--image", f"{name}-{run}"], env=env, check=False,
                                       capture_output=True, text=True, timeout=1800)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{label} run {run + 1}: kubectl kova snapshot failed "
+                                     f"after {time.perf_counter() - t0:.1f}s: "
+                                     f"{proc.stdout}{proc.stderr}")
                 snaps.append(time.perf_counter() - t0)
-                pauses.append(float(proc.stdout.split("guest paused ")[1].split("s")[0]))
+                pauses.append(pause_watch.take(uid))
+                print(f"{label} run {run + 1}: snapshot {snaps[-1]:.2f}s, floor "
+                      f"{floors[-1]:.2f}s: {proc.stdout.strip()}", file=sys.stderr)
             sn, fl = statistics.median(snaps), statistics.median(floors)
             rows.append((label, data / MiB, sn, statistics.median(pauses), fl, sn / fl))
         load = os.getloadavg()

@@ -5,19 +5,22 @@ Kova's API component through the stream endpoint
 The root disk is a qcow2 overlay on the cached image (and, after a resize or
 a move, possibly a longer chain).  The agent
 
-1. pauses a running guest (libvirt ``suspend``: QEMU stops the vCPUs, drains
-   and flushes every block device, so the overlay's data and metadata are on
-   disk and do not change);
-2. copies the whole chain into one standalone qcow2 with
-   ``qemu-img convert -U`` (reading while QEMU keeps the file open; no
-   backing file in the result);
-3. resumes the guest -- it was paused only for the copy; a stopped or already
-   paused guest is left as it was;
-4. uploads the copy to Kova's image store (``--image-store-url``) as the
+1. copies the whole chain, as it is at that moment, into one standalone
+   qcow2 (no backing file): for a running (or paused) guest with libvirt's
+   backup API (:mod:`kova.agents.virt.backup`: QEMU's backup job with
+   copy-before-write; the guest is never paused), for a stopped one with
+   ``qemu-img convert``; where libvirt has no backup API (its test driver),
+   the guest is paused for a ``qemu-img convert -U`` (QEMU drains and flushes
+   the disk first) and resumed;
+2. uploads the copy to Kova's image store (``--image-store-url``) as the
    TenantImage ``<image>`` of the Instance's namespace, with the agent's own
    token; the store verifies it, creates the TenantImage and records where it
    came from (annotations ``kova.dev/snapshot-of`` and ``kova.dev/snapshot-time``);
-5. removes the copy.
+3. removes the copy.
+
+A backup job outlives an agent that dies midway: when the agent starts,
+:func:`clean_up_after_restart` aborts the backup jobs still running on its
+domains and removes the half-made copies.
 
 The API component checked that the user may create that TenantImage.  One
 snapshot (or power action) per domain at a time.
@@ -37,6 +40,7 @@ import httpx
 
 from kova.agents.context import AgentContext
 from kova.agents.instance import decisions
+from kova.agents.virt.backup import BackupError, BackupUnsupported, abort_backup, push_backup
 from kova.agents.virt.driver import DriverError
 from kova.agents.virt.images import private_file
 from kova.errors import Refusal
@@ -44,6 +48,8 @@ from kova.errors import Refusal
 log = logging.getLogger("kova.agents.instance.snapshot")
 
 CHUNK = 1 << 20
+#: The name of a copy being made, beside the root disk: snapshot-<random>.qcow2.
+COPY_PREFIX = "snapshot-"
 
 
 class SnapshotError(Refusal):
@@ -84,24 +90,46 @@ class Snapshots:
         disk = ctx.files(uid).disk
         if not disk.exists():
             raise SnapshotError(404, "NotFound", f"the Instance has no root disk on {ctx.host}")
-        copy = disk.with_name(f"snapshot-{uuid.uuid4().hex[:8]}.qcow2")
+        copy = disk.with_name(f"{COPY_PREFIX}{uuid.uuid4().hex[:8]}.qcow2")
         t0 = time.monotonic()
         try:
             paused = self._copy(uid, info.state.running, disk, copy)
             copied = time.monotonic() - t0
-            log.info("snapshot of %s/%s for %s: %d bytes copied in %.2fs (guest paused "
-                     "%.2fs)", namespace, instance, user, copy.stat().st_size, copied, paused)
+            log.info("snapshot of %s/%s for %s: %d bytes copied in %.2fs (%s)", namespace,
+                     instance, user, copy.stat().st_size, copied, pause_text(paused))
             answer = self._upload(store, copy, namespace, instance, image)
         finally:
             copy.unlink(missing_ok=True)
         total = time.monotonic() - t0
         return {**answer, "pausedSeconds": round(paused, 3), "seconds": round(total, 3),
                 "message": f"TenantImage {namespace}/{image}: {answer.get('sizeBytes')} bytes "
-                           f"(virtual {answer.get('virtualSizeBytes')}), guest paused "
-                           f"{paused:.2f}s, {total:.2f}s in all"}
+                           f"(virtual {answer.get('virtualSizeBytes')}), "
+                           f"{pause_text(paused)}, {total:.2f}s in all"}
 
-    def _copy(self, uid: str, pause: bool, disk: Path, copy: Path) -> float:
-        """The disk's chain flattened into ``copy``; how long the guest was paused."""
+    def _copy(self, uid: str, running: bool, disk: Path, copy: Path) -> float:
+        """The disk's chain flattened into ``copy``; how long the guest was
+        paused for it: never (0.0) with the backup API, which copies while
+        the guest runs; for the whole copy where libvirt has no backup API."""
+        pause = False
+        try:
+            state = self.ctx.driver.state(uid)
+            if running or (state is not None and not state.shutoff):
+                try:
+                    stats = push_backup(self.ctx.driver, uid, disk, copy)
+                    log.debug("backup of %s: %s", uid, stats)
+                    return 0.0
+                except BackupUnsupported as exc:
+                    log.info("%s: pausing the guest for the copy instead", exc)
+                    pause = running
+        except BackupError as exc:
+            raise SnapshotError(500, "SnapshotFailed", str(exc)) from exc
+        except DriverError as exc:
+            raise SnapshotError(503, "HypervisorError", str(exc)) from exc
+        return self._convert(uid, pause, disk, copy)
+
+    def _convert(self, uid: str, pause: bool, disk: Path, copy: Path) -> float:
+        """``qemu-img convert`` of the chain into ``copy`` (the guest paused
+        for it if ``pause``: QEMU drains and flushes the disk); the pause."""
         t0 = time.monotonic()
         try:
             if pause:
@@ -150,7 +178,29 @@ class Snapshots:
         return body
 
 
+def pause_text(paused: float) -> str:
+    """How long the guest was paused for the copy, in words."""
+    return f"guest paused {paused:.2f}s" if paused > 0 else "guest not paused"
+
+
 def _chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             yield chunk
+
+
+def clean_up_after_restart(ctx: AgentContext) -> None:
+    """What a snapshot cut short by the agent's end left: the backup job
+    still running on a domain of this host is aborted, the half-made copy
+    next to a root disk removed.  The disks themselves are untouched."""
+    try:
+        domains = ctx.driver.list_domains()
+    except DriverError as exc:
+        log.warning("listing domains for unfinished snapshots failed: %s", exc)
+        domains = []
+    for d in domains:
+        if decisions.is_mine(d.meta, ctx.host) and not d.state.shutoff:
+            abort_backup(ctx.driver, d.uuid)
+    for copy in ctx.instance_dir.glob(f"*/{COPY_PREFIX}*.qcow2"):
+        log.info("removing %s, left by an unfinished snapshot", copy)
+        copy.unlink(missing_ok=True)

@@ -91,9 +91,10 @@ def vm(stack, kova_api, test_image, k8s, kubectl, ns):
         yield session
 
 
-def on_console(vm, command: str, expect: str) -> str:
-    """Run ``command`` in the guest's shell; the first group of ``expect``."""
-    child = vm.spawn("console", "vm")
+def on_console(vm, command: str, expect: str, instance: str = "vm") -> str:
+    """Run ``command`` in the shell of ``instance``'s guest (``vm``: a Session);
+    the first group of ``expect``."""
+    child = vm.spawn("console", instance)
     try:
         child.expect("Ctrl\\+\\] detaches")
         child.send("\r")

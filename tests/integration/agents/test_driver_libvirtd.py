@@ -7,20 +7,7 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from kova.agents.virt.domain import build_domain_xml
-from kova.agents.virt.driver import LibvirtDriver
-
-
-@pytest.fixture
-def qemu_driver(libvirtd):
-    drv = LibvirtDriver(libvirtd)
-    made: list[str] = []
-    yield drv, made
-    for uid in made:
-        drv.undefine(uid)
-    drv.close()
 
 
 def _define(drv, made, make_spec, test_image, tmp_path):
