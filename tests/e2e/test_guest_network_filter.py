@@ -17,7 +17,10 @@ their serial consoles (libvirt's console stream):
 * blocked addresses: the guest reaches libvirt's DNS server on the gateway
   (tcp 53, opened), but not a TCP server of the host on that same gateway
   address (the node's own address, blocked), which sees no connection;
-* namespaces: a reaches b's server, not c's; c does not reach a's.
+* namespaces: a reaches b's server, not c's; c does not reach a's;
+* ARP between namespaces: a resolves b's address and the gateway's with
+  ``arping``, not c's; c does not resolve a's (the namespace's ``arp``
+  chain drops ARP from another namespace's guest before the guest sees it).
 
 Not exercised here: a guest reaching 169.254.169.254 (nothing answers there
 on this machine, so a drop would look like silence either way: the rule is
@@ -222,6 +225,11 @@ def test_guest_nic_filter_drops_spoofing_blocked_addresses_and_other_namespaces(
         macs = {u: _nic(conn, u).find("mac").get("address") for u in uids.values()}
         assert macs[uids["a"]] in peers_xml and macs[uids["b"]] in peers_xml
         assert macs[uids["c"]] not in peers_xml
+        ns_arp = netfilter.namespace_arp_filter_name(harness.ns, harness.host)
+        assert ns_arp in root
+        arp_xml = conn.nwfilterLookupByName(ns_arp).XMLDesc(0)
+        assert macs[uids["a"]] in arp_xml and macs[uids["b"]] in arp_xml
+        assert macs[uids["c"]] not in arp_xml
         block = conn.nwfilterLookupByName(block_filter).XMLDesc(0).replace("'", '"')
         for net_, mask in (("169.254.0.0", "16"), (gateway, "32"), ("127.0.0.1", "32"),
                            ("203.0.113.0", "24")):
@@ -276,19 +284,33 @@ def test_guest_nic_filter_drops_spoofing_blocked_addresses_and_other_namespaces(
             "a guest reached a guest of another namespace"
         assert not consoles["c"].ok(f"nc -w 3 {address} {GUEST_PORT} </dev/null"), \
             "a guest reached a guest of another namespace"
+
+        # ---- ARP: a resolves b and the gateway, not c; c does not resolve a
+        def arping(con: Console, target: str) -> bool:
+            return con.ok(f"arping -c 3 -w 4 -I eth0 {target}")
+
+        assert _until(lambda: arping(console, addresses["b"])), \
+            "a guest gets no ARP answer from a guest of its namespace"
+        assert arping(console, gateway), "a guest gets no ARP answer from the gateway"
+        assert not arping(console, addresses["c"]), \
+            "a guest got an ARP answer from a guest of another namespace"
+        assert not arping(consoles["c"], address), \
+            "a guest got an ARP answer from a guest of another namespace"
+        assert arping(consoles["c"], gateway), "c gets no ARP answer from the gateway"
         from tests.reliability.record import record
 
         record(fault="Guest network attacker",
                injected="from a real QEMU guest on a libvirt NAT network: answering from an "
                         "address and from a MAC it set itself, TCP and ping to the node's "
-                        "address, TCP to a guest of another namespace (and back)",
-               times=6, lost=0, duplicated=0, overcommitted=None,
-               result="6 of 6 forbidden exchanges dropped by the NIC's nwfilter (lost: 0 "
-                      "let through); the leased address, DNS on the gateway and the "
-                      "namespace's other guest reached")
+                        "address, TCP and ARP to a guest of another namespace (and back)",
+               times=8, lost=0, duplicated=0, overcommitted=None,
+               result="8 of 8 forbidden exchanges dropped by the NIC's nwfilter (lost: 0 "
+                      "let through); the leased address, DNS and ARP on the gateway and the "
+                      "namespace's other guest (TCP and ARP) reached")
         print(f"\nguest {address} (MAC {mac}, tap {tap}): spoofed IP and MAC not heard, "
               f"node address {gateway}:{listener.port} not reached, DNS on it reached; "
-              f"{addresses['b']} (same namespace) reached, {addresses['c']} (other) not")
+              f"{addresses['b']} (same namespace) reached and resolved, {addresses['c']} "
+              "(other) neither")
     finally:
         for c in consoles.values():
             c.close()
