@@ -23,10 +23,20 @@ UUIDs, redefined with the agent's current settings):
   DNS (udp/tcp 53) only, served there by libvirt's dnsmasq.
 
 On a libvirt network (``--network``), a NIC references its namespace's
-filter instead (:func:`namespace_filter_xml`): kova-guest plus a chain in
-which a packet to the network's subnet passes only to the MAC of a guest of
-the same namespace on this host, to the gateway or to an allowed network, so
-guests of different namespaces do not reach each other.
+filter instead (:func:`namespace_filter_xml`): kova-guest plus two chains.
+In the ``ipv4`` one a packet to the network's subnet passes only to the MAC
+of a guest of the same namespace on this host, to the gateway or to an
+allowed network; in the ``arp`` one, ARP reaches the guest only from a guest
+of its namespace (by Ethernet source MAC), from the gateway or from an
+allowed network (by ARP sender address).  So guests of different namespaces
+neither reach each other nor resolve each other's addresses: a guest's ARP
+request never arrives at another namespace's guest, which therefore never
+answers, and an unsolicited ARP reply or announcement from another
+namespace's guest is dropped before the guest sees it.
+
+On a host bridge (``--bridge``) Kova does not separate namespaces: the NIC
+carries kova-guest (anti-spoofing and the block list) only; separating
+tenants there is the provider network's job (docs/security.md).
 
 Pure XML builders plus :func:`ensure_filters` and
 :func:`ensure_namespace_filter` (the libvirt calls)."""
@@ -192,38 +202,78 @@ def namespace_filter_names(namespace: str, host: str) -> tuple[str, str]:
     return f"kova-ns-{h}", f"kova-ns-{h}-peers"
 
 
+def namespace_arp_filter_name(namespace: str, host: str) -> str:
+    """The ARP chain of a Kubernetes namespace on the agent of ``host``."""
+    return namespace_filter_names(namespace, host)[1] + "-arp"
+
+
+#: Before clean-traffic's ARP chains (arp-mac -520, arp-ip -510) and its
+#: "accept ARP both ways" root rule (-500).
+ARP_CHAIN_PRIORITY = -530
+
+
+def _arp_rule(parent: ET.Element, action: str, priority: int, **arp: str) -> None:
+    rule = ET.SubElement(parent, "rule", {"action": action, "direction": "in",
+                                         "priority": str(priority)})
+    ET.SubElement(rule, "arp", arp)
+
+
+def namespace_arp_xml(namespace: str, host: str, peer_macs: Iterable[str],
+                      p: FilterPolicy) -> str:
+    """The ARP chain of a namespace's guests: ARP *to* the guest returns (on
+    to clean-traffic's accept) only from the MAC of a guest of the same
+    namespace, from a sender address of an allowed network or of the
+    gateway (its services' addresses); any other ARP to the guest drops."""
+    chain = _filter(namespace_arp_filter_name(namespace, host), "arp-kns", ARP_CHAIN_PRIORITY)
+    for net in p.allowed:
+        _arp_rule(chain, "return", 100, arpsrcipaddr=str(net.network_address),
+                  arpsrcipmask=str(net.prefixlen))
+    for address in sorted({s.address for s in p.services}):
+        _arp_rule(chain, "return", 150, arpsrcipaddr=address)
+    for mac in sorted(set(peer_macs)):
+        _arp_rule(chain, "return", 200, srcmacaddr=mac)
+    ET.SubElement(chain, "rule", {"action": "drop", "direction": "in", "priority": "500"})
+    ET.indent(chain)
+    return ET.tostring(chain, encoding="unicode")
+
+
 def namespace_filter_xml(namespace: str, host: str, subnet: Network,
-                         peer_macs: Iterable[str], p: FilterPolicy) -> tuple[str, str]:
-    """The two filters of a namespace's guests on the node's guest network
-    ``subnet``: the NIC's (kova-guest plus the peers chain) and the peers
-    chain, in which a packet to an address of ``subnet`` passes only to the
-    MAC of a guest of the same namespace (``peer_macs``), to the gateway
-    (its services are kova-guest-block's) or to an allowed network."""
+                         peer_macs: Iterable[str], p: FilterPolicy) -> tuple[str, str, str]:
+    """The three filters of a namespace's guests on the node's guest network
+    ``subnet``: the NIC's (kova-guest plus the two chains); the peers chain,
+    in which a packet to an address of ``subnet`` passes only to the MAC of
+    a guest of the same namespace (``peer_macs``), to the gateway (its
+    services are kova-guest-block's) or to an allowed network; and the ARP
+    chain (:func:`namespace_arp_xml`)."""
     name, peers = namespace_filter_names(namespace, host)
+    peer_macs = sorted(set(peer_macs))
     root = _filter(name, "root")
     ET.SubElement(root, "filterref", {"filter": filter_names(host)[0]})
     ET.SubElement(root, "filterref", {"filter": peers})
+    ET.SubElement(root, "filterref", {"filter": namespace_arp_filter_name(namespace, host)})
     chain = _filter(peers, "ipv4-kns", BLOCK_CHAIN_PRIORITY - 5)
     for net in p.allowed:
         _rule(chain, "return", 100, dstipaddr=str(net.network_address),
               dstipmask=str(net.prefixlen))
     for address in sorted({s.address for s in p.services}):
         _rule(chain, "return", 150, dstipaddr=address)
-    for mac in sorted(set(peer_macs)):
+    for mac in peer_macs:
         _rule(chain, "return", 200, dstmacaddr=mac)
     _rule(chain, "drop", 500, dstipaddr=str(subnet.network_address),
           dstipmask=str(subnet.prefixlen))
     ET.indent(root)
     ET.indent(chain)
-    return ET.tostring(root, encoding="unicode"), ET.tostring(chain, encoding="unicode")
+    return (ET.tostring(root, encoding="unicode"), ET.tostring(chain, encoding="unicode"),
+            namespace_arp_xml(namespace, host, peer_macs, p))
 
 
 def ensure_namespace_filter(conn, namespace: str, host: str, subnet: Network,
                             peer_macs: Iterable[str], p: FilterPolicy) -> str:
     """Define (or redefine: libvirt re-applies it to the running guests'
     NICs) the filters of ``namespace``; the NIC's filter name."""
-    root, chain = namespace_filter_xml(namespace, host, subnet, peer_macs, p)
+    root, chain, arp = namespace_filter_xml(namespace, host, subnet, peer_macs, p)
     conn.nwfilterDefineXML(chain)
+    conn.nwfilterDefineXML(arp)
     conn.nwfilterDefineXML(root)
     return namespace_filter_names(namespace, host)[0]
 

@@ -99,15 +99,38 @@ def _instance(cluster: NodeCluster) -> dict:
     return cluster.instance(INSTANCE, USER_NS)
 
 
-def _placement(cluster: NodeCluster, path: str) -> dict:
-    """GET on Placement through its Service (the ClusterIP), as the operator."""
+def _placement_admin_token(cluster: NodeCluster) -> str:
     secret = json.loads(cluster.kubectl("get", "secret", f"{RELEASE}-placement-auth", "-n",
                                         NAMESPACE, "-o", "json").stdout)
-    token = base64.b64decode(secret["data"]["admin-token"]).decode()
+    return base64.b64decode(secret["data"]["admin-token"]).decode()
+
+
+def _placement_call(cluster: NodeCluster, token: str, method: str, path: str,
+                    body: dict | None = None) -> tuple[int, dict]:
+    """(status, JSON body) of a request to Placement through its Service
+    (the ClusterIP) with ``token``; an error status is returned, not raised."""
+    ip = cluster.kubectl("get", "svc", f"{RELEASE}-placement", "-n", NAMESPACE, "-o",
+                         "jsonpath={.spec.clusterIP}").stdout
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://{ip}:8778{path}", data=data, method=method, headers={
+        "X-Auth-Token": token, "OpenStack-API-Version": "placement 1.39",
+        **({"Content-Type": "application/json"} if data is not None else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else {})
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, (json.loads(raw) if raw else {})
+
+
+def _placement(cluster: NodeCluster, path: str) -> dict:
+    """GET on Placement through its Service (the ClusterIP), as the operator."""
     ip = cluster.kubectl("get", "svc", f"{RELEASE}-placement", "-n", NAMESPACE, "-o",
                          "jsonpath={.spec.clusterIP}").stdout
     req = urllib.request.Request(f"http://{ip}:8778{path}", headers={
-        "X-Auth-Token": token, "OpenStack-API-Version": "placement 1.39"})
+        "X-Auth-Token": _placement_admin_token(cluster),
+        "OpenStack-API-Version": "placement 1.39"})
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
@@ -265,6 +288,151 @@ def test_pods_run_as_the_chart_says(node_cluster):
             for s in statuses:
                 assert s["NoNewPrivs"] == "1" and s["Seccomp"] == "2", (pod, s["Name"])
     assert set(seen) == {"agent", "operator", "placement", "postgresql", "api"}, seen
+
+
+def _jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_compromised_node_credentials_are_refused(node_cluster):
+    """What root on the hypervisor node holds -- the agent pod's own tokens
+    (read inside the running pod) and the kubelet's credentials -- sent as a
+    compromised node would send them: reading Secrets, making the node a
+    hypervisor, writing another Host or its own Host's spec, and writing
+    another node's Placement provider.  Each must be refused (RBAC, the
+    chart's admission policies, NodeRestriction, Placement's agent policy),
+    and the same credentials' own part still admitted."""
+    from kova.crds import names as contract
+    from kova.placement.agentpolicy import AGENT_FORBIDDEN
+
+    _require("release")
+    node = node_cluster.node.name
+    pod = _agent_pod(node_cluster)["metadata"]["name"]
+
+    def in_agent(path: str) -> str:
+        return node_cluster.kubectl(
+            "exec", "-n", NAMESPACE, pod, "-c", "agent", "--", "python", "-c",
+            f"print(open({path!r}).read())").stdout.strip()
+
+    kube_token = in_agent("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    placement_token = in_agent("/var/run/secrets/kova/placement/token")
+    for token in (kube_token, placement_token):  # the premise: bound to this pod on this node
+        claims = _jwt_claims(token)["kubernetes.io"]
+        assert claims["pod"]["name"] == pod and claims["node"]["name"] == node, claims
+    kubelet_kc = node_cluster.node.workdir / "kubelet.kubeconfig"
+    assert kubelet_kc.is_file()
+
+    def as_agent(*args: str, input: str | None = None):
+        return node_cluster.kubectl("--token", kube_token, *args, input=input, check=False)
+
+    def as_kubelet(*args: str):
+        from kova.dev import paths
+
+        return subprocess.run([paths.kubectl(), "--kubeconfig", str(kubelet_kc), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    refused: list[str] = []
+
+    def refuse(what: str, proc, *needles: str) -> None:
+        assert proc.returncode != 0, f"{what}: allowed"
+        for needle in needles:
+            assert needle in proc.stderr, f"{what}: {proc.stderr}"
+        refused.append(what)
+
+    probe_ns = f"probe-{uuid.uuid4().hex[:6]}"
+    other_host = f"hv-other-{uuid.uuid4().hex[:6]}"
+    admin = _placement_admin_token(node_cluster)
+    rp_other = None
+    node_cluster.kubectl("create", "namespace", probe_ns)
+    try:
+        node_cluster.kubectl("create", "secret", "generic", "tenant-db-password", "-n",
+                             probe_ns, "--from-literal=password=hunter2")
+        # Finding 1: the agent's token reads no Secret, not another namespace's,
+        # not its own namespace's (which holds Placement's admin token)
+        for where, secret in ((probe_ns, "tenant-db-password"),
+                              (NAMESPACE, f"{RELEASE}-placement-auth")):
+            refuse(f"agent reads Secret {where}/{secret}",
+                   as_agent("get", "secret", secret, "-n", where),
+                   "Forbidden", 'cannot get resource "secrets"')
+
+        # Finding 2: the kubelet changes or removes the agents' node selector
+        # on its own Node; an unrestricted label it may set (the control)
+        ds = json.loads(node_cluster.kubectl("get", "daemonset", "-n", NAMESPACE, "-l",
+                                             "app.kubernetes.io/component=agent", "-o",
+                                             "json").stdout)["items"]
+        (selector,) = [d["spec"]["template"]["spec"]["nodeSelector"] for d in ds]
+        assert selector and all(k.startswith("node-restriction.kubernetes.io/")
+                                for k in selector), selector
+        for key in selector:
+            refuse(f"kubelet sets {key}", as_kubelet("label", "node", node, "--overwrite",
+                                                     f"{key}=false"),
+                   "is not allowed to modify labels", key)
+            refuse(f"kubelet removes {key}", as_kubelet("label", "node", node, f"{key}-"),
+                   "is not allowed to modify labels", key)
+        refuse("kubelet labels its Node with a new restricted label",
+               as_kubelet("label", "node", node, "node-restriction.kubernetes.io/kova-probe=1"),
+               "is not allowed to modify labels")
+        ok = as_kubelet("label", "node", node, "kova.dev/probe=1")
+        assert ok.returncode == 0, ok.stderr
+        as_kubelet("label", "node", node, "kova.dev/probe-")
+        labels = json.loads(node_cluster.kubectl("get", "node", node, "-o", "json").stdout)[
+            "metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in selector.items()), labels
+
+        # Finding 4, in the API: another Host, its own Host's spec and metadata
+        refuse("agent creates another Host", as_agent("create", "-f", "-", input=json.dumps({
+            "apiVersion": contract.API_VERSION, "kind": "Host",
+            "metadata": {"name": other_host}, "spec": {}})),
+            f"a Kova agent on node {node} may not write Host {other_host}")
+        for what, args in (
+                ("unfences its Host", ('{"spec":{"fenced":false,"enabled":true}}',)),
+                ("raises its allocation ratio", ('{"spec":{"allocationRatios":{"vcpu":64}}}',)),
+                ("adds itself a trait", ('{"spec":{"traits":["CUSTOM_GPU"]}}',))):
+            refuse(f"agent {what}", as_agent("patch", "host", node, "--type=merge", "-p", *args),
+                   "but its status")
+        ok = as_agent("patch", "host", node, "--subresource=status", "--type=merge",
+                      "--dry-run=server", "-p", '{"status":{}}')
+        assert ok.returncode == 0, ok.stderr  # its own Host's status: its part
+
+        # Finding 4, in Placement: another node's provider
+        status, created = _placement_call(node_cluster, admin, "POST", "/resource_providers",
+                                          {"name": other_host})
+        assert status == 200, created
+        rp_other = created["uuid"]
+        status, _ = _placement_call(node_cluster, admin, "PUT",
+                                    f"/resource_providers/{rp_other}/inventories", {
+                                        "resource_provider_generation": 0,
+                                        "inventories": {"VCPU": {"total": 8}}})
+        assert status == 200
+        gen = _placement_call(node_cluster, admin, "GET",
+                              f"/resource_providers/{rp_other}")[1]["generation"]
+        for what, method, path, body in (
+                ("deletes another node's inventory", "DELETE",
+                 f"/resource_providers/{rp_other}/inventories", None),
+                ("writes another node's inventory", "PUT",
+                 f"/resource_providers/{rp_other}/inventories",
+                 {"resource_provider_generation": gen, "inventories": {"VCPU": {"total": 1}}}),
+                ("renames another node's provider", "PUT", f"/resource_providers/{rp_other}",
+                 {"name": f"{node}-stolen"}),
+                ("deletes another node's provider", "DELETE",
+                 f"/resource_providers/{rp_other}", None)):
+            status, answer = _placement_call(node_cluster, placement_token, method, path, body)
+            assert status == 403, (what, status, answer)
+            assert answer["errors"][0]["code"] == AGENT_FORBIDDEN, (what, answer)
+            refused.append(f"agent {what}")
+        status, inv = _placement_call(node_cluster, admin, "GET",
+                                      f"/resource_providers/{rp_other}/inventories")
+        assert status == 200 and inv["inventories"]["VCPU"]["total"] == 8, inv
+        # its own provider it may read (the control)
+        status, own = _placement_call(node_cluster, placement_token, "GET",
+                                      f"/resource_providers?name={node}")
+        assert status == 200 and [r["name"] for r in own["resource_providers"]] == [node], own
+    finally:
+        if rp_other is not None:
+            _placement_call(node_cluster, admin, "DELETE", f"/resource_providers/{rp_other}")
+        node_cluster.kubectl("delete", "namespace", probe_ns, "--wait=false", check=False)
+    print(f"\n{len(refused)} probes refused on node {node}: " + "; ".join(refused))
 
 
 def test_metrics_of_every_pod_scraped_through_its_service(node_cluster):

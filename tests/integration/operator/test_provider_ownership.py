@@ -37,12 +37,12 @@ def test_a_host_claiming_another_hosts_provider_is_refused(cluster):
         "resourceProviderUUID": rp_a}})
     cluster.start_operator()
     cond = wait_for(lambda: (c := _provider_condition(cluster, b)) and c["status"] == "False"
-                    and c, 20, what="Host B's ProviderVerified=False")
+                    and c, 90, what="Host B's ProviderVerified=False")  # the operator starts
     assert cond["reason"] == contract.HOST_REASON_PROVIDER_NOT_OWNED
     assert rp_a in cond["message"] and repr(a) in cond["message"]
     wait_for(lambda: [e for e in cluster.core.list_namespaced_event("default").items
                       if e.involved_object.name == b
-                      and e.reason == contract.HOST_REASON_PROVIDER_NOT_OWNED], 10,
+                      and e.reason == contract.HOST_REASON_PROVIDER_NOT_OWNED], 60,
              what="a ProviderNotOwned Event on Host B")
     # B's "enabled: false" was not written onto A's provider
     traits = cluster.placement.ok(cluster.placement.http.get(
@@ -62,7 +62,7 @@ def test_a_host_claiming_another_hosts_provider_is_refused(cluster):
     cluster.patch_host(b, {"enabled": True})
     cluster.api.patch_cluster_custom_object_status(G, V, "hosts", b, {"status": {
         "resourceProviderUUID": rp_b}})
-    wait_for(lambda: (c := _provider_condition(cluster, b)) and c["status"] == "True", 20,
+    wait_for(lambda: (c := _provider_condition(cluster, b)) and c["status"] == "True", 60,
              what="Host B's ProviderVerified=True")
     assert cluster.wait_scheduled("pinned", timeout=30)["status"]["host"] == b
     record(fault="Host claims another host's provider",

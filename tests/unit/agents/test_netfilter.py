@@ -68,7 +68,7 @@ def test_node_addresses_are_this_machines():
 def test_namespace_filter_passes_the_subnet_only_to_its_guests():
     p = nf.policy([], ["192.168.5.253/32"], ["192.168.5.1"], gateway="192.168.5.1")
     subnet = ipaddress.ip_network("192.168.5.0/24")
-    root_xml, chain_xml = nf.namespace_filter_xml(
+    root_xml, chain_xml, _arp_xml = nf.namespace_filter_xml(
         "team-a", "node-1", subnet, ["0e:00:00:00:00:02", "0e:00:00:00:00:01", "0e:00:00:00:00:01"], p)
     name, peers = nf.namespace_filter_names("team-a", "node-1")
     assert name != nf.namespace_filter_names("team-b", "node-1")[0]
@@ -76,7 +76,7 @@ def test_namespace_filter_passes_the_subnet_only_to_its_guests():
     root = ET.fromstring(root_xml)
     assert root.get("name") == name and root.get("chain") == "root"
     assert [r.get("filter") for r in root.findall("filterref")] == [
-        nf.filter_names("node-1")[0], peers]
+        nf.filter_names("node-1")[0], peers, nf.namespace_arp_filter_name("team-a", "node-1")]
     chain = ET.fromstring(chain_xml)
     assert chain.get("name") == peers and chain.get("chain") == "ipv4-kns"
     # evaluated before the block chain, which ends in clean-traffic's accept
@@ -89,6 +89,29 @@ def test_namespace_filter_passes_the_subnet_only_to_its_guests():
         ("return", 200, {"dstmacaddr": "0e:00:00:00:00:01"}),
         ("return", 200, {"dstmacaddr": "0e:00:00:00:00:02"}),
         ("drop", 500, {"dstipaddr": "192.168.5.0", "dstipmask": "24"}),
+    ]
+
+
+def test_namespace_arp_chain_lets_only_its_guests_gateway_and_allowed_answer():
+    p = nf.policy([], ["192.168.5.253/32"], ["192.168.5.1"], gateway="192.168.5.1")
+    *_, arp_xml = nf.namespace_filter_xml(
+        "team-a", "node-1", ipaddress.ip_network("192.168.5.0/24"),
+        ["0e:00:00:00:00:02", "0e:00:00:00:00:01"], p)
+    chain = ET.fromstring(arp_xml)
+    assert chain.get("name") == nf.namespace_arp_filter_name("team-a", "node-1")
+    assert chain.get("name") != nf.namespace_arp_filter_name("team-b", "node-1")
+    assert chain.get("chain") == "arp-kns"
+    # jumped to before clean-traffic's ARP chains and its "accept ARP" rule (-500)
+    assert int(chain.get("priority")) < -520
+    rules = [(r.get("action"), r.get("direction"), int(r.get("priority")),
+              dict(r.find("arp").attrib) if r.find("arp") is not None else None)
+             for r in chain.findall("rule")]
+    assert rules == [
+        ("return", "in", 100, {"arpsrcipaddr": "192.168.5.253", "arpsrcipmask": "32"}),
+        ("return", "in", 150, {"arpsrcipaddr": "192.168.5.1"}),
+        ("return", "in", 200, {"srcmacaddr": "0e:00:00:00:00:01"}),
+        ("return", "in", 200, {"srcmacaddr": "0e:00:00:00:00:02"}),
+        ("drop", "in", 500, None),
     ]
 
 
