@@ -150,7 +150,10 @@ class HostController:
         applied = ob.annotations_of(body).get(names.ANNOTATION_APPLIED_ZONE)
         add = {names.az_aggregate_uuid(zone)} if zone else set()
         remove = {names.az_aggregate_uuid(applied)} if applied and applied != zone else set()
-        await placement.update_aggregates(rp, add, remove)
+        if add or remove:
+            # A host in no zone, never in one: nothing to read or write (a
+            # start with 10 000 such hosts saves 10 000 reads of Placement).
+            await placement.update_aggregates(rp, add, remove)
         if applied != zone:
             await self.ctx.kube.merge_patch(host_path(name), {"metadata": {"annotations": {
                 names.ANNOTATION_APPLIED_ZONE: zone}}})
