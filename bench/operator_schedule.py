@@ -321,11 +321,18 @@ class Run:
                       *(["--max-batch", str(args.max_batch)] if args.max_batch else []),
                       *([] if args.events else ["--no-events"]),
                       "--log-format", "text", "--log-level", "warning"],
-            stdout=olog, stderr=subprocess.STDOUT, cwd=ROOT)
+            stdout=olog, stderr=subprocess.STDOUT, cwd=self.operator_checkout())
+
+    def operator_checkout(self) -> Path:
+        """The checkout whose operator runs: ``python -m`` imports ``kova``
+        from the working directory first, so another checkout's virtualenv
+        run from this one would run this checkout's code."""
+        if not self.args.operator_python:
+            return ROOT
+        return Path(self.args.operator_python).absolute().parents[2]
 
     def operator_label(self) -> str:
-        python = Path(self.args.operator_python or sys.executable)
-        checkout = python.absolute().parents[2] if self.args.operator_python else ROOT
+        checkout = self.operator_checkout()
         try:
             rev = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True, check=True).stdout.strip()
