@@ -43,21 +43,27 @@ class ProviderPrefetch:
         self._task: asyncio.Task | None = None
         self._at = 0.0
         self._used: set[str] = set()
+        self._expired = False
 
     def reset(self) -> None:
-        self._task, self._used = None, set()
+        self._task, self._used, self._expired = None, set(), False
 
     async def _read(self) -> tuple[dict[str, dict], set[str]]:
         placement = self.ctx.placement
         providers = await placement.resource_providers()
         disabled = await placement.resource_providers([("required", names.TRAIT_DISABLED)])
         self._at = time.monotonic()
+        # let the listing go after its time (~30 MiB at 10 000 hosts)
+        asyncio.get_running_loop().call_later(self.ttl, self._expire)
         return {p["uuid"]: p for p in providers}, {p["uuid"] for p in disabled}
+
+    def _expire(self) -> None:
+        self._task, self._used, self._expired = None, set(), True
 
     async def take(self, name: str) -> tuple[dict[str, dict], set[str]] | None:
         """(providers by uuid, uuids of the disabled ones) for host ``name``'s
         first sync of the term; None to read Placement per provider."""
-        if name in self._used:
+        if name in self._used or self._expired:
             return None
         if self._task is None:
             self._task = asyncio.create_task(self._read())
@@ -67,6 +73,7 @@ class ProviderPrefetch:
             LOG.info("providers not prefetched (%s); reading them one by one", exc)
             return None
         if time.monotonic() - self._at > self.ttl:
+            self._expire()
             return None
         self._used.add(name)
         return facts
