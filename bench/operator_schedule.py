@@ -161,6 +161,7 @@ class Run:
         self.args, self.work, self.cp = args, work, cp
         self.procs: list[subprocess.Popen] = []
         self.profile = os.environ.get("KOVA_BENCH_PROFILE")
+        self.host_states: HostStates | None = None
 
     def main(self) -> int:
         args = self.args
@@ -225,6 +226,8 @@ class Run:
         return 0 if ok else 1
 
     def stop(self) -> None:
+        if self.host_states is not None:
+            self.host_states.stop.set()
         for p in self.procs:
             p.terminate()
         for p in self.procs:
@@ -318,11 +321,18 @@ class Run:
                       *(["--max-batch", str(args.max_batch)] if args.max_batch else []),
                       *([] if args.events else ["--no-events"]),
                       "--log-format", "text", "--log-level", "warning"],
-            stdout=olog, stderr=subprocess.STDOUT, cwd=ROOT)
+            stdout=olog, stderr=subprocess.STDOUT, cwd=self.operator_checkout())
+
+    def operator_checkout(self) -> Path:
+        """The checkout whose operator runs: ``python -m`` imports ``kova``
+        from the working directory first, so another checkout's virtualenv
+        run from this one would run this checkout's code."""
+        if not self.args.operator_python:
+            return ROOT
+        return Path(self.args.operator_python).absolute().parents[2]
 
     def operator_label(self) -> str:
-        python = Path(self.args.operator_python or sys.executable)
-        checkout = python.absolute().parents[2] if self.args.operator_python else ROOT
+        checkout = self.operator_checkout()
         try:
             rev = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True, check=True).stdout.strip()
@@ -357,17 +367,12 @@ class Run:
         return out
 
     def count_hosts(self, state: str, names: set[str] | None = None) -> int:
-        """Hosts whose status.state is ``state`` (of ``names``), listed in pages."""
-        n, cont = 0, None
-        while True:
-            page = self.api.list_cluster_custom_object(G, V, "hosts", limit=2000,
-                                                       _continue=cont)
-            n += sum(1 for h in page["items"]
-                     if (h.get("status") or {}).get("state") == state
-                     and (names is None or h["metadata"]["name"] in names))
-            cont = page["metadata"].get("continue")
-            if not cont:
-                return n
+        """Hosts whose status.state is ``state`` (of ``names``), from a watch
+        of the Hosts (started on first use): re-listing 10 000 Hosts every
+        second would cost the API server more than the writes being timed."""
+        if self.host_states is None:
+            self.host_states = HostStates(self.api)
+        return self.host_states.count(state, names)
 
     def mass_expiry(self, count: int) -> dict:
         """A rack power loss: ``count`` Leases renewed once more with a short
@@ -647,6 +652,75 @@ class Replicas:
         return {"all_scheduled": len(scheduled) == k == self.args.instances,
                 "allocations_equal_instances": placed == k and total == {
                     "VCPU": k, "MEMORY_MB": k * 1024, "DISK_GB": k * 10}}
+
+
+class HostStates:
+    """Every Host's status.state, kept by one list (in pages) and a watch in a
+    thread: the benchmark polls it without asking the API server anything."""
+
+    def __init__(self, api) -> None:
+        import threading
+
+        self.api = api
+        self.states: dict[str, str | None] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.listed = threading.Event()
+        threading.Thread(target=self.run, daemon=True).start()
+        if not self.listed.wait(300):
+            raise RuntimeError("Hosts not listed in 300 s")
+
+    def count(self, state: str, names: set[str] | None = None) -> int:
+        with self.lock:
+            return sum(1 for n, s in self.states.items()
+                       if s == state and (names is None or n in names))
+
+    def relist(self) -> str:
+        states, cont = {}, None
+        while True:
+            page = self.api.list_cluster_custom_object(G, V, "hosts", limit=2000,
+                                                       _continue=cont)
+            for h in page["items"]:
+                states[h["metadata"]["name"]] = (h.get("status") or {}).get("state")
+            cont = page["metadata"].get("continue")
+            if not cont:
+                with self.lock:
+                    self.states = states
+                self.listed.set()
+                return page["metadata"]["resourceVersion"]
+
+    def run(self) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        rv = None
+        while not self.stop.is_set():
+            try:
+                rv = rv or self.relist()
+                w = watch.Watch()
+                for ev in w.stream(self.api.list_cluster_custom_object, G, V, "hosts",
+                                   resource_version=rv, timeout_seconds=30):
+                    obj = ev["object"]
+                    if ev["type"] == "ERROR":
+                        rv = None  # 410: list again
+                        break
+                    name = obj["metadata"]["name"]
+                    with self.lock:
+                        if ev["type"] == "DELETED":
+                            self.states.pop(name, None)
+                        else:
+                            self.states[name] = (obj.get("status") or {}).get("state")
+                    rv = obj["metadata"]["resourceVersion"]
+                    if self.stop.is_set():
+                        return
+            except ApiException as exc:
+                rv = None
+                if exc.status != 410:
+                    time.sleep(1)
+            except Exception:  # the control plane going away at the end
+                if self.stop.is_set():
+                    return
+                time.sleep(1)
 
 
 def spread(per_host: dict[str, int], hosts: int) -> dict:

@@ -6,7 +6,9 @@ hardware) is the agent's."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from kova.conditions import get_condition, set_condition
 from kova.crds import names
@@ -28,15 +30,67 @@ def provider_state(body: dict, fenced: bool) -> tuple[bool, str | None]:
     return disabled, spec.get("availabilityZone")
 
 
+class ProviderPrefetch:
+    """Every provider, and which carry the disabled trait, read in two
+    requests when a term starts -- when every Host is synced at once -- so
+    that 10 000 hosts cost Placement two reads instead of 20 000 (one
+    provider and one trait read per host).  Each host uses the prefetched
+    facts once, within ``ttl`` seconds of the read; a retry, a later change
+    or a provider the read did not see reads Placement itself."""
+
+    def __init__(self, ctx: Context, ttl: float = 30.0) -> None:
+        self.ctx = ctx
+        self.ttl = ttl
+        self._task: asyncio.Task | None = None
+        self._at = 0.0
+        self._used: set[str] = set()
+        self._expired = False
+
+    def reset(self) -> None:
+        self._task, self._used, self._expired = None, set(), False
+
+    async def _read(self) -> tuple[dict[str, dict], set[str]]:
+        placement = self.ctx.placement
+        providers = await placement.resource_providers()
+        disabled = await placement.resource_providers([("required", names.TRAIT_DISABLED)])
+        self._at = time.monotonic()
+        # let the listing go after its time (~30 MiB at 10 000 hosts)
+        asyncio.get_running_loop().call_later(self.ttl, self._expire)
+        return {p["uuid"]: p for p in providers}, {p["uuid"] for p in disabled}
+
+    def _expire(self) -> None:
+        self._task, self._used, self._expired = None, set(), True
+
+    async def take(self, name: str) -> tuple[dict[str, dict], set[str]] | None:
+        """(providers by uuid, uuids of the disabled ones) for host ``name``'s
+        first sync of the term; None to read Placement per provider."""
+        if name in self._used or self._expired:
+            return None
+        if self._task is None:
+            self._task = asyncio.create_task(self._read())
+        try:
+            facts = await asyncio.shield(self._task)
+        except PlacementError as exc:
+            LOG.info("providers not prefetched (%s); reading them one by one", exc)
+            return None
+        if time.monotonic() - self._at > self.ttl:
+            self._expire()
+            return None
+        self._used.add(name)
+        return facts
+
+
 class HostController:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         #: Host name -> (provider, disabled, zone) last written to Placement.
         self.synced: dict[str, tuple] = {}
+        self.prefetch = ProviderPrefetch(ctx)
 
     def new_term(self) -> None:
         """Another replica may have changed the providers meanwhile."""
         self.synced.clear()
+        self.prefetch.reset()
 
     # ------------------------------------------------------------ events
     def host_changed(self, name: str, body: dict, deleted: bool) -> None:
@@ -76,14 +130,21 @@ class HostController:
         rp = ob.status(body).get("resourceProviderUUID")
         if not rp:
             return
-        if not await self.verify_provider(name, body, rp) or not self.ctx.leader:
+        facts = None
+        if name not in self.synced and self.ctx.hosts.verified.get(name) != rp:
+            facts = await self.prefetch.take(name)
+        known = facts[0].get(rp) if facts else None
+        if not await self.verify_provider(name, body, rp, known) or not self.ctx.leader:
             return  # replicas sharing Instances verify; the leader alone writes
         disabled, zone = provider_state(body, self.ctx.hosts.fence_reason(name, body) is not None)
         sig = (rp, disabled, zone)
         if self.synced.get(name) == sig:
             return
+        # The prefetched trait is the provider's as of the term's start,
+        # before any write of this term to it (this is its first sync).
+        has_trait = (rp in facts[1]) if facts and known is not None else None
         try:
-            await self._sync(name, body, rp, disabled, zone)
+            await self._sync(name, body, rp, disabled, zone, has_trait)
         except PlacementError as exc:
             if exc.status == 404:
                 LOG.warning("host %s: resource provider %s not found in Placement", name, rp)
@@ -92,7 +153,8 @@ class HostController:
         self.synced[name] = sig
         LOG.info("host %s: provider %s disabled=%s zone=%s", name, rp, disabled, zone)
 
-    async def verify_provider(self, name: str, body: dict, rp: str) -> bool:
+    async def verify_provider(self, name: str, body: dict, rp: str,
+                              provider: dict | None = None) -> bool:
         """Is ``rp`` (written by the Host's agent) host ``name``'s own
         provider?  Placement must hold it as a root provider named after the
         Host -- which, with per-agent identities, only that host's agent or
@@ -103,7 +165,8 @@ class HostController:
         view = self.ctx.hosts
         if view.verified.get(name) == rp:
             return True
-        provider = await self.ctx.placement.get_provider(rp)
+        if provider is None:  # not prefetched
+            provider = await self.ctx.placement.get_provider(rp)
         if provider is None:
             raise PlacementError(404, f"resource provider {rp} of host {name} is not in "
                                       "Placement (yet)", f"host {name}")
@@ -142,16 +205,23 @@ class HostController:
                 raise
 
     async def _sync(self, name: str, body: dict, rp: str, disabled: bool,
-                    zone: str | None) -> None:
+                    zone: str | None, has_trait: bool | None = None) -> None:
+        """``has_trait``: whether the provider carries the disabled trait, if
+        known from the prefetch (None: read it)."""
         placement = self.ctx.placement
-        if disabled:
+        if has_trait is not None and has_trait == disabled:
+            pass  # already as wanted
+        elif disabled:
             await placement.update_traits(rp, {names.TRAIT_DISABLED}, set())
         else:
             await placement.update_traits(rp, set(), {names.TRAIT_DISABLED})
         applied = ob.annotations_of(body).get(names.ANNOTATION_APPLIED_ZONE)
         add = {names.az_aggregate_uuid(zone)} if zone else set()
         remove = {names.az_aggregate_uuid(applied)} if applied and applied != zone else set()
-        await placement.update_aggregates(rp, add, remove)
+        if add or remove:
+            # A host in no zone, never in one: nothing to read or write (a
+            # start with 10 000 such hosts saves 10 000 reads of Placement).
+            await placement.update_aggregates(rp, add, remove)
         if applied != zone:
             await self.ctx.kube.merge_patch(host_path(name), {"metadata": {"annotations": {
                 names.ANNOTATION_APPLIED_ZONE: zone}}})

@@ -171,6 +171,30 @@ def test_disabled_and_maintenance_hosts_get_nothing(cluster):
     assert contract.TRAIT_DISABLED not in cluster.placement.traits(cluster.hosts[off])
 
 
+def test_a_start_syncs_every_provider_from_one_read_and_later_changes_too(cluster):
+    """At a start the providers' disabled trait is checked against a read of
+    all providers at once: a provider left disabled while its Host is
+    enabled loses the trait, a disabled Host's provider gets it, the others
+    keep theirs; changes after the start are still written."""
+    stale = cluster.add_host("stale", traits=(contract.TRAIT_DISABLED, "CUSTOM_KEEP"))
+    off = cluster.add_host("off", enabled=False)
+    plain = cluster.add_host("plain", traits=("CUSTOM_KEEP",))
+    cluster.start_operator()
+    traits = cluster.placement.traits
+    wait_for(lambda: contract.TRAIT_DISABLED not in traits(cluster.hosts[stale])
+             and contract.TRAIT_DISABLED in traits(cluster.hosts[off]), 15,
+             what="the stale trait removed and the disabled host's added")
+    assert "CUSTOM_KEEP" in traits(cluster.hosts[stale])
+    assert traits(cluster.hosts[plain]) == {"HW_ARCH_X86_64", "CUSTOM_KEEP"}
+    cluster.patch_host(plain, {"enabled": False})
+    cluster.patch_host(off, {"enabled": True})
+    wait_for(lambda: contract.TRAIT_DISABLED in traits(cluster.hosts[plain])
+             and contract.TRAIT_DISABLED not in traits(cluster.hosts[off]), 15,
+             what="the changes after the start written")
+    cluster.create_instance("vm1")
+    assert host_of(cluster.wait_scheduled("vm1", timeout=20)) in {stale, off}
+
+
 def test_enabled_and_maintenance_filters_without_the_trait(cluster):
     """Even if the provider's trait lags behind, the filters keep them out."""
     off = cluster.add_host("off", enabled=False)

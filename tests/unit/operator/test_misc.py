@@ -83,3 +83,28 @@ def test_lease_fresh():
     assert not lease_fresh(lease, now + 6)
     assert lease_fresh(lease, now + 6, grace=5)
     assert not lease_fresh(None, now)
+
+
+def test_freeze_heap_keeps_cached_bodies_out_of_collections_and_still_frees_them():
+    """The informer's caches after the first listing: out of the collector's
+    generations, yet a body replaced by a newer copy is freed at once."""
+    import gc
+    import weakref
+
+    from kova.operator.informer import freeze_heap
+
+    class Body(dict):
+        pass
+
+    cache = {f"host-{i}": Body(metadata={"name": f"host-{i}"}) for i in range(100)}
+    freed: list[str] = []
+    ref = weakref.ref(cache["host-0"], lambda _: freed.append("host-0"))
+    try:
+        assert freeze_heap() >= 100
+        tracked = {id(o) for o in gc.get_objects() if isinstance(o, Body)}
+        assert not tracked & {id(b) for b in cache.values()}  # in no generation
+        cache["host-0"] = Body(metadata={"name": "host-0", "resourceVersion": "2"})
+        assert freed == ["host-0"] and ref() is None
+    finally:
+        gc.unfreeze()
+    assert {id(b) for b in cache.values()} <= {id(o) for o in gc.get_objects()}
