@@ -187,11 +187,12 @@ class PlacementServer:
 
 
 # ---- manifests for the multi-host stack tests (kova.dev.stack.Stack)
-def flavor_image_manifests(flavor: str, image: str) -> str:
+def flavor_image_manifests(flavor: str, image: str, image_path: str | Path | None = None) -> str:
     """YAML for ``kubectl apply``: the Flavor ``flavor`` (1 vCPU, 192 MiB,
-    1 GiB) and the Image ``image`` (the bootable test image, where
-    ``kova.dev.stack.link_test_image`` puts it) that the e2e tests on a
-    ``Stack`` boot their Instances from."""
+    1 GiB) and the Image ``image`` (the bootable test image at ``image_path``,
+    by default where ``kova.dev.stack.link_test_image`` puts it) that the e2e
+    tests on a ``Stack`` boot their Instances from."""
+    path = IMAGE_HOST_PATH if image_path is None else Path(image_path).resolve()
     return f"""
 apiVersion: kova.dev/v1alpha1
 kind: Flavor
@@ -202,7 +203,7 @@ apiVersion: kova.dev/v1alpha1
 kind: Image
 metadata: {{name: {image}}}
 spec:
-  source: {{hostPath: {IMAGE_HOST_PATH}}}
+  source: {{hostPath: {path}}}
   format: qcow2
 """
 

@@ -25,7 +25,7 @@ import pytest
 from kova.dev.stack import Stack
 from tests.e2e.test_access import Session
 from tests.e2e.test_moves import PROMPT, placement_books
-from tests.helpers import BOOT_TIMEOUT, wait_for
+from tests.helpers import BOOT_TIMEOUT, flavor_image_manifests, wait_for
 from tests.support.stacks import kova_editor, temp_namespace, two_host_stack
 
 SECTOR = 1_900_000  # ~930 MiB into the 1 GiB disk: past anything the image wrote
@@ -55,17 +55,7 @@ def booted_guest(k8s, kubectl, ns: str, root: Path, test_image, prefix: str,
     user = kova_editor(k8s, ns, user_name, root)
     tag = ns[-5:]
     image = f"{prefix}-img-{tag}"
-    kubectl("apply", "-f", "-", input=f"""---
-apiVersion: kova.dev/v1alpha1
-kind: Flavor
-metadata: {{name: {prefix}-{tag}}}
-spec: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
----
-apiVersion: kova.dev/v1alpha1
-kind: Image
-metadata: {{name: {image}}}
-spec: {{source: {{hostPath: {Path(test_image).resolve()}}}, format: qcow2}}
----
+    kubectl("apply", "-f", "-", input=flavor_image_manifests(f"{prefix}-{tag}", image, test_image) + f"""---
 apiVersion: kova.dev/v1alpha1
 kind: Instance
 metadata: {{name: vm, namespace: {ns}}}

@@ -16,7 +16,6 @@ naming it; the Host says Stuck; ``uncordon`` ends the drain.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +24,7 @@ from kova.dev.twohost import TwoHosts
 from tests.e2e.test_live_migration_operator import BedStack, domains
 from tests.e2e.test_moves import placement_books
 from tests.fixtures.vm import plugin
-from tests.helpers import BOOT_TIMEOUT, wait_for
+from tests.helpers import BOOT_TIMEOUT, flavor_image_manifests, wait_for
 from tests.support.stacks import kova_editor, temp_namespace, two_host_stack
 
 SIZE = {"VCPU": 1, "MEMORY_MB": 192, "DISK_GB": 1}
@@ -87,17 +86,7 @@ def guests(stack, k8s, kubectl, ns, test_image):
     a, b = stack.hosts
     tag = ns[-5:]
     flavor, image = f"dr-{tag}", f"dr-img-{tag}"
-    kubectl("apply", "-f", "-", input=f"""---
-apiVersion: kova.dev/v1alpha1
-kind: Flavor
-metadata: {{name: {flavor}}}
-spec: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
----
-apiVersion: kova.dev/v1alpha1
-kind: Image
-metadata: {{name: {image}}}
-spec: {{source: {{hostPath: {Path(test_image).resolve()}}}, format: qcow2}}
----
+    kubectl("apply", "-f", "-", input=flavor_image_manifests(flavor, image, test_image) + f"""---
 apiVersion: kova.dev/v1alpha1
 kind: ServerGroup
 metadata: {{name: pair, namespace: {ns}}}
