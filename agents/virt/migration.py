@@ -11,7 +11,9 @@ faster than the link) is on by default; post-copy is an option (switch after
 ``post_copy_after`` seconds or iterations, or as soon as QEMU accepts it when
 both are 0: the guest then runs on the destination and pulls the remaining
 pages on demand; phase ``PostCopy`` is reported once libvirt shows the
-source paused for post-copy, not merely when the switch was asked).  A bandwidth limit, a
+source paused for post-copy, not merely when the switch was asked; a
+post-copy move is watched over a second connection to the same libvirtd).
+A bandwidth limit, a
 completion timeout (then the job is aborted and the guest keeps running on
 the source) and an :class:`Abort` handle are supported.  Progress comes from
 libvirt's job statistics, polled while the migration runs.
@@ -270,15 +272,24 @@ def live_migrate(
         else:
             result["ok"] = True
 
+    # A post-copy move is watched over a connection of its own: calls on the
+    # connection that waits in migrateToURI3 were seen to hang until the
+    # migration ended, and the switch was then never asked in time.
+    control = _control_connection(dom) if opts.post_copy else None
     started = time.monotonic()
     worker = threading.Thread(target=run, name=f"migrate-{dom.name()}", daemon=True)
     worker.start()
-    watch = _Watch(dom, opts, on_progress, abort, started)
-    interval = min(opts.poll_interval, IMMEDIATE_POLL) if watch.immediate else opts.poll_interval
-    while worker.is_alive():
-        worker.join(interval)
-        if worker.is_alive():
-            watch.tick()
+    try:
+        watch = _Watch(control[1] if control else dom, opts, on_progress, abort, started)
+        interval = (min(opts.poll_interval, IMMEDIATE_POLL) if watch.immediate
+                    else opts.poll_interval)
+        while worker.is_alive():
+            worker.join(interval)
+            if worker.is_alive():
+                watch.tick()
+    finally:
+        if control:
+            _close(control[0])
     if "ok" not in result:
         raise watch.failure(result.get("error"))
     done = _completed(dom, watch.last, int((time.monotonic() - started) * 1000))
@@ -287,6 +298,31 @@ def live_migrate(
     if on_progress:
         on_progress(done)
     return done
+
+
+def _control_connection(dom: libvirt.virDomain) -> tuple[libvirt.virConnect,
+                                                          libvirt.virDomain] | None:
+    """A second connection to ``dom``'s libvirtd and the domain seen through
+    it (None, logged, when it cannot be opened: ``dom``'s own is used)."""
+    try:
+        conn = libvirt.open(dom.connect().getURI())
+    except libvirt.libvirtError as exc:
+        log.warning("%s: no second libvirt connection to watch the migration: %s",
+                    dom.name(), exc)
+        return None
+    try:
+        return conn, conn.lookupByUUID(dom.UUID())
+    except libvirt.libvirtError as exc:
+        log.warning("%s: not found on a second libvirt connection: %s", dom.name(), exc)
+        _close(conn)
+        return None
+
+
+def _close(conn: libvirt.virConnect) -> None:
+    try:
+        conn.close()
+    except libvirt.libvirtError as exc:
+        log.debug("closing a libvirt connection: %s", exc)
 
 
 class _Watch:
