@@ -155,7 +155,7 @@ def test_get_inst_shows_printer_columns(kova_crds, kubectl, namespace) -> None:
         ("flavors", ["NAME", "VCPUS", "MEMORY", "DISK", "AGE"]),
         ("images", ["NAME", "FORMAT", "ARCH", "MINDISK", "AVAILABLE", "SIZE", "AGE"]),
         ("servergroups", ["NAME", "POLICY", "MAXPERHOST", "MEMBERS", "AGE"]),
-        ("hosts", ["NAME", "ENABLED", "STATE", "ZONE", "INSTANCES", "AGE"]),
+        ("hosts", ["NAME", "ENABLED", "STATE", "ZONE", "INSTANCES", "DRAIN", "AGE"]),
     ],
 )
 def test_other_printer_columns(kova_crds, kubectl, namespace, cleanup, kind, header) -> None:
@@ -223,6 +223,8 @@ def test_server_side_defaults(kova_crds, kubectl, namespace, cleanup) -> None:
     assert created["spec"] == {
         "enabled": True,
         "fenced": False,
+        "drain": False,
+        "drainPolicy": "Live",
         "allocationRatios": {"vcpu": 4.0, "memory": 1.0, "disk": 1.0},
         "reserved": {"vcpus": 0, "memoryMiB": 512, "diskGiB": 0},
     }
