@@ -70,8 +70,13 @@ class ProviderPrefetch:
             self._task = asyncio.create_task(self._read())
         try:
             facts = await asyncio.shield(self._task)
-        except PlacementError as exc:
-            LOG.info("providers not prefetched (%s); reading them one by one", exc)
+        except Exception as exc:  # noqa: BLE001 -- any failure: read one by one
+            # A failed read is not kept: every host of this term reads its
+            # own provider (and meets Placement's error, if it lasts, there).
+            self._expired = True
+            self._task = None
+            LOG.info("providers not prefetched (%s: %s); reading them one by one",
+                     type(exc).__name__, exc)
             return None
         if time.monotonic() - self._at > self.ttl:
             self._expire()
