@@ -11,6 +11,7 @@ import time
 
 from kova.crds import names as contract
 from tests.fixtures.operator import condition, wait_for
+from tests.reliability.record import record
 
 
 def _running(cluster, name: str) -> None:
@@ -44,10 +45,10 @@ def _host_events(cluster, host: str, reason: str) -> list[str]:
     return [e.message for e in evs]
 
 
-def _agent_live(cluster, name: str) -> None:
+def _agent_live(cluster, name: str, timeout: float = 30) -> None:
     """The agents' side of a live migration: the guest is on the destination."""
     mig = cluster.wait(name, lambda i: ((i.get("status") or {}).get("migration") or {}).get(
-        "step") == "Preparing", 30, f"{name} at step Preparing")["status"]["migration"]
+        "step") == "Preparing", timeout, f"{name} at step Preparing")["status"]["migration"]
     cluster.patch_status(name, {"migration": {**mig, "step": "Migrated",
                                               "progress": {"phase": "Completed", "downtimeMs": 5}}})
 
@@ -169,3 +170,63 @@ def test_a_failed_live_migration_falls_back_cold_only_with_live_then_cold(cluste
     mig = cluster.wait("vm", lambda i: ((i.get("status") or {}).get("migration") or {}).get(
         "step") == "Moving", 30, "the cold migration claimed")["status"]["migration"]
     assert mig["mode"] == "cold" and mig["destHost"] == b
+
+
+def test_a_new_leader_adopts_the_drains_moves_in_flight(cluster):
+    """Two replicas (kopf peering): the leader killed (kill -9) while its
+    drain has two live migrations under way, both finished by their
+    (simulated) agents before a leader is back.  The standby takes over once
+    the dead leader's peering entry expires, adopts the two moves by their
+    request id, starts the third and ends Drained: every Instance moved
+    exactly once, counted once, Placement charging host B only."""
+    a, b = cluster.add_host("a"), cluster.add_host("b")
+    leader = cluster.start_operator("--priority", "100", peering=True, log_name="a.log")
+    wait_for(lambda: "kova operator starting" in cluster.operator_log("a.log"), 30,
+             what="the leader started")
+    vms = ("vm1", "vm2", "vm3")
+    for n in vms:
+        _place(cluster, n, a, [b])
+    standby = cluster.start_operator("--priority", "10", peering=True, log_name="b.log")
+    wait_for(lambda: "standing by" in cluster.operator_log("b.log"), 60,
+             what="the standby to stand by")
+
+    cluster.patch_host(a, {"drain": True, "drainParallel": 2})
+    first = wait_for(lambda: (m := [n for n in vms if _mig(cluster, n).get("step") ==
+                                    "Preparing"]) and len(m) == 2 and m, 60,
+                     what="two live migrations claimed")
+    reqs = {n: _mig(cluster, n)["requestId"] for n in first}
+    cluster.stop_operator(leader, kill=True)
+    for n in first:  # the agents go on without an operator
+        _agent_live(cluster, n)
+
+    third = next(n for n in vms if n not in first)
+    # the standby takes over once the dead leader's peering entry expires
+    # (kopf's 60 s lifetime), then its drain claims the third
+    _agent_live(cluster, third, timeout=180)
+    for n in vms:
+        inst = cluster.wait(n, lambda i: (i.get("status") or {}).get("host") == b
+                            and not i["status"].get("migration"), 60, f"{n} on {b}")
+        migrations = [e for e in inst["status"]["actions"] if e["action"] == "migrate"]
+        assert len(migrations) == 1 and migrations[0]["result"] == "Success", migrations
+        if n in reqs:
+            assert migrations[0]["requestId"] == reqs[n]  # the old leader's move, adopted
+        assert list(cluster.placement.allocations(inst["metadata"]["uid"])) == \
+            [cluster.hosts[b]]
+    drain = wait_for(lambda: _drain(cluster, a) if _drain(cluster, a).get("phase") == "Drained"
+                     else None, 30, what="the drain Drained")
+    assert (drain["instances"], drain["moving"], drain["moved"]) == (0, 0, 3), drain
+    assert not drain.get("left")
+    # the audit: every consumer an Instance on B, no migration consumer left
+    uids = {cluster.get(n)["metadata"]["uid"] for n in vms}
+    assert cluster.placement.all_consumers() == {uid: cluster.hosts[b] for uid in uids}
+    assert "now the active one" in cluster.operator_log("b.log")
+    assert standby.poll() is None
+    record(fault="Leader change during a host drain",
+           injected="2 operator replicas (kopf peering), 3 Instances on a draining host "
+                    "(drainParallel 2, simulated agents): the leader killed (kill -9) with two "
+                    "live migrations claimed, both finished by their agents while no replica "
+                    "led",
+           times=1, lost=0, duplicated=0, overcommitted=0,
+           result="the standby took over, adopted the two moves by their request id, moved "
+                  "the third: Drained with moved 3, each Instance migrated once, Placement "
+                  "charging the other host only, no migration consumer left")
