@@ -47,7 +47,7 @@ from tests.fixtures.agents import Harness
 from tests.helpers import wait_for
 from tests.reliability.guests import _destroy_all, _domains
 from tests.reliability.record import record
-from tests.reliability.test_move_faults import RC, SMALL, Move
+from tests.reliability.test_move_faults import SMALL, Move
 from tests.support.placement_hold import PlacementHold
 from tests.support.stacks import BedStack, temp_namespace, two_host_stack
 
@@ -269,38 +269,12 @@ def dest_agent_live_migrating(m: LiveMove, src: str, dst: str) -> None:
 
 
 def operator_at_claiming(when: str) -> Callable[[LiveMove, str, str], None]:
-    """The operator killed inside its claim's ``POST /allocations``, held by
-    the proxy ``before`` Placement saw it or ``after`` Placement committed
-    it (the answer kept back)."""
+    """The operator killed inside its claim's POST, held ``before`` or
+    ``after`` Placement saw it (Move.kill_at_claiming)."""
 
     def kill(m: LiveMove, src: str, dst: str) -> None:
-        m.hold.arm(when)
-        try:
-            m.migrate()
-            assert m.hold.held.wait(120), "the operator's claim never reached the proxy"
-            mig = m.mig()
-            assert mig.get("step") == names.MigrationStep.CLAIMING, mig
-            m.mig_ids.add(mig["uuid"])
-            m.kill("operator", "operator", f"Claiming (its claim POST held {when} Placement "
-                   f"{'saw' if when == 'before' else 'committed'} it)")
-        finally:
-            m.hold.disarm()
-        # Placement holds what the held request left: nothing moved, or the
-        # whole claim (the migration consumer on the source, the Instance on
-        # the destination); never half of it
-        held = {rp: a["resources"] for rp, a in m.allocs(mig["uuid"]).items()}
-        own = {rp: a["resources"] for rp, a in m.allocs(m.uid).items()}
-        small = {RC[k]: v for k, v in SMALL.items()}
-        if when == "before":
-            assert (held, own) == ({}, {m.rp(src): small}), (held, own)
-        else:
-            assert m.hold.caught[-1][1] == 204, m.hold.caught[-1]
-            assert (held, own) == ({m.rp(src): small}, {m.rp(dst): small}), (held, own)
-        m.seen.append(f"claim held {when} Placement: migration consumer {held or 'empty'}, "
-                      f"Instance on {'the destination' if own.get(m.rp(dst)) else 'the source'}")
-        m.restart("operator")
+        m.seen.append(m.kill_at_claiming(when, m.migrate, src, dst, SMALL, SMALL))
 
-    kill.__name__ = f"operator_at_claiming_{when}"
     return kill
 
 
