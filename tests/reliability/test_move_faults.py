@@ -469,14 +469,27 @@ def test_kill_9_of_the_operator_at_claiming_a_cold_migration_and_a_resize(
         m.wait_step("Verify", timeout=90)
         m.kova("resize", "vm", "--revert")
         m.settled(src, SMALL)
-        # 3. a resize in place (the other host disabled), the claim committed;
-        # confirm: the new size only
+        # 3. a resize in place (the other host disabled), the claim held before
+        # Placement saw it; revert: the old size, the old allocation back
         host = src
         m.h.custom.patch_cluster_custom_object("kova.dev", "v1alpha1", "hosts", m.other(host),
                                                {"spec": {"enabled": False}})
-        seen.append(m.kill_at_claiming(
-            "after", lambda: m.kova("resize", "vm", "--flavor", f"mf-big-{sfx}", "--no-wait"),
-            host, host, SMALL, BIG))
+
+        def resize() -> None:
+            m.kova("resize", "vm", "--flavor", f"mf-big-{sfx}", "--no-wait")
+
+        seen.append(m.kill_at_claiming("before", resize, host, host, SMALL, SMALL))
+        m.wait_step("Verify", timeout=90)
+        m.kova("resize", "vm", "--revert")
+        m.settled(host, SMALL)
+        # 4. a resize to another Flavor of the same size (a new generation of
+        # the spec), the claim committed by Placement; confirm: the new size only
+        m.h.flavor(f"mf-big2-{sfx}", **BIG)
+
+        def resize() -> None:
+            m.kova("resize", "vm", "--flavor", f"mf-big2-{sfx}", "--no-wait")
+
+        seen.append(m.kill_at_claiming("after", resize, host, host, SMALL, BIG))
         m.wait_step("Verify", timeout=90)
         m.kova("resize", "vm", "--confirm")
         m.settled(host, BIG)
@@ -486,7 +499,8 @@ def test_kill_9_of_the_operator_at_claiming_a_cold_migration_and_a_resize(
             "claim (POST /allocations) held by a proxy in front of Placement, the operator "
             "killed (kill -9) there and restarted: " + "; ".join(m.kills),
             len(m.kills), lost=0, duplicated=0, overcommitted=0,
-            result="each move reached Verify once and was confirmed or reverted; the Instance "
-                   "Running once, on the host Placement charges, at its size; migration "
+            result="each move reached Verify after the restart and was confirmed or reverted; "
+                   "the Instance Running once, on the host Placement charges, at its size; "
+                   "migration "
                    "consumers empty, nothing of it left on the other host",
             figures={"seconds": round(time.monotonic() - t_start, 1), "seen": seen})
