@@ -76,7 +76,7 @@ def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, ns, hold: Pla
     st = BedStack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
                   agent_args=["--resync-seconds", "2", "--image-host-dir", str(root / "images")],
                   bed_hosts=two_hosts.hosts)
-    hold.upstream = lambda: st.placement_url
+    hold.upstream = lambda: st.placement_url if st.placement_port else ""
     st.operator_args = ["--host-check-interval", "0.5", "--backoff-max", "2",
                         "--placement-url", hold.url]
     with two_host_stack(st, k8s, ns, "lf", log_lines=40) as started:

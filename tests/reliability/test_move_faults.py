@@ -68,16 +68,20 @@ RC = {"vcpus": "VCPU", "memoryMiB": "MEMORY_MB", "diskGiB": "DISK_GB"}
 
 @contextmanager
 def move_stack(k8s, namespace: str, tmp_path: Path, kubectl,
-               operator_args: tuple[str, ...] = ()) -> Iterator[Stack]:
-    """Placement, the operator and two agents, each host its private libvirtd."""
+               hold: PlacementHold | None = None) -> Iterator[Stack]:
+    """Placement, the operator and two agents, each host its private libvirtd;
+    with ``hold`` the operator reaches Placement through that proxy."""
     suffix = uuid.uuid4().hex[:5]
     hosts = [f"mf-a-{suffix}", f"mf-b-{suffix}"]
     (tmp_path / "images").mkdir(exist_ok=True)
     st = Stack(root=tmp_path / "stack",
                operator_args=["--host-check-interval", "0.5", "--backoff-max", "2",
-                              "--resize-confirm-window", "0", *operator_args],
+                              "--resize-confirm-window", "0"],
                agent_args=["--shutdown-timeout", "3", "--resync-seconds", "2",
                            "--image-host-dir", str(tmp_path / "images")])
+    if hold is not None:
+        hold.upstream = lambda: st.placement_url if st.placement_port else ""
+        st.operator_args += ["--placement-url", hold.url]
     try:
         st.start(k8s, hosts, progress=lambda m: None, namespaces=[namespace])
         yield st
@@ -448,9 +452,7 @@ def test_kill_9_of_the_operator_at_claiming_a_cold_migration_and_a_resize(
     left)."""
     t_start = time.monotonic()
     with PlacementHold(lambda: "") as hold, \
-            move_stack(k8s, namespace, tmp_path, kubectl,
-                       ("--placement-url", hold.url)) as stack:
-        hold.upstream = lambda: stack.placement_url
+            move_stack(k8s, namespace, tmp_path, kubectl, hold) as stack:
         m = start_guest(stack, k8s_client, kubeconfig, namespace, tmp_path, small_image,
                         request, hold)
         sfx, seen = namespace[-6:], []

@@ -84,11 +84,17 @@ class PlacementHold:
         self.mode = None
         self.release.set()
 
-    def client(self) -> httpx.Client:
+    def forward(self, method: str, path: str, body: bytes, headers: dict) -> httpx.Response:
+        upstream = self.upstream()
+        if not upstream:  # not known yet: Placement not started (clients retry a 502)
+            return httpx.Response(502, json={"errors": [{"detail": "no Placement yet"}]})
         with self._lock:
             if self._client is None:
-                self._client = httpx.Client(base_url=self.upstream(), timeout=60)
-            return self._client
+                self._client = httpx.Client(timeout=60)
+        try:
+            return self._client.request(method, upstream + path, content=body, headers=headers)
+        except httpx.HTTPError as exc:  # Placement down: as a gateway says it
+            return httpx.Response(502, json={"errors": [{"detail": str(exc)}]})
 
     def _take(self, method: str, path: str, body: bytes) -> str | None:
         with self._lock:
@@ -118,8 +124,7 @@ class PlacementHold:
                     proxy.release.wait()
                     self.close_connection = True  # dropped: never forwarded
                     return
-                resp = proxy.client().request(self.command, self.path, content=body,
-                                             headers=headers)
+                resp = proxy.forward(self.command, self.path, body, headers)
                 if hold == "after":
                     proxy.caught.append((hold, resp.status_code, json.loads(body)))
                     proxy.held.set()
