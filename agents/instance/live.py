@@ -373,8 +373,6 @@ class _Progress:
         self.obj = new or self.obj
 
 
-
-
 #: libvirt's words when the source's connection to the destination's
 #: libvirtd broke (it stopped, crashed or became unreachable) mid-migration.
 CONNECTION_LOST = ("client socket is closed", "end of file while reading", "connection reset",

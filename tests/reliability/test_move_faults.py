@@ -503,6 +503,5 @@ def test_kill_9_of_the_operator_at_claiming_a_cold_migration_and_a_resize(
             len(m.kills), lost=0, duplicated=0, overcommitted=0,
             result="each move reached Verify after the restart and was confirmed or reverted; "
                    "the Instance Running once, on the host Placement charges, at its size; "
-                   "migration "
-                   "consumers empty, nothing of it left on the other host",
+                   "migration consumers empty, nothing of it left on the other host",
             figures={"seconds": round(time.monotonic() - t_start, 1), "seen": seen})
