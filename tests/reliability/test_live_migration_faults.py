@@ -346,6 +346,12 @@ def test_destination_libvirtd_stopped_during_a_live_migration(guest: LiveMove,
     assert len(st["actions"]) > started, st["actions"]
     assert (st["actions"][-1]["action"], st["actions"][-1]["result"]) == \
         ("migrate", "Error"), st["actions"][-1]
+    # users see it: the operator's Warning Event says what broke
+    wait_for(lambda: any(e.reason == names.REASON_LIVE_MIGRATION_FAILED and e.type == "Warning"
+                         and "destination's libvirtd" in (e.message or "")
+                         for e in m.h.core.list_namespaced_event(
+                             m.h.ns, field_selector=f"involvedObject.uid={m.uid}").items),
+             30, 0.5, "the Warning Event naming the destination's libvirtd")
     # the books, and nothing of it on the destination once its libvirtd is back
     m.settled(src, SMALL, timeout=180)
     after = _running_id(stack.libvirt_uris[src], m.uid)
