@@ -194,6 +194,7 @@ class Operator:
         """This replica became the active one: look at everything again."""
         self.ctx.ledger.new_term()
         self.hosts.new_term()
+        self.drains.new_term()  # before the Instances: it adopts the drains' moves
         self.ctx.enqueue_all()
 
     # ------------------------------------------------------------ workers

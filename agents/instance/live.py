@@ -291,7 +291,8 @@ class LiveMigrator:
                 done = migration.live_migrate(dom, mig["destUri"], opts, watcher, abort)
             except migration.LiveMigrationError as exc:
                 self.ctx.metrics.live_migrations.labels(result=exc.reason).inc()
-                self._fail(obj, mig, f"{exc.reason}: {exc}", exc.progress)
+                self._fail(obj, mig, f"{exc.reason}: {exc}{lost_destination(str(exc), mig)}",
+                           exc.progress)
                 return
         finally:
             conn.close()
@@ -372,3 +373,18 @@ class _Progress:
         self.obj = new or self.obj
 
 
+#: libvirt's words when the source's connection to the destination's
+#: libvirtd broke (it stopped, crashed or became unreachable) mid-migration.
+CONNECTION_LOST = ("client socket is closed", "end of file while reading", "connection reset",
+                   "cannot recv data", "keepalive timeout", "broken pipe", "connection refused",
+                   "unable to connect to server")
+
+
+def lost_destination(message: str, mig: dict) -> str:
+    """What to add to a failed migration's message when libvirt's says the
+    connection to the destination's libvirtd was lost (libvirt's own words
+    do not name it)."""
+    if not any(words in message.lower() for words in CONNECTION_LOST):
+        return ""
+    return (f"; the connection to the destination's libvirtd ({mig.get('destHost')}, "
+            f"{mig.get('destUri')}) was lost: it stopped or became unreachable")

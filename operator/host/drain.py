@@ -26,7 +26,8 @@ host, the leader
 ``spec.drain: false`` ends it: ``status.drain`` and the condition go (a move
 under way finishes).  What the leader remembers (the moves it started, the
 Instances left) is rebuilt after a change of leader: moves under way are
-found by their request id, the Instances left are tried again once.
+found by their request id (at once when this replica becomes the leader,
+before it finishes any of them), the Instances left are tried again once.
 """
 
 from __future__ import annotations
@@ -108,6 +109,20 @@ class DrainController:
             except Exception as exc:  # the next tick tries again
                 LOG.warning("host %s: drain step failed (%s: %s)", name,
                             type(exc).__name__, exc)
+
+    def new_term(self) -> None:
+        """This replica became the leader: the moves under way off every
+        draining host are adopted now, from the informer's cache, before the
+        Instances are looked at again -- a move this leader finishes before
+        the drain's next tick is still counted as the drain's."""
+        self.states.clear()
+        informer = self.ctx.informer
+        if not informer.synced.is_set():
+            return  # the first tick after the sync adopts them
+        for name in informer.host_names():
+            body = informer.host(name)
+            if body is not None and ob.spec(body).get("drain"):
+                self.state_of(name, body)
 
     # ------------------------------------------------------------ one host
     def state_of(self, name: str, host: dict) -> DrainState:

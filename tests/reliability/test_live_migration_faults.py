@@ -48,6 +48,7 @@ from tests.helpers import wait_for
 from tests.reliability.guests import _destroy_all, _domains
 from tests.reliability.record import record
 from tests.reliability.test_move_faults import SMALL, Move
+from tests.support.placement_hold import PlacementHold
 from tests.support.stacks import BedStack, temp_namespace, two_host_stack
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
@@ -60,14 +61,24 @@ def ns(kubectl) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, ns,
+def hold() -> Iterator[PlacementHold]:
+    """The proxy through which the operator reaches Placement (it can hold
+    the operator's move claim)."""
+    with PlacementHold(lambda: "") as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, ns, hold: PlacementHold,
           tmp_path_factory) -> Iterator[BedStack]:
     root = tmp_path_factory.mktemp("livefault")
     (root / "images").mkdir()
     st = BedStack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
-                  operator_args=["--host-check-interval", "0.5", "--backoff-max", "2"],
                   agent_args=["--resync-seconds", "2", "--image-host-dir", str(root / "images")],
                   bed_hosts=two_hosts.hosts)
+    hold.upstream = lambda: st.placement_url if st.placement_port else ""
+    st.operator_args = ["--host-check-interval", "0.5", "--backoff-max", "2",
+                        "--placement-url", hold.url]
     with two_host_stack(st, k8s, ns, "lf", log_lines=40) as started:
         try:
             yield started
@@ -79,10 +90,11 @@ def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, ns,
 class LiveMove(Move):
     """The reads, kills and checks of a live migration's cases."""
 
-    def __init__(self, *args) -> None:
+    def __init__(self, *args, hold: PlacementHold) -> None:
         super().__init__(*args)
         #: what each case caught (a kill can land a moment after the step ended)
         self.seen: list[str] = []
+        self.hold = hold
 
     def arrived(self, host: str) -> bool:
         """The destination's libvirtd holds the arriving domain (libvirt's
@@ -126,7 +138,8 @@ class LiveMove(Move):
 
 
 @pytest.fixture(scope="module")
-def guest(stack, k8s_client, kubeconfig, kubectl, ns, tmp_path_factory) -> Iterator[LiveMove]:
+def guest(stack, hold, k8s_client, kubeconfig, kubectl, ns,
+          tmp_path_factory) -> Iterator[LiveMove]:
     import httpx
 
     stack.wait_hosts_up()
@@ -139,7 +152,7 @@ def guest(stack, k8s_client, kubeconfig, kubectl, ns, tmp_path_factory) -> Itera
                    check=True, capture_output=True)
     placement = httpx.Client(base_url=stack.placement_url, timeout=30, headers={
         "X-Auth-Token": stack.placement_token, "OpenStack-API-Version": "placement 1.39"})
-    m = LiveMove(stack, h, kubeconfig, placement)
+    m = LiveMove(stack, h, kubeconfig, placement, hold=hold)
     sfx = ns[-5:]
     h.flavor(f"lf-small-{sfx}", **SMALL)
     h.image(f"lf-img-{sfx}", image)
@@ -149,6 +162,7 @@ def guest(stack, k8s_client, kubeconfig, kubectl, ns, tmp_path_factory) -> Itera
     try:
         yield m
     finally:
+        hold.disarm()
         for name in list(stack.pids):  # a case that failed may have left one stopped
             try:
                 os.kill(stack.pids[name], signal.SIGCONT)
@@ -254,6 +268,26 @@ def dest_agent_live_migrating(m: LiveMove, src: str, dst: str) -> None:
     m.restart(f"agent-{dst}")
 
 
+def operator_at_claiming(when: str) -> Callable[[LiveMove, str, str], None]:
+    """The operator killed inside its claim's POST, held ``before`` or
+    ``after`` Placement saw it (Move.kill_at_claiming)."""
+
+    def kill(m: LiveMove, src: str, dst: str) -> None:
+        m.seen.append(m.kill_at_claiming(when, m.migrate, src, dst, SMALL, SMALL))
+
+    return kill
+
+
+def test_kill_9_of_the_operator_at_claiming(guest: LiveMove) -> None:
+    """The move goes on after the restart: a claim Placement never saw is
+    made again, one it committed is adopted (no second claim)."""
+    guest.kills.clear()
+    t_start = time.monotonic()
+    for when in ("before", "after"):
+        guest.case(operator_at_claiming(when))
+    _report(guest, t_start, "the operator at step Claiming")
+
+
 def test_kill_9_of_each_process_during_a_live_migration(guest: LiveMove) -> None:
     t_start = time.monotonic()
     for kill in (dest_agent_at_preparing, source_agent_live_migrating, operator_at_migrated):
@@ -269,3 +303,68 @@ def test_kill_9_at_the_other_steps_of_a_live_migration(guest: LiveMove) -> None:
                  dest_agent_live_migrating):
         guest.case(kill)
     _report(guest, t_start, "the other steps")
+
+
+def _running_id(uri: str, uid: str) -> tuple[int, int]:
+    """libvirt's id of the Instance's domain (a new one at every start) and its state."""
+    conn = libvirt.open(uri)
+    try:
+        dom = conn.lookupByUUIDString(uid)
+        return dom.ID(), dom.state()[0]
+    finally:
+        conn.close()
+
+
+def test_destination_libvirtd_stopped_during_a_live_migration(guest: LiveMove,
+                                                              stack: BedStack) -> None:
+    """Through the operator (``kubectl kova migrate --live``): the
+    destination's libvirtd killed once the guest is arriving; the migration
+    fails, the guest runs on where it was (the same domain, not started
+    again), the source's allocation back to the Instance; the restarted
+    libvirtd and the destination agent leave nothing of it there."""
+    m = guest
+    t_start = time.monotonic()
+    started = len(m.obj()["status"].get("actions") or [])
+    src, dst = m.host(), m.other(m.host())
+    before = _running_id(stack.libvirt_uris[src], m.uid)
+    m.migrate()
+    m.wait_step("LiveMigrating")
+    wait_for(lambda: m.arrived(dst), 60, 0.02, "the domain arriving on the destination")
+    bed = stack._bed(dst)
+    bed.kill_libvirtd()
+    try:
+        obj = wait_for(lambda: "migration" not in (o := m.obj())["status"] and o, 180, 0.2,
+                       "the live migration ended")
+    finally:
+        bed.start_libvirtd()
+        stack.libvirt_uris[dst] = bed.uri
+    st = obj["status"]
+    cond = next(c for c in st["conditions"] if c["type"] == names.COND_RESIZED)
+    assert (cond["status"], cond["reason"]) == ("False", names.REASON_LIVE_MIGRATION_FAILED), cond
+    assert f"runs on {src}" in cond["message"], cond
+    assert f"the connection to the destination's libvirtd ({dst}" in cond["message"], cond
+    assert len(st["actions"]) > started, st["actions"]
+    assert (st["actions"][-1]["action"], st["actions"][-1]["result"]) == \
+        ("migrate", "Error"), st["actions"][-1]
+    # users see it: the operator's Warning Event says what broke
+    wait_for(lambda: any(e.reason == names.REASON_LIVE_MIGRATION_FAILED and e.type == "Warning"
+                         and "destination's libvirtd" in (e.message or "")
+                         for e in m.h.core.list_namespaced_event(
+                             m.h.ns, field_selector=f"involvedObject.uid={m.uid}").items),
+             30, 0.5, "the Warning Event naming the destination's libvirtd")
+    # the books, and nothing of it on the destination once its libvirtd is back
+    m.settled(src, SMALL, timeout=180)
+    after = _running_id(stack.libvirt_uris[src], m.uid)
+    assert after == (before[0], libvirt.VIR_DOMAIN_RUNNING), (before, after)
+    record(
+        "Destination libvirtd stopped during a live migration",
+        "2 hosts of the bed (libvirtd each in its own network namespace, QEMU/TCG): "
+        "`kubectl kova migrate --live`, the destination's libvirtd killed (SIGKILL) once the "
+        "guest was arriving, started again after the move ended",
+        1, lost=0, duplicated=0, overcommitted=0,
+        result="the move ended Resized=False LiveMigrationFailed, its message naming the "
+               "destination's libvirtd, the action in Error; the guest Running on the source (the same domain, not started "
+               "again), Placement charging the source only, the migration consumer empty, "
+               "nothing of it on the destination after its libvirtd came back",
+        figures={"seconds": round(time.monotonic() - t_start, 1),
+                 "message": cond["message"][:300]})

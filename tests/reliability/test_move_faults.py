@@ -44,6 +44,8 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,7 @@ from tests.fixtures.vm import PLUGIN, plugin
 from tests.helpers import wait_for
 from tests.reliability.guests import _destroy_all, _domains
 from tests.reliability.record import record
+from tests.support.placement_hold import PlacementHold
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -63,16 +66,22 @@ BIG = {"vcpus": 2, "memoryMiB": 192, "diskGiB": 2}
 RC = {"vcpus": "VCPU", "memoryMiB": "MEMORY_MB", "diskGiB": "DISK_GB"}
 
 
-@pytest.fixture
-def stack(k8s, kova_crds, kova_api, namespace, tmp_path: Path, kubectl):
+@contextmanager
+def move_stack(k8s, namespace: str, tmp_path: Path, kubectl,
+               hold: PlacementHold | None = None) -> Iterator[Stack]:
+    """Placement, the operator and two agents, each host its private libvirtd;
+    with ``hold`` the operator reaches Placement through that proxy."""
     suffix = uuid.uuid4().hex[:5]
     hosts = [f"mf-a-{suffix}", f"mf-b-{suffix}"]
-    (tmp_path / "images").mkdir()
+    (tmp_path / "images").mkdir(exist_ok=True)
     st = Stack(root=tmp_path / "stack",
                operator_args=["--host-check-interval", "0.5", "--backoff-max", "2",
                               "--resize-confirm-window", "0"],
                agent_args=["--shutdown-timeout", "3", "--resync-seconds", "2",
                            "--image-host-dir", str(tmp_path / "images")])
+    if hold is not None:
+        hold.upstream = lambda: st.placement_url if st.placement_port else ""
+        st.operator_args += ["--placement-url", hold.url]
     try:
         st.start(k8s, hosts, progress=lambda m: None, namespaces=[namespace])
         yield st
@@ -93,6 +102,12 @@ def stack(k8s, kova_crds, kova_api, namespace, tmp_path: Path, kubectl):
             print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-30:]))
 
 
+@pytest.fixture
+def stack(k8s, kova_crds, kova_api, namespace, tmp_path: Path, kubectl):
+    with move_stack(k8s, namespace, tmp_path, kubectl) as st:
+        yield st
+
+
 class Move:
     """The reads, kills and checks of the cases, on one stack and Instance."""
 
@@ -100,6 +115,8 @@ class Move:
         self.st, self.h, self.kc, self.http = stack, h, kubeconfig, placement
         self.uid = ""
         self.kills: list[str] = []
+        #: the proxy in front of the operator's Placement, where one is
+        self.hold: PlacementHold | None = None
         #: every migration UUID seen: each consumer must end empty
         self.mig_ids: set[str] = set()
 
@@ -160,6 +177,44 @@ class Move:
     def wait_file(self, path: Path, timeout: float = 60) -> None:
         wait_for(lambda: path.exists(), timeout, 0.005, f"{path.name} on its host")
 
+    def kill_at_claiming(self, when: str, start, src: str, dst: str, old: dict,
+                         new: dict) -> str:
+        """The operator killed inside its claim's ``POST /allocations``, which
+        the proxy holds ``before`` Placement saw it or ``after`` Placement
+        committed it (the answer kept back); ``start()`` asks for the move.
+        Checks that Placement holds what the request left (nothing moved,
+        or the whole claim: the migration consumer ``old`` on ``src``, the
+        Instance ``new`` on ``dst``), restarts the operator; what was seen."""
+        assert self.hold is not None
+        self.hold.arm(when)
+        try:
+            start()
+            assert self.hold.held.wait(120), "the operator's claim never reached the proxy"
+            mig = self.mig()
+            assert mig.get("step") == names.MigrationStep.CLAIMING, mig
+            self.mig_ids.add(mig["uuid"])
+            what = ("resize" if mig.get("type") == "resize"
+                    else f"{mig.get('mode') or 'cold'} migration")
+            self.kill("operator", "operator", f"Claiming of a {what} (its claim POST held "
+                      f"{when} Placement {'saw' if when == 'before' else 'committed'} it)")
+        finally:
+            self.hold.disarm()
+        held = {rp: a["resources"] for rp, a in self.allocs(mig["uuid"]).items()}
+        own = {rp: a["resources"] for rp, a in self.allocs(self.uid).items()}
+
+        def charge(size: dict) -> dict:
+            return {RC[k]: v for k, v in size.items()}
+
+        if when == "before":
+            assert (held, own) == ({}, {self.rp(src): charge(old)}), (held, own)
+        else:
+            assert self.hold.caught[-1][1] == 204, self.hold.caught[-1]
+            assert (held, own) == ({self.rp(src): charge(old)}, {self.rp(dst): charge(new)}), \
+                (held, own)
+        self.restart("operator")
+        return (f"claim held {when} Placement: migration consumer "
+                f"{'empty' if not held else 'holding the old allocation'}")
+
     # ---- the user
     def kova(self, *args: str) -> None:
         out = plugin(self.kc, *args, "-n", self.h.ns, timeout=180)
@@ -200,18 +255,21 @@ class Move:
         assert self.usages(other) == {}
 
 
-def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, namespace,
-                                                 tmp_path, small_image, request):
+def start_guest(stack: Stack, k8s_client, kubeconfig, namespace: str, tmp_path: Path,
+                small_image: Path, request, hold: PlacementHold | None = None) -> Move:
+    """The Instance ``vm`` (Flavor small, 64 MiB of data on its disk)
+    Running on the stack's first host."""
     import httpx
 
-    t_start = time.monotonic()
     stack.wait_hosts_up()
     a = stack.hosts[0]
     h = Harness(k8s_client, kubeconfig, namespace, tmp_path, a)
     request.addfinalizer(h.cleanup)  # the Flavors and the Image
     placement = httpx.Client(base_url=stack.placement_url, timeout=30, headers={
         "X-Auth-Token": stack.placement_token, "OpenStack-API-Version": "placement 1.39"})
+    request.addfinalizer(placement.close)
     m = Move(stack, h, kubeconfig, placement)
+    m.hold = hold
     # 64 MiB of data: the copy lasts long enough to be caught in the middle
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 64M", str(small_image)],
                    check=True, capture_output=True)
@@ -222,6 +280,14 @@ def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, 
     m.uid = h.instance("vm", f"mf-img-{sfx}", flavor=f"mf-small-{sfx}",
                        schedule=False)["metadata"]["uid"]
     h.wait_phase("vm", "Running", timeout=120)
+    return m
+
+
+def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, namespace,
+                                                 tmp_path, small_image, request):
+    t_start = time.monotonic()
+    m = start_guest(stack, k8s_client, kubeconfig, namespace, tmp_path, small_image, request)
+    h, sfx = m.h, namespace[-6:]
     seen_mid: list[str] = []
 
     # 1. the source agent dies while it stops the guest (after the claim)
@@ -374,3 +440,68 @@ def test_kill_9_during_cold_migration_and_resize(stack, k8s_client, kubeconfig, 
                "consumers empty, nothing of it left on the other host",
         figures={"seconds": round(time.monotonic() - t_start, 1), "kills": len(m.kills),
                  "mid_copy": seen_mid})
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_operator_at_claiming_a_cold_migration_and_a_resize(
+        k8s, kova_crds, kova_api, namespace, tmp_path, kubectl, k8s_client, kubeconfig,
+        small_image, request):
+    """The operator reaches Placement through a proxy that holds its claim;
+    killed there, restarted: each move reaches Verify once, is confirmed or
+    reverted, and the books settle (no second claim, no migration consumer
+    left)."""
+    t_start = time.monotonic()
+    with PlacementHold(lambda: "") as hold, \
+            move_stack(k8s, namespace, tmp_path, kubectl, hold) as stack:
+        m = start_guest(stack, k8s_client, kubeconfig, namespace, tmp_path, small_image,
+                        request, hold)
+        sfx, seen = namespace[-6:], []
+        # 1. a cold migration, the claim held before Placement saw it; confirm
+        src = m.host()
+        dst = m.other(src)
+        seen.append(m.kill_at_claiming("before", lambda: m.kova("migrate", "vm", "--no-wait"),
+                                       src, dst, SMALL, SMALL))
+        m.wait_step("Verify", timeout=90)
+        m.kova("resize", "vm", "--confirm")
+        m.settled(dst, SMALL)
+        # 2. a cold migration, the claim committed by Placement; revert
+        src, dst = dst, src
+        seen.append(m.kill_at_claiming("after", lambda: m.kova("migrate", "vm", "--no-wait"),
+                                       src, dst, SMALL, SMALL))
+        m.wait_step("Verify", timeout=90)
+        m.kova("resize", "vm", "--revert")
+        m.settled(src, SMALL)
+        # 3. a resize in place (the other host disabled), the claim held before
+        # Placement saw it; revert: the old size, the old allocation back
+        host = src
+        m.h.custom.patch_cluster_custom_object("kova.dev", "v1alpha1", "hosts", m.other(host),
+                                               {"spec": {"enabled": False}})
+
+        def resize() -> None:
+            m.kova("resize", "vm", "--flavor", f"mf-big-{sfx}", "--no-wait")
+
+        seen.append(m.kill_at_claiming("before", resize, host, host, SMALL, SMALL))
+        m.wait_step("Verify", timeout=90)
+        m.kova("resize", "vm", "--revert")
+        m.settled(host, SMALL)
+        # 4. a resize to another Flavor of the same size (a new generation of
+        # the spec), the claim committed by Placement; confirm: the new size only
+        m.h.flavor(f"mf-big2-{sfx}", **BIG)
+
+        def resize() -> None:
+            m.kova("resize", "vm", "--flavor", f"mf-big2-{sfx}", "--no-wait")
+
+        seen.append(m.kill_at_claiming("after", resize, host, host, SMALL, BIG))
+        m.wait_step("Verify", timeout=90)
+        m.kova("resize", "vm", "--confirm")
+        m.settled(host, BIG)
+        record(
+            "Kill -9 at step Claiming of a cold migration and a resize",
+            "2 hosts (private libvirtd, QEMU/TCG, guest in its firmware): the operator's "
+            "claim (POST /allocations) held by a proxy in front of Placement, the operator "
+            "killed (kill -9) there and restarted: " + "; ".join(m.kills),
+            len(m.kills), lost=0, duplicated=0, overcommitted=0,
+            result="each move reached Verify after the restart and was confirmed or reverted; "
+                   "the Instance Running once, on the host Placement charges, at its size; "
+                   "migration consumers empty, nothing of it left on the other host",
+            figures={"seconds": round(time.monotonic() - t_start, 1), "seen": seen})
