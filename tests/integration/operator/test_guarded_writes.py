@@ -83,3 +83,66 @@ async def test_guarded_put_of_metadata_and_status(kubeconfig, k8s_client, kova_c
         assert err.value.status in (404, 409)
     finally:
         await kube.close()
+
+
+def test_the_chart_lets_the_operator_put_instances(k8s_client, kova_crds, namespace):
+    """The chart's operator ClusterRole allows the operator's guarded PUTs of
+    an Instance and its status (the real API server's authorizer, the
+    operator's user impersonated); without ``update`` they are refused."""
+    from kubernetes import client
+
+    from tests.support.chart import by_kind, render
+
+    tag = uuid.uuid4().hex[:6]
+    user = f"kova-operator-{tag}"
+    role = next(r for r in by_kind(render(), "ClusterRole")
+                if r["metadata"]["name"].endswith("-operator"))
+    rbac = client.RbacAuthorizationV1Api(k8s_client)
+    api = client.CustomObjectsApi(k8s_client)
+    name = f"p-{tag}"
+    api.create_namespaced_custom_object(G, V, namespace, "instances", _instance(name))
+    made: list[str] = []
+
+    def grant(rules: list[dict], suffix: str) -> None:
+        role_name = f"kova-operator-{tag}-{suffix}"
+        rbac.create_cluster_role({"metadata": {"name": role_name}, "rules": rules})
+        rbac.create_cluster_role_binding({
+            "metadata": {"name": role_name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role_name},
+            "subjects": [{"kind": "User", "name": user,
+                          "apiGroup": "rbac.authorization.k8s.io"}]})
+        made.append(role_name)
+
+    def put_as_operator() -> None:
+        impersonating = client.ApiClient(k8s_client.configuration)
+        impersonating.set_default_header("Impersonate-User", user)
+        as_operator = client.CustomObjectsApi(impersonating)
+        try:
+            current = as_operator.get_namespaced_custom_object(G, V, namespace, "instances",
+                                                               name)
+            current["metadata"].setdefault("labels", {})["kova.dev/host"] = "h1"
+            current = as_operator.replace_namespaced_custom_object(
+                G, V, namespace, "instances", name, current)
+            current["status"] = {"phase": "Scheduled", "host": "h1"}
+            as_operator.replace_namespaced_custom_object_status(G, V, namespace, "instances",
+                                                                name, current)
+        finally:
+            impersonating.close()
+
+    try:
+        without_update = [{**rule, "verbs": [v for v in rule["verbs"] if v != "update"]}
+                          for rule in role["rules"]]
+        grant(without_update, "patch-only")
+        with pytest.raises(client.ApiException) as refused:
+            put_as_operator()
+        assert refused.value.status == 403
+        grant(role["rules"], "chart")
+        put_as_operator()
+        after = api.get_namespaced_custom_object(G, V, namespace, "instances", name)
+        assert after["metadata"]["labels"]["kova.dev/host"] == "h1"
+        assert after["status"]["host"] == "h1"
+    finally:
+        for role_name in made:
+            rbac.delete_cluster_role_binding(role_name)
+            rbac.delete_cluster_role(role_name)
