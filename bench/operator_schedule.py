@@ -184,11 +184,13 @@ class Run:
         renewing = self.measure_renewals(args.renew_rate, args.idle_seconds) \
             if args.renew_rate else {}
         base = scrape(self.metrics_url)
+        requests0 = apiserver_requests(self.cp)
         pids = self.pids()
         cpu0 = {k: tree_cpu(p) for k, p in pids.items()}
         cpu0["bench (this process)"] = cpu_seconds(os.getpid())
         t_applied, elapsed = self.burst(base)
         metrics = scrape(self.metrics_url)
+        requests = per_instance(apiserver_requests(self.cp), requests0, args.instances)
         cpu = {k: round(tree_cpu(p) - cpu0[k], 1) for k, p in pids.items()}
         cpu["bench (this process)"] = round(cpu_seconds(os.getpid())
                                             - cpu0["bench (this process)"], 1)
@@ -198,6 +200,7 @@ class Run:
         if not_scheduled:
             raise RuntimeError(f"not Scheduled: {not_scheduled[:10]}")
         checks = self.verify(items)
+        writers = instance_writers(items[0])
         expiry = self.mass_expiry(args.expire) if args.expire else {}
         result = {
             "operator": self.operator_label(),
@@ -220,6 +223,12 @@ class Run:
                 k: round(1000 * (cpu[k] - idle.get(k, 0.0) * elapsed) / args.instances, 2)
                 for k in cpu},
             "breakdown": breakdown(metrics, base),
+            # every client's requests (the bench's creates, the operator, kopf,
+            # the controller manager), from the API server's own counters
+            "apiserver_requests_per_instance": requests,
+            "apiserver_writes_per_instance": round(sum(
+                v for k, v in requests.items() if k.split()[0] in WRITE_VERBS), 3),
+            "instance_writers": writers,
         }
         print(json.dumps(result, indent=2))
         ok = checks["allocations_equal_instances"] and not checks["overcommitted_providers"]
@@ -461,6 +470,8 @@ class Run:
         log(f"applying {self.args.instances} instances")
         if self.profile:
             self.procs[1].send_signal(signal.SIGUSR1)
+        if os.environ.get("KOVA_BENCH_APISERVER_PROFILE"):
+            self.profile_apiserver(os.environ["KOVA_BENCH_APISERVER_PROFILE"])
         t0 = time.monotonic()
         created = asyncio.run(apply_all(self.cp.kubeconfig, self.args.instances))
         t_applied = max(created) - t0
@@ -483,6 +494,22 @@ class Run:
             self.procs[1].send_signal(signal.SIGUSR2)
             log(f"profile of the burst: {self.profile}")
         return t_applied, done_at - t0
+
+    def profile_apiserver(self, out: str, seconds: int = 15) -> None:
+        """A CPU profile of the API server (its pprof endpoint) over the
+        first ``seconds`` of the burst, written to ``out`` (read it with
+        ``go tool pprof``)."""
+        import threading
+
+        def fetch() -> None:
+            resp = httpx.get(self.cp.server + "/debug/pprof/profile",
+                             params={"seconds": str(seconds)}, verify=str(self.cp.ca_file),
+                             headers={"Authorization": f"Bearer {self.cp.token}"},
+                             timeout=seconds + 60)
+            Path(out).write_bytes(resp.content)
+            log(f"API server profile of the burst: {out} ({resp.status_code})")
+
+        threading.Thread(target=fetch, daemon=True).start()
 
     def verify_large(self, items: list[dict], per_host: dict[str, int]) -> dict:
         """At 10 000 hosts: each Instance's allocation, the usages of every
@@ -832,6 +859,49 @@ def scheduling_figures(metrics: dict[str, float], base: dict[str, float]) -> dic
         if sched_n else None,
         "claim_retries": int(delta("kova_operator_claim_tries_sum") - sched_n),
     }
+
+
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY")
+
+
+def apiserver_requests(cp) -> dict[str, float]:
+    """The API server's ``apiserver_request_total`` by verb and resource
+    (``/subresource``), summed over response codes and clients."""
+    text = httpx.get(cp.server + "/metrics", headers={"Authorization": f"Bearer {cp.token}"},
+                     verify=str(cp.ca_file), timeout=30).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        series, _, value = line.rpartition(" ")
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', series))
+        key = f"{labels.get('verb')} {labels.get('resource')}"
+        if labels.get("subresource"):
+            key += "/" + labels["subresource"]
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def per_instance(after: dict[str, float], before: dict[str, float], n: int) -> dict:
+    """The requests made during the burst, per Instance (the long-running
+    WATCH requests are counted when they end: left out)."""
+    out = {}
+    for key in sorted(after):
+        d = after[key] - before.get(key, 0.0)
+        if d and not key.startswith("WATCH"):
+            out[key] = round(d / n, 3)
+    return out
+
+
+def instance_writers(item: dict) -> dict:
+    """Who wrote an Instance and what it carries besides Kova's fields:
+    its managedFields' managers, annotations and finalizers."""
+    meta = item["metadata"]
+    return {"managers": [f"{m.get('manager')} {m.get('operation')} {m.get('subresource', '')}"
+                         .strip() for m in meta.get("managedFields") or []],
+            "annotations": sorted(meta.get("annotations") or {}),
+            "finalizers": meta.get("finalizers") or [],
+            "labels": sorted(meta.get("labels") or {})}
 
 
 def breakdown(metrics: dict[str, float], base: dict[str, float]) -> dict:

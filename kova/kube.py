@@ -104,6 +104,22 @@ def _kubeconfig_token_file(path: str, context: str | None = None) -> Path | None
         else Path(token_file)
 
 
+def merged(target: Any, patch: Any) -> Any:
+    """``target`` as the JSON merge patch ``patch`` (RFC 7386) leaves it: an
+    object merged key by key, a None value removing its key, anything else
+    (a list too) replacing.  ``target`` is not changed; the result shares
+    the parts the patch does not touch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merged(out.get(key), value)
+    return out
+
+
 class Credentials:
     """Where the API server is and how to authenticate to it, kept fresh.
 
@@ -385,6 +401,32 @@ class Kube:
 
     async def json_patch(self, path: str, ops: list[dict]) -> Any:
         return await self.request("PATCH", path, json=ops, content_type=JSON_PATCH)
+
+    async def replace(self, path: str, body: dict) -> Any:
+        """PUT ``body``: the whole object (its resourceVersion, when set, is
+        the precondition)."""
+        return await self.request("PUT", path, json=body)
+
+    async def update_guarded(self, path: str, current: dict,
+                             change: Callable[[dict], dict | None], *,
+                             read_path: str | None = None, retries: int = 5) -> dict:
+        """As :meth:`patch_guarded`, but written as a PUT of the whole object
+        as the merge patch ``change(current)`` would leave it
+        (:func:`merged`), guarded by ``current``'s resourceVersion; ``path``
+        ending in ``/status`` writes the status.  The API server spends ~16 %
+        less CPU on it than on the merge patch: it neither serializes the
+        stored object nor applies a patch to it (``bench/instance_writes.py``)."""
+        for _ in range(retries):
+            patch = change(current)
+            if patch is None:
+                return current
+            try:
+                return await self.replace(path, merged(current, patch))
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+            current = await self.get(read_path or path)
+        raise RuntimeError(f"PUT {path}: still conflicting after {retries} tries")
 
     async def patch_guarded(self, path: str, current: dict,
                             change: Callable[[dict], dict | None], *,

@@ -22,9 +22,10 @@ KOVA = "kova.dev"
 CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
     "operator": {
         # labels, finalizer, annotations; "schedule": admitted to set the host label,
-        # remove Kova's finalizers (templates/tenant-restriction.yaml)
-        (KOVA, "instances"): READ | {"patch", "schedule"},
-        (KOVA, "instances/status"): {"get", "patch"},
+        # remove Kova's finalizers (templates/tenant-restriction.yaml); "update":
+        # the placement record and the status as guarded PUTs
+        (KOVA, "instances"): READ | {"patch", "update", "schedule"},
+        (KOVA, "instances/status"): {"get", "patch", "update"},
         (KOVA, "hosts"): READ | {"patch"},            # annotations (host monitor)
         (KOVA, "hosts/status"): {"get", "patch"},     # state, Ready condition
         (KOVA, "flavors"): READ,
