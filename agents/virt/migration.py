@@ -212,10 +212,14 @@ def create_destination_disk(path: str, size_bytes: int) -> None:
 
 def rewrite_paths(xml: str, path_map: dict[str, str]) -> str:
     """``xml`` with every ``file``/``path``/``dev`` attribute of a ``<source>``
-    or ``<log>`` element found in ``path_map`` replaced."""
+    or ``<log>`` element, and the UEFI variable store named by ``<nvram>``,
+    found in ``path_map`` replaced."""
     if not path_map:
         return xml
     root = ET.fromstring(xml)
+    for nvram in root.findall("./os/nvram"):
+        if nvram.text and nvram.text.strip() in path_map:
+            nvram.text = path_map[nvram.text.strip()]
     for el in root.iter():
         if el.tag not in ("source", "log"):
             continue
