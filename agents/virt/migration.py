@@ -11,8 +11,10 @@ faster than the link) is on by default; post-copy is an option (switch after
 ``post_copy_after`` seconds or iterations, or as soon as QEMU accepts it when
 both are 0: the guest then runs on the destination and pulls the remaining
 pages on demand; phase ``PostCopy`` is reported once libvirt shows the
-source paused for post-copy, not merely when the switch was asked; a
-post-copy move is watched over a second connection to the same libvirtd).
+source paused for post-copy, not merely when the switch was asked).  Every
+move is watched -- progress, timeout, abort, the switch -- over a second
+connection to the same libvirtd, never over the one waiting in the
+migration call.
 A bandwidth limit, a
 completion timeout (then the job is aborted and the guest keeps running on
 the source) and an :class:`Abort` handle are supported.  Progress comes from
@@ -262,6 +264,7 @@ def live_migrate(
     :class:`LiveMigrationError` when it times out, is aborted or fails: the
     guest then still runs on the source."""
     opts = opts or LiveMigrationOptions()
+    marks = [("entered", time.monotonic())]
     params = _params(dom, opts)
     flags = migration_flags(opts)
     if opts.max_downtime_ms:
@@ -275,12 +278,16 @@ def live_migrate(
             result["error"] = exc
         else:
             result["ok"] = True
+        result["returned"] = time.monotonic()
 
-    # A post-copy move is watched over a connection of its own: calls on the
+    # Every move is watched over a connection of its own: calls on the
     # connection that waits in migrateToURI3 were seen to hang until the
-    # migration ended, and the switch was then never asked in time.
-    control = _control_connection(dom) if opts.post_copy else None
+    # migration ended (a post-copy switch was then never asked in time; a
+    # timeout or an abort would wait as long).
+    marks.append(("parameters", time.monotonic()))
+    control = _control_connection(dom)
     started = time.monotonic()
+    marks.append(("second connection", started))
     worker = threading.Thread(target=run, name=f"migrate-{dom.name()}", daemon=True)
     worker.start()
     try:
@@ -292,13 +299,19 @@ def live_migrate(
             if worker.is_alive():
                 watch.tick()
     finally:
+        marks += [("migration call", result.get("returned", time.monotonic())),
+                  ("watch ended", time.monotonic())]
         if control:
             _close(control[0])
     if "ok" not in result:
         raise watch.failure(result.get("error"))
     done = _completed(dom, watch.last, int((time.monotonic() - started) * 1000))
     done.post_copy = watch.switched
+    marks.append(("final statistics", time.monotonic()))
     _undefine_source(dom)
+    marks.append(("source undefined", time.monotonic()))
+    log.debug("%s: live migration steps (ms): %s", dom.name(), ", ".join(
+        f"{name} {1000 * (t - prev):.0f}" for (_, prev), (name, t) in zip(marks, marks[1:])))
     if on_progress:
         on_progress(done)
     return done
