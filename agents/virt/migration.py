@@ -280,14 +280,11 @@ def live_migrate(
             result["ok"] = True
         result["returned"] = time.monotonic()
 
-    # Every move is watched over a connection of its own: calls on the
-    # connection that waits in migrateToURI3 were seen to hang until the
-    # migration ended (a post-copy switch was then never asked in time; a
-    # timeout or an abort would wait as long).
+    # Every move is watched over a connection of its own: calls on the one
+    # waiting in migrateToURI3 were seen to hang until the migration ended.
     marks.append(("parameters", time.monotonic()))
     control = _control_connection(dom)
-    started = time.monotonic()
-    marks.append(("second connection", started))
+    marks.append(("second connection", started := time.monotonic()))
     worker = threading.Thread(target=run, name=f"migrate-{dom.name()}", daemon=True)
     worker.start()
     try:
@@ -310,11 +307,16 @@ def live_migrate(
     marks.append(("final statistics", time.monotonic()))
     _undefine_source(dom)
     marks.append(("source undefined", time.monotonic()))
-    log.debug("%s: live migration steps (ms): %s", dom.name(), ", ".join(
-        f"{name} {1000 * (t - prev):.0f}" for (_, prev), (name, t) in zip(marks, marks[1:])))
+    _log_steps(dom, marks)
     if on_progress:
         on_progress(done)
     return done
+
+
+def _log_steps(dom: libvirt.virDomain, marks: list[tuple[str, float]]) -> None:
+    """How long each step of a completed move took (debug log)."""
+    log.debug("%s: live migration steps (ms): %s", dom.name(), ", ".join(
+        f"{name} {1000 * (t - prev):.0f}" for (_, prev), (name, t) in zip(marks, marks[1:])))
 
 
 def _control_connection(dom: libvirt.virDomain) -> tuple[libvirt.virConnect,
