@@ -5,6 +5,7 @@ same two libvirt hosts on the same guest, in one run.
 
     .venv/bin/python bench/live_migration.py               # 3 moves each, idle + dirtying
     .venv/bin/python bench/live_migration.py --rounds 5 --dirty-mib 0
+    .venv/bin/python bench/live_migration.py --rounds 5 --variants  # + two Kova variants
 
 It starts the two-host bed (kova/dev/twohost.py: two libvirtds in their own
 network namespaces joined by a veth pair), boots one guest of Kova's test
@@ -16,6 +17,14 @@ forth; the moves alternate (each tool as often a->b as b->a) between
 * **virsh**: ``virsh migrate --live --p2p --copy-storage-all --persistent
   --undefinesource --migrate-disks vda`` with the same destination XML
   (the disk and console paths of the other host) and the same migration URI.
+
+With ``--variants`` two more take turns with them: Kova without
+auto-converge (``kova-noac``) and Kova without progress polls during the
+move (``kova-nopoll``: one poll interval longer than any move), to tell
+what those cost.  For each Kova move the time outside libvirt's migration
+call (Kova's own steps: the domain XML read for the path rewrite, the second
+connection, the final statistics, the source's undefine;
+``MigrationProgress.steps_ms``) is printed too.
 
 Both get the same preparation (an empty qcow2 of the disk's virtual size at
 the destination, not timed).  Total time is the wall time of the call;
@@ -56,6 +65,11 @@ def files(host: BedHost, name: str) -> tuple[Path, Path]:
     return d / "disk.qcow2", d / "console.log"
 
 
+#: Kova's variants (``--variants``): option changes to its defaults.
+VARIANTS = {"kova": {}, "kova-noac": {"auto_converge": False},
+            "kova-nopoll": {"poll_interval": 3600.0}}
+
+
 def prepare(name: str, dom: libvirt.virDomain, src: BedHost,
             dst: BedHost) -> mig.LiveMigrationOptions:
     src_disk, src_log = files(src, name)
@@ -68,20 +82,26 @@ def prepare(name: str, dom: libvirt.virDomain, src: BedHost,
     return mig.LiveMigrationOptions(migrate_uri=dst.migrate_uri, path_map=path_map)
 
 
-def kova_move(name: str, src: BedHost, dst: BedHost) -> tuple[float, float]:
+def kova_move(name: str, src: BedHost, dst: BedHost,
+              variant: str = "kova") -> tuple[float, float, float]:
+    """Total time (s), downtime (ms) and the time outside libvirt's
+    migration call (ms)."""
     conn = libvirt.open(src.uri)
     try:
         dom = conn.lookupByName(name)
         opts = prepare(name, dom, src, dst)
+        for key, value in VARIANTS[variant].items():
+            setattr(opts, key, value)
         t0 = time.monotonic()
         result = mig.live_migrate(dom, dst.tcp_uri, opts)
         total = time.monotonic() - t0
     finally:
         conn.close()
-    return total, float(result.downtime_ms or 0)
+    own = total * 1000 - result.steps_ms.get("migration call", 0)
+    return total, float(result.downtime_ms or 0), own
 
 
-def virsh_move(name: str, src: BedHost, dst: BedHost, tmp: Path) -> tuple[float, float]:
+def virsh_move(name: str, src: BedHost, dst: BedHost, tmp: Path) -> tuple[float, float, float]:
     conn = libvirt.open(src.uri)
     try:
         dom = conn.lookupByName(name)
@@ -104,7 +124,7 @@ def virsh_move(name: str, src: BedHost, dst: BedHost, tmp: Path) -> tuple[float,
     info = subprocess.run(["virsh", "-c", dst.uri, "domjobinfo", name, "--completed"],
                           check=True, capture_output=True, text=True).stdout
     m = re.search(r"Total downtime:\s+(\d+)", info)
-    return total, float(m.group(1)) if m else float("nan")
+    return total, float(m.group(1)) if m else float("nan"), float("nan")
 
 
 def main() -> int:
@@ -112,6 +132,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="moves per tool and guest state")
     ap.add_argument("--dirty-mib", type=int, default=32,
                     help="MiB the dirtying loop rewrites (0: idle guest only)")
+    ap.add_argument("--variants", action="store_true",
+                    help="also Kova without auto-converge and without progress polls")
     args = ap.parse_args()
     # SIGTERM ends the run through the finally below (the bed is torn down).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -119,7 +141,8 @@ def main() -> int:
     image = ensure_test_image()
     tmp = Path(tempfile.mkdtemp(prefix="kova-bench-lm-"))
     bed = TwoHosts.start(tmp / "bed")
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    tools = ["kova", "virsh"] + (["kova-noac", "kova-nopoll"] if args.variants else [])
     try:
         name = f"kova-bench-{uuid.uuid4().hex[:6]}"
         disk = bg.make_disk(image, files(bed.a, name)[0])
@@ -138,37 +161,42 @@ def main() -> int:
             # Pairs of moves, the order swapped every other pair, so that each
             # tool moves the guest a->b as often as b->a.
             order = [t for r in range(args.rounds)
-                     for t in (("kova", "virsh") if r % 2 == 0 else ("virsh", "kova"))]
+                     for t in (tools if r % 2 == 0 else tools[::-1])]
             for tool in order:
                 there = bed.b if here is bed.a else bed.a
                 console.close()
-                if tool == "kova":
-                    figures = kova_move(name, here, there)
-                else:
+                if tool == "virsh":
                     figures = virsh_move(name, here, there, tmp)
+                else:
+                    figures = kova_move(name, here, there, tool)
                 here = there
                 c = libvirt.open(here.uri)
                 console = bg.SerialConsole(bg.pty_path(c.lookupByName(name)))
                 c.close()
                 results.setdefault((state, tool), []).append(figures)
-                print(f"{state:>22} {tool:>5} {here.name}: total {figures[0]:.2f} s, "
-                      f"downtime {figures[1]:.0f} ms", file=sys.stderr)
+                print(f"{state:>22} {tool:>11} {here.name}: total {figures[0]:.2f} s, "
+                      f"downtime {figures[1]:.0f} ms, outside the migration call "
+                      f"{figures[2]:.0f} ms", file=sys.stderr)
         console.close()
     finally:
         bed.stop()
     load = os.getloadavg()
     print(f"\nload average before teardown: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           f"({os.cpu_count()} CPUs)\n")
-    print("| guest | tool | moves | total time, median (min-max) | downtime, median (min-max) |")
-    print("|---|---|---|---|---|")
+    print("| guest | tool | moves | total time, median (min-max) | downtime, median (min-max) "
+          "| outside libvirt's call, median (max) |")
+    print("|---|---|---|---|---|---|")
     med: dict[tuple[str, str], tuple[float, float]] = {}
     for (state, tool), rows in results.items():
         tot = [r[0] for r in rows]
         down = [r[1] for r in rows]
+        own = [r[2] for r in rows]
         med[(state, tool)] = (statistics.median(tot), statistics.median(down))
+        outside = ("-" if tool == "virsh" else
+                   f"{statistics.median(own):.0f} ms ({max(own):.0f})")
         print(f"| {state} | {tool} | {len(rows)} | {statistics.median(tot):.2f} s "
               f"({min(tot):.2f}-{max(tot):.2f}) | {statistics.median(down):.0f} ms "
-              f"({min(down):.0f}-{max(down):.0f}) |")
+              f"({min(down):.0f}-{max(down):.0f}) | {outside} |")
     print()
     for state in dict.fromkeys(s for s, _ in results):
         k, v = med.get((state, "kova")), med.get((state, "virsh"))

@@ -8,6 +8,9 @@ at all) and sends it with ``PUT /v1/domains/<uid>/disk`` and its sha256 in
 the ``X-Kova-Sha256`` header; the destination writes it under a temporary
 name, checks the sha256, and only then renames it to the Instance's disk.
 A disk is only received for an Instance without a domain on that host.
+A UEFI guest's variable store (``nvram.fd``, a small raw file) goes the
+same way first, ``PUT /v1/domains/<uid>/nvram`` (:func:`send` with
+``part="nvram"``), so the guest keeps its boot entries and variables.
 
 The source's step Moving of a move to another host
 (:mod:`kova.agents.instance.migrate`) sends the disk with :func:`send`,
@@ -35,6 +38,7 @@ INSTANCE_HEADER = "X-Kova-Instance"
 CHUNK = 1 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 INCOMING = ".disk.incoming.part"
+NVRAM_INCOMING = ".nvram.incoming.part"
 
 
 class CopyError(Exception):
@@ -71,15 +75,17 @@ def flatten(overlay: Path, dest: Path) -> Path:
     return dest
 
 
-async def receive(chunks: AsyncIterator[bytes], disk: Path, want_sha256: str) -> Received:
-    """Write ``chunks`` to ``disk`` once their sha256 is ``want_sha256``;
-    nothing is left behind otherwise (CopyError 400)."""
+async def receive(chunks: AsyncIterator[bytes], disk: Path, want_sha256: str,
+                  incoming: str = INCOMING) -> Received:
+    """Write ``chunks`` to ``disk`` (through a temporary file named
+    ``incoming`` beside it) once their sha256 is ``want_sha256``; nothing is
+    left behind otherwise (CopyError 400)."""
     want = (want_sha256 or "").lower()
     if not _HEX64.match(want):
         raise CopyError(400, "ChecksumMissing",
                         f"the {SHA256_HEADER} header must be the disk's sha256 (64 hex digits)")
     disk.parent.mkdir(parents=True, exist_ok=True)
-    tmp = disk.with_name(INCOMING)
+    tmp = disk.with_name(incoming)
     h, size = hashlib.sha256(), 0
     try:
         with open(private_file(tmp), "wb") as f:
@@ -105,14 +111,15 @@ def _read(path: Path) -> Iterator[bytes]:
 
 def send(disk: Path, address: str, port: int, uid: str, tls: ssl.SSLContext,
          timeout: float = 600.0, *, instance: str | None = None,
-         server_name: str | None = None) -> Received:
+         server_name: str | None = None, part: str = "disk") -> Received:
     """PUT ``disk`` to the stream endpoint ``address:port`` as Instance
-    ``uid``'s disk (checked there against its sha256).  ``instance``:
+    ``uid``'s disk (``part="nvram"``: its UEFI variable store), checked
+    there against its sha256.  ``instance``:
     ``namespace/name``, recorded by the destination; ``server_name``: the
     name the destination's certificate must carry whatever its address.
     Raises CopyError with the destination's answer."""
     digest = sha256_of(disk)
-    url = f"https://{address}:{port}/v1/domains/{uid}/disk"
+    url = f"https://{address}:{port}/v1/domains/{uid}/{part}"
     headers = {SHA256_HEADER: digest}
     if instance:
         headers[INSTANCE_HEADER] = instance

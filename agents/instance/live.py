@@ -76,18 +76,16 @@ _FOLLOWS = {MigrationStep.LIVE_MIGRATING: MigrationStep.PREPARING,
 
 
 def path_map(xml: str, src_dir: str, dest_dir: str) -> dict[str, str]:
-    """Every disk/console path of domain ``xml`` under ``src_dir`` -> the
-    same name under ``dest_dir``."""
-    out = {}
+    """Every disk/console path of domain ``xml`` under ``src_dir``, and its
+    UEFI variable store (``<nvram>``), -> the same name under ``dest_dir``."""
     prefix = src_dir.rstrip("/") + "/"
-    for el in ET.fromstring(xml).iter():
-        if el.tag not in ("source", "log"):
-            continue
-        for attr in ("file", "path", "dev"):
-            value = el.get(attr)
-            if value and value.startswith(prefix):
-                out[value] = dest_dir.rstrip("/") + "/" + value[len(prefix):]
-    return out
+    root = ET.fromstring(xml)
+    paths = [(el.text or "").strip() for el in root.findall("./os/nvram")]
+    for el in root.iter():
+        if el.tag in ("source", "log"):
+            paths += [el.get(attr) or "" for attr in ("file", "path", "dev")]
+    return {p: dest_dir.rstrip("/") + "/" + p[len(prefix):] for p in paths
+            if p.startswith(prefix)}
 
 
 def with_host(xml: str, host: str) -> str:
@@ -233,6 +231,10 @@ class LiveMigrator:
                                           "host": self.ctx.host}))
         size = mig.get("newResources") or mig["oldResources"]
         files.disk.unlink(missing_ok=True)  # a repeated step starts from an empty disk
+        # A UEFI guest's variable store: libvirt makes a placeholder from the
+        # firmware's template when the guest arrives, and QEMU overwrites it
+        # with the guest's variables (docs/moving.md); never a stale one.
+        files.nvram.unlink(missing_ok=True)
         migration.create_destination_disk(str(files.disk), int(size["diskGiB"]) * GiB)
         self.userdata.write_seed(obj, files)
         out = {"destUri": uri, "destDir": str(files.dir)}

@@ -6,7 +6,9 @@ destination, ``revert_resize`` / ``finish_revert_resize``).
 Step Moving, on the source (:meth:`Migrator.send`): note whether the guest
 ran, stop it, flatten its disk into one standalone qcow2 and send it to the
 destination agent's stream endpoint (mutual TLS, sha256-checked:
-:mod:`.disk_copy`; never through the API server); step Copied.  The source
+:mod:`.disk_copy`; never through the API server), a UEFI guest's variable
+store first, the same way (its boot entries and variables go along); step
+Copied.  The source
 keeps its domain and disk, shut off, until the move is confirmed (its
 leftover removal spares them while the record names this host:
 ``decisions.kept_for_move``).
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from pathlib import Path
 
 from kova.agents.context import AgentContext, GiB
 from kova.agents.instance import disk_copy
@@ -98,21 +101,33 @@ class Migrator:
         log.info("%s/%s: cold migration to %s (migration %s): stopping the guest", *key, dest,
                  mig["uuid"])
         was_running = self.mover._stop(obj, files, f"{mig['uuid']}/{MigrationStep.MOVING}")
+        nvram = ""
+        if files.nvram.exists():  # a UEFI guest's variable store, before the disk
+            sent = self._send(files.nvram, "nvram", address, port, uid, tls, key, dest)
+            nvram = f", UEFI variable store sha256 {sent.sha256[:16]}..."
         flat = disk_copy.flatten(files.disk, files.dir / OUTGOING)
         try:
-            got = disk_copy.send(flat, address, port, uid, tls, instance="/".join(key),
-                                 server_name=names.STREAM_SERVER_NAME)
-        except disk_copy.CopyError as exc:
-            raise MoveError(f"sending the disk to {dest} ({address}:{port}) failed: "
-                            f"{exc.status} {exc.reason}: {exc.message}") from exc
+            got = self._send(flat, "disk", address, port, uid, tls, key, dest)
         finally:
             flat.unlink(missing_ok=True)
-        log.info("%s/%s: disk sent to %s: %d bytes, sha256 %s", *key, dest, got.size,
-                 got.sha256)
         self.mover._finish(obj, info, mig, False, MigrationStep.COPIED, was_running=was_running)
         self.report.event(obj, "Normal", names.EVENT_MOVED,
                           f"{self.ctx.host}: guest stopped, disk sent to {dest} ({got.size} "
-                          f"bytes, sha256 {got.sha256[:16]}...); kept here until the confirm")
+                          f"bytes, sha256 {got.sha256[:16]}...{nvram}); kept here until the "
+                          "confirm")
+
+    @staticmethod
+    def _send(path: Path, part: str, address: str, port: int, uid: str,
+              tls: ssl.SSLContext, key: tuple[str, str], dest: str) -> disk_copy.Received:
+        try:
+            got = disk_copy.send(path, address, port, uid, tls, instance="/".join(key),
+                                 server_name=names.STREAM_SERVER_NAME, part=part)
+        except disk_copy.CopyError as exc:
+            raise MoveError(f"sending the {part} to {dest} ({address}:{port}) failed: "
+                            f"{exc.status} {exc.reason}: {exc.message}") from exc
+        log.info("%s/%s: %s sent to %s: %d bytes, sha256 %s", *key, part, dest, got.size,
+                 got.sha256)
+        return got
 
     # ------------------------------------------------------------ Finishing (destination)
     def finish(self, obj: dict, info: DomainInfo | None) -> None:

@@ -24,7 +24,8 @@ Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
 * ``PUT /v1/domains/<uid>/snapshot?namespace=&instance=&image=&user=`` -- the root
   disk into a TenantImage, :mod:`kova.agents.instance.snapshot`;
 * ``PUT /v1/domains/<uid>/disk`` -- an Instance's disk sent by another agent
-  (a cold migration), and ``PUT /v1/domains/<uid>/live-prepare`` -- the
+  (a cold migration), ``PUT /v1/domains/<uid>/nvram`` -- its UEFI variable
+  store, sent the same way, and ``PUT /v1/domains/<uid>/live-prepare`` -- the
   destination's preparation of a live migration: for the agents' migration
   certificate (``kova-agent-mover``) only; that certificate may use no other route;
 * ``GET /healthz``.
@@ -64,7 +65,7 @@ log = logging.getLogger("kova.agents.stream.server")
 
 #: The routes (by name) of the agents' migration certificate -- and of no
 #: other client: what one agent asks another during a move.
-MOVER_ROUTES = frozenset({"disk", "live-prepare"})
+MOVER_ROUTES = frozenset({"disk", "nvram", "live-prepare"})
 
 #: A console reader whose websocket falls this far behind is disconnected.
 MAX_BACKLOG = 8 * 1024 * 1024
@@ -146,6 +147,7 @@ class StreamServer:
         app.router.add_put(base + "/power/{action}", self._power)
         app.router.add_put(base + "/snapshot", self._snapshot)
         app.router.add_put(base + "/disk", self._disk, name="disk")
+        app.router.add_put(base + "/nvram", self._nvram, name="nvram")
         app.router.add_put(base + "/live-prepare", self._live_prepare, name="live-prepare")
         return app
 
@@ -365,18 +367,28 @@ class StreamServer:
     async def _disk(self, request: web.Request) -> web.Response:
         """Receive an Instance's disk from another agent (a cold migration:
         :mod:`kova.agents.instance.disk_copy`), sha256-checked."""
+        return await self._receive(request, "disk", disk_copy.INCOMING)
+
+    async def _nvram(self, request: web.Request) -> web.Response:
+        """Receive a UEFI Instance's variable store from another agent (a
+        cold migration, before its disk), sha256-checked."""
+        return await self._receive(request, "nvram", disk_copy.NVRAM_INCOMING)
+
+    async def _receive(self, request: web.Request, part: str,
+                       incoming: str) -> web.Response:
         uid = request.match_info["uid"]
         loop = asyncio.get_running_loop()
         if await loop.run_in_executor(None, self.ctx.driver.get, uid) is not None:
             return error(409, "DomainExists", f"a domain {uid} is defined on {self.ctx.host}: "
-                         "a disk is only received for an Instance that has none here")
+                         f"a {part} is only received for an Instance that has none here")
         files = self.ctx.files(uid)
+        target = files.nvram if part == "nvram" else files.disk
         try:
             got = await disk_copy.receive(request.content.iter_chunked(disk_copy.CHUNK),
-                                          files.disk, request.headers.get(
-                                              disk_copy.SHA256_HEADER, ""))
+                                          target, request.headers.get(
+                                              disk_copy.SHA256_HEADER, ""), incoming)
         except disk_copy.CopyError as exc:
-            log.warning("disk of %s from %s refused: %s", uid, peer_common_name(request),
+            log.warning("%s of %s from %s refused: %s", part, uid, peer_common_name(request),
                         exc.message)
             return error(exc.status, exc.reason, exc.message)
         ns, _, name = request.headers.get(disk_copy.INSTANCE_HEADER, "").partition("/")
@@ -384,7 +396,7 @@ class StreamServer:
             # Names the Instance, so the leftover sweep asks about it first.
             files.info.write_text(json.dumps({"uid": uid, "namespace": ns, "name": name,
                                               "host": self.ctx.host}))
-        log.info("received the disk of %s from %s: %d bytes, sha256 %s", uid,
+        log.info("received the %s of %s from %s: %d bytes, sha256 %s", part, uid,
                  peer_common_name(request), got.size, got.sha256)
         return web.json_response({"sha256": got.sha256, "bytes": got.size}, status=201)
 

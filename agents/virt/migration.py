@@ -11,8 +11,10 @@ faster than the link) is on by default; post-copy is an option (switch after
 ``post_copy_after`` seconds or iterations, or as soon as QEMU accepts it when
 both are 0: the guest then runs on the destination and pulls the remaining
 pages on demand; phase ``PostCopy`` is reported once libvirt shows the
-source paused for post-copy, not merely when the switch was asked; a
-post-copy move is watched over a second connection to the same libvirtd).
+source paused for post-copy, not merely when the switch was asked).  Every
+move is watched -- progress, timeout, abort, the switch -- over a second
+connection to the same libvirtd, never over the one waiting in the
+migration call.
 A bandwidth limit, a
 completion timeout (then the job is aborted and the guest keeps running on
 the source) and an :class:`Abort` handle are supported.  Progress comes from
@@ -120,6 +122,9 @@ class MigrationProgress:
     total_ms: int | None = None
     #: the migration switched to post-copy (libvirt paused the source for it).
     post_copy: bool = False
+    #: only when completed: how long each step of :func:`live_migrate` took
+    #: (ms; ``migration call`` is libvirt's, the others Kova's own).
+    steps_ms: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_stats(cls, phase: str, stats: dict) -> MigrationProgress:
@@ -212,10 +217,14 @@ def create_destination_disk(path: str, size_bytes: int) -> None:
 
 def rewrite_paths(xml: str, path_map: dict[str, str]) -> str:
     """``xml`` with every ``file``/``path``/``dev`` attribute of a ``<source>``
-    or ``<log>`` element found in ``path_map`` replaced."""
+    or ``<log>`` element, and the UEFI variable store named by ``<nvram>``,
+    found in ``path_map`` replaced."""
     if not path_map:
         return xml
     root = ET.fromstring(xml)
+    for nvram in root.findall("./os/nvram"):
+        if nvram.text and nvram.text.strip() in path_map:
+            nvram.text = path_map[nvram.text.strip()]
     for el in root.iter():
         if el.tag not in ("source", "log"):
             continue
@@ -258,6 +267,7 @@ def live_migrate(
     :class:`LiveMigrationError` when it times out, is aborted or fails: the
     guest then still runs on the source."""
     opts = opts or LiveMigrationOptions()
+    marks = [("entered", time.monotonic())]
     params = _params(dom, opts)
     flags = migration_flags(opts)
     if opts.max_downtime_ms:
@@ -271,12 +281,13 @@ def live_migrate(
             result["error"] = exc
         else:
             result["ok"] = True
+        result["returned"] = time.monotonic()
 
-    # A post-copy move is watched over a connection of its own: calls on the
-    # connection that waits in migrateToURI3 were seen to hang until the
-    # migration ended, and the switch was then never asked in time.
-    control = _control_connection(dom) if opts.post_copy else None
-    started = time.monotonic()
+    # Every move is watched over a connection of its own: calls on the one
+    # waiting in migrateToURI3 were seen to hang until the migration ended.
+    marks.append(("parameters", time.monotonic()))
+    control = _control_connection(dom)
+    marks.append(("second connection", started := time.monotonic()))
     worker = threading.Thread(target=run, name=f"migrate-{dom.name()}", daemon=True)
     worker.start()
     try:
@@ -288,16 +299,27 @@ def live_migrate(
             if worker.is_alive():
                 watch.tick()
     finally:
+        marks += [("migration call", result.get("returned", time.monotonic())),
+                  ("watch ended", time.monotonic())]
         if control:
             _close(control[0])
     if "ok" not in result:
         raise watch.failure(result.get("error"))
     done = _completed(dom, watch.last, int((time.monotonic() - started) * 1000))
-    done.post_copy = watch.switched
+    marks.append(("final statistics", time.monotonic()))
     _undefine_source(dom)
+    marks.append(("source undefined", time.monotonic()))
+    done.post_copy, done.steps_ms = watch.switched, _steps(dom, marks)
     if on_progress:
         on_progress(done)
     return done
+
+
+def _steps(dom: libvirt.virDomain, marks: list[tuple[str, float]]) -> dict[str, int]:
+    """How long each step of a completed move took (ms), logged at debug level."""
+    out = {name: round(1000 * (t - prev)) for (_, prev), (name, t) in zip(marks, marks[1:])}
+    log.debug("%s: live migration steps (ms): %s", dom.name(), out)
+    return out
 
 
 def _control_connection(dom: libvirt.virDomain) -> tuple[libvirt.virConnect,

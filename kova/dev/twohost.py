@@ -208,13 +208,15 @@ def _destroy_domains(host: BedHost) -> None:
         return
     try:
         for dom in conn.listAllDomains():
-            for action in (dom.destroy, dom.undefine):
-                try:
-                    if action == dom.destroy and not dom.isActive():
-                        continue
-                    action()
-                except libvirt.libvirtError:
-                    pass
+            try:
+                if dom.isActive():
+                    dom.destroy()
+            except libvirt.libvirtError:
+                pass
+            try:  # a UEFI guest's variable store goes too (libvirt refuses otherwise)
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            except libvirt.libvirtError:
+                pass
     finally:
         conn.close()
 

@@ -3,8 +3,9 @@ real agent's stream endpoint over mutual TLS: a flattened overlay arrives
 byte for byte with its sha256 checked; a wrong checksum, a client
 certificate the agent does not accept, and an Instance whose domain is
 defined there are refused and leave nothing behind.  The migration
-certificate may use the disk route only, the API component's every route
-but that one."""
+certificate may use the disk and variable-store routes only, the API
+component's every route but those.  A UEFI guest's variable store arrives
+the same way, checked the same way."""
 
 from __future__ import annotations
 
@@ -87,6 +88,19 @@ def test_disk_arrives_checked_and_refusals_leave_nothing(harness, endpoint, smal
     resp = httpx.put(url, content=b"x", verify=tls)
     assert resp.status_code == 400 and resp.json()["reason"] == "ChecksumMissing"
 
+    # a UEFI guest's variable store: its own route, the same checks
+    store = src / "nvram.fd"
+    store.write_bytes(bytes(range(256)) * 2048)
+    got = disk_copy.send(store, ep["address"], ep["port"], uid, tls, part="nvram")
+    assert got.sha256 == disk_copy.sha256_of(store) == disk_copy.sha256_of(
+        dest.with_name("nvram.fd"))
+    resp = httpx.put(f"https://{ep['address']}:{ep['port']}/v1/domains/{bad_uid}/nvram",
+                     content=store.read_bytes(), verify=tls,
+                     headers={disk_copy.SHA256_HEADER: "0" * 64})
+    assert resp.status_code == 400 and resp.json()["reason"] == "ChecksumMismatch", resp.text
+    assert not (bad_dir / "nvram.fd").exists()
+    assert not (bad_dir / disk_copy.NVRAM_INCOMING).exists()
+
     # a client certificate of the right CA but a name the agent does not accept
     with pytest.raises(disk_copy.CopyError) as exc:
         disk_copy.send(flat, ep["address"], ep["port"], str(uuid.uuid4()), stranger)
@@ -100,9 +114,10 @@ def test_disk_arrives_checked_and_refusals_leave_nothing(harness, endpoint, smal
         resp = httpx.request(method, f"{base}/{route}", verify=tls)
         assert resp.status_code == 403 and resp.json()["reason"] == "Forbidden", (route, resp)
     api = _client_tls(pki, {"crt": pki.api_crt, "key": pki.api_key})
-    with pytest.raises(disk_copy.CopyError) as exc:
-        disk_copy.send(flat, ep["address"], ep["port"], str(uuid.uuid4()), api)
-    assert exc.value.status == 403
+    for part in ("disk", "nvram"):
+        with pytest.raises(disk_copy.CopyError) as exc:
+            disk_copy.send(flat, ep["address"], ep["port"], str(uuid.uuid4()), api, part=part)
+        assert exc.value.status == 403
     resp = httpx.get(f"{base}/log", verify=api)  # its own routes still answer it
     assert resp.status_code != 403, resp.text
     assert httpx.get(f"https://{ep['address']}:{ep['port']}/healthz", verify=tls).is_success

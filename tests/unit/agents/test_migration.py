@@ -48,6 +48,19 @@ def test_rewrite_paths_changes_only_mapped_sources() -> None:
     assert mig.rewrite_paths(XML, {}) == XML
 
 
+def test_rewrite_paths_moves_the_uefi_variable_store() -> None:
+    """A UEFI guest's ``<nvram>`` names a file of the source's Instance
+    directory: the destination's XML names its own (libvirt would otherwise
+    have the destination write into the source's path, which the source
+    removes at the end)."""
+    xml = ("<domain><os firmware='efi'><loader readonly='yes' type='pflash'>/fw/CODE.fd</loader>"
+           "<nvram template='/fw/VARS.fd'>/a/g/nvram.fd</nvram></os><devices/></domain>")
+    root = ET.fromstring(mig.rewrite_paths(xml, {"/a/g/nvram.fd": "/b/g/nvram.fd"}))
+    assert root.findtext("./os/nvram") == "/b/g/nvram.fd"
+    assert root.find("./os/nvram").get("template") == "/fw/VARS.fd"
+    assert root.findtext("./os/loader") == "/fw/CODE.fd"
+
+
 def test_progress_from_stats_and_status_fields() -> None:
     p = mig.MigrationProgress.from_stats(mig.COPYING_MEMORY, {
         "type": 2, "time_elapsed": 1500, "memory_total": 100, "memory_remaining": 40,

@@ -165,12 +165,14 @@ def test_agent_writes_follow_the_steps():
 
 def test_paths_and_host_rewritten_for_the_destination():
     xml = (f'<domain xmlns:kova="{names.DOMAIN_XMLNS}"><metadata><kova:instance>'
-           '<kova:host>a</kova:host></kova:instance></metadata><devices>'
-           '<disk><source file="/src/u-1/disk.qcow2"/></disk>'
+           '<kova:host>a</kova:host></kova:instance></metadata>'
+           '<os firmware="efi"><nvram template="/fw/VARS.fd">/src/u-1/nvram.fd</nvram></os>'
+           '<devices><disk><source file="/src/u-1/disk.qcow2"/></disk>'
            '<disk><source file="/images/other.iso"/></disk>'
            '<serial><log file="/src/u-1/console.log"/></serial></devices></domain>')
     pm = agent_live.path_map(xml, "/src/u-1", "/dst/u-1/")
     assert pm == {"/src/u-1/disk.qcow2": "/dst/u-1/disk.qcow2",
-                  "/src/u-1/console.log": "/dst/u-1/console.log"}
+                  "/src/u-1/console.log": "/dst/u-1/console.log",
+                  "/src/u-1/nvram.fd": "/dst/u-1/nvram.fd"}
     out = agent_live.with_host(xml, "b")
     assert "<kova:host>b</kova:host>" in out and names.DOMAIN_XMLNS in out
