@@ -338,8 +338,8 @@ class ImageSpec(KovaModel):
     format: ImageFormat = Field(
         default=ImageFormat.QCOW2,
         description="Format of the file: qcow2 (default) or raw (disk images an Instance "
-        "boots from), or iso (an ISO 9660 image, stored and served as is; not a root "
-        "disk). Immutable.",
+        "boots from), or iso (an ISO 9660 image, stored and served as is; an Instance "
+        "boots it as a read-only CD-ROM with a blank root disk of its size). Immutable.",
         json_schema_extra=k8s(validations=[immutable("format")]),
     )
     sha256: str | None = Field(

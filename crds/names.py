@@ -205,7 +205,8 @@ class ImageFormat(StrEnum):
 
     QCOW2 = "qcow2"
     RAW = "raw"
-    #: An ISO 9660 image (installer, tools CD), stored as is; not a root disk.
+    #: An ISO 9660 image (installer, tools CD), stored as is; an Instance boots
+    #: it as a read-only CD-ROM with a blank root disk.
     ISO = "iso"
 
 
