@@ -90,7 +90,8 @@ class SnapshotTasks:
         try:
             code, body = await srv.agents.put(
                 endpoint, f"/v1/domains/{md['uid']}/snapshot",
-                {"user": user, "namespace": ns, "instance": name, "image": image})
+                {"user": user, "namespace": ns, "instance": name, "image": image,
+                 "request": req})
             message = body.get("message") or f"the agent answered {code}"
         except AgentUnavailable as exc:
             code, message = exc.status, exc.message

@@ -353,6 +353,19 @@ class ActionResult(StrEnum):
     ERROR = "Error"
 
 
+class SnapshotPhase(StrEnum):
+    """Where a snapshot's agent is (``status.snapshot.phase``)."""
+
+    COPYING = "Copying"
+    UPLOADING = "Uploading"
+    STORED = "Stored"
+    FAILED = "Failed"
+
+
+#: The field manager of the agent's ``status.snapshot`` (apart from its other
+#: status fields, which it applies as a whole on every report).
+FIELD_MANAGER_AGENT_SNAPSHOT = "kova-agent-snapshot"
+
 #: How many actions ``status.actions`` keeps (the newest).
 MAX_ACTIONS = 20
 

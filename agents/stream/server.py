@@ -21,7 +21,7 @@ Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
 * ``GET /v1/domains/<uid>/log?follow=1&tailBytes=N`` -- the serial console log
   file (``text/plain``, streamed while ``follow``);
 * ``PUT /v1/domains/<uid>/power/<action>`` -- :mod:`kova.agents.instance.power_actions`;
-* ``PUT /v1/domains/<uid>/snapshot?namespace=&instance=&image=&user=`` -- the root
+* ``PUT /v1/domains/<uid>/snapshot?namespace=&instance=&image=&user=&request=`` -- the root
   disk into a TenantImage, :mod:`kova.agents.instance.snapshot`;
 * ``PUT /v1/domains/<uid>/disk`` -- an Instance's disk sent by another agent
   (a cold migration), and ``PUT /v1/domains/<uid>/live-prepare`` -- the
@@ -357,7 +357,7 @@ class StreamServer:
         try:
             result = await loop.run_in_executor(None, self.snapshots.run, uid, q["namespace"],
                                                 q["instance"], q["image"],
-                                                q.get("user", "unknown"))
+                                                q.get("user", "unknown"), q.get("request", ""))
         except SnapshotError as exc:
             return error(exc.status, exc.reason, exc.message)
         return web.json_response(result)
