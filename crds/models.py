@@ -802,6 +802,8 @@ class SnapshotProgress(KovaModel):
     bytes_total: int = Field(default=0, ge=0,
                              description="Bytes of the phase in all (0: not known yet).")
     update_time: dt.datetime = Field(description="When the agent wrote this (RFC 3339).")
+    message: str | None = Field(default=None, max_length=1024,
+                                description="Why it failed (phase Failed).")
 
 
 class ConsoleStatus(KovaModel):

@@ -33,6 +33,7 @@ snapshot (or power action) per domain at a time.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -82,7 +83,8 @@ class Progress:
         self.phase: str | None = None
         self._last = 0.0
 
-    def __call__(self, phase: str, done: int, total: int, force: bool = False) -> None:
+    def __call__(self, phase: str, done: int, total: int, force: bool = False,
+                 message: str | None = None) -> None:
         now = time.monotonic()
         if not self.request:
             return
@@ -94,7 +96,8 @@ class Progress:
                 "status": {"snapshot": {
                     "requestId": self.request, "image": self.image, "phase": phase,
                     "bytesDone": max(0, done), "bytesTotal": max(0, total),
-                    "updateTime": now_rfc3339()}}}
+                    "updateTime": now_rfc3339(),
+                    **({"message": message[:1024]} if message else {})}}}
         try:
             self.ctx.kube.apply(instance_path(self.namespace, self.instance) + "/status",
                                 body, field_manager=names.FIELD_MANAGER_AGENT_SNAPSHOT)
@@ -103,11 +106,51 @@ class Progress:
                         self.namespace, self.instance, exc)
 
 
+#: How many finished snapshots' answers the agent keeps for an API component
+#: that asks again (:meth:`Snapshots.resume`).
+KEEP_RESULTS = 64
+
+
 class Snapshots:
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
         self._lock = threading.Lock()
         self._busy: set[str] = set()
+        #: request id -> set once its snapshot ended; its answer or error.
+        self._ended: dict[str, threading.Event] = {}
+        self._results: collections.OrderedDict[str, dict | SnapshotError] = (
+            collections.OrderedDict())
+
+    def resume(self, uid: str, request: str, timeout: float | None = None) -> dict:
+        """The answer of snapshot ``request`` of domain ``uid``, once it has
+        ended: an API component that restarted while the agent worked asks
+        again.  410 ``SnapshotInterrupted`` when this agent never ran it or
+        has forgotten it (it restarted: a snapshot it ran is over, its copy
+        removed when it started again)."""
+        with self._lock:
+            ended = self._ended.get(request)
+        if ended is None:
+            raise SnapshotError(410, "SnapshotInterrupted",
+                                f"the agent on {self.ctx.host} has no snapshot {request} of "
+                                "this Instance (it restarted, or never received it); "
+                                "nothing was stored: take the snapshot again")
+        if not ended.wait(timeout):
+            raise SnapshotError(504, "SnapshotInProgress",
+                                f"snapshot {request} is still running on {self.ctx.host}")
+        with self._lock:
+            result = self._results.get(request)
+        if isinstance(result, SnapshotError):
+            raise result
+        assert result is not None
+        return result
+
+    def _ended_with(self, request: str, result: dict | SnapshotError) -> None:
+        with self._lock:
+            self._results[request] = result
+            while len(self._results) > KEEP_RESULTS:
+                old, _ = self._results.popitem(last=False)
+                self._ended.pop(old, None)
+            self._ended[request].set()
 
     def run(self, uid: str, namespace: str, instance: str, image: str,
             user: str, request: str = "") -> dict:
@@ -119,18 +162,25 @@ class Snapshots:
                 raise SnapshotError(409, "SnapshotInProgress",
                                     "a snapshot of this Instance is in progress")
             self._busy.add(uid)
+            if request:
+                self._ended[request] = threading.Event()
         progress = Progress(self.ctx, namespace, instance, request, image)
+        result: dict | SnapshotError = SnapshotError(500, "SnapshotFailed",
+                                                     "the snapshot ended unexpectedly")
         try:
-            answer = self._run(uid, namespace, instance, image, user, progress)
-            size = int(answer.get("sizeBytes") or 0)
+            result = self._run(uid, namespace, instance, image, user, progress)
+            size = int(result.get("sizeBytes") or 0)
             progress(names.SnapshotPhase.STORED, size, size, force=True)
-            return answer
-        except SnapshotError:
-            progress(names.SnapshotPhase.FAILED, 0, 0, force=True)
+            return result
+        except SnapshotError as exc:
+            result = exc
+            progress(names.SnapshotPhase.FAILED, 0, 0, force=True, message=exc.message)
             raise
         finally:
             with self._lock:
                 self._busy.discard(uid)
+            if request:
+                self._ended_with(request, result)
 
     def _run(self, uid: str, namespace: str, instance: str, image: str,
              user: str, progress: Progress) -> dict:
