@@ -536,7 +536,7 @@ class ImageCache:
     def cached(self) -> list[Path]:
         return sorted(
             p for p in self.dir.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix in (".qcow2", ".raw")
+            if p.is_file() and not p.name.startswith(".") and p.suffix in (".qcow2", ".raw", ".iso")
         )
 
     def prune(self, in_use: set[Path], min_age: float = 0.0) -> list[Path]:
