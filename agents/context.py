@@ -56,13 +56,16 @@ class InstanceFiles:
     info: Path
     #: A UEFI guest's variable store (created by libvirt from OVMF's template).
     nvram: Path
+    #: An Instance booted from an ISO: a link to the cached ISO its CD-ROM
+    #: holds (the domain's source, and what keeps the cache from evicting it).
+    cdrom: Path
 
     @classmethod
     def of(cls, instance_dir: Path, uid: str) -> InstanceFiles:
         d = instance_dir / uid
         return cls(dir=d, disk=d / "disk.qcow2", seed=d / "seed.iso",
                    console=d / "console.log", info=d / "instance.json",
-                   nvram=d / "nvram.fd")
+                   nvram=d / "nvram.fd", cdrom=d / "cdrom.iso")
 
 
 @dataclass

@@ -134,6 +134,7 @@ class ApiServer:
         log.info("serving %s on %s:%s (front-proxy names: %s)", SUBRESOURCE_API_VERSION,
                  self.cfg.bind_address, self.port,
                  ", ".join(self.requestheader.allowed_names) or "any")
+        self.snapshots.start()  # snapshots a restarted API component left unfollowed
         if self.cfg.metrics_port:
             self._metrics_server = metrics.serve(self.cfg.metrics_port, self.metrics.registry,
                                                  health=self.healthy, bind=self.cfg.metrics_bind)

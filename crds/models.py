@@ -76,6 +76,7 @@ from .names import (
     PowerState,
     RunStrategy,
     ServerGroupPolicy,
+    SnapshotPhase,
 )
 
 #: A label value, as used for availability zones (``topology.kubernetes.io/zone``).
@@ -338,8 +339,8 @@ class ImageSpec(KovaModel):
     format: ImageFormat = Field(
         default=ImageFormat.QCOW2,
         description="Format of the file: qcow2 (default) or raw (disk images an Instance "
-        "boots from), or iso (an ISO 9660 image, stored and served as is; not a root "
-        "disk). Immutable.",
+        "boots from), or iso (an ISO 9660 image, stored and served as is; an Instance "
+        "boots it as a read-only CD-ROM with a blank root disk of its size). Immutable.",
         json_schema_extra=k8s(validations=[immutable("format")]),
     )
     sha256: str | None = Field(
@@ -785,6 +786,26 @@ class InstanceAction(KovaModel):
     )
 
 
+class SnapshotProgress(KovaModel):
+    """How far the agent is with a snapshot (kubectl kova snapshot shows it)."""
+
+    request_id: str = Field(
+        max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        description="The snapshot's action in status.actions.",
+    )
+    image: str | None = Field(default=None, max_length=253,
+                              description="The TenantImage it makes.")
+    phase: SnapshotPhase = Field(
+        description="Copying (the root disk into a standalone qcow2), Uploading (the copy "
+        "to the image store), Stored or Failed.")
+    bytes_done: int = Field(default=0, ge=0, description="Bytes of the phase done.")
+    bytes_total: int = Field(default=0, ge=0,
+                             description="Bytes of the phase in all (0: not known yet).")
+    update_time: dt.datetime = Field(description="When the agent wrote this (RFC 3339).")
+    message: str | None = Field(default=None, max_length=1024,
+                                description="Why it failed (phase Failed).")
+
+
 class ConsoleStatus(KovaModel):
     """Where to read the instance's serial console."""
 
@@ -953,6 +974,11 @@ class InstanceStatus(KovaModel):
         default=None,
         description="The resize or cold migration under way (docs/moving.md); unset "
         "when none is.",
+    )
+    snapshot: SnapshotProgress | None = Field(
+        default=None,
+        description="The progress of the Instance's last snapshot, written by the agent "
+        "on its host at each phase and then at most every 2 seconds (docs/images.md).",
     )
     conditions: list[Condition] | None = conditions_field(
         "Scheduled: a host was chosen and resources claimed. Ready: the guest is "

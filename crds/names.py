@@ -205,7 +205,8 @@ class ImageFormat(StrEnum):
 
     QCOW2 = "qcow2"
     RAW = "raw"
-    #: An ISO 9660 image (installer, tools CD), stored as is; not a root disk.
+    #: An ISO 9660 image (installer, tools CD), stored as is; an Instance boots
+    #: it as a read-only CD-ROM with a blank root disk.
     ISO = "iso"
 
 
@@ -351,6 +352,19 @@ class ActionResult(StrEnum):
     SUCCESS = "Success"
     ERROR = "Error"
 
+
+class SnapshotPhase(StrEnum):
+    """Where a snapshot's agent is (``status.snapshot.phase``)."""
+
+    COPYING = "Copying"
+    UPLOADING = "Uploading"
+    STORED = "Stored"
+    FAILED = "Failed"
+
+
+#: The field manager of the agent's ``status.snapshot`` (apart from its other
+#: status fields, which it applies as a whole on every report).
+FIELD_MANAGER_AGENT_SNAPSHOT = "kova-agent-snapshot"
 
 #: How many actions ``status.actions`` keeps (the newest).
 MAX_ACTIONS = 20

@@ -13,10 +13,13 @@ API-server error is not a build failure: the reconcile is retried.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
+from pathlib import Path
 
 from kova.agents.context import AgentContext, GiB, InstanceFiles
 from kova.agents.image_status import ImageStatus
@@ -38,6 +41,7 @@ from kova.agents.virt.images import (
     ImageError,
     ImageSource,
     backing_file,
+    create_blank_disk,
     create_overlay,
     remove_tree,
 )
@@ -125,7 +129,9 @@ class Builder:
         self.image_status.verified(image, cached)
         steps("image")
         self._count_image(cached)
-        if not files.disk.exists():
+        if source.format == names.ImageFormat.ISO:
+            self._iso_disks(cached, files, int(res["diskGiB"]) * GiB)
+        elif not files.disk.exists():
             create_overlay(cached, files.disk, int(res["diskGiB"]) * GiB)
         steps("overlay")
         mac = self.ctx.guest_mac(uid) if self.ctx.with_nic else None
@@ -139,6 +145,20 @@ class Builder:
             defined = self.ctx.driver.define(build_domain_xml(spec))
         steps("define")
         return defined
+
+    @staticmethod
+    def _iso_disks(cached: CachedImage, files: InstanceFiles, size: int) -> None:
+        """An ISO boots as a CD-ROM (Nova's libvirt driver does the same): the
+        link to the cached ISO, which the domain's CD-ROM names and which keeps
+        the cache from evicting it, and a blank root disk of the size claimed."""
+        link = files.cdrom
+        if not link.is_symlink() or Path(os.readlink(link)) != cached.path:
+            tmp = link.with_name(f".{link.name}.part")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(cached.path)
+            os.replace(tmp, link)
+        if not files.disk.exists():
+            create_blank_disk(files.disk, size)
 
     def choose_pcpus(self, uid: str, vcpus: int) -> tuple[int, ...]:
         """Dedicated host CPUs for the vCPUs of Instance ``uid``: free ones of
@@ -199,6 +219,7 @@ class Builder:
             disk_path=str(files.disk),
             console_log=str(files.console),
             seed_path=str(files.seed),
+            cdrom_path=os.readlink(files.cdrom) if files.cdrom.is_symlink() else None,
             domain_type=cfg.domain_type,  # type: ignore[arg-type]
             arch=arch,
             machine=cfg.machine,
@@ -302,6 +323,9 @@ class Builder:
             b = backing_file(disk)
             if b is not None:
                 in_use.add(b)
+        for link in self.ctx.instance_dir.glob("*/cdrom.iso"):
+            with contextlib.suppress(OSError):
+                in_use.add(Path(os.readlink(link)))
         try:
             gone = self.ctx.images.evict(
                 in_use, min_age=cfg.image_cache_ttl if cfg.image_cache_ttl > 0 else None,

@@ -18,6 +18,11 @@ a move, possibly a longer chain).  The agent
    came from (annotations ``kova.dev/snapshot-of`` and ``kova.dev/snapshot-time``);
 3. removes the copy.
 
+While it works it writes its progress into the Instance's ``status.snapshot``
+(:class:`Progress`: the request id, the phase -- Copying, Uploading, Stored or
+Failed -- and the phase's bytes done and in all), at each phase's start and
+then at most every :data:`PROGRESS_SECONDS`, with a field manager of its own.
+
 A backup job outlives an agent that dies midway: when the agent starts,
 :func:`clean_up_after_restart` aborts the backup jobs still running on its
 domains and removes the half-made copies.
@@ -28,12 +33,16 @@ snapshot (or power action) per domain at a time.
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
+import re
+import struct
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -43,11 +52,16 @@ from kova.agents.instance import decisions
 from kova.agents.virt.backup import BackupError, BackupUnsupported, abort_backup, push_backup
 from kova.agents.virt.driver import DriverError
 from kova.agents.virt.images import private_file
+from kova.conditions import now_rfc3339
+from kova.crds import names
 from kova.errors import Refusal
+from kova.kube import instance_path
 
 log = logging.getLogger("kova.agents.instance.snapshot")
 
 CHUNK = 1 << 20
+#: The least time between two writes of a snapshot's progress.
+PROGRESS_SECONDS = 2.0
 #: The name of a copy being made, beside the root disk: snapshot-<random>.qcow2.
 COPY_PREFIX = "snapshot-"
 
@@ -56,29 +70,120 @@ class SnapshotError(Refusal):
     """A snapshot refused or failed: its HTTP status, reason and message."""
 
 
+class Progress:
+    """``status.snapshot`` of one Instance: applied at a phase's start and
+    at its end, else at most every ``interval`` seconds; a failed write is
+    logged and never fails the snapshot.  Without a request id (an API
+    component that sends none) nothing is written."""
+
+    def __init__(self, ctx: AgentContext, namespace: str, instance: str, request: str,
+                 image: str, interval: float = PROGRESS_SECONDS) -> None:
+        self.ctx, self.namespace, self.instance = ctx, namespace, instance
+        self.request, self.image, self.interval = request, image, interval
+        self.phase: str | None = None
+        self._last = 0.0
+
+    def __call__(self, phase: str, done: int, total: int, force: bool = False,
+                 message: str | None = None) -> None:
+        now = time.monotonic()
+        if not self.request:
+            return
+        if phase == self.phase and not force and now - self._last < self.interval:
+            return
+        self.phase, self._last = phase, now
+        body = {"apiVersion": names.API_VERSION, "kind": "Instance",
+                "metadata": {"name": self.instance, "namespace": self.namespace},
+                "status": {"snapshot": {
+                    "requestId": self.request, "image": self.image, "phase": phase,
+                    "bytesDone": max(0, done), "bytesTotal": max(0, total),
+                    "updateTime": now_rfc3339(),
+                    **({"message": message[:1024]} if message else {})}}}
+        try:
+            self.ctx.kube.apply(instance_path(self.namespace, self.instance) + "/status",
+                                body, field_manager=names.FIELD_MANAGER_AGENT_SNAPSHOT)
+        except Exception as exc:  # noqa: BLE001 -- the progress is best effort
+            log.warning("progress of snapshot %s of %s/%s not written: %s", self.request,
+                        self.namespace, self.instance, exc)
+
+
+#: How many finished snapshots' answers the agent keeps for an API component
+#: that asks again (:meth:`Snapshots.resume`).
+KEEP_RESULTS = 64
+
+
 class Snapshots:
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
         self._lock = threading.Lock()
         self._busy: set[str] = set()
+        #: request id -> set once its snapshot ended; its answer or error.
+        self._ended: dict[str, threading.Event] = {}
+        self._results: collections.OrderedDict[str, dict | SnapshotError] = (
+            collections.OrderedDict())
+
+    def resume(self, uid: str, request: str, timeout: float | None = None) -> dict:
+        """The answer of snapshot ``request`` of domain ``uid``, once it has
+        ended: an API component that restarted while the agent worked asks
+        again.  410 ``SnapshotInterrupted`` when this agent never ran it or
+        has forgotten it (it restarted: a snapshot it ran is over, its copy
+        removed when it started again)."""
+        with self._lock:
+            ended = self._ended.get(request)
+        if ended is None:
+            raise SnapshotError(410, "SnapshotInterrupted",
+                                f"the agent on {self.ctx.host} has no snapshot {request} of "
+                                "this Instance (it restarted, or never received it); "
+                                "nothing was stored: take the snapshot again")
+        if not ended.wait(timeout):
+            raise SnapshotError(504, "SnapshotInProgress",
+                                f"snapshot {request} is still running on {self.ctx.host}")
+        with self._lock:
+            result = self._results.get(request)
+        if isinstance(result, SnapshotError):
+            raise result
+        assert result is not None
+        return result
+
+    def _ended_with(self, request: str, result: dict | SnapshotError) -> None:
+        with self._lock:
+            self._results[request] = result
+            while len(self._results) > KEEP_RESULTS:
+                old, _ = self._results.popitem(last=False)
+                self._ended.pop(old, None)
+            self._ended[request].set()
 
     def run(self, uid: str, namespace: str, instance: str, image: str,
-            user: str) -> dict:
+            user: str, request: str = "") -> dict:
         """Snapshot domain ``uid`` (Instance ``namespace/instance``) into the
-        TenantImage ``image``; the store's answer with the pause's length."""
+        TenantImage ``image``; the store's answer with the pause's length.
+        ``request``: the action's request id, for the progress."""
         with self._lock:
             if uid in self._busy:
                 raise SnapshotError(409, "SnapshotInProgress",
                                     "a snapshot of this Instance is in progress")
             self._busy.add(uid)
+            if request:
+                self._ended[request] = threading.Event()
+        progress = Progress(self.ctx, namespace, instance, request, image)
+        result: dict | SnapshotError = SnapshotError(500, "SnapshotFailed",
+                                                     "the snapshot ended unexpectedly")
         try:
-            return self._run(uid, namespace, instance, image, user)
+            result = self._run(uid, namespace, instance, image, user, progress)
+            size = int(result.get("sizeBytes") or 0)
+            progress(names.SnapshotPhase.STORED, size, size, force=True)
+            return result
+        except SnapshotError as exc:
+            result = exc
+            progress(names.SnapshotPhase.FAILED, 0, 0, force=True, message=exc.message)
+            raise
         finally:
             with self._lock:
                 self._busy.discard(uid)
+            if request:
+                self._ended_with(request, result)
 
     def _run(self, uid: str, namespace: str, instance: str, image: str,
-             user: str) -> dict:
+             user: str, progress: Progress) -> dict:
         ctx = self.ctx
         store = ctx.cfg.image_store_url
         if not store:
@@ -93,11 +198,12 @@ class Snapshots:
         copy = disk.with_name(f"{COPY_PREFIX}{uuid.uuid4().hex[:8]}.qcow2")
         t0 = time.monotonic()
         try:
-            paused = self._copy(uid, info.state.running, disk, copy)
+            progress(names.SnapshotPhase.COPYING, 0, 0, force=True)
+            paused = self._copy(uid, info.state.running, disk, copy, progress)
             copied = time.monotonic() - t0
             log.info("snapshot of %s/%s for %s: %d bytes copied in %.2fs (%s)", namespace,
                      instance, user, copy.stat().st_size, copied, pause_text(paused))
-            answer = self._upload(store, copy, namespace, instance, image)
+            answer = self._upload(store, copy, namespace, instance, image, progress)
         finally:
             copy.unlink(missing_ok=True)
         total = time.monotonic() - t0
@@ -106,7 +212,8 @@ class Snapshots:
                            f"(virtual {answer.get('virtualSizeBytes')}), "
                            f"{pause_text(paused)}, {total:.2f}s in all"}
 
-    def _copy(self, uid: str, running: bool, disk: Path, copy: Path) -> float:
+    def _copy(self, uid: str, running: bool, disk: Path, copy: Path,
+              progress: Progress) -> float:
         """The disk's chain flattened into ``copy``; how long the guest was
         paused for it: never (0.0) with the backup API, which copies while
         the guest runs; for the whole copy where libvirt has no backup API."""
@@ -115,7 +222,9 @@ class Snapshots:
             state = self.ctx.driver.state(uid)
             if running or (state is not None and not state.shutoff):
                 try:
-                    stats = push_backup(self.ctx.driver, uid, disk, copy)
+                    stats = push_backup(
+                        self.ctx.driver, uid, disk, copy,
+                        on_progress=lambda d, t: progress(names.SnapshotPhase.COPYING, d, t))
                     log.debug("backup of %s: %s", uid, stats)
                     return 0.0
                 except BackupUnsupported as exc:
@@ -125,18 +234,20 @@ class Snapshots:
             raise SnapshotError(500, "SnapshotFailed", str(exc)) from exc
         except DriverError as exc:
             raise SnapshotError(503, "HypervisorError", str(exc)) from exc
-        return self._convert(uid, pause, disk, copy)
+        return self._convert(uid, pause, disk, copy, progress)
 
-    def _convert(self, uid: str, pause: bool, disk: Path, copy: Path) -> float:
+    def _convert(self, uid: str, pause: bool, disk: Path, copy: Path,
+                 progress: Progress) -> float:
         """``qemu-img convert`` of the chain into ``copy`` (the guest paused
         for it if ``pause``: QEMU drains and flushes the disk); the pause."""
         t0 = time.monotonic()
+        total = virtual_size(disk)
         try:
             if pause:
                 self.ctx.driver.suspend(uid)
-            proc = subprocess.run(["qemu-img", "convert", "-U", "-q", "-f", "qcow2", "-O",
-                                   "qcow2", str(disk), str(private_file(copy))],
-                                  capture_output=True, text=True, check=False)
+            proc = convert_with_progress(
+                disk, private_file(copy),
+                lambda pct: progress(names.SnapshotPhase.COPYING, int(total * pct / 100), total))
         except DriverError as exc:
             raise SnapshotError(503, "HypervisorError", str(exc)) from exc
         finally:
@@ -151,19 +262,23 @@ class Snapshots:
         return time.monotonic() - t0 if pause else 0.0
 
     def _upload(self, store: str, copy: Path, namespace: str, instance: str,
-                image: str) -> dict:
+                image: str, progress: Progress) -> dict:
         url = f"{store.rstrip('/')}/v1/namespaces/{namespace}/images/{image}"
         token = self.ctx.kube.aio.creds.bearer()
         headers = {"Content-Length": str(copy.stat().st_size),
                    "Content-Type": "application/octet-stream"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        size = copy.stat().st_size
+        progress(names.SnapshotPhase.UPLOADING, 0, size, force=True)
         try:
             with httpx.Client(verify=self.ctx.images.tls,
                               timeout=httpx.Timeout(60.0, read=None)) as client:
                 resp = client.put(url, params={"format": "qcow2",
                                                "snapshotOf": f"{namespace}/{instance}"},
-                                  content=_chunks(copy), headers=headers)
+                                  content=_chunks(copy, lambda done: progress(
+                                      names.SnapshotPhase.UPLOADING, done, size)),
+                                  headers=headers)
         except httpx.HTTPError as exc:
             raise SnapshotError(502, "StoreUnreachable", f"upload to the image store "
                                 f"failed: {exc}") from exc
@@ -183,10 +298,45 @@ def pause_text(paused: float) -> str:
     return f"guest paused {paused:.2f}s" if paused > 0 else "guest not paused"
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
+def _chunks(path: Path, sent: Callable[[int], None]) -> Iterator[bytes]:
+    """The file's chunks; ``sent(bytes so far)`` before each next one."""
+    done = 0
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             yield chunk
+            done += len(chunk)
+            sent(done)
+
+
+def virtual_size(disk: Path) -> int:
+    """The virtual size a qcow2 file's header records (0 if unreadable)."""
+    try:
+        with open(disk, "rb") as fh:
+            head = fh.read(32)
+    except OSError:
+        return 0
+    return struct.unpack(">Q", head[24:32])[0] if head[:4] == b"QFI\xfb" else 0
+
+
+#: qemu-img's progress line: ``    (12.50/100%)``.
+_PERCENT = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+
+def convert_with_progress(disk: Path, copy: Path,
+                          on_percent: Callable[[float], None]) -> subprocess.CompletedProcess:
+    """``qemu-img convert -U -p`` of ``disk`` into a standalone qcow2 at
+    ``copy``; ``on_percent`` with each percentage qemu-img prints."""
+    with subprocess.Popen(["qemu-img", "convert", "-U", "-p", "-f", "qcow2", "-O", "qcow2",
+                           str(disk), str(copy)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        while block := os.read(proc.stdout.fileno(), 4096):
+            found = _PERCENT.findall(block)
+            if found:
+                on_percent(float(found[-1]))
+        err = proc.stderr.read().decode(errors="replace")
+        code = proc.wait()
+    return subprocess.CompletedProcess(proc.args, code, "", err)
 
 
 def clean_up_after_restart(ctx: AgentContext) -> None:

@@ -21,8 +21,10 @@ Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
 * ``GET /v1/domains/<uid>/log?follow=1&tailBytes=N`` -- the serial console log
   file (``text/plain``, streamed while ``follow``);
 * ``PUT /v1/domains/<uid>/power/<action>`` -- :mod:`kova.agents.instance.power_actions`;
-* ``PUT /v1/domains/<uid>/snapshot?namespace=&instance=&image=&user=`` -- the root
-  disk into a TenantImage, :mod:`kova.agents.instance.snapshot`;
+* ``PUT /v1/domains/<uid>/snapshot?namespace=&instance=&image=&user=&request=`` -- the root
+  disk into a TenantImage, :mod:`kova.agents.instance.snapshot` (with ``resume=1``:
+  the answer of snapshot ``request`` once it ends, for an API component that
+  restarted meanwhile);
 * ``PUT /v1/domains/<uid>/disk`` -- an Instance's disk sent by another agent
   (a cold migration), ``PUT /v1/domains/<uid>/nvram`` -- its UEFI variable
   store, sent the same way, and ``PUT /v1/domains/<uid>/live-prepare`` -- the
@@ -356,10 +358,17 @@ class StreamServer:
         if not all(q.get(k) for k in ("namespace", "instance", "image")):
             return error(400, "BadRequest", "namespace, instance and image are required")
         loop = asyncio.get_running_loop()
+        if q.get("resume") and q.get("request"):  # an API component that restarted asks again
+            try:
+                result = await loop.run_in_executor(None, self.snapshots.resume, uid,
+                                                    q["request"])
+            except SnapshotError as exc:
+                return error(exc.status, exc.reason, exc.message)
+            return web.json_response(result)
         try:
             result = await loop.run_in_executor(None, self.snapshots.run, uid, q["namespace"],
                                                 q["instance"], q["image"],
-                                                q.get("user", "unknown"))
+                                                q.get("user", "unknown"), q.get("request", ""))
         except SnapshotError as exc:
             return error(exc.status, exc.reason, exc.message)
         return web.json_response(result)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -74,18 +75,24 @@ def _domain(driver: LibvirtDriver, uid: str) -> libvirt.virDomain:
         raise BackupError(f"lookup of {uid} failed: {exc}", exc.get_error_code()) from exc
 
 
-def _backup_running(dom: libvirt.virDomain) -> bool:
+def _backup_running(dom: libvirt.virDomain,
+                    on_progress: Callable[[int, int], None] | None = None) -> bool:
     stats = dom.jobStats(0)
-    return (stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) != libvirt.VIR_DOMAIN_JOB_NONE
-            and stats.get("operation") == libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP)
+    running = (stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) != libvirt.VIR_DOMAIN_JOB_NONE
+               and stats.get("operation") == libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP)
+    if running and on_progress is not None:
+        on_progress(int(stats.get("disk_processed") or 0), int(stats.get("disk_total") or 0))
+    return running
 
 
 def push_backup(driver: LibvirtDriver, uid: str, source: Path, target: Path, *,
-                timeout: float = 3600.0, poll: float = 0.05) -> dict:
+                timeout: float = 3600.0, poll: float = 0.05,
+                on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Copy the disk of domain ``uid`` whose file is ``source`` into a new
     standalone qcow2 ``target`` while the guest runs; the completed job's
     statistics.  On any failure (or after ``timeout`` seconds) the job is
-    aborted and ``target`` removed."""
+    aborted and ``target`` removed.  ``on_progress(done, total)``: the job's
+    bytes processed and in all, at every poll."""
     dom = _domain(driver, uid)
     try:
         xml = dom.XMLDesc(0)
@@ -105,7 +112,7 @@ def push_backup(driver: LibvirtDriver, uid: str, source: Path, target: Path, *,
                        exc.get_error_code()) from exc
         deadline = time.monotonic() + timeout
         try:
-            while _backup_running(dom):
+            while _backup_running(dom, on_progress):
                 if time.monotonic() > deadline:
                     raise BackupError(f"backup of {dev} of {uid} took over {timeout:.0f}s")
                 time.sleep(poll)

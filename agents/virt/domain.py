@@ -12,7 +12,8 @@ Choices (the reasons are in ``docs/agent.md``):
   ``<namespace>.<name>`` (both DNS labels, so the dot is unambiguous);
 * the root disk is a qcow2 overlay on virtio (or SATA/SCSI, as the Image's
   ``diskBus`` says), the NoCloud seed a read-only CD-ROM (IDE on the ``pc``
-  machine, SATA on ``q35``);
+  machine, SATA on ``q35``); an ISO image to boot from is one more read-only
+  CD-ROM, first in the per-device boot order, the root disk second;
 * the serial console is a pty whose output virtlogd also appends to a log
   file, so ``virsh console`` works and the log survives restarts;
 * no NIC unless a libvirt network or bridge is configured: the MAC address is
@@ -82,6 +83,10 @@ class DomainSpec:
     disk_path: str
     console_log: str
     seed_path: str | None = None
+    #: An ISO image the guest boots from (an Image of format iso): a
+    #: read-only CD-ROM first in the boot order, the root disk (then blank)
+    #: second, as Nova's libvirt driver does for an iso image.
+    cdrom_path: str | None = None
     domain_type: DomainType = "qemu"
     arch: str = "x86_64"
     machine: str = "pc"
@@ -267,7 +272,8 @@ def _machine(dom: ET.Element, spec: DomainSpec) -> None:
         _sub(fw, "feature", enabled="no", name="secure-boot")
         if spec.nvram_path:
             _sub(os_el, "nvram", spec.nvram_path)
-    _sub(os_el, "boot", dev="hd")
+    if not spec.cdrom_path:  # else per-device <boot order> (libvirt takes one or the other)
+        _sub(os_el, "boot", dev="hd")
 
     features = _sub(dom, "features")
     _sub(features, "acpi")
@@ -304,7 +310,7 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
         _sub(devices, "emulator", spec.emulator)
 
     cd_bus, cd_dev = _cdrom_bus(spec.machine, spec.arch)
-    if spec.disk_bus == "scsi" or (spec.seed_path and cd_bus == "scsi"):
+    if spec.disk_bus == "scsi" or ((spec.seed_path or spec.cdrom_path) and cd_bus == "scsi"):
         _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     disk = _sub(devices, "disk", type="file", device="disk")
     _sub(disk, "driver", name="qemu", type=spec.disk_format, cache=spec.disk_cache,
@@ -313,14 +319,17 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
     root_dev = "vda" if spec.disk_bus == "virtio" else "sda"
     _sub(disk, "target", dev=root_dev, bus=spec.disk_bus)
     _sub(disk, "serial", spec.meta.uid.replace("-", "")[:20])
+    if spec.cdrom_path:
+        _sub(disk, "boot", order="2")
 
+    taken = {root_dev}
     if spec.seed_path:
-        bus, dev = cd_bus, ("sdb" if cd_dev == root_dev else cd_dev)
-        cd = _sub(devices, "disk", type="file", device="cdrom")
-        _sub(cd, "driver", name="qemu", type="raw")
-        _sub(cd, "source", file=spec.seed_path)
-        _sub(cd, "target", dev=dev, bus=bus)
-        _sub(cd, "readonly")
+        dev = "sdb" if cd_dev == root_dev else cd_dev
+        taken.add(dev)
+        _cdrom(devices, spec.seed_path, cd_bus, dev)
+    if spec.cdrom_path:
+        dev = _free_cdrom_dev(cd_bus, taken)
+        _sub(_cdrom(devices, spec.cdrom_path, cd_bus, dev), "boot", order="1")
 
     if spec.network or spec.bridge:
         if spec.network:
@@ -355,6 +364,26 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
     _sub(devices, "memballoon", model="virtio")
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
+
+
+def _cdrom(devices: ET.Element, path: str, bus: str, dev: str) -> ET.Element:
+    """A read-only CD-ROM holding the ISO file ``path``."""
+    cd = _sub(devices, "disk", type="file", device="cdrom")
+    _sub(cd, "driver", name="qemu", type="raw")
+    _sub(cd, "source", file=path)
+    _sub(cd, "target", dev=dev, bus=bus)
+    _sub(cd, "readonly")
+    return cd
+
+
+def _free_cdrom_dev(bus: str, taken: set[str]) -> str:
+    """The first target device name on ``bus`` not in ``taken`` (IDE: the
+    first channel's master, hda, before the others)."""
+    names_ = ("hda", "hdb", "hdd") if bus == "ide" else tuple(f"sd{c}" for c in "abcdefgh")
+    for dev in names_:
+        if dev not in taken:
+            return dev
+    raise DomainSpecError(f"no free {bus} device for the CD-ROM")
 
 
 def metadata_element(meta: DomainMetadata) -> ET.Element:

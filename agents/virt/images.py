@@ -269,9 +269,9 @@ class ImageCache:
         """The cached, verified copy of ``source``; fetched on a miss."""
         if not source.url and not source.host_path:
             raise ImageError(names.ERROR_IMAGE_NOT_FOUND, f"image {source.name} has no source")
-        if source.format not in ("qcow2", "raw"):
+        if source.format not in ("qcow2", "raw", names.ImageFormat.ISO):
             raise ImageError(names.ERROR_IMAGE_INVALID, f"image {source.name} is {source.format}: "
-                             "an Instance boots from a qcow2 or raw image only")
+                             "an Instance boots from a qcow2, raw or iso image only")
         final = self.path_for(source)
         with self._locked(source.key):
             if final.exists():
@@ -353,6 +353,8 @@ class ImageCache:
 
     def _check_format(self, source: ImageSource, path: Path) -> dict:
         try:
+            if source.format == names.ImageFormat.ISO:  # read as ISO 9660, used as is
+                return {"virtual-size": imagefile.check_iso(path)}
             return imagefile.verify(path, source.format)
         except imagefile.UnsafeImage as exc:
             raise ImageError(names.ERROR_IMAGE_INVALID,
@@ -534,7 +536,7 @@ class ImageCache:
     def cached(self) -> list[Path]:
         return sorted(
             p for p in self.dir.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix in (".qcow2", ".raw")
+            if p.is_file() and not p.name.startswith(".") and p.suffix in (".qcow2", ".raw", ".iso")
         )
 
     def prune(self, in_use: set[Path], min_age: float = 0.0) -> list[Path]:
@@ -633,6 +635,23 @@ def create_overlay(base: CachedImage, dest: Path, size_bytes: int) -> Path:
             names.ERROR_IMAGE_INVALID,
             f"qemu-img create failed: {proc.stderr.strip() or proc.stdout.strip()}",
         )
+    os.chmod(tmp, PRIVATE_MODE)
+    os.replace(tmp, dest)
+    return dest
+
+
+def create_blank_disk(dest: Path, size_bytes: int) -> Path:
+    """An empty qcow2 of ``size_bytes`` at ``dest`` (the root disk of an
+    Instance that boots from an ISO); written atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part")
+    private_file(tmp)
+    proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp), str(size_bytes)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise ImageError(names.ERROR_INTERNAL,
+                         f"qemu-img create failed: {proc.stderr.strip() or proc.stdout.strip()}")
     os.chmod(tmp, PRIVATE_MODE)
     os.replace(tmp, dest)
     return dest

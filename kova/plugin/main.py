@@ -416,6 +416,16 @@ def snapshot(ctx: click.Context, name: str, image: str, wait: bool, timeout: flo
                f"{entry.get('message')} (sha256 {sha}, request {req})")
 
 
+def snapshot_progress(snap: dict) -> str:
+    """``status.snapshot`` in words: ``uploading 45% (12.0 of 26.5 MiB)``."""
+    phase = str(snap.get("phase") or "").lower()
+    done, total = int(snap.get("bytesDone") or 0), int(snap.get("bytesTotal") or 0)
+    if not total:
+        return phase
+    mib = 1 << 20
+    return f"{phase} {done * 100 // total}% ({done / mib:.1f} of {total / mib:.1f} MiB)"
+
+
 def _follow_action(cluster: Cluster, ns: str, name: str, req: str | None,
                    timeout: float) -> dict:
     """Instance ``ns/name``'s action ``req`` once it has ended, with a
@@ -423,11 +433,15 @@ def _follow_action(cluster: Cluster, ns: str, name: str, req: str | None,
     import time
 
     t0 = time.monotonic()
-    shown = -5.0
+    shown, phase = -5.0, None
     while True:
         status = cluster.get_instance(ns, name).get("status") or {}
         entry = next((a for a in status.get("actions") or [] if a.get("requestId") == req),
                      None)
+        snap = status.get("snapshot") or {}
+        progress = snapshot_progress(snap) if snap.get("requestId") == req else ""
+        if progress and snap.get("phase") != phase:
+            shown, phase = -5.0, snap.get("phase")  # a new phase: shown at once
         if entry is None:
             raise PluginError(f"instance {ns}/{name}: action {req} is no longer in its "
                               "history")
@@ -439,8 +453,9 @@ def _follow_action(cluster: Cluster, ns: str, name: str, req: str | None,
                               f"progress after {timeout:.0f}s (request {req}); follow it "
                               f"with: kubectl kova actions -n {ns} {name}")
         if elapsed - shown >= 5:
-            click.echo(f"  {entry.get('action')} in progress, {elapsed:.0f}s "
-                       f"({entry.get('message')})", err=True)
+            click.echo(f"  {entry.get('action')} in progress, {elapsed:.0f}s"
+                       + (f", {progress}" if progress else "")
+                       + f" ({entry.get('message')})", err=True)
             shown = elapsed
         time.sleep(0.5)
 

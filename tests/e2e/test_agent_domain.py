@@ -320,3 +320,24 @@ def test_windows_guest_clock_and_hyperv(make_spec):
     assert tcg.find("features/hyperv") is None
     linux = _root(make_spec(domain_type="kvm"))
     assert linux.find("clock").get("offset") == "utc" and linux.find("features/hyperv") is None
+
+
+def test_iso_cdrom_boots_first_then_the_root_disk(make_spec):
+    for machine, bus, seed_dev, iso_dev in (("pc", "ide", "hdc", "hda"),
+                                            ("q35", "sata", "sda", "sdb")):
+        root = _root(make_spec(machine=machine, cdrom_path="/cache/abc.iso"))
+        assert root.find("os/boot") is None  # per-device boot order instead
+        disks = root.findall("devices/disk")
+        by_source = {d.find("source").get("file"): d for d in disks}
+        iso = by_source["/cache/abc.iso"]
+        assert iso.get("device") == "cdrom" and iso.find("readonly") is not None
+        assert iso.find("target").get("bus") == bus and iso.find("target").get("dev") == iso_dev
+        assert iso.find("boot").get("order") == "1"
+        root_disk = next(d for d in disks if d.get("device") == "disk")
+        assert root_disk.find("boot").get("order") == "2"
+        seed = next(d for d in disks if d.get("device") == "cdrom" and d is not iso)
+        assert seed.find("target").get("dev") == seed_dev and seed.find("boot") is None
+    # Without an ISO nothing changes: the <os> boot device, no per-device order.
+    plain = _root(make_spec())
+    assert plain.find("os/boot").get("dev") == "hd"
+    assert plain.find("devices/disk/boot") is None

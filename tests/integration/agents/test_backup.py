@@ -68,8 +68,11 @@ def test_copy_of_a_running_guest_is_a_standalone_qcow2_without_a_pause(
     watcher = LibvirtDriver(drv.uri, on_event=lambda u, e, _d: events.append((u, e)))
     _ = watcher.conn
     copy = disk.with_name("snapshot-test.qcow2")
-    stats = push_backup(drv, uid, disk, copy)
+    seen: list[tuple[int, int]] = []
+    stats = push_backup(drv, uid, disk, copy, on_progress=lambda d, t: seen.append((d, t)))
     assert stats["success"] and stats["disk_total"] == 1 << 30
+    # The running job's bytes, as the snapshot's progress shows them.
+    assert all(0 <= d <= t == 1 << 30 for d, t in seen), seen[-5:]
     info = _info(copy)
     assert info["format"] == "qcow2" and info["virtual-size"] == 1 << 30
     assert "backing-filename" not in info and "full-backing-filename" not in info

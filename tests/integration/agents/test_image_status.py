@@ -30,6 +30,20 @@ def _available(obj: dict) -> dict:
                  if c["type"] == "Available"), {})
 
 
+def _iso(path):
+    import io
+
+    import pycdlib
+
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, vol_ident="KOVACD")
+    data = b"kova cd\n" * 512
+    iso.add_fp(io.BytesIO(data), len(data), "/README.TXT;1")
+    iso.write(str(path))
+    iso.close()
+    return path
+
+
 def _qcow2(path, size: str = "64M"):
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
     return path
@@ -89,12 +103,21 @@ def test_unused_image_leaves_the_cache_after_the_ttl_one_in_use_stays(harness, t
     used, unused = f"used-{harness.host}", f"unused-{harness.host}"
     harness.image(used, _qcow2(images / "used.qcow2"))
     harness.image(unused, _qcow2(images / "unused.qcow2", "32M"))
+    # An ISO an Instance boots from is in use too: its CD-ROM holds it.
+    cd = f"cd-{harness.host}"
+    iso = _iso(images / "cd.iso")
+    harness.image(cd, iso, format="iso")
     harness.agent(image_cache_ttl=1.0, image_cache_check_seconds=0.5, resync_seconds=0.5,
                   image_cache_min_free_percent=0.0)
     harness.instance("keep", used)
     harness.instance("gone", unused)
+    cd_uid = harness.instance("cd", cd)["metadata"]["uid"]
     harness.wait_phase("keep", "Running")
     harness.wait_phase("gone", "Running")
+    harness.wait_phase("cd", "Running")
+    cached_iso = tmp_path / "instances" / "_base" / (
+        hashlib.sha256(iso.read_bytes()).hexdigest() + ".iso")
+    assert (tmp_path / "instances" / cd_uid / "cdrom.iso").readlink() == cached_iso
     base = tmp_path / "instances" / "_base"
     sha = {n: _image(harness, n)["spec"]["sha256"] for n in (used, unused)}
     for n in (used, unused):
@@ -111,6 +134,7 @@ def test_unused_image_leaves_the_cache_after_the_ttl_one_in_use_stays(harness, t
     for _ in range(3):
         harness.wait_phase("keep", "Running")
         assert (base / f"{sha[used]}.qcow2").exists()
+        assert cached_iso.exists()
         time.sleep(1.0)
     assert (base / f"{sha[used]}.qcow2").exists()
     assert _image(harness, used)["status"]["cachedOn"] == [harness.host]

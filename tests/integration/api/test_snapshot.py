@@ -17,7 +17,7 @@ import pytest
 
 from kova.crds import names as contract
 from tests.fixtures.agents import G, V
-from tests.fixtures.vm import plugin
+from tests.fixtures.vm import PLUGIN, plugin
 from tests.helpers import wait_for
 from tests.integration.images.test_image_store import store  # noqa: F401
 
@@ -139,6 +139,108 @@ def test_snapshot_is_accepted_at_once_and_completes_later(harness, source, store
     img = _tenant_image(harness, ns, "later")
     assert img and img["metadata"]["annotations"]["kova.dev/snapshot-of"] == f"{ns}/src"
     assert (store.root / ".namespaces" / ns / "later" / "image.qcow2").is_file()
+
+
+def test_snapshot_progress_is_written_and_shown(harness, source, store, make_user,
+                                                namespace, tmp_path):  # noqa: F811
+    """The agent writes the snapshot's progress into status.snapshot (the
+    request id, the phase, its bytes) and ``kubectl kova snapshot`` shows it:
+    with the store stopped (SIGSTOP) the upload cannot go on, so the
+    Instance stays at phase Uploading, of the copy's size, until it runs on;
+    then the snapshot is Stored, all its bytes sent."""
+    ns = namespace
+    editor = make_user("editor", "kova-edit", ns)
+    err_path = tmp_path / "plugin.err"
+    os.kill(store.proc.pid, signal.SIGSTOP)
+    follow = None
+    try:
+        with open(err_path, "w") as err:
+            follow = subprocess.Popen(
+                [PLUGIN, "snapshot", "src", "--image", "progress"], stdout=subprocess.PIPE,
+                stderr=err, text=True, env={**os.environ, "KUBECONFIG": str(editor.kubeconfig)})
+
+        def uploading() -> dict | None:
+            snap = (harness.get("src").get("status") or {}).get("snapshot") or {}
+            return snap if snap.get("phase") == "Uploading" else None
+
+        snap = wait_for(uploading, 60, 0.2, "status.snapshot at phase Uploading")
+        (entry,) = [a for a in harness.get("src")["status"]["actions"]
+                    if a["action"] == "snapshot"]
+        assert snap["requestId"] == entry["requestId"] and entry["result"] == "InProgress"
+        assert snap["image"] == "progress" and snap["bytesTotal"] > 0, snap
+        assert 0 <= snap["bytesDone"] < snap["bytesTotal"], snap
+        wait_for(lambda: "snapshot in progress" in err_path.read_text()
+                 and " uploading " in err_path.read_text(), 30, 0.2,
+                 "the plugin's progress line")
+    except BaseException:
+        if follow is not None:
+            follow.kill()
+        raise
+    finally:
+        os.kill(store.proc.pid, signal.SIGCONT)
+    out, _ = follow.communicate(timeout=120)
+    assert follow.returncode == 0, (out, err_path.read_text())
+    line = next(ln for ln in err_path.read_text().splitlines() if " uploading " in ln)
+    assert "% (" in line and " MiB)" in line, line
+    final = harness.get("src")["status"]["snapshot"]
+    stored = store.root / ".namespaces" / ns / "progress" / "image.qcow2"
+    assert final["phase"] == "Stored" and final["requestId"] == entry["requestId"], final
+    assert final["bytesDone"] == final["bytesTotal"] == stored.stat().st_size, final
+
+
+def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_user,
+                                                  namespace, kova_api):  # noqa: F811
+    """The API component is killed (SIGKILL) while a snapshot uploads into
+    the stopped store (SIGSTOP); another one was recorded by an API
+    component that died before it reached the agent (its InProgress action
+    written here as that one left it).  Started again, the API component
+    takes both up: the first ends Success once the store runs on (the agent
+    finished it), the second Error ``SnapshotInterrupted`` with what to do;
+    no TenantImage, upload or copy is left behind for it."""
+    ns = namespace
+    editor = make_user("editor", "kova-edit", ns)
+    os.kill(store.proc.pid, signal.SIGSTOP)
+    try:
+        out = plugin(editor, "snapshot", "src", "--image", "survivor", "--no-wait")
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        (entry,) = [a for a in harness.get("src")["status"]["actions"]
+                    if a["action"] == "snapshot"]
+        wait_for(lambda: ((harness.get("src").get("status") or {}).get("snapshot") or {})
+                 .get("phase") == "Uploading", 60, 0.2, "the upload under way")
+        ghost = {"action": "snapshot", "requestId": "req-lost-before-the-agent",
+                 "user": editor.username, "startTime": entry["startTime"],
+                 "result": "InProgress", "message": "snapshot to TenantImage ghost"}
+        harness.custom.patch_namespaced_custom_object_status(
+            G, V, ns, "instances", "src",
+            {"status": {"actions": harness.get("src")["status"]["actions"] + [ghost]}})
+        kova_api.proc.kill()
+        kova_api.proc.wait(10)
+        kova_api.start_again()
+    finally:
+        os.kill(store.proc.pid, signal.SIGCONT)
+
+    def ended(req: str) -> dict | None:
+        acts = harness.get("src")["status"]["actions"]
+        return next((a for a in acts if a["requestId"] == req
+                     and a["result"] != "InProgress"), None)
+
+    final = wait_for(lambda: ended(entry["requestId"]), 120, 0.5, "the snapshot taken up")
+    assert final["result"] == "Success", final
+    assert final["message"].startswith(f"TenantImage {ns}/survivor: "), final
+    img = _tenant_image(harness, ns, "survivor")
+    assert img and img["metadata"]["annotations"]["kova.dev/snapshot-of"] == f"{ns}/src"
+    lost = wait_for(lambda: ended(ghost["requestId"]), 60, 0.5, "the lost snapshot ended")
+    assert lost["result"] == "Error", lost
+    assert lost["message"].startswith("SnapshotInterrupted: "), lost
+    assert "take the snapshot again" in lost["message"], lost
+    assert _tenant_image(harness, ns, "ghost") is None
+    assert not (store.root / ".namespaces" / ns / "ghost").exists()
+    uploads = store.root / ".uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())
+    assert not list(source.parent.glob("snapshot-*.qcow2"))
+    wait_for(lambda: [e for e in harness.core.list_namespaced_event(ns).items
+                      if e.reason == "SnapshotFailed" and "SnapshotInterrupted" in e.message],
+             20, 0.5, "a SnapshotFailed Event for the lost snapshot")
 
 
 def _tenant_image(harness, ns: str, name: str) -> dict | None:

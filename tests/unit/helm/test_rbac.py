@@ -59,9 +59,11 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
     },
     "api": {
         ("authorization.k8s.io", "subjectaccessreviews"): {"create"},  # may the user?
-        (KOVA, "instances"): {"get", "patch"},        # runStrategy / kova.dev/power
+        # runStrategy / kova.dev/power; list: snapshots left unfollowed
+        (KOVA, "instances"): {"get", "list", "patch"},
         (KOVA, "instances/status"): {"get", "patch"},  # status.actions
         (KOVA, "hosts"): {"get"},                     # status.streamEndpoint
+        (KOVA, "tenantimages"): {"get"},              # a snapshot stored while it was away
         ("", "events"): {"create"},
     },
 }
