@@ -275,3 +275,11 @@ CA and certificate. Made once per rendering (cached in .Values). */}}
 {{- end -}}
 {{- index .Values "_imagesCerts" -}}
 {{- end -}}
+
+{{/* A pod template's checksum of generated certificates (the YAML of
+"kova.streamCerts" or "kova.imagesCerts"), the same whether they were made
+now or found in the cluster: read back first, since toYaml drops the last
+value's final newline, which the Secrets then store without. */}}
+{{- define "kova.certsChecksum" -}}
+{{- fromYaml . | toYaml | sha256sum | trunc 16 -}}
+{{- end -}}

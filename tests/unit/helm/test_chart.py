@@ -367,7 +367,7 @@ def test_placement_tls() -> None:
         assert not [v for v in spec["volumes"] if v["name"] in ("placement-ca", "tls")]
         assert not [a for a in spec["containers"][0]["args"]
                     if "https://" in a or "tls" in a and "stream-tls" not in a
-                    and "migration-tls" not in a]
+                    and "migration-tls" not in a and not a.startswith("--live-migration-uri=")]
 
 
 def test_agent_image_ca() -> None:
