@@ -1,7 +1,8 @@
 """The user's path on a real node: ``helm install`` of ``helm/kova`` with the
 bundled PostgreSQL, an Instance booted by the in-cluster components, ``helm
 upgrade`` to another image of the same sources while the VM runs, ``helm rollback`` and ``helm
-uninstall``.
+uninstall``; a reinstall, the image store enabled on it (an upload through
+port-forward, an Instance booted from the uploaded Image), and uninstall.
 
 The tests run in file order and build on each other (one release, one VM);
 each one checks what the previous left, so a failure early on shows up as a
