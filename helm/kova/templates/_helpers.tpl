@@ -73,14 +73,21 @@ app.kubernetes.io/part-of: kova
 {{- default (include "kova.component" (dict "root" . "component" "postgresql")) .Values.postgresql.existingSecret -}}
 {{- end -}}
 
-{{/* A value kept across upgrades: the existing Secret's key, else a new random one. */}}
+{{/* A value kept across upgrades: the existing Secret's key, else a new random
+one; the same one for every template of a rendering (cached in .root.Values),
+so that a pod's checksum of the Secret sees the value the Secret gets. */}}
 {{- define "kova.keptSecret" -}}
+{{- $cache := .root.Values -}}
+{{- $id := printf "_kept/%s/%s/%s" .namespace .name .key -}}
+{{- if not (hasKey $cache $id) -}}
 {{- $existing := lookup "v1" "Secret" .namespace .name -}}
 {{- if and $existing $existing.data (hasKey $existing.data .key) -}}
-{{- index $existing.data .key | b64dec -}}
+{{- $_ := set $cache $id (index $existing.data .key | b64dec) -}}
 {{- else -}}
-{{- randAlphaNum 40 -}}
+{{- $_ := set $cache $id (randAlphaNum 40) -}}
 {{- end -}}
+{{- end -}}
+{{- index $cache $id -}}
 {{- end -}}
 
 {{/* Pod security ------------------------------------------------------------ */}}

@@ -213,24 +213,30 @@ def test_helm_install_is_accepted_by_the_api_server(kubeconfig, kubectl, kova_cr
     kubectl("get", "secret", f"{release}-placement-auth", "-n", namespace)
 
 
-def test_image_store_certificate_is_kept_across_upgrades(kubeconfig, kubectl, kova_crds,
-                                                        namespace):
+def test_generated_certificate_and_tokens_are_kept_across_upgrades(kubeconfig, kubectl,
+                                                                  kova_crds, namespace):
     """images.enabled without images.tls.existingSecret: the chart's image
     store certificate is made on install and found again (lookup) on
     upgrade, so the agents' pod template (its checksum) does not change and
-    the agents keep trusting the store; it stays after uninstall (keep)."""
+    the agents keep trusting the store; it stays after uninstall (keep).
+    Placement's pod template does not change either: its checksum of the
+    generated tokens is of the tokens its Secret holds."""
     release = f"kova-{uuid.uuid4().hex[:6]}"
     values = {"operator.peering.name": release, "leaseNamespace": namespace,
               "api.enabled": False, "rbac.userRoles": False, "images.enabled": True}
     secret = f"{release}-images-tls"
 
-    def state() -> tuple[str, str, str]:
+    def template(kind: str, name: str) -> dict:
+        obj = json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
+        return obj["spec"]["template"]
+
+    def state() -> tuple[str, ...]:
         data = json.loads(kubectl("get", "secret", secret, "-n", namespace,
                                   "-o", "json").stdout)["data"]
-        ds = json.loads(kubectl("get", "daemonset", f"{release}-agent", "-n", namespace,
-                                "-o", "json").stdout)
         return (data["tls.crt"], data["ca.crt"],
-                ds["spec"]["template"]["metadata"]["annotations"]["checksum/images-tls"])
+                template("daemonset", f"{release}-agent")["metadata"]["annotations"][
+                    "checksum/images-tls"],
+                json.dumps(template("deployment", f"{release}-placement"), sort_keys=True))
 
     _helm_k(kubeconfig, "install", release, str(CHART), "--namespace", namespace,
             *set_args(values), timeout=120)
