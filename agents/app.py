@@ -140,7 +140,8 @@ class Agent:
                                   max_connections=max(8, cfg.workers * 2 + 4)),
             driver=driver,
             images=ImageCache(cfg.image_cache_dir or (instance_dir / "_base"),
-                              ca_file=cfg.image_ca_file, policy=source_policy(cfg)),
+                              ca_file=cfg.image_ca_file, store_ca_file=cfg.image_store_ca_file,
+                              policy=source_policy(cfg)),
             metrics=metrics,
             queue=WorkQueue(),
             disk_cache=cfg.disk_cache or (
@@ -197,6 +198,14 @@ class Agent:
         snapshot.clean_up_after_restart(self.ctx)
         log.info("agent for host %s: libvirt %s, instances in %s, disk cache=%s",
                  self.host, self.cfg.libvirt_uri, self.ctx.instance_dir, self.ctx.disk_cache)
+        if self.cfg.live_migration_uri:
+            log.info("live migrations to this host: the other hosts' libvirtd connects to %s",
+                     self.cfg.live_migration_uri)
+        else:
+            log.info("this host receives no live migration (no --live-migration-uri)")
+        if self.cfg.image_store_url:
+            log.info("image store %s, trusted CAs: %s", self.cfg.image_store_url,
+                     self.ctx.images.trusted)
         # The heartbeat first: a status written by a worker must never come
         # before the Lease says this host is back (the operator would mark
         # the Instance Unknown again).

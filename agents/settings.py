@@ -95,6 +95,11 @@ class AgentSettings:
     image_store_url: str | None = setting(
         None, "URL of Kova's image store (kova images serve); image URLs under it are "
         "fetched with the agent's Kubernetes token.")
+    image_store_ca_file: str | None = setting(
+        None, "CA (PEM) that signed the certificate of Kova's image store, trusted for "
+        "https:// image URLs and snapshot uploads besides --image-ca-file and the system's "
+        "trust store (the chart sets it with images.enabled).",
+        type=click.Path(exists=True, dir_okay=False), convert=_ca_file)
     image_max_bytes: int = setting(
         64 << 30, "Largest image file the agent fetches, in bytes (0: no limit).",
         type=click.IntRange(min=0))

@@ -162,17 +162,20 @@ def qemu_img_info(path: Path | str, fmt: str = "qcow2") -> dict:
         raise ImageError(names.ERROR_IMAGE_INVALID, f"{path}: {exc}") from None
 
 
-def tls_context(ca_file: Path | str | None = None) -> ssl.SSLContext:
+def tls_context(*ca_files: Path | str | None) -> ssl.SSLContext:
     """The TLS settings of image downloads: certificates and host names are
     verified against the system trust store (OpenSSL's default paths --
     ``/etc/ssl/certs`` on Debian, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), and
-    against the CAs in the PEM bundle ``ca_file`` as well when it is given (a
-    private mirror's CA; public image URLs stay trusted).
+    against the CAs in each PEM bundle of ``ca_files`` as well (a private
+    mirror's CA, the CA of Kova's image store; public image URLs stay
+    trusted).
 
-    Raises ValueError naming the file when it cannot be read or holds no
+    Raises ValueError naming the file when one cannot be read or holds no
     certificate."""
     ctx = ssl.create_default_context()
-    if ca_file:
+    for ca_file in ca_files:
+        if not ca_file:
+            continue
         try:
             ctx.load_verify_locations(cafile=str(ca_file))
         except (OSError, ssl.SSLError) as exc:
@@ -213,6 +216,7 @@ class ImageCache:
         on_progress: Callable[[str, int, int | None], None] | None = None,
         timeout: float = 60.0,
         ca_file: Path | str | None = None,
+        store_ca_file: Path | str | None = None,
         policy: SourcePolicy | None = None,
         auth: Callable[[str, str | None], dict[str, str]] | None = None,
     ) -> None:
@@ -223,10 +227,10 @@ class ImageCache:
         self._auth = auth
         self.dir.mkdir(parents=True, exist_ok=True)
         self._http = http
-        self._ca_file = str(ca_file) if ca_file else None
+        self._ca_files = [str(f) for f in (ca_file, store_ca_file) if f]
         # One context for every download (loading the trust store once); an
         # unreadable CA file fails here, when the agent starts.
-        self._tls = tls_context(ca_file)
+        self._tls = tls_context(ca_file, store_ca_file)
         self._timeout = timeout
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -465,9 +469,7 @@ class ImageCache:
     @property
     def trusted(self) -> str:
         """Which CAs https:// image servers are verified against (for messages)."""
-        if self._ca_file:
-            return f"the system trust store and {self._ca_file}"
-        return "the system trust store"
+        return " and ".join(["the system trust store", *self._ca_files])
 
     def _tls_message(self, source: ImageSource, exc: httpx.HTTPError, tls: ssl.SSLError) -> str:
         # The request's URL: after a redirect it is not source.url.

@@ -73,14 +73,21 @@ app.kubernetes.io/part-of: kova
 {{- default (include "kova.component" (dict "root" . "component" "postgresql")) .Values.postgresql.existingSecret -}}
 {{- end -}}
 
-{{/* A value kept across upgrades: the existing Secret's key, else a new random one. */}}
+{{/* A value kept across upgrades: the existing Secret's key, else a new random
+one; the same one for every template of a rendering (cached in .root.Values),
+so that a pod's checksum of the Secret sees the value the Secret gets. */}}
 {{- define "kova.keptSecret" -}}
+{{- $cache := .root.Values -}}
+{{- $id := printf "_kept/%s/%s/%s" .namespace .name .key -}}
+{{- if not (hasKey $cache $id) -}}
 {{- $existing := lookup "v1" "Secret" .namespace .name -}}
 {{- if and $existing $existing.data (hasKey $existing.data .key) -}}
-{{- index $existing.data .key | b64dec -}}
+{{- $_ := set $cache $id (index $existing.data .key | b64dec) -}}
 {{- else -}}
-{{- randAlphaNum 40 -}}
+{{- $_ := set $cache $id (randAlphaNum 40) -}}
 {{- end -}}
+{{- end -}}
+{{- index $cache $id -}}
 {{- end -}}
 
 {{/* Pod security ------------------------------------------------------------ */}}
@@ -229,3 +236,57 @@ runbook: "docs/runbooks.md#{{ .alert }}"
 runbook_url: "{{ . }}#{{ $.alert }}"
 {{- end }}
 {{- end }}
+
+{{/* The image store's certificate ------------------------------------------ */}}
+{{- define "kova.imagesTLSSecret" -}}
+{{- default (include "kova.component" (dict "root" . "component" "images-tls")) .Values.images.tls.existingSecret -}}
+{{- end -}}
+
+{{/* The image store's URL: what it records in the Images it stores (its
+--public-url) and what the agents send their token to. */}}
+{{- define "kova.imagesUrl" -}}
+{{- printf "https://%s.%s.svc:%d" (include "kova.component" (dict "root" . "component" "images")) .Release.Namespace (int .Values.images.port) -}}
+{{- end -}}
+
+{{/* Whether the agents get a CA file for the image store: the chart's own
+certificate, or images.tls.caKey of images.tls.existingSecret. */}}
+{{- define "kova.imagesCA" -}}
+{{- if and .Values.images.enabled (or (not .Values.images.tls.existingSecret) .Values.images.tls.caKey) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* YAML {ca, crt, key}: the store's certificate (a CA of its own, the
+Service's names, and localhost / 127.0.0.1 for `kubectl port-forward`):
+the Secret in the cluster when it exists (kept across upgrades), else a new
+CA and certificate. Made once per rendering (cached in .Values). */}}
+{{- define "kova.imagesCerts" -}}
+{{- if not (hasKey .Values "_imagesCerts") -}}
+{{- $ns := .Release.Namespace -}}
+{{- $existing := lookup "v1" "Secret" $ns (include "kova.imagesTLSSecret" .) -}}
+{{- $out := dict -}}
+{{- if and $existing $existing.data (hasKey $existing.data "ca.crt") -}}
+{{- $_ := set $out "ca" (index $existing.data "ca.crt" | b64dec) -}}
+{{- $_ := set $out "crt" (index $existing.data "tls.crt" | b64dec) -}}
+{{- $_ := set $out "key" (index $existing.data "tls.key" | b64dec) -}}
+{{- else -}}
+{{- $svc := include "kova.component" (dict "root" . "component" "images") -}}
+{{- $ca := genCA "kova-images-ca" 3650 -}}
+{{- $names := list (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) (printf "%s.%s" $svc $ns) $svc "localhost" -}}
+{{- $cert := genSignedCert "kova-images" (list "127.0.0.1") $names 3650 $ca -}}
+{{- $_ := set $out "ca" $ca.Cert -}}
+{{- $_ := set $out "crt" $cert.Cert -}}
+{{- $_ := set $out "key" $cert.Key -}}
+{{- end -}}
+{{- $_ := set .Values "_imagesCerts" (toYaml $out) -}}
+{{- end -}}
+{{- index .Values "_imagesCerts" -}}
+{{- end -}}
+
+{{/* A pod template's checksum of generated certificates (the YAML of
+"kova.streamCerts" or "kova.imagesCerts"), the same whether they were made
+now or found in the cluster: read back first, since toYaml drops the last
+value's final newline, which the Secrets then store without. */}}
+{{- define "kova.certsChecksum" -}}
+{{- fromYaml . | toYaml | sha256sum | trunc 16 -}}
+{{- end -}}

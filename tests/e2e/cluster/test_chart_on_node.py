@@ -1,7 +1,8 @@
 """The user's path on a real node: ``helm install`` of ``helm/kova`` with the
 bundled PostgreSQL, an Instance booted by the in-cluster components, ``helm
 upgrade`` to another image of the same sources while the VM runs, ``helm rollback`` and ``helm
-uninstall``.
+uninstall``; a reinstall, the image store enabled on it (an upload through
+port-forward, an Instance booted from the uploaded Image), and uninstall.
 
 The tests run in file order and build on each other (one release, one VM);
 each one checks what the previous left, so a failure early on shows up as a
@@ -14,6 +15,7 @@ import base64
 import json
 import re
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -209,6 +211,28 @@ def test_helm_install_brings_every_pod_running_and_ready(node_cluster):
     node_cluster.wait_host_up()
     FIGURES["helm install -> Host Up"] = time.monotonic() - t0
     STATE["release"] = True
+
+
+def _agent_process(cluster: NodeCluster) -> int:
+    """The pid of the agent container's process on the node (containerd's)."""
+    pod = _agent_pod(cluster)["metadata"]["name"]
+    return _tasks()[(NAMESPACE, pod, "agent")]
+
+
+def test_the_agent_receives_live_migrations_at_the_node_address(node_cluster):
+    """agent.liveMigration.uri left at its default: the agent process on the
+    node runs with --live-migration-uri=qemu+tls://<the node's address>/system
+    (the downward API's status.hostIP, expanded by Kubernetes), and says so
+    in its log -- the URI it publishes when it prepares to receive a guest."""
+    _require("release")
+    pod = _agent_pod(node_cluster)
+    host_ip = pod["status"]["hostIP"]
+    want = f"qemu+tls://{host_ip}/system"
+    argv = Path(f"/proc/{_agent_process(node_cluster)}/cmdline").read_bytes().decode().split("\0")
+    assert f"--live-migration-uri={want}" in argv, argv
+    log = node_cluster.kubectl("logs", "-n", NAMESPACE, pod["metadata"]["name"], "-c",
+                               "agent").stdout
+    assert f"the other hosts' libvirtd connects to {want}" in log, log[-2000:]
 
 
 #: Prints {path: sha256} of every .py file of the installed kova package.
@@ -656,5 +680,99 @@ def test_reinstall_finds_the_kept_database_and_survives_a_postgresql_restart(nod
 
     assert rp in wait_for(providers_after_restart, 60, interval=1,
                           what="Placement answering again")
+    STATE["reinstalled"] = True
+
+
+STORE_IMAGE = "kova-test-uploaded"
+STORE_INSTANCE = "from-the-store"
+
+
+def test_image_store_upload_and_boot(node_cluster, tmp_path):
+    """images.enabled on the running release, and nothing else: the chart
+    makes the store's certificate and gives the agent the store's URL and CA.
+    The test image goes up with `kubectl kova image upload` through `kubectl
+    port-forward` (the store's certificate names localhost), verified with the
+    CA read from the generated Secret; an Instance of that Image is booted by
+    the chart's agent, which fetched it from the store (HTTPS to the
+    Service's name, its own token) and prints its user data."""
+    from kova.dev import paths
+    from kova.dev.image import ensure_test_image
+
+    _require("reinstalled")
+    kubeconfig = str(node_cluster.control_plane.kubeconfig)
+    t0 = time.monotonic()
+    # the node offers 8Gi local volumes; PostgreSQL holds one
+    node_cluster.helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--reuse-values",
+                      "--set", "images.enabled=true", "--set", "images.size=1Gi",
+                      "--wait", "--timeout", "10m")
+    pods = node_cluster.wait_pods_ready(timeout=300)
+    FIGURES["helm upgrade images.enabled=true -> every pod Ready"] = time.monotonic() - t0
+    assert [p["metadata"]["name"] for p in pods
+            if p["metadata"]["labels"]["app.kubernetes.io/component"] == "images"]
+    store_url = f"https://{RELEASE}-images.{NAMESPACE}.svc:9468"
+    (agent,) = _agent_pod(node_cluster)["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert env["KOVA_AGENT_IMAGE_STORE_URL"] == store_url
+    ca = tmp_path / "images-ca.crt"
+    ca.write_bytes(base64.b64decode(node_cluster.kubectl(
+        "get", "secret", f"{RELEASE}-images-tls", "-n", NAMESPACE, "-o",
+        "jsonpath={.data.ca\\.crt}").stdout))
+    forward = subprocess.Popen(
+        [paths.kubectl(), "--kubeconfig", kubeconfig, "port-forward", "-n", NAMESPACE,
+         f"svc/{RELEASE}-images", ":9468"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        line = forward.stdout.readline() if forward.stdout else ""
+        m = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", line)
+        assert m, (line, forward.poll())
+        t0 = time.monotonic()
+        up = subprocess.run(
+            [str(Path(sys.executable).parent / "kubectl-kova"),
+             "image", "upload", str(ensure_test_image()), "--name", STORE_IMAGE,
+             "--store", f"https://localhost:{m.group(1)}", "--store-ca-file", str(ca),
+             "--kubeconfig", kubeconfig], capture_output=True, text=True, timeout=300)
+        FIGURES["kubectl kova image upload (test image, port-forward)"] = time.monotonic() - t0
+    finally:
+        forward.terminate()
+        forward.wait(10)
+    assert up.returncode == 0, up.stderr
+    assert f"Image {STORE_IMAGE} is Available" in up.stdout, up.stdout
+    image = json.loads(node_cluster.kubectl("get", "images.kova.dev", STORE_IMAGE,
+                                            "-o", "json").stdout)
+    assert image["spec"]["source"]["url"].startswith(f"{store_url}/"), image["spec"]
+
+    marker = f"KOVA-STORE-{uuid.uuid4().hex[:8]}"
+    node_cluster.kubectl("create", "namespace", USER_NS, check=False)
+    manifest = node_cluster.test_manifests(STORE_INSTANCE, USER_NS,
+                                           f"#cloud-config\n{marker}: from the store\n")
+    manifest = manifest.replace("imageRef: {name: kova-test}", f"imageRef: {{name: {STORE_IMAGE}}}")
+    instance_only = manifest.split("---\n")[-1]
+    assert f"name: {STORE_IMAGE}" in instance_only
+    t0 = time.monotonic()
+    node_cluster.kubectl("apply", "-f", "-", input=instance_only)
+    try:
+        inst = node_cluster.wait_instance_phase(STORE_INSTANCE, USER_NS, "Running", 240)
+        userdata = node_cluster.wait_userdata(Path(inst["status"]["console"]["logPath"]), 240)
+        FIGURES["kubectl apply -> user data (image from the store)"] = time.monotonic() - t0
+        assert f"{marker}: from the store" in userdata
+        log = node_cluster.kubectl("logs", "-n", NAMESPACE,
+                                   _agent_pod(node_cluster)["metadata"]["name"], "-c",
+                                   "agent").stdout
+        assert (f"image store {store_url}, trusted CAs: the system trust store and "
+                "/etc/kova/image-store-ca/ca.crt") in log, log[-2000:]
+        # the agent's verified copy (the store's sha256) is on record
+        cached = wait_for(lambda: node_cluster.node.name in (json.loads(node_cluster.kubectl(
+            "get", "images.kova.dev", STORE_IMAGE, "-o", "json").stdout).get("status") or {}
+        ).get("cachedOn", []), 60, interval=1, what="the Image cached on the node")
+        assert cached
+    finally:
+        node_cluster.kubectl("delete", "instance", STORE_INSTANCE, "-n", USER_NS,
+                             "--wait=true", "--timeout=180s", timeout=200, check=False)
+    assert node_cluster.domains() == []
+    STATE["store"] = True
+
+
+def test_uninstall_after_the_image_store(node_cluster):
+    _require("reinstalled")
     _uninstall(node_cluster)
 

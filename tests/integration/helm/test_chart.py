@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -210,6 +211,46 @@ def test_helm_install_is_accepted_by_the_api_server(kubeconfig, kubectl, kova_cr
                        f"app.kubernetes.io/instance={release}", "-o", "name").stdout.strip()
     # generated secrets are kept on purpose (helm.sh/resource-policy: keep)
     kubectl("get", "secret", f"{release}-placement-auth", "-n", namespace)
+
+
+def test_generated_certificate_and_tokens_are_kept_across_upgrades(kubeconfig, kubectl,
+                                                                  kova_crds, namespace):
+    """images.enabled without images.tls.existingSecret: the chart's image
+    store certificate is made on install and found again (lookup) on
+    upgrade, so the agents' pod template (its checksum) does not change and
+    the agents keep trusting the store; it stays after uninstall (keep).
+    Placement's pod template does not change either: its checksum of the
+    generated tokens is of the tokens its Secret holds."""
+    release = f"kova-{uuid.uuid4().hex[:6]}"
+    values = {"operator.peering.name": release, "leaseNamespace": namespace,
+              "api.enabled": False, "rbac.userRoles": False, "images.enabled": True}
+    secret = f"{release}-images-tls"
+
+    def template(kind: str, name: str) -> dict:
+        obj = json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
+        return obj["spec"]["template"]
+
+    def state() -> tuple[str, ...]:
+        data = json.loads(kubectl("get", "secret", secret, "-n", namespace,
+                                  "-o", "json").stdout)["data"]
+        return (data["tls.crt"], data["ca.crt"],
+                template("daemonset", f"{release}-agent")["metadata"]["annotations"][
+                    "checksum/images-tls"],
+                json.dumps(template("deployment", f"{release}-placement"), sort_keys=True))
+
+    _helm_k(kubeconfig, "install", release, str(CHART), "--namespace", namespace,
+            *set_args(values), timeout=120)
+    try:
+        first = state()
+        assert "BEGIN CERTIFICATE" in base64.b64decode(first[1]).decode()
+        _helm_k(kubeconfig, "upgrade", release, str(CHART), "--namespace", namespace,
+                *set_args({**values, "images.logLevel": "debug"}), timeout=120)
+        assert state() == first
+    finally:
+        _helm_k(kubeconfig, "uninstall", release, "--namespace", namespace, "--wait",
+                "--timeout", "60s", timeout=120)
+    kubectl("get", "secret", secret, "-n", namespace)
+    kubectl("delete", "secret", secret, "-n", namespace, check=False)
 
 
 # ---------------------------------------------------------------------------

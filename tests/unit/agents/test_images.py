@@ -329,6 +329,27 @@ def test_https_ca_file_adds_to_the_system_trust_store(tmp_path, https_images, mo
     assert len(https_images.untrusted.requests) == 2 and len(https_images.good.requests) == 1
 
 
+def test_image_store_ca_is_trusted_besides_the_image_ca(tmp_path, https_images):
+    """--image-store-ca-file (the chart's image store CA) adds to
+    --image-ca-file (a mirror's CA): servers of either CA are trusted, and a
+    refusal names both files."""
+    src = ImageSource(name="img", url=https_images.url(), sha256=https_images.sha256)
+    mirror = https_images.url(server=https_images.untrusted)
+    both = ImageCache(tmp_path / "c1", ca_file=https_images.other_ca,
+                      store_ca_file=https_images.ca, policy=_policy(tmp_path))
+    assert both.fetch(src).sha256 == https_images.sha256
+    assert both.fetch(ImageSource(name="img", url=mirror)).sha256 == https_images.sha256
+    assert both.trusted == (f"the system trust store and {https_images.other_ca} and "
+                            f"{https_images.ca}")
+    store_only = ImageCache(tmp_path / "c2", store_ca_file=https_images.ca,
+                            policy=_policy(tmp_path))
+    assert store_only.fetch(src).sha256 == https_images.sha256
+    with pytest.raises(ImageError) as err:
+        store_only.fetch(ImageSource(name="img", url=mirror))
+    assert f"the agent trusts the system trust store and {https_images.ca}" in \
+        err.value.message, err.value.message
+
+
 def test_https_host_name_mismatch(tmp_path, https_image_root, image_pki):
     from tests.helpers import TLSFileServer
 

@@ -367,7 +367,7 @@ def test_placement_tls() -> None:
         assert not [v for v in spec["volumes"] if v["name"] in ("placement-ca", "tls")]
         assert not [a for a in spec["containers"][0]["args"]
                     if "https://" in a or "tls" in a and "stream-tls" not in a
-                    and "migration-tls" not in a]
+                    and "migration-tls" not in a and not a.startswith("--live-migration-uri=")]
 
 
 def test_agent_image_ca() -> None:
@@ -485,12 +485,62 @@ def test_args_and_env_are_options_of_the_real_cli(combo: str) -> None:
         _check_args(_command(*commands[component(w)]), c["args"][2:], c.get("env", []))
 
 
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def _expanded_vars_are_defined(container: dict) -> None:
+    """Kubernetes expands $(VAR) in args only for the container's own
+    variables: every one the chart writes must be among them."""
+    import re
+
+    used = {v for a in container["args"] for v in re.findall(r"\$\(([A-Z_]+)\)", a)}
+    assert used <= set(_env(container)), used - set(_env(container))
+
+
+def test_agent_live_migration_uri() -> None:
+    """agent.liveMigration.uri becomes the agent's --live-migration-uri:
+    by default qemu+tls:// to the node's address (status.hostIP through the
+    downward API, expanded by Kubernetes), qemu+tcp:// or the node's name on
+    request, nothing when empty; a URI of another transport or no libvirt
+    system instance is refused by the values schema."""
+    agent = _command("agent", "run")
+    for values, want in (
+            ({}, "qemu+tls://$(NODE_IP)/system"),
+            ({"agent.liveMigration.uri": "qemu+tcp://$(NODE_IP)/system"},
+             "qemu+tcp://$(NODE_IP)/system"),
+            ({"agent.liveMigration.uri": "qemu+tls://$(NODE_NAME)/system"},
+             "qemu+tls://$(NODE_NAME)/system"),
+            ({"agent.liveMigration.uri": "qemu+tls://[$(NODE_IP)]/system?no_verify=0"},
+             "qemu+tls://[$(NODE_IP)]/system?no_verify=0"),
+            ({"agent.liveMigration.uri": ""}, None)):
+        (c,) = pod_spec(one(render(values), "DaemonSet", "kova-agent"))["containers"]
+        got = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--live-migration-uri=")]
+        assert got == ([want] if want else []), (values, got)
+        assert _env(c)["NODE_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+        _expanded_vars_are_defined(c)
+        _check_args(agent, c["args"][2:], c["env"])
+    for bad in ("http://node/system", "qemu+ssh://node/system", "qemu+tls://node/session",
+                "qemu:///system", "qemu+tls://$(NODE_IP)/system extra"):
+        proc = render_text({"agent.liveMigration.uri": bad}, check=False)
+        assert proc.returncode != 0 and "/agent/liveMigration/uri" in proc.stderr, (bad, proc)
+    proc = helm("lint", "--strict", str(CHART), "--namespace", "kova-system",
+                *set_args({"agent.liveMigration.uri": "qemu+tcp://$(NODE_IP)/system"}))
+    assert "0 chart(s) failed" in proc.stdout and "[WARNING]" not in proc.stdout, proc.stdout
+
+
+def _pem_cert(text: str):
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(text.encode())
+
+
 def test_image_store() -> None:
     """images.enabled: the image store's Deployment (one writer of its
     PersistentVolumeClaim), Service, and the RBAC it needs (TokenReview,
     SubjectAccessReview, create Images, patch their status); its args are
-    options of `kova images serve`; without a TLS Secret the chart refuses."""
-    objs = render({"images": {"enabled": True, "tls": {"existingSecret": "images-tls"}}})
+    options of `kova images serve`."""
+    objs = render({"images": {"enabled": True}})
     dep = one(objs, "Deployment", "kova-images")
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     (c,) = pod_spec(dep)["containers"]
@@ -508,9 +558,101 @@ def test_image_store() -> None:
                      ("kova.dev", "images"): store_verbs, ("kova.dev", "images/status"): {"patch"},
                      ("kova.dev", "tenantimages"): store_verbs,
                      ("kova.dev", "tenantimages/status"): {"patch"}}
-    assert not [o for o in render() if o["metadata"]["name"] == "kova-images"]
-    failed = render_text({"images": {"enabled": True}}, check=False)
-    assert failed.returncode != 0 and "images.tls.existingSecret" in failed.stderr
+    assert not [o for o in render() if o["metadata"]["name"].startswith("kova-images")]
+    proc = helm("lint", "--strict", str(CHART), "--namespace", "kova-system",
+                *set_args({"images.enabled": True}))
+    assert "0 chart(s) failed" in proc.stdout and "[WARNING]" not in proc.stdout, proc.stdout
+
+
+def test_image_store_certificate_is_made_and_wired_to_the_agents() -> None:
+    """Without images.tls.existingSecret the chart makes the store's CA and
+    certificate (kept on upgrades: resource-policy keep, lookup), valid for
+    the Service's names and for localhost (port-forward); the store mounts
+    the certificate and key, the agents only the CA (--image-store-ca-file)
+    and the store's URL (--image-store-url), the same URL the store records
+    in its Images; both restart when the certificate changes."""
+    import base64
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+
+    objs = render({"images.enabled": True})
+    secret = one(objs, "Secret", "kova-images-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert set(data) == {"tls.crt", "tls.key", "ca.crt"}
+    ca, crt = _pem_cert(data["ca.crt"]), _pem_cert(data["tls.crt"])
+    crt.verify_directly_issued_by(ca)
+    assert ca.subject != crt.subject and "PRIVATE KEY" in data["tls.key"]
+    san = crt.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) >= {
+        "kova-images.kova-system.svc", "kova-images.kova-system.svc.cluster.local", "localhost"}
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert crt.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc) > \
+        datetime.timedelta(days=3000)
+
+    store = pod_spec(one(objs, "Deployment", "kova-images"))
+    (sc,) = store["containers"]
+    url = next(a.split("=", 1)[1] for a in sc["args"] if a.startswith("--public-url="))
+    (tls,) = [v for v in store["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"] == "kova-images-tls"
+    assert {i["key"] for i in tls["secret"]["items"]} == {"tls.crt", "tls.key"}
+
+    ds = one(objs, "DaemonSet", "kova-agent")
+    spec = pod_spec(ds)
+    (c,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["KOVA_AGENT_IMAGE_STORE_URL"] == url
+    assert env["KOVA_AGENT_IMAGE_STORE_CA_FILE"] == "/etc/kova/image-store-ca/ca.crt"
+    assert {"name": "image-store-ca", "mountPath": "/etc/kova/image-store-ca",
+            "readOnly": True} in c["volumeMounts"]
+    (vol,) = [v for v in spec["volumes"] if v["name"] == "image-store-ca"]
+    assert vol["secret"] == {"secretName": "kova-images-tls", "defaultMode": 0o444,
+                             "items": [{"key": "ca.crt", "path": "ca.crt"}]}  # no key
+    _check_args(_command("agent", "run"), c["args"][2:], c["env"])
+    assert "KOVA_AGENT_IMAGE_CA_FILE" not in env  # agent.imageCA stays the user's
+    sums = (ds["spec"]["template"]["metadata"]["annotations"]["checksum/images-tls"],
+            one(objs, "Deployment", "kova-images")["spec"]["template"]["metadata"][
+                "annotations"]["checksum/images-tls"])
+    assert sums[0] == sums[1]
+
+    # a mirror's CA (agent.imageCA) and the store's together
+    both = render({"images.enabled": True, "agent.imageCA.configMap": "mirror-ca"})
+    (c,) = pod_spec(one(both, "DaemonSet", "kova-agent"))["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["KOVA_AGENT_IMAGE_CA_FILE"] == "/etc/kova/image-ca/ca.crt"
+    assert env["KOVA_AGENT_IMAGE_STORE_CA_FILE"] == "/etc/kova/image-store-ca/ca.crt"
+
+    # images off: the agents know no store
+    (c,) = pod_spec(one(render(), "DaemonSet", "kova-agent"))["containers"]
+    assert not {"KOVA_AGENT_IMAGE_STORE_URL", "KOVA_AGENT_IMAGE_STORE_CA_FILE"} & set(_env(c))
+
+
+def test_image_store_existing_secret_wins() -> None:
+    """images.tls.existingSecret: no certificate is made; the store mounts
+    that Secret and the agents its CA under images.tls.caKey; with caKey ""
+    (a certificate of a CA the system trust store knows) the agents get the
+    URL and no CA file."""
+    objs = render({"images.enabled": True, "images.tls.existingSecret": "images-tls",
+                   "images.tls.caKey": "issuer.pem"})
+    assert not [o for o in by_kind(objs, "Secret") if o["metadata"]["name"] == "kova-images-tls"]
+    store = pod_spec(one(objs, "Deployment", "kova-images"))
+    assert [v["secret"]["secretName"] for v in store["volumes"] if v["name"] == "tls"] == [
+        "images-tls"]
+    spec = pod_spec(one(objs, "DaemonSet", "kova-agent"))
+    (vol,) = [v for v in spec["volumes"] if v["name"] == "image-store-ca"]
+    assert vol["secret"]["secretName"] == "images-tls"
+    assert vol["secret"]["items"] == [{"key": "issuer.pem", "path": "ca.crt"}]
+    assert "checksum/images-tls" not in spec.get("annotations", {})
+    public = render({"images.enabled": True, "images.tls.existingSecret": "images-tls",
+                     "images.tls.caKey": ""})
+    spec = pod_spec(one(public, "DaemonSet", "kova-agent"))
+    env = _env(spec["containers"][0])
+    assert env["KOVA_AGENT_IMAGE_STORE_URL"]["value"] == "https://kova-images.kova-system.svc:9468"
+    assert "KOVA_AGENT_IMAGE_STORE_CA_FILE" not in env
+    assert "image-store-ca" not in {v["name"] for v in spec["volumes"]}
 
 
 def test_agent_image_sources() -> None:
