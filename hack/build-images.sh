@@ -336,10 +336,16 @@ for name in "${want[@]}"; do
   esac
   rm -rf "${work}"
   export_archive "${ref}" "${archive}"
-  # older archives of this image are superseded; those of the last day stay
-  # (other checkouts sharing this cache may be using theirs)
+  # older archives of this image are superseded; those of the last two hours
+  # stay (other checkouts sharing this cache may be importing theirs). Each
+  # kova build is ~200 MB of archive and ~600 MB of layers: kept for a day,
+  # a busy day's builds filled tens of GB and the local node's kubelet then
+  # reported disk pressure.
   find "${OCI_DIR}" -maxdepth 1 -name "${stem}-????????????????.tar" ! -name "${stem}-${key}.tar" \
-    -mmin +1440 -delete 2>/dev/null || true
+    -mmin +120 -delete 2>/dev/null || true
+  # the layers of superseded builds (untagged, no child image); the layers the
+  # current images stand on stay and keep the next build's cache
+  bah rmi --prune >/dev/null 2>&1 || true
   log "${ref}: ${archive} ($(du -h "${archive}" | cut -f1))"
   [[ " ${images[*]} " == *" ${name} "* ]] && echo "${ref} ${archive}"
 done
