@@ -8,9 +8,9 @@
     <root>/.namespaces/<namespace>/<name>/  a TenantImage's files, as above
 
 An upload is written to ``.uploads/`` while its sha256 is computed, in one
-pass over the bytes (a worker thread hashes and writes one batch while the
-next arrives; the disk's writeback starts as the file grows, and one fsync at
-the end makes it durable), with a size limit; a format other than qcow2 or raw (vmdk, vhdx, vpc, vdi) is
+pass over the bytes (hashed and written in large batches as they arrive; the
+disk's writeback starts as the file grows, and one fsync at the end makes it
+durable), with a size limit; a format other than qcow2 or raw (vmdk, vhdx, vpc, vdi) is
 converted to qcow2 with ``qemu-img convert`` (under :mod:`kova.prlimit`
 limits); the result is checked with :mod:`kova.imagefile` (no backing file,
 data file, ``json:`` name or extent outside the file) and only then renamed
@@ -46,8 +46,7 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 #: Conversion gets more than ``qemu-img info``: it reads the whole image.
 CONVERT_CPU_SECONDS = 3600
 CONVERT_ADDRESS_SPACE = 4 << 30
-#: An upload is hashed and written in batches of this many bytes: one batch in
-#: a worker thread while the next one arrives.
+#: An upload is hashed and written in batches of this many bytes.
 BATCH_BYTES = 8 << 20
 #: The disk's writeback of the file is started every this many bytes, so that
 #: the fsync at the end waits for the last part only.
@@ -171,15 +170,16 @@ class ImageStore:
         """The upload into ``path``; its sha256 and where the time went.
 
         One pass over the bytes: the chunks received are gathered into batches
-        that a worker thread hashes and writes while the next batch arrives
-        (hashing, writing and TLS decryption release the GIL, so they use a
-        second core), with the disk's writeback started as the file grows;
-        ``durable``: one fsync at the end."""
+        of BATCH_BYTES, each hashed and written as it is complete, with the
+        disk's writeback started as the file grows; ``durable``: one fsync at
+        the end, in a thread.  (Hashing and writing in a worker thread while
+        the next batch arrives took more CPU time -- the GIL passed back and
+        forth with TLS decryption -- and was no faster on a loaded 2-core
+        machine.)"""
         loop = asyncio.get_running_loop()
         sink = _Sink(path)
         size = batched = 0
         batch: list[bytes] = []
-        pending: asyncio.Future | None = None
         t0 = time.monotonic()
         try:
             async for chunk in chunks:
@@ -190,21 +190,14 @@ class ImageStore:
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= BATCH_BYTES:
-                    if pending is not None:
-                        await pending
-                    pending = loop.run_in_executor(None, sink.absorb, batch)
+                    sink.absorb(batch)
                     batch, batched = [], 0
-            if pending is not None:
-                await pending
             received = time.monotonic() - t0
             if length is not None and size != length:
                 raise StoreError(400, "Incomplete", f"got {size} of {length} bytes")
             digest, synced = await loop.run_in_executor(None, sink.finish, batch, durable)
         finally:
-            if pending is not None and not pending.done():
-                pending.add_done_callback(lambda _: sink.close())
-            else:
-                sink.close()
+            sink.close()
         return digest, {"receiveSeconds": round(received, 3),
                         "fsyncSeconds": round(synced, 3)}
 
@@ -316,7 +309,7 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 class _Sink:
-    """A file written and hashed in one pass, by one thread at a time."""
+    """A file written and hashed in one pass."""
 
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
