@@ -13,7 +13,8 @@ whether that user may act on the Image (SubjectAccessReview, group
     an upload (verb ``create``): stored and verified (:mod:`kova.images.store`),
     then the Image is created (``source.url`` here, ``sha256``, ``format``) and
     its status written (sizes, checksum, ``Available=True``, reason
-    ``Stored``).  Answers 201 with the Image's figures.  If the Image cannot be
+    ``Stored``).  Answers 201 with the Image's figures and ``seconds``, the
+    time each step took.  If the Image cannot be
     created, the file is removed again: nothing half-registered.
 ``DELETE /v1/images/<name>``
     the file (verb ``delete``).
