@@ -61,6 +61,12 @@ def floor(path: Path, fmt: str, work: Path) -> float:
     return elapsed
 
 
+def steps(answer: dict) -> str:
+    """The store's seconds per step of an upload (from its answer)."""
+    return ", ".join(f"{k.removesuffix('Seconds')} {v:.2f}"
+                     for k, v in (answer.get("seconds") or {}).items())
+
+
 def start_store(work: Path, kubeconfig: Path) -> tuple[subprocess.Popen, str, Path]:
     """``kova images serve`` (HTTPS, no size limit) as a process, once healthy:
     the process, its URL and its CA file."""
@@ -73,7 +79,7 @@ def start_store(work: Path, kubeconfig: Path) -> tuple[subprocess.Popen, str, Pa
         [sys.executable, "-m", "kova.cli", "images", "serve", "--dir", str(work / "store"),
          "--kubeconfig", str(kubeconfig), "--bind-address", "127.0.0.1", "--port", str(port),
          "--tls-cert-file", str(certs["crt"]), "--tls-key-file", str(certs["key"]),
-         "--max-bytes", "0", "--log-level", "warning"])
+         "--max-bytes", "0", "--log-level", os.environ.get("KOVA_BENCH_STORE_LOG", "warning")])
     url = f"https://127.0.0.1:{port}"
     verify = ssl.create_default_context(cafile=str(certs["ca_crt"]))
     deadline = time.monotonic() + 30
@@ -124,9 +130,12 @@ def main() -> int:
                 floors.append(floor(path, fmt, work))
                 name = f"bench-{fmt}-{path.stat().st_size}-{run}"
                 t0 = time.perf_counter()
-                upload(cluster, path, name, fmt, url, str(ca),
-                       stream=open(os.devnull, "w"))
+                got = upload(cluster, path, name, fmt, url, str(ca),
+                             stream=open(os.devnull, "w"))
                 ups.append(time.perf_counter() - t0)
+                print(f"{label} ({fmt}) run {run + 1}: upload {ups[-1]:.2f}s, floor "
+                      f"{floors[-1]:.2f}s, load {os.getloadavg()[0]:.1f}; the store's "
+                      f"seconds: {steps(got)}", file=sys.stderr)
             up, fl = statistics.median(ups), statistics.median(floors)
             size = path.stat().st_size / MiB
             rows.append((label, fmt, size, up, size / up, fl, up / fl))

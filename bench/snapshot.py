@@ -87,6 +87,16 @@ class Pauses:
         return self.paused.pop(uid, 0.0)
 
 
+def agent_split(log_dir: Path) -> str:
+    """The agent's copy and upload time of the last snapshot, from its log."""
+    lines: list[str] = []
+    for path in log_dir.glob("*.log"):
+        lines += [line for line in path.read_text(errors="replace").splitlines()
+                  if "snapshot of" in line and (" copied in " in line or "uploaded in" in line)]
+    return " / ".join(json.loads(x).get("message", x) if x.startswith("{") else x
+                      for x in lines[-2:]) or "(not in the logs)"
+
+
 def wait(what: str, check: Callable[[], bool], timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -194,7 +204,9 @@ spec:
                 snaps.append(time.perf_counter() - t0)
                 pauses.append(pause_watch.take(uid))
                 print(f"{label} run {run + 1}: snapshot {snaps[-1]:.2f}s, floor "
-                      f"{floors[-1]:.2f}s: {proc.stdout.strip()}", file=sys.stderr)
+                      f"{floors[-1]:.2f}s, load {os.getloadavg()[0]:.1f}: "
+                      f"{proc.stdout.strip()}", file=sys.stderr)
+                print(f"  the agent: {agent_split(stack.log_dir)}", file=sys.stderr)
             sn, fl = statistics.median(snaps), statistics.median(floors)
             rows.append((label, data / MiB, sn, statistics.median(pauses), fl, sn / fl))
         load = os.getloadavg()

@@ -59,7 +59,8 @@ from kova.kube import instance_path
 
 log = logging.getLogger("kova.agents.instance.snapshot")
 
-CHUNK = 1 << 20
+#: The copy is read and sent in pieces of this size.
+CHUNK = 4 << 20
 #: The least time between two writes of a snapshot's progress.
 PROGRESS_SECONDS = 2.0
 #: The name of a copy being made, beside the root disk: snapshot-<random>.qcow2.
@@ -203,11 +204,17 @@ class Snapshots:
             copied = time.monotonic() - t0
             log.info("snapshot of %s/%s for %s: %d bytes copied in %.2fs (%s)", namespace,
                      instance, user, copy.stat().st_size, copied, pause_text(paused))
+            t1 = time.monotonic()
             answer = self._upload(store, copy, namespace, instance, image, progress)
+            uploaded = time.monotonic() - t1
+            log.info("snapshot of %s/%s: uploaded in %.2fs (the store's seconds: %s)",
+                     namespace, instance, uploaded, answer.get("seconds"))
         finally:
             copy.unlink(missing_ok=True)
         total = time.monotonic() - t0
         return {**answer, "pausedSeconds": round(paused, 3), "seconds": round(total, 3),
+                "copySeconds": round(copied, 3), "uploadSeconds": round(uploaded, 3),
+                "storeSeconds": answer.get("seconds"),
                 "message": f"TenantImage {namespace}/{image}: {answer.get('sizeBytes')} bytes "
                            f"(virtual {answer.get('virtualSizeBytes')}), "
                            f"{pause_text(paused)}, {total:.2f}s in all"}

@@ -13,7 +13,8 @@ whether that user may act on the Image (SubjectAccessReview, group
     an upload (verb ``create``): stored and verified (:mod:`kova.images.store`),
     then the Image is created (``source.url`` here, ``sha256``, ``format``) and
     its status written (sizes, checksum, ``Available=True``, reason
-    ``Stored``).  Answers 201 with the Image's figures.  If the Image cannot be
+    ``Stored``).  Answers 201 with the Image's figures and ``seconds``, the
+    time each step took.  If the Image cannot be
     created, the file is removed again: nothing half-registered.
 ``DELETE /v1/images/<name>``
     the file (verb ``delete``).
@@ -32,6 +33,7 @@ import asyncio
 import json
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,6 +53,8 @@ ANNOTATION_UPLOADED_BY = f"{names.GROUP}/uploaded-by"
 #: On a snapshot: the Instance (``<namespace>/<name>``) and the time it was taken.
 ANNOTATION_SNAPSHOT_OF = f"{names.GROUP}/snapshot-of"
 ANNOTATION_SNAPSHOT_TIME = f"{names.GROUP}/snapshot-time"
+#: The largest piece of a request body read at once.
+READ_BUFSIZE = 4 << 20
 
 
 def refusal(status: int, reason: str, message: str) -> web.Response:
@@ -99,7 +103,9 @@ class ImageServer:
             ctx.load_cert_chain(self.cfg.tls_cert_file, self.cfg.tls_key_file)
         else:
             log.warning("no --tls-cert-file: serving plain HTTP (development only)")
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
+        # Reads of up to READ_BUFSIZE bytes at a time: fewer, larger chunks of an upload.
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0,
+                                     read_bufsize=READ_BUFSIZE)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.bind_address, self.cfg.port, ssl_context=ctx)
         await site.start()
@@ -212,6 +218,7 @@ class ImageServer:
             log.warning("upload of %s by %s interrupted: nothing stored", name,
                         user.get("username"))
             raise
+        t0 = time.monotonic()
         try:
             await self.register(stored, user, origin)
         except KubeError as exc:
@@ -220,10 +227,13 @@ class ImageServer:
             return refusal(409 if exc.status == 409 else 502, body.get("reason") or
                            "ImageNotCreated", f"the Image was not created, the upload is "
                            f"discarded: {body.get('message') or exc}")
-        log.info("image %s stored (%s, %d bytes, sha256 %s) for %s", name, stored.format,
-                 stored.size, stored.sha256[:16], user.get("username"))
-        return web.json_response({**stored.to_json(), "url": self.image_url(name, namespace)},
-                                 status=201)
+        stored.seconds["registerSeconds"] = round(time.monotonic() - t0, 3)
+        log.info("image %s stored (%s, %d bytes, sha256 %s) for %s; seconds: %s", name,
+                 stored.format, stored.size, stored.sha256[:16], user.get("username"),
+                 ", ".join(f"{k.removesuffix('Seconds')} {v:.2f}"
+                           for k, v in stored.seconds.items() if k.endswith("Seconds")))
+        return web.json_response({**stored.to_json(), "url": self.image_url(name, namespace),
+                                  "seconds": stored.seconds}, status=201)
 
     def image_url(self, name: str, namespace: str | None = None) -> str:
         if namespace:
@@ -273,5 +283,5 @@ def _target(request: web.Request) -> tuple[str, str | None]:
 
 
 async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(1 << 20):
+    async for chunk in request.content.iter_chunked(READ_BUFSIZE):
         yield chunk

@@ -27,7 +27,7 @@ from kova.plugin.client import Cluster, PluginError
 FORMATS = ("qcow2", "raw", "iso", "vmdk", "vhdx", "vpc", "vdi")
 BY_SUFFIX = {".qcow2": "qcow2", ".img": "raw", ".raw": "raw", ".iso": "iso", ".vmdk": "vmdk",
              ".vhdx": "vhdx", ".vhd": "vpc", ".vdi": "vdi"}
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 MiB = float(1 << 20)
 
 

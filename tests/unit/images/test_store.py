@@ -79,3 +79,41 @@ def test_leftovers_of_a_crash_are_removed_at_start(tmp_path):
     (tmp_path / "s" / ".uploads" / "tmp123" / "upload.raw").write_bytes(b"x")
     ImageStore(tmp_path / "s")
     assert not any((tmp_path / "s" / ".uploads").iterdir())
+
+
+def test_a_large_upload_in_uneven_pieces_is_stored_whole(tmp_path):
+    """Many batches and several writeback windows: the file and its sha256 are
+    those of every byte in order, and the store tells the seconds per step."""
+    import os
+
+    from kova.images import store as store_mod
+
+    data = os.urandom(store_mod.WRITEBACK_BYTES + store_mod.BATCH_BYTES * 2 + 12345)
+    store = ImageStore(tmp_path / "s")
+
+    async def uneven():
+        i, n = 0, 1
+        while i < len(data):
+            n = n * 7 % 1_000_003 + 1  # 1 byte to ~1 MB, no two alike in a row
+            yield data[i:i + n]
+            i += n
+
+    got = asyncio.run(store.receive("big", "raw", uneven(), len(data)))
+    assert got.sha256 == hashlib.sha256(data).hexdigest()
+    assert got.path.read_bytes() == data and got.size == len(data)
+    assert {"receiveSeconds", "fsyncSeconds", "checkSeconds",
+            "renameSeconds"} <= set(got.seconds)
+    assert sorted(p.name for p in _leftovers(store)) == ["image.raw", "meta.json"]
+
+
+def test_an_upload_over_the_limit_in_its_middle_leaves_nothing(tmp_path):
+    """Refused after some batches were written: nothing stays behind."""
+    from kova.images import store as store_mod
+
+    limit = store_mod.BATCH_BYTES * 3
+    store = ImageStore(tmp_path / "s", max_bytes=limit)
+    data = b"\x01" * (limit + 1)
+    with pytest.raises(StoreError) as err:
+        asyncio.run(store.receive("over", "raw", _chunks(data, 1 << 20)))
+    assert err.value.status == 413
+    assert _leftovers(store) == [] and store.get("over") is None
