@@ -8,6 +8,7 @@ import contextlib
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -152,6 +153,10 @@ def vnc(cluster: Cluster, namespace: str, name: str, address: str, port: int,
             viewer = subprocess.Popen([exe, target])
     else:
         print("Ctrl+C stops", file=sys.stderr, flush=True)
+    # Ctrl+C is how this command ends: Python leaves SIGINT ignored when the
+    # process inherited it so (a background job of a non-interactive shell
+    # or a script is started that way), and the proxy then never stopped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     listener.settimeout(0.5)
     try:
         while viewer is None or viewer.poll() is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -57,8 +58,13 @@ class Session:
                               env=self.env, timeout=timeout)
         return proc.returncode, proc.stdout, proc.stderr
 
-    def spawn(self, *args: str, timeout: float = 60) -> pexpect.spawn:
-        child = pexpect.spawn(paths.kubectl(), ["kova", *args], env=self.env, timeout=timeout)
+    def spawn(self, *args: str, timeout: float = 60,
+              sigint_ignored: bool = False) -> pexpect.spawn:
+        # sigint_ignored: started as a background job of a non-interactive
+        # shell is (SIGINT ignored, inherited through kubectl's exec)
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+        child = pexpect.spawn(paths.kubectl(), ["kova", *args], env=self.env, timeout=timeout,
+                              preexec_fn=ignore)
         child.logfile_read = sys.stdout.buffer
         return child
 
@@ -148,7 +154,8 @@ def test_vnc_screenshot_of_the_guest_is_not_blank(vm, tmp_path) -> None:
     from PIL import Image
     from vncdotool import api as vnc_api
 
-    proxy = vm.spawn("vnc", "vm", "--proxy-only")
+    # Ctrl+C stops the proxy even where it inherited SIGINT ignored
+    proxy = vm.spawn("vnc", "vm", "--proxy-only", sigint_ignored=True)
     proxy.expect(r"on 127\.0\.0\.1:(\d+)")
     port = int(proxy.match.group(1))
     shot = tmp_path / "screen.png"
