@@ -33,7 +33,7 @@ import queue
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -416,17 +416,9 @@ class Kube:
         ending in ``/status`` writes the status.  The API server spends ~16 %
         less CPU on it than on the merge patch: it neither serializes the
         stored object nor applies a patch to it (``bench/instance_writes.py``)."""
-        for _ in range(retries):
-            patch = change(current)
-            if patch is None:
-                return current
-            try:
-                return await self.replace(path, merged(current, patch))
-            except KubeError as exc:
-                if exc.status != 409:
-                    raise
-            current = await self.get(read_path or path)
-        raise RuntimeError(f"PUT {path}: still conflicting after {retries} tries")
+        return await self._guarded(
+            "PUT", path, current, change,
+            lambda cur, patch: self.replace(path, merged(cur, patch)), read_path, retries)
 
     async def patch_guarded(self, path: str, current: dict,
                             change: Callable[[dict], dict | None], *,
@@ -437,19 +429,32 @@ class Kube:
         When ``change`` returns None nothing is written and the object as last
         read is returned; else the patched object.  KubeError for other
         refusals (404: gone); RuntimeError after ``retries`` conflicts."""
+
+        def guarded_patch(cur: dict, patch: dict) -> Awaitable[Any]:
+            meta = {**(patch.get("metadata") or {}),
+                    "resourceVersion": cur["metadata"]["resourceVersion"]}
+            return self.merge_patch(path, {**patch, "metadata": meta})
+
+        return await self._guarded("PATCH", path, current, change, guarded_patch,
+                                   read_path, retries)
+
+    async def _guarded(self, verb: str, path: str, current: dict,
+                       change: Callable[[dict], dict | None],
+                       write: Callable[[dict, dict], Awaitable[Any]],
+                       read_path: str | None, retries: int) -> dict:
+        """The read-change-write loop of both guarded writes: ``write(current,
+        change(current))`` until it is not refused with a conflict."""
         for _ in range(retries):
             patch = change(current)
             if patch is None:
                 return current
-            meta = {**(patch.get("metadata") or {}),
-                    "resourceVersion": current["metadata"]["resourceVersion"]}
             try:
-                return await self.merge_patch(path, {**patch, "metadata": meta})
+                return await write(current, patch)
             except KubeError as exc:
                 if exc.status != 409:
                     raise
             current = await self.get(read_path or path)
-        raise RuntimeError(f"PATCH {path}: still conflicting after {retries} tries")
+        raise RuntimeError(f"{verb} {path}: still conflicting after {retries} tries")
 
     async def apply(self, path: str, body: dict, *, field_manager: str,
                     force: bool = True) -> Any:
