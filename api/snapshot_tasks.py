@@ -47,9 +47,6 @@ log = logging.getLogger("kova.api.snapshots")
 EVENT_SNAPSHOT_FAILED = "SnapshotFailed"
 #: How often the API component looks for snapshot actions nobody follows.
 RESUME_SECONDS = 60.0
-#: The image store's annotations on a snapshot's TenantImage.
-ANNOTATION_SNAPSHOT_OF = f"{names.GROUP}/snapshot-of"
-ANNOTATION_SNAPSHOT_TIME = f"{names.GROUP}/snapshot-time"
 _IMAGE_IN_MESSAGE = re.compile(r"snapshot to TenantImage (\S+)")
 
 
@@ -58,8 +55,7 @@ class SnapshotTasks:
 
     def __init__(self, server: ApiServer) -> None:
         self.server = server
-        self.tasks: set[asyncio.Task] = set()
-        #: request id -> the task following it.
+        #: request id -> the task following it (one per request).
         self.following: dict[str, asyncio.Task] = {}
         self._watch: asyncio.Task | None = None
 
@@ -105,11 +101,9 @@ class SnapshotTasks:
         md = inst["metadata"]
         task = asyncio.create_task(self._run(inst, endpoint, req, user, image, resume),
                                    name=f"snapshot {md['namespace']}/{md['name']} {req}")
-        self.tasks.add(task)
         self.following[req] = task
 
         def done(t: asyncio.Task) -> None:
-            self.tasks.discard(t)
             if self.following.get(req) is t:
                 del self.following[req]
 
@@ -197,8 +191,8 @@ class SnapshotTasks:
         obj = await self.server.kube.get_or_none(
             custom_path(names.TENANT_IMAGES, image, namespace=md["namespace"]))
         notes = ((obj or {}).get("metadata") or {}).get("annotations") or {}
-        if (notes.get(ANNOTATION_SNAPSHOT_OF) != f"{md['namespace']}/{md['name']}"
-                or notes.get(ANNOTATION_SNAPSHOT_TIME, "") < since):
+        if (notes.get(names.ANNOTATION_SNAPSHOT_OF) != f"{md['namespace']}/{md['name']}"
+                or notes.get(names.ANNOTATION_SNAPSHOT_TIME, "") < since):
             return None
         st = (obj or {}).get("status") or {}
         return (f"TenantImage {md['namespace']}/{image}: {st.get('sizeBytes')} bytes "
@@ -210,9 +204,10 @@ class SnapshotTasks:
         the next start takes their actions up again)."""
         if self._watch is not None:
             self._watch.cancel()
-        for task in list(self.tasks):
+        tasks = list(self.following.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, *([self._watch] if self._watch else []),
+        await asyncio.gather(*tasks, *([self._watch] if self._watch else []),
                              return_exceptions=True)
 
 

@@ -72,6 +72,10 @@ ANNOTATION_POWER = f"{GROUP}/power"
 #: restarts the domain once; the agent records the value it acted on in the
 #: domain's metadata.
 ANNOTATION_RESTART = f"{GROUP}/restart"
+#: On a snapshot's TenantImage (written by the image store): the Instance
+#: (``<namespace>/<name>``) and the time it was taken.
+ANNOTATION_SNAPSHOT_OF = f"{GROUP}/snapshot-of"
+ANNOTATION_SNAPSHOT_TIME = f"{GROUP}/snapshot-time"
 
 #: Domain XML metadata namespace (the agent finds its domains by it).
 DOMAIN_XMLNS = f"https://{GROUP}/xmlns/libvirt/instance/1"

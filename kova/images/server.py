@@ -50,9 +50,6 @@ log = logging.getLogger("kova.images.server")
 
 FIELD_MANAGER = "kova-images"
 ANNOTATION_UPLOADED_BY = f"{names.GROUP}/uploaded-by"
-#: On a snapshot: the Instance (``<namespace>/<name>``) and the time it was taken.
-ANNOTATION_SNAPSHOT_OF = f"{names.GROUP}/snapshot-of"
-ANNOTATION_SNAPSHOT_TIME = f"{names.GROUP}/snapshot-time"
 #: The largest piece of a request body read at once.
 READ_BUFSIZE = 4 << 20
 
@@ -250,8 +247,8 @@ class ImageServer:
         meta = {"name": stored.name, **({"namespace": ns} if ns else {})}
         annotations = {ANNOTATION_UPLOADED_BY: str(user.get("username"))}
         if snapshot_of:
-            annotations[ANNOTATION_SNAPSHOT_OF] = snapshot_of
-            annotations[ANNOTATION_SNAPSHOT_TIME] = now_rfc3339()
+            annotations[names.ANNOTATION_SNAPSHOT_OF] = snapshot_of
+            annotations[names.ANNOTATION_SNAPSHOT_TIME] = now_rfc3339()
         body = {"apiVersion": names.API_VERSION, "kind": str(kind),
                 "metadata": {**meta, "annotations": annotations, "finalizers": [FINALIZER]},
                 "spec": {"source": {"url": self.image_url(stored.name, ns)},
