@@ -63,6 +63,19 @@ def detect_magic(head: bytes) -> str | None:
     return None
 
 
+def qcow2_virtual_size(path: Path | str) -> int:
+    """The virtual size a qcow2 file's header records (0 if unreadable or
+    not qcow2)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+    except OSError:
+        return 0
+    if len(head) < 32 or not head.startswith(QCOW2_MAGIC):
+        return 0
+    return int(struct.unpack_from(">Q", head, 24)[0])
+
+
 def inspect_header(path: Path | str, fmt: str) -> None:
     """Refuse a file whose header disagrees with ``fmt`` or names another file."""
     with open(path, "rb") as fh:

@@ -37,7 +37,6 @@ import collections
 import logging
 import os
 import re
-import struct
 import subprocess
 import threading
 import time
@@ -55,6 +54,7 @@ from kova.agents.virt.images import private_file
 from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.errors import Refusal
+from kova.imagefile import qcow2_virtual_size
 from kova.kube import instance_path
 
 log = logging.getLogger("kova.agents.instance.snapshot")
@@ -248,7 +248,7 @@ class Snapshots:
         """``qemu-img convert`` of the chain into ``copy`` (the guest paused
         for it if ``pause``: QEMU drains and flushes the disk); the pause."""
         t0 = time.monotonic()
-        total = virtual_size(disk)
+        total = qcow2_virtual_size(disk)
         try:
             if pause:
                 self.ctx.driver.suspend(uid)
@@ -313,16 +313,6 @@ def _chunks(path: Path, sent: Callable[[int], None]) -> Iterator[bytes]:
             yield chunk
             done += len(chunk)
             sent(done)
-
-
-def virtual_size(disk: Path) -> int:
-    """The virtual size a qcow2 file's header records (0 if unreadable)."""
-    try:
-        with open(disk, "rb") as fh:
-            head = fh.read(32)
-    except OSError:
-        return 0
-    return struct.unpack(">Q", head[24:32])[0] if head[:4] == b"QFI\xfb" else 0
 
 
 #: qemu-img's progress line: ``    (12.50/100%)``.
