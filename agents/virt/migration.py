@@ -35,8 +35,6 @@ source and removes the half-built destination domain.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -46,7 +44,7 @@ from pathlib import Path
 
 import libvirt
 
-from kova.agents.virt.images import PRIVATE_MODE, private_file
+from kova.agents.virt.images import create_blank_disk
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +208,7 @@ def disk_sizes(dom: libvirt.virDomain, targets: list[str]) -> dict[str, tuple[st
 def create_destination_disk(path: str, size_bytes: int) -> None:
     """An empty qcow2 of ``size_bytes`` at ``path`` (the destination agent's
     step before a block migration: libvirt copies into an existing file)."""
-    private_file(Path(path))
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, str(size_bytes)], check=True)
-    os.chmod(path, PRIVATE_MODE)
+    create_blank_disk(Path(path), size_bytes)
 
 
 def rewrite_paths(xml: str, path_map: dict[str, str]) -> str:
