@@ -21,11 +21,11 @@ import pytest
 
 from kova.crds import names
 from kova.dev.twohost import TwoHosts
-from tests.e2e.test_live_migration_operator import BedStack, domains
+from tests.e2e.test_live_migration_operator import domains
 from tests.e2e.test_moves import placement_books
 from tests.fixtures.vm import plugin
 from tests.helpers import BOOT_TIMEOUT, flavor_image_manifests, wait_for
-from tests.support.stacks import kova_editor, temp_namespace, two_host_stack
+from tests.support.stacks import bed_stack, kova_editor, temp_namespace
 
 SIZE = {"VCPU": 1, "MEMORY_MB": 192, "DISK_GB": 1}
 BOOTED = "KOVA-SHELL: ttyS0"
@@ -40,10 +40,8 @@ def ns(kubectl):
 @pytest.fixture(scope="module")
 def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, test_image, ns,
           tmp_path_factory):
-    root = tmp_path_factory.mktemp("drain-stack")
-    st = BedStack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
-                  bed_hosts=two_hosts.hosts)
-    with two_host_stack(st, k8s, ns, "dr", log_lines=30) as started:
+    with bed_stack(k8s, kova_api, two_hosts, ns, tmp_path_factory.mktemp("drain-stack"),
+                   "dr") as started:
         yield started
 
 

@@ -33,7 +33,7 @@ from tests.e2e.test_cold_migration import booted_guest, on_console
 from tests.e2e.test_moves import placement_books
 from tests.fixtures.vm import plugin
 from tests.helpers import wait_for
-from tests.support.stacks import BedStack, temp_namespace, two_host_stack
+from tests.support.stacks import bed_stack, temp_namespace
 
 COUNT_RE = re.compile(r"KOVA-COUNT=(\d+)")
 
@@ -47,11 +47,8 @@ def ns(kubectl):
 @pytest.fixture(scope="module")
 def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, test_image, ns,
           tmp_path_factory):
-    root = tmp_path_factory.mktemp("livemig-stack")
-    st = BedStack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
-                  operator_args=["--resize-confirm-window", "0"],
-                  bed_hosts=two_hosts.hosts)
-    with two_host_stack(st, k8s, ns, "lm", log_lines=30) as started:
+    with bed_stack(k8s, kova_api, two_hosts, ns, tmp_path_factory.mktemp("livemig-stack"), "lm",
+                   operator_args=["--resize-confirm-window", "0"]) as started:
         yield started
 
 

@@ -118,3 +118,16 @@ class BedStack(Stack):
             super().start_agent(host)
         finally:
             self.agent_args = common
+
+
+@contextmanager
+def bed_stack(k8s, kova_api, two_hosts, namespace: str, root: Path, prefix: str,
+              operator_args: list[str] | None = None,
+              log_lines: int = 30) -> Iterator[Stack]:
+    """Operator, Placement and an agent on each of the two-host bed's
+    libvirtds (``two_hosts``), with the API component's stream PKI: a
+    :class:`BedStack` run by :func:`two_host_stack`."""
+    st = BedStack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
+                  operator_args=operator_args or [], bed_hosts=two_hosts.hosts)
+    with two_host_stack(st, k8s, namespace, prefix, log_lines=log_lines) as started:
+        yield started
