@@ -187,17 +187,21 @@ class PlacementServer:
 
 
 # ---- manifests for the multi-host stack tests (kova.dev.stack.Stack)
-def flavor_image_manifests(flavor: str, image: str, image_path: str | Path | None = None) -> str:
-    """YAML for ``kubectl apply``: the Flavor ``flavor`` (1 vCPU, 192 MiB,
-    1 GiB) and the Image ``image`` (the bootable test image at ``image_path``,
-    by default where ``kova.dev.stack.link_test_image`` puts it) that the e2e
-    tests on a ``Stack`` boot their Instances from."""
+def flavor_image_manifests(flavor: str, image: str, image_path: str | Path | None = None, *,
+                           memory_mib: int = 192, properties: dict[str, str] | None = None) -> str:
+    """YAML for ``kubectl apply``: the Flavor ``flavor`` (1 vCPU, ``memory_mib``
+    MiB, 1 GiB) and the Image ``image`` (the bootable test image at
+    ``image_path``, by default where ``kova.dev.stack.link_test_image`` puts
+    it; with ``properties``) that the e2e tests on a ``Stack`` boot their
+    Instances from."""
     path = IMAGE_HOST_PATH if image_path is None else Path(image_path).resolve()
+    props = ("  properties: {" + ", ".join(f"{k}: {v}" for k, v in properties.items()) + "}\n"
+             if properties else "")
     return f"""
 apiVersion: kova.dev/v1alpha1
 kind: Flavor
 metadata: {{name: {flavor}}}
-spec: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
+spec: {{vcpus: 1, memoryMiB: {memory_mib}, diskGiB: 1}}
 ---
 apiVersion: kova.dev/v1alpha1
 kind: Image
@@ -205,7 +209,7 @@ metadata: {{name: {image}}}
 spec:
   source: {{hostPath: {path}}}
   format: qcow2
-"""
+{props}"""
 
 
 def instance_manifest(name: str, flavor: str, image: str, user_data: str, **spec) -> str:

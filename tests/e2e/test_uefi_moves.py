@@ -30,8 +30,8 @@ import pytest
 
 from kova.dev.twohost import TwoHosts
 from tests.e2e.test_access import Session
-from tests.helpers import BOOT_TIMEOUT, wait_for
-from tests.support.stacks import BedStack, kova_editor, temp_namespace, two_host_stack
+from tests.helpers import BOOT_TIMEOUT, flavor_image_manifests, wait_for
+from tests.support.stacks import BedStack, bed_stack, kova_editor, temp_namespace
 
 SHELL = "KOVA-SHELL: ttyS0"
 
@@ -45,11 +45,8 @@ def ns(kubectl):
 @pytest.fixture(scope="module")
 def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, test_image, ns,
           tmp_path_factory):
-    root = tmp_path_factory.mktemp("uefimove-stack")
-    st = BedStack(root=root / "stack", stream_pki_dir=kova_api.pki.ca_crt.parent,
-                  operator_args=["--resize-confirm-window", "0"],
-                  bed_hosts=two_hosts.hosts)
-    with two_host_stack(st, k8s, ns, "uf", log_lines=30) as started:
+    with bed_stack(k8s, kova_api, two_hosts, ns, tmp_path_factory.mktemp("uefimove-stack"), "uf",
+                   operator_args=["--resize-confirm-window", "0"]) as started:
         yield started
 
 
@@ -59,20 +56,8 @@ def vm(stack, kova_api, test_image, k8s, kubectl, ns) -> Iterator[Session]:
     tag = ns[-5:]
     flavor, image = f"uf-{tag}", f"uf-img-{tag}"
     # 256 MiB: with less, OVMF leaves syslinux.efi no room for the kernel.
-    kubectl("apply", "-f", "-", input=f"""
-apiVersion: kova.dev/v1alpha1
-kind: Flavor
-metadata: {{name: {flavor}}}
-spec: {{vcpus: 1, memoryMiB: 256, diskGiB: 1}}
----
-apiVersion: kova.dev/v1alpha1
-kind: Image
-metadata: {{name: {image}}}
-spec:
-  source: {{hostPath: {Path(test_image).resolve()}}}
-  format: qcow2
-  properties: {{firmware: uefi}}
----
+    kubectl("apply", "-f", "-", input=flavor_image_manifests(
+        flavor, image, test_image, memory_mib=256, properties={"firmware": "uefi"}) + f"""---
 apiVersion: kova.dev/v1alpha1
 kind: Instance
 metadata: {{name: vm, namespace: {ns}}}
