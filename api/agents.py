@@ -24,6 +24,11 @@ class AgentUnavailable(Refusal):
     """The host's agent cannot be reached; ``status`` for the user."""
 
 
+#: The reason of an AgentUnavailable whose request reached the agent and
+#: whose answer was cut off (the agent ended midway).
+CONNECTION_LOST = "AgentConnectionLost"
+
+
 def endpoint_of(host_obj: dict | None, host: str) -> tuple[str, int]:
     """(address, port) of the Host's agent, or AgentUnavailable."""
     if host_obj is None:
@@ -100,10 +105,16 @@ class AgentClient:
             async with self.session.put(self.url(endpoint, path), params=params,
                                         **self._kw()) as resp:
                 body = await resp.read()
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
             raise AgentUnavailable(503, "AgentUnreachable",
                                    f"cannot reach the agent at {endpoint[0]}:{endpoint[1]}: "
                                    f"{exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            # Connected, then cut off: the agent may have done (part of) the work.
+            raise AgentUnavailable(503, CONNECTION_LOST,
+                                   f"the connection to the agent at {endpoint[0]}:"
+                                   f"{endpoint[1]} was lost: {exc or type(exc).__name__}"
+                                   ) from exc
         try:
             return resp.status, json.loads(body)
         except ValueError:
