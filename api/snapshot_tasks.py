@@ -181,7 +181,8 @@ class SnapshotTasks:
                 message = f"{message} ({snapshots.attempts_text(at.attempt)})"
                 break
             at.attempt += 1
-            await self._again(inst, at, message)
+            await self._again(inst, at, f"{body.get('reason') or 'SnapshotInterrupted'}: "
+                              f"{message}")
             endpoint, resume = None, False
         await self._finish(inst, at, code, body, message, time.monotonic() - t0)
 
