@@ -173,7 +173,7 @@ def test_a_snapshot_whose_agent_is_killed_midway_is_taken_again(stack, store,  #
                      and a["result"] != "InProgress"), None)
 
     final = wait_for(ended, 600, 1.0, "the snapshot ended")
-    assert final["result"] == "Success" and final["attempt"] == 2, final
+    assert final["result"] == "Success" and final["attempt"] == 2, final["message"]
     assert final["message"].startswith(f"TenantImage {ns}/snap: "), final
     img = json.loads(kubectl("-n", ns, "get", "tenantimage", "snap", "-o", "json").stdout)
     stored = store.root / ".namespaces" / ns / "snap" / "image.qcow2"
