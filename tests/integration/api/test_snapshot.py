@@ -270,6 +270,29 @@ def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_u
              20, 0.5, "a SnapshotRetried Event for the lost snapshot")
 
 
+    # A snapshot lost at its last attempt (--snapshot-attempts 3; the entry
+    # as the API component leaves it after two lost attempts): it ends Error.
+    last = {"action": "snapshot", "requestId": "req-lost-three-times",
+            "user": editor.username, "startTime": again["finishTime"], "result": "InProgress",
+            "image": "never", "attempt": 3, "message": "attempt 3 of 3: snapshot to "
+            "TenantImage never taken again (SnapshotInterrupted: ...)"}
+    harness.custom.patch_namespaced_custom_object_status(
+        G, V, ns, "instances", "src",
+        {"status": {"actions": harness.get("src")["status"]["actions"] + [last]}})
+    harness.custom.patch_namespaced_custom_object(
+        G, V, ns, "instances", "src",
+        {"metadata": {"labels": {contract.LABEL_SNAPSHOT_IN_PROGRESS: last["requestId"]}}})
+    lost = wait_for(lambda: ended(last["requestId"]), 60, 0.5, "the last attempt ended")
+    assert lost["result"] == "Error" and lost["attempt"] == 3, lost
+    assert lost["message"].startswith("SnapshotInterrupted: "), lost
+    assert lost["message"].endswith("(taken 3 times, lost each time)"), lost
+    assert _tenant_image(harness, ns, "never") is None
+    wait_for(lambda: not labelled(), 20, 0.2, "the label removed")
+    wait_for(lambda: [e for e in harness.core.list_namespaced_event(ns).items
+                      if e.reason == "SnapshotFailed" and last["requestId"] in e.message],
+             20, 0.5, "a SnapshotFailed Event for the snapshot lost three times")
+
+
 def _tenant_image(harness, ns: str, name: str) -> dict | None:
     from kubernetes.client.exceptions import ApiException
 
