@@ -71,22 +71,25 @@ class SnapshotTasks:
         self._watch = asyncio.create_task(self._resume_loop(), name="resume snapshots")
 
     async def _resume_loop(self) -> None:
+        everything = True
         while True:
             try:
-                await self.resume_orphans()
+                await self.resume_orphans(everything)
+                everything = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 -- the next round tries again
                 log.warning("looking for unfollowed snapshots failed: %s", exc)
             await asyncio.sleep(self.server.cfg.snapshot_resume_seconds)
 
-    async def resume_orphans(self) -> int:
+    async def resume_orphans(self, everything: bool = False) -> int:
         """Follow every InProgress snapshot action no task of this process
-        follows, on the Instances labelled as having one; how many were
-        taken up."""
-        listing = await self.server.kube.get(
-            custom_path(names.INSTANCES),
-            {"labelSelector": names.LABEL_SNAPSHOT_IN_PROGRESS})
+        follows, on the Instances labelled as having one (with
+        ``everything``, the first round after a start: on every Instance, so
+        that an action recorded before the label existed is found once);
+        how many were taken up."""
+        query = {} if everything else {"labelSelector": names.LABEL_SNAPSHOT_IN_PROGRESS}
+        listing = await self.server.kube.get(custom_path(names.INSTANCES), query)
         taken = 0
         for inst in listing.get("items") or []:
             status = inst.get("status") or {}

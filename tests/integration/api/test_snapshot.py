@@ -205,7 +205,9 @@ def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_u
     it is taken up: the agent answers 410 SnapshotInterrupted (it never had
     it), nothing was stored, so it is taken again -- attempt 2, a
     SnapshotRetried Event -- and ends Success with its TenantImage; no
-    upload or copy is left behind."""
+    upload or copy is left behind.  Last, an unlabelled action at its last
+    attempt is taken up by the first round of a restarted API component
+    (every Instance listed once) and ends Error."""
     ns = namespace
     editor = make_user("editor", "kova-edit", ns)
     os.kill(store.proc.pid, signal.SIGSTOP)
@@ -271,7 +273,9 @@ def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_u
 
 
     # A snapshot lost at its last attempt (--snapshot-attempts 3; the entry
-    # as the API component leaves it after two lost attempts): it ends Error.
+    # as the API component leaves it after two lost attempts), its Instance
+    # unlabelled: the labelled rounds do not see it, an API component that
+    # starts lists every Instance once and takes it up; it ends Error.
     last = {"action": "snapshot", "requestId": "req-lost-three-times",
             "user": editor.username, "startTime": again["finishTime"], "result": "InProgress",
             "image": "never", "attempt": 3, "message": "attempt 3 of 3: snapshot to "
@@ -279,9 +283,10 @@ def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_u
     harness.custom.patch_namespaced_custom_object_status(
         G, V, ns, "instances", "src",
         {"status": {"actions": harness.get("src")["status"]["actions"] + [last]}})
-    harness.custom.patch_namespaced_custom_object(
-        G, V, ns, "instances", "src",
-        {"metadata": {"labels": {contract.LABEL_SNAPSHOT_IN_PROGRESS: last["requestId"]}}})
+    assert not labelled()
+    kova_api.proc.kill()
+    kova_api.proc.wait(10)
+    kova_api.start_again()
     lost = wait_for(lambda: ended(last["requestId"]), 60, 0.5, "the last attempt ended")
     assert lost["result"] == "Error" and lost["attempt"] == 3, lost
     assert lost["message"].startswith("SnapshotInterrupted: "), lost
