@@ -24,6 +24,22 @@ class AgentUnavailable(Refusal):
     """The host's agent cannot be reached; ``status`` for the user."""
 
 
+#: The reason of an AgentUnavailable whose request reached the agent and
+#: whose answer was cut off (the agent ended midway).
+CONNECTION_LOST = "AgentConnectionLost"
+
+
+class _Sent:
+    """Whether a request's headers went out (on any of its connections)."""
+
+    headers = False
+
+
+async def _sent(session: aiohttp.ClientSession, ctx: Any, params: Any) -> None:
+    if isinstance(ctx.trace_request_ctx, _Sent):
+        ctx.trace_request_ctx.headers = True
+
+
 def endpoint_of(host_obj: dict | None, host: str) -> tuple[str, int]:
     """(address, port) of the Host's agent, or AgentUnavailable."""
     if host_obj is None:
@@ -51,8 +67,11 @@ class AgentClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            traces = aiohttp.TraceConfig()
+            traces.on_request_headers_sent.append(_sent)
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10))
+                timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10),
+                trace_configs=[traces])
         return self._session
 
     async def close(self) -> None:
@@ -96,14 +115,31 @@ class AgentClient:
 
     async def put(self, endpoint: tuple[str, int], path: str,
                   params: dict[str, str]) -> tuple[int, dict]:
+        """The agent's answer; AgentUnavailable with reason
+        :data:`CONNECTION_LOST` when the request reached the agent and the
+        connection was cut off before its answer (aiohttp tries an
+        idempotent request once more on a new connection: that one failing
+        to connect still means the first was sent)."""
+        sent = _Sent()
         try:
             async with self.session.put(self.url(endpoint, path), params=params,
-                                        **self._kw()) as resp:
+                                        trace_request_ctx=sent, **self._kw()) as resp:
                 body = await resp.read()
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+            if sent.headers:
+                raise AgentUnavailable(503, CONNECTION_LOST,
+                                       f"the connection to the agent at {endpoint[0]}:"
+                                       f"{endpoint[1]} was lost, and it does not answer "
+                                       f"again: {exc}") from exc
             raise AgentUnavailable(503, "AgentUnreachable",
                                    f"cannot reach the agent at {endpoint[0]}:{endpoint[1]}: "
                                    f"{exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            # Connected, then cut off: the agent may have done (part of) the work.
+            raise AgentUnavailable(503, CONNECTION_LOST,
+                                   f"the connection to the agent at {endpoint[0]}:"
+                                   f"{endpoint[1]} was lost: {exc or type(exc).__name__}"
+                                   ) from exc
         try:
             return resp.status, json.loads(body)
         except ValueError:

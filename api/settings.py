@@ -55,6 +55,13 @@ class ApiSettings:
     action_timeout: float = setting(
         120.0, "Seconds a power action waits for status.powerState to confirm it.",
         type=click.FloatRange(min=1))
+    snapshot_attempts: int = setting(
+        3, "How many times a snapshot is taken when the agent loses it (restarted midway) "
+        "before its action ends Error.", type=click.IntRange(min=1))
+    snapshot_resume_seconds: float = setting(
+        60.0, "How often the API component looks for snapshots in progress that no task of "
+        "its own follows (after its restart or a lost agent connection).",
+        type=click.FloatRange(min=0.5))
     metrics_port: int = setting(
         9467, "/metrics, /healthz and /readyz on this port (plain HTTP; 0: off; -1 is taken "
         "as 0).", type=click.IntRange(min=-1), convert=off_if_negative)

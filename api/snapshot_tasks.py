@@ -9,14 +9,20 @@ then finishes the action (``Success`` with the sizes and the pause, or
 ``SnapshotFailed`` on the Instance.  ``kubectl kova snapshot`` follows the
 action until it ends (see docs/images.md).
 
-An API component that restarts (or another replica) finds the snapshot
-actions still ``InProgress`` that no task of its own follows -- at its start
-and every :data:`RESUME_SECONDS` -- and asks the agent again for that
-request's answer (``resume=1``): the agent answers once its snapshot ends, or
-410 ``SnapshotInterrupted`` when it no longer has it (the agent restarted, or
-the request never reached it).  Then the action is finished like any other:
-``Success`` if the TenantImage was stored for it (the store's annotations
-say so), else ``Error`` with the reason."""
+While an Instance has a snapshot in progress the API component labels it
+(:data:`~kova.crds.names.LABEL_SNAPSHOT_IN_PROGRESS`, the newest snapshot's
+request id).  An API component that restarts (or another replica) finds the
+snapshot actions still ``InProgress`` that no task of its own follows -- at
+its start and every ``--snapshot-resume-seconds``, listing only the labelled
+Instances -- and asks the agent again for that request's answer
+(``resume=1``); so does an API component whose connection to the agent was
+cut off midway.  The agent answers once its snapshot ends, or 410
+``SnapshotInterrupted`` when it no longer has it (the agent restarted, or the
+request never reached it).  Then ``Success`` if the TenantImage was stored
+for it (the store's annotations say so); else the snapshot is taken again --
+same request id, same TenantImage -- up to ``--snapshot-attempts`` attempts
+in all, each recorded in the action (``attempt``, its message) and a Normal
+Event ``SnapshotRetried``; after the last, ``Error`` with the reason."""
 
 from __future__ import annotations
 
@@ -25,17 +31,19 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import aiohttp
 from aiohttp import web
 
 from kova import actions as history
 from kova import events
 from kova.api import snapshots
-from kova.api.agents import AgentUnavailable
+from kova.api.agents import CONNECTION_LOST, AgentUnavailable
 from kova.api.auth import User, resource_review
 from kova.crds import names
-from kova.kube import custom_path
+from kova.kube import KubeError, custom_path, instance_path
 from kova.log import about
 
 if TYPE_CHECKING:
@@ -45,8 +53,6 @@ log = logging.getLogger("kova.api.snapshots")
 
 #: The reason of the Warning Event on an Instance whose snapshot failed.
 EVENT_SNAPSHOT_FAILED = "SnapshotFailed"
-#: How often the API component looks for snapshot actions nobody follows.
-RESUME_SECONDS = 60.0
 _IMAGE_IN_MESSAGE = re.compile(r"snapshot to TenantImage (\S+)")
 
 
@@ -60,31 +66,36 @@ class SnapshotTasks:
         self._watch: asyncio.Task | None = None
 
     def start(self) -> None:
-        """Look for snapshots nobody follows now and every RESUME_SECONDS."""
+        """Look for snapshots nobody follows now and every
+        --snapshot-resume-seconds."""
         self._watch = asyncio.create_task(self._resume_loop(), name="resume snapshots")
 
     async def _resume_loop(self) -> None:
+        everything = True
         while True:
             try:
-                await self.resume_orphans()
+                await self.resume_orphans(everything)
+                everything = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 -- the next round tries again
                 log.warning("looking for unfollowed snapshots failed: %s", exc)
-            await asyncio.sleep(RESUME_SECONDS)
+            await asyncio.sleep(self.server.cfg.snapshot_resume_seconds)
 
-    async def resume_orphans(self) -> int:
+    async def resume_orphans(self, everything: bool = False) -> int:
         """Follow every InProgress snapshot action no task of this process
-        follows; how many were taken up."""
-        listing = await self.server.kube.get(custom_path(names.INSTANCES))
+        follows, on the Instances labelled as having one (with
+        ``everything``, the first round after a start: on every Instance, so
+        that an action recorded before the label existed is found once);
+        how many were taken up."""
+        query = {} if everything else {"labelSelector": names.LABEL_SNAPSHOT_IN_PROGRESS}
+        listing = await self.server.kube.get(custom_path(names.INSTANCES), query)
         taken = 0
         for inst in listing.get("items") or []:
             status = inst.get("status") or {}
             for a in status.get("actions") or []:
                 req = a.get("requestId") or ""
-                if (a.get("action") != names.InstanceActionName.SNAPSHOT
-                        or a.get("result") != names.ActionResult.IN_PROGRESS
-                        or req in self.following):
+                if not _in_progress(a) or req in self.following:
                     continue
                 image = _image_of(a, status.get("snapshot") or {})
                 log.info("%s: taking up the snapshot of %s/%s to TenantImage %s, which no "
@@ -92,15 +103,18 @@ class SnapshotTasks:
                          inst["metadata"]["name"], image,
                          extra={**about(inst), "request_id": req})
                 self._follow(inst, req, a.get("user") or "unknown", image,
-                             resume=a.get("startTime") or "")
+                             since=a.get("startTime") or "", attempt=int(a.get("attempt") or 1),
+                             resume=True)
                 taken += 1
         return taken
 
-    def _follow(self, inst: dict, req: str, user: str, image: str,
-                endpoint: tuple[str, int] | None = None, resume: str | None = None) -> None:
+    def _follow(self, inst: dict, req: str, user: str, image: str, since: str,
+                attempt: int = 1, endpoint: tuple[str, int] | None = None,
+                resume: bool = False) -> None:
         md = inst["metadata"]
-        task = asyncio.create_task(self._run(inst, endpoint, req, user, image, resume),
-                                   name=f"snapshot {md['namespace']}/{md['name']} {req}")
+        task = asyncio.create_task(
+            self._run(inst, endpoint, Attempt(req, user, image, since, attempt), resume),
+            name=f"snapshot {md['namespace']}/{md['name']} {req}")
         self.following[req] = task
 
         def done(t: asyncio.Task) -> None:
@@ -131,58 +145,135 @@ class SnapshotTasks:
         endpoint = await srv._endpoint(inst)  # an unreachable host is refused now (503)
         req = history.request_id()
         what = f"snapshot to TenantImage {image}"
-        await srv._record(inst, lambda a: history.append(
-            a, history.started(names.InstanceActionName.SNAPSHOT, user.name, req, what)))
+        # The label first: an action recorded is always found again.
+        await srv.kube.merge_patch(instance_path(ns, name), {
+            "metadata": {"labels": {names.LABEL_SNAPSHOT_IN_PROGRESS: req}}})
+        entry = {**history.started(names.InstanceActionName.SNAPSHOT, user.name, req, what),
+                 "image": image, "attempt": 1}
+        await srv._record(inst, lambda a: history.append(a, entry))
         await srv._event(inst, names.EVENT_ACTION_REQUESTED,
                          f"{user.name} asked for a {what} ({req})")
-        self._follow(inst, req, user.name, image, endpoint)
+        self._follow(inst, req, user.name, image, entry["startTime"], endpoint=endpoint)
         message = (f"{what} accepted; follow it with kubectl kova actions -n {ns} {name} "
                    f"({req})")
         return web.json_response(snapshots.answer(
             inst, req, user.name, names.ActionResult.IN_PROGRESS, message, image, {}),
             status=202)
 
-    async def _run(self, inst: dict, endpoint: tuple[str, int] | None, req: str, user: str,
-                   image: str, resume: str | None = None) -> None:
-        """The agent's snapshot, then its result into the history;
-        ``resume``: the start time of a snapshot asked for earlier (by a
-        process that is gone), whose answer is asked for again."""
+    async def _run(self, inst: dict, endpoint: tuple[str, int] | None, at: Attempt,
+                   resume: bool = False) -> None:
+        """The agent's snapshot, then its result into the history.
+        ``resume``: the snapshot was asked for earlier (by a process that is
+        gone, or over a connection that was lost): its answer is asked for
+        again; a snapshot the agent no longer has and whose TenantImage was
+        not stored is taken again, up to --snapshot-attempts in all."""
+        srv = self.server
+        t0 = time.monotonic()
+        while True:
+            answer = await self._ask(inst, endpoint, at, resume)
+            if answer is None:
+                return  # left InProgress: the next round asks again
+            code, body, message = answer
+            if not resume or code != 410:
+                break
+            stored = await self._stored_for(inst, at.image, at.since)
+            if stored is not None:
+                code, message = 200, stored
+                break
+            if at.attempt >= srv.cfg.snapshot_attempts:
+                message = f"{message} ({snapshots.attempts_text(at.attempt)})"
+                break
+            at.attempt += 1
+            await self._again(inst, at, f"{body.get('reason') or 'SnapshotInterrupted'}: "
+                              f"{message}")
+            endpoint, resume = None, False
+        await self._finish(inst, at, code, body, message, time.monotonic() - t0)
+
+    async def _ask(self, inst: dict, endpoint: tuple[str, int] | None, at: Attempt,
+                   resume: bool) -> tuple[int, dict, str] | None:
+        """The agent's answer (status, body, message); None when it could
+        not be had now and the snapshot may still be under way (or lost):
+        the next round of :meth:`resume_orphans` asks again."""
         srv = self.server
         md = inst["metadata"]
-        ns, name = md["namespace"], md["name"]
-        t0 = time.monotonic()
-        body: dict = {}
-        params = {"user": user, "namespace": ns, "instance": name, "image": image,
-                  "request": req}
-        if resume is not None:
+        params = {"user": at.user, "namespace": md["namespace"], "instance": md["name"],
+                  "image": at.image, "request": at.req}
+        if resume:
             params["resume"] = "1"
         try:
             if endpoint is None:
                 endpoint = await srv._endpoint(inst)
             code, body = await srv.agents.put(endpoint, f"/v1/domains/{md['uid']}/snapshot",
                                               params)
-            message = body.get("message") or f"the agent answered {code}"
         except AgentUnavailable as exc:
-            if resume is not None:  # left InProgress: the next round asks again
-                log.warning("%s: snapshot of %s/%s not taken up: %s", req, ns, name,
-                            exc.message, extra={**about(inst), "request_id": req})
-                return
-            code, message = exc.status, exc.message
-        if resume is not None and code == 410:
-            stored = await self._stored_for(inst, image, resume)
-            if stored is not None:
-                code, message = 200, stored
+            if not (resume or at.attempt > 1 or exc.reason == CONNECTION_LOST):
+                return exc.status, {}, exc.message
+            log.warning("%s: snapshot of %s/%s not followed now: %s; asked again within %.0fs",
+                        at.req, md["namespace"], md["name"], exc.message,
+                        srv.cfg.snapshot_resume_seconds,
+                        extra={**about(inst), "request_id": at.req})
+            if exc.reason == CONNECTION_LOST:
+                note = (f"attempt {at.attempt}: {exc.message}; the agent is asked again for "
+                        f"the snapshot to TenantImage {at.image}")
+                await srv._record(inst, lambda a: _update(a, at.req, message=note))
+            return None
+        return code, body, body.get("message") or f"the agent answered {code}"
+
+    async def _again(self, inst: dict, at: Attempt, why: str) -> None:
+        """Record and announce that the snapshot is taken again."""
+        srv = self.server
+        md = inst["metadata"]
+        note = (f"attempt {at.attempt} of {srv.cfg.snapshot_attempts}: snapshot to "
+                f"TenantImage {at.image} taken again ({why})")
+        await srv._record(inst, lambda a: _update(a, at.req, attempt=at.attempt, message=note))
+        log.info("%s: %s/%s: %s", at.req, md["namespace"], md["name"], note,
+                 extra={**about(inst), "request_id": at.req})
+        await events.post(srv.kube, inst, events.NORMAL, names.EVENT_SNAPSHOT_RETRIED,
+                          f"{note} ({at.req})", component=names.COMPONENT_API)
+
+    async def _finish(self, inst: dict, at: Attempt, code: int, body: dict, message: str,
+                      seconds: float) -> None:
+        """The action's result, the label removed, an Event on a failure."""
+        srv = self.server
+        md = inst["metadata"]
+        ns, name = md["namespace"], md["name"]
         result = names.ActionResult.SUCCESS if code < 300 else names.ActionResult.ERROR
         if code >= 300:
             message = f"{body.get('reason') or 'SnapshotFailed'}: {message}"
-        await srv._record(inst, lambda a: history.finish(a, req, result, message))
-        srv.metrics.actions.labels("snapshot", result).observe(time.monotonic() - t0)
-        log.info("%s: snapshot of %s/%s to TenantImage %s: %s (%s)", req, ns, name, image,
-                 result, message, extra={**about(inst), "request_id": req})
+        await srv._record(inst, lambda a: history.finish(a, at.req, result, message))
+        await self._unlabel(inst)
+        srv.metrics.actions.labels("snapshot", result).observe(seconds)
+        log.info("%s: snapshot of %s/%s to TenantImage %s: %s (%s)", at.req, ns, name, at.image,
+                 result, message, extra={**about(inst), "request_id": at.req})
         if code >= 300:
             await events.post(srv.kube, inst, events.WARNING, EVENT_SNAPSHOT_FAILED,
-                              f"snapshot to TenantImage {image} for {user} failed ({req}): "
-                              f"{message}", component=names.COMPONENT_API)
+                              f"snapshot to TenantImage {at.image} for {at.user} failed "
+                              f"({at.req}): {message}", component=names.COMPONENT_API)
+
+    async def _unlabel(self, inst: dict) -> None:
+        """The in-progress label off the Instance once the snapshot it names
+        has ended and no other one is in progress (guarded by the
+        resourceVersion: a snapshot accepted meanwhile keeps it)."""
+        md = inst["metadata"]
+        path = instance_path(md["namespace"], md["name"])
+
+        def change(cur: dict) -> dict | None:
+            label = ((cur["metadata"].get("labels") or {})
+                     .get(names.LABEL_SNAPSHOT_IN_PROGRESS))
+            actions = (cur.get("status") or {}).get("actions") or []
+            named = history.find(actions, label or "")
+            if (cur["metadata"]["uid"] != md["uid"] or not label or named is None
+                    or any(_in_progress(a) for a in actions)):
+                return None
+            return {"metadata": {"labels": {names.LABEL_SNAPSHOT_IN_PROGRESS: None}}}
+
+        try:
+            current = await self.server.kube.get_or_none(path)
+            if current is not None:
+                await self.server.kube.patch_guarded(path, current, change, retries=10)
+        except (KubeError, RuntimeError, aiohttp.ClientError, OSError) as exc:
+            log.warning("label %s of %s/%s not removed: %s", names.LABEL_SNAPSHOT_IN_PROGRESS,
+                        md["namespace"], md["name"], exc, extra=about(inst))
 
     async def _stored_for(self, inst: dict, image: str, since: str) -> str | None:
         """The message of a snapshot whose TenantImage the store made for
@@ -196,8 +287,7 @@ class SnapshotTasks:
             return None
         st = (obj or {}).get("status") or {}
         return (f"TenantImage {md['namespace']}/{image}: {st.get('sizeBytes')} bytes "
-                f"(virtual {st.get('virtualSizeBytes')}), stored while the API component "
-                "restarted")
+                f"(virtual {st.get('virtualSizeBytes')}), stored while its answer was lost")
 
     async def stop(self) -> None:
         """Stop following the snapshots under way (their agents finish them;
@@ -211,9 +301,40 @@ class SnapshotTasks:
                              return_exceptions=True)
 
 
+@dataclass
+class Attempt:
+    """One snapshot request as the API component follows it."""
+
+    req: str
+    user: str
+    image: str
+    #: When the action started: a TenantImage stored since is its own.
+    since: str
+    attempt: int = 1
+
+
+def _in_progress(action: dict) -> bool:
+    return (action.get("action") == names.InstanceActionName.SNAPSHOT
+            and action.get("result") == names.ActionResult.IN_PROGRESS)
+
+
+def _update(actions: list[dict] | None, req: str, **fields: object) -> list[dict] | None:
+    """``actions`` with fields of the InProgress entry ``req`` changed; None
+    when it is not there or has ended (nothing to write)."""
+    entry = history.find(actions, req)
+    if entry is None or entry.get("result") != names.ActionResult.IN_PROGRESS:
+        return None
+    if isinstance(fields.get("message"), str):
+        fields["message"] = str(fields["message"])[:1024]
+    return [{**a, **fields} if a is entry else a for a in actions or []]
+
+
 def _image_of(action: dict, progress: dict) -> str:
-    """The TenantImage a snapshot action makes: the agent's progress of
-    that request names it, else the action's message."""
+    """The TenantImage a snapshot action makes: its own field ``image``;
+    for an action recorded before that field existed, the agent's progress
+    of that request, else the action's message (both cheap to read)."""
+    if action.get("image"):
+        return str(action["image"])
     if progress.get("requestId") == action.get("requestId") and progress.get("image"):
         return str(progress["image"])
     found = _IMAGE_IN_MESSAGE.search(action.get("message") or "")

@@ -55,3 +55,8 @@ def answer(inst: dict, req: str, user: str, result: str, message: str, image: st
         "virtualSizeBytes": body.get("virtualSizeBytes"),
         "pausedSeconds": body.get("pausedSeconds"), "seconds": body.get("seconds"),
     }
+
+
+def attempts_text(attempts: int) -> str:
+    """How often a snapshot was taken, in words (its Error's message)."""
+    return "taken once" if attempts == 1 else f"taken {attempts} times, lost each time"

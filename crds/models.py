@@ -784,6 +784,15 @@ class InstanceAction(KovaModel):
     message: str | None = Field(
         default=None, max_length=1024, description="What happened, in a sentence."
     )
+    image: str | None = Field(
+        default=None, max_length=253,
+        description="A snapshot's TenantImage (of the Instance's namespace).",
+    )
+    attempt: int | None = Field(
+        default=None, ge=1,
+        description="A snapshot's attempt: 1, then one more each time the agent lost it "
+        "(restarted midway) and it was taken again.",
+    )
 
 
 class SnapshotProgress(KovaModel):

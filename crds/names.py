@@ -45,6 +45,10 @@ SERVER_GROUPS = "servergroups"
 #: Label the operator sets to the chosen Host's name; each agent watches only
 #: the Instances labelled with its own host name.  Also on the heartbeat Leases.
 LABEL_HOST = f"{GROUP}/host"
+#: Set (``"true"``) by the API component on an Instance while one of its
+#: snapshot actions is InProgress, removed when the last one ends: the API
+#: component lists only these Instances to find snapshots nobody follows.
+LABEL_SNAPSHOT_IN_PROGRESS = f"{GROUP}/snapshot-in-progress"
 
 #: The operator's finalizer, added before any allocation is claimed.  Removed
 #: after the agent's finalizer is gone and the allocations are deleted.
@@ -484,6 +488,8 @@ EVENT_STALE_DOMAIN_REMOVED = "StaleDomainRemoved"
 EVENT_CONSOLE_CONNECTED = "ConsoleConnected"
 EVENT_VNC_CONNECTED = "VNCConnected"
 EVENT_ACTION_REQUESTED = "ActionRequested"
+#: A snapshot the agent lost (it restarted midway) taken again (Normal).
+EVENT_SNAPSHOT_RETRIED = "SnapshotRetried"
 
 
 def event_action_done(action: str) -> str:

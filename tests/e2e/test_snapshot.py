@@ -10,10 +10,17 @@ Instance from it; inside the running guest it writes a marker to the root disk
 Instance from the snapshot on the other host (an anti-affinity ServerGroup
 keeps the two apart) and reads the marker there; then deletes the source
 Instance and boots the snapshot once more.
+
+A snapshot whose agent is killed (SIGKILL) midway is taken again once the
+agent is back, and stored once, whole.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -116,3 +123,73 @@ spec: {{policy: anti-affinity}}
     for name in ("copy", "again"):
         kubectl("-n", ns, "delete", "instance", name, "--wait=true", "--timeout=120s",
                 check=False)
+
+
+def _upload_base(s: Session, store, test_image, ns: str) -> None:  # noqa: F811
+    code, out, err = s.kova("image", "upload", str(Path(test_image).resolve()), "--name",
+                            "base", "--format", "qcow2", "-n", ns, "--store", store.url,
+                            "--store-ca-file", str(store.ca))
+    assert code == 0 and f"TenantImage {ns}/base is Available" in out, (out, err)
+
+
+def test_a_snapshot_whose_agent_is_killed_midway_is_taken_again(stack, store,  # noqa: F811
+                                                                  test_image, k8s, kubectl, ns):
+    """The image store is stopped (SIGSTOP) so the upload cannot end; the
+    agent of the Instance's host is killed (SIGKILL) while it uploads and
+    started again, the store runs on.  The API component's connection to
+    the agent was cut off: it asks the agent again, which no longer has the
+    snapshot (410), no TenantImage was stored, so it takes the snapshot
+    again (attempt 2, a SnapshotRetried Event, same request id) and the
+    action ends Success, with one TenantImage whose sha256 and size are
+    those of the stored file; no copy is left on the host, no upload in
+    the store."""
+    user = kova_editor(k8s, ns, "owner", stack.root)
+    s = Session(ns, user, kubectl, "")
+    _upload_base(s, store, test_image, ns)
+    _instance(kubectl, ns, "src", "base")
+    host = _host(kubectl, ns, "src")
+    wait_for(lambda: kubectl("-n", ns, "get", "instance", "src", "-o",
+                             "jsonpath={.status.phase}").stdout.strip() == "Running",
+             BOOT_TIMEOUT, 1.0, "src Running")
+
+    def status() -> dict:
+        out = kubectl("-n", ns, "get", "instance", "src", "-o", "json").stdout
+        return json.loads(out).get("status") or {}
+
+    os.kill(store.proc.pid, signal.SIGSTOP)
+    try:
+        code, out, err = s.kova("snapshot", "src", "--image", "snap", "--no-wait")
+        assert code == 0, (out, err)
+        (req,) = [a["requestId"] for a in status()["actions"] if a["action"] == "snapshot"]
+        wait_for(lambda: (status().get("snapshot") or {}).get("phase") == "Uploading",
+                 BOOT_TIMEOUT, 0.5, "the upload under way")
+        stack.kill(f"agent-{host}")
+        stack.start_agent(host)
+    finally:
+        os.kill(store.proc.pid, signal.SIGCONT)
+
+    def ended() -> dict | None:
+        return next((a for a in status()["actions"] if a["requestId"] == req
+                     and a["result"] != "InProgress"), None)
+
+    final = wait_for(ended, 600, 1.0, "the snapshot ended")
+    assert final["result"] == "Success" and final["attempt"] == 2, final["message"]
+    assert final["message"].startswith(f"TenantImage {ns}/snap: "), final
+    img = json.loads(kubectl("-n", ns, "get", "tenantimage", "snap", "-o", "json").stdout)
+    stored = store.root / ".namespaces" / ns / "snap" / "image.qcow2"
+    digest = hashlib.sha256(stored.read_bytes()).hexdigest()
+    assert img["status"]["sha256"] == digest, img["status"]
+    assert img["status"]["sizeBytes"] == stored.stat().st_size, img["status"]
+    assert img["metadata"]["annotations"]["kova.dev/snapshot-of"] == f"{ns}/src"
+    events = kubectl("-n", ns, "get", "events", "-o", "json").stdout
+    retried = [e["message"] for e in json.loads(events)["items"]
+               if e["reason"] == "SnapshotRetried"]
+    assert len(retried) == 1 and "attempt 2 of 3" in retried[0] and req in retried[0], retried
+    assert not list((stack.root / "instances" / host).glob("*/snapshot-*.qcow2"))
+    uploads = store.root / ".uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())
+    labels = kubectl("-n", ns, "get", "instance", "src", "-o",
+                     "jsonpath={.metadata.labels}").stdout
+    assert "snapshot-in-progress" not in labels, labels
+    kubectl("-n", ns, "delete", "instance", "src", "--wait=true", "--timeout=120s",
+            check=False)

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -82,6 +83,9 @@ def test_snapshot_into_a_tenant_image_boots_after_the_source_is_gone(
     (entry,) = [a for a in status["actions"] if a["action"] == "snapshot"]
     assert entry["result"] == "Success" and entry["user"] == editor.username, entry
     assert entry["message"].startswith(f"TenantImage {ns}/golden: "), entry
+    assert entry["image"] == "golden" and entry["attempt"] == 1, entry
+    assert contract.LABEL_SNAPSHOT_IN_PROGRESS not in (
+        harness.get("src")["metadata"].get("labels") or {})
 
     # The same name again: refused, recorded as an error, nothing replaced.
     out = plugin(editor, "snapshot", "src", "--image", "golden")
@@ -191,12 +195,19 @@ def test_snapshot_progress_is_written_and_shown(harness, source, store, make_use
 def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_user,
                                                   namespace, kova_api):  # noqa: F811
     """The API component is killed (SIGKILL) while a snapshot uploads into
-    the stopped store (SIGSTOP); another one was recorded by an API
-    component that died before it reached the agent (its InProgress action
-    written here as that one left it).  Started again, the API component
-    takes both up: the first ends Success once the store runs on (the agent
-    finished it), the second Error ``SnapshotInterrupted`` with what to do;
-    no TenantImage, upload or copy is left behind for it."""
+    the stopped store (SIGSTOP).  Started again, it takes the snapshot up
+    (it finds the Instance by its label kova.dev/snapshot-in-progress): it
+    ends Success once the store runs on (the agent finished it), and the
+    label goes.  Then a snapshot recorded by an API component that died
+    before it reached the agent (its InProgress action written here as an
+    older API component left it: no label, the image named only in the
+    message) is not looked at while its Instance carries no label; labelled,
+    it is taken up: the agent answers 410 SnapshotInterrupted (it never had
+    it), nothing was stored, so it is taken again -- attempt 2, a
+    SnapshotRetried Event -- and ends Success with its TenantImage; no
+    upload or copy is left behind.  Last, an unlabelled action at its last
+    attempt is taken up by the first round of a restarted API component
+    (every Instance listed once) and ends Error."""
     ns = namespace
     editor = make_user("editor", "kova-edit", ns)
     os.kill(store.proc.pid, signal.SIGSTOP)
@@ -205,14 +216,10 @@ def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_u
         assert out.returncode == 0, (out.stdout, out.stderr)
         (entry,) = [a for a in harness.get("src")["status"]["actions"]
                     if a["action"] == "snapshot"]
+        labels = harness.get("src")["metadata"]["labels"]
+        assert labels[contract.LABEL_SNAPSHOT_IN_PROGRESS] == entry["requestId"], labels
         wait_for(lambda: ((harness.get("src").get("status") or {}).get("snapshot") or {})
                  .get("phase") == "Uploading", 60, 0.2, "the upload under way")
-        ghost = {"action": "snapshot", "requestId": "req-lost-before-the-agent",
-                 "user": editor.username, "startTime": entry["startTime"],
-                 "result": "InProgress", "message": "snapshot to TenantImage ghost"}
-        harness.custom.patch_namespaced_custom_object_status(
-            G, V, ns, "instances", "src",
-            {"status": {"actions": harness.get("src")["status"]["actions"] + [ghost]}})
         kova_api.proc.kill()
         kova_api.proc.wait(10)
         kova_api.start_again()
@@ -224,23 +231,71 @@ def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_u
         return next((a for a in acts if a["requestId"] == req
                      and a["result"] != "InProgress"), None)
 
+    def labelled() -> bool:
+        return contract.LABEL_SNAPSHOT_IN_PROGRESS in (
+            harness.get("src")["metadata"].get("labels") or {})
+
     final = wait_for(lambda: ended(entry["requestId"]), 120, 0.5, "the snapshot taken up")
     assert final["result"] == "Success", final
     assert final["message"].startswith(f"TenantImage {ns}/survivor: "), final
     img = _tenant_image(harness, ns, "survivor")
     assert img and img["metadata"]["annotations"]["kova.dev/snapshot-of"] == f"{ns}/src"
-    lost = wait_for(lambda: ended(ghost["requestId"]), 60, 0.5, "the lost snapshot ended")
-    assert lost["result"] == "Error", lost
-    assert lost["message"].startswith("SnapshotInterrupted: "), lost
-    assert "take the snapshot again" in lost["message"], lost
-    assert _tenant_image(harness, ns, "ghost") is None
-    assert not (store.root / ".namespaces" / ns / "ghost").exists()
+    wait_for(lambda: not labelled(), 20, 0.2, "the label removed")
+
+    ghost = {"action": "snapshot", "requestId": "req-lost-before-the-agent",
+             "user": editor.username, "startTime": final["finishTime"],
+             "result": "InProgress", "message": "snapshot to TenantImage ghost"}
+    harness.custom.patch_namespaced_custom_object_status(
+        G, V, ns, "instances", "src",
+        {"status": {"actions": harness.get("src")["status"]["actions"] + [ghost]}})
+    time.sleep(5)  # five rounds of --snapshot-resume-seconds 1: the Instance is not listed
+    (still,) = [a for a in harness.get("src")["status"]["actions"]
+                if a["requestId"] == ghost["requestId"]]
+    assert still["result"] == "InProgress" and "attempt" not in still, still
+    harness.custom.patch_namespaced_custom_object(
+        G, V, ns, "instances", "src",
+        {"metadata": {"labels": {contract.LABEL_SNAPSHOT_IN_PROGRESS: ghost["requestId"]}}})
+    again = wait_for(lambda: ended(ghost["requestId"]), 120, 0.5, "the lost snapshot taken")
+    assert again["result"] == "Success" and again["attempt"] == 2, again
+    assert again["message"].startswith(f"TenantImage {ns}/ghost: "), again
+    img = _tenant_image(harness, ns, "ghost")
+    assert img and img["metadata"]["annotations"]["kova.dev/snapshot-of"] == f"{ns}/src"
+    assert (store.root / ".namespaces" / ns / "ghost" / "image.qcow2").is_file()
     uploads = store.root / ".uploads"
     assert not uploads.exists() or not any(uploads.iterdir())
     assert not list(source.parent.glob("snapshot-*.qcow2"))
+    wait_for(lambda: not labelled(), 20, 0.2, "the label removed")
     wait_for(lambda: [e for e in harness.core.list_namespaced_event(ns).items
-                      if e.reason == "SnapshotFailed" and "SnapshotInterrupted" in e.message],
-             20, 0.5, "a SnapshotFailed Event for the lost snapshot")
+                      if e.reason == "SnapshotRetried" and "attempt 2 of 3" in e.message
+                      and "SnapshotInterrupted" in e.message
+                      and ghost["requestId"] in e.message],
+             20, 0.5, "a SnapshotRetried Event for the lost snapshot")
+
+
+    # A snapshot lost at its last attempt (--snapshot-attempts 3; the entry
+    # as the API component leaves it after two lost attempts), its Instance
+    # unlabelled: the labelled rounds do not see it, an API component that
+    # starts lists every Instance once and takes it up; it ends Error.
+    last = {"action": "snapshot", "requestId": "req-lost-three-times",
+            "user": editor.username, "startTime": again["finishTime"], "result": "InProgress",
+            "image": "never", "attempt": 3, "message": "attempt 3 of 3: snapshot to "
+            "TenantImage never taken again (SnapshotInterrupted: ...)"}
+    harness.custom.patch_namespaced_custom_object_status(
+        G, V, ns, "instances", "src",
+        {"status": {"actions": harness.get("src")["status"]["actions"] + [last]}})
+    assert not labelled()
+    kova_api.proc.kill()
+    kova_api.proc.wait(10)
+    kova_api.start_again()
+    lost = wait_for(lambda: ended(last["requestId"]), 60, 0.5, "the last attempt ended")
+    assert lost["result"] == "Error" and lost["attempt"] == 3, lost
+    assert lost["message"].startswith("SnapshotInterrupted: "), lost
+    assert lost["message"].endswith("(taken 3 times, lost each time)"), lost
+    assert _tenant_image(harness, ns, "never") is None
+    wait_for(lambda: not labelled(), 20, 0.2, "the label removed")
+    wait_for(lambda: [e for e in harness.core.list_namespaced_event(ns).items
+                      if e.reason == "SnapshotFailed" and last["requestId"] in e.message],
+             20, 0.5, "a SnapshotFailed Event for the snapshot lost three times")
 
 
 def _tenant_image(harness, ns: str, name: str) -> dict | None:

@@ -37,3 +37,33 @@ def test_bad_image_names(image, code, reason, text) -> None:
 def test_instances_that_cannot_be_snapshotted_now(inst, reason) -> None:
     got = refusal(inst, "golden")
     assert got is not None and got.code == 409 and got.reason == reason, got
+
+
+def test_the_image_of_a_snapshot_action_is_its_own_field_else_older_places() -> None:
+    from kova.api.snapshot_tasks import _image_of
+
+    action = {"requestId": "req-1", "image": "golden", "message": "attempt 2: lost"}
+    assert _image_of(action, {"requestId": "req-1", "image": "other"}) == "golden"
+    older = {"requestId": "req-1", "message": "snapshot to TenantImage web.v2"}
+    assert _image_of(older, {"requestId": "req-1", "image": "from-progress"}) == "from-progress"
+    assert _image_of(older, {"requestId": "req-0", "image": "not-this"}) == "web.v2"
+    assert _image_of({"requestId": "req-1"}, {}) == ""
+
+
+def test_an_in_progress_entry_is_updated_and_an_ended_one_left_alone() -> None:
+    from kova.api.snapshot_tasks import _update
+
+    acts = [{"requestId": "a", "result": "Success", "message": "done"},
+            {"requestId": "b", "result": "InProgress", "attempt": 1}]
+    got = _update(acts, "b", attempt=2, message="x" * 2000)
+    assert got is not None and got[0] == acts[0]
+    assert got[1]["attempt"] == 2 and len(got[1]["message"]) == 1024
+    assert _update(acts, "a", attempt=2) is None  # ended: nothing to write
+    assert _update(acts, "gone", attempt=2) is None
+
+
+def test_the_attempts_of_a_lost_snapshot_in_words() -> None:
+    from kova.api.snapshots import attempts_text
+
+    assert attempts_text(1) == "taken once"
+    assert attempts_text(3) == "taken 3 times, lost each time"
