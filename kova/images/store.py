@@ -10,12 +10,13 @@
 An upload is written to ``.uploads/`` while its sha256 is computed, in one
 pass over the bytes (each piece hashed and written the moment it arrives,
 while it is still in the CPU's cache; the disk's writeback starts as the file
-grows, and one fsync at the end makes it durable), with a size limit; a format other than qcow2 or raw (vmdk, vhdx, vpc, vdi) is
-converted to qcow2 with ``qemu-img convert`` (under :mod:`kova.prlimit`
-limits); the result is checked with :mod:`kova.imagefile` (no backing file,
-data file, ``json:`` name or extent outside the file) and only then renamed
-into place.  An upload that is interrupted, too large or refused leaves
-nothing behind; an Image name is stored once (images are immutable).
+grows, and one fsync at the end makes it durable), with a size limit; a
+format other than qcow2 or raw (vmdk, vhdx, vpc, vdi) is converted to qcow2
+with ``qemu-img convert`` (under :mod:`kova.prlimit` limits); the result is
+checked with :mod:`kova.imagefile` (no backing file, data file, ``json:``
+name or extent outside the file) and only then renamed into place.  An
+upload that is interrupted, too large or refused leaves nothing behind; an
+Image name is stored once (images are immutable).
 """
 
 from __future__ import annotations
