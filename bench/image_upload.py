@@ -18,8 +18,11 @@ machine: ``qemu-img convert`` to qcow2 (for the vmdk) plus a plain copy of the
 file with fsync (``cp`` + ``sync``), measured right before the upload.  The
 upload's time includes TLS, the TokenReview and SubjectAccessReview, the
 sha256, the store's checks (header, ``qemu-img info`` under limits), the
-rename and the Image's creation.  Prints a Markdown table with the ratio
-upload / floor for docs/benchmarks.md.
+rename and the Image's creation.  Around each upload it also reads the CPU
+seconds of the store's process (``/proc/<pid>/stat``; the qemu-img it starts
+not counted) and of this process (the plugin's code: reading the file, TLS),
+given per 512 MiB.  Prints a Markdown table with the ratio upload / floor for
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import ssl
 import statistics
@@ -59,6 +63,18 @@ def floor(path: Path, fmt: str, work: Path) -> float:
     for p in (work / "floor.qcow2", work / "floor.copy"):
         p.unlink(missing_ok=True)
     return elapsed
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process so far (the plugin's code runs in it)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def steps(answer: dict) -> str:
@@ -125,29 +141,38 @@ def main() -> int:
         cluster = Cluster(str(cp.kubeconfig))
         rows = []
         for label, path, fmt in files:
-            ups, floors = [], []
+            ups, floors, store_cpu, plugin_cpu = [], [], [], []
+            per_512 = 512 * MiB / path.stat().st_size
             for run in range(args.runs):
                 floors.append(floor(path, fmt, work))
                 name = f"bench-{fmt}-{path.stat().st_size}-{run}"
+                cpu0, own0 = process_cpu(store_proc.pid), own_cpu()
                 t0 = time.perf_counter()
                 got = upload(cluster, path, name, fmt, url, str(ca),
                              stream=open(os.devnull, "w"))
                 ups.append(time.perf_counter() - t0)
+                store_cpu.append((process_cpu(store_proc.pid) - cpu0) * per_512)
+                plugin_cpu.append((own_cpu() - own0) * per_512)
                 print(f"{label} ({fmt}) run {run + 1}: upload {ups[-1]:.2f}s, floor "
-                      f"{floors[-1]:.2f}s, load {os.getloadavg()[0]:.1f}; the store's "
-                      f"seconds: {steps(got)}", file=sys.stderr)
+                      f"{floors[-1]:.2f}s, load {os.getloadavg()[0]:.1f}; CPU s per 512 MiB: "
+                      f"store {store_cpu[-1]:.2f} (qemu-img's children not counted), plugin "
+                      f"{plugin_cpu[-1]:.2f}; the store's seconds: {steps(got)}",
+                      file=sys.stderr)
             up, fl = statistics.median(ups), statistics.median(floors)
             size = path.stat().st_size / MiB
-            rows.append((label, fmt, size, up, size / up, fl, up / fl))
+            rows.append((label, fmt, size, up, size / up, fl, up / fl,
+                         statistics.median(store_cpu), statistics.median(plugin_cpu)))
         cluster.close()
         print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}, "
               f"{os.cpu_count()} cores, median of {args.runs} runs\n")
         print("| file | format | MiB | upload s | MiB/s | floor s (convert + copy) | "
-              "upload / floor |")
-        print("|---|---|---:|---:|---:|---:|---:|")
-        for label, fmt, size, up, rate, fl, ratio in rows:
+              "upload / floor | CPU s per 512 MiB: store / plugin |")
+        print("|---|---|---:|---:|---:|---:|---:|---|")
+        for label, fmt, size, up, rate, fl, ratio, scpu, pcpu in rows:
+            # A small file's CPU time is fixed costs (reviews, checks): not per byte.
+            cpu = f"{scpu:.2f} / {pcpu:.2f}" if size >= 64 else "--"
             print(f"| {label} | {fmt} | {size:.1f} | {up:.2f} | {rate:.0f} | {fl:.2f} | "
-                  f"{ratio:.2f} |")
+                  f"{ratio:.2f} | {cpu} |")
         print(json.dumps({"rows": rows}), file=sys.stderr)
     finally:
         if store_proc is not None:

@@ -8,14 +8,15 @@
     <root>/.namespaces/<namespace>/<name>/  a TenantImage's files, as above
 
 An upload is written to ``.uploads/`` while its sha256 is computed, in one
-pass over the bytes (hashed and written in large batches as they arrive; the
-disk's writeback starts as the file grows, and one fsync at the end makes it
-durable), with a size limit; a format other than qcow2 or raw (vmdk, vhdx, vpc, vdi) is
-converted to qcow2 with ``qemu-img convert`` (under :mod:`kova.prlimit`
-limits); the result is checked with :mod:`kova.imagefile` (no backing file,
-data file, ``json:`` name or extent outside the file) and only then renamed
-into place.  An upload that is interrupted, too large or refused leaves
-nothing behind; an Image name is stored once (images are immutable).
+pass over the bytes (each piece hashed and written the moment it arrives,
+while it is still in the CPU's cache; the disk's writeback starts as the file
+grows, and one fsync at the end makes it durable), with a size limit; a
+format other than qcow2 or raw (vmdk, vhdx, vpc, vdi) is converted to qcow2
+with ``qemu-img convert`` (under :mod:`kova.prlimit` limits); the result is
+checked with :mod:`kova.imagefile` (no backing file, data file, ``json:``
+name or extent outside the file) and only then renamed into place.  An
+upload that is interrupted, too large or refused leaves nothing behind; an
+Image name is stored once (images are immutable).
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 #: Conversion gets more than ``qemu-img info``: it reads the whole image.
 CONVERT_CPU_SECONDS = 3600
 CONVERT_ADDRESS_SPACE = 4 << 30
-#: An upload is hashed and written in batches of this many bytes.
-BATCH_BYTES = 8 << 20
 #: The disk's writeback of the file is started every this many bytes, so that
 #: the fsync at the end waits for the last part only.
 WRITEBACK_BYTES = 32 << 20
@@ -169,17 +168,19 @@ class ImageStore:
                      length: int | None, *, durable: bool = True) -> tuple[str, dict]:
         """The upload into ``path``; its sha256 and where the time went.
 
-        One pass over the bytes: the chunks received are gathered into batches
-        of BATCH_BYTES, each hashed and written as it is complete, with the
-        disk's writeback started as the file grows; ``durable``: one fsync at
-        the end, in a thread.  (Hashing and writing in a worker thread while
-        the next batch arrives took more CPU time -- the GIL passed back and
-        forth with TLS decryption -- and was no faster on a loaded 2-core
-        machine.)"""
+        One pass over the bytes: each chunk is hashed and written as it
+        arrives, with the disk's writeback started as the file grows;
+        ``durable``: one fsync at the end, in a thread.  Chunks are not
+        gathered into larger batches first: a batch of megabytes falls out of
+        the CPU's cache before it is hashed and written, and the copies and
+        fresh allocations it takes cost more CPU time than the calls it saves
+        (measured: docs/benchmarks.md, "Image upload").  (Hashing and writing
+        in a worker thread while the next chunk arrives took more CPU time --
+        the GIL passed back and forth with TLS decryption -- and was no faster
+        on a loaded 2-core machine.)"""
         loop = asyncio.get_running_loop()
         sink = _Sink(path)
-        size = batched = 0
-        batch: list[bytes] = []
+        size = 0
         t0 = time.monotonic()
         try:
             async for chunk in chunks:
@@ -187,15 +188,11 @@ class ImageStore:
                 if self.max_bytes and size > self.max_bytes:
                     raise StoreError(413, "TooLarge", f"the upload is over the store's limit "
                                      f"of {self.max_bytes} bytes")
-                batch.append(chunk)
-                batched += len(chunk)
-                if batched >= BATCH_BYTES:
-                    sink.absorb(batch)
-                    batch, batched = [], 0
+                sink.absorb(chunk)
             received = time.monotonic() - t0
             if length is not None and size != length:
                 raise StoreError(400, "Incomplete", f"got {size} of {length} bytes")
-            digest, synced = await loop.run_in_executor(None, sink.finish, batch, durable)
+            digest, synced = await loop.run_in_executor(None, sink.finish, durable)
         finally:
             sink.close()
         return digest, {"receiveSeconds": round(received, 3),
@@ -317,20 +314,18 @@ class _Sink:
         self.size = 0
         self.written_back = 0  # writeback started up to here
 
-    def absorb(self, batch: list[bytes]) -> None:
-        for chunk in batch:
-            self.digest.update(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(self.fd, view):]
-            self.size += len(chunk)
+    def absorb(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.size += len(chunk)
         if self.size - self.written_back >= WRITEBACK_BYTES:
             start_writeback(self.fd, self.written_back, self.size - self.written_back)
             self.written_back = self.size
 
-    def finish(self, batch: list[bytes], durable: bool) -> tuple[str, float]:
-        """The last batch written; the sha256 and how long the fsync took."""
-        self.absorb(batch)
+    def finish(self, durable: bool) -> tuple[str, float]:
+        """The sha256 and how long the fsync took."""
         t0 = time.monotonic()
         if durable:
             os.fsync(self.fd)

@@ -179,6 +179,40 @@ def test_upload_raw_and_vmdk_become_available_images(kubeconfig, store, k8s_clie
         assert again.status_code == 409 and again.json()["reason"] == "AlreadyExists"
 
 
+def test_an_upload_without_length_in_uneven_pieces_is_stored_whole(kubeconfig, store,
+                                                                   k8s_client, images_created,
+                                                                   tmp_path):
+    """Chunked transfer encoding (no Content-Length), pieces of every size: the
+    store hashes and writes each piece as it arrives, the file and its sha256
+    are those of every byte in order; over the size limit, refused in the
+    middle of the body and nothing stays."""
+    import os
+
+    data = os.urandom((5 << 20) + 4321)
+
+    def pieces(blob: bytes):
+        i, n = 0, 1
+        while i < len(blob):
+            n = n * 7 % 700_001 + 1
+            yield blob[i:i + n]
+            i += n
+
+    name = f"chunked-{tmp_path.name[-8:].lower().strip('_-')}".replace("_", "-")
+    images_created.append(name)
+    headers = {"Authorization": f"Bearer {_admin_token(kubeconfig)}"}
+    with store.client() as c:
+        got = c.put(f"/v1/images/{name}", params={"format": "raw"}, content=pieces(data),
+                    headers=headers)
+        assert got.status_code == 201, got.text
+        assert got.json()["sha256"] == hashlib.sha256(data).hexdigest()
+        assert (store.root / name / "image.raw").read_bytes() == data
+        over = c.put(f"/v1/images/{name}-over", params={"format": "raw"},
+                     content=pieces(b"\0" * (MAX_BYTES + (1 << 20))), headers=headers)
+    assert over.status_code == 413 and over.json()["reason"] == "TooLarge", over.text
+    assert _image(k8s_client, f"{name}-over") is None
+    assert store.files() == [f"{name}/image.raw", f"{name}/meta.json"], store.files()
+
+
 @pytest.mark.parametrize("case", ["data-file", "backing-file", "too-large", "not-qcow2"])
 def test_malicious_corrupt_and_oversized_uploads_are_refused(kubeconfig, store, k8s_client,
                                                             tmp_path, case):

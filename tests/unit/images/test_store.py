@@ -82,13 +82,13 @@ def test_leftovers_of_a_crash_are_removed_at_start(tmp_path):
 
 
 def test_a_large_upload_in_uneven_pieces_is_stored_whole(tmp_path):
-    """Many batches and several writeback windows: the file and its sha256 are
+    """Many pieces and several writeback windows: the file and its sha256 are
     those of every byte in order, and the store tells the seconds per step."""
     import os
 
     from kova.images import store as store_mod
 
-    data = os.urandom(store_mod.WRITEBACK_BYTES + store_mod.BATCH_BYTES * 2 + 12345)
+    data = os.urandom(store_mod.WRITEBACK_BYTES * 2 + 12345)
     store = ImageStore(tmp_path / "s")
 
     async def uneven():
@@ -107,10 +107,8 @@ def test_a_large_upload_in_uneven_pieces_is_stored_whole(tmp_path):
 
 
 def test_an_upload_over_the_limit_in_its_middle_leaves_nothing(tmp_path):
-    """Refused after some batches were written: nothing stays behind."""
-    from kova.images import store as store_mod
-
-    limit = store_mod.BATCH_BYTES * 3
+    """Refused after some megabytes were written: nothing stays behind."""
+    limit = 24 << 20
     store = ImageStore(tmp_path / "s", max_bytes=limit)
     data = b"\x01" * (limit + 1)
     with pytest.raises(StoreError) as err:
