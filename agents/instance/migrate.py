@@ -15,7 +15,9 @@ leftover removal spares them while the record names this host:
 
 Step Finishing, on the destination (:meth:`Migrator.finish`): the received
 disk grown to the new size, the seed written, the domain defined and
-started if the guest ran; step Verify.
+started if the guest ran; step Verify.  A guest booted from an iso Image
+keeps its CD-ROM: the destination fetches the ISO into its own cache,
+verifies it and names its own cached file in the domain.
 
 A revert: step Reverting on the destination (:meth:`Migrator.drop`): its
 domain destroyed and its directory removed (the loser's copy goes at once);
@@ -42,7 +44,7 @@ from kova.agents.instance.report import Reporter
 from kova.agents.instance.teardown import Teardown
 from kova.agents.instance.userdata import UserData
 from kova.agents.virt.driver import DomainInfo
-from kova.agents.virt.images import ImageSource
+from kova.agents.virt.images import ImageError, ImageSource
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import MigrationStep
@@ -141,6 +143,11 @@ class Migrator:
                                 f"{self.ctx.host}")
             if not self.userdata.ready(obj):
                 return
+            try:  # an ISO-booted guest keeps its CD-ROM: this host's copy of the ISO
+                self.builder.cdrom_here(obj, files)
+            except ImageError as exc:
+                raise MoveError(f"{self.ctx.host} cannot use the Instance's ISO: "
+                                f"{exc.code}: {exc.message}") from exc
             obj = self.teardown.add_finalizer(obj)
             grow_disk(files.disk, int(size["diskGiB"]) * GiB)
             self.userdata.write_seed(obj, files)
