@@ -16,13 +16,20 @@ onto its root disk.  Then:
 2. a live migration back: the destination prepared its own cached copy of
    the ISO before the guest came, the CD-ROM's path was rewritten to it,
    the guest (not rebooted) still reads the CD and the marker; nothing is
-   left on the source.
+   left on the source;
+3. a cold migration to a host that cannot use the ISO (its cached copy
+   gone, as the cache evicts an ISO no Instance there uses, and the
+   Image's file no ISO any more): the guest keeps running on its host, a
+   ``DestinationNotReady`` Warning Event says why, the move waits at step
+   Moving; once the file is an ISO again the move goes through, and its
+   revert brings the guest back with its own CD-ROM.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -61,8 +68,16 @@ def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, test_image, n
 
 
 @pytest.fixture(scope="module")
-def iso(test_image) -> Path:
-    return bootable_iso(test_image)
+def iso(test_image, ns) -> Iterator[Path]:
+    """This module's copy of the bootable ISO (the last test spoils it for a
+    while), in the agents' image directory."""
+    shared = bootable_iso(test_image)
+    own = shared.with_name(f"kova-test-isomove-{ns}.iso")
+    shutil.copyfile(shared, own)
+    try:
+        yield own
+    finally:
+        own.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +184,8 @@ def test_live_migration_points_the_cdrom_at_the_destinations_cache(stack, vm, is
     uid, source, dest = where(vm, stack)
     vm.wait_power("Running")
     marker = on_console(vm, READ_MARK, r"GOT=(KOVA-DISK-[0-9a-f]{12})")
-    shells = vm.console_log().count(SHELL)
+    alive = f"KOVA-MEM-{uuid.uuid4().hex[:12]}"  # in the guest's memory only
+    assert on_console(vm, f"echo {alive} > /live-mark && echo PUT=$?", r"PUT=(\d+)") == "0"
 
     code, out, err = vm.kova("migrate", "vm", "--live", "--timeout", "300", timeout=360)
     assert code == 0, (out, err)
@@ -177,8 +193,53 @@ def test_live_migration_points_the_cdrom_at_the_destinations_cache(stack, vm, is
     assert obj["status"]["host"] == dest and "migration" not in obj["status"], obj["status"]
     assert_cd_from_own_cache(stack, dest, uid, iso)
     # the same guest, not booted again: it still reads the CD and its disk
-    assert vm.console_log().count(SHELL) == shells
+    assert on_console(vm, "echo MEM=$(cat /live-mark)", r"MEM=(KOVA-MEM-[0-9a-f]{12})") == alive
     assert on_console(vm, SEES_CD, r"CDS=(\d+)") == "1"
     assert on_console(vm, READ_MARK, r"GOT=(KOVA-DISK-[0-9a-f]{12})") == marker
     assert cdroms(stack, source, uid) is None
     assert not instance_dir(stack, source, uid).exists()
+
+
+def events(kubectl, ns: str, reason: str) -> list[dict]:
+    out = kubectl("-n", ns, "get", "events", "--field-selector", f"reason={reason}", "-o",
+                  "json").stdout
+    return json.loads(out)["items"]
+
+
+def test_a_destination_that_cannot_use_the_iso_leaves_the_guest_running(
+        stack, vm, iso, kubectl, ns) -> None:
+    uid, source, dest = where(vm, stack)
+    cached = Path((instance_dir(stack, source, uid) / "cdrom.iso").readlink())
+    base = stack.root / "instances" / dest / "_base"
+    for leftover in (base / cached.name, base / f"{cached.name}.json"):
+        leftover.unlink(missing_ok=True)  # what the cache's eviction does
+    good = iso.read_bytes()
+    iso.write_bytes(b"not an ISO 9660 image\n" * 4096)
+    try:
+        vm.kova("migrate", "vm", "--timeout", "30", timeout=120)  # it waits, then gives up
+        seen = wait_for(lambda: events(kubectl, ns, "DestinationNotReady"), 120, 2.0,
+                        "a DestinationNotReady Event")
+        message = seen[-1]["message"]
+        assert "cannot use the Instance's ISO" in message and "ImageInvalid" in message, message
+        assert "keeps running" in message, message
+        obj = vm.obj()
+        assert obj["status"]["host"] == source and obj["status"]["migration"]["step"] == "Moving"
+        assert obj["status"]["powerState"] == "Running", obj["status"]
+        assert cdroms(stack, dest, uid) is None
+        assert on_console(vm, SEES_CD, r"CDS=(\d+)") == "1"  # still up, with its CD
+    finally:
+        iso.write_bytes(good)
+    # the agent tries again (back-off of at most 30 s): now it goes through
+    wait_for(lambda: (vm.obj()["status"].get("migration") or {}).get("step") == "Verify",
+             300, 2.0, "the move at step Verify")
+    assert_cd_from_own_cache(stack, dest, uid, iso)
+
+    code, out, err = vm.kova("resize", "vm", "--revert")
+    assert code == 0, (out, err)
+    wait_for(lambda: "migration" not in (o := vm.obj())["status"]
+             and o["status"]["host"] == source, 180, 1.0, "the move reverted")
+    vm.wait_power("Running")
+    assert_cd_from_own_cache(stack, source, uid, iso)
+    wait_for(lambda: cdroms(stack, dest, uid) is None
+             and not instance_dir(stack, dest, uid).exists(), 60, 1.0,
+             "the destination's copy removed by the revert")
