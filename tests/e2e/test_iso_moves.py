@@ -19,7 +19,7 @@ onto its root disk.  Then:
    left on the source;
 3. a cold migration to a host that cannot use the ISO (its cached copy
    gone, as the cache evicts an ISO no Instance there uses, and the
-   Image's file no ISO any more): the guest keeps running on its host, a
+   Image's file replaced by one that is no ISO): the guest keeps running on its host, a
    ``DestinationNotReady`` Warning Event says why, the move waits at step
    Moving; once the file is an ISO again the move goes through, and its
    revert brings the guest back with its own CD-ROM.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import uuid
 import xml.etree.ElementTree as ET
@@ -213,8 +214,12 @@ def test_a_destination_that_cannot_use_the_iso_leaves_the_guest_running(
     base = stack.root / "instances" / dest / "_base"
     for leftover in (base / cached.name, base / f"{cached.name}.json"):
         leftover.unlink(missing_ok=True)  # what the cache's eviction does
-    good = iso.read_bytes()
-    iso.write_bytes(b"not an ISO 9660 image\n" * 4096)
+    # Replaced by a rename, as an Image's file must be (the caches hard-link it)
+    kept = iso.with_name(f"{iso.name}.kept")
+    os.rename(iso, kept)
+    junk = iso.with_name(f".{iso.name}.junk")
+    junk.write_bytes(b"not an ISO 9660 image\n" * 4096)
+    os.replace(junk, iso)
     try:
         vm.kova("migrate", "vm", "--timeout", "30", timeout=120)  # it waits, then gives up
         seen = wait_for(lambda: events(kubectl, ns, "DestinationNotReady"), 120, 2.0,
@@ -228,7 +233,7 @@ def test_a_destination_that_cannot_use_the_iso_leaves_the_guest_running(
         assert cdroms(stack, dest, uid) is None
         assert on_console(vm, SEES_CD, r"CDS=(\d+)") == "1"  # still up, with its CD
     finally:
-        iso.write_bytes(good)
+        os.replace(kept, iso)
     # the agent tries again (back-off of at most 30 s): now it goes through
     wait_for(lambda: (vm.obj()["status"].get("migration") or {}).get("step") == "Verify",
              300, 2.0, "the move at step Verify")
