@@ -162,6 +162,7 @@ class Agent:
         ) if cfg.stream else None
         if self.stream is not None:
             self.stream.prepare_live = self.reconciler.live.prepare_here
+            self.stream.prepare_image = self.reconciler.migrator.prepare_here
         self.registration = Registration(ctx, self.watch, self.report, self.placement,
                                          self.stream)
         self._threads: list[threading.Thread] = []

@@ -924,6 +924,11 @@ class InstanceMigration(KovaModel):
         description="Live: the network filter the destination agent defined for the guest's "
         "NIC (its <filterref> on the destination names it).",
     )
+    dest_cdrom: str | None = Field(
+        default=None, max_length=1024,
+        description="Live, a guest booted from an iso Image: the ISO's file in the "
+        "destination's image cache (its CD-ROM on the destination names it).",
+    )
     progress: LiveMigrationProgress | None = Field(
         default=None, description="Live: libvirt's job statistics, written by the source agent.",
     )

@@ -429,6 +429,9 @@ REASON_RESIZE_REFUSED = "ResizeRefused"
 EVENT_RESIZE_STARTED = "ResizeStarted"
 EVENT_MIGRATION_STARTED = "MigrationStarted"
 EVENT_MOVED = "Moved"
+#: Warning: the destination of a cold migration cannot take the guest yet
+#: (e.g. it cannot use the ISO the guest booted from); the guest keeps running.
+EVENT_DESTINATION_NOT_READY = "DestinationNotReady"
 EVENT_RESIZE_CONFIRMED = "ResizeConfirmed"
 EVENT_RESIZE_REVERTED = "ResizeReverted"
 

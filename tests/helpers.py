@@ -188,12 +188,13 @@ class PlacementServer:
 
 # ---- manifests for the multi-host stack tests (kova.dev.stack.Stack)
 def flavor_image_manifests(flavor: str, image: str, image_path: str | Path | None = None, *,
-                           memory_mib: int = 192, properties: dict[str, str] | None = None) -> str:
+                           memory_mib: int = 192, properties: dict[str, str] | None = None,
+                           image_format: str = "qcow2", disk_gib: int = 1) -> str:
     """YAML for ``kubectl apply``: the Flavor ``flavor`` (1 vCPU, ``memory_mib``
-    MiB, 1 GiB) and the Image ``image`` (the bootable test image at
+    MiB, ``disk_gib`` GiB) and the Image ``image`` (the bootable test image at
     ``image_path``, by default where ``kova.dev.stack.link_test_image`` puts
-    it; with ``properties``) that the e2e tests on a ``Stack`` boot their
-    Instances from."""
+    it; of ``image_format``, with ``properties``) that the e2e tests on a
+    ``Stack`` boot their Instances from."""
     path = IMAGE_HOST_PATH if image_path is None else Path(image_path).resolve()
     props = ("  properties: {" + ", ".join(f"{k}: {v}" for k, v in properties.items()) + "}\n"
              if properties else "")
@@ -201,14 +202,14 @@ def flavor_image_manifests(flavor: str, image: str, image_path: str | Path | Non
 apiVersion: kova.dev/v1alpha1
 kind: Flavor
 metadata: {{name: {flavor}}}
-spec: {{vcpus: 1, memoryMiB: {memory_mib}, diskGiB: 1}}
+spec: {{vcpus: 1, memoryMiB: {memory_mib}, diskGiB: {disk_gib}}}
 ---
 apiVersion: kova.dev/v1alpha1
 kind: Image
 metadata: {{name: {image}}}
 spec:
   source: {{hostPath: {path}}}
-  format: qcow2
+  format: {image_format}
 {props}"""
 
 

@@ -72,6 +72,17 @@ class Steps:
         return ", ".join(parts)
 
 
+def link_cdrom(cached: Path, files: InstanceFiles) -> None:
+    """The Instance's ``cdrom.iso``: a link to the cached ISO, which the
+    domain's CD-ROM names and which keeps the cache from evicting it."""
+    link = files.cdrom
+    if not link.is_symlink() or Path(os.readlink(link)) != cached:
+        tmp = link.with_name(f".{link.name}.part")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(cached)
+        os.replace(tmp, link)
+
+
 class Builder:
     def __init__(self, ctx: AgentContext, report: Reporter, teardown: Teardown,
                  userdata: UserData) -> None:
@@ -149,16 +160,31 @@ class Builder:
     @staticmethod
     def _iso_disks(cached: CachedImage, files: InstanceFiles, size: int) -> None:
         """An ISO boots as a CD-ROM (Nova's libvirt driver does the same): the
-        link to the cached ISO, which the domain's CD-ROM names and which keeps
-        the cache from evicting it, and a blank root disk of the size claimed."""
-        link = files.cdrom
-        if not link.is_symlink() or Path(os.readlink(link)) != cached.path:
-            tmp = link.with_name(f".{link.name}.part")
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(cached.path)
-            os.replace(tmp, link)
+        link to the cached ISO and a blank root disk of the size claimed."""
+        link_cdrom(cached.path, files)
         if not files.disk.exists():
             create_blank_disk(files.disk, size)
+
+    def cdrom_here(self, obj: dict, files: InstanceFiles) -> Path | None:
+        """For an Instance of an iso Image arriving on this host (a move):
+        the ISO fetched into this host's cache and verified, linked from the
+        Instance's directory here; its cached path.  None for an Instance of
+        any other image.  Raises :class:`ImageError` (also written into the
+        Image's status) when this host cannot use the ISO."""
+        image = self.image(obj)
+        source = ImageSource.from_image(image)
+        if source.format != names.ImageFormat.ISO:
+            return None
+        try:
+            cached = self.ctx.images.fetch(source)
+        except ImageError as exc:
+            self.image_status.refused(image, exc.code, exc.message)
+            raise
+        self.image_status.verified(image, cached)
+        self._count_image(cached)
+        files.dir.mkdir(parents=True, exist_ok=True)
+        link_cdrom(cached.path, files)
+        return cached.path
 
     def choose_pcpus(self, uid: str, vcpus: int) -> tuple[int, ...]:
         """Dedicated host CPUs for the vCPUs of Instance ``uid``: free ones of

@@ -9,13 +9,17 @@ destination does not watch the Instance before it is handed over.  The
 destination (:meth:`LiveMigrator.prepare_here`) makes an empty qcow2 of the
 disk's size (libvirt copies the guest's disk into it over NBD) and the seed
 (a read-only disk libvirt does not copy) in its Instance directory, with
-its ``instance.json``; when the guest has a NIC (its MAC is in the request)
+its ``instance.json``; for a guest booted from an iso Image, the ISO
+fetched into its own cache and verified, linked as the Instance's
+``cdrom.iso``; when the guest has a NIC (its MAC is in the request)
 it defines its own network filter for the Instance's namespace with that
 MAC (the namespace's peers on that host then reach the arriving guest).  It
 answers its ``--live-migration-uri`` (``destUri``), Instance directory
-(``destDir``) and the NIC's filter (``nicFilter``); nothing else is defined
-there: libvirt defines the domain when the guest arrives.  The source
-records them with step LiveMigrating (``destNicFilter``).
+(``destDir``), the NIC's filter (``nicFilter``) and the cached ISO
+(``cdrom``); nothing else is defined there: libvirt defines the domain
+when the guest arrives.  The source records them with step LiveMigrating
+(``destNicFilter``, ``destCdrom``: the CD-ROM's path on the destination is
+that file, never the source's cache).
 
 Step LiveMigrating, on the source (:meth:`LiveMigrator.migrate`):
 :func:`kova.agents.virt.migration.live_migrate` to ``destUri``, the paths
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import ssl
 import time
@@ -54,12 +59,14 @@ import httpx
 import libvirt
 
 from kova.agents.context import AgentContext, GiB
+from kova.agents.instance.build import Builder
 from kova.agents.instance.migrate import stream_endpoint
 from kova.agents.instance.move import MoveError
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.userdata import UserData
 from kova.agents.virt import migration
 from kova.agents.virt.driver import DomainInfo
+from kova.agents.virt.images import ImageError
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import MigrationDecision, MigrationStep
@@ -75,17 +82,23 @@ _FOLLOWS = {MigrationStep.LIVE_MIGRATING: MigrationStep.PREPARING,
             MigrationStep.FAILED: MigrationStep.LIVE_MIGRATING}
 
 
-def path_map(xml: str, src_dir: str, dest_dir: str) -> dict[str, str]:
+def path_map(xml: str, src_dir: str, dest_dir: str,
+             cdrom: tuple[str, str] | None = None) -> dict[str, str]:
     """Every disk/console path of domain ``xml`` under ``src_dir``, and its
-    UEFI variable store (``<nvram>``), -> the same name under ``dest_dir``."""
+    UEFI variable store (``<nvram>``), -> the same name under ``dest_dir``;
+    ``cdrom``: the ISO a guest booted from, (its file in this host's image
+    cache, the destination's cached copy)."""
     prefix = src_dir.rstrip("/") + "/"
     root = ET.fromstring(xml)
     paths = [(el.text or "").strip() for el in root.findall("./os/nvram")]
     for el in root.iter():
         if el.tag in ("source", "log"):
             paths += [el.get(attr) or "" for attr in ("file", "path", "dev")]
-    return {p: dest_dir.rstrip("/") + "/" + p[len(prefix):] for p in paths
-            if p.startswith(prefix)}
+    out = {p: dest_dir.rstrip("/") + "/" + p[len(prefix):] for p in paths
+           if p.startswith(prefix)}
+    if cdrom is not None and cdrom[0] in paths:
+        out[cdrom[0]] = cdrom[1]
+    return out
 
 
 def with_host(xml: str, host: str) -> str:
@@ -140,10 +153,12 @@ def progress_status(cur: dict, mig_uuid: str, progress: dict) -> dict | None:
 
 class LiveMigrator:
     def __init__(self, ctx: AgentContext, report: Reporter, userdata: UserData,
-                 tls: Callable[[], ssl.SSLContext]) -> None:
+                 tls: Callable[[], ssl.SSLContext], builder: Builder) -> None:
         self.ctx = ctx
         self.report = report
         self.userdata = userdata
+        #: fetches an ISO-booted guest's ISO into this host's cache
+        self.builder = builder
         #: the client side of the call to the destination agent (the cold
         #: migration's: this agent's migration certificate)
         self.tls = tls
@@ -196,6 +211,8 @@ class LiveMigrator:
                             f"{resp.text[:300]}")
         got = resp.json()
         nic = {"destNicFilter": got["nicFilter"]} if got.get("nicFilter") else {}
+        if got.get("cdrom"):
+            nic["destCdrom"] = got["cdrom"]
         new = self._write(obj, lambda cur: step_status(
             cur, mig["uuid"], MigrationStep.LIVE_MIGRATING, destUri=got["destUri"],
             destDir=got["destDir"], **nic))
@@ -229,6 +246,11 @@ class LiveMigrator:
         files.dir.mkdir(parents=True, exist_ok=True)
         files.info.write_text(json.dumps({"uid": uid, "namespace": namespace, "name": name,
                                           "host": self.ctx.host}))
+        try:  # an ISO-booted guest's CD-ROM: this host's own verified copy
+            cdrom = self.builder.cdrom_here(obj, files)
+        except ImageError as exc:
+            raise MoveError(f"{self.ctx.host} cannot use the Instance's ISO: {exc.code}: "
+                            f"{exc.message}") from exc
         size = mig.get("newResources") or mig["oldResources"]
         files.disk.unlink(missing_ok=True)  # a repeated step starts from an empty disk
         # A UEFI guest's variable store: libvirt makes a placeholder from the
@@ -238,6 +260,8 @@ class LiveMigrator:
         migration.create_destination_disk(str(files.disk), int(size["diskGiB"]) * GiB)
         self.userdata.write_seed(obj, files)
         out = {"destUri": uri, "destDir": str(files.dir)}
+        if cdrom is not None:
+            out["cdrom"] = str(cdrom)
         if mac and self.ctx.with_nic:
             nwfilter = self.ctx.nic_filter(namespace, mac)
             if nwfilter:
@@ -280,6 +304,10 @@ class LiveMigrator:
                            "or --bridge there, or its guest network filter is off): it would "
                            "run unfiltered there", None)
                 return
+            if self.ctx.files(uid).cdrom.is_symlink() and not mig.get("destCdrom"):
+                self._fail(obj, mig, f"the guest has the ISO of its Image on a CD-ROM but "
+                           f"{mig['destHost']} named no copy of it in its cache", None)
+                return
             if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
                 # the job of an agent that died in the middle: let it end
                 raise MoveError(f"a job (a live migration started before a restart) still "
@@ -309,12 +337,14 @@ class LiveMigrator:
         if not mig.get("destUri") or not mig.get("destDir"):
             raise MoveError(f"live migration {mig['uuid']}: the destination named no URI or "
                             "directory")
-        src_dir = str(self.ctx.files(dom.UUIDString()).dir)
+        files = self.ctx.files(dom.UUIDString())
+        cdrom = ((os.readlink(files.cdrom), mig["destCdrom"])
+                 if mig.get("destCdrom") and files.cdrom.is_symlink() else None)
         return migration.LiveMigrationOptions(
             bandwidth_mib=cfg.live_migration_bandwidth_mib or None,
             post_copy=cfg.live_migration_post_copy,
             completion_timeout=cfg.live_migration_timeout,
-            path_map=path_map(dom.XMLDesc(0), src_dir, mig["destDir"]),
+            path_map=path_map(dom.XMLDesc(0), str(files.dir), mig["destDir"], cdrom),
             xml_edit=lambda xml: self._dest_xml(xml, mig))
 
     @staticmethod

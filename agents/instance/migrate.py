@@ -3,7 +3,12 @@ resize the scheduler sent to another host (Nova's
 ``migrate_disk_and_power_off`` on the source, ``finish_migration`` on the
 destination, ``revert_resize`` / ``finish_revert_resize``).
 
-Step Moving, on the source (:meth:`Migrator.send`): note whether the guest
+Step Moving, on the source (:meth:`Migrator.send`): for a guest booted from
+an iso Image, first the destination agent's ``image-prepare`` (its stream
+endpoint, mutual TLS): the destination fetches the ISO into its own cache
+and verifies it (:meth:`Migrator.prepare_here`) while the guest still runs
+-- a destination that cannot use it leaves the guest running, with a
+Warning Event, and the step is retried.  Then note whether the guest
 ran, stop it, flatten its disk into one standalone qcow2 and send it to the
 destination agent's stream endpoint (mutual TLS, sha256-checked:
 :mod:`.disk_copy`; never through the API server), a UEFI guest's variable
@@ -15,7 +20,9 @@ leftover removal spares them while the record names this host:
 
 Step Finishing, on the destination (:meth:`Migrator.finish`): the received
 disk grown to the new size, the seed written, the domain defined and
-started if the guest ran; step Verify.
+started if the guest ran; step Verify.  A guest booted from an iso Image
+keeps its CD-ROM: the destination fetches the ISO into its own cache,
+verifies it and names its own cached file in the domain.
 
 A revert: step Reverting on the destination (:meth:`Migrator.drop`): its
 domain destroyed and its directory removed (the loser's copy goes at once);
@@ -30,27 +37,32 @@ the migration's UUID.
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 from pathlib import Path
 
+import httpx
+
 from kova.agents.context import AgentContext, GiB
-from kova.agents.instance import disk_copy
+from kova.agents.instance import decisions, disk_copy
 from kova.agents.instance.build import Builder
 from kova.agents.instance.move import MoveError, Mover, grow_disk
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.teardown import Teardown
 from kova.agents.instance.userdata import UserData
 from kova.agents.virt.driver import DomainInfo
-from kova.agents.virt.images import ImageSource
+from kova.agents.virt.images import ImageError, ImageSource
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import MigrationStep
-from kova.kube import host_path
+from kova.kube import host_path, instance_path
 
 log = logging.getLogger("kova.agents.instance.migrate")
 
 OUTGOING = "disk.outgoing.qcow2"
+#: Seconds the source waits for the destination to cache the guest's ISO.
+PREPARE_SECONDS = 600.0
 
 
 def stream_endpoint(host_obj: dict | None, host: str) -> tuple[str, int]:
@@ -98,6 +110,8 @@ class Migrator:
         files = self.ctx.files(uid)
         address, port = stream_endpoint(self.ctx.kube.get_or_none(host_path(dest)), dest)
         tls = self.client_tls()
+        if self.ctx.files(uid).cdrom.is_symlink():
+            self._prepare_dest(obj, address, port, uid, tls)
         log.info("%s/%s: cold migration to %s (migration %s): stopping the guest", *key, dest,
                  mig["uuid"])
         was_running = self.mover._stop(obj, files, f"{mig['uuid']}/{MigrationStep.MOVING}")
@@ -115,6 +129,56 @@ class Migrator:
                           f"{self.ctx.host}: guest stopped, disk sent to {dest} ({got.size} "
                           f"bytes, sha256 {got.sha256[:16]}...{nvram}); kept here until the "
                           "confirm")
+
+    def _prepare_dest(self, obj: dict, address: str, port: int, uid: str,
+                      tls: ssl.SSLContext) -> None:
+        """Have the destination cache and verify the guest's ISO before the
+        guest is stopped.  Raises MoveError (with a Warning Event when the
+        destination refused)."""
+        dest = ob.status(obj)["migration"]["destHost"]
+        ns, name = ob.key(obj)
+        try:
+            with httpx.Client(verify=tls, timeout=PREPARE_SECONDS) as client:
+                resp = client.put(f"https://{address}:{port}/v1/domains/{uid}/image-prepare",
+                                  params={"namespace": ns, "name": name},
+                                  extensions={"sni_hostname": names.STREAM_SERVER_NAME})
+        except httpx.HTTPError as exc:
+            raise MoveError(f"the destination {dest} ({address}:{port}) did not answer: "
+                            f"{exc!r}") from exc
+        if resp.status_code != 201:
+            why = f"{dest} is not ready for the guest: {resp.status_code} {resp.text[:500]}"
+            if resp.status_code == 409:
+                why = f"{dest}: {resp.json().get('message', resp.text)}"
+                self.report.event(obj, "Warning", names.EVENT_DESTINATION_NOT_READY,
+                                  f"{why}; the guest keeps running on {self.ctx.host}")
+            raise MoveError(why)
+        log.info("%s/%s: %s cached the ISO: %s", ns, name, dest, resp.json().get("cdrom"))
+
+    def prepare_here(self, namespace: str, name: str, uid: str) -> dict:
+        """On the destination (the stream endpoint's image-prepare): the ISO
+        of an ISO-booted Instance moving here fetched into this host's cache
+        and verified, linked from its directory here.  Raises MoveError
+        when no cold migration of it to this host is under way or the ISO
+        cannot be used here."""
+        obj = self.ctx.kube.get_or_none(instance_path(namespace, name))
+        mig = ob.status(obj or {}).get("migration") or {}
+        if (obj is None or ob.uid(obj) != uid or mig.get("mode") == names.MigrationMode.LIVE
+                or not decisions.across_hosts(mig) or mig.get("destHost") != self.ctx.host
+                or mig.get("step") != MigrationStep.MOVING):
+            raise MoveError(f"no move of {namespace}/{name} to {self.ctx.host} is under way")
+        if self.ctx.driver.get(uid) is not None:
+            raise MoveError(f"a domain {uid} is already defined on {self.ctx.host}")
+        files = self.ctx.files(uid)
+        files.dir.mkdir(parents=True, exist_ok=True)
+        # names the Instance: the leftover sweep spares the directory during the move
+        files.info.write_text(json.dumps({"uid": uid, "namespace": namespace, "name": name,
+                                          "host": self.ctx.host}))
+        try:
+            cdrom = self.builder.cdrom_here(obj, files)
+        except ImageError as exc:
+            raise MoveError(f"{self.ctx.host} cannot use the Instance's ISO: {exc.code}: "
+                            f"{exc.message}") from exc
+        return {"cdrom": str(cdrom) if cdrom else None}
 
     @staticmethod
     def _send(path: Path, part: str, address: str, port: int, uid: str,
@@ -141,6 +205,11 @@ class Migrator:
                                 f"{self.ctx.host}")
             if not self.userdata.ready(obj):
                 return
+            try:  # an ISO-booted guest keeps its CD-ROM: this host's copy of the ISO
+                self.builder.cdrom_here(obj, files)
+            except ImageError as exc:
+                raise MoveError(f"{self.ctx.host} cannot use the Instance's ISO: "
+                                f"{exc.code}: {exc.message}") from exc
             obj = self.teardown.add_finalizer(obj)
             grow_disk(files.disk, int(size["diskGiB"]) * GiB)
             self.userdata.write_seed(obj, files)

@@ -43,7 +43,8 @@ class Reconciler:
         self.power = power
         self.mover = mover or Mover(ctx, report, builder)
         self.migrator = Migrator(ctx, report, builder, self.mover, teardown, userdata)
-        self.live = LiveMigrator(ctx, report, userdata, self.migrator.client_tls)
+        self.live = LiveMigrator(ctx, report, userdata, self.migrator.client_tls,
+                                 builder)
 
     def reconcile(self, key: Key) -> None:
         obj = self.watch.get(key)

@@ -27,7 +27,9 @@ Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
   restarted meanwhile);
 * ``PUT /v1/domains/<uid>/disk`` -- an Instance's disk sent by another agent
   (a cold migration), ``PUT /v1/domains/<uid>/nvram`` -- its UEFI variable
-  store, sent the same way, and ``PUT /v1/domains/<uid>/live-prepare`` -- the
+  store, sent the same way, ``PUT /v1/domains/<uid>/image-prepare`` -- the
+  destination caching an ISO-booted guest's ISO before a cold migration
+  stops the guest, and ``PUT /v1/domains/<uid>/live-prepare`` -- the
   destination's preparation of a live migration: for the agents' migration
   certificate (``kova-agent-mover``) only; that certificate may use no other route;
 * ``GET /healthz``.
@@ -67,7 +69,7 @@ log = logging.getLogger("kova.agents.stream.server")
 
 #: The routes (by name) of the agents' migration certificate -- and of no
 #: other client: what one agent asks another during a move.
-MOVER_ROUTES = frozenset({"disk", "nvram", "live-prepare"})
+MOVER_ROUTES = frozenset({"disk", "nvram", "image-prepare", "live-prepare"})
 
 #: A console reader whose websocket falls this far behind is disconnected.
 MAX_BACKLOG = 8 * 1024 * 1024
@@ -130,6 +132,10 @@ class StreamServer:
         #: the guest's MAC or None) -> {"destUri", "destDir", "nicFilter"}; set by the agent
         #: (:meth:`kova.agents.instance.live.LiveMigrator.prepare_here`).
         self.prepare_live: Callable[[str, str, str, str | None], dict] | None = None
+        #: The destination's part of a cold migration before the guest stops
+        #: (namespace, name, uid) -> {"cdrom"}; set by the agent
+        #: (:meth:`kova.agents.instance.migrate.Migrator.prepare_here`).
+        self.prepare_image: Callable[[str, str, str], dict] | None = None
 
     def host_status(self) -> dict[str, Any]:
         """Host status.streamEndpoint: where Kova's API component reaches
@@ -150,6 +156,7 @@ class StreamServer:
         app.router.add_put(base + "/snapshot", self._snapshot)
         app.router.add_put(base + "/disk", self._disk, name="disk")
         app.router.add_put(base + "/nvram", self._nvram, name="nvram")
+        app.router.add_put(base + "/image-prepare", self._image_prepare, name="image-prepare")
         app.router.add_put(base + "/live-prepare", self._live_prepare, name="live-prepare")
         return app
 
@@ -408,6 +415,21 @@ class StreamServer:
         log.info("received the %s of %s from %s: %d bytes, sha256 %s", part, uid,
                  peer_common_name(request), got.size, got.sha256)
         return web.json_response({"sha256": got.sha256, "bytes": got.size}, status=201)
+
+    async def _image_prepare(self, request: web.Request) -> web.Response:
+        """Cache the image Instance ``?namespace=&name=`` needs on this host
+        before a cold migration to it stops the guest (an iso Image: its
+        CD-ROM); the source agent asks at step Moving."""
+        uid = request.match_info["uid"]
+        ns, name = request.query.get("namespace", ""), request.query.get("name", "")
+        if self.prepare_image is None or not (ns and name):
+            return error(400, "BadRequest", "image-prepare needs ?namespace= and ?name=")
+        loop = asyncio.get_running_loop()
+        try:
+            out = await loop.run_in_executor(None, self.prepare_image, ns, name, uid)
+        except MoveError as exc:
+            return error(409, "NotPrepared", str(exc))
+        return web.json_response(out, status=201)
 
     async def _live_prepare(self, request: web.Request) -> web.Response:
         """Prepare this host to receive a live migration of Instance

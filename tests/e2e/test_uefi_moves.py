@@ -15,7 +15,10 @@ the store differs from the template.  Then:
    live-migrated back: the store the destination ends with is the one the
    guest had on its source (QEMU carries the flash contents in the
    migration stream and writes them into the destination's file), in the
-   destination's Instance directory; the source's copy is gone.
+   destination's Instance directory; the source's copy is gone;
+3. the guest stopped, a resize to a larger Flavor (on whichever host the
+   scheduler picks) and its revert: the store is the guest's, byte for
+   byte, after each, and the guest boots from it once started again.
 """
 
 from __future__ import annotations
@@ -151,3 +154,48 @@ def test_live_migration_keeps_the_variables_the_guest_had(stack, vm) -> None:
              "the guest's variable store on the destination")
     assert os_element(stack, source, uid) is None
     assert not nvram(stack, source, uid).exists()
+
+
+def test_resize_and_its_revert_keep_the_variable_store(stack, vm, kubectl, ns) -> None:
+    uid, host, _ = where(vm, stack)
+    bigger = f"uf-big-{ns[-5:]}"
+    kubectl("apply", "-f", "-", input=f"""
+apiVersion: kova.dev/v1alpha1
+kind: Flavor
+metadata: {{name: {bigger}}}
+spec: {{vcpus: 1, memoryMiB: 320, diskGiB: 2}}
+""")
+    try:
+        code, out, _ = vm.kova("stop", "vm")
+        assert code == 0 and "powerState Shutdown" in out, out
+        before = sha256(nvram(stack, host, uid))
+
+        code, out, err = vm.kova("resize", "vm", "--flavor", bigger, "--timeout", "300",
+                                 timeout=360)
+        assert code == 0, (out, err)
+        obj = vm.obj()
+        mig, now = obj["status"]["migration"], obj["status"]["host"]
+        assert mig["step"] == "Verify", mig
+        assert obj["status"]["resources"]["memoryMiB"] == 320, obj["status"]
+        # on this host or another (the scheduler's choice): the store the guest had
+        assert os_element(stack, now, uid).findtext("nvram") == str(nvram(stack, now, uid))
+        assert sha256(nvram(stack, now, uid)) == before
+
+        code, out, err = vm.kova("resize", "vm", "--revert")
+        assert code == 0, (out, err)
+        wait_for(lambda: "migration" not in (o := vm.obj())["status"]
+                 and o["status"]["host"] == host, 180, 1.0, "the resize reverted")
+        assert vm.obj()["status"]["resources"]["memoryMiB"] == 256
+        assert os_element(stack, host, uid).findtext("nvram") == str(nvram(stack, host, uid))
+        assert sha256(nvram(stack, host, uid)) == before
+        if now != host:
+            wait_for(lambda: os_element(stack, now, uid) is None
+                     and not nvram(stack, now, uid).exists(), 60, 1.0,
+                     "the destination's copy removed by the revert")
+
+        shells = vm.console_log().count(SHELL)
+        code, out, _ = vm.kova("start", "vm")
+        assert code == 0 and "powerState Running" in out, out
+        vm.wait_log(SHELL, shells + 1)  # boots from the variable store it kept
+    finally:
+        kubectl("delete", "flavor", bigger, check=False)

@@ -176,3 +176,16 @@ def test_paths_and_host_rewritten_for_the_destination():
                   "/src/u-1/nvram.fd": "/dst/u-1/nvram.fd"}
     out = agent_live.with_host(xml, "b")
     assert "<kova:host>b</kova:host>" in out and names.DOMAIN_XMLNS in out
+
+
+def test_an_iso_guests_cdrom_points_at_the_destinations_cached_copy():
+    xml = ('<domain><devices><disk device="disk"><source file="/src/u-1/disk.qcow2"/></disk>'
+           '<disk device="cdrom"><source file="/src/_base/abc.iso"/></disk>'
+           '<disk device="cdrom"><source file="/src/u-1/seed.iso"/></disk></devices></domain>')
+    pm = agent_live.path_map(xml, "/src/u-1", "/dst/u-1",
+                             cdrom=("/src/_base/abc.iso", "/cache/b/abc.iso"))
+    assert pm == {"/src/u-1/disk.qcow2": "/dst/u-1/disk.qcow2",
+                  "/src/u-1/seed.iso": "/dst/u-1/seed.iso",
+                  "/src/_base/abc.iso": "/cache/b/abc.iso"}
+    # without the destination's copy the source's cache path is never mapped
+    assert "/src/_base/abc.iso" not in agent_live.path_map(xml, "/src/u-1", "/dst/u-1")
