@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -70,7 +71,7 @@ async def host_providers(kube: Kube) -> dict[str, str]:
 async def run_audit(kube: Kube, placement: PlacementClient, *, heal: bool = False,
                     emit: Callable[[dict, str, str, str], None] | None = None,
                     namespaces: Sequence[str] = ()) -> AuditReport:
-    report = AuditReport()
+    report, started = AuditReport(), time.monotonic()
     # Allocations first, Instances second: an allocation's Instance exists
     # before its claim, so it is in the later list.
     consumers: dict[str, dict] = {}
@@ -91,9 +92,12 @@ async def run_audit(kube: Kube, placement: PlacementClient, *, heal: bool = Fals
         await _check_instance(placement, report, inst, consumers, hosts, heal, emit)
     metrics.AUDIT_ORPHANS.set(len(report.orphans))
     metrics.AUDIT_MISSING.set(len(report.missing))
+    metrics.AUDIT_INSTANCES.set(report.instances)
+    metrics.AUDIT_SECONDS.set(time.monotonic() - started)
     LOG.info("audit: %d instances, %d consumers, %d orphans, %d missing, %d mismatched, "
-             "%d healed", report.instances, report.consumers, len(report.orphans),
-             len(report.missing), len(report.mismatched), len(report.healed))
+             "%d healed in %.1fs", report.instances, report.consumers, len(report.orphans),
+             len(report.missing), len(report.mismatched), len(report.healed),
+             time.monotonic() - started)
     return report
 
 
