@@ -48,14 +48,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from operator_schedule import (  # noqa: E402
-    G,
     KOVA,
     LEASE_TIME,
     PLACEMENT_HEADERS,
     ROOT,
-    V,
     WRITE_VERBS,
+    G,
     Run,
+    V,
     apiserver_requests,
     log,
     operator_rss_mib,
@@ -264,6 +264,7 @@ class Scale:
                   if k.split()[0] in WRITE_VERBS and v - req0.get(k, 0.0)}
         log(f"resynced {n} Instances in {seconds}s ({marks})")
         idle = self.idle()
+        self.stop_operator()  # before the cloud grows: it would claim new Instances
         return {"resync": {"seconds": seconds, "seconds_to_all_indexed": marks.get("indexed"),
                            "instance_reconciles": reconciled,
                            "cpu": self.delta(c1, c0), "operator_rss_mib": rss,
