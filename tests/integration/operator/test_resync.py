@@ -7,6 +7,7 @@ from __future__ import annotations
 from kova.dev.controlplane import free_port
 from kova.dev.metrics import scrape
 from tests.fixtures.operator import wait_for
+from tests.reliability.scheduling import audit
 
 N = 4
 RECONCILED = 'kova_operator_reconciles_total{kind="inst"}'
@@ -21,7 +22,8 @@ def resynced(url: str, n: int) -> dict | None:
 
 
 def test_restart_resyncs_placed_instances_without_writes(cluster):
-    cluster.add_host("h1")
+    for h in ("h1", "h2", "h3"):  # the audit reads every provider's allocations
+        cluster.add_host(h, vcpus=2)
     op = cluster.start_operator()
     names = [f"vm{i}" for i in range(N)]
     for name in names:
@@ -40,6 +42,9 @@ def test_restart_resyncs_placed_instances_without_writes(cluster):
     assert m["kova_operator_audit_duration_seconds"] > 0
     assert m["kova_operator_audit_orphan_allocations"] == 0
     assert m["kova_operator_audit_missing_allocations"] == 0
+    code, report = audit(cluster)  # the command, on the same Instances
+    assert code == 0 and report["instances"] == N and report["consumers"] == N, report
+    assert not report["orphanAllocations"] and not report["missingAllocations"], report
     # nothing written to any Instance by the restart (nor by the audit)
     assert {i["metadata"]["name"]: i["metadata"]["resourceVersion"]
             for i in cluster.instances()} == versions
