@@ -211,7 +211,10 @@ class Operator:
                     # every Instance seen first (kopf's indexes full)
                     await self.informer.synced.wait()
                 if ctx.acts_on(key):
-                    await self.reconcile(key)
+                    try:
+                        await self.reconcile(key)
+                    finally:
+                        metrics.RECONCILES.labels(kind=key[0]).inc()
                 elif key[0] == "inst":
                     ctx.ledger.settle(key)  # another replica's now: not waiting here
             except asyncio.CancelledError:

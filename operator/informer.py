@@ -145,6 +145,41 @@ def freeze_heap() -> int:
     return count
 
 
+def share_index_waits() -> None:
+    """Let kopf's waits for its indexes share one wait per state.
+
+    kopf holds the first event of every object listed at start until every
+    index is full: each per-object worker, once it indexed its object,
+    waits on one ``asyncio.Condition`` (``ToggleSet.wait_for``), and each
+    object indexed after it notifies all of them, each re-acquiring the
+    condition's lock in turn to re-check the same predicate -- N²/2 wake-ups
+    for N Instances listed (12 s of CPU at 30 000 of them, measured on the
+    ToggleSet alone).  Here the waits for the same state of the same set are
+    one task, awaited (shielded) by every waiter: one wake-up per change.
+    The waiters still return only once the state is reached.  Applied once,
+    to kopf's class (its module path is checked: a kopf without it is left
+    as it is)."""
+    toggles = getattr(getattr(getattr(kopf, "_cogs", None), "aiokits", None), "aiotoggles",
+                      None)
+    cls = getattr(toggles, "ToggleSet", None)
+    if cls is None or getattr(cls, "_kova_shared_waits", False):
+        return
+    original = cls.wait_for
+
+    async def wait_for(self: Any, state: bool) -> None:
+        state = bool(state)
+        if self.is_on() == state:
+            return
+        waits = self.__dict__.setdefault("_kova_waits", {})
+        shared = waits.get(state)
+        if shared is None or shared.done():
+            shared = waits[state] = asyncio.ensure_future(original(self, state))
+        await asyncio.shield(shared)
+
+    cls.wait_for = wait_for
+    cls._kova_shared_waits = True
+
+
 def _ignore(name: str, body: dict, deleted: bool) -> None:
     return None
 
@@ -423,6 +458,7 @@ class Informer:
     async def _run_kopf(self, handlers: Handlers, o: RunOptions,
                         stop_flag: asyncio.Event | None,
                         ready_flag: asyncio.Event | None) -> None:
+        share_index_waits()
         await kopf.operator(
             registry=self.registry(handlers, o.watch_nodes),
             clusterwide=o.all_namespaces,

@@ -82,8 +82,19 @@ AUDIT_MISSING = M.gauge(
     "kova_operator_audit_missing_allocations",
     "Scheduled Instances without an allocation (last audit).",
 )
+AUDIT_SECONDS = M.gauge(
+    "kova_operator_audit_duration_seconds",
+    "Duration of the last audit pass (both listings, the checks and the heals).")
+AUDIT_INSTANCES = M.gauge(
+    "kova_operator_audit_instances", "Instances the last audit pass checked.")
 AUDIT_HEALED = M.counter(
     "kova_operator_audit_healed_total", "Discrepancies healed.", ["kind"])
+RECONCILES = M.counter(
+    "kova_operator_reconciles_total",
+    "Work-queue keys reconciled by this replica, by kind (inst, sg, host, hstate); after "
+    "a start, Instances known (kova_operator_owned_instances) = reconciled "
+    "(kind inst) with an empty queue means every Instance was looked at once.",
+    ["kind"])
 ERRORS = M.counter(
     "kova_operator_errors_total", "Unexpected errors while reconciling.", ["kind"])
 PLACEMENT_SECONDS = M.histogram(
