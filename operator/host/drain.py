@@ -73,13 +73,21 @@ class DrainController:
         self.ctx = ctx
         self.records = records
         self.states: dict[str, DrainState] = {}
+        #: Hosts whose spec asks a drain or whose status still shows one: what
+        #: a tick looks at (not every Host: 10 000 of them every 2 s cost the
+        #: operator ~20 ms a tick).  Every Host's first event adds it here.
+        self.draining: set[str] = set()
         self._wake = asyncio.Event()
 
     def host_changed(self, name: str, body: dict, deleted: bool) -> None:
         if deleted:
             self.states.pop(name, None)
-        elif ob.spec(body).get("drain") or ob.status(body).get("drain"):
+            self.draining.discard(name)
+        elif ob.spec(body).get("drain") or ob.status(body).get("drain") is not None:
+            self.draining.add(name)
             self._wake.set()
+        else:
+            self.draining.discard(name)
 
     async def run(self) -> None:
         await self.ctx.informer.synced.wait()
@@ -96,7 +104,7 @@ class DrainController:
 
     async def tick_all(self) -> None:
         informer = self.ctx.informer
-        for name in informer.host_names():
+        for name in sorted(self.draining):
             body = informer.host(name)
             if body is None:
                 continue
