@@ -199,12 +199,18 @@ class HostController:
     async def _provider_condition(self, body: dict, status: str, reason: str,
                                   message: str) -> None:
         name = body["metadata"]["name"]
-        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                 "status": {"conditions": set_condition(
-            ob.status(body).get("conditions"), names.HOST_COND_PROVIDER, status, reason,
-            message)}}
+
+        def change(cur: dict) -> dict:
+            return {"status": {"conditions": set_condition(
+                ob.status(cur).get("conditions"), names.HOST_COND_PROVIDER, status, reason,
+                message)}}
+
+        # a PUT of the cached Host's status, guarded by its resourceVersion
+        # (cheaper for the API server than a merge patch); a conflict reads
+        # the Host again and sets the condition on what it holds then
         try:
-            await self.ctx.kube.merge_patch(host_path(name) + "/status", patch)
+            await self.ctx.kube.update_guarded(host_path(name) + "/status", body, change,
+                                               read_path=host_path(name))
         except KubeError as exc:
             if exc.status != 404:
                 raise

@@ -320,49 +320,67 @@ class HostMonitor:
     # ------------------------------------------------------------ Host status
     async def update_host_state(self, name: str, body: dict) -> None:
         view = self.view
-        status = ob.status(body)
-        want = wanted_state(view.alive.get(name, False), name in view.leases,
-                            status.get("state"))
         fence = view.fence_reason(name, body)
-        fence_ok = fence_recorded(body, fence)
-        if status.get("state") == want and fence_ok:
-            return
-        if not fence_ok:
+        if not fence_recorded(body, fence):
             new = await self.set_host_fenced(body, fence)
-            if new is None or status.get("state") == want:
+            if new is None:
                 return
             body = new  # its conditions now hold the Fenced one just written
         renew = ob.spec(view.leases.get(name) or {}).get("renewTime")
-        cond = ready_condition(want, self.ctx.settings.lease_namespace, name, renew)
-        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                 "status": {"state": want, "conditions": set_condition(
-                     ob.status(body).get("conditions"), names.HOST_COND_READY, *cond)}}
-        if renew:
-            patch["status"]["lastHeartbeatTime"] = renew
-        try:
-            await self.ctx.kube.merge_patch(host_path(name) + "/status", patch)
-        except KubeError as exc:
-            if exc.status not in (404, 409):
-                raise
+        written: list = []
+
+        def change(cur: dict) -> dict | None:
+            status = ob.status(cur)
+            want = wanted_state(view.alive.get(name, False), name in view.leases,
+                                status.get("state"))
+            written.clear()
+            if status.get("state") == want:
+                return None
+            cond = ready_condition(want, self.ctx.settings.lease_namespace, name, renew)
+            written.extend((want, cond))
+            new_status = {"state": want, "conditions": set_condition(
+                status.get("conditions"), names.HOST_COND_READY, *cond)}
+            if renew:
+                new_status["lastHeartbeatTime"] = renew
+            return {"status": new_status}
+
+        if await self._write_status(name, body, change) is None or not written:
             return
+        want, cond = written
         metrics.HOST_STATE_WRITES.inc()
         LOG.info("host %s is %s", name, want)
         if want == names.HostState.DOWN:
             self.ctx.emit(body, "Warning", names.REASON_HOST_DOWN, cond[2])
 
+    async def _write_status(self, name: str, body: dict,
+                            change: Callable[[dict], dict | None]) -> dict | None:
+        """PUT the Host's status as ``change`` leaves it, guarded by the
+        resourceVersion of ``body`` (the watched Host): a conflict reads the
+        Host again and asks ``change`` again.  None when the Host is gone."""
+        try:
+            return await self.ctx.kube.update_guarded(host_path(name) + "/status", body,
+                                                      change, read_path=host_path(name))
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+            return None
+
     async def set_host_fenced(self, body: dict, reason: str | None) -> dict | None:
         """The Host's Fenced condition (and an Event when it turns True)."""
         name = body["metadata"]["name"]
         cond = fenced_condition(name, reason)
-        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                 "status": {"conditions": set_condition(
-                     ob.status(body).get("conditions"), names.HOST_COND_FENCED, *cond)}}
-        try:
-            new = await self.ctx.kube.merge_patch(host_path(name) + "/status", patch)
-        except KubeError as exc:
-            if exc.status not in (404, 409):
-                raise
-            return None
+        wrote: list[bool] = []
+
+        def change(cur: dict) -> dict | None:
+            wrote[:] = [not fence_recorded(cur, reason)]
+            if not wrote[0]:
+                return None  # already says so (read again after a conflict)
+            return {"status": {"conditions": set_condition(
+                ob.status(cur).get("conditions"), names.HOST_COND_FENCED, *cond)}}
+
+        new = await self._write_status(name, body, change)
+        if new is None or not wrote[0]:
+            return new
         metrics.HOST_STATE_WRITES.inc()
         LOG.info("host %s: fenced=%s (%s)", name, cond[0], cond[1])
         self.ctx.emit(body, "Warning" if reason else "Normal",

@@ -72,15 +72,18 @@ class ServerGroupController:
         current = await self.ctx.kube.get_or_none(path)
         if current is None:
             return
-        status = group_status(current, members, hosts, policy, ok)
-        if status is None:
-            return
-        patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                 "status": status}
+
+        def change(cur: dict) -> dict | None:
+            status = group_status(cur, members, hosts, policy, ok)
+            return None if status is None else {"status": status}
+
+        # a PUT of the status as the merge patch would leave it, guarded by the
+        # resourceVersion just read; a conflict reads the group again
         try:
-            await self.ctx.kube.merge_patch(path + "/status", patch)
+            await self.ctx.kube.update_guarded(path + "/status", current, change,
+                                               read_path=path)
         except KubeError as exc:
-            if exc.status == 409:
-                self.ctx.queue.add_after(("sg", ns, name), 0.5)
-            elif exc.status != 404:
+            if exc.status != 404:
                 raise
+        except RuntimeError:  # still conflicting: again shortly
+            self.ctx.queue.add_after(("sg", ns, name), 0.5)

@@ -87,7 +87,7 @@ async def test_guarded_put_of_metadata_and_status(kubeconfig, k8s_client, kova_c
 
 def test_the_chart_lets_the_operator_put_instances(k8s_client, kova_crds, namespace):
     """The chart's operator ClusterRole allows the operator's guarded PUTs of
-    an Instance and its status (the real API server's authorizer, the
+    an Instance and its status, and of Host and ServerGroup status (the real API server's authorizer, the
     operator's user impersonated); without ``update`` they are refused."""
     from kubernetes import client
 
@@ -101,6 +101,13 @@ def test_the_chart_lets_the_operator_put_instances(k8s_client, kova_crds, namesp
     api = client.CustomObjectsApi(k8s_client)
     name = f"p-{tag}"
     api.create_namespaced_custom_object(G, V, namespace, "instances", _instance(name))
+    host_name = f"p-{tag}"
+    api.create_cluster_custom_object(G, V, "hosts", {
+        "apiVersion": f"{G}/{V}", "kind": "Host", "metadata": {"name": host_name},
+        "spec": {"enabled": True}})
+    api.create_namespaced_custom_object(G, V, namespace, "servergroups", {
+        "apiVersion": f"{G}/{V}", "kind": "ServerGroup", "metadata": {"name": name},
+        "spec": {"policy": "anti-affinity"}})
     made: list[str] = []
 
     def grant(rules: list[dict], suffix: str) -> None:
@@ -127,6 +134,15 @@ def test_the_chart_lets_the_operator_put_instances(k8s_client, kova_crds, namesp
             current["status"] = {"phase": "Scheduled", "host": "h1"}
             as_operator.replace_namespaced_custom_object_status(G, V, namespace, "instances",
                                                                 name, current)
+            # the host monitor's and the server-group controller's status PUTs
+            host = as_operator.get_cluster_custom_object(G, V, "hosts", host_name)
+            host["status"] = {"state": "Up"}
+            as_operator.replace_cluster_custom_object_status(G, V, "hosts", host_name, host)
+            group = as_operator.get_namespaced_custom_object(G, V, namespace, "servergroups",
+                                                             name)
+            group["status"] = {"members": [name]}
+            as_operator.replace_namespaced_custom_object_status(G, V, namespace,
+                                                                "servergroups", name, group)
         finally:
             impersonating.close()
 
@@ -142,7 +158,12 @@ def test_the_chart_lets_the_operator_put_instances(k8s_client, kova_crds, namesp
         after = api.get_namespaced_custom_object(G, V, namespace, "instances", name)
         assert after["metadata"]["labels"]["kova.dev/host"] == "h1"
         assert after["status"]["host"] == "h1"
+        assert api.get_cluster_custom_object(G, V, "hosts", host_name)["status"] == {
+            "state": "Up"}
+        assert api.get_namespaced_custom_object(G, V, namespace, "servergroups", name)[
+            "status"]["members"] == [name]
     finally:
+        api.delete_cluster_custom_object(G, V, "hosts", host_name)
         for role_name in made:
             rbac.delete_cluster_role_binding(role_name)
             rbac.delete_cluster_role(role_name)

@@ -1,15 +1,19 @@
 """Hosts and heartbeats at scale, through a real ``kova operator run``: a
 burst of registrations is absorbed (each Host written once per state it
-goes through, renewals write nothing), a mass expiry of Leases is found by
-the expiry timer (not by listing) and marks every host Down, and SIGTERM
+goes through, renewals write nothing, every write a PUT of the status: the
+API server counts no PATCH of a Host's status), a mass expiry of Leases is
+found by the expiry timer (not by listing) and marks every host Down, and SIGTERM
 stops an operator whose workers are stuck within ``--shutdown-grace``."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from kova.crds import names as contract
 from kova.dev.controlplane import free_port
@@ -43,6 +47,20 @@ def _states(cluster, hosts: list[str]) -> dict[str, int]:
     return out
 
 
+def _host_status_requests(k8s) -> dict[str, float]:
+    """The API server's count of requests to ``hosts/status``, by verb."""
+    text = httpx.get(k8s.server + "/metrics", verify=str(k8s.ca_file), timeout=30,
+                     headers={"Authorization": f"Bearer {k8s.admin_token}"}).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            series, _, value = line.rpartition(" ")
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', series))
+            if labels.get("resource") == "hosts" and labels.get("subresource") == "status":
+                out[labels["verb"]] = out.get(labels["verb"], 0.0) + float(value)
+    return out
+
+
 def _renew_all(cluster, hosts: list[str], duration: int) -> None:
     spec = {"spec": {"leaseDurationSeconds": duration, "renewTime": lease_time()}}
     with ThreadPoolExecutor(8) as pool:
@@ -50,12 +68,13 @@ def _renew_all(cluster, hosts: list[str], duration: int) -> None:
             h, contract.LEASE_NAMESPACE, spec), hosts))
 
 
-def test_mass_registration_renewals_and_mass_expiry(cluster):
+def test_mass_registration_renewals_and_mass_expiry(cluster, k8s):
     mport = free_port()
     cluster.start_operator("--metrics-port", str(mport), "--host-check-interval", "5")
     url = f"http://127.0.0.1:{mport}/metrics"
     wait_for(lambda: scrape(url, missing_ok=True), 60, what="operator metrics")
     base = scrape(url)
+    requests_before = _host_status_requests(k8s)
 
     hosts = _register(cluster, N_HOSTS, "burst-")
     wait_for(lambda: _states(cluster, hosts).get("Up") == N_HOSTS, 90,
@@ -66,6 +85,13 @@ def test_mass_registration_renewals_and_mass_expiry(cluster):
     # At most one write per state a host went through (Unknown before its
     # Lease came, then Up); a write per event would be far more.
     assert N_HOSTS <= writes <= 2 * N_HOSTS, writes
+    # ... each a guarded PUT of the watched Host's status, none a merge
+    # patch (the hosts here register no provider: nothing else writes their
+    # status)
+    requests = _host_status_requests(k8s)
+    puts = requests.get("PUT", 0) - requests_before.get("PUT", 0)
+    assert puts >= writes, (puts, writes)  # a conflict (409) is a PUT more
+    assert requests.get("PATCH", 0) == requests_before.get("PATCH", 0), requests
 
     # Renewals change nothing: no Host is written again.
     _renew_all(cluster, hosts, 3600)

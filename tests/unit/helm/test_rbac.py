@@ -27,12 +27,12 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "instances"): READ | {"patch", "update", "schedule"},
         (KOVA, "instances/status"): {"get", "patch", "update"},
         (KOVA, "hosts"): READ | {"patch"},            # annotations (host monitor)
-        (KOVA, "hosts/status"): {"get", "patch"},     # state, Ready condition
+        (KOVA, "hosts/status"): {"get", "patch", "update"},  # state, conditions: PUTs
         (KOVA, "flavors"): READ,
         (KOVA, "images"): READ,
         (KOVA, "tenantimages"): READ,
         (KOVA, "servergroups"): READ,
-        (KOVA, "servergroups/status"): {"get", "patch"},  # members, hosts, PolicySatisfied
+        (KOVA, "servergroups/status"): {"get", "patch", "update"},  # members, hosts, PolicySatisfied
         ("", "nodes"): READ,                          # out-of-service taint fences a Host
         ("", "resourcequotas"): {"list", "watch"},             # kova.dev/* quota limits
         ("", "secrets"): {"get"},                     # user data sealed for the host

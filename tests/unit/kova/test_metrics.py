@@ -10,6 +10,7 @@ import sys
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 
 from kova.metrics import MetricSet, NameError_, serve
 from tests.helpers import free_port
@@ -56,6 +57,43 @@ def test_server_serves_metrics_and_health():
         state["ok"] = False
         assert httpx.get(f"{base}/readyz").status_code == 503
         assert httpx.get(f"{base}/nothing").status_code == 404
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_server_serves_only_the_series_asked_for():
+    """``?name[]=`` (as Prometheus' federation and prometheus_client's own
+    handler spell it): the other collectors are not even collected -- a
+    poller of one counter does not pay for a page of 10 000 hosts."""
+    registry = CollectorRegistry()
+    m = MetricSet("kova_test", registry)
+    m.counter("kova_test_things_total", "Things.").inc(2)
+    collected: list[int] = []
+
+    class Large:
+        def describe(self):
+            return [GaugeMetricFamily("kova_test_hosts", "Per host.")]
+
+        def collect(self):
+            collected.append(1)
+            family = GaugeMetricFamily("kova_test_hosts", "Per host.", labels=["host"])
+            for i in range(3):
+                family.add_metric([f"h{i}"], 1)
+            yield family
+
+    registry.register(Large())
+    port = free_port()
+    srv = serve(port, registry, bind="127.0.0.1")
+    try:
+        base = f"http://127.0.0.1:{port}/metrics"
+        text = httpx.get(base, params={"name[]": "kova_test_things_total"}).text
+        assert "kova_test_things_total 2.0" in text
+        assert "kova_test_hosts" not in text and not collected
+        both = httpx.get(base, params=[("name[]", "kova_test_things_total"),
+                                       ("name[]", "kova_test_hosts")]).text
+        assert 'kova_test_hosts{host="h2"} 1.0' in both and "kova_test_things_total" in both
+        assert 'kova_test_hosts{host="h0"}' in httpx.get(base).text
     finally:
         srv.shutdown()
         srv.server_close()

@@ -50,3 +50,36 @@ def test_new_term_adopts_the_moves_off_draining_hosts_only_once_synced() -> None
     assert {k: a.req for k, a in state.attempts.items()} == {
         ("ns", "vm1"): f"{names.DRAIN_REQUEST_PREFIX}1"}
     assert state.moved == 1 and state.attempts[("ns", "vm1")].live
+
+
+def test_a_tick_looks_only_at_the_hosts_draining_or_ending_a_drain() -> None:
+    """``tick_all`` walks the Hosts whose events said drain (spec) or a drain
+    status left to clear, not every Host in the cache."""
+    hosts = {f"h{i}": {"metadata": {"name": f"h{i}"}, "spec": {}} for i in range(1000)}
+    hosts["h7"] = {"metadata": {"name": "h7"}, "spec": {"drain": True}}
+    hosts["h9"] = {"metadata": {"name": "h9"}, "spec": {},
+                   "status": {"drain": {"phase": "Drained"}}}
+    cache = Cache(hosts, {})
+    drains = DrainController(SimpleNamespace(informer=cache), records=None)  # type: ignore[arg-type]
+    for name, body in hosts.items():
+        drains.host_changed(name, body, False)
+    assert drains.draining == {"h7", "h9"}
+    seen: list[tuple[str, str]] = []
+
+    async def tick(name: str, host: dict) -> None:
+        seen.append(("tick", name))
+
+    async def end(name: str, host: dict) -> None:
+        seen.append(("end", name))
+
+    drains.tick, drains.end = tick, end  # type: ignore[method-assign]
+    looked: list[str] = []
+    cache.host = lambda name: looked.append(name) or hosts.get(name)  # type: ignore[method-assign]
+    asyncio.run(drains.tick_all())
+    assert seen == [("tick", "h7"), ("end", "h9")] and sorted(looked) == ["h7", "h9"]
+
+    # the drain ended and its status cleared: the host leaves the set
+    hosts["h9"] = {"metadata": {"name": "h9"}, "spec": {}, "status": {}}
+    drains.host_changed("h9", hosts["h9"], False)
+    drains.host_changed("h7", hosts["h7"], True)
+    assert drains.draining == set()
