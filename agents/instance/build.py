@@ -132,14 +132,8 @@ class Builder:
         files.info.write_text(json.dumps(
             {"uid": uid, "namespace": key[0], "name": key[1], "host": self.ctx.host}))
         steps("lookups")
-        try:
-            cached = self.ctx.images.fetch(source)
-        except ImageError as exc:
-            self.image_status.refused(image, exc.code, exc.message)
-            raise
-        self.image_status.verified(image, cached)
+        cached = self._fetch(image, source)
         steps("image")
-        self._count_image(cached)
         if source.format == names.ImageFormat.ISO:
             self._iso_disks(cached, files, int(res["diskGiB"]) * GiB)
         elif not files.disk.exists():
@@ -175,6 +169,15 @@ class Builder:
         source = ImageSource.from_image(image)
         if source.format != names.ImageFormat.ISO:
             return None
+        cached = self._fetch(image, source)
+        files.dir.mkdir(parents=True, exist_ok=True)
+        link_cdrom(cached.path, files)
+        return cached.path
+
+    def _fetch(self, image: dict, source: ImageSource) -> CachedImage:
+        """The Image's file in this host's cache, fetched and verified if it
+        is not there yet; the outcome written into the Image's status (a
+        refusal raises :class:`ImageError`), the cached file counted."""
         try:
             cached = self.ctx.images.fetch(source)
         except ImageError as exc:
@@ -182,9 +185,7 @@ class Builder:
             raise
         self.image_status.verified(image, cached)
         self._count_image(cached)
-        files.dir.mkdir(parents=True, exist_ok=True)
-        link_cdrom(cached.path, files)
-        return cached.path
+        return cached
 
     def choose_pcpus(self, uid: str, vcpus: int) -> tuple[int, ...]:
         """Dedicated host CPUs for the vCPUs of Instance ``uid``: free ones of
