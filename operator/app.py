@@ -261,8 +261,11 @@ class Operator:
             task(self.leadership.run(), "kova-leadership")
         task(ctx.recorder.poster(), "kova-events")
         if s.audit_interval > 0:
+            # an operator of some namespaces audits those only (the command's
+            # --namespace): another namespace's Instances are not its to heal
             task(audit_loop(ctx.kube, ctx.placement, interval=s.audit_interval,
-                            heal=s.audit_heal, active=lambda: ctx.leader, emit=ctx.emit),
+                            heal=s.audit_heal, active=lambda: ctx.leader, emit=ctx.emit,
+                            namespaces=() if s.all_namespaces else s.namespaces),
                  "kova-audit")
 
     async def run(self, stop_flag: asyncio.Event | None = None,

@@ -192,16 +192,18 @@ async def _reclaim(placement: PlacementClient, inst: dict, rp: str | None) -> bo
 
 async def audit_loop(kube: Kube, placement: PlacementClient, *, interval: float, heal: bool,
                      active: Callable[[], bool],
-                     emit: Callable[[dict, str, str, str], None] | None = None) -> None:
+                     emit: Callable[[dict, str, str, str], None] | None = None,
+                     namespaces: Sequence[str] = ()) -> None:
     """The operator's periodic audit: every ``interval`` seconds while this
-    replica is the ``active`` one.  A failed audit is logged and tried again
-    at the next interval."""
+    replica is the ``active`` one, over ``namespaces`` (the operator's own;
+    empty: every namespace).  A failed audit is logged and tried again at
+    the next interval."""
     while True:
         await asyncio.sleep(interval)
         if not active():
             continue
         try:
-            await run_audit(kube, placement, heal=heal, emit=emit)
+            await run_audit(kube, placement, heal=heal, emit=emit, namespaces=namespaces)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

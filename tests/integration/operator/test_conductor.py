@@ -192,15 +192,20 @@ def test_audit_finds_and_heals(cluster):
 
 
 def test_periodic_audit_heals_orphans(cluster):
+    """The periodic audit of an operator of one namespace heals the orphans
+    of that namespace's project; another project's consumer in the same
+    Placement (another operator's tenant) is not its own and stays."""
     h = cluster.add_host("h1")
     rp = cluster.hosts[h]
-    orphan = str(uuid.uuid4())
-    r = cluster.placement.http.put(f"/allocations/{orphan}", json={
-        "allocations": {rp: {"resources": {"VCPU": 1}}}, "project_id": "gone",
-        "user_id": "x", "consumer_generation": None, "consumer_type": "INSTANCE"})
-    assert r.status_code == 204, r.text
+    orphan, foreign = str(uuid.uuid4()), str(uuid.uuid4())
+    for consumer, project in ((orphan, contract.project_id(cluster.ns)), (foreign, "elsewhere")):
+        r = cluster.placement.http.put(f"/allocations/{consumer}", json={
+            "allocations": {rp: {"resources": {"VCPU": 1}}}, "project_id": project,
+            "user_id": "x", "consumer_generation": None, "consumer_type": "INSTANCE"})
+        assert r.status_code == 204, r.text
     cluster.start_operator("--audit-interval", "1", "--audit-heal")
     cluster.create_instance("vm1")
     uid = cluster.wait_scheduled("vm1")["metadata"]["uid"]
     wait_for(lambda: cluster.placement.allocations(orphan) == {}, 20, what="orphan healed")
     assert list(cluster.placement.allocations(uid)) == [rp]
+    assert list(cluster.placement.allocations(foreign)) == [rp]
