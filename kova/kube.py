@@ -420,6 +420,20 @@ class Kube:
             "PUT", path, current, change,
             lambda cur, patch: self.replace(path, merged(cur, patch)), read_path, retries)
 
+    async def update_status(self, path: str, current: dict,
+                            change: Callable[[dict], dict | None], *,
+                            retries: int = 5) -> dict | None:
+        """:meth:`update_guarded` of the status of the object at ``path``
+        (read again from ``path`` on a conflict); None when the object is
+        gone (404)."""
+        try:
+            return await self.update_guarded(path + "/status", current, change,
+                                             read_path=path, retries=retries)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+            return None
+
     async def patch_guarded(self, path: str, current: dict,
                             change: Callable[[dict], dict | None], *,
                             read_path: str | None = None, retries: int = 5) -> dict:

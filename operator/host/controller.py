@@ -13,7 +13,7 @@ import time
 from kova.conditions import get_condition, set_condition
 from kova.crds import names
 from kova.crds import objects as ob
-from kova.kube import KubeError, host_path
+from kova.kube import host_path
 from kova.operator.context import Context
 from kova.placement_client import PlacementError
 
@@ -208,12 +208,7 @@ class HostController:
         # a PUT of the cached Host's status, guarded by its resourceVersion
         # (cheaper for the API server than a merge patch); a conflict reads
         # the Host again and sets the condition on what it holds then
-        try:
-            await self.ctx.kube.update_guarded(host_path(name) + "/status", body, change,
-                                               read_path=host_path(name))
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
+        await self.ctx.kube.update_status(host_path(name), body, change)
 
     async def _sync(self, name: str, body: dict, rp: str, disabled: bool,
                     zone: str | None, has_trait: bool | None = None) -> None:

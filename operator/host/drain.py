@@ -36,14 +36,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
 
 from kova import log as kova_log
 from kova.conditions import now_rfc3339, set_condition
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import MigrationStep
-from kova.kube import KubeError, host_path
+from kova.kube import host_path
 from kova.operator import metrics
 from kova.operator.context import Context
 from kova.operator.host.drainplan import (
@@ -267,7 +266,7 @@ class DrainController:
 
         if change(host) is None:
             return
-        await self._write(host, change)
+        await self.ctx.kube.update_status(host_path(host["metadata"]["name"]), host, change)
         if drain["phase"] == names.DrainPhase.DRAINED and not state.drained_reported:
             state.drained_reported = True
             self.ctx.emit(host, "Normal", names.EVENT_DRAINED, cond[2])
@@ -284,17 +283,5 @@ class DrainController:
                           if c.get("type") != names.HOST_COND_DRAINED]
             return {"status": {"drain": None, "conditions": conditions}}
 
-        await self._write(host, change)
+        await self.ctx.kube.update_status(host_path(host["metadata"]["name"]), host, change)
         LOG.info("host %s: drain ended", name)
-
-    async def _write(self, host: dict, change: Callable[[dict], dict | None]) -> None:
-        """PUT the Host's status as ``change`` leaves it, guarded by the
-        watched Host's resourceVersion (a conflict reads it again and asks
-        ``change`` again)."""
-        name = host["metadata"]["name"]
-        try:
-            await self.ctx.kube.update_guarded(host_path(name) + "/status", host, change,
-                                               read_path=host_path(name))
-        except KubeError as exc:
-            if exc.status != 404:  # gone: nothing to write
-                raise

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from kova.conditions import get_condition, set_condition
 from kova.crds import names
 from kova.crds import objects as ob
-from kova.kube import KubeError, host_path, lease_path
+from kova.kube import host_path, lease_path
 from kova.operator import metrics
 from kova.operator.context import Context
 from kova.operator.host.view import lease_duration, lease_renewed
@@ -344,26 +344,14 @@ class HostMonitor:
                 new_status["lastHeartbeatTime"] = renew
             return {"status": new_status}
 
-        if await self._write_status(name, body, change) is None or not written:
+        if await self.ctx.kube.update_status(host_path(name), body, change) is None \
+                or not written:
             return
         want, cond = written
         metrics.HOST_STATE_WRITES.inc()
         LOG.info("host %s is %s", name, want)
         if want == names.HostState.DOWN:
             self.ctx.emit(body, "Warning", names.REASON_HOST_DOWN, cond[2])
-
-    async def _write_status(self, name: str, body: dict,
-                            change: Callable[[dict], dict | None]) -> dict | None:
-        """PUT the Host's status as ``change`` leaves it, guarded by the
-        resourceVersion of ``body`` (the watched Host): a conflict reads the
-        Host again and asks ``change`` again.  None when the Host is gone."""
-        try:
-            return await self.ctx.kube.update_guarded(host_path(name) + "/status", body,
-                                                      change, read_path=host_path(name))
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
-            return None
 
     async def set_host_fenced(self, body: dict, reason: str | None) -> dict | None:
         """The Host's Fenced condition (and an Event when it turns True)."""
@@ -378,7 +366,7 @@ class HostMonitor:
             return {"status": {"conditions": set_condition(
                 ob.status(cur).get("conditions"), names.HOST_COND_FENCED, *cond)}}
 
-        new = await self._write_status(name, body, change)
+        new = await self.ctx.kube.update_status(host_path(name), body, change)
         if new is None or not wrote[0]:
             return new
         metrics.HOST_STATE_WRITES.inc()

@@ -11,7 +11,6 @@ from kova.conditions import get_condition, set_condition
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import ServerGroupPolicy
-from kova.kube import KubeError
 from kova.operator.context import Context
 
 
@@ -80,10 +79,6 @@ class ServerGroupController:
         # a PUT of the status as the merge patch would leave it, guarded by the
         # resourceVersion just read; a conflict reads the group again
         try:
-            await self.ctx.kube.update_guarded(path + "/status", current, change,
-                                               read_path=path)
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
+            await self.ctx.kube.update_status(path, current, change)
         except RuntimeError:  # still conflicting: again shortly
             self.ctx.queue.add_after(("sg", ns, name), 0.5)
