@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pexpect
@@ -48,22 +49,24 @@ def stack(k8s, kova_crds, kova_api, libvirtd, test_image, ns, tmp_path_factory):
 
 @contextmanager
 def booted_guest(k8s, kubectl, ns: str, root: Path, test_image, prefix: str,
-                 user_name: str) -> Iterator[Session]:
-    """Flavor ``<prefix>-<tag>``, Image and Instance ``vm`` of the test image,
-    applied by ``kubectl``; yields a kova-edit user's Session once the guest's
-    shell is up; deletes them afterwards."""
+                 user_name: str, **image: Any) -> Iterator[Session]:
+    """Flavor ``<prefix>-<tag>``, Image and Instance ``vm`` of the test image
+    (or of another file: ``image`` goes to flavor_image_manifests, e.g.
+    ``image_format="iso"``), applied by ``kubectl``; yields a kova-edit
+    user's Session once the guest's shell is up; deletes them afterwards."""
     user = kova_editor(k8s, ns, user_name, root)
     tag = ns[-5:]
-    image = f"{prefix}-img-{tag}"
-    kubectl("apply", "-f", "-", input=flavor_image_manifests(f"{prefix}-{tag}", image, test_image) + f"""---
+    image_name = f"{prefix}-img-{tag}"
+    kubectl("apply", "-f", "-", input=flavor_image_manifests(
+        f"{prefix}-{tag}", image_name, test_image, **image) + f"""---
 apiVersion: kova.dev/v1alpha1
 kind: Instance
 metadata: {{name: vm, namespace: {ns}}}
 spec:
   flavorRef: {{name: {prefix}-{tag}}}
-  imageRef: {{name: {image}}}
+  imageRef: {{name: {image_name}}}
 """)
-    session = Session(ns, user, kubectl, image)
+    session = Session(ns, user, kubectl, image_name)
     try:
         session.wait_power("Running", BOOT_TIMEOUT)
         session.wait_log("KOVA-SHELL: ttyS0")
@@ -71,7 +74,7 @@ spec:
     finally:
         kubectl("-n", ns, "delete", "instance", "vm", "--wait=true", "--timeout=120s",
                 check=False)
-        kubectl("delete", "image", image, check=False)
+        kubectl("delete", "image", image_name, check=False)
         kubectl("delete", "flavor", f"{prefix}-{tag}", check=False)
 
 

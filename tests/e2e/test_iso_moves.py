@@ -42,9 +42,9 @@ import pytest
 from kova.dev.twohost import TwoHosts
 from tests.e2e.test_access import Session
 from tests.e2e.test_boot_iso import LABEL, bootable_iso
-from tests.e2e.test_cold_migration import SECTOR, on_console
-from tests.helpers import BOOT_TIMEOUT, flavor_image_manifests, wait_for
-from tests.support.stacks import BedStack, bed_stack, kova_editor, temp_namespace
+from tests.e2e.test_cold_migration import SECTOR, booted_guest, on_console
+from tests.helpers import wait_for
+from tests.support.stacks import BedStack, bed_stack, temp_namespace
 
 SHELL = "KOVA-SHELL: ttyS0"
 #: The guest's count of CD-ROM drives showing the ISO's volume label.
@@ -83,28 +83,9 @@ def iso(test_image, ns) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def vm(stack, kova_api, iso, k8s, kubectl, ns) -> Iterator[Session]:
-    user = kova_editor(k8s, ns, "iso-mover", stack.root)
-    tag = ns[-5:]
-    flavor, image = f"im-{tag}", f"im-iso-{tag}"
-    kubectl("apply", "-f", "-", input=flavor_image_manifests(
-        flavor, image, iso, image_format="iso") + f"""---
-apiVersion: kova.dev/v1alpha1
-kind: Instance
-metadata: {{name: vm, namespace: {ns}}}
-spec:
-  flavorRef: {{name: {flavor}}}
-  imageRef: {{name: {image}}}
-""")
-    session = Session(ns, user, kubectl, image)
-    try:
-        session.wait_power("Running", BOOT_TIMEOUT)
-        session.wait_log(SHELL, timeout=BOOT_TIMEOUT)
+    with booted_guest(k8s, kubectl, ns, stack.root, iso, "im", "iso-mover",
+                      image_format="iso") as session:
         yield session
-    finally:
-        kubectl("-n", ns, "delete", "instance", "vm", "--wait=true", "--timeout=120s",
-                check=False)
-        kubectl("delete", "image", image, check=False)
-        kubectl("delete", "flavor", flavor, check=False)
 
 
 def instance_dir(stack: BedStack, host: str, uid: str) -> Path:

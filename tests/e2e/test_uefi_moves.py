@@ -33,8 +33,9 @@ import pytest
 
 from kova.dev.twohost import TwoHosts
 from tests.e2e.test_access import Session
-from tests.helpers import BOOT_TIMEOUT, flavor_image_manifests, wait_for
-from tests.support.stacks import BedStack, bed_stack, kova_editor, temp_namespace
+from tests.e2e.test_cold_migration import booted_guest
+from tests.helpers import wait_for
+from tests.support.stacks import BedStack, bed_stack, temp_namespace
 
 SHELL = "KOVA-SHELL: ttyS0"
 
@@ -55,29 +56,10 @@ def stack(k8s, kova_crds, kova_api, libvirtd, two_hosts: TwoHosts, test_image, n
 
 @pytest.fixture(scope="module")
 def vm(stack, kova_api, test_image, k8s, kubectl, ns) -> Iterator[Session]:
-    user = kova_editor(k8s, ns, "uefi-mover", stack.root)
-    tag = ns[-5:]
-    flavor, image = f"uf-{tag}", f"uf-img-{tag}"
     # 256 MiB: with less, OVMF leaves syslinux.efi no room for the kernel.
-    kubectl("apply", "-f", "-", input=flavor_image_manifests(
-        flavor, image, test_image, memory_mib=256, properties={"firmware": "uefi"}) + f"""---
-apiVersion: kova.dev/v1alpha1
-kind: Instance
-metadata: {{name: vm, namespace: {ns}}}
-spec:
-  flavorRef: {{name: {flavor}}}
-  imageRef: {{name: {image}}}
-""")
-    session = Session(ns, user, kubectl, image)
-    try:
-        session.wait_power("Running", BOOT_TIMEOUT)
-        session.wait_log(SHELL, timeout=BOOT_TIMEOUT)
+    with booted_guest(k8s, kubectl, ns, stack.root, test_image, "uf", "uefi-mover",
+                      memory_mib=256, properties={"firmware": "uefi"}) as session:
         yield session
-    finally:
-        kubectl("-n", ns, "delete", "instance", "vm", "--wait=true", "--timeout=120s",
-                check=False)
-        kubectl("delete", "image", image, check=False)
-        kubectl("delete", "flavor", flavor, check=False)
 
 
 def nvram(stack: BedStack, host: str, uid: str) -> Path:
