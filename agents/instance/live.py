@@ -60,13 +60,12 @@ import libvirt
 
 from kova.agents.context import AgentContext, GiB
 from kova.agents.instance.build import Builder
-from kova.agents.instance.migrate import stream_endpoint
+from kova.agents.instance.migrate import own_cdrom, stream_endpoint
 from kova.agents.instance.move import MoveError
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.userdata import UserData
 from kova.agents.virt import migration
 from kova.agents.virt.driver import DomainInfo
-from kova.agents.virt.images import ImageError
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.crds.names import MigrationDecision, MigrationStep
@@ -246,11 +245,8 @@ class LiveMigrator:
         files.dir.mkdir(parents=True, exist_ok=True)
         files.info.write_text(json.dumps({"uid": uid, "namespace": namespace, "name": name,
                                           "host": self.ctx.host}))
-        try:  # an ISO-booted guest's CD-ROM: this host's own verified copy
-            cdrom = self.builder.cdrom_here(obj, files)
-        except ImageError as exc:
-            raise MoveError(f"{self.ctx.host} cannot use the Instance's ISO: {exc.code}: "
-                            f"{exc.message}") from exc
+        # an ISO-booted guest's CD-ROM: this host's own verified copy
+        cdrom = own_cdrom(self.builder, self.ctx.host, obj, files)
         size = mig.get("newResources") or mig["oldResources"]
         files.disk.unlink(missing_ok=True)  # a repeated step starts from an empty disk
         # A UEFI guest's variable store: libvirt makes a placeholder from the

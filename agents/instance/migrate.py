@@ -44,7 +44,7 @@ from pathlib import Path
 
 import httpx
 
-from kova.agents.context import AgentContext, GiB
+from kova.agents.context import AgentContext, GiB, InstanceFiles
 from kova.agents.instance import decisions, disk_copy
 from kova.agents.instance.build import Builder
 from kova.agents.instance.move import MoveError, Mover, grow_disk
@@ -73,6 +73,18 @@ def stream_endpoint(host_obj: dict | None, host: str) -> tuple[str, int]:
         raise MoveError(f"host {host} advertises no stream endpoint (status.streamEndpoint): "
                         "its agent cannot receive the disk")
     return str(ep["address"]), int(ep["port"])
+
+
+def own_cdrom(builder: Builder, host: str, obj: dict, files: InstanceFiles) -> Path | None:
+    """For an ISO-booted Instance arriving on ``host`` (a cold or live
+    move): :meth:`Builder.cdrom_here` -- this host's own verified copy of
+    the ISO, linked from the Instance's directory; None for any other
+    Instance.  Raises MoveError when this host cannot use the ISO."""
+    try:
+        return builder.cdrom_here(obj, files)
+    except ImageError as exc:
+        raise MoveError(f"{host} cannot use the Instance's ISO: {exc.code}: "
+                        f"{exc.message}") from exc
 
 
 class Migrator:
@@ -110,7 +122,7 @@ class Migrator:
         files = self.ctx.files(uid)
         address, port = stream_endpoint(self.ctx.kube.get_or_none(host_path(dest)), dest)
         tls = self.client_tls()
-        if self.ctx.files(uid).cdrom.is_symlink():
+        if files.cdrom.is_symlink():
             self._prepare_dest(obj, address, port, uid, tls)
         log.info("%s/%s: cold migration to %s (migration %s): stopping the guest", *key, dest,
                  mig["uuid"])
@@ -173,11 +185,7 @@ class Migrator:
         # names the Instance: the leftover sweep spares the directory during the move
         files.info.write_text(json.dumps({"uid": uid, "namespace": namespace, "name": name,
                                           "host": self.ctx.host}))
-        try:
-            cdrom = self.builder.cdrom_here(obj, files)
-        except ImageError as exc:
-            raise MoveError(f"{self.ctx.host} cannot use the Instance's ISO: {exc.code}: "
-                            f"{exc.message}") from exc
+        cdrom = own_cdrom(self.builder, self.ctx.host, obj, files)
         return {"cdrom": str(cdrom) if cdrom else None}
 
     @staticmethod
@@ -205,11 +213,8 @@ class Migrator:
                                 f"{self.ctx.host}")
             if not self.userdata.ready(obj):
                 return
-            try:  # an ISO-booted guest keeps its CD-ROM: this host's copy of the ISO
-                self.builder.cdrom_here(obj, files)
-            except ImageError as exc:
-                raise MoveError(f"{self.ctx.host} cannot use the Instance's ISO: "
-                                f"{exc.code}: {exc.message}") from exc
+            # an ISO-booted guest keeps its CD-ROM: this host's copy of the ISO
+            own_cdrom(self.builder, self.ctx.host, obj, files)
             obj = self.teardown.add_finalizer(obj)
             grow_disk(files.disk, int(size["diskGiB"]) * GiB)
             self.userdata.write_seed(obj, files)
