@@ -184,9 +184,12 @@ def add_exact_hosts(cluster: Cluster, instances: int) -> list[str]:
                                        disk_gib=sizes[i]), range(len(sizes))))
 
 
-def create_instances(cluster: Cluster, n: int, prefix: str = "vm", threads: int = 8) -> None:
+def create_instances(cluster: Cluster, n: int, prefix: str = "vm", threads: int = 8,
+                     start: int = 0) -> None:
+    """Create ``n`` Instances named ``<prefix>-<number>``, numbered from ``start``."""
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda i: cluster.create_instance(f"{prefix}-{i:04d}"), range(n)))
+        list(pool.map(lambda i: cluster.create_instance(f"{prefix}-{i:04d}"),
+                      range(start, start + n)))
 
 
 def is_scheduled(inst: dict) -> bool:
