@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -97,6 +98,35 @@ def agent_split(log_dir: Path) -> str:
                       for x in lines[-2:]) or "(not in the logs)"
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def plugin_variants(env: dict, work: Path, before: str | None) -> dict[str, dict]:
+    """The environments ``kubectl kova`` runs in: this checkout's plugin,
+    and with ``before`` a PATH whose ``kubectl-kova`` is that one."""
+    if not before:
+        return {"": env}
+    shim = work / "before-bin"
+    shim.mkdir()
+    (shim / "kubectl-kova").symlink_to(Path(before).resolve())
+    return {"after": env, "before": {**env, "PATH": f"{shim}:{env['PATH']}"}}
+
+
+def print_table(rows: list[tuple], runs: int) -> None:
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f}, {os.cpu_count()} cores, median of "
+          f"{runs} runs\n")
+    print("| root disk | plugin | data MiB | snapshot s | guest paused s | floor s "
+          "(convert + copy) | snapshot / floor | kubectl + plugin CPU s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for label, variant, size, sn, pause, fl, ratio, cpu in rows:
+        print(f"| {label} | {variant} | {size:.1f} | {sn:.2f} | {pause:.2f} | {fl:.2f} "
+              f"| {ratio:.2f} | {cpu:.2f} |")
+
+
 def wait(what: str, check: Callable[[], bool], timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -109,6 +139,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--before-plugin", metavar="PATH",
+                    help="The kubectl-kova of the code before (another checkout's venv): "
+                         "each run snapshots with it and with this one, alternating.")
+    ap.add_argument("--keep", action="store_true",
+                    help="Keep the working directory (the components' logs) at the end.")
     args = ap.parse_args()
 
     from kova.dev import paths
@@ -170,6 +205,20 @@ spec:
   imageRef: {{name: bench-random}}
 """)
 
+        def snapshot(name: str, image_name: str, run_env: dict) -> tuple[float, float, str]:
+            """``kubectl kova snapshot``: seconds, CPU seconds of kubectl and
+            the plugin, its answer."""
+            cpu0 = _children_cpu()
+            t0 = time.perf_counter()
+            proc = subprocess.run([paths.kubectl(), "kova", "snapshot", name, "-n", NS,
+                                   "--image", image_name], env=run_env, check=False,
+                                  capture_output=True, text=True, timeout=1800)
+            seconds = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise SystemExit(f"{image_name}: kubectl kova snapshot failed after "
+                                 f"{seconds:.1f}s: {proc.stdout}{proc.stderr}")
+            return seconds, _children_cpu() - cpu0, proc.stdout.strip()
+
         def inst(name: str) -> dict:
             out = subprocess.run([*kubectl, "-n", NS, "get", "inst", name, "-o", "json"],
                                  capture_output=True, text=True)
@@ -183,6 +232,7 @@ spec:
         wait("the large Instance running",
              lambda: (inst("large").get("status") or {}).get("powerState") == "Running")
         pause_watch = Pauses(stack.libvirt_uris[stack.hosts[0]])
+        variants = plugin_variants(env, work, args.before_plugin)
         rows = []
         for label, name, data in (("test image", "small", image.stat().st_size),
                                   (f"{args.size_mib} MiB disk", "large", big.stat().st_size)):
@@ -190,33 +240,31 @@ spec:
             disk = stack.root / "instances" / stack.hosts[0] / uid / "disk.qcow2"
             if not disk.exists():
                 disk = next(stack.root.rglob(f"{uid}/disk.qcow2"))
-            snaps, floors, pauses = [], [], []
+            floors: list[float] = []
+            snaps: dict[str, list[float]] = {v: [] for v in variants}
+            cpus: dict[str, list[float]] = {v: [] for v in variants}
+            pauses: dict[str, list[float]] = {v: [] for v in variants}
             for run in range(args.runs):
                 floors.append(floor(disk, work))
-                t0 = time.perf_counter()
-                proc = subprocess.run([paths.kubectl(), "kova", "snapshot", name, "-n", NS,
-                                       "--image", f"{name}-{run}"], env=env, check=False,
-                                      capture_output=True, text=True, timeout=1800)
-                if proc.returncode != 0:
-                    raise SystemExit(f"{label} run {run + 1}: kubectl kova snapshot failed "
-                                     f"after {time.perf_counter() - t0:.1f}s: "
-                                     f"{proc.stdout}{proc.stderr}")
-                snaps.append(time.perf_counter() - t0)
-                pauses.append(pause_watch.take(uid))
-                print(f"{label} run {run + 1}: snapshot {snaps[-1]:.2f}s, floor "
-                      f"{floors[-1]:.2f}s, load {os.getloadavg()[0]:.1f}: "
-                      f"{proc.stdout.strip()}", file=sys.stderr)
-                print(f"  the agent: {agent_split(stack.log_dir)}", file=sys.stderr)
-            sn, fl = statistics.median(snaps), statistics.median(floors)
-            rows.append((label, data / MiB, sn, statistics.median(pauses), fl, sn / fl))
-        load = os.getloadavg()
-        print(f"load average {load[0]:.2f} {load[1]:.2f}, {os.cpu_count()} cores, median of "
-              f"{args.runs} runs\n")
-        print("| root disk | data MiB | snapshot s | guest paused s | floor s (convert + copy) "
-              "| snapshot / floor |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for label, size, sn, pause, fl, ratio in rows:
-            print(f"| {label} | {size:.1f} | {sn:.2f} | {pause:.2f} | {fl:.2f} | {ratio:.2f} |")
+                order = list(variants) if run % 2 == 0 else list(variants)[::-1]
+                for variant in order:
+                    image_name = f"{name}-{run}" + (f"-{variant}" if variant else "")
+                    seconds, cpu, out = snapshot(name, image_name, variants[variant])
+                    snaps[variant].append(seconds)
+                    cpus[variant].append(cpu)
+                    pauses[variant].append(pause_watch.take(uid))
+                    print(f"{label} run {run + 1}{' ' + variant if variant else ''}: snapshot "
+                          f"{seconds:.2f}s (kubectl and the plugin: {cpu:.2f} CPU s), floor "
+                          f"{floors[-1]:.2f}s, load {os.getloadavg()[0]:.1f}: {out}",
+                          file=sys.stderr)
+                    print(f"  the agent: {agent_split(stack.log_dir)}", file=sys.stderr)
+            fl = statistics.median(floors)
+            for variant in variants:
+                sn = statistics.median(snaps[variant])
+                rows.append((label, variant or "-", data / MiB, sn,
+                             statistics.median(pauses[variant]), fl, sn / fl,
+                             statistics.median(cpus[variant])))
+        print_table(rows, args.runs)
         print(json.dumps({"rows": rows}), file=sys.stderr)
     finally:
         if stack is not None:
@@ -226,7 +274,10 @@ spec:
             store.wait(15)
         cp.destroy()
         big.unlink(missing_ok=True)
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

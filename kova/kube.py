@@ -523,6 +523,8 @@ class WatchStream:
     iterator by one thread; :meth:`stop` ends it from any thread."""
 
     _END = object()
+    #: What :meth:`get` returns once the stream has ended.
+    ENDED = object()
 
     def __init__(self, loop: LoopThread, events: AsyncIterator[Any]) -> None:
         self._queue: queue.Queue = queue.Queue()
@@ -547,6 +549,21 @@ class WatchStream:
             if isinstance(item, Exception):
                 raise item
             yield item
+
+    def get(self, timeout: float) -> Any:
+        """The next item if one comes within ``timeout`` seconds, else None;
+        :attr:`ENDED` once the stream has ended (raising what ended it, if
+        it failed)."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is self._END:
+            self._queue.put(self._END)  # ended for every later call too
+            return self.ENDED
+        if isinstance(item, Exception):
+            raise item
+        return item
 
     def stop(self) -> None:
         self._future.cancel()

@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 
-from kova.crds.names import APISERVICE_NAME, INSTANCES, SUBRESOURCE_API_VERSION, SUBRESOURCE_GROUP
-from kova.kube import Credentials, KubeError, SyncKube, instance_path
+from kova.crds.names import (
+    APISERVICE_NAME,
+    GROUP,
+    INSTANCES,
+    SUBRESOURCE_API_VERSION,
+    SUBRESOURCE_GROUP,
+    VERSION,
+)
+from kova.kube import Credentials, KubeError, SyncKube, WatchStream, instance_path
 
 #: Seconds a request may take: a power action answers once the VM's power
 #: state confirms it (the API component's --action-timeout, 120 s).
@@ -127,6 +135,50 @@ class Cluster:
     def get_instance(self, namespace: str, name: str) -> dict:
         return self.request("GET", self.instance_path(namespace, name),
                             f"instance {namespace}/{name}")
+
+    def instances(self, namespace: str, name: str, wake: float) -> Iterator[dict]:
+        """Instance ``namespace/name`` now, then again each time it changes
+        (a watch of that one Instance, started again after the server ends
+        it), and at least every ``wake`` seconds (the latest seen).  Where
+        the watch is refused (a role with ``get`` but not ``watch``) or
+        breaks, it is read every ``wake`` seconds instead.  A PluginError
+        once the Instance is gone."""
+        current = self.get_instance(namespace, name)
+        yield current
+        watching = True
+        while True:
+            if watching:
+                try:
+                    yield from self._changes(namespace, name, current, wake)
+                except (KubeError, aiohttp.ClientError, OSError, TimeoutError):
+                    watching = False  # read it every ``wake`` seconds from now on
+            else:
+                time.sleep(wake)
+            current = self.get_instance(namespace, name)
+            yield current
+
+    def _changes(self, namespace: str, name: str, inst: dict, wake: float) -> Iterator[dict]:
+        """One watch of the Instance from ``inst``'s resourceVersion: each
+        new state, or ``inst`` again after ``wake`` seconds of silence; ends
+        with the watch (the server closed it, or the version expired)."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{INSTANCES}"
+        stream = self.kube.watch(path, {"fieldSelector": f"metadata.name={name}",
+                                        "resourceVersion": inst["metadata"]["resourceVersion"]})
+        try:
+            while True:
+                item = stream.get(wake)
+                if item is WatchStream.ENDED:
+                    return
+                kind = (item or {}).get("type")
+                if kind == "DELETED":
+                    raise PluginError(f"instance {namespace}/{name} was deleted")
+                if kind == "ERROR":
+                    return  # e.g. 410 Gone: read it again and watch from there
+                if kind in ("ADDED", "MODIFIED"):
+                    inst = item["object"]
+                yield inst
+        finally:
+            stream.stop()
 
     # ---------------------------------------------------------------- websockets
     def headers(self) -> dict[str, str]:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
-import httpx
 
 from kova import imagefile
 from kova.plugin.client import Cluster, PluginError
@@ -93,6 +92,8 @@ def upload(cluster: Cluster, path: Path, name: str, fmt: str | None, store: str,
     progress = Progress(name, size, stream)
     where = f"/v1/namespaces/{namespace}" if namespace else "/v1"
     url = f"{store.rstrip('/')}{where}/images/{name}"
+    import httpx  # here: the other commands start without it (and the rich it pulls in)
+
     try:
         verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
         with httpx.Client(verify=verify, timeout=httpx.Timeout(60.0, read=None)) as c:
