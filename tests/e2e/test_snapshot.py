@@ -12,7 +12,9 @@ keeps the two apart) and reads the marker there; then deletes the source
 Instance and boots the snapshot once more.
 
 A snapshot whose agent is killed (SIGKILL) midway is taken again once the
-agent is back, and stored once, whole.
+agent is back, and stored once, whole; one whose agent is killed in every
+attempt ends Error SnapshotInterrupted, leaving nothing behind, and the next
+snapshot of the same Instance is stored.
 """
 
 from __future__ import annotations
@@ -132,6 +134,21 @@ def _upload_base(s: Session, store, test_image, ns: str) -> None:  # noqa: F811
     assert code == 0 and f"TenantImage {ns}/base is Available" in out, (out, err)
 
 
+def _running_source(s: Session, store, test_image, kubectl, ns: str) -> str:  # noqa: F811
+    """Instance ``src`` of the uploaded test image, Running; its host."""
+    _upload_base(s, store, test_image, ns)
+    _instance(kubectl, ns, "src", "base")
+    host = _host(kubectl, ns, "src")
+    wait_for(lambda: _status(kubectl, ns, "src").get("phase") == "Running",
+             BOOT_TIMEOUT, 1.0, "src Running")
+    return host
+
+
+def _status(kubectl, ns: str, name: str) -> dict:
+    out = kubectl("-n", ns, "get", "instance", name, "-o", "json").stdout
+    return json.loads(out).get("status") or {}
+
+
 def test_a_snapshot_whose_agent_is_killed_midway_is_taken_again(stack, store,  # noqa: F811
                                                                   test_image, k8s, kubectl, ns):
     """The image store is stopped (SIGSTOP) so the upload cannot end; the
@@ -145,16 +162,10 @@ def test_a_snapshot_whose_agent_is_killed_midway_is_taken_again(stack, store,  #
     the store."""
     user = kova_editor(k8s, ns, "owner", stack.root)
     s = Session(ns, user, kubectl, "")
-    _upload_base(s, store, test_image, ns)
-    _instance(kubectl, ns, "src", "base")
-    host = _host(kubectl, ns, "src")
-    wait_for(lambda: kubectl("-n", ns, "get", "instance", "src", "-o",
-                             "jsonpath={.status.phase}").stdout.strip() == "Running",
-             BOOT_TIMEOUT, 1.0, "src Running")
+    host = _running_source(s, store, test_image, kubectl, ns)
 
     def status() -> dict:
-        out = kubectl("-n", ns, "get", "instance", "src", "-o", "json").stdout
-        return json.loads(out).get("status") or {}
+        return _status(kubectl, ns, "src")
 
     os.kill(store.proc.pid, signal.SIGSTOP)
     try:
@@ -191,5 +202,83 @@ def test_a_snapshot_whose_agent_is_killed_midway_is_taken_again(stack, store,  #
     labels = kubectl("-n", ns, "get", "instance", "src", "-o",
                      "jsonpath={.metadata.labels}").stdout
     assert "snapshot-in-progress" not in labels, labels
+    kubectl("-n", ns, "delete", "instance", "src", "--wait=true", "--timeout=120s",
+            check=False)
+
+
+def test_a_snapshot_whose_agent_is_killed_in_every_attempt_ends_interrupted(
+        stack, store, test_image, k8s, kubectl, ns):  # noqa: F811
+    """The image store is stopped (SIGSTOP) so no upload can end, and the
+    agent of the Instance's host is killed (SIGKILL) in each attempt --
+    once that attempt's copy exists beside the root disk -- and started
+    again.  The API component takes the snapshot again after the first and
+    the second loss (--snapshot-attempts 3: a SnapshotRetried Event each,
+    same request id) and, after the third, ends the action Error
+    SnapshotInterrupted with the count of attempts and a Warning Event
+    SnapshotFailed.  No TenantImage is made, no copy is left on the host,
+    no upload in the store (once it runs on), the label
+    kova.dev/snapshot-in-progress is removed; a snapshot of the same
+    Instance into the same name then succeeds."""
+    user = kova_editor(k8s, ns, "owner", stack.root)
+    s = Session(ns, user, kubectl, "")
+    host = _running_source(s, store, test_image, kubectl, ns)
+    copies = stack.root / "instances" / host
+    attempts = 3  # the API component's --snapshot-attempts (its default)
+
+    def action(req: str) -> dict:
+        return next(a for a in _status(kubectl, ns, "src")["actions"]
+                    if a["requestId"] == req)
+
+    os.kill(store.proc.pid, signal.SIGSTOP)
+    try:
+        code, out, err = s.kova("snapshot", "src", "--image", "snap", "--no-wait")
+        assert code == 0, (out, err)
+        (req,) = [a["requestId"] for a in _status(kubectl, ns, "src")["actions"]
+                  if a["action"] == "snapshot"]
+        seen: set[str] = set()
+        for attempt in range(1, attempts + 1):
+            def this_attempt_copies(n: int = attempt) -> set[str]:
+                if int(action(req).get("attempt") or 1) != n:
+                    return set()
+                return {p.name for p in copies.glob("*/snapshot-*.qcow2")} - seen
+
+            new = wait_for(this_attempt_copies, BOOT_TIMEOUT, 0.2,
+                           f"attempt {attempt}'s copy on {host}")
+            seen |= new
+            stack.kill(f"agent-{host}")
+            stack.start_agent(host)
+        final = wait_for(lambda: (a := action(req))["result"] != "InProgress" and a, 300,
+                         0.5, "the snapshot ended")
+    finally:
+        os.kill(store.proc.pid, signal.SIGCONT)
+
+    assert final["result"] == "Error" and final["attempt"] == attempts, final
+    assert final["message"].startswith("SnapshotInterrupted: "), final
+    assert final["message"].endswith(f"(taken {attempts} times, lost each time)"), final
+    assert len(seen) == attempts, seen
+    events = json.loads(kubectl("-n", ns, "get", "events", "-o", "json").stdout)["items"]
+    retried = sorted(e["message"] for e in events if e["reason"] == "SnapshotRetried")
+    assert len(retried) == attempts - 1, retried
+    for n, message in enumerate(retried, start=2):
+        assert f"attempt {n} of {attempts}" in message and req in message, retried
+    assert [e for e in events if e["reason"] == "SnapshotFailed" and req in e["message"]
+            and e["type"] == "Warning"], [e["reason"] for e in events]
+    got = kubectl("-n", ns, "get", "tenantimage", "snap", check=False)
+    assert got.returncode != 0 and "NotFound" in got.stderr, (got.stdout, got.stderr)
+    assert not list(copies.glob("*/snapshot-*.qcow2"))
+    # The store, running again, meets the dead agents' connections: nothing kept.
+    uploads = store.root / ".uploads"
+    wait_for(lambda: not uploads.exists() or not any(uploads.iterdir()), 60, 0.5,
+             "no upload left in the store")
+    assert not (store.root / ".namespaces" / ns / "snap").exists()
+    wait_for(lambda: "snapshot-in-progress" not in kubectl(
+        "-n", ns, "get", "instance", "src", "-o", "jsonpath={.metadata.labels}").stdout,
+        30, 0.5, "the label kova.dev/snapshot-in-progress removed")
+
+    code, out, err = s.kova("snapshot", "src", "--image", "snap", timeout=600)
+    assert code == 0 and f"tenantimage.kova.dev/snap created from instance {ns}/src" in out, \
+        (out, err)
+    img = json.loads(kubectl("-n", ns, "get", "tenantimage", "snap", "-o", "json").stdout)
+    assert img["metadata"]["annotations"]["kova.dev/snapshot-of"] == f"{ns}/src"
     kubectl("-n", ns, "delete", "instance", "src", "--wait=true", "--timeout=120s",
             check=False)

@@ -192,6 +192,67 @@ def test_snapshot_progress_is_written_and_shown(harness, source, store, make_use
     assert final["bytesDone"] == final["bytesTotal"] == stored.stat().st_size, final
 
 
+def _instance_watches(kubectl) -> float:
+    """The watches of one Instance by name the API server serves now (its
+    gauge apiserver_longrunning_requests, scope ``resource``): the operator
+    and the agents watch collections, never one Instance."""
+    total = 0.0
+    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if (line.startswith("apiserver_longrunning_requests{") and 'verb="WATCH"' in line
+                and 'resource="instances"' in line and 'scope="resource"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_the_plugin_follows_a_snapshot_by_watching_its_instance(
+        harness, source, store, make_user, namespace, kubectl, tmp_path):  # noqa: F811
+    """``kubectl kova snapshot`` waits for the end of the snapshot with a
+    watch of its Instance (the API server counts it while the store is
+    stopped and the snapshot cannot end), not by reading it again and
+    again; for a user whose role allows ``get`` on Instances but not
+    ``watch`` it reads the Instance every half second instead, and the
+    snapshot is followed to its end all the same."""
+    ns = namespace
+    editor = make_user("editor", "kova-edit", ns)
+    assert _instance_watches(kubectl) == 0
+    os.kill(store.proc.pid, signal.SIGSTOP)
+    follow = None
+    try:
+        follow = subprocess.Popen(
+            [PLUGIN, "snapshot", "src", "--image", "watched"], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "KUBECONFIG": str(editor.kubeconfig)})
+        wait_for(lambda: _instance_watches(kubectl) >= 1, 60, 0.2,
+                 "the plugin's watch of the Instance")
+    except BaseException:
+        if follow is not None:
+            follow.kill()
+        raise
+    finally:
+        os.kill(store.proc.pid, signal.SIGCONT)
+    out, err = follow.communicate(timeout=120)
+    assert follow.returncode == 0, (out, err)
+    assert f"tenantimage.kova.dev/watched created from instance {ns}/src" in out, (out, err)
+    wait_for(lambda: _instance_watches(kubectl) == 0, 30, 0.2, "the watch closed")
+
+    role = f"snapshot-without-watch-{ns}"
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": role}, "rules": [
+            {"apiGroups": [contract.GROUP], "resources": ["instances"], "verbs": ["get"]},
+            {"apiGroups": [contract.GROUP], "resources": [contract.TENANT_IMAGES],
+             "verbs": ["get", "create"]},
+            {"apiGroups": [contract.SUBRESOURCE_GROUP], "resources": ["instances/snapshot"],
+             "verbs": ["update"]}]}))
+    try:
+        reader = make_user("reader", role, ns)
+        out = plugin(reader, "snapshot", "src", "--image", "read", timeout=120)
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        assert f"tenantimage.kova.dev/read created from instance {ns}/src" in out.stdout
+    finally:
+        kubectl("delete", "clusterrole", role, check=False)
+
+
 def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_user,
                                                   namespace, kova_api):  # noqa: F811
     """The API component is killed (SIGKILL) while a snapshot uploads into
