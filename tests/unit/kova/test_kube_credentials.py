@@ -119,3 +119,66 @@ def test_in_cluster_credentials_read_the_pods_service_account(tmp_path, monkeypa
     # from a kubeconfig: not in a pod, no owner looked for
     kc = _kubeconfig(tmp_path / "kc", {"token": "t"})
     assert not Credentials.load(str(kc)).in_cluster
+
+
+def _plain_kubeconfig(tmp_path: Path, user: dict, cluster: dict | None = None) -> Path:
+    (tmp_path / "pki").mkdir(exist_ok=True)
+    (tmp_path / "pki" / "ca.crt").write_text("not read until a connection is made\n")
+    kc = tmp_path / "conf" / "kubeconfig"
+    kc.parent.mkdir(exist_ok=True)
+    kc.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster or {
+            "server": "https://127.0.0.1:6443/", "certificate-authority": "../pki/ca.crt"}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u",
+                                               "namespace": "team-a"}}],
+        "current-context": "x"}))
+    return kc
+
+
+def test_a_plain_kubeconfig_is_read_without_the_official_client(tmp_path):
+    """A server, a CA file, a token (or token file, or client certificate
+    files): read as the official loader reads them -- paths relative to the
+    kubeconfig's folder -- without importing the ``kubernetes`` package
+    (a fresh interpreter shows it stays unimported)."""
+    import subprocess
+
+    kc = _plain_kubeconfig(tmp_path, {"token": "plain-1"})
+    probe = ("import json, sys\nfrom kova.kube import Credentials\n"
+             f"c = Credentials.load({str(kc)!r})\n"
+             "print(json.dumps([c.server, c.ca_file, c.insecure, c.bearer(), c.namespace,"
+             " 'kubernetes' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == ["https://127.0.0.1:6443", str(tmp_path / "pki" / "ca.crt"),
+                               False, "plain-1", "team-a", False]
+    (tmp_path / "conf" / "token").write_text("from-file\n")
+    kc = _plain_kubeconfig(tmp_path, {"tokenFile": "token", "token": "ignored"})
+    assert Credentials.load(str(kc)).bearer() == "from-file"
+    for name in ("client.crt", "client.key"):
+        (tmp_path / "pki" / name).write_text("x")
+    kc = _plain_kubeconfig(tmp_path, {"client-certificate": "../pki/client.crt",
+                                      "client-key": "../pki/client.key"})
+    creds = Credentials.load(str(kc))
+    assert (creds.cert_file, creds.key_file, creds.bearer()) == (
+        str(tmp_path / "pki" / "client.crt"), str(tmp_path / "pki" / "client.key"), None)
+
+
+def test_other_kubeconfigs_are_read_by_the_official_loader(tmp_path):
+    """Embedded data (here the CA), a missing file: the official loader
+    reads them as before (the CA written to a file of its own; the missing
+    file named in its error)."""
+    from kubernetes.config.config_exception import ConfigException
+
+    pem = "-----BEGIN CERTIFICATE-----\nnot a real one\n-----END CERTIFICATE-----\n"
+    kc = _plain_kubeconfig(tmp_path, {"token": "embedded"}, cluster={
+        "server": "https://127.0.0.1:6443",
+        "certificate-authority-data": base64.b64encode(pem.encode()).decode()})
+    creds = Credentials.load(str(kc))
+    assert creds.bearer() == "embedded" and creds.ca_file
+    assert Path(creds.ca_file).read_text() == pem
+    kc = _plain_kubeconfig(tmp_path, {"token": "t"}, cluster={
+        "server": "https://127.0.0.1:6443", "certificate-authority": "missing.crt"})
+    with pytest.raises(ConfigException, match="missing.crt"):
+        Credentials.load(str(kc))
