@@ -24,8 +24,11 @@ the chain + resume, the upload over TLS with the agent's token, the store's
 sha256, checks and fsync, the TenantImage's creation).  Right before each, the
 floor: ``qemu-img convert -U`` of the same chain into a standalone qcow2 plus a
 plain copy of the result with fsync -- what any snapshot into a separate store
-does at the least on this machine.  Prints a Markdown table for
-docs/benchmarks.md.
+does at the least on this machine.  With ``--before-plugin PATH`` (the
+``kubectl-kova`` of the code before, in a checkout of its own) each run
+snapshots each Instance with that plugin and with this one, in alternating
+order, on the same stack.  Prints a Markdown table for docs/benchmarks.md,
+with the CPU seconds of ``kubectl`` and the plugin per snapshot.
 """
 
 from __future__ import annotations
