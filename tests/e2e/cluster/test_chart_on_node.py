@@ -750,6 +750,7 @@ def test_image_store_upload_and_boot(node_cluster, tmp_path):
     assert f"name: {STORE_IMAGE}" in instance_only
     t0 = time.monotonic()
     node_cluster.kubectl("apply", "-f", "-", input=instance_only)
+    ok = False
     try:
         inst = node_cluster.wait_instance_phase(STORE_INSTANCE, USER_NS, "Running", 240)
         userdata = node_cluster.wait_userdata(Path(inst["status"]["console"]["logPath"]), 240)
@@ -765,11 +766,139 @@ def test_image_store_upload_and_boot(node_cluster, tmp_path):
             "get", "images.kova.dev", STORE_IMAGE, "-o", "json").stdout).get("status") or {}
         ).get("cachedOn", []), 60, interval=1, what="the Image cached on the node")
         assert cached
+        ok = True
     finally:
-        node_cluster.kubectl("delete", "instance", STORE_INSTANCE, "-n", USER_NS,
-                             "--wait=true", "--timeout=180s", timeout=200, check=False)
-    assert node_cluster.domains() == []
+        if not ok:  # else the next step snapshots it
+            _delete_instances(node_cluster, STORE_INSTANCE)
     STATE["store"] = True
+
+
+SNAPSHOT = "from-the-store-golden"
+SNAPSHOT_INSTANCE = "from-the-snapshot"
+#: A sector near the end of the 1 GiB root disk, past the test image's files.
+SECTOR = 1800000
+#: The test image's shell prompt on the serial console ("<hostname>:/# ").
+PROMPT = r"[A-Za-z0-9.-]+:/# "
+
+
+def _delete_instances(cluster: NodeCluster, *names: str) -> None:
+    for name in names:
+        cluster.kubectl("delete", "instance", name, "-n", USER_NS, "--ignore-not-found",
+                        "--wait=true", "--timeout=180s", timeout=200, check=False)
+
+
+def _wait_shell(tenant, name: str) -> None:
+    """The guest's shell on its serial console, read with `kubectl kova logs`."""
+    wait_for(lambda: "KOVA-SHELL: ttyS0" in tenant.kova("logs", name)[1], 300, interval=2,
+             what=f"{name}'s shell on its console")
+
+
+def _on_console(tenant, name: str, command: str, expect: str) -> str:
+    """Run ``command`` in the shell of ``name``'s guest through `kubectl kova
+    console` (a websocket through the aggregation layer to the API component,
+    and from it to the agent pod); the first group of ``expect``."""
+    import pexpect
+
+    child = tenant.spawn("console", name, timeout=120)
+    try:
+        child.expect("Ctrl\\+\\] detaches")
+        child.send("\r")
+        child.expect(PROMPT)
+        child.send(command + "\r")
+        child.expect(expect)
+        got = child.match.group(1).decode()
+        child.sendcontrol("]")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    return got
+
+
+def _store_file(cluster: NodeCluster, namespace: str, name: str) -> Path:
+    """The file of a TenantImage on the store's volume (the node's local
+    PersistentVolume bound to the store's claim)."""
+    pv_name = cluster.kubectl("get", "pvc", f"{RELEASE}-images", "-n", NAMESPACE, "-o",
+                              "jsonpath={.spec.volumeName}").stdout
+    pv = json.loads(cluster.kubectl("get", "pv", pv_name, "-o", "json").stdout)["spec"]
+    root = Path((pv.get("local") or pv.get("hostPath"))["path"])
+    return root / ".namespaces" / namespace / name / "image.qcow2"
+
+
+def test_snapshot_through_the_store_boots_on_the_node(node_cluster):
+    """`kubectl kova snapshot` on the node, as a tenant bound to kova-edit in
+    its namespace: the API component's pod asks the agent pod to copy the
+    running guest's root disk and upload it to the chart's store (HTTPS to
+    the Service's name, the agent's own token), which registers a TenantImage
+    in the tenant's namespace.  A marker written to the source's disk from
+    its serial console (`kubectl kova console`) is read back in a second
+    Instance booted from the snapshot; after the source is deleted the
+    snapshot stays Available with its file on the store's volume."""
+    import hashlib
+
+    from kova.dev import paths
+    from tests.e2e.test_access import Session
+    from tests.support.stacks import kova_editor
+
+    _require("store")
+    user = kova_editor(node_cluster.control_plane, USER_NS, "tenant", node_cluster.root)
+    tenant = Session(USER_NS, user, node_cluster.kubectl, "")
+    store_url = f"https://{RELEASE}-images.{NAMESPACE}.svc:9468"
+    try:
+        _wait_shell(tenant, STORE_INSTANCE)
+        mark = f"KOVA-MARK-{uuid.uuid4().hex[:8]}"
+        assert _on_console(tenant, STORE_INSTANCE,
+                           f"echo {mark} | dd of=/dev/vda bs=512 seek={SECTOR} conv=fsync "
+                           "2>/dev/null; echo WROTE-$?", r"WROTE-(\d+)") == "0"
+        t0 = time.monotonic()
+        code, out, err = tenant.kova("snapshot", STORE_INSTANCE, "--image", SNAPSHOT,
+                                     timeout=900)
+        FIGURES["kubectl kova snapshot (1 GiB root disk, to the store)"] = time.monotonic() - t0
+        assert code == 0 and (f"tenantimage.kova.dev/{SNAPSHOT} created from instance "
+                              f"{USER_NS}/{STORE_INSTANCE}") in out, (out, err)
+        # the source guest ran on: the copy was made without pausing it
+        assert _on_console(tenant, STORE_INSTANCE, "echo ALIVE-$((40+2))",
+                           r"ALIVE-(\d+)") == "42"
+        image = json.loads(node_cluster.kubectl("get", "tenantimage", SNAPSHOT, "-n", USER_NS,
+                                                "-o", "json").stdout)
+        assert image["metadata"]["annotations"]["kova.dev/snapshot-of"] == \
+            f"{USER_NS}/{STORE_INSTANCE}", image["metadata"]
+        assert image["spec"]["source"]["url"].startswith(f"{store_url}/"), image["spec"]
+        stored = _store_file(node_cluster, USER_NS, SNAPSHOT)
+        assert image["status"]["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+
+        t0 = time.monotonic()
+        applied = subprocess.run(
+            [paths.kubectl(),
+             "--kubeconfig", str(user.kubeconfig), "apply", "-f", "-"],
+            input=f"""\
+apiVersion: kova.dev/v1alpha1
+kind: Instance
+metadata: {{name: {SNAPSHOT_INSTANCE}, namespace: {USER_NS}}}
+spec:
+  flavorRef: {{name: small}}
+  imageRef: {{name: {SNAPSHOT}, kind: TenantImage}}
+  runStrategy: Always
+""", capture_output=True, text=True, timeout=60)
+        assert applied.returncode == 0, applied.stderr
+        node_cluster.wait_instance_phase(SNAPSHOT_INSTANCE, USER_NS, "Running", 240)
+        _wait_shell(tenant, SNAPSHOT_INSTANCE)
+        FIGURES["kubectl apply -> shell (image from the snapshot)"] = time.monotonic() - t0
+        assert _on_console(tenant, SNAPSHOT_INSTANCE,
+                           f"dd if=/dev/vda bs=512 skip={SECTOR} count=1 2>/dev/null "
+                           "| head -c 20; echo", r"(KOVA-MARK-[0-9a-f]{8})") == mark
+
+        # without its source the snapshot stays Available, its file in the store
+        _delete_instances(node_cluster, STORE_INSTANCE)
+        after = json.loads(node_cluster.kubectl("get", "tenantimage", SNAPSHOT, "-n", USER_NS,
+                                                "-o", "json").stdout)
+        conds = {c["type"]: c["status"] for c in after["status"].get("conditions", [])}
+        assert conds.get("Available") == "True", after["status"]
+        assert after["status"]["sha256"] == image["status"]["sha256"]
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == image["status"]["sha256"]
+    finally:
+        _delete_instances(node_cluster, STORE_INSTANCE, SNAPSHOT_INSTANCE)
+    assert node_cluster.domains() == []
+    STATE["snapshot"] = True
 
 
 def test_uninstall_after_the_image_store(node_cluster):
