@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -843,6 +845,7 @@ def test_snapshot_through_the_store_boots_on_the_node(node_cluster):
     user = kova_editor(node_cluster.control_plane, USER_NS, "tenant", node_cluster.root)
     tenant = Session(USER_NS, user, node_cluster.kubectl, "")
     store_url = f"https://{RELEASE}-images.{NAMESPACE}.svc:9468"
+    ok = False
     try:
         _wait_shell(tenant, STORE_INSTANCE)
         mark = f"KOVA-MARK-{uuid.uuid4().hex[:8]}"
@@ -858,6 +861,15 @@ def test_snapshot_through_the_store_boots_on_the_node(node_cluster):
         # the source guest ran on: the copy was made without pausing it
         assert _on_console(tenant, STORE_INSTANCE, "echo ALIVE-$((40+2))",
                            r"ALIVE-(\d+)") == "42"
+        src = node_cluster.instance(STORE_INSTANCE, USER_NS)
+        (action,) = [a for a in src["status"]["actions"] if a["action"] == "snapshot"]
+        assert action["result"] == "Success" and "guest not paused" in action["message"], action
+        progress = src["status"]["snapshot"]
+        assert (progress["requestId"], progress["image"], progress["phase"]) == (
+            action["requestId"], SNAPSHOT, "Stored"), progress
+        assert "kova.dev/snapshot-in-progress" not in src["metadata"].get("labels", {})
+        # the agent removed its copy from the node's instance directory
+        assert not list(Path(node_cluster.instance_dir).glob("*/snapshot-*.qcow2"))
         image = json.loads(node_cluster.kubectl("get", "tenantimage", SNAPSHOT, "-n", USER_NS,
                                                 "-o", "json").stdout)
         assert image["metadata"]["annotations"]["kova.dev/snapshot-of"] == \
@@ -895,10 +907,82 @@ spec:
         assert conds.get("Available") == "True", after["status"]
         assert after["status"]["sha256"] == image["status"]["sha256"]
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == image["status"]["sha256"]
+        ok = True
     finally:
-        _delete_instances(node_cluster, STORE_INSTANCE, SNAPSHOT_INSTANCE)
+        _delete_instances(node_cluster, STORE_INSTANCE)
+        if not ok:  # else the next step snapshots it
+            _delete_instances(node_cluster, SNAPSHOT_INSTANCE)
+    assert node_cluster.domains() == [f"{USER_NS}.{SNAPSHOT_INSTANCE}"]
+    STATE.update(snapshot=True, tenant=tenant)
+
+
+def _api_pods(cluster: NodeCluster) -> list[dict]:
+    return [p for p in cluster.pods() if p["metadata"]["labels"].get(
+        "app.kubernetes.io/component") == "api" and not p["metadata"].get("deletionTimestamp")]
+
+
+def test_a_snapshot_outlives_a_restart_of_the_api_component(node_cluster):
+    """Both API component pods are deleted while a snapshot uploads (the
+    store's process on the node stopped with SIGSTOP, so the upload cannot
+    end).  The pods the Deployment starts again take the snapshot up (the
+    Instance's kova.dev/snapshot-in-progress label, their RBAC), ask the
+    agent pod for its answer, which comes once the store runs again: the
+    action ends Success at its first attempt, one TenantImage, no copy left
+    on the node, the label gone."""
+    import hashlib
+
+    _require("snapshot")
+    tenant = STATE["tenant"]
+    second = f"{SNAPSHOT}-2"
+    (store_pod,) = [p["metadata"]["name"] for p in node_cluster.pods()
+                    if p["metadata"]["labels"]["app.kubernetes.io/component"] == "images"]
+    store_pid = _tasks()[(NAMESPACE, store_pod, "images")]
+    old_api = {p["metadata"]["name"] for p in _api_pods(node_cluster)}
+    assert len(old_api) == 2, old_api
+
+    def status() -> dict:
+        return node_cluster.instance(SNAPSHOT_INSTANCE, USER_NS).get("status") or {}
+
+    try:
+        os.kill(store_pid, signal.SIGSTOP)
+        try:
+            code, out, err = tenant.kova("snapshot", SNAPSHOT_INSTANCE, "--image", second,
+                                         "--no-wait")
+            assert code == 0, (out, err)
+            (req,) = [a["requestId"] for a in status()["actions"]
+                      if a["action"] == "snapshot" and a["result"] == "InProgress"]
+            wait_for(lambda: (status().get("snapshot") or {}).get("phase") == "Uploading",
+                     120, interval=0.5, what="the upload under way")
+            node_cluster.kubectl("delete", "pod", "-n", NAMESPACE, *old_api, "--wait=true",
+                                 timeout=120)
+            wait_for(lambda: len(new := [p for p in _api_pods(node_cluster)
+                                         if node_cluster.pod_ready(p)]) == 2 and new, 180,
+                     interval=1, what="two new API component pods Ready")
+        finally:
+            os.kill(store_pid, signal.SIGCONT)
+
+        def ended() -> dict | None:
+            return next((a for a in status()["actions"] if a["requestId"] == req
+                         and a["result"] != "InProgress"), None)
+
+        final = wait_for(ended, 300, interval=1, what="the snapshot ended")
+        assert final["result"] == "Success" and final.get("attempt", 1) == 1, final
+        img = json.loads(node_cluster.kubectl("get", "tenantimage", second, "-n", USER_NS,
+                                              "-o", "json").stdout)
+        stored = _store_file(node_cluster, USER_NS, second)
+        assert img["status"]["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+        assert img["metadata"]["annotations"]["kova.dev/snapshot-of"] == \
+            f"{USER_NS}/{SNAPSHOT_INSTANCE}"
+        events = json.loads(node_cluster.kubectl("get", "events", "-n", USER_NS, "-o",
+                                                 "json").stdout)["items"]
+        assert not [e for e in events if e["reason"] in ("SnapshotRetried", "SnapshotFailed")]
+        assert not list(Path(node_cluster.instance_dir).glob("*/snapshot-*.qcow2"))
+        wait_for(lambda: "kova.dev/snapshot-in-progress" not in node_cluster.instance(
+            SNAPSHOT_INSTANCE, USER_NS)["metadata"].get("labels", {}), 60, interval=1,
+            what="the snapshot-in-progress label removed")
+    finally:
+        _delete_instances(node_cluster, SNAPSHOT_INSTANCE)
     assert node_cluster.domains() == []
-    STATE["snapshot"] = True
 
 
 def test_uninstall_after_the_image_store(node_cluster):
