@@ -659,29 +659,29 @@ def test_reinstall_finds_the_kept_database_and_survives_a_postgresql_restart(nod
     rp = _require("rp_uuid")
 
     def providers() -> list[str]:
-        return [r["uuid"] for r in
-                _placement(node_cluster, "/resource_providers")["resource_providers"]]
+        try:
+            return [r["uuid"] for r in
+                    _placement(node_cluster, "/resource_providers")["resource_providers"]]
+        except urllib.error.HTTPError as exc:  # 503 while its connections reconnect
+            assert exc.code == 503, exc
+            return []
+        except urllib.error.URLError as exc:
+            # refused until kube-proxy has the new Service's endpoints (the
+            # Host's Up may be the one it had before the uninstall)
+            assert isinstance(exc.reason, ConnectionRefusedError), exc
+            return []
 
     node_cluster.install()
     for pod in node_cluster.wait_pods_ready(timeout=300):
         for cs in pod["status"]["containerStatuses"]:
             assert cs["restartCount"] == 0, (pod["metadata"]["name"], cs)
     node_cluster.wait_host_up()
-    assert rp in providers()
+    assert rp in wait_for(providers, 60, interval=1, what="Placement answering")
     # PostgreSQL's pod goes (an eviction, a node reboot) and comes back
     node_cluster.kubectl("delete", "pod", f"{RELEASE}-postgresql-0", "-n", NAMESPACE,
                          "--wait=true", timeout=120)
     node_cluster.wait_pods_ready(timeout=300)
-
-    def providers_after_restart() -> list[str]:
-        try:
-            return providers()
-        except urllib.error.HTTPError as exc:  # 503 while its connections reconnect
-            assert exc.code == 503, exc
-            return []
-
-    assert rp in wait_for(providers_after_restart, 60, interval=1,
-                          what="Placement answering again")
+    assert rp in wait_for(providers, 60, interval=1, what="Placement answering again")
     STATE["reinstalled"] = True
 
 
