@@ -936,30 +936,38 @@ def test_a_snapshot_outlives_a_restart_of_the_api_component(node_cluster):
     second = f"{SNAPSHOT}-2"
     (store_pod,) = [p["metadata"]["name"] for p in node_cluster.pods()
                     if p["metadata"]["labels"]["app.kubernetes.io/component"] == "images"]
-    store_pid = _tasks()[(NAMESPACE, store_pod, "images")]
+    # the container's processes: tini and `kova images serve` under it
+    store_pids = _tree(_tasks()[(NAMESPACE, store_pod, "images")])
+    assert len(store_pids) >= 2, store_pids
     old_api = {p["metadata"]["name"] for p in _api_pods(node_cluster)}
     assert len(old_api) == 2, old_api
 
     def status() -> dict:
         return node_cluster.instance(SNAPSHOT_INSTANCE, USER_NS).get("status") or {}
 
+    def signal_store(sig: signal.Signals) -> None:
+        for pid in store_pids:
+            os.kill(pid, sig)
+
     try:
-        os.kill(store_pid, signal.SIGSTOP)
+        signal_store(signal.SIGSTOP)
         try:
             code, out, err = tenant.kova("snapshot", SNAPSHOT_INSTANCE, "--image", second,
                                          "--no-wait")
             assert code == 0, (out, err)
             (req,) = [a["requestId"] for a in status()["actions"]
                       if a["action"] == "snapshot" and a["result"] == "InProgress"]
-            wait_for(lambda: (status().get("snapshot") or {}).get("phase") == "Uploading",
-                     120, interval=0.5, what="the upload under way")
+            progress = wait_for(lambda: (p := status().get("snapshot") or {}).get("phase") in (
+                "Uploading", "Stored", "Failed") and p, 120, interval=0.5,
+                what="the upload under way")
+            assert (progress["requestId"], progress["phase"]) == (req, "Uploading"), progress
             node_cluster.kubectl("delete", "pod", "-n", NAMESPACE, *old_api, "--wait=true",
                                  timeout=120)
             wait_for(lambda: len(new := [p for p in _api_pods(node_cluster)
                                          if node_cluster.pod_ready(p)]) == 2 and new, 180,
                      interval=1, what="two new API component pods Ready")
         finally:
-            os.kill(store_pid, signal.SIGCONT)
+            signal_store(signal.SIGCONT)
 
         def ended() -> dict | None:
             return next((a for a in status()["actions"] if a["requestId"] == req
