@@ -968,12 +968,15 @@ def test_a_snapshot_outlives_a_restart_of_the_api_component(node_cluster):
                      interval=1, what="two new API component pods Ready")
         finally:
             signal_store(signal.SIGCONT)
+        t0 = time.monotonic()
 
         def ended() -> dict | None:
             return next((a for a in status()["actions"] if a["requestId"] == req
                          and a["result"] != "InProgress"), None)
 
         final = wait_for(ended, 300, interval=1, what="the snapshot ended")
+        FIGURES["store resumed -> snapshot Success (new API pods)"] = time.monotonic() - t0
+        print(f"\nthe snapshot taken up by the new API component pods: {final}")
         assert final["result"] == "Success" and final.get("attempt", 1) == 1, final
         img = json.loads(node_cluster.kubectl("get", "tenantimage", second, "-n", USER_NS,
                                               "-o", "json").stdout)
