@@ -2,7 +2,9 @@
 bundled PostgreSQL, an Instance booted by the in-cluster components, ``helm
 upgrade`` to another image of the same sources while the VM runs, ``helm rollback`` and ``helm
 uninstall``; a reinstall, the image store enabled on it (an upload through
-port-forward, an Instance booted from the uploaded Image), and uninstall.
+port-forward, an Instance booted from the uploaded Image, a snapshot of that
+Instance by a tenant booted again, a snapshot outliving a restart of the API
+component's pods), and uninstall.
 
 The tests run in file order and build on each other (one release, one VM);
 each one checks what the previous left, so a failure early on shows up as a
