@@ -2,7 +2,9 @@
 bundled PostgreSQL, an Instance booted by the in-cluster components, ``helm
 upgrade`` to another image of the same sources while the VM runs, ``helm rollback`` and ``helm
 uninstall``; a reinstall, the image store enabled on it (an upload through
-port-forward, an Instance booted from the uploaded Image), and uninstall.
+port-forward, an Instance booted from the uploaded Image, a snapshot of that
+Instance by a tenant booted again, a snapshot outliving a restart of the API
+component's pods), and uninstall.
 
 The tests run in file order and build on each other (one release, one VM);
 each one checks what the previous left, so a failure early on shows up as a
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -657,29 +661,29 @@ def test_reinstall_finds_the_kept_database_and_survives_a_postgresql_restart(nod
     rp = _require("rp_uuid")
 
     def providers() -> list[str]:
-        return [r["uuid"] for r in
-                _placement(node_cluster, "/resource_providers")["resource_providers"]]
+        try:
+            return [r["uuid"] for r in
+                    _placement(node_cluster, "/resource_providers")["resource_providers"]]
+        except urllib.error.HTTPError as exc:  # 503 while its connections reconnect
+            assert exc.code == 503, exc
+            return []
+        except urllib.error.URLError as exc:
+            # refused until kube-proxy has the new Service's endpoints (the
+            # Host's Up may be the one it had before the uninstall)
+            assert isinstance(exc.reason, ConnectionRefusedError), exc
+            return []
 
     node_cluster.install()
     for pod in node_cluster.wait_pods_ready(timeout=300):
         for cs in pod["status"]["containerStatuses"]:
             assert cs["restartCount"] == 0, (pod["metadata"]["name"], cs)
     node_cluster.wait_host_up()
-    assert rp in providers()
+    assert rp in wait_for(providers, 60, interval=1, what="Placement answering")
     # PostgreSQL's pod goes (an eviction, a node reboot) and comes back
     node_cluster.kubectl("delete", "pod", f"{RELEASE}-postgresql-0", "-n", NAMESPACE,
                          "--wait=true", timeout=120)
     node_cluster.wait_pods_ready(timeout=300)
-
-    def providers_after_restart() -> list[str]:
-        try:
-            return providers()
-        except urllib.error.HTTPError as exc:  # 503 while its connections reconnect
-            assert exc.code == 503, exc
-            return []
-
-    assert rp in wait_for(providers_after_restart, 60, interval=1,
-                          what="Placement answering again")
+    assert rp in wait_for(providers, 60, interval=1, what="Placement answering again")
     STATE["reinstalled"] = True
 
 
@@ -750,6 +754,7 @@ def test_image_store_upload_and_boot(node_cluster, tmp_path):
     assert f"name: {STORE_IMAGE}" in instance_only
     t0 = time.monotonic()
     node_cluster.kubectl("apply", "-f", "-", input=instance_only)
+    ok = False
     try:
         inst = node_cluster.wait_instance_phase(STORE_INSTANCE, USER_NS, "Running", 240)
         userdata = node_cluster.wait_userdata(Path(inst["status"]["console"]["logPath"]), 240)
@@ -765,11 +770,232 @@ def test_image_store_upload_and_boot(node_cluster, tmp_path):
             "get", "images.kova.dev", STORE_IMAGE, "-o", "json").stdout).get("status") or {}
         ).get("cachedOn", []), 60, interval=1, what="the Image cached on the node")
         assert cached
+        ok = True
     finally:
-        node_cluster.kubectl("delete", "instance", STORE_INSTANCE, "-n", USER_NS,
-                             "--wait=true", "--timeout=180s", timeout=200, check=False)
-    assert node_cluster.domains() == []
+        if not ok:  # else the next step snapshots it
+            _delete_instances(node_cluster, STORE_INSTANCE)
     STATE["store"] = True
+
+
+SNAPSHOT = "from-the-store-golden"
+SNAPSHOT_INSTANCE = "from-the-snapshot"
+#: A sector near the end of the 1 GiB root disk, past the test image's files.
+SECTOR = 1800000
+#: The test image's shell prompt on the serial console ("<hostname>:/# ").
+PROMPT = r"[A-Za-z0-9.-]+:/# "
+
+
+def _delete_instances(cluster: NodeCluster, *names: str) -> None:
+    for name in names:
+        cluster.kubectl("delete", "instance", name, "-n", USER_NS, "--ignore-not-found",
+                        "--wait=true", "--timeout=180s", timeout=200, check=False)
+
+
+def _wait_shell(tenant, name: str) -> None:
+    """The guest's shell on its serial console, read with `kubectl kova logs`."""
+    wait_for(lambda: "KOVA-SHELL: ttyS0" in tenant.kova("logs", name)[1], 300, interval=2,
+             what=f"{name}'s shell on its console")
+
+
+def _on_console(tenant, name: str, command: str, expect: str) -> str:
+    """Run ``command`` in the shell of ``name``'s guest through `kubectl kova
+    console` (a websocket through the aggregation layer to the API component,
+    and from it to the agent pod); the first group of ``expect``."""
+    import pexpect
+
+    child = tenant.spawn("console", name, timeout=120)
+    try:
+        child.expect("Ctrl\\+\\] detaches")
+        child.send("\r")
+        child.expect(PROMPT)
+        child.send(command + "\r")
+        child.expect(expect)
+        got = child.match.group(1).decode()
+        child.sendcontrol("]")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    return got
+
+
+def _store_file(cluster: NodeCluster, namespace: str, name: str) -> Path:
+    """The file of a TenantImage on the store's volume (the node's local
+    PersistentVolume bound to the store's claim)."""
+    pv_name = cluster.kubectl("get", "pvc", f"{RELEASE}-images", "-n", NAMESPACE, "-o",
+                              "jsonpath={.spec.volumeName}").stdout
+    pv = json.loads(cluster.kubectl("get", "pv", pv_name, "-o", "json").stdout)["spec"]
+    root = Path((pv.get("local") or pv.get("hostPath"))["path"])
+    return root / ".namespaces" / namespace / name / "image.qcow2"
+
+
+def test_snapshot_through_the_store_boots_on_the_node(node_cluster):
+    """`kubectl kova snapshot` on the node, as a tenant bound to kova-edit in
+    its namespace: the API component's pod asks the agent pod to copy the
+    running guest's root disk and upload it to the chart's store (HTTPS to
+    the Service's name, the agent's own token), which registers a TenantImage
+    in the tenant's namespace.  A marker written to the source's disk from
+    its serial console (`kubectl kova console`) is read back in a second
+    Instance booted from the snapshot; after the source is deleted the
+    snapshot stays Available with its file on the store's volume."""
+    import hashlib
+
+    from kova.dev import paths
+    from tests.e2e.test_access import Session
+    from tests.support.stacks import kova_editor
+
+    _require("store")
+    user = kova_editor(node_cluster.control_plane, USER_NS, "tenant", node_cluster.root)
+    tenant = Session(USER_NS, user, node_cluster.kubectl, "")
+    store_url = f"https://{RELEASE}-images.{NAMESPACE}.svc:9468"
+    ok = False
+    try:
+        _wait_shell(tenant, STORE_INSTANCE)
+        mark = f"KOVA-MARK-{uuid.uuid4().hex[:8]}"
+        assert _on_console(tenant, STORE_INSTANCE,
+                           f"echo {mark} | dd of=/dev/vda bs=512 seek={SECTOR} conv=fsync "
+                           "2>/dev/null; echo WROTE-$?", r"WROTE-(\d+)") == "0"
+        t0 = time.monotonic()
+        code, out, err = tenant.kova("snapshot", STORE_INSTANCE, "--image", SNAPSHOT,
+                                     timeout=900)
+        FIGURES["kubectl kova snapshot (1 GiB root disk, to the store)"] = time.monotonic() - t0
+        assert code == 0 and (f"tenantimage.kova.dev/{SNAPSHOT} created from instance "
+                              f"{USER_NS}/{STORE_INSTANCE}") in out, (out, err)
+        # the source guest ran on: the copy was made without pausing it
+        assert _on_console(tenant, STORE_INSTANCE, "echo ALIVE-$((40+2))",
+                           r"ALIVE-(\d+)") == "42"
+        src = node_cluster.instance(STORE_INSTANCE, USER_NS)
+        (action,) = [a for a in src["status"]["actions"] if a["action"] == "snapshot"]
+        assert action["result"] == "Success" and "guest not paused" in action["message"], action
+        progress = src["status"]["snapshot"]
+        assert (progress["requestId"], progress["image"], progress["phase"]) == (
+            action["requestId"], SNAPSHOT, "Stored"), progress
+        assert "kova.dev/snapshot-in-progress" not in src["metadata"].get("labels", {})
+        # the agent removed its copy from the node's instance directory
+        assert not list(Path(node_cluster.instance_dir).glob("*/snapshot-*.qcow2"))
+        image = json.loads(node_cluster.kubectl("get", "tenantimage", SNAPSHOT, "-n", USER_NS,
+                                                "-o", "json").stdout)
+        assert image["metadata"]["annotations"]["kova.dev/snapshot-of"] == \
+            f"{USER_NS}/{STORE_INSTANCE}", image["metadata"]
+        assert image["spec"]["source"]["url"].startswith(f"{store_url}/"), image["spec"]
+        stored = _store_file(node_cluster, USER_NS, SNAPSHOT)
+        assert image["status"]["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+
+        t0 = time.monotonic()
+        applied = subprocess.run(
+            [paths.kubectl(),
+             "--kubeconfig", str(user.kubeconfig), "apply", "-f", "-"],
+            input=f"""\
+apiVersion: kova.dev/v1alpha1
+kind: Instance
+metadata: {{name: {SNAPSHOT_INSTANCE}, namespace: {USER_NS}}}
+spec:
+  flavorRef: {{name: small}}
+  imageRef: {{name: {SNAPSHOT}, kind: TenantImage}}
+  runStrategy: Always
+""", capture_output=True, text=True, timeout=60)
+        assert applied.returncode == 0, applied.stderr
+        node_cluster.wait_instance_phase(SNAPSHOT_INSTANCE, USER_NS, "Running", 240)
+        _wait_shell(tenant, SNAPSHOT_INSTANCE)
+        FIGURES["kubectl apply -> shell (image from the snapshot)"] = time.monotonic() - t0
+        assert _on_console(tenant, SNAPSHOT_INSTANCE,
+                           f"dd if=/dev/vda bs=512 skip={SECTOR} count=1 2>/dev/null "
+                           "| head -c 20; echo", r"(KOVA-MARK-[0-9a-f]{8})") == mark
+
+        # without its source the snapshot stays Available, its file in the store
+        _delete_instances(node_cluster, STORE_INSTANCE)
+        after = json.loads(node_cluster.kubectl("get", "tenantimage", SNAPSHOT, "-n", USER_NS,
+                                                "-o", "json").stdout)
+        conds = {c["type"]: c["status"] for c in after["status"].get("conditions", [])}
+        assert conds.get("Available") == "True", after["status"]
+        assert after["status"]["sha256"] == image["status"]["sha256"]
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == image["status"]["sha256"]
+        ok = True
+    finally:
+        _delete_instances(node_cluster, STORE_INSTANCE)
+        if not ok:  # else the next step snapshots it
+            _delete_instances(node_cluster, SNAPSHOT_INSTANCE)
+    assert node_cluster.domains() == [f"{USER_NS}.{SNAPSHOT_INSTANCE}"]
+    STATE.update(snapshot=True, tenant=tenant)
+
+
+def _api_pods(cluster: NodeCluster) -> list[dict]:
+    return [p for p in cluster.pods() if p["metadata"]["labels"].get(
+        "app.kubernetes.io/component") == "api" and not p["metadata"].get("deletionTimestamp")]
+
+
+def test_a_snapshot_outlives_a_restart_of_the_api_component(node_cluster):
+    """Both API component pods are deleted while a snapshot uploads (the
+    store's process on the node stopped with SIGSTOP, so the upload cannot
+    end).  The pods the Deployment starts again take the snapshot up (the
+    Instance's kova.dev/snapshot-in-progress label, their RBAC), ask the
+    agent pod for its answer, which comes once the store runs again: the
+    action ends Success at its first attempt, one TenantImage, no copy left
+    on the node, the label gone."""
+    import hashlib
+
+    _require("snapshot")
+    tenant = STATE["tenant"]
+    second = f"{SNAPSHOT}-2"
+    (store_pod,) = [p["metadata"]["name"] for p in node_cluster.pods()
+                    if p["metadata"]["labels"]["app.kubernetes.io/component"] == "images"]
+    # the container's processes: tini and `kova images serve` under it
+    store_pids = _tree(_tasks()[(NAMESPACE, store_pod, "images")])
+    assert len(store_pids) >= 2, store_pids
+    old_api = {p["metadata"]["name"] for p in _api_pods(node_cluster)}
+    assert len(old_api) == 2, old_api
+
+    def status() -> dict:
+        return node_cluster.instance(SNAPSHOT_INSTANCE, USER_NS).get("status") or {}
+
+    def signal_store(sig: signal.Signals) -> None:
+        for pid in store_pids:
+            os.kill(pid, sig)
+
+    try:
+        signal_store(signal.SIGSTOP)
+        try:
+            code, out, err = tenant.kova("snapshot", SNAPSHOT_INSTANCE, "--image", second,
+                                         "--no-wait")
+            assert code == 0, (out, err)
+            (req,) = [a["requestId"] for a in status()["actions"]
+                      if a["action"] == "snapshot" and a["result"] == "InProgress"]
+            progress = wait_for(lambda: (p := status().get("snapshot") or {}).get("phase") in (
+                "Uploading", "Stored", "Failed") and p, 120, interval=0.5,
+                what="the upload under way")
+            assert (progress["requestId"], progress["phase"]) == (req, "Uploading"), progress
+            node_cluster.kubectl("delete", "pod", "-n", NAMESPACE, *old_api, "--wait=true",
+                                 timeout=120)
+            wait_for(lambda: len(new := [p for p in _api_pods(node_cluster)
+                                         if node_cluster.pod_ready(p)]) == 2 and new, 180,
+                     interval=1, what="two new API component pods Ready")
+        finally:
+            signal_store(signal.SIGCONT)
+        t0 = time.monotonic()
+
+        def ended() -> dict | None:
+            return next((a for a in status()["actions"] if a["requestId"] == req
+                         and a["result"] != "InProgress"), None)
+
+        final = wait_for(ended, 300, interval=1, what="the snapshot ended")
+        FIGURES["store resumed -> snapshot Success (new API pods)"] = time.monotonic() - t0
+        print(f"\nthe snapshot taken up by the new API component pods: {final}")
+        assert final["result"] == "Success" and final.get("attempt", 1) == 1, final
+        img = json.loads(node_cluster.kubectl("get", "tenantimage", second, "-n", USER_NS,
+                                              "-o", "json").stdout)
+        stored = _store_file(node_cluster, USER_NS, second)
+        assert img["status"]["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+        assert img["metadata"]["annotations"]["kova.dev/snapshot-of"] == \
+            f"{USER_NS}/{SNAPSHOT_INSTANCE}"
+        events = json.loads(node_cluster.kubectl("get", "events", "-n", USER_NS, "-o",
+                                                 "json").stdout)["items"]
+        assert not [e for e in events if e["reason"] in ("SnapshotRetried", "SnapshotFailed")]
+        assert not list(Path(node_cluster.instance_dir).glob("*/snapshot-*.qcow2"))
+        wait_for(lambda: "kova.dev/snapshot-in-progress" not in node_cluster.instance(
+            SNAPSHOT_INSTANCE, USER_NS)["metadata"].get("labels", {}), 60, interval=1,
+            what="the snapshot-in-progress label removed")
+    finally:
+        _delete_instances(node_cluster, SNAPSHOT_INSTANCE)
+    assert node_cluster.domains() == []
 
 
 def test_uninstall_after_the_image_store(node_cluster):
