@@ -8,9 +8,10 @@
     <root>/.namespaces/<namespace>/<name>/  a TenantImage's files, as above
 
 An upload is written to ``.uploads/`` while its sha256 is computed, in one
-pass over the bytes (each piece hashed and written the moment it arrives,
-while it is still in the CPU's cache; the disk's writeback starts as the file
-grows, and one fsync at the end makes it durable), with a size limit; a
+pass over the bytes (the pieces hashed and written in batches of about
+1 MiB on a thread of their own while the event loop decrypts the next ones;
+the disk's writeback starts as the file grows, and one fsync at the end
+makes it durable), with a size limit; a
 format other than qcow2 or raw (vmdk, vhdx, vpc, vdi) is converted to qcow2
 with ``qemu-img convert`` (under :mod:`kova.prlimit` limits); the result is
 checked with :mod:`kova.imagefile` (no backing file, data file, ``json:``
@@ -28,15 +29,16 @@ import errno
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
-import queue
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import NoReturn
 
 from kova import imagefile, prlimit
 from kova.errors import Refusal
@@ -398,10 +400,11 @@ class _Sink:
             start_writeback(self.fd, self.written_back, self.size - self.written_back)
             self.written_back = self.size
 
-    def _raise(self) -> None:
+    def _raise(self) -> NoReturn:
         exc = self._error
+        assert exc is not None
         if not isinstance(exc, OSError):
-            raise exc  # type: ignore[misc]
+            raise exc
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         raise StoreError(507 if full else 500, "InsufficientStorage" if full else "WriteFailed",
                          f"the store could not write the upload: {exc.strerror or exc}"
