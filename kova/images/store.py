@@ -8,10 +8,9 @@
     <root>/.namespaces/<namespace>/<name>/  a TenantImage's files, as above
 
 An upload is written to ``.uploads/`` while its sha256 is computed, in one
-pass over the bytes (the pieces hashed and written in batches of about
-1 MiB on a thread of their own while the event loop decrypts the next ones;
-the disk's writeback starts as the file grows, and one fsync at the end
-makes it durable), with a size limit; a
+pass over the bytes (each piece hashed and written the moment it arrives,
+while it is still in the CPU's cache; the disk's writeback starts as the file
+grows, and one fsync at the end makes it durable), with a size limit; a
 format other than qcow2 or raw (vmdk, vhdx, vpc, vdi) is converted to qcow2
 with ``qemu-img convert`` (under :mod:`kova.prlimit` limits); the result is
 checked with :mod:`kova.imagefile` (no backing file, data file, ``json:``
@@ -29,16 +28,13 @@ import errno
 import hashlib
 import json
 import os
-import queue
 import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import NoReturn
 
 from kova import imagefile, prlimit
 from kova.errors import Refusal
@@ -55,12 +51,6 @@ CONVERT_ADDRESS_SPACE = 4 << 30
 #: The disk's writeback of the file is started every this many bytes, so that
 #: the fsync at the end waits for the last part only.
 WRITEBACK_BYTES = 32 << 20
-#: At most this many bytes of an upload wait to be hashed and written.
-PENDING_BYTES = 8 << 20
-#: Pieces are handed to the writing thread in batches of this many bytes.
-BATCH_BYTES = 1 << 20
-#: ... or of this many pieces (``writev`` takes at most IOV_MAX, 1024 on Linux).
-BATCH_PIECES = 256
 
 
 class StoreError(Refusal):
@@ -179,15 +169,18 @@ class ImageStore:
                      length: int | None, *, durable: bool = True) -> tuple[str, dict]:
         """The upload into ``path``; its sha256 and where the time went.
 
-        One pass over the bytes, on two threads: the event loop reads and
-        decrypts the body and hands its pieces over in batches of about
-        ``BATCH_BYTES``; a thread of its own (:class:`_Sink`) hashes and
-        writes them, with the disk's writeback started as the file grows, so
-        the sha256 and the copy into the page cache run beside the TLS
-        decryption on a second core.  ``durable``: one fsync at the end, in a
-        thread.  (Handing each piece of 256 KiB over on its own passed the
-        GIL back and forth more often and cost more CPU time; measured:
-        docs/benchmarks.md, "Image upload".)"""
+        One pass over the bytes: each chunk is hashed and written as it
+        arrives, with the disk's writeback started as the file grows;
+        ``durable``: one fsync at the end, in a thread.  Chunks are not
+        gathered into larger batches first: a batch of megabytes falls out of
+        the CPU's cache before it is hashed and written, and the copies and
+        fresh allocations it takes cost more CPU time than the calls it saves
+        (measured: docs/benchmarks.md, "Image upload").  (Hashing and writing
+        in a worker thread while the next chunk arrives, piece by piece or in
+        batches of 1 MiB, was measured twice against this on the 2-core
+        machine: faster in one window with a core to spare, even or slower
+        and up to a fifth more CPU time in the others -- the GIL passed back
+        and forth with the TLS decryption -- and not kept.)"""
         loop = asyncio.get_running_loop()
         sink = _Sink(path)
         size = 0
@@ -198,8 +191,7 @@ class ImageStore:
                 if self.max_bytes and size > self.max_bytes:
                     raise StoreError(413, "TooLarge", f"the upload is over the store's limit "
                                      f"of {self.max_bytes} bytes")
-                await sink.absorb(chunk)
-            await sink.flush()
+                sink.absorb(chunk)
             received = time.monotonic() - t0
             if length is not None and size != length:
                 raise StoreError(400, "Incomplete", f"got {size} of {length} bytes")
@@ -316,122 +308,47 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
+def _not_written(exc: OSError) -> StoreError:
+    """The refusal for a write the kernel refused: 507 when the disk (or the
+    quota, or the file-size limit) is full, else 500."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    return StoreError(507 if full else 500, "InsufficientStorage" if full else "WriteFailed",
+                      f"the store could not write the upload: {exc.strerror or exc}")
+
+
 class _Sink:
-    """A file written and hashed in one pass, on a thread of its own.
+    """A file written and hashed in one pass."""
 
-    The event loop hands the pieces over (:meth:`absorb`), in batches of
-    about ``BATCH_BYTES``, and goes back to decrypting the next ones while
-    this thread hashes and writes them: ``hashlib``'s update and
-    ``os.writev`` let go of the GIL, so on a machine with two cores the
-    sha256 and the copy into the page cache run beside the TLS decryption.
-    One thread takes the batches in order; at most ``max_pending`` bytes wait
-    for it (the loop then waits before it reads more from the connection).
-    The thread's first error (a full disk) is raised by the next
-    :meth:`absorb` or by :meth:`finish`, as a StoreError; :meth:`close`
-    stops the thread, dropping what was not written yet, and closes the
-    file."""
-
-    def __init__(self, path: Path, *, max_pending: int = PENDING_BYTES) -> None:
+    def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         self.digest = hashlib.sha256()
-        self.size = 0  # bytes written (this thread's count)
+        self.size = 0
         self.written_back = 0  # writeback started up to here
-        self.max_pending = max_pending
-        self._loop = asyncio.get_running_loop()
-        self._pieces: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
-        self._batch: list[bytes] = []  # pieces not handed over yet
-        self._batch_bytes = 0
-        self._lock = threading.Lock()
-        self._pending = 0  # bytes handed over, not yet hashed and written
-        self._room: asyncio.Event | None = None  # the loop waits for room on it
-        self._error: BaseException | None = None
-        self._stop = False
-        self._thread = threading.Thread(target=self._work, name="image-sink", daemon=True)
-        self._thread.start()
 
-    async def absorb(self, chunk: bytes) -> None:
-        """Take ``chunk``; handed over with the pieces before it once they
-        make ``BATCH_BYTES``; waits while ``max_pending`` bytes are ahead."""
-        if self._error is not None:
-            self._raise()
-        self._batch.append(chunk)
-        self._batch_bytes += len(chunk)
-        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_PIECES:
-            await self._hand_over()
-
-    async def _hand_over(self) -> None:
-        batch, size = self._batch, self._batch_bytes
-        self._batch, self._batch_bytes = [], 0
-        with self._lock:
-            self._pending += size
-            room = None
-            if self._pending > self.max_pending:
-                room = self._room = asyncio.Event()
-        self._pieces.put(batch)
-        if room is not None:
-            await room.wait()
-
-    def _work(self) -> None:
-        while (batch := self._pieces.get()) is not None:
-            size = sum(map(len, batch))
-            if not self._stop and self._error is None:  # else the rest is dropped
-                try:
-                    self._absorb(batch, size)
-                except BaseException as exc:  # noqa: BLE001 -- raised in the loop
-                    self._error = exc
-            with self._lock:
-                self._pending -= size
-                room = self._room
-                if room is not None and (self._pending <= self.max_pending // 2
-                                         or self._error is not None):
-                    self._room = None
-                    self._loop.call_soon_threadsafe(room.set)
-
-    def _absorb(self, batch: list[bytes], size: int) -> None:
-        for piece in batch:
-            self.digest.update(piece)
-        done = os.writev(self.fd, batch)
-        if done < size:  # a short write: the rest piece by piece
-            rest = memoryview(b"".join(batch))[done:]
-            while rest:
-                rest = rest[os.write(self.fd, rest):]
-        self.size += size
+    def absorb(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        view = memoryview(chunk)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            raise _not_written(exc) from exc
+        self.size += len(chunk)
         if self.size - self.written_back >= WRITEBACK_BYTES:
             start_writeback(self.fd, self.written_back, self.size - self.written_back)
             self.written_back = self.size
 
-    def _raise(self) -> NoReturn:
-        exc = self._error
-        assert exc is not None
-        if not isinstance(exc, OSError):
-            raise exc
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-        raise StoreError(507 if full else 500, "InsufficientStorage" if full else "WriteFailed",
-                         f"the store could not write the upload: {exc.strerror or exc}"
-                         ) from exc
-
-    async def flush(self) -> None:
-        """Hand over the last pieces."""
-        if self._batch:
-            await self._hand_over()
-
     def finish(self, durable: bool) -> tuple[str, float]:
-        """Once every piece is written: the sha256 and how long the fsync took
-        (blocks: run it in a thread; after :meth:`flush`)."""
-        self._pieces.put(None)
-        self._thread.join()
-        if self._error is not None:
-            self._raise()
+        """The sha256 and how long the fsync took."""
         t0 = time.monotonic()
         if durable:
-            os.fsync(self.fd)
+            try:
+                os.fsync(self.fd)
+            except OSError as exc:
+                raise _not_written(exc) from exc
         return self.digest.hexdigest(), time.monotonic() - t0
 
     def close(self) -> None:
-        if self._thread.is_alive():
-            self._stop = True
-            self._pieces.put(None)
-            self._thread.join()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

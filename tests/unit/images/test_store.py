@@ -117,56 +117,25 @@ def test_an_upload_over_the_limit_in_its_middle_leaves_nothing(tmp_path):
     assert _leftovers(store) == [] and store.get("over") is None
 
 
-def _sink_threads() -> list:
-    import threading
-
-    return [t for t in threading.enumerate() if t.name == "image-sink"]
-
-
-def test_pieces_are_hashed_and_written_beside_the_loop_and_the_thread_ends(tmp_path):
-    """The body's pieces go to a writing thread of their own, more of them
-    than it may hold at once: the file and sha256 are every byte in order,
-    and the thread is gone once the upload is stored."""
-    import os
-
-    from kova.images import store as store_mod
-
-    data = os.urandom(store_mod.PENDING_BYTES * 3 + 4321)
-    store = ImageStore(tmp_path / "s")
-    seen: list[int] = []
-
-    async def pieces():
-        for i in range(0, len(data), 256 << 10):
-            seen.append(len(_sink_threads()))
-            yield data[i:i + (256 << 10)]
-
-    got = asyncio.run(store.receive("beside", "raw", pieces(), len(data)))
-    assert got.sha256 == hashlib.sha256(data).hexdigest()
-    assert got.path.read_bytes() == data
-    assert seen[1:] and all(n == 1 for n in seen[1:]), seen[:5]
-    assert _sink_threads() == []
-
-
-def test_an_upload_cut_off_with_pieces_still_queued_leaves_nothing(tmp_path):
-    """The connection breaks while batches wait for the writing thread: the
-    error is the caller's, no file stays and the thread is stopped."""
+def test_an_upload_cut_off_after_many_pieces_leaves_nothing(tmp_path):
+    """The connection breaks after 20 MiB were hashed and written: the error
+    is the caller's (the server's "interrupted"), no file stays."""
     import os
 
     store = ImageStore(tmp_path / "s")
     piece = os.urandom(256 << 10)
 
     async def pieces():
-        for _ in range(80):  # 20 MiB, more than the writing thread may hold
+        for _ in range(80):  # 20 MiB
             yield piece
         raise ConnectionResetError("peer went away")
 
     with pytest.raises(ConnectionResetError):
         asyncio.run(store.receive("cut", "raw", pieces(), 1 << 30))
     assert _leftovers(store) == [] and store.get("cut") is None
-    assert _sink_threads() == []
 
 
-def test_a_write_failing_in_the_writing_thread_is_refused_and_leaves_nothing(tmp_path):
+def test_a_write_the_kernel_refuses_is_refused_and_leaves_nothing(tmp_path):
     """The kernel refuses a write half-way (the file-size limit, EFBIG, as a
     full disk would with ENOSPC): the upload is refused with 507 and the
     reason, nothing stays.  Run in a child process, whose file-size limit is
@@ -177,7 +146,7 @@ def test_a_write_failing_in_the_writing_thread_is_refused_and_leaves_nothing(tmp
     import textwrap
 
     script = textwrap.dedent("""
-        import asyncio, json, os, resource, signal, sys, threading
+        import asyncio, json, os, resource, signal, sys
         from kova.images.store import ImageStore, StoreError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         store = ImageStore(sys.argv[1])
@@ -190,7 +159,6 @@ def test_a_write_failing_in_the_writing_thread_is_refused_and_leaves_nothing(tmp
             out = {"stored": True}
         except StoreError as exc:
             out = {"status": exc.status, "reason": exc.reason, "message": exc.message}
-        out["threads"] = [t.name for t in threading.enumerate()]
         out["files"] = [str(p) for p in store.root.rglob("*") if p.is_file()]
         print(json.dumps(out))
     """)
@@ -199,4 +167,4 @@ def test_a_write_failing_in_the_writing_thread_is_refused_and_leaves_nothing(tmp
     out = json.loads(proc.stdout)
     assert out.get("status") == 507 and out["reason"] == "InsufficientStorage", out
     assert "could not write the upload" in out["message"]
-    assert out["files"] == [] and "image-sink" not in out["threads"]
+    assert out["files"] == []
