@@ -179,7 +179,7 @@ class ImageStore:
         in a worker thread while the next chunk arrives, piece by piece or in
         batches of 1 MiB, was measured twice against this on the 2-core
         machine: faster in one window with a core to spare, even or slower
-        and up to a fifth more CPU time in the others -- the GIL passed back
+        and up to a fifth more CPU time in the others -- likely the GIL passed back
         and forth with the TLS decryption -- and not kept.)"""
         loop = asyncio.get_running_loop()
         sink = _Sink(path)
