@@ -115,3 +115,56 @@ def test_an_upload_over_the_limit_in_its_middle_leaves_nothing(tmp_path):
         asyncio.run(store.receive("over", "raw", _chunks(data, 1 << 20)))
     assert err.value.status == 413
     assert _leftovers(store) == [] and store.get("over") is None
+
+
+def test_an_upload_cut_off_after_many_pieces_leaves_nothing(tmp_path):
+    """The connection breaks after 20 MiB were hashed and written: the error
+    is the caller's (the server's "interrupted"), no file stays."""
+    import os
+
+    store = ImageStore(tmp_path / "s")
+    piece = os.urandom(256 << 10)
+
+    async def pieces():
+        for _ in range(80):  # 20 MiB
+            yield piece
+        raise ConnectionResetError("peer went away")
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(store.receive("cut", "raw", pieces(), 1 << 30))
+    assert _leftovers(store) == [] and store.get("cut") is None
+
+
+def test_a_write_the_kernel_refuses_is_refused_and_leaves_nothing(tmp_path):
+    """The kernel refuses a write half-way (the file-size limit, EFBIG, as a
+    full disk would with ENOSPC): the upload is refused with 507 and the
+    reason, nothing stays.  Run in a child process, whose file-size limit is
+    lowered."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import asyncio, json, os, resource, signal, sys
+        from kova.images.store import ImageStore, StoreError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        store = ImageStore(sys.argv[1])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (12 << 20, 12 << 20))
+        async def pieces():
+            for _ in range(128):  # 32 MiB
+                yield os.urandom(256 << 10)
+        try:
+            asyncio.run(store.receive("full", "raw", pieces(), 32 << 20))
+            out = {"stored": True}
+        except StoreError as exc:
+            out = {"status": exc.status, "reason": exc.reason, "message": exc.message}
+        out["files"] = [str(p) for p in store.root.rglob("*") if p.is_file()]
+        print(json.dumps(out))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "s")],
+                          capture_output=True, text=True, timeout=120, check=True)
+    out = json.loads(proc.stdout)
+    assert out.get("status") == 507 and out["reason"] == "InsufficientStorage", out
+    assert "could not write the upload" in out["message"]
+    assert out["files"] == []
