@@ -370,6 +370,19 @@ class SnapshotPhase(StrEnum):
     FAILED = "Failed"
 
 
+class SnapshotQuiesce(StrEnum):
+    """Whether a snapshot freezes the guest's file systems through the QEMU
+    guest agent first (``?quiesce=``; Nova's image property
+    ``os_require_quiesce`` is ``required``)."""
+
+    #: Frozen, or the snapshot is refused when no guest agent answers.
+    REQUIRED = "required"
+    #: Frozen when a guest agent answers; crash-consistent otherwise.
+    AUTO = "auto"
+    #: Never frozen: crash-consistent.
+    OFF = "off"
+
+
 #: The field manager of the agent's ``status.snapshot`` (apart from its other
 #: status fields, which it applies as a whole on every report).
 FIELD_MANAGER_AGENT_SNAPSHOT = "kova-agent-snapshot"
