@@ -373,7 +373,7 @@ def _duration(start: str | None, finish: str | None) -> str:
 @click.argument("name")
 @click.option("--image", "image", required=True,
               help="Name of the TenantImage to create in the Instance's namespace.")
-@click.option("--quiesce", type=click.Choice(list(names.SnapshotQuiesce)),
+@click.option("--quiesce", type=click.Choice([m.value for m in names.SnapshotQuiesce]),
               default=names.SnapshotQuiesce.AUTO.value, show_default=True,
               help="Freeze the guest's filesystems through its QEMU guest agent while "
               "the copy starts: required (refused without an agent), auto (when an "
