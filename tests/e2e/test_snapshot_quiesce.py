@@ -28,6 +28,7 @@ import json
 import libvirt
 import libvirt_qemu
 
+from kova.dev.image import GUEST_AGENT_OFF, GUEST_AGENT_STARTED
 from tests.e2e.test_access import Session
 from tests.e2e.test_snapshot import _host, _upload_base, ns, stack  # noqa: F401
 from tests.helpers import BOOT_TIMEOUT, wait_for
@@ -84,7 +85,7 @@ def test_a_guest_with_its_agent_is_frozen_one_without_is_refused_when_required(
     quiet = _instance(kubectl, ns, "quiet", "base")
     _instance(kubectl, ns, "mute", "base", "#cloud-config\nkova-guest-agent: off\n")
 
-    _console_line(s, "quiet", "KOVA-GUEST-AGENT: started")
+    _console_line(s, "quiet", GUEST_AGENT_STARTED)
     quiet_host = _host(kubectl, ns, "quiet")
     # libvirt learns that the guest opened the channel from QEMU's event.
     wait_for(lambda: _agent_connected(stack, quiet_host, quiet), 60, 0.5,
@@ -109,7 +110,7 @@ def test_a_guest_with_its_agent_is_frozen_one_without_is_refused_when_required(
     assert status == {"return": "thawed"}, status
     assert not list((stack.root / "instances" / quiet_host).glob("*/fsfrozen"))
 
-    _console_line(s, "mute", "KOVA-GUEST-AGENT: off")
+    _console_line(s, "mute", GUEST_AGENT_OFF)
     code, out, err = s.kova("snapshot", "mute", "--image", "mute-snap", "--quiesce",
                             "required", timeout=600)
     assert code != 0 and "QuiesceFailed: the snapshot requires quiescing and no guest " \
@@ -128,7 +129,7 @@ def test_a_guest_with_its_agent_is_frozen_one_without_is_refused_when_required(
 
     # The quiesced snapshot boots, its guest agent with it.
     _instance(kubectl, ns, "again", "quiet-snap")
-    _console_line(s, "again", "KOVA-GUEST-AGENT: started")
+    _console_line(s, "again", GUEST_AGENT_STARTED)
     for name in ("quiet", "mute", "again"):
         kubectl("-n", ns, "delete", "instance", name, "--wait=true", "--timeout=120s",
                 check=False)
