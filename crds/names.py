@@ -506,6 +506,8 @@ EVENT_VNC_CONNECTED = "VNCConnected"
 EVENT_ACTION_REQUESTED = "ActionRequested"
 #: A snapshot the agent lost (it restarted midway) taken again (Normal).
 EVENT_SNAPSHOT_RETRIED = "SnapshotRetried"
+#: A guest frozen for a snapshot whose thaw failed: it may still be frozen (Warning).
+EVENT_GUEST_THAW_FAILED = "GuestThawFailed"
 
 
 def event_action_done(action: str) -> str:

@@ -47,6 +47,7 @@ from pathlib import Path
 import httpx
 import libvirt
 
+from kova import events
 from kova.agents.context import AgentContext
 from kova.agents.instance import decisions
 from kova.agents.virt.backup import BackupError, BackupUnsupported, abort_backup, push_backup
@@ -216,6 +217,8 @@ class Snapshots:
             log.info("snapshot of %s/%s for %s: %d bytes copied in %.2fs (%s, %s)", namespace,
                      instance, user, copy.stat().st_size, copied, pause_text(paused),
                      quiesced.text())
+            if quiesced.thaw_error:
+                self._thaw_failed(uid, namespace, instance, quiesced)
             t1 = time.monotonic()
             answer = self._upload(store, copy, namespace, instance, image, progress)
             uploaded = time.monotonic() - t1
@@ -263,6 +266,16 @@ class Snapshots:
             raise SnapshotError(503, "HypervisorError", str(exc)) from exc
         except libvirt.libvirtError as exc:
             raise SnapshotError(503, "HypervisorError", str(exc)) from exc
+
+    def _thaw_failed(self, uid: str, namespace: str, instance: str, q: Quiesced) -> None:
+        """A Warning Event: the guest's filesystems may still be frozen."""
+        obj = {"metadata": {"name": instance, "namespace": namespace, "uid": uid}}
+        kube = self.ctx.kube
+        kube.run(events.post(kube.aio, obj, events.WARNING, names.EVENT_GUEST_THAW_FAILED,
+                             f"the guest's filesystems, frozen for a snapshot, may still be "
+                             f"frozen: {q.thaw_error} (the agent thaws them again when it "
+                             "starts; or virsh domfsthaw)",
+                             component=names.COMPONENT_AGENT, host=self.ctx.host))
 
     def _convert(self, uid: str, pause: bool, disk: Path, copy: Path,
                  progress: Progress) -> float:
