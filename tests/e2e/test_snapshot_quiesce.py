@@ -99,6 +99,7 @@ def test_a_guest_with_its_agent_is_frozen_one_without_is_refused_when_required(
     assert "guest not paused" in entry["message"], entry
     assert "0 filesystems frozen for " in entry["message"], entry
     assert "by the guest agent" in entry["message"], entry
+    print(f"quiesced snapshot: {entry['message']}")
     log = _console_line(s, "quiet", "KOVA-FSFREEZE: thaw")
     assert log.index("KOVA-FSFREEZE: freeze") < log.index("KOVA-FSFREEZE: thaw"), log
     conn, dom = _domain(stack, quiet_host, quiet)
