@@ -11,7 +11,9 @@ a move, possibly a longer chain).  The agent
    copy-before-write; the guest is never paused), for a stopped one with
    ``qemu-img convert``; where libvirt has no backup API (its test driver),
    the guest is paused for a ``qemu-img convert -U`` (QEMU drains and flushes
-   the disk first) and resumed;
+   the disk first) and resumed.  A running guest whose QEMU guest agent
+   answers has its file systems frozen until the backup job has started
+   (:mod:`kova.agents.virt.quiesce`; ``quiesce``: required, auto or off);
 2. uploads the copy to Kova's image store (``--image-store-url``) as the
    TenantImage ``<image>`` of the Instance's namespace, with the agent's own
    token; the store verifies it, creates the TenantImage and records where it
@@ -385,7 +387,7 @@ def clean_up_after_restart(ctx: AgentContext) -> None:
             abort_backup(ctx.driver, d.uuid)
     try:
         thaw_left_frozen(ctx.driver.ops_conn, ctx.instance_dir)
-    except libvirt.libvirtError as exc:
+    except (libvirt.libvirtError, DriverError) as exc:
         log.warning("thawing guests left frozen failed: %s", exc)
     for copy in ctx.instance_dir.glob(f"*/{COPY_PREFIX}*.qcow2"):
         log.info("removing %s, left by an unfinished snapshot", copy)
