@@ -104,16 +104,18 @@ class SnapshotTasks:
                          extra={**about(inst), "request_id": req})
                 self._follow(inst, req, a.get("user") or "unknown", image,
                              since=a.get("startTime") or "", attempt=int(a.get("attempt") or 1),
-                             resume=True)
+                             resume=True,
+                             quiesce=a.get("quiesce") or names.SnapshotQuiesce.AUTO)
                 taken += 1
         return taken
 
     def _follow(self, inst: dict, req: str, user: str, image: str, since: str,
                 attempt: int = 1, endpoint: tuple[str, int] | None = None,
-                resume: bool = False) -> None:
+                resume: bool = False, quiesce: str = names.SnapshotQuiesce.AUTO) -> None:
         md = inst["metadata"]
         task = asyncio.create_task(
-            self._run(inst, endpoint, Attempt(req, user, image, since, attempt), resume),
+            self._run(inst, endpoint, Attempt(req, user, image, since, attempt, quiesce),
+                      resume),
             name=f"snapshot {md['namespace']}/{md['name']} {req}")
         self.following[req] = task
 
@@ -131,7 +133,8 @@ class SnapshotTasks:
         md = inst["metadata"]
         ns, name = md["namespace"], md["name"]
         image = request.query.get("image", "")
-        refusal = snapshots.refusal(inst, image)
+        quiesce = request.query.get("quiesce") or names.SnapshotQuiesce.AUTO
+        refusal = snapshots.refusal(inst, image, quiesce)
         if refusal is not None:
             return failure(refusal.code, refusal.message, reason=refusal.reason, name=name,
                            subresource="snapshot")
@@ -149,11 +152,12 @@ class SnapshotTasks:
         await srv.kube.merge_patch(instance_path(ns, name), {
             "metadata": {"labels": {names.LABEL_SNAPSHOT_IN_PROGRESS: req}}})
         entry = {**history.started(names.InstanceActionName.SNAPSHOT, user.name, req, what),
-                 "image": image, "attempt": 1}
+                 "image": image, "attempt": 1, "quiesce": quiesce}
         await srv._record(inst, lambda a: history.append(a, entry))
         await srv._event(inst, names.EVENT_ACTION_REQUESTED,
                          f"{user.name} asked for a {what} ({req})")
-        self._follow(inst, req, user.name, image, entry["startTime"], endpoint=endpoint)
+        self._follow(inst, req, user.name, image, entry["startTime"], endpoint=endpoint,
+                     quiesce=quiesce)
         message = (f"{what} accepted; follow it with kubectl kova actions -n {ns} {name} "
                    f"({req})")
         return web.json_response(snapshots.answer(
@@ -197,7 +201,7 @@ class SnapshotTasks:
         srv = self.server
         md = inst["metadata"]
         params = {"user": at.user, "namespace": md["namespace"], "instance": md["name"],
-                  "image": at.image, "request": at.req}
+                  "image": at.image, "request": at.req, "quiesce": at.quiesce}
         if resume:
             params["resume"] = "1"
         try:
@@ -311,6 +315,8 @@ class Attempt:
     #: When the action started: a TenantImage stored since is its own.
     since: str
     attempt: int = 1
+    #: Its quiescing through the guest agent (required, auto, off).
+    quiesce: str = names.SnapshotQuiesce.AUTO
 
 
 def _in_progress(action: dict) -> bool:

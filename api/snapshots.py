@@ -17,9 +17,14 @@ IMAGE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 SNAPSHOT_PHASES = (InstancePhase.RUNNING, InstancePhase.STOPPED)
 
 
-def refusal(inst: dict, image: str) -> Refusal | None:
-    """Why Instance ``inst`` cannot be snapshotted into ``image`` now."""
+def refusal(inst: dict, image: str, quiesce: str = names.SnapshotQuiesce.AUTO) -> Refusal | None:
+    """Why Instance ``inst`` cannot be snapshotted into ``image`` now (with
+    quiescing ``quiesce``)."""
     name = inst["metadata"]["name"]
+    if quiesce not in set(names.SnapshotQuiesce):
+        return Refusal(400, "BadRequest", f"quiesce: {quiesce!r} is not one of "
+                       f"{', '.join(names.SnapshotQuiesce)} (?quiesce=; kubectl kova snapshot "
+                       "--quiesce)")
     if not image:
         return Refusal(400, "BadRequest", "the snapshot needs the name of the TenantImage to "
                        "create (?image=NAME; kubectl kova snapshot NAME --image IMAGE)")

@@ -77,6 +77,7 @@ from .names import (
     RunStrategy,
     ServerGroupPolicy,
     SnapshotPhase,
+    SnapshotQuiesce,
 )
 
 #: A label value, as used for availability zones (``topology.kubernetes.io/zone``).
@@ -792,6 +793,11 @@ class InstanceAction(KovaModel):
         default=None, ge=1,
         description="A snapshot's attempt: 1, then one more each time the agent lost it "
         "(restarted midway) and it was taken again.",
+    )
+    quiesce: SnapshotQuiesce | None = Field(
+        default=None,
+        description="A snapshot's quiescing through the QEMU guest agent: required, auto "
+        "(frozen when the agent answers) or off.",
     )
 
 

@@ -370,6 +370,19 @@ class SnapshotPhase(StrEnum):
     FAILED = "Failed"
 
 
+class SnapshotQuiesce(StrEnum):
+    """Whether a snapshot freezes the guest's file systems through the QEMU
+    guest agent first (``?quiesce=``; Nova's image property
+    ``os_require_quiesce`` is ``required``)."""
+
+    #: Frozen, or the snapshot is refused when no guest agent answers.
+    REQUIRED = "required"
+    #: Frozen when a guest agent answers; crash-consistent otherwise.
+    AUTO = "auto"
+    #: Never frozen: crash-consistent.
+    OFF = "off"
+
+
 #: The field manager of the agent's ``status.snapshot`` (apart from its other
 #: status fields, which it applies as a whole on every report).
 FIELD_MANAGER_AGENT_SNAPSHOT = "kova-agent-snapshot"
@@ -493,6 +506,8 @@ EVENT_VNC_CONNECTED = "VNCConnected"
 EVENT_ACTION_REQUESTED = "ActionRequested"
 #: A snapshot the agent lost (it restarted midway) taken again (Normal).
 EVENT_SNAPSHOT_RETRIED = "SnapshotRetried"
+#: A guest frozen for a snapshot whose thaw failed: it may still be frozen (Warning).
+EVENT_GUEST_THAW_FAILED = "GuestThawFailed"
 
 
 def event_action_done(action: str) -> str:

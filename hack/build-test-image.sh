@@ -20,6 +20,17 @@
 #   KOVA-INSTANCE-ID: <instance-id>
 #   KOVA-USERDATA-BEGIN / user-data / KOVA-USERDATA-END
 #   KOVA-READY                         acpid is listening: `virsh shutdown` works
+#   KOVA-GUEST-AGENT: started          the QEMU guest agent (Debian's qemu-ga,
+#                                      package qemu-guest-agent, with the shared
+#                                      libraries it needs) runs on the virtio-serial
+#                                      channel org.qemu.guest_agent.0; or
+#   KOVA-GUEST-AGENT: off              the user-data has a line
+#                                      "kova-guest-agent: off" (a guest whose
+#                                      channel has no agent), or
+#   KOVA-GUEST-AGENT: failed <why>
+#   KOVA-FSFREEZE: freeze|thaw         later, from the agent's fsfreeze hook, when
+#                                      the host freezes/thaws the guest's file
+#                                      systems (guest-fsfreeze-freeze/-thaw)
 #   KOVA-NETWORK-CONFIG: <nic> <mac> dhcp4=<yes|no>
 #                                      if the seed has a network-config: the
 #                                      NIC whose MAC it names (or "none")
@@ -33,7 +44,8 @@
 #   KOVA-POWEROFF                      on the ACPI power button, then poweroff -f
 #
 # Output: $KOVA_CACHE/images/kova-test-<hash>.qcow2 (hash of this script, the
-# kernel version and the busybox/syslinux package versions, so any change
+# kernel version, the busybox/syslinux/qemu-guest-agent package versions and
+# the guest agent's files, so any change
 # rebuilds) and the symlink $KOVA_CACHE/images/kova-test.qcow2 to it.  The build
 # is reproducible (fixed timestamps, volume ids and disk signature) and takes a
 # few seconds; an existing image is reused.  The image path is the last line on
@@ -71,6 +83,11 @@ EFI_BIN=/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi
 EFI_LDLINUX=/usr/lib/syslinux/modules/efi64/ldlinux.e64
 [ -f "$EFI_BIN" ] || die "$EFI_BIN is missing (package syslinux-efi)"
 [ -f "$EFI_LDLINUX" ] || die "$EFI_LDLINUX is missing (package syslinux-common)"
+QEMU_GA=/usr/sbin/qemu-ga
+[ -x "$QEMU_GA" ] || die "$QEMU_GA is missing (package qemu-guest-agent)"
+# The guest agent's shared libraries and dynamic loader, as ldd resolves them.
+QGA_LIBS=$(ldd "$QEMU_GA" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
+[ -n "$QGA_LIBS" ] || die "ldd found no libraries for $QEMU_GA"
 
 # --- kernel ----------------------------------------------------------------
 if [ -n "${KOVA_TEST_KERNEL:-}" ]; then
@@ -92,7 +109,9 @@ HASH=$( {
   cat "$SELF"
   echo "kernel=$KVER $(stat -c %s "$KERNEL")"
   echo "busybox=$(pkgver busybox-static) syslinux=$(pkgver syslinux) $(pkgver syslinux-common)" \
-    "$(pkgver syslinux-efi)"
+    "$(pkgver syslinux-efi) qemu-guest-agent=$(pkgver qemu-guest-agent)"
+  # shellcheck disable=SC2086
+  sha256sum "$QEMU_GA" $(for l in $QGA_LIBS; do readlink -f "$l"; done)
 } | sha256sum | cut -c1-16)
 IMAGE=$OUT_DIR/kova-test-$HASH.qcow2
 LINK=$OUT_DIR/kova-test.qcow2
@@ -134,6 +153,7 @@ EARLY=(
   button evdev
 )
 LATE=(virtio_net e1000 8139cp 8139too)
+AGENT=(virtio_console)
 declare -A MODPATH=() SEEN=()
 while read -r name path; do
   MODPATH[$name]=$path
@@ -175,6 +195,25 @@ add_modules() { # list file, module names...
 }
 add_modules "$ROOT/etc/modules.early" "${EARLY[@]}"
 add_modules "$ROOT/etc/modules.late" "${LATE[@]}"
+add_modules "$ROOT/etc/modules.agent" "${AGENT[@]}"
+
+# The QEMU guest agent: Debian's binary, its libraries at the paths ldd named
+# (the loader's own path included) and an fsfreeze hook that says on the
+# console when the host freezes and thaws the guest.
+mkdir -p "$ROOT/usr/sbin" "$ROOT/etc/qemu"
+cp "$QEMU_GA" "$ROOT/usr/sbin/qemu-ga"
+for lib in $QGA_LIBS; do
+  mkdir -p "$ROOT$(dirname "$lib")"
+  cp "$(readlink -f "$lib")" "$ROOT$lib"
+done
+cat >"$ROOT/etc/qemu/fsfreeze-hook" <<'EOF'
+#!/bin/sh
+# Called by qemu-ga with "freeze" before it freezes the file systems and
+# "thaw" after it thawed them.
+echo "KOVA-FSFREEZE: $1" >/dev/console
+exit 0
+EOF
+chmod 0755 "$ROOT/etc/qemu/fsfreeze-hook"
 log "initramfs: busybox + $(cat "$ROOT"/etc/modules.* | wc -l) modules"
 
 cat >"$ROOT/etc/acpi/PWRF/00000080" <<'EOF'
@@ -280,6 +319,46 @@ fi
 # The ACPI power button (virsh shutdown) runs /etc/acpi/PWRF/00000080.
 acpid -c /etc/acpi -l /dev/null
 echo KOVA-READY
+
+# The QEMU guest agent on its virtio-serial channel (a device node named
+# after the channel, as udev would link it), unless the user-data turns it off.
+if grep -qE '^[[:space:]]*kova-guest-agent:[[:space:]]*off[[:space:]]*$' /mnt/seed/user-data 2>/dev/null; then
+  echo "KOVA-GUEST-AGENT: off"
+else
+  for m in $(cat /etc/modules.agent); do insmod "$m" 2>/dev/null; done
+  port=""
+  i=0
+  while [ -z "$port" ] && [ $i -lt 50 ]; do
+    for p in /sys/class/virtio-ports/*; do
+      [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && [ -c "/dev/${p##*/}" ] &&
+        port=/dev/${p##*/}
+    done
+    i=$((i + 1))
+    [ -n "$port" ] || sleep 0.1
+  done
+  if [ -z "$port" ]; then
+    echo "KOVA-GUEST-AGENT: failed no org.qemu.guest_agent.0 port"
+  else
+    mkdir -p /dev/virtio-ports
+    ln -sf "$port" /dev/virtio-ports/org.qemu.guest_agent.0
+    # Its state directory is on /run (a tmpfs mounted above); it writes its
+    # state file there before it opens the channel.
+    mkdir -p /run/qga
+    qemu-ga -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0 \
+      -F/etc/qemu/fsfreeze-hook -t /run/qga </dev/null >/dev/null 2>&1 &
+    qga=$!
+    i=0
+    while [ ! -e /run/qga/qga.state ] && [ $i -lt 50 ] && kill -0 $qga 2>/dev/null; do
+      i=$((i + 1))
+      sleep 0.1
+    done
+    if [ -e /run/qga/qga.state ] && kill -0 $qga 2>/dev/null; then
+      echo "KOVA-GUEST-AGENT: started"
+    else
+      echo "KOVA-GUEST-AGENT: failed qemu-ga did not start"
+    fi
+  fi
+fi
 
 for m in $(cat /etc/modules.late); do insmod "$m" 2>/dev/null; done
 ip link set lo up 2>/dev/null

@@ -19,6 +19,8 @@ PACKAGES=(
   postgresql postgresql-contrib
   # test image: kernel, busybox initramfs, boot loader
   linux-image-amd64 busybox-static syslinux syslinux-common syslinux-efi mtools dosfstools cpio xz-utils
+  # the QEMU guest agent copied into the test image (quiesced snapshots)
+  qemu-guest-agent
   # the local Kubernetes node (kova/dev/node.py): container runtime, CNI
   # plugins, kube-proxy's nftables mode; images built without Docker
   # (hack/build-images.sh: buildah, mmdebstrap, a static C compiler)

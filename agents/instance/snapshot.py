@@ -11,7 +11,9 @@ a move, possibly a longer chain).  The agent
    copy-before-write; the guest is never paused), for a stopped one with
    ``qemu-img convert``; where libvirt has no backup API (its test driver),
    the guest is paused for a ``qemu-img convert -U`` (QEMU drains and flushes
-   the disk first) and resumed;
+   the disk first) and resumed.  A running guest whose QEMU guest agent
+   answers has its file systems frozen until the backup job has started
+   (:mod:`kova.agents.virt.quiesce`; ``quiesce``: required, auto or off);
 2. uploads the copy to Kova's image store (``--image-store-url``) as the
    TenantImage ``<image>`` of the Instance's namespace, with the agent's own
    token; the store verifies it, creates the TenantImage and records where it
@@ -45,12 +47,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import libvirt
 
+from kova import events
 from kova.agents.context import AgentContext
 from kova.agents.instance import decisions
 from kova.agents.virt.backup import BackupError, BackupUnsupported, abort_backup, push_backup
 from kova.agents.virt.driver import DriverError
 from kova.agents.virt.images import private_file
+from kova.agents.virt.quiesce import (
+    MARKER,
+    Freeze,
+    Quiesced,
+    QuiesceRefused,
+    thaw_left_frozen,
+)
 from kova.conditions import now_rfc3339
 from kova.crds import names
 from kova.errors import Refusal
@@ -154,10 +165,12 @@ class Snapshots:
             self._ended[request].set()
 
     def run(self, uid: str, namespace: str, instance: str, image: str,
-            user: str, request: str = "") -> dict:
+            user: str, request: str = "", quiesce: str = names.SnapshotQuiesce.AUTO) -> dict:
         """Snapshot domain ``uid`` (Instance ``namespace/instance``) into the
-        TenantImage ``image``; the store's answer with the pause's length.
-        ``request``: the action's request id, for the progress."""
+        TenantImage ``image``; the store's answer with the pause's length and
+        the quiescing (:mod:`kova.agents.virt.quiesce`; ``quiesce``: a
+        :class:`~kova.crds.names.SnapshotQuiesce`).  ``request``: the
+        action's request id, for the progress."""
         with self._lock:
             if uid in self._busy:
                 raise SnapshotError(409, "SnapshotInProgress",
@@ -169,7 +182,7 @@ class Snapshots:
         result: dict | SnapshotError = SnapshotError(500, "SnapshotFailed",
                                                      "the snapshot ended unexpectedly")
         try:
-            result = self._run(uid, namespace, instance, image, user, progress)
+            result = self._run(uid, namespace, instance, image, user, progress, quiesce)
             size = int(result.get("sizeBytes") or 0)
             progress(names.SnapshotPhase.STORED, size, size, force=True)
             return result
@@ -184,7 +197,7 @@ class Snapshots:
                 self._ended_with(request, result)
 
     def _run(self, uid: str, namespace: str, instance: str, image: str,
-             user: str, progress: Progress) -> dict:
+             user: str, progress: Progress, quiesce: str) -> dict:
         ctx = self.ctx
         store = ctx.cfg.image_store_url
         if not store:
@@ -200,10 +213,14 @@ class Snapshots:
         t0 = time.monotonic()
         try:
             progress(names.SnapshotPhase.COPYING, 0, 0, force=True)
-            paused = self._copy(uid, info.state.running, disk, copy, progress)
+            paused, quiesced = self._copy(uid, info.state.running, disk, copy, progress,
+                                          quiesce)
             copied = time.monotonic() - t0
-            log.info("snapshot of %s/%s for %s: %d bytes copied in %.2fs (%s)", namespace,
-                     instance, user, copy.stat().st_size, copied, pause_text(paused))
+            log.info("snapshot of %s/%s for %s: %d bytes copied in %.2fs (%s, %s)", namespace,
+                     instance, user, copy.stat().st_size, copied, pause_text(paused),
+                     quiesced.text())
+            if quiesced.thaw_error:
+                self._thaw_failed(uid, namespace, instance, quiesced)
             t1 = time.monotonic()
             answer = self._upload(store, copy, namespace, instance, image, progress)
             uploaded = time.monotonic() - t1
@@ -214,34 +231,53 @@ class Snapshots:
         total = time.monotonic() - t0
         return {**answer, "pausedSeconds": round(paused, 3), "seconds": round(total, 3),
                 "copySeconds": round(copied, 3), "uploadSeconds": round(uploaded, 3),
-                "storeSeconds": answer.get("seconds"),
+                "storeSeconds": answer.get("seconds"), "quiesce": quiesced.to_json(),
                 "message": f"TenantImage {namespace}/{image}: {answer.get('sizeBytes')} bytes "
                            f"(virtual {answer.get('virtualSizeBytes')}), "
-                           f"{pause_text(paused)}, {total:.2f}s in all"}
+                           f"{pause_text(paused)}, {quiesced.text()}, {total:.2f}s in all"}
 
     def _copy(self, uid: str, running: bool, disk: Path, copy: Path,
-              progress: Progress) -> float:
+              progress: Progress, quiesce: str) -> tuple[float, Quiesced]:
         """The disk's chain flattened into ``copy``; how long the guest was
-        paused for it: never (0.0) with the backup API, which copies while
-        the guest runs; for the whole copy where libvirt has no backup API."""
-        pause = False
+        paused for it -- never (0.0) with the backup API, which copies while
+        the guest runs; for the whole copy where libvirt has no backup API --
+        and how it was quiesced: a running guest's file systems frozen
+        through its guest agent until the backup job has started."""
         try:
             state = self.ctx.driver.state(uid)
-            if running or (state is not None and not state.shutoff):
+            if not (running or (state is not None and not state.shutoff)):
+                paused = self._convert(uid, False, disk, copy, progress)
+                return paused, Quiesced(mode=quiesce, stopped=True)
+            dom = self.ctx.driver.ops_conn.lookupByUUIDString(uid)
+            with Freeze(dom, quiesce, self.ctx.files(uid).dir / MARKER) as freeze:
                 try:
                     stats = push_backup(
-                        self.ctx.driver, uid, disk, copy,
+                        self.ctx.driver, uid, disk, copy, on_started=freeze.thaw,
                         on_progress=lambda d, t: progress(names.SnapshotPhase.COPYING, d, t))
                     log.debug("backup of %s: %s", uid, stats)
-                    return 0.0
+                    paused = 0.0
                 except BackupUnsupported as exc:
                     log.info("%s: pausing the guest for the copy instead", exc)
-                    pause = running
+                    paused = self._convert(uid, running, disk, copy, progress)
+            return paused, freeze.result
+        except QuiesceRefused as exc:
+            raise SnapshotError(409, "QuiesceFailed", str(exc)) from exc
         except BackupError as exc:
             raise SnapshotError(500, "SnapshotFailed", str(exc)) from exc
         except DriverError as exc:
             raise SnapshotError(503, "HypervisorError", str(exc)) from exc
-        return self._convert(uid, pause, disk, copy, progress)
+        except libvirt.libvirtError as exc:
+            raise SnapshotError(503, "HypervisorError", str(exc)) from exc
+
+    def _thaw_failed(self, uid: str, namespace: str, instance: str, q: Quiesced) -> None:
+        """A Warning Event: the guest's filesystems may still be frozen."""
+        obj = {"metadata": {"name": instance, "namespace": namespace, "uid": uid}}
+        kube = self.ctx.kube
+        kube.run(events.post(kube.aio, obj, events.WARNING, names.EVENT_GUEST_THAW_FAILED,
+                             f"the guest's filesystems, frozen for a snapshot, may still be "
+                             f"frozen: {q.thaw_error} (the agent thaws them again when it "
+                             "starts; or virsh domfsthaw)",
+                             component=names.COMPONENT_AGENT, host=self.ctx.host))
 
     def _convert(self, uid: str, pause: bool, disk: Path, copy: Path,
                  progress: Progress) -> float:
@@ -338,8 +374,9 @@ def convert_with_progress(disk: Path, copy: Path,
 
 def clean_up_after_restart(ctx: AgentContext) -> None:
     """What a snapshot cut short by the agent's end left: the backup job
-    still running on a domain of this host is aborted, the half-made copy
-    next to a root disk removed.  The disks themselves are untouched."""
+    still running on a domain of this host is aborted, a guest frozen for
+    it thawed, the half-made copy next to a root disk removed.  The disks
+    themselves are untouched."""
     try:
         domains = ctx.driver.list_domains()
     except DriverError as exc:
@@ -348,6 +385,10 @@ def clean_up_after_restart(ctx: AgentContext) -> None:
     for d in domains:
         if decisions.is_mine(d.meta, ctx.host) and not d.state.shutoff:
             abort_backup(ctx.driver, d.uuid)
+    try:
+        thaw_left_frozen(ctx.driver.ops_conn, ctx.instance_dir)
+    except (libvirt.libvirtError, DriverError) as exc:
+        log.warning("thawing guests left frozen failed: %s", exc)
     for copy in ctx.instance_dir.glob(f"*/{COPY_PREFIX}*.qcow2"):
         log.info("removing %s, left by an unfinished snapshot", copy)
         copy.unlink(missing_ok=True)

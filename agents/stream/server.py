@@ -21,8 +21,9 @@ Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
 * ``GET /v1/domains/<uid>/log?follow=1&tailBytes=N`` -- the serial console log
   file (``text/plain``, streamed while ``follow``);
 * ``PUT /v1/domains/<uid>/power/<action>`` -- :mod:`kova.agents.instance.power_actions`;
-* ``PUT /v1/domains/<uid>/snapshot?namespace=&instance=&image=&user=&request=`` -- the root
-  disk into a TenantImage, :mod:`kova.agents.instance.snapshot` (with ``resume=1``:
+* ``PUT /v1/domains/<uid>/snapshot?namespace=&instance=&image=&user=&request=&quiesce=``
+  -- the root disk into a TenantImage, :mod:`kova.agents.instance.snapshot`
+  (``quiesce``: required, auto or off; with ``resume=1``:
   the answer of snapshot ``request`` once it ends, for an API component that
   restarted meanwhile);
 * ``PUT /v1/domains/<uid>/disk`` -- an Instance's disk sent by another agent
@@ -364,6 +365,10 @@ class StreamServer:
         uid, q = request.match_info["uid"], request.query
         if not all(q.get(k) for k in ("namespace", "instance", "image")):
             return error(400, "BadRequest", "namespace, instance and image are required")
+        quiesce = q.get("quiesce") or names.SnapshotQuiesce.AUTO
+        if quiesce not in set(names.SnapshotQuiesce):
+            return error(400, "BadRequest", f"quiesce: {quiesce!r} is not one of "
+                         f"{', '.join(names.SnapshotQuiesce)}")
         loop = asyncio.get_running_loop()
         if q.get("resume") and q.get("request"):  # an API component that restarted asks again
             try:
@@ -375,7 +380,8 @@ class StreamServer:
         try:
             result = await loop.run_in_executor(None, self.snapshots.run, uid, q["namespace"],
                                                 q["instance"], q["image"],
-                                                q.get("user", "unknown"), q.get("request", ""))
+                                                q.get("user", "unknown"), q.get("request", ""),
+                                                quiesce)
         except SnapshotError as exc:
             return error(exc.status, exc.reason, exc.message)
         return web.json_response(result)

@@ -87,12 +87,14 @@ def _backup_running(dom: libvirt.virDomain,
 
 def push_backup(driver: LibvirtDriver, uid: str, source: Path, target: Path, *,
                 timeout: float = 3600.0, poll: float = 0.05,
-                on_progress: Callable[[int, int], None] | None = None) -> dict:
+                on_progress: Callable[[int, int], None] | None = None,
+                on_started: Callable[[], None] | None = None) -> dict:
     """Copy the disk of domain ``uid`` whose file is ``source`` into a new
     standalone qcow2 ``target`` while the guest runs; the completed job's
     statistics.  On any failure (or after ``timeout`` seconds) the job is
     aborted and ``target`` removed.  ``on_progress(done, total)``: the job's
-    bytes processed and in all, at every poll."""
+    bytes processed and in all, at every poll; ``on_started()`` once the job
+    has started (its point in time is fixed: a frozen guest may be thawed)."""
     dom = _domain(driver, uid)
     try:
         xml = dom.XMLDesc(0)
@@ -110,6 +112,8 @@ def push_backup(driver: LibvirtDriver, uid: str, source: Path, target: Path, *,
                     else BackupError)
             raise kind(f"backup of {dev} of {uid} did not start: {exc}",
                        exc.get_error_code()) from exc
+        if on_started is not None:
+            on_started()
         deadline = time.monotonic() + timeout
         try:
             while _backup_running(dom, on_progress):

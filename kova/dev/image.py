@@ -15,6 +15,10 @@ On the serial console (ttyS0) the guest prints, in this order:
 * ``KOVA-USERDATA-BEGIN``, the user-data verbatim, ``KOVA-USERDATA-END``;
 * ``KOVA-READY`` -- acpid listens, so an ACPI shutdown (``virsh shutdown``) is
   honoured from here on (a power button pressed earlier is lost: retry);
+* ``KOVA-GUEST-AGENT: started`` -- the QEMU guest agent (Debian's qemu-ga)
+  runs on the ``org.qemu.guest_agent.0`` channel; ``KOVA-GUEST-AGENT: off``
+  when the user-data has a line ``kova-guest-agent: off``; later
+  ``KOVA-FSFREEZE: freeze`` / ``thaw`` from its fsfreeze hook;
 * ``KOVA-NETWORK-CONFIG: <nic> <mac> dhcp4=<yes|no>`` -- if the seed has a
   ``network-config``: the NIC whose MAC it names (``none`` if no NIC has it);
 * ``KOVA-DHCP: <nic> <addr>/<prefix>`` -- later, when that NIC (without a
@@ -38,6 +42,8 @@ BOOTED_MARKER = "KOVA-TEST-IMAGE-BOOTED"
 USERDATA_BEGIN = "KOVA-USERDATA-BEGIN"
 USERDATA_END = "KOVA-USERDATA-END"
 READY_MARKER = "KOVA-READY"
+GUEST_AGENT_STARTED = "KOVA-GUEST-AGENT: started"
+GUEST_AGENT_OFF = "KOVA-GUEST-AGENT: off"
 POWEROFF_MARKER = "KOVA-POWEROFF"
 
 

@@ -374,29 +374,37 @@ def _duration(start: str | None, finish: str | None) -> str:
 @click.argument("name")
 @click.option("--image", "image", required=True,
               help="Name of the TenantImage to create in the Instance's namespace.")
+@click.option("--quiesce", type=click.Choice([m.value for m in names.SnapshotQuiesce]),
+              default=names.SnapshotQuiesce.AUTO.value, show_default=True,
+              help="Freeze the guest's filesystems through its QEMU guest agent while "
+              "the copy starts: required (refused without an agent), auto (when an "
+              "agent answers; crash-consistent otherwise) or off.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Follow the snapshot until it is stored (or failed).")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to follow it.")
 @cluster_options
 @click.pass_context
-def snapshot(ctx: click.Context, name: str, image: str, wait: bool, timeout: float,
-             **_: str) -> None:
+def snapshot(ctx: click.Context, name: str, image: str, quiesce: str, wait: bool,
+             timeout: float, **_: str) -> None:
     """Save the root disk of instance NAME as TenantImage IMAGE of its
-    namespace: the guest is paused while its disk is copied into one
-    standalone qcow2 (a stopped instance stays stopped), which goes to Kova's
-    image store; new Instances then boot from it with imageRef {name: IMAGE,
-    kind: TenantImage}.  The request is accepted at once; the snapshot is
-    followed in the Instance's action history (kubectl kova actions).
+    namespace: the disk is copied, as it is when the copy starts, into one
+    standalone qcow2 while the guest runs (a stopped instance stays
+    stopped), which goes to Kova's image store; new Instances then boot from
+    it with imageRef {name: IMAGE, kind: TenantImage}.  A guest running the
+    QEMU guest agent has its filesystems frozen while the copy starts
+    (--quiesce).  The request is accepted at once; the snapshot is followed
+    in the Instance's action history (kubectl kova actions).
 
     \b
     Example:
-      kubectl kova snapshot web-1 --image web-golden
+      kubectl kova snapshot web-1 --image web-golden --quiesce required
     """
     cluster = _cluster(ctx)
     ns = cluster.namespace
     click.echo(f"snapshotting instance {ns}/{name} into TenantImage {image} ...", err=True)
     out = cluster.request("PUT", cluster.subresource_path(ns, name, "snapshot"),
-                          f"snapshot instance {ns}/{name}", query={"image": image})
+                          f"snapshot instance {ns}/{name}",
+                          query={"image": image, "quiesce": quiesce})
     req = out.get("requestId")
     if not wait:
         click.echo(f"snapshot of instance {ns}/{name} into TenantImage {image} accepted "

@@ -84,6 +84,10 @@ def test_snapshot_into_a_tenant_image_boots_after_the_source_is_gone(
     assert entry["result"] == "Success" and entry["user"] == editor.username, entry
     assert entry["message"].startswith(f"TenantImage {ns}/golden: "), entry
     assert entry["image"] == "golden" and entry["attempt"] == 1, entry
+    # No guest agent answers on the test driver: crash-consistent, and said so.
+    assert entry["quiesce"] == "auto", entry
+    assert "not quiesced (no guest agent is connected on its channel): crash-consistent" \
+        in entry["message"], entry
     assert contract.LABEL_SNAPSHOT_IN_PROGRESS not in (
         harness.get("src")["metadata"].get("labels") or {})
 
@@ -106,6 +110,28 @@ def test_snapshot_into_a_tenant_image_boots_after_the_source_is_gone(
     harness.wait_phase("copy", "Running", timeout=30)
     disk = harness.tmp / "instances" / uid / "disk.qcow2"
     assert _qemu_io(disk, "-r", "-U", *READ_MARKER).returncode == 0
+
+
+def test_a_snapshot_requiring_quiescing_is_refused_without_a_guest_agent(
+        harness, source, store, make_user, namespace):  # noqa: F811
+    """``--quiesce required`` of a guest whose channel has no agent: the
+    action ends Error ``QuiesceFailed`` before anything is copied, with a
+    SnapshotFailed Event; no TenantImage, no copy beside the disk."""
+    ns = namespace
+    editor = make_user("editor", "kova-edit", ns)
+    out = plugin(editor, "snapshot", "src", "--image", "calm", "--quiesce", "required")
+    assert out.returncode != 0, (out.stdout, out.stderr)
+    assert ("QuiesceFailed: the snapshot requires quiescing and no guest agent is connected "
+            "on its channel") in out.stderr, out.stderr
+    (entry,) = [a for a in harness.get("src")["status"]["actions"] if a["action"] == "snapshot"]
+    assert entry["result"] == "Error" and entry["quiesce"] == "required", entry
+    assert _tenant_image(harness, ns, "calm") is None
+    assert not list(source.parent.glob("snapshot-*.qcow2"))
+    assert not (source.parent / "fsfrozen").exists()
+    wait_for(lambda: [e for e in harness.core.list_namespaced_event(ns).items
+                      if e.reason == "SnapshotFailed" and "QuiesceFailed" in e.message],
+             20, 0.5, "a SnapshotFailed Event")
+    assert harness.get("src")["status"]["powerState"] == "Running"
 
 
 def test_snapshot_is_accepted_at_once_and_completes_later(harness, source, store, make_user,

@@ -67,3 +67,14 @@ def test_the_attempts_of_a_lost_snapshot_in_words() -> None:
 
     assert attempts_text(1) == "taken once"
     assert attempts_text(3) == "taken 3 times, lost each time"
+
+
+@pytest.mark.parametrize("quiesce", ["required", "auto", "off"])
+def test_each_quiesce_mode_is_accepted(quiesce) -> None:
+    assert refusal(_inst(), "golden", quiesce) is None
+
+
+def test_an_unknown_quiesce_mode_is_refused_naming_the_field() -> None:
+    got = refusal(_inst(), "golden", "always")
+    assert got is not None and (got.code, got.reason) == (400, "BadRequest")
+    assert got.message.startswith("quiesce: 'always' is not one of required, auto, off")
