@@ -80,6 +80,11 @@ ANNOTATION_RESTART = f"{GROUP}/restart"
 #: (``<namespace>/<name>``) and the time it was taken.
 ANNOTATION_SNAPSHOT_OF = f"{GROUP}/snapshot-of"
 ANNOTATION_SNAPSHOT_TIME = f"{GROUP}/snapshot-time"
+#: On a snapshot's TenantImage (written by the API component when it creates
+#: it, ``spec.saving``, at the request): the request id of the snapshot action.
+ANNOTATION_SNAPSHOT_REQUEST = f"{GROUP}/snapshot-request"
+#: The reason of a saving TenantImage's ``Available=False`` condition.
+IMAGE_REASON_SAVING = "Saving"
 
 #: Domain XML metadata namespace (the agent finds its domains by it).
 DOMAIN_XMLNS = f"https://{GROUP}/xmlns/libvirt/instance/1"
@@ -442,6 +447,8 @@ REASON_NO_VALID_HOST = "NoValidHost"
 REASON_FLAVOR_NOT_FOUND = "FlavorNotFound"
 REASON_FLAVOR_DISABLED = "FlavorDisabled"
 REASON_IMAGE_NOT_FOUND = "ImageNotFound"
+#: Scheduled=False while the TenantImage is a snapshot's still being saved.
+REASON_IMAGE_SAVING = "ImageSaving"
 REASON_SERVER_GROUP_NOT_FOUND = "ServerGroupNotFound"
 REASON_INVALID_REQUEST = "InvalidRequest"
 REASON_MAX_ATTEMPTS = "MaxAttemptsExceeded"

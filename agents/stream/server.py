@@ -375,7 +375,8 @@ class StreamServer:
         try:
             result = await loop.run_in_executor(None, self.snapshots.run, uid, q["namespace"],
                                                 q["instance"], q["image"],
-                                                q.get("user", "unknown"), q.get("request", ""))
+                                                q.get("user", "unknown"), q.get("request", ""),
+                                                q.get("imageUid", ""))
         except SnapshotError as exc:
             return error(exc.status, exc.reason, exc.message)
         return web.json_response(result)

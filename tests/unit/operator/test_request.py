@@ -94,6 +94,19 @@ def test_missing_dependencies(flavor, image, sg, reason):
     assert exc.value.reason == reason
 
 
+def test_a_saving_tenant_image_holds_the_instance():
+    """A snapshot's TenantImage still being saved (spec.saving, no source
+    yet): the Instance waits, told why, until the store fills it in."""
+    spec = inst(imageRef={"name": "golden", "kind": "TenantImage"})
+    with pytest.raises(MissingDependency) as exc:
+        build_request(spec, flavor=FLAVOR, image={"saving": True, "format": "qcow2"})
+    assert exc.value.reason == contract.REASON_IMAGE_SAVING
+    assert exc.value.message == ("TenantImage golden is being saved by a snapshot; the "
+                                 "Instance waits until it is stored")
+    stored = {"format": "qcow2", "source": {"url": "https://store/x"}, "sha256": "a" * 64}
+    build_request(spec, flavor=FLAVOR, image=stored)
+
+
 def test_missing_server_group():
     with pytest.raises(MissingDependency) as exc:
         build_request(inst(serverGroupRef={"name": "web"}), flavor=FLAVOR, image=IMAGE)
