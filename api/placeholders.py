@@ -8,8 +8,9 @@ timg`` shows it, a second snapshot to the same name is refused at once (409),
 and Instances of it wait (``ImageSaving``).  The image store fills that very
 object (its uid travels with the snapshot) once the file is stored: source,
 sha256, minDiskGiB, ``saving`` removed.  A snapshot that fails for good
-deletes it again, if it is still saving -- the name is free for another try,
-as Glance deletes a killed snapshot image.  See docs/images.md."""
+marks it failed (``Available=False``, reason ``SnapshotFailed``), as Glance
+marks a snapshot image ``killed``: no Kova component may delete objects, so
+its owner deletes it to free the name.  See docs/images.md."""
 
 from __future__ import annotations
 
@@ -79,21 +80,34 @@ async def create(kube: Kube, inst: dict, image: str, req: str, user: str) -> dic
     return obj
 
 
-async def discard(kube: Kube, namespace: str, image: str, req: str, uid: str) -> bool:
-    """Delete the TenantImage ``image`` if it is still snapshot ``req``'s
-    saving placeholder (that uid and resourceVersion: one filled or replaced
-    meanwhile stays); whether it was deleted.  Errors are logged."""
-    path = custom_path(names.TENANT_IMAGES, image, namespace=namespace)
+async def mark_failed(kube: Kube, inst: dict, image: str, req: str, uid: str,
+                      message: str) -> bool:
+    """Mark the TenantImage ``image`` failed (``Available=False``, reason
+    ``SnapshotFailed``) if it is still snapshot ``req``'s saving one of uid
+    ``uid``; whether it was.  It stays (no Kova component deletes objects):
+    its owner deletes it to use the name again.  Errors are logged."""
+    ns = inst["metadata"]["namespace"]
+    path = custom_path(names.TENANT_IMAGES, image, namespace=ns)
     try:
         obj = await kube.get_or_none(path)
-        if not is_placeholder_of(obj, req) or (uid and obj["metadata"]["uid"] != uid):
+        if not is_placeholder_of(obj, req) or obj["metadata"]["uid"] != uid:
             return False
-        await kube.request("DELETE", path, json={
-            "apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {
-                "uid": obj["metadata"]["uid"],
-                "resourceVersion": obj["metadata"]["resourceVersion"]}}, ok=(200, 202))
+        await kube.apply(path + "/status", failed_status(obj, inst, req, message),
+                         field_manager=FIELD_MANAGER)
         return True
     except (KubeError, aiohttp.ClientError, OSError) as exc:
-        log.warning("TenantImage %s/%s of the failed snapshot %s not deleted: %s", namespace,
+        log.warning("TenantImage %s/%s of the failed snapshot %s not marked failed: %s", ns,
                     image, req, exc)
         return False
+
+
+def failed_status(obj: dict, inst: dict, req: str, message: str) -> dict:
+    """The status of a snapshot's TenantImage whose snapshot failed for good."""
+    out = saving_status(obj, inst, req)
+    md = inst["metadata"]
+    out["status"]["conditions"][0].update(
+        reason=names.IMAGE_REASON_SNAPSHOT_FAILED,
+        message=(f"the snapshot of instance {md['namespace']}/{md['name']} failed ({req}): "
+                 f"{message}"[:900] + "; no file was stored: delete this TenantImage to use "
+                 "its name again"))
+    return out

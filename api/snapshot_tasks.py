@@ -25,7 +25,7 @@ in all, each recorded in the action (``attempt``, its message) and a Normal
 Event ``SnapshotRetried``; after the last, ``Error`` with the reason.
 
 The TenantImage exists from the request on (:mod:`kova.api.placeholders`):
-created saving, filled by the image store, deleted again when the snapshot
+created saving, filled by the image store, marked failed when the snapshot
 fails for good."""
 
 from __future__ import annotations
@@ -166,8 +166,9 @@ class SnapshotTasks:
             await srv.kube.merge_patch(instance_path(ns, name), {
                 "metadata": {"labels": {names.LABEL_SNAPSHOT_IN_PROGRESS: req}}})
             await srv._record(inst, lambda a: history.append(a, entry))
-        except BaseException:
-            await placeholders.discard(srv.kube, ns, image, req, uid)
+        except BaseException as exc:
+            await placeholders.mark_failed(srv.kube, inst, image, req, uid,
+                                           f"the request was not recorded: {exc}")
             raise
         await srv._event(inst, names.EVENT_ACTION_REQUESTED,
                          f"{user.name} asked for a {what} ({req})")
@@ -266,9 +267,9 @@ class SnapshotTasks:
         if code >= 300:
             message = f"{body.get('reason') or 'SnapshotFailed'}: {message}"
         await srv._record(inst, lambda a: history.finish(a, at.req, result, message))
-        if code >= 300 and at.image_uid and await placeholders.discard(
-                srv.kube, ns, at.image, at.req, at.image_uid):
-            log.info("%s: TenantImage %s/%s of the failed snapshot deleted", at.req, ns,
+        if code >= 300 and at.image_uid and await placeholders.mark_failed(
+                srv.kube, inst, at.image, at.req, at.image_uid, message):
+            log.info("%s: TenantImage %s/%s of the failed snapshot marked failed", at.req, ns,
                      at.image, extra={**about(inst), "request_id": at.req})
         await self._unlabel(inst)
         srv.metrics.actions.labels("snapshot", result).observe(seconds)

@@ -85,6 +85,8 @@ ANNOTATION_SNAPSHOT_TIME = f"{GROUP}/snapshot-time"
 ANNOTATION_SNAPSHOT_REQUEST = f"{GROUP}/snapshot-request"
 #: The reason of a saving TenantImage's ``Available=False`` condition.
 IMAGE_REASON_SAVING = "Saving"
+#: ... and of one whose snapshot failed for good (no file will come).
+IMAGE_REASON_SNAPSHOT_FAILED = "SnapshotFailed"
 
 #: Domain XML metadata namespace (the agent finds its domains by it).
 DOMAIN_XMLNS = f"https://{GROUP}/xmlns/libvirt/instance/1"
@@ -449,6 +451,8 @@ REASON_FLAVOR_DISABLED = "FlavorDisabled"
 REASON_IMAGE_NOT_FOUND = "ImageNotFound"
 #: Scheduled=False while the TenantImage is a snapshot's still being saved.
 REASON_IMAGE_SAVING = "ImageSaving"
+#: Scheduled=False while the TenantImage is a snapshot's whose snapshot failed.
+REASON_IMAGE_SNAPSHOT_FAILED = "ImageSnapshotFailed"
 REASON_SERVER_GROUP_NOT_FOUND = "ServerGroupNotFound"
 REASON_INVALID_REQUEST = "InvalidRequest"
 REASON_MAX_ATTEMPTS = "MaxAttemptsExceeded"
