@@ -119,7 +119,7 @@ def tenant_image_facts(spec: dict, status: dict) -> dict:
     (its Available condition's message): Instances of it are told so."""
     if not spec.get("saving"):
         return spec
-    cond = next((c for c in status.get("conditions") or []
+    cond: dict = next((c for c in status.get("conditions") or []
                  if c.get("type") == "Available"), {})
     if cond.get("reason") != names.IMAGE_REASON_SNAPSHOT_FAILED:
         return spec
