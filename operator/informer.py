@@ -120,7 +120,7 @@ def tenant_image_facts(spec: dict, status: dict) -> dict:
     if not spec.get("saving"):
         return spec
     cond: dict = next((c for c in status.get("conditions") or []
-                 if c.get("type") == "Available"), {})
+                       if c.get("type") == "Available"), {})
     if cond.get("reason") != names.IMAGE_REASON_SNAPSHOT_FAILED:
         return spec
     return {**spec, "snapshotFailed": cond.get("message") or "the snapshot failed"}
