@@ -141,8 +141,9 @@ def test_a_snapshot_whose_agent_is_killed_midway_is_taken_again(stack, store,  #
     snapshot (410), no TenantImage was stored, so it takes the snapshot
     again (attempt 2, a SnapshotRetried Event, same request id) and the
     action ends Success, with one TenantImage whose sha256 and size are
-    those of the stored file; no copy is left on the host, no upload in
-    the store."""
+    those of the stored file -- the object created, saving, at the request,
+    kept through the retry and filled by the store; no copy is left on the
+    host, no upload in the store."""
     user = kova_editor(k8s, ns, "owner", stack.root)
     s = Session(ns, user, kubectl, "")
     _upload_base(s, store, test_image, ns)
@@ -163,6 +164,9 @@ def test_a_snapshot_whose_agent_is_killed_midway_is_taken_again(stack, store,  #
         (req,) = [a["requestId"] for a in status()["actions"] if a["action"] == "snapshot"]
         wait_for(lambda: (status().get("snapshot") or {}).get("phase") == "Uploading",
                  BOOT_TIMEOUT, 0.5, "the upload under way")
+        saving = json.loads(kubectl("-n", ns, "get", "tenantimage", "snap", "-o",
+                                    "json").stdout)
+        assert saving["spec"].get("saving") is True, saving["spec"]
         stack.kill(f"agent-{host}")
         stack.start_agent(host)
     finally:
@@ -181,6 +185,9 @@ def test_a_snapshot_whose_agent_is_killed_midway_is_taken_again(stack, store,  #
     assert img["status"]["sha256"] == digest, img["status"]
     assert img["status"]["sizeBytes"] == stored.stat().st_size, img["status"]
     assert img["metadata"]["annotations"]["kova.dev/snapshot-of"] == f"{ns}/src"
+    # The retry kept the TenantImage created at the request: the store filled it.
+    assert img["metadata"]["uid"] == saving["metadata"]["uid"] == final["imageUID"]
+    assert "saving" not in img["spec"] and img["spec"]["sha256"] == digest, img["spec"]
     events = kubectl("-n", ns, "get", "events", "-o", "json").stdout
     retried = [e["message"] for e in json.loads(events)["items"]
                if e["reason"] == "SnapshotRetried"]
