@@ -67,6 +67,9 @@ class SnapshotTasks:
         self.server = server
         #: request id -> the task following it (one per request).
         self.following: dict[str, asyncio.Task] = {}
+        #: request ids being recorded by :meth:`accept`, not followed yet: a
+        #: round of :meth:`resume_orphans` meanwhile must not take them up.
+        self._accepting: set[str] = set()
         self._watch: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -99,7 +102,7 @@ class SnapshotTasks:
             status = inst.get("status") or {}
             for a in status.get("actions") or []:
                 req = a.get("requestId") or ""
-                if not _in_progress(a) or req in self.following:
+                if not _in_progress(a) or req in self.following or req in self._accepting:
                     continue
                 image = _image_of(a, status.get("snapshot") or {})
                 log.info("%s: taking up the snapshot of %s/%s to TenantImage %s, which no "
@@ -161,19 +164,22 @@ class SnapshotTasks:
                            name=name, subresource="snapshot")
         entry = {**history.started(names.InstanceActionName.SNAPSHOT, user.name, req, what),
                  "image": image, "attempt": 1, "imageUID": uid}
+        self._accepting.add(req)
         try:
             # The label first: an action recorded is always found again.
             await srv.kube.merge_patch(instance_path(ns, name), {
                 "metadata": {"labels": {names.LABEL_SNAPSHOT_IN_PROGRESS: req}}})
             await srv._record(inst, lambda a: history.append(a, entry))
+            self._follow(inst, req, user.name, image, entry["startTime"], endpoint=endpoint,
+                         image_uid=uid)
         except BaseException as exc:
             await placeholders.mark_failed(srv.kube, inst, image, req, uid,
                                            f"the request was not recorded: {exc}")
             raise
+        finally:
+            self._accepting.discard(req)
         await srv._event(inst, names.EVENT_ACTION_REQUESTED,
                          f"{user.name} asked for a {what} ({req})")
-        self._follow(inst, req, user.name, image, entry["startTime"], endpoint=endpoint,
-                     image_uid=uid)
         message = (f"{what} accepted; follow it with kubectl kova actions -n {ns} {name} "
                    f"({req})")
         return web.json_response(snapshots.answer(
