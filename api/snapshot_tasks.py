@@ -22,7 +22,11 @@ request never reached it).  Then ``Success`` if the TenantImage was stored
 for it (the store's annotations say so); else the snapshot is taken again --
 same request id, same TenantImage -- up to ``--snapshot-attempts`` attempts
 in all, each recorded in the action (``attempt``, its message) and a Normal
-Event ``SnapshotRetried``; after the last, ``Error`` with the reason."""
+Event ``SnapshotRetried``; after the last, ``Error`` with the reason.
+
+The TenantImage exists from the request on (:mod:`kova.api.placeholders`):
+created saving, filled by the image store, marked failed when the snapshot
+fails for good."""
 
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ from aiohttp import web
 
 from kova import actions as history
 from kova import events
-from kova.api import snapshots
+from kova.api import placeholders, snapshots
 from kova.api.agents import CONNECTION_LOST, AgentUnavailable
 from kova.api.auth import User, resource_review
 from kova.crds import names
@@ -63,6 +67,9 @@ class SnapshotTasks:
         self.server = server
         #: request id -> the task following it (one per request).
         self.following: dict[str, asyncio.Task] = {}
+        #: request ids being recorded by :meth:`accept`, not followed yet: a
+        #: round of :meth:`resume_orphans` meanwhile must not take them up.
+        self._accepting: set[str] = set()
         self._watch: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -95,7 +102,7 @@ class SnapshotTasks:
             status = inst.get("status") or {}
             for a in status.get("actions") or []:
                 req = a.get("requestId") or ""
-                if not _in_progress(a) or req in self.following:
+                if not _in_progress(a) or req in self.following or req in self._accepting:
                     continue
                 image = _image_of(a, status.get("snapshot") or {})
                 log.info("%s: taking up the snapshot of %s/%s to TenantImage %s, which no "
@@ -104,17 +111,19 @@ class SnapshotTasks:
                          extra={**about(inst), "request_id": req})
                 self._follow(inst, req, a.get("user") or "unknown", image,
                              since=a.get("startTime") or "", attempt=int(a.get("attempt") or 1),
-                             resume=True,
+                             resume=True, image_uid=a.get("imageUID") or "",
                              quiesce=a.get("quiesce") or names.SnapshotQuiesce.AUTO)
                 taken += 1
         return taken
 
     def _follow(self, inst: dict, req: str, user: str, image: str, since: str,
                 attempt: int = 1, endpoint: tuple[str, int] | None = None,
-                resume: bool = False, quiesce: str = names.SnapshotQuiesce.AUTO) -> None:
+                resume: bool = False, image_uid: str = "",
+                quiesce: str = names.SnapshotQuiesce.AUTO) -> None:
         md = inst["metadata"]
         task = asyncio.create_task(
-            self._run(inst, endpoint, Attempt(req, user, image, since, attempt, quiesce),
+            self._run(inst, endpoint,
+                      Attempt(req, user, image, since, attempt, image_uid, quiesce),
                       resume),
             name=f"snapshot {md['namespace']}/{md['name']} {req}")
         self.following[req] = task
@@ -148,16 +157,33 @@ class SnapshotTasks:
         endpoint = await srv._endpoint(inst)  # an unreachable host is refused now (503)
         req = history.request_id()
         what = f"snapshot to TenantImage {image}"
-        # The label first: an action recorded is always found again.
-        await srv.kube.merge_patch(instance_path(ns, name), {
-            "metadata": {"labels": {names.LABEL_SNAPSHOT_IN_PROGRESS: req}}})
+        try:  # the TenantImage at once, saving: a name taken is refused before any copy
+            uid = (await placeholders.create(srv.kube, inst, image, req, user.name)
+                   )["metadata"]["uid"]
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            return failure(409, f"TenantImage {ns}/{image} already exists: nothing was "
+                           "copied (delete it, or choose another name)", reason="AlreadyExists",
+                           name=name, subresource="snapshot")
         entry = {**history.started(names.InstanceActionName.SNAPSHOT, user.name, req, what),
-                 "image": image, "attempt": 1, "quiesce": quiesce}
-        await srv._record(inst, lambda a: history.append(a, entry))
+                 "image": image, "attempt": 1, "imageUID": uid, "quiesce": quiesce}
+        self._accepting.add(req)
+        try:
+            # The label first: an action recorded is always found again.
+            await srv.kube.merge_patch(instance_path(ns, name), {
+                "metadata": {"labels": {names.LABEL_SNAPSHOT_IN_PROGRESS: req}}})
+            await srv._record(inst, lambda a: history.append(a, entry))
+            self._follow(inst, req, user.name, image, entry["startTime"], endpoint=endpoint,
+                         image_uid=uid, quiesce=quiesce)
+        except BaseException as exc:
+            await placeholders.mark_failed(srv.kube, inst, image, req, uid,
+                                           f"the request was not recorded: {exc}")
+            raise
+        finally:
+            self._accepting.discard(req)
         await srv._event(inst, names.EVENT_ACTION_REQUESTED,
                          f"{user.name} asked for a {what} ({req})")
-        self._follow(inst, req, user.name, image, entry["startTime"], endpoint=endpoint,
-                     quiesce=quiesce)
         message = (f"{what} accepted; follow it with kubectl kova actions -n {ns} {name} "
                    f"({req})")
         return web.json_response(snapshots.answer(
@@ -178,9 +204,13 @@ class SnapshotTasks:
             if answer is None:
                 return  # left InProgress: the next round asks again
             code, body, message = answer
+            if code >= 300 and at.image_uid and (
+                    stored := await self._stored_for(inst, at)) is not None:
+                code, message = 200, stored  # filled by the store, its answer lost
+                break
             if not resume or code != 410:
                 break
-            stored = await self._stored_for(inst, at.image, at.since)
+            stored = await self._stored_for(inst, at)
             if stored is not None:
                 code, message = 200, stored
                 break
@@ -204,6 +234,8 @@ class SnapshotTasks:
                   "image": at.image, "request": at.req, "quiesce": at.quiesce}
         if resume:
             params["resume"] = "1"
+        if at.image_uid:
+            params["imageUid"] = at.image_uid
         try:
             if endpoint is None:
                 endpoint = await srv._endpoint(inst)
@@ -245,6 +277,10 @@ class SnapshotTasks:
         if code >= 300:
             message = f"{body.get('reason') or 'SnapshotFailed'}: {message}"
         await srv._record(inst, lambda a: history.finish(a, at.req, result, message))
+        if code >= 300 and at.image_uid and await placeholders.mark_failed(
+                srv.kube, inst, at.image, at.req, at.image_uid, message):
+            log.info("%s: TenantImage %s/%s of the failed snapshot marked failed", at.req, ns,
+                     at.image, extra={**about(inst), "request_id": at.req})
         await self._unlabel(inst)
         srv.metrics.actions.labels("snapshot", result).observe(seconds)
         log.info("%s: snapshot of %s/%s to TenantImage %s: %s (%s)", at.req, ns, name, at.image,
@@ -279,18 +315,24 @@ class SnapshotTasks:
             log.warning("label %s of %s/%s not removed: %s", names.LABEL_SNAPSHOT_IN_PROGRESS,
                         md["namespace"], md["name"], exc, extra=about(inst))
 
-    async def _stored_for(self, inst: dict, image: str, since: str) -> str | None:
-        """The message of a snapshot whose TenantImage the store made for
-        this Instance at or after ``since`` (its answer was lost), or None."""
+    async def _stored_for(self, inst: dict, at: Attempt) -> str | None:
+        """The message of a snapshot whose TenantImage the store filled (or,
+        for a snapshot recorded without one, made for this Instance at or
+        after the action started): its answer was lost; or None."""
         md = inst["metadata"]
         obj = await self.server.kube.get_or_none(
-            custom_path(names.TENANT_IMAGES, image, namespace=md["namespace"]))
+            custom_path(names.TENANT_IMAGES, at.image, namespace=md["namespace"]))
         notes = ((obj or {}).get("metadata") or {}).get("annotations") or {}
-        if (notes.get(names.ANNOTATION_SNAPSHOT_OF) != f"{md['namespace']}/{md['name']}"
-                or notes.get(names.ANNOTATION_SNAPSHOT_TIME, "") < since):
+        if at.image_uid:
+            if (obj is None or obj["metadata"].get("uid") != at.image_uid
+                    or (obj.get("spec") or {}).get("saving")
+                    or not (obj.get("spec") or {}).get("sha256")):
+                return None
+        elif (notes.get(names.ANNOTATION_SNAPSHOT_OF) != f"{md['namespace']}/{md['name']}"
+                or notes.get(names.ANNOTATION_SNAPSHOT_TIME, "") < at.since):
             return None
         st = (obj or {}).get("status") or {}
-        return (f"TenantImage {md['namespace']}/{image}: {st.get('sizeBytes')} bytes "
+        return (f"TenantImage {md['namespace']}/{at.image}: {st.get('sizeBytes')} bytes "
                 f"(virtual {st.get('virtualSizeBytes')}), stored while its answer was lost")
 
     async def stop(self) -> None:
@@ -315,6 +357,9 @@ class Attempt:
     #: When the action started: a TenantImage stored since is its own.
     since: str
     attempt: int = 1
+    #: The uid of its TenantImage, created saving at the request ("" for an
+    #: action recorded without one: the store then creates the TenantImage).
+    image_uid: str = ""
     #: Its quiescing through the guest agent (required, auto, off).
     quiesce: str = names.SnapshotQuiesce.AUTO
 

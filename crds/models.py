@@ -431,20 +431,80 @@ class Image(KovaObject):
     status: ImageStatus | None = None
 
 
+#: In a TenantImage's spec transition rule: the update that ends the saving
+#: of a snapshot (``saving`` was set and is no more).
+_SAVED = "(has(oldSelf.saving) && !has(self.saving))"
+
+
+def _set_once_when_saved(field: str) -> dict[str, str]:
+    """A TenantImage's field that may be neither added nor removed after
+    creation, except added once, in the update that ends ``saving`` (the
+    image store filling a snapshot's placeholder)."""
+    return cel(
+        f"has(self.{field}) == has(oldSelf.{field}) "
+        f"|| (!has(oldSelf.{field}) && {_SAVED})",
+        f"{field} cannot be added or removed after creation (the image store sets it "
+        "once, when it stores the file of a snapshot's TenantImage and removes saving)",
+        field_path=f".{field}",
+    )
+
+
 class TenantImageSpec(ImageSpec):
     """A tenant's disk image: as an Image's spec, but the file comes from a
     URL (an upload to Kova's image store, or any https:// server): a tenant
-    may not name files on the hosts."""
+    may not name files on the hosts. A snapshot's TenantImage exists from the
+    snapshot's request on, with saving set and no source yet; the image store
+    fills in source, sha256 and minDiskGiB and removes saving once the file
+    is stored."""
 
     model_config = model_config(
-        *_image_spec_rules(),
         cel(
-            "!has(self.source.hostPath)",
+            "has(self.source) || has(self.saving)",
+            "source is required (only a snapshot's TenantImage being saved has none yet)",
+            field_path=".source",
+            reason="FieldValueRequired",
+        ),
+        cel(
+            "!has(self.saving) || has(oldSelf.saving)",
+            "saving cannot be set after creation (a TenantImage is created saving by a "
+            "snapshot's request; the image store removes it once the file is stored)",
+            field_path=".saving",
+        ),
+        _set_once_when_saved("source"),
+        _set_once_when_saved("sha256"),
+        cel(
+            "!has(self.source) || !has(self.source.url) "
+            "|| !self.source.url.startsWith('http://') || has(self.sha256)",
+            "sha256 is required for a plain http:// source.url (the download is not "
+            "authenticated; the checksum is what makes it safe)",
+            field_path=".sha256",
+            reason="FieldValueRequired",
+        ),
+        cel(
+            "!has(self.source) || !has(self.source.hostPath)",
             "a TenantImage cannot use source.hostPath (files on the hosts are for "
             "cluster Images, which administrators manage): give source.url",
             field_path=".source",
             reason="FieldValueForbidden",
         ),
+    )
+
+    source: ImageSource | None = Field(  # type: ignore[assignment]
+        default=None,
+        description="Where the image file comes from. Required, but for a snapshot's "
+        "TenantImage while it is saved (saving), whose source the image store sets once "
+        "the file is stored. Immutable.",
+        json_schema_extra=k8s(validations=[immutable("source")]),
+    )
+    saving: bool | None = Field(
+        default=None,
+        description="Set (true) by Kova's API component on a snapshot's TenantImage, "
+        "created at the snapshot's request: the file is being saved, there is no source "
+        "or sha256 yet, and Instances of it wait (Pending, reason ImageSaving). The image "
+        "store removes it when it stores the file, in the same update that sets source, "
+        "sha256 and minDiskGiB; it cannot be set after creation.",
+        json_schema_extra=k8s(validations=[
+            cel("self", "saving is true or absent (removed once the file is stored)")]),
     )
 
 
@@ -461,7 +521,11 @@ class TenantImage(KovaObject):
         singular="tenantimage",
         scope="Namespaced",
         short_names=("timg",),
-        printer_columns=Image.crd.printer_columns[:5] + (
+        printer_columns=Image.crd.printer_columns[:4] + (
+            ("Reason", "string", '.status.conditions[?(@.type=="Available")].reason',
+             "Why it is (not) available: Saving while a snapshot stores its file, "
+             "Stored, Verified, or the refusal's code.", 0),
+            Image.crd.printer_columns[4],
             ("Hosts", "string", ".status.cachedOn", "Hosts holding a verified copy.", 1),
             ("URL", "string", ".spec.source.url", "Download URL.", 1),
         ),
@@ -798,6 +862,11 @@ class InstanceAction(KovaModel):
         default=None,
         description="A snapshot's quiescing through the QEMU guest agent: required, auto "
         "(frozen when the agent answers) or off.",
+    )
+    image_uid: str | None = Field(
+        default=None, alias="imageUID", max_length=64,
+        description="A snapshot's TenantImage as created at the request (its "
+        "metadata.uid, while saving): the image store fills only that object.",
     )
 
 

@@ -80,6 +80,13 @@ ANNOTATION_RESTART = f"{GROUP}/restart"
 #: (``<namespace>/<name>``) and the time it was taken.
 ANNOTATION_SNAPSHOT_OF = f"{GROUP}/snapshot-of"
 ANNOTATION_SNAPSHOT_TIME = f"{GROUP}/snapshot-time"
+#: On a snapshot's TenantImage (written by the API component when it creates
+#: it, ``spec.saving``, at the request): the request id of the snapshot action.
+ANNOTATION_SNAPSHOT_REQUEST = f"{GROUP}/snapshot-request"
+#: The reason of a saving TenantImage's ``Available=False`` condition.
+IMAGE_REASON_SAVING = "Saving"
+#: ... and of one whose snapshot failed for good (no file will come).
+IMAGE_REASON_SNAPSHOT_FAILED = "SnapshotFailed"
 
 #: Domain XML metadata namespace (the agent finds its domains by it).
 DOMAIN_XMLNS = f"https://{GROUP}/xmlns/libvirt/instance/1"
@@ -455,6 +462,10 @@ REASON_NO_VALID_HOST = "NoValidHost"
 REASON_FLAVOR_NOT_FOUND = "FlavorNotFound"
 REASON_FLAVOR_DISABLED = "FlavorDisabled"
 REASON_IMAGE_NOT_FOUND = "ImageNotFound"
+#: Scheduled=False while the TenantImage is a snapshot's still being saved.
+REASON_IMAGE_SAVING = "ImageSaving"
+#: Scheduled=False while the TenantImage is a snapshot's whose snapshot failed.
+REASON_IMAGE_SNAPSHOT_FAILED = "ImageSnapshotFailed"
 REASON_SERVER_GROUP_NOT_FOUND = "ServerGroupNotFound"
 REASON_INVALID_REQUEST = "InvalidRequest"
 REASON_MAX_ATTEMPTS = "MaxAttemptsExceeded"

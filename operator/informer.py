@@ -113,6 +113,19 @@ def quota_paths(o: RunOptions) -> list[tuple[str, str]]:
             for ns in o.namespaces]
 
 
+def tenant_image_facts(spec: dict, status: dict) -> dict:
+    """What the operator keeps of a TenantImage: its spec; for a snapshot's
+    one still saving whose snapshot failed for good, also ``snapshotFailed``
+    (its Available condition's message): Instances of it are told so."""
+    if not spec.get("saving"):
+        return spec
+    cond: dict = next((c for c in status.get("conditions") or []
+                       if c.get("type") == "Available"), {})
+    if cond.get("reason") != names.IMAGE_REASON_SNAPSHOT_FAILED:
+        return spec
+    return {**spec, "snapshotFailed": cond.get("message") or "the snapshot failed"}
+
+
 def _first(index: Any, key: Hashable) -> Any:
     """The one value stored under ``key`` (every index here holds one value
     per object and one object per key), or None."""
@@ -366,8 +379,8 @@ class Informer:
 
         @kopf.index(G, V, names.TENANT_IMAGES, id=TENANT_IMAGES, registry=reg)
         async def kova_tenant_images(name: str, namespace: str | None, spec: Any,
-                                     **_: Any) -> dict:
-            return {f"{namespace}/{name}": dict(spec)}
+                                     status: Any, **_: Any) -> dict:
+            return {f"{namespace}/{name}": tenant_image_facts(dict(spec), dict(status or {}))}
 
         @kopf.index(G, V, names.TENANT_IMAGES, id=TENANT_IMAGE_IDS, registry=reg)
         async def kova_tenant_image_ids(name: str, namespace: str | None, meta: Any,

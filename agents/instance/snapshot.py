@@ -16,8 +16,11 @@ a move, possibly a longer chain).  The agent
    (:mod:`kova.agents.virt.quiesce`; ``quiesce``: required, auto or off);
 2. uploads the copy to Kova's image store (``--image-store-url``) as the
    TenantImage ``<image>`` of the Instance's namespace, with the agent's own
-   token; the store verifies it, creates the TenantImage and records where it
-   came from (annotations ``kova.dev/snapshot-of`` and ``kova.dev/snapshot-time``);
+   token; the store verifies it and fills the TenantImage the API component
+   created saving at the request (its uid, ``imageUid``, is passed on: the
+   store refuses the upload if that object is gone), or, for a request
+   without one, creates it; it records where it came from (annotations
+   ``kova.dev/snapshot-of`` and ``kova.dev/snapshot-time``);
 3. removes the copy.
 
 While it works it writes its progress into the Instance's ``status.snapshot``
@@ -165,12 +168,14 @@ class Snapshots:
             self._ended[request].set()
 
     def run(self, uid: str, namespace: str, instance: str, image: str,
-            user: str, request: str = "", quiesce: str = names.SnapshotQuiesce.AUTO) -> dict:
+            user: str, request: str = "", quiesce: str = names.SnapshotQuiesce.AUTO,
+            image_uid: str = "") -> dict:
         """Snapshot domain ``uid`` (Instance ``namespace/instance``) into the
         TenantImage ``image``; the store's answer with the pause's length and
         the quiescing (:mod:`kova.agents.virt.quiesce`; ``quiesce``: a
         :class:`~kova.crds.names.SnapshotQuiesce`).  ``request``: the
-        action's request id, for the progress."""
+        action's request id, for the progress; ``image_uid``: the TenantImage
+        created saving for it."""
         with self._lock:
             if uid in self._busy:
                 raise SnapshotError(409, "SnapshotInProgress",
@@ -182,7 +187,8 @@ class Snapshots:
         result: dict | SnapshotError = SnapshotError(500, "SnapshotFailed",
                                                      "the snapshot ended unexpectedly")
         try:
-            result = self._run(uid, namespace, instance, image, user, progress, quiesce)
+            result = self._run(uid, namespace, instance, (image, image_uid), user, progress,
+                               quiesce)
             size = int(result.get("sizeBytes") or 0)
             progress(names.SnapshotPhase.STORED, size, size, force=True)
             return result
@@ -196,9 +202,10 @@ class Snapshots:
             if request:
                 self._ended_with(request, result)
 
-    def _run(self, uid: str, namespace: str, instance: str, image: str,
+    def _run(self, uid: str, namespace: str, instance: str, target: tuple[str, str],
              user: str, progress: Progress, quiesce: str) -> dict:
         ctx = self.ctx
+        image = target[0]
         store = ctx.cfg.image_store_url
         if not store:
             raise SnapshotError(409, "NoImageStore", f"the agent on {ctx.host} has no image "
@@ -222,7 +229,7 @@ class Snapshots:
             if quiesced.thaw_error:
                 self._thaw_failed(uid, namespace, instance, quiesced)
             t1 = time.monotonic()
-            answer = self._upload(store, copy, namespace, instance, image, progress)
+            answer = self._upload(store, copy, namespace, instance, target, progress)
             uploaded = time.monotonic() - t1
             log.info("snapshot of %s/%s: uploaded in %.2fs (the store's seconds: %s)",
                      namespace, instance, uploaded, answer.get("seconds"))
@@ -305,7 +312,10 @@ class Snapshots:
         return time.monotonic() - t0 if pause else 0.0
 
     def _upload(self, store: str, copy: Path, namespace: str, instance: str,
-                image: str, progress: Progress) -> dict:
+                target: tuple[str, str], progress: Progress) -> dict:
+        """The copy to the store as TenantImage ``target`` (name, and the uid
+        of the object created saving for it, or "")."""
+        image, image_uid = target
         url = f"{store.rstrip('/')}/v1/namespaces/{namespace}/images/{image}"
         token = self.ctx.kube.aio.creds.bearer()
         headers = {"Content-Length": str(copy.stat().st_size),
@@ -317,8 +327,9 @@ class Snapshots:
         try:
             with httpx.Client(verify=self.ctx.images.tls,
                               timeout=httpx.Timeout(60.0, read=None)) as client:
-                resp = client.put(url, params={"format": "qcow2",
-                                               "snapshotOf": f"{namespace}/{instance}"},
+                params = {"format": "qcow2", "snapshotOf": f"{namespace}/{instance}",
+                          **({"placeholder": image_uid} if image_uid else {})}
+                resp = client.put(url, params=params,
                                   content=_chunks(copy, lambda done: progress(
                                       names.SnapshotPhase.UPLOADING, done, size)),
                                   headers=headers)

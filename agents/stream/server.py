@@ -381,7 +381,7 @@ class StreamServer:
             result = await loop.run_in_executor(None, self.snapshots.run, uid, q["namespace"],
                                                 q["instance"], q["image"],
                                                 q.get("user", "unknown"), q.get("request", ""),
-                                                quiesce)
+                                                quiesce, q.get("imageUid", ""))
         except SnapshotError as exc:
             return error(exc.status, exc.reason, exc.message)
         return web.json_response(result)

@@ -16,6 +16,11 @@ whether that user may act on the Image (SubjectAccessReview, group
     ``Stored``).  Answers 201 with the Image's figures and ``seconds``, the
     time each step took.  If the Image cannot be
     created, the file is removed again: nothing half-registered.
+    A snapshot's upload (``snapshotOf=<namespace>/<instance>``) with
+    ``placeholder=<uid>`` fills the TenantImage the API component created
+    saving at the snapshot's request (:mod:`kova.images.placeholders`)
+    instead: refused (409 ``ImageDeleted``, the file removed) when that object
+    is gone or no longer saving.
 ``DELETE /v1/images/<name>``
     the file (verb ``delete``).
 ``GET|HEAD|PUT|DELETE /v1/namespaces/<namespace>/images/<name>``
@@ -41,6 +46,7 @@ from aiohttp import web
 
 from kova.conditions import now_rfc3339
 from kova.crds import names
+from kova.images import placeholders
 from kova.images.reaper import FINALIZER, Reaper
 from kova.images.settings import ImagesSettings
 from kova.images.store import ISO, ImageStore, StoredImage, StoreError
@@ -196,15 +202,20 @@ class ImageServer:
         if origin is not None and (not namespace or not origin.startswith(f"{namespace}/")):
             return refusal(400, "BadRequest", "snapshotOf names an Instance of the "
                            "TenantImage's own namespace (<namespace>/<name>)")
+        placeholder = request.query.get("placeholder") or None
+        if placeholder is not None and origin is None:
+            return refusal(400, "BadRequest", "placeholder (the uid of a snapshot's saving "
+                           "TenantImage) goes with snapshotOf")
         user = await self.authorize(request, "create", name, namespace)
         self.uploading.add((name, namespace))
         try:
-            return await self._upload(request, name, namespace, fmt, origin, user)
+            return await self._upload(request, name, namespace, fmt,
+                                      placeholders.Origin(origin, placeholder), user)
         finally:
             self.uploading.discard((name, namespace))
 
     async def _upload(self, request: web.Request, name: str, namespace: str | None, fmt: str,
-                      origin: str | None, user: dict) -> web.Response:
+                      origin: placeholders.Origin, user: dict) -> web.Response:
         try:
             stored = await self.store.receive(name, fmt, _chunks(request),
                                               request.content_length, namespace)
@@ -219,6 +230,11 @@ class ImageServer:
         t0 = time.monotonic()
         try:
             await self.register(stored, user, origin)
+        except StoreError as exc:
+            self.store.delete(name, namespace)
+            log.warning("upload of %s by %s discarded: %s", name, user.get("username"),
+                        exc.message)
+            return refusal(exc.status, exc.reason, exc.message)
         except KubeError as exc:
             self.store.delete(name, namespace)
             body = exc.body if isinstance(exc.body, dict) else {}
@@ -239,24 +255,32 @@ class ImageServer:
         return f"{self.url}/v1/images/{name}"
 
     async def register(self, stored: StoredImage, user: dict,
-                       snapshot_of: str | None = None) -> None:
+                       origin: placeholders.Origin | None = None) -> None:
         """The Image (TenantImage of a namespace) of ``stored``, with its status;
-        ``snapshot_of``: the Instance it is a snapshot of."""
+        ``origin``: the Instance it is a snapshot of, and the TenantImage
+        created saving for it, which is filled instead (StoreError 409
+        ``ImageDeleted`` when it is gone)."""
+        origin = origin or placeholders.Origin()
         ns = stored.namespace
         kind = names.ImageKind.TENANT_IMAGE if ns else names.ImageKind.IMAGE
         plural = names.TENANT_IMAGES if ns else names.IMAGES
         meta = {"name": stored.name, **({"namespace": ns} if ns else {})}
         annotations = {ANNOTATION_UPLOADED_BY: str(user.get("username"))}
-        if snapshot_of:
-            annotations[names.ANNOTATION_SNAPSHOT_OF] = snapshot_of
+        if origin.snapshot_of:
+            annotations[names.ANNOTATION_SNAPSHOT_OF] = origin.snapshot_of
             annotations[names.ANNOTATION_SNAPSHOT_TIME] = now_rfc3339()
-        body = {"apiVersion": names.API_VERSION, "kind": str(kind),
-                "metadata": {**meta, "annotations": annotations, "finalizers": [FINALIZER]},
-                "spec": {"source": {"url": self.image_url(stored.name, ns)},
-                         "format": stored.format, "sha256": stored.sha256,
-                         **({} if stored.format == ISO else
-                            {"minDiskGiB": -(-stored.virtual_size // (1 << 30))})}}
-        created = await self.kube.create(custom_path(plural, namespace=ns), body)
+        spec = {"source": {"url": self.image_url(stored.name, ns)},
+                "format": stored.format, "sha256": stored.sha256,
+                **({} if stored.format == ISO else
+                   {"minDiskGiB": -(-stored.virtual_size // (1 << 30))})}
+        if origin.placeholder and ns:
+            created = await placeholders.fill(self.kube, ns, stored.name, origin.placeholder,
+                                              spec, annotations, FINALIZER)
+        else:
+            body = {"apiVersion": names.API_VERSION, "kind": str(kind),
+                    "metadata": {**meta, "annotations": annotations,
+                                 "finalizers": [FINALIZER]}, "spec": spec}
+            created = await self.kube.create(custom_path(plural, namespace=ns), body)
         status = {"apiVersion": names.API_VERSION, "kind": str(kind),
                   "metadata": meta,
                   "status": {"observedGeneration": created["metadata"].get("generation", 1),

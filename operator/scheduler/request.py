@@ -258,6 +258,14 @@ def check_dependencies(spec: dict, flavor: dict | None, image: dict | None,
         where = " in the Instance's namespace" if kind == names.ImageKind.TENANT_IMAGE else ""
         raise MissingDependency(names.REASON_IMAGE_NOT_FOUND,
                                 f"{kind} {_get(spec, 'imageRef', 'name')} not found{where}")
+    if image.get("snapshotFailed"):
+        raise MissingDependency(names.REASON_IMAGE_SNAPSHOT_FAILED,
+                                f"TenantImage {_get(spec, 'imageRef', 'name')} holds no file: "
+                                f"{image['snapshotFailed']}")
+    if image.get("saving"):
+        raise MissingDependency(names.REASON_IMAGE_SAVING,
+                                f"TenantImage {_get(spec, 'imageRef', 'name')} is being saved "
+                                "by a snapshot; the Instance waits until it is stored")
     sg_name = _get(spec, "serverGroupRef", "name")
     if sg_name and server_group is None:
         raise MissingDependency(names.REASON_SERVER_GROUP_NOT_FOUND,

@@ -158,8 +158,9 @@ def test_a_snapshot_whose_agent_is_killed_midway_is_taken_again(stack, store,  #
     snapshot (410), no TenantImage was stored, so it takes the snapshot
     again (attempt 2, a SnapshotRetried Event, same request id) and the
     action ends Success, with one TenantImage whose sha256 and size are
-    those of the stored file; no copy is left on the host, no upload in
-    the store."""
+    those of the stored file -- the object created, saving, at the request,
+    kept through the retry and filled by the store; no copy is left on the
+    host, no upload in the store."""
     user = kova_editor(k8s, ns, "owner", stack.root)
     s = Session(ns, user, kubectl, "")
     host = _running_source(s, store, test_image, kubectl, ns)
@@ -174,6 +175,9 @@ def test_a_snapshot_whose_agent_is_killed_midway_is_taken_again(stack, store,  #
         (req,) = [a["requestId"] for a in status()["actions"] if a["action"] == "snapshot"]
         wait_for(lambda: (status().get("snapshot") or {}).get("phase") == "Uploading",
                  BOOT_TIMEOUT, 0.5, "the upload under way")
+        saving = json.loads(kubectl("-n", ns, "get", "tenantimage", "snap", "-o",
+                                    "json").stdout)
+        assert saving["spec"].get("saving") is True, saving["spec"]
         stack.kill(f"agent-{host}")
         stack.start_agent(host)
     finally:
@@ -192,6 +196,9 @@ def test_a_snapshot_whose_agent_is_killed_midway_is_taken_again(stack, store,  #
     assert img["status"]["sha256"] == digest, img["status"]
     assert img["status"]["sizeBytes"] == stored.stat().st_size, img["status"]
     assert img["metadata"]["annotations"]["kova.dev/snapshot-of"] == f"{ns}/src"
+    # The retry kept the TenantImage created at the request: the store filled it.
+    assert img["metadata"]["uid"] == saving["metadata"]["uid"] == final["imageUID"]
+    assert "saving" not in img["spec"] and img["spec"]["sha256"] == digest, img["spec"]
     events = kubectl("-n", ns, "get", "events", "-o", "json").stdout
     retried = [e["message"] for e in json.loads(events)["items"]
                if e["reason"] == "SnapshotRetried"]
@@ -215,10 +222,11 @@ def test_a_snapshot_whose_agent_is_killed_in_every_attempt_ends_interrupted(
     the second loss (--snapshot-attempts 3: a SnapshotRetried Event each,
     same request id) and, after the third, ends the action Error
     SnapshotInterrupted with the count of attempts and a Warning Event
-    SnapshotFailed.  No TenantImage is made, no copy is left on the host,
-    no upload in the store (once it runs on), the label
-    kova.dev/snapshot-in-progress is removed; a snapshot of the same
-    Instance into the same name then succeeds."""
+    SnapshotFailed.  The TenantImage made at the request is marked
+    SnapshotFailed (no file), no copy is left on the host, no upload in the
+    store (once it runs on), the label kova.dev/snapshot-in-progress is
+    removed; the name stays taken until the owner deletes that TenantImage,
+    and a snapshot of the same Instance into it then succeeds."""
     user = kova_editor(k8s, ns, "owner", stack.root)
     s = Session(ns, user, kubectl, "")
     host = _running_source(s, store, test_image, kubectl, ns)
@@ -263,8 +271,11 @@ def test_a_snapshot_whose_agent_is_killed_in_every_attempt_ends_interrupted(
         assert f"attempt {n} of {attempts}" in message and req in message, retried
     assert [e for e in events if e["reason"] == "SnapshotFailed" and req in e["message"]
             and e["type"] == "Warning"], [e["reason"] for e in events]
-    got = kubectl("-n", ns, "get", "tenantimage", "snap", check=False)
-    assert got.returncode != 0 and "NotFound" in got.stderr, (got.stdout, got.stderr)
+    # The TenantImage made at the request stays, marked failed, without a file.
+    failed = json.loads(kubectl("-n", ns, "get", "tenantimage", "snap", "-o", "json").stdout)
+    (cond,) = [c for c in failed["status"]["conditions"] if c["type"] == "Available"]
+    assert (cond["status"], cond["reason"]) == ("False", "SnapshotFailed"), cond
+    assert failed["spec"].get("saving") and "source" not in failed["spec"], failed["spec"]
     assert not list(copies.glob("*/snapshot-*.qcow2"))
     # The store, running again, meets the dead agents' connections: nothing kept.
     uploads = store.root / ".uploads"
@@ -275,10 +286,15 @@ def test_a_snapshot_whose_agent_is_killed_in_every_attempt_ends_interrupted(
         "-n", ns, "get", "instance", "src", "-o", "jsonpath={.metadata.labels}").stdout,
         30, 0.5, "the label kova.dev/snapshot-in-progress removed")
 
+    # Its owner deletes it to use the name again; the next snapshot succeeds.
+    code, out, err = s.kova("snapshot", "src", "--image", "snap", "--no-wait")
+    assert code != 0 and "already exists" in (out + err), (out, err)
+    kubectl("-n", ns, "delete", "tenantimage", "snap", "--wait=true", "--timeout=60s")
     code, out, err = s.kova("snapshot", "src", "--image", "snap", timeout=600)
     assert code == 0 and f"tenantimage.kova.dev/snap created from instance {ns}/src" in out, \
         (out, err)
     img = json.loads(kubectl("-n", ns, "get", "tenantimage", "snap", "-o", "json").stdout)
     assert img["metadata"]["annotations"]["kova.dev/snapshot-of"] == f"{ns}/src"
+    assert img["metadata"]["uid"] != failed["metadata"]["uid"]
     kubectl("-n", ns, "delete", "instance", "src", "--wait=true", "--timeout=120s",
             check=False)

@@ -3,7 +3,8 @@
 the compute agent's stream endpoint (in-process, libvirt's test:///default
 driver: the domain is paused and resumed by libvirt, the disk is a real qcow2
 overlay that ``qemu-img`` flattens) and the image store (``kova images serve``
-over HTTPS), which creates the TenantImage.  The marker is written into the
+over HTTPS), which fills the TenantImage the API component created, saving,
+at the request.  The marker is written into the
 source's disk with ``qemu-io`` (there is no guest on the test driver)."""
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def test_snapshot_into_a_tenant_image_boots_after_the_source_is_gone(
     notes = img["metadata"]["annotations"]
     assert notes["kova.dev/snapshot-of"] == f"{ns}/src" and notes["kova.dev/snapshot-time"]
     cond = next(c for c in img["status"]["conditions"] if c["type"] == "Available")
-    assert cond["status"] == "True", cond
+    assert cond["status"] == "True" and cond["reason"] == "Stored", cond
     stored = store.root / ".namespaces" / ns / "golden" / "image.qcow2"
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(stored)],
                                      capture_output=True, text=True, check=True).stdout)
@@ -88,19 +89,26 @@ def test_snapshot_into_a_tenant_image_boots_after_the_source_is_gone(
     assert entry["quiesce"] == "auto", entry
     assert "not quiesced (no guest agent is connected on its channel): crash-consistent" \
         in entry["message"], entry
+    # The very object created at the request, filled by the store.
+    assert img["metadata"]["uid"] == entry["imageUID"], (img["metadata"], entry)
+    assert notes[contract.ANNOTATION_SNAPSHOT_REQUEST] == entry["requestId"], notes
+    assert "saving" not in img["spec"] and img["spec"]["sha256"] == img["status"]["sha256"]
+    assert img["spec"]["source"]["url"] == f"{store.url}/v1/namespaces/{ns}/images/golden"
+    assert img["metadata"]["finalizers"] == ["kova.dev/image-store"], img["metadata"]
     assert contract.LABEL_SNAPSHOT_IN_PROGRESS not in (
         harness.get("src")["metadata"].get("labels") or {})
 
-    # The same name again: refused, recorded as an error, nothing replaced.
+    # The same name again: refused at the request (409), before anything is
+    # copied or recorded; nothing replaced.
     out = plugin(editor, "snapshot", "src", "--image", "golden")
-    assert out.returncode != 0 and "already holds image golden" in out.stderr, out.stderr
-    errors = [a for a in harness.get("src")["status"]["actions"] if a["result"] == "Error"]
-    assert errors and errors[-1]["action"] == "snapshot"
-    assert "already holds image golden" in errors[-1]["message"], errors[-1]
-    wait_for(lambda: [e for e in harness.core.list_namespaced_event(ns).items
-                      if e.reason == "SnapshotFailed" and e.type == "Warning"
-                      and "already holds image golden" in e.message],
-             20, 0.5, "a SnapshotFailed Event")
+    assert out.returncode != 0, out.stdout
+    assert f"TenantImage {ns}/golden already exists: nothing was copied" in out.stderr, \
+        out.stderr
+    assert [a["requestId"] for a in harness.get("src")["status"]["actions"]
+            if a["action"] == "snapshot"] == [entry["requestId"]]
+    again = _tenant_image(harness, ns, "golden")
+    assert again["metadata"]["uid"] == img["metadata"]["uid"]
+    assert again["spec"]["sha256"] == img["spec"]["sha256"]
 
     # The source goes; a new Instance boots from the snapshot, with the marker.
     harness.delete("src")
@@ -138,8 +146,12 @@ def test_snapshot_is_accepted_at_once_and_completes_later(harness, source, store
                                                           namespace):  # noqa: F811
     """The API component answers before the snapshot is done: the image store
     (a real process) is stopped (SIGSTOP) so the agent's upload cannot end
-    while the request is answered; once it runs on, the snapshot completes
-    and the history says so."""
+    while the request is answered; the TenantImage is there at once, saving
+    (no source, Available=False, reason Saving). A second snapshot to another
+    name meanwhile is refused by the agent: its TenantImage is marked
+    SnapshotFailed, and deleting it frees the name. Once the store runs on,
+    the snapshot completes, the history says so and the TenantImage is the
+    same object, filled."""
     ns = namespace
     editor = make_user("editor", "kova-edit", ns)
     os.kill(store.proc.pid, signal.SIGSTOP)
@@ -150,10 +162,29 @@ def test_snapshot_is_accepted_at_once_and_completes_later(harness, source, store
         (entry,) = [a for a in harness.get("src")["status"]["actions"]
                     if a["action"] == "snapshot"]
         assert entry["result"] == "InProgress" and entry["requestId"] in out.stdout, entry
-        assert _tenant_image(harness, ns, "later") is None
+        saving = _tenant_image(harness, ns, "later")
+        assert saving["spec"]["saving"] is True and saving["spec"]["format"] == "qcow2"
+        assert "source" not in saving["spec"] and "sha256" not in saving["spec"], saving
+        assert saving["metadata"]["uid"] == entry["imageUID"]
+        notes = saving["metadata"]["annotations"]
+        assert notes[contract.ANNOTATION_SNAPSHOT_OF] == f"{ns}/src"
+        assert notes[contract.ANNOTATION_SNAPSHOT_REQUEST] == entry["requestId"]
+        assert not saving["metadata"].get("ownerReferences")
+        cond = _available(saving)
+        assert (cond["status"], cond["reason"]) == ("False", "Saving"), cond
+        assert entry["requestId"] in cond["message"], cond
         # A second snapshot of the same Instance meanwhile: the agent refuses it.
         out = plugin(editor, "snapshot", "src", "--image", "other", timeout=60)
         assert out.returncode != 0 and "snapshot of this Instance is in progress" in out.stderr
+        failed = wait_for(lambda: (c := _available(_tenant_image(harness, ns, "other")))
+                          .get("reason") == "SnapshotFailed" and c, 20, 0.2,
+                          "the refused snapshot's TenantImage marked failed")
+        assert "snapshot of this Instance is in progress" in failed["message"], failed
+        assert "delete this TenantImage to use its name again" in failed["message"], failed
+        harness.custom.delete_namespaced_custom_object(G, V, ns, contract.TENANT_IMAGES,
+                                                       "other")
+        assert _tenant_image(harness, ns, "other") is None  # no finalizer: gone at once
+        assert _available(_tenant_image(harness, ns, "later"))["reason"] == "Saving"
     finally:
         os.kill(store.proc.pid, signal.SIGCONT)
 
@@ -168,7 +199,62 @@ def test_snapshot_is_accepted_at_once_and_completes_later(harness, source, store
     assert final["message"].startswith(f"TenantImage {ns}/later: "), final
     img = _tenant_image(harness, ns, "later")
     assert img and img["metadata"]["annotations"]["kova.dev/snapshot-of"] == f"{ns}/src"
+    assert img["metadata"]["uid"] == saving["metadata"]["uid"] and "saving" not in img["spec"]
+    assert _available(img)["reason"] == "Stored" and img["spec"]["minDiskGiB"] == 1
     assert (store.root / ".namespaces" / ns / "later" / "image.qcow2").is_file()
+
+
+def test_a_tenant_image_deleted_while_saved_refuses_the_upload(
+        harness, source, store, make_user, namespace):  # noqa: F811
+    """kubectl delete of a snapshot's TenantImage while it is saved: it goes at
+    once (no finalizer yet); a TenantImage of the same name created meanwhile
+    by the user is another object. The store, once it runs on, refuses the
+    upload (ImageDeleted), fills nothing and keeps no file; the snapshot ends
+    Error with that reason and a SnapshotFailed Event, and the user's own
+    TenantImage is left as it was."""
+    ns = namespace
+    editor = make_user("editor", "kova-edit", ns)
+    os.kill(store.proc.pid, signal.SIGSTOP)
+    try:
+        out = plugin(editor, "snapshot", "src", "--image", "doomed", "--no-wait")
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        (entry,) = [a for a in harness.get("src")["status"]["actions"]
+                    if a["action"] == "snapshot"]
+        wait_for(lambda: ((harness.get("src").get("status") or {}).get("snapshot") or {})
+                 .get("phase") == "Uploading", 60, 0.2, "the upload under way")
+        harness.custom.delete_namespaced_custom_object(G, V, ns, contract.TENANT_IMAGES,
+                                                       "doomed")
+        assert _tenant_image(harness, ns, "doomed") is None
+        mine = {"apiVersion": contract.API_VERSION, "kind": "TenantImage",
+                "metadata": {"name": "doomed", "namespace": ns},
+                "spec": {"source": {"url": "https://images.example/mine.qcow2"}}}
+        harness.custom.create_namespaced_custom_object(G, V, ns, contract.TENANT_IMAGES, mine)
+    finally:
+        os.kill(store.proc.pid, signal.SIGCONT)
+
+    def ended() -> dict | None:
+        acts = harness.get("src")["status"]["actions"]
+        return next((a for a in acts if a["requestId"] == entry["requestId"]
+                     and a["result"] != "InProgress"), None)
+
+    final = wait_for(ended, 120, 0.5, "the snapshot ended")
+    assert final["result"] == "Error", final
+    assert final["message"].startswith("ImageDeleted: "), final
+    assert f"TenantImage {ns}/doomed was deleted while its snapshot was saved" in \
+        final["message"], final
+    wait_for(lambda: [e for e in harness.core.list_namespaced_event(ns).items
+                      if e.reason == "SnapshotFailed" and entry["requestId"] in e.message
+                      and "ImageDeleted" in e.message], 20, 0.5, "a SnapshotFailed Event")
+    theirs = _tenant_image(harness, ns, "doomed")
+    assert theirs["spec"]["source"] == mine["spec"]["source"], theirs["spec"]
+    assert "sha256" not in theirs["spec"] and not theirs["metadata"].get("finalizers")
+    assert not (theirs.get("status") or {}).get("conditions"), theirs.get("status")
+    assert contract.ANNOTATION_SNAPSHOT_REQUEST not in (
+        theirs["metadata"].get("annotations") or {})
+    assert not (store.root / ".namespaces" / ns / "doomed").exists()
+    uploads = store.root / ".uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())
+    assert not list(source.parent.glob("snapshot-*.qcow2"))
 
 
 def test_snapshot_progress_is_written_and_shown(harness, source, store, make_user,
@@ -383,6 +469,12 @@ def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_u
     wait_for(lambda: [e for e in harness.core.list_namespaced_event(ns).items
                       if e.reason == "SnapshotFailed" and last["requestId"] in e.message],
              20, 0.5, "a SnapshotFailed Event for the snapshot lost three times")
+
+
+def _available(img: dict | None) -> dict:
+    """The Available condition of a TenantImage ({} when it has none)."""
+    return next((c for c in ((img or {}).get("status") or {}).get("conditions") or []
+                 if c["type"] == "Available"), {})
 
 
 def _tenant_image(harness, ns: str, name: str) -> dict | None:

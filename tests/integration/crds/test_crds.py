@@ -182,6 +182,40 @@ def test_other_printer_columns(kova_crds, kubectl, namespace, cleanup, kind, hea
     assert row[: len(expected)] == expected
 
 
+def test_a_snapshots_tenant_image_is_filled_once(kova_crds, kubectl, namespace,
+                                                cleanup) -> None:
+    """A snapshot's TenantImage as the API component creates it (saving, no
+    source), its status Saving shown by kubectl get; filled by the one update
+    that ends saving; after that, sha256 and source are fixed and saving
+    cannot come back."""
+    name = f"snap-{_uid()}"
+    doc = _named(_timg(**SAVING), name)
+    text = _dump(doc)
+    cleanup(text)
+    kubectl("create", "-n", namespace, "-f", "-", input=text)
+    cond = {"type": "Available", "status": "False", "reason": "Saving", "message": "saving",
+            "lastTransitionTime": "2026-12-07T05:00:00Z"}
+    kubectl("patch", "-n", namespace, "timg", name, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"conditions": [cond]}}))
+    lines = kubectl("get", "timg", name, "-n", namespace).stdout.splitlines()
+    assert lines[0].split() == ["NAME", "FORMAT", "ARCH", "MINDISK", "AVAILABLE", "REASON",
+                                "SIZE", "AGE"]
+    row = lines[1].split()  # Arch and Size empty: no properties, no file yet
+    assert row[:5] == [name, "qcow2", "0", "False", "Saving"], lines
+    kubectl("patch", "-n", namespace, "timg", name, "--type=merge",
+            "-p", json.dumps({"spec": FILLED}))
+    spec = _get(kubectl, namespace, "timg", name)["spec"]
+    assert "saving" not in spec and spec["sha256"] == "a" * 64, spec
+    for patch, message in (({"sha256": "c" * 64}, "sha256 is immutable"),
+                           ({"sha256": None}, "sha256 cannot be added or removed"),
+                           ({"saving": True}, "saving cannot be set after creation"),
+                           ({"saving": True, "sha256": None, "source": None},
+                            "saving cannot be set after creation")):
+        proc = kubectl("patch", "-n", namespace, "timg", name, "--type=merge",
+                       "-p", json.dumps({"spec": patch}), check=False)
+        assert proc.returncode != 0 and message in proc.stderr, (patch, proc.stderr)
+
+
 def test_explain_instance_spec(kova_crds, kubectl) -> None:
     out = _words(kubectl("explain", "instance.spec").stdout)
     assert "The desired state of an Instance." in out
@@ -254,6 +288,19 @@ def _image(**spec: Any) -> dict:
     base.update(spec)
     return {"apiVersion": API, "kind": "Image", "metadata": {"name": "bad-image"},
             "spec": {k: v for k, v in base.items() if v is not None}}
+
+
+def _timg(**spec: Any) -> dict:
+    """A TenantImage; ``source=None, saving=True``: a snapshot's, being saved."""
+    base = {"source": {"url": "https://images.example/v1/x"}}
+    base.update(spec)
+    return {"apiVersion": API, "kind": "TenantImage", "metadata": {"name": "bad-timg"},
+            "spec": {k: v for k, v in base.items() if v is not None}}
+
+
+SAVING = {"source": None, "saving": True}
+FILLED = {"saving": None, "source": {"url": "https://images.example/v1/x"}, "sha256": "a" * 64,
+          "minDiskGiB": 1}
 
 
 def _sg(**spec: Any) -> dict:
@@ -334,6 +381,13 @@ BAD = [
     ("image-bad-format", _image(format="vmdk"), ["spec.format: Unsupported value: \"vmdk\""]),
     ("image-bad-firmware", _image(properties={"firmware": "coreboot"}),
      ["spec.properties.firmware: Unsupported value"]),
+    # --- TenantImage
+    ("timg-no-source", _timg(source=None), ["spec.source: Required value",
+                                            "source is required (only a snapshot's"]),
+    ("timg-saving-false", _timg(source=None, saving=False),
+     ["spec.saving", "saving is true or absent"]),
+    ("timg-host-path", _timg(source={"hostPath": "/var/lib/kova/images/x.qcow2"}),
+     ["spec.source: Forbidden: a TenantImage cannot use source.hostPath"]),
     # --- ServerGroup
     ("sg-max-with-affinity", _sg(policy="affinity", maxServerPerHost=2),
      ["spec.maxServerPerHost: Forbidden: maxServerPerHost is only allowed with policy anti-affinity"]),
@@ -411,6 +465,23 @@ UPDATES = [
     ("image-add-sha256", _image(), {"spec": {"sha256": "a" * 64}},
      ["spec.sha256", "sha256 cannot be added or removed after creation"]),
     ("image-change-min-disk", _image(), {"spec": {"minDiskGiB": 5}}, []),
+    # A snapshot's TenantImage: filled once, by the update that ends saving.
+    ("timg-fill-once-saved", _timg(**SAVING), {"spec": FILLED}, []),
+    ("timg-sha256-while-saving", _timg(**SAVING), {"spec": {"sha256": "a" * 64}},
+     ["spec.sha256", "sha256 cannot be added or removed after creation"]),
+    ("timg-source-while-saving", _timg(**SAVING),
+     {"spec": {"source": {"url": "https://images.example/v1/x"}}},
+     ["spec.source", "source cannot be added or removed after creation"]),
+    ("timg-saved-without-source", _timg(**SAVING), {"spec": {"saving": None}},
+     ["spec.source: Required value"]),
+    ("timg-saving-set-later", _timg(), {"spec": {"saving": True}},
+     ["spec.saving", "saving cannot be set after creation"]),
+    ("timg-add-sha256", _timg(), {"spec": {"sha256": "a" * 64}},
+     ["spec.sha256", "sha256 cannot be added or removed after creation"]),
+    ("timg-remove-sha256", _timg(sha256="b" * 64), {"spec": {"sha256": None}},
+     ["spec.sha256", "sha256 cannot be added or removed after creation"]),
+    ("timg-change-source", _timg(), {"spec": {"source": {"url": "https://other.example/y"}}},
+     ["spec.source", "source is immutable"]),
     ("sg-change-policy", _sg(policy="anti-affinity"), {"spec": {"policy": "affinity"}},
      ["spec.policy", "policy is immutable"]),
     ("sg-add-max", _sg(policy="anti-affinity"), {"spec": {"maxServerPerHost": 2}},

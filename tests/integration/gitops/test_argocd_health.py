@@ -45,6 +45,19 @@ def test_every_kind_has_a_check() -> None:
     assert set(health_checks()) == set(KINDS)
 
 
+def test_a_snapshots_tenant_image_is_progressing_while_saved() -> None:
+    """A snapshot's TenantImage exists from the request on: Progressing while
+    its file is saved (Available=False, reason Saving), Degraded once its
+    snapshot failed (reason SnapshotFailed)."""
+    def timg(reason: str) -> dict:
+        return {"kind": "TenantImage", "spec": {"saving": True}, "status": {"conditions": [
+            {"type": "Available", "status": "False", "reason": reason, "message": reason}]}}
+
+    assert assess("TenantImage", timg(contract.IMAGE_REASON_SAVING)) == ("Progressing",
+                                                                         "Saving")
+    assert assess("TenantImage", timg(contract.IMAGE_REASON_SNAPSHOT_FAILED))[0] == "Degraded"
+
+
 def _cond(obj: dict, type_: str) -> dict:
     (c,) = [c for c in obj["status"]["conditions"] if c["type"] == type_]
     return c

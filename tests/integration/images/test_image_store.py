@@ -73,7 +73,7 @@ def _release(k8s_client, url: str) -> None:
     for obj in custom.list_cluster_custom_object(G, V, contract.IMAGES)["items"] + \
             custom.list_cluster_custom_object(G, V, contract.TENANT_IMAGES)["items"]:
         md = obj["metadata"]
-        if not (obj["spec"]["source"].get("url") or "").startswith(url + "/"):
+        if not ((obj["spec"].get("source") or {}).get("url") or "").startswith(url + "/"):
             continue
         try:
             if md.get("namespace"):

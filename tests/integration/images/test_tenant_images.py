@@ -169,7 +169,11 @@ def test_the_operator_schedules_an_instance_of_a_tenant_image(kubeconfig, store,
                                                               tmp_path):
     """The operator's side: a TenantImage is found in the Instance's namespace
     (its minDiskGiB checked like an Image's); one that does not exist yet
-    keeps its Instance Pending until it is uploaded."""
+    keeps its Instance Pending until it is uploaded.  A snapshot's
+    TenantImage still saving (as the API component creates it at the
+    request) holds its Instance Pending (ImageSaving); marked SnapshotFailed,
+    with that reason; once the image store fills it (an upload naming its
+    uid), the Instance is scheduled and runs."""
     from tests.fixtures.agents import operator_process
     from tests.integration.gitops.test_argocd_health import assess
 
@@ -197,3 +201,48 @@ def test_the_operator_schedules_an_instance_of_a_tenant_image(kubeconfig, store,
         res = _upload(kubeconfig, store, small_image, later, "-n", ns)
         assert res.exit_code == 0, res.output
         harness.wait_phase("vm2", "Running", timeout=60)
+        _a_saving_tenant_image_holds_its_instance(kubeconfig, store, harness, small_image)
+
+
+def _a_saving_tenant_image_holds_its_instance(kubeconfig, store, harness,  # noqa: F811
+                                              small_image) -> None:
+    from tests.integration.images.test_image_store import _admin_token
+
+    ns, snap = harness.ns, f"snap-{harness.host}"
+    saving = harness.custom.create_namespaced_custom_object(
+        G, V, ns, contract.TENANT_IMAGES, {
+            "apiVersion": contract.API_VERSION, "kind": TENANT,
+            "metadata": {"name": snap, "namespace": ns, "annotations": {
+                contract.ANNOTATION_SNAPSHOT_OF: f"{ns}/vm1",
+                contract.ANNOTATION_SNAPSHOT_REQUEST: "req-by-hand"}},
+            "spec": {"saving": True}})
+    harness.instance("vm3", snap, image_kind=TENANT, schedule=False,
+                     resources={"vcpus": 1, "memoryMiB": 128, "diskGiB": 1})
+    held = wait_for(lambda: (c := harness.cond("vm3", "Scheduled")) and
+                    c.get("reason") == contract.REASON_IMAGE_SAVING and c, 30,
+                    what="vm3 waits for its image to be saved")
+    assert held["message"] == (f"TenantImage {snap} is being saved by a snapshot; the "
+                               "Instance waits until it is stored"), held
+    harness.custom.patch_namespaced_custom_object_status(
+        G, V, ns, contract.TENANT_IMAGES, snap, {"status": {"conditions": [{
+            "type": "Available", "status": "False",
+            "reason": contract.IMAGE_REASON_SNAPSHOT_FAILED, "message": "it broke",
+            "lastTransitionTime": "2026-12-07T05:00:00Z"}]}})
+    failed = wait_for(lambda: (c := harness.cond("vm3", "Scheduled")) and
+                      c.get("reason") == contract.REASON_IMAGE_SNAPSHOT_FAILED and c, 30,
+                      what="vm3 told its image's snapshot failed")
+    assert failed["message"] == f"TenantImage {snap} holds no file: it broke", failed
+    assert harness.get("vm3")["status"]["phase"] == "Pending"
+    # The store fills it (as for a snapshot's upload): source, sha256, saving gone.
+    with store.client() as c:
+        resp = c.put(f"/v1/namespaces/{ns}/images/{snap}",
+                     params={"format": "qcow2", "snapshotOf": f"{ns}/vm1",
+                             "placeholder": saving["metadata"]["uid"]},
+                     content=small_image.read_bytes(),
+                     headers={"Authorization": f"Bearer {_admin_token(kubeconfig)}"})
+    assert resp.status_code == 201, resp.text
+    filled = _tenant_image(harness.custom, ns, snap)
+    assert filled["metadata"]["uid"] == saving["metadata"]["uid"]
+    assert "saving" not in filled["spec"]
+    assert filled["spec"]["sha256"] == hashlib.sha256(small_image.read_bytes()).hexdigest()
+    harness.wait_phase("vm3", "Running", timeout=60)

@@ -78,3 +78,30 @@ def test_an_unknown_quiesce_mode_is_refused_naming_the_field() -> None:
     got = refusal(_inst(), "golden", "always")
     assert got is not None and (got.code, got.reason) == (400, "BadRequest")
     assert got.message.startswith("quiesce: 'always' is not one of required, auto, off")
+
+
+def test_a_snapshots_tenant_image_at_its_request() -> None:
+    """The TenantImage the API component creates at a snapshot's request:
+    saving, no source, annotated with the Instance and the request; its
+    status Saving, then SnapshotFailed with the reason and what to do."""
+    from kova.api import placeholders
+
+    inst = {"metadata": {"namespace": "team-a", "name": "web-1", "uid": "i-1"}}
+    body = placeholders.body(inst, "golden", "req-1", "alice")
+    assert body["spec"] == {"saving": True, "format": "qcow2"}
+    assert body["metadata"]["annotations"] == {
+        "kova.dev/snapshot-of": "team-a/web-1", "kova.dev/snapshot-request": "req-1",
+        "kova.dev/requested-by": "alice"}
+    assert "ownerReferences" not in body["metadata"]
+    obj = {**body, "metadata": {**body["metadata"], "uid": "t-1", "generation": 1}}
+    assert placeholders.is_placeholder_of(obj, "req-1")
+    assert not placeholders.is_placeholder_of(obj, "req-2")
+    assert not placeholders.is_placeholder_of({**obj, "spec": {"sha256": "a" * 64}}, "req-1")
+    (cond,) = placeholders.saving_status(obj, inst, "req-1")["status"]["conditions"]
+    assert (cond["status"], cond["reason"]) == ("False", "Saving") and "req-1" in cond["message"]
+    (cond,) = placeholders.failed_status(obj, inst, "req-1", "NoImageStore: none")[
+        "status"]["conditions"]
+    assert (cond["status"], cond["reason"]) == ("False", "SnapshotFailed")
+    assert cond["message"] == ("the snapshot of instance team-a/web-1 failed (req-1): "
+                               "NoImageStore: none; no file was stored: delete this "
+                               "TenantImage to use its name again")

@@ -63,7 +63,9 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         (KOVA, "instances"): {"get", "list", "patch"},
         (KOVA, "instances/status"): {"get", "patch"},  # status.actions
         (KOVA, "hosts"): {"get"},                     # status.streamEndpoint
-        (KOVA, "tenantimages"): {"get"},              # a snapshot stored while it was away
+        # a snapshot's TenantImage, saving, from its request on; stored while it was away
+        (KOVA, "tenantimages"): {"get", "create"},
+        (KOVA, "tenantimages/status"): {"patch"},     # Saving, then SnapshotFailed
         ("", "events"): {"create"},
     },
 }

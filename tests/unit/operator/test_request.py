@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from kova.crds import names as contract
+from kova.operator.informer import tenant_image_facts
 from kova.operator.scheduler.request import (
     InvalidRequest,
     MissingDependency,
@@ -92,6 +93,39 @@ def test_missing_dependencies(flavor, image, sg, reason):
     with pytest.raises(MissingDependency) as exc:
         build_request(inst(), flavor=flavor, image=image, server_group=sg)
     assert exc.value.reason == reason
+
+
+def test_a_saving_tenant_image_holds_the_instance():
+    """A snapshot's TenantImage still being saved (spec.saving, no source
+    yet): the Instance waits, told why, until the store fills it in."""
+    spec = inst(imageRef={"name": "golden", "kind": "TenantImage"})
+    with pytest.raises(MissingDependency) as exc:
+        build_request(spec, flavor=FLAVOR, image={"saving": True, "format": "qcow2"})
+    assert exc.value.reason == contract.REASON_IMAGE_SAVING
+    assert exc.value.message == ("TenantImage golden is being saved by a snapshot; the "
+                                 "Instance waits until it is stored")
+    stored = {"format": "qcow2", "source": {"url": "https://store/x"}, "sha256": "a" * 64}
+    build_request(spec, flavor=FLAVOR, image=stored)
+
+
+def test_a_failed_snapshots_tenant_image_is_named_as_such():
+    """The operator's index keeps the failure of a snapshot's TenantImage
+    (its Available condition, reason SnapshotFailed) and an Instance of it
+    waits with that reason and message; Saving alone, or a stored image
+    whose status says anything, is kept as its spec."""
+    failed = {"conditions": [{"type": "Available", "status": "False",
+                              "reason": "SnapshotFailed", "message": "it broke"}]}
+    saving = {"saving": True, "format": "qcow2"}
+    facts = tenant_image_facts(saving, failed)
+    assert facts == {**saving, "snapshotFailed": "it broke"}
+    assert tenant_image_facts(saving, {}) == saving
+    stored = {"format": "qcow2", "source": {"url": "https://store/x"}}
+    assert tenant_image_facts(stored, failed) == stored
+    spec = inst(imageRef={"name": "golden", "kind": "TenantImage"})
+    with pytest.raises(MissingDependency) as exc:
+        build_request(spec, flavor=FLAVOR, image=facts)
+    assert exc.value.reason == contract.REASON_IMAGE_SNAPSHOT_FAILED
+    assert exc.value.message == "TenantImage golden holds no file: it broke"
 
 
 def test_missing_server_group():
