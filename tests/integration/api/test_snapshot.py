@@ -124,7 +124,8 @@ def test_a_snapshot_requiring_quiescing_is_refused_without_a_guest_agent(
         harness, source, store, make_user, namespace):  # noqa: F811
     """``--quiesce required`` of a guest whose channel has no agent: the
     action ends Error ``QuiesceFailed`` before anything is copied, with a
-    SnapshotFailed Event; no TenantImage, no copy beside the disk."""
+    SnapshotFailed Event; the TenantImage made at the request is marked
+    SnapshotFailed, no copy beside the disk."""
     ns = namespace
     editor = make_user("editor", "kova-edit", ns)
     out = plugin(editor, "snapshot", "src", "--image", "calm", "--quiesce", "required")
@@ -133,7 +134,12 @@ def test_a_snapshot_requiring_quiescing_is_refused_without_a_guest_agent(
             "on its channel") in out.stderr, out.stderr
     (entry,) = [a for a in harness.get("src")["status"]["actions"] if a["action"] == "snapshot"]
     assert entry["result"] == "Error" and entry["quiesce"] == "required", entry
-    assert _tenant_image(harness, ns, "calm") is None
+    # The TenantImage made at the request: marked failed, with no file.
+    img = wait_for(lambda: (i := _tenant_image(harness, ns, "calm")) and any(
+        c["type"] == "Available" and c["reason"] == "SnapshotFailed"
+        for c in (i.get("status") or {}).get("conditions") or []) and i,
+        20, 0.2, "the TenantImage marked SnapshotFailed")
+    assert img["spec"].get("saving") and "source" not in img["spec"], img["spec"]
     assert not list(source.parent.glob("snapshot-*.qcow2"))
     assert not (source.parent / "fsfrozen").exists()
     wait_for(lambda: [e for e in harness.core.list_namespaced_event(ns).items
