@@ -160,6 +160,10 @@ class Snapshots:
         return result
 
     def _ended_with(self, request: str, result: dict | SnapshotError) -> None:
+        if isinstance(result, SnapshotError):
+            # Kept without its traceback and cause: their frames hold the
+            # libvirt domain (and through it the connection) it failed on.
+            result = SnapshotError(result.status, result.reason, result.message)
         with self._lock:
             self._results[request] = result
             while len(self._results) > KEEP_RESULTS:
