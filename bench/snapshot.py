@@ -138,6 +138,25 @@ def wait(what: str, check: Callable[[], bool], timeout: float = 300) -> None:
         time.sleep(1)
 
 
+def destroy_guests(uris) -> None:
+    """Stop any guest left on each host's libvirtd: the stack's stop leaves
+    running domains alone (as `kova dev down` does for a user's VMs), and
+    its libvirtd going away does not end their QEMU."""
+    import libvirt
+
+    for uri in uris:
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            print(f"guests on {uri} not stopped: {exc}", file=sys.stderr)
+            continue
+        try:
+            for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                dom.destroy()
+        finally:
+            conn.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024)
@@ -271,6 +290,13 @@ spec:
         print(json.dumps({"rows": rows}), file=sys.stderr)
     finally:
         if stack is not None:
+            # The Instances deleted first: their agents end their guests (an
+            # agent would start a guest destroyed under it again); then
+            # whatever is left on the hosts' libvirtd.
+            subprocess.run([paths.kubectl(), "--kubeconfig", str(cp.kubeconfig), "delete",
+                            "instances", "--all", "-n", NS, "--wait=true", "--timeout=120s"],
+                           capture_output=True, check=False)
+            destroy_guests(stack.libvirt_uris.values())
             stack.stop()
         if store is not None:
             store.terminate()
