@@ -109,28 +109,23 @@ class SnapshotTasks:
                          "task follows", req, inst["metadata"]["namespace"],
                          inst["metadata"]["name"], image,
                          extra={**about(inst), "request_id": req})
-                self._follow(inst, req, a.get("user") or "unknown", image,
-                             since=a.get("startTime") or "", attempt=int(a.get("attempt") or 1),
-                             resume=True, image_uid=a.get("imageUID") or "",
-                             quiesce=a.get("quiesce") or names.SnapshotQuiesce.AUTO)
+                self._follow(inst, Attempt(
+                    req, a.get("user") or "unknown", image, a.get("startTime") or "",
+                    int(a.get("attempt") or 1), a.get("imageUID") or "",
+                    a.get("quiesce") or names.SnapshotQuiesce.AUTO), resume=True)
                 taken += 1
         return taken
 
-    def _follow(self, inst: dict, req: str, user: str, image: str, since: str,
-                attempt: int = 1, endpoint: tuple[str, int] | None = None,
-                resume: bool = False, image_uid: str = "",
-                quiesce: str = names.SnapshotQuiesce.AUTO) -> None:
+    def _follow(self, inst: dict, at: Attempt, endpoint: tuple[str, int] | None = None,
+                resume: bool = False) -> None:
         md = inst["metadata"]
-        task = asyncio.create_task(
-            self._run(inst, endpoint,
-                      Attempt(req, user, image, since, attempt, image_uid, quiesce),
-                      resume),
-            name=f"snapshot {md['namespace']}/{md['name']} {req}")
-        self.following[req] = task
+        task = asyncio.create_task(self._run(inst, endpoint, at, resume),
+                                   name=f"snapshot {md['namespace']}/{md['name']} {at.req}")
+        self.following[at.req] = task
 
         def done(t: asyncio.Task) -> None:
-            if self.following.get(req) is t:
-                del self.following[req]
+            if self.following.get(at.req) is t:
+                del self.following[at.req]
 
         task.add_done_callback(done)
 
@@ -174,8 +169,8 @@ class SnapshotTasks:
             await srv.kube.merge_patch(instance_path(ns, name), {
                 "metadata": {"labels": {names.LABEL_SNAPSHOT_IN_PROGRESS: req}}})
             await srv._record(inst, lambda a: history.append(a, entry))
-            self._follow(inst, req, user.name, image, entry["startTime"], endpoint=endpoint,
-                         image_uid=uid, quiesce=quiesce)
+            self._follow(inst, Attempt(req, user.name, image, entry["startTime"], 1, uid,
+                                       quiesce), endpoint=endpoint)
         except BaseException as exc:
             await placeholders.mark_failed(srv.kube, inst, image, req, uid,
                                            f"the request was not recorded: {exc}")

@@ -21,9 +21,9 @@ def refusal(inst: dict, image: str, quiesce: str = names.SnapshotQuiesce.AUTO) -
     """Why Instance ``inst`` cannot be snapshotted into ``image`` now (with
     quiescing ``quiesce``)."""
     name = inst["metadata"]["name"]
-    if quiesce not in set(names.SnapshotQuiesce):
-        return Refusal(400, "BadRequest", f"quiesce: {quiesce!r} is not one of "
-                       f"{', '.join(names.SnapshotQuiesce)} (?quiesce=; kubectl kova snapshot "
+    problem = names.SnapshotQuiesce.problem(quiesce)
+    if problem is not None:
+        return Refusal(400, "BadRequest", f"{problem} (?quiesce=; kubectl kova snapshot "
                        "--quiesce)")
     if not image:
         return Refusal(400, "BadRequest", "the snapshot needs the name of the TenantImage to "

@@ -389,6 +389,13 @@ class SnapshotQuiesce(StrEnum):
     #: Never frozen: crash-consistent.
     OFF = "off"
 
+    @classmethod
+    def problem(cls, value: str) -> str | None:
+        """Why ``value`` is not a quiescing mode (naming the field), or None."""
+        if value in set(cls):
+            return None
+        return f"quiesce: {value!r} is not one of {', '.join(cls)}"
+
 
 #: The field manager of the agent's ``status.snapshot`` (apart from its other
 #: status fields, which it applies as a whole on every report).

@@ -81,18 +81,18 @@ def _bearer_of(cfg: Any) -> str | None:
     return token if scheme.lower() == "bearer" and token else value
 
 
-def _kubeconfig_context(path: str, context: str | None = None) -> tuple[dict, dict]:
-    """(context, user) entries of the kubeconfig's active (or named) context."""
+def _kubeconfig_entries(path: str, context: str | None = None
+                        ) -> tuple[dict | None, dict | None, dict | None]:
+    """(context, cluster, user) bodies of the kubeconfig's active (or named)
+    context, each None when the kubeconfig has none (all when unreadable)."""
     try:
         doc = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError):
-        return {}, {}
-    ctx_name = context or doc.get("current-context")
-    ctx = next((c.get("context") or {} for c in doc.get("contexts") or []
-                if c.get("name") == ctx_name), {})
-    user = next((u.get("user") or {} for u in doc.get("users") or []
-                 if u.get("name") == ctx.get("user")), {})
-    return ctx, user
+        return None, None, None
+    ctx = _named(doc.get("contexts"), "context", context or doc.get("current-context"))
+    cluster = _named(doc.get("clusters"), "cluster", (ctx or {}).get("cluster"))
+    user = _named(doc.get("users"), "user", (ctx or {}).get("user"))
+    return ctx, cluster, user
 
 
 #: What a kubeconfig's cluster and user may hold for :meth:`Credentials._plain`.
@@ -100,19 +100,19 @@ PLAIN_CLUSTER_KEYS = {"server", "certificate-authority", "insecure-skip-tls-veri
 PLAIN_USER_KEYS = {"token", "tokenFile", "client-certificate", "client-key"}
 
 
-def _named(entries: Any, name: Any) -> dict | None:
-    """The body (``cluster``, ``user``, ``context``) of the kubeconfig entry
-    called ``name``, if there is one."""
+def _named(entries: Any, key: str, name: Any) -> dict | None:
+    """The ``key`` body (``context``, ``cluster``, ``user``) of the kubeconfig
+    entry called ``name``, if there is one."""
     for entry in entries or []:
         if isinstance(entry, dict) and entry.get("name") == name:
-            body = next((v for k, v in entry.items() if k != "name"), None)
+            body = entry.get(key)
             return body if isinstance(body, dict) else {}
     return None
 
 
-def _kubeconfig_token_file(path: str, context: str | None = None) -> Path | None:
-    """The ``tokenFile`` of the kubeconfig's active user, if it names one."""
-    token_file = _kubeconfig_context(path, context)[1].get("tokenFile")
+def _token_file(path: str, user: dict) -> Path | None:
+    """The ``tokenFile`` of kubeconfig ``path``'s user entry ``user``, if it names one."""
+    token_file = user.get("tokenFile")
     if not token_file:
         return None
     return (Path(path).resolve().parent / token_file) if not os.path.isabs(token_file) \
@@ -194,19 +194,21 @@ class Credentials:
                                     client_configuration=cfg, persist_config=False)
             return cfg
 
-        plain = cls._plain(path, context, reload)
+        entries = _kubeconfig_entries(path, context)
+        plain = cls._plain(path, entries, reload)
         if plain is not None:
             return plain
         cfg = reload()
+        ctx, _, user = entries
         creds = cls(cfg.host, ca_file=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
                     cert_file=cfg.cert_file, key_file=cfg.key_file,
-                    token_file=_kubeconfig_token_file(path, context), reload=reload,
-                    namespace=_kubeconfig_context(path, context)[0].get("namespace"))
+                    token_file=_token_file(path, user or {}), reload=reload,
+                    namespace=(ctx or {}).get("namespace"))
         creds._cfg = cfg
         return creds
 
     @classmethod
-    def _plain(cls, path: str, context: str | None,
+    def _plain(cls, path: str, entries: tuple[dict | None, dict | None, dict | None],
                reload: Callable[[], Any]) -> Credentials | None:
         """The credentials of a kubeconfig whose context names only a server,
         a CA file (or insecure-skip-tls-verify), a token or token file and
@@ -214,14 +216,7 @@ class Credentials:
         whose import alone takes a short command 0.15-0.3 s; None for
         anything else (exec plugins, auth providers, embedded data, ...),
         which the official loader reads.  A refresh still reloads with it."""
-        try:
-            doc = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            return None
-        ctx_name = context or doc.get("current-context")
-        ctx = _named(doc.get("contexts"), ctx_name)
-        cluster = _named(doc.get("clusters"), (ctx or {}).get("cluster"))
-        user = _named(doc.get("users"), (ctx or {}).get("user"))
+        ctx, cluster, user = entries
         if (ctx is None or cluster is None or user is None or not cluster.get("server")
                 or set(cluster) - PLAIN_CLUSTER_KEYS or set(user) - PLAIN_USER_KEYS
                 or bool(user.get("client-certificate")) != bool(user.get("client-key"))):
@@ -240,7 +235,7 @@ class Credentials:
                    cert_file=files.get("client-certificate"),
                    key_file=files.get("client-key"),
                    token=None if user.get("tokenFile") else user.get("token"),
-                   token_file=_kubeconfig_token_file(path, context), reload=reload,
+                   token_file=_token_file(path, user), reload=reload,
                    namespace=ctx.get("namespace"))
 
     # ---------------------------------------------------------------- tokens

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import kopf
 
+from kova.conditions import get_condition
 from kova.crds import names
 from kova.crds import objects as ob
 from kova.kube import Credentials, Kube, custom_path, lease_path
@@ -119,8 +120,7 @@ def tenant_image_facts(spec: dict, status: dict) -> dict:
     (its Available condition's message): Instances of it are told so."""
     if not spec.get("saving"):
         return spec
-    cond: dict = next((c for c in status.get("conditions") or []
-                       if c.get("type") == "Available"), {})
+    cond: dict = get_condition({"status": status}, "Available") or {}
     if cond.get("reason") != names.IMAGE_REASON_SNAPSHOT_FAILED:
         return spec
     return {**spec, "snapshotFailed": cond.get("message") or "the snapshot failed"}

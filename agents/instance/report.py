@@ -30,6 +30,12 @@ from kova.kube import KubeError, custom_path
 log = logging.getLogger("kova.agents.instance.report")
 
 
+def post_event(ctx: AgentContext, obj: dict, etype: str, reason: str, message: str) -> None:
+    """An Event about Instance ``obj`` from this host's agent (best effort)."""
+    ctx.kube.run(events.post(ctx.kube.aio, obj, etype, reason, message,
+                             component=names.COMPONENT_AGENT, host=ctx.host))
+
+
 class Reporter:
     def __init__(self, ctx: AgentContext, watch: InstanceWatch) -> None:
         self.ctx = ctx
@@ -69,9 +75,7 @@ class Reporter:
 
     def event(self, obj: dict, etype: str, reason: str, message: str) -> None:
         """An Event about Instance ``obj`` (best effort)."""
-        kube = self.ctx.kube
-        kube.run(events.post(kube.aio, obj, etype, reason, message,
-                             component=names.COMPONENT_AGENT, host=self.ctx.host))
+        post_event(self.ctx, obj, etype, reason, message)
 
     def events(self, obj: dict, notices: list[tuple[str, str, str]]) -> None:
         for etype, reason, message in notices:

@@ -55,6 +55,7 @@ import libvirt
 from kova import events
 from kova.agents.context import AgentContext
 from kova.agents.instance import decisions
+from kova.agents.instance.report import post_event
 from kova.agents.virt.backup import BackupError, BackupUnsupported, abort_backup, push_backup
 from kova.agents.virt.driver import DriverError
 from kova.agents.virt.images import private_file
@@ -283,12 +284,10 @@ class Snapshots:
     def _thaw_failed(self, uid: str, namespace: str, instance: str, q: Quiesced) -> None:
         """A Warning Event: the guest's filesystems may still be frozen."""
         obj = {"metadata": {"name": instance, "namespace": namespace, "uid": uid}}
-        kube = self.ctx.kube
-        kube.run(events.post(kube.aio, obj, events.WARNING, names.EVENT_GUEST_THAW_FAILED,
-                             f"the guest's filesystems, frozen for a snapshot, may still be "
-                             f"frozen: {q.thaw_error} (the agent thaws them again when it "
-                             "starts; or virsh domfsthaw)",
-                             component=names.COMPONENT_AGENT, host=self.ctx.host))
+        post_event(self.ctx, obj, events.WARNING, names.EVENT_GUEST_THAW_FAILED,
+                   f"the guest's filesystems, frozen for a snapshot, may still be frozen: "
+                   f"{q.thaw_error} (the agent thaws them again when it starts; or virsh "
+                   "domfsthaw)")
 
     def _convert(self, uid: str, pause: bool, disk: Path, copy: Path,
                  progress: Progress) -> float:

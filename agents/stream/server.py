@@ -366,9 +366,9 @@ class StreamServer:
         if not all(q.get(k) for k in ("namespace", "instance", "image")):
             return error(400, "BadRequest", "namespace, instance and image are required")
         quiesce = q.get("quiesce") or names.SnapshotQuiesce.AUTO
-        if quiesce not in set(names.SnapshotQuiesce):
-            return error(400, "BadRequest", f"quiesce: {quiesce!r} is not one of "
-                         f"{', '.join(names.SnapshotQuiesce)}")
+        problem = names.SnapshotQuiesce.problem(quiesce)
+        if problem is not None:
+            return error(400, "BadRequest", problem)
         loop = asyncio.get_running_loop()
         if q.get("resume") and q.get("request"):  # an API component that restarted asks again
             try:
