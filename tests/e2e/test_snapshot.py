@@ -54,7 +54,9 @@ def stack(k8s, kova_crds, kova_api, libvirtd, test_image, ns, store, tmp_path): 
         yield started
 
 
-def _instance(kubectl, ns: str, name: str, image: str, group: str | None = None) -> None:
+def _instance(kubectl, ns: str, name: str, image: str, group: str | None = None,
+              user_data: str = "") -> str:
+    """Instance ``name`` of TenantImage ``image`` applied; its uid."""
     kubectl("apply", "-f", "-", input=f"""
 apiVersion: kova.dev/v1alpha1
 kind: Instance
@@ -63,7 +65,11 @@ spec:
   resources: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
   imageRef: {{name: {image}, kind: TenantImage}}
   hostname: vm
-""" + (f"  serverGroupRef: {{name: {group}}}\n" if group else ""))
+""" + (f"  serverGroupRef: {{name: {group}}}\n" if group else "")
+        + (f"  userData: {{inline: {json.dumps(user_data)}}}\n" if user_data else ""))
+    return wait_for(lambda: kubectl("-n", ns, "get", "instance", name, "-o",
+                                    "jsonpath={.metadata.uid}").stdout.strip(),
+                    30, 0.5, f"{name}'s uid")
 
 
 def _host(kubectl, ns: str, name: str) -> str:

@@ -13,8 +13,9 @@ console.  A second guest's user-data turns the agent off
   the freeze and then the thaw, the agent reports ``thawed`` afterwards, and
   the snapshot boots;
 * the guest without: ``--quiesce required`` ends Error ``QuiesceFailed``,
-  with no TenantImage and no copy left; the default (``auto``) takes a
-  crash-consistent snapshot and says so.
+  its TenantImage marked SnapshotFailed and no copy left; once that
+  TenantImage is deleted, the default (``auto``) takes a crash-consistent
+  snapshot into the same name and says so.
 
 The test image runs from its initramfs: no disk file system is mounted, so
 the agent freezes none (its count is 0) -- what is checked is the freeze
@@ -28,27 +29,13 @@ import json
 import libvirt
 import libvirt_qemu
 
+from kova.agents.virt.quiesce import agent_state
 from kova.dev.image import GUEST_AGENT_OFF, GUEST_AGENT_STARTED
 from tests.e2e.test_access import Session
-from tests.e2e.test_snapshot import _host, _upload_base, ns, stack  # noqa: F401
+from tests.e2e.test_snapshot import _host, _instance, _upload_base, ns, stack  # noqa: F401
 from tests.helpers import BOOT_TIMEOUT, wait_for
 from tests.integration.images.test_image_store import store  # noqa: F401
 from tests.support.stacks import kova_editor
-
-
-def _instance(kubectl, ns: str, name: str, image: str, user_data: str = "") -> str:  # noqa: F811
-    kubectl("apply", "-f", "-", input=f"""
-apiVersion: kova.dev/v1alpha1
-kind: Instance
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  resources: {{vcpus: 1, memoryMiB: 192, diskGiB: 1}}
-  imageRef: {{name: {image}, kind: TenantImage}}
-  hostname: vm
-""" + (f"  userData: {{inline: {json.dumps(user_data)}}}\n" if user_data else ""))
-    return wait_for(lambda: kubectl("-n", ns, "get", "instance", name, "-o",
-                                    "jsonpath={.metadata.uid}").stdout.strip(),
-                    30, 0.5, f"{name}'s uid")
 
 
 def _console_line(s: Session, name: str, line: str) -> str:
@@ -66,7 +53,7 @@ def _domain(stack, host: str, uid: str) -> tuple[libvirt.virConnect, libvirt.vir
 def _agent_connected(stack, host: str, uid: str) -> bool:  # noqa: F811
     conn, dom = _domain(stack, host, uid)
     try:
-        return "state='connected'" in dom.XMLDesc(0) or 'state="connected"' in dom.XMLDesc(0)
+        return agent_state(dom.XMLDesc(0)) == "connected"
     finally:
         conn.close()
 
@@ -83,7 +70,7 @@ def test_a_guest_with_its_agent_is_frozen_one_without_is_refused_when_required(
     s = Session(ns, user, kubectl, "")
     _upload_base(s, store, test_image, ns)
     quiet = _instance(kubectl, ns, "quiet", "base")
-    _instance(kubectl, ns, "mute", "base", "#cloud-config\nkova-guest-agent: off\n")
+    _instance(kubectl, ns, "mute", "base", user_data="#cloud-config\nkova-guest-agent: off\n")
 
     _console_line(s, "quiet", GUEST_AGENT_STARTED)
     quiet_host = _host(kubectl, ns, "quiet")

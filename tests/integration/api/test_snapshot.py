@@ -222,12 +222,8 @@ def test_a_tenant_image_deleted_while_saved_refuses_the_upload(
     editor = make_user("editor", "kova-edit", ns)
     os.kill(store.proc.pid, signal.SIGSTOP)
     try:
-        out = plugin(editor, "snapshot", "src", "--image", "doomed", "--no-wait")
-        assert out.returncode == 0, (out.stdout, out.stderr)
-        (entry,) = [a for a in harness.get("src")["status"]["actions"]
-                    if a["action"] == "snapshot"]
-        wait_for(lambda: ((harness.get("src").get("status") or {}).get("snapshot") or {})
-                 .get("phase") == "Uploading", 60, 0.2, "the upload under way")
+        entry = _requested(harness, editor, "doomed")
+        _wait_uploading(harness)
         harness.custom.delete_namespaced_custom_object(G, V, ns, contract.TENANT_IMAGES,
                                                        "doomed")
         assert _tenant_image(harness, ns, "doomed") is None
@@ -238,12 +234,8 @@ def test_a_tenant_image_deleted_while_saved_refuses_the_upload(
     finally:
         os.kill(store.proc.pid, signal.SIGCONT)
 
-    def ended() -> dict | None:
-        acts = harness.get("src")["status"]["actions"]
-        return next((a for a in acts if a["requestId"] == entry["requestId"]
-                     and a["result"] != "InProgress"), None)
-
-    final = wait_for(ended, 120, 0.5, "the snapshot ended")
+    final = wait_for(lambda: _ended(harness, entry["requestId"]), 120, 0.5,
+                     "the snapshot ended")
     assert final["result"] == "Error", final
     assert final["message"].startswith("ImageDeleted: "), final
     assert f"TenantImage {ns}/doomed was deleted while its snapshot was saved" in \
@@ -391,30 +383,22 @@ def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_u
     editor = make_user("editor", "kova-edit", ns)
     os.kill(store.proc.pid, signal.SIGSTOP)
     try:
-        out = plugin(editor, "snapshot", "src", "--image", "survivor", "--no-wait")
-        assert out.returncode == 0, (out.stdout, out.stderr)
-        (entry,) = [a for a in harness.get("src")["status"]["actions"]
-                    if a["action"] == "snapshot"]
+        entry = _requested(harness, editor, "survivor")
         labels = harness.get("src")["metadata"]["labels"]
         assert labels[contract.LABEL_SNAPSHOT_IN_PROGRESS] == entry["requestId"], labels
-        wait_for(lambda: ((harness.get("src").get("status") or {}).get("snapshot") or {})
-                 .get("phase") == "Uploading", 60, 0.2, "the upload under way")
+        _wait_uploading(harness)
         kova_api.proc.kill()
         kova_api.proc.wait(10)
         kova_api.start_again()
     finally:
         os.kill(store.proc.pid, signal.SIGCONT)
 
-    def ended(req: str) -> dict | None:
-        acts = harness.get("src")["status"]["actions"]
-        return next((a for a in acts if a["requestId"] == req
-                     and a["result"] != "InProgress"), None)
-
     def labelled() -> bool:
         return contract.LABEL_SNAPSHOT_IN_PROGRESS in (
             harness.get("src")["metadata"].get("labels") or {})
 
-    final = wait_for(lambda: ended(entry["requestId"]), 120, 0.5, "the snapshot taken up")
+    final = wait_for(lambda: _ended(harness, entry["requestId"]), 120, 0.5,
+                     "the snapshot taken up")
     assert final["result"] == "Success", final
     assert final["message"].startswith(f"TenantImage {ns}/survivor: "), final
     img = _tenant_image(harness, ns, "survivor")
@@ -434,7 +418,8 @@ def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_u
     harness.custom.patch_namespaced_custom_object(
         G, V, ns, "instances", "src",
         {"metadata": {"labels": {contract.LABEL_SNAPSHOT_IN_PROGRESS: ghost["requestId"]}}})
-    again = wait_for(lambda: ended(ghost["requestId"]), 120, 0.5, "the lost snapshot taken")
+    again = wait_for(lambda: _ended(harness, ghost["requestId"]), 120, 0.5,
+                     "the lost snapshot taken")
     assert again["result"] == "Success" and again["attempt"] == 2, again
     assert again["message"].startswith(f"TenantImage {ns}/ghost: "), again
     img = _tenant_image(harness, ns, "ghost")
@@ -466,7 +451,8 @@ def test_snapshots_outlive_a_killed_api_component(harness, source, store, make_u
     kova_api.proc.kill()
     kova_api.proc.wait(10)
     kova_api.start_again()
-    lost = wait_for(lambda: ended(last["requestId"]), 60, 0.5, "the last attempt ended")
+    lost = wait_for(lambda: _ended(harness, last["requestId"]), 60, 0.5,
+                    "the last attempt ended")
     assert lost["result"] == "Error" and lost["attempt"] == 3, lost
     assert lost["message"].startswith("SnapshotInterrupted: "), lost
     assert lost["message"].endswith("(taken 3 times, lost each time)"), lost
@@ -481,6 +467,27 @@ def _available(img: dict | None) -> dict:
     """The Available condition of a TenantImage ({} when it has none)."""
     return next((c for c in ((img or {}).get("status") or {}).get("conditions") or []
                  if c["type"] == "Available"), {})
+
+
+def _requested(harness, editor, image: str) -> dict:
+    """``kubectl kova snapshot src --image IMAGE --no-wait`` accepted: its action."""
+    out = plugin(editor, "snapshot", "src", "--image", image, "--no-wait")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    (entry,) = [a for a in harness.get("src")["status"]["actions"]
+                if a["action"] == "snapshot"]
+    return entry
+
+
+def _wait_uploading(harness) -> None:
+    wait_for(lambda: ((harness.get("src").get("status") or {}).get("snapshot") or {})
+             .get("phase") == "Uploading", 60, 0.2, "the upload under way")
+
+
+def _ended(harness, req: str) -> dict | None:
+    """Action ``req`` of Instance src once it has ended, else None."""
+    acts = harness.get("src")["status"]["actions"]
+    return next((a for a in acts if a["requestId"] == req and a["result"] != "InProgress"),
+                None)
 
 
 def _tenant_image(harness, ns: str, name: str) -> dict | None:
