@@ -84,14 +84,16 @@ def vm(stack, kova_api, test_image, k8s, kubectl, ns):
         yield session
 
 
-def on_console(vm, command: str, expect: str, instance: str = "vm") -> str:
-    """Run ``command`` in the shell of ``instance``'s guest (``vm``: a Session);
-    the first group of ``expect``."""
-    child = vm.spawn("console", instance)
+def on_console(vm, command: str, expect: str, instance: str = "vm", prompt: str = PROMPT,
+               timeout: float = 60) -> str:
+    """Run ``command`` in the shell of ``instance``'s guest (``vm``: a Session)
+    through `kubectl kova console`, once ``prompt`` shows; the first group of
+    ``expect``."""
+    child = vm.spawn("console", instance, timeout=timeout)
     try:
         child.expect("Ctrl\\+\\] detaches")
         child.send("\r")
-        child.expect(PROMPT)
+        child.expect(prompt)
         child.send(command + "\r")
         child.expect(expect)
         got = child.match.group(1).decode()

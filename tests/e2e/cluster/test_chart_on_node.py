@@ -801,21 +801,9 @@ def _on_console(tenant, name: str, command: str, expect: str) -> str:
     """Run ``command`` in the shell of ``name``'s guest through `kubectl kova
     console` (a websocket through the aggregation layer to the API component,
     and from it to the agent pod); the first group of ``expect``."""
-    import pexpect
+    from tests.e2e.test_cold_migration import on_console
 
-    child = tenant.spawn("console", name, timeout=120)
-    try:
-        child.expect("Ctrl\\+\\] detaches")
-        child.send("\r")
-        child.expect(PROMPT)
-        child.send(command + "\r")
-        child.expect(expect)
-        got = child.match.group(1).decode()
-        child.sendcontrol("]")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close()
-    return got
+    return on_console(tenant, command, expect, instance=name, prompt=PROMPT, timeout=120)
 
 
 def _store_file(cluster: NodeCluster, namespace: str, name: str) -> Path:
