@@ -106,17 +106,30 @@ def test_killed_replica_share_is_taken_over(k8s_client, kubeconfig, kova_crds, n
         _wait_ready(ports, len(hosts), replicas)
         watch = s.InstanceWatch(cluster)
         # A burst that goes on while the replica dies: 30 at once, then the
-        # rest one by one.
+        # rest one by one, 10 of them before the kill and 50 after it (the
+        # Instances created after the kill that hash to the dead replica are
+        # the share the survivors must take over; a fast replica schedules
+        # everything of its share that exists before it dies).
         s.create_instances(cluster, 30, prefix="early")
         s.wait_for(lambda: _scheduled_by(_metrics(ports[0])) > 0, 60, 0.2,
                    "the first replica to schedule some of the burst")
-        rest = threading.Thread(target=lambda: [cluster.create_instance(f"late-{i:03d}")
-                                                for i in range(n - 30)])
+        started, killed = threading.Event(), threading.Event()
+
+        def late() -> None:
+            for i in range(n - 30):
+                if i == 10:
+                    started.set()
+                    killed.wait(60)
+                cluster.create_instance(f"late-{i:03d}")
+
+        rest = threading.Thread(target=late)
         rest.start()
-        time.sleep(0.5)
+        assert started.wait(60), "the first late Instances to be created"
+        time.sleep(0.2)
         before_kill = _scheduled_by(_metrics(ports[0]))
         cluster.stop_operator(cluster.operators[0], kill=True)
         killed_at = time.monotonic()
+        killed.set()
         rest.join()
         s.wait_all_scheduled(cluster, n, 240, ("operator-1.log", "operator-2.log"))
         taken_over_in = time.monotonic() - killed_at
@@ -128,7 +141,8 @@ def test_killed_replica_share_is_taken_over(k8s_client, kubeconfig, kova_crds, n
         assert sum(int(m.get("kova_operator_owned_instances", 0)) for m in survivors) == n
         assert sum(int(m.get("kova_operator_leader", 0)) for m in survivors) == 1
         # The dead replica's share was placed by the survivors: more
-        # Instances hash to it among the three than it had scheduled.
+        # Instances hash to it among the three than it had scheduled (50 of
+        # the 90 were created after its death).
         members = [member_name("kova", f"replica-{i}") for i in range(replicas)]
         its_share = sum(1 for i in cluster.instances()
                         if owner_of(i["metadata"]["uid"], members) == members[0])
