@@ -156,7 +156,7 @@ def test_vnc_screenshot_of_the_guest_is_not_blank(vm, tmp_path) -> None:
 
     # Ctrl+C stops the proxy even where it inherited SIGINT ignored
     proxy = vm.spawn("vnc", "vm", "--proxy-only", sigint_ignored=True)
-    proxy.expect(r"on 127\.0\.0\.1:(\d+)")
+    proxy.expect(r"on 127\.0\.0\.1:(\d+)\s")
     port = int(proxy.match.group(1))
     shot = tmp_path / "screen.png"
     client = vnc_api.connect(f"127.0.0.1::{port}", timeout=60)

@@ -88,14 +88,16 @@ def on_console(vm, command: str, expect: str, instance: str = "vm", prompt: str 
                timeout: float = 60) -> str:
     """Run ``command`` in the shell of ``instance``'s guest (``vm``: a Session)
     through `kubectl kova console`, once ``prompt`` shows; the first group of
-    ``expect``."""
+    ``expect``, matched once the rest of its line has arrived (the console
+    streams output in pieces: ``ALIVE-(\\d+)`` would match ``ALIVE-4`` of
+    ``ALIVE-42``)."""
     child = vm.spawn("console", instance, timeout=timeout)
     try:
         child.expect("Ctrl\\+\\] detaches")
         child.send("\r")
         child.expect(prompt)
         child.send(command + "\r")
-        child.expect(expect)
+        child.expect(expect + r"[^\r\n]*\r?\n")
         got = child.match.group(1).decode()
         child.sendcontrol("]")
         child.expect(pexpect.EOF)
