@@ -46,7 +46,8 @@ def cdrom_ejected(xml: str, seed_path: str | None) -> bool:
     cd = iso_cdrom(ET.fromstring(xml), seed_path)
     if cd is None:
         raise DomainSpecError("the domain has no CD-ROM besides the seed")
-    return cd.find("source") is None and cd.find("boot") is None
+    source = cd.find("source")  # a live domain's empty drive may keep a <source/>
+    return (source is None or not source.get("file")) and cd.find("boot") is None
 
 
 def ejected_cdrom_device(xml: str, seed_path: str | None) -> str:

@@ -243,7 +243,7 @@ def disks(stack: BedStack, host: str, uid: str, flags: int = 0) -> dict[str, str
     for d in ET.fromstring(xml).findall("devices/disk"):
         src = d.find("source")
         key = d.get("device") if d.get("device") == "disk" else \
-            f"cdrom:{src.get('file') if src is not None else ''}"
+            f"cdrom:{(src.get('file') or '') if src is not None else ''}"
         out[key] = d.find("boot").get("order") if d.find("boot") is not None else None
     return out
 

@@ -40,7 +40,7 @@ def _disks(xml: str) -> dict[str, str | None]:
     for d in ET.fromstring(xml).findall("devices/disk"):
         src = d.find("source")
         key = d.get("device") if d.get("device") == "disk" else \
-            f"cdrom:{src.get('file') if src is not None else ''}"
+            f"cdrom:{(src.get('file') or '') if src is not None else ''}"
         boot = d.find("boot")
         out[key] = boot.get("order") if boot is not None else None
     return out

@@ -25,7 +25,7 @@ def _boot_orders(xml: str) -> dict[str, str | None]:
     for d in ET.fromstring(xml).findall("devices/disk"):
         src = d.find("source")
         key = d.get("device") if d.get("device") == "disk" else \
-            f"cdrom:{src.get('file') if src is not None else ''}"
+            f"cdrom:{(src.get('file') or '') if src is not None else ''}"
         boot = d.find("boot")
         out[key] = boot.get("order") if boot is not None else None
     return out
