@@ -23,6 +23,7 @@ SUBRESOURCES: dict[str, tuple[str, str]] = {
     "resize-revert": ("PUT", "update"),
     "migrate": ("PUT", "update"),
     "snapshot": ("PUT", "update"),
+    "eject": ("PUT", "update"),
 }
 POWER_ACTIONS = ("start", "stop", "restart", "reboot", "pause", "unpause")
 

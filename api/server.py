@@ -12,6 +12,9 @@ Every request comes from the Kubernetes API server's front proxy
   follow :func:`kova.api.power.plan`, are recorded in ``status.actions``
   with the requesting user, and answer once ``status.powerState`` shows
   the result (or 504 after ``--action-timeout`` seconds);
+* ``PUT .../instances/<name>/eject`` empties the CD-ROM of an Instance
+  booted from an iso Image (:func:`kova.api.media.plan_eject`), recorded and
+  answered like the power actions once the agent did it;
 * ``PUT .../instances/<name>/snapshot?image=`` is recorded and answered at
   once (202), the snapshot followed in the background
   (:mod:`kova.api.snapshot_tasks`).
@@ -35,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from kova import actions as history
 from kova import events, metrics
-from kova.api import discovery, moves, power
+from kova.api import discovery, media, moves, power
 from kova.api.agents import AgentClient, AgentUnavailable, endpoint_of
 from kova.api.auth import (
     CONFIGMAP,
@@ -48,8 +51,9 @@ from kova.api.auth import (
 from kova.api.settings import ApiSettings
 from kova.api.snapshot_tasks import SnapshotTasks
 from kova.crds import names
+from kova.crds import objects as ob
 from kova.crds.names import SUBRESOURCE_API_VERSION, SUBRESOURCE_GROUP
-from kova.kube import Credentials, Kube, KubeError, host_path, instance_path
+from kova.kube import Credentials, Kube, KubeError, host_path, image_path, instance_path
 from kova.log import about
 
 log = logging.getLogger("kova.api")
@@ -67,8 +71,9 @@ class Metrics:
                                   "subresource and HTTP status.", ["subresource", "code"])
         self.sessions = m.gauge("kova_api_sessions", "Open console and VNC sessions.",
                                 ["kind"])
-        self.actions = m.histogram("kova_api_action_duration_seconds", "Power actions from "
-                                   "request to confirmed powerState, by action and result.",
+        self.actions = m.histogram("kova_api_action_duration_seconds", "Power actions "
+                                   "(and eject) from request to confirmed result, by action "
+                                   "and result.",
                                    ["action", "result"],
                                    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120))
 
@@ -221,7 +226,10 @@ class ApiServer:
                 return await self._move(request, inst, sub, user)
             if sub == "snapshot":
                 return await self.snapshots.accept(request, inst, user, failure)
-            return await self._power(inst, sub, user)
+            if sub == "eject":
+                return await self._act(inst, sub, user, media.plan_eject(
+                    inst, await self._image_of(inst)))
+            return await self._act(inst, sub, user, power.plan(sub, inst))
         except AgentUnavailable as exc:
             return failure(exc.status, exc.message, reason=exc.reason, name=name)
 
@@ -286,10 +294,14 @@ class ApiServer:
             upstream.release()
         return resp
 
-    # ------------------------------------------------------------------ power
-    async def _power(self, inst: dict, action: str, user: User) -> web.Response:
+    # ------------------------------------------------------------------ power, eject
+    async def _image_of(self, inst: dict) -> dict | None:
+        key = ob.image_key(inst)
+        return await self.kube.get_or_none(image_path(key)) if key else None
+
+    async def _act(self, inst: dict, action: str, user: User,
+                   plan: power.Plan) -> web.Response:
         md = inst["metadata"]
-        plan = power.plan(action, inst)
         if plan.kind == "refuse":
             return failure(plan.code, plan.message, reason=plan.reason, name=md["name"],
                            subresource=action)
@@ -308,7 +320,7 @@ class ApiServer:
                 await self.kube.merge_patch(instance_path(md["namespace"], md["name"]),
                                             plan.patch or {})
             elif plan.kind == "agent":
-                code, message = await self._agent_action(inst, action, user)
+                code, message = await self._agent_action(inst, action, user, req)
             if code < 300 and plan.target:
                 if not await self._wait_power(md, plan.target):
                     code, message = 504, (f"{action} not confirmed within "
@@ -327,12 +339,14 @@ class ApiServer:
         if code >= 300:
             return failure(code, message, reason="ActionFailed", name=md["name"],
                            subresource=action)
-        current = await self.kube.get_or_none(instance_path(md["namespace"], md["name"]))
+        current = ob.status(await self.kube.get_or_none(
+            instance_path(md["namespace"], md["name"])) or {})
         return web.json_response({
             "kind": "InstanceAction", "apiVersion": SUBRESOURCE_API_VERSION,
             "namespace": md["namespace"], "name": md["name"], "action": action,
             "requestId": req, "user": user.name, "result": result, "message": message,
-            "powerState": ((current or {}).get("status") or {}).get("powerState"),
+            "powerState": current.get("powerState"),
+            **({"cdrom": current["cdrom"]} if current.get("cdrom") else {}),
         })
 
     # ------------------------------------------------------------------ moves
@@ -387,11 +401,12 @@ class ApiServer:
         return await moves.hosts_refusal(
             inst, host, lambda name: self.kube.get_or_none(host_path(name)))
 
-    async def _agent_action(self, inst: dict, action: str, user: User) -> tuple[int, str]:
+    async def _agent_action(self, inst: dict, action: str, user: User,
+                            req: str) -> tuple[int, str]:
         endpoint = await self._endpoint(inst)
         code, body = await self.agents.put(
             endpoint, f"/v1/domains/{inst['metadata']['uid']}/power/{action}",
-            {"user": user.name})
+            {"user": user.name, "request": req})
         return code, body.get("message") or f"the agent answered {code}"
 
     async def _wait_power(self, md: dict, target: str) -> bool:

@@ -890,6 +890,20 @@ class SnapshotProgress(KovaModel):
                                 description="Why it failed (phase Failed).")
 
 
+class CdromStatus(KovaModel):
+    """The CD-ROM of an Instance booted from an iso Image."""
+
+    ejected: bool = Field(
+        description="True once the ISO was ejected (kubectl kova eject): the drive stays, "
+        "empty, the guest boots from its root disk, and restarts, redefinitions and moves "
+        "keep it so.")
+    eject_time: dt.datetime | None = Field(default=None,
+                                           description="When it was ejected (RFC 3339).")
+    request_id: str | None = Field(
+        default=None, max_length=64,
+        description="The eject's entry of status.actions.")
+
+
 class ConsoleStatus(KovaModel):
     """Where to read the instance's serial console."""
 
@@ -1047,6 +1061,11 @@ class InstanceStatus(KovaModel):
         description="IP addresses of the guest; the first one is the primary address.",
     )
     console: ConsoleStatus | None = Field(default=None, description="Serial console.")
+    cdrom: CdromStatus | None = Field(
+        default=None,
+        description="The CD-ROM of an Instance booted from an iso Image, once ejected "
+        "(written by the agent); unset while the ISO is in the drive.",
+    )
     sealed_user_data: SealedUserData | None = Field(
         default=None,
         description="The user data of spec.userData.secretRef sealed for status.host "
@@ -1056,7 +1075,8 @@ class InstanceStatus(KovaModel):
         default=None,
         max_length=MAX_ACTIONS,
         description=f"The last {MAX_ACTIONS} actions on the Instance, oldest first: power "
-        "actions requested through the subresource API (kubectl kova start, stop, ...) "
+        "actions and eject requested through the subresource API (kubectl kova start, stop, "
+        "eject, ...) "
         "and the scheduler's create, reschedule and evacuate.",
     )
     migration: InstanceMigration | None = Field(

@@ -287,6 +287,7 @@ class InstanceActionName(StrEnum):
     CONFIRM_RESIZE = "confirmResize"
     REVERT_RESIZE = "revertResize"
     SNAPSHOT = "snapshot"
+    EJECT = "eject"
 
 
 class MigrationType(StrEnum):
@@ -400,6 +401,11 @@ class SnapshotQuiesce(StrEnum):
 #: The field manager of the agent's ``status.snapshot`` (apart from its other
 #: status fields, which it applies as a whole on every report).
 FIELD_MANAGER_AGENT_SNAPSHOT = "kova-agent-snapshot"
+
+#: The field manager of the agent's ``status.cdrom`` (the record of an
+#: ejected CD-ROM, written once by ``kubectl kova eject``; the agent's other
+#: status fields, applied as a whole, must not remove it).
+FIELD_MANAGER_AGENT_MEDIA = "kova-agent-media"
 
 #: How many actions ``status.actions`` keeps (the newest).
 MAX_ACTIONS = 20
@@ -522,6 +528,8 @@ EVENT_STALE_DOMAIN_REMOVED = "StaleDomainRemoved"
 EVENT_CONSOLE_CONNECTED = "ConsoleConnected"
 EVENT_VNC_CONNECTED = "VNCConnected"
 EVENT_ACTION_REQUESTED = "ActionRequested"
+#: Warning by the agent: ``kubectl kova eject`` could not eject the ISO.
+EVENT_EJECT_FAILED = "EjectFailed"
 #: A snapshot the agent lost (it restarted midway) taken again (Normal).
 EVENT_SNAPSHOT_RETRIED = "SnapshotRetried"
 #: A guest frozen for a snapshot whose thaw failed: it may still be frozen (Warning).

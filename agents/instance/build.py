@@ -83,6 +83,14 @@ def link_cdrom(cached: Path, files: InstanceFiles) -> None:
         os.replace(tmp, link)
 
 
+def cdrom_ejected(obj: dict) -> bool:
+    """Whether the Instance's ISO was ejected (``status.cdrom.ejected``,
+    written by ``kubectl kova eject``): its domain then gets an empty CD-ROM
+    drive and boots from the root disk, and no host links or fetches the ISO
+    for it any more."""
+    return bool((ob.status(obj).get("cdrom") or {}).get("ejected"))
+
+
 class Builder:
     def __init__(self, ctx: AgentContext, report: Reporter, teardown: Teardown,
                  userdata: UserData) -> None:
@@ -135,7 +143,7 @@ class Builder:
         cached = self._fetch(image, source)
         steps("image")
         if source.format == names.ImageFormat.ISO:
-            self._iso_disks(cached, files, int(res["diskGiB"]) * GiB)
+            self._iso_disks(cached, files, int(res["diskGiB"]) * GiB, cdrom_ejected(obj))
         elif not files.disk.exists():
             create_overlay(cached, files.disk, int(res["diskGiB"]) * GiB)
         steps("overlay")
@@ -152,10 +160,13 @@ class Builder:
         return defined
 
     @staticmethod
-    def _iso_disks(cached: CachedImage, files: InstanceFiles, size: int) -> None:
+    def _iso_disks(cached: CachedImage, files: InstanceFiles, size: int,
+                   ejected: bool = False) -> None:
         """An ISO boots as a CD-ROM (Nova's libvirt driver does the same): the
-        link to the cached ISO and a blank root disk of the size claimed."""
-        link_cdrom(cached.path, files)
+        link to the cached ISO (none once ejected) and a blank root disk of
+        the size claimed."""
+        if not ejected:
+            link_cdrom(cached.path, files)
         if not files.disk.exists():
             create_blank_disk(files.disk, size)
 
@@ -163,11 +174,13 @@ class Builder:
         """For an Instance of an iso Image arriving on this host (a move):
         the ISO fetched into this host's cache and verified, linked from the
         Instance's directory here; its cached path.  None for an Instance of
-        any other image.  Raises :class:`ImageError` (also written into the
-        Image's status) when this host cannot use the ISO."""
+        any other image, or whose ISO was ejected.  Raises
+        :class:`ImageError` (also written into the Image's status) when this
+        host cannot use the ISO."""
         image = self.image(obj)
         source = ImageSource.from_image(image)
-        if source.format != names.ImageFormat.ISO:
+        if source.format != names.ImageFormat.ISO or cdrom_ejected(obj):
+            files.cdrom.unlink(missing_ok=True)
             return None
         cached = self._fetch(image, source)
         files.dir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +260,7 @@ class Builder:
             console_log=str(files.console),
             seed_path=str(files.seed),
             cdrom_path=os.readlink(files.cdrom) if files.cdrom.is_symlink() else None,
+            cdrom_ejected=source.format == names.ImageFormat.ISO and cdrom_ejected(obj),
             domain_type=cfg.domain_type,  # type: ignore[arg-type]
             arch=arch,
             machine=cfg.machine,

@@ -18,6 +18,8 @@ reboot     soft: ACPI power button until the guest is       paused, not running
            then started (Nova's soft reboot)
 pause      suspend the vCPUs                                not running
 unpause    resume them                                      not running, not paused
+eject      empty the CD-ROM of an ISO-booted guest, on any  no ISO CD-ROM
+           power state (:mod:`~kova.agents.instance.media`)
 =========  ===============================================  ==========================
 
 Whether the domain should run at all is the Instance's runStrategy, which
@@ -37,7 +39,7 @@ import time
 import libvirt
 
 from kova.agents.context import AgentContext
-from kova.agents.instance import decisions
+from kova.agents.instance import decisions, media
 from kova.agents.instance.report import Reporter
 from kova.agents.instance.userdata import UserData
 from kova.agents.virt.driver import DomainInfo, DriverError
@@ -48,7 +50,7 @@ from kova.errors import Refusal
 
 log = logging.getLogger("kova.agents.instance.power_actions")
 
-ACTIONS = ("start", "stop", "restart", "reboot", "pause", "unpause")
+ACTIONS = ("start", "stop", "restart", "reboot", "pause", "unpause", "eject")
 
 
 class ActionError(Refusal):
@@ -81,7 +83,7 @@ class PowerActions:
         self._lock = threading.Lock()
         self._busy: dict[str, str] = {}
 
-    def run(self, uid: str, action: str, user: str) -> ActionResult:
+    def run(self, uid: str, action: str, user: str, request: str = "") -> ActionResult:
         if action not in ACTIONS:
             raise ActionError(404, "UnknownAction", f"no power action {action!r}; one of "
                               + ", ".join(ACTIONS))
@@ -97,7 +99,10 @@ class PowerActions:
                                   f"{self.ctx.host}")
             obj = self.watch.by_uid(uid)
             log.info("%s of domain %s requested by %s", action, uid, user)
-            result = getattr(self, f"_{action}")(info, obj)
+            if action == "eject":
+                result = self._eject(info, obj, user, request)
+            else:
+                result = getattr(self, f"_{action}")(info, obj)
             if result.changed:
                 self.ctx.metrics.power_actions.labels(action).inc()
                 if obj is not None:
@@ -112,6 +117,22 @@ class PowerActions:
             self.watch.queue_uid(uid)
 
     # ------------------------------------------------------------------
+    def _eject(self, info: DomainInfo, obj: dict | None, user: str,
+               request: str) -> ActionResult:
+        try:
+            changed = media.eject(self.ctx, self.watch, info, request)
+        except (media.EjectError, DriverError) as exc:
+            if obj is not None:
+                self.report.event(obj, "Warning", names.EVENT_EJECT_FAILED,
+                                  f"{self.ctx.host}: the CD-ROM was not ejected (asked by "
+                                  f"{user}): {getattr(exc, 'message', exc)}")
+            if isinstance(exc, media.EjectError):
+                raise ActionError(exc.status, exc.reason, exc.message) from exc
+            raise
+        message = "ejected the CD-ROM: the guest boots from its root disk" if changed \
+            else "the CD-ROM was already empty"
+        return ActionResult(message, self._state(info.uuid), changed)
+
     def _state(self, uid: str) -> str:
         state = self.driver.state(uid)
         return state.power_state if state is not None else PowerState.NO_STATE

@@ -20,7 +20,8 @@ Routes (``uid`` is the domain's UUID, the Instance's metadata.uid):
   proper HTTP error before it accepts the user's websocket;
 * ``GET /v1/domains/<uid>/log?follow=1&tailBytes=N`` -- the serial console log
   file (``text/plain``, streamed while ``follow``);
-* ``PUT /v1/domains/<uid>/power/<action>`` -- :mod:`kova.agents.instance.power_actions`;
+* ``PUT /v1/domains/<uid>/power/<action>`` -- :mod:`kova.agents.instance.power_actions`
+  (``eject`` too: :mod:`kova.agents.instance.media`);
 * ``PUT /v1/domains/<uid>/snapshot?namespace=&instance=&image=&user=&request=&quiesce=``
   -- the root disk into a TenantImage, :mod:`kova.agents.instance.snapshot`
   (``quiesce``: required, auto or off; with ``resume=1``:
@@ -353,9 +354,10 @@ class StreamServer:
     async def _power(self, request: web.Request) -> web.Response:
         uid, action = request.match_info["uid"], request.match_info["action"]
         user = request.query.get("user", "unknown")
+        req = request.query.get("request", "")
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(None, self.power.run, uid, action, user)
+            result = await loop.run_in_executor(None, self.power.run, uid, action, user, req)
         except ActionError as exc:
             return error(exc.status, exc.reason, exc.message)
         return web.json_response(result.to_json())

@@ -13,7 +13,9 @@ Choices (the reasons are in ``docs/agent.md``):
 * the root disk is a qcow2 overlay on virtio (or SATA/SCSI, as the Image's
   ``diskBus`` says), the NoCloud seed a read-only CD-ROM (IDE on the ``pc``
   machine, SATA on ``q35``); an ISO image to boot from is one more read-only
-  CD-ROM, first in the per-device boot order, the root disk second;
+  CD-ROM, first in the per-device boot order, the root disk second; once
+  ejected (``kubectl kova eject``) the drive stays, empty, and the root disk
+  is first (:mod:`~kova.agents.virt.cdrom` does it to a defined domain);
 * the serial console is a pty whose output virtlogd also appends to a log
   file, so ``virsh console`` works and the log survives restarts;
 * no NIC unless a libvirt network or bridge is configured: the MAC address is
@@ -87,6 +89,9 @@ class DomainSpec:
     #: read-only CD-ROM first in the boot order, the root disk (then blank)
     #: second, as Nova's libvirt driver does for an iso image.
     cdrom_path: str | None = None
+    #: The ISO's CD-ROM was ejected (status.cdrom.ejected): the drive is
+    #: there, empty (no ``<source>``), and the root disk boots first.
+    cdrom_ejected: bool = False
     domain_type: DomainType = "qemu"
     arch: str = "x86_64"
     machine: str = "pc"
@@ -272,7 +277,8 @@ def _machine(dom: ET.Element, spec: DomainSpec) -> None:
         _sub(fw, "feature", enabled="no", name="secure-boot")
         if spec.nvram_path:
             _sub(os_el, "nvram", spec.nvram_path)
-    if not spec.cdrom_path:  # else per-device <boot order> (libvirt takes one or the other)
+    if not (spec.cdrom_path or spec.cdrom_ejected):
+        # else per-device <boot order> (libvirt takes one or the other)
         _sub(os_el, "boot", dev="hd")
 
     features = _sub(dom, "features")
@@ -310,7 +316,8 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
         _sub(devices, "emulator", spec.emulator)
 
     cd_bus, cd_dev = _cdrom_bus(spec.machine, spec.arch)
-    if spec.disk_bus == "scsi" or ((spec.seed_path or spec.cdrom_path) and cd_bus == "scsi"):
+    iso_drive = bool(spec.cdrom_path) or spec.cdrom_ejected
+    if spec.disk_bus == "scsi" or ((spec.seed_path or iso_drive) and cd_bus == "scsi"):
         _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     disk = _sub(devices, "disk", type="file", device="disk")
     _sub(disk, "driver", name="qemu", type=spec.disk_format, cache=spec.disk_cache,
@@ -319,17 +326,10 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
     root_dev = "vda" if spec.disk_bus == "virtio" else "sda"
     _sub(disk, "target", dev=root_dev, bus=spec.disk_bus)
     _sub(disk, "serial", spec.meta.uid.replace("-", "")[:20])
-    if spec.cdrom_path:
-        _sub(disk, "boot", order="2")
+    if iso_drive:
+        _sub(disk, "boot", order="1" if spec.cdrom_ejected else "2")
 
-    taken = {root_dev}
-    if spec.seed_path:
-        dev = "sdb" if cd_dev == root_dev else cd_dev
-        taken.add(dev)
-        _cdrom(devices, spec.seed_path, cd_bus, dev)
-    if spec.cdrom_path:
-        dev = _free_cdrom_dev(cd_bus, taken)
-        _sub(_cdrom(devices, spec.cdrom_path, cd_bus, dev), "boot", order="1")
+    _cdroms(devices, spec, cd_bus, cd_dev, root_dev)
 
     if spec.network or spec.bridge:
         if spec.network:
@@ -366,11 +366,28 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
     _sub(rng, "backend", "/dev/urandom", model="random")
 
 
-def _cdrom(devices: ET.Element, path: str, bus: str, dev: str) -> ET.Element:
-    """A read-only CD-ROM holding the ISO file ``path``."""
+def _cdroms(devices: ET.Element, spec: DomainSpec, bus: str, seed_dev: str,
+            root_dev: str) -> None:
+    """The seed's CD-ROM, then the ISO's: first in the boot order, or empty
+    and out of it once ejected."""
+    taken = {root_dev}
+    if spec.seed_path:
+        dev = "sdb" if seed_dev == root_dev else seed_dev
+        taken.add(dev)
+        _cdrom(devices, spec.seed_path, bus, dev)
+    if spec.cdrom_ejected:
+        _cdrom(devices, None, bus, _free_cdrom_dev(bus, taken))
+    elif spec.cdrom_path:
+        dev = _free_cdrom_dev(bus, taken)
+        _sub(_cdrom(devices, spec.cdrom_path, bus, dev), "boot", order="1")
+
+
+def _cdrom(devices: ET.Element, path: str | None, bus: str, dev: str) -> ET.Element:
+    """A read-only CD-ROM holding the ISO file ``path`` (None: empty)."""
     cd = _sub(devices, "disk", type="file", device="cdrom")
     _sub(cd, "driver", name="qemu", type="raw")
-    _sub(cd, "source", file=path)
+    if path is not None:
+        _sub(cd, "source", file=path)
     _sub(cd, "target", dev=dev, bus=bus)
     _sub(cd, "readonly")
     return cd

@@ -69,6 +69,7 @@ def main(ctx: click.Context, kubeconfig: str | None, context: str | None,
       kubectl kova console web-1          # serial console (Ctrl+] detaches)
       kubectl kova vnc web-1              # a local port for a VNC viewer
       kubectl kova stop web-1             # and start, restart, reboot, pause, unpause
+      kubectl kova eject web-1            # an installer is done: empty its CD-ROM
       kubectl kova logs -f web-1          # the serial console log, followed
       kubectl kova actions web-1          # who did what, when
       kubectl kova resize web-1 --flavor m1.large   # then --confirm or --revert
@@ -168,6 +169,23 @@ def _power_command(action: str) -> click.Command:
 
 for _action in ACTION_HELP:
     main.add_command(_power_command(_action))
+
+
+@main.command()
+@click.argument("name")
+@cluster_options
+@click.pass_context
+def eject(ctx: click.Context, name: str, **_: str) -> None:
+    """Eject the CD-ROM of instance NAME, booted from an iso Image (an
+    installer that is done): the drive stays, empty, and the guest boots
+    from its root disk from then on, across restarts and moves."""
+    cluster = _cluster(ctx)
+    ns = cluster.namespace
+    click.echo(f"ejecting the CD-ROM of instance {ns}/{name} ...", err=True)
+    out = cluster.request("PUT", cluster.subresource_path(ns, name, "eject"),
+                          f"eject the CD-ROM of instance {ns}/{name}")
+    click.echo(f"instance.{GROUP}/{name} eject: {out.get('message')} (powerState "
+               f"{out.get('powerState') or '-'}, request {out.get('requestId')})")
 
 
 @main.command()

@@ -229,3 +229,56 @@ def test_a_destination_that_cannot_use_the_iso_leaves_the_guest_running(
     wait_for(lambda: cdroms(stack, dest, uid) is None
              and not instance_dir(stack, dest, uid).exists(), 60, 1.0,
              "the destination's copy removed by the revert")
+
+
+def disks(stack: BedStack, host: str, uid: str, flags: int = 0) -> dict[str, str | None]:
+    """Every disk of ``uid``'s domain on ``host``: ``disk`` or ``cdrom:<file or
+    empty>`` -> boot order."""
+    conn = libvirt.open(stack.libvirt_uris[host])
+    try:
+        xml = conn.lookupByUUIDString(uid).XMLDesc(flags)
+    finally:
+        conn.close()
+    out = {}
+    for d in ET.fromstring(xml).findall("devices/disk"):
+        src = d.find("source")
+        key = d.get("device") if d.get("device") == "disk" else \
+            f"cdrom:{(src.get('file') or '') if src is not None else ''}"
+        out[key] = d.find("boot").get("order") if d.find("boot") is not None else None
+    return out
+
+
+def test_an_ejected_cdrom_stays_empty_through_live_and_cold_migration(stack, vm, iso) -> None:
+    """Last of the module: the guest ejects its CD (kubectl kova eject), then
+    moves live and cold; no host links or fetches the ISO for it again, and
+    each definition has the empty drive with the root disk first."""
+    uid, source, dest = where(vm, stack)
+    vm.wait_power("Running")
+    assert on_console(vm, SEES_CD, r"CDS=(\d+)") == "1"
+    code, out, err = vm.kova("eject", "vm")
+    assert code == 0 and "ejected the CD-ROM" in out, (out, err)
+    assert on_console(vm, SEES_CD, r"CDS=(\d+)") == "0"
+    assert vm.obj()["status"]["cdrom"]["ejected"] is True
+    assert not (instance_dir(stack, source, uid) / "cdrom.iso").is_symlink()
+    inactive = disks(stack, source, uid, libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert inactive["disk"] == "1" and inactive["cdrom:"] is None, inactive
+
+    code, out, err = vm.kova("migrate", "vm", "--live", "--timeout", "300", timeout=360)
+    assert code == 0, (out, err)
+    assert vm.obj()["status"]["host"] == dest
+    live = disks(stack, dest, uid)
+    assert "cdrom:" in live and not any(k.startswith("cdrom:/") and "seed" not in k
+                                        for k in live), live
+    inactive = disks(stack, dest, uid, libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert inactive["disk"] == "1" and inactive["cdrom:"] is None, inactive
+    assert not (instance_dir(stack, dest, uid) / "cdrom.iso").exists()
+    assert on_console(vm, SEES_CD, r"CDS=(\d+)") == "0"  # the same guest, still empty
+
+    # Cold, back: the destination defines the domain from the record.
+    code, out, err = vm.kova("migrate", "vm", "--timeout", "300", timeout=360)
+    assert code == 0, (out, err)
+    back = disks(stack, source, uid)
+    assert back["disk"] == "1" and back["cdrom:"] is None, back
+    assert not (instance_dir(stack, source, uid) / "cdrom.iso").exists()
+    code, out, err = vm.kova("resize", "vm", "--confirm")
+    assert code == 0, (out, err)

@@ -40,7 +40,7 @@ def test_apiservice_and_discovery(kova_api, kubectl) -> None:
         "instances/console": ["get"], "instances/vnc": ["get"], "instances/log": ["get"],
         **{f"instances/{a}": ["update"] for a in
            ("start", "stop", "restart", "reboot", "pause", "unpause", "resize-confirm",
-            "resize-revert", "migrate", "snapshot")}}
+            "resize-revert", "migrate", "snapshot", "eject")}}
     kubectl("api-resources", "-o", "name")  # fails on a broken aggregated API
     groups = json.loads(kubectl("get", "--raw", "/apis").stdout)
     assert "subresources.kova.dev" in {g["name"] for g in groups["groups"]}

@@ -172,7 +172,8 @@ def test_discovery_documents_and_errors() -> None:
     assert discovery.api_group_list()["groups"][0]["preferredVersion"]["groupVersion"] == \
         "subresources.kova.dev/v1alpha1"
     names = [r["name"] for r in discovery.api_resource_list()["resources"]]
-    assert all(n.startswith("instances/") for n in names) and len(names) == 13
+    assert all(n.startswith("instances/") for n in names) and len(names) == 14
+    assert "instances/eject" in names
     err = discovery.status(409, "busy", kova_reason="ConsoleBusy", name="vm",
                            subresource="console")
     assert err["reason"] == "Conflict" and err["code"] == 409

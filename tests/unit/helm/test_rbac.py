@@ -66,6 +66,7 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         # a snapshot's TenantImage, saving, from its request on; stored while it was away
         (KOVA, "tenantimages"): {"get", "create"},
         (KOVA, "tenantimages/status"): {"patch"},     # Saving, then SnapshotFailed
+        (KOVA, "images"): {"get"},                    # eject: is the Image an ISO?
         ("", "events"): {"create"},
     },
 }
@@ -74,7 +75,7 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
 SUB = "subresources.kova.dev"
 POWER = {f"instances/{a}" for a in ("start", "stop", "restart", "reboot", "pause", "unpause",
                                     "resize-confirm", "resize-revert", "migrate",
-                                    "snapshot")}
+                                    "snapshot", "eject")}
 USER_WRITE = READ | {"create", "update", "patch", "delete"}
 USER_ROLES: dict[str, dict[tuple[str, str], set[str]]] = {
     "kova-view": {

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 PLUGIN = str(Path(sys.executable).parent / "kubectl-kova")
-COMMANDS = ("actions", "console", "logs", "migrate", "pause", "reboot", "resize", "restart",
+COMMANDS = ("actions", "console", "eject", "logs", "migrate", "pause", "reboot", "resize", "restart",
             "snapshot", "start", "stop",
             "unpause", "vnc")
 #: Commands about other things than one Instance (no -n/--namespace).
