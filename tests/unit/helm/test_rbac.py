@@ -66,6 +66,8 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         # a snapshot's TenantImage, saving, from its request on; stored while it was away
         (KOVA, "tenantimages"): {"get", "create"},
         (KOVA, "tenantimages/status"): {"patch"},     # Saving, then SnapshotFailed
+        # the Instance's image at a snapshot: requireQuiesce, the properties kept
+        (KOVA, "images"): {"get"},
         ("", "events"): {"create"},
     },
 }
