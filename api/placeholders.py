@@ -29,16 +29,24 @@ log = logging.getLogger("kova.api.snapshots")
 FIELD_MANAGER = "kova-api"
 
 
-def body(inst: dict, image: str, req: str, user: str) -> dict:
-    """The TenantImage ``image`` of Instance ``inst``'s snapshot ``req``, saving."""
+def body(inst: dict, image: str, req: str, user: str, source: dict | None = None) -> dict:
+    """The TenantImage ``image`` of Instance ``inst``'s snapshot ``req``,
+    saving, with the ``properties`` of ``source`` (the Image or TenantImage
+    the Instance boots from, None when it is gone), as a Nova snapshot
+    inherits its instance's image properties: the copy needs the same disk
+    bus, NIC model, firmware, and quiescing (``requireQuiesce``)."""
     md = inst["metadata"]
+    spec: dict = {"saving": True, "format": "qcow2"}
+    properties = ((source or {}).get("spec") or {}).get("properties")
+    if properties:
+        spec["properties"] = dict(properties)
     return {
         "apiVersion": names.API_VERSION, "kind": names.ImageKind.TENANT_IMAGE.value,
         "metadata": {"name": image, "namespace": md["namespace"], "annotations": {
             names.ANNOTATION_SNAPSHOT_OF: f"{md['namespace']}/{md['name']}",
             names.ANNOTATION_SNAPSHOT_REQUEST: req,
             f"{names.GROUP}/requested-by": user[:1024]}},
-        "spec": {"saving": True, "format": "qcow2"},
+        "spec": spec,
     }
 
 
@@ -65,12 +73,14 @@ def is_placeholder_of(obj: dict | None, req: str) -> bool:
         notes.get(names.ANNOTATION_SNAPSHOT_REQUEST) == req
 
 
-async def create(kube: Kube, inst: dict, image: str, req: str, user: str) -> dict:
-    """Create the saving TenantImage (KubeError 409 when the name is taken)
-    and write its status (best effort: the object is what counts)."""
+async def create(kube: Kube, inst: dict, image: str, req: str, user: str,
+                 source: dict | None = None) -> dict:
+    """Create the saving TenantImage (KubeError 409 when the name is taken),
+    with ``source``'s properties (:func:`body`), and write its status (best
+    effort: the object is what counts)."""
     ns = inst["metadata"]["namespace"]
     obj = await kube.create(custom_path(names.TENANT_IMAGES, namespace=ns),
-                            body(inst, image, req, user))
+                            body(inst, image, req, user, source))
     try:
         await kube.apply(custom_path(names.TENANT_IMAGES, image, namespace=ns,
                                      subresource="status"),

@@ -46,8 +46,10 @@ from kova import events
 from kova.api import placeholders, snapshots
 from kova.api.agents import CONNECTION_LOST, AgentUnavailable
 from kova.api.auth import User, resource_review
+from kova.api.moves import Refusal
 from kova.crds import names
-from kova.kube import KubeError, custom_path, instance_path
+from kova.crds import objects as ob
+from kova.kube import KubeError, custom_path, image_path, instance_path
 from kova.log import about
 
 if TYPE_CHECKING:
@@ -57,7 +59,7 @@ log = logging.getLogger("kova.api.snapshots")
 
 #: The reason of the Warning Event on an Instance whose snapshot failed.
 EVENT_SNAPSHOT_FAILED = "SnapshotFailed"
-_IMAGE_IN_MESSAGE = re.compile(r"snapshot to TenantImage (\S+)")
+_IMAGE_IN_MESSAGE = re.compile(r"snapshot to TenantImage ([^\s,]+)")
 
 
 class SnapshotTasks:
@@ -112,7 +114,8 @@ class SnapshotTasks:
                 self._follow(inst, Attempt(
                     req, a.get("user") or "unknown", image, a.get("startTime") or "",
                     int(a.get("attempt") or 1), a.get("imageUID") or "",
-                    a.get("quiesce") or names.SnapshotQuiesce.AUTO), resume=True)
+                    a.get("quiesce") or names.SnapshotQuiesce.AUTO,
+                    a.get("quiesceFrom") or ""), resume=True)
                 taken += 1
         return taken
 
@@ -137,23 +140,17 @@ class SnapshotTasks:
         md = inst["metadata"]
         ns, name = md["namespace"], md["name"]
         image = request.query.get("image", "")
-        quiesce = request.query.get("quiesce") or names.SnapshotQuiesce.AUTO
-        refusal = snapshots.refusal(inst, image, quiesce)
-        if refusal is not None:
-            return failure(refusal.code, refusal.message, reason=refusal.reason, name=name,
+        checked = await self._check(inst, user, image, request.query.get("quiesce") or None)
+        if isinstance(checked, Refusal):
+            return failure(checked.code, checked.message, reason=checked.reason, name=name,
                            subresource="snapshot")
-        review = await srv.kube.request(
-            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            json=resource_review(user, verb="create", namespace=ns, group=names.GROUP,
-                                 resource=names.TENANT_IMAGES, name=image))
-        if not (review.get("status") or {}).get("allowed"):
-            return failure(403, snapshots.forbidden(user.name, ns), name=name,
-                           subresource="snapshot")
+        source, choice = checked
+        quiesce = choice.mode
         endpoint = await srv._endpoint(inst)  # an unreachable host is refused now (503)
         req = history.request_id()
         what = f"snapshot to TenantImage {image}"
         try:  # the TenantImage at once, saving: a name taken is refused before any copy
-            uid = (await placeholders.create(srv.kube, inst, image, req, user.name)
+            uid = (await placeholders.create(srv.kube, inst, image, req, user.name, source)
                    )["metadata"]["uid"]
         except KubeError as exc:
             if exc.status != 409:
@@ -161,8 +158,10 @@ class SnapshotTasks:
             return failure(409, f"TenantImage {ns}/{image} already exists: nothing was "
                            "copied (delete it, or choose another name)", reason="AlreadyExists",
                            name=name, subresource="snapshot")
-        entry = {**history.started(names.InstanceActionName.SNAPSHOT, user.name, req, what),
-                 "image": image, "attempt": 1, "imageUID": uid, "quiesce": quiesce}
+        entry = {**history.started(names.InstanceActionName.SNAPSHOT, user.name, req,
+                                   f"{what}, {choice.note()}"),
+                 "image": image, "attempt": 1, "imageUID": uid, "quiesce": quiesce,
+                 "quiesceFrom": choice.origin}
         self._accepting.add(req)
         try:
             # The label first: an action recorded is always found again.
@@ -170,7 +169,7 @@ class SnapshotTasks:
                 "metadata": {"labels": {names.LABEL_SNAPSHOT_IN_PROGRESS: req}}})
             await srv._record(inst, lambda a: history.append(a, entry))
             self._follow(inst, Attempt(req, user.name, image, entry["startTime"], 1, uid,
-                                       quiesce), endpoint=endpoint)
+                                       quiesce, choice.origin), endpoint=endpoint)
         except BaseException as exc:
             await placeholders.mark_failed(srv.kube, inst, image, req, uid,
                                            f"the request was not recorded: {exc}")
@@ -178,12 +177,47 @@ class SnapshotTasks:
         finally:
             self._accepting.discard(req)
         await srv._event(inst, names.EVENT_ACTION_REQUESTED,
-                         f"{user.name} asked for a {what} ({req})")
-        message = (f"{what} accepted; follow it with kubectl kova actions -n {ns} {name} "
-                   f"({req})")
-        return web.json_response(snapshots.answer(
+                         f"{user.name} asked for a {what}, {choice.note()} ({req})")
+        message = (f"{what} accepted ({choice.note()}); follow it with kubectl kova actions "
+                   f"-n {ns} {name} ({req})")
+        return web.json_response({**snapshots.answer(
             inst, req, user.name, names.ActionResult.IN_PROGRESS, message, image, {}),
-            status=202)
+            "quiesce": quiesce, "quiesceFrom": choice.origin}, status=202)
+
+    async def _check(self, inst: dict, user: User, image: str, asked: str | None
+                     ) -> tuple[dict | None, snapshots.Quiesce] | Refusal:
+        """Why a snapshot of ``inst`` into TenantImage ``image`` with
+        quiescing ``asked`` (None: as the Instance's image says) is refused;
+        else the image the Instance boots from (None: gone) and the
+        snapshot's quiescing."""
+        ns = inst["metadata"]["namespace"]
+        refusal = snapshots.refusal(inst, image, asked or names.SnapshotQuiesce.AUTO)
+        if refusal is not None:
+            return refusal
+        review = await self.server.kube.request(
+            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            json=resource_review(user, verb="create", namespace=ns, group=names.GROUP,
+                                 resource=names.TENANT_IMAGES, name=image))
+        if not (review.get("status") or {}).get("allowed"):
+            return Refusal(403, "", snapshots.forbidden(user.name, ns))
+        source = await self._source_image(inst)
+        if isinstance(source, Refusal):
+            return source
+        choice = snapshots.quiesce(inst, asked, source)
+        return choice if isinstance(choice, Refusal) else (source, choice)
+
+    async def _source_image(self, inst: dict) -> dict | Refusal | None:
+        """The Image or TenantImage ``inst`` boots from (None when it is
+        gone): whether it requires quiescing, the properties its snapshot
+        keeps; a 503 ``ImageUnreadable`` refusal when it cannot be read."""
+        key = ob.image_key(inst)
+        try:
+            return await self.server.kube.get_or_none(image_path(key)) if key else None
+        except (KubeError, aiohttp.ClientError, OSError) as exc:
+            return Refusal(503, "ImageUnreadable", (
+                f"{snapshots.image_named(inst)} could not be read to know whether it requires "
+                f"quiescing (properties.{snapshots.REQUIRE_QUIESCE}): {exc}; nothing was "
+                "copied"))
 
     async def _run(self, inst: dict, endpoint: tuple[str, int] | None, at: Attempt,
                    resume: bool = False) -> None:
@@ -271,6 +305,9 @@ class SnapshotTasks:
         result = names.ActionResult.SUCCESS if code < 300 else names.ActionResult.ERROR
         if code >= 300:
             message = f"{body.get('reason') or 'SnapshotFailed'}: {message}"
+        if at.quiesce_from and (choice := snapshots.Quiesce(at.quiesce, at.quiesce_from)
+                                ).by_image:
+            message = f"{message} ({choice.note()})"
         await srv._record(inst, lambda a: history.finish(a, at.req, result, message))
         if code >= 300 and at.image_uid and await placeholders.mark_failed(
                 srv.kube, inst, at.image, at.req, at.image_uid, message):
@@ -357,6 +394,9 @@ class Attempt:
     image_uid: str = ""
     #: Its quiescing through the guest agent (required, auto, off).
     quiesce: str = names.SnapshotQuiesce.AUTO
+    #: Where that came from (:attr:`kova.api.snapshots.Quiesce.origin`; ""
+    #: for an action recorded without it).
+    quiesce_from: str = ""
 
 
 def _in_progress(action: dict) -> bool:

@@ -298,6 +298,13 @@ class ImageProperties(KovaModel):
         "e1000 or rtl8139, for guests without virtio-net drivers.",
     )
     os_type: OSType = Field(default=OSType.LINUX, description="linux or windows.")
+    require_quiesce: bool = Field(
+        default=False,
+        description="Snapshots of its Instances must quiesce the guest (Glance's "
+        "os_require_quiesce): with true, kubectl kova snapshot without --quiesce freezes "
+        "the guest's file systems through its QEMU guest agent and fails when no agent "
+        "answers; --quiesce auto or off is refused. A snapshot's TenantImage keeps it.",
+    )
     os_distro: str | None = Field(
         default=None,
         max_length=MAX_LABEL,
@@ -862,6 +869,12 @@ class InstanceAction(KovaModel):
         default=None,
         description="A snapshot's quiescing through the QEMU guest agent: required, auto "
         "(frozen when the agent answers) or off.",
+    )
+    quiesce_from: str | None = Field(
+        default=None, max_length=512,
+        description="Where a snapshot's quiesce came from: request (--quiesce), the image "
+        "whose properties.requireQuiesce requires it (e.g. Image debian-12), or default "
+        "(neither asked: auto).",
     )
     image_uid: str | None = Field(
         default=None, alias="imageUID", max_length=64,

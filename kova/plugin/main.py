@@ -393,16 +393,19 @@ def _duration(start: str | None, finish: str | None) -> str:
 @click.option("--image", "image", required=True,
               help="Name of the TenantImage to create in the Instance's namespace.")
 @click.option("--quiesce", type=click.Choice([m.value for m in names.SnapshotQuiesce]),
-              default=names.SnapshotQuiesce.AUTO.value, show_default=True,
+              default=None,
               help="Freeze the guest's filesystems through its QEMU guest agent while "
               "the copy starts: required (refused without an agent), auto (when an "
-              "agent answers; crash-consistent otherwise) or off.")
+              "agent answers; crash-consistent otherwise) or off.  Not given: as the "
+              "instance's Image or TenantImage says -- required when its "
+              "properties.requireQuiesce is true (Glance's os_require_quiesce; auto and "
+              "off are then refused), auto otherwise.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Follow the snapshot until it is stored (or failed).")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to follow it.")
 @cluster_options
 @click.pass_context
-def snapshot(ctx: click.Context, name: str, image: str, quiesce: str, wait: bool,
+def snapshot(ctx: click.Context, name: str, image: str, quiesce: str | None, wait: bool,
              timeout: float, **_: str) -> None:
     """Save the root disk of instance NAME as TenantImage IMAGE of its
     namespace: the disk is copied, as it is when the copy starts, into one
@@ -422,7 +425,7 @@ def snapshot(ctx: click.Context, name: str, image: str, quiesce: str, wait: bool
     click.echo(f"snapshotting instance {ns}/{name} into TenantImage {image} ...", err=True)
     out = cluster.request("PUT", cluster.subresource_path(ns, name, "snapshot"),
                           f"snapshot instance {ns}/{name}",
-                          query={"image": image, "quiesce": quiesce})
+                          query=snapshot_query(image, quiesce))
     req = out.get("requestId")
     if not wait:
         click.echo(f"snapshot of instance {ns}/{name} into TenantImage {image} accepted "
@@ -441,6 +444,12 @@ def snapshot(ctx: click.Context, name: str, image: str, quiesce: str, wait: bool
         pass  # the result is known; the checksum is a detail
     click.echo(f"tenantimage.{GROUP}/{image} created from instance {ns}/{name}: "
                f"{entry.get('message')} (sha256 {sha}, request {req})")
+
+
+def snapshot_query(image: str, quiesce: str | None) -> dict[str, str]:
+    """The query of ``instances/snapshot``: ``quiesce`` only when given (the
+    API component otherwise takes it from the instance's image)."""
+    return {"image": image, **({"quiesce": quiesce} if quiesce else {})}
 
 
 def snapshot_progress(snap: dict) -> str:

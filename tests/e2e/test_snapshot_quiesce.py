@@ -15,7 +15,9 @@ console.  A second guest's user-data turns the agent off
 * the guest without: ``--quiesce required`` ends Error ``QuiesceFailed``,
   its TenantImage marked SnapshotFailed and no copy left; once that
   TenantImage is deleted, the default (``auto``) takes a crash-consistent
-  snapshot into the same name and says so.
+  snapshot into the same name and says so; once its TenantImage has
+  ``properties.requireQuiesce``, ``--quiesce off`` is refused and no
+  ``--quiesce`` ends ``QuiesceFailed`` like required, naming the image.
 
 The test image runs from its initramfs: no disk file system is mounted, so
 the agent freezes none (its count is 0) -- what is checked is the freeze
@@ -121,6 +123,22 @@ def test_a_guest_with_its_agent_is_frozen_one_without_is_refused_when_required(
     assert entry["result"] == "Success" and entry["quiesce"] == "auto", entry
     assert ("not quiesced (no guest agent is connected on its channel): crash-consistent"
             in entry["message"]), entry
+
+    # Its TenantImage made to require quiescing (Glance's os_require_quiesce):
+    # --quiesce off is refused at the request, and no --quiesce is refused
+    # like required, the history naming the image.
+    kubectl("-n", ns, "patch", "tenantimage", "base", "--type=merge",
+            "-p", json.dumps({"spec": {"properties": {"requireQuiesce": True}}}))
+    code, out, err = s.kova("snapshot", "mute", "--image", "mute-loose", "--quiesce", "off")
+    assert code != 0 and ("TenantImage base requires quiescing (properties.requireQuiesce, "
+                          "Glance's os_require_quiesce)") in err, (out, err)
+    code, out, err = s.kova("snapshot", "mute", "--image", "mute-req", timeout=600)
+    assert code != 0 and "QuiesceFailed: the snapshot requires quiescing and no guest " \
+        "agent is connected on its channel (quiesce required by TenantImage base " \
+        "(properties.requireQuiesce))" in err, (out, err)
+    entry = _snapshot_entry(kubectl, ns, "mute", "mute-req")
+    assert entry["result"] == "Error" and entry["quiesce"] == "required", entry
+    assert entry["quiesceFrom"] == "TenantImage base", entry
 
     # The quiesced snapshot boots, its guest agent with it.
     _instance(kubectl, ns, "again", "quiet-snap")

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import time
 
+import httpx
 import pytest
 
 from kova.crds import names as contract
@@ -34,13 +36,26 @@ def _qemu_io(path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def source(harness, small_image, kova_api, store):  # noqa: F811
+    return _source(harness, small_image, kova_api, store, {"osDistro": "debian"})
+
+
+@pytest.fixture
+def quiescing(harness, small_image, kova_api, store):  # noqa: F811
+    """Instance src of an Image whose properties.requireQuiesce is true."""
+    return _source(harness, small_image, kova_api, store,
+                   {"osDistro": "debian", "requireQuiesce": True})
+
+
+def _source(harness, small_image, kova_api, store, properties: dict):  # noqa: F811
+    """Instance src, Running, of Image base-<host> of ``properties``, on an
+    agent with its stream endpoint and the image store: its disk."""
     pki = kova_api.pki
     harness.agent(stream_cert_file=str(pki.agent_crt), stream_key_file=str(pki.agent_key),
                   stream_client_ca_file=str(pki.ca_crt), stream_port=0,
                   stream_bind="127.0.0.1", image_ca_file=str(store.ca),
                   image_store_url=store.url)
     base = f"base-{harness.host}"
-    harness.image(base, small_image)
+    harness.image(base, small_image, properties=properties)
     uid = harness.instance("src", base)["metadata"]["uid"]
     harness.wait_phase("src", "Running")
     wait_for(lambda: ((harness.host_obj() or {}).get("status") or {}).get("streamEndpoint"),
@@ -85,8 +100,9 @@ def test_snapshot_into_a_tenant_image_boots_after_the_source_is_gone(
     assert entry["result"] == "Success" and entry["user"] == editor.username, entry
     assert entry["message"].startswith(f"TenantImage {ns}/golden: "), entry
     assert entry["image"] == "golden" and entry["attempt"] == 1, entry
-    # No guest agent answers on the test driver: crash-consistent, and said so.
-    assert entry["quiesce"] == "auto", entry
+    # No guest agent answers on the test driver: crash-consistent, and said so;
+    # neither the request nor the image asked for a mode: auto by default.
+    assert entry["quiesce"] == "auto" and entry["quiesceFrom"] == "default", entry
     assert "not quiesced (no guest agent is connected on its channel): crash-consistent" \
         in entry["message"], entry
     # The very object created at the request, filled by the store.
@@ -95,6 +111,12 @@ def test_snapshot_into_a_tenant_image_boots_after_the_source_is_gone(
     assert "saving" not in img["spec"] and img["spec"]["sha256"] == img["status"]["sha256"]
     assert img["spec"]["source"]["url"] == f"{store.url}/v1/namespaces/{ns}/images/golden"
     assert img["metadata"]["finalizers"] == ["kova.dev/image-store"], img["metadata"]
+    # The source image's properties came along (as a Nova snapshot inherits them).
+    base = harness.custom.get_cluster_custom_object(G, V, contract.IMAGES,
+                                                    f"base-{harness.host}")
+    assert img["spec"]["properties"] == base["spec"]["properties"], img["spec"]
+    assert img["spec"]["properties"]["osDistro"] == "debian"
+    assert img["spec"]["properties"]["requireQuiesce"] is False
     assert contract.LABEL_SNAPSHOT_IN_PROGRESS not in (
         harness.get("src")["metadata"].get("labels") or {})
 
@@ -118,6 +140,16 @@ def test_snapshot_into_a_tenant_image_boots_after_the_source_is_gone(
     harness.wait_phase("copy", "Running", timeout=30)
     disk = harness.tmp / "instances" / uid / "disk.qcow2"
     assert _qemu_io(disk, "-r", "-U", *READ_MARKER).returncode == 0
+
+    # Its TenantImage, once it requires quiescing, decides for the copy's snapshots.
+    harness.custom.patch_namespaced_custom_object(
+        G, V, ns, contract.TENANT_IMAGES, "golden", {"spec": {"properties": {
+            "requireQuiesce": True}}})
+    out = plugin(editor, "snapshot", "copy", "--image", "golden-2", "--quiesce", "off")
+    assert out.returncode != 0, out.stdout
+    assert ("TenantImage golden requires quiescing (properties.requireQuiesce, Glance's "
+            "os_require_quiesce): a snapshot of instance copy with quiesce off is refused") \
+        in out.stderr, out.stderr
 
 
 def test_a_snapshot_requiring_quiescing_is_refused_without_a_guest_agent(
@@ -146,6 +178,69 @@ def test_a_snapshot_requiring_quiescing_is_refused_without_a_guest_agent(
                       if e.reason == "SnapshotFailed" and "QuiesceFailed" in e.message],
              20, 0.5, "a SnapshotFailed Event")
     assert harness.get("src")["status"]["powerState"] == "Running"
+
+
+def test_an_image_requiring_quiescing_decides_a_snapshot_without_quiesce(
+        harness, quiescing, store, make_user, namespace):  # noqa: F811
+    """An Instance whose Image has properties.requireQuiesce: less than
+    required asked explicitly is refused at the request (409
+    QuiesceRequired, naming the property and the image), nothing created or
+    recorded; without --quiesce the snapshot requires quiescing, and the
+    guest of the test driver, with no agent on its channel, is refused
+    QuiesceFailed like --quiesce required, the action saying the image
+    required it; the TenantImage made at the request has the image's
+    properties."""
+    ns = namespace
+    image = f"base-{harness.host}"
+    editor = make_user("editor", "kova-edit", ns)
+    for mode in ("off", "auto"):
+        out = plugin(editor, "snapshot", "src", "--image", "loose", "--quiesce", mode)
+        assert out.returncode != 0, (out.stdout, out.stderr)
+        assert (f"Image {image} requires quiescing (properties.requireQuiesce, Glance's "
+                f"os_require_quiesce): a snapshot of instance src with quiesce {mode} is "
+                "refused; snapshot it without --quiesce") in out.stderr, out.stderr
+    # Machine-readable through the API server: 409, Kova's reason in the causes.
+    answer = _put_as(editor, f"/apis/{contract.SUBRESOURCE_API_VERSION}/namespaces/{ns}/"
+                     "instances/src/snapshot", {"image": "loose", "quiesce": "off"})
+    assert answer.status_code == 409, answer.text
+    body = answer.json()
+    assert (body["kind"], body["reason"], body["code"]) == ("Status", "Conflict", 409), body
+    (cause,) = body["details"]["causes"]
+    assert cause["reason"] == "QuiesceRequired" and "properties.requireQuiesce" in \
+        cause["message"] and f"Image {image}" in cause["message"], cause
+    assert _tenant_image(harness, ns, "loose") is None
+    assert not [a for a in harness.get("src")["status"].get("actions") or []
+                if a["action"] == "snapshot"]
+
+    out = plugin(editor, "snapshot", "src", "--image", "calm")
+    assert out.returncode != 0, (out.stdout, out.stderr)
+    assert ("QuiesceFailed: the snapshot requires quiescing and no guest agent is connected "
+            f"on its channel (quiesce required by Image {image} (properties.requireQuiesce))"
+            ) in out.stderr, out.stderr
+    (entry,) = [a for a in harness.get("src")["status"]["actions"] if a["action"] == "snapshot"]
+    assert entry["result"] == "Error" and entry["quiesce"] == "required", entry
+    assert entry["quiesceFrom"] == f"Image {image}", entry
+    img = wait_for(lambda: (i := _tenant_image(harness, ns, "calm")) and _available(i).get(
+        "reason") == "SnapshotFailed" and i, 20, 0.2, "the TenantImage marked SnapshotFailed")
+    assert img["spec"]["properties"]["requireQuiesce"] is True, img["spec"]
+    assert img["spec"]["properties"]["osDistro"] == "debian", img["spec"]
+    assert not list(quiescing.parent.glob("snapshot-*.qcow2"))
+    wait_for(lambda: [e for e in harness.core.list_namespaced_event(ns).items
+                      if e.reason == "SnapshotFailed" and "QuiesceFailed" in e.message
+                      and f"required by Image {image}" in e.message],
+             20, 0.5, "a SnapshotFailed Event naming the image")
+    assert harness.get("src")["status"]["powerState"] == "Running"
+
+
+def _put_as(user, path: str, query: dict) -> httpx.Response:
+    """``PUT path?query`` through the API server with ``user``'s credentials."""
+    cfg = json.loads(user.kubeconfig.read_text())
+    cluster = cfg["clusters"][0]["cluster"]
+    token = cfg["users"][0]["user"]["token"]
+    return httpx.put(cluster["server"] + path, params=query, timeout=60,
+                     verify=ssl.create_default_context(
+                         cafile=cluster["certificate-authority"]),
+                     headers={"Authorization": f"Bearer {token}"})
 
 
 def test_snapshot_is_accepted_at_once_and_completes_later(harness, source, store, make_user,

@@ -264,6 +264,25 @@ def test_server_side_defaults(kova_crds, kubectl, namespace, cleanup) -> None:
     }
 
 
+def test_require_quiesce_is_an_image_property_false_by_default(kova_crds, kubectl,
+                                                                namespace, cleanup) -> None:
+    """properties.requireQuiesce (Glance's os_require_quiesce) on an Image
+    and a TenantImage: true is kept, and an image without it reads false."""
+    name = f"quiesced-{_uid()}"
+    img = _named(_image(properties={"requireQuiesce": True}), name)
+    cleanup(_dump(img))
+    created = json.loads(kubectl("create", "-f", "-", "-o", "json", input=_dump(img)).stdout)
+    assert created["spec"]["properties"]["requireQuiesce"] is True, created["spec"]
+    plain = _named(_image(properties={"architecture": "x86_64"}), f"plain-{_uid()}")
+    cleanup(_dump(plain))
+    created = json.loads(kubectl("create", "-f", "-", "-o", "json", input=_dump(plain)).stdout)
+    assert created["spec"]["properties"]["requireQuiesce"] is False, created["spec"]
+    timg = _named(_timg(properties={"requireQuiesce": True}), "quiesced")
+    created = json.loads(kubectl("create", "-n", namespace, "-f", "-", "-o", "json",
+                                 input=_dump(timg)).stdout)
+    assert created["spec"]["properties"]["requireQuiesce"] is True, created["spec"]
+
+
 # ==========================================================================
 # Bad manifests: rejected at admission, naming the field
 
@@ -381,6 +400,8 @@ BAD = [
     ("image-bad-format", _image(format="vmdk"), ["spec.format: Unsupported value: \"vmdk\""]),
     ("image-bad-firmware", _image(properties={"firmware": "coreboot"}),
      ["spec.properties.firmware: Unsupported value"]),
+    ("image-require-quiesce-not-boolean", _image(properties={"requireQuiesce": "yes"}),
+     ["spec.properties.requireQuiesce", "must be of type boolean"]),
     # --- TenantImage
     ("timg-no-source", _timg(source=None), ["spec.source: Required value",
                                             "source is required (only a snapshot's"]),
@@ -388,6 +409,8 @@ BAD = [
      ["spec.saving", "saving is true or absent"]),
     ("timg-host-path", _timg(source={"hostPath": "/var/lib/kova/images/x.qcow2"}),
      ["spec.source: Forbidden: a TenantImage cannot use source.hostPath"]),
+    ("timg-require-quiesce-not-boolean", _timg(properties={"requireQuiesce": 1}),
+     ["spec.properties.requireQuiesce", "must be of type boolean"]),
     # --- ServerGroup
     ("sg-max-with-affinity", _sg(policy="affinity", maxServerPerHost=2),
      ["spec.maxServerPerHost: Forbidden: maxServerPerHost is only allowed with policy anti-affinity"]),

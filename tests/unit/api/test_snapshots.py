@@ -105,3 +105,87 @@ def test_a_snapshots_tenant_image_at_its_request() -> None:
     assert cond["message"] == ("the snapshot of instance team-a/web-1 failed (req-1): "
                                "NoImageStore: none; no file was stored: delete this "
                                "TenantImage to use its name again")
+
+
+def _of(kind: str | None = None, name: str = "debian-12") -> dict:
+    ref = {"name": name, **({"kind": kind} if kind else {})}
+    return {"metadata": {"name": "web", "namespace": "team-a"}, "spec": {"imageRef": ref},
+            "status": {"phase": "Running", "host": "h1"}}
+
+
+def _image(require: bool | None) -> dict:
+    props = {"architecture": "x86_64"}
+    if require is not None:
+        props["requireQuiesce"] = require
+    return {"spec": {"properties": props}}
+
+
+@pytest.mark.parametrize("kind,named", [(None, "Image debian-12"),
+                                        ("Image", "Image debian-12"),
+                                        ("TenantImage", "TenantImage debian-12")])
+def test_an_image_requiring_quiescing_makes_a_snapshot_without_quiesce_required(
+        kind, named) -> None:
+    from kova.api.snapshots import Quiesce, quiesce
+
+    got = quiesce(_of(kind), None, _image(True))
+    assert got == Quiesce("required", named) and got.by_image
+    assert got.note() == f"quiesce required by {named} (properties.requireQuiesce)"
+    # Asking for what the image requires is the same thing.
+    assert quiesce(_of(kind), "required", _image(True)) == Quiesce("required", named)
+
+
+@pytest.mark.parametrize("asked", ["auto", "off"])
+def test_less_than_required_is_refused_naming_the_property_and_the_image(asked) -> None:
+    from kova.api.moves import Refusal
+    from kova.api.snapshots import quiesce
+
+    got = quiesce(_of("TenantImage", "golden"), asked, _image(True))
+    assert isinstance(got, Refusal) and (got.code, got.reason) == (409, "QuiesceRequired")
+    assert got.message.startswith(
+        "TenantImage golden requires quiescing (properties.requireQuiesce, Glance's "
+        f"os_require_quiesce): a snapshot of instance web with quiesce {asked} is refused")
+
+
+@pytest.mark.parametrize("require", [None, False])
+def test_an_image_that_does_not_require_quiescing_leaves_it_to_the_request(require) -> None:
+    from kova.api.snapshots import Quiesce, quiesce
+
+    assert quiesce(_of(), None, _image(require)) == Quiesce("auto", "default")
+    assert quiesce(_of(), None, _image(require)).note() == "quiesce auto by default"
+    for asked in ("required", "auto", "off"):
+        got = quiesce(_of(), asked, _image(require))
+        assert got == Quiesce(asked, "request") and not got.by_image
+        assert got.note() == f"quiesce {asked} as asked"
+
+
+def test_an_image_that_is_gone_requires_nothing_and_the_action_says_so() -> None:
+    from kova.api.snapshots import Quiesce, quiesce
+
+    got = quiesce(_of(), None, None)
+    assert got == Quiesce("auto", "default (Image debian-12 not found)") and not got.by_image
+    assert quiesce(_of(), "off", None) == Quiesce("off", "request")
+
+
+def test_the_snapshots_tenant_image_keeps_the_source_images_properties() -> None:
+    """As a Nova snapshot inherits its instance's image properties:
+    requireQuiesce, and the disk bus, NIC model, firmware the copy boots with."""
+    from kova.api import placeholders
+
+    inst = {"metadata": {"namespace": "team-a", "name": "web-1", "uid": "i-1"}}
+    props = {"architecture": "x86_64", "diskBus": "sata", "nicModel": "e1000",
+             "firmware": "uefi", "osType": "windows", "requireQuiesce": True}
+    body = placeholders.body(inst, "golden", "req-1", "alice", {"spec": {"properties": props}})
+    assert body["spec"] == {"saving": True, "format": "qcow2", "properties": props}
+    assert body["spec"]["properties"] is not props
+    # The source gone, or without properties: none.
+    assert "properties" not in placeholders.body(inst, "golden", "req-1", "alice", None)["spec"]
+    assert "properties" not in placeholders.body(inst, "golden", "req-1", "alice",
+                                                 {"spec": {}})["spec"]
+
+
+def test_the_image_of_a_newer_in_progress_message() -> None:
+    from kova.api.snapshot_tasks import _image_of
+
+    action = {"requestId": "req-1",
+              "message": "snapshot to TenantImage web.v2, quiesce required by Image x"}
+    assert _image_of(action, {}) == "web.v2"

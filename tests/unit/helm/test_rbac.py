@@ -66,7 +66,9 @@ CLUSTER: dict[str, dict[tuple[str, str], set[str]]] = {
         # a snapshot's TenantImage, saving, from its request on; stored while it was away
         (KOVA, "tenantimages"): {"get", "create"},
         (KOVA, "tenantimages/status"): {"patch"},     # Saving, then SnapshotFailed
-        (KOVA, "images"): {"get"},                    # eject: is the Image an ISO?
+        # the Instance's Image: an ISO for eject? at a snapshot: requireQuiesce,
+        # the properties kept
+        (KOVA, "images"): {"get"},
         ("", "events"): {"create"},
     },
 }

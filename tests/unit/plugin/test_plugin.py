@@ -65,3 +65,15 @@ def test_the_guide_shows_the_current_help() -> None:
         out = run(*([cmd] if cmd else []), "--help").stdout.rstrip()
         assert f"$ kubectl kova{' ' + cmd if cmd else ''} --help\n{out}" in doc or (
             not cmd and out in doc), f"docs/using-your-vm.md: help of {cmd or 'kubectl kova'}"
+
+
+def test_snapshot_sends_quiesce_only_when_given() -> None:
+    """Without --quiesce the API component takes the mode from the
+    instance's image (properties.requireQuiesce), so none is sent."""
+    from kova.plugin.main import snapshot_query
+
+    assert snapshot_query("golden", None) == {"image": "golden"}
+    assert snapshot_query("golden", "off") == {"image": "golden", "quiesce": "off"}
+    out = run("snapshot", "--help").stdout
+    assert "[default: auto]" not in out
+    assert "Not given: as" in out and "properties.requireQuiesce" in out
