@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,3 +229,16 @@ spec:
 {extra}  userData:
     inline: {json.dumps(user_data)}
 """
+
+
+def disk_boot_orders(xml: str) -> dict[str, str | None]:
+    """A domain XML's disks -> their boot order: ``disk``, or
+    ``cdrom:<source file or empty>`` for a CD-ROM."""
+    out = {}
+    for d in ET.fromstring(xml).findall("devices/disk"):
+        src = d.find("source")
+        key = d.get("device") if d.get("device") == "disk" else \
+            f"cdrom:{(src.get('file') or '') if src is not None else ''}"
+        boot = d.find("boot")
+        out[key] = boot.get("order") if boot is not None else None
+    return out

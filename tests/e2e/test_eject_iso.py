@@ -16,7 +16,6 @@ and its CD drive is still empty.
 from __future__ import annotations
 
 import uuid
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
@@ -27,21 +26,9 @@ from tests.e2e.test_guest_network_filter import Console
 from tests.fixtures.agents import domain_by_uuid, remove_domain
 from tests.fixtures.libvirt import wait_for_console
 from tests.fixtures.vm import plugin
-from tests.helpers import BOOT_TIMEOUT
+from tests.helpers import BOOT_TIMEOUT, disk_boot_orders
 
 SHELL = "KOVA-SHELL: ttyS0"
-
-
-def _disks(xml: str) -> dict[str, str | None]:
-    """device (disk, or cdrom:<source or empty>) -> its boot order."""
-    out = {}
-    for d in ET.fromstring(xml).findall("devices/disk"):
-        src = d.find("source")
-        key = d.get("device") if d.get("device") == "disk" else \
-            f"cdrom:{(src.get('file') or '') if src is not None else ''}"
-        boot = d.find("boot")
-        out[key] = boot.get("order") if boot is not None else None
-    return out
 
 
 def _label_on(dev: str) -> str:
@@ -73,7 +60,7 @@ def test_eject_a_running_iso_guest_and_restart_it_from_its_root_disk(
         idir = tmp_path / "instances" / uid
         cached = Path((idir / "cdrom.iso").readlink())
         dom = domain_by_uuid(libvirt_qemu_conn, uid)
-        assert _disks(dom.XMLDesc(0))[f"cdrom:{cached}"] == "1"
+        assert disk_boot_orders(dom.XMLDesc(0))[f"cdrom:{cached}"] == "1"
         log = idir / "console.log"
         wait_for_console(log, lambda t: SHELL in t, BOOT_TIMEOUT, interval=1.0)
         console = Console(libvirt_qemu_conn, dom, log)
@@ -91,9 +78,9 @@ def test_eject_a_running_iso_guest_and_restart_it_from_its_root_disk(
         # the guest sees its drive empty at once
         assert not console.ok(_label_on(dev), timeout=60)
         assert not console.ok(_readable(dev), timeout=60)
-        live = _disks(dom.XMLDesc(0))
+        live = disk_boot_orders(dom.XMLDesc(0))
         assert "cdrom:" in live and f"cdrom:{cached}" not in live, live
-        config = _disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        config = disk_boot_orders(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         assert config["disk"] == "1" and config["cdrom:"] is None, config
         status = harness.get(name)["status"]
         assert status["cdrom"]["ejected"] is True
@@ -112,7 +99,7 @@ def test_eject_a_running_iso_guest_and_restart_it_from_its_root_disk(
         wait_for_console(log, lambda t: t.count(BOOTED_MARKER) > booted
                          and t.count(SHELL) > shells, BOOT_TIMEOUT, interval=1.0)
         dom = domain_by_uuid(libvirt_qemu_conn, uid)
-        live = _disks(dom.XMLDesc(0))
+        live = disk_boot_orders(dom.XMLDesc(0))
         assert live["disk"] == "1" and live["cdrom:"] is None, live
         assert str(cached) not in dom.XMLDesc(0)
         console = Console(libvirt_qemu_conn, dom, log)

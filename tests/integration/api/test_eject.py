@@ -11,12 +11,11 @@ tests/e2e/test_eject_iso.py.
 from __future__ import annotations
 
 import io
-import xml.etree.ElementTree as ET
 
 import pycdlib
 
 from tests.fixtures.vm import plugin
-from tests.helpers import wait_for
+from tests.helpers import disk_boot_orders, wait_for
 
 
 def _iso(path):
@@ -32,18 +31,6 @@ def _iso(path):
 def _events(harness, name: str, reason: str) -> list:
     evs = harness.core.list_namespaced_event(harness.ns).items
     return [e for e in evs if e.involved_object.name == name and e.reason == reason]
-
-
-def _disks(xml: str) -> dict[str, str | None]:
-    """device (disk, or cdrom:<source or empty>) -> its boot order."""
-    out = {}
-    for d in ET.fromstring(xml).findall("devices/disk"):
-        src = d.find("source")
-        key = d.get("device") if d.get("device") == "disk" else \
-            f"cdrom:{(src.get('file') or '') if src is not None else ''}"
-        boot = d.find("boot")
-        out[key] = boot.get("order") if boot is not None else None
-    return out
 
 
 def test_eject_of_an_instance_without_an_iso_is_refused(vm, make_user, namespace) -> None:
@@ -76,7 +63,7 @@ def test_eject_of_a_stopped_iso_instance_and_of_a_running_one(
              30, 0.2, "the Host's streamEndpoint")
     link = tmp_path / "instances" / uid / "cdrom.iso"
     iso_file = str(link.readlink())
-    before = _disks(agent.ctx.driver.get(uid).xml)
+    before = disk_boot_orders(agent.ctx.driver.get(uid).xml)
     assert before[f"cdrom:{iso_file}"] == "1" and before["disk"] == "2", before
     editor = make_user("editor", "kova-edit", namespace)
 
@@ -91,7 +78,7 @@ def test_eject_of_a_stopped_iso_instance_and_of_a_running_one(
                                                                 editor.username)
     assert status["cdrom"]["requestId"] == last["requestId"]
     assert not link.is_symlink()
-    after = _disks(agent.ctx.driver.get(uid).xml)
+    after = disk_boot_orders(agent.ctx.driver.get(uid).xml)
     assert after == {"disk": "1", **{k: None for k in after if k.startswith("cdrom:")}}, after
     assert "cdrom:" in after and iso_file not in agent.ctx.driver.get(uid).xml
     wait_for(lambda: _events(harness, "inst", "EjectDone"), 10, 0.2, "the EjectDone Event")
@@ -101,7 +88,7 @@ def test_eject_of_a_stopped_iso_instance_and_of_a_running_one(
     # started, it keeps the definition the eject wrote
     harness.patch("inst", {"spec": {"runStrategy": "Always"}})
     harness.wait_phase("inst", "Running")
-    assert _disks(agent.ctx.driver.get(uid).xml) == after
+    assert disk_boot_orders(agent.ctx.driver.get(uid).xml) == after
 
     # A running ISO guest on a hypervisor without change-media: the user
     # sees libvirt's error, the action is recorded as Error, a Warning Event.

@@ -15,20 +15,9 @@ from kova.agents.virt.cdrom import cdrom_ejected as xml_ejected
 from kova.agents.virt.cdrom import cdrom_medium, eject, eject_cdrom_xml, ejected_cdrom_device
 from kova.agents.virt.domain import DomainSpecError, build_domain_xml
 from kova.agents.virt.driver import DriverError, LibvirtDriver, start_event_loop
+from tests.helpers import disk_boot_orders
 
 ISO = "/cache/abc.iso"
-
-
-def _boot_orders(xml: str) -> dict[str, str | None]:
-    """device (disk, or cdrom:<source or empty>) -> its boot order."""
-    out = {}
-    for d in ET.fromstring(xml).findall("devices/disk"):
-        src = d.find("source")
-        key = d.get("device") if d.get("device") == "disk" else \
-            f"cdrom:{(src.get('file') or '') if src is not None else ''}"
-        boot = d.find("boot")
-        out[key] = boot.get("order") if boot is not None else None
-    return out
 
 
 @pytest.mark.parametrize("machine", ["pc", "q35"])
@@ -38,7 +27,7 @@ def test_ejected_instance_gets_an_empty_drive_and_boots_its_root_disk(make_spec,
     spec = make_spec(machine=machine, cdrom_ejected=True)
     ejected = build_domain_xml(spec)
     seed = f"cdrom:{spec.seed_path}"
-    assert _boot_orders(ejected) == {"disk": "1", seed: None, "cdrom:": None}
+    assert disk_boot_orders(ejected) == {"disk": "1", seed: None, "cdrom:": None}
     assert ISO not in ejected
     # the empty drive is where the ISO was (same bus and target device)
     def target(xml, source):
@@ -56,10 +45,10 @@ def test_eject_rewrites_a_definition_like_the_builder_writes_it(make_spec):
     spec = make_spec(cdrom_path=ISO)
     xml = build_domain_xml(spec)
     assert not xml_ejected(xml, spec.seed_path)
-    assert _boot_orders(xml)["disk"] == "2" and _boot_orders(xml)[f"cdrom:{ISO}"] == "1"
+    assert disk_boot_orders(xml)["disk"] == "2" and disk_boot_orders(xml)[f"cdrom:{ISO}"] == "1"
     new = eject_cdrom_xml(xml, spec.seed_path)
     assert xml_ejected(new, spec.seed_path)
-    assert _boot_orders(new) == _boot_orders(build_domain_xml(
+    assert disk_boot_orders(new) == disk_boot_orders(build_domain_xml(
         make_spec(uid=spec.meta.uid, name=spec.meta.name, cdrom_ejected=True,
                   seed_path=spec.seed_path)))
     # the seed CD-ROM is never the one ejected
@@ -102,7 +91,7 @@ def test_driver_ejects_a_defined_domain_once(driver, make_spec):
     info = driver.get(spec.meta.uid)
     assert info is not None and cdrom_medium(info.xml, spec.seed_path) is None
     assert xml_ejected(info.xml, spec.seed_path)
-    assert _boot_orders(info.xml)["disk"] == "1"
+    assert disk_boot_orders(info.xml)["disk"] == "1"
     assert eject(driver, spec.meta.uid, spec.seed_path) is False  # already empty
 
 
