@@ -26,7 +26,7 @@ from tests.e2e.test_guest_network_filter import Console
 from tests.fixtures.agents import domain_by_uuid, remove_domain
 from tests.fixtures.libvirt import wait_for_console
 from tests.fixtures.vm import plugin
-from tests.helpers import BOOT_TIMEOUT, disk_boot_orders
+from tests.helpers import BOOT_TIMEOUT, disk_boot_orders, wait_for
 
 SHELL = "KOVA-SHELL: ttyS0"
 
@@ -111,4 +111,9 @@ def test_eject_a_running_iso_guest_and_restart_it_from_its_root_disk(
     finally:
         if console is not None:
             console.close()
+        # deleted first: the agent, still running, would define again a domain
+        # of an Instance that is still there
+        if harness.get(name) is not None:
+            harness.delete(name)
+            wait_for(lambda: harness.get(name) is None, 120, what=f"{name} deleted")
         remove_domain(libvirt_qemu_conn, f"{harness.ns}.{name}")
