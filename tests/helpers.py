@@ -242,3 +242,19 @@ def disk_boot_orders(xml: str) -> dict[str, str | None]:
         boot = d.find("boot")
         out[key] = boot.get("order") if boot is not None else None
     return out
+
+
+def small_iso(path: Path) -> Path:
+    """A small ISO 9660 file at ``path`` (volume KOVACD, one README.TXT): an
+    iso Image's file for tests that attach it, not boot it."""
+    import io
+
+    import pycdlib
+
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, vol_ident="KOVACD")
+    data = b"kova cd\n" * 512
+    iso.add_fp(io.BytesIO(data), len(data), "/README.TXT;1")
+    iso.write(str(path))
+    iso.close()
+    return path

@@ -19,6 +19,7 @@ import time
 
 from kova.crds import names as contract
 from tests.fixtures.agents import G, V, wait_for
+from tests.helpers import small_iso
 
 
 def _image(harness, name: str) -> dict:
@@ -28,20 +29,6 @@ def _image(harness, name: str) -> dict:
 def _available(obj: dict) -> dict:
     return next((c for c in (obj.get("status") or {}).get("conditions") or ()
                  if c["type"] == "Available"), {})
-
-
-def _iso(path):
-    import io
-
-    import pycdlib
-
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, vol_ident="KOVACD")
-    data = b"kova cd\n" * 512
-    iso.add_fp(io.BytesIO(data), len(data), "/README.TXT;1")
-    iso.write(str(path))
-    iso.close()
-    return path
 
 
 def _qcow2(path, size: str = "64M"):
@@ -105,7 +92,7 @@ def test_unused_image_leaves_the_cache_after_the_ttl_one_in_use_stays(harness, t
     harness.image(unused, _qcow2(images / "unused.qcow2", "32M"))
     # An ISO an Instance boots from is in use too: its CD-ROM holds it.
     cd = f"cd-{harness.host}"
-    iso = _iso(images / "cd.iso")
+    iso = small_iso(images / "cd.iso")
     harness.image(cd, iso, format="iso")
     harness.agent(image_cache_ttl=1.0, image_cache_check_seconds=0.5, resync_seconds=0.5,
                   image_cache_min_free_percent=0.0)

@@ -10,22 +10,8 @@ tests/e2e/test_eject_iso.py.
 
 from __future__ import annotations
 
-import io
-
-import pycdlib
-
 from tests.fixtures.vm import plugin
-from tests.helpers import disk_boot_orders, wait_for
-
-
-def _iso(path):
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, vol_ident="KOVACD")
-    data = b"kova cd\n" * 512
-    iso.add_fp(io.BytesIO(data), len(data), "/README.TXT;1")
-    iso.write(str(path))
-    iso.close()
-    return path
+from tests.helpers import disk_boot_orders, small_iso, wait_for
 
 
 def _events(harness, name: str, reason: str) -> list:
@@ -56,7 +42,7 @@ def test_eject_of_a_stopped_iso_instance_and_of_a_running_one(
     images = tmp_path / "images"
     images.mkdir(exist_ok=True)
     cd = f"cd-{namespace[-6:]}"
-    harness.image(cd, _iso(images / "cd.iso"), format="iso")
+    harness.image(cd, small_iso(images / "cd.iso"), format="iso")
     uid = harness.instance("inst", cd, run_strategy="Halted")["metadata"]["uid"]
     harness.wait_phase("inst", "Stopped")
     wait_for(lambda: ((harness.host_obj() or {}).get("status") or {}).get("streamEndpoint"),
